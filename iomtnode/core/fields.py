@@ -1,0 +1,94 @@
+"""Field checks for positional records: each returns the value or raises :class:`FieldError`.
+
+Records (transactions, headers, certificates) are decoded from positional arrays; the
+checks here turn "some decoded msgpack value" into "a value of the right type, size
+and range", with a message that names the field.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from .crypto import HASH_BYTES, KEY_BYTES, SIG_BYTES
+
+U64_MAX = 2**64 - 1
+IDENT_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")  # kinds, device classes, scopes
+
+
+class FieldError(ValueError):
+    """A record field of the wrong type, size or range."""
+
+
+Check = Callable[[str, Any], Any]
+
+
+def u64(name: str, value: Any) -> int:
+    if type(value) is not int or not 0 <= value <= U64_MAX:
+        raise FieldError(f"{name} must be an integer in [0, 2^64), got {value!r:.40}")
+    return value
+
+
+def boolean(name: str, value: Any) -> bool:
+    if type(value) is not bool:
+        raise FieldError(f"{name} must be a boolean, got {value!r:.40}")
+    return value
+
+
+def exact_bytes(size: int) -> Check:
+    def check(name: str, value: Any) -> bytes:
+        if type(value) is not bytes or len(value) != size:
+            got = f"{len(value)} bytes" if type(value) is bytes else type(value).__name__
+            raise FieldError(f"{name} must be {size} bytes, got {got}")
+        return value
+
+    return check
+
+
+def max_bytes(limit: int) -> Check:
+    def check(name: str, value: Any) -> bytes:
+        if type(value) is not bytes:
+            raise FieldError(f"{name} must be bytes, got {type(value).__name__}")
+        if len(value) > limit:
+            raise FieldError(f"{name} is {len(value)} bytes, more than the limit of {limit}")
+        return value
+
+    return check
+
+
+def text(limit: int) -> Check:
+    def check(name: str, value: Any) -> str:
+        if type(value) is not str:
+            raise FieldError(f"{name} must be a string, got {type(value).__name__}")
+        if len(value.encode()) > limit:
+            raise FieldError(f"{name} is longer than {limit} bytes")
+        return value
+
+    return check
+
+
+def ident(name: str, value: Any) -> str:
+    if type(value) is not str or not IDENT_RE.fullmatch(value):
+        raise FieldError(f"{name} must match {IDENT_RE.pattern}, got {value!r:.40}")
+    return value
+
+
+def optional_hash(name: str, value: Any) -> bytes:
+    if type(value) is not bytes or len(value) not in (0, HASH_BYTES):
+        raise FieldError(f"{name} must be empty or {HASH_BYTES} bytes")
+    return value
+
+
+key = exact_bytes(KEY_BYTES)
+digest = exact_bytes(HASH_BYTES)
+signature = exact_bytes(SIG_BYTES)
+
+
+def record(name: str, value: Any, arity: int) -> list[Any]:
+    """Check that ``value`` is a positional record (a list) of exactly ``arity`` items."""
+    if type(value) is not list:
+        raise FieldError(f"{name} must be an array, got {type(value).__name__}")
+    if len(value) != arity:
+        raise FieldError(f"{name} must have {arity} fields, got {len(value)}")
+    return value

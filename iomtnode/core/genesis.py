@@ -1,0 +1,112 @@
+"""The genesis: what every node of one network agrees on before the first block.
+
+Stored as readable JSON (``genesis.json`` in a node's home); its hash, over the
+canonical encoding of its fields, identifies the chain and is the parent of block 0.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import codec
+from .block import NO_PROPOSER, Block, make_block
+from .crypto import KEY_BYTES, MAX_CHAIN_ID_BYTES, blake2b256
+from .fields import IDENT_RE
+
+GENESIS_VERSION = 1
+DEFAULT_MAX_FUTURE_DRIFT_MS = 30_000  # a reading may be stamped this far past block time
+MAX_AUTHORITIES = 128
+
+
+class GenesisError(ValueError):
+    """A genesis file that is missing, unreadable or inconsistent (says which field)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Genesis:
+    chain_id: str
+    time_ms: int
+    authorities: tuple[bytes, ...]
+    admission_threshold: int  # authority approvals needed to admit a device
+    max_future_drift_ms: int = DEFAULT_MAX_FUTURE_DRIFT_MS
+
+    def __post_init__(self) -> None:
+        if not IDENT_RE.fullmatch(self.chain_id.replace("-", "_")) or len(
+            self.chain_id.encode()
+        ) > MAX_CHAIN_ID_BYTES:
+            raise GenesisError(f"chain_id {self.chain_id!r} must be a short lowercase name")
+        if not 1 <= len(self.authorities) <= MAX_AUTHORITIES:
+            raise GenesisError(f"need 1 to {MAX_AUTHORITIES} authorities")
+        if any(type(a) is not bytes or len(a) != KEY_BYTES for a in self.authorities):
+            raise GenesisError("each authority must be a 32-byte ed25519 public key")
+        if len(set(self.authorities)) != len(self.authorities):
+            raise GenesisError("authorities must be distinct")
+        if not 1 <= self.admission_threshold <= len(self.authorities):
+            raise GenesisError(
+                f"admission_threshold must be between 1 and {len(self.authorities)}"
+            )
+        if self.time_ms < 0 or self.max_future_drift_ms < 0:
+            raise GenesisError("time_ms and max_future_drift_ms must not be negative")
+
+    @property
+    def hash(self) -> bytes:
+        return blake2b256(codec.encode([
+            GENESIS_VERSION, self.chain_id, self.time_ms, list(self.authorities),
+            self.admission_threshold, self.max_future_drift_ms,
+        ]))
+
+    def block(self) -> Block:
+        """Block 0: no transactions, no proposer, parent = the genesis hash."""
+        return make_block(
+            height=0, time_ms=self.time_ms, parent=self.hash, proposer=NO_PROPOSER, txs=(),
+            authorities=self.authorities, last_commit=None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": GENESIS_VERSION,
+            "chain_id": self.chain_id,
+            "time_ms": self.time_ms,
+            "authorities": [a.hex() for a in self.authorities],
+            "admission_threshold": self.admission_threshold,
+            "max_future_drift_ms": self.max_future_drift_ms,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Genesis:
+        if not isinstance(doc, dict):
+            raise GenesisError("genesis must be a JSON object")
+        if doc.get("version") != GENESIS_VERSION:
+            raise GenesisError(f"genesis version must be {GENESIS_VERSION}")
+        try:
+            return cls(
+                chain_id=str(doc["chain_id"]),
+                time_ms=int(doc["time_ms"]),
+                authorities=tuple(bytes.fromhex(a) for a in doc["authorities"]),
+                admission_threshold=int(doc["admission_threshold"]),
+                max_future_drift_ms=int(
+                    doc.get("max_future_drift_ms", DEFAULT_MAX_FUTURE_DRIFT_MS)
+                ),
+            )
+        except KeyError as exc:
+            raise GenesisError(f"genesis lacks the field {exc.args[0]}") from None
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, GenesisError):
+                raise
+            raise GenesisError(f"genesis has a malformed field: {exc}") from None
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Genesis:
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise GenesisError(f"no genesis file at {path}") from None
+        except (OSError, ValueError) as exc:
+            raise GenesisError(f"cannot read genesis {path}: {exc}") from None
+        return cls.from_json(doc)

@@ -1,0 +1,342 @@
+"""The world state and the rules that change it: ``apply(state, tx, ctx)``.
+
+State is a key-value map of bytes, read through a base (the store, or a dict in tests)
+with the writes of the transactions applied so far held in an overlay. Applying a block
+means: :func:`begin_block`, then :func:`apply` for each transaction, then persisting
+:meth:`State.changes` together with the block (one atomic batch, see ``store/``).
+
+Rules check the cheapest things first and raise one specific
+:class:`~iomtnode.core.errors.RuleError` per violated rule; a rejected transaction leaves
+the state exactly as it was (every rule is checked before anything is written).
+Signatures are not checked here: a transaction reaches :func:`apply` only after its
+signature was verified once, on admission.
+
+Keyspace (first byte)::
+
+    a            current authority list
+    c            scheduled authority changes [[height, subject, add], ...]
+    d <device>   Device record
+    p <device>   pending admission [[approvers...], patient, class, manufacturer]
+    q <device>   last sequence number of the device's readings
+    m <device>   last maintenance [action, note, ts_ms, height]
+    v <subject> <0|1>   votes to remove/add subject [voters...]
+    g <patient> <grantee> <scope>   grant [expires_ms, wrapped_key, height]
+    x <tx id>    a nonce-bearing transaction already applied
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from . import codec
+from . import errors as e
+from .genesis import Genesis
+from .tx import (
+    AdmitDevice,
+    AuthorityVote,
+    DeviceMaintenance,
+    Grant,
+    Reading,
+    RevokeDevice,
+    RevokeGrant,
+    RotateDeviceKey,
+    SignedTx,
+)
+
+ACTIVE, REVOKED, ROTATED = "active", "revoked", "rotated"
+GOVERNANCE_DELAY_BLOCKS = 2  # an authority change takes effect this many heights later
+
+K_AUTHORITIES = b"a"
+K_SCHEDULED = b"c"
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    key: bytes
+    patient: bytes
+    device_class: str
+    manufacturer: str
+    status: str
+    admitted_height: int
+    successor: bytes  # the new key after a rotation, else b""
+
+
+@dataclass(frozen=True, slots=True)
+class BlockContext:
+    """What a rule may know besides the state: the block being built or applied."""
+
+    height: int
+    time_ms: int
+    genesis: Genesis
+
+
+class State:
+    """Typed reads and writes over a base key-value reader, with a write overlay."""
+
+    def __init__(self, base: Callable[[bytes], bytes | None]) -> None:
+        self._base = base
+        self._writes: dict[bytes, bytes | None] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self._writes:
+            return self._writes[key]
+        return self._base(key)
+
+    def get_value(self, key: bytes) -> Any:
+        raw = self.get(key)
+        return None if raw is None else codec.decode(raw)
+
+    def put_value(self, key: bytes, value: Any) -> None:
+        self._writes[key] = codec.encode(value)
+
+    def delete(self, key: bytes) -> None:
+        self._writes[key] = None
+
+    def changes(self) -> dict[bytes, bytes | None]:
+        """Every write since this overlay was made (``None`` = delete)."""
+        return dict(self._writes)
+
+    # typed accessors -----------------------------------------------------------------
+
+    def authorities(self) -> tuple[bytes, ...]:
+        value = self.get_value(K_AUTHORITIES)
+        return tuple(value) if value else ()
+
+    def set_authorities(self, authorities: tuple[bytes, ...]) -> None:
+        self.put_value(K_AUTHORITIES, list(authorities))
+
+    def device(self, key: bytes) -> Device | None:
+        value = self.get_value(b"d" + key)
+        return None if value is None else Device(key, *value)
+
+    def put_device(self, device: Device) -> None:
+        self.put_value(b"d" + device.key, [
+            device.patient, device.device_class, device.manufacturer, device.status,
+            device.admitted_height, device.successor,
+        ])
+
+    def last_seq(self, device: bytes) -> int:
+        raw = self.get(b"q" + device)
+        return 0 if raw is None else int.from_bytes(raw, "big")
+
+    def set_last_seq(self, device: bytes, seq: int) -> None:
+        self._writes[b"q" + device] = seq.to_bytes(8, "big")
+
+    def pending_admission(self, device: bytes) -> list[Any] | None:
+        return self.get_value(b"p" + device)
+
+    def grant(self, patient: bytes, grantee: bytes, scope: str) -> list[Any] | None:
+        return self.get_value(b"g" + patient + grantee + scope.encode())
+
+    def scheduled_changes(self) -> list[list[Any]]:
+        return self.get_value(K_SCHEDULED) or []
+
+    def seen(self, tx_id: bytes) -> bool:
+        return self.get(b"x" + tx_id) is not None
+
+    def mark_seen(self, tx_id: bytes) -> None:
+        self._writes[b"x" + tx_id] = b""
+
+
+def genesis_state(genesis: Genesis) -> dict[bytes, bytes | None]:
+    """The state changes block 0 commits: the genesis authority set."""
+    state = State(lambda key: None)
+    state.set_authorities(genesis.authorities)
+    return state.changes()
+
+
+def begin_block(state: State, ctx: BlockContext) -> None:
+    """Start block ``ctx.height``: apply the authority changes scheduled for it."""
+    pending = state.scheduled_changes()
+    due = [c for c in pending if c[0] <= ctx.height]
+    if not due:
+        return
+    authorities = list(state.authorities())
+    for _, subject, add in due:
+        if add and subject not in authorities:
+            authorities.append(subject)
+        elif not add and subject in authorities and len(authorities) > 1:
+            authorities.remove(subject)
+    state.set_authorities(tuple(authorities))
+    rest = [c for c in pending if c[0] > ctx.height]
+    if rest:
+        state.put_value(K_SCHEDULED, rest)
+    else:
+        state.delete(K_SCHEDULED)
+
+
+def apply(state: State, tx: SignedTx, ctx: BlockContext) -> None:
+    """Apply ``tx`` to ``state`` or raise the :class:`RuleError` of the first broken rule."""
+    body = tx.body
+    match body:
+        case Reading():
+            _reading(state, body, ctx)
+        case AdmitDevice():
+            _admit(state, body, ctx)
+        case RevokeDevice():
+            _once(state, tx)
+            _revoke(state, body)
+            state.mark_seen(tx.id)
+        case RotateDeviceKey():
+            _rotate(state, body, ctx)
+        case DeviceMaintenance():
+            _once(state, tx)
+            _maintenance(state, body, ctx)
+            state.mark_seen(tx.id)
+        case AuthorityVote():
+            _once(state, tx)
+            _vote(state, body, ctx)
+            state.mark_seen(tx.id)
+        case Grant():
+            _once(state, tx)
+            _grant(state, body, ctx)
+            state.mark_seen(tx.id)
+        case RevokeGrant():
+            _once(state, tx)
+            _revoke_grant(state, body)
+            state.mark_seen(tx.id)
+        case _:  # pragma: no cover - decode_tx only yields the kinds above
+            raise TypeError(f"no rule for {type(body).__name__}")
+
+
+def _once(state: State, tx: SignedTx) -> None:
+    if state.seen(tx.id):
+        raise e.DuplicateTxError(f"transaction {tx.id.hex()[:16]} was already applied")
+
+
+def _active_device(state: State, key: bytes) -> Device:
+    device = state.device(key)
+    if device is None:
+        raise e.UnknownDeviceError(f"device {key.hex()[:16]} is not admitted")
+    if device.status == REVOKED:
+        raise e.RevokedDeviceError(f"device {key.hex()[:16]} was revoked")
+    if device.status == ROTATED:
+        raise e.RetiredKeyError(
+            f"device key {key.hex()[:16]} was rotated to {device.successor.hex()[:16]}; "
+            "sign with the new key"
+        )
+    return device
+
+
+def _require_authority(state: State, key: bytes) -> None:
+    if key not in state.authorities():
+        raise e.NotAuthorityError(f"{key.hex()[:16]} is not an authority")
+
+
+def _reading(state: State, r: Reading, ctx: BlockContext) -> None:
+    _active_device(state, r.device)
+    last = state.last_seq(r.device)
+    if r.seq <= last:
+        raise e.StaleSequenceError(
+            f"sequence number {r.seq} is not above the device's last, {last}"
+        )
+    limit = ctx.time_ms + ctx.genesis.max_future_drift_ms
+    if r.ts_ms > limit:
+        raise e.FutureTimestampError(
+            f"timestamp {r.ts_ms} is {r.ts_ms - ctx.time_ms} ms ahead of the chain's clock "
+            f"(at most {ctx.genesis.max_future_drift_ms} ms allowed); check the device clock"
+        )
+    state.set_last_seq(r.device, r.seq)
+
+
+def _admit(state: State, a: AdmitDevice, ctx: BlockContext) -> None:
+    _require_authority(state, a.authority)
+    existing = state.device(a.device)
+    if existing is not None:
+        raise e.DuplicateAdmissionError(
+            f"device {a.device.hex()[:16]} is already registered ({existing.status})"
+        )
+    if a.device in state.authorities():
+        raise e.KeyInUseError("an authority key cannot be admitted as a device")
+    pending = state.pending_admission(a.device)
+    approvers: list[bytes] = []
+    if pending is not None:
+        approvers, patient, device_class, manufacturer = pending
+        if a.authority in approvers:
+            raise e.DuplicateAdmissionError(
+                f"authority {a.authority.hex()[:16]} already approved this device"
+            )
+        if [patient, device_class, manufacturer] != [a.patient, a.device_class, a.manufacturer]:
+            raise e.ConflictingAdmissionError(
+                "this approval names a different patient, class or manufacturer than the "
+                "pending ones for the same device"
+            )
+    approvers = [*approvers, a.authority]
+    if len(approvers) >= ctx.genesis.admission_threshold:
+        state.put_device(Device(a.device, a.patient, a.device_class, a.manufacturer, ACTIVE,
+                                ctx.height, b""))
+        if pending is not None:
+            state.delete(b"p" + a.device)
+    else:
+        state.put_value(b"p" + a.device,
+                         [approvers, a.patient, a.device_class, a.manufacturer])
+
+
+def _revoke(state: State, r: RevokeDevice) -> None:
+    device = _active_device(state, r.device)
+    if r.by != device.patient and r.by not in state.authorities():
+        raise e.NotPermittedError("only an authority or the device's patient may revoke it")
+    state.put_device(replace(device, status=REVOKED))
+
+
+def _rotate(state: State, r: RotateDeviceKey, ctx: BlockContext) -> None:
+    device = _active_device(state, r.device)
+    if state.device(r.new_key) is not None or state.pending_admission(r.new_key) is not None:
+        raise e.KeyInUseError(f"key {r.new_key.hex()[:16]} is already registered")
+    if r.new_key in state.authorities():
+        raise e.KeyInUseError("an authority key cannot become a device key")
+    state.put_device(replace(device, status=ROTATED, successor=r.new_key))
+    state.put_device(Device(r.new_key, device.patient, device.device_class,
+                            device.manufacturer, ACTIVE, ctx.height, b""))
+
+
+def _maintenance(state: State, m: DeviceMaintenance, ctx: BlockContext) -> None:
+    _require_authority(state, m.authority)
+    if state.device(m.device) is None:
+        raise e.UnknownDeviceError(f"device {m.device.hex()[:16]} is not admitted")
+    state.put_value(b"m" + m.device, [m.action, m.note, m.ts_ms, ctx.height])
+
+
+def _vote(state: State, v: AuthorityVote, ctx: BlockContext) -> None:
+    authorities = state.authorities()
+    _require_authority(state, v.authority)
+    if v.add and v.subject in authorities:
+        raise e.GovernanceError(f"{v.subject.hex()[:16]} is already an authority")
+    if not v.add and v.subject not in authorities:
+        raise e.GovernanceError(f"{v.subject.hex()[:16]} is not an authority")
+    if v.add and state.device(v.subject) is not None:
+        raise e.KeyInUseError("a device key cannot become an authority")
+    key = b"v" + v.subject + (b"\x01" if v.add else b"\x00")
+    voters = [a for a in (state.get_value(key) or []) if a in authorities]
+    if v.authority in voters:
+        raise e.DuplicateVoteError(f"{v.authority.hex()[:16]} already voted on this change")
+    voters.append(v.authority)
+    if len(voters) * 2 <= len(authorities):
+        state.put_value(key, voters)
+        return
+    scheduled = state.scheduled_changes()
+    if not v.add:
+        removals = {s for _, s, add in scheduled if not add} | {v.subject}
+        additions = {s for _, s, add in scheduled if add}
+        if not (set(authorities) | additions) - removals:
+            raise e.GovernanceError("this vote would remove the last authority")
+    state.delete(key)
+    state.put_value(K_SCHEDULED,
+                     [*scheduled, [ctx.height + GOVERNANCE_DELAY_BLOCKS, v.subject, v.add]])
+
+
+def _grant(state: State, g: Grant, ctx: BlockContext) -> None:
+    if g.grantee == g.patient:
+        raise e.NotPermittedError("a patient does not need a grant for their own records")
+    if g.expires_ms <= ctx.time_ms:
+        raise e.ExpiredGrantError(f"grant expires at {g.expires_ms}, before the block time")
+    state.put_value(b"g" + g.patient + g.grantee + g.scope.encode(),
+                     [g.expires_ms, g.wrapped_key, ctx.height])
+
+
+def _revoke_grant(state: State, r: RevokeGrant) -> None:
+    if state.grant(r.patient, r.grantee, r.scope) is None:
+        raise e.UnknownGrantError(f"no grant of scope {r.scope!r} to {r.grantee.hex()[:16]}")
+    state.delete(b"g" + r.patient + r.grantee + r.scope.encode())

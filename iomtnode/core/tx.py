@@ -1,0 +1,302 @@
+"""Transactions: one frozen dataclass per kind, and the signed envelope around them.
+
+Wire form of a signed transaction::
+
+    encode([body, signature])     body = encode([KIND, field, field, ...])
+
+The body is kept as the exact bytes that were hashed and signed, so a received
+transaction is never re-encoded: its id is ``blake2b256(body)`` and its signature covers
+``domain | chain id | id`` (see :mod:`iomtnode.core.crypto`). Replay is impossible:
+readings carry a strictly increasing per-device sequence number, every other kind either
+is idempotent by its content (an admission) or carries a nonce and is rejected when its
+id has been seen (see :mod:`iomtnode.core.state`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+from . import codec
+from . import fields as f
+from .crypto import Domain, SigningKey, blake2b256, verify
+
+MAX_TX_BYTES = 4096  # a whole signed transaction on the wire
+MAX_INLINE_PAYLOAD_BYTES = 1024  # larger payloads live off-chain, referenced by hash
+MAX_NOTE_BYTES = 256  # free-text fields (manufacturer, reasons, maintenance notes)
+MAX_WRAPPED_KEY_BYTES = 128  # a data key sealed to a grantee
+
+
+class MalformedTxError(ValueError):
+    """Bytes that do not decode to a well-formed transaction (says which field and why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A measurement signed by the device that took it.
+
+    ``payload`` is small inline data (normally sealed to the patient's key) or empty, in
+    which case ``payload_hash`` names an encrypted off-chain blob. Exactly one is set.
+    """
+
+    KIND: ClassVar[int] = 1
+    DOMAIN: ClassVar[Domain] = Domain.READING
+    CHECKS: ClassVar[tuple[f.Check, ...]] = (
+        f.key, f.u64, f.u64, f.ident, f.max_bytes(MAX_INLINE_PAYLOAD_BYTES), f.optional_hash,
+    )
+    device: bytes
+    seq: int
+    ts_ms: int
+    kind: str
+    payload: bytes
+    payload_hash: bytes
+
+    @property
+    def signer(self) -> bytes:
+        return self.device
+
+    def check(self) -> None:
+        if bool(self.payload) == bool(self.payload_hash):
+            raise f.FieldError("exactly one of payload and payload_hash must be set")
+
+
+@dataclass(frozen=True, slots=True)
+class AdmitDevice:
+    """An authority's approval to admit ``device`` (its public key) for ``patient``."""
+
+    KIND: ClassVar[int] = 2
+    DOMAIN: ClassVar[Domain] = Domain.ADMIT_DEVICE
+    CHECKS: ClassVar[tuple[f.Check, ...]] = (
+        f.key, f.key, f.key, f.ident, f.text(MAX_NOTE_BYTES),
+    )
+    authority: bytes
+    device: bytes
+    patient: bytes
+    device_class: str
+    manufacturer: str
+
+    @property
+    def signer(self) -> bytes:
+        return self.authority
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeDevice:
+    """Revoke a device for good; signed by an authority or by the device's patient."""
+
+    KIND: ClassVar[int] = 3
+    DOMAIN: ClassVar[Domain] = Domain.REVOKE_DEVICE
+    CHECKS: ClassVar[tuple[f.Check, ...]] = (f.key, f.key, f.text(MAX_NOTE_BYTES), f.u64)
+    by: bytes
+    device: bytes
+    reason: str
+    nonce: int
+
+    @property
+    def signer(self) -> bytes:
+        return self.by
+
+
+@dataclass(frozen=True, slots=True)
+class RotateDeviceKey:
+    """Move a device to ``new_key``; signed by the old key, which is retired."""
+
+    KIND: ClassVar[int] = 4
+    DOMAIN: ClassVar[Domain] = Domain.ROTATE_DEVICE_KEY
+    CHECKS: ClassVar[tuple[f.Check, ...]] = (f.key, f.key)
+    device: bytes
+    new_key: bytes
+
+    @property
+    def signer(self) -> bytes:
+        return self.device
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceMaintenance:
+    """A service record (calibration, battery swap, firmware) signed by an authority."""
+
+    KIND: ClassVar[int] = 5
+    DOMAIN: ClassVar[Domain] = Domain.DEVICE_MAINTENANCE
+    CHECKS: ClassVar[tuple[f.Check, ...]] = (
+        f.key, f.key, f.ident, f.text(MAX_NOTE_BYTES), f.u64,
+    )
+    authority: bytes
+    device: bytes
+    action: str
+    note: str
+    ts_ms: int
+
+    @property
+    def signer(self) -> bytes:
+        return self.authority
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorityVote:
+    """An authority's vote to add or remove ``subject`` from the authority set."""
+
+    KIND: ClassVar[int] = 6
+    DOMAIN: ClassVar[Domain] = Domain.AUTHORITY_VOTE
+    CHECKS: ClassVar[tuple[f.Check, ...]] = (f.key, f.key, f.boolean, f.u64)
+    authority: bytes
+    subject: bytes
+    add: bool
+    nonce: int
+
+    @property
+    def signer(self) -> bytes:
+        return self.authority
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A patient lets ``grantee`` read their records in ``scope`` until ``expires_ms``.
+
+    ``wrapped_key`` is the patient's data key sealed to the grantee (may be empty when
+    the grantee fetches per-record keys instead).
+    """
+
+    KIND: ClassVar[int] = 7
+    DOMAIN: ClassVar[Domain] = Domain.GRANT
+    CHECKS: ClassVar[tuple[f.Check, ...]] = (
+        f.key, f.key, f.ident, f.u64, f.max_bytes(MAX_WRAPPED_KEY_BYTES), f.u64,
+    )
+    patient: bytes
+    grantee: bytes
+    scope: str
+    expires_ms: int
+    wrapped_key: bytes
+    nonce: int
+
+    @property
+    def signer(self) -> bytes:
+        return self.patient
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeGrant:
+    """A patient withdraws a grant."""
+
+    KIND: ClassVar[int] = 8
+    DOMAIN: ClassVar[Domain] = Domain.REVOKE_GRANT
+    CHECKS: ClassVar[tuple[f.Check, ...]] = (f.key, f.key, f.ident, f.u64)
+    patient: bytes
+    grantee: bytes
+    scope: str
+    nonce: int
+
+    @property
+    def signer(self) -> bytes:
+        return self.patient
+
+
+TxBody = (
+    Reading | AdmitDevice | RevokeDevice | RotateDeviceKey | DeviceMaintenance
+    | AuthorityVote | Grant | RevokeGrant
+)
+TX_TYPES: dict[int, type[Any]] = {
+    t.KIND: t
+    for t in (Reading, AdmitDevice, RevokeDevice, RotateDeviceKey, DeviceMaintenance,
+              AuthorityVote, Grant, RevokeGrant)
+}
+KIND_NAMES: dict[type[Any], str] = {
+    Reading: "reading", AdmitDevice: "admit_device", RevokeDevice: "revoke_device",
+    RotateDeviceKey: "rotate_device_key", DeviceMaintenance: "device_maintenance",
+    AuthorityVote: "authority_vote", Grant: "grant", RevokeGrant: "revoke_grant",
+}
+
+
+def body_fields(body: TxBody) -> list[Any]:
+    return [getattr(body, fld.name) for fld in fields(body)]
+
+
+def encode_body(body: TxBody) -> bytes:
+    return codec.encode([body.KIND, *body_fields(body)])
+
+
+def decode_body(data: bytes) -> TxBody:
+    """Decode and check a transaction body. Raises :class:`MalformedTxError`."""
+    try:
+        value = codec.decode(data, max_bytes=MAX_TX_BYTES)
+    except codec.DecodeError as exc:
+        raise MalformedTxError(f"transaction body: {exc}") from None
+    if type(value) is not list or not value or type(value[0]) is not int:
+        raise MalformedTxError("transaction body must be an array starting with its kind")
+    cls = TX_TYPES.get(value[0])
+    if cls is None:
+        raise MalformedTxError(f"unknown transaction kind {value[0]}")
+    args = value[1:]
+    name = KIND_NAMES[cls]
+    if len(args) != len(cls.CHECKS):
+        raise MalformedTxError(f"{name} has {len(cls.CHECKS)} fields, got {len(args)}")
+    try:
+        for check, fld, arg in zip(cls.CHECKS, fields(cls), args, strict=True):
+            check(f"{name}.{fld.name}", arg)
+        body = cls(*args)
+        if hasattr(body, "check"):
+            body.check()
+    except f.FieldError as exc:
+        raise MalformedTxError(str(exc)) from None
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class SignedTx:
+    """A transaction body with its signature, as received or as made.
+
+    ``raw`` is the exact wire form, ``id`` the hash of the body bytes. Construct with
+    :func:`decode_tx` (untrusted bytes) or :func:`sign_tx` (a local key).
+    """
+
+    body: TxBody
+    body_bytes: bytes
+    signature: bytes
+    raw: bytes
+    id: bytes
+
+    def verify(self, chain_id: str) -> None:
+        """Raise :class:`~iomtnode.core.crypto.BadSignatureError` unless the signer signed it."""
+        verify(self.body.signer, self.body.DOMAIN, chain_id, self.id, self.signature)
+
+    @property
+    def kind_name(self) -> str:
+        return KIND_NAMES[type(self.body)]
+
+
+def sign_tx(body: TxBody, key: SigningKey, chain_id: str) -> SignedTx:
+    """Sign ``body`` with ``key`` (which must be the body's signer) for ``chain_id``."""
+    if key.public != body.signer:
+        raise ValueError(f"{KIND_NAMES[type(body)]} must be signed by its signer field's key")
+    body_bytes = encode_body(body)
+    tx_id = blake2b256(body_bytes)
+    signature = key.sign(body.DOMAIN, chain_id, tx_id)
+    raw = codec.encode([body_bytes, signature])
+    return SignedTx(body, body_bytes, signature, raw, tx_id)
+
+
+def decode_tx(raw: bytes) -> SignedTx:
+    """Decode a signed transaction from untrusted bytes (its signature is not checked here).
+
+    Raises :class:`MalformedTxError` with the reason.
+    """
+    try:
+        value = codec.decode(raw, max_bytes=MAX_TX_BYTES)
+        f.record("transaction", value, 2)
+        body_bytes = f.max_bytes(MAX_TX_BYTES)("transaction.body", value[0])
+        signature = f.signature("transaction.signature", value[1])
+    except (codec.DecodeError, f.FieldError) as exc:
+        raise MalformedTxError(f"transaction: {exc}") from None
+    body = decode_body(body_bytes)
+    return SignedTx(body, body_bytes, signature, bytes(raw), blake2b256(body_bytes))
+
+
+def tx_to_json(tx: SignedTx) -> dict[str, Any]:
+    """A readable view of a transaction (bytes as hex); ``raw`` is the authoritative form."""
+    view: dict[str, Any] = {"id": tx.id.hex(), "type": tx.kind_name}
+    for fld in fields(tx.body):
+        value = getattr(tx.body, fld.name)
+        view[fld.name] = value.hex() if isinstance(value, bytes) else value
+    view["signature"] = tx.signature.hex()
+    view["raw"] = tx.raw.hex()
+    return view
