@@ -1,0 +1,105 @@
+"""The mempool: admitted transactions waiting for a block, bounded, checked once.
+
+Admission runs the cheap checks first (size, decode, duplicate id), then verifies the
+signature (once per transaction: a transaction in the pool is never verified again on
+this node), then the state rules against the committed state plus every pending
+transaction, so the pool only holds transactions that fit together in order.
+
+Pure and synchronous; the node wraps it (see ``node.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import structlog
+
+from ..chain.chain import Chain
+from ..core import errors as e
+from ..core.block import Block
+from ..core.crypto import BadSignatureError
+from ..core.state import BlockContext, State, apply, begin_block
+from ..core.tx import MalformedTxError, Reading, SignedTx, decode_tx
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_MAX_TXS = 50_000  # pending transactions; more are refused with MempoolFullError
+
+
+class Mempool:
+    """Pending transactions in arrival order, valid on top of the committed state."""
+
+    def __init__(self, chain: Chain, *, now_ms: Callable[[], int],
+                 max_txs: int = DEFAULT_MAX_TXS) -> None:
+        self._chain = chain
+        self._now_ms = now_ms
+        self.max_txs = max_txs
+        self._txs: dict[bytes, SignedTx] = {}
+        self._state, self._ctx = self._fresh_state()
+
+    def __len__(self) -> int:
+        return len(self._txs)
+
+    def __contains__(self, tx_id: bytes) -> bool:
+        return tx_id in self._txs
+
+    def _fresh_state(self) -> tuple[State, BlockContext]:
+        ctx = BlockContext(self._chain.height + 1, self._now_ms(), self._chain.genesis)
+        state = self._chain.state()
+        begin_block(state, ctx)
+        return state, ctx
+
+    def add(self, raw: bytes, *, reading_only: bool = False) -> SignedTx:
+        """Admit one transaction from untrusted bytes, or raise the precise RuleError.
+
+        With ``reading_only``, anything but a :class:`Reading` is refused.
+        """
+        if len(self._txs) >= self.max_txs:
+            raise e.MempoolFullError(
+                f"mempool holds {self.max_txs} transactions; retry after the next block"
+            )
+        try:
+            tx = decode_tx(raw)
+        except MalformedTxError as exc:
+            raise e.MalformedTxRuleError(str(exc)) from None
+        if reading_only and not isinstance(tx.body, Reading):
+            raise e.MalformedTxRuleError(f"expected a reading, got a {tx.kind_name}")
+        if tx.id in self._txs:
+            raise e.DuplicateTxError(f"transaction {tx.id.hex()[:16]} is already pending")
+        location = self._chain.store.tx_location(tx.id)
+        if location is not None:
+            raise e.DuplicateTxError(
+                f"transaction {tx.id.hex()[:16]} is already in block {location[0]}"
+            )
+        try:
+            tx.verify(self._chain.chain_id)
+        except BadSignatureError as exc:
+            raise e.BadSignatureRuleError(f"{exc} (signer {tx.body.signer.hex()[:16]})") from None
+        self._ctx = BlockContext(self._ctx.height, self._now_ms(), self._ctx.genesis)
+        apply(self._state, tx, self._ctx)  # raises the rule's error; state untouched then
+        self._txs[tx.id] = tx
+        return tx
+
+    def pending(self, limit: int) -> list[SignedTx]:
+        """Up to ``limit`` pending transactions in arrival order (they stay pending)."""
+        out: list[SignedTx] = []
+        for tx in self._txs.values():
+            if len(out) >= limit:
+                break
+            out.append(tx)
+        return out
+
+    def block_committed(self, block: Block) -> None:
+        """Drop the block's transactions and re-check the rest against the new state."""
+        for tx in block.txs:
+            self._txs.pop(tx.id, None)
+        self._state, self._ctx = self._fresh_state()
+        survivors: dict[bytes, SignedTx] = {}
+        for tx_id, tx in self._txs.items():
+            try:
+                apply(self._state, tx, self._ctx)
+            except e.RuleError as exc:
+                log.info("mempool_tx_dropped", tx=tx_id.hex()[:16], reason=str(exc))
+            else:
+                survivors[tx_id] = tx
+        self._txs = survivors

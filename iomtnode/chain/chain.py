@@ -1,0 +1,159 @@
+"""The chain: typed blocks, state and receipts over the bytes-level block store.
+
+Synchronous and free of trio: the node calls it from its tasks (block commits from a
+worker thread, since they fsync). Every commit is one atomic store write of the block,
+its certificate, its indices, its state changes and the head pointer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from ..core import merkle
+from ..core.block import Block, Commit, decode_block, decode_commit, make_block
+from ..core.errors import RuleError
+from ..core.genesis import Genesis
+from ..core.receipt import make_receipt
+from ..core.state import BlockContext, Device, State, apply, begin_block, genesis_state
+from ..core.tx import SignedTx
+from ..store import BlockStore
+
+log = structlog.get_logger(__name__)
+
+META_GENESIS = "genesis_hash"
+
+
+class WrongChainError(RuntimeError):
+    """The store holds another chain than the genesis given."""
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltBlock:
+    """A block made from candidate transactions, with the state changes it commits."""
+
+    block: Block
+    changes: dict[bytes, bytes | None]
+    rejected: list[tuple[SignedTx, RuleError]]
+
+
+class Chain:
+    """Typed access to one chain's blocks and state in a :class:`BlockStore`."""
+
+    def __init__(self, store: BlockStore, genesis: Genesis) -> None:
+        self.store = store
+        self.genesis = genesis
+        stored = store.get_meta(META_GENESIS)
+        if stored is not None and stored != genesis.hash:
+            raise WrongChainError(
+                f"the data directory holds chain {stored.hex()[:16]}, but the genesis file "
+                f"is {genesis.hash.hex()[:16]}: use the genesis this home was made with"
+            )
+        if store.head() is None:
+            block = genesis.block()
+            store.put_meta(META_GENESIS, genesis.hash)
+            store.commit_block(
+                height=0, block_hash=block.hash, block_bytes=block.encode(), commit_bytes=b"",
+                tx_ids=[], state_changes=genesis_state(genesis),
+            )
+            log.info("genesis_committed", chain_id=genesis.chain_id,
+                     genesis_hash=genesis.hash.hex())
+        head = store.head()
+        assert head is not None
+        self._head_height, self._head_hash = head
+        self._head_block = self.block_at(self._head_height)
+
+    # reads ---------------------------------------------------------------------------
+
+    @property
+    def chain_id(self) -> str:
+        return self.genesis.chain_id
+
+    @property
+    def height(self) -> int:
+        return self._head_height
+
+    @property
+    def head(self) -> Block:
+        return self._head_block
+
+    def state(self) -> State:
+        """A fresh overlay over the committed state."""
+        return State(self.store.get_state)
+
+    def authorities(self) -> tuple[bytes, ...]:
+        return self.state().authorities()
+
+    def block_at(self, height: int) -> Block:
+        raw = self.store.block_bytes(height)
+        if raw is None:
+            raise KeyError(f"no block at height {height}")
+        return decode_block(raw)
+
+    def block_by_hash(self, block_hash: bytes) -> Block:
+        height = self.store.block_height(block_hash)
+        if height is None:
+            raise KeyError(f"no block with hash {block_hash.hex()}")
+        return self.block_at(height)
+
+    def commit_at(self, height: int) -> Commit | None:
+        raw = self.store.commit_bytes(height)
+        return decode_commit(raw) if raw else None
+
+    def device(self, key: bytes) -> tuple[Device, int] | None:
+        state = self.state()
+        device = state.device(key)
+        return None if device is None else (device, state.last_seq(key))
+
+    def receipt(self, tx_id: bytes) -> dict[str, Any] | None:
+        """A receipt for a committed transaction, or None if it is not (yet) committed."""
+        location = self.store.tx_location(tx_id)
+        if location is None:
+            return None
+        height, index = location
+        block = self.block_at(height)
+        commit = self.commit_at(height)
+        if commit is None:  # pragma: no cover - every committed block is stored sealed
+            return None
+        leaves = [tx.raw for tx in block.txs]
+        proof = merkle.prove(leaves, index)
+        return make_receipt(self.chain_id, block.txs[index], block.header, block.header_bytes,
+                            commit, proof)
+
+    # writes --------------------------------------------------------------------------
+
+    def build(self, txs: Iterable[SignedTx], proposer: bytes, now_ms: int) -> BuiltBlock:
+        """Make the next block from ``txs`` (already signature-checked), dropping rule breakers."""
+        height = self._head_height + 1
+        time_ms = max(now_ms, self._head_block.header.time_ms + 1)
+        ctx = BlockContext(height, time_ms, self.genesis)
+        state = self.state()
+        begin_block(state, ctx)
+        accepted: list[SignedTx] = []
+        rejected: list[tuple[SignedTx, RuleError]] = []
+        for tx in txs:
+            try:
+                apply(state, tx, ctx)
+            except RuleError as exc:
+                rejected.append((tx, exc))
+            else:
+                accepted.append(tx)
+        block = make_block(
+            height=height, time_ms=time_ms, parent=self._head_hash, proposer=proposer,
+            txs=tuple(accepted), authorities=state.authorities(),
+            last_commit=self.commit_at(self._head_height),
+        )
+        return BuiltBlock(block, state.changes(), rejected)
+
+    def commit(self, built: BuiltBlock, commit: Commit) -> None:
+        """Store ``built`` with its certificate as the new head (one atomic, synced write)."""
+        block = built.block
+        self.store.commit_block(
+            height=block.height, block_hash=block.hash, block_bytes=block.encode(),
+            commit_bytes=commit.encode(), tx_ids=[tx.id for tx in block.txs],
+            state_changes=built.changes,
+        )
+        self._head_height, self._head_hash, self._head_block = block.height, block.hash, block

@@ -1,0 +1,126 @@
+"""Node settings: one frozen dataclass.
+
+Precedence: flags > IOMTNODE_* environment variables > config.toml > defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "IOMTNODE_"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(ValueError):
+    """A setting that is missing, of the wrong type or out of range (names the setting)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    api_listen: str = "127.0.0.1:7545"
+    p2p_listen: str = "127.0.0.1:7546"
+    block_interval_s: float = 0.25
+    empty_block_interval_s: float = 5.0
+    mempool_max_txs: int = 50_000
+    max_block_txs: int = 10_000
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        for name in ("api_listen", "p2p_listen"):
+            parse_hostport(getattr(self, name), name)
+        if not 0.001 <= self.block_interval_s <= 60:
+            raise ConfigError("block_interval_s must be between 0.001 and 60 seconds")
+        if not self.block_interval_s <= self.empty_block_interval_s <= 3600:
+            raise ConfigError("empty_block_interval_s must be between block_interval_s and 3600")
+        if not 1 <= self.mempool_max_txs <= 10_000_000:
+            raise ConfigError("mempool_max_txs must be between 1 and 10,000,000")
+        if not 1 <= self.max_block_txs <= 10_000:
+            raise ConfigError("max_block_txs must be between 1 and 10,000")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+
+
+TEMPLATE = """\
+# iomtnode configuration. Every setting can also be given as a command-line flag
+# (highest precedence) or an IOMTNODE_<NAME> environment variable (e.g.
+# IOMTNODE_API_LISTEN), which override this file.
+
+# Client API (JSON-RPC 2.0 over websocket at ws://HOST:PORT/api/v1).
+api_listen = "{api_listen}"
+
+# Peer-to-peer listener (websocket at /p2p/v1).
+p2p_listen = "{p2p_listen}"
+
+# Seconds between blocks while transactions are waiting (the least gap between blocks).
+block_interval_s = {block_interval_s}
+
+# Seconds after which an empty block is made when nothing is waiting.
+empty_block_interval_s = {empty_block_interval_s}
+
+# Pending transactions the mempool holds; more are refused until the next block.
+mempool_max_txs = {mempool_max_txs}
+
+# Transactions in one block (at most 10000).
+max_block_txs = {max_block_txs}
+
+# debug, info, warning or error.
+log_level = "{log_level}"
+"""
+
+
+def render(config: Config) -> str:
+    return TEMPLATE.format(**dataclasses.asdict(config))
+
+
+def parse_hostport(value: str, name: str = "address") -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{name} must be HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _coerce(name: str, raw: Any, kind: type) -> Any:
+    try:
+        if kind is float and isinstance(raw, int | float | str) and not isinstance(raw, bool):
+            return float(raw)
+        if kind is int and isinstance(raw, int | str) and not isinstance(raw, bool):
+            return int(raw)
+        if kind is str and isinstance(raw, str):
+            return raw
+    except ValueError:
+        pass
+    raise ConfigError(f"setting {name} must be a {kind.__name__}, got {raw!r}")
+
+
+def load_config(
+    path: Path | None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Settings from ``path`` (if it exists), then ``env``, then ``overrides`` (None = unset)."""
+    values: dict[str, Any] = {}
+    if path is not None and path.exists():
+        try:
+            values.update(tomllib.loads(path.read_text()))
+        except (tomllib.TOMLDecodeError, OSError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from None
+    env = os.environ if env is None else env
+    fields = {f.name: f.type for f in dataclasses.fields(Config)}
+    kinds = {"str": str, "float": float, "int": int}
+    for name in fields:
+        if ENV_PREFIX + name.upper() in env:
+            values[name] = env[ENV_PREFIX + name.upper()]
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = value
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    typed = {name: _coerce(name, v, kinds[str(fields[name])]) for name, v in values.items()}
+    return Config(**typed)

@@ -1,0 +1,120 @@
+"""Receipts: a proof, checkable offline, that a transaction is in a finalized block.
+
+A receipt holds the signed transaction, the header of its block, that block's commit
+certificate and the Merkle path from the transaction to the header's ``tx_root``. All
+of them are carried as their exact wire bytes (hex in JSON); the readable fields beside
+them are for people and are never trusted by :func:`verify_receipt`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import merkle
+from .block import (
+    Commit,
+    Header,
+    InvalidCommitError,
+    MalformedBlockError,
+    authorities_hash,
+    decode_commit,
+    decode_header,
+)
+from .crypto import BadSignatureError, blake2b256
+from .genesis import Genesis
+from .tx import MalformedTxError, SignedTx, decode_tx, tx_to_json
+
+RECEIPT_VERSION = 1
+MAX_PROOF_PATH = merkle.MAX_PROOF_DEPTH
+
+
+class ReceiptError(ValueError):
+    """A receipt that does not prove what it claims; the message says which check failed."""
+
+
+def make_receipt(
+    chain_id: str, tx: SignedTx, header: Header, header_bytes: bytes, commit: Commit,
+    proof: merkle.Proof,
+) -> dict[str, Any]:
+    return {
+        "version": RECEIPT_VERSION,
+        "chain_id": chain_id,
+        "height": header.height,
+        "block_hash": blake2b256(header_bytes).hex(),
+        "tx_id": tx.id.hex(),
+        "tx": tx.raw.hex(),
+        "header": header_bytes.hex(),
+        "commit": commit.encode().hex(),
+        "proof": {"index": proof.index, "count": proof.count,
+                  "path": [h.hex() for h in proof.path]},
+        "transaction": tx_to_json(tx),
+    }
+
+
+def _hex(doc: dict[str, Any], name: str) -> bytes:
+    value = doc.get(name)
+    if not isinstance(value, str):
+        raise ReceiptError(f"receipt field {name!r} must be a hex string")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise ReceiptError(f"receipt field {name!r} is not valid hex") from None
+
+
+def verify_receipt(doc: Any, genesis: Genesis) -> SignedTx:
+    """Check a receipt against a genesis; return the proven transaction.
+
+    Raises :class:`ReceiptError` naming the first check that failed: structure, the
+    transaction's signature, its Merkle path to the header, the header's authority set,
+    or the commit certificate (a quorum of that authority set precommitted this header).
+    """
+    if not isinstance(doc, dict) or doc.get("version") != RECEIPT_VERSION:
+        raise ReceiptError(f"not a version {RECEIPT_VERSION} receipt")
+    if doc.get("chain_id") != genesis.chain_id:
+        raise ReceiptError(
+            f"receipt is for chain {doc.get('chain_id')!r}, genesis is {genesis.chain_id!r}"
+        )
+    try:
+        tx = decode_tx(_hex(doc, "tx"))
+        header_bytes = _hex(doc, "header")
+        header = decode_header(header_bytes)
+        commit = decode_commit(_hex(doc, "commit"))
+    except (MalformedTxError, MalformedBlockError) as exc:
+        raise ReceiptError(f"malformed receipt: {exc}") from None
+    try:
+        tx.verify(genesis.chain_id)
+    except BadSignatureError as exc:
+        raise ReceiptError(f"transaction signature is invalid: {exc}") from None
+    proof = _proof(doc.get("proof"))
+    if proof.count != header.tx_count:
+        raise ReceiptError(f"proof is for {proof.count} leaves, block has {header.tx_count}")
+    if not merkle.verify(tx.raw, proof, header.tx_root):
+        raise ReceiptError("Merkle proof does not lead from the transaction to the header")
+    if header.authorities_hash != authorities_hash(genesis.authorities):
+        raise ReceiptError(
+            "block is certified by an authority set other than the genesis one; "
+            "this verifier only knows the genesis authorities"
+        )
+    block_hash = blake2b256(header_bytes)
+    if commit.block_hash != block_hash or commit.height != header.height:
+        raise ReceiptError("commit certificate is for another block")
+    try:
+        commit.verify(genesis.authorities, genesis.chain_id)
+    except InvalidCommitError as exc:
+        raise ReceiptError(f"commit certificate is invalid: {exc}") from None
+    return tx
+
+
+def _proof(value: Any) -> merkle.Proof:
+    if not isinstance(value, dict):
+        raise ReceiptError("receipt field 'proof' must be an object")
+    index, count, path = value.get("index"), value.get("count"), value.get("path")
+    if type(index) is not int or type(count) is not int or not isinstance(path, list):
+        raise ReceiptError("proof needs integer index and count and a path list")
+    if len(path) > MAX_PROOF_PATH or not all(isinstance(h, str) for h in path):
+        raise ReceiptError("proof path must be at most 64 hex hashes")
+    try:
+        hashes = tuple(bytes.fromhex(h) for h in path)
+    except ValueError:
+        raise ReceiptError("proof path holds invalid hex") from None
+    return merkle.Proof(index, count, hashes)

@@ -1,0 +1,143 @@
+"""A node's home directory: everything a node needs, and nothing outside it.
+
+Layout::
+
+    config.toml    every setting, commented
+    genesis.json   shared by all nodes of a network; its hash identifies the chain
+    node_key       the node's (and, if it is one, the authority's) ed25519 seed, hex, mode 0600
+    admin_token    the token admin API methods require, mode 0600
+    data/          LevelDB
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config, load_config, render
+from .core.crypto import SEED_BYTES, SigningKey
+from .core.genesis import Genesis
+
+SECRET_MODE = 0o600
+
+
+class HomeError(RuntimeError):
+    """A home directory that is missing, incomplete or unsafe (says what to do)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Home:
+    path: Path
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.toml"
+
+    @property
+    def genesis_path(self) -> Path:
+        return self.path / "genesis.json"
+
+    @property
+    def key_path(self) -> Path:
+        return self.path / "node_key"
+
+    @property
+    def token_path(self) -> Path:
+        return self.path / "admin_token"
+
+    @property
+    def data_path(self) -> Path:
+        return self.path / "data"
+
+    def is_initialized(self) -> bool:
+        return self.key_path.exists() or self.genesis_path.exists()
+
+    def check(self) -> None:
+        for p in (self.config_path, self.genesis_path, self.key_path, self.token_path):
+            if not p.exists():
+                raise HomeError(f"{self.path} is not an iomtnode home ({p.name} missing); "
+                                f"run: iomtnode init --home {self.path}")
+
+    def load_key(self) -> SigningKey:
+        return _read_key(self.key_path)
+
+    def load_genesis(self) -> Genesis:
+        return Genesis.load(self.genesis_path)
+
+    def load_config(self, overrides: dict[str, object] | None = None) -> Config:
+        return load_config(self.config_path, overrides)
+
+    def admin_token(self) -> str:
+        _check_private(self.token_path)
+        return self.token_path.read_text().strip()
+
+
+def _check_private(path: Path) -> None:
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise HomeError(f"{path} is missing") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise HomeError(
+            f"{path} is readable by other users (mode {stat.filemode(mode)}); "
+            f"run: chmod 600 {path}"
+        )
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, SECRET_MODE)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def _read_key(path: Path) -> SigningKey:
+    _check_private(path)
+    try:
+        seed = bytes.fromhex(path.read_text().strip())
+    except ValueError:
+        raise HomeError(f"{path} does not hold a hex ed25519 seed") from None
+    if len(seed) != SEED_BYTES:
+        raise HomeError(f"{path} must hold a {SEED_BYTES}-byte seed, holds {len(seed)}")
+    return SigningKey(seed)
+
+
+def write_key(path: Path, key: SigningKey) -> None:
+    """Write a private key file (mode 0600); refuses to overwrite an existing one."""
+    try:
+        _write_private(path, key.seed.hex() + "\n")
+    except FileExistsError:
+        raise HomeError(f"{path} exists; refusing to overwrite a key") from None
+
+
+def read_key(path: Path) -> SigningKey:
+    """Read a private key file written by :func:`write_key` (must be mode 0600)."""
+    return _read_key(path)
+
+
+def init_home(
+    path: Path,
+    *,
+    chain_id: str = "iomt-local",
+    genesis: Genesis | None = None,
+    key: SigningKey | None = None,
+    config: Config | None = None,
+) -> Home:
+    """Create a home. Without ``genesis``, a one-authority chain with this node as authority."""
+    home = Home(path)
+    if home.is_initialized():
+        raise HomeError(f"{path} is already an iomtnode home; pick another directory")
+    path.mkdir(parents=True, exist_ok=True)
+    key = key or SigningKey.generate()
+    if genesis is None:
+        genesis = Genesis(chain_id=chain_id, time_ms=int(time.time() * 1000),
+                          authorities=(key.public,), admission_threshold=1)
+    write_key(home.key_path, key)
+    _write_private(home.token_path, secrets.token_hex(16) + "\n")
+    genesis.save(home.genesis_path)
+    home.config_path.write_text(render(config or Config()))
+    home.data_path.mkdir(exist_ok=True)
+    return home

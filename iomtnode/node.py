@@ -1,0 +1,108 @@
+"""A node: one trio nursery of services around one chain.
+
+Services start in dependency order with ``await nursery.start(service.run)``: the
+store and chain are opened first (synchronously; a held lock is a clear error), then
+the sealer (if this node is an authority), then the client API. The node runs until
+cancelled; on the way out every service cleans up and the store is closed, so the last
+committed block is on disk.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+import trio
+
+from . import __version__
+from .admission.mempool import Mempool
+from .api.methods import ClientApi
+from .api.server import ApiServer, ApiServerConfig
+from .chain.chain import Chain
+from .chain.feed import BlockFeed
+from .config import Config, parse_hostport
+from .consensus.solo import SoloSealer
+from .core.tx import SignedTx
+from .home import Home
+from .store import BlockStore
+
+log = structlog.get_logger(__name__)
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """What a started node tells its starter."""
+
+    api_port: int
+    node_id: str
+    chain_id: str
+
+
+class Node:
+    def __init__(self, home: Home, config: Config, *,
+                 now_ms: Callable[[], int] = wall_clock_ms) -> None:
+        home.check()
+        self.home = home
+        self.config = config
+        self.key = home.load_key()
+        self.genesis = home.load_genesis()
+        self.admin_token = home.admin_token()
+        self._now_ms = now_ms
+        self.chain: Chain | None = None
+        self.mempool: Mempool | None = None
+        self.feed: BlockFeed | None = None
+        self.sealer: SoloSealer | None = None
+        self.started_at = time.time()
+
+    @property
+    def node_id(self) -> bytes:
+        return self.key.public
+
+    def submit(self, raw: bytes, *, reading_only: bool = False) -> SignedTx:
+        """Admit a transaction to the mempool (raises the precise RuleError on refusal)."""
+        assert self.mempool is not None, "node not started"
+        tx = self.mempool.add(raw, reading_only=reading_only)
+        if self.sealer is not None:
+            self.sealer.wake()
+        return tx
+
+    async def run(self, *, task_status: trio.TaskStatus[NodeInfo] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Run every service until cancelled. Reports :class:`NodeInfo` once serving."""
+        with BlockStore.open(self.home.data_path) as store:
+            chain = self.chain = Chain(store, self.genesis)
+            self.mempool = Mempool(chain, now_ms=self._now_ms,
+                                   max_txs=self.config.mempool_max_txs)
+            self.feed = BlockFeed(chain.height)
+            log.info("node_starting", node_id=self.node_id.hex()[:16],
+                     chain_id=chain.chain_id, height=chain.height, version=__version__)
+            async with trio.open_nursery() as nursery:
+                if self.key.public in chain.authorities():
+                    self.sealer = SoloSealer(
+                        chain, self.mempool, self.feed, self.key,
+                        block_interval_s=self.config.block_interval_s,
+                        empty_block_interval_s=self.config.empty_block_interval_s,
+                        max_block_txs=self.config.max_block_txs, now_ms=self._now_ms,
+                    )
+                    await nursery.start(self.sealer.run)
+                host, port = parse_hostport(self.config.api_listen, "api_listen")
+                api = ClientApi(self)
+                server = ApiServer(
+                    ApiServerConfig(host=host, port=port), api.methods(),
+                    admin_methods=api.admin_methods(), admin_token=self.admin_token,
+                    binary_handler=api.handle_binary,
+                )
+                api_port = await nursery.start(server.run)
+                log.info("node_started", api=f"ws://{host}:{api_port}/api/v1",
+                         authority=self.sealer is not None)
+                task_status.started(NodeInfo(api_port, self.node_id.hex(), chain.chain_id))
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    log.info("node_stopping", height=chain.height)

@@ -1,0 +1,31 @@
+"""Running a service as a process: until SIGINT or SIGTERM, then a clean shutdown."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+import trio
+
+log = structlog.get_logger(__name__)
+
+
+async def run_until_signal(service: Callable[..., Awaitable[Any]]) -> None:
+    """Run ``service`` (a ``run(*, task_status)`` function) until it returns or a signal.
+
+    The service's own ``finally`` blocks run on the way out, so a node closes its store.
+    """
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                async for signum in signals:
+                    log.info("signal_received", signal=signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(watch)
+            await service()
+            nursery.cancel_scope.cancel()  # the service ended by itself

@@ -1,0 +1,263 @@
+"""The node's LevelDB store: blocks, their indices, the state keyspace and node metadata.
+
+A narrow, bytes-level interface over plyvel. It never decodes a block; the chain layer does, and
+hands the store the encoded block, its hash, its commit certificate, its transaction ids and the
+state changes it causes.
+
+Keyspace: every key starts with a one-byte namespace prefix. Heights are 8-byte big-endian unsigned
+integers (``>Q``) so that keys sort by height.
+
+=========  ==========================  ==============================================
+prefix     key suffix                  value
+=========  ==========================  ==============================================
+``b"B"``   height (8 bytes)            encoded block
+``b"C"``   height (8 bytes)            encoded commit certificate (seal) of the block
+``b"K"``   block hash                  height (8 bytes)
+``b"T"``   transaction id              height (8 bytes) + position in block (4 bytes)
+``b"S"``   state key (opaque)          state value (opaque; chosen by the state layer)
+``b"M"``   meta name (UTF-8)           meta value (opaque)
+``b"H"``   (empty)                     head: height (8 bytes) + block hash
+=========  ==========================  ==============================================
+
+Crash safety: ``commit_block`` writes a block, all its indices, its state changes and the head
+pointer in one LevelDB write batch with ``sync=True``. LevelDB applies a batch atomically, so a
+SIGKILL (or power loss, given an honest disk) at any moment leaves the store at its last whole
+block: either everything of a block is there, or nothing of it is. ``put_meta`` and ``set_commit``
+are single synced writes.
+
+Concurrency: LevelDB's lock file lets only one process open a store; ``open`` turns a held lock into
+``StoreLockedError``. Within a process, reads may run from any thread, but the writes
+(``commit_block``, ``set_commit``) must be serialized by the caller (the chain layer is the one
+writer).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import struct
+from collections.abc import Iterator, Mapping, Sequence
+from types import TracebackType
+
+import plyvel
+
+__all__ = [
+    "BlockStore",
+    "HeightMismatchError",
+    "StoreCorruptError",
+    "StoreError",
+    "StoreLockedError",
+]
+
+BLOCK_PREFIX = b"B"
+COMMIT_PREFIX = b"C"
+HASH_PREFIX = b"K"
+TX_PREFIX = b"T"
+STATE_PREFIX = b"S"
+META_PREFIX = b"M"
+HEAD_KEY = b"H"
+
+_HEIGHT = struct.Struct(">Q")  # 8 bytes, big-endian: keys sort by height
+_TX_LOCATION = struct.Struct(">QI")  # height (8 bytes) + position in block (4 bytes)
+LOCK_FILE_NAME = "LOCK"  # LevelDB's own lock file inside the store directory
+
+
+class StoreError(RuntimeError):
+    """Base class of every store error."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the store's LevelDB lock."""
+
+
+class StoreCorruptError(StoreError):
+    """The store's contents contradict themselves (for example, the head's block is missing)."""
+
+
+class HeightMismatchError(StoreError):
+    """``commit_block`` got a height other than the head's height + 1 (0 on an empty store)."""
+
+
+def _height_key(prefix: bytes, height: int) -> bytes:
+    return prefix + _HEIGHT.pack(height)
+
+
+def _valid_height(height: int) -> bool:
+    return 0 <= height < 2**64
+
+
+class BlockStore:
+    """A LevelDB store of one node's chain. Open it with ``BlockStore.open(path)``."""
+
+    def __init__(self, db: plyvel.DB, path: pathlib.Path) -> None:
+        """Wrap an open plyvel database; use ``open`` instead of calling this."""
+        self._db = db
+        self.path = path
+        self._head = self._read_head()
+
+    @classmethod
+    def open(cls, path: pathlib.Path) -> BlockStore:
+        """Open (creating if missing) the store in directory ``path`` and check its head.
+
+        Raises ``StoreLockedError`` if another process holds the store, ``StoreCorruptError`` if
+        the head points at a missing block, and ``StoreError`` (with LevelDB's reason) for any
+        other failure to open. The parent of ``path`` must exist.
+        """
+        path = pathlib.Path(path)
+        try:
+            db = plyvel.DB(str(path), create_if_missing=True)
+        except plyvel.IOError as exc:
+            reason = _reason(exc)
+            if "IO error: lock " in reason:  # LevelDB's wording for a failed LockFile()
+                lock = path / LOCK_FILE_NAME
+                raise StoreLockedError(
+                    f"cannot lock the store {lock}: another iomtnode process is probably running "
+                    f"on this home; stop it first ({reason})"
+                ) from exc
+            raise StoreError(f"cannot open the store at {path}: {reason}") from exc
+        except plyvel.Error as exc:
+            raise StoreError(f"cannot open the store at {path}: {_reason(exc)}") from exc
+        try:
+            return cls(db, path)
+        except BaseException:
+            db.close()
+            raise
+
+    def close(self) -> None:
+        """Close the store; closing twice is harmless."""
+        self._db.close()
+
+    def __enter__(self) -> BlockStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def head(self) -> tuple[int, bytes] | None:
+        """``(height, block_hash)`` of the last whole block, or None on an empty store."""
+        return self._head
+
+    def block_bytes(self, height: int) -> bytes | None:
+        """The encoded block at ``height``, or None (also for a negative height)."""
+        return self._db.get(_height_key(BLOCK_PREFIX, height)) if _valid_height(height) else None
+
+    def block_height(self, block_hash: bytes) -> int | None:
+        """The height of the block with hash ``block_hash``, or None."""
+        raw = self._db.get(HASH_PREFIX + block_hash)
+        return None if raw is None else _HEIGHT.unpack(raw)[0]
+
+    def commit_bytes(self, height: int) -> bytes | None:
+        """The commit certificate (seal) of the block at ``height``, or None."""
+        return self._db.get(_height_key(COMMIT_PREFIX, height)) if _valid_height(height) else None
+
+    def tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
+        """``(height, position in block)`` of a committed transaction, or None."""
+        raw = self._db.get(TX_PREFIX + tx_id)
+        if raw is None:
+            return None
+        height, position = _TX_LOCATION.unpack(raw)
+        return height, position
+
+    def get_state(self, key: bytes) -> bytes | None:
+        """The state value at ``key``, or None."""
+        return self._db.get(STATE_PREFIX + key)
+
+    def iter_state(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """``(key, value)`` of every state key starting with ``prefix``, in key order.
+
+        Keys come without the store's namespace byte. The iteration sees one consistent snapshot
+        (LevelDB iterators do), even if blocks are committed meanwhile.
+        """
+        with self._db.iterator(prefix=STATE_PREFIX + prefix) as it:
+            for key, value in it:
+                yield key[len(STATE_PREFIX) :], value
+
+    def get_meta(self, name: str) -> bytes | None:
+        """The node metadata value ``name``, or None."""
+        return self._db.get(META_PREFIX + name.encode())
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def put_meta(self, name: str, value: bytes) -> None:
+        """Set the node metadata value ``name`` (a synced write)."""
+        self._db.put(META_PREFIX + name.encode(), value, sync=True)
+
+    def commit_block(
+        self,
+        *,
+        height: int,
+        block_hash: bytes,
+        block_bytes: bytes,
+        commit_bytes: bytes,
+        tx_ids: Sequence[bytes],
+        state_changes: Mapping[bytes, bytes | None],
+    ) -> None:
+        """Store a block, its indices and state changes, and make it the head, atomically.
+
+        One synced write batch: the block and its commit certificate by height, hash -> height,
+        each tx id -> (height, its index in ``tx_ids``), every state change (a value of None
+        deletes the key) and the head pointer. When this returns the block is durable; a crash
+        during the call leaves the store at the previous block or at this one, never in between.
+
+        Raises ``HeightMismatchError`` unless ``height`` is 0 on an empty store or the head's
+        height + 1, and ``ValueError`` for an empty hash or a ``tx_ids`` that repeats an id.
+        """
+        expected = 0 if self._head is None else self._head[0] + 1
+        if height != expected:
+            raise HeightMismatchError(f"cannot commit height {height}: next is {expected}")
+        if not block_hash:
+            raise ValueError(f"block {height} has an empty hash")
+        if len(set(tx_ids)) != len(tx_ids):
+            raise ValueError(f"block {height} lists a transaction id twice")
+        height_bytes = _HEIGHT.pack(height)
+        with self._db.write_batch(sync=True) as batch:
+            batch.put(BLOCK_PREFIX + height_bytes, block_bytes)
+            batch.put(COMMIT_PREFIX + height_bytes, commit_bytes)
+            batch.put(HASH_PREFIX + block_hash, height_bytes)
+            for position, tx_id in enumerate(tx_ids):
+                batch.put(TX_PREFIX + tx_id, _TX_LOCATION.pack(height, position))
+            for key, value in state_changes.items():
+                if value is None:
+                    batch.delete(STATE_PREFIX + key)
+                else:
+                    batch.put(STATE_PREFIX + key, value)
+            batch.put(HEAD_KEY, height_bytes + block_hash)
+        self._head = (height, bytes(block_hash))
+
+    def set_commit(self, height: int, commit_bytes: bytes) -> None:
+        """Replace the commit certificate of the already stored block at ``height`` (synced).
+
+        Raises ``StoreError`` if no block is stored at ``height``.
+        """
+        if self._head is None or not 0 <= height <= self._head[0]:
+            raise StoreError(f"cannot set the commit of height {height}: no block stored there")
+        self._db.put(_height_key(COMMIT_PREFIX, height), commit_bytes, sync=True)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _read_head(self) -> tuple[int, bytes] | None:
+        raw = self._db.get(HEAD_KEY)
+        if raw is None:
+            return None
+        if len(raw) <= _HEIGHT.size:
+            raise StoreCorruptError(f"the head record in {self.path} is malformed ({raw.hex()})")
+        height = _HEIGHT.unpack_from(raw)[0]
+        block_hash = raw[_HEIGHT.size :]
+        if self.block_bytes(height) is None:
+            raise StoreCorruptError(
+                f"the head points at block {height} ({block_hash.hex()}), "
+                f"which is missing from {self.path}"
+            )
+        return height, block_hash
+
+
+def _reason(exc: plyvel.Error) -> str:
+    """LevelDB's message of a plyvel error (plyvel passes it as bytes)."""
+    arg = exc.args[0] if exc.args else exc
+    return arg.decode(errors="replace") if isinstance(arg, bytes) else str(arg)

@@ -1,0 +1,185 @@
+"""The client API against a real node: every bad input gets its precise error, and the
+connection and the node keep working after it."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import trio
+from trio_websocket import open_websocket_url
+
+from iomtnode.client import ApiClient, ApiError, open_client
+from iomtnode.core import codec
+from iomtnode.core.crypto import SigningKey
+from iomtnode.core.receipt import verify_receipt
+from iomtnode.core.tx import AdmitDevice, Reading, RevokeDevice, decode_tx, sign_tx
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def admit(client: ApiClient, rn, device: SigningKey, patient: SigningKey) -> None:
+    tx = sign_tx(AdmitDevice(rn.authority.public, device.public, patient.public, "wearable",
+                             "acme"), rn.authority, rn.chain_id)
+    await client.call("submit_tx", tx=tx.raw.hex())
+    await wait_device(client, device)
+
+
+async def wait_device(client: ApiClient, device: SigningKey, status: str = "active") -> dict:
+    with trio.fail_after(10):
+        while True:
+            try:
+                info = await client.call("get_device", id=device.public.hex())
+                if info["status"] == status:
+                    return info
+            except ApiError as exc:
+                assert exc.code == 1030
+            await trio.sleep(0.02)
+
+
+def reading(rn, device: SigningKey, seq: int, ts: int | None = None, *, chain_id=None) -> str:
+    body = Reading(device.public, seq, ts if ts is not None else now_ms(), "heart_rate",
+                   b"\x01" * 48, b"")
+    return sign_tx(body, device, chain_id or rn.chain_id).raw.hex()
+
+
+async def expect_error(client: ApiClient, code: int, method: str, **params) -> str:
+    with pytest.raises(ApiError) as info:
+        await client.call(method, **params)
+    assert info.value.code == code, info.value.message
+    status = await client.call("status")  # the same connection still answers
+    assert status["chain_id"] == "iomt-test"
+    return info.value.message
+
+
+async def test_status_has_the_documented_keys(running_node):
+    async with open_client(running_node.url) as client:
+        status = await client.call("status")
+    for key in ("chain_id", "height", "head_hash", "finalized_height", "authorities",
+                "mempool_size", "peers"):
+        assert key in status
+    assert status["authorities"] == [running_node.authority.public.hex()]
+    assert status["finalized_height"] == status["height"]
+
+
+async def test_chain_rule_errors_have_codes_and_reasons(running_node):
+    rn = running_node
+    device, patient, stranger = SigningKey.generate(), SigningKey.generate(), SigningKey.generate()
+    async with open_client(rn.url) as client:
+        msg = await expect_error(client, 1002, "submit_reading", tx=reading(rn, device, 1))
+        assert "not admitted" in msg
+        await admit(client, rn, device, patient)
+        accepted = await client.call("submit_reading", tx=reading(rn, device, 1))
+        assert len(accepted["id"]) == 64
+        # the same sequence number again (pending) and a lower one
+        msg = await expect_error(client, 1004, "submit_reading", tx=reading(rn, device, 1))
+        assert "not above" in msg
+        # a signature made for another chain does not verify here
+        msg = await expect_error(client, 1001, "submit_reading",
+                                 tx=reading(rn, device, 2, chain_id="other-chain"))
+        assert "signature" in msg
+        # a timestamp an hour ahead
+        msg = await expect_error(client, 1005, "submit_reading",
+                                 tx=reading(rn, device, 2, now_ms() + 3_600_000))
+        assert "ahead" in msg
+        # garbage bytes and bad hex
+        await expect_error(client, 1021, "submit_reading", tx="deadbeef")
+        await expect_error(client, -32602, "submit_reading", tx="not hex")
+        # not a reading through submit_reading
+        admission = sign_tx(AdmitDevice(rn.authority.public, stranger.public, patient.public,
+                                        "wearable", "acme"), rn.authority, rn.chain_id)
+        await expect_error(client, 1021, "submit_reading", tx=admission.raw.hex())
+        # a stranger cannot admit
+        fake = sign_tx(AdmitDevice(stranger.public, SigningKey.generate().public, patient.public,
+                                   "wearable", "acme"), stranger, rn.chain_id)
+        await expect_error(client, 1006, "submit_tx", tx=fake.raw.hex())
+        # revoke, then readings are refused as revoked
+        revoke = sign_tx(RevokeDevice(rn.authority.public, device.public, "lost", 1),
+                         rn.authority, rn.chain_id)
+        await client.call("submit_tx", tx=revoke.raw.hex())
+        await wait_device(client, device, "revoked")
+        msg = await expect_error(client, 1003, "submit_reading", tx=reading(rn, device, 5))
+        assert "revoked" in msg
+
+
+async def test_batch_reports_each_reading(running_node):
+    rn = running_node
+    device, patient = SigningKey.generate(), SigningKey.generate()
+    async with open_client(rn.url) as client:
+        await admit(client, rn, device, patient)
+        second = reading(rn, device, 2, 1000)
+        txs = [reading(rn, device, 1), second, second, reading(rn, device, 2, 2000), "zz"]
+        result = await client.call("submit_readings", txs=txs)
+        assert result["accepted"] == 2 and result["rejected"] == 3
+        # an exact copy is a duplicate; another reading with a used number is stale
+        assert [r.get("error", {}).get("code") for r in result["results"]] == [
+            None, None, 1008, 1004, -32602]
+        await expect_error(client, -32602, "submit_readings", txs=[])
+
+
+async def test_protocol_errors_keep_the_connection(running_node):
+    async with open_websocket_url(running_node.url) as ws:
+        async def ask(text: str) -> dict:
+            await ws.send_message(text)
+            with trio.fail_after(5):
+                return json.loads(await ws.get_message())
+
+        assert (await ask("{not json"))["error"]["code"] == -32700
+        assert (await ask('{"jsonrpc":"2.0","id":1,"method":"nope"}'))["error"]["code"] == -32601
+        bad = await ask('{"jsonrpc":"2.0","id":2,"method":"get_block","params":{"x":1}}')
+        assert bad["error"]["code"] == -32602
+        assert (await ask('{"jsonrpc":"1.0","id":3,"method":"status"}'))["error"]["code"] == -32600
+        big = json.dumps({"jsonrpc": "2.0", "id": 4, "method": "submit_reading",
+                          "params": {"tx": "00" * 600_000}})
+        reply = await ask(big)
+        assert reply["error"]["code"] == -32001 and "1048576" in reply["error"]["message"]
+        ok = await ask('{"jsonrpc":"2.0","id":5,"method":"status"}')
+        assert ok["result"]["chain_id"] == "iomt-test"
+
+
+async def test_binary_frames_for_devices(running_node):
+    rn = running_node
+    device, patient = SigningKey.generate(), SigningKey.generate()
+    async with open_client(rn.url) as client:
+        await admit(client, rn, device, patient)
+        raws = [bytes.fromhex(reading(rn, device, s, 1000 + i)) for i, s in enumerate((1, 2, 2))]
+        results = await client.submit_binary([*raws, b"junk"])
+        assert [r[0] for r in results] == [0, 0, 1004, 1021]
+        assert results[0][1] == decode_tx(raws[0]).id
+    async with open_websocket_url(rn.url) as ws:
+        await ws.send_message(b"\xc1garbage")
+        with trio.fail_after(5):
+            reply = codec.decode(await ws.get_message())
+        assert reply[0] == 0 and reply[1][0][0] == -32600
+
+
+async def test_receipt_block_and_device_queries(running_node):
+    rn = running_node
+    device, patient = SigningKey.generate(), SigningKey.generate()
+    async with open_client(rn.url) as client:
+        await admit(client, rn, device, patient)
+        tx_id = (await client.call("submit_reading", tx=reading(rn, device, 1)))["id"]
+        with trio.fail_after(10):
+            while True:
+                try:
+                    receipt = await client.call("get_receipt", id=tx_id)
+                    break
+                except ApiError as exc:
+                    assert exc.code == 1030
+                    await trio.sleep(0.02)
+        proven = verify_receipt(receipt, rn.node.genesis)
+        assert proven.id.hex() == tx_id
+        block = await client.call("get_block", height=receipt["height"])
+        assert tx_id in [t["id"] for t in block["txs"]]
+        same = await client.call("get_block", hash=block["hash"])
+        assert same["height"] == block["height"]
+        info = await client.call("get_device", id=device.public.hex())
+        assert info["last_seq"] == 1 and info["patient"] == patient.public.hex()
+        await expect_error(client, 1030, "get_block", height=10**9)
+        await expect_error(client, 1030, "get_receipt", id="00" * 32)
+        await expect_error(client, -32602, "get_block", height=1, hash="00" * 32)

@@ -1,0 +1,37 @@
+"""Shared fixtures: a real node (LevelDB in tmp_path, API on a real loopback socket)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from iomtnode.config import Config
+from iomtnode.core.crypto import SigningKey
+from iomtnode.home import Home, init_home
+from iomtnode.node import Node
+
+FAST = Config(api_listen="127.0.0.1:0", block_interval_s=0.02, empty_block_interval_s=0.5)
+
+
+@dataclass
+class RunningNode:
+    node: Node
+    home: Home
+    url: str
+
+    @property
+    def authority(self) -> SigningKey:
+        return self.node.key
+
+    @property
+    def chain_id(self) -> str:
+        return self.node.genesis.chain_id
+
+
+@pytest.fixture
+async def running_node(tmp_path, nursery) -> RunningNode:
+    home = init_home(tmp_path / "node", chain_id="iomt-test", config=FAST)
+    node = Node(home, home.load_config())
+    info = await nursery.start(node.run)
+    return RunningNode(node, home, f"ws://127.0.0.1:{info.api_port}/api/v1")

@@ -1,0 +1,96 @@
+"""The real CLI as OS processes: init, run, simulate, block, receipt, verify, shutdown."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from iomtnode import __version__
+from tests.e2e.procs import NodeProcess, iomtnode
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+
+def test_init_run_simulate_receipt_verify(tmp_path: Path):
+    home = tmp_path / "node"
+    init = json.loads(iomtnode("init", "--home", str(home), "--json").stdout)
+    assert len(init["node_id"]) == 64 and init["chain_id"] == "iomt-local"
+    assert (home / "node_key").stat().st_mode & 0o077 == 0
+
+    with NodeProcess.start(home, tmp_path / "node.log") as node:
+        out = iomtnode("simulate", "--api", node.api, "--home", str(home), "--devices", "3",
+                       "--rate", "40", "--duration", "2", "--seed", "7", "--json").stdout
+        sim = json.loads(out)
+        for key in ("submitted", "accepted", "rejected", "committed", "latency_ms"):
+            assert key in sim
+        assert sim["accepted"] > 40 and sim["rejected"] == 0
+        assert sim["committed"] == sim["accepted"]
+        assert 0 < sim["latency_ms"]["p50"] <= sim["latency_ms"]["p99"] <= sim["latency_ms"]["max"]
+
+        status = json.loads(iomtnode("status", "--api", node.api, "--json").stdout)
+        assert status["height"] >= 1 and status["finalized_height"] == status["height"]
+
+        reading_id = None
+        for height in range(status["height"], 0, -1):
+            block = json.loads(iomtnode("block", str(height), "--api", node.api).stdout)
+            readings = [t for t in block["txs"] if t["type"] == "reading"]
+            if readings:
+                reading_id = readings[0]["id"]
+                break
+        assert reading_id is not None
+
+        receipt = iomtnode("receipt", reading_id, "--api", node.api).stdout
+        good = tmp_path / "receipt.json"
+        good.write_text(receipt)
+
+    genesis = str(home / "genesis.json")
+    ok = iomtnode("verify", str(good), "--genesis", genesis, "--json")
+    assert json.loads(ok.stdout) == {**json.loads(ok.stdout), "valid": True, "tx_id": reading_id}
+
+    doc = json.loads(receipt)
+    tx = bytearray.fromhex(doc["tx"])
+    tx[-1] ^= 0x01  # flip a bit of the device's signature
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(json.dumps({**doc, "tx": tx.hex()}))
+    bad = iomtnode("verify", str(tampered), "--genesis", genesis, check=False)
+    assert bad.returncode == 1 and "signature" in bad.stdout
+
+    doc["proof"]["index"] = (doc["proof"]["index"] + 1) % max(2, doc["proof"]["count"])
+    moved = tmp_path / "moved.json"
+    moved.write_text(json.dumps(doc))
+    bad = iomtnode("verify", str(moved), "--genesis", genesis, check=False)
+    assert bad.returncode == 1 and "INVALID" in bad.stdout
+
+
+def test_clean_shutdown_restart_and_lock(tmp_path: Path):
+    home = tmp_path / "node"
+    iomtnode("init", "--home", str(home))
+    with NodeProcess.start(home, tmp_path / "a.log") as node:
+        node.wait_for_height(2)
+        second = iomtnode("run", "--home", str(home), "--api", "127.0.0.1:0", check=False)
+        assert second.returncode == 2
+        assert "LOCK" in second.stderr and "Traceback" not in second.stderr
+        node.proc.send_signal(signal.SIGTERM)
+        assert node.proc.wait(timeout=20) == 0
+        height = node.last_height()
+    assert '"node_stopping"' in (tmp_path / "a.log").read_text()
+    with NodeProcess.start(home, tmp_path / "b.log") as node:
+        node.wait_for_height(height + 1)
+
+
+def test_bad_operator_input_is_a_clear_error(tmp_path: Path):
+    missing = iomtnode("run", "--home", str(tmp_path / "nowhere"), check=False)
+    assert missing.returncode == 2 and "iomtnode init" in missing.stderr
+    home = tmp_path / "node"
+    iomtnode("init", "--home", str(home))
+    again = iomtnode("init", "--home", str(home), check=False)
+    assert again.returncode == 2 and "already" in again.stderr
+    (home / "node_key").chmod(0o644)
+    unsafe = iomtnode("run", "--home", str(home), check=False)
+    assert unsafe.returncode == 2 and "chmod 600" in unsafe.stderr
+    help_text = iomtnode("simulate", "--help").stdout
+    assert "--rate" in help_text and "--devices" in help_text
+    assert iomtnode("version").stdout.strip() == __version__
