@@ -70,7 +70,7 @@ class Header:
 def decode_header(data: bytes) -> Header:
     try:
         value = f.record("header", codec.decode(data, max_bytes=1024), 9)
-        if value[0] != HEADER_VERSION:
+        if type(value[0]) is not int or value[0] != HEADER_VERSION:  # True == 1 in Python
             raise f.FieldError(f"header version {value[0]!r} is not {HEADER_VERSION}")
         names = ("height", "time_ms", "parent", "proposer", "tx_root", "tx_count",
                  "authorities_hash", "last_commit_hash")

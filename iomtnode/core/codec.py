@@ -55,7 +55,10 @@ def _check(value: Any, depth: int) -> None:
 def encode(value: Value) -> bytes:
     """Encode ``value`` canonically. Raises :class:`EncodeError` for an unencodable value."""
     _check(value, 0)
-    return msgpack.packb(value, use_bin_type=True)
+    try:
+        return msgpack.packb(value, use_bin_type=True)
+    except UnicodeEncodeError as exc:  # a str holding a lone surrogate is not UTF-8
+        raise EncodeError(f"string is not valid UTF-8: {exc.reason}") from None
 
 
 def _reject_ext(code: int, data: bytes) -> None:

@@ -1,0 +1,302 @@
+"""JSON-RPC 2.0 (https://www.jsonrpc.org/specification) for the client API, with no I/O.
+
+A ``Dispatcher`` turns one websocket text message into the text to send back (or ``None``). It
+knows nothing of websockets; ``iomtnode.api.server`` is the trio shell around it.
+
+Contract of a method (an entry of a ``Methods`` table):
+
+- an ``async`` callable whose parameters are the JSON-RPC params, by name; positional-only
+  parameters and ``*args`` are refused when the table is built (``ValueError``);
+- ``params`` may be an object (by name), an array (mapped onto the parameters in declaration
+  order, then passed by name) or omitted; the arguments are checked against the signature before
+  the call: an unexpected, missing or wrongly typed parameter is ``INVALID_PARAMS`` naming it, and
+  the method is not called. Types are checked for ``str``, ``int``, ``float``, ``bool``, ``list``,
+  ``dict``, ``None`` and unions of them (``list[int]`` checks ``list`` only; ``bool`` is no
+  ``int``); other annotations are not checked;
+- a parameter named ``conn`` (``CONN_PARAM``) is never a JSON param: it receives the ``conn``
+  object given to ``handle_text`` (the server's ``Connection``, for notifications);
+- it returns a JSON-serializable result, or raises ``RpcError`` for its own errors (the chain
+  layer uses codes >= 1000). Any other exception is a bug: logged with its traceback
+  (``rpc_method_failed``) and answered with ``INTERNAL_ERROR``.
+
+Admin methods live in a separate table; a call needs ``params.token`` equal to the admin token
+(compared in constant time) and the token is removed before the params are bound. Without an
+admin token every admin call is ``UNAUTHORIZED``.
+
+Error handling: malformed input never raises; it becomes an error response. Requests whose
+structure is invalid are answered even without an id (with ``"id": null``); notifications (valid
+requests without ``id``) are never answered, not even with an error.
+"""
+
+from __future__ import annotations
+
+import hmac
+import inspect
+import json
+import types
+import typing
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+REQUEST_TOO_LARGE = -32001  # server-defined: the text is over max_request_bytes
+UNAUTHORIZED = -32004  # server-defined: admin method without the right params.token
+
+MAX_REQUEST_BYTES = 1024 * 1024  # one JSON-RPC text message, in UTF-8 bytes
+MAX_BATCH_LEN = 1000  # requests in one batch array
+CONN_PARAM = "conn"  # a method parameter filled by the server, never from JSON
+TOKEN_PARAM = "token"  # admin methods: params.token
+
+Methods = Mapping[str, Callable[..., Awaitable[Any]]]
+JsonId = str | int | None
+
+_REQUEST_KEYS = frozenset({"jsonrpc", "method", "params", "id"})
+_NO_ID = object()  # a request without "id" is a notification
+_BAD_ID = "id must be a string, an integer or null"
+_CHECKED_TYPES: dict[type, tuple[type, ...]] = {
+    str: (str,), int: (int,), float: (int, float), bool: (bool,), list: (list,), dict: (dict,),
+    type(None): (type(None),),
+}
+
+
+class RpcError(Exception):
+    """A JSON-RPC error response: ``code``, ``message`` and optional JSON-serializable ``data``."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(code, message, data)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``error`` member of a response."""
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return error
+
+
+def _dumps(value: Any) -> str:
+    # ASCII only: a lone surrogate (valid in a JSON string escape) cannot be encoded as UTF-8
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def encode_error(error: RpcError, id: JsonId = None) -> str:
+    """A compact error response."""
+    return _dumps({"jsonrpc": "2.0", "error": error.to_json(), "id": id})
+
+
+def encode_notification(method: str, params: Any) -> str:
+    """A compact notification (a request without id), as the server pushes to subscribers."""
+    return _dumps({"jsonrpc": "2.0", "method": method, "params": params})
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
+             dict: "object", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    """Whether a JSON value fits an annotation; annotations outside ``_CHECKED_TYPES`` fit all."""
+    if annotation is None:
+        annotation = type(None)
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_type_ok(value, arg) for arg in typing.get_args(annotation))
+    accepted = _CHECKED_TYPES.get(origin or annotation)
+    if accepted is None:
+        return True
+    return isinstance(value, accepted) and (bool in accepted or not isinstance(value, bool))
+
+
+@dataclass(frozen=True, slots=True)
+class _Method:
+    name: str
+    fn: Callable[..., Awaitable[Any]]
+    params: tuple[inspect.Parameter, ...]  # the JSON-visible parameters, in declaration order
+    takes_conn: bool
+    takes_any: bool  # has **kwargs
+    admin: bool
+
+    @classmethod
+    def of(cls, name: str, fn: Callable[..., Awaitable[Any]], *, admin: bool) -> _Method:
+        try:
+            sig = inspect.signature(fn, eval_str=True)
+        except NameError:  # an annotation only importable under TYPE_CHECKING: leave it unchecked
+            sig = inspect.signature(fn)
+        params, takes_conn, takes_any = [], False, False
+        for p in sig.parameters.values():
+            if p.kind in (p.POSITIONAL_ONLY, p.VAR_POSITIONAL):
+                raise ValueError(f"method {name!r}: parameter {p.name!r} cannot be passed by name")
+            if p.kind is p.VAR_KEYWORD:
+                takes_any = True
+            elif p.name == CONN_PARAM:
+                takes_conn = True
+            elif admin and p.name == TOKEN_PARAM:
+                raise ValueError(f"admin method {name!r} must not declare {TOKEN_PARAM!r}")
+            else:
+                params.append(p)
+        return cls(name, fn, tuple(params), takes_conn, takes_any, admin)
+
+    def bind(self, params: list[Any] | dict[str, Any] | None) -> dict[str, Any]:
+        """Keyword arguments for the call, or ``RpcError(INVALID_PARAMS)`` naming the parameter."""
+        if params is None:
+            given: dict[str, Any] = {}
+        elif isinstance(params, list):
+            if len(params) > len(self.params):
+                raise RpcError(INVALID_PARAMS, f"too many positional params: got {len(params)}, "
+                               f"{self.name} takes at most {len(self.params)}")
+            given = {p.name: value for p, value in zip(self.params, params, strict=False)}
+        else:
+            given = dict(params)
+            names = {p.name for p in self.params}
+            for key in given:
+                if key not in names and (not self.takes_any or key == CONN_PARAM):
+                    raise RpcError(INVALID_PARAMS, f"unexpected parameter {key!r}")
+        for p in self.params:
+            if p.name not in given:
+                if p.default is p.empty:
+                    raise RpcError(INVALID_PARAMS, f"missing required parameter {p.name!r}")
+            elif p.annotation is not p.empty and not _type_ok(given[p.name], p.annotation):
+                shown = getattr(p.annotation, "__name__", None) or str(p.annotation)
+                raise RpcError(INVALID_PARAMS, f"parameter {p.name!r} must be {shown}, "
+                               f"got {_json_type(given[p.name])}")
+        return given
+
+
+class Dispatcher:
+    """Answers JSON-RPC text messages from a method table and an admin method table.
+
+    ``ValueError`` at construction if a name is in both tables or a method's signature cannot be
+    called with named params (see the module docstring for the method contract). Without an
+    ``admin_token`` (``None`` or empty) every admin call is ``UNAUTHORIZED``.
+    """
+
+    def __init__(
+        self,
+        methods: Methods,
+        *,
+        admin_methods: Methods | None = None,
+        admin_token: str | None = None,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+        max_batch_len: int = MAX_BATCH_LEN,
+    ) -> None:
+        admin_methods = admin_methods or {}
+        both = sorted(set(methods) & set(admin_methods))
+        if both:
+            raise ValueError(f"methods in both the public and the admin table: {both}")
+        self._methods = {n: _Method.of(n, fn, admin=False) for n, fn in methods.items()}
+        self._methods |= {n: _Method.of(n, fn, admin=True) for n, fn in admin_methods.items()}
+        self._admin_token = admin_token.encode("utf-8", "surrogatepass") if admin_token else None
+        self._max_request_bytes = max_request_bytes
+        self._max_batch_len = max_batch_len
+
+    async def handle_text(self, message: str, *, conn: Any = None) -> str | None:
+        """The compact JSON response to ``message``, or ``None`` when nothing is to be sent back.
+
+        ``conn`` is passed to methods that declare a ``conn`` parameter. Never raises for bad
+        input; only cancellation (and ``BaseException``) propagates. Batch requests run one after
+        the other, in order.
+        """
+        size = len(message.encode("utf-8", "surrogatepass"))
+        if size > self._max_request_bytes:
+            return encode_error(RpcError(REQUEST_TOO_LARGE,
+                f"request is {size} bytes, over the limit of {self._max_request_bytes} bytes",
+                {"size": size, "limit": self._max_request_bytes}))
+        try:
+            request = json.loads(message, parse_constant=_reject_constant)
+        except RecursionError:
+            return encode_error(RpcError(PARSE_ERROR, "parse error: JSON nested too deeply"))
+        except ValueError as exc:  # JSONDecodeError, NaN/Infinity, ints over the digit limit
+            return encode_error(RpcError(PARSE_ERROR, f"parse error: {exc}"))
+        if not isinstance(request, list):
+            return await self._handle_one(request, conn)
+        if not request:
+            return encode_error(RpcError(INVALID_REQUEST, "invalid request: empty batch"))
+        if len(request) > self._max_batch_len:
+            return encode_error(RpcError(INVALID_REQUEST, f"invalid request: batch of "
+                f"{len(request)} requests, over the limit of {self._max_batch_len}"))
+        replies = [reply for item in request if (reply := await self._handle_one(item, conn))]
+        return f"[{','.join(replies)}]" if replies else None
+
+    async def _handle_one(self, request: Any, conn: Any) -> str | None:
+        reason = _invalid_reason(request)
+        id_ = request.get("id", _NO_ID) if isinstance(request, dict) else None
+        if reason is not None:  # answered even without an id: it may not be a notification
+            valid_id = reason != _BAD_ID and id_ is not _NO_ID
+            return encode_error(RpcError(INVALID_REQUEST, f"invalid request: {reason}"),
+                                id_ if valid_id else None)
+        try:
+            response = {"jsonrpc": "2.0", "result": await self._call(request, conn), "id": id_}
+        except RpcError as error:
+            response = {"jsonrpc": "2.0", "error": error.to_json(), "id": id_}
+        if id_ is _NO_ID:
+            return None
+        try:
+            return _dumps(response)
+        except (TypeError, ValueError):  # bytes, NaN, ... in a result or in RpcError.data
+            log.exception("rpc_method_failed", method=request["method"],
+                          reason="response is not JSON-serializable")
+            return encode_error(RpcError(INTERNAL_ERROR, "internal error"), id_)
+
+    async def _call(self, request: dict[str, Any], conn: Any) -> Any:
+        name = request["method"]
+        method = self._methods.get(name)
+        if method is None:
+            raise RpcError(METHOD_NOT_FOUND, f"method not found: {name!r}")
+        params = request.get("params")
+        if method.admin:
+            params = self._check_token(params)
+        kwargs = method.bind(params)
+        if method.takes_conn:
+            kwargs[CONN_PARAM] = conn
+        try:
+            return await method.fn(**kwargs)
+        except RpcError:
+            raise
+        except Exception:
+            log.exception("rpc_method_failed", method=name)
+            raise RpcError(INTERNAL_ERROR, "internal error") from None
+
+    def _check_token(self, params: Any) -> dict[str, Any]:
+        if self._admin_token is None:
+            raise RpcError(UNAUTHORIZED, "unauthorized", "the admin API is disabled on this node")
+        if not isinstance(params, dict) or not isinstance(params.get(TOKEN_PARAM), str):
+            raise RpcError(UNAUTHORIZED, "unauthorized", "params.token is missing")
+        given = params[TOKEN_PARAM].encode("utf-8", "surrogatepass")
+        if not hmac.compare_digest(given, self._admin_token):
+            raise RpcError(UNAUTHORIZED, "unauthorized", "params.token is wrong")
+        return {k: v for k, v in params.items() if k != TOKEN_PARAM}
+
+
+def _invalid_reason(request: Any) -> str | None:
+    """Why ``request`` is no valid request object, cheapest check first; ``None`` if it is."""
+    if not isinstance(request, dict):
+        return f"expected an object, got {_json_type(request)}"
+    id_ = request.get("id")
+    if isinstance(id_, bool) or not isinstance(id_, str | int | None):
+        return _BAD_ID
+    if request.get("jsonrpc") != "2.0":
+        return 'jsonrpc must be "2.0"'
+    if not isinstance(request.get("method"), str):
+        return "method must be a string"
+    if not isinstance(request.get("params", []), list | dict):
+        return "params must be an object or an array"
+    extra = sorted(set(request) - _REQUEST_KEYS)
+    if extra:
+        return f"unexpected member {extra[0]!r}"
+    return None

@@ -1,0 +1,222 @@
+"""The client API's methods: what each JSON-RPC method and binary frame does on a node.
+
+Transactions travel as the hex of their canonical wire bytes (JSON) or as raw bytes
+(msgpack binary frames, for devices). Chain-rule refusals are JSON-RPC errors whose
+code is the rule's code (see :mod:`iomtnode.core.errors`), with the rule's message.
+
+Binary frames (devices and gateways): ``[request_id, [tx, tx, ...]]`` in canonical
+msgpack; the reply is ``[request_id, [[0, tx_id] | [code, message], ...]]``, one entry per
+transaction in order. A frame that is not of this form gets ``[request_id or 0,
+[[-32600, reason]]]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__
+from ..core import codec
+from ..core.block import Block
+from ..core.errors import RuleError
+from ..core.tx import SignedTx, tx_to_json
+from .jsonrpc import INVALID_PARAMS, INVALID_REQUEST, RpcError
+
+if TYPE_CHECKING:
+    from ..node import Node
+    from .server import Connection
+
+MAX_BATCH_TXS = 10_000  # transactions in one submit_readings call or binary frame
+NOT_FOUND = 1030  # no such block / transaction / device
+
+
+def _hex_param(name: str, value: Any, size: int | None = None) -> bytes:
+    if not isinstance(value, str):
+        raise RpcError(INVALID_PARAMS, f"{name} must be a hex string")
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raise RpcError(INVALID_PARAMS, f"{name} is not valid hex") from None
+    if size is not None and len(raw) != size:
+        raise RpcError(INVALID_PARAMS, f"{name} must be {size} bytes ({2 * size} hex digits)")
+    return raw
+
+
+def block_to_json(block: Block, *, full: bool = True) -> dict[str, Any]:
+    h = block.header
+    view: dict[str, Any] = {
+        "height": h.height,
+        "hash": block.hash.hex(),
+        "time_ms": h.time_ms,
+        "parent": h.parent.hex(),
+        "proposer": h.proposer.hex(),
+        "tx_root": h.tx_root.hex(),
+        "tx_count": h.tx_count,
+        "authorities_hash": h.authorities_hash.hex(),
+        "last_commit_hash": h.last_commit_hash.hex(),
+    }
+    if full:
+        view["txs"] = [tx_to_json(tx) for tx in block.txs]
+        view["header_raw"] = block.header_bytes.hex()
+    else:
+        view["tx_ids"] = [tx.id.hex() for tx in block.txs]
+    return view
+
+
+class ClientApi:
+    """Binds the JSON-RPC method names to a running :class:`~iomtnode.node.Node`."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def methods(self) -> dict[str, Callable[..., Awaitable[Any]]]:
+        return {
+            "submit_reading": self.submit_reading,
+            "submit_readings": self.submit_readings,
+            "submit_tx": self.submit_tx,
+            "get_block": self.get_block,
+            "get_receipt": self.get_receipt,
+            "get_device": self.get_device,
+            "status": self.status,
+            "subscribe_blocks": self.subscribe_blocks,
+        }
+
+    def admin_methods(self) -> dict[str, Callable[..., Awaitable[Any]]]:
+        return {}
+
+    def _submit(self, raw_hex: Any, name: str, *, reading_only: bool) -> SignedTx:
+        raw = _hex_param(name, raw_hex)
+        try:
+            return self.node.submit(raw, reading_only=reading_only)
+        except RuleError as exc:
+            raise RpcError(exc.code, str(exc)) from None
+
+    async def submit_reading(self, tx: str) -> dict[str, Any]:
+        """Submit one signed reading (hex of its wire bytes). Returns its id."""
+        return {"id": self._submit(tx, "tx", reading_only=True).id.hex()}
+
+    async def submit_tx(self, tx: str) -> dict[str, Any]:
+        """Submit any signed transaction (admission, revocation, grant, vote, ...)."""
+        signed = self._submit(tx, "tx", reading_only=False)
+        return {"id": signed.id.hex(), "type": signed.kind_name}
+
+    async def submit_readings(self, txs: list[str]) -> dict[str, Any]:
+        """Submit a batch of readings; each is admitted or refused on its own."""
+        if not isinstance(txs, list) or not txs:
+            raise RpcError(INVALID_PARAMS, "txs must be a non-empty array of hex strings")
+        if len(txs) > MAX_BATCH_TXS:
+            raise RpcError(INVALID_PARAMS, f"at most {MAX_BATCH_TXS} readings per call")
+        results: list[dict[str, Any]] = []
+        accepted = 0
+        for i, item in enumerate(txs):
+            try:
+                results.append({"id": self._submit(item, f"txs[{i}]", reading_only=True)
+                                .id.hex()})
+                accepted += 1
+            except RpcError as exc:
+                results.append({"error": {"code": exc.code, "message": exc.message}})
+        return {"accepted": accepted, "rejected": len(txs) - accepted, "results": results}
+
+    async def get_block(self, height: int | None = None, hash: str | None = None
+                        ) -> dict[str, Any]:
+        """A block by ``height`` or by ``hash`` (exactly one), with its commit certificate."""
+        chain = self._chain()
+        if (height is None) == (hash is None):
+            raise RpcError(INVALID_PARAMS, "give exactly one of height and hash")
+        try:
+            if height is not None:
+                if type(height) is not int or height < 0:
+                    raise RpcError(INVALID_PARAMS, "height must be a non-negative integer")
+                block = chain.block_at(height)
+            else:
+                block = chain.block_by_hash(_hex_param("hash", hash, 32))
+        except KeyError as exc:
+            raise RpcError(NOT_FOUND, str(exc.args[0])) from None
+        view = block_to_json(block)
+        commit = chain.commit_at(block.height)
+        view["commit"] = commit.encode().hex() if commit else None
+        return view
+
+    async def get_receipt(self, id: str) -> dict[str, Any]:
+        """The receipt of a committed transaction, to check offline with ``iomtnode verify``."""
+        tx_id = _hex_param("id", id, 32)
+        receipt = self._chain().receipt(tx_id)
+        if receipt is None:
+            pending = self.node.mempool is not None and tx_id in self.node.mempool
+            raise RpcError(NOT_FOUND, "transaction is pending, not yet in a block" if pending
+                           else "no committed transaction with this id")
+        return receipt
+
+    async def get_device(self, id: str) -> dict[str, Any]:
+        """A device's registration and the sequence number of its last committed reading."""
+        found = self._chain().device(_hex_param("id", id, 32))
+        if found is None:
+            raise RpcError(NOT_FOUND, "no device with this key is registered")
+        device, last_seq = found
+        return {
+            "id": device.key.hex(), "patient": device.patient.hex(),
+            "device_class": device.device_class, "manufacturer": device.manufacturer,
+            "status": device.status, "admitted_height": device.admitted_height,
+            "successor": device.successor.hex() or None, "last_seq": last_seq,
+        }
+
+    async def status(self) -> dict[str, Any]:
+        """Chain id, height, head hash, finalized height, authorities, mempool size, peers."""
+        chain = self._chain()
+        return {
+            "chain_id": chain.chain_id,
+            "genesis_hash": chain.genesis.hash.hex(),
+            "node_id": self.node.node_id.hex(),
+            "version": __version__,
+            "height": chain.height,
+            "head_hash": chain.head.hash.hex(),
+            "head_time_ms": chain.head.header.time_ms,
+            "finalized_height": chain.height,  # one authority: every block is final when made
+            "authorities": [a.hex() for a in chain.authorities()],
+            "mempool_size": len(self.node.mempool or ()),
+            "peers": [],
+        }
+
+    async def subscribe_blocks(self, conn: Connection) -> str:
+        """Push a ``block`` notification (header fields and tx ids) for each committed block."""
+        feed = self.node.feed
+        if feed is None:
+            raise RpcError(INVALID_REQUEST, "node is starting")
+        blocks = feed.subscribe()
+
+        async def forward() -> None:
+            with blocks:
+                async for block in blocks:
+                    if not await conn.notify("block", block_to_json(block, full=False)):
+                        return
+
+        conn.start_soon(forward)
+        return "blocks"
+
+    def _chain(self) -> Any:
+        if self.node.chain is None:
+            raise RpcError(INVALID_REQUEST, "node is starting")
+        return self.node.chain
+
+    async def handle_binary(self, frame: bytes) -> bytes:
+        """Answer a msgpack binary frame of transactions (see the module docstring)."""
+        try:
+            value = codec.decode(frame)
+            if (type(value) is not list or len(value) != 2 or type(value[0]) is not int
+                    or type(value[1]) is not list):
+                raise codec.DecodeError("frame must be [request_id, [tx, ...]]")
+            if len(value[1]) > MAX_BATCH_TXS:
+                raise codec.DecodeError(f"at most {MAX_BATCH_TXS} transactions per frame")
+        except codec.DecodeError as exc:
+            return codec.encode([0, [[INVALID_REQUEST, str(exc)]]])
+        request_id, raws = value
+        results: list[list[Any]] = []
+        for raw in raws:
+            if type(raw) is not bytes:
+                results.append([INVALID_REQUEST, "each transaction must be a byte string"])
+                continue
+            try:
+                results.append([0, self.node.submit(raw, reading_only=True).id])
+            except RuleError as exc:
+                results.append([exc.code, str(exc)])
+        return codec.encode([request_id, results])
