@@ -14,7 +14,14 @@ from typing import Any
 import structlog
 
 from ..core import merkle
-from ..core.block import Block, Commit, decode_block, decode_commit, make_block
+from ..core.block import (
+    MAX_BLOCK_BYTES,
+    Block,
+    Commit,
+    decode_block,
+    decode_commit,
+    make_block,
+)
 from ..core.errors import RuleError
 from ..core.genesis import Genesis
 from ..core.receipt import make_receipt
@@ -25,6 +32,8 @@ from ..store import BlockStore
 log = structlog.get_logger(__name__)
 
 META_GENESIS = "genesis_hash"
+BLOCK_OVERHEAD_BYTES = 64 * 1024  # header, certificate and framing of a block, generously
+TX_OVERHEAD_BYTES = 5  # msgpack bin header of one transaction inside a block
 
 
 class WrongChainError(RuntimeError):
@@ -134,7 +143,11 @@ class Chain:
         begin_block(state, ctx)
         accepted: list[SignedTx] = []
         rejected: list[tuple[SignedTx, RuleError]] = []
+        room = MAX_BLOCK_BYTES - BLOCK_OVERHEAD_BYTES
         for tx in txs:
+            room -= len(tx.raw) + TX_OVERHEAD_BYTES
+            if room < 0:
+                break  # the rest waits for the next block
             try:
                 apply(state, tx, ctx)
             except RuleError as exc:

@@ -25,7 +25,7 @@ from .tx import MalformedTxError, SignedTx, decode_tx
 
 HEADER_VERSION = 1
 MAX_BLOCK_TXS = 10_000  # transactions in one block
-MAX_BLOCK_BYTES = codec.MAX_FRAME_BYTES  # one encoded block
+MAX_BLOCK_BYTES = 3 * 1024 * 1024  # one encoded block; leaves room in a 4 MiB frame
 ZERO_HASH = bytes(HASH_BYTES)
 NO_PROPOSER = bytes(32)  # the genesis block has none
 

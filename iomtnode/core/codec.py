@@ -18,7 +18,7 @@ import msgpack
 
 MAX_FRAME_BYTES = 4 * 1024 * 1024  # one encoded value; larger frames are refused unread
 MAX_STR_BYTES = 64 * 1024  # any single string
-MAX_BIN_BYTES = 1024 * 1024  # any single byte string (a block body is a list of them)
+MAX_BIN_BYTES = MAX_FRAME_BYTES  # any single byte string (a block travels as one)
 MAX_ARRAY_LEN = 100_000  # any single array (a block holds at most this many txs)
 MAX_DEPTH = 8  # arrays nested inside arrays
 INT_MIN = -(2**63)
