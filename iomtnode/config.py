@@ -30,10 +30,22 @@ class Config:
     mempool_max_txs: int = 50_000
     max_block_txs: int = 10_000
     log_level: str = "info"
+    bootnodes: tuple[str, ...] = ()
+    max_peers: int = 50
+    max_inbound_per_ip: int = 16
+    ban_s: float = 600.0
 
     def __post_init__(self) -> None:
         for name in ("api_listen", "p2p_listen"):
             parse_hostport(getattr(self, name), name)
+        for address in self.bootnodes:
+            parse_hostport(address, "bootnodes entry")
+        if not 1 <= self.max_peers <= 1000:
+            raise ConfigError("max_peers must be between 1 and 1000")
+        if not 1 <= self.max_inbound_per_ip <= 1000:
+            raise ConfigError("max_inbound_per_ip must be between 1 and 1000")
+        if not 0 <= self.ban_s <= 30 * 86400:
+            raise ConfigError("ban_s must be between 0 and 30 days")
         if not 0.001 <= self.block_interval_s <= 60:
             raise ConfigError("block_interval_s must be between 0.001 and 60 seconds")
         if not self.block_interval_s <= self.empty_block_interval_s <= 3600:
@@ -71,11 +83,24 @@ max_block_txs = {max_block_txs}
 
 # debug, info, warning or error.
 log_level = "{log_level}"
+
+# Peers to dial at start and whenever disconnected, as HOST:PORT of their p2p listener.
+# Host names are resolved again on every dial (gateways move).
+bootnodes = [{bootnodes}]
+
+# Connected peers at most, and inbound connections at most from one IP address.
+max_peers = {max_peers}
+max_inbound_per_ip = {max_inbound_per_ip}
+
+# Seconds a misbehaving peer stays banned.
+ban_s = {ban_s}
 """
 
 
 def render(config: Config) -> str:
-    return TEMPLATE.format(**dataclasses.asdict(config))
+    values = dataclasses.asdict(config)
+    values["bootnodes"] = ", ".join(f'"{b}"' for b in config.bootnodes)
+    return TEMPLATE.format(**values)
 
 
 def parse_hostport(value: str, name: str = "address") -> tuple[str, int]:
@@ -93,6 +118,10 @@ def _coerce(name: str, raw: Any, kind: type) -> Any:
             return int(raw)
         if kind is str and isinstance(raw, str):
             return raw
+        if kind is tuple:  # a list of strings; from the environment, comma-separated
+            items = raw.split(",") if isinstance(raw, str) else raw
+            if isinstance(items, list | tuple) and all(isinstance(i, str) for i in items):
+                return tuple(i.strip() for i in items if i.strip())
     except ValueError:
         pass
     raise ConfigError(f"setting {name} must be a {kind.__name__}, got {raw!r}")
@@ -112,7 +141,7 @@ def load_config(
             raise ConfigError(f"cannot read {path}: {exc}") from None
     env = os.environ if env is None else env
     fields = {f.name: f.type for f in dataclasses.fields(Config)}
-    kinds = {"str": str, "float": float, "int": int}
+    kinds = {"str": str, "float": float, "int": int, "tuple[str, ...]": tuple}
     for name in fields:
         if ENV_PREFIX + name.upper() in env:
             values[name] = env[ENV_PREFIX + name.upper()]

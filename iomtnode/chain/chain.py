@@ -7,7 +7,7 @@ its certificate, its indices, its state changes and the head pointer.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +18,13 @@ from ..core.block import (
     MAX_BLOCK_BYTES,
     Block,
     Commit,
+    InvalidCommitError,
+    authorities_hash,
     decode_block,
     decode_commit,
     make_block,
 )
+from ..core.crypto import BadSignatureError
 from ..core.errors import RuleError
 from ..core.genesis import Genesis
 from ..core.receipt import make_receipt
@@ -32,12 +35,17 @@ from ..store import BlockStore
 log = structlog.get_logger(__name__)
 
 META_GENESIS = "genesis_hash"
+K_TX_TOTAL = b"n"  # state key: transactions committed so far (a state key no rule uses)
 BLOCK_OVERHEAD_BYTES = 64 * 1024  # header, certificate and framing of a block, generously
 TX_OVERHEAD_BYTES = 5  # msgpack bin header of one transaction inside a block
 
 
 class WrongChainError(RuntimeError):
     """The store holds another chain than the genesis given."""
+
+
+class InvalidBlockError(ValueError):
+    """A received block (or its certificate) that this chain cannot accept; says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +82,8 @@ class Chain:
         assert head is not None
         self._head_height, self._head_hash = head
         self._head_block = self.block_at(self._head_height)
+        total = store.get_state(K_TX_TOTAL)
+        self.committed_txs = int.from_bytes(total, "big") if total else 0
 
     # reads ---------------------------------------------------------------------------
 
@@ -161,12 +171,64 @@ class Chain:
         )
         return BuiltBlock(block, state.changes(), rejected)
 
+    def check(self, block: Block, commit: Commit,
+              verified: Callable[[bytes], bool] = lambda tx_id: False) -> BuiltBlock:
+        """Check a received block and its certificate as the next block of this chain.
+
+        Cheapest checks first: height, parent, time, authority set, certificates, then
+        each transaction's signature (skipped for ids ``verified`` says were checked on
+        this node already) and the state rules. Returns the state changes to commit.
+        Raises :class:`InvalidBlockError` with the reason.
+        """
+        h = block.header
+        height = self._head_height + 1
+        if h.height != height:
+            raise InvalidBlockError(f"block {h.height} is not the next height {height}")
+        if h.parent != self._head_hash:
+            raise InvalidBlockError(f"block {h.height} does not extend this chain's head")
+        if h.time_ms <= self._head_block.header.time_ms:
+            raise InvalidBlockError(f"block {h.height} is not later than its parent")
+        ctx = BlockContext(height, h.time_ms, self.genesis)
+        parent_authorities = self.authorities()
+        state = self.state()
+        begin_block(state, ctx)
+        authorities = state.authorities()
+        if h.authorities_hash != authorities_hash(authorities):
+            raise InvalidBlockError(f"block {h.height} names another authority set")
+        if h.proposer not in authorities:
+            raise InvalidBlockError(f"block {h.height} was proposed by a non-authority")
+        if commit.height != h.height or commit.block_hash != block.hash:
+            raise InvalidBlockError(f"the certificate is not for block {h.height}")
+        try:
+            commit.verify(authorities, self.chain_id)
+            if self._head_height >= 1:
+                if block.last_commit is None:
+                    raise InvalidCommitError("the parent's certificate is missing")
+                block.last_commit.verify(parent_authorities, self.chain_id)
+        except InvalidCommitError as exc:
+            raise InvalidBlockError(f"block {h.height}: {exc}") from None
+        for tx in block.txs:
+            if not verified(tx.id):
+                try:
+                    tx.verify(self.chain_id)
+                except BadSignatureError as exc:
+                    raise InvalidBlockError(f"block {h.height}: tx {tx.id.hex()[:16]}: {exc}"
+                                            ) from None
+            try:
+                apply(state, tx, ctx)
+            except RuleError as exc:
+                raise InvalidBlockError(f"block {h.height}: tx {tx.id.hex()[:16]}: {exc}"
+                                        ) from None
+        return BuiltBlock(block, state.changes(), [])
+
     def commit(self, built: BuiltBlock, commit: Commit) -> None:
         """Store ``built`` with its certificate as the new head (one atomic, synced write)."""
         block = built.block
+        total = self.committed_txs + len(block.txs)
         self.store.commit_block(
             height=block.height, block_hash=block.hash, block_bytes=block.encode(),
             commit_bytes=commit.encode(), tx_ids=[tx.id for tx in block.txs],
-            state_changes=built.changes,
+            state_changes={**built.changes, K_TX_TOTAL: total.to_bytes(8, "big")},
         )
         self._head_height, self._head_hash, self._head_block = block.height, block.hash, block
+        self.committed_txs = total

@@ -190,6 +190,11 @@ def make_block(
     authorities: tuple[bytes, ...],
     last_commit: Commit | None,
 ) -> Block:
+    """Make a block; raises ValueError if it would be over :data:`MAX_BLOCK_BYTES` encoded."""
+    size = sum(len(tx.raw) + 5 for tx in txs) + 2048 + (
+        len(last_commit.encode()) if last_commit else 0)  # 5: a bin header; 2048: the rest
+    if size > MAX_BLOCK_BYTES or len(txs) > MAX_BLOCK_TXS:
+        raise ValueError(f"a block of {len(txs)} txs and ~{size} bytes is over the limits")
     header = Header(
         height=height,
         time_ms=time_ms,

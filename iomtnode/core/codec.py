@@ -96,7 +96,7 @@ def decode(data: bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Any:
             ext_hook=_reject_ext,
             max_str_len=MAX_STR_BYTES,
             max_bin_len=MAX_BIN_BYTES,
-            max_array_len=MAX_ARRAY_LEN,
+            max_array_len=min(MAX_ARRAY_LEN, len(data)),  # each item takes >= 1 byte
             max_map_len=0,
             max_ext_len=0,
         )

@@ -14,7 +14,7 @@ from typing import Any
 from . import codec
 from .block import NO_PROPOSER, Block, make_block
 from .crypto import KEY_BYTES, MAX_CHAIN_ID_BYTES, blake2b256
-from .fields import IDENT_RE
+from .fields import IDENT_RE, U64_MAX
 
 GENESIS_VERSION = 1
 DEFAULT_MAX_FUTURE_DRIFT_MS = 30_000  # a reading may be stamped this far past block time
@@ -48,8 +48,8 @@ class Genesis:
             raise GenesisError(
                 f"admission_threshold must be between 1 and {len(self.authorities)}"
             )
-        if self.time_ms < 0 or self.max_future_drift_ms < 0:
-            raise GenesisError("time_ms and max_future_drift_ms must not be negative")
+        if not (0 <= self.time_ms <= U64_MAX and 0 <= self.max_future_drift_ms <= U64_MAX):
+            raise GenesisError("time_ms and max_future_drift_ms must be in [0, 2^64)")
 
     @property
     def hash(self) -> bytes:
@@ -93,7 +93,7 @@ class Genesis:
             )
         except KeyError as exc:
             raise GenesisError(f"genesis lacks the field {exc.args[0]}") from None
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:  # int(Infinity) overflows
             if isinstance(exc, GenesisError):
                 raise
             raise GenesisError(f"genesis has a malformed field: {exc}") from None
@@ -107,6 +107,6 @@ class Genesis:
             doc = json.loads(path.read_text())
         except FileNotFoundError:
             raise GenesisError(f"no genesis file at {path}") from None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # deep nesting recurses
             raise GenesisError(f"cannot read genesis {path}: {exc}") from None
         return cls.from_json(doc)

@@ -310,9 +310,12 @@ def _vote(state: State, v: AuthorityVote, ctx: BlockContext) -> None:
         raise e.KeyInUseError("a device key cannot become an authority")
     key = b"v" + v.subject + (b"\x01" if v.add else b"\x00")
     voters = [a for a in (state.get_value(key) or []) if a in authorities]
-    if v.authority in voters:
+    if v.authority not in voters:
+        voters.append(v.authority)
+    elif len(voters) * 2 <= len(authorities):
         raise e.DuplicateVoteError(f"{v.authority.hex()[:16]} already voted on this change")
-    voters.append(v.authority)
+    # else: the set shrank since these votes were cast and they are now a majority; the
+    # repeated vote carries the change (without it, no remaining voter could ever pass it)
     if len(voters) * 2 <= len(authorities):
         state.put_value(key, voters)
         return

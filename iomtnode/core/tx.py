@@ -269,6 +269,7 @@ def sign_tx(body: TxBody, key: SigningKey, chain_id: str) -> SignedTx:
     if key.public != body.signer:
         raise ValueError(f"{KIND_NAMES[type(body)]} must be signed by its signer field's key")
     body_bytes = encode_body(body)
+    decode_body(body_bytes)  # refuse to sign what every node would refuse to accept
     tx_id = blake2b256(body_bytes)
     signature = key.sign(body.DOMAIN, chain_id, tx_id)
     raw = codec.encode([body_bytes, signature])

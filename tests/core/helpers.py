@@ -1,0 +1,31 @@
+"""Shared helpers for the core tests: deterministic keys by name, strict comparison."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from iomtnode.core.crypto import SigningKey, blake2b256
+
+CHAIN_ID = "iomt-test"
+
+
+@cache
+def key(name: str) -> SigningKey:
+    """A deterministic key for a short name ("A", "hr1", "P"): seed = BLAKE2b-256(name)."""
+    return SigningKey(blake2b256(name.encode()))
+
+
+def pub(name: str) -> bytes:
+    return key(name).public
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equality that also tells bool from int and bytes from str, recursively."""
+    if isinstance(a, list | tuple):
+        return (
+            type(b) is list
+            and len(a) == len(b)
+            and all(same(x, y) for x, y in zip(a, b, strict=True))
+        )
+    return type(a) is type(b) and a == b

@@ -1,0 +1,237 @@
+"""The genesis: JSON round trip, a stable hash, and one error type for every bad file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iomtnode.core import codec
+from iomtnode.core.block import NO_PROPOSER, ZERO_HASH, authorities_hash
+from iomtnode.core.crypto import blake2b256
+from iomtnode.core.genesis import (
+    DEFAULT_MAX_FUTURE_DRIFT_MS,
+    GENESIS_VERSION,
+    MAX_AUTHORITIES,
+    Genesis,
+    GenesisError,
+)
+
+from .helpers import pub
+
+AUTHS = (pub("A"), pub("B"), pub("C"))
+G = Genesis(chain_id="iomt-test", time_ms=1_700_000_000_000, authorities=AUTHS,
+            admission_threshold=2, max_future_drift_ms=15_000)
+
+
+def doc(**changes: Any) -> dict[str, Any]:
+    d = G.to_json()
+    d.update(changes)
+    return d
+
+
+def refused_doc(d: Any, match: str | None = None) -> None:
+    with pytest.raises(GenesisError, match=match) as info:
+        Genesis.from_json(d)
+    assert type(info.value) is GenesisError
+
+
+def test_json_round_trip(tmp_path: Path) -> None:
+    assert Genesis.from_json(G.to_json()) == G
+    assert Genesis.from_json(json.loads(json.dumps(G.to_json()))) == G
+    path = tmp_path / "genesis.json"
+    G.save(path)
+    assert Genesis.load(path) == G
+    assert Genesis.load(path).hash == G.hash
+    assert json.loads(path.read_text())["authorities"] == [a.hex() for a in AUTHS]
+
+
+def test_json_view() -> None:
+    assert G.to_json() == {
+        "version": GENESIS_VERSION,
+        "chain_id": "iomt-test",
+        "time_ms": 1_700_000_000_000,
+        "authorities": [a.hex() for a in AUTHS],
+        "admission_threshold": 2,
+        "max_future_drift_ms": 15_000,
+    }
+
+
+def test_drift_defaults_when_absent() -> None:
+    d = doc()
+    del d["max_future_drift_ms"]
+    assert Genesis.from_json(d).max_future_drift_ms == DEFAULT_MAX_FUTURE_DRIFT_MS
+
+
+def test_hash_is_stable() -> None:
+    assert G.hash == Genesis.from_json(G.to_json()).hash
+    assert G.hash == blake2b256(codec.encode(
+        [GENESIS_VERSION, "iomt-test", 1_700_000_000_000, list(AUTHS), 2, 15_000]
+    ))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        dict(chain_id="iomt-test2"),
+        dict(time_ms=1_700_000_000_001),
+        dict(authorities=(pub("A"), pub("B"), pub("D"))),
+        dict(authorities=(pub("B"), pub("A"), pub("C"))),  # order matters: it sets proposers
+        dict(authorities=AUTHS[:2]),
+        dict(admission_threshold=1),
+        dict(max_future_drift_ms=15_001),
+    ],
+    ids=lambda c: next(iter(c)),
+)
+def test_hash_changes_with_each_field(changes: dict[str, Any]) -> None:
+    assert replace(G, **changes).hash != G.hash
+
+
+def test_genesis_block() -> None:
+    b = G.block()
+    assert b.height == 0
+    assert b.header.parent == G.hash
+    assert b.header.proposer == NO_PROPOSER
+    assert b.header.time_ms == G.time_ms
+    assert (b.txs, b.last_commit, b.header.tx_count) == ((), None, 0)
+    assert b.header.last_commit_hash == ZERO_HASH
+    assert b.header.authorities_hash == authorities_hash(AUTHS)
+    assert G.block().hash == b.hash
+
+
+# errors ------------------------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(GenesisError, match="no genesis file"):
+        Genesis.load(tmp_path / "nope.json")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"{", b"not json", b"{\"version\": 1,}", b"\xff\xfe{}", b"[" * 100_000],
+    ids=["empty", "unclosed", "text", "trailing-comma", "not-utf8", "deeply-nested"],
+)
+def test_unreadable_file(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "genesis.json"
+    path.write_bytes(content)
+    with pytest.raises(GenesisError, match="cannot read genesis") as info:
+        Genesis.load(path)
+    assert type(info.value) is GenesisError
+
+
+def test_directory_instead_of_file(tmp_path: Path) -> None:
+    with pytest.raises(GenesisError, match="cannot read genesis"):
+        Genesis.load(tmp_path)
+
+
+@pytest.mark.parametrize("content", ["[]", "1", "null", "\"genesis\""])
+def test_not_an_object(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "genesis.json"
+    path.write_text(content)
+    with pytest.raises(GenesisError, match="must be a JSON object"):
+        Genesis.load(path)
+
+
+@pytest.mark.parametrize("field", ["chain_id", "time_ms", "authorities", "admission_threshold"])
+def test_missing_field(tmp_path: Path, field: str) -> None:
+    d = doc()
+    del d[field]
+    path = tmp_path / "genesis.json"
+    path.write_text(json.dumps(d))
+    with pytest.raises(GenesisError, match=f"lacks the field {field}"):
+        Genesis.load(path)
+
+
+@pytest.mark.parametrize("version", [None, 0, 2, "1"])
+def test_wrong_version(version: Any) -> None:
+    d = doc(version=version)
+    if version is None:
+        del d["version"]
+    refused_doc(d, "version must be 1")
+
+
+@pytest.mark.parametrize(
+    "authorities",
+    [
+        ["zz" * 32],
+        ["abc"],
+        [pub("A").hex()[:-2]],
+        [pub("A").hex() + "00"],
+        [pub("A").hex(), 7],
+        [pub("A").hex(), None],
+        [pub("A").hex(), pub("A").hex()],
+        [],
+        "ab" * 32,
+        7,
+        None,
+        [pub("A").hex()] + [bytes([i]).hex() * 32 for i in range(MAX_AUTHORITIES)],
+    ],
+    ids=["not-hex", "odd-length", "31-bytes", "33-bytes", "int", "null", "duplicate",
+         "none", "a-string", "a-number", "null-list", "too-many"],
+)
+def test_bad_authorities(authorities: Any) -> None:
+    refused_doc(doc(authorities=authorities, admission_threshold=1))
+
+
+@pytest.mark.parametrize("threshold", [0, -1, 4, 100, "two", None, [2]])
+def test_threshold_out_of_range(threshold: Any) -> None:
+    refused_doc(doc(admission_threshold=threshold))
+
+
+@pytest.mark.parametrize("threshold", [1, 3])
+def test_threshold_edges_allowed(threshold: int) -> None:
+    assert Genesis.from_json(doc(admission_threshold=threshold)).admission_threshold == threshold
+
+
+@pytest.mark.parametrize(
+    "chain_id", ["", "Iomt", "1iomt", "iomt test", "iomt/test", "a" * 33, None, "i\u00f6mt"]
+)
+def test_bad_chain_id(chain_id: Any) -> None:
+    refused_doc(doc(chain_id=chain_id), "chain_id")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        dict(time_ms=-1),
+        dict(max_future_drift_ms=-1),
+        dict(time_ms="soon"),
+        dict(time_ms=None),
+        dict(time_ms=float("inf")),
+        dict(time_ms=float("nan")),
+        dict(max_future_drift_ms=float("-inf")),
+        dict(time_ms=2**64),
+        dict(max_future_drift_ms=2**64),
+    ],
+    ids=repr,
+)
+def test_bad_numbers(changes: dict[str, Any]) -> None:
+    refused_doc(doc(**changes))
+
+
+def test_infinity_in_a_file(tmp_path: Path) -> None:
+    # Python's json accepts the non-standard Infinity and NaN literals
+    path = tmp_path / "genesis.json"
+    path.write_text(json.dumps(G.to_json()).replace("1700000000000", "Infinity"))
+    with pytest.raises(GenesisError, match="malformed field"):
+        Genesis.load(path)
+
+
+def test_every_valid_genesis_has_a_hash() -> None:
+    big = replace(G, time_ms=2**64 - 1, max_future_drift_ms=2**64 - 1)
+    assert len(big.hash) == 32
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [dict(authorities=()), dict(authorities=(pub("A")[:31],)), dict(admission_threshold=4),
+     dict(authorities=(pub("A"), pub("A")), admission_threshold=1), dict(chain_id="Bad")],
+    ids=["none", "short-key", "threshold", "duplicate", "chain-id"],
+)
+def test_constructor_checks(changes: dict[str, Any]) -> None:
+    with pytest.raises(GenesisError):
+        replace(G, **changes)
