@@ -21,6 +21,7 @@ from .core.genesis import Genesis, GenesisError
 from .core.receipt import ReceiptError, verify_receipt
 from .core.tx import RevokeDevice, sign_tx
 from .home import Home, HomeError, init_home, write_key
+from .localnet.cli import localnet_app
 from .store import StoreError
 
 app = typer.Typer(
@@ -32,6 +33,7 @@ app = typer.Typer(
 device_app = typer.Typer(help="Device keys and their admission or revocation.",
                          no_args_is_help=True)
 app.add_typer(device_app, name="device")
+app.add_typer(localnet_app, name="localnet")
 
 DEFAULT_API = "ws://127.0.0.1:7545/api/v1"
 HomeOpt = Annotated[Path, typer.Option("--home", help="The node's home directory.")]

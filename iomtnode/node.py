@@ -22,10 +22,12 @@ from .api.methods import ClientApi
 from .api.server import ApiServer, ApiServerConfig
 from .chain.chain import Chain
 from .chain.feed import BlockFeed
+from .chain.writer import ChainWriter
 from .config import Config, parse_hostport
 from .consensus.solo import SoloSealer
 from .core.tx import SignedTx
 from .home import Home
+from .p2p.service import P2PService
 from .store import BlockStore
 
 log = structlog.get_logger(__name__)
@@ -57,6 +59,8 @@ class Node:
         self.chain: Chain | None = None
         self.mempool: Mempool | None = None
         self.feed: BlockFeed | None = None
+        self.writer: ChainWriter | None = None
+        self.p2p: P2PService | None = None
         self.sealer: SoloSealer | None = None
         self.started_at = time.time()
 
@@ -65,9 +69,20 @@ class Node:
         return self.key.public
 
     def submit(self, raw: bytes, *, reading_only: bool = False) -> SignedTx:
-        """Admit a transaction to the mempool (raises the precise RuleError on refusal)."""
+        """Admit a client's transaction (raises the precise RuleError on refusal) and push
+        it to the peers."""
         assert self.mempool is not None, "node not started"
         tx = self.mempool.add(raw, reading_only=reading_only)
+        if self.sealer is not None:
+            self.sealer.wake()
+        if self.p2p is not None:
+            self.p2p.gossip.local(tx)
+        return tx
+
+    def admit_from_peer(self, tx: SignedTx) -> SignedTx:
+        """Admit a transaction a peer relayed (the gossip layer relays it on)."""
+        assert self.mempool is not None, "node not started"
+        self.mempool.add_tx(tx)
         if self.sealer is not None:
             self.sealer.wake()
         return tx
@@ -80,17 +95,26 @@ class Node:
             self.mempool = Mempool(chain, now_ms=self._now_ms,
                                    max_txs=self.config.mempool_max_txs)
             self.feed = BlockFeed(chain.height)
+            self.writer = ChainWriter(chain, self.mempool, self.feed)
             log.info("node_starting", node_id=self.node_id.hex()[:16],
                      chain_id=chain.chain_id, height=chain.height, version=__version__)
             async with trio.open_nursery() as nursery:
-                if self.key.public in chain.authorities():
+                authorities = chain.authorities()
+                if self.key.public in authorities and len(authorities) > 1:
+                    log.error("sealing_disabled", authorities=len(authorities),
+                              reason="this build seals with one authority only; a genesis "
+                                     "with several authorities needs the BFT engine")
+                elif self.key.public in authorities:
                     self.sealer = SoloSealer(
-                        chain, self.mempool, self.feed, self.key,
+                        chain, self.mempool, self.writer, self.key,
                         block_interval_s=self.config.block_interval_s,
                         empty_block_interval_s=self.config.empty_block_interval_s,
                         max_block_txs=self.config.max_block_txs, now_ms=self._now_ms,
                     )
                     await nursery.start(self.sealer.run)
+                self.p2p = P2PService(self.config, self.key, chain, store, self.mempool,
+                                      self.writer, self.feed, self.admit_from_peer)
+                p2p_address = await nursery.start(self.p2p.run)
                 host, port = parse_hostport(self.config.api_listen, "api_listen")
                 api = ClientApi(self)
                 server = ApiServer(
@@ -100,6 +124,7 @@ class Node:
                 )
                 api_port = await nursery.start(server.run)
                 log.info("node_started", api=f"ws://{host}:{api_port}/api/v1",
+                         p2p=f"ws://{p2p_address}/p2p/v1",
                          authority=self.sealer is not None)
                 task_status.started(NodeInfo(api_port, self.node_id.hex(), chain.chain_id))
                 try:

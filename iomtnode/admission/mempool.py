@@ -49,21 +49,29 @@ class Mempool:
         begin_block(state, ctx)
         return state, ctx
 
+    def _check_room(self) -> None:
+        if len(self._txs) >= self.max_txs:
+            raise e.MempoolFullError(
+                f"mempool holds {self.max_txs} transactions; retry after the next block"
+            )
+
     def add(self, raw: bytes, *, reading_only: bool = False) -> SignedTx:
         """Admit one transaction from untrusted bytes, or raise the precise RuleError.
 
         With ``reading_only``, anything but a :class:`Reading` is refused.
         """
-        if len(self._txs) >= self.max_txs:
-            raise e.MempoolFullError(
-                f"mempool holds {self.max_txs} transactions; retry after the next block"
-            )
+        self._check_room()
         try:
             tx = decode_tx(raw)
         except MalformedTxError as exc:
             raise e.MalformedTxRuleError(str(exc)) from None
         if reading_only and not isinstance(tx.body, Reading):
             raise e.MalformedTxRuleError(f"expected a reading, got a {tx.kind_name}")
+        return self.add_tx(tx)
+
+    def add_tx(self, tx: SignedTx) -> SignedTx:
+        """Admit a decoded (not yet verified) transaction; see :meth:`add`."""
+        self._check_room()
         if tx.id in self._txs:
             raise e.DuplicateTxError(f"transaction {tx.id.hex()[:16]} is already pending")
         location = self._chain.store.tx_location(tx.id)
@@ -79,6 +87,14 @@ class Mempool:
         apply(self._state, tx, self._ctx)  # raises the rule's error; state untouched then
         self._txs[tx.id] = tx
         return tx
+
+    def get(self, tx_id: bytes) -> SignedTx | None:
+        return self._txs.get(tx_id)
+
+    def verified(self, tx: SignedTx) -> bool:
+        """Whether this exact transaction (same bytes) was verified on admission here."""
+        held = self._txs.get(tx.id)
+        return held is not None and held.raw == tx.raw
 
     def pending(self, limit: int) -> list[SignedTx]:
         """Up to ``limit`` pending transactions in arrival order (they stay pending)."""

@@ -12,6 +12,7 @@ transaction in order. A frame that is not of this form gets ``[request_id or 0,
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -82,7 +83,73 @@ class ClientApi:
         }
 
     def admin_methods(self) -> dict[str, Callable[..., Awaitable[Any]]]:
-        return {}
+        """Methods that need the node's admin token (``params.token``)."""
+        return {
+            "admin_peers": self.admin_peers,
+            "admin_disconnect_peer": self.admin_disconnect_peer,
+            "admin_ban_peer": self.admin_ban_peer,
+            "admin_refuse_peers": self.admin_refuse_peers,
+            "admin_set_listen": self.admin_set_listen,
+        }
+
+    def _p2p(self) -> Any:
+        if self.node.p2p is None:
+            raise RpcError(INVALID_REQUEST, "node is starting")
+        return self.node.p2p
+
+    def _peers(self) -> list[dict[str, Any]]:
+        if self.node.p2p is None:
+            return []
+        return [{"node_id": p.node_id.hex(), "address": p.remote, "outbound": p.outbound}
+                for p in self.node.p2p.host.peers()]
+
+    async def admin_peers(self) -> dict[str, Any]:
+        """Connected peers, refused node ids, the address book and traffic counters."""
+        p2p = self._p2p()
+        return {
+            "peers": self._peers(),
+            "refused": sorted(n.hex() for n in p2p.host.refused),
+            "observed_addresses": sorted({p.observed_address for p in p2p.host.peers()}),
+            "address_book": {n.hex(): {"addresses": list(r.addresses), "seq": r.seq}
+                             for n, r in p2p.book.records.items()},
+            "counters": {kind: dataclasses.asdict(t)
+                         for kind, t in p2p.host.counters().items()},
+        }
+
+    async def admin_disconnect_peer(self, node_id: str) -> dict[str, Any]:
+        """Close the connection to a peer (it may reconnect)."""
+        connected = self._p2p().host.disconnect(_hex_param("node_id", node_id, 32),
+                                                "disconnected by admin")
+        return {"disconnected": bool(connected)}
+
+    async def admin_ban_peer(self, node_id: str, seconds: float) -> dict[str, Any]:
+        """Disconnect a peer and refuse it for ``seconds``."""
+        if not 0 <= seconds <= 30 * 86400:
+            raise RpcError(INVALID_PARAMS, "seconds must be between 0 and 30 days")
+        self._p2p().host.ban(_hex_param("node_id", node_id, 32), seconds, "banned by admin")
+        return {"banned": node_id, "seconds": seconds}
+
+    async def admin_refuse_peers(self, node_ids: list[str]) -> dict[str, Any]:
+        """Replace the set of refused node ids: disconnect them and refuse them until
+        changed (an empty list heals)."""
+        refused = {_hex_param(f"node_ids[{i}]", n, 32) for i, n in enumerate(node_ids)}
+        self._p2p().host.set_refused(refused)
+        return {"refused": sorted(n.hex() for n in refused)}
+
+    async def admin_set_listen(self, address: str) -> dict[str, Any]:
+        """Move the p2p listener to ``address`` (HOST:PORT, port 0 for any): the node
+        re-announces its record and its peers re-dial it there."""
+        from ..config import ConfigError, parse_hostport
+
+        try:
+            parse_hostport(address, "address")
+        except ConfigError as exc:
+            raise RpcError(INVALID_PARAMS, str(exc)) from None
+        try:
+            bound = await self._p2p().move(address)
+        except OSError as exc:
+            raise RpcError(INVALID_PARAMS, f"cannot listen on {address}: {exc}") from None
+        return {"p2p_address": bound}
 
     def _submit(self, raw_hex: Any, name: str, *, reading_only: bool) -> SignedTx:
         raw = _hex_param(name, raw_hex)
@@ -174,7 +241,10 @@ class ClientApi:
             "finalized_height": chain.height,  # one authority: every block is final when made
             "authorities": [a.hex() for a in chain.authorities()],
             "mempool_size": len(self.node.mempool or ()),
-            "peers": [],
+            "committed_txs": chain.committed_txs,
+            "peers": self._peers(),
+            "p2p_address": self.node.p2p.address if self.node.p2p else None,
+            "sync_target": self.node.p2p.sync.target if self.node.p2p else None,
         }
 
     async def subscribe_blocks(self, conn: Connection) -> str:

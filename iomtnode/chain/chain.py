@@ -172,12 +172,12 @@ class Chain:
         return BuiltBlock(block, state.changes(), rejected)
 
     def check(self, block: Block, commit: Commit,
-              verified: Callable[[bytes], bool] = lambda tx_id: False) -> BuiltBlock:
+              verified: Callable[[SignedTx], bool] = lambda tx: False) -> BuiltBlock:
         """Check a received block and its certificate as the next block of this chain.
 
         Cheapest checks first: height, parent, time, authority set, certificates, then
-        each transaction's signature (skipped for ids ``verified`` says were checked on
-        this node already) and the state rules. Returns the state changes to commit.
+        each transaction's signature (skipped for those ``verified`` says were checked on
+        this node already, byte for byte) and the state rules. Returns the state changes to commit.
         Raises :class:`InvalidBlockError` with the reason.
         """
         h = block.header
@@ -208,7 +208,7 @@ class Chain:
         except InvalidCommitError as exc:
             raise InvalidBlockError(f"block {h.height}: {exc}") from None
         for tx in block.txs:
-            if not verified(tx.id):
+            if not verified(tx):
                 try:
                     tx.verify(self.chain_id)
                 except BadSignatureError as exc:

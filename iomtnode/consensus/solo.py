@@ -18,7 +18,7 @@ import trio
 
 from ..admission.mempool import Mempool
 from ..chain.chain import Chain
-from ..chain.feed import BlockFeed
+from ..chain.writer import ChainWriter
 from ..core.block import sign_commit
 from ..core.crypto import SigningKey
 
@@ -34,7 +34,7 @@ class SoloSealer:
         self,
         chain: Chain,
         mempool: Mempool,
-        feed: BlockFeed,
+        writer: ChainWriter,
         key: SigningKey,
         *,
         block_interval_s: float,
@@ -44,7 +44,7 @@ class SoloSealer:
     ) -> None:
         self._chain = chain
         self._mempool = mempool
-        self._feed = feed
+        self._writer = writer
         self._key = key
         self._block_interval_s = block_interval_s
         self._empty_interval_s = empty_block_interval_s
@@ -78,9 +78,4 @@ class SoloSealer:
             log.info("tx_dropped_from_block", tx=tx.id.hex()[:16], reason=str(reason))
         block = built.block
         commit = sign_commit([self._key], self._chain.chain_id, block.height, 0, block.hash)
-        # The write fsyncs: run it off the event loop so the API keeps answering.
-        await trio.to_thread.run_sync(self._chain.commit, built, commit)
-        self._mempool.block_committed(block)
-        self._feed.publish(block)
-        log.debug("block_committed", height=block.height, txs=len(block.txs),
-                  hash=block.hash.hex()[:16])
+        await self._writer.commit(built, commit)

@@ -234,6 +234,14 @@ def decode_block(data: bytes) -> Block:
     return Block(header, header_bytes, txs, last_commit)
 
 
+def assemble_block(header_bytes: bytes, txs: tuple[SignedTx, ...], last_commit: Commit | None
+                   ) -> Block:
+    """A block from a compact announcement's parts; same checks as :func:`decode_block`."""
+    header = decode_header(header_bytes)
+    _check_consistent(header, txs, last_commit)
+    return Block(header, header_bytes, txs, last_commit)
+
+
 def _not_bytes() -> Any:
     raise MalformedTxError("each block transaction must be a byte string")
 

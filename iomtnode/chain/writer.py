@@ -1,0 +1,51 @@
+"""The one path by which blocks are committed on a node, whoever made them.
+
+Commits are serialized (one writer at a time: the store's head is cached) and run in a
+worker thread, since each one fsyncs. After a commit, the mempool drops the block's
+transactions, API subscribers get the block, and listeners (block relay) are told.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import structlog
+import trio
+
+from ..admission.mempool import Mempool
+from ..core.block import Block, Commit
+from .chain import BuiltBlock, Chain
+from .feed import BlockFeed
+
+log = structlog.get_logger(__name__)
+
+CommitListener = Callable[[Block, Commit, bytes | None], None]
+
+
+class ChainWriter:
+    def __init__(self, chain: Chain, mempool: Mempool, feed: BlockFeed) -> None:
+        self.chain = chain
+        self._mempool = mempool
+        self._feed = feed
+        self._lock = trio.Lock()
+        self._listeners: list[CommitListener] = []
+
+    def add_listener(self, listener: CommitListener) -> None:
+        """Call ``listener(block, commit, source_peer)`` after each commit (must not block)."""
+        self._listeners.append(listener)
+
+    async def commit(self, built: BuiltBlock, commit: Commit, source: bytes | None = None
+                     ) -> bool:
+        """Commit ``built`` as the next block; False if another commit took its height first."""
+        async with self._lock:
+            if built.block.height != self.chain.height + 1:
+                return False
+            await trio.to_thread.run_sync(self.chain.commit, built, commit)
+        block = built.block
+        log.debug("block_committed", height=block.height, txs=len(block.txs),
+                  hash=block.hash.hex()[:16], source=source.hex()[:16] if source else None)
+        self._mempool.block_committed(block)
+        self._feed.publish(block)
+        for listener in self._listeners:
+            listener(block, commit, source)
+        return True

@@ -1,0 +1,339 @@
+"""A localnet on disk: N node homes sharing one genesis, fixed loopback ports, localnet.json.
+
+Layout of a localnet directory::
+
+    localnet.json   the manifest (mode 0600: it holds admin tokens), kept current while running
+    Procfile        ``nodeI: iomtnode run --home nodeI`` lines, for ``cd DIR && honcho start``
+    node1/ ...      ordinary node homes (see :mod:`iomtnode.home`), plus node.log
+    simulate.log    the simulator's output, when one runs
+
+Everything here is synchronous and starts no process, so a prepared directory can be run by
+hand, by a Procfile or by :class:`iomtnode.localnet.net.Localnet`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import Config, load_config, parse_hostport, render
+from ..core.crypto import SigningKey
+from ..core.genesis import Genesis
+from ..home import Home, init_home
+
+# One authority until the multi-authority (BFT) engine lands: the one-authority sealer
+# cannot share sealing, so more authorities would stall finality.
+DEFAULT_AUTHORITIES = 1
+MANIFEST_NAME = "localnet.json"
+MANIFEST_VERSION = 1
+CHAIN_ID = "iomt-localnet"
+HOST = "127.0.0.1"
+DEFAULT_BASE_PORT = 27000  # below Linux's ephemeral range (32768+), so dials rarely take them
+MAX_NODES = 64
+API_PATH = "/api/v1"
+P2P_PATH = "/p2p/v1"
+
+
+class LocalnetError(RuntimeError):
+    """A localnet directory or operation that cannot proceed (says what to do)."""
+
+
+def node_name(index: int) -> str:
+    """The name of the index-th node (0-based): node1, node2, ..."""
+    return f"node{index + 1}"
+
+
+def ws_url(hostport: str, path: str) -> str:
+    """``ws://host:port/path`` for a ``host:port`` address."""
+    return f"ws://{hostport}{path}"
+
+
+def hostport_of(address: str) -> str:
+    """``host:port`` of a ``ws://host:port/path`` URL (or of a plain ``host:port``)."""
+    rest = address.split("://", 1)[-1]
+    hostport = rest.split("/", 1)[0]
+    parse_hostport(hostport, "address")  # validates
+    return hostport
+
+
+@dataclass
+class ProcRef:
+    """A process by pid plus its start time, so a pid reused by the OS is never mistaken."""
+
+    pid: int
+    start: int | None  # start time in clock ticks since boot (/proc/PID/stat field 22)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pid": self.pid, "start": self.start}
+
+    @classmethod
+    def from_json(cls, doc: Any) -> ProcRef | None:
+        if not isinstance(doc, dict) or not isinstance(doc.get("pid"), int):
+            return None
+        return cls(doc["pid"], doc.get("start"))
+
+
+@dataclass
+class NodeEntry:
+    """One node of a localnet, as localnet.json records it."""
+
+    name: str
+    node_id: str  # hex public key
+    home: Path
+    authority: bool
+    api: str  # ws://host:port/api/v1
+    p2p: str  # ws://host:port/p2p/v1
+    admin_token: str
+    proc: ProcRef | None = None
+
+    @property
+    def api_listen(self) -> str:
+        return hostport_of(self.api)
+
+    @property
+    def p2p_listen(self) -> str:
+        return hostport_of(self.p2p)
+
+    @property
+    def log(self) -> Path:
+        return self.home / "node.log"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "node_id": self.node_id, "home": str(self.home),
+            "authority": self.authority, "api": self.api, "p2p": self.p2p,
+            "admin_token": self.admin_token,
+            "pid": self.proc.pid if self.proc else None,
+            "pid_start": self.proc.start if self.proc else None,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> NodeEntry:
+        pid = doc.get("pid")
+        return cls(
+            name=doc["name"], node_id=doc["node_id"], home=Path(doc["home"]),
+            authority=bool(doc["authority"]), api=doc["api"], p2p=doc["p2p"],
+            admin_token=doc["admin_token"],
+            proc=ProcRef(pid, doc.get("pid_start")) if isinstance(pid, int) else None,
+        )
+
+
+@dataclass
+class Manifest:
+    """localnet.json: the network's nodes, where they listen and which processes run them."""
+
+    dir: Path
+    chain_id: str
+    genesis_hash: str
+    nodes: list[NodeEntry]
+    devices: int = 0
+    rate: float = 0.0
+    simulator: ProcRef | None = None
+    supervisor: ProcRef | None = None  # a foreground `localnet up`, stopped by `down`
+    created_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+    @property
+    def path(self) -> Path:
+        return self.dir / MANIFEST_NAME
+
+    def node(self, name: str) -> NodeEntry:
+        for entry in self.nodes:
+            if entry.name == name:
+                return entry
+        names = ", ".join(n.name for n in self.nodes)
+        raise LocalnetError(f"no node named {name!r} in {self.path} (nodes: {names})")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": MANIFEST_VERSION, "dir": str(self.dir), "chain_id": self.chain_id,
+            "genesis_hash": self.genesis_hash, "created_ms": self.created_ms,
+            "devices": self.devices, "rate": self.rate,
+            "simulator": self.simulator.to_json() if self.simulator else None,
+            "supervisor": self.supervisor.to_json() if self.supervisor else None,
+            "nodes": [n.to_json() for n in self.nodes],
+        }
+
+    def save(self) -> None:
+        """Write localnet.json atomically, mode 0600 (it holds the admin tokens)."""
+        tmp = self.path.with_name(f".{MANIFEST_NAME}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(self.to_json(), indent=2) + "\n")
+        os.replace(tmp, self.path)
+
+    @classmethod
+    def load(cls, directory: Path) -> Manifest:
+        directory = directory.resolve()
+        path = directory / MANIFEST_NAME
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise LocalnetError(f"{directory} is not a localnet ({MANIFEST_NAME} missing); "
+                                f"run: iomtnode localnet prepare --dir {directory}") from None
+        except (OSError, ValueError) as exc:
+            raise LocalnetError(f"cannot read {path}: {exc}") from None
+        if not isinstance(doc, dict) or doc.get("version") != MANIFEST_VERSION:
+            raise LocalnetError(f"{path} is not a version {MANIFEST_VERSION} localnet manifest")
+        try:
+            return cls(
+                dir=directory, chain_id=doc["chain_id"], genesis_hash=doc["genesis_hash"],
+                nodes=[NodeEntry.from_json(n) for n in doc["nodes"]],
+                devices=int(doc.get("devices", 0)), rate=float(doc.get("rate", 0)),
+                simulator=ProcRef.from_json(doc.get("simulator")),
+                supervisor=ProcRef.from_json(doc.get("supervisor")),
+                created_ms=int(doc.get("created_ms", 0)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LocalnetError(f"{path} is malformed: {exc!r}") from None
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether a listener could bind ``host:port`` now (with SO_REUSEADDR, as trio binds)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def allocate_ports(count: int, *, host: str = HOST, base: int | None = None) -> list[int]:
+    """``count`` distinct ports free on ``host`` right now.
+
+    With ``base``, the first free ports from ``base`` upward (stable across runs, good for a
+    Procfile); without, ports the OS picks. All are held bound until all are chosen.
+    """
+    held: list[socket.socket] = []
+    try:
+        port = base
+        while len(held) < count:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                if port is not None and port > 65535:
+                    raise LocalnetError(f"not enough free ports on {host} from {base} upward")
+                s.bind((host, 0 if port is None else port))
+            except OSError:
+                s.close()
+                port = port + 1 if port is not None else None
+                continue
+            except LocalnetError:
+                s.close()
+                raise
+            held.append(s)
+            port = port + 1 if port is not None else None
+        return [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
+
+
+def unused_loopback_host(manifest: Manifest) -> str:
+    """A 127.0.0.N (all of 127/8 is loopback on Linux) that no node listens on yet."""
+    used = {hostport_of(a).rsplit(":", 1)[0] for n in manifest.nodes for a in (n.api, n.p2p)}
+    for i in range(2, 255):
+        if f"127.0.0.{i}" not in used:
+            return f"127.0.0.{i}"
+    raise LocalnetError("no unused 127.0.0.N address left to move a node to")
+
+
+def procfile(names: list[str], home_prefix: str) -> str:
+    """Procfile lines ``nodeI: iomtnode run --home PREFIX/nodeI`` (PREFIX '' for none)."""
+    lines = []
+    for name in names:
+        home = f"{home_prefix.rstrip('/')}/{name}" if home_prefix else name
+        lines.append(f"{name}: iomtnode run --home {home}")
+    return "\n".join(lines) + "\n"
+
+
+def node_config(entry: NodeEntry, peers: list[NodeEntry], base: Config | None = None) -> Config:
+    """The config of ``entry``: its own listeners, every other node's p2p address as bootnode."""
+    return dataclasses.replace(
+        base or Config(), api_listen=entry.api_listen, p2p_listen=entry.p2p_listen,
+        bootnodes=tuple(p.p2p_listen for p in peers if p.name != entry.name),
+    )
+
+
+def rewrite_configs(manifest: Manifest) -> None:
+    """Re-render every home's config.toml with the current listen addresses and bootnodes.
+
+    Other settings already in config.toml are kept (IOMTNODE_* variables are not folded in).
+    """
+    for entry in manifest.nodes:
+        path = Home(entry.home).config_path
+        current = load_config(path, env={})
+        path.write_text(render(node_config(entry, manifest.nodes, current)))
+
+
+def prepare(directory: Path, nodes: int, *, authorities: int | None = None,
+            base_port: int | None = DEFAULT_BASE_PORT, chain_id: str = CHAIN_ID,
+            config: Config | None = None) -> Manifest:
+    """Create a localnet in a new (or empty) ``directory`` and write its localnet.json.
+
+    The first ``authorities`` nodes (default: DEFAULT_AUTHORITIES) are the genesis
+    authorities, admission threshold 1. Ports are two per node (api, p2p), free at the
+    time of the call.
+    """
+    if not 1 <= nodes <= MAX_NODES:
+        raise LocalnetError(f"--nodes must be between 1 and {MAX_NODES}")
+    k = DEFAULT_AUTHORITIES if authorities is None else authorities
+    if not 1 <= k <= nodes:
+        raise LocalnetError(f"--authorities must be between 1 and the number of nodes ({nodes})")
+    directory = directory.resolve()
+    if (directory / MANIFEST_NAME).exists():
+        raise LocalnetError(f"{directory} is already a localnet; reuse it with `localnet up`, "
+                            f"or remove it first")
+    if directory.exists() and any(directory.iterdir()):
+        raise LocalnetError(f"{directory} exists and is not empty; pick a new directory")
+    keys = [SigningKey.generate() for _ in range(nodes)]
+    genesis = Genesis(chain_id=chain_id, time_ms=int(time.time() * 1000),
+                      authorities=tuple(key.public for key in keys[:k]), admission_threshold=1)
+    ports = allocate_ports(2 * nodes, base=base_port or None)  # 0 or None: the OS picks
+    entries = [
+        NodeEntry(name=node_name(i), node_id=keys[i].public.hex(),
+                  home=directory / node_name(i), authority=i < k,
+                  api=ws_url(f"{HOST}:{ports[2 * i]}", API_PATH),
+                  p2p=ws_url(f"{HOST}:{ports[2 * i + 1]}", P2P_PATH), admin_token="")
+        for i in range(nodes)
+    ]
+    directory.mkdir(parents=True, exist_ok=True)
+    for entry, key in zip(entries, keys, strict=True):
+        home = init_home(entry.home, genesis=genesis, key=key,
+                         config=node_config(entry, entries, config))
+        entry.admin_token = home.admin_token()
+    manifest = Manifest(dir=directory, chain_id=chain_id, genesis_hash=genesis.hash.hex(),
+                        nodes=entries)
+    manifest.save()
+    (directory / "Procfile").write_text(
+        f"# run this localnet without Python's supervision: cd {directory} && honcho start\n"
+        + procfile([e.name for e in entries], ""))
+    return manifest
+
+
+def open_or_prepare(directory: Path, nodes: int | None, **prepare_args: Any) -> Manifest:
+    """The localnet in ``directory``, prepared first if the directory is new or empty.
+
+    An existing localnet is reused as it is; ``nodes`` (if given) must match it.
+    """
+    directory = directory.resolve()
+    if (directory / MANIFEST_NAME).exists():
+        manifest = Manifest.load(directory)
+        if nodes is not None and nodes != len(manifest.nodes):
+            raise LocalnetError(f"{directory} holds a {len(manifest.nodes)}-node localnet, not "
+                                f"{nodes}; drop --nodes to reuse it or pick a new directory")
+        for entry in manifest.nodes:
+            Home(entry.home).check()
+        return manifest
+    with contextlib.suppress(FileNotFoundError):
+        if any(directory.iterdir()):
+            raise LocalnetError(f"{directory} is not empty and holds no {MANIFEST_NAME}; "
+                                f"pick a new directory")
+    return prepare(directory, 4 if nodes is None else nodes, **prepare_args)

@@ -1,0 +1,143 @@
+"""Relaying final blocks as compact blocks: header, transaction ids and certificates.
+
+Peers already hold almost every transaction of a new block (gossip put them in their
+mempools), so a block travels as its header, the ids of its transactions, its parent's
+certificate and its own. The receiver fills the transactions in from its mempool, asks
+the sender for the ones it lacks (``GetBlockTxs``), checks the block in full (signatures
+it has not verified yet, state rules, certificates) and commits it; then it relays the
+compact block to its other peers. A block that is not the next one is left to sync.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+import trio
+
+from ..admission.mempool import Mempool
+from ..chain.chain import Chain, InvalidBlockError
+from ..chain.writer import ChainWriter
+from ..core.block import (
+    Block,
+    Commit,
+    MalformedBlockError,
+    assemble_block,
+    decode_commit,
+    decode_header,
+)
+from ..core.crypto import blake2b256
+from ..core.tx import MalformedTxError, SignedTx, decode_tx
+from . import score
+from .messages import BlockTxs, CompactBlock, GetBlockTxs
+
+log = structlog.get_logger(__name__)
+
+PENDING_BLOCKS = 8  # compact blocks waiting for their missing transactions
+FETCH_TIMEOUT_S = 5.0  # after this a pending compact block is forgotten (sync takes over)
+
+
+@dataclass
+class _Pending:
+    peer_id: bytes
+    msg: CompactBlock
+    txs: list[SignedTx | None]
+    since: float
+
+
+def compact(block: Block, commit: Commit) -> CompactBlock:
+    return CompactBlock(block.header_bytes, [tx.id for tx in block.txs],
+                        block.last_commit.encode() if block.last_commit else b"",
+                        commit.encode())
+
+
+class BlockRelay:
+    def __init__(self, host: Any, chain: Chain, writer: ChainWriter, mempool: Mempool,
+                 on_height: Any) -> None:
+        self._host = host
+        self._chain = chain
+        self._writer = writer
+        self._mempool = mempool
+        self._on_height = on_height  # sync's saw_height(peer_id, height)
+        self._pending: dict[bytes, _Pending] = {}
+
+    def on_committed(self, block: Block, commit: Commit, source: bytes | None) -> None:
+        """ChainWriter listener: relay every new block to every peer but its source."""
+        self._host.broadcast(compact(block, commit), exclude=source)
+
+    async def on_compact(self, peer: Any, msg: CompactBlock) -> None:
+        try:
+            header = decode_header(msg.header)
+        except MalformedBlockError as exc:
+            self._host.penalize(peer, score.INVALID_MESSAGE, f"compact block header: {exc}")
+            return
+        self._on_height(peer.node_id, header.height)
+        if header.height != self._chain.height + 1:
+            return
+        block_hash = blake2b256(msg.header)
+        if block_hash in self._pending:
+            return
+        txs: list[SignedTx | None] = [self._mempool.get(tx_id) for tx_id in msg.tx_ids]
+        missing = [i for i, tx in enumerate(txs) if tx is None]
+        if not missing:
+            await self._apply(peer, msg, txs, fetched=False)
+            return
+        now = trio.current_time()
+        for key, pending in list(self._pending.items()):
+            if now - pending.since > FETCH_TIMEOUT_S:
+                del self._pending[key]
+        if len(self._pending) >= PENDING_BLOCKS:
+            return
+        self._pending[block_hash] = _Pending(peer.node_id, msg, txs, now)
+        peer.send(GetBlockTxs(block_hash, missing))
+
+    async def on_block_txs(self, peer: Any, msg: BlockTxs) -> None:
+        pending = self._pending.get(msg.block_hash)
+        if pending is None or pending.peer_id != peer.node_id:
+            return  # late or unasked-for: harmless, and sync covers any gap
+        del self._pending[msg.block_hash]
+        missing = [i for i, tx in enumerate(pending.txs) if tx is None]
+        if len(msg.txs) != len(missing):
+            self._host.penalize(peer, score.INVALID_MESSAGE, "wrong number of block txs")
+            return
+        for index, raw in zip(missing, msg.txs, strict=True):
+            try:
+                tx = decode_tx(raw)
+            except MalformedTxError as exc:
+                self._host.penalize(peer, score.INVALID_MESSAGE, f"block tx: {exc}")
+                return
+            if tx.id != pending.msg.tx_ids[index]:
+                self._host.penalize(peer, score.INVALID_MESSAGE, "block tx has another id")
+                return
+            pending.txs[index] = tx
+        await self._apply(peer, pending.msg, pending.txs, fetched=True)
+
+    async def _apply(self, peer: Any, msg: CompactBlock, txs: list[SignedTx | None],
+                     fetched: bool) -> None:
+        try:
+            last_commit = decode_commit(msg.last_commit) if msg.last_commit else None
+            commit = decode_commit(msg.commit)
+            block = assemble_block(msg.header, tuple(t for t in txs if t is not None),
+                                   last_commit)
+        except MalformedBlockError as exc:
+            if fetched or not msg.tx_ids:
+                self._host.penalize(peer, score.INVALID_BLOCK, str(exc))
+            return  # else our mempool copy may differ; sync will fetch the whole block
+        if block.height != self._chain.height + 1:
+            return
+        try:
+            built = self._chain.check(block, commit, verified=self._mempool.verified)
+        except InvalidBlockError as exc:
+            log.warning("block_rejected", peer=peer.node_id.hex()[:16], reason=str(exc))
+            self._host.penalize(peer, score.INVALID_BLOCK, str(exc))
+            return
+        await self._writer.commit(built, commit, source=peer.node_id)
+
+    def on_get_block_txs(self, peer: Any, msg: GetBlockTxs) -> None:
+        try:
+            block = self._chain.block_by_hash(msg.block_hash)
+        except KeyError:
+            return
+        txs = [block.txs[i].raw for i in msg.indexes if i < len(block.txs)]
+        peer.send(BlockTxs(msg.block_hash, txs))

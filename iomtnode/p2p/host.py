@@ -1,0 +1,454 @@
+"""The P2P host: websocket connections to peers at ``/p2p/v1``, keyed by node id.
+
+The host listens (or not), dials, runs the handshake (:func:`.peer.authenticate`) under
+``handshake_timeout_s`` and keeps at most one :class:`Peer` per node id; everything above the
+transport (gossip, sync, discovery) is the ``handler``. The connection code runs on any trio
+Stream (:meth:`Host.accept_stream`, :meth:`Host.connect_stream`), so tests connect hosts through
+in-memory streams; the listener and :meth:`Host.dial` add TCP, with keepalive and
+``TCP_USER_TIMEOUT`` on every socket so the kernel notices a dead link too.
+
+A refusal is logged on the refusing side (``peer_refused`` with ``reason=``) and sent to the
+other side as the websocket close reason (code 1008), which logs it there too.
+
+One connection per node id. A new authenticated connection from a node id already connected
+replaces the old one ("replaced by a new connection"): a node that moved or restarted comes
+back at once. The exception is two nodes dialing each other at the same moment: if the old
+connection is alive (a frame arrived within the last ping interval) and the two were dialed in
+opposite directions, both sides keep the one **dialed by the node with the lower node id**
+(bytes order) and refuse the other ("duplicate connection"). Both sides compute the same
+answer, so they converge on one connection instead of each killing the one the other kept.
+A silent old connection is always replaced.
+
+Bans and refusals are by node id only (see :mod:`.score`); addresses are only counted, to bound
+what one IP can hold open (``max_inbound_per_ip``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import structlog
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    WebSocketConnection,
+    wrap_client_stream,
+    wrap_server_stream,
+)
+
+from ..core.crypto import SigningKey
+from .handshake import HANDSHAKE_TIMEOUT_S, HandshakeError
+from .messages import MAX_MESSAGE_BYTES, Hello, Message
+from .peer import (
+    CLOSE_TIMEOUT_S,
+    MISSED_PINGS,
+    PING_INTERVAL_S,
+    SEND_QUEUE_MESSAGES,
+    Counters,
+    Peer,
+    Traffic,
+    authenticate,
+    close_websocket,
+    describe_close,
+    encode,
+    format_address,
+    ip_of,
+    split_address,
+    tune_socket,
+)
+from .score import BAN_S, Scoreboard
+
+log = structlog.get_logger(__name__)
+
+P2P_PATH = "/p2p/v1"
+RECEIVE_QUEUE_FRAMES = 1  # whole frames trio-websocket buffers per peer before TCP pushes back
+HARD_CAP_FACTOR = 2  # beyond this many times max_inbound_per_ip, an IP's sockets are just closed
+
+
+class DialError(Exception):
+    """A dial that failed: unreachable, timed out, rejected or refused (the message says why)."""
+
+
+class HostHandler(Protocol):
+    """What the host needs from the node above it."""
+
+    def local_hello(self) -> Hello:
+        """This node's Hello: a fresh nonce and the current head, on every call."""
+
+    def local_record(self) -> bytes:
+        """This node's signed peer record, sent in its Auth."""
+
+    async def on_connected(self, peer: Peer) -> None:
+        """A peer was registered; its messages go to ``on_message`` after this returns."""
+
+    async def on_message(self, peer: Peer, msg: Message) -> None:
+        """A message from ``peer`` (never Ping/Pong/Hello/Auth), in order, one at a time per
+        peer. Cancelled at its next checkpoint if the peer is closed meanwhile."""
+
+    def on_disconnected(self, peer: Peer, reason: str) -> None:
+        """``peer`` is gone (once per registered peer); a replacement may already be there."""
+
+
+@dataclass(frozen=True, slots=True)
+class P2PConfig:
+    """Where the host listens, and its limits."""
+
+    host: str = "127.0.0.1"  # listen on this address (a name may bind ports that differ)
+    port: int | None = 0  # listen on this port; 0: the OS picks one; None: do not listen
+    max_peers: int = 50  # connections at most (handshaking included); more get HTTP 503
+    max_inbound_per_ip: int = 16  # inbound connections at most from one IP; more get HTTP 503
+    handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S  # TCP connect, HTTP upgrade, Hello + Auth
+    ping_interval_s: float = PING_INTERVAL_S
+    missed_pings: int = MISSED_PINGS  # silent for this many ping intervals -> dropped
+    send_queue: int = SEND_QUEUE_MESSAGES  # frames queued per peer; full -> the peer is dropped
+    close_timeout_s: float = CLOSE_TIMEOUT_S  # waiting for the peer's closing frame
+    tcp_user_timeout_ms: int = 10_000  # unacknowledged data this long -> the kernel drops the link
+    ban_s: float = BAN_S  # seconds a peer whose score fell below the threshold stays banned
+
+
+class Host:
+    """Connections to peers, keyed by node id; see the module docstring.
+
+    Every method but :meth:`run` needs :meth:`run` running: connections live in its nursery.
+    """
+
+    def __init__(self, config: P2PConfig, key: SigningKey, handler: HostHandler,
+                 scoreboard: Scoreboard | None = None) -> None:
+        self.config = config
+        self.key = key
+        self.node_id = key.public
+        self.handler = handler
+        self.scoreboard = scoreboard if scoreboard is not None else Scoreboard(ban_s=config.ban_s)
+        self.log = log.bind(node=self.node_id.hex()[:16])
+        self._peers: dict[bytes, Peer] = {}
+        self._refused: frozenset[bytes] = frozenset()
+        self._inbound_by_ip: Counter[str] = Counter()  # open inbound sockets, handshaking or not
+        self._connecting = 0  # connections in their handshake, both directions
+        self._totals = Counters()
+        self._nursery: trio.Nursery | None = None
+        self._listener: tuple[trio.CancelScope, trio.Event] | None = None
+        self._listen_port: int | None = None
+
+    # ---- service and listener -------------------------------------------------------------
+
+    async def run(self, *,
+                  task_status: trio.TaskStatus[int | None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen, call ``task_status.started(port)`` (None if not listening), serve until
+        cancelled. Never returns unless cancelled.
+
+        Resource handling: on the way out every connection is closed ("node shutting down",
+        1001, without waiting for the reply) and every socket dropped.
+        Error handling: an OSError binding the listener propagates before ``started``.
+        """
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            port = None
+            if self.config.port is not None:
+                port = await self._start_listener(self.config.host, self.config.port)
+            task_status.started(port)
+            await trio.sleep_forever()
+
+    @property
+    def listen_port(self) -> int | None:
+        """The port the listener is bound to (None when not listening)."""
+        return self._listen_port
+
+    async def rebind(self, host: str, port: int) -> int:
+        """The node moved: stop the listener, close every peer ("moved"), listen on
+        ``host:port`` and return the port bound. The caller re-announces its record.
+
+        Error handling: an OSError binding the new listener propagates; the host then does not
+        listen.
+        """
+        if self._listener is not None:
+            scope, done = self._listener
+            scope.cancel()
+            await done.wait()  # the old socket is closed
+        for peer in self.peers():
+            self._drop(peer, "moved", code=1001)
+        port = await self._start_listener(host, port)
+        self.log.info("p2p_rebound", host=host, port=port)
+        return port
+
+    async def _start_listener(self, host: str, port: int) -> int:
+        assert self._nursery is not None, "Host.run is not running"
+        bound: int = await self._nursery.start(self._listen, host, port)
+        return bound
+
+    async def _listen(self, host: str, port: int, *,
+                      task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        done = trio.Event()
+        try:
+            with trio.CancelScope() as scope:
+                self._listener = (scope, done)
+                self._listen_port = listeners[0].socket.getsockname()[1]
+                self.log.info("p2p_listening", host=host, port=self._listen_port, path=P2P_PATH)
+                task_status.started(self._listen_port)
+                # connections live in the host's nursery: stopping the listener keeps them
+                await trio.serve_listeners(self._handle_tcp, listeners,
+                                           handler_nursery=self._nursery)
+        finally:
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)
+            self._listen_port = None
+            done.set()
+
+    async def _handle_tcp(self, stream: trio.SocketStream) -> None:
+        try:
+            tune_socket(stream, self.config.tcp_user_timeout_ms)
+            ip, port, *_ = stream.socket.getpeername()
+        except OSError:  # reset before we got to it
+            await trio.aclose_forcefully(stream)
+            return
+        await self.accept_stream(stream, format_address(ip, port))
+
+    # ---- connections ----------------------------------------------------------------------
+
+    async def accept_stream(self, stream: trio.abc.Stream, remote: str) -> None:
+        """Serve one inbound connection on ``stream`` (any trio Stream) until it closes.
+
+        ``remote`` is the other end's ``"ip:port"``; its IP counts against
+        ``max_inbound_per_ip``. Resource handling: ``stream`` is closed before this returns.
+        Error handling: refusals and failures are logged, not raised.
+        """
+        ip = ip_of(remote)
+        self._inbound_by_ip[ip] += 1
+        try:
+            if self._inbound_by_ip[ip] > HARD_CAP_FACTOR * self.config.max_inbound_per_ip:
+                self.log.debug("peer_handshake_rejected", remote=remote, reason="hard cap")
+                await trio.aclose_forcefully(stream)
+            else:
+                await self._connection(stream, remote, False)
+        finally:
+            self._inbound_by_ip[ip] -= 1
+            if not self._inbound_by_ip[ip]:
+                del self._inbound_by_ip[ip]
+
+    async def dial(self, address: str) -> Peer:
+        """Connect to the node listening at ``address`` (``"host:port"``; a host name is
+        resolved on every call); return the registered :class:`Peer`, whose connection then
+        lives in the host's nursery.
+
+        Error handling: raises :class:`DialError` if the address is unreachable, the dial or
+        handshake times out, the peer rejects or refuses us, or we refuse it.
+        """
+        try:
+            host, port = split_address(address)
+            with trio.fail_after(self.config.handshake_timeout_s):
+                stream = await trio.open_tcp_stream(host, port)
+        except (ValueError, OSError, trio.TooSlowError) as exc:
+            reason = f"cannot connect to {address}: {exc or 'timed out'}"
+            self.log.info("peer_dial_failed", address=address, reason=reason)
+            raise DialError(reason) from None
+        tune_socket(stream, self.config.tcp_user_timeout_ms)
+        return await self.connect_stream(stream, address)
+
+    async def connect_stream(self, stream: trio.abc.Stream, address: str) -> Peer:
+        """The client side of a connection on ``stream`` (any trio Stream) to the node at
+        ``address``; as :meth:`dial` otherwise. ``stream`` is closed on failure."""
+        assert self._nursery is not None, "Host.run is not running"
+        peer: Peer = await self._nursery.start(self._connection, stream, address, True)
+        return peer
+
+    async def _connection(self, stream: trio.abc.Stream, remote: str, outbound: bool, *,
+                          task_status: trio.TaskStatus[Peer] = trio.TASK_STATUS_IGNORED) -> None:
+        """One connection from the websocket upgrade to its close; an outbound one reports
+        ``started(peer)`` once registered, or raises DialError."""
+        failure: str | None = None
+        self._connecting += 1
+        try:
+            async with trio.open_nursery() as nursery:  # for trio-websocket's reader task
+                try:
+                    peer, failure = await self._establish(nursery, stream, remote, outbound)
+                finally:
+                    self._connecting -= 1
+                if peer is not None:
+                    task_status.started(peer)
+                    await self._serve_peer(peer)
+                nursery.cancel_scope.cancel()
+        except* ConnectionRejected as group:  # raised by a client's reader task
+            rejected = group.exceptions[0]
+            assert isinstance(rejected, ConnectionRejected)
+            body = (rejected.body or b"").decode(errors="replace").strip()
+            failure = f"rejected with HTTP {rejected.status_code}: {body}"
+            self.log.info("peer_dial_failed", address=remote, reason=failure)
+        finally:
+            await trio.aclose_forcefully(stream)
+        if outbound and failure is not None:
+            raise DialError(failure)
+
+    async def _establish(self, nursery: trio.Nursery, stream: trio.abc.Stream, remote: str,
+                         outbound: bool) -> tuple[Peer | None, str | None]:
+        """Upgrade, handshake, register: ``(peer, None)``, or ``(None, why not)`` after closing
+        the websocket with the reason."""
+        ws: WebSocketConnection | None = None
+        code = 1008
+        try:
+            with trio.fail_after(self.config.handshake_timeout_s):
+                if outbound:
+                    ws = await wrap_client_stream(
+                        nursery, stream, remote, P2P_PATH,  # type: ignore[arg-type]
+                        message_queue_size=RECEIVE_QUEUE_FRAMES, max_message_size=MAX_MESSAGE_BYTES)
+                elif (ws := await self._upgrade(nursery, stream, remote)) is None:
+                    return None, "rejected"
+                hello, auth = await authenticate(ws, self.key, self.handler.local_hello(),
+                                                 self.handler.local_record(), remote,
+                                                 lambda node_id: self._admit(node_id, outbound))
+                cfg = self.config
+                peer = Peer(ws, stream, hello=hello, remote=remote, outbound=outbound,
+                            observed_address=auth.observed_address, record=auth.record,
+                            send_queue=cfg.send_queue, ping_interval_s=cfg.ping_interval_s,
+                            missed_pings=cfg.missed_pings, close_timeout_s=cfg.close_timeout_s,
+                            totals=self._totals, logger=self.log)
+                self._register(peer)
+                return peer, None
+        except trio.TooSlowError:
+            reason = "handshake timed out"
+            self.log.info("peer_handshake_failed", remote=remote, reason=reason)
+        except HandshakeError as exc:
+            reason = str(exc)
+            self.log.info("peer_refused", remote=remote, reason=reason)
+        except ConnectionClosed as exc:
+            code, reason = 1000, describe_close(exc.reason)
+            if exc.reason is not None and exc.reason.code == 1008:  # the peer refused us
+                reason = f"refused by peer: {exc.reason.reason}"
+                self.log.info("peer_refused", remote=remote, reason=reason, by="peer")
+            else:
+                self.log.info("peer_handshake_failed", remote=remote, reason=reason)
+        if ws is not None:
+            await close_websocket(ws, stream, code, reason, self.config.close_timeout_s)
+        return None, reason
+
+    async def _upgrade(self, nursery: trio.Nursery, stream: trio.abc.Stream,
+                       remote: str) -> WebSocketConnection | None:
+        """Accept the HTTP upgrade, or reject it (404 wrong path, 503 over a limit)."""
+        request = await wrap_server_stream(nursery, stream, message_queue_size=RECEIVE_QUEUE_FRAMES,
+                                           max_message_size=MAX_MESSAGE_BYTES)
+        path, ip, cfg = urlsplit(request.path).path, ip_of(remote), self.config
+        if path != P2P_PATH:
+            self.log.debug("peer_handshake_rejected", remote=remote, path=path, status=404)
+            await request.reject(404, body=f"no websocket endpoint at {path}\n".encode())
+            return None
+        over = None
+        if self._inbound_by_ip[ip] > cfg.max_inbound_per_ip:
+            over = f"more than {cfg.max_inbound_per_ip} connections from {ip}"
+        elif len(self.peers()) + self._connecting > cfg.max_peers:
+            over = f"max_peers ({cfg.max_peers}) reached"
+        if over is not None:
+            self.log.warning("peer_handshake_rejected", remote=remote, status=503, reason=over)
+            await request.reject(503, body=f"{over}\n".encode())
+            return None
+        return await request.accept()
+
+    def _admit(self, node_id: bytes, outbound: bool) -> Peer | None:
+        """Raise HandshakeError if a connection from ``node_id`` is refused now, else return
+        the connection it would replace, if any. No side effects: it runs before our Auth is
+        sent (a refused node never completes the handshake) and again to register."""
+        now = trio.current_time()
+        if self.scoreboard.is_banned(node_id, now):
+            raise HandshakeError("node banned")
+        if node_id in self._refused:
+            raise HandshakeError("node refused by this node's operator")
+        old = self._peers.get(node_id)
+        if old is not None and not old.closed:
+            if old.outbound != outbound and old.alive(now, self.config.ping_interval_s):
+                keep_outbound = self.node_id < node_id  # keep the one the lower id dialed
+                if old.outbound == keep_outbound:
+                    raise HandshakeError("duplicate connection (the one dialed by the lower "
+                                         "node id is kept)")
+            return old
+        if len(self.peers()) >= self.config.max_peers:
+            raise HandshakeError(f"max_peers ({self.config.max_peers}) reached")
+        return None
+
+    def _register(self, peer: Peer) -> None:
+        old = self._admit(peer.node_id, peer.outbound)
+        if old is not None:
+            self._drop(old, "replaced by a new connection")
+        self._peers[peer.node_id] = peer
+        peer.log.info("peer_connected", direction="out" if peer.outbound else "in",
+                      observed_address=peer.observed_address)
+
+    async def _serve_peer(self, peer: Peer) -> None:
+        try:
+            try:
+                await self.handler.on_connected(peer)
+            except Exception:  # a bug above us: this peer goes, the node stays
+                peer.log.exception("peer_failed")
+                peer.close("internal error", code=1011)
+            await peer.run(self.handler.on_message, self.penalize)
+        finally:
+            self._unregister(peer, peer.close_reason or "node shutting down")
+
+    def _drop(self, peer: Peer, reason: str, *, code: int = 1000) -> None:
+        peer.close(reason, code=code)
+        self._unregister(peer, reason)
+
+    def _unregister(self, peer: Peer, reason: str) -> None:
+        if self._peers.get(peer.node_id) is peer:
+            del self._peers[peer.node_id]
+            peer.log.info("peer_disconnected", reason=reason)
+            self.handler.on_disconnected(peer, reason)
+
+    # ---- peers ----------------------------------------------------------------------------
+
+    def peers(self) -> list[Peer]:
+        """The connected peers (not those closing)."""
+        return [p for p in self._peers.values() if not p.closed]
+
+    def get(self, node_id: bytes) -> Peer | None:
+        peer = self._peers.get(node_id)
+        return None if peer is None or peer.closed else peer
+
+    def broadcast(self, msg: Message, exclude: bytes | None = None) -> int:
+        """Queue ``msg``, encoded once, to every peer but the node id ``exclude``; never waits.
+        Returns how many peers took it (a slow one is dropped instead, see :meth:`Peer.send`)."""
+        frame = encode(msg)
+        return sum(peer.send(frame) for peer in self.peers() if peer.node_id != exclude)
+
+    def disconnect(self, node_id: bytes, reason: str) -> bool:
+        """Close the connection to ``node_id`` with ``reason``; False if not connected."""
+        peer = self.get(node_id)
+        if peer is not None:
+            self._drop(peer, reason)
+        return peer is not None
+
+    def ban(self, node_id: bytes, seconds: float, reason: str) -> None:
+        """Disconnect ``node_id`` and refuse it for ``seconds``."""
+        self.scoreboard.ban(node_id, seconds, trio.current_time())
+        self.log.warning("peer_banned", peer=node_id.hex()[:16], seconds=seconds, reason=reason)
+        self.disconnect(node_id, f"banned: {reason}")
+
+    def penalize(self, peer: Peer, points: int, reason: str) -> bool:
+        """Charge ``peer`` ``points`` for ``reason``; if its score falls below the threshold it
+        is banned for ``ban_s``, disconnected, and this returns True."""
+        banned = self.scoreboard.penalize(peer.node_id, points, reason, trio.current_time())
+        if banned:
+            self.log.warning("peer_banned", peer=peer.short_id, seconds=self.scoreboard.ban_s,
+                             reason=reason)
+            self._drop(peer, f"banned: {reason}", code=1008)
+        return banned
+
+    @property
+    def refused(self) -> frozenset[bytes]:
+        """The node ids the operator refuses (see :meth:`set_refused`)."""
+        return self._refused
+
+    def is_refused(self, node_id: bytes) -> bool:
+        """Whether connections from ``node_id`` are refused now (banned, or by the operator)."""
+        return node_id in self._refused or self.scoreboard.is_banned(node_id, trio.current_time())
+
+    def set_refused(self, node_ids: set[bytes]) -> None:
+        """Refuse exactly these node ids from now on (a partition); disconnect those connected."""
+        self._refused = frozenset(node_ids)
+        for node_id in self._refused:
+            self.disconnect(node_id, "refused by this node's operator")
+
+    def counters(self) -> dict[str, Traffic]:
+        """Traffic by message kind, totalled over every peer since the host started."""
+        return self._totals.snapshot()

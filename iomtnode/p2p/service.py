@@ -1,0 +1,191 @@
+"""The node's peer-to-peer service: the transport host plus gossip, relay, sync, discovery.
+
+This is the one place where every validated peer message is routed (``on_message``,
+called by each peer's reader task in order, never a task per message). Handshake
+messages after the handshake are a protocol violation and cost the peer score.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+import trio
+
+from ..admission.mempool import Mempool
+from ..chain.chain import Chain
+from ..chain.feed import BlockFeed
+from ..chain.writer import ChainWriter
+from ..config import Config, parse_hostport
+from ..core.crypto import SigningKey
+from ..core.tx import SignedTx
+from ..store import BlockStore
+from ..sync.blocksync import BlockSync
+from ..sync.progress import SyncProgress
+from . import score
+from .blockrelay import BlockRelay
+from .discovery import PEX_INTERVAL_S, PEX_RECORDS, AddressBook, Dialer, OwnRecord
+from .handshake import make_hello
+from .host import Host, P2PConfig
+from .messages import (
+    Auth,
+    Blocks,
+    BlockTxs,
+    CompactBlock,
+    GetBlocks,
+    GetBlockTxs,
+    GetPeers,
+    Hello,
+    Message,
+    PeerRecords,
+    Status,
+    TxAnnounce,
+    TxRequest,
+    Txs,
+)
+from .records import RecordError, decode_record
+from .txgossip import TxGossip
+
+log = structlog.get_logger(__name__)
+
+
+class P2PService:
+    def __init__(
+        self,
+        config: Config,
+        key: SigningKey,
+        chain: Chain,
+        store: BlockStore,
+        mempool: Mempool,
+        writer: ChainWriter,
+        feed: BlockFeed,
+        admit: Callable[[SignedTx], SignedTx],
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._config = config
+        self._key = key
+        self._chain = chain
+        self._rng = rng or random.Random()
+        host, port = parse_hostport(config.p2p_listen, "p2p_listen")
+        self.host = Host(
+            P2PConfig(host=host, port=port, max_peers=config.max_peers,
+                      max_inbound_per_ip=config.max_inbound_per_ip, ban_s=config.ban_s),
+            key, self,
+        )
+        self.book = AddressBook(store, chain.chain_id)
+        self.own = OwnRecord(key, chain.chain_id, store)
+        self.dialer = Dialer(self.host, self.book, config.bootnodes, key.public, self._rng)
+        self.gossip = TxGossip(self.host, admit, mempool.get)
+        self.sync = BlockSync(self.host, chain, writer, feed, mempool.verified,
+                              on_progress=SyncProgress())
+        self.relay = BlockRelay(self.host, chain, writer, mempool, self.sync.saw_height)
+        writer.add_listener(self.relay.on_committed)
+        self.address = ""
+
+    # the handler the host calls ------------------------------------------------------
+
+    def local_hello(self) -> Hello:
+        return make_hello(self._key, self._chain.chain_id, self._chain.genesis.hash,
+                          self._chain.height, self._chain.head.hash)
+
+    def local_record(self) -> bytes:
+        return self.own.record.raw if self.own.record else b""
+
+    async def on_connected(self, peer: Any) -> None:
+        if peer.record:
+            self._take_records(peer, [peer.record])
+        self.sync.saw_height(peer.node_id, peer.hello.height)
+        peer.send(Status(self._chain.height, self._chain.head.hash))
+        peer.send(PeerRecords(self._records_to_share()))
+
+    def on_disconnected(self, peer: Any, reason: str) -> None:
+        self.gossip.forget(peer.node_id)
+        self.sync.forget(peer.node_id)
+        self.dialer.wake()
+
+    async def on_message(self, peer: Any, msg: Message) -> None:
+        match msg:
+            case Txs():
+                self.gossip.on_txs(peer, msg)
+            case TxAnnounce():
+                self.gossip.on_announce(peer, msg)
+            case TxRequest():
+                self.gossip.on_request(peer, msg)
+            case CompactBlock():
+                await self.relay.on_compact(peer, msg)
+            case GetBlockTxs():
+                self.relay.on_get_block_txs(peer, msg)
+            case BlockTxs():
+                await self.relay.on_block_txs(peer, msg)
+            case GetBlocks():
+                self.sync.on_get_blocks(peer, msg)
+            case Blocks():
+                self.sync.on_blocks(peer, msg)
+            case Status():
+                self.sync.saw_height(peer.node_id, msg.height)
+            case PeerRecords():
+                self._take_records(peer, msg.records)
+            case GetPeers():
+                peer.send(PeerRecords(self._records_to_share()))
+            case Hello() | Auth():
+                self.host.penalize(peer, score.INVALID_MESSAGE, "handshake message after handshake")
+            case _:
+                self.host.penalize(peer, score.INVALID_MESSAGE,
+                                   f"unexpected {type(msg).__name__}")
+
+    # discovery -----------------------------------------------------------------------
+
+    def _records_to_share(self) -> list[bytes]:
+        records = [r.raw for r in self.book.sample(PEX_RECORDS - 1, self._rng)]
+        own = self.local_record()
+        return [own, *records] if own else records
+
+    def _take_records(self, peer: Any, raws: list[bytes]) -> None:
+        for raw in raws:
+            try:
+                record = decode_record(raw, self._chain.chain_id)
+            except RecordError as exc:
+                self.host.penalize(peer, score.BAD_SIGNATURE, f"peer record: {exc}")
+                continue
+            if record.node_id == self._key.public:
+                continue
+            if self.book.update(record):
+                log.debug("peer_record_learned", node=record.node_id.hex()[:16],
+                          address=record.addresses[0], seq=record.seq)
+                if self.host.get(record.node_id) is None:
+                    self.dialer.wake(reset=record.addresses[0])
+
+    async def move(self, address: str) -> str:
+        """Listen on ``address`` instead (the node moved); re-announce; re-dial everyone."""
+        host, port = parse_hostport(address, "address")
+        bound = await self.host.rebind(host, port)
+        self.address = f"{host}:{bound}"
+        record = self.own.publish(self.address)
+        self.host.broadcast(PeerRecords([record.raw]))
+        self.dialer.reset_all()
+        return self.address
+
+    async def _exchange_records(self) -> None:
+        while True:
+            await trio.sleep(PEX_INTERVAL_S)
+            self.host.broadcast(PeerRecords(self._records_to_share()))
+
+    async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Listen, publish our record, gossip, relay, sync and dial until cancelled.
+
+        Reports the address the p2p listener is bound to (``host:port``).
+        """
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(self.host.run)
+            host, _ = parse_hostport(self._config.p2p_listen)
+            self.address = f"{host}:{port}"
+            self.own.publish(self.address)
+            await nursery.start(self.gossip.run)
+            await nursery.start(self.sync.run)
+            await nursery.start(self.dialer.run)
+            nursery.start_soon(self._exchange_records)
+            task_status.started(self.address)

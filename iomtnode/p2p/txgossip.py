@@ -1,0 +1,182 @@
+"""Transaction gossip: push on the first hop, announce-then-fetch after that.
+
+A transaction submitted to this node's API is pushed whole to every peer (the first
+hop). A transaction received from a peer is validated (decoded, signature verified
+once, state rules) and, if admitted, announced by id to the peers not known to have it;
+they fetch what they lack. In a full mesh every node gets each transaction about once,
+and relaying costs 32 bytes per peer instead of the whole transaction.
+
+Nothing is sent per transaction: outgoing transactions and ids accumulate per peer and
+are flushed as one ``Txs`` / ``TxAnnounce`` message every ``FLUSH_INTERVAL_S`` or when
+``FLUSH_BYTES`` are waiting. A transaction is never sent back to a peer it came from,
+and every id is remembered in a bounded seen-cache so duplicates cost one lookup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+import trio
+
+from ..core import errors as e
+from ..core.tx import MalformedTxError, SignedTx, decode_tx
+from . import score
+from .lru import BoundedSet
+from .messages import MAX_IDS_PER_MESSAGE, MAX_TXS_PER_MESSAGE, TxAnnounce, TxRequest, Txs
+
+log = structlog.get_logger(__name__)
+
+FLUSH_INTERVAL_S = 0.005  # outgoing batches wait at most this long
+FLUSH_BYTES = 256 * 1024  # ... or until this much is waiting for one peer
+SEEN_IDS = 500_000  # ids remembered node-wide (about 40 MB at most)
+KNOWN_IDS_PER_PEER = 100_000  # ids a peer is known to have
+PUSH_MAX_TX_BYTES = 1024  # larger transactions are announced even on the first hop
+REQUEST_RETRY_S = 2.0  # an id requested but not delivered may be requested again after this
+
+
+@dataclass
+class _Outbox:
+    txs: list[bytes] = field(default_factory=list)
+    ids: list[bytes] = field(default_factory=list)
+    size: int = 0
+
+
+class TxGossip:
+    """Spreads transactions between this node's mempool and its peers."""
+
+    def __init__(self, host: Any, admit: Callable[[SignedTx], SignedTx],
+                 lookup: Callable[[bytes], SignedTx | None]) -> None:
+        self._host = host
+        self._admit = admit
+        self._lookup = lookup
+        self._seen = BoundedSet(SEEN_IDS)
+        self._known: dict[bytes, BoundedSet] = {}
+        self._outbox: dict[bytes, _Outbox] = {}
+        self._requested: dict[bytes, float] = {}
+        self._pending = trio.Event()  # something is waiting to be sent
+        self._full = trio.Event()  # ... and one batch is already big enough
+
+    # bookkeeping ---------------------------------------------------------------------
+
+    def _known_by(self, peer_id: bytes) -> BoundedSet:
+        known = self._known.get(peer_id)
+        if known is None:
+            known = self._known[peer_id] = BoundedSet(KNOWN_IDS_PER_PEER)
+        return known
+
+    def forget(self, peer_id: bytes) -> None:
+        self._known.pop(peer_id, None)
+        self._outbox.pop(peer_id, None)
+
+    def _queue(self, peer_id: bytes, *, raw: bytes | None = None, tx_id: bytes | None = None
+               ) -> None:
+        box = self._outbox.get(peer_id)
+        if box is None:
+            box = self._outbox[peer_id] = _Outbox()
+        if raw is not None:
+            box.txs.append(raw)
+            box.size += len(raw)
+        if tx_id is not None:
+            box.ids.append(tx_id)
+            box.size += 32
+        self._pending.set()
+        if box.size >= FLUSH_BYTES:
+            self._full.set()
+
+    def _spread(self, tx: SignedTx, source: bytes | None) -> None:
+        push = source is None and len(tx.raw) <= PUSH_MAX_TX_BYTES
+        for peer in self._host.peers():
+            if peer.node_id == source:
+                continue
+            known = self._known_by(peer.node_id)
+            if tx.id in known:
+                continue
+            known.add(tx.id)
+            if push:
+                self._queue(peer.node_id, raw=tx.raw)
+            else:
+                self._queue(peer.node_id, tx_id=tx.id)
+
+    # inputs --------------------------------------------------------------------------
+
+    def local(self, tx: SignedTx) -> None:
+        """A transaction this node admitted from a client: push it to every peer."""
+        self._seen.add(tx.id)
+        self._spread(tx, None)
+
+    def on_txs(self, peer: Any, msg: Txs) -> None:
+        known = self._known_by(peer.node_id)
+        for raw in msg.txs:
+            try:
+                tx = decode_tx(raw)
+            except MalformedTxError as exc:
+                self._host.penalize(peer, score.INVALID_MESSAGE, f"malformed transaction: {exc}")
+                continue
+            known.add(tx.id)
+            self._requested.pop(tx.id, None)
+            if not self._seen.add(tx.id):
+                continue
+            try:
+                self._admit(tx)
+            except e.BadSignatureRuleError as exc:
+                self._host.penalize(peer, score.BAD_SIGNATURE, str(exc))
+                continue
+            except e.RuleError as exc:
+                # stale or already-committed transactions race with blocks: not the
+                # peer's fault; the transaction is just not relayed
+                log.debug("gossip_tx_refused", peer=peer.node_id.hex()[:16],
+                          tx=tx.id.hex()[:16], reason=str(exc))
+                continue
+            self._spread(tx, peer.node_id)
+
+    def on_announce(self, peer: Any, msg: TxAnnounce) -> None:
+        known = self._known_by(peer.node_id)
+        now = trio.current_time()
+        wanted = []
+        for tx_id in msg.ids:
+            known.add(tx_id)
+            if tx_id in self._seen:
+                continue
+            asked = self._requested.get(tx_id)
+            if asked is not None and now - asked < REQUEST_RETRY_S:
+                continue
+            self._requested[tx_id] = now
+            wanted.append(tx_id)
+        if wanted:
+            peer.send(TxRequest(wanted))
+        if len(self._requested) > SEEN_IDS:  # bounded: forget the oldest requests
+            for tx_id in list(self._requested)[: len(self._requested) // 2]:
+                del self._requested[tx_id]
+
+    def on_request(self, peer: Any, msg: TxRequest) -> None:
+        found = [tx.raw for tx in map(self._lookup, msg.ids) if tx is not None]
+        for start in range(0, len(found), MAX_TXS_PER_MESSAGE):
+            peer.send(Txs(found[start:start + MAX_TXS_PER_MESSAGE]))
+
+    # the flusher ---------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Send every waiting batch now."""
+        boxes, self._outbox = self._outbox, {}
+        for peer_id, box in boxes.items():
+            peer = self._host.get(peer_id)
+            if peer is None:
+                continue
+            for start in range(0, len(box.txs), MAX_TXS_PER_MESSAGE):
+                peer.send(Txs(box.txs[start:start + MAX_TXS_PER_MESSAGE]))
+            for start in range(0, len(box.ids), MAX_IDS_PER_MESSAGE):
+                peer.send(TxAnnounce(box.ids[start:start + MAX_IDS_PER_MESSAGE]))
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Flush a batch FLUSH_INTERVAL_S after its first item (sooner when one is full)."""
+        task_status.started()
+        while True:
+            await self._pending.wait()
+            with trio.move_on_after(FLUSH_INTERVAL_S):
+                await self._full.wait()
+            self._pending, self._full = trio.Event(), trio.Event()
+            self.flush()

@@ -1,0 +1,163 @@
+"""Block sync: a node that is behind fetches whole blocks in ranges from several peers.
+
+Peers' heights come from their handshake, their ``Status`` messages and the compact
+blocks they relay. Whenever a peer is ahead by more than live relay can close (or for
+longer than ``LAG_GRACE_S``), the node asks up to ``PARALLEL_PEERS`` peers for
+consecutive ranges of ``RANGE_BLOCKS`` blocks at once, checks each block in full
+(certificates against the authority set of its height, signatures, state rules) and
+commits them in order. A peer that serves an invalid block is penalised; one that does
+not answer in ``REQUEST_TIMEOUT_S`` is skipped for that round. Once level, the node
+follows live relay again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+import trio
+
+from ..chain.chain import Chain, InvalidBlockError
+from ..chain.feed import BlockFeed
+from ..chain.writer import ChainWriter
+from ..core.block import MalformedBlockError, decode_block, decode_commit
+from ..p2p import score
+from ..p2p.messages import MAX_BLOCKS_PER_MESSAGE, MAX_MESSAGE_BYTES, Blocks, GetBlocks
+
+log = structlog.get_logger(__name__)
+
+RANGE_BLOCKS = 32  # blocks asked of one peer at once
+PARALLEL_PEERS = 3  # peers asked at once, each for its own range
+REQUEST_TIMEOUT_S = 10.0
+LAG_GRACE_S = 1.0  # one block behind for this long: relay missed it, sync
+RESPONSE_BUDGET_BYTES = MAX_MESSAGE_BYTES - 64 * 1024  # room for the envelope
+
+
+class BlockSync:
+    def __init__(self, host: Any, chain: Chain, writer: ChainWriter, feed: BlockFeed,
+                 verified: Callable[[Any], bool],
+                 on_progress: Callable[[int, int], None] | None = None) -> None:
+        self._host = host
+        self._chain = chain
+        self._writer = writer
+        self._feed = feed
+        self._verified = verified
+        self._on_progress = on_progress
+        self.peer_heights: dict[bytes, int] = {}
+        self._waiting: dict[tuple[bytes, int], trio.MemorySendChannel[Blocks]] = {}
+        self._behind = trio.Event()
+
+    @property
+    def target(self) -> int:
+        return max(self.peer_heights.values(), default=0)
+
+    def saw_height(self, peer_id: bytes, height: int) -> None:
+        if height > self.peer_heights.get(peer_id, -1):
+            self.peer_heights[peer_id] = height
+        if height > self._chain.height:
+            self._behind.set()
+
+    def forget(self, peer_id: bytes) -> None:
+        self.peer_heights.pop(peer_id, None)
+
+    # serving -------------------------------------------------------------------------
+
+    def on_get_blocks(self, peer: Any, msg: GetBlocks) -> None:
+        """Answer with up to ``count`` blocks from ``start`` that we have (maybe none)."""
+        count = min(msg.count, MAX_BLOCKS_PER_MESSAGE)
+        items: list[list[bytes]] = []
+        budget = RESPONSE_BUDGET_BYTES
+        store = self._chain.store
+        for height in range(msg.start, min(msg.start + count, self._chain.height + 1)):
+            raw, commit = store.block_bytes(height), store.commit_bytes(height)
+            if raw is None or commit is None:
+                break
+            budget -= len(raw) + len(commit) + 16
+            if budget < 0 and items:
+                break
+            items.append([raw, commit])
+        peer.send(Blocks(msg.start, items))
+
+    def on_blocks(self, peer: Any, msg: Blocks) -> None:
+        channel = self._waiting.pop((peer.node_id, msg.start), None)
+        if channel is None:
+            self._host.penalize(peer, score.UNREQUESTED, "blocks nobody asked for")
+            return
+        channel.send_nowait(msg)
+
+    # fetching ------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Catch up whenever a peer is ahead; never returns unless cancelled."""
+        task_status.started()
+        while True:
+            await self._behind.wait()
+            self._behind = trio.Event()
+            # one block behind: live relay normally delivers it; give it a moment
+            if self.target == self._chain.height + 1 and await self._feed.wait_for_height(
+                    self.target, LAG_GRACE_S):
+                continue
+            while self.target > self._chain.height:
+                before = self._chain.height
+                await self._round()
+                if self._chain.height == before:
+                    await trio.sleep(1.0)  # nobody served anything: back off a little
+                    break
+
+    async def _round(self) -> None:
+        start = self._chain.height + 1
+        ahead = sorted((h, p) for p, h in self.peer_heights.items() if h >= start)[::-1]
+        plan: list[tuple[bytes, int, int]] = []
+        for height, peer_id in ahead[:PARALLEL_PEERS]:
+            if start > height:
+                continue
+            count = min(RANGE_BLOCKS, height - start + 1)
+            plan.append((peer_id, start, count))
+            start += count
+        results: dict[int, tuple[bytes, Blocks | None]] = {}
+
+        async def fetch(peer_id: bytes, first: int, count: int) -> None:
+            results[first] = (peer_id, await self._request(peer_id, first, count))
+
+        async with trio.open_nursery() as nursery:
+            for peer_id, first, count in plan:
+                nursery.start_soon(fetch, peer_id, first, count)
+        for first in sorted(results):
+            peer_id, msg = results[first]
+            if msg is None or first != self._chain.height + 1:
+                return
+            if not await self._apply(peer_id, msg):
+                return
+
+    async def _request(self, peer_id: bytes, start: int, count: int) -> Blocks | None:
+        peer = self._host.get(peer_id)
+        if peer is None:
+            return None
+        send, receive = trio.open_memory_channel[Blocks](1)
+        self._waiting[(peer_id, start)] = send
+        peer.send(GetBlocks(start, count))
+        with trio.move_on_after(REQUEST_TIMEOUT_S):
+            return await receive.receive()
+        self._waiting.pop((peer_id, start), None)
+        log.info("sync_request_timed_out", peer=peer_id.hex()[:16], start=start)
+        return None
+
+    async def _apply(self, peer_id: bytes, msg: Blocks) -> bool:
+        for block_raw, commit_raw in msg.blocks:
+            try:
+                block = decode_block(block_raw)
+                commit = decode_commit(commit_raw)
+                built = self._chain.check(block, commit, verified=self._verified)
+            except (MalformedBlockError, InvalidBlockError) as exc:
+                log.warning("sync_block_rejected", peer=peer_id.hex()[:16], reason=str(exc))
+                peer = self._host.get(peer_id)
+                if peer is not None:
+                    self._host.penalize(peer, score.INVALID_BLOCK, str(exc))
+                return False
+            if not await self._writer.commit(built, commit, source=peer_id):
+                return False
+            if self._on_progress is not None:
+                self._on_progress(self._chain.height, self.target)
+        return bool(msg.blocks)

@@ -1,0 +1,134 @@
+"""Transaction gossip, driven by hand through fake peers: dedup, no echo, first-hop push,
+announce-then-fetch, batching, penalties."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from iomtnode.core import errors as e
+from iomtnode.core.crypto import SigningKey, blake2b256
+from iomtnode.core.tx import Reading, SignedTx, sign_tx
+from iomtnode.p2p import score
+from iomtnode.p2p.messages import TxAnnounce, TxRequest, Txs
+from iomtnode.p2p.txgossip import TxGossip
+
+CHAIN = "iomt-test"
+DEVICE = SigningKey(blake2b256(b"device"))
+
+
+def reading(seq: int) -> SignedTx:
+    return sign_tx(Reading(DEVICE.public, seq, 1000 + seq, "heart_rate", b"\x01" * 40, b""),
+                   DEVICE, CHAIN)
+
+
+@dataclass
+class FakePeer:
+    node_id: bytes
+    sent: list = field(default_factory=list)
+
+    def send(self, msg) -> bool:
+        self.sent.append(msg)
+        return True
+
+    def of(self, kind) -> list:
+        return [m for m in self.sent if isinstance(m, kind)]
+
+
+@dataclass
+class FakeHost:
+    peer_list: list[FakePeer]
+    penalties: list = field(default_factory=list)
+
+    def peers(self):
+        return list(self.peer_list)
+
+    def get(self, node_id):
+        return next((p for p in self.peer_list if p.node_id == node_id), None)
+
+    def penalize(self, peer, points, reason):
+        self.penalties.append((peer.node_id, points, reason))
+
+
+class FakeMempool:
+    def __init__(self, refuse: Exception | None = None) -> None:
+        self.txs: dict[bytes, SignedTx] = {}
+        self.refuse = refuse
+        self.admitted = 0
+
+    def admit(self, tx: SignedTx) -> SignedTx:
+        if self.refuse is not None:
+            raise self.refuse
+        self.admitted += 1
+        self.txs[tx.id] = tx
+        return tx
+
+
+def setup(n_peers: int = 3, refuse: Exception | None = None):
+    peers = [FakePeer(bytes([i]) * 32) for i in range(n_peers)]
+    host = FakeHost(peers)
+    pool = FakeMempool(refuse)
+    return TxGossip(host, pool.admit, pool.txs.get), host, peers, pool
+
+
+def test_local_transactions_are_pushed_whole_to_every_peer_in_one_batch():
+    gossip, _, peers, _ = setup()
+    txs = [reading(i) for i in range(1, 6)]
+    for tx in txs:
+        gossip.local(tx)
+    assert all(p.sent == [] for p in peers)  # nothing is sent per transaction
+    gossip.flush()
+    for peer in peers:
+        assert peer.sent == [Txs([tx.raw for tx in txs])]
+
+
+def test_relayed_transactions_are_announced_never_echoed_and_admitted_once():
+    gossip, _, (a, b, c), pool = setup()
+    tx = reading(1)
+    gossip.on_txs(a, Txs([tx.raw]))
+    gossip.flush()
+    assert a.sent == []  # never back to its source
+    assert b.sent == c.sent == [TxAnnounce([tx.id])]
+    gossip.on_txs(b, Txs([tx.raw]))  # the same transaction again, from another peer
+    gossip.on_txs(a, Txs([tx.raw]))
+    gossip.flush()
+    assert pool.admitted == 1  # checked and admitted once
+    assert a.sent == [] and b.sent == c.sent == [TxAnnounce([tx.id])]  # nothing new sent
+
+
+async def test_announcements_are_fetched_once_and_served_from_the_mempool():
+    gossip, _, (a, b, _), pool = setup()
+    tx = reading(1)
+    gossip.on_announce(a, TxAnnounce([tx.id]))
+    gossip.on_announce(b, TxAnnounce([tx.id]))  # already requested from a
+    assert a.sent == [TxRequest([tx.id])] and b.sent == []
+    gossip.on_txs(a, Txs([tx.raw]))
+    assert tx.id in pool.txs
+    gossip.on_request(b, TxRequest([tx.id, b"\x09" * 32]))  # unknown ids are skipped
+    assert b.sent == [Txs([tx.raw])]
+
+
+async def test_a_seen_transaction_is_not_requested():
+    gossip, _, (a, _, _), _ = setup()
+    tx = reading(1)
+    gossip.local(tx)
+    gossip.on_announce(a, TxAnnounce([tx.id]))
+    assert a.of(TxRequest) == []
+
+
+def test_bad_signatures_and_garbage_cost_the_sender_score():
+    gossip, host, (a, b, _), _ = setup(refuse=e.BadSignatureRuleError("bad reading signature"))
+    gossip.on_txs(a, Txs([reading(1).raw, b"\x93garbage"]))
+    reasons = {(node, points) for node, points, _ in host.penalties}
+    assert reasons == {(a.node_id, score.BAD_SIGNATURE), (a.node_id, score.INVALID_MESSAGE)}
+    gossip.flush()
+    assert b.sent == []  # nothing invalid is relayed
+
+
+@pytest.mark.parametrize("refusal", [e.StaleSequenceError("stale"), e.MempoolFullError("full")])
+def test_rule_refusals_are_not_relayed_and_not_penalised(refusal):
+    gossip, host, (a, b, _), _ = setup(refuse=refusal)
+    gossip.on_txs(a, Txs([reading(1).raw]))
+    gossip.flush()
+    assert host.penalties == [] and b.sent == []

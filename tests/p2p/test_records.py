@@ -1,0 +1,80 @@
+"""Peer records and the address book: signatures, the higher seq wins, persistence."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from iomtnode.core import codec
+from iomtnode.core.crypto import Domain, SigningKey, blake2b256
+from iomtnode.p2p.discovery import AddressBook, OwnRecord
+from iomtnode.p2p.messages import PeerRecords, ProtocolError, decode_message, encode_message
+from iomtnode.p2p.records import RecordError, decode_record, sign_record
+from iomtnode.store import BlockStore
+
+CHAIN = "iomt-test"
+A = SigningKey(blake2b256(b"A"))
+B = SigningKey(blake2b256(b"B"))
+
+
+def test_round_trip_and_signature():
+    record = sign_record(A, ("127.0.0.1:7000",), 3, 1234, CHAIN)
+    again = decode_record(record.raw, CHAIN)
+    assert again == record and again.node_id == A.public and again.seq == 3
+    with pytest.raises(RecordError, match="bad signature"):
+        decode_record(record.raw, "another-chain")
+
+
+def test_a_record_cannot_be_rewritten_by_a_relay():
+    record = sign_record(A, ("127.0.0.1:7000",), 3, 1234, CHAIN)
+    _, signature = codec.decode(record.raw)
+    forged_body = codec.encode([A.public, ["10.6.6.6:7000"], 99, 1234])
+    with pytest.raises(RecordError, match="bad signature"):
+        decode_record(codec.encode([forged_body, signature]), CHAIN)
+    # B signing a record that names A is no better
+    forged = codec.encode([forged_body,
+                           B.sign(Domain.PEER_RECORD, CHAIN, blake2b256(forged_body))])
+    with pytest.raises(RecordError):
+        decode_record(forged, CHAIN)
+
+
+@pytest.mark.parametrize("raw", [b"", b"\x92\x01\x02", b"\xc4\x00", codec.encode([b"", b""])])
+def test_garbage_is_a_record_error(raw):
+    with pytest.raises(RecordError):
+        decode_record(raw, CHAIN)
+
+
+def test_higher_seq_wins_and_the_book_persists(tmp_path):
+    old = sign_record(A, ("127.0.0.1:7000",), 5, 1, CHAIN)
+    new = sign_record(A, ("127.0.0.2:7001",), 6, 2, CHAIN)
+    with BlockStore.open(tmp_path / "db") as store:
+        book = AddressBook(store, CHAIN)
+        assert book.update(old)
+        assert book.update(new)
+        assert not book.update(old)  # a lower seq never replaces a higher one
+        assert not book.update(new)  # nor does the same one
+        assert book.records[A.public].addresses == ("127.0.0.2:7001",)
+    with BlockStore.open(tmp_path / "db") as store:
+        book = AddressBook(store, CHAIN)
+        assert book.records[A.public] == new
+        assert book.sample(5, random.Random(1)) == [new]
+
+
+def test_own_record_seq_is_bumped_on_every_publish_and_survives_restarts(tmp_path):
+    with BlockStore.open(tmp_path / "db") as store:
+        own = OwnRecord(A, CHAIN, store, now_ms=lambda: 7)
+        assert own.publish("127.0.0.1:1").seq == 1
+        assert own.publish("127.0.0.3:2").seq == 2
+    with BlockStore.open(tmp_path / "db") as store:
+        own = OwnRecord(A, CHAIN, store, now_ms=lambda: 8)
+        record = own.publish("127.0.0.1:1")
+        assert record.seq == 3 and decode_record(record.raw, CHAIN) == record
+
+
+def test_records_travel_in_messages():
+    record = sign_record(A, ("127.0.0.1:7000",), 1, 1, CHAIN)
+    msg = decode_message(encode_message(PeerRecords([record.raw])))
+    assert msg == PeerRecords([record.raw])
+    with pytest.raises(ProtocolError):
+        decode_message(encode_message(PeerRecords([record.raw] * 65)))

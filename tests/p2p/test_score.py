@@ -1,0 +1,86 @@
+"""Scoreboard: decay toward 0, the ban threshold, ban expiry (pure; time passed in)."""
+
+from __future__ import annotations
+
+import pytest
+
+from iomtnode.p2p import score
+from iomtnode.p2p.score import Scoreboard
+
+A, B = b"A" * 32, b"B" * 32
+
+
+def test_a_new_node_scores_zero_and_is_not_banned():
+    board = Scoreboard()
+    assert board.score(A, 0.0) == 0.0
+    assert not board.is_banned(A, 0.0)
+
+
+def test_penalties_add_up_and_decay_back_to_zero():
+    board = Scoreboard(decay_per_s=1.0)
+    assert not board.penalize(A, 30, "x", now=0.0)
+    assert not board.penalize(A, 20, "x", now=0.0)
+    assert board.score(A, 0.0) == -50.0
+    assert board.score(A, 10.0) == -40.0  # 1 point per second back
+    assert board.score(A, 1000.0) == 0.0  # never above 0
+    assert board.score(B, 10.0) == 0.0  # scores are per node id
+    assert board.penalties["x"] == 2
+
+
+def test_falling_below_the_threshold_bans_for_ban_s():
+    board = Scoreboard(ban_s=60.0, threshold=-100.0, decay_per_s=0.0)
+    for _ in range(10):  # -100 is not below -100
+        assert not board.penalize(A, score.UNDECODABLE_FRAME, "garbage", now=0.0)
+    assert board.penalize(A, score.UNDECODABLE_FRAME, "garbage", now=1.0)
+    assert board.is_banned(A, 1.0)
+    assert board.is_banned(A, 60.9)
+    assert not board.is_banned(A, 61.0)  # expired
+    assert board.score(A, 61.0) == 0.0  # and starts again from 0
+    assert not board.is_banned(B, 1.0)
+
+
+def test_decay_forgives_a_slow_trickle_but_not_a_burst():
+    slow = Scoreboard(threshold=-100.0, decay_per_s=1.0)
+    # -10 every 20 s: recovered before the next one
+    assert not any(slow.penalize(A, 10, "x", now=20.0 * i) for i in range(100))
+    burst = Scoreboard(threshold=-100.0, decay_per_s=1.0)
+    assert any(burst.penalize(A, 10, "x", now=0.1 * i) for i in range(20))
+
+
+def test_a_banned_node_stays_banned_when_penalized_again():
+    board = Scoreboard(ban_s=10.0)
+    board.ban(A, 10.0, now=0.0)
+    assert board.penalize(A, 1, "x", now=5.0)  # True: still banned, disconnect it
+    assert not board.is_banned(A, 10.0)
+
+
+def test_a_longer_existing_ban_is_kept_and_unban_lifts_it():
+    board = Scoreboard()
+    board.ban(A, 100.0, now=0.0)
+    board.ban(A, 5.0, now=0.0)
+    assert board.is_banned(A, 50.0)
+    assert board.bans(50.0) == {A: 50.0}
+    board.unban(A)
+    assert not board.is_banned(A, 50.0)
+
+
+def test_constants_rank_misbehaviour():
+    assert score.UNREQUESTED < score.UNDECODABLE_FRAME < score.INVALID_MESSAGE
+    assert score.INVALID_MESSAGE < score.BAD_SIGNATURE == score.INVALID_BLOCK
+
+
+@pytest.mark.parametrize("points", [0, -5])
+def test_a_penalty_must_be_positive(points):
+    with pytest.raises(ValueError):
+        Scoreboard().penalize(A, points, "x", now=0.0)
+
+
+def test_tracked_nodes_are_bounded(monkeypatch):
+    monkeypatch.setattr(score, "MAX_TRACKED", 10)
+    board = Scoreboard(decay_per_s=0.0)
+    for i in range(50):
+        board.penalize(i.to_bytes(32, "big"), 1, "x", now=0.0)
+        board.ban((1000 + i).to_bytes(32, "big"), 100.0 + i, now=0.0)
+    assert len(board._scores) <= 10 and len(board._bans) <= 10
+    assert board.score((49).to_bytes(32, "big"), 0.0) == -1.0  # the newest are kept
+    assert board.is_banned((1049).to_bytes(32, "big"), 0.0)  # the longest bans are kept
