@@ -272,6 +272,9 @@ def simulate(
     rate: Annotated[float, typer.Option(min=0.1, help="Readings per second in total.")] = 100,
     duration: Annotated[float, typer.Option(min=0.1, help="Seconds of streaming.")] = 10,
     seed: Annotated[int | None, typer.Option(help="Seed for device keys and vitals.")] = None,
+    presign: Annotated[bool, typer.Option(
+        help="Sign every reading before streaming (for benchmarks: the generator's CPU "
+             "then does not limit the rate).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Admit K simulated devices and stream signed vitals; report commits and latency."""
@@ -279,7 +282,8 @@ def simulate(
 
     key, genesis = _authority(home)
     stats = run_async(lambda: run_load(api_url(api), key, genesis.chain_id, devices=devices,
-                                       rate=rate, duration_s=duration, seed=seed))
+                                       rate=rate, duration_s=duration, seed=seed,
+                                       presign=presign))
     result = stats.summary()
     lat = result["latency_ms"]
     emit(result, as_json,
@@ -339,6 +343,34 @@ def verify(
     result = {"valid": True, "tx_id": tx.id.hex(), "type": tx.kind_name,
               "height": doc["height"], "block_hash": doc["block_hash"]}
     emit(result, as_json, f"VALID: {tx.kind_name} {tx.id.hex()} in block {doc['height']}")
+
+
+@app.command()
+def bench(
+    nodes: Annotated[int, typer.Option(min=1, max=16, help="Node processes.")] = 4,
+    duration: Annotated[float, typer.Option(min=2, help="Seconds per phase.")] = 20,
+    rate: Annotated[float, typer.Option(min=1, help="Offered rate of the fixed phase.")
+                    ] = 1000,
+    out: Annotated[Path | None, typer.Option(help="Keep the localnet and results here.")
+                   ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Benchmark a localnet of real nodes against this machine's ed25519 ceiling.
+
+    Measures the verify ceiling, then latency, wire bytes and CPU at a fixed offered rate,
+    then throughput at saturation (the slowest node's steady commit rate).
+    """
+    from .bench.run import run_bench
+
+    def progress(line: str) -> None:
+        typer.echo(line, err=True)
+
+    result = run_async(lambda: run_bench(nodes=nodes, duration_s=duration, rate=rate,
+                                         out_dir=out, on_progress=progress))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    emit(result, as_json)
 
 
 def main() -> None:

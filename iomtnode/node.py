@@ -25,8 +25,10 @@ from .chain.feed import BlockFeed
 from .chain.writer import ChainWriter
 from .config import Config, parse_hostport
 from .consensus.solo import SoloSealer
-from .core.tx import SignedTx
+from .core.block import Block, Commit
+from .core.tx import Reading, SignedTx
 from .home import Home
+from .metrics import LatencyWindow
 from .p2p.service import P2PService
 from .store import BlockStore
 
@@ -63,6 +65,9 @@ class Node:
         self.p2p: P2PService | None = None
         self.sealer: SoloSealer | None = None
         self.started_at = time.time()
+        # reading timestamp -> admitted from a peer / committed here (same-host clocks)
+        self.gossip_delay = LatencyWindow()
+        self.commit_delay = LatencyWindow()
 
     @property
     def node_id(self) -> bytes:
@@ -85,7 +90,15 @@ class Node:
         self.mempool.add_tx(tx)
         if self.sealer is not None:
             self.sealer.wake()
+        if isinstance(tx.body, Reading):
+            self.gossip_delay.add(self._now_ms() - tx.body.ts_ms)
         return tx
+
+    def _block_committed(self, block: Block, commit: Commit, source: bytes | None) -> None:
+        now = self._now_ms()
+        for tx in block.txs:
+            if isinstance(tx.body, Reading):
+                self.commit_delay.add(now - tx.body.ts_ms)
 
     async def run(self, *, task_status: trio.TaskStatus[NodeInfo] = trio.TASK_STATUS_IGNORED
                   ) -> None:
@@ -96,6 +109,7 @@ class Node:
                                    max_txs=self.config.mempool_max_txs)
             self.feed = BlockFeed(chain.height)
             self.writer = ChainWriter(chain, self.mempool, self.feed)
+            self.writer.add_listener(self._block_committed)
             log.info("node_starting", node_id=self.node_id.hex()[:16],
                      chain_id=chain.chain_id, height=chain.height, version=__version__)
             async with trio.open_nursery() as nursery:

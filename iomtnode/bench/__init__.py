@@ -1,0 +1,1 @@
+"""`iomtnode bench`: a localnet of real processes measured against this machine's ceiling."""

@@ -1,0 +1,59 @@
+"""What this machine can do, measured in the same run as the benchmark (the ceiling), and
+what node processes cost (CPU, memory) read from /proc."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import nacl.signing
+
+VERIFY_SAMPLE_S = 1.0  # how long the verify rate is measured
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def ed25519_verify_rate(seconds: float = VERIFY_SAMPLE_S) -> float:
+    """ed25519 verifications per second on one core (PyNaCl, 200-byte messages)."""
+    key = nacl.signing.SigningKey.generate()
+    verify_key = key.verify_key
+    signed = [key.sign(os.urandom(200)) for _ in range(256)]
+    done = 0
+    start = time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        for message in signed:
+            verify_key.verify(message)
+        done += len(signed)
+    return done / elapsed
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True, slots=True)
+class ProcUsage:
+    cpu_s: float  # user + system seconds so far
+    rss_peak_mb: float  # VmHWM
+
+
+def proc_usage(pid: int) -> ProcUsage | None:
+    """CPU seconds and peak RSS of a live process, or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    cpu_s = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+    hwm_kb = next((int(line.split()[1]) for line in status.splitlines()
+                   if line.startswith("VmHWM:")), 0)
+    return ProcUsage(cpu_s, hwm_kb / 1024)
+
+
+def disk_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
