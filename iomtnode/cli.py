@@ -12,11 +12,13 @@ from typing import Annotated, Any, NoReturn
 
 import trio
 import typer
+from trio_websocket import HandshakeError as WsHandshakeError
 
 from . import __version__, log
+from .chain.chain import WrongChainError
 from .client import ApiError, open_client
 from .config import ConfigError
-from .core.crypto import SigningKey
+from .core.crypto import SigningKey, blake2b256
 from .core.genesis import Genesis, GenesisError
 from .core.receipt import ReceiptError, verify_receipt
 from .core.tx import RevokeDevice, sign_tx
@@ -78,8 +80,10 @@ def run_async(fn: Any, *args: Any) -> Any:
         exc = _single(raised)
         if isinstance(exc, ApiError):
             fail(f"the node refused: {exc.message} (code {exc.code})", 1)
-        if isinstance(exc, StoreError):
+        if isinstance(exc, StoreError | WrongChainError | ConfigError):
             fail(str(exc))
+        if isinstance(exc, WsHandshakeError):
+            fail(f"the node refused the connection: {exc}", 1)
         if isinstance(exc, OSError | ConnectionError):
             fail(f"cannot reach the node or bind its port: {exc}", 1)
         if isinstance(exc, trio.TooSlowError):
@@ -336,13 +340,13 @@ def verify(
     except (OSError, ValueError) as exc:
         fail(f"cannot read receipt {receipt_file}: {exc}")
     try:
-        tx = verify_receipt(doc, g)
+        tx, header = verify_receipt(doc, g)
     except ReceiptError as exc:
         emit({"valid": False, "reason": str(exc)}, as_json, f"INVALID: {exc}")
         raise typer.Exit(1) from None
     result = {"valid": True, "tx_id": tx.id.hex(), "type": tx.kind_name,
-              "height": doc["height"], "block_hash": doc["block_hash"]}
-    emit(result, as_json, f"VALID: {tx.kind_name} {tx.id.hex()} in block {doc['height']}")
+              "height": header.height, "block_hash": blake2b256(header.encode()).hex()}
+    emit(result, as_json, f"VALID: {tx.kind_name} {tx.id.hex()} in block {header.height}")
 
 
 @app.command()

@@ -59,7 +59,7 @@ async def _dev(devices: int, rate: float, duration_s: float, api_listen: str, *,
                task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     with tempfile.TemporaryDirectory(prefix="iomtnode-dev-") as tmp:
         home = init_home(Path(tmp) / "node", chain_id="iomt-dev",
-                         config=Config(api_listen=api_listen))
+                         config=Config(api_listen=api_listen, p2p_listen="127.0.0.1:0"))
         node = Node(home, home.load_config())
         async with trio.open_nursery() as nursery:
             info = await nursery.start(node.run)

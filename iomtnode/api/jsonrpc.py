@@ -50,9 +50,11 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 REQUEST_TOO_LARGE = -32001  # server-defined: the text is over max_request_bytes
 UNAUTHORIZED = -32004  # server-defined: admin method without the right params.token
+RESPONSE_TOO_LARGE = -32005  # server-defined: a batch whose answers would exceed the budget
 
 MAX_REQUEST_BYTES = 1024 * 1024  # one JSON-RPC text message, in UTF-8 bytes
 MAX_BATCH_LEN = 1000  # requests in one batch array
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # a batch answer; requests past it get an error each
 CONN_PARAM = "conn"  # a method parameter filled by the server, never from JSON
 TOKEN_PARAM = "token"  # admin methods: params.token
 
@@ -230,7 +232,19 @@ class Dispatcher:
         if len(request) > self._max_batch_len:
             return encode_error(RpcError(INVALID_REQUEST, f"invalid request: batch of "
                 f"{len(request)} requests, over the limit of {self._max_batch_len}"))
-        replies = [reply for item in request if (reply := await self._handle_one(item, conn))]
+        replies: list[str] = []
+        budget = MAX_RESPONSE_BYTES
+        for item in request:
+            if budget <= 0:  # the rest would make the answer too big: each gets an error
+                id_ = item.get("id") if isinstance(item, dict) else None
+                replies.append(encode_error(RpcError(RESPONSE_TOO_LARGE, "batch response over "
+                    f"{MAX_RESPONSE_BYTES} bytes; send the rest in another batch"),
+                    id_ if isinstance(id_, str | int) and not isinstance(id_, bool) else None))
+                continue
+            reply = await self._handle_one(item, conn)
+            if reply:
+                replies.append(reply)
+                budget -= len(reply)
         return f"[{','.join(replies)}]" if replies else None
 
     async def _handle_one(self, request: Any, conn: Any) -> str | None:

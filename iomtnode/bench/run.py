@@ -29,8 +29,8 @@ from .machine import disk_bytes, ed25519_verify_rate, proc_usage, usable_cores
 
 log = structlog.get_logger(__name__)
 
-SAMPLE_EVERY_S = 1.0  # node status polling during a phase
-STEADY_SKIP = 0.2  # fraction of a phase dropped at each end for steady-state rates
+SAMPLE_EVERY_S = 0.5  # node status polling during a phase
+DELIVERY_WAIT_S = 30.0  # after the load, how long followers may take to catch up
 LOAD_DEVICES = 64
 NODE_ENV = {"IOMTNODE_BLOCK_INTERVAL_S": "0.25", "IOMTNODE_EMPTY_BLOCK_INTERVAL_S": "5"}
 
@@ -45,17 +45,18 @@ class Phase:
     load: dict[str, Any] = field(default_factory=dict)
 
     def steady_rate(self, name: str) -> float:
-        """Readings/s committed by ``name`` while readings flowed, without the first and
-        last ``STEADY_SKIP`` of that span (ramp-up and drain)."""
+        """Readings/s committed by ``name`` from the first sample that shows this phase's
+        readings arriving to the first that shows all of them (ramp-up excluded)."""
         points = [(t, c[name]) for t, c in self.samples if name in c]
         if len(points) < 3:
             return 0.0
-        base, final = points[0][1], points[-1][1]
-        moving = [p for p in points if base < p[1] < final] or points
-        span = moving[-1][0] - moving[0][0]
-        lo = next(p for p in moving if p[0] >= moving[0][0] + span * STEADY_SKIP)
-        hi = next(p for p in reversed(moving) if p[0] <= moving[-1][0] - span * STEADY_SKIP)
-        return (hi[1] - lo[1]) / (hi[0] - lo[0]) if hi[0] > lo[0] else 0.0
+        # the phase's first LOAD_DEVICES transactions are admissions, before presigning
+        base, final = points[0][1] + LOAD_DEVICES, points[-1][1]
+        first = next((p for p in points if p[1] > base), None)
+        last = next((p for p in points if p[1] == final), None)
+        if first is None or last is None or last[0] <= first[0]:
+            return 0.0
+        return (last[1] - first[1]) / (last[0] - first[0])
 
 
 async def _node_snapshot(net: Localnet) -> dict[str, Any]:
@@ -100,6 +101,9 @@ async def _run_phase(net: Localnet, phase: Phase, seed: int,
         nursery.start_soon(sample)
         result = await trio.run_process(cmd, capture_stdout=True, capture_stderr=True,
                                         check=False)
+        with trio.move_on_after(DELIVERY_WAIT_S):  # until every node has every reading
+            while len(set(phase.samples[-1][1].values())) > 1:  # noqa: ASYNC110 - polls
+                await trio.sleep(SAMPLE_EVERY_S)
         done.set()
     if result.returncode != 0:
         raise RuntimeError(f"load process failed: {result.stderr.decode()[-2000:]}")

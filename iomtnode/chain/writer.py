@@ -14,6 +14,7 @@ import trio
 
 from ..admission.mempool import Mempool
 from ..core.block import Block, Commit
+from ..core.tx import SignedTx
 from .chain import BuiltBlock, Chain
 from .feed import BlockFeed
 
@@ -40,7 +41,28 @@ class ChainWriter:
         async with self._lock:
             if built.block.height != self.chain.height + 1:
                 return False
-            await trio.to_thread.run_sync(self.chain.commit, built, commit)
+            await self._commit_locked(built, commit, source)
+        return True
+
+    async def apply(self, block: Block, commit: Commit, source: bytes,
+                    verified: Callable[[SignedTx], bool]) -> bool:
+        """Check a block received from ``source`` against the head and commit it.
+
+        Check and commit happen under the one writer lock, so a block is never checked
+        against a head that another commit is replacing. Returns False (no fault of the
+        sender) when the block is no longer the next one; raises
+        :class:`~iomtnode.chain.chain.InvalidBlockError` when it is invalid.
+        """
+        async with self._lock:
+            if block.height != self.chain.height + 1:
+                return False
+            built = self.chain.check(block, commit, verified)
+            await self._commit_locked(built, commit, source)
+        return True
+
+    async def _commit_locked(self, built: BuiltBlock, commit: Commit, source: bytes | None
+                             ) -> None:
+        await trio.to_thread.run_sync(self.chain.commit, built, commit)
         block = built.block
         log.debug("block_committed", height=block.height, txs=len(block.txs),
                   hash=block.hash.hex()[:16], source=source.hex()[:16] if source else None)
@@ -48,4 +70,3 @@ class ChainWriter:
         self._feed.publish(block)
         for listener in self._listeners:
             listener(block, commit, source)
-        return True

@@ -66,9 +66,11 @@ class SoloSealer:
             if not len(self._mempool):
                 with trio.move_on_at(last + self._empty_interval_s):
                     await self._wake.wait()
-            self._wake = trio.Event()
             await trio.sleep_until(last + self._block_interval_s)
             last = trio.current_time()
+            # reset just before taking the pending transactions: a wake-up from one that
+            # this block includes must not cause an extra, empty block
+            self._wake = trio.Event()
             await self._seal_one()
 
     async def _seal_one(self) -> None:

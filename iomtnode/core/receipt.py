@@ -61,8 +61,8 @@ def _hex(doc: dict[str, Any], name: str) -> bytes:
         raise ReceiptError(f"receipt field {name!r} is not valid hex") from None
 
 
-def verify_receipt(doc: Any, genesis: Genesis) -> SignedTx:
-    """Check a receipt against a genesis; return the proven transaction.
+def verify_receipt(doc: Any, genesis: Genesis) -> tuple[SignedTx, Header]:
+    """Check a receipt against a genesis; return the proven transaction and its header.
 
     Raises :class:`ReceiptError` naming the first check that failed: structure, the
     transaction's signature, its Merkle path to the header, the header's authority set,
@@ -102,7 +102,12 @@ def verify_receipt(doc: Any, genesis: Genesis) -> SignedTx:
         commit.verify(genesis.authorities, genesis.chain_id)
     except InvalidCommitError as exc:
         raise ReceiptError(f"commit certificate is invalid: {exc}") from None
-    return tx
+    # the readable copies must say what the bytes proved, or the receipt is a lie
+    for name, proven in (("tx_id", tx.id.hex()), ("height", header.height),
+                         ("block_hash", block_hash.hex())):
+        if name in doc and doc[name] != proven:
+            raise ReceiptError(f"receipt field {name!r} does not match what the proof shows")
+    return tx, header
 
 
 def _proof(value: Any) -> merkle.Proof:

@@ -124,15 +124,10 @@ class BlockRelay:
             if fetched or not msg.tx_ids:
                 self._host.penalize(peer, score.INVALID_BLOCK, str(exc))
             return  # else our mempool copy may differ; sync will fetch the whole block
-        if block.height != self._chain.height + 1:
-            return
         try:
-            built = self._chain.check(block, commit, verified=self._mempool.verified)
+            await self._writer.apply(block, commit, peer.node_id, self._mempool.verified)
         except InvalidBlockError as exc:
-            log.warning("block_rejected", peer=peer.node_id.hex()[:16], reason=str(exc))
-            self._host.penalize(peer, score.INVALID_BLOCK, str(exc))
-            return
-        await self._writer.commit(built, commit, source=peer.node_id)
+            self._host.penalize(peer, score.INVALID_BLOCK, f"invalid block: {exc}")
 
     def on_get_block_txs(self, peer: Any, msg: GetBlockTxs) -> None:
         try:

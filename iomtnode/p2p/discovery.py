@@ -23,6 +23,7 @@ from ..core import codec
 from ..core.crypto import SigningKey
 from ..store import BlockStore
 from .backoff import Backoff
+from .host import DialError
 from .records import PeerRecord, RecordError, decode_record, sign_record
 
 log = structlog.get_logger(__name__)
@@ -30,6 +31,8 @@ log = structlog.get_logger(__name__)
 META_BOOK = "address_book"  # the persisted records, one msgpack list
 META_OWN_SEQ = "own_record_seq"
 MAX_BOOK_RECORDS = 1000
+MAX_RECORD_FUTURE_MS = 600_000  # a record stamped further ahead than this is refused
+BOOK_FLUSH_S = 5.0  # how often a changed address book is written to the store
 DIAL_TICK_S = 0.5  # how often the dialer looks for peers to (re)dial
 MAX_DIALS_IN_FLIGHT = 8
 PEX_INTERVAL_S = 30.0  # records are re-exchanged this often
@@ -43,6 +46,8 @@ class AddressBook:
         self._store = store
         self._chain_id = chain_id
         self.records: dict[bytes, PeerRecord] = {}
+        self.connected: set[bytes] = set()  # node ids that completed a handshake with us
+        self._dirty = False
         raw = store.get_meta(META_BOOK)
         for item in codec.decode(raw) if raw else []:
             try:
@@ -51,16 +56,33 @@ class AddressBook:
                 continue
             self.records[record.node_id] = record
 
-    def update(self, record: PeerRecord) -> bool:
-        """Keep ``record`` if it is newer than what we have; True if it changed the book."""
+    def update(self, record: PeerRecord, now_ms: int) -> bool:
+        """Keep ``record`` if it is newer than what we have; True if it changed the book.
+
+        Records stamped more than ``MAX_RECORD_FUTURE_MS`` ahead are refused. When the book
+        is full, a record of a node never connected to is evicted first (oldest first), so
+        a flood of self-signed records cannot push out the peers that answered.
+        """
+        if record.time_ms > now_ms + MAX_RECORD_FUTURE_MS:
+            return False
         if not record.newer_than(self.records.get(record.node_id)):
             return False
         self.records[record.node_id] = record
         if len(self.records) > MAX_BOOK_RECORDS:
-            oldest = min(self.records.values(), key=lambda r: r.time_ms)
+            strangers = [r for r in self.records.values() if r.node_id not in self.connected]
+            oldest = min(strangers or self.records.values(), key=lambda r: r.time_ms)
             del self.records[oldest.node_id]
-        self._store.put_meta(META_BOOK, codec.encode([r.raw for r in self.records.values()]))
+        self._dirty = True
         return True
+
+    def mark_connected(self, node_id: bytes) -> None:
+        self.connected.add(node_id)
+
+    def flush(self) -> None:
+        """Persist the book if it changed (one synced write, not one per record)."""
+        if self._dirty:
+            self._store.put_meta(META_BOOK, codec.encode([r.raw for r in self.records.values()]))
+            self._dirty = False
 
     def sample(self, n: int, rng: random.Random) -> list[PeerRecord]:
         records = list(self.records.values())
@@ -80,6 +102,7 @@ class Dialer:
         self._backoff: dict[str, Backoff] = {}
         self._next_try: dict[str, float] = {}
         self._in_flight: set[str] = set()
+        self._answered_by: dict[str, bytes] = {}  # address dialed -> node id that answered
         self._wake = trio.Event()
 
     def wake(self, reset: str | None = None) -> None:
@@ -105,18 +128,20 @@ class Dialer:
         ]
         reached = {a for node_id in connected | {self._own_id}
                    if (r := self._book.records.get(node_id)) for a in r.addresses}
-        targets += [a for a in self._bootnodes if a not in reached]
+        targets += [a for a in self._bootnodes
+                    if a not in reached and self._answered_by.get(a) not in connected]
         return list(dict.fromkeys(targets))
 
     async def _dial(self, address: str) -> None:
         try:
-            await self._host.dial(address)
-        except Exception as exc:  # DialError and OS errors: a failed dial is routine
+            peer = await self._host.dial(address)
+        except (DialError, OSError) as exc:  # a failed dial is routine
             backoff = self._backoff.setdefault(address, Backoff(rng=self._rng))
             delay = backoff.next_delay()
             self._next_try[address] = trio.current_time() + delay
             log.debug("dial_failed", address=address, reason=str(exc), retry_in_s=round(delay, 2))
         else:
+            self._answered_by[address] = peer.node_id  # e.g. a bootnode's host name
             self._backoff.pop(address, None)
             self._next_try.pop(address, None)
         finally:

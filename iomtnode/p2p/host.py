@@ -65,6 +65,7 @@ from .score import BAN_S, Scoreboard
 log = structlog.get_logger(__name__)
 
 P2P_PATH = "/p2p/v1"
+MAX_HANDSHAKES = 64  # connections in their handshake at once (each lasts <= handshake_timeout_s)
 RECEIVE_QUEUE_FRAMES = 1  # whole frames trio-websocket buffers per peer before TCP pushes back
 HARD_CAP_FACTOR = 2  # beyond this many times max_inbound_per_ip, an IP's sockets are just closed
 
@@ -161,16 +162,17 @@ class Host:
         """The node moved: stop the listener, close every peer ("moved"), listen on
         ``host:port`` and return the port bound. The caller re-announces its record.
 
-        Error handling: an OSError binding the new listener propagates; the host then does not
-        listen.
+        Error handling: an OSError binding the new listener propagates, and nothing changed:
+        the new listener is bound before the old one is closed.
         """
-        if self._listener is not None:
-            scope, done = self._listener
+        old = self._listener
+        port = await self._start_listener(host, port)
+        if old is not None:
+            scope, done = old
             scope.cancel()
             await done.wait()  # the old socket is closed
         for peer in self.peers():
             self._drop(peer, "moved", code=1001)
-        port = await self._start_listener(host, port)
         self.log.info("p2p_rebound", host=host, port=port)
         return port
 
@@ -183,9 +185,10 @@ class Host:
                       task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(port, host=host)
         done = trio.Event()
+        mine = None
         try:
             with trio.CancelScope() as scope:
-                self._listener = (scope, done)
+                self._listener = mine = (scope, done)
                 self._listen_port = listeners[0].socket.getsockname()[1]
                 self.log.info("p2p_listening", host=host, port=self._listen_port, path=P2P_PATH)
                 task_status.started(self._listen_port)
@@ -195,7 +198,9 @@ class Host:
         finally:
             for listener in listeners:
                 await trio.aclose_forcefully(listener)
-            self._listen_port = None
+            if self._listener is mine:  # not replaced by a newer listener (rebind)
+                self._listener = None
+                self._listen_port = None
             done.set()
 
     async def _handle_tcp(self, stream: trio.SocketStream) -> None:
@@ -337,8 +342,10 @@ class Host:
         over = None
         if self._inbound_by_ip[ip] > cfg.max_inbound_per_ip:
             over = f"more than {cfg.max_inbound_per_ip} connections from {ip}"
-        elif len(self.peers()) + self._connecting > cfg.max_peers:
+        elif len(self.peers()) >= cfg.max_peers:
             over = f"max_peers ({cfg.max_peers}) reached"
+        elif self._connecting > MAX_HANDSHAKES:  # stalled handshakes cannot fill max_peers
+            over = f"more than {MAX_HANDSHAKES} handshakes in progress"
         if over is not None:
             self.log.warning("peer_handshake_rejected", remote=remote, status=503, reason=over)
             await request.reject(503, body=f"{over}\n".encode())
@@ -427,7 +434,11 @@ class Host:
     def penalize(self, peer: Peer, points: int, reason: str) -> bool:
         """Charge ``peer`` ``points`` for ``reason``; if its score falls below the threshold it
         is banned for ``ban_s``, disconnected, and this returns True."""
-        banned = self.scoreboard.penalize(peer.node_id, points, reason, trio.current_time())
+        kind = reason.split(":", 1)[0][:60]
+        if kind not in peer.logged_reasons:  # each kind of rejection logged once per peer
+            peer.logged_reasons.add(kind)
+            peer.log.warning("peer_penalized", points=points, reason=reason[:300])
+        banned = self.scoreboard.penalize(peer.node_id, points, kind, trio.current_time())
         if banned:
             self.log.warning("peer_banned", peer=peer.short_id, seconds=self.scoreboard.ban_s,
                              reason=reason)

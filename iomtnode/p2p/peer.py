@@ -47,6 +47,7 @@ from .messages import (
 log = structlog.get_logger(__name__)
 
 SEND_QUEUE_MESSAGES = 1024  # frames queued for one peer; full -> the peer is too slow, dropped
+SEND_QUEUE_BYTES = 32 * 1024 * 1024  # ... and bytes queued for one peer (a few blocks)
 PING_INTERVAL_S = 2.0  # a Ping this often ...
 MISSED_PINGS = 3  # ... and a peer silent for this many intervals is dead
 CLOSE_TIMEOUT_S = 2.0  # waiting for the peer's closing frame, then the stream is dropped
@@ -241,6 +242,8 @@ class Peer:
         self._ping_nonce = 0
         self._ping_sent_at = 0.0
         self._logged: set[str] = set()  # misbehaviour kinds already logged
+        self.logged_reasons: set[str] = set()  # penalty kinds the host already logged
+        self._queued_bytes = 0
 
     @property
     def short_id(self) -> str:
@@ -268,12 +271,17 @@ class Peer:
         if self.closed:
             return False
         frame = message if isinstance(message, tuple) else encode(message)
+        if self._queued_bytes + len(frame[1]) > SEND_QUEUE_BYTES:
+            self.log.warning("peer_too_slow", queued_bytes=self._queued_bytes)
+            self.close("send queue full (bytes)", code=1008)
+            return False
         try:
             self._outbox.send_nowait(frame)
         except trio.WouldBlock:
             self.log.warning("peer_too_slow", queued=self._outbox.statistics().current_buffer_used)
             self.close("send queue full", code=1008)
             return False
+        self._queued_bytes += len(frame[1])
         return True
 
     def close(self, reason: str, *, code: int = 1000) -> None:
@@ -365,6 +373,7 @@ class Peer:
     async def _write(self) -> None:
         """The connection's one writer: sends queued frames in order."""
         async for kind, frame in self._outbox_rx:
+            self._queued_bytes -= len(frame)
             try:
                 await self._ws.send_message(frame)
             except ConnectionClosed as exc:

@@ -8,6 +8,7 @@ messages after the handshake are a protocol violation and cost the peer score.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +27,14 @@ from ..sync.blocksync import BlockSync
 from ..sync.progress import SyncProgress
 from . import score
 from .blockrelay import BlockRelay
-from .discovery import PEX_INTERVAL_S, PEX_RECORDS, AddressBook, Dialer, OwnRecord
+from .discovery import (
+    BOOK_FLUSH_S,
+    PEX_INTERVAL_S,
+    PEX_RECORDS,
+    AddressBook,
+    Dialer,
+    OwnRecord,
+)
 from .handshake import make_hello
 from .host import Host, P2PConfig
 from .messages import (
@@ -97,6 +105,7 @@ class P2PService:
     async def on_connected(self, peer: Any) -> None:
         if peer.record:
             self._take_records(peer, [peer.record])
+        self.book.mark_connected(peer.node_id)
         self.sync.saw_height(peer.node_id, peer.hello.height)
         peer.send(Status(self._chain.height, self._chain.head.hash))
         peer.send(PeerRecords(self._records_to_share()))
@@ -152,7 +161,7 @@ class P2PService:
                 continue
             if record.node_id == self._key.public:
                 continue
-            if self.book.update(record):
+            if self.book.update(record, int(time.time() * 1000)):
                 log.debug("peer_record_learned", node=record.node_id.hex()[:16],
                           address=record.addresses[0], seq=record.seq)
                 if self.host.get(record.node_id) is None:
@@ -169,9 +178,16 @@ class P2PService:
         return self.address
 
     async def _exchange_records(self) -> None:
-        while True:
-            await trio.sleep(PEX_INTERVAL_S)
-            self.host.broadcast(PeerRecords(self._records_to_share()))
+        next_pex = trio.current_time() + PEX_INTERVAL_S
+        try:
+            while True:
+                await trio.sleep(BOOK_FLUSH_S)
+                self.book.flush()
+                if trio.current_time() >= next_pex:
+                    next_pex += PEX_INTERVAL_S
+                    self.host.broadcast(PeerRecords(self._records_to_share()))
+        finally:
+            self.book.flush()
 
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
                   ) -> None:

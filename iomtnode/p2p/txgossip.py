@@ -115,21 +115,27 @@ class TxGossip:
             except MalformedTxError as exc:
                 self._host.penalize(peer, score.INVALID_MESSAGE, f"malformed transaction: {exc}")
                 continue
-            known.add(tx.id)
             self._requested.pop(tx.id, None)
-            if not self._seen.add(tx.id):
+            if tx.id in self._seen:
+                known.add(tx.id)
                 continue
             try:
                 self._admit(tx)
             except e.BadSignatureRuleError as exc:
-                self._host.penalize(peer, score.BAD_SIGNATURE, str(exc))
+                # Not marked seen: a forged copy must not shadow the real transaction,
+                # which has the same id (the id covers the body, not the signature).
+                self._host.penalize(peer, score.BAD_SIGNATURE, f"bad tx signature: {exc}")
                 continue
             except e.RuleError as exc:
                 # stale or already-committed transactions race with blocks: not the
                 # peer's fault; the transaction is just not relayed
+                known.add(tx.id)
+                self._seen.add(tx.id)
                 log.debug("gossip_tx_refused", peer=peer.node_id.hex()[:16],
                           tx=tx.id.hex()[:16], reason=str(exc))
                 continue
+            known.add(tx.id)
+            self._seen.add(tx.id)
             self._spread(tx, peer.node_id)
 
     def on_announce(self, peer: Any, msg: TxAnnounce) -> None:

@@ -126,9 +126,16 @@ class BlockSync:
                 nursery.start_soon(fetch, peer_id, first, count)
         for first in sorted(results):
             peer_id, msg = results[first]
-            if msg is None or first != self._chain.height + 1:
+            if msg is None or not msg.blocks:
+                # A peer that claimed this height but did not serve it is not asked again
+                # until it shows a new height; one that answered "nothing" lied.
+                claimed = self.peer_heights.pop(peer_id, None)
+                peer = self._host.get(peer_id)
+                if msg is not None and peer is not None:
+                    self._host.penalize(peer, score.INVALID_MESSAGE,
+                                        f"claimed height {claimed}, served no block {first}")
                 return
-            if not await self._apply(peer_id, msg):
+            if first != self._chain.height + 1 or not await self._apply(peer_id, msg):
                 return
 
     async def _request(self, peer_id: bytes, start: int, count: int) -> Blocks | None:
@@ -149,14 +156,12 @@ class BlockSync:
             try:
                 block = decode_block(block_raw)
                 commit = decode_commit(commit_raw)
-                built = self._chain.check(block, commit, verified=self._verified)
+                if not await self._writer.apply(block, commit, peer_id, self._verified):
+                    return False  # live relay got there first
             except (MalformedBlockError, InvalidBlockError) as exc:
-                log.warning("sync_block_rejected", peer=peer_id.hex()[:16], reason=str(exc))
                 peer = self._host.get(peer_id)
                 if peer is not None:
-                    self._host.penalize(peer, score.INVALID_BLOCK, str(exc))
-                return False
-            if not await self._writer.commit(built, commit, source=peer_id):
+                    self._host.penalize(peer, score.INVALID_BLOCK, f"sync block: {exc}")
                 return False
             if self._on_progress is not None:
                 self._on_progress(self._chain.height, self.target)

@@ -172,7 +172,8 @@ async def test_receipt_block_and_device_queries(running_node):
                 except ApiError as exc:
                     assert exc.code == 1030
                     await trio.sleep(0.02)
-        proven = verify_receipt(receipt, rn.node.genesis)
+        proven, header = verify_receipt(receipt, rn.node.genesis)
+        assert header.height == receipt["height"]
         assert proven.id.hex() == tx_id
         block = await client.call("get_block", height=receipt["height"])
         assert tx_id in [t["id"] for t in block["txs"]]

@@ -51,6 +51,11 @@ def test_init_run_simulate_receipt_verify(tmp_path: Path):
     assert json.loads(ok.stdout) == {**json.loads(ok.stdout), "valid": True, "tx_id": reading_id}
 
     doc = json.loads(receipt)
+    lie = tmp_path / "lie.json"  # valid bytes, but a readable field that says otherwise
+    lie.write_text(json.dumps({**doc, "height": 999_999}))
+    bad = iomtnode("verify", str(lie), "--genesis", genesis, check=False)
+    assert bad.returncode == 1 and "height" in bad.stdout
+
     tx = bytearray.fromhex(doc["tx"])
     tx[-1] ^= 0x01  # flip a bit of the device's signature
     tampered = tmp_path / "tampered.json"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from iomtnode.client import open_client
+from iomtnode.client import ApiError, open_client
 from iomtnode.config import Config
 from iomtnode.core.crypto import SigningKey
 from iomtnode.core.genesis import Genesis
@@ -143,3 +143,50 @@ async def test_a_moved_node_is_redialed_within_five_seconds(tmp_path, nursery):
     assert trio.current_time() - started < 5
     for node in net.nodes[:2]:
         assert node.p2p.book.records[mover.key.public].addresses == (result["p2p_address"],)
+
+
+async def test_a_failed_move_changes_nothing(tmp_path, nursery):
+    net = await start_net(tmp_path, nursery, 2)
+    node = net.nodes[1]
+    before = node.p2p.address
+    async with open_client(net.urls[1]) as client:
+        with pytest.raises(ApiError) as info:  # node0's p2p port is taken
+            await client.call("admin_set_listen", token=node.admin_token,
+                              address=net.p2p(0))
+        assert info.value.code == -32602 and "cannot listen" in info.value.message
+        status = await client.call("status")
+    assert status["p2p_address"] == before and len(status["peers"]) == 1
+    host, port = before.rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))  # still listening
+    await stream.aclose()
+
+
+async def test_honest_nodes_never_penalise_each_other_under_load(tmp_path, nursery):
+    """Readings enter at every follower at once while blocks relay through all of them."""
+    net = await start_net(tmp_path, nursery, 4)
+    authority = net.keys[0]
+    devices = [SigningKey.generate() for _ in range(3)]
+    async with open_client(net.urls[0]) as client:
+        for device in devices:
+            admit = sign_tx(AdmitDevice(authority.public, device.public, device.public,
+                                        "wearable", "acme"), authority, "iomt-net")
+            await client.call("submit_tx", tx=admit.raw.hex())
+    await net.wait(lambda: all(n.chain.device(d.public) for n in net.nodes for d in devices),
+                   "admitted")
+
+    async def stream(i: int, device: SigningKey) -> None:
+        async with open_client(net.urls[i]) as client:
+            for seq in range(1, 401):
+                tx = sign_tx(Reading(device.public, seq, int(time.time() * 1000), "spo2",
+                                     b"\x03" * 48, b""), device, "iomt-net")
+                await client.call("submit_reading", tx=tx.raw.hex())
+
+    async with trio.open_nursery() as load:
+        for i, device in enumerate(devices, start=1):
+            load.start_soon(stream, i, device)
+    await net.wait(lambda: all(n.chain.device(d.public)[1] == 400 for n in net.nodes
+                               for d in devices), "every reading everywhere", timeout=60)
+    for node in net.nodes:
+        assert not node.p2p.host.scoreboard.penalties, node.p2p.host.scoreboard.penalties
+        assert len(node.p2p.host.peers()) == 3
+    assert net.same_chain(min(n.chain.height for n in net.nodes))

@@ -132,3 +132,29 @@ def test_rule_refusals_are_not_relayed_and_not_penalised(refusal):
     gossip.on_txs(a, Txs([reading(1).raw]))
     gossip.flush()
     assert host.penalties == [] and b.sent == []
+
+
+def test_a_forged_copy_does_not_shadow_the_real_transaction():
+    """Same body (same id) with a bad signature first, then the real one: admitted."""
+    from iomtnode.core import codec
+    from iomtnode.core.crypto import BadSignatureError
+
+    real = reading(1)
+    forged = codec.encode([real.body_bytes, bytes(64)])
+    admitted = []
+
+    def admit(tx):
+        try:
+            tx.verify(CHAIN)
+        except BadSignatureError as exc:
+            raise e.BadSignatureRuleError(str(exc)) from None
+        admitted.append(tx.id)
+        return tx
+
+    peers = [FakePeer(b"\x01" * 32), FakePeer(b"\x02" * 32)]
+    host = FakeHost(peers)
+    gossip = TxGossip(host, admit, lambda tx_id: None)
+    gossip.on_txs(peers[0], Txs([forged]))
+    gossip.on_txs(peers[1], Txs([real.raw]))
+    assert admitted == [real.id]
+    assert [p[0] for p in host.penalties] == [peers[0].node_id]

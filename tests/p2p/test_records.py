@@ -50,11 +50,12 @@ def test_higher_seq_wins_and_the_book_persists(tmp_path):
     new = sign_record(A, ("127.0.0.2:7001",), 6, 2, CHAIN)
     with BlockStore.open(tmp_path / "db") as store:
         book = AddressBook(store, CHAIN)
-        assert book.update(old)
-        assert book.update(new)
-        assert not book.update(old)  # a lower seq never replaces a higher one
-        assert not book.update(new)  # nor does the same one
+        assert book.update(old, 10)
+        assert book.update(new, 10)
+        assert not book.update(old, 10)  # a lower seq never replaces a higher one
+        assert not book.update(new, 10)  # nor does the same one
         assert book.records[A.public].addresses == ("127.0.0.2:7001",)
+        book.flush()
     with BlockStore.open(tmp_path / "db") as store:
         book = AddressBook(store, CHAIN)
         assert book.records[A.public] == new
@@ -78,3 +79,20 @@ def test_records_travel_in_messages():
     assert msg == PeerRecords([record.raw])
     with pytest.raises(ProtocolError):
         decode_message(encode_message(PeerRecords([record.raw] * 65)))
+
+
+def test_future_records_are_refused_and_strangers_are_evicted_first(tmp_path, monkeypatch):
+    import iomtnode.p2p.discovery as discovery
+
+    monkeypatch.setattr(discovery, "MAX_BOOK_RECORDS", 3)
+    with BlockStore.open(tmp_path / "db") as store:
+        book = AddressBook(store, CHAIN)
+        far = sign_record(A, ("10.0.0.1:1",), 1, 10**12, CHAIN)
+        assert not book.update(far, now_ms=1000)
+        honest = sign_record(A, ("127.0.0.1:1",), 1, 500, CHAIN)
+        assert book.update(honest, now_ms=1000)
+        book.mark_connected(A.public)
+        for i in range(10):  # a flood of self-signed strangers, each "newer"
+            stranger = SigningKey(blake2b256(b"s%d" % i))
+            assert book.update(sign_record(stranger, ("10.0.0.9:9",), 1, 900, CHAIN), 1000)
+        assert A.public in book.records and len(book.records) == 3

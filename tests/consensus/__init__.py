@@ -1,0 +1,1 @@
+"""Tests of the consensus core: votes, evidence, tallies and the state machine."""
