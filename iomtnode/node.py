@@ -2,13 +2,17 @@
 
 Services start in dependency order with ``await nursery.start(service.run)``: the
 store and chain are opened first (synchronously; a held lock is a clear error), then
-the sealer (if this node is an authority), then the client API. The node runs until
+block production: with one authority, the solo sealer (on that authority's node); with
+several, the consensus driver on every node (it signs only on an authority's node, and
+takes the signing lock ``HOME/signing.lock`` first: a second process signing with this
+home refuses to start); then p2p and the client API. The node runs until
 cancelled; on the way out every service cleans up and the store is closed, so the last
 committed block is on disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +28,9 @@ from .chain.chain import Chain
 from .chain.feed import BlockFeed
 from .chain.writer import ChainWriter
 from .config import Config, parse_hostport
+from .consensus.driver import Driver, DriverConfig
+from .consensus.machine import Params
+from .consensus.signing import SIGNING_LOCK_FILE, Signer, SigningLock
 from .consensus.solo import SoloSealer
 from .core.block import Block, Commit
 from .core.tx import Reading, SignedTx
@@ -50,7 +57,8 @@ class NodeInfo:
 
 class Node:
     def __init__(self, home: Home, config: Config, *,
-                 now_ms: Callable[[], int] = wall_clock_ms) -> None:
+                 now_ms: Callable[[], int] = wall_clock_ms,
+                 consensus_params: Params | None = None) -> None:
         home.check()
         self.home = home
         self.config = config
@@ -58,12 +66,14 @@ class Node:
         self.genesis = home.load_genesis()
         self.admin_token = home.admin_token()
         self._now_ms = now_ms
+        self._consensus_params = consensus_params or Params()
         self.chain: Chain | None = None
         self.mempool: Mempool | None = None
         self.feed: BlockFeed | None = None
         self.writer: ChainWriter | None = None
         self.p2p: P2PService | None = None
         self.sealer: SoloSealer | None = None
+        self.consensus: Driver | None = None
         self.started_at = time.time()
         # reading timestamp -> admitted from a peer / committed here (same-host clocks)
         self.gossip_delay = LatencyWindow()
@@ -78,8 +88,7 @@ class Node:
         it to the peers."""
         assert self.mempool is not None, "node not started"
         tx = self.mempool.add(raw, reading_only=reading_only)
-        if self.sealer is not None:
-            self.sealer.wake()
+        self._wake_producer()
         if self.p2p is not None:
             self.p2p.gossip.local(tx)
         return tx
@@ -88,11 +97,16 @@ class Node:
         """Admit a transaction a peer relayed (the gossip layer relays it on)."""
         assert self.mempool is not None, "node not started"
         self.mempool.add_tx(tx)
-        if self.sealer is not None:
-            self.sealer.wake()
+        self._wake_producer()
         if isinstance(tx.body, Reading):
             self.gossip_delay.add(self._now_ms() - tx.body.ts_ms)
         return tx
+
+    def _wake_producer(self) -> None:
+        if self.sealer is not None:
+            self.sealer.wake()
+        if self.consensus is not None:
+            self.consensus.wake()
 
     def _block_committed(self, block: Block, commit: Commit, source: bytes | None) -> None:
         now = self._now_ms()
@@ -103,7 +117,7 @@ class Node:
     async def run(self, *, task_status: trio.TaskStatus[NodeInfo] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Run every service until cancelled. Reports :class:`NodeInfo` once serving."""
-        with BlockStore.open(self.home.data_path) as store:
+        with BlockStore.open(self.home.data_path) as store, contextlib.ExitStack() as held:
             chain = self.chain = Chain(store, self.genesis)
             self.mempool = Mempool(chain, now_ms=self._now_ms,
                                    max_txs=self.config.mempool_max_txs)
@@ -114,10 +128,20 @@ class Node:
                      chain_id=chain.chain_id, height=chain.height, version=__version__)
             async with trio.open_nursery() as nursery:
                 authorities = chain.authorities()
-                if self.key.public in authorities and len(authorities) > 1:
-                    log.error("sealing_disabled", authorities=len(authorities),
-                              reason="this build seals with one authority only; a genesis "
-                                     "with several authorities needs the BFT engine")
+                self.p2p = P2PService(self.config, self.key, chain, store, self.mempool,
+                                      self.writer, self.feed, self.admit_from_peer)
+                if len(authorities) > 1:
+                    held.enter_context(SigningLock.acquire(self.home.path / SIGNING_LOCK_FILE))
+                    self.consensus = Driver(
+                        chain, self.mempool, self.writer, self.p2p,
+                        Signer(self.key, chain.chain_id, store),
+                        DriverConfig(self.config.block_interval_s,
+                                     self.config.empty_block_interval_s,
+                                     self.config.max_block_txs, self._consensus_params),
+                        now_ms=self._now_ms,
+                    )
+                    self.p2p.consensus = self.consensus
+                    await nursery.start(self.consensus.run)
                 elif self.key.public in authorities:
                     self.sealer = SoloSealer(
                         chain, self.mempool, self.writer, self.key,
@@ -126,8 +150,6 @@ class Node:
                         max_block_txs=self.config.max_block_txs, now_ms=self._now_ms,
                     )
                     await nursery.start(self.sealer.run)
-                self.p2p = P2PService(self.config, self.key, chain, store, self.mempool,
-                                      self.writer, self.feed, self.admit_from_peer)
                 p2p_address = await nursery.start(self.p2p.run)
                 host, port = parse_hostport(self.config.api_listen, "api_listen")
                 api = ClientApi(self)
@@ -139,7 +161,7 @@ class Node:
                 api_port = await nursery.start(server.run)
                 log.info("node_started", api=f"ws://{host}:{api_port}/api/v1",
                          p2p=f"ws://{p2p_address}/p2p/v1",
-                         authority=self.sealer is not None)
+                         authority=self.key.public in authorities)
                 task_status.started(NodeInfo(api_port, self.node_id.hex(), chain.chain_id))
                 try:
                     await trio.sleep_forever()

@@ -238,7 +238,7 @@ class ClientApi:
             "height": chain.height,
             "head_hash": chain.head.hash.hex(),
             "head_time_ms": chain.head.header.time_ms,
-            "finalized_height": chain.height,  # one authority: every block is final when made
+            "finalized_height": chain.height,  # a block is committed only with its certificate
             "authorities": [a.hex() for a in chain.authorities()],
             "mempool_size": len(self.node.mempool or ()),
             "committed_txs": chain.committed_txs,
@@ -248,6 +248,8 @@ class ClientApi:
             # from a reading's own timestamp (its device's clock) to this node
             "gossip_delay_ms": self.node.gossip_delay.summary(),
             "commit_delay_ms": self.node.commit_delay.summary(),
+            "evidence": self.node.consensus.evidence
+            if self.node.consensus is not None else [],
         }
 
     async def subscribe_blocks(self, conn: Connection) -> str:

@@ -171,6 +171,14 @@ class Chain:
         )
         return BuiltBlock(block, state.changes(), rejected)
 
+    def next_authorities(self) -> tuple[bytes, ...]:
+        """The authorities that must certify the next block (the changes scheduled for its
+        height applied): the validators of the next height's consensus."""
+        state = self.state()
+        begin_block(state, BlockContext(self._head_height + 1, self._head_block.header.time_ms,
+                                        self.genesis))
+        return state.authorities()
+
     def check(self, block: Block, commit: Commit,
               verified: Callable[[SignedTx], bool] = lambda tx: False) -> BuiltBlock:
         """Check a received block and its certificate as the next block of this chain.
@@ -180,6 +188,22 @@ class Chain:
         this node already, byte for byte) and the state rules. Returns the state changes to commit.
         Raises :class:`InvalidBlockError` with the reason.
         """
+        return self._check_next(block, commit, verified)
+
+    def check_proposal(self, block: Block,
+                       verified: Callable[[SignedTx], bool] = lambda tx: False) -> BuiltBlock:
+        """Check a proposed block as the next block of this chain, before it has a certificate.
+
+        The same checks as :meth:`check` (height, parent, time, authority set and proposer,
+        the parent's certificate against the parent's authorities, signatures, rules) but
+        none for a certificate of the block itself: consensus is deciding that. Returns the
+        state changes to commit once it is decided; raises :class:`InvalidBlockError`.
+        """
+        return self._check_next(block, None, verified)
+
+    def _check_next(self, block: Block, commit: Commit | None,
+                    verified: Callable[[SignedTx], bool]) -> BuiltBlock:
+        """:meth:`check`, and :meth:`check_proposal` when ``commit`` is None."""
         h = block.header
         height = self._head_height + 1
         if h.height != height:
@@ -197,13 +221,16 @@ class Chain:
             raise InvalidBlockError(f"block {h.height} names another authority set")
         if h.proposer not in authorities:
             raise InvalidBlockError(f"block {h.height} was proposed by a non-authority")
-        if commit.height != h.height or commit.block_hash != block.hash:
+        if commit is not None and (commit.height != h.height or commit.block_hash != block.hash):
             raise InvalidBlockError(f"the certificate is not for block {h.height}")
         try:
-            commit.verify(authorities, self.chain_id)
+            if commit is not None:
+                commit.verify(authorities, self.chain_id)
             if self._head_height >= 1:
                 if block.last_commit is None:
                     raise InvalidCommitError("the parent's certificate is missing")
+                if block.last_commit.block_hash != self._head_hash:
+                    raise InvalidCommitError("the parent's certificate is for another block")
                 block.last_commit.verify(parent_authorities, self.chain_id)
         except InvalidCommitError as exc:
             raise InvalidBlockError(f"block {h.height}: {exc}") from None

@@ -60,6 +60,27 @@ class ChainWriter:
             await self._commit_locked(built, commit, source)
         return True
 
+    async def build_next(self, height: int, proposer: bytes, now_ms: int, max_txs: int
+                         ) -> BuiltBlock | None:
+        """Build block ``height`` from the pending transactions, under the writer lock (so
+        never from a head being replaced); None if the chain is no longer at ``height - 1``."""
+        async with self._lock:
+            if height != self.chain.height + 1:
+                return None
+            built = self.chain.build(self._mempool.pending(max_txs), proposer, now_ms)
+        for tx, reason in built.rejected:
+            log.info("tx_dropped_from_block", tx=tx.id.hex()[:16], reason=str(reason))
+        return built
+
+    async def check_proposal(self, block: Block) -> BuiltBlock | None:
+        """:meth:`Chain.check_proposal <iomtnode.chain.chain.Chain.check_proposal>` under the
+        writer lock; None if ``block`` is no longer the next height. Raises
+        :class:`~iomtnode.chain.chain.InvalidBlockError` when it is invalid."""
+        async with self._lock:
+            if block.height != self.chain.height + 1:
+                return None
+            return self.chain.check_proposal(block, self._mempool.verified)
+
     async def _commit_locked(self, built: BuiltBlock, commit: Commit, source: bytes | None
                              ) -> None:
         await trio.to_thread.run_sync(self.chain.commit, built, commit)

@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
+from ..consensus.votes import MAX_PROPOSAL_BYTES, MAX_VOTE_BYTES
 from ..core import codec
 from ..core import fields as f
-from ..core.block import MAX_BLOCK_TXS
+from ..core.block import MAX_BLOCK_BYTES, MAX_BLOCK_TXS
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # one frame; larger frames are refused unread
@@ -199,14 +200,36 @@ class GetPeers:
     CHECKS: ClassVar[tuple[f.Check, ...]] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class ConsensusProposal:
+    """A signed consensus proposal (its exact bytes) with the whole block it names."""
+
+    KIND: ClassVar[int] = 16
+    CHECKS: ClassVar[tuple[f.Check, ...]] = (f.max_bytes(MAX_PROPOSAL_BYTES),
+                                             f.max_bytes(MAX_BLOCK_BYTES))
+    proposal: bytes
+    block: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ConsensusVote:
+    """A signed prevote or precommit (its exact bytes)."""
+
+    KIND: ClassVar[int] = 17
+    CHECKS: ClassVar[tuple[f.Check, ...]] = (f.max_bytes(MAX_VOTE_BYTES),)
+    vote: bytes
+
+
 Message = (
     Hello | Auth | Ping | Pong | Txs | TxAnnounce | TxRequest | CompactBlock | GetBlockTxs
-    | BlockTxs | GetBlocks | Blocks | Status | PeerRecords | GetPeers
+    | BlockTxs | GetBlocks | Blocks | Status | PeerRecords | GetPeers | ConsensusProposal
+    | ConsensusVote
 )
 MESSAGE_TYPES: dict[int, type[Any]] = {
     t.KIND: t
     for t in (Hello, Auth, Ping, Pong, Txs, TxAnnounce, TxRequest, CompactBlock, GetBlockTxs,
-              BlockTxs, GetBlocks, Blocks, Status, PeerRecords, GetPeers)
+              BlockTxs, GetBlocks, Blocks, Status, PeerRecords, GetPeers, ConsensusProposal,
+              ConsensusVote)
 }
 
 

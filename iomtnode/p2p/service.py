@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 import trio
@@ -42,6 +42,8 @@ from .messages import (
     Blocks,
     BlockTxs,
     CompactBlock,
+    ConsensusProposal,
+    ConsensusVote,
     GetBlocks,
     GetBlockTxs,
     GetPeers,
@@ -53,10 +55,17 @@ from .messages import (
     TxRequest,
     Txs,
 )
+from .mobility import AddressWatcher, is_wildcard, local_ip_toward
 from .records import RecordError, decode_record
 from .txgossip import TxGossip
 
 log = structlog.get_logger(__name__)
+
+
+class ConsensusHandler(Protocol):
+    """Where consensus messages go (:class:`~iomtnode.consensus.driver.Driver`)."""
+
+    def on_message(self, peer_id: bytes, msg: ConsensusProposal | ConsensusVote) -> None: ...
 
 
 class P2PService:
@@ -92,6 +101,8 @@ class P2PService:
         self.relay = BlockRelay(self.host, chain, writer, mempool, self.sync.saw_height)
         writer.add_listener(self.relay.on_committed)
         self.address = ""
+        # set by the node when consensus runs here (several authorities); else dropped
+        self.consensus: ConsensusHandler | None = None
 
     # the handler the host calls ------------------------------------------------------
 
@@ -135,6 +146,9 @@ class P2PService:
                 self.sync.on_blocks(peer, msg)
             case Status():
                 self.sync.saw_height(peer.node_id, msg.height)
+            case ConsensusProposal() | ConsensusVote():
+                if self.consensus is not None:
+                    self.consensus.on_message(peer.node_id, msg)
             case PeerRecords():
                 self._take_records(peer, msg.records)
             case GetPeers():
@@ -144,6 +158,19 @@ class P2PService:
             case _:
                 self.host.penalize(peer, score.INVALID_MESSAGE,
                                    f"unexpected {type(msg).__name__}")
+
+    # consensus (the driver's network) ------------------------------------------------
+
+    def broadcast_consensus(self, msg: ConsensusProposal | ConsensusVote,
+                            exclude: bytes | None = None) -> None:
+        """Push a consensus message to every peer but ``exclude`` at once (never waits)."""
+        self.host.broadcast(msg, exclude=exclude)
+
+    def penalize_peer(self, peer_id: bytes, points: int, reason: str) -> None:
+        """Charge the peer ``peer_id`` for a bad consensus message, if still connected."""
+        peer = self.host.get(peer_id)
+        if peer is not None:
+            self.host.penalize(peer, points, reason)
 
     # discovery -----------------------------------------------------------------------
 
@@ -177,6 +204,28 @@ class P2PService:
         self.dialer.reset_all()
         return self.address
 
+    def _probe_local_ip(self) -> str | None:
+        """The local address toward a known peer (IP literals only: no DNS here)."""
+        hosts = [p.remote.rsplit(":", 1)[0] for p in self.host.peers()]
+        hosts += [b.rsplit(":", 1)[0] for b in self._config.bootnodes]
+        for host in hosts:
+            host = host.strip("[]")
+            if host.replace(".", "").isdigit() or ":" in host:
+                ip = local_ip_toward(host)
+                if ip is not None:
+                    return ip
+        return None
+
+    async def address_changed(self, ip: str) -> None:
+        """This node's routable address changed: re-announce and re-dial from the new one."""
+        port = self.host.listen_port
+        self.address = f"{ip}:{port}"
+        record = self.own.publish(self.address)
+        for peer in self.host.peers():  # connections made from the old address are dead
+            self.host.disconnect(peer.node_id, "local address changed")
+        log.info("p2p_address_changed", address=self.address, seq=record.seq)
+        self.dialer.reset_all()
+
     async def _exchange_records(self) -> None:
         next_pex = trio.current_time() + PEX_INTERVAL_S
         try:
@@ -198,6 +247,15 @@ class P2PService:
         async with trio.open_nursery() as nursery:
             port = await nursery.start(self.host.run)
             host, _ = parse_hostport(self._config.p2p_listen)
+            if is_wildcard(host):  # advertise the routable address, and follow it
+                ip = self._probe_local_ip()
+                if ip is None:
+                    ip = "127.0.0.1"
+                    log.warning("p2p_address_unknown", listen=self._config.p2p_listen,
+                                advertised=ip, reason="no peer known yet to route toward")
+                watcher = AddressWatcher(self._probe_local_ip, self.address_changed, ip)
+                nursery.start_soon(watcher.run)
+                host = ip
             self.address = f"{host}:{port}"
             self.own.publish(self.address)
             await nursery.start(self.gossip.run)
