@@ -31,7 +31,7 @@ from .config import Config, parse_hostport
 from .consensus.driver import Driver, DriverConfig
 from .consensus.machine import Params
 from .consensus.signing import SIGNING_LOCK_FILE, Signer, SigningLock
-from .consensus.solo import SoloSealer
+from .consensus.solo import SoloSealer, wall_clock_ms
 from .core.block import Block, Commit
 from .core.tx import Reading, SignedTx
 from .home import Home
@@ -40,10 +40,6 @@ from .p2p.service import P2PService
 from .store import BlockStore
 
 log = structlog.get_logger(__name__)
-
-
-def wall_clock_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True, slots=True)

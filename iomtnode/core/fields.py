@@ -7,8 +7,9 @@ and range", with a message that names the field.
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .crypto import HASH_BYTES, KEY_BYTES, SIG_BYTES
@@ -83,6 +84,23 @@ def optional_hash(name: str, value: Any) -> bytes:
 key = exact_bytes(KEY_BYTES)
 digest = exact_bytes(HASH_BYTES)
 signature = exact_bytes(SIG_BYTES)
+
+
+def tagged_record(value: Any, types: Mapping[int, type[Any]], what: str,
+                  name_of: Callable[[type[Any]], str] = lambda cls: cls.__name__) -> Any:
+    """Build the record ``[KIND, field, ...]`` of the class ``types[KIND]``, checking each
+    field with the class's ``CHECKS`` (one per dataclass field, in order)."""
+    if type(value) is not list or not value or type(value[0]) is not int:
+        raise FieldError(f"a {what} must be an array starting with its kind")
+    cls = types.get(value[0])
+    if cls is None:
+        raise FieldError(f"unknown {what} kind {value[0]}")
+    args, name = value[1:], name_of(cls)
+    if len(args) != len(cls.CHECKS):
+        raise FieldError(f"{name} has {len(cls.CHECKS)} fields, got {len(args)}")
+    for check, fld, arg in zip(cls.CHECKS, dataclasses.fields(cls), args, strict=True):
+        check(f"{name}.{fld.name}", arg)
+    return cls(*args)
 
 
 def record(name: str, value: Any, arity: int) -> list[Any]:

@@ -221,19 +221,8 @@ def decode_body(data: bytes) -> TxBody:
         value = codec.decode(data, max_bytes=MAX_TX_BYTES)
     except codec.DecodeError as exc:
         raise MalformedTxError(f"transaction body: {exc}") from None
-    if type(value) is not list or not value or type(value[0]) is not int:
-        raise MalformedTxError("transaction body must be an array starting with its kind")
-    cls = TX_TYPES.get(value[0])
-    if cls is None:
-        raise MalformedTxError(f"unknown transaction kind {value[0]}")
-    args = value[1:]
-    name = KIND_NAMES[cls]
-    if len(args) != len(cls.CHECKS):
-        raise MalformedTxError(f"{name} has {len(cls.CHECKS)} fields, got {len(args)}")
     try:
-        for check, fld, arg in zip(cls.CHECKS, fields(cls), args, strict=True):
-            check(f"{name}.{fld.name}", arg)
-        body = cls(*args)
+        body = f.tagged_record(value, TX_TYPES, "transaction", KIND_NAMES.__getitem__)
         if hasattr(body, "check"):
             body.check()
     except f.FieldError as exc:

@@ -248,17 +248,7 @@ def decode_message(frame: bytes) -> Message:
         value = codec.decode(frame, max_bytes=MAX_MESSAGE_BYTES)
     except codec.DecodeError as exc:
         raise ProtocolError(f"undecodable frame: {exc}") from None
-    if type(value) is not list or not value or type(value[0]) is not int:
-        raise ProtocolError("a message must be an array that starts with its kind")
-    cls = MESSAGE_TYPES.get(value[0])
-    if cls is None:
-        raise ProtocolError(f"unknown message kind {value[0]}")
-    args = value[1:]
-    if len(args) != len(cls.CHECKS):
-        raise ProtocolError(f"{cls.__name__} has {len(cls.CHECKS)} fields, got {len(args)}")
     try:
-        for check, fld, arg in zip(cls.CHECKS, fields(cls), args, strict=True):
-            check(f"{cls.__name__}.{fld.name}", arg)
+        return f.tagged_record(value, MESSAGE_TYPES, "message")
     except f.FieldError as exc:
         raise ProtocolError(str(exc)) from None
-    return cls(*args)
