@@ -102,7 +102,7 @@ def prepare_cmd(
     nodes: Annotated[int, typer.Option(min=1, max=64, help="Number of nodes.")] = 4,
     directory: DirOpt = DEFAULT_DIR,
     authorities: Annotated[int | None, typer.Option(
-        min=1, help="The first K nodes are authorities (default: 1).")] = None,
+        min=1, help="The first K nodes are authorities (default: all).")] = None,
     base_port: Annotated[int, typer.Option(
         min=0, max=65535, help="First port to try; two free ports per node (api, p2p). "
                                "0: ports the OS picks.")
@@ -131,7 +131,7 @@ def up_cmd(
                             "its own).")] = None,
     directory: DirOpt = DEFAULT_DIR,
     authorities: Annotated[int | None, typer.Option(
-        min=1, help="For a new DIR: the first K nodes are authorities (default: 1).")
+        min=1, help="For a new DIR: the first K nodes are authorities (default: all).")
     ] = None,
     devices: Annotated[int, typer.Option(
         min=0, max=10_000, help="Simulated devices streaming readings to node1 (0: none).")

@@ -28,9 +28,6 @@ from ..core.crypto import SigningKey
 from ..core.genesis import Genesis
 from ..home import Home, init_home
 
-# One authority until the multi-authority (BFT) engine lands: the one-authority sealer
-# cannot share sealing, so more authorities would stall finality.
-DEFAULT_AUTHORITIES = 1
 MANIFEST_NAME = "localnet.json"
 MANIFEST_VERSION = 1
 CHAIN_ID = "iomt-localnet"
@@ -278,13 +275,13 @@ def prepare(directory: Path, nodes: int, *, authorities: int | None = None,
             config: Config | None = None) -> Manifest:
     """Create a localnet in a new (or empty) ``directory`` and write its localnet.json.
 
-    The first ``authorities`` nodes (default: DEFAULT_AUTHORITIES) are the genesis
+    The first ``authorities`` nodes (default: every node) are the genesis
     authorities, admission threshold 1. Ports are two per node (api, p2p), free at the
     time of the call.
     """
     if not 1 <= nodes <= MAX_NODES:
         raise LocalnetError(f"--nodes must be between 1 and {MAX_NODES}")
-    k = DEFAULT_AUTHORITIES if authorities is None else authorities
+    k = nodes if authorities is None else authorities
     if not 1 <= k <= nodes:
         raise LocalnetError(f"--authorities must be between 1 and the number of nodes ({nodes})")
     directory = directory.resolve()

@@ -27,7 +27,7 @@ async def wait_full_mesh(net: Localnet, timeout_s: float) -> None:
 
 
 async def test_a_moved_node_is_redialed_within_five_seconds(tmp_path: Path):
-    async with Localnet.start(nodes=4, path=tmp_path / "net", env=FAST) as net:
+    async with Localnet.start(nodes=4, path=tmp_path / "net", authorities=1, env=FAST) as net:
         await net.wait_for_height(2, timeout_s=30)
         await wait_full_mesh(net, 15)
         for name in ("node4", "node2"):  # a follower, then another one
@@ -45,7 +45,7 @@ async def test_a_moved_node_is_redialed_within_five_seconds(tmp_path: Path):
 
 
 async def test_a_node_started_from_an_empty_home_syncs_the_whole_chain(tmp_path: Path):
-    async with Localnet.start(nodes=3, path=tmp_path / "net", env=FAST, devices=4,
+    async with Localnet.start(nodes=3, path=tmp_path / "net", authorities=1, env=FAST, devices=4,
                               rate=100) as net:
         await net.wait_for_height(30, names=["node1"], timeout_s=60)
         await net.stop("node3")
@@ -61,7 +61,7 @@ async def test_a_node_started_from_an_empty_home_syncs_the_whole_chain(tmp_path:
 
 
 async def test_partitioned_and_killed_nodes_converge_after_heal(tmp_path: Path):
-    async with Localnet.start(nodes=4, path=tmp_path / "net", env=FAST, devices=2,
+    async with Localnet.start(nodes=4, path=tmp_path / "net", authorities=1, env=FAST, devices=2,
                               rate=50) as net:
         await net.wait_for_height(3, timeout_s=30)
         await net.partition(["node1", "node2"], ["node3", "node4"])

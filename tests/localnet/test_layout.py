@@ -55,7 +55,7 @@ def test_every_node_gets_a_complete_home_sharing_one_genesis(four):
     assert {g.hash.hex() for g in geneses} == {four.genesis_hash}
     genesis = geneses[0]
     assert genesis.chain_id == CHAIN_ID == four.chain_id
-    assert [a.hex() for a in genesis.authorities] == [n.node_id for n in four.nodes][:1]
+    assert [a.hex() for a in genesis.authorities] == [n.node_id for n in four.nodes]
     assert genesis.admission_threshold == 1
     assert [n.name for n in four.nodes] == ["node1", "node2", "node3", "node4"]
 
