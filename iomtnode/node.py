@@ -30,7 +30,13 @@ from .chain.writer import ChainWriter
 from .config import Config, parse_hostport
 from .consensus.driver import Driver, DriverConfig
 from .consensus.machine import Params
-from .consensus.signing import SIGNING_LOCK_FILE, Signer, SigningLock
+from .consensus.signing import (
+    SIGNING_LOCK_FILE,
+    SIGNING_STATE_FILE,
+    Signer,
+    SigningLock,
+    SigningStateFile,
+)
 from .consensus.solo import SoloSealer, wall_clock_ms
 from .core.block import Block, Commit
 from .core.tx import Reading, SignedTx
@@ -130,7 +136,8 @@ class Node:
                     held.enter_context(SigningLock.acquire(self.home.path / SIGNING_LOCK_FILE))
                     self.consensus = Driver(
                         chain, self.mempool, self.writer, self.p2p,
-                        Signer(self.key, chain.chain_id, store),
+                        Signer(self.key, chain.chain_id,
+                               SigningStateFile(self.home.path / SIGNING_STATE_FILE)),
                         DriverConfig(self.config.block_interval_s,
                                      self.config.empty_block_interval_s,
                                      self.config.max_block_txs, self._consensus_params),

@@ -4,9 +4,10 @@ Restart safety (DESIGN.md, "Consensus"): an authority persists what it is about 
 *before* it signs, so a crash or restart can never make it sign a second, conflicting
 proposal or vote at one height, round and step.
 
-- :class:`Signer` keeps the last :class:`~iomtnode.consensus.votes.SigningState` in the
-  node's store (metadata key :data:`META_SIGNING_STATE`, written with a synced
-  ``put_meta``). The driver calls :meth:`Signer.record` with the machine's signing state
+- :class:`Signer` keeps the last :class:`~iomtnode.consensus.votes.SigningState` in a
+  :class:`MetaStore`: on a node, :class:`SigningStateFile` (``HOME/signing_state``, outside
+  ``data/``, so a resync from an empty data directory keeps it; written atomically and
+  fsynced). The driver calls :meth:`Signer.record` with the machine's signing state
   after each step that signs; :meth:`Signer.vote` and :meth:`Signer.proposal` refuse
   (:class:`UnrecordedSignatureError`, a bug) to sign anything the recorded state would
   still permit, i.e. anything not recorded first.
@@ -46,6 +47,7 @@ log = structlog.get_logger(__name__)
 
 META_SIGNING_STATE = "signing_state"
 SIGNING_LOCK_FILE = "signing.lock"
+SIGNING_STATE_FILE = "signing_state"  # in the home, beside node_key, outside data/
 
 
 class SigningLockedError(RuntimeError):
@@ -66,6 +68,39 @@ class MetaStore(Protocol):
     def get_meta(self, name: str) -> bytes | None: ...
 
     def put_meta(self, name: str, value: bytes) -> None: ...
+
+
+class SigningStateFile:
+    """A :class:`MetaStore` of one file in the node's home, outside ``data/``.
+
+    Wiping the chain data to resync must never make an authority forget what it signed,
+    so the signing state does not live in the LevelDB store. Writes are atomic (write a
+    temporary file, fsync, rename, fsync the directory).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def get_meta(self, name: str) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def put_meta(self, name: str, value: bytes) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, value)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 class SigningLock:
