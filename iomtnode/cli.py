@@ -24,6 +24,7 @@ from .core.receipt import ReceiptError, verify_receipt
 from .core.tx import RevokeDevice, sign_tx
 from .home import Home, HomeError, init_home, write_key
 from .localnet.cli import localnet_app
+from .service import single_exception
 from .store import StoreError
 
 app = typer.Typer(
@@ -65,19 +66,12 @@ def api_url(value: str) -> str:
     return value
 
 
-def _single(exc: BaseException) -> BaseException:
-    """The one exception inside nested single-member exception groups (trio nurseries)."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
 def run_async(fn: Any, *args: Any) -> Any:
     """Run a coroutine function under trio, turning expected failures into clear errors."""
     try:
         return trio.run(fn, *args)
     except Exception as raised:  # re-raised below unless it is an expected one
-        exc = _single(raised)
+        exc = single_exception(raised)
         if isinstance(exc, ApiError):
             fail(f"the node refused: {exc.message} (code {exc.code})", 1)
         if isinstance(exc, StoreError | WrongChainError | ConfigError):

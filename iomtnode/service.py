@@ -12,6 +12,13 @@ import trio
 log = structlog.get_logger(__name__)
 
 
+def single_exception(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member exception groups (trio nurseries)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 async def run_until_signal(service: Callable[..., Awaitable[Any]]) -> None:
     """Run ``service`` (a ``run(*, task_status)`` function) until it returns or a signal.
 

@@ -20,12 +20,13 @@ from ..client import ApiError
 from ..config import ConfigError
 from ..core.genesis import GenesisError
 from ..home import HomeError
+from ..service import single_exception
 from . import procs
 from .chaos import SCENARIOS, Step, run_scenario
 from .invariants import InvariantError
 from .layout import DEFAULT_BASE_PORT, LocalnetError, Manifest, prepare
 from .net import Localnet
-from .rpc import NodeUnreachable, single_exception
+from .rpc import NodeUnreachable
 from .table import HEADERS, row_values, show_live
 
 log = structlog.get_logger(__name__)

@@ -13,19 +13,13 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError
 
 from ..client import ApiError, open_client
+from ..service import single_exception
 
 CALL_TIMEOUT_S = 5.0
 
 
 class NodeUnreachable(ConnectionError):
     """A node that did not answer (refused, closed, or silent past the deadline)."""
-
-
-def single_exception(exc: BaseException) -> BaseException:
-    """The one exception inside nested single-member exception groups (trio nurseries)."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 async def call_api(url: str, method: str, *, timeout_s: float = CALL_TIMEOUT_S,

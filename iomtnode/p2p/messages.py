@@ -16,6 +16,7 @@ from ..consensus.votes import MAX_PROPOSAL_BYTES, MAX_VOTE_BYTES
 from ..core import codec
 from ..core import fields as f
 from ..core.block import MAX_BLOCK_BYTES, MAX_BLOCK_TXS
+from .records import MAX_ADDRESS_BYTES
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # one frame; larger frames are refused unread
@@ -23,7 +24,6 @@ MAX_TXS_PER_MESSAGE = 4096  # transactions in one Txs message
 MAX_IDS_PER_MESSAGE = MAX_BLOCK_TXS  # ids in an announcement, request or compact block
 MAX_BLOCKS_PER_MESSAGE = 64  # blocks in one sync response
 MAX_RECORDS_PER_MESSAGE = 64  # peer records in one exchange
-MAX_ADDRESS_BYTES = 300  # "host:port"
 NONCE_BYTES = 32
 
 

@@ -29,6 +29,7 @@ import structlog
 import trio
 from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection
 
+from ..config import parse_hostport
 from ..core.crypto import SigningKey
 from . import score
 from .handshake import HandshakeError, check_auth, check_hello, make_auth
@@ -64,11 +65,12 @@ Penalize = Callable[["Peer", int, str], bool]  # (peer, points, reason) -> banne
 
 
 def split_address(address: str) -> tuple[str, int]:
-    """``"host:port"`` or ``"[v6]:port"`` -> ``(host, port)``; raises ValueError."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
-        raise ValueError(f"an address is HOST:PORT, got {address!r}")
-    return host.strip("[]"), int(port)
+    """``"host:port"`` or ``"[v6]:port"`` of a peer to dial -> ``(host, port)``; raises
+    ValueError (a port of 0 cannot be dialed)."""
+    host, port = parse_hostport(address)
+    if port == 0:
+        raise ValueError(f"an address to dial needs a port, got {address!r}")
+    return host, port
 
 
 def format_address(ip: str, port: int) -> str:
