@@ -78,6 +78,7 @@ class ClientApi:
             "get_block": self.get_block,
             "get_receipt": self.get_receipt,
             "get_device": self.get_device,
+            "get_evidence": self.get_evidence,
             "status": self.status,
             "subscribe_blocks": self.subscribe_blocks,
         }
@@ -227,6 +228,11 @@ class ClientApi:
             "successor": device.successor.hex() or None, "last_seq": last_seq,
         }
 
+    async def get_evidence(self) -> list[dict[str, Any]]:
+        """Every equivocation on the ledger: the authority, the height, round and vote type
+        it signed twice, the reporter and the height the evidence was included at."""
+        return self._chain().evidence()
+
     async def status(self) -> dict[str, Any]:
         """Chain id, height, head hash, finalized height, authorities, mempool size, peers."""
         chain = self._chain()
@@ -240,6 +246,7 @@ class ClientApi:
             "head_time_ms": chain.head.header.time_ms,
             "finalized_height": chain.height,  # a block is committed only with its certificate
             "authorities": [a.hex() for a in chain.authorities()],
+            "authorities_with_evidence": sorted({e["authority"] for e in chain.evidence()}),
             "mempool_size": len(self.node.mempool or ()),
             "committed_txs": chain.committed_txs,
             "peers": self._peers(),
@@ -248,7 +255,8 @@ class ClientApi:
             # from a reading's own timestamp (its device's clock) to this node
             "gossip_delay_ms": self.node.gossip_delay.summary(),
             "commit_delay_ms": self.node.commit_delay.summary(),
-            "evidence": self.node.consensus.evidence
+            # equivocations this node saw in consensus (on the ledger: get_evidence)
+            "evidence_seen": self.node.consensus.evidence
             if self.node.consensus is not None else [],
         }
 

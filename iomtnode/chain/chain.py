@@ -19,6 +19,7 @@ from ..core.block import (
     Block,
     Commit,
     InvalidCommitError,
+    MalformedBlockError,
     authorities_hash,
     decode_block,
     decode_commit,
@@ -27,8 +28,18 @@ from ..core.block import (
 from ..core.crypto import BadSignatureError
 from ..core.errors import RuleError
 from ..core.genesis import Genesis
-from ..core.receipt import make_receipt
-from ..core.state import BlockContext, Device, State, apply, begin_block, genesis_state
+from ..core.receipt import Handoff, make_receipt
+from ..core.state import (
+    K_EVIDENCE,
+    BlockContext,
+    Device,
+    State,
+    apply,
+    authorities_at,
+    begin_block,
+    decode_evidence_record,
+    genesis_state,
+)
 from ..core.tx import SignedTx
 from ..store import BlockStore
 
@@ -57,6 +68,10 @@ class BuiltBlock:
     rejected: list[tuple[SignedTx, RuleError]]
 
 
+def _signers(commit: Commit | None) -> tuple[bytes, ...]:
+    return () if commit is None else tuple(a for a, _ in commit.signatures)
+
+
 class Chain:
     """Typed access to one chain's blocks and state in a :class:`BlockStore`."""
 
@@ -81,7 +96,13 @@ class Chain:
         head = store.head()
         assert head is not None
         self._head_height, self._head_hash = head
-        self._head_block = self.block_at(self._head_height)
+        try:
+            self._head_block = self.block_at(self._head_height)
+        except MalformedBlockError as exc:
+            raise WrongChainError(
+                f"the data directory's head block does not decode ({exc}); it was written by "
+                "another version of iomtnode: move data/ aside and let the node resync"
+            ) from None
         total = store.get_state(K_TX_TOTAL)
         self.committed_txs = int.from_bytes(total, "big") if total else 0
 
@@ -127,6 +148,10 @@ class Chain:
         device = state.device(key)
         return None if device is None else (device, state.last_seq(key))
 
+    def evidence(self) -> list[dict[str, Any]]:
+        """Every equivocation on the ledger (authority, height, round, type, reporter)."""
+        return [decode_evidence_record(k, v) for k, v in self.store.iter_state(K_EVIDENCE)]
+
     def receipt(self, tx_id: bytes) -> dict[str, Any] | None:
         """A receipt for a committed transaction, or None if it is not (yet) committed."""
         location = self.store.tx_location(tx_id)
@@ -140,7 +165,18 @@ class Chain:
         leaves = [tx.raw for tx in block.txs]
         proof = merkle.prove(leaves, index)
         return make_receipt(self.chain_id, block.txs[index], block.header, block.header_bytes,
-                            commit, proof)
+                            commit, proof, self._handoffs_before(height))
+
+    def _handoffs_before(self, height: int) -> tuple[Handoff, ...]:
+        """The authority-set changes a verifier must follow from genesis to ``height``."""
+        handoffs = []
+        for at, following in self.state().handoffs():
+            if at >= height:
+                break
+            commit = self.commit_at(at)
+            assert commit is not None, "every committed block is stored with its certificate"
+            handoffs.append(Handoff(self.block_at(at).header_bytes, commit, tuple(following)))
+        return tuple(handoffs)
 
     # writes --------------------------------------------------------------------------
 
@@ -148,7 +184,8 @@ class Chain:
         """Make the next block from ``txs`` (already signature-checked), dropping rule breakers."""
         height = self._head_height + 1
         time_ms = max(now_ms, self._head_block.header.time_ms + 1)
-        ctx = BlockContext(height, time_ms, self.genesis)
+        last_commit = self.commit_at(self._head_height)
+        ctx = BlockContext(height, time_ms, self.genesis, _signers(last_commit))
         state = self.state()
         begin_block(state, ctx)
         accepted: list[SignedTx] = []
@@ -166,18 +203,15 @@ class Chain:
                 accepted.append(tx)
         block = make_block(
             height=height, time_ms=time_ms, parent=self._head_hash, proposer=proposer,
-            txs=tuple(accepted), authorities=state.authorities(),
-            last_commit=self.commit_at(self._head_height),
+            txs=tuple(accepted), authorities=state.authorities(), last_commit=last_commit,
+            next_authorities=authorities_at(state, height + 1),
         )
         return BuiltBlock(block, state.changes(), rejected)
 
     def next_authorities(self) -> tuple[bytes, ...]:
         """The authorities that must certify the next block (the changes scheduled for its
         height applied): the validators of the next height's consensus."""
-        state = self.state()
-        begin_block(state, BlockContext(self._head_height + 1, self._head_block.header.time_ms,
-                                        self.genesis))
-        return state.authorities()
+        return authorities_at(self.state(), self._head_height + 1)
 
     def check(self, block: Block, commit: Commit,
               verified: Callable[[SignedTx], bool] = lambda tx: False) -> BuiltBlock:
@@ -212,7 +246,7 @@ class Chain:
             raise InvalidBlockError(f"block {h.height} does not extend this chain's head")
         if h.time_ms <= self._head_block.header.time_ms:
             raise InvalidBlockError(f"block {h.height} is not later than its parent")
-        ctx = BlockContext(height, h.time_ms, self.genesis)
+        ctx = BlockContext(height, h.time_ms, self.genesis, _signers(block.last_commit))
         parent_authorities = self.authorities()
         state = self.state()
         begin_block(state, ctx)
@@ -246,6 +280,8 @@ class Chain:
             except RuleError as exc:
                 raise InvalidBlockError(f"block {h.height}: tx {tx.id.hex()[:16]}: {exc}"
                                         ) from None
+        if h.next_authorities_hash != authorities_hash(authorities_at(state, height + 1)):
+            raise InvalidBlockError(f"block {h.height} names another next authority set")
         return BuiltBlock(block, state.changes(), [])
 
     def commit(self, built: BuiltBlock, commit: Commit) -> None:

@@ -55,10 +55,11 @@ from ..chain.chain import BuiltBlock, Chain, InvalidBlockError
 from ..chain.writer import ChainWriter
 from ..core.block import Block, Commit, MalformedBlockError, decode_block
 from ..core.crypto import BadSignatureError, blake2b256
+from ..core.evidence import Evidence
+from ..core.vote import MalformedVoteError, VoteType, decode_vote
 from ..p2p import score
 from ..p2p.lru import BoundedSet
 from ..p2p.messages import ConsensusProposal, ConsensusVote
-from .evidence import Evidence
 from .machine import (
     Action,
     BlockReady,
@@ -78,16 +79,7 @@ from .machine import (
 from .machine import Commit as Decision
 from .signing import Signer
 from .solo import wall_clock_ms
-from .votes import (
-    NO_ROUND,
-    MalformedVoteError,
-    Proposal,
-    Step,
-    VoteType,
-    commit_certificate,
-    decode_proposal,
-    decode_vote,
-)
+from .votes import NO_ROUND, Proposal, Step, commit_certificate, decode_proposal
 
 log = structlog.get_logger(__name__)
 

@@ -34,8 +34,9 @@ from dataclasses import dataclass, field
 
 from ..core.block import quorum
 from ..core.crypto import HASH_BYTES, KEY_BYTES
-from .evidence import Evidence
-from .votes import NIL, NO_ROUND, Proposal, SigningState, Step, Vote, VoteType, step_of
+from ..core.evidence import Evidence
+from ..core.vote import NIL, Vote, VoteType
+from .votes import NO_ROUND, Proposal, SigningState, Step, step_of
 from .voteset import HeightVotes, VoteSet, skip_threshold
 
 

@@ -17,12 +17,64 @@ proposal or vote at one height, round and step.
   with :class:`SigningLockedError`. The lock is released by the kernel when the process
   dies, so a crash never leaves it stale. It cannot see a copy of the key in another home
   or on another machine: run each authority key in exactly one home.
+- :class:`FreshStartGuard`: an authority that starts with *no* persisted signing state
+  (:attr:`Signer.fresh`) signs nothing until it knows a height it cannot have signed at.
+
+A lost signing state
+--------------------
+
+A signer with nothing persisted cannot tell a new authority from one whose state was lost:
+a new home holding the same key, or a deleted ``signing_state`` file. The lost state may
+cover heights and rounds the network is still deciding, and signing there again could
+conflict with what the key signed before. So the driver keeps such an authority an
+observer (it checks, relays and commits, signs nothing) until :class:`FreshStartGuard`
+has fixed a *floor*, and then lets it sign only at heights above the floor. Call the
+process that signed before and forgot *O*. The floor is ``K + 2``, where ``K`` is the
+highest finalized height this process has heard of, because:
+
+1. The driver signs at height ``h`` only when its chain holds block ``h - 1`` with its
+   commit certificate. So O signed at heights ``<= F + 1``, ``F`` the highest block O
+   knew to be final.
+2. Block ``F`` is certified by a quorum, ``2f + 1`` of ``n = 3f + 1`` authorities, whose
+   precommits were all at height ``F``. Those authorities were at height ``F`` or above
+   before O stopped, so before this process started, and heights never go down.
+3. Counting this authority's lost memory as one of the ``f`` faults the network
+   tolerates, at most ``f - 1`` other authorities are faulty, so at least
+   ``(2f + 1) - 1 - (f - 1) = f + 1`` of those precommitters are honest others, now at
+   height ``F`` or above: they send consensus messages at heights ``>= F`` and report
+   heads ``>= F - 1``.
+4. Having heard from ``quorum - 1 = 2f`` of the ``3f`` other authorities, this process
+   heard from at least one of those ``f + 1`` (``2f + f + 1 > 3f``). Whatever it heard
+   from that one gives ``K >= F - 1``: a message at height ``h`` says ``h - 1`` is final,
+   a head is final. So O signed at heights ``<= F + 1 <= K + 2``, the floor.
+
+``K`` is the largest of: this node's own head; the heads that authorities' nodes report
+(their node id is their authority key, proven by the p2p handshake); ``h - 1`` for each
+signature-checked consensus message of another authority at height ``h``. Only messages at
+the driver's height or the next one are checked, so no authority can push ``K`` further
+than that with messages; one lying about its head can only delay this authority's
+signing (a liveness cost, and that takes a second fault), never make it sign twice.
+
+The guard fixes the floor once ``grace_s`` has passed since the start (so that the
+messages of heights in progress have arrived: an undecided height's messages are resent
+every ``resend_interval_s``) *and*, when the driver sees peers' heads, once it has heard
+from ``quorum - 1`` other authorities. Messages after that are ordinary traffic. Heights
+up to the floor are decided by the others (``2f + 1`` of them are enough with this one
+out); an authority that catches up quickly skips about two heights.
+
+One exception: if ``K`` is 0, the network has not finalized any block yet, and the floor
+is 0. A new network's authorities all start without signing state; were the first one
+done with its grace to make the others skip height 1, height 1 could never be decided.
+The cost: an authority that loses its state while the network is still deciding its very
+first block may sign a conflicting vote at height 1. One equivocator cannot fork the
+chain (it is one of the ``f`` faults); it only gets evidence against it.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol
@@ -30,18 +82,8 @@ from typing import Protocol
 import structlog
 
 from ..core.crypto import SigningKey
-from .votes import (
-    NO_ROUND,
-    MalformedVoteError,
-    Proposal,
-    SigningState,
-    Step,
-    Vote,
-    VoteType,
-    sign_proposal,
-    sign_vote,
-    step_of,
-)
+from ..core.vote import MalformedVoteError, Vote, VoteType, sign_vote
+from .votes import NO_ROUND, Proposal, SigningState, Step, sign_proposal, step_of
 
 log = structlog.get_logger(__name__)
 
@@ -149,7 +191,8 @@ class Signer:
     """``key``'s signatures for consensus, each one recorded in ``store`` before it is made.
 
     :attr:`state` is the last persisted :class:`SigningState` (loaded at construction; a
-    fresh one if none was ever persisted). Raises :class:`SigningStateError` if the stored
+    fresh one if none was ever persisted, and then :attr:`fresh` is True: see
+    :class:`FreshStartGuard`). Raises :class:`SigningStateError` if the stored
     one is corrupt: repair or remove it by hand, knowing the key may then double-sign.
     """
 
@@ -158,6 +201,9 @@ class Signer:
         self._chain_id = chain_id
         self._store = store
         raw = store.get_meta(META_SIGNING_STATE)
+        # nothing persisted: a new authority, or one whose state was lost (a new home, a
+        # deleted file); it may have signed before, so the driver defers signing
+        self.fresh = not raw
         try:
             self.state = SigningState.from_bytes(raw) if raw else SigningState()
         except MalformedVoteError as exc:
@@ -197,3 +243,57 @@ class Signer:
             raise UnrecordedSignatureError(
                 f"signing at height {height} round {round_} {step.name} before recording it "
                 f"(recorded: {self.state.height}/{self.state.round}/{self.state.step.name})")
+
+
+class FreshStartGuard:
+    """When an authority without persisted signing state may sign (module doc).
+
+    Feed it what the node learns (:meth:`saw_own_head`, :meth:`saw_heads`,
+    :meth:`saw_message`) until :meth:`resolve` fixes :attr:`floor`; from then on it
+    :meth:`permits` signing at heights above the floor, and ignores further input. Times
+    are the caller's clock, in seconds.
+    """
+
+    def __init__(self, own: bytes, started_at: float, grace_s: float) -> None:
+        if grace_s < 0:
+            raise ValueError("the grace period cannot be negative")
+        self.own = own
+        self.grace_until = started_at + grace_s
+        self.floor: int | None = None  # never sign at or below this height
+        self.finalized = 0  # K: the highest finalized height heard of
+        self.heard: set[bytes] = set()  # other authorities heard from (head or message)
+
+    @property
+    def resolved(self) -> bool:
+        return self.floor is not None
+
+    def saw_own_head(self, height: int) -> None:
+        """This node's chain holds blocks up to ``height``."""
+        if self.floor is None:
+            self.finalized = max(self.finalized, height)
+
+    def saw_heads(self, heads: Mapping[bytes, int], authorities: Iterable[bytes]) -> None:
+        """Peers reported these heads (peer id -> height); only authorities' count."""
+        if self.floor is None:
+            members = set(authorities)
+            for peer, head in heads.items():
+                if peer in members and peer != self.own:
+                    self.heard.add(peer)
+                    self.finalized = max(self.finalized, head)
+
+    def saw_message(self, authority: bytes, height: int) -> None:
+        """A consensus message of ``authority`` at ``height``, its signature checked."""
+        if self.floor is None and authority != self.own:
+            self.heard.add(authority)
+            self.finalized = max(self.finalized, height - 1)
+
+    def resolve(self, now: float, need_heard: int) -> bool:
+        """Fix the floor if the grace period is over and ``need_heard`` other authorities were
+        heard from; True once the floor is fixed."""
+        if self.floor is None and now >= self.grace_until and len(self.heard) >= need_heard:
+            self.floor = 0 if self.finalized == 0 else self.finalized + 2
+        return self.floor is not None
+
+    def permits(self, height: int) -> bool:
+        """Whether signing at ``height`` cannot conflict with what the key signed before."""
+        return self.floor is not None and height > self.floor

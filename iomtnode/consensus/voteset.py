@@ -6,7 +6,7 @@ Counting follows the paper, which counts *messages from distinct validators*:
 - ``count_any()`` is the number of validators with any vote in the set.
 
 A validator that equivocates is caught at its first conflicting vote, which yields
-:class:`~iomtnode.consensus.evidence.Evidence` once. Both of its votes are kept and each
+:class:`~iomtnode.core.evidence.Evidence` once. Both of its votes are kept and each
 counts for its own block (so a quorum that exists in the network is seen here too; two
 quorums for different blocks still need more than f faulty validators), but it counts
 once in ``count_any``. Its further conflicting votes are dropped, so a set holds at most
@@ -23,8 +23,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 from ..core.block import quorum
-from .evidence import Evidence, make_evidence
-from .votes import Vote, VoteType
+from ..core.evidence import Evidence, make_evidence
+from ..core.vote import Vote, VoteType
 
 # An honest validator is in one round at a time and moves up, so its newest rounds are
 # the ones that matter to a node behind it (the f+1 skip); a faulty one cannot use more.

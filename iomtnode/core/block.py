@@ -3,14 +3,16 @@
 Wire forms (all canonical msgpack)::
 
     header = [VERSION, height, time_ms, parent, proposer, tx_root, tx_count,
-              authorities_hash, last_commit_hash]
+              authorities_hash, next_authorities_hash, last_commit_hash]
     commit = [height, round, block_hash, [[authority, signature], ...]]
     block  = [header_bytes, [tx_raw, ...], last_commit_bytes or b""]
 
 A block's hash is the hash of its header bytes. The header commits to the transactions
-(Merkle root of their raw bytes), to the authority set that must certify it, and to its
-parent's commit certificate, which the block carries: so a chain of blocks carries, for
-each block but the head, the proof that a quorum of authorities finalized it.
+(Merkle root of their raw bytes), to the authority set that must certify it and the one
+that must certify the next block (so a verifier that trusts one set can follow a change
+of authorities, see :mod:`iomtnode.core.receipt`), and to its parent's commit
+certificate, which the block carries: so a chain of blocks carries, for each block but
+the head, the proof that a quorum of authorities finalized it.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from . import codec, merkle
 from . import fields as f
 from .crypto import HASH_BYTES, BadSignatureError, Domain, SigningKey, blake2b256, verify
 from .tx import MalformedTxError, SignedTx, decode_tx
+from .vote import precommit_digest
 
-HEADER_VERSION = 1
+HEADER_VERSION = 2  # 2: next_authorities_hash
 MAX_BLOCK_TXS = 10_000  # transactions in one block
 MAX_BLOCK_BYTES = 3 * 1024 * 1024  # one encoded block; leaves room in a 4 MiB frame
 ZERO_HASH = bytes(HASH_BYTES)
@@ -56,34 +59,31 @@ class Header:
     tx_root: bytes
     tx_count: int
     authorities_hash: bytes
+    next_authorities_hash: bytes
     last_commit_hash: bytes
 
-    CHECKS = (f.u64, f.u64, f.digest, f.key, f.digest, f.u64, f.digest, f.digest)
+    CHECKS = (f.u64, f.u64, f.digest, f.key, f.digest, f.u64, f.digest, f.digest, f.digest)
 
     def encode(self) -> bytes:
         return codec.encode([
             HEADER_VERSION, self.height, self.time_ms, self.parent, self.proposer,
-            self.tx_root, self.tx_count, self.authorities_hash, self.last_commit_hash,
+            self.tx_root, self.tx_count, self.authorities_hash, self.next_authorities_hash,
+            self.last_commit_hash,
         ])
 
 
 def decode_header(data: bytes) -> Header:
     try:
-        value = f.record("header", codec.decode(data, max_bytes=1024), 9)
+        value = f.record("header", codec.decode(data, max_bytes=1024), 10)
         if type(value[0]) is not int or value[0] != HEADER_VERSION:  # True == 1 in Python
             raise f.FieldError(f"header version {value[0]!r} is not {HEADER_VERSION}")
         names = ("height", "time_ms", "parent", "proposer", "tx_root", "tx_count",
-                 "authorities_hash", "last_commit_hash")
+                 "authorities_hash", "next_authorities_hash", "last_commit_hash")
         for check, name, item in zip(Header.CHECKS, names, value[1:], strict=True):
             check(f"header.{name}", item)
     except (codec.DecodeError, f.FieldError) as exc:
         raise MalformedBlockError(str(exc)) from None
     return Header(*value[1:])
-
-
-def precommit_digest(height: int, round_: int, block_hash: bytes) -> bytes:
-    """What an authority signs (in :attr:`Domain.PRECOMMIT`) to finalize a block."""
-    return blake2b256(codec.encode([height, round_, block_hash]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,8 +189,11 @@ def make_block(
     txs: tuple[SignedTx, ...],
     authorities: tuple[bytes, ...],
     last_commit: Commit | None,
+    next_authorities: tuple[bytes, ...] | None = None,
 ) -> Block:
-    """Make a block; raises ValueError if it would be over :data:`MAX_BLOCK_BYTES` encoded."""
+    """Make a block; raises ValueError if it would be over :data:`MAX_BLOCK_BYTES` encoded.
+
+    ``next_authorities`` (default: ``authorities``) must certify the next block."""
     size = sum(len(tx.raw) + 5 for tx in txs) + 2048 + (
         len(last_commit.encode()) if last_commit else 0)  # 5: a bin header; 2048: the rest
     if size > MAX_BLOCK_BYTES or len(txs) > MAX_BLOCK_TXS:
@@ -203,6 +206,8 @@ def make_block(
         tx_root=merkle.root([tx.raw for tx in txs]),
         tx_count=len(txs),
         authorities_hash=authorities_hash(authorities),
+        next_authorities_hash=authorities_hash(
+            authorities if next_authorities is None else next_authorities),
         last_commit_hash=last_commit.hash if last_commit else ZERO_HASH,
     )
     return Block(header, header.encode(), txs, last_commit)

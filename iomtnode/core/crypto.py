@@ -33,6 +33,7 @@ class Domain(enum.Enum):
     AUTHORITY_VOTE = b"iomt/authority-vote/v1\x00"
     GRANT = b"iomt/grant/v1\x00"
     REVOKE_GRANT = b"iomt/revoke-grant/v1\x00"
+    EVIDENCE = b"iomt/evidence/v1\x00"
     PRECOMMIT = b"iomt/precommit/v1\x00"
     PREVOTE = b"iomt/prevote/v1\x00"
     PROPOSAL = b"iomt/proposal/v1\x00"

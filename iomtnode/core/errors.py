@@ -78,6 +78,18 @@ class ExpiredGrantError(RuleError):
     code = 1016
 
 
+class DuplicateEvidenceError(RuleError):
+    """This equivocation (authority, height, round, vote type) is already on the ledger."""
+
+    code = 1017
+
+
+class InvalidEvidenceRuleError(RuleError):
+    """Evidence that does not implicate a current authority or names a future height."""
+
+    code = 1018
+
+
 class MempoolFullError(RuleError):
     code = 1020
 

@@ -15,6 +15,8 @@ Keyspace (first byte)::
 
     a            current authority list
     c            scheduled authority changes [[height, subject, add], ...]
+    k            handoffs: each height whose next block has another authority set, with
+                 that set [[h, [authority, ...]], ...]
     d <device>   Device record
     p <device>   pending admission [[approvers...], patient, class, manufacturer]
     q <device>   last sequence number of the device's readings
@@ -22,6 +24,10 @@ Keyspace (first byte)::
     v <subject> <0|1>   votes to remove/add subject [voters...]
     g <patient> <grantee> <scope>   grant [expires_ms, wrapped_key, height]
     x <tx id>    a nonce-bearing transaction already applied
+    o <authority>  the last height the authority certified (its precommit is in the
+                 certificate a block carries), or the height it joined; u64
+    e <authority> <height u64> <round u64> <vote type u8>
+                 evidence of equivocation [evidence hash, height included, reporter]
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from .tx import (
     DeviceMaintenance,
     Grant,
     Reading,
+    ReportEvidence,
     RevokeDevice,
     RevokeGrant,
     RotateDeviceKey,
@@ -47,9 +54,13 @@ from .tx import (
 
 ACTIVE, REVOKED, ROTATED = "active", "revoked", "rotated"
 GOVERNANCE_DELAY_BLOCKS = 2  # an authority change takes effect this many heights later
+ONLINE_WINDOW_BLOCKS = 32  # an authority is online if it certified one of this many blocks
 
 K_AUTHORITIES = b"a"
 K_SCHEDULED = b"c"
+K_EVIDENCE = b"e"
+K_ONLINE = b"o"
+K_HANDOFFS = b"k"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +81,8 @@ class BlockContext:
     height: int
     time_ms: int
     genesis: Genesis
+    # the authorities whose precommits certify the parent (the block's ``last_commit``)
+    signers: tuple[bytes, ...] = ()
 
 
 class State:
@@ -130,8 +143,26 @@ class State:
     def grant(self, patient: bytes, grantee: bytes, scope: str) -> list[Any] | None:
         return self.get_value(b"g" + patient + grantee + scope.encode())
 
+    def handoffs(self) -> list[list[Any]]:
+        """``[height, next authorities]`` for each height whose next block is certified by
+        another authority set, oldest first."""
+        return self.get_value(K_HANDOFFS) or []
+
     def scheduled_changes(self) -> list[list[Any]]:
         return self.get_value(K_SCHEDULED) or []
+
+    def last_certified(self, authority: bytes) -> int:
+        raw = self.get(K_ONLINE + authority)
+        return -1 if raw is None else int.from_bytes(raw, "big")
+
+    def set_last_certified(self, authority: bytes, height: int) -> None:
+        self._writes[K_ONLINE + authority] = height.to_bytes(8, "big")
+
+    def online(self, height: int) -> set[bytes]:
+        """The authorities that certified one of the last :data:`ONLINE_WINDOW_BLOCKS`
+        blocks before ``height`` (or joined that recently)."""
+        return {a for a in self.authorities()
+                if self.last_certified(a) >= height - ONLINE_WINDOW_BLOCKS}
 
     def seen(self, tx_id: bytes) -> bool:
         return self.get(b"x" + tx_id) is not None
@@ -140,26 +171,66 @@ class State:
         self._writes[b"x" + tx_id] = b""
 
 
+def evidence_key(authority: bytes, height: int, round_: int, vote_type: int) -> bytes:
+    return (K_EVIDENCE + authority + height.to_bytes(8, "big") + round_.to_bytes(8, "big")
+            + bytes([vote_type]))
+
+
+def decode_evidence_record(key: bytes, value: bytes) -> dict[str, Any]:
+    """A readable view of one ``e`` record (for the API and ``status``)."""
+    evidence_hash, included, reporter = codec.decode(value)
+    return {
+        "authority": key[1:33].hex(), "height": int.from_bytes(key[33:41], "big"),
+        "round": int.from_bytes(key[41:49], "big"),
+        "type": "prevote" if key[49] == 1 else "precommit",
+        "evidence_hash": evidence_hash.hex(), "included_at": included,
+        "reporter": reporter.hex(),
+    }
+
+
 def genesis_state(genesis: Genesis) -> dict[bytes, bytes | None]:
     """The state changes block 0 commits: the genesis authority set."""
     state = State(lambda key: None)
     state.set_authorities(genesis.authorities)
+    for authority in genesis.authorities:
+        state.set_last_certified(authority, 0)
     return state.changes()
 
 
-def begin_block(state: State, ctx: BlockContext) -> None:
-    """Start block ``ctx.height``: apply the authority changes scheduled for it."""
-    pending = state.scheduled_changes()
-    due = [c for c in pending if c[0] <= ctx.height]
-    if not due:
-        return
+def authorities_at(state: State, height: int) -> tuple[bytes, ...]:
+    """The authorities of block ``height`` once the changes due by then apply (no writes).
+
+    Called with the state after block ``height - 1`` this is the set that certifies
+    ``height``; a vote that passes in block ``h`` takes effect at ``h + 2``, so the set of
+    the next block is always known when a block is made."""
     authorities = list(state.authorities())
-    for _, subject, add in due:
+    for due, subject, add in state.scheduled_changes():
+        if due > height:
+            continue
         if add and subject not in authorities:
             authorities.append(subject)
         elif not add and subject in authorities and len(authorities) > 1:
             authorities.remove(subject)
-    state.set_authorities(tuple(authorities))
+    return tuple(authorities)
+
+
+def begin_block(state: State, ctx: BlockContext) -> None:
+    """Start block ``ctx.height``: record who certified its parent, and apply the authority
+    changes scheduled for it."""
+    for signer in ctx.signers:
+        state.set_last_certified(signer, ctx.height - 1)
+    pending = state.scheduled_changes()
+    if not any(c[0] <= ctx.height for c in pending):
+        return
+    before = state.authorities()
+    after = authorities_at(state, ctx.height)
+    for subject in set(after) - set(before):
+        state.set_last_certified(subject, ctx.height)
+    for subject in set(before) - set(after):
+        state.delete(K_ONLINE + subject)
+    if after != before:
+        state.set_authorities(after)
+        state.put_value(K_HANDOFFS, [*state.handoffs(), [ctx.height - 1, list(after)]])
     rest = [c for c in pending if c[0] > ctx.height]
     if rest:
         state.put_value(K_SCHEDULED, rest)
@@ -197,6 +268,8 @@ def apply(state: State, tx: SignedTx, ctx: BlockContext) -> None:
             _once(state, tx)
             _revoke_grant(state, body)
             state.mark_seen(tx.id)
+        case ReportEvidence():
+            _evidence(state, body, ctx)
         case _:  # pragma: no cover - decode_tx only yields the kinds above
             raise TypeError(f"no rule for {type(body).__name__}")
 
@@ -320,14 +393,54 @@ def _vote(state: State, v: AuthorityVote, ctx: BlockContext) -> None:
         state.put_value(key, voters)
         return
     scheduled = state.scheduled_changes()
-    if not v.add:
-        removals = {s for _, s, add in scheduled if not add} | {v.subject}
-        additions = {s for _, s, add in scheduled if add}
-        if not (set(authorities) | additions) - removals:
-            raise e.GovernanceError("this vote would remove the last authority")
+    _check_quorum_after(state, [*scheduled, [0, v.subject, v.add]], ctx)
     state.delete(key)
     state.put_value(K_SCHEDULED,
                      [*scheduled, [ctx.height + GOVERNANCE_DELAY_BLOCKS, v.subject, v.add]])
+
+
+def _evidence(state: State, r: ReportEvidence, ctx: BlockContext) -> None:
+    _require_authority(state, r.reporter)
+    evidence = r.proof
+    who = evidence.validator.hex()[:16]
+    if evidence.height > ctx.height:
+        raise e.InvalidEvidenceRuleError(
+            f"evidence is of height {evidence.height}, above this block's {ctx.height}")
+    if evidence.validator not in state.authorities():
+        raise e.InvalidEvidenceRuleError(f"{who} is not a current authority")
+    key = evidence_key(evidence.validator, evidence.height, evidence.round,
+                       int(evidence.type))
+    if state.get(key) is not None:
+        raise e.DuplicateEvidenceError(
+            f"{who}'s equivocation at height {evidence.height} round {evidence.round} "
+            "is already on the ledger")
+    state.put_value(key, [evidence.hash, ctx.height, r.reporter])
+
+
+def _check_quorum_after(state: State, changes: list[list[Any]], ctx: BlockContext) -> None:
+    """Refuse a change after which the authorities online could not reach a quorum.
+
+    Online: certified one of the last :data:`ONLINE_WINDOW_BLOCKS` blocks. An authority
+    being added cannot have certified anything yet; it counts as online (the ledger cannot
+    know whether its node runs: add an authority once its node is up and synced).
+    """
+    after = list(state.authorities())
+    for _, subject, add in changes:
+        if add and subject not in after:
+            after.append(subject)
+        elif not add and subject in after:
+            after.remove(subject)
+    if not after:
+        raise e.GovernanceError("this vote would remove the last authority")
+    current = set(state.authorities())
+    online = [a for a in after if a not in current or a in state.online(ctx.height)]
+    need = 2 * len(after) // 3 + 1  # the quorum of the set after the change
+    if len(online) < need:
+        raise e.GovernanceError(
+            f"after this change {len(after)} authorities would need {need} precommits per "
+            f"block, but only {len(online)} of them certified one of the last "
+            f"{ONLINE_WINDOW_BLOCKS} blocks; bring the offline authorities back (or remove "
+            "them first)")
 
 
 def _grant(state: State, g: Grant, ctx: BlockContext) -> None:

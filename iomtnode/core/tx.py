@@ -19,7 +19,14 @@ from typing import Any, ClassVar
 
 from . import codec
 from . import fields as f
-from .crypto import Domain, SigningKey, blake2b256, verify
+from .crypto import BadSignatureError, Domain, SigningKey, blake2b256, verify
+from .evidence import (
+    MAX_EVIDENCE_BYTES,
+    Evidence,
+    InvalidEvidenceError,
+    MalformedEvidenceError,
+    decode_evidence,
+)
 
 MAX_TX_BYTES = 4096  # a whole signed transaction on the wire
 MAX_INLINE_PAYLOAD_BYTES = 1024  # larger payloads live off-chain, referenced by hash
@@ -191,19 +198,51 @@ class RevokeGrant:
         return self.patient
 
 
+@dataclass(frozen=True, slots=True)
+class ReportEvidence:
+    """An authority puts another authority's equivocation on the ledger.
+
+    ``evidence`` is an encoded :class:`~iomtnode.core.evidence.Evidence`: two conflicting
+    signed votes. Verifying this transaction verifies the reporter's signature and both
+    votes' signatures (see :meth:`SignedTx.verify`); the state rules record it once per
+    (authority, height, round, vote type).
+    """
+
+    KIND: ClassVar[int] = 9
+    DOMAIN: ClassVar[Domain] = Domain.EVIDENCE
+    CHECKS: ClassVar[tuple[f.Check, ...]] = (f.key, f.max_bytes(MAX_EVIDENCE_BYTES))
+    reporter: bytes
+    evidence: bytes
+
+    @property
+    def signer(self) -> bytes:
+        return self.reporter
+
+    def check(self) -> None:
+        try:
+            decode_evidence(self.evidence)
+        except MalformedEvidenceError as exc:
+            raise f.FieldError(f"evidence.evidence: {exc}") from None
+
+    @property
+    def proof(self) -> Evidence:
+        return decode_evidence(self.evidence)
+
+
 TxBody = (
     Reading | AdmitDevice | RevokeDevice | RotateDeviceKey | DeviceMaintenance
-    | AuthorityVote | Grant | RevokeGrant
+    | AuthorityVote | Grant | RevokeGrant | ReportEvidence
 )
 TX_TYPES: dict[int, type[Any]] = {
     t.KIND: t
     for t in (Reading, AdmitDevice, RevokeDevice, RotateDeviceKey, DeviceMaintenance,
-              AuthorityVote, Grant, RevokeGrant)
+              AuthorityVote, Grant, RevokeGrant, ReportEvidence)
 }
 KIND_NAMES: dict[type[Any], str] = {
     Reading: "reading", AdmitDevice: "admit_device", RevokeDevice: "revoke_device",
     RotateDeviceKey: "rotate_device_key", DeviceMaintenance: "device_maintenance",
     AuthorityVote: "authority_vote", Grant: "grant", RevokeGrant: "revoke_grant",
+    ReportEvidence: "evidence",
 }
 
 
@@ -245,8 +284,14 @@ class SignedTx:
     id: bytes
 
     def verify(self, chain_id: str) -> None:
-        """Raise :class:`~iomtnode.core.crypto.BadSignatureError` unless the signer signed it."""
+        """Raise :class:`~iomtnode.core.crypto.BadSignatureError` unless the signer signed it
+        (and, for evidence, unless both of its votes are validly signed)."""
         verify(self.body.signer, self.body.DOMAIN, chain_id, self.id, self.signature)
+        if isinstance(self.body, ReportEvidence):
+            try:
+                self.body.proof.verify(chain_id)
+            except InvalidEvidenceError as exc:
+                raise BadSignatureError(str(exc)) from None
 
     @property
     def kind_name(self) -> str:

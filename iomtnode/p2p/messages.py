@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-from ..consensus.votes import MAX_PROPOSAL_BYTES, MAX_VOTE_BYTES
+from ..consensus.votes import MAX_PROPOSAL_BYTES
 from ..core import codec
 from ..core import fields as f
 from ..core.block import MAX_BLOCK_BYTES, MAX_BLOCK_TXS
+from ..core.vote import MAX_VOTE_BYTES
 from .records import MAX_ADDRESS_BYTES
 
 PROTOCOL_VERSION = 1

@@ -31,20 +31,12 @@ from iomtnode.consensus.signing import (
     SigningLockedError,
     UnrecordedSignatureError,
 )
-from iomtnode.consensus.votes import (
-    SigningState,
-    Step,
-    VoteType,
-    decode_proposal,
-    decode_vote,
-    sign_proposal,
-    sign_vote,
-    step_of,
-)
+from iomtnode.consensus.votes import SigningState, Step, decode_proposal, sign_proposal, step_of
 from iomtnode.core.block import Block, Commit
 from iomtnode.core.crypto import blake2b256
 from iomtnode.core.genesis import Genesis
 from iomtnode.core.tx import AdmitDevice, sign_tx
+from iomtnode.core.vote import VoteType, decode_vote, sign_vote
 from iomtnode.p2p import score
 from iomtnode.p2p.messages import ConsensusProposal, ConsensusVote
 from iomtnode.store import BlockStore

@@ -38,16 +38,9 @@ from iomtnode.consensus.machine import (
     TimeoutKind,
     VoteReceived,
 )
-from iomtnode.consensus.votes import (
-    NIL,
-    SigningState,
-    Step,
-    VoteType,
-    commit_certificate,
-    sign_proposal,
-    sign_vote,
-)
+from iomtnode.consensus.votes import SigningState, Step, commit_certificate, sign_proposal
 from iomtnode.core.crypto import blake2b256
+from iomtnode.core.vote import NIL, VoteType, sign_vote
 
 from ..core.helpers import CHAIN_ID, key, pub
 

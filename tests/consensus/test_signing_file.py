@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from iomtnode.consensus.signing import Signer, SigningStateFile
-from iomtnode.consensus.votes import SigningState, Step, VoteType
+from iomtnode.consensus.votes import SigningState, Step
 from iomtnode.core.crypto import SigningKey, blake2b256
+from iomtnode.core.vote import VoteType
 
 KEY = SigningKey(blake2b256(b"A"))
 

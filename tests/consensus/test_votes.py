@@ -6,32 +6,27 @@ from dataclasses import replace
 
 import pytest
 
-from iomtnode.consensus.evidence import (
+from iomtnode.consensus.votes import (
+    NO_ROUND,
+    Proposal,
+    SigningState,
+    Step,
+    commit_certificate,
+    decode_proposal,
+    sign_proposal,
+)
+from iomtnode.consensus.voteset import HeightVotes, VoteSet, skip_threshold
+from iomtnode.core import codec
+from iomtnode.core.block import Commit, InvalidCommitError, precommit_digest
+from iomtnode.core.crypto import BadSignatureError, Domain, blake2b256, verify
+from iomtnode.core.evidence import (
     Evidence,
     InvalidEvidenceError,
     MalformedEvidenceError,
     decode_evidence,
     make_evidence,
 )
-from iomtnode.consensus.votes import (
-    NIL,
-    NO_ROUND,
-    MalformedVoteError,
-    Proposal,
-    SigningState,
-    Step,
-    Vote,
-    VoteType,
-    commit_certificate,
-    decode_proposal,
-    decode_vote,
-    sign_proposal,
-    sign_vote,
-)
-from iomtnode.consensus.voteset import HeightVotes, VoteSet, skip_threshold
-from iomtnode.core import codec
-from iomtnode.core.block import Commit, InvalidCommitError, precommit_digest
-from iomtnode.core.crypto import BadSignatureError, Domain, blake2b256, verify
+from iomtnode.core.vote import NIL, MalformedVoteError, Vote, VoteType, decode_vote, sign_vote
 
 from ..core.helpers import CHAIN_ID, key, pub
 

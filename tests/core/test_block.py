@@ -108,8 +108,9 @@ def test_header_wire_form() -> None:
     h = b.header
     assert codec.decode(b.header_bytes) == [
         HEADER_VERSION, h.height, h.time_ms, h.parent, h.proposer, h.tx_root, h.tx_count,
-        h.authorities_hash, h.last_commit_hash,
+        h.authorities_hash, h.next_authorities_hash, h.last_commit_hash,
     ]
+    assert h.next_authorities_hash == h.authorities_hash  # no change of authorities
     assert decode_header(b.header_bytes) == h
 
 
@@ -185,7 +186,8 @@ def test_bad_parts_inside_a_block() -> None:
 
 @pytest.mark.parametrize(
     ("version", "match"),
-    [(2, "version 2"), (0, "version 0"), (True, "version True"), ("1", "version '1'")],
+    [(1, "version 1"), (3, "version 3"), (0, "version 0"), (True, "version True"),
+     ("2", "version '2'")],
 )
 def test_header_version(version: object, match: str) -> None:
     b = block()
@@ -212,12 +214,12 @@ def test_one_header_has_one_encoding() -> None:
 
 def test_header_fields_are_checked() -> None:
     fields = codec.decode(block().header_bytes)
-    for i, bad in [(1, -1), (1, True), (3, b"short"), (4, bytes(31)), (6, "5"), (8, b"")]:
+    for i, bad in [(1, -1), (1, True), (3, b"short"), (4, bytes(31)), (6, "5"), (8, b""), (9, b"")]:
         wrong = list(fields)
         wrong[i] = bad
         with pytest.raises(MalformedBlockError, match="header"):
             decode_header(codec.encode(wrong))
-    with pytest.raises(MalformedBlockError, match="9 fields"):
+    with pytest.raises(MalformedBlockError, match="10 fields"):
         decode_header(codec.encode(fields[:-1]))
 
 

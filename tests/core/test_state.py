@@ -3,8 +3,9 @@
 Authorities are named A, B, C, D, E; devices hr1, hr2, ...; patients P and Q; G is a
 grantee and X a stranger. Every key is derived from its name. A case is a genesis
 (authorities, admission threshold) and a list of steps: a transaction with its expected
-outcome (OK or the RuleError class), ``NEXT`` to seal the block and begin the next one, or
-a check of the state. Each case starts at height 1; block h has time T0 + h * BLOCK_MS.
+outcome (OK or the RuleError class), ``NEXT`` to seal the block and begin the next one,
+``Certified(names, blocks)`` to seal that many blocks each certified by those authorities
+(the precommits a block carries for its parent), or a check of the state. Each case starts at height 1; block h has time T0 + h * BLOCK_MS.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from iomtnode.core.genesis import Genesis
 from iomtnode.core.state import (
     ACTIVE,
     GOVERNANCE_DELAY_BLOCKS,
+    ONLINE_WINDOW_BLOCKS,
     REVOKED,
     ROTATED,
     BlockContext,
@@ -35,12 +37,16 @@ from iomtnode.core.tx import (
     Grant,
     Reading,
     RevokeDevice,
+    ReportEvidence,
     RevokeGrant,
     RotateDeviceKey,
     TxBody,
     decode_tx,
     sign_tx,
 )
+
+from iomtnode.core.evidence import make_evidence
+from iomtnode.core.vote import VoteType, sign_vote
 
 from .helpers import CHAIN_ID, key, pub
 
@@ -111,6 +117,15 @@ def ungrant(patient: str, grantee: str, scope: str = "cardio", nonce: int = 0) -
     return Tx(patient, body, f"ungrant({patient} -> {grantee}, {scope}, {nonce})")
 
 
+def equivocation(reporter: str, who: str, height: int = 1, round_: int = 0,
+                 vote_type: VoteType = VoteType.PREVOTE, blocks: bytes = b"\x01\x02") -> Tx:
+    a, b = (sign_vote(key(who), CHAIN_ID, vote_type, height, round_, bytes([x]) * 32)
+            for x in blocks)
+    body = ReportEvidence(pub(reporter), make_evidence(a, b).encode())
+    return Tx(reporter, body,
+              f"evidence({reporter}: {who} at {height}/{round_} {vote_type.name.lower()})")
+
+
 # other steps -------------------------------------------------------------------------------
 
 OK = None
@@ -151,8 +166,19 @@ class Pending:
     approvers: tuple[str, ...]  # () = no pending admission
 
 
+@dataclass(frozen=True)
+class Certified:
+    names: tuple[str, ...]
+    blocks: int
+
+    def __init__(self, *names: str, blocks: int = 1) -> None:
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "blocks", blocks)
+
+
 Outcome = type[e.RuleError] | None
-Step = tuple[Tx, Outcome] | str | Authorities | Status | LastSeq | HasGrant | Pending
+Step = (tuple[Tx, Outcome] | str | Authorities | Status | LastSeq | HasGrant | Pending
+        | Certified)
 
 
 @dataclass
@@ -526,6 +552,69 @@ CASES: list[Case] = [
         NEXT,
         Authorities("A", "B", "C", "E"),
     ], authorities=("A", "B", "C", "D"), final=("A", "B", "C", "E")),
+    Case("removing an offline authority is allowed; removing an online one while another "
+         "is offline would stall, so it is refused", [
+        Certified("A", "B", "C", blocks=ONLINE_WINDOW_BLOCKS + 1),  # D has been silent
+        (remove("A", "A"), OK),
+        (remove("B", "A"), OK),
+        (remove("C", "A"), e.GovernanceError),  # B, C, D need 3 of 3 but D is offline
+        (remove("A", "D"), OK),
+        (remove("B", "D"), OK),
+        (remove("C", "D"), OK),  # A, B, C need 3 of 3: all online
+        NEXT,
+        NEXT,
+        Authorities("A", "B", "C"),
+    ], authorities=("A", "B", "C", "D"), final=("A", "B", "C")),
+    Case("adding authorities while one is offline passes: each new one counts as online", [
+        Certified("A", "B", "C", blocks=ONLINE_WINDOW_BLOCKS + 1),
+        (add("A", "E"), OK),
+        (add("B", "E"), OK),
+        (add("C", "E"), OK),  # 5 need 4: A, B, C and E (the ledger cannot see a new node)
+        (add("A", "F"), OK),
+        (add("B", "F"), OK),
+        (add("C", "F"), OK),  # 6 need 5: A, B, C, E, F
+        NEXT,
+        NEXT,
+        Authorities("A", "B", "C", "D", "E", "F"),
+    ], authorities=("A", "B", "C", "D")),
+    Case("an authority that certified recently is online; one silent longer is not", [
+        Certified("A", "B", "C", "D", blocks=3),
+        Certified("A", "B", "C", blocks=ONLINE_WINDOW_BLOCKS - 3),  # D certified 31 ago
+        (remove("A", "C"), OK),
+        (remove("B", "C"), OK),
+        (remove("D", "C"), OK),  # A, B, D: need 3, all online
+    ], authorities=("A", "B", "C", "D")),
+    Case("a removal that is scheduled counts when the next change is judged", [
+        Certified("A", "B", "C", blocks=ONLINE_WINDOW_BLOCKS + 1),  # D offline
+        (remove("A", "C"), OK),
+        (remove("B", "C"), OK),  # 2 of 4: pending
+        (remove("C", "C"), e.GovernanceError),  # A, B, D need 3; D is offline
+        (remove("A", "D"), OK),
+        (remove("B", "D"), OK),
+        (remove("C", "D"), OK),  # scheduled: A, B, C
+        (remove("C", "C", nonce=1), OK),  # now A, B need 2 of 2: both online
+        NEXT,
+        NEXT,
+        Authorities("A", "B"),
+    ], authorities=("A", "B", "C", "D"), final=("A", "B")),
+    # --- evidence ----------------------------------------------------------------------------
+    Case("an authority reports another's equivocation once per height, round and type", [
+        (equivocation("A", "B"), OK),
+        (equivocation("C", "B"), e.DuplicateEvidenceError),  # same votes, other reporter
+        (equivocation("A", "B", blocks=b"\x01\x03"), e.DuplicateEvidenceError),
+        (equivocation("A", "B", vote_type=VoteType.PRECOMMIT), OK),
+        (equivocation("A", "B", round_=1), OK),
+        NEXT,
+        (equivocation("A", "B"), e.DuplicateEvidenceError),
+    ], authorities=("A", "B", "C", "D")),
+    Case("evidence needs an authority reporter, an authority culprit and a past height", [
+        (equivocation("X", "B"), e.NotAuthorityError),
+        (equivocation("A", "X"), e.InvalidEvidenceRuleError),
+        (equivocation("A", "B", height=2), e.InvalidEvidenceRuleError),  # block 1
+        NEXT,
+        (equivocation("A", "B", height=2), OK),
+        (equivocation("A", "A"), OK),  # an authority may report itself
+    ], authorities=("A", "B")),
     # --- consent -----------------------------------------------------------------------------
     Case("a grant and its revocation", [
         (grant("P", "G"), OK),
@@ -580,23 +669,25 @@ def run(case: Case) -> State:
     base: dict[bytes, bytes] = {k: v for k, v in genesis_state(genesis).items() if v is not None}
     height = 1
 
-    def open_block() -> tuple[State, BlockContext]:
+    def open_block(signers: tuple[bytes, ...] = ()) -> tuple[State, BlockContext]:
         state = State(base.get)
-        ctx = BlockContext(height, now(height), genesis)
+        ctx = BlockContext(height, now(height), genesis, signers)
         begin_block(state, ctx)
         return state, ctx
 
     state, ctx = open_block()
     for n, step in enumerate(case.steps):
         where = f"step {n} of {case.comment!r}: {step!r}"
-        if step == NEXT:
-            for k, v in state.changes().items():
-                if v is None:
-                    base.pop(k, None)
-                else:
-                    base[k] = v
-            height += 1
-            state, ctx = open_block()
+        if step == NEXT or isinstance(step, Certified):
+            for _ in range(step.blocks if isinstance(step, Certified) else 1):
+                for k, v in state.changes().items():
+                    if v is None:
+                        base.pop(k, None)
+                    else:
+                        base[k] = v
+                height += 1
+                signers = step.names if isinstance(step, Certified) else ()
+                state, ctx = open_block(tuple(pub(n) for n in signers))
         elif isinstance(step, tuple):
             spec, expected = step
             tx = decode_tx(sign_tx(spec.body, key(spec.signer), CHAIN_ID).raw)
@@ -664,7 +755,8 @@ def test_rule_error_codes_are_stable_and_distinct() -> None:
         e.NotAuthorityError: 1006, e.DuplicateAdmissionError: 1007, e.DuplicateTxError: 1008,
         e.NotPermittedError: 1009, e.RetiredKeyError: 1010, e.KeyInUseError: 1011,
         e.ConflictingAdmissionError: 1012, e.GovernanceError: 1013, e.DuplicateVoteError: 1014,
-        e.UnknownGrantError: 1015, e.ExpiredGrantError: 1016, e.MempoolFullError: 1020,
+        e.UnknownGrantError: 1015, e.ExpiredGrantError: 1016, e.DuplicateEvidenceError: 1017,
+        e.InvalidEvidenceRuleError: 1018, e.MempoolFullError: 1020,
         e.MalformedTxRuleError: 1021,
     }
     for cls, code in codes.items():
@@ -735,15 +827,27 @@ def test_changes_is_a_copy() -> None:
 def test_genesis_state_holds_the_authorities() -> None:
     genesis = Genesis(CHAIN_ID, T0, (pub("B"), pub("A")), 1)
     changes = genesis_state(genesis)
-    assert changes == {b"a": codec.encode([pub("B"), pub("A")])}
+    zero = (0).to_bytes(8, "big")  # both count as online from the start
+    assert changes == {b"a": codec.encode([pub("B"), pub("A")]),
+                       b"o" + pub("B"): zero, b"o" + pub("A"): zero}
     assert State(changes.get).authorities() == (pub("B"), pub("A"))
 
 
-def test_begin_block_without_due_changes_writes_nothing() -> None:
+def test_begin_block_without_signers_or_due_changes_writes_nothing() -> None:
     genesis = Genesis(CHAIN_ID, T0, (pub("A"),), 1)
     state = State(genesis_state(genesis).get)
     begin_block(state, BlockContext(1, now(1), genesis))
     assert state.changes() == {}
+
+
+def test_begin_block_records_who_certified_the_parent() -> None:
+    genesis = Genesis(CHAIN_ID, T0, (pub("A"), pub("B"), pub("C")), 1)
+    state = State(genesis_state(genesis).get)
+    assert state.online(1) == {pub("A"), pub("B"), pub("C")}  # genesis authorities
+    begin_block(state, BlockContext(40, now(40), genesis, (pub("A"), pub("C"))))
+    assert state.last_certified(pub("A")) == 39 and state.last_certified(pub("B")) == 0
+    assert state.online(40) == {pub("A"), pub("C")}  # B last certified 40 blocks ago
+    assert state.online(32) == {pub("A"), pub("B"), pub("C")}
 
 
 def test_begin_block_applies_only_due_changes_in_order() -> None:

@@ -26,6 +26,7 @@ from iomtnode.core.tx import (
     MalformedTxError,
     Reading,
     RevokeDevice,
+    ReportEvidence,
     RevokeGrant,
     RotateDeviceKey,
     SignedTx,
@@ -37,9 +38,15 @@ from iomtnode.core.tx import (
     tx_to_json,
 )
 
+from iomtnode.core.evidence import MAX_EVIDENCE_BYTES, make_evidence
+from iomtnode.core.vote import VoteType, sign_vote
+
 from .helpers import CHAIN_ID, key, pub, same
 
 H = blake2b256(b"off-chain blob")
+EVIDENCE = make_evidence(
+    *(sign_vote(key("B"), CHAIN_ID, VoteType.PREVOTE, 3, 0, bytes([x]) * 32) for x in (1, 2))
+).encode()
 
 # one well-formed body per kind, and the name of the key that signs it
 BODIES: list[tuple[str, TxBody]] = [
@@ -51,6 +58,7 @@ BODIES: list[tuple[str, TxBody]] = [
     ("A", AuthorityVote(pub("A"), pub("B"), True, 9)),
     ("P", Grant(pub("P"), pub("G"), "cardio", 1_800_000_000_000, b"wrapped", 1)),
     ("P", RevokeGrant(pub("P"), pub("G"), "cardio", 2)),
+    ("A", ReportEvidence(pub("A"), EVIDENCE)),
 ]
 IDS = [KIND_NAMES[type(b)] for _, b in BODIES]
 
@@ -79,8 +87,8 @@ def refused(raw: bytes, match: str | None = None) -> MalformedTxError:
 
 
 def test_every_kind_is_covered() -> None:
-    assert sorted(type(b).KIND for _, b in BODIES) == sorted(TX_TYPES) == list(range(1, 9))
-    assert len({type(b).DOMAIN for _, b in BODIES}) == 8
+    assert sorted(type(b).KIND for _, b in BODIES) == sorted(TX_TYPES) == list(range(1, 10))
+    assert len({type(b).DOMAIN for _, b in BODIES}) == 9
 
 
 # round trips -------------------------------------------------------------------------------
@@ -211,7 +219,7 @@ def _field_cases() -> list[Any]:
         for fld in fields(body):
             value = getattr(body, fld.name)
             if fld.name in ("device", "authority", "patient", "grantee", "by", "new_key",
-                            "subject"):
+                            "subject", "reporter"):
                 bads = bad_key
             elif fld.name in ("seq", "ts_ms", "nonce", "expires_ms"):
                 bads = bad_u64
@@ -226,6 +234,9 @@ def _field_cases() -> list[Any]:
                 bads = [b"p" * (MAX_INLINE_PAYLOAD_BYTES + 1), "p", 1]
             elif fld.name == "payload_hash":
                 bads = [b"h" * 31, b"h" * 33, "h" * 32]
+            elif fld.name == "evidence":
+                bads = [b"e" * (MAX_EVIDENCE_BYTES + 1), b"\x01", EVIDENCE[:-1],
+                        codec.encode([codec.decode(EVIDENCE)[0]] * 2), "e", 0]
             elif fld.name == "wrapped_key":
                 bads = [b"w" * (MAX_WRAPPED_KEY_BYTES + 1), "w", 0]
             else:  # pragma: no cover - a new field needs a case here
@@ -291,7 +302,7 @@ def test_reading_payload_limits() -> None:
     refused(wire(body_list(body, payload=at_limit + b"p")), "more than the limit of 1024")
 
 
-@pytest.mark.parametrize("kind", [0, 9, 255, -1, 2**40, True, "reading", b"\x01", None, [1]])
+@pytest.mark.parametrize("kind", [0, 10, 255, -1, 2**40, True, "reading", b"\x01", None, [1]])
 def test_unknown_kind(kind: Any) -> None:
     _, body = BODIES[0]
     refused(wire([kind, *body_fields(body)]), "unknown transaction kind|starting with its kind")
@@ -342,3 +353,15 @@ def test_decode_arbitrary_bodies_raises_only_malformed(
         assert type(tx.body) is TX_TYPES[kind]
         assert len(signature) == 64
         assert body_fields(tx.body) == args
+
+
+def test_evidence_verifies_both_votes_not_only_the_reporter() -> None:
+    first, second = codec.decode(EVIDENCE)
+    forged = bytearray(second)
+    forged[-1] ^= 1  # the last byte of the second vote's signature
+    body = ReportEvidence(pub("A"), codec.encode([first, bytes(forged)]))
+    tx = decode_tx(sign_tx(body, key("A"), CHAIN_ID).raw)  # well-formed, reporter signed
+    with pytest.raises(BadSignatureError, match="evidence vote"):
+        tx.verify(CHAIN_ID)
+    signed(len(BODIES) - 1).verify(CHAIN_ID)
+    assert signed(len(BODIES) - 1).body.proof.validator == pub("B")

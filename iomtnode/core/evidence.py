@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core import codec
-from ..core import fields as f
-from ..core.crypto import BadSignatureError, blake2b256
-from .votes import MAX_VOTE_BYTES, MalformedVoteError, Vote, VoteType, decode_vote
+from . import codec
+from . import fields as f
+from .crypto import BadSignatureError, blake2b256
+from .vote import MAX_VOTE_BYTES, MalformedVoteError, Vote, VoteType, decode_vote
 
 MAX_EVIDENCE_BYTES = 2 * (MAX_VOTE_BYTES + 2) + 1  # two bin-wrapped votes in an array
 

@@ -1,0 +1,109 @@
+"""Consensus votes: a validator's signed prevote or precommit.
+
+Votes live in ``core`` because the ledger carries them: a block's commit certificate is
+made of precommit signatures (:class:`~iomtnode.core.block.Commit`), and an
+:class:`~iomtnode.core.evidence.Evidence` transaction carries two conflicting votes.
+
+Wire form (canonical msgpack)::
+
+    vote = [type, height, round, block_hash, validator, signature]
+
+``type`` is 1 (prevote) or 2 (precommit); a nil vote has ``block_hash`` = :data:`NIL`
+(32 zero bytes). What is signed is ``blake2b256(encode([height, round, block_hash]))`` in
+:attr:`Domain.PREVOTE` or :attr:`Domain.PRECOMMIT` by type, so a precommit signature is
+exactly a commit certificate signature.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from . import codec
+from . import fields as f
+from .crypto import HASH_BYTES, Domain, SigningKey, blake2b256, verify
+
+NIL = bytes(HASH_BYTES)  # the block hash of a nil vote ("no block this round")
+MAX_VOTE_BYTES = 160  # an encoded vote is ~150 bytes
+
+
+def precommit_digest(height: int, round_: int, block_hash: bytes) -> bytes:
+    """What an authority signs (in :attr:`Domain.PRECOMMIT`) to finalize a block."""
+    return blake2b256(codec.encode([height, round_, block_hash]))
+
+
+class MalformedVoteError(ValueError):
+    """Bytes or fields that do not make a well-formed vote, proposal or signing state."""
+
+
+class VoteType(enum.IntEnum):
+    PREVOTE = 1
+    PRECOMMIT = 2
+
+    @property
+    def domain(self) -> Domain:
+        return Domain.PREVOTE if self is VoteType.PREVOTE else Domain.PRECOMMIT
+
+
+
+# votes -----------------------------------------------------------------------------------
+
+
+def vote_digest(height: int, round_: int, block_hash: bytes) -> bytes:
+    """The hash a validator signs for a vote (the vote's type picks the domain)."""
+    return precommit_digest(height, round_, block_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    """A signed prevote or precommit. Checks its fields on construction (not its signature)."""
+
+    type: VoteType
+    height: int
+    round: int
+    block_hash: bytes
+    validator: bytes
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.type, VoteType):
+            raise f.FieldError(f"vote.type must be a VoteType, got {self.type!r:.40}")
+        f.u64("vote.height", self.height)
+        f.u64("vote.round", self.round)
+        f.digest("vote.block_hash", self.block_hash)
+        f.key("vote.validator", self.validator)
+        f.signature("vote.signature", self.signature)
+
+    @property
+    def is_nil(self) -> bool:
+        return self.block_hash == NIL
+
+    def digest(self) -> bytes:
+        return vote_digest(self.height, self.round, self.block_hash)
+
+    def encode(self) -> bytes:
+        return codec.encode([int(self.type), self.height, self.round, self.block_hash,
+                             self.validator, self.signature])
+
+    def verify(self, chain_id: str) -> None:
+        """Raise :class:`~iomtnode.core.crypto.BadSignatureError` unless ``validator`` signed it."""
+        verify(self.validator, self.type.domain, chain_id, self.digest(), self.signature)
+
+
+def sign_vote(key: SigningKey, chain_id: str, vote_type: VoteType, height: int, round_: int,
+              block_hash: bytes) -> Vote:
+    """A vote signed by ``key``. The caller must have persisted its signing state first."""
+    signature = key.sign(vote_type.domain, chain_id, vote_digest(height, round_, block_hash))
+    return Vote(vote_type, height, round_, block_hash, key.public, signature)
+
+
+def decode_vote(data: bytes) -> Vote:
+    """Decode a vote from untrusted bytes (not its signature). Raises
+    :class:`MalformedVoteError`."""
+    try:
+        value = f.record("vote", codec.decode(data, max_bytes=MAX_VOTE_BYTES), 6)
+        if type(value[0]) is not int or value[0] not in (1, 2):
+            raise f.FieldError(f"vote.type must be 1 or 2, got {value[0]!r:.40}")
+        return Vote(VoteType(value[0]), *value[1:])
+    except (codec.DecodeError, f.FieldError) as exc:
+        raise MalformedVoteError(str(exc)) from None
