@@ -339,7 +339,8 @@ def verify(
         emit({"valid": False, "reason": str(exc)}, as_json, f"INVALID: {exc}")
         raise typer.Exit(1) from None
     result = {"valid": True, "tx_id": tx.id.hex(), "type": tx.kind_name,
-              "height": header.height, "block_hash": blake2b256(header.encode()).hex()}
+              "height": header.height, "block_hash": blake2b256(header.encode()).hex(),
+              "authority_handoffs": len(doc.get("handoffs", []))}
     emit(result, as_json, f"VALID: {tx.kind_name} {tx.id.hex()} in block {header.height}")
 
 
@@ -369,6 +370,11 @@ def bench(
         out.mkdir(parents=True, exist_ok=True)
         (out / "bench.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     emit(result, as_json)
+
+
+from .authority_cli import authority_app  # noqa: E402 - it uses the helpers above
+
+app.add_typer(authority_app, name="authority")
 
 
 def main() -> None:

@@ -34,6 +34,13 @@ class Config:
     max_peers: int = 50
     max_inbound_per_ip: int = 16
     ban_s: float = 600.0
+    # consensus round timeouts (see consensus/machine.py Params) and message resending
+    timeout_propose_s: float = 1.0
+    timeout_prevote_s: float = 0.5
+    timeout_precommit_s: float = 0.5
+    timeout_delta_s: float = 0.5
+    timeout_cap_s: float = 10.0
+    resend_interval_s: float = 2.0
 
     def __post_init__(self) -> None:
         for name in ("api_listen", "p2p_listen"):
@@ -54,6 +61,16 @@ class Config:
             raise ConfigError("mempool_max_txs must be between 1 and 10,000,000")
         if not 1 <= self.max_block_txs <= 10_000:
             raise ConfigError("max_block_txs must be between 1 and 10,000")
+        for name in ("timeout_propose_s", "timeout_prevote_s", "timeout_precommit_s"):
+            if not 0.01 <= getattr(self, name) <= 60:
+                raise ConfigError(f"{name} must be between 0.01 and 60 seconds")
+        if not 0 <= self.timeout_delta_s <= 60:
+            raise ConfigError("timeout_delta_s must be between 0 and 60 seconds")
+        longest = max(self.timeout_propose_s, self.timeout_prevote_s, self.timeout_precommit_s)
+        if not longest <= self.timeout_cap_s <= 600:
+            raise ConfigError("timeout_cap_s must be between the longest base timeout and 600")
+        if not 0.05 <= self.resend_interval_s <= 60:
+            raise ConfigError("resend_interval_s must be between 0.05 and 60 seconds")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
 
@@ -94,6 +111,19 @@ max_inbound_per_ip = {max_inbound_per_ip}
 
 # Seconds a misbehaving peer stays banned.
 ban_s = {ban_s}
+
+# Consensus (networks of two or more authorities). Each round waits at most
+# timeout_propose_s for the proposal, then timeout_prevote_s / timeout_precommit_s when
+# votes are split; every later round waits timeout_delta_s longer, up to timeout_cap_s.
+timeout_propose_s = {timeout_propose_s}
+timeout_prevote_s = {timeout_prevote_s}
+timeout_precommit_s = {timeout_precommit_s}
+timeout_delta_s = {timeout_delta_s}
+timeout_cap_s = {timeout_cap_s}
+
+# Seconds between resends of this authority's votes while a height is undecided (peers
+# that missed them, e.g. after a restart, catch up).
+resend_interval_s = {resend_interval_s}
 """
 
 

@@ -68,7 +68,11 @@ class Node:
         self.genesis = home.load_genesis()
         self.admin_token = home.admin_token()
         self._now_ms = now_ms
-        self._consensus_params = consensus_params or Params()
+        self._consensus_params = consensus_params or Params(
+            timeout_propose_s=config.timeout_propose_s,
+            timeout_prevote_s=config.timeout_prevote_s,
+            timeout_precommit_s=config.timeout_precommit_s,
+            timeout_delta_s=config.timeout_delta_s, timeout_cap_s=config.timeout_cap_s)
         self.chain: Chain | None = None
         self.mempool: Mempool | None = None
         self.feed: BlockFeed | None = None
@@ -140,7 +144,8 @@ class Node:
                                SigningStateFile(self.home.path / SIGNING_STATE_FILE)),
                         DriverConfig(self.config.block_interval_s,
                                      self.config.empty_block_interval_s,
-                                     self.config.max_block_txs, self._consensus_params),
+                                     self.config.max_block_txs, self._consensus_params,
+                                     self.config.resend_interval_s),
                         now_ms=self._now_ms,
                     )
                     self.p2p.consensus = self.consensus

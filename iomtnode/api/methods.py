@@ -54,6 +54,7 @@ def block_to_json(block: Block, *, full: bool = True) -> dict[str, Any]:
         "tx_root": h.tx_root.hex(),
         "tx_count": h.tx_count,
         "authorities_hash": h.authorities_hash.hex(),
+        "next_authorities_hash": h.next_authorities_hash.hex(),
         "last_commit_hash": h.last_commit_hash.hex(),
     }
     if full:
@@ -79,6 +80,7 @@ class ClientApi:
             "get_receipt": self.get_receipt,
             "get_device": self.get_device,
             "get_evidence": self.get_evidence,
+            "get_authorities": self.get_authorities,
             "status": self.status,
             "subscribe_blocks": self.subscribe_blocks,
         }
@@ -227,6 +229,12 @@ class ClientApi:
             "status": device.status, "admitted_height": device.admitted_height,
             "successor": device.successor.hex() or None, "last_seq": last_seq,
         }
+
+    async def get_authorities(self) -> dict[str, Any]:
+        """The authorities (when each last certified a block, whether it counts as online
+        for governance, whether it has evidence against it), the scheduled changes and the
+        votes that have not passed yet."""
+        return self._chain().authority_report()
 
     async def get_evidence(self) -> list[dict[str, Any]]:
         """Every equivocation on the ledger: the authority, the height, round and vote type

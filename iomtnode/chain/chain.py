@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from ..core import merkle
+from ..core import codec, merkle
 from ..core.block import (
     MAX_BLOCK_BYTES,
     Block,
@@ -31,6 +31,7 @@ from ..core.genesis import Genesis
 from ..core.receipt import Handoff, make_receipt
 from ..core.state import (
     K_EVIDENCE,
+    K_VOTES,
     BlockContext,
     Device,
     State,
@@ -147,6 +148,26 @@ class Chain:
         state = self.state()
         device = state.device(key)
         return None if device is None else (device, state.last_seq(key))
+
+    def authority_report(self) -> dict[str, Any]:
+        """The authorities with when each last certified a block and whether it counts as
+        online for governance, the scheduled changes and the votes not yet passed."""
+        state = self.state()
+        online = state.online(self._head_height + 1)
+        with_evidence = {e["authority"] for e in self.evidence()}
+        pending = []
+        for key, voters in self.store.iter_state(K_VOTES):
+            pending.append({"subject": key[1:33].hex(), "add": key[33:] == b"\x01",
+                            "voters": [v.hex() for v in codec.decode(voters)]})
+        return {
+            "authorities": [{
+                "key": a.hex(), "last_certified": state.last_certified(a),
+                "online": a in online, "evidence": a.hex() in with_evidence,
+            } for a in state.authorities()],
+            "scheduled": [{"height": h, "subject": s.hex(), "add": add}
+                          for h, s, add in state.scheduled_changes()],
+            "pending_votes": pending,
+        }
 
     def evidence(self) -> list[dict[str, Any]]:
         """Every equivocation on the ledger (authority, height, round, type, reporter)."""

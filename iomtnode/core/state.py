@@ -61,6 +61,7 @@ K_SCHEDULED = b"c"
 K_EVIDENCE = b"e"
 K_ONLINE = b"o"
 K_HANDOFFS = b"k"
+K_VOTES = b"v"
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,7 +382,7 @@ def _vote(state: State, v: AuthorityVote, ctx: BlockContext) -> None:
         raise e.GovernanceError(f"{v.subject.hex()[:16]} is not an authority")
     if v.add and state.device(v.subject) is not None:
         raise e.KeyInUseError("a device key cannot become an authority")
-    key = b"v" + v.subject + (b"\x01" if v.add else b"\x00")
+    key = K_VOTES + v.subject + (b"\x01" if v.add else b"\x00")
     voters = [a for a in (state.get_value(key) or []) if a in authorities]
     if v.authority not in voters:
         voters.append(v.authority)

@@ -5,7 +5,8 @@ grantee and X a stranger. Every key is derived from its name. A case is a genesi
 (authorities, admission threshold) and a list of steps: a transaction with its expected
 outcome (OK or the RuleError class), ``NEXT`` to seal the block and begin the next one,
 ``Certified(names, blocks)`` to seal that many blocks each certified by those authorities
-(the precommits a block carries for its parent), or a check of the state. Each case starts at height 1; block h has time T0 + h * BLOCK_MS.
+(the precommits a block carries for its parent), or a check of the state. Each case
+starts at height 1; block h has time T0 + h * BLOCK_MS.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 
 from iomtnode.core import codec
 from iomtnode.core import errors as e
+from iomtnode.core.evidence import make_evidence
 from iomtnode.core.genesis import Genesis
 from iomtnode.core.state import (
     ACTIVE,
@@ -36,16 +38,14 @@ from iomtnode.core.tx import (
     DeviceMaintenance,
     Grant,
     Reading,
-    RevokeDevice,
     ReportEvidence,
+    RevokeDevice,
     RevokeGrant,
     RotateDeviceKey,
     TxBody,
     decode_tx,
     sign_tx,
 )
-
-from iomtnode.core.evidence import make_evidence
 from iomtnode.core.vote import VoteType, sign_vote
 
 from .helpers import CHAIN_ID, key, pub

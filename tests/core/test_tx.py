@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from iomtnode.core import codec
 from iomtnode.core import fields as f
 from iomtnode.core.crypto import BadSignatureError, Domain, blake2b256
+from iomtnode.core.evidence import MAX_EVIDENCE_BYTES, make_evidence
 from iomtnode.core.tx import (
     KIND_NAMES,
     MAX_INLINE_PAYLOAD_BYTES,
@@ -25,8 +26,8 @@ from iomtnode.core.tx import (
     Grant,
     MalformedTxError,
     Reading,
-    RevokeDevice,
     ReportEvidence,
+    RevokeDevice,
     RevokeGrant,
     RotateDeviceKey,
     SignedTx,
@@ -37,8 +38,6 @@ from iomtnode.core.tx import (
     sign_tx,
     tx_to_json,
 )
-
-from iomtnode.core.evidence import MAX_EVIDENCE_BYTES, make_evidence
 from iomtnode.core.vote import VoteType, sign_vote
 
 from .helpers import CHAIN_ID, key, pub, same

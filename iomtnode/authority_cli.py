@@ -1,0 +1,79 @@
+"""``iomtnode authority``: the authority set, governance votes and evidence."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .cli import DEFAULT_API, ApiOpt, JsonOpt, _authority, _hex32, api_url, emit, fail, run_async
+from .client import open_client
+from .core.tx import AuthorityVote, sign_tx
+
+authority_app = typer.Typer(
+    help="The authority set: list it, vote authorities in or out, list evidence.",
+    no_args_is_help=True)
+
+
+async def _call(url: str, method: str, **params: Any) -> Any:
+    async with open_client(url) as client:
+        return await client.call(method, **params)
+
+
+@authority_app.command("list")
+def authority_list(api: ApiOpt = DEFAULT_API, as_json: JsonOpt = False) -> None:
+    """The authorities, when each last certified a block, scheduled changes, open votes."""
+    report = run_async(lambda: _call(api_url(api), "get_authorities"))
+    lines = [f"{a['key']}  last certified {a['last_certified']:>8}  "
+             f"{'online ' if a['online'] else 'OFFLINE'}{'  EVIDENCE' if a['evidence'] else ''}"
+             for a in report["authorities"]]
+    lines += [f"scheduled at {c['height']}: {'add' if c['add'] else 'remove'} {c['subject']}"
+              for c in report["scheduled"]]
+    lines += [f"open vote to {'add' if v['add'] else 'remove'} {v['subject']}: "
+              f"{len(v['voters'])} voter(s)" for v in report["pending_votes"]]
+    emit(report, as_json, "\n".join(lines))
+
+
+@authority_app.command("vote")
+def authority_vote(
+    subject: Annotated[str, typer.Argument(help="The authority's public key (hex).")],
+    home: Annotated[Path, typer.Option("--home", help="An authority's home (its key votes).")],
+    add: Annotated[bool, typer.Option("--add/--remove", help="Vote to add or to remove.")],
+    force: Annotated[bool, typer.Option(
+        help="Vote to add a key that is not a connected peer of the node.")] = False,
+    api: ApiOpt = DEFAULT_API,
+    as_json: JsonOpt = False,
+) -> None:
+    """Vote, with the authority key in --home, to add or remove an authority.
+
+    A change passes with votes of more than half the authorities; it applies 2 blocks later.
+
+    Refused, with the reason: a change after which the authorities online are not a quorum.
+
+    A new authority counts as online: this command checks it is a connected peer first.
+    """
+    key, genesis = _authority(home)
+    subject_key = _hex32("subject", subject)
+    url = api_url(api)
+    if add and not force:
+        status = run_async(lambda: _call(url, "status"))
+        if subject not in {p["node_id"] for p in status["peers"]} | {status["node_id"]}:
+            fail(f"{subject[:16]} is not connected to this node: start its node first (or "
+                 "pass --force)")
+    tx = sign_tx(AuthorityVote(key.public, subject_key, add, time.time_ns()), key,
+                 genesis.chain_id)
+    result = run_async(lambda: _call(url, "submit_tx", tx=tx.raw.hex()))
+    emit(result, as_json,
+         f"submitted vote to {'add' if add else 'remove'} {subject[:16]}: {result['id']}")
+
+
+@authority_app.command("evidence")
+def authority_evidence(api: ApiOpt = DEFAULT_API, as_json: JsonOpt = False) -> None:
+    """Equivocations on the ledger: who signed two conflicting votes, where, who reported."""
+    records = run_async(lambda: _call(api_url(api), "get_evidence"))
+    text = "\n".join(f"{r['authority']} signed two {r['type']}s at height {r['height']} "
+                     f"round {r['round']} (reported by {r['reporter'][:16]}, block "
+                     f"{r['included_at']})" for r in records) or "no evidence"
+    emit({"evidence": records}, as_json, text)

@@ -1,0 +1,57 @@
+"""Settings: file, environment and flags in order of precedence; every bad value refused
+with the setting's name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from iomtnode.config import Config, ConfigError, load_config, render
+
+
+def test_the_rendered_file_loads_back_to_the_same_settings(tmp_path: Path) -> None:
+    config = Config(bootnodes=("10.0.0.1:7546", "gw.example:7546"), timeout_propose_s=2.5,
+                    resend_interval_s=0.5)
+    path = tmp_path / "config.toml"
+    path.write_text(render(config))
+    assert load_config(path, env={}) == config
+    assert "timeout_propose_s = 2.5" in path.read_text()
+
+
+def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('timeout_cap_s = 20.0\ntimeout_prevote_s = 0.7\nmax_peers = 9\n')
+    env = {"IOMTNODE_TIMEOUT_PREVOTE_S": "0.8", "IOMTNODE_MAX_PEERS": "12"}
+    config = load_config(path, {"max_peers": 15, "ban_s": None}, env)
+    assert (config.timeout_cap_s, config.timeout_prevote_s, config.max_peers) == (20.0, 0.8, 15)
+    assert config.ban_s == Config().ban_s
+
+
+@pytest.mark.parametrize(("values", "match"), [
+    ({"timeout_propose_s": 0}, "timeout_propose_s"),
+    ({"timeout_precommit_s": 61.0}, "timeout_precommit_s"),
+    ({"timeout_delta_s": -1.0}, "timeout_delta_s"),
+    ({"timeout_propose_s": 5.0, "timeout_cap_s": 4.0}, "timeout_cap_s"),
+    ({"resend_interval_s": 0.0}, "resend_interval_s"),
+    ({"block_interval_s": 10.0, "empty_block_interval_s": 5.0}, "empty_block_interval_s"),
+    ({"max_peers": 0}, "max_peers"),
+    ({"log_level": "chatty"}, "log_level"),
+    ({"api_listen": "nowhere"}, "api_listen"),
+])
+def test_out_of_range_values_name_the_setting(values: dict[str, object], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        Config(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("timeout_propose_s = 'soon'\n", "timeout_propose_s must be a float"),
+    ("block_time = 1\n", "unknown setting.*block_time"),
+    ("max_peers = true\n", "max_peers must be a int"),
+    ("timeout_cap_s = \n", "cannot read"),
+])
+def test_bad_files_are_refused_with_the_reason(tmp_path: Path, text: str, match: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_config(path, env={})
