@@ -21,8 +21,10 @@ from ..core.block import (
     InvalidCommitError,
     MalformedBlockError,
     authorities_hash,
+    block_parts,
     decode_block,
     decode_commit,
+    decode_header,
     make_block,
 )
 from ..core.crypto import BadSignatureError
@@ -41,7 +43,7 @@ from ..core.state import (
     decode_evidence_record,
     genesis_state,
 )
-from ..core.tx import SignedTx
+from ..core.tx import SignedTx, decode_tx
 from ..store import BlockStore
 
 log = structlog.get_logger(__name__)
@@ -179,14 +181,14 @@ class Chain:
         if location is None:
             return None
         height, index = location
-        block = self.block_at(height)
+        raw = self.store.block_bytes(height)
         commit = self.commit_at(height)
-        if commit is None:  # pragma: no cover - every committed block is stored sealed
+        if raw is None or commit is None:  # pragma: no cover - committed blocks are sealed
             return None
-        leaves = [tx.raw for tx in block.txs]
+        header_bytes, leaves = block_parts(raw)  # not every tx decoded: blocks hold 10,000
         proof = merkle.prove(leaves, index)
-        return make_receipt(self.chain_id, block.txs[index], block.header, block.header_bytes,
-                            commit, proof, self._handoffs_before(height))
+        return make_receipt(self.chain_id, decode_tx(leaves[index]), decode_header(header_bytes),
+                            header_bytes, commit, proof, self._handoffs_before(height))
 
     def _handoffs_before(self, height: int) -> tuple[Handoff, ...]:
         """The authority-set changes a verifier must follow from genesis to ``height``."""

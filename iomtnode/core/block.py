@@ -239,6 +239,19 @@ def decode_block(data: bytes) -> Block:
     return Block(header, header_bytes, txs, last_commit)
 
 
+def block_parts(data: bytes) -> tuple[bytes, list[bytes]]:
+    """The header bytes and raw transactions of an encoded block, without decoding each
+    transaction (for reading a block this node stored: receipts of large blocks)."""
+    try:
+        value = f.record("block", codec.decode(data), 3)
+        header_bytes = f.max_bytes(1024)("block.header", value[0])
+        if type(value[1]) is not list or not all(type(raw) is bytes for raw in value[1]):
+            raise f.FieldError("block.txs must be an array of byte strings")
+    except (codec.DecodeError, f.FieldError) as exc:
+        raise MalformedBlockError(str(exc)) from None
+    return header_bytes, value[1]
+
+
 def assemble_block(header_bytes: bytes, txs: tuple[SignedTx, ...], last_commit: Commit | None
                    ) -> Block:
     """A block from a compact announcement's parts; same checks as :func:`decode_block`."""

@@ -12,6 +12,7 @@ raises exactly one exception type, :class:`DecodeError`, for all malformed input
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import msgpack
@@ -25,6 +26,20 @@ INT_MIN = -(2**63)
 INT_MAX = 2**64 - 1
 
 Value = None | bool | int | bytes | str | list["Value"] | tuple["Value", ...]
+
+
+_local = threading.local()  # one Packer per thread (msgpack.packb makes one per call)
+
+
+def _pack(value: Any) -> bytes:
+    packer = getattr(_local, "packer", None)
+    if packer is None:
+        packer = _local.packer = msgpack.Packer(use_bin_type=True)
+    try:
+        return packer.pack(value)
+    except BaseException:
+        packer.reset()  # a failed pack may leave partial output in the buffer
+        raise
 
 
 class DecodeError(ValueError):
@@ -56,7 +71,7 @@ def encode(value: Value) -> bytes:
     """Encode ``value`` canonically. Raises :class:`EncodeError` for an unencodable value."""
     _check(value, 0)
     try:
-        return msgpack.packb(value, use_bin_type=True)
+        return _pack(value)
     except UnicodeEncodeError as exc:  # a str holding a lone surrogate is not UTF-8
         raise EncodeError(f"string is not valid UTF-8: {exc.reason}") from None
 
@@ -65,11 +80,22 @@ def _reject_ext(code: int, data: bytes) -> None:
     raise DecodeError(f"extension type {code} is not allowed")
 
 
-def _depth_ok(value: Any, depth: int) -> bool:
-    if isinstance(value, list):
-        if depth >= MAX_DEPTH:
+def _plain(value: list[Any], depth: int) -> bool:
+    """No floats or (empty) maps anywhere in a decoded array, no deeper nesting than allowed.
+
+    This walk and :func:`msgpack.packb` comparing equal to the input are together the
+    canonical check: the decoder yields only None, bool, int (within the int64/uint64
+    range msgpack has), str, bytes, float, list and empty dict (non-empty maps and
+    extensions are refused as they are read), and re-packing fixes one encoding of each."""
+    if depth >= MAX_DEPTH:
+        return False
+    for item in value:
+        kind = type(item)
+        if kind is list:
+            if not _plain(item, depth + 1):
+                return False
+        elif kind is float or kind is dict:
             return False
-        return all(_depth_ok(item, depth + 1) for item in value)
     return True
 
 
@@ -104,12 +130,16 @@ def decode(data: bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Any:
         raise
     except Exception as exc:  # msgpack raises a zoo of types for malformed input
         raise DecodeError(f"malformed msgpack: {type(exc).__name__}: {exc}") from None
-    if not _depth_ok(value, 0):
-        raise DecodeError(f"arrays nested deeper than {MAX_DEPTH}")
+    if type(value) in (float, dict) or (type(value) is list and not _plain(value, 0)):
+        try:
+            encode(value)  # says what is wrong: a float, or nesting too deep
+        except EncodeError as exc:
+            raise DecodeError(f"not canonical: {exc}") from None
+        raise DecodeError(f"arrays nested deeper than {MAX_DEPTH}")  # pragma: no cover
     try:
-        again = encode(value)
-    except EncodeError as exc:
-        raise DecodeError(f"not canonical: {exc}") from None
+        again = _pack(value)
+    except UnicodeEncodeError as exc:  # pragma: no cover - the decoder yields valid UTF-8
+        raise DecodeError(f"not canonical: {exc.reason}") from None
     if again != data:
         raise DecodeError("not canonical: re-encoding differs from the input bytes")
     return value

@@ -86,6 +86,19 @@ digest = exact_bytes(HASH_BYTES)
 signature = exact_bytes(SIG_BYTES)
 
 
+_LAYOUTS: dict[type[Any], tuple[tuple[Check, str], ...]] = {}
+
+
+def _layout(cls: type[Any], name: str) -> tuple[tuple[Check, str], ...]:
+    """(check, "kind.field") per field of ``cls``, computed once (this is a hot path)."""
+    layout = _LAYOUTS.get(cls)
+    if layout is None:
+        layout = tuple((check, f"{name}.{fld.name}")
+                       for check, fld in zip(cls.CHECKS, dataclasses.fields(cls), strict=True))
+        _LAYOUTS[cls] = layout
+    return layout
+
+
 def tagged_record(value: Any, types: Mapping[int, type[Any]], what: str,
                   name_of: Callable[[type[Any]], str] = lambda cls: cls.__name__) -> Any:
     """Build the record ``[KIND, field, ...]`` of the class ``types[KIND]``, checking each
@@ -95,12 +108,12 @@ def tagged_record(value: Any, types: Mapping[int, type[Any]], what: str,
     cls = types.get(value[0])
     if cls is None:
         raise FieldError(f"unknown {what} kind {value[0]}")
-    args, name = value[1:], name_of(cls)
-    if len(args) != len(cls.CHECKS):
-        raise FieldError(f"{name} has {len(cls.CHECKS)} fields, got {len(args)}")
-    for check, fld, arg in zip(cls.CHECKS, dataclasses.fields(cls), args, strict=True):
-        check(f"{name}.{fld.name}", arg)
-    return cls(*args)
+    layout = _layout(cls, name_of(cls))
+    if len(value) - 1 != len(layout):
+        raise FieldError(f"{name_of(cls)} has {len(layout)} fields, got {len(value) - 1}")
+    for (check, name), arg in zip(layout, value[1:]):  # noqa: B905 - lengths checked above
+        check(name, arg)
+    return cls(*value[1:])
 
 
 def record(name: str, value: Any, arity: int) -> list[Any]:

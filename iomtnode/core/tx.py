@@ -310,6 +310,9 @@ def sign_tx(body: TxBody, key: SigningKey, chain_id: str) -> SignedTx:
     return SignedTx(body, body_bytes, signature, raw, tx_id)
 
 
+_body_field = f.max_bytes(MAX_TX_BYTES)
+
+
 def decode_tx(raw: bytes) -> SignedTx:
     """Decode a signed transaction from untrusted bytes (its signature is not checked here).
 
@@ -318,7 +321,7 @@ def decode_tx(raw: bytes) -> SignedTx:
     try:
         value = codec.decode(raw, max_bytes=MAX_TX_BYTES)
         f.record("transaction", value, 2)
-        body_bytes = f.max_bytes(MAX_TX_BYTES)("transaction.body", value[0])
+        body_bytes = _body_field("transaction.body", value[0])
         signature = f.signature("transaction.signature", value[1])
     except (codec.DecodeError, f.FieldError) as exc:
         raise MalformedTxError(f"transaction: {exc}") from None
