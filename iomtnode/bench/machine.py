@@ -10,22 +10,29 @@ from pathlib import Path
 
 import nacl.signing
 
-VERIFY_SAMPLE_S = 1.0  # how long the verify rate is measured
+VERIFY_SAMPLE_S = 1.5  # how long the verify rate is measured...
+VERIFY_SLICES = 6  # ...in this many slices, the best of which counts
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def ed25519_verify_rate(seconds: float = VERIFY_SAMPLE_S) -> float:
-    """ed25519 verifications per second on one core (PyNaCl, 200-byte messages)."""
+def ed25519_verify_rate(seconds: float = VERIFY_SAMPLE_S, slices: int = VERIFY_SLICES
+                        ) -> float:
+    """ed25519 verifications per second on one core (PyNaCl, 200-byte messages): the best of
+    ``slices`` equal slices of ``seconds``, so that other processes taking the core for a
+    moment do not lower the ceiling (it is what the machine can do, not what it did)."""
     key = nacl.signing.SigningKey.generate()
     verify_key = key.verify_key
-    signed = [key.sign(os.urandom(200)) for _ in range(256)]
-    done = 0
-    start = time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        for message in signed:
-            verify_key.verify(message)
-        done += len(signed)
-    return done / elapsed
+    signed = [key.sign(os.urandom(200)) for _ in range(64)]
+    best = 0.0
+    for _ in range(max(1, slices)):
+        done = 0
+        start = time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < seconds / max(1, slices):
+            for message in signed:
+                verify_key.verify(message)
+            done += len(signed)
+        best = max(best, done / elapsed)
+    return best
 
 
 def usable_cores() -> int:

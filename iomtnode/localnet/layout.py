@@ -315,6 +315,27 @@ def prepare(directory: Path, nodes: int, *, authorities: int | None = None,
     return manifest
 
 
+def add_node_home(manifest: Manifest) -> NodeEntry:
+    """Make a home for one more node of ``manifest``'s chain (a fresh key, so not an
+    authority: the genesis is unchanged) on two free ports, every other node its bootnode;
+    add it to the manifest and save it. Starts no process."""
+    if len(manifest.nodes) >= MAX_NODES:
+        raise LocalnetError(f"a localnet holds at most {MAX_NODES} nodes")
+    genesis = Home(manifest.nodes[0].home).load_genesis()
+    key = SigningKey.generate()
+    name = node_name(len(manifest.nodes))
+    api, p2p = allocate_ports(2)
+    entry = NodeEntry(name=name, node_id=key.public.hex(), home=manifest.dir / name,
+                      authority=False, api=ws_url(f"{HOST}:{api}", API_PATH),
+                      p2p=ws_url(f"{HOST}:{p2p}", P2P_PATH), admin_token="")
+    home = init_home(entry.home, genesis=genesis, key=key,
+                     config=node_config(entry, manifest.nodes))
+    entry.admin_token = home.admin_token()
+    manifest.nodes.append(entry)
+    manifest.save()
+    return entry
+
+
 def open_or_prepare(directory: Path, nodes: int | None, **prepare_args: Any) -> Manifest:
     """The localnet in ``directory``, prepared first if the directory is new or empty.
 

@@ -40,6 +40,7 @@ from .layout import (
     LocalnetError,
     Manifest,
     NodeEntry,
+    add_node_home,
     allocate_ports,
     hostport_of,
     open_or_prepare,
@@ -205,6 +206,15 @@ class Localnet:
                     await trio.sleep(POLL_S / 2)
         raise LocalnetTimeout(f"{name}'s API {entry.api} did not answer within "
                               f"{self._start_timeout_s} s of starting; see {entry.log}")
+
+    async def add_node(self) -> str:
+        """Make one more node on this chain (a fresh home and key, not an authority, every
+        other node its bootnode), start it and wait until its API answers; returns its name.
+        It catches up by block sync and is stopped with the others."""
+        entry = add_node_home(self.manifest)
+        self._refused[entry.name] = set()
+        await self._start_node(entry.name)
+        return entry.name
 
     async def kill(self, name: str) -> None:
         """SIGKILL ``name`` and wait until it is gone (its home stays for :meth:`restart`)."""
