@@ -39,7 +39,9 @@ from .consensus.signing import (
 )
 from .consensus.solo import SoloSealer, wall_clock_ms
 from .core.block import Block, Commit
-from .core.tx import Reading, SignedTx
+from .core.errors import RuleError
+from .core.evidence import Evidence
+from .core.tx import Reading, ReportEvidence, SignedTx, sign_tx
 from .home import Home
 from .metrics import LatencyWindow
 from .p2p.service import P2PService
@@ -108,6 +110,23 @@ class Node:
             self.gossip_delay.add(self._now_ms() - tx.body.ts_ms)
         return tx
 
+    def report_evidence(self, evidence: Evidence) -> None:
+        """Put an equivocation the consensus driver saw on the ledger: as an authority,
+        sign an ``evidence`` transaction and submit it like any other (others that saw it
+        too may report it first; the ledger keeps one record)."""
+        if self.chain is None or self.key.public not in self.chain.authorities():
+            return  # only authorities report; an observer's status still lists it
+        tx = sign_tx(ReportEvidence(self.key.public, evidence.encode()), self.key,
+                     self.genesis.chain_id)
+        try:
+            self.submit(tx.raw)
+        except RuleError as exc:
+            log.info("evidence_not_submitted", authority=evidence.validator.hex()[:16],
+                     height=evidence.height, reason=str(exc))
+        else:
+            log.warning("evidence_submitted", authority=evidence.validator.hex()[:16],
+                        height=evidence.height, round=evidence.round, tx=tx.id.hex())
+
     def _wake_producer(self) -> None:
         if self.sealer is not None:
             self.sealer.wake()
@@ -147,6 +166,8 @@ class Node:
                                      self.config.max_block_txs, self._consensus_params,
                                      self.config.resend_interval_s),
                         now_ms=self._now_ms,
+                        peer_heads=lambda sync=self.p2p.sync: sync.peer_heights,
+                        on_evidence=self.report_evidence,
                     )
                     self.p2p.consensus = self.consensus
                     await nursery.start(self.consensus.run)

@@ -17,24 +17,27 @@ sleeps, signs, stores and sends; every decision is the machine's. Its contract:
 - Signing: after each step that signs, the machine's signing state is recorded
   (synced) through :class:`~iomtnode.consensus.signing.Signer` *before* any signature of
   that step; own messages are delivered back to the machine and then sent.
+- A lost signing state: a signer that starts with none persisted (:attr:`Signer.fresh`:
+  a new home, or a deleted ``signing_state`` file) may have signed before. It observes
+  (``signing_deferred`` in the log, with why and until when) until its
+  :class:`~iomtnode.consensus.signing.FreshStartGuard` fixes the height to sign above
+  (the rule and why it is safe are in :mod:`iomtnode.consensus.signing`); if that
+  allows the current height, a validator machine replaces the observer one, fed again
+  the peers' messages it took.
 - Timeouts: ``ScheduleTimeout`` goes to a heap; the one driver task sleeps until the
   earliest deadline or the next message, whichever is first. No task per message or timer.
-- Peers' messages (:meth:`on_message`, called by peer reader tasks; never blocks) are
-  queued (bounded: count, and bytes of proposals), then checked in the driver task:
-  decoded, from the round's proposer or an authority of the height, signature verified
-  (domain-separated, this chain), the proposed block the one signed and checked as the
-  next block (:meth:`ChainWriter.check_proposal`). Garbage costs the sending peer
-  (:mod:`iomtnode.p2p.score`); valid messages are relayed once to the other peers
-  (seen-cache by hash of the signed bytes), so a network need not be fully connected.
-  Messages for the next height are kept (bounded) and replayed there; others dropped.
+- Peers' messages (:meth:`on_message`, from peer reader tasks; never blocks) are queued
+  and checked by :class:`~iomtnode.consensus.inbound.Inbound`; checked ones step the
+  machine.
 - Resending: messages are pushed once, so a peer that missed them (it restarted, or a
   link dropped) could leave a height stuck. While a started height is undecided, the
   driver resends its own messages of the current and previous round every
   ``resend_interval_s`` (peers drop copies they have, by the seen-cache); and a validator
   restarted at the height it last signed at re-signs that exact vote (ed25519 signatures
   are deterministic: the same bytes, no conflict) and sends it again.
-- Equivocation the machine reports is logged (``equivocation_detected``) and kept, the
-  newest :data:`MAX_EVIDENCE`, in :attr:`Driver.evidence` (for status).
+- Re-proposals go out with the prevotes of their proof-of-lock round, resent with them.
+- Equivocations the machine reports go to an :class:`~iomtnode.consensus.inbound.EvidenceLog`
+  (:attr:`Driver.evidence`; ``on_evidence`` once each).
 """
 
 from __future__ import annotations
@@ -43,23 +46,21 @@ import heapq
 import itertools
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 import trio
 
 from ..admission.mempool import Mempool
-from ..chain.chain import BuiltBlock, Chain, InvalidBlockError
+from ..chain.chain import BuiltBlock, Chain
 from ..chain.writer import ChainWriter
-from ..core.block import Block, Commit, MalformedBlockError, decode_block
-from ..core.crypto import BadSignatureError, blake2b256
+from ..core.block import Block, Commit
 from ..core.evidence import Evidence
-from ..core.vote import MalformedVoteError, VoteType, decode_vote
-from ..p2p import score
-from ..p2p.lru import BoundedSet
+from ..core.vote import VoteType
 from ..p2p.messages import ConsensusProposal, ConsensusVote
+from .inbound import Checked, ConsensusMessage, ConsensusNetwork, EvidenceLog, Inbound
 from .machine import (
     Action,
     BlockReady,
@@ -77,30 +78,19 @@ from .machine import (
     VoteReceived,
 )
 from .machine import Commit as Decision
-from .signing import Signer
+from .signing import FreshStartGuard, Signer
 from .solo import wall_clock_ms
-from .votes import NO_ROUND, Proposal, Step, commit_certificate, decode_proposal
+from .votes import NO_ROUND, Step, commit_certificate
+
+__all__ = ["ConsensusMessage", "ConsensusNetwork", "Driver", "DriverConfig"]
 
 log = structlog.get_logger(__name__)
 
-INBOX_MESSAGES = 1024  # peer messages waiting for the driver task; more are dropped
-INBOX_PROPOSAL_BYTES = 64 * 1024 * 1024  # ... and bytes of proposed blocks waiting
-NEXT_HEIGHT_VOTES = 512  # votes kept for the next height (4 per authority at 128)
-NEXT_HEIGHT_PROPOSALS = 4  # proposals kept for the next height (rounds 0.. of a few)
-SEEN_MESSAGES = 16_384  # hashes of messages already handled (duplicates from many peers)
 HELD_BLOCKS = 16  # proposed blocks of this height kept; beyond, the oldest rounds go
-MAX_EVIDENCE = 64  # equivocations kept for status
+MAX_REPLAY = 4096  # peer events kept while deferred, to feed a validator machine
+GUARD_POLL_S = 0.25  # how often a deferred signer looks at its peers' heads again
 
-ConsensusMessage = ConsensusProposal | ConsensusVote
-
-
-class ConsensusNetwork(Protocol):
-    """What the driver needs of the p2p layer (:class:`~iomtnode.p2p.service.P2PService`)."""
-
-    def broadcast_consensus(self, msg: ConsensusMessage, exclude: bytes | None = None
-                            ) -> None: ...
-
-    def penalize_peer(self, peer_id: bytes, points: int, reason: str) -> None: ...
+PeerHeads = Callable[[], Mapping[bytes, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,16 +100,33 @@ class DriverConfig:
     max_block_txs: int
     params: Params = field(default_factory=Params)  # round timeouts
     resend_interval_s: float = 2.0  # own messages of an undecided height are sent again
+    # without persisted signing state, observe this long before signing (None: twice the
+    # longest round-0 timeout, at least resend_interval_s)
+    fresh_grace_s: float | None = None
+
+    def fresh_grace(self) -> float:
+        if self.fresh_grace_s is not None:
+            return self.fresh_grace_s
+        p = self.params
+        longest = max(p.timeout_propose_s, p.timeout_prevote_s, p.timeout_precommit_s)
+        return max(2 * longest, self.resend_interval_s)
 
 
 class Driver:
     """Runs consensus for this node: as validator ``signer`` if it is one of the height's
     authorities, else (or with ``signer=None``) as an observer that checks, relays and
-    commits what the authorities decide."""
+    commits what the authorities decide.
+
+    ``on_evidence`` is called (in the driver task; it must not block) once per new
+    equivocation. ``peer_heads()`` gives the heads peers reported (peer id -> height);
+    with it, a signer without persisted state waits to hear from a quorum (module doc).
+    """
 
     def __init__(self, chain: Chain, mempool: Mempool, writer: ChainWriter,
                  network: ConsensusNetwork, signer: Signer | None, config: DriverConfig, *,
-                 now_ms: Callable[[], int] = wall_clock_ms) -> None:
+                 now_ms: Callable[[], int] = wall_clock_ms,
+                 on_evidence: Callable[[Evidence], None] | None = None,
+                 peer_heads: PeerHeads | None = None) -> None:
         self._chain = chain
         self._mempool = mempool
         self._writer = writer
@@ -127,17 +134,13 @@ class Driver:
         self._signer = signer
         self._config = config
         self._now_ms = now_ms
-        self._send, self._inbox = trio.open_memory_channel[tuple[bytes, ConsensusMessage] | None](
-            INBOX_MESSAGES)
-        self._queued_bytes = 0
-        self._nudged = False
-        self._seen = BoundedSet(SEEN_MESSAGES)
-        self._next_votes: deque[tuple[bytes, ConsensusMessage]] = deque(maxlen=NEXT_HEIGHT_VOTES)
-        self._next_proposals: deque[tuple[bytes, ConsensusMessage]] = deque(
-            maxlen=NEXT_HEIGHT_PROPOSALS)
-        self._evidence: deque[dict[str, Any]] = deque(maxlen=MAX_EVIDENCE)
+        self._peer_heads = peer_heads
+        self._inbound = Inbound(chain, writer, network,
+                                known_block=lambda block_hash: block_hash in self._blocks)
+        self._evidence = EvidenceLog(on_evidence)
+        self._guard: FreshStartGuard | None = None
         self._timer_seq = itertools.count()
-        self.dropped = 0  # peer messages dropped because the inbox was full
+        self._validators: tuple[bytes, ...] = ()
         self._reset(0, None)
         writer.add_listener(self._on_committed)
 
@@ -149,75 +152,77 @@ class Driver:
         self._others_started = False
         self._timers: list[tuple[float, int, TimeoutFired]] = []
         self._blocks: dict[bytes, tuple[int, BuiltBlock]] = {}  # hash -> (round, built)
-        self._proposal_rounds: set[int] = set()
         self._decision: Decision | None = None
         self._own_messages: list[tuple[int, ConsensusMessage]] = []  # (round, message)
         self._resend_at = math.inf
+        # deferred at this height, floor not fixed yet: peer events, to replay into a
+        # validator machine if the floor allows this height (None: no switch here)
+        self._replay: list[Event] | None = None
 
     # inputs from other tasks (never block) ---------------------------------------------
 
     @property
     def evidence(self) -> list[dict[str, Any]]:
         """The newest equivocations seen, oldest first (authority, height, round, type)."""
-        return list(self._evidence)
+        return self._evidence.entries
+
+    @property
+    def dropped(self) -> int:
+        """Peer messages dropped because the queue was full."""
+        return self._inbound.dropped
+
+    @property
+    def signing_floor(self) -> int | None:
+        """With no signing state at startup: the height signed only above (None while still
+        observing); 0 for a signer that had its state."""
+        return 0 if self._guard is None else self._guard.floor
 
     def wake(self) -> None:
         """Transactions are pending: start the height if it waits only for them."""
         if not self._started:
-            self._nudge()
+            self._inbound.nudge()
 
     def on_message(self, peer_id: bytes, msg: ConsensusMessage) -> None:
         """Queue a peer's consensus message for the driver task (dropped if the queue is full
         or a copy was handled already)."""
-        signed = msg.proposal if isinstance(msg, ConsensusProposal) else msg.vote
-        if blake2b256(signed) in self._seen:
-            return
-        size = len(msg.block) if isinstance(msg, ConsensusProposal) else 0
-        if self._queued_bytes + size > INBOX_PROPOSAL_BYTES:
-            self.dropped += 1
-            return
-        try:
-            self._send.send_nowait((peer_id, msg))
-        except trio.WouldBlock:
-            self.dropped += 1
-            return
-        self._queued_bytes += size
+        self._inbound.offer(peer_id, msg)
 
     def _on_committed(self, block: Block, commit: Commit, source: bytes | None) -> None:
         if block.height >= self.height:
-            self._nudge()
-
-    def _nudge(self) -> None:
-        if not self._nudged:
-            try:
-                self._send.send_nowait(None)
-                self._nudged = True
-            except trio.WouldBlock:
-                pass  # the driver task has plenty to wake up for
+            self._inbound.nudge()
 
     # the driver task -------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Drive consensus until cancelled."""
+        signer = self._signer
+        if signer is not None and signer.fresh:
+            grace = self._config.fresh_grace()
+            self._guard = FreshStartGuard(signer.public, trio.current_time(), grace)
         await self._enter_height()
+        if self._guard is not None and signer is not None and (
+                signer.public in self._validators):
+            log.warning("signing_deferred", phase="observing",
+                        reason="no signing state at startup (a new home or a lost "
+                               "signing_state file): this key may have signed before",
+                        until=f"{self._config.fresh_grace():.1f} s from now and heard from a "
+                              "quorum of the other authorities; then only above the highest "
+                              "finalized height heard of + 2")
         log.info("consensus_started", height=self.height, validators=len(self._validators),
                  validator=self.machine is not None and self.machine.own is not None)
         task_status.started()
         while True:
-            item: tuple[bytes, ConsensusMessage] | None = None
-            with trio.move_on_at(self._deadline()):
-                item = await self._inbox.receive()
-                self._nudged = self._nudged and item is not None
+            item = await self._inbound.next(self._deadline())
             if item is not None:
-                peer_id, msg = item
-                if isinstance(msg, ConsensusProposal):
-                    self._queued_bytes -= len(msg.block)
-                await self._on_peer_message(peer_id, msg)
+                await self._on_peer_message(*item)
             await self._tick()
 
     def _deadline(self) -> float:
         deadline = min(self._timers[0][0] if self._timers else math.inf, self._resend_at)
+        guard = self._guard
+        if guard is not None and not guard.resolved:
+            deadline = min(deadline, max(guard.grace_until, trio.current_time() + GUARD_POLL_S))
         return deadline if self._started else min(deadline, self._start_at())
 
     def _start_at(self) -> float:
@@ -228,13 +233,16 @@ class Driver:
         return self._entered_at + wait
 
     async def _tick(self) -> None:
-        """Do everything that is due: commit a decision, follow the head, start, timeouts."""
+        """Do everything that is due: commit a decision, follow the head, fix the signing
+        floor, start, timeouts."""
         while True:
             if self._decision is not None:
                 await self._commit(self._decision)
             if self._chain.height >= self.height:
                 await self._enter_height()
                 continue
+            if self._check_guard():
+                await self._become_validator()
             now = trio.current_time()
             if not self._started and now >= self._start_at():
                 self._started = True
@@ -258,20 +266,25 @@ class Driver:
     async def _enter_height(self) -> None:
         height = self._chain.height + 1
         self._validators = self._chain.next_authorities()
-        own = self._signer.public if self._signer is not None else None
-        restored = self._signer.state if self._signer is not None else None
-        self._reset(height, Machine(height, self._validators, own, self._config.params,
-                                    restored))
-        log.debug("height_entered", height=height, validators=len(self._validators))
+        signer, guard = self._signer, self._guard
+        own = signer.public if signer is not None else None
+        restored = signer.state if signer is not None else None
+        deferred = own in self._validators and guard is not None and not guard.permits(height)
+        self._reset(height, Machine(height, self._validators, None if deferred else own,
+                                    self._config.params, restored))
+        if deferred and guard is not None and not guard.resolved:
+            self._replay = []
+        log.debug("height_entered", height=height, validators=len(self._validators),
+                  deferred=deferred)
+        if guard is not None and own in self._validators and not deferred:
+            guard.resumed(height)
         if restored is not None and restored.height == height and restored.step in (
                 Step.PREVOTE, Step.PRECOMMIT):  # restarted: send the last vote again
             vote_type = VoteType.PREVOTE if restored.step is Step.PREVOTE else VoteType.PRECOMMIT
             await self._step(self._sign_vote(vote_type, height, restored.round,
                                              restored.block_hash))
-        buffered = [*self._next_proposals, *self._next_votes]
-        self._next_proposals.clear()
-        self._next_votes.clear()
-        for peer_id, msg in buffered:
+        assert self.machine is not None
+        for peer_id, msg in self._inbound.enter(height, self._validators, self.machine.proposer):
             await self._on_peer_message(peer_id, msg)
 
     async def _commit(self, decision: Decision) -> None:
@@ -286,6 +299,34 @@ class Driver:
         log.info("block_finalized", height=decision.height, round=decision.round,
                  hash=decision.block_hash.hex()[:16], txs=len(built.block.txs),
                  signers=len(decision.precommits), committed_here=committed)
+
+    # a signer without persisted state ---------------------------------------------------
+
+    def _check_guard(self) -> bool:
+        """Feed the guard; True if it just allowed the current height while this height's
+        machine is an observer that can be replaced."""
+        guard = self._guard
+        if guard is None or not guard.update(
+                trio.current_time(), self._chain.height,
+                None if self._peer_heads is None else self._peer_heads(), self._validators,
+                height=self.height):
+            return False
+        return self._replay is not None and guard.permits(self.height)
+
+    async def _become_validator(self) -> None:
+        """Replace this height's observer machine by a validator one, fed again the peer
+        events the observer took (own timers start over with it)."""
+        assert self._signer is not None and self._replay is not None
+        events, self._replay = self._replay, None
+        if self._guard is not None:
+            self._guard.resumed(self.height)
+        self.machine = Machine(self.height, self._validators, self._signer.public,
+                               self._config.params, self._signer.state)
+        self._timers = []
+        for event in events:
+            await self._step(event)
+        if self._started:
+            await self._step(Start(trio.current_time()))
 
     # the machine -----------------------------------------------------------------------
 
@@ -320,6 +361,7 @@ class Driver:
                 proposal = signer.proposal(height, round_, block_hash, pol_round)
                 raw = proposal.encode()
                 self._send_own(round_, raw, ConsensusProposal(raw, held[1].block.encode()))
+                self._send_proof_of_lock(round_, pol_round, block_hash)
                 queue.append(ProposalReceived(proposal, True))
                 log.debug("block_proposed", height=height, round=round_,
                           hash=block_hash.hex()[:16], txs=len(held[1].block.txs))
@@ -332,7 +374,7 @@ class Driver:
             case Decision():
                 self._decision = action
             case ReportEvidence(evidence):
-                self._report(evidence)
+                self._evidence.report(evidence)
 
     def _sign_vote(self, vote_type: VoteType, height: int, round_: int, block_hash: bytes
                    ) -> VoteReceived:
@@ -344,11 +386,25 @@ class Driver:
         return VoteReceived(vote)
 
     def _send_own(self, round_: int, signed: bytes, msg: ConsensusMessage) -> None:
-        self._seen.add(blake2b256(signed))
+        """Send a message of ``round_`` (signed here, or proving a lock) and keep it to
+        resend."""
+        self._inbound.mark_own(signed)
         floor = round_ - 1  # what a resend sends; older rounds are done with
         self._own_messages = [(r, m) for r, m in self._own_messages if r >= floor]
         self._own_messages.append((round_, msg))
         self._network.broadcast_consensus(msg)
+
+    def _send_proof_of_lock(self, round_: int, pol_round: int, block_hash: bytes) -> None:
+        """With a re-proposal, send (and resend) the prevotes of ``pol_round`` that make its
+        proof of lock: a peer that missed one (it was cut off, or its sender lost its
+        state and stays silent) could never accept the re-proposal, and a network whose
+        quorum is locked on that block would stall."""
+        assert self.machine is not None
+        if pol_round == NO_ROUND:
+            return
+        for vote in self.machine.votes.get(pol_round, VoteType.PREVOTE).votes_for(block_hash):
+            raw = vote.encode()
+            self._send_own(round_, raw, ConsensusVote(raw))
 
     def _hold(self, round_: int, built: BuiltBlock) -> None:
         self._blocks[built.block.hash] = (round_, built)
@@ -359,105 +415,23 @@ class Driver:
             evictable = [(r, h) for h, (r, _) in self._blocks.items() if h not in keep]
             del self._blocks[min(evictable)[1]]
 
-    def _report(self, evidence: Evidence) -> None:
-        log.warning("equivocation_detected", authority=evidence.validator.hex(),
-                    height=evidence.height, round=evidence.round, type=evidence.type.name)
-        self._evidence.append({
-            "authority": evidence.validator.hex(), "height": evidence.height,
-            "round": evidence.round, "type": evidence.type.name.lower(),
-            "hash": evidence.hash.hex(),
-        })
-
     # peers' messages -------------------------------------------------------------------
 
     async def _on_peer_message(self, peer_id: bytes, msg: ConsensusMessage) -> None:
-        if isinstance(msg, ConsensusProposal):
-            await self._on_proposal(peer_id, msg)
-        else:
-            await self._on_vote(peer_id, msg)
+        checked = await self._inbound.check(peer_id, msg)
+        if checked is not None:
+            await self._take(checked)
 
-    def _this_height(self, peer_id: bytes, msg: ConsensusMessage, height: int) -> bool:
-        """True for this height; keeps a message of the next height for later."""
-        if height == self.height + 1:
-            buffer = self._next_proposals if isinstance(msg, ConsensusProposal) else (
-                self._next_votes)
-            buffer.append((peer_id, msg))
-        return height == self.height
-
-    async def _on_vote(self, peer_id: bytes, msg: ConsensusVote) -> None:
-        penalize = self._network.penalize_peer
-        try:
-            vote = decode_vote(msg.vote)
-        except MalformedVoteError as exc:
-            penalize(peer_id, score.INVALID_MESSAGE, f"consensus vote: {exc}")
-            return
-        key = blake2b256(msg.vote)
-        if key in self._seen or not self._this_height(peer_id, msg, vote.height):
-            return
-        if vote.validator not in self._validators:
-            penalize(peer_id, score.INVALID_MESSAGE, "consensus vote: not an authority's")
-            return
-        try:
-            vote.verify(self._chain.chain_id)
-        except BadSignatureError as exc:
-            penalize(peer_id, score.BAD_SIGNATURE, f"consensus vote: {exc}")
-            return
-        self._seen.add(key)
-        self._network.broadcast_consensus(msg, exclude=peer_id)
+    async def _take(self, checked: Checked) -> None:
+        event = checked.event
+        if checked.block is not None and isinstance(event, ProposalReceived):
+            self._hold(event.proposal.round, checked.block)
         self._others_started = True
-        await self._step(VoteReceived(vote))
-
-    async def _on_proposal(self, peer_id: bytes, msg: ConsensusProposal) -> None:
-        assert self.machine is not None
-        penalize = self._network.penalize_peer
-        try:
-            proposal = decode_proposal(msg.proposal)
-            block = decode_block(msg.block)
-        except (MalformedVoteError, MalformedBlockError) as exc:
-            penalize(peer_id, score.INVALID_MESSAGE, f"consensus proposal: {exc}")
-            return
-        key = blake2b256(msg.proposal)
-        if key in self._seen or not self._this_height(peer_id, msg, proposal.height):
-            return
-        if proposal.proposer != self.machine.proposer(proposal.round):
-            penalize(peer_id, score.INVALID_MESSAGE,
-                     "consensus proposal: not from the round's proposer")
-            return
-        if proposal.round in self._proposal_rounds:
-            return  # the proposer equivocates, or a relayer lags: the first one stands
-        try:
-            proposal.verify(self._chain.chain_id)
-        except BadSignatureError as exc:
-            penalize(peer_id, score.BAD_SIGNATURE, f"consensus proposal: {exc}")
-            return
-        if block.hash != proposal.block_hash:
-            penalize(peer_id, score.INVALID_MESSAGE,
-                     "consensus proposal: the block is not the one signed")
-            return
-        self._seen.add(key)
-        self._proposal_rounds.add(proposal.round)
-        valid = await self._check_block(proposal, block)
-        if valid:
-            self._network.broadcast_consensus(msg, exclude=peer_id)
-        self._others_started = True
-        await self._step(ProposalReceived(proposal, valid))
-
-    async def _check_block(self, proposal: Proposal, block: Block) -> bool:
-        if block.hash in self._blocks:
-            return True
-        reason = None
-        if proposal.pol_round == NO_ROUND and block.header.proposer != proposal.proposer:
-            reason = "a new block names another proposer"  # a re-proposal keeps its maker
-        else:
-            try:
-                built = await self._writer.check_proposal(block)
-            except InvalidBlockError as exc:
-                reason = str(exc)
+        if self._guard is not None:
+            self._guard.saw_message(checked.signer, checked.height)
+        if self._replay is not None:
+            if len(self._replay) < MAX_REPLAY:
+                self._replay.append(event)
             else:
-                if built is None:
-                    return False  # the chain moved on meanwhile
-                self._hold(proposal.round, built)
-                return True
-        log.info("proposed_block_invalid", height=proposal.height, round=proposal.round,
-                 proposer=proposal.proposer.hex()[:16], reason=reason)
-        return False
+                self._replay = None  # too much to replay: a validator from the next height
+        await self._step(event)

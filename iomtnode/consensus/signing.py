@@ -46,7 +46,8 @@ highest finalized height this process has heard of, because:
 4. Having heard from ``quorum - 1 = 2f`` of the ``3f`` other authorities, this process
    heard from at least one of those ``f + 1`` (``2f + f + 1 > 3f``). Whatever it heard
    from that one gives ``K >= F - 1``: a message at height ``h`` says ``h - 1`` is final,
-   a head is final. So O signed at heights ``<= F + 1 <= K + 2``, the floor.
+   a head is final. So O signed at heights ``<= F + 1 <= K + 2``, the floor. (For other
+   ``n`` the counting is the same with the quorum ``floor(2n/3) + 1``: ``2q > n + f``.)
 
 ``K`` is the largest of: this node's own head; the heads that authorities' nodes report
 (their node id is their authority key, proven by the p2p handshake); ``h - 1`` for each
@@ -61,6 +62,12 @@ every ``resend_interval_s``) *and*, when the driver sees peers' heads, once it h
 from ``quorum - 1`` other authorities. Messages after that are ordinary traffic. Heights
 up to the floor are decided by the others (``2f + 1`` of them are enough with this one
 out); an authority that catches up quickly skips about two heights.
+
+A weaker fallback: a node that sees its peers' heads but does not hear from
+``quorum - 1`` authorities (they reach it only through followers) fixes the floor after
+:data:`FALLBACK_GRACES` grace periods, once it has peers and holds every block they
+report; else, at a new network's start, such authorities would wait for each other for
+ever. It then relies on its peers being up to date (logged: ``quorum_heard=False``).
 
 One exception: if ``K`` is 0, the network has not finalized any block yet, and the floor
 is 0. A new network's authorities all start without signing state; were the first one
@@ -81,6 +88,7 @@ from typing import Protocol
 
 import structlog
 
+from ..core.block import quorum
 from ..core.crypto import SigningKey
 from ..core.vote import MalformedVoteError, Vote, VoteType, sign_vote
 from .votes import NO_ROUND, Proposal, SigningState, Step, sign_proposal, step_of
@@ -90,6 +98,7 @@ log = structlog.get_logger(__name__)
 META_SIGNING_STATE = "signing_state"
 SIGNING_LOCK_FILE = "signing.lock"
 SIGNING_STATE_FILE = "signing_state"  # in the home, beside node_key, outside data/
+FALLBACK_GRACES = 10  # grace periods after which a fresh signer settles for its peers' view
 
 
 class SigningLockedError(RuntimeError):
@@ -259,9 +268,11 @@ class FreshStartGuard:
             raise ValueError("the grace period cannot be negative")
         self.own = own
         self.grace_until = started_at + grace_s
+        self.fallback_at = started_at + FALLBACK_GRACES * grace_s
         self.floor: int | None = None  # never sign at or below this height
         self.finalized = 0  # K: the highest finalized height heard of
         self.heard: set[bytes] = set()  # other authorities heard from (head or message)
+        self._resumed = False
 
     @property
     def resolved(self) -> bool:
@@ -286,6 +297,40 @@ class FreshStartGuard:
         if self.floor is None and authority != self.own:
             self.heard.add(authority)
             self.finalized = max(self.finalized, height - 1)
+
+    def update(self, now: float, own_head: int, heads: Mapping[bytes, int] | None,
+               authorities: tuple[bytes, ...], *, height: int) -> bool:
+        """Take what the node knows now (its head, its peers' heads if it sees them, the
+        authorities of ``height``, the height it is at) and fix the floor if it can: after
+        the grace period, having heard from ``quorum - 1`` other authorities when it sees
+        heads. True if the floor was fixed by this call (logged)."""
+        if self.floor is not None:
+            return False
+        self.saw_own_head(own_head)
+        if heads is not None:
+            self.saw_heads(heads, authorities)
+        need = quorum(len(authorities)) - 1 if heads is not None else 0
+        fallback = (heads is not None and bool(heads) and now >= self.fallback_at
+                    and own_head >= max(heads.values()))  # module doc: a weaker fallback
+        if not self.resolve(now, 0 if fallback else need):
+            return False
+        assert self.floor is not None
+        if self.own in authorities and self.permits(height):
+            self.resumed(height, reason="the network has not finalized a block yet")
+        elif self.own in authorities:
+            log.warning("signing_deferred", phase="floor", floor=self.floor,
+                        until_height=self.floor + 1, finalized_heard=self.finalized,
+                        authorities_heard=len(self.heard),
+                        quorum_heard=len(self.heard) >= need,
+                        reason="this key may have signed up to the height after the "
+                               "highest finalized one heard of")
+        return True
+
+    def resumed(self, height: int, reason: str = "above the floor") -> None:
+        """Log, once, that the authority signs again from ``height``."""
+        if not self._resumed:
+            self._resumed = True
+            log.info("signing_resumed", height=height, floor=self.floor, reason=reason)
 
     def resolve(self, now: float, need_heard: int) -> bool:
         """Fix the floor if the grace period is over and ``need_heard`` other authorities were
