@@ -164,3 +164,30 @@ async def test_three_of_four_go_on_two_of_four_stop_then_resume(tmp_path, nurser
     assert net.same_chain()
     for node in net.live():
         assert node.consensus is not None and not node.consensus.evidence
+
+
+async def test_an_equivocation_goes_on_every_ledger(tmp_path, nursery):
+    from iomtnode.core.vote import VoteType, sign_vote
+    from iomtnode.p2p.messages import ConsensusVote
+
+    net = await start_net(tmp_path, nursery)
+    await net.wait_height(2)
+    culprit, target = net.keys[3], net.node(0)
+    height = target.chain.height + 2  # kept if it is the next height, checked if current
+    for block_hash in (b"\x01" * 32, b"\x02" * 32):
+        vote = sign_vote(culprit, CHAIN, VoteType.PREVOTE, height, 0, block_hash)
+        target.consensus.on_message(culprit.public, ConsensusVote(vote.encode()))
+    await net.wait(lambda: all(n.chain.evidence() for n in net.live()),
+                   "evidence on every node's ledger")
+    [record] = target.chain.evidence()  # one record, however many authorities reported
+    assert record["authority"] == culprit.public.hex() and record["height"] == height
+    assert record["type"] == "prevote" and record["round"] == 0
+    assert record["reporter"] in {k.public.hex() for k in net.keys[:3]}
+    for node in net.live():
+        await net.wait(lambda n=node: n.chain.evidence() == [record], "the same record")
+    async with open_client(net.urls[2]) as client:
+        status = await client.call("status")
+        report = await client.call("get_authorities")
+    assert status["authorities_with_evidence"] == [culprit.public.hex()]
+    assert [a["evidence"] for a in report["authorities"]] == [False, False, False, True]
+    assert net.same_chain()
