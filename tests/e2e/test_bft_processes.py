@@ -54,6 +54,25 @@ async def test_paused_killed_and_emptied_authorities_rejoin(tmp_path: Path):
         await net.wait_for_height(top + 3, timeout_s=40)
         await net.check_invariants(k=3, within_s=10)
 
+        # an empty home but the key: no blocks and no record of what it signed; it
+        # observes first, then signs only above a floor past anything it could have signed
+        await net.stop("node2")
+        home = Path(net.node("node2").home)
+        shutil.rmtree(home / "data")
+        (home / "data").mkdir()
+        (home / "signing_state").unlink()
+        await net.restart("node2")
+        key = net.node("node2").node_id
+        with trio.fail_after(60):
+            while True:
+                head = (await net.status("node1"))["finalized_height"]
+                if key in await certificate_signers(net, "node1", head):
+                    break
+                await trio.sleep(0.2)
+        await net.check_invariants(k=3, within_s=10)
+        for name in net.names:
+            assert (await net.status(name))["evidence_seen"] == []
+
 
 async def certificate_signers(net: Localnet, name: str, height: int) -> set[str]:
     """The authorities (hex) whose precommits certify block ``height``, from ``name``'s API."""
