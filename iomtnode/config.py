@@ -41,6 +41,7 @@ class Config:
     timeout_delta_s: float = 0.5
     timeout_cap_s: float = 10.0
     resend_interval_s: float = 2.0
+    fresh_grace_s: float = 0.0  # 0: twice the longest round-0 timeout
 
     def __post_init__(self) -> None:
         for name in ("api_listen", "p2p_listen"):
@@ -71,6 +72,8 @@ class Config:
             raise ConfigError("timeout_cap_s must be between the longest base timeout and 600")
         if not 0.05 <= self.resend_interval_s <= 60:
             raise ConfigError("resend_interval_s must be between 0.05 and 60 seconds")
+        if not 0 <= self.fresh_grace_s <= 600:
+            raise ConfigError("fresh_grace_s must be between 0 (automatic) and 600 seconds")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
 
@@ -124,6 +127,11 @@ timeout_cap_s = {timeout_cap_s}
 # Seconds between resends of this authority's votes while a height is undecided (peers
 # that missed them, e.g. after a restart, catch up).
 resend_interval_s = {resend_interval_s}
+
+# An authority whose home has no signing state (new, or the file was lost) only observes
+# for this many seconds (0: twice the longest round-0 timeout) and until it has heard from
+# a quorum, then signs only above a floor past anything it could have signed before.
+fresh_grace_s = {fresh_grace_s}
 """
 
 

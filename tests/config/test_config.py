@@ -34,6 +34,7 @@ def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
     ({"timeout_delta_s": -1.0}, "timeout_delta_s"),
     ({"timeout_propose_s": 5.0, "timeout_cap_s": 4.0}, "timeout_cap_s"),
     ({"resend_interval_s": 0.0}, "resend_interval_s"),
+    ({"fresh_grace_s": -1.0}, "fresh_grace_s"),
     ({"block_interval_s": 10.0, "empty_block_interval_s": 5.0}, "empty_block_interval_s"),
     ({"max_peers": 0}, "max_peers"),
     ({"log_level": "chatty"}, "log_level"),
