@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
 import trio
 
 from . import __version__
+from .admission.batch import CHUNK as ADMISSION_CHUNK
+from .admission.batch import Admitted, admit_batch, admit_raw_batch
 from .admission.mempool import Mempool
 from .api.methods import ClientApi
 from .api.server import ApiServer, ApiServerConfig
@@ -101,14 +103,37 @@ class Node:
             self.p2p.gossip.local(tx)
         return tx
 
-    def admit_from_peer(self, tx: SignedTx) -> SignedTx:
-        """Admit a transaction a peer relayed (the gossip layer relays it on)."""
+    async def submit_many(self, raws: Sequence[bytes], *, reading_only: bool = False
+                          ) -> list[Admitted]:
+        """Admit a client's batch in order (signatures verified in worker threads, see
+        :mod:`.admission.batch`) and push what was admitted to the peers; returns, per
+        transaction, the admitted one or the RuleError that refused it."""
         assert self.mempool is not None, "node not started"
-        self.mempool.add_tx(tx)
-        self._wake_producer()
-        if isinstance(tx.body, Reading):
-            self.gossip_delay.add(self._now_ms() - tx.body.ts_ms)
-        return tx
+        results: list[Admitted] = []
+        for start in range(0, len(raws), ADMISSION_CHUNK):  # push each chunk at once
+            chunk = await admit_raw_batch(self.mempool, raws[start:start + ADMISSION_CHUNK],
+                                          reading_only=reading_only)
+            admitted = [r for r in chunk if isinstance(r, SignedTx)]
+            if admitted:
+                self._wake_producer()
+                if self.p2p is not None:
+                    for tx in admitted:
+                        self.p2p.gossip.local(tx)
+            results.extend(chunk)
+        return results
+
+    async def admit_from_peers(self, txs: Sequence[SignedTx]) -> list[Admitted]:
+        """Admit transactions a peer relayed, in order (the gossip layer relays them on)."""
+        assert self.mempool is not None, "node not started"
+        results = await admit_batch(self.mempool, txs)
+        admitted = [r for r in results if isinstance(r, SignedTx)]
+        if admitted:
+            self._wake_producer()
+        now = self._now_ms()
+        for tx in admitted:
+            if isinstance(tx.body, Reading):
+                self.gossip_delay.add(now - tx.body.ts_ms)
+        return results
 
     def report_evidence(self, evidence: Evidence) -> None:
         """Put an equivocation the consensus driver saw on the ledger: as an authority,
@@ -154,7 +179,7 @@ class Node:
             async with trio.open_nursery() as nursery:
                 authorities = chain.authorities()
                 self.p2p = P2PService(self.config, self.key, chain, store, self.mempool,
-                                      self.writer, self.feed, self.admit_from_peer)
+                                      self.writer, self.feed, self.admit_from_peers)
                 if len(authorities) > 1:
                     held.enter_context(SigningLock.acquire(self.home.path / SIGNING_LOCK_FILE))
                     self.consensus = Driver(

@@ -1,16 +1,17 @@
 """The mempool: admitted transactions waiting for a block, bounded, checked once.
 
 Admission runs the cheap checks first (size, decode, duplicate id), then verifies the
-signature (once per transaction: a transaction in the pool is never verified again on
-this node), then the state rules against the committed state plus every pending
+signature (once per transaction and node, through the :class:`~.verify.Verifier`, which
+remembers what passed), then the state rules against the committed state plus every pending
 transaction, so the pool only holds transactions that fit together in order.
 
-Pure and synchronous; the node wraps it (see ``node.py``).
+Synchronous; :func:`iomtnode.admission.batch.admit_batch` admits batches with their
+signatures verified in worker threads, and the node wraps both (see ``node.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 
@@ -20,6 +21,7 @@ from ..core.block import Block
 from ..core.crypto import BadSignatureError
 from ..core.state import BlockContext, State, apply, begin_block
 from ..core.tx import MalformedTxError, Reading, SignedTx, decode_tx
+from .verify import Verifier
 
 log = structlog.get_logger(__name__)
 
@@ -30,10 +32,11 @@ class Mempool:
     """Pending transactions in arrival order, valid on top of the committed state."""
 
     def __init__(self, chain: Chain, *, now_ms: Callable[[], int],
-                 max_txs: int = DEFAULT_MAX_TXS) -> None:
+                 max_txs: int = DEFAULT_MAX_TXS, verifier: Verifier | None = None) -> None:
         self._chain = chain
         self._now_ms = now_ms
         self.max_txs = max_txs
+        self.verifier = verifier or Verifier(chain.chain_id)
         self._txs: dict[bytes, SignedTx] = {}
         self._state, self._ctx = self._fresh_state()
 
@@ -61,16 +64,21 @@ class Mempool:
         With ``reading_only``, anything but a :class:`Reading` is refused.
         """
         self._check_room()
+        return self.add_tx(self.decode(raw, reading_only=reading_only))
+
+    @staticmethod
+    def decode(raw: bytes, *, reading_only: bool = False) -> SignedTx:
+        """Decode untrusted bytes (signature not checked) or raise MalformedTxRuleError."""
         try:
             tx = decode_tx(raw)
         except MalformedTxError as exc:
             raise e.MalformedTxRuleError(str(exc)) from None
         if reading_only and not isinstance(tx.body, Reading):
             raise e.MalformedTxRuleError(f"expected a reading, got a {tx.kind_name}")
-        return self.add_tx(tx)
+        return tx
 
-    def add_tx(self, tx: SignedTx) -> SignedTx:
-        """Admit a decoded (not yet verified) transaction; see :meth:`add`."""
+    def precheck(self, tx: SignedTx) -> None:
+        """The checks that come before the signature: room, pending or committed already."""
         self._check_room()
         if tx.id in self._txs:
             raise e.DuplicateTxError(f"transaction {tx.id.hex()[:16]} is already pending")
@@ -79,10 +87,15 @@ class Mempool:
             raise e.DuplicateTxError(
                 f"transaction {tx.id.hex()[:16]} is already in block {location[0]}"
             )
+
+    def add_tx(self, tx: SignedTx) -> SignedTx:
+        """Admit a decoded transaction; see :meth:`add`. Its signature is verified here
+        unless the verifier passed this exact transaction before."""
+        self.precheck(tx)
         try:
-            tx.verify(self._chain.chain_id)
+            self.verifier.verify_now(tx)
         except BadSignatureError as exc:
-            raise e.BadSignatureRuleError(f"{exc} (signer {tx.body.signer.hex()[:16]})") from None
+            raise bad_signature(tx, exc) from None
         self._ctx = BlockContext(self._ctx.height, self._now_ms(), self._ctx.genesis)
         apply(self._state, tx, self._ctx)  # raises the rule's error; state untouched then
         self._txs[tx.id] = tx
@@ -92,9 +105,10 @@ class Mempool:
         return self._txs.get(tx_id)
 
     def verified(self, tx: SignedTx) -> bool:
-        """Whether this exact transaction (same bytes) was verified on admission here."""
+        """Whether this exact transaction (same bytes) was verified on this node: it is
+        pending here, or the verifier passed it."""
         held = self._txs.get(tx.id)
-        return held is not None and held.raw == tx.raw
+        return (held is not None and held.raw == tx.raw) or tx in self.verifier
 
     def pending(self, limit: int) -> list[SignedTx]:
         """Up to ``limit`` pending transactions in arrival order (they stay pending)."""
@@ -107,8 +121,13 @@ class Mempool:
 
     def block_committed(self, block: Block) -> None:
         """Drop the block's transactions and re-check the rest against the new state."""
-        for tx in block.txs:
-            self._txs.pop(tx.id, None)
+        self.blocks_committed([block])
+
+    def blocks_committed(self, blocks: Sequence[Block]) -> None:
+        """:meth:`block_committed` for consecutive blocks (one re-check for all)."""
+        for block in blocks:
+            for tx in block.txs:
+                self._txs.pop(tx.id, None)
         self._state, self._ctx = self._fresh_state()
         survivors: dict[bytes, SignedTx] = {}
         for tx_id, tx in self._txs.items():
@@ -119,3 +138,7 @@ class Mempool:
             else:
                 survivors[tx_id] = tx
         self._txs = survivors
+
+
+def bad_signature(tx: SignedTx, exc: BadSignatureError) -> e.BadSignatureRuleError:
+    return e.BadSignatureRuleError(f"{exc} (signer {tx.body.signer.hex()[:16]})")

@@ -177,14 +177,21 @@ class ClientApi:
         if len(txs) > MAX_BATCH_TXS:
             raise RpcError(INVALID_PARAMS, f"at most {MAX_BATCH_TXS} readings per call")
         results: list[dict[str, Any]] = []
-        accepted = 0
+        raws: list[bytes] = []
+        where: list[int] = []
         for i, item in enumerate(txs):
             try:
-                results.append({"id": self._submit(item, f"txs[{i}]", reading_only=True)
-                                .id.hex()})
-                accepted += 1
+                raws.append(_hex_param(f"txs[{i}]", item))
             except RpcError as exc:
                 results.append({"error": {"code": exc.code, "message": exc.message}})
+            else:
+                where.append(len(results))
+                results.append({})
+        for i, admitted in zip(where, await self.node.submit_many(raws, reading_only=True),
+                               strict=True):
+            results[i] = ({"id": admitted.id.hex()} if isinstance(admitted, SignedTx)
+                          else {"error": {"code": admitted.code, "message": str(admitted)}})
+        accepted = sum(1 for r in results if "id" in r)
         return {"accepted": accepted, "rejected": len(txs) - accepted, "results": results}
 
     async def get_block(self, height: int | None = None, hash: str | None = None
@@ -300,14 +307,19 @@ class ClientApi:
                 raise codec.DecodeError(f"at most {MAX_BATCH_TXS} transactions per frame")
         except codec.DecodeError as exc:
             return codec.encode([0, [[INVALID_REQUEST, str(exc)]]])
-        request_id, raws = value
+        request_id, items = value
         results: list[list[Any]] = []
-        for raw in raws:
+        raws: list[bytes] = []
+        where: list[int] = []
+        for raw in items:
             if type(raw) is not bytes:
                 results.append([INVALID_REQUEST, "each transaction must be a byte string"])
-                continue
-            try:
-                results.append([0, self.node.submit(raw, reading_only=True).id])
-            except RuleError as exc:
-                results.append([exc.code, str(exc)])
+            else:
+                where.append(len(results))
+                results.append([])
+                raws.append(raw)
+        for i, admitted in zip(where, await self.node.submit_many(raws, reading_only=True),
+                               strict=True):
+            results[i] = ([0, admitted.id] if isinstance(admitted, SignedTx)
+                          else [admitted.code, str(admitted)])
         return codec.encode([request_id, results])

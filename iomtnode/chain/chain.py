@@ -7,6 +7,7 @@ its certificate, its indices, its state changes and the head pointer.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +45,7 @@ from ..core.state import (
     genesis_state,
 )
 from ..core.tx import SignedTx, decode_tx
-from ..store import BlockStore
+from ..store import BlockStore, StagedStore
 
 log = structlog.get_logger(__name__)
 
@@ -318,3 +319,16 @@ class Chain:
         )
         self._head_height, self._head_hash, self._head_block = block.height, block.hash, block
         self.committed_txs = total
+
+    def staged(self) -> Chain:
+        """A copy of this chain whose commits stay in memory (a :class:`StagedStore`) until
+        ``staged.store.flush()`` writes them in one synced batch; then :meth:`adopt` it."""
+        staged = copy.copy(self)
+        staged.store = StagedStore(self.store)  # type: ignore[assignment]
+        return staged
+
+    def adopt(self, staged: Chain) -> None:
+        """Take the head of ``staged`` (made by :meth:`staged`) once its blocks are flushed."""
+        assert self.store.head() == staged.store.head(), "flush the staged blocks first"
+        self._head_height, self._head_hash = staged._head_height, staged._head_hash
+        self._head_block, self.committed_txs = staged._head_block, staged.committed_txs

@@ -3,11 +3,17 @@
 Commits are serialized (one writer at a time: the store's head is cached) and run in a
 worker thread, since each one fsyncs. After a commit, the mempool drops the block's
 transactions, API subscribers get the block, and listeners (block relay) are told.
+
+Signatures of received blocks' transactions that this node has not verified yet are
+verified in worker threads before the writer lock is taken (see
+:class:`~iomtnode.admission.verify.Verifier`). A syncing node commits ranges of blocks with
+:meth:`ChainWriter.apply_many`: each block checked in full against its predecessors (a staged
+copy of the chain), all of them written in one synced batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 import trio
@@ -15,7 +21,7 @@ import trio
 from ..admission.mempool import Mempool
 from ..core.block import Block, Commit
 from ..core.tx import SignedTx
-from .chain import BuiltBlock, Chain
+from .chain import BuiltBlock, Chain, InvalidBlockError
 from .feed import BlockFeed
 
 log = structlog.get_logger(__name__)
@@ -53,12 +59,54 @@ class ChainWriter:
         sender) when the block is no longer the next one; raises
         :class:`~iomtnode.chain.chain.InvalidBlockError` when it is invalid.
         """
+        if block.height != self.chain.height + 1:
+            return False
+        verified = await self._verify_txs(block.txs, verified)
         async with self._lock:
             if block.height != self.chain.height + 1:
                 return False
             built = self.chain.check(block, commit, verified)
             await self._commit_locked(built, commit, source)
         return True
+
+    async def apply_many(self, blocks: Sequence[tuple[Block, Commit]], source: bytes,
+                         verified: Callable[[SignedTx], bool]) -> int:
+        """Check consecutive blocks received from ``source`` and commit them in one synced
+        write (a syncing node).
+
+        Each block gets every check of :meth:`apply`, against the head and state its
+        predecessors make; those that pass are stored in one atomic batch (a crash loses all
+        of them or none, and sync fetches them again), then the mempool, subscribers and
+        listeners hear of each in order. Returns how many were committed (0 if the first is
+        no longer the next height); raises InvalidBlockError for the first invalid block,
+        after committing the valid ones before it.
+        """
+        if not blocks or blocks[0][0].height != self.chain.height + 1:
+            return 0
+        verified = await self._verify_txs([tx for b, _ in blocks for tx in b.txs], verified)
+        error: InvalidBlockError | None = None
+        async with self._lock:
+            if blocks[0][0].height != self.chain.height + 1:
+                return 0
+            staged = self.chain.staged()
+            done: list[tuple[Block, Commit]] = []
+            for block, commit in blocks:
+                try:
+                    staged.commit(staged.check(block, commit, verified), commit)
+                except InvalidBlockError as exc:
+                    error = exc
+                    break
+                done.append((block, commit))
+                await trio.lowlevel.checkpoint()  # the rules of a range take a while
+            if done:
+                await trio.to_thread.run_sync(staged.store.flush)  # type: ignore[attr-defined]
+                self.chain.adopt(staged)
+                self._mempool.blocks_committed([block for block, _ in done])
+                for block, commit in done:
+                    self._announce(block, commit, source)
+        if error is not None:
+            raise error
+        return len(done)
 
     async def build_next(self, height: int, proposer: bytes, now_ms: int, max_txs: int
                          ) -> BuiltBlock | None:
@@ -76,18 +124,40 @@ class ChainWriter:
         """:meth:`Chain.check_proposal <iomtnode.chain.chain.Chain.check_proposal>` under the
         writer lock; None if ``block`` is no longer the next height. Raises
         :class:`~iomtnode.chain.chain.InvalidBlockError` when it is invalid."""
+        if block.height != self.chain.height + 1:
+            return None
+        verified = await self._verify_txs(block.txs, self._mempool.verified)
         async with self._lock:
             if block.height != self.chain.height + 1:
                 return None
-            return self.chain.check_proposal(block, self._mempool.verified)
+            return self.chain.check_proposal(block, verified)
+
+    async def preverify(self, txs: Sequence[SignedTx]) -> None:
+        """Verify the signatures of received blocks' transactions ahead of checking them
+        (several ranges of a syncing node in one batch); bad ones are left for the check."""
+        await self._verify_txs(txs, self._mempool.verified)
+
+    async def _verify_txs(self, txs: Sequence[SignedTx], verified: Callable[[SignedTx], bool]
+                          ) -> Callable[[SignedTx], bool]:
+        """Verify the signatures of ``txs`` (a block's) that this node has not verified
+        yet, in worker threads (before the writer lock: no chain state is needed). Returns
+        ``verified`` widened by what passed; a bad signature is left for the chain's check,
+        which refuses the block with the reason."""
+        verifier = self._mempool.verifier
+        todo = [tx for tx in txs if not verified(tx)]
+        if todo:
+            await verifier.verify(todo)
+        return lambda tx: verified(tx) or tx in verifier
 
     async def _commit_locked(self, built: BuiltBlock, commit: Commit, source: bytes | None
                              ) -> None:
         await trio.to_thread.run_sync(self.chain.commit, built, commit)
-        block = built.block
+        self._mempool.block_committed(built.block)
+        self._announce(built.block, commit, source)
+
+    def _announce(self, block: Block, commit: Commit, source: bytes | None) -> None:
         log.debug("block_committed", height=block.height, txs=len(block.txs),
                   hash=block.hash.hex()[:16], source=source.hex()[:16] if source else None)
-        self._mempool.block_committed(block)
         self._feed.publish(block)
         for listener in self._listeners:
             listener(block, commit, source)

@@ -28,15 +28,18 @@ sleeps, signs, stores and sends; every decision is the machine's. Its contract:
   earliest deadline or the next message, whichever is first. No task per message or timer.
 - Peers' messages (:meth:`on_message`, from peer reader tasks; never blocks) are queued
   and checked by :class:`~iomtnode.consensus.inbound.Inbound`; checked ones step the
-  machine.
+  machine. Proposals travel compact (:mod:`iomtnode.consensus.proposals`): a peer asking
+  for transactions of a block this driver holds (built or checked at this height, or the
+  head just committed) is answered at once, from the peer's reader task.
 - Resending: messages are pushed once, so a peer that missed them (it restarted, or a
   link dropped) could leave a height stuck. While a started height is undecided, the
   driver resends its own messages of the current and previous round every
-  ``resend_interval_s`` (peers drop copies they have, by the seen-cache); and a validator
+  ``resend_interval_s`` (peers drop copies they have, by the seen-cache; a proposal skips
+  the peers known to hold it); and a validator
   restarted at the height it last signed at re-signs that exact vote (ed25519 signatures
   are deterministic: the same bytes, no conflict) and sends it again.
 - Re-proposals go out with the prevotes of their proof-of-lock round, resent with them.
-- Equivocations the machine reports go to an :class:`~iomtnode.consensus.inbound.EvidenceLog`
+- Equivocations the machine reports go to an :class:`~iomtnode.consensus.evidencelog.EvidenceLog`
   (:attr:`Driver.evidence`; ``on_evidence`` once each).
 """
 
@@ -59,8 +62,9 @@ from ..chain.writer import ChainWriter
 from ..core.block import Block, Commit
 from ..core.evidence import Evidence
 from ..core.vote import VoteType
-from ..p2p.messages import ConsensusProposal, ConsensusVote
-from .inbound import Checked, ConsensusMessage, ConsensusNetwork, EvidenceLog, Inbound
+from ..p2p.messages import ConsensusProposal, ConsensusVote, GetProposalTxs
+from .evidencelog import EvidenceLog
+from .inbound import Checked, ConsensusMessage, ConsensusNetwork, Inbound, InboundMessage
 from .machine import (
     Action,
     BlockReady,
@@ -78,9 +82,10 @@ from .machine import (
     VoteReceived,
 )
 from .machine import Commit as Decision
+from .proposals import answer_txs, compact_proposal
 from .signing import FreshStartGuard, Signer
 from .solo import wall_clock_ms
-from .votes import NO_ROUND, Step, commit_certificate
+from .votes import NO_ROUND, Step, commit_certificate, decode_proposal
 
 __all__ = ["ConsensusMessage", "ConsensusNetwork", "Driver", "DriverConfig"]
 
@@ -135,7 +140,7 @@ class Driver:
         self._config = config
         self._now_ms = now_ms
         self._peer_heads = peer_heads
-        self._inbound = Inbound(chain, writer, network,
+        self._inbound = Inbound(chain, writer, network, mempool,
                                 known_block=lambda block_hash: block_hash in self._blocks)
         self._evidence = EvidenceLog(on_evidence)
         self._guard: FreshStartGuard | None = None
@@ -172,6 +177,11 @@ class Driver:
         return self._inbound.dropped
 
     @property
+    def pending_blocks(self) -> int:
+        """Proposed blocks waiting for transactions from peers."""
+        return self._inbound.pending_blocks
+
+    @property
     def signing_floor(self) -> int | None:
         """With no signing state at startup: the height signed only above (None while still
         observing); 0 for a signer that had its state."""
@@ -182,10 +192,22 @@ class Driver:
         if not self._started:
             self._inbound.nudge()
 
-    def on_message(self, peer_id: bytes, msg: ConsensusMessage) -> None:
+    def on_message(self, peer_id: bytes, msg: InboundMessage | GetProposalTxs) -> None:
         """Queue a peer's consensus message for the driver task (dropped if the queue is full
-        or a copy was handled already)."""
-        self._inbound.offer(peer_id, msg)
+        or a copy was handled already); answer a request for a proposed block's
+        transactions at once."""
+        if isinstance(msg, GetProposalTxs):
+            self._answer_txs(peer_id, msg)
+        else:
+            self._inbound.offer(peer_id, msg)
+
+    def _answer_txs(self, peer_id: bytes, msg: GetProposalTxs) -> None:
+        """Answer from the blocks held at this height, or the head (committed meanwhile);
+        older blocks are not read back from the store for this."""
+        held = self._blocks.get(msg.block_hash)
+        block = held[1].block if held is not None else self._chain.head
+        for answer in answer_txs(msg.block_hash, block, msg.indexes):
+            self._network.send_consensus(peer_id, answer)
 
     def _on_committed(self, block: Block, commit: Commit, source: bytes | None) -> None:
         if block.height >= self.height:
@@ -261,7 +283,9 @@ class Driver:
         if self.machine.decision is None:
             for round_, msg in self._own_messages:
                 if round_ >= self.machine.round - 1:
-                    self._network.broadcast_consensus(msg)
+                    holders = self._inbound.holders(decode_proposal(msg.proposal)) if (
+                        isinstance(msg, ConsensusProposal)) else frozenset()
+                    self._network.broadcast_consensus(msg, exclude=holders)
 
     async def _enter_height(self) -> None:
         height = self._chain.height + 1
@@ -360,7 +384,7 @@ class Driver:
                     return
                 proposal = signer.proposal(height, round_, block_hash, pol_round)
                 raw = proposal.encode()
-                self._send_own(round_, raw, ConsensusProposal(raw, held[1].block.encode()))
+                self._send_own(round_, raw, compact_proposal(raw, held[1].block))
                 self._send_proof_of_lock(round_, pol_round, block_hash)
                 queue.append(ProposalReceived(proposal, True))
                 log.debug("block_proposed", height=height, round=round_,
@@ -417,9 +441,8 @@ class Driver:
 
     # peers' messages -------------------------------------------------------------------
 
-    async def _on_peer_message(self, peer_id: bytes, msg: ConsensusMessage) -> None:
-        checked = await self._inbound.check(peer_id, msg)
-        if checked is not None:
+    async def _on_peer_message(self, peer_id: bytes, msg: InboundMessage) -> None:
+        for checked in await self._inbound.check(peer_id, msg):
             await self._take(checked)
 
     async def _take(self, checked: Checked) -> None:

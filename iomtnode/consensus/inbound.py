@@ -2,10 +2,12 @@
 
 :class:`Inbound` is the driver's intake. Peer reader tasks hand it messages
 (:meth:`Inbound.offer`, never blocks); the driver task takes them one at a time
-(:meth:`Inbound.next`) and has each checked (:meth:`Inbound.check`), which answers a
-:class:`Checked` machine event or None. A message passes only if it is:
+(:meth:`Inbound.next`) and has each checked (:meth:`Inbound.check`), which answers the
+:class:`Checked` machine events it makes (none; one; or, for the transactions that complete
+a block, each proposal waiting for it). A message passes only if it is:
 
-- well formed (a vote or proposal that decodes; a proposal's block decodes too);
+- well formed (a vote or proposal that decodes; a proposal's header, certificate and
+  transaction count agree);
 - for the driver's height; the next height's are kept (bounded: :data:`NEXT_HEIGHT_VOTES`,
   :data:`NEXT_HEIGHT_PROPOSALS`) and handed back by :meth:`Inbound.enter` for that height;
   older or further ones are dropped unchecked;
@@ -13,25 +15,24 @@
   the first proposal of its round (a second one, the proposer equivocating or a relayer
   lagging, is dropped: the first stands);
 - signed by that authority for this chain (domain-separated signatures);
-- for a proposal, about the block it carries, and that block passes
-  :meth:`ChainWriter.check_proposal` as the next block (else the proposal is passed on
-  with ``block_valid=False``, so the machine prevotes nil; the sender is not charged,
-  since the proposer, not the relayer, made it).
+- for a proposal, about the block whose header it carries; the block, assembled from the
+  mempool and fetched transactions (:mod:`iomtnode.consensus.proposals`: a proposal waits,
+  boundedly, until its block is whole), passes :meth:`ChainWriter.check_proposal` as the
+  next block (else the proposal is passed on with ``block_valid=False``, so the machine
+  prevotes nil; the sender is not charged, since the proposer, not the relayer, made it).
 
 Garbage costs the sending peer (:mod:`iomtnode.p2p.score`): malformed, from a
 non-authority or a non-proposer, or a bad signature. A message that passed is relayed
-once to the other peers (a proposal only if its block is valid), so a network need not be
-fully connected. Every message handled (and every one this node signed,
+once to the other peers (a proposal only if its block is valid, and only to peers not
+known to hold it: :class:`~iomtnode.consensus.proposals.ProposalRelay`), so a network
+need not be fully connected. Every message handled (and every one this node signed,
 :meth:`Inbound.mark_own`) goes in the seen-cache, by hash of its signed bytes: copies
-from other peers cost nothing more.
+from other peers cost nothing more (a copy of a proposal notes its sender as holding it,
+and as a source of the transactions while they are fetched).
 
-Equivocations the machine finds among checked votes go to an :class:`EvidenceLog`: logged
-(``equivocation_detected``), the newest :data:`MAX_EVIDENCE` kept for status, and each
-handed once (by evidence hash) to a hook (the node submits it to the ledger).
-
-Queueing is bounded by count (:data:`INBOX_MESSAGES`) and by proposed-block bytes
-(:data:`INBOX_PROPOSAL_BYTES`); beyond, messages are dropped and counted in
-:attr:`Inbound.dropped` (peers resend their own messages of an undecided height).
+Queueing is bounded by count (:data:`INBOX_MESSAGES`) and by the bytes of compact proposals
+and fetched transactions (:data:`INBOX_PROPOSAL_BYTES`); beyond, messages are dropped and
+counted in :attr:`Inbound.dropped` (peers resend their own messages of an undecided height).
 """
 
 from __future__ import annotations
@@ -39,43 +40,44 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 import structlog
 import trio
 
+from ..admission.mempool import Mempool
 from ..chain.chain import BuiltBlock, Chain, InvalidBlockError
 from ..chain.writer import ChainWriter
-from ..core.block import Block, MalformedBlockError, decode_block
+from ..core.block import Block, MalformedBlockError, decode_commit, decode_header
 from ..core.crypto import BadSignatureError, blake2b256
-from ..core.evidence import Evidence
 from ..core.vote import MalformedVoteError, decode_vote
 from ..p2p import score
 from ..p2p.lru import BoundedSet
-from ..p2p.messages import ConsensusProposal, ConsensusVote
+from ..p2p.messages import ConsensusProposal, ConsensusVote, ProposalTxs
 from .machine import ProposalReceived, VoteReceived
+from .proposals import FetchNetwork, TxFetcher, Waiting, check_compact
+from .relay import ProposalRelay
 from .votes import NO_ROUND, Proposal, decode_proposal
 
 log = structlog.get_logger(__name__)
 
 INBOX_MESSAGES = 1024  # peer messages waiting for the driver task; more are dropped
-INBOX_PROPOSAL_BYTES = 64 * 1024 * 1024  # ... and bytes of proposed blocks waiting
+INBOX_PROPOSAL_BYTES = 64 * 1024 * 1024  # ... and bytes of proposals and fetched txs waiting
 NEXT_HEIGHT_VOTES = 512  # votes kept for the next height (4 per authority at 128)
 NEXT_HEIGHT_PROPOSALS = 4  # proposals kept for the next height (rounds 0.. of a few)
 SEEN_MESSAGES = 16_384  # hashes of messages already handled (duplicates from many peers)
-MAX_EVIDENCE = 64  # equivocations kept for status
-EVIDENCE_HASHES = 4096  # equivocations already reported (the hook is called once per hash)
 
 ConsensusMessage = ConsensusProposal | ConsensusVote
+InboundMessage = ConsensusProposal | ConsensusVote | ProposalTxs
+ConsensusNetwork = FetchNetwork  # what the driver needs of the p2p layer
 
 
-class ConsensusNetwork(Protocol):
-    """What the driver needs of the p2p layer (:class:`~iomtnode.p2p.service.P2PService`)."""
-
-    def broadcast_consensus(self, msg: ConsensusMessage, exclude: bytes | None = None
-                            ) -> None: ...
-
-    def penalize_peer(self, peer_id: bytes, points: int, reason: str) -> None: ...
+def _size(msg: InboundMessage) -> int:
+    """The bytes a queued message counts for (:data:`INBOX_PROPOSAL_BYTES`)."""
+    if isinstance(msg, ConsensusProposal):
+        return 32 * len(msg.tx_ids) + len(msg.header) + len(msg.last_commit)
+    if isinstance(msg, ProposalTxs):
+        return sum(len(raw) for raw in msg.txs)
+    return 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,16 +107,19 @@ class Inbound:
     """Queue and check peers' consensus messages for one driver (see the module doc).
 
     ``known_block(hash)`` tells whether the driver holds a block already (checked, or
-    built here), so a proposal of it is not checked again."""
+    built here), so a proposal of it is not checked again. Proposed blocks' transactions
+    come from ``mempool`` or are fetched from peers."""
 
-    def __init__(self, chain: Chain, writer: ChainWriter, network: ConsensusNetwork, *,
-                 known_block: Callable[[bytes], bool]) -> None:
+    def __init__(self, chain: Chain, writer: ChainWriter, network: ConsensusNetwork,
+                 mempool: Mempool, *, known_block: Callable[[bytes], bool]) -> None:
         self._chain = chain
         self._writer = writer
         self._network = network
         self._known_block = known_block
+        self._fetcher = TxFetcher(mempool.get, network, self._forget)
+        self._relay = ProposalRelay(network)
         self._send, self._inbox = trio.open_memory_channel[
-            tuple[bytes, ConsensusMessage] | None](INBOX_MESSAGES)
+            tuple[bytes, InboundMessage] | None](INBOX_MESSAGES)
         self._queued_bytes = 0
         self._nudged = False
         self._seen = BoundedSet(SEEN_MESSAGES)
@@ -127,15 +132,26 @@ class Inbound:
         self._proposal_rounds: set[int] = set()
         self.dropped = 0  # peer messages dropped because the queue was full
 
+    @property
+    def pending_blocks(self) -> int:
+        """Proposed blocks waiting for transactions."""
+        return len(self._fetcher)
+
     # from other tasks (never block) ----------------------------------------------------
 
-    def offer(self, peer_id: bytes, msg: ConsensusMessage) -> None:
-        """Queue a peer's message for the driver task (dropped if the queue is full or a copy
-        was handled already)."""
-        signed = msg.proposal if isinstance(msg, ConsensusProposal) else msg.vote
-        if blake2b256(signed) in self._seen:
-            return
-        size = len(msg.block) if isinstance(msg, ConsensusProposal) else 0
+    def offer(self, peer_id: bytes, msg: InboundMessage) -> None:
+        """Queue a peer's message for the driver task (dropped if the queue is full, a copy
+        was handled already, or it answers nothing asked)."""
+        if isinstance(msg, ProposalTxs):
+            if not self._fetcher.expects(peer_id, msg.block_hash):
+                return
+        else:
+            key = blake2b256(msg.proposal if isinstance(msg, ConsensusProposal) else msg.vote)
+            if key in self._seen:
+                if isinstance(msg, ConsensusProposal):
+                    self._copy(key, peer_id, msg)
+                return
+        size = _size(msg)
         if self._queued_bytes + size > INBOX_PROPOSAL_BYTES:
             self.dropped += 1
             return
@@ -157,20 +173,29 @@ class Inbound:
 
     # the driver task -------------------------------------------------------------------
 
-    async def next(self, deadline: float) -> tuple[bytes, ConsensusMessage] | None:
-        """The next queued message; None at ``deadline`` (trio clock) or when nudged."""
-        item: tuple[bytes, ConsensusMessage] | None = None
-        with trio.move_on_at(deadline):
+    async def next(self, deadline: float) -> tuple[bytes, InboundMessage] | None:
+        """The next queued message; None at ``deadline`` (trio clock) or when nudged.
+        Meanwhile, fetches that are late go to the next source and relays that are due
+        are sent."""
+        item: tuple[bytes, InboundMessage] | None = None
+        with trio.move_on_at(min(deadline, self._fetcher.deadline(), self._relay.deadline())):
             item = await self._inbox.receive()
             if item is None:
                 self._nudged = False
-        if item is not None and isinstance(item[1], ConsensusProposal):
-            self._queued_bytes -= len(item[1].block)
+        if item is not None:
+            self._queued_bytes -= _size(item[1])
+        now = trio.current_time()
+        self._fetcher.tick(now)
+        self._relay.tick(now)
         return item
 
     def mark_own(self, signed: bytes) -> None:
         """Remember a message this node signed, so peers' copies of it are ignored."""
         self._seen.add(blake2b256(signed))
+
+    def holders(self, proposal: Proposal) -> frozenset[bytes]:
+        """The peers known to hold ``proposal`` (they need not be sent it again)."""
+        return self._relay.holders(proposal)
 
     def enter(self, height: int, validators: tuple[bytes, ...],
               proposer: Callable[[int], bytes]) -> list[tuple[bytes, ConsensusMessage]]:
@@ -180,16 +205,22 @@ class Inbound:
         self._validators = frozenset(validators)
         self._proposer = proposer
         self._proposal_rounds = set()
+        self._fetcher.clear()
+        self._relay.clear()
         kept = [*self._next_proposals, *self._next_votes]
         self._next_proposals.clear()
         self._next_votes.clear()
         return kept
 
-    async def check(self, peer_id: bytes, msg: ConsensusMessage) -> Checked | None:
-        """Check a peer's message (module doc); the event for the machine, or None."""
-        if isinstance(msg, ConsensusProposal):
-            return await self._check_proposal(peer_id, msg)
-        return self._check_vote(peer_id, msg)
+    async def check(self, peer_id: bytes, msg: InboundMessage) -> list[Checked]:
+        """Check a peer's message (module doc); the events for the machine."""
+        if isinstance(msg, ConsensusVote):
+            checked = self._check_vote(peer_id, msg)
+            return [] if checked is None else [checked]
+        if isinstance(msg, ProposalTxs):
+            whole = self._fetcher.on_txs(peer_id, msg)
+            return [] if whole is None else await self._block_whole(*whole)
+        return await self._check_proposal(peer_id, msg)
 
     def _this_height(self, peer_id: bytes, msg: ConsensusMessage, height: int) -> bool:
         """True for this height; keeps a message of the next height for later."""
@@ -218,90 +249,102 @@ class Inbound:
             penalize(peer_id, score.BAD_SIGNATURE, f"consensus vote: {exc}")
             return None
         self._seen.add(key)
-        self._network.broadcast_consensus(msg, exclude=peer_id)
+        if not vote.is_nil:  # its signer holds the proposal of that block in that round
+            self._relay.holds(vote.round, vote.block_hash, vote.validator)
+        self._network.broadcast_consensus(msg, exclude=frozenset((peer_id,)))
         return Checked(peer_id, VoteReceived(vote))
 
-    async def _check_proposal(self, peer_id: bytes, msg: ConsensusProposal) -> Checked | None:
+    def _copy(self, key: bytes, peer_id: bytes, msg: ConsensusProposal) -> None:
+        """A copy of a proposal handled already: its sender holds it, and may serve its
+        transactions."""
+        proposal = decode_proposal(msg.proposal)  # the same bytes passed every check
+        if proposal.height == self._height:
+            self._relay.holds(proposal.round, proposal.block_hash, peer_id)
+            self._fetcher.add_source(key, peer_id, msg)
+
+    def _forget(self, waiting: Waiting) -> None:
+        """A proposal given up before its block was whole: a copy may be checked again."""
+        self._seen.discard(waiting.key)
+        self._proposal_rounds.discard(waiting.proposal.round)
+
+    async def _check_proposal(self, peer_id: bytes, msg: ConsensusProposal) -> list[Checked]:
         penalize = self._network.penalize_peer
         try:
             proposal = decode_proposal(msg.proposal)
-            block = decode_block(msg.block)
+            header = decode_header(msg.header)
+            last_commit = decode_commit(msg.last_commit) if msg.last_commit else None
         except (MalformedVoteError, MalformedBlockError) as exc:
             penalize(peer_id, score.INVALID_MESSAGE, f"consensus proposal: {exc}")
-            return None
+            return []
         key = blake2b256(msg.proposal)
-        if key in self._seen or not self._this_height(peer_id, msg, proposal.height):
-            return None
+        if key in self._seen:
+            self._copy(key, peer_id, msg)
+            return []
+        if not self._this_height(peer_id, msg, proposal.height):
+            return []
         if proposal.proposer != self._proposer(proposal.round):
             penalize(peer_id, score.INVALID_MESSAGE,
                      "consensus proposal: not from the round's proposer")
-            return None
+            return []
         if proposal.round in self._proposal_rounds:
-            return None  # the proposer equivocates, or a relayer lags: the first one stands
+            return []  # the proposer equivocates, or a relayer lags: the first one stands
         try:
             proposal.verify(self._chain.chain_id)
         except BadSignatureError as exc:
             penalize(peer_id, score.BAD_SIGNATURE, f"consensus proposal: {exc}")
-            return None
-        if block.hash != proposal.block_hash:
-            penalize(peer_id, score.INVALID_MESSAGE,
-                     "consensus proposal: the block is not the one signed")
-            return None
+            return []
+        wrong = check_compact(msg, header, last_commit, proposal.block_hash)
+        if wrong is not None:
+            penalize(peer_id, score.INVALID_MESSAGE, f"consensus proposal: {wrong}")
+            return []
         self._seen.add(key)
         self._proposal_rounds.add(proposal.round)
-        valid, built = await self._check_block(proposal, block)
-        if valid:
-            self._network.broadcast_consensus(msg, exclude=peer_id)
-        return Checked(peer_id, ProposalReceived(proposal, valid), built)
-
-    async def _check_block(self, proposal: Proposal, block: Block
-                           ) -> tuple[bool, BuiltBlock | None]:
-        """Whether the proposed block is valid as the next block, and the block checked."""
-        if self._known_block(block.hash):
-            return True, None
+        waiting = Waiting(peer_id, msg, proposal, key)
+        if self._known_block(proposal.block_hash):
+            return self._verdict([waiting], True, None)
         reason = None
-        if proposal.pol_round == NO_ROUND and block.header.proposer != proposal.proposer:
+        if header.height != proposal.height:
+            reason = "the block is of another height"
+        elif proposal.pol_round == NO_ROUND and header.proposer != proposal.proposer:
             reason = "a new block names another proposer"  # a re-proposal keeps its maker
-        else:
-            try:
-                built = await self._writer.check_proposal(block)
-            except InvalidBlockError as exc:
-                reason = str(exc)
-            else:
-                if built is None:
-                    return False, None  # the chain moved on meanwhile
-                return True, built
-        log.info("proposed_block_invalid", height=proposal.height, round=proposal.round,
-                 proposer=proposal.proposer.hex()[:16], reason=reason)
-        return False, None
+        if reason is not None:
+            _log_invalid(proposal, reason)
+            return self._verdict([waiting], False, None)
+        try:
+            block = self._fetcher.fill(waiting, last_commit)
+        except MalformedBlockError as exc:
+            penalize(peer_id, score.INVALID_MESSAGE, f"consensus proposal: {exc}")
+            self._forget(waiting)
+            return []
+        return [] if block is None else await self._block_whole(block, [waiting])
+
+    async def _block_whole(self, block: Block, waiting: list[Waiting]) -> list[Checked]:
+        """Check a proposed block now whole; the events of the proposals waiting for it."""
+        built: BuiltBlock | None = None
+        reason = None
+        try:
+            built = await self._writer.check_proposal(block)
+        except InvalidBlockError as exc:
+            reason = str(exc)
+        if built is None and reason is not None:
+            _log_invalid(waiting[0].proposal, reason)
+        return self._verdict(waiting, built is not None, built)
+
+    def _verdict(self, waiting: list[Waiting], valid: bool, built: BuiltBlock | None
+                 ) -> list[Checked]:
+        """The machine events of proposals with a verdict on their block; valid ones are
+        relayed. (``built`` goes with the first: the driver holds it once.)"""
+        checked = []
+        for w in waiting:
+            if w.proposal.height != self._height:
+                continue  # completed after the height moved on
+            if valid:
+                self._relay.relay(w.msg, w.proposal, w.peer_id)
+            checked.append(Checked(w.peer_id, ProposalReceived(w.proposal, valid), built))
+            built = None
+        return checked
 
 
-class EvidenceLog:
-    """Equivocations seen (module doc); ``hook(evidence)`` is called once per equivocation
-    and must not block."""
-
-    def __init__(self, hook: Callable[[Evidence], None] | None = None) -> None:
-        self._hook = hook
-        self._kept: deque[dict[str, Any]] = deque(maxlen=MAX_EVIDENCE)
-        self._hashes = BoundedSet(EVIDENCE_HASHES)
-
-    @property
-    def entries(self) -> list[dict[str, Any]]:
-        """The newest equivocations, oldest first (authority, height, round, type, hash)."""
-        return list(self._kept)
-
-    def report(self, evidence: Evidence) -> None:
-        if not self._hashes.add(evidence.hash):
-            return
-        log.warning("equivocation_detected", authority=evidence.validator.hex(),
-                    height=evidence.height, round=evidence.round, type=evidence.type.name)
-        self._kept.append({
-            "authority": evidence.validator.hex(), "height": evidence.height,
-            "round": evidence.round, "type": evidence.type.name.lower(),
-            "hash": evidence.hash.hex(),
-        })
-        if self._hook is not None:
-            try:
-                self._hook(evidence)
-            except Exception:  # a failing hook must not stop consensus
-                log.exception("evidence_hook_failed", hash=evidence.hash.hex()[:16])
+def _log_invalid(proposal: Proposal, reason: str) -> None:
+    log.info("proposed_block_invalid", height=proposal.height, round=proposal.round,
+             proposer=proposal.proposer.hex()[:16], reason=reason)

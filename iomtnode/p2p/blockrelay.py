@@ -63,8 +63,11 @@ class BlockRelay:
         self._pending: dict[bytes, _Pending] = {}
 
     def on_committed(self, block: Block, commit: Commit, source: bytes | None) -> None:
-        """ChainWriter listener: relay every new block to every peer but its source."""
-        self._host.broadcast(compact(block, commit), exclude=source)
+        """ChainWriter listener: relay every new head to every peer but its source (of a
+        synced range only the last block: peers ahead of it do not need it, peers behind it
+        sync)."""
+        if block.height == self._chain.height:
+            self._host.broadcast(compact(block, commit), exclude=source)
 
     async def on_compact(self, peer: Any, msg: CompactBlock) -> None:
         try:

@@ -15,11 +15,11 @@ from typing import Any, ClassVar
 from ..consensus.votes import MAX_PROPOSAL_BYTES
 from ..core import codec
 from ..core import fields as f
-from ..core.block import MAX_BLOCK_BYTES, MAX_BLOCK_TXS
+from ..core.block import MAX_BLOCK_TXS
 from ..core.vote import MAX_VOTE_BYTES
 from .records import MAX_ADDRESS_BYTES
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: compact consensus proposals (kinds 16, 18, 19)
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # one frame; larger frames are refused unread
 MAX_TXS_PER_MESSAGE = 4096  # transactions in one Txs message
 MAX_IDS_PER_MESSAGE = MAX_BLOCK_TXS  # ids in an announcement, request or compact block
@@ -203,13 +203,19 @@ class GetPeers:
 
 @dataclass(frozen=True, slots=True)
 class ConsensusProposal:
-    """A signed consensus proposal (its exact bytes) with the whole block it names."""
+    """A signed consensus proposal (its exact bytes) with its block in compact form: the
+    header, the ids of the transactions and the parent's certificate. The receiver fills
+    the transactions in from its mempool and fetches the missing ones (:class:`GetProposalTxs`)."""
 
     KIND: ClassVar[int] = 16
-    CHECKS: ClassVar[tuple[f.Check, ...]] = (f.max_bytes(MAX_PROPOSAL_BYTES),
-                                             f.max_bytes(MAX_BLOCK_BYTES))
+    CHECKS: ClassVar[tuple[f.Check, ...]] = (
+        f.max_bytes(MAX_PROPOSAL_BYTES), f.max_bytes(1024),
+        _list_of(f.digest, MAX_IDS_PER_MESSAGE), _raw,
+    )
     proposal: bytes
-    block: bytes
+    header: bytes
+    tx_ids: list[bytes]
+    last_commit: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,16 +227,42 @@ class ConsensusVote:
     vote: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class GetProposalTxs:
+    """Ask for the transactions at ``indexes`` of the proposed block ``block_hash``;
+    answered with one or more :class:`ProposalTxs`."""
+
+    KIND: ClassVar[int] = 18
+    CHECKS: ClassVar[tuple[f.Check, ...]] = (f.digest, _list_of(f.u64, MAX_IDS_PER_MESSAGE))
+    block_hash: bytes
+    indexes: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalTxs:
+    """Transactions of the proposed block ``block_hash``: ``txs[i]`` is the one at
+    ``indexes[i]``. No indexes at all: the sender does not hold that block."""
+
+    KIND: ClassVar[int] = 19
+    CHECKS: ClassVar[tuple[f.Check, ...]] = (
+        f.digest, _list_of(f.u64, MAX_IDS_PER_MESSAGE),
+        _list_of(f.max_bytes(8192), MAX_IDS_PER_MESSAGE),
+    )
+    block_hash: bytes
+    indexes: list[int]
+    txs: list[bytes]
+
+
 Message = (
     Hello | Auth | Ping | Pong | Txs | TxAnnounce | TxRequest | CompactBlock | GetBlockTxs
     | BlockTxs | GetBlocks | Blocks | Status | PeerRecords | GetPeers | ConsensusProposal
-    | ConsensusVote
+    | ConsensusVote | GetProposalTxs | ProposalTxs
 )
 MESSAGE_TYPES: dict[int, type[Any]] = {
     t.KIND: t
     for t in (Hello, Auth, Ping, Pong, Txs, TxAnnounce, TxRequest, CompactBlock, GetBlockTxs,
               BlockTxs, GetBlocks, Blocks, Status, PeerRecords, GetPeers, ConsensusProposal,
-              ConsensusVote)
+              ConsensusVote, GetProposalTxs, ProposalTxs)
 }
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
 from typing import Any, Protocol
 
 import structlog
@@ -21,7 +20,6 @@ from ..chain.feed import BlockFeed
 from ..chain.writer import ChainWriter
 from ..config import Config, parse_hostport
 from ..core.crypto import SigningKey
-from ..core.tx import SignedTx
 from ..store import BlockStore
 from ..sync.blocksync import BlockSync
 from ..sync.progress import SyncProgress
@@ -47,17 +45,20 @@ from .messages import (
     GetBlocks,
     GetBlockTxs,
     GetPeers,
+    GetProposalTxs,
     Hello,
     Message,
     PeerRecords,
+    ProposalTxs,
     Status,
     TxAnnounce,
     TxRequest,
     Txs,
 )
 from .mobility import AddressWatcher, is_wildcard, local_ip_toward
+from .peer import encode
 from .records import RecordError, decode_record
-from .txgossip import TxGossip
+from .txgossip import AdmitBatch, TxGossip
 
 log = structlog.get_logger(__name__)
 
@@ -65,7 +66,8 @@ log = structlog.get_logger(__name__)
 class ConsensusHandler(Protocol):
     """Where consensus messages go (:class:`~iomtnode.consensus.driver.Driver`)."""
 
-    def on_message(self, peer_id: bytes, msg: ConsensusProposal | ConsensusVote) -> None: ...
+    def on_message(self, peer_id: bytes, msg: ConsensusProposal | ConsensusVote
+                   | GetProposalTxs | ProposalTxs) -> None: ...
 
 
 class P2PService:
@@ -78,7 +80,7 @@ class P2PService:
         mempool: Mempool,
         writer: ChainWriter,
         feed: BlockFeed,
-        admit: Callable[[SignedTx], SignedTx],
+        admit: AdmitBatch,
         *,
         rng: random.Random | None = None,
     ) -> None:
@@ -129,7 +131,7 @@ class P2PService:
     async def on_message(self, peer: Any, msg: Message) -> None:
         match msg:
             case Txs():
-                self.gossip.on_txs(peer, msg)
+                await self.gossip.queue_txs(peer, msg)
             case TxAnnounce():
                 self.gossip.on_announce(peer, msg)
             case TxRequest():
@@ -146,7 +148,7 @@ class P2PService:
                 self.sync.on_blocks(peer, msg)
             case Status():
                 self.sync.saw_height(peer.node_id, msg.height)
-            case ConsensusProposal() | ConsensusVote():
+            case ConsensusProposal() | ConsensusVote() | GetProposalTxs() | ProposalTxs():
                 if self.consensus is not None:
                     self.consensus.on_message(peer.node_id, msg)
             case PeerRecords():
@@ -162,9 +164,17 @@ class P2PService:
     # consensus (the driver's network) ------------------------------------------------
 
     def broadcast_consensus(self, msg: ConsensusProposal | ConsensusVote,
-                            exclude: bytes | None = None) -> None:
-        """Push a consensus message to every peer but ``exclude`` at once (never waits)."""
-        self.host.broadcast(msg, exclude=exclude)
+                            exclude: frozenset[bytes] = frozenset()) -> None:
+        """Push a consensus message to every peer not in ``exclude`` at once (never waits)."""
+        frame = encode(msg)
+        for peer in self.host.peers():
+            if peer.node_id not in exclude:
+                peer.send(frame)
+
+    def send_consensus(self, peer_id: bytes, msg: GetProposalTxs | ProposalTxs) -> bool:
+        """Send ``msg`` to the peer ``peer_id``; False if it is not connected."""
+        peer = self.host.get(peer_id)
+        return peer is not None and peer.send(msg)
 
     def penalize_peer(self, peer_id: bytes, points: int, reason: str) -> None:
         """Charge the peer ``peer_id`` for a bad consensus message, if still connected."""

@@ -6,6 +6,13 @@ once, state rules) and, if admitted, announced by id to the peers not known to h
 they fetch what they lack. In a full mesh every node gets each transaction about once,
 and relaying costs 32 bytes per peer instead of the whole transaction.
 
+Received batches are not admitted by the peer's reader: :meth:`TxGossip.queue_txs` puts
+them on one bounded queue (the reader waits only when it is full, which pushes back on
+the peer through TCP), and one admission task takes everything queued at once, in order,
+a chunk at a time with signatures verified in worker threads. So a peer's consensus and
+sync messages are never stuck behind thousands of its transactions, and no task is
+started per message.
+
 Nothing is sent per transaction: outgoing transactions and ids accumulate per peer and
 are flushed as one ``Txs`` / ``TxAnnounce`` message every ``FLUSH_INTERVAL_S`` or when
 ``FLUSH_BYTES`` are waiting. A transaction is never sent back to a peer it came from,
@@ -14,7 +21,8 @@ and every id is remembered in a bounded seen-cache so duplicates cost one lookup
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +43,10 @@ SEEN_IDS = 500_000  # ids remembered node-wide (about 40 MB at most)
 KNOWN_IDS_PER_PEER = 100_000  # ids a peer is known to have
 PUSH_MAX_TX_BYTES = 1024  # larger transactions are announced even on the first hop
 REQUEST_RETRY_S = 2.0  # an id requested but not delivered may be requested again after this
+INBOX_TXS = 16_384  # received transactions waiting for admission (~3 MB); then readers wait
+DECODE_CHUNK = 256  # transactions decoded (then admitted) per step
+
+AdmitBatch = Callable[[Sequence[SignedTx]], Awaitable[Sequence[SignedTx | e.RuleError]]]
 
 
 @dataclass
@@ -47,10 +59,13 @@ class _Outbox:
 class TxGossip:
     """Spreads transactions between this node's mempool and its peers."""
 
-    def __init__(self, host: Any, admit: Callable[[SignedTx], SignedTx],
+    def __init__(self, host: Any, admit: AdmitBatch,
                  lookup: Callable[[bytes], SignedTx | None]) -> None:
         self._host = host
         self._admit = admit
+        self._inbox, self._inbox_rx = trio.open_memory_channel[tuple[Any, Txs]](math.inf)
+        self._queued = 0  # transactions in the inbox
+        self._room = trio.Event()  # set when the admission task takes from the inbox
         self._lookup = lookup
         self._seen = BoundedSet(SEEN_IDS)
         self._known: dict[bytes, BoundedSet] = {}
@@ -107,35 +122,72 @@ class TxGossip:
         self._seen.add(tx.id)
         self._spread(tx, None)
 
-    def on_txs(self, peer: Any, msg: Txs) -> None:
-        known = self._known_by(peer.node_id)
-        for raw in msg.txs:
+    async def queue_txs(self, peer: Any, msg: Txs) -> None:
+        """From a peer's reader: queue ``msg`` for the admission task (waits while
+        :data:`INBOX_TXS` transactions are queued)."""
+        while self._queued >= INBOX_TXS:
+            await self._room.wait()
+        self._queued += len(msg.txs)
+        self._inbox.send_nowait((peer, msg))
+
+    async def on_txs(self, peer: Any, msg: Txs) -> None:
+        """Admit the transactions of ``msg`` from ``peer`` now."""
+        await self._admit_messages([(peer, msg)])
+
+    async def _admit_queued(self) -> None:
+        """The admission task: takes every queued message at once (several peers' batches
+        make one admission batch) and admits them in arrival order."""
+        async for first in self._inbox_rx:
+            items = [first]
+            while True:
+                try:
+                    items.append(self._inbox_rx.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            self._queued -= sum(len(msg.txs) for _, msg in items)
+            self._room.set()
+            self._room = trio.Event()
+            await self._admit_messages(items)
+
+    async def _admit_messages(self, items: list[tuple[Any, Txs]]) -> None:
+        pairs = [(peer, raw) for peer, msg in items for raw in msg.txs]
+        for start in range(0, len(pairs), DECODE_CHUNK):
+            await self._admit_chunk(pairs[start:start + DECODE_CHUNK])
+
+    async def _admit_chunk(self, pairs: list[tuple[Any, bytes]]) -> None:
+        fresh: list[tuple[Any, SignedTx]] = []
+        in_chunk: set[bytes] = set()  # raw bytes: a copy from another peer is skipped
+        for peer, raw in pairs:
             try:
                 tx = decode_tx(raw)
             except MalformedTxError as exc:
                 self._host.penalize(peer, score.INVALID_MESSAGE, f"malformed transaction: {exc}")
                 continue
             self._requested.pop(tx.id, None)
-            if tx.id in self._seen:
-                known.add(tx.id)
+            if tx.id in self._seen or tx.raw in in_chunk:
+                self._known_by(peer.node_id).add(tx.id)
                 continue
-            try:
-                self._admit(tx)
-            except e.BadSignatureRuleError as exc:
+            in_chunk.add(tx.raw)
+            fresh.append((peer, tx))
+        if not fresh:
+            return
+        results = await self._admit([tx for _, tx in fresh])
+        for (peer, tx), result in zip(fresh, results, strict=True):
+            if isinstance(result, e.BadSignatureRuleError):
                 # Not marked seen: a forged copy must not shadow the real transaction,
                 # which has the same id (the id covers the body, not the signature).
-                self._host.penalize(peer, score.BAD_SIGNATURE, f"bad tx signature: {exc}")
+                self._host.penalize(peer, score.BAD_SIGNATURE, f"bad tx signature: {result}")
                 continue
-            except e.RuleError as exc:
+            self._known_by(peer.node_id).add(tx.id)
+            if tx.id in self._seen:
+                continue  # another copy got in while this one was checked
+            self._seen.add(tx.id)
+            if isinstance(result, e.RuleError):
                 # stale or already-committed transactions race with blocks: not the
                 # peer's fault; the transaction is just not relayed
-                known.add(tx.id)
-                self._seen.add(tx.id)
                 log.debug("gossip_tx_refused", peer=peer.node_id.hex()[:16],
-                          tx=tx.id.hex()[:16], reason=str(exc))
+                          tx=tx.id.hex()[:16], reason=str(result))
                 continue
-            known.add(tx.id)
-            self._seen.add(tx.id)
             self._spread(tx, peer.node_id)
 
     def on_announce(self, peer: Any, msg: TxAnnounce) -> None:
@@ -178,8 +230,14 @@ class TxGossip:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
-        """Flush a batch FLUSH_INTERVAL_S after its first item (sooner when one is full)."""
-        task_status.started()
+        """Admit queued batches; flush outgoing ones FLUSH_INTERVAL_S after their first
+        item (sooner when one is full)."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._admit_queued)
+            task_status.started()
+            await self._flush_forever()
+
+    async def _flush_forever(self) -> None:
         while True:
             await self._pending.wait()
             with trio.move_on_after(FLUSH_INTERVAL_S):

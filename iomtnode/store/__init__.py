@@ -1,16 +1,20 @@
 """The node's storage: a LevelDB store behind a narrow, bytes-level interface."""
 
 from iomtnode.store.leveldb import (
+    BlockRecord,
     BlockStore,
     HeightMismatchError,
     StoreCorruptError,
     StoreError,
     StoreLockedError,
 )
+from iomtnode.store.staged import StagedStore
 
 __all__ = [
+    "BlockRecord",
     "BlockStore",
     "HeightMismatchError",
+    "StagedStore",
     "StoreCorruptError",
     "StoreError",
     "StoreLockedError",

@@ -22,8 +22,10 @@ prefix     key suffix                  value
 Crash safety: ``commit_block`` writes a block, all its indices, its state changes and the head
 pointer in one LevelDB write batch with ``sync=True``. LevelDB applies a batch atomically, so a
 SIGKILL (or power loss, given an honest disk) at any moment leaves the store at its last whole
-block: either everything of a block is there, or nothing of it is. ``put_meta`` and ``set_commit``
-are single synced writes.
+block: either everything of a block is there, or nothing of it is. ``commit_blocks`` does the same
+for several consecutive blocks at once (a syncing node): one synced batch, so a crash leaves the
+store at the head before the batch or at its last block, never in between. ``put_meta`` and
+``set_commit`` are single synced writes.
 
 Concurrency: LevelDB's lock file lets only one process open a store; ``open`` turns a held lock into
 ``StoreLockedError``. Within a process, reads may run from any thread, but the writes
@@ -36,11 +38,13 @@ from __future__ import annotations
 import pathlib
 import struct
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 
 import plyvel
 
 __all__ = [
+    "BlockRecord",
     "BlockStore",
     "HeightMismatchError",
     "StoreCorruptError",
@@ -75,6 +79,18 @@ class StoreCorruptError(StoreError):
 
 class HeightMismatchError(StoreError):
     """``commit_block`` got a height other than the head's height + 1 (0 on an empty store)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRecord:
+    """Everything the store keeps of one block (see :meth:`BlockStore.commit_block`)."""
+
+    height: int
+    block_hash: bytes
+    block_bytes: bytes
+    commit_bytes: bytes
+    tx_ids: Sequence[bytes]
+    state_changes: Mapping[bytes, bytes | None]
 
 
 def _height_key(prefix: bytes, height: int) -> bytes:
@@ -208,27 +224,45 @@ class BlockStore:
         Raises ``HeightMismatchError`` unless ``height`` is 0 on an empty store or the head's
         height + 1, and ``ValueError`` for an empty hash or a ``tx_ids`` that repeats an id.
         """
+        self.commit_blocks([BlockRecord(height, block_hash, block_bytes, commit_bytes, tx_ids,
+                                        state_changes)])
+
+    def commit_blocks(self, records: Sequence[BlockRecord]) -> None:
+        """Store consecutive blocks and make the last one the head, in one synced batch.
+
+        The same as calling :meth:`commit_block` for each (state changes are applied in
+        order, a later block's value of a key winning), but atomic as a whole: after a crash
+        the store is at the head before the call or at the last of ``records``. Raises as
+        :meth:`commit_block` does, before anything is written.
+        """
         expected = 0 if self._head is None else self._head[0] + 1
-        if height != expected:
-            raise HeightMismatchError(f"cannot commit height {height}: next is {expected}")
-        if not block_hash:
-            raise ValueError(f"block {height} has an empty hash")
-        if len(set(tx_ids)) != len(tx_ids):
-            raise ValueError(f"block {height} lists a transaction id twice")
-        height_bytes = _HEIGHT.pack(height)
+        for record in records:
+            if record.height != expected:
+                raise HeightMismatchError(
+                    f"cannot commit height {record.height}: next is {expected}")
+            if not record.block_hash:
+                raise ValueError(f"block {record.height} has an empty hash")
+            if len(set(record.tx_ids)) != len(record.tx_ids):
+                raise ValueError(f"block {record.height} lists a transaction id twice")
+            expected += 1
+        if not records:
+            return
         with self._db.write_batch(sync=True) as batch:
-            batch.put(BLOCK_PREFIX + height_bytes, block_bytes)
-            batch.put(COMMIT_PREFIX + height_bytes, commit_bytes)
-            batch.put(HASH_PREFIX + block_hash, height_bytes)
-            for position, tx_id in enumerate(tx_ids):
-                batch.put(TX_PREFIX + tx_id, _TX_LOCATION.pack(height, position))
-            for key, value in state_changes.items():
-                if value is None:
-                    batch.delete(STATE_PREFIX + key)
-                else:
-                    batch.put(STATE_PREFIX + key, value)
-            batch.put(HEAD_KEY, height_bytes + block_hash)
-        self._head = (height, bytes(block_hash))
+            for record in records:
+                height_bytes = _HEIGHT.pack(record.height)
+                batch.put(BLOCK_PREFIX + height_bytes, record.block_bytes)
+                batch.put(COMMIT_PREFIX + height_bytes, record.commit_bytes)
+                batch.put(HASH_PREFIX + record.block_hash, height_bytes)
+                for position, tx_id in enumerate(record.tx_ids):
+                    batch.put(TX_PREFIX + tx_id, _TX_LOCATION.pack(record.height, position))
+                for key, value in record.state_changes.items():
+                    if value is None:
+                        batch.delete(STATE_PREFIX + key)
+                    else:
+                        batch.put(STATE_PREFIX + key, value)
+            last = records[-1]
+            batch.put(HEAD_KEY, _HEIGHT.pack(last.height) + last.block_hash)
+        self._head = (last.height, bytes(last.block_hash))
 
     def set_commit(self, height: int, commit_bytes: bytes) -> None:
         """Replace the commit certificate of the already stored block at ``height`` (synced).

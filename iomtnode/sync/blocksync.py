@@ -5,8 +5,10 @@ blocks they relay. Whenever a peer is ahead by more than live relay can close (o
 longer than ``LAG_GRACE_S``), the node asks up to ``PARALLEL_PEERS`` peers for
 consecutive ranges of ``RANGE_BLOCKS`` blocks at once, checks each block in full
 (certificates against the authority set of its height, signatures, state rules) and
-commits them in order. A peer that serves an invalid block is penalised; one that does
-not answer in ``REQUEST_TIMEOUT_S`` is skipped for that round. Once level, the node
+commits them in order, a range at a time in one synced write (a crash loses at most the
+range being written, which is fetched again); the signatures of a round's ranges are
+verified in worker threads in one batch. A peer that serves an invalid block is penalised; one that
+does not answer in ``REQUEST_TIMEOUT_S`` is skipped for that round. Once level, the node
 follows live relay again.
 """
 
@@ -21,8 +23,9 @@ import trio
 from ..chain.chain import Chain, InvalidBlockError
 from ..chain.feed import BlockFeed
 from ..chain.writer import ChainWriter
-from ..core.block import MalformedBlockError, decode_block, decode_commit
+from ..core.block import Block, Commit, MalformedBlockError, decode_block, decode_commit
 from ..p2p import score
+from ..p2p.lru import BoundedSet
 from ..p2p.messages import MAX_BLOCKS_PER_MESSAGE, MAX_MESSAGE_BYTES, Blocks, GetBlocks
 
 log = structlog.get_logger(__name__)
@@ -30,8 +33,11 @@ log = structlog.get_logger(__name__)
 RANGE_BLOCKS = 32  # blocks asked of one peer at once
 PARALLEL_PEERS = 3  # peers asked at once, each for its own range
 REQUEST_TIMEOUT_S = 10.0
+LATE_ANSWERS = 256  # timed-out requests whose late answer is dropped without a penalty
 LAG_GRACE_S = 1.0  # one block behind for this long: relay missed it, sync
 RESPONSE_BUDGET_BYTES = MAX_MESSAGE_BYTES - 64 * 1024  # room for the envelope
+
+_Decoded = tuple[list[tuple[Block, Commit]], Exception | None]  # blocks, why the rest did not
 
 
 class BlockSync:
@@ -46,6 +52,7 @@ class BlockSync:
         self._on_progress = on_progress
         self.peer_heights: dict[bytes, int] = {}
         self._waiting: dict[tuple[bytes, int], trio.MemorySendChannel[Blocks]] = {}
+        self._timed_out = BoundedSet(LATE_ANSWERS)  # (peer, start) asked, not answered in time
         self._behind = trio.Event()
 
     @property
@@ -81,6 +88,9 @@ class BlockSync:
 
     def on_blocks(self, peer: Any, msg: Blocks) -> None:
         channel = self._waiting.pop((peer.node_id, msg.start), None)
+        if channel is None and (peer.node_id, msg.start) in self._timed_out:
+            self._timed_out.discard((peer.node_id, msg.start))
+            return  # a late answer (a busy peer, a long queue ahead of it): not a fault
         if channel is None:
             self._host.penalize(peer, score.UNREQUESTED, "blocks nobody asked for")
             return
@@ -124,6 +134,10 @@ class BlockSync:
         async with trio.open_nursery() as nursery:
             for peer_id, first, count in plan:
                 nursery.start_soon(fetch, peer_id, first, count)
+        # Every range is decoded first, then all their signatures are verified in one go in
+        # worker threads (while this thread waits: a busy thread would hold the GIL the
+        # workers need between signatures), then the ranges are checked and committed in order.
+        ranges: list[tuple[int, bytes, int, _Decoded]] = []
         for first in sorted(results):
             peer_id, msg = results[first]
             if msg is None or not msg.blocks:
@@ -134,8 +148,12 @@ class BlockSync:
                 if msg is not None and peer is not None:
                     self._host.penalize(peer, score.INVALID_MESSAGE,
                                         f"claimed height {claimed}, served no block {first}")
-                return
-            if first != self._chain.height + 1 or not await self._apply(peer_id, msg):
+                break
+            ranges.append((first, peer_id, len(msg.blocks), await self._decode(msg)))
+        await self._writer.preverify([tx for *_, (blocks, _) in ranges
+                                      for block, _ in blocks for tx in block.txs])
+        for first, peer_id, count, decoded in ranges:
+            if first != self._chain.height + 1 or not await self._apply(peer_id, count, decoded):
                 return
 
     async def _request(self, peer_id: bytes, start: int, count: int) -> Blocks | None:
@@ -148,21 +166,34 @@ class BlockSync:
         with trio.move_on_after(REQUEST_TIMEOUT_S):
             return await receive.receive()
         self._waiting.pop((peer_id, start), None)
+        self._timed_out.add((peer_id, start))
         log.info("sync_request_timed_out", peer=peer_id.hex()[:16], start=start)
         return None
 
-    async def _apply(self, peer_id: bytes, msg: Blocks) -> bool:
+    async def _decode(self, msg: Blocks) -> _Decoded:
+        """The blocks of a range up to the first that does not decode (and why)."""
+        blocks: list[tuple[Block, Commit]] = []
         for block_raw, commit_raw in msg.blocks:
             try:
-                block = decode_block(block_raw)
-                commit = decode_commit(commit_raw)
-                if not await self._writer.apply(block, commit, peer_id, self._verified):
-                    return False  # live relay got there first
-            except (MalformedBlockError, InvalidBlockError) as exc:
-                peer = self._host.get(peer_id)
-                if peer is not None:
-                    self._host.penalize(peer, score.INVALID_BLOCK, f"sync block: {exc}")
-                return False
-            if self._on_progress is not None:
-                self._on_progress(self._chain.height, self.target)
-        return bool(msg.blocks)
+                blocks.append((decode_block(block_raw), decode_commit(commit_raw)))
+            except MalformedBlockError as exc:
+                return blocks, exc
+            await trio.lowlevel.checkpoint()  # decoding a range takes a while
+        return blocks, None
+
+    async def _apply(self, peer_id: bytes, count: int, decoded: _Decoded) -> bool:
+        """Check and commit a decoded range in one batch (see
+        :meth:`ChainWriter.apply_many`); True if all ``count`` blocks were committed."""
+        blocks, fault = decoded
+        committed = 0
+        try:
+            committed = await self._writer.apply_many(blocks, peer_id, self._verified)
+        except InvalidBlockError as exc:
+            fault = exc
+        if fault is not None:
+            peer = self._host.get(peer_id)
+            if peer is not None:
+                self._host.penalize(peer, score.INVALID_BLOCK, f"sync block: {fault}")
+        if committed and self._on_progress is not None:
+            self._on_progress(self._chain.height, self.target)
+        return fault is None and committed == count > 0

@@ -24,6 +24,7 @@ from iomtnode.chain.chain import Chain
 from iomtnode.chain.feed import BlockFeed
 from iomtnode.chain.writer import ChainWriter
 from iomtnode.consensus.driver import ConsensusMessage, Driver, DriverConfig
+from iomtnode.consensus.proposals import compact_proposal
 from iomtnode.consensus.signing import META_SIGNING_STATE, Signer
 from iomtnode.consensus.votes import (
     SigningState,
@@ -32,13 +33,13 @@ from iomtnode.consensus.votes import (
     sign_proposal,
     step_of,
 )
-from iomtnode.core.block import Block, Commit, decode_block
+from iomtnode.core.block import Block, Commit, decode_header
 from iomtnode.core.crypto import SigningKey, blake2b256
 from iomtnode.core.evidence import Evidence
 from iomtnode.core.genesis import Genesis
 from iomtnode.core.tx import AdmitDevice, sign_tx
 from iomtnode.core.vote import NIL, decode_vote, sign_vote
-from iomtnode.p2p.messages import ConsensusProposal, ConsensusVote
+from iomtnode.p2p.messages import ConsensusProposal, ConsensusVote, GetProposalTxs, ProposalTxs
 from iomtnode.store import BlockStore
 
 from ..core.helpers import CHAIN_ID, key, pub
@@ -92,26 +93,49 @@ class MemoryMeta:
 
 @dataclass
 class Bus:
-    """Delivers each broadcast to the linked running drivers (all, unless cut)."""
+    """Delivers each broadcast to the linked running drivers (all, unless cut), and each
+    request or answer for a proposed block's transactions to its one addressee."""
 
     nodes: dict[bytes, TNode] = field(default_factory=dict)
     links: set[frozenset[bytes]] | None = None  # None: every pair is linked
     sent: list[tuple[bytes, ConsensusMessage]] = field(default_factory=list)
+    # (sender, receiver, message) of each broadcast message a running driver was given
+    delivered: list[tuple[bytes, bytes, ConsensusMessage]] = field(default_factory=list)
+    # (sender, message, excluded peers) of each broadcast that skipped some peers
+    skipped: list[tuple[bytes, ConsensusMessage, frozenset[bytes]]] = field(
+        default_factory=list)
+    # (sender, addressee, message) of each request or answer sent, delivered or not
+    direct: list[tuple[bytes, bytes, GetProposalTxs | ProposalTxs]] = field(
+        default_factory=list)
     on_own: Callable[[bytes, ConsensusMessage], None] | None = None
     changed: trio.Event = field(default_factory=trio.Event)  # links, commits, restarts
 
     def linked(self, a: bytes, b: bytes) -> bool:
         return self.links is None or frozenset((a, b)) in self.links
 
-    def deliver(self, sender: bytes, msg: ConsensusMessage, exclude: bytes | None,
+    def deliver(self, sender: bytes, msg: ConsensusMessage, exclude: frozenset[bytes],
                 only: Iterable[bytes] | None = None) -> None:
         self.sent.append((sender, msg))
+        if exclude:
+            self.skipped.append((sender, msg, exclude))
         targets = set(only) if only is not None else None
         for peer_id, node in self.nodes.items():
-            if peer_id in (sender, exclude) or node.driver is None:
+            if peer_id == sender or peer_id in exclude or node.driver is None:
                 continue
             if self.linked(sender, peer_id) and (targets is None or peer_id in targets):
+                self.delivered.append((sender, peer_id, msg))
                 node.driver.on_message(sender, msg)
+
+    def send(self, sender: bytes, to: bytes, msg: GetProposalTxs | ProposalTxs) -> bool:
+        """Deliver ``msg`` to ``to`` alone, if it runs; False if not linked (a node not
+        running is a connected peer that stays silent)."""
+        self.direct.append((sender, to, msg))
+        if not self.linked(sender, to):
+            return False
+        node = self.nodes.get(to)
+        if node is not None and node.driver is not None:
+            node.driver.on_message(sender, msg)
+        return True
 
     def partition(self, *groups: str) -> None:
         """Link only nodes within the same group (groups of names, e.g. "ABC", "D")."""
@@ -141,16 +165,21 @@ class Bus:
 class FakeNetwork:
     """One node's view of the bus. Checks, for each message this node signed, that its
     persisted signing state already covers it (persist before sign). (A message sent
-    without ``exclude`` and signed by another is a proof-of-lock prevote forwarded.)"""
+    without ``exclude`` and signed by another is a proof-of-lock prevote forwarded; a
+    proposal sent again skips the peers known to hold it, and is not checked again.)"""
 
     bus: Bus
     me: bytes
     meta: MemoryMeta
     penalties: list[tuple[bytes, int, str]] = field(default_factory=list)
 
-    def broadcast_consensus(self, msg: ConsensusMessage, exclude: bytes | None = None) -> None:
+    def send_consensus(self, peer_id: bytes, msg: GetProposalTxs | ProposalTxs) -> bool:
+        return self.bus.send(self.me, peer_id, msg)
+
+    def broadcast_consensus(self, msg: ConsensusMessage,
+                            exclude: frozenset[bytes] = frozenset()) -> None:
         signer, at, _ = signed_by(msg)
-        if exclude is None and signer == self.me:  # made here (a relay names its source)
+        if not exclude and signer == self.me:  # made here (a relay names its source)
             raw = self.meta.get_meta(META_SIGNING_STATE)
             assert raw is not None and not SigningState.from_bytes(raw).permits(*at), at
             if self.bus.on_own is not None:
@@ -173,17 +202,18 @@ class EquivocatingNetwork(FakeNetwork):
     chain: Chain | None = None  # to build the other block of a twin proposal
     twins: int = 0
 
-    def broadcast_consensus(self, msg: ConsensusMessage, exclude: bytes | None = None) -> None:
+    def broadcast_consensus(self, msg: ConsensusMessage,
+                            exclude: frozenset[bytes] = frozenset()) -> None:
         signer, _, _ = signed_by(msg)
-        if exclude is not None or signer != self.me:
-            super().broadcast_consensus(msg, exclude)
+        if signer != self.me or (exclude and not isinstance(msg, ConsensusProposal)):
+            super().broadcast_consensus(msg, exclude)  # a relay (own proposals: resends)
             return
         others = sorted(p for p in self.bus.nodes if p != self.me)
         twin = self._twin(msg)
-        self.bus.deliver(self.me, msg, None, only=others[::2])
+        self.bus.deliver(self.me, msg, frozenset(), only=others[::2])
         if twin is not None:
             self.twins += 1
-            self.bus.deliver(self.me, twin, None, only=others[1::2])
+            self.bus.deliver(self.me, twin, frozenset(), only=others[1::2])
 
     def _twin(self, msg: ConsensusMessage) -> ConsensusMessage | None:
         me = key_of(self.me)
@@ -196,10 +226,10 @@ class EquivocatingNetwork(FakeNetwork):
         assert self.chain is not None
         if self.chain.height + 1 != p.height:
             return None
-        original = decode_block(msg.block)
-        block = self.chain.build([], self.me, original.header.time_ms + 1).block
+        original = decode_header(msg.header)
+        block = self.chain.build([], self.me, original.time_ms + 1).block
         twin = sign_proposal(me, CHAIN_ID, p.height, p.round, block.hash)
-        return ConsensusProposal(twin.encode(), block.encode())
+        return compact_proposal(twin.encode(), block)
 
 
 @dataclass

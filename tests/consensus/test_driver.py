@@ -13,6 +13,7 @@ from dataclasses import replace
 import pytest
 import trio
 
+from iomtnode.consensus.proposals import compact_proposal
 from iomtnode.consensus.signing import (
     Signer,
     SigningLock,
@@ -127,7 +128,7 @@ async def test_bad_messages_cost_the_peer_and_are_not_relayed(tmp_path, autojump
         assert a.driver is not None
         for msg in (ConsensusVote(raw), ConsensusVote(outsider.encode()),
                     ConsensusVote(wrong_chain.encode()), ConsensusVote(b"\x01garbage"),
-                    ConsensusProposal(proposal.encode(), other_block.encode())):
+                    compact_proposal(proposal.encode(), other_block)):
             a.driver.on_message(OUTSIDER, msg)
         await wait_until(lambda: len(a.network.penalties) >= 5)
         reasons = sorted((points, reason.split(":")[0]) for _, points, reason in
@@ -180,7 +181,7 @@ async def test_a_re_proposal_carries_its_proof_of_lock(tmp_path, autojump_clock)
         assert a.driver is not None
         block = net["B"].chain.build([], pub("B"), net.genesis.time_ms + 1).block
         proposal = sign_proposal(key("B"), CHAIN_ID, 1, 0, block.hash)
-        a.driver.on_message(pub("B"), ConsensusProposal(proposal.encode(), block.encode()))
+        a.driver.on_message(pub("B"), compact_proposal(proposal.encode(), block))
         pol = [sign_vote(key(n), CHAIN_ID, VoteType.PREVOTE, 1, 0, block.hash) for n in "BCD"]
         for vote in pol:
             a.driver.on_message(pub("B"), ConsensusVote(vote.encode()))

@@ -33,7 +33,7 @@ def signed(monkeypatch: pytest.MonkeyPatch) -> Iterator[Signed]:
     original = P2PService.broadcast_consensus
 
     def recording(self: P2PService, msg: ConsensusProposal | ConsensusVote,
-                  exclude: bytes | None = None) -> None:
+                  exclude: frozenset[bytes] = frozenset()) -> None:
         signer, at, block_hash = signed_by(msg)
         if signer == self._key.public:
             seen[signer][at].add(block_hash)

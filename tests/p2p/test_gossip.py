@@ -57,12 +57,16 @@ class FakeMempool:
         self.refuse = refuse
         self.admitted = 0
 
-    def admit(self, tx: SignedTx) -> SignedTx:
-        if self.refuse is not None:
-            raise self.refuse
-        self.admitted += 1
-        self.txs[tx.id] = tx
-        return tx
+    async def admit(self, txs: list[SignedTx]) -> list[SignedTx | Exception]:
+        out: list[SignedTx | Exception] = []
+        for tx in txs:
+            if self.refuse is not None:
+                out.append(self.refuse)
+                continue
+            self.admitted += 1
+            self.txs[tx.id] = tx
+            out.append(tx)
+        return out
 
 
 def setup(n_peers: int = 3, refuse: Exception | None = None):
@@ -83,15 +87,15 @@ def test_local_transactions_are_pushed_whole_to_every_peer_in_one_batch():
         assert peer.sent == [Txs([tx.raw for tx in txs])]
 
 
-def test_relayed_transactions_are_announced_never_echoed_and_admitted_once():
+async def test_relayed_transactions_are_announced_never_echoed_and_admitted_once():
     gossip, _, (a, b, c), pool = setup()
     tx = reading(1)
-    gossip.on_txs(a, Txs([tx.raw]))
+    await gossip.on_txs(a, Txs([tx.raw]))
     gossip.flush()
     assert a.sent == []  # never back to its source
     assert b.sent == c.sent == [TxAnnounce([tx.id])]
-    gossip.on_txs(b, Txs([tx.raw]))  # the same transaction again, from another peer
-    gossip.on_txs(a, Txs([tx.raw]))
+    await gossip.on_txs(b, Txs([tx.raw]))  # the same transaction again, from another peer
+    await gossip.on_txs(a, Txs([tx.raw]))
     gossip.flush()
     assert pool.admitted == 1  # checked and admitted once
     assert a.sent == [] and b.sent == c.sent == [TxAnnounce([tx.id])]  # nothing new sent
@@ -103,7 +107,7 @@ async def test_announcements_are_fetched_once_and_served_from_the_mempool():
     gossip.on_announce(a, TxAnnounce([tx.id]))
     gossip.on_announce(b, TxAnnounce([tx.id]))  # already requested from a
     assert a.sent == [TxRequest([tx.id])] and b.sent == []
-    gossip.on_txs(a, Txs([tx.raw]))
+    await gossip.on_txs(a, Txs([tx.raw]))
     assert tx.id in pool.txs
     gossip.on_request(b, TxRequest([tx.id, b"\x09" * 32]))  # unknown ids are skipped
     assert b.sent == [Txs([tx.raw])]
@@ -117,9 +121,9 @@ async def test_a_seen_transaction_is_not_requested():
     assert a.of(TxRequest) == []
 
 
-def test_bad_signatures_and_garbage_cost_the_sender_score():
+async def test_bad_signatures_and_garbage_cost_the_sender_score():
     gossip, host, (a, b, _), _ = setup(refuse=e.BadSignatureRuleError("bad reading signature"))
-    gossip.on_txs(a, Txs([reading(1).raw, b"\x93garbage"]))
+    await gossip.on_txs(a, Txs([reading(1).raw, b"\x93garbage"]))
     reasons = {(node, points) for node, points, _ in host.penalties}
     assert reasons == {(a.node_id, score.BAD_SIGNATURE), (a.node_id, score.INVALID_MESSAGE)}
     gossip.flush()
@@ -127,14 +131,14 @@ def test_bad_signatures_and_garbage_cost_the_sender_score():
 
 
 @pytest.mark.parametrize("refusal", [e.StaleSequenceError("stale"), e.MempoolFullError("full")])
-def test_rule_refusals_are_not_relayed_and_not_penalised(refusal):
+async def test_rule_refusals_are_not_relayed_and_not_penalised(refusal):
     gossip, host, (a, b, _), _ = setup(refuse=refusal)
-    gossip.on_txs(a, Txs([reading(1).raw]))
+    await gossip.on_txs(a, Txs([reading(1).raw]))
     gossip.flush()
     assert host.penalties == [] and b.sent == []
 
 
-def test_a_forged_copy_does_not_shadow_the_real_transaction():
+async def test_a_forged_copy_does_not_shadow_the_real_transaction():
     """Same body (same id) with a bad signature first, then the real one: admitted."""
     from iomtnode.core import codec
     from iomtnode.core.crypto import BadSignatureError
@@ -143,18 +147,61 @@ def test_a_forged_copy_does_not_shadow_the_real_transaction():
     forged = codec.encode([real.body_bytes, bytes(64)])
     admitted = []
 
-    def admit(tx):
-        try:
-            tx.verify(CHAIN)
-        except BadSignatureError as exc:
-            raise e.BadSignatureRuleError(str(exc)) from None
-        admitted.append(tx.id)
-        return tx
+    async def admit(txs):
+        out = []
+        for tx in txs:
+            try:
+                tx.verify(CHAIN)
+            except BadSignatureError as exc:
+                out.append(e.BadSignatureRuleError(str(exc)))
+                continue
+            admitted.append(tx.id)
+            out.append(tx)
+        return out
 
     peers = [FakePeer(b"\x01" * 32), FakePeer(b"\x02" * 32)]
     host = FakeHost(peers)
     gossip = TxGossip(host, admit, lambda tx_id: None)
-    gossip.on_txs(peers[0], Txs([forged]))
-    gossip.on_txs(peers[1], Txs([real.raw]))
+    await gossip.on_txs(peers[0], Txs([forged]))
+    await gossip.on_txs(peers[1], Txs([real.raw]))
     assert admitted == [real.id]
     assert [p[0] for p in host.penalties] == [peers[0].node_id]
+
+
+async def test_queued_batches_from_several_peers_are_admitted_together_off_the_reader(
+        nursery, monkeypatch):
+    import trio
+    from trio.testing import wait_all_tasks_blocked
+
+    from iomtnode.p2p import txgossip
+
+    monkeypatch.setattr(txgossip, "INBOX_TXS", 3)
+    calls: list[int] = []
+    peers = [FakePeer(bytes([i]) * 32) for i in range(3)]
+    host = FakeHost(peers)
+    pool = FakeMempool()
+
+    async def admit(txs):
+        calls.append(len(txs))
+        return await pool.admit(txs)
+
+    gossip = TxGossip(host, admit, pool.txs.get)
+    txs = [reading(i) for i in range(1, 6)]
+    await gossip.queue_txs(peers[0], Txs([txs[0].raw, txs[1].raw]))  # returns at once
+    await gossip.queue_txs(peers[1], Txs([txs[2].raw]))
+    assert pool.admitted == 0 and calls == []
+    blocked = trio.Event()
+
+    async def third() -> None:  # 3 queued: this reader waits for room
+        await gossip.queue_txs(peers[2], Txs([txs[3].raw, txs[4].raw]))
+        blocked.set()
+
+    nursery.start_soon(third)
+    await wait_all_tasks_blocked()
+    assert not blocked.is_set()
+    await nursery.start(gossip.run)
+    await blocked.wait()
+    await wait_all_tasks_blocked()
+    assert calls[0] == 3 and pool.admitted == 5  # the first two messages in one batch
+    gossip.flush()
+    assert peers[2].of(TxAnnounce) == [TxAnnounce([tx.id for tx in txs[:3]])]

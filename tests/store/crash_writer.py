@@ -1,8 +1,10 @@
 """Crash-test writer: append synthetic blocks to a store as fast as possible until killed.
 
-Run as ``python crash_writer.py STORE_DIR``. It opens the store, continues from its head (or from
-height 0), and after every ``commit_block`` returns prints the committed height on its own line and
-flushes, so the parent knows which heights were durable before it sends SIGKILL.
+Run as ``python crash_writer.py STORE_DIR [BATCH]``. It opens the store, continues from its head (or
+from height 0), and after every ``commit_block`` returns prints the committed height on its own line
+and flushes, so the parent knows which heights were durable before it sends SIGKILL. With BATCH > 1
+it writes BATCH blocks per ``commit_blocks`` call (as a syncing node does) and prints the last
+height of each batch.
 
 Every block is a pure function of its height (``synthetic_block``), so the test can check any
 height it finds in the store. State per block ``h``: ``counter`` = h; ``k/<h>`` added and
@@ -18,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from iomtnode.store import BlockStore
+from iomtnode.store import BlockRecord, BlockStore
 
 WRITER_LIFETIME_S = 60.0  # exits by itself if nobody kills it (a crashed test leaves no orphan)
 LARGE_BLOCK_EVERY = 5  # every 5th block spans several 32 KiB LevelDB log blocks
@@ -73,11 +75,18 @@ def synthetic_block(height: int) -> SyntheticBlock:
     )
 
 
-def main(path: pathlib.Path) -> None:
+def main(path: pathlib.Path, batch: int = 1) -> None:
     deadline = time.monotonic() + WRITER_LIFETIME_S
     with BlockStore.open(path) as store:
         head = store.head()
         height = 0 if head is None else head[0] + 1
+        while batch > 1 and time.monotonic() < deadline:  # as a syncing node writes
+            blocks = [synthetic_block(h) for h in range(height, height + batch)]
+            store.commit_blocks([BlockRecord(b.height, b.block_hash, b.block_bytes,
+                                             b.commit_bytes, b.tx_ids, b.state_changes)
+                                 for b in blocks])
+            height += batch
+            print(height - 1, flush=True)
         while time.monotonic() < deadline:
             block = synthetic_block(height)
             store.commit_block(
@@ -93,4 +102,4 @@ def main(path: pathlib.Path) -> None:
 
 
 if __name__ == "__main__":
-    main(pathlib.Path(sys.argv[1]))
+    main(pathlib.Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 1)

@@ -123,3 +123,37 @@ def test_sigkill_at_any_moment_leaves_the_last_whole_block(tmp_path):
         top = check_store(path, cycle)
         assert top >= printed[-1], f"{cycle}: a reported block was lost"
     assert top >= KILL_CYCLES * MIN_REPORTED_BLOCKS
+
+
+BATCH = 7  # blocks per synced batch in the batched-writer test
+BATCH_KILL_CYCLES = 10
+
+
+@pytest.mark.timeout(120)
+def test_sigkill_during_batched_commits_leaves_a_whole_batch(tmp_path):
+    """A syncing node writes ranges of blocks in one batch: a kill leaves the store at the end
+    of a batch (the one being written, or the one before), never inside one."""
+    rng = random.Random(SEED + 1)
+    path = tmp_path / "data"
+    top = -1
+    for cycle_number in range(BATCH_KILL_CYCLES):
+        cycle = f"seed {SEED + 1}, batched cycle {cycle_number}"
+        reports = bytearray()
+        with (tmp_path / f"writer-{cycle_number}.err").open("w+b") as stderr:
+            proc = subprocess.Popen([sys.executable, str(WRITER), str(path), str(BATCH)],
+                                    stdout=subprocess.PIPE, stderr=stderr)
+            try:
+                read_reports(proc, reports, rng.randint(1, 4), REPORT_TIMEOUT_S)
+                time.sleep(rng.uniform(0, MAX_EXTRA_DELAY_S))
+                proc.send_signal(signal.SIGKILL)
+                read_reports(proc, reports, -1, EXIT_TIMEOUT_S)
+                assert proc.wait(timeout=EXIT_TIMEOUT_S) == -signal.SIGKILL, cycle
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=EXIT_TIMEOUT_S)
+                proc.stdout.close()
+        printed = [int(line) for line in reports.splitlines()]
+        assert printed == [top + BATCH * i for i in range(1, len(printed) + 1)], cycle
+        top = check_store(path, cycle)
+        assert top in (printed[-1], printed[-1] + BATCH), f"{cycle}: head {top} inside a batch"

@@ -1,0 +1,94 @@
+"""A syncing node commits ranges of blocks in one synced batch: every block still checked in
+full against its predecessors, nothing visible before the batch is durable, and an invalid
+block stops the range after the valid blocks before it."""
+
+from __future__ import annotations
+
+import pytest
+
+from iomtnode.admission.mempool import Mempool
+from iomtnode.chain.chain import InvalidBlockError
+from iomtnode.chain.feed import BlockFeed
+from iomtnode.chain.writer import ChainWriter
+from iomtnode.store import BlockStore, StagedStore
+
+from .chainkit import GENESIS, forged, new_chain, reading, seal_unchecked, source_chain
+
+
+class CountingStore(BlockStore):
+    batches: list[int]
+
+    def commit_blocks(self, records) -> None:
+        self.batches.append(len(records))
+        super().commit_blocks(records)
+
+
+def follower(path):
+    from iomtnode.chain.chain import Chain
+
+    store = CountingStore.open(path)
+    store.batches = []
+    chain = Chain(store, GENESIS)
+    store.batches.clear()  # the genesis block
+    mempool = Mempool(chain, now_ms=lambda: GENESIS.time_ms + 10_000)
+    writer = ChainWriter(chain, mempool, BlockFeed(chain.height))
+    heard: list[int] = []
+    writer.add_listener(lambda block, commit, source: heard.append(block.height))
+    return chain, writer, heard
+
+
+async def test_a_range_is_checked_block_by_block_and_written_once(tmp_path):
+    source, blocks = source_chain(tmp_path / "source", 6, 40)
+    chain, writer, heard = follower(tmp_path / "follower")
+    verifier = writer._mempool.verifier
+    done = await writer.apply_many(blocks, b"\x01" * 32, lambda tx: False)
+    assert done == len(blocks) == 7
+    assert chain.store.batches == [7]  # one synced write for the whole range
+    assert heard == list(range(1, 8))  # listeners and subscribers still hear of each
+    assert chain.height == source.height and chain.head.hash == source.head.hash
+    assert chain.committed_txs == source.committed_txs == 3 + 6 * 40
+    assert verifier.verified_count == 3 + 6 * 40  # every signature, once
+    for height in range(1, 8):
+        assert chain.store.block_bytes(height) == source.store.block_bytes(height)
+    assert await writer.apply_many(blocks[:2], b"\x01" * 32, lambda tx: False) == 0  # stale
+
+
+async def test_an_invalid_block_stops_the_range_after_the_valid_ones(tmp_path):
+    source, blocks = source_chain(tmp_path / "source", 3, 10)
+    bad = seal_unchecked(source, (forged(reading("d1", 99)),))
+    chain, writer, heard = follower(tmp_path / "follower")
+    with pytest.raises(InvalidBlockError, match="signature"):
+        await writer.apply_many([*blocks, bad], b"\x01" * 32, lambda tx: False)
+    assert chain.height == 4 and heard == [1, 2, 3, 4] and chain.store.batches == [4]
+    assert chain.store.head() == (4, source.head.hash)
+
+
+async def test_a_rule_breaker_later_in_the_range_sees_the_state_of_earlier_blocks(tmp_path):
+    source, blocks = source_chain(tmp_path / "source", 1, 3)  # d1..d3 at seq 1
+    replay = seal_unchecked(source, (reading("d1", 1),))  # seq 1 again: stale after block 2
+    chain, writer, _ = follower(tmp_path / "follower")
+    with pytest.raises(InvalidBlockError, match="sequence"):
+        await writer.apply_many([*blocks, replay], b"\x01" * 32, lambda tx: False)
+    assert chain.height == 2
+
+
+def test_staged_blocks_are_invisible_until_flushed_and_then_whole(tmp_path):
+    source, blocks = source_chain(tmp_path / "source", 2, 5)
+    chain = new_chain(tmp_path / "follower")
+    staged = chain.staged()
+    for block, commit in blocks:
+        staged.commit(staged.check(block, commit), commit)
+    assert isinstance(staged.store, StagedStore) and staged.store.staged == 3
+    assert staged.height == 3 and chain.height == 0
+    assert chain.store.head()[0] == 0 and chain.store.block_bytes(1) is None
+    assert staged.store.block_bytes(2) == source.store.block_bytes(2)
+    assert staged.store.tx_location(blocks[2][0].txs[0].id) == (3, 0)
+    assert dict(staged.store.iter_state(b"q")) == dict(source.store.iter_state(b"q"))
+    with pytest.raises(AssertionError):
+        chain.adopt(staged)  # not flushed yet
+    assert staged.store.flush() == 3
+    chain.adopt(staged)
+    assert chain.height == 3 and chain.store.head() == source.store.head()
+    assert dict(chain.store.iter_state(b"")) == dict(source.store.iter_state(b""))
+    chain.store.close()
+    source.store.close()

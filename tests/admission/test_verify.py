@@ -1,0 +1,84 @@
+"""Each signature is verified once per node, and the record of what passed never lets an
+unverified transaction through (a forged copy has the same id but is its own entry)."""
+
+from __future__ import annotations
+
+import pytest
+
+from iomtnode.admission.batch import admit_batch, admit_raw_batch
+from iomtnode.admission.mempool import Mempool
+from iomtnode.admission.verify import THREAD_MIN_BATCH, Verifier
+from iomtnode.chain.chain import InvalidBlockError
+from iomtnode.core import errors as e
+
+from ..core.helpers import CHAIN_ID
+from .chainkit import GENESIS, forged, reading, seal_unchecked, source_chain
+
+
+@pytest.fixture
+def chain(tmp_path):
+    chain, _ = source_chain(tmp_path / "data", 0, 0)
+    yield chain
+    chain.store.close()
+
+
+def pool(chain) -> Mempool:
+    return Mempool(chain, now_ms=lambda: GENESIS.time_ms + 10_000)
+
+
+async def test_each_signature_is_checked_once_and_forged_copies_never_pass():
+    verifier = Verifier(CHAIN_ID)
+    real = [reading("d1", seq) for seq in range(1, 41)]  # enough for worker threads
+    assert len(real) >= THREAD_MIN_BATCH
+    assert await verifier.verify(real) == [None] * 40
+    assert verifier.verified_count == 40 and all(tx in verifier for tx in real)
+    assert await verifier.verify(real + real[:5]) == [None] * 45
+    assert verifier.verified_count == 40  # nothing checked twice
+    fake = forged(real[0])
+    assert fake.id == real[0].id and fake not in verifier
+    errors = await verifier.verify([fake, real[1], fake])
+    assert errors[1] is None and errors[0] is not None and errors[2] is not None
+    assert verifier.verified_count == 41 and fake not in verifier  # copies checked once
+    with pytest.raises(Exception, match="signature"):
+        verifier.verify_now(fake)
+
+
+async def test_the_capacity_bounds_memory_and_forgetting_only_costs_a_recheck():
+    verifier = Verifier(CHAIN_ID, capacity=3)
+    txs = [reading("d2", seq) for seq in range(1, 6)]
+    await verifier.verify(txs)
+    assert [tx in verifier for tx in txs] == [False, False, True, True, True]
+    await verifier.verify(txs[:1])
+    assert verifier.verified_count == 6
+
+
+async def test_a_block_with_a_forged_copy_of_a_pending_transaction_is_refused(chain):
+    mempool = pool(chain)
+    real = reading("d1", 1)
+    mempool.add_tx(real)  # verified on admission
+    fake = forged(real)
+    assert mempool.verified(real) and not mempool.verified(fake)
+    block, commit = seal_unchecked(chain, (fake,))
+    with pytest.raises(InvalidBlockError, match="signature"):
+        chain.check(block, commit, mempool.verified)
+
+
+async def test_batches_are_admitted_in_order_with_the_reason_for_each_refusal(chain):
+    mempool = pool(chain)
+    good = [reading("d1", seq) for seq in range(1, 301)]  # several chunks
+    raws = [tx.raw for tx in good]
+    raws[10] = forged(good[10]).raw
+    raws[20] = b"\x92junk"
+    raws.append(good[5].raw)  # a copy of one admitted earlier in the batch
+    results = await admit_raw_batch(mempool, raws, reading_only=True)
+    assert len(results) == 301
+    assert isinstance(results[10], e.BadSignatureRuleError)
+    assert isinstance(results[20], e.MalformedTxRuleError)
+    assert isinstance(results[-1], e.DuplicateTxError)
+    admitted = [r for r in results if not isinstance(r, e.RuleError)]
+    assert len(admitted) == 298 and len(mempool) == 298
+    assert mempool.verifier.verified_count == 299  # 298 good + 1 forged, each once
+    # the same again: refused as pending, without another signature check
+    again = await admit_batch(mempool, good[:10])
+    assert all(isinstance(r, e.DuplicateTxError) for r in again)
+    assert mempool.verifier.verified_count == 299
