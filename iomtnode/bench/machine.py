@@ -35,13 +35,6 @@ def ed25519_verify_rate(seconds: float = VERIFY_SAMPLE_S, slices: int = VERIFY_S
     return best
 
 
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 @dataclass(frozen=True, slots=True)
 class ProcUsage:
     cpu_s: float  # user + system seconds so far

@@ -21,10 +21,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..admission.verify import usable_cores
 from ..localnet import Localnet, LocalnetError
 from ..sim.vitals import make_devices
 from .bootstrap import measure_bootstrap
-from .machine import disk_bytes, ed25519_verify_rate, usable_cores
+from .machine import disk_bytes, ed25519_verify_rate
 from .phase import Phase, run_phase
 from .plan import SATURATION, Outcome, PhaseSpec, Plan, saturation_offer
 from .progress import NullReporter, Reporter

@@ -38,6 +38,7 @@ from typing import Any
 
 from . import codec
 from . import errors as e
+from .block import quorum
 from .genesis import Genesis
 from .tx import (
     AdmitDevice,
@@ -206,13 +207,17 @@ def authorities_at(state: State, height: int) -> tuple[bytes, ...]:
     the next block is always known when a block is made."""
     authorities = list(state.authorities())
     for due, subject, add in state.scheduled_changes():
-        if due > height:
-            continue
-        if add and subject not in authorities:
-            authorities.append(subject)
-        elif not add and subject in authorities and len(authorities) > 1:
-            authorities.remove(subject)
+        if due <= height:
+            _change(authorities, subject, add, keep_last=True)
     return tuple(authorities)
+
+
+def _change(authorities: list[bytes], subject: bytes, add: bool, *, keep_last: bool) -> None:
+    """Add or remove ``subject`` in place (``keep_last``: never remove the last one)."""
+    if add and subject not in authorities:
+        authorities.append(subject)
+    elif not add and subject in authorities and (len(authorities) > 1 or not keep_last):
+        authorities.remove(subject)
 
 
 def begin_block(state: State, ctx: BlockContext) -> None:
@@ -427,15 +432,12 @@ def _check_quorum_after(state: State, changes: list[list[Any]], ctx: BlockContex
     """
     after = list(state.authorities())
     for _, subject, add in changes:
-        if add and subject not in after:
-            after.append(subject)
-        elif not add and subject in after:
-            after.remove(subject)
+        _change(after, subject, add, keep_last=False)
     if not after:
         raise e.GovernanceError("this vote would remove the last authority")
-    current = set(state.authorities())
-    online = [a for a in after if a not in current or a in state.online(ctx.height)]
-    need = 2 * len(after) // 3 + 1  # the quorum of the set after the change
+    current, online_now = set(state.authorities()), state.online(ctx.height)
+    online = [a for a in after if a not in current or a in online_now]
+    need = quorum(len(after))
     if len(online) < need:
         raise e.GovernanceError(
             f"after this change {len(after)} authorities would need {need} precommits per "
