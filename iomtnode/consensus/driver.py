@@ -209,6 +209,17 @@ class Driver:
         for answer in answer_txs(msg.block_hash, block, msg.indexes):
             self._network.send_consensus(peer_id, answer)
 
+    def holders(self, block: Block) -> frozenset[bytes]:
+        """The validators known to hold ``block``, at the height being decided: those whose
+        prevote or precommit for it this node counted (a validator votes for a block only
+        with its proposal at hand). Empty for any other height."""
+        machine = self.machine
+        if machine is None or machine.height != block.height:
+            return frozenset()
+        votes = machine.votes
+        return frozenset(vote.validator for round_ in votes.rounds() for vote_type in VoteType
+                         for vote in votes.get(round_, vote_type).votes_for(block.hash))
+
     def _on_committed(self, block: Block, commit: Commit, source: bytes | None) -> None:
         if block.height >= self.height:
             self._inbound.nudge()

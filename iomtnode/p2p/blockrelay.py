@@ -10,6 +10,7 @@ compact block to its other peers. A block that is not the next one is left to sy
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,8 +55,10 @@ def compact(block: Block, commit: Commit) -> CompactBlock:
 
 class BlockRelay:
     def __init__(self, host: Any, chain: Chain, writer: ChainWriter, mempool: Mempool,
-                 on_height: Any) -> None:
+                 on_height: Any, *,
+                 holders: Callable[[Block], Collection[bytes]] = lambda block: ()) -> None:
         self._host = host
+        self._holders = holders
         self._chain = chain
         self._writer = writer
         self._mempool = mempool
@@ -63,11 +66,17 @@ class BlockRelay:
         self._pending: dict[bytes, _Pending] = {}
 
     def on_committed(self, block: Block, commit: Commit, source: bytes | None) -> None:
-        """ChainWriter listener: relay every new head to every peer but its source (of a
-        synced range only the last block: peers ahead of it do not need it, peers behind it
-        sync)."""
+        """ChainWriter listener: relay every new head to every peer but its source and the
+        authorities known to hold it: those whose precommits certify it and those whose
+        votes for it consensus saw here (``holders``; a vote for a block means its proposal
+        was at hand). One that lost it meanwhile syncs it. Of a synced range only the last
+        block is relayed: peers ahead of it do not need it, peers behind it sync."""
         if block.height == self._chain.height:
-            self._host.broadcast(compact(block, commit), exclude=source)
+            skip = {signer for signer, _ in commit.signatures}
+            skip.update(self._holders(block))
+            if source is not None:
+                skip.add(source)
+            self._host.broadcast(compact(block, commit), exclude=skip)
 
     async def on_compact(self, peer: Any, msg: CompactBlock) -> None:
         try:

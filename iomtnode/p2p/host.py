@@ -26,6 +26,7 @@ what one IP can hold open (``max_inbound_per_ip``).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -412,11 +413,15 @@ class Host:
         peer = self._peers.get(node_id)
         return None if peer is None or peer.closed else peer
 
-    def broadcast(self, msg: Message, exclude: bytes | None = None) -> int:
-        """Queue ``msg``, encoded once, to every peer but the node id ``exclude``; never waits.
-        Returns how many peers took it (a slow one is dropped instead, see :meth:`Peer.send`)."""
+    def broadcast(self, msg: Message, exclude: Container[bytes] = ()) -> int:
+        """Queue ``msg``, encoded once, to every peer whose node id is not in ``exclude``;
+        never waits. Returns how many peers took it (a slow one is dropped instead, see
+        :meth:`Peer.send`)."""
+        targets = [peer for peer in self.peers() if peer.node_id not in exclude]
+        if not targets:
+            return 0
         frame = encode(msg)
-        return sum(peer.send(frame) for peer in self.peers() if peer.node_id != exclude)
+        return sum(peer.send(frame) for peer in targets)
 
     def disconnect(self, node_id: bytes, reason: str) -> bool:
         """Close the connection to ``node_id`` with ``reason``; False if not connected."""

@@ -19,6 +19,7 @@ from ..chain.chain import Chain
 from ..chain.feed import BlockFeed
 from ..chain.writer import ChainWriter
 from ..config import Config, parse_hostport
+from ..core.block import Block
 from ..core.crypto import SigningKey
 from ..store import BlockStore
 from ..sync.blocksync import BlockSync
@@ -69,6 +70,8 @@ class ConsensusHandler(Protocol):
     def on_message(self, peer_id: bytes, msg: ConsensusProposal | ConsensusVote
                    | GetProposalTxs | ProposalTxs) -> None: ...
 
+    def holders(self, block: Block) -> frozenset[bytes]: ...
+
 
 class P2PService:
     def __init__(
@@ -100,11 +103,15 @@ class P2PService:
         self.gossip = TxGossip(self.host, admit, mempool.get)
         self.sync = BlockSync(self.host, chain, writer, feed, mempool.verified,
                               on_progress=SyncProgress())
-        self.relay = BlockRelay(self.host, chain, writer, mempool, self.sync.saw_height)
+        self.relay = BlockRelay(self.host, chain, writer, mempool, self.sync.saw_height,
+                                holders=self._block_holders)
         writer.add_listener(self.relay.on_committed)
         self.address = ""
         # set by the node when consensus runs here (several authorities); else dropped
         self.consensus: ConsensusHandler | None = None
+
+    def _block_holders(self, block: Block) -> frozenset[bytes]:
+        return frozenset() if self.consensus is None else self.consensus.holders(block)
 
     # the handler the host calls ------------------------------------------------------
 

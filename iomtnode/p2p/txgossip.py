@@ -2,9 +2,12 @@
 
 A transaction submitted to this node's API is pushed whole to every peer (the first
 hop). A transaction received from a peer is validated (decoded, signature verified
-once, state rules) and, if admitted, announced by id to the peers not known to have it;
-they fetch what they lack. In a full mesh every node gets each transaction about once,
-and relaying costs 32 bytes per peer instead of the whole transaction.
+once, state rules) and, if admitted, announced by id to the peers not known to have it,
+:data:`RELAY_DELAY_S` later and only if it is still pending then; they fetch what they
+lack. In a full mesh the first hop reached every node and a block commits the
+transaction well within the delay, so relaying costs nothing; where the mesh is not full
+(a gateway with one uplink) each further hop costs the delay and 32 bytes per peer.
+Authorities that lack a proposed transaction fetch it with the proposal either way.
 
 Received batches are not admitted by the peer's reader: :meth:`TxGossip.queue_txs` puts
 them on one bounded queue (the reader waits only when it is full, which pushes back on
@@ -22,6 +25,7 @@ and every id is remembered in a bounded seen-cache so duplicates cost one lookup
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,8 +49,17 @@ PUSH_MAX_TX_BYTES = 1024  # larger transactions are announced even on the first 
 REQUEST_RETRY_S = 2.0  # an id requested but not delivered may be requested again after this
 INBOX_TXS = 16_384  # received transactions waiting for admission (~3 MB); then readers wait
 DECODE_CHUNK = 256  # transactions decoded (then admitted) per step
+RELAY_DELAY_S = 1.0  # a relayed transaction is announced this long after its admission
+RELAY_QUEUE = 100_000  # relays waiting for their delay; beyond it the oldest go at once
 
 AdmitBatch = Callable[[Sequence[SignedTx]], Awaitable[Sequence[SignedTx | e.RuleError]]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Relay:
+    due: float
+    tx_id: bytes
+    source: bytes
 
 
 @dataclass
@@ -60,8 +73,11 @@ class TxGossip:
     """Spreads transactions between this node's mempool and its peers."""
 
     def __init__(self, host: Any, admit: AdmitBatch,
-                 lookup: Callable[[bytes], SignedTx | None]) -> None:
+                 lookup: Callable[[bytes], SignedTx | None], *,
+                 relay_delay_s: float = RELAY_DELAY_S) -> None:
         self._host = host
+        self.relay_delay_s = relay_delay_s
+        self._relays: deque[_Relay] = deque()
         self._admit = admit
         self._inbox, self._inbox_rx = trio.open_memory_channel[tuple[Any, Txs]](math.inf)
         self._queued = 0  # transactions in the inbox
@@ -102,10 +118,16 @@ class TxGossip:
             self._full.set()
 
     def _spread(self, tx: SignedTx, source: bytes | None) -> None:
-        push = source is None and len(tx.raw) <= PUSH_MAX_TX_BYTES
+        """Push a local transaction now (announce it if large); a relayed one is announced
+        after the relay delay (see :meth:`_relay_due`)."""
+        if source is not None:
+            self._relays.append(_Relay(trio.current_time() + self.relay_delay_s, tx.id, source))
+            if len(self._relays) > RELAY_QUEUE:
+                self._announce(self._relays.popleft())
+            self._pending.set()
+            return
+        push = len(tx.raw) <= PUSH_MAX_TX_BYTES
         for peer in self._host.peers():
-            if peer.node_id == source:
-                continue
             known = self._known_by(peer.node_id)
             if tx.id in known:
                 continue
@@ -114,6 +136,23 @@ class TxGossip:
                 self._queue(peer.node_id, raw=tx.raw)
             else:
                 self._queue(peer.node_id, tx_id=tx.id)
+
+    def _announce(self, relay: _Relay) -> None:
+        """Announce a relayed transaction to the peers not known to have it, unless it is
+        no longer pending (committed, or dropped as stale)."""
+        if self._lookup(relay.tx_id) is None:
+            return
+        for peer in self._host.peers():
+            if peer.node_id == relay.source:
+                continue
+            known = self._known_by(peer.node_id)
+            if relay.tx_id not in known:
+                known.add(relay.tx_id)
+                self._queue(peer.node_id, tx_id=relay.tx_id)
+
+    def _relay_due(self, now: float) -> None:
+        while self._relays and self._relays[0].due <= now:
+            self._announce(self._relays.popleft())
 
     # inputs --------------------------------------------------------------------------
 
@@ -217,7 +256,9 @@ class TxGossip:
     # the flusher ---------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Send every waiting batch now."""
+        """Send every waiting batch now, with the relays that are due."""
+        if self._relays:
+            self._relay_due(trio.current_time())
         boxes, self._outbox = self._outbox, {}
         for peer_id, box in boxes.items():
             peer = self._host.get(peer_id)
@@ -239,8 +280,14 @@ class TxGossip:
 
     async def _flush_forever(self) -> None:
         while True:
-            await self._pending.wait()
-            with trio.move_on_after(FLUSH_INTERVAL_S):
+            if not self._outbox:  # wait for a batch, or for the next relay to fall due
+                with trio.move_on_at(self._relays[0].due if self._relays else math.inf):
+                    await self._pending.wait()
+                self._pending = trio.Event()
+                self._relay_due(trio.current_time())
+                if not self._outbox:
+                    continue
+            with trio.move_on_after(FLUSH_INTERVAL_S):  # then send within this
                 await self._full.wait()
             self._pending, self._full = trio.Event(), trio.Event()
             self.flush()

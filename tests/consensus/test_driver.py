@@ -60,6 +60,28 @@ async def test_four_authorities_finalize_the_same_blocks(tmp_path, autojump_cloc
         assert all(n.driver and n.driver.signing_floor == 0 for n in net.nodes.values())
 
 
+async def test_at_commit_the_driver_names_the_validators_that_hold_the_block(
+        tmp_path, autojump_clock):
+    """What block relay skips: every validator whose vote for the block was counted (it had
+    the proposal), at the moment the block is committed; nothing for other heights."""
+    async with cluster(tmp_path) as net:
+        a = net["A"]
+        seen: list[tuple[int, frozenset[bytes], frozenset[bytes]]] = []
+
+        def at_commit(block, commit, source) -> None:
+            assert a.driver is not None
+            signers = frozenset(signer for signer, _ in commit.signatures)
+            seen.append((block.height, a.driver.holders(block), signers))
+
+        a.writer.add_listener(at_commit)
+        await net.start()
+        await wait_heights(net.nodes.values(), 3)
+        assert [h for h, _, _ in seen[:3]] == [1, 2, 3]
+        for _, holders, signers in seen:
+            assert signers <= holders <= {pub(n) for n in "ABCD"}
+        assert a.driver is not None and a.driver.holders(a.chain.block_at(1)) == frozenset()
+
+
 async def test_one_silent_authority_of_four_costs_rounds_not_progress(
         tmp_path, autojump_clock):
     async with cluster(tmp_path) as net:

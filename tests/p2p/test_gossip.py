@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
+import trio
 
 from iomtnode.core import errors as e
 from iomtnode.core.crypto import SigningKey, blake2b256
@@ -73,7 +74,7 @@ def setup(n_peers: int = 3, refuse: Exception | None = None):
     peers = [FakePeer(bytes([i]) * 32) for i in range(n_peers)]
     host = FakeHost(peers)
     pool = FakeMempool(refuse)
-    return TxGossip(host, pool.admit, pool.txs.get), host, peers, pool
+    return TxGossip(host, pool.admit, pool.txs.get, relay_delay_s=0), host, peers, pool
 
 
 def test_local_transactions_are_pushed_whole_to_every_peer_in_one_batch():
@@ -99,6 +100,36 @@ async def test_relayed_transactions_are_announced_never_echoed_and_admitted_once
     gossip.flush()
     assert pool.admitted == 1  # checked and admitted once
     assert a.sent == [] and b.sent == c.sent == [TxAnnounce([tx.id])]  # nothing new sent
+
+
+async def test_relays_wait_the_delay_and_a_transaction_committed_meanwhile_is_not_announced(
+        autojump_clock):
+    peers = [FakePeer(bytes([i]) * 32) for i in range(3)]
+    a, b, c = peers
+    pool = FakeMempool()
+    gossip = TxGossip(FakeHost(peers), pool.admit, pool.txs.get, relay_delay_s=1.0)
+    first, second = reading(1), reading(2)
+    await gossip.on_txs(a, Txs([first.raw, second.raw]))
+    gossip.flush()
+    assert b.sent == c.sent == []  # not yet: the first hop may have reached them
+    await trio.sleep(0.5)
+    gossip.on_announce(c, TxAnnounce([second.id]))  # c has the second one
+    del pool.txs[first.id]  # the first one was committed
+    await trio.sleep(0.6)
+    gossip.flush()
+    assert b.sent == [TxAnnounce([second.id])] and c.sent == [] and a.sent == []
+
+
+async def test_the_flusher_announces_relays_when_due(nursery, autojump_clock):
+    gossip, _, (a, b, _), _ = setup()
+    gossip.relay_delay_s = 2.0
+    await nursery.start(gossip.run)
+    tx = reading(1)
+    await gossip.on_txs(a, Txs([tx.raw]))
+    await trio.sleep(1.99)  # virtual time (autojump_clock): the flusher ran whenever it could
+    assert b.sent == []
+    await trio.sleep(0.02)  # the relay fell due at 2.0 and waited FLUSH_INTERVAL_S for company
+    assert b.sent == [TxAnnounce([tx.id])]
 
 
 async def test_announcements_are_fetched_once_and_served_from_the_mempool():
@@ -170,7 +201,6 @@ async def test_a_forged_copy_does_not_shadow_the_real_transaction():
 
 async def test_queued_batches_from_several_peers_are_admitted_together_off_the_reader(
         nursery, monkeypatch):
-    import trio
     from trio.testing import wait_all_tasks_blocked
 
     from iomtnode.p2p import txgossip
@@ -185,7 +215,7 @@ async def test_queued_batches_from_several_peers_are_admitted_together_off_the_r
         calls.append(len(txs))
         return await pool.admit(txs)
 
-    gossip = TxGossip(host, admit, pool.txs.get)
+    gossip = TxGossip(host, admit, pool.txs.get, relay_delay_s=0)
     txs = [reading(i) for i in range(1, 6)]
     await gossip.queue_txs(peers[0], Txs([txs[0].raw, txs[1].raw]))  # returns at once
     await gossip.queue_txs(peers[1], Txs([txs[2].raw]))
