@@ -96,7 +96,9 @@ class Mempool:
             self.verifier.verify_now(tx)
         except BadSignatureError as exc:
             raise bad_signature(tx, exc) from None
-        self._ctx = BlockContext(self._ctx.height, self._now_ms(), self._ctx.genesis)
+        now = self._now_ms()
+        if now != self._ctx.time_ms:
+            self._ctx = BlockContext(self._ctx.height, now, self._ctx.genesis)
         apply(self._state, tx, self._ctx)  # raises the rule's error; state untouched then
         self._txs[tx.id] = tx
         return tx

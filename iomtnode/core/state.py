@@ -32,6 +32,7 @@ Keyspace (first byte)::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -56,6 +57,7 @@ from .tx import (
 ACTIVE, REVOKED, ROTATED = "active", "revoked", "rotated"
 GOVERNANCE_DELAY_BLOCKS = 2  # an authority change takes effect this many heights later
 ONLINE_WINDOW_BLOCKS = 32  # an authority is online if it certified one of this many blocks
+DEVICE_CACHE = 16_384  # decoded device records kept (about 5 MB)
 
 K_AUTHORITIES = b"a"
 K_SCHEDULED = b"c"
@@ -74,6 +76,13 @@ class Device:
     status: str
     admitted_height: int
     successor: bytes  # the new key after a rotation, else b""
+
+
+@functools.lru_cache(maxsize=DEVICE_CACHE)
+def _device(key: bytes, raw: bytes) -> Device:
+    """The device record stored as ``raw`` (pure, so decoded once per record version:
+    every reading reads its device's record, in the mempool and again in the block)."""
+    return Device(key, *codec.decode(raw))
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +132,8 @@ class State:
         self.put_value(K_AUTHORITIES, list(authorities))
 
     def device(self, key: bytes) -> Device | None:
-        value = self.get_value(b"d" + key)
-        return None if value is None else Device(key, *value)
+        raw = self.get(b"d" + key)
+        return None if raw is None else _device(key, raw)
 
     def put_device(self, device: Device) -> None:
         self.put_value(b"d" + device.key, [

@@ -311,6 +311,29 @@ def sign_tx(body: TxBody, key: SigningKey, chain_id: str) -> SignedTx:
 
 
 _body_field = f.max_bytes(MAX_TX_BYTES)
+_SIGNATURE_HEADER = b"\xc4\x40"  # msgpack bin 8 of 64 bytes
+
+
+def _envelope(raw: bytes) -> tuple[bytes, bytes] | None:
+    """``(body, signature)`` if ``raw`` is exactly the canonical encoding of
+    ``[body bytes, 64 signature bytes]``: a 2-array header, the body as bin 8 (under 256
+    bytes) or bin 16 (256 bytes or more), then bin 8 of 64 bytes; else None, and the
+    general decoder says what is wrong. Every transaction is decoded once per node, and
+    this saves a general decode and its re-encoding check."""
+    if len(raw) < 69 or raw[0] != 0x92:  # 3 header bytes + 66 of signature at least
+        return None
+    if raw[1] == 0xC4:
+        start, size = 3, raw[2]
+    elif raw[1] == 0xC5:
+        start, size = 4, int.from_bytes(raw[2:4], "big")
+        if size < 256:
+            return None
+    else:
+        return None
+    end = start + size
+    if end + 66 != len(raw) or raw[end:end + 2] != _SIGNATURE_HEADER:
+        return None
+    return raw[start:end], raw[end + 2:]
 
 
 def decode_tx(raw: bytes) -> SignedTx:
@@ -318,15 +341,20 @@ def decode_tx(raw: bytes) -> SignedTx:
 
     Raises :class:`MalformedTxError` with the reason.
     """
-    try:
-        value = codec.decode(raw, max_bytes=MAX_TX_BYTES)
-        f.record("transaction", value, 2)
-        body_bytes = _body_field("transaction.body", value[0])
-        signature = f.signature("transaction.signature", value[1])
-    except (codec.DecodeError, f.FieldError) as exc:
-        raise MalformedTxError(f"transaction: {exc}") from None
+    raw = bytes(raw)
+    parts = _envelope(raw) if len(raw) <= MAX_TX_BYTES else None
+    if parts is None:
+        try:
+            value = codec.decode(raw, max_bytes=MAX_TX_BYTES)
+            f.record("transaction", value, 2)
+            body_bytes = _body_field("transaction.body", value[0])
+            signature = f.signature("transaction.signature", value[1])
+        except (codec.DecodeError, f.FieldError) as exc:
+            raise MalformedTxError(f"transaction: {exc}") from None
+    else:
+        body_bytes, signature = parts
     body = decode_body(body_bytes)
-    return SignedTx(body, body_bytes, signature, bytes(raw), blake2b256(body_bytes))
+    return SignedTx(body, body_bytes, signature, raw, blake2b256(body_bytes))
 
 
 def tx_to_json(tx: SignedTx) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from iomtnode.core.tx import (
     RotateDeviceKey,
     SignedTx,
     TxBody,
+    _envelope,
     body_fields,
     decode_body,
     decode_tx,
@@ -364,3 +365,29 @@ def test_evidence_verifies_both_votes_not_only_the_reporter() -> None:
         tx.verify(CHAIN_ID)
     signed(len(BODIES) - 1).verify(CHAIN_ID)
     assert signed(len(BODIES) - 1).body.proof.validator == pub("B")
+
+
+@given(st.binary(max_size=600), st.binary(min_size=60, max_size=70),
+       st.sampled_from(["canonical", "bin16", "mutated"]), st.integers(0, 700),
+       st.integers(0, 255))
+@settings(max_examples=400)
+def test_the_envelope_fast_path_accepts_exactly_what_the_general_decoder_does(
+        body: bytes, signature: bytes, form: str, at: int, byte: int) -> None:
+    """The fixed-layout split of ``[body, signature]`` never accepts bytes that the
+    canonical decoder refuses, nor returns other parts than it would."""
+    raw = codec.encode([body, signature])
+    if form == "bin16":  # the same values with the body's length in a bin 16 header
+        raw = b"\x92\xc5" + len(body).to_bytes(2, "big") + body + codec.encode(signature)
+    elif form == "mutated" and raw:
+        i = at % len(raw)
+        raw = raw[:i] + bytes([byte]) + raw[i + 1:]
+    fast = _envelope(raw)
+    try:
+        value = codec.decode(raw)
+    except codec.DecodeError:
+        value = None
+    if fast is not None:
+        assert value == [fast[0], fast[1]] and len(fast[1]) == 64
+    elif (value is not None and len(value) == 2 and all(type(v) is bytes for v in value)
+          and len(value[1]) == 64):
+        pytest.fail(f"the fast path refused a canonical envelope: {raw.hex()}")
