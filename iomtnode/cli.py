@@ -5,6 +5,7 @@ Results go to stdout (JSON with ``--json``), logs to stderr, so scripts can pipe
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from pathlib import Path
@@ -139,7 +140,7 @@ def run(
                    ] = None,
 ) -> None:
     """Run a node until SIGINT or SIGTERM, then shut down cleanly."""
-    from .node import Node
+    from .node import GC_THRESHOLDS, Node
     from .service import run_until_signal
 
     try:
@@ -148,6 +149,8 @@ def run(
         node = Node(h, config)
     except (HomeError, ConfigError, GenesisError) as exc:
         fail(str(exc))
+    gc.freeze()  # what is loaded by now lives as long as the process: never scan it again
+    gc.set_threshold(*GC_THRESHOLDS)
     run_async(run_until_signal, node.run)
 
 

@@ -6,6 +6,13 @@ whole signed body, so a forged copy with the same id and another signature is a 
 entry and is verified on its own). Verification runs in worker threads, a batch per thread
 hop: libsodium releases the GIL, so the trio thread decodes, applies rules and serves the
 network meanwhile, and a node may use more than one core.
+
+A batch of :data:`PROCESS_MIN_BATCH` or more (a syncing node's round of blocks) goes to
+worker processes instead (``trio-parallel``): a thread that finishes a signature must take
+the GIL back, and while the trio thread runs Python it waits up to the switch interval
+(5 ms) for it, so threads keep cores busy only while the trio thread idles. Processes
+need no GIL; they get the transactions' signed parts (signer, domain, id, signature), or
+the whole transaction for evidence (whose votes are verified too).
 """
 
 from __future__ import annotations
@@ -15,18 +22,47 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 import trio
+import trio_parallel
 
-from ..core.crypto import BadSignatureError
-from ..core.tx import SignedTx
+from ..core.crypto import BadSignatureError, Domain, verify
+from ..core.tx import ReportEvidence, SignedTx, decode_tx
 
 VERIFIED_CAPACITY = 100_000  # transactions remembered as verified (~23 MB: 230 B each);
 # more than the ranges sync verifies ahead (3 x 4 MB of blocks) and than a block
 THREAD_MIN_BATCH = 16  # smaller batches are verified inline (a thread hop costs more)
 CHUNK = 256  # signatures per thread hop
+PROCESS_MIN_BATCH = 2048  # larger batches go to worker processes (one piece per core)
+PROCESS_PIECE = 1024  # signatures per worker-process call (~80 ms of work, ~150 KB)
 
 
 def _key(tx: SignedTx) -> bytes:
     return tx.id + tx.signature  # exact (no hash to compute): 96 bytes
+
+
+SignedParts = tuple[bytes, bytes, bytes, bytes] | bytes  # signer, domain, id, signature | raw
+
+
+def _parts(tx: SignedTx) -> SignedParts:
+    if isinstance(tx.body, ReportEvidence):
+        return tx.raw
+    return tx.body.signer, tx.body.DOMAIN.value, tx.id, tx.signature
+
+
+def check_parts(chain_id: str, items: Sequence[SignedParts]) -> list[str | None]:
+    """Verify signatures from their parts (in a worker process); per item None or why not."""
+    out: list[str | None] = []
+    for item in items:
+        try:
+            if isinstance(item, bytes):
+                decode_tx(item).verify(chain_id)
+            else:
+                signer, domain, digest, signature = item
+                verify(signer, Domain(domain), chain_id, digest, signature)
+        except BadSignatureError as exc:
+            out.append(str(exc))
+        else:
+            out.append(None)
+    return out
 
 
 def usable_cores() -> int:
@@ -40,11 +76,13 @@ class Verifier:
     """Verifies transaction signatures for ``chain_id``, each one once per node."""
 
     def __init__(self, chain_id: str, *, capacity: int = VERIFIED_CAPACITY,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, processes: int | None = None) -> None:
         self.chain_id = chain_id
         self.capacity = capacity
         self._passed: OrderedDict[bytes, None] = OrderedDict()
-        self._limiter = trio.CapacityLimiter(threads or usable_cores())
+        self.limiter = trio.CapacityLimiter(threads or usable_cores())  # worker threads
+        self.processes = usable_cores() if processes is None else processes  # 0/1: none
+        self._processes = trio.CapacityLimiter(max(1, self.processes))
         self.verified_count = 0  # signatures actually checked (a test and metrics hook)
 
     def __contains__(self, tx: SignedTx) -> bool:
@@ -77,9 +115,12 @@ class Verifier:
         tx.verify(self.chain_id)
         self._record(tx)
 
-    async def verify(self, txs: Sequence[SignedTx]) -> list[BadSignatureError | None]:
+    async def verify(self, txs: Sequence[SignedTx], *, bulk: bool = False
+                     ) -> list[BadSignatureError | None]:
         """Verify ``txs`` (those not verified before), in worker threads when there are
-        many; returns, per transaction, None (it verified) or the error."""
+        many, in worker processes when there are very many or ``bulk`` says more pieces
+        follow (a syncing node's); returns, per transaction, None (it verified) or the
+        error."""
         results: list[BadSignatureError | None] = [None] * len(txs)
         first: dict[bytes, int] = {}  # key -> the index checked for it (copies share it)
         copies: list[tuple[int, int]] = []
@@ -98,6 +139,8 @@ class Verifier:
         if len(todo) < THREAD_MIN_BATCH:
             checked = self._check([txs[i] for i in todo])
             await trio.lowlevel.checkpoint()  # callers go chunk by chunk: let others run
+        elif (bulk or len(todo) >= PROCESS_MIN_BATCH) and self.processes > 1:
+            checked = await self._in_processes([txs[i] for i in todo])
         else:
             checked = await self._in_threads([txs[i] for i in todo])
         for i, error in zip(todo, checked, strict=True):
@@ -108,14 +151,27 @@ class Verifier:
             results[i] = results[checked_as]
         return results
 
+    async def _in_processes(self, txs: list[SignedTx]) -> list[BadSignatureError | None]:
+        parts: list[list[str | None]] = [[] for _ in range(0, len(txs), PROCESS_PIECE)]
+
+        async def run(index: int) -> None:
+            piece = [_parts(tx) for tx in txs[index * PROCESS_PIECE:(index + 1) * PROCESS_PIECE]]
+            parts[index] = await trio_parallel.run_sync(
+                check_parts, self.chain_id, piece, limiter=self._processes)
+
+        async with trio.open_nursery() as nursery:
+            for index in range(len(parts)):
+                nursery.start_soon(run, index)
+        return [None if why is None else BadSignatureError(why) for part in parts for why in part]
+
     async def _in_threads(self, txs: list[SignedTx]) -> list[BadSignatureError | None]:
-        size = max(1, min(CHUNK, -(-len(txs) // int(self._limiter.total_tokens))))
+        size = max(1, min(CHUNK, -(-len(txs) // int(self.limiter.total_tokens))))
         chunks = [txs[i:i + size] for i in range(0, len(txs), size)]
         parts: list[list[BadSignatureError | None]] = [[] for _ in chunks]
 
         async def run(index: int) -> None:
             parts[index] = await trio.to_thread.run_sync(self._check, chunks[index],
-                                                         limiter=self._limiter)
+                                                         limiter=self.limiter)
 
         async with trio.open_nursery() as nursery:
             for index in range(len(chunks)):

@@ -133,9 +133,12 @@ class ChainWriter:
             return self.chain.check_proposal(block, verified)
 
     async def preverify(self, txs: Sequence[SignedTx]) -> None:
-        """Verify the signatures of received blocks' transactions ahead of checking them
-        (several ranges of a syncing node in one batch); bad ones are left for the check."""
-        await self._verify_txs(txs, self._mempool.verified)
+        """Verify the signatures of received blocks' transactions ahead of checking them (a
+        syncing node's, a piece at a time, in worker processes); bad ones are left for the
+        check."""
+        todo = [tx for tx in txs if not self._mempool.verified(tx)]
+        if todo:
+            await self._mempool.verifier.verify(todo, bulk=True)
 
     async def _verify_txs(self, txs: Sequence[SignedTx], verified: Callable[[SignedTx], bool]
                           ) -> Callable[[SignedTx], bool]:

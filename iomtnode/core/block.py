@@ -18,7 +18,6 @@ the head, the proof that a quorum of authorities finalized it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from . import codec, merkle
 from . import fields as f
@@ -219,19 +218,10 @@ def decode_block(data: bytes) -> Block:
     Checks the transaction count and Merkle root and the hash of the carried parent
     commit; does not check signatures or state rules (see the chain module for those).
     """
-    if len(data) > MAX_BLOCK_BYTES:
-        raise MalformedBlockError(f"block of {len(data)} bytes exceeds {MAX_BLOCK_BYTES}")
-    try:
-        value = f.record("block", codec.decode(data), 3)
-        header_bytes = f.max_bytes(1024)("block.header", value[0])
-        if type(value[1]) is not list or len(value[1]) > MAX_BLOCK_TXS:
-            raise f.FieldError(f"block.txs must be an array of at most {MAX_BLOCK_TXS}")
-        commit_bytes = f.max_bytes(codec.MAX_BIN_BYTES)("block.last_commit", value[2])
-    except (codec.DecodeError, f.FieldError) as exc:
-        raise MalformedBlockError(str(exc)) from None
+    header_bytes, raws, commit_bytes = split_block(data)
     header = decode_header(header_bytes)
     try:
-        txs = tuple(decode_tx(raw) if type(raw) is bytes else _not_bytes() for raw in value[1])
+        txs = tuple(decode_tx(raw) for raw in raws)
     except MalformedTxError as exc:
         raise MalformedBlockError(f"block {header.height}: {exc}") from None
     last_commit = decode_commit(commit_bytes) if commit_bytes else None
@@ -239,17 +229,31 @@ def decode_block(data: bytes) -> Block:
     return Block(header, header_bytes, txs, last_commit)
 
 
-def block_parts(data: bytes) -> tuple[bytes, list[bytes]]:
-    """The header bytes and raw transactions of an encoded block, without decoding each
-    transaction (for reading a block this node stored: receipts of large blocks)."""
+def split_block(data: bytes) -> tuple[bytes, list[bytes], bytes]:
+    """An encoded block's header bytes, raw transactions and parent certificate bytes
+    (empty if none), each checked for type and size but not decoded: a syncing node
+    decodes the transactions in pieces in worker threads, then :func:`assemble_block`."""
+    if len(data) > MAX_BLOCK_BYTES:
+        raise MalformedBlockError(f"block of {len(data)} bytes exceeds {MAX_BLOCK_BYTES}")
     try:
         value = f.record("block", codec.decode(data), 3)
         header_bytes = f.max_bytes(1024)("block.header", value[0])
-        if type(value[1]) is not list or not all(type(raw) is bytes for raw in value[1]):
-            raise f.FieldError("block.txs must be an array of byte strings")
+        raws = value[1]
+        if type(raws) is not list or len(raws) > MAX_BLOCK_TXS:
+            raise f.FieldError(f"block.txs must be an array of at most {MAX_BLOCK_TXS}")
+        if not all(type(raw) is bytes for raw in raws):
+            raise f.FieldError("each block transaction must be a byte string")
+        commit_bytes = f.max_bytes(codec.MAX_BIN_BYTES)("block.last_commit", value[2])
     except (codec.DecodeError, f.FieldError) as exc:
         raise MalformedBlockError(str(exc)) from None
-    return header_bytes, value[1]
+    return header_bytes, raws, commit_bytes
+
+
+def block_parts(data: bytes) -> tuple[bytes, list[bytes]]:
+    """The header bytes and raw transactions of an encoded block, without decoding each
+    transaction (for reading a block this node stored: receipts of large blocks)."""
+    header_bytes, raws, _ = split_block(data)
+    return header_bytes, raws
 
 
 def assemble_block(header_bytes: bytes, txs: tuple[SignedTx, ...], last_commit: Commit | None
@@ -258,10 +262,6 @@ def assemble_block(header_bytes: bytes, txs: tuple[SignedTx, ...], last_commit: 
     header = decode_header(header_bytes)
     _check_consistent(header, txs, last_commit)
     return Block(header, header_bytes, txs, last_commit)
-
-
-def _not_bytes() -> Any:
-    raise MalformedTxError("each block transaction must be a byte string")
 
 
 def _check_consistent(header: Header, txs: tuple[SignedTx, ...], last: Commit | None) -> None:

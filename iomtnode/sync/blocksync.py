@@ -6,10 +6,11 @@ longer than ``LAG_GRACE_S``), the node asks up to ``PARALLEL_PEERS`` peers for
 consecutive ranges of ``RANGE_BLOCKS`` blocks at once, checks each block in full
 (certificates against the authority set of its height, signatures, state rules) and
 commits them in order, a range at a time in one synced write (a crash loses at most the
-range being written, which is fetched again); the signatures of a round's ranges are
-verified in worker threads in one batch. A peer that serves an invalid block is penalised; one that
-does not answer in ``REQUEST_TIMEOUT_S`` is skipped for that round. Once level, the node
-follows live relay again.
+range being written, which is fetched again). While this thread decodes a round's ranges,
+worker processes verify the signatures of what it decoded so far (see
+:class:`~iomtnode.admission.verify.Verifier`). A peer that serves an invalid block is
+penalised; one that does not answer in ``REQUEST_TIMEOUT_S`` is skipped for that round.
+Once level, the node follows live relay again.
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ import trio
 from ..chain.chain import Chain, InvalidBlockError
 from ..chain.feed import BlockFeed
 from ..chain.writer import ChainWriter
-from ..core.block import Block, Commit, MalformedBlockError, decode_block, decode_commit
+from ..core.block import (
+    Block,
+    Commit,
+    MalformedBlockError,
+    assemble_block,
+    decode_commit,
+    decode_header,
+    split_block,
+)
+from ..core.tx import MalformedTxError, SignedTx, decode_tx
 from ..p2p import score
 from ..p2p.lru import BoundedSet
 from ..p2p.messages import MAX_BLOCKS_PER_MESSAGE, MAX_MESSAGE_BYTES, Blocks, GetBlocks
@@ -36,6 +46,7 @@ REQUEST_TIMEOUT_S = 10.0
 LATE_ANSWERS = 256  # timed-out requests whose late answer is dropped without a penalty
 LAG_GRACE_S = 1.0  # one block behind for this long: relay missed it, sync
 RESPONSE_BUDGET_BYTES = MAX_MESSAGE_BYTES - 64 * 1024  # room for the envelope
+VERIFY_PIECE = 1024  # transactions decoded, then handed to the verifier, at a time
 
 _Decoded = tuple[list[tuple[Block, Commit]], Exception | None]  # blocks, why the rest did not
 
@@ -134,24 +145,23 @@ class BlockSync:
         async with trio.open_nursery() as nursery:
             for peer_id, first, count in plan:
                 nursery.start_soon(fetch, peer_id, first, count)
-        # Every range is decoded first, then all their signatures are verified in one go in
-        # worker threads (while this thread waits: a busy thread would hold the GIL the
-        # workers need between signatures), then the ranges are checked and committed in order.
+        # The ranges are decoded here while worker processes verify the signatures of what
+        # was decoded so far (a piece at a time); then they are checked and committed in order.
         ranges: list[tuple[int, bytes, int, _Decoded]] = []
-        for first in sorted(results):
-            peer_id, msg = results[first]
-            if msg is None or not msg.blocks:
-                # A peer that claimed this height but did not serve it is not asked again
-                # until it shows a new height; one that answered "nothing" lied.
-                claimed = self.peer_heights.pop(peer_id, None)
-                peer = self._host.get(peer_id)
-                if msg is not None and peer is not None:
-                    self._host.penalize(peer, score.INVALID_MESSAGE,
-                                        f"claimed height {claimed}, served no block {first}")
-                break
-            ranges.append((first, peer_id, len(msg.blocks), await self._decode(msg)))
-        await self._writer.preverify([tx for *_, (blocks, _) in ranges
-                                      for block, _ in blocks for tx in block.txs])
+        async with trio.open_nursery() as verifying:
+            for first in sorted(results):
+                peer_id, msg = results[first]
+                if msg is None or not msg.blocks:
+                    # A peer that claimed this height but did not serve it is not asked
+                    # again until it shows a new height; one that answered "nothing" lied.
+                    claimed = self.peer_heights.pop(peer_id, None)
+                    peer = self._host.get(peer_id)
+                    if msg is not None and peer is not None:
+                        self._host.penalize(peer, score.INVALID_MESSAGE,
+                                            f"claimed height {claimed}, served no block {first}")
+                    break
+                ranges.append((first, peer_id, len(msg.blocks),
+                               await self._decode(msg, verifying)))
         for first, peer_id, count, decoded in ranges:
             if first != self._chain.height + 1 or not await self._apply(peer_id, count, decoded):
                 return
@@ -170,15 +180,29 @@ class BlockSync:
         log.info("sync_request_timed_out", peer=peer_id.hex()[:16], start=start)
         return None
 
-    async def _decode(self, msg: Blocks) -> _Decoded:
-        """The blocks of a range up to the first that does not decode (and why)."""
+    async def _decode(self, msg: Blocks, verifying: trio.Nursery) -> _Decoded:
+        """The blocks of a range up to the first that does not decode (and why). Each piece
+        of :data:`VERIFY_PIECE` transactions is handed to the verifier (a task in
+        ``verifying``) as soon as it is decoded."""
         blocks: list[tuple[Block, Commit]] = []
         for block_raw, commit_raw in msg.blocks:
+            height = -1
             try:
-                blocks.append((decode_block(block_raw), decode_commit(commit_raw)))
+                header_bytes, raws, last_bytes = split_block(block_raw)
+                height = decode_header(header_bytes).height
+                txs: list[SignedTx] = []
+                for start in range(0, len(raws), VERIFY_PIECE):
+                    piece = [decode_tx(raw) for raw in raws[start:start + VERIFY_PIECE]]
+                    verifying.start_soon(self._writer.preverify, piece)
+                    txs.extend(piece)
+                    await trio.lowlevel.checkpoint()  # decoding a range takes a while
+                last = decode_commit(last_bytes) if last_bytes else None
+                blocks.append((assemble_block(header_bytes, tuple(txs), last),
+                               decode_commit(commit_raw)))
+            except MalformedTxError as exc:
+                return blocks, MalformedBlockError(f"block {height}: {exc}")
             except MalformedBlockError as exc:
                 return blocks, exc
-            await trio.lowlevel.checkpoint()  # decoding a range takes a while
         return blocks, None
 
     async def _apply(self, peer_id: bytes, count: int, decoded: _Decoded) -> bool:

@@ -4,13 +4,20 @@ block stops the range after the valid blocks before it."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
+
 import pytest
 
 from iomtnode.admission.mempool import Mempool
 from iomtnode.chain.chain import InvalidBlockError
 from iomtnode.chain.feed import BlockFeed
 from iomtnode.chain.writer import ChainWriter
+from iomtnode.core import codec
+from iomtnode.p2p import score
+from iomtnode.p2p.messages import Blocks, GetBlocks
 from iomtnode.store import BlockStore, StagedStore
+from iomtnode.sync.blocksync import BlockSync
 
 from .chainkit import GENESIS, forged, new_chain, reading, seal_unchecked, source_chain
 
@@ -92,3 +99,67 @@ def test_staged_blocks_are_invisible_until_flushed_and_then_whole(tmp_path):
     assert dict(chain.store.iter_state(b"")) == dict(source.store.iter_state(b""))
     chain.store.close()
     source.store.close()
+
+
+@dataclass
+class ServingPeer:
+    """Answers GetBlocks at once from ``items`` (height -> [block, certificate])."""
+
+    node_id: bytes
+    items: dict
+    sync: object = None
+
+    def send(self, msg) -> bool:
+        if isinstance(msg, GetBlocks):
+            self.sync.on_blocks(self, Blocks(msg.start, [
+                self.items[h] for h in range(msg.start, msg.start + msg.count) if h in self.items]))
+        return True
+
+
+@dataclass
+class ServingHost:
+    peer: ServingPeer
+    penalties: list = field(default_factory=list)
+
+    def get(self, node_id):
+        return self.peer if node_id == self.peer.node_id else None
+
+    def penalize(self, peer, points, reason):
+        self.penalties.append((points, reason))
+
+
+@pytest.mark.parametrize("damage, reason", [
+    ("swap", "block 5: transactions do not match tx_root"),
+    ("junk", "block 5: transaction"),
+    ("forge", "block 8: tx .* bad reading signature"),
+])
+async def test_a_served_range_stops_at_a_bad_block_and_costs_its_server(
+        tmp_path, damage, reason):
+    source, blocks = source_chain(tmp_path / "source", 6, 40)
+    items = {b.height: [b.encode(), c.encode()] for b, c in blocks}
+    good = 7
+    if damage == "forge":  # a well-formed block 8 holding a transaction with a bad signature
+        bad, commit = seal_unchecked(source, (forged(reading("d1", 99)),))
+        items[8] = [bad.encode(), commit.encode()]
+    else:  # block 5 with one transaction replaced: it no longer decodes or matches
+        block5 = blocks[4][0]
+        raws = [tx.raw for tx in block5.txs]
+        raws[7] = reading("d1", 999).raw if damage == "swap" else b"\x93junk"
+        last = block5.last_commit.encode() if block5.last_commit else b""
+        items[5] = [codec.encode([block5.header_bytes, raws, last]), items[5][1]]
+        good = 4
+    chain, writer, heard = follower(tmp_path / "follower")
+    peer = ServingPeer(b"\x07" * 32, items)
+    host = ServingHost(peer)
+    sync = BlockSync(host, chain, writer, BlockFeed(chain.height), writer._mempool.verified)
+    peer.sync = sync
+    sync.saw_height(peer.node_id, max(items))
+    await sync._round()
+    assert chain.height == good and heard == list(range(1, good + 1))
+    [(points, why)] = host.penalties
+    assert points == score.INVALID_BLOCK and re.search(reason, why), why
+    # every signature of the transactions that decoded was checked once, while the range
+    # was decoded (a bad one failed there and again before its block's check, which names
+    # it; the swapped block's were checked before its Merkle root was)
+    assert writer._mempool.verifier.verified_count == {
+        "swap": 3 + 4 * 40, "junk": 3 + 3 * 40, "forge": 3 + 6 * 40 + 2}[damage]

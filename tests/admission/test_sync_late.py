@@ -35,6 +35,7 @@ class Host:
 
 class FakeChain:
     height = 0
+    chain_id = "iomt-test"
 
 
 async def test_late_answers_are_dropped_and_unrequested_ones_penalised(autojump_clock,

@@ -82,3 +82,28 @@ async def test_batches_are_admitted_in_order_with_the_reason_for_each_refusal(ch
     again = await admit_batch(mempool, good[:10])
     assert all(isinstance(r, e.DuplicateTxError) for r in again)
     assert mempool.verifier.verified_count == 299
+
+
+@pytest.mark.timeout(60)
+async def test_a_large_batch_is_verified_in_worker_processes_with_the_same_verdicts(
+        monkeypatch):
+    from iomtnode.admission import verify as verify_module
+
+    monkeypatch.setattr(verify_module, "PROCESS_MIN_BATCH", 64)
+    monkeypatch.setattr(verify_module, "PROCESS_PIECE", 40)
+    verifier = Verifier(CHAIN_ID, processes=2)
+    txs = [reading("d3", seq) for seq in range(1, 101)]
+    txs[57] = forged(txs[57])
+    used = []
+    real_run = verify_module.trio_parallel.run_sync
+
+    async def counting(fn, *args, **kwargs):
+        used.append(len(args[1]))
+        return await real_run(fn, *args, **kwargs)
+
+    monkeypatch.setattr(verify_module.trio_parallel, "run_sync", counting)
+    errors = await verifier.verify(txs)
+    assert sorted(used) == [20, 40, 40]  # three pieces, in worker processes
+    assert [i for i, error in enumerate(errors) if error is not None] == [57]
+    assert "signature" in str(errors[57])
+    assert [tx in verifier for tx in txs].count(True) == 99 and txs[57] not in verifier
