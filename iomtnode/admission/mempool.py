@@ -121,15 +121,33 @@ class Mempool:
             out.append(tx)
         return out
 
+    def _is_prefix(self, txs: Sequence[SignedTx]) -> bool:
+        """Whether ``txs`` are the oldest pending transactions, byte for byte, in order."""
+        if len(txs) > len(self._txs):
+            return False
+        return all(map(_same_bytes, txs, self._txs.values()))
+
     def block_committed(self, block: Block) -> None:
         """Drop the block's transactions and re-check the rest against the new state."""
         self.blocks_committed([block])
 
     def blocks_committed(self, blocks: Sequence[Block]) -> None:
-        """:meth:`block_committed` for consecutive blocks (one re-check for all)."""
-        for block in blocks:
-            for tx in block.txs:
-                self._txs.pop(tx.id, None)
+        """:meth:`block_committed` for consecutive blocks (one re-check for all).
+
+        When the blocks hold exactly the oldest pending transactions in pending order (a
+        node's mempool and the proposer's usually agree) and no authority change is
+        scheduled (the start of the next block changes nothing then), the rest need no
+        re-check: the pending state was the committed state plus those transactions, then
+        the rest, in this order, so it still is. Only the next block's height changes."""
+        committed = [tx for block in blocks for tx in block.txs]
+        if not self._state.scheduled_changes() and self._is_prefix(committed):
+            for tx in committed:
+                del self._txs[tx.id]
+            self._ctx = BlockContext(self._chain.height + 1, self._now_ms(),
+                                     self._chain.genesis)
+            return
+        for tx in committed:
+            self._txs.pop(tx.id, None)
         self._state, self._ctx = self._fresh_state()
         survivors: dict[bytes, SignedTx] = {}
         for tx_id, tx in self._txs.items():
@@ -140,6 +158,10 @@ class Mempool:
             else:
                 survivors[tx_id] = tx
         self._txs = survivors
+
+
+def _same_bytes(a: SignedTx, b: SignedTx) -> bool:
+    return a is b or a.raw == b.raw
 
 
 def bad_signature(tx: SignedTx, exc: BadSignatureError) -> e.BadSignatureRuleError:

@@ -1,0 +1,51 @@
+"""After a commit the mempool keeps exactly the pending transactions that still apply, and
+skips the re-check only when it cannot change anything (the block took the oldest pending
+transactions, in order, and no authority change is due)."""
+
+from __future__ import annotations
+
+import pytest
+
+from iomtnode.admission.mempool import Mempool
+from iomtnode.core import errors as e
+from iomtnode.core.tx import Reading, sign_tx
+
+from ..core.helpers import CHAIN_ID, key, pub
+from .chainkit import GENESIS, T0, reading, seal, source_chain
+
+
+@pytest.fixture
+def chain(tmp_path):
+    chain, _ = source_chain(tmp_path / "data", 0, 0)
+    yield chain
+    chain.store.close()
+
+
+def test_a_block_of_the_oldest_pending_keeps_the_rest_as_they_were(chain, monkeypatch):
+    pool = Mempool(chain, now_ms=lambda: GENESIS.time_ms + 10_000)
+    txs = [reading("d1", seq) for seq in range(1, 6)]
+    for tx in txs:
+        pool.add_tx(tx)
+    rechecks = []
+    monkeypatch.setattr(pool, "_fresh_state", lambda real=pool._fresh_state: (
+        rechecks.append(1), real())[1])
+    block, _ = seal(chain, txs[:2])
+    pool.block_committed(block)
+    assert rechecks == [] and pool.pending(10) == txs[2:]
+    assert pool._state.last_seq(pub("d1")) == 5 and pool._ctx.height == chain.height + 1
+    pool.add_tx(reading("d1", 6))  # the state still knows the pending ones
+    other = sign_tx(Reading(pub("d1"), 4, T0 + 99, "spo2", b"\x01" * 40, b""), key("d1"),
+                    CHAIN_ID)  # another reading with a pending sequence number
+    with pytest.raises(e.StaleSequenceError):
+        pool.add_tx(other)
+
+
+def test_any_other_block_re_checks_what_is_pending(chain):
+    pool = Mempool(chain, now_ms=lambda: GENESIS.time_ms + 10_000)
+    txs = [reading("d2", seq) for seq in range(1, 5)]
+    for tx in txs:
+        pool.add_tx(tx)
+    block, _ = seal(chain, [txs[1]])  # seq 2 without seq 1: seq 1 can never commit now
+    pool.block_committed(block)
+    assert pool.pending(10) == txs[2:]
+    assert pool._state.last_seq(pub("d2")) == 4
