@@ -106,6 +106,14 @@ class Verifier:
                 out.append(None)
         return out
 
+    def forget(self, txs: Sequence[SignedTx]) -> None:
+        """Drop committed transactions from the record: they can never be admitted or
+        checked again (every path refuses a transaction already in a block), so keeping
+        them only costs memory (about 230 bytes each)."""
+        passed = self._passed
+        for tx in txs:
+            passed.pop(_key(tx), None)
+
     def verify_now(self, tx: SignedTx) -> None:
         """Verify one transaction on this thread unless it passed before; raise
         :class:`BadSignatureError` if its signature is bad."""

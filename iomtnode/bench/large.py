@@ -37,7 +37,7 @@ from ..localnet.layout import allocate_ports
 from ..localnet.rpc import NodeUnreachable, call_api
 from ..sim.vitals import make_devices
 from ..store import BlockStore
-from .machine import disk_bytes, ed25519_verify_rate, proc_usage
+from .machine import children, disk_bytes, ed25519_verify_rate, proc_usage
 
 BLOCK_READINGS = 10_000  # readings per built block (the node's max_block_txs)
 DEVICES = 256
@@ -131,10 +131,14 @@ async def measure(source: Home, fresh: Home, readings: int, work: Path,
                     await trio.sleep(0.5)
         elapsed = time.monotonic() - started
         usage = proc_usage(small.pid)
+        workers = [u.rss_peak_mb for u in map(proc_usage, children(small.pid)) if u]
         result.update({
             "bootstrap_s": round(elapsed, 1),
             "bootstrap_readings_per_s": round(readings / elapsed),
             "bootstrap_rss_mb": round(usage.rss_peak_mb, 1) if usage else None,
+            # its child processes, each on its own: the signature-checking workers and
+            # multiprocessing's resource tracker
+            "bootstrap_worker_rss_mb": [round(mb, 1) for mb in workers],
         })
         nursery.cancel_scope.cancel()
     return result

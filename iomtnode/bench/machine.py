@@ -55,5 +55,16 @@ def proc_usage(pid: int) -> ProcUsage | None:
     return ProcUsage(cpu_s, hwm_kb / 1024)
 
 
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (a node's verification workers)."""
+    pids: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            pids.extend(int(c) for c in (task / "children").read_text().split())
+    except OSError:
+        return pids
+    return pids
+
+
 def disk_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

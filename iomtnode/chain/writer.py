@@ -159,6 +159,7 @@ class ChainWriter:
         self._announce(built.block, commit, source)
 
     def _announce(self, block: Block, commit: Commit, source: bytes | None) -> None:
+        self._mempool.verifier.forget(block.txs)
         log.debug("block_committed", height=block.height, txs=len(block.txs),
                   hash=block.hash.hex()[:16], source=source.hex()[:16] if source else None)
         self._feed.publish(block)

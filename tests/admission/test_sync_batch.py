@@ -163,3 +163,16 @@ async def test_a_served_range_stops_at_a_bad_block_and_costs_its_server(
     # it; the swapped block's were checked before its Merkle root was)
     assert writer._mempool.verifier.verified_count == {
         "swap": 3 + 4 * 40, "junk": 3 + 3 * 40, "forge": 3 + 6 * 40 + 2}[damage]
+
+
+async def test_committed_transactions_leave_the_verifier_record(tmp_path):
+    _, blocks = source_chain(tmp_path / "source", 2, 10)
+    chain, writer, _ = follower(tmp_path / "follower")
+    verifier = writer._mempool.verifier
+    await writer.apply_many(blocks[:2], b"\x01" * 32, lambda tx: False)
+    pending = blocks[2][0].txs
+    await verifier.verify(pending)  # verified, not committed yet
+    assert all(tx in verifier for tx in pending)
+    assert not any(tx in verifier for b, _ in blocks[:2] for tx in b.txs)  # committed: gone
+    await writer.apply_many(blocks[2:], b"\x01" * 32, verifier.__contains__)
+    assert chain.height == 3 and not any(tx in verifier for tx in pending)
