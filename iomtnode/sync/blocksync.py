@@ -162,9 +162,29 @@ class BlockSync:
                     break
                 ranges.append((first, peer_id, len(msg.blocks),
                                await self._decode(msg, verifying)))
+        previous: bytes | None = None
         for first, peer_id, count, decoded in ranges:
+            if previous is not None and not await self._fill(previous, first):
+                return
             if first != self._chain.height + 1 or not await self._apply(peer_id, count, decoded):
                 return
+            previous = peer_id
+
+    async def _fill(self, peer_id: bytes, until: int) -> bool:
+        """Fetch, check and commit the heights below ``until`` that the range before it left
+        out (its peer served fewer blocks than asked: its answer reached the size budget),
+        from that peer; then the next range, already decoded and verified, still applies.
+        True once the chain reaches ``until - 1``."""
+        while self._chain.height + 1 < until:
+            start = self._chain.height + 1
+            msg = await self._request(peer_id, start, until - start)
+            if msg is None or not msg.blocks:
+                return False
+            async with trio.open_nursery() as verifying:
+                decoded = await self._decode(msg, verifying)
+            if not await self._apply(peer_id, len(msg.blocks), decoded):
+                return False
+        return True
 
     async def _request(self, peer_id: bytes, start: int, count: int) -> Blocks | None:
         peer = self._host.get(peer_id)

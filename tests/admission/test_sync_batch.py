@@ -176,3 +176,54 @@ async def test_committed_transactions_leave_the_verifier_record(tmp_path):
     assert not any(tx in verifier for b, _ in blocks[:2] for tx in b.txs)  # committed: gone
     await writer.apply_many(blocks[2:], b"\x01" * 32, verifier.__contains__)
     assert chain.height == 3 and not any(tx in verifier for tx in pending)
+
+
+@dataclass
+class CappedPeer(ServingPeer):
+    """Serves at most ``cap`` blocks per answer (as a peer whose answer hit the size
+    budget) and records what it was asked."""
+
+    cap: int = 1_000
+    asked: list = field(default_factory=list)
+
+    def send(self, msg) -> bool:
+        if isinstance(msg, GetBlocks):
+            self.asked.append((msg.start, msg.count))
+            msg = GetBlocks(msg.start, min(msg.count, self.cap))
+        return super().send(msg)
+
+
+@dataclass
+class Hosts:
+    peers: dict
+    penalties: list = field(default_factory=list)
+
+    def get(self, node_id):
+        return self.peers.get(node_id)
+
+    def penalize(self, peer, points, reason):
+        self.penalties.append((points, reason))
+
+
+async def test_a_range_served_short_is_filled_in_so_the_ranges_after_it_still_apply(
+        tmp_path, monkeypatch):
+    from iomtnode.sync import blocksync
+
+    monkeypatch.setattr(blocksync, "RANGE_BLOCKS", 4)
+    _, blocks = source_chain(tmp_path / "source", 11, 3)  # heights 1..12
+    items = {b.height: [b.encode(), c.encode()] for b, c in blocks}
+    chain, writer, heard = follower(tmp_path / "follower")
+    peers = {bytes([i]) * 32: CappedPeer(bytes([i]) * 32, items, cap=cap)
+             for i, cap in ((1, 100), (2, 100), (3, 3))}  # 3 is asked for 1..4
+    host = Hosts(peers)
+    sync = BlockSync(host, chain, writer, BlockFeed(chain.height), writer._mempool.verified)
+    for peer in peers.values():
+        peer.sync = sync
+        sync.saw_height(peer.node_id, 12)
+    verified_before = writer._mempool.verifier.verified_count
+    await sync._round()
+    assert chain.height == 12 and heard == list(range(1, 13)) and host.penalties == []
+    short = next(p for p in peers.values() if p.cap == 3)
+    first = short.asked[0][0]
+    assert short.asked == [(first, 4), (first + 3, 1)]  # the block it left out, asked again
+    assert writer._mempool.verifier.verified_count - verified_before == 3 + 11 * 3  # once each
