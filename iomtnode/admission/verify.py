@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import trio
 import trio_parallel
@@ -80,7 +81,7 @@ class Verifier:
         self.chain_id = chain_id
         self.capacity = capacity
         self._passed: OrderedDict[bytes, None] = OrderedDict()
-        self.limiter = trio.CapacityLimiter(threads or usable_cores())  # worker threads
+        self._threads = trio.CapacityLimiter(threads or usable_cores())
         self.processes = usable_cores() if processes is None else processes  # 0/1: none
         self._processes = trio.CapacityLimiter(max(1, self.processes))
         self.verified_count = 0  # signatures actually checked (a test and metrics hook)
@@ -160,28 +161,29 @@ class Verifier:
         return results
 
     async def _in_processes(self, txs: list[SignedTx]) -> list[BadSignatureError | None]:
-        parts: list[list[str | None]] = [[] for _ in range(0, len(txs), PROCESS_PIECE)]
-
-        async def run(index: int) -> None:
-            piece = [_parts(tx) for tx in txs[index * PROCESS_PIECE:(index + 1) * PROCESS_PIECE]]
-            parts[index] = await trio_parallel.run_sync(
-                check_parts, self.chain_id, piece, limiter=self._processes)
-
-        async with trio.open_nursery() as nursery:
-            for index in range(len(parts)):
-                nursery.start_soon(run, index)
-        return [None if why is None else BadSignatureError(why) for part in parts for why in part]
+        pieces = [[_parts(tx) for tx in txs[i:i + PROCESS_PIECE]]
+                  for i in range(0, len(txs), PROCESS_PIECE)]
+        whys = await _in_pieces(pieces, lambda piece: trio_parallel.run_sync(
+            check_parts, self.chain_id, piece, limiter=self._processes))
+        return [None if why is None else BadSignatureError(why) for why in whys]
 
     async def _in_threads(self, txs: list[SignedTx]) -> list[BadSignatureError | None]:
-        size = max(1, min(CHUNK, -(-len(txs) // int(self.limiter.total_tokens))))
+        size = max(1, min(CHUNK, -(-len(txs) // int(self._threads.total_tokens))))
         chunks = [txs[i:i + size] for i in range(0, len(txs), size)]
-        parts: list[list[BadSignatureError | None]] = [[] for _ in chunks]
+        return await _in_pieces(chunks, lambda chunk: trio.to_thread.run_sync(
+            self._check, chunk, limiter=self._threads))
 
-        async def run(index: int) -> None:
-            parts[index] = await trio.to_thread.run_sync(self._check, chunks[index],
-                                                         limiter=self.limiter)
 
-        async with trio.open_nursery() as nursery:
-            for index in range(len(chunks)):
-                nursery.start_soon(run, index)
-        return [error for part in parts for error in part]
+async def _in_pieces(pieces: Sequence[Sequence[Any]],
+                     run: Callable[[Any], Awaitable[list[Any]]]) -> list[Any]:
+    """``run`` each piece concurrently (its limiter bounds how many at once); the results
+    of all pieces, in order."""
+    results: list[list[Any]] = [[] for _ in pieces]
+
+    async def one(index: int) -> None:
+        results[index] = await run(pieces[index])
+
+    async with trio.open_nursery() as nursery:
+        for index in range(len(pieces)):
+            nursery.start_soon(one, index)
+    return [result for part in results for result in part]

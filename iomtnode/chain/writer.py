@@ -136,12 +136,10 @@ class ChainWriter:
         """Verify the signatures of received blocks' transactions ahead of checking them (a
         syncing node's, a piece at a time, in worker processes); bad ones are left for the
         check."""
-        todo = [tx for tx in txs if not self._mempool.verified(tx)]
-        if todo:
-            await self._mempool.verifier.verify(todo, bulk=True)
+        await self._verify_txs(txs, self._mempool.verified, bulk=True)
 
-    async def _verify_txs(self, txs: Sequence[SignedTx], verified: Callable[[SignedTx], bool]
-                          ) -> Callable[[SignedTx], bool]:
+    async def _verify_txs(self, txs: Sequence[SignedTx], verified: Callable[[SignedTx], bool],
+                          *, bulk: bool = False) -> Callable[[SignedTx], bool]:
         """Verify the signatures of ``txs`` (a block's) that this node has not verified
         yet, in worker threads (before the writer lock: no chain state is needed). Returns
         ``verified`` widened by what passed; a bad signature is left for the chain's check,
@@ -149,7 +147,7 @@ class ChainWriter:
         verifier = self._mempool.verifier
         todo = [tx for tx in txs if not verified(tx)]
         if todo:
-            await verifier.verify(todo)
+            await verifier.verify(todo, bulk=bulk)
         return lambda tx: verified(tx) or tx in verifier
 
     async def _commit_locked(self, built: BuiltBlock, commit: Commit, source: bytes | None

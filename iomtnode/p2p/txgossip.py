@@ -126,29 +126,24 @@ class TxGossip:
                 self._announce(self._relays.popleft())
             self._pending.set()
             return
-        push = len(tx.raw) <= PUSH_MAX_TX_BYTES
-        for peer in self._host.peers():
-            known = self._known_by(peer.node_id)
-            if tx.id in known:
-                continue
-            known.add(tx.id)
-            if push:
-                self._queue(peer.node_id, raw=tx.raw)
-            else:
-                self._queue(peer.node_id, tx_id=tx.id)
+        self._offer(tx.id, tx.raw if len(tx.raw) <= PUSH_MAX_TX_BYTES else None, None)
 
     def _announce(self, relay: _Relay) -> None:
         """Announce a relayed transaction to the peers not known to have it, unless it is
         no longer pending (committed, or dropped as stale)."""
-        if self._lookup(relay.tx_id) is None:
-            return
+        if self._lookup(relay.tx_id) is not None:
+            self._offer(relay.tx_id, None, relay.source)
+
+    def _offer(self, tx_id: bytes, raw: bytes | None, source: bytes | None) -> None:
+        """Queue the transaction (``raw``, else its id) for every peer but ``source`` not
+        known to have it; they are known to have it from then on."""
         for peer in self._host.peers():
-            if peer.node_id == relay.source:
+            if peer.node_id == source:
                 continue
             known = self._known_by(peer.node_id)
-            if relay.tx_id not in known:
-                known.add(relay.tx_id)
-                self._queue(peer.node_id, tx_id=relay.tx_id)
+            if tx_id not in known:
+                known.add(tx_id)
+                self._queue(peer.node_id, raw=raw, tx_id=None if raw is not None else tx_id)
 
     def _relay_due(self, now: float) -> None:
         while self._relays and self._relays[0].due <= now:

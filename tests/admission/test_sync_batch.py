@@ -117,12 +117,12 @@ class ServingPeer:
 
 
 @dataclass
-class ServingHost:
-    peer: ServingPeer
+class Hosts:
+    peers: dict
     penalties: list = field(default_factory=list)
 
     def get(self, node_id):
-        return self.peer if node_id == self.peer.node_id else None
+        return self.peers.get(node_id)
 
     def penalize(self, peer, points, reason):
         self.penalties.append((points, reason))
@@ -150,7 +150,7 @@ async def test_a_served_range_stops_at_a_bad_block_and_costs_its_server(
         good = 4
     chain, writer, heard = follower(tmp_path / "follower")
     peer = ServingPeer(b"\x07" * 32, items)
-    host = ServingHost(peer)
+    host = Hosts({peer.node_id: peer})
     sync = BlockSync(host, chain, writer, BlockFeed(chain.height), writer._mempool.verified)
     peer.sync = sync
     sync.saw_height(peer.node_id, max(items))
@@ -191,18 +191,6 @@ class CappedPeer(ServingPeer):
             self.asked.append((msg.start, msg.count))
             msg = GetBlocks(msg.start, min(msg.count, self.cap))
         return super().send(msg)
-
-
-@dataclass
-class Hosts:
-    peers: dict
-    penalties: list = field(default_factory=list)
-
-    def get(self, node_id):
-        return self.peers.get(node_id)
-
-    def penalize(self, peer, points, reason):
-        self.penalties.append((points, reason))
 
 
 async def test_a_range_served_short_is_filled_in_so_the_ranges_after_it_still_apply(
