@@ -20,13 +20,15 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 import trio
 import trio_parallel
 
-from ..core.crypto import BadSignatureError, Domain, verify
-from ..core.tx import ReportEvidence, SignedTx, decode_tx
+from ..core.crypto import BadSignatureError
+from ..core.tx import ReportEvidence, SignedTx
+from .sigcheck import SignedParts, check_parts, ready
 
 VERIFIED_CAPACITY = 100_000  # transactions remembered as verified (~23 MB: 230 B each);
 # more than the ranges sync verifies ahead (3 x 4 MB of blocks) and than a block
@@ -40,30 +42,10 @@ def _key(tx: SignedTx) -> bytes:
     return tx.id + tx.signature  # exact (no hash to compute): 96 bytes
 
 
-SignedParts = tuple[bytes, bytes, bytes, bytes] | bytes  # signer, domain, id, signature | raw
-
-
 def _parts(tx: SignedTx) -> SignedParts:
     if isinstance(tx.body, ReportEvidence):
         return tx.raw
     return tx.body.signer, tx.body.DOMAIN.value, tx.id, tx.signature
-
-
-def check_parts(chain_id: str, items: Sequence[SignedParts]) -> list[str | None]:
-    """Verify signatures from their parts (in a worker process); per item None or why not."""
-    out: list[str | None] = []
-    for item in items:
-        try:
-            if isinstance(item, bytes):
-                decode_tx(item).verify(chain_id)
-            else:
-                signer, domain, digest, signature = item
-                verify(signer, Domain(domain), chain_id, digest, signature)
-        except BadSignatureError as exc:
-            out.append(str(exc))
-        else:
-            out.append(None)
-    return out
 
 
 def usable_cores() -> int:
@@ -159,6 +141,18 @@ class Verifier:
         for i, checked_as in copies:
             results[i] = results[checked_as]
         return results
+
+    async def warm(self) -> None:
+        """Start the worker processes not running yet (each imports only
+        :mod:`~iomtnode.admission.sigcheck`), so that a syncing node's first pieces do not
+        wait for them; they stay until ``trio-parallel``'s idle timeout. A no-op without
+        processes."""
+        if self.processes < 2:
+            return
+        async with trio.open_nursery() as nursery:
+            for _ in range(self.processes):
+                nursery.start_soon(partial(trio_parallel.run_sync, ready,
+                                           limiter=self._processes))
 
     async def _in_processes(self, txs: list[SignedTx]) -> list[BadSignatureError | None]:
         pieces = [[_parts(tx) for tx in txs[i:i + PROCESS_PIECE]]

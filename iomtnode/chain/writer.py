@@ -132,6 +132,10 @@ class ChainWriter:
                 return None
             return self.chain.check_proposal(block, verified)
 
+    async def warm_verifier(self) -> None:
+        """Start the verifying worker processes ahead of a sync's first pieces."""
+        await self._mempool.verifier.warm()
+
     async def preverify(self, txs: Sequence[SignedTx]) -> None:
         """Verify the signatures of received blocks' transactions ahead of checking them (a
         syncing node's, a piece at a time, in worker processes); bad ones are left for the

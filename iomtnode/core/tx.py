@@ -15,11 +15,21 @@ id has been seen (see :mod:`iomtnode.core.state`).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
+
+import msgspec
 
 from . import codec
 from . import fields as f
-from .crypto import BadSignatureError, Domain, SigningKey, blake2b256, verify
+from .crypto import (
+    HASH_BYTES,
+    KEY_BYTES,
+    BadSignatureError,
+    Domain,
+    SigningKey,
+    blake2b256,
+    verify,
+)
 from .evidence import (
     MAX_EVIDENCE_BYTES,
     Evidence,
@@ -254,8 +264,49 @@ def encode_body(body: TxBody) -> bytes:
     return codec.encode([body.KIND, *body_fields(body)])
 
 
+class _ReadingWire(msgspec.Struct, array_like=True, tag=Reading.KIND):
+    """A reading body as msgspec decodes it in one C call, with :class:`Reading`'s checks
+    as constraints (the payload-or-hash rule is checked after). Only the fast path of
+    :func:`decode_body`: what it refuses goes to the general decoder, which says why."""
+
+    device: Annotated[bytes, msgspec.Meta(min_length=KEY_BYTES, max_length=KEY_BYTES)]
+    seq: Annotated[int, msgspec.Meta(ge=0)]  # msgpack holds no integer above 2^64 - 1
+    ts_ms: Annotated[int, msgspec.Meta(ge=0)]
+    kind: Annotated[str, msgspec.Meta(pattern=rf"^{f.IDENT_RE.pattern}\Z")]
+    payload: Annotated[bytes, msgspec.Meta(max_length=MAX_INLINE_PAYLOAD_BYTES)]
+    payload_hash: bytes
+
+
+_READING_HEADER = bytes([0x90 + 1 + len(msgspec.structs.fields(_ReadingWire)), Reading.KIND])
+_reading_decoder = msgspec.msgpack.Decoder(_ReadingWire)
+_reading_encoder = msgspec.msgpack.Encoder()
+
+
+def _reading(data: bytes) -> Reading | None:
+    """The reading in ``data`` if it decodes under :class:`_ReadingWire`'s constraints and
+    ``data`` is exactly its canonical encoding; else None. Readings are nearly every
+    transaction a node decodes; this takes about a third of the general path's time."""
+    try:
+        wire = _reading_decoder.decode(data)
+    except (msgspec.MsgspecError, ValueError):  # ValueError: a string that is not UTF-8
+        return None
+    if (len(wire.payload_hash) not in (0, HASH_BYTES)
+            or bool(wire.payload) == bool(wire.payload_hash)
+            or _reading_encoder.encode(wire) != data):
+        return None
+    return Reading(wire.device, wire.seq, wire.ts_ms, wire.kind, wire.payload,
+                   wire.payload_hash)
+
+
 def decode_body(data: bytes) -> TxBody:
     """Decode and check a transaction body. Raises :class:`MalformedTxError`."""
+    if data[:2] == _READING_HEADER and (reading := _reading(data)) is not None:
+        return reading
+    return _decode_any_body(data)
+
+
+def _decode_any_body(data: bytes) -> TxBody:
+    """The general path of :func:`decode_body`: every kind, and the precise reason."""
     try:
         value = codec.decode(data, max_bytes=MAX_TX_BYTES)
     except codec.DecodeError as exc:

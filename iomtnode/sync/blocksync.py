@@ -15,7 +15,10 @@ Once level, the node follows live relay again.
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -47,8 +50,31 @@ LATE_ANSWERS = 256  # timed-out requests whose late answer is dropped without a 
 LAG_GRACE_S = 1.0  # one block behind for this long: relay missed it, sync
 RESPONSE_BUDGET_BYTES = MAX_MESSAGE_BYTES - 64 * 1024  # room for the envelope
 VERIFY_PIECE = 1024  # transactions decoded, then handed to the verifier, at a time
+CATCH_UPS_KEPT = 8  # catch-ups listed in status
+RANGES_AHEAD = 1  # decoded ranges waiting for their turn to be committed (memory bound)
 
 _Decoded = tuple[list[tuple[Block, Commit]], Exception | None]  # blocks, why the rest did not
+
+
+@dataclass
+class _Answer:
+    """A range asked of ``peer_id``: its answer (None: not served in time) once arrived."""
+
+    peer_id: bytes
+    msg: Blocks | None = None
+    arrived: trio.Event = field(default_factory=trio.Event)
+
+
+@dataclass
+class _Range:
+    """Consecutive blocks from ``first`` served by ``peer_id``: decoded (up to a fault),
+    and ``verified`` set once the signatures of what decoded are verified."""
+
+    first: int
+    peer_id: bytes
+    count: int  # blocks served
+    decoded: _Decoded = ([], None)
+    verified: trio.Event = field(default_factory=trio.Event)
 
 
 class BlockSync:
@@ -65,6 +91,10 @@ class BlockSync:
         self._waiting: dict[tuple[bytes, int], trio.MemorySendChannel[Blocks]] = {}
         self._timed_out = BoundedSet(LATE_ANSWERS)  # (peer, start) asked, not answered in time
         self._behind = trio.Event()
+        # the last catch-ups (from a height to the peers' head, not counting live relay):
+        # their heights, transactions and seconds, from the first block asked to the last
+        # committed (in ``status``; the benchmark's bootstrap figure)
+        self.catch_ups: deque[dict[str, int | float]] = deque(maxlen=CATCH_UPS_KEPT)
 
     @property
     def target(self) -> int:
@@ -120,55 +150,105 @@ class BlockSync:
             if self.target == self._chain.height + 1 and await self._feed.wait_for_height(
                     self.target, LAG_GRACE_S):
                 continue
-            while self.target > self._chain.height:
-                before = self._chain.height
-                await self._round()
-                if self._chain.height == before:
-                    await trio.sleep(1.0)  # nobody served anything: back off a little
-                    break
+            started, height = trio.current_time(), self._chain.height
+            txs = self._chain.committed_txs
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer.warm_verifier)
+                while self.target > self._chain.height:
+                    before = self._chain.height
+                    await self._catch_up()
+                    if self._chain.height == before:
+                        await trio.sleep(1.0)  # nobody served anything: back off a little
+                        break
+            if self._chain.height > height:
+                self._record(height, txs, trio.current_time() - started)
 
-    async def _round(self) -> None:
-        start = self._chain.height + 1
+    def _record(self, height: int, txs: int, seconds: float) -> None:
+        episode = {"from_height": height, "to_height": self._chain.height,
+                   "txs": self._chain.committed_txs - txs, "seconds": round(seconds, 3)}
+        self.catch_ups.append(episode)
+        log.info("sync_caught_up", **episode,
+                 txs_per_s=round(episode["txs"] / seconds) if seconds > 0 else None)
+
+    async def _catch_up(self) -> None:
+        """Fetch, decode, verify and commit ranges from the next height until level with
+        the peers, or until a range is not served or holds a fault (after committing the
+        blocks before it). Three stages overlap: the ranges ahead are fetched and decoded
+        on this thread while worker processes verify their signatures, and each verified
+        range is checked and committed in order (see :meth:`_produce`)."""
+        ready, ranges = trio.open_memory_channel[_Range](RANGES_AHEAD)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._produce, self._chain.height + 1, ready, nursery)
+            previous: bytes | None = None
+            async with ranges:
+                async for fetched in ranges:
+                    await fetched.verified.wait()
+                    if previous is not None and not await self._fill(previous, fetched.first):
+                        break
+                    if (fetched.first != self._chain.height + 1
+                            or not await self._apply(fetched.peer_id, fetched.count,
+                                                     fetched.decoded)):
+                        break
+                    previous = fetched.peer_id
+            nursery.cancel_scope.cancel()  # a fault, or level: nothing more is needed
+
+    def _plan(self, start: int) -> list[tuple[bytes, int, int]]:
+        """Consecutive ranges from ``start``, one per peer ahead (up to
+        :data:`PARALLEL_PEERS`, highest first), the blocks shared evenly between them (so
+        they serve, and this node decodes, in parallel), at most :data:`RANGE_BLOCKS` each."""
         ahead = sorted((h, p) for p, h in self.peer_heights.items() if h >= start)[::-1]
+        ahead = ahead[:PARALLEL_PEERS]
+        if not ahead:
+            return []
+        share = -(-(ahead[0][0] - start + 1) // len(ahead))
         plan: list[tuple[bytes, int, int]] = []
-        for height, peer_id in ahead[:PARALLEL_PEERS]:
+        for height, peer_id in ahead:
             if start > height:
                 continue
-            count = min(RANGE_BLOCKS, height - start + 1)
+            count = min(RANGE_BLOCKS, share, height - start + 1)
             plan.append((peer_id, start, count))
             start += count
-        results: dict[int, tuple[bytes, Blocks | None]] = {}
+        return plan
 
-        async def fetch(peer_id: bytes, first: int, count: int) -> None:
-            results[first] = (peer_id, await self._request(peer_id, first, count))
+    async def _produce(self, start: int, ready: trio.MemorySendChannel[_Range],
+                       verifying: trio.Nursery) -> None:
+        """Rounds of ranges from ``start``: each round's ranges are asked of their peers at
+        once, decoded in order as they arrive (while ``verifying`` verifies each piece in
+        worker processes) and handed on; stops at the first range not served or not
+        decoding, or once past every peer's height. ``ready`` holds at most
+        :data:`RANGES_AHEAD` ranges, which bounds the blocks held in memory."""
+        async with ready:
+            while start <= self.target:
+                plan = self._plan(start)
+                answers = {first: _Answer(peer_id) for peer_id, first, _ in plan}
+                for _, first, count in plan:
+                    verifying.start_soon(self._fetch, answers[first], first, count)
+                for _, first, _ in plan:
+                    answer = answers.pop(first)
+                    await answer.arrived.wait()
+                    peer_id, msg = answer.peer_id, answer.msg
+                    if msg is None or not msg.blocks:
+                        # A peer that claimed this height but did not serve it is not asked
+                        # again until it shows a new height; one that answered "nothing" lied.
+                        claimed = self.peer_heights.pop(peer_id, None)
+                        peer = self._host.get(peer_id)
+                        if msg is not None and peer is not None:
+                            self._host.penalize(
+                                peer, score.INVALID_MESSAGE,
+                                f"claimed height {claimed}, served no block {first}")
+                        return
+                    fetched = _Range(first, peer_id, len(msg.blocks))
+                    fetched.decoded = await self._decode(msg, verifying, fetched.verified)
+                    await ready.send(fetched)
+                    if fetched.decoded[1] is not None:
+                        return
+                    start = first + fetched.count
+                if not plan:
+                    return
 
-        async with trio.open_nursery() as nursery:
-            for peer_id, first, count in plan:
-                nursery.start_soon(fetch, peer_id, first, count)
-        # The ranges are decoded here while worker processes verify the signatures of what
-        # was decoded so far (a piece at a time); then they are checked and committed in order.
-        ranges: list[tuple[int, bytes, int, _Decoded]] = []
-        async with trio.open_nursery() as verifying:
-            for first in sorted(results):
-                peer_id, msg = results[first]
-                if msg is None or not msg.blocks:
-                    # A peer that claimed this height but did not serve it is not asked
-                    # again until it shows a new height; one that answered "nothing" lied.
-                    claimed = self.peer_heights.pop(peer_id, None)
-                    peer = self._host.get(peer_id)
-                    if msg is not None and peer is not None:
-                        self._host.penalize(peer, score.INVALID_MESSAGE,
-                                            f"claimed height {claimed}, served no block {first}")
-                    break
-                ranges.append((first, peer_id, len(msg.blocks),
-                               await self._decode(msg, verifying)))
-        previous: bytes | None = None
-        for first, peer_id, count, decoded in ranges:
-            if previous is not None and not await self._fill(previous, first):
-                return
-            if first != self._chain.height + 1 or not await self._apply(peer_id, count, decoded):
-                return
-            previous = peer_id
+    async def _fetch(self, answer: _Answer, first: int, count: int) -> None:
+        answer.msg = await self._request(answer.peer_id, first, count)
+        answer.arrived.set()
 
     async def _fill(self, peer_id: bytes, until: int) -> bool:
         """Fetch, check and commit the heights below ``until`` that the range before it left
@@ -181,7 +261,7 @@ class BlockSync:
             if msg is None or not msg.blocks:
                 return False
             async with trio.open_nursery() as verifying:
-                decoded = await self._decode(msg, verifying)
+                decoded = await self._decode(msg, verifying, trio.Event())
             if not await self._apply(peer_id, len(msg.blocks), decoded):
                 return False
         return True
@@ -193,37 +273,54 @@ class BlockSync:
         send, receive = trio.open_memory_channel[Blocks](1)
         self._waiting[(peer_id, start)] = send
         peer.send(GetBlocks(start, count))
-        with trio.move_on_after(REQUEST_TIMEOUT_S):
-            return await receive.receive()
-        self._waiting.pop((peer_id, start), None)
-        self._timed_out.add((peer_id, start))
+        answered = False
+        try:
+            with trio.move_on_after(REQUEST_TIMEOUT_S):
+                msg = await receive.receive()
+                answered = True
+                return msg
+        finally:
+            if not answered:  # timed out, or no longer wanted (cancelled): a late answer
+                self._waiting.pop((peer_id, start), None)  # is dropped, not penalised
+                self._timed_out.add((peer_id, start))
         log.info("sync_request_timed_out", peer=peer_id.hex()[:16], start=start)
         return None
 
-    async def _decode(self, msg: Blocks, verifying: trio.Nursery) -> _Decoded:
+    async def _decode(self, msg: Blocks, verifying: trio.Nursery, verified: trio.Event
+                      ) -> _Decoded:
         """The blocks of a range up to the first that does not decode (and why). Each piece
-        of :data:`VERIFY_PIECE` transactions is handed to the verifier (a task in
-        ``verifying``) as soon as it is decoded."""
+        of :data:`VERIFY_PIECE` transactions is handed to the verifier (in ``verifying``)
+        as soon as it is decoded; ``verified`` is set once every piece is verified."""
+        pieces, to_verify = trio.open_memory_channel[list[SignedTx]](math.inf)
+        verifying.start_soon(self._verify_pieces, to_verify, verified)
         blocks: list[tuple[Block, Commit]] = []
-        for block_raw, commit_raw in msg.blocks:
-            height = -1
-            try:
-                header_bytes, raws, last_bytes = split_block(block_raw)
-                height = decode_header(header_bytes).height
-                txs: list[SignedTx] = []
-                for start in range(0, len(raws), VERIFY_PIECE):
-                    piece = [decode_tx(raw) for raw in raws[start:start + VERIFY_PIECE]]
-                    verifying.start_soon(self._writer.preverify, piece)
-                    txs.extend(piece)
-                    await trio.lowlevel.checkpoint()  # decoding a range takes a while
-                last = decode_commit(last_bytes) if last_bytes else None
-                blocks.append((assemble_block(header_bytes, tuple(txs), last),
-                               decode_commit(commit_raw)))
-            except MalformedTxError as exc:
-                return blocks, MalformedBlockError(f"block {height}: {exc}")
-            except MalformedBlockError as exc:
-                return blocks, exc
+        async with pieces:
+            for block_raw, commit_raw in msg.blocks:
+                height = -1
+                try:
+                    header_bytes, raws, last_bytes = split_block(block_raw)
+                    height = decode_header(header_bytes).height
+                    txs: list[SignedTx] = []
+                    for start in range(0, len(raws), VERIFY_PIECE):
+                        piece = [decode_tx(raw) for raw in raws[start:start + VERIFY_PIECE]]
+                        pieces.send_nowait(piece)
+                        txs.extend(piece)
+                        await trio.lowlevel.checkpoint()  # decoding a range takes a while
+                    last = decode_commit(last_bytes) if last_bytes else None
+                    blocks.append((assemble_block(header_bytes, tuple(txs), last),
+                                   decode_commit(commit_raw)))
+                except MalformedTxError as exc:
+                    return blocks, MalformedBlockError(f"block {height}: {exc}")
+                except MalformedBlockError as exc:
+                    return blocks, exc
         return blocks, None
+
+    async def _verify_pieces(self, pieces: trio.MemoryReceiveChannel[list[SignedTx]],
+                             verified: trio.Event) -> None:
+        async with trio.open_nursery() as nursery, pieces:
+            async for piece in pieces:
+                nursery.start_soon(self._writer.preverify, piece)
+        verified.set()
 
     async def _apply(self, peer_id: bytes, count: int, decoded: _Decoded) -> bool:
         """Check and commit a decoded range in one batch (see

@@ -154,7 +154,7 @@ async def test_a_served_range_stops_at_a_bad_block_and_costs_its_server(
     sync = BlockSync(host, chain, writer, BlockFeed(chain.height), writer._mempool.verified)
     peer.sync = sync
     sync.saw_height(peer.node_id, max(items))
-    await sync._round()
+    await sync._catch_up()
     assert chain.height == good and heard == list(range(1, good + 1))
     [(points, why)] = host.penalties
     assert points == score.INVALID_BLOCK and re.search(reason, why), why
@@ -209,9 +209,59 @@ async def test_a_range_served_short_is_filled_in_so_the_ranges_after_it_still_ap
         peer.sync = sync
         sync.saw_height(peer.node_id, 12)
     verified_before = writer._mempool.verifier.verified_count
-    await sync._round()
+    await sync._catch_up()
     assert chain.height == 12 and heard == list(range(1, 13)) and host.penalties == []
     short = next(p for p in peers.values() if p.cap == 3)
     first = short.asked[0][0]
     assert short.asked == [(first, 4), (first + 3, 1)]  # the block it left out, asked again
     assert writer._mempool.verifier.verified_count - verified_before == 3 + 11 * 3  # once each
+
+
+async def test_a_catch_up_is_recorded_with_its_heights_transactions_and_seconds(tmp_path):
+    # real time: the verifying worker processes answer in it
+    import trio
+
+    _, blocks = source_chain(tmp_path / "source", 5, 4)  # heights 1..6
+    items = {b.height: [b.encode(), c.encode()] for b, c in blocks}
+    chain, writer, _ = follower(tmp_path / "follower")
+    peer = ServingPeer(b"\x07" * 32, items)
+    sync = BlockSync(Hosts({peer.node_id: peer}), chain, writer, BlockFeed(chain.height),
+                     writer._mempool.verified)
+    peer.sync = sync
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sync.run)
+        sync.saw_height(peer.node_id, 6)
+        with trio.fail_after(30):
+            while not sync.catch_ups:  # noqa: ASYNC110 - the record has no event to wait on
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    [episode] = sync.catch_ups
+    assert episode["from_height"] == 0 and episode["to_height"] == chain.height == 6
+    assert episode["txs"] == chain.committed_txs == 3 + 5 * 4
+    assert 0 < episode["seconds"] < 30
+
+
+@dataclass
+class SilentPeer:
+    node_id: bytes
+    asked: list = field(default_factory=list)
+
+    def send(self, msg) -> bool:
+        self.asked.append(msg)
+        return True
+
+
+async def test_the_late_answer_to_a_request_no_longer_wanted_costs_nothing(tmp_path):
+    import trio
+
+    chain, writer, _ = follower(tmp_path / "follower")
+    peer = SilentPeer(b"\x09" * 32)
+    host = Hosts({peer.node_id: peer})
+    sync = BlockSync(host, chain, writer, BlockFeed(chain.height), writer._mempool.verified)
+    with trio.move_on_after(0.05):  # the range is no longer wanted (its round ended)
+        await sync._request(peer.node_id, 1, 4)
+    assert peer.asked == [GetBlocks(1, 4)]
+    sync.on_blocks(peer, Blocks(1, []))  # its answer comes anyway
+    assert host.penalties == []
+    sync.on_blocks(peer, Blocks(1, []))  # a second one was never asked for
+    assert [why for _, why in host.penalties] == ["blocks nobody asked for"]

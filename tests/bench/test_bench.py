@@ -98,6 +98,9 @@ def test_short_bench_reports_every_key_and_consistent_figures(tmp_path: Path):
     assert result["bootstrap_readings_per_s"] == boot["readings_per_s"] > 0
     assert boot["node"] == "node3" and boot["readings_found"] == finalized
     assert 0 < boot["readings"] <= finalized
+    # timed by the node from its first block asked: within the time from its spawn
+    assert 0 < boot["seconds"] < boot["seconds_from_spawn"]
+    assert 0 < boot["readings_per_s_from_spawn"] < boot["readings_per_s"]
 
 
 @pytest.mark.timeout(90)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from iomtnode.core import codec
 from iomtnode.core import fields as f
+from iomtnode.core import tx as tx_module
 from iomtnode.core.crypto import BadSignatureError, Domain, blake2b256
 from iomtnode.core.evidence import MAX_EVIDENCE_BYTES, make_evidence
 from iomtnode.core.tx import (
@@ -391,3 +392,51 @@ def test_the_envelope_fast_path_accepts_exactly_what_the_general_decoder_does(
     elif (value is not None and len(value) == 2 and all(type(v) is bytes for v in value)
           and len(value[1]) == 64):
         pytest.fail(f"the fast path refused a canonical envelope: {raw.hex()}")
+
+
+_key_like = st.sampled_from([32, 31, 33, 0]).flatmap(lambda n: st.binary(min_size=n, max_size=n))
+_u64_like = st.sampled_from([0, 1, 127, 128, 255, 256, 2**32, 2**63, f.U64_MAX, -1, -2**63])
+_ident_like = st.sampled_from(["spo2", "heart_rate", "a" * 32, "a" * 33, "", "A", "a\n", "1a",
+                               "h\u00e9", "b_9"])
+_field_like = _u64_like | st.binary(max_size=40) | _ident_like | st.none() | st.booleans()
+
+
+@given(_key_like, _u64_like, _u64_like, _ident_like,
+       st.sampled_from([0, 1, 40, 255, 256, 1024, 1025]), st.sampled_from([0, 32, 31, 33]),
+       st.lists(st.tuples(st.integers(0, 6), _field_like), max_size=2),
+       st.sampled_from(["canonical", "mutated", "extra", "short"]), st.integers(0, 2000),
+       st.integers(0, 255))
+@settings(max_examples=600, deadline=None)
+def test_the_reading_fast_path_accepts_exactly_what_the_general_decoder_does(
+        device: bytes, seq: int, ts_ms: int, kind: str, payload_size: int, hash_size: int,
+        swaps: list[tuple[int, Any]], form: str, at: int, byte: int) -> None:
+    """msgspec's reading decoder, the fast path of ``decode_body``, never accepts a body
+    that the general decoder refuses, and gives the same reading when it accepts."""
+    args: list[Any] = [device, seq, ts_ms, kind, b"p" * payload_size, b"h" * hash_size]
+    for index, value in swaps:  # a field of another type or out of range
+        args[index % 6] = value
+    if form == "extra":
+        args.append(0)
+    elif form == "short":
+        args.pop()
+    try:
+        body = codec.encode([Reading.KIND, *args])
+    except codec.EncodeError:
+        return
+    if form == "mutated":
+        i = at % len(body)
+        body = body[:i] + bytes([byte]) + body[i + 1:]
+    fast = tx_module._reading(body)
+    try:
+        general = tx_module._decode_any_body(body)
+    except MalformedTxError:
+        general = None
+    if fast is not None:
+        assert general == fast and type(fast) is Reading
+    elif general is not None and body[:2] == tx_module._READING_HEADER:
+        pytest.fail(f"the fast path refused a reading the general decoder accepts: {body.hex()}")
+
+
+def test_the_reading_fast_path_takes_a_well_formed_reading() -> None:
+    reading = next(b for _, b in BODIES if type(b) is Reading)
+    assert tx_module._reading(tx_module.encode_body(reading)) == reading
