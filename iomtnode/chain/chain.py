@@ -143,6 +143,15 @@ class Chain:
             raise KeyError(f"no block with hash {block_hash.hex()}")
         return self.block_at(height)
 
+    def block_tx_bytes(self, block_hash: bytes) -> list[bytes]:
+        """The raw transactions of the committed block ``block_hash``, none decoded (to
+        serve some of them to a peer). Raises KeyError if there is no such block."""
+        height = self.store.block_height(block_hash)
+        raw = None if height is None else self.store.block_bytes(height)
+        if raw is None:
+            raise KeyError(f"no block with hash {block_hash.hex()}")
+        return block_parts(raw)[1]
+
     def commit_at(self, height: int) -> Commit | None:
         raw = self.store.commit_bytes(height)
         return decode_commit(raw) if raw else None

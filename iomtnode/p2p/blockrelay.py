@@ -143,8 +143,8 @@ class BlockRelay:
 
     def on_get_block_txs(self, peer: Any, msg: GetBlockTxs) -> None:
         try:
-            block = self._chain.block_by_hash(msg.block_hash)
+            raws = self._chain.block_tx_bytes(msg.block_hash)  # served as stored, undecoded
         except KeyError:
             return
-        txs = [block.txs[i].raw for i in msg.indexes if i < len(block.txs)]
+        txs = [raws[i] for i in msg.indexes if i < len(raws)]
         peer.send(BlockTxs(msg.block_hash, txs))

@@ -8,7 +8,7 @@ from iomtnode.admission.mempool import Mempool
 from iomtnode.chain.feed import BlockFeed
 from iomtnode.chain.writer import ChainWriter
 from iomtnode.p2p.blockrelay import BlockRelay
-from iomtnode.p2p.messages import CompactBlock
+from iomtnode.p2p.messages import BlockTxs, CompactBlock, GetBlockTxs
 
 from ..admission.chainkit import GENESIS, source_chain
 from ..core.helpers import pub
@@ -53,3 +53,18 @@ def test_a_head_goes_to_peers_but_its_source_signers_and_known_holders(tmp_path)
     assert targets == [pub("D"), pub("E")]
     relay.on_committed(made[-2][0], made[-2][1], None)  # not the head: sync's business
     assert len(host.broadcasts) == 1
+
+
+def test_block_transactions_are_served_as_stored_by_index(tmp_path):
+    chain, made = source_chain(tmp_path / "data", 1, 5)
+    block, _ = made[-1]
+    peer = Peer(pub("D"))
+    mempool = Mempool(chain, now_ms=lambda: GENESIS.time_ms)
+    relay = BlockRelay(Host([peer]), chain, ChainWriter(chain, mempool, BlockFeed(chain.height)),
+                       mempool, lambda peer, height: None)
+    relay.on_get_block_txs(peer, GetBlockTxs(block.hash, [4, 0, 9]))  # 9: out of range
+    [answer] = peer.sent
+    assert isinstance(answer, BlockTxs) and answer.block_hash == block.hash
+    assert answer.txs == [block.txs[4].raw, block.txs[0].raw]
+    relay.on_get_block_txs(peer, GetBlockTxs(b"\x00" * 32, [0]))  # no such block: no answer
+    assert len(peer.sent) == 1
