@@ -51,9 +51,31 @@ LAG_GRACE_S = 1.0  # one block behind for this long: relay missed it, sync
 RESPONSE_BUDGET_BYTES = MAX_MESSAGE_BYTES - 64 * 1024  # room for the envelope
 VERIFY_PIECE = 1024  # transactions decoded, then handed to the verifier, at a time
 CATCH_UPS_KEPT = 8  # catch-ups listed in status
-RANGES_AHEAD = 1  # decoded ranges waiting for their turn to be committed (memory bound)
+RANGES_AHEAD = PARALLEL_PEERS  # decoded ranges waiting for their turn to be committed
+DECODED_TXS_AHEAD = 32_768  # decoded transactions not committed yet (~1 KB each in memory);
+# a block is decoded beyond it only when nothing else is held
 
 _Decoded = tuple[list[tuple[Block, Commit]], Exception | None]  # blocks, why the rest did not
+
+
+class _TxBudget:
+    """Decoded transactions held until committed: at most ``limit`` (one block alone may
+    exceed it). One taker (the decoding task), one giver (the committing one)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._freed = trio.Event()
+
+    async def take(self, count: int) -> None:
+        while self.held and self.held + count > self.limit:
+            self._freed = trio.Event()
+            await self._freed.wait()
+        self.held += count
+
+    def give(self, count: int) -> None:
+        self.held -= count
+        self._freed.set()
 
 
 @dataclass
@@ -177,17 +199,20 @@ class BlockSync:
         on this thread while worker processes verify their signatures, and each verified
         range is checked and committed in order (see :meth:`_produce`)."""
         ready, ranges = trio.open_memory_channel[_Range](RANGES_AHEAD)
+        budget = _TxBudget(DECODED_TXS_AHEAD)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._produce, self._chain.height + 1, ready, nursery)
+            nursery.start_soon(self._produce, self._chain.height + 1, ready, nursery, budget)
             previous: bytes | None = None
             async with ranges:
                 async for fetched in ranges:
                     await fetched.verified.wait()
                     if previous is not None and not await self._fill(previous, fetched.first):
                         break
-                    if (fetched.first != self._chain.height + 1
-                            or not await self._apply(fetched.peer_id, fetched.count,
-                                                     fetched.decoded)):
+                    applied = (fetched.first == self._chain.height + 1
+                               and await self._apply(fetched.peer_id, fetched.count,
+                                                     fetched.decoded))
+                    budget.give(sum(len(block.txs) for block, _ in fetched.decoded[0]))
+                    if not applied:
                         break
                     previous = fetched.peer_id
             nursery.cancel_scope.cancel()  # a fault, or level: nothing more is needed
@@ -211,12 +236,12 @@ class BlockSync:
         return plan
 
     async def _produce(self, start: int, ready: trio.MemorySendChannel[_Range],
-                       verifying: trio.Nursery) -> None:
+                       verifying: trio.Nursery, budget: _TxBudget) -> None:
         """Rounds of ranges from ``start``: each round's ranges are asked of their peers at
         once, decoded in order as they arrive (while ``verifying`` verifies each piece in
         worker processes) and handed on; stops at the first range not served or not
-        decoding, or once past every peer's height. ``ready`` holds at most
-        :data:`RANGES_AHEAD` ranges, which bounds the blocks held in memory."""
+        decoding, or once past every peer's height. ``budget`` bounds the decoded
+        transactions held (:data:`DECODED_TXS_AHEAD`): the memory of a catch-up."""
         async with ready:
             while start <= self.target:
                 plan = self._plan(start)
@@ -238,7 +263,8 @@ class BlockSync:
                                 f"claimed height {claimed}, served no block {first}")
                         return
                     fetched = _Range(first, peer_id, len(msg.blocks))
-                    fetched.decoded = await self._decode(msg, verifying, fetched.verified)
+                    fetched.decoded = await self._decode(msg, verifying, fetched.verified,
+                                                         budget)
                     await ready.send(fetched)
                     if fetched.decoded[1] is not None:
                         return
@@ -286,20 +312,25 @@ class BlockSync:
         log.info("sync_request_timed_out", peer=peer_id.hex()[:16], start=start)
         return None
 
-    async def _decode(self, msg: Blocks, verifying: trio.Nursery, verified: trio.Event
-                      ) -> _Decoded:
+    async def _decode(self, msg: Blocks, verifying: trio.Nursery, verified: trio.Event,
+                      budget: _TxBudget | None = None) -> _Decoded:
         """The blocks of a range up to the first that does not decode (and why). Each piece
         of :data:`VERIFY_PIECE` transactions is handed to the verifier (in ``verifying``)
-        as soon as it is decoded; ``verified`` is set once every piece is verified."""
+        as soon as it is decoded; ``verified`` is set once every piece is verified. Each
+        block's transactions are taken from ``budget`` before they are decoded; the caller
+        gives back those of the blocks returned once it is done with them."""
         pieces, to_verify = trio.open_memory_channel[list[SignedTx]](math.inf)
         verifying.start_soon(self._verify_pieces, to_verify, verified)
         blocks: list[tuple[Block, Commit]] = []
         async with pieces:
             for block_raw, commit_raw in msg.blocks:
-                height = -1
+                height, held = -1, 0
                 try:
                     header_bytes, raws, last_bytes = split_block(block_raw)
                     height = decode_header(header_bytes).height
+                    if budget is not None:
+                        await budget.take(len(raws))
+                        held = len(raws)
                     txs: list[SignedTx] = []
                     for start in range(0, len(raws), VERIFY_PIECE):
                         piece = [decode_tx(raw) for raw in raws[start:start + VERIFY_PIECE]]
@@ -309,9 +340,11 @@ class BlockSync:
                     last = decode_commit(last_bytes) if last_bytes else None
                     blocks.append((assemble_block(header_bytes, tuple(txs), last),
                                    decode_commit(commit_raw)))
-                except MalformedTxError as exc:
-                    return blocks, MalformedBlockError(f"block {height}: {exc}")
-                except MalformedBlockError as exc:
+                except (MalformedTxError, MalformedBlockError) as exc:
+                    if budget is not None:
+                        budget.give(held)  # not kept: only the blocks before it are
+                    if isinstance(exc, MalformedTxError):
+                        exc = MalformedBlockError(f"block {height}: {exc}")
                     return blocks, exc
         return blocks, None
 

@@ -265,3 +265,32 @@ async def test_the_late_answer_to_a_request_no_longer_wanted_costs_nothing(tmp_p
     assert host.penalties == []
     sync.on_blocks(peer, Blocks(1, []))  # a second one was never asked for
     assert [why for _, why in host.penalties] == ["blocks nobody asked for"]
+
+
+async def test_a_catch_up_holds_at_most_its_budget_of_decoded_transactions(
+        tmp_path, monkeypatch):
+    from iomtnode.sync import blocksync
+
+    monkeypatch.setattr(blocksync, "DECODED_TXS_AHEAD", 100)
+    monkeypatch.setattr(blocksync, "RANGE_BLOCKS", 2)
+    _, blocks = source_chain(tmp_path / "source", 9, 40)  # heights 1..10, 40 txs from 2
+    items = {b.height: [b.encode(), c.encode()] for b, c in blocks}
+    chain, writer, heard = follower(tmp_path / "follower")
+    peers = {bytes([i]) * 32: ServingPeer(bytes([i]) * 32, items) for i in (1, 2, 3)}
+    host = Hosts(peers)
+    sync = BlockSync(host, chain, writer, BlockFeed(chain.height), writer._mempool.verified)
+    for peer in peers.values():
+        peer.sync = sync
+        sync.saw_height(peer.node_id, 10)
+    held: list[int] = []
+    take = blocksync._TxBudget.take
+
+    async def recording_take(self, count):
+        await take(self, count)
+        held.append(self.held)
+
+    monkeypatch.setattr(blocksync._TxBudget, "take", recording_take)
+    await sync._catch_up()
+    assert chain.height == 10 and heard == list(range(1, 11)) and host.penalties == []
+    # blocks of 40 (3 in the first): two or three held at once, never a third of 40 more
+    assert len(held) == 10 and 40 < max(held) <= 100
