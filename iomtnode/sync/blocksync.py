@@ -265,6 +265,7 @@ class BlockSync:
                     fetched = _Range(first, peer_id, len(msg.blocks))
                     fetched.decoded = await self._decode(msg, verifying, fetched.verified,
                                                          budget)
+                    answer.msg = msg = None  # the range's bytes (up to 4 MB) are not needed
                     await ready.send(fetched)
                     if fetched.decoded[1] is not None:
                         return
