@@ -184,6 +184,11 @@ class Node:
                      chain_id=chain.chain_id, height=chain.height, version=__version__)
             async with trio.open_nursery() as nursery:
                 authorities = chain.authorities()
+                if chain.height == 0 and self.key.public not in authorities:
+                    # joining a running network: it will sync the whole chain, so its
+                    # verifying workers start now, while it connects, rather than when its
+                    # first blocks arrive (their start takes a few hundred ms)
+                    nursery.start_soon(self.writer.warm_verifier)
                 self.p2p = P2PService(self.config, self.key, chain, store, self.mempool,
                                       self.writer, self.feed, self.admit_from_peers)
                 if len(authorities) > 1:

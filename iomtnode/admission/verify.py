@@ -67,6 +67,7 @@ class Verifier:
         self.processes = usable_cores() if processes is None else processes  # 0/1: none
         self._processes = trio.CapacityLimiter(max(1, self.processes))
         self.verified_count = 0  # signatures actually checked (a test and metrics hook)
+        self.warmed = False  # the worker processes were started ahead (see warm)
 
     def __contains__(self, tx: SignedTx) -> bool:
         """Whether this exact transaction (id and signature) passed verification here."""
@@ -153,6 +154,7 @@ class Verifier:
             for _ in range(self.processes):
                 nursery.start_soon(partial(trio_parallel.run_sync, ready,
                                            limiter=self._processes))
+        self.warmed = True
 
     async def _in_processes(self, txs: list[SignedTx]) -> list[BadSignatureError | None]:
         pieces = [[_parts(tx) for tx in txs[i:i + PROCESS_PIECE]]

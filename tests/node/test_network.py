@@ -115,6 +115,19 @@ async def test_a_node_started_later_syncs_the_whole_chain(tmp_path, nursery):
     assert net.same_chain(target)
 
 
+async def test_only_a_node_joining_a_running_network_starts_its_workers_at_once(
+        tmp_path, nursery):
+    net = Net(tmp_path, 2)
+    await net.start(nursery, 0, ())  # the genesis authority: its network starts with it
+    await net.nodes[0].feed.wait_for_height(2, 20)
+    # empty and not an authority: joining; no bootnode, so no catch-up starts them either
+    await net.start(nursery, 1, ())
+    joiner = net.nodes[1].mempool.verifier
+    await net.wait(lambda: joiner.warmed, "the joiner's workers started")
+    assert net.nodes[1].chain.height == 0
+    assert not net.nodes[0].mempool.verifier.warmed  # nothing to sync, none started
+
+
 async def test_refused_peers_are_cut_and_heal(tmp_path, nursery):
     net = await start_net(tmp_path, nursery, 3)
     follower = net.nodes[2]
