@@ -23,12 +23,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
 
+import structlog
 import trio
 import trio_parallel
 
 from ..core.crypto import BadSignatureError
 from ..core.tx import ReportEvidence, SignedTx
 from .sigcheck import SignedParts, check_parts, ready
+
+log = structlog.get_logger(__name__)
 
 VERIFIED_CAPACITY = 100_000  # transactions remembered as verified (~23 MB: 230 B each);
 # more than the ranges sync verifies ahead (3 x 4 MB of blocks) and than a block
@@ -150,11 +153,17 @@ class Verifier:
         processes."""
         if self.processes < 2:
             return
-        async with trio.open_nursery() as nursery:
-            for _ in range(self.processes):
-                nursery.start_soon(partial(trio_parallel.run_sync, ready,
-                                           limiter=self._processes))
-        self.warmed = True
+        started = True
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(self.processes):
+                    nursery.start_soon(partial(trio_parallel.run_sync, ready,
+                                               limiter=self._processes))
+        except* (trio_parallel.BrokenWorkerError, OSError) as group:
+            # only a head start: a batch that needs them tries again (and says why)
+            log.warning("verify_workers_not_started", reason=str(group.exceptions[0]))
+            started = False
+        self.warmed = started
 
     async def _in_processes(self, txs: list[SignedTx]) -> list[BadSignatureError | None]:
         pieces = [[_parts(tx) for tx in txs[i:i + PROCESS_PIECE]]

@@ -107,3 +107,21 @@ async def test_a_large_batch_is_verified_in_worker_processes_with_the_same_verdi
     assert [i for i, error in enumerate(errors) if error is not None] == [57]
     assert "signature" in str(errors[57])
     assert [tx in verifier for tx in txs].count(True) == 99 and txs[57] not in verifier
+
+
+async def test_workers_that_cannot_start_leave_warm_a_no_op_with_a_reason(monkeypatch):
+    import structlog
+    import trio_parallel
+
+    from iomtnode.admission import verify
+
+    async def broken(*args, **kwargs):
+        raise trio_parallel.BrokenWorkerError("worker died at start")
+
+    monkeypatch.setattr(verify.trio_parallel, "run_sync", broken)
+    verifier = Verifier(CHAIN_ID, processes=2)
+    with structlog.testing.capture_logs() as logs:
+        await verifier.warm()  # does not raise: starting them early is only a head start
+    assert not verifier.warmed
+    assert [(e["event"], e["reason"]) for e in logs] == [
+        ("verify_workers_not_started", "worker died at start")]
