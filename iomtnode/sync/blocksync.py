@@ -59,16 +59,20 @@ _Decoded = tuple[list[tuple[Block, Commit]], Exception | None]  # blocks, why th
 
 
 class _TxBudget:
-    """Decoded transactions held until committed: at most ``limit`` (one block alone may
-    exceed it). One taker (the decoding task), one giver (the committing one)."""
+    """Decoded transactions held until committed: at most ``limit``, except that one range
+    alone may exceed it (its answer is bounded by the 4 MB message size). One taker (the
+    decoding task), one giver (the committing one)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.held = 0
         self._freed = trio.Event()
 
-    async def take(self, count: int) -> None:
-        while self.held and self.held + count > self.limit:
+    async def take(self, count: int, own: int = 0) -> None:
+        """Take ``count`` for a block of a range that already holds ``own``: waits only
+        for what other ranges hold (a range is handed on whole, so waiting for its own
+        blocks would never end)."""
+        while self.held > own and self.held + count > self.limit:
             self._freed = trio.Event()
             await self._freed.wait()
         self.held += count
@@ -266,7 +270,10 @@ class BlockSync:
                     fetched.decoded = await self._decode(msg, verifying, fetched.verified,
                                                          budget)
                     answer.msg = msg = None  # the range's bytes (up to 4 MB) are not needed
-                    await ready.send(fetched)
+                    try:
+                        await ready.send(fetched)
+                    except trio.BrokenResourceError:
+                        return  # the committer stopped (a fault): nothing more is wanted
                     if fetched.decoded[1] is not None:
                         return
                     start = first + fetched.count
@@ -323,6 +330,7 @@ class BlockSync:
         pieces, to_verify = trio.open_memory_channel[list[SignedTx]](math.inf)
         verifying.start_soon(self._verify_pieces, to_verify, verified)
         blocks: list[tuple[Block, Commit]] = []
+        taken = 0  # this range's own share of the budget so far
         async with pieces:
             for block_raw, commit_raw in msg.blocks:
                 height, held = -1, 0
@@ -330,8 +338,9 @@ class BlockSync:
                     header_bytes, raws, last_bytes = split_block(block_raw)
                     height = decode_header(header_bytes).height
                     if budget is not None:
-                        await budget.take(len(raws))
+                        await budget.take(len(raws), own=taken)
                         held = len(raws)
+                        taken += held
                     txs: list[SignedTx] = []
                     for start in range(0, len(raws), VERIFY_PIECE):
                         piece = [decode_tx(raw) for raw in raws[start:start + VERIFY_PIECE]]

@@ -285,8 +285,8 @@ async def test_a_catch_up_holds_at_most_its_budget_of_decoded_transactions(
     held: list[int] = []
     take = blocksync._TxBudget.take
 
-    async def recording_take(self, count):
-        await take(self, count)
+    async def recording_take(self, count, own=0):
+        await take(self, count, own)
         held.append(self.held)
 
     monkeypatch.setattr(blocksync._TxBudget, "take", recording_take)
@@ -294,3 +294,22 @@ async def test_a_catch_up_holds_at_most_its_budget_of_decoded_transactions(
     assert chain.height == 10 and heard == list(range(1, 11)) and host.penalties == []
     # blocks of 40 (3 in the first): two or three held at once, never a third of 40 more
     assert len(held) == 10 and 40 < max(held) <= 100
+
+
+async def test_one_range_larger_than_the_budget_still_applies(tmp_path, monkeypatch):
+    import trio
+
+    from iomtnode.sync import blocksync
+
+    monkeypatch.setattr(blocksync, "DECODED_TXS_AHEAD", 50)
+    _, blocks = source_chain(tmp_path / "source", 6, 40)  # heights 1..7: 3 + 6 x 40 txs
+    items = {b.height: [b.encode(), c.encode()] for b, c in blocks}
+    chain, writer, heard = follower(tmp_path / "follower")
+    peer = ServingPeer(b"\x07" * 32, items)  # one peer: the whole chain is one range
+    host = Hosts({peer.node_id: peer})
+    sync = BlockSync(host, chain, writer, BlockFeed(chain.height), writer._mempool.verified)
+    peer.sync = sync
+    sync.saw_height(peer.node_id, 7)
+    with trio.fail_after(30):  # waiting on its own blocks would never end
+        await sync._catch_up()
+    assert chain.height == 7 and heard == list(range(1, 8)) and host.penalties == []
