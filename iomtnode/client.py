@@ -23,6 +23,7 @@ CONNECT_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 2.0  # a close on a dead link can hang without a deadline
 NOTIFICATION_QUEUE = 4096  # notifications buffered for a slow reader before dropping
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # replies can hold whole blocks
+RECEIVE_BUFFER_BYTES = 256 * 1024  # read from the socket at once (trio-websocket: 4 KiB)
 
 
 class ApiError(Exception):
@@ -103,7 +104,8 @@ async def open_client(url: str) -> AsyncIterator[ApiClient]:
     """Connect to a node's API at ``url`` (ws://host:port/api/v1); closes on exit."""
     async with trio.open_nursery() as nursery:
         with trio.fail_after(CONNECT_TIMEOUT_S):
-            ws = await connect_websocket_url(nursery, url, max_message_size=MAX_MESSAGE_BYTES)
+            ws = await connect_websocket_url(nursery, url, max_message_size=MAX_MESSAGE_BYTES,
+                                             receive_buffer_size=RECEIVE_BUFFER_BYTES)
         client = ApiClient(ws)
         nursery.start_soon(client._read)
         try:

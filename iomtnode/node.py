@@ -205,8 +205,10 @@ class Node:
                         now_ms=self._now_ms,
                         peer_heads=lambda sync=self.p2p.sync: sync.peer_heights,
                         on_evidence=self.report_evidence,
+                        inbox=self.p2p.gossip,
                     )
                     self.p2p.consensus = self.consensus
+                    self.p2p.gossip.on_progress = self.consensus.inbox_progressed
                     await nursery.start(self.consensus.run)
                 elif self.key.public in authorities:
                     self.sealer = SoloSealer(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -39,6 +40,14 @@ THREAD_MIN_BATCH = 16  # smaller batches are verified inline (a thread hop costs
 CHUNK = 256  # signatures per thread hop
 PROCESS_MIN_BATCH = 2048  # larger batches go to worker processes (one piece per core)
 PROCESS_PIECE = 1024  # signatures per worker-process call (~80 ms of work, ~150 KB)
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Signatures one call is checking: others that need one of them wait for ``done``."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    results: dict[bytes, BadSignatureError | None] = field(default_factory=dict)
 
 
 def _key(tx: SignedTx) -> bytes:
@@ -66,6 +75,7 @@ class Verifier:
         self.chain_id = chain_id
         self.capacity = capacity
         self._passed: OrderedDict[bytes, None] = OrderedDict()
+        self._inflight: dict[bytes, _Batch] = {}  # key -> the batch checking it now
         self._threads = trio.CapacityLimiter(threads or usable_cores())
         self.processes = usable_cores() if processes is None else processes  # 0/1: none
         self._processes = trio.CapacityLimiter(max(1, self.processes))
@@ -115,36 +125,64 @@ class Verifier:
         """Verify ``txs`` (those not verified before), in worker threads when there are
         many, in worker processes when there are very many or ``bulk`` says more pieces
         follow (a syncing node's); returns, per transaction, None (it verified) or the
-        error."""
+        error.
+
+        A transaction that another task is verifying right now (a lagging node gets the
+        same transaction from a peer's push and in a proposal or a synced block at once)
+        is not checked twice: this call waits for that task's result."""
         results: list[BadSignatureError | None] = [None] * len(txs)
         first: dict[bytes, int] = {}  # key -> the index checked for it (copies share it)
         copies: list[tuple[int, int]] = []
+        elsewhere: list[tuple[int, bytes, _Batch]] = []  # being checked by another task
         for i, tx in enumerate(txs):
             key = _key(tx)
             if key in self._passed:
                 continue
             if key in first:
                 copies.append((i, first[key]))
+            elif (batch := self._inflight.get(key)) is not None:
+                elsewhere.append((i, key, batch))
             else:
                 first[key] = i
         todo = list(first.values())
-        if not todo:
-            return results
-        self.verified_count += len(todo)
-        if len(todo) < THREAD_MIN_BATCH:
-            checked = self._check([txs[i] for i in todo])
-            await trio.lowlevel.checkpoint()  # callers go chunk by chunk: let others run
-        elif (bulk or len(todo) >= PROCESS_MIN_BATCH) and self.processes > 1:
-            checked = await self._in_processes([txs[i] for i in todo])
-        else:
-            checked = await self._in_threads([txs[i] for i in todo])
-        for i, error in zip(todo, checked, strict=True):
-            results[i] = error
-            if error is None:
-                self._record(txs[i])
+        if todo:
+            await self._verify_new([txs[i] for i in todo], list(first), results, todo, bulk)
+        for i, key, batch in elsewhere:
+            await batch.done.wait()
+            if key in batch.results:
+                results[i] = batch.results[key]
+            else:  # that task was cancelled before it got to this one: check it here
+                results[i] = (await self.verify([txs[i]]))[0]
         for i, checked_as in copies:
             results[i] = results[checked_as]
         return results
+
+    async def _verify_new(self, txs: list[SignedTx], keys: list[bytes],
+                          results: list[BadSignatureError | None], where: list[int],
+                          bulk: bool) -> None:
+        """Check ``txs`` (none verified or in flight), announcing them as in flight until
+        done; their results go to ``results`` at ``where``."""
+        batch = _Batch()
+        for key in keys:
+            self._inflight[key] = batch
+        try:
+            if len(txs) < THREAD_MIN_BATCH:
+                checked = self._check(txs)
+                await trio.lowlevel.checkpoint()  # callers go chunk by chunk: let others run
+            elif (bulk or len(txs) >= PROCESS_MIN_BATCH) and self.processes > 1:
+                checked = await self._in_processes(txs)
+            else:
+                checked = await self._in_threads(txs)
+            self.verified_count += len(txs)
+            for key, i, tx, error in zip(keys, where, txs, checked, strict=True):
+                results[i] = batch.results[key] = error
+                if error is None:
+                    self._record(tx)
+        finally:
+            for key in keys:
+                if self._inflight.get(key) is batch:
+                    del self._inflight[key]
+            batch.done.set()
 
     async def warm(self) -> None:
         """Start the worker processes not running yet (each imports only

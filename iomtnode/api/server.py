@@ -55,6 +55,8 @@ BinaryHandler = Callable[[bytes], Awaitable[bytes | None]]
 # On shutdown trio-websocket's reader task is cancelled with ours, so the client's closing reply
 # can never be read: wait only long enough to write the 1001 frame, then close the socket.
 SHUTDOWN_CLOSE_S = 0.1
+RECEIVE_BUFFER_BYTES = 256 * 1024  # read from a client's socket at once (trio-websocket:
+# 4 KiB, so a client's 0.5 MB batch of readings took 128 reads and frame-parser passes)
 _BINARY_REFUSED = encode_error(RpcError(INVALID_REQUEST, "binary frames are not accepted here"))
 
 
@@ -170,6 +172,7 @@ class ApiServer:
                 message_queue_size=cfg.message_queue_size,
                 max_message_size=cfg.max_message_bytes,
                 connect_timeout=cfg.connect_timeout_s, disconnect_timeout=cfg.close_timeout_s,
+                receive_buffer_size=RECEIVE_BUFFER_BYTES,
             ))
             ports = [e.port for e in server.listeners if isinstance(e, Endpoint)]
             log.info("api_listening", host=cfg.host, ports=ports, path=API_PATH)

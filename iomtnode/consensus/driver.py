@@ -82,7 +82,7 @@ from .machine import (
     VoteReceived,
 )
 from .machine import Commit as Decision
-from .proposals import answer_txs, compact_proposal
+from .proposals import InboxProgress, answer_txs, compact_proposal
 from .signing import FreshStartGuard, Signer
 from .solo import wall_clock_ms
 from .votes import NO_ROUND, Step, commit_certificate, decode_proposal
@@ -125,13 +125,16 @@ class Driver:
     ``on_evidence`` is called (in the driver task; it must not block) once per new
     equivocation. ``peer_heads()`` gives the heads peers reported (peer id -> height);
     with it, a signer without persisted state waits to hear from a quorum (module doc).
+    ``inbox`` (the gossip admission's progress) lets a proposal whose transactions are
+    still queued for admission wait for them instead of fetching them again.
     """
 
     def __init__(self, chain: Chain, mempool: Mempool, writer: ChainWriter,
                  network: ConsensusNetwork, signer: Signer | None, config: DriverConfig, *,
                  now_ms: Callable[[], int] = wall_clock_ms,
                  on_evidence: Callable[[Evidence], None] | None = None,
-                 peer_heads: PeerHeads | None = None) -> None:
+                 peer_heads: PeerHeads | None = None,
+                 inbox: InboxProgress | None = None) -> None:
         self._chain = chain
         self._mempool = mempool
         self._writer = writer
@@ -140,7 +143,7 @@ class Driver:
         self._config = config
         self._now_ms = now_ms
         self._peer_heads = peer_heads
-        self._inbound = Inbound(chain, writer, network, mempool,
+        self._inbound = Inbound(chain, writer, network, mempool, inbox=inbox,
                                 known_block=lambda block_hash: block_hash in self._blocks)
         self._evidence = EvidenceLog(on_evidence)
         self._guard: FreshStartGuard | None = None
@@ -190,6 +193,11 @@ class Driver:
     def wake(self) -> None:
         """Transactions are pending: start the height if it waits only for them."""
         if not self._started:
+            self._inbound.nudge()
+
+    def inbox_progressed(self) -> None:
+        """The gossip inbox admitted more: wake the driver if a proposal waits for it."""
+        if self._inbound.holding:
             self._inbound.nudge()
 
     def on_message(self, peer_id: bytes, msg: InboundMessage | GetProposalTxs) -> None:
@@ -249,6 +257,8 @@ class Driver:
             item = await self._inbound.next(self._deadline())
             if item is not None:
                 await self._on_peer_message(*item)
+            for checked in await self._inbound.completed():
+                await self._take(checked)
             await self._tick()
 
     def _deadline(self) -> float:

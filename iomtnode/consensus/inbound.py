@@ -54,7 +54,7 @@ from ..p2p import score
 from ..p2p.lru import BoundedSet
 from ..p2p.messages import ConsensusProposal, ConsensusVote, ProposalTxs
 from .machine import ProposalReceived, VoteReceived
-from .proposals import FetchNetwork, TxFetcher, Waiting, check_compact
+from .proposals import FetchNetwork, InboxProgress, TxFetcher, Waiting, check_compact
 from .relay import ProposalRelay
 from .votes import NO_ROUND, Proposal, decode_proposal
 
@@ -108,15 +108,18 @@ class Inbound:
 
     ``known_block(hash)`` tells whether the driver holds a block already (checked, or
     built here), so a proposal of it is not checked again. Proposed blocks' transactions
-    come from ``mempool`` or are fetched from peers."""
+    come from ``mempool`` (once ``inbox``, the gossip admission, has caught up with what
+    peers pushed) or are fetched from peers."""
 
     def __init__(self, chain: Chain, writer: ChainWriter, network: ConsensusNetwork,
-                 mempool: Mempool, *, known_block: Callable[[bytes], bool]) -> None:
+                 mempool: Mempool, *, known_block: Callable[[bytes], bool],
+                 inbox: InboxProgress | None = None) -> None:
         self._chain = chain
         self._writer = writer
         self._network = network
         self._known_block = known_block
-        self._fetcher = TxFetcher(mempool.get, network, self._forget)
+        self._fetcher = TxFetcher(mempool.get, network, self._forget, inbox)
+        self._whole: list[tuple[Block, list[Waiting]]] = []  # made whole by the mempool
         self._relay = ProposalRelay(network)
         self._send, self._inbox = trio.open_memory_channel[
             tuple[bytes, InboundMessage] | None](INBOX_MESSAGES)
@@ -136,6 +139,11 @@ class Inbound:
     def pending_blocks(self) -> int:
         """Proposed blocks waiting for transactions."""
         return len(self._fetcher)
+
+    @property
+    def holding(self) -> bool:
+        """Whether a proposed block waits for the gossip inbox's progress."""
+        return self._fetcher.holding
 
     # from other tasks (never block) ----------------------------------------------------
 
@@ -185,9 +193,18 @@ class Inbound:
         if item is not None:
             self._queued_bytes -= _size(item[1])
         now = trio.current_time()
-        self._fetcher.tick(now)
+        self._whole.extend(self._fetcher.tick(now))
         self._relay.tick(now)
         return item
+
+    async def completed(self) -> list[Checked]:
+        """The events of proposals whose blocks the mempool made whole (their transactions
+        were waited for from the gossip inbox), each block checked."""
+        checked: list[Checked] = []
+        while self._whole:
+            block, waiting = self._whole.pop(0)
+            checked += await self._block_whole(block, waiting)
+        return checked
 
     def mark_own(self, signed: bytes) -> None:
         """Remember a message this node signed, so peers' copies of it are ignored."""
@@ -206,6 +223,7 @@ class Inbound:
         self._proposer = proposer
         self._proposal_rounds = set()
         self._fetcher.clear()
+        self._whole.clear()
         self._relay.clear()
         kept = [*self._next_proposals, *self._next_votes]
         self._next_proposals.clear()

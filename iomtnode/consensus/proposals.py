@@ -19,6 +19,11 @@ Bounds and failures of a fetch:
   has not answered in full within :data:`ASK_TIMEOUT_S`, answers that it does not hold the
   block, or sends anything but the transactions asked for (that costs it
   :data:`~iomtnode.p2p.score.INVALID_MESSAGE`);
+- a transaction missing from the mempool is often only queued for admission (a peer
+  pushed it just before the proposal, and a loaded node admits behind its reader): while
+  the gossip inbox holds transactions received before the proposal, the fetch waits, at
+  most :data:`HOLD_S`, until they are admitted, then looks again and asks only for what
+  is still missing (asking would make a peer send, and this node decode, every one twice);
 - after :data:`PENDING_TIMEOUT_S` the block is dropped: the round's timeouts decided without
   it (with no proposal, the machine prevotes nil), and a copy sent again is checked anew;
 - mempool copies that do not give the header's root (the same id, other signature bytes)
@@ -55,6 +60,16 @@ PENDING_BLOCKS = 8  # proposed blocks waiting for transactions; beyond, the olde
 ASK_TIMEOUT_S = 1.0  # a source that has not answered in full by then: ask the next one
 PENDING_TIMEOUT_S = 5.0  # a block still incomplete by then is dropped
 ANSWER_BYTES = 1024 * 1024  # transaction bytes in one ProposalTxs; more are split
+HOLD_S = 0.25  # how long missing transactions may be waited for from the gossip inbox
+
+
+class InboxProgress(Protocol):
+    """How far this node has admitted the transactions peers pushed to it
+    (:class:`~iomtnode.p2p.txgossip.TxGossip`)."""
+
+    def mark(self) -> int: ...
+
+    def admitted(self, mark: int) -> bool: ...
 
 
 class FetchNetwork(Protocol):
@@ -139,18 +154,23 @@ class _Fetch:
     asked: bytes | None = None
     asked_for: set[int] = field(default_factory=set)
     ask_until: float = math.inf
+    hold_mark: int | None = None  # waiting for the gossip inbox to pass this mark...
+    hold_until: float = math.inf  # ... until then at most
 
 
 class TxFetcher:
     """Fill proposed blocks' transactions from the mempool (``lookup(id)``) and fetch the
     missing ones from peers (module doc). ``on_drop(waiting)`` is told of each proposal
-    given up (timed out, evicted, or with wrong ids)."""
+    given up (timed out, evicted, or with wrong ids). With ``inbox``, missing transactions
+    are first waited for from the gossip inbox (module doc)."""
 
     def __init__(self, lookup: Callable[[bytes], SignedTx | None], network: FetchNetwork,
-                 on_drop: Callable[[Waiting], None]) -> None:
+                 on_drop: Callable[[Waiting], None], inbox: InboxProgress | None = None
+                 ) -> None:
         self._lookup = lookup
         self._network = network
         self._on_drop = on_drop
+        self._inbox = inbox
         self._fetches: dict[bytes, _Fetch] = {}  # block hash -> fetch, oldest first
         self._keys: dict[bytes, bytes] = {}  # proposal key -> block hash
 
@@ -188,8 +208,40 @@ class TxFetcher:
         self._keys[waiting.key] = block_hash
         log.debug("proposal_txs_missing", height=waiting.proposal.height,
                   round=waiting.proposal.round, missing=txs.count(None), txs=len(txs))
-        self._ask(block_hash, fetch, now)
+        inbox = self._inbox
+        if inbox is not None and not inbox.admitted(mark := inbox.mark()):
+            fetch.hold_mark, fetch.hold_until = mark, now + HOLD_S
+        else:
+            self._ask(block_hash, fetch, now)
         return None
+
+    @property
+    def holding(self) -> bool:
+        """Whether a fetch waits for the gossip inbox."""
+        return any(f.hold_mark is not None for f in self._fetches.values())
+
+    def _release(self, block_hash: bytes, fetch: _Fetch, now: float
+                 ) -> tuple[Block, list[Waiting]] | None:
+        """End a fetch's wait for the inbox: take what the mempool now holds; the block if
+        that makes it whole, else ask for the rest."""
+        fetch.hold_mark, fetch.hold_until = None, math.inf
+        for index, tx_id in enumerate(fetch.msg.tx_ids):
+            if fetch.txs[index] is None and (tx := self._lookup(tx_id)) is not None:
+                fetch.txs[index] = tx
+                fetch.from_mempool = True
+        if any(tx is None for tx in fetch.txs):
+            self._ask(block_hash, fetch, now)
+            return None
+        try:
+            block = assemble_block(fetch.msg.header, tuple(t for t in fetch.txs if t is not None),
+                                   fetch.last_commit)
+        except MalformedBlockError:  # copies with other bytes: fetch them all
+            fetch.txs = [None] * len(fetch.txs)
+            fetch.from_mempool = False
+            self._ask(block_hash, fetch, now)
+            return None
+        self._forget(block_hash)
+        return block, fetch.waiting
 
     def pending(self, key: bytes) -> bool:
         """Whether the proposal with hash ``key`` waits for transactions."""
@@ -208,7 +260,7 @@ class TxFetcher:
                 msg.last_commit != fetch.msg.last_commit):
             return
         fetch.sources.append(peer_id)
-        if fetch.asked is None:
+        if fetch.asked is None and fetch.hold_mark is None:
             self._ask(fetch.waiting[0].proposal.block_hash, fetch, trio.current_time())
 
     def on_txs(self, peer_id: bytes, msg: ProposalTxs) -> tuple[Block, list[Waiting]] | None:
@@ -282,16 +334,25 @@ class TxFetcher:
 
     def deadline(self) -> float:
         """When :meth:`tick` has something to do (trio clock)."""
-        return min((min(f.expires, f.ask_until) for f in self._fetches.values()),
+        return min((min(f.expires, f.ask_until, f.hold_until) for f in self._fetches.values()),
                    default=math.inf)
 
-    def tick(self, now: float) -> None:
-        """Drop the blocks waited for too long; ask the next source where one is slow."""
+    def tick(self, now: float) -> list[tuple[Block, list[Waiting]]]:
+        """Drop the blocks waited for too long; ask the next source where one is slow; end
+        the waits for the inbox that are over. Returns the blocks that the mempool made
+        whole meanwhile, each with the proposals waiting for it."""
+        whole = []
         for block_hash, fetch in list(self._fetches.items()):
             if now >= fetch.expires:
                 self._drop(block_hash, "timed out")
+            elif fetch.hold_mark is not None:
+                assert self._inbox is not None, "only an inbox makes a fetch wait"
+                over = now >= fetch.hold_until or self._inbox.admitted(fetch.hold_mark)
+                if over and (done := self._release(block_hash, fetch, now)) is not None:
+                    whole.append(done)
             elif now >= fetch.ask_until:
                 self._ask(block_hash, fetch, now)
+        return whole
 
     def clear(self) -> None:
         """Forget every fetch (a new height)."""

@@ -68,6 +68,8 @@ log = structlog.get_logger(__name__)
 P2P_PATH = "/p2p/v1"
 MAX_HANDSHAKES = 64  # connections in their handshake at once (each lasts <= handshake_timeout_s)
 RECEIVE_QUEUE_FRAMES = 1  # whole frames trio-websocket buffers per peer before TCP pushes back
+RECEIVE_BUFFER_BYTES = 256 * 1024  # read from the socket at once (trio-websocket: 4 KiB,
+# so a 1 MB batch of transactions took 256 reads and frame-parser passes)
 HARD_CAP_FACTOR = 2  # beyond this many times max_inbound_per_ip, an IP's sockets are just closed
 
 
@@ -299,7 +301,8 @@ class Host:
                 if outbound:
                     ws = await wrap_client_stream(
                         nursery, stream, remote, P2P_PATH,  # type: ignore[arg-type]
-                        message_queue_size=RECEIVE_QUEUE_FRAMES, max_message_size=MAX_MESSAGE_BYTES)
+                        message_queue_size=RECEIVE_QUEUE_FRAMES, max_message_size=MAX_MESSAGE_BYTES,
+                        receive_buffer_size=RECEIVE_BUFFER_BYTES)
                 elif (ws := await self._upgrade(nursery, stream, remote)) is None:
                     return None, "rejected"
                 hello, auth = await authenticate(ws, self.key, self.handler.local_hello(),
@@ -334,7 +337,8 @@ class Host:
                        remote: str) -> WebSocketConnection | None:
         """Accept the HTTP upgrade, or reject it (404 wrong path, 503 over a limit)."""
         request = await wrap_server_stream(nursery, stream, message_queue_size=RECEIVE_QUEUE_FRAMES,
-                                           max_message_size=MAX_MESSAGE_BYTES)
+                                           max_message_size=MAX_MESSAGE_BYTES,
+                                           receive_buffer_size=RECEIVE_BUFFER_BYTES)
         path, ip, cfg = urlsplit(request.path).path, ip_of(remote), self.config
         if path != P2P_PATH:
             self.log.debug("peer_handshake_rejected", remote=remote, path=path, status=404)

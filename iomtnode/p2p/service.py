@@ -172,7 +172,11 @@ class P2PService:
 
     def broadcast_consensus(self, msg: ConsensusProposal | ConsensusVote,
                             exclude: frozenset[bytes] = frozenset()) -> None:
-        """Push a consensus message to every peer not in ``exclude`` at once (never waits)."""
+        """Push a consensus message to every peer not in ``exclude`` at once (never waits).
+        Transactions waiting to be pushed go first, so that a proposal finds its
+        transactions in its receivers' mempools rather than having them fetched."""
+        if isinstance(msg, ConsensusProposal):
+            self.gossip.flush()
         frame = encode(msg)
         for peer in self.host.peers():
             if peer.node_id not in exclude:

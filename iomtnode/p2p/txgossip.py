@@ -89,6 +89,20 @@ class TxGossip:
         self._requested: dict[bytes, float] = {}
         self._pending = trio.Event()  # something is waiting to be sent
         self._full = trio.Event()  # ... and one batch is already big enough
+        self.received = 0  # transactions queued for admission so far (a mark: see admitted)
+        self._admitted = 0  # ... of which the admission task has handled this many, in order
+        self.on_progress: Callable[[], None] | None = None  # after each admission step
+
+    # the inbox's progress (consensus waits on it before fetching a proposal's txs) ---------
+
+    def mark(self) -> int:
+        """How many transactions were queued for admission until now."""
+        return self.received
+
+    def admitted(self, mark: int) -> bool:
+        """Whether the transactions queued until ``mark`` are all handled (admitted or
+        refused): a proposal's transaction that came before is in the mempool by now."""
+        return self._admitted >= mark
 
     # bookkeeping ---------------------------------------------------------------------
 
@@ -162,6 +176,7 @@ class TxGossip:
         while self._queued >= INBOX_TXS:
             await self._room.wait()
         self._queued += len(msg.txs)
+        self.received += len(msg.txs)
         self._inbox.send_nowait((peer, msg))
 
     async def on_txs(self, peer: Any, msg: Txs) -> None:
@@ -181,12 +196,18 @@ class TxGossip:
             self._queued -= sum(len(msg.txs) for _, msg in items)
             self._room.set()
             self._room = trio.Event()
-            await self._admit_messages(items)
+            await self._admit_messages(items, queued=True)
 
-    async def _admit_messages(self, items: list[tuple[Any, Txs]]) -> None:
+    async def _admit_messages(self, items: list[tuple[Any, Txs]], *, queued: bool = False
+                              ) -> None:
         pairs = [(peer, raw) for peer, msg in items for raw in msg.txs]
         for start in range(0, len(pairs), DECODE_CHUNK):
-            await self._admit_chunk(pairs[start:start + DECODE_CHUNK])
+            chunk = pairs[start:start + DECODE_CHUNK]
+            await self._admit_chunk(chunk)
+            if queued:
+                self._admitted += len(chunk)
+                if self.on_progress is not None:
+                    self.on_progress()
 
     async def _admit_chunk(self, pairs: list[tuple[Any, bytes]]) -> None:
         fresh: list[tuple[Any, SignedTx]] = []

@@ -4,6 +4,8 @@ unverified transaction through (a forged copy has the same id but is its own ent
 from __future__ import annotations
 
 import pytest
+import trio
+import trio.testing
 
 from iomtnode.admission.batch import admit_batch, admit_raw_batch
 from iomtnode.admission.mempool import Mempool
@@ -41,6 +43,57 @@ async def test_each_signature_is_checked_once_and_forged_copies_never_pass():
     assert verifier.verified_count == 41 and fake not in verifier  # copies checked once
     with pytest.raises(Exception, match="signature"):
         verifier.verify_now(fake)
+
+
+async def test_a_signature_being_checked_by_another_task_is_waited_for_not_checked_again():
+    """A lagging node gets one transaction by gossip and in a proposal at the same time:
+    the second caller waits for the first one's result (also a forged copy's error)."""
+
+
+    verifier = Verifier(CHAIN_ID, processes=0)
+    txs = [reading("d3", seq) for seq in range(1, 65)]
+    fake = forged(txs[0])
+    got: dict[str, list] = {}
+
+    async def check(name, batch):
+        got[name] = await verifier.verify(batch)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(check, "gossip", [*txs, fake])
+        await trio.testing.wait_all_tasks_blocked()  # the first batch is in worker threads
+        nursery.start_soon(check, "proposal", [*txs[32:], fake])
+    assert verifier.verified_count == 65  # 64 readings and the forged copy, each once
+    assert got["gossip"][:64] == [None] * 64 and got["proposal"][:32] == [None] * 32
+    assert got["gossip"][64] is not None and got["proposal"][32] is got["gossip"][64]
+
+
+async def test_a_cancelled_check_leaves_its_signatures_to_the_waiting_task():
+
+
+    verifier = Verifier(CHAIN_ID, threads=1, processes=0)
+    txs = [reading("d4", seq) for seq in range(1, 33)]
+    got = []
+    busy = trio.CapacityLimiter(1)
+    await verifier._threads.acquire_on_behalf_of(busy)  # the first check waits for a thread
+    async with trio.open_nursery() as nursery:
+        first = trio.CancelScope()
+
+        async def cancelled():
+            with first:
+                await verifier.verify(txs)
+
+        async def waiting():
+            got.extend(await verifier.verify(txs))
+
+        nursery.start_soon(cancelled)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(waiting)
+        await trio.testing.wait_all_tasks_blocked()
+        first.cancel()  # before it checked anything: the waiting task checks them itself
+        await trio.testing.wait_all_tasks_blocked()
+        verifier._threads.release_on_behalf_of(busy)
+    assert verifier.verified_count == 32  # the cancelled call checked none
+    assert got == [None] * 32 and all(tx in verifier for tx in txs)
 
 
 async def test_the_capacity_bounds_memory_and_forgetting_only_costs_a_recheck():

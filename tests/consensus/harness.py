@@ -24,7 +24,7 @@ from iomtnode.chain.chain import Chain
 from iomtnode.chain.feed import BlockFeed
 from iomtnode.chain.writer import ChainWriter
 from iomtnode.consensus.driver import ConsensusMessage, Driver, DriverConfig
-from iomtnode.consensus.proposals import compact_proposal
+from iomtnode.consensus.proposals import InboxProgress, compact_proposal
 from iomtnode.consensus.signing import META_SIGNING_STATE, Signer
 from iomtnode.consensus.votes import (
     SigningState,
@@ -256,17 +256,18 @@ class TNode:
         return {n.id: n.chain.height for n in self.bus.nodes.values()
                 if n is not self and n.driver is not None and self.bus.linked(self.id, n.id)}
 
-    def new_driver(self, config: DriverConfig = CONFIG, *, heads: bool = False) -> Driver:
+    def new_driver(self, config: DriverConfig = CONFIG, *, heads: bool = False,
+                   inbox: InboxProgress | None = None) -> Driver:
         signer = Signer(key(self.name), CHAIN_ID, self.meta)  # loads the persisted state
         self.driver = Driver(self.chain, self.mempool, self.writer, self.network, signer,
                              config, now_ms=lambda: GENESIS_MS + int(trio.current_time() * 1000),
                              on_evidence=self.reported.append,
-                             peer_heads=self.peer_heads if heads else None)
+                             peer_heads=self.peer_heads if heads else None, inbox=inbox)
         return self.driver
 
     async def start(self, nursery: trio.Nursery, config: DriverConfig = CONFIG, *,
-                    heads: bool = False) -> None:
-        driver = self.new_driver(config, heads=heads)
+                    heads: bool = False, inbox: InboxProgress | None = None) -> None:
+        driver = self.new_driver(config, heads=heads, inbox=inbox)
         scope = self.scope = trio.CancelScope()
 
         async def run(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import itertools
 
+import trio
+
 from iomtnode.consensus.proposals import (
     ANSWER_BYTES,
+    HOLD_S,
     PENDING_TIMEOUT_S,
     answer_txs,
     compact_proposal,
@@ -183,6 +186,70 @@ async def test_a_fetch_that_never_completes_times_out_cleanly(tmp_path, autojump
         a.driver.on_message(c.id, ProposalTxs(block.hash, [0, 1], [t.raw for t in txs]))
         await wait_until(lambda: a.driver is not None and a.driver.pending_blocks == 0)
         assert len(a.network.penalties) == 1
+
+
+class QueuedTxs:
+    """A gossip inbox (InboxProgress) that the test moves along by hand."""
+
+    def __init__(self, received: int) -> None:
+        self.received = received
+        self.handled = 0
+
+    def mark(self) -> int:
+        return self.received
+
+    def admitted(self, mark: int) -> bool:
+        return self.handled >= mark
+
+
+async def test_txs_still_queued_for_admission_are_waited_for_not_fetched(
+        tmp_path, autojump_clock):
+    """A loaded node gets B's proposal while the transactions it names are queued in its
+    gossip inbox: it waits for the inbox (woken by its progress, before HOLD_S), takes
+    them from the mempool and asks nobody for them."""
+    txs = admissions(3)
+    inbox = QueuedTxs(received=3)
+    async with cluster(tmp_path, signed_before=True) as net:
+        a, c = net["A"], net["C"]
+        await a.start(net.nursery, inbox=inbox)
+        assert a.driver is not None
+        block, msg = proposed_by_b(net, txs)
+        a.driver.on_message(c.id, msg)
+        await wait_until(lambda: a.driver is not None and a.driver.pending_blocks == 1,
+                         every=0.01)
+        started = trio.current_time()
+        for tx in txs:  # the inbox admits them...
+            a.mempool.add(tx.raw)
+        inbox.handled = 3
+        a.driver.inbox_progressed()  # ... and says so
+        await wait_until(lambda: prevote_of(net, a, 0) is not None, every=0.01)
+        assert prevote_of(net, a, 0) == block.hash
+        assert trio.current_time() - started < HOLD_S
+        assert requests(net, a, c) == [] and a.driver.pending_blocks == 0
+
+
+async def test_an_inbox_that_does_not_catch_up_in_time_leaves_the_rest_to_a_fetch(
+        tmp_path, autojump_clock):
+    """The inbox stays behind: after HOLD_S the node takes what its mempool got meanwhile
+    and asks the sender only for the rest."""
+    txs = admissions(3)
+    inbox = QueuedTxs(received=3)
+    async with cluster(tmp_path, signed_before=True) as net:
+        a, c = net["A"], net["C"]
+        await a.start(net.nursery, inbox=inbox)
+        assert a.driver is not None
+        block, msg = proposed_by_b(net, txs)
+        a.driver.on_message(c.id, msg)
+        await wait_until(lambda: a.driver is not None and a.driver.pending_blocks == 1,
+                         every=0.01)
+        started = trio.current_time()
+        a.mempool.add(txs[0].raw)  # admitted meanwhile
+        await wait_until(lambda: bool(requests(net, a, c)), every=0.01)
+        assert trio.current_time() - started >= HOLD_S - 0.02
+        assert [m.indexes for m in requests(net, a, c)] == [[1, 2]]
+        a.driver.on_message(c.id, ProposalTxs(block.hash, [1, 2], [t.raw for t in txs[1:]]))
+        await wait_until(lambda: prevote_of(net, a, 0) is not None, every=0.01)
+        assert prevote_of(net, a, 0) == block.hash
 
 
 async def test_a_node_answers_only_for_blocks_it_holds(tmp_path, autojump_clock):

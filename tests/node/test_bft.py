@@ -142,6 +142,9 @@ async def test_four_authorities_finalize_readings_in_turn(tmp_path, nursery):
     for node in net.live():
         assert not node.p2p.host.scoreboard.penalties, node.p2p.host.scoreboard.penalties
         assert node.consensus is not None and not node.consensus.evidence
+        # each signature checked once per node, however the transaction reached it (push,
+        # proposal, block): the admission and the 30 readings
+        assert node.mempool is not None and node.mempool.verifier.verified_count == 31
 
 
 async def test_three_of_four_go_on_two_of_four_stop_then_resume(tmp_path, nursery):

@@ -235,3 +235,22 @@ async def test_queued_batches_from_several_peers_are_admitted_together_off_the_r
     assert calls[0] == 3 and pool.admitted == 5  # the first two messages in one batch
     gossip.flush()
     assert peers[2].of(TxAnnounce) == [TxAnnounce([tx.id for tx in txs[:3]])]
+
+
+async def test_the_inbox_says_how_far_it_has_admitted_what_peers_pushed(nursery):
+    """Consensus asks whether the transactions received until a mark are admitted (a
+    proposal's may be queued still) and hears of each admission step."""
+    from trio.testing import wait_all_tasks_blocked
+
+    gossip, _, peers, pool = setup()
+    steps: list[int] = []
+    gossip.on_progress = lambda: steps.append(pool.admitted)
+    assert gossip.admitted(gossip.mark())  # nothing queued: nothing to wait for
+    await gossip.queue_txs(peers[0], Txs([reading(1).raw, reading(2).raw]))
+    mark = gossip.mark()
+    assert mark == 2 and not gossip.admitted(mark) and steps == []
+    await nursery.start(gossip.run)
+    await wait_all_tasks_blocked()
+    assert gossip.admitted(mark) and steps == [2] and pool.admitted == 2
+    await gossip.on_txs(peers[1], Txs([reading(3).raw]))  # not queued: no mark moves
+    assert gossip.mark() == 2 and steps == [2]
