@@ -45,7 +45,7 @@ async def _admit_chunk(mempool: Mempool, txs: Sequence[SignedTx]) -> list[Admitt
             results[i] = bad_signature(tx, error)
             continue
         try:  # the rules, and the cheap checks again: other tasks ran meanwhile
-            results[i] = mempool.add_tx(tx)  # the verifier passed it: not verified again
+            results[i] = mempool.add_tx(tx, prechecked=True)  # verified: not again
         except e.RuleError as exc:
             results[i] = exc
     return _filled(results)

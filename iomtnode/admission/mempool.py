@@ -79,19 +79,30 @@ class Mempool:
 
     def precheck(self, tx: SignedTx) -> None:
         """The checks that come before the signature: room, pending or committed already."""
-        self._check_room()
-        if tx.id in self._txs:
-            raise e.DuplicateTxError(f"transaction {tx.id.hex()[:16]} is already pending")
+        self._check_pending(tx)
         location = self._chain.store.tx_location(tx.id)
         if location is not None:
             raise e.DuplicateTxError(
                 f"transaction {tx.id.hex()[:16]} is already in block {location[0]}"
             )
 
-    def add_tx(self, tx: SignedTx) -> SignedTx:
+    def _check_pending(self, tx: SignedTx) -> None:
+        self._check_room()
+        if tx.id in self._txs:
+            raise e.DuplicateTxError(f"transaction {tx.id.hex()[:16]} is already pending")
+
+    def add_tx(self, tx: SignedTx, *, prechecked: bool = False) -> SignedTx:
         """Admit a decoded transaction; see :meth:`add`. Its signature is verified here
-        unless the verifier passed this exact transaction before."""
-        self.precheck(tx)
+        unless the verifier passed this exact transaction before.
+
+        ``prechecked``: :meth:`precheck` passed before the signature was verified (other
+        tasks ran since): room and pending are checked again, but not the store, since a
+        block that committed the transaction meanwhile makes the state rules refuse it (a
+        reading by its sequence number, every other kind by its effect or its id)."""
+        if prechecked:
+            self._check_pending(tx)
+        else:
+            self.precheck(tx)
         try:
             self.verifier.verify_now(tx)
         except BadSignatureError as exc:

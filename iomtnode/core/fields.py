@@ -93,8 +93,10 @@ def _layout(cls: type[Any], name: str) -> tuple[tuple[Check, str], ...]:
     """(check, "kind.field") per field of ``cls``, computed once (this is a hot path)."""
     layout = _LAYOUTS.get(cls)
     if layout is None:
-        layout = tuple((check, f"{name}.{fld.name}")
-                       for check, fld in zip(cls.CHECKS, dataclasses.fields(cls), strict=True))
+        names = getattr(cls, "__struct_fields__", None) or [
+            fld.name for fld in dataclasses.fields(cls)]  # a msgspec Struct or a dataclass
+        layout = tuple((check, f"{name}.{field}")
+                       for check, field in zip(cls.CHECKS, names, strict=True))
         _LAYOUTS[cls] = layout
     return layout
 
@@ -102,7 +104,7 @@ def _layout(cls: type[Any], name: str) -> tuple[tuple[Check, str], ...]:
 def tagged_record(value: Any, types: Mapping[int, type[Any]], what: str,
                   name_of: Callable[[type[Any]], str] = lambda cls: cls.__name__) -> Any:
     """Build the record ``[KIND, field, ...]`` of the class ``types[KIND]``, checking each
-    field with the class's ``CHECKS`` (one per dataclass field, in order)."""
+    field with the class's ``CHECKS`` (one per field, in order)."""
     if type(value) is not list or not value or type(value[0]) is not int:
         raise FieldError(f"a {what} must be an array starting with its kind")
     cls = types.get(value[0])

@@ -1,4 +1,6 @@
-"""Transactions: one frozen dataclass per kind, and the signed envelope around them.
+"""Transactions: one frozen record per kind, and the signed envelope around them (msgspec
+Structs: built in a tenth of a frozen dataclass's time, and not tracked by the garbage
+collector, which matters with tens of thousands pending).
 
 Wire form of a signed transaction::
 
@@ -14,7 +16,6 @@ id has been seen (see :mod:`iomtnode.core.state`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
 from typing import Annotated, Any, ClassVar
 
 import msgspec
@@ -48,8 +49,7 @@ class MalformedTxError(ValueError):
     """Bytes that do not decode to a well-formed transaction (says which field and why)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
+class Reading(msgspec.Struct, frozen=True, gc=False):
     """A measurement signed by the device that took it.
 
     ``payload`` is small inline data (normally sealed to the patient's key) or empty, in
@@ -77,8 +77,7 @@ class Reading:
             raise f.FieldError("exactly one of payload and payload_hash must be set")
 
 
-@dataclass(frozen=True, slots=True)
-class AdmitDevice:
+class AdmitDevice(msgspec.Struct, frozen=True, gc=False):
     """An authority's approval to admit ``device`` (its public key) for ``patient``."""
 
     KIND: ClassVar[int] = 2
@@ -97,8 +96,7 @@ class AdmitDevice:
         return self.authority
 
 
-@dataclass(frozen=True, slots=True)
-class RevokeDevice:
+class RevokeDevice(msgspec.Struct, frozen=True, gc=False):
     """Revoke a device for good; signed by an authority or by the device's patient."""
 
     KIND: ClassVar[int] = 3
@@ -114,8 +112,7 @@ class RevokeDevice:
         return self.by
 
 
-@dataclass(frozen=True, slots=True)
-class RotateDeviceKey:
+class RotateDeviceKey(msgspec.Struct, frozen=True, gc=False):
     """Move a device to ``new_key``; signed by the old key, which is retired."""
 
     KIND: ClassVar[int] = 4
@@ -129,8 +126,7 @@ class RotateDeviceKey:
         return self.device
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceMaintenance:
+class DeviceMaintenance(msgspec.Struct, frozen=True, gc=False):
     """A service record (calibration, battery swap, firmware) signed by an authority."""
 
     KIND: ClassVar[int] = 5
@@ -149,8 +145,7 @@ class DeviceMaintenance:
         return self.authority
 
 
-@dataclass(frozen=True, slots=True)
-class AuthorityVote:
+class AuthorityVote(msgspec.Struct, frozen=True, gc=False):
     """An authority's vote to add or remove ``subject`` from the authority set."""
 
     KIND: ClassVar[int] = 6
@@ -166,8 +161,7 @@ class AuthorityVote:
         return self.authority
 
 
-@dataclass(frozen=True, slots=True)
-class Grant:
+class Grant(msgspec.Struct, frozen=True, gc=False):
     """A patient lets ``grantee`` read their records in ``scope`` until ``expires_ms``.
 
     ``wrapped_key`` is the patient's data key sealed to the grantee (may be empty when
@@ -191,8 +185,7 @@ class Grant:
         return self.patient
 
 
-@dataclass(frozen=True, slots=True)
-class RevokeGrant:
+class RevokeGrant(msgspec.Struct, frozen=True, gc=False):
     """A patient withdraws a grant."""
 
     KIND: ClassVar[int] = 8
@@ -208,8 +201,7 @@ class RevokeGrant:
         return self.patient
 
 
-@dataclass(frozen=True, slots=True)
-class ReportEvidence:
+class ReportEvidence(msgspec.Struct, frozen=True, gc=False):
     """An authority puts another authority's equivocation on the ledger.
 
     ``evidence`` is an encoded :class:`~iomtnode.core.evidence.Evidence`: two conflicting
@@ -257,7 +249,7 @@ KIND_NAMES: dict[type[Any], str] = {
 
 
 def body_fields(body: TxBody) -> list[Any]:
-    return [getattr(body, fld.name) for fld in fields(body)]
+    return [getattr(body, name) for name in body.__struct_fields__]
 
 
 def encode_body(body: TxBody) -> bytes:
@@ -320,8 +312,7 @@ def _decode_any_body(data: bytes) -> TxBody:
     return body
 
 
-@dataclass(frozen=True, slots=True)
-class SignedTx:
+class SignedTx(msgspec.Struct, frozen=True, gc=False):
     """A transaction body with its signature, as received or as made.
 
     ``raw`` is the exact wire form, ``id`` the hash of the body bytes. Construct with
@@ -411,9 +402,9 @@ def decode_tx(raw: bytes) -> SignedTx:
 def tx_to_json(tx: SignedTx) -> dict[str, Any]:
     """A readable view of a transaction (bytes as hex); ``raw`` is the authoritative form."""
     view: dict[str, Any] = {"id": tx.id.hex(), "type": tx.kind_name}
-    for fld in fields(tx.body):
-        value = getattr(tx.body, fld.name)
-        view[fld.name] = value.hex() if isinstance(value, bytes) else value
+    for name in tx.body.__struct_fields__:
+        value = getattr(tx.body, name)
+        view[name] = value.hex() if isinstance(value, bytes) else value
     view["signature"] = tx.signature.hex()
     view["raw"] = tx.raw.hex()
     return view
