@@ -50,6 +50,9 @@ class EncodeError(ValueError):
     """A value that has no canonical encoding (wrong type, integer out of range, too deep)."""
 
 
+_SCALARS = frozenset((bytes, str, bool, type(None)))  # need no range check
+
+
 def _check(value: Any, depth: int) -> None:
     """Range- and type-check a value before encoding it."""
     if value is None or isinstance(value, bool | bytes | str):
@@ -61,6 +64,8 @@ def _check(value: Any, depth: int) -> None:
     if isinstance(value, list | tuple):
         if depth >= MAX_DEPTH:
             raise EncodeError(f"arrays nested deeper than {MAX_DEPTH}")
+        if set(map(type, value)) <= _SCALARS:  # a batch of byte strings: one C loop
+            return
         for item in value:
             _check(item, depth + 1)
         return

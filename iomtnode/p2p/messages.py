@@ -33,11 +33,15 @@ class ProtocolError(ValueError):
 
 
 def _list_of(check: f.Check, limit: int) -> f.Check:
+    of_bytes = hasattr(check, "byte_range")  # checked in C loops (fields.bytes_items)
+
     def run(name: str, value: Any) -> list[Any]:
         if type(value) is not list:
             raise f.FieldError(f"{name} must be an array")
         if len(value) > limit:
             raise f.FieldError(f"{name} holds {len(value)} items, more than {limit}")
+        if of_bytes and f.bytes_items(check, value):
+            return value
         for i, item in enumerate(value):
             check(f"{name}[{i}]", item)
         return value

@@ -66,6 +66,10 @@ BLOOM_FILTER_BITS = 10  # bits per key in each table's Bloom filter (~1% false p
 # a lookup of a key that is absent (a new transaction's id in the tx index, at every
 # admission and block check) skips the tables without reading them; measured on 300,000
 # ids: 34 µs per miss without, 8 with
+COMPRESSION = None  # LevelDB's block compression: off. What is stored is signatures, hashes,
+# keys and payloads sealed to patients, which do not compress; Snappy still tried every
+# block, written and compacted: 6% of a loaded node's CPU (perf, issue 5) for nothing.
+# (Blocks an older store compressed are still read: each block says how it is stored.)
 LOCK_FILE_NAME = "LOCK"  # LevelDB's own lock file inside the store directory
 
 
@@ -125,7 +129,7 @@ class BlockStore:
         path = pathlib.Path(path)
         try:
             db = plyvel.DB(str(path), create_if_missing=True,
-                           bloom_filter_bits=BLOOM_FILTER_BITS)
+                           bloom_filter_bits=BLOOM_FILTER_BITS, compression=COMPRESSION)
         except plyvel.IOError as exc:
             reason = _reason(exc)
             if "IO error: lock " in reason:  # LevelDB's wording for a failed LockFile()
