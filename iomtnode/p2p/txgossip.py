@@ -5,8 +5,12 @@ hop). A transaction received from a peer is validated (decoded, signature verifi
 once, state rules) and, if admitted, announced by id to the peers not known to have it,
 :data:`RELAY_DELAY_S` later and only if it is still pending then; they fetch what they
 lack. In a full mesh the first hop reached every node and a block commits the
-transaction well within the delay, so relaying costs nothing; where the mesh is not full
-(a gateway with one uplink) each further hop costs the delay and 32 bytes per peer.
+transaction well within the delay, so relaying costs nothing; the delay grows to
+:data:`RELAY_WAIT_FACTOR` times the time this node's transactions take from admission to
+commit (a loaded network commits in more than a second, and announcing every pending
+transaction to peers that have it would cost them and this node work for nothing);
+where the mesh is not full (a gateway with one uplink) each further hop costs the delay
+and 32 bytes per peer.
 Authorities that lack a proposed transaction fetch it with the proposal either way.
 
 Received batches are not admitted by the peer's reader: :meth:`TxGossip.queue_txs` puts
@@ -30,6 +34,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import structlog
 import trio
 
@@ -51,12 +56,16 @@ INBOX_TXS = 16_384  # received transactions waiting for admission (~3 MB); then 
 DECODE_CHUNK = 256  # transactions decoded (then admitted) per step
 RELAY_DELAY_S = 1.0  # a relayed transaction is announced this long after its admission
 RELAY_QUEUE = 100_000  # relays waiting for their delay; beyond it the oldest go at once
+RELAY_DELAY_MAX_S = 10.0  # ... the delay grows with how long commits take, up to this
+RELAY_WAIT_FACTOR = 2.0  # ... to this many times the recent admission-to-commit time
+COMMIT_PROBES = 256  # admitted transactions timed to their commit at once (every 64th)
+PROBE_EVERY = 64
+PROBE_WEIGHT = 0.2  # of each new timing in the running estimate
 
 AdmitBatch = Callable[[Sequence[SignedTx]], Awaitable[Sequence[SignedTx | e.RuleError]]]
 
 
-@dataclass(frozen=True, slots=True)
-class _Relay:
+class _Relay(msgspec.Struct, frozen=True, gc=False):  # one per relayed transaction: cheap
     due: float
     tx_id: bytes
     source: bytes
@@ -76,7 +85,10 @@ class TxGossip:
                  lookup: Callable[[bytes], SignedTx | None], *,
                  relay_delay_s: float = RELAY_DELAY_S) -> None:
         self._host = host
-        self.relay_delay_s = relay_delay_s
+        self.relay_delay_s = relay_delay_s  # the least delay (see relay_delay)
+        self.commit_s = 0.0  # running estimate: admission to commit here
+        self._probes: dict[bytes, float] = {}  # tx id -> when it was admitted
+        self._admissions = 0
         self._relays: deque[_Relay] = deque()
         self._admit = admit
         self._inbox, self._inbox_rx = trio.open_memory_channel[tuple[Any, Txs]](math.inf)
@@ -135,12 +147,32 @@ class TxGossip:
         """Push a local transaction now (announce it if large); a relayed one is announced
         after the relay delay (see :meth:`_relay_due`)."""
         if source is not None:
-            self._relays.append(_Relay(trio.current_time() + self.relay_delay_s, tx.id, source))
+            now = trio.current_time()
+            self._relays.append(_Relay(now + self.relay_delay(), tx.id, source))
+            self._admissions += 1
+            if self._admissions % PROBE_EVERY == 0 and len(self._probes) < COMMIT_PROBES:
+                self._probes[tx.id] = now
             if len(self._relays) > RELAY_QUEUE:
                 self._announce(self._relays.popleft())
             self._pending.set()
             return
         self._offer(tx.id, tx.raw if len(tx.raw) <= PUSH_MAX_TX_BYTES else None, None)
+
+    def relay_delay(self) -> float:
+        """How long a relayed transaction waits before it is announced."""
+        return max(self.relay_delay_s,
+                   min(RELAY_DELAY_MAX_S, RELAY_WAIT_FACTOR * self.commit_s))
+
+    def committed(self) -> None:
+        """A block was committed: time the probed transactions that are no longer pending
+        (committed, or dropped: either way no longer worth announcing)."""
+        if not self._probes:
+            return
+        now = trio.current_time()
+        for tx_id, admitted in list(self._probes.items()):
+            if self._lookup(tx_id) is None:
+                del self._probes[tx_id]
+                self.commit_s += PROBE_WEIGHT * (now - admitted - self.commit_s)
 
     def _announce(self, relay: _Relay) -> None:
         """Announce a relayed transaction to the peers not known to have it, unless it is

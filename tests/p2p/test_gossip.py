@@ -254,3 +254,24 @@ async def test_the_inbox_says_how_far_it_has_admitted_what_peers_pushed(nursery)
     assert gossip.admitted(mark) and steps == [2] and pool.admitted == 2
     await gossip.on_txs(peers[1], Txs([reading(3).raw]))  # not queued: no mark moves
     assert gossip.mark() == 2 and steps == [2]
+
+
+async def test_the_relay_delay_grows_with_how_long_commits_take(autojump_clock):
+    """Announcing what is still pending after the delay is for peers that lack it; when
+    commits take seconds (a loaded network), every peer of a full mesh has it, so the delay
+    follows the admission-to-commit time this node measures (every 64th transaction)."""
+    from iomtnode.p2p import txgossip
+
+    gossip, _, peers, pool = setup()
+    txs = [reading(seq) for seq in range(1, 65)]
+    await gossip.on_txs(peers[0], Txs([tx.raw for tx in txs]))
+    assert gossip.relay_delay() == 0  # the configured least delay; nothing timed yet
+    await trio.sleep(3.0)
+    gossip.committed()  # still pending: not timed
+    assert gossip.commit_s == 0
+    pool.txs.clear()  # committed
+    gossip.committed()
+    assert gossip.commit_s == pytest.approx(txgossip.PROBE_WEIGHT * 3.0)
+    assert gossip.relay_delay() == pytest.approx(txgossip.RELAY_WAIT_FACTOR * gossip.commit_s)
+    gossip.commit_s = 1000.0
+    assert gossip.relay_delay() == txgossip.RELAY_DELAY_MAX_S
