@@ -95,18 +95,18 @@ class Mempool:
         """Admit a decoded transaction; see :meth:`add`. Its signature is verified here
         unless the verifier passed this exact transaction before.
 
-        ``prechecked``: :meth:`precheck` passed before the signature was verified (other
+        ``prechecked``: :meth:`precheck` passed, then the signature was verified (other
         tasks ran since): room and pending are checked again, but not the store, since a
         block that committed the transaction meanwhile makes the state rules refuse it (a
         reading by its sequence number, every other kind by its effect or its id)."""
-        if prechecked:
+        if prechecked:  # and its signature verified by the caller (admit_batch)
             self._check_pending(tx)
         else:
             self.precheck(tx)
-        try:
-            self.verifier.verify_now(tx)
-        except BadSignatureError as exc:
-            raise bad_signature(tx, exc) from None
+            try:
+                self.verifier.verify_now(tx)
+            except BadSignatureError as exc:
+                raise bad_signature(tx, exc) from None
         now = self._now_ms()
         if now != self._ctx.time_ms:
             self._ctx = BlockContext(self._ctx.height, now, self._ctx.genesis)
