@@ -40,6 +40,7 @@ THREAD_MIN_BATCH = 16  # smaller batches are verified inline (a thread hop costs
 CHUNK = 256  # signatures per thread hop
 PROCESS_MIN_BATCH = 2048  # larger batches go to worker processes (one piece per core)
 PROCESS_PIECE = 1024  # signatures per worker-process call (~80 ms of work, ~150 KB)
+INFLIGHT_WAIT_S = 0.05  # the longest wait for a signature another task is checking
 
 
 @dataclass(slots=True)
@@ -129,7 +130,9 @@ class Verifier:
 
         A transaction that another task is verifying right now (a lagging node gets the
         same transaction from a peer's push and in a proposal or a synced block at once)
-        is not checked twice: this call waits for that task's result."""
+        is not checked twice: this call waits for that task's result, at most
+        :data:`INFLIGHT_WAIT_S` (a syncing node's pieces queue for the worker processes,
+        and consensus must not wait behind them), then checks what is still missing."""
         results: list[BadSignatureError | None] = [None] * len(txs)
         first: dict[bytes, int] = {}  # key -> the index checked for it (copies share it)
         copies: list[tuple[int, int]] = []
@@ -147,15 +150,30 @@ class Verifier:
         todo = list(first.values())
         if todo:
             await self._verify_new([txs[i] for i in todo], list(first), results, todo, bulk)
-        for i, key, batch in elsewhere:
-            await batch.done.wait()
-            if key in batch.results:
-                results[i] = batch.results[key]
-            else:  # that task was cancelled before it got to this one: check it here
-                results[i] = (await self.verify([txs[i]]))[0]
+        if elsewhere:
+            await self._wait_for(elsewhere, txs, results)
         for i, checked_as in copies:
             results[i] = results[checked_as]
         return results
+
+    async def _wait_for(self, elsewhere: list[tuple[int, bytes, _Batch]],
+                        txs: Sequence[SignedTx], results: list[BadSignatureError | None]
+                        ) -> None:
+        """Take the results of signatures other tasks are checking, waiting for them at
+        most INFLIGHT_WAIT_S; check the ones that did not come (that task was cancelled,
+        or is slow) here, in one batch."""
+        with trio.move_on_after(INFLIGHT_WAIT_S):
+            for batch in {id(b): b for _, _, b in elsewhere}.values():
+                await batch.done.wait()
+        missing: list[int] = []
+        for i, key, batch in elsewhere:
+            if key in batch.results:
+                results[i] = batch.results[key]
+            elif key not in self._passed:
+                missing.append(i)
+        if missing:
+            todo = [txs[i] for i in missing]
+            await self._verify_new(todo, [_key(tx) for tx in todo], results, missing, False)
 
     async def _verify_new(self, txs: list[SignedTx], keys: list[bytes],
                           results: list[BadSignatureError | None], where: list[int],
@@ -165,10 +183,10 @@ class Verifier:
         batch = _Batch()
         for key in keys:
             self._inflight[key] = batch
+        inline = len(txs) < THREAD_MIN_BATCH
         try:
-            if len(txs) < THREAD_MIN_BATCH:
+            if inline:
                 checked = self._check(txs)
-                await trio.lowlevel.checkpoint()  # callers go chunk by chunk: let others run
             elif (bulk or len(txs) >= PROCESS_MIN_BATCH) and self.processes > 1:
                 checked = await self._in_processes(txs)
             else:
@@ -183,6 +201,8 @@ class Verifier:
                 if self._inflight.get(key) is batch:
                     del self._inflight[key]
             batch.done.set()
+        if inline:
+            await trio.lowlevel.checkpoint()  # callers go chunk by chunk: let others run
 
     async def warm(self) -> None:
         """Start the worker processes not running yet (each imports only

@@ -190,6 +190,7 @@ class TxFetcher:
             return None
         msg = waiting.msg
         txs = [self._lookup(tx_id) for tx_id in msg.tx_ids]
+        other_bytes = False
         if all(tx is not None for tx in txs):
             try:
                 return assemble_block(msg.header, tuple(t for t in txs if t is not None),
@@ -198,6 +199,7 @@ class TxFetcher:
                 if not txs:
                     raise
                 txs = [None] * len(txs)  # copies with other bytes: fetch them all
+                other_bytes = True  # ... at once: the inbox cannot help
         now = trio.current_time()
         fetch = _Fetch(msg, waiting.peer_id, last_commit, txs, [waiting],
                        now + PENDING_TIMEOUT_S, any(tx is not None for tx in txs),
@@ -209,7 +211,7 @@ class TxFetcher:
         log.debug("proposal_txs_missing", height=waiting.proposal.height,
                   round=waiting.proposal.round, missing=txs.count(None), txs=len(txs))
         inbox = self._inbox
-        if inbox is not None and not inbox.admitted(mark := inbox.mark()):
+        if inbox is not None and not other_bytes and not inbox.admitted(mark := inbox.mark()):
             fetch.hold_mark, fetch.hold_until = mark, now + HOLD_S
         else:
             self._ask(block_hash, fetch, now)

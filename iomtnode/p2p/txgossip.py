@@ -148,7 +148,10 @@ class TxGossip:
         after the relay delay (see :meth:`_relay_due`)."""
         if source is not None:
             now = trio.current_time()
-            self._relays.append(_Relay(now + self.relay_delay(), tx.id, source))
+            due = now + self.relay_delay()
+            if self._relays:  # in order of due time (the delay may have shrunk meanwhile)
+                due = max(due, self._relays[-1].due)
+            self._relays.append(_Relay(due, tx.id, source))
             self._admissions += 1
             if self._admissions % PROBE_EVERY == 0 and len(self._probes) < COMMIT_PROBES:
                 self._probes[tx.id] = now

@@ -45,11 +45,13 @@ async def test_each_signature_is_checked_once_and_forged_copies_never_pass():
         verifier.verify_now(fake)
 
 
-async def test_a_signature_being_checked_by_another_task_is_waited_for_not_checked_again():
+async def test_a_signature_being_checked_by_another_task_is_waited_for_not_checked_again(
+        monkeypatch):
     """A lagging node gets one transaction by gossip and in a proposal at the same time:
     the second caller waits for the first one's result (also a forged copy's error)."""
+    from iomtnode.admission import verify
 
-
+    monkeypatch.setattr(verify, "INFLIGHT_WAIT_S", 60.0)  # a loaded test machine is slow
     verifier = Verifier(CHAIN_ID, processes=0)
     txs = [reading("d3", seq) for seq in range(1, 65)]
     fake = forged(txs[0])
@@ -65,6 +67,26 @@ async def test_a_signature_being_checked_by_another_task_is_waited_for_not_check
     assert verifier.verified_count == 65  # 64 readings and the forged copy, each once
     assert got["gossip"][:64] == [None] * 64 and got["proposal"][:32] == [None] * 32
     assert got["gossip"][64] is not None and got["proposal"][32] is got["gossip"][64]
+
+
+async def test_a_slow_check_elsewhere_is_waited_for_only_so_long(autojump_clock):
+    """Consensus must not wait behind a syncing node's queued pieces: after
+    INFLIGHT_WAIT_S the waiting task checks what it needs itself."""
+    from iomtnode.admission.verify import INFLIGHT_WAIT_S
+
+    verifier = Verifier(CHAIN_ID, threads=1, processes=0)
+    txs = [reading("d5", seq) for seq in range(1, 33)]
+    busy = trio.CapacityLimiter(1)
+    await verifier._threads.acquire_on_behalf_of(busy)  # the big check waits for a thread
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(verifier.verify, txs)
+        await trio.testing.wait_all_tasks_blocked()
+        started = trio.current_time()
+        assert await verifier.verify(txs[:4]) == [None] * 4  # few: checked inline
+        assert trio.current_time() - started == pytest.approx(INFLIGHT_WAIT_S)
+        assert all(tx in verifier for tx in txs[:4])
+        verifier._threads.release_on_behalf_of(busy)
+    assert all(tx in verifier for tx in txs)
 
 
 async def test_a_cancelled_check_leaves_its_signatures_to_the_waiting_task():

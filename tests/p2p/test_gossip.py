@@ -275,3 +275,13 @@ async def test_the_relay_delay_grows_with_how_long_commits_take(autojump_clock):
     assert gossip.relay_delay() == pytest.approx(txgossip.RELAY_WAIT_FACTOR * gossip.commit_s)
     gossip.commit_s = 1000.0
     assert gossip.relay_delay() == txgossip.RELAY_DELAY_MAX_S
+
+
+async def test_relays_stay_in_due_order_when_the_delay_shrinks(autojump_clock):
+    gossip, _, peers, _ = setup()
+    gossip.commit_s = 4.0  # commits were slow: relays wait 8 s
+    await gossip.on_txs(peers[0], Txs([reading(1).raw]))
+    gossip.commit_s = 0.0  # now quick: the least delay (0 here)
+    await gossip.on_txs(peers[0], Txs([reading(2).raw]))
+    dues = [relay.due for relay in gossip._relays]
+    assert len(dues) == 2 and dues[1] >= dues[0]  # not stuck behind the first one
