@@ -40,7 +40,7 @@ THREAD_MIN_BATCH = 16  # smaller batches are verified inline (a thread hop costs
 CHUNK = 256  # signatures per thread hop
 PROCESS_MIN_BATCH = 2048  # larger batches go to worker processes (one piece per core)
 PROCESS_PIECE = 1024  # signatures per worker-process call (~80 ms of work, ~150 KB)
-INFLIGHT_WAIT_S = 0.05  # the longest wait for a signature another task is checking
+INFLIGHT_WAIT_S = 0.25  # the longest wait for a signature another task is checking
 
 
 @dataclass(slots=True)
