@@ -234,16 +234,8 @@ class TxFetcher:
         if any(tx is None for tx in fetch.txs):
             self._ask(block_hash, fetch, now)
             return None
-        try:
-            block = assemble_block(fetch.msg.header, tuple(t for t in fetch.txs if t is not None),
-                                   fetch.last_commit)
-        except MalformedBlockError:  # copies with other bytes: fetch them all
-            fetch.txs = [None] * len(fetch.txs)
-            fetch.from_mempool = False
-            self._ask(block_hash, fetch, now)
-            return None
-        self._forget(block_hash)
-        return block, fetch.waiting
+        block = self._complete(block_hash, fetch, now)
+        return None if block is None else (block, fetch.waiting)
 
     def pending(self, key: bytes) -> bool:
         """Whether the proposal with hash ``key`` waits for transactions."""
@@ -282,6 +274,18 @@ class TxFetcher:
             return None
         if fetch.asked_for:
             return None  # more answers to come
+        block = self._complete(msg.block_hash, fetch, now)
+        if block is None:
+            return None
+        log.debug("proposal_txs_fetched", height=block.height, txs=len(block.txs),
+                  source=peer_id.hex()[:16])
+        return block, fetch.waiting
+
+    def _complete(self, block_hash: bytes, fetch: _Fetch, now: float) -> Block | None:
+        """The block of a fetch whose transactions are all at hand (the fetch is done);
+        None when mempool copies had other bytes (all are fetched now) or, with every
+        transaction fetched, the ids were not the block's (the proposal's sender is
+        penalised and the block dropped)."""
         txs = tuple(t for t in fetch.txs if t is not None)
         try:
             block = assemble_block(fetch.msg.header, txs, fetch.last_commit)
@@ -290,16 +294,14 @@ class TxFetcher:
                 fetch.from_mempool = False
                 fetch.txs = [None] * len(fetch.txs)
                 fetch.tried.clear()
-                self._ask(msg.block_hash, fetch, now)
+                self._ask(block_hash, fetch, now)
                 return None
             self._network.penalize_peer(fetch.origin, score.INVALID_MESSAGE,
                                         f"consensus proposal: ids not those of the block: {exc}")
-            self._drop(msg.block_hash, "ids not those of the block")
+            self._drop(block_hash, "ids not those of the block")
             return None
-        self._forget(msg.block_hash)
-        log.debug("proposal_txs_fetched", height=block.height, txs=len(txs),
-                  source=peer_id.hex()[:16])
-        return block, fetch.waiting
+        self._forget(block_hash)
+        return block
 
     def _take(self, fetch: _Fetch, msg: ProposalTxs) -> str | None:
         """Fill in the answered transactions; what is wrong with the answer, if anything."""

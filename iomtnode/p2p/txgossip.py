@@ -101,7 +101,7 @@ class TxGossip:
         self._requested: dict[bytes, float] = {}
         self._pending = trio.Event()  # something is waiting to be sent
         self._full = trio.Event()  # ... and one batch is already big enough
-        self.received = 0  # transactions queued for admission so far (a mark: see admitted)
+        self._received = 0  # transactions queued for admission so far (see mark)
         self._admitted = 0  # ... of which the admission task has handled this many, in order
         self.on_progress: Callable[[], None] | None = None  # after each admission step
 
@@ -109,7 +109,7 @@ class TxGossip:
 
     def mark(self) -> int:
         """How many transactions were queued for admission until now."""
-        return self.received
+        return self._received
 
     def admitted(self, mark: int) -> bool:
         """Whether the transactions queued until ``mark`` are all handled (admitted or
@@ -211,7 +211,7 @@ class TxGossip:
         while self._queued >= INBOX_TXS:
             await self._room.wait()
         self._queued += len(msg.txs)
-        self.received += len(msg.txs)
+        self._received += len(msg.txs)
         self._inbox.send_nowait((peer, msg))
 
     async def on_txs(self, peer: Any, msg: Txs) -> None:

@@ -202,6 +202,19 @@ class QueuedTxs:
         return self.handled >= mark
 
 
+async def held_proposal(net: Cluster, a: TNode, c: TNode, txs: list[SignedTx],
+                        inbox: QueuedTxs) -> Block:
+    """Start A with ``inbox``, give it B's proposal of ``txs`` from C, and wait until the
+    block waits for transactions; returns the block."""
+    await a.start(net.nursery, inbox=inbox)
+    assert a.driver is not None
+    block, msg = proposed_by_b(net, txs)
+    a.driver.on_message(c.id, msg)
+    await wait_until(lambda: a.driver is not None and a.driver.pending_blocks == 1,
+                     every=0.01)
+    return block
+
+
 async def test_txs_still_queued_for_admission_are_waited_for_not_fetched(
         tmp_path, autojump_clock):
     """A loaded node gets B's proposal while the transactions it names are queued in its
@@ -211,12 +224,8 @@ async def test_txs_still_queued_for_admission_are_waited_for_not_fetched(
     inbox = QueuedTxs(received=3)
     async with cluster(tmp_path, signed_before=True) as net:
         a, c = net["A"], net["C"]
-        await a.start(net.nursery, inbox=inbox)
+        block = await held_proposal(net, a, c, txs, inbox)
         assert a.driver is not None
-        block, msg = proposed_by_b(net, txs)
-        a.driver.on_message(c.id, msg)
-        await wait_until(lambda: a.driver is not None and a.driver.pending_blocks == 1,
-                         every=0.01)
         started = trio.current_time()
         for tx in txs:  # the inbox admits them...
             a.mempool.add(tx.raw)
@@ -236,12 +245,8 @@ async def test_an_inbox_that_does_not_catch_up_in_time_leaves_the_rest_to_a_fetc
     inbox = QueuedTxs(received=3)
     async with cluster(tmp_path, signed_before=True) as net:
         a, c = net["A"], net["C"]
-        await a.start(net.nursery, inbox=inbox)
+        block = await held_proposal(net, a, c, txs, inbox)
         assert a.driver is not None
-        block, msg = proposed_by_b(net, txs)
-        a.driver.on_message(c.id, msg)
-        await wait_until(lambda: a.driver is not None and a.driver.pending_blocks == 1,
-                         every=0.01)
         started = trio.current_time()
         a.mempool.add(txs[0].raw)  # admitted meanwhile
         await wait_until(lambda: bool(requests(net, a, c)), every=0.01)
