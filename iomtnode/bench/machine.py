@@ -55,6 +55,21 @@ def proc_usage(pid: int) -> ProcUsage | None:
     return ProcUsage(cpu_s, hwm_kb / 1024)
 
 
+def tree_cpu_s(pid: int) -> float | None:
+    """CPU seconds of a live process and of its child processes (a node's verifying
+    workers): the live ones' and those that exited and were waited for."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime, stime, cutime, cstime
+    cpu_s = ticks / CLOCK_TICKS
+    for child in children(pid):
+        usage = proc_usage(child)
+        cpu_s += usage.cpu_s if usage else 0.0
+    return cpu_s
+
+
 def children(pid: int) -> list[int]:
     """The live child processes of ``pid`` (a node's verification workers)."""
     pids: list[int] = []

@@ -106,7 +106,8 @@ class P2PService:
         self.relay = BlockRelay(self.host, chain, writer, mempool, self.sync.saw_height,
                                 holders=self._block_holders)
         writer.add_listener(self.relay.on_committed)
-        writer.add_listener(lambda block, commit, source: self.gossip.committed())
+        writer.add_listener(
+            lambda block, commit, source: self.gossip.committed(tx.id for tx in block.txs))
         self.address = ""
         # set by the node when consensus runs here (several authorities); else dropped
         self.consensus: ConsensusHandler | None = None

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,9 +166,19 @@ class TxGossip:
         return max(self.relay_delay_s,
                    min(RELAY_DELAY_MAX_S, RELAY_WAIT_FACTOR * self.commit_s))
 
-    def committed(self) -> None:
-        """A block was committed: time the probed transactions that are no longer pending
-        (committed, or dropped: either way no longer worth announcing)."""
+    def committed(self, tx_ids: Iterable[bytes] = ()) -> None:
+        """A block was committed with ``tx_ids``.
+
+        While transactions are queued or requested, its transactions are marked seen: a
+        node that fell behind gets a block's transactions with the block, then their copies
+        from the inbox or from peers' announcements, which are skipped now without being
+        asked for or admitted. (Otherwise nothing is marked: a syncing node gets no copies,
+        and its seen-cache stays empty.) Then the probed transactions that are no longer
+        pending (committed, or dropped: either way no longer worth announcing) are timed."""
+        if self._queued or self._requested:
+            for tx_id in tx_ids:
+                self._seen.add(tx_id)
+                self._requested.pop(tx_id, None)
         if not self._probes:
             return
         now = trio.current_time()

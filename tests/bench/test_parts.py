@@ -1,10 +1,12 @@
-"""The benchmark's parts without processes: the plan of phases, the figures computed from
+"""The benchmark's parts without node processes: the plan of phases, the figures computed from
 samples, the result object, the end table, the plot's data, the CLI's refusals, and the
-localnet home a bootstrap node gets."""
+localnet home a bootstrap node gets, a node's CPU with its workers'."""
 
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -13,7 +15,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from iomtnode.bench import plot
-from iomtnode.bench.machine import ed25519_verify_rate
+from iomtnode.bench.machine import ed25519_verify_rate, proc_usage, tree_cpu_s
 from iomtnode.bench.phase import Phase
 from iomtnode.bench.plan import (
     FIXED,
@@ -79,6 +81,29 @@ def test_saturation_offer_is_capped_only_after_node1_pushed_back():
 def test_verify_rate_is_the_best_slice():
     rate = ed25519_verify_rate(0.1, slices=2)
     assert 100 < rate < 10_000_000  # verifications/s on one core, whatever the machine
+
+
+def test_a_nodes_cpu_counts_its_worker_processes_live_and_exited():
+    """A node verifies in worker processes too: its CPU figure includes theirs."""
+    import subprocess
+    import sys
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"
+    child = subprocess.Popen([sys.executable, "-c", burn + "\ntime.sleep(30)"])
+    try:
+        own = proc_usage(os.getpid())
+        assert own is not None
+        deadline = time.monotonic() + 20
+        while (total := tree_cpu_s(os.getpid())) is not None and total - own.cpu_s < 0.25:
+            assert time.monotonic() < deadline, "the live child's CPU is not counted"
+            time.sleep(0.05)
+    finally:
+        child.kill()
+        child.wait()
+    subprocess.run([sys.executable, "-c", burn], check=True)  # exited and waited for
+    own = proc_usage(os.getpid())
+    total = tree_cpu_s(os.getpid())
+    assert own is not None and total is not None and total - own.cpu_s >= 0.5
 
 
 def test_parse_rates():

@@ -285,3 +285,28 @@ async def test_relays_stay_in_due_order_when_the_delay_shrinks(autojump_clock):
     await gossip.on_txs(peers[0], Txs([reading(2).raw]))
     dues = [relay.due for relay in gossip._relays]
     assert len(dues) == 2 and dues[1] >= dues[0]  # not stuck behind the first one
+
+
+async def test_copies_of_committed_transactions_are_skipped_while_the_inbox_is_behind():
+    """A node that fell behind commits a block's transactions (fetched with the block)
+    while their pushed copies still wait in its inbox and peers announce them: the copies
+    are not admitted and the announced ids are not asked for."""
+    gossip, _, peers, pool = setup()
+    late = [reading(seq) for seq in range(1, 4)]
+    await gossip.queue_txs(peers[0], Txs([tx.raw for tx in late]))
+    gossip.committed(tx.id for tx in late)
+    gossip.on_announce(peers[1], TxAnnounce([tx.id for tx in late]))
+    assert peers[1].of(TxRequest) == []
+    await gossip.on_txs(peers[0], Txs([tx.raw for tx in late]))
+    assert pool.admitted == 0
+    fresh = reading(4)  # not committed: admitted as ever
+    await gossip.on_txs(peers[0], Txs([fresh.raw]))
+    assert pool.admitted == 1
+
+
+async def test_a_node_with_nothing_queued_remembers_no_committed_ids():
+    """A syncing node (no gossip waiting) keeps its seen-cache empty: memory."""
+    gossip, _, peers, pool = setup()
+    gossip.committed(reading(seq).id for seq in range(1, 4))
+    await gossip.on_txs(peers[0], Txs([reading(1).raw]))
+    assert pool.admitted == 1  # not marked seen: admitted (the mempool refuses it if stale)
