@@ -14,7 +14,8 @@ from .plan import FIXED, SATURATION, Plan
 @dataclass(frozen=True, slots=True)
 class Machine:
     cores: int
-    verify_per_s_one_core: float
+    verify_per_s_one_core: float  # measured first: the ceiling's
+    verify_after_per_s: float | None = None  # measured again after the load phases
 
     def ceiling(self, nodes: int) -> float:
         """Readings/s the localnet could finalize if verifying were all it did."""
@@ -70,6 +71,8 @@ def summarize(plan: Plan, machine: Machine, phases: Sequence[Phase], *,
         "mode": plan.mode,
         "duration_s": plan.duration_s,
         "verify_per_s_one_core": round(machine.verify_per_s_one_core),
+        "verify_per_s_one_core_after": (round(machine.verify_after_per_s)
+                                        if machine.verify_after_per_s else None),
         "ceiling_readings_per_s": ceiling,
         "throughput_readings_per_s": throughput,
         "efficiency": round(throughput / ceiling, 3) if throughput is not None else None,
