@@ -39,6 +39,7 @@ def ed25519_verify_rate(seconds: float = VERIFY_SAMPLE_S, slices: int = VERIFY_S
 class ProcUsage:
     cpu_s: float  # user + system seconds so far
     rss_peak_mb: float  # VmHWM
+    reaped_cpu_s: float = 0.0  # ... of its child processes that exited and were waited for
 
 
 def proc_usage(pid: int) -> ProcUsage | None:
@@ -50,24 +51,17 @@ def proc_usage(pid: int) -> ProcUsage | None:
         return None
     fields = stat.rsplit(")", 1)[1].split()
     cpu_s = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+    reaped_cpu_s = (int(fields[13]) + int(fields[14])) / CLOCK_TICKS  # cutime, cstime
     hwm_kb = next((int(line.split()[1]) for line in status.splitlines()
                    if line.startswith("VmHWM:")), 0)
-    return ProcUsage(cpu_s, hwm_kb / 1024)
+    return ProcUsage(cpu_s, hwm_kb / 1024, reaped_cpu_s)
 
 
-def tree_cpu_s(pid: int) -> float | None:
-    """CPU seconds of a live process and of its child processes (a node's verifying
-    workers): the live ones' and those that exited and were waited for."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime, stime, cutime, cstime
-    cpu_s = ticks / CLOCK_TICKS
-    for child in children(pid):
-        usage = proc_usage(child)
-        cpu_s += usage.cpu_s if usage else 0.0
-    return cpu_s
+def tree_cpu_s(pid: int, usage: ProcUsage) -> float:
+    """CPU seconds of process ``pid`` (``usage`` read of it) and of its child processes (a
+    node's verifying workers): the live ones' and those that exited and were waited for."""
+    live = (child.cpu_s for child in map(proc_usage, children(pid)) if child)
+    return usage.cpu_s + usage.reaped_cpu_s + sum(live)
 
 
 def children(pid: int) -> list[int]:

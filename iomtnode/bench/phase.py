@@ -70,12 +70,11 @@ async def snapshot(net: Localnet, names: Sequence[str]) -> dict[str, Any]:
         peers = await net.admin(name, "admin_peers")
         proc = net.node(name).proc
         usage = proc_usage(proc.pid) if proc else None
-        cpu_s = tree_cpu_s(proc.pid) if proc else None
         snap[name] = {
             "committed": status["committed_txs"],
             "height": status["height"],
             "bytes_out": sum(c["bytes_out"] for c in peers["counters"].values()),
-            "cpu_s": cpu_s or 0.0,  # with its verifying worker processes'
+            "cpu_s": tree_cpu_s(proc.pid, usage) if proc and usage else 0.0,  # with workers
             "rss_mb": usage.rss_peak_mb if usage else 0.0,
             "commit_delay_ms": status["commit_delay_ms"],
             "gossip_delay_ms": status["gossip_delay_ms"],
