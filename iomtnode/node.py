@@ -94,6 +94,8 @@ class Node:
         # reading timestamp -> admitted from a peer / committed here (same-host clocks)
         self.gossip_delay = LatencyWindow()
         self.commit_delay = LatencyWindow()
+        # (committed transactions, wall-clock ms) just after this node's latest commit
+        self.last_commit: tuple[int, int] | None = None
 
     @property
     def node_id(self) -> bytes:
@@ -166,6 +168,8 @@ class Node:
 
     def _block_committed(self, block: Block, commit: Commit, source: bytes | None) -> None:
         now = self._now_ms()
+        if self.chain is not None:
+            self.last_commit = (self.chain.committed_txs, now)
         for tx in block.txs:
             if isinstance(tx.body, Reading):
                 self.commit_delay.add(now - tx.body.ts_ms)

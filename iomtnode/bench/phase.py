@@ -26,7 +26,10 @@ class Phase:
     spec: PhaseSpec
     devices: int  # admitted by this phase's load process (new devices: its own seed)
     seed: int
-    samples: list[tuple[float, dict[str, int]]] = field(default_factory=list)
+    # (seconds, committed transactions per node, per node that reports it the point just
+    # after its latest commit: (seconds on its wall clock, committed transactions))
+    samples: list[tuple[float, dict[str, int], dict[str, tuple[float, int]]]] = field(
+        default_factory=list)
     before: dict[str, Any] = field(default_factory=dict)
     after: dict[str, Any] = field(default_factory=dict)
     load: dict[str, Any] = field(default_factory=dict)  # `simulate --json` output
@@ -35,8 +38,16 @@ class Phase:
 
     def steady_rate(self, name: str) -> float:
         """Readings/s committed by ``name`` from the first sample that shows this phase's
-        readings arriving to the first that shows all of them (ramp-up excluded)."""
-        points = [(t, c[name]) for t, c in self.samples if name in c]
+        readings arriving to the first that shows all of them (ramp-up excluded).
+
+        The points are the node's own: its count just after its latest commit, and when
+        that was, when every sample has one. A sample's own time is up to SAMPLE_EVERY_S
+        after the node reached its count, which over a phase of a few seconds would move
+        the rate by several percent (and the throughput, the slowest node's rate, would
+        take the lowest of those errors)."""
+        points = [(t, c[name]) for t, c, _ in self.samples if name in c]
+        if self.samples and all(name in last for _, _, last in self.samples):
+            points = [last[name] for _, _, last in self.samples]
         if len(points) < 3:
             return 0.0
         # the phase's first transactions are its device admissions, before presigning
@@ -105,8 +116,11 @@ async def run_phase(net: Localnet, names: Sequence[str], phase: Phase, reporter:
 
     async def sample() -> None:
         while True:
-            counts = {n: (await net.status(n))["committed_txs"] for n in names}
-            phase.samples.append((time.monotonic(), counts))
+            statuses = {n: await net.status(n) for n in names}
+            counts = {n: status["committed_txs"] for n, status in statuses.items()}
+            phase.samples.append((time.monotonic(), counts, {
+                n: (last["time_ms"] / 1000, last["committed_txs"])
+                for n, status in statuses.items() if (last := status.get("last_commit"))}))
             slowest = min(counts[n] - bases[n] for n in names)
             reporter.advance(slowest)  # readings of this phase at the slowest node
             if target and all(counts[n] >= target[n] for n in names):

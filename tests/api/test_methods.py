@@ -67,6 +67,18 @@ async def test_status_has_the_documented_keys(running_node):
     assert status["finalized_height"] == status["height"]
 
 
+async def test_status_says_when_the_latest_commit_was(running_node):
+    rn = running_node
+    device, patient = SigningKey.generate(), SigningKey.generate()
+    async with open_client(rn.url) as client:
+        started = now_ms()
+        await admit(client, rn, device, patient)  # waits until the admission is committed
+        status = await client.call("status")
+    last = status["last_commit"]
+    assert last["committed_txs"] == status["committed_txs"] >= 1
+    assert started <= last["time_ms"] <= now_ms()
+
+
 async def test_chain_rule_errors_have_codes_and_reasons(running_node):
     rn = running_node
     device, patient, stranger = SigningKey.generate(), SigningKey.generate(), SigningKey.generate()

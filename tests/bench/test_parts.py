@@ -128,11 +128,11 @@ def make_phase(kind: str, rate: float, *, committed: int, elapsed: float, lat: f
     admissions, the rest a second later; node2 trails, then catches up in one second."""
     phase = Phase(PhaseSpec(kind, rate, 4.0), devices=devices, seed=1)
     total, start = base + devices + committed, base + devices
-    phase.samples = [
-        (0.0, {"node1": base, "node2": base}),
-        (1.0, {"node1": start + committed // 2, "node2": start}),
-        (2.0, {"node1": total, "node2": start + committed // 4}),
-        (3.0, {"node1": total, "node2": total}),
+    phase.samples = [  # no commit points: the samples' own times are used
+        (0.0, {"node1": base, "node2": base}, {}),
+        (1.0, {"node1": start + committed // 2, "node2": start}, {}),
+        (2.0, {"node1": total, "node2": start + committed // 4}, {}),
+        (3.0, {"node1": total, "node2": total}, {}),
     ]
     phase.load = {"committed": committed, "accepted": committed, "elapsed_s": elapsed,
                   "latency_ms": {"p50": lat, "p99": 2 * lat, "max": 3 * lat}}
@@ -151,6 +151,19 @@ def test_steady_rate_excludes_the_admissions_and_the_ramp():
     assert phase.steady_rate("node2") == pytest.approx(750)  # 252 -> 1002 in 1 s
     assert phase.achieved_rate == pytest.approx(400)
     assert phase.finalized == 1000
+
+
+def test_steady_rate_is_timed_by_the_nodes_commit_points():
+    """Each sample lands some time after the node's latest commit; the rate comes from the
+    commits (node clock) the node reports, not from when the samples were taken."""
+    phase = Phase(PhaseSpec(SATURATION, 1000, 4.0), devices=2, seed=1)
+    commits = [(100.0, 0), (100.2, 502), (101.0, 1302), (101.5, 1802), (101.5, 1802)]
+    phase.samples = [(5.0 + 0.5 * i, {"node1": count}, {"node1": (at, count)})
+                     for i, (at, count) in enumerate(commits)]
+    # 502 -> 1802 between the commits at 100.2 and 101.5 (the samples: 5.5 and 6.5)
+    assert phase.steady_rate("node1") == pytest.approx(1300 / 1.3)
+    phase.samples[2] = (6.0, {"node1": 1302}, {})  # one sample without a point: sample times
+    assert phase.steady_rate("node1") == pytest.approx(1300 / 1.0)
 
 
 def test_summary_keys_and_derived_figures():
