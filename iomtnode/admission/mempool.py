@@ -78,8 +78,16 @@ class Mempool:
         return tx
 
     def precheck(self, tx: SignedTx) -> None:
-        """The checks that come before the signature: room, pending or committed already."""
+        """The checks that come before the signature: room, pending or committed already.
+
+        A reading numbered above its device's last in the pending state cannot be in a
+        block (the pending state is the committed one plus the pending transactions), so
+        the store is not asked: it is asked once per transaction, and a reading is nearly
+        every transaction a node admits."""
         self._check_pending(tx)
+        body = tx.body
+        if type(body) is Reading and body.seq > self._state.last_seq(body.device):
+            return
         location = self._chain.store.tx_location(tx.id)
         if location is not None:
             raise e.DuplicateTxError(

@@ -40,7 +40,8 @@ THREAD_MIN_BATCH = 16  # smaller batches are verified inline (a thread hop costs
 CHUNK = 256  # signatures per thread hop
 PROCESS_MIN_BATCH = 2048  # larger batches go to worker processes (one piece per core)
 PROCESS_PIECE = 1024  # signatures per worker-process call (~80 ms of work, ~150 KB)
-INFLIGHT_WAIT_S = 0.25  # the longest wait for a signature another task is checking
+INFLIGHT_WAIT_S = 0.25  # the wait for signatures another task is checking, if few (inline)
+# or in the worker processes; many in the worker threads are waited for to the end
 
 
 @dataclass(slots=True)
@@ -49,6 +50,7 @@ class _Batch:
 
     done: trio.Event = field(default_factory=trio.Event)
     results: dict[bytes, BadSignatureError | None] = field(default_factory=dict)
+    in_processes: bool = False  # else in worker threads, or inline
 
 
 def _key(tx: SignedTx) -> bytes:
@@ -130,9 +132,8 @@ class Verifier:
 
         A transaction that another task is verifying right now (a lagging node gets the
         same transaction from a peer's push and in a proposal or a synced block at once)
-        is not checked twice: this call waits for that task's result, at most
-        :data:`INFLIGHT_WAIT_S` (a syncing node's pieces queue for the worker processes,
-        and consensus must not wait behind them), then checks what is still missing."""
+        is not checked twice: this call waits for that task's result, then checks what is
+        still missing (see :meth:`_wait_for` for how long it waits)."""
         results: list[BadSignatureError | None] = [None] * len(txs)
         first: dict[bytes, int] = {}  # key -> the index checked for it (copies share it)
         copies: list[tuple[int, int]] = []
@@ -161,10 +162,22 @@ class Verifier:
                         ) -> None:
         """Take the results of signatures other tasks are checking, waiting for them at
         most INFLIGHT_WAIT_S; check the ones that did not come (that task was cancelled,
-        or is slow) here, in one batch."""
+        or is slow) here, in one batch.
+
+        Unless that many would be checked in worker threads (THREAD_MIN_BATCH or more):
+        then the batches in the threads are waited for to the end, since a check of the
+        same signatures here would queue for the same threads, behind them. (A node that
+        falls behind has a long queue there; checking its signatures twice made it fall
+        further behind.) Signatures in the worker processes' queue (a syncing node's
+        pieces) are still checked here after INFLIGHT_WAIT_S."""
+        batches = list({id(b): b for _, _, b in elsewhere}.values())
         with trio.move_on_after(INFLIGHT_WAIT_S):
-            for batch in {id(b): b for _, _, b in elsewhere}.values():
+            for batch in batches:
                 await batch.done.wait()
+        if sum(key not in batch.results for _, key, batch in elsewhere) >= THREAD_MIN_BATCH:
+            for batch in batches:
+                if not batch.in_processes:
+                    await batch.done.wait()
         missing: list[int] = []
         for i, key, batch in elsewhere:
             if key in batch.results:
@@ -180,14 +193,16 @@ class Verifier:
                           bulk: bool) -> None:
         """Check ``txs`` (none verified or in flight), announcing them as in flight until
         done; their results go to ``results`` at ``where``."""
-        batch = _Batch()
+        inline = len(txs) < THREAD_MIN_BATCH
+        in_processes = (not inline and (bulk or len(txs) >= PROCESS_MIN_BATCH)
+                        and self.processes > 1)
+        batch = _Batch(in_processes=in_processes)
         for key in keys:
             self._inflight[key] = batch
-        inline = len(txs) < THREAD_MIN_BATCH
         try:
             if inline:
                 checked = self._check(txs)
-            elif (bulk or len(txs) >= PROCESS_MIN_BATCH) and self.processes > 1:
+            elif in_processes:
                 checked = await self._in_processes(txs)
             else:
                 checked = await self._in_threads(txs)

@@ -49,3 +49,26 @@ def test_any_other_block_re_checks_what_is_pending(chain):
     pool.block_committed(block)
     assert pool.pending(10) == txs[2:]
     assert pool._state.last_seq(pub("d2")) == 4
+
+
+def test_precheck_asks_the_store_only_for_readings_that_cannot_be_new(chain, monkeypatch):
+    """A reading numbered above its device's last cannot be in a block: the store is not
+    asked. One at or below it is looked up, so a committed copy is refused as in its block,
+    before its signature is checked."""
+    pool = Mempool(chain, now_ms=lambda: GENESIS.time_ms + 10_000)
+    txs = [reading("d3", seq) for seq in range(1, 4)]
+    for tx in txs:
+        pool.add_tx(tx)
+    block, _ = seal(chain, txs[:2])
+    pool.block_committed(block)
+    asked: list[bytes] = []
+    real = chain.store.tx_location
+    monkeypatch.setattr(chain.store, "tx_location", lambda tx_id: (asked.append(tx_id),
+                                                                   real(tx_id))[1])
+    pool.precheck(reading("d3", 4))
+    assert asked == []
+    with pytest.raises(e.DuplicateTxError, match=f"already in block {block.height}"):
+        pool.precheck(txs[0])
+    assert asked == [txs[0].id]
+    with pytest.raises(e.DuplicateTxError, match="already pending"):
+        pool.precheck(txs[2])

@@ -89,6 +89,31 @@ async def test_a_slow_check_elsewhere_is_waited_for_only_so_long(autojump_clock)
     assert all(tx in verifier for tx in txs)
 
 
+async def test_many_signatures_checked_in_threads_elsewhere_are_waited_for_to_the_end(
+        autojump_clock):
+    """Past INFLIGHT_WAIT_S, a check of this many would go to the same worker threads,
+    behind the batch that has them: so that batch is waited for, and nothing is checked
+    twice (a node that fell behind otherwise checked thousands twice)."""
+    from iomtnode.admission.verify import INFLIGHT_WAIT_S
+
+    verifier = Verifier(CHAIN_ID, threads=1, processes=0)
+    txs = [reading("d6", seq) for seq in range(1, 41)]
+    busy = trio.CapacityLimiter(1)
+    await verifier._threads.acquire_on_behalf_of(busy)  # the big check waits for a thread
+    async def release_later():
+        await trio.sleep(10 * INFLIGHT_WAIT_S)
+        verifier._threads.release_on_behalf_of(busy)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(verifier.verify, txs)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(release_later)
+        started = trio.current_time()
+        assert await verifier.verify(txs[8:8 + THREAD_MIN_BATCH + 4]) == [None] * 20
+        assert trio.current_time() - started >= 10 * INFLIGHT_WAIT_S
+    assert verifier.verified_count == 40
+
+
 async def test_a_cancelled_check_leaves_its_signatures_to_the_waiting_task():
 
 

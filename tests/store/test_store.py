@@ -16,6 +16,7 @@ from iomtnode.store import (
     StoreCorruptError,
     StoreError,
     StoreLockedError,
+    leveldb,
 )
 from iomtnode.store.leveldb import BLOCK_PREFIX, HEAD_KEY
 
@@ -138,6 +139,67 @@ def test_state_changes_put_overwrite_and_delete(store):
     assert store.get_state(b"c") == b"3"
     assert store.get_state(b"missing") is None
     assert list(store.iter_state(b"")) == [(b"a", b"10"), (b"c", b"3")]
+
+
+def test_cached_state_reads_follow_every_commit(store, monkeypatch):
+    monkeypatch.setattr(leveldb, "STATE_CACHE_KEYS", 4)  # the bound is kept, reads stay right
+    commit(store, 0, state={b"a": b"1", b"b": b"2"})
+    for _ in range(2):  # the second time from the cache
+        assert [store.get_state(k) for k in (b"a", b"b", b"x")] == [b"1", b"2", None]
+    commit(store, 1, state={b"a": b"10", b"b": None, b"x": b"new"})
+    assert [store.get_state(k) for k in (b"a", b"b", b"x")] == [b"10", None, b"new"]
+    for i in range(10):
+        commit(store, 2 + i, state={b"k%d" % i: b"%d" % i})
+        assert store.get_state(b"k%d" % i) == b"%d" % i
+        assert len(store._state_cache) <= 4
+    assert [store.get_state(b"k%d" % i) for i in range(10)] == [b"%d" % i for i in range(10)]
+    assert store.get_state(b"a") == b"10" and store.get_state(b"x") == b"new"
+
+
+class _CommitDuringGet:
+    """A plyvel database whose next get of ``key`` reads, then lets ``during`` commit, then
+    returns what it read: a state read that overlapped a commit (another thread's)."""
+
+    def __init__(self, db, key: bytes, during) -> None:
+        self._db, self._key, self._during = db, key, during
+
+    def get(self, key: bytes, *args):
+        value = self._db.get(key, *args)
+        if key == leveldb.STATE_PREFIX + self._key and self._during is not None:
+            during, self._during = self._during, None
+            during()
+        return value
+
+    def __getattr__(self, name: str):
+        return getattr(self._db, name)
+
+
+def test_a_state_read_that_overlapped_a_commit_is_not_cached(store):
+    commit(store, 0, state={b"a": b"old"})
+    store._state_cache.clear()  # as after a restart: the next read goes to LevelDB
+    store._db = _CommitDuringGet(store._db, b"a",
+                                 lambda: commit(store, 1, state={b"b": b"other"}))
+    assert store.get_state(b"a") == b"old"  # read before the commit...
+    assert b"a" not in store._state_cache  # ...so not kept, though a was not changed
+    store._db = _CommitDuringGet(store._db, b"a",
+                                 lambda: commit(store, 2, state={b"a": b"new"}))
+    store._state_cache.clear()
+    assert store.get_state(b"a") == b"old"  # what the overlapped read saw
+    assert store.get_state(b"a") == b"new"  # not a stale cached value
+
+
+def test_a_failed_commit_leaves_no_cached_value(store, monkeypatch):
+    commit(store, 0, state={b"a": b"1"})
+    assert store.get_state(b"a") == b"1"
+
+    def fail(records):
+        raise plyvel.IOError("disk full")
+
+    monkeypatch.setattr(store, "_write", fail)
+    with pytest.raises(plyvel.IOError):
+        commit(store, 1, state={b"a": b"2"})
+    assert b"a" not in store._state_cache
+    assert store.get_state(b"a") == b"1" and store.head()[0] == 0
 
 
 def test_iter_state_prefix_semantics(store):
