@@ -108,7 +108,7 @@ class Node:
         tx = self.mempool.add(raw, reading_only=reading_only)
         self._wake_producer()
         if self.p2p is not None:
-            self.p2p.gossip.local(tx)
+            self.p2p.gossip.local([tx])
         return tx
 
     async def submit_many(self, raws: Sequence[bytes], *, reading_only: bool = False
@@ -125,8 +125,7 @@ class Node:
             if admitted:
                 self._wake_producer()
                 if self.p2p is not None:
-                    for tx in admitted:
-                        self.p2p.gossip.local(tx)
+                    self.p2p.gossip.local(admitted)
             results.extend(chunk)
         return results
 

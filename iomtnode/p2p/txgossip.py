@@ -128,38 +128,32 @@ class TxGossip:
         self._known.pop(peer_id, None)
         self._outbox.pop(peer_id, None)
 
-    def _queue(self, peer_id: bytes, *, raw: bytes | None = None, tx_id: bytes | None = None
+    def _queue(self, peer_id: bytes, raws: Sequence[bytes] = (), ids: Sequence[bytes] = ()
                ) -> None:
         box = self._outbox.get(peer_id)
         if box is None:
             box = self._outbox[peer_id] = _Outbox()
-        if raw is not None:
-            box.txs.append(raw)
-            box.size += len(raw)
-        if tx_id is not None:
-            box.ids.append(tx_id)
-            box.size += 32
+        box.txs += raws
+        box.ids += ids
+        box.size += sum(map(len, raws)) + 32 * len(ids)
         self._pending.set()
         if box.size >= FLUSH_BYTES:
             self._full.set()
 
-    def _spread(self, tx: SignedTx, source: bytes | None) -> None:
-        """Push a local transaction now (announce it if large); a relayed one is announced
-        after the relay delay (see :meth:`_relay_due`)."""
-        if source is not None:
-            now = trio.current_time()
-            due = now + self.relay_delay()
-            if self._relays:  # in order of due time (the delay may have shrunk meanwhile)
-                due = max(due, self._relays[-1].due)
-            self._relays.append(_Relay(due, tx.id, source))
-            self._admissions += 1
-            if self._admissions % PROBE_EVERY == 0 and len(self._probes) < COMMIT_PROBES:
-                self._probes[tx.id] = now
-            if len(self._relays) > RELAY_QUEUE:
-                self._announce(self._relays.popleft())
-            self._pending.set()
-            return
-        self._offer(tx.id, tx.raw if len(tx.raw) <= PUSH_MAX_TX_BYTES else None, None)
+    def _relay_later(self, tx: SignedTx, source: bytes) -> None:
+        """Remember a relayed transaction, to be announced after the relay delay (see
+        :meth:`_relay_due`)."""
+        now = trio.current_time()
+        due = now + self.relay_delay()
+        if self._relays:  # in order of due time (the delay may have shrunk meanwhile)
+            due = max(due, self._relays[-1].due)
+        self._relays.append(_Relay(due, tx.id, source))
+        self._admissions += 1
+        if self._admissions % PROBE_EVERY == 0 and len(self._probes) < COMMIT_PROBES:
+            self._probes[tx.id] = now
+        if len(self._relays) > RELAY_QUEUE:
+            self._announce(self._relays.popleft())
+        self._pending.set()
 
     def relay_delay(self) -> float:
         """How long a relayed transaction waits before it is announced."""
@@ -191,18 +185,14 @@ class TxGossip:
         """Announce a relayed transaction to the peers not known to have it, unless it is
         no longer pending (committed, or dropped as stale)."""
         if self._lookup(relay.tx_id) is not None:
-            self._offer(relay.tx_id, None, relay.source)
+            self._offer(relay.tx_id, relay.source)
 
-    def _offer(self, tx_id: bytes, raw: bytes | None, source: bytes | None) -> None:
-        """Queue the transaction (``raw``, else its id) for every peer but ``source`` not
-        known to have it; they are known to have it from then on."""
+    def _offer(self, tx_id: bytes, source: bytes) -> None:
+        """Announce the transaction to every peer but ``source`` not known to have it; they
+        are known to have it from then on."""
         for peer in self._host.peers():
-            if peer.node_id == source:
-                continue
-            known = self._known_by(peer.node_id)
-            if tx_id not in known:
-                known.add(tx_id)
-                self._queue(peer.node_id, raw=raw, tx_id=None if raw is not None else tx_id)
+            if peer.node_id != source and self._known_by(peer.node_id).add(tx_id):
+                self._queue(peer.node_id, ids=(tx_id,))
 
     def _relay_due(self, now: float) -> None:
         while self._relays and self._relays[0].due <= now:
@@ -210,10 +200,19 @@ class TxGossip:
 
     # inputs --------------------------------------------------------------------------
 
-    def local(self, tx: SignedTx) -> None:
-        """A transaction this node admitted from a client: push it to every peer."""
-        self._seen.add(tx.id)
-        self._spread(tx, None)
+    def local(self, txs: Sequence[SignedTx]) -> None:
+        """Transactions this node admitted from a client: push them to every peer not known
+        to have them (the large ones are announced), one batch per peer."""
+        seen = self._seen
+        for tx in txs:
+            seen.add(tx.id)
+        for peer in self._host.peers():
+            known = self._known_by(peer.node_id)
+            fresh = [tx for tx in txs if known.add(tx.id)]
+            if fresh:
+                self._queue(peer.node_id,
+                            [tx.raw for tx in fresh if len(tx.raw) <= PUSH_MAX_TX_BYTES],
+                            [tx.id for tx in fresh if len(tx.raw) > PUSH_MAX_TX_BYTES])
 
     async def queue_txs(self, peer: Any, msg: Txs) -> None:
         """From a peer's reader: queue ``msg`` for the admission task (waits while
@@ -288,7 +287,7 @@ class TxGossip:
                 log.debug("gossip_tx_refused", peer=peer.node_id.hex()[:16],
                           tx=tx.id.hex()[:16], reason=str(result))
                 continue
-            self._spread(tx, peer.node_id)
+            self._relay_later(tx, peer.node_id)
 
     def on_announce(self, peer: Any, msg: TxAnnounce) -> None:
         known = self._known_by(peer.node_id)

@@ -13,7 +13,7 @@ from iomtnode.core.crypto import SigningKey, blake2b256
 from iomtnode.core.tx import Reading, SignedTx, sign_tx
 from iomtnode.p2p import score
 from iomtnode.p2p.messages import TxAnnounce, TxRequest, Txs
-from iomtnode.p2p.txgossip import TxGossip
+from iomtnode.p2p.txgossip import PUSH_MAX_TX_BYTES, TxGossip
 
 CHAIN = "iomt-test"
 DEVICE = SigningKey(blake2b256(b"device"))
@@ -80,12 +80,28 @@ def setup(n_peers: int = 3, refuse: Exception | None = None):
 def test_local_transactions_are_pushed_whole_to_every_peer_in_one_batch():
     gossip, _, peers, _ = setup()
     txs = [reading(i) for i in range(1, 6)]
-    for tx in txs:
-        gossip.local(tx)
+    gossip.local(txs[:2])
+    gossip.local(txs[2:])
     assert all(p.sent == [] for p in peers)  # nothing is sent per transaction
     gossip.flush()
     for peer in peers:
         assert peer.sent == [Txs([tx.raw for tx in txs])]
+
+
+async def test_local_transactions_skip_peers_that_have_them_and_large_ones_are_announced():
+    gossip, _, (a, b, c), _ = setup()
+    small = reading(1)
+    large = sign_tx(Reading(DEVICE.public, 2, 1002, "ecg", b"\x02" * 1000, b""), DEVICE, CHAIN)
+    assert len(large.raw) > PUSH_MAX_TX_BYTES >= len(small.raw)
+    gossip.on_announce(b, TxAnnounce([small.id]))  # b has the small one already
+    b.sent.clear()
+    gossip.local([small, large])
+    gossip.flush()
+    assert a.sent == c.sent == [Txs([small.raw]), TxAnnounce([large.id])]
+    assert b.sent == [TxAnnounce([large.id])]
+    gossip.local([small])  # every peer is known to have it now: nothing more is sent
+    gossip.flush()
+    assert a.sent == c.sent == [Txs([small.raw]), TxAnnounce([large.id])]
 
 
 async def test_relayed_transactions_are_announced_never_echoed_and_admitted_once():
@@ -147,7 +163,7 @@ async def test_announcements_are_fetched_once_and_served_from_the_mempool():
 async def test_a_seen_transaction_is_not_requested():
     gossip, _, (a, _, _), _ = setup()
     tx = reading(1)
-    gossip.local(tx)
+    gossip.local([tx])
     gossip.on_announce(a, TxAnnounce([tx.id]))
     assert a.of(TxRequest) == []
 
