@@ -27,6 +27,7 @@ from typing import Any
 
 import trio
 
+from .. import log
 from ..chain.chain import Chain
 from ..client import open_client
 from ..config import Config
@@ -159,6 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dir", type=Path, required=True, help="a new directory to work in")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
+    log.configure("warning")  # logs on stderr: stdout holds only the result
 
     def progress(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
