@@ -266,8 +266,7 @@ class ClientApi:
             "committed_txs": chain.committed_txs,
             # its committed transactions and the wall-clock ms just after its latest commit
             # (None before its first since it started): an exact point of its progress
-            "last_commit": None if self.node.last_commit is None else dict(
-                zip(("committed_txs", "time_ms"), self.node.last_commit, strict=True)),
+            "last_commit": self._last_commit(),
             # transaction signatures this node has checked: about one per transaction
             # (a bench checks this against the readings it finalized)
             "signatures_verified": self.node.mempool.verifier.verified_count
@@ -283,6 +282,12 @@ class ClientApi:
             "evidence_seen": self.node.consensus.evidence
             if self.node.consensus is not None else [],
         }
+
+    def _last_commit(self) -> dict[str, int] | None:
+        if self.node.last_commit is None:
+            return None
+        committed_txs, time_ms = self.node.last_commit
+        return {"committed_txs": committed_txs, "time_ms": time_ms}
 
     async def subscribe_blocks(self, conn: Connection) -> str:
         """Push a ``block`` notification (header fields and tx ids) for each committed block."""

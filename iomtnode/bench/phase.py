@@ -45,9 +45,10 @@ class Phase:
         after the node reached its count, which over a phase of a few seconds would move
         the rate by several percent (and the throughput, the slowest node's rate, would
         take the lowest of those errors)."""
-        points = [(t, c[name]) for t, c, _ in self.samples if name in c]
         if self.samples and all(name in last for _, _, last in self.samples):
             points = [last[name] for _, _, last in self.samples]
+        else:
+            points = [(t, c[name]) for t, c, _ in self.samples if name in c]
         if len(points) < 3:
             return 0.0
         # the phase's first transactions are its device admissions, before presigning
