@@ -8,10 +8,12 @@ made for one kind of message, or for one chain, therefore never verifies as anot
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
 
+import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
@@ -50,12 +52,17 @@ def blake2b256(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=HASH_BYTES).digest()
 
 
-def signing_message(domain: Domain, chain_id: str, digest: bytes) -> bytes:
-    """The exact bytes that get signed for ``digest`` (a body's hash) in ``domain``."""
+@functools.lru_cache(maxsize=256)
+def _signing_prefix(domain: Domain, chain_id: str) -> bytes:
     cid = chain_id.encode()
     if len(cid) > MAX_CHAIN_ID_BYTES:
         raise ValueError(f"chain id longer than {MAX_CHAIN_ID_BYTES} bytes")
-    return domain.value + bytes((len(cid),)) + cid + digest
+    return domain.value + bytes((len(cid),)) + cid
+
+
+def signing_message(domain: Domain, chain_id: str, digest: bytes) -> bytes:
+    """The exact bytes that get signed for ``digest`` (a body's hash) in ``domain``."""
+    return _signing_prefix(domain, chain_id) + digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +110,11 @@ def verify(public: bytes, domain: Domain, chain_id: str, digest: bytes, signatur
         raise BadSignatureError(f"public key must be {KEY_BYTES} bytes, got {len(public)}")
     if len(signature) != SIG_BYTES:
         raise BadSignatureError(f"signature must be {SIG_BYTES} bytes, got {len(signature)}")
-    message = signing_message(domain, chain_id, digest)
+    # the call PyNaCl's VerifyKey(public).verify(message, signature) makes after the
+    # checks above: about 10,000 fewer instructions per signature (callgrind; 1.4% of a
+    # verification), and the signing prefix is built once per domain and chain
     try:
-        nacl.signing.VerifyKey(public).verify(message, signature)
+        nacl.bindings.crypto_sign_open(signature + signing_message(domain, chain_id, digest),
+                                       public)
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError):
         raise BadSignatureError(f"bad {domain.name.lower()} signature") from None
