@@ -8,6 +8,8 @@ from typing import Any
 
 from rich.table import Table
 
+from .summary import STEADY_DRIFT
+
 # (label, how to read it from the result, target text, whether the target is met)
 Row = tuple[str, Callable[[dict[str, Any]], Any], str, Callable[[Any], bool] | None]
 TARGET_RATE = 1000.0  # the latency targets hold at this offered rate
@@ -73,6 +75,11 @@ def result_table(result: dict[str, Any]) -> Table:
         table.add_row(f"p50 / p99 ms, {_fmt(point['offered_rate'])}/s offered ({point['kind']})",
                       f"{_fmt(point['p50'])} / {_fmt(point['p99'])}",
                       f"(achieved {_fmt(point['achieved_rate'])}/s)", "")
+    drift = result.get("verify_drift")
+    if drift is not None:
+        table.add_row("verify/s drift over the run (fastest / slowest)", _fmt(drift),
+                      f"<= {STEADY_DRIFT} for a steady machine",
+                      "yes" if drift <= STEADY_DRIFT else "NO: efficiency unreliable")
     finalized, found = result["readings_finalized"], result["readings_found"]
     consistent = set(found.values()) == {finalized}
     table.add_row("readings finalized; found on each node", _fmt(finalized) + "; " + (

@@ -58,21 +58,24 @@ def localnet_dir(out_dir: Path | None, tmp: str) -> Path:
 
 
 async def run_phases(net: Localnet, plan: Plan, specs: list[PhaseSpec], ceiling: float,
-                     reporter: Reporter) -> tuple[list[Phase], str | None]:
-    """Run the timed phases in order; returns them and the saturation offer's rule."""
+                     reporter: Reporter) -> tuple[list[Phase], str | None, float | None]:
+    """Run the timed phases in order; returns them, the saturation offer's rule and the
+    verify rate measured just before the saturation phase (with the nodes idle)."""
     phases: list[Phase] = []
     rule = None
+    verify_before_saturation = None
     for seed, spec in enumerate(specs, start=1):  # its own seed: its own devices
         if spec.kind == SATURATION:
             rate, rule = saturation_offer(plan, ceiling, [
                 Outcome(p.spec.rate * p.spec.duration_s, int(p.load["submitted"]),
                         p.achieved_rate) for p in phases])
             spec = replace(spec, rate=rate)
+            verify_before_saturation = ed25519_verify_rate()
         phase = Phase(spec, plan.devices, seed)
         await run_phase(net, net.names[:plan.nodes], phase, reporter,
                         load_timeout_s=load_timeout(spec))
         phases.append(phase)
-    return phases, rule
+    return phases, rule, verify_before_saturation
 
 
 async def run_bench(plan: Plan, *, out_dir: Path | None = None,
@@ -94,10 +97,13 @@ async def run_bench(plan: Plan, *, out_dir: Path | None = None,
             await net.wait_for_height(1, timeout_s=START_TIMEOUT_S)
             reporter.end(str(path))
             before = (await net.status(names[0]))["committed_txs"]
-            phases, rule = await run_phases(net, plan, specs, ceiling, reporter)
-            # the machine's speed drifts (other tenants): the same measure again, with the
-            # nodes idle, shows by how much over this run (the ceiling stays the first)
-            machine = replace(machine, verify_after_per_s=ed25519_verify_rate())
+            phases, rule, before_saturation = await run_phases(net, plan, specs, ceiling,
+                                                               reporter)
+            # the machine's speed drifts (other tenants): the same measure just before the
+            # saturation phase and again at the end, with the nodes idle, shows by how much
+            # over this run (the ceiling stays the first)
+            machine = replace(machine, verify_before_saturation_per_s=before_saturation,
+                              verify_after_per_s=ed25519_verify_rate())
             final = {n: (await net.status(n))["committed_txs"] for n in names}
             non_readings = before + plan.devices * len(phases)
             disk = disk_bytes(Path(net.node(names[0]).home) / "data")

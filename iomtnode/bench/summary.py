@@ -10,16 +10,28 @@ from typing import Any
 from .phase import Phase
 from .plan import FIXED, SATURATION, Plan
 
+STEADY_DRIFT = 1.15  # verify-rate drift over a run beyond which its efficiency is unreliable
+
 
 @dataclass(frozen=True, slots=True)
 class Machine:
     cores: int
     verify_per_s_one_core: float  # measured first: the ceiling's
     verify_after_per_s: float | None = None  # measured again after the load phases
+    verify_before_saturation_per_s: float | None = None  # ... and just before saturation
 
     def ceiling(self, nodes: int) -> float:
         """Readings/s the localnet could finalize if verifying were all it did."""
         return self.verify_per_s_one_core * self.cores / nodes
+
+    @property
+    def verify_drift(self) -> float:
+        """The fastest of the verify rates measured over the run / the slowest (1.0: the
+        machine kept its speed). Above :data:`STEADY_DRIFT`, the ceiling measured first
+        does not describe the saturation phase, and its efficiency says little."""
+        rates = [r for r in (self.verify_per_s_one_core, self.verify_before_saturation_per_s,
+                             self.verify_after_per_s) if r]
+        return max(rates) / min(rates)
 
 
 def latency_point(phase: Phase) -> dict[str, Any]:
@@ -73,6 +85,10 @@ def summarize(plan: Plan, machine: Machine, phases: Sequence[Phase], *,
         "verify_per_s_one_core": round(machine.verify_per_s_one_core),
         "verify_per_s_one_core_after": (round(machine.verify_after_per_s)
                                         if machine.verify_after_per_s else None),
+        "verify_per_s_one_core_before_saturation": (
+            round(machine.verify_before_saturation_per_s)
+            if machine.verify_before_saturation_per_s else None),
+        "verify_drift": round(machine.verify_drift, 3),
         "ceiling_readings_per_s": ceiling,
         "throughput_readings_per_s": throughput,
         "efficiency": round(throughput / ceiling, 3) if throughput is not None else None,

@@ -29,6 +29,7 @@ KEYS: dict[str, type | tuple[type, ...]] = {
     "reading_bytes": int, "bootstrap": dict, "cores": int, "mode": str, "phases": list,
     "saturation": dict, "fixed_rate_load": dict, "follower_commit_delay_ms": dict,
     "follower_gossip_delay_ms": dict, "cost_phase": str, "verify_per_s_one_core_after": int,
+    "verify_drift": float,
 }
 POINT_KEYS = {"offered_rate", "p50", "p99", "max", "achieved_rate", "kind"}
 
@@ -79,6 +80,10 @@ def test_short_bench_reports_every_key_and_consistent_figures(tmp_path: Path):
         result["throughput_readings_per_s"] / result["ceiling_readings_per_s"], 3)
     assert result["ceiling_readings_per_s"] == round(
         result["verify_per_s_one_core"] * result["cores"] / result["nodes"])
+    rates = [result[f"verify_per_s_one_core{when}"] for when in ("", "_before_saturation",
+                                                                  "_after")]
+    assert all(isinstance(rate, int) and rate > 0 for rate in rates)
+    assert result["verify_drift"] == pytest.approx(max(rates) / min(rates), abs=0.01)
     assert result["wire_ratio"] == pytest.approx(
         result["wire_bytes_per_reading_per_node"] / result["reading_bytes"], abs=0.001)
     assert result["wire_bytes_per_reading_per_node"] > 0 and result["cpu_s_per_reading"] > 0
@@ -110,6 +115,7 @@ def test_rate_alone_runs_only_the_fixed_phase(tmp_path: Path):
     assert [p["kind"] for p in result["phases"]] == ["fixed"]
     assert result["throughput_readings_per_s"] is None and result["efficiency"] is None
     assert result["saturation"] is None and result["offered_rate"] == 50.0
+    assert result["verify_per_s_one_core_before_saturation"] is None  # no such phase
     assert [p["offered_rate"] for p in result["latency_by_rate"]] == [50.0]
     assert set(result["readings_found"].values()) == {result["readings_finalized"]}
     assert result["readings_finalized"] > 0 and result["bootstrap_readings_per_s"] > 0

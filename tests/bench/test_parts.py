@@ -289,3 +289,35 @@ def test_add_node_home_joins_the_chain_as_a_follower(tmp_path):
     on_disk = Manifest.load(manifest.dir)
     assert [n.name for n in on_disk.nodes] == ["node1", "node2", "node3"]
     assert on_disk.node("node3").admin_token == home.admin_token()
+
+
+def test_verify_drift_is_the_fastest_over_the_slowest_measure():
+    assert Machine(2, 10_000).verify_drift == 1.0
+    steady = Machine(2, 10_000, verify_after_per_s=10_500,
+                     verify_before_saturation_per_s=9_800)
+    assert steady.verify_drift == pytest.approx(10_500 / 9_800)
+    assert steady.ceiling(2) == 10_000  # the ceiling stays the first measure
+    drifting = Machine(2, 9_600, verify_after_per_s=14_400,
+                       verify_before_saturation_per_s=14_000)
+    assert drifting.verify_drift == pytest.approx(1.5)
+
+
+def test_table_flags_a_run_whose_machine_changed_speed():
+    phases = [make_phase(FIXED, 1000, committed=4000, elapsed=4.2, lat=150),
+              make_phase(SATURATION, 6000, committed=9000, elapsed=6.0, lat=4000, base=4002)]
+
+    def drift_row(machine: Machine) -> str:
+        result = summarize(Plan(nodes=2), machine, phases,
+                           final_committed={"node1": 13_004, "node2": 13_004},
+                           non_readings=4, reading_size=189, disk_bytes=2_600_000,
+                           bootstrap={"readings_per_s": 12_000})
+        console = Console(record=True, width=200)
+        console.print(result_table(result))
+        return next(line for line in console.export_text().splitlines() if "drift" in line)
+
+    steady = drift_row(Machine(2, 12_000, verify_after_per_s=12_500,
+                               verify_before_saturation_per_s=12_200))
+    assert "1.042" in steady and "yes" in steady and "unreliable" not in steady
+    drifting = drift_row(Machine(2, 9_000, verify_after_per_s=13_500,
+                                 verify_before_saturation_per_s=12_000))
+    assert "1.5" in drifting and "NO: efficiency unreliable" in drifting
