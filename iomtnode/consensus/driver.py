@@ -383,7 +383,7 @@ class Driver:
             actions = self.machine.step(queue.popleft())
             if self._signer is not None and any(
                     isinstance(a, BroadcastProposal | BroadcastVote) for a in actions):
-                await self._signer.persist(self.machine.signing_state)  # synced, before signing
+                self._signer.record(self.machine.signing_state)  # synced, before signing
             for action in actions:
                 await self._do(action, queue)
 

@@ -87,7 +87,6 @@ from types import TracebackType
 from typing import Protocol
 
 import structlog
-import trio
 
 from ..core.block import quorum
 from ..core.crypto import SigningKey
@@ -115,11 +114,7 @@ class UnrecordedSignatureError(RuntimeError):
 
 
 class MetaStore(Protocol):
-    """What :class:`Signer` needs of the block store: node metadata, written synced.
-
-    A store whose ``put_meta`` waits for the disk (an fsync) says so with a true
-    ``blocks_on_disk`` attribute: :meth:`Signer.persist` then writes from a worker thread,
-    so the node's other tasks run meanwhile. Without it, the write runs in place."""
+    """What :class:`Signer` needs of the block store: node metadata, written synced."""
 
     def get_meta(self, name: str) -> bytes | None: ...
 
@@ -133,8 +128,6 @@ class SigningStateFile:
     so the signing state does not live in the LevelDB store. Writes are atomic (write a
     temporary file, fsync, rename, fsync the directory).
     """
-
-    blocks_on_disk = True  # each write waits for two fsyncs (about 1 ms on an SSD)
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -242,17 +235,6 @@ class Signer:
             raise ValueError(f"signing state going back from {self.state} to {state}")
         self._store.put_meta(META_SIGNING_STATE, state.to_bytes())
         self.state = state
-
-    async def persist(self, state: SigningState) -> None:
-        """:meth:`record`, from a worker thread if the store waits for the disk.
-
-        The caller (the consensus driver, one task) signs nothing until this returns, and
-        nothing else records meanwhile, so the order of what is persisted stays the order
-        of what is signed."""
-        if getattr(self._store, "blocks_on_disk", False):
-            await trio.to_thread.run_sync(self.record, state)
-        else:
-            self.record(state)
 
     def vote(self, vote_type: VoteType, height: int, round_: int, block_hash: bytes) -> Vote:
         """Sign a vote the recorded state covers."""
