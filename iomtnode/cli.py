@@ -5,7 +5,6 @@ Results go to stdout (JSON with ``--json``), logs to stderr, so scripts can pipe
 
 from __future__ import annotations
 
-import gc
 import json
 import sys
 from pathlib import Path
@@ -140,7 +139,7 @@ def run(
                    ] = None,
 ) -> None:
     """Run a node until SIGINT or SIGTERM, then shut down cleanly."""
-    from .node import GC_THRESHOLDS, Node
+    from .node import Node, tune_interpreter
     from .service import run_until_signal
 
     try:
@@ -149,8 +148,7 @@ def run(
         node = Node(h, config)
     except (HomeError, ConfigError, GenesisError) as exc:
         fail(str(exc))
-    gc.freeze()  # what is loaded by now lives as long as the process: never scan it again
-    gc.set_threshold(*GC_THRESHOLDS)
+    tune_interpreter()
     run_async(run_until_signal, node.run)
 
 
