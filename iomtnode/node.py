@@ -62,9 +62,10 @@ GC_THRESHOLDS = (10_000, 10, 10)
 # forces a switch: 20 ms instead of CPython's 5 ms. The verifying threads hold the GIL only
 # between two signatures (libsodium releases it), so a forced switch buys them little and
 # costs the trio thread, which runs consensus and the network, a handoff each time. In ten
-# alternating saturation runs of a 4-node localnet (5 each), the slowest node committed
-# 2,974-3,740 readings/s (median 3,453) against 2,325-3,234 (median 2,643) at 5 ms, and no
-# node fell behind; latency at 1,000/s did not move (issue 5 notes). 0.5 ms made it worse.
+# alternating traffic runs of a 4-node localnet at saturation (5 each), the slowest node
+# committed 2,974-3,740 readings/s (median 3,453) against 2,325-3,234 (median 2,643) at
+# 5 ms; in eight alternating `bench --saturate` runs, no difference (medians 2,813 and
+# 2,832). Latency at 1,000/s did not move; 0.5 ms was worse (docs/performance.md).
 GIL_SWITCH_INTERVAL_S = 0.02
 
 
