@@ -6,13 +6,22 @@ certificate and its own. The receiver fills the transactions in from its mempool
 the sender for the ones it lacks (``GetBlockTxs``), checks the block in full (signatures
 it has not verified yet, state rules, certificates) and commits it; then it relays the
 compact block to its other peers. A block that is not the next one is left to sync.
+
+A node that gets a compact block is one that missed the block in consensus: usually one
+that fell behind, whose gossip inbox still holds transactions pushed to it, among them
+the block's. So while the inbox has not handled what it had received when the compact
+block came, the missing transactions are waited for there, at most :data:`INBOX_HOLD_S`,
+before the sender is asked for what is still missing. (Asked at once, the sender sends
+them again and this node decodes each twice: in one traffic run at saturation a node that
+had fallen behind received 205 KB/s of blocks' transactions that way, beside 698 KB/s
+pushed to it.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 import trio
@@ -37,6 +46,18 @@ log = structlog.get_logger(__name__)
 
 PENDING_BLOCKS = 8  # compact blocks waiting for their missing transactions
 FETCH_TIMEOUT_S = 5.0  # after this a pending compact block is forgotten (sync takes over)
+INBOX_HOLD_S = 0.25  # how long missing transactions may be waited for from the gossip inbox
+
+
+class InboxProgress(Protocol):
+    """How far this node has admitted the transactions peers pushed to it
+    (:class:`~iomtnode.p2p.txgossip.TxGossip`)."""
+
+    def mark(self) -> int: ...
+
+    def admitted(self, mark: int) -> bool: ...
+
+    async def wait_admitted(self, mark: int) -> None: ...
 
 
 @dataclass
@@ -56,8 +77,10 @@ def compact(block: Block, commit: Commit) -> CompactBlock:
 class BlockRelay:
     def __init__(self, host: Any, chain: Chain, writer: ChainWriter, mempool: Mempool,
                  on_height: Any, *,
-                 holders: Callable[[Block], Collection[bytes]] = lambda block: ()) -> None:
+                 holders: Callable[[Block], Collection[bytes]] = lambda block: (),
+                 inbox: InboxProgress | None = None) -> None:
         self._host = host
+        self._inbox = inbox
         self._holders = holders
         self._chain = chain
         self._writer = writer
@@ -101,7 +124,20 @@ class BlockRelay:
                 del self._pending[key]
         if len(self._pending) >= PENDING_BLOCKS:
             return
-        self._pending[block_hash] = _Pending(peer.node_id, msg, txs, now)
+        pending = self._pending[block_hash] = _Pending(peer.node_id, msg, txs, now)
+        inbox = self._inbox
+        if inbox is not None and not inbox.admitted(mark := inbox.mark()):
+            with trio.move_on_after(INBOX_HOLD_S):
+                await inbox.wait_admitted(mark)
+            if self._pending.get(block_hash) is not pending:
+                return  # forgotten meanwhile
+            for index in missing:
+                txs[index] = self._mempool.get(msg.tx_ids[index])
+            missing = [i for i in missing if txs[i] is None]
+            if not missing:
+                del self._pending[block_hash]
+                await self._apply(peer, msg, txs, fetched=False)
+                return
         peer.send(GetBlockTxs(block_hash, missing))
 
     async def on_block_txs(self, peer: Any, msg: BlockTxs) -> None:

@@ -104,7 +104,7 @@ class P2PService:
         self.sync = BlockSync(self.host, chain, writer, feed, mempool.verified,
                               on_progress=SyncProgress())
         self.relay = BlockRelay(self.host, chain, writer, mempool, self.sync.saw_height,
-                                holders=self._block_holders)
+                                holders=self._block_holders, inbox=self.gossip)
         writer.add_listener(self.relay.on_committed)
         writer.add_listener(
             lambda block, commit, source: self.gossip.committed(tx.id for tx in block.txs))

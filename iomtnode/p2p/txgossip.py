@@ -103,6 +103,7 @@ class TxGossip:
         self._full = trio.Event()  # ... and one batch is already big enough
         self._received = 0  # transactions queued for admission so far (see mark)
         self._admitted = 0  # ... of which the admission task has handled this many, in order
+        self._progressed = trio.Event()  # set (and replaced) after each admission step
         self.on_progress: Callable[[], None] | None = None  # after each admission step
 
     # the inbox's progress (consensus waits on it before fetching a proposal's txs) ---------
@@ -115,6 +116,11 @@ class TxGossip:
         """Whether the transactions queued until ``mark`` are all handled (admitted or
         refused): a proposal's transaction that came before is in the mempool by now."""
         return self._admitted >= mark
+
+    async def wait_admitted(self, mark: int) -> None:
+        """Return once the transactions queued until ``mark`` are all handled."""
+        while self._admitted < mark:
+            await self._progressed.wait()
 
     # bookkeeping ---------------------------------------------------------------------
 
@@ -250,6 +256,8 @@ class TxGossip:
             await self._admit_chunk(chunk)
             if queued:
                 self._admitted += len(chunk)
+                self._progressed.set()
+                self._progressed = trio.Event()
                 if self.on_progress is not None:
                     self.on_progress()
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
+import trio
+
 from iomtnode.admission.mempool import Mempool
 from iomtnode.chain.feed import BlockFeed
 from iomtnode.chain.writer import ChainWriter
-from iomtnode.p2p.blockrelay import BlockRelay
+from iomtnode.core.crypto import blake2b256
+from iomtnode.p2p.blockrelay import INBOX_HOLD_S, BlockRelay, compact
 from iomtnode.p2p.messages import BlockTxs, CompactBlock, GetBlockTxs
 
-from ..admission.chainkit import GENESIS, source_chain
+from ..admission.chainkit import GENESIS, T0, new_chain, source_chain
 from ..core.helpers import pub
 
 
@@ -68,3 +72,70 @@ def test_block_transactions_are_served_as_stored_by_index(tmp_path):
     assert answer.txs == [block.txs[4].raw, block.txs[0].raw]
     relay.on_get_block_txs(peer, GetBlockTxs(b"\x00" * 32, [0]))  # no such block: no answer
     assert len(peer.sent) == 1
+
+
+class Inbox:
+    """A gossip inbox that holds ``queued`` until waited for (then admits them), or
+    forever (``stuck``)."""
+
+    def __init__(self, mempool: Mempool, queued: list, stuck: bool = False) -> None:
+        self.mempool, self.queued, self.stuck = mempool, queued, stuck
+        self.handled = 0
+
+    def mark(self) -> int:
+        return 1
+
+    def admitted(self, mark: int) -> bool:
+        return self.handled >= mark
+
+    async def wait_admitted(self, mark: int) -> None:
+        if self.stuck:
+            await trio.sleep_forever()
+        for tx in self.queued:
+            self.mempool.add_tx(tx)
+        self.handled = mark
+
+
+async def follower_with(tmp_path, inbox_txs: str, stuck: bool = False):
+    """A follower one block behind a source chain whose last block has six readings: it
+    holds the first three in its mempool; the rest are in its inbox (or nowhere)."""
+    _, made = source_chain(tmp_path / "source", 1, 6)
+    chain = new_chain(tmp_path / "follower")
+    mempool = Mempool(chain, now_ms=lambda: T0 + 60_000)
+    writer = ChainWriter(chain, mempool, BlockFeed(chain.height))
+    assert await writer.apply(*made[0], pub("A"), mempool.verified)
+    block, commit = made[-1]
+    for tx in block.txs[:3]:
+        mempool.add_tx(tx)
+    inbox = Inbox(mempool, list(block.txs[3:]) if inbox_txs == "inbox" else [], stuck)
+    peer = Peer(pub("B"))
+    relay = BlockRelay(Host([peer]), chain, writer, mempool, lambda peer, height: None,
+                       inbox=inbox)
+    return chain, relay, peer, compact(block, commit)
+
+
+async def test_a_compact_blocks_missing_transactions_are_taken_from_the_inbox(tmp_path):
+    chain, relay, peer, msg = await follower_with(tmp_path, "inbox")
+    with trio.fail_after(10):
+        await relay.on_compact(peer, msg)
+    assert peer.sent == []  # nothing asked of the peer: the inbox had them
+    assert chain.height == 2 and chain.head.hash == blake2b256(msg.header)
+
+
+async def test_what_the_inbox_does_not_bring_in_time_is_asked_for(tmp_path, autojump_clock):
+    chain, relay, peer, msg = await follower_with(tmp_path, "inbox", stuck=True)
+    start = trio.current_time()
+    await relay.on_compact(peer, msg)
+    assert trio.current_time() - start == pytest.approx(INBOX_HOLD_S)
+    [ask] = peer.sent
+    assert isinstance(ask, GetBlockTxs) and ask.indexes == [3, 4, 5]
+    assert chain.height == 1  # until the peer answers
+
+
+async def test_what_the_inbox_did_not_have_is_asked_for_once_it_caught_up(tmp_path):
+    chain, relay, peer, msg = await follower_with(tmp_path, "nowhere")
+    with trio.fail_after(10):
+        await relay.on_compact(peer, msg)
+    [ask] = peer.sent
+    assert isinstance(ask, GetBlockTxs) and ask.indexes == [3, 4, 5]
+    assert chain.height == 1

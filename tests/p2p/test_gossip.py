@@ -272,6 +272,32 @@ async def test_the_inbox_says_how_far_it_has_admitted_what_peers_pushed(nursery)
     assert gossip.mark() == 2 and steps == [2]
 
 
+async def test_a_wait_for_the_inbox_ends_when_it_has_admitted_up_to_the_mark(nursery):
+    """Block relay waits for the inbox before asking a peer for a block's transactions."""
+    from trio.testing import wait_all_tasks_blocked
+
+    gossip, _, peers, pool = setup()
+    with trio.fail_after(5):
+        await gossip.wait_admitted(gossip.mark())  # nothing queued: returns at once
+    await gossip.queue_txs(peers[0], Txs([reading(1).raw, reading(2).raw]))
+    mark = gossip.mark()
+    waited: list[int] = []
+    done = trio.Event()
+
+    async def wait() -> None:
+        await gossip.wait_admitted(mark)
+        waited.append(pool.admitted)
+        done.set()
+
+    nursery.start_soon(wait)
+    await wait_all_tasks_blocked()
+    assert waited == []  # the admission task has not run
+    await nursery.start(gossip.run)
+    with trio.fail_after(5):
+        await done.wait()
+    assert waited == [2]
+
+
 async def test_the_relay_delay_grows_with_how_long_commits_take(autojump_clock):
     """Announcing what is still pending after the delay is for peers that lack it; when
     commits take seconds (a loaded network), every peer of a full mesh has it, so the delay
