@@ -117,6 +117,10 @@ class TxGossip:
         refused): a proposal's transaction that came before is in the mempool by now."""
         return self._admitted >= mark
 
+    def backlog(self) -> int:
+        """Transactions queued for admission and not handled yet."""
+        return self._received - self._admitted
+
     async def wait_admitted(self, mark: int) -> None:
         """Return once the transactions queued until ``mark`` are all handled."""
         while self._admitted < mark:

@@ -11,7 +11,7 @@ from iomtnode.admission.mempool import Mempool
 from iomtnode.chain.feed import BlockFeed
 from iomtnode.chain.writer import ChainWriter
 from iomtnode.core.crypto import blake2b256
-from iomtnode.p2p.blockrelay import INBOX_HOLD_S, BlockRelay, compact
+from iomtnode.p2p.blockrelay import INBOX_HOLD_S, INBOX_HOLD_TXS, BlockRelay, compact
 from iomtnode.p2p.messages import BlockTxs, CompactBlock, GetBlockTxs
 
 from ..admission.chainkit import GENESIS, T0, new_chain, source_chain
@@ -78,9 +78,14 @@ class Inbox:
     """A gossip inbox that holds ``queued`` until waited for (then admits them), or
     forever (``stuck``)."""
 
-    def __init__(self, mempool: Mempool, queued: list, stuck: bool = False) -> None:
+    def __init__(self, mempool: Mempool, queued: list, stuck: bool = False,
+                 backlog: int = 3) -> None:
         self.mempool, self.queued, self.stuck = mempool, queued, stuck
         self.handled = 0
+        self.queued_count = backlog
+
+    def backlog(self) -> int:
+        return 0 if self.handled else self.queued_count
 
     def mark(self) -> int:
         return 1
@@ -96,7 +101,7 @@ class Inbox:
         self.handled = mark
 
 
-async def follower_with(tmp_path, inbox_txs: str, stuck: bool = False):
+async def follower_with(tmp_path, inbox_txs: str, stuck: bool = False, backlog: int = 3):
     """A follower one block behind a source chain whose last block has six readings: it
     holds the first three in its mempool; the rest are in its inbox (or nowhere)."""
     _, made = source_chain(tmp_path / "source", 1, 6)
@@ -107,7 +112,8 @@ async def follower_with(tmp_path, inbox_txs: str, stuck: bool = False):
     block, commit = made[-1]
     for tx in block.txs[:3]:
         mempool.add_tx(tx)
-    inbox = Inbox(mempool, list(block.txs[3:]) if inbox_txs == "inbox" else [], stuck)
+    inbox = Inbox(mempool, list(block.txs[3:]) if inbox_txs == "inbox" else [], stuck,
+                  backlog)
     peer = Peer(pub("B"))
     relay = BlockRelay(Host([peer]), chain, writer, mempool, lambda peer, height: None,
                        inbox=inbox)
@@ -139,3 +145,15 @@ async def test_what_the_inbox_did_not_have_is_asked_for_once_it_caught_up(tmp_pa
     [ask] = peer.sent
     assert isinstance(ask, GetBlockTxs) and ask.indexes == [3, 4, 5]
     assert chain.height == 1
+
+
+async def test_an_inbox_too_far_behind_is_not_waited_for(tmp_path, autojump_clock):
+    # it could not admit so many within the hold, and the wait would stall the peer
+    chain, relay, peer, msg = await follower_with(tmp_path, "inbox",
+                                                  backlog=INBOX_HOLD_TXS + 1)
+    start = trio.current_time()
+    await relay.on_compact(peer, msg)
+    assert trio.current_time() == start
+    [ask] = peer.sent
+    assert isinstance(ask, GetBlockTxs) and ask.indexes == [3, 4, 5]
+    assert chain.height == 1  # until the peer answers

@@ -281,6 +281,7 @@ async def test_a_wait_for_the_inbox_ends_when_it_has_admitted_up_to_the_mark(nur
         await gossip.wait_admitted(gossip.mark())  # nothing queued: returns at once
     await gossip.queue_txs(peers[0], Txs([reading(1).raw, reading(2).raw]))
     mark = gossip.mark()
+    assert gossip.backlog() == 2
     waited: list[int] = []
     done = trio.Event()
 
@@ -295,7 +296,7 @@ async def test_a_wait_for_the_inbox_ends_when_it_has_admitted_up_to_the_mark(nur
     await nursery.start(gossip.run)
     with trio.fail_after(5):
         await done.wait()
-    assert waited == [2]
+    assert waited == [2] and gossip.backlog() == 0
 
 
 async def test_the_relay_delay_grows_with_how_long_commits_take(autojump_clock):
