@@ -9,15 +9,14 @@ compact block to its other peers. A block that is not the next one is left to sy
 
 A node that gets a compact block is one that missed the block in consensus: usually one
 that fell behind, whose gossip inbox still holds transactions pushed to it, among them
-the block's. So while the inbox has not handled what it had received when the compact
-block came, the missing transactions are waited for there, at most :data:`INBOX_HOLD_S`,
-before the sender is asked for what is still missing; unless more than
-:data:`INBOX_HOLD_TXS` are queued, which the inbox could not admit in that time (the
-wait holds up this peer's other messages, and a node that far behind needs the block
-now). (Asked at once, the sender sends
-them again and this node decodes each twice: in one traffic run at saturation a node that
-had fallen behind received 205 KB/s of blocks' transactions that way, beside 698 KB/s
-pushed to it.)
+the block's. Asked for at once, the sender sends them again and this node decodes each
+twice (in one traffic run at saturation, a node that had fallen behind received 205 KB/s
+of blocks' transactions that way, beside 698 KB/s pushed to it). So while the inbox has
+not handled what it had received when the compact block came, the missing transactions
+are waited for there, at most :data:`INBOX_HOLD_S`, before the sender is asked for what
+is still missing; unless more than :data:`INBOX_HOLD_TXS` are queued, which the inbox
+could not admit in that time (the wait holds up this peer's other messages, and a node
+that far behind needs the block now).
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ import trio
 from ..admission.mempool import Mempool
 from ..chain.chain import Chain, InvalidBlockError
 from ..chain.writer import ChainWriter
+from ..consensus.proposals import InboxProgress
 from ..core.block import (
     Block,
     Commit,
@@ -50,16 +50,12 @@ log = structlog.get_logger(__name__)
 PENDING_BLOCKS = 8  # compact blocks waiting for their missing transactions
 FETCH_TIMEOUT_S = 5.0  # after this a pending compact block is forgotten (sync takes over)
 INBOX_HOLD_S = 0.25  # how long missing transactions may be waited for from the gossip inbox
-INBOX_HOLD_TXS = 512  # ... if at most this many are queued there (admitted in about 0.1 s)
+INBOX_HOLD_TXS = 512  # ... if at most this many are queued there (~0.2 s of admission)
 
 
-class InboxProgress(Protocol):
-    """How far this node has admitted the transactions peers pushed to it
-    (:class:`~iomtnode.p2p.txgossip.TxGossip`)."""
-
-    def mark(self) -> int: ...
-
-    def admitted(self, mark: int) -> bool: ...
+class InboxWait(InboxProgress, Protocol):
+    """:class:`~iomtnode.consensus.proposals.InboxProgress`, and how much is queued and a
+    wait for a mark (:class:`~iomtnode.p2p.txgossip.TxGossip`)."""
 
     def backlog(self) -> int: ...
 
@@ -84,7 +80,7 @@ class BlockRelay:
     def __init__(self, host: Any, chain: Chain, writer: ChainWriter, mempool: Mempool,
                  on_height: Any, *,
                  holders: Callable[[Block], Collection[bytes]] = lambda block: (),
-                 inbox: InboxProgress | None = None) -> None:
+                 inbox: InboxWait | None = None) -> None:
         self._host = host
         self._inbox = inbox
         self._holders = holders
