@@ -128,10 +128,9 @@ class BlockRelay:
             return
         pending = self._pending[block_hash] = _Pending(peer.node_id, msg, txs, now)
         inbox = self._inbox
-        if (inbox is not None and not inbox.admitted(mark := inbox.mark())
-                and inbox.backlog() <= INBOX_HOLD_TXS):
+        if inbox is not None and 0 < inbox.backlog() <= INBOX_HOLD_TXS:
             with trio.move_on_after(INBOX_HOLD_S):
-                await inbox.wait_admitted(mark)
+                await inbox.wait_admitted(inbox.mark())
             if self._pending.get(block_hash) is not pending:
                 return  # forgotten meanwhile
             for index in missing:
