@@ -86,10 +86,13 @@ async def test_chain_rule_errors_have_codes_and_reasons(running_node):
         msg = await expect_error(client, 1002, "submit_reading", tx=reading(rn, device, 1))
         assert "not admitted" in msg
         await admit(client, rn, device, patient)
-        accepted = await client.call("submit_reading", tx=reading(rn, device, 1))
+        first_ms = now_ms()
+        accepted = await client.call("submit_reading", tx=reading(rn, device, 1, first_ms))
         assert len(accepted["id"]) == 64
-        # the same sequence number again (pending) and a lower one
-        msg = await expect_error(client, 1004, "submit_reading", tx=reading(rn, device, 1))
+        # the same sequence number again (pending) in another reading: a later timestamp,
+        # else within the same millisecond it is the same transaction ("already pending")
+        msg = await expect_error(client, 1004, "submit_reading",
+                                 tx=reading(rn, device, 1, first_ms + 1))
         assert "not above" in msg
         # a signature made for another chain does not verify here
         msg = await expect_error(client, 1001, "submit_reading",
