@@ -139,8 +139,9 @@ def run(
                    ] = None,
 ) -> None:
     """Run a node until SIGINT or SIGTERM, then shut down cleanly."""
-    from .node import Node, tune_interpreter
+    from .node import Node
     from .service import run_until_signal
+    from .tuning import tune_process
 
     try:
         h = Home(home)
@@ -148,7 +149,7 @@ def run(
         node = Node(h, config)
     except (HomeError, ConfigError, GenesisError) as exc:
         fail(str(exc))
-    tune_interpreter()
+    tune_process()
     run_async(run_until_signal, node.run)
 
 

@@ -13,8 +13,6 @@ committed block is on disk.
 from __future__ import annotations
 
 import contextlib
-import gc
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,31 +50,6 @@ from .p2p.service import P2PService
 from .store import BlockStore
 
 log = structlog.get_logger(__name__)
-
-# The node process's garbage collector: a young generation of 10,000 net new containers
-# instead of 700. Nearly everything a node allocates (decoded transactions, messages) dies
-# young by reference counting; with the default thresholds the collector took 4-7% of a
-# benchmark node's CPU, with full collections of 100-250 ms (issue 5 notes).
-GC_THRESHOLDS = (10_000, 10, 10)
-# How long the trio thread may run Python before a verifying thread that wants the GIL back
-# forces a switch: 20 ms instead of CPython's 5 ms. The verifying threads hold the GIL only
-# between two signatures (libsodium releases it), so a forced switch buys them little and
-# costs the trio thread, which runs consensus and the network, a handoff each time. In ten
-# alternating traffic runs of a 4-node localnet at saturation (5 each), the slowest node
-# committed 2,974-3,740 readings/s (median 3,453) against 2,325-3,234 (median 2,643) at
-# 5 ms; in eight alternating `bench --saturate` runs, no difference (medians 2,813 and
-# 2,832). Latency at 1,000/s did not move; 0.5 ms was worse (docs/performance.md).
-GIL_SWITCH_INTERVAL_S = 0.02
-
-
-def tune_interpreter() -> None:
-    """Settings for a node process, made once everything is imported and before it runs:
-    what is loaded by then is never scanned by the collector again, the young generation
-    is larger (:data:`GC_THRESHOLDS`), the GIL switch interval longer
-    (:data:`GIL_SWITCH_INTERVAL_S`)."""
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
 
 @dataclass(frozen=True, slots=True)
