@@ -30,9 +30,10 @@ GIL_SWITCH_INTERVAL_S = 0.02
 # to the system when freed. Left alone, glibc raises that threshold (up to 32 MiB) to the
 # size of every mapped block freed, so after the first 4 MiB message is freed, the next
 # ones come from the heap, which keeps its high-water mark: a node syncing a chain of
-# 1,000,000 readings peaked at 189-193 MB of RSS in four runs, and at 163-166 MB with the
-# threshold fixed at 1 MiB, in the same time (docs/performance.md). Fixing the threshold
-# also fixes the heap's trim threshold (128 KiB), so freed memory goes back sooner.
+# 1,000,000 readings peaked at 189-194 MB of RSS in seven runs, and at 163-170 MB in six
+# with the threshold fixed at 1 MiB, syncing as fast (docs/performance.md). Fixing the
+# threshold also fixes the heap's trim threshold (128 KiB), so freed memory goes back
+# sooner.
 MALLOC_MMAP_THRESHOLD_BYTES = 1024 * 1024
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
 
