@@ -30,10 +30,11 @@ GIL_SWITCH_INTERVAL_S = 0.02
 # to the system when freed. Left alone, glibc raises that threshold (up to 32 MiB) to the
 # size of every mapped block freed, so after the first 4 MiB message is freed, the next
 # ones come from the heap, which keeps its high-water mark: a node syncing a chain of
-# 1,000,000 readings peaked at 189-194 MB of RSS in seven runs, and at 163-170 MB in six
-# with the threshold fixed at 1 MiB, syncing as fast (docs/performance.md). Fixing the
-# threshold also fixes the heap's trim threshold (128 KiB), so freed memory goes back
-# sooner.
+# 1,000,000 readings peaked at 189.5-194.3 MB of RSS in seven runs, and at 163.3-170.3 MB
+# in six with the threshold fixed at 1 MiB, syncing as fast (docs/performance.md). Fixing
+# the threshold also fixes the heap's trim threshold (128 KiB), so freed memory goes back
+# sooner. (With another allocator preloaded, jemalloc or tcmalloc, glibc's mallopt still
+# answers but changes nothing that allocator does.)
 MALLOC_MMAP_THRESHOLD_BYTES = 1024 * 1024
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
 
@@ -46,17 +47,22 @@ def tune_process() -> None:
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    if not fix_mmap_threshold(MALLOC_MMAP_THRESHOLD_BYTES):
-        log.info("malloc_threshold_not_set", reason="the C library has no glibc mallopt")
+    why_not = fix_mmap_threshold(MALLOC_MMAP_THRESHOLD_BYTES)
+    if why_not is None:
+        log.debug("malloc_mmap_threshold_set", bytes=MALLOC_MMAP_THRESHOLD_BYTES)
+    else:
+        log.info("malloc_mmap_threshold_not_set", reason=why_not)
 
 
-def fix_mmap_threshold(size: int) -> bool:
-    """Fix glibc malloc's mmap threshold at ``size`` bytes; False where the C library is
-    not glibc (no ``mallopt``, or it refused)."""
+def fix_mmap_threshold(size: int) -> str | None:
+    """Fix glibc malloc's mmap threshold at ``size`` bytes; None once done, else why not
+    (the C library is not glibc: it has no ``mallopt``, or its ``mallopt`` refused)."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
+    except (OSError, AttributeError, TypeError) as exc:  # TypeError: CDLL(None) on Windows
+        return f"the C library has no mallopt ({type(exc).__name__})"
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, size))
+    if mallopt(_M_MMAP_THRESHOLD, size) != 1:
+        return "the C library's mallopt refused M_MMAP_THRESHOLD"
+    return None
