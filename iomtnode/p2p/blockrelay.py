@@ -21,7 +21,7 @@ that far behind needs the block now).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -115,8 +115,8 @@ class BlockRelay:
         block_hash = blake2b256(msg.header)
         if block_hash in self._pending:
             return
-        txs: list[SignedTx | None] = [self._mempool.get(tx_id) for tx_id in msg.tx_ids]
-        missing = [i for i, tx in enumerate(txs) if tx is None]
+        txs: list[SignedTx | None] = [None] * len(msg.tx_ids)
+        missing = self._fill(txs, msg.tx_ids, range(len(txs)))
         if not missing:
             await self._apply(peer, msg, txs, fetched=False)
             return
@@ -133,14 +133,22 @@ class BlockRelay:
                 await inbox.wait_admitted(inbox.mark())
             if self._pending.get(block_hash) is not pending:
                 return  # forgotten meanwhile
-            for index in missing:
-                txs[index] = self._mempool.get(msg.tx_ids[index])
-            missing = [i for i in missing if txs[i] is None]
+            missing = self._fill(txs, msg.tx_ids, missing)
             if not missing:
                 del self._pending[block_hash]
                 await self._apply(peer, msg, txs, fetched=False)
                 return
         peer.send(GetBlockTxs(block_hash, missing))
+
+    def _fill(self, txs: list[SignedTx | None], tx_ids: Sequence[bytes],
+              indexes: Iterable[int]) -> list[int]:
+        """Fill ``txs`` at ``indexes`` from the mempool; the indexes still missing."""
+        missing = []
+        for i in indexes:
+            txs[i] = tx = self._mempool.get(tx_ids[i])
+            if tx is None:
+                missing.append(i)
+        return missing
 
     async def on_block_txs(self, peer: Any, msg: BlockTxs) -> None:
         pending = self._pending.get(msg.block_hash)
