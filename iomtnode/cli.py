@@ -350,7 +350,7 @@ def verify(
     "Benchmark a localnet of real nodes against this machine's ed25519 ceiling.\n\n"
     "Measures the verify ceiling; submit-to-final latency, wire bytes and CPU at a fixed "
     "offered rate; latency at a few more rates; throughput at saturation (the slowest node's "
-    "steady commit rate); then a fresh node's bootstrap. The default run takes about two "
+    "steady commit rate); then a fresh node's bootstrap. The default run takes one to two "
     "minutes on 2 cores.\n\n"
     "Progress goes to stderr; a table (with --json, one JSON object) to stdout. Every figure "
     "and JSON key is described in docs/performance.md."))
