@@ -3,6 +3,8 @@ unverified transaction through (a forged copy has the same id but is its own ent
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import trio
 import trio.testing
@@ -53,6 +55,16 @@ async def test_a_signature_being_checked_by_another_task_is_waited_for_not_check
 
     monkeypatch.setattr(verify, "INFLIGHT_WAIT_S", 60.0)  # a loaded test machine is slow
     verifier = Verifier(CHAIN_ID, processes=0)
+    # the worker threads hold the first batch until the second caller waits for it, so
+    # the first cannot finish before the second asks, however fast or loaded the machine
+    release = threading.Event()
+    check_now = verifier._check
+
+    def held_check(chunk):
+        release.wait(30)
+        return check_now(chunk)
+
+    monkeypatch.setattr(verifier, "_check", held_check)
     txs = [reading("d3", seq) for seq in range(1, 65)]
     fake = forged(txs[0])
     got: dict[str, list] = {}
@@ -64,6 +76,8 @@ async def test_a_signature_being_checked_by_another_task_is_waited_for_not_check
         nursery.start_soon(check, "gossip", [*txs, fake])
         await trio.testing.wait_all_tasks_blocked()  # the first batch is in worker threads
         nursery.start_soon(check, "proposal", [*txs[32:], fake])
+        await trio.testing.wait_all_tasks_blocked()  # ... and the second waits for it
+        release.set()
     assert verifier.verified_count == 65  # 64 readings and the forged copy, each once
     assert got["gossip"][:64] == [None] * 64 and got["proposal"][:32] == [None] * 32
     assert got["gossip"][64] is not None and got["proposal"][32] is got["gossip"][64]
