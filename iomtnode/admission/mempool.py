@@ -17,6 +17,7 @@ import structlog
 
 from ..chain.chain import Chain
 from ..core import errors as e
+from ..core import window
 from ..core.block import Block
 from ..core.crypto import BadSignatureError
 from ..core.state import BlockContext, State, apply, begin_block
@@ -80,14 +81,21 @@ class Mempool:
     def precheck(self, tx: SignedTx) -> None:
         """The checks that come before the signature: room, pending or committed already.
 
-        A reading numbered above its device's last in the pending state cannot be in a
-        block (the pending state is the committed one plus the pending transactions), so
-        the store is not asked: it is asked once per transaction, and a reading is nearly
-        every transaction a node admits."""
+        A reading whose sequence number is unused in its device's window in the pending
+        state cannot be in a block, so the store is not asked (it would be once per
+        transaction, and a reading is nearly every transaction a node admits): a committed
+        reading is marked in the committed state's window, and the pending state is the
+        committed one plus the pending transactions, so there it is marked too, or has
+        fallen below the window. Numbered above the highest is the usual, cheapest case."""
         self._check_pending(tx)
         body = tx.body
-        if type(body) is Reading and body.seq > self._state.last_seq(body.device):
-            return
+        if type(body) is Reading:
+            state = self._state
+            if body.seq > state.last_seq(body.device):
+                return
+            size = self._ctx.genesis.replay_window
+            if window.fresh(state.seq_window(body.device, size), body.seq, size):
+                return
         location = self._chain.store.tx_location(tx.id)
         if location is not None:
             raise e.DuplicateTxError(

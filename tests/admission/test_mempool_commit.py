@@ -45,10 +45,16 @@ def test_any_other_block_re_checks_what_is_pending(chain):
     txs = [reading("d2", seq) for seq in range(1, 5)]
     for tx in txs:
         pool.add_tx(tx)
-    block, _ = seal(chain, [txs[1]])  # seq 2 without seq 1: seq 1 can never commit now
+    block, _ = seal(chain, [txs[3]])  # seq 4 first: the others are inside its window
     pool.block_committed(block)
-    assert pool.pending(10) == txs[2:]
+    assert pool.pending(10) == txs[:3]
     assert pool._state.last_seq(pub("d2")) == 4
+    block, _ = seal(chain, [txs[2], txs[0]])
+    pool.block_committed(block)
+    assert pool.pending(10) == [txs[1]]
+    with pytest.raises(e.ReplayedSequenceError):  # the pending state knows 1, 3 and 4
+        pool.add_tx(sign_tx(Reading(pub("d2"), 3, T0 + 99, "spo2", b"\x01" * 40, b""),
+                            key("d2"), CHAIN_ID))
 
 
 def test_precheck_asks_the_store_only_for_readings_that_cannot_be_new(chain, monkeypatch):
@@ -72,3 +78,25 @@ def test_precheck_asks_the_store_only_for_readings_that_cannot_be_new(chain, mon
     assert asked == [txs[0].id]
     with pytest.raises(e.DuplicateTxError, match="already pending"):
         pool.precheck(txs[2])
+
+
+def test_precheck_skips_the_store_for_an_unused_number_inside_the_window(chain, monkeypatch):
+    """Below the highest but unused in the pending state's window: it cannot be committed
+    (the committed window would have it, and the pending one holds the committed one)."""
+    pool = Mempool(chain, now_ms=lambda: GENESIS.time_ms + 10_000)
+    early, late = reading("d1", 3), reading("d1", 7)
+    pool.add_tx(late)
+    block, _ = seal(chain, [late])
+    pool.block_committed(block)
+    asked: list[bytes] = []
+    real = chain.store.tx_location
+    monkeypatch.setattr(chain.store, "tx_location", lambda tx_id: (asked.append(tx_id),
+                                                                   real(tx_id))[1])
+    pool.precheck(early)
+    assert asked == []
+    pool.add_tx(early)
+    block, _ = seal(chain, [early])
+    pool.block_committed(block)
+    with pytest.raises(e.DuplicateTxError, match=f"already in block {block.height}"):
+        pool.precheck(early)
+    assert asked == [early.id]
