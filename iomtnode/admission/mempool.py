@@ -140,13 +140,15 @@ class Mempool:
         return (held is not None and held.raw == tx.raw) or tx in self.verifier
 
     def pending(self, limit: int) -> list[SignedTx]:
-        """Up to ``limit`` pending transactions in arrival order (they stay pending)."""
+        """Up to ``limit`` pending transactions (they stay pending), for a block: in arrival
+        order, except that each device's readings are in sequence order (see
+        :func:`in_sequence_order`)."""
         out: list[SignedTx] = []
         for tx in self._txs.values():
             if len(out) >= limit:
                 break
             out.append(tx)
-        return out
+        return in_sequence_order(out)
 
     def _is_prefix(self, txs: Sequence[SignedTx]) -> bool:
         """Whether ``txs`` are the oldest pending transactions, byte for byte, in order."""
@@ -185,6 +187,44 @@ class Mempool:
             else:
                 survivors[tx_id] = tx
         self._txs = survivors
+
+
+def in_sequence_order(txs: list[SignedTx]) -> list[SignedTx]:
+    """``txs`` with each device's readings sorted by sequence number, in the places its
+    readings held (every other transaction keeps its place); ``txs`` itself when every
+    device's readings are in order already, as they nearly always are.
+
+    Readings admitted out of order (a gateway's backlog after a partition) are valid in
+    either order inside the window, and a block in sequence order keeps the window moving
+    forward only; the mempool's fast path after a commit needs the block in pending order,
+    so a block is reordered only when it must be."""
+    highest: dict[bytes, int] = {}
+    disordered: set[bytes] = set()
+    for tx in txs:
+        body = tx.body
+        if type(body) is Reading:
+            if body.seq < highest.get(body.device, 0):
+                disordered.add(body.device)
+            else:
+                highest[body.device] = body.seq
+    if not disordered:
+        return txs
+    places: dict[bytes, list[int]] = {}
+    for i, tx in enumerate(txs):
+        body = tx.body
+        if type(body) is Reading and body.device in disordered:
+            places.setdefault(body.device, []).append(i)
+    out = list(txs)
+    for where in places.values():
+        ordered = sorted((txs[i] for i in where), key=_seq)
+        for i, tx in zip(where, ordered, strict=True):
+            out[i] = tx
+    return out
+
+
+def _seq(tx: SignedTx) -> int:
+    assert isinstance(tx.body, Reading)
+    return tx.body.seq
 
 
 def _same_bytes(a: SignedTx, b: SignedTx) -> bool:

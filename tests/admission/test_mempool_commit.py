@@ -100,3 +100,30 @@ def test_precheck_skips_the_store_for_an_unused_number_inside_the_window(chain, 
     with pytest.raises(e.DuplicateTxError, match=f"already in block {block.height}"):
         pool.precheck(early)
     assert asked == [early.id]
+
+
+def test_a_block_takes_each_devices_readings_in_sequence_order(chain, monkeypatch):
+    """Readings admitted out of order (inside the window) are proposed in order, each in a
+    place its device's readings held; other transactions keep their places. In order, the
+    selection is the pending order itself, and the commit skips the re-check."""
+    pool = Mempool(chain, now_ms=lambda: GENESIS.time_ms + 10_000)
+    arrived = [reading("d1", 5), reading("d2", 1), reading("d1", 2), reading("d2", 2),
+               reading("d1", 4)]
+    for tx in arrived:
+        pool.add_tx(tx)
+    proposed = pool.pending(10)
+    assert [(tx.body.device, tx.body.seq) for tx in proposed] == [
+        (pub("d1"), 2), (pub("d2"), 1), (pub("d1"), 4), (pub("d2"), 2), (pub("d1"), 5)]
+    block, _ = seal(chain, proposed)
+    pool.block_committed(block)
+    assert len(pool) == 0
+    in_order = [reading("d1", 6), reading("d2", 3), reading("d1", 7)]
+    for tx in in_order:
+        pool.add_tx(tx)
+    assert pool.pending(10) == in_order
+    rechecks = []
+    monkeypatch.setattr(pool, "_fresh_state", lambda real=pool._fresh_state: (
+        rechecks.append(1), real())[1])
+    block, _ = seal(chain, pool.pending(10))
+    pool.block_committed(block)
+    assert rechecks == [] and len(pool) == 0
