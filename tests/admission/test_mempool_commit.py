@@ -127,3 +127,29 @@ def test_a_block_takes_each_devices_readings_in_sequence_order(chain, monkeypatc
     block, _ = seal(chain, pool.pending(10))
     pool.block_committed(block)
     assert rechecks == [] and len(pool) == 0
+
+
+async def test_a_transaction_a_block_refuses_is_dropped_and_recorded(chain):
+    """Building a block refuses a pending reading (here its timestamp is too far ahead of
+    the block's time): it leaves the mempool, and its drop is recorded with the reason."""
+    from iomtnode.chain.feed import BlockFeed
+    from iomtnode.chain.writer import ChainWriter
+
+    now = GENESIS.time_ms + 10_000
+    pool = Mempool(chain, now_ms=lambda: now)
+    ahead = sign_tx(Reading(pub("d1"), 2, now + GENESIS.max_future_drift_ms, "spo2",
+                            b"\x01" * 40, b""), key("d1"), CHAIN_ID)
+    fine = reading("d1", 3)
+    pool.add_tx(ahead)
+    pool.add_tx(fine)
+    writer = ChainWriter(chain, pool, BlockFeed(chain.height))
+    built = await writer.build_next(chain.height + 1, pub("A"), now - 1000, 10)
+    assert built is not None and list(built.block.txs) == [fine]
+    assert pool.pending(10) == [fine]
+    status = pool.tx_status(ahead.id)
+    assert status["state"] == "dropped" and status["code"] == e.FutureTimestampError.code
+    assert "ahead of the chain's clock" in status["reason"]
+    assert pool.dropped_total == 1
+    pool.add_tx(reading("d1", 1))  # the pending state no longer holds the dropped one's effects
+    again = sign_tx(Reading(pub("d1"), 2, now, "spo2", b"\x01" * 40, b""), key("d1"), CHAIN_ID)
+    pool.add_tx(again)
