@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..chain.feed import SUBSCRIBER_QUEUE_BLOCKS
 from ..core import codec
 from ..core.block import Block
 from ..core.errors import RuleError
@@ -319,7 +320,8 @@ class ClientApi:
         return {"committed_txs": committed_txs, "time_ms": time_ms}
 
     async def subscribe_blocks(self, conn: Connection) -> str:
-        """Push a ``block`` notification (header fields and tx ids) for each committed block."""
+        """Push a ``block`` notification (header fields and tx ids) for each committed block;
+        a subscriber that falls behind gets ``subscription_ended`` and no more blocks."""
         feed = self.node.feed
         if feed is None:
             raise RpcError(INVALID_REQUEST, "node is starting")
@@ -330,6 +332,11 @@ class ClientApi:
                 async for block in blocks:
                     if not await conn.notify("block", block_to_json(block, full=False)):
                         return
+            # the feed dropped this subscriber: it fell a queue's worth of blocks behind
+            await conn.notify("subscription_ended", {
+                "subscription": "blocks",
+                "reason": f"more than {SUBSCRIBER_QUEUE_BLOCKS} blocks behind; subscribe "
+                          "again, and ask get_tx_status for what may have been missed"})
 
         conn.start_soon(forward)
         return "blocks"

@@ -3,11 +3,19 @@
 Admits K simulated devices with an authority key, then streams their signed readings
 at a fixed total rate in msgpack binary frames, and follows committed blocks to measure
 submit-to-commit latency per reading.
+
+Its counts do not depend on the block stream: a notification can be lost (the node drops a
+subscriber that falls behind, and says so with ``subscription_ended``; the client drops
+notifications it cannot queue). So when the stream ends, when it is quiet during the drain,
+and at the end of the run, it asks ``get_tx_status`` for every accepted reading it has not
+seen committed, and reports each as committed, dropped (with the reason), still pending or
+unknown to the node.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +35,8 @@ TICK_S = 0.01  # readings due are sent in one frame every tick
 MAX_FRAME_READINGS = 2000  # readings in one binary frame (~0.5 MB, well under the 4 MiB cap)
 ADMISSION_TIMEOUT_S = 60.0
 DRAIN_TIMEOUT_S = 15.0  # after the run, how long to wait for accepted readings to commit
+QUIET_S = 1.0  # during the drain, no block for this long: ask for the readings' status
+STATUS_BATCH = 10_000  # ids per get_tx_status call (the node's limit)
 MAX_PRESIGNED = 2_000_000  # readings signed ahead of a run (~0.5 GB in memory at most)
 
 
@@ -36,7 +46,12 @@ class LoadStats:
     accepted: int = 0
     rejected: int = 0
     committed: int = 0
+    dropped: int = 0  # accepted, then dropped by the node (it said why)
+    pending: int = 0  # accepted and still pending when the run ended
+    unknown: int = 0  # accepted, and the node has no record of it: lost
+    resubscribed: int = 0  # times the node ended the block subscription
     reject_reasons: dict[str, int] = field(default_factory=dict)
+    drop_reasons: dict[str, int] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     changed: trio.Event = field(default_factory=trio.Event)  # set after each committed block
@@ -53,7 +68,12 @@ class LoadStats:
             "accepted": self.accepted,
             "rejected": self.rejected,
             "committed": self.committed,
+            "dropped": self.dropped,
+            "pending": self.pending,
+            "unknown": self.unknown,
+            "resubscribed": self.resubscribed,
             "reject_reasons": self.reject_reasons,
+            "drop_reasons": self.drop_reasons,
             "latency_ms": {
                 "p50": self.percentile(0.50),
                 "p99": self.percentile(0.99),
@@ -87,9 +107,16 @@ async def admit_devices(client: ApiClient, devices: list[SimDevice], authority: 
 
 async def _follow_commits(client: ApiClient, sent_at: dict[str, float], stats: LoadStats,
                           ) -> None:
-    """Match committed tx ids to submit times; signal ``stats.changed`` after each block."""
+    """Match committed tx ids to submit times; signal ``stats.changed`` after each block.
+    If the node ends the subscription, ask what was missed and subscribe again."""
     async for note in client.notifications:
-        if note.get("method") != "block":
+        method = note.get("method")
+        if method == "subscription_ended":
+            log.warning("block_subscription_ended", reason=note["params"].get("reason"))
+            stats.resubscribed += 1
+            await client.call("subscribe_blocks")
+            await reconcile(client, sent_at, stats)
+        if method != "block":
             continue
         now = time.monotonic()
         for tx_id in note["params"]["tx_ids"]:
@@ -97,6 +124,34 @@ async def _follow_commits(client: ApiClient, sent_at: dict[str, float], stats: L
             if t0 is not None:
                 stats.committed += 1
                 stats.latencies_ms.append((now - t0) * 1000)
+        stats.changed.set()
+        stats.changed = trio.Event()
+
+
+async def reconcile(client: ApiClient, sent_at: dict[str, float], stats: LoadStats, *,
+                    final: bool = False) -> None:
+    """Ask the node the status of every accepted reading not seen committed (in batches):
+    committed and dropped ones are counted and forgotten, unknown ones too (the node lost
+    them); pending ones stay, and with ``final`` are counted as still pending."""
+    ids = list(sent_at)
+    for start in range(0, len(ids), STATUS_BATCH):
+        for status in await client.call("get_tx_status", ids=ids[start:start + STATUS_BATCH]):
+            state = status["state"]
+            if state == "pending":
+                stats.pending += 1 if final else 0
+                continue
+            if sent_at.pop(status["id"], None) is None:
+                continue  # its block notification came meanwhile
+            if state == "committed":
+                stats.committed += 1  # no latency: when it was committed is not known
+            elif state == "dropped":
+                stats.dropped += 1
+                # numbers out, so one rule's drops count under one reason
+                reason = f"{status['code']} {re.sub(r'[0-9]+', 'N', status['reason'])[:80]}"
+                stats.drop_reasons[reason] = stats.drop_reasons.get(reason, 0) + 1
+            else:
+                stats.unknown += 1
+    if ids:
         stats.changed.set()
         stats.changed = trio.Event()
 
@@ -193,6 +248,11 @@ async def run_load(
                     on_progress(stats)
             with trio.move_on_after(DRAIN_TIMEOUT_S):
                 while sent_at:
-                    await stats.changed.wait()
+                    with trio.move_on_after(QUIET_S) as quiet:
+                        await stats.changed.wait()
+                    if quiet.cancelled_caught:  # no block heard: the stream may be cut
+                        await reconcile(client, sent_at, stats)
             nursery.cancel_scope.cancel()
+    async with open_client(url) as client:  # a fresh connection: the first may be closed
+        await reconcile(client, sent_at, stats, final=True)
     return stats
