@@ -96,8 +96,8 @@ class Mempool:
             state = self._state
             if body.seq > state.last_seq(body.device):
                 return
-            size = self._ctx.genesis.replay_window
-            if window.fresh(state.seq_window(body.device, size), body.seq, size):
+            if window.fresh(state.seq_record(body.device), body.seq,
+                            self._ctx.genesis.replay_window):
                 return
         location = self._chain.store.tx_location(tx.id)
         if location is not None:

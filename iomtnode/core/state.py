@@ -146,11 +146,12 @@ class State:
         """The highest sequence number the device used (0: none)."""
         return window.highest(self.get(b"q" + device))
 
-    def seq_window(self, device: bytes, size: int) -> window.SeqWindow:
-        return window.decode(self.get(b"q" + device), size)
+    def seq_record(self, device: bytes) -> bytes | None:
+        """The device's anti-replay window as stored (see :mod:`.window`)."""
+        return self.get(b"q" + device)
 
-    def set_seq_window(self, device: bytes, seqs: window.SeqWindow) -> None:
-        self._writes[b"q" + device] = window.encode(seqs)
+    def set_seq_record(self, device: bytes, record: bytes) -> None:
+        self._writes[b"q" + device] = record
 
     def pending_admission(self, device: bytes) -> list[Any] | None:
         return self.get_value(b"p" + device)
@@ -319,16 +320,14 @@ def _require_authority(state: State, key: bytes) -> None:
 
 def _reading(state: State, r: Reading, ctx: BlockContext) -> None:
     _active_device(state, r.device)
-    size = ctx.genesis.replay_window
-    seqs = state.seq_window(r.device, size)
-    window.check(seqs, r.seq, size)
+    record = window.use(state.seq_record(r.device), r.seq, ctx.genesis.replay_window)
     limit = ctx.time_ms + ctx.genesis.max_future_drift_ms
     if r.ts_ms > limit:
         raise e.FutureTimestampError(
             f"timestamp {r.ts_ms} is {r.ts_ms - ctx.time_ms} ms ahead of the chain's clock "
             f"(at most {ctx.genesis.max_future_drift_ms} ms allowed); check the device clock"
         )
-    state.set_seq_window(r.device, window.mark(seqs, r.seq, size))
+    state.set_seq_record(r.device, record)
 
 
 def _admit(state: State, a: AdmitDevice, ctx: BlockContext) -> None:

@@ -9,13 +9,16 @@ still refused: the window remembers, bit by bit, which of the last ``W`` numbers
 
 Stored per device (state key ``q <device>``): ``highest`` as 8 bytes big-endian, then the
 bitmap, big-endian, in as few bytes as it needs (bit ``i`` set: ``highest - i`` was used).
-A record of exactly 8 bytes is the older strictly increasing form: every number up to its
-highest counts as used. Sequence numbers start at 1.
+A record of only the 8 bytes means every number in the window was used (numbers below 1 do
+not exist and count as used): a device whose readings arrive in order keeps that short form,
+and each reading costs what a strictly increasing counter costs. The same form was the
+strictly increasing rule's record, and means the same. Sequence numbers start at 1.
+
+Every reading passes here two or three times on each node (admission, the block being
+built, the block received), so the functions work on the stored bytes directly.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from . import errors as e
 
@@ -23,66 +26,60 @@ DEFAULT_REPLAY_WINDOW = 1024  # sequence numbers a device's reading may lag its 
 # (RFC 4303 suggests 32 or 64 for a link; a gateway holding a partition's backlog of a
 # device sending 10 readings/s is 100 s behind at 1024; 128 bytes of state per device)
 MAX_REPLAY_WINDOW = 65_536  # bits per device record (8 KiB): state read per reading
-_HIGHEST_BYTES = 8
-
-
-@dataclass(frozen=True, slots=True)
-class SeqWindow:
-    """The sequence numbers a device has used: ``highest`` and the ``W`` below it."""
-
-    highest: int
-    bitmap: int  # bit i set: sequence number ``highest - i`` was used
+_TOP = 8  # bytes of the highest sequence number at the start of a record
 
 
 def highest(raw: bytes | None) -> int:
-    """The highest sequence number in a stored record (0: none used), without the bitmap."""
-    return 0 if raw is None else int.from_bytes(raw[:_HIGHEST_BYTES], "big")
+    """The highest sequence number in a stored record (0: none used)."""
+    return 0 if raw is None else int.from_bytes(raw[:_TOP], "big")
 
 
-def decode(raw: bytes | None, size: int) -> SeqWindow:
-    """The window stored as ``raw`` (None: a device with no reading yet)."""
-    if raw is None:
-        return SeqWindow(0, 1)  # sequence number 0 counts as used: they start at 1
-    top = int.from_bytes(raw[:_HIGHEST_BYTES], "big")
-    if len(raw) == _HIGHEST_BYTES:  # the strictly increasing record: all below were used
-        return SeqWindow(top, (1 << size) - 1)
-    return SeqWindow(top, int.from_bytes(raw[_HIGHEST_BYTES:], "big"))
+def _bits(raw: bytes, size: int) -> int:
+    if len(raw) == _TOP:  # every number in the window was used
+        return (1 << size) - 1
+    return int.from_bytes(raw[_TOP:], "big")
 
 
-def encode(window: SeqWindow) -> bytes:
-    bitmap = window.bitmap
-    return (window.highest.to_bytes(_HIGHEST_BYTES, "big")
-            + bitmap.to_bytes(max(1, (bitmap.bit_length() + 7) // 8), "big"))
+def _record(top: int, bits: int, size: int) -> bytes:
+    """The record of ``top`` and ``bits`` (kept to the window and to numbers that exist)."""
+    mask = (1 << min(size, top)) - 1
+    bits &= mask
+    if bits == mask:
+        return top.to_bytes(_TOP, "big")
+    return top.to_bytes(_TOP, "big") + bits.to_bytes((bits.bit_length() + 7) // 8, "big")
 
 
-def fresh(window: SeqWindow, seq: int, size: int) -> bool:
-    """Whether ``seq`` is inside the window and unused (what :func:`check` accepts)."""
-    if seq > window.highest:
+def fresh(raw: bytes | None, seq: int, size: int) -> bool:
+    """Whether :func:`use` accepts ``seq`` (no error raised, nothing computed to store)."""
+    top = highest(raw)
+    if seq > top:
         return True
-    lag = window.highest - seq
-    return lag < size and not (window.bitmap >> lag) & 1
+    lag = top - seq
+    return (raw is not None and seq > 0 and lag < size
+            and not (_bits(raw, size) >> lag) & 1)
 
 
-def check(window: SeqWindow, seq: int, size: int) -> None:
-    """Raise the precise error unless ``seq`` may be used now."""
-    if seq > window.highest:
-        return
+def use(raw: bytes | None, seq: int, size: int) -> bytes:
+    """The record once ``seq`` is used, or the precise error if it may not be.
+
+    ``raw`` is the device's record (None: no reading yet), ``size`` the window W."""
+    top = highest(raw)
+    if seq > top:
+        if seq == top + 1 and (raw is None or len(raw) == _TOP):
+            return seq.to_bytes(_TOP, "big")  # in order, all used: the usual case
+        if raw is None:
+            return _record(seq, 1, size)
+        return _record(seq, (_bits(raw, size) << (seq - top)) | 1, size)
     if seq == 0:
         raise e.StaleSequenceError("sequence numbers start at 1")
-    lag = window.highest - seq
+    lag = top - seq
     if lag >= size:
         raise e.StaleSequenceError(
-            f"sequence number {seq} is too old: the device's highest is {window.highest} "
+            f"sequence number {seq} is too old: the device's highest is {top} "
             f"and at most {size - 1} below it are accepted")
-    if (window.bitmap >> lag) & 1:
+    assert raw is not None  # top > 0
+    bits = _bits(raw, size)
+    if (bits >> lag) & 1:
         raise e.ReplayedSequenceError(
-            f"sequence number {seq} was already used by this device (highest {window.highest})")
-
-
-def mark(window: SeqWindow, seq: int, size: int) -> SeqWindow:
-    """The window once ``seq`` (checked with :func:`check`) is used."""
-    if seq > window.highest:
-        shift = seq - window.highest
-        bitmap = ((window.bitmap << shift) | 1) & ((1 << size) - 1) if shift < size else 1
-        return SeqWindow(seq, bitmap)
-    return SeqWindow(window.highest, window.bitmap | (1 << (window.highest - seq)))
+            f"sequence number {seq} was already used by this device (highest {top})")
+    return _record(top, bits | (1 << lag), size)
