@@ -106,7 +106,7 @@ async def admit_devices(client: ApiClient, devices: list[SimDevice], authority: 
 
 
 async def _follow_commits(client: ApiClient, sent_at: dict[str, float], stats: LoadStats,
-                          ) -> None:
+                          inflight: set[str]) -> None:
     """Match committed tx ids to submit times; signal ``stats.changed`` after each block.
     If the node ends the subscription, ask what was missed and subscribe again."""
     async for note in client.notifications:
@@ -115,7 +115,7 @@ async def _follow_commits(client: ApiClient, sent_at: dict[str, float], stats: L
             log.warning("block_subscription_ended", reason=note["params"].get("reason"))
             stats.resubscribed += 1
             await client.call("subscribe_blocks")
-            await reconcile(client, sent_at, stats)
+            await reconcile(client, sent_at, stats, inflight=inflight)
         if method != "block":
             continue
         now = time.monotonic()
@@ -129,11 +129,13 @@ async def _follow_commits(client: ApiClient, sent_at: dict[str, float], stats: L
 
 
 async def reconcile(client: ApiClient, sent_at: dict[str, float], stats: LoadStats, *,
-                    final: bool = False) -> None:
+                    final: bool = False, inflight: set[str] | frozenset[str] = frozenset()
+                    ) -> None:
     """Ask the node the status of every accepted reading not seen committed (in batches):
     committed and dropped ones are counted and forgotten, unknown ones too (the node lost
-    them); pending ones stay, and with ``final`` are counted as still pending."""
-    ids = list(sent_at)
+    them); pending ones stay, and with ``final`` are counted as still pending. Readings in
+    ``inflight`` (sent, not answered yet) are not asked about: unknown is no verdict yet."""
+    ids = [tx_id for tx_id in sent_at if tx_id not in inflight]
     for start in range(0, len(ids), STATUS_BATCH):
         for status in await client.call("get_tx_status", ids=ids[start:start + STATUS_BATCH]):
             state = status["state"]
@@ -209,7 +211,8 @@ async def run_load(
                 presign_readings, sims, chain_id, rate, duration_s)
             await trio.sleep(lead_s)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_follow_commits, client, sent_at, stats)
+            inflight: set[str] = set()  # sent, the node's answer not in yet
+            nursery.start_soon(_follow_commits, client, sent_at, stats, inflight)
             start = trio.current_time()
             stats.started = time.monotonic()
             next_device = 0
@@ -234,6 +237,7 @@ async def run_load(
                 t0 = time.monotonic()
                 for tx in batch:
                     sent_at[tx.id.hex()] = t0
+                    inflight.add(tx.id.hex())
                 results = await client.submit_binary([tx.raw for tx in batch])
                 stats.submitted += len(batch)
                 for tx, (code, detail) in zip(batch, results, strict=True):
@@ -244,6 +248,7 @@ async def run_load(
                         sent_at.pop(tx.id.hex(), None)
                         reason = detail.split(":")[0][:60]
                         stats.reject_reasons[reason] = stats.reject_reasons.get(reason, 0) + 1
+                inflight.clear()
                 if on_progress is not None:
                     on_progress(stats)
             with trio.move_on_after(DRAIN_TIMEOUT_S):
@@ -251,7 +256,7 @@ async def run_load(
                     with trio.move_on_after(QUIET_S) as quiet:
                         await stats.changed.wait()
                     if quiet.cancelled_caught:  # no block heard: the stream may be cut
-                        await reconcile(client, sent_at, stats)
+                        await reconcile(client, sent_at, stats, inflight=inflight)
             nursery.cancel_scope.cancel()
     async with open_client(url) as client:  # a fresh connection: the first may be closed
         await reconcile(client, sent_at, stats, final=True)

@@ -61,7 +61,10 @@ async def test_reconcile_counts_each_state_once(monkeypatch) -> None:
     assert (stats.committed, stats.dropped, stats.unknown, stats.pending) == (1, 2, 1, 0)
     assert stats.drop_reasons == {"1022 sequence number N was already used": 2}
     assert sent_at == {"c": 0.0}  # still pending: asked again later
-    await reconcile(client, sent_at, stats, final=True)
+    await reconcile(client, sent_at, stats, final=True)  # type: ignore[arg-type]
     assert stats.pending == 1 and sent_at == {"c": 0.0}
+    sent_at["f"] = 0.0  # sent, its answer not in yet: not asked about
+    await reconcile(client, sent_at, stats, inflight={"f"})  # type: ignore[arg-type]
+    assert "f" in sent_at and client.asked[-1] == ["c"]
     summary = stats.summary()
     assert (summary["dropped"], summary["pending"], summary["unknown"]) == (2, 1, 1)
