@@ -99,3 +99,5 @@ def test_in_order_readings_keep_the_short_record() -> None:
     assert len(record) > 8
     assert w.use(record, 4024, 1024) == (4024).to_bytes(8, "big")  # 3000 left the window
     assert w.use(None, 5, 1024) == (5).to_bytes(8, "big") + b"\x01"  # 1 to 4 unused
+    # 2, then 1: every number that exists is used (those below 1 count as used)
+    assert w.use(w.use(None, 2, 1024), 1, 1024) == (2).to_bytes(8, "big")
