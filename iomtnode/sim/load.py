@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 import trio
+from trio_websocket import HandshakeError
 
 from ..client import ApiClient, ApiError, open_client
 from ..core.crypto import SigningKey
@@ -49,6 +50,7 @@ class LoadStats:
     dropped: int = 0  # accepted, then dropped by the node (it said why)
     pending: int = 0  # accepted and still pending when the run ended
     unknown: int = 0  # accepted, and the node has no record of it: lost
+    unchecked: int = 0  # accepted, not seen committed, and the node could not be asked
     resubscribed: int = 0  # times the node ended the block subscription
     reject_reasons: dict[str, int] = field(default_factory=dict)
     drop_reasons: dict[str, int] = field(default_factory=dict)
@@ -71,6 +73,7 @@ class LoadStats:
             "dropped": self.dropped,
             "pending": self.pending,
             "unknown": self.unknown,
+            "unchecked": self.unchecked,
             "resubscribed": self.resubscribed,
             "reject_reasons": self.reject_reasons,
             "drop_reasons": self.drop_reasons,
@@ -258,6 +261,10 @@ async def run_load(
                     if quiet.cancelled_caught:  # no block heard: the stream may be cut
                         await reconcile(client, sent_at, stats, inflight=inflight)
             nursery.cancel_scope.cancel()
-    async with open_client(url) as client:  # a fresh connection: the first may be closed
-        await reconcile(client, sent_at, stats, final=True)
+    try:
+        async with open_client(url) as client:  # a fresh connection: the first may be closed
+            await reconcile(client, sent_at, stats, final=True)
+    except (OSError, ConnectionError, HandshakeError, trio.TooSlowError, ApiError) as exc:
+        stats.unchecked = len(sent_at)  # the node is gone: say how many were not asked
+        log.warning("tx_status_not_checked", readings=stats.unchecked, reason=repr(exc))
     return stats

@@ -68,3 +68,36 @@ async def test_reconcile_counts_each_state_once(monkeypatch) -> None:
     assert "f" in sent_at and client.asked[-1] == ["c"]
     summary = stats.summary()
     assert (summary["dropped"], summary["pending"], summary["unknown"]) == (2, 1, 1)
+
+
+async def test_readings_the_node_cannot_be_asked_about_are_counted_unchecked(
+        running_node, monkeypatch) -> None:
+    """The node is gone when the run ends: the summary says how many were not checked
+    instead of failing (or calling them lost)."""
+    import iomtnode.sim.load as load
+
+    sealer = running_node.node.sealer
+
+    async def nothing() -> None:
+        pass
+
+    def stop_sealing(stats: LoadStats) -> None:  # from the first frame on, nothing commits
+        monkeypatch.setattr(sealer, "_seal_one", nothing)
+
+    monkeypatch.setattr(load, "DRAIN_TIMEOUT_S", 0)
+    real_open, opened = load.open_client, []
+
+    def open_client(url: str) -> Any:
+        opened.append(url)
+        if len(opened) > 1:
+            raise OSError("connection refused")
+        return real_open(url)
+
+    monkeypatch.setattr(load, "open_client", open_client)
+    stats = await run_load(running_node.url, running_node.authority, running_node.chain_id,
+                           devices=2, rate=50, duration_s=0.5, seed=4,
+                           on_progress=stop_sealing)
+    assert len(opened) == 2
+    assert stats.unchecked > 0
+    assert stats.committed + stats.unchecked == stats.accepted
+    assert stats.summary()["unchecked"] == stats.unchecked
