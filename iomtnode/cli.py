@@ -294,7 +294,7 @@ def simulate(
          f"submitted {result['submitted']}  accepted {result['accepted']}  "
          f"rejected {result['rejected']}  committed {result['committed']}  "
          f"dropped {result['dropped']}  pending {result['pending']}  "
-         f"unknown {result['unknown']}\n"
+         f"unknown {result['unknown']}  unchecked {result['unchecked']}\n"
          f"latency ms  p50 {lat['p50']}  p99 {lat['p99']}  max {lat['max']}")
 
 
