@@ -277,7 +277,11 @@ def simulate(
              "then does not limit the rate).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Admit K simulated devices and stream signed vitals; report commits and latency."""
+    """Admit K simulated devices and stream signed vitals; report commits and latency.
+
+    Every accepted reading ends up counted once: committed, dropped (with the reasons),
+    still pending, or unknown to the node (lost). Counts are checked with get_tx_status,
+    so a block notification the node or this client dropped does not skew them."""
     from .sim.load import run_load
 
     key, genesis = _authority(home)
@@ -288,7 +292,9 @@ def simulate(
     lat = result["latency_ms"]
     emit(result, as_json,
          f"submitted {result['submitted']}  accepted {result['accepted']}  "
-         f"rejected {result['rejected']}  committed {result['committed']}\n"
+         f"rejected {result['rejected']}  committed {result['committed']}  "
+         f"dropped {result['dropped']}  pending {result['pending']}  "
+         f"unknown {result['unknown']}  unchecked {result['unchecked']}\n"
          f"latency ms  p50 {lat['p50']}  p99 {lat['p99']}  max {lat['max']}")
 
 

@@ -96,10 +96,11 @@ class Node:
         return self.key.public
 
     def submit(self, raw: bytes, *, reading_only: bool = False) -> SignedTx:
-        """Admit a client's transaction (raises the precise RuleError on refusal) and push
-        it to the peers."""
+        """Admit a client's transaction (raises the precise RuleError on refusal), keep it
+        (a restart re-admits it) and push it to the peers."""
         assert self.mempool is not None, "node not started"
         tx = self.mempool.add(raw, reading_only=reading_only)
+        self.mempool.keep([tx])  # durable before it is acknowledged
         self._wake_producer()
         if self.p2p is not None:
             self.p2p.gossip.local([tx])
@@ -108,8 +109,9 @@ class Node:
     async def submit_many(self, raws: Sequence[bytes], *, reading_only: bool = False
                           ) -> list[Admitted]:
         """Admit a client's batch in order (signatures verified in worker threads, see
-        :mod:`.admission.batch`) and push what was admitted to the peers; returns, per
-        transaction, the admitted one or the RuleError that refused it."""
+        :mod:`.admission.batch`), keep what was admitted (one write per chunk, before the
+        reply) and push it to the peers; returns, per transaction, the admitted one or the
+        RuleError that refused it."""
         assert self.mempool is not None, "node not started"
         results: list[Admitted] = []
         for start in range(0, len(raws), ADMISSION_CHUNK):  # push each chunk at once
@@ -117,6 +119,7 @@ class Node:
                                           reading_only=reading_only)
             admitted = [r for r in chunk if isinstance(r, SignedTx)]
             if admitted:
+                self.mempool.keep(admitted)  # durable before they are acknowledged
                 self._wake_producer()
                 if self.p2p is not None:
                     self.p2p.gossip.local(admitted)
@@ -174,6 +177,9 @@ class Node:
             chain = self.chain = Chain(store, self.genesis)
             self.mempool = Mempool(chain, now_ms=self._now_ms,
                                    max_txs=self.config.mempool_max_txs)
+            readmitted, dropped = self.mempool.readmit()
+            if readmitted or dropped:
+                log.info("pending_txs_readmitted", admitted=readmitted, dropped=dropped)
             self.feed = BlockFeed(chain.height)
             self.writer = ChainWriter(chain, self.mempool, self.feed)
             self.writer.add_listener(self._block_committed)

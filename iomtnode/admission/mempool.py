@@ -12,15 +12,18 @@ signatures verified in worker threads, and the node wraps both (see ``node.py``)
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import structlog
 
 from ..chain.chain import Chain
 from ..core import errors as e
+from ..core import window
 from ..core.block import Block
 from ..core.crypto import BadSignatureError
 from ..core.state import BlockContext, State, apply, begin_block
 from ..core.tx import MalformedTxError, Reading, SignedTx, decode_tx
+from ..store.txlog import Drop
 from .verify import Verifier
 
 log = structlog.get_logger(__name__)
@@ -38,6 +41,7 @@ class Mempool:
         self.max_txs = max_txs
         self.verifier = verifier or Verifier(chain.chain_id)
         self._txs: dict[bytes, SignedTx] = {}
+        self._txlog = chain.store.txlog
         self._state, self._ctx = self._fresh_state()
 
     def __len__(self) -> int:
@@ -80,14 +84,21 @@ class Mempool:
     def precheck(self, tx: SignedTx) -> None:
         """The checks that come before the signature: room, pending or committed already.
 
-        A reading numbered above its device's last in the pending state cannot be in a
-        block (the pending state is the committed one plus the pending transactions), so
-        the store is not asked: it is asked once per transaction, and a reading is nearly
-        every transaction a node admits."""
+        A reading whose sequence number is unused in its device's window in the pending
+        state cannot be in a block, so the store is not asked (it would be once per
+        transaction, and a reading is nearly every transaction a node admits): a committed
+        reading is marked in the committed state's window, and the pending state is the
+        committed one plus the pending transactions, so there it is marked too, or has
+        fallen below the window. Numbered above the highest is the usual, cheapest case."""
         self._check_pending(tx)
         body = tx.body
-        if type(body) is Reading and body.seq > self._state.last_seq(body.device):
-            return
+        if type(body) is Reading:
+            state = self._state
+            if body.seq > state.last_seq(body.device):
+                return
+            if window.fresh(state.seq_record(body.device), body.seq,
+                            self._ctx.genesis.replay_window):
+                return
         location = self._chain.store.tx_location(tx.id)
         if location is not None:
             raise e.DuplicateTxError(
@@ -132,13 +143,15 @@ class Mempool:
         return (held is not None and held.raw == tx.raw) or tx in self.verifier
 
     def pending(self, limit: int) -> list[SignedTx]:
-        """Up to ``limit`` pending transactions in arrival order (they stay pending)."""
+        """Up to ``limit`` pending transactions (they stay pending), for a block: in arrival
+        order, except that each device's readings are in sequence order (see
+        :func:`in_sequence_order`)."""
         out: list[SignedTx] = []
         for tx in self._txs.values():
             if len(out) >= limit:
                 break
             out.append(tx)
-        return out
+        return in_sequence_order(out)
 
     def _is_prefix(self, txs: Sequence[SignedTx]) -> bool:
         """Whether ``txs`` are the oldest pending transactions, byte for byte, in order."""
@@ -167,16 +180,128 @@ class Mempool:
             return
         for tx in committed:
             self._txs.pop(tx.id, None)
+        self._recheck()
+
+    def _recheck(self) -> None:
+        """Apply every pending transaction again, in order, on the committed state; drop
+        (and record) those that no longer apply."""
         self._state, self._ctx = self._fresh_state()
         survivors: dict[bytes, SignedTx] = {}
+        dropped: list[tuple[SignedTx, e.RuleError]] = []
         for tx_id, tx in self._txs.items():
             try:
                 apply(self._state, tx, self._ctx)
             except e.RuleError as exc:
-                log.info("mempool_tx_dropped", tx=tx_id.hex()[:16], reason=str(exc))
+                dropped.append((tx, exc))
             else:
                 survivors[tx_id] = tx
         self._txs = survivors
+        self._record_drops([(tx.id, exc) for tx, exc in dropped])
+
+    def drop(self, refused: Sequence[tuple[SignedTx, e.RuleError]]) -> None:
+        """Drop pending transactions that a block being built refused (recorded, logged),
+        then re-check the rest: the pending state held the refused ones' effects."""
+        gone = [(tx, exc) for tx, exc in refused if self._txs.pop(tx.id, None) is not None]
+        if gone:
+            self._record_drops([(tx.id, exc) for tx, exc in gone])
+            self._recheck()
+
+    def _record_drops(self, dropped: Sequence[tuple[bytes, e.RuleError]]) -> None:
+        """Tell of accepted transactions that will never be committed here: a warning
+        each, and the durable record that ``get_tx_status`` and ``get_receipt`` read."""
+        if not dropped:
+            return
+        height = self._chain.height
+        for tx_id, exc in dropped:
+            log.warning("tx_dropped", tx=tx_id.hex(), code=exc.code, reason=str(exc))
+        self._txlog.record_drops([Drop(tx_id, exc.code, str(exc), height)
+                                  for tx_id, exc in dropped])
+
+    def readmit(self) -> tuple[int, int]:
+        """Admit again the transactions this node accepted and had not committed when it
+        last stopped (see :class:`~iomtnode.store.txlog.TxLog`), in the order they were
+        accepted; those no longer valid are dropped with the reason. Returns how many were
+        admitted and how many dropped. Call once, on an empty mempool, before serving."""
+        committed: list[bytes] = []
+        dropped: list[tuple[bytes, e.RuleError]] = []
+        admitted = 0
+        for tx_id, raw in list(self._txlog.pending()):
+            if self._chain.store.tx_location(tx_id) is not None:
+                committed.append(tx_id)  # its block's batch lost the race to its entry
+                continue
+            try:
+                self.add(raw)
+            except e.RuleError as exc:
+                dropped.append((tx_id, exc))
+            else:
+                admitted += 1
+        self._txlog.forget(committed)
+        self._record_drops(dropped)
+        return admitted, len(dropped)
+
+    def tx_status(self, tx_id: bytes) -> dict[str, Any]:
+        """What this node knows of ``tx_id``: ``{id, state}`` with ``state`` one of
+        committed (with ``height``), pending, dropped (with ``code``, ``reason`` and the
+        ``height`` it was dropped at) or unknown (never accepted here, or its drop record
+        was forgotten: see :data:`~iomtnode.store.txlog.MAX_DROP_RECORDS`)."""
+        location = self._chain.store.tx_location(tx_id)
+        if location is not None:
+            return {"id": tx_id.hex(), "state": "committed", "height": location[0]}
+        if tx_id in self._txs:
+            return {"id": tx_id.hex(), "state": "pending"}
+        drop = self._txlog.dropped(tx_id)
+        if drop is not None:
+            return {"id": tx_id.hex(), "state": "dropped", "height": drop.height,
+                    "code": drop.code, "reason": drop.reason}
+        return {"id": tx_id.hex(), "state": "unknown"}
+
+    @property
+    def dropped_total(self) -> int:
+        """Accepted transactions this node has dropped, ever (kept over restarts)."""
+        return self._txlog.dropped_total
+
+    def keep(self, txs: Sequence[SignedTx]) -> None:
+        """Make admitted transactions durable before they are acknowledged (one write),
+        so a restart re-admits them (see :meth:`readmit`)."""
+        self._txlog.keep([(tx.id, tx.raw) for tx in txs])
+
+
+def in_sequence_order(txs: list[SignedTx]) -> list[SignedTx]:
+    """``txs`` with each device's readings sorted by sequence number, in the places its
+    readings held (every other transaction keeps its place); ``txs`` itself when every
+    device's readings are in order already, as they nearly always are.
+
+    Readings admitted out of order (a gateway's backlog after a partition) are valid in
+    either order inside the window, and a block in sequence order keeps the window moving
+    forward only; the mempool's fast path after a commit needs the block in pending order,
+    so a block is reordered only when it must be."""
+    highest: dict[bytes, int] = {}
+    disordered: set[bytes] = set()
+    for tx in txs:
+        body = tx.body
+        if type(body) is Reading:
+            if body.seq < highest.get(body.device, 0):
+                disordered.add(body.device)
+            else:
+                highest[body.device] = body.seq
+    if not disordered:
+        return txs
+    places: dict[bytes, list[int]] = {}
+    for i, tx in enumerate(txs):
+        body = tx.body
+        if type(body) is Reading and body.device in disordered:
+            places.setdefault(body.device, []).append(i)
+    out = list(txs)
+    for where in places.values():
+        ordered = sorted((txs[i] for i in where), key=_seq)
+        for i, tx in zip(where, ordered, strict=True):
+            out[i] = tx
+    return out
+
+
+def _seq(tx: SignedTx) -> int:
+    assert isinstance(tx.body, Reading)
+    return tx.body.seq
 
 
 def _same_bytes(a: SignedTx, b: SignedTx) -> bool:

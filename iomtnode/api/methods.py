@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..chain.feed import SUBSCRIBER_QUEUE_BLOCKS
 from ..core import codec
 from ..core.block import Block
 from ..core.errors import RuleError
@@ -28,7 +29,9 @@ if TYPE_CHECKING:
     from .server import Connection
 
 MAX_BATCH_TXS = 10_000  # transactions in one submit_readings call or binary frame
+MAX_STATUS_IDS = 10_000  # ids in one get_tx_status call (a lookup each: ~10 ms in all)
 NOT_FOUND = 1030  # no such block / transaction / device
+TX_DROPPED = 1031  # get_receipt of a transaction this node accepted and dropped
 
 
 def _hex_param(name: str, value: Any, size: int | None = None) -> bytes:
@@ -78,6 +81,7 @@ class ClientApi:
             "submit_tx": self.submit_tx,
             "get_block": self.get_block,
             "get_receipt": self.get_receipt,
+            "get_tx_status": self.get_tx_status,
             "get_device": self.get_device,
             "get_evidence": self.get_evidence,
             "get_authorities": self.get_authorities,
@@ -219,10 +223,33 @@ class ClientApi:
         tx_id = _hex_param("id", id, 32)
         receipt = self._chain().receipt(tx_id)
         if receipt is None:
-            pending = self.node.mempool is not None and tx_id in self.node.mempool
-            raise RpcError(NOT_FOUND, "transaction is pending, not yet in a block" if pending
+            status = self._mempool().tx_status(tx_id)
+            if status["state"] == "dropped":
+                raise RpcError(TX_DROPPED, f"transaction was dropped at height "
+                               f"{status['height']} (code {status['code']}): {status['reason']}",
+                               {"code": status["code"], "reason": status["reason"]})
+            raise RpcError(NOT_FOUND, "transaction is pending, not yet in a block"
+                           if status["state"] == "pending"
                            else "no committed transaction with this id")
         return receipt
+
+    async def get_tx_status(self, id: str | None = None, ids: list[str] | None = None
+                            ) -> dict[str, Any] | list[dict[str, Any]]:
+        """What this node knows of a transaction it may have accepted: by ``id``, one
+        ``{id, state, height?, code?, reason?}``; by ``ids`` (at most
+        :data:`MAX_STATUS_IDS`), a list of them in the same order. ``state`` is pending,
+        committed (with ``height``), dropped (with ``code``, ``reason`` and the ``height``
+        the node was at) or unknown (this node has no record of it)."""
+        if (id is None) == (ids is None):
+            raise RpcError(INVALID_PARAMS, "give exactly one of id and ids")
+        mempool = self._mempool()
+        if id is not None:
+            return mempool.tx_status(_hex_param("id", id, 32))
+        if not isinstance(ids, list) or len(ids) > MAX_STATUS_IDS:
+            raise RpcError(INVALID_PARAMS, f"ids must be an array of at most {MAX_STATUS_IDS} "
+                           "hex ids")
+        tx_ids = [_hex_param(f"ids[{i}]", item, 32) for i, item in enumerate(ids)]
+        return [mempool.tx_status(tx_id) for tx_id in tx_ids]
 
     async def get_device(self, id: str) -> dict[str, Any]:
         """A device's registration and the sequence number of its last committed reading."""
@@ -263,6 +290,9 @@ class ClientApi:
             "authorities": [a.hex() for a in chain.authorities()],
             "authorities_with_evidence": sorted({e["authority"] for e in chain.evidence()}),
             "mempool_size": len(self.node.mempool or ()),
+            # accepted transactions dropped, ever (each with its reason: get_tx_status)
+            "dropped_txs": self.node.mempool.dropped_total
+            if self.node.mempool is not None else 0,
             "committed_txs": chain.committed_txs,
             # its committed transactions and the wall-clock ms just after its latest commit
             # (None before its first since it started): an exact point of its progress
@@ -290,7 +320,8 @@ class ClientApi:
         return {"committed_txs": committed_txs, "time_ms": time_ms}
 
     async def subscribe_blocks(self, conn: Connection) -> str:
-        """Push a ``block`` notification (header fields and tx ids) for each committed block."""
+        """Push a ``block`` notification (header fields and tx ids) for each committed block;
+        a subscriber that falls behind gets ``subscription_ended`` and no more blocks."""
         feed = self.node.feed
         if feed is None:
             raise RpcError(INVALID_REQUEST, "node is starting")
@@ -301,9 +332,19 @@ class ClientApi:
                 async for block in blocks:
                     if not await conn.notify("block", block_to_json(block, full=False)):
                         return
+            # the feed dropped this subscriber: it fell a queue's worth of blocks behind
+            await conn.notify("subscription_ended", {
+                "subscription": "blocks",
+                "reason": f"more than {SUBSCRIBER_QUEUE_BLOCKS} blocks behind; subscribe "
+                          "again, and ask get_tx_status for what may have been missed"})
 
         conn.start_soon(forward)
         return "blocks"
+
+    def _mempool(self) -> Any:
+        if self.node.mempool is None:
+            raise RpcError(INVALID_REQUEST, "node is starting")
+        return self.node.mempool
 
     def _chain(self) -> Any:
         if self.node.chain is None:

@@ -116,8 +116,7 @@ class ChainWriter:
             if height != self.chain.height + 1:
                 return None
             built = self.chain.build(self._mempool.pending(max_txs), proposer, now_ms)
-        for tx, reason in built.rejected:
-            log.info("tx_dropped_from_block", tx=tx.id.hex()[:16], reason=str(reason))
+            self._mempool.drop(built.rejected)  # each logged and recorded
         return built
 
     async def check_proposal(self, block: Block) -> BuiltBlock | None:

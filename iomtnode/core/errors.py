@@ -27,6 +27,8 @@ class RevokedDeviceError(RuleError):
 
 
 class StaleSequenceError(RuleError):
+    """A reading's sequence number is below its device's anti-replay window."""
+
     code = 1004
 
 
@@ -98,3 +100,9 @@ class MalformedTxRuleError(RuleError):
     """Bytes that are not a well-formed transaction (wraps the decoder's reason)."""
 
     code = 1021
+
+
+class ReplayedSequenceError(StaleSequenceError):
+    """A reading's sequence number inside the window was already used by its device."""
+
+    code = 1022

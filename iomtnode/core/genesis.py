@@ -15,6 +15,7 @@ from . import codec
 from .block import NO_PROPOSER, Block, make_block
 from .crypto import KEY_BYTES, MAX_CHAIN_ID_BYTES, blake2b256
 from .fields import IDENT_RE, U64_MAX
+from .window import DEFAULT_REPLAY_WINDOW, MAX_REPLAY_WINDOW
 
 GENESIS_VERSION = 1
 DEFAULT_MAX_FUTURE_DRIFT_MS = 30_000  # a reading may be stamped this far past block time
@@ -32,6 +33,9 @@ class Genesis:
     authorities: tuple[bytes, ...]
     admission_threshold: int  # authority approvals needed to admit a device
     max_future_drift_ms: int = DEFAULT_MAX_FUTURE_DRIFT_MS
+    # a device's reading may lag its highest sequence number by less than this (see
+    # core/window.py); 1 means strictly increasing
+    replay_window: int = DEFAULT_REPLAY_WINDOW
 
     def __post_init__(self) -> None:
         if not IDENT_RE.fullmatch(self.chain_id.replace("-", "_")) or len(
@@ -50,13 +54,24 @@ class Genesis:
             )
         if not (0 <= self.time_ms <= U64_MAX and 0 <= self.max_future_drift_ms <= U64_MAX):
             raise GenesisError("time_ms and max_future_drift_ms must be in [0, 2^64)")
+        if type(self.replay_window) is not int or not (
+                1 <= self.replay_window <= MAX_REPLAY_WINDOW):
+            raise GenesisError(
+                f"replay_window must be an integer from 1 (sequence numbers strictly "
+                f"increasing) to {MAX_REPLAY_WINDOW}, not {self.replay_window!r}")
 
     @property
     def hash(self) -> bytes:
-        return blake2b256(codec.encode([
+        """The chain's identity. A genesis with the default ``replay_window`` hashes as
+        one made before the field existed, so existing homes and data directories keep
+        their chain; any other window is part of the hash."""
+        fields: list[Any] = [
             GENESIS_VERSION, self.chain_id, self.time_ms, list(self.authorities),
             self.admission_threshold, self.max_future_drift_ms,
-        ]))
+        ]
+        if self.replay_window != DEFAULT_REPLAY_WINDOW:
+            fields.append(self.replay_window)
+        return blake2b256(codec.encode(fields))
 
     def block(self) -> Block:
         """Block 0: no transactions, no proposer, parent = the genesis hash."""
@@ -73,6 +88,7 @@ class Genesis:
             "authorities": [a.hex() for a in self.authorities],
             "admission_threshold": self.admission_threshold,
             "max_future_drift_ms": self.max_future_drift_ms,
+            "replay_window": self.replay_window,
         }
 
     @classmethod
@@ -90,6 +106,7 @@ class Genesis:
                 max_future_drift_ms=int(
                     doc.get("max_future_drift_ms", DEFAULT_MAX_FUTURE_DRIFT_MS)
                 ),
+                replay_window=_window_field(doc.get("replay_window", DEFAULT_REPLAY_WINDOW)),
             )
         except KeyError as exc:
             raise GenesisError(f"genesis lacks the field {exc.args[0]}") from None
@@ -110,3 +127,10 @@ class Genesis:
         except (OSError, ValueError, RecursionError) as exc:  # deep nesting recurses
             raise GenesisError(f"cannot read genesis {path}: {exc}") from None
         return cls.from_json(doc)
+
+
+def _window_field(value: Any) -> int:
+    """``replay_window`` from JSON: an integer (not a float or a string of one)."""
+    if type(value) is not int:
+        raise GenesisError(f"replay_window must be an integer, not {value!r}")
+    return value

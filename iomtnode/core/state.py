@@ -19,7 +19,8 @@ Keyspace (first byte)::
                  that set [[h, [authority, ...]], ...]
     d <device>   Device record
     p <device>   pending admission [[approvers...], patient, class, manufacturer]
-    q <device>   last sequence number of the device's readings
+    q <device>   the device's anti-replay window: highest sequence number and which of
+                 the ``replay_window`` below it were used (see :mod:`.window`)
     m <device>   last maintenance [action, note, ts_ms, height]
     v <subject> <0|1>   votes to remove/add subject [voters...]
     g <patient> <grantee> <scope>   grant [expires_ms, wrapped_key, height]
@@ -37,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import codec
+from . import codec, window
 from . import errors as e
 from .block import quorum
 from .genesis import Genesis
@@ -142,11 +143,15 @@ class State:
         ])
 
     def last_seq(self, device: bytes) -> int:
-        raw = self.get(b"q" + device)
-        return 0 if raw is None else int.from_bytes(raw, "big")
+        """The highest sequence number the device used (0: none)."""
+        return window.highest(self.get(b"q" + device))
 
-    def set_last_seq(self, device: bytes, seq: int) -> None:
-        self._writes[b"q" + device] = seq.to_bytes(8, "big")
+    def seq_record(self, device: bytes) -> bytes | None:
+        """The device's anti-replay window as stored (see :mod:`.window`)."""
+        return self.get(b"q" + device)
+
+    def set_seq_record(self, device: bytes, record: bytes) -> None:
+        self._writes[b"q" + device] = record
 
     def pending_admission(self, device: bytes) -> list[Any] | None:
         return self.get_value(b"p" + device)
@@ -315,18 +320,14 @@ def _require_authority(state: State, key: bytes) -> None:
 
 def _reading(state: State, r: Reading, ctx: BlockContext) -> None:
     _active_device(state, r.device)
-    last = state.last_seq(r.device)
-    if r.seq <= last:
-        raise e.StaleSequenceError(
-            f"sequence number {r.seq} is not above the device's last, {last}"
-        )
+    record = window.use(state.seq_record(r.device), r.seq, ctx.genesis.replay_window)
     limit = ctx.time_ms + ctx.genesis.max_future_drift_ms
     if r.ts_ms > limit:
         raise e.FutureTimestampError(
             f"timestamp {r.ts_ms} is {r.ts_ms - ctx.time_ms} ms ahead of the chain's clock "
             f"(at most {ctx.genesis.max_future_drift_ms} ms allowed); check the device clock"
         )
-    state.set_last_seq(r.device, r.seq)
+    state.set_seq_record(r.device, record)
 
 
 def _admit(state: State, a: AdmitDevice, ctx: BlockContext) -> None:

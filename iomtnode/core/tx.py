@@ -9,7 +9,8 @@ Wire form of a signed transaction::
 The body is kept as the exact bytes that were hashed and signed, so a received
 transaction is never re-encoded: its id is ``blake2b256(body)`` and its signature covers
 ``domain | chain id | id`` (see :mod:`iomtnode.core.crypto`). Replay is impossible:
-readings carry a strictly increasing per-device sequence number, every other kind either
+readings carry a per-device sequence number, each usable once (an anti-replay window, see
+:mod:`iomtnode.core.window`), every other kind either
 is idempotent by its content (an admission) or carries a nonce and is rejected when its
 id has been seen (see :mod:`iomtnode.core.state`).
 """

@@ -3,11 +3,19 @@
 Admits K simulated devices with an authority key, then streams their signed readings
 at a fixed total rate in msgpack binary frames, and follows committed blocks to measure
 submit-to-commit latency per reading.
+
+Its counts do not depend on the block stream: a notification can be lost (the node drops a
+subscriber that falls behind, and says so with ``subscription_ended``; the client drops
+notifications it cannot queue). So when the stream ends, when it is quiet during the drain,
+and at the end of the run, it asks ``get_tx_status`` for every accepted reading it has not
+seen committed, and reports each as committed, dropped (with the reason), still pending or
+unknown to the node.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +23,7 @@ from typing import Any
 
 import structlog
 import trio
+from trio_websocket import HandshakeError
 
 from ..client import ApiClient, ApiError, open_client
 from ..core.crypto import SigningKey
@@ -27,6 +36,8 @@ TICK_S = 0.01  # readings due are sent in one frame every tick
 MAX_FRAME_READINGS = 2000  # readings in one binary frame (~0.5 MB, well under the 4 MiB cap)
 ADMISSION_TIMEOUT_S = 60.0
 DRAIN_TIMEOUT_S = 15.0  # after the run, how long to wait for accepted readings to commit
+QUIET_S = 1.0  # during the drain, no block for this long: ask for the readings' status
+STATUS_BATCH = 10_000  # ids per get_tx_status call (the node's limit)
 MAX_PRESIGNED = 2_000_000  # readings signed ahead of a run (~0.5 GB in memory at most)
 
 
@@ -36,7 +47,13 @@ class LoadStats:
     accepted: int = 0
     rejected: int = 0
     committed: int = 0
+    dropped: int = 0  # accepted, then dropped by the node (it said why)
+    pending: int = 0  # accepted and still pending when the run ended
+    unknown: int = 0  # accepted, and the node has no record of it: lost
+    unchecked: int = 0  # accepted, not seen committed, and the node could not be asked
+    resubscribed: int = 0  # times the node ended the block subscription
     reject_reasons: dict[str, int] = field(default_factory=dict)
+    drop_reasons: dict[str, int] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     changed: trio.Event = field(default_factory=trio.Event)  # set after each committed block
@@ -53,7 +70,13 @@ class LoadStats:
             "accepted": self.accepted,
             "rejected": self.rejected,
             "committed": self.committed,
+            "dropped": self.dropped,
+            "pending": self.pending,
+            "unknown": self.unknown,
+            "unchecked": self.unchecked,
+            "resubscribed": self.resubscribed,
             "reject_reasons": self.reject_reasons,
+            "drop_reasons": self.drop_reasons,
             "latency_ms": {
                 "p50": self.percentile(0.50),
                 "p99": self.percentile(0.99),
@@ -86,10 +109,17 @@ async def admit_devices(client: ApiClient, devices: list[SimDevice], authority: 
 
 
 async def _follow_commits(client: ApiClient, sent_at: dict[str, float], stats: LoadStats,
-                          ) -> None:
-    """Match committed tx ids to submit times; signal ``stats.changed`` after each block."""
+                          inflight: set[str]) -> None:
+    """Match committed tx ids to submit times; signal ``stats.changed`` after each block.
+    If the node ends the subscription, ask what was missed and subscribe again."""
     async for note in client.notifications:
-        if note.get("method") != "block":
+        method = note.get("method")
+        if method == "subscription_ended":
+            log.warning("block_subscription_ended", reason=note["params"].get("reason"))
+            stats.resubscribed += 1
+            await client.call("subscribe_blocks")
+            await reconcile(client, sent_at, stats, inflight=inflight)
+        if method != "block":
             continue
         now = time.monotonic()
         for tx_id in note["params"]["tx_ids"]:
@@ -97,6 +127,36 @@ async def _follow_commits(client: ApiClient, sent_at: dict[str, float], stats: L
             if t0 is not None:
                 stats.committed += 1
                 stats.latencies_ms.append((now - t0) * 1000)
+        stats.changed.set()
+        stats.changed = trio.Event()
+
+
+async def reconcile(client: ApiClient, sent_at: dict[str, float], stats: LoadStats, *,
+                    final: bool = False, inflight: set[str] | frozenset[str] = frozenset()
+                    ) -> None:
+    """Ask the node the status of every accepted reading not seen committed (in batches):
+    committed and dropped ones are counted and forgotten, unknown ones too (the node lost
+    them); pending ones stay, and with ``final`` are counted as still pending. Readings in
+    ``inflight`` (sent, not answered yet) are not asked about: unknown is no verdict yet."""
+    ids = [tx_id for tx_id in sent_at if tx_id not in inflight]
+    for start in range(0, len(ids), STATUS_BATCH):
+        for status in await client.call("get_tx_status", ids=ids[start:start + STATUS_BATCH]):
+            state = status["state"]
+            if state == "pending":
+                stats.pending += 1 if final else 0
+                continue
+            if sent_at.pop(status["id"], None) is None:
+                continue  # its block notification came meanwhile
+            if state == "committed":
+                stats.committed += 1  # no latency: when it was committed is not known
+            elif state == "dropped":
+                stats.dropped += 1
+                # numbers out, so one rule's drops count under one reason
+                reason = f"{status['code']} {re.sub(r'[0-9]+', 'N', status['reason'])[:80]}"
+                stats.drop_reasons[reason] = stats.drop_reasons.get(reason, 0) + 1
+            else:
+                stats.unknown += 1
+    if ids:
         stats.changed.set()
         stats.changed = trio.Event()
 
@@ -154,7 +214,8 @@ async def run_load(
                 presign_readings, sims, chain_id, rate, duration_s)
             await trio.sleep(lead_s)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_follow_commits, client, sent_at, stats)
+            inflight: set[str] = set()  # sent, the node's answer not in yet
+            nursery.start_soon(_follow_commits, client, sent_at, stats, inflight)
             start = trio.current_time()
             stats.started = time.monotonic()
             next_device = 0
@@ -179,6 +240,7 @@ async def run_load(
                 t0 = time.monotonic()
                 for tx in batch:
                     sent_at[tx.id.hex()] = t0
+                    inflight.add(tx.id.hex())
                 results = await client.submit_binary([tx.raw for tx in batch])
                 stats.submitted += len(batch)
                 for tx, (code, detail) in zip(batch, results, strict=True):
@@ -189,10 +251,20 @@ async def run_load(
                         sent_at.pop(tx.id.hex(), None)
                         reason = detail.split(":")[0][:60]
                         stats.reject_reasons[reason] = stats.reject_reasons.get(reason, 0) + 1
+                inflight.clear()
                 if on_progress is not None:
                     on_progress(stats)
             with trio.move_on_after(DRAIN_TIMEOUT_S):
                 while sent_at:
-                    await stats.changed.wait()
+                    with trio.move_on_after(QUIET_S) as quiet:
+                        await stats.changed.wait()
+                    if quiet.cancelled_caught:  # no block heard: the stream may be cut
+                        await reconcile(client, sent_at, stats, inflight=inflight)
             nursery.cancel_scope.cancel()
+    try:
+        async with open_client(url) as client:  # a fresh connection: the first may be closed
+            await reconcile(client, sent_at, stats, final=True)
+    except (OSError, ConnectionError, HandshakeError, trio.TooSlowError, ApiError) as exc:
+        stats.unchecked = len(sent_at)  # the node is gone: say how many were not asked
+        log.warning("tx_status_not_checked", readings=stats.unchecked, reason=repr(exc))
     return stats

@@ -17,6 +17,9 @@ prefix     key suffix                  value
 ``b"S"``   state key (opaque)          state value (opaque; chosen by the state layer)
 ``b"M"``   meta name (UTF-8)           meta value (opaque)
 ``b"H"``   (empty)                     head: height (8 bytes) + block hash
+``b"P"``   (see :mod:`.txlog`)         accepted transactions not committed yet
+``b"D"``   (see :mod:`.txlog`)         the record of accepted transactions dropped
+``b"O"``   (see :mod:`.txlog`)         the order of that record, oldest first
 =========  ==========================  ==============================================
 
 Crash safety: ``commit_block`` writes a block, all its indices, its state changes and the head
@@ -48,6 +51,8 @@ from dataclasses import dataclass
 from types import TracebackType
 
 import plyvel
+
+from .txlog import TxLog
 
 __all__ = [
     "BlockRecord",
@@ -126,6 +131,7 @@ class BlockStore:
         self._db = db
         self.path = path
         self._head = self._read_head()
+        self.txlog = TxLog(db)  # accepted, not committed: pending and dropped ones
         self._state_cache: dict[bytes, bytes | None] = {}
         self._cache_lock = threading.Lock()  # a read's fill against a commit's update
         self._version = 0  # odd while a commit writes; +2 per commit (see get_state)
@@ -285,9 +291,11 @@ class BlockStore:
         with self._cache_lock:
             self._version += 1
         written = False
+        committed_pending: list[bytes] = []
         try:
-            self._write(records)
+            committed_pending = self._write(records)
             written = True
+            self.txlog.forgotten(committed_pending)
         finally:
             with self._cache_lock:  # the values just written; if the write failed, none
                 for record in records:
@@ -300,7 +308,10 @@ class BlockStore:
         last = records[-1]
         self._head = (last.height, bytes(last.block_hash))
 
-    def _write(self, records: Sequence[BlockRecord]) -> None:
+    def _write(self, records: Sequence[BlockRecord]) -> list[bytes]:
+        """Write ``records`` in one synced batch; returns the ids of kept pending
+        transactions it committed (their entries deleted in the same batch)."""
+        committed_pending: list[bytes] = []
         with self._db.write_batch(sync=True) as batch:
             for record in records:
                 height_bytes = _HEIGHT.pack(record.height)
@@ -309,6 +320,7 @@ class BlockStore:
                 batch.put(HASH_PREFIX + record.block_hash, height_bytes)
                 for position, tx_id in enumerate(record.tx_ids):
                     batch.put(TX_PREFIX + tx_id, _TX_LOCATION.pack(record.height, position))
+                committed_pending += self.txlog.forget_in(batch, record.tx_ids)
                 for key, value in record.state_changes.items():
                     if value is None:
                         batch.delete(STATE_PREFIX + key)
@@ -316,6 +328,7 @@ class BlockStore:
                         batch.put(STATE_PREFIX + key, value)
             last = records[-1]
             batch.put(HEAD_KEY, _HEIGHT.pack(last.height) + last.block_hash)
+        return committed_pending
 
     def set_commit(self, height: int, commit_bytes: bytes) -> None:
         """Replace the commit certificate of the already stored block at ``height`` (synced).

@@ -45,10 +45,16 @@ def test_any_other_block_re_checks_what_is_pending(chain):
     txs = [reading("d2", seq) for seq in range(1, 5)]
     for tx in txs:
         pool.add_tx(tx)
-    block, _ = seal(chain, [txs[1]])  # seq 2 without seq 1: seq 1 can never commit now
+    block, _ = seal(chain, [txs[3]])  # seq 4 first: the others are inside its window
     pool.block_committed(block)
-    assert pool.pending(10) == txs[2:]
+    assert pool.pending(10) == txs[:3]
     assert pool._state.last_seq(pub("d2")) == 4
+    block, _ = seal(chain, [txs[2], txs[0]])
+    pool.block_committed(block)
+    assert pool.pending(10) == [txs[1]]
+    with pytest.raises(e.ReplayedSequenceError):  # the pending state knows 1, 3 and 4
+        pool.add_tx(sign_tx(Reading(pub("d2"), 3, T0 + 99, "spo2", b"\x01" * 40, b""),
+                            key("d2"), CHAIN_ID))
 
 
 def test_precheck_asks_the_store_only_for_readings_that_cannot_be_new(chain, monkeypatch):
@@ -72,3 +78,78 @@ def test_precheck_asks_the_store_only_for_readings_that_cannot_be_new(chain, mon
     assert asked == [txs[0].id]
     with pytest.raises(e.DuplicateTxError, match="already pending"):
         pool.precheck(txs[2])
+
+
+def test_precheck_skips_the_store_for_an_unused_number_inside_the_window(chain, monkeypatch):
+    """Below the highest but unused in the pending state's window: it cannot be committed
+    (the committed window would have it, and the pending one holds the committed one)."""
+    pool = Mempool(chain, now_ms=lambda: GENESIS.time_ms + 10_000)
+    early, late = reading("d1", 3), reading("d1", 7)
+    pool.add_tx(late)
+    block, _ = seal(chain, [late])
+    pool.block_committed(block)
+    asked: list[bytes] = []
+    real = chain.store.tx_location
+    monkeypatch.setattr(chain.store, "tx_location", lambda tx_id: (asked.append(tx_id),
+                                                                   real(tx_id))[1])
+    pool.precheck(early)
+    assert asked == []
+    pool.add_tx(early)
+    block, _ = seal(chain, [early])
+    pool.block_committed(block)
+    with pytest.raises(e.DuplicateTxError, match=f"already in block {block.height}"):
+        pool.precheck(early)
+    assert asked == [early.id]
+
+
+def test_a_block_takes_each_devices_readings_in_sequence_order(chain, monkeypatch):
+    """Readings admitted out of order (inside the window) are proposed in order, each in a
+    place its device's readings held; other transactions keep their places. In order, the
+    selection is the pending order itself, and the commit skips the re-check."""
+    pool = Mempool(chain, now_ms=lambda: GENESIS.time_ms + 10_000)
+    arrived = [reading("d1", 5), reading("d2", 1), reading("d1", 2), reading("d2", 2),
+               reading("d1", 4)]
+    for tx in arrived:
+        pool.add_tx(tx)
+    proposed = pool.pending(10)
+    assert [(tx.body.device, tx.body.seq) for tx in proposed] == [
+        (pub("d1"), 2), (pub("d2"), 1), (pub("d1"), 4), (pub("d2"), 2), (pub("d1"), 5)]
+    block, _ = seal(chain, proposed)
+    pool.block_committed(block)
+    assert len(pool) == 0
+    in_order = [reading("d1", 6), reading("d2", 3), reading("d1", 7)]
+    for tx in in_order:
+        pool.add_tx(tx)
+    assert pool.pending(10) == in_order
+    rechecks = []
+    monkeypatch.setattr(pool, "_fresh_state", lambda real=pool._fresh_state: (
+        rechecks.append(1), real())[1])
+    block, _ = seal(chain, pool.pending(10))
+    pool.block_committed(block)
+    assert rechecks == [] and len(pool) == 0
+
+
+async def test_a_transaction_a_block_refuses_is_dropped_and_recorded(chain):
+    """Building a block refuses a pending reading (here its timestamp is too far ahead of
+    the block's time): it leaves the mempool, and its drop is recorded with the reason."""
+    from iomtnode.chain.feed import BlockFeed
+    from iomtnode.chain.writer import ChainWriter
+
+    now = GENESIS.time_ms + 10_000
+    pool = Mempool(chain, now_ms=lambda: now)
+    ahead = sign_tx(Reading(pub("d1"), 2, now + GENESIS.max_future_drift_ms, "spo2",
+                            b"\x01" * 40, b""), key("d1"), CHAIN_ID)
+    fine = reading("d1", 3)
+    pool.add_tx(ahead)
+    pool.add_tx(fine)
+    writer = ChainWriter(chain, pool, BlockFeed(chain.height))
+    built = await writer.build_next(chain.height + 1, pub("A"), now - 1000, 10)
+    assert built is not None and list(built.block.txs) == [fine]
+    assert pool.pending(10) == [fine]
+    status = pool.tx_status(ahead.id)
+    assert status["state"] == "dropped" and status["code"] == e.FutureTimestampError.code
+    assert "ahead of the chain's clock" in status["reason"]
+    assert pool.dropped_total == 1
+    pool.add_tx(reading("d1", 1))  # the pending state no longer holds the dropped one's effects
+    again = sign_tx(Reading(pub("d1"), 2, now, "spo2", b"\x01" * 40, b""), key("d1"), CHAIN_ID)
+    pool.add_tx(again)

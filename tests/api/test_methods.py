@@ -91,9 +91,9 @@ async def test_chain_rule_errors_have_codes_and_reasons(running_node):
         assert len(accepted["id"]) == 64
         # the same sequence number again (pending) in another reading: a later timestamp,
         # else within the same millisecond it is the same transaction ("already pending")
-        msg = await expect_error(client, 1004, "submit_reading",
+        msg = await expect_error(client, 1022, "submit_reading",
                                  tx=reading(rn, device, 1, first_ms + 1))
-        assert "not above" in msg
+        assert "already used" in msg
         # a signature made for another chain does not verify here
         msg = await expect_error(client, 1001, "submit_reading",
                                  tx=reading(rn, device, 2, chain_id="other-chain"))
@@ -131,9 +131,9 @@ async def test_batch_reports_each_reading(running_node):
         txs = [reading(rn, device, 1), second, second, reading(rn, device, 2, 2000), "zz"]
         result = await client.call("submit_readings", txs=txs)
         assert result["accepted"] == 2 and result["rejected"] == 3
-        # an exact copy is a duplicate; another reading with a used number is stale
+        # an exact copy is a duplicate; another reading with a used number is a replay
         assert [r.get("error", {}).get("code") for r in result["results"]] == [
-            None, None, 1008, 1004, -32602]
+            None, None, 1008, 1022, -32602]
         await expect_error(client, -32602, "submit_readings", txs=[])
 
 
@@ -164,7 +164,7 @@ async def test_binary_frames_for_devices(running_node):
         await admit(client, rn, device, patient)
         raws = [bytes.fromhex(reading(rn, device, s, 1000 + i)) for i, s in enumerate((1, 2, 2))]
         results = await client.submit_binary([*raws, b"junk"])
-        assert [r[0] for r in results] == [0, 0, 1004, 1021]
+        assert [r[0] for r in results] == [0, 0, 1022, 1021]
         assert results[0][1] == decode_tx(raws[0]).id
     async with open_websocket_url(rn.url) as ws:
         await ws.send_message(b"\xc1garbage")

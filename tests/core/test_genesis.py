@@ -19,6 +19,7 @@ from iomtnode.core.genesis import (
     Genesis,
     GenesisError,
 )
+from iomtnode.core.window import DEFAULT_REPLAY_WINDOW, MAX_REPLAY_WINDOW
 
 from .helpers import pub
 
@@ -57,6 +58,7 @@ def test_json_view() -> None:
         "authorities": [a.hex() for a in AUTHS],
         "admission_threshold": 2,
         "max_future_drift_ms": 15_000,
+        "replay_window": DEFAULT_REPLAY_WINDOW,
     }
 
 
@@ -64,6 +66,29 @@ def test_drift_defaults_when_absent() -> None:
     d = doc()
     del d["max_future_drift_ms"]
     assert Genesis.from_json(d).max_future_drift_ms == DEFAULT_MAX_FUTURE_DRIFT_MS
+
+
+def test_a_genesis_without_replay_window_loads_with_the_default_and_its_old_hash() -> None:
+    # a genesis written before the field existed names the same chain as before
+    d = doc()
+    del d["replay_window"]
+    old = Genesis.from_json(d)
+    assert old.replay_window == DEFAULT_REPLAY_WINDOW
+    assert old.hash == blake2b256(codec.encode(
+        [GENESIS_VERSION, "iomt-test", 1_700_000_000_000, list(AUTHS), 2, 15_000]))
+
+
+def test_another_replay_window_is_another_chain() -> None:
+    assert replace(G, replay_window=64).hash == blake2b256(codec.encode(
+        [GENESIS_VERSION, "iomt-test", 1_700_000_000_000, list(AUTHS), 2, 15_000, 64]))
+    assert Genesis.from_json(doc(replay_window=1)).replay_window == 1
+    assert Genesis.from_json(doc(replay_window=MAX_REPLAY_WINDOW)).hash != G.hash
+
+
+@pytest.mark.parametrize("value", [0, -1, MAX_REPLAY_WINDOW + 1, 2**64, 1.5, 1024.0, "1024",
+                                   None, True])
+def test_replay_window_bounds(value: Any) -> None:
+    refused_doc(doc(replay_window=value), "replay_window")
 
 
 def test_hash_is_stable() -> None:
@@ -83,6 +108,7 @@ def test_hash_is_stable() -> None:
         dict(authorities=AUTHS[:2]),
         dict(admission_threshold=1),
         dict(max_future_drift_ms=15_001),
+        dict(replay_window=1023),
     ],
     ids=lambda c: next(iter(c)),
 )

@@ -47,6 +47,7 @@ from iomtnode.core.tx import (
     sign_tx,
 )
 from iomtnode.core.vote import VoteType, sign_vote
+from iomtnode.core.window import DEFAULT_REPLAY_WINDOW
 
 from .helpers import CHAIN_ID, key, pub
 
@@ -188,6 +189,7 @@ class Case:
     authorities: tuple[str, ...] = ("A",)
     threshold: int = 1
     drift: int = DRIFT
+    window: int = DEFAULT_REPLAY_WINDOW
     final: tuple[str, ...] | None = None  # the authority set at the end, when given
 
 
@@ -204,23 +206,51 @@ CASES: list[Case] = [
         (reading("hr1", 1), e.UnknownDeviceError),
         LastSeq("hr1", 0),
     ]),
-    Case("a replayed reading, or another with an equal sequence number, is stale", [
+    Case("a replayed reading, or another with an equal sequence number, is replayed", [
         (admit("A", "hr1"), OK),
         (reading("hr1", 1), OK),
-        (reading("hr1", 1), e.StaleSequenceError),
-        (reading("hr1", 1, ts=T0 + 5), e.StaleSequenceError),
+        (reading("hr1", 1), e.ReplayedSequenceError),
+        (reading("hr1", 1, ts=T0 + 5), e.ReplayedSequenceError),
         LastSeq("hr1", 1),
     ]),
-    Case("a lower sequence number is stale, also in a later block", [
+    Case("sequence numbers start at 1", [
+        (admit("A", "hr1"), OK),
+        (reading("hr1", 0), e.StaleSequenceError),
+        (reading("hr1", 1), OK),
+        (reading("hr1", 0), e.StaleSequenceError),
+    ]),
+    Case("a lower unused number inside the window is accepted once, also in a later block", [
         (admit("A", "hr1"), OK),
         (reading("hr1", 5), OK),
-        (reading("hr1", 4), e.StaleSequenceError),
+        (reading("hr1", 4), OK),
+        (reading("hr1", 4), e.ReplayedSequenceError),
         NEXT,
-        (reading("hr1", 3), e.StaleSequenceError),
-        (reading("hr1", 5), e.StaleSequenceError),
+        (reading("hr1", 3), OK),
+        (reading("hr1", 3), e.ReplayedSequenceError),
+        (reading("hr1", 5), e.ReplayedSequenceError),
         (reading("hr1", 6), OK),
         LastSeq("hr1", 6),
     ]),
+    Case("a number W or more below the highest is too old", [
+        (admit("A", "hr1"), OK),
+        (reading("hr1", 10), OK),
+        (reading("hr1", 6), e.StaleSequenceError),  # 10 - 4: outside a window of 4
+        (reading("hr1", 7), OK),
+        (reading("hr1", 7), e.ReplayedSequenceError),
+        (reading("hr1", 20), OK),  # the window moves: 17 to 20
+        (reading("hr1", 16), e.StaleSequenceError),
+        (reading("hr1", 17), OK),
+        NEXT,
+        (reading("hr1", 10), e.StaleSequenceError),  # used, and now outside
+        LastSeq("hr1", 20),
+    ], window=4),
+    Case("a window of 1 is strictly increasing", [
+        (admit("A", "hr1"), OK),
+        (reading("hr1", 5), OK),
+        (reading("hr1", 4), e.StaleSequenceError),
+        (reading("hr1", 5), e.ReplayedSequenceError),
+        (reading("hr1", 6), OK),
+    ], window=1),
     Case("sequence numbers are per device", [
         (admit("A", "hr1"), OK),
         (admit("A", "hr2"), OK),
@@ -665,7 +695,7 @@ def _name(outcome: type[e.RuleError] | None) -> str:
 
 def run(case: Case) -> State:
     auths = tuple(pub(a) for a in case.authorities)
-    genesis = Genesis(CHAIN_ID, T0, auths, case.threshold, case.drift)
+    genesis = Genesis(CHAIN_ID, T0, auths, case.threshold, case.drift, case.window)
     base: dict[bytes, bytes] = {k: v for k, v in genesis_state(genesis).items() if v is not None}
     height = 1
 
@@ -757,7 +787,7 @@ def test_rule_error_codes_are_stable_and_distinct() -> None:
         e.ConflictingAdmissionError: 1012, e.GovernanceError: 1013, e.DuplicateVoteError: 1014,
         e.UnknownGrantError: 1015, e.ExpiredGrantError: 1016, e.DuplicateEvidenceError: 1017,
         e.InvalidEvidenceRuleError: 1018, e.MempoolFullError: 1020,
-        e.MalformedTxRuleError: 1021,
+        e.MalformedTxRuleError: 1021, e.ReplayedSequenceError: 1022,
     }
     for cls, code in codes.items():
         assert cls.code == code, cls.__name__
