@@ -113,6 +113,11 @@ class UnrecordedSignatureError(RuntimeError):
     """A signature was asked for before the signing state that covers it was persisted."""
 
 
+class ConflictingSignatureError(RuntimeError):
+    """A signature was asked for at or below what this key signed already, and it is not
+    that same message again: signing it could equivocate."""
+
+
 class MetaStore(Protocol):
     """What :class:`Signer` needs of the block store: node metadata, written synced."""
 
@@ -218,6 +223,10 @@ class Signer:
         except MalformedVoteError as exc:
             raise SigningStateError(f"the persisted signing state is corrupt ({exc}); "
                                     "refusing to sign") from None
+        # the last message signed, as (height, round, step) and block hash: after a
+        # restart, what the record says (it was recorded before it was signed)
+        self._last = ((self.state.height, self.state.round, self.state.step),
+                      self.state.block_hash)
 
     @property
     def public(self) -> bytes:
@@ -237,21 +246,43 @@ class Signer:
         self.state = state
 
     def vote(self, vote_type: VoteType, height: int, round_: int, block_hash: bytes) -> Vote:
-        """Sign a vote the recorded state covers."""
-        self._check_recorded(height, round_, step_of(vote_type))
+        """Sign a vote the recorded state covers (see :meth:`_check`)."""
+        self._check(height, round_, step_of(vote_type), block_hash)
         return sign_vote(self._key, self._chain_id, vote_type, height, round_, block_hash)
 
     def proposal(self, height: int, round_: int, block_hash: bytes,
                  pol_round: int = NO_ROUND) -> Proposal:
-        """Sign a proposal the recorded state covers."""
-        self._check_recorded(height, round_, Step.PROPOSE)
+        """Sign a proposal the recorded state covers (see :meth:`_check`)."""
+        self._check(height, round_, Step.PROPOSE, block_hash)
         return sign_proposal(self._key, self._chain_id, height, round_, block_hash, pol_round)
 
-    def _check_recorded(self, height: int, round_: int, step: Step) -> None:
-        if self.state.permits(height, round_, step):
+    def _check(self, height: int, round_: int, step: Step, block_hash: bytes) -> None:
+        """The last line of defence against double-signing, whatever the caller does.
+
+        Refuse (:class:`UnrecordedSignatureError`) a message above the recorded
+        ``(height, round, step)``: it must be recorded first. Refuse
+        (:class:`ConflictingSignatureError`) a message below the last one signed (an
+        earlier step, round or height), or at it or at the record with another block: a
+        step records one hash. Signing exactly the last message again is allowed (ed25519
+        signatures are deterministic: the same bytes, no conflict); so is a message
+        between the last signed and the record (one machine step may record several
+        messages at once, signed in turn)."""
+        at = (height, round_, step)
+        recorded = self.state
+        where = f"height {height} round {round_} {step.name}"
+        if recorded.permits(height, round_, step):
             raise UnrecordedSignatureError(
-                f"signing at height {height} round {round_} {step.name} before recording it "
-                f"(recorded: {self.state.height}/{self.state.round}/{self.state.step.name})")
+                f"signing at {where} before recording it "
+                f"(recorded: {recorded.height}/{recorded.round}/{recorded.step.name})")
+        last_at, last_hash = self._last
+        if at < last_at or (at == last_at and block_hash != last_hash) or (
+                at == (recorded.height, recorded.round, recorded.step)
+                and block_hash != recorded.block_hash):
+            raise ConflictingSignatureError(
+                f"refusing to sign {block_hash.hex()[:16]} at {where}: this key signed up "
+                f"to {last_at[0]}/{last_at[1]}/{last_at[2].name} already "
+                f"({last_hash.hex()[:16]} there)")
+        self._last = (at, block_hash)
 
 
 class FreshStartGuard:
