@@ -61,6 +61,7 @@ from ..chain.chain import BuiltBlock, Chain
 from ..chain.writer import ChainWriter
 from ..core.block import Block, Commit
 from ..core.evidence import Evidence
+from ..core.state import authorities_at
 from ..core.vote import VoteType
 from ..p2p.messages import ConsensusProposal, ConsensusVote, GetProposalTxs
 from .evidencelog import EvidenceLog
@@ -329,7 +330,9 @@ class Driver:
             await self._step(self._sign_vote(vote_type, height, restored.round,
                                              restored.block_hash))
         assert self.machine is not None
-        for peer_id, msg in self._inbound.enter(height, self._validators, self.machine.proposer):
+        next_validators = authorities_at(self._chain.state(), height + 1)
+        for peer_id, msg in self._inbound.enter(height, self._validators, self.machine.proposer,
+                                                next_validators):
             await self._on_peer_message(peer_id, msg)
 
     async def _commit(self, decision: Decision) -> None:
