@@ -31,6 +31,7 @@ from .chain.feed import BlockFeed
 from .chain.writer import ChainWriter
 from .config import Config, parse_hostport
 from .consensus.driver import Driver, DriverConfig
+from .consensus.held import WAL_FILE
 from .consensus.machine import Params
 from .consensus.signing import (
     SIGNING_LOCK_FILE,
@@ -203,6 +204,7 @@ class Node:
                         peer_heads=lambda sync=self.p2p.sync: sync.peer_heights,
                         on_evidence=self.report_evidence,
                         inbox=self.p2p.gossip,
+                        wal=SigningStateFile(self.home.path / WAL_FILE),
                     )
                     self.p2p.consensus = self.consensus
                     self.p2p.gossip.on_progress = self.consensus.inbox_progressed

@@ -65,6 +65,7 @@ from ..core.state import authorities_at
 from ..core.vote import VoteType
 from ..p2p.messages import ConsensusProposal, ConsensusVote, GetProposalTxs
 from .evidencelog import EvidenceLog
+from .held import HeldBlocks
 from .inbound import Checked, ConsensusMessage, ConsensusNetwork, Inbound, InboundMessage
 from .machine import (
     Action,
@@ -84,7 +85,7 @@ from .machine import (
 )
 from .machine import Commit as Decision
 from .proposals import InboxProgress, answer_txs, compact_proposal
-from .signing import FreshStartGuard, Signer
+from .signing import FreshStartGuard, MetaStore, Signer
 from .solo import wall_clock_ms
 from .votes import NO_ROUND, Step, commit_certificate, decode_proposal
 
@@ -92,7 +93,6 @@ __all__ = ["ConsensusMessage", "ConsensusNetwork", "Driver", "DriverConfig"]
 
 log = structlog.get_logger(__name__)
 
-HELD_BLOCKS = 16  # proposed blocks of this height kept; beyond, the oldest rounds go
 MAX_REPLAY = 4096  # peer events kept while deferred, to feed a validator machine
 GUARD_POLL_S = 0.25  # how often a deferred signer looks at its peers' heads again
 
@@ -135,7 +135,8 @@ class Driver:
                  now_ms: Callable[[], int] = wall_clock_ms,
                  on_evidence: Callable[[Evidence], None] | None = None,
                  peer_heads: PeerHeads | None = None,
-                 inbox: InboxProgress | None = None) -> None:
+                 inbox: InboxProgress | None = None,
+                 wal: MetaStore | None = None) -> None:
         self._chain = chain
         self._mempool = mempool
         self._writer = writer
@@ -144,8 +145,11 @@ class Driver:
         self._config = config
         self._now_ms = now_ms
         self._peer_heads = peer_heads
+        if signer is not None and wal is None:
+            raise ValueError("a signing driver needs its write-ahead record (wal)")
+        self._held = HeldBlocks(wal if signer is not None else None)
         self._inbound = Inbound(chain, writer, network, mempool, inbox=inbox,
-                                known_block=lambda block_hash: block_hash in self._blocks)
+                                known_block=lambda block_hash: block_hash in self._held)
         self._evidence = EvidenceLog(on_evidence)
         self._guard: FreshStartGuard | None = None
         self._timer_seq = itertools.count()
@@ -160,7 +164,7 @@ class Driver:
         self._started = False
         self._others_started = False
         self._timers: list[tuple[float, int, TimeoutFired]] = []
-        self._blocks: dict[bytes, tuple[int, BuiltBlock]] = {}  # hash -> (round, built)
+        self._held.reset(height)
         self._decision: Decision | None = None
         self._own_messages: list[tuple[int, ConsensusMessage]] = []  # (round, message)
         self._resend_at = math.inf
@@ -213,8 +217,8 @@ class Driver:
     def _answer_txs(self, peer_id: bytes, msg: GetProposalTxs) -> None:
         """Answer from the blocks held at this height, or the head (committed meanwhile);
         older blocks are not read back from the store for this."""
-        held = self._blocks.get(msg.block_hash)
-        block = held[1].block if held is not None else self._chain.head
+        held = self._held.get(msg.block_hash)
+        block = held.block if held is not None else self._chain.head
         for answer in answer_txs(msg.block_hash, block, msg.indexes):
             self._network.send_consensus(peer_id, answer)
 
@@ -324,6 +328,8 @@ class Driver:
                   deferred=deferred)
         if guard is not None and own in self._validators and not deferred:
             guard.resumed(height)
+        if restored is not None and restored.height == height:  # restarted at this height
+            await self._held.restore(restored.round, self._writer)
         if restored is not None and restored.height == height and restored.step in (
                 Step.PREVOTE, Step.PRECOMMIT):  # restarted: send the last vote again
             vote_type = VoteType.PREVOTE if restored.step is Step.PREVOTE else VoteType.PRECOMMIT
@@ -337,12 +343,11 @@ class Driver:
 
     async def _commit(self, decision: Decision) -> None:
         self._decision = None
-        held = self._blocks.get(decision.block_hash)
-        if held is None:  # decided without the block at hand: relay or sync brings it
+        built = self._held.get(decision.block_hash)
+        if built is None:  # decided without the block at hand: relay or sync brings it
             log.warning("decided_block_missing", height=decision.height,
                         hash=decision.block_hash.hex()[:16])
             return
-        built = held[1]
         committed = await self._writer.commit(built, commit_certificate(decision.precommits))
         log.info("block_finalized", height=decision.height, round=decision.round,
                  hash=decision.block_hash.hex()[:16], txs=len(built.block.txs),
@@ -384,9 +389,12 @@ class Driver:
         queue: deque[Event] = deque([event])
         while queue:
             actions = self.machine.step(queue.popleft())
-            if self._signer is not None and any(
-                    isinstance(a, BroadcastProposal | BroadcastVote) for a in actions):
-                self._signer.record(self.machine.signing_state)  # synced, before signing
+            signing = [a.block_hash for a in actions
+                       if isinstance(a, BroadcastProposal | BroadcastVote)]
+            if self._signer is not None and signing:  # both synced, before signing
+                await self._held.make_durable(
+                    [*signing, self.machine.locked_value, self.machine.valid_value])
+                self._signer.record(self.machine.signing_state)
             for action in actions:
                 await self._do(action, queue)
 
@@ -402,17 +410,17 @@ class Driver:
                     queue.append(BlockReady(built.block.hash))
             case BroadcastProposal(height, round_, block_hash, pol_round):
                 assert signer is not None
-                held = self._blocks.get(block_hash)
+                held = self._held.get(block_hash)
                 if held is None:
                     log.warning("proposal_block_missing", height=height, round=round_)
                     return
                 proposal = signer.proposal(height, round_, block_hash, pol_round)
                 raw = proposal.encode()
-                self._send_own(round_, raw, compact_proposal(raw, held[1].block))
+                self._send_own(round_, raw, compact_proposal(raw, held.block))
                 self._send_proof_of_lock(round_, pol_round, block_hash)
                 queue.append(ProposalReceived(proposal, True))
                 log.debug("block_proposed", height=height, round=round_,
-                          hash=block_hash.hex()[:16], txs=len(held[1].block.txs))
+                          hash=block_hash.hex()[:16], txs=len(held.block.txs))
             case BroadcastVote(vote_type, height, round_, block_hash):
                 queue.append(self._sign_vote(vote_type, height, round_, block_hash))
             case ScheduleTimeout(kind, height, round_, delay_s):
@@ -455,13 +463,9 @@ class Driver:
             self._send_own(round_, raw, ConsensusVote(raw))
 
     def _hold(self, round_: int, built: BuiltBlock) -> None:
-        self._blocks[built.block.hash] = (round_, built)
         machine = self.machine
         assert machine is not None
-        keep = {machine.locked_value, machine.valid_value}
-        while len(self._blocks) > HELD_BLOCKS:
-            evictable = [(r, h) for h, (r, _) in self._blocks.items() if h not in keep]
-            del self._blocks[min(evictable)[1]]
+        self._held.hold(round_, built, (machine.locked_value, machine.valid_value))
 
     # peers' messages -------------------------------------------------------------------
 

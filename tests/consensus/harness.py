@@ -262,7 +262,8 @@ class TNode:
         self.driver = Driver(self.chain, self.mempool, self.writer, self.network, signer,
                              config, now_ms=lambda: GENESIS_MS + int(trio.current_time() * 1000),
                              on_evidence=self.reported.append,
-                             peer_heads=self.peer_heads if heads else None, inbox=inbox)
+                             peer_heads=self.peer_heads if heads else None, inbox=inbox,
+                             wal=self.meta)  # the home's consensus_wal, beside signing_state
         return self.driver
 
     async def start(self, nursery: trio.Nursery, config: DriverConfig = CONFIG, *,
