@@ -1,4 +1,4 @@
-"""The trio driver of the consensus machine, for networks of two or more authorities.
+"""The trio driver of the consensus machine, for every chain (one authority included).
 
 The driver runs one :class:`~iomtnode.consensus.machine.Machine` per height and only
 sleeps, signs, stores and sends; every decision is the machine's. Its contract:
@@ -48,6 +48,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -86,7 +87,6 @@ from .machine import (
 from .machine import Commit as Decision
 from .proposals import InboxProgress, answer_txs, compact_proposal
 from .signing import FreshStartGuard, MetaStore, Signer
-from .solo import wall_clock_ms
 from .votes import NO_ROUND, Step, commit_certificate, decode_proposal
 
 __all__ = ["ConsensusMessage", "ConsensusNetwork", "Driver", "DriverConfig"]
@@ -97,6 +97,11 @@ MAX_REPLAY = 4096  # peer events kept while deferred, to feed a validator machin
 GUARD_POLL_S = 0.25  # how often a deferred signer looks at its peers' heads again
 
 PeerHeads = Callable[[], Mapping[bytes, int]]
+
+
+def wall_clock_ms() -> int:
+    """Block times: the wall clock, in ms (tests inject their own)."""
+    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,12 +69,18 @@ A weaker fallback: a node that sees its peers' heads but does not hear from
 report; else, at a new network's start, such authorities would wait for each other for
 ever. It then relies on its peers being up to date (logged: ``quorum_heard=False``).
 
-One exception: if ``K`` is 0, the network has not finalized any block yet, and the floor
-is 0. A new network's authorities all start without signing state; were the first one
-done with its grace to make the others skip height 1, height 1 could never be decided.
-The cost: an authority that loses its state while the network is still deciding its very
-first block may sign a conflicting vote at height 1. One equivocator cannot fork the
-chain (it is one of the ``f`` faults); it only gets evidence against it.
+With fewer than four authorities ``f`` is 0 and step 3 cannot count the lost state as a
+fault, but the count still holds: ``quorum - 1 = n - 1``, so this process heard from
+every other authority, the precommitters of ``F`` among them. With one authority there
+is nobody to hear from (its followers' heads are no proof: it might have signed a block
+they have not received), so a lone authority without signing state never signs again
+(``signing_refused`` in the log): restore ``signing_state`` from a backup.
+
+There is no exception for a new network: ``iomtnode init`` writes the initial signing
+state (nothing signed) of the key it makes, so a home without one has lost it, always,
+and the floor is ``K + 2`` even when ``K`` is 0. The record names its key
+(:func:`signing_record`): a key copied into a home made for another key finds no record
+of its own, and defers like any other that lost its state.
 """
 
 from __future__ import annotations
@@ -88,10 +94,19 @@ from typing import Protocol
 
 import structlog
 
+from ..core import codec
 from ..core.block import quorum
 from ..core.crypto import SigningKey
 from ..core.vote import MalformedVoteError, Vote, VoteType, sign_vote
-from .votes import NO_ROUND, Proposal, SigningState, Step, sign_proposal, step_of
+from .votes import (
+    MAX_SIGNING_STATE_BYTES,
+    NO_ROUND,
+    Proposal,
+    SigningState,
+    Step,
+    sign_proposal,
+    step_of,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -116,6 +131,31 @@ class UnrecordedSignatureError(RuntimeError):
 class ConflictingSignatureError(RuntimeError):
     """A signature was asked for at or below what this key signed already, and it is not
     that same message again: signing it could equivocate."""
+
+
+def signing_record(public: bytes, state: SigningState) -> bytes:
+    """What a home's ``signing_state`` holds: ``[authority key, state]`` (msgpack), so a
+    record is never taken for another key's (a key copied into another home)."""
+    return codec.encode([public, state.to_bytes()])
+
+
+def read_signing_record(raw: bytes, public: bytes) -> SigningState | None:
+    """The state ``raw`` records for ``public``; None if it is another key's record. A
+    bare state (a home from before records named their key) is taken as this key's.
+    Raises :class:`SigningStateError` if it does not decode."""
+    try:
+        value = codec.decode(raw, max_bytes=2 * MAX_SIGNING_STATE_BYTES)
+        if isinstance(value, list) and len(value) == 2:
+            owner, state = value
+            if owner != public:
+                return None
+            if not isinstance(state, bytes):
+                raise codec.DecodeError("the recorded state is not bytes")
+            raw = state
+        return SigningState.from_bytes(raw)
+    except (codec.DecodeError, MalformedVoteError) as exc:
+        raise SigningStateError(f"the persisted signing state is corrupt ({exc}); "
+                                "refusing to sign") from None
 
 
 class MetaStore(Protocol):
@@ -215,14 +255,16 @@ class Signer:
         self._chain_id = chain_id
         self._store = store
         raw = store.get_meta(META_SIGNING_STATE)
-        # nothing persisted: a new authority, or one whose state was lost (a new home, a
-        # deleted file); it may have signed before, so the driver defers signing
-        self.fresh = not raw
-        try:
-            self.state = SigningState.from_bytes(raw) if raw else SigningState()
-        except MalformedVoteError as exc:
-            raise SigningStateError(f"the persisted signing state is corrupt ({exc}); "
-                                    "refusing to sign") from None
+        recorded = read_signing_record(raw, key.public) if raw else None
+        if raw and recorded is None:
+            log.warning("signing_state_of_another_key", authority=key.public.hex()[:16],
+                        reason="the home's signing_state names another key: this key's "
+                               "record is lost")
+        # nothing persisted for this key (`iomtnode init` writes one for the key it
+        # makes): its record was lost (a deleted file, the key copied into another
+        # home), and it may have signed before, so the driver defers signing
+        self.fresh = recorded is None
+        self.state = recorded or SigningState()
         # the last message signed, as (height, round, step) and block hash: after a
         # restart, what the record says (it was recorded before it was signed)
         self._last = ((self.state.height, self.state.round, self.state.step),
@@ -242,7 +284,7 @@ class Signer:
         if (state.height, state.round, state.step) < (
                 self.state.height, self.state.round, self.state.step):
             raise ValueError(f"signing state going back from {self.state} to {state}")
-        self._store.put_meta(META_SIGNING_STATE, state.to_bytes())
+        self._store.put_meta(META_SIGNING_STATE, signing_record(self.public, state))
         self.state = state
 
     def vote(self, vote_type: VoteType, height: int, round_: int, block_hash: bytes) -> Vote:
@@ -304,6 +346,7 @@ class FreshStartGuard:
         self.finalized = 0  # K: the highest finalized height heard of
         self.heard: set[bytes] = set()  # other authorities heard from (head or message)
         self._resumed = False
+        self._refused = False
 
     @property
     def resolved(self) -> bool:
@@ -337,6 +380,15 @@ class FreshStartGuard:
         heads. True if the floor was fixed by this call (logged)."""
         if self.floor is not None:
             return False
+        if self.own in authorities and len(authorities) == 1:
+            if not self._refused:  # module doc: the one authority has nobody to ask
+                self._refused = True
+                log.error("signing_refused", authority=self.own.hex()[:16],
+                          reason="the only authority has no signing state, and no other "
+                                 "authority can tell what it signed",
+                          remedy="restore HOME/signing_state from a backup (see "
+                                 "docs/consensus.md, 'A home without signing state')")
+            return False
         self.saw_own_head(own_head)
         if heads is not None:
             self.saw_heads(heads, authorities)
@@ -346,9 +398,7 @@ class FreshStartGuard:
         if not self.resolve(now, 0 if fallback else need):
             return False
         assert self.floor is not None
-        if self.own in authorities and self.permits(height):
-            self.resumed(height, reason="the network has not finalized a block yet")
-        elif self.own in authorities:
+        if self.own in authorities and not self.permits(height):
             log.warning("signing_deferred", phase="floor", floor=self.floor,
                         until_height=self.floor + 1, finalized_heard=self.finalized,
                         authorities_heard=len(self.heard),
@@ -367,7 +417,7 @@ class FreshStartGuard:
         """Fix the floor if the grace period is over and ``need_heard`` other authorities were
         heard from; True once the floor is fixed."""
         if self.floor is None and now >= self.grace_until and len(self.heard) >= need_heard:
-            self.floor = 0 if self.finalized == 0 else self.finalized + 2
+            self.floor = self.finalized + 2
         return self.floor is not None
 
     def permits(self, height: int) -> bool:
