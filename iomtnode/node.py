@@ -30,7 +30,7 @@ from .chain.chain import Chain
 from .chain.feed import BlockFeed
 from .chain.writer import ChainWriter
 from .config import Config, parse_hostport
-from .consensus.driver import Driver, DriverConfig
+from .consensus.driver import Driver, DriverConfig, wall_clock_ms
 from .consensus.held import WAL_FILE
 from .consensus.machine import Params
 from .consensus.signing import (
@@ -40,7 +40,6 @@ from .consensus.signing import (
     SigningLock,
     SigningStateFile,
 )
-from .consensus.driver import wall_clock_ms
 from .core.block import Block, Commit
 from .core.errors import RuleError
 from .core.evidence import Evidence
