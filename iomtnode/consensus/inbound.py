@@ -8,13 +8,11 @@ a block, each proposal waiting for it). A message passes only if it is:
 
 - well formed (a vote or proposal that decodes; a proposal's header, certificate and
   transaction count agree);
-- for the driver's height; the next height's are kept and handed back by
-  :meth:`Inbound.enter` for that height, but only once their signer is checked to be an
-  authority of that height (the proposer of its round, for a proposal) and their
-  signature holds, so that nobody else can push the genuine ones out; the buffer is
-  bounded per authority (:data:`NEXT_HEIGHT_VOTES_PER_AUTHORITY`) and keeps the lowest
-  rounds' proposals (:data:`NEXT_HEIGHT_PROPOSALS`). Older or further ones are dropped
-  unchecked;
+- for the driver's height; the next height's are kept for it (:meth:`Inbound.enter`)
+  once their signer is checked to be an authority there (its round's proposer, for a
+  proposal) and their signature holds, so nobody else can push the genuine ones out
+  (bounds: :data:`NEXT_HEIGHT_VOTES_PER_AUTHORITY`, :data:`NEXT_HEIGHT_PROPOSALS`, the
+  lowest rounds). Older or further ones are dropped unchecked;
 - from an authority of the height (a vote), or from the round's proposer (a proposal),
   the first proposal of its round (a second one, the proposer equivocating or a relayer
   lagging, is dropped: the first stands);

@@ -11,7 +11,8 @@ import trio
 from structlog.testing import capture_logs
 
 from iomtnode.consensus.driver import DriverConfig
-from iomtnode.consensus.signing import FreshStartGuard, Signer
+from iomtnode.consensus.fresh import FreshStartGuard
+from iomtnode.consensus.signing import Signer
 from iomtnode.consensus.votes import SigningState, Step
 from iomtnode.core.crypto import blake2b256
 
