@@ -5,8 +5,9 @@
 A lost signing state
 --------------------
 
-A signer with nothing persisted cannot tell a new authority from one whose state was lost:
-a new home holding the same key, or a deleted ``signing_state`` file. The lost state may
+A signer with nothing persisted for its key has lost its record (``iomtnode init`` writes
+one for the key it makes): a deleted ``signing_state`` file, or the key copied into
+another home. The lost state may
 cover heights and rounds the network is still deciding, and signing there again could
 conflict with what the key signed before. So the driver keeps such an authority an
 observer (it checks, relays and commits, signs nothing) until :class:`FreshStartGuard`
@@ -61,8 +62,8 @@ they have not received), so a lone authority without signing state never signs a
 There is no exception for a new network: ``iomtnode init`` writes the initial signing
 state (nothing signed) of the key it makes, so a home without one has lost it, always,
 and the floor is ``K + 2`` even when ``K`` is 0. The record names its key
-(:func:`signing_record`): a key copied into a home made for another key finds no record
-of its own, and defers like any other that lost its state.
+(:func:`~iomtnode.consensus.signing.signing_record`): a key copied into a home made for
+another key finds no record of its own, and defers like any other that lost its state.
 """
 
 from __future__ import annotations
