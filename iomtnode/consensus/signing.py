@@ -37,7 +37,7 @@ import structlog
 
 from ..core import codec
 from ..core.crypto import SigningKey
-from ..core.vote import MalformedVoteError, Vote, VoteType, sign_vote
+from ..core.vote import NIL, MalformedVoteError, Vote, VoteType, sign_vote
 from .votes import (
     MAX_SIGNING_STATE_BYTES,
     NO_ROUND,
@@ -53,6 +53,7 @@ log = structlog.get_logger(__name__)
 META_SIGNING_STATE = "signing_state"
 SIGNING_LOCK_FILE = "signing.lock"
 SIGNING_STATE_FILE = "signing_state"  # in the home, beside node_key, outside data/
+RESUMED_ROUND = 2**32  # a hand-written record closes every round a height will reach
 
 
 class SigningLockedError(RuntimeError):
@@ -76,6 +77,13 @@ def signing_record(public: bytes, state: SigningState) -> bytes:
     """What a home's ``signing_state`` holds: ``[authority key, state]`` (msgpack), so a
     record is never taken for another key's (a key copied into another home)."""
     return codec.encode([public, state.to_bytes()])
+
+
+def resumed_record(public: bytes, above: int) -> bytes:
+    """A record written by hand for a key whose record was lost, on the operator's word
+    that it signed nothing above height ``above``: every round of ``above`` and below is
+    closed (:data:`RESUMED_ROUND`), every higher height open."""
+    return signing_record(public, SigningState(above, RESUMED_ROUND, Step.PRECOMMIT, NIL))
 
 
 def read_signing_record(raw: bytes, public: bytes) -> SigningState | None:

@@ -4,9 +4,13 @@ certificates that a follower accepts (real nodes: LevelDB, websockets on loopbac
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import trio
@@ -146,3 +150,37 @@ async def test_a_lone_authority_with_empty_data_goes_on_from_its_followers_chain
     assert [again.chain.block_at(h).hash for h in range(1, head + 1)] == before
     assert [follower.chain.block_at(h).hash for h in range(1, head + 4)] == [
         again.chain.block_at(h).hash for h in range(1, head + 4)]
+
+
+@contextlib.asynccontextmanager
+async def running(home: Home) -> AsyncIterator[Node]:
+    """A node of ``home`` while the block runs; stopped (its store closed) after."""
+    async with trio.open_nursery() as nursery:
+        node = Node(home, BASE, consensus_params=FAST)
+        await nursery.start(node.run)
+        yield node
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_lone_authority_without_its_signing_state_waits_to_be_resumed_by_hand(
+        tmp_path):
+    home = init_home(tmp_path / "a", chain_id=CHAIN, config=BASE)
+    async with running(home) as node:
+        await wait(lambda: node.chain is not None and node.chain.height >= 3, "three blocks")
+    (home.path / SIGNING_STATE_FILE).unlink()  # lost, no backup
+    async with running(home) as node:
+        assert node.chain is not None and node.consensus is not None
+        head = node.chain.height
+        await trio.sleep(1.5)  # five empty-block intervals
+        assert node.chain.height == head and node.consensus.signing_floor is None
+
+    resume = [str(Path(sys.executable).parent / "iomtnode"), "authority", "resume-signing",
+              "--home", str(home.path), "--above", str(head)]
+    with trio.fail_after(30):
+        assert (await trio.run_process(resume, capture_stdout=True)).returncode == 0
+        refused = await trio.run_process(resume, check=False, capture_stderr=True)
+    assert refused.returncode != 0  # the record exists now
+    assert b"holds this key's signing state" in refused.stderr
+    async with running(home) as node:
+        await wait(lambda: node.chain is not None and node.chain.height >= head + 2,
+                   "blocks above the height given")
