@@ -10,6 +10,16 @@ import typer
 
 from .cli import DEFAULT_API, ApiOpt, JsonOpt, _authority, _hex32, api_url, emit, fail, run_async
 from .client import open_client
+from .consensus.signing import (
+    SIGNING_LOCK_FILE,
+    SIGNING_STATE_FILE,
+    SigningLock,
+    SigningLockedError,
+    SigningStateError,
+    SigningStateFile,
+    read_signing_record,
+    resumed_record,
+)
 from .core.tx import AuthorityVote, sign_tx
 
 authority_app = typer.Typer(
@@ -77,3 +87,34 @@ def authority_evidence(api: ApiOpt = DEFAULT_API, as_json: JsonOpt = False) -> N
                      f"round {r['round']} (reported by {r['reporter'][:16]}, block "
                      f"{r['included_at']})" for r in records) or "no evidence"
     emit({"evidence": records}, as_json, text)
+
+
+@authority_app.command("resume-signing")
+def authority_resume_signing(
+    home: Annotated[Path, typer.Option("--home", help="The authority's home.")],
+    above: Annotated[int, typer.Option(
+        min=0, help="The highest height this key may have signed at.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a lost signing state by hand: from now on the key signs only above --above.
+
+    Only for a home whose signing_state is lost with no backup, and only when no other
+    process signs with this key. A lone authority needs it (nobody else can tell what
+    it signed); with more authorities the node finds a safe height by itself. Take
+    --above from the network: at least the highest head any node reports
+    (`iomtnode status`), more if the key may have signed a block none of them holds.
+
+    Refused while this home's node runs, and when the home has a signing state.
+    """
+    key, _ = _authority(home)
+    store = SigningStateFile(home / SIGNING_STATE_FILE)
+    try:
+        with SigningLock.acquire(home / SIGNING_LOCK_FILE):
+            raw = store.get_meta(SIGNING_STATE_FILE)
+            if raw and read_signing_record(raw, key.public) is not None:
+                fail(f"{store.path} holds this key's signing state: nothing to resume")
+            store.put_meta(SIGNING_STATE_FILE, resumed_record(key.public, above))
+    except (SigningLockedError, SigningStateError) as exc:
+        fail(str(exc))
+    emit({"home": str(home), "signs_above": above}, as_json,
+         f"{store.path} written: this key signs only above height {above}")

@@ -6,7 +6,11 @@ Layout::
     genesis.json   shared by all nodes of a network; its hash identifies the chain
     node_key       the node's (and, if it is one, the authority's) ed25519 seed, hex, mode 0600
     admin_token    the token admin API methods require, mode 0600
-    data/          LevelDB
+    signing_state  what this key signed last (consensus); ``init`` writes "nothing yet"
+    consensus_wal  the blocks this key signs for at the height being decided
+    signing.lock   held by the one process that may sign with this home
+    data/          LevelDB (the chain: may be wiped and synced again; the three files
+                   above stay, so a resync never makes the key forget what it signed)
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Config, load_config, render
+from .consensus.signing import SIGNING_STATE_FILE, SigningStateFile, signing_record
+from .consensus.votes import SigningState
 from .core.crypto import SEED_BYTES, SigningKey
 from .core.genesis import Genesis
 
@@ -125,8 +131,14 @@ def init_home(
     genesis: Genesis | None = None,
     key: SigningKey | None = None,
     config: Config | None = None,
+    signed_before: bool = False,
 ) -> Home:
-    """Create a home. Without ``genesis``, a one-authority chain with this node as authority."""
+    """Create a home. Without ``genesis``, a one-authority chain with this node as authority.
+
+    The home's signing state says the key signed nothing yet: true of a key made here,
+    and of a new ``key`` unless ``signed_before`` (a key moved from another home, whose
+    record was lost: no signing state is written, and the node defers signing until it
+    knows a height the key cannot have signed at; see docs/consensus.md)."""
     home = Home(path)
     if home.is_initialized():
         raise HomeError(f"{path} is already an iomtnode home; pick another directory")
@@ -140,4 +152,7 @@ def init_home(
     genesis.save(home.genesis_path)
     home.config_path.write_text(render(config or Config()))
     home.data_path.mkdir(exist_ok=True)
+    if not signed_before:
+        SigningStateFile(home.path / SIGNING_STATE_FILE).put_meta(
+            SIGNING_STATE_FILE, signing_record(key.public, SigningState()))
     return home

@@ -2,10 +2,10 @@
 
 Services start in dependency order with ``await nursery.start(service.run)``: the
 store and chain are opened first (synchronously; a held lock is a clear error), then
-block production: with one authority, the solo sealer (on that authority's node); with
-several, the consensus driver on every node (it signs only on an authority's node, and
-takes the signing lock ``HOME/signing.lock`` first: a second process signing with this
-home refuses to start); then p2p and the client API. The node runs until
+block production: the consensus driver on every node, whatever the number of authorities
+(one engine for every chain: it signs only at heights whose authorities include this
+node's key, after taking the signing lock ``HOME/signing.lock``: a second process signing
+with this home refuses to start); then p2p and the client API. The node runs until
 cancelled; on the way out every service cleans up and the store is closed, so the last
 committed block is on disk.
 """
@@ -30,7 +30,8 @@ from .chain.chain import Chain
 from .chain.feed import BlockFeed
 from .chain.writer import ChainWriter
 from .config import Config, parse_hostport
-from .consensus.driver import Driver, DriverConfig
+from .consensus.driver import Driver, DriverConfig, wall_clock_ms
+from .consensus.held import WAL_FILE
 from .consensus.machine import Params
 from .consensus.signing import (
     SIGNING_LOCK_FILE,
@@ -39,7 +40,6 @@ from .consensus.signing import (
     SigningLock,
     SigningStateFile,
 )
-from .consensus.solo import SoloSealer, wall_clock_ms
 from .core.block import Block, Commit
 from .core.errors import RuleError
 from .core.evidence import Evidence
@@ -82,7 +82,6 @@ class Node:
         self.feed: BlockFeed | None = None
         self.writer: ChainWriter | None = None
         self.p2p: P2PService | None = None
-        self.sealer: SoloSealer | None = None
         self.consensus: Driver | None = None
         self.started_at = time.time()
         # reading timestamp -> admitted from a peer / committed here (same-host clocks)
@@ -157,8 +156,6 @@ class Node:
                         height=evidence.height, round=evidence.round, tx=tx.id.hex())
 
     def _wake_producer(self) -> None:
-        if self.sealer is not None:
-            self.sealer.wake()
         if self.consensus is not None:
             self.consensus.wake()
 
@@ -194,33 +191,25 @@ class Node:
                     nursery.start_soon(self.writer.warm_verifier)
                 self.p2p = P2PService(self.config, self.key, chain, store, self.mempool,
                                       self.writer, self.feed, self.admit_from_peers)
-                if len(authorities) > 1:
-                    held.enter_context(SigningLock.acquire(self.home.path / SIGNING_LOCK_FILE))
-                    self.consensus = Driver(
-                        chain, self.mempool, self.writer, self.p2p,
-                        Signer(self.key, chain.chain_id,
-                               SigningStateFile(self.home.path / SIGNING_STATE_FILE)),
-                        DriverConfig(self.config.block_interval_s,
-                                     self.config.empty_block_interval_s,
-                                     self.config.max_block_txs, self._consensus_params,
-                                     self.config.resend_interval_s,
-                                     self.config.fresh_grace_s or None),
-                        now_ms=self._now_ms,
-                        peer_heads=lambda sync=self.p2p.sync: sync.peer_heights,
-                        on_evidence=self.report_evidence,
-                        inbox=self.p2p.gossip,
-                    )
-                    self.p2p.consensus = self.consensus
-                    self.p2p.gossip.on_progress = self.consensus.inbox_progressed
-                    await nursery.start(self.consensus.run)
-                elif self.key.public in authorities:
-                    self.sealer = SoloSealer(
-                        chain, self.mempool, self.writer, self.key,
-                        block_interval_s=self.config.block_interval_s,
-                        empty_block_interval_s=self.config.empty_block_interval_s,
-                        max_block_txs=self.config.max_block_txs, now_ms=self._now_ms,
-                    )
-                    await nursery.start(self.sealer.run)
+                held.enter_context(SigningLock.acquire(self.home.path / SIGNING_LOCK_FILE))
+                self.consensus = Driver(
+                    chain, self.mempool, self.writer, self.p2p,
+                    Signer(self.key, chain.chain_id,
+                           SigningStateFile(self.home.path / SIGNING_STATE_FILE)),
+                    DriverConfig(self.config.block_interval_s,
+                                 self.config.empty_block_interval_s,
+                                 self.config.max_block_txs, self._consensus_params,
+                                 self.config.resend_interval_s,
+                                 self.config.fresh_grace_s or None),
+                    now_ms=self._now_ms,
+                    peer_heads=lambda sync=self.p2p.sync: sync.peer_heights,
+                    on_evidence=self.report_evidence,
+                    inbox=self.p2p.gossip,
+                    wal=SigningStateFile(self.home.path / WAL_FILE),
+                )
+                self.p2p.consensus = self.consensus
+                self.p2p.gossip.on_progress = self.consensus.inbox_progressed
+                await nursery.start(self.consensus.run)
                 p2p_address = await nursery.start(self.p2p.run)
                 host, port = parse_hostport(self.config.api_listen, "api_listen")
                 api = ClientApi(self)

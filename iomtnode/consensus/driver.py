@@ -1,45 +1,35 @@
-"""The trio driver of the consensus machine, for networks of two or more authorities.
+"""The trio driver of the consensus machine, for every chain (one authority included).
 
 The driver runs one :class:`~iomtnode.consensus.machine.Machine` per height and only
 sleeps, signs, stores and sends; every decision is the machine's. Its contract:
 
 - Heights: the machine of height ``h`` is made when the chain's head is ``h - 1``, with
-  the authorities that certify block ``h`` (:meth:`Chain.next_authorities`) and the
-  persisted signing state. It is started (``Start``) once ``block_interval_s`` has passed
-  since the previous block and transactions are pending, or ``empty_block_interval_s``
-  has passed (then the block may be empty), or as soon as another validator's valid
-  message for ``h`` arrives (the others started). Whenever the chain's head reaches
-  ``h`` by any path (this driver's commit, compact block relay, sync), the driver moves
-  to the next height; ChainWriter listeners then relay the block to followers.
-- Commit: on the machine's ``Commit``, the block (built here, or checked here when it was
-  proposed) is committed through :meth:`ChainWriter.commit` with the certificate made of
-  the decided precommits (:func:`~iomtnode.consensus.votes.commit_certificate`).
-- Signing: after each step that signs, the machine's signing state is recorded
-  (synced) through :class:`~iomtnode.consensus.signing.Signer` *before* any signature of
-  that step; own messages are delivered back to the machine and then sent.
-- A lost signing state: a signer that starts with none persisted (:attr:`Signer.fresh`:
-  a new home, or a deleted ``signing_state`` file) may have signed before. It observes
-  (``signing_deferred`` in the log, with why and until when) until its
-  :class:`~iomtnode.consensus.signing.FreshStartGuard` fixes the height to sign above
-  (the rule and why it is safe are in :mod:`iomtnode.consensus.signing`); if that
-  allows the current height, a validator machine replaces the observer one, fed again
-  the peers' messages it took.
-- Timeouts: ``ScheduleTimeout`` goes to a heap; the one driver task sleeps until the
-  earliest deadline or the next message, whichever is first. No task per message or timer.
+  the authorities of block ``h`` (:meth:`Chain.next_authorities`) and the persisted
+  signing state. It starts (``Start``) ``block_interval_s`` after the previous block
+  with transactions pending, after ``empty_block_interval_s`` without (an empty block),
+  or as soon as another validator's valid message for ``h`` arrives. Whenever the head
+  reaches ``h`` by any path (this driver's commit, relay, sync), it moves on.
+- Commit: on the machine's ``Commit``, the block (built here, or checked here) is
+  committed through :meth:`ChainWriter.commit` with the certificate of the decided
+  precommits (:func:`~iomtnode.consensus.votes.commit_certificate`).
+- Signing: after each step that signs, the blocks signed for and the locked and valid
+  values are made durable (:class:`~iomtnode.consensus.held.HeldBlocks`), then the
+  signing state is recorded (synced) through :class:`~iomtnode.consensus.signing.Signer`,
+  both *before* any signature of that step; own messages go back to the machine, then
+  out through an :class:`~iomtnode.consensus.outbox.Outbox` (resent while undecided). A
+  validator restarted at the height it last signed at holds its record's blocks again,
+  re-signs its last vote (deterministic ed25519: the same bytes) and sends it again.
+- A lost signing state (:attr:`Signer.fresh`): the key may have signed before, so it
+  observes (``signing_deferred``) until :class:`~iomtnode.consensus.fresh.FreshStartGuard`
+  fixes the height to sign above (:mod:`iomtnode.consensus.fresh`); if that allows the
+  current height, a validator machine replaces the observer one, fed again the peers'
+  messages it took.
+- Timeouts go to a heap; the one driver task sleeps until the earliest deadline or the
+  next message. No task per message or timer.
 - Peers' messages (:meth:`on_message`, from peer reader tasks; never blocks) are queued
-  and checked by :class:`~iomtnode.consensus.inbound.Inbound`; checked ones step the
-  machine. Proposals travel compact (:mod:`iomtnode.consensus.proposals`): a peer asking
-  for transactions of a block this driver holds (built or checked at this height, or the
-  head just committed) is answered at once, from the peer's reader task.
-- Resending: messages are pushed once, so a peer that missed them (it restarted, or a
-  link dropped) could leave a height stuck. While a started height is undecided, the
-  driver resends its own messages of the current and previous round every
-  ``resend_interval_s`` (peers drop copies they have, by the seen-cache; a proposal skips
-  the peers known to hold it); and a validator
-  restarted at the height it last signed at re-signs that exact vote (ed25519 signatures
-  are deterministic: the same bytes, no conflict) and sends it again.
-- Re-proposals go out with the prevotes of their proof-of-lock round, resent with them.
-- Equivocations the machine reports go to an :class:`~iomtnode.consensus.evidencelog.EvidenceLog`
+  and checked by :class:`~iomtnode.consensus.inbound.Inbound`. A peer asking for the
+  transactions of a block held here (this height's, or the head) is answered at once.
+- Equivocations go to an :class:`~iomtnode.consensus.evidencelog.EvidenceLog`
   (:attr:`Driver.evidence`; ``on_evidence`` once each).
 """
 
@@ -49,8 +39,7 @@ import heapq
 import itertools
 import math
 from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -61,9 +50,12 @@ from ..chain.chain import BuiltBlock, Chain
 from ..chain.writer import ChainWriter
 from ..core.block import Block, Commit
 from ..core.evidence import Evidence
+from ..core.state import authorities_at
 from ..core.vote import VoteType
-from ..p2p.messages import ConsensusProposal, ConsensusVote, GetProposalTxs
+from ..p2p.messages import ConsensusVote, GetProposalTxs
 from .evidencelog import EvidenceLog
+from .fresh import Deferral, PeerHeads
+from .held import HeldBlocks
 from .inbound import Checked, ConsensusMessage, ConsensusNetwork, Inbound, InboundMessage
 from .machine import (
     Action,
@@ -73,7 +65,6 @@ from .machine import (
     BuildBlock,
     Event,
     Machine,
-    Params,
     ProposalReceived,
     ReportEvidence,
     ScheduleTimeout,
@@ -82,39 +73,15 @@ from .machine import (
     VoteReceived,
 )
 from .machine import Commit as Decision
+from .outbox import Outbox
 from .proposals import InboxProgress, answer_txs, compact_proposal
-from .signing import FreshStartGuard, Signer
-from .solo import wall_clock_ms
-from .votes import NO_ROUND, Step, commit_certificate, decode_proposal
+from .settings import DriverConfig, wall_clock_ms
+from .signing import MetaStore, Signer
+from .votes import NO_ROUND, Step, commit_certificate
 
-__all__ = ["ConsensusMessage", "ConsensusNetwork", "Driver", "DriverConfig"]
+__all__ = ["ConsensusMessage", "ConsensusNetwork", "Driver", "DriverConfig", "wall_clock_ms"]
 
 log = structlog.get_logger(__name__)
-
-HELD_BLOCKS = 16  # proposed blocks of this height kept; beyond, the oldest rounds go
-MAX_REPLAY = 4096  # peer events kept while deferred, to feed a validator machine
-GUARD_POLL_S = 0.25  # how often a deferred signer looks at its peers' heads again
-
-PeerHeads = Callable[[], Mapping[bytes, int]]
-
-
-@dataclass(frozen=True, slots=True)
-class DriverConfig:
-    block_interval_s: float  # the least time from one block to the next height's start
-    empty_block_interval_s: float  # with nothing pending, start (an empty block) after this
-    max_block_txs: int
-    params: Params = field(default_factory=Params)  # round timeouts
-    resend_interval_s: float = 2.0  # own messages of an undecided height are sent again
-    # without persisted signing state, observe this long before signing (None: twice the
-    # longest round-0 timeout, at least resend_interval_s)
-    fresh_grace_s: float | None = None
-
-    def fresh_grace(self) -> float:
-        if self.fresh_grace_s is not None:
-            return self.fresh_grace_s
-        p = self.params
-        longest = max(p.timeout_propose_s, p.timeout_prevote_s, p.timeout_precommit_s)
-        return max(2 * longest, self.resend_interval_s)
 
 
 class Driver:
@@ -134,7 +101,8 @@ class Driver:
                  now_ms: Callable[[], int] = wall_clock_ms,
                  on_evidence: Callable[[Evidence], None] | None = None,
                  peer_heads: PeerHeads | None = None,
-                 inbox: InboxProgress | None = None) -> None:
+                 inbox: InboxProgress | None = None,
+                 wal: MetaStore | None = None) -> None:
         self._chain = chain
         self._mempool = mempool
         self._writer = writer
@@ -142,11 +110,15 @@ class Driver:
         self._signer = signer
         self._config = config
         self._now_ms = now_ms
-        self._peer_heads = peer_heads
+        if signer is not None and wal is None:
+            raise ValueError("a signing driver needs its write-ahead record (wal)")
+        self._held = HeldBlocks(wal if signer is not None else None)
         self._inbound = Inbound(chain, writer, network, mempool, inbox=inbox,
-                                known_block=lambda block_hash: block_hash in self._blocks)
+                                known_block=lambda block_hash: block_hash in self._held)
+        self._outbox = Outbox(network, self._inbound, config.resend_interval_s)
         self._evidence = EvidenceLog(on_evidence)
-        self._guard: FreshStartGuard | None = None
+        self._peer_heads = peer_heads
+        self._deferral: Deferral | None = None
         self._timer_seq = itertools.count()
         self._validators: tuple[bytes, ...] = ()
         self._reset(0, None)
@@ -159,13 +131,9 @@ class Driver:
         self._started = False
         self._others_started = False
         self._timers: list[tuple[float, int, TimeoutFired]] = []
-        self._blocks: dict[bytes, tuple[int, BuiltBlock]] = {}  # hash -> (round, built)
+        self._held.reset(height)
         self._decision: Decision | None = None
-        self._own_messages: list[tuple[int, ConsensusMessage]] = []  # (round, message)
-        self._resend_at = math.inf
-        # deferred at this height, floor not fixed yet: peer events, to replay into a
-        # validator machine if the floor allows this height (None: no switch here)
-        self._replay: list[Event] | None = None
+        self._outbox.reset()
 
     # inputs from other tasks (never block) ---------------------------------------------
 
@@ -188,7 +156,7 @@ class Driver:
     def signing_floor(self) -> int | None:
         """With no signing state at startup: the height signed only above (None while still
         observing); 0 for a signer that had its state."""
-        return 0 if self._guard is None else self._guard.floor
+        return 0 if self._deferral is None else self._deferral.guard.floor
 
     def wake(self) -> None:
         """Transactions are pending: start the height if it waits only for them."""
@@ -212,8 +180,8 @@ class Driver:
     def _answer_txs(self, peer_id: bytes, msg: GetProposalTxs) -> None:
         """Answer from the blocks held at this height, or the head (committed meanwhile);
         older blocks are not read back from the store for this."""
-        held = self._blocks.get(msg.block_hash)
-        block = held[1].block if held is not None else self._chain.head
+        held = self._held.get(msg.block_hash)
+        block = held.block if held is not None else self._chain.head
         for answer in answer_txs(msg.block_hash, block, msg.indexes):
             self._network.send_consensus(peer_id, answer)
 
@@ -237,19 +205,12 @@ class Driver:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Drive consensus until cancelled."""
-        signer = self._signer
-        if signer is not None and signer.fresh:
-            grace = self._config.fresh_grace()
-            self._guard = FreshStartGuard(signer.public, trio.current_time(), grace)
+        if self._signer is not None and self._signer.fresh:
+            self._deferral = Deferral(self._signer.public, trio.current_time(),
+                                      self._config.fresh_grace(), self._peer_heads)
         await self._enter_height()
-        if self._guard is not None and signer is not None and (
-                signer.public in self._validators):
-            log.warning("signing_deferred", phase="observing",
-                        reason="no signing state at startup (a new home or a lost "
-                               "signing_state file): this key may have signed before",
-                        until=f"{self._config.fresh_grace():.1f} s from now and heard from a "
-                              "quorum of the other authorities; then only above the highest "
-                              "finalized height heard of + 2")
+        if self._deferral is not None and self._deferral.guard.own in self._validators:
+            self._deferral.announce(self._config.fresh_grace())
         log.info("consensus_started", height=self.height, validators=len(self._validators),
                  validator=self.machine is not None and self.machine.own is not None)
         task_status.started()
@@ -262,10 +223,10 @@ class Driver:
             await self._tick()
 
     def _deadline(self) -> float:
-        deadline = min(self._timers[0][0] if self._timers else math.inf, self._resend_at)
-        guard = self._guard
-        if guard is not None and not guard.resolved:
-            deadline = min(deadline, max(guard.grace_until, trio.current_time() + GUARD_POLL_S))
+        deadline = min(self._timers[0][0] if self._timers else math.inf,
+                       self._outbox.resend_at)
+        if self._deferral is not None:
+            deadline = min(deadline, self._deferral.deadline(trio.current_time()))
         return deadline if self._started else min(deadline, self._start_at())
 
     def _start_at(self) -> float:
@@ -284,62 +245,55 @@ class Driver:
             if self._chain.height >= self.height:
                 await self._enter_height()
                 continue
-            if self._check_guard():
-                await self._become_validator()
+            replay = None if self._deferral is None else self._deferral.switch(
+                trio.current_time(), self._chain.height, self._validators, self.height)
+            if replay is not None:
+                await self._become_validator(replay)
             now = trio.current_time()
             if not self._started and now >= self._start_at():
                 self._started = True
-                self._resend_at = now + self._config.resend_interval_s
+                self._outbox.started(now)
                 await self._step(Start(now))
             elif self._timers and self._timers[0][0] <= now:
                 await self._step(heapq.heappop(self._timers)[2])
-            elif now >= self._resend_at:
-                self._resend(now)
+            elif now >= self._outbox.resend_at:
+                assert self.machine is not None
+                self._outbox.resend(now, self.machine.round, self.machine.decision is not None)
             else:
                 return
-
-    def _resend(self, now: float) -> None:
-        assert self.machine is not None
-        self._resend_at = now + self._config.resend_interval_s
-        if self.machine.decision is None:
-            for round_, msg in self._own_messages:
-                if round_ >= self.machine.round - 1:
-                    holders = self._inbound.holders(decode_proposal(msg.proposal)) if (
-                        isinstance(msg, ConsensusProposal)) else frozenset()
-                    self._network.broadcast_consensus(msg, exclude=holders)
 
     async def _enter_height(self) -> None:
         height = self._chain.height + 1
         self._validators = self._chain.next_authorities()
-        signer, guard = self._signer, self._guard
+        signer = self._signer
         own = signer.public if signer is not None else None
         restored = signer.state if signer is not None else None
-        deferred = own in self._validators and guard is not None and not guard.permits(height)
+        deferred = self._deferral is not None and self._deferral.entered(
+            height, self._validators)
         self._reset(height, Machine(height, self._validators, None if deferred else own,
                                     self._config.params, restored))
-        if deferred and guard is not None and not guard.resolved:
-            self._replay = []
         log.debug("height_entered", height=height, validators=len(self._validators),
                   deferred=deferred)
-        if guard is not None and own in self._validators and not deferred:
-            guard.resumed(height)
+        if restored is not None and restored.height == height:  # restarted at this height
+            await self._held.restore(restored.round, self._writer)
         if restored is not None and restored.height == height and restored.step in (
                 Step.PREVOTE, Step.PRECOMMIT):  # restarted: send the last vote again
             vote_type = VoteType.PREVOTE if restored.step is Step.PREVOTE else VoteType.PRECOMMIT
             await self._step(self._sign_vote(vote_type, height, restored.round,
                                              restored.block_hash))
         assert self.machine is not None
-        for peer_id, msg in self._inbound.enter(height, self._validators, self.machine.proposer):
+        next_validators = authorities_at(self._chain.state(), height + 1)
+        for peer_id, msg in self._inbound.enter(height, self._validators, self.machine.proposer,
+                                                next_validators):
             await self._on_peer_message(peer_id, msg)
 
     async def _commit(self, decision: Decision) -> None:
         self._decision = None
-        held = self._blocks.get(decision.block_hash)
-        if held is None:  # decided without the block at hand: relay or sync brings it
+        built = self._held.get(decision.block_hash)
+        if built is None:  # decided without the block at hand: relay or sync brings it
             log.warning("decided_block_missing", height=decision.height,
                         hash=decision.block_hash.hex()[:16])
             return
-        built = held[1]
         committed = await self._writer.commit(built, commit_certificate(decision.precommits))
         log.info("block_finalized", height=decision.height, round=decision.round,
                  hash=decision.block_hash.hex()[:16], txs=len(built.block.txs),
@@ -347,24 +301,10 @@ class Driver:
 
     # a signer without persisted state ---------------------------------------------------
 
-    def _check_guard(self) -> bool:
-        """Feed the guard; True if it just allowed the current height while this height's
-        machine is an observer that can be replaced."""
-        guard = self._guard
-        if guard is None or not guard.update(
-                trio.current_time(), self._chain.height,
-                None if self._peer_heads is None else self._peer_heads(), self._validators,
-                height=self.height):
-            return False
-        return self._replay is not None and guard.permits(self.height)
-
-    async def _become_validator(self) -> None:
+    async def _become_validator(self, events: list[Event]) -> None:
         """Replace this height's observer machine by a validator one, fed again the peer
-        events the observer took (own timers start over with it)."""
-        assert self._signer is not None and self._replay is not None
-        events, self._replay = self._replay, None
-        if self._guard is not None:
-            self._guard.resumed(self.height)
+        ``events`` the observer took (own timers start over with it)."""
+        assert self._signer is not None
         self.machine = Machine(self.height, self._validators, self._signer.public,
                                self._config.params, self._signer.state)
         self._timers = []
@@ -381,9 +321,12 @@ class Driver:
         queue: deque[Event] = deque([event])
         while queue:
             actions = self.machine.step(queue.popleft())
-            if self._signer is not None and any(
-                    isinstance(a, BroadcastProposal | BroadcastVote) for a in actions):
-                self._signer.record(self.machine.signing_state)  # synced, before signing
+            signing = [a.block_hash for a in actions
+                       if isinstance(a, BroadcastProposal | BroadcastVote)]
+            if self._signer is not None and signing:  # both synced, before signing
+                await self._held.make_durable(
+                    [*signing, self.machine.locked_value, self.machine.valid_value])
+                self._signer.record(self.machine.signing_state)
             for action in actions:
                 await self._do(action, queue)
 
@@ -399,17 +342,20 @@ class Driver:
                     queue.append(BlockReady(built.block.hash))
             case BroadcastProposal(height, round_, block_hash, pol_round):
                 assert signer is not None
-                held = self._blocks.get(block_hash)
+                held = self._held.get(block_hash)
                 if held is None:
                     log.warning("proposal_block_missing", height=height, round=round_)
                     return
                 proposal = signer.proposal(height, round_, block_hash, pol_round)
                 raw = proposal.encode()
-                self._send_own(round_, raw, compact_proposal(raw, held[1].block))
-                self._send_proof_of_lock(round_, pol_round, block_hash)
+                self._outbox.send(round_, raw, compact_proposal(raw, held.block))
+                if pol_round != NO_ROUND:
+                    assert self.machine is not None
+                    self._outbox.send_proof_of_lock(round_, self.machine.votes.get(
+                        pol_round, VoteType.PREVOTE).votes_for(block_hash))
                 queue.append(ProposalReceived(proposal, True))
                 log.debug("block_proposed", height=height, round=round_,
-                          hash=block_hash.hex()[:16], txs=len(held[1].block.txs))
+                          hash=block_hash.hex()[:16], txs=len(held.block.txs))
             case BroadcastVote(vote_type, height, round_, block_hash):
                 queue.append(self._sign_vote(vote_type, height, round_, block_hash))
             case ScheduleTimeout(kind, height, round_, delay_s):
@@ -427,38 +373,13 @@ class Driver:
         assert self._signer is not None
         vote = self._signer.vote(vote_type, height, round_, block_hash)
         raw = vote.encode()
-        self._send_own(round_, raw, ConsensusVote(raw))
+        self._outbox.send(round_, raw, ConsensusVote(raw))
         return VoteReceived(vote)
 
-    def _send_own(self, round_: int, signed: bytes, msg: ConsensusMessage) -> None:
-        """Send a message of ``round_`` (signed here, or proving a lock) and keep it to
-        resend."""
-        self._inbound.mark_own(signed)
-        floor = round_ - 1  # what a resend sends; older rounds are done with
-        self._own_messages = [(r, m) for r, m in self._own_messages if r >= floor]
-        self._own_messages.append((round_, msg))
-        self._network.broadcast_consensus(msg)
-
-    def _send_proof_of_lock(self, round_: int, pol_round: int, block_hash: bytes) -> None:
-        """With a re-proposal, send (and resend) the prevotes of ``pol_round`` that make its
-        proof of lock: a peer that missed one (it was cut off, or its sender lost its
-        state and stays silent) could never accept the re-proposal, and a network whose
-        quorum is locked on that block would stall."""
-        assert self.machine is not None
-        if pol_round == NO_ROUND:
-            return
-        for vote in self.machine.votes.get(pol_round, VoteType.PREVOTE).votes_for(block_hash):
-            raw = vote.encode()
-            self._send_own(round_, raw, ConsensusVote(raw))
-
     def _hold(self, round_: int, built: BuiltBlock) -> None:
-        self._blocks[built.block.hash] = (round_, built)
         machine = self.machine
         assert machine is not None
-        keep = {machine.locked_value, machine.valid_value}
-        while len(self._blocks) > HELD_BLOCKS:
-            evictable = [(r, h) for h, (r, _) in self._blocks.items() if h not in keep]
-            del self._blocks[min(evictable)[1]]
+        self._held.hold(round_, built, (machine.locked_value, machine.valid_value))
 
     # peers' messages -------------------------------------------------------------------
 
@@ -471,11 +392,6 @@ class Driver:
         if checked.block is not None and isinstance(event, ProposalReceived):
             self._hold(event.proposal.round, checked.block)
         self._others_started = True
-        if self._guard is not None:
-            self._guard.saw_message(checked.signer, checked.height)
-        if self._replay is not None:
-            if len(self._replay) < MAX_REPLAY:
-                self._replay.append(event)
-            else:
-                self._replay = None  # too much to replay: a validator from the next height
+        if self._deferral is not None:
+            self._deferral.took(event, checked.signer, checked.height)
         await self._step(event)

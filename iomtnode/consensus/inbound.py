@@ -8,9 +8,11 @@ a block, each proposal waiting for it). A message passes only if it is:
 
 - well formed (a vote or proposal that decodes; a proposal's header, certificate and
   transaction count agree);
-- for the driver's height; the next height's are kept (bounded: :data:`NEXT_HEIGHT_VOTES`,
-  :data:`NEXT_HEIGHT_PROPOSALS`) and handed back by :meth:`Inbound.enter` for that height;
-  older or further ones are dropped unchecked;
+- for the driver's height; the next height's are kept for it (:meth:`Inbound.enter`)
+  once their signer is checked to be an authority there (its round's proposer, for a
+  proposal) and their signature holds, so nobody else can push the genuine ones out
+  (bounds: :data:`NEXT_HEIGHT_VOTES_PER_AUTHORITY`, :data:`NEXT_HEIGHT_PROPOSALS`, the
+  lowest rounds). Older or further ones are dropped unchecked;
 - from an authority of the height (a vote), or from the round's proposer (a proposal),
   the first proposal of its round (a second one, the proposer equivocating or a relayer
   lagging, is dropped: the first stands);
@@ -49,7 +51,7 @@ from ..chain.chain import BuiltBlock, Chain, InvalidBlockError
 from ..chain.writer import ChainWriter
 from ..core.block import Block, MalformedBlockError, decode_commit, decode_header
 from ..core.crypto import BadSignatureError, blake2b256
-from ..core.vote import MalformedVoteError, decode_vote
+from ..core.vote import MalformedVoteError, Vote, decode_vote
 from ..p2p import score
 from ..p2p.lru import BoundedSet
 from ..p2p.messages import ConsensusProposal, ConsensusVote, ProposalTxs
@@ -62,8 +64,8 @@ log = structlog.get_logger(__name__)
 
 INBOX_MESSAGES = 1024  # peer messages waiting for the driver task; more are dropped
 INBOX_PROPOSAL_BYTES = 64 * 1024 * 1024  # ... and bytes of proposals and fetched txs waiting
-NEXT_HEIGHT_VOTES = 512  # votes kept for the next height (4 per authority at 128)
-NEXT_HEIGHT_PROPOSALS = 4  # proposals kept for the next height (rounds 0.. of a few)
+NEXT_HEIGHT_VOTES_PER_AUTHORITY = 4  # next-height votes kept per authority (2 rounds' worth)
+NEXT_HEIGHT_PROPOSALS = 4  # next-height proposals kept, of the lowest rounds
 SEEN_MESSAGES = 16_384  # hashes of messages already handled (duplicates from many peers)
 
 ConsensusMessage = ConsensusProposal | ConsensusVote
@@ -126,11 +128,12 @@ class Inbound:
         self._queued_bytes = 0
         self._nudged = False
         self._seen = BoundedSet(SEEN_MESSAGES)
-        self._next_votes: deque[tuple[bytes, ConsensusMessage]] = deque(maxlen=NEXT_HEIGHT_VOTES)
-        self._next_proposals: deque[tuple[bytes, ConsensusMessage]] = deque(
-            maxlen=NEXT_HEIGHT_PROPOSALS)
+        # the next height's checked messages: votes by authority, proposals by round
+        self._next_votes: dict[bytes, deque[tuple[bytes, ConsensusMessage]]] = {}
+        self._next_proposals: dict[int, tuple[bytes, ConsensusMessage]] = {}
         self._height = 0
         self._validators: frozenset[bytes] = frozenset()
+        self._next_validators: tuple[bytes, ...] = ()
         self._proposer: Callable[[int], bytes] = lambda round_: b""
         self._proposal_rounds: set[int] = set()
         self.dropped = 0  # peer messages dropped because the queue was full
@@ -215,17 +218,21 @@ class Inbound:
         return self._relay.holders(proposal)
 
     def enter(self, height: int, validators: tuple[bytes, ...],
-              proposer: Callable[[int], bytes]) -> list[tuple[bytes, ConsensusMessage]]:
+              proposer: Callable[[int], bytes], next_validators: tuple[bytes, ...]
+              ) -> list[tuple[bytes, ConsensusMessage]]:
         """Check messages for ``height`` from now on (``proposer(round)`` names each round's
-        proposer); returns the messages kept for it, to :meth:`check` now."""
+        proposer; ``next_validators`` are the authorities of ``height + 1``, whose
+        messages are kept); returns the messages kept for it, to :meth:`check` now."""
         self._height = height
         self._validators = frozenset(validators)
+        self._next_validators = next_validators
         self._proposer = proposer
         self._proposal_rounds = set()
         self._fetcher.clear()
         self._whole.clear()
         self._relay.clear()
-        kept = [*self._next_proposals, *self._next_votes]
+        kept = [self._next_proposals[r] for r in sorted(self._next_proposals)]
+        kept += [item for votes in self._next_votes.values() for item in votes]
         self._next_proposals.clear()
         self._next_votes.clear()
         return kept
@@ -240,13 +247,37 @@ class Inbound:
             return [] if whole is None else await self._block_whole(*whole)
         return await self._check_proposal(peer_id, msg)
 
-    def _this_height(self, peer_id: bytes, msg: ConsensusMessage, height: int) -> bool:
-        """True for this height; keeps a message of the next height for later."""
-        if height == self._height + 1:
-            buffer = self._next_proposals if isinstance(msg, ConsensusProposal) else (
-                self._next_votes)
-            buffer.append((peer_id, msg))
-        return height == self._height
+    def _this_height(self, peer_id: bytes, msg: ConsensusMessage, signed: Vote | Proposal
+                     ) -> bool:
+        """True for this height; keeps a message of the next height for later if its
+        signer is an authority there (the round's proposer, for a proposal) and its
+        signature holds (else its sender is charged as for this height's)."""
+        if signed.height != self._height + 1:
+            return signed.height == self._height
+        penalize = self._network.penalize_peer
+        next_ = self._next_validators
+        if isinstance(signed, Vote):
+            signer, allowed = signed.validator, signed.validator in next_
+        else:
+            signer = signed.proposer
+            allowed = bool(next_) and signer == next_[(signed.height + signed.round) % len(next_)]
+        if not allowed:
+            penalize(peer_id, score.INVALID_MESSAGE,
+                     "consensus message of the next height: not from its authority")
+            return False
+        try:
+            signed.verify(self._chain.chain_id)
+        except BadSignatureError as exc:
+            penalize(peer_id, score.BAD_SIGNATURE, f"consensus message: {exc}")
+            return False
+        if isinstance(signed, Vote):
+            self._next_votes.setdefault(
+                signer, deque(maxlen=NEXT_HEIGHT_VOTES_PER_AUTHORITY)).append((peer_id, msg))
+        elif signed.round not in self._next_proposals:
+            self._next_proposals[signed.round] = (peer_id, msg)
+            if len(self._next_proposals) > NEXT_HEIGHT_PROPOSALS:
+                del self._next_proposals[max(self._next_proposals)]
+        return False
 
     def _check_vote(self, peer_id: bytes, msg: ConsensusVote) -> Checked | None:
         penalize = self._network.penalize_peer
@@ -256,7 +287,7 @@ class Inbound:
             penalize(peer_id, score.INVALID_MESSAGE, f"consensus vote: {exc}")
             return None
         key = blake2b256(msg.vote)
-        if key in self._seen or not self._this_height(peer_id, msg, vote.height):
+        if key in self._seen or not self._this_height(peer_id, msg, vote):
             return None
         if vote.validator not in self._validators:
             penalize(peer_id, score.INVALID_MESSAGE, "consensus vote: not an authority's")
@@ -298,7 +329,7 @@ class Inbound:
         if key in self._seen:
             self._copy(key, peer_id, msg)
             return []
-        if not self._this_height(peer_id, msg, proposal.height):
+        if not self._this_height(peer_id, msg, proposal):
             return []
         if proposal.proposer != self._proposer(proposal.round):
             penalize(peer_id, score.INVALID_MESSAGE,

@@ -176,9 +176,10 @@ class State:
 
     def online(self, height: int) -> set[bytes]:
         """The authorities that certified one of the last :data:`ONLINE_WINDOW_BLOCKS`
-        blocks before ``height`` (or joined that recently)."""
-        return {a for a in self.authorities()
-                if self.last_certified(a) >= height - ONLINE_WINDOW_BLOCKS}
+        blocks before ``height`` (genesis authorities count from block 0; one that joined
+        later only from its first precommit in a certificate)."""
+        since = max(0, height - ONLINE_WINDOW_BLOCKS)  # -1: never certified
+        return {a for a in self.authorities() if self.last_certified(a) >= since}
 
     def seen(self, tx_id: bytes) -> bool:
         return self.get(b"x" + tx_id) is not None
@@ -244,8 +245,7 @@ def begin_block(state: State, ctx: BlockContext) -> None:
         return
     before = state.authorities()
     after = authorities_at(state, ctx.height)
-    for subject in set(after) - set(before):
-        state.set_last_certified(subject, ctx.height)
+    # one that joins is online from its first precommit in a certificate, not before
     for subject in set(before) - set(after):
         state.delete(K_ONLINE + subject)
     if after != before:
@@ -409,7 +409,7 @@ def _vote(state: State, v: AuthorityVote, ctx: BlockContext) -> None:
         state.put_value(key, voters)
         return
     scheduled = state.scheduled_changes()
-    _check_quorum_after(state, [*scheduled, [0, v.subject, v.add]], ctx)
+    _check_quorum_after(state, [*scheduled, [0, v.subject, v.add]], ctx, v)
     state.delete(key)
     state.put_value(K_SCHEDULED,
                      [*scheduled, [ctx.height + GOVERNANCE_DELAY_BLOCKS, v.subject, v.add]])
@@ -433,27 +433,37 @@ def _evidence(state: State, r: ReportEvidence, ctx: BlockContext) -> None:
     state.put_value(key, [evidence.hash, ctx.height, r.reporter])
 
 
-def _check_quorum_after(state: State, changes: list[list[Any]], ctx: BlockContext) -> None:
+def _check_quorum_after(state: State, changes: list[list[Any]], ctx: BlockContext,
+                        v: AuthorityVote) -> None:
     """Refuse a change after which the authorities online could not reach a quorum.
 
-    Online: certified one of the last :data:`ONLINE_WINDOW_BLOCKS` blocks. An authority
-    being added cannot have certified anything yet; it counts as online (the ledger cannot
-    know whether its node runs: add an authority once its node is up and synced).
+    Online: certified one of the last :data:`ONLINE_WINDOW_BLOCKS` blocks. The authority
+    this vote adds cannot have certified anything yet; the ledger cannot know whether its
+    node runs, so it counts as online (the CLI checks that it is a connected peer), but
+    only while no other authority is in that state: an earlier addition that has not
+    certified a block yet (scheduled, or joined and silent) is offline, and then this
+    one is not counted either. One unproven newcomer at a time: two additions of keys
+    that never run cannot both pass.
     """
     after = list(state.authorities())
     for _, subject, add in changes:
         _change(after, subject, add, keep_last=False)
     if not after:
         raise e.GovernanceError("this vote would remove the last authority")
-    current, online_now = set(state.authorities()), state.online(ctx.height)
-    online = [a for a in after if a not in current or a in online_now]
+    online_now = state.online(ctx.height)
+    unproven = [a for a in after if a != v.subject and state.last_certified(a) < 0]
+    online = [a for a in after
+              if a in online_now or (v.add and a == v.subject and not unproven)]
     need = quorum(len(after))
     if len(online) < need:
+        waiting = (f" ({len(unproven)} added before has not certified a block yet, so the "
+                   "one being added is not counted: add it once they sign)"
+                   if v.add and unproven else "")
         raise e.GovernanceError(
             f"after this change {len(after)} authorities would need {need} precommits per "
             f"block, but only {len(online)} of them certified one of the last "
-            f"{ONLINE_WINDOW_BLOCKS} blocks; bring the offline authorities back (or remove "
-            "them first)")
+            f"{ONLINE_WINDOW_BLOCKS} blocks{waiting}; bring the offline authorities back "
+            "(or remove them first)")
 
 
 def _grant(state: State, g: Grant, ctx: BlockContext) -> None:

@@ -25,7 +25,7 @@ from iomtnode.chain.feed import BlockFeed
 from iomtnode.chain.writer import ChainWriter
 from iomtnode.consensus.driver import ConsensusMessage, Driver, DriverConfig
 from iomtnode.consensus.proposals import InboxProgress, compact_proposal
-from iomtnode.consensus.signing import META_SIGNING_STATE, Signer
+from iomtnode.consensus.signing import META_SIGNING_STATE, Signer, read_signing_record
 from iomtnode.consensus.votes import (
     SigningState,
     Step,
@@ -181,7 +181,9 @@ class FakeNetwork:
         signer, at, _ = signed_by(msg)
         if not exclude and signer == self.me:  # made here (a relay names its source)
             raw = self.meta.get_meta(META_SIGNING_STATE)
-            assert raw is not None and not SigningState.from_bytes(raw).permits(*at), at
+            assert raw is not None, at
+            state = read_signing_record(raw, self.me)
+            assert state is not None and not state.permits(*at), at
             if self.bus.on_own is not None:
                 self.bus.on_own(self.me, msg)
         self.bus.deliver(self.me, msg, exclude)
@@ -262,7 +264,8 @@ class TNode:
         self.driver = Driver(self.chain, self.mempool, self.writer, self.network, signer,
                              config, now_ms=lambda: GENESIS_MS + int(trio.current_time() * 1000),
                              on_evidence=self.reported.append,
-                             peer_heads=self.peer_heads if heads else None, inbox=inbox)
+                             peer_heads=self.peer_heads if heads else None, inbox=inbox,
+                             wal=self.meta)  # the home's consensus_wal, beside signing_state
         return self.driver
 
     async def start(self, nursery: trio.Nursery, config: DriverConfig = CONFIG, *,
@@ -345,11 +348,12 @@ class Cluster:
 
 
 @contextlib.asynccontextmanager
-async def cluster(tmp_path: Path, names: str = "ABCD", *, signed_before: bool = False,
+async def cluster(tmp_path: Path, names: str = "ABCD", *, signed_before: bool = True,
                   sync: bool = False) -> AsyncIterator[Cluster]:
     """Nodes for ``names`` (no driver started yet). ``signed_before``: each starts with a
-    persisted signing state (nothing signed), as a home that ran before; else with none,
-    as a new network. ``sync``: run :func:`sync_blocks`, else :func:`relay_blocks`."""
+    persisted signing state (nothing signed), as ``iomtnode init`` writes it; else with
+    none, as homes that lost it. ``sync``: run :func:`sync_blocks`, else
+    :func:`relay_blocks`."""
     with contextlib.ExitStack() as stack:
         async with trio.open_nursery() as nursery:
             net = Cluster(tmp_path, names, stack, nursery, signed_before=signed_before)

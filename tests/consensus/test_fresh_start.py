@@ -11,7 +11,8 @@ import trio
 from structlog.testing import capture_logs
 
 from iomtnode.consensus.driver import DriverConfig
-from iomtnode.consensus.signing import FreshStartGuard, Signer
+from iomtnode.consensus.fresh import FreshStartGuard
+from iomtnode.consensus.signing import Signer
 from iomtnode.consensus.votes import SigningState, Step
 from iomtnode.core.crypto import blake2b256
 
@@ -80,13 +81,26 @@ def test_without_a_quorum_heard_it_settles_late_for_its_up_to_date_peers():
     assert guard.floor == 9
 
 
-def test_a_network_that_finalized_nothing_is_not_deferred():
-    """All of a new network's authorities start without signing state: height 1 stays
-    signable, or the first one to sign would make the others skip it for ever."""
+def test_with_nothing_finalized_the_floor_is_still_two_up():
+    """No exception for a new network (``iomtnode init`` writes the initial signing
+    state, so none means lost): the key may have signed at height 1, and height 2 if
+    block 1 was final where it was, so it signs from height 3."""
     guard = FreshStartGuard(A, started_at=0.0, grace_s=1.0)
     guard.saw_heads({B: 0, C: 0}, (A, B, C, D))
     guard.saw_message(D, 1)
-    assert guard.resolve(1.0, need_heard=2) and guard.floor == 0 and guard.permits(1)
+    assert guard.resolve(1.0, need_heard=2) and guard.floor == 2
+    assert not guard.permits(1) and not guard.permits(2) and guard.permits(3)
+
+
+def test_a_lone_authority_without_its_signing_state_never_signs():
+    """With one authority nobody can tell what its key signed (a follower's head may be
+    behind what it signed): it refuses, for good, whatever it hears."""
+    guard = FreshStartGuard(A, started_at=0.0, grace_s=1.0)
+    with capture_logs() as logs:
+        for now in (0.5, 5.0, 500.0):
+            assert not guard.update(now, 7, {b"\x99" * 32: 9}, (A,), height=8)
+    assert guard.floor is None and not guard.permits(10**6)
+    assert [e["event"] for e in logs] == ["signing_refused"]
 
 
 def test_the_grace_period_defaults_to_twice_the_longest_round_timeout():
@@ -149,18 +163,15 @@ async def test_an_authority_that_lost_its_signing_state_never_signs_twice(
             assert not node.reported
 
 
-async def test_a_new_network_of_fresh_authorities_starts_despite_staggered_starts(
+async def test_a_new_network_starts_at_once_and_a_late_key_without_its_state_defers(
         tmp_path, autojump_clock):
-    """A new network: nobody has signing state. A alone hears no quorum and signs
-    nothing; once B and C are up the network is at genesis, so height 1 is signable for
-    all. D starts much later, into a running network: it defers (its key might have
-    signed there) and then joins."""
+    """A new network: each home has the signing state ``iomtnode init`` wrote (nothing
+    signed), so nobody defers: A, B, C start one after another and finalize. D's home lost
+    its state before it ever ran: it defers (its key might have signed) and then joins,
+    signing only above its floor."""
     async with cluster(tmp_path, sync=True) as net:
-        a = net["A"]
         await net.start("A", heads=True)
-        await trio.sleep(5)  # alone for longer than its grace period (2 s)
-        assert a.driver is not None and a.driver.signing_floor is None
-        assert not net.bus.own_signatures(A)
+        await trio.sleep(1)
         await net.start("B", heads=True)
         await trio.sleep(1)
         await net.start("C", heads=True)
@@ -168,8 +179,8 @@ async def test_a_new_network_of_fresh_authorities_starts_despite_staggered_start
         await wait_heights(abc, 4)
         assert all(n.driver is not None and n.driver.signing_floor == 0 for n in abc)
 
+        d = net.new_home("D", keep_data=True)
         await net.start("D", heads=True)
-        d = net["D"]
         await wait_until(lambda: d.driver is None or d.driver.signing_floor is not None)
         assert d.driver is not None
         floor = d.driver.signing_floor

@@ -1,0 +1,69 @@
+"""A validator's own consensus messages of the height being decided: sent once, kept, and
+resent while the height is undecided.
+
+Messages are pushed once, so a peer that missed them (it restarted, or a link dropped)
+could leave a height stuck. While a started height is undecided, :class:`Outbox` resends
+this validator's messages of the current and previous round every ``resend_interval_s``
+(peers drop copies they have, by their seen-cache; a proposal skips the peers known to
+hold it). A re-proposal goes out with the prevotes of its proof-of-lock round
+(:meth:`Outbox.send_proof_of_lock`), resent with it: a peer that missed one (it was cut
+off, or its sender lost its state and stays silent) could never accept the re-proposal,
+and a network whose quorum is locked on that block would stall.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from ..core.vote import Vote
+from ..p2p.messages import ConsensusProposal, ConsensusVote
+from .inbound import ConsensusMessage, ConsensusNetwork, Inbound
+from .votes import decode_proposal
+
+
+class Outbox:
+    """Own messages of one height (:meth:`reset` for the next), for one driver."""
+
+    def __init__(self, network: ConsensusNetwork, inbound: Inbound,
+                 resend_interval_s: float) -> None:
+        self._network = network
+        self._inbound = inbound
+        self._interval = resend_interval_s
+        self.reset()
+
+    def reset(self) -> None:
+        """A new height: nothing sent yet, nothing to resend until :meth:`started`."""
+        self._messages: list[tuple[int, ConsensusMessage]] = []  # (round, message)
+        self.resend_at = math.inf
+
+    def started(self, now: float) -> None:
+        """The height started: resend from ``now + resend_interval_s`` on."""
+        self.resend_at = now + self._interval
+
+    def send(self, round_: int, signed: bytes, msg: ConsensusMessage) -> None:
+        """Send a message of ``round_`` (signed here, or proving a lock) and keep it to
+        resend; peers' copies of ``signed`` are ignored from now on."""
+        self._inbound.mark_own(signed)
+        floor = round_ - 1  # what a resend sends; older rounds are done with
+        self._messages = [(r, m) for r, m in self._messages if r >= floor]
+        self._messages.append((round_, msg))
+        self._network.broadcast_consensus(msg)
+
+    def send_proof_of_lock(self, round_: int, prevotes: Iterable[Vote]) -> None:
+        """Send, with a re-proposal of ``round_``, the ``prevotes`` of its proof-of-lock
+        round (module doc)."""
+        for vote in prevotes:
+            raw = vote.encode()
+            self.send(round_, raw, ConsensusVote(raw))
+
+    def resend(self, now: float, round_: int, decided: bool) -> None:
+        """Resend the messages of ``round_`` and the one before, unless ``decided``."""
+        self.resend_at = now + self._interval
+        if decided:
+            return
+        for r, msg in self._messages:
+            if r >= round_ - 1:
+                holders = self._inbound.holders(decode_proposal(msg.proposal)) if (
+                    isinstance(msg, ConsensusProposal)) else frozenset()
+                self._network.broadcast_consensus(msg, exclude=holders)
