@@ -538,11 +538,22 @@ CASES: list[Case] = [
         Authorities("A"),
         (remove("A", "A", nonce=1), e.GovernanceError),
     ], authorities=("A", "B"), final=("A",)),
-    Case("an authority may leave when its successor's addition is already scheduled", [
+    Case("an authority may not leave to a successor that has not signed yet", [
         (add("A", "B"), OK),
-        (remove("A", "A"), OK),
+        (remove("A", "A"), e.GovernanceError),  # B alone, never certified: maybe not running
         NEXT,
-        Authorities("A"),
+        NEXT,
+        Authorities("A", "B"),
+    ], final=("A", "B")),
+    Case("... and may leave once its successor has certified a block", [
+        (add("A", "B"), OK),
+        NEXT,
+        NEXT,
+        Authorities("A", "B"),
+        Certified("A", "B"),
+        (remove("A", "A"), OK),  # 1 of 2: pending
+        (remove("B", "A"), OK),  # B certified: B alone is a quorum that signs
+        NEXT,
         NEXT,
         Authorities("B"),
         (admit("A", "hr1"), e.NotAuthorityError),
@@ -595,14 +606,19 @@ CASES: list[Case] = [
         NEXT,
         Authorities("A", "B", "C"),
     ], authorities=("A", "B", "C", "D"), final=("A", "B", "C")),
-    Case("adding authorities while one is offline passes: each new one counts as online", [
+    Case("one unproven newcomer at a time: a second addition waits for the first to sign", [
         Certified("A", "B", "C", blocks=ONLINE_WINDOW_BLOCKS + 1),
         (add("A", "E"), OK),
         (add("B", "E"), OK),
         (add("C", "E"), OK),  # 5 need 4: A, B, C and E (the ledger cannot see a new node)
         (add("A", "F"), OK),
         (add("B", "F"), OK),
-        (add("C", "F"), OK),  # 6 need 5: A, B, C, E, F
+        (add("C", "F"), e.GovernanceError),  # 6 need 5: A, B, C; E never signed, so F not
+        NEXT,
+        NEXT,
+        Authorities("A", "B", "C", "D", "E"),
+        Certified("A", "B", "C", "E"),
+        (add("C", "F", nonce=1), OK),  # E signed: A, B, C, E and F make 5 of 6
         NEXT,
         NEXT,
         Authorities("A", "B", "C", "D", "E", "F"),
