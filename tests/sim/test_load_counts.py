@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import trio
 
 from iomtnode.sim.load import LoadStats, reconcile, run_load
 
@@ -76,13 +77,13 @@ async def test_readings_the_node_cannot_be_asked_about_are_counted_unchecked(
     instead of failing (or calling them lost)."""
     import iomtnode.sim.load as load
 
-    sealer = running_node.node.sealer
+    writer = running_node.node.writer
 
-    async def nothing() -> None:
-        pass
+    async def never(*args: Any, **kwargs: Any) -> None:
+        await trio.sleep_forever()
 
     def stop_sealing(stats: LoadStats) -> None:  # from the first frame on, nothing commits
-        monkeypatch.setattr(sealer, "_seal_one", nothing)
+        monkeypatch.setattr(writer, "build_next", never)
 
     monkeypatch.setattr(load, "DRAIN_TIMEOUT_S", 0)
     real_open, opened = load.open_client, []
