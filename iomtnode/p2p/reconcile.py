@@ -35,14 +35,11 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Protocol
 
-import structlog
 import trio
 
 from . import score
 from .lru import BoundedSet
 from .messages import TxAnnounce, TxRequest
-
-log = structlog.get_logger(__name__)
 
 RECONCILE_INTERVAL_S = 5.0  # a pass over every peer this often, and one for each new peer
 RECONCILE_BATCH_IDS = 2048  # ids in one reconciliation announcement ...
