@@ -4,13 +4,16 @@ Live gossip (:mod:`.txgossip`) reaches the peers connected when a transaction is
 A peer that was cut off then (a partition, a restart, a link that flapped) would never hear
 of it, and a backlog taken during a partition would reach only one side's proposers. So:
 
-- **Offer.** When a peer connects (or reconnects), and every :data:`RECONCILE_INTERVAL_S`
-  while it stays connected, this node walks its pending transactions oldest first and
-  announces (``TxAnnounce``) the ids that peer is not known to have, in batches of at most
-  :data:`RECONCILE_BATCH_IDS` ids. An id is known to a peer once it was sent to it, announced
-  to it, or heard from it (the per-peer sets of :class:`~.txgossip.TxGossip`, forgotten when
-  the peer disconnects), so an id goes to a connected peer once and never again. The peer
-  fetches what it lacks with ``TxRequest``, as for any announcement.
+- **Offer.** When a peer connects (or reconnects) this node walks its pending transactions
+  oldest first and announces (``TxAnnounce``) the ids that peer is not known to have, in
+  batches of at most :data:`RECONCILE_BATCH_IDS` ids. Every :data:`RECONCILE_INTERVAL_S`
+  while it stays connected, a pass does the same for the ids that were pending at the pass
+  before already (those that live gossip should have spread by then; at a steady load
+  everything commits within an interval and a pass sends nothing). An id is known to a peer
+  once it was sent to it, announced to it, or heard from it (the per-peer sets of
+  :class:`~.txgossip.TxGossip`, forgotten when the peer disconnects), so an id goes to a
+  connected peer once and never again. The peer fetches what it lacks with ``TxRequest``, as
+  for any announcement.
 - **Pace.** The walk looks at :data:`RECONCILE_SCAN_IDS` ids per step and yields to trio
   between steps; the next batch to a peer waits while :data:`RECONCILE_QUEUE_BYTES` are
   queued to it (its answers to the batch before are in that queue), so a 50,000-transaction
@@ -19,10 +22,10 @@ of it, and a backlog taken during a partition would reach only one side's propos
   :data:`~.txgossip.REQUEST_RETRY_S` is asked again, from another peer that announced it if
   one did, at most :data:`MAX_ASKS` times (:class:`Requests`): a gap left while connected (an
   answer that never came) is filled at the next step.
-- **Serve within bounds.** A peer may ask only for ids this node announced or sent to it
-  (otherwise it is penalised as for an unrequested answer), each id once per connection,
-  and at most :data:`SERVE_IDS_PER_S` ids a second (:class:`ServeGuard`): a request never
-  costs this node more than it cost the asker to learn the ids.
+- **Serve within bounds.** A peer may ask only for ids this node announced or sent to it,
+  or holds pending (otherwise it is penalised as for an unrequested answer), each id once
+  per connection, and at most :data:`SERVE_IDS_PER_S` ids a second (:class:`ServeGuard`):
+  a peer can make this node send each pending transaction once, as a pass would anyway.
 
 The selection and the bounds are pure (:func:`select_batch`, :class:`Requests`,
 :class:`ServeGuard`); :class:`Reconciler` is the thin trio part.
@@ -31,15 +34,18 @@ The selection and the bounds are pure (:func:`select_batch`, :class:`Requests`,
 from __future__ import annotations
 
 from collections.abc import Callable, Container, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Protocol
 
+import structlog
 import trio
 
 from . import score
 from .lru import BoundedSet
 from .messages import TxAnnounce, TxRequest
+
+log = structlog.get_logger(__name__)
 
 RECONCILE_INTERVAL_S = 5.0  # a pass over every peer this often, and one for each new peer
 RECONCILE_BATCH_IDS = 2048  # ids in one reconciliation announcement ...
@@ -80,12 +86,12 @@ def select_batch(ids: Sequence[bytes], start: int, known: Container[bytes],
 class _Ask:
     at: float  # when it was last asked for
     peer: bytes  # ... from this peer
-    others: list[bytes] = field(default_factory=list)  # other peers that announced it
+    others: tuple[bytes, ...] = ()  # other peers that announced it
     asks: int = 1
 
 
 class Requests:
-    """The ids this node asked peers for and has not received yet.
+    """The ids this node asked peers for and has not received yet, oldest ask first.
 
     Resource handling: at most ``capacity`` ids; past that the oldest half is forgotten (they
     are asked for again if announced again)."""
@@ -100,22 +106,23 @@ class Requests:
 
     def want(self, peer_id: bytes, tx_id: bytes, now: float) -> bool:
         """``peer_id`` announced ``tx_id``, which this node lacks: whether to ask it now (not
-        asked for, or asked over ``retry_s`` ago). Otherwise the peer is remembered as
-        another source."""
+        asked for, or asked ``retry_s`` ago or more). Otherwise the peer is remembered as
+        another source (up to :data:`MAX_ANNOUNCERS` in all)."""
         ask = self._asks.get(tx_id)
         if ask is None:
             self._asks[tx_id] = _Ask(now, peer_id)
             if len(self._asks) > self.capacity:
-                for old in list(self._asks)[: len(self._asks) // 2]:
+                for old in list(islice(self._asks, len(self._asks) // 2)):
                     del self._asks[old]
             return True
         if now - ask.at >= self.retry_s:
             del self._asks[tx_id]  # re-inserted at the end: still in order of asking
-            self._asks[tx_id] = _Ask(now, peer_id, ask.others, ask.asks + 1)
+            others = tuple(p for p in (*ask.others, ask.peer) if p != peer_id)
+            self._asks[tx_id] = _Ask(now, peer_id, others[-(MAX_ANNOUNCERS - 1):], ask.asks + 1)
             return True
         if peer_id != ask.peer and peer_id not in ask.others \
                 and len(ask.others) < MAX_ANNOUNCERS - 1:
-            ask.others.append(peer_id)
+            ask.others += (peer_id,)
         return False
 
     def got(self, tx_id: bytes) -> None:
@@ -123,27 +130,26 @@ class Requests:
         self._asks.pop(tx_id, None)
 
     def overdue(self, now: float, connected: Callable[[bytes], bool], *,
-                max_scan: int = RECONCILE_SCAN_IDS) -> dict[bytes, list[bytes]]:
+                max_ids: int = RECONCILE_SCAN_IDS) -> dict[bytes, list[bytes]]:
         """The ids asked for ``retry_s`` ago or more and still missing, by the peer to ask
-        now: the next announcer still connected (the same peer when it is the only one).
-        An id asked :data:`MAX_ASKS` times, or with no announcer connected, is forgotten.
-        Looks at the ``max_scan`` oldest asks at most."""
-        again: dict[bytes, list[bytes]] = {}
-        for tx_id in list(islice(self._asks, max_scan)):
-            ask = self._asks[tx_id]
-            if now - ask.at < self.retry_s:
+        now: the first other announcer still connected, else the same peer. An id asked
+        :data:`MAX_ASKS` times, or with no announcer connected, is given up (forgotten).
+        Takes at most ``max_ids`` ids (the oldest asks)."""
+        due: list[bytes] = []
+        for tx_id, ask in self._asks.items():
+            if now - ask.at < self.retry_s or len(due) >= max_ids:
                 break  # in order of asking: the rest are younger
-            del self._asks[tx_id]
+            due.append(tx_id)
+        again: dict[bytes, list[bytes]] = {}
+        for tx_id in due:
+            ask = self._asks.pop(tx_id)
             if ask.asks >= MAX_ASKS:
                 continue
             sources = [p for p in (*ask.others, ask.peer) if connected(p)]
             if not sources:
                 continue
             peer_id = sources[0]
-            others = [p for p in ask.others if p != peer_id]
-            if ask.peer != peer_id and connected(ask.peer):
-                others.append(ask.peer)
-            self._asks[tx_id] = _Ask(now, peer_id, others, ask.asks + 1)
+            self._asks[tx_id] = _Ask(now, peer_id, tuple(sources[1:]), ask.asks + 1)
             again.setdefault(peer_id, []).append(tx_id)
         return again
 
@@ -151,7 +157,8 @@ class Requests:
 # serving: what one peer may make this node do -------------------------------------------
 
 class ServeGuard:
-    """What one peer may ask of this node: ids announced or sent to it, each once, at most
+    """What one peer may have this node look up and send: ids this node announced or sent to
+    it, or holds pending (it would offer those on the next pass anyway), each once, at most
     :data:`SERVE_IDS_PER_S` a second (a token bucket of :data:`SERVE_IDS_BURST`)."""
 
     def __init__(self, now: float, *, rate_per_s: float = SERVE_IDS_PER_S,
@@ -162,16 +169,17 @@ class ServeGuard:
         self._at = now
         self._served = BoundedSet(SERVED_IDS_PER_PEER)
 
-    def admit(self, ids: Iterable[bytes], offered: Container[bytes], now: float
-              ) -> tuple[list[bytes], int, int]:
-        """Of the ids a peer asks for: those to look up and send, how many were never offered
-        to it (misbehaviour), and how many are over its budget (dropped; asked again later)."""
+    def admit(self, ids: Iterable[bytes], offered: Container[bytes],
+              is_pending: Callable[[bytes], bool], now: float) -> tuple[list[bytes], int, int]:
+        """Of the ids a peer asks for: those to look up and send, how many it cannot have
+        learnt from this node (neither offered to it nor pending here: misbehaviour), and how
+        many are over its budget (not served; it asks again later)."""
         self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate_per_s)
         self._at = now
         serve: list[bytes] = []
         unoffered = over = 0
         for tx_id in ids:
-            if tx_id not in offered:
+            if tx_id not in offered and not is_pending(tx_id):
                 unoffered += 1
             elif self._tokens < 1:
                 over += 1
@@ -218,6 +226,7 @@ class Reconciler:
         self._guards: dict[bytes, ServeGuard] = {}  # peer id -> what it may still ask
         self._joined: list[bytes] = []  # peers connected since the last step
         self._wake = trio.Event()
+        self._last: set[bytes] = set()  # the pending ids at the last pass
         self.offered = 0  # ids offered so far (all peers)
         self.over_budget = 0  # ids asked of this node over a peer's budget (not served)
         self.passes = 0
@@ -239,50 +248,68 @@ class Reconciler:
         guard = self._guards.get(peer.node_id)
         if guard is None:
             guard = self._guards[peer.node_id] = ServeGuard(now)
-        serve, unoffered, over = guard.admit(msg.ids, self._gossip.known_by(peer.node_id), now)
+        serve, unoffered, over = guard.admit(msg.ids, self._gossip.known_by(peer.node_id),
+                                             self._is_pending, now)
         if unoffered:
             self._host.penalize(peer, score.UNREQUESTED,
-                                f"tx_request_unoffered: {unoffered} of {len(msg.ids)} ids "
-                                f"were never announced to it")
+                                f"tx_request_unoffered: {unoffered} of {len(msg.ids)} ids were "
+                                f"never announced to it and are not pending here")
         if over:
             self.over_budget += over
         if serve:
             self._gossip.on_request(peer, TxRequest(serve))
 
-    def _start(self, peer_ids: Iterable[bytes]) -> None:
-        ids = self._pending_ids(PASS_MAX_IDS)  # one snapshot for all of them
+    def _start(self, peer_ids: Iterable[bytes], ids: list[bytes]) -> None:
         for peer_id in peer_ids:
             self._walks[peer_id] = _Walk(ids)
 
-    def step(self) -> bool:
-        """One step of every walk in progress: at most one batch per peer whose send queue
-        has room. Returns whether any walk is left."""
-        for peer_id, walk in list(self._walks.items()):
-            peer = self._host.get(peer_id)
-            if peer is None:
-                del self._walks[peer_id]
-                continue
-            if peer.queued_bytes >= RECONCILE_QUEUE_BYTES:
-                continue  # paced: its answers to the last batch are still going out
-            known = self._gossip.known_by(peer_id)
-            batch, walk.pos = select_batch(walk.ids, walk.pos, known, self._is_pending)
-            if batch:
-                for tx_id in batch:
-                    known.add(tx_id)
-                peer.send(TxAnnounce(batch))
-                self.offered += len(batch)
-                walk.offered += len(batch)
-            if walk.pos >= len(walk.ids):
-                del self._walks[peer_id]
-                if walk.offered:
-                    peer.log.info("pending_txs_offered", ids=walk.offered)
-        return bool(self._walks)
+    def start_joined(self) -> None:
+        """Start a walk over every pending id for each peer connected since the last call."""
+        if self._joined:
+            joined, self._joined = self._joined, []
+            self._start(joined, self._pending_ids(PASS_MAX_IDS))
+
+    def start_pass(self) -> None:
+        """Start a walk for every peer over the ids that were pending at the last pass
+        already: a transaction committed within an interval (the steady state) is never
+        offered by a pass, so passes cost nothing while the network keeps up."""
+        ids = self._pending_ids(PASS_MAX_IDS)
+        old, self._last = self._last, set(ids)
+        self.passes += 1
+        self._start((peer.node_id for peer in self._host.peers()),
+                    [tx_id for tx_id in ids if tx_id in old])
+
+    def step_peer(self, peer_id: bytes) -> None:
+        """One step of the peer's walk, if it has one and its send queue has room: at most
+        one batch, after looking at most at :data:`RECONCILE_SCAN_IDS` ids."""
+        walk = self._walks.get(peer_id)
+        if walk is None:
+            return
+        peer = self._host.get(peer_id)
+        if peer is None:
+            del self._walks[peer_id]
+            return
+        if peer.queued_bytes >= RECONCILE_QUEUE_BYTES:
+            return  # paced: its answers to the last batch are still going out
+        known = self._gossip.known_by(peer_id)
+        batch, walk.pos = select_batch(walk.ids, walk.pos, known, self._is_pending)
+        if batch:
+            for tx_id in batch:
+                known.add(tx_id)
+            peer.send(TxAnnounce(batch))
+            self.offered += len(batch)
+            walk.offered += len(batch)
+        if walk.pos >= len(walk.ids):
+            del self._walks[peer_id]
+            if walk.offered:
+                log.info("pending_txs_offered", peer=peer_id.hex()[:16], ids=walk.offered)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
-        """Reconcile until cancelled: a pass over every peer each ``interval_s``, one over a
-        new peer when it connects, a step every :data:`RECONCILE_STEP_S` while one is in
-        progress, and overdue requests asked again at each step."""
+        """Reconcile until cancelled: a walk for a new peer when it connects, a pass over
+        every peer each ``interval_s``, a step of each walk every :data:`RECONCILE_STEP_S`
+        while one is in progress (trio runs other tasks between peers), and overdue
+        requests asked again every :data:`RETRY_CHECK_S`."""
         task_status.started()
         next_pass = trio.current_time() + self.interval_s
         while True:
@@ -291,13 +318,11 @@ class Reconciler:
                 await self._wake.wait()
             self._wake = trio.Event()
             now = trio.current_time()
-            if self._joined:
-                joined, self._joined = self._joined, []
-                self._start(joined)
+            self.start_joined()
             if now >= next_pass:
                 next_pass = now + self.interval_s
-                self.passes += 1
-                self._start(peer.node_id for peer in self._host.peers())
+                self.start_pass()
             self._gossip.retry_requests(now)
-            await trio.lowlevel.checkpoint()
-            self.step()
+            for peer_id in list(self._walks):
+                await trio.lowlevel.checkpoint()
+                self.step_peer(peer_id)
