@@ -247,7 +247,8 @@ class Reconciler:
         now = trio.current_time()
         guard = self._guards.get(peer.node_id)
         if guard is None:
-            guard = self._guards[peer.node_id] = ServeGuard(now)
+            guard = self._guards[peer.node_id] = ServeGuard(
+                now, rate_per_s=SERVE_IDS_PER_S, burst=SERVE_IDS_BURST)
         serve, unoffered, over = guard.admit(msg.ids, self._gossip.known_by(peer.node_id),
                                              self._is_pending, now)
         if unoffered:
