@@ -102,9 +102,8 @@ class P2PService:
         self.own = OwnRecord(key, chain.chain_id, store)
         self.dialer = Dialer(self.host, self.book, config.bootnodes, key.public, self._rng)
         self.gossip = TxGossip(self.host, admit, mempool.get)
-        self.reconcile = Reconciler(
-            self.host, self.gossip, lambda limit: [tx.id for tx in mempool.pending(limit)],
-            mempool.__contains__)
+        self.reconcile = Reconciler(self.host, self.gossip, mempool.pending,
+                                    mempool.__contains__)
         self.sync = BlockSync(self.host, chain, writer, feed, mempool.verified,
                               on_progress=SyncProgress())
         self.relay = BlockRelay(self.host, chain, writer, mempool, self.sync.saw_height,

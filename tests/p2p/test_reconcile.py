@@ -166,7 +166,8 @@ def setup(n_peers: int = 2):
     host = FakeHost(peers)
     pool = FakeMempool()
     gossip = TxGossip(host, pool.admit, pool.txs.get, relay_delay_s=0)
-    rec = Reconciler(host, gossip, lambda limit: list(pool.txs)[:limit], pool.txs.__contains__)
+    rec = Reconciler(host, gossip, lambda limit: list(pool.txs.values())[:limit],
+                     pool.txs.__contains__)
     return rec, gossip, host, peers, pool
 
 
@@ -200,7 +201,7 @@ async def test_a_pass_does_not_stall_the_node_and_is_paced_by_the_peers_queue(
         gossip.known_by(a.node_id).add(tx_id_)
     a.queued_bytes = RECONCILE_QUEUE_BYTES  # its queue is full: nothing more for it now
     rec.connected(a.node_id)
-    rec.start_joined()
+    await rec.start_joined()
     rec.step_peer(a.node_id)
     assert a.sent == []
     a.queued_bytes = 0
@@ -209,6 +210,31 @@ async def test_a_pass_does_not_stall_the_node_and_is_paced_by_the_peers_queue(
     rec.step_peer(a.node_id)
     rec.step_peer(a.node_id)
     assert a.offered() == ids[2 * RECONCILE_SCAN_IDS:][:RECONCILE_BATCH_IDS]
+
+
+@dataclass(frozen=True)
+class IdOnly:
+    id: bytes
+
+
+async def test_a_snapshot_of_a_large_mempool_lets_other_tasks_run(nursery):
+    txs = [IdOnly(tx_id(n)) for n in range(3 * RECONCILE_SCAN_IDS)]
+    rec = Reconciler(FakeHost([]), TxGossip(FakeHost([]), FakeMempool().admit, dict().get),
+                     lambda limit: txs[:limit], lambda _: True)
+    ticks = 0
+
+    async def other_task() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    nursery.start_soon(other_task)
+    await trio.lowlevel.checkpoint()
+    ticks = 0
+    rec.connected(A)
+    await rec.start_joined()
+    assert ticks >= 3  # it ran between the chunks of the snapshot
 
 
 async def test_a_periodic_pass_offers_what_stayed_pending_and_not_what_commits_at_once(
