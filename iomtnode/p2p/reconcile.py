@@ -19,9 +19,9 @@ of it, and a backlog taken during a partition would reach only one side's propos
   queued to it (its answers to the batch before are in that queue), so a 50,000-transaction
   mempool neither stalls the node nor floods a slow link.
 - **Ask again.** An id this node asked a peer for and did not get within
-  :data:`~.txgossip.REQUEST_RETRY_S` is asked again, from another peer that announced it if
-  one did, at most :data:`MAX_ASKS` times (:class:`Requests`): a gap left while connected (an
-  answer that never came) is filled at the next step.
+  :data:`~.txgossip.REQUEST_RETRY_S` is asked of another peer that announced it, if one did,
+  at most :data:`MAX_ASKS` times in all (:class:`Requests`): a gap left while connected (the
+  peer asked had committed or dropped it, or left) is filled from another source.
 - **Serve within bounds.** A peer may ask only for ids this node announced or sent to it,
   or holds pending (otherwise it is penalised as for an unrequested answer), each id once
   per connection, and at most :data:`SERVE_IDS_PER_S` ids a second (:class:`ServeGuard`):
@@ -115,10 +115,10 @@ class Requests:
                 for old in list(islice(self._asks, len(self._asks) // 2)):
                     del self._asks[old]
             return True
-        if now - ask.at >= self.retry_s:
+        if now - ask.at >= self.retry_s:  # the peer asked before did not deliver
             del self._asks[tx_id]  # re-inserted at the end: still in order of asking
-            others = tuple(p for p in (*ask.others, ask.peer) if p != peer_id)
-            self._asks[tx_id] = _Ask(now, peer_id, others[-(MAX_ANNOUNCERS - 1):], ask.asks + 1)
+            others = tuple(p for p in ask.others if p != peer_id)
+            self._asks[tx_id] = _Ask(now, peer_id, others, ask.asks + 1)
             return True
         if peer_id != ask.peer and peer_id not in ask.others \
                 and len(ask.others) < MAX_ANNOUNCERS - 1:
@@ -132,9 +132,11 @@ class Requests:
     def overdue(self, now: float, connected: Callable[[bytes], bool], *,
                 max_ids: int = RECONCILE_SCAN_IDS) -> dict[bytes, list[bytes]]:
         """The ids asked for ``retry_s`` ago or more and still missing, by the peer to ask
-        now: the first other announcer still connected, else the same peer. An id asked
-        :data:`MAX_ASKS` times, or with no announcer connected, is given up (forgotten).
-        Takes at most ``max_ids`` ids (the oldest asks)."""
+        now: the next other announcer still connected. The peer asked before is not asked
+        again: it answered without the transaction (committed or dropped there since), or
+        its answer is on its way (it serves an id once). An id asked :data:`MAX_ASKS` times,
+        or with no other announcer connected, is given up (forgotten). Takes at most
+        ``max_ids`` ids (the oldest asks)."""
         due: list[bytes] = []
         for tx_id, ask in self._asks.items():
             if now - ask.at < self.retry_s or len(due) >= max_ids:
@@ -145,12 +147,11 @@ class Requests:
             ask = self._asks.pop(tx_id)
             if ask.asks >= MAX_ASKS:
                 continue
-            sources = [p for p in (*ask.others, ask.peer) if connected(p)]
+            sources = [p for p in ask.others if connected(p)]
             if not sources:
                 continue
-            peer_id = sources[0]
-            self._asks[tx_id] = _Ask(now, peer_id, tuple(sources[1:]), ask.asks + 1)
-            again.setdefault(peer_id, []).append(tx_id)
+            self._asks[tx_id] = _Ask(now, sources[0], tuple(sources[1:]), ask.asks + 1)
+            again.setdefault(sources[0], []).append(tx_id)
         return again
 
 
@@ -227,9 +228,7 @@ class Reconciler:
         self._joined: list[bytes] = []  # peers connected since the last step
         self._wake = trio.Event()
         self._last: set[bytes] = set()  # the pending ids at the last pass
-        self.offered = 0  # ids offered so far (all peers)
         self.over_budget = 0  # ids asked of this node over a peer's budget (not served)
-        self.passes = 0
 
     def connected(self, peer_id: bytes) -> None:
         """A peer connected: offer it what it may lack at once."""
@@ -287,7 +286,6 @@ class Reconciler:
         already: a transaction committed within an interval (the steady state) is never
         offered by a pass, so passes cost nothing while the network keeps up."""
         ids, self._last = await self._snapshot(self._last)
-        self.passes += 1
         for peer in self._host.peers():
             self._walks[peer.node_id] = _Walk(ids)
 
@@ -309,7 +307,6 @@ class Reconciler:
             for tx_id in batch:
                 known.add(tx_id)
             peer.send(TxAnnounce(batch))
-            self.offered += len(batch)
             walk.offered += len(batch)
         if walk.pos >= len(walk.ids):
             del self._walks[peer_id]

@@ -319,8 +319,11 @@ class TxGossip:
 
     def retry_requests(self, now: float) -> int:
         """Ask again for what was asked :data:`REQUEST_RETRY_S` ago and has not come, from
-        another peer that announced it if one did (see :class:`~.reconcile.Requests`).
+        another peer that announced it if one did (see :class:`~.reconcile.Requests`); not
+        while received transactions wait for admission (the answers may be among them).
         Returns how many ids were asked for."""
+        if self._queued:
+            return 0
         again = self._requested.overdue(now, lambda peer_id: self._host.get(peer_id) is not None)
         for peer_id, ids in again.items():
             peer = self._host.get(peer_id)

@@ -27,7 +27,7 @@ from iomtnode.p2p.reconcile import (
 from iomtnode.p2p.txgossip import REQUEST_RETRY_S, TxGossip
 from tests.p2p.test_gossip import FakeMempool, reading
 
-A, B, C = b"\xaa" * 32, b"\xbb" * 32, b"\xcc" * 32
+A, B, C, D = b"\xaa" * 32, b"\xbb" * 32, b"\xcc" * 32, b"\xdd" * 32
 
 
 def tx_id(n: int) -> bytes:
@@ -66,43 +66,54 @@ def test_an_id_is_asked_once_and_the_other_announcers_are_remembered():
     assert asks.want(A, IDS[0], now=0.0)
     assert not asks.want(B, IDS[0], now=1.0)  # asked of A already
     assert not asks.want(C, IDS[0], now=1.5)
+    assert not asks.want(D, IDS[0], now=1.5)
     assert asks.overdue(1.9, lambda _: True) == {}  # not overdue yet
-    # A never answered: B is asked, then C, then it is given up
+    # A never answered: B is asked, then C, then it is given up (D is not asked)
     assert asks.overdue(2.0, lambda _: True) == {B: [IDS[0]]}
     assert asks.overdue(4.0, lambda _: True) == {C: [IDS[0]]}
     assert MAX_ASKS == 3 and asks.overdue(6.0, lambda _: True) == {} and len(asks) == 0
 
 
-def test_an_id_that_came_is_not_asked_again():
+def test_an_id_that_came_or_that_one_peer_announced_is_not_asked_again():
+    """Asking the same peer again cannot help: it answered without it, or its answer is
+    on the way (a peer serves an id once)."""
     asks = Requests(retry_s=2.0, capacity=100)
     asks.want(A, IDS[0], now=0.0)
+    asks.want(B, IDS[0], now=0.0)
     asks.want(A, IDS[1], now=0.0)
     asks.got(IDS[0])
-    assert asks.overdue(2.0, lambda _: True) == {A: [IDS[1]]}  # the only announcer again
+    assert asks.overdue(2.0, lambda _: True) == {} and len(asks) == 0
 
 
-def test_an_id_whose_announcers_are_gone_is_given_up():
+def test_announcers_that_left_are_skipped():
     asks = Requests(retry_s=2.0, capacity=100)
     asks.want(A, IDS[0], now=0.0)
     asks.want(B, IDS[0], now=0.5)
-    assert asks.overdue(2.0, lambda peer: peer == A) == {A: [IDS[0]]}  # B left
-    assert asks.overdue(4.0, lambda _: False) == {} and len(asks) == 0
+    asks.want(C, IDS[0], now=0.5)
+    assert asks.overdue(2.0, lambda peer: peer != B) == {C: [IDS[0]]}  # B left
+    asks = Requests(retry_s=2.0, capacity=100)
+    asks.want(A, IDS[1], now=0.0)
+    asks.want(B, IDS[1], now=0.0)
+    assert asks.overdue(2.0, lambda peer: peer != B) == {}  # its only other source left
+    assert len(asks) == 0
 
 
 def test_a_new_announcement_after_the_retry_time_is_asked_at_once():
     asks = Requests(retry_s=2.0, capacity=100)
     asks.want(A, IDS[0], now=0.0)
-    assert asks.want(B, IDS[0], now=2.5)
+    assert asks.want(B, IDS[0], now=2.5)  # A did not deliver: B is asked
     assert asks.overdue(3.0, lambda _: True) == {}  # asked of B at 2.5: not overdue
-    assert asks.overdue(4.5, lambda _: True) == {A: [IDS[0]]}
+    assert not asks.want(C, IDS[0], now=3.0)
+    assert asks.overdue(4.5, lambda _: True) == {C: [IDS[0]]}  # not A again
 
 
 def test_asks_are_bounded_and_overdue_takes_a_bounded_number():
     asks = Requests(retry_s=2.0, capacity=4)
     for n in range(5):
         asks.want(A, IDS[n], now=0.0)
+        asks.want(B, IDS[n], now=0.0)
     assert len(asks) == 3  # past the capacity the oldest half went
-    assert asks.overdue(2.0, lambda _: True, max_ids=2) == {A: IDS[2:4]}
+    assert asks.overdue(2.0, lambda _: True, max_ids=2) == {B: IDS[2:4]}
 
 
 # what a peer may ask -------------------------------------------------------------------
@@ -218,7 +229,7 @@ class IdOnly:
 
 
 async def test_a_snapshot_of_a_large_mempool_lets_other_tasks_run(nursery):
-    txs = [IdOnly(tx_id(n)) for n in range(3 * RECONCILE_SCAN_IDS)]
+    txs = [IdOnly(tx_id(n)) for n in range(8 * RECONCILE_SCAN_IDS)]
     rec = Reconciler(FakeHost([]), TxGossip(FakeHost([]), FakeMempool().admit, dict().get),
                      lambda limit: txs[:limit], lambda _: True)
     ticks = 0
@@ -234,7 +245,7 @@ async def test_a_snapshot_of_a_large_mempool_lets_other_tasks_run(nursery):
     ticks = 0
     rec.connected(A)
     await rec.start_joined()
-    assert ticks >= 3  # it ran between the chunks of the snapshot
+    assert ticks >= 4  # it ran between the chunks of the snapshot (8 of them)
 
 
 async def test_a_periodic_pass_offers_what_stayed_pending_and_not_what_commits_at_once(
@@ -268,6 +279,17 @@ async def test_an_answer_that_never_came_is_asked_again_from_another_announcer(
     await gossip.on_txs(b, Txs([tx.raw]))  # b answers: not asked again
     await trio.sleep(10 * REQUEST_RETRY_S)
     assert len(a.of(TxRequest)) == 1 and len(b.of(TxRequest)) == 1
+
+
+async def test_nothing_is_asked_again_while_received_transactions_wait_for_admission(
+        autojump_clock):
+    _, gossip, _, (a, b), _ = setup()
+    tx = reading(1)
+    gossip.on_announce(a, TxAnnounce([tx.id]))
+    gossip.on_announce(b, TxAnnounce([tx.id]))
+    await gossip.queue_txs(a, Txs([tx.raw]))  # a's answer came; not admitted yet
+    await trio.sleep(REQUEST_RETRY_S)
+    assert gossip.retry_requests(trio.current_time()) == 0 and b.sent == []
 
 
 async def test_requests_are_served_within_bounds_and_unoffered_ids_cost_score(autojump_clock):
