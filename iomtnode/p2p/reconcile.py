@@ -48,8 +48,8 @@ from .messages import TxAnnounce, TxRequest
 log = structlog.get_logger(__name__)
 
 RECONCILE_INTERVAL_S = 5.0  # a pass over every peer this often, and one for each new peer
-RECONCILE_BATCH_IDS = 2048  # ids in one reconciliation announcement ...
-RECONCILE_BATCH_BYTES = 32 * RECONCILE_BATCH_IDS  # ... i.e. 64 KiB of ids
+RECONCILE_BATCH_BYTES = 64 * 1024  # ids in one reconciliation announcement: 64 KiB ...
+RECONCILE_BATCH_IDS = RECONCILE_BATCH_BYTES // 32  # ... of 32-byte ids (2,048)
 RECONCILE_SCAN_IDS = 4096  # pending ids looked at per step; then trio runs others (~1 ms)
 RECONCILE_QUEUE_BYTES = 1024 * 1024  # the next batch to a peer waits while this is queued
 RECONCILE_STEP_S = 0.02  # a pass that has more to do (or waits on a queue) resumes after this
@@ -284,10 +284,11 @@ class Reconciler:
     async def start_pass(self) -> None:
         """Start a walk for every peer over the ids that were pending at the last pass
         already: a transaction committed within an interval (the steady state) is never
-        offered by a pass, so passes cost nothing while the network keeps up."""
+        offered by a pass, so passes cost nothing while the network keeps up. A peer whose
+        walk is still in progress (a newer snapshot, paced by its queue) keeps it."""
         ids, self._last = await self._snapshot(self._last)
         for peer in self._host.peers():
-            self._walks[peer.node_id] = _Walk(ids)
+            self._walks.setdefault(peer.node_id, _Walk(ids))
 
     def step_peer(self, peer_id: bytes) -> None:
         """One step of the peer's walk, if it has one and its send queue has room: at most

@@ -12,6 +12,9 @@ transaction to peers that have it would cost them and this node work for nothing
 where the mesh is not full (a gateway with one uplink) each further hop costs the delay
 and 32 bytes per peer.
 Authorities that lack a proposed transaction fetch it with the proposal either way.
+Peers that were not connected when a transaction was admitted or relayed (a partition, a
+restart) are offered it when they connect, by reconciliation (:mod:`.reconcile`), which
+also asks other announcers for what a request did not bring.
 
 Received batches are not admitted by the peer's reader: :meth:`TxGossip.queue_txs` puts
 them on one bounded queue (the reader waits only when it is full, which pushes back on

@@ -266,6 +266,25 @@ async def test_a_periodic_pass_offers_what_stayed_pending_and_not_what_commits_a
     assert a.offered() == stuck
 
 
+async def test_a_pass_leaves_a_walk_in_progress_alone(autojump_clock):
+    """A new peer's walk (every pending id, paced by its queue) is not cut short by a pass
+    over the older ids only."""
+    rec, _, _, (a, b), pool = setup()
+    old = fill(pool, 2)
+    await rec.start_pass()  # nothing pending at the pass before: nothing offered
+    rec.step_peer(a.node_id)
+    rec.step_peer(b.node_id)
+    new = fill(pool, 2, start=10)
+    a.queued_bytes = RECONCILE_QUEUE_BYTES
+    rec.connected(a.node_id)
+    await rec.start_joined()  # a (re)connected: old and new
+    await rec.start_pass()  # old only
+    a.queued_bytes = 0
+    rec.step_peer(a.node_id)
+    rec.step_peer(b.node_id)
+    assert a.offered() == old + new and b.offered() == old
+
+
 async def test_an_answer_that_never_came_is_asked_again_from_another_announcer(
         nursery, autojump_clock):
     rec, gossip, _, (a, b), _ = setup()
