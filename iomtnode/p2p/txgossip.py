@@ -56,6 +56,7 @@ SEEN_IDS = 500_000  # ids remembered node-wide (about 40 MB at most)
 KNOWN_IDS_PER_PEER = 100_000  # ids a peer is known to have
 PUSH_MAX_TX_BYTES = 1024  # larger transactions are announced even on the first hop
 REQUEST_RETRY_S = 2.0  # an id requested but not delivered is requested again after this
+ASKED_IDS = 100_000  # ids asked for and not received (two full mempools); then the oldest half go
 INBOX_TXS = 16_384  # received transactions waiting for admission (~3 MB); then readers wait
 DECODE_CHUNK = 256  # transactions decoded (then admitted) per step
 RELAY_DELAY_S = 1.0  # a relayed transaction is announced this long after its admission
@@ -102,7 +103,7 @@ class TxGossip:
         self._seen = BoundedSet(SEEN_IDS)
         self._known: dict[bytes, BoundedSet] = {}
         self._outbox: dict[bytes, _Outbox] = {}
-        self._requested = Requests(REQUEST_RETRY_S, SEEN_IDS)  # asked for, not received
+        self._requested = Requests(REQUEST_RETRY_S, ASKED_IDS)  # asked for, not received
         self._pending = trio.Event()  # something is waiting to be sent
         self._full = trio.Event()  # ... and one batch is already big enough
         self._received = 0  # transactions queued for admission so far (see mark)
