@@ -26,6 +26,7 @@ of it, and a backlog taken during a partition would reach only one side's propos
   or holds pending (otherwise it is penalised as for an unrequested answer), each id once
   per connection, and at most :data:`SERVE_IDS_PER_S` ids a second (:class:`ServeGuard`):
   a peer can make this node send each pending transaction once, as a pass would anyway.
+  Ids over the budget are offered again by a later pass.
 
 The selection and the bounds are pure (:func:`select_batch`, :class:`Requests`,
 :class:`ServeGuard`); :class:`Reconciler` is the thin trio part.
@@ -171,19 +172,21 @@ class ServeGuard:
         self._served = BoundedSet(SERVED_IDS_PER_PEER)
 
     def admit(self, ids: Iterable[bytes], offered: Container[bytes],
-              is_pending: Callable[[bytes], bool], now: float) -> tuple[list[bytes], int, int]:
+              is_pending: Callable[[bytes], bool], now: float
+              ) -> tuple[list[bytes], int, list[bytes]]:
         """Of the ids a peer asks for: those to look up and send, how many it cannot have
-        learnt from this node (neither offered to it nor pending here: misbehaviour), and how
-        many are over its budget (not served; it asks again later)."""
+        learnt from this node (neither offered to it nor pending here: misbehaviour), and
+        those over its budget (not served now)."""
         self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate_per_s)
         self._at = now
         serve: list[bytes] = []
-        unoffered = over = 0
+        over: list[bytes] = []
+        unoffered = 0
         for tx_id in ids:
             if tx_id not in offered and not is_pending(tx_id):
                 unoffered += 1
             elif self._tokens < 1:
-                over += 1
+                over.append(tx_id)
             elif self._served.add(tx_id):
                 self._tokens -= 1
                 serve.append(tx_id)
@@ -242,20 +245,22 @@ class Reconciler:
 
     def on_request(self, peer: Any, msg: TxRequest) -> None:
         """Serve a peer's ``TxRequest`` within its bounds (:class:`ServeGuard`); asking for
-        ids never announced or sent to it costs it :data:`~.score.UNREQUESTED`."""
+        ids never announced or sent to it costs it :data:`~.score.UNREQUESTED`. Ids over its
+        budget are no longer taken as known to it, so a later pass offers them again."""
         now = trio.current_time()
         guard = self._guards.get(peer.node_id)
         if guard is None:
             guard = self._guards[peer.node_id] = ServeGuard(
                 now, rate_per_s=SERVE_IDS_PER_S, burst=SERVE_IDS_BURST)
-        serve, unoffered, over = guard.admit(msg.ids, self._gossip.known_by(peer.node_id),
-                                             self._is_pending, now)
+        known = self._gossip.known_by(peer.node_id)
+        serve, unoffered, over = guard.admit(msg.ids, known, self._is_pending, now)
         if unoffered:
             self._host.penalize(peer, score.UNREQUESTED,
                                 f"tx_request_unoffered: {unoffered} of {len(msg.ids)} ids were "
                                 f"never announced to it and are not pending here")
-        if over:
-            self.over_budget += over
+        for tx_id in over:
+            known.discard(tx_id)
+        self.over_budget += len(over)
         if serve:
             self._gossip.on_request(peer, TxRequest(serve))
 

@@ -123,9 +123,9 @@ def test_a_peer_may_ask_for_what_it_was_offered_or_is_pending_each_once():
     offered, pending = {IDS[0], IDS[1]}, {IDS[2]}
     serve, unoffered, over = guard.admit([IDS[0], IDS[2], IDS[3]], offered,
                                          pending.__contains__, 0.0)
-    assert serve == [IDS[0], IDS[2]] and unoffered == 1 and over == 0
+    assert serve == [IDS[0], IDS[2]] and unoffered == 1 and over == []
     serve, unoffered, over = guard.admit([IDS[0], IDS[1]], offered, pending.__contains__, 0.1)
-    assert serve == [IDS[1]] and unoffered == over == 0  # IDS[0] was served already
+    assert serve == [IDS[1]] and unoffered == 0 and over == []  # IDS[0] was served already
 
 
 def test_a_peer_asking_beyond_its_budget_is_served_at_the_rate():
@@ -133,9 +133,9 @@ def test_a_peer_asking_beyond_its_budget_is_served_at_the_rate():
     ids = [tx_id(n) for n in range(100)]
     offered = set(ids)
     serve, _, over = guard.admit(ids[:5], offered, lambda _: False, 0.0)
-    assert serve == ids[:3] and over == 2  # the burst
+    assert serve == ids[:3] and over == ids[3:5]  # the burst
     serve, _, over = guard.admit(ids[5:10], offered, lambda _: False, 1.0)
-    assert serve == ids[5:7] and over == 3  # two a second afterwards
+    assert serve == ids[5:7] and over == ids[7:10]  # two a second afterwards
 
 
 # the trio part, through fake peers ---------------------------------------------------
@@ -328,11 +328,15 @@ async def test_a_peer_asking_too_fast_is_not_served_beyond_its_budget(
         autojump_clock, monkeypatch):
     monkeypatch.setattr(reconcile, "SERVE_IDS_BURST", 2)
     monkeypatch.setattr(reconcile, "SERVE_IDS_PER_S", 1)
-    rec, _, host, (a, _), pool = setup()
+    rec, gossip, host, (a, _), pool = setup()
     ids = fill(pool, 4)
+    for tx_id_ in ids:
+        gossip.known_by(a.node_id).add(tx_id_)  # offered to a
     rec.on_request(a, TxRequest(ids))
     assert [len(m.txs) for m in a.of(Txs)] == [2] and rec.over_budget == 2
-    assert host.penalties == []  # not misbehaviour: it may ask again later
+    assert host.penalties == []  # not misbehaviour
+    # the two not served are offered again by a later pass, and served within the budget
+    assert [i in gossip.known_by(a.node_id) for i in ids] == [True, True, False, False]
     await trio.sleep(2.0)
     rec.on_request(a, TxRequest(ids[2:]))
     assert [len(m.txs) for m in a.of(Txs)] == [2, 2]
