@@ -14,6 +14,7 @@ from iomtnode.core.crypto import SigningKey
 from iomtnode.core.genesis import Genesis
 from iomtnode.core.tx import AdmitDevice, Reading, sign_tx
 from iomtnode.home import init_home
+from iomtnode.p2p.reconcile import RECONCILE_INTERVAL_S
 from tests.node.test_network import BASE, Net
 
 pytestmark = pytest.mark.timeout(90)
@@ -109,3 +110,21 @@ async def test_a_split_sides_backlog_reaches_every_node_of_the_other_side(tmp_pa
     for node in net.nodes:
         assert not node.p2p.host.scoreboard.penalties
         assert node.p2p.host.counters()["Txs"].messages_in <= 4  # not fetched over and over
+
+
+async def test_a_transaction_that_missed_a_connected_peer_reaches_it_by_the_periodic_pass(
+        tmp_path, nursery):
+    """A transaction put in node 0's mempool without being pushed (as if its push had been
+    lost) reaches node 1 once it has been pending a whole interval."""
+    net = StalledNet(tmp_path, 2)
+    await net.start(nursery, 0, ())
+    await net.start(nursery, 1, (net.p2p(0),))
+    a, b = net.nodes
+    await net.wait(lambda: a.p2p.host.peers() and b.p2p.host.peers(), "connected")
+    authority, device = net.keys[0], SigningKey.generate()
+    tx = sign_tx(AdmitDevice(authority.public, device.public, device.public, "wearable",
+                             "acme"), authority, "iomt-net")
+    a.mempool.add(tx.raw)  # admitted here, never pushed
+    await net.wait(lambda: tx.id in b.mempool, "node 1 has it",
+                   timeout=2 * RECONCILE_INTERVAL_S + 5)  # at the second pass after it
+    assert a.p2p.host.peers() and b.p2p.host.peers()  # the same connection all along
