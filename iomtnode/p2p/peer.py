@@ -252,6 +252,11 @@ class Peer:
         return self.node_id.hex()[:16]
 
     @property
+    def queued_bytes(self) -> int:
+        """Bytes queued to this peer and not written yet."""
+        return self._queued_bytes
+
+    @property
     def closed(self) -> bool:
         """Whether the connection is closing or closed; sends are dropped then."""
         return self.close_reason is not None

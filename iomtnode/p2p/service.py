@@ -58,6 +58,7 @@ from .messages import (
 )
 from .mobility import AddressWatcher, is_wildcard, local_ip_toward
 from .peer import encode
+from .reconcile import Reconciler
 from .records import RecordError, decode_record
 from .txgossip import AdmitBatch, TxGossip
 
@@ -101,6 +102,8 @@ class P2PService:
         self.own = OwnRecord(key, chain.chain_id, store)
         self.dialer = Dialer(self.host, self.book, config.bootnodes, key.public, self._rng)
         self.gossip = TxGossip(self.host, admit, mempool.get)
+        self.reconcile = Reconciler(self.host, self.gossip, mempool.pending,
+                                    mempool.__contains__)
         self.sync = BlockSync(self.host, chain, writer, feed, mempool.verified,
                               on_progress=SyncProgress())
         self.relay = BlockRelay(self.host, chain, writer, mempool, self.sync.saw_height,
@@ -131,9 +134,11 @@ class P2PService:
         self.sync.saw_height(peer.node_id, peer.hello.height)
         peer.send(Status(self._chain.height, self._chain.head.hash))
         peer.send(PeerRecords(self._records_to_share()))
+        self.reconcile.connected(peer.node_id)
 
     def on_disconnected(self, peer: Any, reason: str) -> None:
         self.gossip.forget(peer.node_id)
+        self.reconcile.forget(peer.node_id)
         self.sync.forget(peer.node_id)
         self.dialer.wake()
 
@@ -144,7 +149,7 @@ class P2PService:
             case TxAnnounce():
                 self.gossip.on_announce(peer, msg)
             case TxRequest():
-                self.gossip.on_request(peer, msg)
+                self.reconcile.on_request(peer, msg)
             case CompactBlock():
                 await self.relay.on_compact(peer, msg)
             case GetBlockTxs():
@@ -282,6 +287,7 @@ class P2PService:
             self.address = f"{host}:{port}"
             self.own.publish(self.address)
             await nursery.start(self.gossip.run)
+            await nursery.start(self.reconcile.run)
             await nursery.start(self.sync.run)
             await nursery.start(self.dialer.run)
             nursery.start_soon(self._exchange_records)

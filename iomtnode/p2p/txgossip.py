@@ -12,6 +12,9 @@ transaction to peers that have it would cost them and this node work for nothing
 where the mesh is not full (a gateway with one uplink) each further hop costs the delay
 and 32 bytes per peer.
 Authorities that lack a proposed transaction fetch it with the proposal either way.
+Peers that were not connected when a transaction was admitted or relayed (a partition, a
+restart) are offered it when they connect, by reconciliation (:mod:`.reconcile`), which
+also asks other announcers for what a request did not bring.
 
 Received batches are not admitted by the peer's reader: :meth:`TxGossip.queue_txs` puts
 them on one bounded queue (the reader waits only when it is full, which pushes back on
@@ -43,6 +46,7 @@ from ..core.tx import MalformedTxError, SignedTx, decode_tx
 from . import score
 from .lru import BoundedSet
 from .messages import MAX_IDS_PER_MESSAGE, MAX_TXS_PER_MESSAGE, TxAnnounce, TxRequest, Txs
+from .reconcile import Requests
 
 log = structlog.get_logger(__name__)
 
@@ -51,7 +55,8 @@ FLUSH_BYTES = 256 * 1024  # ... or until this much is waiting for one peer
 SEEN_IDS = 500_000  # ids remembered node-wide (about 40 MB at most)
 KNOWN_IDS_PER_PEER = 100_000  # ids a peer is known to have
 PUSH_MAX_TX_BYTES = 1024  # larger transactions are announced even on the first hop
-REQUEST_RETRY_S = 2.0  # an id requested but not delivered may be requested again after this
+REQUEST_RETRY_S = 2.0  # an id requested but not delivered is requested again after this
+ASKED_IDS = 100_000  # ids asked for and not received (two full mempools); then the oldest half go
 INBOX_TXS = 16_384  # received transactions waiting for admission (~3 MB); then readers wait
 DECODE_CHUNK = 256  # transactions decoded (then admitted) per step
 RELAY_DELAY_S = 1.0  # a relayed transaction is announced this long after its admission
@@ -98,7 +103,7 @@ class TxGossip:
         self._seen = BoundedSet(SEEN_IDS)
         self._known: dict[bytes, BoundedSet] = {}
         self._outbox: dict[bytes, _Outbox] = {}
-        self._requested: dict[bytes, float] = {}
+        self._requested = Requests(REQUEST_RETRY_S, ASKED_IDS)  # asked for, not received
         self._pending = trio.Event()  # something is waiting to be sent
         self._full = trio.Event()  # ... and one batch is already big enough
         self._received = 0  # transactions queued for admission so far (see mark)
@@ -128,7 +133,9 @@ class TxGossip:
 
     # bookkeeping ---------------------------------------------------------------------
 
-    def _known_by(self, peer_id: bytes) -> BoundedSet:
+    def known_by(self, peer_id: bytes) -> BoundedSet:
+        """The ids ``peer_id`` is known to have: sent or announced to it, or heard from it
+        (forgotten when it disconnects)."""
         known = self._known.get(peer_id)
         if known is None:
             known = self._known[peer_id] = BoundedSet(KNOWN_IDS_PER_PEER)
@@ -182,7 +189,7 @@ class TxGossip:
         if self._queued or self._requested:
             for tx_id in tx_ids:
                 self._seen.add(tx_id)
-                self._requested.pop(tx_id, None)
+                self._requested.got(tx_id)
         if not self._probes:
             return
         now = trio.current_time()
@@ -201,7 +208,7 @@ class TxGossip:
         """Announce the transaction to every peer but ``source`` not known to have it; they
         are known to have it from then on."""
         for peer in self._host.peers():
-            if peer.node_id != source and self._known_by(peer.node_id).add(tx_id):
+            if peer.node_id != source and self.known_by(peer.node_id).add(tx_id):
                 self._queue(peer.node_id, ids=(tx_id,))
 
     def _relay_due(self, now: float) -> None:
@@ -217,7 +224,7 @@ class TxGossip:
         for tx in txs:
             seen.add(tx.id)
         for peer in self._host.peers():
-            known = self._known_by(peer.node_id)
+            known = self.known_by(peer.node_id)
             fresh = [tx for tx in txs if known.add(tx.id)]
             if fresh:
                 self._queue(peer.node_id,
@@ -274,9 +281,9 @@ class TxGossip:
             except MalformedTxError as exc:
                 self._host.penalize(peer, score.INVALID_MESSAGE, f"malformed transaction: {exc}")
                 continue
-            self._requested.pop(tx.id, None)
+            self._requested.got(tx.id)
             if tx.id in self._seen or tx.raw in in_chunk:
-                self._known_by(peer.node_id).add(tx.id)
+                self.known_by(peer.node_id).add(tx.id)
                 continue
             in_chunk.add(tx.raw)
             fresh.append((peer, tx))
@@ -289,7 +296,7 @@ class TxGossip:
                 # which has the same id (the id covers the body, not the signature).
                 self._host.penalize(peer, score.BAD_SIGNATURE, f"bad tx signature: {result}")
                 continue
-            self._known_by(peer.node_id).add(tx.id)
+            self.known_by(peer.node_id).add(tx.id)
             if tx.id in self._seen:
                 continue  # another copy got in while this one was checked
             self._seen.add(tx.id)
@@ -302,23 +309,31 @@ class TxGossip:
             self._relay_later(tx, peer.node_id)
 
     def on_announce(self, peer: Any, msg: TxAnnounce) -> None:
-        known = self._known_by(peer.node_id)
+        """Ask ``peer`` for the announced ids this node lacks and has not asked for lately."""
+        known = self.known_by(peer.node_id)
         now = trio.current_time()
+        want = self._requested.want
         wanted = []
         for tx_id in msg.ids:
             known.add(tx_id)
-            if tx_id in self._seen:
-                continue
-            asked = self._requested.get(tx_id)
-            if asked is not None and now - asked < REQUEST_RETRY_S:
-                continue
-            self._requested[tx_id] = now
-            wanted.append(tx_id)
+            if tx_id not in self._seen and want(peer.node_id, tx_id, now):
+                wanted.append(tx_id)
         if wanted:
             peer.send(TxRequest(wanted))
-        if len(self._requested) > SEEN_IDS:  # bounded: forget the oldest requests
-            for tx_id in list(self._requested)[: len(self._requested) // 2]:
-                del self._requested[tx_id]
+
+    def retry_requests(self, now: float) -> int:
+        """Ask again for what was asked :data:`REQUEST_RETRY_S` ago and has not come, from
+        another peer that announced it if one did (see :class:`~.reconcile.Requests`); not
+        while received transactions wait for admission (the answers may be among them).
+        Returns how many ids were asked for."""
+        if self._queued:
+            return 0
+        again = self._requested.overdue(now, lambda peer_id: self._host.get(peer_id) is not None)
+        for peer_id, ids in again.items():
+            peer = self._host.get(peer_id)
+            for start in range(0, len(ids), MAX_IDS_PER_MESSAGE):
+                peer.send(TxRequest(ids[start:start + MAX_IDS_PER_MESSAGE]))
+        return sum(map(len, again.values()))
 
     def on_request(self, peer: Any, msg: TxRequest) -> None:
         found = [tx.raw for tx in map(self._lookup, msg.ids) if tx is not None]
