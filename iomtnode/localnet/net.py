@@ -8,14 +8,12 @@ with chaos controls.
         await net.partition(["node1", "node2"], ["node3", "node4"])
         await net.heal()
         await net.loss(30.0); await net.delay(50.0, ["node2"]); await net.heal()
-        await net.change_ip("node3")
-        await net.kill("node2"); await net.restart("node2")
+        await net.change_ip("node3"); await net.kill("node2"); await net.restart("node2")
         await net.check_invariants(k=3)
 
-Loopback (the default) runs every node on 127.0.0.1; link faults are refusals by node id
-through the admin API. ``netns=True`` (root) runs each node in its own network namespace on
-a bridge, and link faults are real dropped or delayed packets (see
-:mod:`iomtnode.localnet.faults`).
+Loopback (the default): link faults are refusals by node id through the admin API.
+``netns=True`` (root): each node in its own network namespace on a bridge, and link faults
+are real dropped or delayed packets (see :mod:`iomtnode.localnet.faults`).
 
 Resource handling: every process started here is stopped when the ``start`` block exits,
 normally or by an exception or cancellation (SIGTERM, then SIGKILL after a bounded wait),
@@ -46,19 +44,8 @@ from . import netns as netns_tools
 from . import observe, procs, topology
 from .errors import LocalnetError, LocalnetTimeout
 from .faults import Faults, NftFaults, RefuseFaults
-from .layout import (
-    P2P_PATH,
-    Manifest,
-    NodeEntry,
-    add_node_home,
-    allocate_ports,
-    hostport_of,
-    open_or_prepare,
-    rewrite_configs,
-    unused_loopback_host,
-    ws_url,
-)
-from .rpc import CALL_TIMEOUT_S, NodeUnreachable, call_api
+from .layout import Manifest, NodeEntry, add_node_home, open_or_prepare
+from .rpc import CALL_TIMEOUT_S, call_api
 
 __all__ = ["Localnet", "LocalnetError", "LocalnetTimeout", "NodeState"]
 
@@ -67,7 +54,6 @@ log = structlog.get_logger(__name__)
 NodeState = Literal["up", "paused", "down"]
 START_TIMEOUT_S = 30.0  # a node's API must answer this soon after its process starts
 WAIT_TIMEOUT_S = 60.0
-POLL_S = 0.2
 
 
 class Localnet:
@@ -175,21 +161,8 @@ class Localnet:
 
     def refresh_from_disk(self) -> None:
         """Adopt pids, addresses and faults that another process (``localnet chaos``) wrote."""
-        try:
-            disk = Manifest.load(self.manifest.dir)
-        except LocalnetError:
-            return
-        for entry in self.manifest.nodes:
-            other = next((n for n in disk.nodes if n.name == entry.name), None)
-            if other is None:
-                continue
-            if other.proc != entry.proc and procs.pid_state(other.proc) != "gone":
-                entry.proc = other.proc
-            entry.p2p, entry.api = other.p2p, other.api
-        if disk.simulator != self.manifest.simulator and procs.pid_state(disk.simulator) != "gone":
-            self.manifest.simulator = disk.simulator
-        if self.manifest.netns and disk.netns and disk.netns.prefix == self.manifest.netns.prefix:
-            self.manifest.netns, self.manifest.proxies = disk.netns, disk.proxies
+        observe.refresh_from_disk(self)
+
     async def call(self, name: str, method: str, *, timeout_s: float = CALL_TIMEOUT_S,
                    **params: Any) -> Any:
         """One API call on ``name`` (raises ApiError or NodeUnreachable)."""
@@ -212,25 +185,9 @@ class Localnet:
         self._paused.discard(name)
         self._unannounced.discard(name)  # it starts on its current address
         self.manifest.save()
-        await self._wait_up(name, child)
+        await observe.wait_up(self, name, child, self._start_timeout_s)
         await self._faults.node_up(name)
         log.info("node_started", node=name, pid=child.pid, api=entry.api)
-
-    async def _wait_up(self, name: str, child: trio.Process) -> None:
-        entry = self.node(name)
-        with trio.move_on_after(self._start_timeout_s):
-            while True:
-                if child.poll() is not None:
-                    raise LocalnetError(
-                        f"{name} exited with code {child.returncode} while starting; end of "
-                        f"{entry.log}:\n{procs.log_tail(entry.log)}")
-                try:
-                    await self.call(name, "status", timeout_s=2.0)
-                    return
-                except NodeUnreachable:
-                    await trio.sleep(POLL_S / 2)
-        raise LocalnetTimeout(f"{name}'s API {entry.api} did not answer within "
-                              f"{self._start_timeout_s} s of starting; see {entry.log}")
 
     async def add_node(self) -> str:
         """Make one more node on this chain (a fresh home and key, not an authority, every
@@ -378,13 +335,9 @@ class Localnet:
         port. Netns: :meth:`change_ip`."""
         if self.netns:
             return await self.change_ip(name)
-        host = unused_loopback_host(self.manifest)
-        address = f"{host}:{allocate_ports(1, host=host)[0]}"
+        address = topology.free_loopback_address(self.manifest)
         result = await self.admin(name, "admin_set_listen", address=address)
-        moved = hostport_of(result.get("p2p_address") or address)
-        self.node(name).p2p = ws_url(moved, P2P_PATH)
-        self.manifest.save()
-        rewrite_configs(self.manifest)
+        moved = topology.record_p2p(self.manifest, name, result.get("p2p_address") or address)
         log.info("node_moved", node=name, p2p=moved)
         return moved
 
@@ -392,12 +345,10 @@ class Localnet:
         """Change ``name``'s IP under its live connections; returns the new ``host:port``.
 
         Netns: the old address is removed from the node's namespace and a new one added
-        (its connections go silent), then the node is told its new listen address through
-        ``admin_set_listen``, as an OS would report a network change: it re-binds,
-        publishes a new peer record and re-dials; its peers learn the record and re-dial
-        the new address. A paused node is told when it resumes; a stopped one starts
-        there. Link faults follow the node to its new address. Loopback: :meth:`move`.
-        """
+        (its connections go silent), then the node is told through ``admin_set_listen``,
+        as an OS reports a network change: it re-binds, publishes a new peer record and
+        re-dials, and its peers re-dial the new address. A paused node is told when it
+        resumes. Link faults follow the node. Loopback: :meth:`move`."""
         if not self.netns:
             return await self.move(name)
         old, new = await trio.to_thread.run_sync(topology.change_ip, self.manifest, name)

@@ -1,4 +1,5 @@
-"""Watching a localnet: heights, the invariants, one row per node, a node's resources.
+"""Watching a localnet: its processes starting, heights, the invariants, one row per
+node, a node's resources, and what other processes wrote to localnet.json.
 
 Each function takes the :class:`~iomtnode.localnet.net.Localnet` it observes; the Localnet
 methods of the same names call them.
@@ -15,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 import structlog
 import trio
 
+from . import procs
 from .errors import LocalnetError, LocalnetTimeout
 from .invariants import InvariantError, invariant_report
-from .rpc import gather
+from .layout import Manifest
+from .rpc import NodeUnreachable, gather
 
 if TYPE_CHECKING:
     from .net import Localnet
@@ -30,6 +33,44 @@ POLL_S = 0.2
 def running(net: Localnet, names: Sequence[str] | None) -> list[str]:
     return list(names) if names is not None else [
         n for n in net.names if net.state(n) == "up"]
+
+
+def refresh_from_disk(net: Localnet) -> None:
+    """Adopt into ``net.manifest`` the pids, addresses and netns faults on disk."""
+    mine = net.manifest
+    try:
+        disk = Manifest.load(mine.dir)
+    except LocalnetError:
+        return
+    for entry in mine.nodes:
+        other = next((n for n in disk.nodes if n.name == entry.name), None)
+        if other is None:
+            continue
+        if other.proc != entry.proc and procs.pid_state(other.proc) != "gone":
+            entry.proc = other.proc
+        entry.p2p, entry.api = other.p2p, other.api
+    if disk.simulator != mine.simulator and procs.pid_state(disk.simulator) != "gone":
+        mine.simulator = disk.simulator
+    if mine.netns and disk.netns and disk.netns.prefix == mine.netns.prefix:
+        mine.netns, mine.proxies = disk.netns, disk.proxies
+
+
+async def wait_up(net: Localnet, name: str, child: trio.Process, timeout_s: float) -> None:
+    """Wait until ``name``'s API answers; raise with its log if ``child`` exits first."""
+    entry = net.node(name)
+    with trio.move_on_after(timeout_s):
+        while True:
+            if child.poll() is not None:
+                raise LocalnetError(
+                    f"{name} exited with code {child.returncode} while starting; end of "
+                    f"{entry.log}:\n{procs.log_tail(entry.log)}")
+            try:
+                await net.call(name, "status", timeout_s=2.0)
+                return
+            except NodeUnreachable:
+                await trio.sleep(POLL_S / 2)
+    raise LocalnetTimeout(f"{name}'s API {entry.api} did not answer within "
+                          f"{timeout_s} s of starting; see {entry.log}")
 
 
 async def wait_for_height(net: Localnet, height: int, names: Sequence[str] | None,

@@ -27,6 +27,7 @@ from .layout import (
     allocate_ports,
     hostport_of,
     rewrite_configs,
+    unused_loopback_host,
     ws_url,
 )
 
@@ -95,6 +96,22 @@ def teardown(manifest: Manifest) -> list[str]:
     if removed:
         log.info("netns_removed", dir=str(manifest.dir), removed=removed)
     return removed
+
+
+def free_loopback_address(manifest: Manifest) -> str:
+    """``host:port`` on a 127.0.0.N no node listens on, with a port free there now."""
+    host = unused_loopback_host(manifest)
+    return f"{host}:{allocate_ports(1, host=host)[0]}"
+
+
+def record_p2p(manifest: Manifest, name: str, address: str) -> str:
+    """Record that ``name``'s p2p listener is at ``address`` (localnet.json, every
+    config.toml's bootnodes); returns it as ``host:port``."""
+    hostport = hostport_of(address)
+    manifest.node(name).p2p = ws_url(hostport, P2P_PATH)
+    manifest.save()
+    rewrite_configs(manifest)
+    return hostport
 
 
 def use_loopback(manifest: Manifest) -> None:
