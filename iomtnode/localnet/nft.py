@@ -43,6 +43,8 @@ class NodeRules:
     def __post_init__(self) -> None:
         if not 0.0 <= self.loss_percent <= 100.0:
             raise ValueError("loss_percent must be between 0 and 100")
+        if self.host_ip in self.blocked:
+            raise ValueError("the host's address is never blocked (API calls go through it)")
 
     @property
     def empty(self) -> bool:
