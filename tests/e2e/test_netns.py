@@ -130,13 +130,18 @@ async def test_delay_and_an_ip_change_then_nothing_is_left(tmp_path: Path):
         addresses = sh("ip", "-n", info.namespace("node3"), "-o", "-4", "addr", "show")
         assert f"inet {new}/" in addresses and f"inet {old}/" not in addresses
         assert Manifest.load(net.manifest.dir).node("node3").p2p == f"ws://{new_address}/p2p/v1"
+        def moved(peers: dict, found: list[str]) -> bool:
+            """Connected to node3 at its new address, to nothing at the old, and dialing
+            it at the new one (its re-announced record)."""
+            record = peers["address_book"].get(mover.node_id, {}).get("addresses", [])
+            return (any(a.startswith(f"{new}:") for a in found) and record == [new_address]
+                    and not any(a.startswith(f"{old}:") for a in found))
+
         with trio.fail_after(30):
-            while True:  # every other node connected to the new address, none to the old
-                seen = {n: (await net.resources(n))["remote_addresses"]
-                        for n in ("node1", "node2")}
-                if all(any(a.startswith(f"{new}:") for a in found)
-                       and not any(a.startswith(f"{old}:") for a in found)
-                       for found in seen.values()):
+            while True:
+                if all([moved(await net.admin(n, "admin_peers"),
+                              (await net.resources(n))["remote_addresses"])
+                        for n in ("node1", "node2")]):
                     break
                 await trio.sleep(0.5)
         figures = await net.resources("node3")
