@@ -142,8 +142,13 @@ class NftFaults:
             command = [*netns.in_namespace(self._info.namespace(name)), "nft", "-f", "-"]
             await trio.to_thread.run_sync(lambda c=command, s=script: netns.run(c, stdin=s))
 
+    def _sync(self) -> None:
+        """Adopt localnet.json first: faults another process added stay in force."""
+        self._net.refresh_from_disk()
+
     async def block(self, pairs: Sequence[tuple[str, str]]) -> None:
         check_pairs(self._manifest, pairs)
+        self._sync()
         for a, b in pairs:
             pair = (min(a, b), max(a, b))
             if pair not in self._info.blocked:
@@ -152,6 +157,7 @@ class NftFaults:
 
     async def heal(self) -> None:
         """Drop every table and stop every delay proxy (also ones another process made)."""
+        self._sync()
         info = self._info
         info.blocked.clear()
         info.loss.clear()
@@ -165,6 +171,7 @@ class NftFaults:
         if not 0 < percent <= 100:
             raise LocalnetError(f"loss must be a percentage above 0 and at most 100, "
                                 f"not {percent}")
+        self._sync()
         for name in names:
             self._manifest.node(name)
             self._info.loss[name] = float(percent)
@@ -176,6 +183,7 @@ class NftFaults:
                                 f"not {ms}")
         for name in names:
             self._manifest.node(name)
+        self._sync()
         for name in names:
             if self._info.delay.get(name) != ms:
                 await self._stop_proxy(name)
@@ -187,6 +195,7 @@ class NftFaults:
         return None  # the rules live in the namespace and outlive the node's process
 
     async def readdressed(self) -> None:
+        self._sync()
         await self._apply(self._net.names)
 
     async def close(self) -> None:

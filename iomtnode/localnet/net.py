@@ -125,6 +125,7 @@ class Localnet:
         """Stop the simulator, then every node (shielded; tolerant of dead processes); then
         remove the namespaces, bridge and delay proxies of a netns localnet."""
         with trio.CancelScope(shield=True):
+            self.refresh_from_disk()  # what `localnet chaos` restarted or added, too
             await self._stop_simulator()
             async with trio.open_nursery() as nursery:
                 for entry in self.manifest.nodes:

@@ -149,6 +149,13 @@ async def test_delay_and_an_ip_change_then_nothing_is_left(tmp_path: Path):
                 await trio.sleep(0.5)
         figures = await net.resources("node3")
         assert figures["peers"] == 2 and figures["fds"] > 0 and figures["rss_bytes"] > 0
+
+        await net.kill("node3")
+        await net.restart("node3")  # in its namespace again, on its new address
+        assert sh("ip", "netns", "identify", str(mover.proc.pid)).strip() == \
+            info.namespace("node3")
+        await net.pause("node2")
+        await net.resume("node2")
         top = max((await heights(net)).values())
         await net.wait_for_height(top + 2, timeout_s=30)
     assert leftovers(info.prefix) == []
