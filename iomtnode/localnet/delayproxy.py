@@ -127,13 +127,13 @@ class DelayProxy:
 
     async def _proxy(self, client: trio.SocketStream) -> None:
         try:
+            toward_node = is_outbound(client.socket.getsockname()[0])
             raw = client.socket.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
             target = parse_original_dst(raw)
             upstream = await open_marked(target, self._mark)
         except (OSError, trio.TooSlowError) as exc:
             log.info("delay_proxy_upstream_failed", error=str(exc))
             return
-        toward_node = is_outbound(client.socket.getsockname()[0])
         async with upstream:
             try:
                 async with trio.open_nursery() as nursery:

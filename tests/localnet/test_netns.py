@@ -245,3 +245,22 @@ def test_process_figures_are_read_from_proc():
     assert figures["fds"] >= 3 and figures["rss_bytes"] > 1_000_000
     with pytest.raises(LocalnetError, match="cannot read"):
         process_figures(os.getpid(), proc_root=Path("/nonexistent"))
+
+
+async def test_netns_faults_refuse_bad_values_before_touching_anything(netns_manifest):
+    netns_manifest.save()
+    async with Localnet.attach(netns_manifest.dir) as net:
+        assert net.netns
+        for percent in (0.0, -1.0, 100.5):
+            with pytest.raises(LocalnetError, match="loss must be"):
+                await net.loss(percent)
+        for ms in (0.0, 10_001.0):
+            with pytest.raises(LocalnetError, match="delay must be"):
+                await net.delay(ms, ["node2"])
+        with pytest.raises(LocalnetError, match="cannot drop itself"):
+            await net.drop_peer("node2", "node2")
+        with pytest.raises(LocalnetError, match="no node named"):
+            await net.loss(5.0, ["node1", "node9"])
+        assert net.manifest.netns.loss == {}
+    assert Manifest.load(netns_manifest.dir).netns == NetnsInfo(
+        prefix="iln1a2b", subnet=77, next_host=15)  # no fault was recorded
