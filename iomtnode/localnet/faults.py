@@ -171,9 +171,10 @@ class NftFaults:
         if not 0 < percent <= 100:
             raise LocalnetError(f"loss must be a percentage above 0 and at most 100, "
                                 f"not {percent}")
-        self._sync()
         for name in names:
             self._manifest.node(name)
+        self._sync()
+        for name in names:
             self._info.loss[name] = float(percent)
         await self._apply(self._net.names)  # the others spare these nodes' packets
 
