@@ -62,7 +62,7 @@ class Localnet:
     def __init__(self, manifest: Manifest, *, env: Mapping[str, str] | None = None,
                  owner: bool, start_timeout_s: float = START_TIMEOUT_S) -> None:
         self.manifest = manifest
-        self.env = procs.child_env(env)
+        self._env = procs.child_env(env)
         self._owner = owner  # stop every process on exit
         self._start_timeout_s = start_timeout_s
         self._children: dict[str, trio.Process] = {}  # key: node name or "simulator"
@@ -142,6 +142,11 @@ class Localnet:
         return [n.name for n in self.manifest.nodes]
 
     @property
+    def env(self) -> dict[str, str]:
+        """The environment every process of this localnet starts with."""
+        return self._env
+
+    @property
     def netns(self) -> bool:
         """Whether the nodes run in network namespaces (``start(netns=True)``)."""
         return self.manifest.netns is not None
@@ -180,7 +185,7 @@ class Localnet:
     async def _start_node(self, name: str) -> None:
         entry = self.node(name)
         child = await procs.spawn(topology.node_command(self.manifest, entry), entry.log,
-                                  self.env)
+                                  self._env)
         self._children[name] = child
         entry.proc = procs.ref_of(child.pid)
         self._paused.discard(name)
@@ -269,7 +274,7 @@ class Localnet:
             return
         target = m.nodes[0]
         child = await procs.spawn(procs.simulator_command(target, m.devices, m.rate),
-                                  m.dir / "simulate.log", self.env)
+                                  m.dir / "simulate.log", self._env)
         self._children["simulator"] = child
         m.simulator = procs.ref_of(child.pid)
         m.save()
