@@ -30,7 +30,7 @@ import structlog
 import trio
 import typer
 
-from .. import log as logging
+from ..log import configure as configure_logging
 from .nft import PROXY_MARK, PROXY_PORT
 
 log = structlog.get_logger(__name__)
@@ -149,7 +149,7 @@ def main(delay_ms: float = typer.Option(..., min=0, max=MAX_DELAY_MS,
                                         help="One-way delay toward the node, milliseconds."),
          port: int = typer.Option(PROXY_PORT, min=1, max=65535, help="Listen port.")) -> None:
     """Delay the TCP connections that nftables redirects here (see the module docs)."""
-    logging.configure("info", json=True)
+    configure_logging("info", json=True)
     try:
         trio.run(DelayProxy(delay_ms, port=port).run)
     except KeyboardInterrupt:
