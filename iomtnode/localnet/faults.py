@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 import structlog
@@ -140,7 +141,7 @@ class NftFaults:
         for name in names:
             script = render(node_rules(self._manifest, name))
             command = [*netns.in_namespace(self._info.namespace(name)), "nft", "-f", "-"]
-            await trio.to_thread.run_sync(lambda c=command, s=script: netns.run(c, stdin=s))
+            await trio.to_thread.run_sync(partial(netns.run, command, stdin=script))
 
     def _sync(self) -> None:
         """Adopt localnet.json first: faults another process added stay in force."""
