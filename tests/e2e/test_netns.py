@@ -23,7 +23,8 @@ pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
 FAST = {"IOMTNODE_EMPTY_BLOCK_INTERVAL_S": "0.5"}
 STALL_WINDOW_S = 3.0  # a cut-off side must not finalize for this long (several block times)
-NEAR_MS = 25.0  # an undelayed round trip on the bridge is a few milliseconds
+DELAY_MS = 50.0
+BELOW_DELAY_MS = 45.0  # a delayed round trip never takes less; an undelayed one a few ms
 
 
 def sh(*args: str) -> str:
@@ -106,7 +107,7 @@ async def test_partition_isolation_and_loss_with_real_packets(tmp_path: Path):
 
 @pytest.mark.timeout(90)
 async def test_delay_and_an_ip_change_then_nothing_is_left(tmp_path: Path):
-    async with Localnet.start(nodes=3, path=tmp_path / "net", netns=True, env=FAST,
+    async with Localnet.start(nodes=4, path=tmp_path / "net", netns=True, env=FAST,
                               devices=2, rate=10.0) as net:
         info = net.manifest.netns
         assert info is not None
@@ -114,15 +115,15 @@ async def test_delay_and_an_ip_change_then_nothing_is_left(tmp_path: Path):
             while (await net.status("node3"))["committed_txs"] == 0:  # noqa: ASYNC110
                 await trio.sleep(0.2)
         node2 = net.node("node2").p2p_listen.rsplit(":", 1)[0]
-        assert await round_trip_ms(node2) < NEAR_MS
+        assert min([await round_trip_ms(node2) for _ in range(3)]) < BELOW_DELAY_MS
 
-        await net.delay(50.0, ["node2"])
-        assert min([await round_trip_ms(node2) for _ in range(3)]) >= 45.0
+        await net.delay(DELAY_MS, ["node2"])
+        assert min([await round_trip_ms(node2) for _ in range(3)]) >= DELAY_MS
         top = max((await heights(net)).values())
         await net.wait_for_height(top + 2, timeout_s=30)  # consensus through the delay
         proxy = net.manifest.proxies["node2"]
         await net.heal()
-        assert await round_trip_ms(node2) < NEAR_MS
+        assert min([await round_trip_ms(node2) for _ in range(3)]) < BELOW_DELAY_MS
         assert pid_state(proxy) == "gone" and net.manifest.proxies == {}
 
         mover = net.node("node3")
@@ -144,11 +145,11 @@ async def test_delay_and_an_ip_change_then_nothing_is_left(tmp_path: Path):
             while True:
                 if all([moved(await net.admin(n, "admin_peers"),
                               (await net.resources(n))["remote_addresses"])
-                        for n in ("node1", "node2")]):
+                        for n in ("node1", "node2", "node4")]):
                     break
                 await trio.sleep(0.5)
         figures = await net.resources("node3")
-        assert figures["peers"] == 2 and figures["fds"] > 0 and figures["rss_bytes"] > 0
+        assert figures["peers"] == 3 and figures["fds"] > 0 and figures["rss_bytes"] > 0
 
         await net.kill("node3")
         await net.restart("node3")  # in its namespace again, on its new address
