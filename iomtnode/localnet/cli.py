@@ -22,7 +22,7 @@ from ..config import ConfigError
 from ..core.genesis import GenesisError
 from ..home import HomeError
 from ..service import single_exception
-from . import netns, procs, topology
+from . import procs, topology
 from .chaos import SCENARIOS, Step, run_scenario
 from .invariants import InvariantError
 from .layout import DEFAULT_BASE_PORT, LocalnetError, Manifest, prepare
@@ -213,7 +213,9 @@ def down_cmd(directory: DirOpt = DEFAULT_DIR, as_json: JsonOpt = False) -> None:
         try:
             removed = topology.teardown(manifest)
         except LocalnetError as exc:
-            fail(f"{exc}; {netns.ROOT_HINT}" if os.geteuid() != 0 else str(exc), 1)
+            hint = (f"; removing namespaces needs root: sudo iomtnode localnet down --dir "
+                    f"{manifest.dir}" if os.geteuid() != 0 else "")
+            fail(f"{exc}{hint}", 1)
     lines = [f"{s['name']:<10} pid {s['pid']:<8} {s['result']}" for s in stopped]
     lines += [f"removed {name}" for name in removed]
     emit({"dir": str(manifest.dir), "stopped": stopped, "removed": removed}, as_json,
