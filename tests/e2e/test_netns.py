@@ -199,6 +199,14 @@ def test_down_and_a_new_start_clean_up_after_a_killed_controller(tmp_path: Path)
         crashed = Manifest.load(directory)
         crashed.netns = NetnsInfo(prefix=prefix, subnet=started["netns"]["subnet"])
         crashed.save()
+        squatter = subprocess.Popen(["ip", "netns", "exec", f"{prefix}-node1", "sleep", "60"])
+        try:  # a process still inside: refused, naming the namespace and the pid
+            refused = localnet("up", "--netns", "--dir", str(directory), "--detach")
+            assert refused.returncode == 1 and f"{prefix}-node1 (pids {squatter.pid})" in \
+                refused.stderr, refused.stderr
+        finally:
+            squatter.kill()
+            squatter.wait(10)
         started = localnet("up", "--netns", "--dir", str(directory), "--detach", "--json")
         assert started.returncode == 0, started.stderr
         fresh = json.loads(started.stdout)["netns"]["prefix"]
