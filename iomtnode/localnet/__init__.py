@@ -1,7 +1,10 @@
-"""Localnets: N real ``iomtnode run`` processes on loopback, with chaos controls.
+"""Localnets: N real ``iomtnode run`` processes on loopback or in network namespaces, with
+chaos controls.
 
-``layout`` makes the homes, ports, genesis and localnet.json; ``net.Localnet`` runs and
-disrupts the processes; ``chaos`` holds the named scenarios; ``cli.localnet_app`` is the
+``layout`` makes the homes, ports, genesis and localnet.json; ``topology`` puts the nodes on
+loopback or, with ``netns``, in a namespace each; ``net.Localnet`` runs and disrupts the
+processes, through ``faults`` (admin refusals, or ``nft`` rules and the ``delayproxy``);
+``observe`` watches them; ``chaos`` holds the named scenarios; ``cli.localnet_app`` is the
 ``iomtnode localnet`` command.
 """
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ from ..config import ConfigError
 from ..core.genesis import GenesisError
 from ..home import HomeError
 from ..service import single_exception
-from . import procs
+from . import procs, topology
 from .chaos import SCENARIOS, Step, run_scenario
 from .invariants import InvariantError
 from .layout import DEFAULT_BASE_PORT, LocalnetError, Manifest, prepare
@@ -144,18 +145,23 @@ def up_cmd(
     detach: Annotated[bool, typer.Option(
         "--detach", help="Start the nodes in the background and return once they answer; "
                          "stop them with `localnet down`.")] = False,
+    netns: Annotated[bool, typer.Option(
+        "--netns", help="Run each node in its own network namespace on a bridge, with its "
+                        "own IP (10.77.S.N), so faults drop or delay real packets. Needs root, "
+                        "`ip` and `nft` (apt-get install -y iproute2 nftables).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Start the localnet in DIR (creating it if new) and show a live table until Ctrl-C.
 
     The table (on stderr, every second) shows each node's status (up, paused, down),
-    height, finalized height, peers and readings/s. Ctrl-C or SIGTERM stops every process.
+    height, finalized height, peers and readings/s. Ctrl-C or SIGTERM stops every process
+    (and with --netns removes the namespaces and the bridge).
     Node i logs to DIR/nodeI/node.log; DIR/localnet.json lists pids, URLs and admin tokens.
     """
     async def go() -> None:
         async with Localnet.start(nodes, path=directory, authorities=authorities,
                                   devices=devices, rate=rate, base_port=base_port,
-                                  supervisor=not detach) as net:
+                                  supervisor=not detach, netns=netns) as net:
             m = net.manifest
             emit(_manifest_json(m), as_json,
                  f"localnet {m.dir} up ({m.chain_id})\n{_node_lines(m)}" +
@@ -179,7 +185,8 @@ def down_cmd(directory: DirOpt = DEFAULT_DIR, as_json: JsonOpt = False) -> None:
     """Stop a localnet by the pids in DIR/localnet.json: SIGTERM, wait, then SIGKILL.
 
     Stops a foreground `localnet up` too. Pids that are already gone (or now name another
-    process) are skipped.
+    process) are skipped. For a --netns localnet, then removes its delay proxies,
+    namespaces, veths and bridge (also those a crashed `localnet up` left).
     """
     try:
         manifest = Manifest.load(directory.resolve())
@@ -201,9 +208,18 @@ def down_cmd(directory: DirOpt = DEFAULT_DIR, as_json: JsonOpt = False) -> None:
     for node in manifest.nodes:
         node.proc = None
     manifest.save()
-    emit({"dir": str(manifest.dir), "stopped": stopped}, as_json, "\n".join(
-        f"{s['name']:<10} pid {s['pid']:<8} {s['result']}" for s in stopped)
-        or f"nothing was running in {manifest.dir}")
+    removed: list[str] = []
+    if manifest.netns is not None or manifest.proxies:
+        try:
+            removed = topology.teardown(manifest)
+        except LocalnetError as exc:
+            hint = (f"; removing namespaces needs root: sudo iomtnode localnet down --dir "
+                    f"{manifest.dir}" if os.geteuid() != 0 else "")
+            fail(f"{exc}{hint}", 1)
+    lines = [f"{s['name']:<10} pid {s['pid']:<8} {s['result']}" for s in stopped]
+    lines += [f"removed {name}" for name in removed]
+    emit({"dir": str(manifest.dir), "stopped": stopped, "removed": removed}, as_json,
+         "\n".join(lines) or f"nothing was running in {manifest.dir}")
 
 
 @command("status")

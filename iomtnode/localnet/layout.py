@@ -27,6 +27,8 @@ from ..config import Config, load_config, parse_hostport, render
 from ..core.crypto import SigningKey
 from ..core.genesis import Genesis
 from ..home import Home, init_home
+from .errors import LocalnetError
+from .netns import NetnsInfo
 
 MANIFEST_NAME = "localnet.json"
 MANIFEST_VERSION = 1
@@ -36,10 +38,6 @@ DEFAULT_BASE_PORT = 27000  # below Linux's ephemeral range (32768+), so dials ra
 MAX_NODES = 64
 API_PATH = "/api/v1"
 P2P_PATH = "/p2p/v1"
-
-
-class LocalnetError(RuntimeError):
-    """A localnet directory or operation that cannot proceed (says what to do)."""
 
 
 def node_name(index: int) -> str:
@@ -135,6 +133,8 @@ class Manifest:
     simulator: ProcRef | None = None
     supervisor: ProcRef | None = None  # a foreground `localnet up`, stopped by `down`
     created_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    netns: NetnsInfo | None = None  # set while the nodes run in network namespaces
+    proxies: dict[str, ProcRef] = field(default_factory=dict)  # node -> its delay proxy
 
     @property
     def path(self) -> Path:
@@ -155,6 +155,8 @@ class Manifest:
             "simulator": self.simulator.to_json() if self.simulator else None,
             "supervisor": self.supervisor.to_json() if self.supervisor else None,
             "nodes": [n.to_json() for n in self.nodes],
+            "netns": self.netns.to_json() if self.netns else None,
+            "proxies": {name: ref.to_json() for name, ref in self.proxies.items()},
         }
 
     def save(self) -> None:
@@ -166,8 +168,8 @@ class Manifest:
         os.replace(tmp, self.path)
 
     @classmethod
-    def load(cls, directory: Path) -> Manifest:
-        directory = directory.resolve()
+    def load(cls, directory: Path | str) -> Manifest:
+        directory = Path(directory).resolve()
         path = directory / MANIFEST_NAME
         try:
             doc = json.loads(path.read_text())
@@ -186,6 +188,9 @@ class Manifest:
                 simulator=ProcRef.from_json(doc.get("simulator")),
                 supervisor=ProcRef.from_json(doc.get("supervisor")),
                 created_ms=int(doc.get("created_ms", 0)),
+                netns=NetnsInfo.from_json(doc.get("netns")),
+                proxies={str(name): ref for name, raw in (doc.get("proxies") or {}).items()
+                         if (ref := ProcRef.from_json(raw)) is not None},
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise LocalnetError(f"{path} is malformed: {exc!r}") from None
@@ -270,7 +275,7 @@ def rewrite_configs(manifest: Manifest) -> None:
         path.write_text(render(node_config(entry, manifest.nodes, current)))
 
 
-def prepare(directory: Path, nodes: int, *, authorities: int | None = None,
+def prepare(directory: Path | str, nodes: int, *, authorities: int | None = None,
             base_port: int | None = DEFAULT_BASE_PORT, chain_id: str = CHAIN_ID,
             config: Config | None = None) -> Manifest:
     """Create a localnet in a new (or empty) ``directory`` and write its localnet.json.
@@ -284,7 +289,7 @@ def prepare(directory: Path, nodes: int, *, authorities: int | None = None,
     k = nodes if authorities is None else authorities
     if not 1 <= k <= nodes:
         raise LocalnetError(f"--authorities must be between 1 and the number of nodes ({nodes})")
-    directory = directory.resolve()
+    directory = Path(directory).resolve()
     if (directory / MANIFEST_NAME).exists():
         raise LocalnetError(f"{directory} is already a localnet; reuse it with `localnet up`, "
                             f"or remove it first")
@@ -336,12 +341,13 @@ def add_node_home(manifest: Manifest) -> NodeEntry:
     return entry
 
 
-def open_or_prepare(directory: Path, nodes: int | None, **prepare_args: Any) -> Manifest:
+def open_or_prepare(directory: Path | str, nodes: int | None, **prepare_args: Any
+                    ) -> Manifest:
     """The localnet in ``directory``, prepared first if the directory is new or empty.
 
     An existing localnet is reused as it is; ``nodes`` (if given) must match it.
     """
-    directory = directory.resolve()
+    directory = Path(directory).resolve()
     if (directory / MANIFEST_NAME).exists():
         manifest = Manifest.load(directory)
         if nodes is not None and nodes != len(manifest.nodes):

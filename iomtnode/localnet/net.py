@@ -1,19 +1,27 @@
-"""``Localnet``: N real ``iomtnode run`` processes on loopback, with chaos controls.
+"""``Localnet``: N real ``iomtnode run`` processes, on loopback or in network namespaces,
+with chaos controls.
 
 ::
 
-    async with Localnet.start(nodes=4, path=tmp) as net:
+    async with Localnet.start(nodes=4, path=tmp, netns=True) as net:
         await net.wait_for_height(5)
         await net.partition(["node1", "node2"], ["node3", "node4"])
         await net.heal()
-        await net.kill("node2"); await net.restart("node2")
+        await net.loss(30.0); await net.delay(50.0, ["node2"]); await net.heal()
+        await net.change_ip("node3"); await net.kill("node2"); await net.restart("node2")
         await net.check_invariants(k=3)
+
+Loopback (the default): link faults are refusals by node id through the admin API.
+``netns=True`` (root): each node in its own network namespace on a bridge, and link faults
+are real dropped or delayed packets (see :mod:`iomtnode.localnet.faults`).
 
 Resource handling: every process started here is stopped when the ``start`` block exits,
 normally or by an exception or cancellation (SIGTERM, then SIGKILL after a bounded wait),
-unless :meth:`Localnet.detach` was called. ``attach`` controls a running localnet by the pids
-in its localnet.json and leaves it running on exit. localnet.json is rewritten after every
-change (pids, addresses), so other processes (``localnet status``, ``down``) see the truth.
+unless :meth:`Localnet.detach` was called; then the namespaces, bridge and delay proxies are
+removed. ``attach`` controls a running localnet by the pids in its localnet.json and leaves
+it running on exit. localnet.json is rewritten after every change (pids, addresses,
+faults), so other processes (``localnet status``, ``down``) see the truth, and ``down``
+removes what a crashed controller left.
 
 Error handling: every wait has a deadline and ends in :class:`LocalnetTimeout` naming the
 node and what it was waiting for; a node that exits while starting raises
@@ -26,40 +34,26 @@ import os
 import signal
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 import structlog
 import trio
 
-from . import procs
-from .invariants import InvariantError, invariant_report
-from .layout import (
-    P2P_PATH,
-    LocalnetError,
-    Manifest,
-    NodeEntry,
-    add_node_home,
-    allocate_ports,
-    hostport_of,
-    open_or_prepare,
-    rewrite_configs,
-    unused_loopback_host,
-    ws_url,
-)
-from .rpc import CALL_TIMEOUT_S, NodeUnreachable, call_api, gather
+from . import netns as netns_tools
+from . import observe, procs, topology
+from .errors import LocalnetError, LocalnetTimeout
+from .faults import Faults, NftFaults, RefuseFaults
+from .layout import Manifest, NodeEntry, add_node_home, open_or_prepare
+from .rpc import CALL_TIMEOUT_S, call_api
+
+__all__ = ["Localnet", "LocalnetError", "LocalnetTimeout", "NodeState"]
 
 log = structlog.get_logger(__name__)
 
 NodeState = Literal["up", "paused", "down"]
 START_TIMEOUT_S = 30.0  # a node's API must answer this soon after its process starts
 WAIT_TIMEOUT_S = 60.0
-POLL_S = 0.2
-
-
-class LocalnetTimeout(LocalnetError):
-    """A localnet wait that ran out of time (names the node and the condition)."""
 
 
 class Localnet:
@@ -72,27 +66,35 @@ class Localnet:
         self._owner = owner  # stop every process on exit
         self._start_timeout_s = start_timeout_s
         self._children: dict[str, trio.Process] = {}  # key: node name or "simulator"
-        self._refused: dict[str, set[str]] = {n.name: set() for n in manifest.nodes}
         self._paused: set[str] = set()  # the fallback where /proc cannot tell
-        self._pending: set[str] = set()  # refused sets to send once the node answers again
+        self._unannounced: set[str] = set()  # paused while its address changed
+        self._faults: Faults = NftFaults(self) if manifest.netns else RefuseFaults(self)
 
     # ---- lifecycle -------------------------------------------------------------------
 
     @classmethod
     @asynccontextmanager
-    async def start(cls, nodes: int | None = None, *, path: Path,
+    async def start(cls, nodes: int | None = None, *, path: Path | str,
                     authorities: int | None = None, devices: int = 0, rate: float = 0.0,
                     base_port: int | None = None, env: Mapping[str, str] | None = None,
-                    start_timeout_s: float = START_TIMEOUT_S, supervisor: bool = False
-                    ) -> AsyncIterator[Localnet]:
+                    start_timeout_s: float = START_TIMEOUT_S, supervisor: bool = False,
+                    netns: bool = False) -> AsyncIterator[Localnet]:
         """Prepare ``path`` if it is new (else reuse its homes), start every node and wait
         until each API answers, then the simulator (``devices`` > 0 and ``rate`` > 0) against
-        node1. ``supervisor`` records this process in localnet.json for ``localnet down``."""
-        manifest = open_or_prepare(path, nodes, authorities=authorities, base_port=base_port)
+        node1. ``supervisor`` records this process in localnet.json for ``localnet down``.
+        ``netns``: each node in its own network namespace (root; raises LocalnetError
+        saying what to do otherwise)."""
+        if netns:
+            netns_tools.require_tools()
+        manifest = open_or_prepare(Path(path), nodes, authorities=authorities,
+                                   base_port=base_port)
         live = [n.name for n in manifest.nodes if procs.pid_state(n.proc) != "gone"]
         if live:
             raise LocalnetError(f"{', '.join(live)} of {manifest.dir} still running; "
                                 f"run: iomtnode localnet down --dir {manifest.dir}")
+        await trio.to_thread.run_sync(topology.remove_stale, manifest)
+        await trio.to_thread.run_sync(
+            topology.use_netns if netns else topology.use_loopback, manifest)
         manifest.devices, manifest.rate = devices, rate
         manifest.supervisor = procs.ref_of(os.getpid()) if supervisor else None
         net = cls(manifest, env=env, owner=True, start_timeout_s=start_timeout_s)
@@ -101,7 +103,8 @@ class Localnet:
                 for entry in manifest.nodes:
                     nursery.start_soon(net._start_node, entry.name)
             await net._start_simulator()
-            log.info("localnet_started", dir=str(manifest.dir), nodes=len(manifest.nodes))
+            log.info("localnet_started", dir=str(manifest.dir), nodes=len(manifest.nodes),
+                     netns=manifest.netns.prefix if manifest.netns else None)
             yield net
         finally:
             if net._owner:
@@ -109,24 +112,27 @@ class Localnet:
 
     @classmethod
     @asynccontextmanager
-    async def attach(cls, path: Path, *, env: Mapping[str, str] | None = None
+    async def attach(cls, path: Path | str, *, env: Mapping[str, str] | None = None
                      ) -> AsyncIterator[Localnet]:
         """Control the running localnet in ``path``; it keeps running after the block."""
-        yield cls(Manifest.load(path), env=env, owner=False)
+        yield cls(Manifest.load(Path(path)), env=env, owner=False)
 
     def detach(self) -> None:
         """Leave the processes running when the ``start`` block exits (``up --detach``)."""
         self._owner = False
 
     async def stop_all(self) -> None:
-        """Stop the simulator, then every node (shielded; tolerant of dead processes)."""
+        """Stop the simulator, then every node (shielded; tolerant of dead processes); then
+        remove the namespaces, bridge and delay proxies of a netns localnet."""
         with trio.CancelScope(shield=True):
+            self.refresh_from_disk()  # what `localnet chaos` restarted or added, too
             await self._stop_simulator()
             async with trio.open_nursery() as nursery:
                 for entry in self.manifest.nodes:
                     nursery.start_soon(self.stop, entry.name)
+            await self._faults.close()
             self.manifest.supervisor = None
-            self.manifest.save()
+            await trio.to_thread.run_sync(topology.teardown, self.manifest)
             log.info("localnet_stopped", dir=str(self.manifest.dir))
 
     # ---- nodes -----------------------------------------------------------------------
@@ -134,6 +140,16 @@ class Localnet:
     @property
     def names(self) -> list[str]:
         return [n.name for n in self.manifest.nodes]
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment every process of this localnet starts with."""
+        return self._env
+
+    @property
+    def netns(self) -> bool:
+        """Whether the nodes run in network namespaces (``start(netns=True)``)."""
+        return self.manifest.netns is not None
 
     def node(self, name: str) -> NodeEntry:
         return self.manifest.node(name)
@@ -150,20 +166,8 @@ class Localnet:
         return "paused" if found == "stopped" or name in self._paused else "up"
 
     def refresh_from_disk(self) -> None:
-        """Adopt pids and addresses that another process (e.g. ``localnet chaos``) wrote."""
-        try:
-            disk = Manifest.load(self.manifest.dir)
-        except LocalnetError:
-            return
-        for entry in self.manifest.nodes:
-            other = next((n for n in disk.nodes if n.name == entry.name), None)
-            if other is None:
-                continue
-            if other.proc != entry.proc and procs.pid_state(other.proc) != "gone":
-                entry.proc = other.proc
-            entry.p2p = other.p2p
-        if disk.simulator != self.manifest.simulator and procs.pid_state(disk.simulator) != "gone":
-            self.manifest.simulator = disk.simulator
+        """Adopt pids, addresses and faults that another process (``localnet chaos``) wrote."""
+        observe.refresh_from_disk(self)
 
     async def call(self, name: str, method: str, *, timeout_s: float = CALL_TIMEOUT_S,
                    **params: Any) -> Any:
@@ -180,39 +184,24 @@ class Localnet:
 
     async def _start_node(self, name: str) -> None:
         entry = self.node(name)
-        child = await procs.spawn(procs.node_command(entry), entry.log, self._env)
+        child = await procs.spawn(topology.node_command(self.manifest, entry), entry.log,
+                                  self._env)
         self._children[name] = child
         entry.proc = procs.ref_of(child.pid)
         self._paused.discard(name)
+        self._unannounced.discard(name)  # it starts on its current address
         self.manifest.save()
-        await self._wait_up(name, child)
-        if self._refused[name]:
-            await self._apply_refused(name)
-        self._pending.discard(name)  # a fresh process refuses no one
+        await observe.wait_up(self, name, child, self._start_timeout_s)
+        await self._faults.node_up(name)
         log.info("node_started", node=name, pid=child.pid, api=entry.api)
-
-    async def _wait_up(self, name: str, child: trio.Process) -> None:
-        entry = self.node(name)
-        with trio.move_on_after(self._start_timeout_s):
-            while True:
-                if child.poll() is not None:
-                    raise LocalnetError(
-                        f"{name} exited with code {child.returncode} while starting; end of "
-                        f"{entry.log}:\n{procs.log_tail(entry.log)}")
-                try:
-                    await self.call(name, "status", timeout_s=2.0)
-                    return
-                except NodeUnreachable:
-                    await trio.sleep(POLL_S / 2)
-        raise LocalnetTimeout(f"{name}'s API {entry.api} did not answer within "
-                              f"{self._start_timeout_s} s of starting; see {entry.log}")
 
     async def add_node(self) -> str:
         """Make one more node on this chain (a fresh home and key, not an authority, every
-        other node its bootnode), start it and wait until its API answers; returns its name.
-        It catches up by block sync and is stopped with the others."""
+        other node its bootnode; in netns mode its own namespace), start it and wait until
+        its API answers; returns its name. It catches up by block sync and is stopped with
+        the others."""
         entry = add_node_home(self.manifest)
-        self._refused[entry.name] = set()
+        await trio.to_thread.run_sync(topology.add_node, self.manifest, entry)
         await self._start_node(entry.name)
         return entry.name
 
@@ -254,9 +243,8 @@ class Localnet:
         if self.state(name) != "down":
             await self.stop(name)
         await self._start_node(name)
-        if name == self.manifest.nodes[0].name and self.manifest.devices > 0:
-            await self._stop_simulator()  # it streamed to the old node1 and dies with it
-            await self._start_simulator()
+        if name == self.manifest.nodes[0].name:
+            await self._restart_simulator()  # it streamed to the old node1 and dies with it
         log.info("node_restarted", node=name)
 
     async def pause(self, name: str) -> None:
@@ -273,8 +261,9 @@ class Localnet:
         if entry.proc is None or not procs.signal_ref(entry.proc, signal.SIGCONT):
             raise LocalnetError(f"{name} is not running; cannot resume it")
         self._paused.discard(name)
-        if name in self._pending:
-            await self._apply_refused(name)
+        await self._faults.node_up(name)
+        if name in self._unannounced:
+            await self._announce_listen(name)
         log.info("node_resumed", node=name)
 
     # ---- the simulator ---------------------------------------------------------------
@@ -300,121 +289,110 @@ class Localnet:
             await procs.stop_ref(self.manifest.simulator)
         self.manifest.simulator = None
 
+    async def _restart_simulator(self) -> None:
+        if self.manifest.devices > 0:
+            await self._stop_simulator()
+            await self._start_simulator()
+
     # ---- the network -----------------------------------------------------------------
 
-    async def _apply_refused(self, name: str) -> None:
-        if self.state(name) != "up":
-            self._pending.add(name)  # sent when it resumes or restarts
-            return
-        ids = sorted(self.node(n).node_id for n in self._refused[name])
-        await self.admin(name, "admin_refuse_peers", node_ids=ids)
-        self._pending.discard(name)
-
     async def drop_peer(self, a: str, b: str) -> None:
-        """Make ``a`` and ``b`` refuse each other (both ways) until :meth:`heal`."""
-        await self._refuse([(a, b)])
+        """Cut the link between ``a`` and ``b`` (both ways) until :meth:`heal`."""
+        await self._faults.block([(a, b)])
         log.info("peers_dropped", a=a, b=b)
 
     async def partition(self, *groups: Sequence[str]) -> None:
         """Cut every link between nodes of different ``groups`` until :meth:`heal`."""
         pairs = [(a, b) for i, g in enumerate(groups) for h in groups[i + 1:]
                  for a in g for b in h]
-        await self._refuse(pairs)
+        await self._faults.block(pairs)
         log.info("network_partitioned", groups=[list(g) for g in groups])
 
-    async def _refuse(self, pairs: list[tuple[str, str]]) -> None:
-        touched: set[str] = set()
-        for a, b in pairs:
-            self.node(a)  # each raises for an unknown name
-            self.node(b)
-            if a == b:
-                raise LocalnetError(f"a node cannot drop itself ({a})")
-            self._refused[a].add(b)
-            self._refused[b].add(a)
-            touched |= {a, b}
-        async with trio.open_nursery() as nursery:
-            for name in sorted(touched):
-                nursery.start_soon(self._apply_refused, name)
+    async def isolate(self, name: str) -> None:
+        """Cut every link of ``name`` to the other nodes until :meth:`heal` (its API stays
+        reachable)."""
+        self.node(name)
+        await self._faults.block([(name, other) for other in self.names if other != name])
+        log.info("node_isolated", node=name)
+
+    async def loss(self, percent: float, names: Sequence[str] | None = None) -> None:
+        """Drop ``percent`` of the packets on the links of ``names`` (default: every node)
+        at random until :meth:`heal`. Needs netns mode."""
+        targets = list(names) if names is not None else self.names
+        await self._faults.loss(percent, targets)
+        log.info("loss_added", percent=percent, nodes=targets)
+
+    async def delay(self, ms: float, names: Sequence[str] | None = None) -> None:
+        """Delay the p2p traffic into each of ``names`` (default: every node) by ``ms``
+        milliseconds one way until :meth:`heal`. Needs netns mode."""
+        targets = list(names) if names is not None else self.names
+        await self._faults.delay(ms, targets)
+        log.info("delay_added", ms=ms, nodes=targets)
 
     async def heal(self) -> None:
-        """Clear every node's refused set (also on nodes another process cut off)."""
-        for refused in self._refused.values():
-            refused.clear()
-        async with trio.open_nursery() as nursery:
-            for name in self.names:
-                nursery.start_soon(self._apply_refused, name)
+        """Undo every link fault: partitions, cut links, isolation, loss and delay (also
+        faults another process made)."""
+        await self._faults.heal()
         log.info("network_healed")
 
     async def move(self, name: str) -> str:
-        """Move ``name``'s p2p listener to a new loopback address (127.0.0.N) and free port;
-        record it in localnet.json and config.toml. Returns the new ``host:port``."""
-        host = unused_loopback_host(self.manifest)
-        address = f"{host}:{allocate_ports(1, host=host)[0]}"
+        """Move ``name``'s p2p listener to a new address and record it in localnet.json and
+        config.toml; returns the new ``host:port``. Loopback: a new 127.0.0.N and free
+        port. Netns: :meth:`change_ip`."""
+        if self.netns:
+            return await self.change_ip(name)
+        address = topology.free_loopback_address(self.manifest)
         result = await self.admin(name, "admin_set_listen", address=address)
-        moved = hostport_of(result.get("p2p_address") or address)
-        self.node(name).p2p = ws_url(moved, P2P_PATH)
-        self.manifest.save()
-        rewrite_configs(self.manifest)
+        moved = topology.record_p2p(self.manifest, name, result.get("p2p_address") or address)
         log.info("node_moved", node=name, p2p=moved)
         return moved
 
-    # ---- observing -------------------------------------------------------------------
+    async def change_ip(self, name: str) -> str:
+        """Change ``name``'s IP under its live connections; returns the new ``host:port``.
 
-    def _running(self, names: Sequence[str] | None) -> list[str]:
-        return list(names) if names is not None else [
-            n for n in self.names if self.state(n) == "up"]
+        Netns: the old address is removed from the node's namespace and a new one added
+        (its connections go silent), then the node is told through ``admin_set_listen``,
+        as an OS reports a network change: it re-binds, publishes a new peer record and
+        re-dials, and its peers re-dial the new address. A paused node is told when it
+        resumes. Link faults follow the node. Loopback: :meth:`move`."""
+        if not self.netns:
+            return await self.move(name)
+        old, new = await trio.to_thread.run_sync(topology.change_ip, self.manifest, name)
+        await self._faults.readdressed()
+        if self.state(name) == "up":
+            await self._announce_listen(name)
+        elif self.state(name) == "paused":
+            self._unannounced.add(name)
+        if name == self.manifest.nodes[0].name:
+            await self._restart_simulator()  # its API connection was on the old address
+        moved = self.node(name).p2p_listen
+        log.info("node_ip_changed", node=name, old=old, new=new)
+        return moved
+
+    async def _announce_listen(self, name: str) -> None:
+        await self.admin(name, "admin_set_listen", address=self.node(name).p2p_listen)
+        self._unannounced.discard(name)
+
+    # ---- observing -------------------------------------------------------------------
 
     async def wait_for_height(self, height: int, names: Sequence[str] | None = None, *,
                               timeout_s: float = WAIT_TIMEOUT_S) -> dict[str, int]:
         """Wait until each node of ``names`` (default: every running one) is at ``height``
         or above; return their heights. Raises LocalnetTimeout naming the laggards."""
-        targets = self._running(names)
-        heights: dict[str, Any] = {n: None for n in targets}
-        with trio.move_on_after(timeout_s):
-            while True:
-                for name in targets:
-                    if self.state(name) == "down":
-                        raise LocalnetError(f"{name} is down while waiting for height {height};"
-                                            f" see {self.node(name).log}")
-                found = await gather({n: partial(self.status, n, timeout_s=2.0) for n in targets})
-                for name, status in found.items():
-                    if isinstance(status, dict):
-                        heights[name] = status["height"]
-                if all(h is not None and h >= height for h in heights.values()):
-                    return heights
-                await trio.sleep(POLL_S)
-        raise LocalnetTimeout(f"height {height} not reached within {timeout_s} s: " + ", ".join(
-            f"{n}={'no answer' if h is None else h}" for n, h in heights.items()))
+        return await observe.wait_for_height(self, height, names, timeout_s)
 
     async def check_invariants(self, k: int = 3, names: Sequence[str] | None = None, *,
                                within_s: float = 0.0) -> dict[str, Any]:
         """Check that every running node (or ``names``) has the same block hash at every
         height they all have, and a head within ``k`` of the highest. Retries for up to
         ``within_s`` (a network settling after chaos); raises InvariantError with details."""
-        deadline = trio.current_time() + within_s
-        while True:
-            urls = {n: self.node(n).api for n in self._running(names)}
-            report = await invariant_report(urls, k)
-            if not report["violations"]:
-                log.info("invariants_held", heights=report["heights"], k=k)
-                return report
-            if trio.current_time() >= deadline:
-                log.warning("invariants_violated", violations=report["violations"])
-                raise InvariantError(report)
-            await trio.sleep(0.5)
+        return await observe.check_invariants(self, k, names, within_s)
 
     async def snapshot(self) -> list[dict[str, Any]]:
         """One row per node: name, state, pid, api, p2p and (if it answers) its status."""
-        up = [n for n in self.names if self.state(n) == "up"]
-        found = await gather({n: partial(self.status, n, timeout_s=0.9) for n in up})
-        rows = []
-        for entry in self.manifest.nodes:
-            status = found.get(entry.name)
-            rows.append({
-                "name": entry.name, "state": self.state(entry.name),
-                "pid": entry.proc.pid if entry.proc else None, "api": entry.api,
-                "p2p": entry.p2p, "authority": entry.authority,
-                "status": status if isinstance(status, dict) else None,
-            })
-        return rows
+        return await observe.snapshot(self)
 
+    async def resources(self, name: str) -> dict[str, Any]:
+        """``{pid, fds, rss_bytes, peers, remote_addresses}`` of running node ``name``:
+        /proc figures of its process and the other ends of its p2p connections."""
+        return await observe.resources(self, name)

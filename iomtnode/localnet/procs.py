@@ -87,10 +87,11 @@ def signal_ref(ref: ProcRef, signum: int) -> bool:
     return True
 
 
-def node_command(entry: NodeEntry) -> list[str]:
-    """`iomtnode run` for ``entry`` at its current addresses, logging JSON lines."""
+def node_command(entry: NodeEntry, *, api_listen: str | None = None) -> list[str]:
+    """`iomtnode run` for ``entry`` at its current addresses (the API at ``api_listen``
+    instead, if given), logging JSON lines."""
     return [sys.executable, "-m", "iomtnode", "--log-json", "run", "--home", str(entry.home),
-            "--api", entry.api_listen, "--p2p", entry.p2p_listen]
+            "--api", api_listen or entry.api_listen, "--p2p", entry.p2p_listen]
 
 
 def simulator_command(entry: NodeEntry, devices: int, rate: float) -> list[str]:
