@@ -31,6 +31,7 @@ import structlog
 import trio
 
 from ..client import ApiError
+from ..service import single_exception
 from . import invariants as inv
 from . import observe, procs
 from .layout import LocalnetError, hostport_of
@@ -188,8 +189,11 @@ async def run_scenario(net: Any, name: str, *, seed: int, duration_s: float = DU
             converged.append(await observe.time_to_converge(
                 net, running, wait_s=bounds.converge_s * WAIT_FACTOR))
             await trio.sleep_until(start + duration_s)
-    except BaseException:
+    except BaseException as raised:
         await restore(net, running)  # never leave a node stopped or cut off behind a failure
+        inner = single_exception(raised)
+        if isinstance(inner, LocalnetError | ApiError | NodeUnreachable):
+            raise inner from None  # the step that failed, not the nursery around it
         raise
     i1, i2, seen = await check_after(net, running, bounds,
                                      record or net.manifest.dir / procs.RECORD_NAME)
