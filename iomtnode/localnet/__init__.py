@@ -1,13 +1,15 @@
 """Localnets: N real ``iomtnode run`` processes on loopback, with chaos controls.
 
 ``layout`` makes the homes, ports, genesis and localnet.json; ``net.Localnet`` runs and
-disrupts the processes; ``chaos`` holds the named scenarios; ``cli.localnet_app`` is the
-``iomtnode localnet`` command.
+disrupts the processes; ``scenarios`` is the chaos catalog, ``chaosrun`` runs one scenario
+and checks the invariants I1-I5 (``invariants``, measured by ``observe``), ``suite`` runs
+a TOML manifest of them; ``cli.localnet_app`` is the ``iomtnode localnet`` command.
 """
 
+from .chaosrun import run_scenario
 from .invariants import InvariantError
 from .layout import LocalnetError, Manifest, NodeEntry, prepare
 from .net import Localnet, LocalnetTimeout
 
 __all__ = ["InvariantError", "Localnet", "LocalnetError", "LocalnetTimeout", "Manifest",
-           "NodeEntry", "prepare"]
+           "NodeEntry", "prepare", "run_scenario"]

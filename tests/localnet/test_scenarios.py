@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from iomtnode.localnet.cli import localnet_app
 from iomtnode.localnet.layout import LocalnetError
 from iomtnode.localnet.scenarios import (
     CATALOG,
@@ -120,3 +123,24 @@ def test_manifest_defaults_selection_and_refusals():
                        ({"seeds": []}, "at least one seed")):
         with pytest.raises(LocalnetError, match=match):
             ChaosManifest.parse(bad)
+
+
+# ---- the command -------------------------------------------------------------------------
+
+def test_chaos_command_reports_a_namespace_scenario_skipped_on_loopback(tmp_path):
+    result = CliRunner().invoke(localnet_app, [
+        "chaos", "--manifest", str(REPO / "deploy" / "chaos" / "ci.toml"), "--scenario", "loss",
+        "--seeds", "2", "--dir", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["ok"] and [(r["scenario"], r["seed"]) for r in doc["runs"]] == [
+        ("loss", 1), ("loss", 2)]
+    assert all("needs --netns" in r["skipped"] for r in doc["runs"])
+
+
+def test_chaos_command_needs_a_scenario_or_a_manifest(tmp_path):
+    result = CliRunner().invoke(localnet_app, ["chaos", "--dir", str(tmp_path)])
+    assert result.exit_code == 1 and "name a --scenario" in result.output
+    result = CliRunner().invoke(localnet_app, ["chaos", "--scenario", "meteor",
+                                               "--manifest", str(REPO / "deploy/chaos/ci.toml")])
+    assert result.exit_code == 1 and "unknown scenario" in result.output
