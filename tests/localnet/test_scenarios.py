@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from iomtnode.localnet.cli import localnet_app
-from iomtnode.localnet.layout import LocalnetError
+from iomtnode.localnet.layout import LocalnetError, prepare
+from iomtnode.localnet.procs import RECORD_NAME, simulator_command
 from iomtnode.localnet.scenarios import (
     CATALOG,
     EXCEPT_PROPOSER,
@@ -144,3 +145,12 @@ def test_chaos_command_needs_a_scenario_or_a_manifest(tmp_path):
     result = CliRunner().invoke(localnet_app, ["chaos", "--scenario", "meteor",
                                                "--manifest", str(REPO / "deploy/chaos/ci.toml")])
     assert result.exit_code == 1 and "unknown scenario" in result.output
+
+
+def test_the_localnet_simulator_records_into_the_localnet_directory(tmp_path):
+    manifest = prepare(tmp_path / "net", 2, base_port=0)
+    command = simulator_command(manifest.nodes[0], 4, 100.0)
+    assert command[command.index("--record") + 1] == str(manifest.dir / RECORD_NAME)
+    assert command[command.index("--api") + 1] == manifest.nodes[0].api
+    other = simulator_command(manifest.nodes[0], 4, 100.0, record=tmp_path / "x")
+    assert other[other.index("--record") + 1] == str(tmp_path / "x")
