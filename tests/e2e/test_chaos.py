@@ -17,13 +17,15 @@ REPO = Path(__file__).resolve().parents[2]
 CI = REPO / "deploy" / "chaos" / "ci.toml"
 
 
+NETNS = pytest.param(True, id="netns", marks=[
+    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
+    pytest.mark.skipif(ChaosNet is LoopbackChaosNet,
+                       reason="this checkout's Localnet has no network namespaces")])
+
+
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("netns", [False, True], ids=["loopback", "netns"])
+@pytest.mark.parametrize("netns", [pytest.param(False, id="loopback"), NETNS])
 async def test_ci_chaos_subset_holds_every_invariant(tmp_path: Path, netns: bool):
-    if netns and os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    if netns and ChaosNet is LoopbackChaosNet:
-        pytest.skip("this checkout's Localnet has no network namespaces")
     manifest = ChaosManifest.load(CI).select(netns=netns)
     reports = await run_suite(manifest, tmp_path, start=ChaosNet.start)
     (tmp_path / "reports.json").write_text(json.dumps(reports, indent=1))
