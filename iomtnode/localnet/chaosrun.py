@@ -94,22 +94,24 @@ class _Run:
         self.left: list[str] = []  # addresses a node left (I5)
         self.done: list[dict[str, Any]] = []
 
-    async def resolve(self, step: Step) -> tuple[tuple[Any, ...], list[str]]:
+    async def resolve(self, step: Step) -> tuple[tuple[Any, ...], list[str], dict[str, Any]]:
+        """The step's arguments and quorum with placeholders bound to node names, and how
+        a placeholder bound here was found."""
+        found: dict[str, Any] = {}
         if PROPOSER in step.args and PROPOSER not in self.bound:
             name, where = await find_proposer(self.net, self.names)
             self.bound[PROPOSER] = name
-            self.done.append({"resolved": PROPOSER, "node": name, **where})
+            found = {PROPOSER: {"node": name, **where}}
         args = tuple(self.bound.get(a, a) if isinstance(a, str) else a for a in step.args)
-        quorum = list(step.quorum)
+        quorum = [self.bound.get(q, q) for q in step.quorum]
         if EXCEPT_PROPOSER in quorum:
-            quorum = [n for n in self.net.manifest.nodes if n.authority
-                      and n.name != self.bound[PROPOSER]]
-            quorum = [n.name for n in quorum]
-        return args, [self.bound.get(q, q) for q in quorum]
+            quorum = [n.name for n in self.net.manifest.nodes if n.authority
+                      and n.name in self.names and n.name != self.bound[PROPOSER]]
+        return args, quorum, found
 
     async def step(self, step: Step, start: float, nursery: trio.Nursery,
                    on_step: Callable[[Step, Any], None] | None) -> None:
-        args, quorum = await self.resolve(step)
+        args, quorum, found = await self.resolve(step)
         if step.action in ("move", "change_ip"):
             old = hostport_of(self.net.node(args[0]).p2p)
             self.left.append(old if step.action == "move" else old.rsplit(":", 1)[0])
@@ -117,6 +119,7 @@ class _Run:
         at = round(trio.current_time() - start, 3)
         shown = Step(step.at_s, step.action, args, tuple(quorum))
         self.done.append({**shown.to_json(), "done_at_s": at,
+                          **({"resolved": found} if found else {}),
                           **({"result": result} if result is not None else {})})
         log.info("chaos_step_done", at_s=at, action=step.action, args=list(args), result=result)
         if on_step is not None:

@@ -44,6 +44,7 @@ class FakeNet:
         self.lose, self.dropped, self.stale = lose, dropped or {}, stale
         self.fail_restarts = fail_restarts
         self.left: list[str] = []
+        self.round = 0  # the consensus round status reports (0: it does not say)
         self.actions: list[tuple[str, tuple[Any, ...]]] = []
         (tmp / "accepted.hex").write_text("".join(f"{i}\n" for i in IDS) + "abc")  # torn tail
 
@@ -65,7 +66,7 @@ class FakeNet:
     async def status(self, name: str, *, timeout_s: float = 5.0) -> dict[str, Any]:
         if self.states[name] != "up":
             raise NodeUnreachable(f"{name} is {self.states[name]}")
-        return {"height": self.height(name),
+        return {"height": self.height(name), **({"round": self.round} if self.round else {}),
                 "authorities": [n.node_id for n in self.manifest.nodes]}
 
     async def call(self, name: str, method: str, *, timeout_s: float = 5.0,
@@ -164,15 +165,19 @@ async def test_a_kill_run_reports_every_invariant_held_with_figures(tmp_path, au
     assert [s["action"] for s in report["steps"]] == ["kill", "restart"]
 
 
+@pytest.mark.parametrize("round_", [0, 1])
 async def test_kill_proposer_kills_the_node_status_names(tmp_path, autojump_clock,
-                                                         fake_blocks):
+                                                         fake_blocks, round_):
     net = FakeNet(tmp_path)
+    net.round = round_
     report = await run_scenario(net, "kill-proposer", seed=1, duration_s=20)
-    resolved = report["steps"][0]
-    assert resolved["resolved"] == "@proposer" and resolved["round"] == 0
-    expected = NAMES[resolved["height"] % 4]  # authorities[(height + round) mod N]
-    assert resolved["node"] == expected and net.actions[0] == ("down", (expected,))
-    assert report["steps"][1]["quorum"] == [n for n in NAMES if n != expected]
+    kill, restart = report["steps"]
+    found = kill["resolved"]["@proposer"]
+    assert found["round"] == round_ and "resolved" not in restart
+    expected = NAMES[(found["height"] + round_) % 4]  # authorities[(height + round) mod N]
+    assert found["node"] == expected and net.actions[0] == ("down", (expected,))
+    assert kill["args"] == restart["args"] == [expected]
+    assert kill["quorum"] == [n for n in NAMES if n != expected]
     assert report["ok"], report["violations"]
 
 
