@@ -45,6 +45,7 @@ class FakeNet:
         self.fail_restarts = fail_restarts
         self.left: list[str] = []
         self.round = 0  # the consensus round status reports (0: it does not say)
+        self.answered: list[int] = []  # the heights status answered, in order
         self.actions: list[tuple[str, tuple[Any, ...]]] = []
         (tmp / "accepted.hex").write_text("".join(f"{i}\n" for i in IDS) + "abc")  # torn tail
 
@@ -66,6 +67,7 @@ class FakeNet:
     async def status(self, name: str, *, timeout_s: float = 5.0) -> dict[str, Any]:
         if self.states[name] != "up":
             raise NodeUnreachable(f"{name} is {self.states[name]}")
+        self.answered.append(self.height(name))
         return {"height": self.height(name), **({"round": self.round} if self.round else {}),
                 "authorities": [n.node_id for n in self.manifest.nodes]}
 
@@ -174,6 +176,7 @@ async def test_kill_proposer_kills_the_node_status_names(tmp_path, autojump_cloc
     kill, restart = report["steps"]
     found = kill["resolved"]["@proposer"]
     assert found["round"] == round_ and "resolved" not in restart
+    assert found["height"] == net.answered[0] + 1  # the first status asked: the next height
     expected = NAMES[(found["height"] + round_) % 4]  # authorities[(height + round) mod N]
     assert found["node"] == expected and net.actions[0] == ("down", (expected,))
     assert kill["args"] == restart["args"] == [expected]
