@@ -195,7 +195,9 @@ def check_resources(found: Mapping[str, Mapping[str, Any]], left: Sequence[str],
                     bounds: Bounds) -> Finding:
     """I5: each node's peers, open fds and RSS within ``bounds``, and no connection to an
     address in ``left`` (``found[node]``: peers, fds, rss_bytes, remote_addresses)."""
-    detail: list[str] = []
+    detail = [f"{node}: not measured: {r['error']}" for node, r in sorted(found.items())
+              if "error" in r]
+    found = {node: r for node, r in found.items() if "error" not in r}
     for node, r in sorted(found.items()):
         if r["peers"] > bounds.max_peers:
             detail.append(f"{node}: {r['peers']} peers > {bounds.max_peers}")

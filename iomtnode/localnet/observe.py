@@ -25,6 +25,7 @@ from trio_websocket import ConnectionClosed, HandshakeError
 
 from ..client import ApiError, open_client
 from ..service import single_exception
+from .layout import LocalnetError
 from .rpc import NodeUnreachable, gather
 
 log = structlog.get_logger(__name__)
@@ -168,9 +169,12 @@ async def time_to_converge(net: Net, names: Sequence[str], *, wait_s: float) -> 
 
 async def resources(net: Any, names: Sequence[str]) -> dict[str, Mapping[str, Any]]:
     """``net.resources(name)`` of each node ({pid, fds, rss_bytes, peers,
-    remote_addresses}); a node that cannot be measured is left out."""
+    remote_addresses}), or ``{"error": why}`` for a node that could not be measured."""
     found: dict[str, Mapping[str, Any]] = {}
     for name in names:
-        measured = net.resources(name)
-        found[name] = await measured if inspect.isawaitable(measured) else measured
+        try:
+            measured = net.resources(name)
+            found[name] = await measured if inspect.isawaitable(measured) else measured
+        except (LocalnetError, ApiError, NodeUnreachable, OSError) as exc:
+            found[name] = {"error": str(exc)}
     return found

@@ -112,3 +112,8 @@ def test_i5_finds_a_connection_to_a_left_address():
     assert not readdressed.ok
     assert check_resources({"a": res(remote=("10.77.0.31:7001",))}, ["10.77.0.3"],
                            Bounds()).ok
+
+
+def test_i5_fails_for_a_node_it_could_not_measure():
+    found = check_resources({"a": res(), "b": {"error": "no such process"}}, [], Bounds())
+    assert not found.ok and found.detail == ("b: not measured: no such process",)
