@@ -275,9 +275,8 @@ def chaos_cmd(
         if not as_json:
             typer.echo("plan:\n" + "\n".join("  " + s.describe() for s in steps))
 
-    async def suite() -> list[dict[str, Any]]:
-        assert manifest is not None
-        found = ChaosManifest.load(manifest).select(chosen, seeds, netns)
+    async def suite(path: Path) -> list[dict[str, Any]]:
+        found = ChaosManifest.load(path).select(chosen, seeds, netns)
         return await run_suite(found, directory, start=Localnet.start, on_report=show)
 
     async def attached() -> list[dict[str, Any]]:
@@ -291,7 +290,7 @@ def chaos_cmd(
                 show(reports[-1])
         return reports
 
-    reports = run_trio(suite if manifest is not None else attached)
+    reports = run_trio(attached) if manifest is None else run_trio(suite, manifest)
     ok = all(r["ok"] for r in reports)
     if as_json:
         typer.echo(json.dumps({"ok": ok, "runs": reports}, sort_keys=True))
