@@ -227,7 +227,7 @@ def describe_run(report: dict[str, Any]) -> str:
     """One run's report as a few readable lines."""
     head = f"{report['scenario']} seed {report['seed']}:"
     if "skipped" in report:
-        return f"{head} skipped ({report['skipped']})"
+        return f"{head} skipped: {report['skipped']}"
     lines = [f"{head} {'ok' if report['ok'] else 'VIOLATED'}"]
     for name, f in report["invariants"].items():
         bound = "" if f["bound"] is None else f"  (bound {f['bound']})"

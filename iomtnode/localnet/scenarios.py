@@ -161,7 +161,7 @@ def _readdress(action: str) -> Callable[[Plan], None]:
     return build
 
 
-NETNS_ONLY = "needs --netns (network namespaces)"
+NETNS_ONLY = "needs --netns (network namespaces, as root)"
 CATALOG: dict[str, Scenario] = {s.name: s for s in (
     Scenario("kill", "SIGKILL one node, restart it later", _stop_start("kill", "restart")),
     Scenario("kill-proposer", "SIGKILL the node proposing the next height, restart it later",
