@@ -3,6 +3,8 @@ resolves the proposer, times recovery and reports each invariant with its figure
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -16,6 +18,7 @@ from iomtnode.localnet.chaosrun import run_scenario
 from iomtnode.localnet.invariants import Bounds
 from iomtnode.localnet.layout import LocalnetError
 from iomtnode.localnet.rpc import NodeUnreachable
+from iomtnode.localnet.suite import ChaosManifest, run_suite
 
 NAMES = ["node1", "node2", "node3", "node4"]
 IDS = [f"{i:064x}" for i in range(1, 9)]
@@ -131,6 +134,12 @@ class FakeNet:
             self.stall_from = None
         self.frozen = {n: h for n, h in self.frozen.items() if self.states[n] != "up"}
 
+    async def wait_for_height(self, height: int, *, timeout_s: float) -> None:
+        await trio.sleep(height / BLOCKS_PER_S)  # the fake chain's own schedule
+
+    async def delay(self, ms: int, names: list[str] | None = None) -> None:
+        self.actions.append(("delay", (ms,)))
+
     async def move(self, name: str) -> str:
         self.left.append(self.node(name).p2p.split("//")[1].split("/")[0])
         self.node(name).p2p = "ws://127.0.0.9:7100/p2p/v1"
@@ -236,3 +245,39 @@ async def test_a_failed_step_restores_every_node_before_raising(tmp_path, autoju
     with pytest.raises(LocalnetError, match="exited while starting"):
         await run_scenario(net, "kill", seed=1, duration_s=20)
     assert set(net.states.values()) == {"up"} and net.actions[-1] == ("heal", ())
+
+
+def fresh(path: Path) -> bool:
+    new = not path.exists()
+    path.mkdir(parents=True)
+    return new
+
+
+async def test_a_suite_runs_each_scenario_and_seed_on_a_fresh_net(tmp_path, autojump_clock,
+                                                                  fake_blocks):
+    started: list[dict[str, Any]] = []
+
+    @asynccontextmanager
+    async def start(nodes: int, *, path: Path, **options: Any) -> AsyncIterator[FakeNet]:
+        started.append({"nodes": nodes, "path": path, "fresh": fresh(path), **options})
+        net = FakeNet(path)
+        net.netns = options.get("netns", False)
+        yield net
+
+    (tmp_path / "kill-s2").mkdir()
+    (tmp_path / "kill-s2" / "old").touch()
+    manifest = ChaosManifest.parse({"scenarios": ["kill", "delay"], "seeds": [1, 2],
+                                    "duration_s": 10, "load": {"devices": 3, "rate": 30}})
+    seen: list[dict[str, Any]] = []
+    reports = await run_suite(manifest, tmp_path, start=start, on_report=seen.append)
+    assert reports == seen
+    assert [(r["scenario"], r["seed"], "skipped" in r) for r in reports] == [
+        ("kill", 1, False), ("kill", 2, False), ("delay", 1, True), ("delay", 2, True)]
+    assert [s["path"].name for s in started] == ["kill-s1", "kill-s2"]
+    assert all(s["fresh"] for s in started)  # a run's directory is made anew
+    assert started[0]["devices"] == 3 and started[0]["rate"] == 30 and "netns" not in started[0]
+    assert all(r["ok"] for r in reports)
+
+    started.clear()
+    netns = await run_suite(manifest.select(["delay"], 1, netns=True), tmp_path, start=start)
+    assert started[0]["netns"] is True and "skipped" not in netns[0]
