@@ -243,7 +243,7 @@ def chaos_cmd(
              "gets a fresh localnet in DIR/<scenario>-s<seed>. Without it: disrupt the "
              "running localnet in DIR.")] = None,
     scenarios: Annotated[list[str] | None, typer.Option(
-        "--scenario", help=f"Run only this scenario (repeatable). One of: "
+        "--scenario", metavar="NAME", help=f"Run only this scenario (repeatable). One of: "
                            f"{', '.join(SCENARIOS)}.")] = None,
     seeds: Annotated[int | None, typer.Option(
         min=1, help="With --manifest: run seeds 1..N instead of the manifest's.")] = None,
