@@ -275,6 +275,9 @@ def simulate(
     presign: Annotated[bool, typer.Option(
         help="Sign every reading before streaming (for benchmarks: the generator's CPU "
              "then does not limit the rate).")] = False,
+    record: Annotated[Path | None, typer.Option(
+        help="Append each accepted reading's id (hex, one a line, flushed per batch) to "
+             "this file, so a checker can find every reading the node acknowledged.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Admit K simulated devices and stream signed vitals; report commits and latency.
@@ -287,7 +290,7 @@ def simulate(
     key, genesis = _authority(home)
     stats = run_async(lambda: run_load(api_url(api), key, genesis.chain_id, devices=devices,
                                        rate=rate, duration_s=duration, seed=seed,
-                                       presign=presign))
+                                       presign=presign, record=record))
     result = stats.summary()
     lat = result["latency_ms"]
     emit(result, as_json,

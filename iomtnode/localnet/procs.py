@@ -27,6 +27,7 @@ KILL_WAIT_S = 5.0  # after SIGKILL, for the kernel to reap or zombify the proces
 POLL_S = 0.05
 SIM_DURATION_S = 1e9  # "until stopped" for `iomtnode simulate`
 LOG_TAIL_CHARS = 3000
+RECORD_NAME = "accepted.hex"  # in the localnet directory: every reading id node1 accepted
 
 
 def log_tail(path: Path) -> str:
@@ -94,11 +95,15 @@ def node_command(entry: NodeEntry, *, api_listen: str | None = None) -> list[str
             "--api", api_listen or entry.api_listen, "--p2p", entry.p2p_listen]
 
 
-def simulator_command(entry: NodeEntry, devices: int, rate: float) -> list[str]:
-    """`iomtnode simulate` against ``entry`` (an authority), streaming until stopped."""
+def simulator_command(entry: NodeEntry, devices: int, rate: float, *,
+                      record: Path | None = None) -> list[str]:
+    """`iomtnode simulate` against ``entry`` (an authority), streaming until stopped and
+    appending each accepted reading's id to ``record`` (default: RECORD_NAME in the
+    localnet directory, which holds ``entry``'s home), so a restarted simulator adds to it."""
+    record = entry.home.parent / RECORD_NAME if record is None else record
     return [sys.executable, "-m", "iomtnode", "--log-json", "simulate", "--api", entry.api,
             "--home", str(entry.home), "--devices", str(devices), "--rate", str(rate),
-            "--duration", str(SIM_DURATION_S)]
+            "--duration", str(SIM_DURATION_S), "--record", str(record)]
 
 
 def child_env(extra: Mapping[str, str] | None) -> dict[str, str]:

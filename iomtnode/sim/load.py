@@ -14,12 +14,14 @@ unknown to the node.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 import structlog
 import trio
@@ -161,6 +163,15 @@ async def reconcile(client: ApiClient, sent_at: dict[str, float], stats: LoadSta
         stats.changed = trio.Event()
 
 
+@contextlib.asynccontextmanager
+async def _open_record(path: Path | None) -> AsyncIterator[TextIO | None]:
+    if path is None:
+        yield None
+        return
+    with path.open("a") as out:
+        yield out
+
+
 def presign_readings(sims: list[SimDevice], chain_id: str, rate: float, duration_s: float
                      ) -> tuple[list[SignedTx], float]:
     """Sign ``rate * duration_s`` readings round-robin over ``sims``, stamped with their
@@ -192,6 +203,7 @@ async def run_load(
     seed: int | None = None,
     presign: bool = False,
     on_progress: Callable[[LoadStats], None] | None = None,
+    record: Path | None = None,
 ) -> LoadStats:
     """Admit ``devices`` and stream ``rate`` readings/s for ``duration_s`` (inf = forever).
 
@@ -202,7 +214,7 @@ async def run_load(
     sims = make_devices(devices, seed)
     stats = LoadStats()
     sent_at: dict[str, float] = {}
-    async with open_client(url) as client:
+    async with open_client(url) as client, _open_record(record) as recorded:
         await client.call("subscribe_blocks")
         await admit_devices(client, sims, authority, chain_id)
         log.info("devices_admitted", devices=devices)
@@ -252,6 +264,10 @@ async def run_load(
                         reason = detail.split(":")[0][:60]
                         stats.reject_reasons[reason] = stats.reject_reasons.get(reason, 0) + 1
                 inflight.clear()
+                if recorded is not None:
+                    recorded.write("".join(f"{tx.id.hex()}\n" for tx, (code, _) in
+                                           zip(batch, results, strict=True) if code == 0))
+                    recorded.flush()
                 if on_progress is not None:
                     on_progress(stats)
             with trio.move_on_after(DRAIN_TIMEOUT_S):

@@ -1,5 +1,5 @@
 """Localnet layout without processes: homes, one genesis, ports, localnet.json, Procfile;
-plus the pure parts around it (chaos plans, invariant checks, pid tracking, --help)."""
+plus the pure parts around it (invariant checks, pid tracking, --help)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 from iomtnode.config import load_config
 from iomtnode.core.genesis import Genesis
 from iomtnode.home import Home
-from iomtnode.localnet.chaos import SCENARIOS, plan
 from iomtnode.localnet.cli import localnet_app
 from iomtnode.localnet.invariants import find_violations
 from iomtnode.localnet.layout import (
@@ -169,41 +168,7 @@ def test_repo_procfile_matches_what_prepare_makes(tmp_path):
     assert "node1: iomtnode run --home node1" in local
 
 
-# ---- chaos plans and invariants ----------------------------------------------------------
-
-NAMES = ["node1", "node2", "node3", "node4"]
-
-
-@pytest.mark.parametrize("scenario", SCENARIOS)
-def test_plans_are_reproducible_and_undo_themselves(scenario):
-    steps = plan(scenario, NAMES, seed=7, duration_s=30)
-    assert steps == plan(scenario, NAMES, seed=7, duration_s=30)
-    assert [s.at_s for s in steps] == sorted(s.at_s for s in steps)
-    assert all(0 <= s.at_s < 30 for s in steps)
-    undo = {"drop_peer": "heal", "partition": "heal", "kill": "restart", "pause": "resume"}
-    for first, second in zip(steps[::2], steps[1::2], strict=False):
-        if first.action in undo:
-            assert second.action == undo[first.action]
-            assert second.action == "heal" or second.args == first.args
-
-
-def test_seeds_change_plans():
-    plans = {tuple(plan("kill-restart", NAMES, seed=s, duration_s=60)) for s in range(10)}
-    assert len(plans) > 1
-
-
-def test_partition_sides_cover_every_node_once():
-    for step in plan("partition", NAMES, seed=3, duration_s=50)[::2]:
-        left, right = step.args
-        assert left and right and sorted(left + right) == NAMES
-
-
-def test_plan_refuses_what_cannot_run():
-    with pytest.raises(LocalnetError, match="unknown scenario"):
-        plan("meteor", NAMES, seed=1, duration_s=10)
-    with pytest.raises(LocalnetError, match="at least 2"):
-        plan("partition", ["node1"], seed=1, duration_s=10)
-
+# ---- invariants (the chaos plans: test_scenarios.py) -------------------------------------
 
 def status(height: int, chain: str = "iomt-localnet") -> dict:
     return {"height": height, "chain_id": chain, "genesis_hash": "g"}

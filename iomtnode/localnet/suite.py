@@ -1,0 +1,160 @@
+"""A chaos suite: a TOML manifest of scenarios and seeds, each run on a fresh localnet.
+
+::
+
+    scenarios = ["kill", "split-2-2"]   # names from the catalog, or ["all"]
+    seeds = 5                           # seeds 1..5 (or a list: [3, 7])
+    duration_s = 30                     # per run; [durations] sets one scenario's own
+
+    [network]
+    nodes = 4
+    netns = false                       # `--netns` sets it too
+
+    [load]
+    devices = 20
+    rate = 100                          # readings/s in total, into node1
+
+    [bounds]                            # see invariants.Bounds
+    resume_s = 15
+    converge_s = 30
+
+Each (scenario, seed) gets its own localnet in ``DIR/<scenario>-s<seed>`` (made anew; kept
+afterwards, with every node's log and the simulator's record), started with the load,
+run to ``warmup_height``, then the scenario and its checks (:func:`chaosrun.run_scenario`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tomllib
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from .chaosrun import DURATION_S, run_scenario
+from .invariants import Bounds
+from .layout import LocalnetError
+from .scenarios import SCENARIOS, scenario
+
+log = structlog.get_logger(__name__)
+
+WARMUP_HEIGHT = 3  # the load flows and every node follows before the first fault
+WARMUP_TIMEOUT_S = 90.0
+KNOWN = {"scenarios", "seeds", "duration_s", "warmup_height", "durations", "network", "load",
+         "bounds", "env"}
+
+
+@dataclass(frozen=True, slots=True)
+class ChaosManifest:
+    """A parsed chaos manifest (see the module docstring for the TOML)."""
+
+    scenarios: tuple[str, ...]
+    seeds: tuple[int, ...]
+    duration_s: float = DURATION_S
+    durations: dict[str, float] = field(default_factory=dict)
+    nodes: int = 4
+    netns: bool = False
+    devices: int = 20
+    rate: float = 100.0
+    warmup_height: int = WARMUP_HEIGHT
+    bounds: Bounds = field(default_factory=Bounds)
+    env: dict[str, str] = field(default_factory=dict)  # IOMTNODE_* settings for every node
+
+    @classmethod
+    def load(cls, path: Path) -> ChaosManifest:
+        try:
+            doc = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise LocalnetError(f"cannot read the chaos manifest {path}: {exc}") from None
+        return cls.parse(doc, where=str(path))
+
+    @classmethod
+    def parse(cls, doc: dict[str, Any], *, where: str = "manifest") -> ChaosManifest:
+        unknown = set(doc) - KNOWN
+        if unknown:
+            raise LocalnetError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(KNOWN)}")
+        try:
+            names = tuple(doc.get("scenarios", ["all"]))
+            if names == ("all",):
+                names = SCENARIOS
+            for name in names:
+                scenario(name)
+            seeds = doc.get("seeds", 1)
+            seeds = tuple(range(1, int(seeds) + 1)) if isinstance(seeds, int) else tuple(
+                int(s) for s in seeds)
+            durations = {str(k): float(v) for k, v in doc.get("durations", {}).items()}
+            for name in durations:
+                scenario(name)
+            network, load = doc.get("network", {}), doc.get("load", {})
+            bound_names = {f.name for f in fields(Bounds)}
+            if set(doc.get("bounds", {})) - bound_names:
+                raise LocalnetError(f"[bounds] knows only {sorted(bound_names)}")
+            found = cls(
+                scenarios=names, seeds=seeds,
+                duration_s=float(doc.get("duration_s", DURATION_S)), durations=durations,
+                nodes=int(network.get("nodes", 4)), netns=bool(network.get("netns", False)),
+                devices=int(load.get("devices", 20)), rate=float(load.get("rate", 100.0)),
+                warmup_height=int(doc.get("warmup_height", WARMUP_HEIGHT)),
+                bounds=Bounds(**doc.get("bounds", {})),
+                env={str(k): str(v) for k, v in doc.get("env", {}).items()})
+        except (TypeError, ValueError) as exc:
+            raise LocalnetError(f"{where}: {exc}") from None
+        if not found.seeds or found.nodes < 1 or found.duration_s <= 0:
+            raise LocalnetError(f"{where}: needs at least one seed, one node and a positive "
+                                f"duration")
+        return found
+
+    def select(self, scenarios: Sequence[str] = (), seeds: int | None = None,
+               netns: bool = False) -> ChaosManifest:
+        """This manifest with the command line's choices applied."""
+        for name in scenarios:
+            scenario(name)
+        return ChaosManifest(
+            scenarios=tuple(scenarios) or self.scenarios,
+            seeds=tuple(range(1, seeds + 1)) if seeds else self.seeds,
+            duration_s=self.duration_s, durations=self.durations, nodes=self.nodes,
+            netns=self.netns or netns, devices=self.devices, rate=self.rate,
+            warmup_height=self.warmup_height, bounds=self.bounds, env=self.env)
+
+
+StartNet = Callable[..., AbstractAsyncContextManager[Any]]
+
+
+async def run_suite(manifest: ChaosManifest, root: Path, *, start: StartNet,
+                    on_report: Callable[[dict[str, Any]], None] | None = None
+                    ) -> list[dict[str, Any]]:
+    """Run every (scenario, seed) of ``manifest``, each on a fresh localnet under ``root``
+    made by ``start`` (``Localnet.start``); returns the reports, each also passed to
+    ``on_report`` as soon as it is made."""
+    reports: list[dict[str, Any]] = []
+
+    def done(report: dict[str, Any]) -> None:
+        reports.append(report)
+        if on_report is not None:
+            on_report(report)
+
+    for name in manifest.scenarios:
+        needs = scenario(name).needs_netns
+        for seed in manifest.seeds:
+            duration = manifest.durations.get(name, manifest.duration_s)
+            if needs and not manifest.netns:
+                done({"scenario": name, "seed": seed, "duration_s": duration,
+                      "netns": False, "ok": True, "skipped": needs, "violations": []})
+                continue
+            path = root / f"{name}-s{seed}"
+            if path.exists():
+                shutil.rmtree(path)
+            extra = {"netns": True} if manifest.netns else {}
+            log.info("chaos_run_started", scenario=name, seed=seed, dir=str(path))
+            async with start(manifest.nodes, path=path, devices=manifest.devices,
+                             rate=manifest.rate, base_port=0, env=manifest.env,
+                             **extra) as net:
+                await net.wait_for_height(manifest.warmup_height, timeout_s=WARMUP_TIMEOUT_S)
+                report = await run_scenario(net, name, seed=seed, duration_s=duration,
+                                            bounds=manifest.bounds)
+            done({**report, "dir": str(path)})
+    return reports

@@ -1,0 +1,68 @@
+"""The CI chaos subset (deploy/chaos/ci.toml) on a real 4-node localnet under load: every
+scenario that can run here holds I1-I5; the ones needing namespaces run as root only."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from iomtnode.localnet.suite import ChaosManifest, run_suite
+from tests.e2e.chaosnet import ChaosNet, LoopbackChaosNet
+
+pytestmark = [pytest.mark.e2e]
+REPO = Path(__file__).resolve().parents[2]
+CI = REPO / "deploy" / "chaos" / "ci.toml"
+
+
+NETNS = pytest.param(True, id="netns", marks=[
+    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
+    pytest.mark.skipif(ChaosNet is LoopbackChaosNet,
+                       reason="this checkout's Localnet has no network namespaces")])
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("netns", [pytest.param(False, id="loopback"), NETNS])
+async def test_ci_chaos_subset_holds_every_invariant(tmp_path: Path, netns: bool):
+    manifest = ChaosManifest.load(CI).select(netns=netns)
+    reports = await run_suite(manifest, tmp_path, start=ChaosNet.start)
+    (tmp_path / "reports.json").write_text(json.dumps(reports, indent=1))
+    ran = [r for r in reports if "skipped" not in r]
+    assert ran, "no scenario ran"
+    bad = {f"{r['scenario']}/{r['seed']}": r["violations"] for r in reports if not r["ok"]}
+    assert not bad, json.dumps(bad, indent=1)
+
+
+SHORT = """
+scenarios = ["kill", "loss"]
+seeds = 1
+duration_s = 12
+warmup_height = 2
+[load]
+devices = 4
+rate = 50
+"""
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(ChaosNet is LoopbackChaosNet,
+                    reason="this checkout's Localnet has no isolate/resources yet")
+def test_chaos_command_runs_a_manifest_and_prints_json(tmp_path: Path):
+    manifest = tmp_path / "short.toml"
+    manifest.write_text(SHORT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "iomtnode", "localnet", "chaos", "--manifest", str(manifest),
+         "--dir", str(tmp_path / "runs"), "--json"],
+        capture_output=True, text=True, timeout=280, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    kill, loss = doc["runs"]
+    assert set(kill["invariants"]) == {"I1", "I2", "I3", "I4", "I5"}
+    assert kill["invariants"]["I2"]["figure"]["accepted"] > 0
+    assert (tmp_path / "runs" / "kill-s1" / "accepted.hex").exists()
+    assert "needs --netns" in loss["skipped"]
+    assert doc["ok"] == (proc.returncode == 0) == kill["ok"]
