@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from iomtnode.localnet import Localnet
 from iomtnode.localnet.suite import ChaosManifest, run_suite
-from tests.e2e.chaosnet import ChaosNet, LoopbackChaosNet
 
 pytestmark = [pytest.mark.e2e]
 REPO = Path(__file__).resolve().parents[2]
@@ -20,16 +20,14 @@ CI = REPO / "deploy" / "chaos" / "ci.toml"
 
 
 NETNS = pytest.param(True, id="netns", marks=[
-    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
-    pytest.mark.skipif(ChaosNet is LoopbackChaosNet,
-                       reason="this checkout's Localnet has no network namespaces")])
+    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")])
 
 
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("netns", [pytest.param(False, id="loopback"), NETNS])
 async def test_ci_chaos_subset_holds_every_invariant(tmp_path: Path, netns: bool):
     manifest = ChaosManifest.load(CI).select(netns=netns)
-    reports = await run_suite(manifest, tmp_path, start=ChaosNet.start)
+    reports = await run_suite(manifest, tmp_path, start=Localnet.start)
     (tmp_path / "reports.json").write_text(json.dumps(reports, indent=1))
     ran = [r for r in reports if "skipped" not in r]
     assert ran, "no scenario ran"
@@ -49,8 +47,6 @@ rate = 50
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.skipif(ChaosNet is LoopbackChaosNet,
-                    reason="this checkout's Localnet has no isolate/resources yet")
 def test_chaos_command_runs_a_manifest_and_prints_json(tmp_path: Path):
     manifest = tmp_path / "short.toml"
     manifest.write_text(SHORT)

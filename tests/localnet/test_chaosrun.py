@@ -156,7 +156,7 @@ def fake_blocks(monkeypatch):
         return [{"hash": f"h{h}", "txs": [{"id": i} for i in ids] if h == 1 else []}
                 for h in heights]
 
-    monkeypatch.setattr(observe, "read_blocks", read_blocks)
+    monkeypatch.setattr(measure, "read_blocks", read_blocks)
     return nets
 
 
