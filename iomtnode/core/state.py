@@ -1,5 +1,8 @@
 """The world state and the rules that change it: ``apply(state, tx, ctx)``.
 
+The authority rules (votes, scheduled changes, who is online, evidence) are in
+:mod:`.governance`; this module holds the state itself and the device and consent rules.
+
 State is a key-value map of bytes, read through a base (the store, or a dict in tests)
 with the writes of the transactions applied so far held in an overlay. Applying a block
 means: :func:`begin_block`, then :func:`apply` for each transaction, then persisting
@@ -26,7 +29,7 @@ Keyspace (first byte)::
     g <patient> <grantee> <scope>   grant [expires_ms, wrapped_key, height]
     x <tx id>    a nonce-bearing transaction already applied
     o <authority>  the last height the authority certified (its precommit is in the
-                 certificate a block carries), or the height it joined; u64
+                 certificate a block carries; 0 for a genesis authority); u64
     e <authority> <height u64> <round u64> <vote type u8>
                  evidence of equivocation [evidence hash, height included, reporter]
 """
@@ -40,8 +43,24 @@ from typing import Any
 
 from . import codec, window
 from . import errors as e
-from .block import quorum
 from .genesis import Genesis
+from .governance import (
+    GOVERNANCE_DELAY_BLOCKS,
+    K_AUTHORITIES,
+    K_EVIDENCE,
+    K_HANDOFFS,
+    K_ONLINE,
+    K_SCHEDULED,
+    K_VOTES,
+    ONLINE_WINDOW_BLOCKS,
+    apply_scheduled_changes,
+    authorities_at,
+    decode_evidence_record,
+    evidence_key,
+    report_evidence,
+    require_authority,
+    vote,
+)
 from .tx import (
     AdmitDevice,
     AuthorityVote,
@@ -56,16 +75,7 @@ from .tx import (
 )
 
 ACTIVE, REVOKED, ROTATED = "active", "revoked", "rotated"
-GOVERNANCE_DELAY_BLOCKS = 2  # an authority change takes effect this many heights later
-ONLINE_WINDOW_BLOCKS = 32  # an authority is online if it certified one of this many blocks
 DEVICE_CACHE = 16_384  # decoded device records kept (about 5 MB)
-
-K_AUTHORITIES = b"a"
-K_SCHEDULED = b"c"
-K_EVIDENCE = b"e"
-K_ONLINE = b"o"
-K_HANDOFFS = b"k"
-K_VOTES = b"v"
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,23 +198,6 @@ class State:
         self._writes[b"x" + tx_id] = b""
 
 
-def evidence_key(authority: bytes, height: int, round_: int, vote_type: int) -> bytes:
-    return (K_EVIDENCE + authority + height.to_bytes(8, "big") + round_.to_bytes(8, "big")
-            + bytes([vote_type]))
-
-
-def decode_evidence_record(key: bytes, value: bytes) -> dict[str, Any]:
-    """A readable view of one ``e`` record (for the API and ``status``)."""
-    evidence_hash, included, reporter = codec.decode(value)
-    return {
-        "authority": key[1:33].hex(), "height": int.from_bytes(key[33:41], "big"),
-        "round": int.from_bytes(key[41:49], "big"),
-        "type": "prevote" if key[49] == 1 else "precommit",
-        "evidence_hash": evidence_hash.hex(), "included_at": included,
-        "reporter": reporter.hex(),
-    }
-
-
 def genesis_state(genesis: Genesis) -> dict[bytes, bytes | None]:
     """The state changes block 0 commits: the genesis authority set."""
     state = State(lambda key: None)
@@ -214,48 +207,12 @@ def genesis_state(genesis: Genesis) -> dict[bytes, bytes | None]:
     return state.changes()
 
 
-def authorities_at(state: State, height: int) -> tuple[bytes, ...]:
-    """The authorities of block ``height`` once the changes due by then apply (no writes).
-
-    Called with the state after block ``height - 1`` this is the set that certifies
-    ``height``; a vote that passes in block ``h`` takes effect at ``h + 2``, so the set of
-    the next block is always known when a block is made."""
-    authorities = list(state.authorities())
-    for due, subject, add in state.scheduled_changes():
-        if due <= height:
-            _change(authorities, subject, add, keep_last=True)
-    return tuple(authorities)
-
-
-def _change(authorities: list[bytes], subject: bytes, add: bool, *, keep_last: bool) -> None:
-    """Add or remove ``subject`` in place (``keep_last``: never remove the last one)."""
-    if add and subject not in authorities:
-        authorities.append(subject)
-    elif not add and subject in authorities and (len(authorities) > 1 or not keep_last):
-        authorities.remove(subject)
-
-
 def begin_block(state: State, ctx: BlockContext) -> None:
     """Start block ``ctx.height``: record who certified its parent, and apply the authority
     changes scheduled for it."""
     for signer in ctx.signers:
         state.set_last_certified(signer, ctx.height - 1)
-    pending = state.scheduled_changes()
-    if not any(c[0] <= ctx.height for c in pending):
-        return
-    before = state.authorities()
-    after = authorities_at(state, ctx.height)
-    # one that joins is online from its first precommit in a certificate, not before
-    for subject in set(before) - set(after):
-        state.delete(K_ONLINE + subject)
-    if after != before:
-        state.set_authorities(after)
-        state.put_value(K_HANDOFFS, [*state.handoffs(), [ctx.height - 1, list(after)]])
-    rest = [c for c in pending if c[0] > ctx.height]
-    if rest:
-        state.put_value(K_SCHEDULED, rest)
-    else:
-        state.delete(K_SCHEDULED)
+    apply_scheduled_changes(state, ctx)
 
 
 def apply(state: State, tx: SignedTx, ctx: BlockContext) -> None:
@@ -278,7 +235,7 @@ def apply(state: State, tx: SignedTx, ctx: BlockContext) -> None:
             state.mark_seen(tx.id)
         case AuthorityVote():
             _once(state, tx)
-            _vote(state, body, ctx)
+            vote(state, body, ctx)
             state.mark_seen(tx.id)
         case Grant():
             _once(state, tx)
@@ -289,7 +246,7 @@ def apply(state: State, tx: SignedTx, ctx: BlockContext) -> None:
             _revoke_grant(state, body)
             state.mark_seen(tx.id)
         case ReportEvidence():
-            _evidence(state, body, ctx)
+            report_evidence(state, body, ctx)
         case _:  # pragma: no cover - decode_tx only yields the kinds above
             raise TypeError(f"no rule for {type(body).__name__}")
 
@@ -313,11 +270,6 @@ def _active_device(state: State, key: bytes) -> Device:
     return device
 
 
-def _require_authority(state: State, key: bytes) -> None:
-    if key not in state.authorities():
-        raise e.NotAuthorityError(f"{key.hex()[:16]} is not an authority")
-
-
 def _reading(state: State, r: Reading, ctx: BlockContext) -> None:
     _active_device(state, r.device)
     record = window.use(state.seq_record(r.device), r.seq, ctx.genesis.replay_window)
@@ -331,7 +283,7 @@ def _reading(state: State, r: Reading, ctx: BlockContext) -> None:
 
 
 def _admit(state: State, a: AdmitDevice, ctx: BlockContext) -> None:
-    _require_authority(state, a.authority)
+    require_authority(state, a.authority)
     existing = state.device(a.device)
     if existing is not None:
         raise e.DuplicateAdmissionError(
@@ -382,88 +334,10 @@ def _rotate(state: State, r: RotateDeviceKey, ctx: BlockContext) -> None:
 
 
 def _maintenance(state: State, m: DeviceMaintenance, ctx: BlockContext) -> None:
-    _require_authority(state, m.authority)
+    require_authority(state, m.authority)
     if state.device(m.device) is None:
         raise e.UnknownDeviceError(f"device {m.device.hex()[:16]} is not admitted")
     state.put_value(b"m" + m.device, [m.action, m.note, m.ts_ms, ctx.height])
-
-
-def _vote(state: State, v: AuthorityVote, ctx: BlockContext) -> None:
-    authorities = state.authorities()
-    _require_authority(state, v.authority)
-    if v.add and v.subject in authorities:
-        raise e.GovernanceError(f"{v.subject.hex()[:16]} is already an authority")
-    if not v.add and v.subject not in authorities:
-        raise e.GovernanceError(f"{v.subject.hex()[:16]} is not an authority")
-    if v.add and state.device(v.subject) is not None:
-        raise e.KeyInUseError("a device key cannot become an authority")
-    key = K_VOTES + v.subject + (b"\x01" if v.add else b"\x00")
-    voters = [a for a in (state.get_value(key) or []) if a in authorities]
-    if v.authority not in voters:
-        voters.append(v.authority)
-    elif len(voters) * 2 <= len(authorities):
-        raise e.DuplicateVoteError(f"{v.authority.hex()[:16]} already voted on this change")
-    # else: the set shrank since these votes were cast and they are now a majority; the
-    # repeated vote carries the change (without it, no remaining voter could ever pass it)
-    if len(voters) * 2 <= len(authorities):
-        state.put_value(key, voters)
-        return
-    scheduled = state.scheduled_changes()
-    _check_quorum_after(state, [*scheduled, [0, v.subject, v.add]], ctx, v)
-    state.delete(key)
-    state.put_value(K_SCHEDULED,
-                     [*scheduled, [ctx.height + GOVERNANCE_DELAY_BLOCKS, v.subject, v.add]])
-
-
-def _evidence(state: State, r: ReportEvidence, ctx: BlockContext) -> None:
-    _require_authority(state, r.reporter)
-    evidence = r.proof
-    who = evidence.validator.hex()[:16]
-    if evidence.height > ctx.height:
-        raise e.InvalidEvidenceRuleError(
-            f"evidence is of height {evidence.height}, above this block's {ctx.height}")
-    if evidence.validator not in state.authorities():
-        raise e.InvalidEvidenceRuleError(f"{who} is not a current authority")
-    key = evidence_key(evidence.validator, evidence.height, evidence.round,
-                       int(evidence.type))
-    if state.get(key) is not None:
-        raise e.DuplicateEvidenceError(
-            f"{who}'s equivocation at height {evidence.height} round {evidence.round} "
-            "is already on the ledger")
-    state.put_value(key, [evidence.hash, ctx.height, r.reporter])
-
-
-def _check_quorum_after(state: State, changes: list[list[Any]], ctx: BlockContext,
-                        v: AuthorityVote) -> None:
-    """Refuse a change after which the authorities online could not reach a quorum.
-
-    Online: certified one of the last :data:`ONLINE_WINDOW_BLOCKS` blocks. The authority
-    this vote adds cannot have certified anything yet; the ledger cannot know whether its
-    node runs, so it counts as online (the CLI checks that it is a connected peer), but
-    only while no other authority is in that state: an earlier addition that has not
-    certified a block yet (scheduled, or joined and silent) is offline, and then this
-    one is not counted either. One unproven newcomer at a time: two additions of keys
-    that never run cannot both pass.
-    """
-    after = list(state.authorities())
-    for _, subject, add in changes:
-        _change(after, subject, add, keep_last=False)
-    if not after:
-        raise e.GovernanceError("this vote would remove the last authority")
-    online_now = state.online(ctx.height)
-    unproven = [a for a in after if a != v.subject and state.last_certified(a) < 0]
-    online = [a for a in after
-              if a in online_now or (v.add and a == v.subject and not unproven)]
-    need = quorum(len(after))
-    if len(online) < need:
-        waiting = (f" ({len(unproven)} added before has not certified a block yet, so the "
-                   "one being added is not counted: add it once they sign)"
-                   if v.add and unproven else "")
-        raise e.GovernanceError(
-            f"after this change {len(after)} authorities would need {need} precommits per "
-            f"block, but only {len(online)} of them certified one of the last "
-            f"{ONLINE_WINDOW_BLOCKS} blocks{waiting}; bring the offline authorities back "
-            "(or remove them first)")
 
 
 def _grant(state: State, g: Grant, ctx: BlockContext) -> None:
@@ -479,3 +353,11 @@ def _revoke_grant(state: State, r: RevokeGrant) -> None:
     if state.grant(r.patient, r.grantee, r.scope) is None:
         raise e.UnknownGrantError(f"no grant of scope {r.scope!r} to {r.grantee.hex()[:16]}")
     state.delete(b"g" + r.patient + r.grantee + r.scope.encode())
+
+
+__all__ = [  # the governance names the state's users import from here too
+    "GOVERNANCE_DELAY_BLOCKS", "K_AUTHORITIES", "K_EVIDENCE", "K_HANDOFFS", "K_ONLINE",
+    "K_SCHEDULED", "K_VOTES", "ONLINE_WINDOW_BLOCKS", "BlockContext", "Device", "State",
+    "apply", "authorities_at", "begin_block", "decode_evidence_record", "evidence_key",
+    "genesis_state",
+]
