@@ -69,7 +69,9 @@ def use(raw: bytes | None, seq: int, size: int) -> bytes:
             return seq.to_bytes(_TOP, "big")  # in order, all used: the usual case
         if raw is None:
             return _record(seq, 1, size)
-        return _record(seq, (_bits(raw, size) << (seq - top)) | 1, size)
+        shift = seq - top  # a jump of the window's size or more leaves none of the old bits
+        older = _bits(raw, size) << shift if shift < size else 0
+        return _record(seq, older | 1, size)
     if seq == 0:
         raise e.StaleSequenceError("sequence numbers start at 1")
     lag = top - seq

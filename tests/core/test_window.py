@@ -101,3 +101,14 @@ def test_in_order_readings_keep_the_short_record() -> None:
     assert w.use(None, 5, 1024) == (5).to_bytes(8, "big") + b"\x01"  # 1 to 4 unused
     # 2, then 1: every number that exists is used (those below 1 count as used)
     assert w.use(w.use(None, 2, 1024), 1, 1024) == (2).to_bytes(8, "big")
+
+
+@pytest.mark.parametrize("jump", [1024, 2**31, 2**62])
+def test_a_huge_jump_costs_no_more_than_a_small_one(jump: int) -> None:
+    """A device may jump its sequence number by any amount: the record after it is the
+    window's size, never the jump's (a shift by the jump would take 2**62 bits)."""
+    raw = w.use(w.use(None, 5, 1024), 3, 1024)  # out of order: the bitmap form
+    after = w.use(raw, 5 + jump, 1024)
+    assert w.highest(after) == 5 + jump
+    assert len(after) == len(raw)
+    assert w.fresh(after, 5 + jump - 1, 1024) == (jump > 1)
