@@ -11,8 +11,8 @@ a block, each proposal waiting for it). A message passes only if it is:
 - for the driver's height; the next height's are kept for it (:meth:`Inbound.enter`)
   once their signer is checked to be an authority there (its round's proposer, for a
   proposal) and their signature holds, so nobody else can push the genuine ones out
-  (bounds: :data:`NEXT_HEIGHT_VOTES_PER_AUTHORITY`, :data:`NEXT_HEIGHT_PROPOSALS`, the
-  lowest rounds). Older or further ones are dropped unchecked;
+  (:mod:`.nextheight`, bounded, copies kept once). Older or further ones are dropped
+  unchecked;
 - from an authority of the height (a vote), or from the round's proposer (a proposal),
   the first proposal of its round (a second one, the proposer equivocating or a relayer
   lagging, is dropped: the first stands);
@@ -39,7 +39,6 @@ counted in :attr:`Inbound.dropped` (peers resend their own messages of an undeci
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -56,6 +55,7 @@ from ..p2p import score
 from ..p2p.lru import BoundedSet
 from ..p2p.messages import ConsensusProposal, ConsensusVote, ProposalTxs
 from .machine import ProposalReceived, VoteReceived
+from .nextheight import NextHeight
 from .proposals import FetchNetwork, InboxProgress, TxFetcher, Waiting, check_compact
 from .relay import ProposalRelay
 from .votes import NO_ROUND, Proposal, decode_proposal
@@ -64,8 +64,6 @@ log = structlog.get_logger(__name__)
 
 INBOX_MESSAGES = 1024  # peer messages waiting for the driver task; more are dropped
 INBOX_PROPOSAL_BYTES = 64 * 1024 * 1024  # ... and bytes of proposals and fetched txs waiting
-NEXT_HEIGHT_VOTES_PER_AUTHORITY = 4  # next-height votes kept per authority (2 rounds' worth)
-NEXT_HEIGHT_PROPOSALS = 4  # next-height proposals kept, of the lowest rounds
 SEEN_MESSAGES = 16_384  # hashes of messages already handled (duplicates from many peers)
 
 ConsensusMessage = ConsensusProposal | ConsensusVote
@@ -128,9 +126,7 @@ class Inbound:
         self._queued_bytes = 0
         self._nudged = False
         self._seen = BoundedSet(SEEN_MESSAGES)
-        # the next height's checked messages: votes by authority, proposals by round
-        self._next_votes: dict[bytes, deque[tuple[bytes, ConsensusMessage]]] = {}
-        self._next_proposals: dict[int, tuple[bytes, ConsensusMessage]] = {}
+        self._next = NextHeight()  # the next height's checked messages
         self._height = 0
         self._validators: frozenset[bytes] = frozenset()
         self._next_validators: tuple[bytes, ...] = ()
@@ -231,11 +227,7 @@ class Inbound:
         self._fetcher.clear()
         self._whole.clear()
         self._relay.clear()
-        kept = [self._next_proposals[r] for r in sorted(self._next_proposals)]
-        kept += [item for votes in self._next_votes.values() for item in votes]
-        self._next_proposals.clear()
-        self._next_votes.clear()
-        return kept
+        return self._next.take()
 
     async def check(self, peer_id: bytes, msg: InboundMessage) -> list[Checked]:
         """Check a peer's message (module doc); the events for the machine."""
@@ -265,18 +257,18 @@ class Inbound:
             penalize(peer_id, score.INVALID_MESSAGE,
                      "consensus message of the next height: not from its authority")
             return False
+        if (self._next.has_vote(signer, signed.round, int(signed.type))
+                if isinstance(signed, Vote) else self._next.has_proposal(signed.round)):
+            return False  # a copy (relayed by several peers): kept once, checked once
         try:
             signed.verify(self._chain.chain_id)
         except BadSignatureError as exc:
             penalize(peer_id, score.BAD_SIGNATURE, f"consensus message: {exc}")
             return False
         if isinstance(signed, Vote):
-            self._next_votes.setdefault(
-                signer, deque(maxlen=NEXT_HEIGHT_VOTES_PER_AUTHORITY)).append((peer_id, msg))
-        elif signed.round not in self._next_proposals:
-            self._next_proposals[signed.round] = (peer_id, msg)
-            if len(self._next_proposals) > NEXT_HEIGHT_PROPOSALS:
-                del self._next_proposals[max(self._next_proposals)]
+            self._next.keep_vote(signer, signed.round, int(signed.type), (peer_id, msg))
+        else:
+            self._next.keep_proposal(signed.round, (peer_id, msg))
         return False
 
     def _check_vote(self, peer_id: bytes, msg: ConsensusVote) -> Checked | None:

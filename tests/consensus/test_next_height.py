@@ -80,3 +80,28 @@ async def test_a_non_proposer_cannot_evict_the_next_heights_proposal(tmp_path, a
         await wait_until(lambda: any(
             signed_by(m) == (a.id, (2, 0, Step.PREVOTE), block2.hash)
             for s, m in net.bus.sent if s == a.id))
+
+
+async def test_copies_of_a_genuine_vote_do_not_evict_that_authoritys_other_votes(
+        tmp_path, autojump_clock):
+    """Peers already at the next height relay each vote they check: a node still deciding
+    gets several copies of one vote, and a Byzantine peer may replay it at will. A copy is
+    kept once, so B's precommit stays beside its prevote."""
+    async with cluster(tmp_path, signed_before=True) as net:
+        a = net["A"]
+        await net.start("A")
+        assert a.driver is not None
+        precommit = sign_vote(key("B"), CHAIN_ID, VoteType.PRECOMMIT, 2, 0, b"\x05" * 32)
+        prevote = sign_vote(key("B"), CHAIN_ID, VoteType.PREVOTE, 2, 0, b"\x05" * 32)
+        a.driver.on_message(pub("B"), ConsensusVote(precommit.encode()))
+        for _ in range(FLOOD):
+            a.driver.on_message(OUTSIDER, ConsensusVote(prevote.encode()))
+        block1, commit1, _ = elsewhere(net, tmp_path)
+        await a.writer.apply(block1, commit1, pub("B"), lambda tx: False)
+        await wait_heights([a], 1)
+
+        def relayed() -> list[ConsensusVote]:
+            return [m for s, m in net.bus.sent if s == a.id and isinstance(m, ConsensusVote)]
+
+        await wait_until(lambda: ConsensusVote(prevote.encode()) in relayed())
+        await wait_until(lambda: ConsensusVote(precommit.encode()) in relayed())
