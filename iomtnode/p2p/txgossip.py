@@ -67,6 +67,9 @@ COMMIT_PROBES = 256  # admitted transactions timed to their commit at once (ever
 PROBE_EVERY = 64
 PROBE_WEIGHT = 0.2  # of each new timing in the running estimate
 
+# refusals that time may undo: such a transaction is not remembered as seen
+TRANSIENT_REFUSALS = (e.MempoolFullError, e.FutureTimestampError, e.UnknownDeviceError)
+
 AdmitBatch = Callable[[Sequence[SignedTx]], Awaitable[Sequence[SignedTx | e.RuleError]]]
 
 
@@ -299,6 +302,12 @@ class TxGossip:
             self.known_by(peer.node_id).add(tx.id)
             if tx.id in self._seen:
                 continue  # another copy got in while this one was checked
+            if isinstance(result, TRANSIENT_REFUSALS):
+                # not marked seen: the same transaction may be admitted later (room made,
+                # its device admitted, the clock caught up), fetched again when announced
+                log.debug("gossip_tx_deferred", peer=peer.node_id.hex()[:16],
+                          tx=tx.id.hex()[:16], reason=str(result))
+                continue
             self._seen.add(tx.id)
             if isinstance(result, e.RuleError):
                 # stale or already-committed transactions race with blocks: not the

@@ -185,6 +185,27 @@ async def test_rule_refusals_are_not_relayed_and_not_penalised(refusal):
     assert host.penalties == [] and b.sent == []
 
 
+@pytest.mark.parametrize("refusal", [
+    e.MempoolFullError("full"), e.FutureTimestampError("ahead"), e.UnknownDeviceError("new")])
+async def test_a_refusal_that_time_may_undo_lets_the_transaction_be_fetched_again(refusal):
+    """A full mempool, a clock behind the device's, a reading before its device's admission:
+    the same transaction announced later (by reconciliation, say) is asked for again."""
+    gossip, _, (a, b, _), pool = setup(refuse=refusal)
+    tx = reading(1)
+    await gossip.on_txs(a, Txs([tx.raw]))
+    pool.refuse = None
+    gossip.on_announce(b, TxAnnounce([tx.id]))
+    assert b.of(TxRequest) == [TxRequest([tx.id])]
+
+
+async def test_a_lasting_refusal_is_remembered_and_not_fetched_again():
+    gossip, _, (a, b, _), pool = setup(refuse=e.ReplayedSequenceError("replayed"))
+    tx = reading(1)
+    await gossip.on_txs(a, Txs([tx.raw]))
+    gossip.on_announce(b, TxAnnounce([tx.id]))
+    assert b.of(TxRequest) == []
+
+
 async def test_a_forged_copy_does_not_shadow_the_real_transaction():
     """Same body (same id) with a bad signature first, then the real one: admitted."""
     from iomtnode.core import codec
