@@ -199,7 +199,7 @@ async def test_a_refusal_that_time_may_undo_lets_the_transaction_be_fetched_agai
 
 
 async def test_a_lasting_refusal_is_remembered_and_not_fetched_again():
-    gossip, _, (a, b, _), pool = setup(refuse=e.ReplayedSequenceError("replayed"))
+    gossip, _, (a, b, _), _ = setup(refuse=e.ReplayedSequenceError("replayed"))
     tx = reading(1)
     await gossip.on_txs(a, Txs([tx.raw]))
     gossip.on_announce(b, TxAnnounce([tx.id]))
