@@ -16,6 +16,8 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import trio
+
 from .. import __version__
 from ..chain.feed import SUBSCRIBER_QUEUE_BLOCKS
 from ..core import codec
@@ -29,7 +31,8 @@ if TYPE_CHECKING:
     from .server import Connection
 
 MAX_BATCH_TXS = 10_000  # transactions in one submit_readings call or binary frame
-MAX_STATUS_IDS = 10_000  # ids in one get_tx_status call (a lookup each: ~10 ms in all)
+MAX_STATUS_IDS = 10_000  # ids in one get_tx_status call (two store reads each)
+STATUS_CHUNK = 256  # ... looked up per step, so a large call never holds the trio thread long
 NOT_FOUND = 1030  # no such block / transaction / device
 TX_DROPPED = 1031  # get_receipt of a transaction this node accepted and dropped
 
@@ -249,7 +252,11 @@ class ClientApi:
             raise RpcError(INVALID_PARAMS, f"ids must be an array of at most {MAX_STATUS_IDS} "
                            "hex ids")
         tx_ids = [_hex_param(f"ids[{i}]", item, 32) for i, item in enumerate(ids)]
-        return [mempool.tx_status(tx_id) for tx_id in tx_ids]
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(tx_ids), STATUS_CHUNK):  # other tasks run between chunks
+            await trio.lowlevel.checkpoint()
+            found += [mempool.tx_status(t) for t in tx_ids[start:start + STATUS_CHUNK]]
+        return found
 
     async def get_device(self, id: str) -> dict[str, Any]:
         """A device's registration and the sequence number of its last committed reading."""
