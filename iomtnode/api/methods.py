@@ -295,6 +295,9 @@ class ClientApi:
             "head_time_ms": chain.head.header.time_ms,
             "finalized_height": chain.height,  # a block is committed only with its certificate
             "authorities": [a.hex() for a in chain.authorities()],
+            # the round being decided at height + 1 (its proposer: authorities[(height + 1 +
+            # round) mod N]); 0 on a node that only follows
+            "round": self._round(chain.height + 1),
             "authorities_with_evidence": sorted({e["authority"] for e in chain.evidence()}),
             "mempool_size": len(self.node.mempool or ()),
             # accepted transactions dropped, ever (each with its reason: get_tx_status)
@@ -319,6 +322,10 @@ class ClientApi:
             "evidence_seen": self.node.consensus.evidence
             if self.node.consensus is not None else [],
         }
+
+    def _round(self, height: int) -> int:
+        machine = self.node.consensus.machine if self.node.consensus is not None else None
+        return machine.round if machine is not None and machine.height == height else 0
 
     def _last_commit(self) -> dict[str, int] | None:
         if self.node.last_commit is None:
