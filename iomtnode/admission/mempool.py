@@ -11,6 +11,7 @@ signatures verified in worker threads, and the node wraps both (see ``node.py``)
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -142,16 +143,15 @@ class Mempool:
         held = self._txs.get(tx.id)
         return (held is not None and held.raw == tx.raw) or tx in self.verifier
 
+    def oldest(self, limit: int) -> list[SignedTx]:
+        """Up to ``limit`` pending transactions in arrival order (they stay pending)."""
+        return list(itertools.islice(self._txs.values(), limit))
+
     def pending(self, limit: int) -> list[SignedTx]:
         """Up to ``limit`` pending transactions (they stay pending), for a block: in arrival
         order, except that each device's readings are in sequence order (see
         :func:`in_sequence_order`)."""
-        out: list[SignedTx] = []
-        for tx in self._txs.values():
-            if len(out) >= limit:
-                break
-            out.append(tx)
-        return in_sequence_order(out)
+        return in_sequence_order(self.oldest(limit))
 
     def _is_prefix(self, txs: Sequence[SignedTx]) -> bool:
         """Whether ``txs`` are the oldest pending transactions, byte for byte, in order."""

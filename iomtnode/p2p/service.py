@@ -102,7 +102,7 @@ class P2PService:
         self.own = OwnRecord(key, chain.chain_id, store)
         self.dialer = Dialer(self.host, self.book, config.bootnodes, key.public, self._rng)
         self.gossip = TxGossip(self.host, admit, mempool.get)
-        self.reconcile = Reconciler(self.host, self.gossip, mempool.pending,
+        self.reconcile = Reconciler(self.host, self.gossip, mempool.oldest,
                                     mempool.__contains__)
         self.sync = BlockSync(self.host, chain, writer, feed, mempool.verified,
                               on_progress=SyncProgress())
