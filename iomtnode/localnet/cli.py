@@ -45,6 +45,7 @@ DirOpt = Annotated[Path, typer.Option("--dir", help="The localnet directory (hol
                                       "localnet.json and one home per node).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 DEFAULT_DIR = Path("localnet")
+REPORTS_FILE = "reports.jsonl"  # chaos --manifest: one report per line, as each run ends
 EXPECTED = (LocalnetError, HomeError, GenesisError, ConfigError, OSError)
 
 
@@ -278,8 +279,10 @@ def chaos_cmd(
     once on every node (or reported dropped); I3 finalization resumes within a bound once a
     quorum is connected; I4 every node reaches the same head within a bound; I5 peers, fds
     and RSS bounded, no connection to an address a peer left. Prints each run's figures (one
-    JSON object with --json); exit 0 if every invariant held, 1 if any was violated. The
-    whole catalog over 5 seeds: `iomtnode localnet chaos --manifest deploy/chaos/full.toml`.
+    JSON object with --json); exit 0 if every invariant held, 1 if any was violated. With
+    --manifest, each run's report is also appended to DIR/reports.jsonl as soon as it is
+    made. The whole catalog over 5 seeds:
+    `iomtnode localnet chaos --manifest deploy/chaos/full.toml`.
     """
     chosen = list(scenarios or [])
 
@@ -293,7 +296,16 @@ def chaos_cmd(
 
     async def suite(path: Path) -> list[dict[str, Any]]:
         found = ChaosManifest.load(path).select(chosen, seeds, netns)
-        return await run_suite(found, directory, start=Localnet.start, on_report=show)
+        directory.mkdir(parents=True, exist_ok=True)
+        written = directory / REPORTS_FILE
+
+        def show_and_keep(report: dict[str, Any]) -> None:
+            with written.open("a") as out:  # a long suite's results survive its end
+                out.write(json.dumps(report, sort_keys=True) + "\n")
+            show(report)
+
+        return await run_suite(found, directory, start=Localnet.start,
+                               on_report=show_and_keep)
 
     async def attached() -> list[dict[str, Any]]:
         if not chosen:

@@ -62,3 +62,5 @@ def test_chaos_command_runs_a_manifest_and_prints_json(tmp_path: Path):
     assert (tmp_path / "runs" / "kill-s1" / "accepted.hex").exists()
     assert "needs --netns" in loss["skipped"]
     assert doc["ok"] == (proc.returncode == 0) == kill["ok"]
+    kept = (tmp_path / "runs" / "reports.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in kept] == doc["runs"]  # each run as it ended
