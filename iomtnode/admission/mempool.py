@@ -213,7 +213,12 @@ class Mempool:
             return
         height = self._chain.height
         for tx_id, exc in dropped:
-            log.warning("tx_dropped", tx=tx_id.hex(), code=exc.code, reason=str(exc))
+            # a warning for what this node acknowledged to a client (its pending entry is
+            # kept until committed or dropped); a peer's transaction may well be committed
+            # by the proposer that holds it
+            client = self._txlog.is_pending(tx_id)
+            (log.warning if client else log.info)(
+                "tx_dropped", tx=tx_id.hex(), code=exc.code, reason=str(exc), client=client)
         self._txlog.record_drops([Drop(tx_id, exc.code, str(exc), height)
                                   for tx_id, exc in dropped])
 

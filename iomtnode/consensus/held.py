@@ -18,7 +18,9 @@ would refuse everything else.
 
 Cost: one synced write per block a node signs for (not one per vote: a block already
 durable is not written again). The record holds only what a restart needs, the blocks
-being signed for and the locked and valid values; each write replaces the last.
+being signed for and the locked and valid values, and the last write's blocks: the signing
+state that names those is replaced only after the write, so a crash between the two still
+finds them. Each write replaces the last.
 
 Record format (canonical msgpack): ``[VERSION, height, [block, ...]]``, each block in its
 wire encoding. A record that does not decode is logged (``consensus_wal_unreadable``) and
@@ -65,7 +67,8 @@ class HeldBlocks:
         """Forget the blocks of the last height: ``height`` is being decided now."""
         self.height = height
         self._blocks: dict[bytes, tuple[int, BuiltBlock]] = {}  # hash -> (round, built)
-        self._durable: frozenset[bytes] = frozenset()
+        self._durable: frozenset[bytes] = frozenset()  # in the record now
+        self._asked: frozenset[bytes] = frozenset()  # what the last write was asked for
 
     def __contains__(self, block_hash: bytes) -> bool:
         return block_hash in self._blocks
@@ -91,10 +94,14 @@ class HeldBlocks:
         wanted = frozenset(h for h in hashes if h != NIL and h in self._blocks)
         if self._wal is None or wanted <= self._durable:
             return
-        blocks = [self._blocks[h][1].block.encode() for h in sorted(wanted)]
+        # the last write's blocks stay one write longer: the signing state that names
+        # them (a lock, say) is replaced only after this write, and a crash in between
+        # must still find them
+        kept = wanted | (self._asked & self._blocks.keys())
+        blocks = [self._blocks[h][1].block.encode() for h in sorted(kept)]
         raw = codec.encode([WAL_VERSION, self.height, blocks])
         await trio.to_thread.run_sync(self._wal.put_meta, META_WAL, raw)
-        self._durable = wanted
+        self._durable, self._asked = kept, wanted
         self._recorded = (self.height, blocks)
 
     async def restore(self, round_: int, writer: ChainWriter) -> int:

@@ -153,3 +153,25 @@ async def test_a_transaction_a_block_refuses_is_dropped_and_recorded(chain):
     pool.add_tx(reading("d1", 1))  # the pending state no longer holds the dropped one's effects
     again = sign_tx(Reading(pub("d1"), 2, now, "spo2", b"\x01" * 40, b""), key("d1"), CHAIN_ID)
     pool.add_tx(again)
+
+
+async def test_a_drop_is_a_warning_only_for_what_a_client_was_told_was_accepted(chain):
+    """A transaction this node acknowledged to a client (kept until committed) is a warning
+    when dropped; one a peer relayed is logged at info: its proposer may still commit it."""
+    import structlog.testing
+
+    from iomtnode.chain.feed import BlockFeed
+    from iomtnode.chain.writer import ChainWriter
+
+    now = GENESIS.time_ms + 10_000
+    pool = Mempool(chain, now_ms=lambda: now)
+    mine, relayed = (sign_tx(Reading(pub(d), 1, now + GENESIS.max_future_drift_ms, "spo2",
+                                     b"\x01" * 40, b""), key(d), CHAIN_ID) for d in ("d1", "d2"))
+    pool.add_tx(mine)
+    pool.keep([mine])  # what the API does before it answers the client
+    pool.add_tx(relayed)
+    writer = ChainWriter(chain, pool, BlockFeed(chain.height))
+    with structlog.testing.capture_logs() as logs:
+        await writer.build_next(chain.height + 1, pub("A"), now - 1000, 10)
+    levels = {e["tx"]: (e["log_level"], e["client"]) for e in logs if e["event"] == "tx_dropped"}
+    assert levels == {mine.id.hex(): ("warning", True), relayed.id.hex(): ("info", False)}

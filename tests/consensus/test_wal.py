@@ -79,3 +79,37 @@ async def test_each_block_signed_for_is_written_once(tmp_path, autojump_clock):
             blocks = {h for hashes in net.bus.own_signatures(node.id).values()
                       for h in hashes if h != NIL}
             assert writes[node.name] == len(blocks) >= 5
+
+
+async def test_the_last_writes_blocks_stay_until_the_signing_state_moves_on(tmp_path):
+    """Locked on X, then signing for Y: the record written before Y's signature still holds
+    X, since the signing state that names the lock on X is replaced only after that write
+    (a crash between the two must find X's block); the write after drops X."""
+    from iomtnode.chain.chain import Chain
+    from iomtnode.consensus.held import HeldBlocks, _decode
+    from iomtnode.core.block import decode_block
+    from iomtnode.store import BlockStore
+
+    from ..admission.chainkit import GENESIS
+    from ..core.helpers import pub
+    from .harness import MemoryMeta
+
+    with BlockStore.open(tmp_path / "store") as store:
+        chain = Chain(store, GENESIS)
+        x, y, z = (chain.build([], pub("A"), GENESIS.time_ms + 1000 * i) for i in (1, 2, 3))
+    meta = MemoryMeta()
+    held = HeldBlocks(meta)
+    held.reset(1)
+    for round_, built in enumerate((x, y, z)):
+        held.hold(round_, built, ())
+
+    def recorded() -> set[bytes]:
+        _, blocks = _decode(meta.get_meta(META_WAL))
+        return {decode_block(raw).hash for raw in blocks}
+
+    await held.make_durable([x.block.hash])  # locked on X
+    assert recorded() == {x.block.hash}
+    await held.make_durable([y.block.hash])  # signing for Y: the lock on X still recorded
+    assert recorded() == {x.block.hash, y.block.hash}
+    await held.make_durable([y.block.hash, z.block.hash])  # the state now names Y
+    assert recorded() == {y.block.hash, z.block.hash}

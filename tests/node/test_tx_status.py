@@ -121,7 +121,7 @@ async def test_an_accepted_reading_that_is_dropped_says_why(tmp_path, nursery) -
             assert info.value.code == -32602
     warnings = [e for e in logs if e["event"] == "tx_dropped"]
     assert warnings == [{"event": "tx_dropped", "log_level": "warning", "tx": mine.id.hex(),
-                         "code": 1022, "reason": dropped["reason"]}]
+                         "code": 1022, "reason": dropped["reason"], "client": True}]
 
 
 async def test_an_accepted_reading_survives_a_restart(tmp_path, nursery) -> None:
