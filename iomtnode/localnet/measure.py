@@ -21,10 +21,9 @@ from typing import Any, Protocol
 
 import structlog
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError
 
-from ..client import ApiError, open_client
-from ..service import single_exception
+from ..client import ApiError
+from . import rpc
 from .layout import LocalnetError
 from .rpc import NodeUnreachable, gather
 
@@ -75,25 +74,8 @@ class ChainScan:
 
 async def read_blocks(net: Net, name: str, heights: Sequence[int]) -> list[dict[str, Any]]:
     """``get_block`` of each of ``heights`` on ``name``, over one connection."""
-    url = net.node(name).api
-    blocks: list[dict[str, Any]] = []
-    try:
-        with trio.fail_after(10.0 + len(heights) * BLOCK_READ_S):
-            async with open_client(url) as client:
-                for height in heights:
-                    blocks.append(await client.call("get_block", height=height))
-    except trio.TooSlowError:
-        raise NodeUnreachable(f"{url} did not return {len(heights)} blocks in time") from None
-    except (OSError, HandshakeError, ConnectionClosed) as exc:
-        raise NodeUnreachable(f"{url}: {exc}") from None
-    except BaseExceptionGroup as group:
-        exc = single_exception(group)
-        if isinstance(exc, OSError | HandshakeError | ConnectionClosed):
-            raise NodeUnreachable(f"{url}: {exc}") from None
-        if isinstance(exc, ApiError):
-            raise exc from None
-        raise
-    return blocks
+    return await rpc.blocks(net.node(name).api, heights,
+                            timeout_s=10.0 + len(heights) * BLOCK_READ_S)
 
 
 def accepted_ids(record: Path) -> list[str]:

@@ -42,14 +42,15 @@ async def call_api(url: str, method: str, *, timeout_s: float = CALL_TIMEOUT_S,
         raise
 
 
-async def block_hashes(url: str, heights: Sequence[int], *, timeout_s: float) -> list[str]:
-    """The hashes of the blocks at ``heights``, over one connection."""
-    hashes: list[str] = []
+async def blocks(url: str, heights: Sequence[int], *, timeout_s: float) -> list[dict[str, Any]]:
+    """``get_block`` of each of ``heights``, over one connection (NodeUnreachable if the node
+    does not answer them all within ``timeout_s``)."""
+    found: list[dict[str, Any]] = []
     try:
         with trio.fail_after(timeout_s):
             async with open_client(url) as client:
                 for height in heights:
-                    hashes.append((await client.call("get_block", height=height))["hash"])
+                    found.append(await client.call("get_block", height=height))
     except trio.TooSlowError:
         raise NodeUnreachable(f"{url} did not return {len(heights)} blocks within "
                               f"{timeout_s} s") from None
@@ -62,7 +63,12 @@ async def block_hashes(url: str, heights: Sequence[int], *, timeout_s: float) ->
         raise
     except (OSError, HandshakeError, ConnectionClosed) as exc:
         raise NodeUnreachable(f"{url}: {exc}") from None
-    return hashes
+    return found
+
+
+async def block_hashes(url: str, heights: Sequence[int], *, timeout_s: float) -> list[str]:
+    """The hashes of the blocks at ``heights``, over one connection."""
+    return [block["hash"] for block in await blocks(url, heights, timeout_s=timeout_s)]
 
 
 async def gather(calls: dict[str, Any]) -> dict[str, Any]:

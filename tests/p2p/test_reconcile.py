@@ -25,7 +25,7 @@ from iomtnode.p2p.reconcile import (
     select_batch,
 )
 from iomtnode.p2p.txgossip import REQUEST_RETRY_S, TxGossip
-from tests.p2p.test_gossip import FakeMempool, reading
+from tests.p2p.test_gossip import FakeHost, FakeMempool, reading
 
 A, B, C, D = b"\xaa" * 32, b"\xbb" * 32, b"\xcc" * 32, b"\xdd" * 32
 
@@ -155,21 +155,6 @@ class FakePeer:
 
     def offered(self) -> list[bytes]:
         return [i for m in self.of(TxAnnounce) for i in m.ids]
-
-
-@dataclass
-class FakeHost:
-    peer_list: list[FakePeer]
-    penalties: list = field(default_factory=list)
-
-    def peers(self):
-        return list(self.peer_list)
-
-    def get(self, node_id):
-        return next((p for p in self.peer_list if p.node_id == node_id), None)
-
-    def penalize(self, peer, points, reason):
-        self.penalties.append((peer.node_id, points, reason))
 
 
 def setup(n_peers: int = 2):
