@@ -14,7 +14,9 @@ from typing import Any, Protocol
 import structlog
 import trio
 
+from ..admission.gossip import AdmitBatch, TxGossip
 from ..admission.mempool import Mempool
+from ..admission.reconcile import Reconciler
 from ..chain.chain import Chain
 from ..chain.feed import BlockFeed
 from ..chain.writer import ChainWriter
@@ -22,10 +24,10 @@ from ..config import Config, parse_hostport
 from ..core.block import Block
 from ..core.crypto import SigningKey
 from ..store import BlockStore
+from ..sync.blockrelay import BlockRelay
 from ..sync.blocksync import BlockSync
 from ..sync.progress import SyncProgress
 from . import score
-from .blockrelay import BlockRelay
 from .discovery import (
     BOOK_FLUSH_S,
     PEX_INTERVAL_S,
@@ -58,9 +60,7 @@ from .messages import (
 )
 from .mobility import AddressWatcher, is_wildcard, local_ip_toward
 from .peer import encode
-from .reconcile import Reconciler
 from .records import RecordError, decode_record
-from .txgossip import AdmitBatch, TxGossip
 
 log = structlog.get_logger(__name__)
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import trio
 
+from iomtnode.admission.reconcile import RECONCILE_INTERVAL_S
 from iomtnode.client import open_client
 from iomtnode.core.crypto import SigningKey
 from iomtnode.core.genesis import Genesis
 from iomtnode.core.tx import AdmitDevice, Reading, sign_tx
 from iomtnode.home import init_home
-from iomtnode.p2p.reconcile import RECONCILE_INTERVAL_S
 from tests.node.test_network import BASE, Net
 
 pytestmark = pytest.mark.timeout(90)

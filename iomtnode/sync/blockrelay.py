@@ -42,8 +42,8 @@ from ..core.block import (
 )
 from ..core.crypto import blake2b256
 from ..core.tx import MalformedTxError, SignedTx, decode_tx
-from . import score
-from .messages import BlockTxs, CompactBlock, GetBlockTxs
+from ..p2p import score
+from ..p2p.messages import BlockTxs, CompactBlock, GetBlockTxs
 
 log = structlog.get_logger(__name__)
 
@@ -55,7 +55,7 @@ INBOX_HOLD_TXS = 512  # ... if at most this many are queued there (~0.2 s of adm
 
 class InboxWait(InboxProgress, Protocol):
     """:class:`~iomtnode.consensus.proposals.InboxProgress`, and how much is queued and a
-    wait for a mark (:class:`~iomtnode.p2p.txgossip.TxGossip`)."""
+    wait for a mark (:class:`~iomtnode.admission.gossip.TxGossip`)."""
 
     def backlog(self) -> int: ...
 

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 import pytest
 import trio
 
+from iomtnode.admission.gossip import PUSH_MAX_TX_BYTES, TxGossip
 from iomtnode.core import errors as e
 from iomtnode.core.crypto import SigningKey, blake2b256
 from iomtnode.core.tx import Reading, SignedTx, sign_tx
 from iomtnode.p2p import score
 from iomtnode.p2p.messages import TxAnnounce, TxRequest, Txs
-from iomtnode.p2p.txgossip import PUSH_MAX_TX_BYTES, TxGossip
 
 CHAIN = "iomt-test"
 DEVICE = SigningKey(blake2b256(b"device"))
@@ -240,7 +240,7 @@ async def test_queued_batches_from_several_peers_are_admitted_together_off_the_r
         nursery, monkeypatch):
     from trio.testing import wait_all_tasks_blocked
 
-    from iomtnode.p2p import txgossip
+    from iomtnode.admission import gossip as txgossip
 
     monkeypatch.setattr(txgossip, "INBOX_TXS", 3)
     calls: list[int] = []
@@ -324,7 +324,7 @@ async def test_the_relay_delay_grows_with_how_long_commits_take(autojump_clock):
     """Announcing what is still pending after the delay is for peers that lack it; when
     commits take seconds (a loaded network), every peer of a full mesh has it, so the delay
     follows the admission-to-commit time this node measures (every 64th transaction)."""
-    from iomtnode.p2p import txgossip
+    from iomtnode.admission import gossip as txgossip
 
     gossip, _, peers, pool = setup()
     txs = [reading(seq) for seq in range(1, 65)]

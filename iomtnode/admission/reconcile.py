@@ -1,6 +1,6 @@
 """Mempool reconciliation: peers offer each other the pending transactions they may lack.
 
-Live gossip (:mod:`.txgossip`) reaches the peers connected when a transaction is admitted.
+Live gossip (:mod:`.gossip`) reaches the peers connected when a transaction is admitted.
 A peer that was cut off then (a partition, a restart, a link that flapped) would never hear
 of it, and a backlog taken during a partition would reach only one side's proposers. So:
 
@@ -11,7 +11,7 @@ of it, and a backlog taken during a partition would reach only one side's propos
   before already (those that live gossip should have spread by then; at a steady load
   everything commits within an interval and a pass sends nothing). An id is known to a peer
   once it was sent to it, announced to it, or heard from it (the per-peer sets of
-  :class:`~.txgossip.TxGossip`, forgotten when the peer disconnects), so an id goes to a
+  :class:`~.gossip.TxGossip`, forgotten when the peer disconnects), so an id goes to a
   connected peer once and never again. The peer fetches what it lacks with ``TxRequest``, as
   for any announcement.
 - **Pace.** The walk looks at :data:`RECONCILE_SCAN_IDS` ids per step and yields to trio
@@ -19,7 +19,7 @@ of it, and a backlog taken during a partition would reach only one side's propos
   queued to it (its answers to the batch before are in that queue), so a 50,000-transaction
   mempool neither stalls the node nor floods a slow link.
 - **Ask again.** An id this node asked a peer for and did not get within
-  :data:`~.txgossip.REQUEST_RETRY_S` is asked of another peer that announced it, if one did,
+  :data:`~.gossip.REQUEST_RETRY_S` is asked of another peer that announced it, if one did,
   at most :data:`MAX_ASKS` times in all (:class:`Requests`): a gap left while connected (the
   peer asked had committed or dropped it, or left) is filled from another source.
 - **Serve within bounds.** A peer may ask only for ids this node announced or sent to it,
@@ -42,9 +42,9 @@ from typing import Any, Protocol
 import structlog
 import trio
 
-from . import score
-from .lru import BoundedSet
-from .messages import TxAnnounce, TxRequest
+from ..p2p import score
+from ..p2p.lru import BoundedSet
+from ..p2p.messages import TxAnnounce, TxRequest
 
 log = structlog.get_logger(__name__)
 
@@ -196,7 +196,7 @@ class ServeGuard:
 # the trio part -------------------------------------------------------------------------
 
 class Gossip(Protocol):
-    """What reconciliation needs of :class:`~.txgossip.TxGossip`."""
+    """What reconciliation needs of :class:`~.gossip.TxGossip`."""
 
     def known_by(self, peer_id: bytes) -> BoundedSet: ...
 

@@ -43,9 +43,9 @@ import trio
 
 from ..core import errors as e
 from ..core.tx import MalformedTxError, SignedTx, decode_tx
-from . import score
-from .lru import BoundedSet
-from .messages import MAX_IDS_PER_MESSAGE, MAX_TXS_PER_MESSAGE, TxAnnounce, TxRequest, Txs
+from ..p2p import score
+from ..p2p.lru import BoundedSet
+from ..p2p.messages import MAX_IDS_PER_MESSAGE, MAX_TXS_PER_MESSAGE, TxAnnounce, TxRequest, Txs
 from .reconcile import Requests
 
 log = structlog.get_logger(__name__)

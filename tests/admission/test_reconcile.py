@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 import pytest
 import trio
 
-from iomtnode.core.crypto import blake2b256
-from iomtnode.p2p import reconcile, score
-from iomtnode.p2p.messages import MAX_IDS_PER_MESSAGE, TxAnnounce, TxRequest, Txs
-from iomtnode.p2p.reconcile import (
+from iomtnode.admission import reconcile
+from iomtnode.admission.gossip import REQUEST_RETRY_S, TxGossip
+from iomtnode.admission.reconcile import (
     MAX_ASKS,
     RECONCILE_BATCH_BYTES,
     RECONCILE_BATCH_IDS,
@@ -24,8 +23,10 @@ from iomtnode.p2p.reconcile import (
     ServeGuard,
     select_batch,
 )
-from iomtnode.p2p.txgossip import REQUEST_RETRY_S, TxGossip
-from tests.p2p.test_gossip import FakeHost, FakeMempool, reading
+from iomtnode.core.crypto import blake2b256
+from iomtnode.p2p import score
+from iomtnode.p2p.messages import MAX_IDS_PER_MESSAGE, TxAnnounce, TxRequest, Txs
+from tests.admission.test_gossip import FakeHost, FakeMempool, reading
 
 A, B, C, D = b"\xaa" * 32, b"\xbb" * 32, b"\xcc" * 32, b"\xdd" * 32
 
