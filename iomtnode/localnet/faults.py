@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import structlog
 import trio
@@ -24,9 +24,7 @@ from .errors import LocalnetError
 from .layout import Manifest
 from .nft import NodeRules, render
 from .topology import node_ip, proxy_command
-
-if TYPE_CHECKING:
-    from .net import Localnet
+from .view import LocalnetView
 
 log = structlog.get_logger(__name__)
 
@@ -55,7 +53,7 @@ def check_pairs(manifest: Manifest, pairs: Sequence[tuple[str, str]]) -> None:
 class RefuseFaults:
     """Loopback faults: refused node ids, re-sent to a node when it starts or resumes."""
 
-    def __init__(self, net: Localnet) -> None:
+    def __init__(self, net: LocalnetView) -> None:
         self._net = net
         self._refused: dict[str, set[str]] = {n: set() for n in net.names}
         self._pending: set[str] = set()  # refused sets to send once the node answers again
@@ -121,7 +119,7 @@ def node_rules(manifest: Manifest, name: str) -> NodeRules:
 class NftFaults:
     """Netns faults: nftables tables in the node namespaces, delay proxies beside them."""
 
-    def __init__(self, net: Localnet) -> None:
+    def __init__(self, net: LocalnetView) -> None:
         self._net = net
         self._proxies: dict[str, trio.Process] = {}  # the ones this process started
 

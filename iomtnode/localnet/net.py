@@ -35,7 +35,7 @@ import signal
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 import trio
@@ -46,12 +46,12 @@ from .errors import LocalnetError, LocalnetTimeout
 from .faults import Faults, NftFaults, RefuseFaults
 from .layout import Manifest, NodeEntry, add_node_home, open_or_prepare
 from .rpc import CALL_TIMEOUT_S, call_api
+from .view import NodeState
 
 __all__ = ["Localnet", "LocalnetError", "LocalnetTimeout", "NodeState"]
 
 log = structlog.get_logger(__name__)
 
-NodeState = Literal["up", "paused", "down"]
 START_TIMEOUT_S = 30.0  # a node's API must answer this soon after its process starts
 WAIT_TIMEOUT_S = 60.0
 

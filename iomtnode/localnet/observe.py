@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 import trio
@@ -21,21 +21,19 @@ from .errors import LocalnetError, LocalnetTimeout
 from .invariants import InvariantError, invariant_report
 from .layout import Manifest
 from .rpc import NodeUnreachable, gather
-
-if TYPE_CHECKING:
-    from .net import Localnet
+from .view import LocalnetView
 
 log = structlog.get_logger(__name__)
 
 POLL_S = 0.2
 
 
-def running(net: Localnet, names: Sequence[str] | None) -> list[str]:
+def running(net: LocalnetView, names: Sequence[str] | None) -> list[str]:
     return list(names) if names is not None else [
         n for n in net.names if net.state(n) == "up"]
 
 
-def refresh_from_disk(net: Localnet) -> None:
+def refresh_from_disk(net: LocalnetView) -> None:
     """Adopt into ``net.manifest`` the pids, addresses and netns faults on disk."""
     mine = net.manifest
     try:
@@ -55,7 +53,7 @@ def refresh_from_disk(net: Localnet) -> None:
         mine.netns, mine.proxies = disk.netns, disk.proxies
 
 
-async def wait_up(net: Localnet, name: str, child: trio.Process, timeout_s: float) -> None:
+async def wait_up(net: LocalnetView, name: str, child: trio.Process, timeout_s: float) -> None:
     """Wait until ``name``'s API answers; raise with its log if ``child`` exits first."""
     entry = net.node(name)
     with trio.move_on_after(timeout_s):
@@ -73,7 +71,7 @@ async def wait_up(net: Localnet, name: str, child: trio.Process, timeout_s: floa
                           f"{timeout_s} s of starting; see {entry.log}")
 
 
-async def wait_for_height(net: Localnet, height: int, names: Sequence[str] | None,
+async def wait_for_height(net: LocalnetView, height: int, names: Sequence[str] | None,
                           timeout_s: float) -> dict[str, int]:
     targets = running(net, names)
     heights: dict[str, Any] = {n: None for n in targets}
@@ -94,7 +92,7 @@ async def wait_for_height(net: Localnet, height: int, names: Sequence[str] | Non
         f"{n}={'no answer' if h is None else h}" for n, h in heights.items()))
 
 
-async def check_invariants(net: Localnet, k: int, names: Sequence[str] | None,
+async def check_invariants(net: LocalnetView, k: int, names: Sequence[str] | None,
                            within_s: float) -> dict[str, Any]:
     deadline = trio.current_time() + within_s
     while True:
@@ -109,7 +107,7 @@ async def check_invariants(net: Localnet, k: int, names: Sequence[str] | None,
         await trio.sleep(0.5)
 
 
-async def snapshot(net: Localnet) -> list[dict[str, Any]]:
+async def snapshot(net: LocalnetView) -> list[dict[str, Any]]:
     up = [n for n in net.names if net.state(n) == "up"]
     found = await gather({n: partial(net.status, n, timeout_s=0.9) for n in up})
     rows = []
@@ -137,7 +135,7 @@ def process_figures(pid: int, proc_root: Path = Path("/proc")) -> dict[str, int]
     return {"fds": fds, "rss_bytes": rss_kb * 1024}
 
 
-async def resources(net: Localnet, name: str) -> dict[str, Any]:
+async def resources(net: LocalnetView, name: str) -> dict[str, Any]:
     """``{pid, fds, rss_bytes, peers, remote_addresses}`` of a running node: its process
     from /proc, its connections from ``admin_peers`` (``remote_addresses``: the other end
     of each, ``host:port``, sorted)."""
