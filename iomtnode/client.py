@@ -50,7 +50,7 @@ class ApiClient:
             while True:
                 message = await self._ws.get_message()
                 if isinstance(message, bytes):
-                    reply = codec.decode_envelope(message)
+                    reply = codec.decode(message)
                     channel = self._waiting.pop(reply[0], None)
                 else:
                     reply = json.loads(message)

@@ -28,9 +28,10 @@ from iomtnode.core.block import (
     sign_commit,
 )
 from iomtnode.core.crypto import Domain, blake2b256
+from iomtnode.core.receipt import Handoff, make_receipt
 from iomtnode.core.tx import Reading, SignedTx, sign_tx
 
-from .helpers import CHAIN_ID, key, pub
+from .helpers import CHAIN_ID, key, longer_form, pub
 
 NAMES = ["A", "B", "C", "D"]
 AUTHS = tuple(pub(n) for n in NAMES)
@@ -182,6 +183,27 @@ def test_bad_parts_inside_a_block() -> None:
     refused(codec.encode([header, txs, last[:-1]]), "malformed msgpack")
     refused(codec.encode([header[:-1], txs, last]), "malformed msgpack")
     refused(codec.encode([header, [b""] * 10_001, last]), "at most 10000")
+
+
+def test_a_block_in_another_outer_form_is_the_same_block() -> None:
+    # nothing hashes a block's outer array (its hash is the header's, which commits to the
+    # rest), so only its structure is checked; it is stored and relayed canonically
+    b = block()
+    header = b.header_bytes
+    loose = longer_form(b.encode())  # array16 for the outer array, then bin16 for the header
+    loose = loose[:3] + b"\xc5" + len(header).to_bytes(2, "big") + loose[5:]
+    assert decode_block(loose).encode() == b.encode()
+    assert decode_block(loose).hash == b.hash
+    assert decode_block(loose).last_commit == b.last_commit
+
+
+def test_the_hashed_parts_of_a_block_have_one_encoding() -> None:
+    # a header, a transaction or a certificate in another form would hash differently
+    b = block()
+    header, txs, last = codec.decode(b.encode())
+    refused(codec.encode([longer_form(header), txs, last]), "not canonical")
+    refused(codec.encode([header, [*txs[:4], longer_form(txs[4])], last]), "not canonical")
+    refused(codec.encode([header, txs, longer_form(last)]), "not canonical")
 
 
 @pytest.mark.parametrize(
@@ -362,6 +384,41 @@ def test_commit_round_trip_and_sorting() -> None:
     back = decode_commit(c.encode())
     assert back == c
     assert back.hash == c.hash == blake2b256(c.encode())
+
+
+def test_a_commit_has_one_encoding() -> None:
+    c = commit(height=9, block_hash=BLOCK_HASH)
+    with pytest.raises(MalformedBlockError, match="not canonical"):
+        decode_commit(longer_form(c.encode()))
+    height_as_uint16 = b"\x94\xcd\x00\x09" + c.encode()[2:]
+    with pytest.raises(MalformedBlockError, match="not canonical"):
+        decode_commit(height_as_uint16)
+
+
+def test_a_commit_is_encoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # made: encoded on construction; decoded: its bytes are kept. The hash, the encoding
+    # and a receipt's copies then never encode it again.
+    c = commit(height=9, block_hash=BLOCK_HASH)
+    assert c.raw == codec.encode([9, 0, BLOCK_HASH, [list(sig) for sig in c.signatures]])
+    b = block(height=10, last_commit=c)
+    decoded = decode_commit(c.encode())
+
+    def refuse(value: object) -> bytes:
+        raise AssertionError(f"encoded again: {value!r:.60}")
+
+    monkeypatch.setattr(codec, "encode", refuse)
+    for each in (c, decoded):
+        assert each.encode() == c.raw and each.hash == blake2b256(c.raw)
+        assert Handoff(b.header_bytes, each, AUTHS).to_json()["commit"] == c.raw.hex()
+        receipt = make_receipt(CHAIN_ID, TXS[0], b.header, b.header_bytes, each,
+                               merkle.prove([t.raw for t in TXS], 0))
+        assert receipt["commit"] == c.raw.hex()
+
+
+def test_a_changed_commit_is_encoded_anew() -> None:
+    c = commit(height=9, block_hash=BLOCK_HASH)
+    assert decode_commit(replace(c, round=7).encode()) == replace(c, round=7)
+    assert replace(c, round=7).hash != c.hash
 
 
 def test_decode_commit_rejects_unsorted_and_duplicate_signatures() -> None:
