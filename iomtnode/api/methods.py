@@ -4,10 +4,10 @@ Transactions travel as the hex of their canonical wire bytes (JSON) or as raw by
 (msgpack binary frames, for devices). Chain-rule refusals are JSON-RPC errors whose
 code is the rule's code (see :mod:`iomtnode.core.errors`), with the rule's message.
 
-Binary frames (devices and gateways): ``[request_id, [tx, tx, ...]]`` in canonical
-msgpack; the reply is ``[request_id, [[0, tx_id] | [code, message], ...]]``, one entry per
-transaction in order. A frame that is not of this form gets ``[request_id or 0,
-[[-32600, reason]]]``.
+Binary frames (devices and gateways): ``[request_id, [tx, tx, ...]]`` in msgpack, each
+transaction in its canonical form (the frame's own form is not checked); the reply is
+``[request_id, [[0, tx_id] | [code, message], ...]]``, one entry per transaction in order.
+A frame that is not of this form gets ``[request_id or 0, [[-32600, reason]]]``.
 """
 
 from __future__ import annotations
@@ -368,7 +368,7 @@ class ClientApi:
     async def handle_binary(self, frame: bytes) -> bytes:
         """Answer a msgpack binary frame of transactions (see the module docstring)."""
         try:
-            value = codec.decode(frame)
+            value = codec.decode_envelope(frame)  # each tx is checked where it is decoded
             if (type(value) is not list or len(value) != 2 or type(value[0]) is not int
                     or type(value[1]) is not list):
                 raise codec.DecodeError("frame must be [request_id, [tx, ...]]")

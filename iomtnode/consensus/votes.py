@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 from ..core import codec
@@ -101,7 +101,10 @@ def proposal_digest(height: int, round_: int, block_hash: bytes, pol_round: int)
 @dataclass(frozen=True, slots=True)
 class Proposal:
     """A signed proposal of ``block_hash`` for ``round``; ``pol_round`` is -1 or the earlier
-    round in which a quorum prevoted this block (the proof of lock the paper calls ``vr``)."""
+    round in which a quorum prevoted this block (the proof of lock the paper calls ``vr``).
+
+    ``raw`` is the canonical wire form: the bytes :func:`decode_proposal` decoded, else
+    encoded once on construction."""
 
     height: int
     round: int
@@ -109,8 +112,10 @@ class Proposal:
     pol_round: int
     proposer: bytes
     signature: bytes
+    raw: bytes = field(init=False, repr=False, compare=False)
+    wire: InitVar[bytes] = b""  # the bytes it was decoded from; made from the fields if empty
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, wire: bytes) -> None:
         f.u64("proposal.height", self.height)
         f.u64("proposal.round", self.round)
         f.digest("proposal.block_hash", self.block_hash)
@@ -122,13 +127,16 @@ class Proposal:
                                f"round {self.round}")
         f.key("proposal.proposer", self.proposer)
         f.signature("proposal.signature", self.signature)
+        object.__setattr__(self, "raw", wire or codec.encode(
+            [self.height, self.round, self.block_hash, _wire_round(self.pol_round),
+             self.proposer, self.signature]))
 
     def digest(self) -> bytes:
         return proposal_digest(self.height, self.round, self.block_hash, self.pol_round)
 
     def encode(self) -> bytes:
-        return codec.encode([self.height, self.round, self.block_hash,
-                             _wire_round(self.pol_round), self.proposer, self.signature])
+        """The canonical wire form (:attr:`raw`)."""
+        return self.raw
 
     def verify(self, chain_id: str) -> None:
         """Raise :class:`~iomtnode.core.crypto.BadSignatureError` unless ``proposer`` signed it."""
@@ -149,7 +157,7 @@ def decode_proposal(data: bytes) -> Proposal:
     try:
         value = f.record("proposal", codec.decode(data, max_bytes=MAX_PROPOSAL_BYTES), 6)
         pol = _from_wire_round("proposal.pol_round", value[3])
-        return Proposal(value[0], value[1], value[2], pol, value[4], value[5])
+        return Proposal(value[0], value[1], value[2], pol, value[4], value[5], wire=bytes(data))
     except (codec.DecodeError, f.FieldError) as exc:
         raise MalformedVoteError(str(exc)) from None
 

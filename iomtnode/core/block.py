@@ -1,6 +1,6 @@
 """Block headers, blocks and commit certificates.
 
-Wire forms (all canonical msgpack)::
+Wire forms (msgpack; each hashed part canonical)::
 
     header = [VERSION, height, time_ms, parent, proposer, tx_root, tx_count,
               authorities_hash, next_authorities_hash, last_commit_hash]
@@ -17,7 +17,7 @@ the head, the proof that a quorum of authorities finalized it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass, field
 
 from . import codec, merkle
 from . import fields as f
@@ -90,21 +90,29 @@ class Commit:
     """A certificate: precommit signatures of ``block_hash`` at ``height`` and ``round``.
 
     ``signatures`` are (authority key, signature) pairs, sorted by key, one per key.
+    ``raw`` is the canonical wire form: the bytes :func:`decode_commit` decoded, else
+    encoded once on construction; the hash, blocks, receipts and the store use it, so a
+    certificate is never encoded again.
     """
 
     height: int
     round: int
     block_hash: bytes
     signatures: tuple[tuple[bytes, bytes], ...]
+    raw: bytes = field(init=False, repr=False, compare=False)
+    wire: InitVar[bytes] = b""  # the bytes it was decoded from; made from the fields if empty
+
+    def __post_init__(self, wire: bytes) -> None:
+        object.__setattr__(self, "raw", wire or codec.encode(
+            [self.height, self.round, self.block_hash, [list(s) for s in self.signatures]]))
 
     def encode(self) -> bytes:
-        return codec.encode([
-            self.height, self.round, self.block_hash, [list(s) for s in self.signatures],
-        ])
+        """The canonical wire form (:attr:`raw`)."""
+        return self.raw
 
     @property
     def hash(self) -> bytes:
-        return blake2b256(self.encode())
+        return blake2b256(self.raw)
 
     def verify(self, authorities: tuple[bytes, ...], chain_id: str) -> None:
         """Raise :class:`InvalidCommitError` unless a quorum of ``authorities`` signed it."""
@@ -156,7 +164,7 @@ def decode_commit(data: bytes, *, max_signers: int = 1024) -> Commit:
             raise f.FieldError("commit signatures must be sorted by authority, one each")
     except (codec.DecodeError, f.FieldError) as exc:
         raise MalformedBlockError(str(exc)) from None
-    return Commit(value[0], value[1], value[2], tuple(sigs))
+    return Commit(value[0], value[1], value[2], tuple(sigs), wire=bytes(data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,11 +240,15 @@ def decode_block(data: bytes) -> Block:
 def split_block(data: bytes) -> tuple[bytes, list[bytes], bytes]:
     """An encoded block's header bytes, raw transactions and parent certificate bytes
     (empty if none), each checked for type and size but not decoded: a syncing node
-    decodes the transactions in pieces in worker threads, then :func:`assemble_block`."""
+    decodes the transactions in pieces in worker threads, then :func:`assemble_block`.
+
+    The outer array is an envelope: nothing hashes it (the block hash is the header's,
+    which commits to the transactions and the certificate), so only its structure is
+    checked here; each part is checked for its canonical form where it is decoded."""
     if len(data) > MAX_BLOCK_BYTES:
         raise MalformedBlockError(f"block of {len(data)} bytes exceeds {MAX_BLOCK_BYTES}")
     try:
-        value = f.record("block", codec.decode(data), 3)
+        value = f.record("block", codec.decode_envelope(data), 3)
         header_bytes = f.max_bytes(1024)("block.header", value[0])
         raws = value[1]
         if type(raws) is not list or len(raws) > MAX_BLOCK_TXS:

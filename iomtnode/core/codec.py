@@ -5,9 +5,18 @@ Values are built from ``None``, ``bool``, ``int``, ``bytes``, ``str`` and ``list
 arrays whose meaning comes from their position.
 
 Decoding is where untrusted bytes enter the node, so it enforces every limit before
-or while allocating, rejects anything whose re-encoding differs from its input
-(over-long integers, str/bin confusion, maps, extension types, trailing bytes), and
-raises exactly one exception type, :class:`DecodeError`, for all malformed input.
+or while allocating, refuses maps, floats, extension types, trailing bytes and nesting
+deeper than allowed, and raises exactly one exception type, :class:`DecodeError`, for
+all malformed input. Two decoders share those checks:
+
+- :func:`decode` also refuses anything whose re-encoding differs from its input
+  (over-long integers, strings or arrays in a longer form than needed): it is for
+  bytes that are hashed or signed (a transaction, a header, a commit certificate, a
+  vote, a proposal, a peer record), so that one value has one hash.
+- :func:`decode_envelope` checks structure only: it is for bytes nothing hashes or
+  signs, such as a network frame or a block's outer array, which carry the hashed
+  values as byte strings, each decoded with :func:`decode` where it is used. Re-packing
+  a 4 MiB frame only to compare it with its input would find nothing a hash depends on.
 """
 
 from __future__ import annotations
@@ -104,14 +113,8 @@ def _plain(value: list[Any], depth: int) -> bool:
     return True
 
 
-def decode(data: bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Any:
-    """Decode one canonical value from ``data``.
-
-    Raises :class:`DecodeError` when ``data`` is longer than ``max_bytes``, is not
-    msgpack, holds more than one value, breaks a size limit, contains a map, float or
-    extension type, nests deeper than :data:`MAX_DEPTH`, or is not the canonical
-    encoding of what it decodes to.
-    """
+def _unpack(data: bytes, max_bytes: int) -> Any:
+    """Decode one value from ``data`` with every check but the canonical one."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise DecodeError(f"expected bytes, got {type(data).__name__}")
     if len(data) > max_bytes:
@@ -141,6 +144,18 @@ def decode(data: bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Any:
         except EncodeError as exc:
             raise DecodeError(f"not canonical: {exc}") from None
         raise DecodeError(f"arrays nested deeper than {MAX_DEPTH}")  # pragma: no cover
+    return value
+
+
+def decode(data: bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Any:
+    """Decode one canonical value from ``data`` (bytes that are hashed or signed).
+
+    Raises :class:`DecodeError` when ``data`` is longer than ``max_bytes``, is not
+    msgpack, holds more than one value, breaks a size limit, contains a map, float or
+    extension type, nests deeper than :data:`MAX_DEPTH`, or is not the canonical
+    encoding of what it decodes to.
+    """
+    value = _unpack(data, max_bytes)
     try:
         again = _pack(value)
     except UnicodeEncodeError as exc:  # pragma: no cover - the decoder yields valid UTF-8
@@ -148,3 +163,14 @@ def decode(data: bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Any:
     if again != data:
         raise DecodeError("not canonical: re-encoding differs from the input bytes")
     return value
+
+
+def decode_envelope(data: bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Any:
+    """Decode one value from ``data`` that nothing hashes or signs (a frame, an envelope).
+
+    The same checks as :func:`decode` but the canonical one: an integer, string, byte
+    string or array in a longer form than needed is accepted. Whatever the envelope
+    carries that is hashed or signed must travel as a byte string and be decoded with
+    :func:`decode`.
+    """
+    return _unpack(data, max_bytes)

@@ -17,7 +17,7 @@ exactly a commit certificate signature.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass, field
 
 from . import codec
 from . import fields as f
@@ -56,7 +56,10 @@ def vote_digest(height: int, round_: int, block_hash: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Vote:
-    """A signed prevote or precommit. Checks its fields on construction (not its signature)."""
+    """A signed prevote or precommit. Checks its fields on construction (not its signature).
+
+    ``raw`` is the canonical wire form: the bytes :func:`decode_vote` decoded, else
+    encoded once on construction."""
 
     type: VoteType
     height: int
@@ -64,8 +67,10 @@ class Vote:
     block_hash: bytes
     validator: bytes
     signature: bytes
+    raw: bytes = field(init=False, repr=False, compare=False)
+    wire: InitVar[bytes] = b""  # the bytes it was decoded from; made from the fields if empty
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, wire: bytes) -> None:
         if not isinstance(self.type, VoteType):
             raise f.FieldError(f"vote.type must be a VoteType, got {self.type!r:.40}")
         f.u64("vote.height", self.height)
@@ -73,6 +78,9 @@ class Vote:
         f.digest("vote.block_hash", self.block_hash)
         f.key("vote.validator", self.validator)
         f.signature("vote.signature", self.signature)
+        object.__setattr__(self, "raw", wire or codec.encode(
+            [int(self.type), self.height, self.round, self.block_hash, self.validator,
+             self.signature]))
 
     @property
     def is_nil(self) -> bool:
@@ -82,8 +90,8 @@ class Vote:
         return vote_digest(self.height, self.round, self.block_hash)
 
     def encode(self) -> bytes:
-        return codec.encode([int(self.type), self.height, self.round, self.block_hash,
-                             self.validator, self.signature])
+        """The canonical wire form (:attr:`raw`)."""
+        return self.raw
 
     def verify(self, chain_id: str) -> None:
         """Raise :class:`~iomtnode.core.crypto.BadSignatureError` unless ``validator`` signed it."""
@@ -104,6 +112,6 @@ def decode_vote(data: bytes) -> Vote:
         value = f.record("vote", codec.decode(data, max_bytes=MAX_VOTE_BYTES), 6)
         if type(value[0]) is not int or value[0] not in (1, 2):
             raise f.FieldError(f"vote.type must be 1 or 2, got {value[0]!r:.40}")
-        return Vote(VoteType(value[0]), *value[1:])
+        return Vote(VoteType(value[0]), *value[1:], wire=bytes(data))
     except (codec.DecodeError, f.FieldError) as exc:
         raise MalformedVoteError(str(exc)) from None

@@ -282,7 +282,7 @@ def message_name(msg: Message | type[Any]) -> str:
 def decode_message(frame: bytes) -> Message:
     """Decode one frame from a peer. Raises :class:`ProtocolError` naming what is wrong."""
     try:
-        value = codec.decode(frame, max_bytes=MAX_MESSAGE_BYTES)
+        value = codec.decode_envelope(frame, max_bytes=MAX_MESSAGE_BYTES)
     except codec.DecodeError as exc:
         raise ProtocolError(f"undecodable frame: {exc}") from None
     try:

@@ -29,7 +29,7 @@ class PeerRecord:
     addresses: tuple[str, ...]  # "host:port" of the node's p2p websocket listener
     seq: int
     time_ms: int
-    raw: bytes = b""  # the signed wire form; empty until signed or decoded
+    raw: bytes  # the signed wire form, as signed or decoded: relayed and stored as it is
 
     def newer_than(self, other: PeerRecord | None) -> bool:
         return other is None or self.seq > other.seq

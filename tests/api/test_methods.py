@@ -16,6 +16,8 @@ from iomtnode.core.crypto import SigningKey
 from iomtnode.core.receipt import verify_receipt
 from iomtnode.core.tx import AdmitDevice, Reading, RevokeDevice, decode_tx, sign_tx
 
+from ..core.helpers import longer_form
+
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -171,6 +173,14 @@ async def test_binary_frames_for_devices(running_node):
         with trio.fail_after(5):
             reply = codec.decode(await ws.get_message())
         assert reply[0] == 0 and reply[1][0][0] == -32600
+        # nothing hashes a frame, so its own form is not checked; each transaction's is
+        ok = bytes.fromhex(reading(rn, device, 3, 2000))
+        loose = longer_form(bytes.fromhex(reading(rn, device, 4, 2001)))
+        await ws.send_message(longer_form(codec.encode([7, [ok, loose]])))
+        with trio.fail_after(5):
+            reply = codec.decode(await ws.get_message())
+        assert reply[0] == 7 and reply[1][0] == [0, decode_tx(ok).id]
+        assert reply[1][1][0] == 1021 and "not canonical" in reply[1][1][1]
 
 
 async def test_receipt_block_and_device_queries(running_node):

@@ -28,7 +28,7 @@ from iomtnode.core.evidence import (
 )
 from iomtnode.core.vote import NIL, MalformedVoteError, Vote, VoteType, decode_vote, sign_vote
 
-from ..core.helpers import CHAIN_ID, key, pub
+from ..core.helpers import CHAIN_ID, key, longer_form, pub
 
 PREVOTE, PRECOMMIT = VoteType.PREVOTE, VoteType.PRECOMMIT
 X = blake2b256(b"block X")
@@ -172,10 +172,32 @@ def proposal_fields(round_: int, block: bytes, pol: object) -> bytes:
     proposal_fields(0, X, 0),
     proposal_fields(3, X, -1),  # -1 travels as nil, not as an integer
     proposal_fields(3, X, False),
-], ids=["nil-block", "pol-equal", "pol-round0", "pol-minus-one", "pol-bool"])
+    longer_form(sign_proposal(key("B"), CHAIN_ID, 5, 3, X, 1).encode()),  # not canonical
+], ids=["nil-block", "pol-equal", "pol-round0", "pol-minus-one", "pol-bool", "array16"])
 def test_malformed_proposals_are_refused(data: bytes) -> None:
     with pytest.raises(MalformedVoteError):
         decode_proposal(data)
+
+
+def test_votes_and_proposals_are_encoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # made: encoded on construction (what is sent); decoded: the received bytes are kept
+    v, p = vote(), sign_proposal(key("B"), CHAIN_ID, 5, 3, X, 1)
+    assert v.raw == codec.encode([1, 5, 0, X, pub("A"), v.signature])
+    assert p.raw == codec.encode([5, 3, X, 1, pub("B"), p.signature])
+    v_decoded, p_decoded = decode_vote(v.raw), decode_proposal(p.raw)
+
+    def refuse(value: object) -> bytes:
+        raise AssertionError(f"encoded again: {value!r:.60}")
+
+    monkeypatch.setattr(codec, "encode", refuse)
+    assert v.encode() == v_decoded.encode() == v.raw
+    assert p.encode() == p_decoded.encode() == p.raw
+
+
+def test_changed_votes_and_proposals_are_encoded_anew() -> None:
+    v, p = vote(), sign_proposal(key("B"), CHAIN_ID, 5, 3, X, 1)
+    assert decode_vote(replace(v, round=4).encode()).round == 4
+    assert decode_proposal(replace(p, pol_round=NO_ROUND).encode()).pol_round == NO_ROUND
 
 
 # signing state --------------------------------------------------------------------------

@@ -29,3 +29,10 @@ def same(a: Any, b: Any) -> bool:
             and all(same(x, y) for x, y in zip(a, b, strict=True))
         )
     return type(a) is type(b) and a == b
+
+
+def longer_form(data: bytes) -> bytes:
+    """The same msgpack value with its outer array header in the 3-byte array16 form
+    instead of a fixarray: msgpack reads it, but it is not the canonical encoding."""
+    assert 0x90 <= data[0] <= 0x9F, "the value must be an array of at most 15 items"
+    return b"\xdc" + (data[0] & 0x0F).to_bytes(2, "big") + data[1:]

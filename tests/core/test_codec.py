@@ -47,6 +47,10 @@ def nested(depth: int) -> st.SearchStrategy[Any]:
 
 values = nested(MAX_DEPTH)
 
+# every structural check is shared by both decoders; only decode refuses non-canonical forms
+both_decoders = pytest.mark.parametrize(
+    "decode", [codec.decode, codec.decode_envelope], ids=["decode", "decode_envelope"])
+
 
 def decode_or_error(data: bytes) -> tuple[bool, Any]:
     """(True, value) or (False, None) when the input is refused; any other error fails."""
@@ -61,6 +65,25 @@ def assert_value_or_decode_error(data: bytes) -> None:
     ok, value = decode_or_error(data)
     if ok:
         assert codec.encode(value) == data  # whatever decodes is canonical
+    assert_envelope_agrees(data, ok, value)
+
+
+def assert_envelope_agrees(data: bytes, ok: bool, value: Any) -> None:
+    """decode_envelope takes whatever decode takes, to the same value; whatever else it
+    takes is a plain value (it has a canonical encoding) that decode refused only for
+    its form; and it refuses with exactly DecodeError."""
+    try:
+        loose = codec.decode_envelope(data)
+    except Exception as exc:
+        assert type(exc) is DecodeError, f"{type(exc).__name__}: {exc}"
+        assert not ok, "decode_envelope refused what decode accepted"
+        return
+    if ok:
+        assert same(value, loose)
+    else:
+        canonical = codec.encode(loose)  # no float, map or deep nesting got through
+        assert canonical != data
+        assert same(loose, codec.decode(canonical))
 
 
 def nest(depth: int, inner: Any = None) -> Any:
@@ -119,10 +142,17 @@ def test_known_encodings(value: Any, encoding: bytes) -> None:
     assert same(value, codec.decode(encoding))
 
 
-def test_decode_accepts_bytearray_and_memoryview() -> None:
+@FAST
+@given(values)
+def test_envelope_round_trip(value: Any) -> None:
+    assert same(value, codec.decode_envelope(codec.encode(value)))
+
+
+@both_decoders
+def test_decode_accepts_bytearray_and_memoryview(decode: Any) -> None:
     data = codec.encode([1, b"x", "y"])
-    assert codec.decode(bytearray(data)) == [1, b"x", "y"]
-    assert codec.decode(memoryview(data)) == [1, b"x", "y"]
+    assert decode(bytearray(data)) == [1, b"x", "y"]
+    assert decode(memoryview(data)) == [1, b"x", "y"]
 
 
 # mutations and random bytes ----------------------------------------------------------------
@@ -165,6 +195,8 @@ def test_every_truncation_is_refused(data: bytes) -> None:
     for end in range(len(data)):
         ok, _ = decode_or_error(data[:end])
         assert not ok
+        with pytest.raises(DecodeError):
+            codec.decode_envelope(data[:end])
 
 
 @settings(max_examples=400, deadline=None)
@@ -209,6 +241,23 @@ def test_non_canonical_forms_are_refused(data: bytes) -> None:
 
 
 @pytest.mark.parametrize(
+    ("data", "value"),
+    [
+        pytest.param(b"\xcd\x00\x01", 1, id="uint16-for-fixint"),
+        pytest.param(b"\xd3" + b"\xff" * 8, -1, id="int64-for-minus-one"),
+        pytest.param(b"\xda\x00\x01a", "a", id="str16-for-fixstr"),
+        pytest.param(b"\xc5\x00\x01a", b"a", id="bin16-for-bin8"),
+        pytest.param(b"\xdc\x00\x02\x05\xd9\x01a", [5, "a"], id="array16-holding-str8"),
+    ],
+)
+def test_envelope_accepts_non_canonical_forms(data: bytes, value: Any) -> None:
+    # nothing hashes an envelope: its form may vary, what it holds may not
+    assert same(value, codec.decode_envelope(data))
+    with pytest.raises(DecodeError, match="not canonical"):
+        codec.decode(data)
+
+
+@pytest.mark.parametrize(
     "data",
     [
         pytest.param(b"\x80", id="empty-fixmap"),
@@ -243,29 +292,33 @@ def test_non_canonical_forms_are_refused(data: bytes) -> None:
         pytest.param(b"", id="empty"),
     ],
 )
-def test_malformed_inputs_are_refused(data: bytes) -> None:
+@both_decoders
+def test_malformed_inputs_are_refused(decode: Any, data: bytes) -> None:
     with pytest.raises(DecodeError) as info:
-        codec.decode(data)
+        decode(data)
     assert type(info.value) is DecodeError
 
 
+@both_decoders
 @pytest.mark.parametrize("data", ["abc", 12, None, [1]])
-def test_non_bytes_input_is_refused(data: Any) -> None:
+def test_non_bytes_input_is_refused(decode: Any, data: Any) -> None:
     with pytest.raises(DecodeError, match="expected bytes"):
-        codec.decode(data)
+        decode(data)
 
 
-def test_max_bytes_is_inclusive() -> None:
+@both_decoders
+def test_max_bytes_is_inclusive(decode: Any) -> None:
     data = codec.encode(b"x" * 10)
-    assert codec.decode(data, max_bytes=len(data)) == b"x" * 10
+    assert decode(data, max_bytes=len(data)) == b"x" * 10
     with pytest.raises(DecodeError, match="exceeds the limit"):
-        codec.decode(data, max_bytes=len(data) - 1)
+        decode(data, max_bytes=len(data) - 1)
 
 
-def test_frame_over_the_default_limit_is_refused_unread() -> None:
+@both_decoders
+def test_frame_over_the_default_limit_is_refused_unread(decode: Any) -> None:
     data = b"\x00" * (codec.MAX_FRAME_BYTES + 1)
     with pytest.raises(DecodeError, match="exceeds the limit"):
-        codec.decode(data)
+        decode(data)
 
 
 @pytest.mark.parametrize(
@@ -276,17 +329,18 @@ def test_frame_over_the_default_limit_is_refused_unread() -> None:
         pytest.param([None] * MAX_ARRAY_LEN, [None] * (MAX_ARRAY_LEN + 1), id="array"),
     ],
 )
-def test_size_limits(at_limit: Any, over_limit: Any) -> None:
+@both_decoders
+def test_size_limits(decode: Any, at_limit: Any, over_limit: Any) -> None:
     # a frame limit above the item's size, so that the item's own limit is what refuses it
     roomy = 2 * codec.MAX_FRAME_BYTES
-    assert codec.decode(msgpack.packb(at_limit, use_bin_type=True), max_bytes=roomy) == at_limit
+    assert decode(msgpack.packb(at_limit, use_bin_type=True), max_bytes=roomy) == at_limit
     with pytest.raises(DecodeError) as info:
-        codec.decode(msgpack.packb(over_limit, use_bin_type=True), max_bytes=roomy)
+        decode(msgpack.packb(over_limit, use_bin_type=True), max_bytes=roomy)
     assert type(info.value) is DecodeError
     assert "exceeds the limit" not in str(info.value)
     # with the default frame limit, the item is refused all the same
     with pytest.raises(DecodeError):
-        codec.decode(msgpack.packb(over_limit, use_bin_type=True))
+        decode(msgpack.packb(over_limit, use_bin_type=True))
 
 
 def test_nesting_limit_on_encode() -> None:
@@ -303,16 +357,17 @@ def test_nesting_limit_on_encode() -> None:
         codec.encode(deep_tuple)
 
 
-def test_nesting_limit_on_decode() -> None:
-    assert codec.decode(b"\x91" * MAX_DEPTH + b"\xc0") == nest(MAX_DEPTH)
-    assert codec.decode(b"\x91" * (MAX_DEPTH - 1) + b"\x90") == nest(MAX_DEPTH - 1, [])
+@both_decoders
+def test_nesting_limit_on_decode(decode: Any) -> None:
+    assert decode(b"\x91" * MAX_DEPTH + b"\xc0") == nest(MAX_DEPTH)
+    assert decode(b"\x91" * (MAX_DEPTH - 1) + b"\x90") == nest(MAX_DEPTH - 1, [])
     with pytest.raises(DecodeError, match="nested deeper"):
-        codec.decode(b"\x91" * (MAX_DEPTH + 1) + b"\xc0")
+        decode(b"\x91" * (MAX_DEPTH + 1) + b"\xc0")
     with pytest.raises(DecodeError, match="nested deeper"):
-        codec.decode(b"\x91" * MAX_DEPTH + b"\x90")  # an empty array one level too deep
+        decode(b"\x91" * MAX_DEPTH + b"\x90")  # an empty array one level too deep
     # far deeper than msgpack's own stack: still exactly DecodeError
     with pytest.raises(DecodeError) as info:
-        codec.decode(b"\x91" * 5000 + b"\xc0")
+        decode(b"\x91" * 5000 + b"\xc0")
     assert type(info.value) is DecodeError
 
 

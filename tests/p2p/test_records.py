@@ -13,6 +13,8 @@ from iomtnode.p2p.messages import PeerRecords, ProtocolError, decode_message, en
 from iomtnode.p2p.records import RecordError, decode_record, sign_record
 from iomtnode.store import BlockStore
 
+from ..core.helpers import longer_form
+
 CHAIN = "iomt-test"
 A = SigningKey(blake2b256(b"A"))
 B = SigningKey(blake2b256(b"B"))
@@ -37,6 +39,19 @@ def test_a_record_cannot_be_rewritten_by_a_relay():
                            B.sign(Domain.PEER_RECORD, CHAIN, blake2b256(forged_body))])
     with pytest.raises(RecordError):
         decode_record(forged, CHAIN)
+
+
+def test_a_record_has_one_encoding():
+    # a relay that re-packs a record, or a node that signs a non-canonical body, makes
+    # bytes every node refuses: one record, one form, wherever it spreads
+    record = sign_record(A, ("127.0.0.1:7000",), 3, 1234, CHAIN)
+    with pytest.raises(RecordError, match="not canonical"):
+        decode_record(longer_form(record.raw), CHAIN)
+    body = longer_form(codec.encode([A.public, ["127.0.0.1:7000"], 3, 1234]))
+    signed = codec.encode([body, A.sign(Domain.PEER_RECORD, CHAIN, blake2b256(body))])
+    with pytest.raises(RecordError, match="not canonical"):
+        decode_record(signed, CHAIN)
+    assert decode_record(record.raw, CHAIN).raw == record.raw  # relayed as received
 
 
 @pytest.mark.parametrize("raw", [b"", b"\x92\x01\x02", b"\xc4\x00", codec.encode([b"", b""])])
