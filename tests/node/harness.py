@@ -49,13 +49,23 @@ async def wait_for(predicate: Callable[[], object], what: str, timeout: float = 
         raise AssertionError(f"not within {timeout} s: {what} {detail()}".rstrip()) from None
 
 
+async def holds_for(predicate: Callable[[], object], seconds: float, what: str) -> None:
+    """Check ``predicate()`` every POLL_S for ``seconds`` of virtual time (a window in which
+    something must not happen); raise AssertionError naming ``what`` as soon as it fails."""
+    with trio.move_on_after(seconds):
+        while predicate():  # noqa: ASYNC110 - a condition over several nodes
+            await trio.sleep(POLL_S)
+        raise AssertionError(f"within {seconds} s: {what}")
+
+
 class Net:
     """Nodes 0..n-1 with their own homes on one memory network; the first ``authorities``
-    keys are the genesis authorities. Nodes can be stopped and started again."""
+    keys are the genesis authorities, with ``absent`` more that never run (no block then gets
+    a quorum without them). Nodes can be stopped and started again."""
 
     def __init__(self, tmp: Path, n: int, *, chain_id: str = "iomt-net", authorities: int = 1,
                  config: Config = BASE, params: Params | None = None,
-                 virtual: bool = True) -> None:
+                 virtual: bool = True, absent: int = 0) -> None:
         """``virtual=False``: for a test in real time (no ``autojump_clock``) whose nodes use
         worker threads and processes as in production."""
         self.network = MemoryNetwork()
@@ -65,8 +75,9 @@ class Net:
         self.t0 = int(time.time() * 1000)
         self.chain_id = chain_id
         self.keys = [SigningKey.generate() for _ in range(n)]
+        missing = [SigningKey.generate().public for _ in range(absent)]
         self.genesis = Genesis(chain_id, self.t0,
-                               tuple(k.public for k in self.keys[:authorities]), 1)
+                               (*(k.public for k in self.keys[:authorities]), *missing), 1)
         self.homes: list[Home] = [
             init_home(tmp / f"node{i}", genesis=self.genesis, key=k, config=config)
             for i, k in enumerate(self.keys)]
