@@ -18,9 +18,11 @@ pytestmark = pytest.mark.timeout(90)
 CHAIN = "iomt-bft"
 
 
+BFT = replace(BASE, block_interval_s=0.05)
+
+
 def authorities(tmp_path: Path, n: int = 4) -> Net:
-    return Net(tmp_path, n, chain_id=CHAIN, authorities=n,
-               config=replace(BASE, block_interval_s=0.05), params=FAST)
+    return Net(tmp_path, n, chain_id=CHAIN, authorities=n, config=BFT, params=FAST)
 
 
 def heights(net: Net) -> list[int]:
