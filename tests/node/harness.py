@@ -13,7 +13,7 @@ virtual seconds; a test's whole run takes a fraction of its virtual time.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -60,12 +60,12 @@ async def holds_for(predicate: Callable[[], object], seconds: float, what: str) 
 
 class Net:
     """Nodes 0..n-1 with their own homes on one memory network; the first ``authorities``
-    keys are the genesis authorities, with ``absent`` more that never run (no block then gets
-    a quorum without them). Nodes can be stopped and started again."""
+    keys are the genesis authorities, and after them those of ``absent``, which never run (no
+    block then gets a quorum without them). Nodes can be stopped and started again."""
 
     def __init__(self, tmp: Path, n: int, *, chain_id: str = "iomt-net", authorities: int = 1,
                  config: Config = BASE, params: Params | None = None,
-                 virtual: bool = True, absent: int = 0) -> None:
+                 virtual: bool = True, absent: Sequence[SigningKey] = ()) -> None:
         """``virtual=False``: for a test in real time (no ``autojump_clock``) whose nodes use
         worker threads and processes as in production."""
         self.network = MemoryNetwork()
@@ -75,9 +75,8 @@ class Net:
         self.t0 = int(time.time() * 1000)
         self.chain_id = chain_id
         self.keys = [SigningKey.generate() for _ in range(n)]
-        missing = [SigningKey.generate().public for _ in range(absent)]
-        self.genesis = Genesis(chain_id, self.t0,
-                               (*(k.public for k in self.keys[:authorities]), *missing), 1)
+        self.genesis = Genesis(chain_id, self.t0, tuple(
+            k.public for k in (*self.keys[:authorities], *absent)), 1)
         self.homes: list[Home] = [
             init_home(tmp / f"node{i}", genesis=self.genesis, key=k, config=config)
             for i, k in enumerate(self.keys)]

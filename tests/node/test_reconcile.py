@@ -24,7 +24,7 @@ RECONCILED_WITHIN_S = 30.0
 def stalled(tmp: Path, n: int) -> Net:
     """Nodes of a chain with a second authority that never runs: no block gets a quorum,
     so what a node admits stays pending (a partition's backlog, as a node sees it)."""
-    return Net(tmp, n, absent=1)
+    return Net(tmp, n, absent=(SigningKey.generate(),))
 
 
 def backlog(net: Net, readings: int) -> list[SignedTx]:
