@@ -27,6 +27,10 @@ class MemoryNetwork:
         self._listeners: dict[tuple[str, int], tuple[StreamHandler, trio.Nursery]] = {}
         self._ports = itertools.count(FIRST_PORT)
 
+    def listening(self) -> set[str]:
+        """The ``"host:port"`` of every listener now."""
+        return {f"{host}:{port}" for host, port in self._listeners}
+
     def transport(self, ip: str = "127.0.0.1") -> MemoryTransport:
         """A transport whose dials come from ``ip`` (what the listener sees as remote)."""
         return MemoryTransport(self, ip)

@@ -7,6 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import trio
+import trio_parallel
 
 from iomtnode.core.crypto import SigningKey
 from iomtnode.core.tx import AdmitDevice, Reading, sign_tx
@@ -114,3 +116,32 @@ async def test_an_equivocation_goes_on_every_ledger(tmp_path, nursery, autojump_
     assert status["authorities_with_evidence"] == [culprit.public.hex()]
     assert [a["evidence"] for a in report["authorities"]] == [False, False, False, True]
     assert net.same_chain()
+
+
+async def test_a_virtual_clocks_nodes_hand_no_work_to_worker_threads(
+        tmp_path, nursery, autojump_clock, monkeypatch):
+    """Signature checks (a batch of 30), LevelDB writes and the write-ahead record's fsync
+    all run inline: a worker would let the virtual clock jump and fire timeouts."""
+    handed: list[object] = []
+
+    async def refused(fn, *args, **kwargs):
+        handed.append(fn)
+        raise AssertionError(f"{fn} handed to a worker")
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", refused)
+    monkeypatch.setattr(trio_parallel, "run_sync", refused)
+    net = await start_net(authorities(tmp_path), nursery)
+    device, authority = SigningKey.generate(), net.keys[0]
+    admit = sign_tx(AdmitDevice(authority.public, device.public, device.public, "wearable",
+                                "acme"), authority, CHAIN)
+    async with net.client(1) as client:
+        await client.call("submit_tx", tx=admit.raw.hex())
+        await net.wait(lambda: all(n.chain.device(device.public) for n in net.live()),
+                       "admitted")
+        txs = [sign_tx(Reading(device.public, seq, net.now_ms(), "spo2", b"\x02" * 48, b""),
+                       device, CHAIN).raw.hex() for seq in range(1, 31)]
+        result = await client.call("submit_readings", txs=txs)
+    last = bytes.fromhex(result["results"][-1]["id"])
+    await net.wait(lambda: all(n.chain.store.tx_location(last) for n in net.live()),
+                   "every reading final everywhere")
+    assert handed == []

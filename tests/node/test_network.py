@@ -15,6 +15,14 @@ from .harness import Net, start_net
 pytestmark = pytest.mark.timeout(90)
 
 
+async def test_nodes_listen_and_dial_on_the_memory_network(tmp_path, nursery, autojump_clock):
+    net = await start_net(Net(tmp_path, 2), nursery)
+    api = {f"{host}:{port}" for host, port in net.api}
+    assert net.network.listening() == {net.p2p(0), net.p2p(1), *api}
+    async with net.client(0) as client:
+        assert (await client.call("status"))["p2p_address"] == net.p2p(0)
+
+
 async def test_followers_relay_readings_and_follow_the_chain(tmp_path, nursery, autojump_clock):
     net = await start_net(Net(tmp_path, 3), nursery)
     device, patient = SigningKey.generate(), SigningKey.generate()
