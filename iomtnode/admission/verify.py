@@ -84,8 +84,8 @@ class Verifier:
         self._passed: OrderedDict[bytes, None] = OrderedDict()
         self._inflight: dict[bytes, _Batch] = {}  # key -> the batch checking it now
         self._threads = trio.CapacityLimiter(threads or usable_cores())
+        # worker processes (0 or 1: none)
         self.processes = 0 if inline else usable_cores() if processes is None else processes
-        # 0/1: none
         self._processes = trio.CapacityLimiter(max(1, self.processes))
         self.verified_count = 0  # signatures actually checked (a test and metrics hook)
         self.warmed = False  # the worker processes were started ahead (see warm)
