@@ -58,7 +58,7 @@ async def test_a_node_started_later_syncs_the_whole_chain(tmp_path, nursery, aut
     assert net.same_chain(target)
 
 
-async def test_only_a_node_joining_a_running_network_starts_its_workers_at_once(
+async def test_only_a_node_joining_a_running_network_starts_its_workers_at_once_in_real_time(
         tmp_path, nursery):
     """In real time: the workers are real processes (a virtual clock's node has none)."""
     net = Net(tmp_path, 2, virtual=False)
