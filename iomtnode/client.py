@@ -15,10 +15,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, connect_websocket_url
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    connect_websocket_url,
+    wrap_client_stream,
+)
 
 from .core import codec
 
+API_PATH = "/api/v1"
 CONNECT_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 2.0  # a close on a dead link can hang without a deadline
 NOTIFICATION_QUEUE = 4096  # notifications buffered for a slow reader before dropping
@@ -106,11 +112,30 @@ async def open_client(url: str) -> AsyncIterator[ApiClient]:
         with trio.fail_after(CONNECT_TIMEOUT_S):
             ws = await connect_websocket_url(nursery, url, max_message_size=MAX_MESSAGE_BYTES,
                                              receive_buffer_size=RECEIVE_BUFFER_BYTES)
-        client = ApiClient(ws)
-        nursery.start_soon(client._read)
-        try:
+        async with _serve(nursery, ws) as client:
             yield client
-        finally:
-            with trio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
-                await ws.aclose()
-            nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def open_client_on(stream: trio.abc.Stream, host: str) -> AsyncIterator[ApiClient]:
+    """As :func:`open_client`, on ``stream``, already connected to the API listener at
+    ``host`` (a test's in-memory network, say); closes on exit."""
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(CONNECT_TIMEOUT_S):
+            ws = await wrap_client_stream(nursery, stream, host, API_PATH,
+                                          max_message_size=MAX_MESSAGE_BYTES,
+                                          receive_buffer_size=RECEIVE_BUFFER_BYTES)
+        async with _serve(nursery, ws) as client:
+            yield client
+
+
+@asynccontextmanager
+async def _serve(nursery: trio.Nursery, ws: WebSocketConnection) -> AsyncIterator[ApiClient]:
+    client = ApiClient(ws)
+    nursery.start_soon(client._read)
+    try:
+        yield client
+    finally:
+        with trio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
+            await ws.aclose()
+        nursery.cancel_scope.cancel()

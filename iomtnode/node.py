@@ -24,6 +24,7 @@ from . import __version__
 from .admission.batch import CHUNK as ADMISSION_CHUNK
 from .admission.batch import Admitted, admit_batch, admit_raw_batch
 from .admission.mempool import Mempool
+from .admission.verify import Verifier
 from .api.methods import ClientApi
 from .api.server import ApiServer, ApiServerConfig
 from .chain.chain import Chain
@@ -47,9 +48,30 @@ from .core.tx import Reading, ReportEvidence, SignedTx, sign_tx
 from .home import Home
 from .metrics import LatencyWindow
 from .p2p.service import P2PService
+from .p2p.transport import Transport
 from .store import BlockStore
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """Where a node's time comes from.
+
+    ``now_ms`` is the wall clock in ms (block timestamps, the mempool's time window, reading
+    delays). Trio's own time (timeouts, pings, intervals) is the clock of the trio run, which
+    a test may make virtual (``trio.testing.MockClock``, pytest-trio's ``autojump_clock``).
+    ``virtual=True`` says it is: then blocking work (signature checks, LevelDB writes, the
+    write-ahead record's fsync) runs on the trio thread instead of in worker threads and
+    processes, because a virtual clock jumps ahead while a worker runs and would fire timeouts
+    that real time never would. A virtual clock's node is slower per transaction: for tests.
+    """
+
+    now_ms: Callable[[], int] = wall_clock_ms
+    virtual: bool = False
+
+
+WALL_CLOCK = Clock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,15 +85,20 @@ class NodeInfo:
 
 class Node:
     def __init__(self, home: Home, config: Config, *,
-                 now_ms: Callable[[], int] = wall_clock_ms,
+                 clock: Clock = WALL_CLOCK,
+                 transport: Transport | None = None,
                  consensus_params: Params | None = None) -> None:
+        """``clock``: see :class:`Clock`. ``transport`` gives the streams of the p2p and the
+        API listeners and of the p2p dials (default: TCP), e.g. a test's memory network."""
         home.check()
         self.home = home
         self.config = config
         self.key = home.load_key()
         self.genesis = home.load_genesis()
         self.admin_token = home.admin_token()
-        self._now_ms = now_ms
+        self._now_ms = clock.now_ms
+        self._clock = clock
+        self._transport = transport
         self._consensus_params = consensus_params or Params(
             timeout_propose_s=config.timeout_propose_s,
             timeout_prevote_s=config.timeout_prevote_s,
@@ -170,15 +197,17 @@ class Node:
     async def run(self, *, task_status: trio.TaskStatus[NodeInfo] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Run every service until cancelled. Reports :class:`NodeInfo` once serving."""
+        clock = self._clock
         with BlockStore.open(self.home.data_path) as store, contextlib.ExitStack() as held:
             chain = self.chain = Chain(store, self.genesis)
             self.mempool = Mempool(chain, now_ms=self._now_ms,
-                                   max_txs=self.config.mempool_max_txs)
+                                   max_txs=self.config.mempool_max_txs,
+                                   verifier=Verifier(chain.chain_id, inline=clock.virtual))
             readmitted, dropped = self.mempool.readmit()
             if readmitted or dropped:
                 log.info("pending_txs_readmitted", admitted=readmitted, dropped=dropped)
             self.feed = BlockFeed(chain.height)
-            self.writer = ChainWriter(chain, self.mempool, self.feed)
+            self.writer = ChainWriter(chain, self.mempool, self.feed, inline=clock.virtual)
             self.writer.add_listener(self._block_committed)
             log.info("node_starting", node_id=self.node_id.hex()[:16],
                      chain_id=chain.chain_id, height=chain.height, version=__version__)
@@ -190,7 +219,8 @@ class Node:
                     # first blocks arrive (their start takes a few hundred ms)
                     nursery.start_soon(self.writer.warm_verifier)
                 self.p2p = P2PService(self.config, self.key, chain, store, self.mempool,
-                                      self.writer, self.feed, self.admit_from_peers)
+                                      self.writer, self.feed, self.admit_from_peers,
+                                      transport=self._transport)
                 held.enter_context(SigningLock.acquire(self.home.path / SIGNING_LOCK_FILE))
                 self.consensus = Driver(
                     chain, self.mempool, self.writer, self.p2p,
@@ -200,7 +230,8 @@ class Node:
                                  self.config.empty_block_interval_s,
                                  self.config.max_block_txs, self._consensus_params,
                                  self.config.resend_interval_s,
-                                 self.config.fresh_grace_s or None),
+                                 self.config.fresh_grace_s or None,
+                                 inline_io=clock.virtual),
                     now_ms=self._now_ms,
                     peer_heads=lambda sync=self.p2p.sync: sync.peer_heights,
                     on_evidence=self.report_evidence,
@@ -216,7 +247,7 @@ class Node:
                 server = ApiServer(
                     ApiServerConfig(host=host, port=port), api.methods(),
                     admin_methods=api.admin_methods(), admin_token=self.admin_token,
-                    binary_handler=api.handle_binary,
+                    binary_handler=api.handle_binary, transport=self._transport,
                 )
                 api_port = await nursery.start(server.run)
                 log.info("node_started", api=f"ws://{host}:{api_port}/api/v1",

@@ -74,13 +74,18 @@ class Verifier:
     """Verifies transaction signatures for ``chain_id``, each one once per node."""
 
     def __init__(self, chain_id: str, *, capacity: int = VERIFIED_CAPACITY,
-                 threads: int | None = None, processes: int | None = None) -> None:
+                 threads: int | None = None, processes: int | None = None,
+                 inline: bool = False) -> None:
+        """``inline=True``: every batch is verified on the trio thread, none in worker threads
+        or processes (for a virtual clock, which jumps ahead while a worker runs)."""
         self.chain_id = chain_id
+        self.inline = inline
         self.capacity = capacity
         self._passed: OrderedDict[bytes, None] = OrderedDict()
         self._inflight: dict[bytes, _Batch] = {}  # key -> the batch checking it now
         self._threads = trio.CapacityLimiter(threads or usable_cores())
-        self.processes = usable_cores() if processes is None else processes  # 0/1: none
+        # worker processes (0 or 1: none)
+        self.processes = 0 if inline else usable_cores() if processes is None else processes
         self._processes = trio.CapacityLimiter(max(1, self.processes))
         self.verified_count = 0  # signatures actually checked (a test and metrics hook)
         self.warmed = False  # the worker processes were started ahead (see warm)
@@ -193,7 +198,7 @@ class Verifier:
                           bulk: bool) -> None:
         """Check ``txs`` (none verified or in flight), announcing them as in flight until
         done; their results go to ``results`` at ``where``."""
-        inline = len(txs) < THREAD_MIN_BATCH
+        inline = self.inline or len(txs) < THREAD_MIN_BATCH
         in_processes = (not inline and (bulk or len(txs) >= PROCESS_MIN_BATCH)
                         and self.processes > 1)
         batch = _Batch(in_processes=in_processes)

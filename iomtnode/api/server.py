@@ -39,12 +39,12 @@ import structlog
 import trio
 from trio_websocket import (
     ConnectionClosed,
-    Endpoint,
     WebSocketConnection,
     WebSocketRequest,
-    serve_websocket,
+    wrap_server_stream,
 )
 
+from ..p2p.transport import TcpTransport, Transport
 from .jsonrpc import INVALID_REQUEST, Dispatcher, Methods, RpcError, encode_error
 from .jsonrpc import encode_notification as _encode_notification
 
@@ -152,8 +152,11 @@ class ApiServer:
         admin_methods: Methods | None = None,
         admin_token: str | None = None,
         binary_handler: BinaryHandler | None = None,
+        transport: Transport | None = None,
     ) -> None:
+        """``transport`` (default: TCP) gives the listener's streams."""
         self.config = config
+        self._transport: Transport = TcpTransport() if transport is None else transport
         self._dispatcher = Dispatcher(methods, admin_methods=admin_methods,
                                       admin_token=admin_token)
         self._binary_handler = binary_handler
@@ -167,19 +170,29 @@ class ApiServer:
         """
         cfg = self.config
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(partial(
-                serve_websocket, self._handle_request, cfg.host, cfg.port, None,
-                message_queue_size=cfg.message_queue_size,
-                max_message_size=cfg.max_message_bytes,
-                connect_timeout=cfg.connect_timeout_s, disconnect_timeout=cfg.close_timeout_s,
-                receive_buffer_size=RECEIVE_BUFFER_BYTES,
-            ))
-            ports = [e.port for e in server.listeners if isinstance(e, Endpoint)]
-            log.info("api_listening", host=cfg.host, ports=ports, path=API_PATH)
-            task_status.started(ports[0])
+            port = await nursery.start(self._transport.listen, cfg.host, cfg.port, self._accept,
+                                       nursery)
+            log.info("api_listening", host=cfg.host, port=port, path=API_PATH)
+            task_status.started(port)
 
-    async def _handle_request(self, request: WebSocketRequest) -> None:
-        remote = _endpoint(request.remote)
+    async def _accept(self, stream: trio.abc.Stream, remote: str) -> None:
+        """One connection: the HTTP upgrade within ``connect_timeout_s``, then the client."""
+        cfg = self.config
+        try:
+            async with trio.open_nursery() as nursery:  # for trio-websocket's reader task
+                request = None
+                with trio.move_on_after(cfg.connect_timeout_s):
+                    request = await wrap_server_stream(
+                        nursery, stream, message_queue_size=cfg.message_queue_size,
+                        max_message_size=cfg.max_message_bytes,
+                        receive_buffer_size=RECEIVE_BUFFER_BYTES)
+                if request is not None:
+                    await self._handle_request(request, remote)
+                nursery.cancel_scope.cancel()
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _handle_request(self, request: WebSocketRequest, remote: str) -> None:
         path = urlsplit(request.path).path
         try:
             if path != API_PATH:
@@ -261,6 +274,3 @@ class ApiServer:
             log.debug("api_send_failed", close=str(exc.reason))
             conn.close()
 
-
-def _endpoint(endpoint: Endpoint | str) -> str:
-    return f"{endpoint.address}:{endpoint.port}" if isinstance(endpoint, Endpoint) else endpoint

@@ -112,7 +112,7 @@ class Driver:
         self._now_ms = now_ms
         if signer is not None and wal is None:
             raise ValueError("a signing driver needs its write-ahead record (wal)")
-        self._held = HeldBlocks(wal if signer is not None else None)
+        self._held = HeldBlocks(wal if signer is not None else None, inline=config.inline_io)
         self._inbound = Inbound(chain, writer, network, mempool, inbox=inbox,
                                 known_block=lambda block_hash: block_hash in self._held)
         self._outbox = Outbox(network, self._inbound, config.resend_interval_s)

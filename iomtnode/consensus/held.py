@@ -55,8 +55,9 @@ class HeldBlocks:
     """The blocks of one height, by hash; ``wal`` (None: an observer, which signs
     nothing) keeps the write-ahead record (module doc)."""
 
-    def __init__(self, wal: MetaStore | None) -> None:
+    def __init__(self, wal: MetaStore | None, *, inline: bool = False) -> None:
         self._wal = wal
+        self._inline = inline  # write the record on the trio thread even if it is a file
         self._recorded: tuple[int, list[bytes]] | None = None  # (height, encoded blocks)
         raw = wal.get_meta(META_WAL) if wal is not None else None
         if raw:
@@ -100,9 +101,9 @@ class HeldBlocks:
         kept = wanted | (self._asked & self._blocks.keys())
         blocks = [self._blocks[h][1].block.encode() for h in sorted(kept)]
         raw = codec.encode([WAL_VERSION, self.height, blocks])
-        if isinstance(self._wal, SigningStateFile):  # a file's fsync: off the trio thread
-            await trio.to_thread.run_sync(self._wal.put_meta, META_WAL, raw)
-        else:  # in memory (tests): no thread, so a test's virtual clock never jumps over it
+        if isinstance(self._wal, SigningStateFile) and not self._inline:
+            await trio.to_thread.run_sync(self._wal.put_meta, META_WAL, raw)  # a file's fsync
+        else:  # in memory, or inline: no thread, so a virtual clock never jumps over it
             self._wal.put_meta(META_WAL, raw)
         self._durable, self._asked = kept, wanted
         self._recorded = (self.height, blocks)

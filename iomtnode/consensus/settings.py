@@ -23,6 +23,9 @@ class DriverConfig:
     # without persisted signing state, observe this long before signing (None: twice the
     # longest round-0 timeout, at least resend_interval_s)
     fresh_grace_s: float | None = None
+    # write the write-ahead record on the trio thread, not in a worker thread (for a virtual
+    # clock, which jumps ahead while a worker runs)
+    inline_io: bool = False
 
     def fresh_grace(self) -> float:
         if self.fresh_grace_s is not None:

@@ -2,10 +2,8 @@
 
 The host listens (or not), dials, runs the handshake (:func:`.peer.authenticate`) under
 ``handshake_timeout_s`` and keeps at most one :class:`Peer` per node id; everything above the
-transport (gossip, sync, discovery) is the ``handler``. The connection code runs on any trio
-Stream (:meth:`Host.accept_stream`, :meth:`Host.connect_stream`), so tests connect hosts through
-in-memory streams; the listener and :meth:`Host.dial` add TCP, with keepalive and
-``TCP_USER_TIMEOUT`` on every socket so the kernel notices a dead link too.
+transport is the ``handler``. Connections run on any trio Stream: the listener and
+:meth:`Host.dial` get theirs from the host's :class:`~.transport.Transport` (TCP by default).
 
 A refusal is logged on the refusing side (``peer_refused`` with ``reason=``) and sent to the
 other side as the websocket close reason (code 1008), which logs it there too.
@@ -18,17 +16,13 @@ opposite directions, both sides keep the one **dialed by the node with the lower
 (bytes order) and refuse the other ("duplicate connection"). Both sides compute the same
 answer, so they converge on one connection instead of each killing the one the other kept.
 A silent old connection is always replaced.
-
-Bans and refusals are by node id only (see :mod:`.score`); addresses are only counted, to bound
-what one IP can hold open (``max_inbound_per_ip``).
+Bans and refusals are by node id only (see :mod:`.score`); addresses are only counted.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Container
-from dataclasses import dataclass
-from typing import Protocol
 from urllib.parse import urlsplit
 
 import structlog
@@ -42,77 +36,23 @@ from trio_websocket import (
 )
 
 from ..core.crypto import SigningKey
-from .handshake import HANDSHAKE_TIMEOUT_S, HandshakeError
-from .messages import MAX_MESSAGE_BYTES, Hello, Message
-from .peer import (
-    CLOSE_TIMEOUT_S,
-    MISSED_PINGS,
-    PING_INTERVAL_S,
-    SEND_QUEUE_MESSAGES,
-    Counters,
-    Peer,
-    Traffic,
-    authenticate,
-    close_websocket,
-    describe_close,
-    encode,
-    format_address,
-    ip_of,
-    split_address,
-    tune_socket,
+from .handshake import HandshakeError
+from .hostconfig import (
+    HARD_CAP_FACTOR,
+    MAX_HANDSHAKES,
+    P2P_PATH,
+    RECEIVE_BUFFER_BYTES,
+    RECEIVE_QUEUE_FRAMES,
+    DialError,
+    HostHandler,
+    P2PConfig,
 )
-from .score import BAN_S, Scoreboard
+from .messages import MAX_MESSAGE_BYTES, Message
+from .peer import Counters, Peer, Traffic, authenticate, close_websocket, describe_close, encode
+from .score import Scoreboard
+from .transport import TcpTransport, Transport, ip_of, split_address
 
 log = structlog.get_logger(__name__)
-
-P2P_PATH = "/p2p/v1"
-MAX_HANDSHAKES = 64  # connections in their handshake at once (each lasts <= handshake_timeout_s)
-RECEIVE_QUEUE_FRAMES = 1  # whole frames trio-websocket buffers per peer before TCP pushes back
-RECEIVE_BUFFER_BYTES = 256 * 1024  # read from the socket at once (trio-websocket: 4 KiB,
-# so a 1 MB batch of transactions took 256 reads and frame-parser passes)
-HARD_CAP_FACTOR = 2  # beyond this many times max_inbound_per_ip, an IP's sockets are just closed
-
-
-class DialError(Exception):
-    """A dial that failed: unreachable, timed out, rejected or refused (the message says why)."""
-
-
-class HostHandler(Protocol):
-    """What the host needs from the node above it."""
-
-    def local_hello(self) -> Hello:
-        """This node's Hello: a fresh nonce and the current head, on every call."""
-
-    def local_record(self) -> bytes:
-        """This node's signed peer record, sent in its Auth."""
-
-    async def on_connected(self, peer: Peer) -> None:
-        """A peer was registered; its messages go to ``on_message`` after this returns."""
-
-    async def on_message(self, peer: Peer, msg: Message) -> None:
-        """A message from ``peer`` (never Ping/Pong/Hello/Auth), in order, one at a time per
-        peer. Cancelled at its next checkpoint if the peer is closed meanwhile."""
-
-    def on_disconnected(self, peer: Peer, reason: str) -> None:
-        """``peer`` is gone (once per registered peer); a replacement may already be there."""
-
-
-@dataclass(frozen=True, slots=True)
-class P2PConfig:
-    """Where the host listens, and its limits."""
-
-    host: str = "127.0.0.1"  # listen on this address (a name may bind ports that differ)
-    port: int | None = 0  # listen on this port; 0: the OS picks one; None: do not listen
-    max_peers: int = 50  # connections at most (handshaking included); more get HTTP 503
-    max_inbound_per_ip: int = 16  # inbound connections at most from one IP; more get HTTP 503
-    handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S  # TCP connect, HTTP upgrade, Hello + Auth
-    ping_interval_s: float = PING_INTERVAL_S
-    missed_pings: int = MISSED_PINGS  # silent for this many ping intervals -> dropped
-    send_queue: int = SEND_QUEUE_MESSAGES  # frames queued per peer; full -> the peer is dropped
-    close_timeout_s: float = CLOSE_TIMEOUT_S  # waiting for the peer's closing frame
-    tcp_user_timeout_ms: int = 10_000  # unacknowledged data this long -> the kernel drops the link
-    ban_s: float = BAN_S  # seconds a peer whose score fell below the threshold stays banned
-
 
 class Host:
     """Connections to peers, keyed by node id; see the module docstring.
@@ -121,8 +61,13 @@ class Host:
     """
 
     def __init__(self, config: P2PConfig, key: SigningKey, handler: HostHandler,
-                 scoreboard: Scoreboard | None = None) -> None:
+                 scoreboard: Scoreboard | None = None, *,
+                 transport: Transport | None = None) -> None:
+        """``transport`` (default: TCP with ``config.tcp_user_timeout_ms``) gives the
+        listener's and :meth:`dial`'s streams."""
         self.config = config
+        self.transport: Transport = (TcpTransport(config.tcp_user_timeout_ms)
+                                     if transport is None else transport)
         self.key = key
         self.node_id = key.public
         self.handler = handler
@@ -171,9 +116,8 @@ class Host:
         old = self._listener
         port = await self._start_listener(host, port)
         if old is not None:
-            scope, done = old
-            scope.cancel()
-            await done.wait()  # the old socket is closed
+            old[0].cancel()
+            await old[1].wait()  # the old socket is closed
         for peer in self.peers():
             self._drop(peer, "moved", code=1001)
         self.log.info("p2p_rebound", host=host, port=port)
@@ -181,39 +125,23 @@ class Host:
 
     async def _start_listener(self, host: str, port: int) -> int:
         assert self._nursery is not None, "Host.run is not running"
-        bound: int = await self._nursery.start(self._listen, host, port)
+        mine = (trio.CancelScope(), trio.Event())
+        bound: int = await self._nursery.start(self._listen, host, port, mine)
+        self._listener, self._listen_port = mine, bound
+        self.log.info("p2p_listening", host=host, port=bound, path=P2P_PATH)
         return bound
 
-    async def _listen(self, host: str, port: int, *,
+    async def _listen(self, host: str, port: int, mine: tuple[trio.CancelScope, trio.Event], *,
                       task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(port, host=host)
-        done = trio.Event()
-        mine = None
+        assert self._nursery is not None
         try:
-            with trio.CancelScope() as scope:
-                self._listener = mine = (scope, done)
-                self._listen_port = listeners[0].socket.getsockname()[1]
-                self.log.info("p2p_listening", host=host, port=self._listen_port, path=P2P_PATH)
-                task_status.started(self._listen_port)
-                # connections live in the host's nursery: stopping the listener keeps them
-                await trio.serve_listeners(self._handle_tcp, listeners,
-                                           handler_nursery=self._nursery)
+            with mine[0]:  # connections live in the host's nursery: they outlive the listener
+                await self.transport.listen(host, port, self.accept_stream, self._nursery,
+                                            task_status=task_status)
         finally:
-            for listener in listeners:
-                await trio.aclose_forcefully(listener)
             if self._listener is mine:  # not replaced by a newer listener (rebind)
-                self._listener = None
-                self._listen_port = None
-            done.set()
-
-    async def _handle_tcp(self, stream: trio.SocketStream) -> None:
-        try:
-            tune_socket(stream, self.config.tcp_user_timeout_ms)
-            ip, port, *_ = stream.socket.getpeername()
-        except OSError:  # reset before we got to it
-            await trio.aclose_forcefully(stream)
-            return
-        await self.accept_stream(stream, format_address(ip, port))
+                self._listener = self._listen_port = None
+            mine[1].set()
 
     # ---- connections ----------------------------------------------------------------------
 
@@ -248,12 +176,11 @@ class Host:
         try:
             host, port = split_address(address)
             with trio.fail_after(self.config.handshake_timeout_s):
-                stream = await trio.open_tcp_stream(host, port)
+                stream = await self.transport.connect(host, port)
         except (ValueError, OSError, trio.TooSlowError) as exc:
             reason = f"cannot connect to {address}: {exc or 'timed out'}"
             self.log.info("peer_dial_failed", address=address, reason=reason)
             raise DialError(reason) from None
-        tune_socket(stream, self.config.tcp_user_timeout_ms)
         return await self.connect_stream(stream, address)
 
     async def connect_stream(self, stream: trio.abc.Stream, address: str) -> Peer:
@@ -414,15 +341,13 @@ class Host:
         return [p for p in self._peers.values() if not p.closed]
 
     def get(self, node_id: bytes) -> Peer | None:
-        peer = self._peers.get(node_id)
-        return None if peer is None or peer.closed else peer
+        return None if (peer := self._peers.get(node_id)) is None or peer.closed else peer
 
     def broadcast(self, msg: Message, exclude: Container[bytes] = ()) -> int:
         """Queue ``msg``, encoded once, to every peer whose node id is not in ``exclude``;
         never waits. Returns how many peers took it (a slow one is dropped instead, see
         :meth:`Peer.send`)."""
-        targets = [peer for peer in self.peers() if peer.node_id not in exclude]
-        if not targets:
+        if not (targets := [peer for peer in self.peers() if peer.node_id not in exclude]):
             return 0
         frame = encode(msg)
         return sum(peer.send(frame) for peer in targets)

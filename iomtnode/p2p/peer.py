@@ -20,7 +20,6 @@ banned for it.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -29,7 +28,6 @@ import structlog
 import trio
 from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection
 
-from ..config import parse_hostport
 from ..core.crypto import SigningKey
 from . import score
 from .handshake import HandshakeError, check_auth, check_hello, make_auth
@@ -55,44 +53,10 @@ CLOSE_TIMEOUT_S = 2.0  # waiting for the peer's closing frame, then the stream i
 # On shutdown the websocket's reader task is cancelled with ours, so the peer's closing reply can
 # never be read: wait only long enough to write our closing frame.
 SHUTDOWN_CLOSE_S = 0.1
-KEEPALIVE_IDLE_S = 5  # TCP keepalive: first probe after this much silence ...
-KEEPALIVE_INTERVAL_S = 2  # ... then one probe this often ...
-KEEPALIVE_PROBES = 3  # ... and the link is dead after this many unanswered
 
 Encoded = tuple[str, bytes]  # (message kind name, frame): encode once, send to many
 MessageHandler = Callable[["Peer", Message], Awaitable[None]]
 Penalize = Callable[["Peer", int, str], bool]  # (peer, points, reason) -> banned
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """``"host:port"`` or ``"[v6]:port"`` of a peer to dial -> ``(host, port)``; raises
-    ValueError (a port of 0 cannot be dialed)."""
-    host, port = parse_hostport(address)
-    if port == 0:
-        raise ValueError(f"an address to dial needs a port, got {address!r}")
-    return host, port
-
-
-def format_address(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
-def ip_of(remote: str) -> str:
-    """The IP (or host) part of ``"ip:port"``; anything else is taken whole."""
-    try:
-        return split_address(remote)[0]
-    except ValueError:
-        return remote
-
-
-def tune_socket(stream: trio.SocketStream, user_timeout_ms: int) -> None:
-    """Turn on TCP keepalive and set ``TCP_USER_TIMEOUT`` where the platform has them."""
-    sock = stream.socket
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for name, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE_S), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
-                        ("TCP_KEEPCNT", KEEPALIVE_PROBES), ("TCP_USER_TIMEOUT", user_timeout_ms)):
-        if hasattr(socket, name):  # Linux has all four; others have some
-            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
 
 _M = TypeVar("_M", Hello, Auth)

@@ -61,6 +61,7 @@ from .messages import (
 from .mobility import AddressWatcher, is_wildcard, local_ip_toward
 from .peer import encode
 from .records import RecordError, decode_record
+from .transport import Transport
 
 log = structlog.get_logger(__name__)
 
@@ -87,6 +88,7 @@ class P2PService:
         admit: AdmitBatch,
         *,
         rng: random.Random | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self._config = config
         self._key = key
@@ -96,7 +98,7 @@ class P2PService:
         self.host = Host(
             P2PConfig(host=host, port=port, max_peers=config.max_peers,
                       max_inbound_per_ip=config.max_inbound_per_ip, ban_s=config.ban_s),
-            key, self,
+            key, self, transport=transport,
         )
         self.book = AddressBook(store, chain.chain_id)
         self.own = OwnRecord(key, chain.chain_id, store)

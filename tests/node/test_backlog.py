@@ -2,35 +2,34 @@
 device's later readings were committed meanwhile (the anti-replay window), and the node that
 accepted them can say so (get_tx_status).
 
-Four authorities in one process (real nodes, websockets on loopback, real time): node 0 is
+Four authorities in one process (real nodes on an in-memory network, virtual time): node 0 is
 cut off from the others, which keep a quorum and commit the device's later readings; node 0
 accepts earlier ones; after the heal node 0 syncs and proposes its backlog in its turn."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from iomtnode.client import open_client
 from iomtnode.core.crypto import SigningKey
 from iomtnode.core.tx import AdmitDevice, Reading, sign_tx
 
-from .test_bft import CHAIN, start_net
+from .harness import start_net
+from .test_bft import CHAIN, authorities
 
 pytestmark = pytest.mark.timeout(120)
 
 
-async def test_a_cut_off_nodes_backlog_is_committed_after_later_readings(tmp_path, nursery):
-    net = await start_net(tmp_path, nursery)
+async def test_a_cut_off_nodes_backlog_is_committed_after_later_readings(tmp_path, nursery,
+                                                                         autojump_clock):
+    net = await start_net(authorities(tmp_path), nursery)
     device, authority = SigningKey.generate(), net.keys[0]
     admit = sign_tx(AdmitDevice(authority.public, device.public, device.public, "wearable",
                                 "acme"), authority, CHAIN)
-    now = int(time.time() * 1000)
+    now = net.now_ms()
     readings = [sign_tx(Reading(device.public, seq, now + seq, "spo2", b"\x02" * 48, b""),
                         device, CHAIN) for seq in range(1, 31)]
     backlog, later = readings[:20], readings[20:]
-    async with open_client(net.urls[1]) as client:
+    async with net.client(1) as client:
         await client.call("submit_tx", tx=admit.raw.hex())
         await net.wait(lambda: all(n.chain.device(device.public) for n in net.live()),
                        "admitted")
@@ -40,10 +39,10 @@ async def test_a_cut_off_nodes_backlog_is_committed_after_later_readings(tmp_pat
         node.p2p.host.set_refused({cut.node_id})
     await net.wait(lambda: not cut.p2p.host.peers(), "node 0 cut off")
 
-    async with open_client(net.urls[0]) as client:
+    async with net.client(0) as client:
         result = await client.call("submit_readings", txs=[tx.raw.hex() for tx in backlog])
         assert result["accepted"] == 20
-    async with open_client(net.urls[1]) as client:
+    async with net.client(1) as client:
         result = await client.call("submit_readings", txs=[tx.raw.hex() for tx in later])
         assert result["accepted"] == 10
     await net.wait(lambda: all(n.chain.store.tx_location(tx.id) for n in rest for tx in later),
@@ -55,7 +54,7 @@ async def test_a_cut_off_nodes_backlog_is_committed_after_later_readings(tmp_pat
         node.p2p.host.set_refused(set())
     await net.wait(lambda: all(n.chain.store.tx_location(tx.id) for n in net.live()
                                for tx in readings), "every reading final everywhere", 60)
-    async with open_client(net.urls[0]) as client:
+    async with net.client(0) as client:
         statuses = await client.call("get_tx_status", ids=[tx.id.hex() for tx in backlog])
         status = await client.call("status")
     assert {s["state"] for s in statuses} == {"committed"}

@@ -1,5 +1,5 @@
-"""Four authorities in one process (real nodes: LevelDB, websockets on loopback, real
-time): an authority restarted without its signing state, with its chain data or on a
+"""Four authorities in one process (real nodes: LevelDB) on an in-memory network, under a
+virtual clock: an authority restarted without its signing state, with its chain data or on a
 whole new home holding the same key, observes until it knows the network's height, signs
 only above it, and never signs two different things at one height, round and step."""
 
@@ -18,7 +18,8 @@ from iomtnode.p2p.messages import ConsensusProposal, ConsensusVote
 from iomtnode.p2p.service import P2PService
 
 from ..consensus.harness import signed_by
-from .test_bft import BASE, Net, start_net
+from .harness import Net, start_net
+from .test_bft import authorities
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -62,18 +63,18 @@ def certified_by(net: Net, i: int, above: int) -> bool:
 
 @pytest.mark.parametrize("lost", ["signing_state_file", "whole_home"])
 async def test_an_authority_without_its_signing_state_rejoins_without_double_signing(
-        tmp_path, nursery, signed, lost):
-    net = await start_net(tmp_path, nursery)
+        tmp_path, nursery, autojump_clock, signed, lost):
+    net = await start_net(authorities(tmp_path), nursery)
     await net.wait_height(3)
     await net.stop(1)
     if lost == "signing_state_file":
         (net.homes[1].path / SIGNING_STATE_FILE).unlink()  # its chain data stays
     else:  # a new home, the same key: no chain data, no signing state
         net.homes[1] = init_home(tmp_path / "node1-new", genesis=net.genesis,
-                                 key=net.keys[1], config=BASE, signed_before=True)
+                                 key=net.keys[1], config=net.config, signed_before=True)
     others = [net.node(i) for i in (0, 2, 3)]
     head = max(n.chain.height for n in others)
-    node = await net.start(nursery, 1, (net.node(0).p2p.address,))
+    node = await net.start(nursery, 1, (net.p2p(0),))
     driver = node.consensus
     assert driver is not None
     await net.wait(lambda: driver.signing_floor is not None, "the signing floor fixed")
@@ -92,10 +93,10 @@ async def test_an_authority_without_its_signing_state_rejoins_without_double_sig
 
 
 async def test_a_new_network_is_not_held_back_by_its_fresh_authorities(
-        tmp_path, nursery, signed):
+        tmp_path, nursery, autojump_clock, signed):
     """Every authority of a new network starts with the signing state `iomtnode init`
     wrote (nothing signed yet): none of them defers, height 1 is theirs to sign."""
-    net = await start_net(tmp_path, nursery)
+    net = await start_net(authorities(tmp_path), nursery)
     with trio.fail_after(30):
         await net.wait_height(3)
     floors = [n.consensus.signing_floor for n in net.live() if n.consensus is not None]

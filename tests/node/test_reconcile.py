@@ -1,65 +1,52 @@
-"""Mempool reconciliation between real nodes (LevelDB, websockets on loopback): a backlog
-taken while a peer was cut off reaches it when the link heals."""
+"""Mempool reconciliation between real nodes (LevelDB) on an in-memory network, under a
+virtual clock: a backlog taken while a peer was cut off reaches it when the link heals."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
-import trio
 
 from iomtnode.admission.reconcile import RECONCILE_INTERVAL_S
-from iomtnode.client import open_client
 from iomtnode.core.crypto import SigningKey
-from iomtnode.core.genesis import Genesis
-from iomtnode.core.tx import AdmitDevice, Reading, sign_tx
-from iomtnode.home import init_home
-from tests.node.test_network import BASE, Net
+from iomtnode.core.tx import AdmitDevice, Reading, SignedTx, sign_tx
+
+from .harness import Net, holds_for, start_net
 
 pytestmark = pytest.mark.timeout(90)
 
 # the on-connect pass takes milliseconds; but when both nodes re-dial each other at once, the
-# connection first kept may be replaced and the next dial waits its backoff, and a loaded
-# machine (the whole suite) has seen 10 s go by; without reconciliation it never comes
+# connection first kept may be replaced and the next dial waits its backoff; without
+# reconciliation it never comes
 RECONCILED_WITHIN_S = 30.0
 
 
-class StalledNet(Net):
+def stalled(tmp: Path, n: int) -> Net:
     """Nodes of a chain with a second authority that never runs: no block gets a quorum,
     so what a node admits stays pending (a partition's backlog, as a node sees it)."""
+    return Net(tmp, n, absent=(SigningKey.generate(),))
 
-    def __init__(self, tmp: Path, n: int) -> None:
-        self.keys = [SigningKey.generate() for _ in range(n)]
-        absent = SigningKey.generate()
-        self.genesis = Genesis("iomt-net", int(time.time() * 1000),
-                               (self.keys[0].public, absent.public), 1)
-        self.homes = [init_home(tmp / f"node{i}", genesis=self.genesis, key=k, config=BASE)
-                      for i, k in enumerate(self.keys)]
-        self.nodes = []
-        self.urls = []
-        self.scopes = []
+
+def backlog(net: Net, readings: int) -> list[SignedTx]:
+    authority, device = net.keys[0], SigningKey.generate()
+    txs = [sign_tx(AdmitDevice(authority.public, device.public, device.public, "wearable",
+                               "acme"), authority, "iomt-net")]
+    now = net.now_ms()
+    return txs + [sign_tx(Reading(device.public, seq, now, "spo2", b"\x02" * 48, b""), device,
+                          "iomt-net") for seq in range(1, readings + 1)]
 
 
 async def test_a_backlog_taken_while_cut_off_reaches_the_peer_when_the_link_heals(
-        tmp_path, nursery):
-    net = StalledNet(tmp_path, 2)
-    await net.start(nursery, 0, ())
-    await net.start(nursery, 1, (net.p2p(0),))
-    a, b = net.nodes
-    await net.wait(lambda: a.p2p.host.peers() and b.p2p.host.peers(), "connected")
-    async with open_client(net.urls[1]) as admin:
+        tmp_path, nursery, autojump_clock):
+    net = await start_net(stalled(tmp_path, 2), nursery)
+    a, b = net.live()
+    async with net.client(1) as admin:
         await admin.call("admin_refuse_peers", token=b.admin_token,
                          node_ids=[net.keys[0].public.hex()])
         await net.wait(lambda: not a.p2p.host.peers() and not b.p2p.host.peers(), "cut off")
 
-        authority, device = net.keys[0], SigningKey.generate()
-        txs = [sign_tx(AdmitDevice(authority.public, device.public, device.public, "wearable",
-                                   "acme"), authority, "iomt-net")]
-        now = int(time.time() * 1000)
-        txs += [sign_tx(Reading(device.public, seq, now, "spo2", b"\x02" * 48, b""), device,
-                        "iomt-net") for seq in range(1, 301)]
-        async with open_client(net.urls[0]) as client:
+        txs = backlog(net, 300)
+        async with net.client(0) as client:
             await client.call("submit_tx", tx=txs[0].raw.hex())
             result = await client.call("submit_readings", txs=[tx.raw.hex() for tx in txs[1:]])
         assert result["accepted"] == 300
@@ -74,56 +61,45 @@ async def test_a_backlog_taken_while_cut_off_reaches_the_peer_when_the_link_heal
     assert not a.p2p.host.scoreboard.penalties and not b.p2p.host.scoreboard.penalties
 
 
-async def test_a_split_sides_backlog_reaches_every_node_of_the_other_side(tmp_path, nursery):
+async def test_a_split_sides_backlog_reaches_every_node_of_the_other_side(
+        tmp_path, nursery, autojump_clock):
     """{0,1} | {2,3}: readings admitted at node 0 reach node 1 live; after the heal both
     offer them to nodes 2 and 3, which fetch each once and penalise no one."""
-    net = StalledNet(tmp_path, 4)
-    await net.start(nursery, 0, ())
-    for i in range(1, 4):
-        await net.start(nursery, i, (net.p2p(0),))
-    await net.wait(lambda: all(len(n.p2p.host.peers()) == 3 for n in net.nodes), "full mesh")
+    net = await start_net(stalled(tmp_path, 4), nursery)
     side = [net.keys[0].public.hex(), net.keys[1].public.hex()]
     for i in (2, 3):
-        async with open_client(net.urls[i]) as admin:
-            await admin.call("admin_refuse_peers", token=net.nodes[i].admin_token, node_ids=side)
-    await net.wait(lambda: all(len(n.p2p.host.peers()) == 1 for n in net.nodes), "split")
+        async with net.client(i) as admin:
+            await admin.call("admin_refuse_peers", token=net.node(i).admin_token, node_ids=side)
+    await net.wait(lambda: all(len(n.p2p.host.peers()) == 1 for n in net.live()), "split")
 
-    authority, device = net.keys[0], SigningKey.generate()
-    txs = [sign_tx(AdmitDevice(authority.public, device.public, device.public, "wearable",
-                               "acme"), authority, "iomt-net")]
-    now = int(time.time() * 1000)
-    txs += [sign_tx(Reading(device.public, seq, now, "spo2", b"\x02" * 48, b""), device,
-                    "iomt-net") for seq in range(1, 501)]
-    async with open_client(net.urls[0]) as client:
+    txs = backlog(net, 500)
+    async with net.client(0) as client:
         await client.call("submit_tx", tx=txs[0].raw.hex())
         await client.call("submit_readings", txs=[tx.raw.hex() for tx in txs[1:]])
-    await net.wait(lambda: all(tx.id in net.nodes[1].mempool for tx in txs), "node 1 has them")
+    await net.wait(lambda: all(tx.id in net.node(1).mempool for tx in txs), "node 1 has them")
     # node 1 relays what it received once its relay delay is over, to the peers connected
     # then (none lacking them): past that, only reconciliation can bring them to 2 and 3
-    await trio.sleep(net.nodes[1].p2p.gossip.relay_delay() + 0.5)
-    assert not any(tx.id in n.mempool for n in net.nodes[2:] for tx in txs)
+    await holds_for(lambda: not any(tx.id in n.mempool for n in net.live()[2:] for tx in txs),
+                    net.node(1).p2p.gossip.relay_delay() + 0.5, "the other side got them")
 
     for i in (2, 3):
-        async with open_client(net.urls[i]) as admin:
-            await admin.call("admin_refuse_peers", token=net.nodes[i].admin_token, node_ids=[])
-    await net.wait(lambda: all(len(n.p2p.host.peers()) == 3 for n in net.nodes), "healed",
+        async with net.client(i) as admin:
+            await admin.call("admin_refuse_peers", token=net.node(i).admin_token, node_ids=[])
+    await net.wait(lambda: all(len(n.p2p.host.peers()) == 3 for n in net.live()), "healed",
                    timeout=30)
-    await net.wait(lambda: all(tx.id in n.mempool for n in net.nodes for tx in txs),
+    await net.wait(lambda: all(tx.id in n.mempool for n in net.live() for tx in txs),
                    "every node has the backlog", timeout=RECONCILED_WITHIN_S)
-    for node in net.nodes:
+    for node in net.live():
         assert not node.p2p.host.scoreboard.penalties
         assert node.p2p.host.counters()["Txs"].messages_in <= 4  # not fetched over and over
 
 
 async def test_a_transaction_that_missed_a_connected_peer_reaches_it_by_the_periodic_pass(
-        tmp_path, nursery):
+        tmp_path, nursery, autojump_clock):
     """A transaction put in node 0's mempool without being pushed (as if its push had been
     lost) reaches node 1 once it has been pending a whole interval."""
-    net = StalledNet(tmp_path, 2)
-    await net.start(nursery, 0, ())
-    await net.start(nursery, 1, (net.p2p(0),))
-    a, b = net.nodes
-    await net.wait(lambda: a.p2p.host.peers() and b.p2p.host.peers(), "connected")
+    net = await start_net(stalled(tmp_path, 2), nursery)
+    a, b = net.live()
     authority, device = net.keys[0], SigningKey.generate()
     tx = sign_tx(AdmitDevice(authority.public, device.public, device.public, "wearable",
                              "acme"), authority, "iomt-net")

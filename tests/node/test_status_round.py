@@ -9,10 +9,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from iomtnode.api.methods import ClientApi
-from iomtnode.home import init_home
-from iomtnode.node import Node
 
-from .test_bft import BASE, FAST
+from .harness import FAST, Net
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -29,10 +27,9 @@ class Consensus:  # what status reads of the driver
     evidence: list = field(default_factory=list)
 
 
-async def test_status_reports_the_round_being_decided_at_the_next_height(tmp_path, nursery):
-    home = init_home(tmp_path / "a", config=BASE)
-    node = Node(home, BASE, consensus_params=FAST)
-    await nursery.start(node.run)
+async def test_status_reports_the_round_being_decided_at_the_next_height(tmp_path, nursery,
+                                                                         autojump_clock):
+    node = await Net(tmp_path, 1, params=FAST).start(nursery, 0)
     api = ClientApi(node)
     running = node.consensus
     assert running is not None

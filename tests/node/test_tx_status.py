@@ -1,4 +1,5 @@
-"""Accepted means final or told, on a real node (LevelDB in tmp_path, API on loopback).
+"""Accepted means final or told, on a real node (LevelDB in tmp_path, on an in-memory network
+under a virtual clock).
 
 The node under test is not an authority, so nothing it accepts is committed unless the test
 commits a block itself (signed by the authority it holds the key of): an accepted reading
@@ -6,24 +7,22 @@ stays pending exactly as long as the test wants."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import structlog
-import trio
 
 from iomtnode.chain.chain import Chain
-from iomtnode.client import ApiError, open_client
+from iomtnode.client import ApiError
 from iomtnode.config import Config
 from iomtnode.core.block import sign_commit
 from iomtnode.core.crypto import SigningKey
-from iomtnode.core.genesis import Genesis
 from iomtnode.core.tx import AdmitDevice, Reading, SignedTx, sign_tx
-from iomtnode.home import Home, init_home
+from iomtnode.home import Home
 from iomtnode.node import Node
 from iomtnode.store import BlockStore
+
+from .harness import Net
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,14 +32,18 @@ CONFIG = Config(api_listen="127.0.0.1:0", p2p_listen="127.0.0.1:0", block_interv
 
 
 class Setup:
+    """One observer node (node 0 of a :class:`Net`) of a chain whose one authority never runs:
+    the test signs its blocks."""
+
     def __init__(self, tmp: Path) -> None:
         self.authority, self.device, self.patient = (SigningKey.generate() for _ in range(3))
-        self.genesis = Genesis(CHAIN, int(time.time() * 1000) - 60_000,
-                               (self.authority.public,), 1)
-        self.home: Home = init_home(tmp / "observer", genesis=self.genesis, config=CONFIG)
+        self.net = Net(tmp, 1, chain_id=CHAIN, authorities=0, absent=(self.authority,),
+                       config=CONFIG)
+        self.genesis = self.net.genesis
+        self.home: Home = self.net.homes[0]
 
     def reading(self, seq: int, ts_offset_ms: int = 0) -> SignedTx:
-        return sign_tx(Reading(self.device.public, seq, int(time.time() * 1000) + ts_offset_ms,
+        return sign_tx(Reading(self.device.public, seq, self.net.now_ms() + ts_offset_ms,
                                "heart_rate", b"\x01" * 48, b""), self.device, CHAIN)
 
     def admission(self) -> SignedTx:
@@ -51,48 +54,20 @@ class Setup:
     async def seal(self, node: Node, txs: list[SignedTx]) -> int:
         """Commit the next block holding exactly ``txs``, as the authority."""
         assert node.chain is not None and node.writer is not None
-        built = node.chain.build(txs, self.authority.public, int(time.time() * 1000))
+        built = node.chain.build(txs, self.authority.public, self.net.now_ms())
         assert not built.rejected, built.rejected
         commit = sign_commit([self.authority], CHAIN, built.block.height, 0, built.block.hash)
         assert await node.writer.commit(built, commit)
         return built.block.height
 
 
-class Running:
-    """A started node, and how to stop it (waiting until its store is closed)."""
-
-    def __init__(self, node: Node, url: str, scope: trio.CancelScope,
-                 stopped: trio.Event) -> None:
-        self.node, self.url, self._scope, self._stopped = node, url, scope, stopped
-
-    async def stop(self) -> None:
-        self._scope.cancel()
-        with trio.fail_after(10):
-            await self._stopped.wait()
-
-
-async def start(nursery: trio.Nursery, home: Home) -> Running:
-    node = Node(home, replace(CONFIG))
-    scope, stopped = trio.CancelScope(), trio.Event()
-
-    async def run(*, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        try:
-            with scope:
-                await node.run(task_status=task_status)
-        finally:
-            stopped.set()
-
-    info = await nursery.start(run)
-    return Running(node, f"ws://127.0.0.1:{info.api_port}/api/v1", scope, stopped)
-
-
-async def test_an_accepted_reading_that_is_dropped_says_why(tmp_path, nursery) -> None:
+async def test_an_accepted_reading_that_is_dropped_says_why(tmp_path, nursery,
+                                                            autojump_clock) -> None:
     s = Setup(tmp_path)
-    running = await start(nursery, s.home)
-    node, url = running.node, running.url
+    node = await s.net.start(nursery, 0)
     await s.seal(node, [s.admission()])
     mine = s.reading(5)
-    async with open_client(url) as client:
+    async with s.net.client(0) as client:
         accepted = await client.call("submit_reading", tx=mine.raw.hex())
         assert accepted["id"] == mine.id.hex()
         assert await client.call("get_tx_status", id=mine.id.hex()) == {
@@ -124,29 +99,28 @@ async def test_an_accepted_reading_that_is_dropped_says_why(tmp_path, nursery) -
                          "code": 1022, "reason": dropped["reason"], "client": True}]
 
 
-async def test_an_accepted_reading_survives_a_restart(tmp_path, nursery) -> None:
+async def test_an_accepted_reading_survives_a_restart(tmp_path, nursery,
+                                                      autojump_clock) -> None:
     s = Setup(tmp_path)
-    running = await start(nursery, s.home)
-    node, url = running.node, running.url
+    node = await s.net.start(nursery, 0)
     await s.seal(node, [s.admission()])
     kept, doomed = s.reading(7), s.reading(8)
-    async with open_client(url) as client:
+    async with s.net.client(0) as client:
         result = await client.call("submit_readings", txs=[kept.raw.hex(), doomed.raw.hex()])
         assert result["accepted"] == 2
-    await running.stop()  # nothing of the mempool is saved on the way out
+    await s.net.stop(0)  # nothing of the mempool is saved on the way out
     # while the node is down, another reading numbered 8 is committed (another node's
     # block, synced later): the kept 8 can no longer be committed
     with BlockStore.open(s.home.data_path) as store:
         chain = Chain(store, s.genesis)
         rival = s.reading(8, ts_offset_ms=1)
-        built = chain.build([rival], s.authority.public, int(time.time() * 1000))
+        built = chain.build([rival], s.authority.public, s.net.now_ms())
         chain.commit(built, sign_commit([s.authority], CHAIN, built.block.height, 0,
                                         built.block.hash))
     with structlog.testing.capture_logs() as logs:
-        running = await start(nursery, s.home)
-    node, url = running.node, running.url
+        node = await s.net.start(nursery, 0)
     assert node.mempool is not None and kept.id in node.mempool
-    async with open_client(url) as client:
+    async with s.net.client(0) as client:
         kept_status, doomed_status = await client.call(
             "get_tx_status", ids=[kept.id.hex(), doomed.id.hex()])
         assert kept_status["state"] == "pending"

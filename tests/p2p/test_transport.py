@@ -37,8 +37,9 @@ from iomtnode.p2p.messages import (
     decode_message,
     encode_message,
 )
-from iomtnode.p2p.peer import Peer, tune_socket
+from iomtnode.p2p.peer import Peer
 from iomtnode.p2p.records import decode_record, sign_record
+from iomtnode.p2p.transport import tune_socket
 
 pytestmark = pytest.mark.timeout(30)
 
