@@ -76,7 +76,7 @@ async def test_a_one_authority_chain_votes_in_a_second_and_certifies_two_of_two(
     node_c = await start(nursery, Node(homes[2], boot, consensus_params=FAST))  # a follower
     await wait(lambda: len(node_a.p2p.host.peers()) == 2, "B and C connected")
 
-    node_a.submit(sign_tx(AuthorityVote(a.public, b.public, True, 0), a, CHAIN).raw)
+    await node_a.submit(sign_tx(AuthorityVote(a.public, b.public, True, 0), a, CHAIN).raw)
     chain_a = node_a.chain
     await wait(lambda: chain_a.authorities() == (a.public, b.public), "B voted in")
     joined = chain_a.height
