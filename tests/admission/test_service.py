@@ -13,7 +13,7 @@ from iomtnode.admission import inbox as inbox_module
 from iomtnode.admission.gossip import TxGossip
 from iomtnode.admission.inbox import INBOX_TXS, FromPeer, Inbox, InboxFullError
 from iomtnode.admission.mempool import Mempool
-from iomtnode.admission.service import Admission
+from iomtnode.admission.service import Admission, AdmissionStats
 from iomtnode.chain.feed import BlockFeed
 from iomtnode.chain.writer import ChainWriter
 from iomtnode.core import errors as e
@@ -90,6 +90,8 @@ async def test_clients_and_peers_share_one_inbox_and_are_admitted_in_arrival_ord
     assert a.of(TxAnnounce) == [TxAnnounce([r[4].id])]
     assert b.of(TxAnnounce) == [TxAnnounce([r[0].id, r[1].id])]
     assert node.gossip_delay.total == 3  # readings admitted from peers
+    assert node.admission.stats() == AdmissionStats(
+        pending=5, dropped_total=0, signatures_verified=5, inbox_queued=0, peer_backlog=0)
 
 
 async def test_a_full_inbox_pushes_back_on_peers_and_clients(chain, nursery):
@@ -111,6 +113,7 @@ async def test_a_full_inbox_pushes_back_on_peers_and_clients(chain, nursery):
     nursery.start_soon(client)
     await wait_all_tasks_blocked()
     assert done == []  # both wait for room
+    assert node.admission.stats().inbox_queued == 2
     with pytest.raises(InboxFullError):  # the node's own reports never wait
         node.admission.submit_nowait(r[4].raw, lambda result: None)
     await nursery.start(node.admission.run)
