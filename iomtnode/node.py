@@ -2,6 +2,7 @@
 
 Services start in dependency order with ``await nursery.start(service.run)``: the
 store and chain are opened first (synchronously; a held lock is a clear error), then
+admission (it admits again what was pending when the node stopped), then
 block production: the consensus driver on every node, whatever the number of authorities
 (one engine for every chain: it signs only at heights whose authorities include this
 node's key, after taking the signing lock ``HOME/signing.lock``: a second process signing
@@ -21,14 +22,14 @@ import structlog
 import trio
 
 from . import __version__
-from .admission.batch import CHUNK as ADMISSION_CHUNK
-from .admission.batch import Admitted, admit_batch, admit_raw_batch
+from .admission.inbox import Admitted, Inbox, InboxFullError
 from .admission.mempool import Mempool
+from .admission.service import Admission
 from .admission.verify import Verifier
 from .api.methods import ClientApi
 from .api.server import ApiServer, ApiServerConfig
 from .chain.chain import Chain
-from .chain.feed import BlockFeed
+from .chain.feed import BlockFeed, each_block
 from .chain.writer import ChainWriter
 from .config import Config, parse_hostport
 from .consensus.driver import Driver, DriverConfig, wall_clock_ms
@@ -106,6 +107,7 @@ class Node:
             timeout_delta_s=config.timeout_delta_s, timeout_cap_s=config.timeout_cap_s)
         self.chain: Chain | None = None
         self.mempool: Mempool | None = None
+        self.admission: Admission | None = None
         self.feed: BlockFeed | None = None
         self.writer: ChainWriter | None = None
         self.p2p: P2PService | None = None
@@ -121,70 +123,41 @@ class Node:
     def node_id(self) -> bytes:
         return self.key.public
 
-    def submit(self, raw: bytes, *, reading_only: bool = False) -> SignedTx:
-        """Admit a client's transaction (raises the precise RuleError on refusal), keep it
-        (a restart re-admits it) and push it to the peers."""
-        assert self.mempool is not None, "node not started"
-        tx = self.mempool.add(raw, reading_only=reading_only)
-        self.mempool.keep([tx])  # durable before it is acknowledged
-        self._wake_producer()
-        if self.p2p is not None:
-            self.p2p.gossip.local([tx])
-        return tx
+    async def submit(self, raw: bytes, *, reading_only: bool = False) -> SignedTx:
+        """Admit a client's transaction (see :meth:`Admission.submit`)."""
+        assert self.admission is not None, "node not started"
+        return await self.admission.submit(raw, reading_only=reading_only)
 
     async def submit_many(self, raws: Sequence[bytes], *, reading_only: bool = False
                           ) -> list[Admitted]:
-        """Admit a client's batch in order (signatures verified in worker threads, see
-        :mod:`.admission.batch`), keep what was admitted (one write per chunk, before the
-        reply) and push it to the peers; returns, per transaction, the admitted one or the
-        RuleError that refused it."""
-        assert self.mempool is not None, "node not started"
-        results: list[Admitted] = []
-        for start in range(0, len(raws), ADMISSION_CHUNK):  # push each chunk at once
-            chunk = await admit_raw_batch(self.mempool, raws[start:start + ADMISSION_CHUNK],
-                                          reading_only=reading_only)
-            admitted = [r for r in chunk if isinstance(r, SignedTx)]
-            if admitted:
-                self.mempool.keep(admitted)  # durable before they are acknowledged
-                self._wake_producer()
-                if self.p2p is not None:
-                    self.p2p.gossip.local(admitted)
-            results.extend(chunk)
-        return results
-
-    async def admit_from_peers(self, txs: Sequence[SignedTx]) -> list[Admitted]:
-        """Admit transactions a peer relayed, in order (the gossip layer relays them on)."""
-        assert self.mempool is not None, "node not started"
-        results = await admit_batch(self.mempool, txs)
-        admitted = [r for r in results if isinstance(r, SignedTx)]
-        if admitted:
-            self._wake_producer()
-        now = self._now_ms()
-        for tx in admitted:
-            if isinstance(tx.body, Reading):
-                self.gossip_delay.add(now - tx.body.ts_ms)
-        return results
+        """Admit a client's batch (see :meth:`Admission.submit_many`)."""
+        assert self.admission is not None, "node not started"
+        return await self.admission.submit_many(raws, reading_only=reading_only)
 
     def report_evidence(self, evidence: Evidence) -> None:
         """Put an equivocation the consensus driver saw on the ledger: as an authority,
         sign an ``evidence`` transaction and submit it like any other (others that saw it
         too may report it first; the ledger keeps one record)."""
-        if self.chain is None or self.key.public not in self.chain.authorities():
+        if (self.chain is None or self.admission is None
+                or self.key.public not in self.chain.authorities()):
             return  # only authorities report; an observer's status still lists it
         tx = sign_tx(ReportEvidence(self.key.public, evidence.encode()), self.key,
                      self.genesis.chain_id)
-        try:
-            self.submit(tx.raw)
-        except RuleError as exc:
-            log.info("evidence_not_submitted", authority=evidence.validator.hex()[:16],
-                     height=evidence.height, reason=str(exc))
-        else:
-            log.warning("evidence_submitted", authority=evidence.validator.hex()[:16],
-                        height=evidence.height, round=evidence.round, tx=tx.id.hex())
+        authority = evidence.validator.hex()[:16]
 
-    def _wake_producer(self) -> None:
-        if self.consensus is not None:
-            self.consensus.wake()
+        def reply(result: Admitted) -> None:
+            if isinstance(result, RuleError):
+                log.info("evidence_not_submitted", authority=authority,
+                         height=evidence.height, reason=str(result))
+            else:
+                log.warning("evidence_submitted", authority=authority,
+                            height=evidence.height, round=evidence.round, tx=tx.id.hex())
+
+        try:
+            self.admission.submit_nowait(tx.raw, reply)
+        except InboxFullError as exc:
+            log.info("evidence_not_submitted", authority=authority, height=evidence.height,
+                     reason=str(exc))
 
     def _block_committed(self, block: Block, commit: Commit, source: bytes | None) -> None:
         now = self._now_ms()
@@ -200,15 +173,11 @@ class Node:
         clock = self._clock
         with BlockStore.open(self.home.data_path) as store, contextlib.ExitStack() as held:
             chain = self.chain = Chain(store, self.genesis)
+            verifier = Verifier(chain.chain_id, inline=clock.virtual)
             self.mempool = Mempool(chain, now_ms=self._now_ms,
-                                   max_txs=self.config.mempool_max_txs,
-                                   verifier=Verifier(chain.chain_id, inline=clock.virtual))
-            readmitted, dropped = self.mempool.readmit()
-            if readmitted or dropped:
-                log.info("pending_txs_readmitted", admitted=readmitted, dropped=dropped)
+                                   max_txs=self.config.mempool_max_txs, verifier=verifier)
             self.feed = BlockFeed(chain.height)
-            self.writer = ChainWriter(chain, self.mempool, self.feed, inline=clock.virtual)
-            self.writer.add_listener(self._block_committed)
+            self.writer = ChainWriter(chain, self.feed, verifier, inline=clock.virtual)
             log.info("node_starting", node_id=self.node_id.hex()[:16],
                      chain_id=chain.chain_id, height=chain.height, version=__version__)
             async with trio.open_nursery() as nursery:
@@ -218,9 +187,13 @@ class Node:
                     # verifying workers start now, while it connects, rather than when its
                     # first blocks arrive (their start takes a few hundred ms)
                     nursery.start_soon(self.writer.warm_verifier)
+                inbox = Inbox()
                 self.p2p = P2PService(self.config, self.key, chain, store, self.mempool,
-                                      self.writer, self.feed, self.admit_from_peers,
+                                      self.writer, self.feed, inbox,
                                       transport=self._transport)
+                self.admission = Admission(self.mempool, inbox, self.p2p.gossip, self.feed,
+                                           now_ms=self._now_ms, gossip_delay=self.gossip_delay)
+                self.feed.listen(each_block(self._block_committed))
                 held.enter_context(SigningLock.acquire(self.home.path / SIGNING_LOCK_FILE))
                 self.consensus = Driver(
                     chain, self.mempool, self.writer, self.p2p,
@@ -235,11 +208,11 @@ class Node:
                     now_ms=self._now_ms,
                     peer_heads=lambda sync=self.p2p.sync: sync.peer_heights,
                     on_evidence=self.report_evidence,
-                    inbox=self.p2p.gossip,
+                    inbox=inbox,
                     wal=SigningStateFile(self.home.path / WAL_FILE),
                 )
                 self.p2p.consensus = self.consensus
-                self.p2p.gossip.on_progress = self.consensus.inbox_progressed
+                await nursery.start(self.admission.run)  # re-admits what was pending
                 await nursery.start(self.consensus.run)
                 p2p_address = await nursery.start(self.p2p.run)
                 host, port = parse_hostport(self.config.api_listen, "api_listen")

@@ -17,11 +17,12 @@ restart) are offered it when they connect, by reconciliation (:mod:`.reconcile`)
 also asks other announcers for what a request did not bring.
 
 Received batches are not admitted by the peer's reader: :meth:`TxGossip.queue_txs` puts
-them on one bounded queue (the reader waits only when it is full, which pushes back on
-the peer through TCP), and one admission task takes everything queued at once, in order,
-a chunk at a time with signatures verified in worker threads. So a peer's consensus and
-sync messages are never stuck behind thousands of its transactions, and no task is
-started per message.
+them on the admission service's one bounded inbox (:mod:`.inbox`; the reader waits only
+when it is full, which pushes back on the peer through TCP), and the admission task
+(:class:`~.service.Admission`) decodes and admits them in order, asking this reactor
+which are new (:meth:`TxGossip.screen`) and handing back the outcome
+(:meth:`TxGossip.relay`). So a peer's consensus and sync messages are never stuck behind
+thousands of its transactions, and no task is started per message.
 
 Nothing is sent per transaction: outgoing transactions and ids accumulate per peer and
 are flushed as one ``Txs`` / ``TxAnnounce`` message every ``FLUSH_INTERVAL_S`` or when
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,10 +43,11 @@ import structlog
 import trio
 
 from ..core import errors as e
-from ..core.tx import MalformedTxError, SignedTx, decode_tx
+from ..core.tx import MalformedTxError, SignedTx
 from ..p2p import score
 from ..p2p.lru import BoundedSet
 from ..p2p.messages import MAX_IDS_PER_MESSAGE, MAX_TXS_PER_MESSAGE, TxAnnounce, TxRequest, Txs
+from .inbox import Admitted, FromPeer, Inbox
 from .reconcile import Requests
 
 log = structlog.get_logger(__name__)
@@ -57,8 +59,6 @@ KNOWN_IDS_PER_PEER = 100_000  # ids a peer is known to have
 PUSH_MAX_TX_BYTES = 1024  # larger transactions are announced even on the first hop
 REQUEST_RETRY_S = 2.0  # an id requested but not delivered is requested again after this
 ASKED_IDS = 100_000  # ids asked for and not received (two full mempools); then the oldest half go
-INBOX_TXS = 16_384  # received transactions waiting for admission (~3 MB); then readers wait
-DECODE_CHUNK = 256  # transactions decoded (then admitted) per step
 RELAY_DELAY_S = 1.0  # a relayed transaction is announced this long after its admission
 RELAY_QUEUE = 100_000  # relays waiting for their delay; beyond it the oldest go at once
 RELAY_DELAY_MAX_S = 10.0  # ... the delay grows with how long commits take, up to this
@@ -69,8 +69,6 @@ PROBE_WEIGHT = 0.2  # of each new timing in the running estimate
 
 # refusals that time may undo: such a transaction is not remembered as seen
 TRANSIENT_REFUSALS = (e.MempoolFullError, e.FutureTimestampError, e.UnknownDeviceError)
-
-AdmitBatch = Callable[[Sequence[SignedTx]], Awaitable[Sequence[SignedTx | e.RuleError]]]
 
 
 class _Relay(msgspec.Struct, frozen=True, gc=False):  # one per relayed transaction: cheap
@@ -89,7 +87,7 @@ class _Outbox:
 class TxGossip:
     """Spreads transactions between this node's mempool and its peers."""
 
-    def __init__(self, host: Any, admit: AdmitBatch,
+    def __init__(self, host: Any, inbox: Inbox,
                  lookup: Callable[[bytes], SignedTx | None], *,
                  relay_delay_s: float = RELAY_DELAY_S) -> None:
         self._host = host
@@ -98,10 +96,7 @@ class TxGossip:
         self._probes: dict[bytes, float] = {}  # tx id -> when it was admitted
         self._admissions = 0
         self._relays: deque[_Relay] = deque()
-        self._admit = admit
-        self._inbox, self._inbox_rx = trio.open_memory_channel[tuple[Any, Txs]](math.inf)
-        self._queued = 0  # transactions in the inbox
-        self._room = trio.Event()  # set when the admission task takes from the inbox
+        self._inbox = inbox
         self._lookup = lookup
         self._seen = BoundedSet(SEEN_IDS)
         self._known: dict[bytes, BoundedSet] = {}
@@ -109,30 +104,6 @@ class TxGossip:
         self._requested = Requests(REQUEST_RETRY_S, ASKED_IDS)  # asked for, not received
         self._pending = trio.Event()  # something is waiting to be sent
         self._full = trio.Event()  # ... and one batch is already big enough
-        self._received = 0  # transactions queued for admission so far (see mark)
-        self._admitted = 0  # ... of which the admission task has handled this many, in order
-        self._progressed = trio.Event()  # set (and replaced) after each admission step
-        self.on_progress: Callable[[], None] | None = None  # after each admission step
-
-    # the inbox's progress (consensus waits on it before fetching a proposal's txs) ---------
-
-    def mark(self) -> int:
-        """How many transactions were queued for admission until now."""
-        return self._received
-
-    def admitted(self, mark: int) -> bool:
-        """Whether the transactions queued until ``mark`` are all handled (admitted or
-        refused): a proposal's transaction that came before is in the mempool by now."""
-        return self._admitted >= mark
-
-    def backlog(self) -> int:
-        """Transactions queued for admission and not handled yet."""
-        return self._received - self._admitted
-
-    async def wait_admitted(self, mark: int) -> None:
-        """Return once the transactions queued until ``mark`` are all handled."""
-        while self._admitted < mark:
-            await self._progressed.wait()
 
     # bookkeeping ---------------------------------------------------------------------
 
@@ -189,7 +160,7 @@ class TxGossip:
         asked for or admitted. (Otherwise nothing is marked: a syncing node gets no copies,
         and its seen-cache stays empty.) Then the probed transactions that are no longer
         pending (committed, or dropped: either way no longer worth announcing) are timed."""
-        if self._queued or self._requested:
+        if self._inbox.backlog() or self._requested:
             for tx_id in tx_ids:
                 self._seen.add(tx_id)
                 self._requested.got(tx_id)
@@ -235,64 +206,30 @@ class TxGossip:
                             [tx.id for tx in fresh if len(tx.raw) > PUSH_MAX_TX_BYTES])
 
     async def queue_txs(self, peer: Any, msg: Txs) -> None:
-        """From a peer's reader: queue ``msg`` for the admission task (waits while
-        :data:`INBOX_TXS` transactions are queued)."""
-        while self._queued >= INBOX_TXS:
-            await self._room.wait()
-        self._queued += len(msg.txs)
-        self._received += len(msg.txs)
-        self._inbox.send_nowait((peer, msg))
+        """From a peer's reader: put ``msg`` on the admission inbox (waits while it is full)."""
+        await self._inbox.put(FromPeer(peer, msg.txs))
 
-    async def on_txs(self, peer: Any, msg: Txs) -> None:
-        """Admit the transactions of ``msg`` from ``peer`` now."""
-        await self._admit_messages([(peer, msg)])
+    # from the admission task -----------------------------------------------------------
 
-    async def _admit_queued(self) -> None:
-        """The admission task: takes every queued message at once (several peers' batches
-        make one admission batch) and admits them in arrival order."""
-        async for first in self._inbox_rx:
-            items = [first]
-            while True:
-                try:
-                    items.append(self._inbox_rx.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            self._queued -= sum(len(msg.txs) for _, msg in items)
-            self._room.set()
-            self._room = trio.Event()
-            await self._admit_messages(items, queued=True)
+    def malformed(self, peer: Any, exc: MalformedTxError) -> None:
+        """A transaction from ``peer`` did not decode."""
+        self._host.penalize(peer, score.INVALID_MESSAGE, f"malformed transaction: {exc}")
 
-    async def _admit_messages(self, items: list[tuple[Any, Txs]], *, queued: bool = False
-                              ) -> None:
-        pairs = [(peer, raw) for peer, msg in items for raw in msg.txs]
-        for start in range(0, len(pairs), DECODE_CHUNK):
-            chunk = pairs[start:start + DECODE_CHUNK]
-            await self._admit_chunk(chunk)
-            if queued:
-                self._admitted += len(chunk)
-                self._progressed.set()
-                self._progressed = trio.Event()
-                if self.on_progress is not None:
-                    self.on_progress()
+    def screen(self, peer: Any, tx: SignedTx, in_chunk: set[bytes]) -> bool:
+        """Whether to admit ``tx``, decoded from ``peer``'s push: not seen before, and not a
+        copy of one in this admission step (``in_chunk``: raw bytes, the same from another
+        peer are skipped); the sender is known to have it either way."""
+        self._requested.got(tx.id)
+        if tx.id in self._seen or tx.raw in in_chunk:
+            self.known_by(peer.node_id).add(tx.id)
+            return False
+        in_chunk.add(tx.raw)
+        return True
 
-    async def _admit_chunk(self, pairs: list[tuple[Any, bytes]]) -> None:
-        fresh: list[tuple[Any, SignedTx]] = []
-        in_chunk: set[bytes] = set()  # raw bytes: a copy from another peer is skipped
-        for peer, raw in pairs:
-            try:
-                tx = decode_tx(raw)
-            except MalformedTxError as exc:
-                self._host.penalize(peer, score.INVALID_MESSAGE, f"malformed transaction: {exc}")
-                continue
-            self._requested.got(tx.id)
-            if tx.id in self._seen or tx.raw in in_chunk:
-                self.known_by(peer.node_id).add(tx.id)
-                continue
-            in_chunk.add(tx.raw)
-            fresh.append((peer, tx))
-        if not fresh:
-            return
-        results = await self._admit([tx for _, tx in fresh])
+    def relay(self, fresh: list[tuple[Any, SignedTx]], results: Sequence[Admitted]) -> None:
+        """The outcome of admitting ``fresh`` (passed :meth:`screen`): the admitted ones are
+        relayed after the delay, bad signatures cost their sender score, and what was
+        refused for good is remembered as seen."""
         for (peer, tx), result in zip(fresh, results, strict=True):
             if isinstance(result, e.BadSignatureRuleError):
                 # Not marked seen: a forged copy must not shadow the real transaction,
@@ -335,7 +272,7 @@ class TxGossip:
         another peer that announced it if one did (see :class:`~.reconcile.Requests`); not
         while received transactions wait for admission (the answers may be among them).
         Returns how many ids were asked for."""
-        if self._queued:
+        if self._inbox.backlog():
             return 0
         again = self._requested.overdue(now, lambda peer_id: self._host.get(peer_id) is not None)
         for peer_id, ids in again.items():
@@ -367,12 +304,10 @@ class TxGossip:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
-        """Admit queued batches; flush outgoing ones FLUSH_INTERVAL_S after their first
-        item (sooner when one is full)."""
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._admit_queued)
-            task_status.started()
-            await self._flush_forever()
+        """Flush outgoing batches FLUSH_INTERVAL_S after their first item (sooner when one
+        is full), and announce relays as they fall due, until cancelled."""
+        task_status.started()
+        await self._flush_forever()
 
     async def _flush_forever(self) -> None:
         while True:

@@ -5,8 +5,10 @@ signature (once per transaction and node, through the :class:`~.verify.Verifier`
 remembers what passed), then the state rules against the committed state plus every pending
 transaction, so the pool only holds transactions that fit together in order.
 
-Synchronous; :func:`iomtnode.admission.batch.admit_batch` admits batches with their
-signatures verified in worker threads, and the node wraps both (see ``node.py``).
+Synchronous; :func:`iomtnode.admission.batch.admit_chunk` admits a chunk with its
+signatures verified in worker threads, for the admission service (:mod:`.service`). The
+pool follows the chain through the commit feed (:meth:`Mempool.committed`): the chain
+never calls it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import structlog
 
 from ..chain.chain import Chain
+from ..chain.feed import Committed
 from ..core import errors as e
 from ..core import window
 from ..core.block import Block
@@ -119,7 +122,7 @@ class Mempool:
         tasks ran since): room and pending are checked again, but not the store, since a
         block that committed the transaction meanwhile makes the state rules refuse it (a
         reading by its sequence number, every other kind by its effect or its id)."""
-        if prechecked:  # and its signature verified by the caller (admit_batch)
+        if prechecked:  # and its signature verified by the caller (admit_chunk)
             self._check_pending(tx)
         else:
             self.precheck(tx)
@@ -159,12 +162,17 @@ class Mempool:
             return False
         return all(map(_same_bytes, txs, self._txs.values()))
 
-    def block_committed(self, block: Block) -> None:
-        """Drop the block's transactions and re-check the rest against the new state."""
-        self.blocks_committed([block])
+    def committed(self, committed: Sequence[Committed]) -> None:
+        """The commit feed's listener: drop the committed blocks' transactions, re-check
+        the rest (:meth:`blocks_committed`), and let the verifier forget them."""
+        blocks = [done.block for done in committed]
+        self.blocks_committed(blocks)
+        for block in blocks:
+            self.verifier.forget(block.txs)
 
     def blocks_committed(self, blocks: Sequence[Block]) -> None:
-        """:meth:`block_committed` for consecutive blocks (one re-check for all).
+        """Drop the consecutive blocks' transactions and re-check the rest against the new
+        state (one re-check for all).
 
         When the blocks hold exactly the oldest pending transactions in pending order (a
         node's mempool and the proposer's usually agree) and no authority change is

@@ -161,20 +161,20 @@ class ClientApi:
             raise RpcError(INVALID_PARAMS, f"cannot listen on {address}: {exc}") from None
         return {"p2p_address": bound}
 
-    def _submit(self, raw_hex: Any, name: str, *, reading_only: bool) -> SignedTx:
+    async def _submit(self, raw_hex: Any, name: str, *, reading_only: bool) -> SignedTx:
         raw = _hex_param(name, raw_hex)
         try:
-            return self.node.submit(raw, reading_only=reading_only)
+            return await self.node.submit(raw, reading_only=reading_only)
         except RuleError as exc:
             raise RpcError(exc.code, str(exc)) from None
 
     async def submit_reading(self, tx: str) -> dict[str, Any]:
         """Submit one signed reading (hex of its wire bytes). Returns its id."""
-        return {"id": self._submit(tx, "tx", reading_only=True).id.hex()}
+        return {"id": (await self._submit(tx, "tx", reading_only=True)).id.hex()}
 
     async def submit_tx(self, tx: str) -> dict[str, Any]:
         """Submit any signed transaction (admission, revocation, grant, vote, ...)."""
-        signed = self._submit(tx, "tx", reading_only=False)
+        signed = await self._submit(tx, "tx", reading_only=False)
         return {"id": signed.id.hex(), "type": signed.kind_name}
 
     async def submit_readings(self, txs: list[str]) -> dict[str, Any]:

@@ -26,9 +26,8 @@ sleeps, signs, stores and sends; every decision is the machine's. Its contract:
   messages it took.
 - Timeouts go to a heap; the one driver task sleeps until the earliest deadline or the
   next message. No task per message or timer.
-- Peers' messages (:meth:`on_message`, from peer reader tasks; never blocks) are queued
-  and checked by :class:`~iomtnode.consensus.inbound.Inbound`. A peer asking for the
-  transactions of a block held here (this height's, or the head) is answered at once.
+- Peers' messages (:meth:`on_message`, from peer reader tasks; never blocks) are checked
+  by :class:`~.inbound.Inbound`; a request for a held block's transactions is answered.
 - Equivocations go to an :class:`~iomtnode.consensus.evidencelog.EvidenceLog`
   (:attr:`Driver.evidence`; ``on_evidence`` once each).
 """
@@ -45,8 +44,11 @@ from typing import Any
 import structlog
 import trio
 
+from ..admission.blocks import BlockMaker
+from ..admission.inbox import Progress
 from ..admission.mempool import Mempool
 from ..chain.chain import BuiltBlock, Chain
+from ..chain.feed import each_block
 from ..chain.writer import ChainWriter
 from ..core.block import Block, Commit
 from ..core.evidence import Evidence
@@ -74,7 +76,7 @@ from .machine import (
 )
 from .machine import Commit as Decision
 from .outbox import Outbox
-from .proposals import InboxProgress, answer_txs, compact_proposal
+from .proposals import answer_txs, compact_proposal
 from .settings import DriverConfig, wall_clock_ms
 from .signing import MetaStore, Signer
 from .votes import NO_ROUND, Step, commit_certificate
@@ -92,16 +94,14 @@ class Driver:
     ``on_evidence`` is called (in the driver task; it must not block) once per new
     equivocation. ``peer_heads()`` gives the heads peers reported (peer id -> height);
     with it, a signer without persisted state waits to hear from a quorum (module doc).
-    ``inbox`` (the gossip admission's progress) lets a proposal whose transactions are
-    still queued for admission wait for them instead of fetching them again.
-    """
+    ``inbox`` (admission's progress) lets a proposal wait for its queued transactions."""
 
     def __init__(self, chain: Chain, mempool: Mempool, writer: ChainWriter,
                  network: ConsensusNetwork, signer: Signer | None, config: DriverConfig, *,
                  now_ms: Callable[[], int] = wall_clock_ms,
                  on_evidence: Callable[[Evidence], None] | None = None,
                  peer_heads: PeerHeads | None = None,
-                 inbox: InboxProgress | None = None,
+                 inbox: Progress | None = None,
                  wal: MetaStore | None = None) -> None:
         self._chain = chain
         self._mempool = mempool
@@ -113,7 +113,9 @@ class Driver:
         if signer is not None and wal is None:
             raise ValueError("a signing driver needs its write-ahead record (wal)")
         self._held = HeldBlocks(wal if signer is not None else None, inline=config.inline_io)
-        self._inbound = Inbound(chain, writer, network, mempool, inbox=inbox,
+        self._blocks = BlockMaker(writer, mempool)
+        self._inbox = inbox
+        self._inbound = Inbound(chain, self._blocks, network, mempool, inbox=inbox,
                                 known_block=lambda block_hash: block_hash in self._held)
         self._outbox = Outbox(network, self._inbound, config.resend_interval_s)
         self._evidence = EvidenceLog(on_evidence)
@@ -122,7 +124,7 @@ class Driver:
         self._timer_seq = itertools.count()
         self._validators: tuple[bytes, ...] = ()
         self._reset(0, None)
-        writer.add_listener(self._on_committed)
+        writer.feed.listen(each_block(self._on_committed))
 
     def _reset(self, height: int, machine: Machine | None) -> None:
         self.height = height
@@ -158,15 +160,12 @@ class Driver:
         observing); 0 for a signer that had its state."""
         return 0 if self._deferral is None else self._deferral.guard.floor
 
-    def wake(self) -> None:
-        """Transactions are pending: start the height if it waits only for them."""
-        if not self._started:
-            self._inbound.nudge()
-
-    def inbox_progressed(self) -> None:
-        """The gossip inbox admitted more: wake the driver if a proposal waits for it."""
-        if self._inbound.holding:
-            self._inbound.nudge()
+    async def _follow_inbox(self, inbox: Progress) -> None:
+        """Wake the driver after each admission step if it waits for transactions."""
+        while True:
+            await inbox.wait_progress()
+            if not self._started or self._inbound.holding:  # a height or proposal waits
+                self._inbound.nudge()
 
     def on_message(self, peer_id: bytes, msg: InboundMessage | GetProposalTxs) -> None:
         """Queue a peer's consensus message for the driver task (dropped if the queue is full
@@ -214,13 +213,16 @@ class Driver:
         log.info("consensus_started", height=self.height, validators=len(self._validators),
                  validator=self.machine is not None and self.machine.own is not None)
         task_status.started()
-        while True:
-            item = await self._inbound.next(self._deadline())
-            if item is not None:
-                await self._on_peer_message(*item)
-            for checked in await self._inbound.completed():
-                await self._take(checked)
-            await self._tick()
+        async with trio.open_nursery() as nursery:
+            if self._inbox is not None:
+                nursery.start_soon(self._follow_inbox, self._inbox)
+            while True:
+                item = await self._inbound.next(self._deadline())
+                if item is not None:
+                    await self._on_peer_message(*item)
+                for checked in await self._inbound.completed():
+                    await self._take(checked)
+                await self._tick()
 
     def _deadline(self) -> float:
         deadline = min(self._timers[0][0] if self._timers else math.inf,
@@ -275,7 +277,7 @@ class Driver:
         log.debug("height_entered", height=height, validators=len(self._validators),
                   deferred=deferred)
         if restored is not None and restored.height == height:  # restarted at this height
-            await self._held.restore(restored.round, self._writer)
+            await self._held.restore(restored.round, self._blocks)
         if restored is not None and restored.height == height and restored.step in (
                 Step.PREVOTE, Step.PRECOMMIT):  # restarted: send the last vote again
             vote_type = VoteType.PREVOTE if restored.step is Step.PREVOTE else VoteType.PRECOMMIT
@@ -335,7 +337,7 @@ class Driver:
         match action:
             case BuildBlock(height, round_):
                 assert signer is not None
-                built = await self._writer.build_next(height, signer.public, self._now_ms(),
+                built = await self._blocks.build_next(height, signer.public, self._now_ms(),
                                                       self._config.max_block_txs)
                 if built is not None:
                     self._hold(round_, built)

@@ -35,8 +35,8 @@ from collections.abc import Iterable
 import structlog
 import trio
 
+from ..admission.blocks import BlockMaker
 from ..chain.chain import BuiltBlock, InvalidBlockError
-from ..chain.writer import ChainWriter
 from ..core import codec
 from ..core.block import MalformedBlockError, decode_block
 from ..core.vote import NIL
@@ -108,7 +108,7 @@ class HeldBlocks:
         self._durable, self._asked = kept, wanted
         self._recorded = (self.height, blocks)
 
-    async def restore(self, round_: int, writer: ChainWriter) -> int:
+    async def restore(self, round_: int, blocks: BlockMaker) -> int:
         """Hold the recorded blocks of this height again, each checked as the next block
         (a restart at the height it signed at); returns how many."""
         if self._recorded is None or self._recorded[0] != self.height:
@@ -117,7 +117,7 @@ class HeldBlocks:
         hashes = []
         for raw in self._recorded[1]:
             try:
-                built = await writer.check_proposal(decode_block(raw))
+                built = await blocks.check_proposal(decode_block(raw))
             except (MalformedBlockError, InvalidBlockError) as exc:
                 log.error("consensus_wal_block_refused", height=self.height, reason=str(exc))
                 continue

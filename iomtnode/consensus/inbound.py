@@ -19,9 +19,10 @@ a block, each proposal waiting for it). A message passes only if it is:
 - signed by that authority for this chain (domain-separated signatures);
 - for a proposal, about the block whose header it carries; the block, assembled from the
   mempool and fetched transactions (:mod:`iomtnode.consensus.proposals`: a proposal waits,
-  boundedly, until its block is whole), passes :meth:`ChainWriter.check_proposal` as the
-  next block (else the proposal is passed on with ``block_valid=False``, so the machine
-  prevotes nil; the sender is not charged, since the proposer, not the relayer, made it).
+  boundedly, until its block is whole), passes
+  :meth:`~iomtnode.admission.blocks.BlockMaker.check_proposal` as the next block (else
+  the proposal is passed on with ``block_valid=False``, so the machine prevotes nil;
+  the sender is not charged, since the proposer, not the relayer, made it).
 
 Garbage costs the sending peer (:mod:`iomtnode.p2p.score`): malformed, from a
 non-authority or a non-proposer, or a bad signature. A message that passed is relayed
@@ -45,9 +46,9 @@ from dataclasses import dataclass
 import structlog
 import trio
 
+from ..admission.blocks import BlockMaker
 from ..admission.mempool import Mempool
 from ..chain.chain import BuiltBlock, Chain, InvalidBlockError
-from ..chain.writer import ChainWriter
 from ..core.block import Block, MalformedBlockError, decode_commit, decode_header
 from ..core.crypto import BadSignatureError, blake2b256
 from ..core.vote import MalformedVoteError, Vote, decode_vote
@@ -111,11 +112,11 @@ class Inbound:
     come from ``mempool`` (once ``inbox``, the gossip admission, has caught up with what
     peers pushed) or are fetched from peers."""
 
-    def __init__(self, chain: Chain, writer: ChainWriter, network: ConsensusNetwork,
+    def __init__(self, chain: Chain, blocks: BlockMaker, network: ConsensusNetwork,
                  mempool: Mempool, *, known_block: Callable[[bytes], bool],
                  inbox: InboxProgress | None = None) -> None:
         self._chain = chain
-        self._writer = writer
+        self._blocks = blocks
         self._network = network
         self._known_block = known_block
         self._fetcher = TxFetcher(mempool.get, network, self._forget, inbox)
@@ -364,7 +365,7 @@ class Inbound:
         built: BuiltBlock | None = None
         reason = None
         try:
-            built = await self._writer.check_proposal(block)
+            built = await self._blocks.check_proposal(block)
         except InvalidBlockError as exc:
             reason = str(exc)
         if built is None and reason is not None:

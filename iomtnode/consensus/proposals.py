@@ -65,7 +65,7 @@ HOLD_S = 0.25  # how long missing transactions may be waited for from the gossip
 
 class InboxProgress(Protocol):
     """How far this node has admitted the transactions peers pushed to it
-    (:class:`~iomtnode.admission.gossip.TxGossip`)."""
+    (:class:`~iomtnode.admission.inbox.Inbox`)."""
 
     def mark(self) -> int: ...
 

@@ -14,11 +14,12 @@ from typing import Any, Protocol
 import structlog
 import trio
 
-from ..admission.gossip import AdmitBatch, TxGossip
+from ..admission.gossip import TxGossip
+from ..admission.inbox import Inbox
 from ..admission.mempool import Mempool
 from ..admission.reconcile import Reconciler
 from ..chain.chain import Chain
-from ..chain.feed import BlockFeed
+from ..chain.feed import BlockFeed, each_block
 from ..chain.writer import ChainWriter
 from ..config import Config, parse_hostport
 from ..core.block import Block
@@ -85,7 +86,7 @@ class P2PService:
         mempool: Mempool,
         writer: ChainWriter,
         feed: BlockFeed,
-        admit: AdmitBatch,
+        inbox: Inbox,
         *,
         rng: random.Random | None = None,
         transport: Transport | None = None,
@@ -103,16 +104,14 @@ class P2PService:
         self.book = AddressBook(store, chain.chain_id)
         self.own = OwnRecord(key, chain.chain_id, store)
         self.dialer = Dialer(self.host, self.book, config.bootnodes, key.public, self._rng)
-        self.gossip = TxGossip(self.host, admit, mempool.get)
+        self.gossip = TxGossip(self.host, inbox, mempool.get)
         self.reconcile = Reconciler(self.host, self.gossip, mempool.oldest,
                                     mempool.__contains__)
         self.sync = BlockSync(self.host, chain, writer, feed, mempool.verified,
                               on_progress=SyncProgress())
         self.relay = BlockRelay(self.host, chain, writer, mempool, self.sync.saw_height,
-                                holders=self._block_holders, inbox=self.gossip)
-        writer.add_listener(self.relay.on_committed)
-        writer.add_listener(
-            lambda block, commit, source: self.gossip.committed(tx.id for tx in block.txs))
+                                holders=self._block_holders, inbox=inbox)
+        feed.listen(each_block(self.relay.on_committed))
         self.address = ""
         # set by the node when consensus runs here (several authorities); else dropped
         self.consensus: ConsensusHandler | None = None

@@ -55,7 +55,7 @@ INBOX_HOLD_TXS = 512  # ... if at most this many are queued there (~0.2 s of adm
 
 class InboxWait(InboxProgress, Protocol):
     """:class:`~iomtnode.consensus.proposals.InboxProgress`, and how much is queued and a
-    wait for a mark (:class:`~iomtnode.admission.gossip.TxGossip`)."""
+    wait for a mark (:class:`~iomtnode.admission.inbox.Inbox`)."""
 
     def backlog(self) -> int: ...
 

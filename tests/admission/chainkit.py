@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from iomtnode.admission.gossip import TxGossip
+from iomtnode.admission.inbox import Inbox
+from iomtnode.admission.mempool import Mempool
+from iomtnode.admission.service import Admission
 from iomtnode.chain.chain import Chain
+from iomtnode.chain.feed import BlockFeed
 from iomtnode.core import codec
 from iomtnode.core.block import Block, Commit, make_block, sign_commit
 from iomtnode.core.genesis import Genesis
 from iomtnode.core.tx import AdmitDevice, Reading, SignedTx, decode_tx, sign_tx
+from iomtnode.metrics import LatencyWindow
 from iomtnode.store import BlockStore
 
 from ..core.helpers import CHAIN_ID, key, pub
+from .fakes import FakeHost
 
 T0 = 1_700_000_000_000
 GENESIS = Genesis(CHAIN_ID, T0, (pub("A"),), 1)
@@ -66,3 +73,11 @@ def source_chain(path: Path, blocks: int, per_block: int
             txs.append(reading(DEVICES[i % len(DEVICES)], seq))
         made.append(seal(chain, txs))
     return chain, made
+
+
+def admission_of(mempool: Mempool) -> Admission:
+    """The admission service around ``mempool``, with no peers (not started)."""
+    inbox = Inbox()
+    return Admission(mempool, inbox, TxGossip(FakeHost([]), inbox, mempool.get),
+                     BlockFeed(0), now_ms=lambda: T0 + 60_000,
+                     gossip_delay=LatencyWindow())

@@ -30,7 +30,7 @@ def test_a_block_of_the_oldest_pending_keeps_the_rest_as_they_were(chain, monkey
     monkeypatch.setattr(pool, "_fresh_state", lambda real=pool._fresh_state: (
         rechecks.append(1), real())[1])
     block, _ = seal(chain, txs[:2])
-    pool.block_committed(block)
+    pool.blocks_committed([block])
     assert rechecks == [] and pool.pending(10) == txs[2:]
     assert pool._state.last_seq(pub("d1")) == 5 and pool._ctx.height == chain.height + 1
     pool.add_tx(reading("d1", 6))  # the state still knows the pending ones
@@ -46,11 +46,11 @@ def test_any_other_block_re_checks_what_is_pending(chain):
     for tx in txs:
         pool.add_tx(tx)
     block, _ = seal(chain, [txs[3]])  # seq 4 first: the others are inside its window
-    pool.block_committed(block)
+    pool.blocks_committed([block])
     assert pool.pending(10) == txs[:3]
     assert pool._state.last_seq(pub("d2")) == 4
     block, _ = seal(chain, [txs[2], txs[0]])
-    pool.block_committed(block)
+    pool.blocks_committed([block])
     assert pool.pending(10) == [txs[1]]
     with pytest.raises(e.ReplayedSequenceError):  # the pending state knows 1, 3 and 4
         pool.add_tx(sign_tx(Reading(pub("d2"), 3, T0 + 99, "spo2", b"\x01" * 40, b""),
@@ -66,7 +66,7 @@ def test_precheck_asks_the_store_only_for_readings_that_cannot_be_new(chain, mon
     for tx in txs:
         pool.add_tx(tx)
     block, _ = seal(chain, txs[:2])
-    pool.block_committed(block)
+    pool.blocks_committed([block])
     asked: list[bytes] = []
     real = chain.store.tx_location
     monkeypatch.setattr(chain.store, "tx_location", lambda tx_id: (asked.append(tx_id),
@@ -87,7 +87,7 @@ def test_precheck_skips_the_store_for_an_unused_number_inside_the_window(chain, 
     early, late = reading("d1", 3), reading("d1", 7)
     pool.add_tx(late)
     block, _ = seal(chain, [late])
-    pool.block_committed(block)
+    pool.blocks_committed([block])
     asked: list[bytes] = []
     real = chain.store.tx_location
     monkeypatch.setattr(chain.store, "tx_location", lambda tx_id: (asked.append(tx_id),
@@ -96,7 +96,7 @@ def test_precheck_skips_the_store_for_an_unused_number_inside_the_window(chain, 
     assert asked == []
     pool.add_tx(early)
     block, _ = seal(chain, [early])
-    pool.block_committed(block)
+    pool.blocks_committed([block])
     with pytest.raises(e.DuplicateTxError, match=f"already in block {block.height}"):
         pool.precheck(early)
     assert asked == [early.id]
@@ -115,7 +115,7 @@ def test_a_block_takes_each_devices_readings_in_sequence_order(chain, monkeypatc
     assert [(tx.body.device, tx.body.seq) for tx in proposed] == [
         (pub("d1"), 2), (pub("d2"), 1), (pub("d1"), 4), (pub("d2"), 2), (pub("d1"), 5)]
     block, _ = seal(chain, proposed)
-    pool.block_committed(block)
+    pool.blocks_committed([block])
     assert len(pool) == 0
     in_order = [reading("d1", 6), reading("d2", 3), reading("d1", 7)]
     for tx in in_order:
@@ -125,13 +125,14 @@ def test_a_block_takes_each_devices_readings_in_sequence_order(chain, monkeypatc
     monkeypatch.setattr(pool, "_fresh_state", lambda real=pool._fresh_state: (
         rechecks.append(1), real())[1])
     block, _ = seal(chain, pool.pending(10))
-    pool.block_committed(block)
+    pool.blocks_committed([block])
     assert rechecks == [] and len(pool) == 0
 
 
 async def test_a_transaction_a_block_refuses_is_dropped_and_recorded(chain):
     """Building a block refuses a pending reading (here its timestamp is too far ahead of
     the block's time): it leaves the mempool, and its drop is recorded with the reason."""
+    from iomtnode.admission.blocks import BlockMaker
     from iomtnode.chain.feed import BlockFeed
     from iomtnode.chain.writer import ChainWriter
 
@@ -142,8 +143,8 @@ async def test_a_transaction_a_block_refuses_is_dropped_and_recorded(chain):
     fine = reading("d1", 3)
     pool.add_tx(ahead)
     pool.add_tx(fine)
-    writer = ChainWriter(chain, pool, BlockFeed(chain.height))
-    built = await writer.build_next(chain.height + 1, pub("A"), now - 1000, 10)
+    maker = BlockMaker(ChainWriter(chain, BlockFeed(chain.height), pool.verifier), pool)
+    built = await maker.build_next(chain.height + 1, pub("A"), now - 1000, 10)
     assert built is not None and list(built.block.txs) == [fine]
     assert pool.pending(10) == [fine]
     status = pool.tx_status(ahead.id)
@@ -160,6 +161,7 @@ async def test_a_drop_is_a_warning_only_for_what_a_client_was_told_was_accepted(
     when dropped; one a peer relayed is logged at info: its proposer may still commit it."""
     import structlog.testing
 
+    from iomtnode.admission.blocks import BlockMaker
     from iomtnode.chain.feed import BlockFeed
     from iomtnode.chain.writer import ChainWriter
 
@@ -170,8 +172,8 @@ async def test_a_drop_is_a_warning_only_for_what_a_client_was_told_was_accepted(
     pool.add_tx(mine)
     pool.keep([mine])  # what the API does before it answers the client
     pool.add_tx(relayed)
-    writer = ChainWriter(chain, pool, BlockFeed(chain.height))
+    maker = BlockMaker(ChainWriter(chain, BlockFeed(chain.height), pool.verifier), pool)
     with structlog.testing.capture_logs() as logs:
-        await writer.build_next(chain.height + 1, pub("A"), now - 1000, 10)
+        await maker.build_next(chain.height + 1, pub("A"), now - 1000, 10)
     levels = {e["tx"]: (e["log_level"], e["client"]) for e in logs if e["event"] == "tx_dropped"}
     assert levels == {mine.id.hex(): ("warning", True), relayed.id.hex(): ("info", False)}

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from iomtnode.admission.batch import admit_batch, admit_raw_batch
+from iomtnode.admission.batch import admit_chunk
 from iomtnode.admission.mempool import Mempool
 from iomtnode.chain.chain import Chain
 from iomtnode.core import errors as e
@@ -19,7 +19,7 @@ from iomtnode.core.tx import AdmitDevice, AuthorityVote, SignedTx, TxBody, sign_
 from iomtnode.store import BlockStore
 
 from ..core.helpers import CHAIN_ID, key, pub
-from .chainkit import GENESIS, T0, reading, seal, source_chain
+from .chainkit import GENESIS, T0, admission_of, reading, seal, source_chain
 
 NOW_MS = GENESIS.time_ms + 10_000
 
@@ -63,22 +63,26 @@ def test_a_commit_makes_room_again(chain: Chain) -> None:
     with pytest.raises(e.MempoolFullError):
         pool.add_tx(reading("d2", 3))
     block, _ = seal(chain, txs[:1])
-    pool.block_committed(block)
+    pool.blocks_committed([block])
     pool.add_tx(reading("d2", 3))
     assert pool.pending(10) == [txs[1], reading("d2", 3)]
 
 
-async def test_a_batch_beyond_the_bound_admits_up_to_it(chain: Chain) -> None:
+async def test_a_batch_beyond_the_bound_admits_up_to_it(chain: Chain, nursery) -> None:
     """Every transaction of a chunk passes the pre-check while the pool is empty; the
     bound is checked again as each one is added."""
     pool = Mempool(chain, now_ms=lambda: NOW_MS, max_txs=3)
     txs = [reading("d3", seq) for seq in range(1, 6)]
-    results = await admit_batch(pool, txs)
+    results = await admit_chunk(pool, txs)
     assert results[:3] == txs[:3]
     assert [type(r) for r in results[3:]] == [e.MempoolFullError] * 2
     assert len(pool) == 3
-    raw = await admit_raw_batch(pool, [reading("d3", 6).raw])
+    admission = admission_of(pool)
+    await nursery.start(admission.run)
+    raw = await admission.submit_many([reading("d3", 6).raw])
     assert [type(r) for r in raw] == [e.MempoolFullError]
+    with pytest.raises(e.MempoolFullError):
+        await admission.submit(reading("d3", 7).raw)
 
 
 # an authority removed ---------------------------------------------------------------------
@@ -116,10 +120,10 @@ def test_a_removed_authoritys_pending_tx_is_dropped_where_the_removal_takes_effe
         pool.add_tx(by_a)
         pool.add_tx(by_b)
         votes = [signed(n, AuthorityVote(pub(n), pub("A"), False, 0)) for n in "BCD"]
-        pool.block_committed(commit_next(chain, votes))  # 1: A's removal, due at 3
+        pool.blocks_committed([commit_next(chain, votes)])  # 1: A's removal, due at 3
         assert pub("A") in chain.next_authorities()
         assert pool.pending(10) == [by_a, by_b]  # height 2: A still signs as an authority
-        pool.block_committed(commit_next(chain, []))  # 2
+        pool.blocks_committed([commit_next(chain, [])])  # 2
         assert pub("A") not in chain.next_authorities()
         assert pool.pending(10) == [by_b]
         # what the pool saw: at height 3, A's transaction breaks a rule

@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from iomtnode.admission import reconcile
-from iomtnode.admission.gossip import REQUEST_RETRY_S, TxGossip
+from iomtnode.admission.gossip import REQUEST_RETRY_S
 from iomtnode.admission.reconcile import (
     MAX_ASKS,
     RECONCILE_BATCH_BYTES,
@@ -26,7 +26,7 @@ from iomtnode.admission.reconcile import (
 from iomtnode.core.crypto import blake2b256
 from iomtnode.p2p import score
 from iomtnode.p2p.messages import MAX_IDS_PER_MESSAGE, TxAnnounce, TxRequest, Txs
-from tests.admission.test_gossip import FakeHost, FakeMempool, reading
+from tests.admission.fakes import FakeHost, FakeMempool, Gossiping, gossiping, reading
 
 A, B, C, D = b"\xaa" * 32, b"\xbb" * 32, b"\xcc" * 32, b"\xdd" * 32
 
@@ -158,14 +158,18 @@ class FakePeer:
         return [i for m in self.of(TxAnnounce) for i in m.ids]
 
 
-def setup(n_peers: int = 2):
+def reconciling(n_peers: int = 2) -> tuple[Reconciler, Gossiping, list[FakePeer]]:
     peers = [FakePeer(bytes([i + 1]) * 32) for i in range(n_peers)]
-    host = FakeHost(peers)
-    pool = FakeMempool()
-    gossip = TxGossip(host, pool.admit, pool.txs.get, relay_delay_s=0)
-    rec = Reconciler(host, gossip, lambda limit: list(pool.txs.values())[:limit],
-                     pool.txs.__contains__)
-    return rec, gossip, host, peers, pool
+    g = gossiping(0)
+    g.host.peer_list.extend(peers)
+    rec = Reconciler(g.host, g.gossip, lambda limit: list(g.pool.txs.values())[:limit],
+                     g.pool.txs.__contains__)
+    return rec, g, peers
+
+
+def setup(n_peers: int = 2):
+    rec, g, peers = reconciling(n_peers)
+    return rec, g.gossip, g.host, peers, g.pool
 
 
 def fill(pool: FakeMempool, n: int, start: int = 1) -> list[bytes]:
@@ -216,7 +220,7 @@ class IdOnly:
 
 async def test_a_snapshot_of_a_large_mempool_lets_other_tasks_run(nursery):
     txs = [IdOnly(tx_id(n)) for n in range(8 * RECONCILE_SCAN_IDS)]
-    rec = Reconciler(FakeHost([]), TxGossip(FakeHost([]), FakeMempool().admit, dict().get),
+    rec = Reconciler(FakeHost([]), gossiping(0).gossip,
                      lambda limit: txs[:limit], lambda _: True)
     ticks = 0
 
@@ -273,15 +277,17 @@ async def test_a_pass_leaves_a_walk_in_progress_alone(autojump_clock):
 
 async def test_an_answer_that_never_came_is_asked_again_from_another_announcer(
         nursery, autojump_clock):
-    rec, gossip, _, (a, b), _ = setup()
+    rec, g, (a, b) = reconciling()
+    gossip = g.gossip
     await nursery.start(rec.run)
+    await nursery.start(g.admission.run)
     tx = reading(1)
     gossip.on_announce(a, TxAnnounce([tx.id]))
     gossip.on_announce(b, TxAnnounce([tx.id]))
     assert a.of(TxRequest) == [TxRequest([tx.id])] and b.sent == []
     await trio.sleep(REQUEST_RETRY_S + 0.6)  # a's answer was lost
     assert b.of(TxRequest) == [TxRequest([tx.id])]
-    await gossip.on_txs(b, Txs([tx.raw]))  # b answers: not asked again
+    await g.deliver(b, [tx.raw])  # b answers: not asked again
     await trio.sleep(10 * REQUEST_RETRY_S)
     assert len(a.of(TxRequest)) == 1 and len(b.of(TxRequest)) == 1
 

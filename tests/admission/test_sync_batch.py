@@ -11,7 +11,7 @@ import pytest
 
 from iomtnode.admission.mempool import Mempool
 from iomtnode.chain.chain import InvalidBlockError
-from iomtnode.chain.feed import BlockFeed
+from iomtnode.chain.feed import BlockFeed, each_block
 from iomtnode.chain.writer import ChainWriter
 from iomtnode.core import codec
 from iomtnode.p2p import score
@@ -38,16 +38,18 @@ def follower(path):
     chain = Chain(store, GENESIS)
     store.batches.clear()  # the genesis block
     mempool = Mempool(chain, now_ms=lambda: GENESIS.time_ms + 10_000)
-    writer = ChainWriter(chain, mempool, BlockFeed(chain.height))
+    feed = BlockFeed(chain.height)
+    writer = ChainWriter(chain, feed, mempool.verifier)
+    feed.listen(mempool.committed)
     heard: list[int] = []
-    writer.add_listener(lambda block, commit, source: heard.append(block.height))
-    return chain, writer, heard
+    feed.listen(each_block(lambda block, commit, source: heard.append(block.height)))
+    return chain, writer, heard, mempool
 
 
 async def test_a_range_is_checked_block_by_block_and_written_once(tmp_path):
     source, blocks = source_chain(tmp_path / "source", 6, 40)
-    chain, writer, heard = follower(tmp_path / "follower")
-    verifier = writer._mempool.verifier
+    chain, writer, heard, mempool = follower(tmp_path / "follower")
+    verifier = mempool.verifier
     done = await writer.apply_many(blocks, b"\x01" * 32, lambda tx: False)
     assert done == len(blocks) == 7
     assert chain.store.batches == [7]  # one synced write for the whole range
@@ -63,7 +65,7 @@ async def test_a_range_is_checked_block_by_block_and_written_once(tmp_path):
 async def test_an_invalid_block_stops_the_range_after_the_valid_ones(tmp_path):
     source, blocks = source_chain(tmp_path / "source", 3, 10)
     bad = seal_unchecked(source, (forged(reading("d1", 99)),))
-    chain, writer, heard = follower(tmp_path / "follower")
+    chain, writer, heard, _mempool = follower(tmp_path / "follower")
     with pytest.raises(InvalidBlockError, match="signature"):
         await writer.apply_many([*blocks, bad], b"\x01" * 32, lambda tx: False)
     assert chain.height == 4 and heard == [1, 2, 3, 4] and chain.store.batches == [4]
@@ -73,7 +75,7 @@ async def test_an_invalid_block_stops_the_range_after_the_valid_ones(tmp_path):
 async def test_a_rule_breaker_later_in_the_range_sees_the_state_of_earlier_blocks(tmp_path):
     source, blocks = source_chain(tmp_path / "source", 1, 3)  # d1..d3 at seq 1
     replay = seal_unchecked(source, (reading("d1", 1),))  # seq 1 again: stale after block 2
-    chain, writer, _ = follower(tmp_path / "follower")
+    chain, writer, _, _mempool = follower(tmp_path / "follower")
     with pytest.raises(InvalidBlockError, match="sequence"):
         await writer.apply_many([*blocks, replay], b"\x01" * 32, lambda tx: False)
     assert chain.height == 2
@@ -148,10 +150,10 @@ async def test_a_served_range_stops_at_a_bad_block_and_costs_its_server(
         last = block5.last_commit.encode() if block5.last_commit else b""
         items[5] = [codec.encode([block5.header_bytes, raws, last]), items[5][1]]
         good = 4
-    chain, writer, heard = follower(tmp_path / "follower")
+    chain, writer, heard, mempool = follower(tmp_path / "follower")
     peer = ServingPeer(b"\x07" * 32, items)
     host = Hosts({peer.node_id: peer})
-    sync = BlockSync(host, chain, writer, BlockFeed(chain.height), writer._mempool.verified)
+    sync = BlockSync(host, chain, writer, BlockFeed(chain.height), mempool.verified)
     peer.sync = sync
     sync.saw_height(peer.node_id, max(items))
     await sync._catch_up()
@@ -161,14 +163,14 @@ async def test_a_served_range_stops_at_a_bad_block_and_costs_its_server(
     # every signature of the transactions that decoded was checked once, while the range
     # was decoded (a bad one failed there and again before its block's check, which names
     # it; the swapped block's were checked before its Merkle root was)
-    assert writer._mempool.verifier.verified_count == {
+    assert mempool.verifier.verified_count == {
         "swap": 3 + 4 * 40, "junk": 3 + 3 * 40, "forge": 3 + 6 * 40 + 2}[damage]
 
 
 async def test_committed_transactions_leave_the_verifier_record(tmp_path):
     _, blocks = source_chain(tmp_path / "source", 2, 10)
-    chain, writer, _ = follower(tmp_path / "follower")
-    verifier = writer._mempool.verifier
+    chain, writer, _, mempool = follower(tmp_path / "follower")
+    verifier = mempool.verifier
     await writer.apply_many(blocks[:2], b"\x01" * 32, lambda tx: False)
     pending = blocks[2][0].txs
     await verifier.verify(pending)  # verified, not committed yet
@@ -200,21 +202,21 @@ async def test_a_range_served_short_is_filled_in_so_the_ranges_after_it_still_ap
     monkeypatch.setattr(blocksync, "RANGE_BLOCKS", 4)
     _, blocks = source_chain(tmp_path / "source", 11, 3)  # heights 1..12
     items = {b.height: [b.encode(), c.encode()] for b, c in blocks}
-    chain, writer, heard = follower(tmp_path / "follower")
+    chain, writer, heard, mempool = follower(tmp_path / "follower")
     peers = {bytes([i]) * 32: CappedPeer(bytes([i]) * 32, items, cap=cap)
              for i, cap in ((1, 100), (2, 100), (3, 3))}  # 3 is asked for 1..4
     host = Hosts(peers)
-    sync = BlockSync(host, chain, writer, BlockFeed(chain.height), writer._mempool.verified)
+    sync = BlockSync(host, chain, writer, BlockFeed(chain.height), mempool.verified)
     for peer in peers.values():
         peer.sync = sync
         sync.saw_height(peer.node_id, 12)
-    verified_before = writer._mempool.verifier.verified_count
+    verified_before = mempool.verifier.verified_count
     await sync._catch_up()
     assert chain.height == 12 and heard == list(range(1, 13)) and host.penalties == []
     short = next(p for p in peers.values() if p.cap == 3)
     first = short.asked[0][0]
     assert short.asked == [(first, 4), (first + 3, 1)]  # the block it left out, asked again
-    assert writer._mempool.verifier.verified_count - verified_before == 3 + 11 * 3  # once each
+    assert mempool.verifier.verified_count - verified_before == 3 + 11 * 3  # once each
 
 
 async def test_a_catch_up_is_recorded_with_its_heights_transactions_and_seconds(tmp_path):
@@ -223,10 +225,10 @@ async def test_a_catch_up_is_recorded_with_its_heights_transactions_and_seconds(
 
     _, blocks = source_chain(tmp_path / "source", 5, 4)  # heights 1..6
     items = {b.height: [b.encode(), c.encode()] for b, c in blocks}
-    chain, writer, _ = follower(tmp_path / "follower")
+    chain, writer, _, mempool = follower(tmp_path / "follower")
     peer = ServingPeer(b"\x07" * 32, items)
     sync = BlockSync(Hosts({peer.node_id: peer}), chain, writer, BlockFeed(chain.height),
-                     writer._mempool.verified)
+                     mempool.verified)
     peer.sync = sync
     async with trio.open_nursery() as nursery:
         await nursery.start(sync.run)
@@ -254,10 +256,10 @@ class SilentPeer:
 async def test_the_late_answer_to_a_request_no_longer_wanted_costs_nothing(tmp_path):
     import trio
 
-    chain, writer, _ = follower(tmp_path / "follower")
+    chain, writer, _, mempool = follower(tmp_path / "follower")
     peer = SilentPeer(b"\x09" * 32)
     host = Hosts({peer.node_id: peer})
-    sync = BlockSync(host, chain, writer, BlockFeed(chain.height), writer._mempool.verified)
+    sync = BlockSync(host, chain, writer, BlockFeed(chain.height), mempool.verified)
     with trio.move_on_after(0.05):  # the range is no longer wanted (its round ended)
         await sync._request(peer.node_id, 1, 4)
     assert peer.asked == [GetBlocks(1, 4)]
@@ -275,10 +277,10 @@ async def test_a_catch_up_holds_at_most_its_budget_of_decoded_transactions(
     monkeypatch.setattr(blocksync, "RANGE_BLOCKS", 2)
     _, blocks = source_chain(tmp_path / "source", 9, 40)  # heights 1..10, 40 txs from 2
     items = {b.height: [b.encode(), c.encode()] for b, c in blocks}
-    chain, writer, heard = follower(tmp_path / "follower")
+    chain, writer, heard, mempool = follower(tmp_path / "follower")
     peers = {bytes([i]) * 32: ServingPeer(bytes([i]) * 32, items) for i in (1, 2, 3)}
     host = Hosts(peers)
-    sync = BlockSync(host, chain, writer, BlockFeed(chain.height), writer._mempool.verified)
+    sync = BlockSync(host, chain, writer, BlockFeed(chain.height), mempool.verified)
     for peer in peers.values():
         peer.sync = sync
         sync.saw_height(peer.node_id, 10)
@@ -304,10 +306,10 @@ async def test_one_range_larger_than_the_budget_still_applies(tmp_path, monkeypa
     monkeypatch.setattr(blocksync, "DECODED_TXS_AHEAD", 50)
     _, blocks = source_chain(tmp_path / "source", 6, 40)  # heights 1..7: 3 + 6 x 40 txs
     items = {b.height: [b.encode(), c.encode()] for b, c in blocks}
-    chain, writer, heard = follower(tmp_path / "follower")
+    chain, writer, heard, mempool = follower(tmp_path / "follower")
     peer = ServingPeer(b"\x07" * 32, items)  # one peer: the whole chain is one range
     host = Hosts({peer.node_id: peer})
-    sync = BlockSync(host, chain, writer, BlockFeed(chain.height), writer._mempool.verified)
+    sync = BlockSync(host, chain, writer, BlockFeed(chain.height), mempool.verified)
     peer.sync = sync
     sync.saw_height(peer.node_id, 7)
     with trio.fail_after(30):  # waiting on its own blocks would never end

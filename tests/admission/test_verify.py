@@ -9,14 +9,13 @@ import pytest
 import trio
 import trio.testing
 
-from iomtnode.admission.batch import admit_batch, admit_raw_batch
 from iomtnode.admission.mempool import Mempool
 from iomtnode.admission.verify import THREAD_MIN_BATCH, Verifier
 from iomtnode.chain.chain import InvalidBlockError
 from iomtnode.core import errors as e
 
 from ..core.helpers import CHAIN_ID
-from .chainkit import GENESIS, forged, reading, seal_unchecked, source_chain
+from .chainkit import GENESIS, admission_of, forged, reading, seal_unchecked, source_chain
 
 
 @pytest.fixture
@@ -177,14 +176,16 @@ async def test_a_block_with_a_forged_copy_of_a_pending_transaction_is_refused(ch
         chain.check(block, commit, mempool.verified)
 
 
-async def test_batches_are_admitted_in_order_with_the_reason_for_each_refusal(chain):
+async def test_batches_are_admitted_in_order_with_the_reason_for_each_refusal(chain, nursery):
     mempool = pool(chain)
+    admission = admission_of(mempool)
+    await nursery.start(admission.run)
     good = [reading("d1", seq) for seq in range(1, 301)]  # several chunks
     raws = [tx.raw for tx in good]
     raws[10] = forged(good[10]).raw
     raws[20] = b"\x92junk"
     raws.append(good[5].raw)  # a copy of one admitted earlier in the batch
-    results = await admit_raw_batch(mempool, raws, reading_only=True)
+    results = await admission.submit_many(raws, reading_only=True)
     assert len(results) == 301
     assert isinstance(results[10], e.BadSignatureRuleError)
     assert isinstance(results[20], e.MalformedTxRuleError)
@@ -193,7 +194,7 @@ async def test_batches_are_admitted_in_order_with_the_reason_for_each_refusal(ch
     assert len(admitted) == 298 and len(mempool) == 298
     assert mempool.verifier.verified_count == 299  # 298 good + 1 forged, each once
     # the same again: refused as pending, without another signature check
-    again = await admit_batch(mempool, good[:10])
+    again = await admission.submit_many([tx.raw for tx in good[:10]])
     assert all(isinstance(r, e.DuplicateTxError) for r in again)
     assert mempool.verifier.verified_count == 299
 

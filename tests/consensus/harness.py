@@ -19,12 +19,13 @@ from pathlib import Path
 import trio
 from trio.testing import MockClock
 
+from iomtnode.admission.inbox import Progress
 from iomtnode.admission.mempool import Mempool
 from iomtnode.chain.chain import Chain
-from iomtnode.chain.feed import BlockFeed
+from iomtnode.chain.feed import BlockFeed, each_block
 from iomtnode.chain.writer import ChainWriter
 from iomtnode.consensus.driver import ConsensusMessage, Driver, DriverConfig
-from iomtnode.consensus.proposals import InboxProgress, compact_proposal
+from iomtnode.consensus.proposals import compact_proposal
 from iomtnode.consensus.signing import META_SIGNING_STATE, Signer, read_signing_record
 from iomtnode.consensus.votes import (
     SigningState,
@@ -259,7 +260,7 @@ class TNode:
                 if n is not self and n.driver is not None and self.bus.linked(self.id, n.id)}
 
     def new_driver(self, config: DriverConfig = CONFIG, *, heads: bool = False,
-                   inbox: InboxProgress | None = None) -> Driver:
+                   inbox: Progress | None = None) -> Driver:
         signer = Signer(key(self.name), CHAIN_ID, self.meta)  # loads the persisted state
         self.driver = Driver(self.chain, self.mempool, self.writer, self.network, signer,
                              config, now_ms=lambda: GENESIS_MS + int(trio.current_time() * 1000),
@@ -269,7 +270,7 @@ class TNode:
         return self.driver
 
     async def start(self, nursery: trio.Nursery, config: DriverConfig = CONFIG, *,
-                    heads: bool = False, inbox: InboxProgress | None = None) -> None:
+                    heads: bool = False, inbox: Progress | None = None) -> None:
         driver = self.new_driver(config, heads=heads, inbox=inbox)
         scope = self.scope = trio.CancelScope()
 
@@ -308,8 +309,9 @@ class Cluster:
         chain = Chain(store, self.genesis)
         mempool = Mempool(chain, now_ms=lambda: GENESIS_MS + 10_000)
         feed = BlockFeed(chain.height)
-        writer = ChainWriter(chain, mempool, feed)
-        writer.add_listener(lambda block, commit, source: self.bus.poke())
+        writer = ChainWriter(chain, feed, mempool.verifier)
+        feed.listen(mempool.committed)
+        feed.listen(lambda committed: self.bus.poke())
         node = TNode(name, self.bus, store, chain, mempool, feed, writer,
                      FakeNetwork(self.bus, pub(name), meta), meta)
         self.bus.nodes[node.id] = node
@@ -367,8 +369,8 @@ async def relay_blocks(net: Cluster) -> None:
     once, running or not, linked or not."""
     send, receive = trio.open_memory_channel[tuple[Block, Commit, str]](float("inf"))
     for node in net.nodes.values():
-        node.writer.add_listener(
-            lambda block, commit, source, name=node.name: send.send_nowait((block, commit, name)))
+        node.feed.listen(each_block(
+            lambda block, commit, source, name=node.name: send.send_nowait((block, commit, name))))
     async for block, commit, source in receive:
         for node in net.nodes.values():
             if node.name != source:

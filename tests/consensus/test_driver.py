@@ -13,6 +13,7 @@ from dataclasses import replace
 import pytest
 import trio
 
+from iomtnode.chain.feed import each_block
 from iomtnode.consensus.proposals import compact_proposal
 from iomtnode.consensus.signing import (
     Signer,
@@ -73,7 +74,7 @@ async def test_at_commit_the_driver_names_the_validators_that_hold_the_block(
             signers = frozenset(signer for signer, _ in commit.signatures)
             seen.append((block.height, a.driver.holders(block), signers))
 
-        a.writer.add_listener(at_commit)
+        a.feed.listen(each_block(at_commit))
         await net.start()
         await wait_heights(net.nodes.values(), 3)
         assert [h for h, _, _ in seen[:3]] == [1, 2, 3]

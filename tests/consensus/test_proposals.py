@@ -194,6 +194,15 @@ class QueuedTxs:
     def __init__(self, received: int) -> None:
         self.received = received
         self.handled = 0
+        self._progressed = trio.Event()
+
+    def progress(self, handled: int) -> None:
+        self.handled = handled
+        self._progressed.set()
+        self._progressed = trio.Event()
+
+    async def wait_progress(self) -> None:
+        await self._progressed.wait()
 
     def mark(self) -> int:
         return self.received
@@ -229,8 +238,7 @@ async def test_txs_still_queued_for_admission_are_waited_for_not_fetched(
         started = trio.current_time()
         for tx in txs:  # the inbox admits them...
             a.mempool.add(tx.raw)
-        inbox.handled = 3
-        a.driver.inbox_progressed()  # ... and says so
+        inbox.progress(3)  # ... and says so: the driver follows it
         await wait_until(lambda: prevote_of(net, a, 0) is not None, every=0.01)
         assert prevote_of(net, a, 0) == block.hash
         assert trio.current_time() - started < HOLD_S

@@ -17,12 +17,12 @@ async def test_counts_stay_true_when_the_node_ends_the_subscription(running_node
     feed = running_node.node.feed
     real = feed.publish
 
-    def publish(block: Any) -> None:  # every subscriber is "too slow" from block 3 on
-        if block.height >= 3:
+    def publish(committed: Any) -> None:  # every subscriber is "too slow" from block 3 on
+        if committed[-1].block.height >= 3:
             for channel in list(feed._subscribers):
                 feed._subscribers.discard(channel)
                 channel.close()
-        real(block)
+        real(committed)
 
     feed.publish = publish
     stats = await run_load(running_node.url, running_node.authority, running_node.chain_id,
@@ -76,14 +76,13 @@ async def test_readings_the_node_cannot_be_asked_about_are_counted_unchecked(
     """The node is gone when the run ends: the summary says how many were not checked
     instead of failing (or calling them lost)."""
     import iomtnode.sim.load as load
-
-    writer = running_node.node.writer
+    from iomtnode.admission.blocks import BlockMaker
 
     async def never(*args: Any, **kwargs: Any) -> None:
         await trio.sleep_forever()
 
     def stop_sealing(stats: LoadStats) -> None:  # from the first frame on, nothing commits
-        monkeypatch.setattr(writer, "build_next", never)
+        monkeypatch.setattr(BlockMaker, "build_next", never)
 
     monkeypatch.setattr(load, "DRAIN_TIMEOUT_S", 0)
     real_open, opened = load.open_client, []

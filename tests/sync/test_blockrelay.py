@@ -48,8 +48,9 @@ def test_a_head_goes_to_peers_but_its_source_signers_and_known_holders(tmp_path)
     peers = [Peer(pub(name)) for name in ("A", "B", "C", "D", "E")]
     host = Host(peers)
     mempool = Mempool(chain, now_ms=lambda: GENESIS.time_ms)
-    relay = BlockRelay(host, chain, ChainWriter(chain, mempool, BlockFeed(chain.height)), mempool,
-                       lambda peer, height: None, holders=lambda b: {pub("C")})
+    writer = ChainWriter(chain, BlockFeed(chain.height), mempool.verifier)
+    relay = BlockRelay(host, chain, writer, mempool, lambda peer, height: None,
+                       holders=lambda b: {pub("C")})
     relay.on_committed(block, commit, pub("B"))
     [(msg, targets)] = host.broadcasts
     assert isinstance(msg, CompactBlock) and msg.tx_ids == [tx.id for tx in block.txs]
@@ -64,8 +65,8 @@ def test_block_transactions_are_served_as_stored_by_index(tmp_path):
     block, _ = made[-1]
     peer = Peer(pub("D"))
     mempool = Mempool(chain, now_ms=lambda: GENESIS.time_ms)
-    relay = BlockRelay(Host([peer]), chain, ChainWriter(chain, mempool, BlockFeed(chain.height)),
-                       mempool, lambda peer, height: None)
+    writer = ChainWriter(chain, BlockFeed(chain.height), mempool.verifier)
+    relay = BlockRelay(Host([peer]), chain, writer, mempool, lambda peer, height: None)
     relay.on_get_block_txs(peer, GetBlockTxs(block.hash, [4, 0, 9]))  # 9: out of range
     [answer] = peer.sent
     assert isinstance(answer, BlockTxs) and answer.block_hash == block.hash
@@ -107,7 +108,7 @@ async def follower_with(tmp_path, inbox_txs: str, stuck: bool = False, backlog: 
     _, made = source_chain(tmp_path / "source", 1, 6)
     chain = new_chain(tmp_path / "follower")
     mempool = Mempool(chain, now_ms=lambda: T0 + 60_000)
-    writer = ChainWriter(chain, mempool, BlockFeed(chain.height))
+    writer = ChainWriter(chain, BlockFeed(chain.height), mempool.verifier)
     assert await writer.apply(*made[0], pub("A"), mempool.verified)
     block, commit = made[-1]
     for tx in block.txs[:3]:

@@ -1,0 +1,191 @@
+"""Admission: the one way a transaction gets into this node's mempool.
+
+Clients (the API, and the node's own evidence reports) and peers (the tx gossip reactor,
+:mod:`.gossip`) put raw transactions on one bounded inbox (:mod:`.inbox`) with their
+source. One task, :meth:`Admission.run`, takes everything queued at once, in arrival
+order, and admits it a chunk of :data:`~.batch.CHUNK` at a time: each transaction decoded
+here, once; the cheap checks on the trio thread; the signatures not verified on this node
+yet in worker threads (:class:`~.verify.Verifier`, one hop per chunk, every source's
+transactions in the same hop); then the state rules in order (:mod:`.batch`). Then, per
+source:
+
+- a client's admitted transactions are made durable (:meth:`Mempool.keep
+  <.mempool.Mempool.keep>`, one write per chunk) before the reply, which gives per
+  transaction the admitted one or the RuleError that refused it; then they are pushed to
+  every peer (:meth:`TxGossip.local <.gossip.TxGossip.local>`);
+- a peer's transactions are screened by the gossip reactor first (seen, copies), and the
+  outcome is handed back to it (relay, penalties, refusals that time may undo).
+
+The mempool follows the chain: the service subscribes it to the commit feed
+(:class:`~iomtnode.chain.feed.BlockFeed`). Consensus and block relay follow the inbox's
+progress (:class:`~.inbox.Progress`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+import trio
+
+from ..chain.feed import BlockFeed, Committed
+from ..core import errors as e
+from ..core.tx import MalformedTxError, Reading, SignedTx, decode_tx
+from ..metrics import LatencyWindow
+from .batch import CHUNK, admit_chunk
+from .gossip import TxGossip
+from .inbox import Admitted, FromClient, FromPeer, Inbox, Item
+from .mempool import Mempool
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionStats:
+    """Admission's figures, for ``status``."""
+
+    pending: int  # transactions in the mempool
+    dropped_total: int  # accepted transactions dropped, ever (kept over restarts)
+    signatures_verified: int  # signatures actually checked since start
+    inbox_queued: int  # transactions waiting in the inbox
+    peer_backlog: int  # peers' transactions queued and not handled yet
+
+
+class Admission:
+    """Owns the mempool (with its verifier) and the inbox; admits from clients and peers.
+
+    ``gossip_delay`` gets, per reading admitted from a peer, the time since its timestamp
+    (reading clock to here: same-host clocks make it the gossip delay)."""
+
+    def __init__(self, mempool: Mempool, inbox: Inbox, gossip: TxGossip, feed: BlockFeed, *,
+                 now_ms: Callable[[], int], gossip_delay: LatencyWindow) -> None:
+        self.mempool = mempool
+        self.inbox = inbox
+        self._gossip = gossip
+        self._now_ms = now_ms
+        self._gossip_delay = gossip_delay
+        feed.listen(self._committed)
+
+    def _committed(self, committed: Sequence[Committed]) -> None:
+        self.mempool.committed(committed)  # first: the gossip's probes look the ids up
+        self._gossip.committed(tx.id for done in committed for tx in done.block.txs)
+
+    def stats(self) -> AdmissionStats:
+        return AdmissionStats(len(self.mempool), self.mempool.dropped_total,
+                              self.mempool.verifier.verified_count, self.inbox.queued,
+                              self.inbox.backlog())
+
+    # clients ---------------------------------------------------------------------------
+
+    async def submit(self, raw: bytes, *, reading_only: bool = False) -> SignedTx:
+        """Admit a client's transaction and keep it (a restart re-admits it) before
+        returning it, then push it to the peers; raises the precise RuleError on refusal.
+        With ``reading_only``, anything but a reading is refused."""
+        [result] = await self.submit_many([raw], reading_only=reading_only)
+        if isinstance(result, e.RuleError):
+            raise result
+        return result
+
+    async def submit_many(self, raws: Sequence[bytes], *, reading_only: bool = False
+                          ) -> list[Admitted]:
+        """Admit a client's batch in order; returns, per transaction, the admitted one
+        (durable already) or the RuleError that refused it. Waits while the inbox is full."""
+        if not raws:
+            return []
+        replies: list[list[Admitted]] = []
+        done = trio.Event()
+
+        def reply(results: list[Admitted]) -> None:
+            replies.append(results)
+            done.set()
+
+        await self.inbox.put(FromClient(raws, reading_only, reply))
+        await done.wait()
+        return replies[0]
+
+    def submit_nowait(self, raw: bytes, reply: Callable[[Admitted], None]) -> None:
+        """Queue the node's own transaction (never waits): ``reply`` gets the outcome.
+        Raises :class:`~.inbox.InboxFullError` when the inbox is full."""
+        self.inbox.put_nowait(FromClient([raw], False, lambda results: reply(results[0])))
+
+    # the admission task ------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Admit again what this node accepted and had not committed when it last stopped
+        (before reporting started), then admit what the inbox gets until cancelled."""
+        readmitted, dropped = self.mempool.readmit()
+        if readmitted or dropped:
+            log.info("pending_txs_readmitted", admitted=readmitted, dropped=dropped)
+        task_status.started()
+        while True:
+            await self._admit(await self.inbox.take())
+
+    async def _admit(self, items: list[Item]) -> None:
+        pairs = [(item, raw) for item in items for raw in item.raws]
+        for start in range(0, len(pairs), CHUNK):
+            chunk = pairs[start:start + CHUNK]
+            await self._admit_chunk(chunk)
+            self.inbox.handled(sum(1 for item, _ in chunk if type(item) is FromPeer))
+
+    async def _admit_chunk(self, chunk: list[tuple[Item, bytes]]) -> None:
+        slots: list[Admitted | None] = [None] * len(chunk)  # clients' results, by position
+        txs: list[SignedTx] = []  # to admit, in order
+        owners: list[int] = []  # ... each one's position in ``chunk``
+        gossip = self._gossip
+        in_chunk: set[bytes] = set()
+        for i, (item, raw) in enumerate(chunk):
+            try:
+                tx = decode_tx(raw)  # the one decode of a received transaction
+            except MalformedTxError as exc:
+                if type(item) is FromPeer:
+                    gossip.malformed(item.peer, exc)
+                else:
+                    slots[i] = e.MalformedTxRuleError(str(exc))
+                continue
+            if type(item) is FromPeer:
+                if not gossip.screen(item.peer, tx, in_chunk):
+                    continue
+            elif item.reading_only and not isinstance(tx.body, Reading):
+                slots[i] = e.MalformedTxRuleError(f"expected a reading, got a {tx.kind_name}")
+                continue
+            txs.append(tx)
+            owners.append(i)
+        results = await admit_chunk(self.mempool, txs) if txs else []
+        relayed: list[tuple[Any, SignedTx]] = []
+        relayed_results: list[Admitted] = []
+        kept: list[SignedTx] = []
+        for i, tx, result in zip(owners, txs, results, strict=True):
+            item = chunk[i][0]
+            if type(item) is FromPeer:
+                relayed.append((item.peer, tx))
+                relayed_results.append(result)
+            else:
+                slots[i] = result
+                if isinstance(result, SignedTx):
+                    kept.append(result)
+        if relayed:
+            self._from_peers(relayed, relayed_results)
+        if kept:
+            self.mempool.keep(kept)  # durable before they are acknowledged
+            gossip.local(kept)
+        self._reply(chunk, slots)
+
+    def _from_peers(self, relayed: list[tuple[Any, SignedTx]], results: list[Admitted]) -> None:
+        self._gossip.relay(relayed, results)
+        now = self._now_ms()
+        for result in results:
+            if isinstance(result, SignedTx) and isinstance(result.body, Reading):
+                self._gossip_delay.add(now - result.body.ts_ms)
+
+    @staticmethod
+    def _reply(chunk: list[tuple[Item, bytes]], slots: list[Admitted | None]) -> None:
+        """Give clients their results; reply to each whose last transaction was here."""
+        for (item, _), slot in zip(chunk, slots, strict=True):
+            if type(item) is FromClient:
+                assert slot is not None, "every client transaction gets a result"
+                item.results.append(slot)
+                if len(item.results) == len(item.raws):
+                    item.reply(item.results)

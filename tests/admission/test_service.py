@@ -1,0 +1,252 @@
+"""The admission service: one bounded inbox that clients and peers share, in order; each
+transaction decoded once; the progress consensus and block relay wait on; the mempool
+following the chain through the commit feed."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.lowlevel
+from trio.testing import wait_all_tasks_blocked
+
+from iomtnode.admission import inbox as inbox_module
+from iomtnode.admission.gossip import TxGossip
+from iomtnode.admission.inbox import INBOX_TXS, FromPeer, Inbox, InboxFullError
+from iomtnode.admission.mempool import Mempool
+from iomtnode.admission.service import Admission, AdmissionStats
+from iomtnode.chain.feed import BlockFeed
+from iomtnode.chain.writer import ChainWriter
+from iomtnode.core import errors as e
+from iomtnode.core.block import sign_commit
+from iomtnode.metrics import LatencyWindow
+from iomtnode.p2p.messages import TxAnnounce, Txs
+
+from ..core.helpers import CHAIN_ID, key, pub
+from .chainkit import T0, reading, source_chain
+from .fakes import FakeHost, FakePeer
+
+
+@pytest.fixture
+def chain(tmp_path):
+    chain, _ = source_chain(tmp_path / "data", 0, 0)  # devices d1..d3 admitted
+    yield chain
+    chain.store.close()
+
+
+class Node:
+    """One node's admission around a real mempool, with fake peers A and B."""
+
+    def __init__(self, chain, capacity_txs: int = INBOX_TXS) -> None:
+        self.peers = [FakePeer(pub("A")), FakePeer(pub("B"))]
+        self.host = FakeHost(self.peers)
+        self.mempool = Mempool(chain, now_ms=lambda: T0 + 60_000)
+        self.inbox = Inbox(capacity_txs)
+        self.gossip = TxGossip(self.host, self.inbox, self.mempool.get, relay_delay_s=0)
+        self.feed = BlockFeed(chain.height)
+        self.gossip_delay = LatencyWindow()
+        self.admission = Admission(self.mempool, self.inbox, self.gossip, self.feed,
+                                   now_ms=lambda: T0 + 60_000, gossip_delay=self.gossip_delay)
+        self.hops: list[int] = []  # transactions per verification call (one per step)
+        real = self.mempool.verifier.verify
+
+        async def verify(txs, *, bulk=False):
+            self.hops.append(len(txs))
+            return await real(txs, bulk=bulk)
+
+        self.mempool.verifier.verify = verify  # type: ignore[method-assign]
+
+    async def push(self, peer: FakePeer, txs) -> None:
+        await self.gossip.queue_txs(peer, Txs([tx.raw for tx in txs]))
+
+
+async def test_clients_and_peers_share_one_inbox_and_are_admitted_in_arrival_order(
+        chain, nursery):
+    node = Node(chain)
+    a, b = node.peers
+    r = [reading("d1", seq) for seq in range(1, 6)]
+    await node.push(a, r[0:2])
+    replies: list = []
+
+    async def client() -> None:
+        replies.append(await node.admission.submit_many([r[2].raw, r[3].raw]))
+
+    nursery.start_soon(client)
+    await wait_all_tasks_blocked()
+    await node.push(b, r[4:5])
+    assert replies == [] and len(node.mempool) == 0 and node.inbox.queued == 5
+    await nursery.start(node.admission.run)
+    with trio.fail_after(5):
+        await node.inbox.wait_admitted(node.inbox.mark())
+        while not replies:
+            await trio.lowlevel.checkpoint()
+    assert node.mempool.oldest(10) == r  # arrival order, whatever the source
+    assert node.hops == [5]  # one step, one verification hop for both sources
+    assert replies == [[r[2], r[3]]]
+    txlog = chain.store.txlog  # the client's are durable (the peers' are not this node's)
+    assert [txlog.is_pending(tx.id) for tx in r] == [False, False, True, True, False]
+    assert node.inbox.mark() == 3  # progress counts what peers pushed
+    node.gossip.flush()  # the client's pushed to both; each peer's relayed to the other
+    assert a.of(Txs) == b.of(Txs) == [Txs([r[2].raw, r[3].raw])]
+    assert a.of(TxAnnounce) == [TxAnnounce([r[4].id])]
+    assert b.of(TxAnnounce) == [TxAnnounce([r[0].id, r[1].id])]
+    assert node.gossip_delay.total == 3  # readings admitted from peers
+    assert node.admission.stats() == AdmissionStats(
+        pending=5, dropped_total=0, signatures_verified=5, inbox_queued=0, peer_backlog=0)
+
+
+async def test_a_full_inbox_pushes_back_on_peers_and_clients(chain, nursery):
+    node = Node(chain, capacity_txs=2)
+    a, _ = node.peers
+    r = [reading("d2", seq) for seq in range(1, 6)]
+    await node.push(a, r[0:2])  # the inbox is full now
+    done: list[str] = []
+
+    async def peer_reader() -> None:
+        await node.push(a, r[2:3])
+        done.append("peer")
+
+    async def client() -> None:
+        await node.admission.submit(r[3].raw)
+        done.append("client")
+
+    nursery.start_soon(peer_reader)
+    nursery.start_soon(client)
+    await wait_all_tasks_blocked()
+    assert done == []  # both wait for room
+    assert node.admission.stats().inbox_queued == 2
+    with pytest.raises(InboxFullError):  # the node's own reports never wait
+        node.admission.submit_nowait(r[4].raw, lambda result: None)
+    await nursery.start(node.admission.run)
+    with trio.fail_after(5):
+        while len(done) < 2:
+            await trio.lowlevel.checkpoint()
+    assert sorted(done) == ["client", "peer"] and len(node.mempool) == 4
+
+
+def test_the_inbox_is_bounded_in_transactions_by_a_constant():
+    assert Inbox().capacity_txs == INBOX_TXS == inbox_module.INBOX_TXS
+    inbox = Inbox()
+    inbox.put_nowait(FromPeer(None, [b""] * (INBOX_TXS - 1)))
+    inbox.put_nowait(FromPeer(None, [b""]))  # the last one fits
+    with pytest.raises(InboxFullError):
+        inbox.put_nowait(FromPeer(None, [b""]))
+
+
+async def test_a_transaction_is_decoded_once_on_its_way_in(chain, nursery, monkeypatch):
+    from iomtnode.admission import mempool as mempool_module
+    from iomtnode.admission import service as service_module
+    from iomtnode.core import tx as tx_module
+
+    decoded: list[bytes] = []
+    real = tx_module.decode_tx
+
+    def counting(raw, *args, **kwargs):
+        decoded.append(raw)
+        return real(raw, *args, **kwargs)
+
+    for module in (tx_module, service_module, mempool_module):
+        monkeypatch.setattr(module, "decode_tx", counting)
+    node = Node(chain)
+    await nursery.start(node.admission.run)
+    from_peer, from_client = reading("d1", 1), reading("d1", 2)
+    await node.push(node.peers[0], [from_peer])
+    with trio.fail_after(5):
+        await node.inbox.wait_admitted(node.inbox.mark())
+    await node.admission.submit(from_client.raw, reading_only=True)
+    assert node.mempool.oldest(10) == [from_peer, from_client]
+    assert decoded == [from_peer.raw, from_client.raw]
+
+
+async def test_a_client_is_told_why_each_transaction_was_refused(chain, nursery):
+    from iomtnode.core.tx import AdmitDevice, sign_tx
+
+    node = Node(chain)
+    await nursery.start(node.admission.run)
+    vote = sign_tx(AdmitDevice(pub("A"), pub("d9"), pub("P"), "oximeter", "acme"), key("A"),
+                   CHAIN_ID)
+    ok = reading("d3", 1)
+    results = await node.admission.submit_many([b"\x93junk", vote.raw, ok.raw],
+                                               reading_only=True)
+    assert [type(r) for r in results[:2]] == [e.MalformedTxRuleError] * 2
+    assert "expected a reading" in str(results[1]) and results[2] == ok
+    with pytest.raises(e.DuplicateTxError):
+        await node.admission.submit(ok.raw)
+    assert node.host.penalties == []
+
+
+async def test_the_inbox_says_how_far_it_has_admitted_what_peers_pushed(chain, nursery):
+    """Consensus asks whether the transactions received until a mark are handled (a
+    proposal's may be queued still) and hears of each admission step; a client's
+    transactions move no mark."""
+    node = Node(chain)
+    inbox = node.inbox
+    steps: list[int] = []
+
+    async def follow() -> None:
+        while True:
+            await inbox.wait_progress()
+            steps.append(len(node.mempool))
+
+    nursery.start_soon(follow)
+    assert inbox.admitted(inbox.mark())  # nothing queued: nothing to wait for
+    await node.push(node.peers[0], [reading("d1", 1), reading("d1", 2)])
+    mark = inbox.mark()
+    assert mark == 2 and not inbox.admitted(mark) and inbox.backlog() == 2
+    await nursery.start(node.admission.run)
+    with trio.fail_after(5):
+        await inbox.wait_admitted(mark)
+    await wait_all_tasks_blocked()
+    assert inbox.admitted(mark) and steps == [2] and inbox.backlog() == 0
+    await node.admission.submit(reading("d1", 3).raw)
+    await wait_all_tasks_blocked()
+    assert inbox.mark() == 2 and steps == [2, 3]  # a step, but no mark moved
+
+
+async def test_a_wait_for_the_inbox_ends_when_it_has_admitted_up_to_the_mark(chain, nursery):
+    """Block relay waits for the inbox before asking a peer for a block's transactions."""
+    node = Node(chain)
+    inbox = node.inbox
+    with trio.fail_after(5):
+        await inbox.wait_admitted(inbox.mark())  # nothing queued: returns at once
+    await node.push(node.peers[0], [reading("d1", 1), reading("d1", 2)])
+    mark = inbox.mark()
+    waited: list[int] = []
+    done = trio.Event()
+
+    async def wait() -> None:
+        await inbox.wait_admitted(mark)
+        waited.append(len(node.mempool))
+        done.set()
+
+    nursery.start_soon(wait)
+    await wait_all_tasks_blocked()
+    assert waited == []  # the admission task has not run
+    await nursery.start(node.admission.run)
+    with trio.fail_after(5):
+        await done.wait()
+    assert waited == [2] and inbox.backlog() == 0
+
+
+def next_block(chain, txs):
+    built = chain.build(txs, pub("A"), T0 + 1000 * (chain.height + 1))
+    assert not built.rejected
+    return built, sign_commit([key("A")], CHAIN_ID, built.block.height, 0, built.block.hash)
+
+
+async def test_the_writer_commits_without_touching_the_mempool(chain):
+    pool = Mempool(chain, now_ms=lambda: T0 + 60_000)
+    writer = ChainWriter(chain, BlockFeed(chain.height), pool.verifier)
+    tx = pool.add_tx(reading("d1", 1))
+    assert await writer.commit(*next_block(chain, [tx]))
+    assert chain.height == 2 and len(pool) == 1  # nobody told the pool
+
+
+async def test_the_mempool_follows_the_commit_feed(chain):
+    node = Node(chain)  # admission subscribed its mempool to the feed
+    writer = ChainWriter(chain, node.feed, node.mempool.verifier)
+    txs = [node.mempool.add_tx(reading("d1", seq)) for seq in (1, 2)]
+    assert all(tx in node.mempool.verifier for tx in txs)
+    assert await writer.commit(*next_block(chain, txs[:1]))
+    assert node.mempool.oldest(10) == txs[1:]
+    assert txs[0] not in node.mempool.verifier  # forgotten once committed
+    assert node.feed.height == chain.height == 2
