@@ -1,10 +1,16 @@
-"""Node metrics kept in memory: bounded windows of recent latencies, for `status`."""
+"""Node metrics kept in memory: bounded windows of recent latencies and the node's own
+figures, for `status`."""
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
+
+from .core.block import Block
+from .core.tx import Reading, SignedTx
 
 WINDOW_SAMPLES = 20_000  # the most recent samples a window keeps
 
@@ -30,3 +36,43 @@ class LatencyWindow:
 
         return {"p50": pick(0.5), "p99": pick(0.99), "max": round(ordered[-1], 1),
                 "samples": len(ordered)}
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStats:
+    """The node's own figures at one moment (``status``, metrics)."""
+
+    # from a reading's own timestamp (its device's clock) to this node: admitted from a
+    # peer / committed here; p50, p99, max and samples of the recent window
+    gossip_delay_ms: dict[str, Any]
+    commit_delay_ms: dict[str, Any]
+    # (committed transactions, wall-clock ms) just after this node's latest commit; None
+    # before its first since it started: an exact point of its progress
+    last_commit: tuple[int, int] | None
+    started_at: float  # wall-clock seconds
+
+
+class NodeFigures:
+    """What the node itself measures (a node owns one): delays of readings and its latest
+    commit. Called from the node's commit listener and its admission of peers' readings."""
+
+    def __init__(self, started_at: float) -> None:
+        self.gossip_delay = LatencyWindow()
+        self.commit_delay = LatencyWindow()
+        self.last_commit: tuple[int, int] | None = None
+        self.started_at = started_at
+
+    def admitted_from_peer(self, txs: Iterable[SignedTx], now_ms: int) -> None:
+        for tx in txs:
+            if isinstance(tx.body, Reading):
+                self.gossip_delay.add(now_ms - tx.body.ts_ms)
+
+    def committed(self, block: Block, committed_txs: int, now_ms: int) -> None:
+        self.last_commit = (committed_txs, now_ms)
+        for tx in block.txs:
+            if isinstance(tx.body, Reading):
+                self.commit_delay.add(now_ms - tx.body.ts_ms)
+
+    def stats(self) -> NodeStats:
+        return NodeStats(self.gossip_delay.summary(), self.commit_delay.summary(),
+                         self.last_commit, self.started_at)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -26,6 +26,7 @@ from .admission.inbox import Admitted, Inbox, InboxFullError
 from .admission.mempool import Mempool
 from .admission.service import Admission
 from .admission.verify import Verifier
+from .api.interfaces import NodeStatus
 from .api.methods import ClientApi
 from .api.server import ApiServer, ApiServerConfig
 from .chain.chain import Chain
@@ -45,10 +46,12 @@ from .consensus.signing import (
 from .core.block import Block, Commit
 from .core.errors import RuleError
 from .core.evidence import Evidence
-from .core.tx import Reading, ReportEvidence, SignedTx, sign_tx
+from .core.tx import ReportEvidence, SignedTx, sign_tx
 from .home import Home
-from .metrics import LatencyWindow
+from .metrics import NodeFigures
+from .p2p.records import PeerRecord
 from .p2p.service import P2PService
+from .p2p.stats import P2PStats
 from .p2p.transport import Transport
 from .store import BlockStore
 
@@ -84,6 +87,48 @@ class NodeInfo:
     chain_id: str
 
 
+class PeerAdminView:
+    """The operator's levers over p2p, as the admin API sees them."""
+
+    def __init__(self, p2p: P2PService) -> None:
+        self._p2p = p2p
+
+    def stats(self) -> P2PStats:
+        return self._p2p.stats()
+
+    def address_book(self) -> Mapping[bytes, PeerRecord]:
+        return self._p2p.book.records
+
+    def disconnect(self, node_id: bytes, reason: str) -> bool:
+        return self._p2p.host.disconnect(node_id, reason)
+
+    def ban(self, node_id: bytes, seconds: float, reason: str) -> None:
+        self._p2p.host.ban(node_id, seconds, reason)
+
+    def set_refused(self, node_ids: set[bytes]) -> None:
+        self._p2p.host.set_refused(node_ids)
+
+    async def move(self, address: str) -> str:
+        return await self._p2p.move(address)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusView:
+    """``status``: every service's own figures, read at one moment."""
+
+    node_id: bytes
+    chain: Chain
+    mempool: Mempool
+    p2p: P2PService
+    consensus: Driver
+    figures: NodeFigures
+
+    def status(self) -> NodeStatus:
+        return NodeStatus(self.node_id, __version__, self.chain.stats(), self.mempool.stats(),
+                          self.p2p.stats(), self.p2p.sync.stats(), self.consensus.stats(),
+                          self.figures.stats())
+
+
 class Node:
     def __init__(self, home: Home, config: Config, *,
                  clock: Clock = WALL_CLOCK,
@@ -112,12 +157,8 @@ class Node:
         self.writer: ChainWriter | None = None
         self.p2p: P2PService | None = None
         self.consensus: Driver | None = None
-        self.started_at = time.time()
-        # reading timestamp -> admitted from a peer / committed here (same-host clocks)
-        self.gossip_delay = LatencyWindow()
-        self.commit_delay = LatencyWindow()
-        # (committed transactions, wall-clock ms) just after this node's latest commit
-        self.last_commit: tuple[int, int] | None = None
+        # reading delays and the latest commit (status)
+        self.figures = NodeFigures(started_at=time.time())
 
     @property
     def node_id(self) -> bytes:
@@ -160,12 +201,8 @@ class Node:
                      reason=str(exc))
 
     def _block_committed(self, block: Block, commit: Commit, source: bytes | None) -> None:
-        now = self._now_ms()
-        if self.chain is not None:
-            self.last_commit = (self.chain.committed_txs, now)
-        for tx in block.txs:
-            if isinstance(tx.body, Reading):
-                self.commit_delay.add(now - tx.body.ts_ms)
+        assert self.chain is not None
+        self.figures.committed(block, self.chain.committed_txs, self._now_ms())
 
     async def run(self, *, task_status: trio.TaskStatus[NodeInfo] = trio.TASK_STATUS_IGNORED
                   ) -> None:
@@ -192,7 +229,8 @@ class Node:
                                       self.writer, self.feed, inbox,
                                       transport=self._transport)
                 self.admission = Admission(self.mempool, inbox, self.p2p.gossip, self.feed,
-                                           now_ms=self._now_ms, gossip_delay=self.gossip_delay)
+                                           now_ms=self._now_ms,
+                                           gossip_delay=self.figures.gossip_delay)
                 self.feed.listen(each_block(self._block_committed))
                 held.enter_context(SigningLock.acquire(self.home.path / SIGNING_LOCK_FILE))
                 self.consensus = Driver(
@@ -216,7 +254,11 @@ class Node:
                 await nursery.start(self.consensus.run)
                 p2p_address = await nursery.start(self.p2p.run)
                 host, port = parse_hostport(self.config.api_listen, "api_listen")
-                api = ClientApi(self)
+                api = ClientApi(
+                    submitter=self.admission, chain=chain, txs=self.mempool, blocks=self.feed,
+                    peers=PeerAdminView(self.p2p),
+                    status=StatusView(self.node_id, chain, self.mempool, self.p2p,
+                                      self.consensus, self.figures))
                 server = ApiServer(
                     ApiServerConfig(host=host, port=port), api.methods(),
                     admin_methods=api.admin_methods(), admin_token=self.admin_token,

@@ -74,6 +74,15 @@ class ApiServerConfig:
     close_timeout_s: float = 5.0  # waiting for the closing handshake, then the socket is closed
 
 
+@dataclass(frozen=True, slots=True)
+class ApiStats:
+    """The API server's figures at one moment (metrics)."""
+
+    connections: int  # open now (handshake accepted or under way)
+    connections_accepted: int  # since the start
+    connections_refused: int  # since the start: max_connections reached (HTTP 503)
+
+
 class Connection:
     """One client connection, as a method that declares a ``conn`` parameter sees it."""
 
@@ -161,7 +170,13 @@ class ApiServer:
                                       admin_token=admin_token)
         self._binary_handler = binary_handler
         self._connections = 0
+        self._accepted = 0
+        self._refused = 0
         self._ids = itertools.count(1)
+
+    def stats(self) -> ApiStats:
+        """The server's figures now."""
+        return ApiStats(self._connections, self._accepted, self._refused)
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen, call ``task_status.started(port)`` with the port bound, serve until cancelled.
@@ -202,11 +217,13 @@ class ApiServer:
             if self._connections >= self.config.max_connections:
                 log.warning("api_handshake_rejected", remote=remote, status=503,
                             reason="max_connections reached", max=self.config.max_connections)
+                self._refused += 1
                 await request.reject(503, body=b"too many connections\n")
                 return
             self._connections += 1
             try:
                 ws = await request.accept()
+                self._accepted += 1
                 await self._serve(ws, next(self._ids), remote)
             finally:
                 self._connections -= 1

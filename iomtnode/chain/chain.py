@@ -64,6 +64,20 @@ class InvalidBlockError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class ChainStats:
+    """The chain's figures at one moment (``status``, metrics)."""
+
+    chain_id: str
+    genesis_hash: bytes
+    height: int  # of the head; every block here is final (committed with its certificate)
+    head_hash: bytes
+    head_time_ms: int
+    authorities: tuple[bytes, ...]
+    authorities_with_evidence: tuple[bytes, ...]  # sorted; equivocations on the ledger
+    committed_txs: int  # transactions in every block so far
+
+
+@dataclass(frozen=True, slots=True)
 class BuiltBlock:
     """A block made from candidate transactions, with the state changes it commits."""
 
@@ -184,6 +198,17 @@ class Chain:
     def evidence(self) -> list[dict[str, Any]]:
         """Every equivocation on the ledger (authority, height, round, type, reporter)."""
         return [decode_evidence_record(k, v) for k, v in self.store.iter_state(K_EVIDENCE)]
+
+    def stats(self) -> ChainStats:
+        """The chain's figures now (reads the ledger's evidence: a few store reads)."""
+        head = self._head_block
+        return ChainStats(
+            chain_id=self.chain_id, genesis_hash=self.genesis.hash, height=self._head_height,
+            head_hash=head.hash, head_time_ms=head.header.time_ms,
+            authorities=self.authorities(),
+            authorities_with_evidence=tuple(sorted(
+                {bytes.fromhex(e["authority"]) for e in self.evidence()})),
+            committed_txs=self.committed_txs)
 
     def receipt(self, tx_id: bytes) -> dict[str, Any] | None:
         """A receipt for a committed transaction, or None if it is not (yet) committed."""

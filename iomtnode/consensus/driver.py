@@ -77,7 +77,7 @@ from .machine import (
 from .machine import Commit as Decision
 from .outbox import Outbox
 from .proposals import answer_txs, compact_proposal
-from .settings import DriverConfig, wall_clock_ms
+from .settings import ConsensusStats, DriverConfig, wall_clock_ms
 from .signing import MetaStore, Signer
 from .votes import NO_ROUND, Step, commit_certificate
 
@@ -139,15 +139,17 @@ class Driver:
 
     # inputs from other tasks (never block) ---------------------------------------------
 
+    def stats(self) -> ConsensusStats:
+        """The driver's figures now."""
+        machine = self.machine
+        return ConsensusStats(
+            None if machine is None else (machine.height, machine.round),
+            tuple(self._evidence.entries), self._inbound.dropped, self._inbound.pending_blocks)
+
     @property
     def evidence(self) -> list[dict[str, Any]]:
         """The newest equivocations seen, oldest first (authority, height, round, type)."""
         return self._evidence.entries
-
-    @property
-    def dropped(self) -> int:
-        """Peer messages dropped because the queue was full."""
-        return self._inbound.dropped
 
     @property
     def pending_blocks(self) -> int:

@@ -1,9 +1,10 @@
-"""The consensus driver's settings, and the clock that stamps the blocks it builds."""
+"""The consensus driver's settings and figures, and the clock that stamps the blocks it builds."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from .machine import Params
 
@@ -33,3 +34,13 @@ class DriverConfig:
         p = self.params
         longest = max(p.timeout_propose_s, p.timeout_prevote_s, p.timeout_precommit_s)
         return max(2 * longest, self.resend_interval_s)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsensusStats:
+    """The consensus driver's figures at one moment (``status``, metrics)."""
+
+    deciding: tuple[int, int] | None  # (height, round) of the machine; None: only following
+    evidence_seen: tuple[dict[str, Any], ...]  # equivocations seen here, oldest first
+    dropped_messages: int  # peer messages dropped because the queue was full
+    pending_blocks: int  # proposed blocks waiting for transactions from peers

@@ -62,6 +62,7 @@ from .messages import (
 from .mobility import AddressWatcher, is_wildcard, local_ip_toward
 from .peer import encode
 from .records import RecordError, decode_record
+from .stats import P2PStats, PeerStats
 from .transport import Transport
 
 log = structlog.get_logger(__name__)
@@ -266,6 +267,14 @@ class P2PService:
                     self.host.broadcast(PeerRecords(self._records_to_share()))
         finally:
             self.book.flush()
+
+    def stats(self) -> P2PStats:
+        """The p2p service's figures now."""
+        return P2PStats(
+            self.address,
+            tuple(PeerStats(p.node_id, p.remote, p.outbound, p.observed_address)
+                  for p in self.host.peers()),
+            self.host.refused, self.host.counters())
 
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
                   ) -> None:

@@ -103,6 +103,14 @@ class _Range:
     verified: trio.Event = field(default_factory=trio.Event)
 
 
+@dataclass(frozen=True, slots=True)
+class SyncStats:
+    """Block sync's figures at one moment (``status``, metrics)."""
+
+    target: int  # the highest head a peer announced (0 before any did)
+    catch_ups: tuple[dict[str, int | float], ...]  # the last ones (copies), oldest first
+
+
 class BlockSync:
     def __init__(self, host: Any, chain: Chain, writer: ChainWriter, feed: BlockFeed,
                  verified: Callable[[Any], bool],
@@ -125,6 +133,10 @@ class BlockSync:
     @property
     def target(self) -> int:
         return max(self.peer_heights.values(), default=0)
+
+    def stats(self) -> SyncStats:
+        """Block sync's figures now."""
+        return SyncStats(self.target, tuple(dict(c) for c in self.catch_ups))
 
     def saw_height(self, peer_id: bytes, height: int) -> None:
         if height > self.peer_heights.get(peer_id, -1):

@@ -17,6 +17,7 @@ from iomtnode.core.receipt import verify_receipt
 from iomtnode.core.tx import AdmitDevice, Reading, RevokeDevice, decode_tx, sign_tx
 
 from ..core.helpers import longer_form
+from .test_client_api import STATUS_KEYS
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -67,6 +68,10 @@ async def test_status_has_the_documented_keys(running_node):
         assert key in status
     assert status["authorities"] == [running_node.authority.public.hex()]
     assert status["finalized_height"] == status["height"]
+    assert list(status) == STATUS_KEYS  # every key, in order: scripts and tools read them
+    assert (status["round"], status["peers"], status["sync_target"], status["catch_ups"],
+            status["evidence_seen"], status["authorities_with_evidence"]) == (0, [], 0, [], [], [])
+    assert status["p2p_address"].startswith("127.0.0.1:")
 
 
 async def test_status_says_when_the_latest_commit_was(running_node):

@@ -17,7 +17,7 @@ from trio_websocket import (
 )
 
 from iomtnode.api.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, RpcError
-from iomtnode.api.server import ApiServer, ApiServerConfig, Connection
+from iomtnode.api.server import ApiServer, ApiServerConfig, ApiStats, Connection
 
 TIMEOUT_S = 10
 CONFIG = ApiServerConfig(host="127.0.0.1", port=0, close_timeout_s=1.0)
@@ -254,6 +254,23 @@ async def test_over_max_connections_the_handshake_is_rejected_with_503(nursery):
             assert (await call(b, "add", [2]))["result"] == 2
         async with open_websocket_url(url) as c:  # a freed slot is usable again
             assert (await call(c, "add", [3]))["result"] == 3
+
+
+async def test_stats_count_connections_open_accepted_and_refused(nursery):
+    server = ApiServer(dataclasses.replace(CONFIG, max_connections=1), METHODS)
+    url = f"ws://127.0.0.1:{await nursery.start(server.run)}/api/v1"
+    assert server.stats() == ApiStats(connections=0, connections_accepted=0,
+                                      connections_refused=0)
+    with trio.fail_after(TIMEOUT_S):
+        async with open_websocket_url(url) as a:
+            assert (await call(a, "add", [1]))["result"] == 1
+            with pytest.raises(ConnectionRejected):
+                async with open_websocket_url(url):
+                    pass
+            assert server.stats() == ApiStats(1, 1, 1)
+        while server.stats().connections:  # noqa: ASYNC110 - the server sees the close later
+            await trio.sleep(0.01)
+    assert server.stats() == ApiStats(0, 1, 1)
 
 
 async def test_many_concurrent_clients(nursery):

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from .cli import DEFAULT_API, ApiOpt, JsonOpt, _authority, _hex32, api_url, emit, fail, run_async
-from .client import open_client
-from .consensus.signing import (
+from ..consensus.signing import (
     SIGNING_LOCK_FILE,
     SIGNING_STATE_FILE,
     SigningLock,
@@ -20,22 +18,29 @@ from .consensus.signing import (
     read_signing_record,
     resumed_record,
 )
-from .core.tx import AuthorityVote, sign_tx
+from ..core.tx import AuthorityVote, sign_tx
+from .common import (
+    DEFAULT_API,
+    ApiOpt,
+    JsonOpt,
+    api_url,
+    authority_key,
+    call,
+    emit,
+    fail,
+    hex32,
+    run_async,
+)
 
 authority_app = typer.Typer(
     help="The authority set: list it, vote authorities in or out, list evidence.",
     no_args_is_help=True)
 
 
-async def _call(url: str, method: str, **params: Any) -> Any:
-    async with open_client(url) as client:
-        return await client.call(method, **params)
-
-
 @authority_app.command("list")
 def authority_list(api: ApiOpt = DEFAULT_API, as_json: JsonOpt = False) -> None:
     """The authorities, when each last certified a block, scheduled changes, open votes."""
-    report = run_async(lambda: _call(api_url(api), "get_authorities"))
+    report = run_async(lambda: call(api_url(api), "get_authorities"))
     lines = [f"{a['key']}  last certified {a['last_certified']:>8}  "
              f"{'online ' if a['online'] else 'OFFLINE'}{'  EVIDENCE' if a['evidence'] else ''}"
              for a in report["authorities"]]
@@ -64,17 +69,17 @@ def authority_vote(
 
     A new authority counts as online: this command checks it is a connected peer first.
     """
-    key, genesis = _authority(home)
-    subject_key = _hex32("subject", subject)
+    key, genesis = authority_key(home)
+    subject_key = hex32("subject", subject)
     url = api_url(api)
     if add and not force:
-        status = run_async(lambda: _call(url, "status"))
+        status = run_async(lambda: call(url, "status"))
         if subject not in {p["node_id"] for p in status["peers"]} | {status["node_id"]}:
             fail(f"{subject[:16]} is not connected to this node: start its node first (or "
                  "pass --force)")
     tx = sign_tx(AuthorityVote(key.public, subject_key, add, time.time_ns()), key,
                  genesis.chain_id)
-    result = run_async(lambda: _call(url, "submit_tx", tx=tx.raw.hex()))
+    result = run_async(lambda: call(url, "submit_tx", tx=tx.raw.hex()))
     emit(result, as_json,
          f"submitted vote to {'add' if add else 'remove'} {subject[:16]}: {result['id']}")
 
@@ -82,7 +87,7 @@ def authority_vote(
 @authority_app.command("evidence")
 def authority_evidence(api: ApiOpt = DEFAULT_API, as_json: JsonOpt = False) -> None:
     """Equivocations on the ledger: who signed two conflicting votes, where, who reported."""
-    records = run_async(lambda: _call(api_url(api), "get_evidence"))
+    records = run_async(lambda: call(api_url(api), "get_evidence"))
     text = "\n".join(f"{r['authority']} signed two {r['type']}s at height {r['height']} "
                      f"round {r['round']} (reported by {r['reporter'][:16]}, block "
                      f"{r['included_at']})" for r in records) or "no evidence"
@@ -106,7 +111,7 @@ def authority_resume_signing(
 
     Refused while this home's node runs, and when the home has a signing state.
     """
-    key, _ = _authority(home)
+    key, _ = authority_key(home)
     store = SigningStateFile(home / SIGNING_STATE_FILE)
     try:
         with SigningLock.acquire(home / SIGNING_LOCK_FILE):

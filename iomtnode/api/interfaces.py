@@ -1,0 +1,135 @@
+"""What the client API needs of a node, and nothing more: narrow interfaces that services
+implement (or thin views over them, built where the node is composed), given to
+:class:`~iomtnode.api.methods.ClientApi` at construction.
+
+- :class:`Submitter`: admit a client's transactions (one, or a batch in order).
+- :class:`ChainQueries`: committed blocks, certificates, receipts, devices, authorities and
+  evidence (the chain); :class:`TxStatusQueries`: what became of an accepted transaction
+  (admission); :class:`BlockSubscriptions`: a channel of the blocks committed from now on.
+- :class:`PeerAdmin`: the connected peers and the operator's levers over them.
+- :class:`StatusSource`: the figures of every service at one moment, as one frozen
+  :class:`NodeStatus` composed of each service's own ``stats()`` record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import trio
+
+from ..admission.mempool import MempoolStats
+from ..chain.chain import ChainStats
+from ..consensus.settings import ConsensusStats
+from ..core.block import Block, Commit
+from ..core.errors import RuleError
+from ..core.state import Device
+from ..core.tx import SignedTx
+from ..metrics import NodeStats
+from ..p2p.records import PeerRecord
+from ..p2p.stats import P2PStats
+from ..sync.blocksync import SyncStats
+
+Admitted = SignedTx | RuleError  # per transaction: admitted, or the rule that refused it
+
+
+class Submitter(Protocol):
+    async def submit(self, raw: bytes, *, reading_only: bool = False) -> SignedTx:
+        """Admit one transaction from untrusted bytes, keep it and spread it; raises the
+        precise :class:`RuleError` on refusal. With ``reading_only`` only a reading."""
+        ...
+
+    async def submit_many(self, raws: Sequence[bytes], *, reading_only: bool = False
+                          ) -> list[Admitted]:
+        """Admit a batch in order; per transaction the admitted one or its RuleError."""
+        ...
+
+
+class ChainQueries(Protocol):
+    def block_at(self, height: int) -> Block:
+        """The committed block at ``height``; KeyError (with a message) if there is none."""
+        ...
+
+    def block_by_hash(self, block_hash: bytes) -> Block:
+        """The committed block with this hash; KeyError (with a message) if there is none."""
+        ...
+
+    def commit_at(self, height: int) -> Commit | None:
+        """The commit certificate of the block at ``height``, once it is stored."""
+        ...
+
+    def receipt(self, tx_id: bytes) -> dict[str, Any] | None:
+        """The receipt of a committed transaction; None if it is not committed."""
+        ...
+
+    def device(self, key: bytes) -> tuple[Device, int] | None:
+        """A device's registration and the sequence number of its last committed reading."""
+        ...
+
+    def authority_report(self) -> dict[str, Any]:
+        """The authorities, scheduled changes and votes not yet passed."""
+        ...
+
+    def evidence(self) -> list[dict[str, Any]]:
+        """Every equivocation on the ledger."""
+        ...
+
+
+class TxStatusQueries(Protocol):
+    def tx_status(self, tx_id: bytes) -> dict[str, Any]:
+        """``{id, state, ...}``: committed, pending, dropped or unknown."""
+        ...
+
+
+class BlockSubscriptions(Protocol):
+    def subscribe(self) -> trio.MemoryReceiveChannel[Block]:
+        """Every block committed from now on; closed when the reader falls behind."""
+        ...
+
+
+class PeerAdmin(Protocol):
+    def stats(self) -> P2PStats:
+        """The connected peers, refused node ids and traffic, now."""
+        ...
+
+    def address_book(self) -> Mapping[bytes, PeerRecord]:
+        """The newest signed record known of each node id."""
+        ...
+
+    def disconnect(self, node_id: bytes, reason: str) -> bool:
+        """Close the connection to a peer (it may reconnect); False if not connected."""
+        ...
+
+    def ban(self, node_id: bytes, seconds: float, reason: str) -> None:
+        """Disconnect a peer and refuse it for ``seconds``."""
+        ...
+
+    def set_refused(self, node_ids: set[bytes]) -> None:
+        """Refuse exactly these node ids from now on; disconnect those connected."""
+        ...
+
+    async def move(self, address: str) -> str:
+        """Listen at ``address`` (HOST:PORT) instead; returns the address bound. Raises
+        OSError when it cannot listen there."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """Every service's figures at one moment: what ``status`` shows."""
+
+    node_id: bytes
+    version: str
+    chain: ChainStats
+    mempool: MempoolStats
+    p2p: P2PStats
+    sync: SyncStats
+    consensus: ConsensusStats
+    node: NodeStats
+
+
+class StatusSource(Protocol):
+    def status(self) -> NodeStatus:
+        """The figures now (synchronous: no other task runs while they are read)."""
+        ...

@@ -1,0 +1,58 @@
+"""The ``iomtnode`` command line (typer): one app, its commands by area in this package
+(:mod:`.node`, :mod:`.query`, :mod:`.device`, :mod:`.authority`, :mod:`.load`), the localnet
+tooling mounted as ``iomtnode localnet``.
+
+Results go to stdout (JSON with ``--json``), logs to stderr, so scripts can pipe.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from .. import log
+from ..localnet.cli import localnet_app
+from . import load, node, query
+from .authority import authority_app
+from .common import fail
+from .device import device_app
+
+app = typer.Typer(
+    help="A permissioned proof-of-authority blockchain node for the Internet of Medical Things.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def main_options(
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_json: Annotated[bool | None, typer.Option(
+        "--log-json/--log-console", help="Log format (default: console on a TTY, else JSON).",
+        show_default=False)] = None,
+) -> None:
+    """iomtnode: run, inspect and load-test IoMT blockchain nodes."""
+    try:
+        log.configure(log_level, json=log_json)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+for command in (node.version, node.init, node.run, node.dev, query.status, load.simulate,
+                query.block, query.receipt, query.verify):
+    app.command()(command)
+app.command(help=load.BENCH_HELP)(load.bench)
+app.add_typer(device_app, name="device")
+app.add_typer(localnet_app, name="localnet")
+app.add_typer(authority_app, name="authority")
+
+
+def main() -> None:
+    app(prog_name="iomtnode")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""What every command of the ``iomtnode`` command line shares: options, output, errors.
+
+Results go to stdout (JSON with ``--json``), logs to stderr, so scripts can pipe.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import trio
+import typer
+from trio_websocket import HandshakeError as WsHandshakeError
+
+from ..chain.chain import WrongChainError
+from ..client import ApiError, open_client
+from ..config import ConfigError
+from ..core.crypto import SigningKey
+from ..core.genesis import Genesis, GenesisError
+from ..home import Home, HomeError
+from ..service import single_exception
+from ..store import StoreError
+
+DEFAULT_API = "ws://127.0.0.1:7545/api/v1"
+HomeOpt = Annotated[Path, typer.Option("--home", help="The node's home directory.")]
+ApiOpt = Annotated[str, typer.Option("--api", help="The node's API URL.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def emit(result: dict[str, Any], as_json: bool, text: str | None = None) -> None:
+    if as_json:
+        typer.echo(json.dumps(result, sort_keys=True))
+    else:
+        typer.echo(text if text is not None else json.dumps(result, indent=2, sort_keys=True))
+
+
+def api_url(value: str) -> str:
+    """Accept ``host:port`` or a full ws:// URL; default the path to /api/v1."""
+    if "://" not in value:
+        value = f"ws://{value}"
+    scheme, rest = value.split("://", 1)
+    if "/" not in rest:
+        value = f"{scheme}://{rest}/api/v1"
+    return value
+
+
+def run_async(fn: Any, *args: Any) -> Any:
+    """Run a coroutine function under trio, turning expected failures into clear errors."""
+    try:
+        return trio.run(fn, *args)
+    except Exception as raised:  # re-raised below unless it is an expected one
+        exc = single_exception(raised)
+        if isinstance(exc, ApiError):
+            fail(f"the node refused: {exc.message} (code {exc.code})", 1)
+        if isinstance(exc, StoreError | WrongChainError | ConfigError):
+            fail(str(exc))
+        if isinstance(exc, WsHandshakeError):
+            fail(f"the node refused the connection: {exc}", 1)
+        if isinstance(exc, OSError | ConnectionError):
+            fail(f"cannot reach the node or bind its port: {exc}", 1)
+        if isinstance(exc, trio.TooSlowError):
+            fail("the node did not answer in time", 1)
+        raise
+
+
+async def call(url: str, method: str, **params: Any) -> Any:
+    """One JSON-RPC call on a fresh connection to the node at ``url``."""
+    async with open_client(url) as client:
+        return await client.call(method, **params)
+
+
+def authority_key(home: Path) -> tuple[SigningKey, Genesis]:
+    """The key and genesis of the authority whose home is ``home`` (or a clear error)."""
+    try:
+        h = Home(home)
+        return h.load_key(), h.load_genesis()
+    except (HomeError, GenesisError) as exc:
+        fail(str(exc))
+
+
+def hex32(name: str, value: str) -> bytes:
+    """``value``, 64 hex digits, as 32 bytes (or a clear error naming ``name``)."""
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        fail(f"{name} must be hex")
+    if len(raw) != 32:
+        fail(f"{name} must be 32 bytes (64 hex digits)")
+    return raw

@@ -1,0 +1,120 @@
+"""``iomtnode simulate | bench``: load a node with simulated devices; benchmark a localnet."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import DEFAULT_API, ApiOpt, JsonOpt, api_url, authority_key, emit, fail, run_async
+
+BENCH_HELP = (
+    "Benchmark a localnet of real nodes against this machine's ed25519 ceiling.\n\n"
+    "Measures the verify ceiling; submit-to-final latency, wire bytes and CPU at a fixed "
+    "offered rate; latency at a few more rates; throughput at saturation (the slowest node's "
+    "steady commit rate); then a fresh node's bootstrap. The default run takes one to two "
+    "minutes on 2 cores.\n\n"
+    "Progress goes to stderr; a table (with --json, one JSON object) to stdout. Every figure "
+    "and JSON key is described in docs/performance.md.")
+
+
+def simulate(
+    home: Annotated[Path, typer.Option(
+        "--home", help="An authority's home: its key admits the simulated devices.")],
+    api: ApiOpt = DEFAULT_API,
+    devices: Annotated[int, typer.Option(min=1, max=10_000)] = 10,
+    rate: Annotated[float, typer.Option(min=0.1, help="Readings per second in total.")] = 100,
+    duration: Annotated[float, typer.Option(min=0.1, help="Seconds of streaming.")] = 10,
+    seed: Annotated[int | None, typer.Option(help="Seed for device keys and vitals.")] = None,
+    presign: Annotated[bool, typer.Option(
+        help="Sign every reading before streaming (for benchmarks: the generator's CPU "
+             "then does not limit the rate).")] = False,
+    record: Annotated[Path | None, typer.Option(
+        help="Append each accepted reading's id (hex, one a line, flushed per batch) to "
+             "this file, so a checker can find every reading the node acknowledged.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Admit K simulated devices and stream signed vitals; report commits and latency.
+
+    Every accepted reading ends up counted once: committed, dropped (with the reasons),
+    still pending, or unknown to the node (lost). Counts are checked with get_tx_status,
+    so a block notification the node or this client dropped does not skew them."""
+    from ..sim.load import run_load
+
+    key, genesis = authority_key(home)
+    stats = run_async(lambda: run_load(api_url(api), key, genesis.chain_id, devices=devices,
+                                       rate=rate, duration_s=duration, seed=seed,
+                                       presign=presign, record=record))
+    result = stats.summary()
+    lat = result["latency_ms"]
+    emit(result, as_json,
+         f"submitted {result['submitted']}  accepted {result['accepted']}  "
+         f"rejected {result['rejected']}  committed {result['committed']}  "
+         f"dropped {result['dropped']}  pending {result['pending']}  "
+         f"unknown {result['unknown']}  unchecked {result['unchecked']}\n"
+         f"latency ms  p50 {lat['p50']}  p99 {lat['p99']}  max {lat['max']}")
+
+
+def bench(
+    nodes: Annotated[int, typer.Option(min=1, max=16, help="Node processes.")] = 4,
+    duration: Annotated[float, typer.Option(
+        min=1, help="Total seconds of offered load over all timed phases (not per phase). "
+                    "Default run: 40% fixed rate, 35% latency sweep, 25% saturation; with "
+                    "--rate or --saturate that one phase gets all of it.")] = 30,
+    rate: Annotated[float | None, typer.Option(
+        min=1, help="Run only the fixed-rate phase, at this offered rate (readings/s).",
+        show_default=False)] = None,
+    saturate: Annotated[bool, typer.Option(
+        "--saturate", help="Run only the saturation phase.")] = False,
+    out: Annotated[Path | None, typer.Option(
+        help="Write DIR/bench.json and keep the localnet in DIR/localnet.")] = None,
+    as_json: JsonOpt = False,
+    fixed_rate: Annotated[float, typer.Option(
+        min=1, rich_help_panel="Advanced",
+        help="The fixed-rate phase's offered rate in the default run.")] = 1000,
+    sweep: Annotated[str, typer.Option(
+        rich_help_panel="Advanced",
+        help="The latency sweep's extra offered rates, comma-separated (the fixed and "
+             "saturation phases are its other points; rates at or above saturation are "
+             "skipped).")] = "250,500,2000",
+    saturation_rate: Annotated[float | None, typer.Option(
+        min=1, rich_help_panel="Advanced", show_default=False,
+        help="Offered rate of the saturation phase (default: 1.2 x the localnet ceiling, "
+             "or 3 x the best rate finalized if node1 pushed back in an earlier phase).")
+    ] = None,
+    devices: Annotated[int, typer.Option(
+        min=1, max=10_000, rich_help_panel="Advanced",
+        help="Simulated devices per phase.")] = 64,
+) -> None:
+    from rich.console import Console
+
+    from ..bench.plan import Plan, parse_rates
+    from ..bench.progress import rich_reporter
+    from ..bench.report import result_table
+    from ..bench.run import run_bench
+
+    if rate is not None and saturate:
+        fail("--rate R runs only the fixed-rate phase and --saturate only the saturation "
+             "phase; give one of them, or neither for both")
+    if out is not None and (out / "localnet").exists():
+        fail(f"{out / 'localnet'} exists (an earlier run's localnet); remove it or pick "
+             f"another --out")
+    try:
+        sweep_rates = parse_rates(sweep)
+    except ValueError as exc:
+        fail(f"--sweep: {exc}")
+    full = rate is None and not saturate
+    plan = Plan(nodes=nodes, duration_s=duration, devices=devices,
+                fixed_rate=None if saturate else (rate or fixed_rate),
+                sweep_rates=sweep_rates if full else (), saturate=saturate or rate is None,
+                saturation_rate=saturation_rate)
+    with rich_reporter() as reporter:
+        result = run_async(lambda: run_bench(plan, out_dir=out, reporter=reporter))
+    if out is not None:
+        (out / "bench.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    if as_json:
+        emit(result, True)
+    else:
+        Console().print(result_table(result))

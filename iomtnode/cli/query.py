@@ -1,0 +1,68 @@
+"""``iomtnode status | block | receipt | verify``: read a node, and check a receipt offline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..client import open_client
+from ..core.crypto import blake2b256
+from ..core.genesis import Genesis, GenesisError
+from ..core.receipt import ReceiptError, verify_receipt
+from .common import DEFAULT_API, ApiOpt, JsonOpt, api_url, call, emit, fail, run_async
+
+
+def status(api: ApiOpt = DEFAULT_API, as_json: JsonOpt = False) -> None:
+    """Show a node's chain, height, finalized height, authorities, mempool and peers."""
+    result = run_async(lambda: call(api_url(api), "status"))
+    text = "\n".join(f"{k:18} {v}" for k, v in result.items())
+    emit(result, as_json, text)
+
+
+def block(
+    height: Annotated[int | None, typer.Argument(help="Height (default: the head).")] = None,
+    api: ApiOpt = DEFAULT_API,
+) -> None:
+    """Print a block (header, transactions, commit certificate) as JSON."""
+    async def go() -> dict[str, Any]:
+        async with open_client(api_url(api)) as client:
+            h = height if height is not None else (await client.call("status"))["height"]
+            return await client.call("get_block", height=h)
+
+    typer.echo(json.dumps(run_async(go), indent=2, sort_keys=True))
+
+
+def receipt(
+    reading_id: Annotated[str, typer.Argument(help="The reading's (or any tx's) id, hex.")],
+    api: ApiOpt = DEFAULT_API,
+) -> None:
+    """Print a committed reading's receipt as JSON (save it; check it with `verify`)."""
+    result = run_async(lambda: call(api_url(api), "get_receipt", id=reading_id))
+    typer.echo(json.dumps(result, indent=2, sort_keys=True))
+
+
+def verify(
+    receipt_file: Annotated[Path, typer.Argument(help="A receipt saved from `receipt`.")],
+    genesis: Annotated[Path, typer.Option(help="The network's genesis.json.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a receipt offline. Exit 0 if valid, 1 if invalid (with the reason), 2 on misuse."""
+    try:
+        g = Genesis.load(genesis)
+        doc = json.loads(receipt_file.read_text())
+    except GenesisError as exc:
+        fail(str(exc))
+    except (OSError, ValueError) as exc:
+        fail(f"cannot read receipt {receipt_file}: {exc}")
+    try:
+        tx, header = verify_receipt(doc, g)
+    except ReceiptError as exc:
+        emit({"valid": False, "reason": str(exc)}, as_json, f"INVALID: {exc}")
+        raise typer.Exit(1) from None
+    result = {"valid": True, "tx_id": tx.id.hex(), "type": tx.kind_name,
+              "height": header.height, "block_hash": blake2b256(header.encode()).hex(),
+              "authority_handoffs": len(doc.get("handoffs", []))}
+    emit(result, as_json, f"VALID: {tx.kind_name} {tx.id.hex()} in block {header.height}")
