@@ -23,7 +23,11 @@ import trio
 from . import __version__
 from .admission.batch import CHUNK as ADMISSION_CHUNK
 from .admission.batch import Admitted, admit_batch, admit_raw_batch
+from .admission.gossip import TxGossip
 from .admission.mempool import Mempool
+from .admission.reactor import KINDS as TX_KINDS
+from .admission.reactor import TxReactor
+from .admission.reconcile import Reconciler
 from .api.methods import ClientApi
 from .api.server import ApiServer, ApiServerConfig
 from .chain.chain import Chain
@@ -33,6 +37,8 @@ from .config import Config, parse_hostport
 from .consensus.driver import Driver, DriverConfig, wall_clock_ms
 from .consensus.held import WAL_FILE
 from .consensus.machine import Params
+from .consensus.reactor import KINDS as CONSENSUS_KINDS
+from .consensus.reactor import ConsensusReactor, PeerNetwork
 from .consensus.signing import (
     SIGNING_LOCK_FILE,
     SIGNING_STATE_FILE,
@@ -46,8 +52,13 @@ from .core.evidence import Evidence
 from .core.tx import Reading, ReportEvidence, SignedTx, sign_tx
 from .home import Home
 from .metrics import LatencyWindow
-from .p2p.service import P2PService
+from .p2p.router import Router
 from .store import BlockStore
+from .sync.blockrelay import BlockRelay
+from .sync.blocksync import BlockSync
+from .sync.progress import SyncProgress
+from .sync.reactor import KINDS as SYNC_KINDS
+from .sync.reactor import SyncReactor
 
 log = structlog.get_logger(__name__)
 
@@ -81,7 +92,9 @@ class Node:
         self.mempool: Mempool | None = None
         self.feed: BlockFeed | None = None
         self.writer: ChainWriter | None = None
-        self.p2p: P2PService | None = None
+        self.p2p: Router | None = None
+        self.gossip: TxGossip | None = None
+        self.sync: BlockSync | None = None
         self.consensus: Driver | None = None
         self.started_at = time.time()
         # reading timestamp -> admitted from a peer / committed here (same-host clocks)
@@ -101,8 +114,8 @@ class Node:
         tx = self.mempool.add(raw, reading_only=reading_only)
         self.mempool.keep([tx])  # durable before it is acknowledged
         self._wake_producer()
-        if self.p2p is not None:
-            self.p2p.gossip.local([tx])
+        if self.gossip is not None:
+            self.gossip.local([tx])
         return tx
 
     async def submit_many(self, raws: Sequence[bytes], *, reading_only: bool = False
@@ -120,8 +133,8 @@ class Node:
             if admitted:
                 self.mempool.keep(admitted)  # durable before they are acknowledged
                 self._wake_producer()
-                if self.p2p is not None:
-                    self.p2p.gossip.local(admitted)
+                if self.gossip is not None:
+                    self.gossip.local(admitted)
             results.extend(chunk)
         return results
 
@@ -172,14 +185,14 @@ class Node:
         """Run every service until cancelled. Reports :class:`NodeInfo` once serving."""
         with BlockStore.open(self.home.data_path) as store, contextlib.ExitStack() as held:
             chain = self.chain = Chain(store, self.genesis)
-            self.mempool = Mempool(chain, now_ms=self._now_ms,
-                                   max_txs=self.config.mempool_max_txs)
-            readmitted, dropped = self.mempool.readmit()
+            mempool = self.mempool = Mempool(chain, now_ms=self._now_ms,
+                                             max_txs=self.config.mempool_max_txs)
+            readmitted, dropped = mempool.readmit()
             if readmitted or dropped:
                 log.info("pending_txs_readmitted", admitted=readmitted, dropped=dropped)
             self.feed = BlockFeed(chain.height)
-            self.writer = ChainWriter(chain, self.mempool, self.feed)
-            self.writer.add_listener(self._block_committed)
+            writer = self.writer = ChainWriter(chain, mempool, self.feed)
+            writer.add_listener(self._block_committed)
             log.info("node_starting", node_id=self.node_id.hex()[:16],
                      chain_id=chain.chain_id, height=chain.height, version=__version__)
             async with trio.open_nursery() as nursery:
@@ -188,12 +201,22 @@ class Node:
                     # joining a running network: it will sync the whole chain, so its
                     # verifying workers start now, while it connects, rather than when its
                     # first blocks arrive (their start takes a few hundred ms)
-                    nursery.start_soon(self.writer.warm_verifier)
-                self.p2p = P2PService(self.config, self.key, chain, store, self.mempool,
-                                      self.writer, self.feed, self.admit_from_peers)
+                    nursery.start_soon(writer.warm_verifier)
+
+                def head() -> tuple[int, bytes]:
+                    return chain.height, chain.head.hash
+
+                router = self.p2p = Router(self.config, self.key, store, chain.chain_id,
+                                           chain.genesis.hash, head)
+                gossip = self.gossip = TxGossip(router, self.admit_from_peers, mempool.get)
+                reconcile = Reconciler(router, gossip, mempool.oldest, mempool.__contains__)
+                sync = self.sync = BlockSync(router, chain, writer, self.feed,
+                                             mempool.verified, on_progress=SyncProgress())
+                writer.add_listener(
+                    lambda block, commit, source: gossip.committed(tx.id for tx in block.txs))
                 held.enter_context(SigningLock.acquire(self.home.path / SIGNING_LOCK_FILE))
                 self.consensus = Driver(
-                    chain, self.mempool, self.writer, self.p2p,
+                    chain, mempool, writer, PeerNetwork(router, gossip.flush),
                     Signer(self.key, chain.chain_id,
                            SigningStateFile(self.home.path / SIGNING_STATE_FILE)),
                     DriverConfig(self.config.block_interval_s,
@@ -202,15 +225,23 @@ class Node:
                                  self.config.resend_interval_s,
                                  self.config.fresh_grace_s or None),
                     now_ms=self._now_ms,
-                    peer_heads=lambda sync=self.p2p.sync: sync.peer_heights,
+                    peer_heads=lambda: sync.peer_heights,
                     on_evidence=self.report_evidence,
-                    inbox=self.p2p.gossip,
+                    inbox=gossip,
                     wal=SigningStateFile(self.home.path / WAL_FILE),
                 )
-                self.p2p.consensus = self.consensus
-                self.p2p.gossip.on_progress = self.consensus.inbox_progressed
+                relay = BlockRelay(router, chain, writer, mempool, sync.saw_height,
+                                   holders=self.consensus.holders, inbox=gossip)
+                writer.add_listener(relay.on_committed)
+                router.register(TX_KINDS, TxReactor(gossip, reconcile))
+                router.register(SYNC_KINDS, SyncReactor(sync, relay, head))
+                router.register(CONSENSUS_KINDS, ConsensusReactor(self.consensus))
+                gossip.on_progress = self.consensus.inbox_progressed
                 await nursery.start(self.consensus.run)
-                p2p_address = await nursery.start(self.p2p.run)
+                await nursery.start(gossip.run)
+                await nursery.start(reconcile.run)
+                await nursery.start(sync.run)
+                p2p_address = await nursery.start(router.run)
                 host, port = parse_hostport(self.config.api_listen, "api_listen")
                 api = ClientApi(self)
                 server = ApiServer(

@@ -313,8 +313,8 @@ class ClientApi:
             if self.node.mempool is not None else 0,
             "peers": self._peers(),
             "p2p_address": self.node.p2p.address if self.node.p2p else None,
-            "sync_target": self.node.p2p.sync.target if self.node.p2p else None,
-            "catch_ups": list(self.node.p2p.sync.catch_ups) if self.node.p2p else [],
+            "sync_target": self.node.sync.target if self.node.sync else None,
+            "catch_ups": list(self.node.sync.catch_ups) if self.node.sync else [],
             # from a reading's own timestamp (its device's clock) to this node
             "gossip_delay_ms": self.node.gossip_delay.summary(),
             "commit_delay_ms": self.node.commit_delay.summary(),

@@ -52,7 +52,6 @@ from ..core.block import Block, Commit
 from ..core.evidence import Evidence
 from ..core.state import authorities_at
 from ..core.vote import VoteType
-from ..p2p.messages import ConsensusVote, GetProposalTxs
 from .evidencelog import EvidenceLog
 from .fresh import Deferral, PeerHeads
 from .held import HeldBlocks
@@ -73,6 +72,7 @@ from .machine import (
     VoteReceived,
 )
 from .machine import Commit as Decision
+from .messages import ConsensusVote, GetProposalTxs
 from .outbox import Outbox
 from .proposals import InboxProgress, answer_txs, compact_proposal
 from .settings import DriverConfig, wall_clock_ms

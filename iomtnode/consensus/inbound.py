@@ -53,8 +53,8 @@ from ..core.crypto import BadSignatureError, blake2b256
 from ..core.vote import MalformedVoteError, Vote, decode_vote
 from ..p2p import score
 from ..p2p.lru import BoundedSet
-from ..p2p.messages import ConsensusProposal, ConsensusVote, ProposalTxs
 from .machine import ProposalReceived, VoteReceived
+from .messages import ConsensusProposal, ConsensusVote, ProposalTxs
 from .nextheight import NextHeight
 from .proposals import FetchNetwork, InboxProgress, TxFetcher, Waiting, check_compact
 from .relay import ProposalRelay

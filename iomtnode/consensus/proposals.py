@@ -45,8 +45,8 @@ from ..core.block import ZERO_HASH, Block, Commit, Header, MalformedBlockError, 
 from ..core.crypto import blake2b256
 from ..core.tx import MalformedTxError, SignedTx, decode_tx
 from ..p2p import score
-from ..p2p.messages import (
-    MAX_IDS_PER_MESSAGE,
+from ..p2p.messages import MAX_IDS_PER_MESSAGE
+from .messages import (
     ConsensusProposal,
     ConsensusVote,
     GetProposalTxs,

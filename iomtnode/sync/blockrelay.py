@@ -31,7 +31,6 @@ import trio
 from ..admission.mempool import Mempool
 from ..chain.chain import Chain, InvalidBlockError
 from ..chain.writer import ChainWriter
-from ..consensus.proposals import InboxProgress
 from ..core.block import (
     Block,
     Commit,
@@ -43,7 +42,7 @@ from ..core.block import (
 from ..core.crypto import blake2b256
 from ..core.tx import MalformedTxError, SignedTx, decode_tx
 from ..p2p import score
-from ..p2p.messages import BlockTxs, CompactBlock, GetBlockTxs
+from .messages import BlockTxs, CompactBlock, GetBlockTxs
 
 log = structlog.get_logger(__name__)
 
@@ -53,9 +52,13 @@ INBOX_HOLD_S = 0.25  # how long missing transactions may be waited for from the 
 INBOX_HOLD_TXS = 512  # ... if at most this many are queued there (~0.2 s of admission)
 
 
-class InboxWait(InboxProgress, Protocol):
-    """:class:`~iomtnode.consensus.proposals.InboxProgress`, and how much is queued and a
-    wait for a mark (:class:`~iomtnode.admission.gossip.TxGossip`)."""
+class InboxWait(Protocol):
+    """How far this node has admitted the transactions peers pushed to it, how much is
+    queued, and a wait for a mark (:class:`~iomtnode.admission.gossip.TxGossip`)."""
+
+    def mark(self) -> int: ...
+
+    def admitted(self, mark: int) -> bool: ...
 
     def backlog(self) -> int: ...
 

@@ -9,11 +9,11 @@ import pytest
 import trio
 
 from iomtnode.admission.gossip import PUSH_MAX_TX_BYTES, TxGossip
+from iomtnode.admission.messages import TxAnnounce, TxRequest, Txs
 from iomtnode.core import errors as e
 from iomtnode.core.crypto import SigningKey, blake2b256
 from iomtnode.core.tx import Reading, SignedTx, sign_tx
 from iomtnode.p2p import score
-from iomtnode.p2p.messages import TxAnnounce, TxRequest, Txs
 
 CHAIN = "iomt-test"
 DEVICE = SigningKey(blake2b256(b"device"))

@@ -24,6 +24,12 @@ from iomtnode.chain.chain import Chain
 from iomtnode.chain.feed import BlockFeed
 from iomtnode.chain.writer import ChainWriter
 from iomtnode.consensus.driver import ConsensusMessage, Driver, DriverConfig
+from iomtnode.consensus.messages import (
+    ConsensusProposal,
+    ConsensusVote,
+    GetProposalTxs,
+    ProposalTxs,
+)
 from iomtnode.consensus.proposals import InboxProgress, compact_proposal
 from iomtnode.consensus.signing import META_SIGNING_STATE, Signer, read_signing_record
 from iomtnode.consensus.votes import (
@@ -39,7 +45,6 @@ from iomtnode.core.evidence import Evidence
 from iomtnode.core.genesis import Genesis
 from iomtnode.core.tx import AdmitDevice, sign_tx
 from iomtnode.core.vote import NIL, decode_vote, sign_vote
-from iomtnode.p2p.messages import ConsensusProposal, ConsensusVote, GetProposalTxs, ProposalTxs
 from iomtnode.store import BlockStore
 
 from ..core.helpers import CHAIN_ID, key, pub

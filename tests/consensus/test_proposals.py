@@ -14,6 +14,12 @@ import itertools
 
 import trio
 
+from iomtnode.consensus.messages import (
+    ConsensusProposal,
+    ConsensusVote,
+    GetProposalTxs,
+    ProposalTxs,
+)
 from iomtnode.consensus.proposals import (
     ANSWER_BYTES,
     HOLD_S,
@@ -31,10 +37,6 @@ from iomtnode.p2p import score
 from iomtnode.p2p.messages import (
     MAX_IDS_PER_MESSAGE,
     MAX_MESSAGE_BYTES,
-    ConsensusProposal,
-    ConsensusVote,
-    GetProposalTxs,
-    ProposalTxs,
     decode_message,
     encode_message,
 )

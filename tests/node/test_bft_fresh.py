@@ -10,12 +10,12 @@ from collections.abc import Iterator
 
 import pytest
 import trio
+from iomtnode.p2p.service import P2PService
 
+from iomtnode.consensus.messages import ConsensusProposal, ConsensusVote
 from iomtnode.consensus.signing import SIGNING_STATE_FILE
 from iomtnode.consensus.votes import Step
 from iomtnode.home import init_home
-from iomtnode.p2p.messages import ConsensusProposal, ConsensusVote
-from iomtnode.p2p.service import P2PService
 
 from ..consensus.harness import signed_by
 from .test_bft import BASE, Net, start_net

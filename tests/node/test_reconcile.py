@@ -100,7 +100,7 @@ async def test_a_split_sides_backlog_reaches_every_node_of_the_other_side(tmp_pa
     await net.wait(lambda: all(tx.id in net.nodes[1].mempool for tx in txs), "node 1 has them")
     # node 1 relays what it received once its relay delay is over, to the peers connected
     # then (none lacking them): past that, only reconciliation can bring them to 2 and 3
-    await trio.sleep(net.nodes[1].p2p.gossip.relay_delay() + 0.5)
+    await trio.sleep(net.nodes[1].gossip.relay_delay() + 0.5)
     assert not any(tx.id in n.mempool for n in net.nodes[2:] for tx in txs)
 
     for i in (2, 3):

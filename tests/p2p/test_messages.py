@@ -8,15 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from iomtnode.admission.messages import TxAnnounce, Txs
 from iomtnode.core import codec
 from iomtnode.core import fields as f
-from iomtnode.p2p.messages import (
-    ProtocolError,
-    TxAnnounce,
-    Txs,
-    decode_message,
-    encode_message,
-)
+from iomtnode.p2p.messages import ProtocolError, decode_message, encode_message
 
 
 def frame(kind: int, items: list) -> bytes:

@@ -33,12 +33,12 @@ from iomtnode.p2p.messages import (
     PROTOCOL_VERSION,
     Auth,
     Hello,
-    Status,
     decode_message,
     encode_message,
 )
 from iomtnode.p2p.peer import Peer, tune_socket
 from iomtnode.p2p.records import decode_record, sign_record
+from iomtnode.sync.messages import Status
 
 pytestmark = pytest.mark.timeout(30)
 

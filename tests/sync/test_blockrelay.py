@@ -11,8 +11,8 @@ from iomtnode.admission.mempool import Mempool
 from iomtnode.chain.feed import BlockFeed
 from iomtnode.chain.writer import ChainWriter
 from iomtnode.core.crypto import blake2b256
-from iomtnode.p2p.messages import BlockTxs, CompactBlock, GetBlockTxs
 from iomtnode.sync.blockrelay import INBOX_HOLD_S, INBOX_HOLD_TXS, BlockRelay, compact
+from iomtnode.sync.messages import BlockTxs, CompactBlock, GetBlockTxs
 
 from ..admission.chainkit import GENESIS, T0, new_chain, source_chain
 from ..core.helpers import pub
