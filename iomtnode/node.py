@@ -23,6 +23,8 @@ import trio
 from . import __version__
 from .admission.batch import CHUNK as ADMISSION_CHUNK
 from .admission.batch import Admitted, admit_batch, admit_raw_batch
+from .admission.blocktxs import KINDS as BLOCK_TXS_KINDS
+from .admission.blocktxs import BlockTxsReactor, chain_txs
 from .admission.gossip import TxGossip
 from .admission.mempool import Mempool
 from .admission.reactor import KINDS as TX_KINDS
@@ -233,9 +235,14 @@ class Node:
                 relay = BlockRelay(router, chain, writer, mempool, sync.saw_height,
                                    holders=self.consensus.holders, inbox=gossip)
                 writer.add_listener(relay.on_committed)
+                sync_reactor = SyncReactor(sync, relay, head)
+                consensus_reactor = ConsensusReactor(self.consensus)
                 router.register(TX_KINDS, TxReactor(gossip, reconcile))
-                router.register(SYNC_KINDS, SyncReactor(sync, relay, head))
-                router.register(CONSENSUS_KINDS, ConsensusReactor(self.consensus))
+                router.register(BLOCK_TXS_KINDS, BlockTxsReactor(
+                    (self.consensus.held_txs, chain_txs(chain)),
+                    (consensus_reactor, sync_reactor)))
+                router.register(SYNC_KINDS, sync_reactor)
+                router.register(CONSENSUS_KINDS, consensus_reactor)
                 gossip.on_progress = self.consensus.inbox_progressed
                 await nursery.start(self.consensus.run)
                 await nursery.start(gossip.run)

@@ -18,7 +18,7 @@ a block, each proposal waiting for it). A message passes only if it is:
   lagging, is dropped: the first stands);
 - signed by that authority for this chain (domain-separated signatures);
 - for a proposal, about the block whose header it carries; the block, assembled from the
-  mempool and fetched transactions (:mod:`iomtnode.consensus.proposals`: a proposal waits,
+  mempool and fetched transactions (:mod:`iomtnode.admission.assembly`: a proposal waits,
   boundedly, until its block is whole), passes :meth:`ChainWriter.check_proposal` as the
   next block (else the proposal is passed on with ``block_valid=False``, so the machine
   prevotes nil; the sender is not charged, since the proposer, not the relayer, made it).
@@ -45,7 +45,9 @@ from dataclasses import dataclass
 import structlog
 import trio
 
+from ..admission.assembly import Assembler, InboxProgress
 from ..admission.mempool import Mempool
+from ..admission.messages import BlockTxs
 from ..chain.chain import BuiltBlock, Chain, InvalidBlockError
 from ..chain.writer import ChainWriter
 from ..core.block import Block, MalformedBlockError, decode_commit, decode_header
@@ -54,9 +56,9 @@ from ..core.vote import MalformedVoteError, Vote, decode_vote
 from ..p2p import score
 from ..p2p.lru import BoundedSet
 from .machine import ProposalReceived, VoteReceived
-from .messages import ConsensusProposal, ConsensusVote, ProposalTxs
+from .messages import ConsensusProposal, ConsensusVote
 from .nextheight import NextHeight
-from .proposals import FetchNetwork, InboxProgress, TxFetcher, Waiting, check_compact
+from .proposals import FetchNetwork, Waiting, check_compact
 from .relay import ProposalRelay
 from .votes import NO_ROUND, Proposal, decode_proposal
 
@@ -67,7 +69,7 @@ INBOX_PROPOSAL_BYTES = 64 * 1024 * 1024  # ... and bytes of proposals and fetche
 SEEN_MESSAGES = 16_384  # hashes of messages already handled (duplicates from many peers)
 
 ConsensusMessage = ConsensusProposal | ConsensusVote
-InboundMessage = ConsensusProposal | ConsensusVote | ProposalTxs
+InboundMessage = ConsensusProposal | ConsensusVote | BlockTxs
 ConsensusNetwork = FetchNetwork  # what the driver needs of the p2p layer
 
 
@@ -75,7 +77,7 @@ def _size(msg: InboundMessage) -> int:
     """The bytes a queued message counts for (:data:`INBOX_PROPOSAL_BYTES`)."""
     if isinstance(msg, ConsensusProposal):
         return 32 * len(msg.tx_ids) + len(msg.header) + len(msg.last_commit)
-    if isinstance(msg, ProposalTxs):
+    if isinstance(msg, BlockTxs):
         return sum(len(raw) for raw in msg.txs)
     return 0
 
@@ -118,7 +120,9 @@ class Inbound:
         self._writer = writer
         self._network = network
         self._known_block = known_block
-        self._fetcher = TxFetcher(mempool.get, network, self._forget, inbox)
+        self._fetcher: Assembler[Waiting] = Assembler(
+            mempool.get, network.send_consensus, network.penalize_peer, self._forget, inbox,
+            what="proposal")
         self._whole: list[tuple[Block, list[Waiting]]] = []  # made whole by the mempool
         self._relay = ProposalRelay(network)
         self._send, self._inbox = trio.open_memory_channel[
@@ -146,10 +150,15 @@ class Inbound:
 
     # from other tasks (never block) ----------------------------------------------------
 
+    def expects(self, peer_id: bytes, block_hash: bytes) -> bool:
+        """Whether transactions of the proposed block ``block_hash`` were asked of
+        ``peer_id``."""
+        return self._fetcher.expects(peer_id, block_hash)
+
     def offer(self, peer_id: bytes, msg: InboundMessage) -> None:
         """Queue a peer's message for the driver task (dropped if the queue is full, a copy
         was handled already, or it answers nothing asked)."""
-        if isinstance(msg, ProposalTxs):
+        if isinstance(msg, BlockTxs):
             if not self._fetcher.expects(peer_id, msg.block_hash):
                 return
         else:
@@ -234,7 +243,7 @@ class Inbound:
         if isinstance(msg, ConsensusVote):
             checked = self._check_vote(peer_id, msg)
             return [] if checked is None else [checked]
-        if isinstance(msg, ProposalTxs):
+        if isinstance(msg, BlockTxs):
             whole = self._fetcher.on_txs(peer_id, msg)
             return [] if whole is None else await self._block_whole(*whole)
         return await self._check_proposal(peer_id, msg)
@@ -352,7 +361,7 @@ class Inbound:
             _log_invalid(proposal, reason)
             return self._verdict([waiting], False, None)
         try:
-            block = self._fetcher.fill(waiting, last_commit)
+            block = self._fetcher.fill(proposal.block_hash, waiting, last_commit)
         except MalformedBlockError as exc:
             penalize(peer_id, score.INVALID_MESSAGE, f"consensus proposal: {exc}")
             self._forget(waiting)

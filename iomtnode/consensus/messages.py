@@ -16,7 +16,8 @@ from .votes import MAX_PROPOSAL_BYTES
 class ConsensusProposal:
     """A signed consensus proposal (its exact bytes) with its block in compact form: the
     header, the ids of the transactions and the parent's certificate. The receiver fills
-    the transactions in from its mempool and fetches the missing ones (:class:`GetProposalTxs`)."""
+    the transactions in from its mempool and fetches the missing ones
+    (:class:`~iomtnode.admission.messages.GetBlockTxs`)."""
 
     KIND: ClassVar[int] = 16
     CHECKS: ClassVar[tuple[f.Check, ...]] = (
@@ -37,31 +38,3 @@ class ConsensusVote:
     KIND: ClassVar[int] = 17
     CHECKS: ClassVar[tuple[f.Check, ...]] = (f.max_bytes(MAX_VOTE_BYTES),)
     vote: bytes
-
-
-@message
-@dataclass(frozen=True, slots=True)
-class GetProposalTxs:
-    """Ask for the transactions at ``indexes`` of the proposed block ``block_hash``;
-    answered with one or more :class:`ProposalTxs`."""
-
-    KIND: ClassVar[int] = 18
-    CHECKS: ClassVar[tuple[f.Check, ...]] = (f.digest, list_of(f.u64, MAX_IDS_PER_MESSAGE))
-    block_hash: bytes
-    indexes: list[int]
-
-
-@message
-@dataclass(frozen=True, slots=True)
-class ProposalTxs:
-    """Transactions of the proposed block ``block_hash``: ``txs[i]`` is the one at
-    ``indexes[i]``. No indexes at all: the sender does not hold that block."""
-
-    KIND: ClassVar[int] = 19
-    CHECKS: ClassVar[tuple[f.Check, ...]] = (
-        f.digest, list_of(f.u64, MAX_IDS_PER_MESSAGE),
-        list_of(f.max_bytes(8192), MAX_IDS_PER_MESSAGE),
-    )
-    block_hash: bytes
-    indexes: list[int]
-    txs: list[bytes]

@@ -1,7 +1,8 @@
 """Consensus on the wire: its reactor (what peers send) and its network (what it sends).
 
 :class:`ConsensusReactor` is registered with the p2p router for :data:`KINDS` and hands
-each message to the driver's queue (:meth:`~.driver.Driver.on_message`; never blocks).
+each message to the driver's queue (:meth:`~.driver.Driver.on_message`; never blocks), and
+the transactions the driver asked for by :class:`~iomtnode.admission.messages.GetBlockTxs`.
 :class:`PeerNetwork` is what the driver sends through: consensus messages are pushed to
 every peer at once, and before a proposal the transactions waiting to be pushed go
 (``flush``), so that a proposal finds its transactions in its receivers' mempools rather
@@ -13,17 +14,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from ..admission.messages import GetBlockTxs
 from ..p2p.peer import Peer, encode
 from ..p2p.router import Router
-from .messages import ConsensusProposal, ConsensusVote, GetProposalTxs, ProposalTxs
+from .messages import ConsensusProposal, ConsensusVote
 
-KINDS = (ConsensusProposal, ConsensusVote, GetProposalTxs, ProposalTxs)
+KINDS = (ConsensusProposal, ConsensusVote)
 
 
 class Delivery(Protocol):
     """Where peers' consensus messages go (:class:`~.driver.Driver`)."""
 
     def on_message(self, peer_id: bytes, msg: Any) -> None: ...
+
+    def expects(self, peer_id: bytes, block_hash: bytes) -> bool: ...
 
 
 class PeerNetwork:
@@ -44,7 +48,7 @@ class PeerNetwork:
             if peer.node_id not in exclude:
                 peer.send(frame)
 
-    def send_consensus(self, peer_id: bytes, msg: GetProposalTxs | ProposalTxs) -> bool:
+    def send_consensus(self, peer_id: bytes, msg: GetBlockTxs) -> bool:
         """Send ``msg`` to the peer ``peer_id``; False if it is not connected."""
         peer = self._router.get(peer_id)
         return peer is not None and peer.send(msg)
@@ -62,6 +66,11 @@ class ConsensusReactor:
 
     async def receive(self, peer: Peer, msg: Any) -> None:
         self._driver.on_message(peer.node_id, msg)
+
+    def expects(self, peer_id: bytes, block_hash: bytes) -> bool:
+        """Whether the driver asked ``peer_id`` for transactions of ``block_hash`` (its
+        answers come through :class:`~iomtnode.admission.blocktxs.BlockTxsReactor`)."""
+        return self._driver.expects(peer_id, block_hash)
 
     def connected(self, peer: Peer) -> None:
         pass

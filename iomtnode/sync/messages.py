@@ -58,24 +58,3 @@ class CompactBlock:
     tx_ids: list[bytes]
     last_commit: bytes
     commit: bytes
-
-
-@message
-@dataclass(frozen=True, slots=True)
-class GetBlockTxs:
-    """Ask for the transactions at ``indexes`` of the block ``block_hash``."""
-
-    KIND: ClassVar[int] = 9
-    CHECKS: ClassVar[tuple[f.Check, ...]] = (f.digest, list_of(f.u64, MAX_IDS_PER_MESSAGE))
-    block_hash: bytes
-    indexes: list[int]
-
-
-@message
-@dataclass(frozen=True, slots=True)
-class BlockTxs:
-    KIND: ClassVar[int] = 10
-    CHECKS: ClassVar[tuple[f.Check, ...]] = (f.digest, list_of(f.max_bytes(8192),
-                                                                MAX_IDS_PER_MESSAGE))
-    block_hash: bytes
-    txs: list[bytes]

@@ -2,7 +2,8 @@
 
 Registered with the p2p router for :data:`KINDS`. On connect it notes the head the peer
 gave in its Hello and sends this node's :class:`Status`; ranges go to
-:class:`~.blocksync.BlockSync`, compact blocks and their transactions to
+:class:`~.blocksync.BlockSync`, compact blocks, and the transactions the relay
+asked for (routed here by :class:`~iomtnode.admission.blocktxs.BlockTxsReactor`), to
 :class:`~.blockrelay.BlockRelay`.
 """
 
@@ -11,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..admission.messages import BlockTxs
 from ..p2p.peer import Peer
 from .blockrelay import BlockRelay
 from .blocksync import BlockSync
-from .messages import Blocks, BlockTxs, CompactBlock, GetBlocks, GetBlockTxs, Status
+from .messages import Blocks, CompactBlock, GetBlocks, Status
 
-KINDS = (Status, GetBlocks, Blocks, CompactBlock, GetBlockTxs, BlockTxs)
+KINDS = (Status, GetBlocks, Blocks, CompactBlock)
 
 
 class SyncReactor:
@@ -33,8 +35,6 @@ class SyncReactor:
         match msg:
             case CompactBlock():
                 await self._relay.on_compact(peer, msg)
-            case GetBlockTxs():
-                self._relay.on_get_block_txs(peer, msg)
             case BlockTxs():
                 await self._relay.on_block_txs(peer, msg)
             case GetBlocks():
@@ -43,6 +43,10 @@ class SyncReactor:
                 self._sync.on_blocks(peer, msg)
             case Status():
                 self._sync.saw_height(peer.node_id, msg.height)
+
+    def expects(self, peer_id: bytes, block_hash: bytes) -> bool:
+        """Whether the relay asked ``peer_id`` for transactions of ``block_hash``."""
+        return self._relay.expects(peer_id, block_hash)
 
     def connected(self, peer: Peer) -> None:
         self._sync.saw_height(peer.node_id, peer.hello.height)
