@@ -151,8 +151,7 @@ class Inbound:
     # from other tasks (never block) ----------------------------------------------------
 
     def expects(self, peer_id: bytes, block_hash: bytes) -> bool:
-        """Whether transactions of the proposed block ``block_hash`` were asked of
-        ``peer_id``."""
+        """Whether transactions of ``block_hash`` were asked of ``peer_id``."""
         return self._fetcher.expects(peer_id, block_hash)
 
     def offer(self, peer_id: bytes, msg: InboundMessage) -> None:
