@@ -5,7 +5,8 @@ protocol version is refused, with both versions named on both sides."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import pytest
 import trio
@@ -18,11 +19,13 @@ from iomtnode.core.crypto import SigningKey, blake2b256
 from iomtnode.p2p import score
 from iomtnode.p2p.handshake import make_hello
 from iomtnode.p2p.messages import (
+    MESSAGE_TYPES,
     PROTOCOL_VERSION,
     Auth,
     PeerRecords,
     decode_message,
     encode_message,
+    message,
 )
 from iomtnode.p2p.peer import Peer
 from iomtnode.p2p.router import KindTakenError, Router
@@ -140,6 +143,16 @@ async def test_only_declared_kinds_can_be_registered(routers):
 
     with pytest.raises(ValueError, match="not a declared message kind"):
         a.register((NotAMessage,), Reactor())
+
+
+def test_a_kind_number_declares_one_type():
+    with pytest.raises(ValueError, match="message kind 13 is Status already, not Impostor"):
+        @message
+        @dataclass(frozen=True, slots=True)
+        class Impostor:
+            KIND: ClassVar[int] = Status.KIND
+            CHECKS: ClassVar[tuple] = ()
+    assert MESSAGE_TYPES[Status.KIND] is Status
 
 
 async def test_a_version_2_peer_is_refused_naming_both_versions(routers, nursery,
