@@ -118,8 +118,9 @@ class BlockRelay:
         except MalformedBlockError as exc:
             penalize(peer, score.INVALID_BLOCK, str(exc))
             return
-        now = trio.current_time()
-        self._assembler.tick(now)  # forget fetches given up on (sync takes over)
+        # forget fetches given up on (sync takes over); apply any another peer's wait made whole
+        for whole_block, (done, *_) in self._assembler.tick(trio.current_time()):
+            await self._apply(done.peer_id, whole_block, done.commit)
         waiting = _Waiting(peer.node_id, msg, block_hash, header.height, commit)
         try:
             block = self._assembler.fill(block_hash, waiting, last_commit)
@@ -133,17 +134,17 @@ class BlockRelay:
             whole = self._assembler.release(block_hash)
             block = None if whole is None else whole[0]
         if block is not None:
-            await self._apply(peer, block, commit)
+            await self._apply(peer.node_id, block, commit)
 
     async def on_block_txs(self, peer: Any, msg: BlockTxs) -> None:
         """Transactions asked of ``peer`` (:meth:`expects`)."""
         whole = self._assembler.on_txs(peer.node_id, msg)
         if whole is not None:
             block, (waiting, *_) = whole
-            await self._apply(peer, block, waiting.commit)
+            await self._apply(peer.node_id, block, waiting.commit)
 
-    async def _apply(self, peer: Any, block: Block, commit: Commit) -> None:
+    async def _apply(self, source: bytes, block: Block, commit: Commit) -> None:
         try:
-            await self._writer.apply(block, commit, peer.node_id, self._mempool.verified)
+            await self._writer.apply(block, commit, source, self._mempool.verified)
         except InvalidBlockError as exc:
-            self._router.penalize(peer, score.INVALID_BLOCK, f"invalid block: {exc}")
+            self._router.penalize_id(source, score.INVALID_BLOCK, f"invalid block: {exc}")
