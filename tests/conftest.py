@@ -9,9 +9,10 @@ import pytest
 from iomtnode.config import Config
 from iomtnode.core.crypto import SigningKey
 from iomtnode.home import Home, init_home
-from iomtnode.node import Node
+from iomtnode.node import Node, Services
 
-FAST = Config(api_listen="127.0.0.1:0", block_interval_s=0.02, empty_block_interval_s=0.5)
+FAST = Config(api_listen="127.0.0.1:0", p2p_listen="127.0.0.1:0", block_interval_s=0.02,
+              empty_block_interval_s=0.5)
 
 
 @dataclass
@@ -19,6 +20,7 @@ class RunningNode:
     node: Node
     home: Home
     url: str
+    services: Services
 
     @property
     def authority(self) -> SigningKey:
@@ -34,4 +36,4 @@ async def running_node(tmp_path, nursery) -> RunningNode:
     home = init_home(tmp_path / "node", chain_id="iomt-test", config=FAST)
     node = Node(home, home.load_config())
     info = await nursery.start(node.run)
-    return RunningNode(node, home, f"ws://127.0.0.1:{info.api_port}/api/v1")
+    return RunningNode(node, home, f"ws://127.0.0.1:{info.api_port}/api/v1", info.services)

@@ -46,8 +46,9 @@ from ..core import errors as e
 from ..core.tx import MalformedTxError, SignedTx
 from ..p2p import score
 from ..p2p.lru import BoundedSet
-from ..p2p.messages import MAX_IDS_PER_MESSAGE, MAX_TXS_PER_MESSAGE, TxAnnounce, TxRequest, Txs
+from ..p2p.messages import MAX_IDS_PER_MESSAGE
 from .inbox import Admitted, FromPeer, Inbox
+from .messages import MAX_TXS_PER_MESSAGE, TxAnnounce, TxRequest, Txs
 from .reconcile import Requests
 
 log = structlog.get_logger(__name__)

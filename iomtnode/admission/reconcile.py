@@ -44,7 +44,7 @@ import trio
 
 from ..p2p import score
 from ..p2p.lru import BoundedSet
-from ..p2p.messages import TxAnnounce, TxRequest
+from .messages import TxAnnounce, TxRequest
 
 log = structlog.get_logger(__name__)
 

@@ -54,7 +54,6 @@ from ..core.block import Block, Commit
 from ..core.evidence import Evidence
 from ..core.state import authorities_at
 from ..core.vote import VoteType
-from ..p2p.messages import ConsensusVote, GetProposalTxs
 from .evidencelog import EvidenceLog
 from .fresh import Deferral, PeerHeads
 from .held import HeldBlocks
@@ -75,8 +74,9 @@ from .machine import (
     VoteReceived,
 )
 from .machine import Commit as Decision
+from .messages import ConsensusVote
 from .outbox import Outbox
-from .proposals import answer_txs, compact_proposal
+from .proposals import compact_proposal
 from .settings import ConsensusStats, DriverConfig, wall_clock_ms
 from .signing import MetaStore, Signer
 from .votes import NO_ROUND, Step, commit_certificate
@@ -169,22 +169,22 @@ class Driver:
             if not self._started or self._inbound.holding:  # a height or proposal waits
                 self._inbound.nudge()
 
-    def on_message(self, peer_id: bytes, msg: InboundMessage | GetProposalTxs) -> None:
-        """Queue a peer's consensus message for the driver task (dropped if the queue is full
-        or a copy was handled already); answer a request for a proposed block's
-        transactions at once."""
-        if isinstance(msg, GetProposalTxs):
-            self._answer_txs(peer_id, msg)
-        else:
-            self._inbound.offer(peer_id, msg)
+    def on_message(self, peer_id: bytes, msg: InboundMessage) -> None:
+        """Queue a peer's consensus message, or transactions it was asked for, for the
+        driver task (dropped if the queue is full, a copy was handled already, or nothing
+        was asked)."""
+        self._inbound.offer(peer_id, msg)
 
-    def _answer_txs(self, peer_id: bytes, msg: GetProposalTxs) -> None:
-        """Answer from the blocks held at this height, or the head (committed meanwhile);
-        older blocks are not read back from the store for this."""
-        held = self._held.get(msg.block_hash)
-        block = held.block if held is not None else self._chain.head
-        for answer in answer_txs(msg.block_hash, block, msg.indexes):
-            self._network.send_consensus(peer_id, answer)
+    def expects(self, peer_id: bytes, block_hash: bytes) -> bool:
+        """Whether transactions of the proposed block ``block_hash`` were asked of
+        ``peer_id``."""
+        return self._inbound.expects(peer_id, block_hash)
+
+    def held_txs(self, block_hash: bytes) -> list[bytes] | None:
+        """The transactions of ``block_hash`` if it is a block held at this height (checked
+        or built here; a committed one is the chain's to serve), as their signed bytes."""
+        held = self._held.get(block_hash)
+        return None if held is None else [tx.raw for tx in held.block.txs]
 
     def holders(self, block: Block) -> frozenset[bytes]:
         """The validators known to hold ``block``, at the height being decided: those whose

@@ -18,7 +18,7 @@ a block, each proposal waiting for it). A message passes only if it is:
   lagging, is dropped: the first stands);
 - signed by that authority for this chain (domain-separated signatures);
 - for a proposal, about the block whose header it carries; the block, assembled from the
-  mempool and fetched transactions (:mod:`iomtnode.consensus.proposals`: a proposal waits,
+  mempool and fetched transactions (:mod:`iomtnode.admission.assembly`: a proposal waits,
   boundedly, until its block is whole), passes
   :meth:`~iomtnode.admission.blocks.BlockMaker.check_proposal` as the next block (else
   the proposal is passed on with ``block_valid=False``, so the machine prevotes nil;
@@ -46,18 +46,21 @@ from dataclasses import dataclass
 import structlog
 import trio
 
+from ..admission.assembly import Assembler
 from ..admission.blocks import BlockMaker
+from ..admission.inbox import Progress
 from ..admission.mempool import Mempool
+from ..admission.messages import BlockTxs
 from ..chain.chain import BuiltBlock, Chain, InvalidBlockError
 from ..core.block import Block, MalformedBlockError, decode_commit, decode_header
 from ..core.crypto import BadSignatureError, blake2b256
 from ..core.vote import MalformedVoteError, Vote, decode_vote
 from ..p2p import score
 from ..p2p.lru import BoundedSet
-from ..p2p.messages import ConsensusProposal, ConsensusVote, ProposalTxs
 from .machine import ProposalReceived, VoteReceived
+from .messages import ConsensusProposal, ConsensusVote
 from .nextheight import NextHeight
-from .proposals import FetchNetwork, InboxProgress, TxFetcher, Waiting, check_compact
+from .proposals import FetchNetwork, Waiting, check_compact
 from .relay import ProposalRelay
 from .votes import NO_ROUND, Proposal, decode_proposal
 
@@ -68,7 +71,7 @@ INBOX_PROPOSAL_BYTES = 64 * 1024 * 1024  # ... and bytes of proposals and fetche
 SEEN_MESSAGES = 16_384  # hashes of messages already handled (duplicates from many peers)
 
 ConsensusMessage = ConsensusProposal | ConsensusVote
-InboundMessage = ConsensusProposal | ConsensusVote | ProposalTxs
+InboundMessage = ConsensusProposal | ConsensusVote | BlockTxs
 ConsensusNetwork = FetchNetwork  # what the driver needs of the p2p layer
 
 
@@ -76,7 +79,7 @@ def _size(msg: InboundMessage) -> int:
     """The bytes a queued message counts for (:data:`INBOX_PROPOSAL_BYTES`)."""
     if isinstance(msg, ConsensusProposal):
         return 32 * len(msg.tx_ids) + len(msg.header) + len(msg.last_commit)
-    if isinstance(msg, ProposalTxs):
+    if isinstance(msg, BlockTxs):
         return sum(len(raw) for raw in msg.txs)
     return 0
 
@@ -114,12 +117,14 @@ class Inbound:
 
     def __init__(self, chain: Chain, blocks: BlockMaker, network: ConsensusNetwork,
                  mempool: Mempool, *, known_block: Callable[[bytes], bool],
-                 inbox: InboxProgress | None = None) -> None:
+                 inbox: Progress | None = None) -> None:
         self._chain = chain
         self._blocks = blocks
         self._network = network
         self._known_block = known_block
-        self._fetcher = TxFetcher(mempool.get, network, self._forget, inbox)
+        self._fetcher: Assembler[Waiting] = Assembler(
+            mempool.get, network.send_consensus, network.penalize_peer, self._forget, inbox,
+            what="proposal")
         self._whole: list[tuple[Block, list[Waiting]]] = []  # made whole by the mempool
         self._relay = ProposalRelay(network)
         self._send, self._inbox = trio.open_memory_channel[
@@ -147,10 +152,14 @@ class Inbound:
 
     # from other tasks (never block) ----------------------------------------------------
 
+    def expects(self, peer_id: bytes, block_hash: bytes) -> bool:
+        """Whether transactions of ``block_hash`` were asked of ``peer_id``."""
+        return self._fetcher.expects(peer_id, block_hash)
+
     def offer(self, peer_id: bytes, msg: InboundMessage) -> None:
         """Queue a peer's message for the driver task (dropped if the queue is full, a copy
         was handled already, or it answers nothing asked)."""
-        if isinstance(msg, ProposalTxs):
+        if isinstance(msg, BlockTxs):
             if not self._fetcher.expects(peer_id, msg.block_hash):
                 return
         else:
@@ -235,7 +244,7 @@ class Inbound:
         if isinstance(msg, ConsensusVote):
             checked = self._check_vote(peer_id, msg)
             return [] if checked is None else [checked]
-        if isinstance(msg, ProposalTxs):
+        if isinstance(msg, BlockTxs):
             whole = self._fetcher.on_txs(peer_id, msg)
             return [] if whole is None else await self._block_whole(*whole)
         return await self._check_proposal(peer_id, msg)
@@ -353,7 +362,7 @@ class Inbound:
             _log_invalid(proposal, reason)
             return self._verdict([waiting], False, None)
         try:
-            block = self._fetcher.fill(waiting, last_commit)
+            block = self._fetcher.fill(proposal.block_hash, waiting, last_commit)
         except MalformedBlockError as exc:
             penalize(peer_id, score.INVALID_MESSAGE, f"consensus proposal: {exc}")
             self._forget(waiting)

@@ -10,7 +10,7 @@ checked once. The lowest rounds are kept, since they are decided first.
 
 from __future__ import annotations
 
-from ..p2p.messages import ConsensusProposal, ConsensusVote
+from .messages import ConsensusProposal, ConsensusVote
 
 NEXT_HEIGHT_VOTES_PER_AUTHORITY = 4  # next-height votes kept per authority (2 rounds' worth)
 NEXT_HEIGHT_PROPOSALS = 4  # next-height proposals kept, of the lowest rounds

@@ -17,8 +17,8 @@ import math
 from collections.abc import Iterable
 
 from ..core.vote import Vote
-from ..p2p.messages import ConsensusProposal, ConsensusVote
 from .inbound import ConsensusMessage, ConsensusNetwork, Inbound
+from .messages import ConsensusProposal, ConsensusVote
 from .votes import decode_proposal
 
 

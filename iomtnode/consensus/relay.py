@@ -17,7 +17,7 @@ from collections import OrderedDict
 
 import trio
 
-from ..p2p.messages import ConsensusProposal
+from .messages import ConsensusProposal
 from .proposals import FetchNetwork
 from .votes import Proposal
 

@@ -5,7 +5,7 @@ address changes as it moves between networks. No error tells a process so: TCP
 connections on the old address just go silent. The watcher asks the kernel which local
 address it would use to reach a known peer (a UDP ``connect`` sends nothing) and, when
 that changes, the node publishes a new peer record and re-dials its peers from the new
-address (see :meth:`P2PService.address_changed`).
+address (see :meth:`~.router.Router.address_changed`).
 """
 
 from __future__ import annotations

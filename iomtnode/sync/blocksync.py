@@ -39,7 +39,8 @@ from ..core.block import (
 from ..core.tx import MalformedTxError, SignedTx, decode_tx
 from ..p2p import score
 from ..p2p.lru import BoundedSet
-from ..p2p.messages import MAX_BLOCKS_PER_MESSAGE, MAX_MESSAGE_BYTES, Blocks, GetBlocks
+from ..p2p.messages import MAX_MESSAGE_BYTES
+from .messages import MAX_BLOCKS_PER_MESSAGE, Blocks, GetBlocks
 
 log = structlog.get_logger(__name__)
 

@@ -8,12 +8,12 @@ import trio
 
 from iomtnode.admission.gossip import TxGossip
 from iomtnode.admission.inbox import Inbox
+from iomtnode.admission.messages import Txs
 from iomtnode.admission.service import Admission
 from iomtnode.chain.feed import BlockFeed
 from iomtnode.core.crypto import BadSignatureError, SigningKey, blake2b256
 from iomtnode.core.tx import Reading, SignedTx, sign_tx
 from iomtnode.metrics import LatencyWindow
-from iomtnode.p2p.messages import Txs
 
 CHAIN = "iomt-test"
 DEVICE = SigningKey(blake2b256(b"device"))

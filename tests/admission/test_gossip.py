@@ -7,10 +7,10 @@ import pytest
 import trio
 
 from iomtnode.admission.gossip import PUSH_MAX_TX_BYTES
+from iomtnode.admission.messages import TxAnnounce, TxRequest, Txs
 from iomtnode.core import errors as e
 from iomtnode.core.tx import Reading, sign_tx
 from iomtnode.p2p import score
-from iomtnode.p2p.messages import TxAnnounce, TxRequest, Txs
 
 from .fakes import CHAIN, DEVICE, Gossiping, gossiping, reading
 

@@ -11,6 +11,7 @@ import trio
 
 from iomtnode.admission import reconcile
 from iomtnode.admission.gossip import REQUEST_RETRY_S
+from iomtnode.admission.messages import TxAnnounce, TxRequest, Txs
 from iomtnode.admission.reconcile import (
     MAX_ASKS,
     RECONCILE_BATCH_BYTES,
@@ -25,7 +26,7 @@ from iomtnode.admission.reconcile import (
 )
 from iomtnode.core.crypto import blake2b256
 from iomtnode.p2p import score
-from iomtnode.p2p.messages import MAX_IDS_PER_MESSAGE, TxAnnounce, TxRequest, Txs
+from iomtnode.p2p.messages import MAX_IDS_PER_MESSAGE
 from tests.admission.fakes import FakeHost, FakeMempool, Gossiping, gossiping, reading
 
 A, B, C, D = b"\xaa" * 32, b"\xbb" * 32, b"\xcc" * 32, b"\xdd" * 32

@@ -13,13 +13,13 @@ from iomtnode.admission import inbox as inbox_module
 from iomtnode.admission.gossip import TxGossip
 from iomtnode.admission.inbox import INBOX_TXS, FromPeer, Inbox, InboxFullError
 from iomtnode.admission.mempool import Mempool
+from iomtnode.admission.messages import TxAnnounce, Txs
 from iomtnode.admission.service import Admission, AdmissionStats
 from iomtnode.chain.feed import BlockFeed
 from iomtnode.chain.writer import ChainWriter
 from iomtnode.core import errors as e
 from iomtnode.core.block import sign_commit
 from iomtnode.metrics import LatencyWindow
-from iomtnode.p2p.messages import TxAnnounce, Txs
 
 from ..core.helpers import CHAIN_ID, key, pub
 from .chainkit import T0, reading, source_chain

@@ -15,9 +15,9 @@ from iomtnode.chain.feed import BlockFeed, each_block
 from iomtnode.chain.writer import ChainWriter
 from iomtnode.core import codec
 from iomtnode.p2p import score
-from iomtnode.p2p.messages import Blocks, GetBlocks
 from iomtnode.store import BlockStore, StagedStore
 from iomtnode.sync.blocksync import BlockSync
+from iomtnode.sync.messages import Blocks, GetBlocks
 
 from .chainkit import GENESIS, forged, new_chain, reading, seal_unchecked, source_chain
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from iomtnode.p2p import score
-from iomtnode.p2p.messages import Blocks, GetBlocks
 from iomtnode.sync import blocksync
 from iomtnode.sync.blocksync import BlockSync
+from iomtnode.sync.messages import Blocks, GetBlocks
 
 
 @dataclass

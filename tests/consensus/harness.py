@@ -19,12 +19,15 @@ from pathlib import Path
 import trio
 from trio.testing import MockClock
 
+from iomtnode.admission.blocktxs import BlockTxsReactor, chain_txs
 from iomtnode.admission.inbox import Progress
 from iomtnode.admission.mempool import Mempool
+from iomtnode.admission.messages import BlockTxs, GetBlockTxs
 from iomtnode.chain.chain import Chain
 from iomtnode.chain.feed import BlockFeed, each_block
 from iomtnode.chain.writer import ChainWriter
 from iomtnode.consensus.driver import ConsensusMessage, Driver, DriverConfig
+from iomtnode.consensus.messages import ConsensusProposal, ConsensusVote
 from iomtnode.consensus.proposals import compact_proposal
 from iomtnode.consensus.signing import META_SIGNING_STATE, Signer, read_signing_record
 from iomtnode.consensus.votes import (
@@ -40,7 +43,6 @@ from iomtnode.core.evidence import Evidence
 from iomtnode.core.genesis import Genesis
 from iomtnode.core.tx import AdmitDevice, sign_tx
 from iomtnode.core.vote import NIL, decode_vote, sign_vote
-from iomtnode.p2p.messages import ConsensusProposal, ConsensusVote, GetProposalTxs, ProposalTxs
 from iomtnode.store import BlockStore
 
 from ..core.helpers import CHAIN_ID, key, pub
@@ -106,7 +108,7 @@ class Bus:
     skipped: list[tuple[bytes, ConsensusMessage, frozenset[bytes]]] = field(
         default_factory=list)
     # (sender, addressee, message) of each request or answer sent, delivered or not
-    direct: list[tuple[bytes, bytes, GetProposalTxs | ProposalTxs]] = field(
+    direct: list[tuple[bytes, bytes, GetBlockTxs | BlockTxs]] = field(
         default_factory=list)
     on_own: Callable[[bytes, ConsensusMessage], None] | None = None
     changed: trio.Event = field(default_factory=trio.Event)  # links, commits, restarts
@@ -127,7 +129,7 @@ class Bus:
                 self.delivered.append((sender, peer_id, msg))
                 node.driver.on_message(sender, msg)
 
-    def send(self, sender: bytes, to: bytes, msg: GetProposalTxs | ProposalTxs) -> bool:
+    def send(self, sender: bytes, to: bytes, msg: GetBlockTxs | BlockTxs) -> bool:
         """Deliver ``msg`` to ``to`` alone, if it runs; False if not linked (a node not
         running is a connected peer that stays silent)."""
         self.direct.append((sender, to, msg))
@@ -135,7 +137,12 @@ class Bus:
             return False
         node = self.nodes.get(to)
         if node is not None and node.driver is not None:
-            node.driver.on_message(sender, msg)
+            if isinstance(msg, GetBlockTxs):  # answered as the node's BlockTxsReactor does
+                answering = BlockTxsReactor((node.driver.held_txs, chain_txs(node.chain)), ())
+                for answer in answering.answer(msg):
+                    self.send(to, sender, answer)
+            else:
+                node.driver.on_message(sender, msg)
         return True
 
     def partition(self, *groups: str) -> None:
@@ -174,7 +181,7 @@ class FakeNetwork:
     meta: MemoryMeta
     penalties: list[tuple[bytes, int, str]] = field(default_factory=list)
 
-    def send_consensus(self, peer_id: bytes, msg: GetProposalTxs | ProposalTxs) -> bool:
+    def send_consensus(self, peer_id: bytes, msg: GetBlockTxs | BlockTxs) -> bool:
         return self.bus.send(self.me, peer_id, msg)
 
     def broadcast_consensus(self, msg: ConsensusMessage,

@@ -14,6 +14,7 @@ import pytest
 import trio
 
 from iomtnode.chain.feed import each_block
+from iomtnode.consensus.messages import ConsensusProposal, ConsensusVote
 from iomtnode.consensus.proposals import compact_proposal
 from iomtnode.consensus.signing import (
     Signer,
@@ -25,7 +26,6 @@ from iomtnode.consensus.votes import SigningState, Step, sign_proposal
 from iomtnode.core.crypto import blake2b256
 from iomtnode.core.vote import VoteType, sign_vote
 from iomtnode.p2p import score
-from iomtnode.p2p.messages import ConsensusProposal, ConsensusVote
 from iomtnode.store import BlockStore
 
 from ..core.helpers import CHAIN_ID, key, pub

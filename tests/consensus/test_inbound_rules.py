@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import structlog
 
+from iomtnode.consensus.messages import ConsensusProposal, ConsensusVote
 from iomtnode.consensus.proposals import compact_proposal
 from iomtnode.consensus.votes import sign_proposal
 from iomtnode.core.vote import NIL, VoteType, decode_vote
 from iomtnode.p2p import score
-from iomtnode.p2p.messages import ConsensusProposal, ConsensusVote
 
 from ..core.helpers import CHAIN_ID, key, pub
 from .harness import Cluster, TNode, cluster, wait_until

@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from iomtnode.chain.chain import Chain
+from iomtnode.consensus.messages import ConsensusVote
 from iomtnode.consensus.proposals import compact_proposal
 from iomtnode.consensus.votes import Step, sign_proposal
 from iomtnode.core.block import Block, Commit, sign_commit
 from iomtnode.core.vote import VoteType, sign_vote
 from iomtnode.p2p import score
-from iomtnode.p2p.messages import ConsensusVote
 from iomtnode.store import BlockStore
 
 from ..core.helpers import CHAIN_ID, key, pub

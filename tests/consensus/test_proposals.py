@@ -1,4 +1,5 @@
-"""Compact proposals (:mod:`iomtnode.consensus.proposals`): blocks assembled from the
+"""Compact proposals (:mod:`iomtnode.consensus.proposals`, assembled by
+:mod:`iomtnode.admission.assembly`): blocks assembled from the
 mempool, missing transactions fetched from the peers that sent the proposal (a relayer
 that checked the block answers too), a peer answering with other transactions penalised
 and replaced, a fetch that never completes given up cleanly, relays skipping peers that
@@ -14,13 +15,11 @@ import itertools
 
 import trio
 
-from iomtnode.consensus.proposals import (
-    ANSWER_BYTES,
-    HOLD_S,
-    PENDING_TIMEOUT_S,
-    answer_txs,
-    compact_proposal,
-)
+from iomtnode.admission.assembly import HOLD_S, PENDING_TIMEOUT_S
+from iomtnode.admission.blocktxs import ANSWER_BYTES, answer_txs
+from iomtnode.admission.messages import BlockTxs, GetBlockTxs
+from iomtnode.consensus.messages import ConsensusProposal, ConsensusVote
+from iomtnode.consensus.proposals import compact_proposal
 from iomtnode.consensus.relay import RELAY_DELAY_S
 from iomtnode.consensus.votes import sign_proposal
 from iomtnode.core.block import Block, Commit
@@ -31,10 +30,6 @@ from iomtnode.p2p import score
 from iomtnode.p2p.messages import (
     MAX_IDS_PER_MESSAGE,
     MAX_MESSAGE_BYTES,
-    ConsensusProposal,
-    ConsensusVote,
-    GetProposalTxs,
-    ProposalTxs,
     decode_message,
     encode_message,
 )
@@ -61,14 +56,14 @@ def proposed_by_b(net: Cluster, txs: list[SignedTx]) -> tuple[Block, ConsensusPr
     return block, compact_proposal(proposal.encode(), block)
 
 
-def requests(net: Cluster, frm: TNode, to: TNode) -> list[GetProposalTxs]:
+def requests(net: Cluster, frm: TNode, to: TNode) -> list[GetBlockTxs]:
     return [m for s, t, m in net.bus.direct
-            if (s, t) == (frm.id, to.id) and isinstance(m, GetProposalTxs)]
+            if (s, t) == (frm.id, to.id) and isinstance(m, GetBlockTxs)]
 
 
-def answers(net: Cluster, frm: TNode, to: TNode) -> list[ProposalTxs]:
+def answers(net: Cluster, frm: TNode, to: TNode) -> list[BlockTxs]:
     return [m for s, t, m in net.bus.direct
-            if (s, t) == (frm.id, to.id) and isinstance(m, ProposalTxs)]
+            if (s, t) == (frm.id, to.id) and isinstance(m, BlockTxs)]
 
 
 def prevote_of(net: Cluster, node: TNode, round_: int) -> bytes | None:
@@ -148,12 +143,12 @@ async def test_a_peer_answering_other_txs_is_penalised_and_another_relayer_serve
         assert asked.block_hash == block.hash and asked.indexes == [0, 1, 2]
         assert not requests(net, a, d)  # one source at a time
         others = admissions(3, first=10)
-        a.driver.on_message(c.id, ProposalTxs(block.hash, [0, 1, 2], [t.raw for t in others]))
+        a.driver.on_message(c.id, BlockTxs(block.hash, [0, 1, 2], [t.raw for t in others]))
         await wait_until(lambda: bool(requests(net, a, d)))
         assert [(p, pts) for p, pts, _ in a.network.penalties] == [(c.id, score.INVALID_MESSAGE)]
         assert "not the one asked for" in a.network.penalties[0][2]
         assert requests(net, a, d)[0].indexes == [0, 1, 2]
-        a.driver.on_message(d.id, ProposalTxs(block.hash, [0, 1, 2], [t.raw for t in txs]))
+        a.driver.on_message(d.id, BlockTxs(block.hash, [0, 1, 2], [t.raw for t in txs]))
         await wait_until(lambda: prevote_of(net, a, 0) is not None)
         assert prevote_of(net, a, 0) == block.hash  # the proposal completed, valid
         assert a.driver.pending_blocks == 0
@@ -173,7 +168,7 @@ async def test_a_fetch_that_never_completes_times_out_cleanly(tmp_path, autojump
         a.driver.on_message(c.id, msg)
         await wait_until(lambda: bool(requests(net, a, c)))
         wrong = admissions(1, first=20)[0]
-        a.driver.on_message(c.id, ProposalTxs(block.hash, [1], [wrong.raw]))
+        a.driver.on_message(c.id, BlockTxs(block.hash, [1], [wrong.raw]))
         await wait_until(lambda: bool(a.network.penalties))
         assert a.network.penalties[0][:2] == (c.id, score.INVALID_MESSAGE)
         await wait_until(lambda: prevote_of(net, a, 0) is not None)
@@ -183,13 +178,13 @@ async def test_a_fetch_that_never_completes_times_out_cleanly(tmp_path, autojump
                          timeout=PENDING_TIMEOUT_S + 1)
         a.driver.on_message(c.id, msg)  # resent: checked anew
         await wait_until(lambda: len(requests(net, a, c)) == 2)
-        a.driver.on_message(c.id, ProposalTxs(block.hash, [0, 1], [t.raw for t in txs]))
+        a.driver.on_message(c.id, BlockTxs(block.hash, [0, 1], [t.raw for t in txs]))
         await wait_until(lambda: a.driver is not None and a.driver.pending_blocks == 0)
         assert len(a.network.penalties) == 1
 
 
 class QueuedTxs:
-    """A gossip inbox (InboxProgress) that the test moves along by hand."""
+    """A gossip inbox (Progress) that the test moves along by hand."""
 
     def __init__(self, received: int) -> None:
         self.received = received
@@ -260,7 +255,7 @@ async def test_an_inbox_that_does_not_catch_up_in_time_leaves_the_rest_to_a_fetc
         await wait_until(lambda: bool(requests(net, a, c)), every=0.01)
         assert trio.current_time() - started >= HOLD_S - 0.02
         assert [m.indexes for m in requests(net, a, c)] == [[1, 2]]
-        a.driver.on_message(c.id, ProposalTxs(block.hash, [1, 2], [t.raw for t in txs[1:]]))
+        a.driver.on_message(c.id, BlockTxs(block.hash, [1, 2], [t.raw for t in txs[1:]]))
         await wait_until(lambda: prevote_of(net, a, 0) is not None, every=0.01)
         assert prevote_of(net, a, 0) == block.hash
 
@@ -271,8 +266,8 @@ async def test_a_node_answers_only_for_blocks_it_holds(tmp_path, autojump_clock)
         await net.start("A")
         assert a.driver is not None
         unknown = blake2b256(b"no such block")
-        a.driver.on_message(c.id, GetProposalTxs(unknown, [0, 1]))
-        assert answers(net, a, c) == [ProposalTxs(unknown, [], [])]  # "not held", at once
+        net.bus.send(c.id, a.id, GetBlockTxs(unknown, [0, 1]))
+        assert answers(net, a, c) == [BlockTxs(unknown, [], [])]  # "not held", at once
 
 
 # relaying -----------------------------------------------------------------------------
@@ -338,12 +333,12 @@ def test_a_10000_tx_block_fits_the_message_limits():
     frame = encode_message(msg)
     assert len(frame) < MAX_MESSAGE_BYTES / 8 and decode_message(frame) == msg
     assert MAX_IDS_PER_MESSAGE >= 10_000
-    request = GetProposalTxs(blake2b256(b"b"), list(range(10_000)))
+    request = GetBlockTxs(blake2b256(b"b"), list(range(10_000)))
     assert decode_message(encode_message(request)) == request
     # a 10,000-tx block of ~3 MiB: its transactions come back split, each answer in one frame
     big = Block(None, b"h", (tx,) * 10_000, None)  # type: ignore[arg-type]
     assert len(tx.raw) * 10_000 > ANSWER_BYTES
-    sent = answer_txs(big.hash, big, list(range(10_000)))
+    sent = answer_txs(big.hash, [t.raw for t in big.txs], list(range(10_000)))
     assert len(sent) >= 2
     assert [i for m in sent for i in m.indexes] == list(range(10_000))
     for m in sent:

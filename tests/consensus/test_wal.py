@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import Counter
 
 from iomtnode.consensus.held import META_WAL
+from iomtnode.consensus.messages import ConsensusVote
 from iomtnode.core.vote import NIL, VoteType, decode_vote
-from iomtnode.p2p.messages import ConsensusVote
 
 from .harness import (
     ConsensusMessage,

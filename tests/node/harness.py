@@ -26,7 +26,7 @@ from iomtnode.consensus.machine import Params
 from iomtnode.core.crypto import SigningKey
 from iomtnode.core.genesis import Genesis
 from iomtnode.home import Home, init_home
-from iomtnode.node import Clock, Node
+from iomtnode.node import Clock, Node, NodeInfo, Services
 
 from .memnet import MemoryNetwork
 
@@ -35,6 +35,21 @@ BASE = Config(api_listen="127.0.0.1:0", p2p_listen="127.0.0.1:0", block_interval
               empty_block_interval_s=0.3)
 FAST = Params(timeout_propose_s=0.3, timeout_prevote_s=0.2, timeout_precommit_s=0.2,
               timeout_delta_s=0.1, timeout_cap_s=1.0)
+
+
+class Running:
+    """A started node: its services (``chain``, ``mempool``, ``p2p``, ``consensus``...) and
+    what it was made of (``key``, ``genesis``, ``admin_token``, ``config``, ``home``)."""
+
+    def __init__(self, node: Node, info: NodeInfo) -> None:
+        self.node = node
+        self.info = info
+        self.services: Services = info.services
+
+    def __getattr__(self, name: str) -> object:
+        if name in Services.__slots__:
+            return getattr(self.services, name)
+        return getattr(self.node, name)
 
 
 async def wait_for(predicate: Callable[[], object], what: str, timeout: float = 30,
@@ -80,7 +95,7 @@ class Net:
         self.homes: list[Home] = [
             init_home(tmp / f"node{i}", genesis=self.genesis, key=k, config=config)
             for i, k in enumerate(self.keys)]
-        self.nodes: list[Node | None] = [None] * n
+        self.nodes: list[Running | None] = [None] * n
         self.api: list[tuple[str, int]] = [("", 0)] * n
         self._scopes: list[trio.CancelScope | None] = [None] * n
         self._stopped: list[trio.Event | None] = [None] * n
@@ -98,7 +113,7 @@ class Net:
                     consensus_params=self.params)
 
     async def start(self, nursery: trio.Nursery, i: int, bootnodes: tuple[str, ...] = (),
-                    *, node: Node | None = None) -> Node:
+                    *, node: Node | None = None) -> Running:
         """Start node ``i`` (or ``node`` in its place) and return it once it serves."""
         node = node or self.make(i, bootnodes)
         scope, stopped = trio.CancelScope(), trio.Event()
@@ -112,10 +127,11 @@ class Net:
                 stopped.set()
 
         info = await nursery.start(run)
-        self.nodes[i], self._scopes[i], self._stopped[i] = node, scope, stopped
+        running = Running(node, info)
+        self.nodes[i], self._scopes[i], self._stopped[i] = running, scope, stopped
         host, _ = parse_hostport(node.config.api_listen)
         self.api[i] = (host, info.api_port)
-        return node
+        return running
 
     async def stop(self, i: int) -> None:
         """Cancel node ``i`` and wait until its store is closed."""
@@ -134,12 +150,12 @@ class Net:
         async with open_client_on(stream, host) as client:
             yield client
 
-    def node(self, i: int) -> Node:
+    def node(self, i: int) -> Running:
         node = self.nodes[i]
-        assert node is not None and node.chain is not None
+        assert node is not None
         return node
 
-    def live(self) -> list[Node]:
+    def live(self) -> list[Running]:
         return [n for n in self.nodes if n is not None]
 
     def p2p(self, i: int) -> str:
@@ -148,14 +164,14 @@ class Net:
         return p2p.address
 
     def heights(self) -> list[int | None]:
-        return [n.chain.height if n is not None and n.chain else None for n in self.nodes]
+        return [n.chain.height if n is not None else None for n in self.nodes]
 
     async def wait(self, predicate: Callable[[], object], what: str, timeout: float = 30
                    ) -> None:
         """:func:`wait_for` with the nodes' heights in the failure."""
         await wait_for(predicate, what, timeout, lambda: f"(heights {self.heights()})")
 
-    async def wait_height(self, height: int, nodes: list[Node] | None = None) -> None:
+    async def wait_height(self, height: int, nodes: list[Running] | None = None) -> None:
         nodes = self.live() if nodes is None else nodes
         await self.wait(lambda: all(n.chain.height >= height for n in nodes), f"height {height}")
 

@@ -92,8 +92,8 @@ async def test_three_of_four_go_on_two_of_four_stop_then_resume(tmp_path, nurser
 
 
 async def test_an_equivocation_goes_on_every_ledger(tmp_path, nursery, autojump_clock):
+    from iomtnode.consensus.messages import ConsensusVote
     from iomtnode.core.vote import VoteType, sign_vote
-    from iomtnode.p2p.messages import ConsensusVote
 
     net = await start_net(authorities(tmp_path), nursery)
     await net.wait_height(2)

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 import pytest
 import trio
 
+from iomtnode.consensus.messages import ConsensusProposal, ConsensusVote
+from iomtnode.consensus.reactor import PeerNetwork
 from iomtnode.consensus.signing import SIGNING_STATE_FILE
 from iomtnode.consensus.votes import Step
 from iomtnode.home import init_home
-from iomtnode.p2p.messages import ConsensusProposal, ConsensusVote
-from iomtnode.p2p.service import P2PService
 
 from ..consensus.harness import signed_by
 from .harness import Net, start_net
@@ -31,16 +31,16 @@ def signed(monkeypatch: pytest.MonkeyPatch) -> Iterator[Signed]:
     """Every consensus message any node sends that its own key signed, across restarts:
     signer -> (height, round, step) -> block hashes."""
     seen: Signed = defaultdict(lambda: defaultdict(set))
-    original = P2PService.broadcast_consensus
+    original = PeerNetwork.broadcast_consensus
 
-    def recording(self: P2PService, msg: ConsensusProposal | ConsensusVote,
+    def recording(self: PeerNetwork, msg: ConsensusProposal | ConsensusVote,
                   exclude: frozenset[bytes] = frozenset()) -> None:
         signer, at, block_hash = signed_by(msg)
-        if signer == self._key.public:
+        if signer == self._router.host.node_id:
             seen[signer][at].add(block_hash)
         original(self, msg, exclude)
 
-    monkeypatch.setattr(P2PService, "broadcast_consensus", recording)
+    monkeypatch.setattr(PeerNetwork, "broadcast_consensus", recording)
     yield seen
 
 

@@ -65,7 +65,7 @@ async def test_a_one_authority_chain_votes_in_a_second_and_certifies_two_of_two(
         await net.start(nursery, i, (net.p2p(0),))
     await net.wait(lambda: len(node_a.p2p.host.peers()) == 2, "B and C connected")
 
-    await node_a.submit(sign_tx(AuthorityVote(a.public, b.public, True, 0), a, CHAIN).raw)
+    await node_a.admission.submit(sign_tx(AuthorityVote(a.public, b.public, True, 0), a, CHAIN).raw)
     chain_a = node_a.chain
     await net.wait(lambda: chain_a.authorities() == (a.public, b.public), "B voted in")
     joined = chain_a.height

@@ -80,7 +80,7 @@ async def test_a_split_sides_backlog_reaches_every_node_of_the_other_side(
     # node 1 relays what it received once its relay delay is over, to the peers connected
     # then (none lacking them): past that, only reconciliation can bring them to 2 and 3
     await holds_for(lambda: not any(tx.id in n.mempool for n in net.live()[2:] for tx in txs),
-                    net.node(1).p2p.gossip.relay_delay() + 0.5, "the other side got them")
+                    net.node(1).gossip.relay_delay() + 0.5, "the other side got them")
 
     for i in (2, 3):
         async with net.client(i) as admin:

@@ -8,16 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from iomtnode.admission.messages import TxAnnounce, Txs
 from iomtnode.core import codec
 from iomtnode.core import fields as f
 from iomtnode.core.tx import MalformedTxError, Reading, decode_tx, sign_tx
-from iomtnode.p2p.messages import (
-    ProtocolError,
-    TxAnnounce,
-    Txs,
-    decode_message,
-    encode_message,
-)
+from iomtnode.p2p.messages import ProtocolError, decode_message, encode_message
 
 from ..core.helpers import CHAIN_ID, key, longer_form, pub
 

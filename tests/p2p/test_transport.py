@@ -33,13 +33,13 @@ from iomtnode.p2p.messages import (
     PROTOCOL_VERSION,
     Auth,
     Hello,
-    Status,
     decode_message,
     encode_message,
 )
 from iomtnode.p2p.peer import Peer
 from iomtnode.p2p.records import decode_record, sign_record
 from iomtnode.p2p.transport import tune_socket
+from iomtnode.sync.messages import Status
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 async def test_counts_stay_true_when_the_node_ends_the_subscription(running_node) -> None:
-    feed = running_node.node.feed
+    feed = running_node.services.feed
     real = feed.publish
 
     def publish(committed: Any) -> None:  # every subscriber is "too slow" from block 3 on

@@ -1,4 +1,6 @@
-"""Block relay sends a committed head only to peers not known to hold it."""
+"""Block relay sends a committed head only to peers not known to hold it, and has a
+compact block it receives assembled (:mod:`iomtnode.admission.assembly`): from the mempool,
+from the admission inbox for a while, the rest asked of its sender."""
 
 from __future__ import annotations
 
@@ -7,12 +9,15 @@ from dataclasses import dataclass, field
 import pytest
 import trio
 
+from iomtnode.admission.assembly import HOLD_S
 from iomtnode.admission.mempool import Mempool
+from iomtnode.admission.messages import BlockTxs, GetBlockTxs
 from iomtnode.chain.feed import BlockFeed
 from iomtnode.chain.writer import ChainWriter
 from iomtnode.core.crypto import blake2b256
-from iomtnode.p2p.messages import BlockTxs, CompactBlock, GetBlockTxs
-from iomtnode.sync.blockrelay import INBOX_HOLD_S, INBOX_HOLD_TXS, BlockRelay, compact
+from iomtnode.p2p import score
+from iomtnode.sync.blockrelay import INBOX_HOLD_TXS, BlockRelay, compact
+from iomtnode.sync.messages import CompactBlock
 
 from ..admission.chainkit import GENESIS, T0, new_chain, source_chain
 from ..core.helpers import pub
@@ -30,11 +35,24 @@ class Peer:
 
 @dataclass
 class Host:
+    """The router, as the relay sees it."""
+
     peer_list: list[Peer]
     broadcasts: list = field(default_factory=list)
+    penalties: list = field(default_factory=list)
 
     def peers(self):
         return list(self.peer_list)
+
+    def get(self, node_id: bytes) -> Peer | None:
+        return next((p for p in self.peer_list if p.node_id == node_id), None)
+
+    def penalize(self, peer: Peer, points: int, reason: str) -> bool:
+        self.penalties.append((peer.node_id, points, reason))
+        return False
+
+    def penalize_id(self, node_id: bytes, points: int, reason: str) -> None:
+        self.penalties.append((node_id, points, reason))
 
     def broadcast(self, msg, exclude=()) -> int:
         targets = [p.node_id for p in self.peer_list if p.node_id not in exclude]
@@ -58,21 +76,6 @@ def test_a_head_goes_to_peers_but_its_source_signers_and_known_holders(tmp_path)
     assert targets == [pub("D"), pub("E")]
     relay.on_committed(made[-2][0], made[-2][1], None)  # not the head: sync's business
     assert len(host.broadcasts) == 1
-
-
-def test_block_transactions_are_served_as_stored_by_index(tmp_path):
-    chain, made = source_chain(tmp_path / "data", 1, 5)
-    block, _ = made[-1]
-    peer = Peer(pub("D"))
-    mempool = Mempool(chain, now_ms=lambda: GENESIS.time_ms)
-    writer = ChainWriter(chain, BlockFeed(chain.height), mempool.verifier)
-    relay = BlockRelay(Host([peer]), chain, writer, mempool, lambda peer, height: None)
-    relay.on_get_block_txs(peer, GetBlockTxs(block.hash, [4, 0, 9]))  # 9: out of range
-    [answer] = peer.sent
-    assert isinstance(answer, BlockTxs) and answer.block_hash == block.hash
-    assert answer.txs == [block.txs[4].raw, block.txs[0].raw]
-    relay.on_get_block_txs(peer, GetBlockTxs(b"\x00" * 32, [0]))  # no such block: no answer
-    assert len(peer.sent) == 1
 
 
 class Inbox:
@@ -118,11 +121,35 @@ async def follower_with(tmp_path, inbox_txs: str, stuck: bool = False, backlog: 
     peer = Peer(pub("B"))
     relay = BlockRelay(Host([peer]), chain, writer, mempool, lambda peer, height: None,
                        inbox=inbox)
-    return chain, relay, peer, compact(block, commit)
+    return chain, relay, peer, compact(block, commit), block
+
+
+async def test_the_senders_answer_completes_the_block(tmp_path):
+    chain, relay, peer, msg, block = await follower_with(tmp_path, "nowhere")
+    with trio.fail_after(10):
+        await relay.on_compact(peer, msg)
+        assert relay.expects(peer.node_id, block.hash)
+        await relay.on_block_txs(peer, BlockTxs(block.hash, [3, 4, 5],
+                                                [tx.raw for tx in block.txs[3:]]))
+    assert chain.height == 2 and chain.head.hash == block.hash
+    assert relay._router.penalties == []
+
+
+async def test_a_wrong_answer_costs_its_sender(tmp_path):
+    chain, relay, peer, msg, block = await follower_with(tmp_path, "nowhere")
+    with trio.fail_after(10):
+        await relay.on_compact(peer, msg)
+        wrong = [tx.raw for tx in block.txs[4:]]  # the transaction at 4 given for 3
+        await relay.on_block_txs(peer, BlockTxs(block.hash, [3, 4], wrong))
+    assert relay._router.penalties == [(peer.node_id, score.INVALID_MESSAGE,
+                                        "block txs: the transaction at 3 is not the one "
+                                        "asked for")]
+    assert chain.height == 1
+    assert not relay.expects(peer.node_id, block.hash)  # no other source: sync takes over
 
 
 async def test_a_compact_blocks_missing_transactions_are_taken_from_the_inbox(tmp_path):
-    chain, relay, peer, msg = await follower_with(tmp_path, "inbox")
+    chain, relay, peer, msg, _ = await follower_with(tmp_path, "inbox")
     with trio.fail_after(10):
         await relay.on_compact(peer, msg)
     assert peer.sent == []  # nothing asked of the peer: the inbox had them
@@ -130,17 +157,17 @@ async def test_a_compact_blocks_missing_transactions_are_taken_from_the_inbox(tm
 
 
 async def test_what_the_inbox_does_not_bring_in_time_is_asked_for(tmp_path, autojump_clock):
-    chain, relay, peer, msg = await follower_with(tmp_path, "inbox", stuck=True)
+    chain, relay, peer, msg, _ = await follower_with(tmp_path, "inbox", stuck=True)
     start = trio.current_time()
     await relay.on_compact(peer, msg)
-    assert trio.current_time() - start == pytest.approx(INBOX_HOLD_S)
+    assert trio.current_time() - start == pytest.approx(HOLD_S)
     [ask] = peer.sent
     assert isinstance(ask, GetBlockTxs) and ask.indexes == [3, 4, 5]
     assert chain.height == 1  # until the peer answers
 
 
 async def test_what_the_inbox_did_not_have_is_asked_for_once_it_caught_up(tmp_path):
-    chain, relay, peer, msg = await follower_with(tmp_path, "nowhere")
+    chain, relay, peer, msg, _ = await follower_with(tmp_path, "nowhere")
     with trio.fail_after(10):
         await relay.on_compact(peer, msg)
     [ask] = peer.sent
@@ -150,7 +177,7 @@ async def test_what_the_inbox_did_not_have_is_asked_for_once_it_caught_up(tmp_pa
 
 async def test_an_inbox_too_far_behind_is_not_waited_for(tmp_path, autojump_clock):
     # it could not admit so many within the hold, and the wait would stall the peer
-    chain, relay, peer, msg = await follower_with(tmp_path, "inbox",
+    chain, relay, peer, msg, _ = await follower_with(tmp_path, "inbox",
                                                   backlog=INBOX_HOLD_TXS + 1)
     start = trio.current_time()
     await relay.on_compact(peer, msg)

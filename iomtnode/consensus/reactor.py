@@ -1,0 +1,79 @@
+"""Consensus on the wire: its reactor (what peers send) and its network (what it sends).
+
+:class:`ConsensusReactor` is registered with the p2p router for :data:`KINDS` and hands
+each message to the driver's queue (:meth:`~.driver.Driver.on_message`; never blocks), and
+the transactions the driver asked for by :class:`~iomtnode.admission.messages.GetBlockTxs`.
+:class:`PeerNetwork` is what the driver sends through: consensus messages are pushed to
+every peer at once, and before a proposal the transactions waiting to be pushed go
+(``flush``), so that a proposal finds its transactions in its receivers' mempools rather
+than having them fetched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..admission.messages import GetBlockTxs
+from ..p2p.peer import Peer, encode
+from ..p2p.router import Router
+from .messages import ConsensusProposal, ConsensusVote
+
+KINDS = (ConsensusProposal, ConsensusVote)
+
+
+class Delivery(Protocol):
+    """Where peers' consensus messages go (:class:`~.driver.Driver`)."""
+
+    def on_message(self, peer_id: bytes, msg: Any) -> None: ...
+
+    def expects(self, peer_id: bytes, block_hash: bytes) -> bool: ...
+
+
+class PeerNetwork:
+    """The driver's network over the router (module doc)."""
+
+    def __init__(self, router: Router, flush: Callable[[], None]) -> None:
+        self._router = router
+        self._flush = flush
+
+    def broadcast_consensus(self, msg: ConsensusProposal | ConsensusVote,
+                            exclude: frozenset[bytes] = frozenset()) -> None:
+        """Push ``msg`` to every peer not in ``exclude`` at once (never waits); a proposal
+        goes after the transactions waiting to be pushed."""
+        if isinstance(msg, ConsensusProposal):
+            self._flush()
+        frame = encode(msg)
+        for peer in self._router.peers():
+            if peer.node_id not in exclude:
+                peer.send(frame)
+
+    def send_consensus(self, peer_id: bytes, msg: GetBlockTxs) -> bool:
+        """Send ``msg`` to the peer ``peer_id``; False if it is not connected."""
+        peer = self._router.get(peer_id)
+        return peer is not None and peer.send(msg)
+
+    def penalize_peer(self, peer_id: bytes, points: int, reason: str) -> None:
+        """Charge the peer ``peer_id`` for a bad consensus message, if still connected."""
+        self._router.penalize_id(peer_id, points, reason)
+
+
+class ConsensusReactor:
+    """Peers' consensus messages to the driver (module doc)."""
+
+    def __init__(self, driver: Delivery) -> None:
+        self._driver = driver
+
+    async def receive(self, peer: Peer, msg: Any) -> None:
+        self._driver.on_message(peer.node_id, msg)
+
+    def expects(self, peer_id: bytes, block_hash: bytes) -> bool:
+        """Whether the driver asked ``peer_id`` for transactions of ``block_hash`` (its
+        answers come through :class:`~iomtnode.admission.blocktxs.BlockTxsReactor`)."""
+        return self._driver.expects(peer_id, block_hash)
+
+    def connected(self, peer: Peer) -> None:
+        pass
+
+    def disconnected(self, peer: Peer) -> None:
+        pass

@@ -1,0 +1,102 @@
+"""Peer exchange: the router's own reactor for signed peer records.
+
+On connect each side takes the record the other sent in its Auth and sends a sample of the
+records it knows (its own first); records also go out every :data:`~.discovery.PEX_INTERVAL_S`
+and when this node moves. A record that does not verify costs its sender
+:data:`~.score.BAD_SIGNATURE`; a new address for a node not connected wakes the dialer.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any, Protocol
+
+import structlog
+import trio
+
+from . import score
+from .discovery import BOOK_FLUSH_S, PEX_INTERVAL_S, PEX_RECORDS, AddressBook, Dialer, OwnRecord
+from .messages import GetPeers, Message, PeerRecords
+from .peer import Peer
+from .records import RecordError, decode_record
+
+log = structlog.get_logger(__name__)
+
+
+class Peers(Protocol):
+    """What peer exchange needs of the router."""
+
+    def get(self, node_id: bytes) -> Peer | None: ...
+
+    def broadcast(self, msg: Message) -> int: ...
+
+    def penalize(self, peer: Peer, points: int, reason: str) -> bool: ...
+
+
+class PeerExchange:
+    """Learn and share peer records (module doc)."""
+
+    def __init__(self, peers: Peers, book: AddressBook, own: OwnRecord, dialer: Dialer,
+                 node_id: bytes, chain_id: str, rng: random.Random) -> None:
+        self._peers = peers
+        self._book = book
+        self._own = own
+        self._dialer = dialer
+        self._node_id = node_id
+        self._chain_id = chain_id
+        self._rng = rng
+
+    def connected(self, peer: Peer) -> None:
+        if peer.record:
+            self._take_records(peer, [peer.record])
+        self._book.mark_connected(peer.node_id)
+        peer.send(PeerRecords(self._records_to_share()))
+
+    def disconnected(self, peer: Peer) -> None:
+        pass
+
+    async def receive(self, peer: Peer, msg: Any) -> None:
+        match msg:
+            case PeerRecords():
+                self._take_records(peer, msg.records)
+            case GetPeers():
+                peer.send(PeerRecords(self._records_to_share()))
+
+    def announce(self, record: bytes) -> None:
+        """Send this node's new record to every peer."""
+        self._peers.broadcast(PeerRecords([record]))
+
+    def _records_to_share(self) -> list[bytes]:
+        records = [r.raw for r in self._book.sample(PEX_RECORDS - 1, self._rng)]
+        own = self._own.record.raw if self._own.record else b""
+        return [own, *records] if own else records
+
+    def _take_records(self, peer: Peer, raws: list[bytes]) -> None:
+        for raw in raws:
+            try:
+                record = decode_record(raw, self._chain_id)
+            except RecordError as exc:
+                self._peers.penalize(peer, score.BAD_SIGNATURE, f"peer record: {exc}")
+                continue
+            if record.node_id == self._node_id:
+                continue
+            if self._book.update(record, int(time.time() * 1000)):
+                log.debug("peer_record_learned", node=record.node_id.hex()[:16],
+                          address=record.addresses[0], seq=record.seq)
+                if self._peers.get(record.node_id) is None:
+                    self._dialer.wake(reset=record.addresses[0])
+
+    async def run(self) -> None:
+        """Flush the address book every :data:`BOOK_FLUSH_S` and share records every
+        :data:`PEX_INTERVAL_S` until cancelled; the book is flushed on the way out."""
+        next_pex = trio.current_time() + PEX_INTERVAL_S
+        try:
+            while True:
+                await trio.sleep(BOOK_FLUSH_S)
+                self._book.flush()
+                if trio.current_time() >= next_pex:
+                    next_pex += PEX_INTERVAL_S
+                    self._peers.broadcast(PeerRecords(self._records_to_share()))
+        finally:
+            self._book.flush()

@@ -1,0 +1,60 @@
+"""Sync's message kinds: heads, whole blocks in ranges, and compact blocks relayed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..core import fields as f
+from ..p2p.messages import MAX_IDS_PER_MESSAGE, list_of, message, raw_value
+
+MAX_BLOCKS_PER_MESSAGE = 64  # blocks in one sync response
+
+
+@message
+@dataclass(frozen=True, slots=True)
+class Status:
+    """The sender's head, sent when it changes (peers use it to decide to sync)."""
+
+    KIND: ClassVar[int] = 13
+    CHECKS: ClassVar[tuple[f.Check, ...]] = (f.u64, f.digest)
+    height: int
+    head_hash: bytes
+
+
+@message
+@dataclass(frozen=True, slots=True)
+class GetBlocks:
+    """Ask for up to ``count`` whole blocks from ``start`` (sync)."""
+
+    KIND: ClassVar[int] = 11
+    CHECKS: ClassVar[tuple[f.Check, ...]] = (f.u64, f.u64)
+    start: int
+    count: int
+
+
+@message
+@dataclass(frozen=True, slots=True)
+class Blocks:
+    """Whole blocks with their certificates, ``[[block, commit], ...]`` from ``start``."""
+
+    KIND: ClassVar[int] = 12
+    CHECKS: ClassVar[tuple[f.Check, ...]] = (f.u64, list_of(list_of(raw_value, 2),
+                                                             MAX_BLOCKS_PER_MESSAGE))
+    start: int
+    blocks: list[list[bytes]]
+
+
+@message
+@dataclass(frozen=True, slots=True)
+class CompactBlock:
+    """A new final block as header + tx ids + its certificate; the receiver fills in txs."""
+
+    KIND: ClassVar[int] = 8
+    CHECKS: ClassVar[tuple[f.Check, ...]] = (
+        f.max_bytes(1024), list_of(f.digest, MAX_IDS_PER_MESSAGE), raw_value, raw_value,
+    )
+    header: bytes
+    tx_ids: list[bytes]
+    last_commit: bytes
+    commit: bytes
