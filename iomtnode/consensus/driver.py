@@ -27,7 +27,7 @@ sleeps, signs, stores and sends; every decision is the machine's. Its contract:
 - Timeouts go to a heap; the one driver task sleeps until the earliest deadline or the
   next message. No task per message or timer.
 - Peers' messages (:meth:`on_message`, from peer reader tasks; never blocks) are checked
-  by :class:`~.inbound.Inbound`; a request for a held block's transactions is answered.
+  by :class:`~.inbound.Inbound`; a held block's transactions are served by :meth:`held_txs`.
 - Equivocations go to an :class:`~iomtnode.consensus.evidencelog.EvidenceLog`
   (:attr:`Driver.evidence`; ``on_evidence`` once each).
 """
@@ -150,11 +150,6 @@ class Driver:
     def evidence(self) -> list[dict[str, Any]]:
         """The newest equivocations seen, oldest first (authority, height, round, type)."""
         return self._evidence.entries
-
-    @property
-    def pending_blocks(self) -> int:
-        """Proposed blocks waiting for transactions from peers."""
-        return self._inbound.pending_blocks
 
     @property
     def signing_floor(self) -> int | None:

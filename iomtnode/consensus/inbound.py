@@ -19,10 +19,9 @@ a block, each proposal waiting for it). A message passes only if it is:
 - signed by that authority for this chain (domain-separated signatures);
 - for a proposal, about the block whose header it carries; the block, assembled from the
   mempool and fetched transactions (:mod:`iomtnode.admission.assembly`: a proposal waits,
-  boundedly, until its block is whole), passes
-  :meth:`~iomtnode.admission.blocks.BlockMaker.check_proposal` as the next block (else
-  the proposal is passed on with ``block_valid=False``, so the machine prevotes nil;
-  the sender is not charged, since the proposer, not the relayer, made it).
+  boundedly, until its block is whole), passes :meth:`BlockMaker.check_proposal` as the
+  next block (else it is passed on with ``block_valid=False``, so the machine prevotes
+  nil; the sender is not charged, since the proposer, not the relayer, made it).
 
 Garbage costs the sending peer (:mod:`iomtnode.p2p.score`): malformed, from a
 non-authority or a non-proposer, or a bad signature. A message that passed is relayed
@@ -112,8 +111,7 @@ class Inbound:
 
     ``known_block(hash)`` tells whether the driver holds a block already (checked, or
     built here), so a proposal of it is not checked again. Proposed blocks' transactions
-    come from ``mempool`` (once ``inbox``, the gossip admission, has caught up with what
-    peers pushed) or are fetched from peers."""
+    come from ``mempool`` (once admission's ``inbox`` has caught up) or from peers."""
 
     def __init__(self, chain: Chain, blocks: BlockMaker, network: ConsensusNetwork,
                  mempool: Mempool, *, known_block: Callable[[bytes], bool],
@@ -160,7 +158,7 @@ class Inbound:
         """Queue a peer's message for the driver task (dropped if the queue is full, a copy
         was handled already, or it answers nothing asked)."""
         if isinstance(msg, BlockTxs):
-            if not self._fetcher.expects(peer_id, msg.block_hash):
+            if not self.expects(peer_id, msg.block_hash):
                 return
         else:
             key = blake2b256(msg.proposal if isinstance(msg, ConsensusProposal) else msg.vote)

@@ -123,7 +123,7 @@ async def test_missing_txs_are_fetched_from_the_sender_even_along_a_line(
         assert not requests(net, d, b)  # not linked: never asked
         assert prevote_of(net, d, 0) == block.hash  # in time for round 0
         assert not any(n.network.penalties for n in (b, c, d))
-        assert all(n.driver is not None and n.driver.pending_blocks == 0 for n in (c, d))
+        assert all(n.driver is not None and n.driver.stats().pending_blocks == 0 for n in (c, d))
 
 
 async def test_a_peer_answering_other_txs_is_penalised_and_another_relayer_serves(
@@ -151,7 +151,7 @@ async def test_a_peer_answering_other_txs_is_penalised_and_another_relayer_serve
         a.driver.on_message(d.id, BlockTxs(block.hash, [0, 1, 2], [t.raw for t in txs]))
         await wait_until(lambda: prevote_of(net, a, 0) is not None)
         assert prevote_of(net, a, 0) == block.hash  # the proposal completed, valid
-        assert a.driver.pending_blocks == 0
+        assert a.driver.stats().pending_blocks == 0
         assert len(a.network.penalties) == 1  # D's answer was fine
 
 
@@ -173,13 +173,13 @@ async def test_a_fetch_that_never_completes_times_out_cleanly(tmp_path, autojump
         assert a.network.penalties[0][:2] == (c.id, score.INVALID_MESSAGE)
         await wait_until(lambda: prevote_of(net, a, 0) is not None)
         assert prevote_of(net, a, 0) == NIL  # the round's timeout: no proposal at hand
-        assert a.driver.pending_blocks == 1
-        await wait_until(lambda: a.driver is not None and a.driver.pending_blocks == 0,
+        assert a.driver.stats().pending_blocks == 1
+        await wait_until(lambda: a.driver is not None and a.driver.stats().pending_blocks == 0,
                          timeout=PENDING_TIMEOUT_S + 1)
         a.driver.on_message(c.id, msg)  # resent: checked anew
         await wait_until(lambda: len(requests(net, a, c)) == 2)
         a.driver.on_message(c.id, BlockTxs(block.hash, [0, 1], [t.raw for t in txs]))
-        await wait_until(lambda: a.driver is not None and a.driver.pending_blocks == 0)
+        await wait_until(lambda: a.driver is not None and a.driver.stats().pending_blocks == 0)
         assert len(a.network.penalties) == 1
 
 
@@ -214,7 +214,7 @@ async def held_proposal(net: Cluster, a: TNode, c: TNode, txs: list[SignedTx],
     assert a.driver is not None
     block, msg = proposed_by_b(net, txs)
     a.driver.on_message(c.id, msg)
-    await wait_until(lambda: a.driver is not None and a.driver.pending_blocks == 1,
+    await wait_until(lambda: a.driver is not None and a.driver.stats().pending_blocks == 1,
                      every=0.01)
     return block
 
@@ -237,7 +237,7 @@ async def test_txs_still_queued_for_admission_are_waited_for_not_fetched(
         await wait_until(lambda: prevote_of(net, a, 0) is not None, every=0.01)
         assert prevote_of(net, a, 0) == block.hash
         assert trio.current_time() - started < HOLD_S
-        assert requests(net, a, c) == [] and a.driver.pending_blocks == 0
+        assert requests(net, a, c) == [] and a.driver.stats().pending_blocks == 0
 
 
 async def test_an_inbox_that_does_not_catch_up_in_time_leaves_the_rest_to_a_fetch(
