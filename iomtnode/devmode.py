@@ -13,7 +13,7 @@ import trio
 
 from .config import Config
 from .home import init_home
-from .node import Node
+from .node import Node, Services
 from .service import run_until_signal
 from .sim.load import LoadStats, run_load
 
@@ -25,8 +25,8 @@ PROGRESS_INTERVAL_S = 1.0
 class ProgressLine:
     """One status line, redrawn in place on a terminal (a plain line per interval otherwise)."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(self, services: Services) -> None:
+        self.services = services
         self.last = 0.0
         self.last_committed = 0
         self.tty = sys.stderr.isatty()
@@ -37,11 +37,10 @@ class ProgressLine:
             return
         rate = (stats.committed - self.last_committed) / max(now - self.last, 1e-9)
         self.last, self.last_committed = now, stats.committed
-        chain = self.node.chain
-        height = chain.height if chain else 0
+        height = self.services.chain.height
         p50 = stats.percentile(0.5)
         line = (f"height {height:>6} | committed {stats.committed:>8} | {rate:7.0f} readings/s"
-                f" | rejected {stats.rejected} | mempool {len(self.node.mempool or ()):>5}"
+                f" | rejected {stats.rejected} | mempool {len(self.services.mempool):>5}"
                 f" | p50 {p50 if p50 is not None else '-'} ms")
         if self.tty:
             sys.stderr.write("\r" + line + "\x1b[K")
@@ -70,7 +69,7 @@ async def _dev(devices: int, rate: float, duration_s: float, api_listen: str, *,
             try:
                 stats = await run_load(url, node.key, node.genesis.chain_id, devices=devices,
                                        rate=rate, duration_s=duration_s,
-                                       on_progress=ProgressLine(node))
+                                       on_progress=ProgressLine(info.services))
             finally:
                 if sys.stderr.isatty():
                     sys.stderr.write("\n")
