@@ -1,18 +1,24 @@
-"""No import cycles: not between two files, not between two folders.
+"""The layers hold, and no import cycles: not between two files, not between two folders.
 
-The layer contracts in pyproject.toml (run by `lint-imports` in CI) say which folder may import
-which; this test adds that no group of modules imports itself round, at any size: a cycle
-between files inside one folder breaks no layer rule but still ties the files together.
-
-It follows the imports that run: a name imported under ``TYPE_CHECKING`` for an annotation
-only is not followed (the layer contracts do count those).
+The layer contracts in pyproject.toml (also run by `lint-imports` in CI) say which folder may
+import which; these tests add that no group of modules imports itself round, at any size: a
+cycle between files inside one folder breaks no layer rule but still ties the files together.
+Imports made only for annotations (under ``TYPE_CHECKING``) count too. And no module of the
+package is 400 lines or longer.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grimp
+from importlinter.cli import lint_imports
+
+import iomtnode
 
 PACKAGE = "iomtnode"
+ROOT = Path(iomtnode.__file__).parent
+MAX_LINES = 400  # a module longer than this is split by what it does
 
 
 def import_cycles(graph: grimp.ImportGraph, modules: set[str]) -> list[list[str]]:
@@ -84,18 +90,29 @@ def describe(cycles: list[list[str]]) -> str:
     return "; ".join(" <-> ".join(group) for group in cycles)
 
 
-def runtime_graph() -> grimp.ImportGraph:
-    return grimp.build_graph(PACKAGE, exclude_type_checking_imports=True)
+def full_graph() -> grimp.ImportGraph:
+    return grimp.build_graph(PACKAGE, exclude_type_checking_imports=False)
+
+
+def test_the_layer_contracts_hold() -> None:
+    pyproject = ROOT.parent / "pyproject.toml"
+    assert lint_imports(config_filename=str(pyproject), no_cache=True, no_logo=True) == 0
+
+
+def test_every_module_is_shorter_than_the_limit() -> None:
+    long = {str(path.relative_to(ROOT)): lines for path in sorted(ROOT.rglob("*.py"))
+            if (lines := len(path.read_text().splitlines())) >= MAX_LINES}
+    assert long == {}
 
 
 def test_no_cycle_between_files() -> None:
-    graph = runtime_graph()
+    graph = full_graph()
     cycles = import_cycles(graph, set(graph.modules))
     assert not cycles, f"modules that import each other round: {describe(cycles)}"
 
 
 def test_no_cycle_between_folders() -> None:
-    folders = folder_graph(runtime_graph())
+    folders = folder_graph(full_graph())
     cycles = import_cycles(folders, set(folders.modules))
     assert not cycles, f"folders that import each other round: {describe(cycles)}"
 

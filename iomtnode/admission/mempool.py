@@ -26,7 +26,8 @@ from ..core import errors as e
 from ..core import window
 from ..core.block import Block
 from ..core.crypto import BadSignatureError
-from ..core.state import BlockContext, State, apply, begin_block
+from ..core.ledger import BlockContext, State
+from ..core.state import apply, begin_block
 from ..core.tx import MalformedTxError, Reading, SignedTx, decode_tx
 from ..store.txlog import Drop
 from .verify import Verifier

@@ -24,7 +24,7 @@ from ..chain.chain import ChainStats
 from ..consensus.settings import ConsensusStats
 from ..core.block import Block, Commit
 from ..core.errors import RuleError
-from ..core.state import Device
+from ..core.ledger import Device
 from ..core.tx import SignedTx
 from ..metrics import NodeStats
 from ..p2p.records import PeerRecord

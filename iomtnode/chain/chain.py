@@ -31,13 +31,9 @@ from ..core.block import (
 from ..core.crypto import BadSignatureError
 from ..core.errors import RuleError
 from ..core.genesis import Genesis
+from ..core.ledger import K_EVIDENCE, K_VOTES, BlockContext, Device, State
 from ..core.receipt import Handoff, make_receipt
 from ..core.state import (
-    K_EVIDENCE,
-    K_VOTES,
-    BlockContext,
-    Device,
-    State,
     apply,
     authorities_at,
     begin_block,

@@ -1,35 +1,33 @@
 """The authority rules of the state: votes that add or remove an authority, the changes they
 schedule and when those take effect, who counts as online, and evidence of equivocation.
 
-Pure, like :mod:`.state`, whose :class:`~.state.State` these functions read and write (it
-imports them; nothing here imports it at run time). A vote passes with a majority of the
-current authorities and takes effect :data:`GOVERNANCE_DELAY_BLOCKS` heights later, so the
-set that certifies the next block is always known when a block is made; a change that would
-leave fewer online authorities than a quorum is refused (see :func:`_check_quorum_after`).
+Pure, like :mod:`.state`; these functions read and write :class:`~.ledger.State`. A vote
+passes with a majority of the current authorities and takes effect
+:data:`GOVERNANCE_DELAY_BLOCKS` heights later, so the set that certifies the next block is
+always known when a block is made; a change that would leave fewer online authorities than a
+quorum is refused (see :func:`_check_quorum_after`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import codec
 from . import errors as e
 from .block import quorum
+from .ledger import (
+    K_EVIDENCE,
+    K_HANDOFFS,
+    K_ONLINE,
+    K_SCHEDULED,
+    K_VOTES,
+    ONLINE_WINDOW_BLOCKS,
+    BlockContext,
+    State,
+)
 from .tx import AuthorityVote, ReportEvidence
 
-if TYPE_CHECKING:
-    from .state import BlockContext, State
-
 GOVERNANCE_DELAY_BLOCKS = 2  # an authority change takes effect this many heights later
-ONLINE_WINDOW_BLOCKS = 32  # an authority is online if it certified one of this many blocks
-
-K_AUTHORITIES = b"a"
-K_SCHEDULED = b"c"
-K_EVIDENCE = b"e"
-K_ONLINE = b"o"
-K_HANDOFFS = b"k"
-K_VOTES = b"v"
-
 
 def evidence_key(authority: bytes, height: int, round_: int, vote_type: int) -> bytes:
     return (K_EVIDENCE + authority + height.to_bytes(8, "big") + round_.to_bytes(8, "big")

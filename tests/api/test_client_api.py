@@ -22,7 +22,7 @@ from iomtnode.core import codec
 from iomtnode.core.block import Block, Commit
 from iomtnode.core.crypto import SigningKey
 from iomtnode.core.errors import RuleError, UnknownDeviceError
-from iomtnode.core.state import Device
+from iomtnode.core.ledger import Device
 from iomtnode.core.tx import Reading, SignedTx, decode_tx, sign_tx
 from iomtnode.metrics import NodeStats
 from iomtnode.p2p.peer import Traffic

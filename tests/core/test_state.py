@@ -19,15 +19,12 @@ from iomtnode.core import codec
 from iomtnode.core import errors as e
 from iomtnode.core.evidence import make_evidence
 from iomtnode.core.genesis import Genesis
+from iomtnode.core.governance import GOVERNANCE_DELAY_BLOCKS
+from iomtnode.core.ledger import ONLINE_WINDOW_BLOCKS, BlockContext, Device, State
 from iomtnode.core.state import (
     ACTIVE,
-    GOVERNANCE_DELAY_BLOCKS,
-    ONLINE_WINDOW_BLOCKS,
     REVOKED,
     ROTATED,
-    BlockContext,
-    Device,
-    State,
     apply,
     begin_block,
     genesis_state,
