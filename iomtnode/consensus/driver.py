@@ -44,7 +44,6 @@ from typing import Any
 import structlog
 import trio
 
-from ..admission.blocks import BlockMaker
 from ..admission.inbox import Progress
 from ..admission.mempool import Mempool
 from ..chain.chain import BuiltBlock, Chain
@@ -54,6 +53,7 @@ from ..core.block import Block, Commit
 from ..core.evidence import Evidence
 from ..core.state import authorities_at
 from ..core.vote import VoteType
+from .blocks import BlockMaker
 from .evidencelog import EvidenceLog
 from .fresh import Deferral, PeerHeads
 from .held import HeldBlocks

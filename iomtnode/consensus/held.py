@@ -35,11 +35,11 @@ from collections.abc import Iterable
 import structlog
 import trio
 
-from ..admission.blocks import BlockMaker
 from ..chain.chain import BuiltBlock, InvalidBlockError
 from ..core import codec
 from ..core.block import MalformedBlockError, decode_block
 from ..core.vote import NIL
+from .blocks import BlockMaker
 from .signing import MetaStore, SigningStateFile
 
 log = structlog.get_logger(__name__)

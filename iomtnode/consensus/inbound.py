@@ -46,7 +46,6 @@ import structlog
 import trio
 
 from ..admission.assembly import Assembler
-from ..admission.blocks import BlockMaker
 from ..admission.inbox import Progress
 from ..admission.mempool import Mempool
 from ..admission.messages import BlockTxs
@@ -56,6 +55,7 @@ from ..core.crypto import BadSignatureError, blake2b256
 from ..core.vote import MalformedVoteError, Vote, decode_vote
 from ..p2p import score
 from ..p2p.lru import BoundedSet
+from .blocks import BlockMaker
 from .machine import ProposalReceived, VoteReceived
 from .messages import ConsensusProposal, ConsensusVote
 from .nextheight import NextHeight

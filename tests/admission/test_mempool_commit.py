@@ -132,9 +132,9 @@ def test_a_block_takes_each_devices_readings_in_sequence_order(chain, monkeypatc
 async def test_a_transaction_a_block_refuses_is_dropped_and_recorded(chain):
     """Building a block refuses a pending reading (here its timestamp is too far ahead of
     the block's time): it leaves the mempool, and its drop is recorded with the reason."""
-    from iomtnode.admission.blocks import BlockMaker
     from iomtnode.chain.feed import BlockFeed
     from iomtnode.chain.writer import ChainWriter
+    from iomtnode.consensus.blocks import BlockMaker
 
     now = GENESIS.time_ms + 10_000
     pool = Mempool(chain, now_ms=lambda: now)
@@ -161,9 +161,9 @@ async def test_a_drop_is_a_warning_only_for_what_a_client_was_told_was_accepted(
     when dropped; one a peer relayed is logged at info: its proposer may still commit it."""
     import structlog.testing
 
-    from iomtnode.admission.blocks import BlockMaker
     from iomtnode.chain.feed import BlockFeed
     from iomtnode.chain.writer import ChainWriter
+    from iomtnode.consensus.blocks import BlockMaker
 
     now = GENESIS.time_ms + 10_000
     pool = Mempool(chain, now_ms=lambda: now)

@@ -76,7 +76,7 @@ async def test_readings_the_node_cannot_be_asked_about_are_counted_unchecked(
     """The node is gone when the run ends: the summary says how many were not checked
     instead of failing (or calling them lost)."""
     import iomtnode.sim.load as load
-    from iomtnode.admission.blocks import BlockMaker
+    from iomtnode.consensus.blocks import BlockMaker
 
     async def never(*args: Any, **kwargs: Any) -> None:
         await trio.sleep_forever()

@@ -8,10 +8,10 @@ only commits.
 
 from __future__ import annotations
 
+from ..admission.mempool import Mempool
 from ..chain.chain import BuiltBlock
 from ..chain.writer import ChainWriter
 from ..core.block import Block
-from .mempool import Mempool
 
 
 class BlockMaker:
