@@ -11,7 +11,6 @@ publishes on the commit feed, and the mempool, gossip, relay and consensus follo
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from ..admission.blocktxs import KINDS as BLOCK_TXS_KINDS
@@ -92,7 +91,7 @@ def build(setup: Setup, store: BlockStore) -> Services:
     """Construct every service over ``store``, complete, and wire the reactors."""
     config, clock, key = setup.config, setup.clock, setup.key
     virtual = clock.virtual
-    figures = NodeFigures(started_at=time.time())
+    figures = NodeFigures(started_at=clock.now_ms() / 1000)
 
     chain = Chain(store, setup.genesis)
     verifier = Verifier(chain.chain_id, inline=virtual)
@@ -105,7 +104,7 @@ def build(setup: Setup, store: BlockStore) -> Services:
         return chain.height, chain.head.hash
 
     router = Router(config, key, store, chain.chain_id, chain.genesis.hash, head,
-                    transport=setup.transport)
+                    transport=setup.transport, now_ms=clock.now_ms)
     inbox = Inbox()
     gossip = TxGossip(router, inbox, mempool.get)
     reconcile = Reconciler(router, gossip, mempool.oldest, mempool.__contains__)

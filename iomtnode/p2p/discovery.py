@@ -165,11 +165,16 @@ class Dialer:
                 self._wake = trio.Event()
 
 
+def wall_clock_ms() -> int:
+    """The system's wall clock in ms (a node passes its own clock; this is the default)."""
+    return int(time.time() * 1000)
+
+
 class OwnRecord:
     """This node's signed record; its seq is persisted and bumped on every start and move."""
 
     def __init__(self, key: SigningKey, chain_id: str, store: BlockStore,
-                 now_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
+                 now_ms: Callable[[], int] = wall_clock_ms) -> None:
         self._key = key
         self._chain_id = chain_id
         self._store = store

@@ -9,7 +9,7 @@ and when this node moves. A record that does not verify costs its sender
 from __future__ import annotations
 
 import random
-import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import structlog
@@ -38,8 +38,10 @@ class PeerExchange:
     """Learn and share peer records (module doc)."""
 
     def __init__(self, peers: Peers, book: AddressBook, own: OwnRecord, dialer: Dialer,
-                 node_id: bytes, chain_id: str, rng: random.Random) -> None:
+                 node_id: bytes, chain_id: str, rng: random.Random,
+                 now_ms: Callable[[], int]) -> None:
         self._peers = peers
+        self._now_ms = now_ms
         self._book = book
         self._own = own
         self._dialer = dialer
@@ -81,7 +83,7 @@ class PeerExchange:
                 continue
             if record.node_id == self._node_id:
                 continue
-            if self._book.update(record, int(time.time() * 1000)):
+            if self._book.update(record, self._now_ms()):
                 log.debug("peer_record_learned", node=record.node_id.hex()[:16],
                           address=record.addresses[0], seq=record.seq)
                 if self._peers.get(record.node_id) is None:

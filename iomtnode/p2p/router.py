@@ -29,7 +29,7 @@ from ..config import Config, parse_hostport
 from ..core.crypto import SigningKey
 from ..store import BlockStore
 from . import score
-from .discovery import AddressBook, Dialer, OwnRecord
+from .discovery import AddressBook, Dialer, OwnRecord, wall_clock_ms
 from .handshake import make_hello
 from .host import Host, P2PConfig
 from .messages import MESSAGE_TYPES, GetPeers, Hello, Message, PeerRecords
@@ -70,8 +70,10 @@ class Router:
 
     def __init__(self, config: Config, key: SigningKey, store: BlockStore, chain_id: str,
                  genesis_hash: bytes, head: Head, *, rng: random.Random | None = None,
-                 transport: Transport | None = None) -> None:
-        """``transport`` gives the listener's and the dials' streams (default: TCP)."""
+                 transport: Transport | None = None,
+                 now_ms: Callable[[], int] = wall_clock_ms) -> None:
+        """``transport`` gives the listener's and the dials' streams (default: TCP);
+        ``now_ms`` the wall clock that stamps and ages peer records."""
         self._config = config
         self._key = key
         self._chain_id = chain_id
@@ -85,12 +87,12 @@ class Router:
             key, self, transport=transport,
         )
         self.book = AddressBook(store, chain_id)
-        self.own = OwnRecord(key, chain_id, store)
+        self.own = OwnRecord(key, chain_id, store, now_ms)
         self.dialer = Dialer(self.host, self.book, config.bootnodes, key.public, self._rng)
         self._routes: dict[type[Any], Reactor] = {}
         self._reactors: list[Reactor] = []
         self.pex = PeerExchange(self, self.book, self.own, self.dialer, key.public, chain_id,
-                                self._rng)
+                                self._rng, now_ms)
         self.register((PeerRecords, GetPeers), self.pex)
         self.address = ""
 
