@@ -30,6 +30,7 @@ from typing import Any
 import trio
 
 from ..admission.assembly import HOLD_S, Assembler
+from ..admission.blocktxs import Send
 from ..admission.inbox import Progress
 from ..admission.mempool import Mempool
 from ..admission.messages import BlockTxs
@@ -62,10 +63,11 @@ def compact(block: Block, commit: Commit) -> CompactBlock:
 
 class BlockRelay:
     """Relay new heads; take peers' compact blocks (module doc). ``router`` is the p2p
-    router (peers, get, broadcast, penalize)."""
+    router (peers, broadcast, penalize); transactions are asked of peers with ``ask``
+    (:meth:`~iomtnode.admission.blocktxs.Asks.sender`)."""
 
     def __init__(self, router: Any, chain: Chain, writer: ChainWriter, mempool: Mempool,
-                 on_height: Callable[[bytes, int], None], *,
+                 on_height: Callable[[bytes, int], None], ask: Send, *,
                  holders: Callable[[Block], Collection[bytes]] = lambda block: (),
                  inbox: Progress | None = None) -> None:
         self._router = router
@@ -76,12 +78,8 @@ class BlockRelay:
         self._mempool = mempool
         self._on_height = on_height  # sync's saw_height(peer_id, height)
         self._assembler: Assembler[_Waiting] = Assembler(
-            mempool.get, self._send, router.penalize_id, lambda waiting: None, inbox,
+            mempool.get, ask, router.penalize_id, lambda waiting: None, inbox,
             what="block", bad_ids_points=score.INVALID_BLOCK, hold_txs=INBOX_HOLD_TXS)
-
-    def _send(self, peer_id: bytes, msg: Any) -> bool:
-        peer = self._router.get(peer_id)
-        return peer is not None and peer.send(msg)
 
     def on_committed(self, block: Block, commit: Commit, source: bytes | None) -> None:
         """ChainWriter listener: relay every new head to every peer but its source and the
@@ -95,10 +93,6 @@ class BlockRelay:
             if source is not None:
                 skip.add(source)
             self._router.broadcast(compact(block, commit), exclude=skip)
-
-    def expects(self, peer_id: bytes, block_hash: bytes) -> bool:
-        """Whether transactions of ``block_hash`` were asked of ``peer_id``."""
-        return self._assembler.expects(peer_id, block_hash)
 
     async def on_compact(self, peer: Any, msg: CompactBlock) -> None:
         penalize = self._router.penalize
@@ -138,7 +132,8 @@ class BlockRelay:
             await self._apply(peer.node_id, block, commit)
 
     async def on_block_txs(self, peer: Any, msg: BlockTxs) -> None:
-        """Transactions asked of ``peer`` (:meth:`expects`)."""
+        """Transactions asked of ``peer`` (routed here by
+        :class:`~iomtnode.admission.blocktxs.BlockTxsReactor`)."""
         whole = self._assembler.on_txs(peer.node_id, msg)
         if whole is not None:
             block, (waiting, *_) = whole

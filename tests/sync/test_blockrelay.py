@@ -47,6 +47,11 @@ class Host:
     def get(self, node_id: bytes) -> Peer | None:
         return next((p for p in self.peer_list if p.node_id == node_id), None)
 
+    def ask(self, node_id: bytes, msg: GetBlockTxs) -> bool:
+        """Send a request as Asks.sender does (without the routing it records)."""
+        peer = self.get(node_id)
+        return peer is not None and peer.send(msg)
+
     def penalize(self, peer: Peer, points: int, reason: str) -> bool:
         self.penalties.append((peer.node_id, points, reason))
         return False
@@ -67,7 +72,7 @@ def test_a_head_goes_to_peers_but_its_source_signers_and_known_holders(tmp_path)
     host = Host(peers)
     mempool = Mempool(chain, now_ms=lambda: GENESIS.time_ms)
     writer = ChainWriter(chain, BlockFeed(chain.height), mempool.verifier)
-    relay = BlockRelay(host, chain, writer, mempool, lambda peer, height: None,
+    relay = BlockRelay(host, chain, writer, mempool, lambda peer, height: None, host.ask,
                        holders=lambda b: {pub("C")})
     relay.on_committed(block, commit, pub("B"))
     [(msg, targets)] = host.broadcasts
@@ -119,7 +124,8 @@ async def follower_with(tmp_path, inbox_txs: str, stuck: bool = False, backlog: 
     inbox = Inbox(mempool, list(block.txs[3:]) if inbox_txs == "inbox" else [], stuck,
                   backlog)
     peer = Peer(pub("B"))
-    relay = BlockRelay(Host([peer]), chain, writer, mempool, lambda peer, height: None,
+    host = Host([peer])
+    relay = BlockRelay(host, chain, writer, mempool, lambda peer, height: None, host.ask,
                        inbox=inbox)
     return chain, relay, peer, compact(block, commit), block
 
@@ -128,7 +134,7 @@ async def test_the_senders_answer_completes_the_block(tmp_path):
     chain, relay, peer, msg, block = await follower_with(tmp_path, "nowhere")
     with trio.fail_after(10):
         await relay.on_compact(peer, msg)
-        assert relay.expects(peer.node_id, block.hash)
+        assert peer.sent == [GetBlockTxs(block.hash, [3, 4, 5])]
         await relay.on_block_txs(peer, BlockTxs(block.hash, [3, 4, 5],
                                                 [tx.raw for tx in block.txs[3:]]))
     assert chain.height == 2 and chain.head.hash == block.hash
@@ -145,7 +151,7 @@ async def test_a_wrong_answer_costs_its_sender(tmp_path):
                                         "block txs: the transaction at 3 is not the one "
                                         "asked for")]
     assert chain.height == 1
-    assert not relay.expects(peer.node_id, block.hash)  # no other source: sync takes over
+    assert peer.sent == [GetBlockTxs(block.hash, [3, 4, 5])]  # no other source: sync takes over
 
 
 async def test_a_compact_blocks_missing_transactions_are_taken_from_the_inbox(tmp_path):
