@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 import trio
 
-from iomtnode.admission.assembly import HOLD_S
+from iomtnode.admission.assembly import ASK_TIMEOUT_S, HOLD_S, PENDING_TIMEOUT_S
 from iomtnode.admission.mempool import Mempool
 from iomtnode.admission.messages import BlockTxs, GetBlockTxs
 from iomtnode.chain.feed import BlockFeed
@@ -191,3 +191,56 @@ async def test_an_inbox_too_far_behind_is_not_waited_for(tmp_path, autojump_cloc
     [ask] = peer.sent
     assert isinstance(ask, GetBlockTxs) and ask.indexes == [3, 4, 5]
     assert chain.height == 1  # until the peer answers
+
+
+@dataclass
+class Waited(Peer):
+    """A peer whose requests can be waited for."""
+
+    asked: trio.Event = field(default_factory=trio.Event)
+
+    def send(self, frame) -> bool:
+        self.asked.set()
+        return super().send(frame)
+
+
+async def test_a_silent_source_is_replaced_by_the_next_sender_after_the_ask_timeout(
+        tmp_path, autojump_clock):
+    """B sent the compact block first and is asked; C's copy makes C a source; B never
+    answers, and no other message comes: after ASK_TIMEOUT_S C is asked, and its answer
+    completes the block."""
+    chain, made = await follower_blocks(tmp_path)
+    block, commit = made[-1]
+    b, c = Waited(pub("B")), Waited(pub("C"))
+    host = Host([b, c])
+    mempool = Mempool(chain, now_ms=lambda: T0 + 60_000)
+    for tx in block.txs[:3]:
+        mempool.add_tx(tx)
+    writer = ChainWriter(chain, BlockFeed(chain.height), mempool.verifier)
+    relay = BlockRelay(host, chain, writer, mempool, lambda peer, height: None, host.ask)
+    msg = compact(block, commit)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(relay.run)
+        start = trio.current_time()
+        await relay.on_compact(b, msg)
+        await relay.on_compact(c, msg)
+        assert b.sent == [GetBlockTxs(block.hash, [3, 4, 5])] and c.sent == []
+        with trio.fail_after(PENDING_TIMEOUT_S):
+            await c.asked.wait()
+        assert trio.current_time() - start == pytest.approx(ASK_TIMEOUT_S)
+        assert c.sent == [GetBlockTxs(block.hash, [3, 4, 5])]
+        await relay.on_block_txs(c, BlockTxs(block.hash, [3, 4, 5],
+                                             [tx.raw for tx in block.txs[3:]]))
+        assert chain.height == 2 and chain.head.hash == block.hash
+        assert host.penalties == []
+        nursery.cancel_scope.cancel()
+
+
+async def follower_blocks(tmp_path):
+    """A follower one block behind a source chain whose last block has six readings."""
+    _, made = source_chain(tmp_path / "source", 1, 6)
+    chain = new_chain(tmp_path / "follower")
+    mempool = Mempool(chain, now_ms=lambda: T0 + 60_000)
+    writer = ChainWriter(chain, BlockFeed(chain.height), mempool.verifier)
+    assert await writer.apply(*made[0], pub("A"), mempool.verified)
+    return chain, made
