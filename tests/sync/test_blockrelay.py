@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import trio
+import trio.testing
 
 from iomtnode.admission.assembly import ASK_TIMEOUT_S, HOLD_S, PENDING_TIMEOUT_S
 from iomtnode.admission.mempool import Mempool
@@ -233,6 +234,31 @@ async def test_a_silent_source_is_replaced_by_the_next_sender_after_the_ask_time
                                              [tx.raw for tx in block.txs[3:]]))
         assert chain.height == 2 and chain.head.hash == block.hash
         assert host.penalties == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_block_nobody_serves_is_given_up_after_the_pending_timeout(
+        tmp_path, autojump_clock):
+    """B is asked and stays silent, and nobody else sends the block: the run task gives
+    the block up after PENDING_TIMEOUT_S (sync takes over), so a later copy is fetched
+    afresh."""
+    chain, made = await follower_blocks(tmp_path)
+    block, commit = made[-1]
+    b = Waited(pub("B"))
+    host = Host([b])
+    mempool = Mempool(chain, now_ms=lambda: T0 + 60_000)
+    writer = ChainWriter(chain, BlockFeed(chain.height), mempool.verifier)
+    relay = BlockRelay(host, chain, writer, mempool, lambda peer, height: None, host.ask)
+    msg = compact(block, commit)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(relay.run)
+        await relay.on_compact(b, msg)
+        await relay.on_compact(b, msg)  # a copy while it is fetched: nothing new
+        assert len(b.sent) == 1
+        await trio.sleep(PENDING_TIMEOUT_S)  # virtual time: the fetch's whole life...
+        await trio.testing.wait_all_tasks_blocked()  # ... and the run task's turn
+        await relay.on_compact(b, msg)
+        assert b.sent == [GetBlockTxs(block.hash, list(range(6)))] * 2
         nursery.cancel_scope.cancel()
 
 
