@@ -170,11 +170,6 @@ class Driver:
         was asked)."""
         self._inbound.offer(peer_id, msg)
 
-    def expects(self, peer_id: bytes, block_hash: bytes) -> bool:
-        """Whether transactions of the proposed block ``block_hash`` were asked of
-        ``peer_id``."""
-        return self._inbound.expects(peer_id, block_hash)
-
     def held_txs(self, block_hash: bytes) -> list[bytes] | None:
         """The transactions of ``block_hash`` if it is a block held at this height (checked
         or built here; a committed one is the chain's to serve), as their signed bytes."""

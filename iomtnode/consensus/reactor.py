@@ -2,7 +2,8 @@
 
 :class:`ConsensusReactor` is registered with the p2p router for :data:`KINDS` and hands
 each message to the driver's queue (:meth:`~.driver.Driver.on_message`; never blocks), and
-the transactions the driver asked for by :class:`~iomtnode.admission.messages.GetBlockTxs`.
+the transactions the driver asked for by :class:`~iomtnode.admission.messages.GetBlockTxs`
+(sent through, and the answers routed by, :mod:`iomtnode.admission.blocktxs`).
 :class:`PeerNetwork` is what the driver sends through: consensus messages are pushed to
 every peer at once, and before a proposal the transactions waiting to be pushed go
 (``flush``), so that a proposal finds its transactions in its receivers' mempools rather
@@ -27,15 +28,15 @@ class Delivery(Protocol):
 
     def on_message(self, peer_id: bytes, msg: Any) -> None: ...
 
-    def expects(self, peer_id: bytes, block_hash: bytes) -> bool: ...
-
 
 class PeerNetwork:
     """The driver's network over the router (module doc)."""
 
-    def __init__(self, router: Router, flush: Callable[[], None]) -> None:
+    def __init__(self, router: Router, flush: Callable[[], None],
+                 ask: Callable[[bytes, GetBlockTxs], bool]) -> None:
         self._router = router
         self._flush = flush
+        self._ask = ask  # :meth:`~iomtnode.admission.blocktxs.Asks.sender`
 
     def broadcast_consensus(self, msg: ConsensusProposal | ConsensusVote,
                             exclude: frozenset[bytes] = frozenset()) -> None:
@@ -50,8 +51,7 @@ class PeerNetwork:
 
     def send_consensus(self, peer_id: bytes, msg: GetBlockTxs) -> bool:
         """Send ``msg`` to the peer ``peer_id``; False if it is not connected."""
-        peer = self._router.get(peer_id)
-        return peer is not None and peer.send(msg)
+        return self._ask(peer_id, msg)
 
     def penalize_peer(self, peer_id: bytes, points: int, reason: str) -> None:
         """Charge the peer ``peer_id`` for a bad consensus message, if still connected."""
@@ -66,11 +66,6 @@ class ConsensusReactor:
 
     async def receive(self, peer: Peer, msg: Any) -> None:
         self._driver.on_message(peer.node_id, msg)
-
-    def expects(self, peer_id: bytes, block_hash: bytes) -> bool:
-        """Whether the driver asked ``peer_id`` for transactions of ``block_hash`` (its
-        answers come through :class:`~iomtnode.admission.blocktxs.BlockTxsReactor`)."""
-        return self._driver.expects(peer_id, block_hash)
 
     def connected(self, peer: Peer) -> None:
         pass

@@ -86,6 +86,7 @@ class Node:
                 await nursery.start(services.gossip.run)
                 await nursery.start(services.reconcile.run)
                 await nursery.start(services.sync.run)
+                await nursery.start(services.relay.run)
                 p2p_address = await nursery.start(services.p2p.run)
                 api_port = await nursery.start(services.api.run)
                 host = services.api.config.host

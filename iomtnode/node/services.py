@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..admission.blocktxs import KINDS as BLOCK_TXS_KINDS
-from ..admission.blocktxs import BlockTxsReactor, chain_txs
+from ..admission.blocktxs import Asks, BlockTxsReactor, chain_txs
 from ..admission.gossip import TxGossip
 from ..admission.inbox import Inbox
 from ..admission.mempool import Mempool
@@ -111,8 +111,9 @@ def build(setup: Setup, store: BlockStore) -> Services:
     admission = Admission(mempool, inbox, gossip, feed, now_ms=clock.now_ms,
                           gossip_delay=figures.gossip_delay)
     sync = BlockSync(router, chain, writer, feed, mempool.verified, on_progress=SyncProgress())
+    asks = Asks(router)  # requests for blocks' transactions, to route their answers
     consensus = Driver(
-        chain, mempool, writer, PeerNetwork(router, gossip.flush),
+        chain, mempool, writer, PeerNetwork(router, gossip.flush, asks.sender("consensus")),
         Signer(key, chain.chain_id, SigningStateFile(setup.home.path / SIGNING_STATE_FILE)),
         DriverConfig(config.block_interval_s, config.empty_block_interval_s,
                      config.max_block_txs, setup.consensus_params, config.resend_interval_s,
@@ -123,7 +124,7 @@ def build(setup: Setup, store: BlockStore) -> Services:
         inbox=inbox,
         wal=SigningStateFile(setup.home.path / WAL_FILE),
     )
-    relay = BlockRelay(router, chain, writer, mempool, sync.saw_height,
+    relay = BlockRelay(router, chain, writer, mempool, sync.saw_height, asks.sender("sync"),
                        holders=consensus.holders, inbox=inbox)
     feed.listen(each_block(relay.on_committed))
     feed.listen(each_block(
@@ -134,7 +135,8 @@ def build(setup: Setup, store: BlockStore) -> Services:
     consensus_reactor = ConsensusReactor(consensus)
     router.register(TX_KINDS, TxReactor(gossip, reconcile))
     router.register(BLOCK_TXS_KINDS, BlockTxsReactor(
-        (consensus.held_txs, chain_txs(chain)), (consensus_reactor, sync_reactor)))
+        (consensus.held_txs, chain_txs(chain)), asks,
+        {"consensus": consensus_reactor, "sync": sync_reactor}))
     router.register(SYNC_KINDS, sync_reactor)
     router.register(CONSENSUS_KINDS, consensus_reactor)
 

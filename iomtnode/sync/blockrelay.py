@@ -7,7 +7,11 @@ certificate and its own. The receiver has it assembled
 transactions asked of the sender by :class:`~iomtnode.admission.messages.GetBlockTxs`),
 checks the block in full (signatures it has not verified yet, state rules, certificates)
 and commits it; then it relays the compact block to its other peers. A block that is not
-the next one is left to sync.
+the next one is left to sync. While a block's transactions are fetched, each other peer
+that sends the same compact block is a source too: the relay's own task (:meth:`BlockRelay.run`)
+asks the next source when the one asked has not answered in full within
+:data:`~iomtnode.admission.assembly.ASK_TIMEOUT_S`, and gives the block up to sync after
+:data:`~iomtnode.admission.assembly.PENDING_TIMEOUT_S`.
 
 A node that gets a compact block is one that missed the block in consensus: usually one
 that fell behind, whose gossip inbox still holds transactions pushed to it, among them
@@ -30,6 +34,7 @@ from typing import Any
 import trio
 
 from ..admission.assembly import HOLD_S, Assembler
+from ..admission.blocktxs import Send
 from ..admission.inbox import Progress
 from ..admission.mempool import Mempool
 from ..admission.messages import BlockTxs
@@ -62,10 +67,11 @@ def compact(block: Block, commit: Commit) -> CompactBlock:
 
 class BlockRelay:
     """Relay new heads; take peers' compact blocks (module doc). ``router`` is the p2p
-    router (peers, get, broadcast, penalize)."""
+    router (peers, broadcast, penalize); transactions are asked of peers with ``ask``
+    (:meth:`~iomtnode.admission.blocktxs.Asks.sender`)."""
 
     def __init__(self, router: Any, chain: Chain, writer: ChainWriter, mempool: Mempool,
-                 on_height: Callable[[bytes, int], None], *,
+                 on_height: Callable[[bytes, int], None], ask: Send, *,
                  holders: Callable[[Block], Collection[bytes]] = lambda block: (),
                  inbox: Progress | None = None) -> None:
         self._router = router
@@ -76,12 +82,9 @@ class BlockRelay:
         self._mempool = mempool
         self._on_height = on_height  # sync's saw_height(peer_id, height)
         self._assembler: Assembler[_Waiting] = Assembler(
-            mempool.get, self._send, router.penalize_id, lambda waiting: None, inbox,
+            mempool.get, ask, router.penalize_id, lambda waiting: None, inbox,
             what="block", bad_ids_points=score.INVALID_BLOCK, hold_txs=INBOX_HOLD_TXS)
-
-    def _send(self, peer_id: bytes, msg: Any) -> bool:
-        peer = self._router.get(peer_id)
-        return peer is not None and peer.send(msg)
+        self._changed = trio.Event()  # a fetch began or changed: the run task's deadline
 
     def on_committed(self, block: Block, commit: Commit, source: bytes | None) -> None:
         """ChainWriter listener: relay every new head to every peer but its source and the
@@ -96,9 +99,18 @@ class BlockRelay:
                 skip.add(source)
             self._router.broadcast(compact(block, commit), exclude=skip)
 
-    def expects(self, peer_id: bytes, block_hash: bytes) -> bool:
-        """Whether transactions of ``block_hash`` were asked of ``peer_id``."""
-        return self._assembler.expects(peer_id, block_hash)
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Keep the fetches going between peers' messages (module doc): by each fetch's
+        deadline, ask the next source of one not answered in full, drop one given up on,
+        and apply a block the admission inbox made whole."""
+        task_status.started()
+        while True:
+            with trio.move_on_at(self._assembler.deadline()):
+                await self._changed.wait()
+            self._changed = trio.Event()
+            for block, (waiting, *_) in self._assembler.tick(trio.current_time()):
+                await self._apply(waiting.peer_id, block, waiting.commit)
 
     async def on_compact(self, peer: Any, msg: CompactBlock) -> None:
         penalize = self._router.penalize
@@ -111,7 +123,9 @@ class BlockRelay:
         if header.height != self._chain.height + 1:
             return
         block_hash = blake2b256(msg.header)
-        if self._assembler.pending(block_hash):
+        if self._assembler.pending(block_hash):  # another sender: a source to ask next
+            self._assembler.add_source(block_hash, peer.node_id, msg)
+            self._changed.set()
             return
         try:
             last_commit = decode_commit(msg.last_commit) if msg.last_commit else None
@@ -119,15 +133,13 @@ class BlockRelay:
         except MalformedBlockError as exc:
             penalize(peer, score.INVALID_BLOCK, str(exc))
             return
-        # forget fetches given up on (sync takes over); apply any another peer's wait made whole
-        for whole_block, (done, *_) in self._assembler.tick(trio.current_time()):
-            await self._apply(done.peer_id, whole_block, done.commit)
         waiting = _Waiting(peer.node_id, msg, block_hash, header.height, commit)
         try:
             block = self._assembler.fill(block_hash, waiting, last_commit)
         except MalformedBlockError as exc:  # no transactions, and not the header's count
             penalize(peer, score.INVALID_BLOCK, str(exc))
             return
+        self._changed.set()  # a new fetch: its deadlines are the run task's
         if block is None and (mark := self._assembler.held(block_hash)) is not None:
             assert self._inbox is not None, "only an inbox makes a fetch wait"
             with trio.move_on_after(HOLD_S):
@@ -138,8 +150,10 @@ class BlockRelay:
             await self._apply(peer.node_id, block, commit)
 
     async def on_block_txs(self, peer: Any, msg: BlockTxs) -> None:
-        """Transactions asked of ``peer`` (:meth:`expects`)."""
+        """Transactions asked of ``peer`` (routed here by
+        :class:`~iomtnode.admission.blocktxs.BlockTxsReactor`)."""
         whole = self._assembler.on_txs(peer.node_id, msg)
+        self._changed.set()  # the next source may have been asked
         if whole is not None:
             block, (waiting, *_) = whole
             await self._apply(peer.node_id, block, waiting.commit)

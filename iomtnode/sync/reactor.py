@@ -44,10 +44,6 @@ class SyncReactor:
             case Status():
                 self._sync.saw_height(peer.node_id, msg.height)
 
-    def expects(self, peer_id: bytes, block_hash: bytes) -> bool:
-        """Whether the relay asked ``peer_id`` for transactions of ``block_hash``."""
-        return self._relay.expects(peer_id, block_hash)
-
     def connected(self, peer: Peer) -> None:
         self._sync.saw_height(peer.node_id, peer.hello.height)
         peer.send(Status(*self._head()))

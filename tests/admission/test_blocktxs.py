@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
+
 from iomtnode.admission.assembly import Assembler
-from iomtnode.admission.blocktxs import BlockTxsReactor, chain_txs
+from iomtnode.admission.blocktxs import ASKS_PER_PEER, Asks, BlockTxsReactor, chain_txs, serve
 from iomtnode.admission.messages import BlockTxs, GetBlockTxs
 from iomtnode.core.crypto import blake2b256
 from iomtnode.p2p import score
@@ -29,12 +31,24 @@ class Peer:
 
 
 @dataclass
-class Taker:
-    asked: set[tuple[bytes, bytes]]
-    got: list = field(default_factory=list)
+class Router:
+    peer_list: list[Peer]
+    penalties: list = field(default_factory=list)
 
-    def expects(self, peer_id: bytes, block_hash: bytes) -> bool:
-        return (peer_id, block_hash) in self.asked
+    def get(self, node_id: bytes) -> Peer | None:
+        return next((p for p in self.peer_list if p.node_id == node_id), None)
+
+    def penalize(self, peer: Peer, points: int, reason: str) -> bool:
+        self.penalties.append((peer.node_id, points, reason))
+        return False
+
+    def penalize_id(self, node_id: bytes, points: int, reason: str) -> None:
+        self.penalties.append((node_id, points, reason))
+
+
+@dataclass
+class Taker:
+    got: list = field(default_factory=list)
 
     async def receive(self, peer, msg) -> None:
         self.got.append((peer.node_id, msg))
@@ -43,11 +57,11 @@ class Taker:
 def test_a_committed_blocks_transactions_are_served_as_stored_by_index(tmp_path):
     chain, made = source_chain(tmp_path / "data", 1, 5)
     block, _ = made[-1]
-    reactor = BlockTxsReactor((lambda block_hash: None, chain_txs(chain)), ())
-    assert reactor.answer(GetBlockTxs(block.hash, [4, 0, 9])) == [  # 9: out of range
+    lookups = (lambda block_hash: None, chain_txs(chain))
+    assert serve(lookups, GetBlockTxs(block.hash, [4, 0, 9])) == [  # 9: out of range
         BlockTxs(block.hash, [4, 0], [block.txs[4].raw, block.txs[0].raw])]
     unknown = blake2b256(b"no such block")
-    assert reactor.answer(GetBlockTxs(unknown, [0])) == [BlockTxs(unknown, [], [])]
+    assert serve(lookups, GetBlockTxs(unknown, [0])) == [BlockTxs(unknown, [], [])]
 
 
 def test_a_block_consensus_holds_is_served_before_the_chain_is_read(tmp_path):
@@ -56,24 +70,121 @@ def test_a_block_consensus_holds_is_served_before_the_chain_is_read(tmp_path):
     def chain_is_not_read(block_hash: bytes) -> None:
         raise AssertionError("the chain was read for a held block")
 
-    reactor = BlockTxsReactor((held.get, chain_is_not_read), ())
-    assert reactor.answer(GetBlockTxs(b"p" * 32, [0])) == [
+    assert serve((held.get, chain_is_not_read), GetBlockTxs(b"p" * 32, [0])) == [
         BlockTxs(b"p" * 32, [0], [b"proposed tx"])]
 
 
 async def test_an_answer_goes_to_the_one_that_asked_and_a_request_is_answered(tmp_path):
-    consensus = Taker({(pub("B"), b"x" * 32)})
-    sync = Taker({(pub("C"), b"y" * 32)})
-    reactor = BlockTxsReactor((), (consensus, sync))
     b, c, d = Peer(pub("B")), Peer(pub("C")), Peer(pub("D"))
+    router = Router([b, c, d])
+    asks = Asks(router)
+    consensus, sync = Taker(), Taker()
+    reactor = BlockTxsReactor((), asks, {"consensus": consensus, "sync": sync})
+    assert asks.sender("consensus")(pub("B"), GetBlockTxs(b"x" * 32, [0]))
+    assert asks.sender("sync")(pub("C"), GetBlockTxs(b"y" * 32, [0]))
+    assert not asks.sender("sync")(pub("E"), GetBlockTxs(b"y" * 32, [0]))  # not connected
     await reactor.receive(c, BlockTxs(b"y" * 32, [0], [b"t"]))
     await reactor.receive(b, BlockTxs(b"x" * 32, [0], [b"t"]))
     await reactor.receive(d, BlockTxs(b"x" * 32, [0], [b"t"]))  # not asked of D: dropped
     await reactor.receive(b, BlockTxs(b"y" * 32, [0], [b"t"]))  # asked of C, not B
+    await reactor.receive(b, BlockTxs(b"x" * 32, [0], [b"t"]))  # answered already: late
     assert consensus.got == [(pub("B"), BlockTxs(b"x" * 32, [0], [b"t"]))]
     assert sync.got == [(pub("C"), BlockTxs(b"y" * 32, [0], [b"t"]))]
+    assert router.penalties == []
     await reactor.receive(d, GetBlockTxs(b"z" * 32, [1]))
     assert d.sent == [BlockTxs(b"z" * 32, [], [])]  # held nowhere: said at once
+
+
+class Queued:
+    """A taker that queues answers for a task of its own, as consensus does (its driver
+    takes them later), or (``queued=False``) takes them at once, as the relay does."""
+
+    def __init__(self, assembler: Assembler, queued: bool) -> None:
+        self.assembler, self.queued = assembler, queued
+        self.queue: list = []
+        self.whole: list = []
+
+    async def receive(self, peer, msg) -> None:
+        self.queue.append((peer.node_id, msg))
+        if not self.queued:
+            self.take()
+
+    def take(self) -> None:
+        for peer_id, msg in self.queue:
+            if (done := self.assembler.on_txs(peer_id, msg)) is not None:
+                self.whole.append(done[0].hash)
+        self.queue.clear()
+
+
+@pytest.mark.parametrize("first", ["consensus", "sync"])
+async def test_two_takers_fetching_one_block_of_one_peer_each_get_their_answer(
+        tmp_path, first):
+    """A follower that gets a proposal and then the committed compact block of that height
+    from the same peer fetches the block's transactions twice from it, other indexes each
+    time (the mempool changed in between); each answer goes to the one that asked, before
+    consensus's driver has taken its own, and the honest peer is not charged."""
+    chain, made = source_chain(tmp_path / "data", 1, 5)
+    block, commit = made[-1]
+    b = Peer(pub("B"))
+    router = Router([b])
+    asks = Asks(router)
+    pools = {"consensus": {tx.id: tx for tx in block.txs[:2]},  # asks for 2, 3, 4
+             "sync": {tx.id: tx for tx in block.txs[:1]}}  # asks for 1, 2, 3, 4
+    takers = {}
+    for name in ("consensus", "sync"):
+        assembler: Assembler[Waiting] = Assembler(
+            pools[name].get, asks.sender(name), router.penalize_id,
+            lambda waiting: None, what=name)
+        takers[name] = Queued(assembler, queued=name == "consensus")
+    reactor = BlockTxsReactor((chain_txs(chain),), asks, takers)
+    msg = compact(block, commit)
+    second = "sync" if first == "consensus" else "consensus"
+    for name in (first, second):
+        waiting = Waiting(pub("B"), msg, name.encode(), block.height)
+        assert takers[name].assembler.fill(block.hash, waiting, block.last_commit) is None
+    requests = list(b.sent)
+    assert [r.indexes for r in requests] == (
+        [[2, 3, 4], [1, 2, 3, 4]] if first == "consensus" else [[1, 2, 3, 4], [2, 3, 4]])
+    for request in requests:  # B answers each request, in order
+        for answer in serve((chain_txs(chain),), request):
+            await reactor.receive(b, answer)
+    takers["consensus"].take()  # the driver task gets to its queue
+    assert router.penalties == []
+    assert takers["consensus"].whole == [block.hash]
+    assert takers["sync"].whole == [block.hash]
+
+
+async def test_an_answer_with_an_index_nobody_asked_costs_the_peer(tmp_path):
+    b = Peer(pub("B"))
+    router = Router([b])
+    asks = Asks(router)
+    consensus, sync = Taker(), Taker()
+    reactor = BlockTxsReactor((), asks, {"consensus": consensus, "sync": sync})
+    asks.sender("consensus")(pub("B"), GetBlockTxs(b"x" * 32, [1, 2]))
+    asks.sender("sync")(pub("B"), GetBlockTxs(b"x" * 32, [2, 3]))
+    await reactor.receive(b, BlockTxs(b"x" * 32, [1, 4], [b"t", b"u"]))
+    assert router.penalties == [(pub("B"), score.INVALID_MESSAGE,
+                                 "block txs: index 4 was not asked for")]
+    # both are told B does not serve the block, so they ask their next source at once
+    assert consensus.got == sync.got == [(pub("B"), BlockTxs(b"x" * 32, [], []))]
+    await reactor.receive(b, BlockTxs(b"x" * 32, [2], [b"t"]))  # those requests are gone
+    assert len(consensus.got) == len(sync.got) == 1 and len(router.penalties) == 1
+
+
+async def test_a_peers_requests_are_forgotten_when_it_leaves_and_bounded_meanwhile():
+    b = Peer(pub("B"))
+    router = Router([b])
+    asks = Asks(router)
+    sync = Taker()
+    reactor = BlockTxsReactor((), asks, {"sync": sync})
+    for n in range(ASKS_PER_PEER + 1):  # the first is forgotten: too many unanswered
+        asks.sender("sync")(pub("B"), GetBlockTxs(bytes([n]) * 32, [0]))
+    await reactor.receive(b, BlockTxs(bytes([0]) * 32, [0], [b"t"]))
+    await reactor.receive(b, BlockTxs(bytes([1]) * 32, [0], [b"t"]))
+    assert sync.got == [(pub("B"), BlockTxs(bytes([1]) * 32, [0], [b"t"]))]
+    reactor.disconnected(b)
+    await reactor.receive(b, BlockTxs(bytes([2]) * 32, [0], [b"t"]))
+    assert len(sync.got) == 1 and router.penalties == []
 
 
 @dataclass(frozen=True)

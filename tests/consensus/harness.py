@@ -19,7 +19,7 @@ from pathlib import Path
 import trio
 from trio.testing import MockClock
 
-from iomtnode.admission.blocktxs import BlockTxsReactor, chain_txs
+from iomtnode.admission.blocktxs import chain_txs, serve
 from iomtnode.admission.inbox import Progress
 from iomtnode.admission.mempool import Mempool
 from iomtnode.admission.messages import BlockTxs, GetBlockTxs
@@ -138,8 +138,7 @@ class Bus:
         node = self.nodes.get(to)
         if node is not None and node.driver is not None:
             if isinstance(msg, GetBlockTxs):  # answered as the node's BlockTxsReactor does
-                answering = BlockTxsReactor((node.driver.held_txs, chain_txs(node.chain)), ())
-                for answer in answering.answer(msg):
+                for answer in serve((node.driver.held_txs, chain_txs(node.chain)), msg):
                     self.send(to, sender, answer)
             else:
                 node.driver.on_message(sender, msg)

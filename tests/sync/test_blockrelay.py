@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 
 import pytest
 import trio
+import trio.testing
 
-from iomtnode.admission.assembly import HOLD_S
+from iomtnode.admission.assembly import ASK_TIMEOUT_S, HOLD_S, PENDING_TIMEOUT_S
 from iomtnode.admission.mempool import Mempool
 from iomtnode.admission.messages import BlockTxs, GetBlockTxs
 from iomtnode.chain.feed import BlockFeed
@@ -47,6 +48,11 @@ class Host:
     def get(self, node_id: bytes) -> Peer | None:
         return next((p for p in self.peer_list if p.node_id == node_id), None)
 
+    def ask(self, node_id: bytes, msg: GetBlockTxs) -> bool:
+        """Send a request as Asks.sender does (without the routing it records)."""
+        peer = self.get(node_id)
+        return peer is not None and peer.send(msg)
+
     def penalize(self, peer: Peer, points: int, reason: str) -> bool:
         self.penalties.append((peer.node_id, points, reason))
         return False
@@ -67,7 +73,7 @@ def test_a_head_goes_to_peers_but_its_source_signers_and_known_holders(tmp_path)
     host = Host(peers)
     mempool = Mempool(chain, now_ms=lambda: GENESIS.time_ms)
     writer = ChainWriter(chain, BlockFeed(chain.height), mempool.verifier)
-    relay = BlockRelay(host, chain, writer, mempool, lambda peer, height: None,
+    relay = BlockRelay(host, chain, writer, mempool, lambda peer, height: None, host.ask,
                        holders=lambda b: {pub("C")})
     relay.on_committed(block, commit, pub("B"))
     [(msg, targets)] = host.broadcasts
@@ -119,7 +125,8 @@ async def follower_with(tmp_path, inbox_txs: str, stuck: bool = False, backlog: 
     inbox = Inbox(mempool, list(block.txs[3:]) if inbox_txs == "inbox" else [], stuck,
                   backlog)
     peer = Peer(pub("B"))
-    relay = BlockRelay(Host([peer]), chain, writer, mempool, lambda peer, height: None,
+    host = Host([peer])
+    relay = BlockRelay(host, chain, writer, mempool, lambda peer, height: None, host.ask,
                        inbox=inbox)
     return chain, relay, peer, compact(block, commit), block
 
@@ -128,7 +135,7 @@ async def test_the_senders_answer_completes_the_block(tmp_path):
     chain, relay, peer, msg, block = await follower_with(tmp_path, "nowhere")
     with trio.fail_after(10):
         await relay.on_compact(peer, msg)
-        assert relay.expects(peer.node_id, block.hash)
+        assert peer.sent == [GetBlockTxs(block.hash, [3, 4, 5])]
         await relay.on_block_txs(peer, BlockTxs(block.hash, [3, 4, 5],
                                                 [tx.raw for tx in block.txs[3:]]))
     assert chain.height == 2 and chain.head.hash == block.hash
@@ -145,7 +152,7 @@ async def test_a_wrong_answer_costs_its_sender(tmp_path):
                                         "block txs: the transaction at 3 is not the one "
                                         "asked for")]
     assert chain.height == 1
-    assert not relay.expects(peer.node_id, block.hash)  # no other source: sync takes over
+    assert peer.sent == [GetBlockTxs(block.hash, [3, 4, 5])]  # no other source: sync takes over
 
 
 async def test_a_compact_blocks_missing_transactions_are_taken_from_the_inbox(tmp_path):
@@ -185,3 +192,81 @@ async def test_an_inbox_too_far_behind_is_not_waited_for(tmp_path, autojump_cloc
     [ask] = peer.sent
     assert isinstance(ask, GetBlockTxs) and ask.indexes == [3, 4, 5]
     assert chain.height == 1  # until the peer answers
+
+
+@dataclass
+class Waited(Peer):
+    """A peer whose requests can be waited for."""
+
+    asked: trio.Event = field(default_factory=trio.Event)
+
+    def send(self, frame) -> bool:
+        self.asked.set()
+        return super().send(frame)
+
+
+async def test_a_silent_source_is_replaced_by_the_next_sender_after_the_ask_timeout(
+        tmp_path, autojump_clock):
+    """B sent the compact block first and is asked; C's copy makes C a source; B never
+    answers, and no other message comes: after ASK_TIMEOUT_S C is asked, and its answer
+    completes the block."""
+    chain, made = await follower_blocks(tmp_path)
+    block, commit = made[-1]
+    b, c = Waited(pub("B")), Waited(pub("C"))
+    host = Host([b, c])
+    mempool = Mempool(chain, now_ms=lambda: T0 + 60_000)
+    for tx in block.txs[:3]:
+        mempool.add_tx(tx)
+    writer = ChainWriter(chain, BlockFeed(chain.height), mempool.verifier)
+    relay = BlockRelay(host, chain, writer, mempool, lambda peer, height: None, host.ask)
+    msg = compact(block, commit)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(relay.run)
+        start = trio.current_time()
+        await relay.on_compact(b, msg)
+        await relay.on_compact(c, msg)
+        assert b.sent == [GetBlockTxs(block.hash, [3, 4, 5])] and c.sent == []
+        with trio.fail_after(PENDING_TIMEOUT_S):
+            await c.asked.wait()
+        assert trio.current_time() - start == pytest.approx(ASK_TIMEOUT_S)
+        assert c.sent == [GetBlockTxs(block.hash, [3, 4, 5])]
+        await relay.on_block_txs(c, BlockTxs(block.hash, [3, 4, 5],
+                                             [tx.raw for tx in block.txs[3:]]))
+        assert chain.height == 2 and chain.head.hash == block.hash
+        assert host.penalties == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_block_nobody_serves_is_given_up_after_the_pending_timeout(
+        tmp_path, autojump_clock):
+    """B is asked and stays silent, and nobody else sends the block: the run task gives
+    the block up after PENDING_TIMEOUT_S (sync takes over), so a later copy is fetched
+    afresh."""
+    chain, made = await follower_blocks(tmp_path)
+    block, commit = made[-1]
+    b = Waited(pub("B"))
+    host = Host([b])
+    mempool = Mempool(chain, now_ms=lambda: T0 + 60_000)
+    writer = ChainWriter(chain, BlockFeed(chain.height), mempool.verifier)
+    relay = BlockRelay(host, chain, writer, mempool, lambda peer, height: None, host.ask)
+    msg = compact(block, commit)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(relay.run)
+        await relay.on_compact(b, msg)
+        await relay.on_compact(b, msg)  # a copy while it is fetched: nothing new
+        assert len(b.sent) == 1
+        await trio.sleep(PENDING_TIMEOUT_S)  # virtual time: the fetch's whole life...
+        await trio.testing.wait_all_tasks_blocked()  # ... and the run task's turn
+        await relay.on_compact(b, msg)
+        assert b.sent == [GetBlockTxs(block.hash, list(range(6)))] * 2
+        nursery.cancel_scope.cancel()
+
+
+async def follower_blocks(tmp_path):
+    """A follower one block behind a source chain whose last block has six readings."""
+    _, made = source_chain(tmp_path / "source", 1, 6)
+    chain = new_chain(tmp_path / "follower")
+    mempool = Mempool(chain, now_ms=lambda: T0 + 60_000)
+    writer = ChainWriter(chain, BlockFeed(chain.height), mempool.verifier)
+    assert await writer.apply(*made[0], pub("A"), mempool.verified)
+    return chain, made
