@@ -46,12 +46,12 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class AdmissionStats:
-    """Admission's figures, for ``status``."""
+    """Admission's figures at one moment (``status``, metrics)."""
 
-    pending: int  # transactions in the mempool
-    dropped_total: int  # accepted transactions dropped, ever (kept over restarts)
-    signatures_verified: int  # signatures actually checked since start
-    inbox_queued: int  # transactions waiting in the inbox
+    pending_txs: int  # transactions in the mempool
+    dropped_txs: int  # accepted and then dropped, ever (each with its reason: tx_status)
+    signatures_verified: int  # transaction signatures checked: about one per transaction
+    inbox_queued: int  # transactions waiting in the inbox, from every source
     peer_backlog: int  # peers' transactions queued and not handled yet
 
 
