@@ -217,6 +217,30 @@ async def test_a_client_is_answered_before_a_peer_backlog_is_all_admitted(chain,
     assert node.mempool.oldest(CHUNK + 1)[CHUNK] == late
 
 
+async def test_a_step_takes_the_nodes_own_and_clients_then_fills_whole_chunks_with_peers():
+    """Clients go first but never starve peers: a step is the node's own and the clients'
+    transactions queued, then peers' (one chunk at most, at least one transaction) up to a
+    whole number of chunks, a peer's message split where the step ends."""
+    inbox = Inbox()
+    a, b = FromPeer("A", [b"a%d" % i for i in range(5)]), FromPeer("B", [b"b0", b"b1"])
+    await inbox.put(a)
+    await inbox.put(b)
+    client = FromClient([b"c0", b"c1", b"c2"], False, print)
+    await inbox.put(client)
+    own = FromClient([b"o0"], False, print)
+    inbox.put_own(own)
+
+    def taken(step):
+        return [raw for _, raw in step]
+
+    assert taken(await inbox.take(6)) == [b"o0", b"c0", b"c1", b"c2", b"a0", b"a1"]
+    assert inbox.queued == 5 and inbox.backlog() == 7  # a's rest, and b: taken, not handled
+    assert taken(await inbox.take(4)) == [b"a2", b"a3", b"a4", b"b0"]  # a's rest, in order
+    await inbox.put(FromClient([b"c3", b"c4", b"c5", b"c6"], False, print))
+    assert taken(await inbox.take(4)) == [b"c3", b"c4", b"c5", b"c6", b"b1"]  # peers still go
+    assert inbox.queued == 0
+
+
 async def test_a_transaction_is_decoded_once_on_its_way_in(chain, nursery, monkeypatch):
     from iomtnode.admission import mempool as mempool_module
     from iomtnode.admission import service as service_module
