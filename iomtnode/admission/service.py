@@ -2,14 +2,14 @@
 
 Clients (the API), the node itself (its evidence reports) and peers (the tx gossip
 reactor, :mod:`.gossip`) put raw transactions on one inbox (:mod:`.inbox`) with their
-source. One task, :meth:`Admission.run`, takes a step at a time: every client's queued
-transactions first, then peers' to fill the step to whole chunks of :data:`~.batch.CHUNK`
-(at most one chunk of peers' per step, so a client's call never waits behind a peer
-backlog), each source in its arrival order. It admits a step a chunk at a time: each
-transaction decoded here, once; the cheap checks on the trio thread; the signatures not
-verified on this node yet in worker threads (:class:`~.verify.Verifier`, one hop per chunk,
-every source's transactions in the same hop); then the state rules in order
-(:mod:`.batch`). Then, per source:
+source. One task, :meth:`Admission.run`, takes a step at a time: the node's own and every
+client's queued transactions first, then peers' to fill the step to whole chunks of
+:data:`~.batch.CHUNK` (at most one chunk of peers' per step, so a client's call never
+waits behind a peer backlog), each source in its arrival order. It admits a step a chunk
+at a time: each transaction decoded here, once; the cheap checks on the trio thread; the
+signatures not verified on this node yet in worker threads (:class:`~.verify.Verifier`,
+one hop per chunk, every source's transactions in the same hop); then the state rules in
+order (:mod:`.batch`). Then, per source:
 
 - a client's admitted transactions are made durable (:meth:`Mempool.keep
   <.mempool.Mempool.keep>`, one write per chunk) before the reply, which gives per
@@ -93,7 +93,8 @@ class Admission:
     async def submit_many(self, raws: Sequence[bytes], *, reading_only: bool = False
                           ) -> list[Admitted]:
         """Admit a client's batch in order; returns, per transaction, the admitted one
-        (durable already) or the RuleError that refused it. Waits while the inbox is full."""
+        (durable already) or the RuleError that refused it. Waits while the inbox's lane for
+        clients is full (never behind peers' transactions)."""
         if not raws:
             return []
         replies: list[list[Admitted]] = []
