@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from .core.block import Block
-from .core.tx import Reading, SignedTx
+from .core.tx import Reading
 
 WINDOW_SAMPLES = 20_000  # the most recent samples a window keeps
 
@@ -54,18 +53,14 @@ class NodeStats:
 
 class NodeFigures:
     """What the node itself measures (a node owns one): delays of readings and its latest
-    commit. Called from the node's commit listener and its admission of peers' readings."""
+    commit. :meth:`committed` is called from the node's commit listener; admission adds
+    to :attr:`gossip_delay` as it admits peers' readings."""
 
     def __init__(self, started_at: float) -> None:
         self.gossip_delay = LatencyWindow()
         self.commit_delay = LatencyWindow()
         self.last_commit: tuple[int, int] | None = None
         self.started_at = started_at
-
-    def admitted_from_peer(self, txs: Iterable[SignedTx], now_ms: int) -> None:
-        for tx in txs:
-            if isinstance(tx.body, Reading):
-                self.gossip_delay.add(now_ms - tx.body.ts_ms)
 
     def committed(self, block: Block, committed_txs: int, now_ms: int) -> None:
         self.last_commit = (committed_txs, now_ms)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -35,15 +34,6 @@ from .verify import Verifier
 log = structlog.get_logger(__name__)
 
 DEFAULT_MAX_TXS = 50_000  # pending transactions; more are refused with MempoolFullError
-
-
-@dataclass(frozen=True, slots=True)
-class MempoolStats:
-    """The mempool's figures at one moment (``status``, metrics)."""
-
-    pending_txs: int
-    dropped_txs: int  # accepted and then dropped, ever (each with its reason: tx_status)
-    signatures_verified: int  # transaction signatures checked: about one per transaction
 
 
 class Mempool:
@@ -278,11 +268,6 @@ class Mempool:
             return {"id": tx_id.hex(), "state": "dropped", "height": drop.height,
                     "code": drop.code, "reason": drop.reason}
         return {"id": tx_id.hex(), "state": "unknown"}
-
-    def stats(self) -> MempoolStats:
-        """The mempool's figures now."""
-        return MempoolStats(len(self._txs), self._txlog.dropped_total,
-                            self.verifier.verified_count)
 
     @property
     def dropped_total(self) -> int:

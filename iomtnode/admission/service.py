@@ -1,13 +1,15 @@
 """Admission: the one way a transaction gets into this node's mempool.
 
-Clients (the API, and the node's own evidence reports) and peers (the tx gossip reactor,
-:mod:`.gossip`) put raw transactions on one bounded inbox (:mod:`.inbox`) with their
-source. One task, :meth:`Admission.run`, takes everything queued at once, in arrival
-order, and admits it a chunk of :data:`~.batch.CHUNK` at a time: each transaction decoded
-here, once; the cheap checks on the trio thread; the signatures not verified on this node
-yet in worker threads (:class:`~.verify.Verifier`, one hop per chunk, every source's
-transactions in the same hop); then the state rules in order (:mod:`.batch`). Then, per
-source:
+Clients (the API), the node itself (its evidence reports) and peers (the tx gossip
+reactor, :mod:`.gossip`) put raw transactions on one inbox (:mod:`.inbox`) with their
+source. One task, :meth:`Admission.run`, takes a step at a time: the node's own and every
+client's queued transactions first, then peers' to fill the step to whole chunks of
+:data:`~.batch.CHUNK` (at most one chunk of peers' per step, so a client's call never
+waits behind a peer backlog), each source in its arrival order. It admits a step a chunk
+at a time: each transaction decoded here, once; the cheap checks on the trio thread; the
+signatures not verified on this node yet in worker threads (:class:`~.verify.Verifier`,
+one hop per chunk, every source's transactions in the same hop); then the state rules in
+order (:mod:`.batch`). Then, per source:
 
 - a client's admitted transactions are made durable (:meth:`Mempool.keep
   <.mempool.Mempool.keep>`, one write per chunk) before the reply, which gives per
@@ -36,7 +38,7 @@ from ..core.tx import MalformedTxError, Reading, SignedTx, decode_tx
 from ..metrics import LatencyWindow
 from .batch import CHUNK, admit_chunk
 from .gossip import TxGossip
-from .inbox import Admitted, FromClient, FromPeer, Inbox, Item
+from .inbox import Admitted, FromClient, FromPeer, Inbox, Item, Step
 from .mempool import Mempool
 
 log = structlog.get_logger(__name__)
@@ -44,12 +46,12 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class AdmissionStats:
-    """Admission's figures, for ``status``."""
+    """Admission's figures at one moment (``status``, metrics)."""
 
-    pending: int  # transactions in the mempool
-    dropped_total: int  # accepted transactions dropped, ever (kept over restarts)
-    signatures_verified: int  # signatures actually checked since start
-    inbox_queued: int  # transactions waiting in the inbox
+    pending_txs: int  # transactions in the mempool
+    dropped_txs: int  # accepted and then dropped, ever (each with its reason: tx_status)
+    signatures_verified: int  # transaction signatures checked: about one per transaction
+    inbox_queued: int  # transactions waiting in the inbox, from every source
     peer_backlog: int  # peers' transactions queued and not handled yet
 
 
@@ -91,7 +93,8 @@ class Admission:
     async def submit_many(self, raws: Sequence[bytes], *, reading_only: bool = False
                           ) -> list[Admitted]:
         """Admit a client's batch in order; returns, per transaction, the admitted one
-        (durable already) or the RuleError that refused it. Waits while the inbox is full."""
+        (durable already) or the RuleError that refused it. Waits while the inbox's lane for
+        clients is full (never behind peers' transactions)."""
         if not raws:
             return []
         replies: list[list[Admitted]] = []
@@ -106,9 +109,10 @@ class Admission:
         return replies[0]
 
     def submit_nowait(self, raw: bytes, reply: Callable[[Admitted], None]) -> None:
-        """Queue the node's own transaction (never waits): ``reply`` gets the outcome.
-        Raises :class:`~.inbox.InboxFullError` when the inbox is full."""
-        self.inbox.put_nowait(FromClient([raw], False, lambda results: reply(results[0])))
+        """Queue the node's own transaction (never waits, and a full inbox does not hold
+        it back: it has a lane of its own): ``reply`` gets the outcome. Raises
+        :class:`~.inbox.InboxFullError` only when that lane is full."""
+        self.inbox.put_own(FromClient([raw], False, lambda results: reply(results[0])))
 
     # the admission task ------------------------------------------------------------------
 
@@ -121,12 +125,11 @@ class Admission:
             log.info("pending_txs_readmitted", admitted=readmitted, dropped=dropped)
         task_status.started()
         while True:
-            await self._admit(await self.inbox.take())
+            await self._admit(await self.inbox.take(CHUNK))
 
-    async def _admit(self, items: list[Item]) -> None:
-        pairs = [(item, raw) for item in items for raw in item.raws]
-        for start in range(0, len(pairs), CHUNK):
-            chunk = pairs[start:start + CHUNK]
+    async def _admit(self, step: Step) -> None:
+        for start in range(0, len(step), CHUNK):
+            chunk = step[start:start + CHUNK] if len(step) > CHUNK else step
             await self._admit_chunk(chunk)
             self.inbox.handled(sum(1 for item, _ in chunk if type(item) is FromPeer))
 

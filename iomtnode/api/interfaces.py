@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import trio
 
-from ..admission.mempool import MempoolStats
+from ..admission.service import AdmissionStats
 from ..chain.chain import ChainStats
 from ..consensus.settings import ConsensusStats
 from ..core.block import Block, Commit
@@ -122,7 +122,7 @@ class NodeStatus:
     node_id: bytes
     version: str
     chain: ChainStats
-    mempool: MempoolStats
+    admission: AdmissionStats
     p2p: P2PStats
     sync: SyncStats
     consensus: ConsensusStats

@@ -15,7 +15,7 @@ def peers_to_json(status: NodeStatus) -> list[dict[str, Any]]:
 
 def status_to_json(status: NodeStatus) -> dict[str, Any]:
     """Chain id, height, head hash, finalized height, authorities, mempool size, peers..."""
-    chain, mempool, node = status.chain, status.mempool, status.node
+    chain, admission, node = status.chain, status.admission, status.node
     deciding = status.consensus.deciding
     last_commit = node.last_commit
     return {
@@ -33,9 +33,9 @@ def status_to_json(status: NodeStatus) -> dict[str, Any]:
         "round": deciding[1] if deciding is not None and deciding[0] == chain.height + 1
         else 0,
         "authorities_with_evidence": [a.hex() for a in chain.authorities_with_evidence],
-        "mempool_size": mempool.pending_txs,
+        "mempool_size": admission.pending_txs,
         # accepted transactions dropped, ever (each with its reason: get_tx_status)
-        "dropped_txs": mempool.dropped_txs,
+        "dropped_txs": admission.dropped_txs,
         "committed_txs": chain.committed_txs,
         # its committed transactions and the wall-clock ms just after its latest commit
         # (None before its first since it started): an exact point of its progress
@@ -43,7 +43,7 @@ def status_to_json(status: NodeStatus) -> dict[str, Any]:
         else {"committed_txs": last_commit[0], "time_ms": last_commit[1]},
         # transaction signatures this node has checked: about one per transaction
         # (a bench checks this against the readings it finalized)
-        "signatures_verified": mempool.signatures_verified,
+        "signatures_verified": admission.signatures_verified,
         "peers": peers_to_json(status),
         "p2p_address": status.p2p.address,
         "sync_target": status.sync.target,

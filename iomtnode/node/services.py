@@ -143,7 +143,7 @@ def build(setup: Setup, store: BlockStore) -> Services:
     client_api = ClientApi(
         submitter=admission, chain=chain, txs=mempool, blocks=feed,
         peers=PeerAdminView(router),
-        status=StatusView(key.public, chain, mempool, router, sync, consensus, figures))
+        status=StatusView(key.public, chain, admission, router, sync, consensus, figures))
     host, port = parse_hostport(config.api_listen, "api_listen")
     api = ApiServer(
         ApiServerConfig(host=host, port=port), client_api.methods(),

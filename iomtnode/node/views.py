@@ -9,7 +9,6 @@ import structlog
 
 from .. import __version__
 from ..admission.inbox import Admitted, InboxFullError
-from ..admission.mempool import Mempool
 from ..admission.service import Admission
 from ..api.interfaces import NodeStatus
 from ..chain.chain import Chain
@@ -58,14 +57,14 @@ class StatusView:
 
     node_id: bytes
     chain: Chain
-    mempool: Mempool
+    admission: Admission
     router: Router
     sync: BlockSync
     consensus: Driver
     figures: NodeFigures
 
     def status(self) -> NodeStatus:
-        return NodeStatus(self.node_id, __version__, self.chain.stats(), self.mempool.stats(),
+        return NodeStatus(self.node_id, __version__, self.chain.stats(), self.admission.stats(),
                           self.router.stats(), self.sync.stats(), self.consensus.stats(),
                           self.figures.stats())
 
@@ -73,8 +72,9 @@ class StatusView:
 @dataclass(frozen=True, slots=True)
 class EvidenceReporter:
     """Puts an equivocation the consensus driver saw on the ledger: as an authority, signs
-    an ``evidence`` transaction and submits it like any other (others that saw it too may
-    report it first; the ledger keeps one record)."""
+    an ``evidence`` transaction and queues it on admission's lane for the node's own
+    transactions, which never waits and which full peers' and clients' lanes do not hold
+    back (others that saw it too may report it first; the ledger keeps one record)."""
 
     key: SigningKey
     chain: Chain

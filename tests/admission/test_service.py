@@ -1,6 +1,6 @@
-"""The admission service: one bounded inbox that clients and peers share, in order; each
-transaction decoded once; the progress consensus and block relay wait on; the mempool
-following the chain through the commit feed."""
+"""The admission service: one inbox with a bounded lane per kind of source (clients first,
+each source in order); each transaction decoded once; the progress consensus and block
+relay wait on; the mempool following the chain through the commit feed."""
 
 from __future__ import annotations
 
@@ -10,8 +10,17 @@ import trio.lowlevel
 from trio.testing import wait_all_tasks_blocked
 
 from iomtnode.admission import inbox as inbox_module
+from iomtnode.admission.batch import CHUNK
 from iomtnode.admission.gossip import TxGossip
-from iomtnode.admission.inbox import INBOX_TXS, FromPeer, Inbox, InboxFullError
+from iomtnode.admission.inbox import (
+    CLIENT_TXS,
+    INBOX_TXS,
+    OWN_TXS,
+    FromClient,
+    FromPeer,
+    Inbox,
+    InboxFullError,
+)
 from iomtnode.admission.mempool import Mempool
 from iomtnode.admission.messages import TxAnnounce, Txs
 from iomtnode.admission.service import Admission, AdmissionStats
@@ -36,11 +45,12 @@ def chain(tmp_path):
 class Node:
     """One node's admission around a real mempool, with fake peers A and B."""
 
-    def __init__(self, chain, capacity_txs: int = INBOX_TXS) -> None:
+    def __init__(self, chain, capacity_txs: int = INBOX_TXS, client_txs: int = CLIENT_TXS
+                 ) -> None:
         self.peers = [FakePeer(pub("A")), FakePeer(pub("B"))]
         self.host = FakeHost(self.peers)
         self.mempool = Mempool(chain, now_ms=lambda: T0 + 60_000)
-        self.inbox = Inbox(capacity_txs)
+        self.inbox = Inbox(capacity_txs, client_txs=client_txs)
         self.gossip = TxGossip(self.host, self.inbox, self.mempool.get, relay_delay_s=0)
         self.feed = BlockFeed(chain.height)
         self.gossip_delay = LatencyWindow()
@@ -59,7 +69,7 @@ class Node:
         await self.gossip.queue_txs(peer, Txs([tx.raw for tx in txs]))
 
 
-async def test_clients_and_peers_share_one_inbox_and_are_admitted_in_arrival_order(
+async def test_clients_and_peers_share_one_inbox_clients_first_each_source_in_order(
         chain, nursery):
     node = Node(chain)
     a, b = node.peers
@@ -79,7 +89,8 @@ async def test_clients_and_peers_share_one_inbox_and_are_admitted_in_arrival_ord
         await node.inbox.wait_admitted(node.inbox.mark())
         while not replies:
             await trio.lowlevel.checkpoint()
-    assert node.mempool.oldest(10) == r  # arrival order, whatever the source
+    # the client's first, then each peer's in arrival order
+    assert node.mempool.oldest(10) == [r[2], r[3], r[0], r[1], r[4]]
     assert node.hops == [5]  # one step, one verification hop for both sources
     assert replies == [[r[2], r[3]]]
     txlog = chain.store.txlog  # the client's are durable (the peers' are not this node's)
@@ -91,45 +102,143 @@ async def test_clients_and_peers_share_one_inbox_and_are_admitted_in_arrival_ord
     assert b.of(TxAnnounce) == [TxAnnounce([r[0].id, r[1].id])]
     assert node.gossip_delay.total == 3  # readings admitted from peers
     assert node.admission.stats() == AdmissionStats(
-        pending=5, dropped_total=0, signatures_verified=5, inbox_queued=0, peer_backlog=0)
+        pending_txs=5, dropped_txs=0, signatures_verified=5, inbox_queued=0, peer_backlog=0)
 
 
-async def test_a_full_inbox_pushes_back_on_peers_and_clients(chain, nursery):
-    node = Node(chain, capacity_txs=2)
+async def test_a_full_inbox_pushes_back_on_peers_and_clients_each_in_its_lane(
+        chain, nursery):
+    node = Node(chain, capacity_txs=2, client_txs=1)
     a, _ = node.peers
     r = [reading("d2", seq) for seq in range(1, 6)]
-    await node.push(a, r[0:2])  # the inbox is full now
+    await node.push(a, r[0:2])  # the peers' lane is full now
     done: list[str] = []
 
     async def peer_reader() -> None:
         await node.push(a, r[2:3])
         done.append("peer")
 
-    async def client() -> None:
-        await node.admission.submit(r[3].raw)
+    async def client(tx) -> None:
+        await node.admission.submit(tx.raw)
         done.append("client")
 
     nursery.start_soon(peer_reader)
-    nursery.start_soon(client)
     await wait_all_tasks_blocked()
-    assert done == []  # both wait for room
-    assert node.admission.stats().inbox_queued == 2
-    with pytest.raises(InboxFullError):  # the node's own reports never wait
-        node.admission.submit_nowait(r[4].raw, lambda result: None)
+    nursery.start_soon(client, r[3])  # queued though the peers' lane is full
+    await wait_all_tasks_blocked()
+    assert node.admission.stats().inbox_queued == 3
+    nursery.start_soon(client, r[4])  # the clients' lane is full: this one waits for room
+    await wait_all_tasks_blocked()
+    assert done == [] and node.admission.stats().inbox_queued == 3
     await nursery.start(node.admission.run)
     with trio.fail_after(5):
-        while len(done) < 2:
+        while len(done) < 3:
             await trio.lowlevel.checkpoint()
-    assert sorted(done) == ["client", "peer"] and len(node.mempool) == 4
+    assert sorted(done) == ["client", "client", "peer"] and len(node.mempool) == 5
 
 
-def test_the_inbox_is_bounded_in_transactions_by_a_constant():
+async def test_each_lane_of_the_inbox_is_bounded_in_transactions_by_a_constant(nursery):
     assert Inbox().capacity_txs == INBOX_TXS == inbox_module.INBOX_TXS
+    assert Inbox().client_txs == CLIENT_TXS and Inbox().own_txs == OWN_TXS
     inbox = Inbox()
-    inbox.put_nowait(FromPeer(None, [b""] * (INBOX_TXS - 1)))
-    inbox.put_nowait(FromPeer(None, [b""]))  # the last one fits
+    await inbox.put(FromPeer(None, [b""] * (INBOX_TXS - 1)))
+    await inbox.put(FromPeer(None, [b""]))  # the last one fits
+    nursery.start_soon(inbox.put, FromPeer(None, [b""]))
+    await wait_all_tasks_blocked()
+    assert inbox.queued == INBOX_TXS  # that one waits for room
+    inbox.put_own(FromClient([b""] * (OWN_TXS - 1), False, print))
+    inbox.put_own(FromClient([b""], False, print))  # the last one fits
     with pytest.raises(InboxFullError):
-        inbox.put_nowait(FromPeer(None, [b""]))
+        inbox.put_own(FromClient([b""], False, print))
+
+
+async def test_a_full_inbox_still_takes_and_admits_the_nodes_evidence_report(chain, nursery):
+    """An equivocation seen while peers and clients keep the inbox full is reported: the
+    node's own transactions have a lane of their own, taken first."""
+    from iomtnode.core.evidence import make_evidence
+    from iomtnode.core.tx import ReportEvidence
+    from iomtnode.core.vote import VoteType, sign_vote
+    from iomtnode.node.views import EvidenceReporter
+
+    node = Node(chain, capacity_txs=1, client_txs=1)
+    r = [reading("d3", seq) for seq in range(1, 4)]
+    await node.push(node.peers[0], r[0:1])
+    nursery.start_soon(node.push, node.peers[1], r[1:2])  # waits for room
+    nursery.start_soon(node.admission.submit, r[2].raw)
+    await wait_all_tasks_blocked()
+    assert node.inbox.queued == 2  # both lanes full
+    votes = [sign_vote(key("A"), CHAIN_ID, VoteType.PREVOTE, 1, 0, bytes([x]) * 32)
+             for x in (1, 2)]
+    EvidenceReporter(key("A"), chain, node.admission)(make_evidence(*votes))
+    assert node.inbox.queued == 3  # queued at once, not dropped
+    await nursery.start(node.admission.run)
+    with trio.fail_after(5):
+        while len(node.mempool) < 4:
+            await node.inbox.wait_progress()
+    reported = node.mempool.oldest(10)[0]  # the node's own went first
+    assert isinstance(reported.body, ReportEvidence)
+    assert reported.body.evidence == make_evidence(*votes).encode()
+
+
+async def test_a_client_is_answered_before_a_peer_backlog_is_all_admitted(chain, nursery):
+    """A client's call that arrives while the admission task is busy with a peer backlog
+    waits for one chunk of peers' transactions, not for all of them; the peers' are still
+    verified in full chunks."""
+    node = Node(chain)
+    backlog = [reading("d1", seq) for seq in range(1, 4 * CHUNK + 1)]
+    await node.push(node.peers[0], backlog)
+    real = node.mempool.verifier.verify
+    in_first_hop, go_on = trio.Event(), trio.Event()
+
+    async def verify(txs, *, bulk=False):  # holds the first hop until the client has come
+        if not node.hops:
+            in_first_hop.set()
+            await go_on.wait()
+        return await real(txs, bulk=bulk)  # counts the hop
+
+    node.mempool.verifier.verify = verify  # type: ignore[method-assign]
+    await nursery.start(node.admission.run)
+    with trio.fail_after(5):
+        await in_first_hop.wait()
+    answered: list[tuple[int, int]] = []  # (verification hops, peers' backlog) when replied
+    late = reading("d2", 1)
+
+    def reply(results) -> None:  # what submit waits for
+        assert results == [late]
+        answered.append((len(node.hops), node.inbox.backlog()))
+
+    await node.inbox.put(FromClient([late.raw], False, reply))
+    go_on.set()
+    with trio.fail_after(5):
+        await node.inbox.wait_admitted(node.inbox.mark())
+    await wait_all_tasks_blocked()
+    # answered in the next chunk, before the peers' of that chunk are counted handled
+    assert answered == [(2, 3 * CHUNK)]
+    assert node.hops == [CHUNK] * 4 + [1]  # full chunks under load: the client's took a slot
+    assert node.mempool.oldest(CHUNK + 1)[CHUNK] == late
+
+
+async def test_a_step_takes_the_nodes_own_and_clients_then_fills_whole_chunks_with_peers():
+    """Clients go first but never starve peers: a step is the node's own and the clients'
+    transactions queued, then peers' (one chunk at most, at least one transaction) up to a
+    whole number of chunks, a peer's message split where the step ends."""
+    inbox = Inbox()
+    a, b = FromPeer("A", [b"a%d" % i for i in range(5)]), FromPeer("B", [b"b0", b"b1"])
+    await inbox.put(a)
+    await inbox.put(b)
+    client = FromClient([b"c0", b"c1", b"c2"], False, print)
+    await inbox.put(client)
+    own = FromClient([b"o0"], False, print)
+    inbox.put_own(own)
+
+    def taken(step):
+        return [raw for _, raw in step]
+
+    assert taken(await inbox.take(6)) == [b"o0", b"c0", b"c1", b"c2", b"a0", b"a1"]
+    assert inbox.queued == 5 and inbox.backlog() == 7  # a's rest, and b: taken, not handled
+    assert taken(await inbox.take(4)) == [b"a2", b"a3", b"a4", b"b0"]  # a's rest, in order
+    await inbox.put(FromClient([b"c3", b"c4", b"c5", b"c6"], False, print))
+    assert taken(await inbox.take(4)) == [b"c3", b"c4", b"c5", b"c6", b"b1"]  # peers still go
+    assert inbox.queued == 0
 
 
 async def test_a_transaction_is_decoded_once_on_its_way_in(chain, nursery, monkeypatch):

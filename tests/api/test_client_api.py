@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import trio
 
-from iomtnode.admission.mempool import MempoolStats
+from iomtnode.admission.service import AdmissionStats
 from iomtnode.api.interfaces import Admitted, NodeStatus
 from iomtnode.api.jsonrpc import INVALID_PARAMS, RpcError
 from iomtnode.api.methods import NOT_FOUND, TX_DROPPED, ClientApi
@@ -151,7 +151,7 @@ class FakeStatus:
             b"\x05" * 32, "1.2.3",
             ChainStats("iomt-test", b"\x06" * 32, 10, b"\x07" * 32, 1234, (KNOWN,), (KNOWN,),
                        42),
-            MempoolStats(3, 1, 50),
+            AdmissionStats(3, 1, 50, 0, 0),
             FakePeers().stats(),
             SyncStats(12, ({"from": 1, "to": 12, "txs": 5, "seconds": 0.5},)),
             ConsensusStats(self.deciding, ({"authority": KNOWN.hex()},), 0, 0),
