@@ -36,7 +36,6 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import msgspec
 import structlog
@@ -47,6 +46,8 @@ from ..core.tx import MalformedTxError, SignedTx
 from ..p2p import score
 from ..p2p.lru import BoundedSet
 from ..p2p.messages import MAX_IDS_PER_MESSAGE
+from ..p2p.peer import Peer
+from ..p2p.router import PeerSet
 from .inbox import Admitted, FromPeer, Inbox
 from .messages import MAX_TXS_PER_MESSAGE, TxAnnounce, TxRequest, Txs
 from .reconcile import Requests
@@ -88,7 +89,7 @@ class _Outbox:
 class TxGossip:
     """Spreads transactions between this node's mempool and its peers."""
 
-    def __init__(self, host: Any, inbox: Inbox,
+    def __init__(self, host: PeerSet, inbox: Inbox,
                  lookup: Callable[[bytes], SignedTx | None], *,
                  relay_delay_s: float = RELAY_DELAY_S) -> None:
         self._host = host
@@ -206,17 +207,17 @@ class TxGossip:
                             [tx.raw for tx in fresh if len(tx.raw) <= PUSH_MAX_TX_BYTES],
                             [tx.id for tx in fresh if len(tx.raw) > PUSH_MAX_TX_BYTES])
 
-    async def queue_txs(self, peer: Any, msg: Txs) -> None:
+    async def queue_txs(self, peer: Peer, msg: Txs) -> None:
         """From a peer's reader: put ``msg`` on the admission inbox (waits while it is full)."""
         await self._inbox.put(FromPeer(peer, msg.txs))
 
     # from the admission task -----------------------------------------------------------
 
-    def malformed(self, peer: Any, exc: MalformedTxError) -> None:
+    def malformed(self, peer: Peer, exc: MalformedTxError) -> None:
         """A transaction from ``peer`` did not decode."""
         self._host.penalize(peer, score.INVALID_MESSAGE, f"malformed transaction: {exc}")
 
-    def screen(self, peer: Any, tx: SignedTx, in_chunk: set[bytes]) -> bool:
+    def screen(self, peer: Peer, tx: SignedTx, in_chunk: set[bytes]) -> bool:
         """Whether to admit ``tx``, decoded from ``peer``'s push: not seen before, and not a
         copy of one in this admission step (``in_chunk``: raw bytes, the same from another
         peer are skipped); the sender is known to have it either way."""
@@ -227,7 +228,7 @@ class TxGossip:
         in_chunk.add(tx.raw)
         return True
 
-    def relay(self, fresh: list[tuple[Any, SignedTx]], results: Sequence[Admitted]) -> None:
+    def relay(self, fresh: list[tuple[Peer, SignedTx]], results: Sequence[Admitted]) -> None:
         """The outcome of admitting ``fresh`` (passed :meth:`screen`): the admitted ones are
         relayed after the delay, bad signatures cost their sender score, and what was
         refused for good is remembered as seen."""
@@ -255,7 +256,7 @@ class TxGossip:
                 continue
             self._relay_later(tx, peer.node_id)
 
-    def on_announce(self, peer: Any, msg: TxAnnounce) -> None:
+    def on_announce(self, peer: Peer, msg: TxAnnounce) -> None:
         """Ask ``peer`` for the announced ids this node lacks and has not asked for lately."""
         known = self.known_by(peer.node_id)
         now = trio.current_time()
@@ -282,7 +283,7 @@ class TxGossip:
                 peer.send(TxRequest(ids[start:start + MAX_IDS_PER_MESSAGE]))
         return sum(map(len, again.values()))
 
-    def on_request(self, peer: Any, msg: TxRequest) -> None:
+    def on_request(self, peer: Peer, msg: TxRequest) -> None:
         found = [tx.raw for tx in map(self._lookup, msg.ids) if tx is not None]
         for start in range(0, len(found), MAX_TXS_PER_MESSAGE):
             peer.send(Txs(found[start:start + MAX_TXS_PER_MESSAGE]))

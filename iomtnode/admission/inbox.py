@@ -31,13 +31,14 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any, Protocol
+from typing import Protocol
 
 import trio
 import trio.lowlevel
 
 from ..core import errors as e
 from ..core.tx import SignedTx
+from ..p2p.peer import Peer
 
 INBOX_TXS = 16_384  # peers' transactions waiting (~3 MB of readings); then their readers wait
 # clients' transactions waiting (~3 MB; a call of the API's largest batch, 10,000, fits
@@ -69,7 +70,7 @@ class Progress(Protocol):
 class FromPeer:
     """Transactions a peer pushed or sent on request."""
 
-    peer: Any  # the peer connection (``node_id``), for relay and penalties
+    peer: Peer  # the peer connection (``node_id``), for relay and penalties
     raws: Sequence[bytes]
 
 

@@ -44,6 +44,8 @@ import trio
 
 from ..p2p import score
 from ..p2p.lru import BoundedSet
+from ..p2p.peer import Peer
+from ..p2p.router import PeerSet
 from .messages import TxAnnounce, TxRequest
 
 log = structlog.get_logger(__name__)
@@ -202,7 +204,7 @@ class Gossip(Protocol):
 
     def retry_requests(self, now: float) -> int: ...
 
-    def on_request(self, peer: Any, msg: TxRequest) -> None: ...
+    def on_request(self, peer: Peer, msg: TxRequest) -> None: ...
 
 
 @dataclass(slots=True)
@@ -217,7 +219,7 @@ class Reconciler:
     did not come. ``pending(limit)`` gives up to ``limit`` pending transactions (anything
     with an ``id``), oldest first; ``is_pending(id)`` whether one still is."""
 
-    def __init__(self, host: Any, gossip: Gossip,
+    def __init__(self, host: PeerSet, gossip: Gossip,
                  pending: Callable[[int], Sequence[Any]],
                  is_pending: Callable[[bytes], bool], *,
                  interval_s: float = RECONCILE_INTERVAL_S) -> None:
@@ -243,7 +245,7 @@ class Reconciler:
         self._walks.pop(peer_id, None)
         self._guards.pop(peer_id, None)
 
-    def on_request(self, peer: Any, msg: TxRequest) -> None:
+    def on_request(self, peer: Peer, msg: TxRequest) -> None:
         """Serve a peer's ``TxRequest`` within its bounds (:class:`ServeGuard`); asking for
         ids never announced or sent to it costs it :data:`~.score.UNREQUESTED`. Ids over its
         budget are no longer taken as known to it, so a later pass offers them again."""

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 import trio
@@ -36,6 +35,7 @@ from ..chain.feed import BlockFeed, Committed
 from ..core import errors as e
 from ..core.tx import MalformedTxError, Reading, SignedTx, decode_tx
 from ..metrics import LatencyWindow
+from ..p2p.peer import Peer
 from .batch import CHUNK, admit_chunk
 from .gossip import TxGossip
 from .inbox import Admitted, FromClient, FromPeer, Inbox, Item, Step
@@ -157,7 +157,7 @@ class Admission:
             txs.append(tx)
             owners.append(i)
         results = await admit_chunk(self.mempool, txs) if txs else []
-        relayed: list[tuple[Any, SignedTx]] = []
+        relayed: list[tuple[Peer, SignedTx]] = []
         relayed_results: list[Admitted] = []
         kept: list[SignedTx] = []
         for i, tx, result in zip(owners, txs, results, strict=True):
@@ -176,7 +176,7 @@ class Admission:
             gossip.local(kept)
         self._reply(chunk, slots)
 
-    def _from_peers(self, relayed: list[tuple[Any, SignedTx]], results: list[Admitted]) -> None:
+    def _from_peers(self, relayed: list[tuple[Peer, SignedTx]], results: list[Admitted]) -> None:
         self._gossip.relay(relayed, results)
         now = self._now_ms()
         for result in results:

@@ -57,6 +57,20 @@ class Reactor(Protocol):
         """``peer`` is gone (a replacement may already be there). Never blocks."""
 
 
+class PeerSet(Protocol):
+    """What a reactor may do with the connected peers: the router gives it this."""
+
+    def peers(self) -> list[Peer]: ...
+
+    def get(self, node_id: bytes) -> Peer | None: ...
+
+    def broadcast(self, msg: Message, exclude: Container[bytes] = ()) -> int: ...
+
+    def penalize(self, peer: Peer, points: int, reason: str) -> bool: ...
+
+    def penalize_id(self, node_id: bytes, points: int, reason: str) -> None: ...
+
+
 class KindTakenError(ValueError):
     """A message kind registered by two reactors."""
 

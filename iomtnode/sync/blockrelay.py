@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
 
 import trio
 
@@ -43,6 +42,8 @@ from ..chain.writer import ChainWriter
 from ..core.block import Block, Commit, MalformedBlockError, decode_commit, decode_header
 from ..core.crypto import blake2b256
 from ..p2p import score
+from ..p2p.peer import Peer
+from ..p2p.router import PeerSet
 from .messages import CompactBlock
 
 INBOX_HOLD_TXS = 512  # the inbox is waited for if at most this many are queued (~0.2 s)
@@ -70,7 +71,7 @@ class BlockRelay:
     router (peers, broadcast, penalize); transactions are asked of peers with ``ask``
     (:meth:`~iomtnode.admission.blocktxs.Asks.sender`)."""
 
-    def __init__(self, router: Any, chain: Chain, writer: ChainWriter, mempool: Mempool,
+    def __init__(self, router: PeerSet, chain: Chain, writer: ChainWriter, mempool: Mempool,
                  on_height: Callable[[bytes, int], None], ask: Send, *,
                  holders: Callable[[Block], Collection[bytes]] = lambda block: (),
                  inbox: Progress | None = None) -> None:
@@ -112,7 +113,7 @@ class BlockRelay:
             for block, (waiting, *_) in self._assembler.tick(trio.current_time()):
                 await self._apply(waiting.peer_id, block, waiting.commit)
 
-    async def on_compact(self, peer: Any, msg: CompactBlock) -> None:
+    async def on_compact(self, peer: Peer, msg: CompactBlock) -> None:
         penalize = self._router.penalize
         try:
             header = decode_header(msg.header)
@@ -149,7 +150,7 @@ class BlockRelay:
         if block is not None:
             await self._apply(peer.node_id, block, commit)
 
-    async def on_block_txs(self, peer: Any, msg: BlockTxs) -> None:
+    async def on_block_txs(self, peer: Peer, msg: BlockTxs) -> None:
         """Transactions asked of ``peer`` (routed here by
         :class:`~iomtnode.admission.blocktxs.BlockTxsReactor`)."""
         whole = self._assembler.on_txs(peer.node_id, msg)

@@ -40,6 +40,8 @@ from ..core.tx import MalformedTxError, SignedTx, decode_tx
 from ..p2p import score
 from ..p2p.lru import BoundedSet
 from ..p2p.messages import MAX_MESSAGE_BYTES
+from ..p2p.peer import Peer
+from ..p2p.router import PeerSet
 from .messages import MAX_BLOCKS_PER_MESSAGE, Blocks, GetBlocks
 
 log = structlog.get_logger(__name__)
@@ -113,7 +115,7 @@ class SyncStats:
 
 
 class BlockSync:
-    def __init__(self, host: Any, chain: Chain, writer: ChainWriter, feed: BlockFeed,
+    def __init__(self, host: PeerSet, chain: Chain, writer: ChainWriter, feed: BlockFeed,
                  verified: Callable[[Any], bool],
                  on_progress: Callable[[int, int], None] | None = None) -> None:
         self._host = host
@@ -150,7 +152,7 @@ class BlockSync:
 
     # serving -------------------------------------------------------------------------
 
-    def on_get_blocks(self, peer: Any, msg: GetBlocks) -> None:
+    def on_get_blocks(self, peer: Peer, msg: GetBlocks) -> None:
         """Answer with up to ``count`` blocks from ``start`` that we have (maybe none)."""
         count = min(msg.count, MAX_BLOCKS_PER_MESSAGE)
         items: list[list[bytes]] = []
@@ -166,7 +168,7 @@ class BlockSync:
             items.append([raw, commit])
         peer.send(Blocks(msg.start, items))
 
-    def on_blocks(self, peer: Any, msg: Blocks) -> None:
+    def on_blocks(self, peer: Peer, msg: Blocks) -> None:
         channel = self._waiting.pop((peer.node_id, msg.start), None)
         if channel is None and (peer.node_id, msg.start) in self._timed_out:
             self._timed_out.discard((peer.node_id, msg.start))
