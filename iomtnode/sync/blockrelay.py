@@ -111,7 +111,7 @@ class BlockRelay:
                 await self._changed.wait()
             self._changed = trio.Event()
             for block, (waiting, *_) in self._assembler.tick(trio.current_time()):
-                await self._apply(waiting.peer_id, block, waiting.commit)
+                await self._apply(block, waiting, waiting.peer_id)
 
     async def on_compact(self, peer: Peer, msg: CompactBlock) -> None:
         penalize = self._router.penalize
@@ -124,15 +124,19 @@ class BlockRelay:
         if header.height != self._chain.height + 1:
             return
         block_hash = blake2b256(msg.header)
-        if self._assembler.pending(block_hash):  # another sender: a source to ask next
-            self._assembler.add_source(block_hash, peer.node_id, msg)
-            self._changed.set()
-            return
         try:
             last_commit = decode_commit(msg.last_commit) if msg.last_commit else None
             commit = decode_commit(msg.commit)
         except MalformedBlockError as exc:
             penalize(peer, score.INVALID_BLOCK, str(exc))
+            return
+        if commit.block_hash != block_hash or commit.height != header.height:
+            penalize(peer, score.INVALID_BLOCK,
+                     f"compact block {header.height}: the certificate is not its header's")
+            return
+        if self._assembler.pending(block_hash):  # another sender: a source to ask next
+            self._assembler.add_source(block_hash, peer.node_id, msg)
+            self._changed.set()
             return
         waiting = _Waiting(peer.node_id, msg, block_hash, header.height, commit)
         try:
@@ -148,7 +152,7 @@ class BlockRelay:
             whole = self._assembler.release(block_hash)
             block = None if whole is None else whole[0]
         if block is not None:
-            await self._apply(peer.node_id, block, commit)
+            await self._apply(block, waiting, peer.node_id)
 
     async def on_block_txs(self, peer: Peer, msg: BlockTxs) -> None:
         """Transactions asked of ``peer`` (routed here by
@@ -157,10 +161,15 @@ class BlockRelay:
         self._changed.set()  # the next source may have been asked
         if whole is not None:
             block, (waiting, *_) = whole
-            await self._apply(peer.node_id, block, waiting.commit)
+            await self._apply(block, waiting, peer.node_id)
 
-    async def _apply(self, source: bytes, block: Block, commit: Commit) -> None:
+    async def _apply(self, block: Block, waiting: _Waiting, source: bytes) -> None:
+        """Commit ``block``, whose last transactions came from ``source``. Its header,
+        ids and certificates are those of ``waiting``'s compact block (the root checked
+        the transactions against the header), so a block that breaks the rules is that
+        sender's fault, never the fault of a later source that only answered."""
         try:
-            await self._writer.apply(block, commit, source, self._mempool.verified)
+            await self._writer.apply(block, waiting.commit, source, self._mempool.verified)
         except InvalidBlockError as exc:
-            self._router.penalize_id(source, score.INVALID_BLOCK, f"invalid block: {exc}")
+            self._router.penalize_id(waiting.peer_id, score.INVALID_BLOCK,
+                                     f"invalid block: {exc}")
