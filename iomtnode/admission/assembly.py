@@ -26,9 +26,14 @@ Bounds and failures of a fetch (:class:`Assembler`):
   ``hold_txs``, it waits only if at most that many are queued (more could not be admitted
   in that time);
 - after :data:`PENDING_TIMEOUT_S` the block is dropped (``on_drop`` is told);
-- mempool copies that do not give the header's root (the same id, other signature bytes)
-  are fetched again; when fetched transactions do not give it either, the ids were wrong:
-  the peer whose compact block was used is charged ``bad_ids_points`` and the block dropped.
+- an answer may repeat what is filled already with the same bytes (a source asked again
+  answers its earlier request too); the block is made whole once nothing is missing;
+- an id covers a transaction's body only, so when the transactions do not give the
+  header's root, the fetched ones are verified: a source that sent a forged one is charged
+  :data:`~iomtnode.p2p.score.BAD_SIGNATURE`, never asked again, and what it sent is
+  fetched from the others; else mempool copies (other signature bytes) are fetched again;
+  else the ids were wrong and the block is dropped, its compact block's sender charged
+  ``bad_ids_points`` if it sent every transaction fetched.
 
 The assembler does no I/O of its own and never blocks: its owner feeds it answers and calls
 :meth:`Assembler.tick` by :meth:`Assembler.deadline`, or waits for the inbox itself and
@@ -46,6 +51,7 @@ import structlog
 import trio
 
 from ..core.block import Block, Commit, MalformedBlockError, assemble_block
+from ..core.crypto import BadSignatureError
 from ..core.tx import MalformedTxError, SignedTx, decode_tx
 from ..p2p import score
 from ..p2p.messages import MAX_IDS_PER_MESSAGE
@@ -58,8 +64,6 @@ PENDING_BLOCKS = 8  # blocks waiting for transactions; beyond, the oldest goes
 ASK_TIMEOUT_S = 1.0  # a source that has not answered in full by then: ask the next one
 PENDING_TIMEOUT_S = 5.0  # a block still incomplete by then is dropped
 HOLD_S = 0.25  # how long missing transactions may be waited for from the admission inbox
-
-
 
 
 class Compact(Protocol):
@@ -106,6 +110,8 @@ class _Fetch(Generic[W]):
     from_mempool: bool  # some transactions came from the mempool
     sources: list[bytes] = field(default_factory=list)  # peers that sent this compact form
     tried: set[bytes] = field(default_factory=set)
+    bad: set[bytes] = field(default_factory=set)  # sources that sent a forged transaction
+    supplied: dict[bytes, list[int]] = field(default_factory=dict)  # peer -> indexes fetched
     asked: bytes | None = None
     asked_for: set[int] = field(default_factory=set)
     ask_until: float = math.inf
@@ -117,16 +123,20 @@ class Assembler(Generic[W]):
     """Fill compact blocks' transactions from the mempool (``lookup(id)``) and fetch the
     missing ones from peers (module doc): ``send(peer_id, request)`` (False: not
     connected), ``penalize(peer_id, points, reason)``. ``on_drop(waiter)`` is told of each
-    waiter given up (timed out, evicted, or with wrong ids). ``what`` names the blocks in
-    logs and penalty reasons ("proposal", "block")."""
+    waiter given up (timed out, evicted, or with wrong ids). ``verify(tx)`` raises
+    BadSignatureError for a forged transaction (only fetched ones whose block's root failed
+    are checked). ``what`` names the blocks in logs and penalty reasons ("proposal",
+    "block")."""
 
     def __init__(self, lookup: Callable[[bytes], SignedTx | None],
                  send: Callable[[bytes, GetBlockTxs], bool],
                  penalize: Callable[[bytes, int, str], None],
                  on_drop: Callable[[W], None], inbox: Progress | None = None, *,
+                 verify: Callable[[SignedTx], None],
                  what: str, bad_ids_points: int = score.INVALID_MESSAGE,
                  hold_txs: int | None = None) -> None:
         self._lookup = lookup
+        self._verify = verify
         self._send = send
         self._penalize = penalize
         self._on_drop = on_drop
@@ -249,14 +259,14 @@ class Assembler(Generic[W]):
         if not msg.indexes:  # it does not hold the block
             self._ask(msg.block_hash, fetch, now)
             return None
-        wrong = self._take(fetch, msg)
+        wrong = self._take(peer_id, fetch, msg)
         if wrong is not None:
             self._penalize(peer_id, score.INVALID_MESSAGE, f"{self._what} txs: {wrong}")
-            self._ask(msg.block_hash, fetch, now)
-            return None
-        if fetch.asked_for:
-            return None  # more answers to come
-        block = self._complete(msg.block_hash, fetch, now)
+        if None in fetch.txs:
+            if wrong is not None:
+                self._ask(msg.block_hash, fetch, now)
+            return None  # else more answers to come
+        block = self._complete(msg.block_hash, fetch, now)  # whole: at once
         if block is None:
             return None
         log.debug("block_txs_fetched", what=self._what, height=block.height,
@@ -265,32 +275,58 @@ class Assembler(Generic[W]):
 
     def _complete(self, block_hash: bytes, fetch: _Fetch[W], now: float) -> Block | None:
         """The block of a fetch whose transactions are all at hand (the fetch is done);
-        None when mempool copies had other bytes (all are fetched now) or, with every
-        transaction fetched, the ids were not the block's (the compact block's sender is
-        penalised and the block dropped)."""
+        else None: a source sent forged transactions (it is penalised, what it sent is
+        fetched from the others), mempool copies had other bytes (all are fetched now), or
+        the ids were not the block's (the block is dropped, and the compact block's sender
+        penalised if it sent every transaction fetched)."""
         txs = tuple(t for t in fetch.txs if t is not None)
         try:
             block = assemble_block(fetch.msg.header, txs, fetch.last_commit)
         except MalformedBlockError as exc:
-            if fetch.from_mempool:  # a mempool copy has other bytes: fetch them all
-                fetch.from_mempool = False
-                fetch.txs = [None] * len(fetch.txs)
+            if self._forged(fetch):  # an id covers the body only: signatures were forged
                 fetch.tried.clear()
                 self._ask(block_hash, fetch, now)
                 return None
-            self._penalize(fetch.origin, self._bad_ids_points,
-                           f"compact {self._what}: ids not those of the block: {exc}")
+            if fetch.from_mempool:  # a mempool copy has other bytes: fetch them all
+                fetch.from_mempool = False
+                fetch.txs = [None] * len(fetch.txs)
+                fetch.supplied.clear()
+                fetch.tried.clear()
+                self._ask(block_hash, fetch, now)
+                return None
+            if {peer for peer, got in fetch.supplied.items() if got} <= {fetch.origin}:
+                self._penalize(fetch.origin, self._bad_ids_points,
+                               f"compact {self._what}: ids not those of the block: {exc}")
             self._drop(block_hash, "ids not those of the block")
             return None
         self._forget(block_hash)
         return block
 
-    def _take(self, fetch: _Fetch[W], msg: BlockTxs) -> str | None:
-        """Fill in the answered transactions; what is wrong with the answer, if anything."""
+    def _forged(self, fetch: _Fetch[W]) -> bool:
+        """Whether a source sent a forged transaction (penalised, never asked again, what
+        it sent missing again)."""
+        for peer_id, indexes in list(fetch.supplied.items()):
+            try:
+                for index in indexes:
+                    self._verify(fetch.txs[index])  # type: ignore[arg-type]  # fetched
+            except BadSignatureError as exc:
+                self._penalize(peer_id, score.BAD_SIGNATURE, f"{self._what} txs: {exc}")
+                fetch.bad.add(peer_id)
+                for index in fetch.supplied.pop(peer_id):
+                    fetch.txs[index] = None
+        return bool(fetch.bad) and None in fetch.txs
+
+    def _take(self, peer_id: bytes, fetch: _Fetch[W], msg: BlockTxs) -> str | None:
+        """Fill in the answered transactions (an index filled already with the same bytes
+        is skipped: module doc); what is wrong with the answer, if anything."""
         if len(msg.indexes) != len(msg.txs):
             return "as many indexes as transactions are needed"
+        supplied = fetch.supplied.setdefault(peer_id, [])
         for index, raw in zip(msg.indexes, msg.txs, strict=True):
             if index not in fetch.asked_for:
+                held = fetch.txs[index] if 0 <= index < len(fetch.txs) else None
+                if held is not None and held.raw == raw:
+                    continue
                 return f"index {index} was not asked for"
             try:
                 tx = decode_tx(raw)
@@ -300,14 +336,17 @@ class Assembler(Generic[W]):
                 return f"the transaction at {index} is not the one asked for"
             fetch.txs[index] = tx
             fetch.asked_for.discard(index)
+            supplied.append(index)
         return None
 
     def _ask(self, block_hash: bytes, fetch: _Fetch[W], now: float) -> None:
         """Ask the next untried source for every missing transaction."""
         fetch.asked, fetch.asked_for, fetch.ask_until = None, set(), math.inf
         missing = [i for i, tx in enumerate(fetch.txs) if tx is None]
+        if not missing:
+            return
         for peer_id in fetch.sources:
-            if peer_id in fetch.tried:
+            if peer_id in fetch.tried or peer_id in fetch.bad:
                 continue
             fetch.tried.add(peer_id)
             fetch.asked, fetch.asked_for = peer_id, set(missing)  # before an answer can come

@@ -122,7 +122,7 @@ class Inbound:
         self._known_block = known_block
         self._fetcher: Assembler[Waiting] = Assembler(
             mempool.get, network.send_consensus, network.penalize_peer, self._forget, inbox,
-            what="proposal")
+            verify=mempool.verifier.verify_now, what="proposal")
         self._whole: list[tuple[Block, list[Waiting]]] = []  # made whole by the mempool
         self._relay = ProposalRelay(network)
         self._send, self._inbox = trio.open_memory_channel[

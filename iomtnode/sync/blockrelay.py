@@ -84,7 +84,8 @@ class BlockRelay:
         self._on_height = on_height  # sync's saw_height(peer_id, height)
         self._assembler: Assembler[_Waiting] = Assembler(
             mempool.get, ask, router.penalize_id, lambda waiting: None, inbox,
-            what="block", bad_ids_points=score.INVALID_BLOCK, hold_txs=INBOX_HOLD_TXS)
+            verify=mempool.verifier.verify_now, what="block", bad_ids_points=score.INVALID_BLOCK,
+            hold_txs=INBOX_HOLD_TXS)
         self._changed = trio.Event()  # a fetch began or changed: the run task's deadline
 
     def on_committed(self, block: Block, commit: Commit, source: bytes | None) -> None:

@@ -12,6 +12,7 @@ import pytest
 from iomtnode.admission.assembly import Assembler
 from iomtnode.admission.blocktxs import ASKS_PER_PEER, Asks, BlockTxsReactor, chain_txs, serve
 from iomtnode.admission.messages import BlockTxs, GetBlockTxs
+from iomtnode.admission.verify import Verifier
 from iomtnode.core.crypto import blake2b256
 from iomtnode.p2p import score
 from iomtnode.sync.blockrelay import compact
@@ -134,7 +135,7 @@ async def test_two_takers_fetching_one_block_of_one_peer_each_get_their_answer(
     for name in ("consensus", "sync"):
         assembler: Assembler[Waiting] = Assembler(
             pools[name].get, asks.sender(name), router.penalize_id,
-            lambda waiting: None, what=name)
+            lambda waiting: None, verify=Verifier(chain.chain_id).verify_now, what=name)
         takers[name] = Queued(assembler, queued=name == "consensus")
     reactor = BlockTxsReactor((chain_txs(chain),), asks, takers)
     msg = compact(block, commit)
@@ -199,7 +200,7 @@ async def test_the_assembler_fills_from_the_mempool_and_asks_sources_in_turn(tmp
     """The assembler both proposals and relayed blocks use: what the mempool holds is not
     asked for; a source answering "not held" is replaced by the next; a wrong transaction
     costs its sender; the block is given with its waiters once whole."""
-    _, made = source_chain(tmp_path / "data", 1, 4)
+    chain, made = source_chain(tmp_path / "data", 1, 4)
     block, commit = made[-1]
     mempool = {block.txs[0].id: block.txs[0]}  # the mempool holds the first
     sent: list[tuple[bytes, GetBlockTxs]] = []
@@ -208,7 +209,7 @@ async def test_the_assembler_fills_from_the_mempool_and_asks_sources_in_turn(tmp
     assembler: Assembler[Waiting] = Assembler(
         mempool.get, lambda peer_id, msg: sent.append((peer_id, msg)) or True,
         lambda peer_id, points, reason: penalties.append((peer_id, points, reason)),
-        dropped.append, what="block")
+        dropped.append, verify=Verifier(chain.chain_id).verify_now, what="block")
     msg = compact(block, commit)
     first = Waiting(pub("B"), msg, b"k1", block.height)
     assert assembler.fill(block.hash, first, block.last_commit) is None
