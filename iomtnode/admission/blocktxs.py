@@ -17,9 +17,11 @@ asked, once per request); a "not held" answers the oldest request for that block
 answer nobody asked that peer for is dropped (late, or its request forgotten: harmless);
 one with an index that no request for that block is waiting for costs the peer
 :data:`~iomtnode.p2p.score.INVALID_MESSAGE` and counts as "not held" for every request
-of that block from it, so each taker asks its next source at once. At most
-:data:`ASKS_PER_PEER` unanswered requests are remembered per peer (the oldest are
-forgotten), none once the peer is gone.
+of that block from it, so each taker asks its next source at once. A request is
+remembered as a bitmap of the indexes it still waits for (an eighth of a byte per
+transaction in the span it asks for); at most :data:`ASKS_PER_PEER` unanswered requests
+and :data:`ASK_BYTES_PER_PEER` bytes of bitmaps are remembered per peer (beyond, the
+oldest are forgotten), none once the peer is gone.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from .messages import BlockTxs, GetBlockTxs
 KINDS = (GetBlockTxs, BlockTxs)
 ANSWER_BYTES = 1024 * 1024  # transaction bytes in one BlockTxs; more are split
 ASKS_PER_PEER = 64  # unanswered requests remembered per peer; beyond, the oldest go
+ASK_BYTES_PER_PEER = 64 * 1024  # bytes of requests' bitmaps per peer; beyond, the oldest go
 
 TxsLookup = Callable[[bytes], Sequence[bytes] | None]  # block hash -> its raw txs, if held
 Send = Callable[[bytes, GetBlockTxs], bool]  # (peer id, request) -> False: not connected
@@ -63,7 +66,30 @@ class _Ask:
 
     block_hash: bytes
     taker: str
-    left: set[int]  # indexes not answered yet
+    first: int  # the lowest index asked
+    bits: bytearray  # bit i set: index first + i is not answered yet
+    left: int  # how many indexes are not answered yet
+
+    @classmethod
+    def of(cls, block_hash: bytes, taker: str, indexes: Sequence[int]) -> _Ask:
+        first = min(indexes, default=0)
+        bits = bytearray((max(indexes) - first) // 8 + 1 if indexes else 0)
+        left = 0
+        for index in indexes:
+            at = index - first
+            if not bits[at >> 3] >> (at & 7) & 1:
+                bits[at >> 3] |= 1 << (at & 7)
+                left += 1
+        return cls(block_hash, taker, first, bits, left)
+
+    def take(self, index: int) -> bool:
+        """Whether it waits for ``index``; if so, no longer."""
+        at = index - self.first
+        if at < 0 or at >= len(self.bits) * 8 or not self.bits[at >> 3] >> (at & 7) & 1:
+            return False
+        self.bits[at >> 3] &= ~(1 << (at & 7))
+        self.left -= 1
+        return True
 
 
 class Asks:
@@ -72,6 +98,7 @@ class Asks:
     def __init__(self, router: Network) -> None:
         self._router = router
         self._asks: dict[bytes, deque[_Ask]] = {}  # peer id -> its requests, oldest first
+        self._bytes: dict[bytes, int] = {}  # peer id -> bytes of its requests' bitmaps
 
     def sender(self, taker: str) -> Send:
         """How ``taker`` (its name in :class:`BlockTxsReactor`'s ``takers``) sends a
@@ -81,12 +108,15 @@ class Asks:
             peer = self._router.get(peer_id)
             if peer is None:
                 return False
-            asks = self._asks.setdefault(peer_id, deque(maxlen=ASKS_PER_PEER))
-            ask = _Ask(msg.block_hash, taker, set(msg.indexes))
+            asks = self._asks.setdefault(peer_id, deque())
+            ask = _Ask.of(msg.block_hash, taker, msg.indexes)
             asks.append(ask)  # before an answer can come
+            size = self._bytes[peer_id] = self._bytes.get(peer_id, 0) + len(ask.bits)
+            while len(asks) > ASKS_PER_PEER or (size > ASK_BYTES_PER_PEER and len(asks) > 1):
+                size = self._bytes[peer_id] = size - len(asks.popleft().bits)
             if peer.send(msg):
                 return True
-            asks.remove(ask)
+            self._forget(peer_id, [ask])
             return False
 
         return send
@@ -105,11 +135,10 @@ class Asks:
             wrong = "as many indexes as transactions are needed"
         else:
             for index, raw in zip(msg.indexes, msg.txs, strict=True):
-                ask = next((a for a in mine if index in a.left), None)
+                ask = next((a for a in mine if a.take(index)), None)
                 if ask is None:
                     wrong = f"index {index} was not asked for"
                     break
-                ask.left.discard(index)
                 indexes, txs = parts.setdefault(ask.taker, ([], []))
                 indexes.append(index)
                 txs.append(raw)
@@ -118,7 +147,7 @@ class Asks:
             self._forget(peer.node_id, mine)
             not_held = BlockTxs(msg.block_hash, [], [])
             return [(taker, not_held) for taker in dict.fromkeys(a.taker for a in mine)]
-        self._forget(peer.node_id, [ask for ask in mine if not ask.left])
+        self._forget(peer.node_id, [ask for ask in mine if ask.left <= 0])
         if len(parts) == 1:
             return [(next(iter(parts)), msg)]  # all for one taker: as it came
         return [(taker, BlockTxs(msg.block_hash, indexes, txs))
@@ -127,6 +156,7 @@ class Asks:
     def disconnected(self, peer_id: bytes) -> None:
         """Forget the requests sent to ``peer_id``."""
         self._asks.pop(peer_id, None)
+        self._bytes.pop(peer_id, None)
 
     def _forget(self, peer_id: bytes, done: list[_Ask]) -> None:
         if not done:
@@ -134,8 +164,9 @@ class Asks:
         asks = self._asks[peer_id]
         for ask in done:
             asks.remove(ask)
+            self._bytes[peer_id] -= len(ask.bits)
         if not asks:
-            del self._asks[peer_id]
+            del self._asks[peer_id], self._bytes[peer_id]
 
 
 def chain_txs(chain: Chain) -> TxsLookup:

@@ -5,16 +5,25 @@ assembler that asked that peer; the assembler fills from the mempool and fetches
 
 from __future__ import annotations
 
+import tracemalloc
 from dataclasses import dataclass, field
 
 import pytest
 
 from iomtnode.admission.assembly import Assembler
-from iomtnode.admission.blocktxs import ASKS_PER_PEER, Asks, BlockTxsReactor, chain_txs, serve
+from iomtnode.admission.blocktxs import (
+    ASK_BYTES_PER_PEER,
+    ASKS_PER_PEER,
+    Asks,
+    BlockTxsReactor,
+    chain_txs,
+    serve,
+)
 from iomtnode.admission.messages import BlockTxs, GetBlockTxs
 from iomtnode.admission.verify import Verifier
 from iomtnode.core.crypto import blake2b256
 from iomtnode.p2p import score
+from iomtnode.p2p.messages import MAX_IDS_PER_MESSAGE
 from iomtnode.sync.blockrelay import compact
 
 from ..core.helpers import pub
@@ -230,3 +239,31 @@ async def test_the_assembler_fills_from_the_mempool_and_asks_sources_in_turn(tmp
     assembled, waiting = whole
     assert assembled.hash == block.hash and [w.key for w in waiting] == [b"k1", b"k2"]
     assert dropped == [] and len(assembler) == 0 and len(penalties) == 1
+
+
+@dataclass
+class Forgetful(Peer):
+    """A peer that keeps nothing it is sent."""
+
+    def send(self, msg) -> bool:
+        return True
+
+
+def test_the_requests_remembered_per_peer_are_bounded_in_bytes():
+    """A peer can make this node ask it for 10,000 transactions again and again (compact
+    blocks of unknown ids): what is remembered of its requests stays within
+    ASK_BYTES_PER_PEER, about, however many come."""
+    b = Forgetful(pub("B"))
+    asks = Asks(Router([b]))
+    send = asks.sender("sync")
+    send(pub("B"), GetBlockTxs(b"w" * 32, [0]))  # the dict entries exist before measuring
+    indexes = list(range(MAX_IDS_PER_MESSAGE))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(ASKS_PER_PEER + 8):
+            send(pub("B"), GetBlockTxs(n.to_bytes(32, "big"), indexes))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held <= ASK_BYTES_PER_PEER + ASKS_PER_PEER * 512  # bitmaps, and each request's own
