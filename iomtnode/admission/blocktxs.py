@@ -21,7 +21,10 @@ of that block from it, so each taker asks its next source at once. A request is
 remembered as a bitmap of the indexes it still waits for (an eighth of a byte per
 transaction in the span it asks for); at most :data:`ASKS_PER_PEER` unanswered requests
 and :data:`ASK_BYTES_PER_PEER` bytes of bitmaps are remembered per peer (beyond, the
-oldest are forgotten), none once the peer is gone.
+oldest are forgotten), none once the peer is gone. A peer answers a forgotten request
+in turn too, so the blocks of its last :data:`FORGOTTEN_PER_PEER` forgotten requests are
+remembered, and indexes of those blocks that no request waits for are dropped without a
+charge.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ KINDS = (GetBlockTxs, BlockTxs)
 ANSWER_BYTES = 1024 * 1024  # transaction bytes in one BlockTxs; more are split
 ASKS_PER_PEER = 64  # unanswered requests remembered per peer; beyond, the oldest go
 ASK_BYTES_PER_PEER = 64 * 1024  # bytes of requests' bitmaps per peer; beyond, the oldest go
+FORGOTTEN_PER_PEER = 64  # block hashes of requests forgotten unanswered, per peer
 
 TxsLookup = Callable[[bytes], Sequence[bytes] | None]  # block hash -> its raw txs, if held
 Send = Callable[[bytes, GetBlockTxs], bool]  # (peer id, request) -> False: not connected
@@ -99,6 +103,8 @@ class Asks:
         self._router = router
         self._asks: dict[bytes, deque[_Ask]] = {}  # peer id -> its requests, oldest first
         self._bytes: dict[bytes, int] = {}  # peer id -> bytes of its requests' bitmaps
+        # peer id -> the blocks of its requests forgotten unanswered (the last ones)
+        self._forgotten: dict[bytes, dict[bytes, None]] = {}
 
     def sender(self, taker: str) -> Send:
         """How ``taker`` (its name in :class:`BlockTxsReactor`'s ``takers``) sends a
@@ -113,7 +119,13 @@ class Asks:
             asks.append(ask)  # before an answer can come
             size = self._bytes[peer_id] = self._bytes.get(peer_id, 0) + len(ask.bits)
             while len(asks) > ASKS_PER_PEER or (size > ASK_BYTES_PER_PEER and len(asks) > 1):
-                size = self._bytes[peer_id] = size - len(asks.popleft().bits)
+                old = asks.popleft()
+                size = self._bytes[peer_id] = size - len(old.bits)
+                forgotten = self._forgotten.setdefault(peer_id, {})
+                forgotten.pop(old.block_hash, None)
+                forgotten[old.block_hash] = None  # the newest last
+                if len(forgotten) > FORGOTTEN_PER_PEER:
+                    del forgotten[next(iter(forgotten))]
             if peer.send(msg):
                 return True
             self._forget(peer_id, [ask])
@@ -131,11 +143,16 @@ class Asks:
             return [(mine[0].taker, msg)]
         wrong = None
         parts: dict[str, tuple[list[int], list[bytes]]] = {}
+        forgotten = msg.block_hash in self._forgotten.get(peer.node_id, ())
+        skipped = False
         if len(msg.indexes) != len(msg.txs):
             wrong = "as many indexes as transactions are needed"
         else:
             for index, raw in zip(msg.indexes, msg.txs, strict=True):
                 ask = next((a for a in mine if a.take(index)), None)
+                if ask is None and forgotten:  # the answer to a forgotten request
+                    skipped = True
+                    continue
                 if ask is None:
                     wrong = f"index {index} was not asked for"
                     break
@@ -148,7 +165,7 @@ class Asks:
             not_held = BlockTxs(msg.block_hash, [], [])
             return [(taker, not_held) for taker in dict.fromkeys(a.taker for a in mine)]
         self._forget(peer.node_id, [ask for ask in mine if ask.left <= 0])
-        if len(parts) == 1:
+        if len(parts) == 1 and not skipped:
             return [(next(iter(parts)), msg)]  # all for one taker: as it came
         return [(taker, BlockTxs(msg.block_hash, indexes, txs))
                 for taker, (indexes, txs) in parts.items()]
@@ -157,6 +174,7 @@ class Asks:
         """Forget the requests sent to ``peer_id``."""
         self._asks.pop(peer_id, None)
         self._bytes.pop(peer_id, None)
+        self._forgotten.pop(peer_id, None)
 
     def _forget(self, peer_id: bytes, done: list[_Ask]) -> None:
         if not done:

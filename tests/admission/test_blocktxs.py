@@ -267,3 +267,26 @@ def test_the_requests_remembered_per_peer_are_bounded_in_bytes():
     finally:
         tracemalloc.stop()
     assert held <= ASK_BYTES_PER_PEER + ASKS_PER_PEER * 512  # bitmaps, and each request's own
+
+
+async def test_an_answer_to_a_forgotten_request_costs_the_peer_nothing():
+    """Consensus then sync ask B for block x; so many other requests follow that
+    consensus's is forgotten. B answers both in order: what sync waits for goes to sync,
+    the rest is dropped without a charge; an index of another block is still charged."""
+    b = Peer(pub("B"))
+    router = Router([b])
+    asks = Asks(router)
+    consensus, sync = Taker(), Taker()
+    reactor = BlockTxsReactor((), asks, {"consensus": consensus, "sync": sync})
+    x = b"x" * 32
+    asks.sender("consensus")(pub("B"), GetBlockTxs(x, [2, 3, 4]))
+    asks.sender("sync")(pub("B"), GetBlockTxs(x, [1, 2, 3, 4]))
+    for n in range(ASKS_PER_PEER - 1):  # other blocks' requests, still unanswered
+        asks.sender("sync")(pub("B"), GetBlockTxs(bytes([n]) * 32, [0]))
+    await reactor.receive(b, BlockTxs(x, [2, 3, 4], [b"t2", b"t3", b"t4"]))
+    await reactor.receive(b, BlockTxs(x, [1, 2, 3, 4], [b"t1", b"t2", b"t3", b"t4"]))
+    assert router.penalties == [] and consensus.got == []
+    assert sync.got == [(pub("B"), BlockTxs(x, [2, 3, 4], [b"t2", b"t3", b"t4"])),
+                        (pub("B"), BlockTxs(x, [1], [b"t1"]))]
+    await reactor.receive(b, BlockTxs(bytes([0]) * 32, [5], [b"t5"]))  # not asked, not forgotten
+    assert [points for _, points, _ in router.penalties] == [score.INVALID_MESSAGE]
