@@ -29,11 +29,11 @@ Bounds and failures of a fetch (:class:`Assembler`):
 - an answer may repeat what is filled already with the same bytes (a source asked again
   answers its earlier request too); the block is made whole once nothing is missing;
 - an id covers a transaction's body only, so when the transactions do not give the
-  header's root, the fetched ones are verified: a source that sent a forged one is charged
-  :data:`~iomtnode.p2p.score.BAD_SIGNATURE`, never asked again, and what it sent is
-  fetched from the others; else mempool copies (other signature bytes) are fetched again;
-  else the ids were wrong and the block is dropped, its compact block's sender charged
-  ``bad_ids_points`` if it sent every transaction fetched.
+  header's root and more than one source sent them, those fetched are verified: a source
+  that sent a forged one is charged :data:`~iomtnode.p2p.score.BAD_SIGNATURE`, never asked
+  again, and what it sent is fetched from the others; else mempool copies (other
+  signature bytes) are fetched again; else the ids were wrong and the block is dropped,
+  its compact block's sender charged ``bad_ids_points`` if it sent all those fetched.
 
 The assembler does no I/O of its own and never blocks: its owner feeds it answers and calls
 :meth:`Assembler.tick` by :meth:`Assembler.deadline`, or waits for the inbox itself and
@@ -275,15 +275,14 @@ class Assembler(Generic[W]):
 
     def _complete(self, block_hash: bytes, fetch: _Fetch[W], now: float) -> Block | None:
         """The block of a fetch whose transactions are all at hand (the fetch is done);
-        else None: a source sent forged transactions (it is penalised, what it sent is
-        fetched from the others), mempool copies had other bytes (all are fetched now), or
-        the ids were not the block's (the block is dropped, and the compact block's sender
-        penalised if it sent every transaction fetched)."""
+        else None: forged transactions or mempool copies with other bytes are fetched
+        again, or the ids were not the block's and it is dropped (module doc)."""
         txs = tuple(t for t in fetch.txs if t is not None)
         try:
             block = assemble_block(fetch.msg.header, txs, fetch.last_commit)
         except MalformedBlockError as exc:
-            if self._forged(fetch):  # an id covers the body only: signatures were forged
+            mixed = not {peer for peer, got in fetch.supplied.items() if got} <= {fetch.origin}
+            if mixed and self._forged(fetch):  # an id covers the body only
                 fetch.tried.clear()
                 self._ask(block_hash, fetch, now)
                 return None
@@ -294,7 +293,7 @@ class Assembler(Generic[W]):
                 fetch.tried.clear()
                 self._ask(block_hash, fetch, now)
                 return None
-            if {peer for peer, got in fetch.supplied.items() if got} <= {fetch.origin}:
+            if not mixed:
                 self._penalize(fetch.origin, self._bad_ids_points,
                                f"compact {self._what}: ids not those of the block: {exc}")
             self._drop(block_hash, "ids not those of the block")
@@ -303,8 +302,8 @@ class Assembler(Generic[W]):
         return block
 
     def _forged(self, fetch: _Fetch[W]) -> bool:
-        """Whether a source sent a forged transaction (penalised, never asked again, what
-        it sent missing again)."""
+        """Whether a source sent a forged transaction (penalised, not asked again)."""
+        found = False
         for peer_id, indexes in list(fetch.supplied.items()):
             try:
                 for index in indexes:
@@ -314,7 +313,8 @@ class Assembler(Generic[W]):
                 fetch.bad.add(peer_id)
                 for index in fetch.supplied.pop(peer_id):
                     fetch.txs[index] = None
-        return bool(fetch.bad) and None in fetch.txs
+                found = True
+        return found
 
     def _take(self, peer_id: bytes, fetch: _Fetch[W], msg: BlockTxs) -> str | None:
         """Fill in the answered transactions (an index filled already with the same bytes

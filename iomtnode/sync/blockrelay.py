@@ -39,7 +39,14 @@ from ..admission.mempool import Mempool
 from ..admission.messages import BlockTxs
 from ..chain.chain import Chain, InvalidBlockError
 from ..chain.writer import ChainWriter
-from ..core.block import Block, Commit, MalformedBlockError, decode_commit, decode_header
+from ..core.block import (
+    ZERO_HASH,
+    Block,
+    Commit,
+    MalformedBlockError,
+    decode_commit,
+    decode_header,
+)
 from ..core.crypto import blake2b256
 from ..p2p import score
 from ..p2p.peer import Peer
@@ -131,9 +138,10 @@ class BlockRelay:
         except MalformedBlockError as exc:
             penalize(peer, score.INVALID_BLOCK, str(exc))
             return
-        if commit.block_hash != block_hash or commit.height != header.height:
+        if (commit.block_hash != block_hash or commit.height != header.height or (
+                last_commit.hash if last_commit else ZERO_HASH) != header.last_commit_hash):
             penalize(peer, score.INVALID_BLOCK,
-                     f"compact block {header.height}: the certificate is not its header's")
+                     f"compact block {header.height}: a certificate is not its header's")
             return
         if self._assembler.pending(block_hash):  # another sender: a source to ask next
             self._assembler.add_source(block_hash, peer.node_id, msg)

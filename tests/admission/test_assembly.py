@@ -116,3 +116,21 @@ async def test_a_wrong_answer_that_leaves_nothing_missing_completes_the_block_at
     assert whole is not None and whole[0].hash == block.hash
     assert net.penalties == [(pub("B"), score.INVALID_MESSAGE)]
     assert net.sent == [(pub("B"), GetBlockTxs(block.hash, [0, 1, 2, 3]))]  # nobody asked again
+
+
+async def test_wrong_ids_that_a_later_source_answered_drop_the_block_and_charge_nobody(
+        tmp_path, autojump_clock):
+    """Both senders sent the same wrong ids, and the transactions came from the second,
+    all validly signed: nobody can be singled out, so the block is only dropped."""
+    chain, made = source_chain(tmp_path / "data", 1, 4)
+    block, commit = made[-1]
+    net = Net()
+    assembler = net.assembler(chain, {})
+    real = compact(block, commit)
+    swapped = [block.txs[1], block.txs[0], *block.txs[2:]]
+    msg = CompactBlock(real.header, [tx.id for tx in swapped], real.last_commit, real.commit)
+    assert assembler.fill(block.hash, Waiting(pub("B"), msg, b"k1", 2), block.last_commit) is None
+    assembler.add_source(b"k1", pub("C"), msg)
+    assembler.tick(assembler.deadline())  # B is slow: C is asked
+    assert assembler.on_txs(pub("C"), answer(block, [0, 1, 2, 3], swapped)) is None
+    assert net.penalties == [] and [w.key for w in net.dropped] == [b"k1"]

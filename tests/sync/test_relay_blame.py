@@ -3,6 +3,7 @@ used, never a later source that only answered with the transactions asked for.""
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from iomtnode.admission.assembly import PENDING_TIMEOUT_S
@@ -29,14 +30,18 @@ async def relay_of(tmp_path, peers):
     return chain, made, host, relay
 
 
-async def test_a_certificate_of_another_block_costs_its_sender_before_any_fetch(tmp_path):
+@pytest.mark.parametrize("which", ["commit", "last_commit"])
+async def test_a_certificate_of_another_block_costs_its_sender_before_any_fetch(
+        tmp_path, which):
     m = Waited(pub("B"))
     _, made, host, relay = await relay_of(tmp_path, [m])
     (block, commit), (_, other) = made[-1], made[-2]
     real = compact(block, commit)
+    bogus = (CompactBlock(real.header, real.tx_ids, real.last_commit, other.encode())
+             if which == "commit" else
+             CompactBlock(real.header, real.tx_ids, commit.encode(), real.commit))
     with trio.fail_after(10):
-        await relay.on_compact(m, CompactBlock(real.header, real.tx_ids, real.last_commit,
-                                               other.encode()))
+        await relay.on_compact(m, bogus)
     assert m.sent == []  # nothing fetched for it
     [(who, points, _)] = host.penalties
     assert (who, points) == (pub("B"), score.INVALID_BLOCK)
