@@ -77,7 +77,12 @@ class _Ask:
     @classmethod
     def of(cls, block_hash: bytes, taker: str, indexes: Sequence[int]) -> _Ask:
         first = min(indexes, default=0)
-        bits = bytearray((max(indexes) - first) // 8 + 1 if indexes else 0)
+        span = max(indexes) - first + 1 if indexes else 0
+        if span == len(indexes) == len(set(indexes)):  # a run: every index of the span
+            whole, rest = divmod(span, 8)
+            bits = bytearray(b"\xff" * whole + (bytes([(1 << rest) - 1]) if rest else b""))
+            return cls(block_hash, taker, first, bits, span)
+        bits = bytearray((span + 7) // 8)
         left = 0
         for index in indexes:
             at = index - first

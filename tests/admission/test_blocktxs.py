@@ -290,3 +290,19 @@ async def test_an_answer_to_a_forgotten_request_costs_the_peer_nothing():
                         (pub("B"), BlockTxs(x, [1], [b"t1"]))]
     await reactor.receive(b, BlockTxs(bytes([0]) * 32, [5], [b"t5"]))  # not asked, not forgotten
     assert [points for _, points, _ in router.penalties] == [score.INVALID_MESSAGE]
+
+
+async def test_a_request_of_scattered_indexes_waits_for_those_only():
+    b = Peer(pub("B"))
+    router = Router([b])
+    asks = Asks(router)
+    sync = Taker()
+    reactor = BlockTxsReactor((), asks, {"sync": sync})
+    x = b"x" * 32
+    asks.sender("sync")(pub("B"), GetBlockTxs(x, [9, 1, 5]))
+    await reactor.receive(b, BlockTxs(x, [5], [b"t5"]))
+    await reactor.receive(b, BlockTxs(x, [1, 9], [b"t1", b"t9"]))
+    assert [msg.indexes for _, msg in sync.got] == [[5], [1, 9]] and router.penalties == []
+    asks.sender("sync")(pub("B"), GetBlockTxs(x, [1, 5]))
+    await reactor.receive(b, BlockTxs(x, [3], [b"t3"]))  # inside the span, not asked
+    assert [points for _, points, _ in router.penalties] == [score.INVALID_MESSAGE]
