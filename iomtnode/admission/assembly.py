@@ -124,9 +124,8 @@ class Assembler(Generic[W]):
     missing ones from peers (module doc): ``send(peer_id, request)`` (False: not
     connected), ``penalize(peer_id, points, reason)``. ``on_drop(waiter)`` is told of each
     waiter given up (timed out, evicted, or with wrong ids). ``verify(tx)`` raises
-    BadSignatureError for a forged transaction (only fetched ones whose block's root failed
-    are checked). ``what`` names the blocks in logs and penalty reasons ("proposal",
-    "block")."""
+    BadSignatureError for a forged transaction. ``what`` names the blocks in logs and
+    penalty reasons ("proposal", "block")."""
 
     def __init__(self, lookup: Callable[[bytes], SignedTx | None],
                  send: Callable[[bytes, GetBlockTxs], bool],
@@ -262,11 +261,12 @@ class Assembler(Generic[W]):
         wrong = self._take(peer_id, fetch, msg)
         if wrong is not None:
             self._penalize(peer_id, score.INVALID_MESSAGE, f"{self._what} txs: {wrong}")
-        if None in fetch.txs:
-            if wrong is not None:
+            if None in fetch.txs:
                 self._ask(msg.block_hash, fetch, now)
-            return None  # else more answers to come
-        block = self._complete(msg.block_hash, fetch, now)  # whole: at once
+                return None
+        elif fetch.asked_for:
+            return None  # more answers to come
+        block = self._complete(msg.block_hash, fetch, now)  # nothing missing: at once
         if block is None:
             return None
         log.debug("block_txs_fetched", what=self._what, height=block.height,
