@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import structlog
 import trio
+import trio.lowlevel
 
 from ..chain.feed import BlockFeed, Committed
 from ..core import errors as e
@@ -132,6 +133,9 @@ class Admission:
             chunk = step[start:start + CHUNK] if len(step) > CHUNK else step
             await self._admit_chunk(chunk)
             self.inbox.handled(sum(1 for item, _ in chunk if type(item) is FromPeer))
+            # others run between chunks even when a chunk needed no verification hop
+            # (duplicates, malformed, a full mempool): the hop is its only other yield
+            await trio.lowlevel.checkpoint()
 
     async def _admit_chunk(self, chunk: list[tuple[Item, bytes]]) -> None:
         slots: list[Admitted | None] = [None] * len(chunk)  # clients' results, by position

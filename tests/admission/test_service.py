@@ -11,7 +11,6 @@ from trio.testing import wait_all_tasks_blocked
 
 from iomtnode.admission import inbox as inbox_module
 from iomtnode.admission.batch import CHUNK
-from iomtnode.admission.gossip import TxGossip
 from iomtnode.admission.inbox import (
     CLIENT_TXS,
     INBOX_TXS,
@@ -23,16 +22,15 @@ from iomtnode.admission.inbox import (
 )
 from iomtnode.admission.mempool import Mempool
 from iomtnode.admission.messages import TxAnnounce, Txs
-from iomtnode.admission.service import Admission, AdmissionStats
+from iomtnode.admission.service import AdmissionStats
 from iomtnode.chain.feed import BlockFeed
 from iomtnode.chain.writer import ChainWriter
 from iomtnode.core import errors as e
 from iomtnode.core.block import sign_commit
-from iomtnode.metrics import LatencyWindow
 
 from ..core.helpers import CHAIN_ID, key, pub
 from .chainkit import T0, reading, source_chain
-from .fakes import FakeHost, FakePeer
+from .servicekit import Node
 
 
 @pytest.fixture
@@ -40,33 +38,6 @@ def chain(tmp_path):
     chain, _ = source_chain(tmp_path / "data", 0, 0)  # devices d1..d3 admitted
     yield chain
     chain.store.close()
-
-
-class Node:
-    """One node's admission around a real mempool, with fake peers A and B."""
-
-    def __init__(self, chain, capacity_txs: int = INBOX_TXS, client_txs: int = CLIENT_TXS
-                 ) -> None:
-        self.peers = [FakePeer(pub("A")), FakePeer(pub("B"))]
-        self.host = FakeHost(self.peers)
-        self.mempool = Mempool(chain, now_ms=lambda: T0 + 60_000)
-        self.inbox = Inbox(capacity_txs, client_txs=client_txs)
-        self.gossip = TxGossip(self.host, self.inbox, self.mempool.get, relay_delay_s=0)
-        self.feed = BlockFeed(chain.height)
-        self.gossip_delay = LatencyWindow()
-        self.admission = Admission(self.mempool, self.inbox, self.gossip, self.feed,
-                                   now_ms=lambda: T0 + 60_000, gossip_delay=self.gossip_delay)
-        self.hops: list[int] = []  # transactions per verification call (one per step)
-        real = self.mempool.verifier.verify
-
-        async def verify(txs, *, bulk=False):
-            self.hops.append(len(txs))
-            return await real(txs, bulk=bulk)
-
-        self.mempool.verifier.verify = verify  # type: ignore[method-assign]
-
-    async def push(self, peer: FakePeer, txs) -> None:
-        await self.gossip.queue_txs(peer, Txs([tx.raw for tx in txs]))
 
 
 async def test_clients_and_peers_share_one_inbox_clients_first_each_source_in_order(
