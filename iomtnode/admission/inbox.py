@@ -12,11 +12,17 @@ arrival order:
 - the node's own (:data:`OWN_TXS`): :meth:`Inbox.put_own` never waits (its callers must
   not block); it is refused only when the lane is full.
 
-A step (:meth:`Inbox.take`) takes everything the node's own and the clients' lanes hold,
-then peers' transactions to fill the step up to a whole number of chunks (at most one
-chunk of them): so a client's call waits for at most one chunk of peers' transactions
-however many are queued, peers' transactions still go in full chunks (one verification hop
-each) under load, and peers are never starved by clients.
+Each lane lets an item (a peer's message, a client's call) in while fewer transactions
+than its bound are queued, so it may hold one item more than its bound: at most
+``MAX_TXS_PER_MESSAGE - 1`` transactions more in the peers' lane, ``MAX_BATCH_TXS - 1`` in
+the clients' (an item larger than the bound still gets in, once the lane has room).
+
+A step (:meth:`Inbox.take`) takes everything the node's own lane holds, then at most one
+chunk of the clients' transactions, then peers' filling the step up to a whole number of
+chunks (at most one chunk of them): so neither clients nor peers wait behind more than one
+chunk of the other's transactions however many are queued, both go in full chunks (one
+verification hop each) under load, and a client's call may be taken over several steps
+(it is answered once all its transactions are handled).
 
 Progress: :meth:`Inbox.mark` counts the transactions received from peers until now, and
 :meth:`Inbox.admitted` tells whether the admission task has handled (admitted or refused)
@@ -31,7 +37,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import trio
 import trio.lowlevel
@@ -89,8 +95,57 @@ Item = FromPeer | FromClient
 Step = list[tuple[Item, bytes]]  # one step's transactions, each with its source
 
 
+ItemT = TypeVar("ItemT", FromPeer, FromClient)
+
+
 class InboxFullError(Exception):
     """The node's own lane holds :data:`OWN_TXS` transactions: try again later."""
+
+
+class _Lane(Generic[ItemT]):
+    """One kind of source's items in arrival order, bounded in transactions: an item is let
+    in while fewer than ``bound`` are queued, so the lane may hold one item more."""
+
+    __slots__ = ("_room", "_taken", "bound", "items", "queued")
+
+    def __init__(self, bound: int) -> None:
+        self.bound = bound
+        self.items: deque[ItemT] = deque()
+        self.queued = 0  # transactions put and not taken yet
+        self._taken = 0  # of the first item, the transactions taken already
+        self._room = trio.Event()  # set (and replaced) when a step takes some
+
+    async def put(self, item: ItemT) -> None:
+        while self.queued >= self.bound:
+            await self._room.wait()
+        self.append(item)
+
+    def append(self, item: ItemT) -> None:
+        self.items.append(item)
+        self.queued += len(item.raws)
+
+    def take(self, want: int, step: Step) -> None:
+        """Move up to ``want`` transactions, oldest first, to ``step`` (an item may be
+        split: its rest is taken first next time)."""
+        items, taken, got = self.items, self._taken, 0
+        while got < want and items:
+            item = items[0]
+            stop = min(len(item.raws), taken + want - got)
+            if taken == 0 and stop == len(item.raws):
+                step.extend(zip(repeat(item), item.raws))
+            else:
+                step.extend(zip(repeat(item), item.raws[taken:stop]))
+            got += stop - taken
+            if stop == len(item.raws):
+                items.popleft()
+                taken = 0
+            else:
+                taken = stop
+        self._taken = taken
+        if got:
+            self.queued -= got
+            self._room.set()
+            self._room = trio.Event()
 
 
 class Inbox:
@@ -98,46 +153,46 @@ class Inbox:
 
     def __init__(self, capacity_txs: int = INBOX_TXS, *, client_txs: int = CLIENT_TXS,
                  own_txs: int = OWN_TXS) -> None:
-        self.capacity_txs = capacity_txs  # peers' lane
-        self.client_txs = client_txs
-        self.own_txs = own_txs
-        self._own: deque[FromClient] = deque()
-        self._clients: deque[FromClient] = deque()
-        self._peers: deque[FromPeer] = deque()
-        self._taken = 0  # of the first item in ``_peers``, the transactions taken already
-        self._own_queued = 0  # transactions put and not taken yet, per lane
-        self._client_queued = 0
-        self._peer_queued = 0
+        self._own: _Lane[FromClient] = _Lane(own_txs)
+        self._clients: _Lane[FromClient] = _Lane(client_txs)
+        self._peers: _Lane[FromPeer] = _Lane(capacity_txs)
         self._arrived = trio.Event()  # set (and replaced) when an item is put
-        self._client_room = trio.Event()  # set (and replaced) when a step takes clients'
-        self._peer_room = trio.Event()  # ... peers'
         self._received = 0  # peers' transactions put until now (see mark)
         self._handled = 0  # ... of which the admission task has handled this many, in order
-        self._progressed = trio.Event()  # set (and replaced) after each admission step
+        self._progressed = trio.Event()  # set (and replaced) after each admission chunk
+
+    @property
+    def capacity_txs(self) -> int:
+        """The peers' lane's bound."""
+        return self._peers.bound
+
+    @property
+    def client_txs(self) -> int:
+        """The clients' lane's bound."""
+        return self._clients.bound
+
+    @property
+    def own_txs(self) -> int:
+        """The node's own lane's bound."""
+        return self._own.bound
 
     # putting (any task) ----------------------------------------------------------------
 
     async def put(self, item: Item) -> None:
         """Queue ``item`` for admission, waiting while its lane is full."""
         if isinstance(item, FromPeer):
-            while self._peer_queued >= self.capacity_txs:
-                await self._peer_room.wait()
-            self._peers.append(item)
-            self._peer_queued += len(item.raws)
+            await self._peers.put(item)
             self._received += len(item.raws)
         else:
-            while self._client_queued >= self.client_txs:
-                await self._client_room.wait()
-            self._clients.append(item)
-            self._client_queued += len(item.raws)
+            await self._clients.put(item)
         self._arrive()
 
     def put_own(self, item: FromClient) -> None:
         """Queue the node's own transactions now, or raise :class:`InboxFullError`."""
-        if self._own_queued >= self.own_txs:
-            raise InboxFullError(f"the node's own lane holds {self._own_queued} transactions")
-        self._own.append(item)
-        self._own_queued += len(item.raws)
+        own = self._own
+        if own.queued >= own.bound:
+            raise InboxFullError(f"the node's own lane holds {own.queued} transactions")
+        own.append(item)
         self._arrive()
 
     def _arrive(self) -> None:
@@ -147,48 +202,23 @@ class Inbox:
     @property
     def queued(self) -> int:
         """Transactions put and not taken by the admission task yet."""
-        return self._own_queued + self._client_queued + self._peer_queued
+        return self._own.queued + self._clients.queued + self._peers.queued
 
     # the admission task ----------------------------------------------------------------
 
     async def take(self, chunk_txs: int) -> Step:
-        """One step (waits for the first item): the node's own and clients' transactions
-        queued, then peers' in arrival order filling the step to a whole number of
-        ``chunk_txs`` (between 1 and ``chunk_txs`` of them); makes room."""
-        if not (self._own or self._clients or self._peers):
+        """One step (waits for the first item): the node's own transactions queued, then
+        up to ``chunk_txs`` of the clients', then peers' filling the step to a whole number
+        of ``chunk_txs`` (between 1 and ``chunk_txs`` of them), each lane in arrival order;
+        makes room."""
+        if not (self._own.items or self._clients.items or self._peers.items):
             await self._arrived.wait()
         else:
             await trio.lowlevel.checkpoint()  # the admission loop lets others run
         step: Step = []
-        if self._own or self._clients:
-            for lane in (self._own, self._clients):
-                for item in lane:
-                    step.extend(zip(repeat(item), item.raws))
-                lane.clear()
-            self._own_queued = 0
-            if self._client_queued:
-                self._client_queued = 0
-                self._client_room.set()
-                self._client_room = trio.Event()
-        want = chunk_txs - len(step) % chunk_txs
-        peers, taken = self._peers, len(step)
-        while want and peers:
-            item = peers[0]
-            stop = min(len(item.raws), self._taken + want)
-            if self._taken == 0 and stop == len(item.raws):
-                step.extend(zip(repeat(item), item.raws))
-            else:
-                step.extend(zip(repeat(item), item.raws[self._taken:stop]))
-            want -= stop - self._taken
-            if stop == len(item.raws):
-                peers.popleft()
-                self._taken = 0
-            else:
-                self._taken = stop
-        if len(step) > taken:
-            self._peer_queued -= len(step) - taken
-            self._peer_room.set()
-            self._peer_room = trio.Event()
+        self._own.take(self._own.queued, step)
+        self._clients.take(chunk_txs, step)
+        self._peers.take(chunk_txs - len(step) % chunk_txs, step)
         return step
 
     def handled(self, from_peers: int) -> None:

@@ -2,14 +2,15 @@
 
 Clients (the API), the node itself (its evidence reports) and peers (the tx gossip
 reactor, :mod:`.gossip`) put raw transactions on one inbox (:mod:`.inbox`) with their
-source. One task, :meth:`Admission.run`, takes a step at a time: the node's own and every
-client's queued transactions first, then peers' to fill the step to whole chunks of
-:data:`~.batch.CHUNK` (at most one chunk of peers' per step, so a client's call never
-waits behind a peer backlog), each source in its arrival order. It admits a step a chunk
-at a time: each transaction decoded here, once; the cheap checks on the trio thread; the
-signatures not verified on this node yet in worker threads (:class:`~.verify.Verifier`,
-one hop per chunk, every source's transactions in the same hop); then the state rules in
-order (:mod:`.batch`). Then, per source:
+source. One task, :meth:`Admission.run`, takes a step at a time: the node's own queued
+transactions, then at most one chunk (:data:`~.batch.CHUNK`) of the clients', then peers'
+to fill the step to whole chunks (at most one chunk of them), each source in its arrival
+order: so neither clients nor peers wait behind more than one chunk of the other's. It
+admits a step a chunk at a time, letting other tasks run after each: each transaction
+decoded here, once; the cheap checks on the trio thread; the signatures not verified on
+this node yet in worker threads (:class:`~.verify.Verifier`, one hop per chunk, every
+source's transactions in the same hop); then the state rules in order (:mod:`.batch`).
+Then, per source:
 
 - a client's admitted transactions are made durable (:meth:`Mempool.keep
   <.mempool.Mempool.keep>`, one write per chunk) before the reply, which gives per
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 
 import structlog
 import trio
+import trio.lowlevel
 
 from ..chain.feed import BlockFeed, Committed
 from ..core import errors as e
@@ -94,7 +96,7 @@ class Admission:
                           ) -> list[Admitted]:
         """Admit a client's batch in order; returns, per transaction, the admitted one
         (durable already) or the RuleError that refused it. Waits while the inbox's lane for
-        clients is full (never behind peers' transactions)."""
+        clients is full; a large batch is admitted a chunk per step, between chunks of peers'."""
         if not raws:
             return []
         replies: list[list[Admitted]] = []
@@ -132,6 +134,9 @@ class Admission:
             chunk = step[start:start + CHUNK] if len(step) > CHUNK else step
             await self._admit_chunk(chunk)
             self.inbox.handled(sum(1 for item, _ in chunk if type(item) is FromPeer))
+            # others run between chunks even when a chunk needed no verification hop
+            # (duplicates, malformed, a full mempool): the hop is its only other yield
+            await trio.lowlevel.checkpoint()
 
     async def _admit_chunk(self, chunk: list[tuple[Item, bytes]]) -> None:
         slots: list[Admitted | None] = [None] * len(chunk)  # clients' results, by position

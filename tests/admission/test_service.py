@@ -1,5 +1,5 @@
-"""The admission service: one inbox with a bounded lane per kind of source (clients first,
-each source in order); each transaction decoded once; the progress consensus and block
+"""The admission service: one inbox with a bounded lane per kind of source (each source in
+order); each transaction decoded once; the progress consensus and block
 relay wait on; the mempool following the chain through the commit feed."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from trio.testing import wait_all_tasks_blocked
 
 from iomtnode.admission import inbox as inbox_module
 from iomtnode.admission.batch import CHUNK
-from iomtnode.admission.gossip import TxGossip
 from iomtnode.admission.inbox import (
     CLIENT_TXS,
     INBOX_TXS,
@@ -23,16 +22,15 @@ from iomtnode.admission.inbox import (
 )
 from iomtnode.admission.mempool import Mempool
 from iomtnode.admission.messages import TxAnnounce, Txs
-from iomtnode.admission.service import Admission, AdmissionStats
+from iomtnode.admission.service import AdmissionStats
 from iomtnode.chain.feed import BlockFeed
 from iomtnode.chain.writer import ChainWriter
 from iomtnode.core import errors as e
 from iomtnode.core.block import sign_commit
-from iomtnode.metrics import LatencyWindow
 
 from ..core.helpers import CHAIN_ID, key, pub
 from .chainkit import T0, reading, source_chain
-from .fakes import FakeHost, FakePeer
+from .servicekit import Node
 
 
 @pytest.fixture
@@ -40,33 +38,6 @@ def chain(tmp_path):
     chain, _ = source_chain(tmp_path / "data", 0, 0)  # devices d1..d3 admitted
     yield chain
     chain.store.close()
-
-
-class Node:
-    """One node's admission around a real mempool, with fake peers A and B."""
-
-    def __init__(self, chain, capacity_txs: int = INBOX_TXS, client_txs: int = CLIENT_TXS
-                 ) -> None:
-        self.peers = [FakePeer(pub("A")), FakePeer(pub("B"))]
-        self.host = FakeHost(self.peers)
-        self.mempool = Mempool(chain, now_ms=lambda: T0 + 60_000)
-        self.inbox = Inbox(capacity_txs, client_txs=client_txs)
-        self.gossip = TxGossip(self.host, self.inbox, self.mempool.get, relay_delay_s=0)
-        self.feed = BlockFeed(chain.height)
-        self.gossip_delay = LatencyWindow()
-        self.admission = Admission(self.mempool, self.inbox, self.gossip, self.feed,
-                                   now_ms=lambda: T0 + 60_000, gossip_delay=self.gossip_delay)
-        self.hops: list[int] = []  # transactions per verification call (one per step)
-        real = self.mempool.verifier.verify
-
-        async def verify(txs, *, bulk=False):
-            self.hops.append(len(txs))
-            return await real(txs, bulk=bulk)
-
-        self.mempool.verifier.verify = verify  # type: ignore[method-assign]
-
-    async def push(self, peer: FakePeer, txs) -> None:
-        await self.gossip.queue_txs(peer, Txs([tx.raw for tx in txs]))
 
 
 async def test_clients_and_peers_share_one_inbox_clients_first_each_source_in_order(
@@ -141,10 +112,10 @@ async def test_each_lane_of_the_inbox_is_bounded_in_transactions_by_a_constant(n
     assert Inbox().client_txs == CLIENT_TXS and Inbox().own_txs == OWN_TXS
     inbox = Inbox()
     await inbox.put(FromPeer(None, [b""] * (INBOX_TXS - 1)))
-    await inbox.put(FromPeer(None, [b""]))  # the last one fits
+    await inbox.put(FromPeer(None, [b""] * 3))  # let in while fewer than the bound are queued
     nursery.start_soon(inbox.put, FromPeer(None, [b""]))
     await wait_all_tasks_blocked()
-    assert inbox.queued == INBOX_TXS  # that one waits for room
+    assert inbox.queued == INBOX_TXS + 2  # that one waits for room
     inbox.put_own(FromClient([b""] * (OWN_TXS - 1), False, print))
     inbox.put_own(FromClient([b""], False, print))  # the last one fits
     with pytest.raises(InboxFullError):
@@ -217,10 +188,11 @@ async def test_a_client_is_answered_before_a_peer_backlog_is_all_admitted(chain,
     assert node.mempool.oldest(CHUNK + 1)[CHUNK] == late
 
 
-async def test_a_step_takes_the_nodes_own_and_clients_then_fills_whole_chunks_with_peers():
-    """Clients go first but never starve peers: a step is the node's own and the clients'
-    transactions queued, then peers' (one chunk at most, at least one transaction) up to a
-    whole number of chunks, a peer's message split where the step ends."""
+async def test_a_step_takes_the_nodes_own_a_chunk_of_clients_then_peers_to_whole_chunks():
+    """Neither clients nor peers wait behind more than a chunk of the other's: a step is the
+    node's own transactions queued, at most one chunk of the clients', then peers' (one chunk
+    at most, at least one transaction) up to a whole number of chunks, a call or a message
+    split where the step ends."""
     inbox = Inbox()
     a, b = FromPeer("A", [b"a%d" % i for i in range(5)]), FromPeer("B", [b"b0", b"b1"])
     await inbox.put(a)
@@ -236,8 +208,12 @@ async def test_a_step_takes_the_nodes_own_and_clients_then_fills_whole_chunks_wi
     assert taken(await inbox.take(6)) == [b"o0", b"c0", b"c1", b"c2", b"a0", b"a1"]
     assert inbox.queued == 5 and inbox.backlog() == 7  # a's rest, and b: taken, not handled
     assert taken(await inbox.take(4)) == [b"a2", b"a3", b"a4", b"b0"]  # a's rest, in order
-    await inbox.put(FromClient([b"c3", b"c4", b"c5", b"c6"], False, print))
-    assert taken(await inbox.take(4)) == [b"c3", b"c4", b"c5", b"c6", b"b1"]  # peers still go
+    await inbox.put(FromClient([b"c3", b"c4", b"c5", b"c6", b"c7"], False, print))
+    await inbox.put(FromClient([b"c8"], False, print))
+    await inbox.put(FromPeer("A", [b"a5", b"a6", b"a7"]))
+    assert taken(await inbox.take(4)) == [b"c3", b"c4", b"c5", b"c6",  # a chunk of each
+                                          b"b1", b"a5", b"a6", b"a7"]
+    assert taken(await inbox.take(4)) == [b"c7", b"c8"]  # the call's rest, in order
     assert inbox.queued == 0
 
 
