@@ -144,21 +144,21 @@ class Admission:
         owners: list[int] = []  # ... each one's position in ``chunk``
         gossip = self._gossip
         in_chunk: set[bytes] = set()
-        for i, (item, raw) in enumerate(chunk):
-            try:
-                tx = decode_tx(raw)  # the one decode of a received transaction
-            except MalformedTxError as exc:
-                if type(item) is FromPeer:
-                    gossip.malformed(item.peer, exc)
-                else:
-                    slots[i] = e.MalformedTxRuleError(str(exc))
-                continue
+        for i, (item, raw) in enumerate(chunk):  # the one decode of a received transaction
             if type(item) is FromPeer:
+                try:
+                    tx = decode_tx(raw)
+                except MalformedTxError as exc:
+                    gossip.malformed(item.peer, exc)
+                    continue
                 if not gossip.screen(item.peer, tx, in_chunk):
                     continue
-            elif item.reading_only and not isinstance(tx.body, Reading):
-                slots[i] = e.MalformedTxRuleError(f"expected a reading, got a {tx.kind_name}")
-                continue
+            else:
+                try:
+                    tx = Mempool.decode(raw, reading_only=item.reading_only)
+                except e.RuleError as exc:
+                    slots[i] = exc
+                    continue
             txs.append(tx)
             owners.append(i)
         results = await admit_chunk(self.mempool, txs) if txs else []

@@ -11,6 +11,7 @@ from ..config import ConfigError, parse_hostport
 from .interfaces import PeerAdmin
 from .jsonrpc import INVALID_PARAMS, RpcError
 from .params import hex_param
+from .status import peers_to_json
 
 MAX_BAN_S = 30 * 86400
 
@@ -34,8 +35,7 @@ class AdminApi:
         """Connected peers, refused node ids, the address book and traffic counters."""
         stats = self._peers.stats()
         return {
-            "peers": [{"node_id": p.node_id.hex(), "address": p.address, "outbound": p.outbound}
-                      for p in stats.peers],
+            "peers": peers_to_json(stats),
             "refused": sorted(n.hex() for n in stats.refused),
             "observed_addresses": sorted({p.observed_address for p in stats.peers}),
             "address_book": {n.hex(): {"addresses": list(r.addresses), "seq": r.seq}

@@ -19,19 +19,17 @@ from typing import Any, Protocol
 
 import trio
 
+from ..admission.inbox import Admitted
 from ..admission.service import AdmissionStats
 from ..chain.chain import ChainStats
 from ..consensus.settings import ConsensusStats
 from ..core.block import Block, Commit
-from ..core.errors import RuleError
 from ..core.ledger import Device
 from ..core.tx import SignedTx
 from ..metrics import NodeStats
 from ..p2p.records import PeerRecord
 from ..p2p.stats import P2PStats
 from ..sync.blocksync import SyncStats
-
-Admitted = SignedTx | RuleError  # per transaction: admitted, or the rule that refused it
 
 
 class Submitter(Protocol):

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..p2p.stats import P2PStats
 from .interfaces import NodeStatus
 
 
-def peers_to_json(status: NodeStatus) -> list[dict[str, Any]]:
+def peers_to_json(p2p: P2PStats) -> list[dict[str, Any]]:
     return [{"node_id": p.node_id.hex(), "address": p.address, "outbound": p.outbound}
-            for p in status.p2p.peers]
+            for p in p2p.peers]
 
 
 def status_to_json(status: NodeStatus) -> dict[str, Any]:
@@ -44,7 +45,7 @@ def status_to_json(status: NodeStatus) -> dict[str, Any]:
         # transaction signatures this node has checked: about one per transaction
         # (a bench checks this against the readings it finalized)
         "signatures_verified": admission.signatures_verified,
-        "peers": peers_to_json(status),
+        "peers": peers_to_json(status.p2p),
         "p2p_address": status.p2p.address,
         "sync_target": status.sync.target,
         "catch_ups": list(status.sync.catch_ups),

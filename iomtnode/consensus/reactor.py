@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..admission.messages import GetBlockTxs
-from ..p2p.peer import Peer, encode
+from ..p2p.peer import Peer
 from ..p2p.router import Router
 from .messages import ConsensusProposal, ConsensusVote
 
@@ -44,10 +44,7 @@ class PeerNetwork:
         goes after the transactions waiting to be pushed."""
         if isinstance(msg, ConsensusProposal):
             self._flush()
-        frame = encode(msg)
-        for peer in self._router.peers():
-            if peer.node_id not in exclude:
-                peer.send(frame)
+        self._router.broadcast(msg, exclude)
 
     def send_consensus(self, peer_id: bytes, msg: GetBlockTxs) -> bool:
         """Send ``msg`` to the peer ``peer_id``; False if it is not connected."""

@@ -39,7 +39,7 @@ class PeerAdminView:
         return self._router.book.records
 
     def disconnect(self, node_id: bytes, reason: str) -> bool:
-        return self._router.host.disconnect(node_id, reason)
+        return self._router.disconnect(node_id, reason)
 
     def ban(self, node_id: bytes, seconds: float, reason: str) -> None:
         self._router.host.ban(node_id, seconds, reason)

@@ -183,6 +183,11 @@ class OwnRecord:
         self._seq = int.from_bytes(raw, "big") if raw else 0
         self.record: PeerRecord | None = None
 
+    @property
+    def raw(self) -> bytes:
+        """The signed record's bytes (empty before the first publish)."""
+        return self.record.raw if self.record else b""
+
     def publish(self, address: str) -> PeerRecord:
         """Sign a new record for ``address`` with the next seq (persisted first)."""
         self._seq += 1

@@ -71,7 +71,7 @@ class PeerExchange:
 
     def _records_to_share(self) -> list[bytes]:
         records = [r.raw for r in self._book.sample(PEX_RECORDS - 1, self._rng)]
-        own = self._own.record.raw if self._own.record else b""
+        own = self._own.raw
         return [own, *records] if own else records
 
     def _take_records(self, peer: Peer, raws: list[bytes]) -> None:

@@ -164,7 +164,7 @@ class Router:
         return make_hello(self._key, self._chain_id, self._genesis_hash, height, head_hash)
 
     def local_record(self) -> bytes:
-        return self.own.record.raw if self.own.record else b""
+        return self.own.raw
 
     async def on_connected(self, peer: Peer) -> None:
         for reactor in self._reactors:
