@@ -8,6 +8,7 @@ import structlog
 import trio
 
 from .. import __version__
+from ..api.tls import load_api_tls
 from ..config import Config
 from ..consensus.machine import Params
 from ..consensus.signing import SIGNING_LOCK_FILE, SigningLock
@@ -46,8 +47,11 @@ class Node:
         self.key = home.load_key()
         self.genesis = home.load_genesis()
         self.admin_token = home.admin_token()
+        # relative paths are in the home; a file that cannot be used is an ApiTlsError now
+        api_tls = (load_api_tls(home.path / config.api_tls_cert, home.path / config.api_tls_key)
+                   if config.api_tls_cert else None)
         self._setup = Setup(
-            home, config, self.key, self.genesis, self.admin_token, clock, transport,
+            home, config, self.key, self.genesis, self.admin_token, clock, transport, api_tls,
             consensus_params or Params(
                 timeout_propose_s=config.timeout_propose_s,
                 timeout_prevote_s=config.timeout_prevote_s,
