@@ -152,27 +152,24 @@ async def open_client(url: str, *, ca: Path | str | None = None) -> AsyncIterato
     certificate is checked against ``ca`` if given, see :func:`client_context`); closes on
     exit."""
     parts = urlsplit(url)
-    async with trio.open_nursery() as nursery:
-        with trio.fail_after(CONNECT_TIMEOUT_S):
-            if parts.scheme != "wss":
-                if ca is not None:
-                    raise ClientSetupError(f"a CA file is for wss:// URLs, not {url}")
+    if parts.scheme != "wss":
+        if ca is not None:
+            raise ClientSetupError(f"a CA file is for wss:// URLs, not {url}")
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(CONNECT_TIMEOUT_S):
                 ws = await connect_websocket_url(nursery, url, max_message_size=MAX_MESSAGE_BYTES,
                                                  receive_buffer_size=RECEIVE_BUFFER_BYTES)
-                binding = b""
-            else:
-                if parts.hostname is None:
-                    raise ClientSetupError(f"no host in {url}")
-                stream, binding = await _open_tls(parts.hostname, parts.port or 443,
-                                                  client_context(ca))
-                resource = parts.path or "/"
-                if parts.query:
-                    resource += "?" + parts.query
-                ws = await wrap_client_stream(nursery, stream, parts.hostname, resource,
-                                              max_message_size=MAX_MESSAGE_BYTES,
-                                              receive_buffer_size=RECEIVE_BUFFER_BYTES)
-        async with _serve(nursery, ws, binding) as client:
-            yield client
+            async with _serve(nursery, ws) as client:
+                yield client
+        return
+    if parts.hostname is None:
+        raise ClientSetupError(f"no host in {url}")
+    context = client_context(ca)
+    with trio.fail_after(CONNECT_TIMEOUT_S):  # a certificate not trusted raises here, plainly
+        stream, binding = await _open_tls(parts.hostname, parts.port or 443, context)
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    async with _open_on(stream, parts.hostname, resource, binding) as client:
+        yield client
 
 
 async def _open_tls(host: str, port: int, context: ssl.SSLContext
@@ -193,13 +190,23 @@ async def _open_tls(host: str, port: int, context: ssl.SSLContext
 async def open_client_on(stream: trio.abc.Stream, host: str) -> AsyncIterator[ApiClient]:
     """As :func:`open_client`, on ``stream``, already connected to the API listener at
     ``host`` (a test's in-memory network, say); closes on exit."""
-    async with trio.open_nursery() as nursery:
-        with trio.fail_after(CONNECT_TIMEOUT_S):
-            ws = await wrap_client_stream(nursery, stream, host, API_PATH,
-                                          max_message_size=MAX_MESSAGE_BYTES,
-                                          receive_buffer_size=RECEIVE_BUFFER_BYTES)
-        async with _serve(nursery, ws) as client:
-            yield client
+    async with _open_on(stream, host, API_PATH, b"") as client:
+        yield client
+
+
+@asynccontextmanager
+async def _open_on(stream: trio.abc.Stream, host: str, resource: str, binding: bytes
+                   ) -> AsyncIterator[ApiClient]:
+    try:
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(CONNECT_TIMEOUT_S):
+                ws = await wrap_client_stream(nursery, stream, host, resource,
+                                              max_message_size=MAX_MESSAGE_BYTES,
+                                              receive_buffer_size=RECEIVE_BUFFER_BYTES)
+            async with _serve(nursery, ws, binding) as client:
+                yield client
+    finally:
+        await trio.aclose_forcefully(stream)  # closed already unless the upgrade failed
 
 
 @asynccontextmanager
