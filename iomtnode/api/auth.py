@@ -94,7 +94,7 @@ class ConnectionAuth:
                                         "failures_allowed": MAX_AUTH_FAILURES})
 
 
-class Connection(Protocol):
+class AuthConnection(Protocol):
     """A connection as these methods see it (the server's ``Connection``)."""
 
     @property
@@ -112,13 +112,13 @@ class AuthApi:
     def methods(self) -> dict[str, Callable[..., Awaitable[Any]]]:
         return {"auth_challenge": self.auth_challenge, "authenticate": self.authenticate}
 
-    async def auth_challenge(self, conn: Connection) -> dict[str, Any]:
+    async def auth_challenge(self, conn: AuthConnection) -> dict[str, Any]:
         """A fresh nonce to sign: ``{nonce, chain_id, binding}`` (``binding`` names the
         channel binding the signature must cover: ``tls-server-end-point`` or ``none``)."""
         return {"nonce": conn.auth.challenge().hex(), "chain_id": self._chain_id,
                 "binding": "tls-server-end-point" if conn.auth.binding else "none"}
 
-    async def authenticate(self, public_key: str, signature: str, conn: Connection
+    async def authenticate(self, public_key: str, signature: str, conn: AuthConnection
                            ) -> dict[str, Any]:
         """Prove ``public_key`` with ``signature`` over the pending challenge; returns the keys
         this connection now carries."""

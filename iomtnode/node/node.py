@@ -59,6 +59,10 @@ class Node:
                 timeout_delta_s=config.timeout_delta_s, timeout_cap_s=config.timeout_cap_s))
 
     @property
+    def _api_scheme(self) -> str:
+        return "ws" if self._setup.api_tls is None else "wss"
+
+    @property
     def node_id(self) -> bytes:
         return self.key.public
 
@@ -94,7 +98,7 @@ class Node:
                 p2p_address = await nursery.start(services.p2p.run)
                 api_port = await nursery.start(services.api.run)
                 host = services.api.config.host
-                log.info("node_started", api=f"ws://{host}:{api_port}/api/v1",
+                log.info("node_started", api=f"{self._api_scheme}://{host}:{api_port}/api/v1",
                          p2p=f"ws://{p2p_address}/p2p/v1",
                          authority=self.key.public in authorities)
                 task_status.started(NodeInfo(api_port, self.node_id.hex(), chain.chain_id,
