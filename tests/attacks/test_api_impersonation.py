@@ -10,8 +10,9 @@ from functools import partial
 
 import pytest
 import trio
+from trio_websocket import ConnectionClosed
 
-from iomtnode.api.auth import BAD_AUTH_SIGNATURE, FORBIDDEN
+from iomtnode.api.auth import BAD_AUTH_SIGNATURE, FORBIDDEN, MAX_AUTH_FAILURES
 from iomtnode.api.tls import server_context
 from iomtnode.client import ApiClient, ApiError, client_context, open_client
 from iomtnode.config import Config
@@ -149,4 +150,21 @@ async def test_a_tls_relay_cannot_pass_on_a_patients_proof(tmp_path, nursery):
         await honest.authenticate(patient)
         assert (await honest.call("get_device", id=device.public.hex()))["patient"] == \
             patient.public.hex()
+        await keeps_finalizing(honest)
+
+
+async def test_a_client_that_keeps_guessing_is_disconnected(running_node):
+    rn = running_node
+    patient = SigningKey.generate()
+    async with open_client(rn.url) as mallory, open_client(rn.url) as honest:
+        for _ in range(MAX_AUTH_FAILURES):
+            await mallory.call("auth_challenge")
+            await refused(BAD_AUTH_SIGNATURE, mallory.call(
+                "authenticate", public_key=patient.public.hex(), signature=os.urandom(64).hex()))
+        await mallory.call("auth_challenge")
+        with pytest.raises((ApiError, ConnectionError)):  # the answer, or the close, comes first
+            await mallory.call("authenticate", public_key=patient.public.hex(),
+                               signature=os.urandom(64).hex())
+        with pytest.raises((ConnectionError, ConnectionClosed)):  # closed (1008): no more guesses
+            await mallory.call("status")
         await keeps_finalizing(honest)
