@@ -42,6 +42,9 @@ class Config:
     timeout_cap_s: float = 10.0
     resend_interval_s: float = 2.0
     fresh_grace_s: float = 0.0  # 0: twice the longest round-0 timeout
+    # the API's TLS: PEM certificate (chain) and key files, relative to the home; both or none
+    api_tls_cert: str = ""
+    api_tls_key: str = ""
 
     def __post_init__(self) -> None:
         for name in ("api_listen", "p2p_listen"):
@@ -74,6 +77,8 @@ class Config:
             raise ConfigError("resend_interval_s must be between 0.05 and 60 seconds")
         if not 0 <= self.fresh_grace_s <= 600:
             raise ConfigError("fresh_grace_s must be between 0 (automatic) and 600 seconds")
+        if bool(self.api_tls_cert) != bool(self.api_tls_key):
+            raise ConfigError("api_tls_cert and api_tls_key must be set together (or neither)")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
 
@@ -85,6 +90,12 @@ TEMPLATE = """\
 
 # Client API (JSON-RPC 2.0 over websocket at ws://HOST:PORT/api/v1).
 api_listen = "{api_listen}"
+
+# TLS for the client API: a PEM certificate (chain, the server's first) and its PEM private
+# key, relative to this home or absolute. With both set the API speaks wss:// (TLS 1.3 only)
+# and clients' key proofs are bound to this certificate; empty: plain ws://.
+api_tls_cert = "{api_tls_cert}"
+api_tls_key = "{api_tls_key}"
 
 # Peer-to-peer listener (websocket at /p2p/v1).
 p2p_listen = "{p2p_listen}"

@@ -45,6 +45,15 @@ class Submitter(Protocol):
 
 
 class ChainQueries(Protocol):
+    @property
+    def chain_id(self) -> str:
+        """The chain's id (what client signatures are made on)."""
+        ...
+
+    def authorities(self) -> tuple[bytes, ...]:
+        """The chain's current authorities."""
+        ...
+
     def block_at(self, height: int) -> Block:
         """The committed block at ``height``; KeyError (with a message) if there is none."""
         ...

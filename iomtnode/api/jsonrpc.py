@@ -19,6 +19,9 @@ Contract of a method (an entry of a ``Methods`` table):
   layer uses codes >= 1000). Any other exception is a bug: logged with its traceback
   (``rpc_method_failed``) and answered with ``INTERNAL_ERROR``.
 
+A ``guard`` (see :mod:`iomtnode.api.access`) is asked before every call, with the bound params
+and ``conn``, whether the caller may make it; it raises ``RpcError`` if not.
+
 Admin methods live in a separate table; a call needs ``params.token`` equal to the admin token
 (compared in constant time) and the token is removed before the params are bound. Without an
 admin token every admin call is ``UNAUTHORIZED``.
@@ -59,6 +62,8 @@ CONN_PARAM = "conn"  # a method parameter filled by the server, never from JSON
 TOKEN_PARAM = "token"  # admin methods: params.token
 
 Methods = Mapping[str, Callable[..., Awaitable[Any]]]
+# who may call: (method, bound params, conn) -> None, or raises RpcError (see api/access.py)
+Guard = Callable[[str, Mapping[str, Any], Any], None]
 JsonId = str | int | None
 
 _REQUEST_KEYS = frozenset({"jsonrpc", "method", "params", "id"})
@@ -184,7 +189,8 @@ class Dispatcher:
     """Answers JSON-RPC text messages from a method table and an admin method table.
 
     ``ValueError`` at construction if a name is in both tables or a method's signature cannot be
-    called with named params (see the module docstring for the method contract). Without an
+    called with named params (see the module docstring for the method contract). ``guard`` is
+    asked before each call whether the caller may make it. Without an
     ``admin_token`` (``None`` or empty) every admin call is ``UNAUTHORIZED``.
     """
 
@@ -194,6 +200,7 @@ class Dispatcher:
         *,
         admin_methods: Methods | None = None,
         admin_token: str | None = None,
+        guard: Guard | None = None,
         max_request_bytes: int = MAX_REQUEST_BYTES,
         max_batch_len: int = MAX_BATCH_LEN,
     ) -> None:
@@ -204,6 +211,7 @@ class Dispatcher:
         self._methods = {n: _Method.of(n, fn, admin=False) for n, fn in methods.items()}
         self._methods |= {n: _Method.of(n, fn, admin=True) for n, fn in admin_methods.items()}
         self._admin_token = admin_token.encode("utf-8", "surrogatepass") if admin_token else None
+        self._guard = guard
         self._max_request_bytes = max_request_bytes
         self._max_batch_len = max_batch_len
 
@@ -276,6 +284,8 @@ class Dispatcher:
         if method.admin:
             params = self._check_token(params)
         kwargs = method.bind(params)
+        if self._guard is not None:
+            self._guard(name, kwargs, conn)
         if method.takes_conn:
             kwargs[CONN_PARAM] = conn
         try:

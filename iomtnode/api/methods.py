@@ -22,7 +22,9 @@ from ..core import codec
 from ..core.block import Block
 from ..core.errors import RuleError
 from ..core.tx import SignedTx, tx_to_json
+from .access import Access, Role
 from .admin import AdminApi
+from .auth import AuthApi
 from .interfaces import (
     BlockSubscriptions,
     ChainQueries,
@@ -43,6 +45,28 @@ MAX_STATUS_IDS = 10_000  # ids in one get_tx_status call (two store reads each)
 STATUS_CHUNK = 256  # ... looked up per step, so a large call never holds the trio thread long
 NOT_FOUND = 1030  # no such block / transaction / device
 TX_DROPPED = 1031  # get_receipt of a transaction this node accepted and dropped
+
+# who may call each method (api/access.py); the dispatcher checks it before every call
+ROLES: dict[str, Role] = {
+    "auth_challenge": Role.PUBLIC,
+    "authenticate": Role.PUBLIC,
+    "submit_reading": Role.PUBLIC,  # a transaction's own signature proves its signer
+    "submit_readings": Role.PUBLIC,
+    "submit_tx": Role.PUBLIC,
+    "get_block": Role.PUBLIC,  # what every peer of the chain holds
+    "get_receipt": Role.PUBLIC,
+    "get_tx_status": Role.PUBLIC,
+    "get_device": Role.PARTY,  # names the device's patient: the device, the patient, authorities
+    "get_evidence": Role.PUBLIC,
+    "get_authorities": Role.PUBLIC,
+    "status": Role.PUBLIC,
+    "subscribe_blocks": Role.PUBLIC,
+    "admin_peers": Role.ADMIN,
+    "admin_disconnect_peer": Role.ADMIN,
+    "admin_ban_peer": Role.ADMIN,
+    "admin_refuse_peers": Role.ADMIN,
+    "admin_set_listen": Role.ADMIN,
+}
 
 
 def block_to_json(block: Block, *, full: bool = True) -> dict[str, Any]:
@@ -69,7 +93,8 @@ def block_to_json(block: Block, *, full: bool = True) -> dict[str, Any]:
 
 class ClientApi:
     """Binds the JSON-RPC method names and binary frames to the narrow interfaces of a
-    running node (see :mod:`.interfaces`); it sees nothing else of the node."""
+    running node (see :mod:`.interfaces`); it sees nothing else of the node. ``access`` says
+    who may call each method (``ROLES``): give ``access.check`` to the server as its guard."""
 
     def __init__(self, *, submitter: Submitter, chain: ChainQueries, txs: TxStatusQueries,
                  blocks: BlockSubscriptions, peers: PeerAdmin, status: StatusSource) -> None:
@@ -79,6 +104,8 @@ class ClientApi:
         self._blocks = blocks
         self._status = status
         self._admin = AdminApi(peers)
+        self._auth = AuthApi(chain.chain_id)
+        self.access = Access(ROLES, self.methods(), self.admin_methods(), chain)
 
     def methods(self) -> dict[str, Callable[..., Awaitable[Any]]]:
         return {
@@ -93,7 +120,7 @@ class ClientApi:
             "get_authorities": self.get_authorities,
             "status": self.status,
             "subscribe_blocks": self.subscribe_blocks,
-        }
+        } | self._auth.methods()
 
     def admin_methods(self) -> dict[str, Callable[..., Awaitable[Any]]]:
         """Methods that need the node's admin token (``params.token``)."""

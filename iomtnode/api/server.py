@@ -45,8 +45,10 @@ from trio_websocket import (
 )
 
 from ..p2p.transport import TcpTransport, Transport
-from .jsonrpc import INVALID_REQUEST, Dispatcher, Methods, RpcError, encode_error
+from .auth import ConnectionAuth
+from .jsonrpc import INVALID_REQUEST, Dispatcher, Guard, Methods, RpcError, encode_error
 from .jsonrpc import encode_notification as _encode_notification
+from .tls import ApiTls, tls_handshake
 
 log = structlog.get_logger(__name__)
 
@@ -87,15 +89,22 @@ class Connection:
     """One client connection, as a method that declares a ``conn`` parameter sees it."""
 
     def __init__(self, conn_id: int, remote: str, outbox: trio.MemorySendChannel[str | bytes],
-                 scope: trio.CancelScope) -> None:
+                 scope: trio.CancelScope, *, binding: bytes = b"") -> None:
+        """``binding``: the connection's TLS channel binding (empty without TLS)."""
         self.id = conn_id
         self.remote = remote
+        self.auth = ConnectionAuth(binding)  # the keys this connection has proven (api/auth.py)
         self._outbox = outbox
         self._scope = scope
         self._nursery: trio.Nursery | None = None  # set while the connection runs
         self._pending: list[Callable[[], Awaitable[None]]] | None = None  # during a request
         self.close_code = 1000
         self.close_reason: str | None = None
+
+    @property
+    def proven_keys(self) -> frozenset[bytes]:
+        """The public keys this connection has proven (empty: an unauthenticated client)."""
+        return self.auth.keys
 
     @property
     def closed(self) -> bool:
@@ -162,12 +171,16 @@ class ApiServer:
         admin_token: str | None = None,
         binary_handler: BinaryHandler | None = None,
         transport: Transport | None = None,
+        guard: Guard | None = None,
+        tls: ApiTls | None = None,
     ) -> None:
-        """``transport`` (default: TCP) gives the listener's streams."""
+        """``transport`` (default: TCP) gives the listener's streams; ``guard`` says who may
+        call each method (:mod:`.access`); with ``tls`` every connection speaks TLS 1.3."""
         self.config = config
         self._transport: Transport = TcpTransport() if transport is None else transport
         self._dispatcher = Dispatcher(methods, admin_methods=admin_methods,
-                                      admin_token=admin_token)
+                                      admin_token=admin_token, guard=guard)
+        self._tls = tls
         self._binary_handler = binary_handler
         self._connections = 0
         self._accepted = 0
@@ -191,12 +204,18 @@ class ApiServer:
             task_status.started(port)
 
     async def _accept(self, stream: trio.abc.Stream, remote: str) -> None:
-        """One connection: the HTTP upgrade within ``connect_timeout_s``, then the client."""
+        """One connection: the TLS and HTTP handshakes within ``connect_timeout_s``, then the
+        client."""
         cfg = self.config
         try:
             async with trio.open_nursery() as nursery:  # for trio-websocket's reader task
                 request = None
                 with trio.move_on_after(cfg.connect_timeout_s):
+                    if self._tls is not None:
+                        secure = await tls_handshake(stream, self._tls, remote)
+                        if secure is None:
+                            return
+                        stream = secure  # closed (forcefully) below, with the socket under it
                     request = await wrap_server_stream(
                         nursery, stream, message_queue_size=cfg.message_queue_size,
                         max_message_size=cfg.max_message_bytes,
@@ -238,7 +257,8 @@ class ApiServer:
         log.debug("api_connection_opened")
         outbox, outbox_rx = trio.open_memory_channel[str | bytes](self.config.outbox_size)
         scope = trio.CancelScope()
-        conn = Connection(conn_id, remote, outbox, scope)
+        conn = Connection(conn_id, remote, outbox, scope,
+                          binding=b"" if self._tls is None else self._tls.binding)
         code, reason = 1001, "server shutting down"  # unless the connection ends by itself
         close_timeout_s = SHUTDOWN_CLOSE_S
         try:
@@ -290,4 +310,3 @@ class ApiServer:
         except ConnectionClosed as exc:
             log.debug("api_send_failed", close=str(exc.reason))
             conn.close()
-

@@ -22,6 +22,7 @@ from ..core.tx import AuthorityVote, sign_tx
 from .common import (
     DEFAULT_API,
     ApiOpt,
+    CaOpt,
     JsonOpt,
     api_url,
     authority_key,
@@ -38,9 +39,11 @@ authority_app = typer.Typer(
 
 
 @authority_app.command("list")
-def authority_list(api: ApiOpt = DEFAULT_API, as_json: JsonOpt = False) -> None:
+def authority_list(
+    api: ApiOpt = DEFAULT_API, api_ca: CaOpt = None, as_json: JsonOpt = False
+) -> None:
     """The authorities, when each last certified a block, scheduled changes, open votes."""
-    report = run_async(lambda: call(api_url(api), "get_authorities"))
+    report = run_async(lambda: call(api_url(api), "get_authorities", ca=api_ca))
     lines = [f"{a['key']}  last certified {a['last_certified']:>8}  "
              f"{'online ' if a['online'] else 'OFFLINE'}{'  EVIDENCE' if a['evidence'] else ''}"
              for a in report["authorities"]]
@@ -59,6 +62,7 @@ def authority_vote(
     force: Annotated[bool, typer.Option(
         help="Vote to add a key that is not a connected peer of the node.")] = False,
     api: ApiOpt = DEFAULT_API,
+    api_ca: CaOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Vote, with the authority key in --home, to add or remove an authority.
@@ -73,21 +77,23 @@ def authority_vote(
     subject_key = hex32("subject", subject)
     url = api_url(api)
     if add and not force:
-        status = run_async(lambda: call(url, "status"))
+        status = run_async(lambda: call(url, "status", ca=api_ca))
         if subject not in {p["node_id"] for p in status["peers"]} | {status["node_id"]}:
             fail(f"{subject[:16]} is not connected to this node: start its node first (or "
                  "pass --force)")
     tx = sign_tx(AuthorityVote(key.public, subject_key, add, time.time_ns()), key,
                  genesis.chain_id)
-    result = run_async(lambda: call(url, "submit_tx", tx=tx.raw.hex()))
+    result = run_async(lambda: call(url, "submit_tx", ca=api_ca, tx=tx.raw.hex()))
     emit(result, as_json,
          f"submitted vote to {'add' if add else 'remove'} {subject[:16]}: {result['id']}")
 
 
 @authority_app.command("evidence")
-def authority_evidence(api: ApiOpt = DEFAULT_API, as_json: JsonOpt = False) -> None:
+def authority_evidence(
+    api: ApiOpt = DEFAULT_API, api_ca: CaOpt = None, as_json: JsonOpt = False
+) -> None:
     """Equivocations on the ledger: who signed two conflicting votes, where, who reported."""
-    records = run_async(lambda: call(api_url(api), "get_evidence"))
+    records = run_async(lambda: call(api_url(api), "get_evidence", ca=api_ca))
     text = "\n".join(f"{r['authority']} signed two {r['type']}s at height {r['height']} "
                      f"round {r['round']} (reported by {r['reporter'][:16]}, block "
                      f"{r['included_at']})" for r in records) or "no evidence"

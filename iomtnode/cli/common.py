@@ -6,6 +6,7 @@ Results go to stdout (JSON with ``--json``), logs to stderr, so scripts can pipe
 from __future__ import annotations
 
 import json
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -14,7 +15,7 @@ import typer
 from trio_websocket import HandshakeError as WsHandshakeError
 
 from ..chain.chain import WrongChainError
-from ..client import ApiError, open_client
+from ..client import ApiError, ClientSetupError, open_client
 from ..config import ConfigError
 from ..core.crypto import SigningKey
 from ..core.genesis import Genesis, GenesisError
@@ -24,7 +25,12 @@ from ..store import StoreError
 
 DEFAULT_API = "ws://127.0.0.1:7545/api/v1"
 HomeOpt = Annotated[Path, typer.Option("--home", help="The node's home directory.")]
-ApiOpt = Annotated[str, typer.Option("--api", help="The node's API URL.")]
+ApiOpt = Annotated[str, typer.Option(
+    "--api", help="The node's API: HOST:PORT, ws://HOST:PORT or wss://HOST:PORT (TLS).")]
+CaOpt = Annotated[Path | None, typer.Option(
+    "--api-ca", envvar="IOMTNODE_API_CA",
+    help="For a wss:// API: a PEM file of the node's certificate (or of the CA that signed "
+         "it) to trust besides the system's roots.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
@@ -41,7 +47,7 @@ def emit(result: dict[str, Any], as_json: bool, text: str | None = None) -> None
 
 
 def api_url(value: str) -> str:
-    """Accept ``host:port`` or a full ws:// URL; default the path to /api/v1."""
+    """Accept ``host:port`` or a full ws:// or wss:// URL; default the path to /api/v1."""
     if "://" not in value:
         value = f"ws://{value}"
     scheme, rest = value.split("://", 1)
@@ -62,16 +68,25 @@ def run_async(fn: Any, *args: Any) -> Any:
             fail(str(exc))
         if isinstance(exc, WsHandshakeError):
             fail(f"the node refused the connection: {exc}", 1)
+        if isinstance(exc, trio.BrokenResourceError) and isinstance(exc.__cause__, ssl.SSLError):
+            fail(f"TLS with the node failed: {exc.__cause__} (a self-signed certificate: pass "
+                 "--api-ca with it)", 1)
+        if isinstance(exc, ClientSetupError):
+            fail(str(exc))
         if isinstance(exc, OSError | ConnectionError):
             fail(f"cannot reach the node or bind its port: {exc}", 1)
         if isinstance(exc, trio.TooSlowError):
-            fail("the node did not answer in time", 1)
+            fail("the node did not answer in time (an API with TLS answers only wss:// URLs)", 1)
         raise
 
 
-async def call(url: str, method: str, **params: Any) -> Any:
-    """One JSON-RPC call on a fresh connection to the node at ``url``."""
-    async with open_client(url) as client:
+async def call(url: str, method: str, *, ca: Path | None = None,
+               signer: SigningKey | None = None, **params: Any) -> Any:
+    """One JSON-RPC call on a fresh connection to the node at ``url`` (``ca``: see
+    :data:`CaOpt`), as ``signer`` if given (the connection proves its key first)."""
+    async with open_client(url, ca=ca) as client:
+        if signer is not None:
+            await client.authenticate(signer)
         return await client.call(method, **params)
 
 

@@ -1,4 +1,5 @@
-"""``iomtnode device``: device keys, and their admission or revocation by an authority."""
+"""``iomtnode device``: device keys, their admission or revocation by an authority, and what
+the ledger holds of a device (for the device, its patient or an authority)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import typer
 
 from ..core.crypto import SigningKey
 from ..core.tx import AdmitDevice, RevokeDevice, sign_tx
-from ..home import HomeError, write_key
+from ..home import HomeError, read_key, write_key
 from .common import (
     DEFAULT_API,
     ApiOpt,
+    CaOpt,
     JsonOpt,
     api_url,
     authority_key,
@@ -51,6 +53,7 @@ def device_admit(
                             ] = "wearable",
     manufacturer: Annotated[str, typer.Option()] = "unknown",
     api: ApiOpt = DEFAULT_API,
+    api_ca: CaOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Approve a device's admission, signed with the authority key in --home."""
@@ -60,7 +63,7 @@ def device_admit(
                                  device_class, manufacturer), key, genesis.chain_id)
     except ValueError as exc:
         fail(str(exc))
-    result = run_async(lambda: call(api_url(api), "submit_tx", tx=tx.raw.hex()))
+    result = run_async(lambda: call(api_url(api), "submit_tx", ca=api_ca, tx=tx.raw.hex()))
     emit(result, as_json, f"submitted admission {result['id']}")
 
 
@@ -70,11 +73,43 @@ def device_revoke(
     home: Annotated[Path, typer.Option("--home", help="An authority's home (its key signs).")],
     reason: Annotated[str, typer.Option(help="Why, for the record.")] = "revoked by operator",
     api: ApiOpt = DEFAULT_API,
+    api_ca: CaOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Revoke a device for good, signed with the authority key in --home."""
     key, genesis = authority_key(home)
     body = RevokeDevice(key.public, hex32("device", device), reason, time.time_ns())
     tx = sign_tx(body, key, genesis.chain_id)
-    result = run_async(lambda: call(api_url(api), "submit_tx", tx=tx.raw.hex()))
+    result = run_async(lambda: call(api_url(api), "submit_tx", ca=api_ca, tx=tx.raw.hex()))
     emit(result, as_json, f"submitted revocation {result['id']}")
+
+
+@device_app.command("show")
+def device_show(
+    device: Annotated[str, typer.Argument(help="The device's public key (hex).")],
+    key: Annotated[Path | None, typer.Option(
+        "--key", help="A key file of the device itself or of its patient (as `device keygen` "
+                      "writes them).")] = None,
+    home: Annotated[Path | None, typer.Option(
+        "--home", help="An authority's home (its key is used).")] = None,
+    api: ApiOpt = DEFAULT_API,
+    api_ca: CaOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a device's registration (patient, class, status, last sequence number).
+
+    The node answers only a party to the device: the connection proves --key (the device or
+    its patient) or the authority key in --home first."""
+    if (key is None) == (home is None):
+        fail("give exactly one of --key and --home")
+    if key is not None:
+        try:
+            signer = read_key(key)
+        except (HomeError, OSError) as exc:
+            fail(str(exc))
+    else:
+        signer = authority_key(home)[0]
+    hex32("device", device)
+    result = run_async(lambda: call(api_url(api), "get_device", ca=api_ca, signer=signer,
+                                    id=device))
+    emit(result, as_json)

@@ -8,7 +8,17 @@ from typing import Annotated
 
 import typer
 
-from .common import DEFAULT_API, ApiOpt, JsonOpt, api_url, authority_key, emit, fail, run_async
+from .common import (
+    DEFAULT_API,
+    ApiOpt,
+    CaOpt,
+    JsonOpt,
+    api_url,
+    authority_key,
+    emit,
+    fail,
+    run_async,
+)
 
 BENCH_HELP = (
     "Benchmark a localnet of real nodes against this machine's ed25519 ceiling.\n\n"
@@ -24,6 +34,7 @@ def simulate(
     home: Annotated[Path, typer.Option(
         "--home", help="An authority's home: its key admits the simulated devices.")],
     api: ApiOpt = DEFAULT_API,
+    api_ca: CaOpt = None,
     devices: Annotated[int, typer.Option(min=1, max=10_000)] = 10,
     rate: Annotated[float, typer.Option(min=0.1, help="Readings per second in total.")] = 100,
     duration: Annotated[float, typer.Option(min=0.1, help="Seconds of streaming.")] = 10,
@@ -46,7 +57,7 @@ def simulate(
     key, genesis = authority_key(home)
     stats = run_async(lambda: run_load(api_url(api), key, genesis.chain_id, devices=devices,
                                        rate=rate, duration_s=duration, seed=seed,
-                                       presign=presign, record=record))
+                                       presign=presign, record=record, ca=api_ca))
     result = stats.summary()
     lat = result["latency_ms"]
     emit(result, as_json,

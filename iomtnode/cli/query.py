@@ -12,12 +12,14 @@ from ..client import open_client
 from ..core.crypto import blake2b256
 from ..core.genesis import Genesis, GenesisError
 from ..core.receipt import ReceiptError, verify_receipt
-from .common import DEFAULT_API, ApiOpt, JsonOpt, api_url, call, emit, fail, run_async
+from .common import DEFAULT_API, ApiOpt, CaOpt, JsonOpt, api_url, call, emit, fail, run_async
 
 
-def status(api: ApiOpt = DEFAULT_API, as_json: JsonOpt = False) -> None:
+def status(
+    api: ApiOpt = DEFAULT_API, api_ca: CaOpt = None, as_json: JsonOpt = False
+) -> None:
     """Show a node's chain, height, finalized height, authorities, mempool and peers."""
-    result = run_async(lambda: call(api_url(api), "status"))
+    result = run_async(lambda: call(api_url(api), "status", ca=api_ca))
     text = "\n".join(f"{k:18} {v}" for k, v in result.items())
     emit(result, as_json, text)
 
@@ -25,10 +27,11 @@ def status(api: ApiOpt = DEFAULT_API, as_json: JsonOpt = False) -> None:
 def block(
     height: Annotated[int | None, typer.Argument(help="Height (default: the head).")] = None,
     api: ApiOpt = DEFAULT_API,
+    api_ca: CaOpt = None,
 ) -> None:
     """Print a block (header, transactions, commit certificate) as JSON."""
     async def go() -> dict[str, Any]:
-        async with open_client(api_url(api)) as client:
+        async with open_client(api_url(api), ca=api_ca) as client:
             h = height if height is not None else (await client.call("status"))["height"]
             return await client.call("get_block", height=h)
 
@@ -38,9 +41,10 @@ def block(
 def receipt(
     reading_id: Annotated[str, typer.Argument(help="The reading's (or any tx's) id, hex.")],
     api: ApiOpt = DEFAULT_API,
+    api_ca: CaOpt = None,
 ) -> None:
     """Print a committed reading's receipt as JSON (save it; check it with `verify`)."""
-    result = run_async(lambda: call(api_url(api), "get_receipt", id=reading_id))
+    result = run_async(lambda: call(api_url(api), "get_receipt", ca=api_ca, id=reading_id))
     typer.echo(json.dumps(result, indent=2, sort_keys=True))
 
 

@@ -41,6 +41,7 @@ class Domain(enum.Enum):
     PROPOSAL = b"iomt/proposal/v1\x00"
     HANDSHAKE = b"iomt/handshake/v1\x00"
     PEER_RECORD = b"iomt/peer-record/v1\x00"
+    API_AUTH = b"iomt/api-auth/v1\x00"  # a client proving its key to a node's API
 
 
 class BadSignatureError(ValueError):

@@ -8,6 +8,7 @@ import structlog
 import trio
 
 from .. import __version__
+from ..api.tls import load_api_tls
 from ..config import Config
 from ..consensus.machine import Params
 from ..consensus.signing import SIGNING_LOCK_FILE, SigningLock
@@ -46,13 +47,20 @@ class Node:
         self.key = home.load_key()
         self.genesis = home.load_genesis()
         self.admin_token = home.admin_token()
+        # relative paths are in the home; a file that cannot be used is an ApiTlsError now
+        api_tls = (load_api_tls(home.path / config.api_tls_cert, home.path / config.api_tls_key)
+                   if config.api_tls_cert else None)
         self._setup = Setup(
-            home, config, self.key, self.genesis, self.admin_token, clock, transport,
+            home, config, self.key, self.genesis, self.admin_token, clock, transport, api_tls,
             consensus_params or Params(
                 timeout_propose_s=config.timeout_propose_s,
                 timeout_prevote_s=config.timeout_prevote_s,
                 timeout_precommit_s=config.timeout_precommit_s,
                 timeout_delta_s=config.timeout_delta_s, timeout_cap_s=config.timeout_cap_s))
+
+    @property
+    def _api_scheme(self) -> str:
+        return "ws" if self._setup.api_tls is None else "wss"
 
     @property
     def node_id(self) -> bytes:
@@ -90,7 +98,7 @@ class Node:
                 p2p_address = await nursery.start(services.p2p.run)
                 api_port = await nursery.start(services.api.run)
                 host = services.api.config.host
-                log.info("node_started", api=f"ws://{host}:{api_port}/api/v1",
+                log.info("node_started", api=f"{self._api_scheme}://{host}:{api_port}/api/v1",
                          p2p=f"ws://{p2p_address}/p2p/v1",
                          authority=self.key.public in authorities)
                 task_status.started(NodeInfo(api_port, self.node_id.hex(), chain.chain_id,

@@ -25,6 +25,7 @@ from ..admission.service import Admission
 from ..admission.verify import Verifier
 from ..api.methods import ClientApi
 from ..api.server import ApiServer, ApiServerConfig
+from ..api.tls import ApiTls
 from ..chain.chain import Chain
 from ..chain.feed import BlockFeed, each_block
 from ..chain.writer import ChainWriter
@@ -63,6 +64,7 @@ class Setup:
     admin_token: str
     clock: Clock
     transport: Transport | None  # None: TCP
+    api_tls: ApiTls | None  # None: the API speaks plain websocket
     consensus_params: Params
 
 
@@ -149,6 +151,7 @@ def build(setup: Setup, store: BlockStore) -> Services:
         ApiServerConfig(host=host, port=port), client_api.methods(),
         admin_methods=client_api.admin_methods(), admin_token=setup.admin_token,
         binary_handler=client_api.handle_binary, transport=setup.transport,
+        guard=client_api.access.check, tls=setup.api_tls,
     )
     return Services(key.public, chain, feed, writer, mempool, inbox, admission, router,
                     gossip, reconcile, sync, relay, consensus, api, figures)

@@ -40,6 +40,7 @@ ADMISSION_TIMEOUT_S = 60.0
 DRAIN_TIMEOUT_S = 15.0  # after the run, how long to wait for accepted readings to commit
 QUIET_S = 1.0  # during the drain, no block for this long: ask for the readings' status
 STATUS_BATCH = 10_000  # ids per get_tx_status call (the node's limit)
+NOT_FOUND = 1030  # the API's code for a device not (yet) registered
 MAX_PRESIGNED = 2_000_000  # readings signed ahead of a run (~0.5 GB in memory at most)
 
 
@@ -90,7 +91,9 @@ class LoadStats:
 
 async def admit_devices(client: ApiClient, devices: list[SimDevice], authority: SigningKey,
                         chain_id: str) -> None:
-    """Admit ``devices`` (skipping ones already admitted) and wait until all are active."""
+    """Admit ``devices`` (skipping ones already admitted) and wait until all are active
+    (``get_device`` answers the authority once the client has proven its key)."""
+    await client.authenticate(authority, chain_id)
     for device in devices:
         try:
             await client.call("submit_tx", tx=device.admission(authority, chain_id).raw.hex())
@@ -102,7 +105,9 @@ async def admit_devices(client: ApiClient, devices: list[SimDevice], authority: 
             while True:
                 try:
                     info = await client.call("get_device", id=device.key.public.hex())
-                except ApiError:
+                except ApiError as exc:
+                    if exc.code != NOT_FOUND:  # not yet committed is the one expected refusal
+                        raise
                     info = None
                 if info is not None:
                     device.seq = max(device.seq, info["last_seq"])
@@ -204,17 +209,19 @@ async def run_load(
     presign: bool = False,
     on_progress: Callable[[LoadStats], None] | None = None,
     record: Path | None = None,
+    ca: Path | None = None,
 ) -> LoadStats:
     """Admit ``devices`` and stream ``rate`` readings/s for ``duration_s`` (inf = forever).
 
     With ``presign``, every reading is signed (and sealed) before the timed phase, each
     stamped with the time it is scheduled to be sent, so the generator's own CPU does not
     limit or disturb what is measured (a benchmark's load). Needs a finite duration.
+    ``ca``: the PEM file to trust for a ``wss://`` URL (see :func:`~iomtnode.client.open_client`).
     """
     sims = make_devices(devices, seed)
     stats = LoadStats()
     sent_at: dict[str, float] = {}
-    async with open_client(url) as client, _open_record(record) as recorded:
+    async with open_client(url, ca=ca) as client, _open_record(record) as recorded:
         await client.call("subscribe_blocks")
         await admit_devices(client, sims, authority, chain_id)
         log.info("devices_admitted", devices=devices)
@@ -278,7 +285,7 @@ async def run_load(
                         await reconcile(client, sent_at, stats, inflight=inflight)
             nursery.cancel_scope.cancel()
     try:
-        async with open_client(url) as client:  # a fresh connection: the first may be closed
+        async with open_client(url, ca=ca) as client:  # a fresh one: the first may be closed
             await reconcile(client, sent_at, stats, final=True)
     except (OSError, ConnectionError, HandshakeError, trio.TooSlowError, ApiError) as exc:
         stats.unchecked = len(sent_at)  # the node is gone: say how many were not asked

@@ -78,6 +78,11 @@ class FakeSubmitter:
 
 
 class FakeChain:
+    chain_id = "iomt-test"
+
+    def authorities(self) -> tuple[bytes, ...]:
+        return (PEER,)
+
     def block_at(self, height: int) -> Block:
         raise KeyError(f"no block at height {height}")
 

@@ -27,6 +27,9 @@ def now_ms() -> int:
 
 
 async def admit(client: ApiClient, rn, device: SigningKey, patient: SigningKey) -> None:
+    """Admit ``device`` and wait until it is active (as the authority: get_device needs a
+    party's key)."""
+    await client.authenticate(rn.authority)
     tx = sign_tx(AdmitDevice(rn.authority.public, device.public, patient.public, "wearable",
                              "acme"), rn.authority, rn.chain_id)
     await client.call("submit_tx", tx=tx.raw.hex())

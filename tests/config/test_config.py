@@ -56,3 +56,14 @@ def test_bad_files_are_refused_with_the_reason(tmp_path: Path, text: str, match:
     path.write_text(text)
     with pytest.raises(ConfigError, match=match):
         load_config(path, env={})
+
+
+def test_the_api_tls_files_are_settings_like_any_other(tmp_path: Path) -> None:
+    config = Config(api_tls_cert="tls/api.crt", api_tls_key="/etc/iomt/api.key")
+    path = tmp_path / "config.toml"
+    path.write_text(render(config))
+    assert load_config(path, env={}) == config
+    env = {"IOMTNODE_API_TLS_CERT": "a.crt", "IOMTNODE_API_TLS_KEY": "a.key"}
+    assert load_config(None, env=env).api_tls_cert == "a.crt"
+    with pytest.raises(ConfigError, match="api_tls_cert and api_tls_key"):
+        load_config(None, env={"IOMTNODE_API_TLS_CERT": "a.crt"})

@@ -87,11 +87,11 @@ async def test_readings_the_node_cannot_be_asked_about_are_counted_unchecked(
     monkeypatch.setattr(load, "DRAIN_TIMEOUT_S", 0)
     real_open, opened = load.open_client, []
 
-    def open_client(url: str) -> Any:
+    def open_client(url: str, *, ca: Any = None) -> Any:
         opened.append(url)
         if len(opened) > 1:
             raise OSError("connection refused")
-        return real_open(url)
+        return real_open(url, ca=ca)
 
     monkeypatch.setattr(load, "open_client", open_client)
     stats = await run_load(running_node.url, running_node.authority, running_node.chain_id,

@@ -1,0 +1,170 @@
+"""Attacks on the client API's identities: a client that claims a patient's key without its
+secret, or that replays or relays a proof made on another connection, is refused the patient's
+data; the honest patient, on its own connection, is answered, and the node keeps finalizing."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable
+from functools import partial
+
+import pytest
+import trio
+from trio_websocket import ConnectionClosed
+
+from iomtnode.api.auth import BAD_AUTH_SIGNATURE, FORBIDDEN, MAX_AUTH_FAILURES
+from iomtnode.api.tls import server_context
+from iomtnode.client import ApiClient, ApiError, client_context, open_client
+from iomtnode.config import Config
+from iomtnode.core.challenge import challenge_digest
+from iomtnode.core.crypto import Domain, SigningKey
+from iomtnode.core.tx import AdmitDevice, sign_tx
+from iomtnode.home import init_home
+from iomtnode.node import Node
+
+from ..api.certs import CertFiles, make_cert
+from ..conftest import FAST
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def refused(code: int, call: Awaitable[object]) -> None:
+    with pytest.raises(ApiError) as info:
+        await call
+    assert info.value.code == code, info.value.message
+
+
+async def admit(url: str, authority: SigningKey, chain_id: str, ca: CertFiles | None = None
+                ) -> tuple[SigningKey, SigningKey]:
+    """A device admitted for a patient, committed; returns (device, patient)."""
+    device, patient = SigningKey.generate(), SigningKey.generate()
+    tx = sign_tx(AdmitDevice(authority.public, device.public, patient.public, "implant",
+                             "acme"), authority, chain_id)
+    async with open_client(url, ca=None if ca is None else ca.cert) as client:
+        await client.call("submit_tx", tx=tx.raw.hex())
+        with trio.fail_after(10):
+            while True:
+                if (await client.call("get_tx_status", id=tx.id.hex()))["state"] == "committed":
+                    break
+                await trio.sleep(0.02)
+    return device, patient
+
+
+async def keeps_finalizing(client: ApiClient) -> None:
+    start = (await client.call("status"))["finalized_height"]
+    with trio.fail_after(10):
+        while True:
+            if (await client.call("status"))["finalized_height"] > start:
+                return
+            await trio.sleep(0.05)
+
+
+async def test_a_client_claiming_a_patients_key_without_its_secret_is_refused(running_node):
+    rn = running_node
+    device, patient = await admit(rn.url, rn.authority, rn.chain_id)
+    attacker = SigningKey.generate()
+    async with open_client(rn.url) as mallory, open_client(rn.url) as honest:
+        await refused(FORBIDDEN, mallory.call("get_device", id=device.public.hex()))
+        # claims the patient's key: signs the challenge with its own key, or sends noise
+        for signature in (lambda n: attacker.sign(Domain.API_AUTH, rn.chain_id,
+                                                  challenge_digest(n, b"")),
+                          lambda n: os.urandom(64)):
+            nonce = bytes.fromhex((await mallory.call("auth_challenge"))["nonce"])
+            await refused(BAD_AUTH_SIGNATURE, mallory.call(
+                "authenticate", public_key=patient.public.hex(), signature=signature(nonce).hex()))
+        # proving a key of its own gets it nothing of the patient's
+        assert await mallory.authenticate(attacker) == [attacker.public.hex()]
+        await refused(FORBIDDEN, mallory.call("get_device", id=device.public.hex()))
+        # the patient, on its own connection, is answered
+        await honest.authenticate(patient)
+        found = await honest.call("get_device", id=device.public.hex())
+        assert found["patient"] == patient.public.hex()
+        await keeps_finalizing(honest)
+
+
+async def test_a_challenge_signed_for_another_connection_is_refused(running_node):
+    rn = running_node
+    device, patient = await admit(rn.url, rn.authority, rn.chain_id)
+    async with open_client(rn.url) as honest, open_client(rn.url) as mallory:
+        # the patient answers its own connection's challenge; mallory captures the answer
+        nonce = bytes.fromhex((await honest.call("auth_challenge"))["nonce"])
+        captured = patient.sign(Domain.API_AUTH, rn.chain_id, challenge_digest(nonce, b""))
+        await mallory.call("auth_challenge")
+        await refused(BAD_AUTH_SIGNATURE, mallory.call(
+            "authenticate", public_key=patient.public.hex(), signature=captured.hex()))
+        await refused(FORBIDDEN, mallory.call("get_device", id=device.public.hex()))
+        # the answer still proves the key where it was made
+        await honest.call("authenticate", public_key=patient.public.hex(),
+                          signature=captured.hex())
+        assert (await honest.call("get_device", id=device.public.hex()))["id"] == \
+            device.public.hex()
+        # and once used it proves nothing more there either
+        await mallory.call("auth_challenge")
+        await refused(BAD_AUTH_SIGNATURE, mallory.call(
+            "authenticate", public_key=patient.public.hex(), signature=captured.hex()))
+        await keeps_finalizing(honest)
+
+
+async def _pipe(source: trio.abc.Stream, sink: trio.abc.Stream) -> None:
+    try:
+        async for chunk in source:
+            await sink.send_all(chunk)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+
+
+async def test_a_tls_relay_cannot_pass_on_a_patients_proof(tmp_path, nursery):
+    """Mallory holds a certificate the patient's client trusts and relays its connection to the
+    node: it can read the traffic, but the patient's proof covers mallory's certificate, not
+    the node's, so the node does not take it."""
+    config = Config(**{**{f: getattr(FAST, f) for f in FAST.__dataclass_fields__},
+                       "api_tls_cert": "api.crt", "api_tls_key": "api.key"})
+    home = init_home(tmp_path / "node", chain_id="iomt-test", config=config)
+    node_cert = make_cert(home.path, "api")
+    node = Node(home, home.load_config())
+    info = await nursery.start(node.run)
+    url = f"wss://127.0.0.1:{info.api_port}/api/v1"
+    device, patient = await admit(url, node.key, "iomt-test", node_cert)
+
+    mallory_cert = make_cert(tmp_path / "mallory", "mitm")
+    mallory_tls = server_context()
+    mallory_tls.load_cert_chain(mallory_cert.cert, mallory_cert.key)
+
+    async def relay(stream: trio.SocketStream) -> None:
+        down = trio.SSLStream(stream, mallory_tls, server_side=True)
+        up = await trio.open_ssl_over_tcp_stream("127.0.0.1", info.api_port,
+                                                 ssl_context=client_context(node_cert.cert))
+        async with trio.open_nursery() as pipes:
+            pipes.start_soon(_pipe, down, up)
+            await _pipe(up, down)
+            pipes.cancel_scope.cancel()
+
+    listeners = await nursery.start(partial(trio.serve_tcp, relay, 0, host="127.0.0.1"))
+    relay_port = listeners[0].socket.getsockname()[1]
+    async with open_client(f"wss://127.0.0.1:{relay_port}/api/v1", ca=mallory_cert.cert
+                           ) as fooled:
+        assert (await fooled.call("status"))["chain_id"] == "iomt-test"  # the relay works
+        await refused(BAD_AUTH_SIGNATURE, fooled.authenticate(patient))
+        await refused(FORBIDDEN, fooled.call("get_device", id=device.public.hex()))
+    async with open_client(url, ca=node_cert.cert) as honest:
+        await honest.authenticate(patient)
+        assert (await honest.call("get_device", id=device.public.hex()))["patient"] == \
+            patient.public.hex()
+        await keeps_finalizing(honest)
+
+
+async def test_a_client_that_keeps_guessing_is_disconnected(running_node):
+    rn = running_node
+    patient = SigningKey.generate()
+    async with open_client(rn.url) as mallory, open_client(rn.url) as honest:
+        for _ in range(MAX_AUTH_FAILURES):
+            await mallory.call("auth_challenge")
+            await refused(BAD_AUTH_SIGNATURE, mallory.call(
+                "authenticate", public_key=patient.public.hex(), signature=os.urandom(64).hex()))
+        await mallory.call("auth_challenge")
+        with pytest.raises((ApiError, ConnectionError)):  # the answer, or the close, comes first
+            await mallory.call("authenticate", public_key=patient.public.hex(),
+                               signature=os.urandom(64).hex())
+        with pytest.raises((ConnectionError, ConnectionClosed)):  # closed (1008): no more guesses
+            await mallory.call("status")
+        await keeps_finalizing(honest)
