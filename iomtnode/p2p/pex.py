@@ -17,11 +17,13 @@ import trio
 
 from . import score
 from .discovery import BOOK_FLUSH_S, PEX_INTERVAL_S, PEX_RECORDS, AddressBook, Dialer, OwnRecord
-from .messages import GetPeers, Message, PeerRecords
+from .messages import GET_PEERS_RATE, PEER_RECORDS_RATE, GetPeers, Message, PeerRecords
 from .peer import Peer
 from .records import RecordError, decode_record
 
 log = structlog.get_logger(__name__)
+
+RATES = {PeerRecords: PEER_RECORDS_RATE, GetPeers: GET_PEERS_RATE}  # per peer
 
 
 class Peers(Protocol):
