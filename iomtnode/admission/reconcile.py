@@ -253,8 +253,8 @@ class Reconciler:
         naming an id twice is refused and costs it :data:`~.score.INVALID_MESSAGE`; asking
         for ids never announced or sent to it costs it :data:`~.score.UNREQUESTED`. Ids over its
         budget are no longer taken as known to it, so a later pass offers them again."""
-        if len(set(msg.ids)) != len(msg.ids):
-            twice = len(msg.ids) - len(set(msg.ids))
+        twice = len(msg.ids) - len(set(msg.ids))
+        if twice:
             self._host.penalize(peer, score.INVALID_MESSAGE,
                                 f"tx_request_refused: {twice} of {len(msg.ids)} ids asked "
                                 f"more than once")

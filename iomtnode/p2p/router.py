@@ -10,9 +10,9 @@ node look something up and answer) is registered with its :class:`~.ratelimit.Ra
 each such request takes a token from its sender's bucket for the kind before it is
 dispatched (:class:`~.ratelimit.RequestLimits`); one over its sender's rate is dropped and
 costs the sender :data:`~.score.RATE_LIMITED` (logged once per peer as ``rate_limited``).
-A message of a kind nobody registered
-costs its sender :data:`~.score.INVALID_MESSAGE`, as does a handshake message after the
-handshake (the peer's reader refuses those before they get here).
+A message of a kind nobody registered costs its sender :data:`~.score.INVALID_MESSAGE`, as
+does a handshake message after the handshake (the peer's reader refuses those before they
+get here).
 
 Reactors reach the peers through the router: :meth:`Router.peers`, :meth:`Router.get`,
 :meth:`Router.broadcast`, :meth:`Router.penalize` and :meth:`Router.disconnect`.
