@@ -5,7 +5,11 @@ A request is answered from whatever holds the block, asked in order (``lookups``
 blocks consensus holds at the height being decided, then the chain's committed blocks, their
 transactions served as stored, undecoded), split at :data:`ANSWER_BYTES` per message; a
 block held nowhere is answered "not held" (no indexes), so the asker turns to its next
-source at once.
+source at once. A request's indexes must be strictly increasing (no index twice) and, for a
+block held here, below its count of transactions: so the answer is at most the block's
+transactions, once each. A request that breaks either rule is not answered and costs its
+sender :data:`~iomtnode.p2p.score.INVALID_MESSAGE` (``block_txs_request_refused``); how
+often a peer may ask at all is the router's rate (:data:`RATES`).
 
 Consensus (proposals) and sync (relayed blocks) may both ask one peer for the same block
 (a follower that gets a proposal, then the committed compact block of that height, from
@@ -29,18 +33,21 @@ charge.
 
 from __future__ import annotations
 
+import operator
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Protocol
 
 from ..chain.chain import Chain
 from ..p2p import score
 from ..p2p.messages import MAX_IDS_PER_MESSAGE
 from ..p2p.peer import Peer
-from .messages import BlockTxs, GetBlockTxs
+from .messages import GET_BLOCK_TXS_RATE, BlockTxs, GetBlockTxs
 
 KINDS = (GetBlockTxs, BlockTxs)
+RATES = {GetBlockTxs: GET_BLOCK_TXS_RATE}  # per peer (the request kinds among KINDS)
 ANSWER_BYTES = 1024 * 1024  # transaction bytes in one BlockTxs; more are split
 ASKS_PER_PEER = 64  # unanswered requests remembered per peer; beyond, the oldest go
 ASK_BYTES_PER_PEER = 64 * 1024  # bytes of requests' bitmaps per peer; beyond, the oldest go
@@ -48,6 +55,11 @@ FORGOTTEN_PER_PEER = 64  # block hashes of requests forgotten unanswered, per pe
 
 TxsLookup = Callable[[bytes], Sequence[bytes] | None]  # block hash -> its raw txs, if held
 Send = Callable[[bytes, GetBlockTxs], bool]  # (peer id, request) -> False: not connected
+Penalize = Callable[[Peer, int, str], bool]  # :meth:`~iomtnode.p2p.router.Router.penalize`
+
+
+class BadRequestError(ValueError):
+    """A request for a block's transactions that is refused (its indexes break a rule)."""
 
 
 class Taker(Protocol):
@@ -206,18 +218,26 @@ def chain_txs(chain: Chain) -> TxsLookup:
 
 class BlockTxsReactor:
     """Answers requests for a block's transactions from ``lookups`` and routes the answers
-    to the ``takers`` (by the names they send under, :meth:`Asks.sender`) that asked."""
+    to the ``takers`` (by the names they send under, :meth:`Asks.sender`) that asked; a
+    refused request costs its sender through ``penalize``."""
 
     def __init__(self, lookups: Sequence[TxsLookup], asks: Asks,
-                 takers: Mapping[str, Taker]) -> None:
+                 takers: Mapping[str, Taker], penalize: Penalize) -> None:
         self._lookups = lookups
         self._asks = asks
         self._takers = takers
+        self._penalize = penalize
 
     async def receive(self, peer: Peer, msg: Any) -> None:
         match msg:
             case GetBlockTxs():
-                for answer in serve(self._lookups, msg):
+                try:
+                    answers = serve(self._lookups, msg)
+                except BadRequestError as exc:
+                    self._penalize(peer, score.INVALID_MESSAGE,
+                                   f"block_txs_request_refused: {exc}")
+                    return
+                for answer in answers:
                     peer.send(answer)
             case BlockTxs():
                 for taker, part in self._asks.route(peer, msg):
@@ -231,12 +251,21 @@ class BlockTxsReactor:
 
 
 def serve(lookups: Sequence[TxsLookup], msg: GetBlockTxs) -> list[BlockTxs]:
-    """The answers to ``msg`` from the first lookup that holds the block."""
+    """The answers to ``msg`` from the first lookup that holds the block. Raises
+    :class:`BadRequestError` if its indexes are not strictly increasing (checked before any
+    lookup) or reach past the end of the block held here."""
+    indexes = msg.indexes
+    if not all(map(operator.lt, indexes, islice(indexes, 1, None))):  # one pass, in C
+        raise BadRequestError(f"{len(indexes)} indexes not strictly increasing "
+                              f"(each index at most once, in order)")
     for lookup in lookups:
         raws = lookup(msg.block_hash)
         if raws is not None:
-            return answer_txs(msg.block_hash, raws, msg.indexes)
-    return answer_txs(msg.block_hash, None, msg.indexes)
+            if indexes and indexes[-1] >= len(raws):
+                raise BadRequestError(f"index {indexes[-1]} past the block's {len(raws)} "
+                                      f"transactions")
+            return answer_txs(msg.block_hash, raws, indexes)
+    return answer_txs(msg.block_hash, None, indexes)
 
 
 def answer_txs(block_hash: bytes, raws: Sequence[bytes] | None, indexes: list[int],

@@ -8,8 +8,10 @@ from typing import ClassVar
 
 from ..core import fields as f
 from ..p2p.messages import MAX_IDS_PER_MESSAGE, list_of, message
+from ..p2p.ratelimit import Rate
 
 MAX_TXS_PER_MESSAGE = 4096  # transactions in one Txs message
+TXS_MESSAGE_BYTES = 1024 * 1024  # transaction bytes in one Txs message; more are split
 
 
 @message
@@ -68,3 +70,14 @@ class BlockTxs:
     block_hash: bytes
     indexes: list[int]
     txs: list[bytes]
+
+
+# How often one peer may send each request kind (see :mod:`iomtnode.p2p.ratelimit`).
+# TxRequest: an honest peer asks once per TxAnnounce it gets (announcements are flushed every
+# 5 ms: at most 200 a second, a few more when a flush holds over 10,000 ids), once per
+# reconciliation batch (every 20 ms) and for retries (every 0.5 s): under 300 a second; the
+# ids it may have looked up are bounded apart (reconcile.SERVE_IDS_PER_S).
+TX_REQUEST_RATE = Rate(per_s=500, burst=2000)  # requests/s; burst: requests
+# GetBlockTxs: an honest peer asks for the transactions it lacks of a proposal or a relayed
+# block, once per block and source: two a block, so 200 a second allows a block every 10 ms.
+GET_BLOCK_TXS_RATE = Rate(per_s=200, burst=1000)  # requests/s; burst: requests

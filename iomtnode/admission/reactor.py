@@ -11,10 +11,11 @@ from typing import Any
 
 from ..p2p.peer import Peer
 from .gossip import TxGossip
-from .messages import TxAnnounce, TxRequest, Txs
+from .messages import TX_REQUEST_RATE, TxAnnounce, TxRequest, Txs
 from .reconcile import Reconciler
 
 KINDS = (Txs, TxAnnounce, TxRequest)
+RATES = {TxRequest: TX_REQUEST_RATE}  # per peer (the request kinds among KINDS)
 
 
 class TxReactor:

@@ -22,11 +22,14 @@ of it, and a backlog taken during a partition would reach only one side's propos
   :data:`~.gossip.REQUEST_RETRY_S` is asked of another peer that announced it, if one did,
   at most :data:`MAX_ASKS` times in all (:class:`Requests`): a gap left while connected (the
   peer asked had committed or dropped it, or left) is filled from another source.
-- **Serve within bounds.** A peer may ask only for ids this node announced or sent to it,
-  or holds pending (otherwise it is penalised as for an unrequested answer), each id once
-  per connection, and at most :data:`SERVE_IDS_PER_S` ids a second (:class:`ServeGuard`):
-  a peer can make this node send each pending transaction once, as a pass would anyway.
-  Ids over the budget are offered again by a later pass.
+- **Serve within bounds.** A request that names an id twice is refused whole (it costs its
+  sender :data:`~iomtnode.p2p.score.INVALID_MESSAGE`). A peer may ask only for ids this
+  node announced or sent to it, or holds pending (otherwise it is penalised as for an
+  unrequested answer), each id once while remembered as served (the last
+  :data:`SERVED_IDS_BYTES_PER_PEER` of them), and at most :data:`SERVE_IDS_PER_S` ids a
+  second (:class:`ServeGuard`): a peer can make this node send each pending transaction
+  once, as a pass would anyway. Ids over the budget are offered again by a later pass. How
+  many requests a peer may send at all is the router's rate (:data:`~.messages.TX_REQUEST_RATE`).
 
 The selection and the bounds are pure (:func:`select_batch`, :class:`Requests`,
 :class:`ServeGuard`); :class:`Reconciler` is the thin trio part.
@@ -43,7 +46,7 @@ import structlog
 import trio
 
 from ..p2p import score
-from ..p2p.lru import BoundedSet
+from ..p2p.lru import IdSet
 from ..p2p.peer import Peer
 from ..p2p.router import PeerSet
 from .messages import TxAnnounce, TxRequest
@@ -62,7 +65,7 @@ MAX_ASKS = 3  # times an id is asked for (from its announcers in turn) before it
 MAX_ANNOUNCERS = 4  # peers remembered per asked id, to ask the next one when one fails
 SERVE_IDS_PER_S = 20_000  # ids one peer may have this node look up per second (2x design load)
 SERVE_IDS_BURST = 60_000  # ... in a burst: a whole mempool after a reconnect, with room
-SERVED_IDS_PER_PEER = 100_000  # ids remembered as served to a peer (served once each)
+SERVED_IDS_BYTES_PER_PEER = 4 * 1024 * 1024  # memory for ids served to a peer (32,768 ids)
 
 
 def select_batch(ids: Sequence[bytes], start: int, known: Container[bytes],
@@ -171,7 +174,7 @@ class ServeGuard:
         self.burst = burst
         self._tokens = burst
         self._at = now
-        self._served = BoundedSet(SERVED_IDS_PER_PEER)
+        self._served = IdSet(SERVED_IDS_BYTES_PER_PEER)
 
     def admit(self, ids: Iterable[bytes], offered: Container[bytes],
               is_pending: Callable[[bytes], bool], now: float
@@ -200,7 +203,7 @@ class ServeGuard:
 class Gossip(Protocol):
     """What reconciliation needs of :class:`~.gossip.TxGossip`."""
 
-    def known_by(self, peer_id: bytes) -> BoundedSet: ...
+    def known_by(self, peer_id: bytes) -> IdSet: ...
 
     def retry_requests(self, now: float) -> int: ...
 
@@ -246,9 +249,16 @@ class Reconciler:
         self._guards.pop(peer_id, None)
 
     def on_request(self, peer: Peer, msg: TxRequest) -> None:
-        """Serve a peer's ``TxRequest`` within its bounds (:class:`ServeGuard`); asking for
-        ids never announced or sent to it costs it :data:`~.score.UNREQUESTED`. Ids over its
+        """Serve a peer's ``TxRequest`` within its bounds (:class:`ServeGuard`); a request
+        naming an id twice is refused and costs it :data:`~.score.INVALID_MESSAGE`; asking
+        for ids never announced or sent to it costs it :data:`~.score.UNREQUESTED`. Ids over its
         budget are no longer taken as known to it, so a later pass offers them again."""
+        twice = len(msg.ids) - len(set(msg.ids))
+        if twice:
+            self._host.penalize(peer, score.INVALID_MESSAGE,
+                                f"tx_request_refused: {twice} of {len(msg.ids)} ids asked "
+                                f"more than once")
+            return
         now = trio.current_time()
         guard = self._guards.get(peer.node_id)
         if guard is None:

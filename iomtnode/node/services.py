@@ -14,11 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..admission.blocktxs import KINDS as BLOCK_TXS_KINDS
+from ..admission.blocktxs import RATES as BLOCK_TXS_RATES
 from ..admission.blocktxs import Asks, BlockTxsReactor, chain_txs
 from ..admission.gossip import TxGossip
 from ..admission.inbox import Inbox
 from ..admission.mempool import Mempool
 from ..admission.reactor import KINDS as TX_KINDS
+from ..admission.reactor import RATES as TX_RATES
 from ..admission.reactor import TxReactor
 from ..admission.reconcile import Reconciler
 from ..admission.service import Admission
@@ -47,6 +49,7 @@ from ..sync.blockrelay import BlockRelay
 from ..sync.blocksync import BlockSync
 from ..sync.progress import SyncProgress
 from ..sync.reactor import KINDS as SYNC_KINDS
+from ..sync.reactor import RATES as SYNC_RATES
 from ..sync.reactor import SyncReactor
 from .clock import Clock
 from .views import EvidenceReporter, PeerAdminView, StatusView
@@ -135,11 +138,12 @@ def build(setup: Setup, store: BlockStore) -> Services:
 
     sync_reactor = SyncReactor(sync, relay, head)
     consensus_reactor = ConsensusReactor(consensus)
-    router.register(TX_KINDS, TxReactor(gossip, reconcile))
+    router.register(TX_KINDS, TxReactor(gossip, reconcile), rates=TX_RATES)
     router.register(BLOCK_TXS_KINDS, BlockTxsReactor(
         (consensus.held_txs, chain_txs(chain)), asks,
-        {"consensus": consensus_reactor, "sync": sync_reactor}))
-    router.register(SYNC_KINDS, sync_reactor)
+        {"consensus": consensus_reactor, "sync": sync_reactor}, router.penalize),
+        rates=BLOCK_TXS_RATES)
+    router.register(SYNC_KINDS, sync_reactor, rates=SYNC_RATES)
     router.register(CONSENSUS_KINDS, consensus_reactor)
 
     client_api = ClientApi(

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, TypeVar
 from ..core import codec
 from ..core import fields as f
 from ..core.block import MAX_BLOCK_TXS
+from .ratelimit import Rate
 from .records import MAX_ADDRESS_BYTES
 
 PROTOCOL_VERSION = 3  # 3: one request/response pair for a compact block's transactions
@@ -133,6 +134,12 @@ class GetPeers:
     KIND: ClassVar[int] = 15
     CHECKS: ClassVar[tuple[f.Check, ...]] = ()
 
+
+# How often one peer may send each request kind (see :mod:`.ratelimit`). Honest peers send
+# PeerRecords on connect, every PEX_INTERVAL_S (30 s) and when they move; nobody asks with
+# GetPeers today. Each PeerRecords costs up to 64 signature checks (replays only a lookup).
+PEER_RECORDS_RATE = Rate(per_s=1.0, burst=10)  # messages/s; burst: messages
+GET_PEERS_RATE = Rate(per_s=1.0, burst=5)  # requests/s (each answered with 64 records)
 
 Message = Any  # an instance of a declared kind (see :func:`message`)
 

@@ -3,7 +3,9 @@
 On connect each side takes the record the other sent in its Auth and sends a sample of the
 records it knows (its own first); records also go out every :data:`~.discovery.PEX_INTERVAL_S`
 and when this node moves. A record that does not verify costs its sender
-:data:`~.score.BAD_SIGNATURE`; a new address for a node not connected wakes the dialer.
+:data:`~.score.BAD_SIGNATURE`; a record verified before costs a lookup
+(:class:`~.recordcache.VerifiedRecords`); a new address for a node not connected wakes the
+dialer.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ import trio
 
 from . import score
 from .discovery import BOOK_FLUSH_S, PEX_INTERVAL_S, PEX_RECORDS, AddressBook, Dialer, OwnRecord
-from .messages import GetPeers, Message, PeerRecords
+from .messages import GET_PEERS_RATE, PEER_RECORDS_RATE, GetPeers, Message, PeerRecords
 from .peer import Peer
-from .records import RecordError, decode_record
+from .recordcache import VerifiedRecords
+from .records import RecordError
 
 log = structlog.get_logger(__name__)
+
+RATES = {PeerRecords: PEER_RECORDS_RATE, GetPeers: GET_PEERS_RATE}  # per peer
 
 
 class Peers(Protocol):
@@ -48,6 +53,7 @@ class PeerExchange:
         self._node_id = node_id
         self._chain_id = chain_id
         self._rng = rng
+        self.verified = VerifiedRecords(chain_id)
 
     def connected(self, peer: Peer) -> None:
         if peer.record:
@@ -77,7 +83,7 @@ class PeerExchange:
     def _take_records(self, peer: Peer, raws: list[bytes]) -> None:
         for raw in raws:
             try:
-                record = decode_record(raw, self._chain_id)
+                record = self.verified.decode(raw)
             except RecordError as exc:
                 self._peers.penalize(peer, score.BAD_SIGNATURE, f"peer record: {exc}")
                 continue

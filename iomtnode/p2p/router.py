@@ -5,9 +5,14 @@ of a service that speaks on the wire: it is registered for the message kinds it 
 (:meth:`Router.register`) and gets ``(peer, message)`` for each of them, in order, one at a
 time per peer (from the peer's reader task: never a task per message; a reactor that awaits
 holds up only that peer, and TCP pushes back on it), and a call when a peer connects or goes.
-A kind registered twice is refused at registration. A message of a kind nobody registered
-costs its sender :data:`~.score.INVALID_MESSAGE`, as does a handshake message after the
-handshake (the peer's reader refuses those before they get here).
+A kind registered twice is refused at registration. A request kind (one that makes this
+node look something up and answer) is registered with its :class:`~.ratelimit.Rate`, and
+each such request takes a token from its sender's bucket for the kind before it is
+dispatched (:class:`~.ratelimit.RequestLimits`); one over its sender's rate is dropped and
+costs the sender :data:`~.score.RATE_LIMITED` (logged once per peer as ``rate_limited``).
+A message of a kind nobody registered costs its sender :data:`~.score.INVALID_MESSAGE`, as
+does a handshake message after the handshake (the peer's reader refuses those before they
+get here).
 
 Reactors reach the peers through the router: :meth:`Router.peers`, :meth:`Router.get`,
 :meth:`Router.broadcast`, :meth:`Router.penalize` and :meth:`Router.disconnect`.
@@ -19,7 +24,7 @@ The router's own kinds are discovery's (:class:`PeerRecords`, :class:`GetPeers`)
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any, Protocol
 
 import structlog
@@ -35,7 +40,9 @@ from .host import Host, P2PConfig
 from .messages import MESSAGE_TYPES, GetPeers, Hello, Message, PeerRecords
 from .mobility import AddressWatcher, is_wildcard, local_ip_toward
 from .peer import Peer
+from .pex import RATES as PEX_RATES
 from .pex import PeerExchange
+from .ratelimit import Rate, RequestLimits
 from .stats import P2PStats, PeerStats
 from .transport import Transport
 
@@ -105,18 +112,26 @@ class Router:
         self.dialer = Dialer(self.host, self.book, config.bootnodes, key.public, self._rng)
         self._routes: dict[type[Any], Reactor] = {}
         self._reactors: list[Reactor] = []
+        self.limits = RequestLimits(trio.current_time)
         self.pex = PeerExchange(self, self.book, self.own, self.dialer, key.public, chain_id,
                                 self._rng, now_ms)
-        self.register((PeerRecords, GetPeers), self.pex)
+        self.register((PeerRecords, GetPeers), self.pex, rates=PEX_RATES)
         self.address = ""
 
     # reactors ------------------------------------------------------------------------------
 
-    def register(self, kinds: Iterable[type[Any]], reactor: Reactor) -> None:
+    def register(self, kinds: Iterable[type[Any]], reactor: Reactor, *,
+                 rates: Mapping[type[Any], Rate] | None = None) -> None:
         """Deliver the messages of ``kinds`` to ``reactor``; tell it of peers connecting and
-        going. Raises :class:`KindTakenError` if a kind has a reactor already, and
-        ValueError for a type that is not a declared message kind."""
+        going. ``rates`` gives the request kinds among them the rate each peer may send
+        them at (module doc). Raises :class:`KindTakenError` if a kind has a reactor
+        already, and ValueError for a type that is not a declared message kind or a rate
+        for a kind not in ``kinds``."""
         kinds = list(kinds)
+        rates = rates or {}
+        for kind in rates:
+            if kind not in kinds:
+                raise ValueError(f"a rate for {kind.__name__}, which is not registered here")
         for kind in kinds:
             if MESSAGE_TYPES.get(kind.KIND) is not kind:
                 raise ValueError(f"{kind.__name__} is not a declared message kind")
@@ -126,6 +141,8 @@ class Router:
                                      f"{type(taken).__name__} already")
         for kind in kinds:
             self._routes[kind] = reactor
+        for kind, rate in rates.items():
+            self.limits.add(kind, rate)
         if reactor not in self._reactors:
             self._reactors.append(reactor)
 
@@ -171,17 +188,22 @@ class Router:
             reactor.connected(peer)
 
     def on_disconnected(self, peer: Peer, reason: str) -> None:
+        self.limits.forget(peer)
         for reactor in self._reactors:
             reactor.disconnected(peer)
         self.dialer.wake()
 
     async def on_message(self, peer: Peer, msg: Message) -> None:
-        reactor = self._routes.get(type(msg))
+        kind = type(msg)
+        reactor = self._routes.get(kind)
         if reactor is None:
-            self.host.penalize(peer, score.INVALID_MESSAGE,
-                               f"unexpected {type(msg).__name__}")
-        else:
+            self.host.penalize(peer, score.INVALID_MESSAGE, f"unexpected {kind.__name__}")
+        elif (over := self.limits.charge(peer, kind)) is None:
             await reactor.receive(peer, msg)
+        else:
+            self.host.penalize(peer, score.RATE_LIMITED,
+                               f"rate_limited: {kind.__name__} dropped, over {over.per_s:g}/s "
+                               f"(burst {over.burst:g})")
 
     # moving ------------------------------------------------------------------------------
 

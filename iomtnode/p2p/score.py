@@ -23,6 +23,7 @@ INVALID_MESSAGE = 20  # well-formed msgpack that is not a valid message, or one 
 BAD_SIGNATURE = 50  # a transaction, vote or record with a signature that does not verify
 INVALID_BLOCK = 50  # a block that breaks the chain rules
 UNREQUESTED = 5  # an answer nobody asked for (e.g. blocks or txs not requested)
+RATE_LIMITED = 2  # a request over its kind's rate (dropped): 50 in quick succession ban
 
 BAN_THRESHOLD = -100.0  # points; a score below this bans the node
 DECAY_PER_S = 1.0  # points per second a negative score recovers toward 0

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from ..core import fields as f
 from ..p2p.messages import MAX_IDS_PER_MESSAGE, list_of, message, raw_value
+from ..p2p.ratelimit import Rate
 
 MAX_BLOCKS_PER_MESSAGE = 64  # blocks in one sync response
 
@@ -58,3 +59,12 @@ class CompactBlock:
     tx_ids: list[bytes]
     last_commit: bytes
     commit: bytes
+
+
+# How often one peer may send each request kind (see :mod:`iomtnode.p2p.ratelimit`).
+# GetBlocks: a syncing peer has at most PARALLEL_PEERS (3) ranges of up to 64 blocks out at
+# once and asks again when one is verified (a range of 32 empty blocks takes over 10 ms): a
+# few dozen a second at most. Each answer is at most one frame read from the store.
+GET_BLOCKS_RATE = Rate(per_s=100, burst=400)  # requests/s; burst: requests
+# Status: sent on connect (and when a head changes); each may wake this node's sync.
+STATUS_RATE = Rate(per_s=100, burst=400)  # messages/s; burst: messages

@@ -16,9 +16,10 @@ from ..admission.messages import BlockTxs
 from ..p2p.peer import Peer
 from .blockrelay import BlockRelay
 from .blocksync import BlockSync
-from .messages import Blocks, CompactBlock, GetBlocks, Status
+from .messages import GET_BLOCKS_RATE, STATUS_RATE, Blocks, CompactBlock, GetBlocks, Status
 
 KINDS = (Status, GetBlocks, Blocks, CompactBlock)
+RATES = {GetBlocks: GET_BLOCKS_RATE, Status: STATUS_RATE}  # per peer (the requests among KINDS)
 
 
 class SyncReactor:

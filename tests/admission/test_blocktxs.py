@@ -15,6 +15,7 @@ from iomtnode.admission.blocktxs import (
     ASK_BYTES_PER_PEER,
     ASKS_PER_PEER,
     Asks,
+    BadRequestError,
     BlockTxsReactor,
     chain_txs,
     serve,
@@ -68,10 +69,38 @@ def test_a_committed_blocks_transactions_are_served_as_stored_by_index(tmp_path)
     chain, made = source_chain(tmp_path / "data", 1, 5)
     block, _ = made[-1]
     lookups = (lambda block_hash: None, chain_txs(chain))
-    assert serve(lookups, GetBlockTxs(block.hash, [4, 0, 9])) == [  # 9: out of range
-        BlockTxs(block.hash, [4, 0], [block.txs[4].raw, block.txs[0].raw])]
+    assert serve(lookups, GetBlockTxs(block.hash, [0, 4])) == [
+        BlockTxs(block.hash, [0, 4], [block.txs[0].raw, block.txs[4].raw])]
     unknown = blake2b256(b"no such block")
     assert serve(lookups, GetBlockTxs(unknown, [0])) == [BlockTxs(unknown, [], [])]
+
+
+@pytest.mark.parametrize(("indexes", "reason"), [
+    ([0] * 10_000, "not strictly increasing"),  # one transaction asked 10,000 times
+    ([0, 1, 1, 2], "not strictly increasing"),  # a duplicate
+    ([3, 0], "not strictly increasing"),  # out of order
+    ([0, 5], "index 5 past the block's 5 transactions"),  # the block has 0..4
+])
+def test_a_request_with_repeated_disordered_or_missing_indexes_is_refused(
+        tmp_path, indexes, reason):
+    chain, made = source_chain(tmp_path / "data", 1, 5)
+    block, _ = made[-1]
+    with pytest.raises(BadRequestError, match=reason):
+        serve((chain_txs(chain),), GetBlockTxs(block.hash, indexes))
+
+
+async def test_a_refused_request_is_not_answered_and_costs_its_sender(tmp_path):
+    chain, made = source_chain(tmp_path / "data", 1, 5)
+    block, _ = made[-1]
+    b = Peer(pub("B"))
+    router = Router([b])
+    reactor = BlockTxsReactor((chain_txs(chain),), Asks(router), {}, router.penalize)
+    await reactor.receive(b, GetBlockTxs(block.hash, [0] * 10_000))
+    assert b.sent == []
+    assert [(points, reason.split(":")[0]) for _, points, reason in router.penalties] == [
+        (score.INVALID_MESSAGE, "block_txs_request_refused")]
+    await reactor.receive(b, GetBlockTxs(block.hash, [0, 1]))  # a good one is answered
+    assert b.sent == [BlockTxs(block.hash, [0, 1], [block.txs[0].raw, block.txs[1].raw])]
 
 
 def test_a_block_consensus_holds_is_served_before_the_chain_is_read(tmp_path):
@@ -89,7 +118,7 @@ async def test_an_answer_goes_to_the_one_that_asked_and_a_request_is_answered(tm
     router = Router([b, c, d])
     asks = Asks(router)
     consensus, sync = Taker(), Taker()
-    reactor = BlockTxsReactor((), asks, {"consensus": consensus, "sync": sync})
+    reactor = BlockTxsReactor((), asks, {"consensus": consensus, "sync": sync}, router.penalize)
     assert asks.sender("consensus")(pub("B"), GetBlockTxs(b"x" * 32, [0]))
     assert asks.sender("sync")(pub("C"), GetBlockTxs(b"y" * 32, [0]))
     assert not asks.sender("sync")(pub("E"), GetBlockTxs(b"y" * 32, [0]))  # not connected
@@ -146,7 +175,7 @@ async def test_two_takers_fetching_one_block_of_one_peer_each_get_their_answer(
             pools[name].get, asks.sender(name), router.penalize_id,
             lambda waiting: None, verify=Verifier(chain.chain_id).verify_now, what=name)
         takers[name] = Queued(assembler, queued=name == "consensus")
-    reactor = BlockTxsReactor((chain_txs(chain),), asks, takers)
+    reactor = BlockTxsReactor((chain_txs(chain),), asks, takers, router.penalize)
     msg = compact(block, commit)
     second = "sync" if first == "consensus" else "consensus"
     for name in (first, second):
@@ -169,7 +198,7 @@ async def test_an_answer_with_an_index_nobody_asked_costs_the_peer(tmp_path):
     router = Router([b])
     asks = Asks(router)
     consensus, sync = Taker(), Taker()
-    reactor = BlockTxsReactor((), asks, {"consensus": consensus, "sync": sync})
+    reactor = BlockTxsReactor((), asks, {"consensus": consensus, "sync": sync}, router.penalize)
     asks.sender("consensus")(pub("B"), GetBlockTxs(b"x" * 32, [1, 2]))
     asks.sender("sync")(pub("B"), GetBlockTxs(b"x" * 32, [2, 3]))
     await reactor.receive(b, BlockTxs(b"x" * 32, [1, 4], [b"t", b"u"]))
@@ -186,7 +215,7 @@ async def test_a_peers_requests_are_forgotten_when_it_leaves_and_bounded_meanwhi
     router = Router([b])
     asks = Asks(router)
     sync = Taker()
-    reactor = BlockTxsReactor((), asks, {"sync": sync})
+    reactor = BlockTxsReactor((), asks, {"sync": sync}, router.penalize)
     for n in range(ASKS_PER_PEER + 1):  # the first is forgotten: too many unanswered
         asks.sender("sync")(pub("B"), GetBlockTxs(bytes([n]) * 32, [0]))
     await reactor.receive(b, BlockTxs(bytes([0]) * 32, [0], [b"t"]))
@@ -277,7 +306,7 @@ async def test_an_answer_to_a_forgotten_request_costs_the_peer_nothing():
     router = Router([b])
     asks = Asks(router)
     consensus, sync = Taker(), Taker()
-    reactor = BlockTxsReactor((), asks, {"consensus": consensus, "sync": sync})
+    reactor = BlockTxsReactor((), asks, {"consensus": consensus, "sync": sync}, router.penalize)
     x = b"x" * 32
     asks.sender("consensus")(pub("B"), GetBlockTxs(x, [2, 3, 4]))
     asks.sender("sync")(pub("B"), GetBlockTxs(x, [1, 2, 3, 4]))
@@ -297,7 +326,7 @@ async def test_a_request_of_scattered_indexes_waits_for_those_only():
     router = Router([b])
     asks = Asks(router)
     sync = Taker()
-    reactor = BlockTxsReactor((), asks, {"sync": sync})
+    reactor = BlockTxsReactor((), asks, {"sync": sync}, router.penalize)
     x = b"x" * 32
     asks.sender("sync")(pub("B"), GetBlockTxs(x, [9, 1, 5]))
     await reactor.receive(b, BlockTxs(x, [5], [b"t5"]))

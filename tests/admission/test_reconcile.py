@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 import pytest
 import trio
 
+from iomtnode.admission import gossip as gossip_module
 from iomtnode.admission import reconcile
-from iomtnode.admission.gossip import REQUEST_RETRY_S
-from iomtnode.admission.messages import TxAnnounce, TxRequest, Txs
+from iomtnode.admission.gossip import REQUEST_RETRY_S, send_txs
+from iomtnode.admission.messages import MAX_TXS_PER_MESSAGE, TxAnnounce, TxRequest, Txs
 from iomtnode.admission.reconcile import (
     MAX_ASKS,
     RECONCILE_BATCH_BYTES,
@@ -25,8 +26,9 @@ from iomtnode.admission.reconcile import (
     select_batch,
 )
 from iomtnode.core.crypto import blake2b256
+from iomtnode.core.tx import MAX_TX_BYTES
 from iomtnode.p2p import score
-from iomtnode.p2p.messages import MAX_IDS_PER_MESSAGE
+from iomtnode.p2p.messages import MAX_IDS_PER_MESSAGE, MAX_MESSAGE_BYTES, encode_message
 from tests.admission.fakes import FakeHost, FakeMempool, Gossiping, gossiping, reading
 
 A, B, C, D = b"\xaa" * 32, b"\xbb" * 32, b"\xcc" * 32, b"\xdd" * 32
@@ -333,6 +335,40 @@ async def test_a_peer_asking_too_fast_is_not_served_beyond_its_budget(
     await trio.sleep(2.0)
     rec.on_request(a, TxRequest(ids[2:]))
     assert [len(m.txs) for m in a.of(Txs)] == [2, 2]
+
+
+async def test_a_request_naming_an_id_twice_is_refused_whole_and_costs_its_sender(
+        autojump_clock):
+    rec, _, host, (a, _), pool = setup()
+    ids = fill(pool, 2)
+    rec.on_request(a, TxRequest([ids[0], ids[1], ids[0]]))
+    assert a.of(Txs) == []
+    assert [(points, reason) for _, points, reason in host.penalties] == [
+        (score.INVALID_MESSAGE, "tx_request_refused: 1 of 3 ids asked more than once")]
+    rec.on_request(a, TxRequest(ids))  # without the repeat it is served
+    assert [len(m.txs) for m in a.of(Txs)] == [2]
+
+
+async def test_an_answer_is_split_by_bytes_below_the_frame_limit(autojump_clock, monkeypatch):
+    monkeypatch.setattr(gossip_module, "TXS_MESSAGE_BYTES", 1000)
+    rec, _, _, (a, _), pool = setup()
+    ids = fill(pool, 40)
+    size = len(pool.txs[ids[0]].raw)
+    rec.on_request(a, TxRequest(ids))
+    answers = a.of(Txs)
+    assert [raw for m in answers for raw in m.txs] == [pool.txs[i].raw for i in ids]
+    assert len(answers) > 1
+    assert all(sum(map(len, m.txs)) <= 1000 for m in answers)
+    assert all(len(m.txs) == 1000 // size for m in answers[:-1])
+
+
+def test_a_batch_of_the_largest_transactions_fits_a_frame():
+    """The count limit alone would allow 4,096 x 4,096 bytes: 16 MiB in a 4 MiB frame."""
+    peer = FakePeer(A)
+    raws = [bytes(MAX_TX_BYTES)] * MAX_TXS_PER_MESSAGE
+    send_txs(peer, raws, sum(map(len, raws)))
+    assert sum(len(m.txs) for m in peer.sent) == MAX_TXS_PER_MESSAGE
+    assert all(len(encode_message(m)) < MAX_MESSAGE_BYTES for m in peer.sent)
 
 
 @pytest.mark.parametrize("kind", [TxAnnounce, TxRequest])

@@ -1,0 +1,96 @@
+"""Token buckets per peer and request kind: how often a peer may make this node work.
+
+A request is a message that makes this node look something up and answer (a block's
+transactions, a range of blocks, transactions by id, peer records). Each request kind is
+registered with the router with a :class:`Rate` (declared next to the message kind by the
+layer that owns it); every request a peer sends takes one token from that peer's bucket for
+its kind, and the bucket refills at ``per_s`` tokens a second up to ``burst``. A request that
+finds its bucket empty is not handled: the router drops it and charges the peer
+:data:`~.score.RATE_LIMITED`, so a peer that keeps at it is banned, and one that overshoots
+once is forgiven as its score decays.
+
+Rates are sized from what honest peers send (each kind's constant says how), with room to
+spare: honest load never meets them. A charge is two dict lookups and some arithmetic; no
+task, no allocation beyond a bucket per (peer, kind) made on the peer's first request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """How often a peer may send one kind of request: ``per_s`` requests a second sustained,
+    ``burst`` at once after a quiet spell (the bucket's size)."""
+
+    per_s: float
+    burst: float
+
+    def __post_init__(self) -> None:
+        if self.per_s <= 0 or self.burst < 1:
+            raise ValueError(f"a rate needs per_s > 0 and burst >= 1, got {self}")
+
+
+class _Bucket:
+    __slots__ = ("at", "tokens")
+
+    def __init__(self, tokens: float, at: float) -> None:
+        self.tokens = tokens
+        self.at = at
+
+
+class RequestLimits:
+    """The buckets of every connected peer (module doc). ``clock()`` is the time in seconds
+    (monotonic: the router passes ``trio.current_time``); ``rates`` maps a request kind to its
+    :class:`Rate`; kinds not in it are never limited.
+
+    Resource handling: one small bucket per peer and kind it has used; a peer's buckets go
+    with :meth:`forget` (when it disconnects)."""
+
+    def __init__(self, clock: Callable[[], float], rates: Mapping[type, Rate] | None = None
+                 ) -> None:
+        self._clock = clock
+        self._rates: dict[type, Rate] = dict(rates or {})
+        self._buckets: dict[Hashable, dict[type, _Bucket]] = {}
+        self.dropped = 0  # requests refused for their rate, all peers, all kinds
+
+    def add(self, kind: type, rate: Rate) -> None:
+        """Limit ``kind`` to ``rate`` per peer (a kind is limited once: ValueError after)."""
+        if kind in self._rates:
+            raise ValueError(f"{kind.__name__} has a rate already")
+        self._rates[kind] = rate
+
+    def rate(self, kind: type) -> Rate | None:
+        """The rate ``kind`` is limited to, None if it is not."""
+        return self._rates.get(kind)
+
+    def charge(self, peer: Hashable, kind: type) -> Rate | None:
+        """Take a token from ``peer``'s bucket for ``kind``. Returns None if there was one,
+        else the rate the peer is over (the request is to be dropped). Always None (and no
+        clock read) for a kind without a rate."""
+        rate = self._rates.get(kind)
+        if rate is None:
+            return None
+        now = self._clock()
+        buckets = self._buckets.get(peer)
+        if buckets is None:
+            buckets = self._buckets[peer] = {}
+        bucket = buckets.get(kind)
+        if bucket is None:
+            bucket = buckets[kind] = _Bucket(rate.burst, now)
+        tokens = bucket.tokens + (now - bucket.at) * rate.per_s
+        if tokens > rate.burst:
+            tokens = rate.burst
+        bucket.at = now
+        if tokens < 1.0:
+            bucket.tokens = tokens
+            self.dropped += 1
+            return rate
+        bucket.tokens = tokens - 1.0
+        return None
+
+    def forget(self, peer: Hashable) -> None:
+        """``peer`` is gone: its buckets go too."""
+        self._buckets.pop(peer, None)
