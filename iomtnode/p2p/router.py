@@ -36,6 +36,7 @@ from .messages import MESSAGE_TYPES, GetPeers, Hello, Message, PeerRecords
 from .mobility import AddressWatcher, is_wildcard, local_ip_toward
 from .peer import Peer
 from .pex import PeerExchange
+from .slots import USEFUL_MESSAGES
 from .stats import P2PStats, PeerStats
 from .transport import Transport
 
@@ -97,7 +98,12 @@ class Router:
         host, port = parse_hostport(config.p2p_listen, "p2p_listen")
         self.host = Host(
             P2PConfig(host=host, port=port, max_peers=config.max_peers,
-                      max_inbound_per_ip=config.max_inbound_per_ip, ban_s=config.ban_s),
+                      outbound_slots=config.outbound_slots,
+                      max_inbound_per_ip=config.max_inbound_per_ip,
+                      max_inbound_per_netgroup=config.max_inbound_per_netgroup,
+                      max_pending_per_ip=config.max_pending_per_ip,
+                      max_pending_per_netgroup=config.max_pending_per_netgroup,
+                      ban_s=config.ban_s, address_ban_s=config.address_ban_s),
             key, self, transport=transport,
         )
         self.book = AddressBook(store, chain_id)
@@ -180,8 +186,14 @@ class Router:
         if reactor is None:
             self.host.penalize(peer, score.INVALID_MESSAGE,
                                f"unexpected {type(msg).__name__}")
-        else:
+        elif (useful := USEFUL_MESSAGES.get(type(msg).__name__)) is None:
             await reactor.receive(peer, msg)
+        else:  # a kind that protects its sender from eviction, unless it cost a penalty
+            before = self.host.scoreboard.score(peer.node_id, trio.current_time())
+            await reactor.receive(peer, msg)
+            now = trio.current_time()
+            if self.host.scoreboard.score(peer.node_id, now) >= before:
+                peer.useful_at[useful] = now
 
     # moving ------------------------------------------------------------------------------
 
