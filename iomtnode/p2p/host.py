@@ -40,6 +40,7 @@ from .hostconfig import (
     P2P_PATH,
     RECEIVE_BUFFER_BYTES,
     RECEIVE_QUEUE_FRAMES,
+    WRONG_NODE,
     DialError,
     HostHandler,
     P2PConfig,
@@ -279,7 +280,7 @@ class Host:
         sent (a refused node never completes the handshake) and again to register."""
         now = trio.current_time()
         if expect is not None and node_id != expect:
-            raise HandshakeError(f"answered by another node: dialed {expect.hex()[:16]}, "
+            raise HandshakeError(f"{WRONG_NODE}: dialed {expect.hex()[:16]}, "
                                  f"{node_id.hex()[:16]} answered")
         if self.scoreboard.is_banned(node_id, now):
             raise HandshakeError("node banned")

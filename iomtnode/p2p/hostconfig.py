@@ -25,8 +25,16 @@ RECEIVE_BUFFER_BYTES = 256 * 1024  # read from the socket at once (trio-websocke
 # so a 1 MB batch of transactions took 256 reads and frame-parser passes)
 
 
+WRONG_NODE = "answered by another node"  # how a refused dial of a node id's record begins
+
+
 class DialError(Exception):
     """A dial that failed: unreachable, timed out, rejected or refused (the message says why)."""
+
+    @property
+    def wrong_node(self) -> bool:
+        """Whether another node than the one dialed for answered (see ``Host.dial``)."""
+        return str(self).startswith(WRONG_NODE)
 
 
 class HostHandler(Protocol):

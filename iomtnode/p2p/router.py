@@ -29,7 +29,8 @@ from ..config import Config, parse_hostport
 from ..core.crypto import SigningKey
 from ..store import BlockStore
 from . import score
-from .discovery import AddressBook, Dialer, OwnRecord, wall_clock_ms
+from .dialer import Dialer
+from .discovery import AddressBook, OwnRecord, wall_clock_ms
 from .handshake import make_hello
 from .host import Host, P2PConfig
 from .messages import MESSAGE_TYPES, GetPeers, Hello, Message, PeerRecords
@@ -106,9 +107,10 @@ class Router:
                       ban_s=config.ban_s, address_ban_s=config.address_ban_s),
             key, self, transport=transport,
         )
-        self.book = AddressBook(store, chain_id)
+        self.book = AddressBook(store, chain_id, now_ms)
         self.own = OwnRecord(key, chain_id, store, now_ms)
-        self.dialer = Dialer(self.host, self.book, config.bootnodes, key.public, self._rng)
+        self.dialer = Dialer(self.host, self.book, config.bootnodes, key.public, self._rng,
+                             config.outbound_slots)
         self._routes: dict[type[Any], Reactor] = {}
         self._reactors: list[Reactor] = []
         self.pex = PeerExchange(self, self.book, self.own, self.dialer, key.public, chain_id,
