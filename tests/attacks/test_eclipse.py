@@ -18,49 +18,15 @@ import structlog
 import trio
 
 from iomtnode.config import Config
-from iomtnode.core.crypto import SigningKey
 from iomtnode.node import Clock, Node
-from iomtnode.p2p.handshake import make_hello
-from iomtnode.p2p.host import DialError, Host, P2PConfig
-from iomtnode.p2p.messages import Hello
-from iomtnode.p2p.peer import Peer
+from iomtnode.p2p.host import DialError, Host
 from iomtnode.p2p.slots import MAX_PENDING_PER_IP, MAX_PENDING_PER_NETGROUP
 from iomtnode.p2p.transport import TcpTransport
 
 from ..node.harness import BASE, Net, wait_for
+from .throwaway import throwaway_host
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class Throwaway:
-    """The handler of an attacker's host: a valid Hello, then silence (pings are answered by
-    the host itself, so the connection stays up)."""
-
-    def __init__(self, key: SigningKey, net: Net) -> None:
-        self.key, self.net = key, net
-
-    def local_hello(self) -> Hello:
-        return make_hello(self.key, self.net.chain_id, self.net.genesis.hash, 0, bytes(32))
-
-    def local_record(self) -> bytes:
-        return b""
-
-    async def on_connected(self, peer: Peer) -> None:
-        pass
-
-    async def on_message(self, peer: Peer, msg: object) -> None:
-        await trio.lowlevel.checkpoint()
-
-    def on_disconnected(self, peer: Peer, reason: str) -> None:
-        pass
-
-
-async def throwaway_host(nursery: trio.Nursery, net: Net, ip: str) -> Host:
-    key = SigningKey.generate()
-    host = Host(P2PConfig(port=None), key, Throwaway(key, net),
-                transport=net.network.transport(ip))
-    await nursery.start(host.run)
-    return host
 
 
 ATTACK_IPS = ("10.66.0.1", "10.66.0.2", "10.66.1.1", "10.66.1.2")  # 4 IPs, 2 netgroups
