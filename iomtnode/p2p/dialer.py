@@ -3,8 +3,9 @@
 Bootnodes (the operator's list) are dialed whenever not connected, beyond the outbound slots;
 their host names are resolved again on every dial. Records from the book fill the outbound
 slots (``outbound_slots``): those whose node answered us before (the tried table) whenever
-one is free, those never answered (the new table) one at a time, at most one every
-:data:`NEW_DIAL_INTERVAL_S`, so a book full of junk costs a trickle of dials, not a burst.
+one is free, those never answered (the new table) at most :data:`NEW_DIAL_BURST` at once and
+one every :data:`NEW_DIAL_INTERVAL_S` after that, so a book full of junk costs a trickle of
+dials, not a burst.
 Every address failing is retried with capped exponential backoff and jitter.
 
 A record's dial is a dial of its node id (:meth:`~.host.Host.dial` with ``node_id``): if
@@ -30,7 +31,8 @@ log = structlog.get_logger(__name__)
 
 DIAL_TICK_S = 0.5  # how often the dialer looks for peers to (re)dial
 MAX_DIALS_IN_FLIGHT = 8
-NEW_DIAL_INTERVAL_S = 1.0  # at most one dial of a never-answered record this often
+NEW_DIAL_INTERVAL_S = 1.0  # dials of never-answered records: one this often on average ...
+NEW_DIAL_BURST = 4  # ... and at most this many at once (a token bucket)
 
 
 class DialHost(Protocol):
@@ -58,7 +60,8 @@ class Dialer:
         self._next_try: dict[str, float] = {}
         self._in_flight: dict[str, bytes | None] = {}  # address -> node id dialed (None: any)
         self._answered_by: dict[str, bytes] = {}  # bootnode address -> node id that answered
-        self._next_new_dial = 0.0
+        self._new_tokens = float(NEW_DIAL_BURST)  # new-table dials that may start now
+        self._tokens_at = 0.0
         self._wake = trio.Event()
 
     def wake(self, reset: str | None = None) -> None:
@@ -97,12 +100,17 @@ class Dialer:
             if (entry.tried and entry.record.node_id not in skip and address not in busy
                     and self._ready(address, now)):
                 picked.append((address, entry.record.node_id))
-        if len(picked) < free and now >= self._next_new_dial:
+        self._new_tokens = min(float(NEW_DIAL_BURST), self._new_tokens
+                               + (now - self._tokens_at) / NEW_DIAL_INTERVAL_S)
+        self._tokens_at = now
+        while len(picked) < free and self._new_tokens >= 1:
             record = self._book.tables.pick_new(self._rng, skip)
-            if record is not None and record.addresses[0] not in busy and self._ready(
+            if record is None or record.addresses[0] in busy or not self._ready(
                     record.addresses[0], now):
-                self._next_new_dial = now + NEW_DIAL_INTERVAL_S
-                picked.append((record.addresses[0], record.node_id))
+                break
+            self._new_tokens -= 1
+            skip.add(record.node_id)
+            picked.append((record.addresses[0], record.node_id))
         return boot + picked
 
     async def _dial(self, address: str, node_id: bytes | None) -> None:
