@@ -149,7 +149,7 @@ class Host:
         """Serve one inbound connection on ``stream`` (any trio Stream) until it closes.
 
         ``remote`` is the other end's ``"ip:port"``; its IP counts against the limits of
-        :mod:`.slots`, and a banned IP or one over its pending-handshake share is closed unread.
+        :mod:`.slots`; a banned IP, or one over its pending-handshake share, gets 503 unread.
         Resource handling: ``stream`` is closed before this returns.
         Error handling: refusals and failures are logged, not raised.
         """

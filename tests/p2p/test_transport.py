@@ -414,6 +414,20 @@ async def test_inbound_slots_are_enforced_at_the_http_upgrade(nursery, autojump_
         assert {p.node_id for p in b.peers()} == {a.node_id, d.node_id}
 
 
+async def test_a_dial_for_one_node_answered_by_another_replaces_nothing(nursery,
+                                                                        autojump_clock):
+    with trio.fail_after(60):
+        a, b = await start_host(nursery, key(1)), await start_host(nursery, key(2))
+        live = await link(nursery, a, b)
+        sa, sb = memory_stream_pair()  # a record of key 3 names b's address: b answers
+        nursery.start_soon(b.accept_stream, sb, A_REMOTE)
+        with pytest.raises(DialError, match="answered by another node") as failed:
+            await a.connect_stream(sa, B_ADDRESS, key(3).public)
+        assert failed.value.wrong_node
+        assert a.get(b.node_id) is live and not live.closed  # the live link is kept
+        assert rec(a).reasons(b.node_id) == [] and rec(b).reasons(a.node_id) == []
+
+
 async def test_garbage_frames_lower_the_score_until_banned(nursery, autojump_clock):
     with trio.fail_after(60):
         b = await start_host(nursery, key(2))
