@@ -222,7 +222,12 @@ class Slots:
         _decrement(self._inbound, _keys(ip))
 
     def pending(self, ip: str) -> int:
+        """Inbound handshakes in progress from ``ip``."""
         return self._pending[ip]
+
+    def pending_in(self, group: str) -> int:
+        """Inbound handshakes in progress from the netgroup ``group`` (see :func:`netgroup`)."""
+        return self._pending["g:" + group]
 
 
 def _ip(remote: str) -> str:
