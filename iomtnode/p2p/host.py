@@ -148,23 +148,23 @@ class Host:
     async def accept_stream(self, stream: trio.abc.Stream, remote: str) -> None:
         """Serve one inbound connection on ``stream`` (any trio Stream) until it closes.
 
-        ``remote`` is the other end's ``"ip:port"``; its IP counts against the limits of
+        ``remote`` is the other end's ``"ip:port"``: its IP counts against the limits of
         :mod:`.slots`; a banned IP, or one over its pending-handshake share, gets 503 unread.
-        Resource handling: ``stream`` is closed before this returns.
-        Error handling: refusals and failures are logged, not raised.
+        Resource handling: ``stream`` is closed before this returns. Error handling: logged.
         """
-        ip = ip_of(remote)
-        if self.scoreboard.is_address_banned(ip, trio.current_time()):
-            refusal: str | None = "address banned"
-        else:
-            refusal = self.slots.pending_refusal(ip)
+        ip, handshake = ip_of(remote), trio.CancelScope()
+        refusal, evicted = (("address banned", None)
+                            if self.scoreboard.is_address_banned(ip, trio.current_time())
+                            else self.slots.open_inbound(ip, handshake))
+        if evicted is not None:
+            self.log.info("peer_handshake_evicted", remote=remote, evicted=evicted)
         if refusal is not None:
             self.log.info("peer_handshake_rejected", remote=remote, status=503, reason=refusal)
             await refuse_unread(stream, refusal)
             return
-        self.slots.open_inbound(ip)
         try:
-            await self._connection(stream, remote, False)
+            with handshake:  # cancelled only while pending, for a newcomer (see .slots)
+                await self._connection(stream, remote, False, pending=handshake)
         finally:
             self.slots.close_inbound(ip)
 
@@ -198,7 +198,7 @@ class Host:
         return peer
 
     async def _connection(self, stream: trio.abc.Stream, remote: str, outbound: bool,
-                          expect: bytes | None = None, *,
+                          expect: bytes | None = None, *, pending: trio.CancelScope | None = None,
                           task_status: trio.TaskStatus[Peer] = trio.TASK_STATUS_IGNORED) -> None:
         """One connection from the websocket upgrade to its close; an outbound one reports
         ``started(peer)`` once registered, or raises DialError."""
@@ -209,8 +209,8 @@ class Host:
                     peer, failure = await self._establish(nursery, stream, remote, outbound,
                                                           expect)
                 finally:
-                    if not outbound:
-                        self.slots.handshake_over(ip_of(remote))
+                    if pending is not None:
+                        self.slots.handshake_over(pending)
                 if peer is not None:
                     task_status.started(peer)
                     await self._serve_peer(peer)

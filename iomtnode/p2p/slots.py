@@ -3,10 +3,12 @@
 Pure: no I/O, no clock (the host passes ``now`` and the peers' figures). The host asks
 :class:`Slots` at three moments:
 
-1. **A socket is accepted** (nothing read yet): :meth:`Slots.pending_refusal`. Connections in
+1. **A socket is accepted** (nothing read yet): :meth:`Slots.open_inbound`. Connections in
    their handshake (from the accept to the registered peer, at most ``handshake_timeout_s``)
    are limited per IP, per netgroup and in all, so sockets that never finish their handshake
    from a few addresses cannot keep honest peers out: they fill their own address's share.
+   When the handshakes in all are at their limit, a newcomer from a netgroup with fewer of
+   them than the most crowded one takes the place of that netgroup's oldest handshake.
 2. **The HTTP upgrade arrived**: :meth:`Slots.connection_refusal`. Inbound connections
    (handshaking or registered) are limited per IP and per netgroup.
 3. **A handshake completed**: inbound connections at most ``max_peers - outbound_slots``
@@ -151,6 +153,12 @@ class Connected(Protocol):
 _P = TypeVar("_P", bound=Connected)
 
 
+class Cancellable(Protocol):
+    """A pending handshake, as the host hands it over: it can be called off."""
+
+    def cancel(self) -> None: ...
+
+
 class Slots:
     """Counts of inbound connections per IP and netgroup, handshaking and registered; the
     refusals of the module doc. The host calls ``open_*``/``close_*`` in pairs.
@@ -161,18 +169,36 @@ class Slots:
         self._evict_key = evict_key
         self._pending: Counter[str] = Counter()  # by IP and by netgroup ("g:" prefix)
         self._inbound: Counter[str] = Counter()  # open inbound sockets, same keys
+        self._handshakes: dict[Cancellable, str] = {}  # pending, oldest first -> IP
         self.pending_total = 0
 
-    def pending_refusal(self, ip: str) -> str | None:
-        """Why a new socket from ``ip`` is closed unread now, or None."""
+    def open_inbound(self, ip: str, handshake: Cancellable) -> tuple[str | None, str | None]:
+        """A socket from ``ip`` was accepted: count it open and handshaking, or say why it is
+        refused (``(reason, None)``). ``(None, evicted_ip)`` when it took the place of the
+        oldest handshake of the most crowded netgroup, which is cancelled."""
         lim, group = self.limits, netgroup(ip)
         if self._pending[ip] >= lim.max_pending_per_ip:
-            return f"more than {lim.max_pending_per_ip} handshakes in progress from {ip}"
+            return f"more than {lim.max_pending_per_ip} handshakes in progress from {ip}", None
         if self._pending["g:" + group] >= lim.max_pending_per_netgroup:
-            return f"more than {lim.max_pending_per_netgroup} handshakes in progress from {group}"
+            return (f"more than {lim.max_pending_per_netgroup} handshakes in progress "
+                    f"from {group}"), None
+        evicted = None
         if self.pending_total >= lim.max_pending:
-            return f"more than {lim.max_pending} handshakes in progress"
-        return None
+            crowded = max(self._handshakes.values(), default=ip,
+                          key=lambda i: self._pending["g:" + netgroup(i)])
+            if self._pending["g:" + netgroup(crowded)] <= self._pending["g:" + group] + 1:
+                return f"more than {lim.max_pending} handshakes in progress", None
+            oldest = next(h for h, i in self._handshakes.items()
+                          if netgroup(i) == netgroup(crowded))
+            evicted = self._handshakes[oldest]
+            self.handshake_over(oldest)
+            oldest.cancel()
+        for key in _keys(ip):
+            self._inbound[key] += 1
+            self._pending[key] += 1
+        self.pending_total += 1
+        self._handshakes[handshake] = ip
+        return None, evicted
 
     def connection_refusal(self, ip: str) -> str | None:
         """Why an upgrade from ``ip`` (counted open) is refused (HTTP 503), or None."""
@@ -205,17 +231,13 @@ class Slots:
                     f"{lim.max_peers}) and no peer to evict")
         return None
 
-    def open_inbound(self, ip: str) -> None:
-        """A socket from ``ip`` was accepted: it is open and handshaking."""
-        for key in _keys(ip):
-            self._inbound[key] += 1
-            self._pending[key] += 1
-        self.pending_total += 1
-
-    def handshake_over(self, ip: str) -> None:
-        """The socket from ``ip`` is registered or failed its handshake (once per socket)."""
-        _decrement(self._pending, _keys(ip))
-        self.pending_total -= 1
+    def handshake_over(self, handshake: Cancellable) -> None:
+        """The handshake is over: registered, failed, or cancelled for a newcomer (then this
+        was done already and does nothing)."""
+        ip = self._handshakes.pop(handshake, None)
+        if ip is not None:
+            _decrement(self._pending, _keys(ip))
+            self.pending_total -= 1
 
     def close_inbound(self, ip: str) -> None:
         """The socket from ``ip`` is closed."""

@@ -99,33 +99,66 @@ def test_a_full_inbound_evicts_from_the_crowded_netgroup():
     assert victim is not None and victim.remote.startswith("66.6.6.")
 
 
-def test_pending_handshakes_are_limited_per_ip_netgroup_and_in_all():
-    table = Slots(Limits(max_pending_per_ip=2, max_pending_per_netgroup=3, max_pending=5), KEY)
-    table.open_inbound("10.0.0.1")
-    table.open_inbound("10.0.0.1")
-    assert "from 10.0.0.1" in str(table.pending_refusal("10.0.0.1"))
-    table.open_inbound("10.0.0.2")
-    assert "from 10.0.0.0/24" in str(table.pending_refusal("10.0.0.3"))
-    assert table.pending_refusal("10.0.1.1") is None  # another netgroup gets in
-    table.open_inbound("10.0.1.1")
-    table.open_inbound("10.0.2.1")
-    assert "more than 5 handshakes" in str(table.pending_refusal("10.0.3.1"))
-    table.handshake_over("10.0.0.1")  # registered: no longer pending, still connected
-    assert table.pending_refusal("10.0.0.1") is None
-    assert table.pending("10.0.0.1") == 1
+class Handshake:
+    """A pending handshake as the host hands it to Slots: it can be cancelled."""
+
+    def __init__(self, ip: str) -> None:
+        self.ip, self.cancelled = ip, False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def opened(table: Slots, ip: str) -> tuple[str | None, str | None, Handshake]:
+    handshake = Handshake(ip)
+    refusal, evicted = table.open_inbound(ip, handshake)
+    return refusal, evicted, handshake
+
+
+def test_pending_handshakes_are_limited_per_ip_and_netgroup():
+    table = Slots(Limits(max_pending_per_ip=2, max_pending_per_netgroup=3), KEY)
+    first = opened(table, "10.0.0.1")[2]
+    opened(table, "10.0.0.1")
+    assert "from 10.0.0.1" in str(opened(table, "10.0.0.1")[0])
+    assert opened(table, "10.0.0.2")[0] is None
+    assert "from 10.0.0.0/24" in str(opened(table, "10.0.0.3")[0])
+    assert opened(table, "10.0.1.1")[0] is None  # another netgroup gets in
+    assert table.pending("10.0.0.1") == 2 and table.pending_in("10.0.0.0/24") == 3
+    table.handshake_over(first)  # registered: no longer pending, still connected
+    assert table.pending("10.0.0.1") == 1 and table.pending_total == 3
+    assert opened(table, "10.0.0.1")[0] is None
+
+
+def test_a_full_handshake_queue_makes_room_from_the_most_crowded_netgroup():
+    table = Slots(Limits(max_pending_per_ip=4, max_pending_per_netgroup=4, max_pending=6), KEY)
+    flood = [opened(table, f"66.6.6.{i}")[2] for i in range(4)]
+    flood += [opened(table, f"66.6.7.{i}")[2] for i in range(2)]
+    assert table.pending_total == 6
+    refusal, evicted, honest = opened(table, "10.0.0.1")  # a netgroup with none pending
+    assert refusal is None and evicted == "66.6.6.0"  # the oldest of the most crowded goes
+    assert flood[0].cancelled and not any(h.cancelled for h in flood[1:])
+    assert table.pending_total == 6 and table.pending_in("66.6.6.0/24") == 3
+    table.handshake_over(flood[0])  # its task ends later: counted once only
+    assert table.pending_total == 6
+    # the crowded netgroup cannot take back its place from a less crowded one
+    assert "more than 6 handshakes" in str(opened(table, "66.6.6.9")[0])
+    # newcomers from fresh netgroups take places until every netgroup holds one ...
+    assert [opened(table, f"10.0.{i}.1")[1] is not None for i in range(1, 5)] == [
+        True, True, True, False]
+    assert table.pending_in("66.6.6.0/24") == table.pending_in("66.6.7.0/24") == 1
+    assert not honest.cancelled  # ... and nobody takes the place of a lone newcomer
 
 
 def test_connections_are_limited_per_ip_and_netgroup():
     table = Slots(Limits(max_inbound_per_ip=2, max_inbound_per_netgroup=3), KEY)
-    for ip in ("10.0.0.1", "10.0.0.1"):
-        table.open_inbound(ip)
-        table.handshake_over(ip)
+    for _ in range(2):
+        table.handshake_over(opened(table, "10.0.0.1")[2])
     assert table.connection_refusal("10.0.0.1") is None  # the second is within the limit
-    table.open_inbound("10.0.0.1")  # a third opens: over the limit
+    third = opened(table, "10.0.0.1")[2]  # a third opens: over the limit
     assert "more than 2 connections from 10.0.0.1" in str(table.connection_refusal("10.0.0.1"))
     table.close_inbound("10.0.0.1")
-    table.handshake_over("10.0.0.1")
-    table.open_inbound("10.0.0.2")
-    table.open_inbound("10.0.0.3")
+    table.handshake_over(third)
+    opened(table, "10.0.0.2")
+    opened(table, "10.0.0.3")
     assert "from 10.0.0.0/24" in str(table.connection_refusal("10.0.0.3"))
     assert slots.MAX_PENDING_PER_IP < slots.MAX_INBOUND_PER_IP < slots.MAX_INBOUND_PER_NETGROUP

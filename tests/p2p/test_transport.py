@@ -428,6 +428,24 @@ async def test_a_dial_for_one_node_answered_by_another_replaces_nothing(nursery,
         assert rec(a).reasons(b.node_id) == [] and rec(b).reasons(a.node_id) == []
 
 
+async def test_a_full_handshake_queue_makes_room_for_another_netgroup(nursery, autojump_clock):
+    with trio.fail_after(60):
+        a, b = await start_host(nursery, key(1)), await start_host(nursery, key(2))
+        silent = []
+        for group in range(8):  # 8 netgroups x 8 silent sockets: the 64 handshakes in all
+            for i in range(8):
+                sa, sb = memory_stream_pair()
+                nursery.start_soon(b.accept_stream, sb, f"10.{group + 1}.0.{i % 2}:{1000 + i}")
+                silent.append(sa)
+        await eventually(lambda: b.slots.pending_total == 64)
+        with capture_logs() as logs:
+            peer = await link(nursery, a, b)  # from a netgroup with none in progress
+        assert peer.node_id == b.node_id and b.get(a.node_id) is not None
+        [evicted] = [e["evicted"] for e in events(logs, "peer_handshake_evicted", b)]
+        assert evicted.startswith("10.") and not evicted.startswith("10.0.")  # a silent one
+        assert b.slots.pending_total == 63  # one silent socket gave up its place
+
+
 async def test_garbage_frames_lower_the_score_until_banned(nursery, autojump_clock):
     with trio.fail_after(60):
         b = await start_host(nursery, key(2))
