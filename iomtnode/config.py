@@ -32,8 +32,13 @@ class Config:
     log_level: str = "info"
     bootnodes: tuple[str, ...] = ()
     max_peers: int = 50
-    max_inbound_per_ip: int = 16
+    outbound_slots: int = 10
+    max_inbound_per_ip: int = 8
+    max_inbound_per_netgroup: int = 16
+    max_pending_per_ip: int = 4
+    max_pending_per_netgroup: int = 8
     ban_s: float = 600.0
+    address_ban_s: float = 600.0
     # consensus round timeouts (see consensus/machine.py Params) and message resending
     timeout_propose_s: float = 1.0
     timeout_prevote_s: float = 0.5
@@ -53,10 +58,15 @@ class Config:
             parse_hostport(address, "bootnodes entry")
         if not 1 <= self.max_peers <= 1000:
             raise ConfigError("max_peers must be between 1 and 1000")
-        if not 1 <= self.max_inbound_per_ip <= 1000:
-            raise ConfigError("max_inbound_per_ip must be between 1 and 1000")
-        if not 0 <= self.ban_s <= 30 * 86400:
-            raise ConfigError("ban_s must be between 0 and 30 days")
+        if not 0 <= self.outbound_slots < self.max_peers:
+            raise ConfigError("outbound_slots must be between 0 and max_peers - 1")
+        for name in ("max_inbound_per_ip", "max_inbound_per_netgroup", "max_pending_per_ip",
+                     "max_pending_per_netgroup"):
+            if not 1 <= getattr(self, name) <= 1000:
+                raise ConfigError(f"{name} must be between 1 and 1000")
+        for name in ("ban_s", "address_ban_s"):
+            if not 0 <= getattr(self, name) <= 30 * 86400:
+                raise ConfigError(f"{name} must be between 0 and 30 days")
         if not 0.001 <= self.block_interval_s <= 60:
             raise ConfigError("block_interval_s must be between 0.001 and 60 seconds")
         if not self.block_interval_s <= self.empty_block_interval_s <= 3600:
@@ -119,12 +129,25 @@ log_level = "{log_level}"
 # Host names are resolved again on every dial (gateways move).
 bootnodes = [{bootnodes}]
 
-# Connected peers at most, and inbound connections at most from one IP address.
+# Connected peers at most; of them, outbound_slots are kept for peers this node dials
+# (inbound connections never take them; when inbound is full a newcomer evicts the least
+# useful inbound peer from the most crowded network, see docs/p2p.md).
 max_peers = {max_peers}
-max_inbound_per_ip = {max_inbound_per_ip}
+outbound_slots = {outbound_slots}
 
-# Seconds a misbehaving peer stays banned.
+# Inbound connections at most from one IP address and from one /24 (IPv6 /64), and inbound
+# handshakes in progress at once from each. A localnet, whose nodes all share 127.0.0.1,
+# raises them to fit its nodes.
+max_inbound_per_ip = {max_inbound_per_ip}
+max_inbound_per_netgroup = {max_inbound_per_netgroup}
+max_pending_per_ip = {max_pending_per_ip}
+max_pending_per_netgroup = {max_pending_per_netgroup}
+
+# Seconds a misbehaving peer's node id, and the IP address it came from, stay banned the
+# first time (a repeat offender's ban doubles each time, up to a week). address_ban_s = 0
+# bans by node id only (nodes that share one address, as a localnet's do).
 ban_s = {ban_s}
+address_ban_s = {address_ban_s}
 
 # Consensus (networks of two or more authorities). Each round waits at most
 # timeout_propose_s for the proposal, then timeout_prevote_s / timeout_precommit_s when

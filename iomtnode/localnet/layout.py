@@ -257,10 +257,25 @@ def procfile(names: list[str], home_prefix: str) -> str:
 
 
 def node_config(entry: NodeEntry, peers: list[NodeEntry], base: Config | None = None) -> Config:
-    """The config of ``entry``: its own listeners, every other node's p2p address as bootnode."""
+    """The config of ``entry``: its own listeners, every other node's p2p address as bootnode,
+    and connection limits that fit every node of the localnet on one IP address.
+
+    The defaults suit a real network, where one IP (or /24) holding many of a node's peers is
+    suspect. Here every node is on 127.0.0.1: each may have every other as an inbound peer and
+    in its handshake at once (a restart of all), and a ban by address would shut them all out,
+    so bans are by node id only.
+    """
+    base = base or Config()
+    others = len(peers) - 1
     return dataclasses.replace(
-        base or Config(), api_listen=entry.api_listen, p2p_listen=entry.p2p_listen,
+        base, api_listen=entry.api_listen, p2p_listen=entry.p2p_listen,
         bootnodes=tuple(p.p2p_listen for p in peers if p.name != entry.name),
+        max_peers=max(base.max_peers, others + base.outbound_slots + 1),
+        max_inbound_per_ip=max(base.max_inbound_per_ip, others),
+        max_inbound_per_netgroup=max(base.max_inbound_per_netgroup, others),
+        max_pending_per_ip=max(base.max_pending_per_ip, others),
+        max_pending_per_netgroup=max(base.max_pending_per_netgroup, others),
+        address_ban_s=0.0,
     )
 
 

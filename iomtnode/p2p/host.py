@@ -15,15 +15,15 @@ connection is alive (a frame arrived within the last ping interval) and the two 
 opposite directions, both sides keep the one **dialed by the node with the lower node id**
 (bytes order) and refuse the other ("duplicate connection"). Both sides compute the same
 answer, so they converge on one connection instead of each killing the one the other kept.
-A silent old connection is always replaced.
-Bans and refusals are by node id only (see :mod:`.score`); addresses are only counted.
+A silent old connection is always replaced. A dial for a node id (:meth:`Host.dial`) that
+another node answers is refused, so it never replaces a connection. Slots, limits and
+eviction: :mod:`.slots`; bans by node id and by address: :mod:`.score`.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import os
 from collections.abc import Container
-from urllib.parse import urlsplit
 
 import structlog
 import trio
@@ -32,17 +32,15 @@ from trio_websocket import (
     ConnectionRejected,
     WebSocketConnection,
     wrap_client_stream,
-    wrap_server_stream,
 )
 
 from ..core.crypto import SigningKey
 from .handshake import HandshakeError
 from .hostconfig import (
-    HARD_CAP_FACTOR,
-    MAX_HANDSHAKES,
     P2P_PATH,
     RECEIVE_BUFFER_BYTES,
     RECEIVE_QUEUE_FRAMES,
+    WRONG_NODE,
     DialError,
     HostHandler,
     P2PConfig,
@@ -50,7 +48,9 @@ from .hostconfig import (
 from .messages import MAX_MESSAGE_BYTES, Message
 from .peer import Counters, Peer, Traffic, authenticate, close_websocket, describe_close, encode
 from .score import Scoreboard
+from .slots import Slots
 from .transport import TcpTransport, Transport, ip_of, split_address
+from .upgrade import accept_upgrade, refuse_unread
 
 log = structlog.get_logger(__name__)
 
@@ -71,12 +71,12 @@ class Host:
         self.key = key
         self.node_id = key.public
         self.handler = handler
-        self.scoreboard = scoreboard if scoreboard is not None else Scoreboard(ban_s=config.ban_s)
+        self.scoreboard = (Scoreboard(ban_s=config.ban_s, address_ban_s=config.address_ban_s)
+                           if scoreboard is None else scoreboard)
+        self.slots = Slots(config.limits(), os.urandom(16))
         self.log = log.bind(node=self.node_id.hex()[:16])
         self._peers: dict[bytes, Peer] = {}
         self._refused: frozenset[bytes] = frozenset()
-        self._inbound_by_ip: Counter[str] = Counter()  # open inbound sockets, handshaking or not
-        self._connecting = 0  # connections in their handshake, both directions
         self._totals = Counters()
         self._nursery: trio.Nursery | None = None
         self._listener: tuple[trio.CancelScope, trio.Event] | None = None
@@ -148,60 +148,69 @@ class Host:
     async def accept_stream(self, stream: trio.abc.Stream, remote: str) -> None:
         """Serve one inbound connection on ``stream`` (any trio Stream) until it closes.
 
-        ``remote`` is the other end's ``"ip:port"``; its IP counts against
-        ``max_inbound_per_ip``. Resource handling: ``stream`` is closed before this returns.
-        Error handling: refusals and failures are logged, not raised.
+        ``remote`` is the other end's ``"ip:port"``: its IP counts against the limits of
+        :mod:`.slots`; a banned IP, or one over its pending-handshake share, gets 503 unread.
+        Resource handling: ``stream`` is closed before this returns. Error handling: logged.
         """
-        ip = ip_of(remote)
-        self._inbound_by_ip[ip] += 1
+        ip, handshake = ip_of(remote), trio.CancelScope()
+        refusal, evicted = (("address banned", None)
+                            if self.scoreboard.is_address_banned(ip, trio.current_time())
+                            else self.slots.open_inbound(ip, handshake))
+        if evicted is not None:
+            self.log.info("peer_handshake_evicted", remote=remote, evicted=evicted)
+        if refusal is not None:
+            self.log.info("peer_handshake_rejected", remote=remote, status=503, reason=refusal)
+            await refuse_unread(stream, refusal)
+            return
         try:
-            if self._inbound_by_ip[ip] > HARD_CAP_FACTOR * self.config.max_inbound_per_ip:
-                self.log.debug("peer_handshake_rejected", remote=remote, reason="hard cap")
-                await trio.aclose_forcefully(stream)
-            else:
-                await self._connection(stream, remote, False)
+            with handshake:  # cancelled only while pending, for a newcomer (see .slots)
+                await self._connection(stream, remote, False, pending=handshake)
         finally:
-            self._inbound_by_ip[ip] -= 1
-            if not self._inbound_by_ip[ip]:
-                del self._inbound_by_ip[ip]
+            self.slots.close_inbound(ip)
 
-    async def dial(self, address: str) -> Peer:
+    async def dial(self, address: str, node_id: bytes | None = None) -> Peer:
         """Connect to the node listening at ``address`` (``"host:port"``; a host name is
         resolved on every call); return the registered :class:`Peer`, whose connection then
-        lives in the host's nursery.
+        lives in the host's nursery. With ``node_id``, only that node is accepted there.
 
-        Error handling: raises :class:`DialError` if the address is unreachable, the dial or
-        handshake times out, the peer rejects or refuses us, or we refuse it.
+        Error handling: raises :class:`DialError` if the address is unreachable or banned, the
+        dial or handshake times out, the peer rejects or refuses us, or we refuse it (another
+        node than ``node_id`` answered: "answered by another node").
         """
         try:
             host, port = split_address(address)
+            if self.scoreboard.is_address_banned(host, trio.current_time()):
+                raise ValueError("address banned")
             with trio.fail_after(self.config.handshake_timeout_s):
                 stream = await self.transport.connect(host, port)
         except (ValueError, OSError, trio.TooSlowError) as exc:
             reason = f"cannot connect to {address}: {exc or 'timed out'}"
             self.log.info("peer_dial_failed", address=address, reason=reason)
             raise DialError(reason) from None
-        return await self.connect_stream(stream, address)
+        return await self.connect_stream(stream, address, node_id)
 
-    async def connect_stream(self, stream: trio.abc.Stream, address: str) -> Peer:
+    async def connect_stream(self, stream: trio.abc.Stream, address: str,
+                             node_id: bytes | None = None) -> Peer:
         """The client side of a connection on ``stream`` (any trio Stream) to the node at
         ``address``; as :meth:`dial` otherwise. ``stream`` is closed on failure."""
         assert self._nursery is not None, "Host.run is not running"
-        peer: Peer = await self._nursery.start(self._connection, stream, address, True)
+        peer: Peer = await self._nursery.start(self._connection, stream, address, True, node_id)
         return peer
 
-    async def _connection(self, stream: trio.abc.Stream, remote: str, outbound: bool, *,
+    async def _connection(self, stream: trio.abc.Stream, remote: str, outbound: bool,
+                          expect: bytes | None = None, *, pending: trio.CancelScope | None = None,
                           task_status: trio.TaskStatus[Peer] = trio.TASK_STATUS_IGNORED) -> None:
         """One connection from the websocket upgrade to its close; an outbound one reports
         ``started(peer)`` once registered, or raises DialError."""
         failure: str | None = None
-        self._connecting += 1
         try:
             async with trio.open_nursery() as nursery:  # for trio-websocket's reader task
                 try:
-                    peer, failure = await self._establish(nursery, stream, remote, outbound)
+                    peer, failure = await self._establish(nursery, stream, remote, outbound,
+                                                          expect)
                 finally:
-                    self._connecting -= 1
+                    if pending is not None:
+                        self.slots.handshake_over(pending)
                 if peer is not None:
                     task_status.started(peer)
                     await self._serve_peer(peer)
@@ -218,7 +227,8 @@ class Host:
             raise DialError(failure)
 
     async def _establish(self, nursery: trio.Nursery, stream: trio.abc.Stream, remote: str,
-                         outbound: bool) -> tuple[Peer | None, str | None]:
+                         outbound: bool, expect: bytes | None
+                         ) -> tuple[Peer | None, str | None]:
         """Upgrade, handshake, register: ``(peer, None)``, or ``(None, why not)`` after closing
         the websocket with the reason."""
         ws: WebSocketConnection | None = None
@@ -230,11 +240,14 @@ class Host:
                         nursery, stream, remote, P2P_PATH,  # type: ignore[arg-type]
                         message_queue_size=RECEIVE_QUEUE_FRAMES, max_message_size=MAX_MESSAGE_BYTES,
                         receive_buffer_size=RECEIVE_BUFFER_BYTES)
-                elif (ws := await self._upgrade(nursery, stream, remote)) is None:
+                elif (ws := await accept_upgrade(nursery, stream, remote, lambda: (
+                        self.slots.connection_refusal(ip_of(remote))
+                        or self.slots.inbound_refusal(self.peers())), self.log)) is None:
                     return None, "rejected"
                 hello, auth = await authenticate(ws, self.key, self.handler.local_hello(),
                                                  self.handler.local_record(), remote,
-                                                 lambda node_id: self._admit(node_id, outbound))
+                                                 lambda node_id: self._admit(node_id, outbound,
+                                                                             expect))
                 cfg = self.config
                 peer = Peer(ws, stream, hello=hello, remote=remote, outbound=outbound,
                             observed_address=auth.observed_address, record=auth.record,
@@ -260,35 +273,15 @@ class Host:
             await close_websocket(ws, stream, code, reason, self.config.close_timeout_s)
         return None, reason
 
-    async def _upgrade(self, nursery: trio.Nursery, stream: trio.abc.Stream,
-                       remote: str) -> WebSocketConnection | None:
-        """Accept the HTTP upgrade, or reject it (404 wrong path, 503 over a limit)."""
-        request = await wrap_server_stream(nursery, stream, message_queue_size=RECEIVE_QUEUE_FRAMES,
-                                           max_message_size=MAX_MESSAGE_BYTES,
-                                           receive_buffer_size=RECEIVE_BUFFER_BYTES)
-        path, ip, cfg = urlsplit(request.path).path, ip_of(remote), self.config
-        if path != P2P_PATH:
-            self.log.debug("peer_handshake_rejected", remote=remote, path=path, status=404)
-            await request.reject(404, body=f"no websocket endpoint at {path}\n".encode())
-            return None
-        over = None
-        if self._inbound_by_ip[ip] > cfg.max_inbound_per_ip:
-            over = f"more than {cfg.max_inbound_per_ip} connections from {ip}"
-        elif len(self.peers()) >= cfg.max_peers:
-            over = f"max_peers ({cfg.max_peers}) reached"
-        elif self._connecting > MAX_HANDSHAKES:  # stalled handshakes cannot fill max_peers
-            over = f"more than {MAX_HANDSHAKES} handshakes in progress"
-        if over is not None:
-            self.log.warning("peer_handshake_rejected", remote=remote, status=503, reason=over)
-            await request.reject(503, body=f"{over}\n".encode())
-            return None
-        return await request.accept()
-
-    def _admit(self, node_id: bytes, outbound: bool) -> Peer | None:
+    def _admit(self, node_id: bytes, outbound: bool, expect: bytes | None = None
+               ) -> Peer | None:
         """Raise HandshakeError if a connection from ``node_id`` is refused now, else return
         the connection it would replace, if any. No side effects: it runs before our Auth is
         sent (a refused node never completes the handshake) and again to register."""
         now = trio.current_time()
+        if expect is not None and node_id != expect:
+            raise HandshakeError(f"{WRONG_NODE}: dialed {expect.hex()[:16]}, "
+                                 f"{node_id.hex()[:16]} answered")
         if self.scoreboard.is_banned(node_id, now):
             raise HandshakeError("node banned")
         if node_id in self._refused:
@@ -301,14 +294,19 @@ class Host:
                     raise HandshakeError("duplicate connection (the one dialed by the lower "
                                          "node id is kept)")
             return old
-        if len(self.peers()) >= self.config.max_peers:
+        if outbound and len(self.peers()) >= self.config.max_peers:
             raise HandshakeError(f"max_peers ({self.config.max_peers}) reached")
+        if not outbound and (full := self.slots.inbound_refusal(self.peers())) is not None:
+            raise HandshakeError(full)
         return None
 
     def _register(self, peer: Peer) -> None:
         old = self._admit(peer.node_id, peer.outbound)
         if old is not None:
             self._drop(old, "replaced by a new connection")
+        elif not peer.outbound and (victim := self.slots.victim(self.peers())) is not None:
+            victim.log.info("peer_evicted", by=peer.short_id)
+            self._drop(victim, "evicted for a new inbound peer")
         self._peers[peer.node_id] = peer
         peer.log.info("peer_connected", direction="out" if peer.outbound else "in",
                       observed_address=peer.observed_address)
@@ -372,9 +370,11 @@ class Host:
         if kind not in peer.logged_reasons:  # each kind of rejection logged once per peer
             peer.logged_reasons.add(kind)
             peer.log.warning("peer_penalized", points=points, reason=reason[:300])
-        banned = self.scoreboard.penalize(peer.node_id, points, kind, trio.current_time())
+        now = trio.current_time()
+        banned = self.scoreboard.penalize(peer.node_id, points, kind, now, ip_of(peer.remote))
         if banned:
-            self.log.warning("peer_banned", peer=peer.short_id, seconds=self.scoreboard.ban_s,
+            self.log.warning("peer_banned", peer=peer.short_id, address=ip_of(peer.remote),
+                             seconds=round(self.scoreboard.banned_for(peer.node_id, now), 1),
                              reason=reason)
             self._drop(peer, f"banned: {reason}", code=1008)
         return banned

@@ -193,6 +193,7 @@ class Peer:
         self.connected_at = trio.current_time()
         self.last_received_at = self.connected_at  # the Auth just arrived
         self.rtt_s: float | None = None  # round trip of the latest answered Ping
+        self.useful_at: dict[str, float] = {}  # slots.USEFUL_KINDS -> last delivered (eviction)
         self.counters = Counters()
         self.close_reason: str | None = None
         self.close_code = 1000

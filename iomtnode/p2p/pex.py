@@ -4,8 +4,9 @@ On connect each side takes the record the other sent in its Auth and sends a sam
 records it knows (its own first); records also go out every :data:`~.discovery.PEX_INTERVAL_S`
 and when this node moves. A record that does not verify costs its sender
 :data:`~.score.BAD_SIGNATURE`; a record verified before costs a lookup
-(:class:`~.recordcache.VerifiedRecords`); a new address for a node not connected wakes the
-dialer.
+(:class:`~.recordcache.VerifiedRecords`). A record goes to the address book with the netgroup
+of the peer that told us (the book's buckets are by source); a new address of a node that
+answered us before, and is not connected, wakes the dialer.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import structlog
 import trio
 
 from . import score
-from .discovery import BOOK_FLUSH_S, PEX_INTERVAL_S, PEX_RECORDS, AddressBook, Dialer, OwnRecord
+from .dialer import Dialer
+from .discovery import BOOK_FLUSH_S, PEX_INTERVAL_S, PEX_RECORDS, AddressBook, OwnRecord
 from .messages import GET_PEERS_RATE, PEER_RECORDS_RATE, GetPeers, Message, PeerRecords
 from .peer import Peer
 from .recordcache import VerifiedRecords
 from .records import RecordError
+from .slots import netgroup
+from .transport import ip_of
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +62,6 @@ class PeerExchange:
     def connected(self, peer: Peer) -> None:
         if peer.record:
             self._take_records(peer, [peer.record])
-        self._book.mark_connected(peer.node_id)
         peer.send(PeerRecords(self._records_to_share()))
 
     def disconnected(self, peer: Peer) -> None:
@@ -81,6 +84,7 @@ class PeerExchange:
         return [own, *records] if own else records
 
     def _take_records(self, peer: Peer, raws: list[bytes]) -> None:
+        source = netgroup(ip_of(peer.remote))
         for raw in raws:
             try:
                 record = self.verified.decode(raw)
@@ -89,10 +93,11 @@ class PeerExchange:
                 continue
             if record.node_id == self._node_id:
                 continue
-            if self._book.update(record, self._now_ms()):
+            if self._book.update(record, self._now_ms(), source):
                 log.debug("peer_record_learned", node=record.node_id.hex()[:16],
-                          address=record.addresses[0], seq=record.seq)
-                if self._peers.get(record.node_id) is None:
+                          address=record.addresses[0], seq=record.seq, source=source)
+                if self._peers.get(record.node_id) is None and self._book.is_tried(
+                        record.node_id):
                     self._dialer.wake(reset=record.addresses[0])
 
     async def run(self) -> None:

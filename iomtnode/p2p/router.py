@@ -34,7 +34,8 @@ from ..config import Config, parse_hostport
 from ..core.crypto import SigningKey
 from ..store import BlockStore
 from . import score
-from .discovery import AddressBook, Dialer, OwnRecord, wall_clock_ms
+from .dialer import Dialer
+from .discovery import AddressBook, OwnRecord, wall_clock_ms
 from .handshake import make_hello
 from .host import Host, P2PConfig
 from .messages import MESSAGE_TYPES, GetPeers, Hello, Message, PeerRecords
@@ -43,6 +44,7 @@ from .peer import Peer
 from .pex import RATES as PEX_RATES
 from .pex import PeerExchange
 from .ratelimit import Rate, RequestLimits
+from .slots import USEFUL_MESSAGES
 from .stats import P2PStats, PeerStats
 from .transport import Transport
 
@@ -104,12 +106,18 @@ class Router:
         host, port = parse_hostport(config.p2p_listen, "p2p_listen")
         self.host = Host(
             P2PConfig(host=host, port=port, max_peers=config.max_peers,
-                      max_inbound_per_ip=config.max_inbound_per_ip, ban_s=config.ban_s),
+                      outbound_slots=config.outbound_slots,
+                      max_inbound_per_ip=config.max_inbound_per_ip,
+                      max_inbound_per_netgroup=config.max_inbound_per_netgroup,
+                      max_pending_per_ip=config.max_pending_per_ip,
+                      max_pending_per_netgroup=config.max_pending_per_netgroup,
+                      ban_s=config.ban_s, address_ban_s=config.address_ban_s),
             key, self, transport=transport,
         )
-        self.book = AddressBook(store, chain_id)
+        self.book = AddressBook(store, chain_id, now_ms)
         self.own = OwnRecord(key, chain_id, store, now_ms)
-        self.dialer = Dialer(self.host, self.book, config.bootnodes, key.public, self._rng)
+        self.dialer = Dialer(self.host, self.book, config.bootnodes, key.public, self._rng,
+                             config.outbound_slots)
         self._routes: dict[type[Any], Reactor] = {}
         self._reactors: list[Reactor] = []
         self.limits = RequestLimits(trio.current_time)
@@ -198,12 +206,18 @@ class Router:
         reactor = self._routes.get(kind)
         if reactor is None:
             self.host.penalize(peer, score.INVALID_MESSAGE, f"unexpected {kind.__name__}")
-        elif (over := self.limits.charge(peer, kind)) is None:
-            await reactor.receive(peer, msg)
-        else:
+        elif (over := self.limits.charge(peer, kind)) is not None:
             self.host.penalize(peer, score.RATE_LIMITED,
                                f"rate_limited: {kind.__name__} dropped, over {over.per_s:g}/s "
                                f"(burst {over.burst:g})")
+        elif (useful := USEFUL_MESSAGES.get(kind.__name__)) is None:
+            await reactor.receive(peer, msg)
+        else:  # a kind that protects its sender from eviction, unless it cost a penalty
+            before = self.host.scoreboard.score(peer.node_id, trio.current_time())
+            await reactor.receive(peer, msg)
+            now = trio.current_time()
+            if self.host.scoreboard.score(peer.node_id, now) >= before:
+                peer.useful_at[useful] = now
 
     # moving ------------------------------------------------------------------------------
 

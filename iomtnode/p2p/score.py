@@ -1,13 +1,17 @@
-"""Peer scores and bans, keyed by node id; pure (the caller passes ``now``).
+"""Peer scores and bans, by node id and by address; pure (the caller passes ``now``).
 
 A peer starts at 0; each piece of misbehaviour subtracts points, and a negative score decays
 back toward 0 at :data:`DECAY_PER_S`, so a rare glitch is forgiven and a steady stream of
-garbage is not. When a score falls below :data:`BAN_THRESHOLD` the node id is banned for
-``ban_s`` seconds and :meth:`Scoreboard.penalize` returns True: the caller disconnects it.
+garbage is not. When a score falls below :data:`BAN_THRESHOLD` the node id is banned and
+:meth:`Scoreboard.penalize` returns True: the caller disconnects it.
 
-Bans are by node id only, never by IP address: addresses of mobile peers change and are shared
-behind NAT, and nothing is trusted (or distrusted) because of where it comes from. A node id
-costs a key and a completed handshake, and every connection is authenticated by it.
+A node id costs nothing to make, so a ban by node id alone is evaded with a new key. The
+address the offender connected from (its IP) is banned too, for ``address_ban_s``: a new key
+from a banned address is refused before its handshake. Both bans grow for a repeat offender:
+the n-th ban of the same node id or address within :data:`OFFENCE_MEMORY_S` lasts
+``2**(n-1)`` times the first, up to :data:`MAX_BAN_S`. An address ban shuts out every node
+behind that address (a NAT); ``address_ban_s = 0`` turns address bans off, as a localnet whose
+nodes all share 127.0.0.1 does.
 
 ``now`` is any monotonic clock in seconds (the host passes ``trio.current_time()``); bans do
 not survive a restart.
@@ -16,6 +20,7 @@ not survive a restart.
 from __future__ import annotations
 
 from collections import Counter
+from typing import Generic, TypeVar
 
 # Penalties, in points, by what the peer did (the caller adds a reason text for its log).
 UNDECODABLE_FRAME = 10  # a frame that is not msgpack, or a text frame
@@ -27,27 +32,84 @@ RATE_LIMITED = 2  # a request over its kind's rate (dropped): 50 in quick succes
 
 BAN_THRESHOLD = -100.0  # points; a score below this bans the node
 DECAY_PER_S = 1.0  # points per second a negative score recovers toward 0
-BAN_S = 600.0  # seconds a node stays banned by default
-MAX_TRACKED = 10_000  # node ids with a score (or a ban) kept; beyond, the oldest are forgotten
+BAN_S = 600.0  # seconds a node (and its address) stays banned the first time
+MAX_BAN_S = 7 * 86400.0  # seconds; a repeat offender's ban doubles each time up to this
+OFFENCE_MEMORY_S = 7 * 86400.0  # seconds after its last ban an offender starts again from 1
+MAX_TRACKED = 10_000  # node ids (and addresses) with a score or a ban kept; then the oldest go
+
+_K = TypeVar("_K", bytes, str)
+
+
+class _Bans(Generic[_K]):
+    """Bans of one kind of key (node ids or addresses), growing for repeat offenders."""
+
+    def __init__(self) -> None:
+        self.until: dict[_K, float] = {}  # key -> banned until
+        self.offences: dict[_K, tuple[int, float]] = {}  # key -> (bans so far, last at)
+
+    def ban(self, key: _K, seconds: float, now: float) -> None:
+        until = max(now + seconds, self.until.pop(key, now))
+        self.until[key] = until
+        self._prune(now)
+
+    def escalate(self, key: _K, first_s: float, now: float) -> float:
+        """Ban ``key`` for its next offence; return the seconds of this ban."""
+        count, last = self.offences.pop(key, (0, now))
+        count = count + 1 if now - last <= OFFENCE_MEMORY_S else 1
+        self.offences[key] = (count, now)
+        seconds = min(MAX_BAN_S, first_s * 2 ** min(count - 1, 32))
+        self.ban(key, max(seconds, first_s), now)
+        return seconds
+
+    def is_banned(self, key: _K, now: float) -> bool:
+        until = self.until.get(key)
+        if until is None:
+            return False
+        if now < until:
+            return True
+        del self.until[key]
+        return False
+
+    def active(self, now: float) -> dict[_K, float]:
+        return {key: until - now for key, until in self.until.items() if until > now}
+
+    def _prune(self, now: float) -> None:
+        if len(self.until) > MAX_TRACKED:
+            for key in [k for k, until in self.until.items() if until <= now]:
+                del self.until[key]
+            while len(self.until) > MAX_TRACKED:  # the ban that ends first goes
+                del self.until[min(self.until, key=self.until.__getitem__)]
+        if len(self.offences) > MAX_TRACKED:
+            for key in [k for k, (_, at) in self.offences.items() if now - at > OFFENCE_MEMORY_S]:
+                del self.offences[key]
+            while len(self.offences) > MAX_TRACKED:  # the oldest offence goes
+                del self.offences[next(iter(self.offences))]
 
 
 class Scoreboard:
-    """Scores and bans of peers by node id.
+    """Scores and bans of peers by node id, and bans by address.
 
-    Resource handling: at most :data:`MAX_TRACKED` scores and as many bans are kept; scores
-    that have decayed to 0 and bans that have expired are pruned first, then the oldest.
+    Resource handling: at most :data:`MAX_TRACKED` scores, bans and offence counts of each kind
+    are kept; scores that have decayed to 0 and bans that have expired are pruned first, then
+    the oldest.
     """
 
-    def __init__(self, *, ban_s: float = BAN_S, threshold: float = BAN_THRESHOLD,
-                 decay_per_s: float = DECAY_PER_S) -> None:
-        if ban_s < 0 or threshold >= 0 or decay_per_s < 0:
-            raise ValueError("ban_s and decay_per_s must be >= 0 and threshold < 0")
+    def __init__(self, *, ban_s: float = BAN_S, address_ban_s: float = BAN_S,
+                 threshold: float = BAN_THRESHOLD, decay_per_s: float = DECAY_PER_S) -> None:
+        if ban_s < 0 or address_ban_s < 0 or threshold >= 0 or decay_per_s < 0:
+            raise ValueError("ban_s, address_ban_s and decay_per_s must be >= 0 and threshold < 0")
         self.ban_s = ban_s
+        self.address_ban_s = address_ban_s
         self.threshold = threshold
         self.decay_per_s = decay_per_s
         self._scores: dict[bytes, tuple[float, float]] = {}  # node id -> (score, at)
-        self._bans: dict[bytes, float] = {}  # node id -> banned until
+        self._nodes: _Bans[bytes] = _Bans()
+        self._addresses: _Bans[str] = _Bans()
         self.penalties: Counter[str] = Counter()  # how often each reason was given
+
+    @property
+    def _bans(self) -> dict[bytes, float]:
+        return self._nodes.until
 
     def score(self, node_id: bytes, now: float) -> float:
         """The node's score at ``now`` (0 for a node never penalised); never above 0."""
@@ -57,11 +119,13 @@ class Scoreboard:
         score, at = entry
         return min(0.0, score + self.decay_per_s * max(0.0, now - at))
 
-    def penalize(self, node_id: bytes, points: float, reason: str, now: float) -> bool:
+    def penalize(self, node_id: bytes, points: float, reason: str, now: float,
+                 address: str | None = None) -> bool:
         """Subtract ``points`` (> 0) from the node's score.
 
         Returns True when the node is banned, now or already: its score fell below the
-        threshold (it is then banned for ``ban_s`` seconds and its score starts again from 0
+        threshold (the node id is then banned for its next ban length, see the module doc, and
+        so is ``address`` when given and address bans are on; its score starts again from 0
         afterwards) or it was banned before. The caller disconnects it.
         """
         if points <= 0:
@@ -72,7 +136,9 @@ class Scoreboard:
         score = self.score(node_id, now) - points
         self._scores.pop(node_id, None)  # re-insert: the dict stays ordered by last change
         if score < self.threshold:
-            self.ban(node_id, self.ban_s, now)
+            self._nodes.escalate(node_id, self.ban_s, now)
+            if address is not None and self.address_ban_s > 0:
+                self._addresses.escalate(address, self.address_ban_s, now)
             return True
         self._scores[node_id] = (score, now)
         self._prune(now)
@@ -82,28 +148,33 @@ class Scoreboard:
         """Ban the node until ``now + seconds`` (a longer existing ban is kept)."""
         if seconds < 0:
             raise ValueError(f"a ban lasts >= 0 seconds, got {seconds}")
-        until = max(now + seconds, self._bans.pop(node_id, now))
-        self._bans[node_id] = until
+        self._nodes.ban(node_id, seconds, now)
         self._scores.pop(node_id, None)
-        self._prune(now)
 
     def unban(self, node_id: bytes) -> None:
-        """Lift the node's ban and forget its score."""
-        self._bans.pop(node_id, None)
+        """Lift the node's ban and forget its score and offences."""
+        self._nodes.until.pop(node_id, None)
+        self._nodes.offences.pop(node_id, None)
         self._scores.pop(node_id, None)
 
     def is_banned(self, node_id: bytes, now: float) -> bool:
-        until = self._bans.get(node_id)
-        if until is None:
-            return False
-        if now < until:
-            return True
-        del self._bans[node_id]
-        return False
+        return self._nodes.is_banned(node_id, now)
+
+    def is_address_banned(self, address: str, now: float) -> bool:
+        """Whether connections from (and dials to) ``address`` (an IP) are refused now."""
+        return self._addresses.is_banned(address, now)
+
+    def banned_for(self, node_id: bytes, now: float) -> float:
+        """Seconds the node's ban has left (0 if not banned)."""
+        return max(0.0, self._nodes.until.get(node_id, now) - now)
 
     def bans(self, now: float) -> dict[bytes, float]:
         """The nodes banned at ``now``, with the seconds each ban has left."""
-        return {node: until - now for node, until in self._bans.items() if until > now}
+        return self._nodes.active(now)
+
+    def address_bans(self, now: float) -> dict[str, float]:
+        """The addresses banned at ``now``, with the seconds each ban has left."""
+        return self._addresses.active(now)
 
     def _prune(self, now: float) -> None:
         if len(self._scores) > MAX_TRACKED:
@@ -111,8 +182,3 @@ class Scoreboard:
                 del self._scores[node]
             while len(self._scores) > MAX_TRACKED:
                 del self._scores[next(iter(self._scores))]
-        if len(self._bans) > MAX_TRACKED:
-            for node in [n for n, until in self._bans.items() if until <= now]:
-                del self._bans[node]
-            while len(self._bans) > MAX_TRACKED:  # the ban that ends first goes
-                del self._bans[min(self._bans, key=self._bans.__getitem__)]

@@ -37,6 +37,10 @@ def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
     ({"fresh_grace_s": -1.0}, "fresh_grace_s"),
     ({"block_interval_s": 10.0, "empty_block_interval_s": 5.0}, "empty_block_interval_s"),
     ({"max_peers": 0}, "max_peers"),
+    ({"max_peers": 10, "outbound_slots": 10}, "outbound_slots"),  # no inbound slot left
+    ({"max_pending_per_ip": 0}, "max_pending_per_ip"),
+    ({"max_inbound_per_netgroup": 1001}, "max_inbound_per_netgroup"),
+    ({"address_ban_s": -1.0}, "address_ban_s"),
     ({"log_level": "chatty"}, "log_level"),
     ({"api_listen": "nowhere"}, "api_listen"),
 ])

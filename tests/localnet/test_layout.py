@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from iomtnode.config import load_config
+from iomtnode.config import Config, load_config
 from iomtnode.core.genesis import Genesis
 from iomtnode.home import Home
 from iomtnode.localnet.cli import localnet_app
@@ -75,6 +75,18 @@ def test_ports_are_distinct_loopback_and_written_into_each_config(four):
         assert (config.api_listen, config.p2p_listen) == (entry.api_listen, entry.p2p_listen)
         others = [n.p2p_listen for n in four.nodes if n.name != entry.name]
         assert list(config.bootnodes) == others  # every other node is a bootnode
+
+
+def test_connection_limits_fit_every_node_on_one_ip(tmp_path):
+    # 16 nodes on 127.0.0.1: each may have the 15 others inbound and in their handshake at
+    # once; the defaults (made for a real network) would refuse some of them
+    m = prepare(tmp_path / "net", 16, base_port=None)
+    config = load_config(Home(m.nodes[0].home).config_path, env={})
+    assert Config().max_pending_per_ip < 15
+    assert min(config.max_inbound_per_ip, config.max_inbound_per_netgroup,
+               config.max_pending_per_ip, config.max_pending_per_netgroup) >= 15
+    assert config.max_peers - config.outbound_slots >= 15
+    assert config.address_ban_s == 0  # one address for all: bans by node id only
 
 
 def test_ports_from_a_base_skip_a_port_in_use():

@@ -60,21 +60,33 @@ def test_garbage_is_a_record_error(raw):
         decode_record(raw, CHAIN)
 
 
-def test_higher_seq_wins_and_the_book_persists(tmp_path):
+def test_higher_seq_wins_and_the_book_persists_with_tables(tmp_path):
     old = sign_record(A, ("127.0.0.1:7000",), 5, 1, CHAIN)
     new = sign_record(A, ("127.0.0.2:7001",), 6, 2, CHAIN)
+    other = sign_record(B, ("10.0.0.2:7001",), 1, 2, CHAIN)
     with BlockStore.open(tmp_path / "db") as store:
-        book = AddressBook(store, CHAIN)
-        assert book.update(old, 10)
-        assert book.update(new, 10)
-        assert not book.update(old, 10)  # a lower seq never replaces a higher one
-        assert not book.update(new, 10)  # nor does the same one
+        book = AddressBook(store, CHAIN, lambda: 10)
+        assert book.update(old, 10, "10.0.0.0/24")
+        assert book.update(new, 10, "10.0.0.0/24")
+        assert not book.update(old, 10, "10.0.0.0/24")  # a lower seq never replaces a higher
+        assert not book.update(new, 10, "10.0.0.0/24")  # nor does the same one
         assert book.records[A.public].addresses == ("127.0.0.2:7001",)
+        assert book.update(other, 10, "10.0.1.0/24")
+        book.answered(B.public, "10.0.0.2:7001")
         book.flush()
     with BlockStore.open(tmp_path / "db") as store:
-        book = AddressBook(store, CHAIN)
-        assert book.records[A.public] == new
-        assert book.sample(5, random.Random(1)) == [new]
+        book = AddressBook(store, CHAIN, lambda: 10)
+        assert book.records == {A.public: new, B.public: other}
+        assert book.is_tried(B.public) and not book.is_tried(A.public)
+        assert book.sample(1, random.Random(1)) == [other]  # those that answered go first
+
+
+def test_a_book_written_as_a_plain_list_still_loads(tmp_path):
+    record = sign_record(A, ("127.0.0.1:7000",), 5, 1, CHAIN)
+    with BlockStore.open(tmp_path / "db") as store:
+        store.put_meta("address_book", codec.encode([record.raw, b"garbage"]))
+        book = AddressBook(store, CHAIN, lambda: 10)
+        assert book.records == {A.public: record} and not book.is_tried(A.public)
 
 
 def test_own_record_seq_is_bumped_on_every_publish_and_survives_restarts(tmp_path):
@@ -94,20 +106,3 @@ def test_records_travel_in_messages():
     assert msg == PeerRecords([record.raw])
     with pytest.raises(ProtocolError):
         decode_message(encode_message(PeerRecords([record.raw] * 65)))
-
-
-def test_future_records_are_refused_and_strangers_are_evicted_first(tmp_path, monkeypatch):
-    import iomtnode.p2p.discovery as discovery
-
-    monkeypatch.setattr(discovery, "MAX_BOOK_RECORDS", 3)
-    with BlockStore.open(tmp_path / "db") as store:
-        book = AddressBook(store, CHAIN)
-        far = sign_record(A, ("10.0.0.1:1",), 1, 10**12, CHAIN)
-        assert not book.update(far, now_ms=1000)
-        honest = sign_record(A, ("127.0.0.1:1",), 1, 500, CHAIN)
-        assert book.update(honest, now_ms=1000)
-        book.mark_connected(A.public)
-        for i in range(10):  # a flood of self-signed strangers, each "newer"
-            stranger = SigningKey(blake2b256(b"s%d" % i))
-            assert book.update(sign_record(stranger, ("10.0.0.9:9",), 1, 900, CHAIN), 1000)
-        assert A.public in book.records and len(book.records) == 3

@@ -84,3 +84,44 @@ def test_tracked_nodes_are_bounded(monkeypatch):
     assert len(board._scores) <= 10 and len(board._bans) <= 10
     assert board.score((49).to_bytes(32, "big"), 0.0) == -1.0  # the newest are kept
     assert board.is_banned((1049).to_bytes(32, "big"), 0.0)  # the longest bans are kept
+
+
+def test_a_ban_bans_the_address_too_and_a_new_key_from_it_is_refused():
+    board = Scoreboard(ban_s=60.0, address_ban_s=30.0, decay_per_s=0.0)
+    assert board.penalize(A, 200, "x", now=0.0, address="10.1.2.3")
+    assert board.is_banned(A, 0.0) and board.is_address_banned("10.1.2.3", 0.0)
+    assert not board.is_banned(B, 0.0)  # a new key is not banned as a key ...
+    assert board.is_address_banned("10.1.2.3", 29.9)  # ... but its address is refused
+    assert not board.is_address_banned("10.1.2.4", 0.0)
+    assert board.address_bans(10.0) == {"10.1.2.3": 20.0}
+    assert not board.is_address_banned("10.1.2.3", 30.0)
+
+
+def test_address_bans_can_be_turned_off():
+    board = Scoreboard(address_ban_s=0.0, decay_per_s=0.0)
+    assert board.penalize(A, 200, "x", now=0.0, address="127.0.0.1")
+    assert board.is_banned(A, 0.0) and not board.is_address_banned("127.0.0.1", 0.0)
+
+
+def test_a_repeat_offender_is_banned_longer_each_time():
+    board = Scoreboard(ban_s=10.0, address_ban_s=10.0, decay_per_s=0.0)
+    now, lengths = 0.0, []
+    for _ in range(5):
+        assert board.penalize(A, 200, "x", now=now, address="10.0.0.1")
+        lengths.append(board.banned_for(A, now))
+        assert board.address_bans(now)["10.0.0.1"] == lengths[-1]
+        now += lengths[-1]  # the ban ends; it offends again at once
+        assert not board.is_banned(A, now)
+    assert lengths == [10.0, 20.0, 40.0, 80.0, 160.0]
+    capped = Scoreboard(ban_s=score.MAX_BAN_S / 2, decay_per_s=0.0)
+    for i in range(3):
+        capped.penalize(B, 200, "x", now=i * score.MAX_BAN_S)
+    assert capped.banned_for(B, 2 * score.MAX_BAN_S) == score.MAX_BAN_S
+
+
+def test_offences_are_forgotten_after_a_while():
+    board = Scoreboard(ban_s=10.0, decay_per_s=0.0)
+    board.penalize(A, 200, "x", now=0.0)
+    later = 10.0 + score.OFFENCE_MEMORY_S + 1
+    board.penalize(A, 200, "x", now=later)
+    assert board.banned_for(A, later) == 10.0

@@ -186,6 +186,14 @@ async def closed_with(ws: WebSocketConnection) -> CloseReason:
             return exc.reason
 
 
+async def read_all(stream: trio.abc.ReceiveStream) -> bytes:
+    """Everything ``stream`` receives until the other side closes it."""
+    data = b""
+    while chunk := await stream.receive_some():
+        data += chunk
+    return data
+
+
 def events(logs: list[dict], event: str, host: Host) -> list[dict]:
     return [e for e in logs if e["event"] == event and e.get("node") == host.node_id.hex()[:16]]
 
@@ -392,14 +400,50 @@ async def test_banned_and_refused_ids_are_refused(nursery, autojump_clock):
         await link(nursery, a, b)
 
 
-async def test_max_peers_is_enforced_at_the_http_upgrade(nursery, autojump_clock):
+async def test_inbound_slots_are_enforced_at_the_http_upgrade(nursery, autojump_clock):
     with trio.fail_after(60):
         a, c = await start_host(nursery, key(1)), await start_host(nursery, key(3))
-        b = await start_host(nursery, key(2), max_peers=1)
-        await link(nursery, a, b)
-        with pytest.raises(DialError, match=r"rejected with HTTP 503: max_peers \(1\) reached"):
+        d = await start_host(nursery, key(4))
+        b = await start_host(nursery, key(2), max_peers=2, outbound_slots=1)
+        await link(nursery, a, b)  # b's one inbound slot; a alone, it is protected
+        with pytest.raises(DialError, match=r"rejected with HTTP 503: inbound slots full "
+                                            r"\(1 of 1, max_peers 2\) and no peer to evict"):
             await link(nursery, c, b)
         assert [p.node_id for p in b.peers()] == [a.node_id]
+        await link(nursery, b, d)  # the reserved outbound slot is b's to use
+        assert {p.node_id for p in b.peers()} == {a.node_id, d.node_id}
+
+
+async def test_a_dial_for_one_node_answered_by_another_replaces_nothing(nursery,
+                                                                        autojump_clock):
+    with trio.fail_after(60):
+        a, b = await start_host(nursery, key(1)), await start_host(nursery, key(2))
+        live = await link(nursery, a, b)
+        sa, sb = memory_stream_pair()  # a record of key 3 names b's address: b answers
+        nursery.start_soon(b.accept_stream, sb, A_REMOTE)
+        with pytest.raises(DialError, match="answered by another node") as failed:
+            await a.connect_stream(sa, B_ADDRESS, key(3).public)
+        assert failed.value.wrong_node
+        assert a.get(b.node_id) is live and not live.closed  # the live link is kept
+        assert rec(a).reasons(b.node_id) == [] and rec(b).reasons(a.node_id) == []
+
+
+async def test_a_full_handshake_queue_makes_room_for_another_netgroup(nursery, autojump_clock):
+    with trio.fail_after(60):
+        a, b = await start_host(nursery, key(1)), await start_host(nursery, key(2))
+        silent = []
+        for group in range(8):  # 8 netgroups x 8 silent sockets: the 64 handshakes in all
+            for i in range(8):
+                sa, sb = memory_stream_pair()
+                nursery.start_soon(b.accept_stream, sb, f"10.{group + 1}.0.{i % 2}:{1000 + i}")
+                silent.append(sa)
+        await eventually(lambda: b.slots.pending_total == 64)
+        with capture_logs() as logs:
+            peer = await link(nursery, a, b)  # from a netgroup with none in progress
+        assert peer.node_id == b.node_id and b.get(a.node_id) is not None
+        [evicted] = [e["evicted"] for e in events(logs, "peer_handshake_evicted", b)]
+        assert evicted.startswith("10.") and not evicted.startswith("10.0.")  # a silent one
+        assert b.slots.pending_total == 63  # one silent socket gave up its place
 
 
 async def test_garbage_frames_lower_the_score_until_banned(nursery, autojump_clock):
@@ -418,9 +462,13 @@ async def test_garbage_frames_lower_the_score_until_banned(nursery, autojump_clo
         assert b.scoreboard.is_banned(key(3).public, trio.current_time())
         misbehaved = [e["reason"] for e in events(logs, "peer_misbehaved", b)]
         assert misbehaved == ["invalid_message", "undecodable_frame"]  # once per reason
-        ws = await raw_client(nursery, b)
+        ws = await raw_client(nursery, b, remote="10.0.1.9:5000")  # its key, from elsewhere
         await raw_handshake(ws, key(3))
         assert (await closed_with(ws)).reason == "node banned"
+        sa, sb = memory_stream_pair()  # any key from its address: refused before a word
+        nursery.start_soon(b.accept_stream, sb, "10.0.0.9:5001")
+        assert (await read_all(sa)).startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+        assert b.scoreboard.is_address_banned("10.0.0.9", trio.current_time())
 
 
 async def test_a_handler_bug_closes_that_peer_only(nursery, autojump_clock):
@@ -534,8 +582,10 @@ async def test_a_flood_from_one_ip_is_refused_while_a_peer_keeps_working(nursery
                     pass
             assert rejected.value.status_code == 404
             raw = [await trio.open_tcp_stream("127.0.0.1", b.listen_port) for _ in range(6)]
-            # 3 + 3 silent sockets reach twice the limit; beyond, sockets are closed unread
-            assert await raw[-1].receive_some() == b""
+            # 2 + 2 silent sockets are 4 handshakes in progress (MAX_PENDING_PER_IP); beyond,
+            # sockets are closed unread
+            answer = await read_all(raw[-1])
+            assert answer.startswith(b"HTTP/1.1 503") and b"handshakes in progress" in answer
             pa.send(Status(1, HEAD))
             b.get(a.node_id).send(Status(2, HEAD))
             await eventually(lambda: rec(a).messages and rec(b).messages)

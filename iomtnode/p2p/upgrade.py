@@ -1,0 +1,54 @@
+"""The server side of a peer's websocket upgrade: the path and the connection limits are
+checked before the websocket is accepted, so a refused peer learns why in an HTTP status.
+A socket refused before anything is read from it (:func:`refuse_unread`) gets its 503 too."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import trio
+from structlog.typing import FilteringBoundLogger
+from trio_websocket import WebSocketConnection, wrap_server_stream
+
+from .hostconfig import P2P_PATH, RECEIVE_BUFFER_BYTES, RECEIVE_QUEUE_FRAMES
+from .messages import MAX_MESSAGE_BYTES
+
+REFUSAL_WRITE_S = 0.5  # seconds at most spent writing a refusal to a socket not read from
+
+
+async def refuse_unread(stream: trio.abc.Stream, reason: str) -> None:
+    """Answer HTTP 503 with ``reason`` without reading the request, and close ``stream``.
+
+    A websocket client reads it as a rejection with the reason (trio-websocket raises
+    ``ConnectionRejected``); one that does not read costs at most :data:`REFUSAL_WRITE_S`.
+    """
+    body = f"{reason}\n".encode()
+    head = (f"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode()
+    # the other side may be gone already: then there is nothing to tell it
+    with trio.move_on_after(REFUSAL_WRITE_S), contextlib.suppress(
+            trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        await stream.send_all(head + body)
+    await trio.aclose_forcefully(stream)
+
+
+async def accept_upgrade(nursery: trio.Nursery, stream: trio.abc.Stream, remote: str,
+                         refusal: Callable[[], str | None], log: FilteringBoundLogger
+                         ) -> WebSocketConnection | None:
+    """Accept the HTTP upgrade on ``stream``, or reject it: 404 for a wrong path, 503 with
+    ``refusal()``'s reason when that is not None (asked once the request has arrived)."""
+    request = await wrap_server_stream(nursery, stream, message_queue_size=RECEIVE_QUEUE_FRAMES,
+                                       max_message_size=MAX_MESSAGE_BYTES,
+                                       receive_buffer_size=RECEIVE_BUFFER_BYTES)
+    path = urlsplit(request.path).path
+    if path != P2P_PATH:
+        log.debug("peer_handshake_rejected", remote=remote, path=path, status=404)
+        await request.reject(404, body=f"no websocket endpoint at {path}\n".encode())
+        return None
+    if (over := refusal()) is not None:
+        log.warning("peer_handshake_rejected", remote=remote, status=503, reason=over)
+        await request.reject(503, body=f"{over}\n".encode())
+        return None
+    return await request.accept()
