@@ -79,6 +79,10 @@ from .tx import (
 )
 
 ACTIVE, REVOKED, ROTATED = "active", "revoked", "rotated"
+# the rules' version: a state built by other rules is not this one's (a node refuses it and
+# resyncs); 2: each patient's active devices are counted (``n``), and only a patient the
+# ledger knows may grant
+STATE_RULES_VERSION = 2
 
 
 def genesis_state(genesis: Genesis) -> dict[bytes, bytes | None]:
@@ -284,6 +288,6 @@ def _revoke_grant(state: State, r: RevokeGrant) -> None:
 
 
 __all__ = [  # the governance functions and ledger types the state's users import from here
-    "BlockContext", "Device", "State", "apply", "authorities_at", "begin_block",
-    "check_signer", "decode_evidence_record", "evidence_key", "genesis_state",
+    "STATE_RULES_VERSION", "BlockContext", "Device", "State", "apply", "authorities_at",
+    "begin_block", "check_signer", "decode_evidence_record", "evidence_key", "genesis_state",
 ]
