@@ -10,6 +10,7 @@ notification), a binary frame gets a msgpack reply. A reply that says ``internal
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from iomtnode.node.views import PeerAdminView, StatusView
 
 from ..core.helpers import CHAIN_ID
 from . import corpus
-from .mutate import mutated_bytes, mutated_encoding
+from .mutate import mutated, mutated_bytes, mutated_encoding, seeded
 from .targets import Target
 
 CONFIG = Config(api_listen="127.0.0.1:0", p2p_listen="127.0.0.1:0", block_interval_s=0.05,
@@ -106,13 +107,22 @@ def run_with_api(path: Path, work: Callable[[ApiEntry], Any]) -> Any:
 
 # inputs ----------------------------------------------------------------------------------
 
-json_values = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
-              st.text(max_size=24), st.sampled_from(["", "00", "zz", "0" * 64, "f" * 65])),
-    lambda children: st.lists(children, max_size=6)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=12,
-)
+JSON_STRINGS = ("", "00", "zz", "0" * 64, "f" * 65, "0x00", "\u00e9", "\ud800")
+
+
+def random_json(rng: random.Random, depth: int = 0) -> Any:
+    """Any JSON value: nested arrays and objects, big and negative numbers, odd strings."""
+    r = rng.random()
+    if depth < 5 and r < 0.2:
+        return [random_json(rng, depth + 1) for _ in range(rng.choice((0, 1, 2, 5)))]
+    if depth < 5 and r < 0.3:
+        return {rng.choice(("tx", "txs", "id", "ids", "height", "hash", "token", "")):
+                random_json(rng, depth + 1) for _ in range(rng.randrange(4))}
+    return rng.choice((
+        None, True, False, 0, -1, 1, 2**63, -(2**70), 10**400, 0.5, 1e308,
+        rng.randint(-(2**64), 2**64), rng.choice(JSON_STRINGS), rng.randbytes(33).hex(),
+        "".join(rng.choice("az09 \"\\\u00e9") for _ in range(rng.randrange(10))),
+    ))
 
 
 def _requests() -> list[dict[str, Any]]:
@@ -139,43 +149,44 @@ def _requests() -> list[dict[str, Any]]:
     return out
 
 
-@st.composite
-def mutated_json(draw: st.DrawFn, value: Any, depth: int = 0) -> Any:
-    if isinstance(value, dict) and value and draw(st.integers(0, 3)) > 0:
+def mutate_json(rng: random.Random, value: Any, depth: int = 0) -> Any:
+    """``value`` with one part changed somewhere down its tree."""
+    if isinstance(value, dict) and value and rng.random() < 0.75:
         out = dict(value)
-        name = draw(st.sampled_from(sorted(out)))
-        op = draw(st.integers(0, 4))
+        name = rng.choice(sorted(out))
+        op = rng.randrange(5)
         if op == 0:
             del out[name]
         elif op == 1:
-            out[draw(st.text(max_size=8))] = draw(json_values)
+            out[rng.choice(("extra", "params", "id", "token", name + "x"))] = random_json(rng)
         else:
-            out[name] = draw(mutated_json(out[name], depth + 1))
+            out[name] = mutate_json(rng, out[name], depth + 1)
         return out
-    if isinstance(value, list) and value and draw(st.integers(0, 3)) > 0:
-        out_list = list(value)
-        i = draw(st.integers(0, len(out_list) - 1))
-        if draw(st.booleans()):
-            out_list[i] = draw(mutated_json(out_list[i], depth + 1))
+    if isinstance(value, list) and value and rng.random() < 0.75:
+        items = list(value)
+        i = rng.randrange(len(items))
+        if rng.random() < 0.5:
+            items[i] = mutate_json(rng, items[i], depth + 1)
         else:
-            out_list.insert(i, draw(json_values))
-        return out_list
-    if isinstance(value, str) and value and draw(st.booleans()):
-        cut = draw(st.integers(0, len(value)))
-        return value[:cut] + draw(st.text(max_size=4)) + value[cut + 1:]
-    return draw(json_values)
+            items.insert(i, random_json(rng, depth + 1))
+        return items
+    if isinstance(value, str) and value and rng.random() < 0.5:
+        cut = rng.randrange(len(value) + 1)
+        return value[:cut] + rng.choice(("", "z", "0", "\u00e9", "00" * 40)) + value[cut + 1:]
+    return random_json(rng, depth)
 
 
-@st.composite
-def requests(draw: st.DrawFn) -> str:
+def request_text(rng: random.Random, request: dict[str, Any]) -> str:
+    """A mutated request, sometimes in a batch, sometimes broken as text."""
     samples = _requests()
-    body: Any = draw(mutated_json(draw(st.sampled_from(samples))))
-    if draw(st.integers(0, 4)) == 0:  # a batch
-        body = [body, *draw(st.lists(st.sampled_from(samples), max_size=3))]
+    body: Any = mutate_json(rng, request)
+    if rng.random() < 0.2:
+        body = [body, *(rng.choice(samples) for _ in range(rng.randrange(4)))]
     text = json.dumps(body)
-    if draw(st.integers(0, 5)) == 0:  # and broken as text
-        cut = draw(st.integers(0, len(text)))
-        text = text[:cut] + draw(st.text(max_size=3)) + text[cut + draw(st.integers(0, 3)):]
+    if rng.random() < 0.15:
+        cut = rng.randrange(len(text) + 1)
+        text = text[:cut] + rng.choice(("", "{", "]", '"', "\\", "\x00")) + text[
+            cut + rng.randrange(4):]
     return text
 
 
@@ -189,10 +200,11 @@ def api_targets(entry: Callable[[], ApiEntry]) -> list[Target]:
     frames = [msgpack.packb(f, use_bin_type=True) for f in _frames()]
     return [
         Target("api.json.text", st.text(max_size=300), lambda m: entry().text(m), ()),
-        Target("api.json.values", json_values.map(json.dumps), lambda m: entry().text(m), ()),
-        Target("api.json.requests", requests(), lambda m: entry().text(m), ()),
+        Target("api.json.values", seeded(lambda rng: json.dumps(random_json(rng))),
+               lambda m: entry().text(m), ()),
+        Target("api.json.requests", mutated(_requests(), request_text),
+               lambda m: entry().text(m), ()),
         Target("api.binary.bytes", st.binary(max_size=512), lambda b: entry().frame(b), ()),
-        Target("api.binary.frames", mutated_encoding(_frames())
-               | st.sampled_from(frames).flatmap(mutated_bytes),
+        Target("api.binary.frames", mutated_encoding(_frames()) | mutated_bytes(frames),
                lambda b: entry().frame(b), ()),
     ]
