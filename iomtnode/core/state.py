@@ -145,6 +145,9 @@ def check_signer(state: State, body: TxBody) -> None:
     :func:`apply` checks the same rules before any other but a replayed id (a refusal
     here is a refusal there), so admission may call this before a signature is verified.
     A reading's sequence number is checked by the caller (``window.fresh``)."""
+    if type(body) is Reading:  # nearly every transaction: no pattern matching
+        _active_device(state, body.device)
+        return
     match body:
         case Reading() | RotateDeviceKey():
             _active_device(state, body.device)
