@@ -9,6 +9,9 @@ import os
 
 import pytest
 
+from iomtnode.p2p.messages import MESSAGE_TYPES
+
+from . import corpus
 from .api import ApiEntry, api_targets, run_with_api
 from .runner import run_engine
 from .targets import Target, targets
@@ -16,6 +19,12 @@ from .targets import Target, targets
 EXAMPLES = int(os.environ.get("IOMTNODE_FUZZ_EXAMPLES", "40"))  # per target
 
 pytestmark = pytest.mark.timeout(120)
+
+
+def test_every_message_kind_has_a_valid_sample_to_mutate() -> None:
+    """A kind declared without a sample in :mod:`.corpus` would be fuzzed only as bytes."""
+    missing = set(MESSAGE_TYPES) - {msg.KIND for msg in corpus.messages()}
+    assert not missing, f"add a valid sample of kinds {sorted(missing)} to tests/fuzz/corpus.py"
 
 
 @pytest.mark.parametrize("target", targets(), ids=lambda t: t.name)
