@@ -14,6 +14,7 @@ import random
 from dataclasses import replace
 
 import pytest
+from structlog.testing import capture_logs
 
 from iomtnode.chain.chain import BuiltBlock, Chain
 from iomtnode.client import ApiError
@@ -84,16 +85,24 @@ async def test_a_grant_from_a_fresh_key_is_refused_and_a_block_with_one_is_inval
         monkeypatch.setattr(Chain, "build", build)
         start = net.node(1).chain.height
         batch = readings(net, device, range(1, 41))
-        for i in range(0, len(batch), 10):  # honest readings, over several heights
-            result = await client.call("submit_readings",
-                                       txs=[tx.raw.hex() for tx in batch[i:i + 10]])
-            assert result["accepted"] == 10
-            await net.wait_height(net.node(1).chain.height + 1)
-        await net.wait(lambda: len(proposed) >= 2, "node 0 proposed twice", timeout=60)
-        last = batch[-1].id
-        await net.wait(lambda: all(n.chain.store.tx_location(last) for n in net.live()),
-                       "every honest reading final everywhere", timeout=60)
+        with capture_logs() as logs:
+            for i in range(0, len(batch), 10):  # honest readings, over several heights
+                result = await client.call("submit_readings",
+                                           txs=[tx.raw.hex() for tx in batch[i:i + 10]])
+                assert result["accepted"] == 10
+                await net.wait_height(net.node(1).chain.height + 1)
+            await net.wait(lambda: len(proposed) >= 2, "node 0 proposed twice", timeout=60)
+            last = batch[-1].id
+            await net.wait(lambda: all(n.chain.store.tx_location(last) for n in net.live()),
+                           "every honest reading final everywhere", timeout=60)
+    refused = {log["height"] for log in logs if log["event"] == "proposed_block_invalid"
+               and "not the patient of any active device" in log["reason"]}
+    assert set(proposed) - {max(proposed)} <= refused  # each of its blocks, for that grant
     assert net.node(1).chain.height > start + 4
+    honest = [net.node(i) for i in (1, 2, 3)]
+    for node in honest:  # the honest ones stay connected to each other
+        connected = {peer.node_id for peer in node.p2p.host.peers()}
+        assert {other.node_id for other in honest if other is not node} <= connected
     for node in net.live():
         assert node.chain.store.tx_location(grant.id) is None  # never committed
         assert grant.id not in node.mempool
