@@ -11,6 +11,11 @@ Layout::
     signing.lock   held by the one process that may sign with this home
     data/          LevelDB (the chain: may be wiped and synced again; the three files
                    above stay, so a resync never makes the key forget what it signed)
+
+``init`` makes the home (and ``data/``) mode 0700 and the secret files 0600, whatever the
+umask; the node checks at start that the home and its secret files are open to no other
+user (no group or other permission bit), and refuses to start otherwise, naming the path,
+the mode found and the ``chmod`` that fixes it.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from .consensus.votes import SigningState
 from .core.crypto import SEED_BYTES, SigningKey
 from .core.genesis import Genesis
 
-SECRET_MODE = 0o600
+SECRET_MODE = 0o600  # node_key, admin_token: the owner reads and writes, nobody else
+HOME_MODE = 0o700  # the home and data/: the owner only (the chain names devices and patients)
 
 
 class HomeError(RuntimeError):
@@ -63,10 +69,16 @@ class Home:
         return self.key_path.exists() or self.genesis_path.exists()
 
     def check(self) -> None:
+        """Raise :class:`HomeError` unless this is a complete home that no other user can
+        open: the directory open to its owner only, the key and the admin token readable
+        by their owner only (the node calls this before it reads anything)."""
         for p in (self.config_path, self.genesis_path, self.key_path, self.token_path):
             if not p.exists():
                 raise HomeError(f"{self.path} is not an iomtnode home ({p.name} missing); "
                                 f"run: iomtnode init --home {self.path}")
+        _check_private(self.path, HOME_MODE)
+        _check_private(self.key_path)
+        _check_private(self.token_path)
 
     def load_key(self) -> SigningKey:
         return _read_key(self.key_path)
@@ -82,20 +94,23 @@ class Home:
         return self.token_path.read_text().strip()
 
 
-def _check_private(path: Path) -> None:
+def _check_private(path: Path, fix: int = SECRET_MODE) -> None:
+    """Raise :class:`HomeError` if ``path`` has any group or other permission bit; the
+    message names the mode found and the ``chmod`` to ``fix`` it."""
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
         raise HomeError(f"{path} is missing") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise HomeError(
-            f"{path} is readable by other users (mode {stat.filemode(mode)}); "
-            f"run: chmod 600 {path}"
+            f"{path} is open to other users (mode {stat.S_IMODE(mode):04o}, "
+            f"{stat.filemode(mode)}); the node refuses to start: run: chmod {fix:o} {path}"
         )
 
 
 def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, SECRET_MODE)
+    os.fchmod(fd, SECRET_MODE)  # exactly, whatever the umask
     with os.fdopen(fd, "w") as f:
         f.write(text)
 
@@ -143,6 +158,7 @@ def init_home(
     if home.is_initialized():
         raise HomeError(f"{path} is already an iomtnode home; pick another directory")
     path.mkdir(parents=True, exist_ok=True)
+    path.chmod(HOME_MODE)  # mkdir's mode is cut by the umask, and the directory may exist
     key = key or SigningKey.generate()
     if genesis is None:
         genesis = Genesis(chain_id=chain_id, time_ms=int(time.time() * 1000),
@@ -151,7 +167,8 @@ def init_home(
     _write_private(home.token_path, secrets.token_hex(16) + "\n")
     genesis.save(home.genesis_path)
     home.config_path.write_text(render(config or Config()))
-    home.data_path.mkdir(exist_ok=True)
+    home.data_path.mkdir(mode=HOME_MODE, exist_ok=True)
+    home.data_path.chmod(HOME_MODE)
     if not signed_before:
         SigningStateFile(home.path / SIGNING_STATE_FILE).put_meta(
             SIGNING_STATE_FILE, signing_record(key.public, SigningState()))

@@ -72,7 +72,8 @@ PROBE_EVERY = 64
 PROBE_WEIGHT = 0.2  # of each new timing in the running estimate
 
 # refusals that time may undo: such a transaction is not remembered as seen
-TRANSIENT_REFUSALS = (e.MempoolFullError, e.FutureTimestampError, e.UnknownDeviceError)
+TRANSIENT_REFUSALS = (e.MempoolFullError, e.FutureTimestampError, e.UnknownDeviceError,
+                      e.UnknownPatientError)
 
 
 class _Relay(msgspec.Struct, frozen=True, gc=False):  # one per relayed transaction: cheap

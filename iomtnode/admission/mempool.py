@@ -1,9 +1,12 @@
 """The mempool: admitted transactions waiting for a block, bounded, checked once.
 
-Admission runs the cheap checks first (size, decode, duplicate id), then verifies the
-signature (once per transaction and node, through the :class:`~.verify.Verifier`, which
-remembers what passed), then the state rules against the committed state plus every pending
-transaction, so the pool only holds transactions that fit together in order.
+Admission runs the cheap checks first (size, decode, duplicate id, and the state's rules on
+the signer: a known, active device or a key with the right to sign that kind, and a reading's
+sequence number inside its device's window), then verifies the signature (once per
+transaction and node, through the :class:`~.verify.Verifier`, which remembers what passed),
+then the state rules against the committed state plus every pending transaction, so the pool
+only holds transactions that fit together in order. A transaction from a key without the
+right to sign it, or a replayed reading, costs a few lookups and never a verification.
 
 Synchronous; :func:`iomtnode.admission.batch.admit_chunk` admits a chunk with its
 signatures verified in worker threads, for the admission service (:mod:`.service`). The
@@ -26,7 +29,7 @@ from ..core import window
 from ..core.block import Block
 from ..core.crypto import BadSignatureError
 from ..core.ledger import BlockContext, State
-from ..core.state import apply, begin_block
+from ..core.state import apply, begin_block, check_signer
 from ..core.tx import MalformedTxError, Reading, SignedTx, decode_tx
 from ..store.txlog import Drop
 from .verify import Verifier
@@ -87,23 +90,34 @@ class Mempool:
         return tx
 
     def precheck(self, tx: SignedTx) -> None:
-        """The checks that come before the signature: room, pending or committed already.
+        """The checks that come before the signature: room, pending already, the signer's
+        right in the pending state (:func:`~iomtnode.core.state.check_signer`), a reading's
+        sequence number, committed already. Each is a lookup, so a transaction that would
+        be refused anyway costs no signature verification.
 
         A reading whose sequence number is unused in its device's window in the pending
         state cannot be in a block, so the store is not asked (it would be once per
         transaction, and a reading is nearly every transaction a node admits): a committed
         reading is marked in the committed state's window, and the pending state is the
         committed one plus the pending transactions, so there it is marked too, or has
-        fallen below the window. Numbered above the highest is the usual, cheapest case."""
+        fallen below the window. Numbered above the highest is the usual, cheapest case.
+        A used or too old number not in a block is refused with the window's reason."""
         self._check_pending(tx)
         body = tx.body
+        state = self._state
         if type(body) is Reading:
-            state = self._state
-            if body.seq > state.last_seq(body.device):
+            check_signer(state, body)
+            record = state.seq_record(body.device)
+            size = self._ctx.genesis.replay_window
+            if body.seq > window.highest(record) or window.fresh(record, body.seq, size):
                 return
-            if window.fresh(state.seq_record(body.device), body.seq,
-                            self._ctx.genesis.replay_window):
-                return
+            self._check_committed(tx)
+            window.use(record, body.seq, size)  # raises: the number is used or too old
+            return
+        self._check_committed(tx)  # a committed one is refused as such, whoever signed it
+        check_signer(state, body)
+
+    def _check_committed(self, tx: SignedTx) -> None:
         location = self._chain.store.tx_location(tx.id)
         if location is not None:
             raise e.DuplicateTxError(

@@ -34,6 +34,7 @@ from ..core.genesis import Genesis
 from ..core.ledger import K_EVIDENCE, K_VOTES, BlockContext, Device, State
 from ..core.receipt import Handoff, make_receipt
 from ..core.state import (
+    STATE_RULES_VERSION,
     apply,
     authorities_at,
     begin_block,
@@ -46,6 +47,7 @@ from ..store import BlockStore, StagedStore
 log = structlog.get_logger(__name__)
 
 META_GENESIS = "genesis_hash"
+META_RULES = "state_rules"  # the STATE_RULES_VERSION the stored state was built by
 K_TX_TOTAL = b"n"  # state key: transactions committed so far (a state key no rule uses)
 BLOCK_OVERHEAD_BYTES = 64 * 1024  # header, certificate and framing of a block, generously
 TX_OVERHEAD_BYTES = 5  # msgpack bin header of one transaction inside a block
@@ -98,9 +100,18 @@ class Chain:
                 f"the data directory holds chain {stored.hex()[:16]}, but the genesis file "
                 f"is {genesis.hash.hex()[:16]}: use the genesis this home was made with"
             )
+        rules = STATE_RULES_VERSION.to_bytes(2, "big")
+        if store.head() is not None and store.get_meta(META_RULES) != rules:
+            found = store.get_meta(META_RULES)
+            raise WrongChainError(
+                f"the data directory's state was built by the ledger rules of another version "
+                f"of iomtnode ({int.from_bytes(found, 'big') if found else 1}, this one applies "
+                f"{STATE_RULES_VERSION}): move data/ aside and let the node resync"
+            )
         if store.head() is None:
             block = genesis.block()
             store.put_meta(META_GENESIS, genesis.hash)
+            store.put_meta(META_RULES, rules)
             store.commit_block(
                 height=0, block_hash=block.hash, block_bytes=block.encode(), commit_bytes=b"",
                 tx_ids=[], state_changes=genesis_state(genesis),

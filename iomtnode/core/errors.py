@@ -106,3 +106,10 @@ class ReplayedSequenceError(StaleSequenceError):
     """A reading's sequence number inside the window was already used by its device."""
 
     code = 1022
+
+
+class UnknownPatientError(RuleError):
+    """A grant signed by a key that is not the patient of an active device: only a patient
+    the ledger knows may let others read their records."""
+
+    code = 1023

@@ -24,6 +24,7 @@ K_EVIDENCE = b"e"
 K_ONLINE = b"o"
 K_HANDOFFS = b"k"
 K_VOTES = b"v"
+K_PATIENTS = b"n"
 
 DEVICE_CACHE = 16_384  # decoded device records kept (about 5 MB)
 
@@ -101,6 +102,21 @@ class State:
             device.patient, device.device_class, device.manufacturer, device.status,
             device.admitted_height, device.successor,
         ])
+
+    def patient_devices(self, patient: bytes) -> int:
+        """How many active devices name ``patient`` (0: a key the ledger does not know as
+        a patient)."""
+        raw = self.get(K_PATIENTS + patient)
+        return 0 if raw is None else int.from_bytes(raw, "big")
+
+    def count_patient_device(self, patient: bytes, delta: int) -> None:
+        """Add ``delta`` (+1 or -1) to the patient's active devices (the record goes at 0)."""
+        count = self.patient_devices(patient) + delta
+        assert count >= 0, "a patient's active devices are counted from their admissions"
+        if count:
+            self._writes[K_PATIENTS + patient] = count.to_bytes(8, "big")
+        else:
+            self._writes[K_PATIENTS + patient] = None
 
     def last_seq(self, device: bytes) -> int:
         """The highest sequence number the device used (0: none)."""

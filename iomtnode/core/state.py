@@ -14,6 +14,17 @@ the state exactly as it was (every rule is checked before anything is written).
 Signatures are not checked here: a transaction reaches :func:`apply` only after its
 signature was verified once, on admission.
 
+Only participants write. Every kind names the key that signs it, and that key must hold
+the right to sign it in the state: a reading or a key rotation comes from an active
+device; an admission, a maintenance record, a vote or evidence from an authority; a
+device's revocation from an authority or the device's patient; a grant from a patient the
+ledger knows (the patient of at least one active device: authorities do not grant for a
+patient, and a key that no admission named is nobody's patient); a grant's revocation
+from the patient who made it. :func:`check_signer` checks exactly these rules, reading the
+state only, so admission runs it before verifying a signature: a transaction from a key
+without the right costs a lookup, not a verification. :func:`apply` checks them too, first,
+so a block carrying such a transaction is invalid on every node.
+
 Keyspace (first byte)::
 
     a            current authority list
@@ -26,6 +37,8 @@ Keyspace (first byte)::
                  the ``replay_window`` below it were used (see :mod:`.window`)
     m <device>   last maintenance [action, note, ts_ms, height]
     v <subject> <0|1>   votes to remove/add subject [voters...]
+    n <patient>  how many active devices name the patient (u64; absent: none): the
+                 patients the ledger knows, who alone may grant access to their records
     g <patient> <grantee> <scope>   grant [expires_ms, wrapped_key, height]
     x <tx id>    a nonce-bearing transaction already applied
     o <authority>  the last height the authority certified (its precommit is in the
@@ -62,9 +75,16 @@ from .tx import (
     RevokeGrant,
     RotateDeviceKey,
     SignedTx,
+    TxBody,
 )
 
 ACTIVE, REVOKED, ROTATED = "active", "revoked", "rotated"
+# the rules' version: a state built by other rules is not this one's (a node refuses it and
+# resyncs); 2: each patient's active devices are counted (``n``), and only a patient the
+# ledger knows may grant
+STATE_RULES_VERSION = 2
+
+
 def genesis_state(genesis: Genesis) -> dict[bytes, bytes | None]:
     """The state changes block 0 commits: the genesis authority set."""
     state = State(lambda key: None)
@@ -114,6 +134,33 @@ def apply(state: State, tx: SignedTx, ctx: BlockContext) -> None:
             state.mark_seen(tx.id)
         case ReportEvidence():
             report_evidence(state, body, ctx)
+        case _:  # pragma: no cover - decode_tx only yields the kinds above
+            raise TypeError(f"no rule for {type(body).__name__}")
+
+
+def check_signer(state: State, body: TxBody) -> None:
+    """Raise the :class:`RuleError` of the signer's right to sign ``body`` if it lacks it
+    (see the module's introduction); reads the state, writes nothing.
+
+    :func:`apply` checks the same rules before any other but a replayed id (a refusal
+    here is a refusal there), so admission may call this before a signature is verified.
+    A reading's sequence number is checked by the caller (``window.fresh``)."""
+    if type(body) is Reading:  # nearly every transaction: no pattern matching
+        _active_device(state, body.device)
+        return
+    match body:
+        case Reading() | RotateDeviceKey():
+            _active_device(state, body.device)
+        case AdmitDevice() | DeviceMaintenance() | AuthorityVote():
+            require_authority(state, body.authority)
+        case RevokeDevice():
+            _may_revoke(state, body)
+        case Grant():
+            _known_patient(state, body.patient)
+        case RevokeGrant():
+            _existing_grant(state, body)
+        case ReportEvidence():
+            require_authority(state, body.reporter)
         case _:  # pragma: no cover - decode_tx only yields the kinds above
             raise TypeError(f"no rule for {type(body).__name__}")
 
@@ -175,6 +222,7 @@ def _admit(state: State, a: AdmitDevice, ctx: BlockContext) -> None:
     if len(approvers) >= ctx.genesis.admission_threshold:
         state.put_device(Device(a.device, a.patient, a.device_class, a.manufacturer, ACTIVE,
                                 ctx.height, b""))
+        state.count_patient_device(a.patient, +1)
         if pending is not None:
             state.delete(b"p" + a.device)
     else:
@@ -182,11 +230,17 @@ def _admit(state: State, a: AdmitDevice, ctx: BlockContext) -> None:
                          [approvers, a.patient, a.device_class, a.manufacturer])
 
 
-def _revoke(state: State, r: RevokeDevice) -> None:
+def _may_revoke(state: State, r: RevokeDevice) -> Device:
     device = _active_device(state, r.device)
     if r.by != device.patient and r.by not in state.authorities():
         raise e.NotPermittedError("only an authority or the device's patient may revoke it")
+    return device
+
+
+def _revoke(state: State, r: RevokeDevice) -> None:
+    device = _may_revoke(state, r)
     state.put_device(replace(device, status=REVOKED))
+    state.count_patient_device(device.patient, -1)
 
 
 def _rotate(state: State, r: RotateDeviceKey, ctx: BlockContext) -> None:
@@ -207,7 +261,15 @@ def _maintenance(state: State, m: DeviceMaintenance, ctx: BlockContext) -> None:
     state.put_value(b"m" + m.device, [m.action, m.note, m.ts_ms, ctx.height])
 
 
+def _known_patient(state: State, patient: bytes) -> None:
+    if not state.patient_devices(patient):
+        raise e.UnknownPatientError(
+            f"{patient.hex()[:16]} is not the patient of any active device: only a patient "
+            "the ledger knows may grant access to their records")
+
+
 def _grant(state: State, g: Grant, ctx: BlockContext) -> None:
+    _known_patient(state, g.patient)
     if g.grantee == g.patient:
         raise e.NotPermittedError("a patient does not need a grant for their own records")
     if g.expires_ms <= ctx.time_ms:
@@ -216,13 +278,19 @@ def _grant(state: State, g: Grant, ctx: BlockContext) -> None:
                      [g.expires_ms, g.wrapped_key, ctx.height])
 
 
-def _revoke_grant(state: State, r: RevokeGrant) -> None:
+def _existing_grant(state: State, r: RevokeGrant) -> None:
+    """A grant is revoked by the patient who made it (the grant's key names them), even
+    once their devices are revoked: withdrawing consent is always allowed."""
     if state.grant(r.patient, r.grantee, r.scope) is None:
         raise e.UnknownGrantError(f"no grant of scope {r.scope!r} to {r.grantee.hex()[:16]}")
+
+
+def _revoke_grant(state: State, r: RevokeGrant) -> None:
+    _existing_grant(state, r)
     state.delete(b"g" + r.patient + r.grantee + r.scope.encode())
 
 
 __all__ = [  # the governance functions and ledger types the state's users import from here
-    "BlockContext", "Device", "State", "apply", "authorities_at", "begin_block",
-    "decode_evidence_record", "evidence_key", "genesis_state",
+    "STATE_RULES_VERSION", "BlockContext", "Device", "State", "apply", "authorities_at",
+    "begin_block", "check_signer", "decode_evidence_record", "evidence_key", "genesis_state",
 ]

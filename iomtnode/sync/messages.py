@@ -12,6 +12,14 @@ from ..p2p.ratelimit import Rate
 MAX_BLOCKS_PER_MESSAGE = 64  # blocks in one sync response
 
 
+def _block_and_commit(name: str, value: object) -> list[bytes]:
+    """Exactly ``[block bytes, commit bytes]`` (the reader unpacks each entry in two)."""
+    pair = f.record(name, value, 2)
+    raw_value(f"{name}[0]", pair[0])
+    raw_value(f"{name}[1]", pair[1])
+    return pair
+
+
 @message
 @dataclass(frozen=True, slots=True)
 class Status:
@@ -40,7 +48,7 @@ class Blocks:
     """Whole blocks with their certificates, ``[[block, commit], ...]`` from ``start``."""
 
     KIND: ClassVar[int] = 12
-    CHECKS: ClassVar[tuple[f.Check, ...]] = (f.u64, list_of(list_of(raw_value, 2),
+    CHECKS: ClassVar[tuple[f.Check, ...]] = (f.u64, list_of(_block_and_commit,
                                                              MAX_BLOCKS_PER_MESSAGE))
     start: int
     blocks: list[list[bytes]]

@@ -128,8 +128,11 @@ async def test_bad_signatures_and_garbage_cost_the_sender_score(nursery):
     assert b.sent == []  # nothing invalid is relayed
 
 
-@pytest.mark.parametrize("refusal", [e.StaleSequenceError("stale"), e.MempoolFullError("full")])
+@pytest.mark.parametrize("refusal", [
+    e.StaleSequenceError("stale"), e.MempoolFullError("full"), e.UnknownDeviceError("new"),
+    e.UnknownPatientError("nobody's"), e.NotAuthorityError("not one")])
 async def test_rule_refusals_are_not_relayed_and_not_penalised(nursery, refusal):
+    """The sender checked against its own state, which may be behind or ahead of ours."""
     g = await started(nursery, refuse=refusal)
     (a, b, _) = g.peers
     await g.deliver(a, [reading(1).raw])
@@ -138,7 +141,8 @@ async def test_rule_refusals_are_not_relayed_and_not_penalised(nursery, refusal)
 
 
 @pytest.mark.parametrize("refusal", [
-    e.MempoolFullError("full"), e.FutureTimestampError("ahead"), e.UnknownDeviceError("new")])
+    e.MempoolFullError("full"), e.FutureTimestampError("ahead"), e.UnknownDeviceError("new"),
+    e.UnknownPatientError("not yet")])
 async def test_a_refusal_that_time_may_undo_lets_the_transaction_be_fetched_again(
         nursery, refusal):
     """A full mempool, a clock behind the device's, a reading before its device's admission:

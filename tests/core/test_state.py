@@ -27,6 +27,7 @@ from iomtnode.core.state import (
     ROTATED,
     apply,
     begin_block,
+    check_signer,
     genesis_state,
 )
 from iomtnode.core.tx import (
@@ -659,7 +660,36 @@ CASES: list[Case] = [
         (equivocation("A", "A"), OK),  # an authority may report itself
     ], authorities=("A", "B")),
     # --- consent -----------------------------------------------------------------------------
+    Case("only the patient of an active device grants; a fresh key never does", [
+        (grant("X", "G"), e.UnknownPatientError),  # a key no admission named
+        (grant("A", "G"), e.UnknownPatientError),  # an authority is nobody's patient
+        (admit("A", "hr1", patient="P"), OK),
+        (grant("P", "G"), OK),
+        (revoke("A", "hr1"), OK),  # P's last active device
+        (grant("P", "G", scope="neuro"), e.UnknownPatientError),
+        (ungrant("P", "G"), OK),  # withdrawing consent is always allowed
+    ]),
+    Case("a patient stays known while one of their devices is active, rotated included", [
+        (admit("A", "hr1", patient="P"), OK),
+        (admit("A", "hr2", patient="P"), OK),
+        (rotate("hr1", "hr1b"), OK),
+        (revoke("P", "hr2"), OK),
+        (grant("P", "G"), OK),
+        (revoke("A", "hr1b"), OK),
+        (grant("P", "G", scope="neuro"), e.UnknownPatientError),
+        NEXT,
+        (grant("P", "G", scope="neuro", nonce=1), e.UnknownPatientError),
+        (admit("A", "hr3", patient="P"), OK),
+        (grant("P", "G", scope="neuro", nonce=1), OK),
+    ]),
+    Case("a device waiting for more approvals does not make its patient known", [
+        (admit("A", "hr1", patient="P"), OK),
+        (grant("P", "G"), e.UnknownPatientError),
+        (admit("B", "hr1", patient="P"), OK),
+        (grant("P", "G"), OK),
+    ], authorities=("A", "B"), threshold=2),
     Case("a grant and its revocation", [
+        (admit("A", "hr1"), OK),
         (grant("P", "G"), OK),
         HasGrant("P", "G", "cardio", True),
         HasGrant("P", "G", "neuro", False),
@@ -669,6 +699,7 @@ CASES: list[Case] = [
         (ungrant("P", "G", nonce=1), e.UnknownGrantError),
     ]),
     Case("revoking a grant that was never made, or of another scope or grantee", [
+        (admit("A", "hr1"), OK),
         (ungrant("P", "G"), e.UnknownGrantError),
         (grant("P", "G"), OK),
         (ungrant("P", "G", scope="neuro"), e.UnknownGrantError),
@@ -677,6 +708,7 @@ CASES: list[Case] = [
         HasGrant("P", "G", "cardio", True),
     ]),
     Case("a grant that expires at or before the block time is refused", [
+        (admit("A", "hr1"), OK),
         (grant("P", "G", expires=now(1)), e.ExpiredGrantError),
         (grant("P", "G", expires=now(1) - 1), e.ExpiredGrantError),
         (grant("P", "G", expires=0), e.ExpiredGrantError),
@@ -685,10 +717,12 @@ CASES: list[Case] = [
         HasGrant("P", "G", "cardio", True),
     ]),
     Case("a patient does not grant to themselves", [
+        (admit("A", "hr1"), OK),
         (grant("P", "P"), e.NotPermittedError),
         HasGrant("P", "P", "cardio", False),
     ]),
     Case("a replayed grant is a duplicate; a new nonce renews it", [
+        (admit("A", "hr1"), OK),
         (grant("P", "G"), OK),
         (grant("P", "G"), e.DuplicateTxError),
         NEXT,
@@ -737,12 +771,22 @@ def run(case: Case) -> State:
             tx.verify(CHAIN_ID)
             before = state.changes()
             try:
+                check_signer(state, tx.body)
+            except e.RuleError as exc:
+                signer: type[e.RuleError] | None = type(exc)
+            else:
+                signer = OK
+            assert state.changes() == before, f"{where}: check_signer wrote"
+            try:
                 apply(state, tx, ctx)
             except e.RuleError as exc:
                 got: type[e.RuleError] | None = type(exc)
             else:
                 got = OK
             assert got is expected, f"{where}: expected {_name(expected)}, got {_name(got)}"
+            # admission refuses on check_signer before the signature: only what apply refuses
+            assert signer in (OK, got) or got is e.DuplicateTxError, (
+                f"{where}: check_signer refused with {_name(signer)}, apply {_name(got)}")
             if expected is OK:
                 assert state.changes() != before, f"{where}: applied but wrote nothing"
             else:
@@ -801,6 +845,7 @@ def test_rule_error_codes_are_stable_and_distinct() -> None:
         e.UnknownGrantError: 1015, e.ExpiredGrantError: 1016, e.DuplicateEvidenceError: 1017,
         e.InvalidEvidenceRuleError: 1018, e.MempoolFullError: 1020,
         e.MalformedTxRuleError: 1021, e.ReplayedSequenceError: 1022,
+        e.UnknownPatientError: 1023,
     }
     for cls, code in codes.items():
         assert cls.code == code, cls.__name__

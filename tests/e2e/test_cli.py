@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import stat
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,12 @@ def test_bad_operator_input_is_a_clear_error(tmp_path: Path):
     (home / "node_key").chmod(0o644)
     unsafe = iomtnode("run", "--home", str(home), check=False)
     assert unsafe.returncode == 2 and "chmod 600" in unsafe.stderr
+    (home / "node_key").chmod(0o600)
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700  # as init made it
+    home.chmod(0o755)
+    unsafe = iomtnode("run", "--home", str(home), check=False)
+    assert unsafe.returncode == 2 and f"chmod 700 {home}" in unsafe.stderr
+    assert "mode 0755" in unsafe.stderr and "Traceback" not in unsafe.stderr
     help_text = iomtnode("simulate", "--help").stdout
     assert "--rate" in help_text and "--devices" in help_text
     assert iomtnode("version").stdout.strip() == __version__

@@ -1,0 +1,71 @@
+"""A node's home is its owner's alone: ``init`` makes it 0700 (``data/`` too) and its secret
+files 0600 whatever the umask, and a node refuses to start from a home, key or admin token
+that another user could open, naming the path, the mode found and the ``chmod`` that fixes
+it (deploy/README.md)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from iomtnode.config import Config
+from iomtnode.home import HOME_MODE, SECRET_MODE, Home, HomeError, init_home
+from iomtnode.node import Node
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    old = os.umask(0o002)  # a permissive umask: group-writable, world-readable by default
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def test_init_makes_the_home_private_whatever_the_umask(tmp_path: Path, open_umask: None):
+    ready = tmp_path / "made-before"
+    ready.mkdir(mode=0o775)  # an empty directory the operator made: init takes it over
+    for path in (tmp_path / "a" / "node", ready):
+        home = init_home(path)
+        assert mode(home.path) == HOME_MODE == 0o700
+        assert mode(home.data_path) == HOME_MODE
+        assert mode(home.key_path) == mode(home.token_path) == SECRET_MODE == 0o600
+        home.check()
+
+
+@pytest.mark.parametrize(("name", "bad", "fix"), [
+    ("", 0o755, "chmod 700"),  # the home itself, as init made it before
+    ("", 0o701, "chmod 700"),  # even only others' search bit
+    ("node_key", 0o640, "chmod 600"),
+    ("admin_token", 0o604, "chmod 600"),
+])
+def test_a_home_open_to_others_is_refused_at_start(tmp_path: Path, name: str, bad: int,
+                                                   fix: str):
+    home = init_home(tmp_path / "node")
+    path = home.path / name if name else home.path
+    path.chmod(bad)
+    with pytest.raises(HomeError) as info:
+        Node(home, Config())
+    message = str(info.value)
+    assert str(path) in message and f"mode {bad:04o}" in message
+    assert f"{fix} {path}" in message
+    path.chmod(HOME_MODE if not name else SECRET_MODE)
+    Home(home.path).check()  # fixed as the message says: accepted
+
+
+def test_localnet_homes_are_private(tmp_path: Path, open_umask: None):
+    from iomtnode.localnet.layout import add_node_home, prepare
+
+    manifest = prepare(tmp_path / "net", 2, base_port=None)
+    add_node_home(manifest)
+    for entry in manifest.nodes:
+        assert mode(entry.home) == HOME_MODE and mode(entry.home / "node_key") == SECRET_MODE
+        Home(entry.home).check()
