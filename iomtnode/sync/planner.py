@@ -147,21 +147,23 @@ class SyncPlanner:
              parallel: int = PARALLEL_PEERS) -> list[Assignment]:
         """Consecutive ranges from ``start`` toward the goal of a node at ``height`` (up to
         ``last`` if given), one per peer whose believed claim holds its first block, up to
-        ``parallel`` peers, those that served most first; the blocks shared evenly
-        between them, at most :data:`RANGE_BLOCKS` each. Empty: nobody to ask."""
+        ``parallel`` peers: those that served most first, then the lower claims (the later
+        ranges need the higher ones; a claim inflated gets the last range); the blocks
+        shared evenly between them, at most :data:`RANGE_BLOCKS` each. Empty: nobody to
+        ask."""
         goal = self.goal(height, now_ms)
         end = goal.height if last is None else min(last, goal.height)
         if end < start:
             return []
         ranked = sorted((p for p, h in goal.peers.items() if h >= start),
-                        key=lambda p: (-self._served.get(p, 0), -goal.peers[p], p))
+                        key=lambda p: (-self._served.get(p, 0), goal.peers[p], p))
         ranked = ranked[:parallel]
         if not ranked:
             return []
-        share = -(-(end - start + 1) // len(ranked))
         plan: list[Assignment] = []
-        for peer_id in ranked:
-            count = min(RANGE_BLOCKS, share, goal.peers[peer_id] - start + 1, end - start + 1)
+        for i, peer_id in enumerate(ranked):
+            share = -(-(end - start + 1) // (len(ranked) - i))  # of what the others left
+            count = min(RANGE_BLOCKS, share, goal.peers[peer_id] - start + 1)
             if count <= 0:
                 continue
             plan.append(Assignment(peer_id, start, count))

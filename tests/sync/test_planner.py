@@ -66,7 +66,7 @@ def test_ranges_are_split_across_peers_and_never_past_the_goal():
     assert plan == [Assignment(A, 1, 32), Assignment(B, 33, 32), Assignment(C, 65, 32)]
     assert L not in {a.peer_id for a in plan}  # an implausible claim serves nothing first
     p = planner(A=10, B=10, C=10)
-    assert p.plan(1, 0, NOW) == [Assignment(A, 1, 4), Assignment(B, 5, 4), Assignment(C, 9, 2)]
+    assert p.plan(1, 0, NOW) == [Assignment(A, 1, 4), Assignment(B, 5, 3), Assignment(C, 8, 3)]
     assert p.plan(11, 10, NOW) == []
 
 
@@ -79,10 +79,13 @@ def test_the_lone_claim_is_not_asked_past_the_supported_height():
 
 def test_a_peer_asks_only_within_its_claim():
     p = planner(A=100, B=5)
-    assert p.plan(1, 0, NOW) == [Assignment(A, 1, 3), Assignment(B, 4, 2)]  # supported: 5
+    assert p.plan(1, 0, NOW) == [Assignment(B, 1, 3), Assignment(A, 4, 2)]  # supported: 5
     assert p.plan(6, 5, NOW) == [Assignment(A, 6, RANGE_BLOCKS)]  # then A's claim alone
-    p = planner(A=100, B=40, C=40)
-    assert p.plan(39, 0, NOW) == [Assignment(A, 39, 1), Assignment(B, 40, 1)]  # C: past 40
+    p = planner(A=100, B=40, C=41)
+    assert p.plan(40, 0, NOW) == [Assignment(B, 40, 1), Assignment(C, 41, 1)]  # goal 41
+    p = planner(A=100, B=100, C=40)
+    assert p.plan(39, 0, NOW) == [Assignment(C, 39, 2), Assignment(A, 41, 30),
+                                  Assignment(B, 71, 30)]  # the lower claim first
 
 
 def test_peers_that_served_get_the_first_ranges():
