@@ -105,7 +105,7 @@ async def test_a_lying_sync_peer_cannot_stall_a_joining_node(
     await net.wait(lambda: len(router.peers()) == 2, "the liar connected to 0 and 1")
 
     joined = trio.current_time()
-    node = await net.start(nursery, 2, (net.p2p(0), net.p2p(1), router.address))
+    node = await net.start(nursery, 2, (router.address, net.p2p(0), net.p2p(1)))  # liar first
     honest = [net.keys[0].public, net.keys[1].public]
     await net.wait(lambda: node.p2p.host.get(liar_id) is not None, "the liar connected to 2")
     head = net.node(0).chain.height
