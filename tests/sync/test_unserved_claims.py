@@ -20,7 +20,7 @@ from iomtnode.chain.writer import ChainWriter
 from iomtnode.p2p import score
 from iomtnode.store import BlockStore
 from iomtnode.sync.blocksync import REQUEST_TIMEOUT_S, UNSERVED_TIMEOUT_POINTS, BlockSync
-from iomtnode.sync.messages import Blocks, GetBlocks
+from iomtnode.sync.messages import Blocks, GetBlocks, Status
 from iomtnode.sync.planner import UNSERVED_IGNORED_S
 
 from ..admission.chainkit import GENESIS, T0, source_chain
@@ -173,3 +173,31 @@ async def test_a_liar_that_re_announces_is_asked_once_per_ignore_period(
         assert heights_asked == [HEAD, HEAD]  # the period over: tried again
         nursery.cancel_scope.cancel()
     assert sync._chain.height == HEAD
+
+
+@dataclass
+class HelloOf:
+    height: int
+
+
+async def test_through_the_reactor_a_reconnect_does_not_restore_an_unserved_claim(
+        tmp_path, items, autojump_clock):
+    from iomtnode.sync.reactor import SyncReactor
+
+    liar = FakePeer(L, {}, "empty")
+    peers = [liar, FakePeer(A, items), FakePeer(B, items)]
+    sync, host = follower(tmp_path / "follower", peers)
+    reactor = SyncReactor(sync, relay=None, head=lambda: (0, bytes(32)))  # type: ignore[arg-type]
+    for peer in peers:
+        peer.hello = HelloOf(HEAD)
+        reactor.connected(peer)
+    await reactor.receive(liar, Status(HEAD + 3, bytes(32)))
+    assert sync.peer_heights == {L: HEAD + 3, A: HEAD, B: HEAD}
+    await sync._catch_up()
+    assert sync._chain.height == HEAD and L not in sync.peer_heights
+    assert [(who, points) for who, points, _ in host.penalties] == [(L, score.INVALID_MESSAGE)]
+    reactor.disconnected(liar)
+    liar.hello = HelloOf(HEAD + 3)
+    reactor.connected(liar)  # back, with the same claim in its handshake
+    await reactor.receive(liar, Status(HEAD + 3, bytes(32)))
+    assert sync.peer_heights[L] == HEAD + 3 and sync.target == HEAD  # claimed, not believed
