@@ -234,10 +234,11 @@ class BlockSync:
                     return
                 answers = {a.first: self._ask(a, verifying) for a in plan}
                 for assigned in plan:
-                    answer = answers.pop(assigned.first)
-                    msg = await self._served(answer, assigned, verifying)
-                    if msg is None:
+                    answer = await self._served(answers.pop(assigned.first), assigned,
+                                                verifying)
+                    if answer is None or answer.msg is None:
                         return
+                    msg = answer.msg
                     fetched = _Range(assigned.first, answer.peer_id, len(msg.blocks))
                     fetched.decoded = await decode_range(msg, self._writer.preverify,
                                                          verifying, fetched.verified, budget)
@@ -262,14 +263,14 @@ class BlockSync:
         return answer
 
     async def _served(self, answer: _Answer, assigned: Assignment, nursery: trio.Nursery
-                      ) -> Blocks | None:
+                      ) -> _Answer | None:
         """The answer to ``assigned`` with at least its first block: from its peer, else
         (that peer penalised and its claim dropped) from the next peer the planner gives
         the range to. None once no peer is left to ask."""
         while True:
             await answer.arrived.wait()
             if answer.msg is not None and answer.msg.blocks:
-                return answer.msg
+                return answer
             self._unserved(answer.peer_id, assigned.first, answer.msg)
             plan = self.planner.plan(assigned.first, self._chain.height, self._now_ms(),
                                      last=assigned.first + assigned.count - 1, parallel=1)
