@@ -282,10 +282,11 @@ class BlockSync:
         """``peer_id`` was asked for blocks from ``first`` within its claim and answered
         ``msg`` without any (None: not in time): penalised, its claim dropped."""
         claimed = self.planner.unserved(peer_id, first, self._now_ms())
-        what = "timed out" if msg is None else "served no block"
+        peer = self._host.get(peer_id)
+        what = ("disconnected" if peer is None else "timed out" if msg is None
+                else "served no block")
         log.info("sync_claim_dropped", peer=peer_id.hex()[:16], claimed=claimed, first=first,
                  reason=what)
-        peer = self._host.get(peer_id)
         if peer is not None:
             points = UNSERVED_TIMEOUT_POINTS if msg is None else score.INVALID_MESSAGE
             self._host.penalize(peer, points,
