@@ -115,7 +115,8 @@ def build(setup: Setup, store: BlockStore) -> Services:
     reconcile = Reconciler(router, gossip, mempool.oldest, mempool.__contains__)
     admission = Admission(mempool, inbox, gossip, feed, now_ms=clock.now_ms,
                           gossip_delay=figures.gossip_delay)
-    sync = BlockSync(router, chain, writer, feed, mempool.verified, on_progress=SyncProgress())
+    sync = BlockSync(router, chain, writer, feed, mempool.verified, on_progress=SyncProgress(),
+                     now_ms=clock.now_ms)
     asks = Asks(router)  # requests for blocks' transactions, to route their answers
     consensus = Driver(
         chain, mempool, writer, PeerNetwork(router, gossip.flush, asks.sender("consensus")),

@@ -1,21 +1,26 @@
 """Block sync: a node that is behind fetches whole blocks in ranges from several peers.
 
-Peers' heights come from their handshake, their ``Status`` messages and the compact
-blocks they relay. Whenever a peer is ahead by more than live relay can close (or for
-longer than ``LAG_GRACE_S``), the node asks up to ``PARALLEL_PEERS`` peers for
-consecutive ranges of ``RANGE_BLOCKS`` blocks at once, checks each block in full
-(certificates against the authority set of its height, signatures, state rules) and
-commits them in order, a range at a time in one synced write (a crash loses at most the
-range being written, which is fetched again). While this thread decodes a round's ranges,
-worker processes verify the signatures of what it decoded so far (see
-:class:`~iomtnode.admission.verify.Verifier`). A peer that serves an invalid block is
-penalised; one that does not answer in ``REQUEST_TIMEOUT_S`` is skipped for that round.
-Once level, the node follows live relay again.
+Peers' claims come from their handshake, their ``Status`` messages and the compact blocks
+they relay; :class:`~.planner.SyncPlanner` decides what to sync to and which peer is asked
+for which range (a claim that no other peer supports is not chased first; one a peer did
+not serve is dropped and not believed again for a while). Whenever the goal is ahead by
+more than live relay can close (or for longer than ``LAG_GRACE_S``), the node asks up to
+:data:`~.planner.PARALLEL_PEERS` peers for consecutive ranges at once, checks each block
+in full (certificates against the authority set of its height, signatures, state rules)
+and commits them in order, a range at a time in one synced write (a crash loses at most
+the range being written, which is fetched again). While this thread decodes a round's
+ranges, worker processes verify the signatures of what it decoded so far (see
+:class:`~iomtnode.admission.verify.Verifier`).
+
+A peer that claimed a height and does not serve it is penalised and its claim dropped:
+no answer in ``REQUEST_TIMEOUT_S`` costs :data:`UNSERVED_TIMEOUT_POINTS`, an answer
+without the first block asked :data:`~iomtnode.p2p.score.INVALID_MESSAGE`, a block that
+does not check :data:`~iomtnode.p2p.score.INVALID_BLOCK`; the range is then asked of
+another peer. Once level, the node follows live relay again.
 """
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,62 +32,27 @@ import trio
 from ..chain.chain import Chain, InvalidBlockError
 from ..chain.feed import BlockFeed
 from ..chain.writer import ChainWriter
-from ..core.block import (
-    Block,
-    Commit,
-    MalformedBlockError,
-    assemble_block,
-    decode_commit,
-    decode_header,
-    split_block,
-)
-from ..core.tx import MalformedTxError, SignedTx, decode_tx
 from ..p2p import score
+from ..p2p.discovery import wall_clock_ms
 from ..p2p.lru import BoundedSet
 from ..p2p.messages import MAX_MESSAGE_BYTES
 from ..p2p.peer import Peer
 from ..p2p.router import PeerSet
+from .decoding import DECODED_TXS_AHEAD, Decoded, TxBudget, decode_range
 from .messages import MAX_BLOCKS_PER_MESSAGE, Blocks, GetBlocks
+from .planner import PARALLEL_PEERS, Assignment, SyncPlanner
 
 log = structlog.get_logger(__name__)
 
-RANGE_BLOCKS = 32  # blocks asked of one peer at once
-PARALLEL_PEERS = 3  # peers asked at once, each for its own range
 REQUEST_TIMEOUT_S = 10.0
+UNSERVED_TIMEOUT_POINTS = 10  # penalty (see p2p.score) for a claimed range not served in
+# time: an honest peer that was merely slow has it forgiven in 10 s
 LATE_ANSWERS = 256  # timed-out requests whose late answer is dropped without a penalty
 LAG_GRACE_S = 1.0  # one block behind for this long: relay missed it, sync
 RESPONSE_BUDGET_BYTES = MAX_MESSAGE_BYTES - 64 * 1024  # room for the envelope
-VERIFY_PIECE = 1024  # transactions decoded, then handed to the verifier, at a time
 CATCH_UPS_KEPT = 8  # catch-ups listed in status
 RANGES_AHEAD = PARALLEL_PEERS  # decoded ranges waiting for their turn to be committed
-DECODED_TXS_AHEAD = 32_768  # decoded transactions not committed yet (~1 KB each in memory);
-# a block is decoded beyond it only when nothing else is held
-
-_Decoded = tuple[list[tuple[Block, Commit]], Exception | None]  # blocks, why the rest did not
-
-
-class _TxBudget:
-    """Decoded transactions held until committed: at most ``limit``, except that one range
-    alone may exceed it (its answer is bounded by the 4 MB message size). One taker (the
-    decoding task), one giver (the committing one)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.held = 0
-        self._freed = trio.Event()
-
-    async def take(self, count: int, own: int = 0) -> None:
-        """Take ``count`` for a block of a range that already holds ``own``: waits only
-        for what other ranges hold (a range is handed on whole, so waiting for its own
-        blocks would never end)."""
-        while self.held > own and self.held + count > self.limit:
-            self._freed = trio.Event()
-            await self._freed.wait()
-        self.held += count
-
-    def give(self, count: int) -> None:
-        self.held -= count
-        self._freed.set()
+NO_PROGRESS_PAUSE_S = 1.0  # a catch-up that committed nothing waits this long to retry
 
 
 @dataclass
@@ -102,7 +72,7 @@ class _Range:
     first: int
     peer_id: bytes
     count: int  # blocks served
-    decoded: _Decoded = ([], None)
+    decoded: Decoded = ([], None)
     verified: trio.Event = field(default_factory=trio.Event)
 
 
@@ -110,21 +80,26 @@ class _Range:
 class SyncStats:
     """Block sync's figures at one moment (``status``, metrics)."""
 
-    target: int  # the highest head a peer announced (0 before any did)
+    target: int  # the height sync heads for (the node's own when level)
     catch_ups: tuple[dict[str, int | float], ...]  # the last ones (copies), oldest first
 
 
 class BlockSync:
+    """Serves ranges to peers and catches up from them (module doc). ``now_ms`` is the
+    node's wall clock (claims are judged plausible against the chain's age)."""
+
     def __init__(self, host: PeerSet, chain: Chain, writer: ChainWriter, feed: BlockFeed,
                  verified: Callable[[Any], bool],
-                 on_progress: Callable[[int, int], None] | None = None) -> None:
+                 on_progress: Callable[[int, int], None] | None = None, *,
+                 now_ms: Callable[[], int] = wall_clock_ms) -> None:
         self._host = host
         self._chain = chain
         self._writer = writer
         self._feed = feed
         self._verified = verified
         self._on_progress = on_progress
-        self.peer_heights: dict[bytes, int] = {}
+        self._now_ms = now_ms
+        self.planner = SyncPlanner(chain.genesis.time_ms)
         self._waiting: dict[tuple[bytes, int], trio.MemorySendChannel[Blocks]] = {}
         self._timed_out = BoundedSet(LATE_ANSWERS)  # (peer, start) asked, not answered in time
         self._behind = trio.Event()
@@ -134,21 +109,26 @@ class BlockSync:
         self.catch_ups: deque[dict[str, int | float]] = deque(maxlen=CATCH_UPS_KEPT)
 
     @property
+    def peer_heights(self) -> dict[bytes, int]:
+        """The heights connected peers claim, as they claim them (not all believed)."""
+        return self.planner.claims
+
+    @property
     def target(self) -> int:
-        return max(self.peer_heights.values(), default=0)
+        return self.planner.goal(self._chain.height, self._now_ms()).height
 
     def stats(self) -> SyncStats:
         """Block sync's figures now."""
         return SyncStats(self.target, tuple(dict(c) for c in self.catch_ups))
 
     def saw_height(self, peer_id: bytes, height: int) -> None:
-        if height > self.peer_heights.get(peer_id, -1):
-            self.peer_heights[peer_id] = height
-        if height > self._chain.height:
+        self.planner.claimed(peer_id, height)
+        believed = self.planner.believed(peer_id, self._now_ms())
+        if believed is not None and believed > self._chain.height:
             self._behind.set()
 
     def forget(self, peer_id: bytes) -> None:
-        self.peer_heights.pop(peer_id, None)
+        self.planner.forget(peer_id)
 
     # serving -------------------------------------------------------------------------
 
@@ -182,7 +162,7 @@ class BlockSync:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
-        """Catch up whenever a peer is ahead; never returns unless cancelled."""
+        """Catch up whenever a believed claim is ahead; never returns unless cancelled."""
         task_status.started()
         while True:
             await self._behind.wait()
@@ -198,8 +178,9 @@ class BlockSync:
                 while self.target > self._chain.height:
                     before = self._chain.height
                     await self._catch_up()
-                    if self._chain.height == before:
-                        await trio.sleep(1.0)  # nobody served anything: back off a little
+                    if self._chain.height == before:  # the peers asked did not serve:
+                        await trio.sleep(NO_PROGRESS_PAUSE_S)  # their claims are dropped;
+                        self._behind.set()  # look again at what is left
                         break
             if self._chain.height > height:
                 self._record(height, txs, trio.current_time() - started)
@@ -213,12 +194,13 @@ class BlockSync:
 
     async def _catch_up(self) -> None:
         """Fetch, decode, verify and commit ranges from the next height until level with
-        the peers, or until a range is not served or holds a fault (after committing the
-        blocks before it). Three stages overlap: the ranges ahead are fetched and decoded
-        on this thread while worker processes verify their signatures, and each verified
-        range is checked and committed in order (see :meth:`_produce`)."""
+        the goal, or until no peer serves a range or a range holds a fault (after
+        committing the blocks before it). Three stages overlap: the ranges ahead are
+        fetched and decoded on this thread while worker processes verify their
+        signatures, and each verified range is checked and committed in order (see
+        :meth:`_produce`)."""
         ready, ranges = trio.open_memory_channel[_Range](RANGES_AHEAD)
-        budget = _TxBudget(DECODED_TXS_AHEAD)
+        budget = TxBudget(DECODED_TXS_AHEAD)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._produce, self._chain.height + 1, ready, nursery, budget)
             previous: bytes | None = None
@@ -236,54 +218,30 @@ class BlockSync:
                     previous = fetched.peer_id
             nursery.cancel_scope.cancel()  # a fault, or level: nothing more is needed
 
-    def _plan(self, start: int) -> list[tuple[bytes, int, int]]:
-        """Consecutive ranges from ``start``, one per peer ahead (up to
-        :data:`PARALLEL_PEERS`, highest first), the blocks shared evenly between them (so
-        they serve, and this node decodes, in parallel), at most :data:`RANGE_BLOCKS` each."""
-        ahead = sorted((h, p) for p, h in self.peer_heights.items() if h >= start)[::-1]
-        ahead = ahead[:PARALLEL_PEERS]
-        if not ahead:
-            return []
-        share = -(-(ahead[0][0] - start + 1) // len(ahead))
-        plan: list[tuple[bytes, int, int]] = []
-        for height, peer_id in ahead:
-            if start > height:
-                continue
-            count = min(RANGE_BLOCKS, share, height - start + 1)
-            plan.append((peer_id, start, count))
-            start += count
-        return plan
-
     async def _produce(self, start: int, ready: trio.MemorySendChannel[_Range],
-                       verifying: trio.Nursery, budget: _TxBudget) -> None:
-        """Rounds of ranges from ``start``: each round's ranges are asked of their peers at
-        once, decoded in order as they arrive (while ``verifying`` verifies each piece in
-        worker processes) and handed on; stops at the first range not served or not
-        decoding, or once past every peer's height. ``budget`` bounds the decoded
-        transactions held (:data:`DECODED_TXS_AHEAD`): the memory of a catch-up."""
+                       verifying: trio.Nursery, budget: TxBudget) -> None:
+        """Rounds of ranges from ``start`` as the planner assigns them: each round's ranges
+        are asked of their peers at once, decoded in order as they arrive (while
+        ``verifying`` verifies each piece in worker processes) and handed on; a range not
+        served is asked of another peer (:meth:`_served`). Stops when no peer serves a
+        range, at the first range not decoding, or once past the goal. ``budget`` bounds
+        the decoded transactions held (:data:`DECODED_TXS_AHEAD`): the memory of a
+        catch-up."""
         async with ready:
-            while start <= self.target:
-                plan = self._plan(start)
-                answers = {first: _Answer(peer_id) for peer_id, first, _ in plan}
-                for _, first, count in plan:
-                    verifying.start_soon(self._fetch, answers[first], first, count)
-                for _, first, _ in plan:
-                    answer = answers.pop(first)
-                    await answer.arrived.wait()
-                    peer_id, msg = answer.peer_id, answer.msg
-                    if msg is None or not msg.blocks:
-                        # A peer that claimed this height but did not serve it is not asked
-                        # again until it shows a new height; one that answered "nothing" lied.
-                        claimed = self.peer_heights.pop(peer_id, None)
-                        peer = self._host.get(peer_id)
-                        if msg is not None and peer is not None:
-                            self._host.penalize(
-                                peer, score.INVALID_MESSAGE,
-                                f"claimed height {claimed}, served no block {first}")
+            while True:
+                plan = self.planner.plan(start, self._chain.height, self._now_ms())
+                if not plan:
+                    return
+                answers = {a.first: self._ask(a, verifying) for a in plan}
+                for assigned in plan:
+                    answer = await self._served(answers.pop(assigned.first), assigned,
+                                                verifying)
+                    if answer is None or answer.msg is None:
                         return
-                    fetched = _Range(first, peer_id, len(msg.blocks))
-                    fetched.decoded = await self._decode(msg, verifying, fetched.verified,
-                                                         budget)
+                    msg = answer.msg
+                    fetched = _Range(assigned.first, answer.peer_id, len(msg.blocks))
+                    fetched.decoded = await decode_range(msg, self._writer.preverify,
+                                                         verifying, fetched.verified, budget)
                     answer.msg = msg = None  # the range's bytes (up to 4 MB) are not needed
                     try:
                         await ready.send(fetched)
@@ -291,13 +249,48 @@ class BlockSync:
                         return  # the committer stopped (a fault): nothing more is wanted
                     if fetched.decoded[1] is not None:
                         return
-                    start = first + fetched.count
-                if not plan:
-                    return
+                    start = assigned.first + fetched.count
 
-    async def _fetch(self, answer: _Answer, first: int, count: int) -> None:
-        answer.msg = await self._request(answer.peer_id, first, count)
-        answer.arrived.set()
+    def _ask(self, assigned: Assignment, nursery: trio.Nursery) -> _Answer:
+        """Ask ``assigned.peer_id`` for its range in ``nursery``; its answer, to come."""
+        answer = _Answer(assigned.peer_id)
+
+        async def fetch() -> None:
+            answer.msg = await self._request(assigned.peer_id, assigned.first, assigned.count)
+            answer.arrived.set()
+
+        nursery.start_soon(fetch)
+        return answer
+
+    async def _served(self, answer: _Answer, assigned: Assignment, nursery: trio.Nursery
+                      ) -> _Answer | None:
+        """The answer to ``assigned`` with at least its first block: from its peer, else
+        (that peer penalised and its claim dropped) from the next peer the planner gives
+        the range to. None once no peer is left to ask."""
+        while True:
+            await answer.arrived.wait()
+            if answer.msg is not None and answer.msg.blocks:
+                return answer
+            self._unserved(answer.peer_id, assigned.first, answer.msg)
+            plan = self.planner.plan(assigned.first, self._chain.height, self._now_ms(),
+                                     last=assigned.first + assigned.count - 1, parallel=1)
+            if not plan:
+                return None
+            answer = self._ask(plan[0], nursery)
+
+    def _unserved(self, peer_id: bytes, first: int, msg: Blocks | None) -> None:
+        """``peer_id`` was asked for blocks from ``first`` within its claim and answered
+        ``msg`` without any (None: not in time): penalised, its claim dropped."""
+        claimed = self.planner.unserved(peer_id, first, self._now_ms())
+        peer = self._host.get(peer_id)
+        what = ("disconnected" if peer is None else "timed out" if msg is None
+                else "served no block")
+        log.info("sync_claim_dropped", peer=peer_id.hex()[:16], claimed=claimed, first=first,
+                 reason=what)
+        if peer is not None:
+            points = UNSERVED_TIMEOUT_POINTS if msg is None else score.INVALID_MESSAGE
+            self._host.penalize(peer, points,
+                                f"sync claim not served: claimed {claimed}, {what} at {first}")
 
     async def _fill(self, peer_id: bytes, until: int) -> bool:
         """Fetch, check and commit the heights below ``until`` that the range before it left
@@ -308,9 +301,11 @@ class BlockSync:
             start = self._chain.height + 1
             msg = await self._request(peer_id, start, until - start)
             if msg is None or not msg.blocks:
+                self._unserved(peer_id, start, msg)
                 return False
             async with trio.open_nursery() as verifying:
-                decoded = await self._decode(msg, verifying, trio.Event())
+                decoded = await decode_range(msg, self._writer.preverify, verifying,
+                                             trio.Event())
             if not await self._apply(peer_id, len(msg.blocks), decoded):
                 return False
         return True
@@ -335,61 +330,20 @@ class BlockSync:
         log.info("sync_request_timed_out", peer=peer_id.hex()[:16], start=start)
         return None
 
-    async def _decode(self, msg: Blocks, verifying: trio.Nursery, verified: trio.Event,
-                      budget: _TxBudget | None = None) -> _Decoded:
-        """The blocks of a range up to the first that does not decode (and why). Each piece
-        of :data:`VERIFY_PIECE` transactions is handed to the verifier (in ``verifying``)
-        as soon as it is decoded; ``verified`` is set once every piece is verified. Each
-        block's transactions are taken from ``budget`` before they are decoded; the caller
-        gives back those of the blocks returned once it is done with them."""
-        pieces, to_verify = trio.open_memory_channel[list[SignedTx]](math.inf)
-        verifying.start_soon(self._verify_pieces, to_verify, verified)
-        blocks: list[tuple[Block, Commit]] = []
-        taken = 0  # this range's own share of the budget so far
-        async with pieces:
-            for block_raw, commit_raw in msg.blocks:
-                height, held = -1, 0
-                try:
-                    header_bytes, raws, last_bytes = split_block(block_raw)
-                    height = decode_header(header_bytes).height
-                    if budget is not None:
-                        await budget.take(len(raws), own=taken)
-                        held = len(raws)
-                        taken += held
-                    txs: list[SignedTx] = []
-                    for start in range(0, len(raws), VERIFY_PIECE):
-                        piece = [decode_tx(raw) for raw in raws[start:start + VERIFY_PIECE]]
-                        pieces.send_nowait(piece)
-                        txs.extend(piece)
-                        await trio.lowlevel.checkpoint()  # decoding a range takes a while
-                    last = decode_commit(last_bytes) if last_bytes else None
-                    blocks.append((assemble_block(header_bytes, tuple(txs), last),
-                                   decode_commit(commit_raw)))
-                except (MalformedTxError, MalformedBlockError) as exc:
-                    if budget is not None:
-                        budget.give(held)  # not kept: only the blocks before it are
-                    if isinstance(exc, MalformedTxError):
-                        exc = MalformedBlockError(f"block {height}: {exc}")
-                    return blocks, exc
-        return blocks, None
-
-    async def _verify_pieces(self, pieces: trio.MemoryReceiveChannel[list[SignedTx]],
-                             verified: trio.Event) -> None:
-        async with trio.open_nursery() as nursery, pieces:
-            async for piece in pieces:
-                nursery.start_soon(self._writer.preverify, piece)
-        verified.set()
-
-    async def _apply(self, peer_id: bytes, count: int, decoded: _Decoded) -> bool:
+    async def _apply(self, peer_id: bytes, count: int, decoded: Decoded) -> bool:
         """Check and commit a decoded range in one batch (see
-        :meth:`ChainWriter.apply_many`); True if all ``count`` blocks were committed."""
+        :meth:`ChainWriter.apply_many`); True if all ``count`` blocks were committed. A
+        fault costs the peer :data:`~iomtnode.p2p.score.INVALID_BLOCK` and its claim."""
         blocks, fault = decoded
         committed = 0
         try:
             committed = await self._writer.apply_many(blocks, peer_id, self._verified)
         except InvalidBlockError as exc:
             fault = exc
+        if committed:
+            self.planner.served(peer_id, committed)
         if fault is not None:
+            self.planner.unserved(peer_id, self._chain.height + 1, self._now_ms())
             peer = self._host.get(peer_id)
             if peer is not None:
                 self._host.penalize(peer, score.INVALID_BLOCK, f"sync block: {fault}")

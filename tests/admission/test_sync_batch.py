@@ -197,14 +197,15 @@ class CappedPeer(ServingPeer):
 
 async def test_a_range_served_short_is_filled_in_so_the_ranges_after_it_still_apply(
         tmp_path, monkeypatch):
-    from iomtnode.sync import blocksync
+    from iomtnode.sync import planner
 
-    monkeypatch.setattr(blocksync, "RANGE_BLOCKS", 4)
+    monkeypatch.setattr(planner, "RANGE_BLOCKS", 4)
     _, blocks = source_chain(tmp_path / "source", 11, 3)  # heights 1..12
     items = {b.height: [b.encode(), c.encode()] for b, c in blocks}
     chain, writer, heard, mempool = follower(tmp_path / "follower")
     peers = {bytes([i]) * 32: CappedPeer(bytes([i]) * 32, items, cap=cap)
-             for i, cap in ((1, 100), (2, 100), (3, 3))}  # 3 is asked for 1..4
+             for i, cap in ((1, 3), (2, 100), (3, 100))}  # 1 is asked for 1..4 (peers
+    # alike are ranked by id), 2 for 5..8: it still applies once 4 is filled in
     host = Hosts(peers)
     sync = BlockSync(host, chain, writer, BlockFeed(chain.height), mempool.verified)
     for peer in peers.values():
@@ -271,10 +272,10 @@ async def test_the_late_answer_to_a_request_no_longer_wanted_costs_nothing(tmp_p
 
 async def test_a_catch_up_holds_at_most_its_budget_of_decoded_transactions(
         tmp_path, monkeypatch):
-    from iomtnode.sync import blocksync
+    from iomtnode.sync import blocksync, decoding, planner
 
     monkeypatch.setattr(blocksync, "DECODED_TXS_AHEAD", 100)
-    monkeypatch.setattr(blocksync, "RANGE_BLOCKS", 2)
+    monkeypatch.setattr(planner, "RANGE_BLOCKS", 2)
     _, blocks = source_chain(tmp_path / "source", 9, 40)  # heights 1..10, 40 txs from 2
     items = {b.height: [b.encode(), c.encode()] for b, c in blocks}
     chain, writer, heard, mempool = follower(tmp_path / "follower")
@@ -285,13 +286,13 @@ async def test_a_catch_up_holds_at_most_its_budget_of_decoded_transactions(
         peer.sync = sync
         sync.saw_height(peer.node_id, 10)
     held: list[int] = []
-    take = blocksync._TxBudget.take
+    take = decoding.TxBudget.take
 
     async def recording_take(self, count, own=0):
         await take(self, count, own)
         held.append(self.held)
 
-    monkeypatch.setattr(blocksync._TxBudget, "take", recording_take)
+    monkeypatch.setattr(decoding.TxBudget, "take", recording_take)
     await sync._catch_up()
     assert chain.height == 10 and heard == list(range(1, 11)) and host.penalties == []
     # blocks of 40 (3 in the first): two or three held at once, never a third of 40 more

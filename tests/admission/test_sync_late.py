@@ -10,6 +10,8 @@ from iomtnode.sync import blocksync
 from iomtnode.sync.blocksync import BlockSync
 from iomtnode.sync.messages import Blocks, GetBlocks
 
+from .chainkit import GENESIS
+
 
 @dataclass
 class Peer:
@@ -36,6 +38,7 @@ class Host:
 class FakeChain:
     height = 0
     chain_id = "iomt-test"
+    genesis = GENESIS
 
 
 async def test_late_answers_are_dropped_and_unrequested_ones_penalised(autojump_clock,

@@ -1,0 +1,100 @@
+"""Decoding a served range of blocks while worker processes verify its signatures, within a
+budget of decoded transactions held (the memory of a catch-up)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Sequence
+
+import trio
+
+from ..core.block import (
+    Block,
+    Commit,
+    MalformedBlockError,
+    assemble_block,
+    decode_commit,
+    decode_header,
+    split_block,
+)
+from ..core.tx import MalformedTxError, SignedTx, decode_tx
+from .messages import Blocks
+
+VERIFY_PIECE = 1024  # transactions decoded, then handed to the verifier, at a time
+DECODED_TXS_AHEAD = 32_768  # decoded transactions not committed yet (~1 KB each in memory);
+# a block is decoded beyond it only when nothing else is held
+
+Decoded = tuple[list[tuple[Block, Commit]], Exception | None]  # blocks, why the rest did not
+Preverify = Callable[[Sequence[SignedTx]], Awaitable[None]]
+
+
+class TxBudget:
+    """Decoded transactions held until committed: at most ``limit``, except that one range
+    alone may exceed it (its answer is bounded by the 4 MB message size). One taker (the
+    decoding task), one giver (the committing one)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._freed = trio.Event()
+
+    async def take(self, count: int, own: int = 0) -> None:
+        """Take ``count`` for a block of a range that already holds ``own``: waits only
+        for what other ranges hold (a range is handed on whole, so waiting for its own
+        blocks would never end)."""
+        while self.held > own and self.held + count > self.limit:
+            self._freed = trio.Event()
+            await self._freed.wait()
+        self.held += count
+
+    def give(self, count: int) -> None:
+        self.held -= count
+        self._freed.set()
+
+
+async def decode_range(msg: Blocks, preverify: Preverify, verifying: trio.Nursery,
+                       verified: trio.Event, budget: TxBudget | None = None) -> Decoded:
+    """The blocks of a range up to the first that does not decode (and why). Each piece of
+    :data:`VERIFY_PIECE` transactions is handed to ``preverify`` (in ``verifying``) as soon
+    as it is decoded; ``verified`` is set once every piece is verified. Each block's
+    transactions are taken from ``budget`` before they are decoded; the caller gives back
+    those of the blocks returned once it is done with them."""
+    pieces, to_verify = trio.open_memory_channel[list[SignedTx]](math.inf)
+    verifying.start_soon(_verify_pieces, preverify, to_verify, verified)
+    blocks: list[tuple[Block, Commit]] = []
+    taken = 0  # this range's own share of the budget so far
+    async with pieces:
+        for block_raw, commit_raw in msg.blocks:
+            height, held = -1, 0
+            try:
+                header_bytes, raws, last_bytes = split_block(block_raw)
+                height = decode_header(header_bytes).height
+                if budget is not None:
+                    await budget.take(len(raws), own=taken)
+                    held = len(raws)
+                    taken += held
+                txs: list[SignedTx] = []
+                for start in range(0, len(raws), VERIFY_PIECE):
+                    piece = [decode_tx(raw) for raw in raws[start:start + VERIFY_PIECE]]
+                    pieces.send_nowait(piece)
+                    txs.extend(piece)
+                    await trio.lowlevel.checkpoint()  # decoding a range takes a while
+                last = decode_commit(last_bytes) if last_bytes else None
+                blocks.append((assemble_block(header_bytes, tuple(txs), last),
+                               decode_commit(commit_raw)))
+            except (MalformedTxError, MalformedBlockError) as exc:
+                if budget is not None:
+                    budget.give(held)  # not kept: only the blocks before it are
+                if isinstance(exc, MalformedTxError):
+                    exc = MalformedBlockError(f"block {height}: {exc}")
+                return blocks, exc
+    return blocks, None
+
+
+async def _verify_pieces(preverify: Preverify,
+                         pieces: trio.MemoryReceiveChannel[list[SignedTx]],
+                         verified: trio.Event) -> None:
+    async with trio.open_nursery() as nursery, pieces:
+        async for piece in pieces:
+            nursery.start_soon(preverify, piece)
+    verified.set()
