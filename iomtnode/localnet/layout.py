@@ -257,10 +257,15 @@ def procfile(names: list[str], home_prefix: str) -> str:
 
 
 def node_config(entry: NodeEntry, peers: list[NodeEntry], base: Config | None = None) -> Config:
-    """The config of ``entry``: its own listeners, every other node's p2p address as bootnode."""
+    """The config of ``entry``: its own listeners, every other node's p2p address as bootnode.
+
+    Every client of a local network (load generators, benchmarks, the CLI) comes from one
+    address, so a node takes as many API connections from one IP as it takes in all."""
+    base = base or Config()
     return dataclasses.replace(
-        base or Config(), api_listen=entry.api_listen, p2p_listen=entry.p2p_listen,
+        base, api_listen=entry.api_listen, p2p_listen=entry.p2p_listen,
         bootnodes=tuple(p.p2p_listen for p in peers if p.name != entry.name),
+        api_max_connections_per_ip=base.api_max_connections,
     )
 
 
