@@ -37,10 +37,6 @@ class FrameError(Exception):
         self.request_id = request_id
 
 
-def _reject_ext(code: int, data: bytes) -> None:
-    raise FrameError(INVALID_REQUEST, f"extension type {code} is not allowed")
-
-
 def decode_tx_frame(frame: bytes, *, max_txs: int) -> tuple[int, list[Any]]:
     """``(request_id, items)`` of a binary frame; each item is what the frame holds at that
     place: a byte string for a well-formed transaction, or another scalar (or an empty array
@@ -51,9 +47,10 @@ def decode_tx_frame(frame: bytes, *, max_txs: int) -> tuple[int, list[Any]]:
     over. The work done before refusing is bounded by the limits, not by the frame's size.
     """
     unpacker = msgpack.Unpacker(
-        raw=False, strict_map_key=True, ext_hook=_reject_ext, max_buffer_size=max(len(frame), 1),
+        raw=False, strict_map_key=True, max_buffer_size=max(len(frame), 1),
         max_str_len=MAX_STR_BYTES, max_bin_len=MAX_BIN_BYTES,
-        max_array_len=0, max_map_len=0, max_ext_len=0,  # nothing nests below the tx array
+        max_array_len=0, max_map_len=0, max_ext_len=0,  # nothing nests below the tx array;
+        # an extension type of 0 bytes is a scalar the caller refuses
     )
     unpacker.feed(frame)
     request_id = 0
@@ -79,8 +76,8 @@ def decode_tx_frame(frame: bytes, *, max_txs: int) -> tuple[int, list[Any]]:
     except ValueError as exc:  # msgpack's limits, malformed bytes, invalid UTF-8
         if "exceeds max_array_len" in str(exc):
             raise FrameError(NESTED_TOO_DEEP, f"frame nests arrays deeper than the limit of "
-                             f"{FRAME_DEPTH} ({_SHAPE}; each tx a byte string)",
-                             request_id) from None
+                             f"{FRAME_DEPTH}: it must be [request_id, [tx, ...]], each tx a "
+                             "byte string", request_id) from None
         raise FrameError(INVALID_REQUEST, f"malformed msgpack: {exc}", request_id) from None
     except msgpack.OutOfData:
         raise FrameError(INVALID_REQUEST, "frame ends early", request_id) from None

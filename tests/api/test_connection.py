@@ -1,0 +1,111 @@
+"""A connection's idle rule and rate limit under a virtual clock, with a stand-in websocket."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from iomtnode.api.connection import Connection, ConnectionLimits, TokenBucket
+
+LIMITS = ConnectionLimits(idle_timeout_s=5.0)
+
+
+class Socket:
+    """Stands in for the websocket the writer sends to: instant, or stuck (a client that
+    does not read, its socket buffers full)."""
+
+    def __init__(self, *, stuck: bool) -> None:
+        self.stuck = stuck
+        self.sent: list[str | bytes] = []
+
+    async def send_message(self, message: str | bytes) -> None:
+        if self.stuck:
+            await trio.sleep_forever()
+        self.sent.append(message)
+
+
+async def run_connection(ws: Socket, for_s: float, *, subscribe: bool,
+                         notify_every_s: float | None = None) -> Connection:
+    """Runs a connection (writer and idle watch) for ``for_s`` virtual seconds or until it
+    closes; returns it."""
+    scope = trio.CancelScope(deadline=trio.current_time() + for_s)
+    conn = Connection(1, "127.0.0.1:1", LIMITS, scope)
+
+    async def notifier() -> None:
+        if notify_every_s is None:
+            await trio.sleep_forever()
+        for n in range(1_000_000):
+            if not await conn.notify("tick", {"n": n}):
+                return
+            await trio.sleep(notify_every_s)
+
+    with scope:
+        async with trio.open_nursery() as nursery:
+            conn._nursery = nursery
+            nursery.start_soon(conn.write, ws)
+            nursery.start_soon(conn.watch_idle)
+            if subscribe:
+                conn.start_subscription(notifier)
+    return conn
+
+
+async def test_without_a_subscription_silence_closes_the_connection(autojump_clock):
+    began = trio.current_time()
+    conn = await run_connection(Socket(stuck=False), 100, subscribe=False)
+    assert trio.current_time() - began == pytest.approx(5.0)
+    assert (conn.close_code, conn.close_reason) == (1000, "idle: nothing received for 5 s")
+
+
+async def test_a_subscriber_that_reads_stays_connected(autojump_clock):
+    for every_s in (1.0, None):  # notified now and then, or never
+        conn = await run_connection(Socket(stuck=False), 100, subscribe=True,
+                                    notify_every_s=every_s)
+        assert conn.close_reason is None  # ended by the test's deadline, not closed
+
+
+async def test_a_subscriber_that_stops_reading_is_closed(autojump_clock):
+    began = trio.current_time()
+    conn = await run_connection(Socket(stuck=True), 100, subscribe=True, notify_every_s=60.0)
+    assert trio.current_time() - began == pytest.approx(5.0)
+    assert (conn.close_code, conn.close_reason) == (
+        1008, "client not reading: nothing written for 5 s")
+
+
+async def test_a_message_heard_restarts_the_idle_time(autojump_clock):
+    scope = trio.CancelScope()
+    conn = Connection(1, "127.0.0.1:1", LIMITS, scope)
+    with scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.watch_idle)
+            for _ in range(10):
+                await trio.sleep(4.0)
+                conn.heard()
+            assert not conn.closed
+            await trio.sleep(4.9)
+            assert not conn.closed
+            await trio.sleep(0.2)
+            assert conn.closed
+
+
+async def test_admitting_requests_waits_at_the_rate_unless_a_key_was_proved(autojump_clock):
+    conn = Connection(1, "127.0.0.1:1", ConnectionLimits(requests_per_s=10.0, request_burst=2),
+                      trio.CancelScope())
+    began = trio.current_time()
+    for _ in range(12):
+        await conn.admit_request()
+    assert trio.current_time() - began == pytest.approx(1.0)  # 2 at once, 10 at 10/s
+    conn.authenticated = b"k" * 32
+    began = trio.current_time()
+    for _ in range(100):
+        await conn.admit_request()
+    assert trio.current_time() == began
+
+
+@pytest.mark.parametrize(("events", "waits"), [
+    # (seconds since the start, ...) -> the wait each take reports; rate 10/s, burst 2
+    ((0, 0, 0, 0), (0, 0, 0.1, 0.2)),  # the burst, then one every 0.1 s, debt carried
+    ((0, 0, 1.0, 1.0, 1.0), (0, 0, 0, 0, 0.1)),  # refilled to the burst, not past it
+])
+def test_token_bucket(events, waits):
+    bucket = TokenBucket(10.0, 2, now=0.0)
+    assert [pytest.approx(bucket.take(t)) for t in events] == list(waits)
