@@ -8,8 +8,9 @@ What a connection may hold and do, each bounded (values in :class:`ConnectionLim
   not read stops being read; a notification never waits: one that does not fit drops the
   connection (1008, "client too slow"). One message always fits in an empty outbox.
 - Idle: a connection that has sent nothing for ``idle_timeout_s`` and holds no subscription is
-  closed (1000, "idle"); one that holds subscriptions stays while the client reads, and is
-  closed (1008) when its writer has been stuck on unread messages for ``idle_timeout_s``.
+  closed (1000, "idle"); one that holds subscriptions stays while the client reads. Any
+  connection whose writer has been stuck on unread messages for ``idle_timeout_s`` is closed
+  (1008, "client not reading"): subscriptions keep a connection only while its client reads.
 - Subscriptions: at most ``max_subscriptions`` (``TOO_MANY_SUBSCRIPTIONS`` beyond).
 - Requests: an anonymous client (``authenticated`` is ``None``) runs at most
   ``requests_per_s`` requests a second after a burst of ``request_burst``; the next request
@@ -234,29 +235,31 @@ class Connection:
             self.close()
 
     def idle_reason(self, now: float) -> str | None:
-        """Why the connection is to be closed as idle at ``now``, or ``None``."""
+        """Why the connection is to be closed at ``now`` as idle or not reading, or ``None``."""
         timeout_s = self._limits.idle_timeout_s
-        if now - self._last_heard < timeout_s:
-            return None
-        if not self._subscriptions:
-            return f"idle: nothing received for {timeout_s:g} s"
         if self._queued_bytes and now - self._last_progress >= timeout_s:
             return f"client not reading: nothing written for {timeout_s:g} s"
+        if not self._subscriptions and now - self._last_heard >= timeout_s:
+            return f"idle: nothing received for {timeout_s:g} s"
         return None
 
     async def watch_idle(self) -> None:
-        """Close the connection when :meth:`idle_reason` says so; never returns otherwise."""
+        """Close the connection when :meth:`idle_reason` says so; never returns otherwise.
+        Wakes at the next time a rule could apply, and at least once per idle timeout (a
+        subscriber's outbox may fill in between): a connection is closed within twice the
+        timeout of when a rule began to hold."""
         timeout_s = self._limits.idle_timeout_s
         while True:
-            wake = self._last_heard + timeout_s
-            if self._subscriptions and self._queued_bytes:
-                wake = max(wake, self._last_progress + timeout_s)
-            elif self._subscriptions:
-                wake = max(wake, trio.current_time() + timeout_s)
-            await trio.sleep_until(wake)
-            reason = self.idle_reason(trio.current_time())
+            now = trio.current_time()
+            reason = self.idle_reason(now)
             if reason is not None:
                 log.info("api_connection_idle", reason=reason, subscriptions=self._subscriptions,
                          queued_bytes=self._queued_bytes)
-                self.close(1000 if not self._subscriptions else 1008, reason)
+                self.close(1008 if self._queued_bytes else 1000, reason)
                 return
+            wake = now + timeout_s
+            if self._queued_bytes:
+                wake = min(wake, self._last_progress + timeout_s)
+            if not self._subscriptions:
+                wake = min(wake, self._last_heard + timeout_s)
+            await trio.sleep_until(wake)
