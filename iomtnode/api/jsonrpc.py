@@ -41,6 +41,7 @@ import types
 import typing
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from itertools import compress
 from typing import Any
 
 import structlog
@@ -73,6 +74,7 @@ Admit = Callable[[], Awaitable[None]]  # waits until one more request may run (a
 JsonId = str | int | None
 
 _REQUEST_KEYS = frozenset({"jsonrpc", "method", "params", "id"})
+_CONTAINERS = frozenset((list, dict))
 _NO_ID = object()  # a request without "id" is a notification
 _BAD_ID = "id must be a string, an integer or null"
 _CHECKED_TYPES: dict[type, tuple[type, ...]] = {
@@ -332,16 +334,17 @@ def _parse(message: str, max_bytes: int) -> tuple[Any, RpcError | None]:
 
 
 def _depth_over(value: Any, limit: int) -> bool:
-    """Whether ``value`` nests lists and dicts deeper than ``limit``; visits each container
-    once (at most ``MAX_JSON_CONTAINERS``), without recursion."""
-    stack = [(value, 1)] if isinstance(value, list | dict) else []
+    """Whether ``value`` nests lists and dicts deeper than ``limit``. Python code runs once
+    per container (at most ``MAX_JSON_CONTAINERS``); scalars are skipped in C loops."""
+    stack = [(value, 1)] if type(value) in _CONTAINERS else []
     while stack:
         item, depth = stack.pop()
-        if depth > limit:
-            return True
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((child, depth + 1) for child in children
-                     if isinstance(child, list | dict))
+        children = item.values() if type(item) is dict else item
+        kids = list(compress(children, map(_CONTAINERS.__contains__, map(type, children))))
+        if kids:
+            if depth >= limit:
+                return True
+            stack.extend((kid, depth + 1) for kid in kids)
     return False
 
 
