@@ -12,7 +12,7 @@ What a connection may hold and do, each bounded (values in :class:`ConnectionLim
   connection whose writer has been stuck on unread messages for ``idle_timeout_s`` is closed
   (1008, "client not reading"): subscriptions keep a connection only while its client reads.
 - Subscriptions: at most ``max_subscriptions`` (``TOO_MANY_SUBSCRIPTIONS`` beyond).
-- Requests: an anonymous client (``authenticated`` is ``None``) runs at most
+- Requests: an anonymous client (no ``proven_keys``) runs at most
   ``requests_per_s`` requests a second after a burst of ``request_burst``; the next request
   waits for its token (the client is slowed, never answered with an error; its further
   messages wait in the socket). A client that proved a key is not rate limited here.
@@ -75,15 +75,15 @@ class TokenBucket:
 class Connection:
     """One client connection, as a method that declares a ``conn`` parameter sees it.
 
-    ``authenticated`` is the key the client has proved, or ``None`` for an anonymous client
-    (rate limited). An ``authenticate`` method sets it on the connection it is called on.
+    ``proven_keys`` are the keys the client has proved on this connection (an ``authenticate``
+    method adds them); a connection without any is anonymous, and rate limited.
     """
 
     def __init__(self, conn_id: int, remote: str, limits: ConnectionLimits,
                  scope: trio.CancelScope) -> None:
         self.id = conn_id
         self.remote = remote
-        self.authenticated: bytes | None = None
+        self.proven_keys: frozenset[bytes] = frozenset()
         self.close_code = 1000
         self.close_reason: str | None = None
         self._limits = limits
@@ -155,7 +155,7 @@ class Connection:
 
     async def admit_request(self) -> None:
         """Wait until this connection may run one more request (its rate limit)."""
-        if self.authenticated is not None:
+        if self.proven_keys:
             return
         wait_s = self._bucket.take(trio.current_time())
         if wait_s > 0:

@@ -94,7 +94,7 @@ async def test_admitting_requests_waits_at_the_rate_unless_a_key_was_proved(auto
     for _ in range(12):
         await conn.admit_request()
     assert trio.current_time() - began == pytest.approx(1.0)  # 2 at once, 10 at 10/s
-    conn.authenticated = b"k" * 32
+    conn.proven_keys = frozenset({b"k" * 32})
     began = trio.current_time()
     for _ in range(100):
         await conn.admit_request()

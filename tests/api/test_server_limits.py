@@ -63,7 +63,7 @@ async def once(conn: Connection) -> str:
 
 
 async def prove(conn: Connection) -> bool:
-    conn.authenticated = b"k" * 32  # what an authenticate method does once the key is proved
+    conn.proven_keys = frozenset({b"k" * 32})  # as an authenticate method does
     return True
 
 
