@@ -253,9 +253,11 @@ class Connection:
             now = trio.current_time()
             reason = self.idle_reason(now)
             if reason is not None:
-                log.info("api_connection_idle", reason=reason, subscriptions=self._subscriptions,
-                         queued_bytes=self._queued_bytes)
-                self.close(1008 if self._queued_bytes else 1000, reason)
+                stuck = self._queued_bytes > 0  # a client not reading: warned, 1008
+                (log.warning if stuck else log.info)(
+                    "api_connection_idle", reason=reason, subscriptions=self._subscriptions,
+                    queued_bytes=self._queued_bytes)
+                self.close(1008 if stuck else 1000, reason)
                 return
             wake = now + timeout_s
             if self._queued_bytes:

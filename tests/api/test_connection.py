@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+from structlog.testing import capture_logs
 
 from iomtnode.api.connection import Connection, ConnectionLimits, TokenBucket
 
@@ -65,7 +66,10 @@ async def test_a_subscriber_that_reads_stays_connected(autojump_clock):
 
 async def test_a_subscriber_that_stops_reading_is_closed(autojump_clock):
     began = trio.current_time()
-    conn = await run_connection(Socket(stuck=True), 100, subscribe=True, notify_every_s=60.0)
+    with capture_logs() as logs:
+        conn = await run_connection(Socket(stuck=True), 100, subscribe=True,
+                                    notify_every_s=60.0)
+    assert [(e["event"], e["log_level"]) for e in logs] == [("api_connection_idle", "warning")]
     assert trio.current_time() - began == pytest.approx(5.0)
     assert (conn.close_code, conn.close_reason) == (
         1008, "client not reading: nothing written for 5 s")

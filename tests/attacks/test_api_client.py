@@ -103,6 +103,7 @@ async def test_a_client_that_never_reads_is_dropped_with_its_memory_bounded(node
             client.cancel_scope.cancel()
         idle = [e for e in logs if e["event"] == "api_connection_idle"]
     assert idle[0]["reason"] == f"client not reading: nothing written for {IDLE_TIMEOUT_S:g} s"
+    assert idle[0]["log_level"] == "warning"
     assert idle[0]["queued_bytes"] <= OUTBOX_BYTES + 2 * 1024 * 1024  # bound + one reply
     async with open_client(node.url) as honest:
         assert (await honest.call("status"))["chain_id"] == "iomt-test"
