@@ -55,6 +55,7 @@ from .connection import (
     OUTBOX_MESSAGES,
     REQUEST_BURST,
     REQUESTS_PER_S,
+    TEXT_BYTES_PER_REQUEST,
     Connection,
     ConnectionLimits,
 )
@@ -255,7 +256,8 @@ class ApiServer:
             while True:
                 message = await ws.get_message()
                 conn.heard()
-                await conn.admit_request()  # the rate limit; a batch pays for the rest inside
+                await conn.admit_request(  # the rate limit; a batch pays for the rest inside
+                    1 + len(message) // TEXT_BYTES_PER_REQUEST if isinstance(message, str) else 1)
                 conn._pending = []  # start_soon() from here on waits for the reply
                 reply: str | bytes | None
                 if isinstance(message, str):

@@ -105,6 +105,15 @@ async def test_admitting_requests_waits_at_the_rate_unless_a_key_was_proved(auto
     assert trio.current_time() == began
 
 
+async def test_a_request_may_cost_several_tokens(autojump_clock):
+    conn = Connection(1, "127.0.0.1:1", ConnectionLimits(requests_per_s=10.0, request_burst=5),
+                      trio.CancelScope())
+    began = trio.current_time()
+    await conn.admit_request(5)  # the burst
+    await conn.admit_request(10)  # a large text message: one second of the rate
+    assert trio.current_time() - began == pytest.approx(1.0)
+
+
 @pytest.mark.parametrize(("events", "waits"), [
     # (seconds since the start, ...) -> the wait each take reports; rate 10/s, burst 2
     ((0, 0, 0, 0), (0, 0, 0.1, 0.2)),  # the burst, then one every 0.1 s, debt carried

@@ -254,6 +254,14 @@ async def test_anonymous_requests_are_rate_limited_and_proved_keys_are_not(nurse
             await ws.send_message(batch)  # each request of a batch pays
             assert len(json.loads(await ws.get_message())) == 10
             assert trio.current_time() - began >= 0.45
+            # a text message pays one request per 64 KiB too: 4 of 200 KiB are 16 requests
+            padded = " " * 200 * KIB + json.dumps({"jsonrpc": "2.0", "method": "add",
+                                                   "params": [1], "id": 1})
+            began = trio.current_time()
+            for _ in range(4):
+                await ws.send_message(padded)
+                assert json.loads(await ws.get_message())["result"] == 1
+            assert trio.current_time() - began >= 0.7
         async with open_websocket_url(f"ws://127.0.0.1:{port}/api/v1") as ws:
             assert (await call(ws, "prove"))["result"] is True
             began = trio.current_time()
