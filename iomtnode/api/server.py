@@ -17,12 +17,13 @@ may start a task that pushes notifications, e.g.::
         return "blocks"
 
 Resource handling: at most ``max_connections`` connections (more are refused with HTTP 503) and
-``max_connections_per_ip`` from one address, counted from the TCP accept so that handshakes
-under way count too (more are answered 503 and closed before anything is read); the HTTP
-handshake must be done within ``connect_timeout_s``. A frame over ``max_message_bytes`` closes
-that connection with 1009. Each connection's outbox, idle time, subscriptions and request rate
-are bounded as :mod:`iomtnode.api.connection` says: a client that does not read is
-disconnected with 1008 instead of making the node wait or hold its replies.
+``max_connections_per_ip`` from one address (an IPv6 /64 counts as one), counted from the TCP
+accept so that handshakes under way count too (more are answered 503 and closed before
+anything is read); the HTTP handshake must be done within ``connect_timeout_s``. A frame over
+``max_message_bytes`` closes that connection with 1009. Each connection's outbox, idle time,
+subscriptions and request rate are bounded as :mod:`iomtnode.api.connection` says: a client
+that does not read is disconnected with 1008 instead of making the node wait or hold its
+replies.
 
 Error handling: bad input is answered with a JSON-RPC error and the connection goes on. A bug
 (an exception from the binary handler or from a task a method started) is logged with its
@@ -32,6 +33,7 @@ and the node carry on.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -114,6 +116,20 @@ class ApiStats:
     connections_refused: int  # since the start: max_connections or the per-IP limit reached
 
 
+def address_key(ip: str) -> str:
+    """What the per-IP limit counts by: an IPv4 address, or an IPv6 address's /64 (one
+    subscriber's network: a party that has one has them all); other names whole."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return ip
+
+
 class ApiServer:
     """Serves the client API; see the module docstring."""
 
@@ -158,7 +174,7 @@ class ApiServer:
     async def _accept(self, stream: trio.abc.Stream, remote: str) -> None:
         """One connection: the HTTP upgrade within ``connect_timeout_s``, then the client."""
         cfg = self.config
-        ip = ip_of(remote)
+        ip = address_key(ip_of(remote))
         try:
             if self._per_ip[ip] >= cfg.max_connections_per_ip:
                 await self._refuse_per_ip(stream, remote)

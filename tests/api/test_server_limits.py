@@ -23,7 +23,7 @@ from trio_websocket import (
 )
 
 from iomtnode.api.jsonrpc import TOO_MANY_SUBSCRIPTIONS
-from iomtnode.api.server import ApiServer, ApiServerConfig, Connection
+from iomtnode.api.server import ApiServer, ApiServerConfig, Connection, address_key
 
 TIMEOUT_S = 10
 CONFIG = ApiServerConfig(host="127.0.0.1", port=0, close_timeout_s=0.5)
@@ -268,3 +268,14 @@ async def test_anonymous_requests_are_rate_limited_and_proved_keys_are_not(nurse
             for i in range(30):
                 assert (await call(ws, "add", [i]))["result"] == i
             assert trio.current_time() - began < 0.45
+
+
+@pytest.mark.parametrize(("ip", "key"), [
+    ("192.0.2.7", "192.0.2.7"),
+    ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),  # a /64 is one party's: counted as one
+    ("2001:db8:1:2:ffff::9", "2001:db8:1:2::/64"),
+    ("::ffff:192.0.2.7", "192.0.2.7"),  # IPv4 through a dual-stack socket
+    ("node3", "node3"),  # an in-memory transport's names
+])
+def test_connections_are_counted_per_ipv4_address_and_per_ipv6_64(ip, key):
+    assert address_key(ip) == key
