@@ -168,17 +168,33 @@ class Connection:
                             burst=self._bucket.burst)
             await trio.sleep(wait_s)
 
-    def heard(self) -> None:
-        """A message arrived from the client."""
+    async def run(self, ws: WebSocketConnection, read: Callable[[], Awaitable[None]]) -> None:
+        """Run the connection inside its cancel scope: the writer to ``ws``, the idle watch,
+        the tasks methods start, and ``read`` (the server's loop over the client's messages,
+        which calls :meth:`received` and :meth:`answer` for each). Returns when they all have:
+        once the connection is closed."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self.write, ws)
+            nursery.start_soon(self.watch_idle)
+            await read()
+
+    async def received(self, message: str | bytes) -> None:
+        """A message arrived: wait for the rate limit (a text message counts one request more
+        per ``TEXT_BYTES_PER_REQUEST``); tasks started from now on wait for :meth:`answer`."""
         self._last_heard = trio.current_time()
+        await self.admit_request(
+            1 + len(message) // TEXT_BYTES_PER_REQUEST if isinstance(message, str) else 1)
+        self._pending = []
 
     def _count(self, size: int) -> None:
         if not self._queued_bytes:
             self._last_progress = trio.current_time()
         self._queued_bytes += size
 
-    async def _reply(self, reply: str | bytes | None) -> None:
-        """Queue the reply to a request, then start the tasks its method asked for."""
+    async def answer(self, reply: str | bytes | None) -> None:
+        """Queue the reply to the message :meth:`received` last, then start the tasks its
+        method asked for."""
         assert self._nursery is not None and self._pending is not None
         if reply is not None:
             size = len(reply)  # replies are ASCII JSON or bytes: characters are bytes

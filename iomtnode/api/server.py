@@ -38,6 +38,7 @@ import itertools
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from urllib.parse import urlsplit
 
 import structlog
@@ -57,7 +58,6 @@ from .connection import (
     OUTBOX_MESSAGES,
     REQUEST_BURST,
     REQUESTS_PER_S,
-    TEXT_BYTES_PER_REQUEST,
     Connection,
     ConnectionLimits,
 )
@@ -245,11 +245,7 @@ class ApiServer:
         close_timeout_s = SHUTDOWN_CLOSE_S
         try:
             with scope:
-                async with trio.open_nursery() as nursery:
-                    conn._nursery = nursery
-                    nursery.start_soon(conn.write, ws)
-                    nursery.start_soon(conn.watch_idle)
-                    await self._read(ws, conn)
+                await conn.run(ws, partial(self._read, ws, conn))
             code, reason = conn.close_code, conn.close_reason
             close_timeout_s = self.config.close_timeout_s
         except Exception:
@@ -271,10 +267,7 @@ class ApiServer:
         try:
             while True:
                 message = await ws.get_message()
-                conn.heard()
-                await conn.admit_request(  # the rate limit; a batch pays for the rest inside
-                    1 + len(message) // TEXT_BYTES_PER_REQUEST if isinstance(message, str) else 1)
-                conn._pending = []  # start_soon() from here on waits for the reply
+                await conn.received(message)  # the rate limit; a batch pays for the rest inside
                 reply: str | bytes | None
                 if isinstance(message, str):
                     reply = await self._dispatcher.handle_text(message, conn=conn,
@@ -283,7 +276,7 @@ class ApiServer:
                     reply = _BINARY_REFUSED
                 else:
                     reply = await self._binary_handler(message)
-                await conn._reply(reply)
+                await conn.answer(reply)
         except ConnectionClosed as exc:
             log.debug("api_client_closed", close=str(exc.reason))
             conn.close()

@@ -40,13 +40,13 @@ async def run_connection(ws: Socket, for_s: float, *, subscribe: bool,
                 return
             await trio.sleep(notify_every_s)
 
+    async def read() -> None:  # the client sends nothing after subscribing
+        if subscribe:
+            conn.start_subscription(notifier)
+        await trio.sleep_forever()
+
     with scope:
-        async with trio.open_nursery() as nursery:
-            conn._nursery = nursery
-            nursery.start_soon(conn.write, ws)
-            nursery.start_soon(conn.watch_idle)
-            if subscribe:
-                conn.start_subscription(notifier)
+        await conn.run(ws, read)  # type: ignore[arg-type]
     return conn
 
 
@@ -78,17 +78,22 @@ async def test_a_subscriber_that_stops_reading_is_closed(autojump_clock):
 async def test_a_message_heard_restarts_the_idle_time(autojump_clock):
     scope = trio.CancelScope()
     conn = Connection(1, "127.0.0.1:1", LIMITS, scope)
+
+    async def read() -> None:
+        for _ in range(10):
+            await trio.sleep(4.0)
+            await conn.received("{}")
+            await conn.answer(None)
+        assert not conn.closed
+        await trio.sleep(4.9)
+        assert not conn.closed
+        await trio.sleep_forever()  # closed 0.1 s later: cancelled here
+
+    began = trio.current_time()
     with scope:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(conn.watch_idle)
-            for _ in range(10):
-                await trio.sleep(4.0)
-                conn.heard()
-            assert not conn.closed
-            await trio.sleep(4.9)
-            assert not conn.closed
-            await trio.sleep(0.2)
-            assert conn.closed
+        await conn.run(Socket(stuck=False), read)  # type: ignore[arg-type]
+    assert trio.current_time() - began == pytest.approx(45.0)  # heard last at 40 s
+    assert conn.close_reason == "idle: nothing received for 5 s"
 
 
 async def test_admitting_requests_waits_at_the_rate_unless_a_key_was_proved(autojump_clock):
