@@ -115,6 +115,11 @@ class Connection:
         return self._queued_bytes
 
     @property
+    def heard_at(self) -> float:
+        """When the last message arrived (trio time; the connection's start before any)."""
+        return self._last_heard
+
+    @property
     def subscriptions(self) -> int:
         """Subscriptions running now."""
         return self._subscriptions

@@ -19,7 +19,9 @@ may start a task that pushes notifications, e.g.::
 Resource handling: at most ``max_connections`` connections (more are refused with HTTP 503) and
 ``max_connections_per_ip`` from one address (an IPv6 /64 counts as one), counted from the TCP
 accept so that handshakes under way count too (more are answered 503 and closed before
-anything is read); the HTTP handshake must be done within ``connect_timeout_s``. A frame over
+anything is read); the HTTP handshake must be done within ``connect_timeout_s``. When full, a
+client from an address holding at least two fewer connections than the most crowded address
+makes room: that address's longest-silent anonymous connection is closed (1013). A frame over
 ``max_message_bytes`` closes that connection with 1009. Each connection's outbox, idle time,
 subscriptions and request rate are bounded as :mod:`iomtnode.api.connection` says: a client
 that does not read is disconnected with 1008 instead of making the node wait or hold its
@@ -76,6 +78,7 @@ RECEIVE_BUFFER_BYTES = 256 * 1024  # read from a client's socket at once (trio-w
 # 4 KiB, so a client's 0.5 MB batch of readings took 128 reads and frame-parser passes)
 MAX_CONNECTIONS = 256  # open connections at most
 MAX_CONNECTIONS_PER_IP = 32  # ... from one IP address (handshakes under way count)
+EVICTED_CODE = 1013  # "try again later": closed to make room when the server is full
 REFUSE_WRITE_S = 1.0  # writing the 503 to a connection over the per-IP limit, at most
 _REFUSED_PER_IP = (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
                    b"Content-Length: 39\r\n\r\ntoo many connections from this address\n")
@@ -151,6 +154,7 @@ class ApiServer:
         self._binary_handler = binary_handler
         self._connections = 0
         self._per_ip: Counter[str] = Counter()  # TCP connections open now, by address
+        self._open: dict[str, dict[int, Connection]] = {}  # served now, by address
         self._accepted = 0
         self._refused = 0
         self._ids = itertools.count(1)
@@ -189,7 +193,7 @@ class ApiServer:
                             max_message_size=cfg.max_message_bytes,
                             receive_buffer_size=RECEIVE_BUFFER_BYTES)
                     if request is not None:
-                        await self._handle_request(request, remote)
+                        await self._handle_request(request, remote, ip)
                     nursery.cancel_scope.cancel()
             finally:
                 self._per_ip[ip] -= 1
@@ -210,14 +214,14 @@ class ApiServer:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 log.debug("api_refusal_not_sent", remote=remote)
 
-    async def _handle_request(self, request: WebSocketRequest, remote: str) -> None:
+    async def _handle_request(self, request: WebSocketRequest, remote: str, ip: str) -> None:
         path = urlsplit(request.path).path
         try:
             if path != API_PATH:
                 log.debug("api_handshake_rejected", remote=remote, path=path, status=404)
                 await request.reject(404, body=f"no websocket endpoint at {path}\n".encode())
                 return
-            if self._connections >= self.config.max_connections:
+            if self._connections >= self.config.max_connections and not self._evict_for(ip):
                 log.warning("api_handshake_rejected", remote=remote, status=503,
                             reason="max_connections reached", max=self.config.max_connections)
                 self._refused += 1
@@ -227,20 +231,47 @@ class ApiServer:
             try:
                 ws = await request.accept()
                 self._accepted += 1
-                await self._serve(ws, next(self._ids), remote)
+                await self._serve(ws, next(self._ids), remote, ip)
             finally:
                 self._connections -= 1
         except ConnectionClosed:  # the client left during the handshake
             log.debug("api_handshake_failed", remote=remote, path=path)
 
-    async def _serve(self, ws: WebSocketConnection, conn_id: int, remote: str) -> None:
-        with structlog.contextvars.bound_contextvars(conn=conn_id, remote=remote):
-            await self._serve_bound(ws, conn_id, remote)
+    def _evict_for(self, ip: str) -> bool:
+        """When full, make room for a client from ``ip``: close the longest-silent anonymous
+        connection of the address that holds the most, if it holds at least two more than
+        ``ip`` does (so a new address gets in while any address holds two or more, and
+        eviction never favours an address over one as large). Returns whether it did."""
+        live = {address: [c for c in conns.values() if not c.closed]
+                for address, conns in self._open.items()}  # (only when full: 256 at most)
+        crowded = max(live, key=lambda address: len(live[address]), default=None)
+        if crowded is None or len(live[crowded]) < len(live.get(ip, ())) + 2:
+            return False
+        anonymous = [c for c in live[crowded] if not c.proven_keys]
+        if not anonymous:
+            return False
+        victim = min(anonymous, key=lambda c: c.heard_at)
+        log.warning("api_connection_evicted", victim=victim.id, address=crowded,
+                    held=len(live[crowded]), newcomer=ip)
+        victim.close(EVICTED_CODE, "evicted: the server is full and this address holds the "
+                                   "most connections")
+        return True
 
-    async def _serve_bound(self, ws: WebSocketConnection, conn_id: int, remote: str) -> None:
+    async def _serve(self, ws: WebSocketConnection, conn_id: int, remote: str, ip: str) -> None:
+        with structlog.contextvars.bound_contextvars(conn=conn_id, remote=remote):
+            scope = trio.CancelScope()
+            conn = Connection(conn_id, remote, self.config.connection_limits(), scope)
+            self._open.setdefault(ip, {})[conn_id] = conn
+            try:
+                await self._serve_bound(ws, conn, scope)
+            finally:
+                del self._open[ip][conn_id]
+                if not self._open[ip]:
+                    del self._open[ip]
+
+    async def _serve_bound(self, ws: WebSocketConnection, conn: Connection,
+                           scope: trio.CancelScope) -> None:
         log.debug("api_connection_opened")
-        scope = trio.CancelScope()
-        conn = Connection(conn_id, remote, self.config.connection_limits(), scope)
         code, reason = 1001, "server shutting down"  # unless the connection ends by itself
         close_timeout_s = SHUTDOWN_CLOSE_S
         try:

@@ -131,6 +131,32 @@ async def test_connections_per_ip_are_capped_and_other_addresses_still_connect(n
         "max_connections_per_ip reached"]
 
 
+async def test_when_full_a_new_address_evicts_the_most_crowded_addresses_silent_client(nursery):
+    config = dataclasses.replace(CONFIG, max_connections=4, max_connections_per_ip=4)
+    _, port = await start(nursery, config)
+    with trio.fail_after(TIMEOUT_S), capture_logs() as logs:
+        async with (connect_from("127.0.0.2", port) as silent, connect_from("127.0.0.2", port) as a,
+                    connect_from("127.0.0.2", port) as b, connect_from("127.0.0.3", port) as c):
+            for ws in (a, b, c):
+                assert (await call(ws, "add", [1]))["result"] == 1  # heard after ``silent``
+            async with connect_from("127.0.0.4", port) as newcomer:  # full: it makes room
+                assert (await call(newcomer, "add", [2]))["result"] == 2
+                reason = await closed_reason(silent)
+                assert (reason.code, reason.reason) == (
+                    1013, "evicted: the server is full and this address holds the most "
+                          "connections")
+                # 127.0.0.2 now holds 2, 127.0.0.3 holds 1: not two more, so no room for it
+                with pytest.raises(ConnectionRejected) as rejected:
+                    async with connect_from("127.0.0.3", port):
+                        pass
+                assert rejected.value.status_code == 503
+                for ws in (a, b, c):
+                    assert (await call(ws, "add", [3]))["result"] == 3
+    evicted = [e for e in logs if e["event"] == "api_connection_evicted"]
+    assert [(e["address"], e["held"], e["newcomer"]) for e in evicted] == [
+        ("127.0.0.2", 3, "127.0.0.4")]
+
+
 async def test_handshakes_under_way_count_against_the_per_ip_cap(nursery):
     _, port = await start(nursery, dataclasses.replace(CONFIG, max_connections_per_ip=2))
     with trio.fail_after(TIMEOUT_S):

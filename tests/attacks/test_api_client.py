@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from contextlib import AsyncExitStack
 
 import pytest
 import trio
 from structlog.testing import capture_logs
-from trio_websocket import ConnectionRejected, wrap_client_stream
+from trio_websocket import ConnectionClosed, ConnectionRejected, wrap_client_stream
 
 from iomtnode.api.binary import FRAME_DEPTH
 from iomtnode.api.connection import MAX_SUBSCRIPTIONS, OUTBOX_BYTES
@@ -134,6 +135,41 @@ async def test_300_idle_connections_from_one_address_leave_room_for_others(node)
             async with open_client(node.url) as honest:  # another address still gets in
                 assert (await honest.call("status"))["chain_id"] == "iomt-test"
             hold.set()
+    await keeps_finalizing(node)
+
+
+async def test_256_connections_from_8_addresses_leave_room_for_a_device(running_node):
+    # the connection table full of silent clients, 32 from each of 8 addresses: a new address
+    # gets in by evicting the silent client of the most crowded one (a node whose idle
+    # timeout is the default 300 s, so that only eviction closes them here)
+    node = running_node
+    accepted: list[str] = []
+    closed: list[int] = []
+    with trio.fail_after(60), capture_logs() as logs:
+        async with trio.open_nursery() as attackers:
+
+            async def idle_connection(ip: str) -> None:
+                async with connect_from(ip, port_of(node)) as ws:
+                    accepted.append(ip)
+                    try:
+                        await ws.get_message()  # nothing comes: it sends nothing
+                    except ConnectionClosed as exc:
+                        closed.append(exc.reason.code)
+
+            for n in range(8 * MAX_CONNECTIONS_PER_IP):
+                attackers.start_soon(idle_connection, f"127.0.0.{10 + n % 8}")
+            while len(accepted) < 8 * MAX_CONNECTIONS_PER_IP:  # noqa: ASYNC110 - all in
+                await trio.sleep(0.05)
+            assert node.services.api.stats().connections == 8 * MAX_CONNECTIONS_PER_IP  # full
+            async with AsyncExitStack() as devices:  # three at once, from 127.0.0.1
+                for _ in range(3):
+                    device = await devices.enter_async_context(open_client(node.url))
+                    assert (await device.call("status"))["chain_id"] == "iomt-test"
+            while len(closed) < 3:  # noqa: ASYNC110 - the evicted see their close
+                await trio.sleep(0.05)
+            assert closed == [1013] * 3
+            attackers.cancel_scope.cancel()
+    assert len([e for e in logs if e["event"] == "api_connection_evicted"]) == 3
     await keeps_finalizing(node)
 
 
