@@ -24,6 +24,10 @@ class ConfigError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Config:
     api_listen: str = "127.0.0.1:7545"
+    api_max_connections: int = 256
+    api_max_connections_per_ip: int = 32  # loopback too: local tools count
+    api_idle_timeout_s: float = 300.0
+    api_requests_per_s: float = 200.0  # per connection of a client that proved no key
     p2p_listen: str = "127.0.0.1:7546"
     block_interval_s: float = 0.25
     empty_block_interval_s: float = 5.0
@@ -56,6 +60,15 @@ class Config:
             parse_hostport(getattr(self, name), name)
         for address in self.bootnodes:
             parse_hostport(address, "bootnodes entry")
+        if not 1 <= self.api_max_connections <= 100_000:
+            raise ConfigError("api_max_connections must be between 1 and 100,000")
+        if not 1 <= self.api_max_connections_per_ip <= self.api_max_connections:
+            raise ConfigError("api_max_connections_per_ip must be between 1 and "
+                              "api_max_connections")
+        if not 1 <= self.api_idle_timeout_s <= 86400:
+            raise ConfigError("api_idle_timeout_s must be between 1 and 86400 seconds")
+        if not 1 <= self.api_requests_per_s <= 1_000_000:
+            raise ConfigError("api_requests_per_s must be between 1 and 1,000,000")
         if not 1 <= self.max_peers <= 1000:
             raise ConfigError("max_peers must be between 1 and 1000")
         if not 0 <= self.outbound_slots < self.max_peers:
@@ -106,6 +119,18 @@ api_listen = "{api_listen}"
 # and clients' key proofs are bound to this certificate; empty: plain ws://.
 api_tls_cert = "{api_tls_cert}"
 api_tls_key = "{api_tls_key}"
+
+# Client connections at most, and at most from one IP address (127.0.0.1 included:
+# raise it for local tools that open many connections).
+api_max_connections = {api_max_connections}
+api_max_connections_per_ip = {api_max_connections_per_ip}
+
+# Seconds a client connection may send nothing while it holds no subscription.
+api_idle_timeout_s = {api_idle_timeout_s}
+
+# Requests a second per connection of a client that proved no key (after a burst of
+# 1000); further requests wait.
+api_requests_per_s = {api_requests_per_s}
 
 # Peer-to-peer listener (websocket at /p2p/v1).
 p2p_listen = "{p2p_listen}"

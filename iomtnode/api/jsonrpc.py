@@ -26,6 +26,10 @@ Admin methods live in a separate table; a call needs ``params.token`` equal to t
 (compared in constant time) and the token is removed before the params are bound. Without an
 admin token every admin call is ``UNAUTHORIZED``.
 
+Work per message is bounded before parsing: at most ``max_request_bytes`` and
+``MAX_JSON_CONTAINERS`` brackets (``TOO_MANY_ELEMENTS``), then at most ``MAX_JSON_DEPTH``
+levels of nesting (``NESTED_TOO_DEEP``); each error names its limit.
+
 Error handling: malformed input never raises; it becomes an error response. Requests whose
 structure is invalid are answered even without an id (with ``"id": null``); notifications (valid
 requests without ``id``) are never answered, not even with an error.
@@ -40,6 +44,7 @@ import types
 import typing
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from itertools import compress
 from typing import Any
 
 import structlog
@@ -54,19 +59,27 @@ INTERNAL_ERROR = -32603
 REQUEST_TOO_LARGE = -32001  # server-defined: the text is over max_request_bytes
 UNAUTHORIZED = -32004  # server-defined: admin method without the right params.token
 RESPONSE_TOO_LARGE = -32005  # server-defined: a batch whose answers would exceed the budget
+TOO_MANY_SUBSCRIPTIONS = -32010  # server-defined: the connection holds its limit of them
+TOO_MANY_ELEMENTS = -32011  # server-defined: a message holds more values than its limit
+NESTED_TOO_DEEP = -32012  # server-defined: arrays/objects nested deeper than the limit
 
 MAX_REQUEST_BYTES = 1024 * 1024  # one JSON-RPC text message, in UTF-8 bytes
 MAX_BATCH_LEN = 1000  # requests in one batch array
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # a batch answer; requests past it get an error each
+MAX_JSON_CONTAINERS = 10_000  # '[' and '{' in one text message (counted in strings too), so
+# parsing builds at most this many arrays and objects (a full batch needs about 3 per request)
+MAX_JSON_DEPTH = 16  # arrays and objects nested in one message (a batch needs 4)
 CONN_PARAM = "conn"  # a method parameter filled by the server, never from JSON
 TOKEN_PARAM = "token"  # admin methods: params.token
 
 Methods = Mapping[str, Callable[..., Awaitable[Any]]]
 # who may call: (method, bound params, conn) -> None, or raises RpcError (see api/access.py)
 Guard = Callable[[str, Mapping[str, Any], Any], None]
+Admit = Callable[[], Awaitable[None]]  # waits until one more request may run (a rate limit)
 JsonId = str | int | None
 
 _REQUEST_KEYS = frozenset({"jsonrpc", "method", "params", "id"})
+_CONTAINERS = frozenset((list, dict))
 _NO_ID = object()  # a request without "id" is a notification
 _BAD_ID = "id must be a string, an integer or null"
 _CHECKED_TYPES: dict[type, tuple[type, ...]] = {
@@ -215,24 +228,19 @@ class Dispatcher:
         self._max_request_bytes = max_request_bytes
         self._max_batch_len = max_batch_len
 
-    async def handle_text(self, message: str, *, conn: Any = None) -> str | None:
+    async def handle_text(self, message: str, *, conn: Any = None,
+                          admit: Admit | None = None) -> str | None:
         """The compact JSON response to ``message``, or ``None`` when nothing is to be sent back.
 
-        ``conn`` is passed to methods that declare a ``conn`` parameter. Never raises for bad
-        input; only cancellation (and ``BaseException``) propagates. Batch requests run one after
-        the other, in order.
+        ``conn`` is passed to methods that declare a ``conn`` parameter. ``admit`` (the server's
+        rate limit) is awaited before each request of a batch but the first, for which the
+        caller has paid before handing over the message. Never raises for bad input; only
+        cancellation (and ``BaseException``) propagates. Batch requests run one after the other,
+        in order.
         """
-        size = len(message.encode("utf-8", "surrogatepass"))
-        if size > self._max_request_bytes:
-            return encode_error(RpcError(REQUEST_TOO_LARGE,
-                f"request is {size} bytes, over the limit of {self._max_request_bytes} bytes",
-                {"size": size, "limit": self._max_request_bytes}))
-        try:
-            request = json.loads(message, parse_constant=_reject_constant)
-        except RecursionError:
-            return encode_error(RpcError(PARSE_ERROR, "parse error: JSON nested too deeply"))
-        except ValueError as exc:  # JSONDecodeError, NaN/Infinity, ints over the digit limit
-            return encode_error(RpcError(PARSE_ERROR, f"parse error: {exc}"))
+        request, error = _parse(message, self._max_request_bytes)
+        if error is not None:
+            return encode_error(error)
         if not isinstance(request, list):
             return await self._handle_one(request, conn)
         if not request:
@@ -242,7 +250,9 @@ class Dispatcher:
                 f"{len(request)} requests, over the limit of {self._max_batch_len}"))
         replies: list[str] = []
         budget = MAX_RESPONSE_BYTES
-        for item in request:
+        for i, item in enumerate(request):
+            if i and admit is not None:
+                await admit()
             if budget <= 0:  # the rest would make the answer too big: each gets an error
                 id_ = item.get("id") if isinstance(item, dict) else None
                 replies.append(encode_error(RpcError(RESPONSE_TOO_LARGE, "batch response over "
@@ -305,6 +315,47 @@ class Dispatcher:
         if not hmac.compare_digest(given, self._admin_token):
             raise RpcError(UNAUTHORIZED, "unauthorized", "params.token is wrong")
         return {k: v for k, v in params.items() if k != TOKEN_PARAM}
+
+
+def _parse(message: str, max_bytes: int) -> tuple[Any, RpcError | None]:
+    """The JSON value of ``message``, or the error that refuses it; the limits are checked
+    before the parser runs (size, brackets) and after it (depth), cheapest first."""
+    size = len(message.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        return None, RpcError(REQUEST_TOO_LARGE,
+            f"request is {size} bytes, over the limit of {max_bytes} bytes",
+            {"size": size, "limit": max_bytes})
+    containers = message.count("[") + message.count("{")  # C speed; an upper bound
+    if containers > MAX_JSON_CONTAINERS:
+        return None, RpcError(TOO_MANY_ELEMENTS,
+            f"request holds {containers} '[' and '{{', over the limit of {MAX_JSON_CONTAINERS} "
+            "arrays and objects", {"count": containers, "limit": MAX_JSON_CONTAINERS})
+    too_deep = RpcError(NESTED_TOO_DEEP, f"request nests arrays and objects deeper than the "
+                        f"limit of {MAX_JSON_DEPTH}", {"limit": MAX_JSON_DEPTH})
+    try:
+        request = json.loads(message, parse_constant=_reject_constant)
+    except RecursionError:  # deeper than the interpreter's recursion limit
+        return None, too_deep
+    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, ints over the digit limit
+        return None, RpcError(PARSE_ERROR, f"parse error: {exc}")
+    if containers > MAX_JSON_DEPTH and _depth_over(request, MAX_JSON_DEPTH):
+        return None, too_deep
+    return request, None
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests lists and dicts deeper than ``limit``. Python code runs once
+    per container (at most ``MAX_JSON_CONTAINERS``); scalars are skipped in C loops."""
+    stack = [(value, 1)] if type(value) in _CONTAINERS else []
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if type(item) is dict else item
+        kids = list(compress(children, map(_CONTAINERS.__contains__, map(type, children))))
+        if kids:
+            if depth >= limit:
+                return True
+            stack.extend((kid, depth + 1) for kid in kids)
+    return False
 
 
 def _invalid_reason(request: Any) -> str | None:

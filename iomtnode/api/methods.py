@@ -7,7 +7,8 @@ code is the rule's code (see :mod:`iomtnode.core.errors`), with the rule's messa
 Binary frames (devices and gateways): ``[request_id, [tx, tx, ...]]`` in msgpack, each
 transaction in its canonical form (the frame's own form is not checked); the reply is
 ``[request_id, [[0, tx_id] | [code, message], ...]]``, one entry per transaction in order.
-A frame that is not of this form gets ``[request_id or 0, [[-32600, reason]]]``.
+A frame that is not of this form gets ``[request_id or 0, [[code, reason]]]``: -32600, or
+-32011 / -32012 for a frame over its element or depth limit (see :mod:`.binary`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..core.tx import SignedTx, tx_to_json
 from .access import Access, Role
 from .admin import AdminApi
 from .auth import AuthApi
+from .binary import FrameError, decode_tx_frame
 from .interfaces import (
     BlockSubscriptions,
     ChainQueries,
@@ -253,7 +255,9 @@ class ClientApi:
 
     async def subscribe_blocks(self, conn: Connection) -> str:
         """Push a ``block`` notification (header fields and tx ids) for each committed block;
-        a subscriber that falls behind gets ``subscription_ended`` and no more blocks."""
+        a subscriber that falls behind gets ``subscription_ended`` and no more blocks. A
+        connection holds a few subscriptions at most (``TOO_MANY_SUBSCRIPTIONS`` beyond)."""
+        conn.check_subscription_room()  # before the feed holds a queue for it
         blocks = self._blocks.subscribe()
 
         async def forward() -> None:
@@ -267,21 +271,15 @@ class ClientApi:
                 "reason": f"more than {SUBSCRIBER_QUEUE_BLOCKS} blocks behind; subscribe "
                           "again, and ask get_tx_status for what may have been missed"})
 
-        conn.start_soon(forward)
+        conn.start_subscription(forward)
         return "blocks"
 
     async def handle_binary(self, frame: bytes) -> bytes:
         """Answer a msgpack binary frame of transactions (see the module docstring)."""
         try:
-            value = codec.decode_envelope(frame)  # each tx is checked where it is decoded
-            if (type(value) is not list or len(value) != 2 or type(value[0]) is not int
-                    or type(value[1]) is not list):
-                raise codec.DecodeError("frame must be [request_id, [tx, ...]]")
-            if len(value[1]) > MAX_BATCH_TXS:
-                raise codec.DecodeError(f"at most {MAX_BATCH_TXS} transactions per frame")
-        except codec.DecodeError as exc:
-            return codec.encode([0, [[INVALID_REQUEST, str(exc)]]])
-        request_id, items = value
+            request_id, items = decode_tx_frame(frame, max_txs=MAX_BATCH_TXS)
+        except FrameError as exc:
+            return codec.encode([exc.request_id, [[exc.code, exc.message]]])
         results: list[list[Any]] = []
         raws: list[bytes] = []
         where: list[int] = []

@@ -1,10 +1,10 @@
 """The client API server: JSON-RPC 2.0 over websocket at ``/api/v1``, a thin trio shell.
 
 Per connection there is one handler task reading messages and answering them in order (a slow
-method delays only its own client), one writer task draining a bounded outbox, and the tasks
-that methods start with ``Connection.start_soon`` (subscriptions). Text frames go to
-:class:`~iomtnode.api.jsonrpc.Dispatcher`; binary frames (compact msgpack from devices) go to the
-``binary_handler`` and its reply goes back as a binary frame.
+method delays only its own client), one writer task draining a bounded outbox, one task
+watching for idleness, and the tasks that methods start with ``Connection.start_subscription``.
+Text frames go to :class:`~iomtnode.api.jsonrpc.Dispatcher`; binary frames (compact msgpack
+from devices) go to the ``binary_handler`` and its reply goes back as a binary frame.
 
 Subscriptions: a method that declares a ``conn`` parameter receives the :class:`Connection` and
 may start a task that pushes notifications, e.g.::
@@ -13,12 +13,19 @@ may start a task that pushes notifications, e.g.::
         async def forward() -> None:
             async for block in chain.subscribe():  # a bounded channel of the chain's
                 await conn.notify("block", {"subscription": "blocks", "block": ...})
-        conn.start_soon(forward)
+        conn.start_subscription(forward)  # TOO_MANY_SUBSCRIPTIONS over the connection's limit
         return "blocks"
 
-Resource handling: at most ``max_connections`` connections (more are refused with HTTP 503); a
-frame over ``max_message_bytes`` closes that connection with 1009; a client that does not read
-its notifications fast enough is disconnected with 1008 instead of making the node wait.
+Resource handling: at most ``max_connections`` connections (more are refused with HTTP 503) and
+``max_connections_per_ip`` from one address (an IPv6 /64 counts as one), counted from the TCP
+accept so that handshakes under way count too (more are answered 503 and closed before
+anything is read); the HTTP handshake must be done within ``connect_timeout_s``. When full, a
+client from an address holding at least two fewer connections than the most crowded address
+makes room: that address's longest-silent anonymous connection is closed (1013). A frame over
+``max_message_bytes`` closes that connection with 1009. Each connection's outbox, idle time,
+subscriptions and request rate are bounded as :mod:`iomtnode.api.connection` says: a client
+that does not read is disconnected with 1008 instead of making the node wait or hold its
+replies.
 
 Error handling: bad input is answered with a JSON-RPC error and the connection goes on. A bug
 (an exception from the binary handler or from a task a method started) is logged with its
@@ -28,11 +35,12 @@ and the node carry on.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
@@ -44,11 +52,21 @@ from trio_websocket import (
     wrap_server_stream,
 )
 
-from ..p2p.transport import TcpTransport, Transport
-from .auth import ConnectionAuth
+from ..p2p.transport import TcpTransport, Transport, ip_of
+from .connection import (
+    IDLE_TIMEOUT_S,
+    MAX_SUBSCRIPTIONS,
+    OUTBOX_BYTES,
+    OUTBOX_MESSAGES,
+    REQUEST_BURST,
+    REQUESTS_PER_S,
+    Connection,
+    ConnectionLimits,
+)
 from .jsonrpc import INVALID_REQUEST, Dispatcher, Guard, Methods, RpcError, encode_error
-from .jsonrpc import encode_notification as _encode_notification
 from .tls import ApiTls, tls_handshake
+
+__all__ = ["ApiServer", "ApiServerConfig", "ApiStats", "BinaryHandler", "Connection"]
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +77,12 @@ BinaryHandler = Callable[[bytes], Awaitable[bytes | None]]
 SHUTDOWN_CLOSE_S = 0.1
 RECEIVE_BUFFER_BYTES = 256 * 1024  # read from a client's socket at once (trio-websocket:
 # 4 KiB, so a client's 0.5 MB batch of readings took 128 reads and frame-parser passes)
+MAX_CONNECTIONS = 256  # open connections at most
+MAX_CONNECTIONS_PER_IP = 32  # ... from one IP address (handshakes under way count)
+EVICTED_CODE = 1013  # "try again later": closed to make room when the server is full
+REFUSE_WRITE_S = 1.0  # writing the 503 to a connection over the per-IP limit, at most
+_REFUSED_PER_IP = (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
+                   b"Content-Length: 39\r\n\r\ntoo many connections from this address\n")
 _BINARY_REFUSED = encode_error(RpcError(INVALID_REQUEST, "binary frames are not accepted here"))
 
 
@@ -69,11 +93,22 @@ class ApiServerConfig:
     host: str  # an address; with port 0 a name like "localhost" may bind ports that differ
     port: int  # 0: the OS picks one; ``run`` reports it
     max_message_bytes: int = 4 * 1024 * 1024  # trio-websocket's hard cap (len(): chars for text)
-    max_connections: int = 256  # more handshakes are refused with HTTP 503
+    max_connections: int = MAX_CONNECTIONS  # more handshakes are refused with HTTP 503
+    max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP  # more TCP connections: 503, closed
     message_queue_size: int = 4  # received frames buffered per connection before TCP backpressure
-    outbox_size: int = 64  # replies + notifications queued per connection; full -> client dropped
+    outbox_size: int = OUTBOX_MESSAGES  # replies + notifications queued per connection ...
+    outbox_bytes: int = OUTBOX_BYTES  # ... and their bytes (see api/connection.py)
+    idle_timeout_s: float = IDLE_TIMEOUT_S  # nothing received, no subscription: closed
+    max_subscriptions: int = MAX_SUBSCRIPTIONS  # per connection
+    requests_per_s: float = REQUESTS_PER_S  # per anonymous connection, after ...
+    request_burst: int = REQUEST_BURST  # ... a burst of this many requests
     connect_timeout_s: float = 10.0  # a client must finish the HTTP handshake within this
     close_timeout_s: float = 5.0  # waiting for the closing handshake, then the socket is closed
+
+    def connection_limits(self) -> ConnectionLimits:
+        """What each connection may hold and do."""
+        return ConnectionLimits(self.outbox_size, self.outbox_bytes, self.idle_timeout_s,
+                                self.max_subscriptions, self.requests_per_s, self.request_burst)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,81 +117,21 @@ class ApiStats:
 
     connections: int  # open now (handshake accepted or under way)
     connections_accepted: int  # since the start
-    connections_refused: int  # since the start: max_connections reached (HTTP 503)
+    connections_refused: int  # since the start: max_connections or the per-IP limit reached
 
 
-class Connection:
-    """One client connection, as a method that declares a ``conn`` parameter sees it."""
-
-    def __init__(self, conn_id: int, remote: str, outbox: trio.MemorySendChannel[str | bytes],
-                 scope: trio.CancelScope, *, binding: bytes = b"") -> None:
-        """``binding``: the connection's TLS channel binding (empty without TLS)."""
-        self.id = conn_id
-        self.remote = remote
-        self.auth = ConnectionAuth(binding)  # the keys this connection has proven (api/auth.py)
-        self._outbox = outbox
-        self._scope = scope
-        self._nursery: trio.Nursery | None = None  # set while the connection runs
-        self._pending: list[Callable[[], Awaitable[None]]] | None = None  # during a request
-        self.close_code = 1000
-        self.close_reason: str | None = None
-
-    @property
-    def proven_keys(self) -> frozenset[bytes]:
-        """The public keys this connection has proven (empty: an unauthenticated client)."""
-        return self.auth.keys
-
-    @property
-    def closed(self) -> bool:
-        """Whether the connection is closing or closed; notifications are dropped then."""
-        return self._scope.cancel_called
-
-    def start_soon(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
-        """Run ``fn(*args)`` for as long as the connection lives; cancelled when it closes.
-
-        Called by a method, it starts after the method's reply has been queued, so the client sees
-        that reply (e.g. a subscription id) before any notification the task sends. An exception
-        from it closes the connection with 1011 (see the module docstring). On a closed
-        connection it is not started.
-        """
-        task = partial(fn, *args)
-        if self._pending is not None:
-            self._pending.append(task)
-        elif self._nursery is not None and not self.closed:
-            self._nursery.start_soon(task)
-
-    async def _reply(self, reply: str | bytes | None) -> None:
-        """Queue the reply to a request, then start the tasks its method asked for."""
-        assert self._nursery is not None and self._pending is not None
-        if reply is not None:
-            await self._outbox.send(reply)  # a client that does not read its replies waits here
-        for task in self._pending:
-            self._nursery.start_soon(task)
-        self._pending = None
-
-    async def notify(self, method: str, params: Any) -> bool:
-        """Queue the notification ``{"method": method, "params": params}``; never waits for the
-        client. Returns False if it was dropped because the connection is closed or closing.
-
-        If the outbox is full the client is too slow: the connection is closed with 1008 and
-        every task started with ``start_soon`` is cancelled (the caller too, if it is one).
-        """
-        await trio.lowlevel.checkpoint()
-        if self.closed:
-            return False
-        try:
-            self._outbox.send_nowait(_encode_notification(method, params))
-        except trio.WouldBlock:
-            log.warning("api_client_too_slow", conn=self.id, method=method)
-            self.close(1008, "client too slow: notification queue full")
-            return False
-        return True
-
-    def close(self, code: int = 1000, reason: str | None = None) -> None:
-        """Close the connection soon with ``code`` and ``reason``; never waits."""
-        if not self.closed:
-            self.close_code, self.close_reason = code, reason
-            self._scope.cancel()
+def address_key(ip: str) -> str:
+    """What the per-IP limit counts by: an IPv4 address, or an IPv6 address's /64 (one
+    subscriber's network: a party that has one has them all); other names whole."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return ip
 
 
 class ApiServer:
@@ -183,6 +158,8 @@ class ApiServer:
         self._tls = tls
         self._binary_handler = binary_handler
         self._connections = 0
+        self._per_ip: Counter[str] = Counter()  # TCP connections open now, by address
+        self._open: dict[str, dict[int, Connection]] = {}  # served now, by address
         self._accepted = 0
         self._refused = 0
         self._ids = itertools.count(1)
@@ -207,33 +184,55 @@ class ApiServer:
         """One connection: the TLS and HTTP handshakes within ``connect_timeout_s``, then the
         client."""
         cfg = self.config
+        ip = address_key(ip_of(remote))
         try:
-            async with trio.open_nursery() as nursery:  # for trio-websocket's reader task
-                request = None
-                with trio.move_on_after(cfg.connect_timeout_s):
-                    if self._tls is not None:
-                        secure = await tls_handshake(stream, self._tls, remote)
-                        if secure is None:
-                            return
-                        stream = secure  # closed (forcefully) below, with the socket under it
-                    request = await wrap_server_stream(
-                        nursery, stream, message_queue_size=cfg.message_queue_size,
-                        max_message_size=cfg.max_message_bytes,
-                        receive_buffer_size=RECEIVE_BUFFER_BYTES)
-                if request is not None:
-                    await self._handle_request(request, remote)
-                nursery.cancel_scope.cancel()
+            if self._per_ip[ip] >= cfg.max_connections_per_ip:
+                await self._refuse_per_ip(stream, remote)
+                return
+            self._per_ip[ip] += 1
+            try:
+                async with trio.open_nursery() as nursery:  # for trio-websocket's reader task
+                    request = None
+                    with trio.move_on_after(cfg.connect_timeout_s):
+                        if self._tls is not None:
+                            secure = await tls_handshake(stream, self._tls, remote)
+                            if secure is None:
+                                return
+                            stream = secure  # closed (forcefully) below, with the socket under it
+                        request = await wrap_server_stream(
+                            nursery, stream, message_queue_size=cfg.message_queue_size,
+                            max_message_size=cfg.max_message_bytes,
+                            receive_buffer_size=RECEIVE_BUFFER_BYTES)
+                    if request is not None:
+                        await self._handle_request(request, remote, ip)
+                    nursery.cancel_scope.cancel()
+            finally:
+                self._per_ip[ip] -= 1
+                if not self._per_ip[ip]:
+                    del self._per_ip[ip]
         finally:
             await trio.aclose_forcefully(stream)
 
-    async def _handle_request(self, request: WebSocketRequest, remote: str) -> None:
+    async def _refuse_per_ip(self, stream: trio.abc.Stream, remote: str) -> None:
+        """Answer 503 without reading the request (it costs the node one write), then close."""
+        limit = self.config.max_connections_per_ip
+        log.warning("api_handshake_rejected", remote=remote, status=503,
+                    reason="max_connections_per_ip reached", max=limit)
+        self._refused += 1
+        with trio.move_on_after(REFUSE_WRITE_S):
+            try:
+                await stream.send_all(_REFUSED_PER_IP)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                log.debug("api_refusal_not_sent", remote=remote)
+
+    async def _handle_request(self, request: WebSocketRequest, remote: str, ip: str) -> None:
         path = urlsplit(request.path).path
         try:
             if path != API_PATH:
                 log.debug("api_handshake_rejected", remote=remote, path=path, status=404)
                 await request.reject(404, body=f"no websocket endpoint at {path}\n".encode())
                 return
-            if self._connections >= self.config.max_connections:
+            if self._connections >= self.config.max_connections and not self._evict_for(ip):
                 log.warning("api_handshake_rejected", remote=remote, status=503,
                             reason="max_connections reached", max=self.config.max_connections)
                 self._refused += 1
@@ -243,30 +242,53 @@ class ApiServer:
             try:
                 ws = await request.accept()
                 self._accepted += 1
-                await self._serve(ws, next(self._ids), remote)
+                await self._serve(ws, next(self._ids), remote, ip)
             finally:
                 self._connections -= 1
         except ConnectionClosed:  # the client left during the handshake
             log.debug("api_handshake_failed", remote=remote, path=path)
 
-    async def _serve(self, ws: WebSocketConnection, conn_id: int, remote: str) -> None:
-        with structlog.contextvars.bound_contextvars(conn=conn_id, remote=remote):
-            await self._serve_bound(ws, conn_id, remote)
+    def _evict_for(self, ip: str) -> bool:
+        """When full, make room for a client from ``ip``: close the longest-silent anonymous
+        connection of the address that holds the most, if it holds at least two more than
+        ``ip`` does (so a new address gets in while any address holds two or more, and
+        eviction never favours an address over one as large). Returns whether it did."""
+        live = {address: [c for c in conns.values() if not c.closed]
+                for address, conns in self._open.items()}  # (only when full: 256 at most)
+        crowded = max(live, key=lambda address: len(live[address]), default=None)
+        if crowded is None or len(live[crowded]) < len(live.get(ip, ())) + 2:
+            return False
+        anonymous = [c for c in live[crowded] if not c.proven_keys]
+        if not anonymous:
+            return False
+        victim = min(anonymous, key=lambda c: c.heard_at)
+        log.warning("api_connection_evicted", victim=victim.id, address=crowded,
+                    held=len(live[crowded]), newcomer=ip)
+        victim.close(EVICTED_CODE, "evicted: the server is full and this address holds the "
+                                   "most connections")
+        return True
 
-    async def _serve_bound(self, ws: WebSocketConnection, conn_id: int, remote: str) -> None:
+    async def _serve(self, ws: WebSocketConnection, conn_id: int, remote: str, ip: str) -> None:
+        with structlog.contextvars.bound_contextvars(conn=conn_id, remote=remote):
+            scope = trio.CancelScope()
+            conn = Connection(conn_id, remote, self.config.connection_limits(), scope,
+                              binding=b"" if self._tls is None else self._tls.binding)
+            self._open.setdefault(ip, {})[conn_id] = conn
+            try:
+                await self._serve_bound(ws, conn, scope)
+            finally:
+                del self._open[ip][conn_id]
+                if not self._open[ip]:
+                    del self._open[ip]
+
+    async def _serve_bound(self, ws: WebSocketConnection, conn: Connection,
+                           scope: trio.CancelScope) -> None:
         log.debug("api_connection_opened")
-        outbox, outbox_rx = trio.open_memory_channel[str | bytes](self.config.outbox_size)
-        scope = trio.CancelScope()
-        conn = Connection(conn_id, remote, outbox, scope,
-                          binding=b"" if self._tls is None else self._tls.binding)
         code, reason = 1001, "server shutting down"  # unless the connection ends by itself
         close_timeout_s = SHUTDOWN_CLOSE_S
         try:
             with scope:
-                async with trio.open_nursery() as nursery:
-                    conn._nursery = nursery
-                    nursery.start_soon(self._write, ws, outbox_rx, conn)
-                    await self._read(ws, conn)
+                await conn.run(ws, partial(self._read, ws, conn))
             code, reason = conn.close_code, conn.close_reason
             close_timeout_s = self.config.close_timeout_s
         except Exception:
@@ -288,25 +310,16 @@ class ApiServer:
         try:
             while True:
                 message = await ws.get_message()
-                conn._pending = []  # start_soon() from here on waits for the reply
+                await conn.received(message)  # the rate limit; a batch pays for the rest inside
                 reply: str | bytes | None
                 if isinstance(message, str):
-                    reply = await self._dispatcher.handle_text(message, conn=conn)
+                    reply = await self._dispatcher.handle_text(message, conn=conn,
+                                                               admit=conn.admit_request)
                 elif self._binary_handler is None:
                     reply = _BINARY_REFUSED
                 else:
                     reply = await self._binary_handler(message)
-                await conn._reply(reply)
+                await conn.answer(reply)
         except ConnectionClosed as exc:
             log.debug("api_client_closed", close=str(exc.reason))
-            conn.close()
-
-    async def _write(self, ws: WebSocketConnection, outbox: trio.MemoryReceiveChannel[str | bytes],
-                     conn: Connection) -> None:
-        """The connection's one writer: sends queued replies and notifications in order."""
-        try:
-            async for message in outbox:
-                await ws.send_message(message)
-        except ConnectionClosed as exc:
-            log.debug("api_send_failed", close=str(exc.reason))
             conn.close()

@@ -263,7 +263,9 @@ def node_config(entry: NodeEntry, peers: list[NodeEntry], base: Config | None = 
     The defaults suit a real network, where one IP (or /24) holding many of a node's peers is
     suspect. Here every node is on 127.0.0.1: each may have every other as an inbound peer and
     in its handshake at once (a restart of all), and a ban by address would shut them all out,
-    so bans are by node id only.
+    so bans are by node id only. Every client of a local network (load generators,
+    benchmarks, the CLI) comes from one address too, so a node takes as many API connections
+    from one IP as it takes in all.
     """
     base = base or Config()
     others = len(peers) - 1
@@ -276,6 +278,7 @@ def node_config(entry: NodeEntry, peers: list[NodeEntry], base: Config | None = 
         max_pending_per_ip=max(base.max_pending_per_ip, others),
         max_pending_per_netgroup=max(base.max_pending_per_netgroup, others),
         address_ban_s=0.0,
+        api_max_connections_per_ip=base.api_max_connections,
     )
 
 

@@ -153,7 +153,10 @@ def build(setup: Setup, store: BlockStore) -> Services:
         status=StatusView(key.public, chain, admission, router, sync, consensus, figures))
     host, port = parse_hostport(config.api_listen, "api_listen")
     api = ApiServer(
-        ApiServerConfig(host=host, port=port), client_api.methods(),
+        ApiServerConfig(host=host, port=port, max_connections=config.api_max_connections,
+                        max_connections_per_ip=config.api_max_connections_per_ip,
+                        idle_timeout_s=config.api_idle_timeout_s,
+                        requests_per_s=config.api_requests_per_s), client_api.methods(),
         admin_methods=client_api.admin_methods(), admin_token=setup.admin_token,
         binary_handler=client_api.handle_binary, transport=setup.transport,
         guard=client_api.access.check, tls=setup.api_tls,

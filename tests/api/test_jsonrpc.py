@@ -14,10 +14,13 @@ from iomtnode.api.jsonrpc import (
     INVALID_PARAMS,
     INVALID_REQUEST,
     MAX_BATCH_LEN,
+    MAX_JSON_DEPTH,
     MAX_REQUEST_BYTES,
     METHOD_NOT_FOUND,
+    NESTED_TOO_DEEP,
     PARSE_ERROR,
     REQUEST_TOO_LARGE,
+    TOO_MANY_ELEMENTS,
     UNAUTHORIZED,
     Dispatcher,
     RpcError,
@@ -111,8 +114,14 @@ async def test_result_round_trip_and_compact_text(rpc):
     ('{"jsonrpc": "2.0", "method": ', PARSE_ERROR, None, "Expecting value"),
     # NaN is a Python extension, not JSON
     ('{"jsonrpc":"2.0","id":1,"method":"echo","params":[NaN]}', PARSE_ERROR, None, "NaN"),
-    # nesting deep enough to exhaust the recursion limit
-    ("[" * 200_000, PARSE_ERROR, None, "nested too deeply"),
+    # more brackets than MAX_JSON_CONTAINERS: refused before the parser runs
+    ("[" * 200_000, TOO_MANY_ELEMENTS, None, "over the limit of 10000 arrays and objects"),
+    ('{"a":' * 12_000 + "1" + "}" * 12_000, TOO_MANY_ELEMENTS, None, "over the limit of 10000"),
+    # deeper than MAX_JSON_DEPTH, though few brackets (and deeper than the recursion limit)
+    ("[" * 17 + "]" * 17, NESTED_TOO_DEEP, None, "deeper than the limit of 16"),
+    ('{"jsonrpc":"2.0","id":1,"method":"echo","params":[' + "[" * 16 + "]" * 16 + "]}",
+     NESTED_TOO_DEEP, None, "deeper than the limit of 16"),
+    ("[" * 5_000 + "]" * 5_000, NESTED_TOO_DEEP, None, "deeper than the limit of 16"),
     ('"just a string"', INVALID_REQUEST, None, "expected an object, got string"),
     ("42", INVALID_REQUEST, None, "expected an object, got integer"),
     ('{"jsonrpc":"1.0","id":1,"method":"echo"}', INVALID_REQUEST, 1, 'jsonrpc must be "2.0"'),
@@ -130,6 +139,25 @@ async def test_result_round_trip_and_compact_text(rpc):
 ])
 async def test_bad_requests_are_answered_with_their_id_or_null(rpc, text, code, id, fragment):
     assert fragment in error_of(await answer(rpc, text), code, id=id)
+
+
+async def test_nesting_up_to_the_depth_limit_is_accepted(rpc):
+    # the params array is at depth 2 inside the request object: 14 more levels fit
+    nested: list[object] = []
+    for _ in range(MAX_JSON_DEPTH - 3):
+        nested = [nested]
+    assert (await answer(rpc, req("echo", [nested])))["result"] == nested
+
+
+async def test_each_request_of_a_batch_but_the_first_is_admitted(rpc):
+    admitted = []
+
+    async def admit() -> None:
+        admitted.append(1)
+
+    batch = json.dumps([req("add", [i], id=i) for i in range(5)])
+    assert len(json.loads(await rpc.handle_text(batch, admit=admit))) == 5
+    assert len(admitted) == 4  # the caller paid for the first before handing the message over
 
 
 async def test_invalid_request_without_id_is_still_answered(rpc):

@@ -10,6 +10,8 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
+from iomtnode.api.connection import MAX_SUBSCRIPTIONS
+from iomtnode.api.jsonrpc import NESTED_TOO_DEEP, TOO_MANY_SUBSCRIPTIONS
 from iomtnode.client import ApiClient, ApiError, open_client
 from iomtnode.core import codec
 from iomtnode.core.crypto import SigningKey
@@ -217,3 +219,26 @@ async def test_receipt_block_and_device_queries(running_node):
         await expect_error(client, 1030, "get_block", height=10**9)
         await expect_error(client, 1030, "get_receipt", id="00" * 32)
         await expect_error(client, -32602, "get_block", height=1, hash="00" * 32)
+
+
+async def test_block_subscriptions_per_connection_are_capped(running_node):
+    rn = running_node
+    async with open_client(rn.url) as client:
+        for _ in range(MAX_SUBSCRIPTIONS):
+            assert await client.call("subscribe_blocks") == "blocks"
+        held = len(rn.services.feed._subscribers)
+        message = await expect_error(client, TOO_MANY_SUBSCRIPTIONS, "subscribe_blocks")
+        assert message == (f"this connection holds {MAX_SUBSCRIPTIONS} subscriptions, the limit; "
+                           "use another connection")
+        assert len(rn.services.feed._subscribers) == held  # the refused one holds no queue
+    async with open_client(rn.url) as other:  # the limit is per connection
+        assert await other.call("subscribe_blocks") == "blocks"
+
+
+async def test_a_binary_frame_of_nested_arrays_is_refused_by_its_depth(running_node):
+    async with open_websocket_url(running_node.url) as ws:
+        await ws.send_message(codec.encode([9, [[[]] * 400] * 1000]))
+        with trio.fail_after(5):
+            reply = codec.decode(await ws.get_message())
+        assert reply == [9, [[NESTED_TOO_DEEP, "frame nests arrays deeper than the limit of 2: "
+                              "it must be [request_id, [tx, ...]], each tx a byte string"]]]

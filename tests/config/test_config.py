@@ -43,6 +43,10 @@ def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
     ({"address_ban_s": -1.0}, "address_ban_s"),
     ({"log_level": "chatty"}, "log_level"),
     ({"api_listen": "nowhere"}, "api_listen"),
+    ({"api_max_connections": 0}, "api_max_connections"),
+    ({"api_max_connections": 10, "api_max_connections_per_ip": 11}, "api_max_connections_per_ip"),
+    ({"api_idle_timeout_s": 0.5}, "api_idle_timeout_s"),
+    ({"api_requests_per_s": 0.0}, "api_requests_per_s"),
 ])
 def test_out_of_range_values_name_the_setting(values: dict[str, object], match: str) -> None:
     with pytest.raises(ConfigError, match=match):

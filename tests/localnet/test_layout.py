@@ -75,6 +75,8 @@ def test_ports_are_distinct_loopback_and_written_into_each_config(four):
         assert (config.api_listen, config.p2p_listen) == (entry.api_listen, entry.p2p_listen)
         others = [n.p2p_listen for n in four.nodes if n.name != entry.name]
         assert list(config.bootnodes) == others  # every other node is a bootnode
+        # every client of a localnet comes from 127.0.0.1: one IP may use every API slot
+        assert config.api_max_connections_per_ip == config.api_max_connections
 
 
 def test_connection_limits_fit_every_node_on_one_ip(tmp_path):

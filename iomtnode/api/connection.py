@@ -1,0 +1,298 @@
+"""One client connection of the API server: its outbox, its limits and its idle watch.
+
+What a connection may hold and do, each bounded (values in :class:`ConnectionLimits`):
+
+- Outbox: replies and notifications wait in order for the one writer task, at most
+  ``outbox_messages`` of them and ``outbox_bytes`` in all (each message is encoded once and its
+  length counted until the writer has sent it). A reply waits for room, so a client that does
+  not read stops being read; a notification never waits: one that does not fit drops the
+  connection (1008, "client too slow"). One message always fits in an empty outbox.
+- Idle: a connection that has sent nothing for ``idle_timeout_s`` and holds no subscription is
+  closed (1000, "idle"); one that holds subscriptions stays while the client reads. Any
+  connection whose writer has been stuck on unread messages for ``idle_timeout_s`` is closed
+  (1008, "client not reading"): subscriptions keep a connection only while its client reads.
+- Subscriptions: at most ``max_subscriptions`` (``TOO_MANY_SUBSCRIPTIONS`` beyond).
+- Requests: an anonymous client (no ``proven_keys``) runs at most
+  ``requests_per_s`` requests a second after a burst of ``request_burst`` (a text message
+  counts one more per ``TEXT_BYTES_PER_REQUEST``, for parsing it); the next request waits for
+  its token (the client is slowed, never answered with an error; its further
+  messages wait in the socket). A client that proved a key is not rate limited here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import structlog
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from .auth import ConnectionAuth
+from .jsonrpc import TOO_MANY_SUBSCRIPTIONS, RpcError
+from .jsonrpc import encode_notification as _encode_notification
+
+log = structlog.get_logger(__name__)
+
+OUTBOX_MESSAGES = 64  # replies + notifications queued per connection
+OUTBOX_BYTES = 8 * 1024 * 1024  # ... and their bytes (a full block's notification: ~0.7 MB)
+IDLE_TIMEOUT_S = 300.0  # nothing received and no subscription: closed
+MAX_SUBSCRIPTIONS = 8  # subscriptions per connection (each costs every block a send)
+REQUESTS_PER_S = 200.0  # an anonymous connection's sustained rate (a load client: 100/s) ...
+REQUEST_BURST = 1000  # ... after a burst of this many requests (a batch counts each)
+TEXT_BYTES_PER_REQUEST = 64 * 1024  # a text message pays one more request per this many bytes
+# (parsing 1 MiB of JSON takes the node 20 to 45 ms; a binary frame's checks take < 1 ms)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """What one connection may hold and do; see the module docstring."""
+
+    outbox_messages: int = OUTBOX_MESSAGES
+    outbox_bytes: int = OUTBOX_BYTES
+    idle_timeout_s: float = IDLE_TIMEOUT_S
+    max_subscriptions: int = MAX_SUBSCRIPTIONS
+    requests_per_s: float = REQUESTS_PER_S
+    request_burst: int = REQUEST_BURST
+
+
+class TokenBucket:
+    """``rate`` tokens a second up to ``burst``; pure, the time is an argument."""
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._at = now
+
+    def take(self, now: float, count: int = 1) -> float:
+        """Take ``count`` tokens; return the seconds to wait before using them (0: now). The
+        debt is carried, so a caller that waits as told keeps to ``rate``."""
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        self._tokens -= count
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+
+class Connection:
+    """One client connection, as a method that declares a ``conn`` parameter sees it.
+
+    ``proven_keys`` are the keys the client has proved on this connection (an ``authenticate``
+    method adds them); a connection without any is anonymous, and rate limited.
+    """
+
+    def __init__(self, conn_id: int, remote: str, limits: ConnectionLimits,
+                 scope: trio.CancelScope, *, binding: bytes = b"") -> None:
+        """``binding``: the connection's TLS channel binding (empty without TLS)."""
+        self.id = conn_id
+        self.remote = remote
+        self.auth = ConnectionAuth(binding)  # the keys this connection has proven (api/auth.py)
+        self.close_code = 1000
+        self.close_reason: str | None = None
+        self._limits = limits
+        self._scope = scope
+        self._outbox, self._outbox_rx = trio.open_memory_channel[str | bytes](
+            limits.outbox_messages)
+        self._nursery: trio.Nursery | None = None  # set while the connection runs
+        self._pending: list[Callable[[], Awaitable[None]]] | None = None  # during a request
+        now = trio.current_time()
+        self._bucket = TokenBucket(limits.requests_per_s, limits.request_burst, now)
+        self._throttled = False  # logged once per connection
+        self._subscriptions = 0
+        self._queued_bytes = 0  # in the outbox or being written
+        self._sent = trio.lowlevel.ParkingLot()  # the writer finished a message
+        self._last_heard = now  # a message arrived
+        self._last_progress = now  # the writer finished a message, or the outbox filled from 0
+
+    @property
+    def proven_keys(self) -> frozenset[bytes]:
+        """The public keys this connection has proven (empty: an anonymous client)."""
+        return self.auth.keys
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection is closing or closed; notifications are dropped then."""
+        return self._scope.cancel_called
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of replies and notifications not yet written to the client."""
+        return self._queued_bytes
+
+    @property
+    def heard_at(self) -> float:
+        """When the last message arrived (trio time; the connection's start before any)."""
+        return self._last_heard
+
+    @property
+    def subscriptions(self) -> int:
+        """Subscriptions running now."""
+        return self._subscriptions
+
+    def start_soon(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run ``fn(*args)`` for as long as the connection lives; cancelled when it closes.
+
+        Called by a method, it starts after the method's reply has been queued, so the client sees
+        that reply (e.g. a subscription id) before any notification the task sends. An exception
+        from it closes the connection with 1011 (see the server's docstring). On a closed
+        connection it is not started.
+        """
+        task = partial(fn, *args)
+        if self._pending is not None:
+            self._pending.append(task)
+        elif self._nursery is not None and not self.closed:
+            self._nursery.start_soon(task)
+
+    def check_subscription_room(self) -> None:
+        """Raise ``RpcError(TOO_MANY_SUBSCRIPTIONS)`` if the connection holds its limit."""
+        limit = self._limits.max_subscriptions
+        if self._subscriptions >= limit:
+            raise RpcError(TOO_MANY_SUBSCRIPTIONS, f"this connection holds {limit} "
+                           f"subscriptions, the limit; use another connection",
+                           {"limit": limit})
+
+    def start_subscription(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """As :meth:`start_soon`, for a task that pushes notifications: it counts against the
+        connection's subscriptions until it returns, and keeps the connection open while the
+        client reads. Raises as :meth:`check_subscription_room` (nothing is started then)."""
+        self.check_subscription_room()
+        self._subscriptions += 1
+
+        async def subscription() -> None:
+            try:
+                await fn(*args)
+            finally:
+                self._subscriptions -= 1
+
+        self.start_soon(subscription)
+
+    async def admit_request(self, cost: int = 1) -> None:
+        """Wait until this connection may run ``cost`` more requests (its rate limit)."""
+        if self.proven_keys:
+            return
+        wait_s = self._bucket.take(trio.current_time(), cost)
+        if wait_s > 0:
+            if not self._throttled:
+                self._throttled = True
+                log.warning("api_client_throttled", rate_per_s=self._bucket.rate,
+                            burst=self._bucket.burst)
+            await trio.sleep(wait_s)
+
+    async def run(self, ws: WebSocketConnection, read: Callable[[], Awaitable[None]]) -> None:
+        """Run the connection inside its cancel scope: the writer to ``ws``, the idle watch,
+        the tasks methods start, and ``read`` (the server's loop over the client's messages,
+        which calls :meth:`received` and :meth:`answer` for each). Returns when they all have:
+        once the connection is closed."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self.write, ws)
+            nursery.start_soon(self.watch_idle)
+            await read()
+
+    async def received(self, message: str | bytes) -> None:
+        """A message arrived: wait for the rate limit (a text message counts one request more
+        per ``TEXT_BYTES_PER_REQUEST``); tasks started from now on wait for :meth:`answer`."""
+        self._last_heard = trio.current_time()
+        await self.admit_request(
+            1 + len(message) // TEXT_BYTES_PER_REQUEST if isinstance(message, str) else 1)
+        self._pending = []
+
+    def _count(self, size: int) -> None:
+        if not self._queued_bytes:
+            self._last_progress = trio.current_time()
+        self._queued_bytes += size
+
+    async def answer(self, reply: str | bytes | None) -> None:
+        """Queue the reply to the message :meth:`received` last, then start the tasks its
+        method asked for."""
+        assert self._nursery is not None and self._pending is not None
+        if reply is not None:
+            size = len(reply)  # replies are ASCII JSON or bytes: characters are bytes
+            while self._queued_bytes and self._queued_bytes + size > self._limits.outbox_bytes:
+                await self._sent.park()  # a client that does not read its replies waits here
+            self._count(size)
+            await self._outbox.send(reply)  # ... or here, at the count limit
+        for task in self._pending:
+            self._nursery.start_soon(task)
+        self._pending = None
+
+    async def notify(self, method: str, params: Any) -> bool:
+        """Queue the notification ``{"method": method, "params": params}``; never waits for the
+        client. Returns False if it was dropped because the connection is closed or closing.
+
+        If the outbox is full (in messages or bytes) the client is too slow: the connection is
+        closed with 1008 and every task started with ``start_soon`` is cancelled (the caller
+        too, if it is one).
+        """
+        await trio.lowlevel.checkpoint()
+        if self.closed:
+            return False
+        message = _encode_notification(method, params)
+        limit = self._limits.outbox_bytes
+        if self._queued_bytes and self._queued_bytes + len(message) > limit:
+            return self._too_slow(method, f"client too slow: over {limit} bytes queued")
+        try:
+            self._outbox.send_nowait(message)
+        except trio.WouldBlock:
+            return self._too_slow(method, "client too slow: notification queue full")
+        self._count(len(message))
+        return True
+
+    def _too_slow(self, method: str, reason: str) -> bool:
+        log.warning("api_client_too_slow", method=method, reason=reason,
+                    queued_bytes=self._queued_bytes, limit_bytes=self._limits.outbox_bytes,
+                    limit_messages=self._limits.outbox_messages)
+        self.close(1008, reason)
+        return False
+
+    def close(self, code: int = 1000, reason: str | None = None) -> None:
+        """Close the connection soon with ``code`` and ``reason``; never waits."""
+        if not self.closed:
+            self.close_code, self.close_reason = code, reason
+            self._scope.cancel()
+
+    async def write(self, ws: WebSocketConnection) -> None:
+        """The connection's one writer: sends queued replies and notifications in order."""
+        try:
+            async for message in self._outbox_rx:
+                await ws.send_message(message)
+                self._queued_bytes -= len(message)
+                self._last_progress = trio.current_time()
+                self._sent.unpark_all()
+        except ConnectionClosed as exc:
+            log.debug("api_send_failed", close=str(exc.reason))
+            self.close()
+
+    def idle_reason(self, now: float) -> str | None:
+        """Why the connection is to be closed at ``now`` as idle or not reading, or ``None``."""
+        timeout_s = self._limits.idle_timeout_s
+        if self._queued_bytes and now - self._last_progress >= timeout_s:
+            return f"client not reading: nothing written for {timeout_s:g} s"
+        if not self._subscriptions and now - self._last_heard >= timeout_s:
+            return f"idle: nothing received for {timeout_s:g} s"
+        return None
+
+    async def watch_idle(self) -> None:
+        """Close the connection when :meth:`idle_reason` says so; never returns otherwise.
+        Wakes at the next time a rule could apply, and at least once per idle timeout (a
+        subscriber's outbox may fill in between): a connection is closed within twice the
+        timeout of when a rule began to hold."""
+        timeout_s = self._limits.idle_timeout_s
+        while True:
+            now = trio.current_time()
+            reason = self.idle_reason(now)
+            if reason is not None:
+                stuck = self._queued_bytes > 0  # a client not reading: warned, 1008
+                (log.warning if stuck else log.info)(
+                    "api_connection_idle", reason=reason, subscriptions=self._subscriptions,
+                    queued_bytes=self._queued_bytes)
+                self.close(1008 if stuck else 1000, reason)
+                return
+            wake = now + timeout_s
+            if self._queued_bytes:
+                wake = min(wake, self._last_progress + timeout_s)
+            if not self._subscriptions:
+                wake = min(wake, self._last_heard + timeout_s)
+            await trio.sleep_until(wake)
