@@ -21,11 +21,12 @@ from ..core import fields as f
 from ..core.block import MAX_BLOCK_TXS
 from .records import MAX_ADDRESS_BYTES
 
-PROTOCOL_VERSION = 3  # 3: one request/response pair for a compact block's transactions
+PROTOCOL_VERSION = 4  # 4: TLS 1.3, the handshake bound to it; 3: one BlockTxs pair
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # one frame; larger frames are refused unread
 MAX_IDS_PER_MESSAGE = MAX_BLOCK_TXS  # ids in an announcement, request or compact block
 MAX_RECORDS_PER_MESSAGE = 64  # peer records in one exchange
 NONCE_BYTES = 32
+CHANNEL_BINDING_BYTES = 32  # SHA-256 of the TLS server's certificate (RFC 5929)
 
 MESSAGE_TYPES: dict[int, type[Any]] = {}  # kind number -> its type (filled by :func:`message`)
 
@@ -89,14 +90,20 @@ class Hello:
 @message
 @dataclass(frozen=True, slots=True)
 class Auth:
-    """Second message: a signature over the other side's nonce, and what we observe of it.
+    """Second message: a signature over the other side's nonce and the connection's channel
+    binding, and what we observe of the other side.
 
-    ``record`` is the sender's signed :class:`~iomtnode.p2p.records.PeerRecord` bytes.
+    ``binding`` is the channel binding the sender saw (signed too; it is sent so that a
+    handshake relayed from another connection is refused with that reason). ``record`` is the
+    sender's signed :class:`~iomtnode.p2p.records.PeerRecord` bytes.
     """
 
     KIND: ClassVar[int] = 2
-    CHECKS: ClassVar[tuple[f.Check, ...]] = (f.signature, _address, f.max_bytes(2048))
+    CHECKS: ClassVar[tuple[f.Check, ...]] = (
+        f.signature, f.exact_bytes(CHANNEL_BINDING_BYTES), _address, f.max_bytes(2048),
+    )
     signature: bytes
+    binding: bytes
     observed_address: str
     record: bytes
 

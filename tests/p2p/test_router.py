@@ -120,7 +120,7 @@ async def test_a_handshake_message_after_the_handshake_costs_the_sender(
     a, b = routers
     peer = await start(nursery, a, b)
     with capture_logs() as logs:
-        peer.send(Auth(bytes(64), "10.0.0.2:7546", b""))
+        peer.send(Auth(bytes(64), bytes(32), "10.0.0.2:7546", b""))
         await eventually(lambda: any(e["event"] == "peer_penalized" for e in logs))
     assert "Auth after the handshake" in next(
         e for e in logs if e["event"] == "peer_penalized")["reason"]
@@ -155,11 +155,12 @@ def test_a_kind_number_declares_one_type():
     assert MESSAGE_TYPES[Status.KIND] is Status
 
 
-async def test_a_version_2_peer_is_refused_naming_both_versions(routers, nursery,
+async def test_a_version_3_peer_is_refused_naming_both_versions(routers, nursery,
                                                                  autojump_clock):
-    assert PROTOCOL_VERSION == 3
+    """A version 3 node speaks websocket without TLS: it is told why it is refused."""
+    assert PROTOCOL_VERSION == 4
     _, b = routers
-    old = replace(make_hello(key(3), CHAIN, GENESIS, 0, HEAD), version=2)
+    old = replace(make_hello(key(3), CHAIN, GENESIS, 0, HEAD), version=3)
     b.host.config = replace(b.host.config, port=None)
     await nursery.start(b.host.run)
     sa, sb = memory_stream_pair()
@@ -170,7 +171,7 @@ async def test_a_version_2_peer_is_refused_naming_both_versions(routers, nursery
         decode_message(await ws.get_message())  # b's Hello
         with pytest.raises(ConnectionClosed) as closed:
             await ws.get_message()
-    reason = "protocol version 2, this node speaks 3"
+    reason = "protocol version 3, this node speaks 4"
     assert closed.value.reason.code == 1008
     assert closed.value.reason.reason == reason
     assert [e["reason"] for e in logs if e["event"] == "peer_refused"] == [reason]
