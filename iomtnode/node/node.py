@@ -91,7 +91,7 @@ class Node:
                 api_port = await nursery.start(services.api.run)
                 host = services.api.config.host
                 log.info("node_started", api=f"ws://{host}:{api_port}/api/v1",
-                         p2p=f"ws://{p2p_address}/p2p/v1",
+                         p2p=f"wss://{p2p_address}/p2p/v1",
                          authority=self.key.public in authorities)
                 task_status.started(NodeInfo(api_port, self.node_id.hex(), chain.chain_id,
                                              services))

@@ -155,23 +155,26 @@ def test_a_kind_number_declares_one_type():
     assert MESSAGE_TYPES[Status.KIND] is Status
 
 
-async def test_a_version_3_peer_is_refused_naming_both_versions(routers, nursery,
-                                                                 autojump_clock):
-    """A version 3 node speaks websocket without TLS: it is told why it is refused."""
+@pytest.mark.parametrize(("version", "reason"), [
+    (3, "protocol version 3, this node speaks 4"),  # it learns why it is refused
+    (4, "the connection is not encrypted: protocol version 4 runs over TLS 1.3 only"),
+])
+async def test_a_peer_without_tls_is_refused_after_its_hello(routers, nursery, autojump_clock,
+                                                             version, reason):
+    """A version 3 node speaks websocket without TLS; nobody may speak version 4 so."""
     assert PROTOCOL_VERSION == 4
     _, b = routers
-    old = replace(make_hello(key(3), CHAIN, GENESIS, 0, HEAD), version=3)
+    plain = replace(make_hello(key(3), CHAIN, GENESIS, 0, HEAD), version=version)
     b.host.config = replace(b.host.config, port=None)
     await nursery.start(b.host.run)
     sa, sb = memory_stream_pair()
     nursery.start_soon(b.host.accept_stream, sb, "10.0.0.9:5000")
     with capture_logs() as logs:
         ws = await wrap_client_stream(nursery, sa, "10.0.0.2:7546", "/p2p/v1")
-        await ws.send_message(encode_message(old))
+        await ws.send_message(encode_message(plain))
         decode_message(await ws.get_message())  # b's Hello
         with pytest.raises(ConnectionClosed) as closed:
             await ws.get_message()
-    reason = "protocol version 3, this node speaks 4"
     assert closed.value.reason.code == 1008
     assert closed.value.reason.reason == reason
     assert [e["reason"] for e in logs if e["event"] == "peer_refused"] == [reason]

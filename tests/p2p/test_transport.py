@@ -288,6 +288,20 @@ async def test_a_stalled_handshake_is_dropped_after_the_timeout(nursery, autojum
             assert await sa.receive_some() == b""  # the stream was closed
 
 
+async def test_dialing_a_node_without_tls_fails_with_the_reason(nursery, autojump_clock):
+    with trio.fail_after(60):
+        a = await start_host(nursery, key(1))
+        sa, sb = memory_stream_pair()
+
+        async def plain_server() -> None:  # a version 3 node: plain HTTP, no TLS
+            await sb.receive_some()  # our ClientHello, taken for a bad request
+            await sb.send_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+
+        nursery.start_soon(plain_server)
+        with pytest.raises(DialError, match=r"TLS handshake failed: .*protocol version 4"):
+            await a.connect_stream(sa, B_ADDRESS)
+
+
 async def test_stalled_tls_handshakes_count_as_handshakes_in_progress(nursery, autojump_clock):
     with trio.fail_after(60):
         a, b = await start_host(nursery, key(1)), await start_host(nursery, key(2))
