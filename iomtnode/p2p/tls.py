@@ -128,7 +128,7 @@ class TlsTransport:
                 return await (self._dialed(stream, remote) if outbound
                               else self._accepted(stream, remote))
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                detail = exc.__cause__ or exc or "connection closed"
+                detail = str(exc.__cause__ or exc) or "connection closed"
                 hint = " (a node before protocol version 4 speaks no TLS)" if outbound else ""
                 raise ChannelError(f"TLS handshake failed: {detail}{hint}") from None
         raise ChannelError(f"TLS handshake timed out ({self.handshake_timeout_s} s)")
