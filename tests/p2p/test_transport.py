@@ -306,10 +306,11 @@ async def test_stalled_tls_handshakes_count_as_handshakes_in_progress(nursery, a
     with trio.fail_after(60):
         a, b = await start_host(nursery, key(1)), await start_host(nursery, key(2))
         stalled = []
-        for i in range(MAX_HANDSHAKES + 1):  # TLS begun, then silent: each holds a slot
+        for i in range(MAX_HANDSHAKES + 1):  # TLS begun, then silent (one per /24): each holds
+            # a handshake slot
             sa, sb = memory_stream_pair()
             await sa.send_all(b"\x16\x03\x01")
-            nursery.start_soon(b.accept_stream, sb, f"10.0.{i // 200}.{i % 200}:1")
+            nursery.start_soon(b.accept_stream, sb, f"10.{i}.0.1:1")
             stalled.append(sa)
         await trio.sleep(1)
         with pytest.raises(DialError, match=f"503: more than {MAX_HANDSHAKES} handshakes"):
