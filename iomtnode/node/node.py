@@ -34,7 +34,8 @@ class Node:
     """A node's home and settings; :meth:`run` builds its services and runs them.
 
     ``clock``: see :class:`Clock`. ``transport`` gives the streams of the p2p and the API
-    listeners and of the p2p dials (default: TCP), e.g. a test's memory network.
+    listeners and of the p2p dials, and secures the p2p ones (default: TLS 1.3 over TCP for
+    p2p, TCP for the API), e.g. a test's memory network.
     """
 
     def __init__(self, home: Home, config: Config, *, clock: Clock = WALL_CLOCK,

@@ -62,7 +62,7 @@ class Setup:
     genesis: Genesis
     admin_token: str
     clock: Clock
-    transport: Transport | None  # None: TCP
+    transport: Transport | None  # None: TLS over TCP for p2p, TCP for the API
     consensus_params: Params
 
 
