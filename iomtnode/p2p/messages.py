@@ -90,20 +90,23 @@ class Hello:
 @message
 @dataclass(frozen=True, slots=True)
 class Auth:
-    """Second message: a signature over the other side's nonce and the connection's channel
-    binding, and what we observe of the other side.
+    """Second message: a signature over the other side's nonce, the connection's channel
+    binding and the sender's end of it, and what we observe of the other side.
 
-    ``binding`` is the channel binding the sender saw (signed too; it is sent so that a
-    handshake relayed from another connection is refused with that reason). ``record`` is the
-    sender's signed :class:`~iomtnode.p2p.records.PeerRecord` bytes.
+    ``binding`` is the channel binding the sender saw and ``dialed`` whether it dialed (the TLS
+    client); both are signed, and sent so that a handshake relayed from another connection is
+    refused with that reason. ``record`` is the sender's signed
+    :class:`~iomtnode.p2p.records.PeerRecord` bytes.
     """
 
     KIND: ClassVar[int] = 2
     CHECKS: ClassVar[tuple[f.Check, ...]] = (
-        f.signature, f.exact_bytes(CHANNEL_BINDING_BYTES), _address, f.max_bytes(2048),
+        f.signature, f.exact_bytes(CHANNEL_BINDING_BYTES), f.boolean, _address,
+        f.max_bytes(2048),
     )
     signature: bytes
     binding: bytes
+    dialed: bool
     observed_address: str
     record: bytes
 

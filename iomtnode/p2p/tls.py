@@ -139,7 +139,7 @@ class TlsTransport:
         certificate = tls.getpeercert(binary_form=True)
         if not certificate:
             raise ChannelError("TLS handshake failed: the server presented no certificate")
-        return Connection(tls, server_end_point(certificate), remote)
+        return Connection(tls, server_end_point(certificate), remote, True)
 
     async def _accepted(self, stream: trio.abc.Stream, remote: str) -> Connection:
         first = await stream.receive_some(TLS_FIRST_READ_BYTES)
@@ -147,10 +147,10 @@ class TlsTransport:
             raise ChannelError("TLS handshake failed: connection closed before it began")
         replayed = _Prefixed(first, stream)
         if first[0] != TLS_HANDSHAKE_RECORD:  # plain websocket: an older node; see above
-            return Connection(replayed, None, remote)
+            return Connection(replayed, None, remote, False)
         tls = trio.SSLStream(replayed, self._server, server_side=True)
         await tls.do_handshake()
-        return Connection(tls, self.binding, remote)
+        return Connection(tls, self.binding, remote, False)
 
 
 class _Prefixed(trio.abc.Stream):

@@ -42,6 +42,7 @@ class Connection:
     stream: trio.abc.Stream  # speak on this one (the transport's stream may sit below it)
     binding: bytes | None  # the channel binding; None: the connection is not encrypted
     remote: str  # the other end: "ip:port" of an accepted connection, the address dialed
+    outbound: bool  # this end dialed (for TLS: it is the client, the other end the server)
 
 
 class ChannelError(Exception):
@@ -112,7 +113,7 @@ class TcpTransport:
                      outbound: bool) -> Connection:
         """Plain TCP is not encrypted: the connection has no channel binding."""
         await trio.lowlevel.checkpoint()
-        return Connection(stream, None, remote)
+        return Connection(stream, None, remote, outbound)
 
     def _tune(self, stream: trio.SocketStream) -> None:
         if self.tcp_user_timeout_ms is not None:

@@ -6,7 +6,10 @@ binding of its own connection with the relay, so each refuses the other's Auth a
 blaming the connection and not the node id it claims: no penalty, no ban, and A and B connect
 to each other and keep finalizing. Process-level with real sockets and real TLS
 (``iomtnode run`` under :class:`~iomtnode.localnet.Localnet`), and in-process on the memory
-network, whose connections carry bindings of their own; plus the pure rule underneath.
+network, whose connections carry bindings of their own. When both nodes dial the relay, it
+is the TLS server of both connections and shows one certificate on both, so the bindings
+are equal: the Auths' ends (both "dialed") refuse it then; in-process over real TLS. Plus the
+pure rule underneath.
 """
 
 from __future__ import annotations
@@ -17,18 +20,24 @@ from pathlib import Path
 
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
+from trio.testing import memory_stream_pair
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    wrap_client_stream,
+    wrap_server_stream,
+)
 
 from iomtnode.core.crypto import SigningKey, blake2b256
 from iomtnode.localnet import Localnet
 from iomtnode.p2p.handshake import HandshakeError, check_auth, make_auth, make_hello
-from iomtnode.p2p.host import Host, P2PConfig
+from iomtnode.p2p.host import DialError, Host, P2PConfig
 from iomtnode.p2p.messages import Hello
 from iomtnode.p2p.peer import Peer
 from iomtnode.p2p.records import sign_record
 from iomtnode.p2p.transport import split_address
 from tests.node.memnet import MemoryNetwork
-from tests.p2p.fakepeer import open_p2p
+from tests.p2p.fakepeer import open_p2p, secure
 
 FAST = {"IOMTNODE_EMPTY_BLOCK_INTERVAL_S": "0.3", "IOMTNODE_BLOCK_INTERVAL_S": "0.05"}
 RELAYED = "handshake relayed"
@@ -183,16 +192,53 @@ async def test_a_relay_on_the_memory_network_is_refused(nursery, autojump_clock)
         assert peer.node_id == b.node_id
 
 
+async def test_a_relay_that_both_nodes_dial_is_refused(nursery, autojump_clock):
+    """Both nodes dial the relay (say, it handed out both their addresses as its own): it is
+    the TLS server of both connections, so both have its certificate's binding."""
+    hosts = []
+    for i in (1, 2):
+        key = SigningKey(bytes([i]) * 32)
+        host = Host(P2PConfig(port=None), key, Node(key))  # TLS 1.3, as a node runs
+        await nursery.start(host.run)
+        hosts.append(host)
+    a, b = hosts
+    refused: list[str] = []
+
+    async def dial(host: Host, stream: trio.abc.Stream) -> None:
+        with pytest.raises(DialError) as failed:
+            await host.connect_stream(stream, "10.0.9.9:7546")  # the relay's address
+        refused.append(str(failed.value))
+
+    with trio.fail_after(60):
+        legs = []
+        for host in hosts:
+            ours, theirs = memory_stream_pair()
+            nursery.start_soon(dial, host, theirs)
+            conn = await secure(ours, outbound=False)  # one certificate for both legs
+            legs.append(await (await wrap_server_stream(nursery, conn.stream)).accept())
+        await relay(*legs)
+        while len(refused) < 2:  # noqa: ASYNC110 - virtual time
+            await trio.sleep(0.01)
+    assert all("both ends dialed" in reason for reason in refused), refused
+    assert a.peers() == [] and b.peers() == []
+    now = trio.current_time()
+    assert a.scoreboard.score(b.node_id, now) == 0 and b.scoreboard.score(a.node_id, now) == 0
+
+
 # ---- the rule ---------------------------------------------------------------------------------
 
-def test_an_auth_signed_for_one_binding_does_not_verify_under_another():
+def test_an_auth_signed_for_one_binding_or_end_does_not_verify_under_another():
     ka, kb = SigningKey(bytes([1]) * 32), SigningKey(bytes([2]) * 32)
     hello_a = make_hello(ka, CHAIN, GENESIS, 0, bytes(32))
     hello_b = make_hello(kb, CHAIN, GENESIS, 0, bytes(32))
     one, another = bytes(32), bytes([1]) * 32
-    auth = make_auth(ka, CHAIN, hello_a, hello_b, one, "10.0.0.2:7546", b"")
-    check_auth(auth, hello_b, hello_a, one)  # B checks A's Auth on their connection
+    auth = make_auth(ka, CHAIN, hello_a, hello_b, one, True, "10.0.0.2:7546", b"")  # A dialed
+    check_auth(auth, hello_b, hello_a, one, False)  # B checks A's Auth on their connection
     with pytest.raises(HandshakeError, match=RELAYED):
-        check_auth(auth, hello_b, hello_a, another)  # sent on another connection
+        check_auth(auth, hello_b, hello_a, another, False)  # sent on another connection
     with pytest.raises(HandshakeError, match="does not verify on this connection"):
-        check_auth(replace(auth, binding=another), hello_b, hello_a, another)  # relabelled
+        check_auth(replace(auth, binding=another), hello_b, hello_a, another, False)  # relabelled
+    with pytest.raises(HandshakeError, match="both ends dialed"):
+        check_auth(auth, hello_b, hello_a, one, True)  # B dialed too: someone between them
+    with pytest.raises(HandshakeError, match="does not verify on this connection"):
+        check_auth(replace(auth, dialed=False), hello_b, hello_a, one, True)  # relabelled

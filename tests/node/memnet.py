@@ -88,7 +88,7 @@ class MemoryTransport:
         """A connection of this network is "secured" with the binding both its ends hold."""
         await trio.lowlevel.checkpoint()
         assert isinstance(stream, BoundStream), "not a stream of this network"
-        return Connection(stream, stream.binding, remote)
+        return Connection(stream, stream.binding, remote, outbound)
 
 
 class BoundStream(trio.abc.Stream):

@@ -131,7 +131,7 @@ async def test_replayed_handshake_signature_is_refused(net, autojump_clock, rebi
         theirs = decode_message(await ws.get_message())
         assert isinstance(theirs, Hello)
         captured = make_auth(attacker, node.genesis.chain_id, ours, theirs,
-                             binding, "127.0.0.1:1", b"")
+                             binding, True, "127.0.0.1:1", b"")
     with structlog.testing.capture_logs() as logs:
         h0 = node.chain.height
         # Session 2: same identity and nonce, the captured Auth replayed (no key needed).
@@ -140,7 +140,7 @@ async def test_replayed_handshake_signature_is_refused(net, autojump_clock, rebi
             decode_message(await ws.get_message())  # a fresh nonce from the node
             binding = binding if rebind else captured.binding
             await ws.send_message(encode_message(
-                Auth(captured.signature, binding, "127.0.0.1:1", b"")))
+                Auth(captured.signature, binding, True, "127.0.0.1:1", b"")))
             reason = await closed_reason(ws)
         assert refusal in reason
         await healthy(net, h0)

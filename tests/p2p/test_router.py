@@ -120,7 +120,7 @@ async def test_a_handshake_message_after_the_handshake_costs_the_sender(
     a, b = routers
     peer = await start(nursery, a, b)
     with capture_logs() as logs:
-        peer.send(Auth(bytes(64), bytes(32), "10.0.0.2:7546", b""))
+        peer.send(Auth(bytes(64), bytes(32), False, "10.0.0.2:7546", b""))
         await eventually(lambda: any(e["event"] == "peer_penalized" for e in logs))
     assert "Auth after the handshake" in next(
         e for e in logs if e["event"] == "peer_penalized")["reason"]

@@ -170,15 +170,15 @@ async def raw_client(nursery: trio.Nursery, host: Host, pair=memory_stream_pair,
 
 async def raw_handshake(ws: WebSocketConnection, binding: bytes, k: SigningKey, *,
                         hello: Hello | None = None, auth: Auth | None = None,
-                        tamper: bool = False) -> tuple[Hello, Auth]:
-    """Our half of the handshake by hand (either role) on a connection with channel
-    ``binding``; returns what we sent."""
+                        tamper: bool = False, dialed: bool = True) -> tuple[Hello, Auth]:
+    """Our half of the handshake by hand (either role: ``dialed``) on a connection with
+    channel ``binding``; returns what we sent."""
     ours = hello or make_hello(k, CHAIN, GENESIS, 0, HEAD)
     await ws.send_message(encode_message(ours))
     theirs = decode_message(await ws.get_message())
     assert isinstance(theirs, Hello)
     if auth is None:
-        auth = make_auth(k, CHAIN, ours, theirs, binding, B_ADDRESS, record_of(k))
+        auth = make_auth(k, CHAIN, ours, theirs, binding, dialed, B_ADDRESS, record_of(k))
     if tamper:
         auth = replace(auth, signature=bytes([auth.signature[0] ^ 1]) + auth.signature[1:])
     await ws.send_message(encode_message(auth))
@@ -370,7 +370,7 @@ async def test_an_opposite_connection_replaces_a_silent_old_one_only(nursery, au
         nursery.start_soon(b.connect_stream, sb, "10.0.0.1:7546")
         conn = await secure(sa, outbound=False)
         ws, cb = await (await wrap_server_stream(nursery, conn.stream)).accept(), conn.binding
-        await raw_handshake(ws, cb, hi)  # ... which then goes silent
+        await raw_handshake(ws, cb, hi, dialed=False)  # ... which then goes silent
         await eventually(lambda: b.get(hi.public) is not None)
         old = b.get(hi.public)
         await trio.sleep(delay_s)
