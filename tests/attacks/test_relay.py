@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -32,10 +33,10 @@ from iomtnode.core.crypto import SigningKey, blake2b256
 from iomtnode.localnet import Localnet
 from iomtnode.p2p.handshake import HandshakeError, check_auth, make_auth, make_hello
 from iomtnode.p2p.host import DialError, Host, P2PConfig
-from iomtnode.p2p.messages import Hello
+from iomtnode.p2p.messages import Hello, decode_message
 from iomtnode.p2p.peer import Peer
 from iomtnode.p2p.records import sign_record
-from iomtnode.p2p.transport import split_address
+from iomtnode.p2p.transport import ChannelError, split_address
 from tests.node.memnet import MemoryNetwork
 from tests.p2p.fakepeer import open_p2p, secure
 
@@ -56,11 +57,13 @@ async def close_reason(ws: WebSocketConnection) -> str:
             return exc.reason.reason or "" if exc.reason is not None else ""
 
 
-async def relay(a: WebSocketConnection, b: WebSocketConnection) -> tuple[str, str]:
-    """Stand between the nodes at the ends of ``a`` and ``b``: swap their Hellos, then their
-    Auths; return why each closed on us. A side that refuses early is left to close."""
+async def relay(a: WebSocketConnection, b: WebSocketConnection,
+                hellos: tuple[bytes, bytes] | None = None) -> tuple[str, str]:
+    """Stand between the nodes at the ends of ``a`` and ``b``: swap their Hellos (``hellos``
+    if already read), then their Auths; return why each closed on us. A side that refuses
+    early is left to close."""
     with trio.fail_after(15):
-        hello_a, hello_b = await a.get_message(), await b.get_message()
+        hello_a, hello_b = hellos or (await a.get_message(), await b.get_message())
         await a.send_message(hello_b)  # to A we are B ...
         await b.send_message(hello_a)  # ... and to B we are A
         try:
@@ -139,6 +142,52 @@ async def test_a_relayed_handshake_is_refused_and_blames_neither_node(tmp_path: 
                 "peer_connected", "peer_disconnected")] == ["peer_connected"], name
             assert not [e for e in events if e["event"] in ("peer_penalized", "peer_banned")]
         await net.check_invariants(k=3, within_s=10)
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+async def test_a_relay_that_both_node_processes_dial_is_refused(tmp_path: Path):
+    # The relay is both nodes' bootnode: each dials it, and it is the TLS server of both.
+    legs: dict[bytes, tuple[WebSocketConnection, bytes]] = {}
+    paired = trio.Event()
+    async with trio.open_nursery() as nursery:
+
+        async def accepted(stream: trio.SocketStream) -> None:
+            try:
+                conn = await secure(stream, outbound=False)  # one certificate for every leg
+                ws = await (await wrap_server_stream(nursery, conn.stream)).accept()
+                hello = await ws.get_message()
+            except (ChannelError, ConnectionClosed, trio.BrokenResourceError):
+                return
+            node_id = decode_message(hello).node_id
+            if paired.is_set() or node_id in legs:  # a node's retry: not needed
+                await ws.aclose()
+                return
+            legs[node_id] = (ws, hello)
+            if len(legs) == 2:
+                paired.set()
+            await trio.sleep_forever()  # the stream is closed when this returns
+
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        nursery.start_soon(partial(trio.serve_listeners, accepted, listeners,
+                                   handler_nursery=nursery))
+        env = {**FAST, "IOMTNODE_BOOTNODES": f"127.0.0.1:{port}"}
+        async with Localnet.start(nodes=2, path=tmp_path / "net", authorities=1,
+                                  env=env) as net:
+            with trio.fail_after(30):
+                await paired.wait()
+            (ws_a, hello_a), (ws_b, hello_b) = legs.values()
+            refused = await relay(ws_a, ws_b, (hello_a, hello_b))
+            assert all("both ends dialed" in reason for reason in refused), refused
+            for name in ("node1", "node2"):
+                events = log_events(net, name)
+                assert any(e["event"] == "peer_refused" and "both ends dialed" in e["reason"]
+                           for e in events), name
+                assert not [e for e in events if e["event"] in (
+                    "peer_penalized", "peer_banned", "peer_connected")]
+            await net.wait_for_height(3, names=["node1"], timeout_s=30)
+        nursery.cancel_scope.cancel()
 
 
 # ---- in process: the memory network's connections have bindings of their own ----------------
