@@ -8,8 +8,8 @@ to each other and keep finalizing. Process-level with real sockets and real TLS
 (``iomtnode run`` under :class:`~iomtnode.localnet.Localnet`), and in-process on the memory
 network, whose connections carry bindings of their own. When both nodes dial the relay, it
 is the TLS server of both connections and shows one certificate on both, so the bindings
-are equal: the Auths' ends (both "dialed") refuse it then; in-process over real TLS. Plus the
-pure rule underneath.
+are equal: the Auths' ends (both "dialed") refuse it then; with processes (the relay is their
+bootnode) and in process over real TLS. Plus the pure rule underneath.
 """
 
 from __future__ import annotations
