@@ -39,7 +39,7 @@ class Domain(enum.Enum):
     PRECOMMIT = b"iomt/precommit/v1\x00"
     PREVOTE = b"iomt/prevote/v1\x00"
     PROPOSAL = b"iomt/proposal/v1\x00"
-    HANDSHAKE = b"iomt/handshake/v1\x00"
+    HANDSHAKE = b"iomt/handshake/v2\x00"  # v2: covers the connection's TLS channel binding
     PEER_RECORD = b"iomt/peer-record/v1\x00"
     API_AUTH = b"iomt/api-auth/v1\x00"  # a client proving its key to a node's API
 

@@ -46,8 +46,9 @@ def node_name(index: int) -> str:
 
 
 def ws_url(hostport: str, path: str) -> str:
-    """``ws://host:port/path`` for a ``host:port`` address."""
-    return f"ws://{hostport}{path}"
+    """``ws://host:port/path`` for a ``host:port`` address (``wss://`` for the p2p path: peers
+    speak TLS)."""
+    return f"{'wss' if path == P2P_PATH else 'ws'}://{hostport}{path}"
 
 
 def hostport_of(address: str) -> str:
@@ -84,7 +85,7 @@ class NodeEntry:
     home: Path
     authority: bool
     api: str  # ws://host:port/api/v1
-    p2p: str  # ws://host:port/p2p/v1
+    p2p: str  # wss://host:port/p2p/v1
     admin_token: str
     proc: ProcRef | None = None
 

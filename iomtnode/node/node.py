@@ -35,7 +35,8 @@ class Node:
     """A node's home and settings; :meth:`run` builds its services and runs them.
 
     ``clock``: see :class:`Clock`. ``transport`` gives the streams of the p2p and the API
-    listeners and of the p2p dials (default: TCP), e.g. a test's memory network.
+    listeners and of the p2p dials, and secures the p2p ones (default: TLS 1.3 over TCP for
+    p2p, TCP for the API), e.g. a test's memory network.
     """
 
     def __init__(self, home: Home, config: Config, *, clock: Clock = WALL_CLOCK,
@@ -99,7 +100,7 @@ class Node:
                 api_port = await nursery.start(services.api.run)
                 host = services.api.config.host
                 log.info("node_started", api=f"{self._api_scheme}://{host}:{api_port}/api/v1",
-                         p2p=f"ws://{p2p_address}/p2p/v1",
+                         p2p=f"wss://{p2p_address}/p2p/v1",
                          authority=self.key.public in authorities)
                 task_status.started(NodeInfo(api_port, self.node_id.hex(), chain.chain_id,
                                              services))

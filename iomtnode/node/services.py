@@ -66,7 +66,7 @@ class Setup:
     genesis: Genesis
     admin_token: str
     clock: Clock
-    transport: Transport | None  # None: TCP
+    transport: Transport | None  # None: TLS over TCP for p2p, TCP for the API
     api_tls: ApiTls | None  # None: the API speaks plain websocket
     consensus_params: Params
 

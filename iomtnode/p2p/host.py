@@ -1,12 +1,11 @@
 """The P2P host: websocket connections to peers at ``/p2p/v1``, keyed by node id.
 
-The host listens (or not), dials, runs the handshake (:func:`.peer.authenticate`) under
+The host listens (or not), dials, has its :class:`~.transport.Transport` secure each connection
+(TLS 1.3 by default), runs the handshake bound to it (:func:`.peer.authenticate`) under
 ``handshake_timeout_s`` and keeps at most one :class:`Peer` per node id; everything above the
-transport is the ``handler``. Connections run on any trio Stream: the listener and
-:meth:`Host.dial` get theirs from the host's :class:`~.transport.Transport` (TCP by default).
-
-A refusal is logged on the refusing side (``peer_refused`` with ``reason=``) and sent to the
-other side as the websocket close reason (code 1008), which logs it there too.
+transport is the ``handler``. A refusal is logged on the refusing side (``peer_refused`` with
+``reason=``) and sent to the other side as the websocket close reason (code 1008), which logs
+it there too.
 
 One connection per node id. A new authenticated connection from a node id already connected
 replaces the old one ("replaced by a new connection"): a node that moved or restarted comes
@@ -49,7 +48,8 @@ from .messages import MAX_MESSAGE_BYTES, Message
 from .peer import Counters, Peer, Traffic, authenticate, close_websocket, describe_close, encode
 from .score import Scoreboard
 from .slots import Slots
-from .transport import TcpTransport, Transport, ip_of, split_address
+from .tls import TlsTransport
+from .transport import ChannelError, Transport, ip_of, split_address
 from .upgrade import accept_upgrade, refuse_unread
 
 log = structlog.get_logger(__name__)
@@ -63,11 +63,9 @@ class Host:
     def __init__(self, config: P2PConfig, key: SigningKey, handler: HostHandler,
                  scoreboard: Scoreboard | None = None, *,
                  transport: Transport | None = None) -> None:
-        """``transport`` (default: TCP with ``config.tcp_user_timeout_ms``) gives the
-        listener's and :meth:`dial`'s streams."""
+        """``transport`` (default: TLS 1.3 over TCP) gives and secures the connections."""
         self.config = config
-        self.transport: Transport = (TcpTransport(config.tcp_user_timeout_ms)
-                                     if transport is None else transport)
+        self.transport: Transport = transport or TlsTransport.over_tcp(config.tcp_user_timeout_ms)
         self.key = key
         self.node_id = key.public
         self.handler = handler
@@ -200,8 +198,8 @@ class Host:
     async def _connection(self, stream: trio.abc.Stream, remote: str, outbound: bool,
                           expect: bytes | None = None, *, pending: trio.CancelScope | None = None,
                           task_status: trio.TaskStatus[Peer] = trio.TASK_STATUS_IGNORED) -> None:
-        """One connection from the websocket upgrade to its close; an outbound one reports
-        ``started(peer)`` once registered, or raises DialError."""
+        """One connection from TLS to its close; an outbound one reports ``started(peer)``
+        once registered, or raises DialError."""
         failure: str | None = None
         try:
             async with trio.open_nursery() as nursery:  # for trio-websocket's reader task
@@ -235,6 +233,8 @@ class Host:
         code = 1008
         try:
             with trio.fail_after(self.config.handshake_timeout_s):
+                conn = await self.transport.secure(stream, remote, outbound=outbound)
+                stream = conn.stream  # speak and close on the secured stream from here
                 if outbound:
                     ws = await wrap_client_stream(
                         nursery, stream, remote, P2P_PATH,  # type: ignore[arg-type]
@@ -245,7 +245,7 @@ class Host:
                         or self.slots.inbound_refusal(self.peers())), self.log)) is None:
                     return None, "rejected"
                 hello, auth = await authenticate(ws, self.key, self.handler.local_hello(),
-                                                 self.handler.local_record(), remote,
+                                                 self.handler.local_record(), conn,
                                                  lambda node_id: self._admit(node_id, outbound,
                                                                              expect))
                 cfg = self.config
@@ -256,8 +256,8 @@ class Host:
                             totals=self._totals, logger=self.log)
                 self._register(peer)
                 return peer, None
-        except trio.TooSlowError:
-            reason = "handshake timed out"
+        except (trio.TooSlowError, ChannelError) as exc:
+            reason = str(exc) or "handshake timed out"
             self.log.info("peer_handshake_failed", remote=remote, reason=reason)
         except HandshakeError as exc:
             reason = str(exc)

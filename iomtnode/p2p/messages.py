@@ -22,11 +22,12 @@ from ..core.block import MAX_BLOCK_TXS
 from .ratelimit import Rate
 from .records import MAX_ADDRESS_BYTES
 
-PROTOCOL_VERSION = 3  # 3: one request/response pair for a compact block's transactions
+PROTOCOL_VERSION = 4  # 4: TLS 1.3, the handshake bound to it; 3: one BlockTxs pair
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # one frame; larger frames are refused unread
 MAX_IDS_PER_MESSAGE = MAX_BLOCK_TXS  # ids in an announcement, request or compact block
 MAX_RECORDS_PER_MESSAGE = 64  # peer records in one exchange
 NONCE_BYTES = 32
+CHANNEL_BINDING_BYTES = 32  # SHA-256 of the TLS server's certificate (RFC 5929)
 
 MESSAGE_TYPES: dict[int, type[Any]] = {}  # kind number -> its type (filled by :func:`message`)
 
@@ -90,14 +91,23 @@ class Hello:
 @message
 @dataclass(frozen=True, slots=True)
 class Auth:
-    """Second message: a signature over the other side's nonce, and what we observe of it.
+    """Second message: a signature over the other side's nonce, the connection's channel
+    binding and the sender's end of it, and what we observe of the other side.
 
-    ``record`` is the sender's signed :class:`~iomtnode.p2p.records.PeerRecord` bytes.
+    ``binding`` is the channel binding the sender saw and ``dialed`` whether it dialed (the TLS
+    client); both are signed, and sent so that a handshake relayed from another connection is
+    refused with that reason. ``record`` is the sender's signed
+    :class:`~iomtnode.p2p.records.PeerRecord` bytes.
     """
 
     KIND: ClassVar[int] = 2
-    CHECKS: ClassVar[tuple[f.Check, ...]] = (f.signature, _address, f.max_bytes(2048))
+    CHECKS: ClassVar[tuple[f.Check, ...]] = (
+        f.signature, f.exact_bytes(CHANNEL_BINDING_BYTES), f.boolean, _address,
+        f.max_bytes(2048),
+    )
     signature: bytes
+    binding: bytes
+    dialed: bool
     observed_address: str
     record: bytes
 

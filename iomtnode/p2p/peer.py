@@ -42,6 +42,7 @@ from .messages import (
     encode_message,
     message_name,
 )
+from .transport import Connection
 
 log = structlog.get_logger(__name__)
 
@@ -63,23 +64,27 @@ _M = TypeVar("_M", Hello, Auth)
 
 
 async def authenticate(ws: WebSocketConnection, key: SigningKey, ours: Hello, record: bytes,
-                       remote: str, admit: Callable[[bytes], object]) -> tuple[Hello, Auth]:
-    """Run the handshake (see :mod:`.handshake`) on an open websocket; return the peer's Hello
-    and Auth once both check out.
+                       conn: Connection, admit: Callable[[bytes], object]) -> tuple[Hello, Auth]:
+    """Run the handshake (see :mod:`.handshake`) on an open websocket over ``conn``; return the
+    peer's Hello and Auth once both check out.
 
-    ``admit(node_id)`` runs before our Auth is sent and refuses a node by raising
-    HandshakeError, so a node refused there never completes the handshake. ``remote`` is sent
-    as the address we observe of the peer. Raises HandshakeError (we refuse; the message is the
-    reason) or ConnectionClosed (the peer closed, e.g. refused us).
+    The Auths are bound to ``conn.binding`` and each side's end of it (an unencrypted
+    connection is refused after the version check). ``admit(node_id)`` runs before our Auth
+    is sent and refuses a node by raising HandshakeError, so a node refused there never
+    completes the handshake. ``conn.remote`` is sent as the address we observe of the peer.
+    Raises HandshakeError (we refuse; the message is the reason) or ConnectionClosed (the peer
+    closed, e.g. refused us).
     """
     await ws.send_message(encode_message(ours))
     theirs = await _receive(ws, Hello)
-    check_hello(theirs, ours)
+    check_hello(theirs, ours, conn.binding)
+    assert conn.binding is not None  # check_hello refuses a connection without one
     admit(theirs.node_id)
-    auth = make_auth(key, ours.chain_id, ours, theirs, remote, record)
+    auth = make_auth(key, ours.chain_id, ours, theirs, conn.binding, conn.outbound, conn.remote,
+                     record)
     await ws.send_message(encode_message(auth))
     their_auth = await _receive(ws, Auth)
-    check_auth(their_auth, ours, theirs)
+    check_auth(their_auth, ours, theirs, conn.binding, conn.outbound)
     return theirs, their_auth
 
 

@@ -95,7 +95,7 @@ class Router:
                  genesis_hash: bytes, head: Head, *, rng: random.Random | None = None,
                  transport: Transport | None = None,
                  now_ms: Callable[[], int] = wall_clock_ms) -> None:
-        """``transport`` gives the listener's and the dials' streams (default: TCP);
+        """``transport`` gives and secures the connections (default: TLS 1.3 over TCP);
         ``now_ms`` the wall clock that stamps and ages peer records."""
         self._config = config
         self._key = key

@@ -1,10 +1,17 @@
-"""How a node listens and dials: a :class:`Transport` hands out trio Streams.
+"""How a node listens and dials: a :class:`Transport` hands out trio Streams and secures them.
 
 The host (and the client API) run their protocols on any ``trio.abc.Stream``; the transport
-decides where the streams come from. :class:`TcpTransport` is the network: TCP sockets, with
-keepalive and ``TCP_USER_TIMEOUT`` on every socket when asked, so the kernel notices a dead
-link too. A test gives its nodes another transport (memory streams between nodes in one
-process, see ``tests/node/memnet.py``), so N real nodes run under a virtual clock.
+decides where the streams come from, and :meth:`Transport.secure` turns one into a
+:class:`Connection` for the p2p handshake: the stream to speak on (encrypted) and its channel
+binding, a value both ends of this one connection share and no other connection has, which
+the handshake signs (:mod:`.handshake`). The host never knows how a transport secures.
+
+:class:`TcpTransport` is the network's plain TCP: keepalive and ``TCP_USER_TIMEOUT`` on every
+socket when asked, so the kernel notices a dead link too; it secures nothing (the client API
+runs on it). :class:`~.tls.TlsTransport` is the peers' transport: TCP with TLS 1.3. A test
+gives its nodes another transport (memory streams between nodes in one process, with a random
+binding shared by both ends; see ``tests/node/memnet.py``), so N real nodes run under a
+virtual clock.
 
 Addresses are ``"host:port"`` strings; a transport reports the port it bound (port 0: one it
 picked) and names the other end of an accepted stream ``"ip:port"``.
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import trio
@@ -25,6 +33,20 @@ KEEPALIVE_INTERVAL_S = 2  # ... then one probe this often ...
 KEEPALIVE_PROBES = 3  # ... and the link is dead after this many unanswered
 
 StreamHandler = Callable[[trio.abc.Stream, str], Awaitable[None]]  # (stream, remote "ip:port")
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """A connection secured for the p2p handshake (see :meth:`Transport.secure`)."""
+
+    stream: trio.abc.Stream  # speak on this one (the transport's stream may sit below it)
+    binding: bytes | None  # the channel binding; None: the connection is not encrypted
+    remote: str  # the other end: "ip:port" of an accepted connection, the address dialed
+    outbound: bool  # this end dialed (for TLS: it is the client, the other end the server)
+
+
+class ChannelError(Exception):
+    """Securing a connection failed or timed out; the message says why."""
 
 
 class Transport(Protocol):
@@ -43,6 +65,15 @@ class Transport(Protocol):
 
     async def connect(self, host: str, port: int) -> trio.abc.Stream:
         """A stream to the listener at ``host:port``; raises OSError if unreachable."""
+
+    async def secure(self, stream: trio.abc.Stream, remote: str, *,
+                     outbound: bool) -> Connection:
+        """``stream`` (from :meth:`listen`'s handler, or :meth:`connect` when ``outbound``)
+        secured for the handshake, in bounded time.
+
+        Error handling: raises :class:`ChannelError` with the reason; the caller closes
+        ``stream``.
+        """
 
 
 class TcpTransport:
@@ -77,6 +108,12 @@ class TcpTransport:
         stream = await trio.open_tcp_stream(host, port)
         self._tune(stream)
         return stream
+
+    async def secure(self, stream: trio.abc.Stream, remote: str, *,
+                     outbound: bool) -> Connection:
+        """Plain TCP is not encrypted: the connection has no channel binding."""
+        await trio.lowlevel.checkpoint()
+        return Connection(stream, None, remote, outbound)
 
     def _tune(self, stream: trio.SocketStream) -> None:
         if self.tcp_user_timeout_ms is not None:

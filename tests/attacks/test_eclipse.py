@@ -21,6 +21,7 @@ from iomtnode.config import Config
 from iomtnode.node import Clock, Node
 from iomtnode.p2p.host import DialError, Host
 from iomtnode.p2p.slots import MAX_PENDING_PER_IP, MAX_PENDING_PER_NETGROUP
+from iomtnode.p2p.tls import TlsTransport
 from iomtnode.p2p.transport import TcpTransport
 
 from ..node.harness import BASE, Net, wait_for
@@ -118,13 +119,13 @@ async def test_pending_handshakes_cannot_keep_honest_peers_out(tmp_path, nursery
     config = replace(BASE, block_interval_s=0.05, empty_block_interval_s=0.2)
     net = Net(tmp_path, 2, authorities=2, config=config, virtual=False)
 
-    def real(i: int, transport: TcpTransport, bootnodes: tuple[str, ...] = ()) -> Node:
+    def real(i: int, transport: TlsTransport, bootnodes: tuple[str, ...] = ()) -> Node:
         cfg = replace(config, bootnodes=bootnodes)
         return Node(net.homes[i], cfg, clock=Clock(net.now_ms, virtual=False),
                     transport=transport)
 
     with trio.fail_after(90):
-        target = await net.start(nursery, 0, node=real(0, TcpTransport()))
+        target = await net.start(nursery, 0, node=real(0, TlsTransport(TcpTransport())))
         slots, stop = target.p2p.host.slots, trio.Event()
         most = {"ip": 0, "group": 0}
 
@@ -136,7 +137,8 @@ async def test_pending_handshakes_cannot_keep_honest_peers_out(tmp_path, nursery
             nursery.start_soon(flood, target.p2p.host.listen_port, stop)
             await wait_for(lambda: sample() or most["group"] >= MAX_PENDING_PER_NETGROUP,
                            "the flood holding its netgroup's handshake places", timeout=10)
-            await net.start(nursery, 1, node=real(1, FromAddress("127.0.1.1"), (net.p2p(0),)))
+            await net.start(nursery, 1, node=real(1, TlsTransport(FromAddress("127.0.1.1")),
+                                                   (net.p2p(0),)))
             await wait_for(lambda: sample() or target.p2p.host.get(net.keys[1].public),
                            "the honest peer connected under the flood", timeout=20)
             h0 = target.chain.height

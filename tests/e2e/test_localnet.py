@@ -81,7 +81,7 @@ async def test_followers_converge_on_the_authority_chain(tmp_path: Path):
 
         moved = await net.move("node3")
         assert moved.startswith("127.0.0.") and not moved.startswith("127.0.0.1:")
-        assert Manifest.load(net.manifest.dir).node("node3").p2p == f"ws://{moved}/p2p/v1"
+        assert Manifest.load(net.manifest.dir).node("node3").p2p == f"wss://{moved}/p2p/v1"
         await net.kill("node2")
         await net.restart("node2")
         top = max((await net.wait_for_height(0)).values())

@@ -133,7 +133,7 @@ async def test_delay_and_an_ip_change_then_nothing_is_left(tmp_path: Path):
         assert new != old and new.startswith(f"10.77.{info.subnet}.")
         addresses = sh("ip", "-n", info.namespace("node3"), "-o", "-4", "addr", "show")
         assert f"inet {new}/" in addresses and f"inet {old}/" not in addresses
-        assert Manifest.load(net.manifest.dir).node("node3").p2p == f"ws://{new_address}/p2p/v1"
+        assert Manifest.load(net.manifest.dir).node("node3").p2p == f"wss://{new_address}/p2p/v1"
 
         def moved(peers: dict, found: list[str]) -> bool:
             """Connected to node3 at its new address, to nothing at the old, and dialing

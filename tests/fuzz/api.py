@@ -21,6 +21,7 @@ import msgpack
 import trio
 from hypothesis import strategies as st
 
+from iomtnode.api.auth import ConnectionAuth
 from iomtnode.api.jsonrpc import INTERNAL_ERROR, Dispatcher
 from iomtnode.api.methods import ClientApi
 from iomtnode.config import Config
@@ -43,9 +44,19 @@ class _Conn:
 
     def __init__(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
+        self.auth = ConnectionAuth()
+
+    @property
+    def proven_keys(self) -> frozenset[bytes]:
+        return self.auth.keys
+
+    def check_subscription_room(self) -> None:
+        pass
 
     def start_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         self._nursery.start_soon(fn, *args)
+
+    start_subscription = start_soon
 
     async def notify(self, method: str, params: Any) -> bool:
         return False
@@ -91,7 +102,8 @@ async def api_node(path: Path) -> AsyncIterator[ApiEntry]:
                         status=StatusView(node.key.public, s.chain, s.admission, s.p2p,
                                           s.sync, s.consensus, s.figures))
         yield ApiEntry(Dispatcher(api.methods(), admin_methods=api.admin_methods(),
-                                  admin_token=node.admin_token), api.handle_binary)
+                                  admin_token=node.admin_token, guard=api.access.check),
+                       api.handle_binary)
         nursery.cancel_scope.cancel()
 
 

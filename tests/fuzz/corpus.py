@@ -35,6 +35,9 @@ from ..core.helpers import CHAIN_ID, key, pub
 T0 = 1_700_000_000_000
 
 
+BINDING = b"\x07" * 32  # the channel binding of the connection the handshake is on
+
+
 @cache
 def txs() -> tuple[SignedTx, ...]:
     """One signed transaction of every kind."""
@@ -80,7 +83,8 @@ def messages() -> tuple[Any, ...]:
     raws = [tx.raw for tx in txs()]
     ids = [tx.id for tx in txs()]
     return (
-        ours, make_auth(key("N1"), CHAIN_ID, ours, theirs, "10.0.0.2:40000", record.raw),
+        ours, make_auth(key("N1"), CHAIN_ID, ours, theirs, BINDING, True, "10.0.0.2:40000",
+                        record.raw),
         Ping(7), Pong(7), PeerRecords([record.raw]), GetPeers(),
         Txs(raws), TxAnnounce(ids), TxRequest(ids[:3]),
         GetBlockTxs(second.hash, [0, 2, 5]), BlockTxs(second.hash, [0, 1], raws[:2]),

@@ -56,6 +56,7 @@ class Target:
     errors: tuple[type[Exception], ...] = DECODE_ERRORS
 
 
+BINDING = corpus.BINDING
 _OURS = make_hello(key("N2"), corpus.CHAIN_ID, bytes(32), 1, bytes(32), nonce=b"\x02" * 32)
 
 
@@ -63,11 +64,11 @@ def carried(msg: Any) -> None:
     """Decode what ``msg`` carries, as the layer that handles its kind does."""
     match msg:
         case Hello():
-            check_hello(msg, _OURS)
+            check_hello(msg, _OURS, BINDING)
         case Auth():
             decode_record(msg.record, CHAIN_ID)
             check_auth(msg, _OURS, make_hello(key("N1"), CHAIN_ID, bytes(32), 2, bytes(32),
-                                              nonce=b"\x01" * 32))
+                                              nonce=b"\x01" * 32), BINDING, False)
         case PeerRecords():
             for raw in msg.records:
                 decode_record(raw, CHAIN_ID)

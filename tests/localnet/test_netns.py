@@ -120,7 +120,7 @@ def test_manifest_keeps_the_namespaces_faults_and_proxies(netns_manifest):
 def test_a_netns_node_runs_in_its_namespace_with_its_api_on_every_address(netns_manifest):
     entry = netns_manifest.node("node2")
     assert entry.api == "ws://10.77.77.12:7545/api/v1"
-    assert entry.p2p == "ws://10.77.77.12:7001/p2p/v1"
+    assert entry.p2p == "wss://10.77.77.12:7001/p2p/v1"
     command = node_command(netns_manifest, entry)
     assert command[:4] == ["ip", "netns", "exec", "iln1a2b-node2"]
     assert command[command.index("--api") + 1] == "0.0.0.0:7545"
@@ -133,7 +133,7 @@ def test_a_loopback_start_moves_netns_addresses_back_to_loopback(netns_manifest)
     netns_manifest.netns = None
     use_loopback(netns_manifest)
     again = open_or_prepare(str(netns_manifest.dir), None)
-    assert all(n.api.startswith("ws://127.0.0.1:") and n.p2p.startswith("ws://127.0.0.1:")
+    assert all(n.api.startswith("ws://127.0.0.1:") and n.p2p.startswith("wss://127.0.0.1:")
                for n in again.nodes)
     assert len({n.p2p for n in again.nodes}) == 4
 

@@ -18,6 +18,7 @@ from iomtnode.p2p.messages import MAX_MESSAGE_BYTES, Auth, Hello, decode_message
 from iomtnode.p2p.transport import split_address
 
 from .harness import Net, start_net
+from .memnet import BoundStream
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -48,19 +49,28 @@ async def net(tmp_path, nursery):  # each test takes autojump_clock: pytest-trio
 
 
 @contextlib.asynccontextmanager
-async def raw_websocket(net: Net, max_message_size: int = 2**20
-                        ) -> AsyncIterator[WebSocketConnection]:
-    """A websocket to node 0's /p2p/v1, from outside the network's nodes, with no handshake."""
+async def raw_connection(net: Net, max_message_size: int = 2**20
+                         ) -> AsyncIterator[tuple[WebSocketConnection, bytes]]:
+    """A websocket to node 0's /p2p/v1, from outside the network's nodes, with no handshake;
+    and the connection's channel binding."""
     host, port = split_address(net.p2p(0))
     async with trio.open_nursery() as nursery:
         stream = await net.network.connect("10.0.9.9", host, port)
+        assert isinstance(stream, BoundStream)
         ws = await wrap_client_stream(nursery, stream, host, "/p2p/v1",
                                       max_message_size=max_message_size)
         try:
-            yield ws
+            yield ws, stream.binding
         finally:
             await ws.aclose()
             nursery.cancel_scope.cancel()
+
+
+@contextlib.asynccontextmanager
+async def raw_websocket(net: Net, max_message_size: int = 2**20
+                        ) -> AsyncIterator[WebSocketConnection]:
+    async with raw_connection(net, max_message_size) as (ws, _):
+        yield ws
 
 
 async def test_garbage_and_oversized_frames(net, autojump_clock):
@@ -107,27 +117,35 @@ async def test_stalled_handshake_is_dropped(net, autojump_clock):
     assert any("timed out" in e["reason"] for e in events(logs, "peer_handshake_failed"))
 
 
-async def test_replayed_handshake_signature_is_refused(net, autojump_clock):
+@pytest.mark.parametrize(("rebind", "refusal"), [
+    (False, "signed for another connection"),  # replayed as it was
+    (True, "does not verify on this connection"),  # its binding field set to this connection's
+])
+async def test_replayed_handshake_signature_is_refused(net, autojump_clock, rebind, refusal):
     node = net.node(0)
     attacker = SigningKey.generate()
     # Session 1: a real handshake; keep our Auth as an eavesdropper would.
-    async with raw_websocket(net) as ws:
+    async with raw_connection(net) as (ws, binding):
         ours = make_hello(attacker, node.genesis.chain_id, node.genesis.hash, 0, bytes(32))
         await ws.send_message(encode_message(ours))
         theirs = decode_message(await ws.get_message())
         assert isinstance(theirs, Hello)
-        captured = make_auth(attacker, node.genesis.chain_id, ours, theirs, "127.0.0.1:1", b"")
+        captured = make_auth(attacker, node.genesis.chain_id, ours, theirs,
+                             binding, True, "127.0.0.1:1", b"")
     with structlog.testing.capture_logs() as logs:
         h0 = node.chain.height
         # Session 2: same identity and nonce, the captured Auth replayed (no key needed).
-        async with raw_websocket(net) as ws:
+        async with raw_connection(net) as (ws, binding):
             await ws.send_message(encode_message(ours))
             decode_message(await ws.get_message())  # a fresh nonce from the node
-            await ws.send_message(encode_message(Auth(captured.signature, "127.0.0.1:1", b"")))
+            binding = binding if rebind else captured.binding
+            await ws.send_message(encode_message(
+                Auth(captured.signature, binding, True, "127.0.0.1:1", b"")))
             reason = await closed_reason(ws)
-        assert "signature" in reason
+        assert refusal in reason
         await healthy(net, h0)
-    assert any("signature" in e["reason"] for e in events(logs, "peer_refused"))
+    assert any(refusal in e["reason"] for e in events(logs, "peer_refused"))
+    assert node.p2p.host.scoreboard.score(attacker.public, trio.current_time()) == 0
 
 
 async def test_a_flood_of_connections_is_refused_but_peers_stay(net, autojump_clock):

@@ -120,7 +120,7 @@ async def test_a_handshake_message_after_the_handshake_costs_the_sender(
     a, b = routers
     peer = await start(nursery, a, b)
     with capture_logs() as logs:
-        peer.send(Auth(bytes(64), "10.0.0.2:7546", b""))
+        peer.send(Auth(bytes(64), bytes(32), False, "10.0.0.2:7546", b""))
         await eventually(lambda: any(e["event"] == "peer_penalized" for e in logs))
     assert "Auth after the handshake" in next(
         e for e in logs if e["event"] == "peer_penalized")["reason"]
@@ -155,22 +155,26 @@ def test_a_kind_number_declares_one_type():
     assert MESSAGE_TYPES[Status.KIND] is Status
 
 
-async def test_a_version_2_peer_is_refused_naming_both_versions(routers, nursery,
-                                                                 autojump_clock):
-    assert PROTOCOL_VERSION == 3
+@pytest.mark.parametrize(("version", "reason"), [
+    (3, "protocol version 3, this node speaks 4"),  # it learns why it is refused
+    (4, "the connection is not encrypted: protocol version 4 runs over TLS 1.3 only"),
+])
+async def test_a_peer_without_tls_is_refused_after_its_hello(routers, nursery, autojump_clock,
+                                                             version, reason):
+    """A version 3 node speaks websocket without TLS; nobody may speak version 4 so."""
+    assert PROTOCOL_VERSION == 4
     _, b = routers
-    old = replace(make_hello(key(3), CHAIN, GENESIS, 0, HEAD), version=2)
+    plain = replace(make_hello(key(3), CHAIN, GENESIS, 0, HEAD), version=version)
     b.host.config = replace(b.host.config, port=None)
     await nursery.start(b.host.run)
     sa, sb = memory_stream_pair()
     nursery.start_soon(b.host.accept_stream, sb, "10.0.0.9:5000")
     with capture_logs() as logs:
         ws = await wrap_client_stream(nursery, sa, "10.0.0.2:7546", "/p2p/v1")
-        await ws.send_message(encode_message(old))
+        await ws.send_message(encode_message(plain))
         decode_message(await ws.get_message())  # b's Hello
         with pytest.raises(ConnectionClosed) as closed:
             await ws.get_message()
-    reason = "protocol version 2, this node speaks 3"
     assert closed.value.reason.code == 1008
     assert closed.value.reason.reason == reason
     assert [e["reason"] for e in logs if e["event"] == "peer_refused"] == [reason]

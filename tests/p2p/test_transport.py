@@ -38,8 +38,12 @@ from iomtnode.p2p.messages import (
 )
 from iomtnode.p2p.peer import Peer
 from iomtnode.p2p.records import decode_record, sign_record
+from iomtnode.p2p.slots import MAX_PENDING as MAX_HANDSHAKES
+from iomtnode.p2p.tls import TLS_HANDSHAKE_TIMEOUT_S, http_refusal
 from iomtnode.p2p.transport import tune_socket
 from iomtnode.sync.messages import Status
+
+from .fakepeer import secure, ssl_context
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -154,22 +158,27 @@ async def eventually(predicate, timeout_s: float = 10.0) -> None:
 
 
 async def raw_client(nursery: trio.Nursery, host: Host, pair=memory_stream_pair,
-                     remote: str = "10.0.0.9:5000") -> WebSocketConnection:
-    """A websocket to ``host`` with the HTTP upgrade done and nothing else."""
+                     remote: str = "10.0.0.9:5000") -> tuple[WebSocketConnection, bytes]:
+    """A websocket to ``host`` over TLS with the HTTP upgrade done and nothing else; and the
+    connection's channel binding."""
     sa, sb = pair()
     nursery.start_soon(host.accept_stream, sb, remote)
-    return await wrap_client_stream(nursery, sa, B_ADDRESS, "/p2p/v1")
+    conn = await secure(sa, B_ADDRESS)
+    assert conn.binding is not None
+    return await wrap_client_stream(nursery, conn.stream, B_ADDRESS, "/p2p/v1"), conn.binding
 
 
-async def raw_handshake(ws: WebSocketConnection, k: SigningKey, *, hello: Hello | None = None,
-                        auth: Auth | None = None, tamper: bool = False) -> tuple[Hello, Auth]:
-    """Our half of the handshake by hand (either role); returns what we sent."""
+async def raw_handshake(ws: WebSocketConnection, binding: bytes, k: SigningKey, *,
+                        hello: Hello | None = None, auth: Auth | None = None,
+                        tamper: bool = False, dialed: bool = True) -> tuple[Hello, Auth]:
+    """Our half of the handshake by hand (either role: ``dialed``) on a connection with
+    channel ``binding``; returns what we sent."""
     ours = hello or make_hello(k, CHAIN, GENESIS, 0, HEAD)
     await ws.send_message(encode_message(ours))
     theirs = decode_message(await ws.get_message())
     assert isinstance(theirs, Hello)
     if auth is None:
-        auth = make_auth(k, CHAIN, ours, theirs, B_ADDRESS, record_of(k))
+        auth = make_auth(k, CHAIN, ours, theirs, binding, dialed, B_ADDRESS, record_of(k))
     if tamper:
         auth = replace(auth, signature=bytes([auth.signature[0] ^ 1]) + auth.signature[1:])
     await ws.send_message(encode_message(auth))
@@ -244,8 +253,8 @@ async def test_a_connection_to_oneself_is_refused(nursery, autojump_clock):
 async def test_a_tampered_auth_is_refused_with_the_reason(nursery, autojump_clock):
     with trio.fail_after(60):
         b = await start_host(nursery, key(2))
-        ws = await raw_client(nursery, b)
-        await raw_handshake(ws, key(3), tamper=True)
+        ws, cb = await raw_client(nursery, b)
+        await raw_handshake(ws, cb, key(3), tamper=True)
         close = await closed_with(ws)
         assert close.code == 1008 and "does not verify" in close.reason
         assert b.peers() == []
@@ -254,14 +263,15 @@ async def test_a_tampered_auth_is_refused_with_the_reason(nursery, autojump_cloc
 async def test_an_auth_replayed_from_an_earlier_session_is_refused(nursery, autojump_clock):
     with trio.fail_after(60):
         b = await start_host(nursery, key(2))
-        ws = await raw_client(nursery, b)
-        hello, auth = await raw_handshake(ws, key(3))  # a genuine session: captured
+        ws, cb = await raw_client(nursery, b)
+        hello, auth = await raw_handshake(ws, cb, key(3))  # a genuine session: captured
         await eventually(lambda: b.get(key(3).public) is not None)
         await ws.aclose()
         await eventually(lambda: b.get(key(3).public) is None)
-        ws = await raw_client(nursery, b)  # the replay: same Hello and Auth, no key
-        await raw_handshake(ws, key(3), hello=hello, auth=auth)
+        ws, cb = await raw_client(nursery, b)  # the replay: same Hello and Auth, no key
+        await raw_handshake(ws, cb, key(3), hello=hello, auth=auth)
         close = await closed_with(ws)
+        # the same server: the same binding (its certificate's); the nonce refuses it
         assert close.code == 1008 and "does not verify" in close.reason
         assert b.peers() == []
 
@@ -269,16 +279,52 @@ async def test_an_auth_replayed_from_an_earlier_session_is_refused(nursery, auto
 async def test_a_stalled_handshake_is_dropped_after_the_timeout(nursery, autojump_clock):
     with trio.fail_after(60):
         b = await start_host(nursery, key(2), handshake_timeout_s=5.0)
-        ws = await raw_client(nursery, b)  # upgraded, then silent
+        ws, _ = await raw_client(nursery, b)  # upgraded, then silent
         start = trio.current_time()
         close = await closed_with(ws)
         assert 5.0 <= trio.current_time() - start < 5.5
         assert close.reason == "handshake timed out"
-        sa, sb = memory_stream_pair()  # not even an HTTP request
-        start = trio.current_time()
-        await b.accept_stream(sb, "10.0.0.9:1")
-        assert 5.0 <= trio.current_time() - start < 5.5
-        assert await sa.receive_some() == b""  # the stream was closed
+        for first in (b"", b"\x16\x03\x01"):  # not even TLS; a TLS handshake that stalls
+            sa, sb = memory_stream_pair()
+            await sa.send_all(first)
+            start = trio.current_time()
+            with capture_logs() as logs:
+                await b.accept_stream(sb, "10.0.0.9:1")
+            assert TLS_HANDSHAKE_TIMEOUT_S <= trio.current_time() - start < 3.5
+            assert [e["reason"] for e in events(logs, "peer_handshake_failed", b)] == [
+                f"TLS handshake timed out ({TLS_HANDSHAKE_TIMEOUT_S} s)"]
+            assert await sa.receive_some() == b""  # the stream was closed
+
+
+async def test_dialing_a_node_without_tls_fails_with_the_reason(nursery, autojump_clock):
+    with trio.fail_after(60):
+        a = await start_host(nursery, key(1))
+        sa, sb = memory_stream_pair()
+
+        async def plain_server() -> None:  # a version 3 node: plain HTTP, no TLS
+            await sb.receive_some()  # our ClientHello, taken for a bad request
+            await sb.send_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+
+        nursery.start_soon(plain_server)
+        with pytest.raises(DialError, match=r"HTTP 400: Bad Request .*protocol version 4"):
+            await a.connect_stream(sa, B_ADDRESS)
+
+
+async def test_stalled_tls_handshakes_count_as_handshakes_in_progress(nursery, autojump_clock):
+    with trio.fail_after(60):
+        a, b = await start_host(nursery, key(1)), await start_host(nursery, key(2))
+        stalled = []
+        for i in range(MAX_HANDSHAKES + 1):  # TLS begun, then silent (one per /24): each holds
+            # a handshake slot
+            sa, sb = memory_stream_pair()
+            await sa.send_all(b"\x16\x03\x01")
+            nursery.start_soon(b.accept_stream, sb, f"10.{i}.0.1:1")
+            stalled.append(sa)
+        await trio.sleep(1)
+        with pytest.raises(DialError, match=f"503: more than {MAX_HANDSHAKES} handshakes"):
+            await link(nursery, a, b)
+        await trio.sleep(TLS_HANDSHAKE_TIMEOUT_S)  # they timed out and freed their slots
+        await link(nursery, a, b)
 
 
 # ---- liveness and backpressure ---------------------------------------------------------------
@@ -287,8 +333,8 @@ async def test_a_peer_that_stops_answering_is_dropped_after_missed_pings(nursery
     with trio.fail_after(60):
         a, b = await start_host(nursery, key(1)), await start_host(nursery, key(2))
         await link(nursery, a, b)  # answers pings: stays
-        ws = await raw_client(nursery, b)
-        await raw_handshake(ws, key(3))  # then never reads again
+        ws, cb = await raw_client(nursery, b)
+        await raw_handshake(ws, cb, key(3))  # then never reads again
         await eventually(lambda: b.get(key(3).public) is not None)
         start = trio.current_time()
         await trio.sleep(5.9 - (trio.current_time() - start))
@@ -306,8 +352,8 @@ async def test_a_slow_peer_is_dropped_while_a_fast_one_keeps_receiving(nursery, 
     with trio.fail_after(60):
         a, b = await start_host(nursery, key(1)), await start_host(nursery, key(2), send_queue=8)
         await link(nursery, a, b)
-        ws = await raw_client(nursery, b, pair=tight_stream_pair)
-        await raw_handshake(ws, key(3))  # then never reads again
+        ws, cb = await raw_client(nursery, b, pair=tight_stream_pair)
+        await raw_handshake(ws, cb, key(3))  # then never reads again
         await eventually(lambda: len(b.peers()) == 2)
         for height in range(100):
             b.broadcast(Status(height, HEAD))
@@ -330,8 +376,9 @@ async def test_an_opposite_connection_replaces_a_silent_old_one_only(nursery, au
         # the old connection: b dialed (the lower id: kept while alive) a raw node with hi's key
         sa, sb = memory_stream_pair()
         nursery.start_soon(b.connect_stream, sb, "10.0.0.1:7546")
-        ws = await (await wrap_server_stream(nursery, sa)).accept()
-        await raw_handshake(ws, hi)  # ... which then goes silent
+        conn = await secure(sa, outbound=False)
+        ws, cb = await (await wrap_server_stream(nursery, conn.stream)).accept(), conn.binding
+        await raw_handshake(ws, cb, hi, dialed=False)  # ... which then goes silent
         await eventually(lambda: b.get(hi.public) is not None)
         old = b.get(hi.public)
         await trio.sleep(delay_s)
@@ -449,8 +496,8 @@ async def test_a_full_handshake_queue_makes_room_for_another_netgroup(nursery, a
 async def test_garbage_frames_lower_the_score_until_banned(nursery, autojump_clock):
     with trio.fail_after(60):
         b = await start_host(nursery, key(2))
-        ws = await raw_client(nursery, b)
-        await raw_handshake(ws, key(3))
+        ws, cb = await raw_client(nursery, b)
+        await raw_handshake(ws, cb, key(3))
         await eventually(lambda: b.get(key(3).public) is not None)
         with capture_logs() as logs:
             await ws.send_message(b"\x93\x63\x01\x02")  # msgpack, but no such message kind
@@ -462,8 +509,8 @@ async def test_garbage_frames_lower_the_score_until_banned(nursery, autojump_clo
         assert b.scoreboard.is_banned(key(3).public, trio.current_time())
         misbehaved = [e["reason"] for e in events(logs, "peer_misbehaved", b)]
         assert misbehaved == ["invalid_message", "undecodable_frame"]  # once per reason
-        ws = await raw_client(nursery, b, remote="10.0.1.9:5000")  # its key, from elsewhere
-        await raw_handshake(ws, key(3))
+        ws, cb = await raw_client(nursery, b, remote="10.0.1.9:5000")  # its key, from elsewhere
+        await raw_handshake(ws, cb, key(3))
         assert (await closed_with(ws)).reason == "node banned"
         sa, sb = memory_stream_pair()  # any key from its address: refused before a word
         nursery.start_soon(b.accept_stream, sb, "10.0.0.9:5001")
@@ -551,7 +598,8 @@ async def test_an_oversized_frame_closes_with_1009_and_others_carry_on(nursery):
     with trio.fail_after(10):
         b, c = await start_listening(nursery, key(2)), await start_listening(nursery, key(3))
         pc = await c.dial(f"127.0.0.1:{b.listen_port}")
-        async with open_websocket_url(f"ws://127.0.0.1:{b.listen_port}/p2p/v1") as ws:
+        async with open_websocket_url(f"wss://127.0.0.1:{b.listen_port}/p2p/v1",
+                                      ssl_context=ssl_context()) as ws:
             await ws.send_message(b"\x00" * (MAX_MESSAGE_BYTES + 1))
             close = await closed_with(ws)
         assert close.code == 1009
@@ -569,16 +617,19 @@ async def test_a_flood_from_one_ip_is_refused_while_a_peer_keeps_working(nursery
         pa = await a.dial(address)  # 1 inbound from 127.0.0.1
         async with AsyncExitStack() as stack:
             for _ in range(2):  # 3 inbound: the limit (these stall in the handshake)
-                await stack.enter_async_context(open_websocket_url(f"ws://{address}/p2p/v1"))
+                await stack.enter_async_context(open_websocket_url(f"wss://{address}/p2p/v1",
+                                                                  ssl_context=ssl_context()))
             for _ in range(5):  # beyond: HTTP 503
                 with pytest.raises(ConnectionRejected) as rejected:
-                    async with open_websocket_url(f"ws://{address}/p2p/v1"):
+                    async with open_websocket_url(f"wss://{address}/p2p/v1",
+                                                                  ssl_context=ssl_context()):
                         pass
                 assert rejected.value.status_code == 503
             with pytest.raises(DialError, match="rejected with HTTP 503: more than 3"):
                 await d.dial(address)
             with pytest.raises(ConnectionRejected) as rejected:
-                async with open_websocket_url(f"ws://{address}/elsewhere"):
+                async with open_websocket_url(f"wss://{address}/elsewhere",
+                                              ssl_context=ssl_context()):
                     pass
             assert rejected.value.status_code == 404
             raw = [await trio.open_tcp_stream("127.0.0.1", b.listen_port) for _ in range(6)]
@@ -607,3 +658,10 @@ async def test_rebind_moves_the_listener(nursery):
             await a.dial(f"127.0.0.1:{old_port}")
         await a.dial(f"127.0.0.1:{new_port}")
         await eventually(lambda: b.get(a.node_id) is not None)
+
+
+def test_a_refusal_in_clear_before_tls_is_read_as_its_reason():
+    assert http_refusal(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 9\r\n\r\nno room\n"
+                        ) == "rejected with HTTP 503: no room"
+    assert http_refusal(b"\x15\x03\x03\x00\x02\x02\x46") is None  # a TLS alert
+    assert http_refusal(b"HTTP/1.1 abc") is None
