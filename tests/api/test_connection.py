@@ -130,6 +130,17 @@ async def test_admitting_requests_waits_at_the_rate_unless_a_participant_proved_
     assert trio.current_time() == began
 
 
+@pytest.mark.parametrize("message", ["x" * 4 * 64 * 1024, b"\x92\x01" * 2 * 64 * 1024])
+async def test_a_message_pays_one_more_request_per_64_kib_text_or_binary(autojump_clock,
+                                                                        message):
+    conn = Connection(1, "127.0.0.1:1", ConnectionLimits(requests_per_s=10.0, request_burst=5),
+                      trio.CancelScope())
+    began = trio.current_time()
+    await conn.received(message)  # 256 KiB: 1 + 4 requests, the burst
+    await conn.received(message)  # 5 more at 10/s
+    assert trio.current_time() - began == pytest.approx(0.5)
+
+
 async def test_a_request_may_cost_several_tokens(autojump_clock):
     conn = Connection(1, "127.0.0.1:1", ConnectionLimits(requests_per_s=10.0, request_burst=5),
                       trio.CancelScope())

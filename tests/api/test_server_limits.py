@@ -307,6 +307,11 @@ async def test_anonymous_requests_are_rate_limited_and_participants_keys_are_not
                 await ws.send_message(padded)
                 assert json.loads(await ws.get_message())["result"] == 1
             assert trio.current_time() - began >= 0.7
+            began = trio.current_time()  # ... and so does a binary frame (its transactions)
+            for _ in range(4):
+                await ws.send_message(b"\x00" * 200 * KIB)
+                assert json.loads(await ws.get_message())["error"]["code"] == -32600
+            assert trio.current_time() - began >= 0.7
         async with open_websocket_url(f"ws://127.0.0.1:{port}/api/v1") as ws:
             assert (await call(ws, "prove", [False]))["result"] is True  # a key nobody knows
             began = trio.current_time()
