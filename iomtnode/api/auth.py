@@ -15,8 +15,9 @@ from being evicted (:mod:`.connection`, :mod:`.server`); a fresh key is as anony
 
 Each challenge answers one ``authenticate``, right or wrong: to prove a second key, ask again. A
 connection proves at most :data:`MAX_PROVEN_KEYS` keys and may fail :data:`MAX_AUTH_FAILURES`
-times; the next failure closes it (1008), so a client cannot make the node verify signatures
-without end on one connection.
+times; the next failure closes it (1008), and from then on it verifies no signature (a
+batch's later requests still run while the close takes effect), so a client cannot make the
+node verify signatures without end on one connection.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ NO_CHALLENGE = -32020  # authenticate without a challenge pending: ask auth_chal
 BAD_AUTH_SIGNATURE = -32021  # the signature is not the key's over this connection's challenge
 TOO_MANY_KEYS = -32022  # the connection already carries MAX_PROVEN_KEYS keys
 FORBIDDEN = -32023  # the method needs a proven key this connection does not carry
+TOO_MANY_FAILURES = -32024  # past MAX_AUTH_FAILURES: the connection verifies nothing more
 
 
 def _nobody(key: bytes) -> bool:
@@ -91,6 +93,10 @@ class ConnectionAuth:
         asked only after the signature verified); else an :class:`RpcError` with the precise
         code. The challenge is used up either way."""
         nonce, self._nonce = self._nonce, None
+        if self.failures > MAX_AUTH_FAILURES:  # closing: no more verifications
+            raise RpcError(TOO_MANY_FAILURES, f"more than {MAX_AUTH_FAILURES} failed "
+                           "authentications on this connection: open another one",
+                           {"failures": self.failures, "failures_allowed": MAX_AUTH_FAILURES})
         if nonce is None:
             raise self._refused(NO_CHALLENGE, "no challenge pending on this connection: call "
                                 "auth_challenge first (each challenge answers one authenticate)")

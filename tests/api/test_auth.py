@@ -14,6 +14,7 @@ from iomtnode.api.auth import (
     MAX_AUTH_FAILURES,
     MAX_PROVEN_KEYS,
     NO_CHALLENGE,
+    TOO_MANY_FAILURES,
     TOO_MANY_KEYS,
     AuthApi,
     ConnectionAuth,
@@ -158,6 +159,14 @@ async def test_too_many_failures_close_the_connection():
                                    conn)
         assert info.value.data["failures"] == failure
         assert (conn.closed_with is not None) == (failure > MAX_AUTH_FAILURES)
+    # the close takes effect at the handler's next checkpoint, and a JSON batch's requests may
+    # run before it: from now on nothing is verified, not even the right signature
+    nonce = bytes.fromhex((await api.auth_challenge(conn))["nonce"])
+    with pytest.raises(RpcError) as info:
+        await api.authenticate(PATIENT.public.hex(), answer(PATIENT, nonce, binding=b"").hex(),
+                               conn)
+    assert info.value.code == TOO_MANY_FAILURES
+    assert conn.auth.keys == frozenset()
     assert conn.closed_with is not None and conn.closed_with[0] == 1008
 
 
