@@ -78,6 +78,11 @@ class ConnectionAuth:
         return frozenset(self._participants)
 
     @property
+    def participant(self) -> bool:
+        """Whether :attr:`participants` holds a key (asked per request: no copy)."""
+        return bool(self._participants)
+
+    @property
     def binding(self) -> bytes:
         return self._binding
 

@@ -120,7 +120,7 @@ class Connection:
     def participant(self) -> bool:
         """Whether the client proved a key the ledger knew (an authority, an active device,
         the patient of one): such a connection is not rate limited, and not evicted."""
-        return bool(self.auth.participants)
+        return self.auth.participant
 
     @property
     def closed(self) -> bool:
@@ -181,7 +181,7 @@ class Connection:
 
     async def admit_request(self, cost: int = 1) -> None:
         """Wait until this connection may run ``cost`` more requests (its rate limit)."""
-        if self.auth.participants:
+        if self.auth.participant:
             return
         wait_s = self._bucket.take(trio.current_time(), cost)
         if wait_s > 0:
