@@ -21,6 +21,7 @@ import msgpack
 import trio
 from hypothesis import strategies as st
 
+from iomtnode.api.auth import ConnectionAuth
 from iomtnode.api.jsonrpc import INTERNAL_ERROR, Dispatcher
 from iomtnode.api.methods import ClientApi
 from iomtnode.config import Config
@@ -38,14 +39,29 @@ CONFIG = Config(api_listen="127.0.0.1:0", p2p_listen="127.0.0.1:0", block_interv
 
 
 class _Conn:
-    """What a method may use of its connection: tasks run in the call's own nursery, which
-    is cancelled once the reply is made (a subscription ends with it)."""
+    """What a method (and the guard) may use of its connection (the server's ``Connection``):
+    tasks run in the call's own nursery, which is cancelled once the reply is made (a
+    subscription ends with it); keys are proven as on a real connection."""
 
     def __init__(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
+        self.auth = ConnectionAuth()
+
+    @property
+    def proven_keys(self) -> frozenset[bytes]:
+        return self.auth.keys
 
     def start_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         self._nursery.start_soon(fn, *args)
+
+    def check_subscription_room(self) -> None:
+        """One message per connection here: never at the limit."""
+
+    def start_subscription(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._nursery.start_soon(fn, *args)
+
+    def close(self, code: int = 1000, reason: str | None = None) -> None:
+        """The connection ends with the message anyway."""
 
     async def notify(self, method: str, params: Any) -> bool:
         return False
@@ -91,7 +107,8 @@ async def api_node(path: Path) -> AsyncIterator[ApiEntry]:
                         status=StatusView(node.key.public, s.chain, s.admission, s.p2p,
                                           s.sync, s.consensus, s.figures))
         yield ApiEntry(Dispatcher(api.methods(), admin_methods=api.admin_methods(),
-                                  admin_token=node.admin_token), api.handle_binary)
+                                  admin_token=node.admin_token, guard=api.access.check),
+                       api.handle_binary)
         nursery.cancel_scope.cancel()
 
 
