@@ -27,7 +27,7 @@ class Config:
     api_max_connections: int = 256
     api_max_connections_per_ip: int = 32  # loopback too: local tools count
     api_idle_timeout_s: float = 300.0
-    api_requests_per_s: float = 200.0  # per connection of a client that proved no key
+    api_requests_per_s: float = 200.0  # per connection that proved no key the ledger knows
     p2p_listen: str = "127.0.0.1:7546"
     block_interval_s: float = 0.25
     empty_block_interval_s: float = 5.0
@@ -128,8 +128,8 @@ api_max_connections_per_ip = {api_max_connections_per_ip}
 # Seconds a client connection may send nothing while it holds no subscription.
 api_idle_timeout_s = {api_idle_timeout_s}
 
-# Requests a second per connection of a client that proved no key (after a burst of
-# 1000); further requests wait.
+# Requests a second per connection that proved no key the ledger knows (an authority, an
+# active device or its patient), after a burst of 1000; further requests wait.
 api_requests_per_s = {api_requests_per_s}
 
 # Peer-to-peer listener (websocket at /p2p/v1).

@@ -8,10 +8,16 @@ A client that acts for a key (a device, a patient, a grantee, an authority) call
 binding (see :mod:`iomtnode.core.challenge`). From then on the connection carries that key
 (:attr:`ConnectionAuth.keys`), and methods whose role needs it (:mod:`.access`) answer.
 
+Anyone can make a key, so a proven key by itself earns nothing but what :mod:`.access` grants
+it. Only a key the ledger knows when it is proven (an authority, an active device, the patient
+of one: :attr:`ConnectionAuth.participants`) lifts the connection's rate limit and keeps it
+from being evicted (:mod:`.connection`, :mod:`.server`); a fresh key is as anonymous as no key.
+
 Each challenge answers one ``authenticate``, right or wrong: to prove a second key, ask again. A
 connection proves at most :data:`MAX_PROVEN_KEYS` keys and may fail :data:`MAX_AUTH_FAILURES`
-times; the next failure closes it (1008), so a client cannot make the node verify signatures
-without end on one connection.
+times; the next failure closes it (1008), and from then on it verifies no signature (a
+batch's later requests still run while the close takes effect), so a client cannot make the
+node verify signatures without end on one connection.
 """
 
 from __future__ import annotations
@@ -37,6 +43,12 @@ NO_CHALLENGE = -32020  # authenticate without a challenge pending: ask auth_chal
 BAD_AUTH_SIGNATURE = -32021  # the signature is not the key's over this connection's challenge
 TOO_MANY_KEYS = -32022  # the connection already carries MAX_PROVEN_KEYS keys
 FORBIDDEN = -32023  # the method needs a proven key this connection does not carry
+TOO_MANY_FAILURES = -32024  # past MAX_AUTH_FAILURES: the connection verifies nothing more
+
+
+def _nobody(key: bytes) -> bool:
+    """A ledger that knows no key."""
+    return False
 
 
 class ConnectionAuth:
@@ -50,12 +62,25 @@ class ConnectionAuth:
         self._binding = binding
         self._nonce: bytes | None = None
         self._keys: dict[bytes, None] = {}  # ordered, for the report
+        self._participants: set[bytes] = set()  # of those, the keys the ledger knew
         self.failures = 0
 
     @property
     def keys(self) -> frozenset[bytes]:
         """The public keys this connection has proven (empty until ``authenticate``)."""
         return frozenset(self._keys)
+
+    @property
+    def participants(self) -> frozenset[bytes]:
+        """The proven keys the ledger knew when they were proven (an authority, an active
+        device, the patient of one); empty for a client that proved only keys of its own
+        making."""
+        return frozenset(self._participants)
+
+    @property
+    def participant(self) -> bool:
+        """Whether :attr:`participants` holds a key (asked per request: no copy)."""
+        return bool(self._participants)
 
     @property
     def binding(self) -> bytes:
@@ -66,15 +91,23 @@ class ConnectionAuth:
         self._nonce = os.urandom(NONCE_BYTES)
         return self._nonce
 
-    def prove(self, public: bytes, signature: bytes, chain_id: str) -> None:
+    def prove(self, public: bytes, signature: bytes, chain_id: str, *,
+              known: Callable[[bytes], bool] = _nobody) -> None:
         """Add ``public`` to the proven keys if ``signature`` answers the pending challenge on
-        ``chain_id``; else an :class:`RpcError` with the precise code. The challenge is used up
-        either way."""
+        ``chain_id``, and to :attr:`participants` if ``known(public)`` (the ledger's view,
+        asked only after the signature verified); else an :class:`RpcError` with the precise
+        code. The challenge is used up either way."""
         nonce, self._nonce = self._nonce, None
+        if self.failures > MAX_AUTH_FAILURES:  # closing: no more verifications
+            raise RpcError(TOO_MANY_FAILURES, f"more than {MAX_AUTH_FAILURES} failed "
+                           "authentications on this connection: open another one",
+                           {"failures": self.failures, "failures_allowed": MAX_AUTH_FAILURES})
         if nonce is None:
             raise self._refused(NO_CHALLENGE, "no challenge pending on this connection: call "
                                 "auth_challenge first (each challenge answers one authenticate)")
-        if public in self._keys:
+        if public in self._keys:  # proven already: no verification; the ledger may know it now
+            if known(public):
+                self._participants.add(public)
             return
         if len(self._keys) >= MAX_PROVEN_KEYS:
             raise RpcError(TOO_MANY_KEYS, f"this connection already carries {MAX_PROVEN_KEYS} "
@@ -87,6 +120,8 @@ class ConnectionAuth:
                                 "connection's challenge (in domain api-auth, on this chain, with "
                                 "this connection's channel binding)") from None
         self._keys[public] = None
+        if known(public):
+            self._participants.add(public)
 
     def _refused(self, code: int, message: str) -> RpcError:
         self.failures += 1
@@ -106,8 +141,10 @@ class AuthConnection(Protocol):
 class AuthApi:
     """The ``auth_challenge`` and ``authenticate`` methods (see the module docstring)."""
 
-    def __init__(self, chain_id: str) -> None:
+    def __init__(self, chain_id: str, known: Callable[[bytes], bool]) -> None:
+        """``known(key)``: whether the ledger knows ``key`` now (``ChainQueries.participant``)."""
         self._chain_id = chain_id
+        self._known = known
 
     def methods(self) -> dict[str, Callable[..., Awaitable[Any]]]:
         return {"auth_challenge": self.auth_challenge, "authenticate": self.authenticate}
@@ -121,16 +158,19 @@ class AuthApi:
     async def authenticate(self, public_key: str, signature: str, conn: AuthConnection
                            ) -> dict[str, Any]:
         """Prove ``public_key`` with ``signature`` over the pending challenge; returns the keys
-        this connection now carries."""
+        this connection now carries (``keys``) and those of them the ledger knows
+        (``participants``: while it has one, the connection is not rate limited)."""
         public = hex_param("public_key", public_key, KEY_BYTES)
         sig = hex_param("signature", signature, SIG_BYTES)
         try:
-            conn.auth.prove(public, sig, self._chain_id)
+            conn.auth.prove(public, sig, self._chain_id, known=self._known)
         except RpcError as exc:
             log.info("api_auth_refused", code=exc.code, key=public.hex()[:16],
                      failures=conn.auth.failures)
             if conn.auth.failures > MAX_AUTH_FAILURES:
                 conn.close(1008, "too many failed authentications")
             raise
-        log.debug("api_key_proven", key=public.hex()[:16])
-        return {"keys": sorted(k.hex() for k in conn.auth.keys)}
+        participant = public in conn.auth.participants
+        log.debug("api_key_proven", key=public.hex()[:16], participant=participant)
+        return {"keys": sorted(k.hex() for k in conn.auth.keys),
+                "participants": sorted(k.hex() for k in conn.auth.participants)}

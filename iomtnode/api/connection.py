@@ -12,11 +12,14 @@ What a connection may hold and do, each bounded (values in :class:`ConnectionLim
   connection whose writer has been stuck on unread messages for ``idle_timeout_s`` is closed
   (1008, "client not reading"): subscriptions keep a connection only while its client reads.
 - Subscriptions: at most ``max_subscriptions`` (``TOO_MANY_SUBSCRIPTIONS`` beyond).
-- Requests: an anonymous client (no ``proven_keys``) runs at most
-  ``requests_per_s`` requests a second after a burst of ``request_burst`` (a text message
-  counts one more per ``TEXT_BYTES_PER_REQUEST``, for parsing it); the next request waits for
+- Requests: a client that has proven no key the ledger knows runs at most
+  ``requests_per_s`` requests a second after a burst of ``request_burst`` (a message counts
+  one more per ``BYTES_PER_REQUEST``: parsing a text message, or admitting the transactions
+  of a binary frame, costs the node by the byte); the next request waits for
   its token (the client is slowed, never answered with an error; its further
-  messages wait in the socket). A client that proved a key is not rate limited here.
+  messages wait in the socket). A client that proved the key of an authority, an active
+  device or the patient of one (:attr:`Connection.participant`) is not rate limited here; a
+  key of the client's own making counts for nothing (anyone can make one).
 """
 
 from __future__ import annotations
@@ -40,10 +43,11 @@ OUTBOX_MESSAGES = 64  # replies + notifications queued per connection
 OUTBOX_BYTES = 8 * 1024 * 1024  # ... and their bytes (a full block's notification: ~0.7 MB)
 IDLE_TIMEOUT_S = 300.0  # nothing received and no subscription: closed
 MAX_SUBSCRIPTIONS = 8  # subscriptions per connection (each costs every block a send)
-REQUESTS_PER_S = 200.0  # an anonymous connection's sustained rate (a load client: 100/s) ...
+REQUESTS_PER_S = 200.0  # a non-participant connection's sustained rate (a load client: 100/s) ...
 REQUEST_BURST = 1000  # ... after a burst of this many requests (a batch counts each)
-TEXT_BYTES_PER_REQUEST = 64 * 1024  # a text message pays one more request per this many bytes
-# (parsing 1 MiB of JSON takes the node 20 to 45 ms; a binary frame's checks take < 1 ms)
+BYTES_PER_REQUEST = 64 * 1024  # a message pays one more request per this many bytes (parsing
+# 1 MiB of JSON takes the node 20 to 45 ms; admitting a 1.8 MB binary frame of 10,000 readings
+# from an unknown device, refused without a signature check so free to make, about 150 ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +84,8 @@ class Connection:
     """One client connection, as a method that declares a ``conn`` parameter sees it.
 
     ``proven_keys`` are the keys the client has proved on this connection (an ``authenticate``
-    method adds them); a connection without any is anonymous, and rate limited.
+    method adds them); a connection that proved none the ledger knows (:attr:`participant`)
+    is rate limited.
     """
 
     def __init__(self, conn_id: int, remote: str, limits: ConnectionLimits,
@@ -110,6 +115,12 @@ class Connection:
     def proven_keys(self) -> frozenset[bytes]:
         """The public keys this connection has proven (empty: an anonymous client)."""
         return self.auth.keys
+
+    @property
+    def participant(self) -> bool:
+        """Whether the client proved a key the ledger knew (an authority, an active device,
+        the patient of one): such a connection is not rate limited, and not evicted."""
+        return self.auth.participant
 
     @property
     def closed(self) -> bool:
@@ -170,7 +181,7 @@ class Connection:
 
     async def admit_request(self, cost: int = 1) -> None:
         """Wait until this connection may run ``cost`` more requests (its rate limit)."""
-        if self.proven_keys:
+        if self.auth.participant:
             return
         wait_s = self._bucket.take(trio.current_time(), cost)
         if wait_s > 0:
@@ -192,11 +203,11 @@ class Connection:
             await read()
 
     async def received(self, message: str | bytes) -> None:
-        """A message arrived: wait for the rate limit (a text message counts one request more
-        per ``TEXT_BYTES_PER_REQUEST``); tasks started from now on wait for :meth:`answer`."""
+        """A message arrived: wait for the rate limit (a message, text or binary, counts one
+        request more per ``BYTES_PER_REQUEST``); tasks started from now on wait for
+        :meth:`answer`."""
         self._last_heard = trio.current_time()
-        await self.admit_request(
-            1 + len(message) // TEXT_BYTES_PER_REQUEST if isinstance(message, str) else 1)
+        await self.admit_request(1 + len(message) // BYTES_PER_REQUEST)
         self._pending = []
 
     def _count(self, size: int) -> None:

@@ -74,6 +74,11 @@ class ChainQueries(Protocol):
         """A device's registration and the sequence number of its last committed reading."""
         ...
 
+    def participant(self, key: bytes) -> bool:
+        """Whether the ledger knows ``key``: an authority, an active device or the patient
+        of one (such a client is not rate limited once it has proven the key)."""
+        ...
+
     def authority_report(self) -> dict[str, Any]:
         """The authorities, scheduled changes and votes not yet passed."""
         ...

@@ -106,7 +106,7 @@ class ClientApi:
         self._blocks = blocks
         self._status = status
         self._admin = AdminApi(peers)
-        self._auth = AuthApi(chain.chain_id)
+        self._auth = AuthApi(chain.chain_id, chain.participant)
         self.access = Access(ROLES, self.methods(), self.admin_methods(), chain)
 
     def methods(self) -> dict[str, Callable[..., Awaitable[Any]]]:

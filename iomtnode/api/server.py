@@ -21,7 +21,8 @@ Resource handling: at most ``max_connections`` connections (more are refused wit
 accept so that handshakes under way count too (more are answered 503 and closed before
 anything is read); the HTTP handshake must be done within ``connect_timeout_s``. When full, a
 client from an address holding at least two fewer connections than the most crowded address
-makes room: that address's longest-silent anonymous connection is closed (1013). A frame over
+makes room: that address's longest-silent connection that proved no key the ledger knows
+is closed (1013). A frame over
 ``max_message_bytes`` closes that connection with 1009. Each connection's outbox, idle time,
 subscriptions and request rate are bounded as :mod:`iomtnode.api.connection` says: a client
 that does not read is disconnected with 1008 instead of making the node wait or hold its
@@ -100,7 +101,7 @@ class ApiServerConfig:
     outbox_bytes: int = OUTBOX_BYTES  # ... and their bytes (see api/connection.py)
     idle_timeout_s: float = IDLE_TIMEOUT_S  # nothing received, no subscription: closed
     max_subscriptions: int = MAX_SUBSCRIPTIONS  # per connection
-    requests_per_s: float = REQUESTS_PER_S  # per anonymous connection, after ...
+    requests_per_s: float = REQUESTS_PER_S  # per connection without a participant, after ...
     request_burst: int = REQUEST_BURST  # ... a burst of this many requests
     connect_timeout_s: float = 10.0  # a client must finish the HTTP handshake within this
     close_timeout_s: float = 5.0  # waiting for the closing handshake, then the socket is closed
@@ -249,16 +250,17 @@ class ApiServer:
             log.debug("api_handshake_failed", remote=remote, path=path)
 
     def _evict_for(self, ip: str) -> bool:
-        """When full, make room for a client from ``ip``: close the longest-silent anonymous
-        connection of the address that holds the most, if it holds at least two more than
-        ``ip`` does (so a new address gets in while any address holds two or more, and
-        eviction never favours an address over one as large). Returns whether it did."""
+        """When full, make room for a client from ``ip``: close the longest-silent connection
+        without a participant's key (:attr:`Connection.participant`) of the address that holds
+        the most, if it holds at least two more than ``ip`` does (so a new address gets in
+        while any address holds two or more, and eviction never favours an address over one
+        as large). Returns whether it did."""
         live = {address: [c for c in conns.values() if not c.closed]
                 for address, conns in self._open.items()}  # (only when full: 256 at most)
         crowded = max(live, key=lambda address: len(live[address]), default=None)
         if crowded is None or len(live[crowded]) < len(live.get(ip, ())) + 2:
             return False
-        anonymous = [c for c in live[crowded] if not c.proven_keys]
+        anonymous = [c for c in live[crowded] if not c.participant]  # a fresh key is no one
         if not anonymous:
             return False
         victim = min(anonymous, key=lambda c: c.heard_at)

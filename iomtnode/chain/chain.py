@@ -34,6 +34,7 @@ from ..core.genesis import Genesis
 from ..core.ledger import K_EVIDENCE, K_VOTES, BlockContext, Device, State
 from ..core.receipt import Handoff, make_receipt
 from ..core.state import (
+    ACTIVE,
     STATE_RULES_VERSION,
     apply,
     authorities_at,
@@ -181,6 +182,15 @@ class Chain:
         state = self.state()
         device = state.device(key)
         return None if device is None else (device, state.last_seq(key))
+
+    def participant(self, key: bytes) -> bool:
+        """Whether the ledger knows ``key`` now: an authority, an active device, or the
+        patient of an active device (a key nobody admitted is none of them)."""
+        state = self.state()
+        if key in state.authorities() or state.patient_devices(key):
+            return True
+        device = state.device(key)
+        return device is not None and device.status == ACTIVE
 
     def authority_report(self) -> dict[str, Any]:
         """The authorities with when each last certified a block and whether it counts as

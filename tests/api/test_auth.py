@@ -14,6 +14,7 @@ from iomtnode.api.auth import (
     MAX_AUTH_FAILURES,
     MAX_PROVEN_KEYS,
     NO_CHALLENGE,
+    TOO_MANY_FAILURES,
     TOO_MANY_KEYS,
     AuthApi,
     ConnectionAuth,
@@ -45,6 +46,19 @@ def refused(auth: ConnectionAuth, public: bytes, signature: bytes, chain: str = 
     with pytest.raises(RpcError) as info:
         auth.prove(public, signature, chain)
     return info.value.code
+
+
+def test_only_keys_the_ledger_knows_are_participants():
+    auth = ConnectionAuth(BINDING)
+    device = SigningKey(b"\x03" * 32)
+    known = {PATIENT.public, device.public}.__contains__
+    auth.prove(OTHER.public, answer(OTHER, auth.challenge()), CHAIN, known=known)
+    assert auth.keys == {OTHER.public} and auth.participants == frozenset()
+    auth.prove(PATIENT.public, answer(PATIENT, auth.challenge()), CHAIN, known=known)
+    assert auth.participants == {PATIENT.public}
+    with pytest.raises(RpcError):  # a key the ledger knows, a wrong signature: not proven
+        auth.prove(device.public, answer(OTHER, auth.challenge()), CHAIN, known=known)
+    assert auth.participants == {PATIENT.public}
 
 
 def test_the_keys_own_signature_over_the_challenge_proves_it():
@@ -119,12 +133,16 @@ class FakeConn:
 
 
 async def test_the_methods_answer_with_the_chain_binding_and_keys():
-    api, conn = AuthApi(CHAIN), FakeConn(BINDING)
+    api, conn = AuthApi(CHAIN, {PATIENT.public}.__contains__), FakeConn(BINDING)
     challenge = await api.auth_challenge(conn)
     assert challenge["chain_id"] == CHAIN and challenge["binding"] == "tls-server-end-point"
     signature = answer(PATIENT, bytes.fromhex(challenge["nonce"]))
     result = await api.authenticate(PATIENT.public.hex(), signature.hex(), conn)
-    assert result == {"keys": [PATIENT.public.hex()]}
+    assert result == {"keys": [PATIENT.public.hex()], "participants": [PATIENT.public.hex()]}
+    signature = answer(OTHER, bytes.fromhex((await api.auth_challenge(conn))["nonce"]))
+    result = await api.authenticate(OTHER.public.hex(), signature.hex(), conn)  # no one's key
+    assert result == {"keys": sorted([PATIENT.public.hex(), OTHER.public.hex()]),
+                      "participants": [PATIENT.public.hex()]}
     assert (await api.auth_challenge(FakeConn()))["binding"] == "none"
     for public, sig in [("zz", signature.hex()), (PATIENT.public.hex(), "00" * 63)]:
         with pytest.raises(RpcError) as info:
@@ -133,7 +151,7 @@ async def test_the_methods_answer_with_the_chain_binding_and_keys():
 
 
 async def test_too_many_failures_close_the_connection():
-    api, conn = AuthApi(CHAIN), FakeConn()
+    api, conn = AuthApi(CHAIN, {PATIENT.public}.__contains__), FakeConn()
     for failure in range(1, MAX_AUTH_FAILURES + 2):
         nonce = bytes.fromhex((await api.auth_challenge(conn))["nonce"])
         with pytest.raises(RpcError) as info:
@@ -141,6 +159,14 @@ async def test_too_many_failures_close_the_connection():
                                    conn)
         assert info.value.data["failures"] == failure
         assert (conn.closed_with is not None) == (failure > MAX_AUTH_FAILURES)
+    # the close takes effect at the handler's next checkpoint, and a JSON batch's requests may
+    # run before it: from now on nothing is verified, not even the right signature
+    nonce = bytes.fromhex((await api.auth_challenge(conn))["nonce"])
+    with pytest.raises(RpcError) as info:
+        await api.authenticate(PATIENT.public.hex(), answer(PATIENT, nonce, binding=b"").hex(),
+                               conn)
+    assert info.value.code == TOO_MANY_FAILURES
+    assert conn.auth.keys == frozenset()
     assert conn.closed_with is not None and conn.closed_with[0] == 1008
 
 

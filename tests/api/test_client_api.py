@@ -100,6 +100,9 @@ class FakeChain:
             return None
         return Device(key, b"\x03" * 32, "wearable", "acme", "active", 4, b""), 7
 
+    def participant(self, key: bytes) -> bool:
+        return key in (PEER, DEVICE.public, b"\x03" * 32)
+
     def authority_report(self) -> dict[str, Any]:
         return {"authorities": [], "scheduled": [], "pending_votes": []}
 

@@ -26,12 +26,14 @@ class Socket:
             await trio.sleep_forever()
         self.sent.append(message)
 
-def prove_a_key(conn: Connection) -> None:
-    """Prove a fresh key on ``conn`` as the ``authenticate`` method does."""
+def prove_a_key(conn: Connection, *, known: bool) -> None:
+    """Prove a fresh key on ``conn`` as the ``authenticate`` method does; ``known``: whether
+    the ledger knows it (an authority, an active device, a patient)."""
     key = SigningKey.generate()
     nonce = conn.auth.challenge()
     conn.auth.prove(key.public, key.sign(Domain.API_AUTH, "test-chain",
-                                         challenge_digest(nonce, b"")), "test-chain")
+                                         challenge_digest(nonce, b"")), "test-chain",
+                    known=lambda public: known)
 
 
 
@@ -106,18 +108,37 @@ async def test_a_message_heard_restarts_the_idle_time(autojump_clock):
     assert conn.close_reason == "idle: nothing received for 5 s"
 
 
-async def test_admitting_requests_waits_at_the_rate_unless_a_key_was_proved(autojump_clock):
+async def test_admitting_requests_waits_at_the_rate_unless_a_participant_proved_its_key(
+        autojump_clock):
     conn = Connection(1, "127.0.0.1:1", ConnectionLimits(requests_per_s=10.0, request_burst=2),
                       trio.CancelScope())
     began = trio.current_time()
     for _ in range(12):
         await conn.admit_request()
     assert trio.current_time() - began == pytest.approx(1.0)  # 2 at once, 10 at 10/s
-    prove_a_key(conn)
+    prove_a_key(conn, known=False)  # a key of its own making: anyone can make one
+    assert conn.proven_keys and not conn.participant
+    began = trio.current_time()
+    for _ in range(10):
+        await conn.admit_request()
+    assert trio.current_time() - began == pytest.approx(1.0)  # still 10/s
+    prove_a_key(conn, known=True)  # a device, a patient or an authority of the chain
+    assert conn.participant
     began = trio.current_time()
     for _ in range(100):
         await conn.admit_request()
     assert trio.current_time() == began
+
+
+@pytest.mark.parametrize("message", ["x" * 4 * 64 * 1024, b"\x92\x01" * 2 * 64 * 1024])
+async def test_a_message_pays_one_more_request_per_64_kib_text_or_binary(autojump_clock,
+                                                                        message):
+    conn = Connection(1, "127.0.0.1:1", ConnectionLimits(requests_per_s=10.0, request_burst=5),
+                      trio.CancelScope())
+    began = trio.current_time()
+    await conn.received(message)  # 256 KiB: 1 + 4 requests, the burst
+    await conn.received(message)  # 5 more at 10/s
+    assert trio.current_time() - began == pytest.approx(0.5)
 
 
 async def test_a_request_may_cost_several_tokens(autojump_clock):

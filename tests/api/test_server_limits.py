@@ -24,19 +24,25 @@ from trio_websocket import (
 
 from iomtnode.api.jsonrpc import TOO_MANY_SUBSCRIPTIONS
 from iomtnode.api.server import ApiServer, ApiServerConfig, Connection, address_key
+from iomtnode.api.tls import load_api_tls
+from iomtnode.client import client_context, open_client, open_client_on
 from iomtnode.core.challenge import challenge_digest
 from iomtnode.core.crypto import Domain, SigningKey
+
+from .certs import make_cert
 
 TIMEOUT_S = 10
 CONFIG = ApiServerConfig(host="127.0.0.1", port=0, close_timeout_s=0.5)
 KIB = 1024
 
-def prove_a_key(conn: Connection) -> None:
-    """Prove a fresh key on ``conn`` as the ``authenticate`` method does."""
+def prove_a_key(conn: Connection, *, known: bool) -> None:
+    """Prove a fresh key on ``conn`` as the ``authenticate`` method does; ``known``: whether
+    the ledger knows it (an authority, an active device, a patient)."""
     key = SigningKey.generate()
     nonce = conn.auth.challenge()
     conn.auth.prove(key.public, key.sign(Domain.API_AUTH, "test-chain",
-                                         challenge_digest(nonce, b"")), "test-chain")
+                                         challenge_digest(nonce, b"")), "test-chain",
+                    known=lambda public: known)
 
 
 
@@ -72,8 +78,9 @@ async def once(conn: Connection) -> str:
     return "once"
 
 
-async def prove(conn: Connection) -> bool:
-    prove_a_key(conn)
+async def prove(conn: Connection, known: bool = True) -> bool:
+    """Prove a fresh key that the ledger knows (or, with ``known=False``, does not)."""
+    prove_a_key(conn, known=known)
     return True
 
 
@@ -147,6 +154,8 @@ async def test_when_full_a_new_address_evicts_the_most_crowded_addresses_silent_
     with trio.fail_after(TIMEOUT_S), capture_logs() as logs:
         async with (connect_from("127.0.0.2", port) as silent, connect_from("127.0.0.2", port) as a,
                     connect_from("127.0.0.2", port) as b, connect_from("127.0.0.3", port) as c):
+            # a key of its own making does not protect a connection (anyone can make one)
+            assert (await call(silent, "prove", [False]))["result"] is True
             for ws in (a, b, c):
                 assert (await call(ws, "add", [1]))["result"] == 1  # heard after ``silent``
             async with connect_from("127.0.0.4", port) as newcomer:  # full: it makes room
@@ -272,7 +281,7 @@ async def test_subscriptions_per_connection_are_capped(nursery):
             assert (await call(other, "quiet"))["result"] == "quiet"  # per connection
 
 
-async def test_anonymous_requests_are_rate_limited_and_proved_keys_are_not(nursery):
+async def test_anonymous_requests_are_rate_limited_and_participants_keys_are_not(nursery):
     config = dataclasses.replace(CONFIG, requests_per_s=20.0, request_burst=5)
     _, port = await start(nursery, config)
     with trio.fail_after(TIMEOUT_S):
@@ -298,8 +307,19 @@ async def test_anonymous_requests_are_rate_limited_and_proved_keys_are_not(nurse
                 await ws.send_message(padded)
                 assert json.loads(await ws.get_message())["result"] == 1
             assert trio.current_time() - began >= 0.7
+            began = trio.current_time()  # ... and so does a binary frame (its transactions)
+            for _ in range(4):
+                await ws.send_message(b"\x00" * 200 * KIB)
+                assert json.loads(await ws.get_message())["error"]["code"] == -32600
+            assert trio.current_time() - began >= 0.7
         async with open_websocket_url(f"ws://127.0.0.1:{port}/api/v1") as ws:
-            assert (await call(ws, "prove"))["result"] is True
+            assert (await call(ws, "prove", [False]))["result"] is True  # a key nobody knows
+            began = trio.current_time()
+            for i in range(15):  # 5 at once (less the prove), then 10 at 20/s
+                assert (await call(ws, "add", [i]))["result"] == i
+            assert trio.current_time() - began >= 0.45
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/api/v1") as ws:
+            assert (await call(ws, "prove"))["result"] is True  # a key the ledger knows
             began = trio.current_time()
             for i in range(30):
                 assert (await call(ws, "add", [i]))["result"] == i
@@ -315,3 +335,30 @@ async def test_anonymous_requests_are_rate_limited_and_proved_keys_are_not(nurse
 ])
 def test_connections_are_counted_per_ipv4_address_and_per_ipv6_64(ip, key):
     assert address_key(ip) == key
+
+
+async def test_tls_handshakes_under_way_count_per_ip_and_end_at_the_connect_timeout(
+        nursery, tmp_path):
+    cert = make_cert(tmp_path)
+    config = dataclasses.replace(CONFIG, max_connections_per_ip=2, connect_timeout_s=0.5)
+    server = ApiServer(config, METHODS, tls=load_api_tls(cert.cert, cert.key))
+    port = await nursery.start(server.run)
+    with trio.fail_after(TIMEOUT_S):
+        began = trio.current_time()
+        stalled = [await trio.open_tcp_stream("127.0.0.1", port, local_address="127.0.0.2")
+                   for _ in range(2)]  # TCP connected, no TLS ClientHello ever sent
+        over = await trio.open_tcp_stream("127.0.0.1", port, local_address="127.0.0.2")
+        assert (await over.receive_some(100)).startswith(b"HTTP/1.1 503")  # before any TLS
+        await over.aclose()
+        async with open_client(f"wss://127.0.0.1:{port}/api/v1", ca=cert.cert) as other:
+            assert await other.call("add", a=1) == 1  # another address is still served
+        for stream in stalled:  # closed by the server at the connect timeout
+            assert await stream.receive_some(100) == b""
+            await stream.aclose()
+        assert trio.current_time() - began >= 0.45
+        stream = trio.SSLStream(  # their slots are free again
+            await trio.open_tcp_stream("127.0.0.1", port, local_address="127.0.0.2"),
+            client_context(cert.cert), server_hostname="127.0.0.1")
+        await stream.do_handshake()
+        async with open_client_on(stream, "127.0.0.1") as again:
+            assert await again.call("add", a=2) == 2

@@ -1,6 +1,7 @@
 """Attacks on the client API's identities: a client that claims a patient's key without its
 secret, or that replays or relays a proof made on another connection, is refused the patient's
-data; the honest patient, on its own connection, is answered, and the node keeps finalizing."""
+data; the honest patient, on its own connection, is answered, and the node keeps finalizing.
+A key of the client's own making, proven, does not lift its rate limit (a participant's does)."""
 
 from __future__ import annotations
 
@@ -168,3 +169,40 @@ async def test_a_client_that_keeps_guessing_is_disconnected(running_node):
         with pytest.raises((ConnectionError, ConnectionClosed)):  # closed (1008): no more guesses
             await mallory.call("status")
         await keeps_finalizing(honest)
+
+
+async def past_the_burst(client: ApiClient, burst: int, requests: int) -> float:
+    """Seconds that ``requests`` cheap calls take on ``client``'s connection once ``burst``
+    calls have been made."""
+    for _ in range(burst):
+        await client.call("auth_challenge")
+    began = trio.current_time()
+    for _ in range(requests):
+        await client.call("auth_challenge")
+    return trio.current_time() - began
+
+
+async def test_a_key_of_ones_own_making_does_not_lift_the_rate_limit(tmp_path, nursery):
+    config = Config(**{**{f: getattr(FAST, f) for f in FAST.__dataclass_fields__},
+                       "api_requests_per_s": 1.0})
+    home = init_home(tmp_path / "node", chain_id="iomt-test", config=config)
+    node = Node(home, home.load_config())
+    info = await nursery.start(node.run)
+    url = f"ws://127.0.0.1:{info.api_port}/api/v1"
+    burst = 1000  # REQUEST_BURST
+    with trio.fail_after(30):
+        async with open_client(url) as attacker:
+            fresh = SigningKey.generate()  # anyone can make one and prove it
+            assert await attacker.authenticate(fresh, "iomt-test") == [fresh.public.hex()]
+            # its burst (less the two calls of the proof), then 6 more at 1/s: the tokens the
+            # burst's own second or two gave back, then a second each
+            assert await past_the_burst(attacker, burst - 2, 6) >= 1.5
+        async with open_client(url) as authority:  # a key the ledger knows: not throttled
+            result = await authority.call("auth_challenge")
+            signature = node.key.sign(Domain.API_AUTH, "iomt-test", challenge_digest(
+                bytes.fromhex(result["nonce"]), b""))
+            proven = await authority.call("authenticate", public_key=node.key.public.hex(),
+                                          signature=signature.hex())
+            assert proven["participants"] == [node.key.public.hex()]
+            assert await past_the_burst(authority, burst, 6) < 1.0
+            await keeps_finalizing(authority)

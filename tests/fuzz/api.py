@@ -39,8 +39,9 @@ CONFIG = Config(api_listen="127.0.0.1:0", p2p_listen="127.0.0.1:0", block_interv
 
 
 class _Conn:
-    """What a method may use of its connection: tasks run in the call's own nursery, which
-    is cancelled once the reply is made (a subscription ends with it)."""
+    """What a method (and the guard) may use of its connection (the server's ``Connection``):
+    tasks run in the call's own nursery, which is cancelled once the reply is made (a
+    subscription ends with it); keys are proven as on a real connection."""
 
     def __init__(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
@@ -50,13 +51,17 @@ class _Conn:
     def proven_keys(self) -> frozenset[bytes]:
         return self.auth.keys
 
-    def check_subscription_room(self) -> None:
-        pass
-
     def start_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         self._nursery.start_soon(fn, *args)
 
-    start_subscription = start_soon
+    def check_subscription_room(self) -> None:
+        """One message per connection here: never at the limit."""
+
+    def start_subscription(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._nursery.start_soon(fn, *args)
+
+    def close(self, code: int = 1000, reason: str | None = None) -> None:
+        """The connection ends with the message anyway."""
 
     async def notify(self, method: str, params: Any) -> bool:
         return False

@@ -5,6 +5,7 @@ long run is ``python -m tests.fuzz --executions N``."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -41,3 +42,19 @@ def test_the_api_answers_every_input(tmp_path) -> None:
         return [run_engine(target, EXAMPLES).executions for target in chosen]
 
     assert run_with_api(tmp_path / "node", work) >= [EXAMPLES] * len(chosen)
+
+
+def test_the_fuzzed_entry_serves_every_method_that_uses_its_connection(tmp_path) -> None:
+    """The fuzzed entry's connection offers what the server's does (subscriptions, proofs,
+    the guard's proven keys): otherwise a fuzz input that names such a method fails only when
+    Hypothesis happens to pick it."""
+    calls = [("subscribe_blocks", {}), ("auth_challenge", {}),
+             ("authenticate", {"public_key": "00" * 32, "signature": "00" * 64}),
+             ("get_device", {"id": "00" * 32})]
+
+    def work(entry: ApiEntry) -> None:
+        for method, params in calls:  # each raises on an internal error
+            entry.text(json.dumps({"jsonrpc": "2.0", "method": method, "params": params,
+                                   "id": 1}))
+
+    run_with_api(tmp_path / "node", work)
