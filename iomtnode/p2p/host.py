@@ -50,7 +50,7 @@ from .score import Scoreboard
 from .slots import Slots
 from .tls import TlsTransport
 from .transport import ChannelError, Transport, ip_of, split_address
-from .upgrade import accept_upgrade, refuse_unread
+from .upgrade import BAD_UPGRADE, accept_upgrade, refuse_unread, upgrade_failure
 
 log = structlog.get_logger(__name__)
 
@@ -213,11 +213,8 @@ class Host:
                     task_status.started(peer)
                     await self._serve_peer(peer)
                 nursery.cancel_scope.cancel()
-        except* ConnectionRejected as group:  # raised by a client's reader task
-            rejected = group.exceptions[0]
-            assert isinstance(rejected, ConnectionRejected)
-            body = (rejected.body or b"").decode(errors="replace").strip()
-            failure = f"rejected with HTTP {rejected.status_code}: {body}"
+        except* (ConnectionRejected, *BAD_UPGRADE) as group:  # from a client's reader task
+            failure = upgrade_failure(group)
             self.log.info("peer_dial_failed", address=remote, reason=failure)
         finally:
             await trio.aclose_forcefully(stream)
