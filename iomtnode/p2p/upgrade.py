@@ -22,6 +22,7 @@ REFUSAL_WRITE_S = 0.5  # seconds at most spent writing a refusal to a socket not
 # upgrade with a malformed response: it tries to answer it with an HTTP rejection, which a
 # client cannot send. Caught with ConnectionRejected, so a dial fails with a reason.
 BAD_UPGRADE = (h11.LocalProtocolError, wsproto.utilities.LocalProtocolError)
+REMOTE_ERRORS = (h11.RemoteProtocolError, wsproto.utilities.RemoteProtocolError)
 
 
 def upgrade_failure(group: BaseExceptionGroup[Exception]) -> str:
@@ -33,7 +34,10 @@ def upgrade_failure(group: BaseExceptionGroup[Exception]) -> str:
     if isinstance(exc, ConnectionRejected):
         body = (exc.body or b"").decode(errors="replace").strip()
         return f"rejected with HTTP {exc.status_code}: {body}"
-    return f"malformed answer to the HTTP upgrade: {str(exc)[:200]}"
+    cause: BaseException | None = exc  # the remote's error, which the reader tried to answer
+    while cause is not None and not isinstance(cause, REMOTE_ERRORS):
+        cause = cause.__context__
+    return "malformed answer to the HTTP upgrade" + ("" if cause is None else f": {cause}")[:200]
 
 
 async def refuse_unread(stream: trio.abc.Stream, reason: str) -> None:

@@ -131,7 +131,7 @@ async def _server_tls_then_bad_records(stream: trio.abc.Stream) -> None:
     (_server_garbage, "TLS handshake failed"), (_server_tls12, "TLS handshake"),
     # trio-websocket's reader raised h11's LocalProtocolError here: out of Host.dial, past
     # the dialer (it expects DialError), into the node's nursery
-    (_server_tls_then_bad_http, "malformed answer to the HTTP upgrade"),
+    (_server_tls_then_bad_http, "malformed answer to the HTTP upgrade: Bad HTTP message"),
     (_server_tls_then_bad_records, "handshake timed out|connection closed")])
 async def test_a_hostile_tls_server_fails_the_dial_with_a_reason(nursery, autojump_clock, server,
                                                                  reason):
