@@ -34,6 +34,7 @@ from trio_websocket import (
 )
 
 from ..core.crypto import SigningKey
+from .acceptrate import AcceptRate
 from .handshake import HandshakeError
 from .hostconfig import (
     P2P_PATH,
@@ -72,6 +73,7 @@ class Host:
         self.scoreboard = (Scoreboard(ban_s=config.ban_s, address_ban_s=config.address_ban_s)
                            if scoreboard is None else scoreboard)
         self.slots = Slots(config.limits(), os.urandom(16))
+        self.accepts = AcceptRate()  # connections per second from one IP and netgroup
         self.log = log.bind(node=self.node_id.hex()[:16])
         self._peers: dict[bytes, Peer] = {}
         self._refused: frozenset[bytes] = frozenset()
@@ -147,13 +149,14 @@ class Host:
         """Serve one inbound connection on ``stream`` (any trio Stream) until it closes.
 
         ``remote`` is the other end's ``"ip:port"``: its IP counts against the limits of
-        :mod:`.slots`; a banned IP, or one over its pending-handshake share, gets 503 unread.
+        :mod:`.slots` and :mod:`.acceptrate`; a banned IP, or one over its pending-handshake
+        share or its connection rate, gets 503 unread.
         Resource handling: ``stream`` is closed before this returns. Error handling: logged.
         """
-        ip, handshake = ip_of(remote), trio.CancelScope()
-        refusal, evicted = (("address banned", None)
-                            if self.scoreboard.is_address_banned(ip, trio.current_time())
-                            else self.slots.open_inbound(ip, handshake))
+        ip, handshake, now = ip_of(remote), trio.CancelScope(), trio.current_time()
+        early = ("address banned" if self.scoreboard.is_address_banned(ip, now)
+                 else self.accepts.refusal(ip, now))  # before TLS: see .acceptrate
+        refusal, evicted = (early, None) if early else self.slots.open_inbound(ip, handshake)
         if evicted is not None:
             self.log.info("peer_handshake_evicted", remote=remote, evicted=evicted)
         if refusal is not None:
