@@ -9,7 +9,10 @@ one address that reconnects in a loop kept a node's main thread busy. Here each 
 netgroup (an IPv4 /24, an IPv6 /64: :func:`.slots.netgroup`) has a token bucket of
 connections; a socket that finds either empty gets HTTP 503 unread (the host's
 ``refuse_unread``: one write, no TLS). Honest peers connect a few times per restart or
-network change; the bursts leave room for a small localnet, whose nodes share 127.0.0.1.
+network change. A burst is twice the connections an address may hold (the inbound limits
+per IP and per netgroup), and at least the default's, so it grows with them: a localnet,
+whose nodes all share 127.0.0.1, raises those limits to its size, and every node of it may
+restart at once.
 
 Pure: the host passes ``now`` (seconds, monotonic). Memory: at most :data:`MAX_TRACKED`
 buckets; the least recently used is forgotten first (it then starts full again).
@@ -20,10 +23,14 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from .ratelimit import Rate
-from .slots import netgroup
+from .slots import Limits, netgroup
 
-ACCEPTS_PER_IP = Rate(per_s=4.0, burst=16)  # inbound connections/s from one IP; burst: connections
-ACCEPTS_PER_NETGROUP = Rate(per_s=16.0, burst=32)  # ... from one /24 (IPv6 /64)
+BURST_PER_CONNECTION = 2  # a burst: this many times the inbound connections allowed
+ACCEPTS_PER_IP = Rate(per_s=4.0, burst=BURST_PER_CONNECTION * Limits().max_inbound_per_ip)
+# ^ inbound connections/s from one IP (burst 16 connections with the default limits)
+ACCEPTS_PER_NETGROUP = Rate(per_s=16.0,
+                            burst=BURST_PER_CONNECTION * Limits().max_inbound_per_netgroup)
+# ^ ... from one /24 (IPv6 /64) (burst 32)
 MAX_TRACKED = 4096  # IPs and netgroups whose recent connections are remembered
 
 
@@ -36,6 +43,15 @@ class AcceptRate:
         self.per_netgroup = per_netgroup
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # (tokens, at)
         self.refused = 0  # connections refused for their rate, since the start
+
+    @classmethod
+    def for_limits(cls, limits: Limits) -> AcceptRate:
+        """The default rates, with bursts of :data:`BURST_PER_CONNECTION` times the inbound
+        connections ``limits`` allow per IP and per netgroup, never below the defaults'."""
+        ip, group = ACCEPTS_PER_IP, ACCEPTS_PER_NETGROUP
+        return cls(Rate(ip.per_s, max(ip.burst, BURST_PER_CONNECTION * limits.max_inbound_per_ip)),
+                   Rate(group.per_s, max(group.burst, BURST_PER_CONNECTION
+                                         * limits.max_inbound_per_netgroup)))
 
     def refusal(self, ip: str, now: float) -> str | None:
         """Take a connection from ``ip`` out of its IP's and netgroup's buckets, or say why

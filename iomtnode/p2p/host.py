@@ -73,7 +73,7 @@ class Host:
         self.scoreboard = (Scoreboard(ban_s=config.ban_s, address_ban_s=config.address_ban_s)
                            if scoreboard is None else scoreboard)
         self.slots = Slots(config.limits(), os.urandom(16))
-        self.accepts = AcceptRate()  # connections per second from one IP and netgroup
+        self.accepts = AcceptRate.for_limits(self.slots.limits)  # connections/s per IP, /24
         self.log = log.bind(node=self.node_id.hex()[:16])
         self._peers: dict[bytes, Peer] = {}
         self._refused: frozenset[bytes] = frozenset()

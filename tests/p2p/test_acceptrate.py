@@ -11,6 +11,7 @@ from trio.testing import memory_stream_pair
 from iomtnode.core.crypto import SigningKey, blake2b256
 from iomtnode.p2p.acceptrate import ACCEPTS_PER_IP, ACCEPTS_PER_NETGROUP, AcceptRate
 from iomtnode.p2p.ratelimit import Rate
+from iomtnode.p2p.slots import Limits
 
 from .test_transport import start_host
 
@@ -48,3 +49,12 @@ async def test_a_reconnecting_address_is_refused_before_tls(nursery, autojump_cl
     assert not (await sa.receive_some()).startswith(b"HTTP/1.1 503")
     assert host.accepts.refused == 1
     assert ACCEPTS_PER_NETGROUP.burst > ACCEPTS_PER_IP.burst  # one IP never empties its /24
+
+
+def test_the_bursts_grow_with_the_connections_an_address_may_hold():
+    assert (ACCEPTS_PER_IP.burst, ACCEPTS_PER_NETGROUP.burst) == (16, 32)
+    localnet = AcceptRate.for_limits(Limits(max_inbound_per_ip=63, max_inbound_per_netgroup=63))
+    assert [localnet.refusal("127.0.0.1", 0.0) for _ in range(126)] == [None] * 126
+    assert localnet.refusal("127.0.0.1", 0.0) is not None
+    tight = AcceptRate.for_limits(Limits(max_inbound_per_ip=1, max_inbound_per_netgroup=1))
+    assert (tight.per_ip, tight.per_netgroup) == (ACCEPTS_PER_IP, ACCEPTS_PER_NETGROUP)

@@ -90,6 +90,7 @@ async def test_a_hostile_tls_client_costs_no_slot_and_no_crash(nursery, autojump
     # one connection per IP: a count left behind shows in connection_refusal below
     host = await start_host(nursery, SigningKey(blake2b256(b"node")), max_inbound_per_ip=1)
     for _ in range(3):  # more than once: nothing is left behind by the first
+        await trio.sleep(1)  # within the address's connection rate (see .acceptrate)
         sa, sb = memory_stream_pair()
         async with trio.open_nursery() as inner:
             inner.start_soon(client, sa)
