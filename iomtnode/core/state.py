@@ -49,6 +49,8 @@ Keyspace (first byte)::
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import replace
 
 from . import errors as e
@@ -63,7 +65,7 @@ from .governance import (
     require_authority,
     vote,
 )
-from .ledger import BlockContext, Device, State
+from .ledger import K_PATIENTS, BlockContext, Device, State
 from .tx import (
     AdmitDevice,
     AuthorityVote,
@@ -83,6 +85,15 @@ ACTIVE, REVOKED, ROTATED = "active", "revoked", "rotated"
 # resyncs); 2: each patient's active devices are counted (``n``), and only a patient the
 # ledger knows may grant
 STATE_RULES_VERSION = 2
+
+
+def patient_index(devices: Iterable[Device]) -> dict[bytes, bytes | None]:
+    """The ``n <patient>`` records of a state whose device records are ``devices``: what the
+    rules of version 2 keep, computed once from the devices of a state built by version 1
+    (which kept none; the count depends only on which devices are active, and the rules of
+    admission, rotation and revocation did not change)."""
+    counts: Counter[bytes] = Counter(d.patient for d in devices if d.status == ACTIVE)
+    return {K_PATIENTS + patient: count.to_bytes(8, "big") for patient, count in counts.items()}
 
 
 def genesis_state(genesis: Genesis) -> dict[bytes, bytes | None]:
@@ -293,4 +304,5 @@ def _revoke_grant(state: State, r: RevokeGrant) -> None:
 __all__ = [  # the governance functions and ledger types the state's users import from here
     "STATE_RULES_VERSION", "BlockContext", "Device", "State", "apply", "authorities_at",
     "begin_block", "check_signer", "decode_evidence_record", "evidence_key", "genesis_state",
+    "patient_index",
 ]

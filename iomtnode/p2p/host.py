@@ -34,6 +34,7 @@ from trio_websocket import (
 )
 
 from ..core.crypto import SigningKey
+from .acceptrate import AcceptRate
 from .handshake import HandshakeError
 from .hostconfig import (
     P2P_PATH,
@@ -50,7 +51,7 @@ from .score import Scoreboard
 from .slots import Slots
 from .tls import TlsTransport
 from .transport import ChannelError, Transport, ip_of, split_address
-from .upgrade import accept_upgrade, refuse_unread
+from .upgrade import BAD_UPGRADE, accept_upgrade, refuse_unread, upgrade_failure
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +73,7 @@ class Host:
         self.scoreboard = (Scoreboard(ban_s=config.ban_s, address_ban_s=config.address_ban_s)
                            if scoreboard is None else scoreboard)
         self.slots = Slots(config.limits(), os.urandom(16))
+        self.accepts = AcceptRate.for_limits(self.slots.limits)  # connections/s per IP, /24
         self.log = log.bind(node=self.node_id.hex()[:16])
         self._peers: dict[bytes, Peer] = {}
         self._refused: frozenset[bytes] = frozenset()
@@ -147,13 +149,14 @@ class Host:
         """Serve one inbound connection on ``stream`` (any trio Stream) until it closes.
 
         ``remote`` is the other end's ``"ip:port"``: its IP counts against the limits of
-        :mod:`.slots`; a banned IP, or one over its pending-handshake share, gets 503 unread.
+        :mod:`.slots` and :mod:`.acceptrate`; a banned IP, or one over its pending-handshake
+        share or its connection rate, gets 503 unread.
         Resource handling: ``stream`` is closed before this returns. Error handling: logged.
         """
-        ip, handshake = ip_of(remote), trio.CancelScope()
-        refusal, evicted = (("address banned", None)
-                            if self.scoreboard.is_address_banned(ip, trio.current_time())
-                            else self.slots.open_inbound(ip, handshake))
+        ip, handshake, now = ip_of(remote), trio.CancelScope(), trio.current_time()
+        early = ("address banned" if self.scoreboard.is_address_banned(ip, now)
+                 else self.accepts.refusal(ip, now))  # before TLS: see .acceptrate
+        refusal, evicted = (early, None) if early else self.slots.open_inbound(ip, handshake)
         if evicted is not None:
             self.log.info("peer_handshake_evicted", remote=remote, evicted=evicted)
         if refusal is not None:
@@ -213,11 +216,8 @@ class Host:
                     task_status.started(peer)
                     await self._serve_peer(peer)
                 nursery.cancel_scope.cancel()
-        except* ConnectionRejected as group:  # raised by a client's reader task
-            rejected = group.exceptions[0]
-            assert isinstance(rejected, ConnectionRejected)
-            body = (rejected.body or b"").decode(errors="replace").strip()
-            failure = f"rejected with HTTP {rejected.status_code}: {body}"
+        except* (ConnectionRejected, *BAD_UPGRADE) as group:  # from a client's reader task
+            failure = upgrade_failure(group)
             self.log.info("peer_dial_failed", address=remote, reason=failure)
         finally:
             await trio.aclose_forcefully(stream)

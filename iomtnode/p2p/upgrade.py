@@ -8,14 +8,36 @@ import contextlib
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+import h11
 import trio
+import wsproto.utilities
 from structlog.typing import FilteringBoundLogger
-from trio_websocket import WebSocketConnection, wrap_server_stream
+from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_server_stream
 
 from .hostconfig import P2P_PATH, RECEIVE_BUFFER_BYTES, RECEIVE_QUEUE_FRAMES
 from .messages import MAX_MESSAGE_BYTES
 
 REFUSAL_WRITE_S = 0.5  # seconds at most spent writing a refusal to a socket not read from
+# What trio-websocket's reader task raises when the node a client dialed answers the HTTP
+# upgrade with a malformed response: it tries to answer it with an HTTP rejection, which a
+# client cannot send. Caught with ConnectionRejected, so a dial fails with a reason.
+BAD_UPGRADE = (h11.LocalProtocolError, wsproto.utilities.LocalProtocolError)
+REMOTE_ERRORS = (h11.RemoteProtocolError, wsproto.utilities.RemoteProtocolError)
+
+
+def upgrade_failure(group: BaseExceptionGroup[Exception]) -> str:
+    """Why a dial's HTTP upgrade failed, from what its websocket reader task raised: a
+    :class:`ConnectionRejected`, or one of :data:`BAD_UPGRADE`."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    if isinstance(exc, ConnectionRejected):
+        body = (exc.body or b"").decode(errors="replace").strip()
+        return f"rejected with HTTP {exc.status_code}: {body}"
+    cause: BaseException | None = exc  # the remote's error, which the reader tried to answer
+    while cause is not None and not isinstance(cause, REMOTE_ERRORS):
+        cause = cause.__context__
+    return "malformed answer to the HTTP upgrade" + ("" if cause is None else f": {cause}")[:200]
 
 
 async def refuse_unread(stream: trio.abc.Stream, reason: str) -> None:

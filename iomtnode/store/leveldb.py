@@ -245,6 +245,27 @@ class BlockStore:
         """Set the node metadata value ``name`` (a synced write)."""
         self._db.put(META_PREFIX + name.encode(), value, sync=True)
 
+    def rewrite_state(self, changes: Mapping[bytes, bytes | None],
+                      meta: Mapping[str, bytes]) -> None:
+        """Write state ``changes`` and metadata ``meta`` in one synced batch, outside any
+        block: an index the ledger rules of a newer version keep, rebuilt from the state at
+        open (see ``Chain``). After a crash either all of it is written or none."""
+        with self._cache_lock:
+            self._version += 1
+        try:
+            with self._db.write_batch(sync=True) as batch:
+                for key, value in changes.items():
+                    if value is None:
+                        batch.delete(STATE_PREFIX + key)
+                    else:
+                        batch.put(STATE_PREFIX + key, value)
+                for name, raw in meta.items():
+                    batch.put(META_PREFIX + name.encode(), raw)
+        finally:
+            with self._cache_lock:
+                self._state_cache.clear()
+                self._version += 1
+
     def commit_block(
         self,
         *,

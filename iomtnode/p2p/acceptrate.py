@@ -1,0 +1,76 @@
+"""How often one address may open a connection to this node, checked when the socket is
+accepted: before anything is read from it, so before its TLS handshake.
+
+A TLS handshake costs the node about 1.5 ms of its main thread (key exchange, a certificate
+signature, the connection's setup), and the client nothing to speak of: it can send the same
+recorded ClientHello every time and close without reading the answer. The handshake limits
+of :mod:`.slots` bound how many run at once from one address, not how often one starts, so
+one address that reconnects in a loop kept a node's main thread busy. Here each IP and each
+netgroup (an IPv4 /24, an IPv6 /64: :func:`.slots.netgroup`) has a token bucket of
+connections; a socket that finds either empty gets HTTP 503 unread (the host's
+``refuse_unread``: one write, no TLS). Honest peers connect a few times per restart or
+network change. A burst is twice the connections an address may hold (the inbound limits
+per IP and per netgroup), and at least the default's, so it grows with them: a localnet,
+whose nodes all share 127.0.0.1, raises those limits to its size, and every node of it may
+restart at once.
+
+Pure: the host passes ``now`` (seconds, monotonic). Memory: at most :data:`MAX_TRACKED`
+buckets; the least recently used is forgotten first (it then starts full again).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from .ratelimit import Rate
+from .slots import Limits, netgroup
+
+BURST_PER_CONNECTION = 2  # a burst: this many times the inbound connections allowed
+ACCEPTS_PER_IP = Rate(per_s=4.0, burst=BURST_PER_CONNECTION * Limits().max_inbound_per_ip)
+# ^ inbound connections/s from one IP (burst 16 connections with the default limits)
+ACCEPTS_PER_NETGROUP = Rate(per_s=16.0,
+                            burst=BURST_PER_CONNECTION * Limits().max_inbound_per_netgroup)
+# ^ ... from one /24 (IPv6 /64) (burst 32)
+MAX_TRACKED = 4096  # IPs and netgroups whose recent connections are remembered
+
+
+class AcceptRate:
+    """The buckets of the addresses that connected recently (module doc)."""
+
+    def __init__(self, per_ip: Rate = ACCEPTS_PER_IP,
+                 per_netgroup: Rate = ACCEPTS_PER_NETGROUP) -> None:
+        self.per_ip = per_ip
+        self.per_netgroup = per_netgroup
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # (tokens, at)
+        self.refused = 0  # connections refused for their rate, since the start
+
+    @classmethod
+    def for_limits(cls, limits: Limits) -> AcceptRate:
+        """The default rates, with bursts of :data:`BURST_PER_CONNECTION` times the inbound
+        connections ``limits`` allow per IP and per netgroup, never below the defaults'."""
+        ip, group = ACCEPTS_PER_IP, ACCEPTS_PER_NETGROUP
+        return cls(Rate(ip.per_s, max(ip.burst, BURST_PER_CONNECTION * limits.max_inbound_per_ip)),
+                   Rate(group.per_s, max(group.burst, BURST_PER_CONNECTION
+                                         * limits.max_inbound_per_netgroup)))
+
+    def refusal(self, ip: str, now: float) -> str | None:
+        """Take a connection from ``ip`` out of its IP's and netgroup's buckets, or say why
+        it is refused (neither bucket is charged then)."""
+        group = netgroup(ip)
+        keys = ((ip, self.per_ip, ip), ("g:" + group, self.per_netgroup, group))
+        left = [self._tokens(key, rate, now) for key, rate, _ in keys]
+        for (_, rate, name), tokens in zip(keys, left, strict=True):
+            if tokens < 1:
+                self.refused += 1
+                return (f"more than {rate.per_s:g} connections a second from {name} "
+                        f"(after a burst of {rate.burst:g})")
+        for (key, _, _), tokens in zip(keys, left, strict=True):
+            self._buckets[key] = (tokens - 1, now)
+            self._buckets.move_to_end(key)
+        while len(self._buckets) > MAX_TRACKED:
+            self._buckets.popitem(last=False)
+        return None
+
+    def _tokens(self, key: str, rate: Rate, now: float) -> float:
+        tokens, at = self._buckets.get(key, (rate.burst, now))
+        return min(rate.burst, tokens + (now - at) * rate.per_s)
