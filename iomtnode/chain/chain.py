@@ -41,15 +41,14 @@ from ..core.state import (
     begin_block,
     decode_evidence_record,
     genesis_state,
-    patient_index,
 )
 from ..core.tx import SignedTx, decode_tx
 from ..store import BlockStore, StagedStore
+from .rules import META_RULES, bring_rules_up_to_date
 
 log = structlog.get_logger(__name__)
 
 META_GENESIS = "genesis_hash"
-META_RULES = "state_rules"  # the STATE_RULES_VERSION the stored state was built by
 K_TX_TOTAL = b"n"  # state key: transactions committed so far (a state key no rule uses)
 BLOCK_OVERHEAD_BYTES = 64 * 1024  # header, certificate and framing of a block, generously
 TX_OVERHEAD_BYTES = 5  # msgpack bin header of one transaction inside a block
@@ -90,18 +89,6 @@ def _signers(commit: Commit | None) -> tuple[bytes, ...]:
     return () if commit is None else tuple(a for a, _ in commit.signatures)
 
 
-def _rebuild_patient_index(store: BlockStore) -> None:
-    """Bring a state built by the ledger rules of version 1 (an iomtnode before the patient
-    index) to :data:`STATE_RULES_VERSION` 2 in place: the index is computed from the stored
-    device records, exactly what replaying the blocks would build, and written with the new
-    version in one batch, so every node of a network can upgrade without a resync."""
-    devices = (Device(key[1:], *codec.decode(raw)) for key, raw in store.iter_state(b"d"))
-    index = patient_index(devices)
-    store.rewrite_state(index, {META_RULES: STATE_RULES_VERSION.to_bytes(2, "big")})
-    log.info("state_rules_upgraded", rules_from=1, rules_to=STATE_RULES_VERSION,
-             patients=len(index))
-
-
 class Chain:
     """Typed access to one chain's blocks and state in a :class:`BlockStore`."""
 
@@ -115,16 +102,8 @@ class Chain:
                 f"is {genesis.hash.hex()[:16]}: use the genesis this home was made with"
             )
         rules = STATE_RULES_VERSION.to_bytes(2, "big")
-        if store.head() is not None and store.get_meta(META_RULES) != rules:
-            found = store.get_meta(META_RULES)
-            version = int.from_bytes(found, "big") if found else 1
-            if version != 1:
-                raise WrongChainError(
-                    f"the data directory's state was built by the ledger rules of another "
-                    f"version of iomtnode ({version}, this one applies {STATE_RULES_VERSION}): "
-                    f"run the iomtnode that made it, or move data/ aside and let the node "
-                    f"resync from peers that run this version")
-            _rebuild_patient_index(store)
+        if store.head() is not None and (refusal := bring_rules_up_to_date(store)) is not None:
+            raise WrongChainError(refusal)
         if store.head() is None:
             block = genesis.block()
             store.put_meta(META_GENESIS, genesis.hash)
