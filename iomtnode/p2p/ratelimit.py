@@ -91,6 +91,11 @@ class RequestLimits:
         bucket.tokens = tokens - 1.0
         return None
 
+    @property
+    def peers(self) -> int:
+        """Peers with buckets now."""
+        return len(self._buckets)
+
     def forget(self, peer: Hashable) -> None:
         """``peer`` is gone: its buckets go too."""
         self._buckets.pop(peer, None)

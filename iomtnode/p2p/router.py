@@ -202,6 +202,8 @@ class Router:
         self.dialer.wake()
 
     async def on_message(self, peer: Peer, msg: Message) -> None:
+        if peer.closed:  # gone, or going: its buckets are (or are about to be) forgotten, and
+            return  # a bucket made now would keep the peer in memory for good
         kind = type(msg)
         reactor = self._routes.get(kind)
         if reactor is None:
@@ -213,11 +215,11 @@ class Router:
         elif (useful := USEFUL_MESSAGES.get(kind.__name__)) is None:
             await reactor.receive(peer, msg)
         else:  # a kind that protects its sender from eviction, unless it cost a penalty
-            before = self.host.scoreboard.score(peer.node_id, trio.current_time())
+            scores = self.host.scoreboard
+            before = scores.last_penalty(peer.node_id)  # a dict lookup: no clock, no decay
             await reactor.receive(peer, msg)
-            now = trio.current_time()
-            if self.host.scoreboard.score(peer.node_id, now) >= before:
-                peer.useful_at[useful] = now
+            if scores.last_penalty(peer.node_id) is before:  # stamped when it arrived
+                peer.useful_at[useful] = peer.last_received_at
 
     # moving ------------------------------------------------------------------------------
 
