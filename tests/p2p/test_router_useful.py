@@ -67,3 +67,15 @@ async def test_a_message_from_a_peer_gone_keeps_no_bucket(routers, nursery, auto
     # its reader had a frame in hand when it was dropped: the message still reaches the router
     await b.on_message(sender, GetBlocks(1, 1))
     assert b.limits.peers == 0 and reactor.received == []
+
+
+def test_every_useful_kind_names_a_declared_message():
+    """USEFUL_MESSAGES names message types (p2p may not import the layers above it): a
+    renamed type would silently stop protecting the peers that deliver it."""
+    import iomtnode.node.services  # noqa: F401 - every layer's message kinds declared
+    from iomtnode.p2p.messages import MESSAGE_TYPES
+    from iomtnode.p2p.slots import USEFUL_KINDS, USEFUL_MESSAGES
+
+    names = {kind.__name__ for kind in MESSAGE_TYPES.values()}
+    assert set(USEFUL_MESSAGES) <= names
+    assert set(USEFUL_MESSAGES.values()) == set(USEFUL_KINDS)
