@@ -12,7 +12,8 @@ dispatched (:class:`~.ratelimit.RequestLimits`); one over its sender's rate is d
 costs the sender :data:`~.score.RATE_LIMITED` (logged once per peer as ``rate_limited``).
 A message of a kind nobody registered costs its sender :data:`~.score.INVALID_MESSAGE`, as
 does a handshake message after the handshake (the peer's reader refuses those before they
-get here).
+get here). A message from a peer already closed (its reader held the frame when the peer
+was dropped) is dropped unread: nothing is made for a peer that is gone.
 
 Reactors reach the peers through the router: :meth:`Router.peers`, :meth:`Router.get`,
 :meth:`Router.broadcast`, :meth:`Router.penalize` and :meth:`Router.disconnect`.
