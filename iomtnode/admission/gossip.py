@@ -124,6 +124,13 @@ class TxGossip:
         self._known.pop(peer_id, None)
         self._outbox.pop(peer_id, None)
 
+    def _known_if_here(self, peer: Peer) -> IdSet | None:
+        """:meth:`known_by` of ``peer`` if it is still connected, else None: a batch it sent
+        may be admitted after it left, and a set made then would outlive it (with every id
+        of the batch: a throwaway key that pushes a batch and leaves would cost memory for
+        good)."""
+        return self.known_by(peer.node_id) if self._host.get(peer.node_id) is peer else None
+
     def _queue(self, peer_id: bytes, raws: Sequence[bytes] = (), ids: Sequence[bytes] = ()
                ) -> None:
         box = self._outbox.get(peer_id)
@@ -226,7 +233,8 @@ class TxGossip:
         peer are skipped); the sender is known to have it either way."""
         self._requested.got(tx.id)
         if tx.id in self._seen or tx.raw in in_chunk:
-            self.known_by(peer.node_id).add(tx.id)
+            if (known := self._known_if_here(peer)) is not None:
+                known.add(tx.id)
             return False
         in_chunk.add(tx.raw)
         return True
@@ -235,13 +243,17 @@ class TxGossip:
         """The outcome of admitting ``fresh`` (passed :meth:`screen`): the admitted ones are
         relayed after the delay, bad signatures cost their sender score, and what was
         refused for good is remembered as seen."""
+        senders: dict[bytes, IdSet | None] = {}  # sender -> its known ids (None: gone)
         for (peer, tx), result in zip(fresh, results, strict=True):
             if isinstance(result, e.BadSignatureRuleError):
                 # Not marked seen: a forged copy must not shadow the real transaction,
                 # which has the same id (the id covers the body, not the signature).
                 self._host.penalize(peer, score.BAD_SIGNATURE, f"bad tx signature: {result}")
                 continue
-            self.known_by(peer.node_id).add(tx.id)
+            if (known := senders.get(peer.node_id)) is None and peer.node_id not in senders:
+                known = senders[peer.node_id] = self._known_if_here(peer)
+            if known is not None:
+                known.add(tx.id)
             if tx.id in self._seen:
                 continue  # another copy got in while this one was checked
             if isinstance(result, TRANSIENT_REFUSALS):

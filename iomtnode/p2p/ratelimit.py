@@ -10,14 +10,19 @@ finds its bucket empty is not handled: the router drops it and charges the peer
 once is forgiven as its score decays.
 
 Rates are sized from what honest peers send (each kind's constant says how), with room to
-spare: honest load never meets them. A charge is two dict lookups and some arithmetic; no
-task, no allocation beyond a bucket per (peer, kind) made on the peer's first request.
+spare: honest load never meets them. Where the protocol alone does not bound how fast an
+honest node asks (a catch-up asks as fast as it verifies), the asking side paces itself
+with :meth:`RequestLimits.take_or_wait` at the same rate. A charge is two dict lookups and
+some arithmetic; no task, no allocation beyond a bucket per (peer, kind) made on the peer's
+first request.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
+
+_ROUNDING = 1e-6  # tokens: what float rounding of the refill may leave a bucket short
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +95,31 @@ class RequestLimits:
             return rate
         bucket.tokens = tokens - 1.0
         return None
+
+    def take_or_wait(self, peer: Hashable, kind: type) -> float:
+        """The requesting side's :meth:`charge`: take a token from ``peer``'s bucket for
+        ``kind`` and return 0.0, or return the seconds until one is there (nothing taken,
+        nothing counted as dropped). A node that waits that long before each request it
+        sends stays within the rate (a kind without a rate: always 0.0)."""
+        rate = self._rates.get(kind)
+        if rate is None:
+            return 0.0
+        now = self._clock()
+        buckets = self._buckets.setdefault(peer, {})
+        bucket = buckets.get(kind)
+        if bucket is None:
+            bucket = buckets[kind] = _Bucket(rate.burst, now)
+        bucket.tokens = min(rate.burst, bucket.tokens + (now - bucket.at) * rate.per_s)
+        bucket.at = now
+        if bucket.tokens < 1.0 - _ROUNDING:  # (after a wait of exactly what this said,
+            return (1.0 - bucket.tokens) / rate.per_s  # rounding may leave a hair less)
+        bucket.tokens -= 1.0
+        return 0.0
+
+    @property
+    def peers(self) -> int:
+        """Peers with buckets now."""
+        return len(self._buckets)
 
     def forget(self, peer: Hashable) -> None:
         """``peer`` is gone: its buckets go too."""

@@ -12,7 +12,8 @@ dispatched (:class:`~.ratelimit.RequestLimits`); one over its sender's rate is d
 costs the sender :data:`~.score.RATE_LIMITED` (logged once per peer as ``rate_limited``).
 A message of a kind nobody registered costs its sender :data:`~.score.INVALID_MESSAGE`, as
 does a handshake message after the handshake (the peer's reader refuses those before they
-get here).
+get here). A message from a peer already closed (its reader held the frame when the peer
+was dropped) is dropped unread: nothing is made for a peer that is gone.
 
 Reactors reach the peers through the router: :meth:`Router.peers`, :meth:`Router.get`,
 :meth:`Router.broadcast`, :meth:`Router.penalize` and :meth:`Router.disconnect`.
@@ -202,6 +203,8 @@ class Router:
         self.dialer.wake()
 
     async def on_message(self, peer: Peer, msg: Message) -> None:
+        if peer.closed:  # gone, or going: its buckets are (or are about to be) forgotten, and
+            return  # a bucket made now would keep the peer in memory for good
         kind = type(msg)
         reactor = self._routes.get(kind)
         if reactor is None:
@@ -213,11 +216,11 @@ class Router:
         elif (useful := USEFUL_MESSAGES.get(kind.__name__)) is None:
             await reactor.receive(peer, msg)
         else:  # a kind that protects its sender from eviction, unless it cost a penalty
-            before = self.host.scoreboard.score(peer.node_id, trio.current_time())
+            scores = self.host.scoreboard
+            before = scores.last_penalty(peer.node_id)  # a dict lookup: no clock, no decay
             await reactor.receive(peer, msg)
-            now = trio.current_time()
-            if self.host.scoreboard.score(peer.node_id, now) >= before:
-                peer.useful_at[useful] = now
+            if scores.last_penalty(peer.node_id) is before:  # stamped when it arrived
+                peer.useful_at[useful] = peer.last_received_at
 
     # moving ------------------------------------------------------------------------------
 

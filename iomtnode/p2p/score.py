@@ -119,6 +119,11 @@ class Scoreboard:
         score, at = entry
         return min(0.0, score + self.decay_per_s * max(0.0, now - at))
 
+    def last_penalty(self, node_id: bytes) -> tuple[float, float] | None:
+        """The node's ``(score, at)`` as of its last penalty (None: none remembered). Every
+        penalty makes a new tuple, so ``is`` tells whether one came in between two calls."""
+        return self._scores.get(node_id)
+
     def penalize(self, node_id: bytes, points: float, reason: str, now: float,
                  address: str | None = None) -> bool:
         """Subtract ``points`` (> 0) from the node's score.

@@ -17,8 +17,8 @@ Pure: no I/O, no clock (the host passes ``now`` and the peers' figures). The hos
    Bitcoin Core's ``SelectNodeToEvict`` does, and the newcomer takes its slot; only when
    every inbound peer is protected is the newcomer refused.
 
-A netgroup is an IPv4 /24 or an IPv6 /64 (:func:`netgroup`): addresses an attacker can get
-many of cheaply sit in few netgroups.
+A netgroup is an IPv4 /24 or an IPv6 /64, and all host names are one (:func:`netgroup`):
+addresses an attacker can get many of cheaply sit in few netgroups.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ MAX_PENDING_PER_IP = 4  # ... from one IP
 MAX_PENDING_PER_NETGROUP = 8  # ... from one /24 (IPv6 /64)
 IPV4_NETGROUP_BITS = 24
 IPV6_NETGROUP_BITS = 64
+NAMES_NETGROUP = "host names"  # the one netgroup of every address that is not an IP
 
 # Eviction: inbound peers protected from eviction, by what they are good for (Bitcoin Core's
 # numbers, net.cpp SelectNodeToEvict).
@@ -55,11 +56,13 @@ USEFUL_MESSAGES = {  # message type name -> kind, when its reactor took it witho
 
 def netgroup(ip: str) -> str:
     """The /24 of an IPv4 address, the /64 of an IPv6 one (IPv4-mapped IPv6 as IPv4);
-    anything that is not an IP (a host name) is its own group."""
+    every host name is in one group, :data:`NAMES_NETGROUP` (names cost nothing to make,
+    and any number of them can point at one address: a group each would let one party
+    fill any table bucketed by netgroup)."""
     try:
         address = ipaddress.ip_address(ip.strip("[]"))
     except ValueError:
-        return ip
+        return NAMES_NETGROUP
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     bits = IPV4_NETGROUP_BITS if address.version == 4 else IPV6_NETGROUP_BITS

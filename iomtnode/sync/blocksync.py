@@ -37,9 +37,10 @@ from ..p2p.discovery import wall_clock_ms
 from ..p2p.lru import BoundedSet
 from ..p2p.messages import MAX_MESSAGE_BYTES
 from ..p2p.peer import Peer
+from ..p2p.ratelimit import Rate, RequestLimits
 from ..p2p.router import PeerSet
 from .decoding import DECODED_TXS_AHEAD, Decoded, TxBudget, decode_range
-from .messages import MAX_BLOCKS_PER_MESSAGE, Blocks, GetBlocks
+from .messages import GET_BLOCKS_RATE, MAX_BLOCKS_PER_MESSAGE, Blocks, GetBlocks
 from .planner import PARALLEL_PEERS, Assignment, SyncPlanner
 
 log = structlog.get_logger(__name__)
@@ -53,6 +54,11 @@ RESPONSE_BUDGET_BYTES = MAX_MESSAGE_BYTES - 64 * 1024  # room for the envelope
 CATCH_UPS_KEPT = 8  # catch-ups listed in status
 RANGES_AHEAD = PARALLEL_PEERS  # decoded ranges waiting for their turn to be committed
 NO_PROGRESS_PAUSE_S = 1.0  # a catch-up that committed nothing waits this long to retry
+# GetBlocks sent to one peer: its own rate, with half its burst, so requests bunched on the
+# way (up to 2 s of them) still find tokens there. A catch-up of small blocks from one peer
+# can verify ranges faster than that rate allows; a request the peer drops for its rate
+# would cost a 10 s timeout and the peer's claim for a minute.
+REQUEST_PACE = Rate(GET_BLOCKS_RATE.per_s, GET_BLOCKS_RATE.burst / 2)  # requests/s; burst
 
 
 @dataclass
@@ -103,6 +109,7 @@ class BlockSync:
         self._waiting: dict[tuple[bytes, int], trio.MemorySendChannel[Blocks]] = {}
         self._timed_out = BoundedSet(LATE_ANSWERS)  # (peer, start) asked, not answered in time
         self._behind = trio.Event()
+        self._pace = RequestLimits(trio.current_time, {GetBlocks: REQUEST_PACE})  # by node id
         # the last catch-ups (from a height to the peers' head, not counting live relay):
         # their heights, transactions and seconds, from the first block asked to the last
         # committed (in ``status``; the benchmark's bootstrap figure)
@@ -129,6 +136,7 @@ class BlockSync:
 
     def forget(self, peer_id: bytes) -> None:
         self.planner.forget(peer_id)
+        self._pace.forget(peer_id)
 
     # serving -------------------------------------------------------------------------
 
@@ -312,6 +320,9 @@ class BlockSync:
 
     async def _request(self, peer_id: bytes, start: int, count: int) -> Blocks | None:
         peer = self._host.get(peer_id)
+        while peer is not None and (wait := self._pace.take_or_wait(peer_id, GetBlocks)) > 0:
+            await trio.sleep(wait)  # within the rate the peer serves at (REQUEST_PACE)
+            peer = self._host.get(peer_id)
         if peer is None:
             return None
         send, receive = trio.open_memory_channel[Blocks](1)

@@ -74,5 +74,5 @@ class CompactBlock:
 # once and asks again when one is verified (a range of 32 empty blocks takes over 10 ms): a
 # few dozen a second at most. Each answer is at most one frame read from the store.
 GET_BLOCKS_RATE = Rate(per_s=100, burst=400)  # requests/s; burst: requests
-# Status: sent on connect (and when a head changes); each may wake this node's sync.
+# Status: honest nodes send one per connection (on connect); each may wake this node's sync.
 STATUS_RATE = Rate(per_s=100, burst=400)  # messages/s; burst: messages

@@ -272,3 +272,18 @@ async def test_a_node_with_nothing_queued_remembers_no_committed_ids(nursery):
     g.gossip.committed(reading(seq).id for seq in range(1, 4))
     await g.deliver(g.peers[0], [reading(1).raw])
     assert g.pool.admitted == 1  # not marked seen: admitted (the mempool refuses it if stale)
+
+
+@pytest.mark.parametrize("refuse", [None, e.UnknownDeviceError("new")])
+async def test_a_batch_admitted_after_its_sender_left_keeps_nothing_for_it(nursery, refuse):
+    """A peer pushes a batch and disconnects before admission gets to it (a throwaway key
+    could do so at will): no set of the ids it knows is made again for it."""
+    g = await started(nursery, refuse=refuse)
+    (a, _, _) = g.peers
+    await g.deliver(a, [reading(1).raw])  # a first batch while connected: a is known to have it
+    await g.gossip.queue_txs(a, Txs([reading(2).raw, reading(2).raw, reading(3).raw]))
+    g.host.peer_list.remove(a)  # a disconnects: the router tells gossip
+    g.gossip.forget(a.node_id)
+    with trio.fail_after(5):
+        await g.inbox.wait_admitted(g.inbox.mark())
+    assert a.node_id not in g.gossip._known

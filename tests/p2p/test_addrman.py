@@ -112,3 +112,16 @@ def test_picking_a_new_record_skips_those_asked_to():
     skip = {r.node_id for r in HONEST[1:]}
     assert book.pick_new(rng, skip) == HONEST[0]
     assert book.pick_new(rng, skip | {HONEST[0].node_id}) is None
+
+
+def test_host_names_hold_no_more_of_the_tried_table_than_one_netgroup():
+    """Records naming host names (any number of which can point at one attacker's address)
+    all count as one netgroup: once answered, they hold at most that group's tried buckets,
+    not the whole tried table."""
+    book = AddrMan(b"k" * 32)
+    names = [record(f"name{i}", f"n{i}.evil.example:7546") for i in range(400)]
+    for i, r in enumerate(names):  # told by many sources (each a peer of them, dialed)
+        if book.add(r, f"66.{i % 250}.0.0/24", NOW):
+            book.mark_tried(r.node_id, NOW)
+    tried = [e for e in book.entries() if e.tried]
+    assert len(tried) <= addrman.TRIED_BUCKETS_PER_GROUP * addrman.BUCKET_SIZE

@@ -56,6 +56,26 @@ def test_a_steady_rate_is_never_refused():
         assert limits.charge("p", GetBlocks) is None
 
 
+def test_a_requester_that_waits_as_told_is_never_refused():
+    """take_or_wait (the requesting side) against charge (the serving side) at the same rate:
+    every request goes through, and a wait of exactly what it said always ends it (float
+    rounding of the refill must not leave the bucket a hair short forever)."""
+    clock, served = Clock(), Clock()
+    rate = Rate(per_s=3, burst=7)
+    mine = RequestLimits(clock, {GetBlocks: Rate(rate.per_s, rate.burst / 2)})
+    theirs = RequestLimits(served, {GetBlocks: rate})
+    clock.now = served.now = 12345.678
+    for _ in range(1000):
+        waits = 0
+        while (wait := mine.take_or_wait("p", GetBlocks)) > 0:
+            clock.now += wait
+            waits += 1
+            assert waits < 3
+        served.now = clock.now + 0.5  # a message's time on the way varies
+        assert theirs.charge("p", GetBlocks) is None
+    assert mine.dropped == 0 and clock.now == pytest.approx(12345.678 + (1000 - 3.5) / 3)
+
+
 def test_peers_and_kinds_have_their_own_buckets():
     clock = Clock()
     limits = RequestLimits(clock, {GetBlocks: Rate(1, 1), Status: Rate(1, 1)})

@@ -19,7 +19,8 @@ KEY = b"k" * 16
     ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
     ("[2001:db8:1:2::9]", "2001:db8:1:2::/64"),
     ("::ffff:10.1.2.3", "10.1.2.0/24"),
-    ("gateway.example", "gateway.example"),
+    ("gateway.example", "host names"),  # names are free to make: all of them one group
+    ("gw2.example", "host names"),
 ])
 def test_netgroups_are_slash_24_and_slash_64(ip, group):
     assert netgroup(ip) == group

@@ -1,0 +1,81 @@
+"""The router's bookkeeping around a message: a kind that protects its sender from eviction
+("useful", see p2p/slots.py) marks the peer only when its reactor took it without a
+penalty, whatever the peer's score did meanwhile; a message from a peer already gone makes
+no state that would outlive it."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from iomtnode.admission.messages import Txs
+from iomtnode.p2p.peer import Peer
+from iomtnode.p2p.ratelimit import Rate
+from iomtnode.sync.messages import GetBlocks
+
+from .test_router import Reactor, eventually, start
+from .test_router import routers as two_routers
+
+routers = two_routers  # the fixture, under its name here
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class Penalizing(Reactor):
+    """Takes its time (a reactor may await), then charges the sender ``points`` (0: none)."""
+
+    def __init__(self, router, points: int, seconds: float) -> None:
+        super().__init__()
+        self._router, self._points, self._seconds = router, points, seconds
+
+    async def receive(self, peer: Peer, msg: object) -> None:
+        await trio.sleep(self._seconds)
+        if self._points:
+            self._router.penalize(peer, self._points, "refused")
+        self.received.append((peer.node_id, msg))
+
+
+@pytest.mark.parametrize("points, useful", [(0, True), (2, False)])
+async def test_a_useful_kind_marks_its_sender_only_without_a_penalty(
+        routers, nursery, autojump_clock, points, useful):
+    a, b = routers
+    reactor = Penalizing(b, points, seconds=5.0)
+    b.register((Txs,), reactor)
+    peer = await start(nursery, a, b)
+    await eventually(lambda: b.get(a.host.node_id) is not None)
+    sender = b.get(a.host.node_id)
+    # an earlier fault: the score is recovering (1 point a second) while the reactor works,
+    # by more than the new penalty costs
+    b.penalize(sender, 50, "an earlier fault")
+    sent_at = trio.current_time()
+    peer.send(Txs([b"\x01"]))
+    await eventually(lambda: len(reactor.received) == 1)
+    assert ("txs" in sender.useful_at) is useful
+    if useful:  # when it arrived, not when its reactor was done
+        assert sent_at <= sender.useful_at["txs"] < sent_at + 1.0
+
+
+async def test_a_message_from_a_peer_gone_keeps_no_bucket(routers, nursery, autojump_clock):
+    a, b = routers
+    reactor = Reactor()
+    b.register((GetBlocks,), reactor, rates={GetBlocks: Rate(per_s=1, burst=3)})
+    await start(nursery, a, b)
+    await eventually(lambda: b.get(a.host.node_id) is not None)
+    sender = b.get(a.host.node_id)
+    b.disconnect(a.host.node_id, "done")
+    assert b.limits.peers == 0
+    # its reader had a frame in hand when it was dropped: the message still reaches the router
+    await b.on_message(sender, GetBlocks(1, 1))
+    assert b.limits.peers == 0 and reactor.received == []
+
+
+def test_every_useful_kind_names_a_declared_message():
+    """USEFUL_MESSAGES names message types (p2p may not import the layers above it): a
+    renamed type would silently stop protecting the peers that deliver it."""
+    import iomtnode.node.services  # noqa: F401 - every layer's message kinds declared
+    from iomtnode.p2p.messages import MESSAGE_TYPES
+    from iomtnode.p2p.slots import USEFUL_KINDS, USEFUL_MESSAGES
+
+    names = {kind.__name__ for kind in MESSAGE_TYPES.values()}
+    assert set(USEFUL_MESSAGES) <= names
+    assert set(USEFUL_MESSAGES.values()) == set(USEFUL_KINDS)
