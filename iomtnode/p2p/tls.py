@@ -130,7 +130,7 @@ class TlsTransport:
         raise ChannelError(f"TLS handshake timed out ({self.handshake_timeout_s} s)")
 
     async def _dialed(self, stream: trio.abc.Stream, remote: str) -> Connection:
-        recorded = _Recording(stream)
+        recorded = _Tapped(stream, keep=REFUSAL_BYTES)
         tls = trio.SSLStream(recorded, self._client)
         try:
             await tls.do_handshake()
@@ -152,7 +152,7 @@ class TlsTransport:
         first = await stream.receive_some(TLS_FIRST_READ_BYTES)
         if not first:
             raise ChannelError("TLS handshake failed: connection closed before it began")
-        replayed = _Prefixed(first, stream)
+        replayed = _Tapped(stream, prefix=first)
         if first[0] != TLS_HANDSHAKE_RECORD:  # plain websocket: an older node; see above
             return Connection(replayed, None, remote, False)
         tls = trio.SSLStream(replayed, self._server, server_side=True)
@@ -160,19 +160,25 @@ class TlsTransport:
         return Connection(tls, self.binding, remote, False)
 
 
-class _Prefixed(trio.abc.Stream):
-    """``stream`` with ``prefix`` (bytes already read from it) read again first."""
+class _Tapped(trio.abc.Stream):
+    """``stream`` with ``prefix`` (bytes already read from it) read again first, keeping the
+    first ``keep`` bytes received from it in ``first``."""
 
-    def __init__(self, prefix: bytes, stream: trio.abc.Stream) -> None:
-        self._prefix = prefix
+    def __init__(self, stream: trio.abc.Stream, *, prefix: bytes = b"", keep: int = 0) -> None:
         self._stream = stream
+        self._prefix = prefix
+        self._keep = keep
+        self.first = b""
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if not self._prefix:
-            return await self._stream.receive_some(max_bytes)
-        await trio.lowlevel.checkpoint()
-        size = len(self._prefix) if max_bytes is None else max_bytes
-        data, self._prefix = self._prefix[:size], self._prefix[size:]
+        if self._prefix:
+            await trio.lowlevel.checkpoint()
+            size = len(self._prefix) if max_bytes is None else max_bytes
+            data, self._prefix = self._prefix[:size], self._prefix[size:]
+            return data
+        data = await self._stream.receive_some(max_bytes)
+        if len(self.first) < self._keep:
+            self.first += data[:self._keep - len(self.first)]
         return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -199,26 +205,3 @@ def http_refusal(first: bytes) -> str | None:
     code = status[1].decode()
     hint = " (a node before protocol version 4 speaks no TLS)" if code == "400" else ""
     return f"rejected with HTTP {code}: {reason[:200]}{hint}"
-
-
-class _Recording(trio.abc.Stream):
-    """``stream``, keeping the first :data:`REFUSAL_BYTES` received in ``first``."""
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self._stream = stream
-        self.first = b""
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        data = await self._stream.receive_some(max_bytes)
-        if len(self.first) < REFUSAL_BYTES:
-            self.first += data[:REFUSAL_BYTES - len(self.first)]
-        return data
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
