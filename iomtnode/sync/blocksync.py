@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import structlog
 import trio
@@ -44,6 +44,9 @@ from .messages import GET_BLOCKS_RATE, MAX_BLOCKS_PER_MESSAGE, Blocks, GetBlocks
 from .planner import PARALLEL_PEERS, Assignment, SyncPlanner
 
 log = structlog.get_logger(__name__)
+
+# what a request answers when the connection it went on closed first (its peer is not blamed)
+CONNECTION_LOST: Final = Blocks(0, [])
 
 REQUEST_TIMEOUT_S = 10.0
 UNSERVED_TIMEOUT_POINTS = 10  # penalty (see p2p.score) for a claimed range not served in
@@ -106,7 +109,8 @@ class BlockSync:
         self._on_progress = on_progress
         self._now_ms = now_ms
         self.planner = SyncPlanner(chain.genesis.time_ms)
-        self._waiting: dict[tuple[bytes, int], trio.MemorySendChannel[Blocks]] = {}
+        # (peer, start) -> the connection the request went on, and where its answer goes
+        self._waiting: dict[tuple[bytes, int], tuple[Peer, trio.MemorySendChannel[Blocks]]] = {}
         self._timed_out = BoundedSet(LATE_ANSWERS)  # (peer, start) asked, not answered in time
         self._behind = trio.Event()
         self._pace = RequestLimits(trio.current_time, {GetBlocks: REQUEST_PACE})  # by node id
@@ -138,6 +142,15 @@ class BlockSync:
         self.planner.forget(peer_id)
         self._pace.forget(peer_id)
 
+    def connection_lost(self, peer: Peer) -> None:
+        """``peer``'s connection closed (or was replaced by a new one from the same node):
+        the requests sent on it will not be answered, so they end now, without counting
+        against the node (its claim stands; the range is asked again)."""
+        for key, (sent_on, channel) in list(self._waiting.items()):
+            if sent_on is peer:
+                del self._waiting[key]
+                channel.close()
+
     # serving -------------------------------------------------------------------------
 
     def on_get_blocks(self, peer: Peer, msg: GetBlocks) -> None:
@@ -157,14 +170,14 @@ class BlockSync:
         peer.send(Blocks(msg.start, items))
 
     def on_blocks(self, peer: Peer, msg: Blocks) -> None:
-        channel = self._waiting.pop((peer.node_id, msg.start), None)
-        if channel is None and (peer.node_id, msg.start) in self._timed_out:
+        waiting = self._waiting.pop((peer.node_id, msg.start), None)
+        if waiting is None and (peer.node_id, msg.start) in self._timed_out:
             self._timed_out.discard((peer.node_id, msg.start))
             return  # a late answer (a busy peer, a long queue ahead of it): not a fault
-        if channel is None:
+        if waiting is None:
             self._host.penalize(peer, score.UNREQUESTED, "blocks nobody asked for")
             return
-        channel.send_nowait(msg)
+        waiting[1].send_nowait(msg)
 
     # fetching ------------------------------------------------------------------------
 
@@ -279,7 +292,8 @@ class BlockSync:
             await answer.arrived.wait()
             if answer.msg is not None and answer.msg.blocks:
                 return answer
-            self._unserved(answer.peer_id, assigned.first, answer.msg)
+            if answer.msg is not CONNECTION_LOST:
+                self._unserved(answer.peer_id, assigned.first, answer.msg)
             plan = self.planner.plan(assigned.first, self._chain.height, self._now_ms(),
                                      last=assigned.first + assigned.count - 1, parallel=1)
             if not plan:
@@ -309,7 +323,8 @@ class BlockSync:
             start = self._chain.height + 1
             msg = await self._request(peer_id, start, until - start)
             if msg is None or not msg.blocks:
-                self._unserved(peer_id, start, msg)
+                if msg is not CONNECTION_LOST:
+                    self._unserved(peer_id, start, msg)
                 return False
             async with trio.open_nursery() as verifying:
                 decoded = await decode_range(msg, self._writer.preverify, verifying,
@@ -326,12 +341,17 @@ class BlockSync:
         if peer is None:
             return None
         send, receive = trio.open_memory_channel[Blocks](1)
-        self._waiting[(peer_id, start)] = send
+        self._waiting[(peer_id, start)] = (peer, send)
         peer.send(GetBlocks(start, count))
         answered = False
         try:
             with trio.move_on_after(REQUEST_TIMEOUT_S):
-                msg = await receive.receive()
+                try:
+                    msg = await receive.receive()
+                except trio.EndOfChannel:  # its connection closed: see connection_lost
+                    answered = True
+                    log.info("sync_request_lost", peer=peer_id.hex()[:16], start=start)
+                    return CONNECTION_LOST
                 answered = True
                 return msg
         finally:

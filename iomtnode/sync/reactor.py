@@ -51,3 +51,4 @@ class SyncReactor:
 
     def disconnected(self, peer: Peer) -> None:
         self._sync.forget(peer.node_id)
+        self._sync.connection_lost(peer)

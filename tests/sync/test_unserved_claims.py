@@ -203,3 +203,32 @@ async def test_through_the_reactor_a_reconnect_does_not_restore_an_unserved_clai
     reactor.connected(liar)  # back, with the same claim in its handshake
     await reactor.receive(liar, Status(HEAD + 3, bytes(32)))
     assert sync.peer_heights[L] == HEAD + 3 and sync.target == HEAD  # claimed, not believed
+
+
+async def test_a_request_whose_connection_closes_is_asked_again_and_blames_no_one(
+        tmp_path, items, autojump_clock):
+    """A's connection is replaced by a new one (from the same node) just after a request went
+    out on it: the request ends at once, A is neither penalised nor doubted, and the range is
+    asked again, long before the request's timeout."""
+    old = FakePeer(A, items, "silent")
+    peers = [old, FakePeer(B, items)]
+    sync, host = follower(tmp_path / "follower", peers)
+    send = old.send
+
+    def then_replaced(msg) -> bool:
+        send(msg)
+        if isinstance(msg, GetBlocks):
+            host.peers[A] = FakePeer(A, items, sync=sync)
+            sync.connection_lost(old)
+        return True
+
+    old.send = then_replaced
+    for peer in peers:
+        sync.saw_height(peer.node_id, HEAD)
+    started = trio.current_time()
+    with trio.fail_after(REQUEST_TIMEOUT_S):
+        while sync._chain.height < HEAD:
+            await sync._catch_up()
+    assert trio.current_time() - started < 1
+    assert old.asked and host.penalties == []
+    assert sync.peer_heights[A] == HEAD
