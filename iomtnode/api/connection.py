@@ -33,6 +33,7 @@ import structlog
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
+from ..p2p.ratelimit import TokenBucket
 from .auth import ConnectionAuth
 from .jsonrpc import TOO_MANY_SUBSCRIPTIONS, RpcError
 from .jsonrpc import encode_notification as _encode_notification
@@ -60,24 +61,6 @@ class ConnectionLimits:
     max_subscriptions: int = MAX_SUBSCRIPTIONS
     requests_per_s: float = REQUESTS_PER_S
     request_burst: int = REQUEST_BURST
-
-
-class TokenBucket:
-    """``rate`` tokens a second up to ``burst``; pure, the time is an argument."""
-
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._tokens = float(burst)
-        self._at = now
-
-    def take(self, now: float, count: int = 1) -> float:
-        """Take ``count`` tokens; return the seconds to wait before using them (0: now). The
-        debt is carried, so a caller that waits as told keeps to ``rate``."""
-        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-        self._at = now
-        self._tokens -= count
-        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
 
 class Connection:

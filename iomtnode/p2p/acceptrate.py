@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from .ratelimit import Rate
+from .ratelimit import Rate, TokenBucket
 from .slots import Limits, netgroup
 
 BURST_PER_CONNECTION = 2  # a burst: this many times the inbound connections allowed
@@ -41,7 +41,7 @@ class AcceptRate:
                  per_netgroup: Rate = ACCEPTS_PER_NETGROUP) -> None:
         self.per_ip = per_ip
         self.per_netgroup = per_netgroup
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # (tokens, at)
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self.refused = 0  # connections refused for their rate, since the start
 
     @classmethod
@@ -57,20 +57,23 @@ class AcceptRate:
         """Take a connection from ``ip`` out of its IP's and netgroup's buckets, or say why
         it is refused (neither bucket is charged then)."""
         group = netgroup(ip)
-        keys = ((ip, self.per_ip, ip), ("g:" + group, self.per_netgroup, group))
-        left = [self._tokens(key, rate, now) for key, rate, _ in keys]
-        for (_, rate, name), tokens in zip(keys, left, strict=True):
-            if tokens < 1:
+        charged = ((self._bucket(ip, self.per_ip, now), self.per_ip, ip),
+                   (self._bucket("g:" + group, self.per_netgroup, now), self.per_netgroup, group))
+        for bucket, rate, name in charged:
+            if bucket.refill(now) < 1:
                 self.refused += 1
                 return (f"more than {rate.per_s:g} connections a second from {name} "
                         f"(after a burst of {rate.burst:g})")
-        for (key, _, _), tokens in zip(keys, left, strict=True):
-            self._buckets[key] = (tokens - 1, now)
-            self._buckets.move_to_end(key)
-        while len(self._buckets) > MAX_TRACKED:
-            self._buckets.popitem(last=False)
+        for bucket, _, _ in charged:
+            bucket.try_take(now)
         return None
 
-    def _tokens(self, key: str, rate: Rate, now: float) -> float:
-        tokens, at = self._buckets.get(key, (rate.burst, now))
-        return min(rate.burst, tokens + (now - at) * rate.per_s)
+    def _bucket(self, key: str, rate: Rate, now: float) -> TokenBucket:
+        """``key``'s bucket, made full if new, and now the most recently used."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(rate.per_s, rate.burst, now)
+            while len(self._buckets) > MAX_TRACKED:
+                self._buckets.popitem(last=False)
+        self._buckets.move_to_end(key)
+        return bucket

@@ -26,6 +26,7 @@ from .backoff import Backoff
 from .discovery import AddressBook
 from .hostconfig import DialError
 from .peer import Peer
+from .ratelimit import TokenBucket
 
 log = structlog.get_logger(__name__)
 
@@ -60,8 +61,7 @@ class Dialer:
         self._next_try: dict[str, float] = {}
         self._in_flight: dict[str, bytes | None] = {}  # address -> node id dialed (None: any)
         self._answered_by: dict[str, bytes] = {}  # bootnode address -> node id that answered
-        self._new_tokens = float(NEW_DIAL_BURST)  # new-table dials that may start now
-        self._tokens_at = 0.0
+        self._new_dials = TokenBucket(1 / NEW_DIAL_INTERVAL_S, NEW_DIAL_BURST, 0.0)
         self._wake = trio.Event()
 
     def wake(self, reset: str | None = None) -> None:
@@ -100,15 +100,12 @@ class Dialer:
             if (entry.tried and entry.record.node_id not in skip and address not in busy
                     and self._ready(address, now)):
                 picked.append((address, entry.record.node_id))
-        self._new_tokens = min(float(NEW_DIAL_BURST), self._new_tokens
-                               + (now - self._tokens_at) / NEW_DIAL_INTERVAL_S)
-        self._tokens_at = now
-        while len(picked) < free and self._new_tokens >= 1:
+        while len(picked) < free and self._new_dials.refill(now) >= 1:
             record = self._book.tables.pick_new(self._rng, skip)
             if record is None or record.addresses[0] in busy or not self._ready(
                     record.addresses[0], now):
                 break
-            self._new_tokens -= 1
+            self._new_dials.try_take(now)
             skip.add(record.node_id)
             picked.append((record.addresses[0], record.node_id))
         return boot + picked

@@ -38,12 +38,48 @@ class Rate:
             raise ValueError(f"a rate needs per_s > 0 and burst >= 1, got {self}")
 
 
-class _Bucket:
-    __slots__ = ("at", "tokens")
+class TokenBucket:
+    """``rate`` tokens a second up to ``burst``, full at the start; pure, the time (seconds,
+    monotonic) is an argument. The one refill rule behind every rate limit of the node:
+    requests per peer and kind (:class:`RequestLimits`), connections per address
+    (:mod:`.acceptrate`), dials of new records (:mod:`.dialer`), API requests per client."""
 
-    def __init__(self, tokens: float, at: float) -> None:
-        self.tokens = tokens
-        self.at = at
+    __slots__ = ("_at", "burst", "rate", "tokens")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = float(burst)
+        self._at = now
+
+    def refill(self, now: float) -> float:
+        """The tokens there now (what has dripped in since last time, up to ``burst``)."""
+        tokens = self.tokens + (now - self._at) * self.rate
+        self.tokens = tokens if tokens < self.burst else float(self.burst)
+        self._at = now
+        return self.tokens
+
+    def try_take(self, now: float) -> bool:
+        """Take a token if there is one."""
+        if self.refill(now) < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+    def take(self, now: float, count: int = 1) -> float:
+        """Take ``count`` tokens even if they are not there yet; return the seconds to wait
+        before using them (0: now). The debt is carried, so a caller that waits as told keeps
+        to ``rate``."""
+        self.tokens = self.refill(now) - count
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+    def take_or_wait(self, now: float) -> float:
+        """Take a token and return 0.0, or return the seconds until one is there (nothing
+        taken)."""
+        if self.refill(now) < 1.0 - _ROUNDING:  # (after a wait of exactly what this said,
+            return (1.0 - self.tokens) / self.rate  # rounding may leave a hair less)
+        self.tokens -= 1.0
+        return 0.0
 
 
 class RequestLimits:
@@ -58,7 +94,7 @@ class RequestLimits:
                  ) -> None:
         self._clock = clock
         self._rates: dict[type, Rate] = dict(rates or {})
-        self._buckets: dict[Hashable, dict[type, _Bucket]] = {}
+        self._buckets: dict[Hashable, dict[type, TokenBucket]] = {}
         self.dropped = 0  # requests refused for their rate, all peers, all kinds
 
     def add(self, kind: type, rate: Rate) -> None:
@@ -79,22 +115,10 @@ class RequestLimits:
         if rate is None:
             return None
         now = self._clock()
-        buckets = self._buckets.get(peer)
-        if buckets is None:
-            buckets = self._buckets[peer] = {}
-        bucket = buckets.get(kind)
-        if bucket is None:
-            bucket = buckets[kind] = _Bucket(rate.burst, now)
-        tokens = bucket.tokens + (now - bucket.at) * rate.per_s
-        if tokens > rate.burst:
-            tokens = rate.burst
-        bucket.at = now
-        if tokens < 1.0:
-            bucket.tokens = tokens
-            self.dropped += 1
-            return rate
-        bucket.tokens = tokens - 1.0
-        return None
+        if self._bucket(peer, kind, rate, now).try_take(now):
+            return None
+        self.dropped += 1
+        return rate
 
     def take_or_wait(self, peer: Hashable, kind: type) -> float:
         """The requesting side's :meth:`charge`: take a token from ``peer``'s bucket for
@@ -105,16 +129,16 @@ class RequestLimits:
         if rate is None:
             return 0.0
         now = self._clock()
-        buckets = self._buckets.setdefault(peer, {})
+        return self._bucket(peer, kind, rate, now).take_or_wait(now)
+
+    def _bucket(self, peer: Hashable, kind: type, rate: Rate, now: float) -> TokenBucket:
+        buckets = self._buckets.get(peer)
+        if buckets is None:
+            buckets = self._buckets[peer] = {}
         bucket = buckets.get(kind)
         if bucket is None:
-            bucket = buckets[kind] = _Bucket(rate.burst, now)
-        bucket.tokens = min(rate.burst, bucket.tokens + (now - bucket.at) * rate.per_s)
-        bucket.at = now
-        if bucket.tokens < 1.0 - _ROUNDING:  # (after a wait of exactly what this said,
-            return (1.0 - bucket.tokens) / rate.per_s  # rounding may leave a hair less)
-        bucket.tokens -= 1.0
-        return 0.0
+            bucket = buckets[kind] = TokenBucket(rate.per_s, rate.burst, now)
+        return bucket
 
     @property
     def peers(self) -> int:

@@ -6,9 +6,10 @@ import pytest
 import trio
 from structlog.testing import capture_logs
 
-from iomtnode.api.connection import Connection, ConnectionLimits, TokenBucket
+from iomtnode.api.connection import Connection, ConnectionLimits
 from iomtnode.core.challenge import challenge_digest
 from iomtnode.core.crypto import Domain, SigningKey
+from iomtnode.p2p.ratelimit import TokenBucket
 
 LIMITS = ConnectionLimits(idle_timeout_s=5.0)
 
