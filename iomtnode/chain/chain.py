@@ -35,7 +35,6 @@ from ..core.ledger import K_EVIDENCE, K_VOTES, BlockContext, Device, State
 from ..core.receipt import Handoff, make_receipt
 from ..core.state import (
     ACTIVE,
-    STATE_RULES_VERSION,
     apply,
     authorities_at,
     begin_block,
@@ -44,7 +43,7 @@ from ..core.state import (
 )
 from ..core.tx import SignedTx, decode_tx
 from ..store import BlockStore, StagedStore
-from .rules import META_RULES, bring_rules_up_to_date
+from .rules import META_RULES, RULES_RECORD, bring_rules_up_to_date
 
 log = structlog.get_logger(__name__)
 
@@ -101,13 +100,12 @@ class Chain:
                 f"the data directory holds chain {stored.hex()[:16]}, but the genesis file "
                 f"is {genesis.hash.hex()[:16]}: use the genesis this home was made with"
             )
-        rules = STATE_RULES_VERSION.to_bytes(2, "big")
         if store.head() is not None and (refusal := bring_rules_up_to_date(store)) is not None:
             raise WrongChainError(refusal)
         if store.head() is None:
             block = genesis.block()
             store.put_meta(META_GENESIS, genesis.hash)
-            store.put_meta(META_RULES, rules)
+            store.put_meta(META_RULES, RULES_RECORD)
             store.commit_block(
                 height=0, block_hash=block.hash, block_bytes=block.encode(), commit_bytes=b"",
                 tx_ids=[], state_changes=genesis_state(genesis),

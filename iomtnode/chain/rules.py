@@ -20,6 +20,7 @@ from ..store import BlockStore
 log = structlog.get_logger(__name__)
 
 META_RULES = "state_rules"  # the STATE_RULES_VERSION the stored state was built by
+RULES_RECORD = STATE_RULES_VERSION.to_bytes(2, "big")  # META_RULES of this version
 
 
 def bring_rules_up_to_date(store: BlockStore) -> str | None:
@@ -44,6 +45,6 @@ def _rebuild_patient_index(store: BlockStore) -> None:
     in one batch."""
     devices = (Device(key[1:], *codec.decode(raw)) for key, raw in store.iter_state(b"d"))
     index = patient_index(devices)
-    store.rewrite_state(index, {META_RULES: STATE_RULES_VERSION.to_bytes(2, "big")})
+    store.rewrite_state(index, {META_RULES: RULES_RECORD})
     log.info("state_rules_upgraded", rules_from=1, rules_to=STATE_RULES_VERSION,
              patients=len(index))

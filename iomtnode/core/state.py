@@ -160,7 +160,7 @@ def check_signer(state: State, body: TxBody) -> None:
         _active_device(state, body.device)
         return
     match body:
-        case Reading() | RotateDeviceKey():
+        case RotateDeviceKey():
             _active_device(state, body.device)
         case AdmitDevice() | DeviceMaintenance() | AuthorityVote():
             require_authority(state, body.authority)
