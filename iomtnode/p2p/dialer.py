@@ -83,17 +83,18 @@ class Dialer:
         """``(address, node id or None)`` to dial now: bootnodes, then the book's records."""
         peers = self._host.peers()
         connected = {p.node_id for p in peers} | {self._own_id}
-        records = self._book.records
+        book = self._book.tables
         busy = {p.remote for p in peers if p.outbound}
-        busy |= {a for n in connected if (r := records.get(n)) for a in r.addresses}
+        busy |= {a for n in connected if (e := book.get(n)) for a in e.record.addresses}
         boot: list[tuple[str, bytes | None]] = [
             (a, None) for a in self._bootnodes
             if a not in busy and self._answered_by.get(a) not in connected and self._ready(a, now)]
         dialing = {n for n in self._in_flight.values() if n is not None}
         free = self._outbound_slots - sum(p.outbound for p in peers) - len(dialing)
-        skip = connected | dialing | {n for n in records if self._host.is_refused(n)}
+        skip = connected | dialing | {e.record.node_id for e in book.entries()
+                                      if self._host.is_refused(e.record.node_id)}
         picked: list[tuple[str, bytes | None]] = []
-        for entry in self._book.tables.entries():
+        for entry in book.entries():
             if len(picked) >= free:
                 break
             address = entry.record.addresses[0]
@@ -101,7 +102,7 @@ class Dialer:
                     and self._ready(address, now)):
                 picked.append((address, entry.record.node_id))
         while len(picked) < free and self._new_dials.refill(now) >= 1:
-            record = self._book.tables.pick_new(self._rng, skip)
+            record = book.pick_new(self._rng, skip)
             if record is None or record.addresses[0] in busy or not self._ready(
                     record.addresses[0], now):
                 break

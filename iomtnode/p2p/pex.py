@@ -55,7 +55,6 @@ class PeerExchange:
         self._own = own
         self._dialer = dialer
         self._node_id = node_id
-        self._chain_id = chain_id
         self._rng = rng
         self.verified = VerifiedRecords(chain_id)
 

@@ -107,10 +107,6 @@ class Scoreboard:
         self._addresses: _Bans[str] = _Bans()
         self.penalties: Counter[str] = Counter()  # how often each reason was given
 
-    @property
-    def _bans(self) -> dict[bytes, float]:
-        return self._nodes.until
-
     def score(self, node_id: bytes, now: float) -> float:
         """The node's score at ``now`` (0 for a node never penalised); never above 0."""
         entry = self._scores.get(node_id)

@@ -81,7 +81,7 @@ def test_tracked_nodes_are_bounded(monkeypatch):
     for i in range(50):
         board.penalize(i.to_bytes(32, "big"), 1, "x", now=0.0)
         board.ban((1000 + i).to_bytes(32, "big"), 100.0 + i, now=0.0)
-    assert len(board._scores) <= 10 and len(board._bans) <= 10
+    assert len(board._scores) <= 10 and len(board._nodes.until) <= 10
     assert board.score((49).to_bytes(32, "big"), 0.0) == -1.0  # the newest are kept
     assert board.is_banned((1049).to_bytes(32, "big"), 0.0)  # the longest bans are kept
 
