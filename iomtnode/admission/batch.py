@@ -22,7 +22,7 @@ CHUNK = 256  # transactions per admission step
 
 # refusals before the signature that an earlier transaction of the same chunk may cure: a
 # device's admission (its readings, its patient's grants), a grant (its revocation)
-CURABLE_IN_CHUNK = (e.UnknownDeviceError, e.UnknownPatientError, e.UnknownGrantError)
+CURABLE_IN_CHUNK = (e.UnknownDeviceError, e.UnknownStreamError, e.UnknownGrantError)
 
 
 async def admit_chunk(mempool: Mempool, txs: Sequence[SignedTx]) -> list[Admitted]:

@@ -73,7 +73,7 @@ PROBE_WEIGHT = 0.2  # of each new timing in the running estimate
 
 # refusals that time may undo: such a transaction is not remembered as seen
 TRANSIENT_REFUSALS = (e.MempoolFullError, e.FutureTimestampError, e.UnknownDeviceError,
-                      e.UnknownPatientError)
+                      e.UnknownStreamError)
 
 
 class _Relay(msgspec.Struct, frozen=True, gc=False):  # one per relayed transaction: cheap

@@ -30,7 +30,14 @@ from ..core.block import Block
 from ..core.crypto import BadSignatureError
 from ..core.ledger import BlockContext, State
 from ..core.state import apply, begin_block, check_signer
-from ..core.tx import MalformedTxError, Reading, SignedTx, decode_tx
+from ..core.tx import (
+    MalformedTxError,
+    Reading,
+    SidecarError,
+    SignedTx,
+    UnpaddedSidecarError,
+    decode_tx,
+)
 from ..store.txlog import Drop
 from .verify import Verifier
 
@@ -82,7 +89,11 @@ class Mempool:
     def decode(raw: bytes, *, reading_only: bool = False) -> SignedTx:
         """Decode untrusted bytes (signature not checked) or raise MalformedTxRuleError."""
         try:
-            tx = decode_tx(raw)
+            tx = decode_tx(raw, complete=True)
+        except UnpaddedSidecarError as exc:
+            raise e.UnpaddedPayloadError(str(exc)) from None
+        except SidecarError as exc:
+            raise e.CommitmentMismatchError(str(exc)) from None
         except MalformedTxError as exc:
             raise e.MalformedTxRuleError(str(exc)) from None
         if reading_only and not isinstance(tx.body, Reading):

@@ -147,7 +147,7 @@ class Admission:
         for i, (item, raw) in enumerate(chunk):  # the one decode of a received transaction
             if type(item) is FromPeer:
                 try:
-                    tx = decode_tx(raw)
+                    tx = decode_tx(raw, complete=True)
                 except MalformedTxError as exc:
                     gossip.malformed(item.peer, exc)
                     continue

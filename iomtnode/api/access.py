@@ -52,11 +52,11 @@ class Authenticated(Protocol):
 
 
 def device_parties(parties: Parties, params: Mapping[str, Any]) -> set[bytes]:
-    """The keys that may read the device ``params.id``: the device and its patient (authorities
+    """The keys that may read the device ``params.id``: the device and its stream (authorities
     are added by the check)."""
     key = hex_param("id", params.get("id"), 32)
     found = parties.device(key)
-    return {key} if found is None else {key, found[0].patient}
+    return {key} if found is None else {key, found[0].stream}
 
 
 # per method of role PARTY: the keys related to what its params ask for

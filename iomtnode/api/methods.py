@@ -58,7 +58,7 @@ ROLES: dict[str, Role] = {
     "get_block": Role.PUBLIC,  # what every peer of the chain holds
     "get_receipt": Role.PUBLIC,
     "get_tx_status": Role.PUBLIC,
-    "get_device": Role.PARTY,  # names the device's patient: the device, the patient, authorities
+    "get_device": Role.PARTY,  # names the device's stream: the device, the stream, authorities
     "get_evidence": Role.PUBLIC,
     "get_authorities": Role.PUBLIC,
     "status": Role.PUBLIC,
@@ -232,9 +232,9 @@ class ClientApi:
             raise RpcError(NOT_FOUND, "no device with this key is registered")
         device, last_seq = found
         return {
-            "id": device.key.hex(), "patient": device.patient.hex(),
-            "device_class": device.device_class, "manufacturer": device.manufacturer,
-            "status": device.status, "admitted_height": device.admitted_height,
+            "id": device.key.hex(), "stream": device.stream.hex(),
+            "profile_hash": device.profile_hash.hex(), "status": device.status,
+            "admitted_height": device.admitted_height,
             "successor": device.successor.hex() or None, "last_seq": last_seq,
         }
 

@@ -66,6 +66,7 @@ def build_chain(home: Home, readings: int, *, seed: int = 7,
             chain.commit(built, commit)
 
         seal([d.admission(key, genesis.chain_id) for d in devices])
+        seal([d.epoch_announcement(genesis.chain_id) for d in devices])
         templates = [d.next_reading(genesis.chain_id, int(time.time() * 1000)) for d in devices]
         seqs = [1] * len(devices)
         made = len(devices)  # the template readings are in the first block of readings
@@ -75,9 +76,10 @@ def build_chain(home: Home, readings: int, *, seed: int = 7,
             seqs[i] += 1
             body = templates[i].body
             assert isinstance(body, Reading)
-            reading = Reading(body.device, seqs[i], int(time.time() * 1000), body.kind,
-                              body.payload, b"")
-            batch.append(sign_tx(reading, devices[i].key, genesis.chain_id))
+            reading = Reading(body.device, seqs[i], int(time.time() * 1000), body.epoch,
+                              body.size_class, body.commitment)
+            batch.append(sign_tx(reading, devices[i].key, genesis.chain_id,
+                                 templates[i].sidecar))
             made += 1
             if len(batch) == BLOCK_READINGS:
                 seal(batch)

@@ -41,7 +41,7 @@ from ..core.state import (
     decode_evidence_record,
     genesis_state,
 )
-from ..core.tx import SignedTx, decode_tx
+from ..core.tx import SignedTx, decode_tx, leaf_of
 from ..store import BlockStore, StagedStore
 from .rules import META_RULES, RULES_RECORD, bring_rules_up_to_date
 
@@ -178,9 +178,9 @@ class Chain:
 
     def participant(self, key: bytes) -> bool:
         """Whether the ledger knows ``key`` now: an authority, an active device, or the
-        patient of an active device (a key nobody admitted is none of them)."""
+        stream of an active device (a key nobody admitted is none of them)."""
         state = self.state()
-        if key in state.authorities() or state.patient_devices(key):
+        if key in state.authorities() or state.stream_devices(key):
             return True
         device = state.device(key)
         return device is not None and device.status == ACTIVE
@@ -230,7 +230,8 @@ class Chain:
         commit = self.commit_at(height)
         if raw is None or commit is None:  # pragma: no cover - committed blocks are sealed
             return None
-        header_bytes, leaves = block_parts(raw)  # not every tx decoded: blocks hold 10,000
+        header_bytes, raws = block_parts(raw)  # not every tx decoded: blocks hold 10,000
+        leaves = [leaf_of(tx) for tx in raws]
         proof = merkle.prove(leaves, index)
         return make_receipt(self.chain_id, decode_tx(leaves[index]), decode_header(header_bytes),
                             header_bytes, commit, proof, self._handoffs_before(height))

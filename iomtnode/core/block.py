@@ -8,11 +8,11 @@ Wire forms (msgpack; each hashed part canonical)::
     block  = [header_bytes, [tx_raw, ...], last_commit_bytes or b""]
 
 A block's hash is the hash of its header bytes. The header commits to the transactions
-(Merkle root of their raw bytes), to the authority set that must certify it and the one
-that must certify the next block (so a verifier that trusts one set can follow a change
-of authorities, see :mod:`iomtnode.core.receipt`), and to its parent's commit
-certificate, which the block carries: so a chain of blocks carries, for each block but
-the head, the proof that a quorum of authorities finalized it.
+(Merkle root of their leaves: the signed transactions without sidecars), to the authority
+set that must certify it and the one that must certify the next block (so a verifier
+that trusts one set can follow a change of authorities, see :mod:`iomtnode.core.receipt`),
+and to its parent's commit certificate, which the block carries: so a chain of blocks
+carries, for each block but the head, the proof that a quorum of authorities finalized it.
 """
 
 from __future__ import annotations
@@ -210,7 +210,7 @@ def make_block(
         time_ms=time_ms,
         parent=parent,
         proposer=proposer,
-        tx_root=merkle.root([tx.raw for tx in txs]),
+        tx_root=merkle.root([tx.leaf_bytes for tx in txs]),
         tx_count=len(txs),
         authorities_hash=authorities_hash(authorities),
         next_authorities_hash=authorities_hash(
@@ -281,7 +281,7 @@ def _check_consistent(header: Header, txs: tuple[SignedTx, ...], last: Commit | 
         raise MalformedBlockError(
             f"block {header.height}: header says {header.tx_count} txs, body has {len(txs)}"
         )
-    if merkle.root([tx.raw for tx in txs]) != header.tx_root:
+    if merkle.root([tx.leaf_bytes for tx in txs]) != header.tx_root:
         raise MalformedBlockError(f"block {header.height}: transactions do not match tx_root")
     last_hash = last.hash if last else ZERO_HASH
     if last_hash != header.last_commit_hash:

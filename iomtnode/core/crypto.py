@@ -27,15 +27,18 @@ MAX_CHAIN_ID_BYTES = 64
 class Domain(enum.Enum):
     """One signing domain per message kind. The value is the tag prefixed to what is signed."""
 
-    READING = b"iomt/reading/v1\x00"
-    ADMIT_DEVICE = b"iomt/admit-device/v1\x00"
+    READING = b"iomt/reading/v2\x00"  # v2: sealed to an epoch, committed by salted hash
+    ADMIT_DEVICE = b"iomt/admit-device/v2\x00"  # v2: to a stream, with a profile hash
     REVOKE_DEVICE = b"iomt/revoke-device/v1\x00"
     ROTATE_DEVICE_KEY = b"iomt/rotate-device-key/v1\x00"
     DEVICE_MAINTENANCE = b"iomt/device-maintenance/v1\x00"
     AUTHORITY_VOTE = b"iomt/authority-vote/v1\x00"
-    GRANT = b"iomt/grant/v1\x00"
-    REVOKE_GRANT = b"iomt/revoke-grant/v1\x00"
+    GRANT = b"iomt/grant/v2\x00"  # v2: a stream's grant of an epoch key
+    REVOKE_GRANT = b"iomt/revoke-grant/v2\x00"  # v2: with the next epoch
     EVIDENCE = b"iomt/evidence/v1\x00"
+    EPOCH = b"iomt/epoch/v1\x00"
+    ERASE = b"iomt/erase/v1\x00"
+    AUDIT_ANCHOR = b"iomt/audit-anchor/v1\x00"
     PRECOMMIT = b"iomt/precommit/v1\x00"
     PREVOTE = b"iomt/prevote/v1\x00"
     PROPOSAL = b"iomt/proposal/v1\x00"

@@ -108,8 +108,65 @@ class ReplayedSequenceError(StaleSequenceError):
     code = 1022
 
 
-class UnknownPatientError(RuleError):
-    """A grant signed by a key that is not the patient of an active device: only a patient
-    the ledger knows may let others read their records."""
+class UnknownStreamError(RuleError):
+    """A grant or epoch signed by a key that is not the stream of an active device: only a
+    stream the ledger knows may let others read its records."""
 
     code = 1023
+
+
+class StaleEpochError(RuleError):
+    """A reading or grant names an epoch below its stream's current one: re-seal to the
+    current epoch (``get_stream_epoch``) and resubmit with the same sequence number."""
+
+    code = 1024
+
+
+class UnknownEpochError(RuleError):
+    """The stream has announced no epoch yet, or the named one is above its current one."""
+
+    code = 1025
+
+
+class UnpaddedPayloadError(RuleError):
+    """A sidecar missing, where none belongs, or not exactly its size class's size."""
+
+    code = 1026
+
+
+class CommitmentMismatchError(RuleError):
+    """A sidecar that does not hash to the commitment (or wrap hash) its body holds."""
+
+    code = 1027
+
+
+class EpochOrderError(RuleError):
+    """An epoch announcement whose number is not the stream's current epoch + 1."""
+
+    code = 1028
+
+
+class GranteeSetError(RuleError):
+    """An epoch announcement whose grantees are not exactly the stream's live grants."""
+
+    code = 1029
+
+
+class ErasedStreamError(RuleError):
+    """The stream's whole scope was erased: nothing more is recorded or granted in it."""
+
+    code = 1032
+
+
+class TooManyGranteesError(RuleError):
+    """A grant beyond the stream's limit of live grants."""
+
+    code = 1033
+
+
+class AuditAnchorError(RuleError):
+    """An audit anchor that leaves a gap or overlap in its node's log, or is signed by
+    another authority than the node's first anchor."""
+
+    code = 1034
+

@@ -8,6 +8,7 @@ and range", with a message that names the field.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -99,6 +100,27 @@ def optional_hash(name: str, value: Any) -> bytes:
 key = exact_bytes(KEY_BYTES)
 digest = exact_bytes(HASH_BYTES)
 signature = exact_bytes(SIG_BYTES)
+
+
+def size_class(name: str, value: Any) -> int:
+    """A sealed payload's size class: 0, 1 or 2 (see :mod:`.payload`)."""
+    if type(value) is not int or not 0 <= value <= 2:
+        raise FieldError(f"{name} must be a size class 0, 1 or 2, got {value!r:.40}")
+    return value
+
+
+def sorted_keys(limit: int) -> Check:
+    """A list of at most ``limit`` distinct keys in ascending order (one encoding per set)."""
+    def check(name: str, value: Any) -> list[bytes]:
+        if type(value) is not list or len(value) > limit:
+            raise FieldError(f"{name} must be an array of at most {limit} keys")
+        for item in value:
+            key(f"{name}[]", item)
+        if any(a >= b for a, b in itertools.pairwise(value)):
+            raise FieldError(f"{name} must be in ascending order without repeats")
+        return value
+
+    return check
 
 
 _LAYOUTS: dict[type[Any], tuple[tuple[Check, str], ...]] = {}

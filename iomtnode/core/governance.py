@@ -16,6 +16,7 @@ from . import codec
 from . import errors as e
 from .block import quorum
 from .ledger import (
+    K_ANCHORS,
     K_EVIDENCE,
     K_HANDOFFS,
     K_ONLINE,
@@ -25,7 +26,7 @@ from .ledger import (
     BlockContext,
     State,
 )
-from .tx import AuthorityVote, ReportEvidence
+from .tx import AuditAnchor, AuthorityVote, ReportEvidence
 
 GOVERNANCE_DELAY_BLOCKS = 2  # an authority change takes effect this many heights later
 
@@ -169,3 +170,22 @@ def _check_quorum_after(state: State, changes: list[list[Any]], ctx: BlockContex
             f"block, but only {len(online)} of them certified one of the last "
             f"{ONLINE_WINDOW_BLOCKS} blocks{waiting}; bring the offline authorities back "
             "(or remove them first)")
+
+
+def anchor_audit(state: State, a: AuditAnchor) -> None:
+    """An audit anchor continues its node's log exactly where the last one ended, and is
+    signed by the authority of the node's first anchor (``l <node>`` -> [authority, next
+    index]), so the anchors of one node cover its log from index 0 without gap or overlap."""
+    require_authority(state, a.authority)
+    record = state.get_value(K_ANCHORS + a.node)
+    authority, next_index = (a.authority, 0) if record is None else record
+    if authority != a.authority:
+        raise e.AuditAnchorError(
+            f"node {a.node.hex()[:16]}'s audit log is anchored by authority "
+            f"{authority.hex()[:16]}, not {a.authority.hex()[:16]}")
+    if a.first != next_index:
+        raise e.AuditAnchorError(
+            f"node {a.node.hex()[:16]}'s next audit record to anchor is {next_index}, not "
+            f"{a.first}: anchors leave no gap and no overlap")
+    state.put_value(K_ANCHORS + a.node, [authority, a.first + a.count])
+

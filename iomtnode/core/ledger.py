@@ -24,7 +24,10 @@ K_EVIDENCE = b"e"
 K_ONLINE = b"o"
 K_HANDOFFS = b"k"
 K_VOTES = b"v"
-K_PATIENTS = b"n"
+K_STREAMS = b"n"  # active devices per stream
+K_STREAM = b"s"  # a stream's epoch, grantees and erasure
+K_GRANT = b"g"
+K_ANCHORS = b"l"  # audit anchors per node
 
 DEVICE_CACHE = 16_384  # decoded device records kept (about 5 MB)
 
@@ -32,9 +35,8 @@ DEVICE_CACHE = 16_384  # decoded device records kept (about 5 MB)
 @dataclass(frozen=True, slots=True)
 class Device:
     key: bytes
-    patient: bytes
-    device_class: str
-    manufacturer: str
+    stream: bytes  # the pseudonym of the patient's scope the device records into
+    profile_hash: bytes  # salted hash of its class and maker
     status: str
     admitted_height: int
     successor: bytes  # the new key after a rotation, else b""
@@ -45,6 +47,35 @@ def _device(key: bytes, raw: bytes) -> Device:
     """The device record stored as ``raw`` (pure, so decoded once per record version:
     every reading reads its device's record, in the mempool and again in the block)."""
     return Device(key, *codec.decode(raw))
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """A stream's record: its current epoch (0: none announced yet) and that epoch's X25519
+    public key, the live grantees (ascending), and whether its whole scope was erased."""
+
+    epoch: int
+    public: bytes
+    grantees: tuple[bytes, ...]
+    erased: bool
+
+
+NO_STREAM = Stream(0, b"", (), False)
+
+
+@functools.lru_cache(maxsize=DEVICE_CACHE)
+def _stream(raw: bytes) -> Stream:
+    epoch, public, grantees, erased = codec.decode(raw)
+    return Stream(epoch, public, tuple(grantees), erased)
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRecord:
+    box: bytes  # the grantee's X25519 key every epoch's secret is wrapped to
+    mode: int  # 0 forward, 1 history
+    expires_ms: int
+    first_epoch: int
+    height: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,24 +130,32 @@ class State:
 
     def put_device(self, device: Device) -> None:
         self.put_value(b"d" + device.key, [
-            device.patient, device.device_class, device.manufacturer, device.status,
-            device.admitted_height, device.successor,
+            device.stream, device.profile_hash, device.status, device.admitted_height,
+            device.successor,
         ])
 
-    def patient_devices(self, patient: bytes) -> int:
-        """How many active devices name ``patient`` (0: a key the ledger does not know as
-        a patient)."""
-        raw = self.get(K_PATIENTS + patient)
+    def stream_devices(self, stream: bytes) -> int:
+        """How many active devices record into ``stream`` (0: a key the ledger does not
+        know as a stream)."""
+        raw = self.get(K_STREAMS + stream)
         return 0 if raw is None else int.from_bytes(raw, "big")
 
-    def count_patient_device(self, patient: bytes, delta: int) -> None:
-        """Add ``delta`` (+1 or -1) to the patient's active devices (the record goes at 0)."""
-        count = self.patient_devices(patient) + delta
-        assert count >= 0, "a patient's active devices are counted from their admissions"
+    def count_stream_device(self, stream: bytes, delta: int) -> None:
+        """Add ``delta`` (+1 or -1) to the stream's active devices (the record goes at 0)."""
+        count = self.stream_devices(stream) + delta
+        assert count >= 0, "a stream's active devices are counted from their admissions"
         if count:
-            self._writes[K_PATIENTS + patient] = count.to_bytes(8, "big")
+            self._writes[K_STREAMS + stream] = count.to_bytes(8, "big")
         else:
-            self._writes[K_PATIENTS + patient] = None
+            self._writes[K_STREAMS + stream] = None
+
+    def stream(self, stream: bytes) -> Stream:
+        raw = self.get(K_STREAM + stream)
+        return NO_STREAM if raw is None else _stream(raw)
+
+    def put_stream(self, key: bytes, stream: Stream) -> None:
+        self.put_value(K_STREAM + key, [stream.epoch, stream.public, list(stream.grantees),
+                                        stream.erased])
 
     def last_seq(self, device: bytes) -> int:
         """The highest sequence number the device used (0: none)."""
@@ -132,8 +171,16 @@ class State:
     def pending_admission(self, device: bytes) -> list[Any] | None:
         return self.get_value(b"p" + device)
 
-    def grant(self, patient: bytes, grantee: bytes, scope: str) -> list[Any] | None:
-        return self.get_value(b"g" + patient + grantee + scope.encode())
+    def grant(self, stream: bytes, grantee: bytes) -> GrantRecord | None:
+        value = self.get_value(K_GRANT + stream + grantee)
+        return None if value is None else GrantRecord(*value)
+
+    def put_grant(self, stream: bytes, grantee: bytes, grant: GrantRecord) -> None:
+        self.put_value(K_GRANT + stream + grantee, [grant.box, grant.mode, grant.expires_ms,
+                                                    grant.first_epoch, grant.height])
+
+    def delete_grant(self, stream: bytes, grantee: bytes) -> None:
+        self.delete(K_GRANT + stream + grantee)
 
     def handoffs(self) -> list[list[Any]]:
         """``[height, next authorities]`` for each height whose next block is certified by

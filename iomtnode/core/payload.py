@@ -8,6 +8,7 @@ and is never part of a Merkle leaf, so it can be erased without changing any blo
 
 from __future__ import annotations
 
+from . import codec
 from .crypto import HASH_BYTES, blake2b256
 
 SALT_BYTES = 16
@@ -58,3 +59,27 @@ def reading_ad(chain_id: str, stream: bytes, device: bytes, seq: int, epoch: int
     chain = chain_id.encode()
     return (READING_AD_DOMAIN + len(chain).to_bytes(2, "big") + chain + stream + device
             + seq.to_bytes(8, "big") + epoch.to_bytes(8, "big"))
+
+
+WRAP_DOMAIN = b"iomt/wrap/v1\x00"
+WRAPS_DOMAIN = b"iomt/wraps/v1\x00"
+
+
+def wrap_hash(wrap: bytes) -> bytes:
+    """What a grant's body holds of the epoch secret wrapped to its grantee."""
+    return blake2b256(WRAP_DOMAIN + wrap)
+
+
+def wraps_hash(wraps_sidecar: bytes) -> bytes:
+    """What an epoch's body holds of its wraps: the hash of the sidecar
+    ``encode([[grantee, wrap], ...])`` (grantees ascending, as in the body)."""
+    return blake2b256(WRAPS_DOMAIN + wraps_sidecar)
+
+
+PROFILE_DOMAIN = b"iomt/profile/v1\x00"
+
+
+def profile_hash(salt: bytes, device_class: str, manufacturer: str) -> bytes:
+    """What an admission holds of a device's class and maker: a salted hash, so the ledger
+    does not say what the device measures (the salt comes with the admission request)."""
+    return blake2b256(PROFILE_DOMAIN + salt + codec.encode([device_class, manufacturer]))

@@ -67,7 +67,7 @@ def make_receipt(
         "height": header.height,
         "block_hash": blake2b256(header_bytes).hex(),
         "tx_id": tx.id.hex(),
-        "tx": tx.raw.hex(),
+        "tx": tx.leaf_bytes.hex(),  # never the sidecar (served only with consent)
         "header": header_bytes.hex(),
         "commit": commit.encode().hex(),
         "proof": {"index": proof.index, "count": proof.count,
@@ -114,7 +114,7 @@ def verify_receipt(doc: Any, genesis: Genesis) -> tuple[SignedTx, Header]:
     proof = _proof(doc.get("proof"))
     if proof.count != header.tx_count:
         raise ReceiptError(f"proof is for {proof.count} leaves, block has {header.tx_count}")
-    if not merkle.verify(tx.raw, proof, header.tx_root):
+    if not merkle.verify(tx.leaf_bytes, proof, header.tx_root):
         raise ReceiptError("Merkle proof does not lead from the transaction to the header")
     authorities = _walk_handoffs(doc.get("handoffs", []), genesis, header.height)
     if header.authorities_hash != authorities_hash(authorities):

@@ -16,11 +16,13 @@ signature was verified once, on admission.
 
 Only participants write. Every kind names the key that signs it, and that key must hold
 the right to sign it in the state: a reading or a key rotation comes from an active
-device; an admission, a maintenance record, a vote or evidence from an authority; a
-device's revocation from an authority or the device's patient; a grant from a patient the
-ledger knows (the patient of at least one active device: authorities do not grant for a
-patient, and a key that no admission named is nobody's patient); a grant's revocation
-from the patient who made it. :func:`check_signer` checks exactly these rules, reading the
+device; an admission, a maintenance record, a vote, evidence or an audit anchor from an
+authority; a device's revocation from an authority or the device's stream key; a grant or
+an epoch from a stream the ledger knows (the stream of at least one active device:
+authorities do not grant for a patient, and a key that no admission named is nobody's
+stream); a grant's revocation from the stream that made it; an erasure from the stream or
+an authority naming the patient's request. :func:`check_signer` checks exactly these
+rules, reading the
 state only, so admission runs it before verifying a signature: a transaction from a key
 without the right costs a lookup, not a verification. :func:`apply` checks them too, first,
 so a block carrying such a transaction is invalid on every node.
@@ -31,15 +33,17 @@ Keyspace (first byte)::
     c            scheduled authority changes [[height, subject, add], ...]
     k            handoffs: each height whose next block has another authority set, with
                  that set [[h, [authority, ...]], ...]
-    d <device>   Device record
-    p <device>   pending admission [[approvers...], patient, class, manufacturer]
+    d <device>   Device record [stream, profile hash, status, height, successor]
+    p <device>   pending admission [[approvers...], stream, profile hash]
     q <device>   the device's anti-replay window: highest sequence number and which of
                  the ``replay_window`` below it were used (see :mod:`.window`)
     m <device>   last maintenance [action, note, ts_ms, height]
     v <subject> <0|1>   votes to remove/add subject [voters...]
-    n <patient>  how many active devices name the patient (u64; absent: none): the
-                 patients the ledger knows, who alone may grant access to their records
-    g <patient> <grantee> <scope>   grant [expires_ms, wrapped_key, height]
+    n <stream>   how many active devices record into the stream (u64; absent: none): the
+                 streams the ledger knows, which alone may grant access to their records
+    s <stream>   [epoch, epoch public key, [live grantees...], erased] (see .streams)
+    g <stream> <grantee>   grant [box key, mode, expires_ms, first epoch, height]
+    l <node>     audit anchors [authority, next index] (see .governance)
     x <tx id>    a nonce-bearing transaction already applied
     o <authority>  the last height the authority certified (its precommit is in the
                  certificate a block carries; 0 for a genesis authority); u64
@@ -49,14 +53,13 @@ Keyspace (first byte)::
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
 from dataclasses import replace
 
 from . import errors as e
-from . import window
+from . import streams, window
 from .genesis import Genesis
 from .governance import (
+    anchor_audit,
     apply_scheduled_changes,
     authorities_at,
     decode_evidence_record,
@@ -65,11 +68,14 @@ from .governance import (
     require_authority,
     vote,
 )
-from .ledger import K_PATIENTS, BlockContext, Device, State
+from .ledger import BlockContext, Device, State
 from .tx import (
     AdmitDevice,
+    AuditAnchor,
     AuthorityVote,
     DeviceMaintenance,
+    EpochAnnounce,
+    Erase,
     Grant,
     Reading,
     ReportEvidence,
@@ -82,18 +88,8 @@ from .tx import (
 
 ACTIVE, REVOKED, ROTATED = "active", "revoked", "rotated"
 # the rules' version: a state built by other rules is not this one's (a node refuses it and
-# resyncs); 2: each patient's active devices are counted (``n``), and only a patient the
-# ledger knows may grant
-STATE_RULES_VERSION = 2
-
-
-def patient_index(devices: Iterable[Device]) -> dict[bytes, bytes | None]:
-    """The ``n <patient>`` records of a state whose device records are ``devices``: what the
-    rules of version 2 keep, computed once from the devices of a state built by version 1
-    (which kept none; the count depends only on which devices are active, and the rules of
-    admission, rotation and revocation did not change)."""
-    counts: Counter[bytes] = Counter(d.patient for d in devices if d.status == ACTIVE)
-    return {K_PATIENTS + patient: count.to_bytes(8, "big") for patient, count in counts.items()}
+# resyncs); 3: streams, epochs, sealed payloads committed by hash (docs/privacy.md)
+STATE_RULES_VERSION = 3
 
 
 def genesis_state(genesis: Genesis) -> dict[bytes, bytes | None]:
@@ -137,12 +133,20 @@ def apply(state: State, tx: SignedTx, ctx: BlockContext) -> None:
             state.mark_seen(tx.id)
         case Grant():
             _once(state, tx)
-            _grant(state, body, ctx)
+            streams.grant(state, body, ctx)
             state.mark_seen(tx.id)
         case RevokeGrant():
             _once(state, tx)
-            _revoke_grant(state, body)
+            streams.revoke(state, body, ctx)
             state.mark_seen(tx.id)
+        case EpochAnnounce():  # one per epoch number: no nonce needed
+            streams.announce(state, body, ctx)
+        case Erase():
+            _once(state, tx)
+            streams.erase(state, body)
+            state.mark_seen(tx.id)
+        case AuditAnchor():  # one per (node, first index)
+            anchor_audit(state, body)
         case ReportEvidence():
             report_evidence(state, body, ctx)
         case _:  # pragma: no cover - decode_tx only yields the kinds above
@@ -162,14 +166,16 @@ def check_signer(state: State, body: TxBody) -> None:
     match body:
         case RotateDeviceKey():
             _active_device(state, body.device)
-        case AdmitDevice() | DeviceMaintenance() | AuthorityVote():
+        case AdmitDevice() | DeviceMaintenance() | AuthorityVote() | AuditAnchor():
             require_authority(state, body.authority)
         case RevokeDevice():
             _may_revoke(state, body)
-        case Grant():
-            _known_patient(state, body.patient)
+        case Grant() | EpochAnnounce():
+            streams.known_stream(state, body.stream)
         case RevokeGrant():
-            _existing_grant(state, body)
+            streams.existing_grant(state, body)
+        case Erase():
+            streams.may_erase(state, body)
         case ReportEvidence():
             require_authority(state, body.reporter)
         case _:  # pragma: no cover - decode_tx only yields the kinds above
@@ -196,7 +202,8 @@ def _active_device(state: State, key: bytes) -> Device:
 
 
 def _reading(state: State, r: Reading, ctx: BlockContext) -> None:
-    _active_device(state, r.device)
+    device = _active_device(state, r.device)
+    streams.current_epoch(state.stream(device.stream), device.stream, r.epoch)
     record = window.use(state.seq_record(r.device), r.seq, ctx.genesis.replay_window)
     limit = ctx.time_ms + ctx.genesis.max_future_drift_ms
     if r.ts_ms > limit:
@@ -219,39 +226,41 @@ def _admit(state: State, a: AdmitDevice, ctx: BlockContext) -> None:
     pending = state.pending_admission(a.device)
     approvers: list[bytes] = []
     if pending is not None:
-        approvers, patient, device_class, manufacturer = pending
+        approvers, stream, profile_hash = pending
         if a.authority in approvers:
             raise e.DuplicateAdmissionError(
                 f"authority {a.authority.hex()[:16]} already approved this device"
             )
-        if [patient, device_class, manufacturer] != [a.patient, a.device_class, a.manufacturer]:
+        if [stream, profile_hash] != [a.stream, a.profile_hash]:
             raise e.ConflictingAdmissionError(
-                "this approval names a different patient, class or manufacturer than the "
-                "pending ones for the same device"
+                "this approval names a different stream or profile than the pending ones "
+                "for the same device"
             )
+    if state.stream(a.stream).erased:
+        raise e.ErasedStreamError(f"stream {a.stream.hex()[:16]} was erased")
+    if a.stream in state.authorities() or state.device(a.stream) is not None:
+        raise e.KeyInUseError("a stream key cannot be an authority's or a device's key")
     approvers = [*approvers, a.authority]
     if len(approvers) >= ctx.genesis.admission_threshold:
-        state.put_device(Device(a.device, a.patient, a.device_class, a.manufacturer, ACTIVE,
-                                ctx.height, b""))
-        state.count_patient_device(a.patient, +1)
+        state.put_device(Device(a.device, a.stream, a.profile_hash, ACTIVE, ctx.height, b""))
+        state.count_stream_device(a.stream, +1)
         if pending is not None:
             state.delete(b"p" + a.device)
     else:
-        state.put_value(b"p" + a.device,
-                         [approvers, a.patient, a.device_class, a.manufacturer])
+        state.put_value(b"p" + a.device, [approvers, a.stream, a.profile_hash])
 
 
 def _may_revoke(state: State, r: RevokeDevice) -> Device:
     device = _active_device(state, r.device)
-    if r.by != device.patient and r.by not in state.authorities():
-        raise e.NotPermittedError("only an authority or the device's patient may revoke it")
+    if r.by != device.stream and r.by not in state.authorities():
+        raise e.NotPermittedError("only an authority or the device's stream may revoke it")
     return device
 
 
 def _revoke(state: State, r: RevokeDevice) -> None:
     device = _may_revoke(state, r)
     state.put_device(replace(device, status=REVOKED))
-    state.count_patient_device(device.patient, -1)
+    state.count_stream_device(device.stream, -1)
 
 
 def _rotate(state: State, r: RotateDeviceKey, ctx: BlockContext) -> None:
@@ -261,8 +270,8 @@ def _rotate(state: State, r: RotateDeviceKey, ctx: BlockContext) -> None:
     if r.new_key in state.authorities():
         raise e.KeyInUseError("an authority key cannot become a device key")
     state.put_device(replace(device, status=ROTATED, successor=r.new_key))
-    state.put_device(Device(r.new_key, device.patient, device.device_class,
-                            device.manufacturer, ACTIVE, ctx.height, b""))
+    state.put_device(Device(r.new_key, device.stream, device.profile_hash, ACTIVE,
+                            ctx.height, b""))
 
 
 def _maintenance(state: State, m: DeviceMaintenance, ctx: BlockContext) -> None:
@@ -272,37 +281,7 @@ def _maintenance(state: State, m: DeviceMaintenance, ctx: BlockContext) -> None:
     state.put_value(b"m" + m.device, [m.action, m.note, m.ts_ms, ctx.height])
 
 
-def _known_patient(state: State, patient: bytes) -> None:
-    if not state.patient_devices(patient):
-        raise e.UnknownPatientError(
-            f"{patient.hex()[:16]} is not the patient of any active device: only a patient "
-            "the ledger knows may grant access to their records")
-
-
-def _grant(state: State, g: Grant, ctx: BlockContext) -> None:
-    _known_patient(state, g.patient)
-    if g.grantee == g.patient:
-        raise e.NotPermittedError("a patient does not need a grant for their own records")
-    if g.expires_ms <= ctx.time_ms:
-        raise e.ExpiredGrantError(f"grant expires at {g.expires_ms}, before the block time")
-    state.put_value(b"g" + g.patient + g.grantee + g.scope.encode(),
-                     [g.expires_ms, g.wrapped_key, ctx.height])
-
-
-def _existing_grant(state: State, r: RevokeGrant) -> None:
-    """A grant is revoked by the patient who made it (the grant's key names them), even
-    once their devices are revoked: withdrawing consent is always allowed."""
-    if state.grant(r.patient, r.grantee, r.scope) is None:
-        raise e.UnknownGrantError(f"no grant of scope {r.scope!r} to {r.grantee.hex()[:16]}")
-
-
-def _revoke_grant(state: State, r: RevokeGrant) -> None:
-    _existing_grant(state, r)
-    state.delete(b"g" + r.patient + r.grantee + r.scope.encode())
-
-
 __all__ = [  # the governance functions and ledger types the state's users import from here
     "STATE_RULES_VERSION", "BlockContext", "Device", "State", "apply", "authorities_at",
     "begin_block", "check_signer", "decode_evidence_record", "evidence_key", "genesis_state",
-    "patient_index",
 ]

@@ -91,8 +91,9 @@ class LoadStats:
 
 async def admit_devices(client: ApiClient, devices: list[SimDevice], authority: SigningKey,
                         chain_id: str) -> None:
-    """Admit ``devices`` (skipping ones already admitted) and wait until all are active
-    (``get_device`` answers the authority once the client has proven its key)."""
+    """Admit ``devices`` (skipping ones already admitted), wait until all are active
+    (``get_device`` answers the authority once the client has proven its key), then announce
+    each device's stream's first epoch and wait until every announcement is committed."""
     await client.authenticate(authority, chain_id)
     for device in devices:
         try:
@@ -111,6 +112,32 @@ async def admit_devices(client: ApiClient, devices: list[SimDevice], authority: 
                     info = None
                 if info is not None:
                     device.seq = max(device.seq, info["last_seq"])
+                    break
+                await trio.sleep(0.1)
+    await announce_epochs(client, devices, chain_id)
+
+
+async def announce_epochs(client: ApiClient, devices: list[SimDevice], chain_id: str) -> None:
+    """Announce each device's stream's epoch (already on the ledger is fine) and wait until
+    every announcement is committed."""
+    ids = []
+    for device in devices:
+        tx = device.epoch_announcement(chain_id)
+        ids.append(tx.id.hex())
+        try:
+            await client.call("submit_tx", tx=tx.raw.hex())
+        except ApiError as exc:
+            if exc.code != 1008:  # committed already (a run with the same seed) is fine
+                raise
+    with trio.fail_after(ADMISSION_TIMEOUT_S):
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            while True:
+                found = await client.call("get_tx_status", ids=chunk)
+                dropped = [s for s in found if s["state"] == "dropped"]
+                if dropped:
+                    raise RuntimeError(f"an epoch announcement was dropped: {dropped[0]}")
+                if all(s["state"] == "committed" for s in found):
                     break
                 await trio.sleep(0.1)
 
