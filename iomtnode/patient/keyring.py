@@ -8,6 +8,8 @@ epoch (key regression has no way up).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from .keys import (
     EPOCHS_PER_STREAM,
     GranteeKeys,
@@ -43,9 +45,14 @@ class Keyring:
         return cls(root=root)
 
     @classmethod
-    def for_grantee(cls, keys: GranteeKeys) -> Keyring:
-        """A grantee's: empty until it is given wraps."""
-        return cls(grantee=keys)
+    def for_grantee(cls, keys: GranteeKeys,
+                    wraps: Iterable[tuple[bytes, int, int, bytes]] = ()) -> Keyring:
+        """A grantee's, holding what ``wraps`` give: each ``(stream, epoch, mode, wrap)`` as
+        its grant or epoch announcement names it (see :meth:`add_wrap`)."""
+        ring = cls(grantee=keys)
+        for stream, epoch, mode, wrap in wraps:
+            ring.add_wrap(stream, epoch, mode, wrap)
+        return ring
 
     def add_wrap(self, stream: bytes, epoch: int, mode: int, wrap: bytes) -> None:
         """Open ``wrap`` (from a grant or an epoch announcement naming ``stream``, ``epoch``

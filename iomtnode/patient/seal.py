@@ -24,7 +24,8 @@ import nacl.exceptions
 from iomtnode.core import payload
 from iomtnode.core.payload import PADDED_BYTES, SALT_BYTES, reading_ad
 
-from .keys import X25519_BYTES, epoch_public, hkdf
+from .keys import X25519_BYTES, hkdf
+from .keys import epoch_public as public_of
 from .plaintext import Plaintext, PlaintextError, decode_plaintext
 
 READING_INFO = b"iomt/reading/v1"
@@ -68,11 +69,11 @@ def _shared(secret: bytes, public: bytes) -> bytes | None:
     return None if shared == ZERO_SECRET else shared
 
 
-def seal(plain: Plaintext, epoch_public_key: bytes, ad: bytes,
+def seal(plain: Plaintext, epoch_public: bytes, ad: bytes,
          size_class: int | None = None) -> bytes:
     """The sidecar ``salt | A | AEAD(padded plaintext)`` of ``plain`` sealed to ``X_e``
     with associated data ``ad``; ``size_class`` defaults to the smallest that holds it."""
-    if len(epoch_public_key) != X25519_BYTES:
+    if len(epoch_public) != X25519_BYTES:
         raise SealError(f"an epoch public key is {X25519_BYTES} bytes")
     encoded = plain.encode()
     smallest = size_class_for(len(encoded))
@@ -83,11 +84,11 @@ def seal(plain: Plaintext, epoch_public_key: bytes, ad: bytes,
                         f"{size_class}; the smallest that holds it is {smallest}")
     ephemeral_secret = os.urandom(X25519_BYTES)
     ephemeral = nacl.bindings.crypto_scalarmult_base(ephemeral_secret)
-    shared = _shared(ephemeral_secret, epoch_public_key)
+    shared = _shared(ephemeral_secret, epoch_public)
     del ephemeral_secret  # the device cannot open what it sealed
     if shared is None:
         raise SealError("the epoch public key is of low order (all-zero shared secret)")
-    key, nonce = _key_and_nonce(shared, ephemeral, epoch_public_key)
+    key, nonce = _key_and_nonce(shared, ephemeral, epoch_public)
     padded = nacl.bindings.sodium_pad(encoded, PADDED_BYTES[size_class])
     sealed = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(padded, ad, nonce, key)
     sidecar = os.urandom(SALT_BYTES) + ephemeral + sealed
@@ -114,7 +115,7 @@ def open_sidecar(sidecar: bytes, epoch_secret: bytes, ad: bytes) -> Plaintext:
     shared = _shared(epoch_secret, ephemeral)
     if shared is None:
         raise OpenError("the ciphertext's ephemeral key is of low order")
-    key, nonce = _key_and_nonce(shared, ephemeral, epoch_public(epoch_secret))
+    key, nonce = _key_and_nonce(shared, ephemeral, public_of(epoch_secret))
     try:
         padded = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
             sidecar[SALT_BYTES + X25519_BYTES:], ad, nonce, key)
@@ -132,11 +133,11 @@ def open_sidecar(sidecar: bytes, epoch_secret: bytes, ad: bytes) -> Plaintext:
 
 
 def seal_reading(chain_id: str, stream: bytes, device: bytes, seq: int, epoch: int,
-                 epoch_public_key: bytes, plain: Plaintext) -> tuple[int, bytes, bytes]:
+                 epoch_public: bytes, plain: Plaintext) -> tuple[int, bytes, bytes]:
     """``(size_class, commitment, sidecar)`` of ``plain`` sealed for the reading of
     ``device`` with sequence number ``seq`` in ``stream``'s ``epoch``: what the device puts
     in its signed body and beside it."""
-    sidecar = seal(plain, epoch_public_key, reading_ad(chain_id, stream, device, seq, epoch))
+    sidecar = seal(plain, epoch_public, reading_ad(chain_id, stream, device, seq, epoch))
     return sidecar_class(sidecar), payload.commitment(sidecar), sidecar
 
 

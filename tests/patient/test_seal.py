@@ -72,7 +72,7 @@ def test_two_seals_of_one_reading_differ():
 ])
 def test_a_ciphertext_opens_only_under_its_own_readings_ad(other):
     fields = dict(chain_id=CHAIN, stream=STREAM, device=DEVICE, seq=9, epoch=3)
-    _, _, sidecar = seal_reading(**fields, epoch_public_key=PUBLIC, plain=HR)
+    _, _, sidecar = seal_reading(**fields, epoch_public=PUBLIC, plain=HR)
     with pytest.raises(OpenError, match="associated data"):
         open_reading(**{**fields, **other}, epoch_secret=SECRET, sidecar=sidecar)
 

@@ -41,11 +41,9 @@ def x(epoch: int, stream: bytes = STREAM) -> bytes:
 
 def keyring_with(*wraps: tuple[int, int]) -> Keyring:
     """ALICE's keyring given a wrap of each (epoch, mode)."""
-    ring = Keyring.for_grantee(ALICE)
-    for epoch, mode in wraps:
-        ring.add_wrap(STREAM, epoch, mode, grant_wrap(ROOT, STREAM, epoch, mode,
-                                                      ALICE.box_public))
-    return ring
+    return Keyring.for_grantee(ALICE, [
+        (STREAM, epoch, mode, grant_wrap(ROOT, STREAM, epoch, mode, ALICE.box_public))
+        for epoch, mode in wraps])
 
 
 def test_a_wrap_round_trips_and_fits_the_ledger_limit():
@@ -157,6 +155,16 @@ def test_a_keyring_opens_readings_of_its_epochs_only():
         ring.open_reading(CHAIN, STREAM, device, 4, 4, sealed[4])
     patient = Keyring.for_patient(ROOT)
     assert patient.open_reading(CHAIN, STREAM, device, 4, 4, sealed[4]) == reading
+
+
+def test_add_wrap_refuses_a_wrap_for_other_fields_and_learns_nothing():
+    ring = Keyring.for_grantee(ALICE)
+    wrap = grant_wrap(ROOT, STREAM, 3, FORWARD, ALICE.box_public)
+    with pytest.raises(WrapError):
+        ring.add_wrap(STREAM, 4, FORWARD, wrap)
+    assert ring.secret_for(STREAM, 4) is None
+    ring.add_wrap(STREAM, 3, FORWARD, wrap)
+    assert ring.secret_for(STREAM, 3) == x(3)
 
 
 def test_a_keyring_is_one_kind():
