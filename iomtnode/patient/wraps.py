@@ -14,8 +14,8 @@ import itertools
 import nacl.bindings
 import nacl.exceptions
 
-from iomtnode.core import codec
-from iomtnode.core.crypto import KEY_BYTES, blake2b256
+from iomtnode.core import codec, payload
+from iomtnode.core.crypto import KEY_BYTES
 from iomtnode.core.txkinds import MAX_WRAPPED_KEY_BYTES
 
 from .keys import (
@@ -29,8 +29,6 @@ from .keys import (
 FORWARD, HISTORY = 0, 1
 MODES = (FORWARD, HISTORY)
 MODE_NAMES = {FORWARD: "forward", HISTORY: "history"}
-WRAP_DOMAIN = b"iomt/wrap/v1\x00"
-WRAPS_DOMAIN = b"iomt/wraps/v1\x00"
 SEALED_BOX_OVERHEAD_BYTES = 48  # an ephemeral X25519 key and a tag
 
 
@@ -91,7 +89,13 @@ def open_wrap(wrap: bytes, box_secret: bytes, box_public: bytes, *, stream: byte
 
 def wrap_hash(wrap: bytes) -> bytes:
     """``H("iomt/wrap/v1\\0" | wrap)``: what a grant's signed body holds."""
-    return blake2b256(WRAP_DOMAIN + wrap)
+    return payload.wrap_hash(wrap)
+
+
+def wraps_sidecar(pairs: list[tuple[bytes, bytes]]) -> bytes:
+    """The sidecar beside an epoch announcement or a revocation: ``encode([[grantee, wrap],
+    ...])``."""
+    return codec.encode([[g, w] for g, w in pairs])
 
 
 def wraps_hash(pairs: list[tuple[bytes, bytes]]) -> bytes:
@@ -100,7 +104,7 @@ def wraps_hash(pairs: list[tuple[bytes, bytes]]) -> bytes:
     grantees = [grantee for grantee, _ in pairs]
     if any(a >= b for a, b in itertools.pairwise(grantees)):
         raise WrapError("wraps must be listed in strictly ascending grantee order")
-    return blake2b256(WRAPS_DOMAIN + codec.encode([[g, w] for g, w in pairs]))
+    return payload.wraps_hash(wraps_sidecar(pairs))
 
 
 def wrapped_secret(root: bytes, stream: bytes, epoch: int, mode: int) -> bytes:
