@@ -274,13 +274,15 @@ def validate(bundle: dict) -> None:
     (types, cardinalities, required elements, of the Bundle and each resource in it), then our
     checks: each Observation's LOINC and IEEE 11073 codes are the table's for its kind, its
     units the kind's UCUM unit, its category the kind's; every reference resolves to an entry."""
-    problems: list[str] = []
-    try:
-        Bundle.model_validate(bundle)
-    except ValidationError as exc:
-        problems += [f"R4B: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
     entries = bundle.get("entry")
     entries = [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+    kinds = [e["resource"].get("resourceType") if isinstance(e.get("resource"), dict) else None
+             for e in entries]
+    known = [isinstance(kind, str) and kind in EXPORTED for kind in kinds]
+    problems = [f"entry[{i}] is a {kind!r}, not one of the exported {sorted(EXPORTED)}"
+                for i, kind in enumerate(kinds) if not known[i]]
+    problems += _r4b_problems(bundle) if all(known) else [
+        "R4B: not parsed: fhir.resources fails on an entry of no known resource type"]
     urls = [e.get("fullUrl") for e in entries]
     problems += [f"fullUrl {u} appears {urls.count(u)} times" for u in sorted(set(map(str, urls)))
                  if urls.count(u) > 1]
@@ -292,9 +294,22 @@ def validate(bundle: dict) -> None:
         problems += [f"{where}: reference {ref} resolves to no entry"
                      for ref in _references(resource) if ref not in urls]
         if resource.get("resourceType") == "Observation":
-            problems += [f"{where}: {p}" for p in _observation_problems(resource)]
+            problems += [f"{where}: {p}" for p in fc.observation_problems(resource)]
     if problems:
         raise FhirError(problems)
+
+
+EXPORTED = frozenset({"Device", "Observation", "Provenance", "Consent", "AuditEvent"})
+
+
+def _r4b_problems(bundle: dict) -> list[str]:
+    try:
+        Bundle.model_validate(bundle)
+    except ValidationError as exc:
+        return [f"R4B: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+    except (KeyError, TypeError) as exc:  # fhir_core's lookup of a malformed resourceType
+        return [f"R4B: the models failed on a malformed resource: {exc!r}"]
+    return []
 
 
 def _references(node: object) -> Iterator[str]:
@@ -308,70 +323,3 @@ def _references(node: object) -> Iterator[str]:
     elif isinstance(node, list):
         for value in node:
             yield from _references(value)
-
-
-def _codes(concept: object, system: str) -> list[str]:
-    codings = concept.get("coding") if isinstance(concept, dict) else None
-    return [c.get("code") for c in codings if isinstance(c, dict) and c.get("system") == system
-            ] if isinstance(codings, list) else []
-
-
-def _unit_problem(holder: dict, want: str, what: str) -> list[str]:
-    quantity = holder.get("valueQuantity")
-    if not isinstance(quantity, dict):
-        return [f"{what} has no valueQuantity"]
-    if quantity.get("system") != fc.UCUM or quantity.get("code") != want:
-        return [f"{what} unit is {quantity.get('system')}|{quantity.get('code')}, "
-                f"not {fc.UCUM}|{want}"]
-    return []
-
-
-def _observation_problems(obs: dict) -> list[str]:
-    code = obs.get("code")
-    codings = code.get("coding") if isinstance(code, dict) else None
-    first = codings[0] if isinstance(codings, list) and codings else {}
-    rule = fc.RULES.get(first.get("code")) if isinstance(first, dict) else None
-    if rule is None:
-        return [f"code {first!r} is none of the export's codes "
-                f"(LOINC {sorted(r for r in fc.RULES if '-' in r)} or MDC_ECG_ELEC_POTL)"]
-    problems = []
-    loinc, mdc = set(_codes(code, fc.LOINC)), set(_codes(code, fc.MDC))
-    if loinc != rule.loinc:
-        problems.append(f"{rule.name}: LOINC codes {sorted(loinc)}, not {sorted(rule.loinc)}")
-    if len(mdc) != 1 or not mdc <= rule.mdc:
-        problems.append(f"{rule.name}: IEEE 11073 codes {sorted(mdc)}, not one of "
-                        f"{sorted(rule.mdc)}")
-    categories = obs.get("category")
-    if not isinstance(categories, list) or not any(
-            rule.category in _codes(c, fc.OBSERVATION_CATEGORY) for c in categories):
-        problems.append(f"{rule.name}: no category {rule.category}")
-    if rule.unit is not None:
-        problems += _unit_problem(obs, rule.unit, rule.name)
-    components = obs.get("component") or []
-    if rule.components:
-        problems += _component_problems(rule, components)
-    elif components:
-        problems.append(f"{rule.name}: has components")
-    if rule.code_is_sampled and not isinstance(obs.get("valueSampledData"), dict):
-        problems.append(f"{rule.name}: no valueSampledData")
-    elif rule.code_is_sampled:
-        origin = obs["valueSampledData"].get("origin")
-        if not isinstance(origin, dict) or origin.get("system") != fc.UCUM or (
-                origin.get("code") != fc.MICROVOLT.code):
-            problems.append(f"{rule.name}: origin is not in {fc.UCUM}|{fc.MICROVOLT.code}")
-    return problems
-
-
-def _component_problems(rule: fc.Rule, components: object) -> list[str]:
-    if not isinstance(components, list) or len(components) != len(rule.components):
-        return [f"{rule.name}: components are not {len(rule.components)}"]
-    problems = []
-    for component, (loinc, mdc) in zip(components, rule.components, strict=True):
-        code = component.get("code") if isinstance(component, dict) else None
-        got = (_codes(code, fc.LOINC), _codes(code, fc.MDC))
-        if got != ([loinc], [mdc]):
-            problems.append(f"{rule.name}: component codes {got}, not LOINC {loinc} MDC {mdc}")
-        elif rule.component_unit is not None:
-            problems += _unit_problem(component, rule.component_unit,
-                                      f"{rule.name} component {loinc}")
-    return problems

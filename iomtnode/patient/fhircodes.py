@@ -1,5 +1,6 @@
-"""The code systems, codes and units of the FHIR export (docs/privacy.md, section 6), in one
-place so the builder and the checks read the same table.
+"""The code systems, codes and units of the FHIR export (docs/privacy.md, section 6), and the
+check of an Observation against them, in one place so the builder and the check read the same
+table.
 
 Sources: LOINC codes as the FHIR R4 vital signs profiles use them
 (http://hl7.org/fhir/R4/observation-vitalsigns.html); IEEE 11073-10101 nomenclature codes
@@ -145,3 +146,73 @@ DEVICE_TYPES = {  # Device.type as text only: no SNOMED CT concept we are sure f
     pt.THERMOMETER: "Clinical thermometer",
     pt.ECG_PATCH: "ECG patch",
 }
+
+
+def _codes(concept: object, system: str) -> list[str]:
+    codings = concept.get("coding") if isinstance(concept, dict) else None
+    return [c["code"] for c in codings if isinstance(c, dict) and c.get("system") == system
+            and isinstance(c.get("code"), str)] if isinstance(codings, list) else []
+
+
+def _unit_problem(holder: dict, want: str, what: str) -> list[str]:
+    quantity = holder.get("valueQuantity")
+    if not isinstance(quantity, dict):
+        return [f"{what} has no valueQuantity"]
+    if quantity.get("system") != UCUM or quantity.get("code") != want:
+        return [f"{what} unit is {quantity.get('system')}|{quantity.get('code')}, "
+                f"not {UCUM}|{want}"]
+    return []
+
+
+def observation_problems(obs: dict) -> list[str]:
+    """What is wrong with an Observation's codes, category and units, by the rule of the kind
+    its first coding names; empty when nothing is."""
+    code = obs.get("code")
+    codings = code.get("coding") if isinstance(code, dict) else None
+    first = codings[0] if isinstance(codings, list) and codings else {}
+    primary = first.get("code") if isinstance(first, dict) else None
+    rule = RULES.get(primary) if isinstance(primary, str) else None
+    if rule is None:
+        return [f"code {first!r} is none of the export's codes "
+                f"(LOINC {sorted(r for r in RULES if '-' in r)} or MDC_ECG_ELEC_POTL)"]
+    problems = []
+    loinc, mdc = set(_codes(code, LOINC)), set(_codes(code, MDC))
+    if loinc != rule.loinc:
+        problems.append(f"{rule.name}: LOINC codes {sorted(loinc)}, not {sorted(rule.loinc)}")
+    if len(mdc) != 1 or not mdc <= rule.mdc:
+        problems.append(f"{rule.name}: IEEE 11073 codes {sorted(mdc)}, not one of "
+                        f"{sorted(rule.mdc)}")
+    categories = obs.get("category")
+    if not isinstance(categories, list) or not any(
+            rule.category in _codes(c, OBSERVATION_CATEGORY) for c in categories):
+        problems.append(f"{rule.name}: no category {rule.category}")
+    if rule.unit is not None:
+        problems += _unit_problem(obs, rule.unit, rule.name)
+    components = obs.get("component") or []
+    if rule.components:
+        problems += _component_problems(rule, components)
+    elif components:
+        problems.append(f"{rule.name}: has components")
+    if rule.code_is_sampled and not isinstance(obs.get("valueSampledData"), dict):
+        problems.append(f"{rule.name}: no valueSampledData")
+    elif rule.code_is_sampled:
+        origin = obs["valueSampledData"].get("origin")
+        if not isinstance(origin, dict) or origin.get("system") != UCUM or (
+                origin.get("code") != MICROVOLT.code):
+            problems.append(f"{rule.name}: origin is not in {UCUM}|{MICROVOLT.code}")
+    return problems
+
+
+def _component_problems(rule: Rule, components: object) -> list[str]:
+    if not isinstance(components, list) or len(components) != len(rule.components):
+        return [f"{rule.name}: components are not {len(rule.components)}"]
+    problems = []
+    for component, (loinc, mdc) in zip(components, rule.components, strict=True):
+        code = component.get("code") if isinstance(component, dict) else None
+        got = (_codes(code, LOINC), _codes(code, MDC))
+        if got != ([loinc], [mdc]):
+            problems.append(f"{rule.name}: component codes {got}, not LOINC {loinc} MDC {mdc}")
+        elif rule.component_unit is not None:
+            problems += _unit_problem(component, rule.component_unit,
+                                      f"{rule.name} component {loinc}")
+    return problems
