@@ -269,27 +269,29 @@ def _audit_event(a: AuditEntry) -> dict:
                   + [{"what": _by_ident(fc.TX_SYSTEM, t)} for t in a.tx_ids]})
 
 
+EXPORTED = frozenset({"Device", "Observation", "Provenance", "Consent", "AuditEvent"})
+
+
 def validate(bundle: dict) -> None:
     """Raises :class:`FhirError` listing every problem of ``bundle``: what the R4B models reject
     (types, cardinalities, required elements, of the Bundle and each resource in it), then our
     checks: each Observation's LOINC and IEEE 11073 codes are the table's for its kind, its
     units the kind's UCUM unit, its category the kind's; every reference resolves to an entry."""
-    entries = bundle.get("entry")
-    entries = [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
-    kinds = [e["resource"].get("resourceType") if isinstance(e.get("resource"), dict) else None
-             for e in entries]
-    known = [isinstance(kind, str) and kind in EXPORTED for kind in kinds]
+    raw = bundle.get("entry")
+    resources = {i: e["resource"] for i, e in enumerate(raw if isinstance(raw, list) else [])
+                 if isinstance(e, dict) and isinstance(e.get("resource"), dict)}
+    unknown = {i: r.get("resourceType") for i, r in resources.items()
+               if not (isinstance(r.get("resourceType"), str) and r["resourceType"] in EXPORTED)}
     problems = [f"entry[{i}] is a {kind!r}, not one of the exported {sorted(EXPORTED)}"
-                for i, kind in enumerate(kinds) if not known[i]]
-    problems += _r4b_problems(bundle) if all(known) else [
-        "R4B: not parsed: fhir.resources fails on an entry of no known resource type"]
-    urls = [e.get("fullUrl") for e in entries]
+                for i, kind in unknown.items()]
+    problems += [  # fhir_core fails on a resourceType it does not know: name it instead
+        "R4B: not parsed: an entry is of no exported resource type"] if unknown else (
+        _r4b_problems(bundle))
+    urls = [e.get("fullUrl") for e in raw if isinstance(e, dict)] if isinstance(
+        raw, list) else []
     problems += [f"fullUrl {u} appears {urls.count(u)} times" for u in sorted(set(map(str, urls)))
                  if urls.count(u) > 1]
-    for i, entry in enumerate(entries):
-        resource = entry.get("resource")
-        if not isinstance(resource, dict):
-            continue
+    for i, resource in resources.items():
         where = f"entry[{i}] {resource.get('resourceType')}"
         problems += [f"{where}: reference {ref} resolves to no entry"
                      for ref in _references(resource) if ref not in urls]
@@ -297,9 +299,6 @@ def validate(bundle: dict) -> None:
             problems += [f"{where}: {p}" for p in fc.observation_problems(resource)]
     if problems:
         raise FhirError(problems)
-
-
-EXPORTED = frozenset({"Device", "Observation", "Provenance", "Consent", "AuditEvent"})
 
 
 def _r4b_problems(bundle: dict) -> list[str]:

@@ -298,3 +298,12 @@ def test_any_damaged_element_gives_problems_never_a_crash(replacement):
             validate(b)
         except FhirError as exc:
             assert exc.problems
+
+
+def test_an_entry_the_export_never_makes_is_named():
+    b = export()
+    b["entry"].append({"fullUrl": "urn:uuid:" + "1" * 32, "resource": {"resourceType": "Patient"}})
+    assert problems(b) == (
+        "entry[18] is a 'Patient', not one of the exported ['AuditEvent', 'Consent', 'Device', "
+        "'Observation', 'Provenance']",
+        "R4B: not parsed: an entry is of no exported resource type")
