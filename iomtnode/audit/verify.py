@@ -70,9 +70,10 @@ class VerifyReport:
             if self.more_failures:
                 out.append(f"  ... and {self.more_failures} more")
         if self.unanchored:
-            out.append(f"node {node}: {len(self.unanchored)} of your records are not anchored "
-                       f"on the ledger yet (records {self.unanchored[0]} to "
-                       f"{self.unanchored[-1]}); check again in a minute")
+            first, last, n = self.unanchored[0], self.unanchored[-1], len(self.unanchored)
+            which = f"record {first} is" if n == 1 else f"{n} records ({first} to {last}) are"
+            out.append(f"node {node}: your {which} not anchored on the ledger yet; "
+                       f"check again in a minute")
         return out
 
 
