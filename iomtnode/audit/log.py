@@ -267,8 +267,13 @@ class AuditLog:
         """Start a new segment at the next index (the current one is fsynced already)."""
         first = self.next_index
         path = self.directory / segment_name(first)
-        fd = self._open_for_append(path)
-        _fsync_dir(self.directory)
+        try:
+            fd = self._open_for_append(path)
+            _fsync_dir(self.directory)
+        except OSError as exc:  # a segment file may be left: appending on would misplace it
+            self._failed = f"a new segment failed ({errno.errorcode.get(exc.errno, exc.errno)})"
+            log.error("audit_log_write_failed", file=str(path), error=str(exc))
+            raise AuditLogError(f"{path}: {self._failed}") from exc
         os.close(self._fd)
         self._fd = fd
         self._segments.append(_Segment(path, first, 0, 0, array("Q")))

@@ -194,3 +194,36 @@ def test_a_failed_write_is_undone_and_refuses_more(tmp_path, monkeypatch):
     log.close()
     with pytest.raises(AuditLogError, match="closed"):
         log.read(0, 1)
+
+
+def test_a_crash_at_any_byte_of_a_batch_leaves_the_batch_out(tmp_path):
+    directory = tmp_path / "audit"
+    with AuditLog(directory) as log:
+        kept = log.append([call(i) for i in range(4)])
+        size = first_segment(directory).stat().st_size
+        kept += log.append([call(i) for i in range(4, 7)])
+    whole = first_segment(directory).read_bytes()
+    for cut in range(size, len(whole)):
+        first_segment(directory).write_bytes(whole[:cut])
+        with AuditLog(directory) as log:
+            assert log.read(0, log.next_index) == kept[:log.next_index]
+            assert log.next_index == 4 + sum(  # the whole frames before the cut survive
+                1 for end in (size + k * (len(whole) - size) // 3 for k in (1, 2, 3))
+                if end <= cut)
+        assert first_segment(directory).stat().st_size <= cut
+
+
+def test_a_failed_new_segment_refuses_more(tmp_path, monkeypatch):
+    monkeypatch.setattr(audit_log, "MAX_SEGMENT_BYTES", 2_000)
+    directory = tmp_path / "audit"
+    log = AuditLog(directory)
+    log.append([call(i) for i in range(10)])
+    monkeypatch.setattr(audit_log, "_fsync_dir", lambda d: (_ for _ in ()).throw(OSError(5, "EIO")))
+    with pytest.raises(AuditLogError, match="a new segment failed"):
+        log.append([call(i) for i in range(20)])
+    with pytest.raises(AuditLogError, match="refuses appends"):
+        log.append([call(0)])
+    log.close()
+    monkeypatch.undo()
+    with AuditLog(directory) as log:  # what was written before the failure is whole
+        assert log.read(0, log.next_index)[-1].index == log.next_index - 1
