@@ -229,16 +229,16 @@ class AuditLog:
                 rolls = (segment.size + chunk_bytes + len(data) > MAX_SEGMENT_BYTES
                          and segment.size + chunk_bytes > 0)
                 if chunk and (rolls or chunk_bytes + len(data) > MAX_CHUNK_BYTES):
-                    self._write(chunk, chunk_bytes)
+                    self._write(chunk)
                     chunk, chunk_bytes = [], 0
                 if rolls:
                     self._roll()
                 chunk.append(data)
                 chunk_bytes += len(data)
-            self._write(chunk, chunk_bytes)
+            self._write(chunk)
         return records
 
-    def _write(self, frames: list[bytes], size: int) -> None:
+    def _write(self, frames: list[bytes]) -> None:
         """Write and fsync ``frames`` at the end of the last segment, then count them."""
         segment = self._segments[-1]
         data = memoryview(b"".join(frames))
@@ -251,8 +251,8 @@ class AuditLog:
             try:
                 os.ftruncate(self._fd, segment.size)
                 os.fsync(self._fd)
-            except OSError:
-                pass  # the next opening cuts the torn tail
+            except OSError as again:  # the next opening cuts the torn tail
+                log.error("audit_log_truncate_failed", file=str(segment.path), error=str(again))
             log.error("audit_log_write_failed", file=str(segment.path), error=str(exc))
             raise AuditLogError(f"{segment.path}: {self._failed}") from exc
         pos = segment.size
