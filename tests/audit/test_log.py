@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 
 import pytest
 import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from iomtnode.audit import log as audit_log
 from iomtnode.audit.log import (
@@ -143,6 +146,7 @@ def test_segments_roll_and_a_missing_one_is_refused(tmp_path, monkeypatch):
     with AuditLog(directory) as log:
         assert log.next_index == 45
         assert log.read(0, 45) == records
+        assert log.read(17, 20) == records[17:37]  # from inside one segment into the next
     (directory / segments[1]).unlink()
     with pytest.raises(AuditLogCorruptError, match="a segment is missing"):
         AuditLog(directory)
@@ -227,3 +231,37 @@ def test_a_failed_new_segment_refuses_more(tmp_path, monkeypatch):
     monkeypatch.undo()
     with AuditLog(directory) as log:  # what was written before the failure is whole
         assert log.read(0, log.next_index)[-1].index == log.next_index - 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(1, 70), min_size=1, max_size=6), st.data())
+def test_batches_read_back_in_order(tmp_path_factory, batches, data):
+    directory = tmp_path_factory.mktemp("log") / "audit"
+    written = []
+    with AuditLog(directory) as log:
+        for size in batches:
+            written += log.append([call(len(written) + i) for i in range(size)])
+    first = data.draw(st.integers(0, len(written) - 1))
+    count = data.draw(st.integers(0, len(written) - first))
+    with AuditLog(directory) as log:
+        assert log.read(first, count) == written[first:first + count]
+
+
+def test_reads_beside_appends_see_whole_records(tmp_path):
+    with AuditLog(tmp_path / "audit") as log:
+        def writer():
+            for b in range(40):
+                log.append([call(b * 10 + i) for i in range(10)])
+
+        def check():
+            end = log.next_index
+            records = log.read(max(0, end - 100), min(end, 100))
+            assert [r.index for r in records] == list(range(max(0, end - 100), end))
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        while thread.is_alive():
+            check()
+        thread.join(timeout=30)
+        assert log.next_index == 400
+        check()
