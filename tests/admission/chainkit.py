@@ -24,6 +24,7 @@ from .fakes import FakeHost
 T0 = 1_700_000_000_000
 GENESIS = Genesis(CHAIN_ID, T0, (pub("A"),), 1)
 DEVICES = ("d1", "d2", "d3")
+FIRST_BLOCK_TXS = len(DEVICES) + 1  # block 1 of a source chain: the admissions and P's epoch
 
 
 def reading(device: str, seq: int) -> SignedTx:
