@@ -10,7 +10,7 @@ from iomtnode.admission.mempool import Mempool
 from iomtnode.core import errors as e
 
 from ..core.helpers import CHAIN_ID, key, pub
-from ..core.sealkit import sealed_reading
+from ..core.sealkit import grant, revoke_grant, sealed_reading
 from .chainkit import GENESIS, T0, reading, seal, source_chain
 
 
@@ -174,3 +174,23 @@ async def test_a_drop_is_a_warning_only_for_what_a_client_was_told_was_accepted(
         await maker.build_next(chain.height + 1, pub("A"), now - 1000, 10)
     levels = {e["tx"]: (e["log_level"], e["client"]) for e in logs if e["event"] == "tx_dropped"}
     assert levels == {mine.id.hex(): ("warning", True), relayed.id.hex(): ("info", False)}
+
+
+def test_a_pending_reading_of_the_epoch_a_revocation_ended_is_dropped_with_1024(chain):
+    """No grace window: a reading sealed to the epoch the revoked grantee holds, pending when
+    the revocation commits in another node's block, is dropped and its status says why."""
+    seal(chain, [grant(key("P"), pub("G"), CHAIN_ID)])
+    pool = Mempool(chain, now_ms=lambda: GENESIS.time_ms + 10_000)
+    old, other = reading("d1", 1), reading("d2", 1)
+    pool.add_tx(old)
+    pool.add_tx(other)
+    block, _ = seal(chain, [revoke_grant(key("P"), pub("G"), CHAIN_ID)])
+    pool.blocks_committed([block])
+    assert pool.pending(10) == []
+    for tx in (old, other):
+        status = pool.tx_status(tx.id)
+        assert status["state"] == "dropped" and status["code"] == e.StaleEpochError.code == 1024
+        assert "re-seal" in status["reason"]
+    resealed = sealed_reading(key("d1"), 1, T0 + 1, CHAIN_ID, epoch=2)  # the same seq
+    pool.add_tx(resealed)
+    assert pool.pending(10) == [resealed]
