@@ -1,6 +1,6 @@
 """State rules as scenario tables, after go-ethereum's clique tests.
 
-Authorities are named A, B, C, D, E; devices hr1, hr2, ...; patients P and Q; G is a
+Authorities are named A, B, C, D, E; devices hr1, hr2, ...; streams P and Q; G is a
 grantee and X a stranger. Every key is derived from its name. A case is a genesis
 (authorities, admission threshold) and a list of steps: a transaction with its expected
 outcome (OK or the RuleError class), ``NEXT`` to seal the block and begin the next one,

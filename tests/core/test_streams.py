@@ -26,6 +26,7 @@ from .test_state import (
     Case,
     HasGrant,
     StreamIs,
+    add,
     admit,
     anchor,
     epoch,
@@ -335,6 +336,15 @@ CASES: list[Case] = [
         (admit("A", "hr2", patient="Q"), OK),
         (revoke("A", "hr2"), OK),  # Q has no active device, but has been a stream
         (rotate("hr1", "Q"), OK),  # no record of Q's but its device count: a key again
+    ]),
+    Case("a stream's key does not become an authority", [
+        (admit("A", "hr1"), OK),
+        (add("A", "P"), e.KeyInUseError),
+        (admit("A", "hr2", patient="Q"), OK),
+        (epoch("Q"), OK),
+        (revoke("A", "hr2"), OK),  # Q has no active device, but a record
+        (add("A", "Q"), e.KeyInUseError),
+        (add("A", "B"), OK),
     ]),
     Case("a stream with a record but no active device is still a stream's key", [
         (admit("A", "hr1"), OK),
