@@ -139,12 +139,26 @@ class Sidecars:
 
     def compact_later(self, ranges: Iterable[tuple[bytes, bytes]]) -> None:
         """Compact ``[start, stop)`` ranges in a thread of their own, so erased bytes leave the
-        database's files without holding up the commits that follow."""
+        database's files without holding up the commits that follow.
+
+        LevelDB's ``CompactRange`` merges a range's files level by level down to the deepest
+        level holding any of them, but never rewrites that deepest file alone, and a table
+        flushed from memory keeps every version of a key it held. So each range is compacted
+        twice: once to flush the memory table, then again after deleting two keys no record
+        uses (just below ``start``, just above ``stop``), whose table lies above every file of
+        the range and is merged down through them: each merge drops the overwritten and deleted
+        values."""
         work = list(ranges)
 
         def compact() -> None:
             for start, stop in work:
-                self._db.compact_range(start=start, stop=stop)
+                self._db.compact_range(start=start, stop=stop)  # flushes the memtable
+            for start, stop in work:
+                low, high = start[:-1], stop + b"\x00"  # below and above every key between
+                with self._db.write_batch() as batch:
+                    batch.delete(low)
+                    batch.delete(high)
+                self._db.compact_range(start=low, stop=high)
 
         thread = threading.Thread(target=compact, name="store-compaction", daemon=True)
         self._compactions = [t for t in self._compactions if t.is_alive()] + [thread]
