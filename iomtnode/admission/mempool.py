@@ -118,6 +118,10 @@ class Mempool:
         state = self._state
         if type(body) is Reading:
             check_signer(state, body)
+            if body.size_class and not self._chain.holds_blob(body.commitment):
+                raise e.BlobNotUploadedError(
+                    f"blob not uploaded: a size class {body.size_class} reading is admitted "
+                    f"once this node holds its blob {body.commitment.hex()[:16]} (put_blob)")
             record = state.seq_record(body.device)
             size = self._ctx.genesis.replay_window
             if window.fresh(record, body.seq, size):  # above the highest: the usual case
