@@ -5,16 +5,22 @@ blob from a peer that has it (GetBlobs / Blobs), checked against the commitment.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
+from types import SimpleNamespace
 
 import pytest
 import trio
 
 from iomtnode.admission.mempool import Mempool
+from iomtnode.api.access import Role
+from iomtnode.api.jsonrpc import INVALID_PARAMS, RpcError
+from iomtnode.api.methods import ROLES, ClientApi
 from iomtnode.core import errors as e
 from iomtnode.core.payload import commitment
 from iomtnode.p2p import score
 from iomtnode.p2p.messages import decode_message, encode_message
 from iomtnode.sync.blobs import (
+    FETCH_INTERVAL_S,
     MAX_BLOBS_REPLY_BYTES,
     RATES,
     BlobReactor,
@@ -32,6 +38,17 @@ class FakePeer:
 
     def send(self, msg) -> bool:
         self.sent.append(msg)
+        return True
+
+
+@dataclass
+class WatchedPeer(FakePeer):
+    changed: trio.Event = field(default_factory=trio.Event)
+
+    def send(self, msg) -> bool:
+        self.sent.append(msg)
+        self.changed.set()
+        self.changed = trio.Event()
         return True
 
 
@@ -71,6 +88,18 @@ def test_a_blob_reading_is_admitted_only_once_its_blob_is_uploaded(chains):
     assert refused.value.code == 1026
     chain.put_blob(blob, T0)
     assert mempool.add(tx.raw).id == tx.id
+
+
+def test_put_blob_answers_the_commitment_or_a_precise_error(chains):
+    chain = chains[0]
+    api = SimpleNamespace(_chain=chain)  # the one collaborator the method uses
+    blob = blob_for("d1", 1)
+    answer = trio.run(partial(ClientApi.put_blob, api, blob=blob.hex()))
+    assert answer == {"commitment": commitment(blob).hex()} and chain.holds_blob(commitment(blob))
+    with pytest.raises(RpcError, match="size class 1 or 2") as refused:
+        trio.run(partial(ClientApi.put_blob, api, blob="00" * 100))
+    assert refused.value.code == INVALID_PARAMS
+    assert ROLES["put_blob"] is Role.PUBLIC
 
 
 def test_a_node_that_committed_a_reading_without_its_blob_fetches_it_from_a_peer(chains):
@@ -143,3 +172,27 @@ def test_the_messages_decode_and_requests_are_rate_limited():
     answer = Blobs([b"x" * 100])
     assert decode_message(encode_message(answer)) == answer
     assert GetBlobs in RATES
+
+
+async def test_the_reactor_asks_after_a_commit_and_again_while_blobs_are_missing(
+        chains, autojump_clock):
+    a, b = chains
+    blob = blob_for("d1", 1)
+    a.put_blob(blob, T0)
+    peer = WatchedPeer(b"a" * 32)
+    fetching = BlobReactor(FakePeers([peer]), b)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(fetching.run)
+        with trio.move_on_after(FETCH_INTERVAL_S * 3):
+            await trio.sleep_forever()
+        assert peer.sent == []  # nothing missing: nothing asked
+        commit_on_both(a, b, [blob_reading("d1", 1, T0 + 5, blob)])
+        fetching.committed([])
+        with trio.fail_after(FETCH_INTERVAL_S):
+            while not peer.sent:
+                await peer.changed.wait()
+        with trio.fail_after(FETCH_INTERVAL_S * 2):
+            while len(peer.sent) < 2:  # no answer came: asked again
+                await peer.changed.wait()
+        assert all(msg == GetBlobs([commitment(blob)]) for msg in peer.sent)
+        nursery.cancel_scope.cancel()
