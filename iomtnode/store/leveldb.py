@@ -18,6 +18,7 @@ prefix     key suffix                  value
 ``b"M"``   meta name (UTF-8)           meta value (opaque)
 ``b"H"``   (empty)                     head: height (8 bytes) + block hash
 ``b"P"``   (see :mod:`.txlog`)         accepted transactions not committed yet
+``b"R"``   (see :mod:`.sidecars`)      streams' readings and wraps, blobs (R W L N X Q)
 ``b"D"``   (see :mod:`.txlog`)         the record of accepted transactions dropped
 ``b"O"``   (see :mod:`.txlog`)         the order of that record, oldest first
 =========  ==========================  ==============================================
