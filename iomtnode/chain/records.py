@@ -36,12 +36,14 @@ from ..store.leveldb import BLOCK_PREFIX
 from ..store.sidecars import (
     BLOB_PREFIX,
     BLOB_STREAM_PREFIX,
+    COMPACT_PREFIX,
     LOCATION,
     MISSING_BLOB_PREFIX,
     PENDING_BLOB_PREFIX,
     READING_PREFIX,
     U64,
     WRAP_PREFIX,
+    encode_ranges,
 )
 from ..store.txlog import PENDING_PREFIX
 
@@ -105,7 +107,7 @@ class IndexedBlock:
 
     index: dict[bytes, bytes | None]
     block_bytes: bytes | None
-    compact: list[tuple[bytes, bytes]]
+    compact: bytes  # the key of the compaction to-do in ``index``, b"" if none
 
 
 def reading_key(stream: bytes, ts_ms: int, tx_id: bytes) -> bytes:
@@ -136,7 +138,7 @@ def index_block(block: Block, index_view: IndexView, block_bytes: Callable[[int]
         elif kind is Erase:
             erasures.append((position, tx))
     if not erasures:
-        return IndexedBlock(index, None, [])
+        return IndexedBlock(index, None, b"")
     eraser = _Eraser(block, index, index_view, block_bytes)
     for position, tx in erasures:
         eraser.erase(position, tx)
@@ -240,7 +242,9 @@ class _Eraser:
         if self._touched:
             self._compact.append((BLOCK_PREFIX + U64.pack(min(self._touched)),
                                   BLOCK_PREFIX + U64.pack(max(self._touched) + 1)))
-        return IndexedBlock(self._index, own, self._compact)
+        todo = COMPACT_PREFIX + U64.pack(self._block.height)
+        self._index[todo] = encode_ranges(self._compact)
+        return IndexedBlock(self._index, own, todo)
 
 
 # queries ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ prefix     key suffix                                  value
 ``b"N"``   blob commitment                             the stream of the reading naming it
 ``b"X"``   blob commitment                             the stream: committed, blob missing
 ``b"Q"``   blob commitment                             upload time (ms, 8 bytes) + the blob
+``b"Y"``   height of the erasing block (8 bytes)       key ranges still to compact
 =========  ==========================================  ====================================
 
 Pending blobs (``Q``) are bounded by :data:`BLOB_PENDING_BYTES` and expire after
@@ -37,10 +38,26 @@ BLOB_PREFIX = b"L"
 BLOB_STREAM_PREFIX = b"N"
 MISSING_BLOB_PREFIX = b"X"
 PENDING_BLOB_PREFIX = b"Q"
+COMPACT_PREFIX = b"Y"
 BLOB_PENDING_BYTES = 64 * 1024 * 1024  # uploaded blobs no committed reading names yet
 BLOB_PENDING_S = 600  # an uploaded blob waits this long for its reading, then is dropped
 LOCATION = struct.Struct(">QI")  # height (8 bytes) + position in the block (4 bytes)
 U64 = struct.Struct(">Q")
+_U16 = struct.Struct(">H")
+
+
+def encode_ranges(ranges: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """Key ranges as ``(len, start, len, stop) ...`` (a compaction to-do's value)."""
+    return b"".join(_U16.pack(len(key)) + key for pair in ranges for key in pair)
+
+
+def decode_ranges(raw: bytes) -> list[tuple[bytes, bytes]]:
+    keys, at = [], 0
+    while at < len(raw):
+        size = _U16.unpack_from(raw, at)[0]
+        keys.append(raw[at + 2:at + 2 + size])
+        at += 2 + size
+    return list(zip(keys[::2], keys[1::2], strict=True))
 
 
 class PendingFullError(RuntimeError):
@@ -58,6 +75,8 @@ class Sidecars:
             self._pending[key[1:]] = (U64.unpack_from(value)[0], len(value) - U64.size)
         self._pending_bytes = sum(size for _, size in self._pending.values())
         self._compactions: list[threading.Thread] = []
+        for key in db.iterator(prefix=COMPACT_PREFIX, include_value=False):
+            self.compact_later(key)  # an erasure's compaction a stop interrupted
 
     # reads ----------------------------------------------------------------------------
 
@@ -137,8 +156,9 @@ class Sidecars:
 
     # compaction -----------------------------------------------------------------------
 
-    def compact_later(self, ranges: Iterable[tuple[bytes, bytes]]) -> None:
-        """Compact ``[start, stop)`` ranges in a thread of their own, so erased bytes leave the
+    def compact_later(self, todo: bytes) -> None:
+        """Compact the ``[start, stop)`` ranges of the to-do ``todo`` (written with the
+        erasure, deleted once done) in a thread of their own, so erased bytes leave the
         database's files without holding up the commits that follow.
 
         LevelDB's ``CompactRange`` merges a range's files level by level down to the deepest
@@ -148,9 +168,9 @@ class Sidecars:
         uses (just below ``start``, just above ``stop``), whose table lies above every file of
         the range and is merged down through them: each merge drops the overwritten and deleted
         values."""
-        work = list(ranges)
 
         def compact() -> None:
+            work = decode_ranges(self._db.get(todo) or b"")
             for start, stop in work:
                 self._db.compact_range(start=start, stop=stop)  # flushes the memtable
             for start, stop in work:
@@ -159,6 +179,7 @@ class Sidecars:
                     batch.delete(low)
                     batch.delete(high)
                 self._db.compact_range(start=low, stop=high)
+            self._db.delete(todo, sync=True)
 
         thread = threading.Thread(target=compact, name="store-compaction", daemon=True)
         self._compactions = [t for t in self._compactions if t.is_alive()] + [thread]

@@ -26,7 +26,7 @@ class StagedSidecars:
     def __init__(self, sidecars: Sidecars) -> None:
         self._sidecars = sidecars
         self.changes: dict[bytes, bytes | None] = {}
-        self.compactions: list[tuple[bytes, bytes]] = []  # started once flushed
+        self.compactions: list[bytes] = []  # to-dos started once flushed
 
     def get(self, key: bytes) -> bytes | None:
         if key in self.changes:
@@ -49,8 +49,8 @@ class StagedSidecars:
     def holds_blob(self, commitment: bytes) -> bool:
         return self._sidecars.holds_blob(commitment)
 
-    def compact_later(self, ranges: list[tuple[bytes, bytes]]) -> None:
-        self.compactions += ranges
+    def compact_later(self, todo: bytes) -> None:
+        self.compactions.append(todo)
 
 
 class StagedStore:
@@ -150,9 +150,9 @@ class StagedStore:
         """
         records, count = self._records, len(self._records)
         self._store.commit_blocks(records)
-        if self.sidecars.compactions:
-            self._store.sidecars.compact_later(self.sidecars.compactions)
-            self.sidecars.compactions = []
+        for todo in self.sidecars.compactions:
+            self._store.sidecars.compact_later(todo)
+        self.sidecars.compactions = []
         self._records = []
         self._state.clear()
         self._heights.clear()

@@ -19,6 +19,7 @@ from iomtnode.core.fields import U64_MAX
 from iomtnode.core.payload import commitment, sidecar_bytes
 from iomtnode.core.receipt import verify_receipt
 from iomtnode.store import BlockStore
+from iomtnode.store.sidecars import COMPACT_PREFIX, Sidecars
 
 from ..core.helpers import pub
 from .streamkit import (
@@ -158,10 +159,32 @@ def test_a_range_erasure_keeps_the_other_readings_bytes_on_disk(tmp_path):
         chain.store.close()
 
 
+def test_a_compaction_a_stop_interrupted_resumes_when_the_store_opens(tmp_path, monkeypatch):
+    path = tmp_path / "data"
+    chain = stream_chain(path)
+    erased = reading("d1", 1, T0 + 1)
+    seal(chain, [erased])
+    with monkeypatch.context() as patched:  # the node stops before its compaction runs
+        patched.setattr(Sidecars, "compact_later", lambda self, todo: None)
+        seal(chain, [erase()])
+    todo = COMPACT_PREFIX + chain.height.to_bytes(8, "big")
+    assert chain.store.sidecars.get(todo) is not None
+    chain.store.close()
+    assert erased.sidecar in stored_bytes(path)
+    store = BlockStore.open(path)  # resumes the to-do
+    try:
+        store.sidecars.wait_compacted()
+        assert store.sidecars.get(todo) is None
+    finally:
+        store.close()
+    assert erased.sidecar not in stored_bytes(path)
+
+
 ERASER = """
 import sys
 from iomtnode.chain.chain import Chain
 from iomtnode.store import BlockStore
+from iomtnode.store.sidecars import COMPACT_PREFIX, Sidecars
 from tests.chain.streamkit import GENESIS, erase, seal
 chain = Chain(BlockStore.open(sys.argv[1]), GENESIS)
 print("open", flush=True)
