@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 import trio
+from trio.testing import wait_all_tasks_blocked
 
-from iomtnode.admission.mempool import Mempool
 from iomtnode.api.access import Role
 from iomtnode.api.jsonrpc import INVALID_PARAMS, RpcError
 from iomtnode.api.methods import ROLES, ClientApi
@@ -28,6 +28,7 @@ from iomtnode.sync.blobs import (
     GetBlobs,
 )
 
+from ..admission.servicekit import Node
 from ..chain.streamkit import T0, blob_for, blob_reading, seal, stream_chain
 
 
@@ -78,16 +79,30 @@ def commit_on_both(source, other, txs):
     other.commit(other.check(block, commit), commit)
 
 
-def test_a_blob_reading_is_admitted_only_once_its_blob_is_uploaded(chains):
+async def test_a_clients_blob_reading_is_admitted_only_once_its_blob_is_uploaded(chains):
     chain = chains[0]
-    mempool = Mempool(chain, now_ms=lambda: T0 + 60_000)
+    node = Node(chain)
     blob = blob_for("d1", 1, 2)
     tx = blob_reading("d1", 1, T0 + 5, blob, 2)
-    with pytest.raises(e.BlobNotUploadedError, match="blob not uploaded") as refused:
-        mempool.add(tx.raw)
-    assert refused.value.code == 1026
-    chain.put_blob(blob, T0)
-    assert mempool.add(tx.raw).id == tx.id
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.admission.run)
+        with pytest.raises(e.BlobNotUploadedError, match="blob not uploaded") as refused:
+            await node.admission.submit(tx.raw)
+        assert refused.value.code == 1026 and tx.id not in node.mempool
+        chain.put_blob(blob, T0)
+        assert (await node.admission.submit(tx.raw)).id == tx.id
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_blob_reading_relayed_by_a_peer_is_admitted_without_its_blob(chains):
+    node = Node(chains[0])  # the peer held the blob; this node fetches it once committed
+    tx = blob_reading("d1", 1, T0 + 5, blob_for("d1", 1))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.admission.run)
+        await node.push(node.peers[0], [tx])
+        await wait_all_tasks_blocked()
+        assert tx.id in node.mempool
+        nursery.cancel_scope.cancel()
 
 
 def test_put_blob_answers_the_commitment_or_a_precise_error(chains):
