@@ -125,17 +125,17 @@ def index_block(block: Block, index_view: IndexView, block_bytes: Callable[[int]
     erasures: list[tuple[int, SignedTx]] = []
     for position, tx in enumerate(block.txs):
         body = tx.body
-        kind = type(body)
-        if kind is Reading:
-            stream = streams.get(body.device) or stream_of(body.device)  # type: ignore[union-attr]
-            index[READING_PREFIX + stream + U64.pack(body.ts_ms) + tx.id] = LOCATION.pack(  # type: ignore[union-attr]
+        if type(body) is Reading:
+            stream = streams.get(body.device) or stream_of(body.device)
+            index[READING_PREFIX + stream + U64.pack(body.ts_ms) + tx.id] = LOCATION.pack(
                 height, position)
-            if body.size_class:  # type: ignore[union-attr]
-                _blob_committed(index, index_view, body.commitment, stream)  # type: ignore[union-attr]
-        elif kind in WRAPPERS:
-            index[WRAP_PREFIX + body.stream + U64.pack(body.epoch) + tx.id] = LOCATION.pack(  # type: ignore[union-attr]
-                height, position)
-        elif kind is Erase:
+            if body.size_class:
+                _blob_committed(index, index_view, body.commitment, stream)
+        elif type(body) in WRAPPERS:
+            wrapper: Grant | EpochAnnounce | RevokeGrant = body  # type: ignore[assignment]
+            index[WRAP_PREFIX + wrapper.stream + U64.pack(wrapper.epoch) + tx.id] = (
+                LOCATION.pack(height, position))
+        elif type(body) is Erase:
             erasures.append((position, tx))
     if not erasures:
         return IndexedBlock(index, None, b"")
