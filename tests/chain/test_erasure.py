@@ -196,6 +196,7 @@ KILL_CYCLES = 6
 CYCLE_TIMEOUT_S = 30
 
 
+@pytest.mark.timeout(120)  # it starts processes
 def test_a_crash_during_an_erasure_leaves_all_of_it_or_none(tmp_path):
     """SIGKILL a process committing a whole-scope erasure at seeded-random moments: after a
     reopen the store is either before the erasure (every sidecar there) or after it (none)."""
