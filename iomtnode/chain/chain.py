@@ -31,7 +31,7 @@ from ..core.block import (
 from ..core.crypto import BadSignatureError
 from ..core.errors import RuleError
 from ..core.genesis import Genesis
-from ..core.ledger import K_EVIDENCE, K_VOTES, BlockContext, Device, State
+from ..core.ledger import K_EVIDENCE, K_VOTES, NO_STREAM, BlockContext, Device, State
 from ..core.receipt import Handoff, make_receipt
 from ..core.state import (
     ACTIVE,
@@ -43,6 +43,7 @@ from ..core.state import (
 )
 from ..core.tx import SignedTx, decode_tx, leaf_of
 from ..store import BlockStore, StagedStore
+from .anchors import AnchorRange, anchor_next, anchor_ranges
 from .rules import META_RULES, RULES_RECORD, bring_rules_up_to_date
 
 log = structlog.get_logger(__name__)
@@ -184,6 +185,20 @@ class Chain:
             return True
         device = state.device(key)
         return device is not None and device.status == ACTIVE
+
+    def known_stream(self, key: bytes) -> bool:
+        """Whether the ledger knows ``key`` as a stream: devices were admitted to it, it has
+        announced an epoch, or it was erased."""
+        state = self.state()
+        return bool(state.stream_devices(key)) or state.stream(key) != NO_STREAM
+
+    def audit_anchor_next(self, node: bytes) -> int:
+        """The index of ``node``'s first audit record no anchor on the ledger covers."""
+        return anchor_next(self.state(), node)
+
+    def audit_anchors(self, node: bytes, first: int, limit: int) -> list[AnchorRange]:
+        """``node``'s anchored audit ranges from the one at ``first``, at most ``limit``."""
+        return anchor_ranges(self.state(), node, first, limit)
 
     def authority_report(self) -> dict[str, Any]:
         """The authorities with when each last certified a block and whether it counts as
