@@ -1,0 +1,143 @@
+"""The audit trail and the public answers through a real node's API (one authority, LevelDB
+in tmp_path, the memory network, a virtual clock): get_audit_log gives every leaf and only
+the caller's records; get_audit_anchors gives each anchor with a receipt that verifies; and
+get_block and get_receipt never carry a sidecar.
+
+S and T are streams with an admitted device each; X is a key the ledger does not know.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import pytest
+
+from iomtnode.api.access import NO_CONSENT
+from iomtnode.api.auth import FORBIDDEN
+from iomtnode.api.jsonrpc import INVALID_PARAMS
+from iomtnode.api.records import NOT_FOUND
+from iomtnode.audit.record import AUDIT_ANCHOR_S, decode_record, leaf
+from iomtnode.client import ApiClient, ApiError
+from iomtnode.core.crypto import SigningKey
+from iomtnode.core.receipt import verify_receipt
+from iomtnode.core.tx import AuditAnchor, SignedTx, decode_tx
+from tests.core.sealkit import admit, announce, sealed_reading
+from tests.node.harness import Net, Running, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@dataclass
+class Chain:
+    net: Net
+    node: Running
+    stream: SigningKey
+    other: SigningKey
+    device: SigningKey
+
+    @asynccontextmanager
+    async def client(self, *keys: SigningKey) -> AsyncIterator[ApiClient]:
+        """A client that proved ``keys``."""
+        async with self.net.client(0) as client:
+            for key in keys:
+                await client.authenticate(key)
+            yield client
+
+    async def commit(self, tx: SignedTx) -> None:
+        async with self.client() as client:
+            await client.call("submit_tx", tx=tx.raw.hex())
+        await wait_for(lambda: self.node.chain.receipt(tx.id) is not None,
+                       f"{tx.kind_name} committed")
+
+
+@asynccontextmanager
+async def one_node(tmp_path, nursery) -> AsyncIterator[Chain]:
+    net = Net(tmp_path, 1)
+    node = await net.start(nursery, 0)
+    chain = Chain(net, node, SigningKey.generate(), SigningKey.generate(), SigningKey.generate())
+    authority = net.keys[0]
+    await chain.commit(admit(authority, chain.device.public, chain.stream.public, net.chain_id))
+    await chain.commit(admit(authority, SigningKey.generate().public, chain.other.public,
+                             net.chain_id))
+    yield chain
+
+
+async def audited(chain: Chain, *streams: bytes) -> None:
+    for stream in streams:
+        await chain.node.services.audit.record(
+            callers=frozenset({b"\x07" * 32}), stream=stream, grant_tx=b"",
+            method="get_patient_records", code=NO_CONSENT, tx_ids=())
+
+
+async def test_the_log_gives_every_leaf_and_only_the_callers_records(tmp_path, nursery,
+                                                                    autojump_clock):
+    async with one_node(tmp_path, nursery) as chain:
+        s, t = chain.stream.public, chain.other.public
+        await audited(chain, s, t, s)
+        node = chain.node.key.public.hex()
+        async with chain.client(chain.stream) as client:
+            answer = await client.call("get_audit_log", node=node, first=0, count=3)
+        assert len(answer["leaves"]) == 3
+        assert sorted(answer["records"]) == ["0", "2"]
+        for index, raw in answer["records"].items():
+            record = decode_record(bytes.fromhex(raw))
+            assert record.stream == s and record.index == int(index)
+            assert leaf(record).hex() == answer["leaves"][int(index)]
+        async with chain.client(chain.stream, chain.other) as client:
+            both = await client.call("get_audit_log", node=node, first=1, count=2)
+        assert sorted(both["records"]) == ["1", "2"] and both["leaves"] == answer["leaves"][1:]
+
+
+async def test_the_log_answers_a_stream_or_an_authority_and_nobody_else(tmp_path, nursery,
+                                                                        autojump_clock):
+    async with one_node(tmp_path, nursery) as chain:
+        await audited(chain, chain.stream.public)
+        node = chain.node.key.public.hex()
+        for keys in ((), (SigningKey.generate(),), (chain.device,)):
+            async with chain.client(*keys) as client:
+                with pytest.raises(ApiError) as refused:
+                    await client.call("get_audit_log", node=node, first=0, count=1)
+                assert refused.value.code == FORBIDDEN
+        async with chain.client(chain.net.keys[0]) as client:  # an authority: leaves only
+            answer = await client.call("get_audit_log", node=node, first=0, count=1)
+            assert len(answer["leaves"]) == 1 and answer["records"] == {}
+            with pytest.raises(ApiError) as past:
+                await client.call("get_audit_log", node=node, first=0, count=2)
+            assert past.value.code == INVALID_PARAMS
+            with pytest.raises(ApiError) as elsewhere:
+                await client.call("get_audit_log", node=(b"\x01" * 32).hex(), first=0, count=1)
+            assert elsewhere.value.code == NOT_FOUND
+
+
+async def test_anchors_are_public_with_receipts_that_verify(tmp_path, nursery, autojump_clock):
+    async with one_node(tmp_path, nursery) as chain:
+        me = chain.node.key.public
+        await audited(chain, chain.stream.public, chain.other.public)
+        await wait_for(lambda: chain.node.chain.audit_anchor_next(me) == 2, "anchored",
+                       AUDIT_ANCHOR_S + 15)
+        async with chain.client() as client:
+            [anchor] = await client.call("get_audit_anchors", node=me.hex())
+            assert await client.call("get_audit_anchors", node=me.hex(), first=2) == []
+        assert (anchor["first"], anchor["count"]) == (0, 2)
+        tx, header = verify_receipt(anchor["receipt"], chain.net.genesis)
+        assert tx.id.hex() == anchor["tx_id"] and header.height == anchor["height"]
+        assert tx.body == AuditAnchor(me, me, 0, 2, bytes.fromhex(anchor["root"]))
+
+
+async def test_blocks_and_receipts_carry_no_sidecar(tmp_path, nursery, autojump_clock):
+    async with one_node(tmp_path, nursery) as chain:
+        await chain.commit(announce(chain.stream, chain.net.chain_id))
+        reading = sealed_reading(chain.device, 1, chain.net.now_ms(), chain.net.chain_id)
+        await chain.commit(reading)
+        height = chain.node.chain.receipt(reading.id)["height"]
+        assert reading.sidecar in chain.node.chain.block_at(height).encode()  # the node has it
+        async with chain.client() as client:
+            block = json.dumps(await client.call("get_block", height=height))
+            receipt = json.dumps(await client.call("get_receipt", id=reading.id.hex()))
+        for answer in (block, receipt):
+            assert reading.leaf_bytes.hex() in answer  # the signed reading is there ...
+            assert reading.sidecar.hex() not in answer  # ... its sealed payload is not
+        assert decode_tx(reading.leaf_bytes).sidecar == b""
