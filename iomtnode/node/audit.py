@@ -174,9 +174,9 @@ class AuditService:
                 authority = is_authority
                 log.info("audit_anchoring", anchoring=is_authority)
             if is_authority:
-                pending = self._anchor_step(pending, trio.current_time())
+                pending = await self._anchor_step(pending, trio.current_time())
 
-    def _anchor_step(self, pending: _Anchor | None, now: float) -> _Anchor | None:
+    async def _anchor_step(self, pending: _Anchor | None, now: float) -> _Anchor | None:
         """One look at the log and the ledger: the anchor in flight afterwards."""
         anchored = self._anchored = self._chain.audit_anchor_next(self.node_id)
         end = self._log.next_index
@@ -201,7 +201,7 @@ class AuditService:
         if end - anchored < AUDIT_ANCHOR_RECORDS and now - self._oldest < AUDIT_ANCHOR_S:
             return None
         count = min(end - anchored, MAX_AUDIT_RANGE)
-        root = range_root(self._log.leaves(anchored, count))
+        root = range_root(await self._io(self._log.leaves, anchored, count))
         tx = sign_tx(AuditAnchor(self.node_id, self.node_id, anchored, count, root),
                      self._key, self._chain.chain_id)
         anchor = _Anchor(tx.id, anchored, anchored + count, now)
