@@ -115,15 +115,19 @@ class AuditTrail(Protocol):
         ...
 
 
-def grant_tx_id(wraps: Sequence[WrapEntry], grant: GrantRecord) -> bytes:
-    """The id of the grant transaction among the grantee's wraps: the last wrap of its grant's
-    first epoch (a grant names the epoch current when it commits, so it comes after that
-    epoch's announcement); b"" when this node holds none of it (an erased or missing
-    sidecar)."""
-    found = b""
+def grant_tx_id(wraps: Sequence[WrapEntry], grant: GrantRecord,
+                tx_location: Callable[[bytes], tuple[int, int] | None]) -> bytes:
+    """The id of the grant transaction among the grantee's wraps: a wrap of its grant's first
+    epoch committed at the grant's height, the last one there (a renewal may share the epoch
+    with the announcement that wrapped the epoch for the earlier grant, which commits first);
+    b"" when this node holds no wrap of it (an erased or missing sidecar)."""
+    found, at = b"", (-1, -1)
     for entry in wraps:
-        if entry.epoch == grant.first_epoch:
-            found = entry.tx_id
+        if entry.epoch != grant.first_epoch:
+            continue
+        location = tx_location(entry.tx_id)
+        if location is not None and location[0] == grant.height and location > at:
+            found, at = entry.tx_id, location
     return found
 
 
@@ -145,11 +149,13 @@ class RecordsApi:
 
     roles = ROLES
 
-    def __init__(self, chain: StreamQueries, audit: AuditTrail,
-                 now_ms: Callable[[], int]) -> None:
+    def __init__(self, chain: StreamQueries, audit: AuditTrail, now_ms: Callable[[], int],
+                 tx_location: Callable[[bytes], tuple[int, int] | None]) -> None:
+        """``tx_location(tx_id)``: the (height, position) of a committed transaction."""
         self._chain = chain
         self._audit = audit
         self._now_ms = now_ms
+        self._tx_location = tx_location
 
     def methods(self) -> dict[str, Callable[..., Awaitable[Any]]]:
         return {"get_patient_records": self.get_patient_records, "get_blob": self.get_blob,
@@ -166,7 +172,8 @@ class RecordsApi:
         found = consent(stream, view is not None, grants, proven, self._now_ms())
         if found.grant is None:
             return found, b""
-        return found, grant_tx_id(self._chain.stream_wraps(stream, found.key), found.grant)
+        return found, grant_tx_id(self._chain.stream_wraps(stream, found.key), found.grant,
+                                  self._tx_location)
 
     async def _audited(self, method: str, stream: bytes | None, callers: frozenset[bytes],
                        serve: Callable[[Consent], tuple[Any, Sequence[bytes]]],

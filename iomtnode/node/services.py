@@ -159,7 +159,8 @@ def build(setup: Setup, store: BlockStore, audit_log: AuditLog) -> Services:
         submitter=admission, chain=chain, txs=mempool, blocks=feed,
         peers=PeerAdminView(router),
         status=StatusView(key.public, chain, admission, router, sync, consensus, figures),
-        groups=(RecordsApi(chain, audit, clock.now_ms), AuditApi(audit, chain)))
+        groups=(RecordsApi(chain, audit, clock.now_ms, store.tx_location),
+                AuditApi(audit, chain)))
     host, port = parse_hostport(config.api_listen, "api_listen")
     api = ApiServer(
         ApiServerConfig(host=host, port=port, max_connections=config.api_max_connections,

@@ -39,6 +39,11 @@ UNKNOWN_STREAM = b"\x31" * 32
 BLOB = b"\x41" * 16_448
 BLOB_COMMIT = commitment(BLOB)
 GRANT_G_TX, GRANT_H_TX, EPOCH2_TX, EPOCH3_TX = (bytes([i]) * 32 for i in range(0x51, 0x55))
+OLD_GRANT_TX = b"\x50" * 32
+# where each wrap-carrying transaction committed (height, position): G's grant renews an
+# earlier one in the block that announced epoch 2, after the announcement
+LOCATIONS = {OLD_GRANT_TX: (1, 0), EPOCH2_TX: (5, 0), GRANT_G_TX: (5, 1), EPOCH3_TX: (6, 0),
+             GRANT_H_TX: (6, 2)}
 
 
 @dataclass(frozen=True)
@@ -77,13 +82,13 @@ class Ledger:
     def __init__(self) -> None:
         self.readings = [*READINGS, ERASED]
         self.grants = {
-            G: GrantRecord(b"\x71" * 32, FORWARD, NOW_MS + 1, 2, 5),
+            G: GrantRecord(b"\x71" * 32, FORWARD, NOW_MS + 1, 2, 5),  # epoch 2, height 5
             H: GrantRecord(b"\x72" * 32, HISTORY, NOW_MS + 60_000, 3, 6),
             E: GrantRecord(b"\x73" * 32, HISTORY, NOW_MS, 1, 3),  # expires now: not live
         }
-        self.wraps = {
-            G: [Wrap(1, FORWARD, b"old", b"\x50" * 32),  # an earlier grant's, before epoch 2
-                Wrap(2, FORWARD, b"w2", EPOCH2_TX), Wrap(2, FORWARD, b"g2", GRANT_G_TX),
+        self.wraps = {  # by epoch, then tx id (as the store orders them)
+            G: [Wrap(1, FORWARD, b"old", OLD_GRANT_TX),  # the earlier grant's, before epoch 2
+                Wrap(2, FORWARD, b"g2", GRANT_G_TX), Wrap(2, FORWARD, b"w2", EPOCH2_TX),
                 Wrap(3, FORWARD, b"w3", EPOCH3_TX)],
             H: [Wrap(3, HISTORY, b"h3", GRANT_H_TX)],
         }
@@ -143,7 +148,7 @@ class Conn:
 
 def setup() -> tuple[Dispatcher, Ledger, Trail]:
     ledger, trail = Ledger(), Trail()
-    api = RecordsApi(ledger, trail, lambda: NOW_MS)
+    api = RecordsApi(ledger, trail, lambda: NOW_MS, LOCATIONS.get)
     access = Access(ROLES, api.methods(), {}, ledger)
     return Dispatcher(api.methods(), guard=access.check), ledger, trail
 
@@ -184,7 +189,7 @@ async def test_a_forward_grantee_is_served_only_its_epochs_and_its_wraps():
     result = (await call(d, Conn(G, X), "get_patient_records", stream=S.hex()))["result"]
     assert ids(result) == [2, 3, 4]
     assert [(w["epoch"], w["wrap"]) for w in result["wraps"]] == [
-        (2, b"w2".hex()), (2, b"g2".hex()), (3, b"w3".hex())]
+        (2, b"g2".hex()), (2, b"w2".hex()), (3, b"w3".hex())]
     record = trail.records[0]
     assert (record["callers"], record["grant_tx"], record["code"]) == (
         frozenset({G, X}), GRANT_G_TX, 0)
