@@ -31,7 +31,7 @@ from ..core.block import (
 from ..core.crypto import BadSignatureError
 from ..core.errors import RuleError
 from ..core.genesis import Genesis
-from ..core.ledger import K_EVIDENCE, K_VOTES, NO_STREAM, BlockContext, Device, State
+from ..core.ledger import K_EVIDENCE, K_VOTES, BlockContext, Device, State
 from ..core.receipt import Handoff, make_receipt
 from ..core.state import (
     ACTIVE,
@@ -43,8 +43,9 @@ from ..core.state import (
 )
 from ..core.tx import SignedTx, decode_tx, leaf_of
 from ..store import BlockStore, StagedStore
-from .anchors import AnchorRange, anchor_next, anchor_ranges
+from .anchors import AuditLedger
 from .rules import META_RULES, RULES_RECORD, bring_rules_up_to_date
+from .streamstore import StreamStore
 
 log = structlog.get_logger(__name__)
 
@@ -89,12 +90,15 @@ def _signers(commit: Commit | None) -> tuple[bytes, ...]:
     return () if commit is None else tuple(a for a, _ in commit.signatures)
 
 
-class Chain:
-    """Typed access to one chain's blocks and state in a :class:`BlockStore`."""
+class Chain(StreamStore, AuditLedger):
+    """Typed access to one chain's blocks and state in a :class:`BlockStore` (and to the
+    patients' streams: :class:`~.streamstore.StreamStore`; audit anchors:
+    :class:`~.anchors.AuditLedger`)."""
 
     def __init__(self, store: BlockStore, genesis: Genesis) -> None:
         self.store = store
         self.genesis = genesis
+        self._device_streams: dict[bytes, bytes] = {}  # device -> stream, for the index
         stored = store.get_meta(META_GENESIS)
         if stored is not None and stored != genesis.hash:
             raise WrongChainError(
@@ -185,20 +189,6 @@ class Chain:
             return True
         device = state.device(key)
         return device is not None and device.status == ACTIVE
-
-    def known_stream(self, key: bytes) -> bool:
-        """Whether the ledger knows ``key`` as a stream: devices were admitted to it, it has
-        announced an epoch, or it was erased."""
-        state = self.state()
-        return bool(state.stream_devices(key)) or state.stream(key) != NO_STREAM
-
-    def audit_anchor_next(self, node: bytes) -> int:
-        """The index of ``node``'s first audit record no anchor on the ledger covers."""
-        return anchor_next(self.state(), node)
-
-    def audit_anchors(self, node: bytes, first: int, limit: int) -> list[AnchorRange]:
-        """``node``'s anchored audit ranges from the one at ``first``, at most ``limit``."""
-        return anchor_ranges(self.state(), node, first, limit)
 
     def authority_report(self) -> dict[str, Any]:
         """The authorities with when each last certified a block and whether it counts as
@@ -372,11 +362,16 @@ class Chain:
         """Store ``built`` with its certificate as the new head (one atomic, synced write)."""
         block = built.block
         total = self.committed_txs + len(block.txs)
+        indexed = self._index(block, built.changes)
         self.store.commit_block(
-            height=block.height, block_hash=block.hash, block_bytes=block.encode(),
-            commit_bytes=commit.encode(), tx_ids=[tx.id for tx in block.txs],
+            height=block.height, block_hash=block.hash,
+            block_bytes=indexed.block_bytes or block.encode(), commit_bytes=commit.encode(),
+            tx_ids=[tx.id for tx in block.txs],
             state_changes={**built.changes, K_TX_TOTAL: total.to_bytes(8, "big")},
+            index=indexed.index,
         )
+        if indexed.compact:
+            self.store.sidecars.compact_later(indexed.compact)
         self._head_height, self._head_hash, self._head_block = block.height, block.hash, block
         self.committed_txs = total
 

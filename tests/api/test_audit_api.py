@@ -1,7 +1,8 @@
-"""The audit trail and the public answers through a real node's API (one authority, LevelDB
-in tmp_path, the memory network, a virtual clock): get_audit_log gives every leaf and only
-the caller's records; get_audit_anchors gives each anchor with a receipt that verifies; and
-get_block and get_receipt never carry a sidecar.
+"""A patient's records, the audit trail and the public answers through a real node's API (one
+authority, LevelDB in tmp_path, the memory network, a virtual clock): the patient and a live
+grantee read, everyone else is refused and every call is in the log; get_audit_log gives every
+leaf and only the caller's records; get_audit_anchors gives each anchor with a receipt that
+verifies; and get_block and get_receipt never carry a sidecar.
 
 S and T are streams with an admitted device each; X is a key the ledger does not know.
 """
@@ -14,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
+import trio
 
 from iomtnode.api.access import NO_CONSENT
 from iomtnode.api.auth import FORBIDDEN
@@ -22,9 +24,18 @@ from iomtnode.api.records import NOT_FOUND
 from iomtnode.audit.record import AUDIT_ANCHOR_S, decode_record, leaf
 from iomtnode.client import ApiClient, ApiError
 from iomtnode.core.crypto import SigningKey
+from iomtnode.core.payload import wrap_hash, wraps_hash
 from iomtnode.core.receipt import verify_receipt
-from iomtnode.core.tx import AuditAnchor, SignedTx, decode_tx
-from tests.core.sealkit import admit, announce, sealed_reading
+from iomtnode.core.tx import (
+    FORWARD,
+    AuditAnchor,
+    Grant,
+    RevokeGrant,
+    SignedTx,
+    decode_tx,
+    sign_tx,
+)
+from tests.core.sealkit import EPOCH_PUBLIC, NO_WRAPS, admit, announce, sealed_reading
 from tests.node.harness import Net, Running, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -141,3 +152,85 @@ async def test_blocks_and_receipts_carry_no_sidecar(tmp_path, nursery, autojump_
             assert reading.leaf_bytes.hex() in answer  # the signed reading is there ...
             assert reading.sidecar.hex() not in answer  # ... its sealed payload is not
         assert decode_tx(reading.leaf_bytes).sidecar == b""
+
+
+def grant(stream: SigningKey, grantee: bytes, epoch: int, expires_ms: int, chain_id: str,
+          mode: int = FORWARD) -> SignedTx:
+    wrap = b"wrap for " + grantee[:4] + epoch.to_bytes(8, "big")
+    body = Grant(stream.public, grantee, b"\x42" * 32, expires_ms, epoch, mode,
+                 wrap_hash(wrap), epoch)
+    return sign_tx(body, stream, chain_id, wrap)
+
+
+def revoke(stream: SigningKey, grantee: bytes, epoch: int, chain_id: str) -> SignedTx:
+    body = RevokeGrant(stream.public, grantee, 1, epoch, EPOCH_PUBLIC, [], wraps_hash(NO_WRAPS))
+    return sign_tx(body, stream, chain_id, NO_WRAPS)
+
+
+async def records(chain: Chain, *keys: SigningKey) -> dict:
+    async with chain.client(*keys) as client:
+        return await client.call("get_patient_records", stream=chain.stream.public.hex())
+
+
+async def test_the_patient_and_a_live_grantee_read_and_nobody_else(tmp_path, nursery,
+                                                                  autojump_clock):
+    async with one_node(tmp_path, nursery) as chain:
+        net, s = chain.net, chain.stream
+        grantee, late = SigningKey.generate(), SigningKey.generate()
+        await chain.commit(announce(s, net.chain_id, 1))
+        first = sealed_reading(chain.device, 1, net.now_ms(), net.chain_id, epoch=1)
+        await chain.commit(first)
+        await chain.commit(announce(s, net.chain_id, 2))
+        granted = grant(s, grantee.public, 2, net.now_ms() + 3_600_000, net.chain_id)
+        short = grant(s, late.public, 2, net.now_ms() + 5_000, net.chain_id)
+        await chain.commit(granted)
+        await chain.commit(short)
+        second = sealed_reading(chain.device, 2, net.now_ms(), net.chain_id, epoch=2)
+        await chain.commit(second)
+
+        own = await records(chain, s)
+        assert [(r["tx"], r["sidecar"]) for r in own["readings"]] == [
+            (first.leaf_bytes.hex(), first.sidecar.hex()),
+            (second.leaf_bytes.hex(), second.sidecar.hex())]
+        assert own["wraps"] == []
+        mine = await records(chain, grantee)  # forward from epoch 2: the second only
+        assert [r["tx"] for r in mine["readings"]] == [second.leaf_bytes.hex()]
+        assert [(w["epoch"], w["tx_id"]) for w in mine["wraps"]] == [(2, granted.id.hex())]
+
+        await trio.sleep(6)  # the short grant expires (the node's clock is the virtual one)
+        await chain.commit(revoke(s, grantee.public, 3, net.chain_id))
+        for keys in ((grantee,), (late,), (SigningKey.generate(),), (), (net.keys[0],)):
+            async with chain.client(*keys) as client:
+                with pytest.raises(ApiError) as refused:
+                    await client.call("get_patient_records", stream=s.public.hex())
+            assert (refused.value.code, refused.value.message) == (
+                NO_CONSENT, "no consent for this stream")
+
+        log = chain.node.services.audit
+        leaves, found = await log.log_range(0, log.next_index, frozenset({s.public}))
+        calls = [decode_record(raw) for raw in found.values()]
+        assert [(c.callers, c.grant_tx, c.code, c.tx_ids) for c in calls] == [
+            ((s.public,), b"", 0, (first.id, second.id)),
+            ((grantee.public,), granted.id, 0, (second.id,)),
+            ((grantee.public,), b"", NO_CONSENT, ()),
+            ((late.public,), b"", NO_CONSENT, ()),
+            (calls[4].callers, b"", NO_CONSENT, ()),
+            ((), b"", NO_CONSENT, ()),
+            ((net.keys[0].public,), b"", NO_CONSENT, ()),
+        ]
+        assert len(leaves) == len(calls)
+
+
+async def test_a_refused_read_on_a_node_is_in_its_audit_log(tmp_path, nursery, autojump_clock):
+    async with one_node(tmp_path, nursery) as chain:
+        stranger = SigningKey.generate()
+        async with chain.client(stranger) as client:
+            with pytest.raises(ApiError) as refused:
+                await client.call("get_patient_records", stream=chain.stream.public.hex())
+        assert refused.value.code == NO_CONSENT
+        async with chain.client(chain.stream) as client:
+            answer = await client.call("get_audit_log", node=chain.node.key.public.hex(),
+                                       first=0, count=1)
+        [record] = [decode_record(bytes.fromhex(r)) for r in answer["records"].values()]
+        assert (record.callers, record.stream, record.code, record.method) == (
+            (stranger.public,), chain.stream.public, NO_CONSENT, "get_patient_records")

@@ -23,10 +23,11 @@ from iomtnode.api.records import (
     ROLES,
     RecordsApi,
 )
+from iomtnode.chain.records import StreamReading, StreamView, WrapEntry
 from iomtnode.core.crypto import SigningKey
 from iomtnode.core.ledger import GrantRecord
 from iomtnode.core.payload import commitment
-from iomtnode.core.tx import FORWARD, HISTORY, SignedTx, stripped
+from iomtnode.core.tx import FORWARD, HISTORY, stripped
 from tests.core.sealkit import announce, sealed_reading
 
 CHAIN = "iomt-test"
@@ -46,34 +47,10 @@ LOCATIONS = {OLD_GRANT_TX: (1, 0), EPOCH2_TX: (5, 0), GRANT_G_TX: (5, 1), EPOCH3
              GRANT_H_TX: (6, 2)}
 
 
-@dataclass(frozen=True)
-class Entry:  # the chain's StreamReading, as the API reads it
-    tx: SignedTx
-    height: int
-    erased_by: bytes = b""
-    blob: bool = False
-
-
-@dataclass(frozen=True)
-class Wrap:  # the chain's WrapEntry
-    epoch: int
-    mode: int
-    wrap: bytes
-    tx_id: bytes
-
-
-@dataclass(frozen=True)
-class View:  # the chain's StreamView
-    epoch: int
-    public: bytes
-    erased: bool
-    grants: dict[bytes, GrantRecord]
-    announcement: SignedTx | None
-
-
-READINGS = [Entry(sealed_reading(DEVICE, seq, 100 * seq, CHAIN, epoch=seq), seq)
-            for seq in (1, 2, 3)]
-ERASED = Entry(stripped(sealed_reading(DEVICE, 4, 400, CHAIN, epoch=3)), 4, b"\x61" * 32)
+READINGS = [StreamReading(sealed_reading(DEVICE, seq, 100 * seq, CHAIN, epoch=seq), seq, b"",
+                          False) for seq in (1, 2, 3)]
+ERASED = StreamReading(stripped(sealed_reading(DEVICE, 4, 400, CHAIN, epoch=3)), 4, b"\x61" * 32,
+                       False)
 
 
 class Ledger:
@@ -87,10 +64,10 @@ class Ledger:
             E: GrantRecord(b"\x73" * 32, HISTORY, NOW_MS, 1, 3),  # expires now: not live
         }
         self.wraps = {  # by epoch, then tx id (as the store orders them)
-            G: [Wrap(1, FORWARD, b"old", OLD_GRANT_TX),  # the earlier grant's, before epoch 2
-                Wrap(2, FORWARD, b"g2", GRANT_G_TX), Wrap(2, FORWARD, b"w2", EPOCH2_TX),
-                Wrap(3, FORWARD, b"w3", EPOCH3_TX)],
-            H: [Wrap(3, HISTORY, b"h3", GRANT_H_TX)],
+            G: [WrapEntry(1, FORWARD, b"old", OLD_GRANT_TX),  # the earlier grant's, before epoch 2
+                WrapEntry(2, FORWARD, b"g2", GRANT_G_TX), WrapEntry(2, FORWARD, b"w2", EPOCH2_TX),
+                WrapEntry(3, FORWARD, b"w3", EPOCH3_TX)],
+            H: [WrapEntry(3, HISTORY, b"h3", GRANT_H_TX)],
         }
 
     def authorities(self) -> tuple[bytes, ...]:
@@ -102,23 +79,23 @@ class Ledger:
     def known_stream(self, key: bytes) -> bool:
         return key == S
 
-    def stream_view(self, stream: bytes) -> View | None:
+    def stream_view(self, stream: bytes) -> StreamView | None:
         if stream != S:
             return None
-        return View(3, b"\x81" * 32, False, self.grants, announce(STREAM, CHAIN, 3))
+        return StreamView(3, b"\x81" * 32, False, self.grants, announce(STREAM, CHAIN, 3))
 
     def stream_readings(self, stream: bytes, since_ms: int, until_ms: int, after: bytes,
-                        limit: int) -> list[Entry]:
+                        limit: int) -> list[StreamReading]:
         assert stream == S
 
-        def key(e: Entry) -> bytes:
+        def key(e: StreamReading) -> bytes:
             return e.tx.body.ts_ms.to_bytes(8, "big") + e.tx.id
 
         found = sorted((e for e in self.readings if since_ms <= e.tx.body.ts_ms < until_ms
                         and key(e) > after), key=key)
         return found[:limit]
 
-    def stream_wraps(self, stream: bytes, grantee: bytes) -> list[Wrap]:
+    def stream_wraps(self, stream: bytes, grantee: bytes) -> list[WrapEntry]:
         return self.wraps.get(grantee, []) if stream == S else []
 
     def blob(self, commit: bytes) -> bytes | None:
