@@ -234,3 +234,21 @@ async def test_a_refused_read_on_a_node_is_in_its_audit_log(tmp_path, nursery, a
         [record] = [decode_record(bytes.fromhex(r)) for r in answer["records"].values()]
         assert (record.callers, record.stream, record.code, record.method) == (
             (stranger.public,), chain.stream.public, NO_CONSENT, "get_patient_records")
+
+
+async def test_a_device_checks_the_epoch_it_is_given_by_the_streams_signature(
+        tmp_path, nursery, autojump_clock):
+    async with one_node(tmp_path, nursery) as chain:
+        net, s = chain.net, chain.stream
+        async with chain.client() as client:
+            with pytest.raises(ApiError) as none_yet:
+                await client.call("get_stream_epoch", stream=s.public.hex())
+            assert none_yet.value.code == NOT_FOUND
+        await chain.commit(announce(s, net.chain_id, 1))
+        async with chain.client() as client:
+            epoch = await client.call("get_stream_epoch", stream=s.public.hex())
+            stream = await client.call("get_stream", stream=s.public.hex())
+        tx = decode_tx(bytes.fromhex(epoch["announcement"]))
+        tx.verify(net.chain_id)  # signed by the stream's key: a node cannot forge it
+        assert (tx.body.stream, tx.body.epoch, epoch["epoch"]) == (s.public, 1, 1)
+        assert (stream["epoch"], stream["grants"], stream["erased"]) == (1, [], False)
