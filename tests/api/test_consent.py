@@ -15,14 +15,17 @@ from typing import Any
 import pytest
 
 from iomtnode.api.access import NO_CONSENT, Access
+from iomtnode.api.auth import MAX_PROVEN_KEYS
 from iomtnode.api.jsonrpc import Dispatcher, RpcError
 from iomtnode.api.records import (
     AUDIT_UNAVAILABLE,
+    MAX_RECORDS_PAGE,
     NO_STREAM,
     NOT_FOUND,
     ROLES,
     RecordsApi,
 )
+from iomtnode.audit.record import MAX_AUDIT_CALLERS, MAX_AUDIT_METHOD_BYTES, MAX_AUDIT_TX_IDS
 from iomtnode.chain.records import StreamReading, StreamView, WrapEntry
 from iomtnode.core.crypto import SigningKey
 from iomtnode.core.ledger import GrantRecord
@@ -280,3 +283,11 @@ async def test_a_streams_ledger_metadata_is_public():
     unknown = await call(d, None, "get_stream_epoch", stream=UNKNOWN_STREAM.hex())
     assert unknown["error"]["code"] == NOT_FOUND
     assert trail.records == []  # ledger metadata is not a patient's record
+
+
+def test_every_call_fits_an_audit_record():
+    # a record that did not fit would stop the node's audit writer: the API's limits are
+    # within the record's
+    assert MAX_PROVEN_KEYS <= MAX_AUDIT_CALLERS
+    assert MAX_RECORDS_PAGE <= MAX_AUDIT_TX_IDS
+    assert max(len(name) for name in ROLES) <= MAX_AUDIT_METHOD_BYTES
