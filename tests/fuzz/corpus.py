@@ -13,7 +13,7 @@ from iomtnode.core.block import Block, make_block, sign_commit
 from iomtnode.core.crypto import blake2b256
 from iomtnode.core.evidence import make_evidence
 from iomtnode.core.fields import U64_MAX
-from iomtnode.core.payload import commitment, wrap_hash
+from iomtnode.core.payload import commitment, sidecar_bytes, wrap_hash
 from iomtnode.core.tx import (
     HISTORY,
     AdmitDevice,
@@ -35,6 +35,7 @@ from iomtnode.core.vote import VoteType, sign_vote
 from iomtnode.p2p.handshake import make_auth, make_hello
 from iomtnode.p2p.messages import GetPeers, PeerRecords, Ping, Pong
 from iomtnode.p2p.records import sign_record
+from iomtnode.sync.blobs import Blobs, GetBlobs
 from iomtnode.sync.messages import Blocks, CompactBlock, GetBlocks, Status
 
 from ..core.helpers import CHAIN_ID, key, pub
@@ -120,4 +121,5 @@ def messages() -> tuple[Any, ...]:
         CompactBlock(second.header_bytes, ids, commit1.encode(), commit2.encode()),
         ConsensusProposal(proposal.wire, second.header_bytes, ids, commit1.encode()),
         ConsensusVote(vote.raw),
+        GetBlobs([blake2b256(b"a blob's commitment")]), Blobs([bytes(sidecar_bytes(1))]),
     )
