@@ -30,6 +30,7 @@ from iomtnode.core.tx import AdmitDevice, EpochAnnounce, Reading, SignedTx, sign
 from iomtnode.patient import keys
 from iomtnode.patient import plaintext as pt
 from iomtnode.patient.seal import seal_reading
+from iomtnode.sim.vitals import PLAIN_KINDS, VITALS
 
 FAST = {"IOMTNODE_EMPTY_BLOCK_INTERVAL_S": "1.0", "IOMTNODE_BLOCK_INTERVAL_S": "0.05"}
 NO_WRAPS = codec.encode([])
@@ -39,13 +40,23 @@ SUBMIT_BATCH = 100  # readings per submit_readings call (the API's limit is high
 STATUS_BATCH = 256  # ids per get_tx_status call
 MIN_NEEDLE_BYTES = 4  # shorter needles would match by chance in megabytes of files
 
-# every value a test reads back is one of these, over each vital's range (sim/vitals.py)
-SPOT_VALUES: dict[int, list[tuple[int, ...]]] = {
-    pt.HEART_RATE: [(30,), (78,), (128,), (220,)],
-    pt.SPO2: [(70,), (88,), (100,)],
-    pt.BODY_TEMPERATURE: [(3300,), (3680,), (4300,)],
-    pt.BLOOD_PRESSURE: [(70, 45), (118, 76), (202, 131), (220, 143)],
-}
+# the issue's examples: heart rates 78 and 128, systolic 118 and 202 sealed to different sizes
+# before payloads were padded
+EXAMPLES = {"heart_rate": {78, 128}, "blood_pressure": {118, 202}}
+
+
+def spot_values() -> dict[int, list[tuple[int, ...]]]:
+    """Values of each vital kind over the simulator's range (its lowest, middle and highest,
+    and the issue's examples), by plaintext kind; blood pressure with its diastolic."""
+    found = {}
+    for name, (_, _, _, low, high) in VITALS.items():
+        points = sorted({low, (low + high) // 2, high} | EXAMPLES.get(name, set()))
+        found[PLAIN_KINDS[name]] = [(v, v * 65 // 100) if name == "blood_pressure" else (v,)
+                                    for v in points]
+    return found
+
+
+SPOT_VALUES = spot_values()
 KIND_NAMES = ("heart_rate", "spo2", "temperature", "blood_pressure", "body_temperature")
 
 

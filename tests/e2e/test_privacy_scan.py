@@ -1,8 +1,8 @@
 """Nothing identifying in clear (docs/privacy.md, section 4), on real node processes: after
 known patients' devices sent every vital kind over its range, no byte a node stores (its
 LevelDB, decompressed too, its audit log, its config, its log lines) and no public API
-answer holds a patient's identity key, a vital kind's name or a plaintext; and every sealed
-payload has the same size whatever the value."""
+answer holds a patient's identity key, a scope's or a vital kind's name, or a plaintext; and
+every sealed payload has the same size whatever the value."""
 
 from __future__ import annotations
 
@@ -112,6 +112,8 @@ async def test_no_identity_kind_or_value_in_any_stored_byte_log_line_or_public_a
     needles: dict[str, bytes] = {}
     for i, patient in enumerate(patients):
         needles[f"patient {i} identity key"] = patient.identity
+    for scope in {s.scope for s in streams}:  # a stream's scope is never on the ledger
+        needles[f"scope {scope}"] = scope.encode()
     for kind in KIND_NAMES:
         needles[f"kind {kind}"] = kind.encode()
         needles[f"kind {kind} (msgpack)"] = codec.encode(kind)
