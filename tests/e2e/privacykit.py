@@ -35,7 +35,7 @@ from iomtnode.sim.vitals import PLAIN_KINDS, VITALS
 FAST = {"IOMTNODE_EMPTY_BLOCK_INTERVAL_S": "1.0", "IOMTNODE_BLOCK_INTERVAL_S": "0.05"}
 NO_WRAPS = codec.encode([])
 POLL_S = 0.1  # how often a condition on the nodes is checked again
-COMMIT_TIMEOUT_S = 20.0
+COMMIT_TIMEOUT_S = 30.0  # a block takes well under a second; a loaded machine is slow
 SUBMIT_BATCH = 100  # readings per submit_readings call (the API's limit is higher)
 STATUS_BATCH = 256  # ids per get_tx_status call
 MIN_NEEDLE_BYTES = 4  # shorter needles would match by chance in megabytes of files

@@ -33,7 +33,7 @@ from .privacykit import (
     submit_and_wait,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 UNKNOWN_EPOCH = 1025  # UnknownEpochError
 SIDECAR_BYTES = 128  # a class 0 sidecar: salt 16 + ephemeral key 32 + padded 64 + tag 16
