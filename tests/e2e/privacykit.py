@@ -22,7 +22,7 @@ from typing import Any
 import plyvel
 import trio
 
-from iomtnode.client import ApiClient, open_client
+from iomtnode.client import ApiClient, ApiError, open_client
 from iomtnode.core import codec
 from iomtnode.core.crypto import SigningKey
 from iomtnode.core.payload import profile_hash, wraps_hash
@@ -254,10 +254,11 @@ def leveldb_contents(data: Path) -> bytes:
 
 
 async def anonymous_answers(client: ApiClient, tx_ids: Sequence[bytes],
-                            streams: Sequence[bytes]) -> dict[str, bytes]:
-    """Every public answer a client without any proven key gets about the chain: status,
-    every block, a receipt and a status per transaction, each stream and its epoch, the
-    authorities, the evidence."""
+                            streams: Sequence[bytes], devices: Sequence[bytes]
+                            ) -> dict[str, bytes]:
+    """Every answer a client without any proven key gets about the chain: status, every
+    block, a receipt and a status per transaction, each stream and its epoch, each device
+    (refused), the authorities, the evidence."""
     answers: dict[str, Any] = {"status": await client.call("status")}
     height = answers["status"]["height"]
     for h in range(height + 1):
@@ -271,6 +272,13 @@ async def anonymous_answers(client: ApiClient, tx_ids: Sequence[bytes],
                                                                  stream=stream.hex())
         answers[f"get_stream_epoch {stream.hex()}"] = await client.call("get_stream_epoch",
                                                                        stream=stream.hex())
+    for device in devices:  # a device's stream is for its parties only: refused here
+        try:
+            answers[f"get_device {device.hex()}"] = await client.call("get_device",
+                                                                     id=device.hex())
+        except ApiError as exc:
+            answers[f"get_device {device.hex()}"] = {"code": exc.code, "message": exc.message,
+                                                     "data": exc.data}
     answers["get_authorities"] = await client.call("get_authorities")
     answers["get_evidence"] = await client.call("get_evidence")
     return {what: json.dumps(answer).encode() for what, answer in answers.items()}

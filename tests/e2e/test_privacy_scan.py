@@ -95,11 +95,13 @@ async def test_no_identity_kind_or_value_in_any_stored_byte_log_line_or_public_a
         answers: dict[str, bytes] = {}
         for name, url in zip(net.names, urls, strict=True):
             async with open_client(url) as anonymous:
-                found = await anonymous_answers(anonymous, tx_ids,
-                                                  [s.public for s in streams])
+                found = await anonymous_answers(
+                    anonymous, tx_ids, [s.public for s in streams],
+                    [d.key.public for s in streams for d in s.devices])
                 found["get_tx_status (refused)"] = json.dumps(await anonymous.call(
                     "get_tx_status", id=early.tx.id.hex())).encode()
             answers |= {f"{name} {what}": data for what, data in found.items()}
+        assert all(b'"code"' in data for what, data in answers.items() if "get_device" in what)
 
         # every byte each node stores and every line it logged, once it has stopped
         for name in net.names:
