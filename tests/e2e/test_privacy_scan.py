@@ -7,8 +7,10 @@ every sealed payload has the same size whatever the value."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import plyvel
 import pytest
 
 from iomtnode.client import ApiError, open_client
@@ -130,12 +132,28 @@ async def test_no_identity_kind_or_value_in_any_stored_byte_log_line_or_public_a
     for r in readings[:3]:
         assert {where for where, _ in scan(leveldb, {"sidecar": r.tx.sidecar})} >= {
             f"{Path(net.node(n).home) / 'data'} (every key and value)" for n in net.names}
-    planted = {**stored, "node1/planted.log": (
+    home = Path(net.node("node1").home)
+    (home / "planted.log").write_bytes(  # a log line naming a kind and a plaintext in hex
         b'{"event": "reading_accepted", "kind": "heart_rate", "payload": "'
-        + readings[0].plain.encode().hex().encode() + b'"}\n' + patients[1].identity)}
-    hits = scan(planted, needles)
-    assert {n for where, n in hits if where == "node1/planted.log"} >= {
-        "kind heart_rate", "reading 0 plaintext (hex)", "patient 1 identity key"}
+        + readings[0].plain.encode().hex().encode() + b'"}\n' + patients[1].identity)
+    old_style = codec.encode([1, readings[1].tx.body.device, 2, 0, "spo2",  # rules v2
+                              readings[1].plain.encode()])
+    planted_db = tmp_path / "planted-data"  # a copy of node1's LevelDB holding it
+    shutil.copytree(home / "data", planted_db)
+    db = plyvel.DB(str(planted_db))
+    db.put(b"planted", old_style)
+    db.close()
+    planted = files_under(home) | files_under(planted_db)
+    planted["planted (every key and value)"] = leveldb_contents(planted_db)
+    hits = {(Path(where).name, n) for where, n in scan(planted, needles)}
+    assert hits >= {("planted.log", "kind heart_rate"),
+                    ("planted.log", "reading 0 plaintext (hex)"),
+                    ("planted.log", "patient 1 identity key"),
+                    ("planted (every key and value)", "kind spo2"),
+                    ("planted (every key and value)", "reading 1 plaintext")}
+    assert ("reading 1 plaintext" in {n for _, n in scan(files_under(planted_db), needles)}
+            ), "the scan of the LevelDB's raw files misses a stored plaintext"
+    (home / "planted.log").unlink()
 
     leaks = scan(stored, needles) + scan(answers, needles)
     assert not leaks, leaks[:20]
