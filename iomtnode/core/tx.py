@@ -254,7 +254,8 @@ def leaf_of(raw: bytes) -> bytes:
     parts = _envelope(raw)
     if parts is None:
         return decode_tx(raw).leaf_bytes
-    return raw[:-(len(parts[2]) + (2 if len(parts[2]) < 256 else 3))].replace(b"\x93", b"\x92", 1)
+    side = len(parts[2])
+    return b"\x92" + raw[1:len(raw) - side - (2 if side < 256 else 3)]
 
 
 def decode_tx(raw: bytes, *, complete: bool = False) -> SignedTx:
@@ -283,7 +284,10 @@ def decode_tx(raw: bytes, *, complete: bool = False) -> SignedTx:
     body = decode_body(body_bytes)
     if sidecar:
         check_sidecar(body, sidecar)
-        leaf = codec.encode([body_bytes, signature])
+        # the leaf is the envelope without its last element: a 2-array header, the body and
+        # the signature bytes exactly as received (canonical, as the fast path checked)
+        leaf = (b"\x92" + raw[1:len(raw) - len(sidecar) - (2 if len(sidecar) < 256 else 3)]
+                if parts is not None else codec.encode([body_bytes, signature]))
         return SignedTx(body, body_bytes, signature, raw, blake2b256(body_bytes), sidecar, leaf)
     if complete and has_sidecar(body):
         raise UnpaddedSidecarError(
