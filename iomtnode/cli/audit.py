@@ -25,8 +25,9 @@ from ..core.tx import AuditAnchor
 from .common import DEFAULT_API, CaOpt, JsonOpt, api_url, emit, fail
 from .streams import patient_root, run, stream_key
 
-AUDIT_PAGE_RECORDS = 1_000  # leaves asked per get_audit_log call
-MAX_AUDIT_RECORDS = 10_000_000  # of one node's log: more is not a log this command checks
+AUDIT_PAGE_RECORDS = 4_096  # leaves asked per get_audit_log call (the API's limit)
+ANCHORS_PAGE = 16  # anchors per get_audit_anchors call (the API's limit)
+MAX_ANCHORS = 1_000_000  # of one node: more is not a log this command checks
 MAX_SCOPES = 8  # stream keys one connection may prove (the API's limit)
 
 
@@ -53,17 +54,30 @@ def checked_anchors(anchors: list[dict[str, Any]], node: bytes, genesis: Genesis
     return sorted(good), bad
 
 
-async def _log(client: ApiClient, node: bytes, end: int
-               ) -> tuple[dict[int, bytes], dict[int, AuditRecord], list[str]]:
-    """Every leaf from 0 to ``end`` and on to the log's end (unanchored), and the records the
-    node gives this caller; with the records that do not decode."""
+async def anchors_of(client: ApiClient, node: bytes) -> list[dict[str, Any]]:
+    """Every anchor of ``node``'s log on the ledger, in order, each with its receipt."""
+    found: list[dict[str, Any]] = []
+    first = 0
+    while len(found) < MAX_ANCHORS:
+        page = await client.call("get_audit_anchors", node=node.hex(), first=first,
+                                 limit=ANCHORS_PAGE)
+        found += page
+        if len(page) < ANCHORS_PAGE:
+            break
+        first = page[-1]["first"] + page[-1]["count"]
+    return found
+
+
+async def log_of(client: ApiClient, node: bytes, end: int
+                 ) -> tuple[dict[int, bytes], dict[int, AuditRecord], list[str]]:
+    """The leaves of records 0 to ``end - 1`` of ``node``'s log (the anchored ones) and the
+    records among them the node gives this caller; with the records that do not decode."""
     leaves: dict[int, bytes] = {}
     records: dict[int, AuditRecord] = {}
     problems: list[str] = []
-    first = 0
-    while first < MAX_AUDIT_RECORDS:
+    for first in range(0, end, AUDIT_PAGE_RECORDS):
         page = await client.call("get_audit_log", node=node.hex(), first=first,
-                                 count=AUDIT_PAGE_RECORDS)
+                                 count=min(AUDIT_PAGE_RECORDS, end - first))
         for i, leaf in enumerate(page["leaves"]):
             leaves[first + i] = bytes.fromhex(leaf)
         for index, raw in page["records"].items():
@@ -71,9 +85,6 @@ async def _log(client: ApiClient, node: bytes, end: int
                 records[int(index)] = decode_record(bytes.fromhex(raw))
             except (AuditRecordError, ValueError) as exc:
                 problems.append(f"record {index}: the node gave a malformed record: {exc}")
-        if len(page["leaves"]) < AUDIT_PAGE_RECORDS and first + AUDIT_PAGE_RECORDS >= end:
-            break
-        first += AUDIT_PAGE_RECORDS
     return leaves, records, problems
 
 
@@ -89,10 +100,9 @@ async def check_node(url: str, ca: Path | None, root: bytes, scopes: list[str],
         streams = [stream_key(root, genesis.chain_id, scope) for scope in scopes]
         for s in streams:
             await client.authenticate(s, genesis.chain_id)
-        anchors, bad = checked_anchors(await client.call("get_audit_anchors", node=node.hex()),
-                                       node, genesis)
+        anchors, bad = checked_anchors(await anchors_of(client, node), node, genesis)
         end = max((first + count for first, count, _ in anchors), default=0)
-        leaves, records, problems = await _log(client, node, end)
+        leaves, records, problems = await log_of(client, node, end)
     report = verify_log(anchors, leaves, records, [s.public for s in streams], node=node)
     return report, bad + problems
 

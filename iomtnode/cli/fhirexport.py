@@ -8,18 +8,15 @@ from typing import Any
 
 import typer
 
-from ..audit.record import AuditRecordError, decode_record
 from ..client import ApiClient
 from ..patient import fhir
 from ..patient import reader as rd
+from .audit import anchors_of, log_of
 from .common import fail
 from .streams import now_ms
 
-AUDIT_PAGE_RECORDS = 1_000  # audit records asked per get_audit_log call
-MAX_AUDIT_PAGES = 10_000  # ten million records of one node's log
 
-
-async def _block_hashes(client: ApiClient, heights: set[int]) -> dict[int, tuple[bytes, int]]:
+async def _blocks(client: ApiClient, heights: set[int]) -> dict[int, tuple[bytes, int]]:
     """(hash, time_ms) of each block at ``heights``."""
     found = {}
     for height in sorted(heights):
@@ -29,42 +26,40 @@ async def _block_hashes(client: ApiClient, heights: set[int]) -> dict[int, tuple
 
 
 async def consents(client: ApiClient, stream: bytes, at_ms: int) -> list[fhir.ConsentEntry]:
-    """A Consent per grant the ledger holds for ``stream`` (inactive once expired)."""
+    """A Consent per grant the ledger holds for ``stream`` (inactive once expired); a grant
+    whose transaction this node cannot name (its wrap never reached it) is left out."""
     view = await client.call("get_stream", stream=stream.hex())
-    blocks = await _block_hashes(client, {g["height"] for g in view["grants"]})
+    grants = [g for g in view["grants"] if g["tx_id"]]
+    if len(grants) < len(view["grants"]):
+        typer.echo(f"warning: {len(view['grants']) - len(grants)} grants have no Consent: the "
+                   "node does not hold their transactions' wraps", err=True)
+    blocks = await _blocks(client, {g["height"] for g in grants})
     return [fhir.ConsentEntry(stream, bytes.fromhex(g["grantee"]), blocks[g["height"]][1],
                               g["expires_ms"], g["expires_ms"] > at_ms,
                               bytes.fromhex(g["tx_id"]), g["mode"])
-            for g in view["grants"]]
+            for g in grants]
 
 
 async def audit_entries(client: ApiClient, stream: bytes) -> tuple[list[fhir.AuditEntry], int]:
-    """The serving node's audit records of ``stream`` (which it gives to the stream's key), and
-    how many of them name no caller key (a refused anonymous call: no AuditEvent agent)."""
+    """The serving node's anchored audit records of ``stream`` (which it gives to the stream's
+    key), and how many of them name no caller key (a refused anonymous call)."""
     node = bytes.fromhex((await client.call("status"))["node_id"])
+    anchors = await anchors_of(client, node)
+    end = max((a["first"] + a["count"] for a in anchors), default=0)
+    _, records, problems = await log_of(client, node, end)
+    for problem in problems:
+        typer.echo(f"warning: {problem}", err=True)
     entries: list[fhir.AuditEntry] = []
     anonymous = 0
-    first = 0
-    for _ in range(MAX_AUDIT_PAGES):
-        page = await client.call("get_audit_log", node=node.hex(), first=first,
-                                 count=AUDIT_PAGE_RECORDS)
-        for raw in page["records"].values():
-            try:
-                rec = decode_record(bytes.fromhex(raw))
-            except (AuditRecordError, ValueError) as exc:
-                typer.echo(f"warning: the node gave a malformed audit record: {exc}", err=True)
-                continue
-            if rec.stream != stream:
-                continue
-            if not rec.callers:
-                anonymous += 1
-                continue
-            entries.append(fhir.AuditEntry(rec.node, rec.index, rec.time_ms, rec.callers[0],
-                                           rec.stream, rec.grant_tx, rec.method, rec.code,
-                                           rec.tx_ids))
-        if len(page["leaves"]) < AUDIT_PAGE_RECORDS:
-            break
-        first += AUDIT_PAGE_RECORDS
+    for rec in records.values():
+        if rec.stream != stream:
+            continue
+        if not rec.callers:
+            anonymous += 1
+            continue
+        entries.append(fhir.AuditEntry(rec.node, rec.index, rec.time_ms, rec.callers[0],
+                                       rec.stream, rec.grant_tx, rec.method, rec.code,
+                                       rec.tx_ids))
     return entries, anonymous
 
 
@@ -74,7 +69,7 @@ async def export_bundle(client: ApiClient, stream: bytes,
     """The validated Bundle of the opened readings, the stream's grants and (``audits``: the
     caller is the stream's key) the serving node's audit records of the stream."""
     opened = [r for r in results if isinstance(r, rd.Opened)]
-    blocks = await _block_hashes(client, {r.served.height for r in opened})
+    blocks = await _blocks(client, {r.served.height for r in opened})
     readings = [fhir.ReadingEntry(
         r.served.tx.id, r.served.reading.device, r.served.reading.seq, r.served.reading.ts_ms,
         r.served.reading.epoch, r.served.height, blocks[r.served.height][0],

@@ -146,7 +146,8 @@ class DeviceSession:
     async def open(cls, api: DeviceApi, key: SigningKey, stream: bytes,
                    chain_id: str) -> DeviceSession:
         """Prove ``key`` on ``api``'s connection, check that the ledger has the device in
-        ``stream`` (the stream it was paired with) and active, and learn its epoch."""
+        ``stream`` (the stream it was paired with) and active, and learn its epoch (the
+        node refuses, 1030, while the stream has none)."""
         await api.authenticate(key, chain_id)
         found = await api.call("get_device", id=key.public.hex())
         if found["stream"] != stream.hex():
@@ -155,9 +156,6 @@ class DeviceSession:
         if found["status"] != "active":
             raise DeviceError(f"the device is {found['status']}, not active")
         epoch = await _fetch_epoch(api, stream, chain_id, 0)
-        if epoch is None:
-            raise DeviceError(f"stream {stream.hex()[:16]} has announced no epoch yet: the "
-                              "patient announces one (`iomtnode patient epoch`)")
         return cls(api, key, stream, chain_id, next_seq=found["last_seq"] + 1, epoch=epoch)
 
     @property
@@ -169,7 +167,7 @@ class DeviceSession:
         """Ask the node for the stream's epoch; move to it if it is higher (never lower: a
         node behind the ledger's head may offer an older one, which is ignored)."""
         epoch = await _fetch_epoch(self._api, self.stream, self.chain_id, 0)
-        if epoch is not None and epoch.number > self.epoch.number:
+        if epoch.number > self.epoch.number:
             self.epoch = epoch
         return self.epoch
 
@@ -264,11 +262,8 @@ class DeviceSession:
         return outcomes
 
 
-async def _fetch_epoch(api: DeviceApi, stream: bytes, chain_id: str, known: int
-                       ) -> Epoch | None:
-    """The stream's epoch from ``get_stream_epoch`` (checked), or None if it has none yet."""
+async def _fetch_epoch(api: DeviceApi, stream: bytes, chain_id: str, known: int) -> Epoch:
+    """The stream's epoch from ``get_stream_epoch``, checked. A stream with no epoch yet (or
+    erased) is the node's refusal (1030), raised by ``api.call``."""
     answer = await api.call("get_stream_epoch", stream=stream.hex())
-    raw = answer["announcement"]
-    if raw is None:
-        return None
-    return check_announcement(bytes.fromhex(raw), stream, chain_id, known)
+    return check_announcement(bytes.fromhex(answer["announcement"]), stream, chain_id, known)
