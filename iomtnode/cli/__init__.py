@@ -1,7 +1,7 @@
 """The ``iomtnode`` command line (typer): one app, its commands by area in this package
-(:mod:`.node`, :mod:`.query`, :mod:`.device`, :mod:`.authority`, :mod:`.load`, the patient's
-side in :mod:`.patient`, :mod:`.records`, :mod:`.devicesend`, :mod:`.audit`), the localnet tooling mounted
-as ``iomtnode localnet``.
+(:mod:`.node`, :mod:`.query`, :mod:`.device`, :mod:`.authority`, :mod:`.load`; the
+patient's side in :mod:`.patient`, :mod:`.records`, :mod:`.devicesend`, :mod:`.audit`), the
+localnet tooling mounted as ``iomtnode localnet``.
 
 Results go to stdout (JSON with ``--json``), logs to stderr, so scripts can pipe.
 """

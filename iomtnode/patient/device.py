@@ -28,6 +28,7 @@ import trio
 
 from iomtnode.core.crypto import BadSignatureError, SigningKey
 from iomtnode.core.errors import StaleEpochError, UnknownEpochError
+from iomtnode.core.payload import INLINE_CLASSES
 from iomtnode.core.tx import (
     EpochAnnounce,
     MalformedTxError,
@@ -104,6 +105,7 @@ class Pending:
     ts_ms: int
     plain: Plaintext
     tx: SignedTx
+    blob: bytes = b""  # a class 1 or 2 reading's sealed payload, for the nodes' blob store
     attempts: int = 1
 
 
@@ -171,26 +173,29 @@ class DeviceSession:
             self.epoch = epoch
         return self.epoch
 
-    def _sealed(self, seq: int, ts_ms: int, plain: Plaintext) -> SignedTx:
+    def _sealed(self, seq: int, ts_ms: int, plain: Plaintext) -> tuple[SignedTx, bytes]:
+        """The signed reading and, for a class 1 or 2 one, its blob (else b"")."""
         size_class, commitment, sidecar = seal_reading(
             self.chain_id, self.stream, self._key.public, seq, self.epoch.number,
             self.epoch.public, plain)
         body = Reading(self._key.public, seq, ts_ms, self.epoch.number, size_class, commitment)
-        return sign_tx(body, self._key, self.chain_id, sidecar)
+        inline = size_class in INLINE_CLASSES
+        tx = sign_tx(body, self._key, self.chain_id, sidecar if inline else b"")
+        return tx, b"" if inline else sidecar
 
     def seal(self, plain: Plaintext, ts_ms: int | None = None) -> Pending:
         """Seal ``plain`` to the current epoch under the next sequence number; kept as pending
         until :meth:`submit` and :meth:`settle` say what became of it."""
         seq = self.next_seq
         ts = time.time_ns() // 1_000_000 if ts_ms is None else ts_ms
-        pending = Pending(seq, ts, plain, self._sealed(seq, ts, plain))
+        pending = Pending(seq, ts, plain, *self._sealed(seq, ts, plain))
         self.next_seq += 1
         self._pending[seq] = pending
         return pending
 
     def _reseal(self, pending: Pending) -> Pending:
-        again = replace(pending, tx=self._sealed(pending.seq, pending.ts_ms, pending.plain),
-                        attempts=pending.attempts + 1)
+        tx, blob = self._sealed(pending.seq, pending.ts_ms, pending.plain)
+        again = replace(pending, tx=tx, blob=blob, attempts=pending.attempts + 1)
         self._pending[pending.seq] = again
         return again
 
@@ -205,6 +210,9 @@ class DeviceSession:
         refused: list[Outcome] = []
         todo = list(readings)
         while todo:
+            for p in todo:  # a strip's blob goes first: a node takes a reading it can fetch
+                if p.blob:
+                    await self._api.call("put_blob", blob=p.blob.hex())
             answers = await self._api.submit_binary([p.tx.raw for p in todo])
             retry: list[Pending] = []
             wait = False

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 
 from iomtnode.core.crypto import SigningKey
+from iomtnode.core.payload import commitment, reading_ad
 from iomtnode.core.tx import EpochAnnounce, Reading, SignedTx, decode_tx, sign_tx
 from iomtnode.patient import device as dv
 from iomtnode.patient.keys import epoch_keypair, epoch_state, new_root
-from iomtnode.patient.plaintext import HEART_RATE, Plaintext
-from iomtnode.patient.seal import OpenError, open_reading
+from iomtnode.patient.plaintext import ECG, ECG_PATCH, HEART_RATE, Plaintext
+from iomtnode.patient.seal import OpenError, open_reading, open_sidecar
 from iomtnode.patient.wraps import wraps_hash, wraps_sidecar
 
 CHAIN = "iomt-test"
@@ -52,6 +53,7 @@ class FakeNode:
         self.drop_next_with = 0
         self.refuse_code = 0
         self.after_submit: Any = None
+        self.blobs: dict[bytes, bytes] = {}
 
     def rotate(self, epoch: int) -> None:
         self.epoch = epoch
@@ -62,6 +64,10 @@ class FakeNode:
         return [key.public.hex()]
 
     async def call(self, method: str, **params: Any) -> Any:
+        if method == "put_blob":
+            blob = bytes.fromhex(params["blob"])
+            self.blobs[commitment(blob)] = blob
+            return {"commitment": commitment(blob).hex()}
         if method == "get_device":
             return {"stream": STREAM.public.hex(), "status": self.status,
                     "last_seq": self.last_seq}
@@ -91,7 +97,9 @@ class FakeNode:
             tx.verify(CHAIN)
             assert isinstance(tx.body, Reading)
             self.submitted.append(tx)
-            if self.refuse_code:
+            if tx.body.size_class and tx.body.commitment not in self.blobs:
+                answers.append([1026, "no blob"])
+            elif self.refuse_code:
                 answers.append([self.refuse_code, "refused"])
             elif tx.body.epoch < self.epoch:
                 answers.append([1024, "stale epoch"])
@@ -234,3 +242,18 @@ async def test_gives_up_after_the_attempt_limit(autojump_clock):
     refused = await s.submit([s.seal(plain())])
     assert [o.code for o in refused] == [1024]
     assert len(node.submitted) == dv.MAX_ATTEMPTS
+
+
+async def test_a_strip_puts_its_blob_before_its_reading_and_again_when_resealed():
+    node = FakeNode(SigningKey.generate(), epoch=1)
+    s = await session(node)
+    strip = Plaintext(ECG, 5, (250, 1, 1000), bytes(2 * 250 * 20), ECG_PATCH)
+    pending = s.seal(strip)
+    assert pending.tx.sidecar == b"" and pending.tx.body.size_class == 1
+    node.rotate(2)
+    assert await s.submit([pending]) == []
+    first, again = node.submitted
+    assert again.body.epoch == 2 and again.body.seq == first.body.seq
+    blob = node.blobs[again.body.commitment]
+    ad = reading_ad(CHAIN, STREAM.public, node.device.public, again.body.seq, 2)
+    assert open_sidecar(blob, secret(2), ad) == strip
