@@ -4,9 +4,13 @@ worker thread (it calls ``trio.run`` itself) while the node's trio loop keeps se
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+import structlog
 import trio
 import typer
 from click.testing import Result
@@ -34,6 +38,16 @@ device = typer.Typer()
 device.command("send")(device_send)
 app.add_typer(device, name="device")
 app.command("audit")(audit)
+
+
+@pytest.fixture(autouse=True)
+def logs_beside_the_commands() -> Iterator[None]:
+    """The node's logs go to the test's stderr as it is now, not to sys.stdout as it is when
+    they are written (by default), which is a command's stdout while one runs."""
+    saved = structlog.get_config()
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
+    yield
+    structlog.configure(**saved)
 
 
 async def cli(*args: str | Path) -> Result:

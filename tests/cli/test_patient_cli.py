@@ -20,9 +20,10 @@ from iomtnode.patient.keyfile import load_grantee, load_patient
 from iomtnode.patient.keys import derive_stream
 from iomtnode.patient.plaintext import HEART_RATE, Plaintext
 
-from .clikit import admitted_device, cli, lines, ok
+from .clikit import admitted_device, cli, lines, logs_beside_the_commands, ok
 
 pytestmark = pytest.mark.timeout(180)
+__all__ = ["logs_beside_the_commands"]  # an autouse fixture, imported to be used here
 
 
 async def patient_with_device(node, tmp_path) -> tuple[str, str]:
