@@ -107,6 +107,20 @@ async def check_node(url: str, ca: Path | None, root: bytes, scopes: list[str],
     return report, bad + problems
 
 
+async def unchecked_nodes(url: str, ca: Path | None, checked: set[bytes]) -> list[bytes]:
+    """The authorities (whose nodes anchor audit logs) with anchors on the ledger, other than
+    ``checked``: their logs may hold reads of the patient's records too."""
+    async with open_client(url, ca=ca) as client:
+        report = await client.call("get_authorities")
+        found = []
+        for entry in report["authorities"]:
+            node = bytes.fromhex(entry["key"])
+            if node not in checked and await client.call(
+                    "get_audit_anchors", node=node.hex(), first=0, limit=1):
+                found.append(node)
+    return found
+
+
 def audit(
     patient: Annotated[Path, typer.Option(help="The patient's key file.")],
     scope: Annotated[list[str], typer.Option(
@@ -132,18 +146,21 @@ def audit(
         g = Genesis.load(genesis)
     except GenesisError as exc:
         fail(str(exc))
-    results = []
-    for url in api or [DEFAULT_API]:
-        report, notes = run(check_node, api_url(url), api_ca, root, list(scope), g)
-        results.append((report, notes))
+    urls = [api_url(url) for url in api or [DEFAULT_API]]
+    results = [run(check_node, url, api_ca, root, list(scope), g) for url in urls]
+    checked = {r.node for r, _ in results}
+    unchecked = run(unchecked_nodes, urls[0], api_ca, checked)
     ok = all(r.ok and not notes for r, notes in results)
     doc = {"ok": ok, "nodes": [
         {"node": r.node.hex(), "ok": r.ok and not notes, "anchored": r.anchored,
          "ranges": r.ranges, "yours": list(r.yours), "unanchored": list(r.unanchored),
          "failures": [str(f) for f in r.failures], "more_failures": r.more_failures,
-         "not_believed": notes} for r, notes in results]}
+         "not_believed": notes} for r, notes in results],
+        "unchecked": [node.hex() for node in unchecked]}
     text = "\n".join(line for r, notes in results
                      for line in [*r.lines(), *(f"  {n}" for n in notes)])
+    text += "".join(f"\nnode {node.hex()[:16]}: anchors an audit log that was not checked "
+                    "(give its --api to check it)" for node in unchecked)
     emit(doc, as_json, text)
     if not ok:
         raise typer.Exit(1)

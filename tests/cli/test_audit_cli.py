@@ -54,6 +54,7 @@ async def test_audit_verify_passes_then_fails_when_a_record_is_withheld(
     report = json.loads(await ok(*check, "--json"))
     [mine] = report["nodes"]
     assert report["ok"] and mine["anchored"] == 2 and mine["yours"] == [0, 1]
+    assert report["unchecked"] == []  # the only node with anchors is the one checked
     text = await ok(*check)
     assert "complete and unchanged" in text
 
