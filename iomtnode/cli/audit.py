@@ -18,7 +18,7 @@ import typer
 
 from ..audit.record import AuditRecord, AuditRecordError, decode_record
 from ..audit.verify import VerifyReport, verify_log
-from ..client import ApiClient, open_client
+from ..client import ApiClient, ApiError, open_client
 from ..core.genesis import Genesis, GenesisError
 from ..core.receipt import ReceiptError, verify_receipt
 from ..core.tx import AuditAnchor
@@ -76,8 +76,14 @@ async def log_of(client: ApiClient, node: bytes, end: int
     records: dict[int, AuditRecord] = {}
     problems: list[str] = []
     for first in range(0, end, AUDIT_PAGE_RECORDS):
-        page = await client.call("get_audit_log", node=node.hex(), first=first,
-                                 count=min(AUDIT_PAGE_RECORDS, end - first))
+        count = min(AUDIT_PAGE_RECORDS, end - first)
+        try:
+            page = await client.call("get_audit_log", node=node.hex(), first=first,
+                                     count=count)
+        except ApiError as exc:  # e.g. a log that lost its tail: the range's check fails
+            problems.append(f"records {first} to {first + count - 1}: the node refused to "
+                            f"give them: {exc.message} (code {exc.code})")
+            continue
         for i, leaf in enumerate(page["leaves"]):
             leaves[first + i] = bytes.fromhex(leaf)
         for index, raw in page["records"].items():

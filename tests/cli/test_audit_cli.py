@@ -78,3 +78,12 @@ async def test_audit_verify_passes_then_fails_when_a_record_is_withheld(
     monkeypatch.setattr(node.services.audit, "log_range", removing)
     failed = await cli(*check)
     assert failed.exit_code == 1 and "records 0 to 1" in failed.stdout
+
+    async def truncated(first, count, streams):  # a node whose log lost its tail
+        raise ValueError(f"records {first}..{first + count - 1} asked, the log holds 0..0")
+
+    monkeypatch.setattr(node.services.audit, "log_range", truncated)
+    failed = await cli(*check)
+    assert failed.exit_code == 1
+    assert "records 0 to 1: the node refused to give them" in failed.stdout
+    assert "the node did not give 2 of the 2 entries" in failed.stdout
