@@ -157,7 +157,7 @@ class DeviceSession:
                               f"not in {stream.hex()[:16]} it was paired with")
         if found["status"] != "active":
             raise DeviceError(f"the device is {found['status']}, not active")
-        epoch = await _fetch_epoch(api, stream, chain_id, 0)
+        epoch = await _fetch_epoch(api, stream, chain_id)
         return cls(api, key, stream, chain_id, next_seq=found["last_seq"] + 1, epoch=epoch)
 
     @property
@@ -168,7 +168,7 @@ class DeviceSession:
     async def refresh_epoch(self) -> Epoch:
         """Ask the node for the stream's epoch; move to it if it is higher (never lower: a
         node behind the ledger's head may offer an older one, which is ignored)."""
-        epoch = await _fetch_epoch(self._api, self.stream, self.chain_id, 0)
+        epoch = await _fetch_epoch(self._api, self.stream, self.chain_id)
         if epoch.number > self.epoch.number:
             self.epoch = epoch
         return self.epoch
@@ -270,8 +270,8 @@ class DeviceSession:
         return outcomes
 
 
-async def _fetch_epoch(api: DeviceApi, stream: bytes, chain_id: str, known: int) -> Epoch:
+async def _fetch_epoch(api: DeviceApi, stream: bytes, chain_id: str) -> Epoch:
     """The stream's epoch from ``get_stream_epoch``, checked. A stream with no epoch yet (or
     erased) is the node's refusal (1030), raised by ``api.call``."""
     answer = await api.call("get_stream_epoch", stream=stream.hex())
-    return check_announcement(bytes.fromhex(answer["announcement"]), stream, chain_id, known)
+    return check_announcement(bytes.fromhex(answer["announcement"]), stream, chain_id)
