@@ -71,9 +71,10 @@ COMMIT_PROBES = 256  # admitted transactions timed to their commit at once (ever
 PROBE_EVERY = 64
 PROBE_WEIGHT = 0.2  # of each new timing in the running estimate
 
-# refusals that time may undo: such a transaction is not remembered as seen
+# refusals that time may undo: such a transaction is not remembered as seen (a reading may
+# arrive before its device's admission or its stream's epoch announcement)
 TRANSIENT_REFUSALS = (e.MempoolFullError, e.FutureTimestampError, e.UnknownDeviceError,
-                      e.UnknownStreamError)
+                      e.UnknownStreamError, e.UnknownEpochError)
 
 
 class _Relay(msgspec.Struct, frozen=True, gc=False):  # one per relayed transaction: cheap

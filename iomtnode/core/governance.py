@@ -22,6 +22,7 @@ from .ledger import (
     K_ONLINE,
     K_SCHEDULED,
     K_VOTES,
+    NO_STREAM,
     ONLINE_WINDOW_BLOCKS,
     BlockContext,
     State,
@@ -103,6 +104,8 @@ def vote(state: State, v: AuthorityVote, ctx: BlockContext) -> None:
         raise e.GovernanceError(f"{v.subject.hex()[:16]} is not an authority")
     if v.add and state.device(v.subject) is not None:
         raise e.KeyInUseError("a device key cannot become an authority")
+    if v.add and (state.stream_devices(v.subject) or state.stream(v.subject) != NO_STREAM):
+        raise e.KeyInUseError("a stream key cannot become an authority")
     key = K_VOTES + v.subject + (b"\x01" if v.add else b"\x00")
     voters = [a for a in (state.get_value(key) or []) if a in authorities]
     if v.authority not in voters:

@@ -68,7 +68,7 @@ from .governance import (
     require_authority,
     vote,
 )
-from .ledger import BlockContext, Device, State
+from .ledger import NO_STREAM, BlockContext, Device, State
 from .tx import (
     AdmitDevice,
     AuditAnchor,
@@ -223,6 +223,8 @@ def _admit(state: State, a: AdmitDevice, ctx: BlockContext) -> None:
         )
     if a.device in state.authorities():
         raise e.KeyInUseError("an authority key cannot be admitted as a device")
+    if a.device == a.stream or _is_stream(state, a.device):
+        raise e.KeyInUseError("a stream key cannot be admitted as a device")
     pending = state.pending_admission(a.device)
     approvers: list[bytes] = []
     if pending is not None:
@@ -250,6 +252,12 @@ def _admit(state: State, a: AdmitDevice, ctx: BlockContext) -> None:
         state.put_value(b"p" + a.device, [approvers, a.stream, a.profile_hash])
 
 
+def _is_stream(state: State, key: bytes) -> bool:
+    """Whether ``key`` is a stream the ledger knows (devices record into it, or it has a
+    record: epochs, grants, an erasure)."""
+    return bool(state.stream_devices(key)) or state.stream(key) != NO_STREAM
+
+
 def _may_revoke(state: State, r: RevokeDevice) -> Device:
     device = _active_device(state, r.device)
     if r.by != device.stream and r.by not in state.authorities():
@@ -269,6 +277,8 @@ def _rotate(state: State, r: RotateDeviceKey, ctx: BlockContext) -> None:
         raise e.KeyInUseError(f"key {r.new_key.hex()[:16]} is already registered")
     if r.new_key in state.authorities():
         raise e.KeyInUseError("an authority key cannot become a device key")
+    if _is_stream(state, r.new_key):
+        raise e.KeyInUseError("a stream key cannot become a device key")
     state.put_device(replace(device, status=ROTATED, successor=r.new_key))
     state.put_device(Device(r.new_key, device.stream, device.profile_hash, ACTIVE,
                             ctx.height, b""))

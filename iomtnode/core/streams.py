@@ -116,9 +116,9 @@ def revoke(state: State, r: RevokeGrant, ctx: BlockContext) -> None:
         raise e.ErasedStreamError(f"stream {r.stream.hex()[:16]} was erased")
     live, expired = _live_grantees(state, r.stream, record, ctx.time_ms)
     live = [grantee for grantee in live if grantee != r.grantee]
-    state.delete_grant(r.stream, r.grantee)
     _next_epoch(state, r.stream, replace(record, grantees=tuple(live)), r.epoch, r.public,
                 r.grantees, live, [g for g in expired if g != r.grantee])
+    state.delete_grant(r.stream, r.grantee)  # after the checks: a refusal writes nothing
 
 
 def may_erase(state: State, x: Erase) -> None:

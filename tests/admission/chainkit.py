@@ -13,26 +13,29 @@ from iomtnode.chain.feed import BlockFeed
 from iomtnode.core import codec
 from iomtnode.core.block import Block, Commit, make_block, sign_commit
 from iomtnode.core.genesis import Genesis
-from iomtnode.core.tx import AdmitDevice, Reading, SignedTx, decode_tx, sign_tx
+from iomtnode.core.tx import SignedTx, decode_tx
 from iomtnode.metrics import LatencyWindow
 from iomtnode.store import BlockStore
 
 from ..core.helpers import CHAIN_ID, key, pub
+from ..core.sealkit import admit, announce, sealed_reading
 from .fakes import FakeHost
 
 T0 = 1_700_000_000_000
 GENESIS = Genesis(CHAIN_ID, T0, (pub("A"),), 1)
 DEVICES = ("d1", "d2", "d3")
+FIRST_BLOCK_TXS = len(DEVICES) + 1  # block 1 of a source chain: the admissions and P's epoch
 
 
 def reading(device: str, seq: int) -> SignedTx:
-    return sign_tx(Reading(pub(device), seq, T0 + seq, "spo2", b"\x07" * 40, b""), key(device),
-                   CHAIN_ID)
+    """A sealed reading of ``device`` (its sidecar beside it) to stream P's epoch 1."""
+    return sealed_reading(key(device), seq, T0 + seq, CHAIN_ID)
 
 
 def forged(tx: SignedTx) -> SignedTx:
     """The same body (so the same id) with a signature that does not verify."""
-    return decode_tx(codec.encode([tx.body_bytes, bytes(64)]))
+    parts = [tx.body_bytes, bytes(64), tx.sidecar] if tx.sidecar else [tx.body_bytes, bytes(64)]
+    return decode_tx(codec.encode(parts), complete=True)
 
 
 def seal(chain: Chain, txs: list[SignedTx]) -> tuple[Block, Commit]:
@@ -60,10 +63,11 @@ def new_chain(path: Path) -> Chain:
 
 def source_chain(path: Path, blocks: int, per_block: int
                  ) -> tuple[Chain, list[tuple[Block, Commit]]]:
-    """A chain whose block 1 admits the devices, then ``blocks`` blocks of readings."""
+    """A chain whose block 1 admits the devices to stream P and announces P's epoch 1,
+    then ``blocks`` blocks of readings."""
     chain = new_chain(path)
-    made = [seal(chain, [sign_tx(AdmitDevice(pub("A"), pub(d), pub("P"), "oximeter", "acme"),
-                                 key("A"), CHAIN_ID) for d in DEVICES])]
+    made = [seal(chain, [*(admit(key("A"), pub(d), pub("P"), CHAIN_ID) for d in DEVICES),
+                         announce(key("P"), CHAIN_ID)])]
     seq = 0
     for _ in range(blocks):
         txs = []

@@ -12,16 +12,17 @@ from iomtnode.admission.messages import Txs
 from iomtnode.admission.service import Admission
 from iomtnode.chain.feed import BlockFeed
 from iomtnode.core.crypto import BadSignatureError, SigningKey, blake2b256
-from iomtnode.core.tx import Reading, SignedTx, sign_tx
+from iomtnode.core.tx import SignedTx
 from iomtnode.metrics import LatencyWindow
+
+from ..core.sealkit import sealed_reading
 
 CHAIN = "iomt-test"
 DEVICE = SigningKey(blake2b256(b"device"))
 
 
 def reading(seq: int) -> SignedTx:
-    return sign_tx(Reading(DEVICE.public, seq, 1000 + seq, "heart_rate", b"\x01" * 40, b""),
-                   DEVICE, CHAIN)
+    return sealed_reading(DEVICE, seq, 1000 + seq, CHAIN)
 
 
 @dataclass

@@ -22,8 +22,9 @@ from .test_blocktxs import Waiting
 
 
 def forged(tx: SignedTx) -> SignedTx:
-    """The same transaction (same id) with signature bytes nobody signed."""
-    return decode_tx(codec.encode([tx.body_bytes, bytes(64)]))
+    """The same transaction (same id, same sidecar) with signature bytes nobody signed."""
+    parts = [tx.body_bytes, bytes(64), tx.sidecar] if tx.sidecar else [tx.body_bytes, bytes(64)]
+    return decode_tx(codec.encode(parts))
 
 
 @dataclass

@@ -9,11 +9,13 @@ import trio
 from iomtnode.admission.gossip import PUSH_MAX_TX_BYTES
 from iomtnode.admission.messages import TxAnnounce, TxRequest, Txs
 from iomtnode.core import errors as e
-from iomtnode.core.tx import Reading, sign_tx
 from iomtnode.p2p import score
 
+from ..core.helpers import pub
+from ..core.sealkit import announce
 from .fakes import CHAIN, DEVICE, Gossiping, gossiping, reading
 
+MANY = [pub(f"G{i}") for i in range(24)]
 
 def setup(n_peers: int = 3, refuse: Exception | None = None):
     g = gossiping(n_peers, refuse)
@@ -41,7 +43,7 @@ def test_local_transactions_are_pushed_whole_to_every_peer_in_one_batch():
 async def test_local_transactions_skip_peers_that_have_them_and_large_ones_are_announced():
     gossip, _, (a, b, c), _ = setup()
     small = reading(1)
-    large = sign_tx(Reading(DEVICE.public, 2, 1002, "ecg", b"\x02" * 1000, b""), DEVICE, CHAIN)
+    large = announce(DEVICE, CHAIN, grantees=MANY)  # an epoch wrapped for 24 grantees
     assert len(large.raw) > PUSH_MAX_TX_BYTES >= len(small.raw)
     gossip.on_announce(b, TxAnnounce([small.id]))  # b has the small one already
     b.sent.clear()
@@ -130,7 +132,8 @@ async def test_bad_signatures_and_garbage_cost_the_sender_score(nursery):
 
 @pytest.mark.parametrize("refusal", [
     e.StaleSequenceError("stale"), e.MempoolFullError("full"), e.UnknownDeviceError("new"),
-    e.UnknownPatientError("nobody's"), e.NotAuthorityError("not one")])
+    e.UnknownStreamError("nobody's"), e.NotAuthorityError("not one"),
+    e.StaleEpochError("over"), e.UnknownEpochError("not yet")])
 async def test_rule_refusals_are_not_relayed_and_not_penalised(nursery, refusal):
     """The sender checked against its own state, which may be behind or ahead of ours."""
     g = await started(nursery, refuse=refusal)
@@ -142,11 +145,12 @@ async def test_rule_refusals_are_not_relayed_and_not_penalised(nursery, refusal)
 
 @pytest.mark.parametrize("refusal", [
     e.MempoolFullError("full"), e.FutureTimestampError("ahead"), e.UnknownDeviceError("new"),
-    e.UnknownPatientError("not yet")])
+    e.UnknownStreamError("not yet"), e.UnknownEpochError("not announced here yet")])
 async def test_a_refusal_that_time_may_undo_lets_the_transaction_be_fetched_again(
         nursery, refusal):
-    """A full mempool, a clock behind the device's, a reading before its device's admission:
-    the same transaction announced later (by reconciliation, say) is asked for again."""
+    """A full mempool, a clock behind the device's, a reading before its device's admission
+    or its stream's epoch: the same transaction announced later (by reconciliation, say) is
+    asked for again."""
     g = await started(nursery, refuse=refusal)
     (a, b, _) = g.peers
     tx = reading(1)
@@ -156,8 +160,10 @@ async def test_a_refusal_that_time_may_undo_lets_the_transaction_be_fetched_agai
     assert b.of(TxRequest) == [TxRequest([tx.id])]
 
 
-async def test_a_lasting_refusal_is_remembered_and_not_fetched_again(nursery):
-    g = await started(nursery, refuse=e.ReplayedSequenceError("replayed"))
+@pytest.mark.parametrize("refusal", [
+    e.ReplayedSequenceError("replayed"), e.StaleEpochError("re-sealed under another id")])
+async def test_a_lasting_refusal_is_remembered_and_not_fetched_again(nursery, refusal):
+    g = await started(nursery, refuse=refusal)
     (a, b, _) = g.peers
     tx = reading(1)
     await g.deliver(a, [tx.raw])
@@ -170,12 +176,12 @@ async def test_a_forged_copy_does_not_shadow_the_real_transaction(nursery):
     from iomtnode.core import codec
 
     real = reading(1)
-    forged = codec.encode([real.body_bytes, bytes(64)])
+    forged = codec.encode([real.body_bytes, bytes(64), real.sidecar])  # complete, unsigned
     g = await started(nursery, n_peers=2)
     await g.deliver(g.peers[0], [forged])
     await g.deliver(g.peers[1], [real.raw])
     assert list(g.pool.txs) == [real.id] and g.pool.admitted == 1
-    assert [p[0] for p in g.host.penalties] == [g.peers[0].node_id]
+    assert [p[:2] for p in g.host.penalties] == [(g.peers[0].node_id, score.BAD_SIGNATURE)]
 
 
 async def test_queued_batches_from_several_peers_are_admitted_together_off_the_reader(

@@ -8,9 +8,9 @@ import pytest
 
 from iomtnode.admission.mempool import Mempool
 from iomtnode.core import errors as e
-from iomtnode.core.tx import Reading, sign_tx
 
 from ..core.helpers import CHAIN_ID, key, pub
+from ..core.sealkit import grant, revoke_grant, sealed_reading
 from .chainkit import GENESIS, T0, reading, seal, source_chain
 
 
@@ -34,8 +34,7 @@ def test_a_block_of_the_oldest_pending_keeps_the_rest_as_they_were(chain, monkey
     assert rechecks == [] and pool.pending(10) == txs[2:]
     assert pool._state.last_seq(pub("d1")) == 5 and pool._ctx.height == chain.height + 1
     pool.add_tx(reading("d1", 6))  # the state still knows the pending ones
-    other = sign_tx(Reading(pub("d1"), 4, T0 + 99, "spo2", b"\x01" * 40, b""), key("d1"),
-                    CHAIN_ID)  # another reading with a pending sequence number
+    other = sealed_reading(key("d1"), 4, T0 + 99, CHAIN_ID)  # another with a pending seq
     with pytest.raises(e.StaleSequenceError):
         pool.add_tx(other)
 
@@ -53,8 +52,7 @@ def test_any_other_block_re_checks_what_is_pending(chain):
     pool.blocks_committed([block])
     assert pool.pending(10) == [txs[1]]
     with pytest.raises(e.ReplayedSequenceError):  # the pending state knows 1, 3 and 4
-        pool.add_tx(sign_tx(Reading(pub("d2"), 3, T0 + 99, "spo2", b"\x01" * 40, b""),
-                            key("d2"), CHAIN_ID))
+        pool.add_tx(sealed_reading(key("d2"), 3, T0 + 99, CHAIN_ID))
 
 
 def test_precheck_asks_the_store_only_for_readings_that_cannot_be_new(chain, monkeypatch):
@@ -138,8 +136,7 @@ async def test_a_transaction_a_block_refuses_is_dropped_and_recorded(chain):
 
     now = GENESIS.time_ms + 10_000
     pool = Mempool(chain, now_ms=lambda: now)
-    ahead = sign_tx(Reading(pub("d1"), 2, now + GENESIS.max_future_drift_ms, "spo2",
-                            b"\x01" * 40, b""), key("d1"), CHAIN_ID)
+    ahead = sealed_reading(key("d1"), 2, now + GENESIS.max_future_drift_ms, CHAIN_ID)
     fine = reading("d1", 3)
     pool.add_tx(ahead)
     pool.add_tx(fine)
@@ -152,7 +149,7 @@ async def test_a_transaction_a_block_refuses_is_dropped_and_recorded(chain):
     assert "ahead of the chain's clock" in status["reason"]
     assert pool.dropped_total == 1
     pool.add_tx(reading("d1", 1))  # the pending state no longer holds the dropped one's effects
-    again = sign_tx(Reading(pub("d1"), 2, now, "spo2", b"\x01" * 40, b""), key("d1"), CHAIN_ID)
+    again = sealed_reading(key("d1"), 2, now, CHAIN_ID)
     pool.add_tx(again)
 
 
@@ -167,8 +164,8 @@ async def test_a_drop_is_a_warning_only_for_what_a_client_was_told_was_accepted(
 
     now = GENESIS.time_ms + 10_000
     pool = Mempool(chain, now_ms=lambda: now)
-    mine, relayed = (sign_tx(Reading(pub(d), 1, now + GENESIS.max_future_drift_ms, "spo2",
-                                     b"\x01" * 40, b""), key(d), CHAIN_ID) for d in ("d1", "d2"))
+    mine, relayed = (sealed_reading(key(d), 1, now + GENESIS.max_future_drift_ms, CHAIN_ID)
+                     for d in ("d1", "d2"))
     pool.add_tx(mine)
     pool.keep([mine])  # what the API does before it answers the client
     pool.add_tx(relayed)
@@ -177,3 +174,23 @@ async def test_a_drop_is_a_warning_only_for_what_a_client_was_told_was_accepted(
         await maker.build_next(chain.height + 1, pub("A"), now - 1000, 10)
     levels = {e["tx"]: (e["log_level"], e["client"]) for e in logs if e["event"] == "tx_dropped"}
     assert levels == {mine.id.hex(): ("warning", True), relayed.id.hex(): ("info", False)}
+
+
+def test_a_pending_reading_of_the_epoch_a_revocation_ended_is_dropped_with_1024(chain):
+    """No grace window: a reading sealed to the epoch the revoked grantee holds, pending when
+    the revocation commits in another node's block, is dropped and its status says why."""
+    seal(chain, [grant(key("P"), pub("G"), CHAIN_ID)])
+    pool = Mempool(chain, now_ms=lambda: GENESIS.time_ms + 10_000)
+    old, other = reading("d1", 1), reading("d2", 1)
+    pool.add_tx(old)
+    pool.add_tx(other)
+    block, _ = seal(chain, [revoke_grant(key("P"), pub("G"), CHAIN_ID)])
+    pool.blocks_committed([block])
+    assert pool.pending(10) == []
+    for tx in (old, other):
+        status = pool.tx_status(tx.id)
+        assert status["state"] == "dropped" and status["code"] == e.StaleEpochError.code == 1024
+        assert "re-seal" in status["reason"]
+    resealed = sealed_reading(key("d1"), 1, T0 + 1, CHAIN_ID, epoch=2)  # the same seq
+    pool.add_tx(resealed)
+    assert pool.pending(10) == [resealed]

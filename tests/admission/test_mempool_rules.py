@@ -15,10 +15,11 @@ from iomtnode.chain.chain import Chain
 from iomtnode.core import errors as e
 from iomtnode.core.block import Block, sign_commit
 from iomtnode.core.genesis import Genesis
-from iomtnode.core.tx import AdmitDevice, AuthorityVote, SignedTx, TxBody, sign_tx
+from iomtnode.core.tx import AuthorityVote, SignedTx, TxBody, sign_tx
 from iomtnode.store import BlockStore
 
 from ..core.helpers import CHAIN_ID, key, pub
+from ..core.sealkit import admit
 from .chainkit import GENESIS, T0, admission_of, reading, seal, source_chain
 
 NOW_MS = GENESIS.time_ms + 10_000
@@ -95,8 +96,7 @@ def signed(signer: str, body: TxBody) -> SignedTx:
 
 
 def admission(authority: str, device: str) -> SignedTx:
-    return signed(authority, AdmitDevice(pub(authority), pub(device), pub("P"), "oximeter",
-                                         "acme"))
+    return admit(key(authority), pub(device), pub("P"), CHAIN_ID)
 
 
 def commit_next(chain: Chain, txs: list[SignedTx]) -> Block:

@@ -243,17 +243,24 @@ async def test_a_transaction_is_decoded_once_on_its_way_in(chain, nursery, monke
 
 
 async def test_a_client_is_told_why_each_transaction_was_refused(chain, nursery):
-    from iomtnode.core.tx import AdmitDevice, sign_tx
+    from iomtnode.core import codec
+
+    from ..core.sealkit import admit, sidecar_for
 
     node = Node(chain)
     await nursery.start(node.admission.run)
-    vote = sign_tx(AdmitDevice(pub("A"), pub("d9"), pub("P"), "oximeter", "acme"), key("A"),
-                   CHAIN_ID)
+    vote = admit(key("A"), pub("d9"), pub("P"), CHAIN_ID)
     ok = reading("d3", 1)
-    results = await node.admission.submit_many([b"\x93junk", vote.raw, ok.raw],
-                                               reading_only=True)
-    assert [type(r) for r in results[:2]] == [e.MalformedTxRuleError] * 2
+    bare = reading("d3", 2).leaf_bytes  # without its sealed sidecar
+    other = reading("d3", 3)
+    swapped = codec.encode([other.body_bytes, other.signature, sidecar_for(pub("d3"), 9)])
+    results = await node.admission.submit_many(
+        [b"\x93junk", vote.raw, ok.raw, bare, swapped], reading_only=True)
+    assert [type(r) for r in results] == [
+        e.MalformedTxRuleError, e.MalformedTxRuleError, type(ok), e.UnpaddedPayloadError,
+        e.CommitmentMismatchError]
     assert "expected a reading" in str(results[1]) and results[2] == ok
+    assert "none was sent" in str(results[3]) and "commitment" in str(results[4])
     with pytest.raises(e.DuplicateTxError):
         await node.admission.submit(ok.raw)
     assert node.host.penalties == []

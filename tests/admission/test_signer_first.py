@@ -13,12 +13,18 @@ from iomtnode.admission.batch import CHUNK, admit_chunk
 from iomtnode.admission.mempool import Mempool
 from iomtnode.core import codec
 from iomtnode.core import errors as e
-from iomtnode.core.crypto import SigningKey
+from iomtnode.core.crypto import SigningKey, blake2b256
 from iomtnode.core.evidence import make_evidence
+from iomtnode.core.fields import U64_MAX
+from iomtnode.core.payload import wrap_hash, wraps_hash
 from iomtnode.core.tx import (
+    FORWARD,
     AdmitDevice,
+    AuditAnchor,
     AuthorityVote,
     DeviceMaintenance,
+    EpochAnnounce,
+    Erase,
     Grant,
     Reading,
     ReportEvidence,
@@ -29,11 +35,15 @@ from iomtnode.core.tx import (
     TxBody,
     decode_tx,
     encode_body,
+    sign_tx,
 )
 from iomtnode.core.vote import VoteType, sign_vote
 
 from ..core.helpers import CHAIN_ID, key, pub
+from ..core.sealkit import NO_WRAPS, PROFILE, admit, announce, sealed_reading
 from .chainkit import GENESIS, T0, reading, seal, source_chain
+
+C = blake2b256(b"any 32 bytes")  # a commitment, a key, a hash: nothing checks it first
 
 
 @pytest.fixture
@@ -62,8 +72,8 @@ async def admit_all(mempool: Mempool, txs: list[SignedTx]) -> list[object]:
 async def test_readings_from_unknown_devices_cost_no_verification(chain):
     mempool = pool(chain)
     rng = random.Random(18)
-    strangers = [unsigned(Reading(rng.randbytes(32), rng.randrange(1, 2**32), T0, "spo2",
-                                  b"\x07" * 40, b"")) for _ in range(2000)]
+    strangers = [unsigned(Reading(rng.randbytes(32), rng.randrange(1, 2**32), T0, 1, 0, C))
+                 for _ in range(2000)]
     results = await admit_all(mempool, strangers)
     assert all(isinstance(r, e.UnknownDeviceError) for r in results)
     assert mempool.verifier.verified_count == 0 and len(mempool) == 0
@@ -78,27 +88,40 @@ def _evidence(reporter: str) -> TxBody:
     return ReportEvidence(pub(reporter), make_evidence(a, b).encode())
 
 
+def _grant(stream: bytes) -> Grant:
+    return Grant(stream, pub("G"), C, T0 + 10**9, 1, FORWARD, C, 0)
+
+
+def _epoch(stream: bytes) -> EpochAnnounce:
+    return EpochAnnounce(stream, 2, C, [], wraps_hash(NO_WRAPS))
+
+
 REFUSED_BEFORE_THE_SIGNATURE: list[tuple[str, TxBody, type[e.RuleError]]] = [
-    ("a grant from a fresh key", Grant(SigningKey.generate().public, pub("G"), "cardio",
-                                       T0 + 10**9, b"", 0), e.UnknownPatientError),
-    ("a grant from an authority", Grant(pub("A"), pub("G"), "cardio", T0 + 10**9, b"", 0),
-     e.UnknownPatientError),
+    ("a grant from a fresh key", _grant(SigningKey.generate().public), e.UnknownStreamError),
+    ("a grant from an authority", _grant(pub("A")), e.UnknownStreamError),
+    ("a grant from a device", _grant(pub("d1")), e.UnknownStreamError),
+    ("an epoch from a fresh key", _epoch(SigningKey.generate().public), e.UnknownStreamError),
     ("a revocation of a grant never made",
-     RevokeGrant(pub("P"), pub("G"), "cardio", 0), e.UnknownGrantError),
-    ("a reading of a revoked device", Reading(pub("d3"), 1, T0, "spo2", b"\x07", b""),
+     RevokeGrant(pub("P"), pub("G"), 0, 2, C, [], wraps_hash(NO_WRAPS)), e.UnknownGrantError),
+    ("an erasure by a stranger", Erase(pub("X"), pub("P"), 0, U64_MAX, b"", 0),
+     e.NotPermittedError),
+    ("an authority's erasure without a request",
+     Erase(pub("A"), pub("P"), 0, U64_MAX, b"", 0), e.NotPermittedError),
+    ("an audit anchor by a stranger", AuditAnchor(pub("X"), pub("N"), 0, 1, C),
+     e.NotAuthorityError),
+    ("a reading of a revoked device", Reading(pub("d3"), 1, T0, 1, 0, C),
      e.RevokedDeviceError),
     ("a rotation of an unknown device", RotateDeviceKey(pub("X"), pub("Y")),
      e.UnknownDeviceError),
     ("a revocation by a stranger", RevokeDevice(pub("X"), pub("d1"), "lost", 0),
      e.NotPermittedError),
     ("an admission by a stranger",
-     AdmitDevice(pub("X"), pub("d9"), pub("P"), "oximeter", "acme"), e.NotAuthorityError),
+     AdmitDevice(pub("X"), pub("d9"), pub("P"), PROFILE), e.NotAuthorityError),
     ("maintenance by a stranger",
-     DeviceMaintenance(pub("X"), pub("d1"), "calibration", "", T0), e.NotAuthorityError),
+     DeviceMaintenance(pub("X"), pub("d1"), "calibration", b"", T0), e.NotAuthorityError),
     ("a vote by a stranger", AuthorityVote(pub("X"), pub("X"), True, 0), e.NotAuthorityError),
     ("evidence from a stranger", _evidence("X"), e.NotAuthorityError),
-    ("a replayed reading", Reading(pub("d1"), 1, T0, "spo2", b"\x07", b""),
-     e.ReplayedSequenceError),
+    ("a replayed reading", Reading(pub("d1"), 1, T0, 1, 0, C), e.ReplayedSequenceError),
 ]
 
 
@@ -118,31 +141,27 @@ async def test_a_signer_without_the_right_costs_no_verification(chain, what, bod
 
 
 def _signed(body: TxBody, signer: str) -> bytes:
-    from iomtnode.core.tx import sign_tx
-
     return sign_tx(body, key(signer), CHAIN_ID).raw
 
 
 async def test_the_right_is_read_in_the_pending_state(chain):
-    """A grant waits for nothing: its patient's device admitted in a pending transaction
-    makes the patient known to admission at once."""
+    """An epoch and a grant wait for nothing: their stream's device admitted in a pending
+    transaction makes the stream known to admission at once."""
     mempool = pool(chain)
-    patient = SigningKey.generate()
-    admit = decode_tx(_signed(AdmitDevice(pub("A"), pub("d7"), patient.public, "oximeter",
-                                          "acme"), "A"))
-    from iomtnode.core.tx import sign_tx
-
-    grant = sign_tx(Grant(patient.public, pub("G"), "cardio", T0 + 10**9, b"", 0), patient,
-                    CHAIN_ID)
+    stream = SigningKey.generate()
+    admission = decode_tx(admit(key("A"), pub("d7"), stream.public, CHAIN_ID).raw)
+    epoch = announce(stream, CHAIN_ID)
+    grant = sign_tx(Grant(stream.public, pub("G"), C, T0 + 10**9, 1, FORWARD, wrap_hash(C), 0),
+                    stream, CHAIN_ID, C)
     [refused] = await admit_chunk(mempool, [grant])
-    assert isinstance(refused, e.UnknownPatientError)
-    first = sign_tx(Reading(pub("d7"), 1, T0, "spo2", b"\x07", b""), key("d7"), CHAIN_ID)
+    assert isinstance(refused, e.UnknownStreamError)
+    first = sealed_reading(key("d7"), 1, T0, CHAIN_ID)
     rng = random.Random(7)
-    junk = [unsigned(Reading(rng.randbytes(32), 1, T0, "spo2", b"\x07", b""))
-            for _ in range(100)]
-    # in one chunk: the device's admission gives its reading and its patient's grant their
-    # right; the strangers' readings after it are tried again and still cost nothing
-    results = await admit_chunk(mempool, [admit, *junk, first, grant])
-    assert results[0] is admit and results[-2:] == [first, grant]
-    assert all(isinstance(r, e.UnknownDeviceError) for r in results[1:-2])
-    assert mempool.verifier.verified_count == 3
+    junk = [unsigned(Reading(rng.randbytes(32), 1, T0, 1, 0, C)) for _ in range(100)]
+    # in one chunk: the device's admission gives its stream's epoch and grant, and its
+    # reading, their right; the strangers' readings after it are tried again and still cost
+    # nothing
+    results = await admit_chunk(mempool, [admission, epoch, *junk, first, grant])
+    assert results[:2] == [admission, epoch] and results[-2:] == [first, grant]
+    assert all(isinstance(r, e.UnknownDeviceError) for r in results[2:-2])
+    assert mempool.verifier.verified_count == 4

@@ -19,6 +19,7 @@ from iomtnode.store import BlockStore, StagedStore
 from iomtnode.sync.blocksync import BlockSync
 from iomtnode.sync.messages import Blocks, GetBlocks
 
+from .chainkit import FIRST_BLOCK_TXS as FIRST
 from .chainkit import GENESIS, forged, new_chain, reading, seal_unchecked, source_chain
 
 
@@ -55,8 +56,8 @@ async def test_a_range_is_checked_block_by_block_and_written_once(tmp_path):
     assert chain.store.batches == [7]  # one synced write for the whole range
     assert heard == list(range(1, 8))  # listeners and subscribers still hear of each
     assert chain.height == source.height and chain.head.hash == source.head.hash
-    assert chain.committed_txs == source.committed_txs == 3 + 6 * 40
-    assert verifier.verified_count == 3 + 6 * 40  # every signature, once
+    assert chain.committed_txs == source.committed_txs == FIRST + 6 * 40
+    assert verifier.verified_count == FIRST + 6 * 40  # every signature, once
     for height in range(1, 8):
         assert chain.store.block_bytes(height) == source.store.block_bytes(height)
     assert await writer.apply_many(blocks[:2], b"\x01" * 32, lambda tx: False) == 0  # stale
@@ -164,7 +165,8 @@ async def test_a_served_range_stops_at_a_bad_block_and_costs_its_server(
     # was decoded (a bad one failed there and again before its block's check, which names
     # it; the swapped block's were checked before its Merkle root was)
     assert mempool.verifier.verified_count == {
-        "swap": 3 + 4 * 40, "junk": 3 + 3 * 40, "forge": 3 + 6 * 40 + 2}[damage]
+        "swap": FIRST + 4 * 40, "junk": FIRST + 3 * 40,
+        "forge": FIRST + 6 * 40 + 2}[damage]
 
 
 async def test_committed_transactions_leave_the_verifier_record(tmp_path):
@@ -217,7 +219,7 @@ async def test_a_range_served_short_is_filled_in_so_the_ranges_after_it_still_ap
     short = next(p for p in peers.values() if p.cap == 3)
     first = short.asked[0][0]
     assert short.asked == [(first, 4), (first + 3, 1)]  # the block it left out, asked again
-    assert mempool.verifier.verified_count - verified_before == 3 + 11 * 3  # once each
+    assert mempool.verifier.verified_count - verified_before == FIRST + 11 * 3  # once each
 
 
 async def test_a_catch_up_is_recorded_with_its_heights_transactions_and_seconds(tmp_path):
@@ -240,7 +242,7 @@ async def test_a_catch_up_is_recorded_with_its_heights_transactions_and_seconds(
         nursery.cancel_scope.cancel()
     [episode] = sync.catch_ups
     assert episode["from_height"] == 0 and episode["to_height"] == chain.height == 6
-    assert episode["txs"] == chain.committed_txs == 3 + 5 * 4
+    assert episode["txs"] == chain.committed_txs == FIRST + 5 * 4
     assert 0 < episode["seconds"] < 30
 
 
@@ -305,7 +307,7 @@ async def test_one_range_larger_than_the_budget_still_applies(tmp_path, monkeypa
     from iomtnode.sync import blocksync
 
     monkeypatch.setattr(blocksync, "DECODED_TXS_AHEAD", 50)
-    _, blocks = source_chain(tmp_path / "source", 6, 40)  # heights 1..7: 3 + 6 x 40 txs
+    _, blocks = source_chain(tmp_path / "source", 6, 40)  # heights 1..7: 4 + 6 x 40 txs
     items = {b.height: [b.encode(), c.encode()] for b, c in blocks}
     chain, writer, heard, mempool = follower(tmp_path / "follower")
     peer = ServingPeer(b"\x07" * 32, items)  # one peer: the whole chain is one range

@@ -18,9 +18,7 @@ from iomtnode.core.evidence import make_evidence
 from iomtnode.core.genesis import Genesis
 from iomtnode.core.receipt import ReceiptError, verify_receipt
 from iomtnode.core.tx import (
-    AdmitDevice,
     AuthorityVote,
-    Reading,
     ReportEvidence,
     SignedTx,
     TxBody,
@@ -30,6 +28,7 @@ from iomtnode.core.vote import VoteType, sign_vote
 from iomtnode.store import BlockStore
 
 from ..core.helpers import CHAIN_ID, key, pub
+from ..core.sealkit import admit, announce, sealed_reading
 
 T0 = 1_700_000_000_000
 GENESIS = Genesis(CHAIN_ID, T0, tuple(pub(n) for n in "ABCD"), 1)
@@ -69,8 +68,9 @@ def net(tmp_path) -> Iterator[Net]:
 
 def test_an_added_and_a_removed_authority_hand_off_and_receipts_follow(net: Net, tmp_path
                                                                         ) -> None:
-    dev = tx("A", AdmitDevice(pub("A"), pub("hr1"), pub("P"), "wearable", "Acme"))
-    net.seal([dev, vote("A", "E", True), vote("B", "E", True), vote("C", "E", True)],
+    dev = admit(key("A"), pub("hr1"), pub("P"), CHAIN_ID)
+    net.seal([dev, announce(key("P"), CHAIN_ID),
+              vote("A", "E", True), vote("B", "E", True), vote("C", "E", True)],
              "ABCD")  # 1: E passes, joins at 3
     handoff = net.seal([], "ABC")  # 2: the last block of A-D; it names A-E as next
     assert handoff.block.header.next_authorities_hash == authorities_hash(
@@ -79,10 +79,10 @@ def test_an_added_and_a_removed_authority_hand_off_and_receipts_follow(net: Net,
     assert net.chain.next_authorities() == tuple(pub(n) for n in "ABCDE")
     net.seal([], "BCDE")  # 3: 4 of 5 (A is down: the new quorum holds without it)
     net.seal([vote(n, "A", False) for n in "BCD"], "BCDE")  # 4: A's removal, due at 6
-    reading = tx("hr1", Reading(pub("hr1"), 1, T0, "heart_rate", b"\x01", b""))
+    reading = sealed_reading(key("hr1"), 1, T0, CHAIN_ID)
     net.seal([reading], "BCDE")  # 5
     net.seal([], "BCDE")  # 6: B-E
-    late = tx("hr1", Reading(pub("hr1"), 2, T0, "heart_rate", b"\x02", b""))
+    late = sealed_reading(key("hr1"), 2, T0, CHAIN_ID)
     net.seal([late], "BCE")  # 7: 3 of 4
     assert net.chain.authorities() == tuple(pub(n) for n in "BCDE")
 

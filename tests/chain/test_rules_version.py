@@ -1,10 +1,6 @@
-"""A data directory whose state was built by other ledger rules.
-
-Version 1 (an older iomtnode's, without the patient index that grants need) is brought to
-version 2 in place at open: the index is computed from the stored devices, so a network whose
-nodes all upgrade together keeps its chain (no peer would have a version 2 state to resync
-from). Any other version is refused with what to do, not run with a state that other nodes
-would not agree with."""
+"""A data directory whose state was built by other ledger rules is refused with what to do,
+not run with a state that other nodes would not agree with. Versions 1 and 2 (readings in
+clear) cannot be brought up to date in place (docs/privacy.md, migrating a chain)."""
 
 from __future__ import annotations
 
@@ -13,10 +9,9 @@ import pytest
 
 from iomtnode.chain.chain import META_RULES, Chain, WrongChainError
 from iomtnode.core.genesis import Genesis
-from iomtnode.core.ledger import K_PATIENTS, State
-from iomtnode.core.state import ACTIVE, REVOKED, ROTATED, STATE_RULES_VERSION, Device
+from iomtnode.core.state import STATE_RULES_VERSION
 from iomtnode.store import BlockStore
-from iomtnode.store.leveldb import META_PREFIX, STATE_PREFIX
+from iomtnode.store.leveldb import META_PREFIX
 
 from ..core.helpers import CHAIN_ID, pub
 
@@ -35,34 +30,22 @@ def test_a_state_of_other_rules_is_refused_with_the_fix(tmp_path):
             Chain(store, GENESIS)
 
 
-def _device(name: str, patient: str, status: str, successor: bytes = b"") -> Device:
-    return Device(pub(name), pub(patient), "hr", "acme", status, 1, successor)
-
-
-def test_a_state_of_version_1_gets_its_patient_index_at_open(tmp_path):
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_chain_of_rules_before_sealed_readings_is_refused_with_the_way_out(tmp_path, version):
+    """Versions 1 and 2 named patients and vital kinds in clear; their blocks do not decode
+    under version 3, so the state cannot be brought up to date in place."""
     with BlockStore.open(tmp_path / "data") as store:
         Chain(store, GENESIS)
-    devices = [
-        _device("p1", "P", ACTIVE), _device("p2", "P", ACTIVE), _device("p3", "P", REVOKED),
-        _device("q1", "Q", ROTATED, pub("q2")), _device("q2", "Q", ACTIVE),
-        _device("r1", "R", REVOKED),
-    ]
-    state = State(lambda key: None)
-    for device in devices:
-        state.put_device(device)
-    db = plyvel.DB(str(tmp_path / "data"))  # as an older version left it: no index, no record
-    for key, value in state.changes().items():
-        assert value is not None and not key.startswith(K_PATIENTS)
-        db.put(STATE_PREFIX + key, value)
-    db.delete(META_PREFIX + META_RULES.encode())
+    db = plyvel.DB(str(tmp_path / "data"))
+    if version == 1:  # an older version wrote no record
+        db.delete(META_PREFIX + META_RULES.encode())
+    else:
+        db.put(META_PREFIX + META_RULES.encode(), version.to_bytes(2, "big"))
     db.close()
     with BlockStore.open(tmp_path / "data") as store:
-        chain = Chain(store, GENESIS)
-        assert store.get_meta(META_RULES) == STATE_RULES_VERSION.to_bytes(2, "big")
-        counts = {name: chain.state().patient_devices(pub(name)) for name in "PQRS"}
-        assert counts == {"P": 2, "Q": 1, "R": 0, "S": 0}
-        assert dict(store.iter_state(K_PATIENTS)) == {
-            K_PATIENTS + pub("P"): (2).to_bytes(8, "big"),
-            K_PATIENTS + pub("Q"): (1).to_bytes(8, "big")}
-    with BlockStore.open(tmp_path / "data") as store:  # and it stays upgraded
-        assert Chain(store, GENESIS).state().patient_devices(pub("P")) == 2
+        with pytest.raises(WrongChainError, match=(
+                rf"ledger rules version {version}, whose readings name patients and vital "
+                rf"kinds in clear; this iomtnode applies version {STATE_RULES_VERSION}")):
+            Chain(store, GENESIS)
+        assert store.get_meta(META_RULES) == (
+            None if version == 1 else version.to_bytes(2, "big"))  # left as it was

@@ -41,11 +41,11 @@ from iomtnode.core.block import Block, Commit, decode_header
 from iomtnode.core.crypto import SigningKey, blake2b256
 from iomtnode.core.evidence import Evidence
 from iomtnode.core.genesis import Genesis
-from iomtnode.core.tx import AdmitDevice, sign_tx
 from iomtnode.core.vote import NIL, decode_vote, sign_vote
 from iomtnode.store import BlockStore
 
 from ..core.helpers import CHAIN_ID, key, pub
+from ..core.sealkit import admit
 
 GENESIS_MS = 1_700_000_000_000
 CONFIG = DriverConfig(block_interval_s=0.1, empty_block_interval_s=0.5, max_block_txs=100)
@@ -442,5 +442,4 @@ def assert_no_double_signing(bus: Bus, names: str) -> None:
 
 def admit_tx() -> bytes:
     device = key("device1")
-    return sign_tx(AdmitDevice(pub("A"), device.public, device.public, "wearable", "acme"),
-                   key("A"), CHAIN_ID).raw
+    return admit(key("A"), device.public, pub("stream1"), CHAIN_ID).raw

@@ -24,7 +24,7 @@ from iomtnode.consensus.relay import RELAY_DELAY_S
 from iomtnode.consensus.votes import sign_proposal
 from iomtnode.core.block import Block, Commit
 from iomtnode.core.crypto import blake2b256
-from iomtnode.core.tx import AdmitDevice, SignedTx, sign_tx
+from iomtnode.core.tx import SignedTx
 from iomtnode.core.vote import NIL, VoteType, decode_vote, sign_vote
 from iomtnode.p2p import score
 from iomtnode.p2p.messages import (
@@ -35,6 +35,7 @@ from iomtnode.p2p.messages import (
 )
 
 from ..core.helpers import CHAIN_ID, key, pub
+from ..core.sealkit import admit
 from .harness import Cluster, TNode, assert_one_chain, cluster, wait_heights, wait_until
 
 
@@ -43,8 +44,7 @@ def admissions(n: int, first: int = 0) -> list[SignedTx]:
     txs = []
     for i in range(first, first + n):
         device = key(f"device{i}")
-        txs.append(sign_tx(AdmitDevice(pub("A"), device.public, device.public, "wearable",
-                                       "acme"), key("A"), CHAIN_ID))
+        txs.append(admit(key("A"), device.public, pub(f"stream{i}"), CHAIN_ID))
     return txs
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from iomtnode.core.block import Block, Commit, make_block, sign_commit
 from iomtnode.core.crypto import blake2b256
-from iomtnode.core.tx import Reading, SignedTx, sign_tx
+from iomtnode.core.tx import SignedTx
 
 from .helpers import CHAIN_ID, key, pub
+from .sealkit import sealed_reading
 
 NAMES = ["A", "B", "C", "D"]
 AUTHS = tuple(pub(n) for n in NAMES)
@@ -15,8 +16,7 @@ BLOCK_HASH = blake2b256(b"some block")
 
 
 def reading(seq: int) -> SignedTx:
-    body = Reading(pub("hr1"), seq, 1_000 + seq, "heart_rate", seq.to_bytes(2, "big"), b"")
-    return sign_tx(body, key("hr1"), CHAIN_ID)
+    return sealed_reading(key("hr1"), seq, 1_000 + seq, CHAIN_ID)
 
 
 TXS = tuple(reading(s) for s in range(1, 6))

@@ -21,7 +21,8 @@ from iomtnode.core.block import (
     decode_header,
 )
 from iomtnode.core.crypto import blake2b256
-from iomtnode.core.tx import Reading, sign_tx
+from iomtnode.core.payload import wraps_hash
+from iomtnode.core.tx import MAX_GRANTEES, MAX_WRAPPED_KEY_BYTES, EpochAnnounce, sign_tx
 
 from .blocks import AUTHS, TXS, block, commit, reading
 from .helpers import CHAIN_ID, key, longer_form, pub
@@ -52,7 +53,7 @@ def test_make_decode_round_trip(n_txs: int, with_commit: bool) -> None:
     assert back.hash == b.hash == blake2b256(b.header_bytes)
     assert back.height == 5
     assert back.header.tx_count == n_txs
-    assert back.header.tx_root == merkle.root([tx.raw for tx in TXS[:n_txs]])
+    assert back.header.tx_root == merkle.root([tx.leaf_bytes for tx in TXS[:n_txs]])
     assert back.header.authorities_hash == authorities_hash(AUTHS)
     assert back.header.last_commit_hash == (commit().hash if with_commit else ZERO_HASH)
     assert back.encode() == b.encode()
@@ -91,7 +92,7 @@ def test_tx_count_mismatch() -> None:
 
 def test_tx_root_mismatch() -> None:
     b = block()
-    refused(with_header(b, tx_root=merkle.root([t.raw for t in TXS[:4]])), "tx_root")
+    refused(with_header(b, tx_root=merkle.root([t.leaf_bytes for t in TXS[:4]])), "tx_root")
     swapped = Block(b.header, b.header_bytes, (TXS[1], TXS[0], *TXS[2:]), b.last_commit)
     refused(swapped.encode(), "do not match tx_root")
     replaced = Block(b.header, b.header_bytes, (*TXS[:4], reading(99)), b.last_commit)
@@ -243,8 +244,11 @@ def test_decode_block_mutations(data: st.DataObject) -> None:
 
 
 def test_make_block_never_builds_a_block_decode_block_refuses() -> None:
-    body = Reading(pub("hr1"), 1, 1, "ecg_chunk", b"e" * 1024, b"")
-    tx = sign_tx(body, key("hr1"), CHAIN_ID)
+    # the largest transaction: an epoch wrapped for the most grantees, each wrap at its limit
+    grantees = sorted(pub(f"G{i}") for i in range(MAX_GRANTEES))
+    wraps = codec.encode([[g, b"w" * MAX_WRAPPED_KEY_BYTES] for g in grantees])
+    body = EpochAnnounce(pub("P"), 1, blake2b256(b"x"), grantees, wraps_hash(wraps))
+    tx = sign_tx(body, key("P"), CHAIN_ID, wraps)
     n = MAX_BLOCK_BYTES // len(tx.raw) + 1  # well under MAX_BLOCK_TXS
     try:
         b = block(txs=(tx,) * n)

@@ -146,7 +146,7 @@ def test_a_commit_is_encoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
         assert each.encode() == c.raw and each.hash == blake2b256(c.raw)
         assert Handoff(b.header_bytes, each, AUTHS).to_json()["commit"] == c.raw.hex()
         receipt = make_receipt(CHAIN_ID, TXS[0], b.header, b.header_bytes, each,
-                               merkle.prove([t.raw for t in TXS], 0))
+                               merkle.prove([t.leaf_bytes for t in TXS], 0))
         assert receipt["commit"] == c.raw.hex()
 
 

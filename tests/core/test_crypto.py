@@ -39,7 +39,7 @@ def test_public_key_known_answer() -> None:
 
 def test_signing_message_layout() -> None:
     msg = signing_message(Domain.READING, "abc", DIGEST)
-    assert msg == b"iomt/reading/v1\x00" + b"\x03abc" + DIGEST
+    assert msg == b"iomt/reading/v2\x00" + b"\x03abc" + DIGEST  # v2: sealed readings
 
 
 def test_chain_id_length_prefix_prevents_ambiguity() -> None:

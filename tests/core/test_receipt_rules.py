@@ -18,9 +18,10 @@ from iomtnode.core import merkle
 from iomtnode.core.block import Block, Commit, make_block, sign_commit
 from iomtnode.core.genesis import Genesis
 from iomtnode.core.receipt import ReceiptError, make_receipt, verify_receipt
-from iomtnode.core.tx import Reading, SignedTx, sign_tx
+from iomtnode.core.tx import SignedTx, stripped
 
 from .helpers import CHAIN_ID, key, pub
+from .sealkit import sealed_reading
 
 T0 = 1_700_000_000_000
 ABCD = tuple(pub(n) for n in "ABCD")
@@ -28,8 +29,7 @@ GENESIS = Genesis(CHAIN_ID, T0, ABCD, 1)
 
 
 def reading(seq: int) -> SignedTx:
-    return sign_tx(Reading(pub("hr1"), seq, T0 + seq, "heart_rate", bytes([seq]), b""),
-                   key("hr1"), CHAIN_ID)
+    return sealed_reading(key("hr1"), seq, T0 + seq, CHAIN_ID)
 
 
 def certify(block: Block, signers: str = "ABC", height: int | None = None) -> Commit:
@@ -47,7 +47,7 @@ BLOCK_2 = make_block(height=2, time_ms=T0 + 2000, parent=BLOCK_1.hash, proposer=
 
 
 def receipt_of(block: Block, index: int) -> dict[str, Any]:
-    proof = merkle.prove([tx.raw for tx in block.txs], index)
+    proof = merkle.prove([tx.leaf_bytes for tx in block.txs], index)
     return make_receipt(CHAIN_ID, block.txs[index], block.header, block.header_bytes,
                         certify(block), proof)
 
@@ -107,7 +107,7 @@ CASES = [
     Case("merkle-index-moved", with_proof(index=1),
          "Merkle proof does not lead from the transaction to the header"),
     # block 2's (genuinely signed) reading with block 1's path
-    Case("another-blocks-transaction", set_field("tx", BLOCK_2.txs[0].raw.hex()),
+    Case("another-blocks-transaction", set_field("tx", BLOCK_2.txs[0].leaf_bytes.hex()),
          "Merkle proof does not lead from the transaction to the header"),
     # the readable copies say something else than the bytes prove
     Case("readable-tx-id", set_field("tx_id", reading(2).id.hex()),
@@ -123,14 +123,16 @@ def test_the_honest_receipts_verify() -> None:
     tx, header = verify_receipt(honest(), GENESIS)
     assert (tx.id, header.height) == (reading(1).id, 1)
     for index in (1, 2):
-        assert verify_receipt(receipt_of(BLOCK_1, index), GENESIS)[0] == BLOCK_1.txs[index]
+        proven = verify_receipt(receipt_of(BLOCK_1, index), GENESIS)[0]
+        assert proven == stripped(BLOCK_1.txs[index])  # a receipt never carries a sidecar
+        assert BLOCK_1.txs[index].sidecar and not proven.sidecar
     assert verify_receipt(receipt_of(BLOCK_2, 0), GENESIS)[1].height == 2
 
 
 def test_the_wrong_count_case_passes_the_merkle_check() -> None:
     """Else the count case would be refused by the path, count rule or not."""
-    proof = merkle.prove([tx.raw for tx in BLOCK_1.txs], 0)
-    assert merkle.verify(BLOCK_1.txs[0].raw, merkle.Proof(0, 4, proof.path),
+    proof = merkle.prove([tx.leaf_bytes for tx in BLOCK_1.txs], 0)
+    assert merkle.verify(BLOCK_1.txs[0].leaf_bytes, merkle.Proof(0, 4, proof.path),
                          BLOCK_1.header.tx_root)
 
 

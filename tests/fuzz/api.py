@@ -148,8 +148,11 @@ def _requests() -> list[dict[str, Any]]:
     block = corpus.blocks()[1]
     tx_hex = [tx.raw.hex() for tx in txs]
     calls: list[tuple[str, Any]] = [
-        ("submit_reading", {"tx": tx_hex[0]}), ("submit_tx", {"tx": tx_hex[7]}),
-        ("submit_tx", [tx_hex[9]]), ("submit_readings", {"txs": tx_hex[:2]}),
+        ("submit_reading", {"tx": tx_hex[0]}),
+        ("submit_tx", {"tx": corpus.tx_of("grant").raw.hex()}),
+        ("submit_tx", [corpus.tx_of("evidence").raw.hex()]),
+        ("submit_tx", {"tx": corpus.tx_of("epoch").raw.hex()}),
+        ("submit_readings", {"txs": tx_hex[:2]}),
         ("get_block", {"height": 0}), ("get_block", {"hash": block.hash.hex()}),
         ("get_receipt", {"id": txs[0].id.hex()}), ("get_tx_status", {"id": txs[1].id.hex()}),
         ("get_tx_status", {"ids": [tx.id.hex() for tx in txs]}),

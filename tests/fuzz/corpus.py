@@ -10,11 +10,17 @@ from iomtnode.admission.messages import BlockTxs, GetBlockTxs, TxAnnounce, TxReq
 from iomtnode.consensus.messages import ConsensusProposal, ConsensusVote
 from iomtnode.consensus.votes import sign_proposal
 from iomtnode.core.block import Block, make_block, sign_commit
+from iomtnode.core.crypto import blake2b256
 from iomtnode.core.evidence import make_evidence
+from iomtnode.core.fields import U64_MAX
+from iomtnode.core.payload import commitment, wrap_hash
 from iomtnode.core.tx import (
+    HISTORY,
     AdmitDevice,
+    AuditAnchor,
     AuthorityVote,
     DeviceMaintenance,
+    Erase,
     Grant,
     Reading,
     ReportEvidence,
@@ -23,6 +29,7 @@ from iomtnode.core.tx import (
     RotateDeviceKey,
     SignedTx,
     sign_tx,
+    stripped,
 )
 from iomtnode.core.vote import VoteType, sign_vote
 from iomtnode.p2p.handshake import make_auth, make_hello
@@ -31,6 +38,7 @@ from iomtnode.p2p.records import sign_record
 from iomtnode.sync.messages import Blocks, CompactBlock, GetBlocks, Status
 
 from ..core.helpers import CHAIN_ID, key, pub
+from ..core.sealkit import PROFILE, announce, sealed_reading, sidecar_for, wrap_for
 
 T0 = 1_700_000_000_000
 
@@ -38,24 +46,43 @@ T0 = 1_700_000_000_000
 BINDING = b"\x07" * 32  # the channel binding of the connection the handshake is on
 
 
+GRANTEES = [pub(f"G{i}") for i in range(3)]  # wraps of over 255 bytes: a bin 16 sidecar
+
+
 @cache
 def txs() -> tuple[SignedTx, ...]:
-    """One signed transaction of every kind."""
+    """One signed transaction of every kind, each with its sidecar beside it if its kind has
+    one (``[body, signature, sidecar]``), and a reading without it (as a block may carry it)
+    and one of a size class whose payload is off the envelope."""
     a, b = (sign_vote(key("A"), CHAIN_ID, VoteType.PREVOTE, 1, 0, bytes([x]) * 32)
             for x in (1, 2))
-    bodies: list[tuple[str, Any]] = [
-        ("hr1", Reading(pub("hr1"), 1, T0, "heart_rate", b"\x01" * 48, b"")),
-        ("hr1", Reading(pub("hr1"), 2, T0, "spo2", b"", b"\x02" * 32)),
-        ("A", AdmitDevice(pub("A"), pub("hr1"), pub("P"), "wearable", "Acme")),
-        ("A", RevokeDevice(pub("A"), pub("hr1"), "lost", 1)),
-        ("hr1", RotateDeviceKey(pub("hr1"), pub("hr2"))),
-        ("A", DeviceMaintenance(pub("A"), pub("hr1"), "calibration", "done", T0)),
-        ("A", AuthorityVote(pub("A"), pub("B"), True, 0)),
-        ("P", Grant(pub("P"), pub("G"), "cardio", T0 + 10**9, b"wrapped", 0)),
-        ("P", RevokeGrant(pub("P"), pub("G"), "cardio", 1)),
-        ("A", ReportEvidence(pub("A"), make_evidence(a, b).encode())),
+    strip = sidecar_for(pub("hr1"), 3, size_class=1)
+    wraps = announce(key("P"), CHAIN_ID, 2, grantees=GRANTEES)  # for the revocation's body
+    epoch = wraps.body
+    bodies: list[tuple[str, Any, bytes]] = [
+        ("hr1", Reading(pub("hr1"), 3, T0, 1, 1, commitment(strip)), b""),
+        ("A", AdmitDevice(pub("A"), pub("hr1"), pub("P"), PROFILE), b""),
+        ("A", RevokeDevice(pub("A"), pub("hr1"), "lost", 1), b""),
+        ("hr1", RotateDeviceKey(pub("hr1"), pub("hr2")), b""),
+        ("A", DeviceMaintenance(pub("A"), pub("hr1"), "calibration", b"\x05" * 256, T0), b""),
+        ("A", AuthorityVote(pub("A"), pub("B"), True, 0), b""),
+        ("P", Grant(pub("P"), pub("G"), blake2b256(b"box"), T0 + 10**9, 1, HISTORY,
+                    wrap_hash(wrap_for(pub("G"))), 0), wrap_for(pub("G"))),
+        ("P", RevokeGrant(pub("P"), pub("H"), 1, 2, epoch.public, epoch.grantees,
+                          epoch.wraps_hash), wraps.sidecar),
+        ("A", ReportEvidence(pub("A"), make_evidence(a, b).encode()), b""),
+        ("A", Erase(pub("A"), pub("P"), 0, U64_MAX, blake2b256(b"request"), 0), b""),
+        ("A", AuditAnchor(pub("A"), pub("N1"), 0, 1000, blake2b256(b"root")), b""),
     ]
-    return tuple(sign_tx(body, key(signer), CHAIN_ID) for signer, body in bodies)
+    sealed = sealed_reading(key("hr1"), 1, T0, CHAIN_ID)
+    return (sealed, stripped(sealed_reading(key("hr1"), 2, T0, CHAIN_ID)),
+            *(sign_tx(body, key(signer), CHAIN_ID, side) for signer, body, side in bodies),
+            announce(key("P"), CHAIN_ID, 3, grantees=GRANTEES))
+
+
+def tx_of(kind_name: str) -> SignedTx:
+    """The first sample of ``kind_name`` ("reading", "grant", ...)."""
+    return next(tx for tx in txs() if tx.kind_name == kind_name)
 
 
 @cache

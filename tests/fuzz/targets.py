@@ -22,7 +22,7 @@ from iomtnode.consensus.messages import ConsensusProposal, ConsensusVote
 from iomtnode.consensus.votes import decode_proposal
 from iomtnode.core.block import MalformedBlockError, decode_block, decode_commit, decode_header
 from iomtnode.core.evidence import MalformedEvidenceError, decode_evidence
-from iomtnode.core.tx import MalformedTxError, decode_tx
+from iomtnode.core.tx import MalformedTxError, decode_tx, leaf_of
 from iomtnode.core.vote import MalformedVoteError, decode_vote
 from iomtnode.p2p.handshake import HandshakeError, check_auth, check_hello, make_hello
 from iomtnode.p2p.messages import (
@@ -73,8 +73,8 @@ def carried(msg: Any) -> None:
             for raw in msg.records:
                 decode_record(raw, CHAIN_ID)
         case Txs() | BlockTxs():
-            for raw in msg.txs:
-                tx = decode_tx(raw)
+            for raw in msg.txs:  # gossip is complete; a block's transactions may be stripped
+                tx = decode_tx(raw, complete=type(msg) is Txs)
                 if tx.kind_name == "evidence":
                     decode_evidence(tx.body.evidence)
         case Blocks():
@@ -124,8 +124,27 @@ def core_targets() -> list[Target]:
     blocks = [msgpack.unpackb(b.encode(), raw=False) for b in corpus.blocks()]
     return [
         Target("core.tx", mutated_encoding(txs), decode_tx),
+        Target("core.tx.complete", mutated_encoding(txs), submitted),
+        Target("core.leaf", mutated_encoding(txs) | mutated_bytes([tx.raw for tx in corpus.txs()]),
+               leaf),
         Target("core.block", mutated_encoding(blocks), decode_block),
     ]
+
+
+def submitted(raw: bytes) -> None:
+    """A client's or a peer's transaction: its sidecar must be beside it."""
+    decode_tx(raw, complete=True)
+
+
+def leaf(raw: bytes) -> None:
+    """The leaf of a transaction as a stored block's receipt takes it (without decoding the
+    body) is the leaf of the decoded transaction, whenever the bytes decode."""
+    try:
+        tx = decode_tx(raw)
+    except MalformedTxError:
+        return
+    if leaf_of(raw) != tx.leaf_bytes:
+        raise AssertionError(f"leaf_of differs from the decoded leaf for {raw.hex()}")
 
 
 def targets() -> list[Target]:

@@ -10,6 +10,7 @@ import os
 
 import pytest
 
+from iomtnode.core.tx import KIND_NAMES
 from iomtnode.p2p.messages import MESSAGE_TYPES
 
 from . import corpus
@@ -26,6 +27,21 @@ def test_every_message_kind_has_a_valid_sample_to_mutate() -> None:
     """A kind declared without a sample in :mod:`.corpus` would be fuzzed only as bytes."""
     missing = set(MESSAGE_TYPES) - {msg.KIND for msg in corpus.messages()}
     assert not missing, f"add a valid sample of kinds {sorted(missing)} to tests/fuzz/corpus.py"
+
+
+def test_the_transaction_samples_cover_every_kind_and_each_envelope() -> None:
+    """Every kind, every kind's sidecar beside it (``[body, signature, sidecar]``, with a
+    sidecar in both bin 8 and bin 16 form) and a reading without its sidecar."""
+    samples = corpus.txs()
+    assert {tx.kind_name for tx in samples} == set(KIND_NAMES.values())
+    with_sidecar = {tx.kind_name for tx in samples if tx.sidecar}
+    assert with_sidecar == {"reading", "grant", "revoke_grant", "epoch"}
+    assert all(tx.raw[0] == 0x93 for tx in samples if tx.sidecar)
+    assert {len(tx.sidecar) < 256 for tx in samples if tx.sidecar} == {True, False}
+    assert any(tx.kind_name == "reading" and tx.raw[0] == 0x92 for tx in samples)
+    assert all(tx.kind_name != "reading" or tx.sidecar or tx.raw[0] == 0x92 for tx in samples)
+    block = corpus.blocks()[1]
+    assert block.txs == samples  # a block carries every form
 
 
 @pytest.mark.parametrize("target", targets(), ids=lambda t: t.name)
