@@ -14,11 +14,11 @@ from typing import Annotated, Any
 
 import typer
 
-from ..client import ApiClient, open_client
+from ..client import ApiClient, ApiError, open_client
 from ..core.crypto import SigningKey
 from ..patient import reader as rd
 from .common import DEFAULT_API, ApiOpt, CaOpt, api_url, fail, hex32
-from .streams import ChainOpt, Reader, chain_id_of, reader_keys, run, stream_key
+from .streams import NOT_FOUND, ChainOpt, Reader, chain_id_of, reader_keys, run, stream_key
 
 PAGE_READINGS = 500  # readings asked per get_patient_records call
 MAX_PAGES = 100_000  # a fetch stops after this many pages (50 million readings)
@@ -58,8 +58,13 @@ async def open_all(client: ApiClient, who: Reader, stream: bytes, chain_id: str,
             continue
         blob = None
         if not s.inline and s.blob and not s.erased_by:
-            answer = await client.call("get_blob", commitment=s.reading.commitment.hex())
-            blob = bytes.fromhex(answer["blob"])
+            try:
+                answer = await client.call("get_blob", commitment=s.reading.commitment.hex())
+            except ApiError as exc:  # erased or dropped since the listing: unreadable
+                if exc.code != NOT_FOUND:
+                    raise
+            else:
+                blob = bytes.fromhex(answer["blob"])
         results.append(rd.open_served(s, ring, chain_id, stream, blob))
     return results, problems
 
