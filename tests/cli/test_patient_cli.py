@@ -18,7 +18,7 @@ from iomtnode.patient import reader as rd
 from iomtnode.patient.device import DeviceSession
 from iomtnode.patient.keyfile import load_grantee, load_patient
 from iomtnode.patient.keys import derive_stream
-from iomtnode.patient.plaintext import HEART_RATE, Plaintext
+from iomtnode.patient.plaintext import ECG, ECG_PATCH, HEART_RATE, Plaintext
 
 from .clikit import admitted_device, cli, lines, logs_beside_the_commands, ok
 
@@ -145,3 +145,21 @@ async def test_erasing_the_scope_leaves_records_without_content(running_node, tm
     assert [r["unreadable"] for r in lines(fetch.stdout)] == [f"erased by {erased['id']}"] * 2
     again = await cli("patient", "epoch", *patient(tmp_path, node))
     assert again.exit_code == 1 and "erased" in again.stderr
+
+
+async def test_a_strip_travels_through_the_blob_store(running_node, tmp_path):
+    node = running_node
+    stream, _ = await patient_with_device(node, tmp_path)
+    strip = Plaintext(ECG, 2, (250, 1, 1000), bytes(range(250)) * 40, ECG_PATCH)  # 20 s
+    async with open_client(node.url) as client:
+        session = await DeviceSession.open(client, read_key(tmp_path / "device.key"),
+                                           bytes.fromhex(stream), node.chain_id)
+        sealed = session.seal(strip)
+        assert sealed.tx.body.size_class == 1 and sealed.tx.sidecar == b""
+        assert await session.submit([sealed]) == []
+        [outcome] = await session.settle(20)
+    assert outcome.state == "committed"
+    [reading] = lines(await ok("records", "fetch", "--as", tmp_path / "patient.key", "--scope",
+                               "vitals", "--api", node.url))
+    assert (reading["kind"], reading["size_class"]) == ("ecg", 1)
+    assert bytes.fromhex(reading["samples"]) == strip.samples
