@@ -100,6 +100,18 @@ class Mempool:
             raise e.MalformedTxRuleError(f"expected a reading, got a {tx.kind_name}")
         return tx
 
+    def require_blob(self, tx: SignedTx) -> None:
+        """A client's class 1 or 2 reading is admitted only once this node holds its blob
+        (uploaded first with ``put_blob``), so the blob is on at least one node when the
+        reading commits; one relayed by a peer is not asked this: the peer held the blob,
+        and nodes that commit the reading without it fetch it (:mod:`iomtnode.sync.blobs`)."""
+        body = tx.body
+        if type(body) is Reading and body.size_class and not self._chain.holds_blob(
+                body.commitment):
+            raise e.BlobNotUploadedError(
+                f"blob not uploaded: a size class {body.size_class} reading is admitted once "
+                f"this node holds its blob {body.commitment.hex()[:16]} (put_blob first)")
+
     def precheck(self, tx: SignedTx) -> None:
         """The checks that come before the signature: room, pending already, the signer's
         right in the pending state (:func:`~iomtnode.core.state.check_signer`), a reading's

@@ -156,6 +156,7 @@ class Admission:
             else:
                 try:
                     tx = Mempool.decode(raw, reading_only=item.reading_only)
+                    self.mempool.require_blob(tx)
                 except e.RuleError as exc:
                     slots[i] = exc
                     continue

@@ -74,6 +74,11 @@ class ChainQueries(Protocol):
         """A device's registration and the sequence number of its last committed reading."""
         ...
 
+    def put_blob(self, blob: bytes, now_ms: int) -> bytes:
+        """Keep an uploaded blob for a reading not committed yet; -> its commitment. Raises
+        :class:`~iomtnode.chain.streamstore.BlobError` (wrong size, no room)."""
+        ...
+
     def participant(self, key: bytes) -> bool:
         """Whether the ledger knows ``key``: an authority, an active device or the patient
         of one (such a client is not rate limited once it has proven the key)."""

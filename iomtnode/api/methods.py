@@ -13,12 +13,14 @@ A frame that is not of this form gets ``[request_id or 0, [[code, reason]]]``: -
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ..chain.feed import SUBSCRIBER_QUEUE_BLOCKS
+from ..chain.streamstore import BlobError
 from ..core import codec
 from ..core.block import Block
 from ..core.errors import RuleError
@@ -58,6 +60,7 @@ ROLES: dict[str, Role] = {
     "get_block": Role.PUBLIC,  # what every peer of the chain holds
     "get_receipt": Role.PUBLIC,
     "get_tx_status": Role.PUBLIC,
+    "put_blob": Role.PUBLIC,  # priced by its bytes like every large request (connection.py)
     "get_device": Role.PARTY,  # names the device's stream: the device, the stream, authorities
     "get_evidence": Role.PUBLIC,
     "get_authorities": Role.PUBLIC,
@@ -118,6 +121,7 @@ class ClientApi:
             "get_receipt": self.get_receipt,
             "get_tx_status": self.get_tx_status,
             "get_device": self.get_device,
+            "put_blob": self.put_blob,
             "get_evidence": self.get_evidence,
             "get_authorities": self.get_authorities,
             "status": self.status,
@@ -224,6 +228,17 @@ class ClientApi:
             await trio.lowlevel.checkpoint()
             found += [txs.tx_status(t) for t in tx_ids[start:start + STATUS_CHUNK]]
         return found
+
+    async def put_blob(self, blob: str) -> dict[str, str]:
+        """Keep a class 1 or 2 reading's sealed payload (salt and ciphertext) until the
+        reading naming it commits (submit the reading after this); -> its commitment. A blob
+        no committed reading names is dropped after BLOB_PENDING_S."""
+        data = hex_param("blob", blob)
+        try:
+            address = self._chain.put_blob(data, int(time.time() * 1000))
+        except BlobError as exc:
+            raise RpcError(INVALID_PARAMS, str(exc)) from None
+        return {"commitment": address.hex()}
 
     async def get_device(self, id: str) -> dict[str, Any]:
         """A device's registration and the sequence number of its last committed reading."""

@@ -44,6 +44,7 @@ from ..core.state import (
 from ..core.tx import SignedTx, decode_tx, leaf_of
 from ..store import BlockStore, StagedStore
 from .rules import META_RULES, RULES_RECORD, bring_rules_up_to_date
+from .streamstore import StreamStore
 
 log = structlog.get_logger(__name__)
 
@@ -88,12 +89,14 @@ def _signers(commit: Commit | None) -> tuple[bytes, ...]:
     return () if commit is None else tuple(a for a, _ in commit.signatures)
 
 
-class Chain:
-    """Typed access to one chain's blocks and state in a :class:`BlockStore`."""
+class Chain(StreamStore):
+    """Typed access to one chain's blocks and state in a :class:`BlockStore` (and to the
+    patients' streams: :class:`~.streamstore.StreamStore`)."""
 
     def __init__(self, store: BlockStore, genesis: Genesis) -> None:
         self.store = store
         self.genesis = genesis
+        self._device_streams: dict[bytes, bytes] = {}  # device -> stream, for the index
         stored = store.get_meta(META_GENESIS)
         if stored is not None and stored != genesis.hash:
             raise WrongChainError(
@@ -357,11 +360,16 @@ class Chain:
         """Store ``built`` with its certificate as the new head (one atomic, synced write)."""
         block = built.block
         total = self.committed_txs + len(block.txs)
+        indexed = self._index(block, built.changes)
         self.store.commit_block(
-            height=block.height, block_hash=block.hash, block_bytes=block.encode(),
-            commit_bytes=commit.encode(), tx_ids=[tx.id for tx in block.txs],
+            height=block.height, block_hash=block.hash,
+            block_bytes=indexed.block_bytes or block.encode(), commit_bytes=commit.encode(),
+            tx_ids=[tx.id for tx in block.txs],
             state_changes={**built.changes, K_TX_TOTAL: total.to_bytes(8, "big")},
+            index=indexed.index,
         )
+        if indexed.compact:
+            self.store.sidecars.compact_later(indexed.compact)
         self._head_height, self._head_hash, self._head_block = block.height, block.hash, block
         self.committed_txs = total
 

@@ -134,6 +134,11 @@ class UnpaddedPayloadError(RuleError):
     code = 1026
 
 
+class BlobNotUploadedError(UnpaddedPayloadError):
+    """A class 1 or 2 reading whose blob this node does not hold: upload it first
+    (``put_blob``), then submit the reading (code 1026, like a missing sidecar)."""
+
+
 class CommitmentMismatchError(RuleError):
     """A sidecar that does not hash to the commitment (or wrap hash) its body holds."""
 

@@ -96,6 +96,7 @@ class Node:
                 await nursery.start(services.reconcile.run)
                 await nursery.start(services.sync.run)
                 await nursery.start(services.relay.run)
+                await nursery.start(services.blobs.run)
                 p2p_address = await nursery.start(services.p2p.run)
                 api_port = await nursery.start(services.api.run)
                 host = services.api.config.host

@@ -45,6 +45,9 @@ from ..metrics import NodeFigures
 from ..p2p.router import Router
 from ..p2p.transport import Transport
 from ..store import BlockStore
+from ..sync.blobs import KINDS as BLOB_KINDS
+from ..sync.blobs import RATES as BLOB_RATES
+from ..sync.blobs import BlobReactor
 from ..sync.blockrelay import BlockRelay
 from ..sync.blocksync import BlockSync
 from ..sync.progress import SyncProgress
@@ -87,6 +90,7 @@ class Services:
     reconcile: Reconciler
     sync: BlockSync
     relay: BlockRelay
+    blobs: BlobReactor
     consensus: Driver
     api: ApiServer
     figures: NodeFigures
@@ -137,6 +141,10 @@ def build(setup: Setup, store: BlockStore) -> Services:
         lambda block, commit, source: figures.committed(block, chain.committed_txs,
                                                         clock.now_ms())))
 
+    blobs = BlobReactor(router, chain)
+    feed.listen(blobs.committed)
+    router.register(BLOB_KINDS, blobs, rates=BLOB_RATES)
+
     sync_reactor = SyncReactor(sync, relay, head)
     consensus_reactor = ConsensusReactor(consensus)
     router.register(TX_KINDS, TxReactor(gossip, reconcile), rates=TX_RATES)
@@ -162,4 +170,4 @@ def build(setup: Setup, store: BlockStore) -> Services:
         guard=client_api.access.check, tls=setup.api_tls,
     )
     return Services(key.public, chain, feed, writer, mempool, inbox, admission, router,
-                    gossip, reconcile, sync, relay, consensus, api, figures)
+                    gossip, reconcile, sync, relay, blobs, consensus, api, figures)

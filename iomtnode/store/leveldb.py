@@ -18,6 +18,7 @@ prefix     key suffix                  value
 ``b"M"``   meta name (UTF-8)           meta value (opaque)
 ``b"H"``   (empty)                     head: height (8 bytes) + block hash
 ``b"P"``   (see :mod:`.txlog`)         accepted transactions not committed yet
+``b"R"``   (see :mod:`.sidecars`)      streams' readings and wraps, blobs (R W L N X Q)
 ``b"D"``   (see :mod:`.txlog`)         the record of accepted transactions dropped
 ``b"O"``   (see :mod:`.txlog`)         the order of that record, oldest first
 =========  ==========================  ==============================================
@@ -47,11 +48,12 @@ import pathlib
 import struct
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 
 import plyvel
 
+from .sidecars import Sidecars
 from .txlog import TxLog
 
 __all__ = [
@@ -113,6 +115,8 @@ class BlockRecord:
     commit_bytes: bytes
     tx_ids: Sequence[bytes]
     state_changes: Mapping[bytes, bytes | None]
+    # stream indices, blobs, and blocks rewritten by an erasure (full keys; see .sidecars)
+    index: Mapping[bytes, bytes | None] = field(default_factory=dict)
 
 
 def _height_key(prefix: bytes, height: int) -> bytes:
@@ -132,6 +136,7 @@ class BlockStore:
         self.path = path
         self._head = self._read_head()
         self.txlog = TxLog(db)  # accepted, not committed: pending and dropped ones
+        self.sidecars = Sidecars(db)  # stream indices and blobs
         self._state_cache: dict[bytes, bytes | None] = {}
         self._cache_lock = threading.Lock()  # a read's fill against a commit's update
         self._version = 0  # odd while a commit writes; +2 per commit (see get_state)
@@ -166,7 +171,8 @@ class BlockStore:
             raise
 
     def close(self) -> None:
-        """Close the store; closing twice is harmless."""
+        """Close the store (after its compactions); closing twice is harmless."""
+        self.sidecars.wait_compacted()
         self._db.close()
 
     def __enter__(self) -> BlockStore:
@@ -275,6 +281,7 @@ class BlockStore:
         commit_bytes: bytes,
         tx_ids: Sequence[bytes],
         state_changes: Mapping[bytes, bytes | None],
+        index: Mapping[bytes, bytes | None] | None = None,
     ) -> None:
         """Store a block, its indices and state changes, and make it the head, atomically.
 
@@ -287,7 +294,7 @@ class BlockStore:
         height + 1, and ``ValueError`` for an empty hash or a ``tx_ids`` that repeats an id.
         """
         self.commit_blocks([BlockRecord(height, block_hash, block_bytes, commit_bytes, tx_ids,
-                                        state_changes)])
+                                        state_changes, index or {})])
 
     def commit_blocks(self, records: Sequence[BlockRecord]) -> None:
         """Store consecutive blocks and make the last one the head, in one synced batch.
@@ -317,6 +324,7 @@ class BlockStore:
             committed_pending = self._write(records)
             written = True
             self.txlog.forgotten(committed_pending)
+            self.sidecars.written(record.index for record in records)
         finally:
             with self._cache_lock:  # the values just written; if the write failed, none
                 for record in records:
@@ -347,6 +355,7 @@ class BlockStore:
                         batch.delete(STATE_PREFIX + key)
                     else:
                         batch.put(STATE_PREFIX + key, value)
+                self.sidecars.write_in(batch, record.index)
             last = records[-1]
             batch.put(HEAD_KEY, _HEIGHT.pack(last.height) + last.block_hash)
         return committed_pending

@@ -15,7 +15,42 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 
-from .leveldb import BlockRecord, BlockStore, HeightMismatchError
+from .leveldb import BLOCK_PREFIX, BlockRecord, BlockStore, HeightMismatchError
+from .sidecars import Sidecars
+
+
+class StagedSidecars:
+    """The reads of :class:`~.sidecars.Sidecars` over the store's, with the staged blocks'
+    entries on top (an erasure in a staged block sees the readings staged before it)."""
+
+    def __init__(self, sidecars: Sidecars) -> None:
+        self._sidecars = sidecars
+        self.changes: dict[bytes, bytes | None] = {}
+        self.compactions: list[bytes] = []  # to-dos started once flushed
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self.changes:
+            return self.changes[key]
+        return self._sidecars.get(key)
+
+    def iterate(self, start: bytes, stop: bytes) -> Iterator[tuple[bytes, bytes]]:
+        merged = dict(self._sidecars.iterate(start, stop))
+        for key, value in self.changes.items():
+            if start <= key < stop:
+                if value is None:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = value
+        yield from sorted(merged.items())
+
+    def pending_blob(self, commitment: bytes) -> bytes | None:
+        return self._sidecars.pending_blob(commitment)
+
+    def holds_blob(self, commitment: bytes) -> bool:
+        return self._sidecars.holds_blob(commitment)
+
+    def compact_later(self, todo: bytes) -> None:
+        self.compactions.append(todo)
 
 
 class StagedStore:
@@ -28,6 +63,7 @@ class StagedStore:
         self._state: dict[bytes, bytes | None] = {}
         self._heights: dict[bytes, int] = {}  # block hash -> height
         self._txs: dict[bytes, tuple[int, int]] = {}  # tx id -> (height, position)
+        self.sidecars = StagedSidecars(store.sidecars)
 
     @property
     def staged(self) -> int:
@@ -46,6 +82,10 @@ class StagedStore:
         return self._records[index] if 0 <= index < len(self._records) else None
 
     def block_bytes(self, height: int) -> bytes | None:
+        rewritten = (self.sidecars.changes.get(BLOCK_PREFIX + height.to_bytes(8, "big"))
+                     if 0 <= height < 2**64 else None)
+        if rewritten is not None:  # a staged erasure stripped it
+            return rewritten
         record = self._record(height)
         return record.block_bytes if record else self._store.block_bytes(height)
 
@@ -83,7 +123,8 @@ class StagedStore:
 
     def commit_block(self, *, height: int, block_hash: bytes, block_bytes: bytes,
                      commit_bytes: bytes, tx_ids: Sequence[bytes],
-                     state_changes: Mapping[bytes, bytes | None]) -> None:
+                     state_changes: Mapping[bytes, bytes | None],
+                     index: Mapping[bytes, bytes | None] | None = None) -> None:
         """Stage a block as :meth:`BlockStore.commit_block` would store it (same checks)."""
         expected = 0 if self._head is None else self._head[0] + 1
         if height != expected:
@@ -93,7 +134,8 @@ class StagedStore:
         if len(set(tx_ids)) != len(tx_ids):
             raise ValueError(f"block {height} lists a transaction id twice")
         self._records.append(BlockRecord(height, bytes(block_hash), block_bytes, commit_bytes,
-                                         list(tx_ids), dict(state_changes)))
+                                         list(tx_ids), dict(state_changes), dict(index or {})))
+        self.sidecars.changes.update(index or {})
         self._heights[bytes(block_hash)] = height
         for position, tx_id in enumerate(tx_ids):
             self._txs[tx_id] = (height, position)
@@ -108,8 +150,12 @@ class StagedStore:
         """
         records, count = self._records, len(self._records)
         self._store.commit_blocks(records)
+        for todo in self.sidecars.compactions:
+            self._store.sidecars.compact_later(todo)
+        self.sidecars.compactions = []
         self._records = []
         self._state.clear()
         self._heights.clear()
         self._txs.clear()
+        self.sidecars.changes.clear()
         return count

@@ -16,6 +16,8 @@ from iomtnode.p2p import score
 from iomtnode.p2p.messages import MESSAGE_TYPES, GetPeers, PeerRecords
 from iomtnode.p2p.pex import RATES as PEX_RATES
 from iomtnode.p2p.ratelimit import Rate, RequestLimits
+from iomtnode.sync.blobs import RATES as BLOB_RATES
+from iomtnode.sync.blobs import GetBlobs
 from iomtnode.sync.messages import GetBlocks, Status
 from iomtnode.sync.reactor import RATES as SYNC_RATES
 
@@ -105,10 +107,10 @@ def test_rates_are_checked_and_set_once():
 
 def test_every_request_kind_has_a_rate():
     """A request makes a node look something up and answer: each such kind is limited."""
-    rates = {**TX_RATES, **BLOCK_TXS_RATES, **SYNC_RATES, **PEX_RATES}
+    rates = {**TX_RATES, **BLOCK_TXS_RATES, **SYNC_RATES, **PEX_RATES, **BLOB_RATES}
     requests = {kind for kind in MESSAGE_TYPES.values()
                 if kind.__name__.startswith("Get") or kind.__name__.endswith("Request")}
-    assert requests == {TxRequest, GetBlockTxs, GetBlocks, GetPeers}
+    assert requests == {TxRequest, GetBlockTxs, GetBlocks, GetPeers, GetBlobs}
     assert requests <= set(rates)
     assert {Status, PeerRecords} <= set(rates)  # they make it work too (sync, signatures)
 

@@ -1,0 +1,192 @@
+"""What a node keeps of patients' streams beside the blocks: where each reading and each
+wrap-carrying transaction is, the large sealed payloads (blobs), and the blobs uploaded for
+readings not committed yet (docs/privacy-store.md).
+
+Bytes-level, like the rest of the store; the chain layer (:mod:`iomtnode.chain.records`)
+computes the entries and the store writes them in the block's own batch. Keyspace (in the
+store's LevelDB, beside the block store's and the transaction log's prefixes):
+
+=========  ==========================================  ====================================
+prefix     key suffix                                  value
+=========  ==========================================  ====================================
+``b"R"``   stream, ts_ms (8 bytes), tx id              location (height 8, position 4
+                                                       bytes), then the erasing tx id if
+                                                       erased
+``b"W"``   stream, epoch (8 bytes), tx id              location, then the erasing tx id
+``b"L"``   blob commitment                             the blob (a committed reading's)
+``b"N"``   blob commitment                             the stream of the reading naming it
+``b"X"``   blob commitment                             the stream: committed, blob missing
+``b"Q"``   blob commitment                             upload time (ms, 8 bytes) + the blob
+``b"Y"``   height of the erasing block (8 bytes)       key ranges still to compact
+=========  ==========================================  ====================================
+
+Pending blobs (``Q``) are bounded by :data:`BLOB_PENDING_BYTES` and expire after
+:data:`BLOB_PENDING_S` unless a committed reading names them first.
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+READING_PREFIX = b"R"
+WRAP_PREFIX = b"W"
+BLOB_PREFIX = b"L"
+BLOB_STREAM_PREFIX = b"N"
+MISSING_BLOB_PREFIX = b"X"
+PENDING_BLOB_PREFIX = b"Q"
+COMPACT_PREFIX = b"Y"
+BLOB_PENDING_BYTES = 64 * 1024 * 1024  # uploaded blobs no committed reading names yet
+BLOB_PENDING_S = 600  # an uploaded blob waits this long for its reading, then is dropped
+LOCATION = struct.Struct(">QI")  # height (8 bytes) + position in the block (4 bytes)
+U64 = struct.Struct(">Q")
+_U16 = struct.Struct(">H")
+
+
+def encode_ranges(ranges: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """Key ranges as ``(len, start, len, stop) ...`` (a compaction to-do's value)."""
+    return b"".join(_U16.pack(len(key)) + key for pair in ranges for key in pair)
+
+
+def decode_ranges(raw: bytes) -> list[tuple[bytes, bytes]]:
+    keys, at = [], 0
+    while at < len(raw):
+        size = _U16.unpack_from(raw, at)[0]
+        keys.append(raw[at + 2:at + 2 + size])
+        at += 2 + size
+    return list(zip(keys[::2], keys[1::2], strict=True))
+
+
+class PendingFullError(RuntimeError):
+    """No room for another pending blob (:data:`BLOB_PENDING_BYTES`)."""
+
+
+class Sidecars:
+    """The stream indices and blobs in the store's database ``db`` (a plyvel DB)."""
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+        self._lock = threading.Lock()  # the pending table: the API adds, commits take
+        self._pending: dict[bytes, tuple[int, int]] = {}  # commitment -> (upload ms, bytes)
+        for key, value in db.iterator(prefix=PENDING_BLOB_PREFIX):
+            self._pending[key[1:]] = (U64.unpack_from(value)[0], len(value) - U64.size)
+        self._pending_bytes = sum(size for _, size in self._pending.values())
+        self._compactions: list[threading.Thread] = []
+        for key in db.iterator(prefix=COMPACT_PREFIX, include_value=False):
+            self.compact_later(key)  # an erasure's compaction a stop interrupted
+
+    # reads ----------------------------------------------------------------------------
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._db.get(key)
+
+    def iterate(self, start: bytes, stop: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """``(key, value)`` of every key in ``[start, stop)``, in key order."""
+        with self._db.iterator(start=start, stop=stop) as it:
+            yield from it
+
+    def pending_blob(self, commitment: bytes) -> bytes | None:
+        raw = self._db.get(PENDING_BLOB_PREFIX + commitment)
+        return None if raw is None else raw[U64.size:]
+
+    def holds_blob(self, commitment: bytes) -> bool:
+        """Whether this node holds the blob, uploaded or committed."""
+        with self._lock:
+            if commitment in self._pending:
+                return True
+        return self._db.get(BLOB_PREFIX + commitment) is not None
+
+    def missing_blobs(self, limit: int) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` ``(commitment, stream)`` of committed readings whose blob this node
+        lacks."""
+        with self._db.iterator(prefix=MISSING_BLOB_PREFIX) as it:
+            return [(key[1:], value) for key, value in itertools.islice(it, limit)]
+
+    # writes ---------------------------------------------------------------------------
+
+    def put_pending(self, commitment: bytes, blob: bytes, now_ms: int) -> bool:
+        """Keep an uploaded blob until a committed reading names it; False if it was held
+        already. Raises :class:`PendingFullError` when the pending blobs are full."""
+        expired = []
+        with self._lock:
+            if commitment in self._pending:
+                return False
+            for key, (at_ms, _) in self._pending.items():
+                if at_ms + BLOB_PENDING_S * 1000 <= now_ms:
+                    expired.append(key)
+            for key in expired:
+                self._pending_bytes -= self._pending.pop(key)[1]
+            if self._pending_bytes + len(blob) > BLOB_PENDING_BYTES:
+                raise PendingFullError(
+                    f"{self._pending_bytes} bytes of uploaded blobs wait for their readings "
+                    f"(at most {BLOB_PENDING_BYTES}); retry after some are committed")
+            self._pending[commitment] = (now_ms, len(blob))
+            self._pending_bytes += len(blob)
+        with self._db.write_batch() as batch:
+            for key in expired:
+                batch.delete(PENDING_BLOB_PREFIX + key)
+            batch.put(PENDING_BLOB_PREFIX + commitment, U64.pack(now_ms) + blob)
+        return True
+
+    def put_fetched(self, commitment: bytes, blob: bytes) -> None:
+        """Keep a committed reading's blob fetched from a peer (checked by the caller)."""
+        with self._db.write_batch() as batch:
+            batch.put(BLOB_PREFIX + commitment, blob)
+            batch.delete(MISSING_BLOB_PREFIX + commitment)
+
+    @staticmethod
+    def write_in(batch: Any, changes: Mapping[bytes, bytes | None]) -> None:
+        """Write a block's entries (full keys; None deletes) in the block's ``batch``."""
+        for key, value in changes.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+
+    def written(self, changes: Iterable[Mapping[bytes, bytes | None]]) -> None:
+        """After a block batch: the pending blobs it made permanent leave the pending table."""
+        with self._lock:
+            for entries in changes:
+                for key in entries:
+                    if key[:1] == PENDING_BLOB_PREFIX and key[1:] in self._pending:
+                        self._pending_bytes -= self._pending.pop(key[1:])[1]
+
+    # compaction -----------------------------------------------------------------------
+
+    def compact_later(self, todo: bytes) -> None:
+        """Compact the ``[start, stop)`` ranges of the to-do ``todo`` (written with the
+        erasure, deleted once done) in a thread of their own, so erased bytes leave the
+        database's files without holding up the commits that follow.
+
+        LevelDB's ``CompactRange`` merges a range's files level by level down to the deepest
+        level holding any of them, but never rewrites that deepest file alone, and a table
+        flushed from memory keeps every version of a key it held. So each range is compacted
+        twice: once to flush the memory table, then again after deleting two keys no record
+        uses (just below ``start``, just above ``stop``), whose table lies above every file of
+        the range and is merged down through them: each merge drops the overwritten and deleted
+        values."""
+
+        def compact() -> None:
+            work = decode_ranges(self._db.get(todo) or b"")
+            for start, stop in work:
+                self._db.compact_range(start=start, stop=stop)  # flushes the memtable
+            for start, stop in work:
+                low, high = start[:-1], stop + b"\x00"  # below and above every key between
+                with self._db.write_batch() as batch:
+                    batch.delete(low)
+                    batch.delete(high)
+                self._db.compact_range(start=low, stop=high)
+            self._db.delete(todo, sync=True)
+
+        thread = threading.Thread(target=compact, name="store-compaction", daemon=True)
+        self._compactions = [t for t in self._compactions if t.is_alive()] + [thread]
+        thread.start()
+
+    def wait_compacted(self) -> None:
+        """Return once every compaction started so far is done (and before closing)."""
+        for thread in self._compactions:
+            thread.join()
+        self._compactions = []
