@@ -11,6 +11,8 @@ Layout::
     signing.lock   held by the one process that may sign with this home
     data/          LevelDB (the chain: may be wiped and synced again; the three files
                    above stay, so a resync never makes the key forget what it signed)
+    audit/         the node's audit log of reads of patients' records (iomtnode.audit.log);
+                   never wiped: its anchors on the ledger would no longer match it
 
 ``init`` makes the home (and ``data/``) mode 0700 and the secret files 0600, whatever the
 umask; the node checks at start that the home and its secret files are open to no other
@@ -64,6 +66,10 @@ class Home:
     @property
     def data_path(self) -> Path:
         return self.path / "data"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.path / "audit"
 
     def is_initialized(self) -> bool:
         return self.key_path.exists() or self.genesis_path.exists()

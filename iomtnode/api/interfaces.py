@@ -7,13 +7,14 @@ implement (or thin views over them, built where the node is composed), given to
   evidence (the chain); :class:`TxStatusQueries`: what became of an accepted transaction
   (admission); :class:`BlockSubscriptions`: a channel of the blocks committed from now on.
 - :class:`PeerAdmin`: the connected peers and the operator's levers over them.
+- :class:`MethodGroup`: more methods with their roles (a patient's records, the audit log).
 - :class:`StatusSource`: the figures of every service at one moment, as one frozen
   :class:`NodeStatus` composed of each service's own ``stats()`` record.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,6 +31,7 @@ from ..metrics import NodeStats
 from ..p2p.records import PeerRecord
 from ..p2p.stats import P2PStats
 from ..sync.blocksync import SyncStats
+from .access import Role
 
 
 class Submitter(Protocol):
@@ -91,6 +93,19 @@ class ChainQueries(Protocol):
     def evidence(self) -> list[dict[str, Any]]:
         """Every equivocation on the ledger."""
         ...
+
+    def known_stream(self, key: bytes) -> bool:
+        """Whether the ledger knows ``key`` as a stream (a patient's scope)."""
+        ...
+
+
+class MethodGroup(Protocol):
+    """More client methods, each with its role (:mod:`.records`, :mod:`.auditapi`)."""
+
+    @property
+    def roles(self) -> Mapping[str, Role]: ...
+
+    def methods(self) -> dict[str, Callable[..., Awaitable[Any]]]: ...
 
 
 class TxStatusQueries(Protocol):

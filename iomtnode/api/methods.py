@@ -14,7 +14,7 @@ A frame that is not of this form gets ``[request_id or 0, [[code, reason]]]``: -
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -32,6 +32,7 @@ from .binary import FrameError, decode_tx_frame
 from .interfaces import (
     BlockSubscriptions,
     ChainQueries,
+    MethodGroup,
     PeerAdmin,
     StatusSource,
     Submitter,
@@ -102,7 +103,9 @@ class ClientApi:
     who may call each method (``ROLES``): give ``access.check`` to the server as its guard."""
 
     def __init__(self, *, submitter: Submitter, chain: ChainQueries, txs: TxStatusQueries,
-                 blocks: BlockSubscriptions, peers: PeerAdmin, status: StatusSource) -> None:
+                 blocks: BlockSubscriptions, peers: PeerAdmin, status: StatusSource,
+                 groups: Sequence[MethodGroup] = ()) -> None:
+        """``groups``: more methods with their roles (a patient's records, the audit log)."""
         self._submitter = submitter
         self._chain = chain
         self._txs = txs
@@ -110,7 +113,9 @@ class ClientApi:
         self._status = status
         self._admin = AdminApi(peers)
         self._auth = AuthApi(chain.chain_id, chain.participant)
-        self.access = Access(ROLES, self.methods(), self.admin_methods(), chain)
+        self._groups = tuple(groups)
+        roles = ROLES | {name: role for group in groups for name, role in group.roles.items()}
+        self.access = Access(roles, self.methods(), self.admin_methods(), chain)
 
     def methods(self) -> dict[str, Callable[..., Awaitable[Any]]]:
         return {
@@ -126,7 +131,8 @@ class ClientApi:
             "get_authorities": self.get_authorities,
             "status": self.status,
             "subscribe_blocks": self.subscribe_blocks,
-        } | self._auth.methods()
+        } | self._auth.methods() | {name: fn for group in self._groups
+                                    for name, fn in group.methods().items()}
 
     def admin_methods(self) -> dict[str, Callable[..., Awaitable[Any]]]:
         """Methods that need the node's admin token (``params.token``)."""

@@ -43,6 +43,7 @@ from ..core.state import (
 )
 from ..core.tx import SignedTx, decode_tx, leaf_of
 from ..store import BlockStore, StagedStore
+from .anchors import AuditLedger
 from .rules import META_RULES, RULES_RECORD, bring_rules_up_to_date
 from .streamstore import StreamStore
 
@@ -89,9 +90,10 @@ def _signers(commit: Commit | None) -> tuple[bytes, ...]:
     return () if commit is None else tuple(a for a, _ in commit.signatures)
 
 
-class Chain(StreamStore):
+class Chain(StreamStore, AuditLedger):
     """Typed access to one chain's blocks and state in a :class:`BlockStore` (and to the
-    patients' streams: :class:`~.streamstore.StreamStore`)."""
+    patients' streams: :class:`~.streamstore.StreamStore`; audit anchors:
+    :class:`~.anchors.AuditLedger`)."""
 
     def __init__(self, store: BlockStore, genesis: Genesis) -> None:
         self.store = store

@@ -16,6 +16,7 @@ from . import codec
 from . import errors as e
 from .block import quorum
 from .ledger import (
+    K_ANCHOR_RANGES,
     K_ANCHORS,
     K_EVIDENCE,
     K_HANDOFFS,
@@ -175,10 +176,12 @@ def _check_quorum_after(state: State, changes: list[list[Any]], ctx: BlockContex
             "(or remove them first)")
 
 
-def anchor_audit(state: State, a: AuditAnchor) -> None:
+def anchor_audit(state: State, a: AuditAnchor, tx_id: bytes, height: int) -> None:
     """An audit anchor continues its node's log exactly where the last one ended, and is
     signed by the authority of the node's first anchor (``l <node>`` -> [authority, next
-    index]), so the anchors of one node cover its log from index 0 without gap or overlap."""
+    index]), so the anchors of one node cover its log from index 0 without gap or overlap.
+    Each range is kept (``L <node> <u64 first>`` -> [count, root, tx id, height]) so anyone
+    can find an anchor and its receipt from the node id alone."""
     require_authority(state, a.authority)
     record = state.get_value(K_ANCHORS + a.node)
     authority, next_index = (a.authority, 0) if record is None else record
@@ -191,4 +194,6 @@ def anchor_audit(state: State, a: AuditAnchor) -> None:
             f"node {a.node.hex()[:16]}'s next audit record to anchor is {next_index}, not "
             f"{a.first}: anchors leave no gap and no overlap")
     state.put_value(K_ANCHORS + a.node, [authority, a.first + a.count])
+    state.put_value(K_ANCHOR_RANGES + a.node + a.first.to_bytes(8, "big"),
+                    [a.count, a.root, tx_id, height])
 

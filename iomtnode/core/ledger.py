@@ -27,7 +27,8 @@ K_VOTES = b"v"
 K_STREAMS = b"n"  # active devices per stream
 K_STREAM = b"s"  # a stream's epoch, grantees and erasure
 K_GRANT = b"g"
-K_ANCHORS = b"l"  # audit anchors per node
+K_ANCHORS = b"l"  # audit anchors per node: [authority, next index]
+K_ANCHOR_RANGES = b"L"  # per node and first index (u64): [count, root, tx id, height]
 
 DEVICE_CACHE = 16_384  # decoded device records kept (about 5 MB)
 

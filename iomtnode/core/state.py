@@ -146,7 +146,7 @@ def apply(state: State, tx: SignedTx, ctx: BlockContext) -> None:
             streams.erase(state, body)
             state.mark_seen(tx.id)
         case AuditAnchor():  # one per (node, first index)
-            anchor_audit(state, body)
+            anchor_audit(state, body, tx.id, ctx.height)
         case ReportEvidence():
             report_evidence(state, body, ctx)
         case _:  # pragma: no cover - decode_tx only yields the kinds above

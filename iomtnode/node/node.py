@@ -9,6 +9,7 @@ import trio
 
 from .. import __version__
 from ..api.tls import load_api_tls
+from ..audit.log import AuditLog
 from ..config import Config
 from ..consensus.machine import Params
 from ..consensus.signing import SIGNING_LOCK_FILE, SigningLock
@@ -74,12 +75,14 @@ class Node:
 
         Resource handling: the store is opened first (a held lock is a clear error), then
         the signing lock ``HOME/signing.lock`` (a second process signing with this home
-        refuses to start); on the way out every service cleans up and the store is closed,
-        so the last committed block is on disk.
+        refuses to start), then the audit log ``HOME/audit/`` (held by one process too); on
+        the way out every service cleans up and the store and the log are closed, so the last
+        committed block and every record the API waited for are on disk.
         """
         with BlockStore.open(self.home.data_path) as store, \
-                SigningLock.acquire(self.home.path / SIGNING_LOCK_FILE):
-            services = build(self._setup, store)
+                SigningLock.acquire(self.home.path / SIGNING_LOCK_FILE), \
+                AuditLog(self.home.audit_path) as audit_log:
+            services = build(self._setup, store, audit_log)
             chain = services.chain
             authorities = chain.authorities()
             log.info("node_starting", node_id=self.node_id.hex()[:16],
@@ -91,6 +94,7 @@ class Node:
                     # first blocks arrive (their start takes a few hundred ms)
                     nursery.start_soon(services.writer.warm_verifier)
                 await nursery.start(services.admission.run)  # re-admits what was pending
+                await nursery.start(services.audit.run)
                 await nursery.start(services.consensus.run)
                 await nursery.start(services.gossip.run)
                 await nursery.start(services.reconcile.run)

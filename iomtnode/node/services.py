@@ -25,9 +25,12 @@ from ..admission.reactor import TxReactor
 from ..admission.reconcile import Reconciler
 from ..admission.service import Admission
 from ..admission.verify import Verifier
+from ..api.auditapi import AuditApi
 from ..api.methods import ClientApi
+from ..api.records import RecordsApi
 from ..api.server import ApiServer, ApiServerConfig
 from ..api.tls import ApiTls
+from ..audit.log import AuditLog
 from ..chain.chain import Chain
 from ..chain.feed import BlockFeed, each_block
 from ..chain.writer import ChainWriter
@@ -54,6 +57,7 @@ from ..sync.progress import SyncProgress
 from ..sync.reactor import KINDS as SYNC_KINDS
 from ..sync.reactor import RATES as SYNC_RATES
 from ..sync.reactor import SyncReactor
+from .audit import AuditService
 from .clock import Clock
 from .views import EvidenceReporter, PeerAdminView, StatusView
 
@@ -94,10 +98,12 @@ class Services:
     consensus: Driver
     api: ApiServer
     figures: NodeFigures
+    audit: AuditService
 
 
-def build(setup: Setup, store: BlockStore) -> Services:
-    """Construct every service over ``store``, complete, and wire the reactors."""
+def build(setup: Setup, store: BlockStore, audit_log: AuditLog) -> Services:
+    """Construct every service over ``store`` and ``audit_log``, complete, and wire the
+    reactors."""
     config, clock, key = setup.config, setup.clock, setup.key
     virtual = clock.virtual
     figures = NodeFigures(started_at=clock.now_ms() / 1000)
@@ -155,10 +161,14 @@ def build(setup: Setup, store: BlockStore) -> Services:
     router.register(SYNC_KINDS, sync_reactor, rates=SYNC_RATES)
     router.register(CONSENSUS_KINDS, consensus_reactor)
 
+    audit = AuditService(audit_log, key, chain, submit_own=admission.submit_nowait,
+                         tx_status=mempool.tx_status, now_ms=clock.now_ms, inline=virtual)
     client_api = ClientApi(
         submitter=admission, chain=chain, txs=mempool, blocks=feed,
         peers=PeerAdminView(router),
-        status=StatusView(key.public, chain, admission, router, sync, consensus, figures))
+        status=StatusView(key.public, chain, admission, router, sync, consensus, figures),
+        groups=(RecordsApi(chain, audit, clock.now_ms, store.tx_location),
+                AuditApi(audit, chain)))
     host, port = parse_hostport(config.api_listen, "api_listen")
     api = ApiServer(
         ApiServerConfig(host=host, port=port, max_connections=config.api_max_connections,
@@ -170,4 +180,4 @@ def build(setup: Setup, store: BlockStore) -> Services:
         guard=client_api.access.check, tls=setup.api_tls,
     )
     return Services(key.public, chain, feed, writer, mempool, inbox, admission, router,
-                    gossip, reconcile, sync, relay, blobs, consensus, api, figures)
+                    gossip, reconcile, sync, relay, blobs, consensus, api, figures, audit)

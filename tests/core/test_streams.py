@@ -371,6 +371,6 @@ def test_every_rule_is_exercised() -> None:
     rules = {cls for cls in vars(e).values()
              if isinstance(cls, type) and issubclass(cls, e.RuleError) and cls is not e.RuleError}
     elsewhere = {e.BadSignatureRuleError, e.MempoolFullError, e.MalformedTxRuleError,
-                 e.UnpaddedPayloadError, e.CommitmentMismatchError}
+                 e.UnpaddedPayloadError, e.CommitmentMismatchError, e.BlobNotUploadedError}
     assert rules - elsewhere <= expected, rules - elsewhere - expected
     assert OK in expected
