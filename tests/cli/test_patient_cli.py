@@ -69,7 +69,10 @@ async def test_grant_fetch_fhir_refusal_revocation(running_node, tmp_path):
     bundle = json.loads((tmp_path / "bundle.json").read_text())
     fhir.validate(bundle)
     kinds = [e["resource"]["resourceType"] for e in bundle["entry"]]
-    assert kinds.count("Observation") == 2 and kinds.count("Consent") == 1
+    assert kinds.count("Observation") == 2
+    [consent] = [e["resource"] for e in bundle["entry"]
+                 if e["resource"]["resourceType"] == "Consent"]  # named by its grant's id
+    assert consent["identifier"][0]["value"] == granted["id"]
 
     stranger = await cli("records", "fetch", "--as", tmp_path / "stranger.key", "--stream",
                          stream, "--api", node.url)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import stat
+from collections.abc import Iterator
 
 import pytest
+import structlog
 import typer
 from typer.testing import CliRunner
 
@@ -18,6 +20,15 @@ from iomtnode.patient.keys import check_card, check_certificate, derive_identity
 
 CHAIN = "iomt-test"
 CLOSED_API = "127.0.0.1:1"  # nothing listens: a command that refuses first never gets there
+
+
+@pytest.fixture(autouse=True)
+def logging_put_back() -> Iterator[None]:
+    """The app's callback points structlog at the runner's stderr, closed after each invoke:
+    the set-up is put back so later tests do not log to a closed file."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 def invoke(*args: str):
