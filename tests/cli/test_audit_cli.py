@@ -1,6 +1,7 @@
 """``iomtnode audit --patient P --verify`` against a real node: every read of the patient's
 records (served or refused) is in the node's log once anchored, the check passes against the
-genesis, and it fails, naming the range, when the node's answer lacks a record."""
+genesis, and it fails, naming the range, when the node's answer lacks a record; an anchor is
+believed only when its receipt proves that very anchor of that node."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import pytest
 import trio
 
 from iomtnode.audit.record import decode_record
+from iomtnode.cli.audit import anchors_of, checked_anchors
+from iomtnode.client import open_client
+from iomtnode.core.genesis import Genesis
 from iomtnode.node import audit as node_audit
 
 from .clikit import cli, logs_beside_the_commands, ok
@@ -87,3 +91,19 @@ async def test_audit_verify_passes_then_fails_when_a_record_is_withheld(
     assert failed.exit_code == 1
     assert "records 0 to 1: the node refused to give them" in failed.stdout
     assert "the node did not give 2 of the 2 entries" in failed.stdout
+
+    genesis = Genesis.load(node.home.path / "genesis.json")
+    me = node.node.key.public
+    async with open_client(node.url) as client:
+        anchors = await anchors_of(client, me)
+    [honest] = anchors
+    assert checked_anchors(anchors, me, genesis) == ([(0, 2, bytes.fromhex(honest["root"]))], [])
+    lie = honest | {"root": "00" * 32}  # a node claiming another root than the ledger's
+    assert checked_anchors([lie], me, genesis)[1] == [
+        "anchor of records 0 to 1: its receipt proves another transaction"]
+    assert checked_anchors(anchors, bytes(32), genesis)[0] == []  # another node's anchor
+    tx = bytearray.fromhex(honest["receipt"]["tx"])
+    tx[-1] ^= 1
+    forged = honest | {"receipt": honest["receipt"] | {"tx": tx.hex()}}
+    [reason] = checked_anchors([forged], me, genesis)[1]
+    assert "its receipt does not verify" in reason
