@@ -28,7 +28,7 @@ async def measure_bootstrap(net: Localnet, *, readings: int, non_readings: int,
     second), which is not syncing.
 
     ``readings`` and ``non_readings`` count the chain's transactions (the others are device
-    admissions).
+    admissions and their streams' epochs).
     """
     source = net.names[0]
     head = (await net.status(source))["height"]

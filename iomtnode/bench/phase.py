@@ -19,6 +19,9 @@ from .progress import Reporter
 
 SAMPLE_EVERY_S = 0.5  # node status polling during a phase
 DELIVERY_WAIT_S = 30.0  # after the load, how long the nodes may take to commit everything
+# a phase's first transactions, per device, before its readings: the device's admission and
+# its stream's first epoch (a stream's devices are refused until it announces one)
+SETUP_TXS_PER_DEVICE = 2
 
 
 @dataclass
@@ -36,6 +39,11 @@ class Phase:
     wall_s: float = 0.0  # the whole phase: load process start to every node caught up
     catch_up_s: float = 0.0  # from the load process's exit to every node caught up
 
+    @property
+    def setup_txs(self) -> int:
+        """Transactions of this phase that are not readings (admissions and epochs)."""
+        return self.devices * SETUP_TXS_PER_DEVICE
+
     def steady_rate(self, name: str) -> float:
         """Readings/s committed by ``name`` from the first sample that shows this phase's
         readings arriving to the first that shows all of them (ramp-up excluded).
@@ -51,8 +59,8 @@ class Phase:
             points = [(t, c[name]) for t, c, _ in self.samples if name in c]
         if len(points) < 3:
             return 0.0
-        # the phase's first transactions are its device admissions, before presigning
-        base, final = points[0][1] + self.devices, points[-1][1]
+        # the phase's first transactions are its devices' admissions and epochs
+        base, final = points[0][1] + self.setup_txs, points[-1][1]
         first = next((p for p in points if p[1] > base), None)
         last = next((p for p in points if p[1] == final), None)
         if first is None or last is None or last[0] <= first[0]:
@@ -108,7 +116,7 @@ async def run_phase(net: Localnet, names: Sequence[str], phase: Phase, reporter:
     every node of ``names`` has committed every reading node1 accepted."""
     started = time.monotonic()
     phase.before = await snapshot(net, names)
-    bases = {n: phase.before[n]["committed"] + phase.devices for n in names}
+    bases = {n: phase.before[n]["committed"] + phase.setup_txs for n in names}
     spec = phase.spec
     reporter.begin(f"{spec.kind} {spec.rate:,.0f}/s {spec.duration_s:.1f} s",
                    total=spec.rate * spec.duration_s)

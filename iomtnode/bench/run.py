@@ -105,7 +105,7 @@ async def run_bench(plan: Plan, *, out_dir: Path | None = None,
             machine = replace(machine, verify_before_saturation_per_s=before_saturation,
                               verify_after_per_s=ed25519_verify_rate())
             final = {n: (await net.status(n))["committed_txs"] for n in names}
-            non_readings = before + plan.devices * len(phases)
+            non_readings = before + sum(p.setup_txs for p in phases)
             disk = disk_bytes(Path(net.node(names[0]).home) / "data")
             bootstrap = await measure_bootstrap(
                 net, readings=final[names[0]] - non_readings, non_readings=non_readings,

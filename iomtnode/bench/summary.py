@@ -69,7 +69,7 @@ def summarize(plan: Plan, machine: Machine, phases: Sequence[Phase], *,
               saturation_rule: str | None = None) -> dict[str, Any]:
     """The result object. ``final_committed`` is every node's committed transaction count
     after the load phases; ``non_readings`` how many of those are not readings (the device
-    admissions, plus any before the first phase)."""
+    admissions and their streams' epochs, plus any before the first phase)."""
     names = list(final_committed)
     fixed = next((p for p in phases if p.spec.kind == FIXED), None)
     sat = next((p for p in phases if p.spec.kind == SATURATION), None)

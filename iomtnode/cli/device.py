@@ -1,8 +1,10 @@
-"""``iomtnode device``: device keys, their admission or revocation by an authority, and what
-the ledger holds of a device (for the device, its patient or an authority)."""
+"""``iomtnode device``: device keys, their admission to a patient's stream or revocation by an
+authority, and what the ledger holds of a device (for the device, its stream or an
+authority)."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from pathlib import Path
 from typing import Annotated
@@ -10,6 +12,7 @@ from typing import Annotated
 import typer
 
 from ..core.crypto import SigningKey
+from ..core.payload import SALT_BYTES, profile_hash
 from ..core.tx import AdmitDevice, RevokeDevice, sign_tx
 from ..home import HomeError, read_key, write_key
 from .common import (
@@ -44,27 +47,52 @@ def device_keygen(
     emit({"device": key.public.hex(), "key_file": str(out)}, as_json, key.public.hex())
 
 
+def _profile_salt(value: str | None) -> bytes:
+    """The salt of a device's profile hash: ``value`` (hex), or fresh random bytes."""
+    if value is None:
+        return secrets.token_bytes(SALT_BYTES)
+    try:
+        salt = bytes.fromhex(value)
+    except ValueError:
+        fail("--profile-salt must be hex")
+    if len(salt) != SALT_BYTES:
+        fail(f"--profile-salt must be {SALT_BYTES} bytes ({2 * SALT_BYTES} hex digits)")
+    return salt
+
+
 @device_app.command("admit")
 def device_admit(
     device: Annotated[str, typer.Argument(help="The device's public key (hex).")],
-    patient: Annotated[str, typer.Option(help="The patient's public key (hex).")],
+    stream: Annotated[str, typer.Option(
+        help="The public key (hex) of the patient's stream the device records into: the "
+             "pseudonym the patient's stream certificate names.")],
     home: Annotated[Path, typer.Option("--home", help="An authority's home (its key signs).")],
     device_class: Annotated[str, typer.Option("--class", help="e.g. wearable, implant.")
                             ] = "wearable",
     manufacturer: Annotated[str, typer.Option()] = "unknown",
+    profile_salt: Annotated[str | None, typer.Option(
+        help=f"The salt of the profile hash ({SALT_BYTES} bytes, hex): every authority that "
+             "approves the same device must give the same one (the first approval prints "
+             "it). Default: fresh random bytes.")] = None,
     api: ApiOpt = DEFAULT_API,
     api_ca: CaOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Approve a device's admission, signed with the authority key in --home."""
+    """Approve a device's admission to a stream, signed with the authority key in --home.
+
+    The ledger gets only a salted hash of the device's class and manufacturer (they would
+    say what it measures); keep the salt with the registration, beside the class and maker."""
     key, genesis = authority_key(home)
+    salt = _profile_salt(profile_salt)
+    profile = profile_hash(salt, device_class, manufacturer)
     try:
-        tx = sign_tx(AdmitDevice(key.public, hex32("device", device), hex32("patient", patient),
-                                 device_class, manufacturer), key, genesis.chain_id)
+        tx = sign_tx(AdmitDevice(key.public, hex32("device", device), hex32("stream", stream),
+                                 profile), key, genesis.chain_id)
     except ValueError as exc:
         fail(str(exc))
     result = run_async(lambda: call(api_url(api), "submit_tx", ca=api_ca, tx=tx.raw.hex()))
-    emit(result, as_json, f"submitted admission {result['id']}")
+    result = {**result, "profile_hash": profile.hex(), "profile_salt": salt.hex()}
+    emit(result, as_json, f"submitted admission {result['id']} (profile salt {salt.hex()})")
 
 
 @device_app.command("revoke")
@@ -88,7 +116,7 @@ def device_revoke(
 def device_show(
     device: Annotated[str, typer.Argument(help="The device's public key (hex).")],
     key: Annotated[Path | None, typer.Option(
-        "--key", help="A key file of the device itself or of its patient (as `device keygen` "
+        "--key", help="A key file of the device itself or of its stream (as `device keygen` "
                       "writes them).")] = None,
     home: Annotated[Path | None, typer.Option(
         "--home", help="An authority's home (its key is used).")] = None,
@@ -96,10 +124,10 @@ def device_show(
     api_ca: CaOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show a device's registration (patient, class, status, last sequence number).
+    """Show a device's registration (stream, profile hash, status, last sequence number).
 
     The node answers only a party to the device: the connection proves --key (the device or
-    its patient) or the authority key in --home first."""
+    its stream) or the authority key in --home first."""
     if (key is None) == (home is None):
         fail("give exactly one of --key and --home")
     if key is not None:

@@ -1,6 +1,7 @@
 """Who may call each method: every role is enforced in the dispatcher, before the method runs.
 
-Parties: device D of patient P, authority A, and X, a key the ledger relates to nothing.
+Parties: device D recording into stream S (a patient's pseudonym), authority A, and X, a
+key the ledger relates to nothing.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from iomtnode.api.jsonrpc import INVALID_PARAMS, UNAUTHORIZED, Dispatcher
 from iomtnode.api.methods import ROLES
 from iomtnode.core.ledger import Device
 
+from ..core.sealkit import PROFILE
 from .test_client_api import make_api
 
-D, P, A, X = (bytes([i]) * 32 for i in (1, 2, 3, 4))
+D, S, A, X = (bytes([i]) * 32 for i in (1, 2, 3, 4))
 UNKNOWN = b"\x09" * 32  # no device with this key
 TOKEN = "s3cret"
 
@@ -28,7 +30,7 @@ class Ledger:
         return (A,)
 
     def device(self, key: bytes) -> tuple[Device, int] | None:
-        return (Device(D, P, "wearable", "acme", "active", 1, b""), 0) if key == D else None
+        return (Device(D, S, PROFILE, "active", 1, b""), 0) if key == D else None
 
 
 class Conn:
@@ -66,11 +68,11 @@ async def call(d: Dispatcher, conn: Conn | None, method: str, **params: Any) -> 
 PARTY_CASES = [
     ((), D, False),         # nobody proven
     ((D,), D, True),        # the device itself
-    ((P,), D, True),        # its patient
+    ((S,), D, True),        # its stream
     ((A,), D, True),        # an authority
     ((X,), D, False),       # a key related to nothing
-    ((X, P), D, True),      # one related key among others is enough
-    ((P,), UNKNOWN, False),  # a patient is no party to another device ...
+    ((X, S), D, True),      # one related key among others is enough
+    ((S,), UNKNOWN, False),  # a stream is no party to another device ...
     ((X,), UNKNOWN, False),  # ... and a stranger learns no more of one that does not exist
     ((A,), UNKNOWN, True),   # an authority is told (and gets NOT_FOUND from the method)
     ((UNKNOWN,), UNKNOWN, True),  # a key may ask after its own registration

@@ -23,12 +23,14 @@ from iomtnode.core.block import Block, Commit
 from iomtnode.core.crypto import SigningKey
 from iomtnode.core.errors import RuleError, UnknownDeviceError
 from iomtnode.core.ledger import Device
-from iomtnode.core.tx import Reading, SignedTx, decode_tx, sign_tx
+from iomtnode.core.tx import Reading, SignedTx, decode_tx
 from iomtnode.metrics import NodeStats
 from iomtnode.p2p.peer import Traffic
 from iomtnode.p2p.records import PeerRecord
 from iomtnode.p2p.stats import P2PStats, PeerStats
 from iomtnode.sync.blocksync import SyncStats
+
+from ..core.sealkit import PROFILE, sealed_reading
 
 DEVICE = SigningKey.generate()
 KNOWN = b"\x01" * 32
@@ -45,8 +47,7 @@ STATUS_KEYS = [
 
 
 def reading(seq: int) -> SignedTx:
-    body = Reading(DEVICE.public, seq, int(time.time() * 1000), "heart_rate", b"\x01" * 48, b"")
-    return sign_tx(body, DEVICE, "iomt-test")
+    return sealed_reading(DEVICE, seq, int(time.time() * 1000), "iomt-test")
 
 
 class FakeSubmitter:
@@ -98,7 +99,7 @@ class FakeChain:
     def device(self, key: bytes) -> tuple[Device, int] | None:
         if key != DEVICE.public:
             return None
-        return Device(key, b"\x03" * 32, "wearable", "acme", "active", 4, b""), 7
+        return Device(key, b"\x03" * 32, PROFILE, "active", 4, b""), 7
 
     def participant(self, key: bytes) -> bool:
         return key in (PEER, DEVICE.public, b"\x03" * 32)
@@ -194,6 +195,8 @@ async def test_queries_answer_from_the_chain_and_tx_status():
     api = make_api()
     device = await api.get_device(DEVICE.public.hex())
     assert (device["status"], device["last_seq"], device["successor"]) == ("active", 7, None)
+    assert (device["stream"], device["profile_hash"]) == ((b"\x03" * 32).hex(), PROFILE.hex())
+    assert "patient" not in device and "device_class" not in device  # nothing in clear
     assert await api.get_receipt(KNOWN.hex()) == {"tx_id": KNOWN.hex()}
     assert (await api.get_tx_status(id=PEER.hex()))["state"] == "unknown"
     assert [s["state"] for s in await api.get_tx_status(ids=[PEER.hex(), KNOWN.hex()])] == [

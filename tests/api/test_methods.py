@@ -16,8 +16,9 @@ from iomtnode.client import ApiClient, ApiError, open_client
 from iomtnode.core import codec
 from iomtnode.core.crypto import SigningKey
 from iomtnode.core.receipt import verify_receipt
-from iomtnode.core.tx import AdmitDevice, Reading, RevokeDevice, decode_tx, sign_tx
+from iomtnode.core.tx import RevokeDevice, decode_tx, sign_tx, stripped
 
+from ..core import sealkit as kit
 from ..core.helpers import longer_form
 from .test_client_api import STATUS_KEYS
 
@@ -28,14 +29,27 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-async def admit(client: ApiClient, rn, device: SigningKey, patient: SigningKey) -> None:
-    """Admit ``device`` and wait until it is active (as the authority: get_device needs a
-    party's key)."""
+async def admit(client: ApiClient, rn, device: SigningKey, stream: SigningKey, *,
+                epoch: bool = True) -> None:
+    """Admit ``device`` to ``stream`` and wait until it is active (as the authority:
+    get_device needs a party's key), then (with ``epoch``) announce the stream's epoch 1 and
+    wait until it is committed: a stream's readings are refused until it has one."""
     await client.authenticate(rn.authority)
-    tx = sign_tx(AdmitDevice(rn.authority.public, device.public, patient.public, "wearable",
-                             "acme"), rn.authority, rn.chain_id)
+    tx = kit.admit(rn.authority, device.public, stream.public, rn.chain_id)
     await client.call("submit_tx", tx=tx.raw.hex())
     await wait_device(client, device)
+    if epoch:
+        announcement = kit.announce(stream, rn.chain_id)
+        await client.call("submit_tx", tx=announcement.raw.hex())
+        await wait_committed(client, announcement.id.hex())
+
+
+async def wait_committed(client: ApiClient, tx_id: str) -> None:
+    with trio.fail_after(10):
+        while True:
+            if (await client.call("get_tx_status", id=tx_id))["state"] == "committed":
+                return
+            await trio.sleep(0.02)
 
 
 async def wait_device(client: ApiClient, device: SigningKey, status: str = "active") -> dict:
@@ -50,10 +64,10 @@ async def wait_device(client: ApiClient, device: SigningKey, status: str = "acti
             await trio.sleep(0.02)
 
 
-def reading(rn, device: SigningKey, seq: int, ts: int | None = None, *, chain_id=None) -> str:
-    body = Reading(device.public, seq, ts if ts is not None else now_ms(), "heart_rate",
-                   b"\x01" * 48, b"")
-    return sign_tx(body, device, chain_id or rn.chain_id).raw.hex()
+def reading(rn, device: SigningKey, seq: int, ts: int | None = None, *, chain_id=None,
+            epoch: int = 1) -> str:
+    return kit.sealed_reading(device, seq, ts if ts is not None else now_ms(),
+                              chain_id or rn.chain_id, epoch=epoch).raw.hex()
 
 
 async def expect_error(client: ApiClient, code: int, method: str, **params) -> str:
@@ -81,10 +95,10 @@ async def test_status_has_the_documented_keys(running_node):
 
 async def test_status_says_when_the_latest_commit_was(running_node):
     rn = running_node
-    device, patient = SigningKey.generate(), SigningKey.generate()
+    device, stream = SigningKey.generate(), SigningKey.generate()
     async with open_client(rn.url) as client:
         started = now_ms()
-        await admit(client, rn, device, patient)  # waits until the admission is committed
+        await admit(client, rn, device, stream)  # waits until the admission is committed
         status = await client.call("status")
     last = status["last_commit"]
     assert last["committed_txs"] == status["committed_txs"] >= 1
@@ -93,11 +107,31 @@ async def test_status_says_when_the_latest_commit_was(running_node):
 
 async def test_chain_rule_errors_have_codes_and_reasons(running_node):
     rn = running_node
-    device, patient, stranger = SigningKey.generate(), SigningKey.generate(), SigningKey.generate()
+    device, stream, stranger = SigningKey.generate(), SigningKey.generate(), SigningKey.generate()
     async with open_client(rn.url) as client:
         msg = await expect_error(client, 1002, "submit_reading", tx=reading(rn, device, 1))
         assert "not admitted" in msg
-        await admit(client, rn, device, patient)
+        await admit(client, rn, device, stream, epoch=False)
+        # the stream has announced no epoch: there is no key its readings could be sealed to
+        msg = await expect_error(client, 1025, "submit_reading", tx=reading(rn, device, 1))
+        assert "no epoch" in msg
+        announcement = kit.announce(stream, rn.chain_id)
+        await client.call("submit_tx", tx=announcement.raw.hex())
+        await wait_committed(client, announcement.id.hex())
+        # an epoch the stream has not announced
+        msg = await expect_error(client, 1025, "submit_reading",
+                                 tx=reading(rn, device, 1, epoch=2))
+        assert "not announced" in msg
+        # the sealed payload left out, cut short, or not the one the body commits to
+        whole = kit.sealed_reading(device, 1, now_ms(), rn.chain_id)
+        msg = await expect_error(client, 1026, "submit_reading", tx=stripped(whole).raw.hex())
+        assert "none was sent" in msg
+        short = codec.encode([whole.body_bytes, whole.signature, whole.sidecar[:-1]])
+        await expect_error(client, 1026, "submit_reading", tx=short.hex())
+        other = kit.sidecar_for(device.public, 99)
+        swapped = codec.encode([whole.body_bytes, whole.signature, other])
+        msg = await expect_error(client, 1027, "submit_reading", tx=swapped.hex())
+        assert "commitment" in msg
         first_ms = now_ms()
         accepted = await client.call("submit_reading", tx=reading(rn, device, 1, first_ms))
         assert len(accepted["id"]) == 64
@@ -118,12 +152,10 @@ async def test_chain_rule_errors_have_codes_and_reasons(running_node):
         await expect_error(client, 1021, "submit_reading", tx="deadbeef")
         await expect_error(client, -32602, "submit_reading", tx="not hex")
         # not a reading through submit_reading
-        admission = sign_tx(AdmitDevice(rn.authority.public, stranger.public, patient.public,
-                                        "wearable", "acme"), rn.authority, rn.chain_id)
+        admission = kit.admit(rn.authority, stranger.public, stream.public, rn.chain_id)
         await expect_error(client, 1021, "submit_reading", tx=admission.raw.hex())
         # a stranger cannot admit
-        fake = sign_tx(AdmitDevice(stranger.public, SigningKey.generate().public, patient.public,
-                                   "wearable", "acme"), stranger, rn.chain_id)
+        fake = kit.admit(stranger, SigningKey.generate().public, stream.public, rn.chain_id)
         await expect_error(client, 1006, "submit_tx", tx=fake.raw.hex())
         # revoke, then readings are refused as revoked
         revoke = sign_tx(RevokeDevice(rn.authority.public, device.public, "lost", 1),
@@ -136,9 +168,29 @@ async def test_chain_rule_errors_have_codes_and_reasons(running_node):
 
 async def test_batch_reports_each_reading(running_node):
     rn = running_node
-    device, patient = SigningKey.generate(), SigningKey.generate()
+    device, stream = SigningKey.generate(), SigningKey.generate()
     async with open_client(rn.url) as client:
-        await admit(client, rn, device, patient)
+        await admit(client, rn, device, stream, epoch=False)
+        # the stream has announced no epoch: there is no key its readings could be sealed to
+        msg = await expect_error(client, 1025, "submit_reading", tx=reading(rn, device, 1))
+        assert "no epoch" in msg
+        announcement = kit.announce(stream, rn.chain_id)
+        await client.call("submit_tx", tx=announcement.raw.hex())
+        await wait_committed(client, announcement.id.hex())
+        # an epoch the stream has not announced
+        msg = await expect_error(client, 1025, "submit_reading",
+                                 tx=reading(rn, device, 1, epoch=2))
+        assert "not announced" in msg
+        # the sealed payload left out, cut short, or not the one the body commits to
+        whole = kit.sealed_reading(device, 1, now_ms(), rn.chain_id)
+        msg = await expect_error(client, 1026, "submit_reading", tx=stripped(whole).raw.hex())
+        assert "none was sent" in msg
+        short = codec.encode([whole.body_bytes, whole.signature, whole.sidecar[:-1]])
+        await expect_error(client, 1026, "submit_reading", tx=short.hex())
+        other = kit.sidecar_for(device.public, 99)
+        swapped = codec.encode([whole.body_bytes, whole.signature, other])
+        msg = await expect_error(client, 1027, "submit_reading", tx=swapped.hex())
+        assert "commitment" in msg
         second = reading(rn, device, 2, 1000)
         txs = [reading(rn, device, 1), second, second, reading(rn, device, 2, 2000), "zz"]
         result = await client.call("submit_readings", txs=txs)
@@ -171,9 +223,29 @@ async def test_protocol_errors_keep_the_connection(running_node):
 
 async def test_binary_frames_for_devices(running_node):
     rn = running_node
-    device, patient = SigningKey.generate(), SigningKey.generate()
+    device, stream = SigningKey.generate(), SigningKey.generate()
     async with open_client(rn.url) as client:
-        await admit(client, rn, device, patient)
+        await admit(client, rn, device, stream, epoch=False)
+        # the stream has announced no epoch: there is no key its readings could be sealed to
+        msg = await expect_error(client, 1025, "submit_reading", tx=reading(rn, device, 1))
+        assert "no epoch" in msg
+        announcement = kit.announce(stream, rn.chain_id)
+        await client.call("submit_tx", tx=announcement.raw.hex())
+        await wait_committed(client, announcement.id.hex())
+        # an epoch the stream has not announced
+        msg = await expect_error(client, 1025, "submit_reading",
+                                 tx=reading(rn, device, 1, epoch=2))
+        assert "not announced" in msg
+        # the sealed payload left out, cut short, or not the one the body commits to
+        whole = kit.sealed_reading(device, 1, now_ms(), rn.chain_id)
+        msg = await expect_error(client, 1026, "submit_reading", tx=stripped(whole).raw.hex())
+        assert "none was sent" in msg
+        short = codec.encode([whole.body_bytes, whole.signature, whole.sidecar[:-1]])
+        await expect_error(client, 1026, "submit_reading", tx=short.hex())
+        other = kit.sidecar_for(device.public, 99)
+        swapped = codec.encode([whole.body_bytes, whole.signature, other])
+        msg = await expect_error(client, 1027, "submit_reading", tx=swapped.hex())
+        assert "commitment" in msg
         raws = [bytes.fromhex(reading(rn, device, s, 1000 + i)) for i, s in enumerate((1, 2, 2))]
         results = await client.submit_binary([*raws, b"junk"])
         assert [r[0] for r in results] == [0, 0, 1022, 1021]
@@ -195,10 +267,31 @@ async def test_binary_frames_for_devices(running_node):
 
 async def test_receipt_block_and_device_queries(running_node):
     rn = running_node
-    device, patient = SigningKey.generate(), SigningKey.generate()
+    device, stream = SigningKey.generate(), SigningKey.generate()
     async with open_client(rn.url) as client:
-        await admit(client, rn, device, patient)
-        tx_id = (await client.call("submit_reading", tx=reading(rn, device, 1)))["id"]
+        await admit(client, rn, device, stream, epoch=False)
+        # the stream has announced no epoch: there is no key its readings could be sealed to
+        msg = await expect_error(client, 1025, "submit_reading", tx=reading(rn, device, 1))
+        assert "no epoch" in msg
+        announcement = kit.announce(stream, rn.chain_id)
+        await client.call("submit_tx", tx=announcement.raw.hex())
+        await wait_committed(client, announcement.id.hex())
+        # an epoch the stream has not announced
+        msg = await expect_error(client, 1025, "submit_reading",
+                                 tx=reading(rn, device, 1, epoch=2))
+        assert "not announced" in msg
+        # the sealed payload left out, cut short, or not the one the body commits to
+        whole = kit.sealed_reading(device, 1, now_ms(), rn.chain_id)
+        msg = await expect_error(client, 1026, "submit_reading", tx=stripped(whole).raw.hex())
+        assert "none was sent" in msg
+        short = codec.encode([whole.body_bytes, whole.signature, whole.sidecar[:-1]])
+        await expect_error(client, 1026, "submit_reading", tx=short.hex())
+        other = kit.sidecar_for(device.public, 99)
+        swapped = codec.encode([whole.body_bytes, whole.signature, other])
+        msg = await expect_error(client, 1027, "submit_reading", tx=swapped.hex())
+        assert "commitment" in msg
+        sent_raw = reading(rn, device, 1)
+        tx_id = (await client.call("submit_reading", tx=sent_raw))["id"]
         with trio.fail_after(10):
             while True:
                 try:
@@ -215,7 +308,12 @@ async def test_receipt_block_and_device_queries(running_node):
         same = await client.call("get_block", hash=block["hash"])
         assert same["height"] == block["height"]
         info = await client.call("get_device", id=device.public.hex())
-        assert info["last_seq"] == 1 and info["patient"] == patient.public.hex()
+        assert info["last_seq"] == 1 and info["stream"] == stream.public.hex()
+        assert info["profile_hash"] == kit.PROFILE.hex()
+        # the block and the receipt carry the signed body, never the sealed payload beside it
+        sent = decode_tx(bytes.fromhex(sent_raw))
+        assert sent.sidecar.hex() not in json.dumps([block, receipt])
+        assert [t["raw"] for t in block["txs"] if t["id"] == tx_id] == [sent.leaf_bytes.hex()]
         await expect_error(client, 1030, "get_block", height=10**9)
         await expect_error(client, 1030, "get_receipt", id="00" * 32)
         await expect_error(client, -32602, "get_block", height=1, hash="00" * 32)

@@ -18,11 +18,11 @@ from iomtnode.api.tls import ApiTlsError, load_api_tls
 from iomtnode.client import ApiError, ClientSetupError, client_context, open_client
 from iomtnode.config import Config, ConfigError
 from iomtnode.core.crypto import SigningKey
-from iomtnode.core.tx import AdmitDevice, sign_tx
 from iomtnode.home import Home, init_home
 from iomtnode.node import Node
 
 from ..conftest import FAST
+from ..core import sealkit as kit
 from .certs import CertFiles, make_cert
 
 pytestmark = pytest.mark.timeout(60)
@@ -57,22 +57,21 @@ async def test_a_client_that_trusts_the_certificate_speaks_wss(tls_node):
 
 async def test_a_key_proven_over_tls_reads_its_device(tls_node):
     authority = tls_node.node.key
-    device, patient = SigningKey.generate(), SigningKey.generate()
-    tx = sign_tx(AdmitDevice(authority.public, device.public, patient.public, "wearable",
-                             "acme"), authority, "iomt-test")
+    device, stream = SigningKey.generate(), SigningKey.generate()
+    tx = kit.admit(authority, device.public, stream.public, "iomt-test")
     async with open_client(tls_node.url, ca=tls_node.cert.cert) as client:
         await client.call("submit_tx", tx=tx.raw.hex())
         with pytest.raises(ApiError) as info:
             await client.call("get_device", id=device.public.hex())
         assert info.value.code == FORBIDDEN
-        assert await client.authenticate(patient) == [patient.public.hex()]
-        with trio.fail_after(10):  # until the admission commits, P is no party to D
+        assert await client.authenticate(stream) == [stream.public.hex()]
+        with trio.fail_after(10):  # until the admission commits, S is no party to D
             while True:
                 if (await client.call("get_tx_status", id=tx.id.hex()))["state"] == "committed":
                     break
                 await trio.sleep(0.02)
         found = await client.call("get_device", id=device.public.hex())
-        assert found["patient"] == patient.public.hex()
+        assert found["stream"] == stream.public.hex()
 
 
 async def test_a_client_never_skips_verifying_the_certificate(tls_node):

@@ -23,7 +23,6 @@ from trio.testing import wait_all_tasks_blocked
 from iomtnode.admission.messages import BlockTxs, GetBlockTxs, TxRequest, Txs
 from iomtnode.config import Config
 from iomtnode.core.crypto import SigningKey, blake2b256
-from iomtnode.core.tx import AdmitDevice, Reading, sign_tx
 from iomtnode.p2p import records, score
 from iomtnode.p2p.messages import (
     MAX_MESSAGE_BYTES,
@@ -41,6 +40,7 @@ from iomtnode.p2p.router import Router
 from iomtnode.store import BlockStore
 from iomtnode.sync.messages import GetBlocks, Status
 
+from ..core import sealkit as kit
 from ..node.harness import BASE, Net, start_net
 
 pytestmark = pytest.mark.timeout(120)
@@ -126,17 +126,14 @@ async def honest_unharmed(net: Net, since_height: int) -> None:
 
 
 async def block_with_txs(net: Net, n: int) -> Any:
-    """A committed block holding ``n`` readings (from a device admitted first)."""
+    """A committed block holding ``n`` readings (from a device admitted first, to a stream
+    whose epoch is announced)."""
     device, authority = SigningKey.generate(), net.keys[0]
-    chain_id = net.chain_id
-    admit = sign_tx(AdmitDevice(authority.public, device.public, device.public, "wearable",
-                                "acme"), authority, chain_id)
     now = net.now_ms()
-    readings = [sign_tx(Reading(device.public, seq, now + seq, "spo2", b"\x02" * 900, b""),
-                        device, chain_id) for seq in range(1, n + 1)]
+    readings = [kit.sealed_reading(device, seq, now + seq, net.chain_id)
+                for seq in range(1, n + 1)]
     async with net.client(0) as client:
-        await client.call("submit_tx", tx=admit.raw.hex())
-        await net.wait(lambda: net.node(0).chain.device(device.public), "device admitted")
+        await net.enroll(client, authority, device, [net.node(0)])
         for start in range(0, n, 100):
             await client.call("submit_readings",
                               txs=[tx.raw.hex() for tx in readings[start:start + 100]])
@@ -157,7 +154,7 @@ async def test_a_block_asked_for_10000_times_over_is_refused(net, tmp_path, auto
             await net.wait(lambda: sum(len(m.txs) for m in evil.sink.got.get(BlockTxs, []))
                            == count, "the honest request answered")
             assert evil.peer.counters["BlockTxs"].bytes_in < MAX_MESSAGE_BYTES
-            # 10,000 copies of index 0 (a 10 kB request for about 10 MB before): refused
+            # 10,000 copies of index 0 (a 10 kB request for about 3 MB before): refused
             await evil.send([GetBlockTxs(block.hash, [0] * 10_000)])
             await net.wait(lambda: events(logs, "peer_penalized"), "the request refused")
             assert len(evil.sink.got[BlockTxs]) == 1  # nothing more was sent

@@ -19,12 +19,12 @@ from iomtnode.client import ApiClient, ApiError, client_context, open_client
 from iomtnode.config import Config
 from iomtnode.core.challenge import challenge_digest
 from iomtnode.core.crypto import Domain, SigningKey
-from iomtnode.core.tx import AdmitDevice, sign_tx
 from iomtnode.home import init_home
 from iomtnode.node import Node
 
 from ..api.certs import CertFiles, make_cert
 from ..conftest import FAST
+from ..core import sealkit as kit
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,10 +37,10 @@ async def refused(code: int, call: Awaitable[object]) -> None:
 
 async def admit(url: str, authority: SigningKey, chain_id: str, ca: CertFiles | None = None
                 ) -> tuple[SigningKey, SigningKey]:
-    """A device admitted for a patient, committed; returns (device, patient)."""
-    device, patient = SigningKey.generate(), SigningKey.generate()
-    tx = sign_tx(AdmitDevice(authority.public, device.public, patient.public, "implant",
-                             "acme"), authority, chain_id)
+    """A device admitted to a patient's stream, committed; returns (device, stream key): the
+    stream key is the patient's identity on the ledger and at the API."""
+    device, stream = SigningKey.generate(), SigningKey.generate()
+    tx = kit.admit(authority, device.public, stream.public, chain_id)
     async with open_client(url, ca=None if ca is None else ca.cert) as client:
         await client.call("submit_tx", tx=tx.raw.hex())
         with trio.fail_after(10):
@@ -48,7 +48,7 @@ async def admit(url: str, authority: SigningKey, chain_id: str, ca: CertFiles | 
                 if (await client.call("get_tx_status", id=tx.id.hex()))["state"] == "committed":
                     break
                 await trio.sleep(0.02)
-    return device, patient
+    return device, stream
 
 
 async def keeps_finalizing(client: ApiClient) -> None:
@@ -62,7 +62,7 @@ async def keeps_finalizing(client: ApiClient) -> None:
 
 async def test_a_client_claiming_a_patients_key_without_its_secret_is_refused(running_node):
     rn = running_node
-    device, patient = await admit(rn.url, rn.authority, rn.chain_id)
+    device, stream = await admit(rn.url, rn.authority, rn.chain_id)
     attacker = SigningKey.generate()
     async with open_client(rn.url) as mallory, open_client(rn.url) as honest:
         await refused(FORBIDDEN, mallory.call("get_device", id=device.public.hex()))
@@ -72,37 +72,37 @@ async def test_a_client_claiming_a_patients_key_without_its_secret_is_refused(ru
                           lambda n: os.urandom(64)):
             nonce = bytes.fromhex((await mallory.call("auth_challenge"))["nonce"])
             await refused(BAD_AUTH_SIGNATURE, mallory.call(
-                "authenticate", public_key=patient.public.hex(), signature=signature(nonce).hex()))
+                "authenticate", public_key=stream.public.hex(), signature=signature(nonce).hex()))
         # proving a key of its own gets it nothing of the patient's
         assert await mallory.authenticate(attacker) == [attacker.public.hex()]
         await refused(FORBIDDEN, mallory.call("get_device", id=device.public.hex()))
         # the patient, on its own connection, is answered
-        await honest.authenticate(patient)
+        await honest.authenticate(stream)
         found = await honest.call("get_device", id=device.public.hex())
-        assert found["patient"] == patient.public.hex()
+        assert found["stream"] == stream.public.hex()
         await keeps_finalizing(honest)
 
 
 async def test_a_challenge_signed_for_another_connection_is_refused(running_node):
     rn = running_node
-    device, patient = await admit(rn.url, rn.authority, rn.chain_id)
+    device, stream = await admit(rn.url, rn.authority, rn.chain_id)
     async with open_client(rn.url) as honest, open_client(rn.url) as mallory:
         # the patient answers its own connection's challenge; mallory captures the answer
         nonce = bytes.fromhex((await honest.call("auth_challenge"))["nonce"])
-        captured = patient.sign(Domain.API_AUTH, rn.chain_id, challenge_digest(nonce, b""))
+        captured = stream.sign(Domain.API_AUTH, rn.chain_id, challenge_digest(nonce, b""))
         await mallory.call("auth_challenge")
         await refused(BAD_AUTH_SIGNATURE, mallory.call(
-            "authenticate", public_key=patient.public.hex(), signature=captured.hex()))
+            "authenticate", public_key=stream.public.hex(), signature=captured.hex()))
         await refused(FORBIDDEN, mallory.call("get_device", id=device.public.hex()))
         # the answer still proves the key where it was made
-        await honest.call("authenticate", public_key=patient.public.hex(),
+        await honest.call("authenticate", public_key=stream.public.hex(),
                           signature=captured.hex())
         assert (await honest.call("get_device", id=device.public.hex()))["id"] == \
             device.public.hex()
         # and once used it proves nothing more there either
         await mallory.call("auth_challenge")
         await refused(BAD_AUTH_SIGNATURE, mallory.call(
-            "authenticate", public_key=patient.public.hex(), signature=captured.hex()))
+            "authenticate", public_key=stream.public.hex(), signature=captured.hex()))
         await keeps_finalizing(honest)
 
 
@@ -125,7 +125,7 @@ async def test_a_tls_relay_cannot_pass_on_a_patients_proof(tmp_path, nursery):
     node = Node(home, home.load_config())
     info = await nursery.start(node.run)
     url = f"wss://127.0.0.1:{info.api_port}/api/v1"
-    device, patient = await admit(url, node.key, "iomt-test", node_cert)
+    device, stream = await admit(url, node.key, "iomt-test", node_cert)
 
     mallory_cert = make_cert(tmp_path / "mallory", "mitm")
     mallory_tls = server_context()
@@ -145,26 +145,26 @@ async def test_a_tls_relay_cannot_pass_on_a_patients_proof(tmp_path, nursery):
     async with open_client(f"wss://127.0.0.1:{relay_port}/api/v1", ca=mallory_cert.cert
                            ) as fooled:
         assert (await fooled.call("status"))["chain_id"] == "iomt-test"  # the relay works
-        await refused(BAD_AUTH_SIGNATURE, fooled.authenticate(patient))
+        await refused(BAD_AUTH_SIGNATURE, fooled.authenticate(stream))
         await refused(FORBIDDEN, fooled.call("get_device", id=device.public.hex()))
     async with open_client(url, ca=node_cert.cert) as honest:
-        await honest.authenticate(patient)
-        assert (await honest.call("get_device", id=device.public.hex()))["patient"] == \
-            patient.public.hex()
+        await honest.authenticate(stream)
+        assert (await honest.call("get_device", id=device.public.hex()))["stream"] == \
+            stream.public.hex()
         await keeps_finalizing(honest)
 
 
 async def test_a_client_that_keeps_guessing_is_disconnected(running_node):
     rn = running_node
-    patient = SigningKey.generate()
+    stream = SigningKey.generate()
     async with open_client(rn.url) as mallory, open_client(rn.url) as honest:
         for _ in range(MAX_AUTH_FAILURES):
             await mallory.call("auth_challenge")
             await refused(BAD_AUTH_SIGNATURE, mallory.call(
-                "authenticate", public_key=patient.public.hex(), signature=os.urandom(64).hex()))
+                "authenticate", public_key=stream.public.hex(), signature=os.urandom(64).hex()))
         await mallory.call("auth_challenge")
         with pytest.raises((ApiError, ConnectionError)):  # the answer, or the close, comes first
-            await mallory.call("authenticate", public_key=patient.public.hex(),
+            await mallory.call("authenticate", public_key=stream.public.hex(),
                                signature=os.urandom(64).hex())
         with pytest.raises((ConnectionError, ConnectionClosed)):  # closed (1008): no more guesses
             await mallory.call("status")

@@ -20,9 +20,11 @@ from iomtnode.chain.chain import BuiltBlock, Chain
 from iomtnode.client import ApiError
 from iomtnode.core import errors as e
 from iomtnode.core.block import make_block
-from iomtnode.core.crypto import SigningKey
-from iomtnode.core.tx import AdmitDevice, Grant, Reading, SignedTx, sign_tx
+from iomtnode.core.crypto import SigningKey, blake2b256
+from iomtnode.core.payload import wrap_hash
+from iomtnode.core.tx import FORWARD, Grant, SignedTx, sign_tx
 
+from ..core import sealkit as kit
 from ..node.harness import BASE, FAST, Net, start_net
 
 pytestmark = pytest.mark.timeout(120)
@@ -36,33 +38,36 @@ def authorities(tmp_path) -> Net:
 
 
 async def admitted_device(net: Net, client) -> SigningKey:
+    """A device admitted to a stream whose epoch 1 is announced, on every node."""
     device = SigningKey.generate()
-    authority = net.keys[0]
-    admit = sign_tx(AdmitDevice(authority.public, device.public, SigningKey.generate().public,
-                                "wearable", "acme"), authority, CHAIN)
-    await client.call("submit_tx", tx=admit.raw.hex())
-    await net.wait(lambda: all(n.chain.device(device.public) for n in net.live()), "admitted")
+    await net.enroll(client, net.keys[0], device)
     return device
 
 
 def readings(net: Net, device: SigningKey, seqs: range) -> list[SignedTx]:
     now = net.now_ms()
-    return [sign_tx(Reading(device.public, seq, now, "spo2", b"\x02" * 48, b""), device, CHAIN)
-            for seq in seqs]
+    return [kit.sealed_reading(device, seq, now, CHAIN) for seq in seqs]
+
+
+def grant_from(stream: SigningKey, expires_ms: int) -> SignedTx:
+    """A well-formed grant by ``stream`` (an epoch key wrapped for a fresh grantee)."""
+    wrap = bytes(range(80))  # a sealed box of a 32-byte epoch secret: 80 bytes
+    body = Grant(stream.public, SigningKey.generate().public, blake2b256(b"box"), expires_ms, 1,
+                 FORWARD, wrap_hash(wrap), 0)
+    return sign_tx(body, stream, CHAIN, wrap)
 
 
 async def test_a_grant_from_a_fresh_key_is_refused_and_a_block_with_one_is_invalid(
         tmp_path, nursery, autojump_clock, monkeypatch):
     net = await start_net(authorities(tmp_path), nursery)
     fresh = SigningKey.generate()
-    grant = sign_tx(Grant(fresh.public, SigningKey.generate().public, "cardio",
-                          net.now_ms() + 10**9, b"", 0), fresh, CHAIN)
+    grant = grant_from(fresh, net.now_ms() + 10**9)
     async with net.client(1) as client:
         device = await admitted_device(net, client)
         with pytest.raises(ApiError) as info:
             await client.call("submit_tx", tx=grant.raw.hex())
-        assert info.value.code == e.UnknownPatientError.code == 1023
-        assert "not the patient of any active device" in info.value.message
+        assert info.value.code == e.UnknownStreamError.code == 1023
+        assert "not the stream of any active device" in info.value.message
 
         # node 0 turns Byzantine: every block it proposes carries the grant
         byzantine = net.node(0).chain
@@ -91,12 +96,12 @@ async def test_a_grant_from_a_fresh_key_is_refused_and_a_block_with_one_is_inval
                                            txs=[tx.raw.hex() for tx in batch[i:i + 10]])
                 assert result["accepted"] == 10
                 await net.wait_height(net.node(1).chain.height + 1)
-            await net.wait(lambda: len(proposed) >= 2, "node 0 proposed twice", timeout=60)
+            await net.wait(lambda: len(proposed) >= 3, "node 0 proposed three times", timeout=60)
             last = batch[-1].id
             await net.wait(lambda: all(n.chain.store.tx_location(last) for n in net.live()),
                            "every honest reading final everywhere", timeout=60)
     refused = {log["height"] for log in logs if log["event"] == "proposed_block_invalid"
-               and "not the patient of any active device" in log["reason"]}
+               and "not the stream of any active device" in log["reason"]}
     assert set(proposed) - {max(proposed)} <= refused  # each of its blocks, for that grant
     assert net.node(1).chain.height > start + 4
     honest = [net.node(i) for i in (1, 2, 3)]
@@ -122,11 +127,13 @@ async def test_readings_from_unknown_devices_cost_no_verification(tmp_path, nurs
         strangers = []
         for _ in range(2000):
             key = SigningKey(rng.randbytes(32))
-            strangers.append(sign_tx(Reading(key.public, rng.randrange(1, 2**32), now, "spo2",
-                                             b"\x03" * 48, b""), key, CHAIN).raw.hex())
-        result = await client.call("submit_readings", txs=strangers)
-        assert result["accepted"] == 0
-        assert {r["error"]["code"] for r in result["results"]} == {e.UnknownDeviceError.code}
+            strangers.append(kit.sealed_reading(key, rng.randrange(1, 2**32), now,
+                                                CHAIN).raw.hex())
+        for half in (strangers[:1000], strangers[1000:]):  # each call under 1 MiB of hex
+            result = await client.call("submit_readings", txs=half)
+            assert result["accepted"] == 0
+            assert {r["error"]["code"] for r in result["results"]} == {
+                e.UnknownDeviceError.code}
         assert [n.mempool.verifier.verified_count for n in net.live()] == before
         honest = readings(net, device, range(1, 11))
         result = await client.call("submit_readings", txs=[tx.raw.hex() for tx in honest])

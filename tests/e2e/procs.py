@@ -49,11 +49,12 @@ class NodeProcess:
     @classmethod
     @contextmanager
     def start(cls, home: Path, log: Path, *extra: str) -> Iterator[NodeProcess]:
-        """Start `iomtnode run` on a free API port; stop it (SIGKILL if stuck) on exit."""
+        """Start `iomtnode run` on free API and p2p ports (a fixed port would collide with any
+        other run on the machine); stop it (SIGKILL if stuck) on exit."""
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "iomtnode", "--log-json", "--log-level", "debug", "run",
-                 "--home", str(home), "--api", "127.0.0.1:0", *extra],
+                 "--home", str(home), "--api", "127.0.0.1:0", "--p2p", "127.0.0.1:0", *extra],
                 stdout=out, stderr=subprocess.STDOUT,
                 env={**os.environ, "IOMTNODE_EMPTY_BLOCK_INTERVAL_S": "0.5"})
         try:

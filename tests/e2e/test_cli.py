@@ -1,15 +1,18 @@
-"""The real CLI as OS processes: init, run, simulate, block, receipt, verify, shutdown."""
+"""The real CLI as OS processes: init, run, simulate, block, receipt, verify, shutdown, a
+device's admission."""
 
 from __future__ import annotations
 
 import json
 import signal
 import stat
+import time
 from pathlib import Path
 
 import pytest
 
 from iomtnode import __version__
+from iomtnode.core.payload import profile_hash
 from tests.e2e.procs import NodeProcess, iomtnode
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -106,3 +109,30 @@ def test_bad_operator_input_is_a_clear_error(tmp_path: Path):
     help_text = iomtnode("simulate", "--help").stdout
     assert "--rate" in help_text and "--devices" in help_text
     assert iomtnode("version").stdout.strip() == __version__
+
+
+def test_a_device_is_admitted_to_a_stream_with_a_salted_profile(tmp_path: Path):
+    home = tmp_path / "node"
+    iomtnode("init", "--home", str(home))
+    device = iomtnode("device", "keygen", "--out", str(tmp_path / "device.key")).stdout.strip()
+    stream = iomtnode("device", "keygen", "--out", str(tmp_path / "stream.key")).stdout.strip()
+    with NodeProcess.start(home, tmp_path / "node.log") as node:
+        bad = iomtnode("device", "admit", device, "--stream", stream, "--home", str(home),
+                       "--api", node.api, "--profile-salt", "abcd", check=False)
+        assert bad.returncode != 0 and "16 bytes" in bad.stderr and "Traceback" not in bad.stderr
+        admitted = json.loads(iomtnode(
+            "device", "admit", device, "--stream", stream, "--home", str(home), "--api",
+            node.api, "--class", "thermometer", "--manufacturer", "acme", "--json").stdout)
+        salt = bytes.fromhex(admitted["profile_salt"])
+        assert admitted["profile_hash"] == profile_hash(salt, "thermometer", "acme").hex()
+        deadline = time.monotonic() + 20
+        while True:  # until the admission is committed, the stream is no party to the device
+            shown = iomtnode("device", "show", device, "--key", str(tmp_path / "stream.key"),
+                             "--api", node.api, "--json", check=False)
+            if shown.returncode == 0 and json.loads(shown.stdout)["status"] == "active":
+                break
+            assert time.monotonic() < deadline, shown.stderr
+            time.sleep(0.2)
+    found = json.loads(shown.stdout)
+    assert (found["stream"], found["profile_hash"]) == (stream, admitted["profile_hash"])
+    assert not {"patient", "device_class", "manufacturer"} & set(found)  # nothing in clear

@@ -17,34 +17,38 @@ import trio
 from iomtnode.client import open_client
 from iomtnode.core.crypto import SigningKey
 from iomtnode.core.genesis import Genesis
-from iomtnode.core.tx import AdmitDevice, Reading, SignedTx, sign_tx
+from iomtnode.core.tx import SignedTx
 from iomtnode.home import Home
+from tests.core import sealkit as kit
 from tests.e2e.procs import NodeProcess, iomtnode
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+SETUP = 2  # the admission and the epoch, before the readings
 
 
 def signed(tmp_path: Path) -> tuple[Path, list[SignedTx]]:
-    """An observer's home on an authority's chain; an admission and readings to submit."""
+    """An observer's home on an authority's chain; a device's admission to a stream, the
+    stream's epoch and the device's sealed readings, to submit."""
     iomtnode("init", "--home", str(tmp_path / "authority"))
     authority = Home(tmp_path / "authority")
     genesis = Genesis.load(tmp_path / "authority" / "genesis.json")
     iomtnode("init", "--home", str(tmp_path / "observer"), "--genesis",
              str(tmp_path / "authority" / "genesis.json"))
-    key, device, patient = authority.load_key(), SigningKey.generate(), SigningKey.generate()
-    admission = sign_tx(AdmitDevice(key.public, device.public, patient.public, "wearable",
-                                    "acme"), key, genesis.chain_id)
+    key, device, stream = authority.load_key(), SigningKey.generate(), SigningKey.generate()
+    setup = [kit.admit(key, device.public, stream.public, genesis.chain_id),
+             kit.announce(stream, genesis.chain_id)]
     now = int(time.time() * 1000)
-    readings = [sign_tx(Reading(device.public, seq, now + seq, "heart_rate", b"\x01" * 48, b""),
-                        device, genesis.chain_id) for seq in (3, 1, 2, 5, 4)]
-    return tmp_path / "observer", [admission, *readings]
+    readings = [kit.sealed_reading(device, seq, now + seq, genesis.chain_id)
+                for seq in (3, 1, 2, 5, 4)]
+    return tmp_path / "observer", [*setup, *readings]
 
 
 async def submit(api: str, txs: list[SignedTx]) -> None:
     async with open_client(api) as client:
-        await client.call("submit_tx", tx=txs[0].raw.hex())
-        results = await client.submit_binary([tx.raw for tx in txs[1:]])
-        assert [code for code, _ in results] == [0] * (len(txs) - 1), results
+        for tx in txs[:SETUP]:
+            await client.call("submit_tx", tx=tx.raw.hex())
+        results = await client.submit_binary([tx.raw for tx in txs[SETUP:]])
+        assert [code for code, _ in results] == [0] * (len(txs) - SETUP), results
 
 
 async def states(api: str, txs: list[SignedTx]) -> list[str]:

@@ -28,6 +28,7 @@ from iomtnode.core.genesis import Genesis
 from iomtnode.home import Home, init_home
 from iomtnode.node import Clock, Node, NodeInfo, Services
 
+from ..core import sealkit as kit
 from .memnet import MemoryNetwork
 
 POLL_S = 0.01  # virtual seconds between checks of a condition over several nodes
@@ -180,6 +181,22 @@ class Net:
         n = len(self.live())
         await self.wait(lambda: all(len(node.p2p.host.peers()) == n - 1 for node in self.live()),
                         "full mesh")
+
+    async def enroll(self, client: ApiClient, authority: SigningKey, device: SigningKey,
+                     nodes: Sequence[Running] | None = None) -> SigningKey:
+        """Admit ``device`` (approved by ``authority``) to a stream of its own and announce
+        the stream's epoch 1 through ``client``; return once every one of ``nodes`` (default:
+        the live ones) has committed both, so the device's readings (sealed to epoch 1, see
+        ``sealkit.sealed_reading``) are accepted everywhere. Returns the stream key."""
+        stream = SigningKey.generate()
+        nodes = self.live() if nodes is None else nodes
+        admission = kit.admit(authority, device.public, stream.public, self.chain_id)
+        epoch = kit.announce(stream, self.chain_id)
+        for tx in (admission, epoch):
+            await client.call("submit_tx", tx=tx.raw.hex())
+            await self.wait(lambda tx=tx: all(n.chain.store.tx_location(tx.id) for n in nodes),
+                            f"{tx.kind_name} committed")
+        return stream
 
     def same_chain(self, upto: int | None = None) -> bool:
         """Every live node has the same block at every height up to ``upto`` (default: the

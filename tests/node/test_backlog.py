@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from iomtnode.core.crypto import SigningKey
-from iomtnode.core.tx import AdmitDevice, Reading, sign_tx
 
+from ..core import sealkit as kit
 from .harness import start_net
 from .test_bft import CHAIN, authorities
 
@@ -23,16 +23,11 @@ async def test_a_cut_off_nodes_backlog_is_committed_after_later_readings(tmp_pat
                                                                          autojump_clock):
     net = await start_net(authorities(tmp_path), nursery)
     device, authority = SigningKey.generate(), net.keys[0]
-    admit = sign_tx(AdmitDevice(authority.public, device.public, device.public, "wearable",
-                                "acme"), authority, CHAIN)
     now = net.now_ms()
-    readings = [sign_tx(Reading(device.public, seq, now + seq, "spo2", b"\x02" * 48, b""),
-                        device, CHAIN) for seq in range(1, 31)]
+    readings = [kit.sealed_reading(device, seq, now + seq, CHAIN) for seq in range(1, 31)]
     backlog, later = readings[:20], readings[20:]
     async with net.client(1) as client:
-        await client.call("submit_tx", tx=admit.raw.hex())
-        await net.wait(lambda: all(n.chain.device(device.public) for n in net.live()),
-                       "admitted")
+        await net.enroll(client, authority, device)
     cut, rest = net.node(0), net.live()[1:]
     cut.p2p.host.set_refused({n.node_id for n in rest})
     for node in rest:

@@ -11,8 +11,8 @@ import trio
 import trio_parallel
 
 from iomtnode.core.crypto import SigningKey
-from iomtnode.core.tx import AdmitDevice, Reading, sign_tx
 
+from ..core import sealkit as kit
 from .harness import BASE, FAST, Net, holds_for, start_net
 
 pytestmark = pytest.mark.timeout(90)
@@ -34,16 +34,11 @@ def heights(net: Net) -> list[int]:
 async def test_four_authorities_finalize_readings_in_turn(tmp_path, nursery, autojump_clock):
     net = await start_net(authorities(tmp_path), nursery)
     device, authority = SigningKey.generate(), net.keys[0]
-    admit = sign_tx(AdmitDevice(authority.public, device.public, device.public, "wearable",
-                                "acme"), authority, CHAIN)
     async with net.client(1) as client:
         start = (await client.call("status"))["finalized_height"]
-        await client.call("submit_tx", tx=admit.raw.hex())
-        await net.wait(lambda: all(n.chain.device(device.public) for n in net.live()),
-                       "admitted")
+        await net.enroll(client, authority, device)
         now = net.now_ms()
-        txs = [sign_tx(Reading(device.public, seq, now, "spo2", b"\x02" * 48, b""), device,
-                       CHAIN).raw.hex() for seq in range(1, 31)]
+        txs = [kit.sealed_reading(device, seq, now, CHAIN).raw.hex() for seq in range(1, 31)]
         result = await client.call("submit_readings", txs=txs)
         assert result["accepted"] == 30
         last = bytes.fromhex(result["results"][-1]["id"])
@@ -63,8 +58,8 @@ async def test_four_authorities_finalize_readings_in_turn(tmp_path, nursery, aut
         assert not node.p2p.host.scoreboard.penalties, node.p2p.host.scoreboard.penalties
         assert node.consensus is not None and not node.consensus.evidence
         # each signature checked once per node, however the transaction reached it (push,
-        # proposal, block): the admission and the 30 readings
-        assert node.mempool is not None and node.mempool.verifier.verified_count == 31
+        # proposal, block): the admission, the stream's epoch and the 30 readings
+        assert node.mempool is not None and node.mempool.verifier.verified_count == 32
 
 
 async def test_three_of_four_go_on_two_of_four_stop_then_resume(tmp_path, nursery,
@@ -132,14 +127,10 @@ async def test_a_virtual_clocks_nodes_hand_no_work_to_worker_threads(
     monkeypatch.setattr(trio_parallel, "run_sync", refused)
     net = await start_net(authorities(tmp_path), nursery)
     device, authority = SigningKey.generate(), net.keys[0]
-    admit = sign_tx(AdmitDevice(authority.public, device.public, device.public, "wearable",
-                                "acme"), authority, CHAIN)
     async with net.client(1) as client:
-        await client.call("submit_tx", tx=admit.raw.hex())
-        await net.wait(lambda: all(n.chain.device(device.public) for n in net.live()),
-                       "admitted")
-        txs = [sign_tx(Reading(device.public, seq, net.now_ms(), "spo2", b"\x02" * 48, b""),
-                       device, CHAIN).raw.hex() for seq in range(1, 31)]
+        await net.enroll(client, authority, device)
+        txs = [kit.sealed_reading(device, seq, net.now_ms(), CHAIN).raw.hex()
+               for seq in range(1, 31)]
         result = await client.call("submit_readings", txs=txs)
     last = bytes.fromhex(result["results"][-1]["id"])
     await net.wait(lambda: all(n.chain.store.tx_location(last) for n in net.live()),

@@ -9,8 +9,9 @@ import pytest
 
 from iomtnode.admission.reconcile import RECONCILE_INTERVAL_S
 from iomtnode.core.crypto import SigningKey
-from iomtnode.core.tx import AdmitDevice, Reading, SignedTx, sign_tx
+from iomtnode.core.tx import SignedTx
 
+from ..core import sealkit as kit
 from .harness import Net, holds_for, start_net
 
 pytestmark = pytest.mark.timeout(90)
@@ -27,13 +28,17 @@ def stalled(tmp: Path, n: int) -> Net:
     return Net(tmp, n, absent=(SigningKey.generate(),))
 
 
+SETUP = 2  # a backlog's first transactions: the device's admission and its stream's epoch
+
+
 def backlog(net: Net, readings: int) -> list[SignedTx]:
-    authority, device = net.keys[0], SigningKey.generate()
-    txs = [sign_tx(AdmitDevice(authority.public, device.public, device.public, "wearable",
-                               "acme"), authority, "iomt-net")]
+    """A device's admission to a new stream, the stream's epoch 1, then ``readings``."""
+    authority, device, stream = net.keys[0], SigningKey.generate(), SigningKey.generate()
+    txs = [kit.admit(authority, device.public, stream.public, "iomt-net"),
+           kit.announce(stream, "iomt-net")]
     now = net.now_ms()
-    return txs + [sign_tx(Reading(device.public, seq, now, "spo2", b"\x02" * 48, b""), device,
-                          "iomt-net") for seq in range(1, readings + 1)]
+    return txs + [kit.sealed_reading(device, seq, now, "iomt-net")
+                  for seq in range(1, readings + 1)]
 
 
 async def test_a_backlog_taken_while_cut_off_reaches_the_peer_when_the_link_heals(
@@ -47,8 +52,10 @@ async def test_a_backlog_taken_while_cut_off_reaches_the_peer_when_the_link_heal
 
         txs = backlog(net, 300)
         async with net.client(0) as client:
-            await client.call("submit_tx", tx=txs[0].raw.hex())
-            result = await client.call("submit_readings", txs=[tx.raw.hex() for tx in txs[1:]])
+            for tx in txs[:SETUP]:
+                await client.call("submit_tx", tx=tx.raw.hex())
+            result = await client.call("submit_readings",
+                                       txs=[tx.raw.hex() for tx in txs[SETUP:]])
         assert result["accepted"] == 300
         assert all(tx.id in a.mempool for tx in txs)
         assert not any(tx.id in b.mempool for tx in txs)  # b got none of them live
@@ -74,8 +81,9 @@ async def test_a_split_sides_backlog_reaches_every_node_of_the_other_side(
 
     txs = backlog(net, 500)
     async with net.client(0) as client:
-        await client.call("submit_tx", tx=txs[0].raw.hex())
-        await client.call("submit_readings", txs=[tx.raw.hex() for tx in txs[1:]])
+        for tx in txs[:SETUP]:
+            await client.call("submit_tx", tx=tx.raw.hex())
+        await client.call("submit_readings", txs=[tx.raw.hex() for tx in txs[SETUP:]])
     await net.wait(lambda: all(tx.id in net.node(1).mempool for tx in txs), "node 1 has them")
     # node 1 relays what it received once its relay delay is over, to the peers connected
     # then (none lacking them): past that, only reconciliation can bring them to 2 and 3
@@ -101,8 +109,7 @@ async def test_a_transaction_that_missed_a_connected_peer_reaches_it_by_the_peri
     net = await start_net(stalled(tmp_path, 2), nursery)
     a, b = net.live()
     authority, device = net.keys[0], SigningKey.generate()
-    tx = sign_tx(AdmitDevice(authority.public, device.public, device.public, "wearable",
-                             "acme"), authority, "iomt-net")
+    tx = kit.admit(authority, device.public, SigningKey.generate().public, "iomt-net")
     a.mempool.add(tx.raw)  # admitted here, never pushed
     await net.wait(lambda: tx.id in b.mempool, "node 1 has it",
                    timeout=2 * RECONCILE_INTERVAL_S + 5)  # at the second pass after it

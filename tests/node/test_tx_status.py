@@ -17,11 +17,12 @@ from iomtnode.client import ApiError
 from iomtnode.config import Config
 from iomtnode.core.block import sign_commit
 from iomtnode.core.crypto import SigningKey
-from iomtnode.core.tx import AdmitDevice, Reading, SignedTx, sign_tx
+from iomtnode.core.tx import SignedTx
 from iomtnode.home import Home
 from iomtnode.node import Node
 from iomtnode.store import BlockStore
 
+from ..core import sealkit as kit
 from .harness import Net
 
 pytestmark = pytest.mark.timeout(60)
@@ -36,20 +37,20 @@ class Setup:
     the test signs its blocks."""
 
     def __init__(self, tmp: Path) -> None:
-        self.authority, self.device, self.patient = (SigningKey.generate() for _ in range(3))
+        self.authority, self.device, self.stream = (SigningKey.generate() for _ in range(3))
         self.net = Net(tmp, 1, chain_id=CHAIN, authorities=0, absent=(self.authority,),
                        config=CONFIG)
         self.genesis = self.net.genesis
         self.home: Home = self.net.homes[0]
 
-    def reading(self, seq: int, ts_offset_ms: int = 0) -> SignedTx:
-        return sign_tx(Reading(self.device.public, seq, self.net.now_ms() + ts_offset_ms,
-                               "heart_rate", b"\x01" * 48, b""), self.device, CHAIN)
+    def reading(self, seq: int, ts_offset_ms: int = 0, epoch: int = 1) -> SignedTx:
+        return kit.sealed_reading(self.device, seq, self.net.now_ms() + ts_offset_ms, CHAIN,
+                                  epoch=epoch)
 
-    def admission(self) -> SignedTx:
-        return sign_tx(AdmitDevice(self.authority.public, self.device.public,
-                                   self.patient.public, "wearable", "acme"),
-                       self.authority, CHAIN)
+    def enrollment(self) -> list[SignedTx]:
+        """The device's admission to its stream and the stream's epoch 1."""
+        return [kit.admit(self.authority, self.device.public, self.stream.public, CHAIN),
+                kit.announce(self.stream, CHAIN)]
 
     async def seal(self, node: Node, txs: list[SignedTx]) -> int:
         """Commit the next block holding exactly ``txs``, as the authority."""
@@ -65,7 +66,7 @@ async def test_an_accepted_reading_that_is_dropped_says_why(tmp_path, nursery,
                                                             autojump_clock) -> None:
     s = Setup(tmp_path)
     node = await s.net.start(nursery, 0)
-    await s.seal(node, [s.admission()])
+    await s.seal(node, s.enrollment())
     mine = s.reading(5)
     async with s.net.client(0) as client:
         accepted = await client.call("submit_reading", tx=mine.raw.hex())
@@ -103,7 +104,7 @@ async def test_an_accepted_reading_survives_a_restart(tmp_path, nursery,
                                                       autojump_clock) -> None:
     s = Setup(tmp_path)
     node = await s.net.start(nursery, 0)
-    await s.seal(node, [s.admission()])
+    await s.seal(node, s.enrollment())
     kept, doomed = s.reading(7), s.reading(8)
     async with s.net.client(0) as client:
         result = await client.call("submit_readings", txs=[kept.raw.hex(), doomed.raw.hex()])
@@ -130,3 +131,27 @@ async def test_an_accepted_reading_survives_a_restart(tmp_path, nursery,
             "id": kept.id.hex(), "state": "committed", "height": height}
     assert any(e["event"] == "tx_dropped" and e["tx"] == doomed.id.hex() for e in logs)
     assert list(node.chain.store.txlog.pending()) == []  # left with the committing block
+
+
+async def test_a_pending_reading_of_an_epoch_that_ended_is_dropped_with_the_current_one(
+        tmp_path, nursery, autojump_clock) -> None:
+    """The stream moves to its next epoch (a revocation does so) while a reading sealed to
+    the old one is pending: it can never be committed, and its device is told to re-seal."""
+    s = Setup(tmp_path)
+    node = await s.net.start(nursery, 0)
+    await s.seal(node, s.enrollment())
+    old = s.reading(1)
+    async with s.net.client(0) as client:
+        assert (await client.call("submit_reading", tx=old.raw.hex()))["id"] == old.id.hex()
+        height = await s.seal(node, [kit.announce(s.stream, CHAIN, epoch=2)])
+        status = await client.call("get_tx_status", id=old.id.hex())
+        assert status["state"] == "dropped" and status["code"] == 1024, status
+        assert "re-seal" in status["reason"] and status["height"] == height
+        with pytest.raises(ApiError) as info:  # and a new one sealed to it is refused
+            await client.call("submit_reading", tx=s.reading(2).raw.hex())
+        assert info.value.code == 1024
+        resealed = s.reading(1, epoch=2)  # the same sequence number, the current epoch
+        assert (await client.call("submit_reading", tx=resealed.raw.hex()))["id"]
+        height = await s.seal(node, node.mempool.pending(10))
+        assert await client.call("get_tx_status", id=resealed.id.hex()) == {
+            "id": resealed.id.hex(), "state": "committed", "height": height}
