@@ -245,14 +245,18 @@ class RecordsApi:
 
     async def get_stream(self, stream: str) -> dict[str, Any]:
         """A stream's ledger metadata: current epoch and its public key, whether it was
-        erased, its grants, and the announcement of the current epoch (wire form, with its
-        wraps when this node holds them)."""
+        erased, its grants (each with the height and id of its transaction, for a FHIR
+        Consent), and the announcement of the current epoch (wire form, with its wraps when
+        this node holds them)."""
         key = hex_param("stream", stream, KEY_BYTES)
         view = self._chain.stream_view(key)
         if view is None:
             raise RpcError(NOT_FOUND, "no stream with this key is on the ledger")
         grants = [{"grantee": grantee.hex(), "box": g.box.hex(), "mode": g.mode,
-                   "expires_ms": g.expires_ms, "first_epoch": g.first_epoch}
+                   "expires_ms": g.expires_ms, "first_epoch": g.first_epoch,
+                   "height": g.height,  # its block's time is when the grant was made
+                   "tx_id": grant_tx_id(self._chain.stream_wraps(key, grantee), g,
+                                        self._tx_location).hex()}  # "": no wrap held
                   for grantee, g in sorted(view.grants.items())]
         announcement = view.announcement
         return {"stream": key.hex(), "epoch": view.epoch, "public": view.public.hex(),

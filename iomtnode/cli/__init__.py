@@ -1,6 +1,7 @@
 """The ``iomtnode`` command line (typer): one app, its commands by area in this package
-(:mod:`.node`, :mod:`.query`, :mod:`.device`, :mod:`.authority`, :mod:`.load`), the localnet
-tooling mounted as ``iomtnode localnet``.
+(:mod:`.node`, :mod:`.query`, :mod:`.device`, :mod:`.authority`, :mod:`.load`; the
+patient's side in :mod:`.patient`, :mod:`.records`, :mod:`.devicesend`, :mod:`.audit`), the
+localnet tooling mounted as ``iomtnode localnet``.
 
 Results go to stdout (JSON with ``--json``), logs to stderr, so scripts can pipe.
 """
@@ -14,10 +15,13 @@ import typer
 
 from .. import log
 from ..localnet.cli import localnet_app
-from . import load, node, query
+from . import audit, load, node, query
 from .authority import authority_app
 from .common import fail
 from .device import device_app
+from .devicesend import device_send
+from .patient import patient_app
+from .records import records_app
 
 app = typer.Typer(
     help="A permissioned proof-of-authority blockchain node for the Internet of Medical Things.",
@@ -45,9 +49,13 @@ for command in (node.version, node.init, node.run, node.dev, query.status, load.
                 query.block, query.receipt, query.verify):
     app.command()(command)
 app.command(help=load.BENCH_HELP)(load.bench)
+app.command()(audit.audit)
+device_app.command("send")(device_send)
 app.add_typer(device_app, name="device")
 app.add_typer(localnet_app, name="localnet")
 app.add_typer(authority_app, name="authority")
+app.add_typer(patient_app, name="patient")
+app.add_typer(records_app, name="records")
 
 
 def main() -> None:

@@ -1,0 +1,173 @@
+"""``iomtnode audit --patient KEYFILE --scope S --verify``: check, on the patient's machine,
+that every node that served the patient's records kept each read in its audit log and removed
+none (docs/privacy.md, section 6).
+
+For each node (one ``--api`` each): its anchors on the ledger, each checked by its receipt
+against the network's genesis (as ``iomtnode verify`` checks a receipt); every anchored leaf
+of its log and the records of the patient's streams (the node gives those to the stream
+keys this command proves); then :func:`iomtnode.audit.verify.verify_log`. Exit 0 when every
+node's log passes, 1 when one fails (the report says which range), 2 on misuse.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..audit.record import AuditRecord, AuditRecordError, decode_record
+from ..audit.verify import VerifyReport, verify_log
+from ..client import ApiClient, ApiError, open_client
+from ..core.genesis import Genesis, GenesisError
+from ..core.receipt import ReceiptError, verify_receipt
+from ..core.tx import AuditAnchor
+from .common import DEFAULT_API, CaOpt, JsonOpt, api_url, emit, fail
+from .streams import patient_root, run, stream_key
+
+AUDIT_PAGE_RECORDS = 4_096  # leaves asked per get_audit_log call (the API's limit)
+ANCHORS_PAGE = 16  # anchors per get_audit_anchors call (the API's limit)
+MAX_ANCHORS = 1_000_000  # of one node: more is not a log this command checks
+MAX_SCOPES = 8  # stream keys one connection may prove (the API's limit)
+
+
+def checked_anchors(anchors: list[dict[str, Any]], node: bytes, genesis: Genesis
+                    ) -> tuple[list[tuple[int, int, bytes]], list[str]]:
+    """The anchors whose receipt proves an AuditAnchor of ``node`` with the same range and
+    root in a block the genesis's authorities certified; and why each other one was not
+    believed (left out, so the records it claims to cover show as a gap)."""
+    good: list[tuple[int, int, bytes]] = []
+    bad: list[str] = []
+    for a in anchors:
+        where = f"anchor of records {a['first']} to {a['first'] + a['count'] - 1}"
+        try:
+            tx, _ = verify_receipt(a["receipt"], genesis)
+        except ReceiptError as exc:
+            bad.append(f"{where}: its receipt does not verify: {exc}")
+            continue
+        body = tx.body
+        if (not isinstance(body, AuditAnchor) or body.node != node or body.first != a["first"]
+                or body.count != a["count"] or body.root.hex() != a["root"]):
+            bad.append(f"{where}: its receipt proves another transaction")
+            continue
+        good.append((body.first, body.count, body.root))
+    return sorted(good), bad
+
+
+async def anchors_of(client: ApiClient, node: bytes) -> list[dict[str, Any]]:
+    """Every anchor of ``node``'s log on the ledger, in order, each with its receipt."""
+    found: list[dict[str, Any]] = []
+    first = 0
+    while len(found) < MAX_ANCHORS:
+        page = await client.call("get_audit_anchors", node=node.hex(), first=first,
+                                 limit=ANCHORS_PAGE)
+        found += page
+        if len(page) < ANCHORS_PAGE:
+            break
+        first = page[-1]["first"] + page[-1]["count"]
+    return found
+
+
+async def log_of(client: ApiClient, node: bytes, end: int
+                 ) -> tuple[dict[int, bytes], dict[int, AuditRecord], list[str]]:
+    """The leaves of records 0 to ``end - 1`` of ``node``'s log (the anchored ones) and the
+    records among them the node gives this caller; with the records that do not decode."""
+    leaves: dict[int, bytes] = {}
+    records: dict[int, AuditRecord] = {}
+    problems: list[str] = []
+    for first in range(0, end, AUDIT_PAGE_RECORDS):
+        count = min(AUDIT_PAGE_RECORDS, end - first)
+        try:
+            page = await client.call("get_audit_log", node=node.hex(), first=first,
+                                     count=count)
+        except ApiError as exc:  # e.g. a log that lost its tail: the range's check fails
+            problems.append(f"records {first} to {first + count - 1}: the node refused to "
+                            f"give them: {exc.message} (code {exc.code})")
+            continue
+        for i, leaf in enumerate(page["leaves"]):
+            leaves[first + i] = bytes.fromhex(leaf)
+        for index, raw in page["records"].items():
+            try:
+                records[int(index)] = decode_record(bytes.fromhex(raw))
+            except (AuditRecordError, ValueError) as exc:
+                problems.append(f"record {index}: the node gave a malformed record: {exc}")
+    return leaves, records, problems
+
+
+async def check_node(url: str, ca: Path | None, root: bytes, scopes: list[str],
+                     genesis: Genesis) -> tuple[VerifyReport, list[str]]:
+    """The check of the log of the node at ``url``, and the anchors it could not believe."""
+    async with open_client(url, ca=ca) as client:
+        status = await client.call("status")
+        if status["chain_id"] != genesis.chain_id:
+            fail(f"{url} is a node of {status['chain_id']!r}, not of the genesis's "
+                 f"{genesis.chain_id!r}")
+        node = bytes.fromhex(status["node_id"])
+        streams = [stream_key(root, genesis.chain_id, scope) for scope in scopes]
+        for s in streams:
+            await client.authenticate(s, genesis.chain_id)
+        anchors, bad = checked_anchors(await anchors_of(client, node), node, genesis)
+        end = max((first + count for first, count, _ in anchors), default=0)
+        leaves, records, problems = await log_of(client, node, end)
+    report = verify_log(anchors, leaves, records, [s.public for s in streams], node=node)
+    return report, bad + problems
+
+
+async def unchecked_nodes(url: str, ca: Path | None, checked: set[bytes]) -> list[bytes]:
+    """The authorities (whose nodes anchor audit logs) with anchors on the ledger, other than
+    ``checked``: their logs may hold reads of the patient's records too."""
+    async with open_client(url, ca=ca) as client:
+        report = await client.call("get_authorities")
+        found = []
+        for entry in report["authorities"]:
+            node = bytes.fromhex(entry["key"])
+            if node not in checked and await client.call(
+                    "get_audit_anchors", node=node.hex(), first=0, limit=1):
+                found.append(node)
+    return found
+
+
+def audit(
+    patient: Annotated[Path, typer.Option(help="The patient's key file.")],
+    scope: Annotated[list[str], typer.Option(
+        help="A scope of the patient's to check (repeat for several).")],
+    genesis: Annotated[Path, typer.Option(
+        help="The network's genesis.json: the anchors' receipts are checked against it.")],
+    verify: Annotated[bool, typer.Option(
+        "--verify", help="Check the nodes' audit logs against their anchors.")] = False,
+    api: Annotated[list[str] | None, typer.Option(
+        "--api", help="The API of a node whose log to check (repeat for each node that "
+                      "served the records).")] = None,
+    api_ca: CaOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check that the nodes kept every read of the patient's records in their audit logs: exit
+    0 if every log passes, 1 if one fails (saying which range)."""
+    if not verify:
+        fail("say --verify: checking the logs is what this command does")
+    if len(scope) > MAX_SCOPES:
+        fail(f"at most {MAX_SCOPES} scopes at once")
+    root = patient_root(patient)
+    try:
+        g = Genesis.load(genesis)
+    except GenesisError as exc:
+        fail(str(exc))
+    urls = [api_url(url) for url in api or [DEFAULT_API]]
+    results = [run(check_node, url, api_ca, root, list(scope), g) for url in urls]
+    checked = {r.node for r, _ in results}
+    unchecked = run(unchecked_nodes, urls[0], api_ca, checked)
+    ok = all(r.ok and not notes for r, notes in results)
+    doc = {"ok": ok, "nodes": [
+        {"node": r.node.hex(), "ok": r.ok and not notes, "anchored": r.anchored,
+         "ranges": r.ranges, "yours": list(r.yours), "unanchored": list(r.unanchored),
+         "failures": [str(f) for f in r.failures], "more_failures": r.more_failures,
+         "not_believed": notes} for r, notes in results],
+        "unchecked": [node.hex() for node in unchecked]}
+    text = "\n".join(line for r, notes in results
+                     for line in [*r.lines(), *(f"  {n}" for n in notes)])
+    text += "".join(f"\nnode {node.hex()[:16]}: anchors an audit log that was not checked "
+                    "(give its --api to check it)" for node in unchecked)
+    emit(doc, as_json, text)
+    if not ok:
+        raise typer.Exit(1)
+

@@ -1,0 +1,109 @@
+"""``iomtnode audit --patient P --verify`` against a real node: every read of the patient's
+records (served or refused) is in the node's log once anchored, the check passes against the
+genesis, and it fails, naming the range, when the node's answer lacks a record; an anchor is
+believed only when its receipt proves that very anchor of that node."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+
+from iomtnode.audit.record import decode_record
+from iomtnode.cli.audit import anchors_of, checked_anchors
+from iomtnode.client import open_client
+from iomtnode.core.genesis import Genesis
+from iomtnode.node import audit as node_audit
+
+from .clikit import cli, logs_beside_the_commands, ok
+from .test_patient_cli import patient, patient_with_device, send
+
+pytestmark = pytest.mark.timeout(180)
+__all__ = ["logs_beside_the_commands"]  # an autouse fixture, imported to be used here
+
+ANCHOR_S = 0.5  # the node anchors its log this soon after a record (a minute in production)
+
+
+async def anchored(node) -> int:
+    """Wait until the node's anchors on the ledger cover its whole audit log; its size."""
+    audit, chain = node.services.audit, node.services.chain
+    with trio.fail_after(30):
+        while True:
+            if chain.audit_anchor_next(node.node.key.public) == audit.next_index:
+                return audit.next_index
+            await trio.sleep(0.05)
+
+
+async def test_audit_verify_passes_then_fails_when_a_record_is_withheld(
+        running_node, tmp_path, monkeypatch):
+    monkeypatch.setattr(node_audit, "AUDIT_ANCHOR_S", ANCHOR_S)
+    node = running_node
+    stream, device = await patient_with_device(node, tmp_path)
+    await send(node, stream, device, "heart_rate", 70)
+    card = await ok("patient", "keygen", "--grantee", "--out", tmp_path / "clinician.key")
+    await ok("patient", "keygen", "--grantee", "--out", tmp_path / "stranger.key")
+    await ok("patient", "grant", *patient(tmp_path, node), "--card", card.strip(), "--expires",
+             "1d")
+    await ok("records", "fetch", "--as", tmp_path / "clinician.key", "--stream", stream,
+             "--api", node.url)
+    refused = await cli("records", "fetch", "--as", tmp_path / "stranger.key", "--stream",
+                        stream, "--api", node.url)
+    assert refused.exit_code == 1
+    size = await anchored(node)
+    assert size == 2  # one served read, one refused: both recorded
+
+    check = ["audit", "--patient", tmp_path / "patient.key", "--scope", "vitals", "--verify",
+             "--genesis", node.home.path / "genesis.json", "--api", node.url]
+    report = json.loads(await ok(*check, "--json"))
+    [mine] = report["nodes"]
+    assert report["ok"] and mine["anchored"] == 2 and mine["yours"] == [0, 1]
+    assert report["unchecked"] == []  # the only node with anchors is the one checked
+    text = await ok(*check)
+    assert "complete and unchanged" in text
+
+    honest = node.services.audit.log_range
+
+    async def withholding(first, count, streams):  # a node that hides the refused read
+        leaves, records = await honest(first, count, streams)
+        hidden = {i: r for i, r in records.items() if decode_record(r).code == 0}
+        return leaves, hidden
+
+    monkeypatch.setattr(node.services.audit, "log_range", withholding)
+    failed = await cli(*check)
+    assert failed.exit_code == 1
+    assert "record 1: this record is about your data, but the node did not give it" in (
+        failed.stdout)
+
+    async def removing(first, count, streams):  # a node that removed the first record
+        leaves, records = await honest(first, count, streams)
+        return leaves[1:], {i - 1: r for i, r in records.items() if i}
+
+    monkeypatch.setattr(node.services.audit, "log_range", removing)
+    failed = await cli(*check)
+    assert failed.exit_code == 1 and "records 0 to 1" in failed.stdout
+
+    async def truncated(first, count, streams):  # a node whose log lost its tail
+        raise ValueError(f"records {first}..{first + count - 1} asked, the log holds 0..0")
+
+    monkeypatch.setattr(node.services.audit, "log_range", truncated)
+    failed = await cli(*check)
+    assert failed.exit_code == 1
+    assert "records 0 to 1: the node refused to give them" in failed.stdout
+    assert "the node did not give 2 of the 2 entries" in failed.stdout
+
+    genesis = Genesis.load(node.home.path / "genesis.json")
+    me = node.node.key.public
+    async with open_client(node.url) as client:
+        anchors = await anchors_of(client, me)
+    [honest] = anchors
+    assert checked_anchors(anchors, me, genesis) == ([(0, 2, bytes.fromhex(honest["root"]))], [])
+    lie = honest | {"root": "00" * 32}  # a node claiming another root than the ledger's
+    assert checked_anchors([lie], me, genesis)[1] == [
+        "anchor of records 0 to 1: its receipt proves another transaction"]
+    assert checked_anchors(anchors, bytes(32), genesis)[0] == []  # another node's anchor
+    tx = bytearray.fromhex(honest["receipt"]["tx"])
+    tx[-1] ^= 1
+    forged = honest | {"receipt": honest["receipt"] | {"tx": tx.hex()}}
+    [reason] = checked_anchors([forged], me, genesis)[1]
+    assert "its receipt does not verify" in reason

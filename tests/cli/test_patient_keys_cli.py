@@ -1,0 +1,114 @@
+"""The patient's commands that need no node: key files (0600, never overwritten), the grantee's
+key card, the stream key and certificate the authority's desk checks, and the refusals made
+before anything is sent (a bad key card, a bad duration or date)."""
+
+from __future__ import annotations
+
+import json
+import stat
+from collections.abc import Iterator
+
+import pytest
+import structlog
+import typer
+from typer.testing import CliRunner
+
+from iomtnode.cli import app
+from iomtnode.cli.patient import duration_ms, iso_ms
+from iomtnode.patient.keyfile import load_grantee, load_patient
+from iomtnode.patient.keys import check_card, check_certificate, derive_identity, derive_stream
+
+CHAIN = "iomt-test"
+CLOSED_API = "127.0.0.1:1"  # nothing listens: a command that refuses first never gets there
+
+
+@pytest.fixture(autouse=True)
+def logging_put_back() -> Iterator[None]:
+    """The app's callback points structlog at the runner's stderr, closed after each invoke:
+    the set-up is put back so later tests do not log to a closed file."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_patient_keygen_writes_a_0600_root_and_never_overwrites(tmp_path):
+    path = tmp_path / "patient.key"
+    result = invoke("patient", "keygen", "--out", str(path), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"key_file": str(path)}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    root = load_patient(path)
+    again = invoke("patient", "keygen", "--out", str(path))
+    assert again.exit_code == 2 and "never overwritten" in again.stderr
+    assert load_patient(path) == root
+
+
+def test_grantee_keygen_prints_a_card_that_checks(tmp_path):
+    path = tmp_path / "clinician.key"
+    result = invoke("patient", "keygen", "--grantee", "--out", str(path))
+    assert result.exit_code == 0, result.output
+    keys = load_grantee(path)
+    assert check_card(bytes.fromhex(result.stdout.strip())) == (keys.grantee, keys.box_public)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_stream_prints_the_key_and_a_certificate_the_desk_checks(tmp_path):
+    path = tmp_path / "patient.key"
+    invoke("patient", "keygen", "--out", str(path))
+    root = load_patient(path)
+    result = invoke("patient", "stream", "--key", str(path), "--scope", "vitals",
+                    "--chain-id", CHAIN, "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    stream = derive_stream(root, CHAIN, "vitals").public
+    assert doc["stream"] == stream.hex()
+    assert check_certificate(bytes.fromhex(doc["certificate"])) == (
+        derive_identity(root).public, CHAIN, stream, "vitals")
+    ecg = invoke("patient", "stream", "--key", str(path), "--scope", "ecg", "--chain-id", CHAIN,
+                 "--json")
+    assert json.loads(ecg.stdout)["stream"] != doc["stream"]  # one stream per scope
+
+    desk = invoke("patient", "check-certificate", doc["certificate"], "--json")
+    assert desk.exit_code == 0 and json.loads(desk.stdout) == {
+        "valid": True, "identity": derive_identity(root).public.hex(), "chain_id": CHAIN,
+        "stream": stream.hex(), "scope": "vitals"}
+    forged = bytearray.fromhex(doc["certificate"])
+    forged[-1] ^= 1  # a bit of the identity's signature
+    bad = invoke("patient", "check-certificate", forged.hex())
+    assert bad.exit_code == 1 and bad.stdout.startswith("INVALID")
+
+
+def test_grant_refuses_a_bad_card_or_duration_before_sending(tmp_path):
+    path = tmp_path / "patient.key"
+    invoke("patient", "keygen", "--out", str(path))
+    card = invoke("patient", "keygen", "--grantee", "--out", str(tmp_path / "g")).stdout.strip()
+    forged = bytearray.fromhex(card)
+    forged[-1] ^= 1
+    common = ["patient", "grant", "--key", str(path), "--scope", "vitals", "--api", CLOSED_API]
+    bad_card = invoke(*common, "--card", forged.hex(), "--expires", "30d")
+    assert bad_card.exit_code == 2 and "key card" in bad_card.stderr
+    bad_time = invoke(*common, "--card", card, "--expires", "30 days")
+    assert bad_time.exit_code == 2 and "--expires" in bad_time.stderr
+    no_node = invoke(*common, "--card", card, "--expires", "30d")
+    assert no_node.exit_code == 1 and "cannot reach" in no_node.stderr
+
+
+def test_a_grantee_key_is_not_a_patient_key(tmp_path):
+    invoke("patient", "keygen", "--grantee", "--out", str(tmp_path / "g"))
+    result = invoke("patient", "epoch", "--key", str(tmp_path / "g"), "--scope", "vitals",
+                    "--api", CLOSED_API)
+    assert result.exit_code == 2 and "iomt-patient" in result.stderr
+
+
+def test_durations_and_dates():
+    assert duration_ms("30d") == 30 * 86_400_000
+    assert duration_ms("90m") == 5_400_000 and duration_ms("3600s") == 3_600_000
+    assert iso_ms("--since", "1970-01-02") == 86_400_000
+    assert iso_ms("--since", "1970-01-01T01:00:00+01:00") == 0
+    for text in ("0d", "30", "-1d", "1w", "3651d"):
+        with pytest.raises(typer.Exit):
+            duration_ms(text)
