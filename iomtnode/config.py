@@ -54,6 +54,7 @@ class Config:
     # the API's TLS: PEM certificate (chain) and key files, relative to the home; both or none
     api_tls_cert: str = ""
     api_tls_key: str = ""
+    audit_anchor_s: float = 60.0  # an authority's node anchors its audit log at least this often
 
     def __post_init__(self) -> None:
         for name in ("api_listen", "p2p_listen"):
@@ -98,6 +99,8 @@ class Config:
             raise ConfigError("timeout_cap_s must be between the longest base timeout and 600")
         if not 0.05 <= self.resend_interval_s <= 60:
             raise ConfigError("resend_interval_s must be between 0.05 and 60 seconds")
+        if not 0.1 <= self.audit_anchor_s <= 3600:
+            raise ConfigError("audit_anchor_s must be between 0.1 and 3600 seconds")
         if not 0 <= self.fresh_grace_s <= 600:
             raise ConfigError("fresh_grace_s must be between 0 (automatic) and 600 seconds")
         if bool(self.api_tls_cert) != bool(self.api_tls_key):
@@ -191,6 +194,10 @@ resend_interval_s = {resend_interval_s}
 # for this many seconds (0: twice the longest round-0 timeout) and until it has heard from
 # a quorum, then signs only above a floor past anything it could have signed before.
 fresh_grace_s = {fresh_grace_s}
+
+# Seconds an authority's node waits at most before anchoring the records of its audit log
+# (reads of patients' records) on the ledger; 1,000 new records are anchored at once.
+audit_anchor_s = {audit_anchor_s}
 """
 
 

@@ -79,8 +79,10 @@ class AuditService:
     def __init__(self, audit_log: AuditLog, key: SigningKey, chain: AnchorChain, *,
                  submit_own: Callable[[bytes, Callable[[Admitted], None]], None],
                  tx_status: Callable[[bytes], dict[str, Any]],
-                 now_ms: Callable[[], int], inline: bool = False) -> None:
+                 now_ms: Callable[[], int], inline: bool = False,
+                 anchor_s: float = AUDIT_ANCHOR_S) -> None:
         self._log = audit_log
+        self._anchor_s = anchor_s
         self._key = key
         self._chain = chain
         self._submit_own = submit_own
@@ -191,14 +193,14 @@ class AuditService:
                 log.warning("audit_anchor_retried", first=pending.first, end=pending.end,
                             reason=pending.refused or self._lost(pending))
                 pending = None
-                self._oldest = now - AUDIT_ANCHOR_S  # due at once
+                self._oldest = now - self._anchor_s  # due at once
         if anchored >= end:
             if anchored > end:
                 log.error("audit_log_behind_anchors", records=end, anchored=anchored)
             return None
         if self._oldest is None:
             self._oldest = now  # records from before a restart
-        if end - anchored < AUDIT_ANCHOR_RECORDS and now - self._oldest < AUDIT_ANCHOR_S:
+        if end - anchored < AUDIT_ANCHOR_RECORDS and now - self._oldest < self._anchor_s:
             return None
         count = min(end - anchored, MAX_AUDIT_RANGE)
         root = range_root(await self._io(self._log.leaves, anchored, count))

@@ -162,7 +162,8 @@ def build(setup: Setup, store: BlockStore, audit_log: AuditLog) -> Services:
     router.register(CONSENSUS_KINDS, consensus_reactor)
 
     audit = AuditService(audit_log, key, chain, submit_own=admission.submit_nowait,
-                         tx_status=mempool.tx_status, now_ms=clock.now_ms, inline=virtual)
+                         tx_status=mempool.tx_status, now_ms=clock.now_ms, inline=virtual,
+                         anchor_s=config.audit_anchor_s)
     client_api = ClientApi(
         submitter=admission, chain=chain, txs=mempool, blocks=feed,
         peers=PeerAdminView(router),

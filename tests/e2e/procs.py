@@ -56,7 +56,8 @@ class NodeProcess:
                 [sys.executable, "-m", "iomtnode", "--log-json", "--log-level", "debug", "run",
                  "--home", str(home), "--api", "127.0.0.1:0", "--p2p", "127.0.0.1:0", *extra],
                 stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, "IOMTNODE_EMPTY_BLOCK_INTERVAL_S": "0.5"})
+                env={**os.environ, "IOMTNODE_EMPTY_BLOCK_INTERVAL_S": "0.5",
+                     "IOMTNODE_AUDIT_ANCHOR_S": "1"})  # audit logs anchored within a second
         try:
             api = cls._wait_api(proc, log)
             yield cls(proc, log, api)
