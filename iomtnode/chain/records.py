@@ -19,6 +19,7 @@ from typing import Protocol
 
 from ..core import codec
 from ..core.block import Block, split_block
+from ..core.crypto import KEY_BYTES
 from ..core.fields import U64_MAX
 from ..core.ledger import GrantRecord
 from ..core.sidecar import decode_wraps
@@ -130,7 +131,7 @@ def index_block(block: Block, index_view: IndexView, block_bytes: Callable[[int]
             index[READING_PREFIX + stream + U64.pack(body.ts_ms) + tx.id] = LOCATION.pack(
                 height, position)
             if body.size_class:
-                _blob_committed(index, index_view, body.commitment, stream)
+                _blob_committed(index, index_view, body.commitment, stream, body.epoch)
         elif type(body) in WRAPPERS:
             wrapper: Grant | EpochAnnounce | RevokeGrant = body  # type: ignore[assignment]
             index[WRAP_PREFIX + wrapper.stream + U64.pack(wrapper.epoch) + tx.id] = (
@@ -149,14 +150,15 @@ def _blob_owner(index: dict[bytes, bytes | None], view: IndexView, commitment: b
                 ) -> bytes | None:
     """The stream that owns the blob ``commitment`` with this block's entries on top."""
     key = BLOB_STREAM_PREFIX + commitment
-    return index[key] if key in index else view.get(key)
+    value = index[key] if key in index else view.get(key)
+    return None if value is None else value[:KEY_BYTES]
 
 
 def _blob_committed(index: dict[bytes, bytes | None], view: IndexView, commitment: bytes,
-                    stream: bytes) -> None:
+                    stream: bytes, epoch: int) -> None:
     if _blob_owner(index, view, commitment) is not None:
         return  # a blob is its first reading's: a copied commitment takes nothing over
-    index[BLOB_STREAM_PREFIX + commitment] = stream
+    index[BLOB_STREAM_PREFIX + commitment] = stream + U64.pack(epoch)
     pending = view.pending_blob(commitment)
     if pending is not None:
         index[BLOB_PREFIX + commitment] = pending

@@ -40,7 +40,7 @@ def copied_and_victim(chain):
 
 def test_a_copied_commitment_leaves_the_blob_with_the_stream_that_named_it_first(chain):
     commit, blob = copied_and_victim(chain)
-    assert chain.blob_stream(commit) == STREAM.public
+    assert chain.blob_owner(commit) == (STREAM.public, 1)
     assert chain.blob(commit) == blob
 
 
@@ -49,7 +49,7 @@ def test_the_copying_stream_erasing_its_reading_does_not_delete_the_blob(chain):
     seal(chain, [sign_tx(Erase(OTHER.public, OTHER.public, 0, U64_MAX, b"", 1), OTHER,
                          CHAIN_ID)])
     assert chain.blob(commit) == blob
-    assert chain.blob_stream(commit) == STREAM.public
+    assert chain.blob_owner(commit) == (STREAM.public, 1)
 
 
 class Conn:
