@@ -76,7 +76,9 @@ class AuditApi:
                             conn: Authenticated | None) -> dict[str, Any]:
         """``{leaves: [hex], records: {index: record hex}}`` of records ``first`` to ``first +
         count - 1`` (at most :data:`MAX_AUDIT_LOG_RANGE`) of this node's log (``node`` must be
-        this node's id): every leaf, and the records of the caller's proven stream keys."""
+        this node's id): every leaf, and the records of the caller's proven stream keys. An
+        answer stops short (at least one record) at the log's read limit of 4 MiB of
+        records: it covers ``len(leaves)`` records from ``first``; ask again from there."""
         node_id = hex_param("node", node, KEY_BYTES)
         start = _index("first", first, 2**64 - 1)
         size = _index("count", count, MAX_AUDIT_LOG_RANGE)

@@ -102,7 +102,9 @@ class StreamQueries(Protocol):
 
     def blob(self, commitment: bytes) -> bytes | None: ...
 
-    def blob_stream(self, commitment: bytes) -> bytes | None: ...
+    def blob_owner(self, commitment: bytes) -> tuple[bytes, int] | None:
+        """The stream and epoch of the first committed reading naming ``commitment``."""
+        ...
 
 
 class AuditTrail(Protocol):
@@ -161,15 +163,18 @@ class RecordsApi:
         return {"get_patient_records": self.get_patient_records, "get_blob": self.get_blob,
                 "get_stream": self.get_stream, "get_stream_epoch": self.get_stream_epoch}
 
-    def _consent(self, stream: bytes | None, proven: frozenset[bytes]
+    def _consent(self, stream: bytes | None, proven: frozenset[bytes], epoch: int
                  ) -> tuple[Consent, bytes]:
-        """The caller's consent on ``stream`` and the grant tx it holds it by (b"": its own
-        key); raises :func:`~.access.no_consent` (for no stream at all, too)."""
+        """The caller's consent on ``stream`` for a reading of ``epoch`` and the grant tx it
+        holds it by (b"": its own key); raises :func:`~.access.no_consent` (for no stream at
+        all, too, and for a forward-mode grantee asking for an epoch before its grant's)."""
         if stream is None:
             raise no_consent()
         view = self._chain.stream_view(stream)
         grants = {} if view is None else view.grants
         found = consent(stream, view is not None, grants, proven, self._now_ms())
+        if epoch < found.first_epoch:
+            raise no_consent()
         if found.grant is None:
             return found, b""
         return found, grant_tx_id(self._chain.stream_wraps(stream, found.key), found.grant,
@@ -177,13 +182,14 @@ class RecordsApi:
 
     async def _audited(self, method: str, stream: bytes | None, callers: frozenset[bytes],
                        serve: Callable[[Consent], tuple[Any, Sequence[bytes]]],
-                       asked: Sequence[bytes] = ()) -> Any:
-        """Decide consent, make the answer, record the call (served or refused) and return
-        the answer once the record is durable. Refused: ``asked`` are the ids recorded."""
+                       asked: Sequence[bytes] = (), epoch: int = U64_MAX) -> Any:
+        """Decide consent (for a reading of ``epoch``: a blob's), make the answer, record the
+        call (served or refused) and return the answer once the record is durable. Refused:
+        ``asked`` are the ids recorded."""
         grant_tx = b""
         audited = NO_STREAM if stream is None else stream
         try:
-            found, grant_tx = self._consent(stream, callers)
+            found, grant_tx = self._consent(stream, callers, epoch)
             answer, served = serve(found)
         except RpcError as exc:
             await self._audit.record(callers=callers, stream=audited, grant_tx=grant_tx,
@@ -228,8 +234,9 @@ class RecordsApi:
 
     async def get_blob(self, commitment: str, conn: Authenticated | None) -> dict[str, Any]:
         """The class 1/2 payload (``salt | ciphertext``) named by ``commitment``, to the
-        consent of the stream of the committed reading that names it. A commitment no
-        committed reading names is refused as an unknown stream is (and audited under
+        consent of the stream of the first committed reading that names it (a forward-mode
+        grantee: if that reading is of its grant's epoch or later). A commitment no committed
+        reading names is refused as an unknown stream is (and audited under
         :data:`NO_STREAM`)."""
         commit = hex_param("commitment", commitment, HASH_BYTES)
 
@@ -240,8 +247,9 @@ class RecordsApi:
                                "fetched from its peers yet): ask another node")
             return {"blob": blob.hex()}, [commit]
 
-        return await self._audited("get_blob", self._chain.blob_stream(commit), proven(conn),
-                                   serve, [commit])
+        owner = self._chain.blob_owner(commit)
+        stream, epoch = (None, 0) if owner is None else owner
+        return await self._audited("get_blob", stream, proven(conn), serve, [commit], epoch)
 
     async def get_stream(self, stream: str) -> dict[str, Any]:
         """A stream's ledger metadata: current epoch and its public key, whether it was

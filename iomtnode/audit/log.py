@@ -332,13 +332,17 @@ class AuditLog:
         """Records ``first`` to ``first + count - 1`` (at most :data:`MAX_AUDIT_RANGE`); fewer,
         from ``first`` on, when the rest would pass :data:`MAX_AUDIT_READ_BYTES` (at least one
         is returned). Ask again from where it stopped."""
-        out: list[AuditRecord] = []
+        return [rec for rec, _ in self.read_with_leaves(first, count)]
+
+    def read_with_leaves(self, first: int, count: int) -> list[tuple[AuditRecord, bytes]]:
+        """As :meth:`read`, each record with its leaf (hashed from the stored bytes)."""
+        out: list[tuple[AuditRecord, bytes]] = []
         total = 0
         for rec, payload in self._records(first, count):
             total += len(payload)
             if out and total > MAX_AUDIT_READ_BYTES:
                 break
-            out.append(rec)
+            out.append((rec, leaf_of(rec.index, rec.stream, rec.node, payload)))
         return out
 
     def leaves(self, first: int, count: int) -> list[bytes]:

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from ..core import codec
 from ..core.block import Block, split_block
+from ..core.crypto import KEY_BYTES
 from ..core.fields import U64_MAX
 from ..core.ledger import GrantRecord
 from ..core.sidecar import decode_wraps
@@ -130,7 +131,7 @@ def index_block(block: Block, index_view: IndexView, block_bytes: Callable[[int]
             index[READING_PREFIX + stream + U64.pack(body.ts_ms) + tx.id] = LOCATION.pack(
                 height, position)
             if body.size_class:
-                _blob_committed(index, index_view, body.commitment, stream)
+                _blob_committed(index, index_view, body.commitment, stream, body.epoch)
         elif type(body) in WRAPPERS:
             wrapper: Grant | EpochAnnounce | RevokeGrant = body  # type: ignore[assignment]
             index[WRAP_PREFIX + wrapper.stream + U64.pack(wrapper.epoch) + tx.id] = (
@@ -145,9 +146,19 @@ def index_block(block: Block, index_view: IndexView, block_bytes: Callable[[int]
     return eraser.result()
 
 
+def _blob_owner(index: dict[bytes, bytes | None], view: IndexView, commitment: bytes
+                ) -> bytes | None:
+    """The stream that owns the blob ``commitment`` with this block's entries on top."""
+    key = BLOB_STREAM_PREFIX + commitment
+    value = index[key] if key in index else view.get(key)
+    return None if value is None else value[:KEY_BYTES]
+
+
 def _blob_committed(index: dict[bytes, bytes | None], view: IndexView, commitment: bytes,
-                    stream: bytes) -> None:
-    index[BLOB_STREAM_PREFIX + commitment] = stream
+                    stream: bytes, epoch: int) -> None:
+    if _blob_owner(index, view, commitment) is not None:
+        return  # a blob is its first reading's: a copied commitment takes nothing over
+    index[BLOB_STREAM_PREFIX + commitment] = stream + U64.pack(epoch)
     pending = view.pending_blob(commitment)
     if pending is not None:
         index[BLOB_PREFIX + commitment] = pending
@@ -191,7 +202,7 @@ class _Eraser:
             height, pos = LOCATION.unpack_from(value)
             if len(value) > LOCATION.size or (height, pos) > (self._block.height, position):
                 continue  # erased already, or committed after the erasure
-            self._strip(height, pos)
+            self._strip(height, pos, x.stream)
             self._index[key] = value + tx.id
         self._compact.append((start, stop))
         if x.whole_scope:
@@ -199,7 +210,7 @@ class _Eraser:
             for key, value in _merged(self._view, self._index, start, start + _END):
                 height, pos = LOCATION.unpack_from(value)
                 if len(value) == LOCATION.size and (height, pos) < (self._block.height, position):
-                    self._strip(height, pos)
+                    self._strip(height, pos, x.stream)
                     self._index[key] = value + tx.id
 
     def _parts(self, height: int) -> tuple[bytes, list[bytes], bytes]:
@@ -216,14 +227,15 @@ class _Eraser:
             self._blocks[height] = parts
         return parts
 
-    def _strip(self, height: int, position: int) -> None:
+    def _strip(self, height: int, position: int, stream: bytes) -> None:
         raws = self._parts(height)[1]
         tx = decode_tx(raws[position])
         if tx.sidecar:
             raws[position] = tx.leaf_bytes
             self._touched.add(height)
         body = tx.body
-        if type(body) is Reading and body.size_class:
+        if (type(body) is Reading and body.size_class  # the blob of this stream's reading
+                and _blob_owner(self._index, self._view, body.commitment) in (stream, None)):
             for prefix in (BLOB_PREFIX, BLOB_STREAM_PREFIX, MISSING_BLOB_PREFIX,
                            PENDING_BLOB_PREFIX):
                 self._index[prefix + body.commitment] = None

@@ -7,9 +7,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..core.block import Block
+from ..core.crypto import KEY_BYTES
 from ..core.ledger import State
 from ..core.payload import commitment, sidecar_bytes
-from ..store.sidecars import BLOB_PREFIX, BLOB_STREAM_PREFIX, MISSING_BLOB_PREFIX
+from ..store.sidecars import BLOB_PREFIX, BLOB_STREAM_PREFIX, MISSING_BLOB_PREFIX, U64
 from .records import (
     IndexedBlock,
     StreamReading,
@@ -94,9 +95,13 @@ class StreamStore:
         """The blob a committed reading names by ``commitment``, if this node holds it."""
         return self.store.sidecars.get(BLOB_PREFIX + commitment)
 
-    def blob_stream(self, commitment: bytes) -> bytes | None:
-        """The stream of the committed (and not erased) reading naming ``commitment``."""
-        return self.store.sidecars.get(BLOB_STREAM_PREFIX + commitment)
+    def blob_owner(self, commitment: bytes) -> tuple[bytes, int] | None:
+        """The stream and epoch of the first committed (and not erased) reading naming
+        ``commitment``, or None."""
+        value = self.store.sidecars.get(BLOB_STREAM_PREFIX + commitment)
+        if value is None:
+            return None
+        return value[:KEY_BYTES], U64.unpack_from(value, KEY_BYTES)[0]
 
     def holds_blob(self, commitment: bytes) -> bool:
         """Whether this node holds the blob, uploaded or committed (admission asks)."""

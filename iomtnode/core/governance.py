@@ -184,6 +184,10 @@ def anchor_audit(state: State, a: AuditAnchor, tx_id: bytes, height: int) -> Non
     can find an anchor and its receipt from the node id alone."""
     require_authority(state, a.authority)
     record = state.get_value(K_ANCHORS + a.node)
+    if record is None and a.node != a.authority and a.node in state.authorities():
+        raise e.AuditAnchorError(
+            f"node {a.node.hex()[:16]} is an authority's: only that authority anchors its "
+            f"audit log, not {a.authority.hex()[:16]}")
     authority, next_index = (a.authority, 0) if record is None else record
     if authority != a.authority:
         raise e.AuditAnchorError(

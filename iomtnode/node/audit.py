@@ -10,8 +10,8 @@ read.
 
 Anchoring (only while the node's key is an authority): at least every ``AUDIT_ANCHOR_S`` after
 a record is written, or as soon as ``AUDIT_ANCHOR_RECORDS`` wait, the task signs an
-``AuditAnchor`` of the records the ledger does not cover yet (at most ``MAX_AUDIT_RANGE``, so a
-client fetches an anchored range in one ``get_audit_log``) and queues it on admission's lane
+``AuditAnchor`` of the records the ledger does not cover yet (at most ``MAX_AUDIT_RANGE``, the
+most a client asks of one ``get_audit_log``) and queues it on admission's lane
 for the node's own transactions. It learns from the ledger where the anchored log ends
 (:meth:`~iomtnode.chain.chain.Chain.audit_anchor_next`), so a restart or an anchor lost on the
 way changes nothing: an anchor that is refused, or not on the ledger within ``ANCHOR_RETRY_S``,
@@ -148,19 +148,16 @@ class AuditService:
     async def log_range(self, first: int, count: int, streams: frozenset[bytes]
                         ) -> tuple[list[bytes], dict[int, bytes]]:
         """The leaves of records ``first`` .. ``first + count - 1`` and the encoded records
-        among them of ``streams``; ``AuditRangeError`` (a ValueError) outside the log."""
+        among them of ``streams``; fewer (at least one), from ``first`` on, when the rest
+        would pass the log's read limit (:data:`~iomtnode.audit.log.MAX_AUDIT_READ_BYTES`):
+        the leaves say how many. ``AuditRangeError`` (a ValueError) outside the log."""
         return await self._io(self._range, first, count, streams)
 
     def _range(self, first: int, count: int, streams: frozenset[bytes]
                ) -> tuple[list[bytes], dict[int, bytes]]:
-        leaves = self._log.leaves(first, count)
-        records: dict[int, bytes] = {}
-        at = first
-        while streams and at < first + count:  # a read may stop short at its byte limit
-            found = self._log.read(at, first + count - at)
-            records |= {r.index: r.encode() for r in found if r.stream in streams}
-            at += len(found)
-        return leaves, records
+        found = self._log.read_with_leaves(first, count)
+        return ([leaf for _, leaf in found],
+                {r.index: r.encode() for r, _ in found if r.stream in streams})
 
     # anchoring -----------------------------------------------------------------------
 

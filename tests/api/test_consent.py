@@ -42,6 +42,9 @@ G, H, E, R, A, X = (bytes([i]) * 32 for i in range(0x21, 0x27))
 UNKNOWN_STREAM = b"\x31" * 32
 BLOB = b"\x41" * 16_448
 BLOB_COMMIT = commitment(BLOB)
+OLD_BLOB = b"\x42" * 16_448  # the blob of a reading of epoch 1, before G's grant
+OLD_BLOB_COMMIT = commitment(OLD_BLOB)
+BLOB_EPOCHS = {BLOB_COMMIT: 3, b"\x91" * 32: 3, OLD_BLOB_COMMIT: 1}
 GRANT_G_TX, GRANT_H_TX, EPOCH2_TX, EPOCH3_TX = (bytes([i]) * 32 for i in range(0x51, 0x55))
 OLD_GRANT_TX = b"\x50" * 32
 # where each wrap-carrying transaction committed (height, position): G's grant renews an
@@ -102,10 +105,10 @@ class Ledger:
         return self.wraps.get(grantee, []) if stream == S else []
 
     def blob(self, commit: bytes) -> bytes | None:
-        return BLOB if commit == BLOB_COMMIT else None
+        return {BLOB_COMMIT: BLOB, OLD_BLOB_COMMIT: OLD_BLOB}.get(commit)
 
-    def blob_stream(self, commit: bytes) -> bytes | None:
-        return S if commit in (BLOB_COMMIT, b"\x91" * 32) else None
+    def blob_owner(self, commit: bytes) -> tuple[bytes, int] | None:
+        return (S, BLOB_EPOCHS[commit]) if commit in BLOB_EPOCHS else None
 
 
 @dataclass
@@ -269,6 +272,19 @@ async def test_a_blob_answers_the_consent_of_its_readings_stream():
         (NO_STREAM, b"", NO_CONSENT, [b"\x99" * 32]),
         (S, b"", NOT_FOUND, [b"\x91" * 32]),
     ]
+
+
+async def test_a_forward_grantee_is_refused_the_blob_of_an_epoch_before_its_grant():
+    d, _, trail = setup()
+    served = await call(d, Conn(G), "get_blob", commitment=BLOB_COMMIT.hex())
+    assert served["result"] == {"blob": BLOB.hex()}
+    refused = await call(d, Conn(G), "get_blob", commitment=OLD_BLOB_COMMIT.hex())
+    assert refused["error"] == {"code": NO_CONSENT, "message": "no consent for this stream"}
+    assert (await call(d, Conn(H), "get_blob", commitment=OLD_BLOB_COMMIT.hex()))["result"] == {
+        "blob": OLD_BLOB.hex()}  # a history grantee reads every epoch
+    assert [(r["grant_tx"], r["code"], r["tx_ids"]) for r in trail.records] == [
+        (GRANT_G_TX, 0, [BLOB_COMMIT]), (b"", NO_CONSENT, [OLD_BLOB_COMMIT]),
+        (GRANT_H_TX, 0, [OLD_BLOB_COMMIT])]
 
 
 async def test_a_streams_ledger_metadata_is_public():

@@ -77,7 +77,7 @@ def test_a_range_erasure_strips_the_covered_sidecars_and_blobs_only(chain):
     for tx in outside:
         assert by_id[tx.id].tx.raw == tx.raw and by_id[tx.id].erased_by == b""
     assert not by_id[with_blob.id].blob
-    assert chain.blob(commitment(blob)) is None and chain.blob_stream(commitment(blob)) is None
+    assert chain.blob(commitment(blob)) is None and chain.blob_owner(commitment(blob)) is None
     assert chain.stream_wraps(STREAM.public, pub("G"))  # a range erasure keeps the wraps
     assert all(chain.block_at(h).hash == hashes[h] for h in hashes)
     for tx in [*inside, *outside, with_blob]:

@@ -320,6 +320,11 @@ CASES: list[Case] = [
         (anchor("A", "N", 10), OK),
         (anchor("B", "M", 0), OK),
     ], authorities=("A", "B")),
+    Case("an authority's own node is anchored by no other authority (1034)", [
+        (anchor("B", "A", 0), e.AuditAnchorError),  # else B's first anchor would keep A out
+        (anchor("A", "A", 0), OK),
+        (anchor("B", "B", 0), OK),
+    ], authorities=("A", "B")),
     # --- what a stream key may not be ---------------------------------------------------------
     Case("a device is not admitted to a stream that is an authority's or a device's key", [
         (admit("A", "hr1", patient="A"), e.KeyInUseError),

@@ -134,9 +134,9 @@ def test_an_uploaded_blob_becomes_permanent_when_its_reading_commits(chain):
     blob = blob_for("d1", 1, 2)
     address = chain.put_blob(blob, T0)
     assert address == commitment(blob) and chain.holds_blob(address)
-    assert chain.blob(address) is None and chain.blob_stream(address) is None  # pending only
+    assert chain.blob(address) is None and chain.blob_owner(address) is None  # pending only
     seal(chain, [blob_reading("d1", 1, T0 + 5, blob, 2)])
-    assert chain.blob(address) == blob and chain.blob_stream(address) == STREAM.public
+    assert chain.blob(address) == blob and chain.blob_owner(address) == (STREAM.public, 1)
     assert chain.store.sidecars.pending_blob(address) is None
     assert chain.missing_blobs(10) == []
     found = chain.stream_readings(STREAM.public, *EVERYTHING, b"", 10)
