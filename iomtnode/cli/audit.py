@@ -75,22 +75,28 @@ async def log_of(client: ApiClient, node: bytes, end: int
     leaves: dict[int, bytes] = {}
     records: dict[int, AuditRecord] = {}
     problems: list[str] = []
-    for first in range(0, end, AUDIT_PAGE_RECORDS):
+    first = 0
+    while first < end:  # an answer may stop short (a node bounds it in bytes): ask on from there
         count = min(AUDIT_PAGE_RECORDS, end - first)
         try:
             page = await client.call("get_audit_log", node=node.hex(), first=first,
                                      count=count)
         except ApiError as exc:  # e.g. a log that lost its tail: the range's check fails
-            problems.append(f"records {first} to {first + count - 1}: the node refused to "
-                            f"give them: {exc.message} (code {exc.code})")
-            continue
-        for i, leaf in enumerate(page["leaves"]):
+            problems.append(f"records {first} to {end - 1}: the node refused to give them: "
+                            f"{exc.message} (code {exc.code})")
+            break
+        got = page["leaves"][:count]
+        if not got:
+            problems.append(f"records {first} to {end - 1}: the node gave none of them")
+            break
+        for i, leaf in enumerate(got):
             leaves[first + i] = bytes.fromhex(leaf)
         for index, raw in page["records"].items():
             try:
                 records[int(index)] = decode_record(bytes.fromhex(raw))
             except (AuditRecordError, ValueError) as exc:
                 problems.append(f"record {index}: the node gave a malformed record: {exc}")
+        first += len(got)
     return leaves, records, problems
 
 

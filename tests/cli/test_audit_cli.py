@@ -5,6 +5,7 @@ believed only when its receipt proves that very anchor of that node."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -14,7 +15,9 @@ from iomtnode.audit.record import decode_record
 from iomtnode.cli.audit import anchors_of, checked_anchors
 from iomtnode.client import open_client
 from iomtnode.core.genesis import Genesis
-from iomtnode.node import audit as node_audit
+from iomtnode.home import init_home
+from iomtnode.node import Node
+from tests.conftest import FAST, RunningNode
 
 from .clikit import cli, logs_beside_the_commands, ok
 from .test_patient_cli import patient, patient_with_device, send
@@ -35,10 +38,19 @@ async def anchored(node) -> int:
             await trio.sleep(0.05)
 
 
+
+@pytest.fixture
+async def anchoring_node(tmp_path, nursery) -> RunningNode:
+    """A node that anchors its audit log ANCHOR_S after a record."""
+    config = dataclasses.replace(FAST, audit_anchor_s=ANCHOR_S)
+    home = init_home(tmp_path / "node", chain_id="iomt-test", config=config)
+    node = Node(home, home.load_config())
+    info = await nursery.start(node.run)
+    return RunningNode(node, home, f"ws://127.0.0.1:{info.api_port}/api/v1", info.services)
+
 async def test_audit_verify_passes_then_fails_when_a_record_is_withheld(
-        running_node, tmp_path, monkeypatch):
-    monkeypatch.setattr(node_audit, "AUDIT_ANCHOR_S", ANCHOR_S)
-    node = running_node
+        anchoring_node, tmp_path, monkeypatch):
+    node = anchoring_node
     stream, device = await patient_with_device(node, tmp_path)
     await send(node, stream, device, "heart_rate", 70)
     card = await ok("patient", "keygen", "--grantee", "--out", tmp_path / "clinician.key")
