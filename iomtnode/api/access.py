@@ -69,6 +69,13 @@ class Authenticated(Protocol):
     def proven_keys(self) -> frozenset[bytes]: ...
 
 
+class Reader(Authenticated, Protocol):
+    """A connection that reads patients' records: each read waits for its rate (every read,
+    served or refused, costs the node a durable audit record)."""
+
+    async def admit_audited_read(self) -> None: ...
+
+
 def device_parties(parties: Parties, params: Mapping[str, Any]) -> set[bytes]:
     """The keys that may read the device ``params.id``: the device and its stream (authorities
     are added by the check)."""

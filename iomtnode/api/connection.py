@@ -46,6 +46,8 @@ IDLE_TIMEOUT_S = 300.0  # nothing received and no subscription: closed
 MAX_SUBSCRIPTIONS = 8  # subscriptions per connection (each costs every block a send)
 REQUESTS_PER_S = 200.0  # a non-participant connection's sustained rate (a load client: 100/s) ...
 REQUEST_BURST = 1000  # ... after a burst of this many requests (a batch counts each)
+AUDITED_READS_PER_S = 10.0  # reads of patients' records per connection, whoever proved what:
+AUDITED_READ_BURST = 100  # each leaves a durable audit record (about 160 bytes, fsynced)
 BYTES_PER_REQUEST = 64 * 1024  # a message pays one more request per this many bytes (parsing
 # 1 MiB of JSON takes the node 20 to 45 ms; admitting a 1.8 MB binary frame of 10,000 readings
 # from an unknown device, refused without a signature check so free to make, about 150 ms)
@@ -87,6 +89,7 @@ class Connection:
         self._pending: list[Callable[[], Awaitable[None]]] | None = None  # during a request
         now = trio.current_time()
         self._bucket = TokenBucket(limits.requests_per_s, limits.request_burst, now)
+        self._audited = TokenBucket(AUDITED_READS_PER_S, AUDITED_READ_BURST, now)
         self._throttled = False  # logged once per connection
         self._subscriptions = 0
         self._queued_bytes = 0  # in the outbox or being written
@@ -172,6 +175,15 @@ class Connection:
                 self._throttled = True
                 log.warning("api_client_throttled", rate_per_s=self._bucket.rate,
                             burst=self._bucket.burst)
+            await trio.sleep(wait_s)
+
+    async def admit_audited_read(self) -> None:
+        """Wait until this connection may make one more audited read (every connection,
+        participants too: each read, served or refused, costs the node a durable record)."""
+        wait_s = self._audited.take(trio.current_time(), 1)
+        if wait_s > 0:
+            log.info("api_audited_reads_throttled", rate_per_s=AUDITED_READS_PER_S,
+                     burst=AUDITED_READ_BURST)
             await trio.sleep(wait_s)
 
     async def run(self, ws: WebSocketConnection, read: Callable[[], Awaitable[None]]) -> None:

@@ -21,7 +21,7 @@ from ..core.crypto import HASH_BYTES, KEY_BYTES
 from ..core.fields import U64_MAX
 from ..core.ledger import GrantRecord
 from ..core.tx import SignedTx, tx_to_json
-from .access import Authenticated, Consent, Role, consent, no_consent
+from .access import Authenticated, Consent, Reader, Role, consent, no_consent
 from .jsonrpc import INVALID_PARAMS, RpcError
 from .params import hex_param
 
@@ -199,7 +199,7 @@ class RecordsApi:
                                  method=method, code=0, tx_ids=served)
         return answer
 
-    async def get_patient_records(self, stream: str, conn: Authenticated | None, since_ms: int = 0,
+    async def get_patient_records(self, stream: str, conn: Reader | None, since_ms: int = 0,
                                   until_ms: int = U64_MAX, cursor: str | None = None,
                                   limit: int = MAX_RECORDS_PAGE) -> dict[str, Any]:
         """The stream's readings with ``since_ms <= ts_ms < until_ms``, ordered by (ts_ms,
@@ -230,9 +230,11 @@ class RecordsApi:
             return ({"readings": [reading_to_json(r) for r in readings], "wraps": wraps,
                      "cursor": next_cursor}, [r.tx.id for r in readings])
 
+        if conn is not None:
+            await conn.admit_audited_read()
         return await self._audited("get_patient_records", key, proven(conn), serve)
 
-    async def get_blob(self, commitment: str, conn: Authenticated | None) -> dict[str, Any]:
+    async def get_blob(self, commitment: str, conn: Reader | None) -> dict[str, Any]:
         """The class 1/2 payload (``salt | ciphertext``) named by ``commitment``, to the
         consent of the stream of the first committed reading that names it (a forward-mode
         grantee: if that reading is of its grant's epoch or later). A commitment no committed
@@ -249,6 +251,8 @@ class RecordsApi:
 
         owner = self._chain.blob_owner(commit)
         stream, epoch = (None, 0) if owner is None else owner
+        if conn is not None:
+            await conn.admit_audited_read()
         return await self._audited("get_blob", stream, proven(conn), serve, [commit], epoch)
 
     async def get_stream(self, stream: str) -> dict[str, Any]:

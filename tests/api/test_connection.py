@@ -6,7 +6,12 @@ import pytest
 import trio
 from structlog.testing import capture_logs
 
-from iomtnode.api.connection import Connection, ConnectionLimits
+from iomtnode.api.connection import (
+    AUDITED_READ_BURST,
+    AUDITED_READS_PER_S,
+    Connection,
+    ConnectionLimits,
+)
 from iomtnode.core.challenge import challenge_digest
 from iomtnode.core.crypto import Domain, SigningKey
 from iomtnode.p2p.ratelimit import TokenBucket
@@ -129,6 +134,15 @@ async def test_admitting_requests_waits_at_the_rate_unless_a_participant_proved_
     for _ in range(100):
         await conn.admit_request()
     assert trio.current_time() == began
+
+
+async def test_audited_reads_wait_at_their_rate_even_for_a_participant(autojump_clock):
+    conn = Connection(1, "127.0.0.1:1", ConnectionLimits(), trio.CancelScope())
+    prove_a_key(conn, known=True)  # exempt from the request rate, not from this one
+    began = trio.current_time()
+    for _ in range(AUDITED_READ_BURST + int(AUDITED_READS_PER_S)):
+        await conn.admit_audited_read()
+    assert trio.current_time() - began == pytest.approx(1.0)  # the burst, then 1 s at the rate
 
 
 @pytest.mark.parametrize("message", ["x" * 4 * 64 * 1024, b"\x92\x01" * 2 * 64 * 1024])

@@ -127,6 +127,10 @@ class Trail:
 class Conn:
     def __init__(self, *keys: bytes) -> None:
         self.proven_keys = frozenset(keys)
+        self.reads = 0
+
+    async def admit_audited_read(self) -> None:
+        self.reads += 1
 
 
 def setup() -> tuple[Dispatcher, Ledger, Trail]:

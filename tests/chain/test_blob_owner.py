@@ -55,6 +55,10 @@ def test_the_copying_stream_erasing_its_reading_does_not_delete_the_blob(chain):
 class Conn:
     def __init__(self, *keys: bytes) -> None:
         self.proven_keys = frozenset(keys)
+        self.reads = 0
+
+    async def admit_audited_read(self) -> None:
+        self.reads += 1
 
 
 class Trail:
