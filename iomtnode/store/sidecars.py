@@ -70,6 +70,7 @@ class Sidecars:
     def __init__(self, db: Any) -> None:
         self._db = db
         self._lock = threading.Lock()  # the pending table: the API adds, commits take
+        self.commit_lock = threading.Lock()  # a block's batch against a fetched blob's write
         self._pending: dict[bytes, tuple[int, int]] = {}  # commitment -> (upload ms, bytes)
         for key, value in db.iterator(prefix=PENDING_BLOB_PREFIX):
             self._pending[key[1:]] = (U64.unpack_from(value)[0], len(value) - U64.size)
@@ -131,11 +132,18 @@ class Sidecars:
             batch.put(PENDING_BLOB_PREFIX + commitment, U64.pack(now_ms) + blob)
         return True
 
-    def put_fetched(self, commitment: bytes, blob: bytes) -> None:
-        """Keep a committed reading's blob fetched from a peer (checked by the caller)."""
-        with self._db.write_batch() as batch:
-            batch.put(BLOB_PREFIX + commitment, blob)
-            batch.delete(MISSING_BLOB_PREFIX + commitment)
+    def put_fetched(self, commitment: bytes, blob: bytes) -> bool:
+        """Keep a blob fetched from a peer (its hash checked by the caller) if a committed
+        reading still lacks it; False otherwise. Checked and written under
+        :attr:`commit_lock`, which a block's batch holds too: an erasure committing meanwhile
+        either comes first (the reading no longer lacks it) or deletes it after."""
+        with self.commit_lock:
+            if self._db.get(MISSING_BLOB_PREFIX + commitment) is None:
+                return False
+            with self._db.write_batch() as batch:
+                batch.put(BLOB_PREFIX + commitment, blob)
+                batch.delete(MISSING_BLOB_PREFIX + commitment)
+        return True
 
     @staticmethod
     def write_in(batch: Any, changes: Mapping[bytes, bytes | None]) -> None:

@@ -4,13 +4,15 @@ and a blob fetched while an erasure commits does not come back."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from iomtnode.chain.chain import Chain
 from iomtnode.core.fields import U64_MAX
 from iomtnode.core.payload import commitment
 from iomtnode.core.tx import Erase, SignedTx, sign_tx
-from iomtnode.store.sidecars import COMPACT_PREFIX
+from iomtnode.store.sidecars import COMPACT_PREFIX, MISSING_BLOB_PREFIX
 
 from ..core.helpers import CHAIN_ID, key, pub
 from ..core.sealkit import admit, announce
@@ -99,3 +101,39 @@ def test_a_copy_in_the_same_block_does_not_take_the_blob_either(chain: Chain):
     chain.put_blob(blob, T0)
     seal(chain, [blob_reading("d1", 1, T0 + 1, blob), copy_of(blob, 1)])
     assert chain.blob_stream(commitment(blob)) == STREAM.public
+
+
+class EraseWhileChecking:
+    """A plyvel DB that, the first time the fetching thread asks whether a blob is still
+    missing, lets another thread commit an erasure of its reading (waiting a moment for it)."""
+
+    def __init__(self, db, commit_erasure) -> None:
+        self._db = db
+        self._commit_erasure = commit_erasure
+        self.eraser: threading.Thread | None = None
+
+    def get(self, key: bytes):
+        found = self._db.get(key)
+        if key[:1] == MISSING_BLOB_PREFIX and self.eraser is None:
+            self.eraser = threading.Thread(target=self._commit_erasure)
+            self.eraser.start()
+            self.eraser.join(timeout=1.0)  # done at once, unless a lock makes it wait
+        return found
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+
+def test_a_blob_fetched_while_its_erasure_commits_is_not_kept(chain: Chain):
+    blob = blob_for("d1", 1)
+    seal(chain, [blob_reading("d1", 1, T0 + 1, blob)])  # uploaded elsewhere: missing here
+    assert chain.missing_blobs(8) == [(commitment(blob), STREAM.public)]
+    racing = EraseWhileChecking(chain.store.sidecars._db, lambda: seal(chain, [erase()]))
+    chain.store.sidecars._db = racing
+    chain.put_fetched_blob(blob)
+    assert racing.eraser is not None
+    racing.eraser.join(timeout=10)
+    assert not racing.eraser.is_alive()
+    assert chain.stream_view(STREAM.public).erased
+    assert chain.blob(commitment(blob)) is None
+    assert chain.missing_blobs(8) == []
