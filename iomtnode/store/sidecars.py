@@ -26,6 +26,7 @@ Pending blobs (``Q``) are bounded by :data:`BLOB_PENDING_BYTES` and expire after
 
 from __future__ import annotations
 
+import collections
 import itertools
 import struct
 import threading
@@ -75,7 +76,9 @@ class Sidecars:
         for key, value in db.iterator(prefix=PENDING_BLOB_PREFIX):
             self._pending[key[1:]] = (U64.unpack_from(value)[0], len(value) - U64.size)
         self._pending_bytes = sum(size for _, size in self._pending.values())
-        self._compactions: list[threading.Thread] = []
+        self._todos: collections.deque[bytes] = collections.deque()  # to compact, in order
+        self._compacting = threading.Condition()  # the to-dos and whether a worker runs
+        self._worker = False
         for key in db.iterator(prefix=COMPACT_PREFIX, include_value=False):
             self.compact_later(key)  # an erasure's compaction a stop interrupted
 
@@ -166,8 +169,10 @@ class Sidecars:
 
     def compact_later(self, todo: bytes) -> None:
         """Compact the ``[start, stop)`` ranges of the to-do ``todo`` (written with the
-        erasure, deleted once done) in a thread of their own, so erased bytes leave the
-        database's files without holding up the commits that follow.
+        erasure, deleted once done) in a worker thread, so erased bytes leave the database's
+        files without holding up the commits that follow. One worker does the to-dos in
+        order: erasures committed faster than they are compacted queue up (each a key in the
+        database already) instead of each running a thread of its own.
 
         LevelDB's ``CompactRange`` merges a range's files level by level down to the deepest
         level holding any of them, but never rewrites that deepest file alone, and a table
@@ -176,25 +181,46 @@ class Sidecars:
         uses (just below ``start``, just above ``stop``), whose table lies above every file of
         the range and is merged down through them: each merge drops the overwritten and deleted
         values."""
+        with self._compacting:
+            self._todos.append(todo)
+            if self._worker:
+                return
+            self._worker = True
+        threading.Thread(target=self._compact_all, name="store-compaction", daemon=True
+                         ).start()
 
-        def compact() -> None:
-            work = decode_ranges(self._db.get(todo) or b"")
-            for start, stop in work:
-                self._db.compact_range(start=start, stop=stop)  # flushes the memtable
-            for start, stop in work:
-                low, high = start[:-1], stop + b"\x00"  # below and above every key between
-                with self._db.write_batch() as batch:
-                    batch.delete(low)
-                    batch.delete(high)
-                self._db.compact_range(start=low, stop=high)
-            self._db.delete(todo, sync=True)
+    def _compact_all(self) -> None:
+        while True:
+            with self._compacting:
+                if not self._todos:
+                    self._worker = False
+                    self._compacting.notify_all()
+                    return
+                todo = self._todos[0]
+            try:
+                self._compact(todo)
+            except BaseException:  # the to-do stays in the database: the next open resumes it
+                with self._compacting:
+                    self._worker = False
+                    self._compacting.notify_all()
+                raise
+            with self._compacting:
+                self._todos.popleft()
 
-        thread = threading.Thread(target=compact, name="store-compaction", daemon=True)
-        self._compactions = [t for t in self._compactions if t.is_alive()] + [thread]
-        thread.start()
+    def _compact(self, todo: bytes) -> None:
+        work = decode_ranges(self._db.get(todo) or b"")
+        for start, stop in work:
+            self._db.compact_range(start=start, stop=stop)  # flushes the memtable
+        for start, stop in work:
+            low, high = start[:-1], stop + b"\x00"  # below and above every key between
+            with self._db.write_batch() as batch:
+                batch.delete(low)
+                batch.delete(high)
+            self._db.compact_range(start=low, stop=high)
+        self._db.delete(todo, sync=True)
 
     def wait_compacted(self) -> None:
-        """Return once every compaction started so far is done (and before closing)."""
-        for thread in self._compactions:
-            thread.join()
-        self._compactions = []
+        """Return once every compaction asked for so far is done (and before closing)."""
+        with self._compacting:
+            while self._worker:
+                self._compacting.wait()

@@ -5,6 +5,7 @@ and a blob fetched while an erasure commits does not come back."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -137,3 +138,37 @@ def test_a_blob_fetched_while_its_erasure_commits_is_not_kept(chain: Chain):
     assert chain.stream_view(STREAM.public).erased
     assert chain.blob(commitment(blob)) is None
     assert chain.missing_blobs(8) == []
+
+
+class SlowCompactions:
+    """A plyvel DB whose compactions take a while, counting how many run at once."""
+
+    def __init__(self, db) -> None:
+        self._db = db
+        self._lock = threading.Lock()
+        self.running = self.most = 0
+
+    def compact_range(self, *, start: bytes, stop: bytes) -> None:
+        with self._lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(0.01)
+        self._db.compact_range(start=start, stop=stop)
+        with self._lock:
+            self.running -= 1
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+
+def test_erasures_in_a_row_are_compacted_one_at_a_time(chain: Chain):
+    """Each erasing block leaves a compaction to do; one worker does them in order, however
+    many erasures come faster than their compactions (no thread per erasure)."""
+    slow = SlowCompactions(chain.store.sidecars._db)
+    chain.store.sidecars._db = slow
+    for nonce in range(1, 9):
+        seal(chain, [reading("d1", nonce, T0 + nonce), erase(T0 + nonce, T0 + nonce + 1,
+                                                             nonce=nonce)])
+    chain.store.sidecars.wait_compacted()
+    assert slow.most == 1
+    assert list(chain.store.sidecars.iterate(COMPACT_PREFIX, COMPACT_PREFIX + b"\xff")) == []
