@@ -176,6 +176,8 @@ class ChainWriter:
         late = [tx.id for done in committed for tx in done.block.txs if txlog.is_pending(tx.id)]
         if late:
             txlog.forget(late)
+        # uploads whose readings did not come in time go (not only when another comes)
+        self.chain.store.sidecars.expire_pending(committed[-1].block.header.time_ms)
         for done in committed:
             block, source = done.block, done.source
             log.debug("block_committed", height=block.height, txs=len(block.txs),

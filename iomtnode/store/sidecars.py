@@ -73,8 +73,10 @@ class Sidecars:
         self._lock = threading.Lock()  # the pending table: the API adds, commits take
         self.commit_lock = threading.Lock()  # a block's batch against a fetched blob's write
         self._pending: dict[bytes, tuple[int, int]] = {}  # commitment -> (upload ms, bytes)
-        for key, value in db.iterator(prefix=PENDING_BLOB_PREFIX):
-            self._pending[key[1:]] = (U64.unpack_from(value)[0], len(value) - U64.size)
+        uploads = [(U64.unpack_from(value)[0], key[1:], len(value) - U64.size)
+                   for key, value in db.iterator(prefix=PENDING_BLOB_PREFIX)]
+        for at_ms, commitment, size in sorted(uploads):  # oldest first, as they came
+            self._pending[commitment] = (at_ms, size)
         self._pending_bytes = sum(size for _, size in self._pending.values())
         self._todos: collections.deque[bytes] = collections.deque()  # to compact, in order
         self._compacting = threading.Condition()  # the to-dos and whether a worker runs
@@ -134,6 +136,24 @@ class Sidecars:
                 batch.delete(PENDING_BLOB_PREFIX + key)
             batch.put(PENDING_BLOB_PREFIX + commitment, U64.pack(now_ms) + blob)
         return True
+
+    def expire_pending(self, now_ms: int) -> int:
+        """Drop the uploads that waited :data:`BLOB_PENDING_S` for their readings by
+        ``now_ms`` (oldest first: an upload out of time order waits for the next sweep or
+        upload); returns how many."""
+        expired = []
+        with self._lock:
+            for key, (at_ms, _) in self._pending.items():
+                if at_ms + BLOB_PENDING_S * 1000 > now_ms:
+                    break
+                expired.append(key)
+            if not expired:
+                return 0
+            with self._db.write_batch() as batch:
+                for key in expired:
+                    self._pending_bytes -= self._pending.pop(key)[1]
+                    batch.delete(PENDING_BLOB_PREFIX + key)
+        return len(expired)
 
     def put_fetched(self, commitment: bytes, blob: bytes) -> bool:
         """Keep a blob fetched from a peer (its hash checked by the caller) if a committed
