@@ -172,3 +172,15 @@ def test_erasures_in_a_row_are_compacted_one_at_a_time(chain: Chain):
     chain.store.sidecars.wait_compacted()
     assert slow.most == 1
     assert list(chain.store.sidecars.iterate(COMPACT_PREFIX, COMPACT_PREFIX + b"\xff")) == []
+
+
+def test_an_upload_of_a_committed_readings_missing_blob_fills_it(chain: Chain):
+    """A reading committed while no node held its blob is healed by uploading the blob
+    again to any node: it is kept as the committed blob, not as an upload waiting for a
+    reading that already came."""
+    blob = blob_for("d1", 1)
+    seal(chain, [blob_reading("d1", 1, T0 + 1, blob)])
+    assert chain.missing_blobs(8) == [(commitment(blob), STREAM.public)]
+    assert chain.put_blob(blob, T0 + 2) == commitment(blob)
+    assert chain.blob(commitment(blob)) == blob and chain.missing_blobs(8) == []
+    assert chain.store.sidecars.pending_blob(commitment(blob)) is None
