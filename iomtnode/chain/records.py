@@ -145,20 +145,8 @@ def index_block(block: Block, index_view: IndexView, block_bytes: Callable[[int]
     return eraser.result()
 
 
-def _blob_owner(view: IndexView, index: dict[bytes, bytes | None], commitment: bytes
-                ) -> bytes | None:
-    """The stream of the first committed (and not erased) reading naming ``commitment``."""
-    key = BLOB_STREAM_PREFIX + commitment
-    return index[key] if key in index else view.get(key)
-
-
 def _blob_committed(index: dict[bytes, bytes | None], view: IndexView, commitment: bytes,
                     stream: bytes) -> None:
-    """A committed reading names a blob. The first reading to name it owns it: a later one
-    naming the same commitment (any device can copy one off the ledger) changes neither whose
-    consent serves the blob nor lets its stream's erasure delete it."""
-    if _blob_owner(view, index, commitment) is not None:
-        return
     index[BLOB_STREAM_PREFIX + commitment] = stream
     pending = view.pending_blob(commitment)
     if pending is not None:
@@ -207,7 +195,7 @@ class _Eraser:
             height, pos = LOCATION.unpack_from(value)
             if len(value) > LOCATION.size or (height, pos) > (self._block.height, position):
                 continue  # erased already, or committed after the erasure
-            self._strip(height, pos, x.stream)
+            self._strip(height, pos)
             self._index[key] = value + tx.id
         self._compact.append((start, stop))
         if x.whole_scope:
@@ -215,7 +203,7 @@ class _Eraser:
             for key, value in _merged(self._view, self._index, start, start + _END):
                 height, pos = LOCATION.unpack_from(value)
                 if len(value) == LOCATION.size and (height, pos) < (self._block.height, position):
-                    self._strip(height, pos, x.stream)
+                    self._strip(height, pos)
                     self._index[key] = value + tx.id
 
     def _parts(self, height: int) -> tuple[bytes, list[bytes], bytes]:
@@ -232,15 +220,14 @@ class _Eraser:
             self._blocks[height] = parts
         return parts
 
-    def _strip(self, height: int, position: int, stream: bytes) -> None:
+    def _strip(self, height: int, position: int) -> None:
         raws = self._parts(height)[1]
         tx = decode_tx(raws[position])
         if tx.sidecar:
             raws[position] = tx.leaf_bytes
             self._touched.add(height)
         body = tx.body
-        if (type(body) is Reading and body.size_class
-                and _blob_owner(self._view, self._index, body.commitment) == stream):
+        if type(body) is Reading and body.size_class:
             for prefix in (BLOB_PREFIX, BLOB_STREAM_PREFIX, MISSING_BLOB_PREFIX,
                            PENDING_BLOB_PREFIX):
                 self._index[prefix + body.commitment] = None
