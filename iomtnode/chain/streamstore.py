@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ..core.block import Block
 from ..core.ledger import State
 from ..core.payload import commitment, sidecar_bytes
-from ..store.sidecars import BLOB_PREFIX, BLOB_STREAM_PREFIX
+from ..store.sidecars import BLOB_PREFIX, BLOB_STREAM_PREFIX, MISSING_BLOB_PREFIX
 from .records import (
     IndexedBlock,
     StreamReading,
@@ -129,7 +129,10 @@ class StreamStore:
     def put_fetched_blob(self, blob: bytes) -> bool:
         """Keep a blob fetched from a peer if a committed reading of this node lacks it;
         False (nothing kept) for a blob no missing reading names."""
-        return self.store.sidecars.put_fetched(commitment(blob), blob)
+        address = commitment(blob)
+        if self.store.sidecars.get(MISSING_BLOB_PREFIX + address) is None:
+            return False  # without the commit lock: checked again under it
+        return self.store.sidecars.put_fetched(address, blob)
 
 
 __all__ = ["BlobError", "StreamStore"]
