@@ -191,7 +191,11 @@ class _Eraser:
         self._block_bytes = block_bytes
         self._blocks: dict[int, tuple[bytes, list[bytes], bytes]] = {}
         self._touched: set[int] = set()
-        self._compact: list[tuple[bytes, bytes]] = [(PENDING_PREFIX, PENDING_PREFIX + _END)]
+        # the pending log's entries held the sidecars until their commit; its range starts at
+        # the lowest arrival number (not at the bare prefix, whose key just below would be
+        # the empty key: a compaction of every block stored)
+        self._compact: list[tuple[bytes, bytes]] = [
+            (PENDING_PREFIX + bytes(U64.size), PENDING_PREFIX + _END)]
 
     def erase(self, position: int, tx: SignedTx) -> None:
         x = tx.body

@@ -110,7 +110,8 @@ class StreamStore:
     # blobs -------------------------------------------------------------------------------
 
     def put_blob(self, blob: bytes, now_ms: int) -> bytes:
-        """Keep an uploaded blob until a reading naming it commits (or
+        """Keep an uploaded blob as the blob of the committed reading that lacks it, or
+        until a reading naming it commits (or
         :data:`~iomtnode.store.sidecars.BLOB_PENDING_S` passes); returns its commitment.
         Raises :class:`BlobError` for a blob of no blob size, or when the pending blobs are
         full."""
@@ -118,8 +119,8 @@ class StreamStore:
             raise BlobError(f"a blob is {sorted(BLOB_SIZES)} bytes (salt and padded "
                             f"ciphertext of size class 1 or 2), got {len(blob)}")
         address = commitment(blob)
-        if self.blob(address) is None:
-            try:
+        if self.blob(address) is None and not self.store.sidecars.put_fetched(address, blob):
+            try:  # no committed reading lacks it: it waits for its reading
                 self.store.sidecars.put_pending(address, blob, now_ms)
             except RuntimeError as exc:  # PendingFullError
                 raise BlobError(str(exc)) from None
@@ -135,9 +136,8 @@ class StreamStore:
         False (nothing kept) for a blob no missing reading names."""
         address = commitment(blob)
         if self.store.sidecars.get(MISSING_BLOB_PREFIX + address) is None:
-            return False
-        self.store.sidecars.put_fetched(address, blob)
-        return True
+            return False  # without the commit lock: checked again under it
+        return self.store.sidecars.put_fetched(address, blob)
 
 
 __all__ = ["BlobError", "StreamStore"]

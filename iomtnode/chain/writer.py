@@ -168,6 +168,16 @@ class ChainWriter:
             await trio.to_thread.run_sync(fn, *args)
 
     def _publish(self, committed: list[Committed]) -> None:
+        # a transaction admitted while its block was written (the block's batch deleted the
+        # pending entries it saw before that) is kept no longer: its entry, with its sidecar,
+        # would outlive the commit and an erasure of it. Here, on the trio thread, admission
+        # is either done with it or will find it committed.
+        txlog = self.chain.store.txlog
+        late = [tx.id for done in committed for tx in done.block.txs if txlog.is_pending(tx.id)]
+        if late:
+            txlog.forget(late)
+        # uploads whose readings did not come in time go (not only when another comes)
+        self.chain.store.sidecars.expire_pending(committed[-1].block.header.time_ms)
         for done in committed:
             block, source = done.block, done.source
             log.debug("block_committed", height=block.height, txs=len(block.txs),

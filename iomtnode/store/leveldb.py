@@ -341,7 +341,7 @@ class BlockStore:
         """Write ``records`` in one synced batch; returns the ids of kept pending
         transactions it committed (their entries deleted in the same batch)."""
         committed_pending: list[bytes] = []
-        with self._db.write_batch(sync=True) as batch:
+        with self.sidecars.commit_lock, self._db.write_batch(sync=True) as batch:
             for record in records:
                 height_bytes = _HEIGHT.pack(record.height)
                 batch.put(BLOCK_PREFIX + height_bytes, record.block_bytes)

@@ -26,6 +26,7 @@ Pending blobs (``Q``) are bounded by :data:`BLOB_PENDING_BYTES` and expire after
 
 from __future__ import annotations
 
+import collections
 import itertools
 import struct
 import threading
@@ -70,11 +71,16 @@ class Sidecars:
     def __init__(self, db: Any) -> None:
         self._db = db
         self._lock = threading.Lock()  # the pending table: the API adds, commits take
+        self.commit_lock = threading.Lock()  # a block's batch against a fetched blob's write
         self._pending: dict[bytes, tuple[int, int]] = {}  # commitment -> (upload ms, bytes)
-        for key, value in db.iterator(prefix=PENDING_BLOB_PREFIX):
-            self._pending[key[1:]] = (U64.unpack_from(value)[0], len(value) - U64.size)
+        uploads = [(U64.unpack_from(value)[0], key[1:], len(value) - U64.size)
+                   for key, value in db.iterator(prefix=PENDING_BLOB_PREFIX)]
+        for at_ms, commitment, size in sorted(uploads):  # oldest first, as they came
+            self._pending[commitment] = (at_ms, size)
         self._pending_bytes = sum(size for _, size in self._pending.values())
-        self._compactions: list[threading.Thread] = []
+        self._todos: collections.deque[bytes] = collections.deque()  # to compact, in order
+        self._compacting = threading.Condition()  # the to-dos and whether a worker runs
+        self._worker = False
         for key in db.iterator(prefix=COMPACT_PREFIX, include_value=False):
             self.compact_later(key)  # an erasure's compaction a stop interrupted
 
@@ -131,11 +137,36 @@ class Sidecars:
             batch.put(PENDING_BLOB_PREFIX + commitment, U64.pack(now_ms) + blob)
         return True
 
-    def put_fetched(self, commitment: bytes, blob: bytes) -> None:
-        """Keep a committed reading's blob fetched from a peer (checked by the caller)."""
-        with self._db.write_batch() as batch:
-            batch.put(BLOB_PREFIX + commitment, blob)
-            batch.delete(MISSING_BLOB_PREFIX + commitment)
+    def expire_pending(self, now_ms: int) -> int:
+        """Drop the uploads that waited :data:`BLOB_PENDING_S` for their readings by
+        ``now_ms`` (oldest first: an upload out of time order waits for the next sweep or
+        upload); returns how many."""
+        expired = []
+        with self._lock:
+            for key, (at_ms, _) in self._pending.items():
+                if at_ms + BLOB_PENDING_S * 1000 > now_ms:
+                    break
+                expired.append(key)
+            if not expired:
+                return 0
+            with self._db.write_batch() as batch:
+                for key in expired:
+                    self._pending_bytes -= self._pending.pop(key)[1]
+                    batch.delete(PENDING_BLOB_PREFIX + key)
+        return len(expired)
+
+    def put_fetched(self, commitment: bytes, blob: bytes) -> bool:
+        """Keep a blob fetched from a peer (its hash checked by the caller) if a committed
+        reading still lacks it; False otherwise. Checked and written under
+        :attr:`commit_lock`, which a block's batch holds too: an erasure committing meanwhile
+        either comes first (the reading no longer lacks it) or deletes it after."""
+        with self.commit_lock:
+            if self._db.get(MISSING_BLOB_PREFIX + commitment) is None:
+                return False
+            with self._db.write_batch() as batch:
+                batch.put(BLOB_PREFIX + commitment, blob)
+                batch.delete(MISSING_BLOB_PREFIX + commitment)
+        return True
 
     @staticmethod
     def write_in(batch: Any, changes: Mapping[bytes, bytes | None]) -> None:
@@ -158,8 +189,10 @@ class Sidecars:
 
     def compact_later(self, todo: bytes) -> None:
         """Compact the ``[start, stop)`` ranges of the to-do ``todo`` (written with the
-        erasure, deleted once done) in a thread of their own, so erased bytes leave the
-        database's files without holding up the commits that follow.
+        erasure, deleted once done) in a worker thread, so erased bytes leave the database's
+        files without holding up the commits that follow. One worker does the to-dos in
+        order: erasures committed faster than they are compacted queue up (each a key in the
+        database already) instead of each running a thread of its own.
 
         LevelDB's ``CompactRange`` merges a range's files level by level down to the deepest
         level holding any of them, but never rewrites that deepest file alone, and a table
@@ -168,25 +201,46 @@ class Sidecars:
         uses (just below ``start``, just above ``stop``), whose table lies above every file of
         the range and is merged down through them: each merge drops the overwritten and deleted
         values."""
+        with self._compacting:
+            self._todos.append(todo)
+            if self._worker:
+                return
+            self._worker = True
+        threading.Thread(target=self._compact_all, name="store-compaction", daemon=True
+                         ).start()
 
-        def compact() -> None:
-            work = decode_ranges(self._db.get(todo) or b"")
-            for start, stop in work:
-                self._db.compact_range(start=start, stop=stop)  # flushes the memtable
-            for start, stop in work:
-                low, high = start[:-1], stop + b"\x00"  # below and above every key between
-                with self._db.write_batch() as batch:
-                    batch.delete(low)
-                    batch.delete(high)
-                self._db.compact_range(start=low, stop=high)
-            self._db.delete(todo, sync=True)
+    def _compact_all(self) -> None:
+        while True:
+            with self._compacting:
+                if not self._todos:
+                    self._worker = False
+                    self._compacting.notify_all()
+                    return
+                todo = self._todos[0]
+            try:
+                self._compact(todo)
+            except BaseException:  # the to-do stays in the database: the next open resumes it
+                with self._compacting:
+                    self._worker = False
+                    self._compacting.notify_all()
+                raise
+            with self._compacting:
+                self._todos.popleft()
 
-        thread = threading.Thread(target=compact, name="store-compaction", daemon=True)
-        self._compactions = [t for t in self._compactions if t.is_alive()] + [thread]
-        thread.start()
+    def _compact(self, todo: bytes) -> None:
+        work = decode_ranges(self._db.get(todo) or b"")
+        for start, stop in work:
+            self._db.compact_range(start=start, stop=stop)  # flushes the memtable
+        for start, stop in work:
+            low, high = start[:-1], stop + b"\x00"  # below and above every key between
+            with self._db.write_batch() as batch:
+                batch.delete(low)
+                batch.delete(high)
+            self._db.compact_range(start=low, stop=high)
+        self._db.delete(todo, sync=True)
 
     def wait_compacted(self) -> None:
-        """Return once every compaction started so far is done (and before closing)."""
-        for thread in self._compactions:
-            thread.join()
-        self._compactions = []
+        """Return once every compaction asked for so far is done (and before closing)."""
+        with self._compacting:
+            while self._worker:
+                self._compacting.wait()
