@@ -9,7 +9,8 @@ sections 1 to 3).
 - A refusal for a stale epoch (1024), at submission or later (a reading dropped from a mempool
   when a revocation commits), re-seals the same plaintext to the current epoch and resubmits
   it with the same sequence number: nothing is lost and no sequence number is skipped.
-- A refusal for an epoch not announced yet (1025) waits and asks again.
+- A refusal for an epoch not announced yet (1025) waits and asks again; one for a full
+  mempool (1020) waits and sends the reading again.
 - The next sequence number comes from the ledger (``get_device``'s ``last_seq``), asked once
   the connection has proven the device's key.
 
@@ -27,7 +28,7 @@ from typing import Any, Protocol
 import trio
 
 from iomtnode.core.crypto import BadSignatureError, SigningKey
-from iomtnode.core.errors import StaleEpochError, UnknownEpochError
+from iomtnode.core.errors import MempoolFullError, StaleEpochError, UnknownEpochError
 from iomtnode.core.payload import INLINE_CLASSES
 from iomtnode.core.tx import (
     EpochAnnounce,
@@ -44,7 +45,10 @@ from .seal import seal_reading
 
 STALE_EPOCH = StaleEpochError.code  # 1024: re-seal to the current epoch, same seq
 UNKNOWN_EPOCH = UnknownEpochError.code  # 1025: wait for the epoch, ask again
-EPOCH_WAIT_S = 0.5  # between two questions for an epoch the node does not know yet
+MEMPOOL_FULL = MempoolFullError.code  # 1020: the node has no room yet: wait, send it again
+EPOCH_WAIT_S = 0.5  # between two questions for an epoch the node does not know yet, or
+# two submissions to a node whose mempool was full
+RETRIED = (STALE_EPOCH, UNKNOWN_EPOCH, MEMPOOL_FULL)  # refusals that are not for good
 MAX_ATTEMPTS = 8  # submissions of one reading (first + re-seals and waits) before giving up
 STATUS_POLL_S = 0.1  # between two get_tx_status questions while waiting for commits
 MAX_STATUS_IDS = 10_000  # ids per get_tx_status call (the API's limit)
@@ -219,10 +223,10 @@ class DeviceSession:
             for pending, (code, detail) in zip(todo, answers, strict=True):
                 if code == 0:
                     continue
-                if code not in (STALE_EPOCH, UNKNOWN_EPOCH) or pending.attempts >= MAX_ATTEMPTS:
+                if code not in RETRIED or pending.attempts >= MAX_ATTEMPTS:
                     refused.append(self._refused(pending, code, str(detail)))
                     continue
-                wait = wait or code == UNKNOWN_EPOCH
+                wait = wait or code != STALE_EPOCH
                 retry.append(pending)
             if retry:
                 if wait:

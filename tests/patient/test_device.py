@@ -257,3 +257,20 @@ async def test_a_strip_puts_its_blob_before_its_reading_and_again_when_resealed(
     blob = node.blobs[again.body.commitment]
     ad = reading_ad(CHAIN, STREAM.public, node.device.public, again.body.seq, 2)
     assert open_sidecar(blob, secret(2), ad) == strip
+
+
+async def test_a_full_mempool_keeps_the_reading_and_sends_it_again(autojump_clock):
+    node = FakeNode(SigningKey.generate(), epoch=1)
+    s = await session(node)
+    node.refuse_code = 1020  # the node's mempool is full: time undoes it ...
+
+    def room_again() -> None:
+        node.refuse_code = 0  # ... a block later there is room
+
+    node.after_submit = room_again
+    pending = s.seal(plain())
+    assert await s.submit([pending]) == []
+    assert [tx.body.seq for tx in node.submitted] == [pending.seq] * 2
+    outcomes = await s.settle(5)
+    assert [(o.seq, o.state) for o in outcomes] == [(pending.seq, "committed")]
+
