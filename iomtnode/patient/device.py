@@ -8,7 +8,9 @@ sections 1 to 3).
   its own, nor move it back to an epoch a revoked grantee still holds.
 - A refusal for a stale epoch (1024), at submission or later (a reading dropped from a mempool
   when a revocation commits), re-seals the same plaintext to the current epoch and resubmits
-  it with the same sequence number: nothing is lost and no sequence number is skipped.
+  it with the same sequence number: nothing is lost and no sequence number is skipped. A
+  reading sent again while its epoch is still current (a node that lost it, a wait) is the
+  same transaction: a sequence number carries one content as long as it may commit.
 - A refusal for an epoch not announced yet (1025) waits and asks again; one for a full
   mempool (1020) waits and sends the reading again.
 - The next sequence number comes from the ledger (``get_device``'s ``last_seq``), asked once
@@ -203,6 +205,18 @@ class DeviceSession:
         self._pending[pending.seq] = again
         return again
 
+    def _again(self, pending: Pending) -> Pending:
+        """``pending`` to send once more: re-sealed when the stream's epoch has moved past it,
+        else the very same transaction. A sequence number never carries two contents while
+        the first may still commit (a node that lost a reading may have relayed it)."""
+        body = pending.tx.body
+        assert isinstance(body, Reading)
+        if body.epoch != self.epoch.number:
+            return self._reseal(pending)
+        again = replace(pending, attempts=pending.attempts + 1)
+        self._pending[pending.seq] = again
+        return again
+
     def _refused(self, pending: Pending, code: int, reason: str) -> Outcome:
         del self._pending[pending.seq]  # refused for good: its plaintext goes
         return Outcome(pending.seq, pending.tx.id, "refused", code=code, reason=reason)
@@ -232,7 +246,7 @@ class DeviceSession:
                 if wait:
                     await trio.sleep(EPOCH_WAIT_S)
                 await self.refresh_epoch()
-            todo = [self._reseal(p) for p in retry]
+            todo = [self._again(p) for p in retry]
         return refused
 
     async def settle(self, timeout_s: float) -> list[Outcome]:
@@ -270,7 +284,7 @@ class DeviceSession:
                     outcomes.append(self._refused(pending, 0, "the node lost it every time"))
         if stale:
             await self.refresh_epoch()
-            outcomes += await self.submit([self._reseal(p) for p in stale])
+            outcomes += await self.submit([self._again(p) for p in stale])
         return outcomes
 
 

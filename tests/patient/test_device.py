@@ -274,3 +274,21 @@ async def test_a_full_mempool_keeps_the_reading_and_sends_it_again(autojump_cloc
     outcomes = await s.settle(5)
     assert [(o.seq, o.state) for o in outcomes] == [(pending.seq, "committed")]
 
+
+async def test_a_reading_the_node_lost_is_sent_again_unchanged(autojump_clock):
+    node = FakeNode(SigningKey.generate(), epoch=1)
+    s = await session(node)
+    pending = s.seal(plain())
+    assert await s.submit([pending]) == []
+    original = node.submitted[0]
+    del node.accepted[original.id]  # the node restarted and lost its mempool, but a peer
+    # it had relayed the reading to commits it while the device sends it again: one
+    # content per sequence number, so what the device follows is what the ledger holds
+
+    def relayed_copy_commits() -> None:
+        node.accepted[original.id] = original
+
+    node.after_submit = relayed_copy_commits
+    outcomes = await s.settle(5)
+    assert [tx.id for tx in node.submitted] == [original.id] * 2
+    assert [(o.state, o.tx_id) for o in outcomes] == [("committed", original.id)]
