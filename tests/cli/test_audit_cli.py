@@ -6,6 +6,7 @@ believed only when its receipt proves that very anchor of that node."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import trio
@@ -14,8 +15,10 @@ from iomtnode.audit.record import decode_record
 from iomtnode.cli.audit import anchors_of, checked_anchors
 from iomtnode.client import open_client
 from iomtnode.core.genesis import Genesis
-from iomtnode.node import audit as node_audit
+from iomtnode.home import init_home
+from iomtnode.node import Node
 
+from ..conftest import FAST, RunningNode
 from .clikit import cli, logs_beside_the_commands, ok
 from .test_patient_cli import patient, patient_with_device, send
 
@@ -23,6 +26,16 @@ pytestmark = pytest.mark.timeout(180)
 __all__ = ["logs_beside_the_commands"]  # an autouse fixture, imported to be used here
 
 ANCHOR_S = 0.5  # the node anchors its log this soon after a record (a minute in production)
+
+
+@pytest.fixture
+async def anchoring_node(tmp_path, nursery) -> RunningNode:
+    """A running node that anchors its audit log every :data:`ANCHOR_S`."""
+    home = init_home(tmp_path / "node", chain_id="iomt-test",
+                     config=replace(FAST, audit_anchor_s=ANCHOR_S))
+    node = Node(home, home.load_config())
+    info = await nursery.start(node.run)
+    return RunningNode(node, home, f"ws://127.0.0.1:{info.api_port}/api/v1", info.services)
 
 
 async def anchored(node) -> int:
@@ -36,9 +49,8 @@ async def anchored(node) -> int:
 
 
 async def test_audit_verify_passes_then_fails_when_a_record_is_withheld(
-        running_node, tmp_path, monkeypatch):
-    monkeypatch.setattr(node_audit, "AUDIT_ANCHOR_S", ANCHOR_S)
-    node = running_node
+        anchoring_node, tmp_path, monkeypatch):
+    node = anchoring_node
     stream, device = await patient_with_device(node, tmp_path)
     await send(node, stream, device, "heart_rate", 70)
     card = await ok("patient", "keygen", "--grantee", "--out", tmp_path / "clinician.key")
@@ -107,3 +119,4 @@ async def test_audit_verify_passes_then_fails_when_a_record_is_withheld(
     forged = honest | {"receipt": honest["receipt"] | {"tx": tx.hex()}}
     [reason] = checked_anchors([forged], me, genesis)[1]
     assert "its receipt does not verify" in reason
+
