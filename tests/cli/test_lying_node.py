@@ -145,3 +145,26 @@ async def test_audit_says_the_answer_is_malformed(tmp_path, patient_key, anchors
     result = await run_against(answers, "audit", "--patient", patient_key, "--scope",
                                "vitals", "--genesis", genesis, "--verify")
     assert_clear_error(result)
+
+
+async def test_an_anchor_no_ledger_holds_costs_the_fhir_export_no_pages(tmp_path, patient_key):
+    """An anchor of more records than one may cover is not the ledger's: the export asks for
+    no page of a log it claims (else one answer would cost billions of calls)."""
+    asked: list[int] = []
+
+    def answers(method: str, params: dict[str, Any]) -> Any:
+        if method == "get_patient_records":
+            return {"readings": [], "wraps": [], "cursor": None}
+        if method == "get_audit_anchors":
+            return [{"first": 0, "count": 2**62, "root": "00" * 32}] if params["first"] == 0 \
+                else []
+        if method == "get_audit_log":
+            asked.append(params["first"])
+            return {"leaves": [], "records": {}} if len(asked) < 1_000 else "enough"
+        if method == "get_stream":
+            return {"epoch": 1, "erased": False, "grants": []}
+        raise AssertionError(method)
+
+    result = await run_against(answers, "records", "fetch", "--as", patient_key, "--scope",
+                               "vitals", "--chain-id", CHAIN, "--fhir", tmp_path / "b.json")
+    assert asked == [] and result.exit_code == 0, result.stderr
