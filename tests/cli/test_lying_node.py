@@ -1,5 +1,6 @@
 """A node that answers with nonsense: every patient, grantee, device and audit command ends with
-one clear error line (exit 1), never a traceback."""
+one clear error line (exit 1), never a traceback, and does no unbounded work for it; a path
+``records fetch`` cannot write is one error line too."""
 
 from __future__ import annotations
 
@@ -168,3 +169,23 @@ async def test_an_anchor_no_ledger_holds_costs_the_fhir_export_no_pages(tmp_path
     result = await run_against(answers, "records", "fetch", "--as", patient_key, "--scope",
                                "vitals", "--chain-id", CHAIN, "--fhir", tmp_path / "b.json")
     assert asked == [] and result.exit_code == 0, result.stderr
+
+
+@pytest.mark.parametrize("option", ["--out", "--fhir"])
+async def test_records_fetch_to_a_path_it_cannot_write_is_one_error_line(tmp_path, patient_key,
+                                                                          option):
+    def answers(method: str, params: dict[str, Any]) -> Any:
+        if method == "get_patient_records":
+            return {"readings": [], "wraps": [], "cursor": None}
+        if method == "get_audit_anchors":
+            return []
+        if method == "get_stream":
+            return {"epoch": 1, "erased": False, "grants": []}
+        raise AssertionError(method)
+
+    target = tmp_path / "no such directory" / "out.json"
+    result = await run_against(answers, "records", "fetch", "--as", patient_key, "--scope",
+                               "vitals", "--chain-id", CHAIN, option, target)
+    assert isinstance(result.exception, SystemExit) and result.exit_code == 2, result.stderr
+    assert result.stderr.splitlines() == [f"error: cannot write {target}: No such file or "
+                                          "directory"]
