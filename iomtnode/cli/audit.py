@@ -2,8 +2,10 @@
 that every node that served the patient's records kept each read in its audit log and removed
 none (docs/privacy.md, section 6).
 
-For each node (one ``--api`` each): its anchors on the ledger, each checked by its receipt
-against the network's genesis (as ``iomtnode verify`` checks a receipt); every anchored leaf
+For each node (one ``--api`` each): its anchors on the ledger, as every node given knows them
+(so a node cannot hide its latest anchors, and the range it changed, when another is asked
+too), each checked by its receipt against the network's genesis (as ``iomtnode verify``
+checks a receipt); every anchored leaf
 of its log and the records of the patient's streams (the node gives those to the stream
 keys this command proves); then :func:`iomtnode.audit.verify.verify_log`. Exit 0 when every
 node's log passes, 1 when one fails (the report says which range), 2 on misuse.
@@ -68,6 +70,21 @@ async def anchors_of(client: ApiClient, node: bytes) -> list[dict[str, Any]]:
     return found
 
 
+async def ledger_anchors(client: ApiClient, others: list[str], ca: Path | None, node: bytes,
+                         genesis: Genesis) -> tuple[list[tuple[int, int, bytes]], list[str]]:
+    """``node``'s anchors as ``client``'s node and every node at ``others`` list them, each
+    believed by its receipt (see :func:`checked_anchors`): the union, and what was not
+    believed."""
+    good, bad = checked_anchors(await anchors_of(client, node), node, genesis)
+    found = set(good)
+    for url in others:
+        async with open_client(url, ca=ca) as other:
+            more, notes = checked_anchors(await anchors_of(other, node), node, genesis)
+        found.update(more)
+        bad += [f"{note} (as {url} lists it)" for note in notes]
+    return sorted(found), bad
+
+
 async def log_of(client: ApiClient, node: bytes, end: int
                  ) -> tuple[dict[int, bytes], dict[int, AuditRecord], list[str]]:
     """The leaves of records 0 to ``end - 1`` of ``node``'s log (the anchored ones) and the
@@ -101,8 +118,9 @@ async def log_of(client: ApiClient, node: bytes, end: int
 
 
 async def check_node(url: str, ca: Path | None, root: bytes, scopes: list[str],
-                     genesis: Genesis) -> tuple[VerifyReport, list[str]]:
-    """The check of the log of the node at ``url``, and the anchors it could not believe."""
+                     genesis: Genesis, others: list[str]) -> tuple[VerifyReport, list[str]]:
+    """The check of the log of the node at ``url`` (its anchors also asked of the nodes at
+    ``others``), and the anchors it could not believe."""
     async with open_client(url, ca=ca) as client:
         status = await client.call("status")
         if status["chain_id"] != genesis.chain_id:
@@ -112,7 +130,7 @@ async def check_node(url: str, ca: Path | None, root: bytes, scopes: list[str],
         streams = [stream_key(root, genesis.chain_id, scope) for scope in scopes]
         for s in streams:
             await client.authenticate(s, genesis.chain_id)
-        anchors, bad = checked_anchors(await anchors_of(client, node), node, genesis)
+        anchors, bad = await ledger_anchors(client, others, ca, node, genesis)
         end = max((first + count for first, count, _ in anchors), default=0)
         leaves, records, problems = await log_of(client, node, end)
     report = verify_log(anchors, leaves, records, [s.public for s in streams], node=node)
@@ -159,7 +177,8 @@ def audit(
     except GenesisError as exc:
         fail(str(exc))
     urls = [api_url(url) for url in api or [DEFAULT_API]]
-    results = [run(check_node, url, api_ca, root, list(scope), g) for url in urls]
+    results = [run(check_node, url, api_ca, root, list(scope), g,
+                   [other for other in urls if other != url]) for url in urls]
     checked = {r.node for r, _ in results}
     unchecked = run(unchecked_nodes, urls[0], api_ca, checked)
     ok = all(r.ok and not notes for r, notes in results)

@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from ..client import ApiClient
+from ..core.txkinds import MAX_AUDIT_ANCHOR_RECORDS
 from ..patient import fhir
 from ..patient import reader as rd
 from .audit import anchors_of, log_of
@@ -40,13 +41,27 @@ async def consents(client: ApiClient, stream: bytes, at_ms: int) -> list[fhir.Co
             for g in grants]
 
 
+def anchored_end(anchors: list[dict[str, Any]]) -> int:
+    """Where ``anchors`` end, counting only those shaped as the ledger holds them: contiguous
+    from record 0, each of 1 to :data:`MAX_AUDIT_ANCHOR_RECORDS` records. (The export has no
+    genesis to check their receipts, as ``iomtnode audit`` does; an anchor no ledger could
+    hold must not cost it a page of log per 4,096 records it claims.)"""
+    end = 0
+    for a in anchors:
+        count = a["count"]
+        if a["first"] != end or type(count) is not int or not (
+                1 <= count <= MAX_AUDIT_ANCHOR_RECORDS):
+            break
+        end += count
+    return end
+
+
 async def audit_entries(client: ApiClient, stream: bytes) -> tuple[list[fhir.AuditEntry], int]:
     """The serving node's anchored audit records of ``stream`` (which it gives to the stream's
     key), and how many of them name no caller key (a refused anonymous call)."""
     node = bytes.fromhex((await client.call("status"))["node_id"])
     anchors = await anchors_of(client, node)
-    end = max((a["first"] + a["count"] for a in anchors), default=0)
-    _, records, problems = await log_of(client, node, end)
+    _, records, problems = await log_of(client, node, anchored_end(anchors))
     for problem in problems:
         typer.echo(f"warning: {problem}", err=True)
     entries: list[fhir.AuditEntry] = []

@@ -69,6 +69,13 @@ async def open_all(client: ApiClient, who: Reader, stream: bytes, chain_id: str,
     return results, problems
 
 
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror}")
+
+
 def _signer(who: Reader, stream: bytes | None, scope: str | None, chain_id: str
             ) -> tuple[SigningKey, bytes]:
     """The key that proves this reader's right, and the stream read."""
@@ -130,12 +137,12 @@ def fetch(
         typer.echo(f"warning: {problem}", err=True)
     lines = [json.dumps(rd.to_json(r), sort_keys=True) for r in results]
     if out is not None:
-        out.write_text("".join(line + "\n" for line in lines))
+        _write(out, "".join(line + "\n" for line in lines))
     elif fhir is None:
         for line in lines:
             typer.echo(line)
     if bundle is not None and fhir is not None:
-        fhir.write_text(json.dumps(bundle, indent=1, sort_keys=True) + "\n")
+        _write(fhir, json.dumps(bundle, indent=1, sort_keys=True) + "\n")
     unreadable = sum(1 for r in results if isinstance(r, rd.Unreadable))
     typer.echo(f"{len(results) - unreadable} readings decrypted, {unreadable} unreadable",
                err=True)

@@ -22,6 +22,8 @@ from .common import fail, run_async
 COMMIT_WAIT_S = 30.0  # a submitted transaction is committed or dropped within this, or we say so
 STATUS_POLL_S = 0.1  # between two get_tx_status questions
 NOT_FOUND = 1030  # the API's code for a stream, block or transaction it does not have
+# what reading a field the node's answer lacks, or has of another type or form, raises
+MALFORMED_ANSWER = (KeyError, TypeError, ValueError, IndexError, AttributeError)
 
 KeyOpt = Annotated[Path, typer.Option("--key", help="The patient's key file "
                                       "(`iomtnode patient keygen`).")]
@@ -35,13 +37,17 @@ WaitOpt = Annotated[bool, typer.Option(
 
 def run(fn: Any, *args: Any) -> Any:
     """:func:`run_async`, letting a command's own exit (``fail`` inside the coroutine) through
-    the nurseries it was raised in."""
+    the nurseries it was raised in. The coroutine's local input is checked before it runs,
+    so a field missing from a node's answer, or of another type or form, is the node's: one
+    error line, not a traceback."""
     try:
         return run_async(fn, *args)
     except Exception as raised:
         exc = single_exception(raised)
         if isinstance(exc, typer.Exit):
             raise exc from None
+        if isinstance(exc, MALFORMED_ANSWER):
+            fail(f"the node's answer is malformed ({type(exc).__name__}: {exc})", 1)
         raise
 
 

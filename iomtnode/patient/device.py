@@ -8,8 +8,11 @@ sections 1 to 3).
   its own, nor move it back to an epoch a revoked grantee still holds.
 - A refusal for a stale epoch (1024), at submission or later (a reading dropped from a mempool
   when a revocation commits), re-seals the same plaintext to the current epoch and resubmits
-  it with the same sequence number: nothing is lost and no sequence number is skipped.
-- A refusal for an epoch not announced yet (1025) waits and asks again.
+  it with the same sequence number: nothing is lost and no sequence number is skipped. A
+  reading sent again while its epoch is still current (a node that lost it, a wait) is the
+  same transaction: a sequence number carries one content as long as it may commit.
+- A refusal for an epoch not announced yet (1025) waits and asks again; one for a full
+  mempool (1020) waits and sends the reading again.
 - The next sequence number comes from the ledger (``get_device``'s ``last_seq``), asked once
   the connection has proven the device's key.
 
@@ -27,7 +30,7 @@ from typing import Any, Protocol
 import trio
 
 from iomtnode.core.crypto import BadSignatureError, SigningKey
-from iomtnode.core.errors import StaleEpochError, UnknownEpochError
+from iomtnode.core.errors import MempoolFullError, StaleEpochError, UnknownEpochError
 from iomtnode.core.payload import INLINE_CLASSES
 from iomtnode.core.tx import (
     EpochAnnounce,
@@ -44,7 +47,10 @@ from .seal import seal_reading
 
 STALE_EPOCH = StaleEpochError.code  # 1024: re-seal to the current epoch, same seq
 UNKNOWN_EPOCH = UnknownEpochError.code  # 1025: wait for the epoch, ask again
-EPOCH_WAIT_S = 0.5  # between two questions for an epoch the node does not know yet
+MEMPOOL_FULL = MempoolFullError.code  # 1020: the node has no room yet: wait, send it again
+EPOCH_WAIT_S = 0.5  # between two questions for an epoch the node does not know yet, or
+# two submissions to a node whose mempool was full
+RETRIED = (STALE_EPOCH, UNKNOWN_EPOCH, MEMPOOL_FULL)  # refusals that are not for good
 MAX_ATTEMPTS = 8  # submissions of one reading (first + re-seals and waits) before giving up
 STATUS_POLL_S = 0.1  # between two get_tx_status questions while waiting for commits
 MAX_STATUS_IDS = 10_000  # ids per get_tx_status call (the API's limit)
@@ -199,6 +205,18 @@ class DeviceSession:
         self._pending[pending.seq] = again
         return again
 
+    def _again(self, pending: Pending) -> Pending:
+        """``pending`` to send once more: re-sealed when the stream's epoch has moved past it,
+        else the very same transaction. A sequence number never carries two contents while
+        the first may still commit (a node that lost a reading may have relayed it)."""
+        body = pending.tx.body
+        assert isinstance(body, Reading)
+        if body.epoch != self.epoch.number:
+            return self._reseal(pending)
+        again = replace(pending, attempts=pending.attempts + 1)
+        self._pending[pending.seq] = again
+        return again
+
     def _refused(self, pending: Pending, code: int, reason: str) -> Outcome:
         del self._pending[pending.seq]  # refused for good: its plaintext goes
         return Outcome(pending.seq, pending.tx.id, "refused", code=code, reason=reason)
@@ -219,16 +237,16 @@ class DeviceSession:
             for pending, (code, detail) in zip(todo, answers, strict=True):
                 if code == 0:
                     continue
-                if code not in (STALE_EPOCH, UNKNOWN_EPOCH) or pending.attempts >= MAX_ATTEMPTS:
+                if code not in RETRIED or pending.attempts >= MAX_ATTEMPTS:
                     refused.append(self._refused(pending, code, str(detail)))
                     continue
-                wait = wait or code == UNKNOWN_EPOCH
+                wait = wait or code != STALE_EPOCH
                 retry.append(pending)
             if retry:
                 if wait:
                     await trio.sleep(EPOCH_WAIT_S)
                 await self.refresh_epoch()
-            todo = [self._reseal(p) for p in retry]
+            todo = [self._again(p) for p in retry]
         return refused
 
     async def settle(self, timeout_s: float) -> list[Outcome]:
@@ -266,7 +284,7 @@ class DeviceSession:
                     outcomes.append(self._refused(pending, 0, "the node lost it every time"))
         if stale:
             await self.refresh_epoch()
-            outcomes += await self.submit([self._reseal(p) for p in stale])
+            outcomes += await self.submit([self._again(p) for p in stale])
         return outcomes
 
 

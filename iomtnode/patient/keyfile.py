@@ -3,8 +3,8 @@
     {"type": "iomt-patient", "root": "<64 hex>"}
     {"type": "iomt-grantee", "sign_seed": "<64 hex>", "box_secret": "<64 hex>"}
 
-Writing never overwrites (a lost root is lost for good); every malformed file is refused with
-one line naming the file and what is wrong with it.
+Writing never overwrites (a lost root is lost for good); every malformed file, and a key file
+other users may read or write, is refused with one line naming the file and what is wrong.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ def _read(path: Path | str, kind: str, fields: tuple[str, ...]) -> dict[str, byt
     path = Path(path)
     try:
         with path.open("rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            st_mode = os.fstat(f.fileno()).st_mode
+            if not stat.S_ISREG(st_mode):
                 raise KeyFileError(f"{path}: not a regular file")
             data = f.read(MAX_KEY_FILE_BYTES + 1)
     except OSError as exc:
@@ -80,6 +81,9 @@ def _read(path: Path | str, kind: str, fields: tuple[str, ...]) -> dict[str, byt
         if raw is None or len(raw) != ROOT_BYTES:
             raise KeyFileError(f"{path}: {name} is not {ROOT_BYTES} bytes of hex")
         values[name] = raw
+    if st_mode & (stat.S_IRWXG | stat.S_IRWXO):  # checked last: a malformed file says so
+        raise KeyFileError(f"{path}: open to other users (mode {stat.S_IMODE(st_mode):04o}); a "
+                           f"key file is the owner's alone: run: chmod 600 {path}")
     return values
 
 

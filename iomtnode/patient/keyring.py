@@ -28,7 +28,7 @@ class Keyring:
     """Epoch secrets ``x_e`` by ``(stream, epoch)``. Build with :meth:`for_patient` or
     :meth:`for_grantee`; a grantee's keyring learns epochs from :meth:`add_wrap`."""
 
-    __slots__ = ("_cache", "_forward", "_grantee", "_history", "_root")
+    __slots__ = ("_cache", "_chains", "_forward", "_grantee", "_history", "_root")
 
     def __init__(self, *, root: bytes | None = None, grantee: GranteeKeys | None = None) -> None:
         if (root is None) == (grantee is None):
@@ -36,7 +36,10 @@ class Keyring:
         self._root = root
         self._grantee = grantee
         self._forward: dict[tuple[bytes, int], bytes] = {}  # (stream, epoch) -> x_e
-        self._history: dict[bytes, Regression] = {}  # stream -> the highest history state
+        # stream -> the highest history state and its epoch; its chain is walked once, when a
+        # key is first asked (a node can seal any number of wraps to the grantee's box key)
+        self._history: dict[bytes, tuple[bytes, int]] = {}
+        self._chains: dict[bytes, Regression] = {}
         self._cache: dict[tuple[bytes, int], bytes] = {}
 
     @classmethod
@@ -67,8 +70,9 @@ class Keyring:
             return
         assert mode == HISTORY
         known = self._history.get(stream)
-        if known is None or known.top < epoch:
-            self._history[stream] = Regression(secret, epoch)
+        if known is None or known[1] < epoch:
+            self._history[stream] = (secret, epoch)
+            self._chains.pop(stream, None)
 
     def secret_for(self, stream: bytes, epoch: int) -> bytes | None:
         """``x_epoch`` of ``stream``, or None when this keyring was given no key for it."""
@@ -91,9 +95,12 @@ class Keyring:
         if forward is not None:
             return forward
         history = self._history.get(stream)
-        if history is None or epoch > history.top:
+        if history is None or epoch > history[1]:
             return None
-        return epoch_keypair(history.state(epoch))[0]
+        chain = self._chains.get(stream)
+        if chain is None:
+            chain = self._chains[stream] = Regression(*history)
+        return epoch_keypair(chain.state(epoch))[0]
 
     def open_reading(self, chain_id: str, stream: bytes, device: bytes, seq: int, epoch: int,
                      sidecar: bytes) -> Plaintext:

@@ -5,20 +5,22 @@ believed only when its receipt proves that very anchor of that node."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
+from dataclasses import replace
+from functools import partial
 
 import pytest
 import trio
+from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
 
 from iomtnode.audit.record import decode_record
 from iomtnode.cli.audit import anchors_of, checked_anchors
-from iomtnode.client import open_client
+from iomtnode.client import ApiError, open_client
 from iomtnode.core.genesis import Genesis
 from iomtnode.home import init_home
 from iomtnode.node import Node
-from tests.conftest import FAST, RunningNode
 
+from ..conftest import FAST, RunningNode
 from .clikit import cli, logs_beside_the_commands, ok
 from .test_patient_cli import patient, patient_with_device, send
 
@@ -26,6 +28,16 @@ pytestmark = pytest.mark.timeout(180)
 __all__ = ["logs_beside_the_commands"]  # an autouse fixture, imported to be used here
 
 ANCHOR_S = 0.5  # the node anchors its log this soon after a record (a minute in production)
+
+
+@pytest.fixture
+async def anchoring_node(tmp_path, nursery) -> RunningNode:
+    """A running node that anchors its audit log every :data:`ANCHOR_S`."""
+    home = init_home(tmp_path / "node", chain_id="iomt-test",
+                     config=replace(FAST, audit_anchor_s=ANCHOR_S))
+    node = Node(home, home.load_config())
+    info = await nursery.start(node.run)
+    return RunningNode(node, home, f"ws://127.0.0.1:{info.api_port}/api/v1", info.services)
 
 
 async def anchored(node) -> int:
@@ -37,16 +49,6 @@ async def anchored(node) -> int:
                 return audit.next_index
             await trio.sleep(0.05)
 
-
-
-@pytest.fixture
-async def anchoring_node(tmp_path, nursery) -> RunningNode:
-    """A node that anchors its audit log ANCHOR_S after a record."""
-    config = dataclasses.replace(FAST, audit_anchor_s=ANCHOR_S)
-    home = init_home(tmp_path / "node", chain_id="iomt-test", config=config)
-    node = Node(home, home.load_config())
-    info = await nursery.start(node.run)
-    return RunningNode(node, home, f"ws://127.0.0.1:{info.api_port}/api/v1", info.services)
 
 async def test_audit_verify_passes_then_fails_when_a_record_is_withheld(
         anchoring_node, tmp_path, monkeypatch):
@@ -119,3 +121,51 @@ async def test_audit_verify_passes_then_fails_when_a_record_is_withheld(
     forged = honest | {"receipt": honest["receipt"] | {"tx": tx.hex()}}
     [reason] = checked_anchors([forged], me, genesis)[1]
     assert "its receipt does not verify" in reason
+
+
+
+async def hiding_proxy(upstream: str, request: WebSocketRequest) -> None:
+    """A node (in front of ``upstream``) that lists none of its own anchors and whose log
+    lost the refused read of the patient's records: each call goes to ``upstream``."""
+    ws = await request.accept()
+    async with open_client(upstream) as client:
+        try:
+            while True:
+                message = json.loads(await ws.get_message())
+                method, params = message["method"], message["params"]
+                try:
+                    result = [] if method == "get_audit_anchors" else await client.call(
+                        method, **params)
+                    if method == "get_audit_log":
+                        result["records"] = {i: r for i, r in result["records"].items()
+                                             if decode_record(bytes.fromhex(r)).code == 0}
+                    answer = {"result": result}
+                except ApiError as exc:
+                    answer = {"error": {"code": exc.code, "message": exc.message}}
+                await ws.send_message(json.dumps({"jsonrpc": "2.0", "id": message["id"]}
+                                                 | answer))
+        except ConnectionClosed:
+            pass
+
+
+async def test_a_node_cannot_hide_its_anchors_when_another_node_is_asked(
+        anchoring_node, tmp_path):
+    node = anchoring_node
+    stream, _ = await patient_with_device(node, tmp_path)
+    await ok("patient", "keygen", "--grantee", "--out", tmp_path / "stranger.key")
+    refused = await cli("records", "fetch", "--as", tmp_path / "stranger.key", "--stream",
+                        stream, "--api", node.url)
+    assert refused.exit_code == 1
+    assert await anchored(node) == 1  # the refused read, anchored
+    async with trio.open_nursery() as nursery:
+        proxy = await nursery.start(partial(serve_websocket, partial(hiding_proxy, node.url),
+                                            "127.0.0.1", 0, None))
+        check = ["audit", "--patient", tmp_path / "patient.key", "--scope", "vitals",
+                 "--verify", "--genesis", node.home.path / "genesis.json", "--json",
+                 "--api", f"127.0.0.1:{proxy.port}"]
+        failed = await cli(*check, "--api", node.url)
+        nursery.cancel_scope.cancel()
+    assert failed.exit_code == 1, failed.stdout
+    hiding, honest = json.loads(failed.stdout)["nodes"]
+    assert not hiding["ok"] and hiding["anchored"] == 1 and honest["ok"]
+    assert "did not give it to you (withheld)" in hiding["failures"][0]

@@ -257,3 +257,38 @@ async def test_a_strip_puts_its_blob_before_its_reading_and_again_when_resealed(
     blob = node.blobs[again.body.commitment]
     ad = reading_ad(CHAIN, STREAM.public, node.device.public, again.body.seq, 2)
     assert open_sidecar(blob, secret(2), ad) == strip
+
+
+async def test_a_full_mempool_keeps_the_reading_and_sends_it_again(autojump_clock):
+    node = FakeNode(SigningKey.generate(), epoch=1)
+    s = await session(node)
+    node.refuse_code = 1020  # the node's mempool is full: time undoes it ...
+
+    def room_again() -> None:
+        node.refuse_code = 0  # ... a block later there is room
+
+    node.after_submit = room_again
+    pending = s.seal(plain())
+    assert await s.submit([pending]) == []
+    assert [tx.body.seq for tx in node.submitted] == [pending.seq] * 2
+    outcomes = await s.settle(5)
+    assert [(o.seq, o.state) for o in outcomes] == [(pending.seq, "committed")]
+
+
+async def test_a_reading_the_node_lost_is_sent_again_unchanged(autojump_clock):
+    node = FakeNode(SigningKey.generate(), epoch=1)
+    s = await session(node)
+    pending = s.seal(plain())
+    assert await s.submit([pending]) == []
+    original = node.submitted[0]
+    del node.accepted[original.id]  # the node restarted and lost its mempool, but a peer
+    # it had relayed the reading to commits it while the device sends it again: one
+    # content per sequence number, so what the device follows is what the ledger holds
+
+    def relayed_copy_commits() -> None:
+        node.accepted[original.id] = original
+
+    node.after_submit = relayed_copy_commits
+    outcomes = await s.settle(5)
+    assert [tx.id for tx in node.submitted] == [original.id] * 2
+    assert [(o.state, o.tx_id) for o in outcomes] == [("committed", original.id)]

@@ -104,3 +104,19 @@ def test_missing_file_and_directory_are_refused(tmp_path):
         load_patient(tmp_path / "absent.json")
     with pytest.raises(KeyFileError):
         load_patient(tmp_path)
+
+
+@pytest.mark.parametrize("open_mode", [0o644, 0o640, 0o604, 0o660])
+def test_a_key_file_open_to_other_users_is_refused(tmp_path, open_mode):
+    patient, grantee = tmp_path / "patient.json", tmp_path / "grantee.json"
+    write_patient(patient, new_root())
+    write_grantee(grantee, GranteeKeys.generate())
+    for path, load in ((patient, load_patient), (grantee, load_grantee)):
+        os.chmod(path, open_mode)
+        with pytest.raises(KeyFileError) as info:
+            load(path)
+        message = str(info.value)
+        assert message.startswith(f"{path}: ") and "\n" not in message
+        assert f"chmod 600 {path}" in message
+        os.chmod(path, 0o600)
+        load(path)

@@ -172,3 +172,25 @@ def test_a_keyring_is_one_kind():
         Keyring(root=ROOT, grantee=ALICE)
     with pytest.raises(ValueError):
         Keyring()
+
+
+def test_history_wraps_cost_one_walk_down_the_chain_however_many(monkeypatch):
+    """A node can seal any number of history wraps to a grantee's box key (it is on the
+    ledger): ascending epochs must not cost the reader a walk down the chain each."""
+    import iomtnode.patient.keys as keys_module
+
+    wraps = [(STREAM, epoch, HISTORY, make_wrap(STREAM, epoch, HISTORY, bytes([epoch % 256]) * 32,
+                                                 ALICE.box_public))
+             for epoch in range(EPOCHS_PER_STREAM - 40, EPOCHS_PER_STREAM + 1)]
+    steps = 0
+    honest = keys_module.regress
+
+    def counting(state: bytes) -> bytes:
+        nonlocal steps
+        steps += 1
+        return honest(state)
+
+    monkeypatch.setattr(keys_module, "regress", counting)
+    ring = Keyring.for_grantee(ALICE, wraps)
+    assert ring.secret_for(STREAM, 1) is not None
+    assert steps <= EPOCHS_PER_STREAM + 255  # one walk, then at most one checkpoint's steps
