@@ -1,7 +1,8 @@
 """A class 1 or 2 reading's commitment names one blob of one reading: another stream's
 device that copies a committed reading's commitment (public in its body) into a reading of
 its own is refused, so it can neither claim the blob for its stream (and read it through
-the API by its own consent) nor erase it by erasing its own copy."""
+the API by its own consent), nor erase it by erasing its own copy, nor, once the blob was
+erased, make the nodes fetch it back."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from iomtnode.core.tx import Reading, sign_tx
 
 from ..core.helpers import CHAIN_ID, key, pub
 from ..core.sealkit import admit, announce
-from .streamkit import STREAM, T0, blob_for, blob_reading, seal, stream_chain
+from .streamkit import STREAM, T0, blob_for, blob_reading, erase, seal, stream_chain
 
 OTHER = key("S2")  # another patient's stream, with a device of its own
 
@@ -51,3 +52,20 @@ def test_two_readings_of_one_block_cannot_name_one_blob(chain):
     built = chain.build([first, copy], pub("A"), T0 + 1000 * (chain.height + 1))
     assert [tx.id for tx in built.block.txs] == [first.id]
     assert [tx.id for tx, _ in built.rejected] == [copy.id]
+
+
+def test_an_erased_blob_is_not_named_again_so_no_node_fetches_it_back(chain):
+    """After its reading's erasure, a copy of its commitment would have made every node mark
+    the blob missing and fetch it back from any peer that still held it (one that had not
+    committed the erasure yet), for the copying stream."""
+    blob = blob_for("d1", 1)
+    chain.put_blob(blob, T0)
+    seal(chain, [blob_reading("d1", 1, T0 + 1, blob)])
+    seal(chain, [erase()])
+    copy = sign_tx(Reading(pub("x1"), 1, T0 + 2, 1, 1, commitment(blob)), key("x1"), CHAIN_ID)
+    built = chain.build([copy], pub("A"), T0 + 1000 * (chain.height + 1))
+    assert [type(exc) for _, exc in built.rejected] == [e.CommitmentInUseError]
+    commit = sign_commit([key("A")], CHAIN_ID, built.block.height, 0, built.block.hash)
+    chain.commit(built, commit)
+    assert chain.missing_blobs(10) == [] and not chain.put_fetched_blob(blob)
+    assert chain.blob(commitment(blob)) is None
