@@ -10,8 +10,9 @@ import pytest
 
 from iomtnode.core import errors as e
 from iomtnode.core.block import sign_commit
+from iomtnode.core.fields import U64_MAX
 from iomtnode.core.payload import commitment
-from iomtnode.core.tx import Reading, sign_tx
+from iomtnode.core.tx import Erase, Reading, sign_tx
 
 from ..core.helpers import CHAIN_ID, key, pub
 from ..core.sealkit import admit, announce
@@ -40,8 +41,10 @@ def test_a_copied_commitment_is_refused_and_the_blob_stays_its_streams(chain):
     # accepted, it made the blob the copier's stream's, and the copier's erasure deleted it
     commit = sign_commit([key("A")], CHAIN_ID, built.block.height, 0, built.block.hash)
     chain.commit(built, commit)
-    assert chain.blob_stream(commitment(blob)) == STREAM.public
+    seal(chain, [sign_tx(Erase(OTHER.public, OTHER.public, 0, U64_MAX, b"", 1), OTHER,
+                         CHAIN_ID)])
     assert chain.blob(commitment(blob)) == blob
+    assert [r.blob for r in chain.stream_readings(STREAM.public, 0, U64_MAX, b"", 10)] == [True]
 
 
 def test_two_readings_of_one_block_cannot_name_one_blob(chain):
