@@ -325,7 +325,9 @@ def in_sequence_order(txs: list[SignedTx]) -> list[SignedTx]:
     Readings admitted out of order (a gateway's backlog after a partition) are valid in
     either order inside the window, and a block in sequence order keeps the window moving
     forward only; the mempool's fast path after a commit needs the block in pending order,
-    so a block is reordered only when it must be."""
+    so a block is reordered only when it must be. Readings of different epochs are not
+    swapped (they are sorted by epoch first): each is valid only on its side of the epoch
+    announcement between them, and in pending order a device's earlier epochs come first."""
     highest: dict[bytes, int] = {}
     disordered: set[bytes] = set()
     for tx in txs:
@@ -344,15 +346,15 @@ def in_sequence_order(txs: list[SignedTx]) -> list[SignedTx]:
             places.setdefault(body.device, []).append(i)
     out = list(txs)
     for where in places.values():
-        ordered = sorted((txs[i] for i in where), key=_seq)
+        ordered = sorted((txs[i] for i in where), key=_epoch_seq)
         for i, tx in zip(where, ordered, strict=True):
             out[i] = tx
     return out
 
 
-def _seq(tx: SignedTx) -> int:
+def _epoch_seq(tx: SignedTx) -> tuple[int, int]:
     assert isinstance(tx.body, Reading)
-    return tx.body.seq
+    return tx.body.epoch, tx.body.seq
 
 
 def _same_bytes(a: SignedTx, b: SignedTx) -> bool:

@@ -126,10 +126,11 @@ class StreamStore:
                 raise BlobError(str(exc)) from None
         return address
 
-    def missing_blobs(self, limit: int) -> list[tuple[bytes, bytes]]:
+    def missing_blobs(self, limit: int, after: bytes = b"") -> list[tuple[bytes, bytes]]:
         """``(commitment, stream)`` of up to ``limit`` committed readings whose blob this
-        node lacks (to fetch from peers)."""
-        return self.store.sidecars.missing_blobs(limit)
+        node lacks (to fetch from peers), by commitment, after the commitment ``after``
+        (b"": from the first)."""
+        return self.store.sidecars.missing_blobs(limit, after)
 
     def put_fetched_blob(self, blob: bytes) -> bool:
         """Keep a blob fetched from a peer if a committed reading of this node lacks it;

@@ -175,3 +175,11 @@ class AuditAnchorError(RuleError):
 
     code = 1034
 
+
+class CommitmentInUseError(RuleError):
+    """A class 1 or 2 reading naming the commitment of a blob an earlier reading named: one
+    blob belongs to one reading (else another stream could claim it, or erase it by erasing
+    its copy). A device re-seals with a new salt."""
+
+    code = 1035
+

@@ -29,6 +29,7 @@ K_STREAM = b"s"  # a stream's epoch, grantees and erasure
 K_GRANT = b"g"
 K_ANCHORS = b"l"  # audit anchors per node: [authority, next index]
 K_ANCHOR_RANGES = b"L"  # per node and first index (u64): [count, root, tx id, height]
+K_BLOB_NAMED = b"b"  # per commitment of a class 1/2 reading committed: its blob is taken
 
 DEVICE_CACHE = 16_384  # decoded device records kept (about 5 MB)
 
@@ -204,6 +205,13 @@ class State:
         later only from its first precommit in a certificate)."""
         since = max(0, height - ONLINE_WINDOW_BLOCKS)  # -1: never certified
         return {a for a in self.authorities() if self.last_certified(a) >= since}
+
+    def blob_named(self, commitment: bytes) -> bool:
+        """Whether a committed class 1 or 2 reading names the blob of ``commitment``."""
+        return self.get(K_BLOB_NAMED + commitment) is not None
+
+    def name_blob(self, commitment: bytes) -> None:
+        self._writes[K_BLOB_NAMED + commitment] = b""
 
     def seen(self, tx_id: bytes) -> bool:
         return self.get(b"x" + tx_id) is not None

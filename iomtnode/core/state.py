@@ -44,6 +44,7 @@ Keyspace (first byte)::
     s <stream>   [epoch, epoch public key, [live grantees...], erased] (see .streams)
     g <stream> <grantee>   grant [box key, mode, expires_ms, first epoch, height]
     l <node>     audit anchors [authority, next index] (see .governance)
+    b <commitment>   a class 1 or 2 reading named this blob (one reading per blob)
     x <tx id>    a nonce-bearing transaction already applied
     o <authority>  the last height the authority certified (its precommit is in the
                  certificate a block carries; 0 for a genesis authority); u64
@@ -211,6 +212,12 @@ def _reading(state: State, r: Reading, ctx: BlockContext) -> None:
             f"timestamp {r.ts_ms} is {r.ts_ms - ctx.time_ms} ms ahead of the chain's clock "
             f"(at most {ctx.genesis.max_future_drift_ms} ms allowed); check the device clock"
         )
+    if r.size_class:  # a blob is content-addressed: one reading may name it
+        if state.blob_named(r.commitment):
+            raise e.CommitmentInUseError(
+                f"blob {r.commitment.hex()[:16]} is named by a committed reading already: "
+                "re-seal the payload with a new salt")
+        state.name_blob(r.commitment)
     state.set_seq_record(r.device, record)
 
 

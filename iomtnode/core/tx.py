@@ -301,7 +301,11 @@ def tx_to_json(tx: SignedTx) -> dict[str, Any]:
     view: dict[str, Any] = {"id": tx.id.hex(), "type": tx.kind_name}
     for name in tx.body.__struct_fields__:
         value = getattr(tx.body, name)
-        view[name] = value.hex() if isinstance(value, bytes) else value
+        if isinstance(value, bytes):
+            value = value.hex()
+        elif isinstance(value, list):  # an epoch's grantees: keys
+            value = [item.hex() for item in value]
+        view[name] = value
     view["signature"] = tx.signature.hex()
     view["raw"] = tx.leaf_bytes.hex()  # never the sidecar: it is served only with consent
     return view

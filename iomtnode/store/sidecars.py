@@ -105,10 +105,12 @@ class Sidecars:
                 return True
         return self._db.get(BLOB_PREFIX + commitment) is not None
 
-    def missing_blobs(self, limit: int) -> list[tuple[bytes, bytes]]:
+    def missing_blobs(self, limit: int, after: bytes = b"") -> list[tuple[bytes, bytes]]:
         """Up to ``limit`` ``(commitment, stream)`` of committed readings whose blob this node
-        lacks."""
-        with self._db.iterator(prefix=MISSING_BLOB_PREFIX) as it:
+        lacks, by commitment, those after ``after`` (a commitment) only."""
+        start = MISSING_BLOB_PREFIX + after + b"\x00" if after else MISSING_BLOB_PREFIX
+        stop = bytes([MISSING_BLOB_PREFIX[0] + 1])
+        with self._db.iterator(start=start, stop=stop) as it:
             return [(key[1:], value) for key, value in itertools.islice(it, limit)]
 
     # writes ---------------------------------------------------------------------------

@@ -68,7 +68,7 @@ class BlobChain(Protocol):
 
     def blob(self, commitment: bytes) -> bytes | None: ...
 
-    def missing_blobs(self, limit: int) -> list[tuple[bytes, bytes]]: ...
+    def missing_blobs(self, limit: int, after: bytes = b"") -> list[tuple[bytes, bytes]]: ...
 
     def put_fetched_blob(self, blob: bytes) -> bool: ...
 
@@ -87,6 +87,7 @@ class BlobReactor:
         self._chain = chain
         self._asked: dict[bytes, set[bytes]] = {}  # peer -> commitments asked of it
         self._turn = 0
+        self._after = b""  # the last commitment asked for: the next ask goes on from it
         self._wake = trio.Event()
         self.fetched = 0  # blobs stored from peers
 
@@ -134,12 +135,17 @@ class BlobReactor:
                           commitment=address.hex()[:16])
 
     def ask(self) -> bool:
-        """Ask the next peer for blobs the chain lacks; False if none are missing or no peer
-        is connected."""
+        """Ask the next peer for blobs the chain lacks, a request's worth after those asked
+        last (so blobs that nobody holds, a device's that were never uploaded, do not keep
+        the others from being asked for); False if none are missing or no peer is
+        connected."""
         peers = self._peers.peers()
-        missing = self._chain.missing_blobs(MAX_BLOBS_PER_REQUEST)
+        missing = self._chain.missing_blobs(MAX_BLOBS_PER_REQUEST, self._after)
+        if not missing and self._after:  # round again: blobs nobody held may come later
+            missing = self._chain.missing_blobs(MAX_BLOBS_PER_REQUEST)
         if not peers or not missing:
             return False
+        self._after = missing[-1][0]
         peer = peers[self._turn % len(peers)]
         self._turn += 1
         wanted = [address for address, _ in missing]

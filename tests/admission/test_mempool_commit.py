@@ -10,7 +10,7 @@ from iomtnode.admission.mempool import Mempool
 from iomtnode.core import errors as e
 
 from ..core.helpers import CHAIN_ID, key, pub
-from ..core.sealkit import grant, revoke_grant, sealed_reading
+from ..core.sealkit import announce, grant, revoke_grant, sealed_reading
 from .chainkit import GENESIS, T0, reading, seal, source_chain
 
 
@@ -194,3 +194,19 @@ def test_a_pending_reading_of_the_epoch_a_revocation_ended_is_dropped_with_1024(
     resealed = sealed_reading(key("d1"), 1, T0 + 1, CHAIN_ID, epoch=2)  # the same seq
     pool.add_tx(resealed)
     assert pool.pending(10) == [resealed]
+
+
+def test_a_devices_readings_are_not_reordered_across_its_streams_new_epoch(chain):
+    """Readings admitted out of sequence order on both sides of an epoch announcement (a
+    gateway's backlog sealed before, a fresh reading after) are each valid only on their side:
+    the block keeps them there, so none that the mempool accepted is refused by the block."""
+    pool = Mempool(chain, now_ms=lambda: GENESIS.time_ms + 10_000)
+    late = reading("d1", 5)  # epoch 1
+    fresh = sealed_reading(key("d1"), 3, T0 + 3, CHAIN_ID, epoch=2)
+    arrived = [late, announce(key("P"), CHAIN_ID, 2), fresh]
+    for tx in arrived:
+        pool.add_tx(tx)
+    proposed = pool.pending(10)
+    built = chain.build(proposed, pub("A"), T0 + 1000 * (chain.height + 1))
+    assert built.rejected == []
+    assert list(built.block.txs) == arrived

@@ -838,6 +838,7 @@ def test_rule_error_codes_are_stable_and_distinct() -> None:
         e.UnpaddedPayloadError: 1026, e.CommitmentMismatchError: 1027,
         e.EpochOrderError: 1028, e.GranteeSetError: 1029, e.ErasedStreamError: 1032,
         e.TooManyGranteesError: 1033, e.AuditAnchorError: 1034, e.BlobNotUploadedError: 1026,
+        e.CommitmentInUseError: 1035,
     }
     for cls, code in codes.items():
         assert cls.code == code, cls.__name__

@@ -15,17 +15,20 @@ import pytest
 from iomtnode.core import errors as e
 from iomtnode.core.crypto import blake2b256
 from iomtnode.core.fields import U64_MAX
-from iomtnode.core.tx import MAX_GRANTEES
+from iomtnode.core.tx import MAX_GRANTEES, Reading
 
+from .helpers import pub
 from .test_state import (
     CASES as STATE_CASES,
 )
 from .test_state import (
     NEXT,
     OK,
+    T0,
     Case,
     HasGrant,
     StreamIs,
+    Tx,
     add,
     admit,
     anchor,
@@ -41,6 +44,14 @@ from .test_state import (
 )
 
 REQUEST = blake2b256(b"the patient's signed request")
+BLOB, OTHER_BLOB = blake2b256(b"a blob"), blake2b256(b"another blob")  # commitments
+
+
+def blob_reading(dev: str, seq: int, commitment: bytes, size_class: int = 1) -> Tx:
+    """A class 1 or 2 reading of ``dev`` naming the blob of ``commitment``."""
+    body = Reading(pub(dev), seq, T0, 1, size_class, commitment)
+    return Tx(dev, body, f"blob_reading({dev}, {seq}, {commitment.hex()[:8]}, {size_class})")
+
 MANY = tuple(f"G{i:02}" for i in range(MAX_GRANTEES))
 
 CASES: list[Case] = [
@@ -300,6 +311,21 @@ CASES: list[Case] = [
         (admit("A", "hr2"), e.ErasedStreamError),  # no new device records into it
         NEXT,
         (reading("hr1", 3), e.ErasedStreamError),
+    ]),
+    # --- blobs --------------------------------------------------------------------------------
+    Case("a blob is named by one reading: another stream's copy of its commitment is refused "
+         "(1035), in the same block or later", [
+        (admit("A", "hr1"), OK),
+        (admit("A", "hr2", patient="Q"), OK),
+        (epoch("P"), OK),
+        (epoch("Q"), OK),
+        (blob_reading("hr1", 1, BLOB), OK),
+        (blob_reading("hr2", 1, BLOB), e.CommitmentInUseError),
+        (blob_reading("hr1", 2, BLOB), e.CommitmentInUseError),  # its own stream's too
+        NEXT,
+        (blob_reading("hr2", 2, BLOB, size_class=2), e.CommitmentInUseError),
+        (blob_reading("hr2", 3, OTHER_BLOB), OK),
+        (reading("hr2", 4), OK),  # a class 0 reading names no blob
     ]),
     # --- audit anchors -----------------------------------------------------------------------
     Case("a node's audit anchors start at 0 and follow each other without gap or overlap", [

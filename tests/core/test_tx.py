@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -151,6 +152,20 @@ def test_tx_to_json() -> None:
     assert view["seq"] == 7
     assert view["raw"] == tx.leaf_bytes.hex()  # never the sidecar
     assert tx.sidecar and SIDE.hex() not in str(view)
+
+
+@pytest.mark.parametrize("i", range(len(BODIES)), ids=IDS)
+def test_every_kinds_json_view_is_json_with_bytes_in_hex(i: int) -> None:
+    """get_block, get_receipt and get_stream_epoch answer with this view: an epoch's or a
+    revocation's grantees (a list of keys) are hex like every other key."""
+    tx = signed(i)
+    view = json.loads(json.dumps(tx_to_json(tx)))
+    for name in tx.body.__struct_fields__:
+        value = getattr(tx.body, name)
+        if type(value) is list:
+            assert view[name] == [item.hex() for item in value]
+        elif type(value) is bytes:
+            assert view[name] == value.hex()
 
 
 @pytest.mark.parametrize("i", range(len(BODIES)), ids=IDS)

@@ -17,10 +17,12 @@ from iomtnode.api.jsonrpc import INVALID_PARAMS, RpcError
 from iomtnode.api.methods import ROLES, ClientApi
 from iomtnode.core import errors as e
 from iomtnode.core.payload import commitment
+from iomtnode.core.tx import Reading, sign_tx
 from iomtnode.p2p import score
 from iomtnode.p2p.messages import decode_message, encode_message
 from iomtnode.sync.blobs import (
     FETCH_INTERVAL_S,
+    MAX_BLOBS_PER_REQUEST,
     MAX_BLOBS_REPLY_BYTES,
     RATES,
     BlobReactor,
@@ -30,6 +32,7 @@ from iomtnode.sync.blobs import (
 
 from ..admission.servicekit import Node
 from ..chain.streamkit import T0, blob_for, blob_reading, seal, stream_chain
+from ..core.helpers import CHAIN_ID, key, pub
 
 
 @dataclass
@@ -211,3 +214,25 @@ async def test_the_reactor_asks_after_a_commit_and_again_while_blobs_are_missing
                 await peer.changed.wait()
         assert all(msg == GetBlobs([commitment(blob)]) for msg in peer.sent)
         nursery.cancel_scope.cancel()
+
+
+def test_blobs_nobody_holds_do_not_keep_the_others_from_being_fetched(chains):
+    """A device may commit class 1 readings naming blobs it never uploaded (through a node
+    that relays them), with commitments of its choosing: a full request's worth sorting before
+    every other never arrives, and the next request asks for the missing blobs after them."""
+    a, b = chains
+    never = [bytes(31) + bytes([i]) for i in range(MAX_BLOBS_PER_REQUEST)]
+    held = blob_for("d2", 1)
+    a.put_blob(held, T0)
+    fakes = [sign_tx(Reading(pub("d1"), i + 1, T0 + 5, 1, 1, c), key("d1"), CHAIN_ID)
+             for i, c in enumerate(never)]
+    commit_on_both(a, b, [*fakes, blob_reading("d2", 1, T0 + 6, held)])
+    peer = FakePeer(b"a" * 32)
+    fetching = BlobReactor(FakePeers([peer]), b)
+    asked = []
+    for _ in range(2):
+        assert fetching.ask()
+        asked.append(peer.sent.pop().commitments)
+    assert asked[0] == never
+    assert asked[1] == [commitment(held)]
+    assert fetching.ask() and peer.sent.pop().commitments == never  # and round again
