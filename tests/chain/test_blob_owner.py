@@ -9,10 +9,12 @@ import pytest
 from iomtnode.api.access import NO_CONSENT
 from iomtnode.api.jsonrpc import RpcError
 from iomtnode.api.records import RecordsApi
+from iomtnode.chain.chain import BuiltBlock
 from iomtnode.core.fields import U64_MAX
 from iomtnode.core.payload import commitment
 from iomtnode.core.tx import Erase, sign_tx
 
+from ..admission.chainkit import seal_unchecked
 from ..core.helpers import CHAIN_ID, key, pub
 from ..core.sealkit import admit, announce
 from .streamkit import STREAM, T0, blob_for, blob_reading, seal, stream_chain
@@ -34,7 +36,10 @@ def copied_and_victim(chain):
     chain.put_blob(blob, T0)
     seal(chain, [blob_reading("d1", 1, T0 + 10, blob)])
     # the other stream's device names the same commitment, read off the public block
-    seal(chain, [blob_reading("m1", 1, T0 + 20, blob)])
+    # the ledger refuses a second reading of one blob (1035); here the copy is committed as a
+    # block the rule was removed from would, to test the index's own defence
+    block, cert = seal_unchecked(chain, (blob_reading("m1", 1, T0 + 20, blob),))
+    chain.commit(BuiltBlock(block, {}, []), cert)
     return commitment(blob), blob
 
 
