@@ -12,7 +12,8 @@ sections 1 to 3).
   reading sent again while its epoch is still current (a node that lost it, a wait) is the
   same transaction: a sequence number carries one content as long as it may commit.
 - A refusal for an epoch not announced yet (1025) waits and asks again; one for a full
-  mempool (1020) waits and sends the reading again.
+  mempool (1020) waits and sends the reading again; one for a commitment another reading
+  named first (1035) seals the plaintext again with a fresh salt, same sequence number.
 - The next sequence number comes from the ledger (``get_device``'s ``last_seq``), asked once
   the connection has proven the device's key.
 
@@ -30,7 +31,12 @@ from typing import Any, Protocol
 import trio
 
 from iomtnode.core.crypto import BadSignatureError, SigningKey
-from iomtnode.core.errors import MempoolFullError, StaleEpochError, UnknownEpochError
+from iomtnode.core.errors import (
+    CommitmentInUseError,
+    MempoolFullError,
+    StaleEpochError,
+    UnknownEpochError,
+)
 from iomtnode.core.payload import INLINE_CLASSES
 from iomtnode.core.tx import (
     EpochAnnounce,
@@ -48,9 +54,10 @@ from .seal import seal_reading
 STALE_EPOCH = StaleEpochError.code  # 1024: re-seal to the current epoch, same seq
 UNKNOWN_EPOCH = UnknownEpochError.code  # 1025: wait for the epoch, ask again
 MEMPOOL_FULL = MempoolFullError.code  # 1020: the node has no room yet: wait, send it again
+BLOB_TAKEN = CommitmentInUseError.code  # 1035: another reading named this blob: new salt, same seq
 EPOCH_WAIT_S = 0.5  # between two questions for an epoch the node does not know yet, or
 # two submissions to a node whose mempool was full
-RETRIED = (STALE_EPOCH, UNKNOWN_EPOCH, MEMPOOL_FULL)  # refusals that are not for good
+RETRIED = (STALE_EPOCH, UNKNOWN_EPOCH, MEMPOOL_FULL, BLOB_TAKEN)  # refusals that are not for good
 MAX_ATTEMPTS = 8  # submissions of one reading (first + re-seals and waits) before giving up
 STATUS_POLL_S = 0.1  # between two get_tx_status questions while waiting for commits
 MAX_STATUS_IDS = 10_000  # ids per get_tx_status call (the API's limit)
@@ -240,8 +247,8 @@ class DeviceSession:
                 if code not in RETRIED or pending.attempts >= MAX_ATTEMPTS:
                     refused.append(self._refused(pending, code, str(detail)))
                     continue
-                wait = wait or code != STALE_EPOCH
-                retry.append(pending)
+                wait = wait or code not in (STALE_EPOCH, BLOB_TAKEN)
+                retry.append(self._reseal(pending) if code == BLOB_TAKEN else pending)
             if retry:
                 if wait:
                     await trio.sleep(EPOCH_WAIT_S)
@@ -273,7 +280,9 @@ class DeviceSession:
                 outcomes.append(Outcome(pending.seq, pending.tx.id, "committed",
                                         height=status["height"]))
             elif status["state"] == "dropped":
-                if status["code"] == STALE_EPOCH and pending.attempts < MAX_ATTEMPTS:
+                if status["code"] == BLOB_TAKEN and pending.attempts < MAX_ATTEMPTS:
+                    stale.append(self._reseal(pending))  # a fresh salt: a blob of its own
+                elif status["code"] == STALE_EPOCH and pending.attempts < MAX_ATTEMPTS:
                     stale.append(pending)
                 else:
                     outcomes.append(self._refused(pending, status["code"], status["reason"]))

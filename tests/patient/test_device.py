@@ -275,6 +275,24 @@ async def test_a_full_mempool_keeps_the_reading_and_sends_it_again(autojump_cloc
     assert [(o.seq, o.state) for o in outcomes] == [(pending.seq, "committed")]
 
 
+async def test_a_reading_whose_blob_commitment_was_taken_is_sealed_again(autojump_clock):
+    node = FakeNode(SigningKey.generate(), epoch=1)
+    s = await session(node)
+    node.refuse_code = 1035  # another reading named the same commitment first (a copier)
+
+    def free_again() -> None:
+        node.refuse_code = 0
+
+    node.after_submit = free_again
+    pending = s.seal(plain())
+    assert await s.submit([pending]) == []
+    first, second = node.submitted
+    assert first.body.seq == second.body.seq == pending.seq  # same number ...
+    assert first.body.commitment != second.body.commitment  # ... a new salt: a blob of its own
+    outcomes = await s.settle(5)
+    assert [(o.seq, o.state) for o in outcomes] == [(pending.seq, "committed")]
+
+
 async def test_a_reading_the_node_lost_is_sent_again_unchanged(autojump_clock):
     node = FakeNode(SigningKey.generate(), epoch=1)
     s = await session(node)
