@@ -14,7 +14,8 @@ prefix     key suffix                                  value
                                                        erased
 ``b"W"``   stream, epoch (8 bytes), tx id              location, then the erasing tx id
 ``b"L"``   blob commitment                             the blob (a committed reading's)
-``b"N"``   blob commitment                             the stream of the reading naming it
+``b"N"``   blob commitment                             the stream, epoch, ts_ms and location
+                                                       of the reading naming it
 ``b"X"``   blob commitment                             the stream: committed, blob missing
 ``b"Q"``   blob commitment                             upload time (ms, 8 bytes) + the blob
 ``b"E"``   stream, location of the ``Erase``           since_ms, until_ms (8 bytes each),
