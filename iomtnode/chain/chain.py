@@ -44,6 +44,7 @@ from ..core.state import (
 from ..core.tx import SignedTx, decode_tx, leaf_of
 from ..store import BlockStore, StagedStore
 from .anchors import AuditLedger
+from .erasure import ErasureJob
 from .rules import META_RULES, RULES_RECORD, bring_rules_up_to_date
 from .streamstore import StreamStore
 
@@ -129,6 +130,8 @@ class Chain(StreamStore, AuditLedger):
             ) from None
         total = store.get_state(K_TX_TOTAL)
         self.committed_txs = int.from_bytes(total, "big") if total else 0
+        self._erasures = ErasureJob(store)
+        self._erasures.wake()  # an erasure a stop interrupted resumes
 
     # reads ---------------------------------------------------------------------------
 
@@ -365,13 +368,13 @@ class Chain(StreamStore, AuditLedger):
         indexed = self._index(block, built.changes)
         self.store.commit_block(
             height=block.height, block_hash=block.hash,
-            block_bytes=indexed.block_bytes or block.encode(), commit_bytes=commit.encode(),
+            block_bytes=block.encode(), commit_bytes=commit.encode(),
             tx_ids=[tx.id for tx in block.txs],
             state_changes={**built.changes, K_TX_TOTAL: total.to_bytes(8, "big")},
             index=indexed.index,
         )
-        if indexed.compact:
-            self.store.sidecars.compact_later(indexed.compact)
+        if indexed.erasures:
+            self._erasures.wake()  # (a staged chain's wakes it after the flush: adopt)
         self._head_height, self._head_hash, self._head_block = block.height, block.hash, block
         self.committed_txs = total
 
@@ -387,3 +390,4 @@ class Chain(StreamStore, AuditLedger):
         assert self.store.head() == staged.store.head(), "flush the staged blocks first"
         self._head_height, self._head_hash = staged._head_height, staged._head_hash
         self._head_block, self.committed_txs = staged._head_block, staged.committed_txs
+        self._erasures.wake()

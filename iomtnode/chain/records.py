@@ -5,10 +5,9 @@ section 5; docs/privacy-store.md).
 At commit, in the block's own batch: each reading is indexed by its device's stream and its
 timestamp, each wrap-carrying transaction (grant, epoch, revocation) by its stream and epoch,
 and a class 1 or 2 reading's blob becomes permanent (or is marked missing, to be fetched from
-peers). An erasure strips the covered readings' sidecars (and, for a whole scope, every wrap
-of the stream) by rewriting the stored blocks with those transactions' leaves: no block hash,
-Merkle root or receipt changes. It deletes their blobs, records who erased each reading, and
-names the key ranges to compact so the bytes leave the database's files.
+peers). An erasure adds its stream's erasure and a to-do for the erasure job
+(:mod:`.erasure`), which strips the stored blocks later, in bounded chunks; until it has,
+the queries here hide what the erasure covers.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..core import codec
 from ..core.block import Block, split_block
 from ..core.crypto import KEY_BYTES
 from ..core.fields import U64_MAX
@@ -32,21 +30,19 @@ from ..core.tx import (
     RevokeGrant,
     SignedTx,
     decode_tx,
+    stripped,
 )
-from ..store.leveldb import BLOCK_PREFIX
 from ..store.sidecars import (
     BLOB_PREFIX,
     BLOB_STREAM_PREFIX,
-    COMPACT_PREFIX,
     LOCATION,
     MISSING_BLOB_PREFIX,
     PENDING_BLOB_PREFIX,
     READING_PREFIX,
     U64,
     WRAP_PREFIX,
-    encode_ranges,
 )
-from ..store.txlog import PENDING_PREFIX
+from .erasure import erased_by, erasure_entry, pending_erasures, wrap_erased
 
 MAX_STREAM_READINGS = 1_000  # readings one stream_readings call returns at most (each reads
 # its block from the store: a cursor pages through more)
@@ -103,47 +99,42 @@ class IndexView(Protocol):
 @dataclass(frozen=True, slots=True)
 class IndexedBlock:
     """What a block adds to the store besides itself: index entries (full keys, None
-    deletes), the block's own bytes if an erasure in it stripped some of its transactions,
-    and the key ranges to compact once written."""
+    deletes), and whether it commits an erasure (for the erasure job)."""
 
     index: dict[bytes, bytes | None]
-    block_bytes: bytes | None
-    compact: bytes  # the key of the compaction to-do in ``index``, b"" if none
+    erasures: bool
 
 
 def reading_key(stream: bytes, ts_ms: int, tx_id: bytes) -> bytes:
     return READING_PREFIX + stream + U64.pack(ts_ms) + tx_id
 
 
-def index_block(block: Block, index_view: IndexView, block_bytes: Callable[[int], bytes | None],
-                streams: dict[bytes, bytes], stream_of: Callable[[bytes], bytes]
-                ) -> IndexedBlock:
-    """The index entries of ``block`` and the erasures it commits. ``streams`` maps device
-    keys to their stream (one dict lookup per reading); ``stream_of`` finds and caches a
-    device missing from it."""
+def index_block(block: Block, index_view: IndexView, streams: dict[bytes, bytes],
+                stream_of: Callable[[bytes], bytes]) -> IndexedBlock:
+    """The index entries of ``block`` and the erasures it commits (two entries each: the
+    erasure job does the rest). ``streams`` maps device keys to their stream (one dict
+    lookup per reading); ``stream_of`` finds and caches a device missing from it."""
     height = block.height
     index: dict[bytes, bytes | None] = {}
-    erasures: list[tuple[int, SignedTx]] = []
+    erasures = False
     for position, tx in enumerate(block.txs):
         body = tx.body
         if type(body) is Reading:
             stream = streams.get(body.device) or stream_of(body.device)
-            index[READING_PREFIX + stream + U64.pack(body.ts_ms) + tx.id] = LOCATION.pack(
-                height, position)
+            location = LOCATION.pack(height, position)
+            index[READING_PREFIX + stream + U64.pack(body.ts_ms) + tx.id] = location
             if body.size_class:
-                _blob_committed(index, index_view, body.commitment, stream, body.epoch)
+                _blob_committed(index, index_view, body.commitment,
+                                stream + U64.pack(body.epoch) + U64.pack(body.ts_ms) + location)
         elif type(body) in WRAPPERS:
             wrapper: Grant | EpochAnnounce | RevokeGrant = body  # type: ignore[assignment]
             index[WRAP_PREFIX + wrapper.stream + U64.pack(wrapper.epoch) + tx.id] = (
                 LOCATION.pack(height, position))
         elif type(body) is Erase:
-            erasures.append((position, tx))
-    if not erasures:
-        return IndexedBlock(index, None, b"")
-    eraser = _Eraser(block, index, index_view, block_bytes)
-    for position, tx in erasures:
-        eraser.erase(position, tx)
-    return eraser.result()
+            index.update(erasure_entry(body.stream, height, position, body.since_ms,
+                                       body.until_ms, tx.id))
+            erasures = True
+    return IndexedBlock(index, erasures)
 
 
 def _blob_owner(index: dict[bytes, bytes | None], view: IndexView, commitment: bytes
@@ -155,112 +146,18 @@ def _blob_owner(index: dict[bytes, bytes | None], view: IndexView, commitment: b
 
 
 def _blob_committed(index: dict[bytes, bytes | None], view: IndexView, commitment: bytes,
-                    stream: bytes, epoch: int) -> None:
+                    owner: bytes) -> None:
+    """``owner``: the reading's stream, epoch, ts_ms and location (an erasure covers it)."""
     if _blob_owner(index, view, commitment) is not None:
         return  # a blob is its first reading's: a copied commitment takes nothing over
-    index[BLOB_STREAM_PREFIX + commitment] = stream + U64.pack(epoch)
+    stream = owner[:KEY_BYTES]
+    index[BLOB_STREAM_PREFIX + commitment] = owner
     pending = view.pending_blob(commitment)
     if pending is not None:
         index[BLOB_PREFIX + commitment] = pending
         index[PENDING_BLOB_PREFIX + commitment] = None
     elif view.get(BLOB_PREFIX + commitment) is None:
         index[MISSING_BLOB_PREFIX + commitment] = stream
-
-
-def _merged(view: IndexView, index: dict[bytes, bytes | None], start: bytes, stop: bytes
-            ) -> list[tuple[bytes, bytes]]:
-    """The entries in ``[start, stop)`` of the store with this block's on top."""
-    merged = dict(view.iterate(start, stop))
-    for key, value in index.items():
-        if start <= key < stop:
-            if value is None:
-                merged.pop(key, None)
-            else:
-                merged[key] = value
-    return sorted(merged.items())
-
-
-class _Eraser:
-    """The erasures of one block: each stored block it touches is read and rewritten once."""
-
-    def __init__(self, block: Block, index: dict[bytes, bytes | None], view: IndexView,
-                 block_bytes: Callable[[int], bytes | None]) -> None:
-        self._block = block
-        self._index = index
-        self._view = view
-        self._block_bytes = block_bytes
-        self._blocks: dict[int, tuple[bytes, list[bytes], bytes]] = {}
-        self._touched: set[int] = set()
-        # the pending log's entries held the sidecars until their commit; its range starts at
-        # the lowest arrival number (not at the bare prefix, whose key just below would be
-        # the empty key: a compaction of every block stored)
-        self._compact: list[tuple[bytes, bytes]] = [
-            (PENDING_PREFIX + bytes(U64.size), PENDING_PREFIX + _END)]
-
-    def erase(self, position: int, tx: SignedTx) -> None:
-        x = tx.body
-        assert type(x) is Erase
-        start = READING_PREFIX + x.stream + U64.pack(x.since_ms)
-        stop = READING_PREFIX + x.stream + U64.pack(x.until_ms)
-        for key, value in _merged(self._view, self._index, start, stop):
-            height, pos = LOCATION.unpack_from(value)
-            if len(value) > LOCATION.size or (height, pos) > (self._block.height, position):
-                continue  # erased already, or committed after the erasure
-            self._strip(height, pos, x.stream)
-            self._index[key] = value + tx.id
-        self._compact.append((start, stop))
-        if x.whole_scope:
-            start = WRAP_PREFIX + x.stream
-            for key, value in _merged(self._view, self._index, start, start + _END):
-                height, pos = LOCATION.unpack_from(value)
-                if len(value) == LOCATION.size and (height, pos) < (self._block.height, position):
-                    self._strip(height, pos, x.stream)
-                    self._index[key] = value + tx.id
-
-    def _parts(self, height: int) -> tuple[bytes, list[bytes], bytes]:
-        parts = self._blocks.get(height)
-        if parts is None:
-            if height == self._block.height:
-                block = self._block
-                last = block.last_commit.encode() if block.last_commit else b""
-                parts = (block.header_bytes, [tx.raw for tx in block.txs], last)
-            else:
-                raw = self._block_bytes(height)
-                assert raw is not None, "every indexed transaction's block is stored"
-                parts = split_block(raw)
-            self._blocks[height] = parts
-        return parts
-
-    def _strip(self, height: int, position: int, stream: bytes) -> None:
-        raws = self._parts(height)[1]
-        tx = decode_tx(raws[position])
-        if tx.sidecar:
-            raws[position] = tx.leaf_bytes
-            self._touched.add(height)
-        body = tx.body
-        if (type(body) is Reading and body.size_class  # the blob of this stream's reading
-                and _blob_owner(self._index, self._view, body.commitment) in (stream, None)):
-            for prefix in (BLOB_PREFIX, BLOB_STREAM_PREFIX, MISSING_BLOB_PREFIX,
-                           PENDING_BLOB_PREFIX):
-                self._index[prefix + body.commitment] = None
-            self._compact.append((BLOB_PREFIX + body.commitment,
-                                  BLOB_PREFIX + body.commitment + b"\x00"))
-
-    def result(self) -> IndexedBlock:
-        own: bytes | None = None
-        for height in sorted(self._touched):
-            header, raws, last = self._blocks[height]
-            encoded = codec.encode([header, raws, last])
-            if height == self._block.height:
-                own = encoded
-            else:
-                self._index[BLOCK_PREFIX + U64.pack(height)] = encoded
-        if self._touched:
-            self._compact.append((BLOCK_PREFIX + U64.pack(min(self._touched)),
-                                  BLOCK_PREFIX + U64.pack(max(self._touched) + 1)))
-        todo = COMPACT_PREFIX + U64.pack(self._block.height)
-        self._index[todo] = encode_ranges(self._compact)
-        return IndexedBlock(self._index, own, todo)
 
 
 # queries ----------------------------------------------------------------------------------
@@ -273,14 +170,15 @@ class _StoredTxs:
         self._block_bytes = block_bytes
         self._raws: dict[int, list[bytes]] = {}
 
-    def at(self, location: bytes) -> tuple[SignedTx, int]:
+    def at(self, location: bytes) -> tuple[SignedTx, int, int]:
+        """The transaction at ``location``, its height and position."""
         height, position = LOCATION.unpack_from(location)
         raws = self._raws.get(height)
         if raws is None:
             raw = self._block_bytes(height)
             assert raw is not None, "every indexed transaction's block is stored"
             raws = self._raws[height] = split_block(raw)[1]
-        return decode_tx(raws[position]), height
+        return decode_tx(raws[position]), height, position
 
 
 def stream_readings(view: IndexView, block_bytes: Callable[[int], bytes | None], stream: bytes,
@@ -297,15 +195,22 @@ def stream_readings(view: IndexView, block_bytes: Callable[[int], bytes | None],
     stop = READING_PREFIX + stream + U64.pack(until_ms)
     start = max(start, READING_PREFIX + stream + after + b"\x00") if after else start
     txs = _StoredTxs(block_bytes)
+    erasures = pending_erasures(view, stream)  # committed, not done by the job yet
     found = []
     for _, value in view.iterate(start, stop):
         if len(found) >= min(limit, MAX_STREAM_READINGS):
             break
-        tx, height = txs.at(value)
+        tx, height, position = txs.at(value)
         body = tx.body
         assert type(body) is Reading
-        blob = bool(body.size_class) and view.get(BLOB_PREFIX + body.commitment) is not None
-        found.append(StreamReading(tx, height, value[LOCATION.size:], blob))
+        by = value[LOCATION.size:]
+        if not by and erasures:
+            by = erased_by(erasures, body.ts_ms, height, position)
+            if by:
+                tx = stripped(tx)
+        blob = (bool(body.size_class) and not by
+                and view.get(BLOB_PREFIX + body.commitment) is not None)
+        found.append(StreamReading(tx, height, by, blob))
     return found
 
 
@@ -314,11 +219,14 @@ def stream_wraps(view: IndexView, block_bytes: Callable[[int], bytes | None], st
     """The wraps addressed to ``grantee`` in the stream's grants and epochs this node holds,
     by epoch. An epoch's wrap has the mode of the grantee's grant before it."""
     txs = _StoredTxs(block_bytes)
+    erasures = pending_erasures(view, stream)
     mode = FORWARD
     found = []
     start = WRAP_PREFIX + stream
     for _, value in view.iterate(start, start + _END):
-        tx, _ = txs.at(value)
+        tx, height, position = txs.at(value)
+        if erasures and wrap_erased(erasures, height, position):
+            tx = stripped(tx)
         body = tx.body
         if type(body) is Grant:
             if body.grantee == grantee:
@@ -338,7 +246,8 @@ def epoch_announcement(view: IndexView, block_bytes: Callable[[int], bytes | Non
     start = WRAP_PREFIX + stream + U64.pack(epoch)
     txs = _StoredTxs(block_bytes)
     for _, value in view.iterate(start, start + _END[:_ID_BYTES + 1]):
-        tx, _ = txs.at(value)
+        tx, height, position = txs.at(value)
         if type(tx.body) in (EpochAnnounce, RevokeGrant):
-            return tx
+            erasures = pending_erasures(view, stream)
+            return stripped(tx) if wrap_erased(erasures, height, position) else tx
     return None

@@ -11,6 +11,7 @@ from ..core.crypto import KEY_BYTES
 from ..core.ledger import State
 from ..core.payload import commitment, sidecar_bytes
 from ..store.sidecars import BLOB_PREFIX, BLOB_STREAM_PREFIX, MISSING_BLOB_PREFIX, U64
+from .erasure import blob_erased
 from .records import (
     IndexedBlock,
     StreamReading,
@@ -57,8 +58,7 @@ class StreamStore:
             streams[device] = found.stream
             return found.stream
 
-        return index_block(block, self.store.sidecars, self.store.block_bytes, streams,
-                           stream_of)
+        return index_block(block, self.store.sidecars, streams, stream_of)
 
     # queries -----------------------------------------------------------------------------
 
@@ -92,14 +92,19 @@ class StreamStore:
         return StreamView(record.epoch, record.public, record.erased, grants, announcement)
 
     def blob(self, commitment: bytes) -> bytes | None:
-        """The blob a committed reading names by ``commitment``, if this node holds it."""
-        return self.store.sidecars.get(BLOB_PREFIX + commitment)
+        """The blob a committed (and not erased) reading names by ``commitment``, if this
+        node holds it."""
+        sidecars = self.store.sidecars
+        owner = sidecars.get(BLOB_STREAM_PREFIX + commitment)
+        if owner is not None and blob_erased(sidecars, owner):
+            return None  # its erasure committed; the erasure job deletes it
+        return sidecars.get(BLOB_PREFIX + commitment)
 
     def blob_owner(self, commitment: bytes) -> tuple[bytes, int] | None:
         """The stream and epoch of the first committed (and not erased) reading naming
         ``commitment``, or None."""
         value = self.store.sidecars.get(BLOB_STREAM_PREFIX + commitment)
-        if value is None:
+        if value is None or blob_erased(self.store.sidecars, value):
             return None
         return value[:KEY_BYTES], U64.unpack_from(value, KEY_BYTES)[0]
 

@@ -171,8 +171,9 @@ class BlockStore:
             raise
 
     def close(self) -> None:
-        """Close the store (after its compactions); closing twice is harmless."""
-        self.sidecars.wait_compacted()
+        """Close the store (after its compactions; an erasure job stops between two of its
+        chunks and resumes at the next open); closing twice is harmless."""
+        self.sidecars.stop()
         self._db.close()
 
     def __enter__(self) -> BlockStore:

@@ -14,11 +14,19 @@ prefix     key suffix                                  value
                                                        erased
 ``b"W"``   stream, epoch (8 bytes), tx id              location, then the erasing tx id
 ``b"L"``   blob commitment                             the blob (a committed reading's)
-``b"N"``   blob commitment                             the stream of the reading naming it
+``b"N"``   blob commitment                             the stream, epoch, ts_ms and location
+                                                       of the reading naming it
 ``b"X"``   blob commitment                             the stream: committed, blob missing
 ``b"Q"``   blob commitment                             upload time (ms, 8 bytes) + the blob
-``b"Y"``   height of the erasing block (8 bytes)       key ranges still to compact
+``b"E"``   stream, location of the ``Erase``           since_ms, until_ms (8 bytes each),
+                                                       its tx id: an erasure not yet done
+``b"Z"``   location of the ``Erase``                   its stream, chunks done (4 bytes),
+                                                       the last index key erased (a cursor)
+``b"Y"``   location of the ``Erase``, chunk (4 bytes)  key ranges still to compact
 =========  ==========================================  ====================================
+
+An erasure's commit writes only its ``E`` and ``Z`` entries; a worker thread (the erasure
+job, :mod:`iomtnode.chain.erasure`) does the rest in bounded chunks, each one batch.
 
 Pending blobs (``Q``) are bounded by :data:`BLOB_PENDING_BYTES` and expire after
 :data:`BLOB_PENDING_S` unless a committed reading names them first.
@@ -30,7 +38,7 @@ import collections
 import itertools
 import struct
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 READING_PREFIX = b"R"
@@ -40,6 +48,8 @@ BLOB_STREAM_PREFIX = b"N"
 MISSING_BLOB_PREFIX = b"X"
 PENDING_BLOB_PREFIX = b"Q"
 COMPACT_PREFIX = b"Y"
+ERASURE_PREFIX = b"E"
+ERASE_TODO_PREFIX = b"Z"
 BLOB_PENDING_BYTES = 64 * 1024 * 1024  # uploaded blobs no committed reading names yet
 BLOB_PENDING_S = 600  # an uploaded blob waits this long for its reading, then is dropped
 LOCATION = struct.Struct(">QI")  # height (8 bytes) + position in the block (4 bytes)
@@ -81,6 +91,8 @@ class Sidecars:
         self._todos: collections.deque[bytes] = collections.deque()  # to compact, in order
         self._compacting = threading.Condition()  # the to-dos and whether a worker runs
         self._worker = False
+        self._jobs: dict[str, bool] = {}  # running jobs -> woken again while running
+        self._stopping = False
         for key in db.iterator(prefix=COMPACT_PREFIX, include_value=False):
             self.compact_later(key)  # an erasure's compaction a stop interrupted
 
@@ -170,6 +182,12 @@ class Sidecars:
                 batch.delete(MISSING_BLOB_PREFIX + commitment)
         return True
 
+    def write(self, changes: Mapping[bytes, bytes | None]) -> None:
+        """Write ``changes`` (full keys; None deletes) in one synced batch (an erasure's
+        chunk; the caller holds :attr:`commit_lock`)."""
+        with self._db.write_batch(sync=True) as batch:
+            self.write_in(batch, changes)
+
     @staticmethod
     def write_in(batch: Any, changes: Mapping[bytes, bytes | None]) -> None:
         """Write a block's entries (full keys; None deletes) in the block's ``batch``."""
@@ -241,8 +259,49 @@ class Sidecars:
             self._db.compact_range(start=low, stop=high)
         self._db.delete(todo, sync=True)
 
-    def wait_compacted(self) -> None:
-        """Return once every compaction asked for so far is done (and before closing)."""
+    # jobs -------------------------------------------------------------------------------
+
+    def start_job(self, name: str, step: Callable[[], bool]) -> None:
+        """Run ``step()`` over and over in a worker thread (one per ``name``) until it says
+        no work is left (False). A call while the job runs makes it look once more after a
+        step that found nothing. :meth:`stop` ends it after its current step; a step's work
+        must be durable by itself (the job resumes from the database when it next runs)."""
         with self._compacting:
-            while self._worker:
+            if self._stopping:
+                return
+            if name in self._jobs:
+                self._jobs[name] = True
+                return
+            self._jobs[name] = True  # woken: it steps at least once
+        threading.Thread(target=self._run_job, args=(name, step), name=f"store-{name}",
+                         daemon=True).start()
+
+    def _run_job(self, name: str, step: Callable[[], bool]) -> None:
+        more = False
+        try:
+            while True:
+                with self._compacting:
+                    if self._stopping or not (more or self._jobs[name]):
+                        del self._jobs[name]
+                        self._compacting.notify_all()
+                        return
+                    self._jobs[name] = False  # a wake-up from now on is seen after the step
+                more = step()
+        except BaseException:  # its to-do stays in the database: the next open resumes it
+            with self._compacting:
+                self._jobs.pop(name, None)
+                self._compacting.notify_all()
+            raise
+
+    def wait_compacted(self) -> None:
+        """Return once every job and every compaction asked for so far is done."""
+        with self._compacting:
+            while self._worker or self._jobs:
                 self._compacting.wait()
+
+    def stop(self) -> None:
+        """Before closing: end the jobs after their current step (they resume when the store
+        next opens) and wait for the compactions asked for so far."""
+        with self._compacting:
+            self._stopping = True
+        self.wait_compacted()

@@ -15,18 +15,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 
-from .leveldb import BLOCK_PREFIX, BlockRecord, BlockStore, HeightMismatchError
+from .leveldb import BlockRecord, BlockStore, HeightMismatchError
 from .sidecars import Sidecars
 
 
 class StagedSidecars:
     """The reads of :class:`~.sidecars.Sidecars` over the store's, with the staged blocks'
-    entries on top (an erasure in a staged block sees the readings staged before it)."""
+    entries on top (a staged block sees the blobs staged before it)."""
 
     def __init__(self, sidecars: Sidecars) -> None:
         self._sidecars = sidecars
         self.changes: dict[bytes, bytes | None] = {}
-        self.compactions: list[bytes] = []  # to-dos started once flushed
 
     def get(self, key: bytes) -> bytes | None:
         if key in self.changes:
@@ -48,9 +47,6 @@ class StagedSidecars:
 
     def holds_blob(self, commitment: bytes) -> bool:
         return self._sidecars.holds_blob(commitment)
-
-    def compact_later(self, todo: bytes) -> None:
-        self.compactions.append(todo)
 
 
 class StagedStore:
@@ -82,10 +78,6 @@ class StagedStore:
         return self._records[index] if 0 <= index < len(self._records) else None
 
     def block_bytes(self, height: int) -> bytes | None:
-        rewritten = (self.sidecars.changes.get(BLOCK_PREFIX + height.to_bytes(8, "big"))
-                     if 0 <= height < 2**64 else None)
-        if rewritten is not None:  # a staged erasure stripped it
-            return rewritten
         record = self._record(height)
         return record.block_bytes if record else self._store.block_bytes(height)
 
@@ -150,9 +142,6 @@ class StagedStore:
         """
         records, count = self._records, len(self._records)
         self._store.commit_blocks(records)
-        for todo in self.sidecars.compactions:
-            self._store.sidecars.compact_later(todo)
-        self.sidecars.compactions = []
         self._records = []
         self._state.clear()
         self._heights.clear()
