@@ -227,8 +227,8 @@ def grant(
 
     result = _submit_signed(api, api_ca, key, scope, chain_id, make, wait)
     emit(result | {"grantee": grantee.hex(), "mode": pw.MODE_NAMES[mode]}, as_json,
-         f"{result['state']}: grant to {grantee.hex()[:16]} ({pw.MODE_NAMES[mode]}) "
-         f"{result['id']}")
+         f"{result['state']}: grant {result['id']} to {grantee.hex()} "
+         f"({pw.MODE_NAMES[mode]}); revoke it with --grantee {grantee.hex()}")
 
 
 @patient_app.command("revoke")
