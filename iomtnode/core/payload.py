@@ -24,6 +24,10 @@ class PayloadError(ValueError):
     """A sidecar that is not of its class's size or does not match its commitment."""
 
 
+class PayloadSizeError(PayloadError):
+    """A size class that does not exist, or a sidecar not exactly its class's size."""
+
+
 def sealed_bytes(size_class: int) -> int:
     """Bytes of a ciphertext of ``size_class`` (ephemeral key, AEAD output, tag)."""
     return PADDED_BYTES[size_class] + SEAL_OVERHEAD_BYTES
@@ -44,9 +48,10 @@ def check_sidecar(size_class: int, commit: bytes, sidecar: bytes) -> None:
     """Raise :class:`PayloadError` unless ``sidecar`` is exactly ``size_class``'s size and
     hashes to ``commit``."""
     if not 0 <= size_class < len(PADDED_BYTES):
-        raise PayloadError(f"size class {size_class} is not one of 0..{len(PADDED_BYTES) - 1}")
+        raise PayloadSizeError(
+            f"size class {size_class} is not one of 0..{len(PADDED_BYTES) - 1}")
     if len(sidecar) != sidecar_bytes(size_class):
-        raise PayloadError(
+        raise PayloadSizeError(
             f"sidecar of {len(sidecar)} bytes; size class {size_class} seals to exactly "
             f"{sidecar_bytes(size_class)} (salt and padded ciphertext)")
     if len(commit) != HASH_BYTES or commitment(sidecar) != commit:

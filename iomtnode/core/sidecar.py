@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from . import codec
 from . import fields as f
-from .payload import INLINE_CLASSES, PayloadError, wrap_hash, wraps_hash
+from .payload import INLINE_CLASSES, PayloadError, PayloadSizeError, wrap_hash, wraps_hash
 from .payload import check_sidecar as check_reading_sidecar
 from .txkinds import (
     MAX_WRAPPED_KEY_BYTES,
@@ -68,9 +68,10 @@ def check_sidecar(body: TxBody, sidecar: bytes) -> None:
                 "store, not beside the transaction")
         try:
             check_reading_sidecar(body.size_class, body.commitment, sidecar)
+        except PayloadSizeError as exc:
+            raise UnpaddedSidecarError(f"reading: {exc}") from None
         except PayloadError as exc:
-            kind = UnpaddedSidecarError if "bytes" in str(exc) else SidecarError
-            raise kind(f"reading: {exc}") from None
+            raise SidecarError(f"reading: {exc}") from None
     elif type(body) is Grant:
         if len(sidecar) > MAX_WRAPPED_KEY_BYTES:
             raise UnpaddedSidecarError(
