@@ -246,16 +246,23 @@ def _envelope(raw: bytes) -> tuple[bytes, bytes, bytes] | None:
     return raw[start:end], signature, raw[side[0]:]
 
 
+def _without_sidecar(raw: bytes, sidecar: bytes) -> bytes:
+    """The canonical envelope ``raw`` of three elements as the two-element leaf: a 2-array
+    header, then the body and signature bytes exactly as received."""
+    return b"\x92" + raw[1:len(raw) - len(sidecar) - (2 if len(sidecar) < 256 else 3)]
+
+
 def leaf_of(raw: bytes) -> bytes:
-    """The leaf of a transaction's wire form (its sidecar dropped) without decoding its body;
-    raises :class:`MalformedTxError` for bytes that are not a canonical envelope."""
+    """The leaf of a stored transaction's wire form (its sidecar dropped) without decoding its
+    body. A two-element envelope is its own leaf and is returned as it is (stored blocks were
+    checked when committed); any other form is decoded, which raises
+    :class:`MalformedTxError` for bytes that are not a transaction."""
     if raw[:1] == b"\x92":
         return raw
     parts = _envelope(raw)
     if parts is None:
         return decode_tx(raw).leaf_bytes
-    side = len(parts[2])
-    return b"\x92" + raw[1:len(raw) - side - (2 if side < 256 else 3)]
+    return _without_sidecar(raw, parts[2])
 
 
 def decode_tx(raw: bytes, *, complete: bool = False) -> SignedTx:
@@ -286,8 +293,8 @@ def decode_tx(raw: bytes, *, complete: bool = False) -> SignedTx:
         check_sidecar(body, sidecar)
         # the leaf is the envelope without its last element: a 2-array header, the body and
         # the signature bytes exactly as received (canonical, as the fast path checked)
-        leaf = (b"\x92" + raw[1:len(raw) - len(sidecar) - (2 if len(sidecar) < 256 else 3)]
-                if parts is not None else codec.encode([body_bytes, signature]))
+        leaf = (_without_sidecar(raw, sidecar) if parts is not None
+                else codec.encode([body_bytes, signature]))
         return SignedTx(body, body_bytes, signature, raw, blake2b256(body_bytes), sidecar, leaf)
     if complete and has_sidecar(body):
         raise UnpaddedSidecarError(
