@@ -117,22 +117,6 @@ class AuditTrail(Protocol):
         ...
 
 
-def grant_tx_id(wraps: Sequence[WrapEntry], grant: GrantRecord,
-                tx_location: Callable[[bytes], tuple[int, int] | None]) -> bytes:
-    """The id of the grant transaction among the grantee's wraps: a wrap of its grant's first
-    epoch committed at the grant's height, the last one there (a renewal may share the epoch
-    with the announcement that wrapped the epoch for the earlier grant, which commits first);
-    b"" when this node holds no wrap of it (an erased or missing sidecar)."""
-    found, at = b"", (-1, -1)
-    for entry in wraps:
-        if entry.epoch != grant.first_epoch:
-            continue
-        location = tx_location(entry.tx_id)
-        if location is not None and location[0] == grant.height and location > at:
-            found, at = entry.tx_id, location
-    return found
-
-
 def proven(conn: Authenticated | None) -> frozenset[bytes]:
     """The keys the caller's connection proved (none without a connection)."""
     return frozenset() if conn is None else conn.proven_keys
@@ -151,13 +135,11 @@ class RecordsApi:
 
     roles = ROLES
 
-    def __init__(self, chain: StreamQueries, audit: AuditTrail, now_ms: Callable[[], int],
-                 tx_location: Callable[[bytes], tuple[int, int] | None]) -> None:
-        """``tx_location(tx_id)``: the (height, position) of a committed transaction."""
+    def __init__(self, chain: StreamQueries, audit: AuditTrail, now_ms: Callable[[], int]
+                 ) -> None:
         self._chain = chain
         self._audit = audit
         self._now_ms = now_ms
-        self._tx_location = tx_location
 
     def methods(self) -> dict[str, Callable[..., Awaitable[Any]]]:
         return {"get_patient_records": self.get_patient_records, "get_blob": self.get_blob,
@@ -177,8 +159,7 @@ class RecordsApi:
             raise no_consent()
         if found.grant is None:
             return found, b""
-        return found, grant_tx_id(self._chain.stream_wraps(stream, found.key), found.grant,
-                                  self._tx_location)
+        return found, found.grant.tx_id
 
     async def _audited(self, method: str, stream: bytes | None, callers: frozenset[bytes],
                        serve: Callable[[Consent], tuple[Any, Sequence[bytes]]],
@@ -267,8 +248,7 @@ class RecordsApi:
         grants = [{"grantee": grantee.hex(), "box": g.box.hex(), "mode": g.mode,
                    "expires_ms": g.expires_ms, "first_epoch": g.first_epoch,
                    "height": g.height,  # its block's time is when the grant was made
-                   "tx_id": grant_tx_id(self._chain.stream_wraps(key, grantee), g,
-                                        self._tx_location).hex()}  # "": no wrap held
+                   "tx_id": g.tx_id.hex()}
                   for grantee, g in sorted(view.grants.items())]
         announcement = view.announcement
         return {"stream": key.hex(), "epoch": view.epoch, "public": view.public.hex(),

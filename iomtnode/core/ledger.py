@@ -78,6 +78,7 @@ class GrantRecord:
     expires_ms: int
     first_epoch: int
     height: int
+    tx_id: bytes  # the grant transaction (an audit record of a grantee's read names it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +180,8 @@ class State:
 
     def put_grant(self, stream: bytes, grantee: bytes, grant: GrantRecord) -> None:
         self.put_value(K_GRANT + stream + grantee, [grant.box, grant.mode, grant.expires_ms,
-                                                    grant.first_epoch, grant.height])
+                                                    grant.first_epoch, grant.height,
+                                                    grant.tx_id])
 
     def delete_grant(self, stream: bytes, grantee: bytes) -> None:
         self.delete(K_GRANT + stream + grantee)

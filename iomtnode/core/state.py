@@ -42,7 +42,7 @@ Keyspace (first byte)::
     n <stream>   how many active devices record into the stream (u64; absent: none): the
                  streams the ledger knows, which alone may grant access to their records
     s <stream>   [epoch, epoch public key, [live grantees...], erased] (see .streams)
-    g <stream> <grantee>   grant [box key, mode, expires_ms, first epoch, height]
+    g <stream> <grantee>   grant [box key, mode, expires_ms, first epoch, height, tx id]
     l <node>     audit anchors [authority, next index] (see .governance)
     b <commitment>   a class 1 or 2 reading named this blob (one reading per blob)
     x <tx id>    a nonce-bearing transaction already applied
@@ -134,7 +134,7 @@ def apply(state: State, tx: SignedTx, ctx: BlockContext) -> None:
             state.mark_seen(tx.id)
         case Grant():
             _once(state, tx)
-            streams.grant(state, body, ctx)
+            streams.grant(state, body, ctx, tx.id)
             state.mark_seen(tx.id)
         case RevokeGrant():
             _once(state, tx)

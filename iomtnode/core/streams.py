@@ -80,7 +80,7 @@ def announce(state: State, a: EpochAnnounce, ctx: BlockContext) -> None:
     _next_epoch(state, a.stream, record, a.epoch, a.public, a.grantees, live, expired)
 
 
-def grant(state: State, g: Grant, ctx: BlockContext) -> None:
+def grant(state: State, g: Grant, ctx: BlockContext, tx_id: bytes) -> None:
     record = known_stream(state, g.stream)
     if g.grantee == g.stream:
         raise e.NotPermittedError("a stream does not need a grant for its own records")
@@ -96,7 +96,7 @@ def grant(state: State, g: Grant, ctx: BlockContext) -> None:
         if grantee != g.grantee:
             state.delete_grant(g.stream, grantee)
     state.put_grant(g.stream, g.grantee,
-                    GrantRecord(g.box, g.mode, g.expires_ms, g.epoch, ctx.height))
+                    GrantRecord(g.box, g.mode, g.expires_ms, g.epoch, ctx.height, tx_id))
     grantees = tuple(sorted({*live, g.grantee}))
     state.put_stream(g.stream, replace(record, grantees=grantees))
 

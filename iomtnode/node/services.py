@@ -168,7 +168,7 @@ def build(setup: Setup, store: BlockStore, audit_log: AuditLog) -> Services:
         submitter=admission, chain=chain, txs=mempool, blocks=feed,
         peers=PeerAdminView(router),
         status=StatusView(key.public, chain, admission, router, sync, consensus, figures),
-        groups=(RecordsApi(chain, audit, clock.now_ms, store.tx_location),
+        groups=(RecordsApi(chain, audit, clock.now_ms),
                 AuditApi(audit, chain)))
     host, port = parse_hostport(config.api_listen, "api_listen")
     api = ApiServer(

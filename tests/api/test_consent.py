@@ -47,10 +47,6 @@ OLD_BLOB_COMMIT = commitment(OLD_BLOB)
 BLOB_EPOCHS = {BLOB_COMMIT: 3, b"\x91" * 32: 3, OLD_BLOB_COMMIT: 1}
 GRANT_G_TX, GRANT_H_TX, EPOCH2_TX, EPOCH3_TX = (bytes([i]) * 32 for i in range(0x51, 0x55))
 OLD_GRANT_TX = b"\x50" * 32
-# where each wrap-carrying transaction committed (height, position): G's grant renews an
-# earlier one in the block that announced epoch 2, after the announcement
-LOCATIONS = {OLD_GRANT_TX: (1, 0), EPOCH2_TX: (5, 0), GRANT_G_TX: (5, 1), EPOCH3_TX: (6, 0),
-             GRANT_H_TX: (6, 2)}
 
 
 READINGS = [StreamReading(sealed_reading(DEVICE, seq, 100 * seq, CHAIN, epoch=seq), seq, b"",
@@ -65,9 +61,9 @@ class Ledger:
     def __init__(self) -> None:
         self.readings = [*READINGS, ERASED]
         self.grants = {
-            G: GrantRecord(b"\x71" * 32, FORWARD, NOW_MS + 1, 2, 5),  # epoch 2, height 5
-            H: GrantRecord(b"\x72" * 32, HISTORY, NOW_MS + 60_000, 3, 6),
-            E: GrantRecord(b"\x73" * 32, HISTORY, NOW_MS, 1, 3),  # expires now: not live
+            G: GrantRecord(b"\x71" * 32, FORWARD, NOW_MS + 1, 2, 5, GRANT_G_TX),  # epoch 2
+            H: GrantRecord(b"\x72" * 32, HISTORY, NOW_MS + 60_000, 3, 6, GRANT_H_TX),
+            E: GrantRecord(b"\x73" * 32, HISTORY, NOW_MS, 1, 3, OLD_GRANT_TX),  # expires now
         }
         self.wraps = {  # by epoch, then tx id (as the store orders them)
             G: [WrapEntry(1, FORWARD, b"old", OLD_GRANT_TX),  # the earlier grant's, before epoch 2
@@ -135,7 +131,7 @@ class Conn:
 
 def setup() -> tuple[Dispatcher, Ledger, Trail]:
     ledger, trail = Ledger(), Trail()
-    api = RecordsApi(ledger, trail, lambda: NOW_MS, LOCATIONS.get)
+    api = RecordsApi(ledger, trail, lambda: NOW_MS)
     access = Access(ROLES, api.methods(), {}, ledger)
     return Dispatcher(api.methods(), guard=access.check), ledger, trail
 

@@ -77,7 +77,7 @@ class Trail:
 async def test_the_copying_stream_is_refused_the_blob_and_its_owner_served(chain):
     commit, blob = copied_and_victim(chain)
     trail = Trail()
-    api = RecordsApi(chain, trail, lambda: T0, chain.store.tx_location)
+    api = RecordsApi(chain, trail, lambda: T0)
     with pytest.raises(RpcError) as refused:
         await api.get_blob(commit.hex(), Conn(OTHER.public))
     assert refused.value.code == NO_CONSENT

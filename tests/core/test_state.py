@@ -50,6 +50,7 @@ from iomtnode.core.tx import (
     RotateDeviceKey,
     TxBody,
     decode_tx,
+    encode_body,
     sign_tx,
 )
 from iomtnode.core.vote import VoteType, sign_vote
@@ -868,8 +869,10 @@ def test_maintenance_and_grant_records() -> None:
         (grant("P", "G", expires=T0 + 99_999, mode=HISTORY), OK),
     ]))
     assert state.get_value(b"m" + pub("hr1")) == ["battery_swap", b"sealed note", T0 + 7, 2]
+    made = grant("P", "G", expires=T0 + 99_999, mode=HISTORY)
     assert state.grant(pub("P"), pub("G")) == GrantRecord(
-        blake2b256(b"box" + pub("G")), HISTORY, T0 + 99_999, 1, 2)
+        blake2b256(b"box" + pub("G")), HISTORY, T0 + 99_999, 1, 2,
+        blake2b256(encode_body(made.body)))
     assert state.stream(pub("P")).grantees == (pub("G"),)
 
 
