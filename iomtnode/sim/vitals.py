@@ -15,14 +15,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from nacl.bindings import crypto_scalarmult_base
-
-from ..core import codec
 from ..core.crypto import SigningKey
 from ..core.payload import profile_hash, wraps_hash
 from ..core.tx import AdmitDevice, EpochAnnounce, Reading, SignedTx, sign_tx
 from ..patient import plaintext as pt
+from ..patient.keys import epoch_public
 from ..patient.seal import seal_reading
+from ..patient.wraps import wraps_sidecar
 
 # kind -> (baseline low, baseline high, step, min, max); integer units:
 # bpm, % SpO2, centi-degrees Celsius, mmHg systolic (diastolic follows at ~0.65)
@@ -42,7 +41,7 @@ DEVICE_CLASSES: dict[str, tuple[str, ...]] = {
 PLAIN_CLASSES = {"wearable": pt.WEARABLE, "bedside_monitor": pt.BEDSIDE_MONITOR,
                  "thermometer": pt.THERMOMETER}
 MANUFACTURER = "iomtnode-sim"
-NO_WRAPS = codec.encode([])  # the wraps of an epoch with no grantees
+NO_WRAPS = wraps_sidecar([])  # the wraps of an epoch with no grantees
 
 
 @dataclass
@@ -60,7 +59,7 @@ class SimDevice:
         for kind in DEVICE_CLASSES[self.device_class]:
             low, high, *_ = VITALS[kind]
             self.values[kind] = self.rng.randint(low, high)
-        self.epoch_public = crypto_scalarmult_base(self.epoch_secret)
+        self.epoch_public = epoch_public(self.epoch_secret)
         self.profile_salt = self.rng.randbytes(16)
 
     def admission(self, authority: SigningKey, chain_id: str) -> SignedTx:
