@@ -95,6 +95,10 @@ class StreamQueries(Protocol):
 
     def stream_view(self, stream: bytes) -> StreamView | None: ...
 
+    def stream_grants(self, stream: bytes) -> Mapping[bytes, GrantRecord] | None:
+        """The stream's grants (None: no such stream), without the announcement."""
+        ...
+
     def stream_readings(self, stream: bytes, since_ms: int, until_ms: int, after: bytes,
                         limit: int) -> Sequence[StreamReading]: ...
 
@@ -152,9 +156,8 @@ class RecordsApi:
         all, too, and for a forward-mode grantee asking for an epoch before its grant's)."""
         if stream is None:
             raise no_consent()
-        view = self._chain.stream_view(stream)
-        grants = {} if view is None else view.grants
-        found = consent(stream, view is not None, grants, proven, self._now_ms())
+        grants = self._chain.stream_grants(stream)  # no block read: this runs on every read
+        found = consent(stream, grants is not None, grants or {}, proven, self._now_ms())
         if epoch < found.first_epoch:
             raise no_consent()
         if found.grant is None:

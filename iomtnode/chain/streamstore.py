@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..core.block import Block
 from ..core.crypto import KEY_BYTES
-from ..core.ledger import State
+from ..core.ledger import GrantRecord, State
 from ..core.payload import commitment, sidecar_bytes
 from ..store.sidecars import BLOB_PREFIX, BLOB_STREAM_PREFIX, MISSING_BLOB_PREFIX, U64
 from .erasure import blob_erased
@@ -76,8 +76,9 @@ class StreamStore:
         holds, by epoch."""
         return stream_wraps(self.store.sidecars, self.store.block_bytes, stream, grantee)
 
-    def stream_view(self, stream: bytes) -> StreamView | None:
-        """The stream's ledger metadata, or None for a key the ledger knows as no stream."""
+    def stream_grants(self, stream: bytes) -> dict[bytes, GrantRecord] | None:
+        """The stream's grant records from the state (a few state reads, no block), or None
+        for a key the ledger knows as no stream: what a consent check needs."""
         state = self.state()
         record = state.stream(stream)
         if record.epoch == 0 and not record.erased and not state.stream_devices(stream):
@@ -87,6 +88,15 @@ class StreamStore:
             grant = state.grant(stream, grantee)
             if grant is not None:
                 grants[grantee] = grant
+        return grants
+
+    def stream_view(self, stream: bytes) -> StreamView | None:
+        """The stream's ledger metadata, or None for a key the ledger knows as no stream
+        (reads the block of the current epoch's announcement)."""
+        grants = self.stream_grants(stream)
+        if grants is None:
+            return None
+        record = self.state().stream(stream)
         announcement = (epoch_announcement(self.store.sidecars, self.store.block_bytes, stream,
                                            record.epoch) if record.epoch else None)
         return StreamView(record.epoch, record.public, record.erased, grants, announcement)

@@ -86,6 +86,9 @@ class Ledger:
             return None
         return StreamView(3, b"\x81" * 32, False, self.grants, announce(STREAM, CHAIN, 3))
 
+    def stream_grants(self, stream: bytes) -> dict[bytes, GrantRecord] | None:
+        return None if stream != S else self.grants
+
     def stream_readings(self, stream: bytes, since_ms: int, until_ms: int, after: bytes,
                         limit: int) -> list[StreamReading]:
         assert stream == S
