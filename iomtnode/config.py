@@ -29,6 +29,10 @@ class Config:
     api_idle_timeout_s: float = 300.0
     api_requests_per_s: float = 200.0  # per connection that proved no key the ledger knows
     p2p_listen: str = "127.0.0.1:7546"
+    # the address peers are told to dial (HOST:PORT, HOST a DNS name or an IP); empty: the
+    # listen address, or when that is a wildcard the local IP toward a known peer
+    advertise_address: str = ""
+    metrics_listen: str = ""  # Prometheus exposition at http://HOST:PORT/metrics; empty: off
     block_interval_s: float = 0.25
     empty_block_interval_s: float = 5.0
     mempool_max_txs: int = 50_000
@@ -59,6 +63,9 @@ class Config:
     def __post_init__(self) -> None:
         for name in ("api_listen", "p2p_listen"):
             parse_hostport(getattr(self, name), name)
+        for name in ("advertise_address", "metrics_listen"):
+            if getattr(self, name):
+                parse_hostport(getattr(self, name), name)
         for address in self.bootnodes:
             parse_hostport(address, "bootnodes entry")
         if not 1 <= self.api_max_connections <= 100_000:
@@ -137,6 +144,14 @@ api_requests_per_s = {api_requests_per_s}
 
 # Peer-to-peer listener (websocket at /p2p/v1).
 p2p_listen = "{p2p_listen}"
+
+# The address other nodes are told to dial, HOST:PORT, where HOST is a DNS name (resolved
+# again on every dial) or an IP: set it behind NAT, in a container or a Kubernetes pod.
+# Empty: the listen address, or when that is 0.0.0.0 the local IP toward a known peer.
+advertise_address = "{advertise_address}"
+
+# Prometheus metrics at http://HOST:PORT/metrics (docs/metrics.md); empty: no endpoint.
+metrics_listen = "{metrics_listen}"
 
 # Seconds between blocks while transactions are waiting (the least gap between blocks).
 block_interval_s = {block_interval_s}
