@@ -61,8 +61,8 @@ def _address(key: str, *, optional: bool = False) -> Rule:
 
 
 def _tls_pair(key: str, other: str) -> Rule:
-    return Rule(key, f"set too when {other} is: api_tls_cert and api_tls_key are given "
-                     "together or not at all", lambda v: bool(v[key]) or not v[other])
+    return Rule(key, f"set when {other} is (api_tls_cert and api_tls_key are given "
+                     "together or not at all)", lambda v: bool(v[key]) or not v[other])
 
 
 _TIMEOUTS = ("timeout_propose_s", "timeout_prevote_s", "timeout_precommit_s")

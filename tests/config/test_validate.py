@@ -73,8 +73,8 @@ def test_wrong_types_and_ranges_name_the_key_and_the_file(
                                                ("api_tls_key", "api_tls_cert")])
 def test_the_tls_files_are_given_together(tmp_path: Path, given: str, missing: str) -> None:
     (issue,) = resolve(write(tmp_path, f"{given} = 'a.pem'\n"), env={}).issues
-    assert issue == Issue(missing, f"{missing} must be set too when {given} is: api_tls_cert "
-                                   "and api_tls_key are given together or not at all, got ''")
+    assert issue == Issue(missing, f"{missing} must be set when {given} is (api_tls_cert "
+                                   "and api_tls_key are given together or not at all), got ''")
 
 
 @pytest.mark.parametrize(("env", "message"), [
