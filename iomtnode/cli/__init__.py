@@ -27,7 +27,7 @@ from .records import records_app
 app = typer.Typer(
     help="A permissioned proof-of-authority blockchain node for the Internet of Medical Things.",
     no_args_is_help=True,
-    add_completion=True,  # --install-completion, --show-completion [bash|zsh|fish|powershell]
+    add_completion=True,  # --install-completion, --show-completion (the shell it runs in)
     pretty_exceptions_enable=False,
 )
 

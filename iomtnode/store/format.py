@@ -19,9 +19,12 @@ import pathlib
 from collections.abc import Callable, Mapping
 
 import plyvel
+import structlog
 
 from .. import __version__
 from .errors import StoreFormatError
+
+log = structlog.get_logger(__name__)
 
 STORE_FORMAT = 1  # the format this release writes and reads
 UNVERSIONED = 1  # the format of a store that records none (an older release's)
@@ -59,6 +62,8 @@ def bring_format_up_to_date(db: plyvel.DB, path: pathlib.Path, current: int = ST
     for step in range(version, current):
         steps[step](db)
         _record(db, step + 1)
+        log.info("store_format_upgraded", store=str(path), from_format=step,
+                 to_format=step + 1)
 
 
 def _record(db: plyvel.DB, version: int) -> None:
