@@ -152,3 +152,28 @@ def test_the_defaults_pass_every_rule_and_render_round_trips(tmp_path: Path) -> 
     resolved = resolve(path, env={})
     assert resolved.issues == ()
     assert {s.source for s in resolved.settings.values()} == {"file"}
+
+
+# one value each setting refuses, with the rest at their defaults
+REFUSED = {
+    "api_listen": "7545", "api_max_connections": 100_001, "api_max_connections_per_ip": 257,
+    "api_idle_timeout_s": 0.5, "api_requests_per_s": 0.5, "p2p_listen": "host:port",
+    "advertise_address": "node-0.iomt", "metrics_listen": ":9464", "block_interval_s": 0.0,
+    "empty_block_interval_s": 0.1, "mempool_max_txs": 0, "max_block_txs": 10_001,
+    "log_level": "trace", "bootnodes": ("gw.example",), "max_peers": 1001,
+    "outbound_slots": -1, "max_inbound_per_ip": 0, "max_inbound_per_netgroup": 0,
+    "max_pending_per_ip": 1001, "max_pending_per_netgroup": 1001, "ban_s": 31 * 86400.0,
+    "address_ban_s": -0.1, "timeout_propose_s": 0.001, "timeout_prevote_s": 61.0,
+    "timeout_precommit_s": float("nan"), "timeout_delta_s": 60.5, "timeout_cap_s": 601.0,
+    "resend_interval_s": 0.01, "fresh_grace_s": 601.0, "api_tls_cert": "",
+    "api_tls_key": "", "audit_anchor_s": 0.05,
+}
+TLS_OTHER = {"api_tls_cert": "api_tls_key", "api_tls_key": "api_tls_cert"}
+
+
+@pytest.mark.parametrize("key", [f.name for f in dataclasses.fields(Config)])
+def test_each_rule_refuses_a_value_out_of_its_range(key: str) -> None:
+    values = {key: REFUSED[key]} if key not in TLS_OTHER else {TLS_OTHER[key]: "x.pem"}
+    with pytest.raises(ConfigError) as raised:
+        Config(**values)  # type: ignore[arg-type]
+    assert key in [issue.key for issue in raised.value.issues]
