@@ -18,6 +18,7 @@ from ..localnet.cli import localnet_app
 from . import audit, load, node, query
 from .authority import authority_app
 from .common import fail
+from .config import config_app
 from .device import device_app
 from .devicesend import device_send
 from .patient import patient_app
@@ -26,7 +27,7 @@ from .records import records_app
 app = typer.Typer(
     help="A permissioned proof-of-authority blockchain node for the Internet of Medical Things.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion (the shell it runs in)
     pretty_exceptions_enable=False,
 )
 
@@ -56,6 +57,7 @@ app.add_typer(localnet_app, name="localnet")
 app.add_typer(authority_app, name="authority")
 app.add_typer(patient_app, name="patient")
 app.add_typer(records_app, name="records")
+app.add_typer(config_app, name="config")
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ from iomtnode.store.leveldb import (
     HeightMismatchError,
     StoreCorruptError,
     StoreError,
+    StoreFormatError,
     StoreLockedError,
 )
 from iomtnode.store.staged import StagedStore
@@ -17,5 +18,6 @@ __all__ = [
     "StagedStore",
     "StoreCorruptError",
     "StoreError",
+    "StoreFormatError",
     "StoreLockedError",
 ]

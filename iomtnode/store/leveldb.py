@@ -53,6 +53,14 @@ from types import TracebackType
 
 import plyvel
 
+from .errors import (
+    HeightMismatchError,
+    StoreCorruptError,
+    StoreError,
+    StoreFormatError,
+    StoreLockedError,
+)
+from .format import bring_format_up_to_date
 from .sidecars import Sidecars
 from .txlog import TxLog
 
@@ -62,6 +70,7 @@ __all__ = [
     "HeightMismatchError",
     "StoreCorruptError",
     "StoreError",
+    "StoreFormatError",
     "StoreLockedError",
 ]
 
@@ -87,22 +96,6 @@ LOCK_FILE_NAME = "LOCK"  # LevelDB's own lock file inside the store directory
 STATE_CACHE_KEYS = 16_384  # state values (or their absence) kept in memory (~4 MB): every
 # reading reads its device's record and last sequence number, in the mempool and in each
 # block check; a LevelDB get costs about 2 µs on a loaded node, a dict lookup 0.1
-
-
-class StoreError(RuntimeError):
-    """Base class of every store error."""
-
-
-class StoreLockedError(StoreError):
-    """Another process holds the store's LevelDB lock."""
-
-
-class StoreCorruptError(StoreError):
-    """The store's contents contradict themselves (for example, the head's block is missing)."""
-
-
-class HeightMismatchError(StoreError):
-    """``commit_block`` got a height other than the head's height + 1 (0 on an empty store)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +139,9 @@ class BlockStore:
         """Open (creating if missing) the store in directory ``path`` and check its head.
 
         Raises ``StoreLockedError`` if another process holds the store, ``StoreCorruptError`` if
-        the head points at a missing block, and ``StoreError`` (with LevelDB's reason) for any
-        other failure to open. The parent of ``path`` must exist.
+        the head points at a missing block, ``StoreFormatError`` if a newer release laid it
+        out (an older layout is migrated: :mod:`.format`), and ``StoreError`` (with LevelDB's
+        reason) for any other failure to open. The parent of ``path`` must exist.
         """
         path = pathlib.Path(path)
         try:
@@ -165,6 +159,7 @@ class BlockStore:
         except plyvel.Error as exc:
             raise StoreError(f"cannot open the store at {path}: {_reason(exc)}") from exc
         try:
+            bring_format_up_to_date(db, path)
             return cls(db, path)
         except BaseException:
             db.close()

@@ -1,0 +1,103 @@
+"""``iomtnode config show | validate``: a node's effective settings, each with the source it
+came from, and every problem with them at once.
+
+Both read what ``iomtnode run`` would: the home's config.toml, the ``IOMTNODE_*`` environment
+variables of this shell and the same ``--api``/``--p2p`` flags, so ``config show --api X``
+shows what ``run --api X`` would run with. No setting is a secret: the admin token and the
+keys are files of the home, never read here.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from ..config import Issue, Resolved, resolve
+from ..config.settings import FLAGS
+from ..home import Home
+from .common import HomeOpt, JsonOpt, emit
+
+config_app = typer.Typer(no_args_is_help=True,
+                         help="Show and check a node's settings (docs/configuration.md).")
+
+ListenApiOpt = Annotated[str | None, typer.Option(
+    FLAGS["api_listen"], help="API listen HOST:PORT, as `run` takes it.")]
+ListenP2pOpt = Annotated[str | None, typer.Option(
+    FLAGS["p2p_listen"], help="P2P listen HOST:PORT, as `run` takes it.")]
+
+
+def _resolve(home: Home, api: str | None, p2p: str | None) -> Resolved:
+    resolved = resolve(home.config_path, {"api_listen": api, "p2p_listen": p2p})
+    if home.config_path.exists():
+        return resolved
+    missing = Issue(home.config_path.name, f"{home.config_path} does not exist: not an "
+                                           f"iomtnode home; run: iomtnode init --home {home.path}")
+    return Resolved(resolved.path, resolved.version, False, resolved.settings,
+                    (missing, *resolved.issues), None)
+
+
+def _format(resolved: Resolved) -> str:
+    if resolved.version_stated:
+        return f"format {resolved.version}"
+    return (f"format {resolved.version} (the file states no version: written by an older "
+            f"release, read as format {resolved.version})")
+
+
+def _shown(value: Any) -> str:
+    return json.dumps(list(value) if isinstance(value, tuple) else value)
+
+
+def _errors(resolved: Resolved) -> list[dict[str, str]]:
+    return [{"key": issue.key, "message": issue.message} for issue in resolved.issues]
+
+
+def show(home: HomeOpt, api: ListenApiOpt = None, p2p: ListenP2pOpt = None,
+         as_json: JsonOpt = False) -> None:
+    """Print every setting's effective value and its source: file, env, flag or default.
+
+    Exits 1, listing every problem, when the settings would not start a node.
+    """
+    resolved = _resolve(Home(home), api, p2p)
+    if resolved.issues:
+        for issue in resolved.issues:
+            typer.echo(f"error: {issue.message}", err=True)
+        typer.echo("error: fix these settings (iomtnode config validate lists them too)",
+                   err=True)
+        raise typer.Exit(1)
+    settings = {name: {"value": list(s.value) if isinstance(s.value, tuple) else s.value,
+                       "source": s.source} for name, s in resolved.settings.items()}
+    result = {"home": str(home), "config": str(resolved.path),
+              "version": {"value": resolved.version,
+                          "source": "file" if resolved.version_stated else "default"},
+              "settings": settings}
+    width = max(len(name) for name in settings)
+    values = {name: _shown(s.value) for name, s in resolved.settings.items()}
+    value_width = min(max(len(v) for v in values.values()), 40)
+    lines = [f"{resolved.path}: {_format(resolved)}"]
+    for name, s in resolved.settings.items():
+        where = {"env": f" {s.origin}", "flag": f" {FLAGS.get(name, '')}"}.get(s.source, "")
+        lines.append(f"{name:<{width}}  {values[name]:<{value_width}}  {s.source}{where}")
+    emit(result, as_json, "\n".join(lines))
+
+
+def validate(home: HomeOpt, api: ListenApiOpt = None, p2p: ListenP2pOpt = None,
+             as_json: JsonOpt = False) -> None:
+    """Check the settings and list every problem at once, each naming its key; exit 1 if any."""
+    resolved = _resolve(Home(home), api, p2p)
+    errors = _errors(resolved)
+    if as_json:
+        typer.echo(json.dumps({"ok": not errors, "errors": errors}, sort_keys=True))
+    elif errors:
+        for error in errors:
+            typer.echo(f"{error['key']}: {error['message']}")
+        typer.echo(f"{len(errors)} error{'s' if len(errors) > 1 else ''}")
+    else:
+        typer.echo(f"ok: {resolved.path}, {_format(resolved)}")
+    if errors:
+        raise typer.Exit(1)
+
+
+config_app.command()(show)
+config_app.command()(validate)

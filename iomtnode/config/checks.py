@@ -1,0 +1,115 @@
+"""The rules every setting obeys, as data: each :class:`Rule` names its key, says what the
+key may hold (in the error and in docs/configuration.md) and checks it. :func:`check` runs
+them all and returns every broken one, so a file with three mistakes gets three messages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError, Issue
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+DAY_S = 86_400
+Values = Mapping[str, Any]  # every setting by name, each of its declared type
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    key: str
+    allowed: str  # what the key may hold: "between 1 and 1,000", "HOST:PORT or empty"
+    ok: Callable[[Values], bool]
+
+    def issue(self, values: Values) -> Issue | None:
+        if self.ok(values):
+            return None
+        return Issue(self.key, f"{self.key} must be {self.allowed}, got {values[self.key]!r}")
+
+
+def parse_hostport(value: str, name: str = "address") -> tuple[str, int]:
+    """``(host, port)`` of ``value``, HOST:PORT (an IPv6 host in brackets); else
+    :class:`ConfigError` naming ``name``."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{name} must be HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def is_hostport(value: str) -> bool:
+    try:
+        parse_hostport(value)
+    except ConfigError:
+        return False
+    return True
+
+
+def _number(x: float) -> str:
+    return f"{x:,}" if isinstance(x, int) else f"{x:g}"
+
+
+def between(key: str, low: float, high: float, unit: str = "", note: str = "") -> Rule:
+    """``low <= value <= high`` (a NaN is never between)."""
+    allowed = f"between {_number(low)} and {_number(high)}{unit}{note}"
+    return Rule(key, allowed, lambda v: low <= v[key] <= high)
+
+
+def _address(key: str, *, optional: bool = False) -> Rule:
+    if optional:
+        return Rule(key, "HOST:PORT, or empty", lambda v: not v[key] or is_hostport(v[key]))
+    return Rule(key, "HOST:PORT", lambda v: is_hostport(v[key]))
+
+
+def _tls_pair(key: str, other: str) -> Rule:
+    return Rule(key, f"set when {other} is (api_tls_cert and api_tls_key are given "
+                     "together or not at all)", lambda v: bool(v[key]) or not v[other])
+
+
+_TIMEOUTS = ("timeout_propose_s", "timeout_prevote_s", "timeout_precommit_s")
+
+RULES: tuple[Rule, ...] = (
+    _address("api_listen"),
+    between("api_max_connections", 1, 100_000),
+    Rule("api_max_connections_per_ip", "between 1 and api_max_connections",
+         lambda v: 1 <= v["api_max_connections_per_ip"] <= v["api_max_connections"]),
+    between("api_idle_timeout_s", 1, DAY_S, " seconds"),
+    between("api_requests_per_s", 1, 1_000_000),
+    _address("p2p_listen"),
+    _address("advertise_address", optional=True),
+    _address("metrics_listen", optional=True),
+    between("block_interval_s", 0.001, 60, " seconds"),
+    Rule("empty_block_interval_s", "between block_interval_s and 3,600 seconds",
+         lambda v: v["block_interval_s"] <= v["empty_block_interval_s"] <= 3600),
+    between("mempool_max_txs", 1, 10_000_000),
+    between("max_block_txs", 1, 10_000),
+    Rule("log_level", f"one of {', '.join(LOG_LEVELS)}", lambda v: v["log_level"] in LOG_LEVELS),
+    Rule("bootnodes", "a list of HOST:PORT addresses",
+         lambda v: all(is_hostport(address) for address in v["bootnodes"])),
+    between("max_peers", 1, 1000),
+    Rule("outbound_slots", "between 0 and max_peers - 1",
+         lambda v: 0 <= v["outbound_slots"] < v["max_peers"]),
+    between("max_inbound_per_ip", 1, 1000),
+    between("max_inbound_per_netgroup", 1, 1000),
+    between("max_pending_per_ip", 1, 1000),
+    between("max_pending_per_netgroup", 1, 1000),
+    between("ban_s", 0, 30 * DAY_S, " seconds", " (30 days)"),
+    between("address_ban_s", 0, 30 * DAY_S, " seconds", " (30 days)"),
+    *(between(key, 0.01, 60, " seconds") for key in _TIMEOUTS),
+    between("timeout_delta_s", 0, 60, " seconds"),
+    Rule("timeout_cap_s", "between the longest of timeout_propose_s, timeout_prevote_s and "
+                          "timeout_precommit_s, and 600 seconds",
+         lambda v: max(v[key] for key in _TIMEOUTS) <= v["timeout_cap_s"] <= 600),
+    between("resend_interval_s", 0.05, 60, " seconds"),
+    between("fresh_grace_s", 0, 600, " seconds", " (0: automatic)"),
+    _tls_pair("api_tls_cert", "api_tls_key"),
+    _tls_pair("api_tls_key", "api_tls_cert"),
+    between("audit_anchor_s", 0.1, 3600, " seconds"),
+)
+
+
+def check(values: Values, skip: Iterable[str] = ()) -> list[Issue]:
+    """Every rule ``values`` break, in the order of :data:`RULES`; rules of the keys in
+    ``skip`` (already known to be wrong) are not run."""
+    skipped = set(skip)
+    return [issue for rule in RULES
+            if rule.key not in skipped and (issue := rule.issue(values)) is not None]
