@@ -9,7 +9,7 @@
 #   iomtnode --log-json run --home "$IOMTNODE_HOME"
 # so the node is the container's main process and gets its SIGTERM. Settings come from
 # IOMTNODE_<SETTING> variables (e.g. IOMTNODE_ADVERTISE_ADDRESS, IOMTNODE_BOOTNODES), which
-# override the home's config.toml.
+# override the home's config.toml; IOMTNODE_BOOTNODES may name this node too (left out).
 #
 # With arguments it runs the command line instead: `docker run IMAGE genesis card ...`.
 set -eu
@@ -37,6 +37,24 @@ if [ ! -e "$home/node_key" ] && [ ! -e "$home/genesis.json" ]; then
     else
         iomtnode init --home "$home" --genesis "$genesis" --json
     fi
+fi
+
+# One list of bootnodes can name every node of a set (a StatefulSet's pods, compose's
+# services): a node leaves out its own advertised address rather than dial itself.
+if [ -n "${IOMTNODE_BOOTNODES:-}" ] && [ -n "${IOMTNODE_ADVERTISE_ADDRESS:-}" ]; then
+    others=""
+    set -f  # the addresses are words, never patterns
+    old_ifs=$IFS
+    IFS=","
+    for address in $(printf '%s' "$IOMTNODE_BOOTNODES" | tr -d ' '); do
+        if [ -n "$address" ] && [ "$address" != "$IOMTNODE_ADVERTISE_ADDRESS" ]; then
+            others="${others:+$others,}$address"
+        fi
+    done
+    IFS=$old_ifs
+    set +f
+    IOMTNODE_BOOTNODES=$others
+    export IOMTNODE_BOOTNODES
 fi
 
 exec iomtnode --log-json run --home "$home"

@@ -5,6 +5,7 @@ and the real command line on PATH. It makes the home once, runs the node as its 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -112,6 +113,31 @@ def test_first_start_makes_the_home_then_runs_the_node_and_restarts_on_it(tmp_pa
         assert json.loads(cli("status", "--api", api, "--json").stdout)["node_id"] == node_id
         assert stop(proc) == 0
     assert "initialized" not in (tmp_path / "second.log").read_text()
+
+
+def test_nodes_sharing_one_bootnode_list_that_names_them_all_form_a_network(tmp_path: Path):
+    """The StatefulSet gives every pod all four names as bootnodes: each node leaves out its
+    own advertised address (no dial to itself) and connects to the others."""
+    made = json.loads(cli("localnet", "prepare", "--nodes", "2", "--dir", str(tmp_path / "net"),
+                          "--base-port", "0", "--json").stdout)
+    addresses = [node["p2p"].split("://")[1].split("/")[0] for node in made["nodes"]]
+    with contextlib.ExitStack() as stack:
+        apis = []
+        for node, address in zip(made["nodes"], addresses, strict=True):
+            env = container_env(Path(node["home"]), IOMTNODE_P2P_LISTEN=address,
+                                IOMTNODE_ADVERTISE_ADDRESS=address,
+                                IOMTNODE_BOOTNODES=" , ".join(addresses))
+            log = tmp_path / f"{node['name']}.log"
+            apis.append(stack.enter_context(entrypoint(env, log))[1])
+        for api in apis:  # two authorities: ready means a peer is connected
+            wait_ready(api)
+        for api, address in zip(apis, addresses, strict=True):
+            status = json.loads(cli("status", "--api", api, "--json").stdout)
+            assert status["peers"] and status["height"] >= 1
+            assert status["p2p_address"] == address
+    for node in made["nodes"]:
+        log = (tmp_path / f"{node['name']}.log").read_text()
+        assert "connected to itself" not in log
 
 
 @pytest.mark.skipif(not has_key_file_option(),
