@@ -19,7 +19,7 @@ import jsonschema
 import pytest
 import yaml
 
-from .tools import DEPLOY, load_yaml_documents, tool
+from .tools import DEPLOY, load_yaml_documents, tool, unknown_iomtnode_variables
 
 COMPOSE = DEPLOY / "compose"
 SCHEMA = Path(__file__).parent / "compose-spec" / "compose-spec.json"
@@ -71,6 +71,7 @@ def test_four_authorities_start_after_the_ceremony_each_advertising_its_name():
         # each node sees its own directory of the ceremony's volume, and nothing else
         assert volume == {"type": "volume", "source": "homes", "target": "/var/lib/iomtnode",
                           "volume": {"subpath": name}}
+        assert unknown_iomtnode_variables(node["environment"]) == set()
         assert node["healthcheck"]["test"] == ["CMD", "iomtnode", "status", "--ready"]
         assert node["read_only"] is True and node["cap_drop"] == ["ALL"]
     published = [p for name in NODES for p in services[name].get("ports", [])]

@@ -9,7 +9,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from .tools import DEPLOY, ROOT, tool
+from .tools import DEPLOY, ROOT, tool, unknown_iomtnode_variables
 
 DOCKERFILE = ROOT / "Dockerfile"
 ENTRYPOINT = DEPLOY / "docker" / "entrypoint.sh"
@@ -76,6 +76,7 @@ def test_the_image_runs_as_a_fixed_non_root_uid_with_its_home_a_volume():
                     "IOMTNODE_METRICS_LISTEN=0.0.0.0:9464",
                     "IOMTNODE_HOME=/var/lib/iomtnode/node"):
         assert setting in env
+    assert unknown_iomtnode_variables(re.findall(r"(IOMTNODE_\w+)=", env)) == set()
 
 
 def test_no_secret_goes_into_a_layer():

@@ -28,3 +28,15 @@ def load_yaml_documents(path: Path) -> list[dict]:
     """Every document of a YAML file (a manifest may hold several), empty ones left out."""
     with path.open() as f:
         return [doc for doc in yaml.safe_load_all(f) if doc is not None]
+
+
+def unknown_iomtnode_variables(names: object) -> set[str]:
+    """The IOMTNODE_* names among ``names`` that are neither a node setting (config.py) nor
+    read by the image's entrypoint: a typo there would be ignored by the node."""
+    import dataclasses
+
+    from iomtnode.config import Config
+
+    settings = {f"IOMTNODE_{f.name.upper()}" for f in dataclasses.fields(Config)}
+    entrypoint = {"IOMTNODE_HOME", "IOMTNODE_KEY_FILE", "IOMTNODE_GENESIS_FILE"}
+    return {n for n in names if n.startswith("IOMTNODE_")} - settings - entrypoint
