@@ -9,7 +9,8 @@ FROM python:3.12-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# LICENSE*: the license file goes into the wheel where the checkout has one
+COPY pyproject.toml README.md LICENSE* ./
 COPY iomtnode/ iomtnode/
 RUN python -m venv /opt/iomtnode/venv \
     && /opt/iomtnode/venv/bin/pip install --no-cache-dir /src
