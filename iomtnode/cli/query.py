@@ -14,12 +14,40 @@ from ..core.genesis import Genesis, GenesisError
 from ..core.receipt import ReceiptError, verify_receipt
 from .common import DEFAULT_API, ApiOpt, CaOpt, JsonOpt, api_url, call, emit, fail, run_async
 
+ReadyOpt = Annotated[bool, typer.Option(
+    "--ready", help="Only say whether the node is ready to serve: exit 0 when it answers and is "
+                    "caught up (and, on a network of several authorities, has a peer); exit 1 "
+                    "with the reason on stderr otherwise. For readiness probes and healthchecks.")]
+
+
+def readiness(status: dict[str, Any]) -> str | None:
+    """Why a node whose ``status`` this is should not be sent work yet, or None when it is
+    ready: caught up (its height at or above its sync target) and, on a network of more than
+    one authority, connected to at least one peer (alone it can neither finalize nor sync)."""
+    height, target = status["height"], status["sync_target"]
+    if height < target:
+        return f"catching up: height {height} of {target}"
+    authorities = len(status["authorities"])
+    if authorities > 1 and not status["peers"]:
+        return f"no peer connected (the network has {authorities} authorities)"
+    return None
+
 
 def status(
-    api: ApiOpt = DEFAULT_API, api_ca: CaOpt = None, as_json: JsonOpt = False
+    api: ApiOpt = DEFAULT_API, api_ca: CaOpt = None, as_json: JsonOpt = False,
+    ready: ReadyOpt = False,
 ) -> None:
     """Show a node's chain, height, finalized height, authorities, mempool and peers."""
     result = run_async(lambda: call(api_url(api), "status", ca=api_ca))
+    if ready:
+        reason = readiness(result)
+        if as_json:
+            emit({"ready": reason is None, "reason": reason, "height": result["height"]}, True)
+        if reason is not None:
+            fail(f"not ready: {reason}", 1)
+        if not as_json:
+            typer.echo(f"ready at height {result['height']}")
+        return
     text = "\n".join(f"{k:18} {v}" for k, v in result.items())
     emit(result, as_json, text)
 

@@ -1,0 +1,35 @@
+"""``status --ready``'s rule (when a node may be sent work), case by case; the command itself
+against real node processes is in tests/e2e/test_readiness.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from iomtnode.cli.query import readiness
+
+A, B, C, D = "aa" * 32, "bb" * 32, "cc" * 32, "dd" * 32
+PEER = {"node_id": B, "address": "127.0.0.1:7546", "outbound": True}
+
+
+def status(height: int, target: int, authorities: list[str], peers: list[dict]) -> dict:
+    return {"height": height, "sync_target": target, "authorities": authorities,
+            "peers": peers}
+
+
+@pytest.mark.parametrize(("case", "reason"), [
+    # one authority, alone: it makes its own blocks
+    (status(0, 0, [A], []), None),
+    (status(7, 7, [A], []), None),
+    # four authorities, caught up and connected
+    (status(12, 12, [A, B, C, D], [PEER]), None),
+    # a sync target a block ahead of what sync last saw is still caught up
+    (status(13, 12, [A, B, C, D], [PEER]), None),
+    # behind its sync target: catching up
+    (status(3, 40, [A, B, C, D], [PEER]), "catching up: height 3 of 40"),
+    (status(3, 40, [A], [PEER]), "catching up: height 3 of 40"),
+    # caught up with nobody to finalize with
+    (status(12, 12, [A, B, C, D], []), "no peer connected (the network has 4 authorities)"),
+    (status(0, 0, [A, B], []), "no peer connected (the network has 2 authorities)"),
+])
+def test_readiness(case: dict, reason: str | None):
+    assert readiness(case) == reason
