@@ -301,6 +301,8 @@ class ApiServer:
             conn.close(code, reason)  # late notify() calls are dropped, not queued
             closed_by_client = ws.closed  # or by trio-websocket itself (1009, 1006)
             with trio.move_on_after(close_timeout_s, shield=True):
+                if code == 1001 and closed_by_client is None:
+                    await conn.send_last_words(ws, reason or "server shutting down")
                 await ws.aclose(code, reason)
             if closed_by_client is not None:
                 code, reason = closed_by_client.code, closed_by_client.reason
