@@ -177,9 +177,9 @@ class Connection:
         async def subscription() -> None:
             try:
                 await fn(*args)
+                self._last_words.pop(key, None)  # it ended by itself (cancelled: kept)
             finally:
                 self._subscriptions -= 1
-                self._last_words.pop(key, None)
 
         self.start_soon(subscription)
 
