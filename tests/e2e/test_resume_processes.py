@@ -4,6 +4,7 @@ the block ``get_block`` returns (height and hash)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,11 @@ async def follow_with_a_gap(api: str) -> tuple[list[dict[str, Any]], list[dict[s
     return got, stored
 
 
+async def stored_hashes(api: str, heights: list[int]) -> list[str]:
+    async with open_client(api) as client:
+        return [(await client.call("get_block", height=h))["hash"] for h in heights]
+
+
 def test_a_client_away_for_10_s_resumes_with_every_block_once(tmp_path: Path):
     home = tmp_path / "node"
     iomtnode("init", "--home", str(home))
@@ -62,6 +68,11 @@ def test_a_client_away_for_10_s_resumes_with_every_block_once(tmp_path: Path):
         finally:
             load.kill()
             load.wait()
+        followed = iomtnode("blocks", "follow", "--since", "2", "--count", "4", "--api",
+                            node.api).stdout.splitlines()  # the command replays, then stops
+        assert [json.loads(line)["height"] for line in followed] == [2, 3, 4, 5]
+        assert [json.loads(line)["hash"] for line in followed] == trio.run(
+            stored_hashes, node.api, [2, 3, 4, 5])
     heights = [b["height"] for b in got]
     assert heights == list(range(heights[0], heights[0] + len(heights)))  # once each, in order
     assert [(b["height"], b["hash"], b["tx_ids"]) for b in got] == [
