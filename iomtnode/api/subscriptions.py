@@ -45,8 +45,10 @@ if TYPE_CHECKING:
 FIRST_HEIGHT = 0  # the store keeps every block from the genesis block (height 0) on
 REPLAY_STEP_BLOCKS = 16  # blocks read from the store per replay step (one request each step)
 MAX_TX_STATUS_IDS = 1_000  # ids one subscribe_tx_status watches (each held until decided)
+MAX_WATCHED_IDS = 100_000  # ids the node watches for all its clients (~200 bytes each)
 SINCE_HEIGHT_OUT_OF_RANGE = -32030  # since_height below what the store holds, or past head + 1
 TOO_MANY_TX_IDS = -32031  # subscribe_tx_status with more than MAX_TX_STATUS_IDS ids
+WATCH_FULL = -32032  # the node watches MAX_WATCHED_IDS ids already: try again later
 FELL_BEHIND = (f"fell behind: {SUBSCRIBER_QUEUE_BLOCKS} blocks committed and not yet sent; "
                "resubscribe with since_height = last_height + 1")
 ALL_TOLD = "every transaction's status was told"
@@ -101,8 +103,8 @@ class SubscriptionsApi:
 
     async def subscribe_tx_status(self, conn: Connection, ids: list[str]) -> str:
         """A ``tx_status`` notification for each of ``ids`` (at most
-        :data:`MAX_TX_STATUS_IDS`) once it is committed or dropped; those already decided at
-        once; then ``subscription_ended``."""
+        :data:`MAX_TX_STATUS_IDS`, and :data:`MAX_WATCHED_IDS` for the whole node) once it is
+        committed or dropped; those already decided at once; then ``subscription_ended``."""
         if not isinstance(ids, list) or not ids:
             raise RpcError(INVALID_PARAMS, "ids must be a non-empty array of hex ids")
         if len(ids) > MAX_TX_STATUS_IDS:
@@ -111,6 +113,10 @@ class SubscriptionsApi:
                            {"limit": MAX_TX_STATUS_IDS})
         tx_ids = list(dict.fromkeys(hex_param(f"ids[{i}]", item, 32)
                                     for i, item in enumerate(ids)))
+        if self._watch.watched + len(tx_ids) > MAX_WATCHED_IDS:
+            raise RpcError(WATCH_FULL, f"this node watches {self._watch.watched} ids for its "
+                           f"clients, and at most {MAX_WATCHED_IDS}; try again later, or ask "
+                           "get_tx_status", {"limit": MAX_WATCHED_IDS})
         conn.check_subscription_room()
         untold = set(tx_ids)
 

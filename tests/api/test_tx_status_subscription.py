@@ -15,6 +15,7 @@ from iomtnode.api.subscriptions import (
     ALL_TOLD,
     MAX_TX_STATUS_IDS,
     TOO_MANY_TX_IDS,
+    WATCH_FULL,
     SubscriptionsApi,
 )
 from iomtnode.api.txwatch import TxWatch
@@ -138,3 +139,22 @@ async def test_a_mempool_drop_reaches_the_subscription(tmp_path, autojump_clock,
         assert status["state"] == "dropped" and status["code"] == e.StaleEpochError.code
     finally:
         chain.store.close()
+
+
+async def test_the_node_watches_a_bounded_number_of_ids_for_all_its_clients(
+        autojump_clock, nursery, monkeypatch):
+    monkeypatch.setattr("iomtnode.api.subscriptions.MAX_WATCHED_IDS", 3)
+    blocks, statuses = Blocks(1), Statuses()
+    watch = TxWatch(statuses.tx_status)
+    api = SubscriptionsApi(blocks.feed, blocks, statuses, watch)
+    one = await open_connection(nursery, Reader())
+    other = await open_connection(nursery, Reader())
+    await api.subscribe_tx_status(one, [reading("d1", seq).id.hex() for seq in (1, 2)])
+    await trio.sleep(1)
+    with pytest.raises(RpcError) as info:
+        await api.subscribe_tx_status(other, [reading("d1", seq).id.hex() for seq in (3, 4)])
+    assert info.value.code == WATCH_FULL and info.value.data == {"limit": 3}
+    await api.subscribe_tx_status(other, [reading("d1", 3).id.hex()])  # within the limit
+    one.close()
+    await trio.sleep(1)
+    assert watch.watched == 1
