@@ -4,10 +4,10 @@
 (header fields and ``tx_ids``), every block once, in order. With ``since_height`` it first
 replays the stored blocks from there (inclusive) to the head, then goes live without a gap
 or a repeat at the seam: the live queue is opened at a known height and the replay stops
-just below it. Without, it starts after the head. The replay reads
-:data:`REPLAY_STEP_BLOCKS` blocks from the store per step, each step counting as one
-request against the connection's rate limit, and sends at the client's reading pace
-(:meth:`~.connection.Connection.notify_paced`): a long replay holds one step in memory and
+just below it. Without, it starts after the head. The replay reads the store a block at a
+time, counts each :data:`REPLAY_STEP_BLOCKS` blocks (a step) as one request against the
+connection's rate limit, and sends at the client's reading pace
+(:meth:`~.connection.Connection.notify_paced`): a long replay holds one block in memory and
 costs its reader the reading. A replay far from the head holds no live queue; it opens one
 within a step of the head.
 
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from .connection import Connection
 
 FIRST_HEIGHT = 0  # the store keeps every block from the genesis block (height 0) on
-REPLAY_STEP_BLOCKS = 16  # blocks read from the store per replay step (one request each step)
+REPLAY_STEP_BLOCKS = 16  # blocks of a replay step: one request in the rate limit each step
 MAX_TX_STATUS_IDS = 1_000  # ids one subscribe_tx_status watches (each held until decided)
 MAX_WATCHED_IDS = 100_000  # ids the node watches for all its clients (~200 bytes each)
 SINCE_HEIGHT_OUT_OF_RANGE = -32030  # since_height below what the store holds, or past head + 1
