@@ -4,6 +4,8 @@ refused, and the last notification when the feed drops a subscriber that fell be
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import trio
 
@@ -17,7 +19,7 @@ from iomtnode.api.subscriptions import (
 from iomtnode.api.txwatch import TxWatch
 from iomtnode.chain.feed import SUBSCRIBER_QUEUE_BLOCKS
 
-from .subkit import Blocks, Reader, open_connection
+from .subkit import LIMITS, Blocks, Reader, open_connection
 
 
 class NoTxs:
@@ -135,3 +137,16 @@ async def test_a_subscriber_the_feed_drops_is_told_from_where_to_resume(autojump
     await api.subscribe_blocks(conn, since_height=ended["last_height"] + 1)
     await wait_for(reader, blocks.height)
     assert reader.heights() == list(range(1, blocks.height + 1))
+
+
+async def test_each_replay_step_costs_its_reader_a_request(autojump_clock, nursery):
+    """A client that proved no key runs at its request rate: a long replay of 100 blocks
+    (7 steps of 16) at one request a second after a burst of one takes six seconds."""
+    blocks = Blocks(100)
+    reader = Reader()
+    conn = await open_connection(nursery, reader, replace(LIMITS, requests_per_s=1.0,
+                                                          request_burst=1))
+    start = trio.current_time()
+    await api_of(blocks).subscribe_blocks(conn, since_height=0)
+    await wait_for(reader, 100)
+    assert 6 <= trio.current_time() - start < 7
