@@ -2,7 +2,8 @@
 
 One connection, one reader task: replies are matched to requests by id, notifications
 (e.g. from ``subscribe_blocks``) go to a bounded channel. Used by the CLI, the simulator
-and the tests.
+and the tests. :class:`BlockFollower` follows committed blocks across reconnections and
+ended subscriptions, resuming with ``since_height``, so its reader sees every block once.
 
 ``wss://`` URLs speak TLS 1.3 and verify the node's certificate against the system's trusted
 roots, or against ``ca`` (a PEM file, e.g. the node's self-signed certificate) when given;
@@ -13,7 +14,6 @@ connection (the signature covers the certificate the client saw: see
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import ssl
@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import structlog
 import trio
 from trio_websocket import (
     ConnectionClosed,
+    HandshakeError,
     WebSocketConnection,
     connect_websocket_url,
     wrap_client_stream,
@@ -34,6 +36,9 @@ from trio_websocket import (
 from .core import codec
 from .core.challenge import challenge_digest, tls_server_end_point
 from .core.crypto import Domain, SigningKey
+from .service import single_exception
+
+log = structlog.get_logger(__name__)
 
 API_PATH = "/api/v1"
 CONNECT_TIMEOUT_S = 10.0
@@ -41,6 +46,10 @@ CLOSE_TIMEOUT_S = 2.0  # a close on a dead link can hang without a deadline
 NOTIFICATION_QUEUE = 4096  # notifications buffered for a slow reader before dropping
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # replies can hold whole blocks
 RECEIVE_BUFFER_BYTES = 256 * 1024  # read from the socket at once (trio-websocket: 4 KiB)
+FOLLOW_QUEUE_BLOCKS = 256  # blocks a BlockFollower holds for its reader before it waits
+FOLLOW_RETRY_S = 1.0  # a BlockFollower connects again after this
+FOLLOW_SILENCE_S = 30.0  # ... or asks the node's status after this long without a notification
+HEIGHT_NOT_HELD = -32030  # the API's answer to a since_height the node does not hold (yet)
 
 
 class ApiError(Exception):
@@ -69,6 +78,7 @@ class ApiClient:
         self._notify_send, self.notifications = trio.open_memory_channel[dict[str, Any]](
             NOTIFICATION_QUEUE
         )
+        self.notifications_dropped = 0  # not queued: the reader of ``notifications`` was slow
 
     async def _read(self) -> None:
         try:
@@ -81,8 +91,10 @@ class ApiClient:
                     reply = json.loads(message)
                     if "id" not in reply:
                         # a reader this slow loses notifications, not the connection
-                        with contextlib.suppress(trio.WouldBlock):
+                        try:
                             self._notify_send.send_nowait(reply)
+                        except trio.WouldBlock:
+                            self.notifications_dropped += 1
                         continue
                     channel = self._waiting.pop(reply["id"], None)
                 if channel is not None:
@@ -220,3 +232,80 @@ async def _serve(nursery: trio.Nursery, ws: WebSocketConnection, binding: bytes 
         with trio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
             await ws.aclose()
         nursery.cancel_scope.cancel()
+
+
+RETRIED = (OSError, ConnectionError, ConnectionClosed, HandshakeError, trio.TooSlowError,
+           ApiError)  # a BlockFollower connects again after these (once it has started)
+
+
+class BlockFollower:
+    """Every committed block from ``since_height`` on, once each and in order, on
+    :attr:`blocks` (the ``block`` notifications' params), over as many connections as it takes.
+
+    When the node ends the subscription (a subscriber that fell behind, a node shutting down),
+    the connection breaks, or a block is missing (this client dropped a notification), it
+    connects again after :data:`FOLLOW_RETRY_S` and resubscribes with ``since_height`` the
+    height after the last block it passed on (the node replays from there). A node silent for
+    :data:`FOLLOW_SILENCE_S` is asked its ``status``; no answer: connect again. A reader that
+    does not take its blocks holds this follower back; the connection's notifications then
+    overflow and it resumes from the block after the last one taken: nothing is lost.
+    """
+
+    def __init__(self, url: str, since_height: int, *, ca: Path | str | None = None) -> None:
+        self.url = url
+        self.ca = ca
+        self.next_height = since_height  # the next block to pass on
+        self.resubscribed = 0  # times it subscribed again
+        self._send, self.blocks = trio.open_memory_channel[dict[str, Any]](FOLLOW_QUEUE_BLOCKS)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Subscribe, report started, then pass blocks on until cancelled. The first
+        subscription's failure is raised (a wrong URL, a height the node does not hold);
+        later ones are retried."""
+        started = False
+        while True:
+            try:
+                async with open_client(self.url, ca=self.ca) as client:
+                    await client.call("subscribe_blocks", since_height=self.next_height)
+                    if not started:
+                        task_status.started()
+                        started = True
+                    reason = await self._forward(client)
+            except (*RETRIED, BaseExceptionGroup) as raised:  # open_client's nursery wraps
+                exc = single_exception(raised)
+                if not isinstance(exc, RETRIED):
+                    raise
+                if not started or (isinstance(exc, ApiError) and exc.code != HEIGHT_NOT_HELD):
+                    raise exc from None
+                reason = str(exc)  # e.g. the node restarted behind this height: wait for it
+            self.resubscribed += 1
+            log.info("block_subscription_resuming", since_height=self.next_height,
+                     reason=reason, url=self.url)
+            await trio.sleep(FOLLOW_RETRY_S)
+
+    async def _forward(self, client: ApiClient) -> str:
+        """Pass on the blocks of one subscription; returns why it ended."""
+        while True:
+            with trio.move_on_after(FOLLOW_SILENCE_S) as quiet:
+                try:
+                    note = await client.notifications.receive()
+                except trio.EndOfChannel:
+                    return "connection closed"
+            if quiet.cancelled_caught:
+                with trio.fail_after(CONNECT_TIMEOUT_S):
+                    await client.call("status")  # raises if the connection is dead
+                continue
+            if client.notifications_dropped:
+                return "notifications dropped by this client"
+            params = note.get("params") or {}
+            if note.get("method") == "block":
+                height = params["height"]
+                if height > self.next_height:
+                    return f"block {height} came after {self.next_height - 1}"
+                if height == self.next_height:
+                    await self._send.send(params)
+                    self.next_height = height + 1
+            elif (note.get("method") == "subscription_ended"
+                  and params.get("subscription") == "blocks"):
+                return str(params.get("reason"))

@@ -57,6 +57,7 @@ class Mempool:
         self.verifier = verifier or Verifier(chain.chain_id)
         self._txs: dict[bytes, SignedTx] = {}
         self._txlog = chain.store.txlog
+        self._drop_listeners: list[Callable[[Sequence[Drop]], None]] = []
         self._state, self._ctx = self._fresh_state()
 
     def __len__(self) -> int:
@@ -252,6 +253,11 @@ class Mempool:
             self._record_drops([(tx.id, exc) for tx, exc in gone])
             self._recheck()
 
+    def listen_drops(self, listener: Callable[[Sequence[Drop]], None]) -> None:
+        """Call ``listener(drops)`` after each batch of drops is recorded, from now on (the
+        API's transaction status subscriptions); it must not block."""
+        self._drop_listeners.append(listener)
+
     def _record_drops(self, dropped: Sequence[tuple[bytes, e.RuleError]]) -> None:
         """Tell of accepted transactions that will never be committed here: a warning
         each, and the durable record that ``get_tx_status`` and ``get_receipt`` read."""
@@ -265,8 +271,10 @@ class Mempool:
             client = self._txlog.is_pending(tx_id)
             (log.warning if client else log.info)(
                 "tx_dropped", tx=tx_id.hex(), code=exc.code, reason=str(exc), client=client)
-        self._txlog.record_drops([Drop(tx_id, exc.code, str(exc), height)
-                                  for tx_id, exc in dropped])
+        drops = [Drop(tx_id, exc.code, str(exc), height) for tx_id, exc in dropped]
+        self._txlog.record_drops(drops)
+        for listener in self._drop_listeners:
+            listener(drops)
 
     def readmit(self) -> tuple[int, int]:
         """Admit again the transactions this node accepted and had not committed when it

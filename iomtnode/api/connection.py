@@ -11,7 +11,12 @@ What a connection may hold and do, each bounded (values in :class:`ConnectionLim
   closed (1000, "idle"); one that holds subscriptions stays while the client reads. Any
   connection whose writer has been stuck on unread messages for ``idle_timeout_s`` is closed
   (1008, "client not reading"): subscriptions keep a connection only while its client reads.
-- Subscriptions: at most ``max_subscriptions`` (``TOO_MANY_SUBSCRIPTIONS`` beyond).
+- Subscriptions: at most ``max_subscriptions`` (``TOO_MANY_SUBSCRIPTIONS`` beyond). A
+  subscription that sends more than it is asked for at a time (a replay of stored blocks) sends
+  with :meth:`Connection.notify_paced`, which waits while the outbox is half full, so it goes at
+  the client's reading pace and leaves room for the notifications that never wait. One that
+  says how to resume (its last words) has them sent when the node shuts down, if the outbox is
+  empty then (:meth:`Connection.send_last_words`).
 - Requests: a client that has proven no key the ledger knows runs at most
   ``requests_per_s`` requests a second after a burst of ``request_burst`` (a message counts
   one more per ``BYTES_PER_REQUEST``: parsing a text message, or admitting the transactions
@@ -24,6 +29,7 @@ What a connection may hold and do, each bounded (values in :class:`ConnectionLim
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -51,6 +57,9 @@ AUDITED_READ_BURST = 100  # each leaves a durable audit record (about 160 bytes,
 BYTES_PER_REQUEST = 64 * 1024  # a message pays one more request per this many bytes (parsing
 # 1 MiB of JSON takes the node 20 to 45 ms; admitting a 1.8 MB binary frame of 10,000 readings
 # from an unknown device, refused without a signature check so free to make, about 150 ms)
+
+
+LastWords = Callable[[str], dict[str, Any]]  # reason -> a subscription_ended's params
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +101,8 @@ class Connection:
         self._audited = TokenBucket(AUDITED_READS_PER_S, AUDITED_READ_BURST, now)
         self._throttled = False  # logged once per connection
         self._subscriptions = 0
+        self._last_words: dict[int, LastWords] = {}  # by subscription, while it runs
+        self._subscription_ids = itertools.count()
         self._queued_bytes = 0  # in the outbox or being written
         self._sent = trio.lowlevel.ParkingLot()  # the writer finished a message
         self._last_heard = now  # a message arrived
@@ -150,16 +161,23 @@ class Connection:
                            f"subscriptions, the limit; use another connection",
                            {"limit": limit})
 
-    def start_subscription(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+    def start_subscription(self, fn: Callable[..., Awaitable[None]], *args: Any,
+                           last_words: LastWords | None = None) -> None:
         """As :meth:`start_soon`, for a task that pushes notifications: it counts against the
         connection's subscriptions until it returns, and keeps the connection open while the
-        client reads. Raises as :meth:`check_subscription_room` (nothing is started then)."""
+        client reads. Raises as :meth:`check_subscription_room` (nothing is started then).
+        ``last_words(reason)``: the params of the ``subscription_ended`` notification to send
+        if the node shuts down while the task runs (see :meth:`send_last_words`)."""
         self.check_subscription_room()
         self._subscriptions += 1
+        key = next(self._subscription_ids)
+        if last_words is not None:
+            self._last_words[key] = last_words
 
         async def subscription() -> None:
             try:
                 await fn(*args)
+                self._last_words.pop(key, None)  # it ended by itself (cancelled: kept)
             finally:
                 self._subscriptions -= 1
 
@@ -245,6 +263,42 @@ class Connection:
             return self._too_slow(method, "client too slow: notification queue full")
         self._count(len(message))
         return True
+
+    async def notify_paced(self, method: str, params: Any) -> bool:
+        """Queue the notification ``{"method": method, "params": params}`` once the outbox is
+        less than half full, in messages and in bytes (or empty): a sender of many (a replay)
+        goes at the client's pace and leaves the other half to :meth:`notify`, which never
+        waits. Returns False if the connection is closed or closing. A client that stops
+        reading is closed by the idle watch (1008, "client not reading")."""
+        await trio.lowlevel.checkpoint()
+        message = _encode_notification(method, params)
+        limits = self._limits
+        while not self.closed and (
+                self._outbox.statistics().current_buffer_used
+                >= max(1, limits.outbox_messages // 2)
+                or (self._queued_bytes
+                    and self._queued_bytes + len(message) > limits.outbox_bytes // 2)):
+            await self._sent.park()
+        if self.closed:
+            return False
+        self._outbox.send_nowait(message)  # under half full: there is room
+        self._count(len(message))
+        return True
+
+    async def send_last_words(self, ws: WebSocketConnection, reason: str) -> None:
+        """The node is shutting down and the connection's tasks are done: send each running
+        subscription's ``subscription_ended`` (see :meth:`start_subscription`) straight to
+        ``ws``, if nothing is queued before them (a client that has read everything learns
+        where to resume; one that has not resumes from the last block it read)."""
+        if self._queued_bytes or not self._last_words:
+            return
+        words = [say(reason) for say in self._last_words.values()]
+        self._last_words.clear()
+        try:
+            for params in words:
+                await ws.send_message(_encode_notification("subscription_ended", params))
+        except ConnectionClosed as exc:
+            log.debug("api_last_words_not_sent", close=str(exc.reason))
 
     def _too_slow(self, method: str, reason: str) -> bool:
         log.warning("api_client_too_slow", method=method, reason=reason,

@@ -5,7 +5,8 @@ implement (or thin views over them, built where the node is composed), given to
 - :class:`Submitter`: admit a client's transactions (one, or a batch in order).
 - :class:`ChainQueries`: committed blocks, certificates, receipts, devices, authorities and
   evidence (the chain); :class:`TxStatusQueries`: what became of an accepted transaction
-  (admission); :class:`BlockSubscriptions`: a channel of the blocks committed from now on.
+  (admission); :class:`BlockSubscriptions`: a channel of the blocks committed from now on
+  (the commit feed), given to :class:`~iomtnode.api.subscriptions.SubscriptionsApi`.
 - :class:`PeerAdmin`: the connected peers and the operator's levers over them.
 - :class:`MethodGroup`: more methods with their roles (a patient's records, the audit log).
 - :class:`StatusSource`: the figures of every service at one moment, as one frozen
@@ -115,6 +116,11 @@ class TxStatusQueries(Protocol):
 
 
 class BlockSubscriptions(Protocol):
+    @property
+    def height(self) -> int:
+        """The height of the last block told to subscribers (stored, as every one below)."""
+        ...
+
     def subscribe(self) -> trio.MemoryReceiveChannel[Block]:
         """Every block committed from now on; closed when the reader falls behind."""
         ...

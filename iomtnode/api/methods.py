@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
-from ..chain.feed import SUBSCRIBER_QUEUE_BLOCKS
 from ..chain.streamstore import BlobError
 from ..core import codec
 from ..core.block import Block
@@ -30,7 +29,6 @@ from .admin import AdminApi
 from .auth import AuthApi
 from .binary import FrameError, decode_tx_frame
 from .interfaces import (
-    BlockSubscriptions,
     ChainQueries,
     MethodGroup,
     PeerAdmin,
@@ -41,9 +39,6 @@ from .interfaces import (
 from .jsonrpc import INVALID_PARAMS, INVALID_REQUEST, RpcError
 from .params import hex_param
 from .status import status_to_json
-
-if TYPE_CHECKING:
-    from .server import Connection
 
 MAX_BATCH_TXS = 10_000  # transactions in one submit_readings call or binary frame
 MAX_STATUS_IDS = 10_000  # ids in one get_tx_status call (two store reads each)
@@ -66,7 +61,6 @@ ROLES: dict[str, Role] = {
     "get_evidence": Role.PUBLIC,
     "get_authorities": Role.PUBLIC,
     "status": Role.PUBLIC,
-    "subscribe_blocks": Role.PUBLIC,
     "admin_peers": Role.ADMIN,
     "admin_disconnect_peer": Role.ADMIN,
     "admin_ban_peer": Role.ADMIN,
@@ -103,13 +97,13 @@ class ClientApi:
     who may call each method (``ROLES``): give ``access.check`` to the server as its guard."""
 
     def __init__(self, *, submitter: Submitter, chain: ChainQueries, txs: TxStatusQueries,
-                 blocks: BlockSubscriptions, peers: PeerAdmin, status: StatusSource,
+                 peers: PeerAdmin, status: StatusSource,
                  groups: Sequence[MethodGroup] = ()) -> None:
-        """``groups``: more methods with their roles (a patient's records, the audit log)."""
+        """``groups``: more methods with their roles (subscriptions, a patient's records, the
+        audit log)."""
         self._submitter = submitter
         self._chain = chain
         self._txs = txs
-        self._blocks = blocks
         self._status = status
         self._admin = AdminApi(peers)
         self._auth = AuthApi(chain.chain_id, chain.participant)
@@ -130,7 +124,6 @@ class ClientApi:
             "get_evidence": self.get_evidence,
             "get_authorities": self.get_authorities,
             "status": self.status,
-            "subscribe_blocks": self.subscribe_blocks,
         } | self._auth.methods() | {name: fn for group in self._groups
                                     for name, fn in group.methods().items()}
 
@@ -273,27 +266,6 @@ class ClientApi:
     async def status(self) -> dict[str, Any]:
         """Chain id, height, head hash, finalized height, authorities, mempool size, peers."""
         return status_to_json(self._status.status())
-
-    async def subscribe_blocks(self, conn: Connection) -> str:
-        """Push a ``block`` notification (header fields and tx ids) for each committed block;
-        a subscriber that falls behind gets ``subscription_ended`` and no more blocks. A
-        connection holds a few subscriptions at most (``TOO_MANY_SUBSCRIPTIONS`` beyond)."""
-        conn.check_subscription_room()  # before the feed holds a queue for it
-        blocks = self._blocks.subscribe()
-
-        async def forward() -> None:
-            with blocks:
-                async for block in blocks:
-                    if not await conn.notify("block", block_to_json(block, full=False)):
-                        return
-            # the feed dropped this subscriber: it fell a queue's worth of blocks behind
-            await conn.notify("subscription_ended", {
-                "subscription": "blocks",
-                "reason": f"more than {SUBSCRIBER_QUEUE_BLOCKS} blocks behind; subscribe "
-                          "again, and ask get_tx_status for what may have been missed"})
-
-        conn.start_subscription(forward)
-        return "blocks"
 
     async def handle_binary(self, frame: bytes) -> bytes:
         """Answer a msgpack binary frame of transactions (see the module docstring)."""

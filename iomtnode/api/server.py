@@ -12,9 +12,13 @@ may start a task that pushes notifications, e.g.::
     async def subscribe_blocks(conn: Connection) -> str:
         async def forward() -> None:
             async for block in chain.subscribe():  # a bounded channel of the chain's
-                await conn.notify("block", {"subscription": "blocks", "block": ...})
+                await conn.notify_paced("block", {...})  # waits for the client to read
         conn.start_subscription(forward)  # TOO_MANY_SUBSCRIPTIONS over the connection's limit
         return "blocks"
+
+(:mod:`.subscriptions` has the node's.) When the node shuts down, each subscription's last
+words (``subscription_ended``, with where to resume) are sent before the 1001 close if the
+client has read everything before them.
 
 Resource handling: at most ``max_connections`` connections (more are refused with HTTP 503) and
 ``max_connections_per_ip`` from one address (an IPv6 /64 counts as one), counted from the TCP
@@ -301,6 +305,8 @@ class ApiServer:
             conn.close(code, reason)  # late notify() calls are dropped, not queued
             closed_by_client = ws.closed  # or by trio-websocket itself (1009, 1006)
             with trio.move_on_after(close_timeout_s, shield=True):
+                if code == 1001 and closed_by_client is None:
+                    await conn.send_last_words(ws, reason or "server shutting down")
                 await ws.aclose(code, reason)
             if closed_by_client is not None:
                 code, reason = closed_by_client.code, closed_by_client.reason

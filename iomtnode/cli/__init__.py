@@ -1,7 +1,7 @@
 """The ``iomtnode`` command line (typer): one app, its commands by area in this package
-(:mod:`.node`, :mod:`.query`, :mod:`.device`, :mod:`.authority`, :mod:`.load`; the
-patient's side in :mod:`.patient`, :mod:`.records`, :mod:`.devicesend`, :mod:`.audit`), the
-localnet tooling mounted as ``iomtnode localnet``.
+(:mod:`.node`, :mod:`.query`, :mod:`.blocks`, :mod:`.device`, :mod:`.authority`,
+:mod:`.load`; the patient's side in :mod:`.patient`, :mod:`.records`, :mod:`.devicesend`,
+:mod:`.audit`), the localnet tooling mounted as ``iomtnode localnet``.
 
 Results go to stdout (JSON with ``--json``), logs to stderr, so scripts can pipe.
 """
@@ -17,6 +17,7 @@ from .. import log
 from ..localnet.cli import localnet_app
 from . import audit, load, node, query
 from .authority import authority_app
+from .blocks import blocks_app
 from .common import fail
 from .config import config_app
 from .device import device_app
@@ -55,6 +56,7 @@ device_app.command("send")(device_send)
 app.add_typer(device_app, name="device")
 app.add_typer(localnet_app, name="localnet")
 app.add_typer(authority_app, name="authority")
+app.add_typer(blocks_app, name="blocks")
 app.add_typer(patient_app, name="patient")
 app.add_typer(records_app, name="records")
 app.add_typer(config_app, name="config")

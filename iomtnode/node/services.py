@@ -29,7 +29,9 @@ from ..api.auditapi import AuditApi
 from ..api.methods import ClientApi
 from ..api.records import RecordsApi
 from ..api.server import ApiServer, ApiServerConfig
+from ..api.subscriptions import SubscriptionsApi
 from ..api.tls import ApiTls
+from ..api.txwatch import TxWatch
 from ..audit.log import AuditLog
 from ..chain.chain import Chain
 from ..chain.feed import BlockFeed, each_block
@@ -164,11 +166,15 @@ def build(setup: Setup, store: BlockStore, audit_log: AuditLog) -> Services:
     audit = AuditService(audit_log, key, chain, submit_own=admission.submit_nowait,
                          tx_status=mempool.tx_status, now_ms=clock.now_ms, inline=virtual,
                          anchor_s=config.audit_anchor_s)
+    watch = TxWatch(mempool.tx_status)  # subscribe_tx_status: told of commits and drops
+    feed.listen(watch.committed)
+    mempool.listen_drops(watch.dropped)
     client_api = ClientApi(
-        submitter=admission, chain=chain, txs=mempool, blocks=feed,
+        submitter=admission, chain=chain, txs=mempool,
         peers=PeerAdminView(router),
         status=StatusView(key.public, chain, admission, router, sync, consensus, figures),
-        groups=(RecordsApi(chain, audit, clock.now_ms),
+        groups=(SubscriptionsApi(feed, chain, mempool, watch),
+                RecordsApi(chain, audit, clock.now_ms),
                 AuditApi(audit, chain)))
     host, port = parse_hostport(config.api_listen, "api_listen")
     api = ApiServer(

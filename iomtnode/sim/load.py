@@ -4,12 +4,13 @@ Admits K simulated devices with an authority key, then streams their signed read
 at a fixed total rate in msgpack binary frames, and follows committed blocks to measure
 submit-to-commit latency per reading.
 
-Its counts do not depend on the block stream: a notification can be lost (the node drops a
-subscriber that falls behind, and says so with ``subscription_ended``; the client drops
-notifications it cannot queue). So when the stream ends, when it is quiet during the drain,
-and at the end of the run, it asks ``get_tx_status`` for every accepted reading it has not
-seen committed, and reports each as committed, dropped (with the reason), still pending or
-unknown to the node.
+Blocks are followed on a connection of their own with a
+:class:`~iomtnode.client.BlockFollower`, which resumes the subscription from the block after
+the last one seen when the node ends it (a subscriber that fell behind) or the connection
+breaks: every block is seen once, so every committed reading gets its latency. Readings can
+also be dropped by the node, so when the stream is quiet during the drain, and at the end of
+the run, it asks ``get_tx_status`` for every accepted reading it has not seen committed, and
+reports each as committed, dropped (with the reason), still pending or unknown to the node.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import structlog
 import trio
 from trio_websocket import HandshakeError
 
-from ..client import ApiClient, ApiError, open_client
+from ..client import ApiClient, ApiError, BlockFollower, open_client
 from ..core.crypto import SigningKey
 from ..core.tx import SignedTx
 from .vitals import SimDevice, make_devices
@@ -54,7 +55,7 @@ class LoadStats:
     pending: int = 0  # accepted and still pending when the run ended
     unknown: int = 0  # accepted, and the node has no record of it: lost
     unchecked: int = 0  # accepted, not seen committed, and the node could not be asked
-    resubscribed: int = 0  # times the node ended the block subscription
+    resubscribed: int = 0  # times the block subscription was resumed (ended or cut)
     reject_reasons: dict[str, int] = field(default_factory=dict)
     drop_reasons: dict[str, int] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
@@ -142,21 +143,14 @@ async def announce_epochs(client: ApiClient, devices: list[SimDevice], chain_id:
                 await trio.sleep(0.1)
 
 
-async def _follow_commits(client: ApiClient, sent_at: dict[str, float], stats: LoadStats,
-                          inflight: set[str]) -> None:
+async def _follow_commits(follower: BlockFollower, sent_at: dict[str, float],
+                          stats: LoadStats) -> None:
     """Match committed tx ids to submit times; signal ``stats.changed`` after each block.
-    If the node ends the subscription, ask what was missed and subscribe again."""
-    async for note in client.notifications:
-        method = note.get("method")
-        if method == "subscription_ended":
-            log.warning("block_subscription_ended", reason=note["params"].get("reason"))
-            stats.resubscribed += 1
-            await client.call("subscribe_blocks")
-            await reconcile(client, sent_at, stats, inflight=inflight)
-        if method != "block":
-            continue
+    The follower sees every block once, across resumed subscriptions."""
+    async for block in follower.blocks:
+        stats.resubscribed = follower.resubscribed
         now = time.monotonic()
-        for tx_id in note["params"]["tx_ids"]:
+        for tx_id in block["tx_ids"]:
             t0 = sent_at.pop(tx_id, None)
             if t0 is not None:
                 stats.committed += 1
@@ -249,7 +243,6 @@ async def run_load(
     stats = LoadStats()
     sent_at: dict[str, float] = {}
     async with open_client(url, ca=ca) as client, _open_record(record) as recorded:
-        await client.call("subscribe_blocks")
         await admit_devices(client, sims, authority, chain_id)
         log.info("devices_admitted", devices=devices)
         planned: list[SignedTx] = []
@@ -261,7 +254,10 @@ async def run_load(
             await trio.sleep(lead_s)
         async with trio.open_nursery() as nursery:
             inflight: set[str] = set()  # sent, the node's answer not in yet
-            nursery.start_soon(_follow_commits, client, sent_at, stats, inflight)
+            # readings go in blocks after the head now: follow from the next one
+            follower = BlockFollower(url, (await client.call("status"))["height"] + 1, ca=ca)
+            await nursery.start(follower.run)
+            nursery.start_soon(_follow_commits, follower, sent_at, stats)
             start = trio.current_time()
             stats.started = time.monotonic()
             next_device = 0
@@ -311,6 +307,7 @@ async def run_load(
                     if quiet.cancelled_caught:  # no block heard: the stream may be cut
                         await reconcile(client, sent_at, stats, inflight=inflight)
             nursery.cancel_scope.cancel()
+        stats.resubscribed = follower.resubscribed
     try:
         async with open_client(url, ca=ca) as client:  # a fresh one: the first may be closed
             await reconcile(client, sent_at, stats, final=True)

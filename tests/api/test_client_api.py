@@ -10,7 +10,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
-import trio
 
 from iomtnode.admission.service import AdmissionStats
 from iomtnode.api.interfaces import Admitted, NodeStatus
@@ -119,11 +118,6 @@ class FakeTxs:
         return {"id": tx_id.hex(), "state": "unknown"}
 
 
-class FakeBlocks:
-    def subscribe(self) -> trio.MemoryReceiveChannel[Block]:
-        raise AssertionError("not exercised here (tests/api/test_methods.py subscribes)")
-
-
 class FakePeers:
     def __init__(self) -> None:
         self.refused: frozenset[bytes] = frozenset()
@@ -169,13 +163,13 @@ class FakeStatus:
 
 def make_api(**overrides: Any) -> ClientApi:
     parts: dict[str, Any] = dict(submitter=FakeSubmitter(), chain=FakeChain(), txs=FakeTxs(),
-                                 blocks=FakeBlocks(), peers=FakePeers(), status=FakeStatus())
+                                 peers=FakePeers(), status=FakeStatus())
     return ClientApi(**(parts | overrides))
 
 
 def test_the_api_is_given_only_its_narrow_interfaces():
     assert list(inspect.signature(ClientApi).parameters) == [
-        "submitter", "chain", "txs", "blocks", "peers", "status", "groups"]
+        "submitter", "chain", "txs", "peers", "status", "groups"]
 
 
 async def test_submitting_returns_ids_and_the_rule_that_refused():

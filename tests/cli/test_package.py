@@ -47,5 +47,5 @@ def test_the_app_has_every_command():
     names = [c.name or c.callback.__name__ for c in app.registered_commands]
     names += [g.name for g in app.registered_groups]
     assert names == ["version", "init", "run", "dev", "status", "simulate", "block", "receipt",
-                     "verify", "bench", "audit", "device", "localnet", "authority",
+                     "verify", "bench", "audit", "device", "localnet", "authority", "blocks",
                      "patient", "records", "config"]

@@ -24,6 +24,8 @@ from hypothesis import strategies as st
 from iomtnode.api.auth import ConnectionAuth
 from iomtnode.api.jsonrpc import INTERNAL_ERROR, Dispatcher
 from iomtnode.api.methods import ClientApi
+from iomtnode.api.subscriptions import SubscriptionsApi
+from iomtnode.api.txwatch import TxWatch
 from iomtnode.config import Config
 from iomtnode.home import init_home
 from iomtnode.node import Node
@@ -57,8 +59,15 @@ class _Conn:
     def check_subscription_room(self) -> None:
         """One message per connection here: never at the limit."""
 
-    def start_subscription(self, fn: Callable[..., Any], *args: Any) -> None:
+    def start_subscription(self, fn: Callable[..., Any], *args: Any,
+                           last_words: Callable[[str], Any] | None = None) -> None:
         self._nursery.start_soon(fn, *args)
+
+    async def admit_request(self, cost: int = 1) -> None:
+        """Not rate limited here."""
+
+    async def notify_paced(self, method: str, params: Any) -> bool:
+        return False
 
     def close(self, code: int = 1000, reason: str | None = None) -> None:
         """The connection ends with the message anyway."""
@@ -102,10 +111,14 @@ async def api_node(path: Path) -> AsyncIterator[ApiEntry]:
     async with trio.open_nursery() as nursery:
         info = await nursery.start(node.run)
         s = info.services
-        api = ClientApi(submitter=s.admission, chain=s.chain, txs=s.mempool, blocks=s.feed,
+        watch = TxWatch(s.mempool.tx_status)
+        s.feed.listen(watch.committed)
+        s.mempool.listen_drops(watch.dropped)
+        api = ClientApi(submitter=s.admission, chain=s.chain, txs=s.mempool,
                         peers=PeerAdminView(s.p2p),
                         status=StatusView(node.key.public, s.chain, s.admission, s.p2p,
-                                          s.sync, s.consensus, s.figures))
+                                          s.sync, s.consensus, s.figures),
+                        groups=(SubscriptionsApi(s.feed, s.chain, s.mempool, watch),))
         yield ApiEntry(Dispatcher(api.methods(), admin_methods=api.admin_methods(),
                                   admin_token=node.admin_token, guard=api.access.check),
                        api.handle_binary)
@@ -158,6 +171,8 @@ def _requests() -> list[dict[str, Any]]:
         ("get_tx_status", {"ids": [tx.id.hex() for tx in txs]}),
         ("get_device", {"id": txs[0].body.signer.hex()}), ("get_evidence", None),
         ("get_authorities", []), ("status", None), ("subscribe_blocks", {}),
+        ("subscribe_blocks", {"since_height": 0}),
+        ("subscribe_tx_status", {"ids": [tx.id.hex() for tx in txs]}),
         ("admin_peers", {"token": "0" * 32}), ("no_such_method", {}),
     ]
     out: list[dict[str, Any]] = []

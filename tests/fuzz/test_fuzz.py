@@ -64,7 +64,8 @@ def test_the_fuzzed_entry_serves_every_method_that_uses_its_connection(tmp_path)
     """The fuzzed entry's connection offers what the server's does (subscriptions, proofs,
     the guard's proven keys): otherwise a fuzz input that names such a method fails only when
     Hypothesis happens to pick it."""
-    calls = [("subscribe_blocks", {}), ("auth_challenge", {}),
+    calls = [("subscribe_blocks", {}), ("subscribe_blocks", {"since_height": 0}),
+             ("subscribe_tx_status", {"ids": ["00" * 32]}), ("auth_challenge", {}),
              ("authenticate", {"public_key": "00" * 32, "signature": "00" * 64}),
              ("get_device", {"id": "00" * 32})]
 
