@@ -20,6 +20,7 @@ from .authority import authority_app
 from .common import fail
 from .device import device_app
 from .devicesend import device_send
+from .genesis import genesis_app
 from .patient import patient_app
 from .records import records_app
 
@@ -56,6 +57,7 @@ app.add_typer(localnet_app, name="localnet")
 app.add_typer(authority_app, name="authority")
 app.add_typer(patient_app, name="patient")
 app.add_typer(records_app, name="records")
+app.add_typer(genesis_app, name="genesis")
 
 
 def main() -> None:
