@@ -5,7 +5,8 @@ processes, each in its own network namespace on a bridge, listening on 0.0.0.0 a
 advertising its name, which the other namespaces resolve through their own hosts file
 (``/etc/netns/NS/hosts``, which ``ip netns exec`` mounts over ``/etc/hosts``; the system's
 file is never touched). Readings are admitted and finalized on all four, and each node knows
-the others by their names."""
+the others by their names. And the containers' and pods' start: four homes made from
+imported keys and the genesis, none with a signing state, still finalize."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -37,11 +39,10 @@ from tests.e2e.privacykit import (
 )
 from tests.e2e.procs import iomtnode, log_events
 
-pytestmark = [
-    pytest.mark.e2e, pytest.mark.timeout(300),
-    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
-    pytest.mark.skipif(shutil.which("ip") is None, reason="needs the `ip` command (iproute2)"),
-]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+NEEDS_NETNS = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("ip") is None,
+    reason="network namespaces need root and the `ip` command (iproute2)")
 
 CHAIN = "ward-net"
 DOMAIN = "ward.test"  # .test: reserved, never resolves outside these namespaces' hosts files
@@ -89,21 +90,24 @@ def namespaces(count: int) -> Iterator[tuple[netns.NetnsInfo, list[str]]]:
     assert not netns.leftovers(info.prefix)
 
 
+def run_command(home: Path, api: str, p2p: str) -> list[str]:
+    return [sys.executable, "-m", "iomtnode", "--log-json", "run", "--home", str(home),
+            "--api", api, "--p2p", p2p]
+
+
 @contextmanager
-def node_processes(info: netns.NetnsInfo, homes: list[Path], ips: list[str],
-                   logs: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """``iomtnode run`` for each home inside its namespace, p2p on 0.0.0.0, the API on the
-    namespace's IP; each stopped (SIGKILL if stuck) on exit."""
+def node_processes(commands: list[list[str]], logs: Path, envs: list[dict[str, str]] | None
+                   = None) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Run each command (node ``i`` logs to ``logs/node{i}.log``, with ``envs[i]`` added to
+    the environment) until its node started; each stopped (SIGKILL if stuck) on exit."""
     procs: list[subprocess.Popen[bytes]] = []
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "IOMTNODE_EMPTY_BLOCK_INTERVAL_S": "0.5"}
     try:
-        for i, (home, ip) in enumerate(zip(homes, ips, strict=True)):
+        for i, command in enumerate(commands):
             with (logs / f"node{i}.log").open("wb") as out:
                 procs.append(subprocess.Popen(
-                    [*netns.in_namespace(info.namespace(f"node{i}")), sys.executable, "-m",
-                     "iomtnode", "--log-json", "run", "--home", str(home),
-                     "--api", f"{ip}:{API_PORT}", "--p2p", f"0.0.0.0:{P2P_PORT}"],
-                    stdout=out, stderr=subprocess.STDOUT, env=env))
+                    command, stdout=out, stderr=subprocess.STDOUT,
+                    env={**env, **(envs[i] if envs else {})}))
         deadline = time.monotonic() + START_TIMEOUT_S
         for i, proc in enumerate(procs):
             log = logs / f"node{i}.log"
@@ -162,9 +166,13 @@ async def wait_for(what: str, check: Callable[[], Awaitable[bool]], timeout_s: f
     raise AssertionError(f"not within {timeout_s} s: {what}")
 
 
+@NEEDS_NETNS
 def test_a_four_authority_network_from_the_ceremony_finalizes_readings(tmp_path: Path):
     homes, genesis_hash = ceremony(tmp_path)
-    with namespaces(NODES) as (info, ips), node_processes(info, homes, ips, tmp_path):
+    with namespaces(NODES) as (info, ips), node_processes([
+            [*netns.in_namespace(info.namespace(f"node{i}")),
+             *run_command(home, f"{ip}:{API_PORT}", f"0.0.0.0:{P2P_PORT}")]
+            for i, (home, ip) in enumerate(zip(homes, ips, strict=True))], tmp_path):
         trio.run(check_network, homes, ips, genesis_hash)
         # the imported key deferred (it may have signed before), then signed again
         events = [e["event"] for e in log_events(tmp_path / f"node{NODES - 1}.log")]
@@ -200,3 +208,61 @@ async def check_network(homes: list[Path], ips: list[str], genesis_hash: str) ->
         await submit_and_wait(clients[2], clients, [r.tx for r in readings])
         heads = [(await c.call("status"))["height"] for c in clients]
         assert min(heads) >= 3, heads
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 now (bound together, then released)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_a_new_network_of_imported_keys_finalizes(tmp_path: Path):
+    """What every container and pod does: its home made on first start from a key it is
+    given and the ceremony's genesis (``init --key-file K --genesis G``), so no home has a
+    signing state and every authority defers; the network still finalizes blocks."""
+    ports = free_ports(NODES)
+    addresses = [f"127.0.0.1:{p}" for p in ports]
+    cards, keys = [], []
+    for i in range(NODES):
+        key = tmp_path / "secrets" / f"node{i}"
+        key.parent.mkdir(exist_ok=True)
+        key.write_text(os.urandom(32).hex())
+        keys.append(key)
+        ok_json("init", "--home", str(tmp_path / f"keyholder{i}"), "--no-genesis",
+                "--key-file", str(key))
+        cards += ["--card", str(tmp_path / f"node{i}.card")]
+        ok_json("genesis", "card", "--home", str(tmp_path / f"keyholder{i}"), "--chain-id",
+                CHAIN, "--address", addresses[i], "--out", cards[-1])
+    genesis = tmp_path / "genesis.json"
+    ok_json("genesis", "new", "--chain-id", CHAIN, *cards, "--out", str(genesis))
+    homes = []
+    for i, key in enumerate(keys):  # the container's entrypoint
+        homes.append(tmp_path / f"pod{i}")
+        made = ok_json("init", "--home", str(homes[-1]), "--key-file", str(key), "--genesis",
+                       str(genesis))
+        assert not made["signing_state"]
+    envs = [{"IOMTNODE_BOOTNODES": ",".join(a for a in addresses if a != mine)}
+            for mine in addresses]
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with node_processes([run_command(h, "127.0.0.1:0", a) for h, a in zip(
+            homes, addresses, strict=True)], logs, envs):
+        deadline = time.monotonic() + MESH_TIMEOUT_S
+        while min(last_height(logs / f"node{i}.log") for i in range(NODES)) < 3:
+            assert time.monotonic() < deadline, [
+                last_height(logs / f"node{i}.log") for i in range(NODES)]
+            time.sleep(POLL_S)
+    for i in range(NODES):
+        events = [e["event"] for e in log_events(logs / f"node{i}.log")]
+        assert "signing_deferred" in events and "signing_resumed" in events
+
+
+def last_height(log: Path) -> int:
+    return max((e["height"] for e in log_events(log) if e.get("event") == "block_finalized"),
+               default=0)
