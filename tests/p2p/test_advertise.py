@@ -120,3 +120,15 @@ async def test_a_bootnode_name_is_resolved_again_on_every_dial(stores, nursery):
         while a.get(b.host.node_id) is None:  # noqa: ASYNC110 (dials with backoff)
             await trio.sleep(0.05)
     assert resolver.lookups[:2] == ["127.0.0.3", "127.0.0.1"]
+
+
+async def test_moving_the_listener_keeps_the_advertised_address(stores, nursery):
+    """``admin_set_listen`` moves the socket; peers still dial the operator's address (the
+    NAT or the proxy in front maps it), in a new record."""
+    router = Router(Config(p2p_listen="127.0.0.1:0", advertise_address=f"{NAME}:7546"),
+                    key(2), stores[1], CHAIN, GENESIS, lambda: (0, HEAD))
+    await nursery.start(router.run)
+    before = router.own.record
+    assert await router.move("127.0.0.1:0") == f"{NAME}:7546"
+    assert router.own.record is not None and router.own.record is not before
+    assert router.own.record.addresses == (f"{NAME}:7546",)
