@@ -78,6 +78,10 @@ class Home:
         """Raise :class:`HomeError` unless this is a complete home that no other user can
         open: the directory open to its owner only, the key and the admin token readable
         by their owner only (the node calls this before it reads anything)."""
+        if self.key_path.exists() and not self.genesis_path.exists():
+            raise HomeError(f"{self.path} has no genesis.json yet; install the network's "
+                            f"with: iomtnode genesis verify GENESIS_FILE --home {self.path} "
+                            "--install (see docs/network.md)")
         for p in (self.config_path, self.genesis_path, self.key_path, self.token_path):
             if not p.exists():
                 raise HomeError(f"{self.path} is not an iomtnode home ({p.name} missing); "
@@ -153,8 +157,11 @@ def init_home(
     key: SigningKey | None = None,
     config: Config | None = None,
     signed_before: bool = False,
+    no_genesis: bool = False,
 ) -> Home:
-    """Create a home. Without ``genesis``, a one-authority chain with this node as authority.
+    """Create a home. Without ``genesis``, a one-authority chain with this node as authority;
+    with ``no_genesis``, no genesis.json at all (a future authority of a network whose genesis
+    the ceremony makes: ``iomtnode genesis verify --install`` writes it later).
 
     The home's signing state says the key signed nothing yet: true of a key made here,
     and of a new ``key`` unless ``signed_before`` (a key moved from another home, whose
@@ -166,12 +173,13 @@ def init_home(
     path.mkdir(parents=True, exist_ok=True)
     path.chmod(HOME_MODE)  # mkdir's mode is cut by the umask, and the directory may exist
     key = key or SigningKey.generate()
-    if genesis is None:
+    if genesis is None and not no_genesis:
         genesis = Genesis(chain_id=chain_id, time_ms=int(time.time() * 1000),
                           authorities=(key.public,), admission_threshold=1)
     write_key(home.key_path, key)
     _write_private(home.token_path, secrets.token_hex(16) + "\n")
-    genesis.save(home.genesis_path)
+    if genesis is not None:
+        genesis.save(home.genesis_path)
     home.config_path.write_text(render(config or Config()))
     home.data_path.mkdir(mode=HOME_MODE, exist_ok=True)
     home.data_path.chmod(HOME_MODE)

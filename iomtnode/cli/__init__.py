@@ -22,6 +22,7 @@ from .common import fail
 from .config import config_app
 from .device import device_app
 from .devicesend import device_send
+from .genesis import genesis_app
 from .patient import patient_app
 from .records import records_app
 
@@ -60,6 +61,7 @@ app.add_typer(blocks_app, name="blocks")
 app.add_typer(patient_app, name="patient")
 app.add_typer(records_app, name="records")
 app.add_typer(config_app, name="config")
+app.add_typer(genesis_app, name="genesis")
 
 
 def main() -> None:

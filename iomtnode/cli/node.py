@@ -10,6 +10,7 @@ import typer
 
 from .. import __version__
 from ..config import ConfigError
+from ..core.crypto import SEED_BYTES, SigningKey
 from ..core.genesis import Genesis, GenesisError
 from ..home import Home, HomeError, init_home
 from .common import HomeOpt, JsonOpt, emit, fail, run_async
@@ -26,22 +27,60 @@ def init(
     genesis: Annotated[Path | None, typer.Option(
         help="Join an existing network with its genesis.json instead of making a new chain.")
     ] = None,
+    no_genesis: Annotated[bool, typer.Option(
+        "--no-genesis", help="Write no genesis.json: a future authority of a network whose "
+        "genesis the ceremony makes (iomtnode genesis card, then genesis verify --install).")
+    ] = False,
+    key_file: Annotated[Path | None, typer.Option(
+        help="Use the key in this file (its hex ed25519 seed, as node_key holds it, e.g. a "
+             "Kubernetes Secret) instead of a new one. Such a key may have signed before: "
+             "the node observes before it signs (docs/consensus.md).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a node home: node key, config.toml, admin token and genesis.
 
-    Without --genesis this makes a new one-authority chain whose authority is this node.
+    Without --genesis this makes a new one-authority chain whose authority is this node;
+    with --no-genesis, a home waiting for the genesis of a network (docs/network.md).
     """
+    if no_genesis and genesis is not None:
+        fail("--no-genesis and --genesis exclude each other")
     try:
         doc = Genesis.load(genesis) if genesis else None
-        h = init_home(home, chain_id=chain_id, genesis=doc)
-        g = h.load_genesis()
-        result = {"home": str(home), "node_id": h.load_key().public.hex(),
-                  "chain_id": g.chain_id, "genesis_hash": g.hash.hex()}
+        key = import_key(key_file) if key_file is not None else None
+        # an imported key may have signed on this network before (a pod whose volume was
+        # lost): no signing state, so the node defers; a one-authority chain made here now
+        # is new to every key, and its lone authority could never sign again otherwise
+        signed_before = key is not None and (doc is not None or no_genesis)
+        h = init_home(home, chain_id=chain_id, genesis=doc, key=key, no_genesis=no_genesis,
+                      signed_before=signed_before)
+        node_id = h.load_key().public.hex()
+        g = None if no_genesis else h.load_genesis()
     except (HomeError, GenesisError, OSError) as exc:
         fail(str(exc))
-    emit(result, as_json, f"initialized {home}\nnode id   {result['node_id']}\n"
-                          f"chain     {g.chain_id} ({result['genesis_hash'][:16]}...)")
+    result = {"home": str(home), "node_id": node_id,
+              "chain_id": g.chain_id if g else None,
+              "genesis_hash": g.hash.hex() if g else None,
+              "signing_state": not signed_before}  # False: the node defers signing at start
+    chain = (f"{g.chain_id} ({g.hash.hex()[:16]}...)" if g else
+             "none yet: make a card with iomtnode genesis card, then install the network's "
+             "genesis with iomtnode genesis verify --install")
+    emit(result, as_json, f"initialized {home}\nnode id   {node_id}\nchain     {chain}")
+
+
+def import_key(path: Path) -> SigningKey:
+    """The key in ``path``: its hex ed25519 seed (whitespace around it ignored), as a home's
+    ``node_key`` holds it. Its mode is not checked: a mounted Secret is often 0644."""
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        fail(f"cannot read the key file {path}: {exc.strerror or exc}")
+    try:
+        seed = bytes.fromhex(text)
+    except ValueError:
+        fail(f"the key file {path} must hold a hex ed25519 seed (as a home's node_key does)")
+    if len(seed) != SEED_BYTES:
+        fail(f"the key file {path} must hold a {SEED_BYTES}-byte seed, holds {len(seed)}")
+    return SigningKey(seed)
 
 
 def run(

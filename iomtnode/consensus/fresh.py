@@ -59,11 +59,27 @@ is nobody to hear from (its followers' heads are no proof: it might have signed 
 they have not received), so a lone authority without signing state never signs again
 (``signing_refused`` in the log): restore ``signing_state`` from a backup.
 
-There is no exception for a new network: ``iomtnode init`` writes the initial signing
-state (nothing signed) of the key it makes, so a home without one has lost it, always,
-and the floor is ``K + 2`` even when ``K`` is 0. The record names its key
+``iomtnode init`` writes the initial signing state (nothing signed) of the key it makes,
+so a home without one has lost it, or was made from an imported key (``init
+--key-file``), and the floor is ``K + 2`` even when ``K`` is 0. The record names its key
 (:func:`~iomtnode.consensus.signing.signing_record`): a key copied into a home made for
 another key finds no record of its own, and defers like any other that lost its state.
+
+A new network of imported keys
+------------------------------
+
+Containers and pods make their homes from keys they are given (``init --key-file``), so
+a new network of them starts with no signing state anywhere: every authority defers, and
+with floors of 2 nobody would ever sign heights 1 and 2. One exception lets it start:
+when nothing is finalized anywhere this process hears of (``K == 0``) and fewer than a
+quorum of the other authorities were heard *signing* (a checked consensus message), the
+floor is 0. Then the signers heard cannot decide height 1 without this authority, so
+nothing can have been finalized without it either; what the exception risks is only a
+vote at height 1 that differs from one the lost state cast at height 1, one authority's
+fault, which the network tolerates, and the price of the alternative (a network that
+never starts) is higher. As soon as a quorum of others signs, or any block is final, the
+rule above holds unchanged: an authority that lost its state while the others go on
+never uses the exception. It applies only when the driver sees its peers' heads.
 """
 
 from __future__ import annotations
@@ -102,6 +118,7 @@ class FreshStartGuard:
         self.floor: int | None = None  # never sign at or below this height
         self.finalized = 0  # K: the highest finalized height heard of
         self.heard: set[bytes] = set()  # other authorities heard from (head or message)
+        self.signers: set[bytes] = set()  # other authorities heard signing (a message)
         self._resumed = False
         self._refused = False
 
@@ -127,6 +144,7 @@ class FreshStartGuard:
         """A consensus message of ``authority`` at ``height``, its signature checked."""
         if self.floor is None and authority != self.own:
             self.heard.add(authority)
+            self.signers.add(authority)
             self.finalized = max(self.finalized, height - 1)
 
     def update(self, now: float, own_head: int, heads: Mapping[bytes, int] | None,
@@ -152,7 +170,10 @@ class FreshStartGuard:
         need = quorum(len(authorities)) - 1 if heads is not None else 0
         fallback = (heads is not None and bool(heads) and now >= self.fallback_at
                     and own_head >= max(heads.values()))  # module doc: a weaker fallback
-        if not self.resolve(now, 0 if fallback else need):
+        # module doc, "A new network of imported keys"
+        new_network = (heads is not None and self.finalized == 0
+                       and len(self.signers & set(authorities)) < quorum(len(authorities)))
+        if not self.resolve(now, 0 if fallback else need, new_network=new_network):
             return False
         assert self.floor is not None
         if self.own in authorities and not self.permits(height):
@@ -170,11 +191,12 @@ class FreshStartGuard:
             self._resumed = True
             log.info("signing_resumed", height=height, floor=self.floor, reason=reason)
 
-    def resolve(self, now: float, need_heard: int) -> bool:
+    def resolve(self, now: float, need_heard: int, *, new_network: bool = False) -> bool:
         """Fix the floor if the grace period is over and ``need_heard`` other authorities were
-        heard from; True once the floor is fixed."""
+        heard from; True once the floor is fixed. ``new_network``: the exception of the
+        module doc holds, and the floor is 0."""
         if self.floor is None and now >= self.grace_until and len(self.heard) >= need_heard:
-            self.floor = self.finalized + 2
+            self.floor = 0 if new_network else self.finalized + 2
         return self.floor is not None
 
     def permits(self, height: int) -> bool:

@@ -45,6 +45,7 @@ class Domain(enum.Enum):
     HANDSHAKE = b"iomt/handshake/v2\x00"  # v2: covers the connection's TLS channel binding
     PEER_RECORD = b"iomt/peer-record/v1\x00"
     API_AUTH = b"iomt/api-auth/v1\x00"  # a client proving its key to a node's API
+    GENESIS_CARD = b"iomt/genesis-card/v1\x00"  # a future authority's card (core/ceremony.py)
 
 
 class BadSignatureError(ValueError):

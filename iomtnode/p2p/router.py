@@ -236,7 +236,8 @@ class Router:
         """Listen on ``address`` instead (the node moved); re-announce; re-dial everyone."""
         host, port = parse_hostport(address, "address")
         bound = await self.host.rebind(host, port)
-        self.address = f"{host}:{bound}"
+        # an operator's advertised address stays what peers dial (a NAT or a proxy maps it)
+        self.address = self._config.advertise_address or f"{host}:{bound}"
         self.pex.announce(self.own.publish(self.address).raw)
         self.dialer.reset_all()
         return self.address
@@ -267,21 +268,26 @@ class Router:
                   ) -> None:
         """Listen, publish our record, exchange records and dial until cancelled.
 
-        Reports the address the p2p listener is bound to (``host:port``).
+        Reports the address this node advertises (``host:port``): ``advertise_address`` if
+        set (a DNS name stays a name in the record: every dial resolves it again), else the
+        address the p2p listener is bound to, its routable IP for a wildcard listener.
         """
         async with trio.open_nursery() as nursery:
             port = await nursery.start(self.host.run)
             host, _ = parse_hostport(self._config.p2p_listen)
-            if is_wildcard(host):  # advertise the routable address, and follow it
-                ip = self._probe_local_ip()
-                if ip is None:
-                    ip = "127.0.0.1"
-                    log.warning("p2p_address_unknown", listen=self._config.p2p_listen,
-                                advertised=ip, reason="no peer known yet to route toward")
-                watcher = AddressWatcher(self._probe_local_ip, self.address_changed, ip)
-                nursery.start_soon(watcher.run)
-                host = ip
-            self.address = f"{host}:{port}"
+            if self._config.advertise_address:  # the operator's: no probe, nothing to follow
+                self.address = self._config.advertise_address
+            else:
+                if is_wildcard(host):  # advertise the routable address, and follow it
+                    ip = self._probe_local_ip()
+                    if ip is None:
+                        ip = "127.0.0.1"
+                        log.warning("p2p_address_unknown", listen=self._config.p2p_listen,
+                                    advertised=ip, reason="no peer known yet to route toward")
+                    watcher = AddressWatcher(self._probe_local_ip, self.address_changed, ip)
+                    nursery.start_soon(watcher.run)
+                    host = ip
+                self.address = f"{host}:{port}"
             self.own.publish(self.address)
             await nursery.start(self.dialer.run)
             nursery.start_soon(self.pex.run)

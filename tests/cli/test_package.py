@@ -48,4 +48,4 @@ def test_the_app_has_every_command():
     names += [g.name for g in app.registered_groups]
     assert names == ["version", "init", "run", "dev", "status", "simulate", "block", "receipt",
                      "verify", "bench", "audit", "device", "localnet", "authority", "blocks",
-                     "patient", "records", "config"]
+                     "patient", "records", "config", "genesis"]

@@ -1,0 +1,228 @@
+"""The genesis ceremony's command line: ``init --no-genesis [--key-file]``, ``genesis card``,
+``genesis new``, ``genesis verify [--install]``, and every refusal with its reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from click.testing import Result
+from typer.testing import CliRunner
+
+from iomtnode.chain.chain import Chain
+from iomtnode.cli.genesis import genesis_app
+from iomtnode.cli.node import init, run
+from iomtnode.config import load_config
+from iomtnode.consensus.signing import SIGNING_STATE_FILE
+from iomtnode.core.crypto import SigningKey
+from iomtnode.core.genesis import Genesis
+from iomtnode.store import BlockStore
+
+app = typer.Typer()
+app.command("init")(init)
+app.command("run")(run)
+app.add_typer(genesis_app, name="genesis")
+CHAIN = "ward-net"
+
+
+def cli(*args: str | Path) -> Result:
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def ok(*args: str | Path) -> dict:
+    result = cli(*args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def refused(code: int, *args: str | Path) -> str:
+    result = cli(*args)
+    assert result.exit_code == code, result.output
+    return result.stderr
+
+
+@pytest.fixture
+def ceremony(tmp_path: Path) -> list[tuple[Path, Path]]:
+    """Four homes waiting for a genesis (the last one made from a key file), each with its
+    card: ``[(home, card)]``."""
+    key_file = tmp_path / "imported.key"
+    key_file.write_text(SigningKey(b"\x07" * 32).seed.hex() + "\n")  # as a Secret holds it
+    made = []
+    for i in range(4):
+        home, card = tmp_path / f"h{i}", tmp_path / f"node{i}.card"
+        extra = ("--key-file", key_file) if i == 3 else ()
+        ok("init", "--home", home, "--no-genesis", *extra)
+        ok("genesis", "card", "--home", home, "--chain-id", CHAIN,
+           "--address", f"node{i}.ward.example:7546", "--name", f"site {i}", "--out", card)
+        made.append((home, card))
+    return made
+
+
+def cards(made: list[tuple[Path, Path]]) -> list[str | Path]:
+    return [a for _, card in made for a in ("--card", card)]
+
+
+def test_the_ceremony_gives_every_home_one_genesis_and_points_each_at_the_others(
+        tmp_path, ceremony):
+    new = ok("genesis", "new", "--chain-id", CHAIN, *cards(ceremony), "--out",
+             tmp_path / "genesis.json", "--admission-threshold", "2")
+    assert len(new["authorities"]) == 4 and new["chain_id"] == CHAIN
+    for i, (home, _) in enumerate(ceremony):
+        checked = ok("genesis", "verify", tmp_path / "genesis.json", "--home", home,
+                     "--expect-hash", new["genesis_hash"], *cards(ceremony), "--install")
+        assert checked["genesis_hash"] == new["genesis_hash"] and checked["installed"]
+        assert Genesis.load(home / "genesis.json").hash.hex() == new["genesis_hash"]
+        config = load_config(home / "config.toml", env={})
+        assert config.advertise_address == f"node{i}.ward.example:7546"
+        assert set(config.bootnodes) == {f"node{j}.ward.example:7546" for j in range(4)
+                                         if j != i}
+        assert config.p2p_listen == "0.0.0.0:7546"  # reachable from the other hosts
+    # installing again is harmless
+    assert not ok("genesis", "verify", tmp_path / "genesis.json", "--home", ceremony[0][0],
+                  "--install")["installed"]
+    genesis = Genesis.load(tmp_path / "genesis.json")
+    assert genesis.admission_threshold == 2
+    assert SigningKey(b"\x07" * 32).public in genesis.authorities
+    # an imported key may have signed before: no signing state (the node defers)
+    assert [(home / SIGNING_STATE_FILE).exists() for home, _ in ceremony] == [
+        True, True, True, False]
+
+
+def test_a_home_without_genesis_refuses_to_run_and_names_the_command(ceremony):
+    home, _ = ceremony[0]
+    assert "iomtnode genesis verify GENESIS_FILE --home" in refused(2, "run", "--home", home)
+
+
+def test_a_card_for_another_chain_is_refused(tmp_path, ceremony):
+    other = tmp_path / "other.card"
+    ok("genesis", "card", "--home", ceremony[0][0], "--chain-id", "other-net",
+       "--address", "node0.ward.example:7546", "--out", other)
+    err = refused(1, "genesis", "new", "--chain-id", CHAIN, *cards(ceremony[1:]),
+                  "--card", other, "--out", tmp_path / "g.json")
+    assert f"{other}: the card was made for chain 'other-net'" in err
+    assert not (tmp_path / "g.json").exists()
+
+
+def test_a_tampered_card_is_refused_naming_its_file(tmp_path, ceremony):
+    card = ceremony[2][1]
+    doc = json.loads(card.read_text())
+    doc["address"] = "attacker.example:7546"
+    card.write_text(json.dumps(doc))
+    err = refused(1, "genesis", "new", "--chain-id", CHAIN, *cards(ceremony), "--out",
+                  tmp_path / "g.json")
+    assert f"{card}: the card's signature does not verify" in err
+
+
+def test_two_cards_of_one_key_are_refused(tmp_path, ceremony):
+    again = tmp_path / "again.card"
+    ok("genesis", "card", "--home", ceremony[0][0], "--chain-id", CHAIN,
+       "--address", "elsewhere.example:7546", "--out", again)
+    err = refused(1, "genesis", "new", "--chain-id", CHAIN, *cards(ceremony), "--card", again,
+                  "--out", tmp_path / "g.json")
+    assert "are cards of the same key" in err
+
+
+@pytest.mark.parametrize("threshold", ["0", "5"])
+def test_an_admission_threshold_out_of_range_is_refused(tmp_path, ceremony, threshold):
+    err = refused(1, "genesis", "new", "--chain-id", CHAIN, *cards(ceremony),
+                  "--admission-threshold", threshold, "--out", tmp_path / "g.json")
+    assert "admission threshold must be from 1 to 4" in err
+
+
+@pytest.mark.parametrize("address", ["node0.ward.example", "0.0.0.0:7546", "node0:70000"])
+def test_a_card_with_an_address_peers_cannot_dial_is_refused(tmp_path, ceremony, address):
+    err = refused(1, "genesis", "card", "--home", ceremony[0][0], "--chain-id", CHAIN,
+                  "--address", address)
+    assert "address" in err
+
+
+def test_a_home_whose_key_is_not_an_authority_is_refused(tmp_path, ceremony):
+    ok("genesis", "new", "--chain-id", CHAIN, *cards(ceremony[:3]), "--out",
+       tmp_path / "g.json")
+    home = ceremony[3][0]
+    err = refused(1, "genesis", "verify", tmp_path / "g.json", "--home", home, "--install")
+    assert "is not among the 3 authorities" in err
+    assert not (home / "genesis.json").exists()
+
+
+def test_a_genesis_with_another_hash_than_expected_is_refused(tmp_path, ceremony):
+    ok("genesis", "new", "--chain-id", CHAIN, *cards(ceremony), "--out", tmp_path / "g.json")
+    err = refused(1, "genesis", "verify", tmp_path / "g.json", "--home", ceremony[0][0],
+                  "--expect-hash", "00" * 32, "--install")
+    assert "not the expected" in err
+    assert not (ceremony[0][0] / "genesis.json").exists()
+
+
+def test_a_card_of_a_key_outside_the_genesis_is_refused(tmp_path, ceremony):
+    ok("genesis", "new", "--chain-id", CHAIN, *cards(ceremony[:3]), "--out",
+       tmp_path / "g.json")
+    err = refused(1, "genesis", "verify", tmp_path / "g.json", "--home", ceremony[0][0],
+                  *cards(ceremony))
+    assert f"{ceremony[3][1]}: the card's key" in err and "is not an authority" in err
+
+
+def test_installing_over_another_chains_blocks_is_refused(tmp_path, ceremony):
+    ok("genesis", "new", "--chain-id", CHAIN, *cards(ceremony), "--out", tmp_path / "g.json")
+    home = ceremony[0][0]
+    other = Genesis(chain_id="other-net", time_ms=1,
+                    authorities=(SigningKey(b"\x01" * 32).public,), admission_threshold=1)
+    with BlockStore.open(home / "data") as store:
+        Chain(store, other)  # commits the other chain's block 0
+    err = refused(1, "genesis", "verify", tmp_path / "g.json", "--home", home, "--install")
+    assert "holds the blocks of chain" in err
+    assert not (home / "genesis.json").exists()
+
+
+def test_installing_over_another_genesis_is_refused(tmp_path, ceremony):
+    ok("genesis", "new", "--chain-id", CHAIN, *cards(ceremony), "--out", tmp_path / "a.json")
+    ok("genesis", "new", "--chain-id", CHAIN, *cards(ceremony), "--out", tmp_path / "b.json",
+       "--time-ms", "5")
+    home = ceremony[0][0]
+    ok("genesis", "verify", tmp_path / "a.json", "--home", home, "--install")
+    err = refused(1, "genesis", "verify", tmp_path / "b.json", "--home", home, "--install")
+    assert "already has the genesis of chain ward-net" in err
+
+
+def test_the_same_cards_and_time_rebuild_the_same_genesis(tmp_path, ceremony):
+    one = ok("genesis", "new", "--chain-id", CHAIN, *cards(ceremony), "--time-ms", "9",
+             "--out", tmp_path / "a.json")
+    two = ok("genesis", "new", "--chain-id", CHAIN, *cards(ceremony[::-1]), "--time-ms", "9",
+             "--out", tmp_path / "b.json")
+    assert one["genesis_hash"] == two["genesis_hash"]
+
+
+def test_init_imports_a_key_file_with_a_genesis(tmp_path):
+    key = SigningKey(b"\x09" * 32)
+    genesis = Genesis(chain_id=CHAIN, time_ms=1, authorities=(key.public,),
+                      admission_threshold=1)
+    genesis.save(tmp_path / "genesis.json")
+    (tmp_path / "k").write_text(key.seed.hex())
+    made = ok("init", "--home", tmp_path / "h", "--key-file", tmp_path / "k", "--genesis",
+              tmp_path / "genesis.json")
+    assert made["node_id"] == key.public.hex() and made["genesis_hash"] == genesis.hash.hex()
+    assert (tmp_path / "h" / "node_key").read_text().strip() == key.seed.hex()
+    assert not made["signing_state"] and not (tmp_path / "h" / SIGNING_STATE_FILE).exists()
+
+
+def test_a_new_one_authority_chain_from_a_key_file_keeps_its_signing_state(tmp_path):
+    """The chain is made now: its lone authority cannot have signed on it, and without a
+    signing state it would never sign."""
+    (tmp_path / "k").write_text(SigningKey(b"\x09" * 32).seed.hex())
+    made = ok("init", "--home", tmp_path / "h", "--key-file", tmp_path / "k")
+    assert made["signing_state"] and (tmp_path / "h" / SIGNING_STATE_FILE).exists()
+
+
+@pytest.mark.parametrize("content, match", [("zz", "hex ed25519 seed"),
+                                            ("00" * 16, "32-byte seed")])
+def test_a_bad_key_file_is_refused(tmp_path, content, match):
+    (tmp_path / "k").write_text(content)
+    assert match in refused(2, "init", "--home", tmp_path / "h", "--no-genesis",
+                            "--key-file", tmp_path / "k")
+    assert not (tmp_path / "h").exists()
+
+
+def test_no_genesis_and_a_genesis_exclude_each_other(tmp_path):
+    assert "exclude each other" in refused(2, "init", "--home", tmp_path / "h", "--no-genesis",
+                                           "--genesis", tmp_path / "g.json")
