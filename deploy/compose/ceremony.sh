@@ -40,7 +40,7 @@ fi
 mkdir -p "$out"
 for name in $nodes; do
     iomtnode init --home "$root/$name/node" --no-genesis --json
-    iomtnode genesis card --home "$root/$name/node" --address "$name:$port" --name "$name" \
+    iomtnode genesis card --home "$root/$name/node" --chain-id "$chain_id" --address "$name:$port" --name "$name" \
         --out "$out/$name.card.json"
 done
 # shellcheck disable=SC2086 # $cards is a list of options, split on purpose
