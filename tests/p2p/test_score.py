@@ -125,3 +125,21 @@ def test_offences_are_forgotten_after_a_while():
     later = 10.0 + score.OFFENCE_MEMORY_S + 1
     board.penalize(A, 200, "x", now=later)
     assert board.banned_for(A, later) == 10.0
+
+
+def test_bans_are_counted_by_score_and_by_the_operator():
+    board = Scoreboard(threshold=-100.0, decay_per_s=0.0)
+    board.ban(A, 10.0, now=0.0)  # the operator's
+    assert board.penalize(B, 200, "garbage", now=0.0)  # below the threshold: banned
+    assert board.penalize(B, 1, "garbage", now=1.0)  # banned already: not counted again
+    assert board.bans_issued == 2
+
+
+def test_penalty_reasons_counted_apart_are_bounded():
+    board = Scoreboard(threshold=-1e9, decay_per_s=0.0)
+    for i in range(score.MAX_PENALTY_REASONS + 5):
+        board.penalize(A, 1, f"kind {i}", now=0.0)
+    board.penalize(A, 1, "kind 0", now=0.0)  # a kind counted apart stays so
+    assert len(board.penalties) == score.MAX_PENALTY_REASONS + 1
+    assert board.penalties[score.OTHER_REASON] == 5
+    assert board.penalties["kind 0"] == 2
