@@ -37,7 +37,7 @@ MAX_CONNECTIONS = 8  # scrapers connected at once; more are closed when accepted
 MAX_HEAD_BYTES = 8 * 1024  # a request's line and headers (a scraper's are ~300 bytes)
 READ_DEADLINE_S = 5.0  # for the whole request head, from the accept
 WRITE_DEADLINE_S = 10.0  # for the whole answer (~20 KB), once generated
-# Expositions at most this often (~2 ms of the trio thread each, so at most ~2% of it); a
+# Expositions at most this often (about 1 ms of the trio thread each: at most ~1% of it); a
 # Prometheus scrapes every 15 s, so only a misbehaving scraper ever waits.
 MIN_INTERVAL_S = 0.1
 RECEIVE_BYTES = 4096  # read from a socket at once
