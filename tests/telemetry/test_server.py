@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import trio
+import trio.testing
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
@@ -156,3 +157,14 @@ async def test_expositions_are_spaced_by_the_minimum_interval(nursery):
     assert len(counting.at) == 3
     gaps = [b - a for a, b in zip(counting.at, counting.at[1:], strict=False)]
     assert all(gap >= 0.29 for gap in gaps), gaps  # trio may wake a timer ~1 ms early
+
+
+async def test_an_address_in_use_is_an_error_before_the_node_reports_started(nursery):
+    taken = trio.socket.socket()
+    with taken:
+        await taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = MetricsServer(MetricsServerConfig("127.0.0.1", port), CollectorRegistry())
+        with trio.testing.RaisesGroup(OSError, flatten_subgroups=True):
+            await nursery.start(server.run)
