@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 import pytest
 import trio
-import trio.testing
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
@@ -166,5 +165,6 @@ async def test_an_address_in_use_is_an_error_before_the_node_reports_started(nur
         taken.listen()
         port = taken.getsockname()[1]
         server = MetricsServer(MetricsServerConfig("127.0.0.1", port), CollectorRegistry())
-        with trio.testing.RaisesGroup(OSError, flatten_subgroups=True):
+        with pytest.raises(ExceptionGroup) as raised:
             await nursery.start(server.run)
+        assert raised.group_contains(OSError, match="in use")
