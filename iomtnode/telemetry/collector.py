@@ -170,8 +170,10 @@ class NodeCollector:
     def describe(self) -> Iterator[Metric]:
         """The families without samples (the registry checks names once at registration)."""
         for spec in METRICS:
-            yield histogram(spec, Histogram((), (0,), 0.0)) if spec.kind == "histogram" \
-                else family(spec, ())
+            if spec.kind == "histogram":
+                yield histogram(spec, Histogram((), (0,), 0.0))
+            else:
+                yield family(spec, ())
 
     def collect(self) -> Iterator[Metric]:
         """Every metric of :data:`METRICS`, from the figures now."""

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "dashboards" / "iomtnode.json"
 
 KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and",
@@ -94,7 +96,5 @@ def missing(series: set[str], exported: dict[str, str]) -> set[str]:
 def exported_types(text: str) -> dict[str, str]:
     """Every metric family of an exposition, with or without samples, as a query names it
     (a counter's with ``_total``) -> its type."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     return {f"{f.name}_total" if f.type == "counter" else f.name: f.type
             for f in text_string_to_metric_families(text)}
