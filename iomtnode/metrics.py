@@ -1,9 +1,11 @@
-"""Node metrics kept in memory: bounded windows of recent latencies and the node's own
-figures, for `status`."""
+"""Node metrics kept in memory: bounded windows of recent latencies (with a histogram of
+every one since the start) and the node's own figures, for ``status`` and the Prometheus
+endpoint (:mod:`iomtnode.telemetry`)."""
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -12,18 +14,48 @@ from .core.block import Block
 from .core.tx import Reading
 
 WINDOW_SAMPLES = 20_000  # the most recent samples a window keeps
+# upper bounds (ms, inclusive) of a latency histogram's buckets; one more bucket holds the
+# rest. From a LAN's gossip hop to a minute: a block is final well under a second on a
+# healthy network, in seconds under load, and tens of seconds tell of an outage.
+LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000)
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """Every latency since the start, counted in buckets (a Prometheus histogram)."""
+
+    bounds_ms: tuple[float, ...]  # each bucket's upper bound (inclusive), ascending
+    counts: tuple[int, ...]  # per bucket (not cumulative); one more: above the last bound
+    sum_ms: float  # of every latency (a negative one counted as 0)
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
 
 
 class LatencyWindow:
-    """The last ``WINDOW_SAMPLES`` latencies (ms), summarised as p50 / p99 / max."""
+    """The last ``WINDOW_SAMPLES`` latencies (ms), summarised as p50 / p99 / max, and every
+    one since the start in a :class:`Histogram`.
+
+    :meth:`add` is called once per reading (at commit, or as a peer's is admitted): a deque
+    append, a bisection of 13 bounds and two additions, about 0.3 us together."""
 
     def __init__(self, size: int = WINDOW_SAMPLES) -> None:
         self._samples: deque[float] = deque(maxlen=size)
         self.total = 0
+        self._counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+        self._sum_ms = 0.0
 
     def add(self, ms: float) -> None:
         self._samples.append(ms)
         self.total += 1
+        if ms < 0:  # the device's clock is ahead of this node's
+            ms = 0
+        self._counts[bisect_left(LATENCY_BUCKETS_MS, ms)] += 1
+        self._sum_ms += ms
+
+    def histogram(self) -> Histogram:
+        return Histogram(LATENCY_BUCKETS_MS, tuple(self._counts), self._sum_ms)
 
     def summary(self) -> dict[str, Any]:
         ordered = sorted(self._samples)
@@ -49,6 +81,9 @@ class NodeStats:
     # before its first since it started: an exact point of its progress
     last_commit: tuple[int, int] | None
     started_at: float  # wall-clock seconds
+    # the same delays, every one since the start
+    gossip_delay: Histogram
+    commit_delay: Histogram
 
 
 class NodeFigures:
@@ -70,4 +105,5 @@ class NodeFigures:
 
     def stats(self) -> NodeStats:
         return NodeStats(self.gossip_delay.summary(), self.commit_delay.summary(),
-                         self.last_commit, self.started_at)
+                         self.last_commit, self.started_at, self.gossip_delay.histogram(),
+                         self.commit_delay.histogram())

@@ -59,6 +59,8 @@ class Mempool:
         self._txlog = chain.store.txlog
         self._drop_listeners: list[Callable[[Sequence[Drop]], None]] = []
         self._state, self._ctx = self._fresh_state()
+        # accepted transactions dropped since the start, by their error's class (metrics)
+        self.drops: dict[type[e.RuleError], int] = {}
 
     def __len__(self) -> int:
         return len(self._txs)
@@ -264,7 +266,9 @@ class Mempool:
         if not dropped:
             return
         height = self._chain.height
+        drops = self.drops
         for tx_id, exc in dropped:
+            drops[type(exc)] = drops.get(type(exc), 0) + 1
             # a warning for what this node acknowledged to a client (its pending entry is
             # kept until committed or dropped); a peer's transaction may well be committed
             # by the proposer that holds it

@@ -26,7 +26,8 @@ progress (:class:`~.inbox.Progress`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -55,6 +56,28 @@ class AdmissionStats:
     signatures_verified: int  # transaction signatures checked: about one per transaction
     inbox_queued: int  # transactions waiting in the inbox, from every source
     peer_backlog: int  # peers' transactions queued and not handled yet
+    mempool_max_txs: int  # the mempool's bound
+    # since the start: transactions that reached admission by source ("client": the API and
+    # the node's own; "peer"), the refused by reason (:func:`reason_name`: a rule's error,
+    # a small fixed set), and the accepted then dropped by reason
+    received_txs: Mapping[str, int]
+    rejected_txs: Mapping[str, int]
+    dropped_by_reason: Mapping[str, int]
+
+
+def reason_name(kind: type[Exception]) -> str:
+    """A refusal's name for counting: its error class's name in snake_case, without
+    ``Error`` (and ``Rule``): ``StaleSequenceError`` -> ``stale_sequence``."""
+    name = kind.__name__.removesuffix("Error").removesuffix("Rule") or "rule"
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _by_name(counts: Mapping[type[Exception], int]) -> dict[str, int]:
+    named: dict[str, int] = {}
+    for kind, count in counts.items():
+        name = reason_name(kind)
+        named[name] = named.get(name, 0) + count
+    return named
 
 
 class Admission:
@@ -70,6 +93,10 @@ class Admission:
         self._gossip = gossip
         self._now_ms = now_ms
         self._gossip_delay = gossip_delay
+        # figures (plain ints: counted per chunk, or per refusal only)
+        self._received_clients = 0
+        self._received_peers = 0
+        self._rejected: dict[type[Exception], int] = {}
         feed.listen(self._committed)
 
     def _committed(self, committed: Sequence[Committed]) -> None:
@@ -77,9 +104,15 @@ class Admission:
         self._gossip.committed(tx.id for done in committed for tx in done.block.txs)
 
     def stats(self) -> AdmissionStats:
-        return AdmissionStats(len(self.mempool), self.mempool.dropped_total,
-                              self.mempool.verifier.verified_count, self.inbox.queued,
-                              self.inbox.backlog())
+        mempool = self.mempool
+        return AdmissionStats(len(mempool), mempool.dropped_total,
+                              mempool.verifier.verified_count, self.inbox.queued,
+                              self.inbox.backlog(), mempool.max_txs,
+                              {"client": self._received_clients, "peer": self._received_peers},
+                              _by_name(self._rejected), _by_name(mempool.drops))
+
+    def _refused(self, kind: type[Exception]) -> None:
+        self._rejected[kind] = self._rejected.get(kind, 0) + 1
 
     # clients ---------------------------------------------------------------------------
 
@@ -133,7 +166,10 @@ class Admission:
         for start in range(0, len(step), CHUNK):
             chunk = step[start:start + CHUNK] if len(step) > CHUNK else step
             await self._admit_chunk(chunk)
-            self.inbox.handled(sum(1 for item, _ in chunk if type(item) is FromPeer))
+            from_peers = sum(1 for item, _ in chunk if type(item) is FromPeer)
+            self.inbox.handled(from_peers)
+            self._received_peers += from_peers
+            self._received_clients += len(chunk) - from_peers
             # others run between chunks even when a chunk needed no verification hop
             # (duplicates, malformed, a full mempool): the hop is its only other yield
             await trio.lowlevel.checkpoint()
@@ -150,6 +186,7 @@ class Admission:
                     tx = decode_tx(raw, complete=True)
                 except MalformedTxError as exc:
                     gossip.malformed(item.peer, exc)
+                    self._refused(e.MalformedTxRuleError)
                     continue
                 if not gossip.screen(item.peer, tx, in_chunk):
                     continue
@@ -159,6 +196,7 @@ class Admission:
                     self.mempool.require_blob(tx)
                 except e.RuleError as exc:
                     slots[i] = exc
+                    self._refused(type(exc))
                     continue
             txs.append(tx)
             owners.append(i)
@@ -175,6 +213,8 @@ class Admission:
                 slots[i] = result
                 if isinstance(result, SignedTx):
                     kept.append(result)
+                else:
+                    self._refused(type(result))
         if relayed:
             self._from_peers(relayed, relayed_results)
         if kept:
@@ -186,8 +226,11 @@ class Admission:
         self._gossip.relay(relayed, results)
         now = self._now_ms()
         for result in results:
-            if isinstance(result, SignedTx) and isinstance(result.body, Reading):
-                self._gossip_delay.add(now - result.body.ts_ms)
+            if isinstance(result, SignedTx):
+                if isinstance(result.body, Reading):
+                    self._gossip_delay.add(now - result.body.ts_ms)
+            else:
+                self._refused(type(result))
 
     @staticmethod
     def _reply(chunk: list[tuple[Item, bytes]], slots: list[Admitted | None]) -> None:

@@ -14,10 +14,18 @@ def peers_to_json(p2p: P2PStats) -> list[dict[str, Any]]:
             for p in p2p.peers]
 
 
+def deciding_round(status: NodeStatus) -> int:
+    """The round being decided at height + 1 (its proposer: authorities[(height + 1 +
+    round) mod N]); 0 on a node that only follows."""
+    deciding = status.consensus.deciding
+    if deciding is not None and deciding[0] == status.chain.height + 1:
+        return deciding[1]
+    return 0
+
+
 def status_to_json(status: NodeStatus) -> dict[str, Any]:
     """Chain id, height, head hash, finalized height, authorities, mempool size, peers..."""
     chain, admission, node = status.chain, status.admission, status.node
-    deciding = status.consensus.deciding
     last_commit = node.last_commit
     return {
         "chain_id": chain.chain_id,
@@ -29,15 +37,16 @@ def status_to_json(status: NodeStatus) -> dict[str, Any]:
         "head_time_ms": chain.head_time_ms,
         "finalized_height": chain.height,  # a block is committed only with its certificate
         "authorities": [a.hex() for a in chain.authorities],
-        # the round being decided at height + 1 (its proposer: authorities[(height + 1 +
-        # round) mod N]); 0 on a node that only follows
-        "round": deciding[1] if deciding is not None and deciding[0] == chain.height + 1
-        else 0,
+        "round": deciding_round(status),
         "authorities_with_evidence": [a.hex() for a in chain.authorities_with_evidence],
         "mempool_size": admission.pending_txs,
         # accepted transactions dropped, ever (each with its reason: get_tx_status)
         "dropped_txs": admission.dropped_txs,
         "committed_txs": chain.committed_txs,
+        # transactions that reached admission since the start (from clients, the node
+        # itself and peers), and of those the refused (by reason: the metrics)
+        "received_txs": sum(admission.received_txs.values()),
+        "rejected_txs": sum(admission.rejected_txs.values()),
         # its committed transactions and the wall-clock ms just after its latest commit
         # (None before its first since it started): an exact point of its progress
         "last_commit": None if last_commit is None

@@ -103,6 +103,8 @@ class Node:
                 await nursery.start(services.blobs.run)
                 p2p_address = await nursery.start(services.p2p.run)
                 api_port = await nursery.start(services.api.run)
+                if services.metrics is not None:
+                    await nursery.start(services.metrics.run)
                 host = services.api.config.host
                 log.info("node_started", api=f"{self._api_scheme}://{host}:{api_port}/api/v1",
                          p2p=f"wss://{p2p_address}/p2p/v1",

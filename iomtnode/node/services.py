@@ -59,6 +59,7 @@ from ..sync.progress import SyncProgress
 from ..sync.reactor import KINDS as SYNC_KINDS
 from ..sync.reactor import RATES as SYNC_RATES
 from ..sync.reactor import SyncReactor
+from ..telemetry import MetricsServer, NodeCollector, metrics_server
 from .audit import AuditService
 from .clock import Clock
 from .views import EvidenceReporter, PeerAdminView, StatusView
@@ -101,6 +102,7 @@ class Services:
     api: ApiServer
     figures: NodeFigures
     audit: AuditService
+    metrics: MetricsServer | None  # the Prometheus endpoint; None: metrics_listen is empty
 
 
 def build(setup: Setup, store: BlockStore, audit_log: AuditLog) -> Services:
@@ -169,10 +171,11 @@ def build(setup: Setup, store: BlockStore, audit_log: AuditLog) -> Services:
     watch = TxWatch(mempool.tx_status)  # subscribe_tx_status: told of commits and drops
     feed.listen(watch.committed)
     mempool.listen_drops(watch.dropped)
+    status = StatusView(key.public, chain, admission, router, sync, consensus, figures)
     client_api = ClientApi(
         submitter=admission, chain=chain, txs=mempool,
         peers=PeerAdminView(router),
-        status=StatusView(key.public, chain, admission, router, sync, consensus, figures),
+        status=status,
         groups=(SubscriptionsApi(feed, chain, mempool, watch),
                 RecordsApi(chain, audit, clock.now_ms),
                 AuditApi(audit, chain)))
@@ -186,5 +189,9 @@ def build(setup: Setup, store: BlockStore, audit_log: AuditLog) -> Services:
         binary_handler=client_api.handle_binary, transport=setup.transport,
         guard=client_api.access.check, tls=setup.api_tls,
     )
+    metrics = (metrics_server(config.metrics_listen, NodeCollector(status, api.stats,
+                                                                   clock.now_ms))
+               if config.metrics_listen else None)
     return Services(key.public, chain, feed, writer, mempool, inbox, admission, router,
-                    gossip, reconcile, sync, relay, blobs, consensus, api, figures, audit)
+                    gossip, reconcile, sync, relay, blobs, consensus, api, figures, audit,
+                    metrics)

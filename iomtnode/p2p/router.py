@@ -226,11 +226,13 @@ class Router:
 
     def stats(self) -> P2PStats:
         """The router's figures now."""
+        board, now = self.host.scoreboard, trio.current_time()
         return P2PStats(
             self.address,
             tuple(PeerStats(p.node_id, p.remote, p.outbound, p.observed_address)
                   for p in self.host.peers()),
-            self.host.refused, self.host.counters())
+            self.host.refused, self.host.counters(), board.bans_issued, len(board.bans(now)),
+            len(board.address_bans(now)), dict(board.penalties))
 
     async def move(self, address: str) -> str:
         """Listen on ``address`` instead (the node moved); re-announce; re-dial everyone."""

@@ -19,6 +19,7 @@ not survive a restart.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Generic, TypeVar
 
@@ -36,6 +37,19 @@ BAN_S = 600.0  # seconds a node (and its address) stays banned the first time
 MAX_BAN_S = 7 * 86400.0  # seconds; a repeat offender's ban doubles each time up to this
 OFFENCE_MEMORY_S = 7 * 86400.0  # seconds after its last ban an offender starts again from 1
 MAX_TRACKED = 10_000  # node ids (and addresses) with a score or a ban kept; then the oldest go
+# kinds of penalty reason counted apart (in the order first given); later kinds are counted
+# as OTHER_REASON. A reason's kind is the caller's text before its first colon, which for a
+# few callers holds an error's message: without a bound such kinds would pile up. A kind is
+# counted by its words without digits (see countable_reason), so no height, hash or id.
+MAX_PENALTY_REASONS = 64
+OTHER_REASON = "other"
+_WORD = re.compile(r"[A-Za-z_]+")
+
+
+def countable_reason(reason: str) -> str:
+    """``reason`` as :attr:`Scoreboard.penalties` counts it: its words of letters and ``_``
+    only (a height, a hash or an id is dropped), or OTHER_REASON if none is left."""
+    return " ".join(w for w in reason.split() if _WORD.fullmatch(w)) or OTHER_REASON
 
 _K = TypeVar("_K", bytes, str)
 
@@ -105,7 +119,9 @@ class Scoreboard:
         self._scores: dict[bytes, tuple[float, float]] = {}  # node id -> (score, at)
         self._nodes: _Bans[bytes] = _Bans()
         self._addresses: _Bans[str] = _Bans()
-        self.penalties: Counter[str] = Counter()  # how often each reason was given
+        # how often each reason was given (countable_reason, at most MAX_PENALTY_REASONS + 1)
+        self.penalties: Counter[str] = Counter()
+        self.bans_issued = 0  # node ids banned since the start (by score or by the operator)
 
     def score(self, node_id: bytes, now: float) -> float:
         """The node's score at ``now`` (0 for a node never penalised); never above 0."""
@@ -131,13 +147,17 @@ class Scoreboard:
         """
         if points <= 0:
             raise ValueError(f"a penalty is a positive number of points, got {points}")
-        self.penalties[reason] += 1
+        penalties, counted = self.penalties, countable_reason(reason)
+        if counted not in penalties and len(penalties) >= MAX_PENALTY_REASONS:
+            counted = OTHER_REASON
+        penalties[counted] += 1
         if self.is_banned(node_id, now):
             return True
         score = self.score(node_id, now) - points
         self._scores.pop(node_id, None)  # re-insert: the dict stays ordered by last change
         if score < self.threshold:
             self._nodes.escalate(node_id, self.ban_s, now)
+            self.bans_issued += 1
             if address is not None and self.address_ban_s > 0:
                 self._addresses.escalate(address, self.address_ban_s, now)
             return True
@@ -151,6 +171,7 @@ class Scoreboard:
             raise ValueError(f"a ban lasts >= 0 seconds, got {seconds}")
         self._nodes.ban(node_id, seconds, now)
         self._scores.pop(node_id, None)
+        self.bans_issued += 1
 
     def unban(self, node_id: bytes) -> None:
         """Lift the node's ban and forget its score and offences."""

@@ -26,3 +26,8 @@ class P2PStats:
     peers: tuple[PeerStats, ...]  # connected now (not those closing)
     refused: frozenset[bytes]  # node ids the operator refuses
     traffic: Mapping[str, Traffic]  # by message kind, in and out, since the start (a copy)
+    bans: int  # node ids banned since the start (by score or by the operator)
+    banned_nodes: int  # node ids banned now
+    banned_addresses: int  # addresses (IPs) banned now
+    penalties: Mapping[str, int]  # penalties given since the start, by reason (a copy;
+    # at most score.MAX_PENALTY_REASONS + 1 reasons)

@@ -91,6 +91,7 @@ class SyncStats:
 
     target: int  # the height sync heads for (the node's own when level)
     catch_ups: tuple[dict[str, int | float], ...]  # the last ones (copies), oldest first
+    synced_blocks: int  # blocks committed by catch-up since the start (not by live relay)
 
 
 class BlockSync:
@@ -118,6 +119,7 @@ class BlockSync:
         # their heights, transactions and seconds, from the first block asked to the last
         # committed (in ``status``; the benchmark's bootstrap figure)
         self.catch_ups: deque[dict[str, int | float]] = deque(maxlen=CATCH_UPS_KEPT)
+        self.synced_blocks = 0  # committed by catch-up since the start
 
     @property
     def peer_heights(self) -> dict[bytes, int]:
@@ -130,7 +132,8 @@ class BlockSync:
 
     def stats(self) -> SyncStats:
         """Block sync's figures now."""
-        return SyncStats(self.target, tuple(dict(c) for c in self.catch_ups))
+        return SyncStats(self.target, tuple(dict(c) for c in self.catch_ups),
+                         self.synced_blocks)
 
     def saw_height(self, peer_id: bytes, height: int) -> None:
         self.planner.claimed(peer_id, height)
@@ -373,6 +376,7 @@ class BlockSync:
             fault = exc
         if committed:
             self.planner.served(peer_id, committed)
+            self.synced_blocks += committed
         if fault is not None:
             self.planner.unserved(peer_id, self._chain.height + 1, self._now_ms())
             peer = self._host.get(peer_id)

@@ -73,7 +73,9 @@ async def test_clients_and_peers_share_one_inbox_clients_first_each_source_in_or
     assert b.of(TxAnnounce) == [TxAnnounce([r[0].id, r[1].id])]
     assert node.gossip_delay.total == 3  # readings admitted from peers
     assert node.admission.stats() == AdmissionStats(
-        pending_txs=5, dropped_txs=0, signatures_verified=5, inbox_queued=0, peer_backlog=0)
+        pending_txs=5, dropped_txs=0, signatures_verified=5, inbox_queued=0, peer_backlog=0,
+        mempool_max_txs=node.mempool.max_txs, received_txs={"client": 2, "peer": 3},
+        rejected_txs={}, dropped_by_reason={})
 
 
 async def test_a_full_inbox_pushes_back_on_peers_and_clients_each_in_its_lane(

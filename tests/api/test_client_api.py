@@ -23,7 +23,7 @@ from iomtnode.core.crypto import SigningKey
 from iomtnode.core.errors import RuleError, UnknownDeviceError
 from iomtnode.core.ledger import Device
 from iomtnode.core.tx import Reading, SignedTx, decode_tx
-from iomtnode.metrics import NodeStats
+from iomtnode.metrics import LatencyWindow, NodeStats
 from iomtnode.p2p.peer import Traffic
 from iomtnode.p2p.records import PeerRecord
 from iomtnode.p2p.stats import P2PStats, PeerStats
@@ -39,9 +39,9 @@ EMPTY = {"p50": None, "p99": None, "max": None, "samples": 0}
 STATUS_KEYS = [
     "chain_id", "genesis_hash", "node_id", "version", "height", "head_hash", "head_time_ms",
     "finalized_height", "authorities", "round", "authorities_with_evidence", "mempool_size",
-    "dropped_txs", "committed_txs", "last_commit", "signatures_verified", "peers",
-    "p2p_address", "sync_target", "catch_ups", "gossip_delay_ms", "commit_delay_ms",
-    "evidence_seen",
+    "dropped_txs", "committed_txs", "received_txs", "rejected_txs", "last_commit",
+    "signatures_verified", "peers", "p2p_address", "sync_target", "catch_ups",
+    "gossip_delay_ms", "commit_delay_ms", "evidence_seen",
 ]
 
 
@@ -125,7 +125,7 @@ class FakePeers:
 
     def stats(self) -> P2PStats:
         return P2PStats("127.0.0.1:7000", (PeerStats(PEER, "10.0.0.2:7000", True, "10.0.0.1"),),
-                        self.refused, {"status": Traffic(1, 10, 2, 20)})
+                        self.refused, {"status": Traffic(1, 10, 2, 20)}, 0, 0, 0, {})
 
     def address_book(self) -> Mapping[bytes, PeerRecord]:
         return {PEER: PeerRecord(PEER, ("10.0.0.2:7000",), 5, 0, b"")}
@@ -154,11 +154,13 @@ class FakeStatus:
             b"\x05" * 32, "1.2.3",
             ChainStats("iomt-test", b"\x06" * 32, 10, b"\x07" * 32, 1234, (KNOWN,), (KNOWN,),
                        42),
-            AdmissionStats(3, 1, 50, 0, 0),
+            AdmissionStats(3, 1, 50, 0, 0, 100, {"client": 7, "peer": 2},
+                           {"stale_sequence": 1}, {}),
             FakePeers().stats(),
-            SyncStats(12, ({"from": 1, "to": 12, "txs": 5, "seconds": 0.5},)),
+            SyncStats(12, ({"from": 1, "to": 12, "txs": 5, "seconds": 0.5},), 11),
             ConsensusStats(self.deciding, ({"authority": KNOWN.hex()},), 0, 0),
-            NodeStats(EMPTY, EMPTY, (42, 99), 0.0))
+            NodeStats(EMPTY, EMPTY, (42, 99), 0.0, LatencyWindow().histogram(),
+                      LatencyWindow().histogram()))
 
 
 def make_api(**overrides: Any) -> ClientApi:
@@ -213,6 +215,7 @@ async def test_status_is_composed_of_the_service_records():
                                 "outbound": True}]
     assert (status["mempool_size"], status["dropped_txs"], status["signatures_verified"]) == (
         3, 1, 50)
+    assert (status["received_txs"], status["rejected_txs"]) == (9, 1)
     assert (status["sync_target"], status["p2p_address"]) == (12, "127.0.0.1:7000")
     assert status["authorities_with_evidence"] == [KNOWN.hex()]
     assert status["evidence_seen"] == [{"authority": KNOWN.hex()}]

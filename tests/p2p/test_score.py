@@ -125,3 +125,36 @@ def test_offences_are_forgotten_after_a_while():
     later = 10.0 + score.OFFENCE_MEMORY_S + 1
     board.penalize(A, 200, "x", now=later)
     assert board.banned_for(A, later) == 10.0
+
+
+def test_bans_are_counted_by_score_and_by_the_operator():
+    board = Scoreboard(threshold=-100.0, decay_per_s=0.0)
+    board.ban(A, 10.0, now=0.0)  # the operator's
+    assert board.penalize(B, 200, "garbage", now=0.0)  # below the threshold: banned
+    assert board.penalize(B, 1, "garbage", now=1.0)  # banned already: not counted again
+    assert board.bans_issued == 2
+
+
+def test_penalty_reasons_counted_apart_are_bounded():
+    board = Scoreboard(threshold=-1e9, decay_per_s=0.0)
+    kinds = [f"kind {chr(65 + i // 26)}{chr(65 + i % 26)}"
+             for i in range(score.MAX_PENALTY_REASONS + 5)]
+    for kind in kinds:
+        board.penalize(A, 1, kind, now=0.0)
+    board.penalize(A, 1, kinds[0], now=0.0)  # a kind counted apart stays so
+    assert len(board.penalties) == score.MAX_PENALTY_REASONS + 1
+    assert board.penalties[score.OTHER_REASON] == 5
+    assert board.penalties[kinds[0]] == 2
+
+
+@pytest.mark.parametrize(("reason", "counted"), [
+    ("invalid_message", "invalid_message"),
+    ("unexpected Txs", "unexpected Txs"),
+    ("compact block 57", "compact block"),  # a height
+    ("block 9f3ac2e1d0b4a7c6 is not its header's", "block is not its"),  # a hash
+    ("1234", score.OTHER_REASON),
+])
+def test_a_penalty_reason_is_counted_without_its_numbers_and_ids(reason, counted):
+    board = Scoreboard()
+    board.penalize(A, 1, reason, now=0.0)
+    assert dict(board.penalties) == {counted: 1}
