@@ -38,11 +38,6 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def has_key_file_option() -> bool:
-    """``init --key-file`` (the genesis ceremony's import of a key) is on this branch."""
-    return "--key-file" in cli("init", "--help").stdout
-
-
 def container_env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOMTNODE_")}
     return {**env, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "PYTHONUNBUFFERED": "1",
@@ -140,9 +135,6 @@ def test_nodes_sharing_one_bootnode_list_that_names_them_all_form_a_network(tmp_
         assert "connected to itself" not in log
 
 
-@pytest.mark.skipif(not has_key_file_option(),
-                    reason="`iomtnode init --key-file` (the genesis ceremony) is not on this "
-                           "branch yet")
 def test_a_key_from_a_secret_file_is_the_nodes_key(tmp_path: Path):
     made = json.loads(cli("init", "--home", str(tmp_path / "ceremony"), "--json").stdout)
     secret = tmp_path / "secret" / "node_key"  # as a Kubernetes Secret or compose secret mounts it
