@@ -263,7 +263,7 @@ def set_settings(text: str, changes: dict[str, Any]) -> str:
     for key, value in changes.items():
         line = f"{key} = {_toml(value)}\n"
         start = next((i for i, s in enumerate(lines)
-                      if re.match(rf'\s*("?){re.escape(key)}\1\s*=', s)), None)
+                      if re.match(rf"\s*([\"']?){re.escape(key)}\1\s*=", s)), None)
         if start is None:
             lines += ([] if not lines or lines[-1].endswith("\n") else ["\n"]) + [line]
             continue
