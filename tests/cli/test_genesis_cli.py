@@ -251,3 +251,16 @@ def test_install_keeps_the_operators_config_file_and_changes_only_its_own_settin
     assert set(config.bootnodes) == {f"node{j}.ward.example:7546" for j in range(1, 4)}
     assert config.advertise_address == "node0.ward.example:7546"
     assert config.p2p_listen == "0.0.0.0:7546"
+
+
+def test_every_genesis_card_command_in_the_docs_names_the_chain():
+    """A card is made for one chain: `genesis card` without --chain-id fails as written."""
+    root = Path(__file__).resolve().parents[2]
+    for doc in (root / "docs" / "network.md", root / "deploy" / "README.md",
+                root / "deploy" / "k8s" / "keys.example.yaml"):
+        lines = [line.lstrip("# ").rstrip() for line in doc.read_text().splitlines()]
+        commands = " \n".join(lines).replace("\\ \n", " ").split(" \n")
+        made = [c for c in commands if "iomtnode genesis card" in c]
+        assert made, doc
+        for command in made:
+            assert "--chain-id" in command, f"{doc.name}: {command}"
