@@ -17,14 +17,16 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import re
 import time
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from ..chain.chain import META_GENESIS
-from ..config import ConfigError, load_config, parse_hostport, render
+from ..config import ConfigError, load_config, parse_hostport
 from ..core.ceremony import (
     Card,
     CeremonyError,
@@ -237,11 +239,56 @@ def _configure(h: Home, cards: list[Card], node_id: bytes) -> dict[str, Any]:
                 _, port = parse_hostport(plan.advertise_address)
                 changes["p2p_listen"] = f"0.0.0.0:{port}"
         config = dataclasses.replace(config, **changes)
-        h.config_path.write_text(render(config))
+        text = h.config_path.read_text() if h.config_path.exists() else ""
+        edited = h.config_path.with_name(h.config_path.name + ".new")
+        try:
+            edited.write_text(set_settings(text, changes))
+            if load_config(edited, env={}) != config:  # what the node will read
+                raise ConfigError(f"editing it in place would not give {changes}")
+            edited.replace(h.config_path)
+        finally:
+            edited.unlink(missing_ok=True)
     except (ConfigError, OSError) as exc:
         fail(f"cannot update {h.config_path}: {exc}")
     return {"advertise_address": config.advertise_address, "bootnodes": list(config.bootnodes),
             "p2p_listen": config.p2p_listen}
+
+
+def set_settings(text: str, changes: dict[str, Any]) -> str:
+    """config.toml ``text`` with each setting of ``changes`` set, edited in place: every
+    other line (the operator's comments and settings) stays as it was. A setting's line (or
+    lines, for an array written over several) is replaced; a setting not in ``text`` is
+    appended."""
+    lines = text.splitlines(keepends=True)
+    for key, value in changes.items():
+        line = f"{key} = {_toml(value)}\n"
+        start = next((i for i, s in enumerate(lines)
+                      if re.match(rf"\s*([\"']?){re.escape(key)}\1\s*=", s)), None)
+        if start is None:
+            lines += ([] if not lines or lines[-1].endswith("\n") else ["\n"]) + [line]
+            continue
+        end = start + 1  # the assignment ends where its lines parse as TOML
+        while not _parses("".join(lines[start:end])):
+            if end == len(lines):
+                raise ConfigError(f"cannot tell where the setting {key} ends")
+            end += 1
+        lines[start:end] = [line]
+    return "".join(lines)
+
+
+def _toml(value: Any) -> str:
+    """A setting's value as TOML (JSON's string escapes are TOML's)."""
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(json.dumps(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def _parses(text: str) -> bool:
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return False
+    return True
 
 
 def _is_loopback(host: str) -> bool:

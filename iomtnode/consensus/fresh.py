@@ -73,12 +73,16 @@ a new network of them starts with no signing state anywhere: every authority def
 with floors of 2 nobody would ever sign heights 1 and 2. One exception lets it start:
 when nothing is finalized anywhere this process hears of (``K == 0``) and fewer than a
 quorum of the other authorities were heard *signing* (a checked consensus message), the
-floor is 0. Then the signers heard cannot decide height 1 without this authority, so
-nothing can have been finalized without it either; what the exception risks is only a
-vote at height 1 that differs from one the lost state cast at height 1, one authority's
-fault, which the network tolerates, and the price of the alternative (a network that
-never starts) is higher. As soon as a quorum of others signs, or any block is final, the
-rule above holds unchanged: an authority that lost its state while the others go on
+floor is 0. Then the signers heard cannot decide height 1 without this authority. What
+the exception risks is votes that differ from the lost state's at height 1, and at height
+2 if block 1 was final where the lost state ran while the authorities heard had not yet
+committed it: this authority then counts as one faulty (equivocating) authority instead
+of one silent one, which the network tolerates as long as it is the only fault (each
+authority without its signing state is one of the ``f``; in a network of four, two that
+lose their state at once before block 1 is final everywhere are two faults, and may
+finalize a second block 1). The price of the alternative (a network that never starts) is
+higher. Once any block is final, or a quorum of the others is heard signing, the rule
+above holds unchanged: an authority that lost its state while the others finalize blocks
 never uses the exception. It applies only when the driver sees its peers' heads.
 """
 

@@ -16,6 +16,8 @@ the rule.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +31,7 @@ CARD_VERSION = 1
 MAX_CARD_NAME_CHARS = 64  # a name for people: "St. Mary's, ward 3"
 MAX_ADDRESS_CHARS = 300  # a peer record's address limit (p2p/records.py MAX_ADDRESS_BYTES)
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # a listener's "every interface": nobody can dial it
+HOST_NAME = re.compile(r"[A-Za-z0-9_.-]{1,253}")  # a DNS name or an IPv4 address, ASCII
 
 
 class CeremonyError(ValueError):
@@ -49,7 +52,19 @@ def check_address(address: str, what: str = "address") -> tuple[str, int]:
     if host in WILDCARD_HOSTS:
         raise CeremonyError(f"{what} {address!r} names no host peers can dial (a wildcard): "
                             "give this node's DNS name or routable IP")
+    if not (_is_ipv6(host) if address.startswith("[") else HOST_NAME.fullmatch(host)):
+        raise CeremonyError(f"{what} {address!r}: the host must be a DNS name (ASCII letters, "
+                            "digits, '-', '_' and '.'; an international name in its xn-- "
+                            "form), an IPv4 address or an IPv6 address in brackets")
     return host, int(port)
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)

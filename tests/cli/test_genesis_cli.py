@@ -226,3 +226,41 @@ def test_a_bad_key_file_is_refused(tmp_path, content, match):
 def test_no_genesis_and_a_genesis_exclude_each_other(tmp_path):
     assert "exclude each other" in refused(2, "init", "--home", tmp_path / "h", "--no-genesis",
                                            "--genesis", tmp_path / "g.json")
+
+
+def test_install_keeps_the_operators_config_file_and_changes_only_its_own_settings(
+        tmp_path, ceremony):
+    """--install edits config.toml in place: the operator's comments and settings stay."""
+    new = ok("genesis", "new", "--chain-id", CHAIN, *cards(ceremony), "--out",
+             tmp_path / "genesis.json")
+    home = ceremony[0][0]
+    path = home / "config.toml"
+    mine = ("# ward 3: ask Dana before changing the timeouts\n"
+            "timeout_propose_s = 2.5  # slow radio link\n"
+            'bootnodes = [\n    "old.example:7546",\n]\n')
+    path.write_text(path.read_text().replace("timeout_propose_s = 1.0\n", "")
+                    .replace("bootnodes = []\n", "") + mine)
+    ok("genesis", "verify", tmp_path / "genesis.json", "--home", home,
+       "--expect-hash", new["genesis_hash"], *cards(ceremony), "--install")
+    text = path.read_text()
+    assert "# ward 3: ask Dana before changing the timeouts\n" in text
+    assert "timeout_propose_s = 2.5  # slow radio link\n" in text
+    assert "old.example" not in text
+    config = load_config(path, env={})
+    assert config.timeout_propose_s == 2.5
+    assert set(config.bootnodes) == {f"node{j}.ward.example:7546" for j in range(1, 4)}
+    assert config.advertise_address == "node0.ward.example:7546"
+    assert config.p2p_listen == "0.0.0.0:7546"
+
+
+def test_every_genesis_card_command_in_the_docs_names_the_chain():
+    """A card is made for one chain: `genesis card` without --chain-id fails as written."""
+    root = Path(__file__).resolve().parents[2]
+    for doc in (root / "docs" / "network.md", root / "deploy" / "README.md",
+                root / "deploy" / "k8s" / "keys.example.yaml"):
+        lines = [line.lstrip("# ").rstrip() for line in doc.read_text().splitlines()]
+        commands = " \n".join(lines).replace("\\ \n", " ").split(" \n")
+        made = [c for c in commands if "iomtnode genesis card" in c]
+        assert made, doc
+        for command in made:
+            assert "--chain-id" in command, f"{doc.name}: {command}"

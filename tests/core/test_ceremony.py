@@ -102,6 +102,18 @@ def test_a_dialable_address_is_taken(address, parsed):
     assert check_address(address) == parsed
 
 
+@pytest.mark.parametrize("address", [
+    "node0\x00.example:7546",  # a control character no resolver takes
+    "node0.example\u202e:7546",  # right-to-left override: shown as another address
+    'node0"x.example:7546',  # a quote
+    "n\u00f8de0.example:7546",  # not the ASCII (punycode) form of a name
+    "[node0.example]:7546",  # brackets hold an IPv6 literal only
+])
+def test_an_address_with_characters_no_host_name_has_is_refused(address):
+    with pytest.raises(CeremonyError, match="host"):
+        check_address(address)
+
+
 def test_cards_checked_against_a_genesis_must_name_its_authorities():
     genesis = build_genesis(CHAIN, cards()[:3], time_ms=1)
     check_genesis_cards(genesis, cards()[:3])
