@@ -4,9 +4,11 @@
 (header fields and ``tx_ids``), every block once, in order. With ``since_height`` it first
 replays the stored blocks from there (inclusive) to the head, then goes live without a gap
 or a repeat at the seam: the live queue is opened at a known height and the replay stops
-just below it. Without, it starts after the head. The replay reads the store a block at a
-time, counts each :data:`REPLAY_STEP_BLOCKS` blocks (a step) as one request against the
-connection's rate limit, and sends at the client's reading pace
+just below it. Without, it starts after the head (blocks committed between the call and its
+task's start are replayed: the queue is opened by the task, so one never started holds none).
+The replay reads the store a block at a time, counts each :data:`REPLAY_STEP_BLOCKS`
+blocks (a step) as one request against the connection's rate limit, and sends at the
+client's reading pace
 (:meth:`~.connection.Connection.notify_paced`): a long replay holds one block in memory and
 costs its reader the reading. A replay far from the head holds no live queue; it opens one
 within a step of the head.
@@ -181,10 +183,8 @@ class BlockSubscription:
         self._feed = feed
         self._chain = chain
         self.next_height = next_height  # the next block to send
-        self._live: trio.MemoryReceiveChannel[Block] | None = None
-        self._live_from = 0
-        if feed.height + 1 - next_height <= REPLAY_STEP_BLOCKS:
-            self._open_live()  # at once: live from the call on, as before replays existed
+        self._live: trio.MemoryReceiveChannel[Block] | None = None  # opened by run(): a
+        self._live_from = 0  # task that never starts (its connection closed) holds none
 
     def last_words(self, reason: str) -> dict[str, Any]:
         """The ``subscription_ended`` params: ``last_height`` is the last block sent."""
