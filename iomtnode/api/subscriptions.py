@@ -139,16 +139,16 @@ class SubscriptionsApi:
                     for tx_id in tx_ids[start:start + STATUS_CHUNK]:
                         status = self._txs.tx_status(tx_id)
                         if status["state"] in DECIDED and tx_id in untold:
-                            untold.discard(tx_id)
                             if not await conn.notify_paced("tx_status", status):
                                 return
+                            untold.discard(tx_id)  # told once queued (last words say so)
                 while untold:  # the rest, as the watch learns of them
                     status = await decided.receive()
                     tx_id = bytes.fromhex(status["id"])
                     if tx_id in untold:
-                        untold.discard(tx_id)
                         if not await conn.notify_paced("tx_status", status):
                             return
+                        untold.discard(tx_id)
             await conn.notify_paced("subscription_ended", {
                 "subscription": "tx_status", "reason": ALL_TOLD, "told": len(tx_ids)})
 

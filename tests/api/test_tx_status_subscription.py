@@ -207,3 +207,30 @@ async def test_a_batch_cannot_pass_the_share(autojump_clock, nursery, monkeypatc
     [ended] = reader.notes("subscription_ended")
     assert ended["untold"] in (first, second) and "at most 3" in ended["reason"]  # either
     assert watch.watched == 2 and conn.subscriptions == 1
+
+
+async def test_a_status_cut_off_by_the_shutdown_is_named_untold(autojump_clock, nursery,
+                                                                monkeypatch):
+    """The node shuts down as a decided id's status is about to be queued: the last words
+    name that id as untold (the client never got it), not as told."""
+    blocks, statuses = Blocks(1), Statuses()
+    watch = TxWatch(statuses.tx_status)
+    api = SubscriptionsApi(blocks.feed, blocks, statuses, watch)
+    reader = Reader()
+    conn = await open_connection(nursery, reader)
+    done = reading("d1", 1)
+    statuses.set(done.id, "committed", height=1)
+    real = conn.notify_paced
+
+    async def cut_off(method: str, params: Any) -> bool:
+        conn.close()  # the shutdown's cancellation reaches the task inside notify_paced
+        return await real(method, params)
+
+    monkeypatch.setattr(conn, "notify_paced", cut_off)
+    await api.subscribe_tx_status(conn, [done.id.hex()])
+    await trio.sleep(1)
+    assert conn.queued_bytes == 0 and not reader.received
+    await conn.send_last_words(reader, "node shutting down")  # type: ignore[arg-type]
+    assert reader.notes("subscription_ended") == [
+        {"subscription": "tx_status", "reason": "node shutting down",
+         "untold": [done.id.hex()]}]
