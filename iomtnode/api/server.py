@@ -40,7 +40,6 @@ and the node carry on.
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -67,6 +66,7 @@ from .connection import (
     REQUESTS_PER_S,
     Connection,
     ConnectionLimits,
+    address_key,
 )
 from .jsonrpc import INVALID_REQUEST, Dispatcher, Guard, Methods, RpcError, encode_error
 from .tls import ApiTls, tls_handshake
@@ -123,20 +123,6 @@ class ApiStats:
     connections: int  # open now (handshake accepted or under way)
     connections_accepted: int  # since the start
     connections_refused: int  # since the start: max_connections or the per-IP limit reached
-
-
-def address_key(ip: str) -> str:
-    """What the per-IP limit counts by: an IPv4 address, or an IPv6 address's /64 (one
-    subscriber's network: a party that has one has them all); other names whole."""
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return ip
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return ip
 
 
 class ApiServer:

@@ -4,9 +4,11 @@
 (header fields and ``tx_ids``), every block once, in order. With ``since_height`` it first
 replays the stored blocks from there (inclusive) to the head, then goes live without a gap
 or a repeat at the seam: the live queue is opened at a known height and the replay stops
-just below it. Without, it starts after the head. The replay reads the store a block at a
-time, counts each :data:`REPLAY_STEP_BLOCKS` blocks (a step) as one request against the
-connection's rate limit, and sends at the client's reading pace
+just below it. Without, it starts after the head (blocks committed between the call and its
+task's start are replayed: the queue is opened by the task, so one never started holds none).
+The replay reads the store a block at a time, counts each :data:`REPLAY_STEP_BLOCKS`
+blocks (a step) as one request against the connection's rate limit, and sends at the
+client's reading pace
 (:meth:`~.connection.Connection.notify_paced`): a long replay holds one block in memory and
 costs its reader the reading. A replay far from the head holds no live queue; it opens one
 within a step of the head.
@@ -28,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+import structlog
 import trio
 
 from ..chain.feed import SUBSCRIBER_QUEUE_BLOCKS
@@ -42,10 +45,14 @@ from .txwatch import DECIDED, TxWatch
 if TYPE_CHECKING:
     from .connection import Connection
 
+log = structlog.get_logger(__name__)
+
 FIRST_HEIGHT = 0  # the store keeps every block from the genesis block (height 0) on
 REPLAY_STEP_BLOCKS = 16  # blocks of a replay step: one request in the rate limit each step
 MAX_TX_STATUS_IDS = 1_000  # ids one subscribe_tx_status watches (each held until decided)
 MAX_WATCHED_IDS = 100_000  # ids the node watches for all its clients (~200 bytes each)
+MAX_WATCHED_IDS_PER_ADDRESS = 10_000  # ... for the clients of one address (an IPv6 /64):
+# one client cannot hold them all (with ids never decided) and deny the feature to the others
 SINCE_HEIGHT_OUT_OF_RANGE = -32030  # since_height below what the store holds, or past head + 1
 TOO_MANY_TX_IDS = -32031  # subscribe_tx_status with more than MAX_TX_STATUS_IDS ids
 WATCH_FULL = -32032  # the node watches MAX_WATCHED_IDS ids already: try again later
@@ -103,7 +110,8 @@ class SubscriptionsApi:
 
     async def subscribe_tx_status(self, conn: Connection, ids: list[str]) -> str:
         """A ``tx_status`` notification for each of ``ids`` (at most
-        :data:`MAX_TX_STATUS_IDS`, and :data:`MAX_WATCHED_IDS` for the whole node) once it is
+        :data:`MAX_TX_STATUS_IDS`; :data:`MAX_WATCHED_IDS_PER_ADDRESS` for the running
+        subscriptions of one address, :data:`MAX_WATCHED_IDS` for the whole node) once it is
         committed or dropped; those already decided at once; then ``subscription_ended``."""
         if not isinstance(ids, list) or not ids:
             raise RpcError(INVALID_PARAMS, "ids must be a non-empty array of hex ids")
@@ -113,30 +121,34 @@ class SubscriptionsApi:
                            {"limit": MAX_TX_STATUS_IDS})
         tx_ids = list(dict.fromkeys(hex_param(f"ids[{i}]", item, 32)
                                     for i, item in enumerate(ids)))
-        if self._watch.watched + len(tx_ids) > MAX_WATCHED_IDS:
-            raise RpcError(WATCH_FULL, f"this node watches {self._watch.watched} ids for its "
-                           f"clients, and at most {MAX_WATCHED_IDS}; try again later, or ask "
-                           "get_tx_status", {"limit": MAX_WATCHED_IDS})
+        full = self._watch_full(conn.address, len(tx_ids))
+        if full is not None:
+            raise full
         conn.check_subscription_room()
         untold = set(tx_ids)
 
         async def tell() -> None:
-            with self._watch.watching(tx_ids) as decided:
+            full = self._watch_full(conn.address, len(tx_ids))  # again: a batch's requests
+            if full is not None:  # were all checked before the first of them watched
+                log.info("tx_status_subscription_refused", reason=full.message)
+                await conn.notify_paced("subscription_ended", last_words(full.message))
+                return
+            with self._watch.watching(tx_ids, conn.address) as decided:
                 for start in range(0, len(tx_ids), STATUS_CHUNK):  # what is decided already
                     await trio.lowlevel.checkpoint()
                     for tx_id in tx_ids[start:start + STATUS_CHUNK]:
                         status = self._txs.tx_status(tx_id)
                         if status["state"] in DECIDED and tx_id in untold:
-                            untold.discard(tx_id)
                             if not await conn.notify_paced("tx_status", status):
                                 return
+                            untold.discard(tx_id)  # told once queued (last words say so)
                 while untold:  # the rest, as the watch learns of them
                     status = await decided.receive()
                     tx_id = bytes.fromhex(status["id"])
                     if tx_id in untold:
-                        untold.discard(tx_id)
                         if not await conn.notify_paced("tx_status", status):
                             return
+                        untold.discard(tx_id)
             await conn.notify_paced("subscription_ended", {
                 "subscription": "tx_status", "reason": ALL_TOLD, "told": len(tx_ids)})
 
@@ -146,6 +158,20 @@ class SubscriptionsApi:
 
         conn.start_subscription(tell, last_words=last_words)
         return "tx_status"
+
+    def _watch_full(self, address: str, count: int) -> RpcError | None:
+        """Why ``count`` more ids for a client at ``address`` would be too many, or None."""
+        watched, mine = self._watch.watched, self._watch.watched_by(address)
+        if watched + count > MAX_WATCHED_IDS:
+            return RpcError(WATCH_FULL, f"this node watches {watched} ids for its clients, "
+                            f"and at most {MAX_WATCHED_IDS}; try again later, or ask "
+                            "get_tx_status", {"limit": MAX_WATCHED_IDS})
+        if mine + count > MAX_WATCHED_IDS_PER_ADDRESS:
+            return RpcError(WATCH_FULL, f"this node watches {mine} ids for the clients at "
+                            f"{address}, and at most {MAX_WATCHED_IDS_PER_ADDRESS} for one "
+                            "address; wait for some to be told, or ask get_tx_status",
+                            {"limit": MAX_WATCHED_IDS_PER_ADDRESS, "per": "address"})
+        return None
 
 
 class BlockSubscription:
@@ -157,10 +183,8 @@ class BlockSubscription:
         self._feed = feed
         self._chain = chain
         self.next_height = next_height  # the next block to send
-        self._live: trio.MemoryReceiveChannel[Block] | None = None
-        self._live_from = 0
-        if feed.height + 1 - next_height <= REPLAY_STEP_BLOCKS:
-            self._open_live()  # at once: live from the call on, as before replays existed
+        self._live: trio.MemoryReceiveChannel[Block] | None = None  # opened by run(): a
+        self._live_from = 0  # task that never starts (its connection closed) holds none
 
     def last_words(self, reason: str) -> dict[str, Any]:
         """The ``subscription_ended`` params: ``last_height`` is the last block sent."""

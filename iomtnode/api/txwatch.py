@@ -38,22 +38,37 @@ class TxWatch:
     def __init__(self, tx_status: Callable[[bytes], Status]) -> None:
         self._tx_status = tx_status
         self._watchers: dict[bytes, list[trio.MemorySendChannel[Status]]] = {}
+        self._watched = 0  # ids held by the running watches, each watch's counted
+        self._owned: dict[str, int] = {}  # ... by owner (only owners holding some)
 
     @property
     def watched(self) -> int:
-        """Ids some subscription waits for now."""
-        return len(self._watchers)
+        """Ids the running watches hold, counted once per watch (what they cost: an id two
+        subscriptions wait for counts twice), until each watch ends."""
+        return self._watched
+
+    def watched_by(self, owner: str) -> int:
+        """As :attr:`watched`, for the watches of ``owner``."""
+        return self._owned.get(owner, 0)
 
     @contextmanager
-    def watching(self, tx_ids: Sequence[bytes]) -> Iterator[trio.MemoryReceiveChannel[Status]]:
-        """Watch ``tx_ids`` (distinct) while the block runs: each one's decision arrives once
-        on the channel yielded (it holds them all, so the committer never waits)."""
+    def watching(self, tx_ids: Sequence[bytes], owner: str
+                 ) -> Iterator[trio.MemoryReceiveChannel[Status]]:
+        """Watch ``tx_ids`` (distinct) for ``owner`` while the block runs: each one's decision
+        arrives once on the channel yielded (it holds them all, so the committer never
+        waits). They count for ``owner`` (:meth:`watched_by`) until the block ends."""
         send, receive = trio.open_memory_channel[Status](max(1, len(tx_ids)))
         for tx_id in tx_ids:
             self._watchers.setdefault(tx_id, []).append(send)
+        self._watched += len(tx_ids)
+        self._owned[owner] = self._owned.get(owner, 0) + len(tx_ids)
         try:
             yield receive
         finally:
+            self._watched -= len(tx_ids)
+            self._owned[owner] -= len(tx_ids)
+            if not self._owned[owner]:
+                del self._owned[owner]
             for tx_id in tx_ids:
                 senders = self._watchers.get(tx_id)
                 if senders is not None and send in senders:

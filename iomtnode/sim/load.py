@@ -160,12 +160,15 @@ async def _follow_commits(follower: BlockFollower, sent_at: dict[str, float],
 
 
 async def reconcile(client: ApiClient, sent_at: dict[str, float], stats: LoadStats, *,
-                    final: bool = False, inflight: set[str] | frozenset[str] = frozenset()
-                    ) -> None:
+                    final: bool = False, inflight: set[str] | frozenset[str] = frozenset(),
+                    following_from: float = math.inf) -> None:
     """Ask the node the status of every accepted reading not seen committed (in batches):
     committed and dropped ones are counted and forgotten, unknown ones too (the node lost
     them); pending ones stay, and with ``final`` are counted as still pending. Readings in
-    ``inflight`` (sent, not answered yet) are not asked about: unknown is no verdict yet."""
+    ``inflight`` (sent, not answered yet) are not asked about: unknown is no verdict yet.
+    Readings committed at ``following_from`` or above stay too: a follower that has not passed
+    that height yet (it is resubscribing, say) will see their block and count them with their
+    latency."""
     ids = [tx_id for tx_id in sent_at if tx_id not in inflight]
     for start in range(0, len(ids), STATUS_BATCH):
         for status in await client.call("get_tx_status", ids=ids[start:start + STATUS_BATCH]):
@@ -173,6 +176,8 @@ async def reconcile(client: ApiClient, sent_at: dict[str, float], stats: LoadSta
             if state == "pending":
                 stats.pending += 1 if final else 0
                 continue
+            if state == "committed" and status["height"] >= following_from:
+                continue  # its block is still to come to the follower
             if sent_at.pop(status["id"], None) is None:
                 continue  # its block notification came meanwhile
             if state == "committed":
@@ -305,7 +310,8 @@ async def run_load(
                     with trio.move_on_after(QUIET_S) as quiet:
                         await stats.changed.wait()
                     if quiet.cancelled_caught:  # no block heard: the stream may be cut
-                        await reconcile(client, sent_at, stats, inflight=inflight)
+                        await reconcile(client, sent_at, stats, inflight=inflight,
+                                        following_from=follower.next_height)
             nursery.cancel_scope.cancel()
         stats.resubscribed = follower.resubscribed
     try:

@@ -94,11 +94,12 @@ class Blocks:
 
 
 async def open_connection(nursery: trio.Nursery, reader: Reader,
-                          limits: ConnectionLimits = LIMITS) -> Connection:
-    """A running connection (its writer to ``reader``, its idle watch) whose methods a test
-    calls directly; closed when the nursery is cancelled."""
+                          limits: ConnectionLimits = LIMITS, *, remote: str = "127.0.0.1:1"
+                          ) -> Connection:
+    """A running connection (its writer to ``reader``, its idle watch) from ``remote`` whose
+    methods a test calls directly; closed when the nursery is cancelled."""
     scope = trio.CancelScope()
-    conn = Connection(1, "127.0.0.1:1", limits, scope)
+    conn = Connection(1, remote, limits, scope)
     started = trio.Event()
 
     async def run() -> None:

@@ -150,3 +150,18 @@ async def test_each_replay_step_costs_its_reader_a_request(autojump_clock, nurse
     await api_of(blocks).subscribe_blocks(conn, since_height=0)
     await wait_for(reader, 100)
     assert 6 <= trio.current_time() - start < 7
+
+
+async def test_a_subscription_whose_task_never_starts_holds_no_feed_queue(nursery):
+    """The connection closes after the method ran and before its reply was queued (a client
+    gone while its batch waits): the subscription's task is never started, so the feed must
+    hold no queue for it (one would take every block until 256 of them dropped it, and cost
+    every commit a send meanwhile)."""
+    blocks = Blocks(10)
+    conn = await open_connection(nursery, Reader())
+    await conn.received("{}")  # a request is under way: tasks wait for its answer
+    for since in (None, 5, 0):
+        await api_of(blocks).subscribe_blocks(conn, since_height=since)
+    conn.close()  # ... which never comes
+    await trio.sleep(0.1)
+    assert not blocks.feed._subscribers

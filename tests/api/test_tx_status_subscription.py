@@ -14,6 +14,7 @@ from iomtnode.api.jsonrpc import INVALID_PARAMS, RpcError
 from iomtnode.api.subscriptions import (
     ALL_TOLD,
     MAX_TX_STATUS_IDS,
+    MAX_WATCHED_IDS_PER_ADDRESS,
     TOO_MANY_TX_IDS,
     WATCH_FULL,
     SubscriptionsApi,
@@ -158,3 +159,78 @@ async def test_the_node_watches_a_bounded_number_of_ids_for_all_its_clients(
     one.close()
     await trio.sleep(1)
     assert watch.watched == 1
+
+
+async def test_one_address_holds_a_share_of_the_watched_ids(autojump_clock, nursery,
+                                                            monkeypatch):
+    """Ids that are never decided, subscribed from many connections of one address, fill
+    that address's share, not the node's watch: clients elsewhere still subscribe."""
+    monkeypatch.setattr("iomtnode.api.subscriptions.MAX_WATCHED_IDS_PER_ADDRESS", 3)
+    blocks, statuses = Blocks(1), Statuses()
+    watch = TxWatch(statuses.tx_status)
+    api = SubscriptionsApi(blocks.feed, blocks, statuses, watch)
+    ids = [reading("d1", seq).id.hex() for seq in range(1, 4)]
+    one = await open_connection(nursery, Reader(), remote="[2001:db8::1]:4000")
+    same = await open_connection(nursery, Reader(), remote="[2001:db8::2]:4001")  # same /64
+    other = await open_connection(nursery, Reader(), remote="192.0.2.7:4000")
+    await api.subscribe_tx_status(one, ids[:2])
+    await trio.sleep(1)
+    with pytest.raises(RpcError) as info:
+        await api.subscribe_tx_status(same, ids[:2])  # the same ids count again: each costs
+    assert info.value.code == WATCH_FULL
+    assert info.value.data == {"limit": 3, "per": "address"}
+    assert "2001:db8::/64" in info.value.message
+    await api.subscribe_tx_status(other, ids[:2])  # another address: its own share
+    await api.subscribe_tx_status(same, ids[2:])
+    await trio.sleep(1)
+    assert watch.watched == 5 and watch.watched_by(one.address) == 3
+    one.close()
+    await trio.sleep(1)
+    assert watch.watched == 3 and watch.watched_by(one.address) == 1
+    assert MAX_WATCHED_IDS_PER_ADDRESS * 10 <= 100_000
+
+
+async def test_a_batch_cannot_pass_the_share(autojump_clock, nursery, monkeypatch):
+    """Requests of one batch are all checked before the first one's task watches: each task
+    checks again as it starts watching, and one over the share ends at once, saying why."""
+    monkeypatch.setattr("iomtnode.api.subscriptions.MAX_WATCHED_IDS_PER_ADDRESS", 3)
+    blocks, statuses = Blocks(1), Statuses()
+    watch = TxWatch(statuses.tx_status)
+    api = SubscriptionsApi(blocks.feed, blocks, statuses, watch)
+    reader = Reader()
+    conn = await open_connection(nursery, reader)
+    first = [reading("d1", seq).id.hex() for seq in (1, 2)]
+    second = [reading("d1", seq).id.hex() for seq in (3, 4)]
+    await api.subscribe_tx_status(conn, first)  # no checkpoint in between: as in a batch
+    await api.subscribe_tx_status(conn, second)
+    await reader.wait_until(lambda: bool(reader.notes("subscription_ended")))
+    [ended] = reader.notes("subscription_ended")
+    assert ended["untold"] in (first, second) and "at most 3" in ended["reason"]  # either
+    assert watch.watched == 2 and conn.subscriptions == 1
+
+
+async def test_a_status_cut_off_by_the_shutdown_is_named_untold(autojump_clock, nursery,
+                                                                monkeypatch):
+    """The node shuts down as a decided id's status is about to be queued: the last words
+    name that id as untold (the client never got it), not as told."""
+    blocks, statuses = Blocks(1), Statuses()
+    watch = TxWatch(statuses.tx_status)
+    api = SubscriptionsApi(blocks.feed, blocks, statuses, watch)
+    reader = Reader()
+    conn = await open_connection(nursery, reader)
+    done = reading("d1", 1)
+    statuses.set(done.id, "committed", height=1)
+    real = conn.notify_paced
+
+    async def cut_off(method: str, params: Any) -> bool:
+        conn.close()  # the shutdown's cancellation reaches the task inside notify_paced
+        return await real(method, params)
+
+    monkeypatch.setattr(conn, "notify_paced", cut_off)
+    await api.subscribe_tx_status(conn, [done.id.hex()])
+    await trio.sleep(1)
+    assert conn.queued_bytes == 0 and not reader.received
+    await conn.send_last_words(reader, "node shutting down")  # type: ignore[arg-type]
+    assert reader.notes("subscription_ended") == [
+        {"subscription": "tx_status", "reason": "node shutting down",
+         "untold": [done.id.hex()]}]

@@ -48,6 +48,7 @@ class _Conn:
     def __init__(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
         self.auth = ConnectionAuth()
+        self.address = "127.0.0.1"  # what per-address limits count by
 
     @property
     def proven_keys(self) -> frozenset[bytes]:

@@ -9,12 +9,17 @@ from typing import Any
 import pytest
 import trio
 
+from iomtnode.sim import load
 from iomtnode.sim.load import LoadStats, reconcile, run_load
 
 pytestmark = pytest.mark.timeout(60)
 
 
-async def test_counts_stay_true_when_the_node_ends_the_subscription(running_node) -> None:
+async def test_counts_stay_true_when_the_node_ends_the_subscription(running_node,
+                                                                    monkeypatch) -> None:
+    # a follower slower to resubscribe than the drain's patience (QUIET_S): the drain asks
+    # the node meanwhile, and must leave what the follower will still see to the follower
+    monkeypatch.setattr("iomtnode.client.FOLLOW_RETRY_S", 2.5 * load.QUIET_S)
     feed = running_node.services.feed
     real = feed.publish
 
@@ -65,6 +70,13 @@ async def test_reconcile_counts_each_state_once(monkeypatch) -> None:
     assert sent_at == {"c": 0.0}  # still pending: asked again later
     await reconcile(client, sent_at, stats, final=True)  # type: ignore[arg-type]
     assert stats.pending == 1 and sent_at == {"c": 0.0}
+    sent_at["g"] = 0.0  # committed in a block the follower has not passed yet: left to it
+    client.states["g"] = {"state": "committed", "height": 9}
+    await reconcile(client, sent_at, stats, following_from=9)  # type: ignore[arg-type]
+    assert "g" in sent_at and stats.committed == 1
+    await reconcile(client, sent_at, stats, following_from=10)  # type: ignore[arg-type]
+    assert "g" not in sent_at and stats.committed == 2
+    del client.states["g"]
     sent_at["f"] = 0.0  # sent, its answer not in yet: not asked about
     await reconcile(client, sent_at, stats, inflight={"f"})  # type: ignore[arg-type]
     assert "f" in sent_at and client.asked[-1] == ["c"]
@@ -76,7 +88,6 @@ async def test_readings_the_node_cannot_be_asked_about_are_counted_unchecked(
         running_node, monkeypatch) -> None:
     """The node is gone when the run ends: the summary says how many were not checked
     instead of failing (or calling them lost)."""
-    import iomtnode.sim.load as load
     from iomtnode.consensus.blocks import BlockMaker
 
     async def never(*args: Any, **kwargs: Any) -> None:
