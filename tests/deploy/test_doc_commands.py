@@ -94,3 +94,17 @@ def test_a_command_missing_a_required_option_is_refused():
     with pytest.raises(UsageError):
         _parse(["genesis", "cards", "--home", "h"])
     _parse(["genesis", "card", "--home", "h", "--address", "a:1", "--chain-id", "c"])
+
+
+def test_a_node_joining_with_a_given_genesis_is_told_whom_to_dial():
+    """genesis.json names no address: a systemd node made by `init --genesis` (no ceremony,
+    so no `verify --install` to set its bootnodes) finds the network only through the
+    bootnodes its steps give it, or it is never ready."""
+    from iomtnode.core.genesis import Genesis
+
+    assert not {"address", "addresses", "bootnodes"} & set(
+        Genesis("c", 1, (bytes(32),), 1).to_json())
+    text = (DEPLOY / "README.md").read_text()
+    systemd = text[text.index("## systemd"):text.index("## Docker")]
+    assert "--genesis /etc/iomtnode/genesis.json" in systemd  # the join path is there
+    assert "Environment=IOMTNODE_BOOTNODES=" in systemd
