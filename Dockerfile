@@ -48,7 +48,7 @@ VOLUME ["/var/lib/iomtnode"]
 # client API (JSON-RPC over websocket), peer-to-peer, Prometheus metrics
 EXPOSE 7545 7546 9464
 
-# ready: the node answers, is caught up and (on a network of several authorities) has a peer
+# ready: the node answers, is caught up and (unless it is its chain's only authority) has a peer
 HEALTHCHECK --interval=15s --timeout=10s --start-period=60s --retries=3 \
     CMD ["iomtnode", "status", "--ready"]
 

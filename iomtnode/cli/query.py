@@ -16,20 +16,25 @@ from .common import DEFAULT_API, ApiOpt, CaOpt, JsonOpt, api_url, call, emit, fa
 
 ReadyOpt = Annotated[bool, typer.Option(
     "--ready", help="Only say whether the node is ready to serve: exit 0 when it answers and is "
-                    "caught up (and, on a network of several authorities, has a peer); exit 1 "
+                    "caught up (and, unless it is its chain's only authority, has a peer); exit 1 "
                     "with the reason on stderr otherwise. For readiness probes and healthchecks.")]
 
 
 def readiness(status: dict[str, Any]) -> str | None:
     """Why a node whose ``status`` this is should not be sent work yet, or None when it is
-    ready: caught up (its height at or above its sync target) and, on a network of more than
-    one authority, connected to at least one peer (alone it can neither finalize nor sync)."""
+    ready: caught up (its height at or above its sync target) and, unless it is the only
+    authority of its chain, connected to at least one peer (alone it can neither finalize
+    nor sync)."""
     height, target = status["height"], status["sync_target"]
     if height < target:
         return f"catching up: height {height} of {target}"
-    authorities = len(status["authorities"])
-    if authorities > 1 and not status["peers"]:
-        return f"no peer connected (the network has {authorities} authorities)"
+    if status["peers"]:
+        return None
+    authorities = status["authorities"]
+    if len(authorities) > 1:
+        return f"no peer connected (the network has {len(authorities)} authorities)"
+    if status["node_id"] not in authorities:
+        return "no peer connected (this node is not an authority: it gets its blocks from peers)"
     return None
 
 

@@ -28,10 +28,11 @@ class Rule:
 
 
 def parse_hostport(value: str, name: str = "address") -> tuple[str, int]:
-    """``(host, port)`` of ``value``, HOST:PORT (an IPv6 host in brackets); else
-    :class:`ConfigError` naming ``name``."""
+    """``(host, port)`` of ``value``, HOST:PORT (an IPv6 host in brackets; no whitespace
+    anywhere, which no name or IP holds); else :class:`ConfigError` naming ``name``."""
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if (not sep or not host or any(c.isspace() for c in host) or not port.isdigit()
+            or not 0 <= int(port) <= 65535):
         raise ConfigError(f"{name} must be HOST:PORT, got {value!r}")
     return host.strip("[]"), int(port)
 

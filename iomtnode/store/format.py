@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import pathlib
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import plyvel
 import structlog
@@ -31,10 +32,12 @@ UNVERSIONED = 1  # the format of a store that records none (an older release's)
 FORMAT_KEY = b"M" + b"store_format"  # the meta entry (leveldb.META_PREFIX + name)
 FORMAT_BYTES = 2
 
-Step = Callable[[plyvel.DB], None]
-# step N rewrites a store of format N into format N + 1, in one synced write batch (a crash
-# leaves format N, and the step runs again at the next open). None yet: format 1 is the
-# first. Each step comes with a test that opens a store of format N, and a line in
+Step = Callable[[plyvel.DB, Any], None]
+# step N reads a store of format N and puts what makes it format N + 1 into the write batch
+# it is given (never into the store itself): the batch, with the record of format N + 1,
+# is written at once and synced, so a crash leaves format N untouched (the step runs again
+# at the next open, on format N) or format N + 1 whole. None yet: format 1 is the first.
+# Each step comes with a test that opens a store of format N, and a line in
 # docs/upgrading.md.
 STORE_MIGRATIONS: Mapping[int, Step] = {}
 
@@ -48,7 +51,8 @@ def stored_format(db: plyvel.DB) -> int | None:
 def bring_format_up_to_date(db: plyvel.DB, path: pathlib.Path, current: int = STORE_FORMAT,
                             steps: Mapping[int, Step] = STORE_MIGRATIONS) -> None:
     """Migrate the store ``db`` (at ``path``) to format ``current``, one step at a time,
-    recording each format reached; raise :class:`StoreFormatError` if it is newer."""
+    each step's changes with the format it reaches in one synced write; raise
+    :class:`StoreFormatError` if it is newer."""
     found = stored_format(db)
     version = UNVERSIONED if found is None else found
     if version > current:
@@ -60,8 +64,10 @@ def bring_format_up_to_date(db: plyvel.DB, path: pathlib.Path, current: int = ST
     if found is None:  # an older release's store (or a new, empty one): say what it is
         _record(db, version)
     for step in range(version, current):
-        steps[step](db)
-        _record(db, step + 1)
+        # transaction: an exception in the step (or the process dying) writes nothing
+        with db.write_batch(transaction=True, sync=True) as batch:
+            steps[step](db, batch)
+            batch.put(FORMAT_KEY, (step + 1).to_bytes(FORMAT_BYTES, "big"))
         log.info("store_format_upgraded", store=str(path), from_format=step,
                  to_format=step + 1)
 

@@ -11,9 +11,10 @@ A, B, C, D = "aa" * 32, "bb" * 32, "cc" * 32, "dd" * 32
 PEER = {"node_id": B, "address": "127.0.0.1:7546", "outbound": True}
 
 
-def status(height: int, target: int, authorities: list[str], peers: list[dict]) -> dict:
+def status(height: int, target: int, authorities: list[str], peers: list[dict],
+           node_id: str = A) -> dict:
     return {"height": height, "sync_target": target, "authorities": authorities,
-            "peers": peers}
+            "peers": peers, "node_id": node_id}
 
 
 @pytest.mark.parametrize(("case", "reason"), [
@@ -30,6 +31,11 @@ def status(height: int, target: int, authorities: list[str], peers: list[dict]) 
     # caught up with nobody to finalize with
     (status(12, 12, [A, B, C, D], []), "no peer connected (the network has 4 authorities)"),
     (status(0, 0, [A, B], []), "no peer connected (the network has 2 authorities)"),
+    # a node that is not the lone authority of its chain (a follower, an API node) gets
+    # every block from a peer: alone it is not caught up with anything
+    (status(0, 0, [A], [], node_id=D),
+     "no peer connected (this node is not an authority: it gets its blocks from peers)"),
+    (status(5, 5, [A], [PEER], node_id=D), None),
 ])
 def test_readiness(case: dict, reason: str | None):
     assert readiness(case) == reason

@@ -56,6 +56,7 @@ def test_unknown_keys_are_named_with_the_closest_setting(tmp_path: Path, text: s
     ("bootnodes = 'a:1'\n", "bootnodes", "bootnodes must be a list of strings, got 'a:1'"),
     ("bootnodes = ['a:1', 2]\n", "bootnodes", "bootnodes must be a list of strings"),
     ("bootnodes = ['a:1', 'b']\n", "bootnodes", "bootnodes must be a list of HOST:PORT"),
+    ("bootnodes = ['my host:1']\n", "bootnodes", "bootnodes must be a list of HOST:PORT"),
     ("timeout_cap_s = nan\n", "timeout_cap_s", "timeout_cap_s must be between the longest"),
     ("metrics_listen = 'localhost'\n", "metrics_listen", "HOST:PORT, or empty"),
     ("max_peers = 10\noutbound_slots = 10\n", "outbound_slots", "between 0 and max_peers - 1"),
@@ -85,6 +86,11 @@ def test_the_tls_files_are_given_together(tmp_path: Path, given: str, missing: s
      "max_peers must be between 1 and 1,000, got 1001 (from the environment variable "
      "IOMTNODE_MAX_PEERS)"),
     ({"IOMTNODE_BOOTNODES": "a:1,b"}, "IOMTNODE_BOOTNODES"),
+    # a host with a space in it is no host: it would be advertised, and dialed, as given
+    ({"IOMTNODE_ADVERTISE_ADDRESS": " pod-0.example:7546"},
+     "advertise_address must be HOST:PORT, or empty, got ' pod-0.example:7546' (from the "
+     "environment variable IOMTNODE_ADVERTISE_ADDRESS)"),
+    ({"IOMTNODE_P2P_LISTEN": "\t0.0.0.0:7546"}, "p2p_listen must be HOST:PORT"),
 ])
 def test_environment_errors_name_the_variable(tmp_path: Path, env: dict[str, str],
                                               message: str) -> None:
@@ -177,3 +183,9 @@ def test_each_rule_refuses_a_value_out_of_its_range(key: str) -> None:
     with pytest.raises(ConfigError) as raised:
         Config(**values)  # type: ignore[arg-type]
     assert key in [issue.key for issue in raised.value.issues]
+
+
+@pytest.mark.parametrize("address", ["pod-0.iomtnode.ns.svc.cluster.local:7546", "[::1]:7546",
+                                     "0.0.0.0:0", "10.0.0.2:7546"])
+def test_addresses_of_every_kind_are_accepted(address: str) -> None:
+    assert not resolve(None, {"api_listen": address}, env={}).issues
