@@ -4,6 +4,7 @@ refusals, the round-trip probe against a TLS listener, and (root) a short ``--ne
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import ssl
@@ -15,7 +16,7 @@ import pytest
 import structlog
 from typer.testing import CliRunner
 
-from iomtnode.bench import rtt
+from iomtnode.bench import rtt, sweep
 from iomtnode.bench.run import NODE_ENV, node_env
 from iomtnode.cli import app
 from iomtnode.config import load_config
@@ -144,3 +145,43 @@ def test_short_wide_area_bench_reports_the_round_trip_it_applied(tmp_path: Path)
     # consensus crosses the round trip: a reading takes at least one to be final
     assert result["latency_ms"]["p50"] >= 40
     assert set(result["readings_found"].values()) == {result["readings_finalized"]} != {0}
+
+
+# ---- the sweep's table and plot -----------------------------------------------------------
+
+
+def _result(nodes: int, rtt: float, p50: float) -> dict:
+    return {"nodes": nodes, "verify_per_s_one_core": 17_000,
+            "ceiling_readings_per_s": 34_000 // nodes, "throughput_readings_per_s": 1000,
+            "efficiency": 0.5, "offered_rate": 1000.0,
+            "latency_ms": {"p50": p50, "p99": 2 * p50, "max": 3 * p50},
+            "latency_by_rate": [{"kind": "fixed", "achieved_rate": 990}],
+            "cpu_s_per_reading": 0.00125, "wire_ratio": 1.1,
+            "readings_found": {"node1": 10}, "readings_finalized": 10,
+            "network": {"netns": bool(rtt), "rtt_ms": rtt,
+                        **({"probe_node_to_node_ms": {"median": rtt + 2.0}} if rtt else {})}}
+
+
+def test_sweep_table_by_nodes_and_by_rtt(tmp_path: Path, capsys):
+    files = []
+    for i, (nodes, rtt_ms, p50) in enumerate([(4, 0.0, 150.0), (4, 100.0, 500.0)]):
+        path = tmp_path / f"{i}.json"
+        path.write_text(json.dumps(_result(nodes, rtt_ms, p50)))
+        files.append(str(path))
+    assert sweep.main(["--by", "rtt", *files]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| N | RTT ms (probe) | p50 / p99 in RTTs |")
+    assert lines[3] == ("| 4 | 100 (102.0) | 5.0 / 10.0 | 17,000 | 8,500 | 1,000 | 0.500 | "
+                        "1,000 (990) | 500 / 1,000 | 1.25 | 1.10 |")
+    assert sweep.main(["--by", "nodes", files[0]]) == 0
+    assert "| 4 | 17,000 | 8,500 |" in capsys.readouterr().out
+    assert sweep.main(["--by", "n", files[0]]) == 2
+    assert sweep.main(["--by", "nodes", str(tmp_path / "missing.json")]) == 2
+
+
+def test_sweep_plot_writes_a_png(tmp_path: Path):
+    pytest.importorskip("matplotlib")
+    rows = [sweep.row(_result(n, 0.0, 100.0 * n)) for n in (4, 7, 10, 16)]
+    out = tmp_path / "sweep.png"
+    sweep.plot(rows, "nodes", out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
