@@ -28,6 +28,7 @@ def row(result: dict[str, Any]) -> dict[str, Any]:
         "measured_rtt_ms": (result.get("network") or {}).get("probe_node_to_node_ms",
                                                                {}).get("median"),
         "verify": result["verify_per_s_one_core"],
+        "drift": result.get("verify_drift"),
         "ceiling": result["ceiling_readings_per_s"],
         "throughput": result["throughput_readings_per_s"],
         "efficiency": result["efficiency"],
@@ -50,15 +51,16 @@ def _n(value: Any, digits: int = 0) -> str:
 
 def table(rows: list[dict[str, Any]], by: str) -> str:
     """A Markdown table, one line per run, in the order given."""
-    head = ["N", "verify/s (one core)", "ceiling /s", "throughput /s", "efficiency",
+    head = ["N", "verify/s (one core)", "drift", "ceiling /s", "throughput /s", "efficiency",
             "fixed rate (finalized) /s", "p50 / p99 ms", "CPU ms per reading", "wire ratio"]
     if by == "rtt":
         head[1:1] = ["RTT ms (probe)", "p50 / p99 in RTTs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [str(r["nodes"]), _n(r["verify"]), _n(r["ceiling"]), _n(r["throughput"]),
-                 _n(r["efficiency"], 3), f"{_n(r['rate'])} ({_n(r['achieved'])})",
-                 f"{_n(r['p50'])} / {_n(r['p99'])}", _n(r["cpu_ms"], 2), _n(r["wire"], 2)]
+        cells = [str(r["nodes"]), _n(r["verify"]), _n(r["drift"], 2), _n(r["ceiling"]),
+                 _n(r["throughput"]), _n(r["efficiency"], 3),
+                 f"{_n(r['rate'])} ({_n(r['achieved'])})", f"{_n(r['p50'])} / {_n(r['p99'])}",
+                 _n(r["cpu_ms"], 2), _n(r["wire"], 2)]
         if by == "rtt":
             rtt = r["rtt_ms"]
             multiple = (f"{r['p50'] / rtt:.1f} / {r['p99'] / rtt:.1f}"

@@ -151,7 +151,7 @@ def test_short_wide_area_bench_reports_the_round_trip_it_applied(tmp_path: Path)
 
 
 def _result(nodes: int, rtt: float, p50: float) -> dict:
-    return {"nodes": nodes, "verify_per_s_one_core": 17_000,
+    return {"nodes": nodes, "verify_per_s_one_core": 17_000, "verify_drift": 1.05,
             "ceiling_readings_per_s": 34_000 // nodes, "throughput_readings_per_s": 1000,
             "efficiency": 0.5, "offered_rate": 1000.0,
             "latency_ms": {"p50": p50, "p99": 2 * p50, "max": 3 * p50},
@@ -171,10 +171,10 @@ def test_sweep_table_by_nodes_and_by_rtt(tmp_path: Path, capsys):
     assert sweep.main(["--by", "rtt", *files]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("| N | RTT ms (probe) | p50 / p99 in RTTs |")
-    assert lines[3] == ("| 4 | 100 (102.0) | 5.0 / 10.0 | 17,000 | 8,500 | 1,000 | 0.500 | "
+    assert lines[3] == ("| 4 | 100 (102.0) | 5.0 / 10.0 | 17,000 | 1.05 | 8,500 | 1,000 | 0.500 | "
                         "1,000 (990) | 500 / 1,000 | 1.25 | 1.10 |")
     assert sweep.main(["--by", "nodes", files[0]]) == 0
-    assert "| 4 | 17,000 | 8,500 |" in capsys.readouterr().out
+    assert "| 4 | 17,000 | 1.05 | 8,500 |" in capsys.readouterr().out
     assert sweep.main(["--by", "n", files[0]]) == 2
     assert sweep.main(["--by", "nodes", str(tmp_path / "missing.json")]) == 2
 
