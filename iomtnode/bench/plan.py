@@ -42,6 +42,8 @@ class Plan:
     saturate: bool = True
     saturation_rate: float | None = None  # None: SATURATION_FACTOR x the localnet ceiling
     devices: int = DEFAULT_DEVICES  # simulated devices per phase (each phase its own)
+    netns: bool = False  # every node in its own network namespace (root)
+    rtt_ms: float = 0.0  # round trip between any two nodes (needs netns); 0: none added
 
     @property
     def mode(self) -> str:

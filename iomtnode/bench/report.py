@@ -75,6 +75,11 @@ def result_table(result: dict[str, Any]) -> Table:
         table.add_row(f"p50 / p99 ms, {_fmt(point['offered_rate'])}/s offered ({point['kind']})",
                       f"{_fmt(point['p50'])} / {_fmt(point['p99'])}",
                       f"(achieved {_fmt(point['achieved_rate'])}/s)", "")
+    network = result.get("network") or {}
+    if network.get("rtt_ms"):
+        probe = network["probe_node_to_node_ms"]["median"]
+        table.add_row("round trip between nodes, ms (applied; probe median)",
+                      f"{_fmt(network['rtt_ms'])}; {probe:,.1f}", "", "")
     drift = result.get("verify_drift")
     if drift is not None:
         # not a target of issue 5: whether this run's efficiency can be trusted

@@ -30,11 +30,32 @@ from .phase import Phase, run_phase
 from .plan import SATURATION, Outcome, PhaseSpec, Plan, saturation_offer
 from .progress import NullReporter, Reporter
 from .summary import Machine, summarize
+from .widearea import apply_rtt
 
 NODE_ENV = {"IOMTNODE_BLOCK_INTERVAL_S": "0.25", "IOMTNODE_EMPTY_BLOCK_INTERVAL_S": "5"}
+# the nodes' consensus round timeouts (seconds; config defaults) suit this many nodes on a
+# 2-core machine; with more, every node shares the cores with more others and each height
+# costs the machine more (its votes grow as nodes^2), so the bench scales them by
+# nodes / TIMEOUT_BASE_NODES: otherwise rounds of a loaded height time out and their
+# re-proposals cost more than the wait (at 16 nodes, round 3 heights on 2 cores)
+TIMEOUT_BASE_NODES = 4
+ROUND_TIMEOUTS_S = {"TIMEOUT_PROPOSE_S": 1.0, "TIMEOUT_PREVOTE_S": 0.5,
+                    "TIMEOUT_PRECOMMIT_S": 0.5, "TIMEOUT_DELTA_S": 0.5}
 START_TIMEOUT_S = 60.0
+NODE_START_S_PER_NODE = 4.0  # a node's API must answer within this x nodes (at least 30 s):
+# every node's process starts at once and imports for about a second of one core
 LOAD_SLACK_S = 120.0  # a load process may take this long beyond its duration and presigning
 PRESIGN_BUDGET_S = 0.002  # per reading (presigning takes ~0.25 ms on a 2020s core)
+
+
+def node_env(nodes: int) -> dict[str, str]:
+    """The nodes' settings in a bench localnet of ``nodes``: the default block interval, and
+    above TIMEOUT_BASE_NODES nodes the round timeouts scaled up (see ROUND_TIMEOUTS_S)."""
+    scale = max(1.0, nodes / TIMEOUT_BASE_NODES)
+    if scale == 1.0:
+        return dict(NODE_ENV)
+    return {**NODE_ENV, **{f"IOMTNODE_{key}": f"{seconds * scale:g}"
+                           for key, seconds in ROUND_TIMEOUTS_S.items()}}
 
 
 def reading_size() -> int:
@@ -91,11 +112,18 @@ async def run_bench(plan: Plan, *, out_dir: Path | None = None,
     specs = plan.phases(ceiling)
     with tempfile.TemporaryDirectory(prefix="iomtnode-bench-") as tmp:
         path = localnet_dir(out_dir, tmp)
-        reporter.begin(f"starting {plan.nodes} nodes")
-        async with Localnet.start(plan.nodes, path=path, env=NODE_ENV) as net:
+        where = " in network namespaces" if plan.netns else ""
+        reporter.begin(f"starting {plan.nodes} nodes{where}")
+        env = node_env(plan.nodes)
+        async with Localnet.start(
+                plan.nodes, path=path, env=env, netns=plan.netns,
+                start_timeout_s=max(30.0, NODE_START_S_PER_NODE * plan.nodes)) as net:
             names = net.names
             await net.wait_for_height(1, timeout_s=START_TIMEOUT_S)
             reporter.end(str(path))
+            network: dict[str, Any] = {"netns": plan.netns, "rtt_ms": 0.0}
+            if plan.rtt_ms:
+                network = await apply_rtt(net, plan.rtt_ms, reporter)
             before = (await net.status(names[0]))["committed_txs"]
             phases, rule, before_saturation = await run_phases(net, plan, specs, ceiling,
                                                                reporter)
@@ -112,4 +140,5 @@ async def run_bench(plan: Plan, *, out_dir: Path | None = None,
                 reporter=reporter)
     return summarize(plan, machine, phases, final_committed=final, non_readings=non_readings,
                      reading_size=reading_size(), disk_bytes=disk, bootstrap=bootstrap,
-                     wall_s=time.monotonic() - started, saturation_rule=rule)
+                     wall_s=time.monotonic() - started, saturation_rule=rule,
+                     network=network, node_env=env)

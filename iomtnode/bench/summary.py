@@ -66,7 +66,8 @@ def _cost(phase: Phase, names: Sequence[str], size: int) -> dict[str, Any]:
 def summarize(plan: Plan, machine: Machine, phases: Sequence[Phase], *,
               final_committed: dict[str, int], non_readings: int, reading_size: int,
               disk_bytes: int, bootstrap: dict[str, Any], wall_s: float = 0.0,
-              saturation_rule: str | None = None) -> dict[str, Any]:
+              saturation_rule: str | None = None, network: dict[str, Any] | None = None,
+              node_env: dict[str, str] | None = None) -> dict[str, Any]:
     """The result object. ``final_committed`` is every node's committed transaction count
     after the load phases; ``non_readings`` how many of those are not readings (the device
     admissions and their streams' epochs, plus any before the first phase)."""
@@ -110,5 +111,7 @@ def summarize(plan: Plan, machine: Machine, phases: Sequence[Phase], *,
                                                    for n in names}} if sat else None,
         "fixed_rate_load": fixed.load if fixed else None,
         "phases": [_phase_doc(p, names) for p in phases],
+        "network": network or {"netns": False, "rtt_ms": 0.0},
+        "node_env": node_env or {},
         "wall_s": round(wall_s, 1),
     }

@@ -82,6 +82,12 @@ def bench(
     out: Annotated[Path | None, typer.Option(
         help="Write DIR/bench.json and keep the localnet in DIR/localnet.")] = None,
     as_json: JsonOpt = False,
+    netns: Annotated[bool, typer.Option(
+        "--netns", help="Every node in its own network namespace (root; needs `ip` and "
+                        "`nft`).")] = False,
+    rtt_ms: Annotated[float, typer.Option(
+        min=0, max=2000, help="Round-trip time added between any two nodes, ms (through "
+                              "the localnet's delay proxies; needs --netns).")] = 0.0,
     fixed_rate: Annotated[float, typer.Option(
         min=1, rich_help_panel="Advanced",
         help="The fixed-rate phase's offered rate in the default run.")] = 1000,
@@ -109,6 +115,16 @@ def bench(
     if rate is not None and saturate:
         fail("--rate R runs only the fixed-rate phase and --saturate only the saturation "
              "phase; give one of them, or neither for both")
+    if rtt_ms and not netns:
+        fail("--rtt-ms delays real links between nodes: add --netns (as root)")
+    if netns:
+        from ..localnet import LocalnetError
+        from ..localnet.netns import require_tools
+
+        try:
+            require_tools()
+        except LocalnetError as exc:
+            fail(str(exc))
     if out is not None and (out / "localnet").exists():
         fail(f"{out / 'localnet'} exists (an earlier run's localnet); remove it or pick "
              f"another --out")
@@ -120,7 +136,7 @@ def bench(
     plan = Plan(nodes=nodes, duration_s=duration, devices=devices,
                 fixed_rate=None if saturate else (rate or fixed_rate),
                 sweep_rates=sweep_rates if full else (), saturate=saturate or rate is None,
-                saturation_rate=saturation_rate)
+                saturation_rate=saturation_rate, netns=netns, rtt_ms=rtt_ms)
     with rich_reporter() as reporter:
         result = run_async(lambda: run_bench(plan, out_dir=out, reporter=reporter))
     if out is not None:

@@ -29,7 +29,7 @@ KEYS: dict[str, type | tuple[type, ...]] = {
     "reading_bytes": int, "bootstrap": dict, "cores": int, "mode": str, "phases": list,
     "saturation": dict, "fixed_rate_load": dict, "follower_commit_delay_ms": dict,
     "follower_gossip_delay_ms": dict, "cost_phase": str, "verify_per_s_one_core_after": int,
-    "verify_drift": float,
+    "verify_drift": float, "network": dict, "node_env": dict,
 }
 POINT_KEYS = {"offered_rate", "p50", "p99", "max", "achieved_rate", "kind"}
 
@@ -67,6 +67,8 @@ def test_short_bench_reports_every_key_and_consistent_figures(tmp_path: Path):
                    "--sweep", "50", "--saturation-rate", "300")
     check_types(result)
     assert result["nodes"] == 2 and result["mode"] == "full"
+    assert result["network"] == {"netns": False, "rtt_ms": 0.0}  # loopback, no delay
+    assert result["node_env"]["IOMTNODE_BLOCK_INTERVAL_S"] == "0.25"
 
     # every reading the load saw finalized is in every node's chain, and nothing else
     finalized = result["readings_finalized"]
