@@ -24,10 +24,15 @@ which are new (:meth:`TxGossip.screen`) and handing back the outcome
 (:meth:`TxGossip.relay`). So a peer's consensus and sync messages are never stuck behind
 thousands of its transactions, and no task is started per message.
 
-Nothing is sent per transaction: outgoing transactions and ids accumulate per peer and
-are flushed as one ``Txs`` / ``TxAnnounce`` message every ``FLUSH_INTERVAL_S`` or when
-``FLUSH_BYTES`` are waiting. A transaction is never sent back to a peer it came from,
-and every id is remembered in a bounded seen-cache so duplicates cost one lookup.
+Nothing is sent per transaction. A client's admitted batch goes to a peer at once when
+that peer's link is idle (nothing queued for it: no earlier frame waits to be written), as
+one ``Txs`` message with anything still waiting for that peer; while frames wait for the
+link, outgoing transactions and ids accumulate per peer and are flushed as one ``Txs`` /
+``TxAnnounce`` message within ``FLUSH_INTERVAL_S`` or when ``FLUSH_BYTES`` are waiting
+(Nagle's rule, RFC 896: no waiting on an idle link, batching behind a busy one). An idle
+link costs no batching: admission hands over a whole step's chunk at a time. A transaction
+is never sent back to a peer it came from, and every id is remembered in a bounded
+seen-cache so duplicates cost one lookup.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ from .reconcile import Requests
 
 log = structlog.get_logger(__name__)
 
-FLUSH_INTERVAL_S = 0.005  # outgoing batches wait at most this long
+FLUSH_INTERVAL_S = 0.005  # outgoing batches wait at most this long behind a busy link
 FLUSH_BYTES = 256 * 1024  # ... or until this much is waiting for one peer
 SEEN_IDS = 500_000  # ids remembered node-wide (about 40 MB at most)
 # ids a peer is known to have, in bytes of memory per peer: 32,768 ids, the last 16,384 always
@@ -217,6 +222,8 @@ class TxGossip:
                 self._queue(peer.node_id,
                             [tx.raw for tx in fresh if len(tx.raw) <= PUSH_MAX_TX_BYTES],
                             [tx.id for tx in fresh if len(tx.raw) > PUSH_MAX_TX_BYTES])
+                if peer.queued_bytes == 0:  # the link is idle: no reason to wait
+                    self._send_box(peer, self._outbox.pop(peer.node_id))
 
     async def queue_txs(self, peer: Peer, msg: Txs) -> None:
         """From a peer's reader: put ``msg`` on the admission inbox (waits while it is full)."""
@@ -314,12 +321,15 @@ class TxGossip:
         boxes, self._outbox = self._outbox, {}
         for peer_id, box in boxes.items():
             peer = self._host.get(peer_id)
-            if peer is None:
-                continue
-            if box.txs:
-                send_txs(peer, box.txs, box.size - 32 * len(box.ids))
-            for start in range(0, len(box.ids), MAX_IDS_PER_MESSAGE):
-                peer.send(TxAnnounce(box.ids[start:start + MAX_IDS_PER_MESSAGE]))
+            if peer is not None:
+                self._send_box(peer, box)
+
+    @staticmethod
+    def _send_box(peer: Peer, box: _Outbox) -> None:
+        if box.txs:
+            send_txs(peer, box.txs, box.size - 32 * len(box.ids))
+        for start in range(0, len(box.ids), MAX_IDS_PER_MESSAGE):
+            peer.send(TxAnnounce(box.ids[start:start + MAX_IDS_PER_MESSAGE]))
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:

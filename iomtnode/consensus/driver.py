@@ -5,9 +5,11 @@ sleeps, signs, stores and sends; every decision is the machine's. Its contract:
 
 - Heights: the machine of height ``h`` is made when the chain's head is ``h - 1``, with
   the authorities of block ``h`` (:meth:`Chain.next_authorities`) and the persisted
-  signing state. It starts (``Start``) ``block_interval_s`` after the previous block
-  with transactions pending, after ``empty_block_interval_s`` without (an empty block),
-  or as soon as another validator's valid message for ``h`` arrives. Whenever the head
+  signing state. It starts (``Start``) as soon as transactions are pending, but no sooner
+  than ``block_interval_s`` after this driver started height ``h - 1`` (so at most one
+  height per interval, and none waits on a timer while consensus took longer than that);
+  with nothing pending, ``empty_block_interval_s`` after the previous block (an empty
+  block); or as soon as another validator's valid message for ``h`` arrives. Whenever the head
   reaches ``h`` by any path (this driver's commit, relay, sync), it moves on.
 - Commit: on the machine's ``Commit``, the block (built here, or checked here) is
   committed through :meth:`ChainWriter.commit` with the certificate of the decided
@@ -123,6 +125,7 @@ class Driver:
         self._deferral: Deferral | None = None
         self._timer_seq = itertools.count()
         self._validators: tuple[bytes, ...] = ()
+        self._started_at = -math.inf  # when this driver started the height it decides
         self._reset(0, None)
         writer.feed.listen(each_block(self._on_committed))
 
@@ -130,6 +133,9 @@ class Driver:
         self.height = height
         self.machine = machine
         self._entered_at = trio.current_time() if machine is not None else 0.0
+        # the previous height's start here (-inf: not started here, e.g. synced past)
+        self._previous_start = self._started_at
+        self._started_at = -math.inf
         self._started = False
         self._others_started = False
         self._timers: list[tuple[float, int, TimeoutFired]] = []
@@ -226,9 +232,9 @@ class Driver:
     def _start_at(self) -> float:
         if self._others_started:
             return -math.inf
-        wait = (self._config.block_interval_s if len(self._mempool)
-                else self._config.empty_block_interval_s)
-        return self._entered_at + wait
+        if len(self._mempool):
+            return max(self._entered_at, self._previous_start + self._config.block_interval_s)
+        return self._entered_at + self._config.empty_block_interval_s
 
     async def _tick(self) -> None:
         """Do everything that is due: commit a decision, follow the head, fix the signing
@@ -246,6 +252,7 @@ class Driver:
             now = trio.current_time()
             if not self._started and now >= self._start_at():
                 self._started = True
+                self._started_at = now
                 self._outbox.started(now)
                 await self._step(Start(now))
             elif self._timers and self._timers[0][0] <= now:

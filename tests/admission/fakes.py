@@ -29,6 +29,7 @@ def reading(seq: int) -> SignedTx:
 class FakePeer:
     node_id: bytes
     sent: list = field(default_factory=list)
+    queued_bytes: int = 0  # bytes waiting for the link (0: idle); sends here never wait
 
     def send(self, msg) -> bool:
         self.sent.append(msg)

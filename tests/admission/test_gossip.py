@@ -29,8 +29,10 @@ async def started(nursery, n_peers: int = 3, refuse: Exception | None = None, *,
     return g
 
 
-def test_local_transactions_are_pushed_whole_to_every_peer_in_one_batch():
+def test_local_transactions_are_pushed_whole_to_every_peer_in_one_batch_behind_a_busy_link():
     gossip, _, peers, _ = setup()
+    for peer in peers:
+        peer.queued_bytes = 1000  # a frame waits to be written to each
     txs = [reading(i) for i in range(1, 6)]
     gossip.local(txs[:2])
     gossip.local(txs[2:])
@@ -38,6 +40,21 @@ def test_local_transactions_are_pushed_whole_to_every_peer_in_one_batch():
     gossip.flush()
     for peer in peers:
         assert peer.sent == [Txs([tx.raw for tx in txs])]
+
+
+def test_local_transactions_go_at_once_to_an_idle_link_with_what_waited_for_it():
+    gossip, _, (idle, busy), _ = setup(2)
+    busy.queued_bytes = idle.queued_bytes = 1000
+    first, second, third = reading(1), reading(2), reading(3)
+    gossip.local([first])  # both links busy: it waits
+    assert idle.sent == busy.sent == []
+    idle.queued_bytes = 0  # one link's frames are written
+    gossip.local([second, third])
+    assert idle.sent == [Txs([first.raw, second.raw, third.raw])]  # at once, in one message
+    assert busy.sent == []  # still batching behind its frames
+    gossip.flush()
+    assert idle.sent == [Txs([first.raw, second.raw, third.raw])]  # nothing left for it
+    assert busy.sent == [Txs([first.raw, second.raw, third.raw])]
 
 
 async def test_local_transactions_skip_peers_that_have_them_and_large_ones_are_announced():
