@@ -38,6 +38,7 @@ seen-cache so duplicates cost one lookup.
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +83,11 @@ TRANSIENT_REFUSALS = (e.MempoolFullError, e.FutureTimestampError, e.UnknownDevic
                       e.UnknownStreamError, e.UnknownEpochError)
 
 
+def wall_clock_ms() -> int:
+    """Push stamps: the wall clock, in ms (a node passes its own clock)."""
+    return int(time.time() * 1000)
+
+
 class _Relay(msgspec.Struct, frozen=True, gc=False):  # one per relayed transaction: cheap
     due: float
     tx_id: bytes
@@ -93,6 +99,7 @@ class _Outbox:
     txs: list[bytes] = field(default_factory=list)
     ids: list[bytes] = field(default_factory=list)
     size: int = 0
+    admitted_ms: int = 0  # when the oldest client transaction in ``txs`` was admitted (0: none)
 
 
 class TxGossip:
@@ -100,8 +107,10 @@ class TxGossip:
 
     def __init__(self, host: PeerSet, inbox: Inbox,
                  lookup: Callable[[bytes], SignedTx | None], *,
-                 relay_delay_s: float = RELAY_DELAY_S) -> None:
+                 relay_delay_s: float = RELAY_DELAY_S,
+                 now_ms: Callable[[], int] = wall_clock_ms) -> None:
         self._host = host
+        self._now_ms = now_ms  # stamps pushes (Txs.admitted_ms)
         self.relay_delay_s = relay_delay_s  # the least delay (see relay_delay)
         self.commit_s = 0.0  # running estimate: admission to commit here
         self._probes: dict[bytes, float] = {}  # tx id -> when it was admitted
@@ -137,11 +146,13 @@ class TxGossip:
         good)."""
         return self.known_by(peer.node_id) if self._host.get(peer.node_id) is peer else None
 
-    def _queue(self, peer_id: bytes, raws: Sequence[bytes] = (), ids: Sequence[bytes] = ()
-               ) -> None:
+    def _queue(self, peer_id: bytes, raws: Sequence[bytes] = (), ids: Sequence[bytes] = (),
+               admitted_ms: int = 0) -> None:
         box = self._outbox.get(peer_id)
         if box is None:
             box = self._outbox[peer_id] = _Outbox()
+        if raws and not box.admitted_ms:
+            box.admitted_ms = admitted_ms
         box.txs += raws
         box.ids += ids
         box.size += sum(map(len, raws)) + 32 * len(ids)
@@ -215,19 +226,21 @@ class TxGossip:
         seen = self._seen
         for tx in txs:
             seen.add(tx.id)
+        admitted_ms = self._now_ms()
         for peer in self._host.peers():
             known = self.known_by(peer.node_id)
             fresh = [tx for tx in txs if known.add(tx.id)]
             if fresh:
                 self._queue(peer.node_id,
                             [tx.raw for tx in fresh if len(tx.raw) <= PUSH_MAX_TX_BYTES],
-                            [tx.id for tx in fresh if len(tx.raw) > PUSH_MAX_TX_BYTES])
+                            [tx.id for tx in fresh if len(tx.raw) > PUSH_MAX_TX_BYTES],
+                            admitted_ms)
                 if peer.queued_bytes == 0:  # the link is idle: no reason to wait
                     self._send_box(peer, self._outbox.pop(peer.node_id))
 
     async def queue_txs(self, peer: Peer, msg: Txs) -> None:
         """From a peer's reader: put ``msg`` on the admission inbox (waits while it is full)."""
-        await self._inbox.put(FromPeer(peer, msg.txs))
+        await self._inbox.put(FromPeer(peer, msg.txs, msg.admitted_ms))
 
     # from the admission task -----------------------------------------------------------
 
@@ -327,7 +340,7 @@ class TxGossip:
     @staticmethod
     def _send_box(peer: Peer, box: _Outbox) -> None:
         if box.txs:
-            send_txs(peer, box.txs, box.size - 32 * len(box.ids))
+            send_txs(peer, box.txs, box.size - 32 * len(box.ids), box.admitted_ms)
         for start in range(0, len(box.ids), MAX_IDS_PER_MESSAGE):
             peer.send(TxAnnounce(box.ids[start:start + MAX_IDS_PER_MESSAGE]))
 
@@ -353,21 +366,22 @@ class TxGossip:
             self.flush()
 
 
-def send_txs(peer: Peer, raws: list[bytes], size: int) -> None:
+def send_txs(peer: Peer, raws: list[bytes], size: int, admitted_ms: int = 0) -> None:
     """Send ``raws`` (``size`` bytes in all) to ``peer`` in :class:`Txs` messages of at most
     :data:`~.messages.MAX_TXS_PER_MESSAGE` transactions and about
     :data:`~.messages.TXS_MESSAGE_BYTES` bytes (a message is closed before the transaction
-    that would take it past that), well below the receiver's frame limit."""
+    that would take it past that), well below the receiver's frame limit; each stamped
+    ``admitted_ms`` (see :class:`Txs`)."""
     if size <= TXS_MESSAGE_BYTES and len(raws) <= MAX_TXS_PER_MESSAGE:
-        peer.send(Txs(raws))  # the usual case: one message, no copy
+        peer.send(Txs(raws, admitted_ms))  # the usual case: one message, no copy
         return
     batch: list[bytes] = []
     held = 0
     for raw in raws:
         if batch and (held + len(raw) > TXS_MESSAGE_BYTES or len(batch) == MAX_TXS_PER_MESSAGE):
-            peer.send(Txs(batch))
+            peer.send(Txs(batch, admitted_ms))
             batch, held = [], 0
         batch.append(raw)
         held += len(raw)
     if batch:
-        peer.send(Txs(batch))
+        peer.send(Txs(batch, admitted_ms))
