@@ -5,19 +5,19 @@ sleeps, signs, stores and sends; every decision is the machine's. Its contract:
 
 - Heights: the machine of height ``h`` is made when the chain's head is ``h - 1``, with
   the authorities of block ``h`` (:meth:`Chain.next_authorities`) and the persisted
-  signing state. It starts (``Start``) as soon as transactions are pending, but no sooner
-  than ``block_interval_s`` after this driver started height ``h - 1`` (so at most one
-  height per interval, and none waits on a timer while consensus took longer than that);
-  with nothing pending, ``empty_block_interval_s`` after the previous block (an empty
-  block); or as soon as another validator's valid message for ``h`` arrives. Whenever the head
-  reaches ``h`` by any path (this driver's commit, relay, sync), it moves on.
+  signing state. It starts (``Start``) with transactions pending as soon as
+  ``block_interval_s`` passed since it last started a height (since it entered ``h`` if it
+  never did); with none, ``empty_block_interval_s`` after the previous block; or as soon as
+  another validator's valid message for ``h`` arrives. Whenever the head reaches ``h`` by
+  any path (this driver's commit, relay, sync), it moves on.
 - Commit: on the machine's ``Commit``, the block (built here, or checked here) is
   committed through :meth:`ChainWriter.commit` with the certificate of the decided
   precommits (:func:`~iomtnode.consensus.votes.commit_certificate`).
 - Signing: after each step that signs, the blocks signed for and the locked and valid
   values are made durable (:class:`~iomtnode.consensus.held.HeldBlocks`), then the
   signing state is recorded (synced) through :class:`~iomtnode.consensus.signing.Signer`,
-  both *before* any signature of that step; own messages go back to the machine, then
+  both *before* any signature of that step (in worker threads); own messages go back to
+  the machine, then
   out through an :class:`~iomtnode.consensus.outbox.Outbox` (resent while undecided). A
   validator restarted at the height it last signed at holds its record's blocks again,
   re-signs its last vote (deterministic ed25519: the same bytes) and sends it again.
@@ -133,8 +133,8 @@ class Driver:
         self.height = height
         self.machine = machine
         self._entered_at = trio.current_time() if machine is not None else 0.0
-        # the previous height's start here (-inf: not started here, e.g. synced past)
-        self._previous_start = self._started_at
+        started = self._started_at  # the last start here (none yet: count from this entry)
+        self._previous_start = started if started > -math.inf else self._entered_at
         self._started_at = -math.inf
         self._started = False
         self._others_started = False
@@ -325,9 +325,10 @@ class Driver:
             signing = [a.block_hash for a in actions
                        if isinstance(a, BroadcastProposal | BroadcastVote)]
             if self._signer is not None and signing:  # both synced, before signing
-                await self._held.make_durable(
-                    [*signing, self.machine.locked_value, self.machine.valid_value])
-                self._signer.record(self.machine.signing_state)
+                await self._held.make_durable([*signing, self.machine.locked_value,
+                                               self.machine.valid_value])
+                await self._signer.record_aside(self.machine.signing_state,
+                                                inline=self._config.inline_io)
             for action in actions:
                 await self._do(action, queue)
 
