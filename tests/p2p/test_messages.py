@@ -32,7 +32,8 @@ def test_a_frame_in_another_form_is_the_same_message():
 
 
 def frame(kind: int, items: list) -> bytes:
-    return codec.encode([kind, items])
+    stamp = [0] if kind == Txs.KIND else []  # Txs.admitted_ms
+    return codec.encode([kind, items, *stamp])
 
 
 def test_batches_round_trip():
