@@ -77,6 +77,9 @@ class NodeStats:
     # peer / committed here; p50, p99, max and samples of the recent window
     gossip_delay_ms: dict[str, Any]
     commit_delay_ms: dict[str, Any]
+    # from a peer's admission of its clients' transactions to their admission here (its
+    # stamp on the push): the gossip hop alone; p50, p99, max and samples of the window
+    delivery_delay_ms: dict[str, Any]
     # (committed transactions, wall-clock ms) just after this node's latest commit; None
     # before its first since it started: an exact point of its progress
     last_commit: tuple[int, int] | None
@@ -94,6 +97,7 @@ class NodeFigures:
     def __init__(self, started_at: float) -> None:
         self.gossip_delay = LatencyWindow()
         self.commit_delay = LatencyWindow()
+        self.delivery_delay = LatencyWindow()
         self.last_commit: tuple[int, int] | None = None
         self.started_at = started_at
 
@@ -105,5 +109,5 @@ class NodeFigures:
 
     def stats(self) -> NodeStats:
         return NodeStats(self.gossip_delay.summary(), self.commit_delay.summary(),
-                         self.last_commit, self.started_at, self.gossip_delay.histogram(),
-                         self.commit_delay.histogram())
+                         self.delivery_delay.summary(), self.last_commit, self.started_at,
+                         self.gossip_delay.histogram(), self.commit_delay.histogram())

@@ -24,15 +24,21 @@ which are new (:meth:`TxGossip.screen`) and handing back the outcome
 (:meth:`TxGossip.relay`). So a peer's consensus and sync messages are never stuck behind
 thousands of its transactions, and no task is started per message.
 
-Nothing is sent per transaction: outgoing transactions and ids accumulate per peer and
-are flushed as one ``Txs`` / ``TxAnnounce`` message every ``FLUSH_INTERVAL_S`` or when
-``FLUSH_BYTES`` are waiting. A transaction is never sent back to a peer it came from,
-and every id is remembered in a bounded seen-cache so duplicates cost one lookup.
+Nothing is sent per transaction. A client's admitted batch goes to a peer at once when
+that peer's link is idle (nothing queued for it: no earlier frame waits to be written), as
+one ``Txs`` message with anything still waiting for that peer; while frames wait for the
+link, outgoing transactions and ids accumulate per peer and are flushed as one ``Txs`` /
+``TxAnnounce`` message within ``FLUSH_INTERVAL_S`` or when ``FLUSH_BYTES`` are waiting
+(Nagle's rule, RFC 896: no waiting on an idle link, batching behind a busy one). An idle
+link costs no batching: admission hands over a whole step's chunk at a time. A transaction
+is never sent back to a peer it came from, and every id is remembered in a bounded
+seen-cache so duplicates cost one lookup.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -54,7 +60,7 @@ from .reconcile import Requests
 
 log = structlog.get_logger(__name__)
 
-FLUSH_INTERVAL_S = 0.005  # outgoing batches wait at most this long
+FLUSH_INTERVAL_S = 0.005  # outgoing batches wait at most this long behind a busy link
 FLUSH_BYTES = 256 * 1024  # ... or until this much is waiting for one peer
 SEEN_IDS = 500_000  # ids remembered node-wide (about 40 MB at most)
 # ids a peer is known to have, in bytes of memory per peer: 32,768 ids, the last 16,384 always
@@ -77,6 +83,11 @@ TRANSIENT_REFUSALS = (e.MempoolFullError, e.FutureTimestampError, e.UnknownDevic
                       e.UnknownStreamError, e.UnknownEpochError)
 
 
+def wall_clock_ms() -> int:
+    """Push stamps: the wall clock, in ms (a node passes its own clock)."""
+    return int(time.time() * 1000)
+
+
 class _Relay(msgspec.Struct, frozen=True, gc=False):  # one per relayed transaction: cheap
     due: float
     tx_id: bytes
@@ -88,6 +99,7 @@ class _Outbox:
     txs: list[bytes] = field(default_factory=list)
     ids: list[bytes] = field(default_factory=list)
     size: int = 0
+    admitted_ms: int = 0  # when the oldest client transaction in ``txs`` was admitted (0: none)
 
 
 class TxGossip:
@@ -95,8 +107,10 @@ class TxGossip:
 
     def __init__(self, host: PeerSet, inbox: Inbox,
                  lookup: Callable[[bytes], SignedTx | None], *,
-                 relay_delay_s: float = RELAY_DELAY_S) -> None:
+                 relay_delay_s: float = RELAY_DELAY_S,
+                 now_ms: Callable[[], int] = wall_clock_ms) -> None:
         self._host = host
+        self._now_ms = now_ms  # stamps pushes (Txs.admitted_ms)
         self.relay_delay_s = relay_delay_s  # the least delay (see relay_delay)
         self.commit_s = 0.0  # running estimate: admission to commit here
         self._probes: dict[bytes, float] = {}  # tx id -> when it was admitted
@@ -132,11 +146,13 @@ class TxGossip:
         good)."""
         return self.known_by(peer.node_id) if self._host.get(peer.node_id) is peer else None
 
-    def _queue(self, peer_id: bytes, raws: Sequence[bytes] = (), ids: Sequence[bytes] = ()
-               ) -> None:
+    def _queue(self, peer_id: bytes, raws: Sequence[bytes] = (), ids: Sequence[bytes] = (),
+               admitted_ms: int = 0) -> None:
         box = self._outbox.get(peer_id)
         if box is None:
             box = self._outbox[peer_id] = _Outbox()
+        if raws and not box.admitted_ms:
+            box.admitted_ms = admitted_ms
         box.txs += raws
         box.ids += ids
         box.size += sum(map(len, raws)) + 32 * len(ids)
@@ -210,17 +226,21 @@ class TxGossip:
         seen = self._seen
         for tx in txs:
             seen.add(tx.id)
+        admitted_ms = self._now_ms()
         for peer in self._host.peers():
             known = self.known_by(peer.node_id)
             fresh = [tx for tx in txs if known.add(tx.id)]
             if fresh:
                 self._queue(peer.node_id,
                             [tx.raw for tx in fresh if len(tx.raw) <= PUSH_MAX_TX_BYTES],
-                            [tx.id for tx in fresh if len(tx.raw) > PUSH_MAX_TX_BYTES])
+                            [tx.id for tx in fresh if len(tx.raw) > PUSH_MAX_TX_BYTES],
+                            admitted_ms)
+                if peer.queued_bytes == 0:  # the link is idle: no reason to wait
+                    self._send_box(peer, self._outbox.pop(peer.node_id))
 
     async def queue_txs(self, peer: Peer, msg: Txs) -> None:
         """From a peer's reader: put ``msg`` on the admission inbox (waits while it is full)."""
-        await self._inbox.put(FromPeer(peer, msg.txs))
+        await self._inbox.put(FromPeer(peer, msg.txs, msg.admitted_ms))
 
     # from the admission task -----------------------------------------------------------
 
@@ -314,12 +334,15 @@ class TxGossip:
         boxes, self._outbox = self._outbox, {}
         for peer_id, box in boxes.items():
             peer = self._host.get(peer_id)
-            if peer is None:
-                continue
-            if box.txs:
-                send_txs(peer, box.txs, box.size - 32 * len(box.ids))
-            for start in range(0, len(box.ids), MAX_IDS_PER_MESSAGE):
-                peer.send(TxAnnounce(box.ids[start:start + MAX_IDS_PER_MESSAGE]))
+            if peer is not None:
+                self._send_box(peer, box)
+
+    @staticmethod
+    def _send_box(peer: Peer, box: _Outbox) -> None:
+        if box.txs:
+            send_txs(peer, box.txs, box.size - 32 * len(box.ids), box.admitted_ms)
+        for start in range(0, len(box.ids), MAX_IDS_PER_MESSAGE):
+            peer.send(TxAnnounce(box.ids[start:start + MAX_IDS_PER_MESSAGE]))
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
@@ -343,21 +366,22 @@ class TxGossip:
             self.flush()
 
 
-def send_txs(peer: Peer, raws: list[bytes], size: int) -> None:
+def send_txs(peer: Peer, raws: list[bytes], size: int, admitted_ms: int = 0) -> None:
     """Send ``raws`` (``size`` bytes in all) to ``peer`` in :class:`Txs` messages of at most
     :data:`~.messages.MAX_TXS_PER_MESSAGE` transactions and about
     :data:`~.messages.TXS_MESSAGE_BYTES` bytes (a message is closed before the transaction
-    that would take it past that), well below the receiver's frame limit."""
+    that would take it past that), well below the receiver's frame limit; each stamped
+    ``admitted_ms`` (see :class:`Txs`)."""
     if size <= TXS_MESSAGE_BYTES and len(raws) <= MAX_TXS_PER_MESSAGE:
-        peer.send(Txs(raws))  # the usual case: one message, no copy
+        peer.send(Txs(raws, admitted_ms))  # the usual case: one message, no copy
         return
     batch: list[bytes] = []
     held = 0
     for raw in raws:
         if batch and (held + len(raw) > TXS_MESSAGE_BYTES or len(batch) == MAX_TXS_PER_MESSAGE):
-            peer.send(Txs(batch))
+            peer.send(Txs(batch, admitted_ms))
             batch, held = [], 0
         batch.append(raw)
         held += len(raw)
     if batch:
-        peer.send(Txs(batch))
+        peer.send(Txs(batch, admitted_ms))

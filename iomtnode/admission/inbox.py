@@ -78,6 +78,7 @@ class FromPeer:
 
     peer: Peer  # the peer connection (``node_id``), for relay and penalties
     raws: Sequence[bytes]
+    admitted_ms: int = 0  # the sender's stamp (:class:`~.messages.Txs`); 0: none
 
 
 @dataclass(slots=True)

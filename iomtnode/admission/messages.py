@@ -17,11 +17,16 @@ TXS_MESSAGE_BYTES = 1024 * 1024  # transaction bytes in one Txs message; more ar
 @message
 @dataclass(frozen=True, slots=True)
 class Txs:
-    """Full transactions (a batch, flushed on size or after a few ms)."""
+    """Full transactions (a batch). ``admitted_ms``: for a push of transactions the sender
+    admitted from its clients, its wall clock (ms) when it admitted the oldest of them;
+    0 otherwise (an answer to a request). The receiver times delivery by it
+    (``delivery_delay_ms``), meaningful between nodes whose clocks agree."""
 
     KIND: ClassVar[int] = 5
-    CHECKS: ClassVar[tuple[f.Check, ...]] = (list_of(f.max_bytes(8192), MAX_TXS_PER_MESSAGE),)
+    CHECKS: ClassVar[tuple[f.Check, ...]] = (list_of(f.max_bytes(8192), MAX_TXS_PER_MESSAGE),
+                                             f.u64)
     txs: list[bytes]
+    admitted_ms: int = 0
 
 
 @message

@@ -84,15 +84,19 @@ class Admission:
     """Owns the mempool (with its verifier) and the inbox; admits from clients and peers.
 
     ``gossip_delay`` gets, per reading admitted from a peer, the time since its timestamp
-    (reading clock to here: same-host clocks make it the gossip delay)."""
+    (reading clock to here: same-host clocks make it the gossip delay); ``delivery_delay``,
+    per transaction admitted from a peer's push of its clients' transactions, the time since
+    that peer admitted them (its stamp: the hop from its admission to this one's)."""
 
     def __init__(self, mempool: Mempool, inbox: Inbox, gossip: TxGossip, feed: BlockFeed, *,
-                 now_ms: Callable[[], int], gossip_delay: LatencyWindow) -> None:
+                 now_ms: Callable[[], int], gossip_delay: LatencyWindow,
+                 delivery_delay: LatencyWindow) -> None:
         self.mempool = mempool
         self.inbox = inbox
         self._gossip = gossip
         self._now_ms = now_ms
         self._gossip_delay = gossip_delay
+        self._delivery_delay = delivery_delay
         # figures (plain ints: counted per chunk, or per refusal only)
         self._received_clients = 0
         self._received_peers = 0
@@ -203,12 +207,14 @@ class Admission:
         results = await admit_chunk(self.mempool, txs) if txs else []
         relayed: list[tuple[Peer, SignedTx]] = []
         relayed_results: list[Admitted] = []
+        stamps: list[int] = []  # each relayed one's push stamp (0: none)
         kept: list[SignedTx] = []
         for i, tx, result in zip(owners, txs, results, strict=True):
             item = chunk[i][0]
             if type(item) is FromPeer:
                 relayed.append((item.peer, tx))
                 relayed_results.append(result)
+                stamps.append(item.admitted_ms)
             else:
                 slots[i] = result
                 if isinstance(result, SignedTx):
@@ -216,17 +222,20 @@ class Admission:
                 else:
                     self._refused(type(result))
         if relayed:
-            self._from_peers(relayed, relayed_results)
+            self._from_peers(relayed, relayed_results, stamps)
         if kept:
             self.mempool.keep(kept)  # durable before they are acknowledged
             gossip.local(kept)
         self._reply(chunk, slots)
 
-    def _from_peers(self, relayed: list[tuple[Peer, SignedTx]], results: list[Admitted]) -> None:
+    def _from_peers(self, relayed: list[tuple[Peer, SignedTx]], results: list[Admitted],
+                    stamps: list[int]) -> None:
         self._gossip.relay(relayed, results)
         now = self._now_ms()
-        for result in results:
+        for result, stamp in zip(results, stamps, strict=True):
             if isinstance(result, SignedTx):
+                if stamp:
+                    self._delivery_delay.add(now - stamp)
                 if isinstance(result.body, Reading):
                     self._gossip_delay.add(now - result.body.ts_ms)
             else:

@@ -61,6 +61,9 @@ def status_to_json(status: NodeStatus) -> dict[str, Any]:
         # from a reading's own timestamp (its device's clock) to this node
         "gossip_delay_ms": node.gossip_delay_ms,
         "commit_delay_ms": node.commit_delay_ms,
+        # from the peer that admitted a client's transaction to its admission here (the
+        # peer's stamp on its push: the gossip hop, with the clocks of both)
+        "delivery_delay_ms": node.delivery_delay_ms,
         # equivocations this node saw in consensus (on the ledger: get_evidence)
         "evidence_seen": list(status.consensus.evidence_seen),
     }

@@ -98,6 +98,7 @@ async def snapshot(net: Localnet, names: Sequence[str]) -> dict[str, Any]:
             "rss_mb": usage.rss_peak_mb if usage else 0.0,
             "commit_delay_ms": status["commit_delay_ms"],
             "gossip_delay_ms": status["gossip_delay_ms"],
+            "delivery_delay_ms": status["delivery_delay_ms"],
         }
     return snap
 

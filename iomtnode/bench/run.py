@@ -32,7 +32,8 @@ from .progress import NullReporter, Reporter
 from .summary import Machine, summarize
 from .widearea import apply_rtt
 
-NODE_ENV = {"IOMTNODE_BLOCK_INTERVAL_S": "0.25", "IOMTNODE_EMPTY_BLOCK_INTERVAL_S": "5"}
+# the nodes' defaults, but an empty block only every 5 s (none during a phase)
+NODE_ENV = {"IOMTNODE_EMPTY_BLOCK_INTERVAL_S": "5"}
 # the nodes' consensus round timeouts (seconds; config defaults) suit this many nodes on a
 # 2-core machine; with more, every node shares the cores with more others and each height
 # costs the machine more (its votes grow as nodes^2), so the bench scales them by

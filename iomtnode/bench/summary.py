@@ -60,6 +60,8 @@ def _cost(phase: Phase, names: Sequence[str], size: int) -> dict[str, Any]:
         "wire_ratio": round(wire / size, 3),
         "follower_commit_delay_ms": {n: phase.after[n]["commit_delay_ms"] for n in names[1:]},
         "follower_gossip_delay_ms": {n: phase.after[n]["gossip_delay_ms"] for n in names[1:]},
+        "follower_delivery_delay_ms": {n: phase.after[n]["delivery_delay_ms"]
+                                       for n in names[1:]},
     }
 
 

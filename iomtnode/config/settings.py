@@ -33,7 +33,7 @@ class Config:
     # listen address, or when that is a wildcard the local IP toward a known peer
     advertise_address: str = ""
     metrics_listen: str = ""  # Prometheus exposition at http://HOST:PORT/metrics; empty: off
-    block_interval_s: float = 0.25
+    block_interval_s: float = 0.05
     empty_block_interval_s: float = 5.0
     mempool_max_txs: int = 50_000
     max_block_txs: int = 10_000

@@ -47,7 +47,9 @@ advertise_address = "{advertise_address}"
 # Prometheus metrics at http://HOST:PORT/metrics (docs/metrics.md); empty: no endpoint.
 metrics_listen = "{metrics_listen}"
 
-# Seconds between blocks while transactions are waiting (the least gap between blocks).
+# While transactions are waiting, a block is proposed as soon as the previous one is final,
+# but no sooner than this many seconds after the previous one was: at most one block per
+# interval (each block costs every authority its votes and a synced write).
 block_interval_s = {block_interval_s}
 
 # Seconds after which an empty block is made when nothing is waiting.

@@ -5,17 +5,19 @@ sleeps, signs, stores and sends; every decision is the machine's. Its contract:
 
 - Heights: the machine of height ``h`` is made when the chain's head is ``h - 1``, with
   the authorities of block ``h`` (:meth:`Chain.next_authorities`) and the persisted
-  signing state. It starts (``Start``) ``block_interval_s`` after the previous block
-  with transactions pending, after ``empty_block_interval_s`` without (an empty block),
-  or as soon as another validator's valid message for ``h`` arrives. Whenever the head
-  reaches ``h`` by any path (this driver's commit, relay, sync), it moves on.
+  signing state. It starts (``Start``) with transactions pending as soon as
+  ``block_interval_s`` passed since it last started a height (since it entered ``h`` if it
+  never did); with none, ``empty_block_interval_s`` after the previous block; or as soon as
+  another validator's valid message for ``h`` arrives. Whenever the head reaches ``h`` by
+  any path (this driver's commit, relay, sync), it moves on.
 - Commit: on the machine's ``Commit``, the block (built here, or checked here) is
   committed through :meth:`ChainWriter.commit` with the certificate of the decided
   precommits (:func:`~iomtnode.consensus.votes.commit_certificate`).
 - Signing: after each step that signs, the blocks signed for and the locked and valid
   values are made durable (:class:`~iomtnode.consensus.held.HeldBlocks`), then the
   signing state is recorded (synced) through :class:`~iomtnode.consensus.signing.Signer`,
-  both *before* any signature of that step; own messages go back to the machine, then
+  both *before* any signature of that step (in worker threads); own messages go back to
+  the machine, then
   out through an :class:`~iomtnode.consensus.outbox.Outbox` (resent while undecided). A
   validator restarted at the height it last signed at holds its record's blocks again,
   re-signs its last vote (deterministic ed25519: the same bytes) and sends it again.
@@ -123,6 +125,7 @@ class Driver:
         self._deferral: Deferral | None = None
         self._timer_seq = itertools.count()
         self._validators: tuple[bytes, ...] = ()
+        self._started_at = -math.inf  # when this driver started the height it decides
         self._reset(0, None)
         writer.feed.listen(each_block(self._on_committed))
 
@@ -130,6 +133,9 @@ class Driver:
         self.height = height
         self.machine = machine
         self._entered_at = trio.current_time() if machine is not None else 0.0
+        started = self._started_at  # the last start here (none yet: count from this entry)
+        self._previous_start = started if started > -math.inf else self._entered_at
+        self._started_at = -math.inf
         self._started = False
         self._others_started = False
         self._timers: list[tuple[float, int, TimeoutFired]] = []
@@ -226,9 +232,9 @@ class Driver:
     def _start_at(self) -> float:
         if self._others_started:
             return -math.inf
-        wait = (self._config.block_interval_s if len(self._mempool)
-                else self._config.empty_block_interval_s)
-        return self._entered_at + wait
+        if len(self._mempool):
+            return max(self._entered_at, self._previous_start + self._config.block_interval_s)
+        return self._entered_at + self._config.empty_block_interval_s
 
     async def _tick(self) -> None:
         """Do everything that is due: commit a decision, follow the head, fix the signing
@@ -246,6 +252,7 @@ class Driver:
             now = trio.current_time()
             if not self._started and now >= self._start_at():
                 self._started = True
+                self._started_at = now
                 self._outbox.started(now)
                 await self._step(Start(now))
             elif self._timers and self._timers[0][0] <= now:
@@ -318,9 +325,10 @@ class Driver:
             signing = [a.block_hash for a in actions
                        if isinstance(a, BroadcastProposal | BroadcastVote)]
             if self._signer is not None and signing:  # both synced, before signing
-                await self._held.make_durable(
-                    [*signing, self.machine.locked_value, self.machine.valid_value])
-                self._signer.record(self.machine.signing_state)
+                await self._held.make_durable([*signing, self.machine.locked_value,
+                                               self.machine.valid_value])
+                await self._signer.record_aside(self.machine.signing_state,
+                                                inline=self._config.inline_io)
             for action in actions:
                 await self._do(action, queue)
 

@@ -34,6 +34,7 @@ from types import TracebackType
 from typing import Protocol
 
 import structlog
+import trio
 
 from ..core import codec
 from ..core.crypto import SigningKey
@@ -221,6 +222,7 @@ class Signer:
     def public(self) -> bytes:
         return self._key.public
 
+
     def record(self, state: SigningState) -> None:
         """Persist ``state`` (synced) unless it is the one recorded already.
 
@@ -233,6 +235,15 @@ class Signer:
             raise ValueError(f"signing state going back from {self.state} to {state}")
         self._store.put_meta(META_SIGNING_STATE, signing_record(self.public, state))
         self.state = state
+
+    async def record_aside(self, state: SigningState, *, inline: bool = False) -> None:
+        """:meth:`record` in a worker thread when it writes a file: its fsyncs then hold up
+        the caller (which must wait for them) but not the node's other tasks (admission,
+        gossip, the API). ``inline``, or a store in memory: on this thread."""
+        if isinstance(self._store, SigningStateFile) and not inline:
+            await trio.to_thread.run_sync(self.record, state)
+        else:
+            self.record(state)
 
     def vote(self, vote_type: VoteType, height: int, round_: int, block_hash: bytes) -> Vote:
         """Sign a vote the recorded state covers (see :meth:`_check`)."""

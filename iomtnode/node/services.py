@@ -125,10 +125,11 @@ def build(setup: Setup, store: BlockStore, audit_log: AuditLog) -> Services:
     router = Router(config, key, store, chain.chain_id, chain.genesis.hash, head,
                     transport=setup.transport, now_ms=clock.now_ms)
     inbox = Inbox()
-    gossip = TxGossip(router, inbox, mempool.get)
+    gossip = TxGossip(router, inbox, mempool.get, now_ms=clock.now_ms)
     reconcile = Reconciler(router, gossip, mempool.oldest, mempool.__contains__)
     admission = Admission(mempool, inbox, gossip, feed, now_ms=clock.now_ms,
-                          gossip_delay=figures.gossip_delay)
+                          gossip_delay=figures.gossip_delay,
+                          delivery_delay=figures.delivery_delay)
     sync = BlockSync(router, chain, writer, feed, mempool.verified, on_progress=SyncProgress(),
                      now_ms=clock.now_ms)
     asks = Asks(router)  # requests for blocks' transactions, to route their answers

@@ -22,7 +22,9 @@ from ..core.block import MAX_BLOCK_TXS
 from .ratelimit import Rate
 from .records import MAX_ADDRESS_BYTES
 
-PROTOCOL_VERSION = 4  # 4: TLS 1.3, the handshake bound to it; 3: one BlockTxs pair
+# 5: Txs carry their sender's admission stamp; 4: TLS 1.3, the handshake bound to it;
+# 3: one BlockTxs pair
+PROTOCOL_VERSION = 5
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # one frame; larger frames are refused unread
 MAX_IDS_PER_MESSAGE = MAX_BLOCK_TXS  # ids in an announcement, request or compact block
 MAX_RECORDS_PER_MESSAGE = 64  # peer records in one exchange

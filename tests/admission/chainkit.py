@@ -84,4 +84,4 @@ def admission_of(mempool: Mempool) -> Admission:
     inbox = Inbox()
     return Admission(mempool, inbox, TxGossip(FakeHost([]), inbox, mempool.get),
                      BlockFeed(0), now_ms=lambda: T0 + 60_000,
-                     gossip_delay=LatencyWindow())
+                     gossip_delay=LatencyWindow(), delivery_delay=LatencyWindow())

@@ -18,6 +18,7 @@ from iomtnode.metrics import LatencyWindow
 from ..core.sealkit import sealed_reading
 
 CHAIN = "iomt-test"
+PUSHED_MS = 1500  # the fake node's clock when its gossip stamps a push
 DEVICE = SigningKey(blake2b256(b"device"))
 
 
@@ -29,6 +30,7 @@ def reading(seq: int) -> SignedTx:
 class FakePeer:
     node_id: bytes
     sent: list = field(default_factory=list)
+    queued_bytes: int = 0  # bytes waiting for the link (0: idle); sends here never wait
 
     def send(self, msg) -> bool:
         self.sent.append(msg)
@@ -121,11 +123,12 @@ class Gossiping:
     peers: list[FakePeer]
     pool: FakeMempool
     feed: BlockFeed
+    delivery_delay: LatencyWindow
 
-    async def deliver(self, peer: FakePeer, raws: list[bytes]) -> None:
-        """``peer`` pushes ``raws``; returns once admission has handled them (the service
-        must be running)."""
-        await self.gossip.queue_txs(peer, Txs(raws))
+    async def deliver(self, peer: FakePeer, raws: list[bytes], admitted_ms: int = 0) -> None:
+        """``peer`` pushes ``raws`` (stamped ``admitted_ms``); returns once admission has
+        handled them (the service must be running)."""
+        await self.gossip.queue_txs(peer, Txs(raws, admitted_ms))
         with trio.fail_after(5):
             await self.inbox.wait_admitted(self.inbox.mark())
 
@@ -137,8 +140,10 @@ def gossiping(n_peers: int = 3, refuse: Exception | None = None, *,
     host = FakeHost(peers)
     pool = FakeMempool(refuse) if pool is None else pool
     inbox = Inbox() if capacity_txs is None else Inbox(capacity_txs)
-    gossip = TxGossip(host, inbox, pool.get, relay_delay_s=relay_delay_s)
+    gossip = TxGossip(host, inbox, pool.get, relay_delay_s=relay_delay_s,
+                      now_ms=lambda: PUSHED_MS)
     feed = BlockFeed(0)
+    delivery_delay = LatencyWindow()
     admission = Admission(pool, inbox, gossip, feed, now_ms=lambda: 2000,
-                          gossip_delay=LatencyWindow())
-    return Gossiping(admission, gossip, inbox, host, peers, pool, feed)
+                          gossip_delay=LatencyWindow(), delivery_delay=delivery_delay)
+    return Gossiping(admission, gossip, inbox, host, peers, pool, feed, delivery_delay)

@@ -24,11 +24,14 @@ class Node:
         self.host = FakeHost(self.peers)
         self.mempool = Mempool(chain, now_ms=lambda: T0 + 60_000)
         self.inbox = Inbox(capacity_txs, client_txs=client_txs)
-        self.gossip = TxGossip(self.host, self.inbox, self.mempool.get, relay_delay_s=0)
+        self.gossip = TxGossip(self.host, self.inbox, self.mempool.get, relay_delay_s=0,
+                               now_ms=lambda: T0 + 60_000)
         self.feed = BlockFeed(chain.height)
         self.gossip_delay = LatencyWindow()
+        self.delivery_delay = LatencyWindow()
         self.admission = Admission(self.mempool, self.inbox, self.gossip, self.feed,
-                                   now_ms=lambda: T0 + 60_000, gossip_delay=self.gossip_delay)
+                                   now_ms=lambda: T0 + 60_000, gossip_delay=self.gossip_delay,
+                                   delivery_delay=self.delivery_delay)
         self.hops: list[int] = []  # transactions per verification call (one per step)
         real = self.mempool.verifier.verify
 

@@ -13,7 +13,7 @@ from iomtnode.p2p import score
 
 from ..core.helpers import pub
 from ..core.sealkit import announce
-from .fakes import CHAIN, DEVICE, Gossiping, gossiping, reading
+from .fakes import CHAIN, DEVICE, PUSHED_MS, Gossiping, gossiping, reading
 
 MANY = [pub(f"G{i}") for i in range(24)]
 
@@ -29,15 +29,32 @@ async def started(nursery, n_peers: int = 3, refuse: Exception | None = None, *,
     return g
 
 
-def test_local_transactions_are_pushed_whole_to_every_peer_in_one_batch():
+def test_local_transactions_are_pushed_whole_to_every_peer_in_one_batch_behind_a_busy_link():
     gossip, _, peers, _ = setup()
+    for peer in peers:
+        peer.queued_bytes = 1000  # a frame waits to be written to each
     txs = [reading(i) for i in range(1, 6)]
     gossip.local(txs[:2])
     gossip.local(txs[2:])
     assert all(p.sent == [] for p in peers)  # nothing is sent per transaction
     gossip.flush()
     for peer in peers:
-        assert peer.sent == [Txs([tx.raw for tx in txs])]
+        assert peer.sent == [Txs([tx.raw for tx in txs], PUSHED_MS)]
+
+
+def test_local_transactions_go_at_once_to_an_idle_link_with_what_waited_for_it():
+    gossip, _, (idle, busy), _ = setup(2)
+    busy.queued_bytes = idle.queued_bytes = 1000
+    first, second, third = reading(1), reading(2), reading(3)
+    gossip.local([first])  # both links busy: it waits
+    assert idle.sent == busy.sent == []
+    idle.queued_bytes = 0  # one link's frames are written
+    gossip.local([second, third])
+    assert idle.sent == [Txs([first.raw, second.raw, third.raw], PUSHED_MS)]  # at once, one message
+    assert busy.sent == []  # still batching behind its frames
+    gossip.flush()
+    assert idle.sent == [Txs([first.raw, second.raw, third.raw], PUSHED_MS)]  # nothing left for it
+    assert busy.sent == [Txs([first.raw, second.raw, third.raw], PUSHED_MS)]
 
 
 async def test_local_transactions_skip_peers_that_have_them_and_large_ones_are_announced():
@@ -49,11 +66,11 @@ async def test_local_transactions_skip_peers_that_have_them_and_large_ones_are_a
     b.sent.clear()
     gossip.local([small, large])
     gossip.flush()
-    assert a.sent == c.sent == [Txs([small.raw]), TxAnnounce([large.id])]
+    assert a.sent == c.sent == [Txs([small.raw], PUSHED_MS), TxAnnounce([large.id])]
     assert b.sent == [TxAnnounce([large.id])]
     gossip.local([small])  # every peer is known to have it now: nothing more is sent
     gossip.flush()
-    assert a.sent == c.sent == [Txs([small.raw]), TxAnnounce([large.id])]
+    assert a.sent == c.sent == [Txs([small.raw], PUSHED_MS), TxAnnounce([large.id])]
 
 
 async def test_relayed_transactions_are_announced_never_echoed_and_admitted_once(nursery):
@@ -85,6 +102,15 @@ async def test_relays_wait_the_delay_and_a_transaction_committed_meanwhile_is_no
     await trio.sleep(0.6)
     gossip.flush()
     assert b.sent == [TxAnnounce([second.id])] and c.sent == [] and a.sent == []
+
+
+async def test_a_stamped_push_times_its_delivery_and_an_unstamped_one_does_not(nursery):
+    g = await started(nursery)  # its admission's clock reads 2000 ms
+    await g.deliver(g.peers[0], [reading(1).raw, reading(2).raw], admitted_ms=1600)
+    await g.deliver(g.peers[1], [reading(3).raw])  # an answer to a request: no stamp
+    await g.deliver(g.peers[1], [reading(1).raw], admitted_ms=1000)  # a copy: not admitted
+    summary = g.delivery_delay.summary()
+    assert (summary["samples"], summary["p50"], summary["max"]) == (2, 400, 400)
 
 
 async def test_the_flusher_announces_relays_when_due(nursery, autojump_clock):

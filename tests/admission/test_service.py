@@ -68,7 +68,7 @@ async def test_clients_and_peers_share_one_inbox_clients_first_each_source_in_or
     assert [txlog.is_pending(tx.id) for tx in r] == [False, False, True, True, False]
     assert node.inbox.mark() == 3  # progress counts what peers pushed
     node.gossip.flush()  # the client's pushed to both; each peer's relayed to the other
-    assert a.of(Txs) == b.of(Txs) == [Txs([r[2].raw, r[3].raw])]
+    assert a.of(Txs) == b.of(Txs) == [Txs([r[2].raw, r[3].raw], T0 + 60_000)]  # stamped
     assert a.of(TxAnnounce) == [TxAnnounce([r[4].id])]
     assert b.of(TxAnnounce) == [TxAnnounce([r[0].id, r[1].id])]
     assert node.gossip_delay.total == 3  # readings admitted from peers

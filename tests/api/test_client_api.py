@@ -41,7 +41,7 @@ STATUS_KEYS = [
     "finalized_height", "authorities", "round", "authorities_with_evidence", "mempool_size",
     "dropped_txs", "committed_txs", "received_txs", "rejected_txs", "last_commit",
     "signatures_verified", "peers", "p2p_address", "sync_target", "catch_ups",
-    "gossip_delay_ms", "commit_delay_ms", "evidence_seen",
+    "gossip_delay_ms", "commit_delay_ms", "delivery_delay_ms", "evidence_seen",
 ]
 
 
@@ -159,7 +159,7 @@ class FakeStatus:
             FakePeers().stats(),
             SyncStats(12, ({"from": 1, "to": 12, "txs": 5, "seconds": 0.5},), 11),
             ConsensusStats(self.deciding, ({"authority": KNOWN.hex()},), 0, 0),
-            NodeStats(EMPTY, EMPTY, (42, 99), 0.0, LatencyWindow().histogram(),
+            NodeStats(EMPTY, EMPTY, EMPTY, (42, 99), 0.0, LatencyWindow().histogram(),
                       LatencyWindow().histogram()))
 
 

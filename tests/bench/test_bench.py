@@ -28,8 +28,8 @@ KEYS: dict[str, type | tuple[type, ...]] = {
     "readings_finalized": int, "readings_found": dict, "readings_accepted": int,
     "reading_bytes": int, "bootstrap": dict, "cores": int, "mode": str, "phases": list,
     "saturation": dict, "fixed_rate_load": dict, "follower_commit_delay_ms": dict,
-    "follower_gossip_delay_ms": dict, "cost_phase": str, "verify_per_s_one_core_after": int,
-    "verify_drift": float, "network": dict, "node_env": dict,
+    "follower_gossip_delay_ms": dict, "follower_delivery_delay_ms": dict, "cost_phase": str,
+    "verify_per_s_one_core_after": int, "verify_drift": float, "network": dict, "node_env": dict,
 }
 POINT_KEYS = {"offered_rate", "p50", "p99", "max", "achieved_rate", "kind"}
 

@@ -137,7 +137,7 @@ def make_phase(kind: str, rate: float, *, committed: int, elapsed: float, lat: f
     phase.load = {"committed": committed, "accepted": committed, "elapsed_s": elapsed,
                   "latency_ms": {"p50": lat, "p99": 2 * lat, "max": 3 * lat}}
     snap = {"committed": base, "bytes_out": 1000, "cpu_s": 1.0, "rss_mb": 50.0,
-            "commit_delay_ms": {}, "gossip_delay_ms": {}}
+            "commit_delay_ms": {}, "gossip_delay_ms": {}, "delivery_delay_ms": {}}
     phase.before = {"node1": snap, "node2": snap}
     phase.after = {n: {**snap, "committed": total, "bytes_out": 1000 + 300 * committed,
                        "cpu_s": 1.0 + committed * 0.001, "rss_mb": 60.0 + i}

@@ -165,7 +165,7 @@ REFUSED = {
     "api_listen": "7545", "api_max_connections": 100_001, "api_max_connections_per_ip": 257,
     "api_idle_timeout_s": 0.5, "api_requests_per_s": 0.5, "p2p_listen": "host:port",
     "advertise_address": "node-0.iomt", "metrics_listen": ":9464", "block_interval_s": 0.0,
-    "empty_block_interval_s": 0.1, "mempool_max_txs": 0, "max_block_txs": 10_001,
+    "empty_block_interval_s": 0.01, "mempool_max_txs": 0, "max_block_txs": 10_001,
     "log_level": "trace", "bootnodes": ("gw.example",), "max_peers": 1001,
     "outbound_slots": -1, "max_inbound_per_ip": 0, "max_inbound_per_netgroup": 0,
     "max_pending_per_ip": 1001, "max_pending_per_netgroup": 1001, "ban_s": 31 * 86400.0,

@@ -22,7 +22,7 @@ def test_a_frame_in_another_form_is_the_same_message():
     # nothing hashes a frame, so its own form is not checked (a peer's msgpack library may
     # pick longer headers); what it carries is checked for its form where it is decoded
     tx = sealed_reading(key("hr1"), 1, 1, CHAIN_ID)  # [body, signature, sidecar]
-    loose = longer_form(encode_message(Txs([tx.raw])))  # [5, [raw]] in an array16
+    loose = longer_form(encode_message(Txs([tx.raw])))  # [5, [raw], stamp] in an array16
     loose = loose[:4] + b"\xdc\x00\x01" + loose[5:]  # and the list of txs in one too
     assert decode_message(loose) == Txs([tx.raw])
     assert decode_tx(decode_message(loose).txs[0], complete=True) == tx
@@ -32,7 +32,8 @@ def test_a_frame_in_another_form_is_the_same_message():
 
 
 def frame(kind: int, items: list) -> bytes:
-    return codec.encode([kind, items])
+    stamp = [0] if kind == Txs.KIND else []  # Txs.admitted_ms
+    return codec.encode([kind, items, *stamp])
 
 
 def test_batches_round_trip():
