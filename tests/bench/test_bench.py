@@ -68,7 +68,8 @@ def test_short_bench_reports_every_key_and_consistent_figures(tmp_path: Path):
     check_types(result)
     assert result["nodes"] == 2 and result["mode"] == "full"
     assert result["network"] == {"netns": False, "rtt_ms": 0.0}  # loopback, no delay
-    assert result["node_env"]["IOMTNODE_BLOCK_INTERVAL_S"] == "0.25"
+    assert result["node_env"]["IOMTNODE_EMPTY_BLOCK_INTERVAL_S"] == "5"
+    assert "IOMTNODE_BLOCK_INTERVAL_S" not in result["node_env"]  # the nodes' default timing
 
     # every reading the load saw finalized is in every node's chain, and nothing else
     finalized = result["readings_finalized"]

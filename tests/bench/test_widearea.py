@@ -49,7 +49,7 @@ def test_round_timeouts_grow_with_the_nodes_beyond_four():
 def test_the_scaled_timeouts_are_settings_a_node_reads(tmp_path: Path):
     config = load_config(tmp_path / "missing.toml", env=node_env(16))
     assert config.timeout_propose_s == 4.0 and config.timeout_delta_s == 2.0
-    assert config.block_interval_s == 0.25
+    assert config.empty_block_interval_s == 5.0  # the bench's; the rest are the defaults
 
 
 # ---- the CLI's refusals -------------------------------------------------------------------
