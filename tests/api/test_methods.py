@@ -105,6 +105,32 @@ async def test_status_says_when_the_latest_commit_was(running_node):
     assert started <= last["time_ms"] <= now_ms()
 
 
+async def epoch_and_payload_refusals(client, rn, device, stream) -> None:
+    """An admitted ``device`` of a ``stream`` with no epoch yet: its readings are refused
+    until the stream announces one (announced here), then for an epoch not announced and a
+    sealed payload left out, cut short or not the one the body commits to."""
+    # the stream has announced no epoch: there is no key its readings could be sealed to
+    msg = await expect_error(client, 1025, "submit_reading", tx=reading(rn, device, 1))
+    assert "no epoch" in msg
+    announcement = kit.announce(stream, rn.chain_id)
+    await client.call("submit_tx", tx=announcement.raw.hex())
+    await wait_committed(client, announcement.id.hex())
+    # an epoch the stream has not announced
+    msg = await expect_error(client, 1025, "submit_reading",
+                             tx=reading(rn, device, 1, epoch=2))
+    assert "not announced" in msg
+    # the sealed payload left out, cut short, or not the one the body commits to
+    whole = kit.sealed_reading(device, 1, now_ms(), rn.chain_id)
+    msg = await expect_error(client, 1026, "submit_reading", tx=stripped(whole).raw.hex())
+    assert "none was sent" in msg
+    short = codec.encode([whole.body_bytes, whole.signature, whole.sidecar[:-1]])
+    await expect_error(client, 1026, "submit_reading", tx=short.hex())
+    other = kit.sidecar_for(device.public, 99)
+    swapped = codec.encode([whole.body_bytes, whole.signature, other])
+    msg = await expect_error(client, 1027, "submit_reading", tx=swapped.hex())
+    assert "commitment" in msg
+
+
 async def test_chain_rule_errors_have_codes_and_reasons(running_node):
     rn = running_node
     device, stream, stranger = SigningKey.generate(), SigningKey.generate(), SigningKey.generate()
@@ -112,26 +138,7 @@ async def test_chain_rule_errors_have_codes_and_reasons(running_node):
         msg = await expect_error(client, 1002, "submit_reading", tx=reading(rn, device, 1))
         assert "not admitted" in msg
         await admit(client, rn, device, stream, epoch=False)
-        # the stream has announced no epoch: there is no key its readings could be sealed to
-        msg = await expect_error(client, 1025, "submit_reading", tx=reading(rn, device, 1))
-        assert "no epoch" in msg
-        announcement = kit.announce(stream, rn.chain_id)
-        await client.call("submit_tx", tx=announcement.raw.hex())
-        await wait_committed(client, announcement.id.hex())
-        # an epoch the stream has not announced
-        msg = await expect_error(client, 1025, "submit_reading",
-                                 tx=reading(rn, device, 1, epoch=2))
-        assert "not announced" in msg
-        # the sealed payload left out, cut short, or not the one the body commits to
-        whole = kit.sealed_reading(device, 1, now_ms(), rn.chain_id)
-        msg = await expect_error(client, 1026, "submit_reading", tx=stripped(whole).raw.hex())
-        assert "none was sent" in msg
-        short = codec.encode([whole.body_bytes, whole.signature, whole.sidecar[:-1]])
-        await expect_error(client, 1026, "submit_reading", tx=short.hex())
-        other = kit.sidecar_for(device.public, 99)
-        swapped = codec.encode([whole.body_bytes, whole.signature, other])
-        msg = await expect_error(client, 1027, "submit_reading", tx=swapped.hex())
-        assert "commitment" in msg
+        await epoch_and_payload_refusals(client, rn, device, stream)
         first_ms = now_ms()
         accepted = await client.call("submit_reading", tx=reading(rn, device, 1, first_ms))
         assert len(accepted["id"]) == 64
@@ -171,26 +178,7 @@ async def test_batch_reports_each_reading(running_node):
     device, stream = SigningKey.generate(), SigningKey.generate()
     async with open_client(rn.url) as client:
         await admit(client, rn, device, stream, epoch=False)
-        # the stream has announced no epoch: there is no key its readings could be sealed to
-        msg = await expect_error(client, 1025, "submit_reading", tx=reading(rn, device, 1))
-        assert "no epoch" in msg
-        announcement = kit.announce(stream, rn.chain_id)
-        await client.call("submit_tx", tx=announcement.raw.hex())
-        await wait_committed(client, announcement.id.hex())
-        # an epoch the stream has not announced
-        msg = await expect_error(client, 1025, "submit_reading",
-                                 tx=reading(rn, device, 1, epoch=2))
-        assert "not announced" in msg
-        # the sealed payload left out, cut short, or not the one the body commits to
-        whole = kit.sealed_reading(device, 1, now_ms(), rn.chain_id)
-        msg = await expect_error(client, 1026, "submit_reading", tx=stripped(whole).raw.hex())
-        assert "none was sent" in msg
-        short = codec.encode([whole.body_bytes, whole.signature, whole.sidecar[:-1]])
-        await expect_error(client, 1026, "submit_reading", tx=short.hex())
-        other = kit.sidecar_for(device.public, 99)
-        swapped = codec.encode([whole.body_bytes, whole.signature, other])
-        msg = await expect_error(client, 1027, "submit_reading", tx=swapped.hex())
-        assert "commitment" in msg
+        await epoch_and_payload_refusals(client, rn, device, stream)
         second = reading(rn, device, 2, 1000)
         txs = [reading(rn, device, 1), second, second, reading(rn, device, 2, 2000), "zz"]
         result = await client.call("submit_readings", txs=txs)
@@ -226,26 +214,7 @@ async def test_binary_frames_for_devices(running_node):
     device, stream = SigningKey.generate(), SigningKey.generate()
     async with open_client(rn.url) as client:
         await admit(client, rn, device, stream, epoch=False)
-        # the stream has announced no epoch: there is no key its readings could be sealed to
-        msg = await expect_error(client, 1025, "submit_reading", tx=reading(rn, device, 1))
-        assert "no epoch" in msg
-        announcement = kit.announce(stream, rn.chain_id)
-        await client.call("submit_tx", tx=announcement.raw.hex())
-        await wait_committed(client, announcement.id.hex())
-        # an epoch the stream has not announced
-        msg = await expect_error(client, 1025, "submit_reading",
-                                 tx=reading(rn, device, 1, epoch=2))
-        assert "not announced" in msg
-        # the sealed payload left out, cut short, or not the one the body commits to
-        whole = kit.sealed_reading(device, 1, now_ms(), rn.chain_id)
-        msg = await expect_error(client, 1026, "submit_reading", tx=stripped(whole).raw.hex())
-        assert "none was sent" in msg
-        short = codec.encode([whole.body_bytes, whole.signature, whole.sidecar[:-1]])
-        await expect_error(client, 1026, "submit_reading", tx=short.hex())
-        other = kit.sidecar_for(device.public, 99)
-        swapped = codec.encode([whole.body_bytes, whole.signature, other])
-        msg = await expect_error(client, 1027, "submit_reading", tx=swapped.hex())
-        assert "commitment" in msg
+        await epoch_and_payload_refusals(client, rn, device, stream)
         raws = [bytes.fromhex(reading(rn, device, s, 1000 + i)) for i, s in enumerate((1, 2, 2))]
         results = await client.submit_binary([*raws, b"junk"])
         assert [r[0] for r in results] == [0, 0, 1022, 1021]
@@ -270,26 +239,7 @@ async def test_receipt_block_and_device_queries(running_node):
     device, stream = SigningKey.generate(), SigningKey.generate()
     async with open_client(rn.url) as client:
         await admit(client, rn, device, stream, epoch=False)
-        # the stream has announced no epoch: there is no key its readings could be sealed to
-        msg = await expect_error(client, 1025, "submit_reading", tx=reading(rn, device, 1))
-        assert "no epoch" in msg
-        announcement = kit.announce(stream, rn.chain_id)
-        await client.call("submit_tx", tx=announcement.raw.hex())
-        await wait_committed(client, announcement.id.hex())
-        # an epoch the stream has not announced
-        msg = await expect_error(client, 1025, "submit_reading",
-                                 tx=reading(rn, device, 1, epoch=2))
-        assert "not announced" in msg
-        # the sealed payload left out, cut short, or not the one the body commits to
-        whole = kit.sealed_reading(device, 1, now_ms(), rn.chain_id)
-        msg = await expect_error(client, 1026, "submit_reading", tx=stripped(whole).raw.hex())
-        assert "none was sent" in msg
-        short = codec.encode([whole.body_bytes, whole.signature, whole.sidecar[:-1]])
-        await expect_error(client, 1026, "submit_reading", tx=short.hex())
-        other = kit.sidecar_for(device.public, 99)
-        swapped = codec.encode([whole.body_bytes, whole.signature, other])
-        msg = await expect_error(client, 1027, "submit_reading", tx=swapped.hex())
-        assert "commitment" in msg
+        await epoch_and_payload_refusals(client, rn, device, stream)
         sent_raw = reading(rn, device, 1)
         tx_id = (await client.call("submit_reading", tx=sent_raw))["id"]
         with trio.fail_after(10):
