@@ -38,7 +38,6 @@ seen-cache so duplicates cost one lookup.
 from __future__ import annotations
 
 import math
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ import trio
 from ..core import errors as e
 from ..core.tx import MalformedTxError, SignedTx
 from ..p2p import score
+from ..p2p.discovery import wall_clock_ms
 from ..p2p.lru import BoundedSet, IdSet
 from ..p2p.messages import MAX_IDS_PER_MESSAGE
 from ..p2p.peer import Peer
@@ -81,11 +81,6 @@ PROBE_WEIGHT = 0.2  # of each new timing in the running estimate
 # arrive before its device's admission or its stream's epoch announcement)
 TRANSIENT_REFUSALS = (e.MempoolFullError, e.FutureTimestampError, e.UnknownDeviceError,
                       e.UnknownStreamError, e.UnknownEpochError)
-
-
-def wall_clock_ms() -> int:
-    """Push stamps: the wall clock, in ms (a node passes its own clock)."""
-    return int(time.time() * 1000)
 
 
 class _Relay(msgspec.Struct, frozen=True, gc=False):  # one per relayed transaction: cheap
