@@ -127,8 +127,17 @@ def _write_private(path: Path, text: str) -> None:
 
 def _read_key(path: Path) -> SigningKey:
     _check_private(path)
+    return key_from_file(path)
+
+
+def key_from_file(path: Path) -> SigningKey:
+    """The key whose hex ed25519 seed ``path`` holds (whitespace around it ignored), as a
+    home's ``node_key`` does; its mode is not checked (a key being imported, e.g. from a
+    mounted Secret, often 0644). Raises :class:`HomeError` saying what is wrong."""
     try:
         seed = bytes.fromhex(path.read_text().strip())
+    except OSError as exc:
+        raise HomeError(f"cannot read the key file {path}: {exc.strerror or exc}") from None
     except ValueError:
         raise HomeError(f"{path} does not hold a hex ed25519 seed") from None
     if len(seed) != SEED_BYTES:

@@ -10,9 +10,9 @@ import typer
 
 from .. import __version__
 from ..config import ConfigError
-from ..core.crypto import SEED_BYTES, SigningKey
+from ..core.crypto import SigningKey
 from ..core.genesis import Genesis, GenesisError
-from ..home import Home, HomeError, init_home
+from ..home import Home, HomeError, init_home, key_from_file
 from .common import HomeOpt, JsonOpt, emit, fail, run_async
 
 
@@ -68,19 +68,12 @@ def init(
 
 
 def import_key(path: Path) -> SigningKey:
-    """The key in ``path``: its hex ed25519 seed (whitespace around it ignored), as a home's
-    ``node_key`` holds it. Its mode is not checked: a mounted Secret is often 0644."""
+    """The key in ``path``, as a home's ``node_key`` holds it (its mode is not checked: a
+    mounted Secret is often 0644)."""
     try:
-        text = path.read_text().strip()
-    except OSError as exc:
-        fail(f"cannot read the key file {path}: {exc.strerror or exc}")
-    try:
-        seed = bytes.fromhex(text)
-    except ValueError:
-        fail(f"the key file {path} must hold a hex ed25519 seed (as a home's node_key does)")
-    if len(seed) != SEED_BYTES:
-        fail(f"the key file {path} must hold a {SEED_BYTES}-byte seed, holds {len(seed)}")
-    return SigningKey(seed)
+        return key_from_file(path)
+    except HomeError as exc:
+        fail(str(exc))
 
 
 def run(
