@@ -33,16 +33,9 @@ if [ ! -e "$home/node_key" ] && [ ! -e "$home/genesis.json" ]; then
     [ -r "$genesis" ] || fail "cannot read IOMTNODE_GENESIS_FILE $genesis"
     if [ -n "$key_file" ]; then
         [ -r "$key_file" ] || fail "cannot read IOMTNODE_KEY_FILE $key_file"
-        # A Secret's file may be readable by the pod's group (Kubernetes' fsGroup makes it
-        # so): init reads a copy only this user can read, removed once the key is home.
-        parent=$(dirname "$home")
-        mkdir -p "$parent"
-        private="$parent/.node_key.import"
-        trap 'rm -f "$private"' EXIT
-        (umask 077 && cat "$key_file" >"$private")
-        iomtnode init --home "$home" --key-file "$private" --genesis "$genesis" --json
-        rm -f "$private"
-        trap - EXIT
+        # init copies the seed into the home's node_key (mode 0600); it reads a Secret's
+        # file whatever its mode (Kubernetes' fsGroup makes it readable by the pod's group)
+        iomtnode init --home "$home" --key-file "$key_file" --genesis "$genesis" --json
     else
         iomtnode init --home "$home" --genesis "$genesis" --json
     fi
