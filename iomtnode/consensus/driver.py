@@ -117,8 +117,8 @@ class Driver:
         self._held = HeldBlocks(wal if signer is not None else None, inline=config.inline_io)
         self._blocks = BlockMaker(writer, mempool)
         self._inbox = inbox
-        self._inbound = Inbound(chain, self._blocks, network, mempool, inbox=inbox,
-                                known_block=lambda block_hash: block_hash in self._held)
+        self._inbound = Inbound(chain, self._blocks, network, mempool, inbox=inbox, own=(
+            signer and signer.public), known_block=lambda h: h in self._held)
         self._outbox = Outbox(network, self._inbound, config.resend_interval_s)
         self._evidence = EvidenceLog(on_evidence)
         self._peer_heads = peer_heads

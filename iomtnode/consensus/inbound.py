@@ -25,12 +25,11 @@ a block, each proposal waiting for it). A message passes only if it is:
 
 Garbage costs the sending peer (:mod:`iomtnode.p2p.score`): malformed, from a
 non-authority or a non-proposer, or a bad signature. A message that passed is relayed
-once to the other peers (a proposal only if its block is valid, and only to peers not
-known to hold it: :class:`~iomtnode.consensus.proposals.ProposalRelay`), so a network
-need not be fully connected. Every message handled (and every one this node signed,
-:meth:`Inbound.mark_own`) goes in the seen-cache, by hash of its signed bytes: copies
-from other peers cost nothing more (a copy of a proposal notes its sender as holding it,
-and as a source of the transactions while they are fetched).
+once, to the peers not known to hold or need it (a proposal only if its block is valid:
+:mod:`.relay`), so a network need not be fully connected. Every message handled (and
+every one this node signed, :meth:`Inbound.mark_own`) goes in the seen-cache, by hash of
+its signed bytes: copies from other peers cost nothing more (a copy notes its sender as
+holding it; of a proposal, also as a source of the transactions while they are fetched).
 
 Queueing is bounded by count (:data:`INBOX_MESSAGES`) and by the bytes of compact proposals
 and fetched transactions (:data:`INBOX_PROPOSAL_BYTES`); beyond, messages are dropped and
@@ -40,7 +39,6 @@ counted in :attr:`Inbound.dropped` (peers resend their own messages of an undeci
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import structlog
 import trio
@@ -56,11 +54,12 @@ from ..core.vote import MalformedVoteError, Vote, decode_vote
 from ..p2p import score
 from ..p2p.lru import BoundedSet
 from .blocks import BlockMaker
+from .checked import Checked
 from .machine import ProposalReceived, VoteReceived
 from .messages import ConsensusProposal, ConsensusVote
 from .nextheight import NextHeight
 from .proposals import FetchNetwork, Waiting, check_compact
-from .relay import ProposalRelay
+from .relay import ProposalRelay, VoteRelay
 from .votes import NO_ROUND, Proposal, decode_proposal
 
 log = structlog.get_logger(__name__)
@@ -83,39 +82,17 @@ def _size(msg: InboundMessage) -> int:
     return 0
 
 
-@dataclass(frozen=True, slots=True)
-class Checked:
-    """A peer's message that passed every check, as the event to step the machine with;
-    ``block`` is a proposal's block when it was checked here (valid, not held before)."""
-
-    peer_id: bytes
-    event: VoteReceived | ProposalReceived
-    block: BuiltBlock | None = None
-
-    @property
-    def signer(self) -> bytes:
-        """The authority that signed the message."""
-        if isinstance(self.event, VoteReceived):
-            return self.event.vote.validator
-        return self.event.proposal.proposer
-
-    @property
-    def height(self) -> int:
-        if isinstance(self.event, VoteReceived):
-            return self.event.vote.height
-        return self.event.proposal.height
-
-
 class Inbound:
     """Queue and check peers' consensus messages for one driver (see the module doc).
 
     ``known_block(hash)`` tells whether the driver holds a block already (checked, or
-    built here), so a proposal of it is not checked again. Proposed blocks' transactions
+    built here), so a proposal of it is not checked again; ``own`` is this node's
+    authority key (None: an observer). Proposed blocks' transactions
     come from ``mempool`` (once admission's ``inbox`` has caught up) or from peers."""
 
     def __init__(self, chain: Chain, blocks: BlockMaker, network: ConsensusNetwork,
                  mempool: Mempool, *, known_block: Callable[[bytes], bool],
-                 inbox: Progress | None = None) -> None:
+                 inbox: Progress | None = None, own: bytes | None = None) -> None:
         self._chain = chain
         self._blocks = blocks
         self._network = network
@@ -125,6 +102,7 @@ class Inbound:
             verify=mempool.verifier.verify_now, what="proposal")
         self._whole: list[tuple[Block, list[Waiting]]] = []  # made whole by the mempool
         self._relay = ProposalRelay(network)
+        self._votes = VoteRelay(network, own)
         self._send, self._inbox = trio.open_memory_channel[
             tuple[bytes, InboundMessage] | None](INBOX_MESSAGES)
         self._queued_bytes = 0
@@ -165,6 +143,8 @@ class Inbound:
             if key in self._seen:
                 if isinstance(msg, ConsensusProposal):
                     self._copy(key, peer_id, msg)
+                else:
+                    self._votes.holds(key, peer_id)
                 return
         size = _size(msg)
         if self._queued_bytes + size > INBOX_PROPOSAL_BYTES:
@@ -193,7 +173,8 @@ class Inbound:
         Meanwhile, fetches that are late go to the next source and relays that are due
         are sent."""
         item: tuple[bytes, InboundMessage] | None = None
-        with trio.move_on_at(min(deadline, self._fetcher.deadline(), self._relay.deadline())):
+        with trio.move_on_at(min(deadline, self._fetcher.deadline(), self._relay.deadline(),
+                                 self._votes.deadline())):
             item = await self._inbox.receive()
             if item is None:
                 self._nudged = False
@@ -202,6 +183,7 @@ class Inbound:
         now = trio.current_time()
         self._whole.extend(self._fetcher.tick(now))
         self._relay.tick(now)
+        self._votes.tick(now)
         return item
 
     async def completed(self) -> list[Checked]:
@@ -235,6 +217,7 @@ class Inbound:
         self._fetcher.clear()
         self._whole.clear()
         self._relay.clear()
+        self._votes.enter(height, validators)
         return self._next.take()
 
     async def check(self, peer_id: bytes, msg: InboundMessage) -> list[Checked]:
@@ -273,6 +256,7 @@ class Inbound:
         except BadSignatureError as exc:
             penalize(peer_id, score.BAD_SIGNATURE, f"consensus message: {exc}")
             return False
+        self._votes.ahead(signer)
         if isinstance(signed, Vote):
             self._next.keep_vote(signer, signed.round, int(signed.type), (peer_id, msg))
         else:
@@ -287,7 +271,10 @@ class Inbound:
             penalize(peer_id, score.INVALID_MESSAGE, f"consensus vote: {exc}")
             return None
         key = blake2b256(msg.vote)
-        if key in self._seen or not self._this_height(peer_id, msg, vote):
+        if key in self._seen:
+            self._votes.holds(key, peer_id)  # a copy queued before the first was checked
+            return None
+        if not self._this_height(peer_id, msg, vote):
             return None
         if vote.validator not in self._validators:
             penalize(peer_id, score.INVALID_MESSAGE, "consensus vote: not an authority's")
@@ -300,7 +287,7 @@ class Inbound:
         self._seen.add(key)
         if not vote.is_nil:  # its signer holds the proposal of that block in that round
             self._relay.holds(vote.round, vote.block_hash, vote.validator)
-        self._network.broadcast_consensus(msg, exclude=frozenset((peer_id,)))
+        self._votes.relay(key, msg, vote, peer_id)
         return Checked(peer_id, VoteReceived(vote))
 
     def _copy(self, key: bytes, peer_id: bytes, msg: ConsensusProposal) -> None:
