@@ -11,7 +11,7 @@ in a partially connected one it costs that delay once, at the first hop.
 
 Votes (:class:`VoteRelay`). Every authority sends its own votes to all its peers, so in a
 fully connected network each vote reaches everyone at once; relaying every vote to every
-peer as well made about N^3 vote messages per height (N authorities). Now:
+peer as well made about N^3 vote messages per height (N authorities). Instead:
 
 - **One designated relayer per vote.** At each height, the votes of authority V are relayed
   at once by one other authority, R1 (V's successor in the sorted list of the height's
@@ -23,7 +23,7 @@ peer as well made about N^3 vote messages per height (N authorities). Now:
 - **A conflicting vote goes to everyone.** A vote that conflicts with one held of the same
   signer, round and step is relayed at once, with the one held, to every peer not known to
   hold them, so that every node can name the equivocating authority.
-- **A fallback for partial networks.** :data:`VOTE_FALLBACK_DELAY_S` after a vote came
+- **A fallback for partial networks.** :data:`RELAY_DELAY_S` after a vote came
   from its signer (at once if it was relayed to here: its receivers may not be connected
   to its signer), it is relayed to the peers that neither hold it nor are past it. A peer
   holds a vote if it signed it, sent it here, or was sent it from here; it is past a vote
@@ -51,9 +51,9 @@ from .messages import ConsensusProposal, ConsensusVote
 from .proposals import FetchNetwork
 from .votes import Proposal
 
-RELAY_DELAY_S = 0.05  # a proposal received from its proposer is relayed after this
+RELAY_DELAY_S = 0.25  # a proposal or vote received from its signer waits this long (s) to
+# be relayed to the peers still needing it (longer than a height's steps on a loaded machine)
 HOLDER_KEYS = 256  # (round, block) pairs whose holders are tracked at one height
-VOTE_FALLBACK_DELAY_S = 0.25  # a vote from its signer goes to peers still needing it after
 VOTE_KEYS = 4096  # votes whose holders are tracked at one height (N authorities x 2 steps
 # x rounds: 16 authorities for 128 rounds); beyond, the oldest votes are relayed to all
 
@@ -112,7 +112,7 @@ class VoteRelay:
     and to the peers still needing them after a delay (module doc)."""
 
     def __init__(self, network: FetchNetwork, own: bytes | None = None,
-                 delay_s: float = VOTE_FALLBACK_DELAY_S) -> None:
+                 delay_s: float = RELAY_DELAY_S) -> None:
         self._network = network
         self._own = own  # this node's authority key (None: an observer, relaying no vote)
         self._delay_s = delay_s

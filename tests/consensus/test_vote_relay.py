@@ -14,7 +14,7 @@ import itertools
 import trio
 
 from iomtnode.consensus.messages import ConsensusVote
-from iomtnode.consensus.relay import VOTE_FALLBACK_DELAY_S, VoteRelay
+from iomtnode.consensus.relay import RELAY_DELAY_S, VoteRelay
 from iomtnode.core.crypto import blake2b256
 from iomtnode.core.vote import VoteType, decode_vote, sign_vote
 
@@ -74,11 +74,11 @@ async def test_the_designated_relayers_relay_at_once(tmp_path, autojump_clock):
         a.driver.on_message(pub(v1), first)
         a.driver.on_message(pub(v2), second)
         await wait_until(lambda: bool(relays_of(net, "A", second)), every=0.01)
-        assert trio.current_time() - began < VOTE_FALLBACK_DELAY_S
+        assert trio.current_time() - began < RELAY_DELAY_S
         assert relays_of(net, "A", first) == [others(v1)]
         r1 = relayers(1, pub(v2))[0]
         assert relays_of(net, "A", second) == [others(*NAMES) - {r1}]
-        await trio.sleep(2 * VOTE_FALLBACK_DELAY_S)  # the fallback: nobody left for the first
+        await trio.sleep(2 * RELAY_DELAY_S)  # the fallback: nobody left for the first
         assert all(skip >= others("B", "C", "D") for skip in relays_of(net, "A", first)[1:])
 
 
@@ -99,13 +99,13 @@ async def test_the_fallback_waits_and_skips_holders_and_peers_past_the_vote(
         a.driver.on_message(pub(v), prevote)
         a.driver.on_message(pub(copier), prevote)  # a copy
         await wait_until(lambda: bool(relays_of(net, "A", prevote)), every=0.01)
-        assert trio.current_time() - began >= VOTE_FALLBACK_DELAY_S
+        assert trio.current_time() - began >= RELAY_DELAY_S
         assert relays_of(net, "A", prevote) == [others(v, copier, other)]
         precommit = vote(v, VoteType.PRECOMMIT)  # relayed to A: goes on at once
         began = trio.current_time()
         a.driver.on_message(pub(copier), precommit)
         await wait_until(lambda: bool(relays_of(net, "A", precommit)), every=0.01)
-        assert trio.current_time() - began < VOTE_FALLBACK_DELAY_S
+        assert trio.current_time() - began < RELAY_DELAY_S
         assert relays_of(net, "A", precommit) == [others(v, copier)]  # `other` needs it
 
 
@@ -139,7 +139,7 @@ async def test_conflicting_votes_go_to_everyone(tmp_path, autojump_clock):
         a.driver.on_message(pub(v), x)
         a.driver.on_message(pub(peer), y)
         await wait_until(lambda: bool(relays_of(net, "A", y)), every=0.01)
-        assert trio.current_time() - began < VOTE_FALLBACK_DELAY_S
+        assert trio.current_time() - began < RELAY_DELAY_S
         assert relays_of(net, "A", x) == [others(v)]
         assert relays_of(net, "A", y) == [others(v, peer)]
         await wait_until(lambda: len(a.reported) == 1)
