@@ -54,8 +54,8 @@ from .votes import Proposal
 RELAY_DELAY_S = 0.25  # a proposal or vote received from its signer waits this long (s) to
 # be relayed to the peers still needing it (longer than a height's steps on a loaded machine)
 HOLDER_KEYS = 256  # (round, block) pairs whose holders are tracked at one height
-VOTE_KEYS = 4096  # votes whose holders are tracked at one height (N authorities x 2 steps
-# x rounds: 16 authorities for 128 rounds); beyond, the oldest votes are relayed to all
+VOTE_KEYS = 4096  # votes whose holders and conflicts are tracked at one height (N
+# authorities x 2 steps x rounds: 16 authorities for 128 rounds); beyond, the oldest go
 
 
 class ProposalRelay:
@@ -120,7 +120,8 @@ class VoteRelay:
         self._index: dict[bytes, int] = {}
         self._height = 0
         self._holders: OrderedDict[bytes, set[bytes]] = OrderedDict()  # vote key -> peers
-        self._first: dict[tuple[bytes, int, int], tuple[bytes, ConsensusVote]] = {}
+        self._first: OrderedDict[tuple[bytes, int, int], tuple[bytes, ConsensusVote]] = (
+            OrderedDict())  # (authority, round, step) -> its first vote checked here
         self._reached: dict[bytes, tuple[int, int]] = {}  # authority -> (round, step) voted
         self._ahead: set[bytes] = set()  # authorities seen voting at the next height
         self._due: list[tuple[float, int, bytes, ConsensusVote, Vote]] = []
@@ -170,6 +171,8 @@ class VoteRelay:
         if len(self._holders) > VOTE_KEYS:
             self._holders.popitem(last=False)
         first = self._first.setdefault((vote.validator, *at), (key, msg))
+        if len(self._first) > VOTE_KEYS:
+            self._first.popitem(last=False)
         if first[0] != key:  # equivocation: both to everyone (the first, unless it went)
             held = self._holders.get(first[0], set())
             if not held.issuperset(self._order):

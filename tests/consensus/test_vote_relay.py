@@ -14,7 +14,7 @@ import itertools
 import trio
 
 from iomtnode.consensus.messages import ConsensusVote
-from iomtnode.consensus.relay import RELAY_DELAY_S, VoteRelay
+from iomtnode.consensus.relay import RELAY_DELAY_S, VOTE_KEYS, VoteRelay
 from iomtnode.core.crypto import blake2b256
 from iomtnode.core.vote import VoteType, decode_vote, sign_vote
 
@@ -176,3 +176,26 @@ async def test_in_a_line_votes_are_relayed_and_every_node_decides(tmp_path,
         heard_by_a = {decode_vote(m.vote).validator for _, r, m in net.bus.delivered
                       if isinstance(m, ConsensusVote) and r == pub("A")}
         assert heard_by_a & others("C", "D")
+
+
+class Recorder:
+    """A network that records broadcasts (the relay's only use of it)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[ConsensusVote, frozenset[bytes]]] = []
+
+    def broadcast_consensus(self, msg: ConsensusVote, exclude: frozenset[bytes]) -> None:
+        self.sent.append((msg, exclude))
+
+
+def test_what_the_vote_relay_remembers_of_a_height_is_bounded():
+    """An authority voting in round after round cannot grow the relay's memory past
+    VOTE_KEYS votes (holders and first votes by round and step)."""
+    network = Recorder()
+    relay = VoteRelay(network, own=pub("A"))  # type: ignore[arg-type]
+    relay.enter(1, [pub(n) for n in NAMES])
+    for round_ in range(VOTE_KEYS + 10):
+        msg = vote("B", VoteType.PREVOTE, round_=round_)
+        relay.relay(blake2b256(msg.vote), msg, decode_vote(msg.vote), pub("C"))
+    assert len(relay._holders) == VOTE_KEYS and len(relay._first) == VOTE_KEYS
+    assert len(network.sent) == VOTE_KEYS + 10  # each relayed once, at once (from C)
