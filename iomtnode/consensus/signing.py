@@ -11,9 +11,9 @@ proposal or vote at one height, round and step.
   crash in the middle of one leaves the previous record). The driver calls
   :meth:`Signer.record` with the machine's signing state after each step that signs;
   :meth:`Signer.vote` and :meth:`Signer.proposal` refuse (:class:`UnrecordedSignatureError`,
-  a bug) to sign anything the recorded state would
-  still permit, i.e. anything not recorded first, and (:class:`ConflictingSignatureError`)
-  anything at or below what was signed but that same message again.
+  a bug) to sign anything the recorded state would still permit, i.e. anything not
+  recorded first, and (:class:`ConflictingSignatureError`) anything at or below what was
+  signed but that same message again.
 - :class:`SigningLock` is an exclusive ``fcntl.flock`` on ``HOME/signing.lock``
   (:data:`SIGNING_LOCK_FILE`), held while the node may sign. A second process that uses
   the same home (the same key and signing state) cannot take it and refuses to start
