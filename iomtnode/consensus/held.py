@@ -109,7 +109,7 @@ class HeldBlocks:
         blocks = [self._blocks[h][1].block.encode() for h in sorted(kept)]
         raw = codec.encode([WAL_VERSION, self.height, blocks])
         if isinstance(self._wal, SigningStateFile) and not self._inline:
-            await trio.to_thread.run_sync(self._wal.put_meta, META_WAL, raw)  # a file's fsync
+            await trio.to_thread.run_sync(self._wal.put_meta, META_WAL, raw)  # a synced write
         else:  # in memory, or inline: no thread, so a virtual clock never jumps over it
             self._wal.put_meta(META_WAL, raw)
         self._durable, self._asked = kept, wanted
