@@ -252,9 +252,9 @@ class Signer:
         self.state = state
 
     async def record_aside(self, state: SigningState, *, inline: bool = False) -> None:
-        """:meth:`record` in a worker thread when it writes a file: its synced write then holds up
-        the caller (which must wait for them) but not the node's other tasks (admission,
-        gossip, the API). ``inline``, or a store in memory: on this thread."""
+        """:meth:`record` in a worker thread when it writes a file: its synced write then
+        holds up the caller (which must wait for it) but not the node's other tasks
+        (admission, gossip, the API). ``inline``, or a store in memory: on this thread."""
         if isinstance(self._store, SigningStateFile) and not inline:
             await trio.to_thread.run_sync(self.record, state)
         else:
