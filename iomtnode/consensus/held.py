@@ -20,12 +20,15 @@ Cost: one synced write per block a node signs for (not one per vote: a block alr
 durable is not written again). The record holds only what a restart needs, the blocks
 being signed for and the locked and valid values, and the last write's blocks: the signing
 state that names those is replaced only after the write, so a crash between the two still
-finds them. Each write replaces the last.
+finds them. Each write replaces the last: the file is a
+:class:`~iomtnode.consensus.recordfile.RecordFile` (one ``fdatasync`` per write, no rename;
+a crash in the middle of a write leaves the previous record), and a file of the older
+format is rewritten in this one when first read.
 
-Record format (canonical msgpack): ``[VERSION, height, [block, ...]]``, each block in its
-wire encoding. A record that does not decode is logged (``consensus_wal_unreadable``) and
-ignored: the signing state still prevents double-signing; only the restart's liveness is
-at stake.
+Record format (canonical msgpack): ``[VERSION, height, [block, ...]]``, each block in
+its wire encoding. A record that does not decode, or a damaged file, is logged
+(``consensus_wal_unreadable``) and ignored: the signing state still prevents
+double-signing; only the restart's liveness is at stake.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from ..core import codec
 from ..core.block import MalformedBlockError, decode_block
 from ..core.vote import NIL
 from .blocks import BlockMaker
-from .signing import MetaStore, SigningStateFile
+from .signing import MetaStore, SigningStateError, SigningStateFile
 
 log = structlog.get_logger(__name__)
 
@@ -59,7 +62,11 @@ class HeldBlocks:
         self._wal = wal
         self._inline = inline  # write the record on the trio thread even if it is a file
         self._recorded: tuple[int, list[bytes]] | None = None  # (height, encoded blocks)
-        raw = wal.get_meta(META_WAL) if wal is not None else None
+        try:
+            raw = wal.get_meta(META_WAL) if wal is not None else None
+        except SigningStateError as exc:  # a damaged file: as a record that does not decode
+            log.error("consensus_wal_unreadable", reason=str(exc))
+            raw = None
         if raw:
             self._recorded = _decode(raw)
         self.reset(0)
@@ -102,7 +109,7 @@ class HeldBlocks:
         blocks = [self._blocks[h][1].block.encode() for h in sorted(kept)]
         raw = codec.encode([WAL_VERSION, self.height, blocks])
         if isinstance(self._wal, SigningStateFile) and not self._inline:
-            await trio.to_thread.run_sync(self._wal.put_meta, META_WAL, raw)  # a file's fsync
+            await trio.to_thread.run_sync(self._wal.put_meta, META_WAL, raw)  # a synced write
         else:  # in memory, or inline: no thread, so a virtual clock never jumps over it
             self._wal.put_meta(META_WAL, raw)
         self._durable, self._asked = kept, wanted

@@ -6,12 +6,14 @@ proposal or vote at one height, round and step.
 
 - :class:`Signer` keeps the last :class:`~iomtnode.consensus.votes.SigningState` in a
   :class:`MetaStore`: on a node, :class:`SigningStateFile` (``HOME/signing_state``, outside
-  ``data/``, so a resync from an empty data directory keeps it; written atomically and
-  fsynced). The driver calls :meth:`Signer.record` with the machine's signing state
-  after each step that signs; :meth:`Signer.vote` and :meth:`Signer.proposal` refuse
-  (:class:`UnrecordedSignatureError`, a bug) to sign anything the recorded state would
-  still permit, i.e. anything not recorded first, and (:class:`ConflictingSignatureError`)
-  anything at or below what was signed but that same message again.
+  ``data/``, so a resync from an empty data directory keeps it; a
+  :class:`~iomtnode.consensus.recordfile.RecordFile`: each record one synced write, and a
+  crash in the middle of one leaves the previous record). The driver calls
+  :meth:`Signer.record` with the machine's signing state after each step that signs;
+  :meth:`Signer.vote` and :meth:`Signer.proposal` refuse (:class:`UnrecordedSignatureError`,
+  a bug) to sign anything the recorded state would still permit, i.e. anything not
+  recorded first, and (:class:`ConflictingSignatureError`) anything at or below what was
+  signed but that same message again.
 - :class:`SigningLock` is an exclusive ``fcntl.flock`` on ``HOME/signing.lock``
   (:data:`SIGNING_LOCK_FILE`), held while the node may sign. A second process that uses
   the same home (the same key and signing state) cannot take it and refuses to start
@@ -39,6 +41,7 @@ import trio
 from ..core import codec
 from ..core.crypto import SigningKey
 from ..core.vote import NIL, MalformedVoteError, Vote, VoteType, sign_vote
+from .recordfile import RecordFile, RecordFileError
 from .votes import (
     MAX_SIGNING_STATE_BYTES,
     NO_ROUND,
@@ -118,33 +121,45 @@ class SigningStateFile:
     """A :class:`MetaStore` of one file in the node's home, outside ``data/``.
 
     Wiping the chain data to resync must never make an authority forget what it signed,
-    so the signing state does not live in the LevelDB store. Writes are atomic (write a
-    temporary file, fsync, rename, fsync the directory).
+    so the signing state does not live in the LevelDB store. The file is a
+    :class:`~iomtnode.consensus.recordfile.RecordFile`: each record costs one synced write,
+    a crash in the middle of one leaves the previous record, and a file of the older
+    format (the record alone) is rewritten in this one when first read. The node keeps
+    its consensus write-ahead record in a second file of this kind. The file is opened
+    at the first :meth:`get_meta` or :meth:`put_meta` and kept open until :meth:`close`.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._file: RecordFile | None = None  # opened at first use, then kept
+
+    def _opened(self) -> RecordFile:
+        if self._file is None:
+            try:
+                self._file = RecordFile.open(self.path)
+            except RecordFileError as exc:
+                raise SigningStateError(f"{self.path} is damaged ({exc}); refusing to "
+                                        "trust it") from None
+        return self._file
 
     def get_meta(self, name: str) -> bytes | None:
-        try:
-            return self.path.read_bytes()
-        except FileNotFoundError:
-            return None
+        """The file's record (None if there is none). Raises :class:`SigningStateError` if
+        the file holds no whole record."""
+        return self._opened().payload
 
     def put_meta(self, name: str, value: bytes) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        """Make ``value`` the file's record, synced (:meth:`RecordFile.write`). A damaged
+        file (:meth:`get_meta` raised) is replaced whole."""
         try:
-            os.write(fd, value)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            record = self._opened()
+        except SigningStateError:
+            record = self._file = RecordFile.anew(self.path)
+        record.write(value)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 class SigningLock:
@@ -237,9 +252,9 @@ class Signer:
         self.state = state
 
     async def record_aside(self, state: SigningState, *, inline: bool = False) -> None:
-        """:meth:`record` in a worker thread when it writes a file: its fsyncs then hold up
-        the caller (which must wait for them) but not the node's other tasks (admission,
-        gossip, the API). ``inline``, or a store in memory: on this thread."""
+        """:meth:`record` in a worker thread when it writes a file: its synced write then
+        holds up the caller (which must wait for it) but not the node's other tasks
+        (admission, gossip, the API). ``inline``, or a store in memory: on this thread."""
         if isinstance(self._store, SigningStateFile) and not inline:
             await trio.to_thread.run_sync(self.record, state)
         else:

@@ -1,6 +1,7 @@
-"""The signing state reaches the disk before the signature is made: the state file and its
-directory are fsynced (a spy on ``os.fsync``), in order, before the key signs. A SIGKILL
-test cannot see a missing fsync (the page cache survives the process); a power cut can.
+"""The signing state reaches the disk before the signature is made: the state file's new
+record is fdatasynced (or, when the file is made, the file and its directory fsynced, in
+order; spies on ``os.fsync`` and ``os.fdatasync``) before the key signs. A SIGKILL test
+cannot see a missing fsync (the page cache survives the process); a power cut can.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from iomtnode.consensus import signing
+from iomtnode.consensus import recordfile, signing
 from iomtnode.consensus.signing import Signer, SigningStateFile
 from iomtnode.consensus.votes import SigningState, Step, step_of
 from iomtnode.core.vote import VoteType
@@ -43,26 +44,37 @@ class HomeFiles(SigningStateFile):
             self.other[name] = value
 
 
+def newest(raw: bytes) -> bytes:
+    """The record a state file's bytes hold (the newest whole slot)."""
+    return recordfile.read_slots(raw)[3]
+
+
 class DiskSpy:
-    """Records, in order, each fsync of the state file (with the bytes it held), each rename
-    onto it, each fsync of its directory (with the bytes the file then held), and each
-    signature made with ``signer``'s key (what it signed)."""
+    """Records, in order, each fsync of the state file being made (with the record it held),
+    each rename onto it, each fsync of its directory and each fdatasync of the file (with
+    the record the file then held), and each signature made with ``signer``'s key (what it
+    signed)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, path: Path, signer: bytes) -> None:
         self.path = path
         self.tmp = path.with_name(path.name + ".tmp")
         self.signer = signer
         self.events: list[Event] = []
-        real_fsync, real_replace = os.fsync, os.replace
+        real_fsync, real_fdatasync, real_replace = os.fsync, os.fdatasync, os.replace
         real_vote, real_proposal = signing.sign_vote, signing.sign_proposal
 
         def fsync(fd: int) -> None:
             real_fsync(fd)
             info = os.fstat(fd)
             if stat.S_ISDIR(info.st_mode) and info.st_ino == os.stat(path.parent).st_ino:
-                self.events.append(("fsync dir", path.read_bytes()))
+                self.events.append(("fsync dir", newest(path.read_bytes())))
             elif self.tmp.exists() and info.st_ino == os.stat(self.tmp).st_ino:
-                self.events.append(("fsync file", self.tmp.read_bytes()))
+                self.events.append(("fsync file", newest(self.tmp.read_bytes())))
+
+        def fdatasync(fd: int) -> None:
+            real_fdatasync(fd)
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                self.events.append(("fdatasync", newest(path.read_bytes())))
 
         def replace(src: Any, dst: Any) -> None:
             real_replace(src, dst)
@@ -81,14 +93,15 @@ class DiskSpy:
             return real_proposal(k, chain_id, height, round_, *rest)
 
         monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
         monkeypatch.setattr(os, "replace", replace)
         monkeypatch.setattr(signing, "sign_vote", sign_vote)
         monkeypatch.setattr(signing, "sign_proposal", sign_proposal)
 
     def unsynced_signatures(self) -> list[Event]:
-        """Signatures made while the durable state (fsynced as a file, renamed into place,
-        the directory fsynced) still permitted them: each would be signed again after a
-        power cut."""
+        """Signatures made while the durable state (fdatasynced in the file, or fsynced as
+        a new file, renamed into place, the directory fsynced) still permitted them: each
+        would be signed again after a power cut."""
         file_synced: set[bytes] = set()
         renamed = False
         durable = SigningState()
@@ -102,6 +115,8 @@ class DiskSpy:
                     renamed = True
                 case ("fsync dir", raw) if renamed and raw in file_synced:
                     durable = signing.read_signing_record(raw, self.signer) or SigningState()
+                case ("fdatasync", raw):
+                    durable = signing.read_signing_record(raw, self.signer) or SigningState()
                 case ("sign", height, round_, step) if durable.permits(height, round_, step):
                     bad.append(event)
         return bad
@@ -109,15 +124,21 @@ class DiskSpy:
 
 def test_a_recorded_state_is_fsynced_file_then_directory_before_the_signature(
         tmp_path, monkeypatch) -> None:
+    """The first record makes the file (fsync, rename, directory fsync); each later one is
+    one fdatasync of the file; each before the signature it permits."""
     path = tmp_path / "signing_state"
     spy = DiskSpy(monkeypatch, path, pub("A"))
     signer = Signer(key("A"), CHAIN_ID, SigningStateFile(path))
     state = SigningState(5, 2, Step.PREVOTE, b"\x07" * 32)
     signer.record(state)
     signer.vote(VoteType.PREVOTE, 5, 2, b"\x07" * 32)
-    raw = signing.signing_record(pub("A"), state)
+    later = SigningState(5, 2, Step.PRECOMMIT, b"\x07" * 32, 2, b"\x07" * 32, 2, b"\x07" * 32)
+    signer.record(later)
+    signer.vote(VoteType.PRECOMMIT, 5, 2, b"\x07" * 32)
+    raw, raw_later = (signing.signing_record(pub("A"), s) for s in (state, later))
     assert spy.events == [("fsync file", raw), ("rename", "signing_state.tmp"),
-                          ("fsync dir", raw), ("sign", 5, 2, Step.PREVOTE)]
+                          ("fsync dir", raw), ("sign", 5, 2, Step.PREVOTE),
+                          ("fdatasync", raw_later), ("sign", 5, 2, Step.PRECOMMIT)]
     assert spy.unsynced_signatures() == []
 
 
