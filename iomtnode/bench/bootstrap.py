@@ -3,14 +3,23 @@ run made from the other nodes; how many readings/s it verifies and applies."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import shutil
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import trio
 
+from ..admission.verify import usable_cores
 from ..client import open_client
 from ..localnet import Localnet, LocalnetTimeout
-from .progress import Reporter
+from ..localnet.layout import MANIFEST_NAME
+from .machine import ed25519_verify_rate
+from .progress import NullReporter, Reporter
 
 POLL_S = 0.05
 BOOTSTRAP_TIMEOUT_S = 180.0
@@ -74,3 +83,71 @@ async def measure_bootstrap(net: Localnet, *, readings: int, non_readings: int,
 def _from_genesis(status: dict[str, Any]) -> dict[str, Any] | None:
     """The fresh node's catch-up from height 0 (its first), once it has ended."""
     return next((e for e in status.get("catch_ups", []) if e["from_height"] == 0), None)
+
+
+
+# the bootstrap phase alone, again, on the chain an earlier run kept (``bench --out DIR``) --
+
+BENCH_JSON = "bench.json"
+LOCALNET = "localnet"
+MEASURE_TIMEOUT_S = 300.0  # the whole measure: nodes started, the chain synced
+
+
+def copy_chain(bench_dir: Path, to: Path) -> int:
+    """Copy the authorities of the localnet that ``iomtnode bench --out bench_dir`` kept to
+    ``to`` (a new directory), without the nodes it added (the run's own bootstrap node) and
+    with its processes forgotten; returns the readings of its chain (its ``bench.json``)."""
+    result = json.loads((bench_dir / BENCH_JSON).read_text())
+    source = bench_dir / LOCALNET
+    manifest = json.loads((source / MANIFEST_NAME).read_text())
+    nodes = [n for n in manifest["nodes"] if n["authority"]]
+    to.mkdir(parents=True)
+    for node in nodes:
+        shutil.copytree(source / node["name"], to / node["name"],
+                        ignore=shutil.ignore_patterns("node.log"))
+        node.update(home=str(to / node["name"]), pid=None, pid_start=None)
+    manifest.update(dir=str(to), nodes=nodes, simulator=None, supervisor=None, proxies={})
+    (to / MANIFEST_NAME).write_text(json.dumps(manifest))
+    (to / MANIFEST_NAME).chmod(0o600)
+    return int(result["bootstrap"]["readings"])
+
+
+async def bootstrap_only(bench_dir: Path, env: dict[str, str],
+                         reporter: Reporter) -> dict[str, Any]:
+    """The bootstrap phase alone on a copy of the chain ``bench --out bench_dir`` made:
+    the verify rate of one core first (nodes idle, as the run's ceiling), then the fresh
+    node's sync; its rate also as a ratio to every core's verify rate."""
+    cores = usable_cores()
+    verify = ed25519_verify_rate()
+    with tempfile.TemporaryDirectory(prefix="iomtnode-bootstrap-") as tmp:
+        path = Path(tmp) / LOCALNET
+        readings = copy_chain(bench_dir, path)
+        with trio.fail_after(MEASURE_TIMEOUT_S):
+            async with Localnet.start(path=path, env=env) as net:
+                committed = (await net.status(net.names[0]))["committed_txs"]
+                result = await measure_bootstrap(net, readings=readings,
+                                                 non_readings=committed - readings,
+                                                 reporter=reporter)
+    return {"verify_per_s_one_core": round(verify), "cores": cores,
+            "verify_ratio": round(result["readings_per_s"] / (verify * cores), 3),
+            "uptime_load": os.getloadavg(), "bootstrap": result}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m iomtnode.bench.bootstrap DIR [--runs N]``: the bootstrap phase alone on
+    the chain ``iomtnode bench --out DIR`` kept, N times; one JSON object per run."""
+    from .run import node_env  # run imports this module
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("bench_dir", type=Path, help="an earlier `iomtnode bench --out` DIR")
+    parser.add_argument("--runs", type=int, default=1)
+    args = parser.parse_args(argv)
+    nodes = sum(n["authority"] for n in json.loads(
+        (args.bench_dir / LOCALNET / MANIFEST_NAME).read_text())["nodes"])
+    for _ in range(args.runs):
+        result = trio.run(bootstrap_only, args.bench_dir, node_env(nodes), NullReporter())
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
