@@ -1,5 +1,6 @@
-"""Decoding a served range of blocks while worker processes verify its signatures, within a
-budget of decoded transactions held (the memory of a catch-up)."""
+"""Decoding a served range of blocks while worker processes verify its signatures (each
+piece handed on as soon as it is decoded), within a budget of decoded transactions held
+(the memory of a catch-up)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,108 @@
+"""The signatures of a catch-up's transactions, verified in worker processes a piece at a
+time, with one piece more in flight than there are cores.
+
+A syncing node verifies every transaction of every range it fetches, once: none of them
+was seen here before (a node that is behind has not admitted them), and once committed
+they can never be checked again. So the trio thread keeps no per-transaction record of
+them (the admission verifier's set of passed signatures, its in-flight table): a range
+keeps the transaction objects that passed, and the chain's check asks it about exactly
+those objects (:meth:`RangeSignatures.passed`). A transaction that failed is left to the
+chain's check, which verifies it again and refuses its block with the reason.
+
+The trio thread hands each worker its next piece; while it decodes or commits, a worker
+that finished waits for it. One more worker than cores keeps both cores verifying
+meanwhile (:data:`EXTRA_WORKERS`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import structlog
+import trio
+import trio_parallel
+
+from ..admission.sigcheck import SignedParts, check_parts, ready
+from ..admission.verify import usable_cores
+from ..core.tx import ReportEvidence, SignedTx
+
+log = structlog.get_logger(__name__)
+
+EXTRA_WORKERS = 1  # worker processes beyond the cores: a piece is always queued at the OS
+# while the trio thread is busy between two pieces of a worker (up to ~15 ms of decoding)
+
+
+def signed_parts(tx: SignedTx) -> SignedParts:
+    """What a worker needs to verify ``tx`` (:func:`~iomtnode.admission.sigcheck.check_parts`):
+    its signer, domain, id and signature; the whole transaction for evidence (whose votes
+    are verified too)."""
+    if isinstance(tx.body, ReportEvidence):
+        return tx.raw
+    return tx.body.signer, tx.body.DOMAIN.value, tx.id, tx.signature
+
+
+class RangeSignatures:
+    """The transactions of one range that passed verification, as objects (a range's
+    decoded transactions stay alive until it is committed, so an object's identity names
+    exactly the bytes that were verified)."""
+
+    def __init__(self) -> None:
+        self._passed: set[int] = set()
+        self.failed = 0  # transactions whose signature did not verify
+
+    def add(self, piece: Sequence[SignedTx], whys: Sequence[str | None]) -> None:
+        """Record a verified piece: ``whys`` has, per transaction, None or why it failed."""
+        for tx, why in zip(piece, whys, strict=True):
+            if why is None:
+                self._passed.add(id(tx))
+            else:
+                self.failed += 1
+
+    def passed(self, tx: SignedTx) -> bool:
+        """Whether this very object (one of the range's) passed verification."""
+        return id(tx) in self._passed
+
+    def widen(self, verified: Callable[[SignedTx], bool]) -> Callable[[SignedTx], bool]:
+        """:meth:`passed`, or else what ``verified`` says (the node's own record)."""
+        passed = self._passed
+        return lambda tx: id(tx) in passed or verified(tx)
+
+
+class SyncVerifier:
+    """Verifies a catch-up's pieces of transactions for ``chain_id``: in worker processes
+    (``workers`` at once: the cores and :data:`EXTRA_WORKERS`), or on the trio thread when
+    ``inline`` (a virtual clock's node, which has no workers)."""
+
+    def __init__(self, chain_id: str, *, inline: bool, workers: int | None = None) -> None:
+        self.chain_id = chain_id
+        self.inline = inline
+        self.workers = usable_cores() + EXTRA_WORKERS if workers is None else workers
+        self._limiter = trio.CapacityLimiter(max(1, self.workers))
+        self.verified_count = 0  # signatures checked (metrics and tests)
+
+    async def warm(self) -> None:
+        """Start the worker processes not running yet, ahead of the first pieces (they stay
+        until ``trio-parallel``'s idle timeout). Only a head start: one that cannot start
+        is started again by the first piece that needs it, which then fails loudly."""
+        if self.inline:
+            return
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(self.workers):
+                    nursery.start_soon(partial(trio_parallel.run_sync, ready,
+                                               limiter=self._limiter))
+        except* (trio_parallel.BrokenWorkerError, OSError) as group:
+            log.warning("sync_verify_workers_not_started", reason=str(group.exceptions[0]))
+
+    async def verify(self, piece: Sequence[SignedTx], into: RangeSignatures) -> None:
+        """Verify the signatures of ``piece`` and record them in ``into``."""
+        parts = [signed_parts(tx) for tx in piece]
+        if self.inline:
+            whys = check_parts(self.chain_id, parts)
+            await trio.lowlevel.checkpoint()
+        else:
+            whys = await trio_parallel.run_sync(check_parts, self.chain_id, parts,
+                                                limiter=self._limiter)
+        self.verified_count += len(piece)
+        into.add(piece, whys)

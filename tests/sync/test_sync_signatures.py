@@ -1,0 +1,64 @@
+"""A catch-up's signatures: verified by the sync's own verifier (inline under a virtual
+clock, in worker processes in real time), remembered per range as the objects that passed;
+a range holding a certified block with a bad signature costs its server, and the block is
+fetched from an honest peer."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from iomtnode.admission.verify import usable_cores
+from iomtnode.p2p import score
+from iomtnode.sync.signatures import EXTRA_WORKERS, RangeSignatures, SyncVerifier
+
+from ..admission.chainkit import CHAIN_ID, forged, reading, seal_unchecked, source_chain
+from .test_unserved_claims import HEAD, A, B, FakePeer, L, follower
+
+
+@pytest.mark.parametrize("inline", [True, False])
+async def test_a_range_remembers_the_objects_that_passed_and_counts_the_others(inline):
+    good = [reading("d1", seq) for seq in range(1, 6)]
+    bad = forged(reading("d2", 1))
+    verifier = SyncVerifier(CHAIN_ID, inline=inline, workers=2)
+    signatures = RangeSignatures()
+    with trio.fail_after(30):  # real worker processes start
+        await verifier.verify([*good, bad], signatures)
+    assert all(signatures.passed(tx) for tx in good)
+    assert not signatures.passed(bad) and signatures.failed == 1
+    assert verifier.verified_count == 6
+    # the same bytes as another object were not verified as that object: the node's own
+    # record decides for them
+    copy = reading("d1", 1)
+    assert not signatures.passed(copy)
+    assert signatures.widen(lambda tx: tx is copy)(copy)
+    assert not signatures.widen(lambda tx: False)(bad)
+
+
+def test_one_worker_more_than_the_cores():
+    assert EXTRA_WORKERS >= 1
+    assert SyncVerifier(CHAIN_ID, inline=False).workers == usable_cores() + EXTRA_WORKERS
+
+
+async def test_a_certified_block_with_a_bad_signature_costs_its_server(
+        tmp_path, autojump_clock):
+    _, honest = source_chain(tmp_path / "honest", HEAD - 1, 3)  # heights 1..12
+    items = {b.height: [b.encode(), c.encode()] for b, c in honest}
+    base, _ = source_chain(tmp_path / "lie", 0, 3)  # block 1 only, as the honest one
+    lie, certificate = seal_unchecked(base, (forged(reading("d1", 1)),))  # certified
+    lies = {1: items[1], 2: [lie.encode(), certificate.encode()]}
+    liar = FakePeer(L, lies)
+    peers = [liar, FakePeer(A, items), FakePeer(B, items)]
+    sync, host = follower(tmp_path / "follower", peers)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sync.run)
+        for peer in peers:
+            sync.saw_height(peer.node_id, HEAD)
+        with trio.fail_after(5):
+            while sync._chain.height < HEAD:  # noqa: ASYNC110 - no event for the height
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    [(who, points, why)] = host.penalties
+    assert (who, points) == (L, score.INVALID_BLOCK) and "signature" in why
+    assert L not in sync.peer_heights
+    assert sync._chain.block_at(2).hash == honest[1][0].hash != lie.hash
