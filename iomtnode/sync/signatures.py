@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
 
 import structlog
 import trio
@@ -27,7 +26,6 @@ import trio_parallel
 from ..admission.sigcheck import SignedParts, check_parts, ready
 from ..admission.verify import usable_cores
 from ..core.tx import ReportEvidence, SignedTx
-from .sigwork import DOMAIN_BYTE, check_packed, fits
 
 log = structlog.get_logger(__name__)
 
@@ -35,27 +33,13 @@ EXTRA_WORKERS = 1  # worker processes beyond the cores: a piece is always queued
 # while the trio thread is busy between two pieces of a worker (up to ~15 ms of decoding)
 
 
-def pack(piece: Sequence[SignedTx]) -> tuple[bytes, list[int], list[SignedParts], list[int]]:
-    """``piece`` for the workers: the records of :mod:`.sigwork` in one bytes object and the
-    index in ``piece`` of each; the others (evidence, whose votes are verified too, and any
-    whose parts make no record) as :func:`~iomtnode.admission.sigcheck.check_parts` takes
-    them, with their indices."""
-    records: list[bytes] = []
-    packed_at: list[int] = []
-    others: list[SignedParts] = []
-    others_at: list[int] = []
-    for i, tx in enumerate(piece):
-        body = tx.body
-        if type(body) is not ReportEvidence and fits(body.signer, tx.id, tx.signature):
-            records += (DOMAIN_BYTE[body.DOMAIN], body.signer, tx.id, tx.signature)
-            packed_at.append(i)
-        elif isinstance(body, ReportEvidence):
-            others.append(tx.raw)
-            others_at.append(i)
-        else:
-            others.append((body.signer, body.DOMAIN.value, tx.id, tx.signature))
-            others_at.append(i)
-    return b"".join(records), packed_at, others, others_at
+def signed_parts(tx: SignedTx) -> SignedParts:
+    """What a worker needs to verify ``tx`` (:func:`~iomtnode.admission.sigcheck.check_parts`):
+    its signer, domain, id and signature; the whole transaction for evidence (whose votes
+    are verified too)."""
+    if isinstance(tx.body, ReportEvidence):
+        return tx.raw
+    return tx.body.signer, tx.body.DOMAIN.value, tx.id, tx.signature
 
 
 class RangeSignatures:
@@ -113,20 +97,12 @@ class SyncVerifier:
 
     async def verify(self, piece: Sequence[SignedTx], into: RangeSignatures) -> None:
         """Verify the signatures of ``piece`` and record them in ``into``."""
-        packed, packed_at, others, others_at = pack(piece)
-        whys: list[str | None] = [None] * len(piece)
-        if packed:
-            for index, why in await self._run(check_packed, packed):
-                whys[packed_at[index]] = why
-        if others:
-            for at, why in zip(others_at, await self._run(check_parts, others), strict=True):
-                whys[at] = why
+        parts = [signed_parts(tx) for tx in piece]
+        if self.inline:
+            whys = check_parts(self.chain_id, parts)
+            await trio.lowlevel.checkpoint()
+        else:
+            whys = await trio_parallel.run_sync(check_parts, self.chain_id, parts,
+                                                limiter=self._limiter)
         self.verified_count += len(piece)
         into.add(piece, whys)
-
-    async def _run(self, check: Callable[[str, Any], list[Any]], items: Any) -> list[Any]:
-        if self.inline:
-            result = check(self.chain_id, items)
-            await trio.lowlevel.checkpoint()
-            return result
-        return await trio_parallel.run_sync(check, self.chain_id, items, limiter=self._limiter)

@@ -10,8 +10,7 @@ import trio
 
 from iomtnode.admission.verify import usable_cores
 from iomtnode.p2p import score
-from iomtnode.sync.signatures import EXTRA_WORKERS, RangeSignatures, SyncVerifier, pack
-from iomtnode.sync.sigwork import RECORD_BYTES, check_packed
+from iomtnode.sync.signatures import EXTRA_WORKERS, RangeSignatures, SyncVerifier
 
 from ..admission.chainkit import CHAIN_ID, forged, reading, seal_unchecked, source_chain
 from .test_unserved_claims import HEAD, A, B, FakePeer, L, follower
@@ -24,7 +23,7 @@ async def test_a_range_remembers_the_objects_that_passed_and_counts_the_others(i
     verifier = SyncVerifier(CHAIN_ID, inline=inline, workers=2)
     signatures = RangeSignatures()
     with trio.fail_after(30):  # real worker processes start
-        await verifier.verify([*good[:2], bad, *good[2:]], signatures)
+        await verifier.verify([*good, bad], signatures)
     assert all(signatures.passed(tx) for tx in good)
     assert not signatures.passed(bad) and signatures.failed == 1
     assert verifier.verified_count == 6
@@ -34,16 +33,6 @@ async def test_a_range_remembers_the_objects_that_passed_and_counts_the_others(i
     assert not signatures.passed(copy)
     assert signatures.widen(lambda tx: tx is copy)(copy)
     assert not signatures.widen(lambda tx: False)(bad)
-
-
-def test_a_piece_goes_to_the_workers_as_records_and_comes_back_as_the_failed_ones():
-    good = [reading("d1", seq) for seq in range(1, 4)]
-    piece = [good[0], forged(reading("d2", 1)), *good[1:]]
-    packed, packed_at, others, _ = pack(piece)
-    assert len(packed) == 4 * RECORD_BYTES and packed_at == [0, 1, 2, 3] and not others
-    [(index, why)] = check_packed(CHAIN_ID, packed)
-    assert index == 1 and "signature" in why
-    assert check_packed("another-chain", packed)[0][0] == 0  # the chain id is signed too
 
 
 def test_one_worker_more_than_the_cores():
