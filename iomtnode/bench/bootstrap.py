@@ -21,7 +21,8 @@ from ..localnet.layout import MANIFEST_NAME
 from .machine import ed25519_verify_rate, proc_usage, tree_cpu_s
 from .progress import NullReporter, Reporter
 
-POLL_S = 0.05
+POLL_S = 0.2  # the fresh node's status, asked this often: each answer costs its trio
+# thread about a millisecond, which it would otherwise spend syncing
 BOOTSTRAP_TIMEOUT_S = 180.0
 EPISODE_WAIT_S = 10.0  # from reaching the head to the catch-up's end (level with every peer)
 

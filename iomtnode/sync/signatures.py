@@ -1,17 +1,13 @@
-"""The signatures of a catch-up's transactions, verified in worker processes a piece at a
-time, with one piece more in flight than there are cores.
+"""The signatures of a catch-up's transactions, verified in worker processes (one per
+core) a piece at a time.
 
-A syncing node verifies every transaction of every range it fetches, once: none of them
-was seen here before (a node that is behind has not admitted them), and once committed
+A syncing node verifies every transaction of every range it fetches, once: few of them
+were seen here before (a node that is behind admitted few of them), and once committed
 they can never be checked again. So the trio thread keeps no per-transaction record of
 them (the admission verifier's set of passed signatures, its in-flight table): a range
 keeps the transaction objects that passed, and the chain's check asks it about exactly
 those objects (:meth:`RangeSignatures.passed`). A transaction that failed is left to the
 chain's check, which verifies it again and refuses its block with the reason.
-
-The trio thread hands each worker its next piece; while it decodes or commits, a worker
-that finished waits for it. One more worker than cores keeps both cores verifying
-meanwhile (:data:`EXTRA_WORKERS`).
 """
 
 from __future__ import annotations
@@ -28,9 +24,6 @@ from ..admission.verify import usable_cores
 from ..core.tx import ReportEvidence, SignedTx
 
 log = structlog.get_logger(__name__)
-
-EXTRA_WORKERS = 1  # worker processes beyond the cores: a piece is always queued at the OS
-# while the trio thread is busy between two pieces of a worker (up to ~15 ms of decoding)
 
 
 def signed_parts(tx: SignedTx) -> SignedParts:
@@ -71,13 +64,13 @@ class RangeSignatures:
 
 class SyncVerifier:
     """Verifies a catch-up's pieces of transactions for ``chain_id``: in worker processes
-    (``workers`` at once: the cores and :data:`EXTRA_WORKERS`), or on the trio thread when
-    ``inline`` (a virtual clock's node, which has no workers)."""
+    (``workers`` at once: one per core by default), or on the trio thread when ``inline``
+    (a virtual clock's node, which has no workers)."""
 
     def __init__(self, chain_id: str, *, inline: bool, workers: int | None = None) -> None:
         self.chain_id = chain_id
         self.inline = inline
-        self.workers = usable_cores() + EXTRA_WORKERS if workers is None else workers
+        self.workers = usable_cores() if workers is None else workers
         self._limiter = trio.CapacityLimiter(max(1, self.workers))
         self.verified_count = 0  # signatures checked (metrics and tests)
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 import pytest
 import trio
 
-from iomtnode.admission.verify import usable_cores
 from iomtnode.p2p import score
-from iomtnode.sync.signatures import EXTRA_WORKERS, RangeSignatures, SyncVerifier
+from iomtnode.sync.signatures import RangeSignatures, SyncVerifier
 
 from ..admission.chainkit import CHAIN_ID, forged, reading, seal_unchecked, source_chain
 from .test_unserved_claims import HEAD, A, B, FakePeer, L, follower
@@ -33,11 +32,6 @@ async def test_a_range_remembers_the_objects_that_passed_and_counts_the_others(i
     assert not signatures.passed(copy)
     assert signatures.widen(lambda tx: tx is copy)(copy)
     assert not signatures.widen(lambda tx: False)(bad)
-
-
-def test_one_worker_more_than_the_cores():
-    assert EXTRA_WORKERS >= 1
-    assert SyncVerifier(CHAIN_ID, inline=False).workers == usable_cores() + EXTRA_WORKERS
 
 
 async def test_a_certified_block_with_a_bad_signature_costs_its_server(
