@@ -204,7 +204,7 @@ class BlockSync:
             started, height = trio.current_time(), self._chain.height
             txs = self._chain.committed_txs
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._signatures.warm)
+                await nursery.start(self._signatures.warm, self._writer.warm_verifier)
                 while self.target > self._chain.height:
                     before = self._chain.height
                     await self._catch_up()

@@ -12,7 +12,7 @@ chain's check, which verifies it again and refuses its block with the reason.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 import structlog
@@ -72,24 +72,38 @@ class SyncVerifier:
         self.inline = inline
         self.workers = usable_cores() if workers is None else workers
         self._limiter = trio.CapacityLimiter(max(1, self.workers))
+        self._warming = trio.Event()  # set: no warm-up in progress, pieces go ahead
+        self._warming.set()
         self.verified_count = 0  # signatures checked (metrics and tests)
 
-    async def warm(self) -> None:
-        """Start the worker processes not running yet, ahead of the first pieces (they stay
-        until ``trio-parallel``'s idle timeout). Only a head start: one that cannot start
-        is started again by the first piece that needs it, which then fails loudly."""
+    async def warm(self, node_warm: Callable[[], Awaitable[None]], *,
+                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Start the worker processes ahead of the first pieces, which wait until they
+        run (they stay until ``trio-parallel``'s idle timeout): first the node's own
+        (``node_warm``, its verifier's, which a joining node starts as it starts), then
+        these take them. Two warm-ups at once would each start a worker per core.
+
+        Only a head start: a worker that cannot start is started again by the first
+        piece that needs it, which then fails loudly."""
         if self.inline:
+            task_status.started()
             return
+        self._warming = trio.Event()
+        task_status.started()
         try:
+            await node_warm()
             async with trio.open_nursery() as nursery:
                 for _ in range(self.workers):
                     nursery.start_soon(partial(trio_parallel.run_sync, ready,
                                                limiter=self._limiter))
         except* (trio_parallel.BrokenWorkerError, OSError) as group:
             log.warning("sync_verify_workers_not_started", reason=str(group.exceptions[0]))
+        finally:
+            self._warming.set()
 
     async def verify(self, piece: Sequence[SignedTx], into: RangeSignatures) -> None:
         """Verify the signatures of ``piece`` and record them in ``into``."""
+        await self._warming.wait()
         parts = [signed_parts(tx) for tx in piece]
         if self.inline:
             whys = check_parts(self.chain_id, parts)

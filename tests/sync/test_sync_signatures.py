@@ -56,3 +56,26 @@ async def test_a_certified_block_with_a_bad_signature_costs_its_server(
     assert (who, points) == (L, score.INVALID_BLOCK) and "signature" in why
     assert L not in sync.peer_heights
     assert sync._chain.block_at(2).hash == honest[1][0].hash != lie.hash
+
+
+async def test_pieces_wait_for_the_warm_up_so_no_worker_starts_twice():
+    """The node's own warm-up runs first; pieces sent meanwhile would start workers of
+    their own (a second set: two warm-ups at once each start one per core)."""
+    verifier = SyncVerifier(CHAIN_ID, inline=False, workers=1)
+    release, done = trio.Event(), trio.Event()
+    signatures = RangeSignatures()
+
+    async def verify_one() -> None:
+        await verifier.verify([reading("d1", 1)], signatures)
+        done.set()
+
+    with trio.fail_after(30):  # a real worker process starts
+        async with trio.open_nursery() as nursery:
+            await nursery.start(verifier.warm, release.wait)
+            nursery.start_soon(verify_one)
+            with trio.move_on_after(1.0):  # a worker answers well within this
+                await done.wait()
+            assert not done.is_set() and verifier.verified_count == 0
+            release.set()
+            await done.wait()
+    assert verifier.verified_count == 1 and signatures.failed == 0
