@@ -9,6 +9,8 @@ import pytest
 import trio
 
 from iomtnode.p2p import score
+from iomtnode.sync import decoding
+from iomtnode.sync.messages import Blocks
 from iomtnode.sync.signatures import RangeSignatures, SyncVerifier
 
 from ..admission.chainkit import CHAIN_ID, forged, reading, seal_unchecked, source_chain
@@ -79,3 +81,25 @@ async def test_pieces_wait_for_the_warm_up_so_no_worker_starts_twice():
             release.set()
             await done.wait()
     assert verifier.verified_count == 1 and signatures.failed == 0
+
+
+@pytest.mark.parametrize("piece", [1024, 5])
+async def test_pieces_span_blocks_so_small_blocks_make_few_worker_calls(
+        tmp_path, monkeypatch, piece):
+    _, blocks = source_chain(tmp_path / "source", HEAD - 1, 3)  # 4 txs, then 3 a block
+    monkeypatch.setattr(decoding, "VERIFY_PIECE", piece)
+    sizes: list[int] = []
+
+    async def preverify(txs) -> None:
+        sizes.append(len(txs))
+
+    msg = Blocks(1, [[b.encode(), c.encode()] for b, c in blocks])
+    verified = trio.Event()
+    async with trio.open_nursery() as nursery:
+        decoded, fault = await decoding.decode_range(msg, preverify, nursery, verified)
+    assert fault is None and len(decoded) == HEAD and verified.is_set()
+    assert sum(sizes) == 4 + 3 * (HEAD - 1)
+    if piece > sum(sizes):
+        assert sizes == [sum(sizes)]  # one worker call for the whole range, not one a block
+    else:  # at least a piece each, across blocks (one a block would be 4, 3, 3, ...)
+        assert all(size >= piece for size in sizes[:-1]) and sizes[-1] > 0
