@@ -112,7 +112,7 @@ class BlockSync:
         self._writer = writer
         self._feed = feed
         self._verified = verified
-        self._signatures = SyncVerifier(chain.chain_id, inline=writer.inline)
+        self.signatures = SyncVerifier(chain.chain_id, inline=writer.inline)
         self._on_progress = on_progress
         self._now_ms = now_ms
         self.planner = SyncPlanner(chain.genesis.time_ms)
@@ -204,7 +204,7 @@ class BlockSync:
             started, height = trio.current_time(), self._chain.height
             txs = self._chain.committed_txs
             async with trio.open_nursery() as nursery:
-                await nursery.start(self._signatures.warm, self._writer.warm_verifier)
+                await nursery.start(self.signatures.warm, self._writer.warm_verifier)
                 while self.target > self._chain.height:
                     before = self._chain.height
                     await self._catch_up()
@@ -270,7 +270,7 @@ class BlockSync:
                         return
                     msg = answer.msg
                     fetched = _Range(assigned.first, answer.peer_id, len(msg.blocks))
-                    verify = partial(self._signatures.verify, into=fetched.signatures)
+                    verify = partial(self.signatures.verify, into=fetched.signatures)
                     fetched.decoded = await decode_range(msg, verify, verifying,
                                                          fetched.verified, budget)
                     answer.msg = msg = None  # the range's bytes (up to 4 MB) are not needed
@@ -339,7 +339,7 @@ class BlockSync:
             signatures = RangeSignatures()
             async with trio.open_nursery() as verifying:
                 decoded = await decode_range(
-                    msg, partial(self._signatures.verify, into=signatures), verifying,
+                    msg, partial(self.signatures.verify, into=signatures), verifying,
                     trio.Event())
             if not await self._apply(peer_id, len(msg.blocks), decoded, signatures):
                 return False
