@@ -60,6 +60,12 @@ class ChainWriter:
         self._inline = inline
         self._lock = trio.Lock()
 
+    @property
+    def inline(self) -> bool:
+        """Whether this node works on its trio thread alone (a virtual clock): no worker
+        threads or processes."""
+        return self._inline
+
     async def commit(self, built: BuiltBlock, commit: Commit, source: bytes | None = None
                      ) -> bool:
         """Commit ``built`` as the next block; False if another commit took its height first."""

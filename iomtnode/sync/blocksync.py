@@ -10,7 +10,7 @@ in full (certificates against the authority set of its height, signatures, state
 and commits them in order, a range at a time in one synced write (a crash loses at most
 the range being written, which is fetched again). While this thread decodes a round's
 ranges, worker processes verify the signatures of what it decoded so far (see
-:class:`~iomtnode.admission.verify.Verifier`).
+:class:`~.signatures.SyncVerifier`).
 
 A peer that claimed a height and does not serve it is penalised and its claim dropped:
 no answer in ``REQUEST_TIMEOUT_S`` costs :data:`UNSERVED_TIMEOUT_POINTS`, an answer
@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Final
 
 import structlog
@@ -42,6 +43,7 @@ from ..p2p.router import PeerSet
 from .decoding import DECODED_TXS_AHEAD, Decoded, TxBudget, decode_range
 from .messages import GET_BLOCKS_RATE, MAX_BLOCKS_PER_MESSAGE, Blocks, GetBlocks
 from .planner import PARALLEL_PEERS, Assignment, SyncPlanner
+from .signatures import RangeSignatures, SyncVerifier
 
 log = structlog.get_logger(__name__)
 
@@ -76,13 +78,15 @@ class _Answer:
 @dataclass
 class _Range:
     """Consecutive blocks from ``first`` served by ``peer_id``: decoded (up to a fault),
-    and ``verified`` set once the signatures of what decoded are verified."""
+    and ``verified`` set once the signatures of what decoded are verified (those that
+    passed in ``signatures``)."""
 
     first: int
     peer_id: bytes
     count: int  # blocks served
     decoded: Decoded = ([], None)
     verified: trio.Event = field(default_factory=trio.Event)
+    signatures: RangeSignatures = field(default_factory=RangeSignatures)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +100,8 @@ class SyncStats:
 
 class BlockSync:
     """Serves ranges to peers and catches up from them (module doc). ``now_ms`` is the
-    node's wall clock (claims are judged plausible against the chain's age)."""
+    node's wall clock (claims are judged plausible against the chain's age). ``verified``:
+    the transactions verified here before; what it syncs, its :class:`SyncVerifier` checks."""
 
     def __init__(self, host: PeerSet, chain: Chain, writer: ChainWriter, feed: BlockFeed,
                  verified: Callable[[Any], bool],
@@ -107,6 +112,7 @@ class BlockSync:
         self._writer = writer
         self._feed = feed
         self._verified = verified
+        self.signatures = SyncVerifier(chain.chain_id, inline=writer.inline)
         self._on_progress = on_progress
         self._now_ms = now_ms
         self.planner = SyncPlanner(chain.genesis.time_ms)
@@ -198,7 +204,7 @@ class BlockSync:
             started, height = trio.current_time(), self._chain.height
             txs = self._chain.committed_txs
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._writer.warm_verifier)
+                await nursery.start(self.signatures.warm, self._writer.warm_verifier)
                 while self.target > self._chain.height:
                     before = self._chain.height
                     await self._catch_up()
@@ -235,7 +241,7 @@ class BlockSync:
                         break
                     applied = (fetched.first == self._chain.height + 1
                                and await self._apply(fetched.peer_id, fetched.count,
-                                                     fetched.decoded))
+                                                     fetched.decoded, fetched.signatures))
                     budget.give(sum(len(block.txs) for block, _ in fetched.decoded[0]))
                     if not applied:
                         break
@@ -264,8 +270,9 @@ class BlockSync:
                         return
                     msg = answer.msg
                     fetched = _Range(assigned.first, answer.peer_id, len(msg.blocks))
-                    fetched.decoded = await decode_range(msg, self._writer.preverify,
-                                                         verifying, fetched.verified, budget)
+                    verify = partial(self.signatures.verify, into=fetched.signatures)
+                    fetched.decoded = await decode_range(msg, verify, verifying,
+                                                         fetched.verified, budget)
                     answer.msg = msg = None  # the range's bytes (up to 4 MB) are not needed
                     try:
                         await ready.send(fetched)
@@ -329,10 +336,12 @@ class BlockSync:
                 if msg is not CONNECTION_LOST:
                     self._unserved(peer_id, start, msg)
                 return False
+            signatures = RangeSignatures()
             async with trio.open_nursery() as verifying:
-                decoded = await decode_range(msg, self._writer.preverify, verifying,
-                                             trio.Event())
-            if not await self._apply(peer_id, len(msg.blocks), decoded):
+                decoded = await decode_range(
+                    msg, partial(self.signatures.verify, into=signatures), verifying,
+                    trio.Event())
+            if not await self._apply(peer_id, len(msg.blocks), decoded, signatures):
                 return False
         return True
 
@@ -364,14 +373,17 @@ class BlockSync:
         log.info("sync_request_timed_out", peer=peer_id.hex()[:16], start=start)
         return None
 
-    async def _apply(self, peer_id: bytes, count: int, decoded: Decoded) -> bool:
+    async def _apply(self, peer_id: bytes, count: int, decoded: Decoded,
+                     signatures: RangeSignatures) -> bool:
         """Check and commit a decoded range in one batch (see
-        :meth:`ChainWriter.apply_many`); True if all ``count`` blocks were committed. A
-        fault costs the peer :data:`~iomtnode.p2p.score.INVALID_BLOCK` and its claim."""
+        :meth:`ChainWriter.apply_many`), its ``signatures`` verified; True if all ``count``
+        blocks were committed. A fault (a bad signature too) costs the peer
+        :data:`~iomtnode.p2p.score.INVALID_BLOCK` and its claim."""
         blocks, fault = decoded
         committed = 0
         try:
-            committed = await self._writer.apply_many(blocks, peer_id, self._verified)
+            committed = await self._writer.apply_many(blocks, peer_id,
+                                                      signatures.widen(self._verified))
         except InvalidBlockError as exc:
             fault = exc
         if committed:

@@ -1,5 +1,6 @@
-"""Decoding a served range of blocks while worker processes verify its signatures, within a
-budget of decoded transactions held (the memory of a catch-up)."""
+"""Decoding a served range of blocks while worker processes verify its signatures (each
+piece handed on as soon as it is decoded), within a budget of decoded transactions held
+(the memory of a catch-up)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from ..core.block import (
 from ..core.tx import MalformedTxError, SignedTx, decode_tx
 from .messages import Blocks
 
-VERIFY_PIECE = 1024  # transactions decoded, then handed to the verifier, at a time
+VERIFY_PIECE = 1024  # transactions decoded, then handed to the verifier, at a time; a
+# piece spans blocks (those of a quiet hour hold a few each, and a worker's call costs
+# both sides about as much as a hundred signatures), so one holds 1,024 to 2,047
 DECODED_TXS_AHEAD = 32_768  # decoded transactions not committed yet (~1 KB each in memory);
 # a block is decoded beyond it only when nothing else is held
 
@@ -55,14 +58,17 @@ class TxBudget:
 async def decode_range(msg: Blocks, preverify: Preverify, verifying: trio.Nursery,
                        verified: trio.Event, budget: TxBudget | None = None) -> Decoded:
     """The blocks of a range up to the first that does not decode (and why). Each piece of
-    :data:`VERIFY_PIECE` transactions is handed to ``preverify`` (in ``verifying``) as soon
-    as it is decoded; ``verified`` is set once every piece is verified. Each block's
+    at least :data:`VERIFY_PIECE` transactions (across blocks; the range's last piece may
+    hold fewer) is handed to ``preverify`` (in ``verifying``) as soon as it is decoded;
+    ``verified`` is set once every piece is verified. Each block's
     transactions are taken from ``budget`` before they are decoded; the caller gives back
     those of the blocks returned once it is done with them."""
     pieces, to_verify = trio.open_memory_channel[list[SignedTx]](math.inf)
     verifying.start_soon(_verify_pieces, preverify, to_verify, verified)
     blocks: list[tuple[Block, Commit]] = []
+    fault: Exception | None = None
     taken = 0  # this range's own share of the budget so far
+    pending: list[SignedTx] = []  # decoded, not handed on yet
     async with pieces:
         for block_raw, commit_raw in msg.blocks:
             height, held = -1, 0
@@ -75,9 +81,12 @@ async def decode_range(msg: Blocks, preverify: Preverify, verifying: trio.Nurser
                     taken += held
                 txs: list[SignedTx] = []
                 for start in range(0, len(raws), VERIFY_PIECE):
-                    piece = [decode_tx(raw) for raw in raws[start:start + VERIFY_PIECE]]
-                    pieces.send_nowait(piece)
-                    txs.extend(piece)
+                    chunk = [decode_tx(raw) for raw in raws[start:start + VERIFY_PIECE]]
+                    txs.extend(chunk)
+                    pending.extend(chunk)
+                    if len(pending) >= VERIFY_PIECE:
+                        pieces.send_nowait(pending)
+                        pending = []
                     await trio.lowlevel.checkpoint()  # decoding a range takes a while
                 last = decode_commit(last_bytes) if last_bytes else None
                 blocks.append((assemble_block(header_bytes, tuple(txs), last),
@@ -85,10 +94,12 @@ async def decode_range(msg: Blocks, preverify: Preverify, verifying: trio.Nurser
             except (MalformedTxError, MalformedBlockError) as exc:
                 if budget is not None:
                     budget.give(held)  # not kept: only the blocks before it are
-                if isinstance(exc, MalformedTxError):
-                    exc = MalformedBlockError(f"block {height}: {exc}")
-                return blocks, exc
-    return blocks, None
+                fault = (MalformedBlockError(f"block {height}: {exc}")
+                         if isinstance(exc, MalformedTxError) else exc)
+                break
+        if pending:  # the range's last piece
+            pieces.send_nowait(pending)
+    return blocks, fault
 
 
 async def _verify_pieces(preverify: Preverify,

@@ -41,12 +41,16 @@ class FakeChain:
     genesis = GENESIS
 
 
+class FakeWriter:  # never asked to commit here
+    inline = True  # a virtual clock's node: no worker processes
+
+
 async def test_late_answers_are_dropped_and_unrequested_ones_penalised(autojump_clock,
                                                                        monkeypatch):
     monkeypatch.setattr(blocksync, "REQUEST_TIMEOUT_S", 1.0)
     peer = Peer(b"\x01" * 32)
     host = Host(peer)
-    sync = BlockSync(host, FakeChain(), None, None, lambda tx: False)
+    sync = BlockSync(host, FakeChain(), FakeWriter(), None, lambda tx: False)
     assert await sync._request(peer.node_id, 5, 3) is None  # nobody answers in time
     assert peer.sent == [GetBlocks(5, 3)]
     sync.on_blocks(peer, Blocks(5, []))  # the answer, late
