@@ -92,10 +92,10 @@ class _Range:
 @dataclass(frozen=True, slots=True)
 class SyncStats:
     """Block sync's figures at one moment (``status``, metrics)."""
-
     target: int  # the height sync heads for (the node's own when level)
     catch_ups: tuple[dict[str, int | float], ...]  # the last ones (copies), oldest first
     synced_blocks: int  # blocks committed by catch-up since the start (not by live relay)
+    signatures_verified: int  # transaction signatures its catch-ups verified
 
 
 class BlockSync:
@@ -139,7 +139,7 @@ class BlockSync:
     def stats(self) -> SyncStats:
         """Block sync's figures now."""
         return SyncStats(self.target, tuple(dict(c) for c in self.catch_ups),
-                         self.synced_blocks)
+                         self.synced_blocks, self.signatures.verified_count)
 
     def saw_height(self, peer_id: bytes, height: int) -> None:
         self.planner.claimed(peer_id, height)

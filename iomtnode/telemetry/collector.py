@@ -211,7 +211,8 @@ class NodeCollector:
         yield family(RECEIVED, by_label(admission.received_txs))
         yield family(REJECTED, by_label(admission.rejected_txs))
         yield family(DROPPED, by_label(admission.dropped_by_reason))
-        yield family(SIGNATURES, one(admission.signatures_verified))
+        yield family(SIGNATURES, one(admission.signatures_verified
+                                     + status.sync.signatures_verified))
 
     @staticmethod
     def _p2p(status: NodeStatus) -> Iterator[Metric]:

@@ -157,7 +157,7 @@ class FakeStatus:
             AdmissionStats(3, 1, 50, 0, 0, 100, {"client": 7, "peer": 2},
                            {"stale_sequence": 1}, {}),
             FakePeers().stats(),
-            SyncStats(12, ({"from": 1, "to": 12, "txs": 5, "seconds": 0.5},), 11),
+            SyncStats(12, ({"from": 1, "to": 12, "txs": 5, "seconds": 0.5},), 11, 5),
             ConsensusStats(self.deciding, ({"authority": KNOWN.hex()},), 0, 0),
             NodeStats(EMPTY, EMPTY, EMPTY, (42, 99), 0.0, LatencyWindow().histogram(),
                       LatencyWindow().histogram()))
