@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..core import merkle
-from ..core.block import decode_header
+from ..core.block import Commit, decode_header
+from ..core.ledger import State
 from ..core.receipt import Handoff, make_receipt
 from ..core.tx import decode_tx, leaf_of
+from ..store import BlockStore
 
-if TYPE_CHECKING:
-    from .chain import Chain
+
+class Chain(Protocol):
+    """What a receipt reads of :class:`~.chain.Chain`."""
+
+    store: BlockStore
+
+    @property
+    def chain_id(self) -> str: ...
+    def commit_at(self, height: int) -> Commit | None: ...
+    def block_parts_at(self, height: int) -> tuple[bytes, list[bytes]]: ...
+    def state(self) -> State: ...
 
 
 def receipt_of(chain: Chain, tx_id: bytes) -> dict[str, Any] | None:
