@@ -45,6 +45,7 @@ from ..p2p.transport import ip_of
 from .auth import ConnectionAuth
 from .jsonrpc import TOO_MANY_SUBSCRIPTIONS, RpcError
 from .jsonrpc import encode_notification as _encode_notification
+from .wsframes import send_text
 
 log = structlog.get_logger(__name__)
 
@@ -334,7 +335,7 @@ class Connection:
         """The connection's one writer: sends queued replies and notifications in order."""
         try:
             async for message in self._outbox_rx:
-                await ws.send_message(message)
+                await send_text(ws, message)  # a long one in frames: see .wsframes
                 self._queued_bytes -= len(message)
                 self._last_progress = trio.current_time()
                 self._sent.unpark_all()

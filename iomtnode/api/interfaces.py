@@ -57,12 +57,14 @@ class ChainQueries(Protocol):
         """The chain's current authorities."""
         ...
 
-    def block_at(self, height: int) -> Block:
-        """The committed block at ``height``; KeyError (with a message) if there is none."""
+    def block_parts_at(self, height: int) -> tuple[bytes, list[bytes]]:
+        """The header bytes and raw transactions of the committed block at ``height``, not
+        decoded; KeyError (with a message) if there is none."""
         ...
 
-    def block_by_hash(self, block_hash: bytes) -> Block:
-        """The committed block with this hash; KeyError (with a message) if there is none."""
+    def height_of(self, block_hash: bytes) -> int:
+        """The height of the committed block with this hash; KeyError (with a message) if
+        there is none."""
         ...
 
     def commit_at(self, height: int) -> Commit | None:

@@ -105,19 +105,27 @@ class RpcError(Exception):
         return error
 
 
-def _dumps(value: Any) -> str:
+@dataclass(frozen=True, slots=True)
+class JsonParts:
+    """A method's result already in JSON, as pieces that the response joins once: a large
+    result (a block of 10,000 transactions) is never held as objects and text at once."""
+
+    parts: list[str]
+
+
+def compact_json(value: Any) -> str:
     # ASCII only: a lone surrogate (valid in a JSON string escape) cannot be encoded as UTF-8
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
 def encode_error(error: RpcError, id: JsonId = None) -> str:
     """A compact error response."""
-    return _dumps({"jsonrpc": "2.0", "error": error.to_json(), "id": id})
+    return compact_json({"jsonrpc": "2.0", "error": error.to_json(), "id": id})
 
 
 def encode_notification(method: str, params: Any) -> str:
     """A compact notification (a request without id), as the server pushes to subscribers."""
-    return _dumps({"jsonrpc": "2.0", "method": method, "params": params})
+    return compact_json({"jsonrpc": "2.0", "method": method, "params": params})
 
 
 def _reject_constant(name: str) -> Any:
@@ -273,13 +281,17 @@ class Dispatcher:
             return encode_error(RpcError(INVALID_REQUEST, f"invalid request: {reason}"),
                                 id_ if valid_id else None)
         try:
-            response = {"jsonrpc": "2.0", "result": await self._call(request, conn), "id": id_}
+            result = await self._call(request, conn)
+            response = {"jsonrpc": "2.0", "result": result, "id": id_}
         except RpcError as error:
             response = {"jsonrpc": "2.0", "error": error.to_json(), "id": id_}
         if id_ is _NO_ID:
             return None
+        if isinstance(response.get("result"), JsonParts):
+            return "".join(['{"jsonrpc":"2.0","result":', *response.pop("result").parts,
+                            ',"id":', compact_json(id_), "}"])
         try:
-            return _dumps(response)
+            return compact_json(response)
         except (TypeError, ValueError):  # bytes, NaN, ... in a result or in RpcError.data
             log.exception("rpc_method_failed", method=request["method"],
                           reason="response is not JSON-serializable")

@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from ..core import codec, merkle
+from ..core import codec
 from ..core.block import (
     MAX_BLOCK_BYTES,
     Block,
@@ -25,14 +25,12 @@ from ..core.block import (
     block_parts,
     decode_block,
     decode_commit,
-    decode_header,
     make_block,
 )
 from ..core.crypto import BadSignatureError
 from ..core.errors import RuleError
 from ..core.genesis import Genesis
 from ..core.ledger import K_EVIDENCE, K_VOTES, BlockContext, Device, State
-from ..core.receipt import Handoff, make_receipt
 from ..core.state import (
     ACTIVE,
     apply,
@@ -41,10 +39,11 @@ from ..core.state import (
     decode_evidence_record,
     genesis_state,
 )
-from ..core.tx import SignedTx, decode_tx, leaf_of
+from ..core.tx import SignedTx
 from ..store import BlockStore, StagedStore
 from .anchors import AuditLedger
 from .erasure import ErasureJob
+from .receipts import receipt_of
 from .rules import META_RULES, RULES_RECORD, bring_rules_up_to_date
 from .streamstore import StreamStore
 
@@ -122,7 +121,7 @@ class Chain(StreamStore, AuditLedger):
         assert head is not None
         self._head_height, self._head_hash = head
         try:
-            self._head_block = self.block_at(self._head_height)
+            self._head_header = self.block_at(self._head_height).header  # checked whole
         except MalformedBlockError as exc:
             raise WrongChainError(
                 f"the data directory's head block does not decode ({exc}); it was written by "
@@ -145,7 +144,12 @@ class Chain(StreamStore, AuditLedger):
 
     @property
     def head(self) -> Block:
-        return self._head_block
+        """The head block, read and decoded from the store (only its header is kept)."""
+        return self.block_at(self._head_height)
+
+    @property
+    def head_hash(self) -> bytes:
+        return self._head_hash
 
     def state(self) -> State:
         """A fresh overlay over the committed state."""
@@ -155,25 +159,31 @@ class Chain(StreamStore, AuditLedger):
         return self.state().authorities()
 
     def block_at(self, height: int) -> Block:
-        raw = self.store.block_bytes(height)
-        if raw is None:
-            raise KeyError(f"no block at height {height}")
-        return decode_block(raw)
+        return decode_block(self._block_bytes(height))
 
-    def block_by_hash(self, block_hash: bytes) -> Block:
+    def block_parts_at(self, height: int) -> tuple[bytes, list[bytes]]:
+        """The header bytes and undecoded transactions of the block at ``height`` (or KeyError)."""
+        return block_parts(self._block_bytes(height))
+
+    def height_of(self, block_hash: bytes) -> int:
+        """The height of the committed block ``block_hash``; KeyError if there is none."""
         height = self.store.block_height(block_hash)
         if height is None:
             raise KeyError(f"no block with hash {block_hash.hex()}")
-        return self.block_at(height)
+        return height
+
+    def block_by_hash(self, block_hash: bytes) -> Block:
+        return self.block_at(self.height_of(block_hash))
 
     def block_tx_bytes(self, block_hash: bytes) -> list[bytes]:
-        """The raw transactions of the committed block ``block_hash``, none decoded (to
-        serve some of them to a peer). Raises KeyError if there is no such block."""
-        height = self.store.block_height(block_hash)
-        raw = None if height is None else self.store.block_bytes(height)
+        """The raw transactions of the block ``block_hash`` (KeyError if none), undecoded."""
+        return self.block_parts_at(self.height_of(block_hash))[1]
+
+    def _block_bytes(self, height: int) -> bytes:
+        raw = self.store.block_bytes(height)
         if raw is None:
-            raise KeyError(f"no block with hash {block_hash.hex()}")
-        return block_parts(raw)[1]
+            raise KeyError(f"no block at height {height}")
+        return raw
 
     def commit_at(self, height: int) -> Commit | None:
         raw = self.store.commit_bytes(height)
@@ -219,10 +229,9 @@ class Chain(StreamStore, AuditLedger):
 
     def stats(self) -> ChainStats:
         """The chain's figures now (reads the ledger's evidence: a few store reads)."""
-        head = self._head_block
         return ChainStats(
             chain_id=self.chain_id, genesis_hash=self.genesis.hash, height=self._head_height,
-            head_hash=head.hash, head_time_ms=head.header.time_ms,
+            head_hash=self._head_hash, head_time_ms=self._head_header.time_ms,
             authorities=self.authorities(),
             authorities_with_evidence=tuple(sorted(
                 {bytes.fromhex(e["authority"]) for e in self.evidence()})),
@@ -230,37 +239,14 @@ class Chain(StreamStore, AuditLedger):
 
     def receipt(self, tx_id: bytes) -> dict[str, Any] | None:
         """A receipt for a committed transaction, or None if it is not (yet) committed."""
-        location = self.store.tx_location(tx_id)
-        if location is None:
-            return None
-        height, index = location
-        raw = self.store.block_bytes(height)
-        commit = self.commit_at(height)
-        if raw is None or commit is None:  # pragma: no cover - committed blocks are sealed
-            return None
-        header_bytes, raws = block_parts(raw)  # not every tx decoded: blocks hold 10,000
-        leaves = [leaf_of(tx) for tx in raws]
-        proof = merkle.prove(leaves, index)
-        return make_receipt(self.chain_id, decode_tx(leaves[index]), decode_header(header_bytes),
-                            header_bytes, commit, proof, self._handoffs_before(height))
-
-    def _handoffs_before(self, height: int) -> tuple[Handoff, ...]:
-        """The authority-set changes a verifier must follow from genesis to ``height``."""
-        handoffs = []
-        for at, following in self.state().handoffs():
-            if at >= height:
-                break
-            commit = self.commit_at(at)
-            assert commit is not None, "every committed block is stored with its certificate"
-            handoffs.append(Handoff(self.block_at(at).header_bytes, commit, tuple(following)))
-        return tuple(handoffs)
+        return receipt_of(self, tx_id)
 
     # writes --------------------------------------------------------------------------
 
     def build(self, txs: Iterable[SignedTx], proposer: bytes, now_ms: int) -> BuiltBlock:
         """Make the next block from ``txs`` (already signature-checked), dropping rule breakers."""
         height = self._head_height + 1
-        time_ms = max(now_ms, self._head_block.header.time_ms + 1)
+        time_ms = max(now_ms, self._head_header.time_ms + 1)
         last_commit = self.commit_at(self._head_height)
         ctx = BlockContext(height, time_ms, self.genesis, _signers(last_commit))
         state = self.state()
@@ -321,7 +307,7 @@ class Chain(StreamStore, AuditLedger):
             raise InvalidBlockError(f"block {h.height} is not the next height {height}")
         if h.parent != self._head_hash:
             raise InvalidBlockError(f"block {h.height} does not extend this chain's head")
-        if h.time_ms <= self._head_block.header.time_ms:
+        if h.time_ms <= self._head_header.time_ms:
             raise InvalidBlockError(f"block {h.height} is not later than its parent")
         ctx = BlockContext(height, h.time_ms, self.genesis, _signers(block.last_commit))
         parent_authorities = self.authorities()
@@ -375,7 +361,8 @@ class Chain(StreamStore, AuditLedger):
         )
         if indexed.erasures:
             self._erasures.wake()  # (a staged chain's wakes it after the flush: adopt)
-        self._head_height, self._head_hash, self._head_block = block.height, block.hash, block
+        self._head_height, self._head_hash = block.height, block.hash
+        self._head_header = block.header
         self.committed_txs = total
 
     def staged(self) -> Chain:
@@ -389,5 +376,5 @@ class Chain(StreamStore, AuditLedger):
         """Take the head of ``staged`` (made by :meth:`staged`) once its blocks are flushed."""
         assert self.store.head() == staged.store.head(), "flush the staged blocks first"
         self._head_height, self._head_hash = staged._head_height, staged._head_hash
-        self._head_block, self.committed_txs = staged._head_block, staged.committed_txs
+        self._head_header, self.committed_txs = staged._head_header, staged.committed_txs
         self._erasures.wake()

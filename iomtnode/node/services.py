@@ -120,7 +120,7 @@ def build(setup: Setup, store: BlockStore, audit_log: AuditLog) -> Services:
     writer = ChainWriter(chain, feed, verifier, inline=virtual)
 
     def head() -> tuple[int, bytes]:
-        return chain.height, chain.head.hash
+        return chain.height, chain.head_hash
 
     router = Router(config, key, store, chain.chain_id, chain.genesis.hash, head,
                     transport=setup.transport, now_ms=clock.now_ms)

@@ -61,6 +61,7 @@ from .errors import (
     StoreLockedError,
 )
 from .format import bring_format_up_to_date
+from .memory import LEVELDB_MEMORY_OPTIONS, disable_table_mmap
 from .sidecars import Sidecars
 from .txlog import TxLog
 
@@ -144,9 +145,11 @@ class BlockStore:
         reason) for any other failure to open. The parent of ``path`` must exist.
         """
         path = pathlib.Path(path)
+        disable_table_mmap()  # before LevelDB makes its environment, at the first open
         try:
             db = plyvel.DB(str(path), create_if_missing=True,
-                           bloom_filter_bits=BLOOM_FILTER_BITS, compression=COMPRESSION)
+                           bloom_filter_bits=BLOOM_FILTER_BITS, compression=COMPRESSION,
+                           **LEVELDB_MEMORY_OPTIONS)
         except plyvel.IOError as exc:
             reason = _reason(exc)
             if "IO error: lock " in reason:  # LevelDB's wording for a failed LockFile()
@@ -189,8 +192,13 @@ class BlockStore:
         return self._head
 
     def block_bytes(self, height: int) -> bytes | None:
-        """The encoded block at ``height``, or None (also for a negative height)."""
-        return self._db.get(_height_key(BLOCK_PREFIX, height)) if _valid_height(height) else None
+        """The encoded block at ``height``, or None (also for a negative height).
+
+        Read around LevelDB's block cache: a block of 10,000 readings is a 2.8 MB value that
+        would push out the cache's small, hot table blocks (transaction ids, state)."""
+        if not _valid_height(height):
+            return None
+        return self._db.get(_height_key(BLOCK_PREFIX, height), fill_cache=False)
 
     def block_height(self, block_hash: bytes) -> int | None:
         """The height of the block with hash ``block_hash``, or None."""

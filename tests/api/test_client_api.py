@@ -18,7 +18,7 @@ from iomtnode.api.methods import NOT_FOUND, TX_DROPPED, ClientApi
 from iomtnode.chain.chain import ChainStats
 from iomtnode.consensus.settings import ConsensusStats
 from iomtnode.core import codec
-from iomtnode.core.block import Block, Commit
+from iomtnode.core.block import Commit
 from iomtnode.core.crypto import SigningKey
 from iomtnode.core.errors import RuleError, UnknownDeviceError
 from iomtnode.core.ledger import Device
@@ -83,10 +83,10 @@ class FakeChain:
     def authorities(self) -> tuple[bytes, ...]:
         return (PEER,)
 
-    def block_at(self, height: int) -> Block:
+    def block_parts_at(self, height: int) -> tuple[bytes, list[bytes]]:
         raise KeyError(f"no block at height {height}")
 
-    def block_by_hash(self, block_hash: bytes) -> Block:
+    def height_of(self, block_hash: bytes) -> int:
         raise KeyError(f"no block with hash {block_hash.hex()}")
 
     def commit_at(self, height: int) -> Commit | None:

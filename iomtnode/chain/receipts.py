@@ -1,0 +1,53 @@
+"""Receipts of committed transactions, read from the store without decoding whole blocks."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ..core import merkle
+from ..core.block import Commit, decode_header
+from ..core.ledger import State
+from ..core.receipt import Handoff, make_receipt
+from ..core.tx import decode_tx, leaf_of
+from ..store import BlockStore
+
+
+class Chain(Protocol):
+    """What a receipt reads of :class:`~.chain.Chain`."""
+
+    store: BlockStore
+
+    @property
+    def chain_id(self) -> str: ...
+    def commit_at(self, height: int) -> Commit | None: ...
+    def block_parts_at(self, height: int) -> tuple[bytes, list[bytes]]: ...
+    def state(self) -> State: ...
+
+
+def receipt_of(chain: Chain, tx_id: bytes) -> dict[str, Any] | None:
+    """A receipt for a committed transaction, or None if it is not (yet) committed."""
+    location = chain.store.tx_location(tx_id)
+    if location is None:
+        return None
+    height, index = location
+    commit = chain.commit_at(height)
+    if commit is None:  # pragma: no cover - committed blocks are sealed
+        return None
+    header_bytes, raws = chain.block_parts_at(height)  # one tx decoded: blocks hold 10,000
+    leaves = [leaf_of(tx) for tx in raws]
+    del raws
+    proof = merkle.prove(leaves, index)
+    return make_receipt(chain.chain_id, decode_tx(leaves[index]), decode_header(header_bytes),
+                        header_bytes, commit, proof, _handoffs_before(chain, height))
+
+
+def _handoffs_before(chain: Chain, height: int) -> tuple[Handoff, ...]:
+    """The authority-set changes a verifier must follow from genesis to ``height``."""
+    handoffs = []
+    for at, following in chain.state().handoffs():
+        if at >= height:
+            break
+        commit = chain.commit_at(at)
+        assert commit is not None, "every committed block is stored with its certificate"
+        handoffs.append(Handoff(chain.block_parts_at(at)[0], commit, tuple(following)))
+    return tuple(handoffs)
