@@ -231,17 +231,10 @@ class Verifier:
         processes."""
         if self.processes < 2:
             return
-        started = True
-        try:
-            async with trio.open_nursery() as nursery:
-                for _ in range(self.processes):
-                    nursery.start_soon(partial(trio_parallel.run_sync, ready,
-                                               limiter=self._processes))
-        except* (trio_parallel.BrokenWorkerError, OSError) as group:
-            # only a head start: a batch that needs them tries again (and says why)
-            log.warning("verify_workers_not_started", reason=str(group.exceptions[0]))
-            started = False
-        self.warmed = started
+        failed = await start_workers(self.processes, self._processes)
+        if failed is not None:  # only a head start: a batch that needs them tries again
+            log.warning("verify_workers_not_started", reason=failed)
+        self.warmed = failed is None
 
     async def _in_processes(self, txs: list[SignedTx]) -> list[BadSignatureError | None]:
         pieces = [[_parts(tx) for tx in txs[i:i + PROCESS_PIECE]]
@@ -270,3 +263,17 @@ async def _in_pieces(pieces: Sequence[Sequence[Any]],
         for index in range(len(pieces)):
             nursery.start_soon(one, index)
     return [result for part in results for result in part]
+
+
+async def start_workers(count: int, limiter: trio.CapacityLimiter) -> str | None:
+    """Start ``count`` verifying worker processes (each imports only
+    :mod:`~iomtnode.admission.sigcheck`) and wait until they run; why not, if they could
+    not be started."""
+    failed = None
+    try:
+        async with trio.open_nursery() as nursery:
+            for _ in range(count):
+                nursery.start_soon(partial(trio_parallel.run_sync, ready, limiter=limiter))
+    except* (trio_parallel.BrokenWorkerError, OSError) as group:
+        failed = str(group.exceptions[0])
+    return failed

@@ -13,14 +13,13 @@ chain's check, which verifies it again and refuses its block with the reason.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
 
 import structlog
 import trio
 import trio_parallel
 
-from ..admission.sigcheck import SignedParts, check_parts, ready
-from ..admission.verify import usable_cores
+from ..admission.sigcheck import SignedParts, check_parts
+from ..admission.verify import start_workers, usable_cores
 from ..core.tx import ReportEvidence, SignedTx
 
 log = structlog.get_logger(__name__)
@@ -92,12 +91,9 @@ class SyncVerifier:
         task_status.started()
         try:
             await node_warm()
-            async with trio.open_nursery() as nursery:
-                for _ in range(self.workers):
-                    nursery.start_soon(partial(trio_parallel.run_sync, ready,
-                                               limiter=self._limiter))
-        except* (trio_parallel.BrokenWorkerError, OSError) as group:
-            log.warning("sync_verify_workers_not_started", reason=str(group.exceptions[0]))
+            failed = await start_workers(self.workers, self._limiter)
+            if failed is not None:
+                log.warning("sync_verify_workers_not_started", reason=failed)
         finally:
             self._warming.set()
 

@@ -14,7 +14,7 @@ from iomtnode.sync.messages import Blocks
 from iomtnode.sync.signatures import RangeSignatures, SyncVerifier
 
 from ..admission.chainkit import CHAIN_ID, forged, reading, seal_unchecked, source_chain
-from .test_unserved_claims import HEAD, A, B, FakePeer, L, follower
+from .test_unserved_claims import HEAD, A, B, FakePeer, L, follower, sync_to_head
 
 
 @pytest.mark.parametrize("inline", [True, False])
@@ -46,14 +46,7 @@ async def test_a_certified_block_with_a_bad_signature_costs_its_server(
     liar = FakePeer(L, lies)
     peers = [liar, FakePeer(A, items), FakePeer(B, items)]
     sync, host = follower(tmp_path / "follower", peers)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(sync.run)
-        for peer in peers:
-            sync.saw_height(peer.node_id, HEAD)
-        with trio.fail_after(5):
-            while sync._chain.height < HEAD:  # noqa: ASYNC110 - no event for the height
-                await trio.sleep(0.01)
-        nursery.cancel_scope.cancel()
+    await sync_to_head(sync, peers)
     [(who, points, why)] = host.penalties
     assert (who, points) == (L, score.INVALID_BLOCK) and "signature" in why
     assert L not in sync.peer_heights

@@ -94,6 +94,18 @@ def follower(path, peers: list[FakePeer], now_ms=lambda: NOW_MS) -> tuple[BlockS
     return sync, host
 
 
+async def sync_to_head(sync: BlockSync, peers: list[FakePeer]) -> None:
+    """Run ``sync`` after each of ``peers`` claimed HEAD, until it holds HEAD (5 s)."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sync.run)
+        for peer in peers:
+            sync.saw_height(peer.node_id, HEAD)
+        with trio.fail_after(5):
+            while sync._chain.height < HEAD:  # noqa: ASYNC110 - no event for the height
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+
+
 @pytest.mark.parametrize("mode, points, waited", [
     ("silent", UNSERVED_TIMEOUT_POINTS, REQUEST_TIMEOUT_S),
     ("empty", score.INVALID_MESSAGE, 0.0),
@@ -125,14 +137,7 @@ async def test_a_range_that_does_not_decode_costs_its_server_and_its_claim(
     liar = FakePeer(L, {}, "garbage")
     peers = [liar, FakePeer(A, items), FakePeer(B, items)]
     sync, host = follower(tmp_path / "follower", peers)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(sync.run)
-        for peer in peers:
-            sync.saw_height(peer.node_id, HEAD)
-        with trio.fail_after(5):
-            while sync._chain.height < HEAD:  # noqa: ASYNC110 - no event for the height
-                await trio.sleep(0.01)
-        nursery.cancel_scope.cancel()
+    await sync_to_head(sync, peers)
     assert [(who, points) for who, points, _ in host.penalties] == [(L, score.INVALID_BLOCK)]
     assert liar.asked == [(1, 4)] and L not in sync.peer_heights
 
