@@ -20,6 +20,11 @@ disk, or none) leaves the other slot, the previous record, intact, and its check
 holds; the torn slot's does not (or holds its older record), so reading back finds the
 previous record. Once ``fdatasync`` returned, the new record is the one read back.
 
+Nothing older than the two newest records stays in the file: a record shorter than what
+its slot held is written with zeros over the rest of the old one. (The write-ahead record
+holds blocks, and a block's payloads may be erased later: they must not linger in a slot's
+tail.)
+
 A record that does not fit the slots, and the first record of a file that does not exist,
 are written by making a new file of larger slots (at least :data:`MIN_CAPACITY_BYTES`,
 doubled until it fits) with the record in its first slot, and replacing the file with it
@@ -125,8 +130,9 @@ class RecordFile:
     """
 
     def __init__(self, path: Path, fd: int | None, capacity: int, slot: int, seq: int,
-                 payload: bytes | None) -> None:
+                 payload: bytes | None, dirty: tuple[int, int] = (0, 0)) -> None:
         self.path = path
+        self._dirty = list(dirty)  # bytes at the start of each slot that may not be zero
         self._fd = fd  # None until the file exists
         self.capacity = capacity  # bytes per slot
         self._slot = slot  # the slot of the newest record
@@ -145,7 +151,9 @@ class RecordFile:
         if is_record_file(raw):
             slot, seq, capacity, payload = read_slots(raw)
             fd = os.open(path, os.O_RDWR)
-            return cls(path, fd, capacity, slot, seq, payload)
+            dirty = (len(raw[:capacity].rstrip(b"\0")),
+                     len(raw[capacity:2 * capacity].rstrip(b"\0")))
+            return cls(path, fd, capacity, slot, seq, payload, dirty)
         record = cls(path, None, 0, 0, 0, raw)
         if raw:  # an empty file is no record, as in the older format
             record._replace(raw)
@@ -167,11 +175,15 @@ class RecordFile:
             return
         slot, seq = 1 - self._slot, self._seq + 1
         data = encode_slot(self.capacity, seq, payload)
+        used, stale = len(data), self._dirty[slot]
+        if stale > used:  # zeros over the rest of the record this slot held
+            data += bytes(stale - used)
         written = os.pwrite(self._fd, data, slot * self.capacity)
         if written != len(data):
             raise OSError(f"short write to {self.path}: {written} of {len(data)} bytes")
         os.fdatasync(self._fd)
         self._slot, self._seq, self.payload = slot, seq, payload
+        self._dirty[slot] = used
 
     def _replace(self, payload: bytes) -> None:
         """Write a new file of slots large enough for ``payload``, holding it in slot 0,
@@ -199,6 +211,7 @@ class RecordFile:
         self.close()
         self._fd = os.open(self.path, os.O_RDWR)
         self.capacity, self._slot, self._seq, self.payload = capacity, 0, seq, payload
+        self._dirty = [len(data), 0]
 
     def close(self) -> None:
         """Close the file (a later :meth:`write` makes it anew, with two fsyncs)."""

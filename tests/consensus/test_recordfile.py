@@ -75,6 +75,25 @@ def test_a_record_larger_than_the_slots_makes_the_file_anew_with_larger_slots(tm
     assert reopened(path) == b"small again"
 
 
+@pytest.mark.parametrize("reopen", [False, True])
+def test_nothing_older_than_the_two_newest_records_stays_in_the_file(tmp_path, reopen):
+    """A block's payloads may be erased later: a shorter record zeroes the tail of the
+    longer one its slot held (also in a file opened again, and in a slot torn before)."""
+    path = tmp_path / "rec"
+    record = RecordFile.open(path)
+    secrets = [os.urandom(64) for _ in range(2)]
+    record.write(secrets[0] * 40)  # the file is made with slots for it
+    record.write(secrets[1] * 40)
+    if reopen:
+        record.close()
+        record = RecordFile.open(path)
+    record.write(b"short")
+    record.write(b"short again")
+    raw = path.read_bytes()
+    assert not any(secret in raw for secret in secrets)
+    assert reopened(path) == b"short again"
+
+
 @pytest.mark.parametrize("torn", ["nothing", "header", "half", "all_but_last_byte",
                                   "flipped_byte"])
 def test_a_torn_write_leaves_the_previous_record(tmp_path, torn):
