@@ -178,6 +178,7 @@ class RecordFile:
         used, stale = len(data), self._dirty[slot]
         if stale > used:  # zeros over the rest of the record this slot held
             data += bytes(stale - used)
+        self._dirty[slot] = max(stale, used)  # until the write is known whole
         written = os.pwrite(self._fd, data, slot * self.capacity)
         if written != len(data):
             raise OSError(f"short write to {self.path}: {written} of {len(data)} bytes")

@@ -13,23 +13,27 @@ Votes (:class:`VoteRelay`). Every authority sends its own votes to all its peers
 fully connected network each vote reaches everyone at once; relaying every vote to every
 peer as well made about N^3 vote messages per height (N authorities). Instead:
 
-- **One designated relayer per vote.** At each height, the votes of authority V are relayed
-  at once by one other authority, R1 (V's successor in the sorted list of the height's
-  authorities, at a distance that rotates with the height), to all its peers, and R1's
-  copy by R2 (the next one). So every node hears each vote twice, from two sources: an
-  authority that sends different votes of one step to different peers (equivocation) is
-  caught, and a vote lost on one link still arrives. Votes cost about 2 N (N-1) messages
-  per step instead of N (N-1)^2.
-- **A conflicting vote goes to everyone.** A vote that conflicts with one held of the same
-  signer, round and step is relayed at once, with the one held, to every peer not known to
-  hold them, so that every node can name the equivocating authority.
-- **A fallback for partial networks.** :data:`RELAY_DELAY_S` after a vote came
+- **Designated relayers.** At each height, the votes of authority V have two designated
+  relayers, R1 (V's successor in the sorted list of the height's authorities, at a
+  distance that rotates with the height) and R2 (the next one). Every node that checks a
+  vote of V sends it at once to R1 and R2 (R2 to R1 only), and R1 relays it at once to all
+  its peers. So every node hears each vote from V and from R1, and every vote V signs,
+  whoever V sent it to, reaches R1 and R2: an authority that sends different votes of one
+  step to different peers is caught there. Votes cost about 3 N (N-1) messages per step,
+  N^2 growth, instead of N (N-1)^2.
+- **A conflicting vote goes to everyone.** The first vote that conflicts with one held of
+  the same signer, round and step is relayed at once, with the one held, to every peer not
+  known to hold them, so that every node can name the equivocating authority (later
+  conflicting votes of that step are not relayed again).
+- **A fallback for partial networks.** :data:`VOTE_FALLBACK_DELAY_S` after a vote came
   from its signer (at once if it was relayed to here: its receivers may not be connected
-  to its signer), it is relayed to the peers that neither hold it nor are past it. A peer
-  holds a vote if it signed it, sent it here, or was sent it from here; it is past a vote
-  of round ``r`` if a vote of its own (checked here, from whichever peer) is of a later
-  round, or of round ``r`` and a later step (its precommit shows it needs no more prevotes
-  of that round), or of the next height.
+  to its signer), it is relayed to the peers that neither hold it nor need it no more. A
+  peer holds a vote if it signed it, sent it here, or was sent it from here; it needs it
+  no more if it signed a message of the next height, or, for a prevote, if its precommit
+  of that round is for a block (it holds that round's polka, and can check a proof of
+  lock of that round). A peer's votes of later rounds say nothing: a decision may come
+  from the precommits of an earlier round, and a re-proposal needs the prevotes of its
+  proof-of-lock round.
 
 The relay of a height ends when the height is decided here: a peer that still lacks
 precommits then gets the block, with its certificate, from block relay and sync; a peer
@@ -46,16 +50,19 @@ from collections.abc import Iterable
 
 import trio
 
-from ..core.vote import Vote
+from ..core.vote import Vote, VoteType
 from .messages import ConsensusProposal, ConsensusVote
 from .proposals import FetchNetwork
 from .votes import Proposal
 
-RELAY_DELAY_S = 0.25  # a proposal or vote received from its signer waits this long (s) to
-# be relayed to the peers still needing it (longer than a height's steps on a loaded machine)
+RELAY_DELAY_S = 0.25  # a proposal received from its proposer waits this long (s) to be
+# relayed to the peers still needing it (longer than a height's steps on a loaded machine)
+VOTE_FALLBACK_DELAY_S = 1.0  # a vote from its signer goes to the peers still needing it
+# after this (s): a last resort, the designated relayers reach most partial networks at once
+VOTES_PER_AUTHORITY = 16  # first votes kept per authority at one height (8 rounds x 2 steps)
 HOLDER_KEYS = 256  # (round, block) pairs whose holders are tracked at one height
-VOTE_KEYS = 4096  # votes whose holders and conflicts are tracked at one height (N
-# authorities x 2 steps x rounds: 16 authorities for 128 rounds); beyond, the oldest go
+VOTE_KEYS = 4096  # votes whose holders are tracked at one height (N authorities x 2 steps
+# x rounds: 16 authorities for 128 rounds), and fallbacks waiting; beyond, the oldest go
 
 
 class ProposalRelay:
@@ -108,21 +115,22 @@ class ProposalRelay:
 
 
 class VoteRelay:
-    """Relay valid votes: by a designated relayer at once, conflicting ones to everyone,
-    and to the peers still needing them after a delay (module doc)."""
+    """Relay valid votes: to and by their designated relayers at once, conflicting ones to
+    everyone, and to the peers still needing them after a delay (module doc)."""
 
     def __init__(self, network: FetchNetwork, own: bytes | None = None,
-                 delay_s: float = RELAY_DELAY_S) -> None:
+                 delay_s: float = VOTE_FALLBACK_DELAY_S) -> None:
         self._network = network
-        self._own = own  # this node's authority key (None: an observer, relaying no vote)
+        self._own = own  # this node's authority key (None: an observer)
         self._delay_s = delay_s
         self._order: list[bytes] = []  # the height's authorities, sorted
         self._index: dict[bytes, int] = {}
         self._height = 0
         self._holders: OrderedDict[bytes, set[bytes]] = OrderedDict()  # vote key -> peers
-        self._first: OrderedDict[tuple[bytes, int, int], tuple[bytes, ConsensusVote]] = (
-            OrderedDict())  # (authority, round, step) -> its first vote checked here
-        self._reached: dict[bytes, tuple[int, int]] = {}  # authority -> (round, step) voted
+        # per authority, (round, step) -> its first vote checked here: (key, message, nil)
+        self._first: dict[bytes, OrderedDict[tuple[int, int], tuple[bytes, ConsensusVote,
+                                                                    bool]]] = {}
+        self._conflicts: set[tuple[bytes, int, int]] = set()  # relayed to everyone once
         self._ahead: set[bytes] = set()  # authorities seen voting at the next height
         self._due: list[tuple[float, int, bytes, ConsensusVote, Vote]] = []
         self._seq = itertools.count()
@@ -135,7 +143,7 @@ class VoteRelay:
         self._index = {v: i for i, v in enumerate(self._order)}
         self._holders.clear()
         self._first.clear()
-        self._reached.clear()
+        self._conflicts.clear()
         self._ahead.clear()
         self._due.clear()
 
@@ -165,34 +173,38 @@ class VoteRelay:
     def relay(self, key: bytes, msg: ConsensusVote, vote: Vote, peer_id: bytes) -> None:
         """Relay ``msg`` (``vote``, valid, of this height, received from ``peer_id``)."""
         at = (vote.round, int(vote.type))
-        if self._reached.get(vote.validator, (-1, 0)) < at:
-            self._reached[vote.validator] = at
         holders = self._holders[key] = {peer_id, vote.validator}
         if len(self._holders) > VOTE_KEYS:
             self._holders.popitem(last=False)
-        first = self._first.setdefault((vote.validator, *at), (key, msg))
-        if len(self._first) > VOTE_KEYS:
-            self._first.popitem(last=False)
-        if first[0] != key:  # equivocation: both to everyone (the first, unless it went)
-            held = self._holders.get(first[0], set())
-            if not held.issuperset(self._order):
-                self._broadcast(first[0], first[1], set(held))
-            self._broadcast(key, msg, set(holders))
+        firsts = self._first.setdefault(vote.validator, OrderedDict())
+        first = firsts.setdefault(at, (key, msg, vote.is_nil))
+        if len(firsts) > VOTES_PER_AUTHORITY:
+            firsts.popitem(last=False)  # its oldest rounds: a flood evicts only its own
+        if first[0] != key:  # equivocation: the first pair to everyone, once
+            if (vote.validator, *at) not in self._conflicts:
+                self._conflicts.add((vote.validator, *at))
+                held = self._holders.get(first[0], set())
+                if not held.issuperset(self._order):  # unless it went to everyone
+                    self._broadcast(first[0], first[1], set(held))
+                self._broadcast(key, msg, holders)
             return
+        skip = set(self._order)  # the authorities not to send it to at once
         relayers = self.relayers(vote.validator)
-        skip: set[bytes] | None = None  # as a designated relayer: all but these, now
-        if relayers is not None and self._own == relayers[0]:
-            skip = set(holders)
-        elif relayers is not None and self._own == relayers[1]:
-            skip = holders | (set(self._order) - {relayers[0]})
+        if relayers is not None:
+            r1, r2 = relayers
+            if self._own == r1:
+                skip = set(holders)
+            else:  # the collectors: R2 sends it to R1, the others to R1 and R2
+                skip -= {r1} if self._own == r2 else {r1, r2}
+                skip |= holders
         if peer_id == vote.validator and self._delay_s > 0:
-            if skip is not None:
+            if not skip.issuperset(self._order):
                 self._broadcast(key, msg, skip)
-            heapq.heappush(self._due, (trio.current_time() + self._delay_s, next(self._seq),
-                                       key, msg, vote))
+            if len(self._due) < VOTE_KEYS:
+                heapq.heappush(self._due, (trio.current_time() + self._delay_s,
+                                           next(self._seq), key, msg, vote))
         else:  # the fallback now, in the same message
-            fallback = self._fallback_skip(key, vote)
-            self._broadcast(key, msg, fallback if skip is None else fallback & skip)
+            self._broadcast(key, msg, skip & self._fallback_skip(key, vote))
 
     def deadline(self) -> float:
         return self._due[0][0] if self._due else math.inf
@@ -204,11 +216,14 @@ class VoteRelay:
             self._broadcast(key, msg, self._fallback_skip(key, vote))
 
     def _fallback_skip(self, key: bytes, vote: Vote) -> set[bytes]:
-        """The peers that hold ``vote`` or are past it."""
-        at = (vote.round, int(vote.type))
+        """The peers that hold ``vote`` or need it no more: at the next height, or, for a
+        prevote, with a precommit for a block in its round (they hold its polka)."""
         skip = set(self._holders.get(key, (vote.validator,)))
         skip.update(self._ahead)
-        skip.update(peer for peer, reached in self._reached.items() if reached > at)
+        if vote.type is VoteType.PREVOTE:
+            at = (vote.round, int(VoteType.PRECOMMIT))
+            skip.update(peer for peer, firsts in self._first.items()
+                        if (first := firsts.get(at)) is not None and not first[2])
         return skip
 
     def _broadcast(self, key: bytes, msg: ConsensusVote, skip: set[bytes]) -> None:

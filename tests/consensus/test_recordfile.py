@@ -78,7 +78,7 @@ def test_a_record_larger_than_the_slots_makes_the_file_anew_with_larger_slots(tm
 @pytest.mark.parametrize("reopen", [False, True])
 def test_nothing_older_than_the_two_newest_records_stays_in_the_file(tmp_path, reopen):
     """A block's payloads may be erased later: a shorter record zeroes the tail of the
-    longer one its slot held (also in a file opened again, and in a slot torn before)."""
+    longer one its slot held (also in a file opened again)."""
     path = tmp_path / "rec"
     record = RecordFile.open(path)
     secrets = [os.urandom(64) for _ in range(2)]
