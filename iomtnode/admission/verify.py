@@ -57,7 +57,10 @@ def _key(tx: SignedTx) -> bytes:
     return tx.id + tx.signature  # exact (no hash to compute): 96 bytes
 
 
-def _parts(tx: SignedTx) -> SignedParts:
+def signed_parts(tx: SignedTx) -> SignedParts:
+    """What a worker needs to verify ``tx`` (:func:`~.sigcheck.check_parts`): its signer,
+    domain, id and signature; the whole transaction for evidence (whose votes are verified
+    too)."""
     if isinstance(tx.body, ReportEvidence):
         return tx.raw
     return tx.body.signer, tx.body.DOMAIN.value, tx.id, tx.signature
@@ -237,7 +240,7 @@ class Verifier:
         self.warmed = failed is None
 
     async def _in_processes(self, txs: list[SignedTx]) -> list[BadSignatureError | None]:
-        pieces = [[_parts(tx) for tx in txs[i:i + PROCESS_PIECE]]
+        pieces = [[signed_parts(tx) for tx in txs[i:i + PROCESS_PIECE]]
                   for i in range(0, len(txs), PROCESS_PIECE)]
         whys = await _in_pieces(pieces, lambda piece: trio_parallel.run_sync(
             check_parts, self.chain_id, piece, limiter=self._processes))

@@ -172,9 +172,6 @@ class Chain(StreamStore, AuditLedger):
             raise KeyError(f"no block with hash {block_hash.hex()}")
         return height
 
-    def block_by_hash(self, block_hash: bytes) -> Block:
-        return self.block_at(self.height_of(block_hash))
-
     def block_tx_bytes(self, block_hash: bytes) -> list[bytes]:
         """The raw transactions of the block ``block_hash`` (KeyError if none), undecoded."""
         return self.block_parts_at(self.height_of(block_hash))[1]

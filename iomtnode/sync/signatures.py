@@ -18,20 +18,11 @@ import structlog
 import trio
 import trio_parallel
 
-from ..admission.sigcheck import SignedParts, check_parts
-from ..admission.verify import start_workers, usable_cores
-from ..core.tx import ReportEvidence, SignedTx
+from ..admission.sigcheck import check_parts
+from ..admission.verify import signed_parts, start_workers, usable_cores
+from ..core.tx import SignedTx
 
 log = structlog.get_logger(__name__)
-
-
-def signed_parts(tx: SignedTx) -> SignedParts:
-    """What a worker needs to verify ``tx`` (:func:`~iomtnode.admission.sigcheck.check_parts`):
-    its signer, domain, id and signature; the whole transaction for evidence (whose votes
-    are verified too)."""
-    if isinstance(tx.body, ReportEvidence):
-        return tx.raw
-    return tx.body.signer, tx.body.DOMAIN.value, tx.id, tx.signature
 
 
 class RangeSignatures:
