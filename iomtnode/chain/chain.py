@@ -346,6 +346,15 @@ class Chain(StreamStore, AuditLedger):
 
     def commit(self, built: BuiltBlock, commit: Commit) -> None:
         """Store ``built`` with its certificate as the new head (one atomic, synced write)."""
+        self.take_head(built.block, self.write(built, commit))
+
+    def write(self, built: BuiltBlock, commit: Commit) -> int:
+        """Store ``built`` with its certificate (one atomic, synced write; safe in a worker
+        thread) without taking it as this chain's head: :meth:`take_head` does, with the
+        total of committed transactions this returns. The
+        :class:`~iomtnode.chain.writer.ChainWriter` takes it on the event loop, in the same
+        step as it tells the mempool and consensus, so no task sees the new head with the
+        old mempool."""
         block = built.block
         total = self.committed_txs + len(block.txs)
         indexed = self._index(block, built.changes)
@@ -358,9 +367,13 @@ class Chain(StreamStore, AuditLedger):
         )
         if indexed.erasures:
             self._erasures.wake()  # (a staged chain's wakes it after the flush: adopt)
+        return total
+
+    def take_head(self, block: Block, committed_txs: int) -> None:
+        """Take ``block``, just written by :meth:`write`, as the head."""
         self._head_height, self._head_hash = block.height, block.hash
         self._head_header = block.header
-        self.committed_txs = total
+        self.committed_txs = committed_txs
 
     def staged(self) -> Chain:
         """A copy of this chain whose commits stay in memory (a :class:`StagedStore`) until

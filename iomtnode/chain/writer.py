@@ -163,15 +163,16 @@ class ChainWriter:
 
     async def _commit_locked(self, built: BuiltBlock, commit: Commit, source: bytes | None
                              ) -> None:
-        await self._blocking(self.chain.commit, built, commit)
+        total = await self._blocking(self.chain.write, built, commit)
+        self.chain.take_head(built.block, total)  # with the publication, in one step
         self._publish([Committed(built.block, commit, source)])
 
-    async def _blocking(self, fn: Callable[..., object], *args: object) -> None:
+    async def _blocking(self, fn: Callable[..., T], *args: object) -> T:
         if self._inline:
-            fn(*args)
+            result = fn(*args)
             await trio.lowlevel.checkpoint()
-        else:
-            await trio.to_thread.run_sync(fn, *args)
+            return result
+        return await trio.to_thread.run_sync(fn, *args)
 
     def _publish(self, committed: list[Committed]) -> None:
         # a transaction admitted while its block was written (the block's batch deleted the
