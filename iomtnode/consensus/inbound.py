@@ -101,7 +101,7 @@ class Inbound:
             mempool.get, network.send_consensus, network.penalize_peer, self._forget, inbox,
             verify=mempool.verifier.verify_now, what="proposal")
         self._whole: list[tuple[Block, list[Waiting]]] = []  # made whole by the mempool
-        self._relay = ProposalRelay(network)
+        self._relay = ProposalRelay(network, own)
         self._votes = VoteRelay(network, own)
         self._send, self._inbox = trio.open_memory_channel[
             tuple[bytes, InboundMessage] | None](INBOX_MESSAGES)
@@ -216,7 +216,7 @@ class Inbound:
         self._proposal_rounds = set()
         self._fetcher.clear()
         self._whole.clear()
-        self._relay.clear()
+        self._relay.enter(height, validators)
         self._votes.enter(height, validators)
         return self._next.take()
 

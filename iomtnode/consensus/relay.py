@@ -5,9 +5,18 @@ Proposals (:class:`ProposalRelay`).
 A peer holds a proposal if it sent it here, or if a vote of its authority for that block in
 that round has been checked here (the node id is the authority key, and an authority votes
 for a block only with its proposal at hand). A proposal received straight from its proposer
-waits :data:`RELAY_DELAY_S` first: in a fully connected network the other authorities got
-it from the proposer too, and their prevotes usually arrive by then, so it goes to nobody;
-in a partially connected one it costs that delay once, at the first hop.
+is relayed to the peers not known to hold it by the proposer's two designated relayers
+(those of its votes, below) after :data:`RELAY_DELAY_S`, and by every other node after as
+long as the previous height took here from its first proposal to its decision (at least
+:data:`RELAY_DELAY_S`, at most :data:`PROPOSAL_FALLBACK_MAX_S`). In a fully connected
+network the other authorities got it from the proposer too, and their prevotes usually
+arrive by then, so it goes to nobody; in a partially connected one it costs that delay
+once, at the first hop. Where heights take longer than :data:`RELAY_DELAY_S` (many
+authorities on few cores) the prevotes come later: then the two relayers send copies
+nobody needed, not every node (at 16 authorities on 2 cores, with one delay for all,
+every node relayed every proposal to nearly every peer: about 15 copies of each block's
+transaction ids per node). A proposal received from another relayer is relayed at once:
+its sender may be the only path to it.
 
 Votes (:class:`VoteRelay`). Every authority sends its own votes to all its peers, so in a
 fully connected network each vote reaches everyone at once; relaying every vote to every
@@ -56,7 +65,9 @@ from .proposals import FetchNetwork
 from .votes import Proposal
 
 RELAY_DELAY_S = 0.25  # a proposal received from its proposer waits this long (s) to be
-# relayed to the peers still needing it (longer than a height's steps on a loaded machine)
+# relayed by its designated relayers (longer than a height's steps on a loaded machine)
+PROPOSAL_FALLBACK_MAX_S = 2.0  # the other nodes wait as long as the previous height took
+# here from proposal to decision, at most this (s): under a slow network's propose timeout
 VOTE_FALLBACK_DELAY_S = 1.0  # a vote from its signer goes to the peers still needing it
 # after this (s): a last resort, the designated relayers reach most partial networks at once
 VOTES_PER_AUTHORITY = 16  # first votes kept per authority at one height (8 rounds x 2 steps)
@@ -65,12 +76,34 @@ VOTE_KEYS = 4096  # votes whose holders are tracked at one height (N authorities
 # x rounds: 16 authorities for 128 rounds), and fallbacks waiting; beyond, the oldest go
 
 
+def designated_relayers(order: list[bytes], index: dict[bytes, int], height: int,
+                        validator: bytes) -> tuple[bytes, bytes] | None:
+    """R1 and R2, the designated relayers of ``validator``'s messages at ``height`` among
+    ``order`` (the height's authorities, sorted; ``index`` their positions); None with fewer
+    than three authorities (everyone hears everyone) or for a non-authority."""
+    n, i = len(order), index.get(validator)
+    if n < 3 or i is None:
+        return None
+    first = (i + 1 + height % (n - 1)) % n  # never i: the distance is 1 .. n-1
+    second = (first + 1) % n
+    if second == i:
+        second = (second + 1) % n
+    return order[first], order[second]
+
+
 class ProposalRelay:
     """Relay valid proposals once to the peers not known to hold them (module doc)."""
 
-    def __init__(self, network: FetchNetwork, delay_s: float = RELAY_DELAY_S) -> None:
+    def __init__(self, network: FetchNetwork, own: bytes | None = None,
+                 delay_s: float = RELAY_DELAY_S) -> None:
         self._network = network
+        self._own = own  # this node's authority key (None: an observer)
         self._delay_s = delay_s
+        self._fallback_s = delay_s  # the other nodes' delay at this height
+        self._proposal_at = math.nan  # when the height's first proposal came (trio clock)
+        self._order: list[bytes] = []  # the height's authorities, sorted
+        self._index: dict[bytes, int] = {}
+        self._height = 0
         self._holders: OrderedDict[tuple[int, bytes], set[bytes]] = OrderedDict()
         self._due: list[tuple[float, int, ConsensusProposal, Proposal]] = []
         self._seq = itertools.count()
@@ -93,8 +126,14 @@ class ProposalRelay:
         """Relay ``msg`` (valid, received from ``peer_id``): now, or soon if ``peer_id``
         is its proposer."""
         self.holds(proposal.round, proposal.block_hash, peer_id)
+        if math.isnan(self._proposal_at):
+            self._proposal_at = trio.current_time()
         if peer_id == proposal.proposer and self._delay_s > 0:
-            heapq.heappush(self._due, (trio.current_time() + self._delay_s, next(self._seq),
+            relayers = designated_relayers(self._order, self._index, self._height,
+                                           proposal.proposer)
+            delay_s = (self._delay_s if relayers is None or self._own in relayers
+                       else self._fallback_s)
+            heapq.heappush(self._due, (trio.current_time() + delay_s, next(self._seq),
                                        msg, proposal))
         else:
             self._network.broadcast_consensus(msg, exclude=self.holders(proposal))
@@ -108,10 +147,23 @@ class ProposalRelay:
             _, _, msg, proposal = heapq.heappop(self._due)
             self._network.broadcast_consensus(msg, exclude=self.holders(proposal))
 
-    def clear(self) -> None:
-        """A new height: the last one's proposals need no relaying."""
+    def enter(self, height: int, validators: Iterable[bytes]) -> None:
+        """A new height (``validators`` its authorities): the last one's proposals need no
+        relaying."""
+        took = trio.current_time() - self._proposal_at  # NaN: no proposal came
+        self._fallback_s = (self._delay_s if math.isnan(took)
+                            else min(max(self._delay_s, took), PROPOSAL_FALLBACK_MAX_S))
+        self._proposal_at = math.nan
+        self._height = height
+        self._order = sorted(validators)
+        self._index = {v: i for i, v in enumerate(self._order)}
         self._holders.clear()
         self._due.clear()
+
+    def fallback_delay(self) -> float:
+        """How long (s) a node that is not a designated relayer of the proposer waits at
+        this height before it relays a proposal received from its proposer."""
+        return self._fallback_s
 
 
 class VoteRelay:
@@ -161,14 +213,7 @@ class VoteRelay:
     def relayers(self, validator: bytes) -> tuple[bytes, bytes] | None:
         """R1 and R2, the designated relayers of ``validator``'s votes at this height (None
         with fewer than three authorities: everyone hears everyone)."""
-        n, i = len(self._order), self._index.get(validator)
-        if n < 3 or i is None:
-            return None
-        first = (i + 1 + self._height % (n - 1)) % n  # never i: the distance is 1 .. n-1
-        second = (first + 1) % n
-        if second == i:
-            second = (second + 1) % n
-        return self._order[first], self._order[second]
+        return designated_relayers(self._order, self._index, self._height, validator)
 
     def relay(self, key: bytes, msg: ConsensusVote, vote: Vote, peer_id: bytes) -> None:
         """Relay ``msg`` (``vote``, valid, of this height, received from ``peer_id``)."""
