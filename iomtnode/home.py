@@ -37,6 +37,7 @@ from .core.genesis import Genesis
 
 SECRET_MODE = 0o600  # node_key, admin_token: the owner reads and writes, nobody else
 HOME_MODE = 0o700  # the home and data/: the owner only (the chain names devices and patients)
+PUBLIC_FILE_MODE = 0o666  # genesis.json: anyone the umask lets read it (the home is 0700)
 
 
 class HomeError(RuntimeError):
@@ -96,6 +97,11 @@ class Home:
     def load_genesis(self) -> Genesis:
         return Genesis.load(self.genesis_path)
 
+    def save_genesis(self, genesis: Genesis) -> None:
+        """Write ``genesis`` as this home's genesis.json, atomically (:func:`write_atomic`):
+        a crash leaves the home as it was or with the whole file, never a torn one."""
+        write_atomic(self.genesis_path, genesis.to_text().encode())
+
     def load_config(self, overrides: dict[str, object] | None = None) -> Config:
         return load_config(self.config_path, overrides)
 
@@ -145,6 +151,32 @@ def key_from_file(path: Path) -> SigningKey:
     return SigningKey(seed)
 
 
+def write_atomic(path: Path, data: bytes, mode: int = PUBLIC_FILE_MODE) -> None:
+    """Make ``path`` hold ``data`` so that a crash at any point leaves either what was there
+    (or nothing) or the whole new file: write a temporary file beside it, fsync it, rename it
+    over ``path``, fsync the directory (the rename is durable when this returns). On an error
+    the temporary file is removed and ``path`` is left as it was."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 def write_key(path: Path, key: SigningKey) -> None:
     """Write a private key file (mode 0600); refuses to overwrite an existing one."""
     try:
@@ -188,7 +220,7 @@ def init_home(
     write_key(home.key_path, key)
     _write_private(home.token_path, secrets.token_hex(16) + "\n")
     if genesis is not None:
-        genesis.save(home.genesis_path)
+        home.save_genesis(genesis)
     home.config_path.write_text(render(config or Config()))
     home.data_path.mkdir(mode=HOME_MODE, exist_ok=True)
     home.data_path.chmod(HOME_MODE)

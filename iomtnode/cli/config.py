@@ -9,6 +9,7 @@ keys are files of the home, never read here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Annotated, Any
 
@@ -34,8 +35,8 @@ def _resolve(home: Home, api: str | None, p2p: str | None) -> Resolved:
         return resolved
     missing = Issue(home.config_path.name, f"{home.config_path} does not exist: not an "
                                            f"iomtnode home; run: iomtnode init --home {home.path}")
-    return Resolved(resolved.path, resolved.version, False, resolved.settings,
-                    (missing, *resolved.issues), None)
+    return dataclasses.replace(resolved, version_stated=False,
+                               issues=(missing, *resolved.issues), config=None)
 
 
 def _format(resolved: Resolved) -> str:
@@ -50,16 +51,21 @@ def _shown(value: Any) -> str:
 
 
 def _errors(resolved: Resolved) -> list[dict[str, str]]:
-    return [{"key": issue.key, "message": issue.message} for issue in resolved.issues]
+    """Every issue, then every IOMTNODE_* variable that sets nothing (keyed by its name)."""
+    return ([{"key": issue.key, "message": issue.message} for issue in resolved.issues]
+            + [{"key": v.name, "message": v.message} for v in resolved.unknown_variables])
 
 
 def show(home: HomeOpt, api: ListenApiOpt = None, p2p: ListenP2pOpt = None,
          as_json: JsonOpt = False) -> None:
     """Print every setting's effective value and its source: file, env, flag or default.
 
-    Exits 1, listing every problem, when the settings would not start a node.
+    Exits 1, listing every problem, when the settings would not start a node. An
+    IOMTNODE_* variable that sets nothing is warned of on stderr (and listed with --json).
     """
     resolved = _resolve(Home(home), api, p2p)
+    for variable in resolved.unknown_variables:
+        typer.echo(f"warning: {variable.message}", err=True)
     if resolved.issues:
         for issue in resolved.issues:
             typer.echo(f"error: {issue.message}", err=True)
@@ -71,7 +77,9 @@ def show(home: HomeOpt, api: ListenApiOpt = None, p2p: ListenP2pOpt = None,
     result = {"home": str(home), "config": str(resolved.path),
               "version": {"value": resolved.version,
                           "source": "file" if resolved.version_stated else "default"},
-              "settings": settings}
+              "settings": settings,
+              "unknown_variables": [{"name": v.name, "did_you_mean": v.did_you_mean}
+                                    for v in resolved.unknown_variables]}
     width = max(len(name) for name in settings)
     values = {name: _shown(s.value) for name, s in resolved.settings.items()}
     value_width = min(max(len(v) for v in values.values()), 40)

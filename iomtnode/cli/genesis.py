@@ -137,7 +137,7 @@ def new(
     by_id = {c.node_id: c.address for _, c in read}
     try:
         with out.open("x") as f:
-            f.write(json.dumps(genesis.to_json(), indent=2) + "\n")
+            f.write(genesis.to_text())
     except FileExistsError:
         fail(f"{out} exists; refusing to overwrite it")
     except OSError as exc:
@@ -221,7 +221,10 @@ def _install(h: Home, genesis: Genesis) -> bool:
         fail(f"{h.data_path} holds the blocks of chain {stored.hex()[:16]}..., not of this "
              f"genesis ({genesis.hash.hex()[:16]}...): refusing to mix two chains in one "
              "home; make a new home", CHECK_FAILED)
-    genesis.save(h.genesis_path)
+    try:
+        h.save_genesis(genesis)
+    except OSError as exc:
+        fail(f"cannot write {h.genesis_path}: {exc.strerror or exc} (the home is as it was)")
     return True
 
 

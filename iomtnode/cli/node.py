@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
+import structlog
 import trio
 import typer
 
 from .. import __version__
-from ..config import ConfigError
+from ..config import ConfigError, unknown_variables
 from ..core.crypto import SigningKey
 from ..core.genesis import Genesis, GenesisError
 from ..home import Home, HomeError, init_home, key_from_file
 from .common import HomeOpt, JsonOpt, emit, fail, run_async
+
+log = structlog.get_logger(__name__)
 
 
 def version() -> None:
@@ -83,11 +87,18 @@ def run(
     p2p: Annotated[str | None, typer.Option(help="P2P listen HOST:PORT (overrides config).")
                    ] = None,
 ) -> None:
-    """Run a node until SIGINT or SIGTERM, then shut down cleanly."""
+    """Run a node until SIGINT or SIGTERM, then shut down cleanly.
+
+    An IOMTNODE_* environment variable that sets nothing (a misspelt setting's) is logged as
+    a warning, config_env_unknown, and the node starts anyway.
+    """
     from ..node import Node
     from ..service import run_until_signal
     from ..tuning import tune_process
 
+    for variable in unknown_variables(os.environ):
+        log.warning("config_env_unknown", name=variable.name,
+                    did_you_mean=variable.did_you_mean)
     try:
         h = Home(home)
         config = h.load_config({"api_listen": api, "p2p_listen": p2p})

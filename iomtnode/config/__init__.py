@@ -1,11 +1,13 @@
 """Node settings: one frozen dataclass (:mod:`.settings`), the rules its values obey
 (:mod:`.checks`), config.toml as ``init`` writes it (:mod:`.template`), its format version
-(:mod:`.formats`) and where each setting comes from (:mod:`.load`).
+(:mod:`.formats`), where each setting comes from (:mod:`.load`) and which ``IOMTNODE_*``
+environment variables iomtnode reads (:mod:`.environment`).
 
 Precedence: flags > IOMTNODE_* environment variables > config.toml > defaults.
 """
 
 from .checks import LOG_LEVELS, parse_hostport
+from .environment import KNOWN_VARIABLES, UnknownVariable, unknown_variables
 from .errors import ConfigError, Issue
 from .formats import CONFIG_VERSION
 from .load import Resolved, Setting, load_config, resolve
@@ -15,6 +17,7 @@ from .template import TEMPLATE, render
 __all__ = [
     "CONFIG_VERSION",
     "ENV_PREFIX",
+    "KNOWN_VARIABLES",
     "LOG_LEVELS",
     "TEMPLATE",
     "Config",
@@ -22,8 +25,10 @@ __all__ = [
     "Issue",
     "Resolved",
     "Setting",
+    "UnknownVariable",
     "load_config",
     "parse_hostport",
     "render",
     "resolve",
+    "unknown_variables",
 ]

@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import __version__
 from .checks import check
+from .environment import UnknownVariable, unknown_variables
 from .errors import ConfigError, Issue
 from .formats import CONFIG_VERSION, UNVERSIONED, upgrade
 from .settings import DEFAULTS, KINDS, Config, env_name
@@ -48,6 +49,9 @@ class Resolved:
     settings: dict[str, Setting]  # every setting (a wrong one: the value that was given)
     issues: tuple[Issue, ...]  # every problem, in the order of the settings
     config: Config | None  # None when there is any issue
+    # IOMTNODE_* variables of the environment that set nothing: not an issue (the node runs
+    # with them, warning), but ``config validate`` refuses them
+    unknown_variables: tuple[UnknownVariable, ...]
 
 
 def load_config(
@@ -71,6 +75,7 @@ def resolve(
 ) -> Resolved:
     """Every setting's value and source, and every problem (see :func:`load_config`)."""
     env = os.environ if env is None else env
+    unknown = unknown_variables(env)
     given: dict[str, Setting] = {}
     issues: list[Issue] = []
     file: dict[str, Any] = {}
@@ -80,11 +85,13 @@ def resolve(
             file = tomllib.loads(path.read_text())
         except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
             issue = Issue(path.name, f"cannot read {path}: {exc}")
-            return Resolved(path, version, stated, _with_defaults(given), (issue,), None)
+            return Resolved(path, version, stated, _with_defaults(given), (issue,), None,
+                            unknown)
         stated = VERSION_KEY in file
         version, problem = _version(file.pop(VERSION_KEY, UNVERSIONED), path)
         if problem is not None:
-            return Resolved(path, version, stated, _with_defaults(given), (problem,), None)
+            return Resolved(path, version, stated, _with_defaults(given), (problem,), None,
+                            unknown)
         file = upgrade(file, version)
         for key, raw in file.items():
             given[key] = Setting(raw, "file", str(path))
@@ -116,7 +123,7 @@ def resolve(
     order = {name: i for i, name in enumerate(KINDS)}
     issues.sort(key=lambda issue: order.get(issue.key, -1))  # unknown keys first
     config = None if issues else Config(**values)
-    return Resolved(path, version, stated, settings, tuple(issues), config)
+    return Resolved(path, version, stated, settings, tuple(issues), config, unknown)
 
 
 def _with_defaults(given: Mapping[str, Setting]) -> dict[str, Setting]:

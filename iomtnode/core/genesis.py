@@ -115,8 +115,10 @@ class Genesis:
                 raise
             raise GenesisError(f"genesis has a malformed field: {exc}") from None
 
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+    def to_text(self) -> str:
+        """genesis.json's text: the JSON view, indented (the home writes it, see
+        :meth:`iomtnode.home.Home.save_genesis`)."""
+        return json.dumps(self.to_json(), indent=2) + "\n"
 
     @classmethod
     def load(cls, path: Path) -> Genesis:

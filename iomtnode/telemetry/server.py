@@ -5,10 +5,13 @@ prometheus-client's server, whose thread would read the node's figures while tri
 them: here a scrape is generated on the trio thread, between two steps of the node, so the
 figures it shows are of one moment. Every other request is answered 404.
 
-Resource handling: at most ``max_connections`` connections at once (more are closed as
-soon as they are accepted, nothing read); one request per connection (the answer says
-``Connection: close``); the request's head must arrive within ``read_deadline_s`` and be at
-most ``max_head_bytes``; the answer must be taken within ``write_deadline_s``; expositions
+Resource handling: at most ``max_connections`` connections at once, and at most
+``max_connections_per_ip`` of them from one IP address, so that one client holding idle
+connections cannot keep Prometheus out (more are closed as soon as they are accepted,
+nothing read); one request per connection (the answer says ``Connection: close``); the
+request's head must arrive within ``read_deadline_s`` of the accept (a connection that sends
+nothing is closed then) and be at most ``max_head_bytes``; the answer must be taken within
+``write_deadline_s``; expositions
 are generated at most once per ``min_interval_s`` (a scrape that comes sooner waits for its
 turn, holding its connection), so scrapers cost the node a bounded share of its time
 however often they ask.
@@ -28,14 +31,18 @@ import trio
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from ..p2p.transport import TcpTransport
+from ..p2p.transport import TcpTransport, ip_of
 
 log = structlog.get_logger(__name__)
 
 METRICS_PATH = b"/metrics"
 MAX_CONNECTIONS = 8  # scrapers connected at once; more are closed when accepted
+# connections at once from one IP address (a Prometheus, or an HA pair behind one address,
+# and a person's curl); more from it are closed when accepted, so that one client holding
+# idle connections fills at most this many of MAX_CONNECTIONS
+MAX_CONNECTIONS_PER_IP = 2
 MAX_HEAD_BYTES = 8 * 1024  # a request's line and headers (a scraper's are ~300 bytes)
-READ_DEADLINE_S = 5.0  # for the whole request head, from the accept
+READ_DEADLINE_S = 5.0  # for the whole request head, from the accept (an idle one: closed)
 WRITE_DEADLINE_S = 10.0  # for the whole answer (~20 KB), once generated
 # Expositions at most this often (about 1 ms of the trio thread each: at most ~1% of it); a
 # Prometheus scrapes every 15 s, so only a misbehaving scraper ever waits.
@@ -55,6 +62,7 @@ class MetricsServerConfig:
     host: str
     port: int  # 0: the OS picks one; ``run`` reports it
     max_connections: int = MAX_CONNECTIONS
+    max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP
     max_head_bytes: int = MAX_HEAD_BYTES
     read_deadline_s: float = READ_DEADLINE_S
     write_deadline_s: float = WRITE_DEADLINE_S
@@ -86,6 +94,7 @@ class MetricsServer:
         self.registry = registry  # what it serves (tools and tests read it too)
         self._transport = TcpTransport()
         self._open = 0  # connections now
+        self._open_by_ip: dict[str, int] = {}  # connections now of each IP that has any
         self._next_at = 0.0  # the earliest trio time of the next exposition
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -104,16 +113,27 @@ class MetricsServer:
             task_status.started(port)
 
     async def _accept(self, stream: trio.abc.Stream, remote: str) -> None:
+        cfg = self.config
+        ip = ip_of(remote)
         try:
-            if self._open >= self.config.max_connections:
+            if self._open >= cfg.max_connections:
                 log.info("metrics_request_refused", remote=remote,
-                         reason="max_connections reached", max=self.config.max_connections)
+                         reason="max_connections reached", max=cfg.max_connections)
+                return
+            if self._open_by_ip.get(ip, 0) >= cfg.max_connections_per_ip:
+                log.info("metrics_request_refused", remote=remote,
+                         reason="max_connections_per_ip reached",
+                         max=cfg.max_connections_per_ip)
                 return
             self._open += 1
+            self._open_by_ip[ip] = self._open_by_ip.get(ip, 0) + 1
             try:
                 await self._serve(stream, remote)
             finally:
                 self._open -= 1
+                self._open_by_ip[ip] -= 1
+                if not self._open_by_ip[ip]:
+                    del self._open_by_ip[ip]
         finally:
             await trio.aclose_forcefully(stream)
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -197,7 +198,7 @@ def test_init_imports_a_key_file_with_a_genesis(tmp_path):
     key = SigningKey(b"\x09" * 32)
     genesis = Genesis(chain_id=CHAIN, time_ms=1, authorities=(key.public,),
                       admission_threshold=1)
-    genesis.save(tmp_path / "genesis.json")
+    (tmp_path / "genesis.json").write_text(genesis.to_text())
     (tmp_path / "k").write_text(key.seed.hex())
     made = ok("init", "--home", tmp_path / "h", "--key-file", tmp_path / "k", "--genesis",
               tmp_path / "genesis.json")
@@ -264,3 +265,27 @@ def test_every_genesis_card_command_in_the_docs_names_the_chain():
         assert made, doc
         for command in made:
             assert "--chain-id" in command, f"{doc.name}: {command}"
+
+
+@pytest.mark.parametrize("step", ["fsync", "replace"])
+def test_an_install_that_fails_midway_leaves_the_home_as_it_was(tmp_path, ceremony, monkeypatch,
+                                                                step):
+    """--install writes genesis.json whole or not at all: when writing it fails (a full disk,
+    a crash), no genesis.json, torn or whole, and no temporary file is left, and the
+    install can be run again."""
+    ok("genesis", "new", "--chain-id", CHAIN, *cards(ceremony), "--out", tmp_path / "g.json")
+    home = ceremony[0][0]
+    before = sorted(p.name for p in home.iterdir())
+    real = getattr(os, step)
+
+    def broken(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, step, broken)
+    err = refused(2, "genesis", "verify", tmp_path / "g.json", "--home", home, "--install")
+    assert f"cannot write {home / 'genesis.json'}: No space left on device" in err
+    assert sorted(p.name for p in home.iterdir()) == before  # no genesis.json, no temporary
+    monkeypatch.setattr(os, step, real)
+    ok("genesis", "verify", tmp_path / "g.json", "--home", home, "--install")
+    assert Genesis.load(home / "genesis.json") == Genesis.load(tmp_path / "g.json")
+    assert sorted(p.name for p in home.iterdir()) == sorted([*before, "genesis.json"])

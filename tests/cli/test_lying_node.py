@@ -137,8 +137,9 @@ async def test_device_send_says_the_answer_is_malformed(tmp_path, answer):
 @pytest.mark.parametrize("anchors", [[{"first": 0}], [{"receipt": "x"}], "none"])
 async def test_audit_says_the_answer_is_malformed(tmp_path, patient_key, anchors):
     genesis = tmp_path / "genesis.json"
-    Genesis(chain_id=CHAIN, time_ms=1, authorities=(SigningKey.generate().public,),
-            admission_threshold=1).save(genesis)
+    genesis.write_text(Genesis(chain_id=CHAIN, time_ms=1,
+                               authorities=(SigningKey.generate().public,),
+                               admission_threshold=1).to_text())
 
     def answers(method: str, params: dict[str, Any]) -> Any:
         return anchors if method == "get_audit_anchors" else {}

@@ -145,3 +145,32 @@ def test_the_main_app_has_the_config_commands() -> None:
     names = [group.name for group in main_app.registered_groups]
     assert "config" in names
     assert main_app.registered_groups[names.index("config")].typer_instance is config_app
+
+
+def test_validate_refuses_a_variable_that_sets_nothing_and_names_the_closest(home: Path
+                                                                               ) -> None:
+    env = {"IOMTNODE_API_LISTN": "0.0.0.0:7545", "IOMTNODE_HOME": str(home)}
+    result = invoke("validate", "--home", home, "--json", env=env)
+    assert result.exit_code == 1
+    assert json.loads(result.output) == {"ok": False, "errors": [{
+        "key": "IOMTNODE_API_LISTN",
+        "message": "IOMTNODE_API_LISTN is not a variable iomtnode reads (in the environment): "
+                   "it sets nothing; did you mean IOMTNODE_API_LISTEN?"}]}
+    text = invoke("validate", "--home", home, env=env)
+    assert text.exit_code == 1
+    assert text.output.splitlines() == [
+        "IOMTNODE_API_LISTN: IOMTNODE_API_LISTN is not a variable iomtnode reads (in the "
+        "environment): it sets nothing; did you mean IOMTNODE_API_LISTEN?", "1 error"]
+    assert invoke("validate", "--home", home, env={"IOMTNODE_HOME": str(home)}).exit_code == 0
+
+
+def test_show_warns_of_a_variable_that_sets_nothing(home: Path) -> None:
+    env = {"IOMTNODE_MAX_PEER": "12"}
+    result = invoke("show", "--home", home, "--json", env=env)
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["unknown_variables"] == [{"name": "IOMTNODE_MAX_PEER",
+                                           "did_you_mean": "IOMTNODE_MAX_PEERS"}]
+    assert shown["settings"]["max_peers"] == {"value": 50, "source": "file"}
+    assert "warning: IOMTNODE_MAX_PEER is not a variable iomtnode reads" in result.stderr
+    assert "did you mean IOMTNODE_MAX_PEERS?" in invoke("show", "--home", home, env=env).stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from iomtnode.config import Config
-from iomtnode.home import HOME_MODE, SECRET_MODE, Home, HomeError, init_home
+from iomtnode.home import HOME_MODE, SECRET_MODE, Home, HomeError, init_home, write_atomic
 from iomtnode.node import Node
 
 
@@ -69,3 +69,26 @@ def test_localnet_homes_are_private(tmp_path: Path, open_umask: None):
     for entry in manifest.nodes:
         assert mode(entry.home) == HOME_MODE and mode(entry.home / "node_key") == SECRET_MODE
         Home(entry.home).check()
+
+
+def test_write_atomic_replaces_a_file_whole_or_not_at_all(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch):
+    """A rename that fails leaves the old file as it was and no temporary file beside it; one
+    that succeeds leaves the whole new file (and nothing else)."""
+    path = tmp_path / "genesis.json"
+    write_atomic(path, b"old\n")
+    assert path.read_bytes() == b"old\n"
+    real_replace = os.replace
+
+    def crash(src: object, dst: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="Input/output error"):
+        write_atomic(path, b"new " * 10_000)
+    assert path.read_bytes() == b"old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["genesis.json"]
+    monkeypatch.setattr(os, "replace", real_replace)
+    write_atomic(path, b"new " * 10_000)
+    assert path.read_bytes() == b"new " * 10_000
+    assert [p.name for p in tmp_path.iterdir()] == ["genesis.json"]

@@ -31,12 +31,9 @@ def load_yaml_documents(path: Path) -> list[dict]:
 
 
 def unknown_iomtnode_variables(names: object) -> set[str]:
-    """The IOMTNODE_* names among ``names`` that are neither a node setting (config.py) nor
-    read by the image's entrypoint: a typo there would be ignored by the node."""
-    import dataclasses
+    """The IOMTNODE_* names among ``names`` that iomtnode does not read (neither a node
+    setting nor a variable of iomtnode.config.OTHER_VARIABLES, such as the entrypoint's): a
+    typo there would set nothing."""
+    from iomtnode.config import KNOWN_VARIABLES
 
-    from iomtnode.config import Config
-
-    settings = {f"IOMTNODE_{f.name.upper()}" for f in dataclasses.fields(Config)}
-    entrypoint = {"IOMTNODE_HOME", "IOMTNODE_KEY_FILE", "IOMTNODE_GENESIS_FILE"}
-    return {n for n in names if n.startswith("IOMTNODE_")} - settings - entrypoint
+    return {n for n in names if n.startswith("IOMTNODE_")} - KNOWN_VARIABLES

@@ -1,5 +1,6 @@
 """The metrics endpoint over a real loopback socket: GET /metrics, 404 for the rest, and
-its limits (head size, read deadline, connections at once, expositions per second)."""
+its limits (head size, read deadline, connections at once and per IP, expositions per
+second)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from iomtnode.telemetry.server import MAX_HEAD_BYTES, MetricsServer, MetricsServerConfig
+from iomtnode.telemetry.server import (
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_IP,
+    MAX_HEAD_BYTES,
+    READ_DEADLINE_S,
+    MetricsServer,
+    MetricsServerConfig,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -147,8 +155,53 @@ async def test_connections_over_the_limit_are_closed_at_once(nursery):
         assert split(await exchange(port, GET))[0] == 200  # the slot is free again
 
 
+async def test_an_idle_connection_is_closed_at_the_read_deadline(nursery, autojump_clock):
+    """A client that connects and sends nothing holds its slot READ_DEADLINE_S, no longer."""
+    port, counting = await start(nursery)
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        started = trio.current_time()
+        with capture_logs() as logs, trio.fail_after(READ_DEADLINE_S * 3):
+            assert await read_all(stream) == b""  # closed without an answer
+        assert READ_DEADLINE_S <= trio.current_time() - started < READ_DEADLINE_S * 2
+    assert counting.at == []
+    [refused] = [e for e in logs if e["event"] == "metrics_request_refused"]
+    assert refused["reason"] == f"no complete request within {READ_DEADLINE_S} s"
+
+
+async def test_one_ip_holding_idle_connections_cannot_keep_other_scrapers_out(nursery):
+    """One IP holds at most MAX_CONNECTIONS_PER_IP connections: more from it are closed when
+    accepted, while another IP (127.0.0.2, still loopback) is served."""
+    assert 1 <= MAX_CONNECTIONS_PER_IP < MAX_CONNECTIONS
+    port, _ = await start(nursery, read_deadline_s=20)
+    holders = [await trio.open_tcp_stream("127.0.0.1", port)
+               for _ in range(MAX_CONNECTIONS_PER_IP)]
+    for holder in holders:
+        await holder.send_all(GET[:10])  # each holds a slot, idle
+    with capture_logs() as logs, trio.fail_after(5):
+        while True:  # the holders' accepts may come after the next one's
+            extra = await exchange(port, GET)
+            if extra == b"":
+                break
+    refused = [e for e in logs if e["event"] == "metrics_request_refused"]
+    assert refused[-1]["reason"] == "max_connections_per_ip reached"
+    assert refused[-1]["max"] == MAX_CONNECTIONS_PER_IP
+    other = await trio.open_tcp_stream("127.0.0.1", port, local_address="127.0.0.2")
+    async with other:
+        await other.send_all(GET)
+        with trio.fail_after(10):
+            assert split(await read_all(other))[0] == 200
+    for holder in holders:
+        async with holder:
+            await holder.send_all(GET[10:])
+            with trio.fail_after(10):
+                assert split(await read_all(holder))[0] == 200
+    with trio.fail_after(10):
+        assert split(await exchange(port, GET))[0] == 200  # the IP's slots are free again
+
+
 async def test_expositions_are_spaced_by_the_minimum_interval(nursery):
-    port, counting = await start(nursery, min_interval_s=0.3)
+    port, counting = await start(nursery, min_interval_s=0.3, max_connections_per_ip=3)
     with trio.fail_after(10):
         async with trio.open_nursery() as scrapers:
             for _ in range(3):
