@@ -315,7 +315,7 @@ class Cluster:
         chain = Chain(store, self.genesis)
         mempool = Mempool(chain, now_ms=lambda: GENESIS_MS + 10_000)
         feed = BlockFeed(chain.height)
-        writer = ChainWriter(chain, feed, mempool.verifier)
+        writer = ChainWriter(chain, feed, mempool.verifier, inline=True)  # a virtual clock
         feed.listen(mempool.committed)
         feed.listen(lambda committed: self.bus.poke())
         node = TNode(name, self.bus, store, chain, mempool, feed, writer,
