@@ -26,7 +26,10 @@ class FetchNetwork(Protocol):
     """What fetching and relaying need of the p2p layer."""
 
     def broadcast_consensus(self, msg: ConsensusProposal | ConsensusVote,
-                            exclude: frozenset[bytes] = frozenset()) -> None: ...
+                            exclude: frozenset[bytes] = frozenset(),
+                            only: frozenset[bytes] | None = None) -> None:
+        """Send ``msg`` to every peer not in ``exclude`` (and in ``only``, if given)."""
+        ...
 
     def send_consensus(self, peer_id: bytes, msg: GetBlockTxs) -> bool: ...
 

@@ -29,6 +29,18 @@ class Delivery(Protocol):
     def on_message(self, peer_id: bytes, msg: Any) -> None: ...
 
 
+class _Outside:
+    """The peers a broadcast skips: those in ``exclude`` and those not in ``only``."""
+
+    __slots__ = ("_exclude", "_only")
+
+    def __init__(self, only: frozenset[bytes], exclude: frozenset[bytes]) -> None:
+        self._only, self._exclude = only, exclude
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id not in self._only or node_id in self._exclude
+
+
 class PeerNetwork:
     """The driver's network over the router (module doc)."""
 
@@ -39,12 +51,13 @@ class PeerNetwork:
         self._ask = ask  # :meth:`~iomtnode.admission.blocktxs.Asks.sender`
 
     def broadcast_consensus(self, msg: ConsensusProposal | ConsensusVote,
-                            exclude: frozenset[bytes] = frozenset()) -> None:
-        """Push ``msg`` to every peer not in ``exclude`` at once (never waits); a proposal
-        goes after the transactions waiting to be pushed."""
+                            exclude: frozenset[bytes] = frozenset(),
+                            only: frozenset[bytes] | None = None) -> None:
+        """Push ``msg`` to every peer not in ``exclude`` (and in ``only``, if given) at
+        once (never waits); a proposal goes after the transactions waiting to be pushed."""
         if isinstance(msg, ConsensusProposal):
             self._flush()
-        self._router.broadcast(msg, exclude)
+        self._router.broadcast(msg, exclude if only is None else _Outside(only, exclude))
 
     def send_consensus(self, peer_id: bytes, msg: GetBlockTxs) -> bool:
         """Send ``msg`` to the peer ``peer_id``; False if it is not connected."""

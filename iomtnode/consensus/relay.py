@@ -243,8 +243,9 @@ class VoteRelay:
                 skip -= {r1} if self._own == r2 else {r1, r2}
                 skip |= holders
         if peer_id == vote.validator and self._delay_s > 0:
-            if not skip.issuperset(self._order):
-                self._broadcast(key, msg, skip)
+            if not skip.issuperset(self._order):  # to authorities only: the other nodes
+                # follow the blocks and their certificates, and had the vote from its signer
+                self._broadcast(key, msg, skip, only=frozenset(self._order))
             if len(self._due) < VOTE_KEYS:
                 heapq.heappush(self._due, (trio.current_time() + self._delay_s,
                                            next(self._seq), key, msg, vote))
@@ -271,10 +272,14 @@ class VoteRelay:
                         if (first := firsts.get(at)) is not None and not first[2])
         return skip
 
-    def _broadcast(self, key: bytes, msg: ConsensusVote, skip: set[bytes]) -> None:
-        """Send ``msg`` to the peers not in ``skip``; the authorities among them hold it
-        from now on."""
-        self._network.broadcast_consensus(msg, exclude=frozenset(skip))
+    def _broadcast(self, key: bytes, msg: ConsensusVote, skip: set[bytes],
+                   only: frozenset[bytes] | None = None) -> None:
+        """Send ``msg`` to the peers not in ``skip`` (among ``only``, if given); the
+        authorities among them hold it from now on."""
+        if only is None:
+            self._network.broadcast_consensus(msg, exclude=frozenset(skip))
+        else:
+            self._network.broadcast_consensus(msg, exclude=frozenset(skip), only=only)
         holders = self._holders.get(key)
         if holders is not None:
             holders.update(v for v in self._order if v not in skip)

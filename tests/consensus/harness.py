@@ -184,7 +184,8 @@ class FakeNetwork:
         return self.bus.send(self.me, peer_id, msg)
 
     def broadcast_consensus(self, msg: ConsensusMessage,
-                            exclude: frozenset[bytes] = frozenset()) -> None:
+                            exclude: frozenset[bytes] = frozenset(),
+                            only: frozenset[bytes] | None = None) -> None:
         signer, at, _ = signed_by(msg)
         if not exclude and signer == self.me:  # made here (a relay names its source)
             raw = self.meta.get_meta(META_SIGNING_STATE)
@@ -193,7 +194,7 @@ class FakeNetwork:
             assert state is not None and not state.permits(*at), at
             if self.bus.on_own is not None:
                 self.bus.on_own(self.me, msg)
-        self.bus.deliver(self.me, msg, exclude)
+        self.bus.deliver(self.me, msg, exclude, only)
 
     def penalize_peer(self, peer_id: bytes, points: int, reason: str) -> None:
         self.penalties.append((peer_id, points, reason))
@@ -212,10 +213,11 @@ class EquivocatingNetwork(FakeNetwork):
     twins: int = 0
 
     def broadcast_consensus(self, msg: ConsensusMessage,
-                            exclude: frozenset[bytes] = frozenset()) -> None:
+                            exclude: frozenset[bytes] = frozenset(),
+                            only: frozenset[bytes] | None = None) -> None:
         signer, _, _ = signed_by(msg)
         if signer != self.me or (exclude and not isinstance(msg, ConsensusProposal)):
-            super().broadcast_consensus(msg, exclude)  # a relay (own proposals: resends)
+            super().broadcast_consensus(msg, exclude, only)  # a relay (own: resends)
             return
         others = sorted(p for p in self.bus.nodes if p != self.me)
         twin = self._twin(msg)

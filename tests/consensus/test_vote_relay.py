@@ -224,9 +224,12 @@ class Recorder:
 
     def __init__(self) -> None:
         self.sent: list[tuple[ConsensusVote, frozenset[bytes]]] = []
+        self.only: list[frozenset[bytes] | None] = []
 
-    def broadcast_consensus(self, msg: ConsensusVote, exclude: frozenset[bytes]) -> None:
+    def broadcast_consensus(self, msg: ConsensusVote, exclude: frozenset[bytes],
+                            only: frozenset[bytes] | None = None) -> None:
         self.sent.append((msg, exclude))
+        self.only.append(only)
 
 
 def test_what_the_vote_relay_remembers_of_a_height_is_bounded():
@@ -257,3 +260,17 @@ async def test_fallbacks_waiting_are_bounded():
         msg = vote("B", VoteType.PREVOTE, round_=round_)
         relay.relay(blake2b256(msg.vote), msg, decode_vote(msg.vote), pub("B"))
     assert len(relay._due) == VOTE_KEYS
+
+
+async def test_a_vote_from_its_signer_goes_on_to_authorities_only(autojump_clock):
+    """The relayers' copies are for the authorities: a node that is not one (it follows the
+    blocks and their certificates) had the vote from its signer, and gets no copy from R1
+    or from the collectors, which would send it one per authority."""
+    for role in (0, 1, None):  # A as R1, as R2, as a collector
+        network = Recorder()
+        relay = VoteRelay(network, own=pub("A"))  # type: ignore[arg-type]
+        relay.enter(1, [pub(n) for n in NAMES])
+        signer = signer_where(role)
+        msg = vote(signer, VoteType.PREVOTE)
+        relay.relay(blake2b256(msg.vote), msg, decode_vote(msg.vote), pub(signer))
+        assert network.only == [others(*NAMES)], role

@@ -29,12 +29,13 @@ class PrecommitsWithheld(FakeNetwork):
     the node: every authority locks, none decides."""
 
     def broadcast_consensus(self, msg: ConsensusMessage,
-                            exclude: frozenset[bytes] = frozenset()) -> None:
+                            exclude: frozenset[bytes] = frozenset(),
+                            only: frozenset[bytes] | None = None) -> None:
         if isinstance(msg, ConsensusVote):
             vote = decode_vote(msg.vote)
             if vote.type is VoteType.PRECOMMIT and vote.validator == self.me:
                 return
-        super().broadcast_consensus(msg, exclude)
+        super().broadcast_consensus(msg, exclude, only)
 
 
 async def test_a_whole_network_restart_after_all_locked_finalizes_the_locked_block(

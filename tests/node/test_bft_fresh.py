@@ -34,11 +34,12 @@ def signed(monkeypatch: pytest.MonkeyPatch) -> Iterator[Signed]:
     original = PeerNetwork.broadcast_consensus
 
     def recording(self: PeerNetwork, msg: ConsensusProposal | ConsensusVote,
-                  exclude: frozenset[bytes] = frozenset()) -> None:
+                  exclude: frozenset[bytes] = frozenset(),
+                  only: frozenset[bytes] | None = None) -> None:
         signer, at, block_hash = signed_by(msg)
         if signer == self._router.host.node_id:
             seen[signer][at].add(block_hash)
-        original(self, msg, exclude)
+        original(self, msg, exclude, only)
 
     monkeypatch.setattr(PeerNetwork, "broadcast_consensus", recording)
     yield seen
