@@ -43,6 +43,9 @@ QUIET_S = 1.0  # during the drain, no block for this long: ask for the readings'
 STATUS_BATCH = 10_000  # ids per get_tx_status call (the node's limit)
 NOT_FOUND = 1030  # the API's code for a device not (yet) registered
 MAX_PRESIGNED = 2_000_000  # readings signed ahead of a run (~0.5 GB in memory at most)
+PRESIGN_KEEPALIVE_S = 60.0  # while presigning, a status call this often (s): the node closes
+# a connection that sent nothing for its idle timeout (300 s), and presigning a long run on a
+# busy machine takes longer
 
 
 @dataclass
@@ -223,6 +226,23 @@ def presign_readings(sims: list[SimDevice], chain_id: str, rate: float, duration
     return readings, wait_s
 
 
+async def presign_connected(client: Any, sims: list[SimDevice], chain_id: str, rate: float,
+                            duration_s: float) -> tuple[list[SignedTx], float]:
+    """:func:`presign_readings` in a worker thread, ``client``'s connection kept alive by a
+    status call every :data:`PRESIGN_KEEPALIVE_S` meanwhile."""
+    async with trio.open_nursery() as nursery:
+        async def keep_alive() -> None:
+            while True:
+                await trio.sleep(PRESIGN_KEEPALIVE_S)
+                await client.call("status")
+
+        nursery.start_soon(keep_alive)
+        signed = await trio.to_thread.run_sync(presign_readings, sims, chain_id, rate,
+                                               duration_s)
+        nursery.cancel_scope.cancel()
+    return signed
+
+
 async def run_load(
     url: str,
     authority: SigningKey,
@@ -254,8 +274,8 @@ async def run_load(
         if presign:
             if not math.isfinite(duration_s) or rate * duration_s > MAX_PRESIGNED:
                 raise ValueError(f"presign needs rate x duration <= {MAX_PRESIGNED:,}")
-            planned, lead_s = await trio.to_thread.run_sync(
-                presign_readings, sims, chain_id, rate, duration_s)
+            planned, lead_s = await presign_connected(client, sims, chain_id, rate,
+                                                      duration_s)
             await trio.sleep(lead_s)
         async with trio.open_nursery() as nursery:
             inflight: set[str] = set()  # sent, the node's answer not in yet
