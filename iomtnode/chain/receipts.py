@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+import structlog
+
 from ..core import merkle
 from ..core.block import Commit, decode_header
 from ..core.ledger import State
@@ -12,6 +14,8 @@ from ..core.receipt import Handoff, make_receipt
 from ..core.tx import decode_tx, leaf_of
 from ..store import BlockStore
 from .trees import DamagedBlockError, ReceiptTrees
+
+log = structlog.get_logger(__name__)
 
 
 class Chain(Protocol):
@@ -42,6 +46,7 @@ def receipt_of(chain: Chain, tx_id: bytes) -> dict[str, Any] | None:
     leaf = leaf_of(raws[index])
     del raws
     if merkle.leaf_hash(leaf) != tree.leaf(index):  # the tree's root is the header's
+        log.error("stored_block_damaged", height=height, index=index)
         raise DamagedBlockError(f"transaction {index} of the stored block {height} is not "
                                 "the one its tree was built from")
     return make_receipt(chain.chain_id, decode_tx(leaf), header, header_bytes, commit,
