@@ -46,6 +46,7 @@ from .erasure import ErasureJob
 from .receipts import receipt_of
 from .rules import META_RULES, RULES_RECORD, bring_rules_up_to_date
 from .streamstore import StreamStore
+from .trees import ReceiptTrees
 
 log = structlog.get_logger(__name__)
 
@@ -99,6 +100,7 @@ class Chain(StreamStore, AuditLedger):
         self.store = store
         self.genesis = genesis
         self._device_streams: dict[bytes, bytes] = {}  # device -> stream, for the index
+        self.receipt_trees = ReceiptTrees()  # recent blocks' Merkle trees, for receipts
         stored = store.get_meta(META_GENESIS)
         if stored is not None and stored != genesis.hash:
             raise WrongChainError(

@@ -1,8 +1,11 @@
-"""Receipts of committed transactions, read from the store without decoding whole blocks."""
+"""Receipts of committed transactions, read from the store without decoding whole blocks;
+a block's Merkle tree is built once while it is kept (:class:`~.trees.ReceiptTrees`)."""
 
 from __future__ import annotations
 
 from typing import Any, Protocol
+
+import structlog
 
 from ..core import merkle
 from ..core.block import Commit, decode_header
@@ -10,12 +13,16 @@ from ..core.ledger import State
 from ..core.receipt import Handoff, make_receipt
 from ..core.tx import decode_tx, leaf_of
 from ..store import BlockStore
+from .trees import DamagedBlockError, ReceiptTrees
+
+log = structlog.get_logger(__name__)
 
 
 class Chain(Protocol):
     """What a receipt reads of :class:`~.chain.Chain`."""
 
     store: BlockStore
+    receipt_trees: ReceiptTrees
 
     @property
     def chain_id(self) -> str: ...
@@ -34,11 +41,16 @@ def receipt_of(chain: Chain, tx_id: bytes) -> dict[str, Any] | None:
     if commit is None:  # pragma: no cover - committed blocks are sealed
         return None
     header_bytes, raws = chain.block_parts_at(height)  # one tx decoded: blocks hold 10,000
-    leaves = [leaf_of(tx) for tx in raws]
+    header = decode_header(header_bytes)
+    tree = chain.receipt_trees.tree(header_bytes, header, raws)  # built once per block
+    leaf = leaf_of(raws[index])
     del raws
-    proof = merkle.prove(leaves, index)
-    return make_receipt(chain.chain_id, decode_tx(leaves[index]), decode_header(header_bytes),
-                        header_bytes, commit, proof, _handoffs_before(chain, height))
+    if merkle.leaf_hash(leaf) != tree.leaf(index):  # the tree's root is the header's
+        log.error("stored_block_damaged", height=height, index=index)
+        raise DamagedBlockError(f"transaction {index} of the stored block {height} is not "
+                                "the one its tree was built from")
+    return make_receipt(chain.chain_id, decode_tx(leaf), header, header_bytes, commit,
+                        merkle.prove_from_levels(tree, index), _handoffs_before(chain, height))
 
 
 def _handoffs_before(chain: Chain, height: int) -> tuple[Handoff, ...]:

@@ -71,6 +71,69 @@ def prove(leaves: list[bytes], index: int) -> Proof:
     return Proof(index, len(leaves), tuple(path))
 
 
+@dataclass(frozen=True, slots=True)
+class Levels:
+    """Every level of the tree over ``count`` leaves, the leaf hashes first and the root
+    last, each level's node hashes concatenated into one byte string (``HASH_BYTES`` each):
+    what :func:`prove_from_levels` walks, so a block's proofs need its tree built once."""
+
+    count: int
+    hashes: tuple[bytes, ...]
+
+    @property
+    def root(self) -> bytes:
+        return self.hashes[-1] if self.count else EMPTY_ROOT
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of hashes held (about ``2 * count * HASH_BYTES``)."""
+        return sum(len(level) for level in self.hashes)
+
+    def leaf(self, index: int) -> bytes:
+        """The :func:`leaf_hash` of leaf ``index``."""
+        if not 0 <= index < self.count:
+            raise IndexError(f"leaf {index} of {self.count}")
+        return self.hashes[0][index * HASH_BYTES:(index + 1) * HASH_BYTES]
+
+
+def levels(leaves: list[bytes]) -> Levels:
+    """The tree over ``leaves`` (raw leaf bytes, hashed here), level by level."""
+    return levels_of_hashes([leaf_hash(leaf) for leaf in leaves])
+
+
+def levels_of_hashes(leaf_hashes: list[bytes]) -> Levels:
+    """The tree over leaves whose :func:`leaf_hash` values are ``leaf_hashes``."""
+    if not leaf_hashes:
+        return Levels(0, ())
+    level = b"".join(leaf_hashes)
+    width = len(leaf_hashes)
+    built = [level]
+    pair = 2 * HASH_BYTES
+    while width > 1:
+        # the same pairing as _root: adjacent nodes, a last odd node carried up unchanged
+        nxt = [blake2b256(b"\x01" + level[j:j + pair]) for j in range(0, pair * (width // 2), pair)]
+        if width % 2:
+            nxt.append(level[-HASH_BYTES:])
+        level, width = b"".join(nxt), len(nxt)
+        built.append(level)
+    return Levels(len(leaf_hashes), tuple(built))
+
+
+def prove_from_levels(tree: Levels, index: int) -> Proof:
+    """The inclusion proof of leaf ``index``: the same :class:`Proof` as :func:`prove` of
+    the leaves ``tree`` was built from, read from the levels without hashing."""
+    if not 0 <= index < tree.count:
+        raise IndexError(f"leaf {index} of {tree.count}")
+    path: list[bytes] = []
+    i = index
+    for level in tree.hashes[:-1]:
+        sibling = (i ^ 1) * HASH_BYTES
+        if sibling < len(level):
+            path.append(level[sibling:sibling + HASH_BYTES])
+        i //= 2
+    return Proof(index, tree.count, tuple(path))
+
+
 def verify(leaf: bytes, proof: Proof, expected_root: bytes) -> bool:
     """True when ``leaf`` is leaf ``proof.index`` of a tree whose root is ``expected_root``."""
     if not 0 <= proof.index < proof.count or len(proof.path) > MAX_PROOF_DEPTH:

@@ -225,3 +225,57 @@ def test_hypothesis_roots_and_proofs(leaves: list[bytes], data: st.DataObject) -
     count = data.draw(st.integers(1, 64))
     wrong = Proof(i, count, proof.path)
     assert verify(leaves[i], wrong, r) is rfc9162_verify(leaves[i], i, count, list(proof.path), r)
+
+
+# levels: a block's tree built once, its proofs read from it ------------------------------
+
+
+def check_levels(leaves: list[bytes]) -> None:
+    tree = merkle.levels(leaves)
+    r = root(leaves)
+    small = len(leaves) <= 130  # the RFC's recursive path is quadratic: the small trees
+    assert tree.count == len(leaves) and tree.root == r
+    assert tree.nbytes == sum(len(level) for level in tree.hashes)
+    for i in range(len(leaves)):
+        proof = merkle.prove_from_levels(tree, i)
+        assert proof == prove(leaves, i)
+        assert not small or proof.path == tuple(path(i, leaves))
+        assert verify(leaves[i], proof, r) is True
+        assert tree.leaf(i) == leaf_hash(leaves[i])
+
+
+@pytest.mark.parametrize("n", [*range(1, 34), 64, 100, 127, 128, 129, 256, 1000, 1024])
+def test_proofs_from_levels_are_the_proofs(n: int) -> None:
+    check_levels(make_leaves(n))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=40), min_size=1, max_size=300))
+def test_proofs_from_levels_are_the_proofs_for_any_leaves(leaves: list[bytes]) -> None:
+    check_levels(leaves)
+
+
+def test_levels_are_level_by_level_hashes() -> None:
+    leaves = make_leaves(5)  # 5 leaves: 3 nodes (the fifth carried up), 2, then the root
+    tree = merkle.levels(leaves)
+    assert [len(level) // 32 for level in tree.hashes] == [5, 3, 2, 1]
+    assert tree.hashes[-1] == root(leaves)
+    assert tree.hashes[1][64:] == leaf_hash(leaves[4])  # carried up unchanged
+    assert merkle.levels_of_hashes([leaf_hash(x) for x in leaves]) == tree
+    assert tree.nbytes == (5 + 3 + 2 + 1) * 32
+
+
+def test_levels_of_no_leaves() -> None:
+    tree = merkle.levels([])
+    assert tree.count == 0 and tree.root == EMPTY_ROOT and tree.nbytes == 0
+    with pytest.raises(IndexError):
+        merkle.prove_from_levels(tree, 0)
+
+
+@pytest.mark.parametrize("index", [-1, 3, 100])
+def test_proof_from_levels_of_a_missing_leaf_raises(index: int) -> None:
+    tree = merkle.levels(make_leaves(3))
+    with pytest.raises(IndexError):
+        merkle.prove_from_levels(tree, index)
+    with pytest.raises(IndexError):
+        tree.leaf(index)

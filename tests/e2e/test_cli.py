@@ -37,7 +37,7 @@ def test_init_run_simulate_receipt_verify(tmp_path: Path):
         status = json.loads(iomtnode("status", "--api", node.api, "--json").stdout)
         assert status["height"] >= 1 and status["finalized_height"] == status["height"]
 
-        reading_id = None
+        reading_id, readings = None, []
         for height in range(status["height"], 0, -1):
             block = json.loads(iomtnode("block", str(height), "--api", node.api).stdout)
             readings = [t for t in block["txs"] if t["type"] == "reading"]
@@ -49,10 +49,17 @@ def test_init_run_simulate_receipt_verify(tmp_path: Path):
         receipt = iomtnode("receipt", reading_id, "--api", node.api).stdout
         good = tmp_path / "receipt.json"
         good.write_text(receipt)
+        # the block's tree is kept now: a second receipt of it walks the kept tree
+        assert iomtnode("receipt", reading_id, "--api", node.api).stdout == receipt
+        sibling_id = readings[-1]["id"]
+        sibling = tmp_path / "sibling.json"
+        sibling.write_text(iomtnode("receipt", sibling_id, "--api", node.api).stdout)
 
     genesis = str(home / "genesis.json")
     ok = iomtnode("verify", str(good), "--genesis", genesis, "--json")
     assert json.loads(ok.stdout) == {**json.loads(ok.stdout), "valid": True, "tx_id": reading_id}
+    ok = iomtnode("verify", str(sibling), "--genesis", genesis, "--json")
+    assert json.loads(ok.stdout) == {**json.loads(ok.stdout), "valid": True, "tx_id": sibling_id}
 
     doc = json.loads(receipt)
     lie = tmp_path / "lie.json"  # valid bytes, but a readable field that says otherwise
