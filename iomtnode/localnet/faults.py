@@ -184,12 +184,24 @@ class NftFaults:
         for name in names:
             self._manifest.node(name)
         self._sync()
-        for name in names:
-            if self._info.delay.get(name) != ms:
-                await self._stop_proxy(name)
+        failed: list[LocalnetError] = []
+
+        async def replace(name: str) -> None:
+            await self._stop_proxy(name)
+            try:
                 await self._start_proxy(name, ms)
+            except LocalnetError as exc:
+                failed.append(exc)
+
+        async with trio.open_nursery() as nursery:  # at once: each starts a Python process
+            for name in names:
+                if self._info.delay.get(name) != ms:
+                    nursery.start_soon(replace, name)
+        if failed:
+            raise failed[0]  # the proxies that did start are stopped by heal or close
+        for name in names:
             self._info.delay[name] = float(ms)
-        await self._apply(names)
+        await self._apply(names)  # cuts the nodes' open p2p connections (see nft)
 
     async def node_up(self, name: str) -> None:
         return None  # the rules live in the namespace and outlive the node's process
