@@ -108,6 +108,14 @@ def direct_p2p(net: Localnet, name: str) -> list[str]:
                   and not (local in proxy_remotes and port(local) != P2P_PORT))
 
 
+def p2p_connections(net: Localnet, name: str) -> set[tuple[str, str]]:
+    """``(local, remote)`` of each of the node's own p2p sockets."""
+    node = net.node(name).proc
+    assert node is not None
+    return {(local, remote) for local, remote, pids in established(net, name)
+            if node.pid in pids and P2P_PORT in (port(local), port(remote))}
+
+
 def port(address: str) -> int:
     return int(address.rsplit(":", 1)[1])
 
@@ -141,10 +149,12 @@ async def test_delay_moves_existing_connections_onto_the_proxy_and_heal_moves_th
 
         await net.delay(DELAY_MS, ["node2"])
         took = await wait_until_peers(net, "node2", 2, direct=0)  # both through the proxy
+        proxied = p2p_connections(net, "node2")
         node2 = net.node("node2").p2p_listen.rsplit(":", 1)[0]
         assert min([await round_trip_ms(node2) for _ in range(3)]) >= DELAY_MS
         top = max((await heights(net)).values())
-        await net.wait_for_height(top + 2, timeout_s=30)  # consensus through the proxy
+        await net.wait_for_height(top + 2, timeout_s=30)  # consensus through the proxy ...
+        assert p2p_connections(net, "node2") == proxied  # ... on connections left alone
         proxy = net.manifest.proxies["node2"]
 
         await net.heal()
