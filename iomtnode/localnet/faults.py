@@ -178,6 +178,9 @@ class NftFaults:
         await self._apply(self._net.names)  # the others spare these nodes' packets
 
     async def delay(self, ms: float, names: Sequence[str]) -> None:
+        """Start a delay proxy for each node (a new one if its delay changed), then load
+        rules that redirect the node's new p2p connections to it and reset the ones it has,
+        which both ends then re-dial through the proxy (see :mod:`.nft`)."""
         if not 0 < ms <= MAX_DELAY_MS:
             raise LocalnetError(f"delay must be above 0 and at most {MAX_DELAY_MS:g} ms, "
                                 f"not {ms}")
