@@ -155,16 +155,22 @@ class NftFaults:
         await self._apply(sorted({n for pair in pairs for n in pair}))
 
     async def heal(self) -> None:
-        """Drop every table and stop every delay proxy (also ones another process made)."""
+        """Stop every delay proxy (also ones another process made), then drop every table.
+
+        In that order: while the rules still translate the addresses of a connection
+        through a proxy, both of its ends see it close when the proxy exits. A table dropped
+        first would leave the redirected end, and a dial that reached the proxy just before,
+        talking to nobody until a packet of theirs drew a reset or a timeout expired.
+        """
         self._sync()
         info = self._info
         info.blocked.clear()
         info.loss.clear()
         info.delay.clear()
-        await self._apply(self._net.names)  # no rule redirects to a proxy any more
-        for name in list(self._manifest.proxies):
-            await self._stop_proxy(name)
-        self._manifest.save()
+        async with trio.open_nursery() as nursery:
+            for name in list(self._manifest.proxies):
+                nursery.start_soon(self._stop_proxy, name)
+        await self._apply(self._net.names)  # saves localnet.json; nothing is redirected
 
     async def loss(self, percent: float, names: Sequence[str]) -> None:
         if not 0 < percent <= 100:
