@@ -135,11 +135,27 @@ class NftFaults:
         return info
 
     async def _apply(self, names: Sequence[str]) -> None:
+        """Load the rules of ``names`` in all their namespaces at once. A connection
+        dialed while one end's namespace has its new rules and the other's not yet is
+        treated differently at each end (a delay's cut may reset only the far end, and a
+        node waiting for a handshake answer then waits for its handshake timeout), so
+        that moment is kept short."""
         self._manifest.save()
-        for name in names:
-            script = render(node_rules(self._manifest, name))
+        failed: list[LocalnetError] = []
+
+        async def load(name: str, script: str) -> None:
             command = [*netns.in_namespace(self._info.namespace(name)), "nft", "-f", "-"]
-            await trio.to_thread.run_sync(partial(netns.run, command, stdin=script))
+            try:
+                await trio.to_thread.run_sync(partial(netns.run, command, stdin=script))
+            except LocalnetError as exc:
+                failed.append(exc)
+
+        scripts = {name: render(node_rules(self._manifest, name)) for name in names}
+        async with trio.open_nursery() as nursery:
+            for name, script in scripts.items():
+                nursery.start_soon(load, name, script)
+        if failed:
+            raise failed[0]
 
     def _sync(self) -> None:
         """Adopt localnet.json first: faults another process added stay in force."""
