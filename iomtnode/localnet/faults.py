@@ -135,11 +135,27 @@ class NftFaults:
         return info
 
     async def _apply(self, names: Sequence[str]) -> None:
+        """Load the rules of ``names`` in all their namespaces at once. A connection
+        dialed while one end's namespace has its new rules and the other's not yet is
+        treated differently at each end (a delay's cut may reset only the far end, and a
+        node waiting for a handshake answer then waits for its handshake timeout), so
+        that moment is kept short."""
         self._manifest.save()
-        for name in names:
-            script = render(node_rules(self._manifest, name))
+        failed: list[LocalnetError] = []
+
+        async def load(name: str, script: str) -> None:
             command = [*netns.in_namespace(self._info.namespace(name)), "nft", "-f", "-"]
-            await trio.to_thread.run_sync(partial(netns.run, command, stdin=script))
+            try:
+                await trio.to_thread.run_sync(partial(netns.run, command, stdin=script))
+            except LocalnetError as exc:
+                failed.append(exc)
+
+        scripts = {name: render(node_rules(self._manifest, name)) for name in names}
+        async with trio.open_nursery() as nursery:
+            for name, script in scripts.items():
+                nursery.start_soon(load, name, script)
+        if failed:
+            raise failed[0]
 
     def _sync(self) -> None:
         """Adopt localnet.json first: faults another process added stay in force."""
@@ -155,16 +171,22 @@ class NftFaults:
         await self._apply(sorted({n for pair in pairs for n in pair}))
 
     async def heal(self) -> None:
-        """Drop every table and stop every delay proxy (also ones another process made)."""
+        """Stop every delay proxy (also ones another process made), then drop every table.
+
+        In that order: while the rules still translate the addresses of a connection
+        through a proxy, both of its ends see it close when the proxy exits. A table dropped
+        first would leave the redirected end, and a dial that reached the proxy just before,
+        talking to nobody until a packet of theirs drew a reset or a timeout expired.
+        """
         self._sync()
         info = self._info
         info.blocked.clear()
         info.loss.clear()
         info.delay.clear()
-        await self._apply(self._net.names)  # no rule redirects to a proxy any more
-        for name in list(self._manifest.proxies):
-            await self._stop_proxy(name)
-        self._manifest.save()
+        async with trio.open_nursery() as nursery:
+            for name in list(self._manifest.proxies):
+                nursery.start_soon(self._stop_proxy, name)
+        await self._apply(self._net.names)  # saves localnet.json; nothing is redirected
 
     async def loss(self, percent: float, names: Sequence[str]) -> None:
         if not 0 < percent <= 100:
@@ -178,18 +200,33 @@ class NftFaults:
         await self._apply(self._net.names)  # the others spare these nodes' packets
 
     async def delay(self, ms: float, names: Sequence[str]) -> None:
+        """Start a delay proxy for each node (a new one if its delay changed), then load
+        rules that redirect the node's new p2p connections to it and reset the ones it has,
+        which both ends then re-dial through the proxy (see :mod:`.nft`)."""
         if not 0 < ms <= MAX_DELAY_MS:
             raise LocalnetError(f"delay must be above 0 and at most {MAX_DELAY_MS:g} ms, "
                                 f"not {ms}")
         for name in names:
             self._manifest.node(name)
         self._sync()
-        for name in names:
-            if self._info.delay.get(name) != ms:
-                await self._stop_proxy(name)
+        failed: list[LocalnetError] = []
+
+        async def replace(name: str) -> None:
+            await self._stop_proxy(name)
+            try:
                 await self._start_proxy(name, ms)
+            except LocalnetError as exc:
+                failed.append(exc)
+
+        async with trio.open_nursery() as nursery:  # at once: each starts a Python process
+            for name in names:
+                if self._info.delay.get(name) != ms:
+                    nursery.start_soon(replace, name)
+        if failed:
+            raise failed[0]  # the proxies that did start are stopped by heal or close
+        for name in names:
             self._info.delay[name] = float(ms)
-        await self._apply(names)
+        await self._apply(names)  # cuts the nodes' open p2p connections (see nft)
 
     async def node_up(self, name: str) -> None:
         return None  # the rules live in the namespace and outlive the node's process

@@ -324,7 +324,8 @@ class Localnet:
 
     async def delay(self, ms: float, names: Sequence[str] | None = None) -> None:
         """Delay the p2p traffic into each of ``names`` (default: every node) by ``ms``
-        milliseconds one way until :meth:`heal`. Needs netns mode."""
+        milliseconds one way until :meth:`heal`; their open p2p connections are reset and
+        re-dialed through the delay proxy. Needs netns mode."""
         targets = list(names) if names is not None else self.names
         await self._faults.delay(ms, targets)
         log.info("delay_added", ms=ms, nodes=targets)

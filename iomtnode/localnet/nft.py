@@ -12,8 +12,13 @@ the bridge is never dropped, so API calls keep working during every fault.
   dropped with that probability once, not twice).
 - delay: TCP to a p2p port is redirected to a delay proxy in the namespace (see
   :mod:`iomtnode.localnet.delayproxy`): inbound connections in prerouting, the node's own
-  outbound connections in output. The proxy's upstream connections carry ``PROXY_MARK`` and
-  pass unredirected.
+  outbound connections in output. The proxy's upstream connections carry ``PROXY_MARK``
+  (copied to their conntrack entry) and pass unredirected. NAT only redirects a connection
+  when it is made, so the p2p connections the node already has, which would keep flowing
+  direct, are cut: every packet of a p2p connection on ``eth0`` that is neither redirected
+  nor the proxy's is rejected with a TCP reset (the peer gets one for each of its packets,
+  the node for each of its own), and both ends re-dial through the proxy. Resets themselves
+  pass, so a reset the kernel sends for a closed socket still ends the other side.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ TABLE = "iomt_faults"
 PROXY_PORT = 7091  # the delay proxy's listener inside a delayed node's namespace
 PROXY_MARK = 0x10E7  # SO_MARK of the proxy's upstream connections: not redirected again
 BASIS_POINTS = 10_000  # loss is drawn as numgen random mod 10000 < percent * 100
+NOT_RESET = "tcp flags & rst == 0"  # resets pass the rules that cut direct connections
 NAT_PRIORITY = -100  # dstnat, written as a number (older nft names it for prerouting only)
 
 
@@ -77,12 +83,22 @@ def render(rules: NodeRules) -> str:
     chains = {"input": inp, "output": out}
     if rules.delayed:
         port = rules.p2p_port
+        mark = f"{PROXY_MARK:#x}"
+        cut = f"{NOT_RESET} counter reject with tcp reset"
+        # Direct connections: a peer's to the node (redirected ones reach the filter hooks
+        # on PROXY_PORT, and the proxy's upstream to the node runs on lo), and the node's
+        # to a peer (not the proxy's, whose packets and conntrack entry carry the mark).
+        inp += [f'iifname "{IFACE}" tcp dport {port} {cut}',
+                f'iifname "{IFACE}" tcp sport {port} ct mark != {mark} {cut}']
+        out += [f"meta mark {mark} ct mark set {mark}",
+                f'oifname "{IFACE}" tcp sport {port} {cut}',
+                f'oifname "{IFACE}" tcp dport {port} ct mark != {mark} {cut}']
         chains["delay_in"] = [
             f"type nat hook prerouting priority {NAT_PRIORITY}; policy accept;",
             f'iifname "{IFACE}" tcp dport {port} counter redirect to :{PROXY_PORT}']
         chains["delay_out"] = [
             f"type nat hook output priority {NAT_PRIORITY}; policy accept;",
-            f'oifname "{IFACE}" meta mark != {PROXY_MARK:#x} tcp dport {port} '
+            f'oifname "{IFACE}" meta mark != {mark} tcp dport {port} '
             f"counter redirect to :{PROXY_PORT}"]
     script.append(f"table inet {TABLE} {{")
     for name, lines in chains.items():

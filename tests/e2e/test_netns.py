@@ -78,6 +78,95 @@ async def round_trip_ms(ip: str, port: int = 7001, attempts: int = 20) -> float:
     raise AssertionError(f"{ip}:{port} answered none of {attempts} requests")
 
 
+P2P_PORT = 7001
+REDIAL_S = 10.0  # a reset connection is re-dialed within a dial tick (0.5 s) or two
+
+
+def established(net: Localnet, name: str) -> list[tuple[str, str, set[int]]]:
+    """``(local, remote, pids)`` of every established TCP socket in ``name``'s namespace."""
+    assert net.manifest.netns is not None
+    lines = sh("ip", "netns", "exec", net.manifest.netns.namespace(name), "ss", "-tnpH",
+               "state", "established").splitlines()
+    return [(m[1], m[2], {int(p) for p in re.findall(r"pid=(\d+)", m[3])}) for line in lines
+            if (m := re.match(r"\d+\s+\d+\s+(\S+)\s+(\S+)\s+(.*)", line))]
+
+
+def direct_p2p(net: Localnet, name: str) -> list[str]:
+    """The remote ends of ``name``'s p2p connections that do not go through its delay
+    proxy. The node cannot tell (redirection is NAT), so it is read from the sockets: a
+    proxied inbound connection comes from one of the proxy's own sockets, a proxied
+    outbound one ends at the proxy's listener (a proxy socket whose remote is the node's)."""
+    node = net.node(name).proc
+    assert node is not None
+    proxy = net.manifest.proxies.get(name)
+    sockets = established(net, name)
+    mine = [s for s in sockets if proxy is not None and proxy.pid in s[2]]
+    proxy_locals, proxy_remotes = {s[0] for s in mine}, {s[1] for s in mine}
+    return sorted(remote for local, remote, pids in sockets
+                  if node.pid in pids and P2P_PORT in (port(local), port(remote))
+                  and remote not in proxy_locals
+                  and not (local in proxy_remotes and port(local) != P2P_PORT))
+
+
+def p2p_connections(net: Localnet, name: str) -> set[tuple[str, str]]:
+    """``(local, remote)`` of each of the node's own p2p sockets."""
+    node = net.node(name).proc
+    assert node is not None
+    return {(local, remote) for local, remote, pids in established(net, name)
+            if node.pid in pids and P2P_PORT in (port(local), port(remote))}
+
+
+def port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+async def wait_until_peers(net: Localnet, name: str, count: int, *, direct: int | None,
+                           timeout_s: float = REDIAL_S) -> float:
+    """Seconds until ``name`` has ``count`` peers and, unless ``direct`` is None, exactly
+    ``direct`` p2p connections that bypass its delay proxy."""
+    start = trio.current_time()
+    with trio.move_on_after(timeout_s):
+        while True:
+            peers = (await net.admin(name, "admin_peers"))["peers"]
+            bypassing = direct_p2p(net, name)
+            if len(peers) == count and (direct is None or len(bypassing) == direct):
+                return trio.current_time() - start
+            await trio.sleep(0.1)
+    raise AssertionError(f"{name} after {timeout_s} s: {len(peers)} peers, connections not "
+                         f"through its delay proxy: {bypassing}")
+
+
+@pytest.mark.timeout(60)
+async def test_delay_moves_existing_connections_onto_the_proxy_and_heal_moves_them_back(
+        tmp_path: Path):
+    """Connections made before ``delay`` are cut and re-made through the proxy (NAT alone
+    would only redirect new ones); ``heal`` stops the proxy and they come back direct.
+    Nothing is restarted."""
+    async with Localnet.start(nodes=3, path=tmp_path / "net", netns=True, env=FAST) as net:
+        await net.wait_for_height(2, timeout_s=30)
+        pids = {n.name: n.proc.pid for n in net.manifest.nodes if n.proc is not None}
+        await wait_until_peers(net, "node2", 2, direct=2, timeout_s=30)  # settled, direct
+
+        await net.delay(DELAY_MS, ["node2"])
+        took = await wait_until_peers(net, "node2", 2, direct=0)  # both through the proxy
+        proxied = p2p_connections(net, "node2")
+        node2 = net.node("node2").p2p_listen.rsplit(":", 1)[0]
+        assert min([await round_trip_ms(node2) for _ in range(3)]) >= DELAY_MS
+        top = max((await heights(net)).values())
+        await net.wait_for_height(top + 2, timeout_s=30)  # consensus through the proxy ...
+        assert p2p_connections(net, "node2") == proxied  # ... on connections left alone
+        proxy = net.manifest.proxies["node2"]
+
+        await net.heal()
+        assert pid_state(proxy) == "gone"
+        back = await wait_until_peers(net, "node2", 2, direct=2)
+        assert min([await round_trip_ms(node2) for _ in range(3)]) < BELOW_DELAY_MS
+        top = max((await heights(net)).values())
+        await net.wait_for_height(top + 2, timeout_s=30)
+        assert {n.name: n.proc.pid for n in net.manifest.nodes if n.proc is not None} == pids
+        print(f"through the proxy after {took:.2f} s, direct again after {back:.2f} s")
+
+
 @pytest.mark.timeout(90)
 async def test_partition_isolation_and_loss_with_real_packets(tmp_path: Path):
     async with Localnet.start(nodes=4, path=str(tmp_path / "net"), netns=True,

@@ -176,6 +176,25 @@ def test_delay_redirects_inbound_and_own_outbound_p2p_to_the_proxy():
             f"to :{PROXY_PORT}") in script  # the proxy's own connections pass
 
 
+def test_delay_cuts_direct_p2p_connections_but_not_the_proxys_nor_resets():
+    """NAT redirects new connections only: the ones the node already has are reset."""
+    script = render(NodeRules(host_ip=HOST, delayed=True))
+    mark = f"{PROXY_MARK:#x}"
+    cut = "tcp flags & rst == 0 counter reject with tcp reset"
+    input_chain = script.split("chain input {")[1].split("}")[0]
+    output_chain = script.split("chain output {")[1].split("}")[0]
+    assert f'iifname "eth0" tcp dport 7001 {cut}' in input_chain  # a peer's packets
+    assert f'iifname "eth0" tcp sport 7001 ct mark != {mark} {cut}' in input_chain
+    assert f'oifname "eth0" tcp sport 7001 {cut}' in output_chain  # the node's own
+    assert f'oifname "eth0" tcp dport 7001 ct mark != {mark} {cut}' in output_chain
+    # the proxy's upstream connections are known by their mark in both directions
+    assert output_chain.index(f"meta mark {mark} ct mark set {mark}") < \
+        output_chain.index("reject")
+    assert script.count("reject") == 4 and "7545" not in script  # p2p only, not the API
+    undelayed = render(NodeRules(host_ip=HOST, blocked=("10.77.77.12",)))
+    assert "reject" not in undelayed and "ct mark" not in undelayed
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is None,
                     reason="nft --check needs root and nftables")
 def test_every_rendered_script_is_valid_nftables():
