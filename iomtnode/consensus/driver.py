@@ -102,8 +102,7 @@ class Driver:
                  network: ConsensusNetwork, signer: Signer | None, config: DriverConfig, *,
                  now_ms: Callable[[], int] = wall_clock_ms,
                  on_evidence: Callable[[Evidence], None] | None = None,
-                 peer_heads: PeerHeads | None = None,
-                 inbox: Progress | None = None,
+                 peer_heads: PeerHeads | None = None, inbox: Progress | None = None,
                  wal: MetaStore | None = None) -> None:
         self._chain = chain
         self._mempool = mempool
@@ -117,8 +116,9 @@ class Driver:
         self._held = HeldBlocks(wal if signer is not None else None, inline=config.inline_io)
         self._blocks = BlockMaker(writer, mempool)
         self._inbox = inbox
-        self._inbound = Inbound(chain, self._blocks, network, mempool, inbox=inbox, own=(
-            signer and signer.public), known_block=lambda h: h in self._held)
+        self._inbound = Inbound(chain, self._blocks, network, mempool, inbox=inbox,
+                                own=signer and signer.public, known_block=self._held.__contains__,
+                                relay_max_s=config.params.timeout_propose_s / 2)
         self._outbox = Outbox(network, self._inbound, config.resend_interval_s)
         self._evidence = EvidenceLog(on_evidence)
         self._peer_heads = peer_heads

@@ -59,7 +59,7 @@ from .machine import ProposalReceived, VoteReceived
 from .messages import ConsensusProposal, ConsensusVote
 from .nextheight import NextHeight
 from .proposals import FetchNetwork, Waiting, check_compact
-from .relay import ProposalRelay, VoteRelay
+from .relay import PROPOSAL_FALLBACK_MAX_S, ProposalRelay, VoteRelay
 from .votes import NO_ROUND, Proposal, decode_proposal
 
 log = structlog.get_logger(__name__)
@@ -92,7 +92,10 @@ class Inbound:
 
     def __init__(self, chain: Chain, blocks: BlockMaker, network: ConsensusNetwork,
                  mempool: Mempool, *, known_block: Callable[[bytes], bool],
-                 inbox: Progress | None = None, own: bytes | None = None) -> None:
+                 inbox: Progress | None = None, own: bytes | None = None,
+                 relay_max_s: float = PROPOSAL_FALLBACK_MAX_S) -> None:
+        """``relay_max_s``: the longest a proposal waits here before it is relayed
+        (:class:`~.relay.ProposalRelay`): half the round-0 propose timeout."""
         self._chain = chain
         self._blocks = blocks
         self._network = network
@@ -101,7 +104,7 @@ class Inbound:
             mempool.get, network.send_consensus, network.penalize_peer, self._forget, inbox,
             verify=mempool.verifier.verify_now, what="proposal")
         self._whole: list[tuple[Block, list[Waiting]]] = []  # made whole by the mempool
-        self._relay = ProposalRelay(network, own)
+        self._relay = ProposalRelay(network, own, fallback_max_s=relay_max_s)
         self._votes = VoteRelay(network, own)
         self._send, self._inbox = trio.open_memory_channel[
             tuple[bytes, InboundMessage] | None](INBOX_MESSAGES)

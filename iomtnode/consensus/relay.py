@@ -5,18 +5,21 @@ Proposals (:class:`ProposalRelay`).
 A peer holds a proposal if it sent it here, or if a vote of its authority for that block in
 that round has been checked here (the node id is the authority key, and an authority votes
 for a block only with its proposal at hand). A proposal received straight from its proposer
-is relayed to the peers not known to hold it by the proposer's two designated relayers
-(those of its votes, below) after :data:`RELAY_DELAY_S`, and by every other node after as
-long as the previous height took here from its first proposal to its decision (at least
-:data:`RELAY_DELAY_S`, at most :data:`PROPOSAL_FALLBACK_MAX_S`). In a fully connected
-network the other authorities got it from the proposer too, and their prevotes usually
-arrive by then, so it goes to nobody; in a partially connected one it costs that delay
-once, at the first hop. Where heights take longer than :data:`RELAY_DELAY_S` (many
-authorities on few cores) the prevotes come later: then the two relayers send copies
-nobody needed, not every node (at 16 authorities on 2 cores, with one delay for all,
-every node relayed every proposal to nearly every peer: about 15 copies of each block's
-transaction ids per node). A proposal received from another relayer is relayed at once:
-its sender may be the only path to it.
+is relayed to the peers not known to hold it after :data:`RELAY_DELAY_S` by the proposer's
+two designated relayers (those of its votes, below) and by every node that is not an
+authority (it may be a sentry through which authorities reach each other); the other
+authorities wait as long as the previous height took here from its first proposal to its
+decision (at least :data:`RELAY_DELAY_S`, at most :data:`PROPOSAL_FALLBACK_MAX_S` and half
+the round-0 propose timeout: where such an authority is the only path, its delay lengthens
+the height it measures next, and the bound keeps its relay in time for round 0). In a
+fully connected network the other authorities got it from the proposer too, and their
+prevotes usually arrive by then, so it goes to nobody; in a partially connected one it
+costs that delay once, at the first hop. Where heights take longer than
+:data:`RELAY_DELAY_S` (many authorities on few cores) the prevotes come later: then the
+two relayers send copies nobody needed, not every node (at 16 authorities on 2 cores, with
+one delay for all, every node relayed every proposal to nearly every peer: about 15 copies
+of each block's transaction ids per node). A proposal received from another relayer is
+relayed at once: its sender may be the only path to it.
 
 Votes (:class:`VoteRelay`). Every authority sends its own votes to all its peers, so in a
 fully connected network each vote reaches everyone at once; relaying every vote to every
@@ -66,8 +69,8 @@ from .votes import Proposal
 
 RELAY_DELAY_S = 0.25  # a proposal received from its proposer waits this long (s) to be
 # relayed by its designated relayers (longer than a height's steps on a loaded machine)
-PROPOSAL_FALLBACK_MAX_S = 2.0  # the other nodes wait as long as the previous height took
-# here from proposal to decision, at most this (s): under a slow network's propose timeout
+PROPOSAL_FALLBACK_MAX_S = 2.0  # the other authorities wait as long as the previous height
+# took here from proposal to decision, at most this (s) and half the propose timeout
 VOTE_FALLBACK_DELAY_S = 1.0  # a vote from its signer goes to the peers still needing it
 # after this (s): a last resort, the designated relayers reach most partial networks at once
 VOTES_PER_AUTHORITY = 16  # first votes kept per authority at one height (8 rounds x 2 steps)
@@ -95,11 +98,15 @@ class ProposalRelay:
     """Relay valid proposals once to the peers not known to hold them (module doc)."""
 
     def __init__(self, network: FetchNetwork, own: bytes | None = None,
-                 delay_s: float = RELAY_DELAY_S) -> None:
+                 delay_s: float = RELAY_DELAY_S,
+                 fallback_max_s: float = PROPOSAL_FALLBACK_MAX_S) -> None:
+        """``fallback_max_s``: the longest wait of an authority that is not a designated
+        relayer (:data:`PROPOSAL_FALLBACK_MAX_S` at most; half the propose timeout)."""
         self._network = network
-        self._own = own  # this node's authority key (None: an observer)
+        self._own = own  # this node's key (None, or not among the authorities: an observer)
         self._delay_s = delay_s
-        self._fallback_s = delay_s  # the other nodes' delay at this height
+        self._fallback_max_s = min(fallback_max_s, PROPOSAL_FALLBACK_MAX_S)
+        self._fallback_s = delay_s  # the other authorities' delay at this height
         self._proposal_at = math.nan  # when the height's first proposal came (trio clock)
         self._order: list[bytes] = []  # the height's authorities, sorted
         self._index: dict[bytes, int] = {}
@@ -131,8 +138,9 @@ class ProposalRelay:
         if peer_id == proposal.proposer and self._delay_s > 0:
             relayers = designated_relayers(self._order, self._index, self._height,
                                            proposal.proposer)
-            delay_s = (self._delay_s if relayers is None or self._own in relayers
-                       else self._fallback_s)
+            designated = (relayers is None or self._own not in self._index  # not an authority
+                          or self._own in relayers)
+            delay_s = self._delay_s if designated else self._fallback_s
             heapq.heappush(self._due, (trio.current_time() + delay_s, next(self._seq),
                                        msg, proposal))
         else:
@@ -152,7 +160,7 @@ class ProposalRelay:
         relaying."""
         took = trio.current_time() - self._proposal_at  # NaN: no proposal came
         self._fallback_s = (self._delay_s if math.isnan(took)
-                            else min(max(self._delay_s, took), PROPOSAL_FALLBACK_MAX_S))
+                            else max(self._delay_s, min(took, self._fallback_max_s)))
         self._proposal_at = math.nan
         self._height = height
         self._order = sorted(validators)
@@ -161,8 +169,8 @@ class ProposalRelay:
         self._due.clear()
 
     def fallback_delay(self) -> float:
-        """How long (s) a node that is not a designated relayer of the proposer waits at
-        this height before it relays a proposal received from its proposer."""
+        """How long (s) an authority that is not a designated relayer of the proposer waits
+        at this height before it relays a proposal received from its proposer."""
         return self._fallback_s
 
 
@@ -173,7 +181,7 @@ class VoteRelay:
     def __init__(self, network: FetchNetwork, own: bytes | None = None,
                  delay_s: float = VOTE_FALLBACK_DELAY_S) -> None:
         self._network = network
-        self._own = own  # this node's authority key (None: an observer)
+        self._own = own  # this node's key (None, or not among the authorities: an observer)
         self._delay_s = delay_s
         self._order: list[bytes] = []  # the height's authorities, sorted
         self._index: dict[bytes, int] = {}
@@ -243,9 +251,12 @@ class VoteRelay:
                 skip -= {r1} if self._own == r2 else {r1, r2}
                 skip |= holders
         if peer_id == vote.validator and self._delay_s > 0:
-            if not skip.issuperset(self._order):  # to authorities only: the other nodes
-                # follow the blocks and their certificates, and had the vote from its signer
-                self._broadcast(key, msg, skip, only=frozenset(self._order))
+            if not skip.issuperset(self._order):  # an authority sends these copies to
+                # authorities only: the other nodes follow the blocks and their certificates
+                # and had the vote from its signer; a node that is not one sends them to
+                # everyone (it may be a sentry, the authorities' only path to each other)
+                only = frozenset(self._order) if self._own in self._index else None
+                self._broadcast(key, msg, skip, only=only)
             if len(self._due) < VOTE_KEYS:
                 heapq.heappush(self._due, (trio.current_time() + self._delay_s,
                                            next(self._seq), key, msg, vote))

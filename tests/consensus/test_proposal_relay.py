@@ -52,12 +52,13 @@ def roles() -> tuple[bytes, bytes, bytes]:
     return proposer, found[0], other
 
 
-async def relay_time(own: bytes, previous_height_s: float | None) -> float:
+async def relay_time(own: bytes | None, previous_height_s: float | None,
+                     max_s: float = PROPOSAL_FALLBACK_MAX_S) -> float:
     """When ``own`` relays a proposal received from its proposer at HEIGHT (seconds after
     it came), the previous height having taken ``previous_height_s`` from its proposal
     (None: the first, or no proposal came)."""
     network = Network()
-    relay = ProposalRelay(network, own)  # type: ignore[arg-type]
+    relay = ProposalRelay(network, own, fallback_max_s=max_s)  # type: ignore[arg-type]
     proposer = roles()[0]
     relay.enter(HEIGHT - 1, AUTHORITIES)
     await trio.sleep(7)  # waiting for transactions: not counted
@@ -90,8 +91,18 @@ async def test_another_node_waits_as_long_as_the_previous_height_took(autojump_c
         PROPOSAL_FALLBACK_MAX_S)
 
 
-async def test_an_observer_relays_as_a_node_that_is_not_designated(autojump_clock):
-    assert await relay_time(b"o" * 32, previous_height_s=1.5) == pytest.approx(1.5)
+async def test_a_node_that_is_not_an_authority_relays_after_the_short_delay(autojump_clock):
+    """It may be a sentry, the authorities' only path to each other."""
+    assert await relay_time(b"o" * 32, previous_height_s=1.5) == pytest.approx(RELAY_DELAY_S)
+    assert await relay_time(None, previous_height_s=1.5) == pytest.approx(RELAY_DELAY_S)
+
+
+async def test_the_wait_is_at_most_the_bound_given(autojump_clock):
+    """Half the round-0 propose timeout, from the driver's settings."""
+    _, _, other = roles()
+    assert await relay_time(other, previous_height_s=1.5, max_s=0.5) == pytest.approx(0.5)
+    assert await relay_time(other, previous_height_s=60, max_s=30) == pytest.approx(
+        PROPOSAL_FALLBACK_MAX_S)
 
 
 async def test_a_proposal_from_a_relayer_goes_on_at_once_to_those_not_holding_it(

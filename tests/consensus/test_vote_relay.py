@@ -274,3 +274,15 @@ async def test_a_vote_from_its_signer_goes_on_to_authorities_only(autojump_clock
         msg = vote(signer, VoteType.PREVOTE)
         relay.relay(blake2b256(msg.vote), msg, decode_vote(msg.vote), pub(signer))
         assert network.only == [others(*NAMES)], role
+
+
+async def test_a_node_that_is_not_an_authority_sends_its_copies_to_everyone(autojump_clock):
+    """It may be a sentry: the authorities behind it reach the others only through it."""
+    for own in (pub("E"), None):
+        network = Recorder()
+        relay = VoteRelay(network, own=own)  # type: ignore[arg-type]
+        relay.enter(1, [pub(n) for n in NAMES])
+        msg = vote("B", VoteType.PREVOTE)
+        relay.relay(blake2b256(msg.vote), msg, decode_vote(msg.vote), pub("B"))
+        assert network.only == [None]
+        assert network.sent[0][1] == others(*NAMES) - set(relayers(1, pub("B")))
