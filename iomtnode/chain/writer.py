@@ -170,7 +170,8 @@ class ChainWriter:
     async def _blocking(self, fn: Callable[..., T], *args: object) -> T:
         if self._inline:
             result = fn(*args)
-            await trio.lowlevel.checkpoint()
+            # no cancellation here: a block written is taken as the head after this
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return result
         return await trio.to_thread.run_sync(fn, *args)
 

@@ -28,7 +28,7 @@ import structlog
 import trio
 from trio_websocket import HandshakeError
 
-from ..client import ApiClient, ApiError, BlockFollower, open_client
+from ..client import RETRIED, ApiClient, ApiError, BlockFollower, open_client
 from ..core.crypto import SigningKey
 from ..core.tx import SignedTx
 from .vitals import SimDevice, make_devices
@@ -234,7 +234,11 @@ async def presign_connected(client: Any, sims: list[SimDevice], chain_id: str, r
         async def keep_alive() -> None:
             while True:
                 await trio.sleep(PRESIGN_KEEPALIVE_S)
-                await client.call("status")
+                try:
+                    await client.call("status")
+                except RETRIED as exc:  # one missed does no harm; a lost
+                    # connection fails the run's first send, which says so
+                    log.warning("presign_keepalive_failed", error=str(exc))
 
         nursery.start_soon(keep_alive)
         signed = await trio.to_thread.run_sync(presign_readings, sims, chain_id, rate,

@@ -6,15 +6,15 @@ them: here a scrape is generated on the trio thread, between two steps of the no
 figures it shows are of one moment. Every other request is answered 404.
 
 Resource handling: at most ``max_connections`` connections at once, and at most
-``max_connections_per_ip`` of them from one IP address, so that one client holding idle
-connections cannot keep Prometheus out (more are closed as soon as they are accepted,
-nothing read); one request per connection (the answer says ``Connection: close``); the
-request's head must arrive within ``read_deadline_s`` of the accept (a connection that sends
-nothing is closed then) and be at most ``max_head_bytes``; the answer must be taken within
-``write_deadline_s``; expositions
-are generated at most once per ``min_interval_s`` (a scrape that comes sooner waits for its
-turn, holding its connection), so scrapers cost the node a bounded share of its time
-however often they ask.
+``max_connections_per_ip`` of them from one IP address (one IPv6 /64: a host is commonly
+given a whole /64), so that one client holding idle connections cannot keep Prometheus out
+(more are closed as soon as they are accepted, nothing read); one request per connection
+(the answer says ``Connection: close``); the request's head must arrive within
+``read_deadline_s`` of the accept (a connection that sends nothing is closed then) and be
+at most ``max_head_bytes``; the answer must be taken within ``write_deadline_s``;
+expositions are generated at most once per ``min_interval_s`` (a scrape that comes sooner
+waits for its turn, holding its connection), so scrapers cost the node a bounded share of
+its time however often they ask.
 
 Error handling: a request that is not HTTP/1.1, too large or too slow is answered (400,
 431) or closed, and logged (``metrics_request_refused``) with the reason; the node carries
@@ -23,6 +23,7 @@ on. A scraper that goes away mid-answer is logged at debug.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 import h11
@@ -34,6 +35,8 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from ..p2p.transport import TcpTransport, ip_of
 
 log = structlog.get_logger(__name__)
+
+IPV6_BUCKET_BITS = 64  # IPv6 clients are counted per /64 (one host may hold all of it)
 
 METRICS_PATH = b"/metrics"
 MAX_CONNECTIONS = 8  # scrapers connected at once; more are closed when accepted
@@ -53,6 +56,20 @@ RECEIVE_BYTES = 4096  # read from a socket at once
 # would get a reset and might drop the refusal before its reader saw it.
 LINGER_BYTES = 64 * 1024
 LINGER_S = 1.0
+
+
+def address_bucket(ip: str) -> str:
+    """What the per-IP limit counts: an IPv4 address as it is, an IPv6 one by its /64
+    (IPv4-mapped IPv6 as IPv4); a string that is no address as itself."""
+    try:
+        address = ipaddress.ip_address(ip.strip("[]"))
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/{IPV6_BUCKET_BITS}", strict=False))
+    return str(address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +131,7 @@ class MetricsServer:
 
     async def _accept(self, stream: trio.abc.Stream, remote: str) -> None:
         cfg = self.config
-        ip = ip_of(remote)
+        ip = address_bucket(ip_of(remote))
         try:
             if self._open >= cfg.max_connections:
                 log.info("metrics_request_refused", remote=remote,

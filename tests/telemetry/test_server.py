@@ -20,6 +20,7 @@ from iomtnode.telemetry.server import (
     READ_DEADLINE_S,
     MetricsServer,
     MetricsServerConfig,
+    address_bucket,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -221,3 +222,13 @@ async def test_an_address_in_use_is_an_error_before_the_node_reports_started(nur
         with pytest.raises(ExceptionGroup) as raised:
             await nursery.start(server.run)
         assert raised.group_contains(OSError, match="in use")
+
+
+def test_the_per_ip_limit_counts_an_ipv6_client_by_its_slash_64():
+    """A host is commonly given a whole /64: one address each would let it hold every
+    connection. IPv4 addresses count one by one (scrapers often share a /24)."""
+    assert address_bucket("2001:db8:1:2::5") == address_bucket("[2001:db8:1:2:ffff::9]")
+    assert address_bucket("2001:db8:1:2::5") != address_bucket("2001:db8:1:3::5")
+    assert address_bucket("10.0.0.1") != address_bucket("10.0.0.2")
+    assert address_bucket("::ffff:10.0.0.1") == address_bucket("10.0.0.1")
+    assert address_bucket("not-an-ip") == "not-an-ip"
