@@ -34,6 +34,7 @@ from .consensus.signing import SIGNING_STATE_FILE, SigningStateFile, signing_rec
 from .consensus.votes import SigningState
 from .core.crypto import SEED_BYTES, SigningKey
 from .core.genesis import Genesis
+from .store.files import write_atomic
 
 SECRET_MODE = 0o600  # node_key, admin_token: the owner reads and writes, nobody else
 HOME_MODE = 0o700  # the home and data/: the owner only (the chain names devices and patients)
@@ -100,7 +101,7 @@ class Home:
     def save_genesis(self, genesis: Genesis) -> None:
         """Write ``genesis`` as this home's genesis.json, atomically (:func:`write_atomic`):
         a crash leaves the home as it was or with the whole file, never a torn one."""
-        write_atomic(self.genesis_path, genesis.to_text().encode())
+        write_atomic(self.genesis_path, genesis.to_text().encode(), PUBLIC_FILE_MODE)
 
     def load_config(self, overrides: dict[str, object] | None = None) -> Config:
         return load_config(self.config_path, overrides)
@@ -149,32 +150,6 @@ def key_from_file(path: Path) -> SigningKey:
     if len(seed) != SEED_BYTES:
         raise HomeError(f"{path} must hold a {SEED_BYTES}-byte seed, holds {len(seed)}")
     return SigningKey(seed)
-
-
-def write_atomic(path: Path, data: bytes, mode: int = PUBLIC_FILE_MODE) -> None:
-    """Make ``path`` hold ``data`` so that a crash at any point leaves either what was there
-    (or nothing) or the whole new file: write a temporary file beside it, fsync it, rename it
-    over ``path``, fsync the directory (the rename is durable when this returns). On an error
-    the temporary file is removed and ``path`` is left as it was."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def write_key(path: Path, key: SigningKey) -> None:

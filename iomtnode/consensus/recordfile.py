@@ -47,6 +47,7 @@ from types import TracebackType
 import structlog
 
 from ..core.crypto import blake2b256
+from ..store.files import write_atomic
 
 log = structlog.get_logger(__name__)
 
@@ -194,21 +195,7 @@ class RecordFile:
         image = bytearray(2 * capacity)  # zeros: every block of the file written now
         data = encode_slot(capacity, seq, payload)
         image[:len(data)] = data
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-        try:
-            view = memoryview(image)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(self.path, image, FILE_MODE)
         self.close()
         self._fd = os.open(self.path, os.O_RDWR)
         self.capacity, self._slot, self._seq, self.payload = capacity, 0, seq, payload

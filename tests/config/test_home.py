@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from iomtnode.config import Config
-from iomtnode.home import HOME_MODE, SECRET_MODE, Home, HomeError, init_home, write_atomic
+from iomtnode.home import HOME_MODE, SECRET_MODE, Home, HomeError, init_home
 from iomtnode.node import Node
+from iomtnode.store.files import write_atomic
 
 
 def mode(path: Path) -> int:
@@ -76,7 +77,7 @@ def test_write_atomic_replaces_a_file_whole_or_not_at_all(tmp_path: Path,
     """A rename that fails leaves the old file as it was and no temporary file beside it; one
     that succeeds leaves the whole new file (and nothing else)."""
     path = tmp_path / "genesis.json"
-    write_atomic(path, b"old\n")
+    write_atomic(path, b"old\n", 0o644)
     assert path.read_bytes() == b"old\n"
     real_replace = os.replace
 
@@ -85,10 +86,10 @@ def test_write_atomic_replaces_a_file_whole_or_not_at_all(tmp_path: Path,
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="Input/output error"):
-        write_atomic(path, b"new " * 10_000)
+        write_atomic(path, b"new " * 10_000, 0o644)
     assert path.read_bytes() == b"old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["genesis.json"]
     monkeypatch.setattr(os, "replace", real_replace)
-    write_atomic(path, b"new " * 10_000)
+    write_atomic(path, b"new " * 10_000, 0o644)
     assert path.read_bytes() == b"new " * 10_000
     assert [p.name for p in tmp_path.iterdir()] == ["genesis.json"]

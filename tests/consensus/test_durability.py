@@ -57,7 +57,7 @@ class DiskSpy:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, path: Path, signer: bytes) -> None:
         self.path = path
-        self.tmp = path.with_name(path.name + ".tmp")
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # store.files
         self.signer = signer
         self.events: list[Event] = []
         real_fsync, real_fdatasync, real_replace = os.fsync, os.fdatasync, os.replace
@@ -136,7 +136,7 @@ def test_a_recorded_state_is_fsynced_file_then_directory_before_the_signature(
     signer.record(later)
     signer.vote(VoteType.PRECOMMIT, 5, 2, b"\x07" * 32)
     raw, raw_later = (signing.signing_record(pub("A"), s) for s in (state, later))
-    assert spy.events == [("fsync file", raw), ("rename", "signing_state.tmp"),
+    assert spy.events == [("fsync file", raw), ("rename", spy.tmp.name),
                           ("fsync dir", raw), ("sign", 5, 2, Step.PREVOTE),
                           ("fdatasync", raw_later), ("sign", 5, 2, Step.PRECOMMIT)]
     assert spy.unsynced_signatures() == []

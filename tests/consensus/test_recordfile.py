@@ -59,7 +59,7 @@ def test_each_record_after_the_first_is_one_pwrite_and_one_fdatasync(tmp_path, m
     assert spy.calls == ["pwrite", "fdatasync"] * 5
     assert path.stat().st_size == 2 * MIN_CAPACITY_BYTES
     assert path.stat().st_mode & 0o077 == 0
-    assert not path.with_name("rec.tmp").exists()
+    assert not path.with_name(f".rec.{os.getpid()}.tmp").exists()
 
 
 def test_a_record_larger_than_the_slots_makes_the_file_anew_with_larger_slots(tmp_path):
