@@ -47,7 +47,7 @@ from types import TracebackType
 import structlog
 
 from ..core.crypto import blake2b256
-from ..store.files import write_atomic
+from ..store.files import remove_leftover, write_atomic
 
 log = structlog.get_logger(__name__)
 
@@ -144,7 +144,10 @@ class RecordFile:
     def open(cls, path: Path) -> RecordFile:
         """Read the newest record of ``path`` (none if the file does not exist), rewriting a
         file of the older format in this one first. Raises :class:`RecordFileError` if the
-        file is in this format and holds no whole record."""
+        file is in this format and holds no whole record. A temporary file left by a crash
+        while the file was replaced is removed."""
+        if remove_leftover(path):
+            log.info("record_file_leftover_removed", path=str(path))
         try:
             raw = path.read_bytes()
         except FileNotFoundError:

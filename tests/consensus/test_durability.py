@@ -17,6 +17,7 @@ from iomtnode.consensus import recordfile, signing
 from iomtnode.consensus.signing import Signer, SigningStateFile
 from iomtnode.consensus.votes import SigningState, Step, step_of
 from iomtnode.core.vote import VoteType
+from iomtnode.store.files import temporary_of
 
 from ..core.helpers import CHAIN_ID, key, pub
 from .harness import cluster, wait_heights, wait_until
@@ -57,7 +58,7 @@ class DiskSpy:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, path: Path, signer: bytes) -> None:
         self.path = path
-        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # store.files
+        self.tmp = temporary_of(path)
         self.signer = signer
         self.events: list[Event] = []
         real_fsync, real_fdatasync, real_replace = os.fsync, os.fdatasync, os.replace

@@ -21,6 +21,7 @@ from iomtnode.consensus.recordfile import (
 from iomtnode.consensus.signing import Signer, SigningStateError, SigningStateFile
 from iomtnode.consensus.votes import SigningState, Step
 from iomtnode.core.crypto import SigningKey, blake2b256
+from iomtnode.store.files import temporary_of
 
 KEY = SigningKey(blake2b256(b"A"))
 
@@ -59,7 +60,7 @@ def test_each_record_after_the_first_is_one_pwrite_and_one_fdatasync(tmp_path, m
     assert spy.calls == ["pwrite", "fdatasync"] * 5
     assert path.stat().st_size == 2 * MIN_CAPACITY_BYTES
     assert path.stat().st_mode & 0o077 == 0
-    assert not path.with_name(f".rec.{os.getpid()}.tmp").exists()
+    assert not temporary_of(path).exists()
 
 
 def test_a_record_larger_than_the_slots_makes_the_file_anew_with_larger_slots(tmp_path):
@@ -224,3 +225,13 @@ def test_an_empty_file_of_the_older_format_is_no_record(tmp_path):
     path = tmp_path / "signing_state"
     path.write_bytes(b"")
     assert Signer(KEY, "iomt-test", SigningStateFile(path)).fresh
+
+
+def test_a_temporary_file_left_by_a_crash_is_removed_when_the_record_is_opened(tmp_path):
+    """It may hold a record (blocks of the write-ahead record, say) that an erasure later
+    removes from the file itself: it must not linger beside it."""
+    path = tmp_path / "rec"
+    RecordFile.open(path).write(b"kept")
+    temporary_of(path).write_bytes(b"a replacement the crash cut short")
+    assert RecordFile.open(path).payload == b"kept"
+    assert not temporary_of(path).exists()

@@ -149,12 +149,14 @@ async def test_delay_moves_existing_connections_onto_the_proxy_and_heal_moves_th
 
         await net.delay(DELAY_MS, ["node2"])
         took = await wait_until_peers(net, "node2", 2, direct=0)  # both through the proxy
-        proxied = p2p_connections(net, "node2")
         node2 = net.node("node2").p2p_listen.rsplit(":", 1)[0]
         assert min([await round_trip_ms(node2) for _ in range(3)]) >= DELAY_MS
         top = max((await heights(net)).values())
-        await net.wait_for_height(top + 2, timeout_s=30)  # consensus through the proxy ...
-        assert p2p_connections(net, "node2") == proxied  # ... on connections left alone
+        await net.wait_for_height(top + 2, timeout_s=30)  # consensus through the proxy,
+        # and nothing went back around it (two dials that crossed while the old connections
+        # were cut may leave a duplicate, which the nodes close: the sockets may change)
+        await wait_until_peers(net, "node2", 2, direct=0)
+        assert p2p_connections(net, "node2")
         proxy = net.manifest.proxies["node2"]
 
         await net.heal()
