@@ -260,6 +260,7 @@ class Inbound:
             penalize(peer_id, score.BAD_SIGNATURE, f"consensus message: {exc}")
             return False
         self._votes.ahead(signer)
+        self._network.peer_committed(peer_id, self._height)  # it relays only its own height's
         if isinstance(signed, Vote):
             self._next.keep_vote(signer, signed.round, int(signed.type), (peer_id, msg))
         else:

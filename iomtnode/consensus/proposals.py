@@ -35,6 +35,10 @@ class FetchNetwork(Protocol):
 
     def penalize_peer(self, peer_id: bytes, points: int, reason: str) -> None: ...
 
+    def peer_committed(self, peer_id: bytes, height: int) -> None:
+        """``peer_id`` sent a valid message of ``height + 1``: it holds block ``height``."""
+        ...
+
 
 def compact_proposal(signed: bytes, block: Block) -> ConsensusProposal:
     """The message for the signed proposal ``signed`` of ``block``."""

@@ -45,10 +45,12 @@ class PeerNetwork:
     """The driver's network over the router (module doc)."""
 
     def __init__(self, router: Router, flush: Callable[[], None],
-                 ask: Callable[[bytes, GetBlockTxs], bool]) -> None:
+                 ask: Callable[[bytes, GetBlockTxs], bool],
+                 saw_height: Callable[[bytes, int], None]) -> None:
         self._router = router
         self._flush = flush
         self._ask = ask  # :meth:`~iomtnode.admission.blocktxs.Asks.sender`
+        self._saw_height = saw_height  # sync's: a peer's head, to catch up with it
 
     def broadcast_consensus(self, msg: ConsensusProposal | ConsensusVote,
                             exclude: frozenset[bytes] = frozenset(),
@@ -62,6 +64,13 @@ class PeerNetwork:
     def send_consensus(self, peer_id: bytes, msg: GetBlockTxs) -> bool:
         """Send ``msg`` to the peer ``peer_id``; False if it is not connected."""
         return self._ask(peer_id, msg)
+
+    def peer_committed(self, peer_id: bytes, height: int) -> None:
+        """``peer_id`` is past ``height`` (it sent a message of the next one): block sync
+        fetches that block from it if this node's consensus does not decide it (a node
+        whose precommit was counted is sent neither the deciding votes again nor the block,
+        and a peer's head is otherwise told only when it connects)."""
+        self._saw_height(peer_id, height)
 
     def penalize_peer(self, peer_id: bytes, points: int, reason: str) -> None:
         """Charge the peer ``peer_id`` for a bad consensus message, if still connected."""

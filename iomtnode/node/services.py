@@ -134,7 +134,8 @@ def build(setup: Setup, store: BlockStore, audit_log: AuditLog) -> Services:
                      now_ms=clock.now_ms)
     asks = Asks(router)  # requests for blocks' transactions, to route their answers
     consensus = Driver(
-        chain, mempool, writer, PeerNetwork(router, gossip.flush, asks.sender("consensus")),
+        chain, mempool, writer, PeerNetwork(router, gossip.flush, asks.sender("consensus"),
+                                            sync.saw_height),
         Signer(key, chain.chain_id, SigningStateFile(setup.home.path / SIGNING_STATE_FILE)),
         DriverConfig(config.block_interval_s, config.empty_block_interval_s,
                      config.max_block_txs, setup.consensus_params, config.resend_interval_s,

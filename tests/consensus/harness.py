@@ -179,6 +179,7 @@ class FakeNetwork:
     me: bytes
     meta: MemoryMeta
     penalties: list[tuple[bytes, int, str]] = field(default_factory=list)
+    committed_peers: dict[bytes, int] = field(default_factory=dict)  # peer_committed
 
     def send_consensus(self, peer_id: bytes, msg: GetBlockTxs | BlockTxs) -> bool:
         return self.bus.send(self.me, peer_id, msg)
@@ -198,6 +199,9 @@ class FakeNetwork:
 
     def penalize_peer(self, peer_id: bytes, points: int, reason: str) -> None:
         self.penalties.append((peer_id, points, reason))
+
+    def peer_committed(self, peer_id: bytes, height: int) -> None:
+        self.committed_peers[peer_id] = max(height, self.committed_peers.get(peer_id, 0))
 
 
 @dataclass

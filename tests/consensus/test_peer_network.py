@@ -22,7 +22,8 @@ class Router:
 
 def test_a_broadcast_reaches_the_peers_not_excluded_and_among_only():
     router, flushed = Router(), []
-    network = PeerNetwork(router, lambda: flushed.append(1), lambda *_: True)  # type: ignore[arg-type]
+    network = PeerNetwork(router, lambda: flushed.append(1), lambda *_: True,  # type: ignore[arg-type]
+                          lambda *_: None)
     vote = ConsensusVote(b"v")
     network.broadcast_consensus(vote, exclude=frozenset({PEERS[0]}))
     network.broadcast_consensus(vote, exclude=frozenset({PEERS[0]}),
@@ -32,3 +33,11 @@ def test_a_broadcast_reaches_the_peers_not_excluded_and_among_only():
     assert flushed == []
     network.broadcast_consensus(ConsensusProposal(b"p", b"h", [], b""))
     assert flushed == [1]
+
+
+def test_a_peer_past_a_height_is_told_to_block_sync():
+    seen: list[tuple[bytes, int]] = []
+    network = PeerNetwork(Router(), lambda: None, lambda *_: True,  # type: ignore[arg-type]
+                          lambda peer, height: seen.append((peer, height)))
+    network.peer_committed(PEERS[1], 7)
+    assert seen == [(PEERS[1], 7)]

@@ -286,3 +286,16 @@ async def test_a_node_that_is_not_an_authority_sends_its_copies_to_everyone(auto
         relay.relay(blake2b256(msg.vote), msg, decode_vote(msg.vote), pub("B"))
         assert network.only == [None]
         assert network.sent[0][1] == others(*NAMES) - set(relayers(1, pub("B")))
+
+
+async def test_a_peer_that_sends_a_message_of_the_next_height_is_told_to_be_past_this_one(
+        tmp_path, autojump_clock):
+    """Block sync learns it (a node whose precommit was counted is sent neither the deciding
+    votes again nor the block, and peers' heads are otherwise told only on connecting)."""
+    async with cluster(tmp_path) as net:
+        await started_a(net)
+        a = net["A"].driver
+        assert a is not None
+        a.on_message(pub("C"), vote("B", VoteType.PREVOTE, height=2))  # C relays B's
+        await wait_until(lambda: bool(net["A"].network.committed_peers), every=0.01)
+        assert net["A"].network.committed_peers == {pub("C"): 1}
