@@ -79,19 +79,29 @@ VOTE_KEYS = 4096  # votes whose holders are tracked at one height (N authorities
 # x rounds: 16 authorities for 128 rounds), and fallbacks waiting; beyond, the oldest go
 
 
-def designated_relayers(order: list[bytes], index: dict[bytes, int], height: int,
-                        validator: bytes) -> tuple[bytes, bytes] | None:
-    """R1 and R2, the designated relayers of ``validator``'s messages at ``height`` among
-    ``order`` (the height's authorities, sorted; ``index`` their positions); None with fewer
-    than three authorities (everyone hears everyone) or for a non-authority."""
-    n, i = len(order), index.get(validator)
-    if n < 3 or i is None:
-        return None
-    first = (i + 1 + height % (n - 1)) % n  # never i: the distance is 1 .. n-1
-    second = (first + 1) % n
-    if second == i:
-        second = (second + 1) % n
-    return order[first], order[second]
+class HeightAuthorities:
+    """A height's authorities, sorted, and the designated relayers of each one's messages."""
+
+    __slots__ = ("height", "index", "order", "set")
+
+    def __init__(self, height: int = 0, validators: Iterable[bytes] = ()) -> None:
+        self.height = height
+        self.order = sorted(validators)
+        self.set = frozenset(self.order)
+        self.index = {v: i for i, v in enumerate(self.order)}
+
+    def relayers(self, validator: bytes) -> tuple[bytes, bytes] | None:
+        """R1 and R2, the designated relayers of ``validator``'s messages at this height;
+        None with fewer than three authorities (everyone hears everyone) or for a
+        non-authority."""
+        n, i = len(self.order), self.index.get(validator)
+        if n < 3 or i is None:
+            return None
+        first = (i + 1 + self.height % (n - 1)) % n  # never i: the distance is 1 .. n-1
+        second = (first + 1) % n
+        if second == i:
+            second = (second + 1) % n
+        return self.order[first], self.order[second]
 
 
 class ProposalRelay:
@@ -108,9 +118,7 @@ class ProposalRelay:
         self._fallback_max_s = min(fallback_max_s, PROPOSAL_FALLBACK_MAX_S)
         self._fallback_s = delay_s  # the other authorities' delay at this height
         self._proposal_at = math.nan  # when the height's first proposal came (trio clock)
-        self._order: list[bytes] = []  # the height's authorities, sorted
-        self._index: dict[bytes, int] = {}
-        self._height = 0
+        self._authorities = HeightAuthorities()
         self._holders: OrderedDict[tuple[int, bytes], set[bytes]] = OrderedDict()
         self._due: list[tuple[float, int, ConsensusProposal, Proposal]] = []
         self._seq = itertools.count()
@@ -136,10 +144,9 @@ class ProposalRelay:
         if math.isnan(self._proposal_at):
             self._proposal_at = trio.current_time()
         if peer_id == proposal.proposer and self._delay_s > 0:
-            relayers = designated_relayers(self._order, self._index, self._height,
-                                           proposal.proposer)
-            designated = (relayers is None or self._own not in self._index  # not an authority
-                          or self._own in relayers)
+            relayers = self._authorities.relayers(proposal.proposer)
+            designated = (relayers is None or self._own not in self._authorities.set
+                          or self._own in relayers)  # (not an authority: may be a sentry)
             delay_s = self._delay_s if designated else self._fallback_s
             heapq.heappush(self._due, (trio.current_time() + delay_s, next(self._seq),
                                        msg, proposal))
@@ -162,9 +169,7 @@ class ProposalRelay:
         self._fallback_s = (self._delay_s if math.isnan(took)
                             else max(self._delay_s, min(took, self._fallback_max_s)))
         self._proposal_at = math.nan
-        self._height = height
-        self._order = sorted(validators)
-        self._index = {v: i for i, v in enumerate(self._order)}
+        self._authorities = HeightAuthorities(height, validators)
         self._holders.clear()
         self._due.clear()
 
@@ -183,9 +188,7 @@ class VoteRelay:
         self._network = network
         self._own = own  # this node's key (None, or not among the authorities: an observer)
         self._delay_s = delay_s
-        self._order: list[bytes] = []  # the height's authorities, sorted
-        self._index: dict[bytes, int] = {}
-        self._height = 0
+        self._authorities = HeightAuthorities()
         self._holders: OrderedDict[bytes, set[bytes]] = OrderedDict()  # vote key -> peers
         # per authority, (round, step) -> its first vote checked here: (key, message, nil)
         self._first: dict[bytes, OrderedDict[tuple[int, int], tuple[bytes, ConsensusVote,
@@ -198,9 +201,7 @@ class VoteRelay:
     def enter(self, height: int, validators: Iterable[bytes]) -> None:
         """A new height (``validators`` its authorities): the last one's votes need no
         relaying."""
-        self._height = height
-        self._order = sorted(validators)
-        self._index = {v: i for i, v in enumerate(self._order)}
+        self._authorities = HeightAuthorities(height, validators)
         self._holders.clear()
         self._first.clear()
         self._conflicts.clear()
@@ -221,7 +222,7 @@ class VoteRelay:
     def relayers(self, validator: bytes) -> tuple[bytes, bytes] | None:
         """R1 and R2, the designated relayers of ``validator``'s votes at this height (None
         with fewer than three authorities: everyone hears everyone)."""
-        return designated_relayers(self._order, self._index, self._height, validator)
+        return self._authorities.relayers(validator)
 
     def relay(self, key: bytes, msg: ConsensusVote, vote: Vote, peer_id: bytes) -> None:
         """Relay ``msg`` (``vote``, valid, of this height, received from ``peer_id``)."""
@@ -237,11 +238,12 @@ class VoteRelay:
             if (vote.validator, *at) not in self._conflicts:
                 self._conflicts.add((vote.validator, *at))
                 held = self._holders.get(first[0], set())
-                if not held.issuperset(self._order):  # unless it went to everyone
+                if not held.issuperset(self._authorities.set):  # unless to everyone
                     self._broadcast(first[0], first[1], set(held))
                 self._broadcast(key, msg, holders)
             return
-        skip = set(self._order)  # the authorities not to send it to at once
+        authorities = self._authorities.set
+        skip = set(authorities)  # the authorities not to send it to at once
         relayers = self.relayers(vote.validator)
         if relayers is not None:
             r1, r2 = relayers
@@ -251,11 +253,11 @@ class VoteRelay:
                 skip -= {r1} if self._own == r2 else {r1, r2}
                 skip |= holders
         if peer_id == vote.validator and self._delay_s > 0:
-            if not skip.issuperset(self._order):  # an authority sends these copies to
+            if not skip.issuperset(authorities):  # an authority sends these copies to
                 # authorities only: the other nodes follow the blocks and their certificates
                 # and had the vote from its signer; a node that is not one sends them to
                 # everyone (it may be a sentry, the authorities' only path to each other)
-                only = frozenset(self._order) if self._own in self._index else None
+                only = authorities if self._own in authorities else None
                 self._broadcast(key, msg, skip, only=only)
             if len(self._due) < VOTE_KEYS:
                 heapq.heappush(self._due, (trio.current_time() + self._delay_s,
@@ -293,4 +295,4 @@ class VoteRelay:
             self._network.broadcast_consensus(msg, exclude=frozenset(skip), only=only)
         holders = self._holders.get(key)
         if holders is not None:
-            holders.update(v for v in self._order if v not in skip)
+            holders.update(v for v in self._authorities.order if v not in skip)

@@ -15,8 +15,8 @@ import trio
 from iomtnode.consensus.relay import (
     PROPOSAL_FALLBACK_MAX_S,
     RELAY_DELAY_S,
+    HeightAuthorities,
     ProposalRelay,
-    designated_relayers,
 )
 
 from ..core.helpers import pub
@@ -43,10 +43,10 @@ class Network:
 
 def roles() -> tuple[bytes, bytes, bytes]:
     """A proposer, one of its designated relayers at HEIGHT and a node that is neither."""
-    order = sorted(AUTHORITIES)
-    index = {v: i for i, v in enumerate(order)}
+    authorities = HeightAuthorities(HEIGHT, AUTHORITIES)
+    order = authorities.order
     proposer = order[0]
-    found = designated_relayers(order, index, HEIGHT, proposer)
+    found = authorities.relayers(proposer)
     assert found is not None
     other = next(v for v in order if v != proposer and v not in found)
     return proposer, found[0], other
