@@ -195,7 +195,8 @@ def stream_readings(view: IndexView, block_bytes: Callable[[int], bytes | None],
     stop = READING_PREFIX + stream + U64.pack(until_ms)
     start = max(start, READING_PREFIX + stream + after + b"\x00") if after else start
     txs = _StoredTxs(block_bytes)
-    erasures = pending_erasures(view, stream)  # committed, not done by the job yet
+    erasures = pending_erasures(view, stream)  # not done by the job yet; read before the
+    # blocks (epoch_announcement says why)
     found = []
     for _, value in view.iterate(start, stop):
         if len(found) >= min(limit, MAX_STREAM_READINGS):
@@ -245,9 +246,11 @@ def epoch_announcement(view: IndexView, block_bytes: Callable[[int], bytes | Non
     """The committed epoch announcement or revocation that started ``epoch`` of ``stream``."""
     start = WRAP_PREFIX + stream + U64.pack(epoch)
     txs = _StoredTxs(block_bytes)
+    # the erasures before the block: the job's chunk rewrites the block and deletes its
+    # erasure in one batch, so a block read after an erasure list that lacks it is stripped
+    erasures = pending_erasures(view, stream)
     for _, value in view.iterate(start, start + _END[:_ID_BYTES + 1]):
         tx, height, position = txs.at(value)
         if type(tx.body) in (EpochAnnounce, RevokeGrant):
-            erasures = pending_erasures(view, stream)
             return stripped(tx) if wrap_erased(erasures, height, position) else tx
     return None
