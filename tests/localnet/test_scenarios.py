@@ -161,6 +161,22 @@ def test_a_manifest_of_the_wrong_shape_is_a_precise_error_from_the_command(tmp_p
 
 # ---- the command -------------------------------------------------------------------------
 
+@pytest.mark.parametrize(("args", "match"), [
+    (["--scenario", "kill", "--netns"], "--seeds and --netns choose how a --manifest runs"),
+    (["--scenario", "kill", "--seeds", "3"], "--seeds and --netns choose how a --manifest"),
+    (["--manifest", str(REPO / "deploy" / "chaos" / "ci.toml"), "--seed", "7"],
+     "--seed and --duration apply to the running localnet"),
+    (["--manifest", str(REPO / "deploy" / "chaos" / "ci.toml"), "--duration", "5"],
+     "--seed and --duration apply to the running localnet"),
+])
+def test_an_option_of_the_other_mode_is_refused_not_ignored(tmp_path, args, match):
+    # --netns on a running loopback localnet used to be ignored (its loss, delay and
+    # ip-change then "skipped"), and --seed 7 with a manifest ran seed 1
+    result = CliRunner().invoke(localnet_app, ["chaos", "--dir", str(tmp_path), *args])
+    assert result.exit_code == 2 and match in result.output
+    assert not (tmp_path / "reports.jsonl").exists()
+
+
 def test_chaos_command_reports_a_namespace_scenario_skipped_on_loopback(tmp_path):
     result = CliRunner().invoke(localnet_app, [
         "chaos", "--manifest", str(REPO / "deploy" / "chaos" / "ci.toml"), "--scenario", "loss",
