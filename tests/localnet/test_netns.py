@@ -278,7 +278,7 @@ async def test_netns_faults_refuse_bad_values_before_touching_anything(netns_man
     netns_manifest.save()
     async with Localnet.attach(netns_manifest.dir) as net:
         assert net.netns
-        for percent in (0.0, -1.0, 100.5):
+        for percent in (0.0, -1.0, 100.5, 0.004):  # 0.004 %: a rule of 0 in 10,000, no loss
             with pytest.raises(LocalnetError, match="loss must be"):
                 await net.loss(percent)
         for ms in (0.0, 10_001.0):
