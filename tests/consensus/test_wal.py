@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-import pytest
-
 from iomtnode.consensus.held import META_WAL
 from iomtnode.consensus.messages import ConsensusVote
 from iomtnode.core.vote import NIL, VoteType, decode_vote
@@ -136,15 +134,13 @@ class PolkaSeenByTwo(FakeNetwork):
         super().broadcast_consensus(msg, exclude, only)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known defect, not fixed: a restarted authority resends only its last vote (the signing "
-    "state records one message), so the round's earlier prevotes and proposal are lost and "
-    "the height stalls for good; seen on a 4-node --netns localnet killed whole under load"))
 async def test_a_whole_network_restart_after_half_locked_finalizes(tmp_path, autojump_clock):
     """A site power cut when two authorities have locked (precommitted) a block and two have
-    only prevoted it: each restarted authority resends only its last vote, so there are two
-    prevotes and two precommits of the round, neither a quorum, and no timeout of the round
-    can fire (each waits for 2f+1 votes of some kind). The height must still finalize."""
+    only prevoted it. Had each restarted authority sent again only its last vote, there
+    would be two prevotes and two precommits of the round, neither a quorum, and no timeout
+    of the round could fire (each waits for 2f+1 votes of some kind): the height stalled
+    for good. Each sends again what its record kept (the proposal, its prevote), so the
+    polka forms again and the height finalizes."""
     async with cluster(tmp_path, signed_before=True) as net:
         nodes = list(net.nodes.values())
         for node in nodes:
