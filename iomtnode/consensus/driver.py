@@ -17,10 +17,10 @@ sleeps, signs, stores and sends; every decision is the machine's. Its contract:
   values are made durable (:class:`~iomtnode.consensus.held.HeldBlocks`), then the
   signing state is recorded (synced) through :class:`~iomtnode.consensus.signing.Signer`,
   both *before* any signature of that step (in worker threads); own messages go back to
-  the machine, then
-  out through an :class:`~iomtnode.consensus.outbox.Outbox` (resent while undecided). A
-  validator restarted at the height it last signed at holds its record's blocks again,
-  re-signs its last vote (deterministic ed25519: the same bytes) and sends it again.
+  the machine, then out through an :class:`~iomtnode.consensus.outbox.Outbox` (resent
+  while undecided). A validator restarted at the height it last signed at holds its
+  record's blocks again and sends again what it signed there: the messages its record
+  kept, then its last vote, re-signed (deterministic ed25519: the same bytes).
 - A lost signing state (:attr:`Signer.fresh`): the key may have signed before, so it
   observes (``signing_deferred``) until :class:`~iomtnode.consensus.fresh.FreshStartGuard`
   fixes the height to sign above (:mod:`iomtnode.consensus.fresh`); if that allows the
@@ -199,8 +199,7 @@ class Driver:
 
     # the driver task -------------------------------------------------------------------
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                  ) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Drive consensus until cancelled."""
         if self._signer is not None and self._signer.fresh:
             self._deferral = Deferral(self._signer.public, trio.current_time(),
@@ -273,10 +272,11 @@ class Driver:
             height, self._validators)
         self._reset(height, Machine(height, self._validators, None if deferred else own,
                                     self._config.params, restored))
-        log.debug("height_entered", height=height, validators=len(self._validators),
-                  deferred=deferred)
+        log.debug("height_entered", height=height, deferred=deferred)
         if restored is not None and restored.height == height:  # restarted at this height
             await self._held.restore(restored.round, self._blocks)
+            for event in self._outbox.send_again(signer.signed_before, self._held.get):
+                await self._step(event)
         if restored is not None and restored.height == height and restored.step in (
                 Step.PREVOTE, Step.PRECOMMIT):  # restarted: send the last vote again
             vote_type = VoteType.PREVOTE if restored.step is Step.PREVOTE else VoteType.PRECOMMIT

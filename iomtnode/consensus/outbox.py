@@ -14,12 +14,15 @@ and a network whose quorum is locked on that block would stall.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
+from ..chain.chain import BuiltBlock
 from ..core.vote import Vote
+from .events import ProposalReceived, VoteReceived
 from .inbound import ConsensusMessage, ConsensusNetwork, Inbound
 from .messages import ConsensusProposal, ConsensusVote
-from .votes import decode_proposal
+from .proposals import compact_proposal
+from .votes import Proposal, decode_proposal
 
 
 class Outbox:
@@ -56,6 +59,29 @@ class Outbox:
         for vote in prevotes:
             raw = vote.encode()
             self.send(round_, raw, ConsensusVote(raw))
+
+    def send_again(self, signed: Iterable[tuple[int, Vote | Proposal]],
+                   held: Callable[[bytes], BuiltBlock | None]
+                   ) -> list[ProposalReceived | VoteReceived]:
+        """After a restart at a height: send again this validator's messages ``signed`` there
+        before its last one (:attr:`~iomtnode.consensus.signing.Signer.signed_before`), as
+        when they were made, and return them to deliver to its machine. Peers that restarted
+        too lost them: without its earlier prevote, a round in which some locked and others
+        only prevoted would never reach a quorum of either kind again. A proposal whose
+        block is not ``held`` is skipped."""
+        events: list[ProposalReceived | VoteReceived] = []
+        for round_, message in signed:
+            raw = message.encode()
+            if isinstance(message, Proposal):
+                built = held(message.block_hash)
+                if built is None:
+                    continue
+                self.send(round_, raw, compact_proposal(raw, built.block))
+                events.append(ProposalReceived(message, True))
+            else:
+                self.send(round_, raw, ConsensusVote(raw))
+                events.append(VoteReceived(message))
+        return events
 
     def resend(self, now: float, round_: int, decided: bool) -> None:
         """Resend the messages of ``round_`` and the one before, unless ``decided``."""

@@ -40,7 +40,7 @@ import trio
 
 from ..core import codec
 from ..core.crypto import SigningKey
-from ..core.vote import NIL, MalformedVoteError, Vote, VoteType, sign_vote
+from ..core.vote import NIL, MalformedVoteError, Vote, VoteType, decode_vote, sign_vote
 from .recordfile import RecordFile, RecordFileError
 from .votes import (
     MAX_SIGNING_STATE_BYTES,
@@ -48,6 +48,7 @@ from .votes import (
     Proposal,
     SigningState,
     Step,
+    decode_proposal,
     sign_proposal,
     step_of,
 )
@@ -58,6 +59,10 @@ META_SIGNING_STATE = "signing_state"
 SIGNING_LOCK_FILE = "signing.lock"
 SIGNING_STATE_FILE = "signing_state"  # in the home, beside node_key, outside data/
 RESUMED_ROUND = 2**32  # a hand-written record closes every round a height will reach
+KEPT_SIGNED = 6  # own messages kept in the record: a proposal, prevote, precommit x 2 rounds
+MAX_KEPT_BYTES = 512  # one kept message, encoded (a vote or a proposal is about 150)
+MAX_RECORD_BYTES = 2 * MAX_SIGNING_STATE_BYTES + KEPT_SIGNED * (MAX_KEPT_BYTES + 16)
+VOTE, PROPOSAL = 0, 1  # a kept message's kind
 
 
 class SigningLockedError(RuntimeError):
@@ -77,10 +82,18 @@ class ConflictingSignatureError(RuntimeError):
     that same message again: signing it could equivocate."""
 
 
-def signing_record(public: bytes, state: SigningState) -> bytes:
+Kept = tuple[int, int, bytes]  # (round, VOTE or PROPOSAL, the signed message's bytes)
+
+
+def signing_record(public: bytes, state: SigningState, kept: list[Kept] | None = None
+                   ) -> bytes:
     """What a home's ``signing_state`` holds: ``[authority key, state]`` (msgpack), so a
-    record is never taken for another key's (a key copied into another home)."""
-    return codec.encode([public, state.to_bytes()])
+    record is never taken for another key's (a key copied into another home), and, when
+    ``kept`` is given, the messages this key signed before at the state's height (a
+    restart sends them again: :attr:`Signer.signed_before`)."""
+    if not kept:
+        return codec.encode([public, state.to_bytes()])
+    return codec.encode([public, state.to_bytes(), [list(k) for k in kept]])
 
 
 def resumed_record(public: bytes, above: int) -> bytes:
@@ -95,9 +108,9 @@ def read_signing_record(raw: bytes, public: bytes) -> SigningState | None:
     bare state (a home from before records named their key) is taken as this key's.
     Raises :class:`SigningStateError` if it does not decode."""
     try:
-        value = codec.decode(raw, max_bytes=2 * MAX_SIGNING_STATE_BYTES)
-        if isinstance(value, list) and len(value) == 2:
-            owner, state = value
+        value = codec.decode(raw, max_bytes=MAX_RECORD_BYTES)
+        if isinstance(value, list) and len(value) in (2, 3):
+            owner, state = value[:2]
             if owner != public:
                 return None
             if not isinstance(state, bytes):
@@ -107,6 +120,22 @@ def read_signing_record(raw: bytes, public: bytes) -> SigningState | None:
     except (codec.DecodeError, MalformedVoteError) as exc:
         raise SigningStateError(f"the persisted signing state is corrupt ({exc}); "
                                 "refusing to sign") from None
+
+
+def read_kept(raw: bytes, public: bytes) -> list[Kept]:
+    """The messages a record of ``public`` keeps (:func:`signing_record`); none if it keeps
+    none or is another key's. They only help a restart along, so a malformed list is logged
+    and read as none (the state beside it still prevents any conflicting signature)."""
+    value = codec.decode(raw, max_bytes=MAX_RECORD_BYTES)  # read_signing_record checked it
+    if not (isinstance(value, list) and len(value) == 3 and value[0] == public):
+        return []
+    kept = value[2]
+    if (isinstance(kept, list) and len(kept) <= KEPT_SIGNED and all(
+            isinstance(k, list) and len(k) == 3 and type(k[0]) is int and k[1] in (VOTE, PROPOSAL)
+            and isinstance(k[2], bytes) and len(k[2]) <= MAX_KEPT_BYTES for k in kept)):
+        return [(k[0], k[1], k[2]) for k in kept]
+    log.error("signed_messages_unreadable", reason="not a list of kept messages")
+    return []
 
 
 class MetaStore(Protocol):
@@ -228,6 +257,9 @@ class Signer:
         # home), and it may have signed before, so the driver defers signing
         self.fresh = recorded is None
         self.state = recorded or SigningState()
+        # own messages signed at the state's height, kept in the record (what the last
+        # record was written before, too, but that one is the state itself)
+        self._kept: list[Kept] = read_kept(raw, key.public) if recorded is not None else []
         # the last message signed, as (height, round, step) and block hash: after a
         # restart, what the record says (it was recorded before it was signed)
         self._last = ((self.state.height, self.state.round, self.state.step),
@@ -248,8 +280,31 @@ class Signer:
         if (state.height, state.round, state.step) < (
                 self.state.height, self.state.round, self.state.step):
             raise ValueError(f"signing state going back from {self.state} to {state}")
-        self._store.put_meta(META_SIGNING_STATE, signing_record(self.public, state))
+        if state.height != self.state.height:
+            self._kept = []
+        self._kept = [k for k in self._kept if k[0] >= state.round - 1][-KEPT_SIGNED:]
+        self._store.put_meta(META_SIGNING_STATE, signing_record(self.public, state, self._kept))
         self.state = state
+
+    @property
+    def signed_before(self) -> list[tuple[int, Vote | Proposal]]:
+        """(round, message) of what this key signed at the recorded height before its last
+        message, in the order signed (the last and previous rounds): after a restart the
+        driver sends them again, since peers that restarted too have lost them."""
+        found: list[tuple[int, Vote | Proposal]] = []
+        for round_, kind, raw in self._kept:
+            try:
+                message = decode_proposal(raw) if kind == PROPOSAL else decode_vote(raw)
+            except MalformedVoteError as exc:
+                log.error("signed_messages_unreadable", reason=str(exc))
+                continue
+            if message.height == self.state.height and round_ == message.round:
+                found.append((round_, message))
+        return found
+
+    def _keep(self, round_: int, kind: int, raw: bytes) -> None:
+        if (round_, kind, raw) not in self._kept:
+            self._kept.append((round_, kind, raw))
 
     async def record_aside(self, state: SigningState, *, inline: bool = False) -> None:
         """:meth:`record` in a worker thread when it writes a file: its synced write then
@@ -263,13 +318,18 @@ class Signer:
     def vote(self, vote_type: VoteType, height: int, round_: int, block_hash: bytes) -> Vote:
         """Sign a vote the recorded state covers (see :meth:`_check`)."""
         self._check(height, round_, step_of(vote_type), block_hash)
-        return sign_vote(self._key, self._chain_id, vote_type, height, round_, block_hash)
+        vote = sign_vote(self._key, self._chain_id, vote_type, height, round_, block_hash)
+        self._keep(round_, VOTE, vote.encode())
+        return vote
 
     def proposal(self, height: int, round_: int, block_hash: bytes,
                  pol_round: int = NO_ROUND) -> Proposal:
         """Sign a proposal the recorded state covers (see :meth:`_check`)."""
         self._check(height, round_, Step.PROPOSE, block_hash)
-        return sign_proposal(self._key, self._chain_id, height, round_, block_hash, pol_round)
+        proposal = sign_proposal(self._key, self._chain_id, height, round_, block_hash,
+                                 pol_round)
+        self._keep(round_, PROPOSAL, proposal.encode())
+        return proposal
 
     def _check(self, height: int, round_: int, step: Step, block_hash: bytes) -> None:
         """The last line of defence against double-signing, whatever the caller does.

@@ -176,6 +176,13 @@ async def run_scenario(net: Any, name: str, *, seed: int, duration_s: float = DU
     if found.needs_netns and not net.netns:
         return {**head, "ok": True, "skipped": found.needs_netns, "violations": []}
     running = [n for n in net.names if net.state(n) == "up"]
+    if len(running) < found.min_nodes:
+        others = [f"{n} {net.state(n)}" for n in net.names if n not in running]
+        start = (f"; start it: iomtnode localnet up --dir {net.manifest.dir}" if not running
+                 else "")
+        raise LocalnetError(f"{name} needs at least {found.min_nodes} running nodes of "
+                            f"{net.manifest.dir}, and {len(running)} run"
+                            f" ({', '.join(others)}){start}")
     authorities = [n.name for n in net.manifest.nodes if n.authority and n.name in running]
     steps = plan(name, running, seed=seed, duration_s=duration_s, authorities=authorities)
     if on_plan is not None:

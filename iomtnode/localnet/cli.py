@@ -264,13 +264,15 @@ def chaos_cmd(
                            f"{', '.join(SCENARIOS)}.")] = None,
     seeds: Annotated[int | None, typer.Option(
         min=1, help="With --manifest: run seeds 1..N instead of the manifest's.")] = None,
-    seed: Annotated[int, typer.Option(help="Without --manifest: the plan's seed.")] = 1,
+    seed: Annotated[int | None, typer.Option(
+        show_default="1", help="Without --manifest: the plan's seed.")] = None,
     netns: Annotated[bool, typer.Option(
         "--netns", help="With --manifest: run each localnet in network namespaces (root), "
                         "so the scenarios that need them run too.")] = False,
     directory: DirOpt = DEFAULT_DIR,
-    duration: Annotated[float, typer.Option(
-        min=1.0, help="Without --manifest: seconds per scenario.")] = DURATION_S,
+    duration: Annotated[float | None, typer.Option(
+        min=1.0, show_default=f"{DURATION_S:g}",
+        help="Without --manifest: seconds per scenario.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run seeded chaos scenarios under load, then check invariants I1-I5 after each.
@@ -285,6 +287,13 @@ def chaos_cmd(
     `iomtnode localnet chaos --manifest deploy/chaos/full.toml`.
     """
     chosen = list(scenarios or [])
+    # an option of the other mode would be ignored: say so rather than run something else
+    if manifest is None and (seeds is not None or netns):
+        fail("--seeds and --netns choose how a --manifest runs; on the running localnet in "
+             "--dir use --seed (its mode was chosen by `localnet up`)")
+    if manifest is not None and (seed is not None or duration is not None):
+        fail("--seed and --duration apply to the running localnet in --dir; with --manifest "
+             "use --seeds N and the manifest's duration_s or [durations]")
 
     def show(report: dict[str, Any]) -> None:
         if not as_json:
@@ -313,8 +322,9 @@ def chaos_cmd(
         reports = []
         async with Localnet.attach(directory) as net:
             for name in chosen:
-                reports.append(await run_scenario(net, name, seed=seed, duration_s=duration,
-                                                  on_plan=show_plan))
+                reports.append(await run_scenario(
+                    net, name, seed=1 if seed is None else seed,
+                    duration_s=DURATION_S if duration is None else duration, on_plan=show_plan))
                 show(reports[-1])
         return reports
 

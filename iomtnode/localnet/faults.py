@@ -22,12 +22,13 @@ from . import netns, procs
 from .delayproxy import MAX_DELAY_MS
 from .errors import LocalnetError
 from .layout import Manifest
-from .nft import NodeRules, render
+from .nft import BASIS_POINTS, NodeRules, render
 from .topology import node_ip, proxy_command
 from .view import LocalnetView
 
 log = structlog.get_logger(__name__)
 
+MIN_LOSS_PERCENT = 100 / BASIS_POINTS  # 0.01 %: one packet in BASIS_POINTS, the finest draw
 PROXY_START_S = 10.0  # the delay proxy must be listening this soon after it starts
 PROXY_LISTENING = b"delay_proxy_listening"  # its log line once the listener is bound
 
@@ -189,8 +190,8 @@ class NftFaults:
         await self._apply(self._net.names)  # saves localnet.json; nothing is redirected
 
     async def loss(self, percent: float, names: Sequence[str]) -> None:
-        if not 0 < percent <= 100:
-            raise LocalnetError(f"loss must be a percentage above 0 and at most 100, "
+        if not MIN_LOSS_PERCENT <= percent <= 100:  # below: a draw of 0 in 10,000, no loss
+            raise LocalnetError(f"loss must be a percentage from {MIN_LOSS_PERCENT} to 100, "
                                 f"not {percent}")
         for name in names:
             self._manifest.node(name)

@@ -76,7 +76,9 @@ def render(rules: NodeRules) -> str:
         inp.append(f"ip saddr {_set(rules.blocked)} counter drop")
         out.append(f"ip daddr {_set(rules.blocked)} counter drop")
     if rules.loss_bp:
-        draw = f"numgen random mod {BASIS_POINTS} < {rules.loss_bp} counter drop"
+        # nft refuses a bound equal to the modulus (mod 10000 yields 0-9999): 100 % drops all
+        draw = ("counter drop" if rules.loss_bp >= BASIS_POINTS
+                else f"numgen random mod {BASIS_POINTS} < {rules.loss_bp} counter drop")
         spared = _set((rules.host_ip, *rules.lossy_peers))
         inp.append(f'iifname "{IFACE}" ip saddr != {spared} {draw}')
         out.append(f'oifname "{IFACE}" ip daddr != {rules.host_ip} {draw}')

@@ -25,6 +25,7 @@ run to ``warmup_height``, then the scenario and its checks (:func:`chaosrun.run_
 
 from __future__ import annotations
 
+import math
 import shutil
 import tomllib
 from collections.abc import Callable, Sequence
@@ -44,6 +45,7 @@ log = structlog.get_logger(__name__)
 
 WARMUP_HEIGHT = 3  # the load flows and every node follows before the first fault
 WARMUP_TIMEOUT_S = 90.0
+MAX_NODES = 64  # nodes in one localnet, as `localnet up --nodes` allows
 KNOWN = {"scenarios", "seeds", "duration_s", "warmup_height", "durations", "network", "load",
          "bounds", "env"}
 
@@ -77,35 +79,54 @@ class ChaosManifest:
         unknown = set(doc) - KNOWN
         if unknown:
             raise LocalnetError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(KNOWN)}")
-        try:
-            names = tuple(doc.get("scenarios", ["all"]))
-            if names == ("all",):
-                names = SCENARIOS
-            for name in names:
-                scenario(name)
-            seeds = doc.get("seeds", 1)
-            seeds = tuple(range(1, int(seeds) + 1)) if isinstance(seeds, int) else tuple(
-                int(s) for s in seeds)
-            durations = {str(k): float(v) for k, v in doc.get("durations", {}).items()}
-            for name in durations:
-                scenario(name)
-            network, load = doc.get("network", {}), doc.get("load", {})
-            bound_names = {f.name for f in fields(Bounds)}
-            if set(doc.get("bounds", {})) - bound_names:
-                raise LocalnetError(f"[bounds] knows only {sorted(bound_names)}")
-            found = cls(
-                scenarios=names, seeds=seeds,
-                duration_s=float(doc.get("duration_s", DURATION_S)), durations=durations,
-                nodes=int(network.get("nodes", 4)), netns=bool(network.get("netns", False)),
-                devices=int(load.get("devices", 20)), rate=float(load.get("rate", 100.0)),
-                warmup_height=int(doc.get("warmup_height", WARMUP_HEIGHT)),
-                bounds=Bounds(**doc.get("bounds", {})),
-                env={str(k): str(v) for k, v in doc.get("env", {}).items()})
-        except (TypeError, ValueError) as exc:
-            raise LocalnetError(f"{where}: {exc}") from None
-        if not found.seeds or found.nodes < 1 or found.duration_s <= 0:
-            raise LocalnetError(f"{where}: needs at least one seed, one node and a positive "
-                                f"duration")
+        names = doc.get("scenarios", ["all"])
+        if not isinstance(names, list) or not names:
+            raise LocalnetError(f"{where}: scenarios must be a list of names, not {names!r}")
+        names = SCENARIOS if names == ["all"] else tuple(names)
+        for name in names:
+            scenario(name)
+        seeds = doc.get("seeds", 1)
+        if isinstance(seeds, list) and all(_is_int(s) for s in seeds):
+            seeds = tuple(seeds)
+        elif _is_int(seeds):
+            seeds = tuple(range(1, seeds + 1))
+        else:
+            raise LocalnetError(f"{where}: seeds must be a count or a list of whole numbers, "
+                                f"not {seeds!r}")
+        durations = {str(k): _number(v, f"[durations] {k}", where)
+                     for k, v in _table(doc, "durations", where).items()}
+        for name in durations:
+            scenario(name)
+        network, load = _table(doc, "network", where), _table(doc, "load", where)
+        bounds = _table(doc, "bounds", where)
+        bound_fields = {f.name: f for f in fields(Bounds)}
+        if set(bounds) - set(bound_fields):
+            raise LocalnetError(f"[bounds] knows only {sorted(bound_fields)}")
+        netns = network.get("netns", False)
+        if not isinstance(netns, bool):
+            raise LocalnetError(f"{where}: [network] netns must be true or false, not {netns!r}")
+        env = _table(doc, "env", where)
+        for key, value in env.items():
+            if isinstance(value, dict | list):
+                raise LocalnetError(f"{where}: [env] {key} must be a string or a number")
+        found = cls(
+            scenarios=names, seeds=seeds,
+            duration_s=_number(doc.get("duration_s", DURATION_S), "duration_s", where),
+            durations=durations,
+            nodes=int(_number(network.get("nodes", 4), "[network] nodes", where,
+                              whole=True, low=1, high=MAX_NODES)),
+            netns=netns,
+            devices=int(_number(load.get("devices", 20), "[load] devices", where,
+                                whole=True, low=0)),
+            rate=_number(load.get("rate", 100.0), "[load] rate", where),
+            warmup_height=int(_number(doc.get("warmup_height", WARMUP_HEIGHT),
+                                      "warmup_height", where, whole=True, low=0)),
+            bounds=Bounds(**{k: _number(v, f"[bounds] {k}", where,
+                                        whole=bound_fields[k].type == "int")
+                             for k, v in bounds.items()}),
+            env={str(k): str(v) for k, v in env.items()})
+        if not found.seeds:
+            raise LocalnetError(f"{where}: needs at least one seed")
         return found
 
     def select(self, scenarios: Sequence[str] = (), seeds: int | None = None,
@@ -119,6 +140,33 @@ class ChaosManifest:
             duration_s=self.duration_s, durations=self.durations, nodes=self.nodes,
             netns=self.netns or netns, devices=self.devices, rate=self.rate,
             warmup_height=self.warmup_height, bounds=self.bounds, env=self.env)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _table(doc: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = doc.get(key, {})
+    if not isinstance(value, dict):
+        raise LocalnetError(f"{where}: {key} must be a table ([{key}]), not {value!r}")
+    return value
+
+
+def _number(value: Any, key: str, where: str, *, whole: bool = False, low: float | None = None,
+            high: float | None = None) -> Any:
+    """``value`` if it is a finite number in range (default: above 0), else LocalnetError
+    naming ``key``."""
+    if not (_is_int(value) or (not whole and isinstance(value, float))):
+        kind = "a whole number" if whole else "a number"
+        raise LocalnetError(f"{where}: {key} must be {kind}, not {value!r}")
+    if not math.isfinite(value):
+        raise LocalnetError(f"{where}: {key} must be a finite number, not {value!r}")
+    if (value <= 0 if low is None else value < low) or (high is not None and value > high):
+        wanted = "above 0" if low is None else f"at least {low}"
+        wanted += f" and at most {high}" if high is not None else ""
+        raise LocalnetError(f"{where}: {key} must be {wanted}, not {value!r}")
+    return float(value) if not whole else value
 
 
 StartNet = Callable[..., AbstractAsyncContextManager[Any]]

@@ -132,11 +132,13 @@ def test_a_recorded_state_is_fsynced_file_then_directory_before_the_signature(
     signer = Signer(key("A"), CHAIN_ID, SigningStateFile(path))
     state = SigningState(5, 2, Step.PREVOTE, b"\x07" * 32)
     signer.record(state)
-    signer.vote(VoteType.PREVOTE, 5, 2, b"\x07" * 32)
+    prevote = signer.vote(VoteType.PREVOTE, 5, 2, b"\x07" * 32)
     later = SigningState(5, 2, Step.PRECOMMIT, b"\x07" * 32, 2, b"\x07" * 32, 2, b"\x07" * 32)
     signer.record(later)
     signer.vote(VoteType.PRECOMMIT, 5, 2, b"\x07" * 32)
-    raw, raw_later = (signing.signing_record(pub("A"), s) for s in (state, later))
+    raw = signing.signing_record(pub("A"), state)
+    # the later record keeps the prevote signed before it (a restart sends it again)
+    raw_later = signing.signing_record(pub("A"), later, [(2, signing.VOTE, prevote.encode())])
     assert spy.events == [("fsync file", raw), ("rename", spy.tmp.name),
                           ("fsync dir", raw), ("sign", 5, 2, Step.PREVOTE),
                           ("fdatasync", raw_later), ("sign", 5, 2, Step.PRECOMMIT)]

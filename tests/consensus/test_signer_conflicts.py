@@ -51,3 +51,40 @@ def test_a_conflict_with_what_this_process_signed_is_refused():
         signer.vote(PV, 7, 0, Y)
     with pytest.raises(ConflictingSignatureError):
         signer.vote(PC, 7, 0, Y)
+
+
+def test_the_record_keeps_what_was_signed_before_the_last_message_of_the_last_two_rounds():
+    """What a restart sends again (the driver: Outbox.send_again): the record written before
+    a signature keeps the messages signed at that height before it, of that round and the
+    one before, and a new height starts empty."""
+    meta = MemoryMeta()
+    signer = Signer(key("A"), CHAIN_ID, meta)
+    steps = [(0, Step.PROPOSE), (0, Step.PREVOTE), (0, Step.PRECOMMIT),
+             (1, Step.PREVOTE), (1, Step.PRECOMMIT), (2, Step.PREVOTE)]
+    signed = []
+    for round_, step in steps:
+        signer.record(SigningState(5, round_, step, X))
+        signed.append(signer.proposal(5, round_, X) if step is Step.PROPOSE
+                      else signer.vote(PV if step is Step.PREVOTE else PC, 5, round_, X))
+    after = Signer(key("A"), CHAIN_ID, meta)  # restarted: round 2's prevote was the last
+    assert after.state == SigningState(5, 2, Step.PREVOTE, X)
+    assert [m for _, m in after.signed_before] == signed[3:5]  # round 1: the previous one
+    assert [r for r, _ in after.signed_before] == [1, 1]
+    assert after.vote(PV, 5, 2, X) == signed[5]  # the last one, re-signed byte for byte
+    after.record(SigningState(6, 0, Step.PREVOTE, X))
+    assert Signer(key("A"), CHAIN_ID, meta).signed_before == []  # a new height
+
+
+def test_a_record_without_kept_messages_or_with_a_bad_list_keeps_the_state():
+    from iomtnode.consensus.signing import META_SIGNING_STATE, signing_record
+    from iomtnode.core import codec
+
+    state = SigningState(5, 1, Step.PRECOMMIT, X)
+    old = MemoryMeta()
+    old.put_meta(META_SIGNING_STATE, signing_record(key("A").public, state))  # 2 fields
+    assert Signer(key("A"), CHAIN_ID, old).signed_before == []
+    bad = MemoryMeta()
+    bad.put_meta(META_SIGNING_STATE, codec.encode(
+        [key("A").public, state.to_bytes(), [[1, 7, b"x"]]]))  # kind 7: no such kind
+    signer = Signer(key("A"), CHAIN_ID, bad)
+    assert signer.state == state and not signer.fresh and signer.signed_before == []

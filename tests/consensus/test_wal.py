@@ -13,6 +13,7 @@ from iomtnode.consensus.held import META_WAL
 from iomtnode.consensus.messages import ConsensusVote
 from iomtnode.core.vote import NIL, VoteType, decode_vote
 
+from ..core.helpers import pub
 from .harness import (
     ConsensusMessage,
     FakeNetwork,
@@ -114,3 +115,48 @@ async def test_the_last_writes_blocks_stay_until_the_signing_state_moves_on(tmp_
     assert recorded() == {x.block.hash, y.block.hash}
     await held.make_durable([y.block.hash, z.block.hash])  # the state now names Y
     assert recorded() == {y.block.hash, z.block.hash}
+
+
+class PolkaSeenByTwo(FakeNetwork):
+    """Prevotes reach only B and C, and own precommits never leave the node: B and C see
+    the polka and lock (precommit), A and D prevote and see nothing more."""
+
+    def broadcast_consensus(self, msg: ConsensusMessage,
+                            exclude: frozenset[bytes] = frozenset(),
+                            only: frozenset[bytes] | None = None) -> None:
+        if isinstance(msg, ConsensusVote):
+            vote = decode_vote(msg.vote)
+            if vote.type is VoteType.PRECOMMIT and vote.validator == self.me:
+                return
+            if vote.type is VoteType.PREVOTE:
+                pair = frozenset({pub("B"), pub("C")})
+                only = pair if only is None else pair & only
+        super().broadcast_consensus(msg, exclude, only)
+
+
+async def test_a_whole_network_restart_after_half_locked_finalizes(tmp_path, autojump_clock):
+    """A site power cut when two authorities have locked (precommitted) a block and two have
+    only prevoted it. Had each restarted authority sent again only its last vote, there
+    would be two prevotes and two precommits of the round, neither a quorum, and no timeout
+    of the round could fire (each waits for 2f+1 votes of some kind): the height stalled
+    for good. Each sends again what its record kept (the proposal, its prevote), so the
+    polka forms again and the height finalizes."""
+    async with cluster(tmp_path, signed_before=True) as net:
+        nodes = list(net.nodes.values())
+        for node in nodes:
+            node.network = PolkaSeenByTwo(net.bus, node.id, node.meta)
+            node.mempool.add(admit_tx())
+        await net.start()
+
+        def locked() -> list[bytes]:
+            return [n.driver.machine.locked_value for n in nodes
+                    if n.driver is not None and n.driver.machine is not None]
+
+        await wait_until(lambda: sum(v != NIL for v in locked()) == 2)
+        for node in nodes:  # a site power cut
+            node.stop()
+            node.network = FakeNetwork(net.bus, node.id, node.meta)
+        assert all(n.chain.height == 0 for n in nodes)
+        await net.start()
+        await wait_heights(nodes, 1)
+        assert_one_chain(nodes, net.genesis)

@@ -247,6 +247,18 @@ async def test_a_failed_step_restores_every_node_before_raising(tmp_path, autoju
     assert set(net.states.values()) == {"up"} and net.actions[-1] == ("heal", ())
 
 
+async def test_a_scenario_on_a_stopped_localnet_says_it_is_stopped(tmp_path, autojump_clock):
+    net = FakeNet(tmp_path)
+    net.states = dict.fromkeys(NAMES, "down")  # `localnet down` was run, localnet.json stays
+    with pytest.raises(LocalnetError, match=r"kill needs at least 2 running nodes of .*, and 0 "
+                       r"run \(node1 down, .*node4 down\); start it: iomtnode localnet up"):
+        await run_scenario(net, "kill", seed=1, duration_s=20)
+    net.states.update(node1="up", node2="paused")
+    with pytest.raises(LocalnetError, match=r"needs at least 4 running .*1 run \(node2 paused"):
+        await run_scenario(net, "split-2-2", seed=1, duration_s=20)
+    assert net.actions == []
+
+
 def fresh(path: Path) -> bool:
     new = not path.exists()
     path.mkdir(parents=True)

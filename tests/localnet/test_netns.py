@@ -168,6 +168,14 @@ def test_loss_draws_basis_points_and_spares_the_host_and_lossy_peers():
         NodeRules(host_ip=HOST, loss_percent=100.5)
 
 
+def test_loss_of_100_percent_drops_every_packet_without_a_draw_nft_refuses():
+    # `numgen random mod 10000 < 10000`: nft rejects the value 10000 (its range is 0-9999)
+    script = render(NodeRules(host_ip=HOST, loss_percent=100.0))
+    assert "numgen" not in script
+    assert 'oifname "eth0" ip daddr != 10.77.77.1 counter drop' in script
+    assert 'iifname "eth0" ip saddr != { 10.77.77.1 } counter drop' in script
+
+
 def test_delay_redirects_inbound_and_own_outbound_p2p_to_the_proxy():
     script = render(NodeRules(host_ip=HOST, delayed=True))
     assert "type nat hook prerouting priority -100" in script
@@ -270,7 +278,7 @@ async def test_netns_faults_refuse_bad_values_before_touching_anything(netns_man
     netns_manifest.save()
     async with Localnet.attach(netns_manifest.dir) as net:
         assert net.netns
-        for percent in (0.0, -1.0, 100.5):
+        for percent in (0.0, -1.0, 100.5, 0.004):  # 0.004 %: a rule of 0 in 10,000, no loss
             with pytest.raises(LocalnetError, match="loss must be"):
                 await net.loss(percent)
         for ms in (0.0, 10_001.0):

@@ -126,7 +126,56 @@ def test_manifest_defaults_selection_and_refusals():
             ChaosManifest.parse(bad)
 
 
+@pytest.mark.parametrize(("bad", "match"), [
+    ({"load": 5}, "load must be a table"),  # was AttributeError, a traceback from the CLI
+    ({"network": [1]}, "network must be a table"),
+    ({"durations": 5}, "durations must be a table"),
+    ({"scenarios": "kill"}, "scenarios must be a list"),  # was "unknown scenario 'k'"
+    ({"seeds": 2.5}, "seeds must be a count or a list"),
+    ({"seeds": True}, "seeds must be a count or a list"),
+    ({"network": {"netns": "false"}}, r"\[network\] netns must be true or false"),  # was True
+    ({"network": {"nodes": 500}}, r"\[network\] nodes must be at least 1 and at most 64"),
+    ({"load": {"rate": -5}}, r"\[load\] rate must be above 0"),  # was a run without load
+    ({"load": {"devices": -1}}, r"\[load\] devices must be at least 0"),
+    ({"durations": {"kill": -5}}, r"\[durations\] kill must be above 0"),
+    ({"duration_s": float("nan")}, "duration_s must be a finite number"),
+    ({"warmup_height": -4}, "warmup_height must be at least 0"),
+    ({"bounds": {"resume_s": "abc"}}, r"\[bounds\] resume_s must be a number"),  # crashed I3
+    ({"bounds": {"resume_s": -1}}, r"\[bounds\] resume_s must be above 0"),
+    ({"bounds": {"max_fds": 1.5}}, r"\[bounds\] max_fds must be a whole number"),
+    ({"env": {"IOMTNODE_X": {"a": 1}}}, r"\[env\] IOMTNODE_X must be a string or a number"),
+])
+def test_a_manifest_value_of_the_wrong_type_or_range_is_refused_naming_its_key(bad, match):
+    with pytest.raises(LocalnetError, match=match):
+        ChaosManifest.parse(bad)
+
+
+def test_a_manifest_of_the_wrong_shape_is_a_precise_error_from_the_command(tmp_path):
+    manifest = tmp_path / "bad.toml"
+    manifest.write_text("load = 5\n")
+    result = CliRunner().invoke(localnet_app, ["chaos", "--manifest", str(manifest),
+                                               "--dir", str(tmp_path / "runs")])
+    assert result.exit_code != 0 and "load must be a table" in result.output
+    assert isinstance(result.exception, SystemExit)  # an exit with a message, no traceback
+
+
 # ---- the command -------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("args", "match"), [
+    (["--scenario", "kill", "--netns"], "--seeds and --netns choose how a --manifest runs"),
+    (["--scenario", "kill", "--seeds", "3"], "--seeds and --netns choose how a --manifest"),
+    (["--manifest", str(REPO / "deploy" / "chaos" / "ci.toml"), "--seed", "7"],
+     "--seed and --duration apply to the running localnet"),
+    (["--manifest", str(REPO / "deploy" / "chaos" / "ci.toml"), "--duration", "5"],
+     "--seed and --duration apply to the running localnet"),
+])
+def test_an_option_of_the_other_mode_is_refused_not_ignored(tmp_path, args, match):
+    # --netns on a running loopback localnet used to be ignored (its loss, delay and
+    # ip-change then "skipped"), and --seed 7 with a manifest ran seed 1
+    result = CliRunner().invoke(localnet_app, ["chaos", "--dir", str(tmp_path), *args])
+    assert result.exit_code == 2 and match in result.output
+    assert not (tmp_path / "reports.jsonl").exists()
+
 
 def test_chaos_command_reports_a_namespace_scenario_skipped_on_loopback(tmp_path):
     result = CliRunner().invoke(localnet_app, [
