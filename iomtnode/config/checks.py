@@ -20,6 +20,7 @@ class Rule:
     key: str
     allowed: str  # what the key may hold: "between 1 and 1,000", "HOST:PORT or empty"
     ok: Callable[[Values], bool]
+    reads: tuple[str, ...] = ()  # the other keys it compares with: not run when one is wrong
 
     def issue(self, values: Values) -> Issue | None:
         if self.ok(values):
@@ -72,7 +73,8 @@ RULES: tuple[Rule, ...] = (
     _address("api_listen"),
     between("api_max_connections", 1, 100_000),
     Rule("api_max_connections_per_ip", "between 1 and api_max_connections",
-         lambda v: 1 <= v["api_max_connections_per_ip"] <= v["api_max_connections"]),
+         lambda v: 1 <= v["api_max_connections_per_ip"] <= v["api_max_connections"],
+         ("api_max_connections",)),
     between("api_idle_timeout_s", 1, DAY_S, " seconds"),
     between("api_requests_per_s", 1, 1_000_000),
     _address("p2p_listen"),
@@ -80,7 +82,8 @@ RULES: tuple[Rule, ...] = (
     _address("metrics_listen", optional=True),
     between("block_interval_s", 0.001, 60, " seconds"),
     Rule("empty_block_interval_s", "between block_interval_s and 3,600 seconds",
-         lambda v: v["block_interval_s"] <= v["empty_block_interval_s"] <= 3600),
+         lambda v: v["block_interval_s"] <= v["empty_block_interval_s"] <= 3600,
+         ("block_interval_s",)),
     between("mempool_max_txs", 1, 10_000_000),
     between("max_block_txs", 1, 10_000),
     Rule("log_level", f"one of {', '.join(LOG_LEVELS)}", lambda v: v["log_level"] in LOG_LEVELS),
@@ -88,7 +91,7 @@ RULES: tuple[Rule, ...] = (
          lambda v: all(is_hostport(address) for address in v["bootnodes"])),
     between("max_peers", 1, 1000),
     Rule("outbound_slots", "between 0 and max_peers - 1",
-         lambda v: 0 <= v["outbound_slots"] < v["max_peers"]),
+         lambda v: 0 <= v["outbound_slots"] < v["max_peers"], ("max_peers",)),
     between("max_inbound_per_ip", 1, 1000),
     between("max_inbound_per_netgroup", 1, 1000),
     between("max_pending_per_ip", 1, 1000),
@@ -99,7 +102,7 @@ RULES: tuple[Rule, ...] = (
     between("timeout_delta_s", 0, 60, " seconds"),
     Rule("timeout_cap_s", "between the longest of timeout_propose_s, timeout_prevote_s and "
                           "timeout_precommit_s, and 600 seconds",
-         lambda v: max(v[key] for key in _TIMEOUTS) <= v["timeout_cap_s"] <= 600),
+         lambda v: max(v[key] for key in _TIMEOUTS) <= v["timeout_cap_s"] <= 600, _TIMEOUTS),
     between("resend_interval_s", 0.05, 60, " seconds"),
     between("fresh_grace_s", 0, 600, " seconds", " (0: automatic)"),
     _tls_pair("api_tls_cert", "api_tls_key"),
@@ -110,7 +113,15 @@ RULES: tuple[Rule, ...] = (
 
 def check(values: Values, skip: Iterable[str] = ()) -> list[Issue]:
     """Every rule ``values`` break, in the order of :data:`RULES`; rules of the keys in
-    ``skip`` (already known to be wrong) are not run."""
-    skipped = set(skip)
-    return [issue for rule in RULES
-            if rule.key not in skipped and (issue := rule.issue(values)) is not None]
+    ``skip`` (already known to be wrong) are not run, nor a rule comparing its key with a
+    wrong one (``block_interval_s = nan`` is one error, not also one of
+    ``empty_block_interval_s``, which is compared with it)."""
+    wrong = set(skip)
+    issues = []
+    for rule in RULES:
+        if rule.key in wrong or wrong.intersection(rule.reads):
+            continue
+        if (issue := rule.issue(values)) is not None:
+            issues.append(issue)
+            wrong.add(rule.key)
+    return issues

@@ -137,8 +137,30 @@ def test_a_wrong_setting_shows_the_value_given(tmp_path: Path) -> None:
 def test_constructing_a_config_reports_every_broken_rule() -> None:
     with pytest.raises(ConfigError) as raised:
         Config(max_peers=0, log_level="chatty", api_tls_cert="a.crt")
-    assert [i.key for i in raised.value.issues] == ["log_level", "max_peers",
-                                                      "outbound_slots", "api_tls_key"]
+    assert [i.key for i in raised.value.issues] == ["log_level", "max_peers", "api_tls_key"]
+
+
+@pytest.mark.parametrize(("wrong", "compared"), [
+    ({"block_interval_s": float("nan")}, "empty_block_interval_s"),
+    ({"block_interval_s": 100.0}, "empty_block_interval_s"),
+    ({"max_peers": 0}, "outbound_slots"),
+    ({"api_max_connections": 0}, "api_max_connections_per_ip"),
+    ({"timeout_propose_s": 61.0}, "timeout_cap_s"),
+])
+def test_a_setting_compared_with_a_wrong_one_is_not_reported_too(wrong: dict, compared: str
+                                                                  ) -> None:
+    """One mistake, one message: the setting compared with the wrong one is right as it is
+    (empty_block_interval_s = 5 is fine once block_interval_s is), so naming it would send
+    the operator after a value that needs no change."""
+    with pytest.raises(ConfigError) as raised:
+        Config(**wrong)
+    assert [i.key for i in raised.value.issues] == list(wrong)
+
+
+def test_a_setting_wrong_against_a_right_one_is_reported() -> None:
+    with pytest.raises(ConfigError) as raised:
+        Config(block_interval_s=10.0, empty_block_interval_s=5.0)
+    assert [i.key for i in raised.value.issues] == ["empty_block_interval_s"]
 
 
 def test_every_rule_is_about_a_setting_and_every_setting_has_a_rule() -> None:
