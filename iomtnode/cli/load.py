@@ -39,7 +39,9 @@ def simulate(
                        "admission_threshold (in genesis.json) is met.")],
     api: ApiOpt = DEFAULT_API,
     api_ca: CaOpt = None,
-    devices: Annotated[int, typer.Option(min=1, max=10_000)] = 10,
+    devices: Annotated[int, typer.Option(
+        min=1, max=10_000, help="Simulated devices, each recording into a stream of its own."
+    )] = 10,
     rate: Annotated[float, typer.Option(min=0.1, help="Readings per second in total.")] = 100,
     duration: Annotated[float, typer.Option(min=0.1, help="Seconds of streaming.")] = 10,
     seed: Annotated[int | None, typer.Option(help="Seed for device keys and vitals.")] = None,
