@@ -11,6 +11,9 @@ from typing import Any
 from .errors import ConfigError, Issue
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+WILDCARD_HOSTS = ("0.0.0.0", "::")  # listen on every interface; nobody can dial them
+DIALABLE = ("HOST:PORT that other nodes can dial (a port from 1 to 65535; HOST a name or IP, "
+            "not 0.0.0.0 or ::)")
 DAY_S = 86_400
 Values = Mapping[str, Any]  # every setting by name, each of its declared type
 
@@ -46,6 +49,16 @@ def is_hostport(value: str) -> bool:
     return True
 
 
+def is_dialable(value: str) -> bool:
+    """HOST:PORT that another node can dial: a port from 1 to 65535 and a host that is not
+    a wildcard (``0.0.0.0``, ``::``: a listener's "every interface", which names no host)."""
+    try:
+        host, port = parse_hostport(value)
+    except ConfigError:
+        return False
+    return port != 0 and host not in WILDCARD_HOSTS
+
+
 def _number(x: float) -> str:
     return f"{x:,}" if isinstance(x, int) else f"{x:g}"
 
@@ -78,7 +91,8 @@ RULES: tuple[Rule, ...] = (
     between("api_idle_timeout_s", 1, DAY_S, " seconds"),
     between("api_requests_per_s", 1, 1_000_000),
     _address("p2p_listen"),
-    _address("advertise_address", optional=True),
+    Rule("advertise_address", f"{DIALABLE}, or empty",
+         lambda v: not v["advertise_address"] or is_dialable(v["advertise_address"])),
     _address("metrics_listen", optional=True),
     between("block_interval_s", 0.001, 60, " seconds"),
     Rule("empty_block_interval_s", "between block_interval_s and 3,600 seconds",
@@ -87,8 +101,8 @@ RULES: tuple[Rule, ...] = (
     between("mempool_max_txs", 1, 10_000_000),
     between("max_block_txs", 1, 10_000),
     Rule("log_level", f"one of {', '.join(LOG_LEVELS)}", lambda v: v["log_level"] in LOG_LEVELS),
-    Rule("bootnodes", "a list of HOST:PORT addresses",
-         lambda v: all(is_hostport(address) for address in v["bootnodes"])),
+    Rule("bootnodes", f"a list of {DIALABLE}",
+         lambda v: all(is_dialable(address) for address in v["bootnodes"])),
     between("max_peers", 1, 1000),
     Rule("outbound_slots", "between 0 and max_peers - 1",
          lambda v: 0 <= v["outbound_slots"] < v["max_peers"], ("max_peers",)),

@@ -78,6 +78,17 @@ def test_the_tls_files_are_given_together(tmp_path: Path, given: str, missing: s
                                    "and api_tls_key are given together or not at all), got ''")
 
 
+@pytest.mark.parametrize("address", ["0.0.0.0:7546", "[::]:7546", "node1.example:0",
+                                     "10.0.0.2:0"])
+@pytest.mark.parametrize("key", ["advertise_address", "bootnodes"])
+def test_an_address_other_nodes_cannot_dial_is_refused(key: str, address: str) -> None:
+    """A wildcard host or port 0 would be advertised to every peer (who would dial itself or
+    nothing), or dialed in vain every few seconds."""
+    value = (address,) if key == "bootnodes" else address
+    (issue,) = resolve(None, {key: value}, env={}).issues
+    assert issue.key == key and "that other nodes can dial" in issue.message
+
+
 @pytest.mark.parametrize(("env", "message"), [
     ({"IOMTNODE_MAX_PEERS": "many"},
      "max_peers must be an integer, got 'many' (from the environment variable "
@@ -88,7 +99,8 @@ def test_the_tls_files_are_given_together(tmp_path: Path, given: str, missing: s
     ({"IOMTNODE_BOOTNODES": "a:1,b"}, "IOMTNODE_BOOTNODES"),
     # a host with a space in it is no host: it would be advertised, and dialed, as given
     ({"IOMTNODE_ADVERTISE_ADDRESS": " pod-0.example:7546"},
-     "advertise_address must be HOST:PORT, or empty, got ' pod-0.example:7546' (from the "
+     "advertise_address must be HOST:PORT that other nodes can dial (a port from 1 to 65535; "
+     "HOST a name or IP, not 0.0.0.0 or ::), or empty, got ' pod-0.example:7546' (from the "
      "environment variable IOMTNODE_ADVERTISE_ADDRESS)"),
     ({"IOMTNODE_P2P_LISTEN": "\t0.0.0.0:7546"}, "p2p_listen must be HOST:PORT"),
 ])
