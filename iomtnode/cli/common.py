@@ -77,7 +77,7 @@ def run_async(fn: Any, *args: Any) -> Any:
         if isinstance(exc, ListenError):
             fail(exc.strerror, 1)
         if isinstance(exc, OSError | ConnectionError):
-            fail(f"cannot reach the node or bind its port: {exc}", 1)
+            fail(f"cannot reach the node: {exc}", 1)
         if isinstance(exc, trio.TooSlowError):
             fail("the node did not answer in time (an API with TLS answers only wss:// URLs)", 1)
         raise

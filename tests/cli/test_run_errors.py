@@ -49,3 +49,13 @@ def test_run_on_a_taken_port_says_which_address_it_cannot_listen_on(tmp_path, ta
     assert f"error: cannot listen on 127.0.0.1:{taken_port}: " in run.stderr
     assert "Traceback" not in run.stderr
     assert "cannot reach the node" not in run.stderr
+
+
+def test_a_client_command_without_a_node_says_it_cannot_reach_it():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    status = iomtnode("status", "--api", f"127.0.0.1:{closed}")
+    assert status.returncode == 1
+    assert status.stderr.startswith("error: cannot reach the node: ")
+    assert "bind" not in status.stderr  # a client binds nothing
