@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..config import ConfigError, parse_hostport
+from ..p2p.transport import ListenError
 from .interfaces import PeerAdmin
 from .jsonrpc import INVALID_PARAMS, RpcError
 from .params import hex_param
@@ -72,6 +73,8 @@ class AdminApi:
             raise RpcError(INVALID_PARAMS, str(exc)) from None
         try:
             bound = await self._peers.move(address)
+        except ListenError as exc:  # names the address and the reason
+            raise RpcError(INVALID_PARAMS, exc.strerror) from None
         except OSError as exc:
             raise RpcError(INVALID_PARAMS, f"cannot listen on {address}: {exc}") from None
         return {"p2p_address": bound}

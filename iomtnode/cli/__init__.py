@@ -8,6 +8,7 @@ Results go to stdout (JSON with ``--json``), logs to stderr, so scripts can pipe
 
 from __future__ import annotations
 
+import inspect
 import sys
 from typing import Annotated
 
@@ -62,6 +63,24 @@ app.add_typer(patient_app, name="patient")
 app.add_typer(records_app, name="records")
 app.add_typer(config_app, name="config")
 app.add_typer(genesis_app, name="genesis")
+
+
+def reflow_help(typer_app: typer.Typer) -> None:
+    """Make each paragraph of every command's help one line, for the terminal to wrap: rich
+    help keeps a docstring's line breaks, which at 80 columns break sentences mid-line."""
+    for info in typer_app.registered_commands:
+        text = info.help if info.help is not None else inspect.getdoc(info.callback)
+        info.help = _reflowed(text or "")
+    for group in typer_app.registered_groups:
+        reflow_help(group.typer_instance)
+
+
+def _reflowed(text: str) -> str:
+    return "\n\n".join(p if p.startswith("\b") else " ".join(p.split("\n"))
+                       for p in inspect.cleandoc(text).split("\n\n"))
+
+
+reflow_help(app)
 
 
 def main() -> None:

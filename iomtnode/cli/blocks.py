@@ -4,6 +4,8 @@ disconnections (:class:`~iomtnode.client.BlockFollower`)."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 from typing import Annotated
 
 import trio
@@ -40,10 +42,21 @@ def follow(
         async with trio.open_nursery() as nursery:
             await nursery.start(follower.run)
             async for block in follower.blocks:
-                typer.echo(json.dumps(block, sort_keys=True))
+                try:
+                    typer.echo(json.dumps(block, sort_keys=True))
+                except BrokenPipeError:  # the reader is gone (`| head`): done, quietly
+                    _drop_stdout()
+                    break
                 printed += 1
                 if count is not None and printed >= count:
                     break
             nursery.cancel_scope.cancel()
 
     run_async(go)
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

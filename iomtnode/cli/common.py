@@ -20,6 +20,7 @@ from ..config import ConfigError
 from ..core.crypto import SigningKey
 from ..core.genesis import Genesis, GenesisError
 from ..home import Home, HomeError
+from ..p2p.transport import ListenError
 from ..service import single_exception
 from ..store import StoreError
 
@@ -73,8 +74,10 @@ def run_async(fn: Any, *args: Any) -> Any:
                  "--api-ca with it)", 1)
         if isinstance(exc, ClientSetupError):
             fail(str(exc))
+        if isinstance(exc, ListenError):
+            fail(exc.strerror, 1)
         if isinstance(exc, OSError | ConnectionError):
-            fail(f"cannot reach the node or bind its port: {exc}", 1)
+            fail(f"cannot reach the node: {exc}", 1)
         if isinstance(exc, trio.TooSlowError):
             fail("the node did not answer in time (an API with TLS answers only wss:// URLs)", 1)
         raise

@@ -69,7 +69,9 @@ def device_admit(
     home: Annotated[Path, typer.Option("--home", help="An authority's home (its key signs).")],
     device_class: Annotated[str, typer.Option("--class", help="e.g. wearable, implant.")
                             ] = "wearable",
-    manufacturer: Annotated[str, typer.Option()] = "unknown",
+    manufacturer: Annotated[str, typer.Option(
+        help="The device's maker (hashed with --class: the ledger holds neither).")
+    ] = "unknown",
     profile_salt: Annotated[str | None, typer.Option(
         help=f"The salt of the profile hash ({SALT_BYTES} bytes, hex): every authority that "
              "approves the same device must give the same one (the first approval prints "

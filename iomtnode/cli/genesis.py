@@ -40,9 +40,11 @@ from ..core.genesis import Genesis, GenesisError
 from ..core.window import DEFAULT_REPLAY_WINDOW
 from ..home import Home, HomeError
 from ..store import BlockStore, StoreError
+from ..store.files import write_atomic
 from .common import HomeOpt, JsonOpt, emit, fail
 
 MAX_CARD_FILE_BYTES = 64 * 1024  # a card is about 400 bytes; anything this big is not one
+NEW_FILE_MODE = 0o666  # a card or a genesis holds no secret: readable as the umask lets it
 CHECK_FAILED = 1  # exit code: the ceremony refused (unreadable input exits 2)
 
 genesis_app = typer.Typer(help="The genesis ceremony: start a network of several authorities.",
@@ -69,6 +71,18 @@ def read_card(path: Path) -> Card:
         return card_from_json(doc, str(path))
     except CeremonyError as exc:
         fail(str(exc), CHECK_FAILED)
+
+
+def write_new(out: Path, text: str) -> None:
+    """Write ``text`` to ``out``, which must not exist, whole or not at all
+    (:func:`write_atomic`: a full disk or a crash midway leaves no file, torn or whole, and
+    the command can be run again), or fail with the reason."""
+    if out.exists():
+        fail(f"{out} exists; refusing to overwrite it")
+    try:
+        write_atomic(out, text.encode(), NEW_FILE_MODE)
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc.strerror or exc} (nothing was written)")
 
 
 def _cards(paths: list[Path] | None) -> list[tuple[str, Card]]:
@@ -100,13 +114,7 @@ def card(
     if out is None:
         typer.echo(text, nl=False)
         return
-    try:
-        with out.open("x") as f:
-            f.write(text)
-    except FileExistsError:
-        fail(f"{out} exists; refusing to overwrite it")
-    except OSError as exc:
-        fail(f"cannot write {out}: {exc.strerror or exc}")
+    write_new(out, text)
     emit({"card": str(out), **made.to_json()}, as_json,
          f"card of {made.node_id.hex()} at {made.address} written to {out}")
 
@@ -135,13 +143,7 @@ def new(
     except CeremonyError as exc:
         fail(str(exc), CHECK_FAILED)
     by_id = {c.node_id: c.address for _, c in read}
-    try:
-        with out.open("x") as f:
-            f.write(genesis.to_text())
-    except FileExistsError:
-        fail(f"{out} exists; refusing to overwrite it")
-    except OSError as exc:
-        fail(f"cannot write {out}: {exc.strerror or exc}")
+    write_new(out, genesis.to_text())
     result = {"genesis_hash": genesis.hash.hex(), "chain_id": genesis.chain_id,
               "authorities": [a.hex() for a in genesis.authorities],
               "bootnodes": [by_id[a] for a in genesis.authorities]}
@@ -245,10 +247,12 @@ def _configure(h: Home, cards: list[Card], node_id: bytes) -> dict[str, Any]:
         text = h.config_path.read_text() if h.config_path.exists() else ""
         edited = h.config_path.with_name(h.config_path.name + ".new")
         try:
-            edited.write_text(set_settings(text, changes))
+            new_text = set_settings(text, changes)
+            edited.write_text(new_text)
             if load_config(edited, env={}) != config:  # what the node will read
                 raise ConfigError(f"editing it in place would not give {changes}")
-            edited.replace(h.config_path)
+            mode = h.config_path.stat().st_mode & 0o777 if h.config_path.exists() else 0o644
+            write_atomic(h.config_path, new_text.encode(), mode)  # whole, or as it was
         finally:
             edited.unlink(missing_ok=True)
     except (ConfigError, OSError) as exc:

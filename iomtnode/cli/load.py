@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from ..core.crypto import SigningKey
+from ..core.genesis import Genesis
 from .common import (
     DEFAULT_API,
     ApiOpt,
@@ -31,11 +33,15 @@ BENCH_HELP = (
 
 
 def simulate(
-    home: Annotated[Path, typer.Option(
-        "--home", help="An authority's home: its key admits the simulated devices.")],
+    homes: Annotated[list[Path], typer.Option(
+        "--home", help="An authority's home: its key approves the simulated devices' "
+                       "admission. Repeat it with other authorities' homes until the chain's "
+                       "admission_threshold (in genesis.json) is met.")],
     api: ApiOpt = DEFAULT_API,
     api_ca: CaOpt = None,
-    devices: Annotated[int, typer.Option(min=1, max=10_000)] = 10,
+    devices: Annotated[int, typer.Option(
+        min=1, max=10_000, help="Simulated devices, each recording into a stream of its own."
+    )] = 10,
     rate: Annotated[float, typer.Option(min=0.1, help="Readings per second in total.")] = 100,
     duration: Annotated[float, typer.Option(min=0.1, help="Seconds of streaming.")] = 10,
     seed: Annotated[int | None, typer.Option(help="Seed for device keys and vitals.")] = None,
@@ -54,10 +60,11 @@ def simulate(
     so a block notification the node or this client dropped does not skew them."""
     from ..sim.load import run_load
 
-    key, genesis = authority_key(home)
+    key, genesis, approvers = _approvers(homes)
     stats = run_async(lambda: run_load(api_url(api), key, genesis.chain_id, devices=devices,
                                        rate=rate, duration_s=duration, seed=seed,
-                                       presign=presign, record=record, ca=api_ca))
+                                       presign=presign, record=record, ca=api_ca,
+                                       approvers=approvers))
     result = stats.summary()
     lat = result["latency_ms"]
     emit(result, as_json,
@@ -66,6 +73,26 @@ def simulate(
          f"dropped {result['dropped']}  pending {result['pending']}  "
          f"unknown {result['unknown']}  unchecked {result['unchecked']}\n"
          f"latency ms  p50 {lat['p50']}  p99 {lat['p99']}  max {lat['max']}")
+
+
+def _approvers(homes: list[Path]) -> tuple[SigningKey, Genesis, list[SigningKey]]:
+    """The first home's key and genesis and the other homes' keys, once each: enough
+    authorities of one chain to admit a device (its genesis' admission_threshold), or a
+    clear error before anything is sent."""
+    key, genesis = authority_key(homes[0])
+    approvers: dict[bytes, SigningKey] = {}
+    for home in homes[1:]:
+        other, other_genesis = authority_key(home)
+        if other_genesis.hash != genesis.hash:
+            fail(f"{home} is of another chain than {homes[0]} ({other_genesis.chain_id})")
+        if other.public != key.public:
+            approvers[other.public] = other
+    if 1 + len(approvers) < genesis.admission_threshold:
+        fail(f"{genesis.chain_id} admits a device with the approvals of "
+             f"{genesis.admission_threshold} authorities (admission_threshold in its "
+             f"genesis), and {1 + len(approvers)} --home was given: give the home of "
+             f"{genesis.admission_threshold} authorities")
+    return key, genesis, list(approvers.values())
 
 
 def bench(

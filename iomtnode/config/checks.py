@@ -11,6 +11,9 @@ from typing import Any
 from .errors import ConfigError, Issue
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+WILDCARD_HOSTS = ("0.0.0.0", "::")  # listen on every interface; nobody can dial them
+DIALABLE = ("HOST:PORT that other nodes can dial (a port from 1 to 65535; HOST a name or IP, "
+            "not 0.0.0.0 or ::)")
 DAY_S = 86_400
 Values = Mapping[str, Any]  # every setting by name, each of its declared type
 
@@ -20,6 +23,7 @@ class Rule:
     key: str
     allowed: str  # what the key may hold: "between 1 and 1,000", "HOST:PORT or empty"
     ok: Callable[[Values], bool]
+    reads: tuple[str, ...] = ()  # the other keys it compares with: not run when one is wrong
 
     def issue(self, values: Values) -> Issue | None:
         if self.ok(values):
@@ -43,6 +47,16 @@ def is_hostport(value: str) -> bool:
     except ConfigError:
         return False
     return True
+
+
+def is_dialable(value: str) -> bool:
+    """HOST:PORT that another node can dial: a port from 1 to 65535 and a host that is not
+    a wildcard (``0.0.0.0``, ``::``: a listener's "every interface", which names no host)."""
+    try:
+        host, port = parse_hostport(value)
+    except ConfigError:
+        return False
+    return port != 0 and host not in WILDCARD_HOSTS
 
 
 def _number(x: float) -> str:
@@ -72,23 +86,26 @@ RULES: tuple[Rule, ...] = (
     _address("api_listen"),
     between("api_max_connections", 1, 100_000),
     Rule("api_max_connections_per_ip", "between 1 and api_max_connections",
-         lambda v: 1 <= v["api_max_connections_per_ip"] <= v["api_max_connections"]),
+         lambda v: 1 <= v["api_max_connections_per_ip"] <= v["api_max_connections"],
+         ("api_max_connections",)),
     between("api_idle_timeout_s", 1, DAY_S, " seconds"),
     between("api_requests_per_s", 1, 1_000_000),
     _address("p2p_listen"),
-    _address("advertise_address", optional=True),
+    Rule("advertise_address", f"{DIALABLE}, or empty",
+         lambda v: not v["advertise_address"] or is_dialable(v["advertise_address"])),
     _address("metrics_listen", optional=True),
     between("block_interval_s", 0.001, 60, " seconds"),
     Rule("empty_block_interval_s", "between block_interval_s and 3,600 seconds",
-         lambda v: v["block_interval_s"] <= v["empty_block_interval_s"] <= 3600),
+         lambda v: v["block_interval_s"] <= v["empty_block_interval_s"] <= 3600,
+         ("block_interval_s",)),
     between("mempool_max_txs", 1, 10_000_000),
     between("max_block_txs", 1, 10_000),
     Rule("log_level", f"one of {', '.join(LOG_LEVELS)}", lambda v: v["log_level"] in LOG_LEVELS),
-    Rule("bootnodes", "a list of HOST:PORT addresses",
-         lambda v: all(is_hostport(address) for address in v["bootnodes"])),
+    Rule("bootnodes", f"a list of {DIALABLE}",
+         lambda v: all(is_dialable(address) for address in v["bootnodes"])),
     between("max_peers", 1, 1000),
     Rule("outbound_slots", "between 0 and max_peers - 1",
-         lambda v: 0 <= v["outbound_slots"] < v["max_peers"]),
+         lambda v: 0 <= v["outbound_slots"] < v["max_peers"], ("max_peers",)),
     between("max_inbound_per_ip", 1, 1000),
     between("max_inbound_per_netgroup", 1, 1000),
     between("max_pending_per_ip", 1, 1000),
@@ -99,7 +116,7 @@ RULES: tuple[Rule, ...] = (
     between("timeout_delta_s", 0, 60, " seconds"),
     Rule("timeout_cap_s", "between the longest of timeout_propose_s, timeout_prevote_s and "
                           "timeout_precommit_s, and 600 seconds",
-         lambda v: max(v[key] for key in _TIMEOUTS) <= v["timeout_cap_s"] <= 600),
+         lambda v: max(v[key] for key in _TIMEOUTS) <= v["timeout_cap_s"] <= 600, _TIMEOUTS),
     between("resend_interval_s", 0.05, 60, " seconds"),
     between("fresh_grace_s", 0, 600, " seconds", " (0: automatic)"),
     _tls_pair("api_tls_cert", "api_tls_key"),
@@ -110,7 +127,15 @@ RULES: tuple[Rule, ...] = (
 
 def check(values: Values, skip: Iterable[str] = ()) -> list[Issue]:
     """Every rule ``values`` break, in the order of :data:`RULES`; rules of the keys in
-    ``skip`` (already known to be wrong) are not run."""
-    skipped = set(skip)
-    return [issue for rule in RULES
-            if rule.key not in skipped and (issue := rule.issue(values)) is not None]
+    ``skip`` (already known to be wrong) are not run, nor a rule comparing its key with a
+    wrong one (``block_interval_s = nan`` is one error, not also one of
+    ``empty_block_interval_s``, which is compared with it)."""
+    wrong = set(skip)
+    issues = []
+    for rule in RULES:
+        if rule.key in wrong or wrong.intersection(rule.reads):
+            continue
+        if (issue := rule.issue(values)) is not None:
+            issues.append(issue)
+            wrong.add(rule.key)
+    return issues

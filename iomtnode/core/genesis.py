@@ -17,6 +17,8 @@ from .crypto import KEY_BYTES, MAX_CHAIN_ID_BYTES, blake2b256
 from .fields import IDENT_RE, U64_MAX
 from .window import DEFAULT_REPLAY_WINDOW, MAX_REPLAY_WINDOW
 
+SHOWN_CHAIN_ID_CHARS = 40  # a refused chain id is quoted up to this many characters
+
 GENESIS_VERSION = 1
 DEFAULT_MAX_FUTURE_DRIFT_MS = 30_000  # a reading may be stamped this far past block time
 MAX_AUTHORITIES = 128
@@ -41,7 +43,12 @@ class Genesis:
         if not IDENT_RE.fullmatch(self.chain_id.replace("-", "_")) or len(
             self.chain_id.encode()
         ) > MAX_CHAIN_ID_BYTES:
-            raise GenesisError(f"chain_id {self.chain_id!r} must be a short lowercase name")
+            shown = (repr(self.chain_id) if len(self.chain_id) <= SHOWN_CHAIN_ID_CHARS else
+                     f"{self.chain_id[:SHOWN_CHAIN_ID_CHARS]!r}... ({len(self.chain_id)} "
+                     "characters)")
+            raise GenesisError(
+                "chain_id must be 1 to 32 characters: a lowercase letter, then lowercase "
+                f"letters, digits, '-' or '_'; got {shown}")
         if not 1 <= len(self.authorities) <= MAX_AUTHORITIES:
             raise GenesisError(f"need 1 to {MAX_AUTHORITIES} authorities")
         if any(type(a) is not bytes or len(a) != KEY_BYTES for a in self.authorities):

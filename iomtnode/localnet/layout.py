@@ -161,12 +161,21 @@ class Manifest:
         }
 
     def save(self) -> None:
-        """Write localnet.json atomically, mode 0600 (it holds the admin tokens)."""
+        """Write localnet.json atomically and durably, mode 0600 (it holds the admin tokens):
+        a temporary file of this process, synced, renamed over it, and the directory synced,
+        so that after a crash or power cut ``localnet down`` still finds every process."""
         tmp = self.path.with_name(f".{MANIFEST_NAME}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps(self.to_json(), indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, self.path)
+        directory = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
     @classmethod
     def load(cls, directory: Path | str) -> Manifest:

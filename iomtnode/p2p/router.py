@@ -47,7 +47,7 @@ from .pex import PeerExchange
 from .ratelimit import Rate, RequestLimits
 from .slots import USEFUL_MESSAGES
 from .stats import P2PStats, PeerStats
-from .transport import Transport
+from .transport import Transport, format_address
 
 log = structlog.get_logger(__name__)
 
@@ -239,7 +239,7 @@ class Router:
         host, port = parse_hostport(address, "address")
         bound = await self.host.rebind(host, port)
         # an operator's advertised address stays what peers dial (a NAT or a proxy maps it)
-        self.address = self._config.advertise_address or f"{host}:{bound}"
+        self.address = self._config.advertise_address or format_address(host, bound)
         self.pex.announce(self.own.publish(self.address).raw)
         self.dialer.reset_all()
         return self.address
@@ -259,7 +259,7 @@ class Router:
     async def address_changed(self, ip: str) -> None:
         """This node's routable address changed: re-announce and re-dial from the new one."""
         port = self.host.listen_port
-        self.address = f"{ip}:{port}"
+        self.address = format_address(ip, port)
         record = self.own.publish(self.address)
         for peer in self.host.peers():  # connections made from the old address are dead
             self.host.disconnect(peer.node_id, "local address changed")
@@ -289,7 +289,7 @@ class Router:
                     watcher = AddressWatcher(self._probe_local_ip, self.address_changed, ip)
                     nursery.start_soon(watcher.run)
                     host = ip
-                self.address = f"{host}:{port}"
+                self.address = format_address(host, port)  # [v6]:port
             self.own.publish(self.address)
             await nursery.start(self.dialer.run)
             nursery.start_soon(self.pex.run)

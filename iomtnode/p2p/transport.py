@@ -49,6 +49,11 @@ class ChannelError(Exception):
     """Securing a connection failed or timed out; the message says why."""
 
 
+class ListenError(OSError):
+    """Binding a listener failed: the message names the address and the reason (the
+    kernel's own error names neither which listener nor which address)."""
+
+
 class Transport(Protocol):
     """Where streams come from: listen on an address, dial one."""
 
@@ -60,7 +65,8 @@ class Transport(Protocol):
         cancelled (the connections outlive the listener).
 
         Resource handling: the listener is closed before this returns.
-        Error handling: an OSError binding propagates before ``started``.
+        Error handling: binding fails with :class:`ListenError` (an OSError naming
+        ``host:port``) before ``started``.
         """
 
     async def connect(self, host: str, port: int) -> trio.abc.Stream:
@@ -86,7 +92,11 @@ class TcpTransport:
     async def listen(self, host: str, port: int, handler: StreamHandler,
                      handler_nursery: trio.Nursery, *,
                      task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        try:
+            listeners = await trio.open_tcp_listeners(port, host=host)
+        except OSError as exc:
+            raise ListenError(exc.errno, f"cannot listen on {format_address(host, port)}: "
+                                         f"{exc.strerror or exc}") from exc
         try:
             task_status.started(listeners[0].socket.getsockname()[1])
 

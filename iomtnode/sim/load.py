@@ -19,7 +19,7 @@ import contextlib
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -94,17 +94,21 @@ class LoadStats:
 
 
 async def admit_devices(client: ApiClient, devices: list[SimDevice], authority: SigningKey,
-                        chain_id: str) -> None:
-    """Admit ``devices`` (skipping ones already admitted), wait until all are active
-    (``get_device`` answers the authority once the client has proven its key), then announce
-    each device's stream's first epoch and wait until every announcement is committed."""
+                        chain_id: str, approvers: Sequence[SigningKey] = ()) -> None:
+    """Admit ``devices`` (skipping ones already admitted), approved by ``authority`` and each
+    of ``approvers`` (other authorities: a chain whose genesis' admission_threshold is N
+    needs N approvals), wait until all are active (``get_device`` answers the authority once
+    the client has proven its key), then announce each device's stream's first epoch and wait
+    until every announcement is committed."""
     await client.authenticate(authority, chain_id)
     for device in devices:
-        try:
-            await client.call("submit_tx", tx=device.admission(authority, chain_id).raw.hex())
-        except ApiError as exc:
-            if exc.code != 1007:  # already admitted is fine
-                raise
+        for approver in (authority, *approvers):
+            try:
+                await client.call("submit_tx",
+                                  tx=device.admission(approver, chain_id).raw.hex())
+            except ApiError as exc:
+                if exc.code != 1007:  # already admitted (or approved by this one) is fine
+                    raise
     with trio.fail_after(ADMISSION_TIMEOUT_S):
         for device in devices:
             while True:
@@ -260,8 +264,10 @@ async def run_load(
     on_progress: Callable[[LoadStats], None] | None = None,
     record: Path | None = None,
     ca: Path | None = None,
+    approvers: Sequence[SigningKey] = (),
 ) -> LoadStats:
-    """Admit ``devices`` and stream ``rate`` readings/s for ``duration_s`` (inf = forever).
+    """Admit ``devices`` (approved by ``authority`` and ``approvers``: see
+    :func:`admit_devices`) and stream ``rate`` readings/s for ``duration_s`` (inf = forever).
 
     With ``presign``, every reading is signed (and sealed) before the timed phase, each
     stamped with the time it is scheduled to be sent, so the generator's own CPU does not
@@ -272,7 +278,7 @@ async def run_load(
     stats = LoadStats()
     sent_at: dict[str, float] = {}
     async with open_client(url, ca=ca) as client, _open_record(record) as recorded:
-        await admit_devices(client, sims, authority, chain_id)
+        await admit_devices(client, sims, authority, chain_id, approvers)
         log.info("devices_admitted", devices=devices)
         planned: list[SignedTx] = []
         if presign:

@@ -27,6 +27,7 @@ from iomtnode.metrics import LatencyWindow, NodeStats
 from iomtnode.p2p.peer import Traffic
 from iomtnode.p2p.records import PeerRecord
 from iomtnode.p2p.stats import P2PStats, PeerStats
+from iomtnode.p2p.transport import ListenError
 from iomtnode.sync.blocksync import SyncStats
 
 from ..core.sealkit import PROFILE, sealed_reading
@@ -142,6 +143,8 @@ class FakePeers:
     async def move(self, address: str) -> str:
         if address.endswith(":1"):
             raise OSError("address in use")
+        if address.endswith(":2"):  # as the TCP transport says it
+            raise ListenError(98, f"cannot listen on {address}: Address already in use")
         return address
 
 
@@ -248,3 +251,6 @@ async def test_admin_methods_work_through_peer_admin():
     with pytest.raises(RpcError) as info:
         await admin["admin_set_listen"]("0.0.0.0:1")
     assert info.value.code == INVALID_PARAMS
+    with pytest.raises(RpcError) as info:
+        await admin["admin_set_listen"]("0.0.0.0:2")
+    assert info.value.message == "cannot listen on 0.0.0.0:2: Address already in use"

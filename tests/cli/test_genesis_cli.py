@@ -289,3 +289,49 @@ def test_an_install_that_fails_midway_leaves_the_home_as_it_was(tmp_path, ceremo
     ok("genesis", "verify", tmp_path / "g.json", "--home", home, "--install")
     assert Genesis.load(home / "genesis.json") == Genesis.load(tmp_path / "g.json")
     assert sorted(p.name for p in home.iterdir()) == sorted([*before, "genesis.json"])
+
+
+@pytest.mark.parametrize("step", ["fsync", "replace"])
+@pytest.mark.parametrize("command", ["card", "new"])
+def test_a_card_or_genesis_that_fails_midway_leaves_no_file(tmp_path, ceremony, monkeypatch,
+                                                           step, command):
+    """`genesis card --out` and `genesis new --out` write whole or not at all: a full disk
+    or a crash midway leaves no file (a torn one would be refused as existing when the
+    command is run again), and the command can be run again."""
+    home = ceremony[0][0]
+    out = tmp_path / "out" / "made"
+    out.parent.mkdir()
+    args = (["card", "--home", home, "--chain-id", CHAIN, "--address", "n.ward.example:7546"]
+            if command == "card" else ["new", "--chain-id", CHAIN, *cards(ceremony)])
+    real = getattr(os, step)
+
+    def broken(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, step, broken)
+    err = refused(2, "genesis", *args, "--out", out)
+    assert f"cannot write {out}: No space left on device" in err
+    assert list(out.parent.iterdir()) == []  # no file, torn or whole, and no temporary
+    monkeypatch.setattr(os, step, real)
+    ok("genesis", *args, "--out", out)
+    assert json.loads(out.read_text())["chain_id"] == CHAIN
+    assert list(out.parent.iterdir()) == [out]
+
+
+def test_install_writes_the_config_whole_and_synced(tmp_path, ceremony, monkeypatch):
+    """--install's edit of config.toml is synced before it replaces the file: a power cut
+    just after cannot leave an empty config.toml."""
+    ok("genesis", "new", "--chain-id", CHAIN, *cards(ceremony), "--out", tmp_path / "g.json")
+    home = ceremony[0][0]
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    ok("genesis", "verify", tmp_path / "g.json", "--home", home, *cards(ceremony), "--install")
+    assert str(home / ".config.toml.tmp") in synced
+    assert load_config(home / "config.toml", env={}).advertise_address == \
+        "node0.ward.example:7546"

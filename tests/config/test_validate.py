@@ -78,6 +78,17 @@ def test_the_tls_files_are_given_together(tmp_path: Path, given: str, missing: s
                                    "and api_tls_key are given together or not at all), got ''")
 
 
+@pytest.mark.parametrize("address", ["0.0.0.0:7546", "[::]:7546", "node1.example:0",
+                                     "10.0.0.2:0"])
+@pytest.mark.parametrize("key", ["advertise_address", "bootnodes"])
+def test_an_address_other_nodes_cannot_dial_is_refused(key: str, address: str) -> None:
+    """A wildcard host or port 0 would be advertised to every peer (who would dial itself or
+    nothing), or dialed in vain every few seconds."""
+    value = (address,) if key == "bootnodes" else address
+    (issue,) = resolve(None, {key: value}, env={}).issues
+    assert issue.key == key and "that other nodes can dial" in issue.message
+
+
 @pytest.mark.parametrize(("env", "message"), [
     ({"IOMTNODE_MAX_PEERS": "many"},
      "max_peers must be an integer, got 'many' (from the environment variable "
@@ -88,7 +99,8 @@ def test_the_tls_files_are_given_together(tmp_path: Path, given: str, missing: s
     ({"IOMTNODE_BOOTNODES": "a:1,b"}, "IOMTNODE_BOOTNODES"),
     # a host with a space in it is no host: it would be advertised, and dialed, as given
     ({"IOMTNODE_ADVERTISE_ADDRESS": " pod-0.example:7546"},
-     "advertise_address must be HOST:PORT, or empty, got ' pod-0.example:7546' (from the "
+     "advertise_address must be HOST:PORT that other nodes can dial (a port from 1 to 65535; "
+     "HOST a name or IP, not 0.0.0.0 or ::), or empty, got ' pod-0.example:7546' (from the "
      "environment variable IOMTNODE_ADVERTISE_ADDRESS)"),
     ({"IOMTNODE_P2P_LISTEN": "\t0.0.0.0:7546"}, "p2p_listen must be HOST:PORT"),
 ])
@@ -137,8 +149,30 @@ def test_a_wrong_setting_shows_the_value_given(tmp_path: Path) -> None:
 def test_constructing_a_config_reports_every_broken_rule() -> None:
     with pytest.raises(ConfigError) as raised:
         Config(max_peers=0, log_level="chatty", api_tls_cert="a.crt")
-    assert [i.key for i in raised.value.issues] == ["log_level", "max_peers",
-                                                      "outbound_slots", "api_tls_key"]
+    assert [i.key for i in raised.value.issues] == ["log_level", "max_peers", "api_tls_key"]
+
+
+@pytest.mark.parametrize(("wrong", "compared"), [
+    ({"block_interval_s": float("nan")}, "empty_block_interval_s"),
+    ({"block_interval_s": 100.0}, "empty_block_interval_s"),
+    ({"max_peers": 0}, "outbound_slots"),
+    ({"api_max_connections": 0}, "api_max_connections_per_ip"),
+    ({"timeout_propose_s": 61.0}, "timeout_cap_s"),
+])
+def test_a_setting_compared_with_a_wrong_one_is_not_reported_too(wrong: dict, compared: str
+                                                                  ) -> None:
+    """One mistake, one message: the setting compared with the wrong one is right as it is
+    (empty_block_interval_s = 5 is fine once block_interval_s is), so naming it would send
+    the operator after a value that needs no change."""
+    with pytest.raises(ConfigError) as raised:
+        Config(**wrong)
+    assert [i.key for i in raised.value.issues] == list(wrong)
+
+
+def test_a_setting_wrong_against_a_right_one_is_reported() -> None:
+    with pytest.raises(ConfigError) as raised:
+        Config(block_interval_s=10.0, empty_block_interval_s=5.0)
+    assert [i.key for i in raised.value.issues] == ["empty_block_interval_s"]
 
 
 def test_every_rule_is_about_a_setting_and_every_setting_has_a_rule() -> None:

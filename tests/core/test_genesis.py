@@ -220,6 +220,18 @@ def test_bad_chain_id(chain_id: Any) -> None:
     refused_doc(doc(chain_id=chain_id), "chain_id")
 
 
+def test_a_refused_chain_id_is_told_what_a_chain_id_may_be_and_quoted_short() -> None:
+    with pytest.raises(GenesisError) as info:
+        replace(G, chain_id="w" * 5000)
+    message = str(info.value)
+    assert "1 to 32 characters: a lowercase letter, then lowercase letters, digits" in message
+    assert "(5000 characters)" in message and len(message) < 200
+    longest = replace(G, chain_id="w" + "-_9" * 10 + "z")  # 32: the most it may have
+    assert len(longest.chain_id) == 32
+    with pytest.raises(GenesisError, match=r"got 'w{33}'$"):
+        replace(G, chain_id="w" * 33)
+
+
 @pytest.mark.parametrize(
     "changes",
     [

@@ -1,7 +1,8 @@
-"""Every ``iomtnode`` command an operator is told to type (the shell blocks of deploy/README.md
-and docs/network.md, the commands in the comments of deploy/k8s/keys.example.yaml) is one the
-command line accepts: its subcommand exists, each option is one it takes and every required
-option is given. Click parses each, as ``iomtnode`` would, without running it."""
+"""Every ``iomtnode`` command an operator is told to type (the shell blocks of the README, of
+deploy/README.md and of every page of docs/, the commands in the comments of
+deploy/k8s/keys.example.yaml) is one the command line accepts: its subcommand exists, each
+option is one it takes and every required option is given. Click parses each, as
+``iomtnode`` would, without running it."""
 
 from __future__ import annotations
 
@@ -20,11 +21,34 @@ try:  # typer 0.26 and later parse with a click of their own
 except ImportError:  # pragma: no cover
     from click.exceptions import UsageError
 
-PAGES = (DEPLOY / "README.md", ROOT / "docs" / "network.md")
+PAGES = (DEPLOY / "README.md", ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
 COMMENTED = (DEPLOY / "k8s" / "keys.example.yaml",)
-_BLOCK = re.compile(r"```(?:sh|shell|bash)\n(.*?)```", re.S)
-# how the pages invoke the command line: on PATH, or the systemd venv's, maybe under sudo
-_PROGRAM = re.compile(r"^(?:sudo -u \S+ )?(?:/opt/iomtnode/venv/bin/)?iomtnode(?=\s)")
+SHELL_FENCES = ("sh", "shell", "bash", "")  # a fenced block in shell, or plain
+# how the pages invoke the command line: on PATH or a venv's, maybe after variables for it,
+# maybe under sudo
+# maybe after a prompt (`$ `, `desk$ `: a page showing a session, its output beside it)
+_PROGRAM = re.compile(
+    r"^(?:\w*\$ )?(?:[A-Z_]+=\S+ )*(?:sudo (?:-u \S+ )?)?(?:\S*/)?iomtnode(?=\s)")
+# what ends a command on a line: a list or pipe operator, a redirection, running it in the
+# background
+_SEPARATOR = re.compile(r"\s*(?:&&|\|\||;|\|)\s*")
+_REDIRECTION = re.compile(r"\s*(?:[0-9]?>>?\s*\S+|&)\s*$")
+
+
+def _blocks(text: str) -> list[str]:
+    """The shell (and plain) fenced blocks of markdown ``text``."""
+    blocks, current, language = [], [], None
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            if language is None:
+                language, current = line.strip().removeprefix("```").strip(), []
+            else:
+                if language in SHELL_FENCES:
+                    blocks.append("\n".join(current))
+                language = None
+        elif language is not None:
+            current.append(line)
+    return blocks
 
 
 def _lines(text: str) -> list[str]:
@@ -37,16 +61,16 @@ def _lines(text: str) -> list[str]:
 def _commands(lines: list[str]) -> list[list[str]]:
     """The argument lists of the lines of ``lines`` that invoke ``iomtnode``."""
     found = []
-    for line in lines:
-        if (program := _PROGRAM.match(line)) is not None:
-            found.append(shlex.split(line[program.end():]))
+    for part in (p for line in lines for p in _SEPARATOR.split(line)):
+        if (program := _PROGRAM.match(part)) is not None:
+            found.append(shlex.split(_REDIRECTION.sub("", part[program.end():])))
     return found
 
 
 def documented_commands() -> list[tuple[str, list[str]]]:
     found = []
     for page in PAGES:
-        for block in _BLOCK.findall(page.read_text()):
+        for block in _blocks(page.read_text()):
             found += [(page.name, args) for args in _commands(_lines(block))]
     for path in COMMENTED:
         comments = "\n".join(line.removeprefix("#").strip() for line in path.read_text()
@@ -75,7 +99,10 @@ def test_the_pages_name_the_commands_the_ceremony_needs():
     """The extraction finds the commands (else the test below would check nothing)."""
     verbs = {" ".join(args[:2]) for _, args in COMMANDS}
     assert {"genesis card", "genesis new", "genesis verify", "status --ready"} <= verbs
-    assert {page for page, _ in COMMANDS} == {"README.md", "network.md", "keys.example.yaml"}
+    assert {page for page, _ in COMMANDS} >= {"README.md", "network.md", "keys.example.yaml",
+                                              "chaos.md", "patients.md", "api.md"}
+    readme = {" ".join(args[:2]) for page, args in COMMANDS if page == "README.md"}
+    assert {"dev", "localnet up", "receipt READING_ID", "patient keygen"} <= readme
 
 
 @pytest.mark.parametrize(("page", "args"), COMMANDS,

@@ -148,6 +148,23 @@ def test_manifest_round_trips_with_pids(four):
     assert loaded.nodes[1].proc == ProcRef(4242, 99)
 
 
+def test_the_manifest_is_synced_before_and_after_its_rename(four, monkeypatch):
+    """localnet.json names the processes `localnet down` must stop: after a power cut it is
+    the old one or the new one, never an empty file (the data and the rename synced)."""
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    four.save()
+    tmp = four.path.with_name(f".{four.path.name}.{os.getpid()}.tmp")
+    assert synced == [str(tmp), str(four.path.parent)]
+    assert not tmp.exists() and Manifest.load(four.dir).to_json() == four.to_json()
+
+
 def test_load_says_what_to_do_for_a_missing_manifest(tmp_path):
     with pytest.raises(LocalnetError, match="localnet prepare"):
         Manifest.load(tmp_path)

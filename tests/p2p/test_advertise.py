@@ -132,3 +132,18 @@ async def test_moving_the_listener_keeps_the_advertised_address(stores, nursery)
     assert await router.move("127.0.0.1:0") == f"{NAME}:7546"
     assert router.own.record is not None and router.own.record is not before
     assert router.own.record.addresses == (f"{NAME}:7546",)
+
+
+async def test_an_ipv6_listener_advertises_its_address_in_brackets(stores, nursery):
+    """A record's address is HOST:PORT as a dial reads it: an IPv6 host in brackets
+    ("::1:7546" could be the host ::1:7546 with no port, or ::1 on 7546)."""
+    with socket.socket(socket.AF_INET6) as probe:  # skip where the host has no IPv6
+        try:
+            probe.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback here")
+    router = Router(Config(p2p_listen="[::1]:0"), key(2), stores[1], CHAIN, GENESIS,
+                    lambda: (0, HEAD))
+    address = await nursery.start(router.run)
+    assert address == f"[::1]:{router.host.listen_port}"
+    assert router.own.record is not None and router.own.record.addresses == (address,)

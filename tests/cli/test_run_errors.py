@@ -1,0 +1,61 @@
+"""``iomtnode run`` with settings it cannot use stops with one precise line, never a
+traceback: a listener whose port is taken names its address."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from iomtnode.p2p.transport import ListenError, TcpTransport
+
+RUN_TIMEOUT_S = 60  # a node that cannot bind stops within a second or two
+
+
+def iomtnode(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOMTNODE_")}
+    return subprocess.run([sys.executable, "-m", "iomtnode", *map(str, args)],
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env)
+
+
+@pytest.fixture
+def taken_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+async def test_a_taken_port_is_a_listen_error_naming_the_address(taken_port):
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(ListenError, match=f"cannot listen on 127.0.0.1:{taken_port}: "):
+            await nursery.start(TcpTransport().listen, "127.0.0.1", taken_port,
+                                lambda stream, remote: None, nursery)
+
+
+@pytest.mark.parametrize("flag", ["--api", "--p2p"])
+def test_run_on_a_taken_port_says_which_address_it_cannot_listen_on(tmp_path, taken_port,
+                                                                    flag):
+    home = tmp_path / "home"
+    assert iomtnode("init", "--home", home).returncode == 0
+    other = "--p2p" if flag == "--api" else "--api"
+    run = iomtnode("run", "--home", home, flag, f"127.0.0.1:{taken_port}", other, "127.0.0.1:0")
+    assert run.returncode == 1, run.stderr
+    assert f"error: cannot listen on 127.0.0.1:{taken_port}: " in run.stderr
+    assert "Traceback" not in run.stderr
+    assert "cannot reach the node" not in run.stderr
+
+
+def test_a_client_command_without_a_node_says_it_cannot_reach_it():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    status = iomtnode("status", "--api", f"127.0.0.1:{closed}")
+    assert status.returncode == 1
+    assert status.stderr.startswith("error: cannot reach the node: ")
+    assert "bind" not in status.stderr  # a client binds nothing
