@@ -150,11 +150,16 @@ class AuditService:
         """The leaves of records ``first`` .. ``first + count - 1`` and the encoded records
         among them of ``streams``; fewer (at least one), from ``first`` on, when the rest
         would pass the log's read limit (:data:`~iomtnode.audit.log.MAX_AUDIT_READ_BYTES`):
-        the leaves say how many. ``AuditRangeError`` (a ValueError) outside the log."""
+        the leaves say how many. A range that runs past the log's end stops there (none when
+        ``first`` is the end), so a reader learns where the log ends; ``AuditRangeError`` (a
+        ValueError) for a ``first`` past the end."""
         return await self._io(self._range, first, count, streams)
 
     def _range(self, first: int, count: int, streams: frozenset[bytes]
                ) -> tuple[list[bytes], dict[int, bytes]]:
+        end = self._log.next_index
+        if first <= end:
+            count = min(count, end - first)
         found = self._log.read_with_leaves(first, count)
         return ([leaf for _, leaf in found],
                 {r.index: r.encode() for r, _ in found if r.stream in streams})
