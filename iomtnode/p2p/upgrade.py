@@ -12,7 +12,12 @@ import h11
 import trio
 import wsproto.utilities
 from structlog.typing import FilteringBoundLogger
-from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_server_stream
+from trio_websocket import (
+    ConnectionRejected,
+    WebSocketConnection,
+    WebSocketRequest,
+    wrap_server_stream,
+)
 
 from .hostconfig import P2P_PATH, RECEIVE_BUFFER_BYTES, RECEIVE_QUEUE_FRAMES
 from .messages import MAX_MESSAGE_BYTES
@@ -90,6 +95,25 @@ async def _cancel_when(event: trio.Event, scope: trio.CancelScope) -> None:
     scope.cancel()
 
 
+async def upgrade_request(nursery: trio.Nursery, stream: trio.abc.Stream, *,
+                          message_queue_size: int, max_message_size: int,
+                          receive_buffer_size: int) -> WebSocketRequest | None:
+    """trio-websocket's ``wrap_server_stream``: the client's upgrade request, or None once
+    trio-websocket has answered a request that is not a websocket upgrade with 400 and
+    closed ``stream`` (``wrap_server_stream`` alone would wait for a request that never
+    comes)."""
+    watched = _CloseWatch(stream)
+    request = None
+    async with trio.open_nursery() as race:
+        race.start_soon(_cancel_when, watched.closed, race.cancel_scope)
+        request = await wrap_server_stream(nursery, watched,
+                                           message_queue_size=message_queue_size,
+                                           max_message_size=max_message_size,
+                                           receive_buffer_size=receive_buffer_size)
+        race.cancel_scope.cancel()
+    return request
+
+
 async def accept_upgrade(nursery: trio.Nursery, stream: trio.abc.Stream, remote: str,
                          refusal: Callable[[], str | None], log: FilteringBoundLogger
                          ) -> WebSocketConnection | None:
@@ -97,15 +121,9 @@ async def accept_upgrade(nursery: trio.Nursery, stream: trio.abc.Stream, remote:
     ``refusal()``'s reason when that is not None (asked once the request has arrived); a
     request that is not a websocket upgrade is answered 400 (by trio-websocket), logged, and
     ends the handshake at once."""
-    watched = _CloseWatch(stream)
-    request = None
-    async with trio.open_nursery() as race:
-        race.start_soon(_cancel_when, watched.closed, race.cancel_scope)
-        request = await wrap_server_stream(nursery, watched,
-                                           message_queue_size=RECEIVE_QUEUE_FRAMES,
-                                           max_message_size=MAX_MESSAGE_BYTES,
-                                           receive_buffer_size=RECEIVE_BUFFER_BYTES)
-        race.cancel_scope.cancel()
+    request = await upgrade_request(nursery, stream, message_queue_size=RECEIVE_QUEUE_FRAMES,
+                                    max_message_size=MAX_MESSAGE_BYTES,
+                                    receive_buffer_size=RECEIVE_BUFFER_BYTES)
     if request is None:
         log.info("peer_handshake_rejected", remote=remote, status=400,
                  reason=MALFORMED_REQUEST)
