@@ -9,6 +9,7 @@ Readings are printed as JSON lines (or written to --out), or exported as a FHIR 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +23,7 @@ from .streams import NOT_FOUND, ChainOpt, Reader, chain_id_of, reader_keys, run,
 
 PAGE_READINGS = 500  # readings asked per get_patient_records call
 MAX_PAGES = 100_000  # a fetch stops after this many pages (50 million readings)
+OUTPUT_MODE = 0o600  # --out and --fhir files hold decrypted readings: their owner reads them
 
 records_app = typer.Typer(help="Fetch and decrypt a stream's readings on this machine.",
                           no_args_is_help=True)
@@ -70,8 +72,12 @@ async def open_all(client: ApiClient, who: Reader, stream: bytes, chain_id: str,
 
 
 def _write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable by its owner only whatever the umask."""
     try:
-        path.write_text(text)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, OUTPUT_MODE)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), OUTPUT_MODE)  # a file that was there keeps no wider mode
+            f.write(text)
     except OSError as exc:
         fail(f"cannot write {path}: {exc.strerror}")
 

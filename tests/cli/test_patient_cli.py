@@ -7,6 +7,8 @@ leaves the readings' records without content, and the audit trail checks."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -183,3 +185,21 @@ async def test_the_patient_shows_a_device_of_their_stream_with_their_own_key(run
     other = await cli("device", "show", device, "--key", tmp_path / "patient.key", "--scope",
                       "ecg", "--api", node.url)  # another scope's stream is no party to it
     assert other.exit_code == 1 and "-32023" in other.stderr
+
+
+async def test_decrypted_readings_are_written_for_their_owner_only(running_node, tmp_path):
+    node = running_node
+    await patient_with_device(node, tmp_path)
+    out, bundle = tmp_path / "mine.jsonl", tmp_path / "mine.json"
+    bundle.write_text("{}")
+    bundle.chmod(0o644)  # a file already there keeps no wider mode
+    old = os.umask(0)
+    try:
+        await ok("records", "fetch", "--as", tmp_path / "patient.key", "--scope", "vitals",
+                 "--api", node.url, "--out", out)
+        await ok("records", "fetch", "--as", tmp_path / "patient.key", "--scope", "vitals",
+                 "--api", node.url, "--fhir", bundle)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == stat.S_IMODE(bundle.stat().st_mode) == 0o600
+    assert json.loads(bundle.read_text())["resourceType"] == "Bundle"
