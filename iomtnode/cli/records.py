@@ -22,6 +22,7 @@ from .common import DEFAULT_API, ApiOpt, CaOpt, api_url, fail, hex32
 from .streams import NOT_FOUND, ChainOpt, Reader, chain_id_of, reader_keys, run, stream_key
 
 PAGE_READINGS = 500  # readings asked per get_patient_records call
+NO_CONSENT = -32025  # the API's refusal of a patient's records to a caller without consent
 MAX_PAGES = 100_000  # a fetch stops after this many pages (50 million readings)
 OUTPUT_MODE = 0o600  # --out and --fhir files hold decrypted readings: their owner reads them
 
@@ -98,6 +99,18 @@ def _signer(who: Reader, stream: bytes | None, scope: str | None, chain_id: str
     return who.grantee.signing, stream
 
 
+async def _unknown_stream(client: ApiClient, stream: bytes, scope: str | None, chain: str
+                          ) -> None:
+    """Say why the patient's own stream key was refused when the ledger knows no such stream
+    (the node's refusal is the same for every stream, so it cannot say it)."""
+    try:
+        await client.call("get_stream", stream=stream.hex())
+    except ApiError as exc:
+        if exc.code == NOT_FOUND:
+            fail(f"the ledger knows no {scope} stream of this patient key on {chain} "
+                 f"({stream.hex()[:16]}): no device was admitted to it", 1)
+
+
 @records_app.command("fetch")
 def fetch(
     as_key: Annotated[Path, typer.Option(
@@ -128,7 +141,12 @@ def fetch(
             chain = await chain_id_of(client, chain_id)
             signer, s = _signer(who, wanted, scope, chain)
             await client.authenticate(signer, chain)
-            entries, wraps = await fetch_pages(client, s, since_ms, until_ms)
+            try:
+                entries, wraps = await fetch_pages(client, s, since_ms, until_ms)
+            except ApiError as exc:
+                if exc.code == NO_CONSENT and who.root is not None:
+                    await _unknown_stream(client, s, scope, chain)
+                raise
             results, problems = await open_all(client, who, s, chain, entries, wraps)
             bundle = None
             if fhir is not None:

@@ -203,3 +203,13 @@ async def test_decrypted_readings_are_written_for_their_owner_only(running_node,
         os.umask(old)
     assert stat.S_IMODE(out.stat().st_mode) == stat.S_IMODE(bundle.stat().st_mode) == 0o600
     assert json.loads(bundle.read_text())["resourceType"] == "Bundle"
+
+
+async def test_a_patient_reading_a_scope_with_no_device_is_told_so(running_node, tmp_path):
+    node = running_node
+    await patient_with_device(node, tmp_path)
+    refused = await cli("records", "fetch", "--as", tmp_path / "patient.key", "--scope", "ecg",
+                        "--api", node.url)
+    assert refused.exit_code == 1
+    assert "the ledger knows no ecg stream of this patient key on iomt-test" in refused.stderr
+    assert "no device was admitted to it" in refused.stderr
