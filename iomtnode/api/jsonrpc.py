@@ -304,7 +304,11 @@ class Dispatcher:
             raise RpcError(METHOD_NOT_FOUND, f"method not found: {name!r}")
         params = request.get("params")
         if method.admin:
-            params = self._check_token(params)
+            try:
+                params = self._check_token(params)
+            except RpcError as exc:  # an operator should see who tries the admin API
+                log.warning("api_admin_refused", method=name, reason=exc.data)
+                raise
         kwargs = method.bind(params)
         if self._guard is not None:
             self._guard(name, kwargs, conn)

@@ -53,10 +53,10 @@ from trio_websocket import (
     ConnectionClosed,
     WebSocketConnection,
     WebSocketRequest,
-    wrap_server_stream,
 )
 
 from ..p2p.transport import TcpTransport, Transport, ip_of
+from ..p2p.upgrade import MALFORMED_REQUEST, upgrade_request
 from .connection import (
     IDLE_TIMEOUT_S,
     MAX_SUBSCRIPTIONS,
@@ -190,10 +190,15 @@ class ApiServer:
                             if secure is None:
                                 return
                             stream = secure  # closed (forcefully) below, with the socket under it
-                        request = await wrap_server_stream(
+                        request = await upgrade_request(
                             nursery, stream, message_queue_size=cfg.message_queue_size,
                             max_message_size=cfg.max_message_bytes,
                             receive_buffer_size=RECEIVE_BUFFER_BYTES)
+                        if request is None:
+                            log.info("api_handshake_rejected", remote=remote, status=400,
+                                     reason=MALFORMED_REQUEST)
+                            nursery.cancel_scope.cancel()
+                            return
                     if request is not None:
                         await self._handle_request(request, remote, ip)
                     nursery.cancel_scope.cancel()

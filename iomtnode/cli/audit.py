@@ -31,6 +31,7 @@ AUDIT_PAGE_RECORDS = 4_096  # leaves asked per get_audit_log call (the API's lim
 ANCHORS_PAGE = 16  # anchors per get_audit_anchors call (the API's limit)
 MAX_ANCHORS = 1_000_000  # of one node: more is not a log this command checks
 MAX_SCOPES = 8  # stream keys one connection may prove (the API's limit)
+MAX_TAIL_RECORDS = 65_536  # records after the last anchor read to list the caller's there
 
 
 def checked_anchors(anchors: list[dict[str, Any]], node: bytes, genesis: Genesis
@@ -117,6 +118,31 @@ async def log_of(client: ApiClient, node: bytes, end: int
     return leaves, records, problems
 
 
+async def tail_of(client: ApiClient, node: bytes, end: int
+                  ) -> tuple[dict[int, AuditRecord], list[str]]:
+    """The records from ``end`` (where the anchors end) to the end of ``node``'s log that the
+    node gives this caller, at most :data:`MAX_TAIL_RECORDS` read: the caller's reads not
+    anchored yet, listed but not checked; with the records that do not decode."""
+    records: dict[int, AuditRecord] = {}
+    problems: list[str] = []
+    first = end
+    while first < end + MAX_TAIL_RECORDS:
+        try:
+            page = await client.call("get_audit_log", node=node.hex(), first=first,
+                                     count=AUDIT_PAGE_RECORDS)
+        except ApiError:  # a node that answers no range past its log's end: nothing to list
+            break
+        if not page["leaves"]:  # the end of the log
+            break
+        for index, raw in page["records"].items():
+            try:
+                records[int(index)] = decode_record(bytes.fromhex(raw))
+            except (AuditRecordError, ValueError) as exc:
+                problems.append(f"record {index}: the node gave a malformed record: {exc}")
+        first += len(page["leaves"])
+    return records, problems
+
+
 async def check_node(url: str, ca: Path | None, root: bytes, scopes: list[str],
                      genesis: Genesis, others: list[str]) -> tuple[VerifyReport, list[str]]:
     """The check of the log of the node at ``url`` (its anchors also asked of the nodes at
@@ -133,6 +159,10 @@ async def check_node(url: str, ca: Path | None, root: bytes, scopes: list[str],
         anchors, bad = await ledger_anchors(client, others, ca, node, genesis)
         end = max((first + count for first, count, _ in anchors), default=0)
         leaves, records, problems = await log_of(client, node, end)
+        if not problems:
+            tail, more = await tail_of(client, node, end)
+            records.update({i: r for i, r in tail.items() if i >= end})
+            problems += more
     report = verify_log(anchors, leaves, records, [s.public for s in streams], node=node)
     return report, bad + problems
 

@@ -15,6 +15,7 @@ from ..core.crypto import SigningKey
 from ..core.payload import SALT_BYTES, profile_hash
 from ..core.tx import AdmitDevice, RevokeDevice, sign_tx
 from ..home import HomeError, read_key, write_key
+from ..patient.keyfile import KeyFileError, load_patient
 from .common import (
     DEFAULT_API,
     ApiOpt,
@@ -28,6 +29,7 @@ from .common import (
     hex32,
     run_async,
 )
+from .streams import patient_root, stream_key
 
 device_app = typer.Typer(help="Device keys and their admission or revocation.",
                          no_args_is_help=True)
@@ -118,8 +120,10 @@ def device_revoke(
 def device_show(
     device: Annotated[str, typer.Argument(help="The device's public key (hex).")],
     key: Annotated[Path | None, typer.Option(
-        "--key", help="A key file of the device itself or of its stream (as `device keygen` "
-                      "writes them).")] = None,
+        "--key", help="The device's key file (`device keygen`), or the patient's "
+                      "(`patient keygen`) with --scope.")] = None,
+    scope: Annotated[str | None, typer.Option(
+        "--scope", help="With the patient's --key: the scope of the device's stream.")] = None,
     home: Annotated[Path | None, typer.Option(
         "--home", help="An authority's home (its key is used).")] = None,
     api: ApiOpt = DEFAULT_API,
@@ -128,15 +132,25 @@ def device_show(
 ) -> None:
     """Show a device's registration (stream, profile hash, status, last sequence number).
 
-    The node answers only a party to the device: the connection proves --key (the device or
-    its stream) or the authority key in --home first."""
+    The node answers only a party to the device: the connection proves --key (the device, or
+    the patient's stream of --scope) or the authority key in --home first."""
     if (key is None) == (home is None):
         fail("give exactly one of --key and --home")
-    if key is not None:
+    if scope is not None and key is None:
+        fail("--scope goes with the patient's --key")
+    if key is not None and scope is not None:
+        root = patient_root(key)
+        chain_id = run_async(lambda: call(api_url(api), "status", ca=api_ca))["chain_id"]
+        signer = stream_key(root, chain_id, scope)
+    elif key is not None:
         try:
             signer = read_key(key)
         except (HomeError, OSError) as exc:
-            fail(str(exc))
+            try:
+                load_patient(key)
+            except KeyFileError:
+                fail(str(exc))
+            fail(f"{key} is a patient's key file: add --scope SCOPE to prove that stream")
     else:
         signer = authority_key(home)[0]
     hex32("device", device)

@@ -9,6 +9,7 @@ Readings are printed as JSON lines (or written to --out), or exported as a FHIR 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,7 +22,9 @@ from .common import DEFAULT_API, ApiOpt, CaOpt, api_url, fail, hex32
 from .streams import NOT_FOUND, ChainOpt, Reader, chain_id_of, reader_keys, run, stream_key
 
 PAGE_READINGS = 500  # readings asked per get_patient_records call
+NO_CONSENT = -32025  # the API's refusal of a patient's records to a caller without consent
 MAX_PAGES = 100_000  # a fetch stops after this many pages (50 million readings)
+OUTPUT_MODE = 0o600  # --out and --fhir files hold decrypted readings: their owner reads them
 
 records_app = typer.Typer(help="Fetch and decrypt a stream's readings on this machine.",
                           no_args_is_help=True)
@@ -70,8 +73,12 @@ async def open_all(client: ApiClient, who: Reader, stream: bytes, chain_id: str,
 
 
 def _write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable by its owner only whatever the umask."""
     try:
-        path.write_text(text)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, OUTPUT_MODE)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), OUTPUT_MODE)  # a file that was there keeps no wider mode
+            f.write(text)
     except OSError as exc:
         fail(f"cannot write {path}: {exc.strerror}")
 
@@ -90,6 +97,18 @@ def _signer(who: Reader, stream: bytes | None, scope: str | None, chain_id: str
     if stream is None:
         fail("a grantee's key file needs --stream")
     return who.grantee.signing, stream
+
+
+async def _unknown_stream(client: ApiClient, stream: bytes, scope: str | None, chain: str
+                          ) -> None:
+    """Say why the patient's own stream key was refused when the ledger knows no such stream
+    (the node's refusal is the same for every stream, so it cannot say it)."""
+    try:
+        await client.call("get_stream", stream=stream.hex())
+    except ApiError as exc:
+        if exc.code == NOT_FOUND:
+            fail(f"the ledger knows no {scope} stream of this patient key on {chain} "
+                 f"({stream.hex()[:16]}): no device was admitted to it", 1)
 
 
 @records_app.command("fetch")
@@ -122,7 +141,12 @@ def fetch(
             chain = await chain_id_of(client, chain_id)
             signer, s = _signer(who, wanted, scope, chain)
             await client.authenticate(signer, chain)
-            entries, wraps = await fetch_pages(client, s, since_ms, until_ms)
+            try:
+                entries, wraps = await fetch_pages(client, s, since_ms, until_ms)
+            except ApiError as exc:
+                if exc.code == NO_CONSENT and who.root is not None:
+                    await _unknown_stream(client, s, scope, chain)
+                raise
             results, problems = await open_all(client, who, s, chain, entries, wraps)
             bundle = None
             if fhir is not None:

@@ -31,6 +31,9 @@ MAX_STR_BYTES = 64 * 1024  # any single string
 MAX_BIN_BYTES = MAX_FRAME_BYTES  # any single byte string (a block travels as one)
 MAX_ARRAY_LEN = 100_000  # any single array (a block holds at most this many txs)
 MAX_DEPTH = 8  # arrays nested inside arrays
+# msgpack's errors that carry no message, and what they mean
+_SILENT_ERRORS = {"FormatError": "a byte that begins no msgpack value (0xc1)",
+                  "StackError": "arrays nested deeper than the decoder's stack"}
 INT_MIN = -(2**63)
 INT_MAX = 2**64 - 1
 
@@ -137,7 +140,8 @@ def _unpack(data: bytes, max_bytes: int) -> Any:
     except DecodeError:
         raise
     except Exception as exc:  # msgpack raises a zoo of types for malformed input
-        raise DecodeError(f"malformed msgpack: {type(exc).__name__}: {exc}") from None
+        detail = str(exc) or _SILENT_ERRORS.get(type(exc).__name__, "no detail")
+        raise DecodeError(f"malformed msgpack: {type(exc).__name__}: {detail}") from None
     if type(value) in (float, dict) or (type(value) is list and not _plain(value, 0)):
         try:
             encode(value)  # says what is wrong: a float, or nesting too deep

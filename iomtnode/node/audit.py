@@ -6,7 +6,11 @@ One task appends what is queued in batches, one fsync per batch (a worker thread
 under a virtual clock), so concurrent readers share fsyncs instead of waiting for one each. A
 log that cannot write refuses every later record (:class:`~iomtnode.audit.log.AuditLogError`),
 and then the API serves no patient's records: ``AUDIT_UNAVAILABLE`` instead of an unrecorded
-read.
+read. So does a log found damaged while the node runs (a record that fails its checksum when
+it is read to be anchored or served): ``audit_log_damaged`` is logged once, nothing more is
+anchored (an anchor of the damaged range cannot be made) and no more reads are served, while
+the node goes on with everything else; the operator repairs the log (the node refuses to open
+a log damaged before its tail, docs/privacy.md).
 
 Anchoring (only while the node's key is an authority): at least every ``AUDIT_ANCHOR_S`` after
 a record is written, or as soon as ``AUDIT_ANCHOR_RECORDS`` wait, the task signs an
@@ -30,7 +34,7 @@ import trio
 from ..admission.inbox import Admitted, InboxFullError
 from ..api.jsonrpc import RpcError
 from ..api.records import AUDIT_UNAVAILABLE
-from ..audit.log import MAX_AUDIT_RANGE, AuditLog, AuditLogError
+from ..audit.log import MAX_AUDIT_RANGE, AuditLog, AuditLogCorruptError, AuditLogError
 from ..audit.record import AUDIT_ANCHOR_RECORDS, AUDIT_ANCHOR_S, AuditCall, range_root
 from ..core.crypto import SigningKey
 from ..core.errors import RuleError
@@ -93,6 +97,7 @@ class AuditService:
         self._oldest: float | None = None  # trio time of the oldest record not anchored
         self._enough = trio.Event()  # AUDIT_ANCHOR_RECORDS wait to be anchored
         self._anchored = 0  # where the anchored log ended at the last look at the ledger
+        self._damaged = ""  # why the log cannot be read (a damaged record), once found
 
     @property
     def node_id(self) -> bytes:
@@ -114,14 +119,26 @@ class AuditService:
                      method: str, code: int, tx_ids: Sequence[bytes]) -> None:
         """Append one record of a call and return once it is durable; ``RpcError``
         (``AUDIT_UNAVAILABLE``) if the log could not write it."""
+        if self._damaged:
+            raise self._unavailable(self._damaged)
         waiting = _Waiting(AuditCall(self._now_ms(), self.node_id, tuple(sorted(callers)),
                                      stream, grant_tx, method, code, tuple(tx_ids)))
         await self._send.send(waiting)
         await waiting.done.wait()
         if waiting.error:
-            raise RpcError(AUDIT_UNAVAILABLE, "this node cannot record reads in its audit log "
-                           "now, so it serves no patient's records: ask another node",
-                           {"reason": waiting.error})
+            raise self._unavailable(waiting.error)
+
+    @staticmethod
+    def _unavailable(reason: str) -> RpcError:
+        return RpcError(AUDIT_UNAVAILABLE, "this node cannot record reads in its audit log now, "
+                        "so it serves no patient's records: ask another node", {"reason": reason})
+
+    def _found_damaged(self, exc: AuditLogCorruptError) -> RpcError:
+        """Note that the log is damaged (logged once); the error that refuses a call."""
+        if not self._damaged:
+            self._damaged = f"the audit log is damaged: {exc}"
+            log.error("audit_log_damaged", reason=str(exc))
+        return self._unavailable(self._damaged)
 
     async def _write(self) -> None:
         async for first in self._receive:
@@ -150,11 +167,22 @@ class AuditService:
         """The leaves of records ``first`` .. ``first + count - 1`` and the encoded records
         among them of ``streams``; fewer (at least one), from ``first`` on, when the rest
         would pass the log's read limit (:data:`~iomtnode.audit.log.MAX_AUDIT_READ_BYTES`):
-        the leaves say how many. ``AuditRangeError`` (a ValueError) outside the log."""
-        return await self._io(self._range, first, count, streams)
+        the leaves say how many. A range that runs past the log's end stops there (none when
+        ``first`` is the end), so a reader learns where the log ends; ``AuditRangeError`` (a
+        ValueError) for a ``first`` past the end; ``RpcError`` (``AUDIT_UNAVAILABLE``) once
+        the log is found damaged."""
+        if self._damaged:
+            raise self._unavailable(self._damaged)
+        try:
+            return await self._io(self._range, first, count, streams)
+        except AuditLogCorruptError as exc:
+            raise self._found_damaged(exc) from None
 
     def _range(self, first: int, count: int, streams: frozenset[bytes]
                ) -> tuple[list[bytes], dict[int, bytes]]:
+        end = self._log.next_index
+        if first <= end:
+            count = min(count, end - first)
         found = self._log.read_with_leaves(first, count)
         return ([leaf for _, leaf in found],
                 {r.index: r.encode() for r, _ in found if r.stream in streams})
@@ -172,8 +200,11 @@ class AuditService:
             if is_authority != authority:
                 authority = is_authority
                 log.info("audit_anchoring", anchoring=is_authority)
-            if is_authority:
-                pending = await self._anchor_step(pending, trio.current_time())
+            if is_authority and not self._damaged:
+                try:
+                    pending = await self._anchor_step(pending, trio.current_time())
+                except AuditLogCorruptError as exc:
+                    self._found_damaged(exc)
 
     async def _anchor_step(self, pending: _Anchor | None, now: float) -> _Anchor | None:
         """One look at the log and the ledger: the anchor in flight afterwards."""

@@ -12,7 +12,12 @@ import h11
 import trio
 import wsproto.utilities
 from structlog.typing import FilteringBoundLogger
-from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_server_stream
+from trio_websocket import (
+    ConnectionRejected,
+    WebSocketConnection,
+    WebSocketRequest,
+    wrap_server_stream,
+)
 
 from .hostconfig import P2P_PATH, RECEIVE_BUFFER_BYTES, RECEIVE_QUEUE_FRAMES
 from .messages import MAX_MESSAGE_BYTES
@@ -23,6 +28,7 @@ REFUSAL_WRITE_S = 0.5  # seconds at most spent writing a refusal to a socket not
 # client cannot send. Caught with ConnectionRejected, so a dial fails with a reason.
 BAD_UPGRADE = (h11.LocalProtocolError, wsproto.utilities.LocalProtocolError)
 REMOTE_ERRORS = (h11.RemoteProtocolError, wsproto.utilities.RemoteProtocolError)
+MALFORMED_REQUEST = "malformed HTTP upgrade request (answered 400)"
 
 
 def upgrade_failure(group: BaseExceptionGroup[Exception]) -> str:
@@ -56,14 +62,72 @@ async def refuse_unread(stream: trio.abc.Stream, reason: str) -> None:
     await trio.aclose_forcefully(stream)
 
 
+class _CloseWatch(trio.abc.Stream):
+    """``stream`` as trio-websocket holds it: sending and receiving are ``stream``'s own
+    methods (bound on the instance: no extra call per frame); :attr:`closed` is set when
+    trio-websocket closes it, which it does, before any request reaches us, after answering
+    a malformed HTTP request with 400."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+        self.closed = trio.Event()
+        self.send_all = stream.send_all  # type: ignore[method-assign]
+        self.receive_some = stream.receive_some  # type: ignore[method-assign]
+        self.wait_send_all_might_not_block = (  # type: ignore[method-assign]
+            stream.wait_send_all_might_not_block)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)  # not called: the instance holds stream's own
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()  # not called, as send_all
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self._stream.receive_some(max_bytes)  # not called, as send_all
+
+    async def aclose(self) -> None:
+        self.closed.set()
+        await self._stream.aclose()
+
+
+async def _cancel_when(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
+async def upgrade_request(nursery: trio.Nursery, stream: trio.abc.Stream, *,
+                          message_queue_size: int, max_message_size: int,
+                          receive_buffer_size: int) -> WebSocketRequest | None:
+    """trio-websocket's ``wrap_server_stream``: the client's upgrade request, or None once
+    trio-websocket has answered a request that is not a websocket upgrade with 400 and
+    closed ``stream`` (``wrap_server_stream`` alone would wait for a request that never
+    comes)."""
+    watched = _CloseWatch(stream)
+    request = None
+    async with trio.open_nursery() as race:
+        race.start_soon(_cancel_when, watched.closed, race.cancel_scope)
+        request = await wrap_server_stream(nursery, watched,
+                                           message_queue_size=message_queue_size,
+                                           max_message_size=max_message_size,
+                                           receive_buffer_size=receive_buffer_size)
+        race.cancel_scope.cancel()
+    return request
+
+
 async def accept_upgrade(nursery: trio.Nursery, stream: trio.abc.Stream, remote: str,
                          refusal: Callable[[], str | None], log: FilteringBoundLogger
                          ) -> WebSocketConnection | None:
     """Accept the HTTP upgrade on ``stream``, or reject it: 404 for a wrong path, 503 with
-    ``refusal()``'s reason when that is not None (asked once the request has arrived)."""
-    request = await wrap_server_stream(nursery, stream, message_queue_size=RECEIVE_QUEUE_FRAMES,
-                                       max_message_size=MAX_MESSAGE_BYTES,
-                                       receive_buffer_size=RECEIVE_BUFFER_BYTES)
+    ``refusal()``'s reason when that is not None (asked once the request has arrived); a
+    request that is not a websocket upgrade is answered 400 (by trio-websocket), logged, and
+    ends the handshake at once."""
+    request = await upgrade_request(nursery, stream, message_queue_size=RECEIVE_QUEUE_FRAMES,
+                                    max_message_size=MAX_MESSAGE_BYTES,
+                                    receive_buffer_size=RECEIVE_BUFFER_BYTES)
+    if request is None:
+        log.info("peer_handshake_rejected", remote=remote, status=400,
+                 reason=MALFORMED_REQUEST)
+        return None
     path = urlsplit(request.path).path
     if path != P2P_PATH:
         log.debug("peer_handshake_rejected", remote=remote, path=path, status=404)

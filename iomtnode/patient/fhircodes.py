@@ -90,7 +90,7 @@ DIASTOLIC = Code(LOINC, "8462-4", "Diastolic blood pressure")
 # Heart rate: a wearable or a bedside monitor counts the pulse (photoplethysmography or the
 # oximeter's pleth wave), which 11073 names MDC_PULS_RATE; only an ECG patch derives the rate
 # from the heart's electrical activity, MDC_ECG_HEART_RATE.
-MDC_PULS_RATE = Code(MDC, "149530", "MDC_PULS_RATE")
+MDC_PULS_RATE = Code(MDC, "149514", "MDC_PULS_RATE")
 MDC_ECG_HEART_RATE = Code(MDC, "147842", "MDC_ECG_HEART_RATE")
 MDC_PULS_OXIM_SAT_O2 = Code(MDC, "150456", "MDC_PULS_OXIM_SAT_O2")
 MDC_TEMP_BODY = Code(MDC, "150364", "MDC_TEMP_BODY")

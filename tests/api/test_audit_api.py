@@ -115,8 +115,12 @@ async def test_the_log_answers_a_stream_or_an_authority_and_nobody_else(tmp_path
         async with chain.client(chain.net.keys[0]) as client:  # an authority: leaves only
             answer = await client.call("get_audit_log", node=node, first=0, count=1)
             assert len(answer["leaves"]) == 1 and answer["records"] == {}
+            to_end = await client.call("get_audit_log", node=node, first=0, count=2)
+            assert to_end["leaves"] == answer["leaves"]  # a range past the end stops there
+            at_end = await client.call("get_audit_log", node=node, first=1, count=1)
+            assert at_end == {"leaves": [], "records": {}}
             with pytest.raises(ApiError) as past:
-                await client.call("get_audit_log", node=node, first=0, count=2)
+                await client.call("get_audit_log", node=node, first=2, count=1)
             assert past.value.code == INVALID_PARAMS
             with pytest.raises(ApiError) as elsewhere:
                 await client.call("get_audit_log", node=(b"\x01" * 32).hex(), first=0, count=1)

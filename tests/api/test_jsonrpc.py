@@ -316,9 +316,12 @@ async def test_an_unserializable_result_or_error_data_is_an_internal_error(rpc):
     ({"peer": "p", "token": "\ud800"}, "params.token is wrong"),  # a lone surrogate
 ])
 async def test_admin_method_without_the_right_token_is_unauthorized(rpc, params, reason):
-    reply = await answer(rpc, req("ban_peer", params))
+    with capture_logs() as logs:
+        reply = await answer(rpc, req("ban_peer", params))
     assert error_of(reply, UNAUTHORIZED) == "unauthorized"
     assert reply["error"]["data"] == reason
+    assert [(e["event"], e["log_level"], e["method"], e["reason"]) for e in logs] == [
+        ("api_admin_refused", "warning", "ban_peer", reason)]  # the operator sees each try
 
 
 async def test_admin_method_with_the_right_token_runs_without_it(rpc):

@@ -28,6 +28,7 @@ from iomtnode.api.tls import load_api_tls
 from iomtnode.client import client_context, open_client, open_client_on
 from iomtnode.core.challenge import challenge_digest
 from iomtnode.core.crypto import Domain, SigningKey
+from iomtnode.p2p.upgrade import MALFORMED_REQUEST
 
 from .certs import make_cert
 
@@ -362,3 +363,21 @@ async def test_tls_handshakes_under_way_count_per_ip_and_end_at_the_connect_time
         await stream.do_handshake()
         async with open_client_on(stream, "127.0.0.1") as again:
             assert await again.call("add", a=2) == 2
+
+
+async def test_a_request_that_is_no_websocket_upgrade_is_refused_at_once_and_logged(nursery):
+    _, port = await start(nursery, dataclasses.replace(CONFIG, max_connections_per_ip=1))
+    with trio.fail_after(TIMEOUT_S):
+        for _ in range(2):  # its place is given back at once: the second gets its 400 too
+            stream = await trio.open_tcp_stream("127.0.0.1", port, local_address="127.0.0.3")
+            with capture_logs() as logs:
+                await stream.send_all(b"GET /api/v1 HTTP/1.1\r\nHost: x\r\n\r\n")
+                answer = await stream.receive_some()
+                while await stream.receive_some():  # the node closes the connection
+                    pass
+                while not (refused := [(e["status"], e["reason"]) for e in logs  # noqa: ASYNC110
+                                       if e["event"] == "api_handshake_rejected"]):
+                    await trio.sleep(0.01)
+            await stream.aclose()
+            assert answer.startswith(b"HTTP/1.1 400")
+            assert refused == [(400, MALFORMED_REQUEST)]

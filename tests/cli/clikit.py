@@ -17,6 +17,7 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from iomtnode.cli.audit import audit
+from iomtnode.cli.device import device_show
 from iomtnode.cli.devicesend import device_send
 from iomtnode.cli.patient import patient_app
 from iomtnode.cli.records import records_app
@@ -36,6 +37,7 @@ app.add_typer(patient_app, name="patient")
 app.add_typer(records_app, name="records")
 device = typer.Typer()
 device.command("send")(device_send)
+device.command("show")(device_show)
 app.add_typer(device, name="device")
 app.command("audit")(audit)
 

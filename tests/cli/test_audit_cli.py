@@ -169,3 +169,21 @@ async def test_a_node_cannot_hide_its_anchors_when_another_node_is_asked(
     hiding, honest = json.loads(failed.stdout)["nodes"]
     assert not hiding["ok"] and hiding["anchored"] == 1 and honest["ok"]
     assert "did not give it to you (withheld)" in hiding["failures"][0]
+
+
+async def test_audit_lists_the_callers_reads_not_anchored_yet(tmp_path, nursery):
+    """A read the node has not anchored yet is listed as such (not a failure), not left out."""
+    home = init_home(tmp_path / "node", chain_id="iomt-test",
+                     config=replace(FAST, audit_anchor_s=3600.0))
+    node = Node(home, home.load_config())
+    info = await nursery.start(node.run)
+    node = RunningNode(node, home, f"ws://127.0.0.1:{info.api_port}/api/v1", info.services)
+    await patient_with_device(node, tmp_path)
+    await ok("records", "fetch", "--as", tmp_path / "patient.key", "--scope", "vitals",
+             "--api", node.url)
+    assert node.services.audit.next_index == 1
+    check = ["audit", "--patient", tmp_path / "patient.key", "--scope", "vitals", "--verify",
+             "--genesis", node.home.path / "genesis.json", "--api", node.url]
+    [mine] = json.loads(await ok(*check, "--json"))["nodes"]
+    assert mine["ok"] and mine["anchored"] == 0 and mine["unanchored"] == [0]
+    assert "your record 0 is not anchored on the ledger yet" in await ok(*check)

@@ -7,6 +7,9 @@ leaves the readings' records without content, and the audit trail checks."""
 from __future__ import annotations
 
 import json
+import os
+import stat
+from pathlib import Path
 
 import pytest
 import trio
@@ -166,3 +169,47 @@ async def test_a_strip_travels_through_the_blob_store(running_node, tmp_path):
                                "vitals", "--api", node.url))
     assert (reading["kind"], reading["size_class"]) == ("ecg", 1)
     assert bytes.fromhex(reading["samples"]) == strip.samples
+
+
+async def test_the_patient_shows_a_device_of_their_stream_with_their_own_key(running_node,
+                                                                            tmp_path):
+    node = running_node
+    stream, device_file = await patient_with_device(node, tmp_path)
+    device = read_key(Path(device_file)).public.hex()
+    shown = json.loads(await ok("device", "show", device, *patient(tmp_path, node), "--json"))
+    assert (shown["id"], shown["stream"], shown["status"]) == (device, stream, "active")
+    without_scope = await cli("device", "show", device, "--key", tmp_path / "patient.key",
+                              "--api", node.url)
+    assert without_scope.exit_code == 2
+    assert "a patient's key file: add --scope" in without_scope.stderr
+    other = await cli("device", "show", device, "--key", tmp_path / "patient.key", "--scope",
+                      "ecg", "--api", node.url)  # another scope's stream is no party to it
+    assert other.exit_code == 1 and "-32023" in other.stderr
+
+
+async def test_decrypted_readings_are_written_for_their_owner_only(running_node, tmp_path):
+    node = running_node
+    await patient_with_device(node, tmp_path)
+    out, bundle = tmp_path / "mine.jsonl", tmp_path / "mine.json"
+    bundle.write_text("{}")
+    bundle.chmod(0o644)  # a file already there keeps no wider mode
+    old = os.umask(0)
+    try:
+        await ok("records", "fetch", "--as", tmp_path / "patient.key", "--scope", "vitals",
+                 "--api", node.url, "--out", out)
+        await ok("records", "fetch", "--as", tmp_path / "patient.key", "--scope", "vitals",
+                 "--api", node.url, "--fhir", bundle)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == stat.S_IMODE(bundle.stat().st_mode) == 0o600
+    assert json.loads(bundle.read_text())["resourceType"] == "Bundle"
+
+
+async def test_a_patient_reading_a_scope_with_no_device_is_told_so(running_node, tmp_path):
+    node = running_node
+    await patient_with_device(node, tmp_path)
+    refused = await cli("records", "fetch", "--as", tmp_path / "patient.key", "--scope", "ecg",
+                        "--api", node.url)
+    assert refused.exit_code == 1
+    assert "the ledger knows no ecg stream of this patient key on iomt-test" in refused.stderr
+    assert "no device was admitted to it" in refused.stderr

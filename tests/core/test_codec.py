@@ -393,3 +393,13 @@ def test_unencodable_strings_raise_encode_error(value: Any) -> None:
     with pytest.raises(EncodeError) as info:
         codec.encode(value)
     assert type(info.value) is EncodeError
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    (b"\xc1", "FormatError: a byte that begins no msgpack value (0xc1)"),
+    (b"\x91" * 100_000 + b"\xc0", "StackError: arrays nested deeper than the decoder's stack"),
+])
+def test_a_refusal_says_why_even_when_msgpack_does_not(data: bytes, reason: str) -> None:
+    with pytest.raises(codec.DecodeError) as refused:
+        codec.decode(data, max_bytes=len(data))
+    assert str(refused.value) == f"malformed msgpack: {reason}"

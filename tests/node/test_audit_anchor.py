@@ -17,6 +17,8 @@ import pytest
 import structlog
 import trio
 
+from iomtnode.api.jsonrpc import RpcError
+from iomtnode.api.records import AUDIT_UNAVAILABLE
 from iomtnode.audit.log import AuditLog
 from iomtnode.audit.record import AUDIT_ANCHOR_RECORDS, AUDIT_ANCHOR_S, range_root
 from iomtnode.core.crypto import SigningKey
@@ -155,3 +157,29 @@ async def test_an_anchor_lost_on_the_way_is_made_again_with_the_mempools_reason(
     retried = [e for e in logs if e["event"] == "audit_anchor_retried"]
     assert retried and retried[0]["reason"] == "dropped (1034): lost it"
     assert len(ledger.submitted) == 2
+
+
+async def test_a_log_damaged_while_the_node_runs_stops_the_reads_not_the_node(
+        tmp_path, nursery, autojump_clock):
+    net = Net(tmp_path, 1)
+    node = await net.start(nursery, 0)
+    chain, audit, me = node.chain, node.services.audit, node.key.public
+    await record(audit, 3)
+    [segment] = net.homes[0].audit_path.glob("*.log")
+    damaged = bytearray(segment.read_bytes())
+    damaged[-5] ^= 0xFF  # the last record, not anchored yet, no longer matches its checksum
+    segment.write_bytes(damaged)
+    with structlog.testing.capture_logs() as logs:
+        await wait_for(lambda: any(e["event"] == "audit_log_damaged" for e in logs),
+                       "the damage found when anchoring", AUDIT_ANCHOR_S + 5)
+        height = chain.height
+        await wait_for(lambda: chain.height > height + 2, "the node still finalizing", 30)
+        for call in (lambda: audit.log_range(0, 3, frozenset()), lambda: audit.record(
+                callers=frozenset(), stream=STREAM, grant_tx=b"", method="get_patient_records",
+                code=-32025, tx_ids=())):
+            with pytest.raises(RpcError) as refused:
+                await call()
+            assert refused.value.code == AUDIT_UNAVAILABLE
+            assert "the audit log is damaged" in refused.value.data["reason"]
+    assert chain.audit_anchor_next(me) == 0  # nothing anchored over the damage
+    assert len([e for e in logs if e["event"] == "audit_log_damaged"]) == 1

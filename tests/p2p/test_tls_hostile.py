@@ -8,6 +8,7 @@ import ssl
 
 import pytest
 import trio
+from structlog.testing import capture_logs
 from trio.testing import memory_stream_pair
 from trio_websocket import wrap_client_stream
 
@@ -16,6 +17,7 @@ from iomtnode.p2p.handshake import make_hello
 from iomtnode.p2p.hostconfig import DialError
 from iomtnode.p2p.messages import encode_message
 from iomtnode.p2p.tls import client_context, make_certificate, server_context
+from iomtnode.p2p.upgrade import MALFORMED_REQUEST
 
 from .fakepeer import secure
 from .test_transport import start_host
@@ -101,6 +103,33 @@ async def test_a_hostile_tls_client_costs_no_slot_and_no_crash(nursery, autojump
         assert host.slots.pending("10.0.0.9") == 0
         assert host.slots.connection_refusal("10.0.0.9") is None
         assert host.peers() == []
+
+
+@pytest.mark.parametrize("request_bytes", [b"GET /p2p/v1 HTTP/9.9\r\n\x00\x01\r\n\r\n",
+                                           b"GET /p2p/v1 HTTP/1.1\r\nHost: x\r\n\r\n"])
+async def test_a_malformed_upgrade_ends_the_handshake_at_once_with_its_reason(
+        nursery, autojump_clock, request_bytes):
+    host = await start_host(nursery, SigningKey(blake2b256(b"node")))
+    sa, sb = memory_stream_pair()
+    answers = []
+
+    async def client() -> None:
+        conn = await secure(sa)
+        await conn.stream.send_all(request_bytes)
+        answers.append(await conn.stream.receive_some())
+
+    start = trio.current_time()
+    with capture_logs() as logs:
+        async with trio.open_nursery() as inner:
+            inner.start_soon(client)
+            with trio.fail_after(10):
+                await host.accept_stream(sb, REMOTE)
+    assert trio.current_time() - start < 1  # not held until the handshake timeout (5 s)
+    assert answers[0].startswith(b"HTTP/1.1 400")
+    assert [(e["status"], e["reason"]) for e in logs
+            if e["event"] == "peer_handshake_rejected"] == [(400, MALFORMED_REQUEST)]
+    assert not [e for e in logs if e["event"] == "peer_handshake_failed"]
+    assert host.slots.pending_total == 0
 
 
 async def _server_garbage(stream: trio.abc.Stream) -> None:

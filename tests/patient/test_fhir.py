@@ -110,7 +110,7 @@ def test_vital_values_codes_and_units():
     hr, spo2, temp, bp = (observation(b, n) for n in (1, 2, 3, 4))
     assert hr["valueQuantity"] == {"value": 78, "unit": "beats/minute",
                                    "system": fc.UCUM, "code": "/min"}
-    assert [c["code"] for c in hr["code"]["coding"]] == ["8867-4", "149530"]  # MDC_PULS_RATE
+    assert [c["code"] for c in hr["code"]["coding"]] == ["8867-4", "149514"]  # MDC_PULS_RATE
     assert [c["code"] for c in observation(b, 6)["code"]["coding"]] == ["8867-4", "147842"]
     assert [c["code"] for c in spo2["code"]["coding"]] == ["59408-5", "2708-6", "150456"]
     assert spo2["valueQuantity"]["code"] == "%"
@@ -307,3 +307,20 @@ def test_an_entry_the_export_never_makes_is_named():
         "entry[18] is a 'Patient', not one of the exported ['AuditEvent', 'Consent', 'Device', "
         "'Observation', 'Provenance']",
         "R4B: not parsed: an entry is of no exported resource type")
+
+
+# IEEE 11073-10101 term codes of the SCADA partition (2), as the Rosetta Terminology Mapping
+# lists them: a code is 2 * 65536 + the term code, and its display is the term's name.
+MDC_TERM_CODES = {"MDC_PULS_RATE": 18442, "MDC_ECG_HEART_RATE": 16770,
+                  "MDC_PULS_OXIM_SAT_O2": 19384, "MDC_TEMP_BODY": 19292,
+                  "MDC_PRESS_BLD_NONINV": 18948, "MDC_PRESS_BLD_NONINV_SYS": 18949,
+                  "MDC_PRESS_BLD_NONINV_DIA": 18950, "MDC_ECG_ELEC_POTL": 256}
+
+
+def test_each_mdc_code_is_the_term_its_display_names():
+    codes = {name: c for name, c in vars(fc).items()
+             if name.startswith("MDC_") and isinstance(c, fc.Code)}
+    assert set(codes) == set(MDC_TERM_CODES)
+    for name, c in codes.items():
+        assert (c.system, c.code, c.display) == (
+            fc.MDC, str(2 * 65536 + MDC_TERM_CODES[name]), name)
