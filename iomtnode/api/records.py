@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..core.crypto import HASH_BYTES, KEY_BYTES
+from ..core.errors import ErasedStreamError
 from ..core.fields import U64_MAX
 from ..core.ledger import GrantRecord
 from ..core.tx import SignedTx, tx_to_json
@@ -29,6 +30,7 @@ MAX_RECORDS_PAGE = 500  # readings one get_patient_records answer holds (~0.4 MB
 CURSOR_BYTES = 8 + HASH_BYTES  # ts_ms u64 | tx id of the last reading returned
 NO_STREAM = bytes(KEY_BYTES)  # the stream an audit record names for a blob no reading names
 NOT_FOUND = 1030  # as methods.NOT_FOUND: no such blob on this node
+ERASED = ErasedStreamError.code  # the stream's whole scope was erased, as admission refuses
 AUDIT_UNAVAILABLE = -32026  # the audit log cannot record the call: nothing is served
 
 ROLES: dict[str, Role] = {
@@ -262,10 +264,14 @@ class RecordsApi:
         """What a device seals to: the stream's current epoch and the signed announcement
         that set it (its leaf: ``[body, signature]``, without wraps). The device checks the
         signature by the stream's key and never moves to a lower epoch, so a node can delay
-        a device but not hand it a key of its own."""
+        a device but not hand it a key of its own. An erased stream is refused as admission
+        refuses its readings (``ErasedStreamError``'s code)."""
         key = hex_param("stream", stream, KEY_BYTES)
         view = self._chain.stream_view(key)
-        if view is None or view.announcement is None or view.erased:
+        if view is not None and view.erased:
+            raise RpcError(ERASED, "this stream was erased: it takes no more readings; "
+                           "re-admit the device to a new stream")
+        if view is None or view.announcement is None:
             raise RpcError(NOT_FOUND, "this stream has no current epoch on the ledger")
         tx = view.announcement
         return {"stream": key.hex(), "epoch": view.epoch, "public": view.public.hex(),

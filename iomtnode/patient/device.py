@@ -298,7 +298,7 @@ class DeviceSession:
 
 
 async def _fetch_epoch(api: DeviceApi, stream: bytes, chain_id: str) -> Epoch:
-    """The stream's epoch from ``get_stream_epoch``, checked. A stream with no epoch yet (or
-    erased) is the node's refusal (1030), raised by ``api.call``."""
+    """The stream's epoch from ``get_stream_epoch``, checked. A stream with no epoch yet (1030)
+    or erased (1032) is the node's refusal, raised by ``api.call``."""
     answer = await api.call("get_stream_epoch", stream=stream.hex())
     return check_announcement(bytes.fromhex(answer["announcement"]), stream, chain_id)

@@ -28,6 +28,7 @@ from iomtnode.api.records import (
 from iomtnode.audit.record import MAX_AUDIT_CALLERS, MAX_AUDIT_METHOD_BYTES, MAX_AUDIT_TX_IDS
 from iomtnode.chain.records import StreamReading, StreamView, WrapEntry
 from iomtnode.core.crypto import SigningKey
+from iomtnode.core.errors import ErasedStreamError
 from iomtnode.core.ledger import GrantRecord
 from iomtnode.core.payload import commitment
 from iomtnode.core.tx import FORWARD, HISTORY, stripped
@@ -60,6 +61,7 @@ class Ledger:
 
     def __init__(self) -> None:
         self.readings = [*READINGS, ERASED]
+        self.erased = False  # the stream's whole scope was erased
         self.grants = {
             G: GrantRecord(b"\x71" * 32, FORWARD, NOW_MS + 1, 2, 5, GRANT_G_TX),  # epoch 2
             H: GrantRecord(b"\x72" * 32, HISTORY, NOW_MS + 60_000, 3, 6, GRANT_H_TX),
@@ -84,7 +86,7 @@ class Ledger:
     def stream_view(self, stream: bytes) -> StreamView | None:
         if stream != S:
             return None
-        return StreamView(3, b"\x81" * 32, False, self.grants, announce(STREAM, CHAIN, 3))
+        return StreamView(3, b"\x81" * 32, self.erased, self.grants, announce(STREAM, CHAIN, 3))
 
     def stream_grants(self, stream: bytes) -> dict[bytes, GrantRecord] | None:
         return None if stream != S else self.grants
@@ -302,6 +304,15 @@ async def test_a_streams_ledger_metadata_is_public():
     unknown = await call(d, None, "get_stream_epoch", stream=UNKNOWN_STREAM.hex())
     assert unknown["error"]["code"] == NOT_FOUND
     assert trail.records == []  # ledger metadata is not a patient's record
+
+
+async def test_an_erased_streams_epoch_is_refused_as_erased_not_as_missing():
+    # a device of an erased stream is told why it cannot seal, not that the stream has no epoch
+    d, ledger, _ = setup()
+    ledger.erased = True
+    refused = (await call(d, None, "get_stream_epoch", stream=S.hex()))["error"]
+    assert refused["code"] == ErasedStreamError.code
+    assert "erased" in refused["message"]
 
 
 def test_every_call_fits_an_audit_record():
