@@ -102,12 +102,18 @@ def authority_key(home: Path) -> tuple[SigningKey, Genesis]:
         fail(str(exc))
 
 
+def hex_bytes(name: str, value: str, what: str = "") -> bytes:
+    """``value``, hex digits, as bytes (or a clear error naming ``name``; ``what`` says
+    where a right value comes from)."""
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        fail(f"{name} must be hex{what}")
+
+
 def hex32(name: str, value: str) -> bytes:
     """``value``, 64 hex digits, as 32 bytes (or a clear error naming ``name``)."""
-    try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        fail(f"{name} must be hex")
+    raw = hex_bytes(name, value)
     if len(raw) != 32:
         fail(f"{name} must be 32 bytes (64 hex digits)")
     return raw

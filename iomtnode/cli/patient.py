@@ -23,7 +23,7 @@ from ..core.tx import EpochAnnounce, Erase, Grant, RevokeGrant, SignedTx, sign_t
 from ..patient import keys as pk
 from ..patient import wraps as pw
 from ..patient.keyfile import KeyFileError, write_grantee, write_patient
-from .common import DEFAULT_API, ApiOpt, CaOpt, JsonOpt, api_url, emit, fail, hex32
+from .common import DEFAULT_API, ApiOpt, CaOpt, JsonOpt, api_url, emit, fail, hex32, hex_bytes
 from .streams import (
     ChainOpt,
     KeyOpt,
@@ -132,9 +132,10 @@ def check_certificate(
     """Check a stream certificate (at the authority's desk).
 
     Prints what it binds: the patient's identity key, the chain, the stream, the scope.
-    Exit 1 if it does not verify."""
+    Exit 1 if it does not verify, 2 if the argument is not hex."""
+    raw = hex_bytes("CERTIFICATE", certificate, " (as `iomtnode patient stream` prints it)")
     try:
-        identity, chain_id, s, scope = pk.check_certificate(bytes.fromhex(certificate))
+        identity, chain_id, s, scope = pk.check_certificate(raw)
     except ValueError as exc:
         emit({"valid": False, "reason": str(exc)}, as_json, f"INVALID: {exc}")
         raise typer.Exit(1) from None
@@ -209,8 +210,9 @@ def grant(
 
     The current epoch's secret (with --history, its epoch state, from which every earlier
     epoch's key derives) is sealed to the box key of the grantee's checked key card."""
+    raw = hex_bytes("--card", card, " (as `iomtnode patient keygen --grantee` prints it)")
     try:
-        grantee, box = pk.check_card(bytes.fromhex(card))
+        grantee, box = pk.check_card(raw)
     except ValueError as exc:
         fail(f"the key card does not check: {exc}")
     lasts_ms = duration_ms(expires)

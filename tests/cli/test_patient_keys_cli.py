@@ -82,6 +82,15 @@ def test_stream_prints_the_key_and_a_certificate_the_desk_checks(tmp_path):
     assert bad.exit_code == 1 and bad.stdout.startswith("INVALID")
 
 
+def test_check_certificate_names_a_non_hex_argument():
+    # the operator is told which argument is wrong and what it must be, not Python's words
+    for typo in ("zz", "abc"):  # not hex; an odd number of digits
+        result = invoke("patient", "check-certificate", typo)
+        assert result.exit_code == 2, result.output
+        assert "error: CERTIFICATE must be hex" in result.stderr
+        assert "fromhex" not in result.output
+
+
 def test_grant_refuses_a_bad_card_or_duration_before_sending(tmp_path):
     path = tmp_path / "patient.key"
     invoke("patient", "keygen", "--out", str(path))
@@ -91,6 +100,9 @@ def test_grant_refuses_a_bad_card_or_duration_before_sending(tmp_path):
     common = ["patient", "grant", "--key", str(path), "--scope", "vitals", "--api", CLOSED_API]
     bad_card = invoke(*common, "--card", forged.hex(), "--expires", "30d")
     assert bad_card.exit_code == 2 and "key card" in bad_card.stderr
+    typo = invoke(*common, "--card", "zz", "--expires", "30d")
+    assert typo.exit_code == 2 and "--card must be hex" in typo.stderr
+    assert "fromhex" not in typo.output
     bad_time = invoke(*common, "--card", card, "--expires", "30 days")
     assert bad_time.exit_code == 2 and "--expires" in bad_time.stderr
     no_node = invoke(*common, "--card", card, "--expires", "30d")
