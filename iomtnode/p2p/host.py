@@ -370,12 +370,11 @@ class Host:
         if kind not in peer.logged_reasons:  # each kind of rejection logged once per peer
             peer.logged_reasons.add(kind)
             peer.log.warning("peer_penalized", points=points, reason=reason[:300])
-        now = trio.current_time()
-        banned = self.scoreboard.penalize(peer.node_id, points, kind, now, ip_of(peer.remote))
-        if banned:
-            self.log.warning("peer_banned", peer=peer.short_id, address=ip_of(peer.remote),
-                             seconds=round(self.scoreboard.banned_for(peer.node_id, now), 1),
-                             reason=reason)
+        now, ip = trio.current_time(), ip_of(peer.remote)
+        if banned := self.scoreboard.penalize(peer.node_id, points, kind, now, ip):
+            self.log.warning("peer_banned", peer=peer.short_id, address=ip, reason=reason,
+                             address_banned=self.scoreboard.is_address_banned(ip, now),
+                             seconds=round(self.scoreboard.banned_for(peer.node_id, now), 1))
             self._drop(peer, f"banned: {reason}", code=1008)
         return banned
 

@@ -509,6 +509,8 @@ async def test_garbage_frames_lower_the_score_until_banned(nursery, autojump_clo
         assert b.scoreboard.is_banned(key(3).public, trio.current_time())
         misbehaved = [e["reason"] for e in events(logs, "peer_misbehaved", b)]
         assert misbehaved == ["invalid_message", "undecodable_frame"]  # once per reason
+        [banned] = events(logs, "peer_banned", b)
+        assert (banned["address"], banned["address_banned"]) == ("10.0.0.9", True)
         ws, cb = await raw_client(nursery, b, remote="10.0.1.9:5000")  # its key, from elsewhere
         await raw_handshake(ws, cb, key(3))
         assert (await closed_with(ws)).reason == "node banned"
@@ -516,6 +518,27 @@ async def test_garbage_frames_lower_the_score_until_banned(nursery, autojump_clo
         nursery.start_soon(b.accept_stream, sb, "10.0.0.9:5001")
         assert (await read_all(sa)).startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
         assert b.scoreboard.is_address_banned("10.0.0.9", trio.current_time())
+
+
+async def test_with_address_bans_off_the_ban_log_says_the_address_was_not_banned(
+        nursery, autojump_clock):
+    # a localnet (address_ban_s = 0) bans the key only: the log must not read as if its
+    # address were banned too
+    with trio.fail_after(60):
+        b = await start_host(nursery, key(2), address_ban_s=0.0)
+        ws, cb = await raw_client(nursery, b)
+        await raw_handshake(ws, cb, key(3))
+        await eventually(lambda: b.get(key(3).public) is not None)
+        with capture_logs() as logs:
+            await ws.send_message(b"\x93\x63\x01\x02")  # msgpack, but no such message kind
+            await eventually(lambda: b.scoreboard.score(key(3).public, trio.current_time()) < 0)
+            for _ in range(10):
+                await ws.send_message(b"\xc1")  # never valid msgpack
+            close = await closed_with(ws)
+        assert close.code == 1008 and close.reason.startswith("banned: undecodable_frame")
+        [banned] = events(logs, "peer_banned", b)
+        assert (banned["address"], banned["address_banned"]) == ("10.0.0.9", False)
+        assert not b.scoreboard.is_address_banned("10.0.0.9", trio.current_time())
 
 
 async def test_a_handler_bug_closes_that_peer_only(nursery, autojump_clock):
