@@ -325,8 +325,10 @@ class Dispatcher:
     def _check_token(self, params: Any) -> dict[str, Any]:
         if self._admin_token is None:
             raise RpcError(UNAUTHORIZED, "unauthorized", "the admin API is disabled on this node")
-        if not isinstance(params, dict) or not isinstance(params.get(TOKEN_PARAM), str):
+        if not isinstance(params, dict) or TOKEN_PARAM not in params:
             raise RpcError(UNAUTHORIZED, "unauthorized", "params.token is missing")
+        if not isinstance(params[TOKEN_PARAM], str):
+            raise RpcError(UNAUTHORIZED, "unauthorized", "params.token must be a string")
         given = params[TOKEN_PARAM].encode("utf-8", "surrogatepass")
         if not hmac.compare_digest(given, self._admin_token):
             raise RpcError(UNAUTHORIZED, "unauthorized", "params.token is wrong")

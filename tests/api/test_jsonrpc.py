@@ -309,7 +309,8 @@ async def test_an_unserializable_result_or_error_data_is_an_internal_error(rpc):
 @pytest.mark.parametrize(("params", "reason"), [
     ({"peer": "p"}, "params.token is missing"),
     (["p"], "params.token is missing"),
-    ({"peer": "p", "token": 12345}, "params.token is missing"),
+    ({"peer": "p", "token": 12345}, "params.token must be a string"),  # there, of a wrong type
+    ({"peer": "p", "token": None}, "params.token must be a string"),
     ({"peer": "p", "token": "wrong"}, "params.token is wrong"),
     ({"peer": "p", "token": ADMIN_TOKEN + "x"}, "params.token is wrong"),
     ({"peer": "p", "token": "ünïcode"}, "params.token is wrong"),
