@@ -8,8 +8,9 @@ bound and before the method runs, so a method never sees a caller its role does 
   signature proves who made it; the chain's blocks, receipts and authorities are what every peer
   holds anyway.
 - ``PARTY``: a key the connection has proven (:mod:`.auth`) that the ledger relates to the data
-  asked for: for a device (``params.id``), the device itself, its patient, or an authority of the
-  chain. Whether the device exists is not told to anyone else: the refusal is the same.
+  asked for: for a device (``params.id``), the device itself, its stream's key (the patient's
+  key for that scope), or an authority of the chain. Whether the device exists is not told to
+  anyone else: the refusal is the same.
 - ``CONSENT``: a patient's records (:mod:`.records`): the connection proved the stream's key,
   or the key of a grantee whose grant on the stream is live (``expires_ms`` after the node's
   time). The guard lets these calls through, because a refusal must be audited too and the
@@ -136,7 +137,7 @@ class Access:
         if proven and not proven.isdisjoint(RELATIONS[method](self._parties, params)):
             return
         raise RpcError(FORBIDDEN, f"{method} answers only a connection that has proven the key "
-                       "of a party to the data (for a device: the device, its patient or an "
+                       "of a party to the data (for a device: the device, its stream's key or an "
                        "authority): call auth_challenge, then authenticate",
                        {"role": role.value, "proven_keys": len(proven)})
 

@@ -96,6 +96,13 @@ async def test_a_refusal_says_the_same_whether_or_not_the_device_exists():
     assert known["error"] == unknown["error"]
 
 
+async def test_the_party_refusal_names_the_parties_the_rule_admits():
+    # the parties are the device, its stream's key and the authorities (PARTY_CASES), as
+    # docs/api.md says: the refusal must tell the caller which key to prove
+    message = (await call(dispatcher(), Conn(X), "get_device", id=D.hex()))["error"]["message"]
+    assert "(for a device: the device, its stream's key or an authority)" in message
+
+
 async def test_a_party_check_with_params_that_name_nothing_is_invalid_params():
     reply = await call(dispatcher(), Conn(X), "get_device", id="zz")
     assert reply["error"]["code"] == INVALID_PARAMS
