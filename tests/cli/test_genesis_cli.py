@@ -194,6 +194,24 @@ def test_the_same_cards_and_time_rebuild_the_same_genesis(tmp_path, ceremony):
     assert one["genesis_hash"] == two["genesis_hash"]
 
 
+def test_genesis_json_ends_with_a_newline_that_its_hash_does_not_depend_on(tmp_path, ceremony):
+    # `cat genesis.json` ends its line; the hash is over the fields, not the text, so a file
+    # without the newline (or with its own indentation) is the same chain
+    out = tmp_path / "g.json"
+    made = ok("genesis", "new", "--chain-id", CHAIN, *cards(ceremony), "--out", out)
+    text = out.read_text()
+    assert text.endswith("}\n")
+    bare = tmp_path / "bare.json"
+    bare.write_text(text.rstrip("\n"))
+    flat = tmp_path / "flat.json"
+    flat.write_text(json.dumps(json.loads(text)))
+    for path in (out, bare, flat):
+        assert Genesis.load(path).hash.hex() == made["genesis_hash"]
+        verified = ok("genesis", "verify", path, "--home", ceremony[0][0],
+                      "--expect-hash", made["genesis_hash"])
+        assert verified["genesis_hash"] == made["genesis_hash"]
+
+
 def test_init_imports_a_key_file_with_a_genesis(tmp_path):
     key = SigningKey(b"\x09" * 32)
     genesis = Genesis(chain_id=CHAIN, time_ms=1, authorities=(key.public,),
