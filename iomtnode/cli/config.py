@@ -9,19 +9,20 @@ keys are files of the home, never read here.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Annotated, Any
 
 import typer
 
-from ..config import Issue, Resolved, resolve
+from ..config import Resolved, resolve
 from ..config.settings import FLAGS
 from ..home import Home
-from .common import HomeOpt, JsonOpt, emit
+from .common import HomeOpt, JsonOpt, emit, fail
 
 config_app = typer.Typer(no_args_is_help=True,
                          help="Show and check a node's settings (docs/configuration.md).")
+
+NOT_A_HOME = 2  # exit code, as run's for a directory that is no home
 
 ListenApiOpt = Annotated[str | None, typer.Option(
     FLAGS["api_listen"], help="API listen HOST:PORT, as `run` takes it.")]
@@ -29,14 +30,18 @@ ListenP2pOpt = Annotated[str | None, typer.Option(
     FLAGS["p2p_listen"], help="P2P listen HOST:PORT, as `run` takes it.")]
 
 
-def _resolve(home: Home, api: str | None, p2p: str | None) -> Resolved:
-    resolved = resolve(home.config_path, {"api_listen": api, "p2p_listen": p2p})
-    if home.config_path.exists():
-        return resolved
-    missing = Issue(home.config_path.name, f"{home.config_path} does not exist: not an "
-                                           f"iomtnode home; run: iomtnode init --home {home.path}")
-    return dataclasses.replace(resolved, version_stated=False,
-                               issues=(missing, *resolved.issues), config=None)
+def _resolve(home: Home, api: str | None, p2p: str | None, as_json: bool) -> Resolved:
+    """The settings ``run`` would resolve. A directory without config.toml is no home: one
+    error, with ``run``'s words and exit code (2), and no settings to list."""
+    if not home.config_path.exists():
+        message = (f"{home.path} is not an iomtnode home ({home.config_path.name} missing); "
+                   f"run: iomtnode init --home {home.path}")
+        if as_json:
+            typer.echo(json.dumps({"ok": False, "errors": [{"key": "home", "message": message}]},
+                                  sort_keys=True))
+            raise typer.Exit(NOT_A_HOME)
+        fail(message, NOT_A_HOME)
+    return resolve(home.config_path, {"api_listen": api, "p2p_listen": p2p})
 
 
 def _format(resolved: Resolved) -> str:
@@ -60,13 +65,22 @@ def show(home: HomeOpt, api: ListenApiOpt = None, p2p: ListenP2pOpt = None,
          as_json: JsonOpt = False) -> None:
     """Print every setting's effective value and its source: file, env, flag or default.
 
-    Exits 1, listing every problem, when the settings would not start a node. An
-    IOMTNODE_* variable that sets nothing is warned of on stderr (and listed with --json).
+    Exits 1, listing every problem, when the settings would not start a node (with --json,
+    still one object: ``ok`` false and the ``errors``); 2, as ``run``, when the directory is
+    no home. An IOMTNODE_* variable that sets nothing is warned of on stderr (and listed with
+    --json).
     """
-    resolved = _resolve(Home(home), api, p2p)
+    resolved = _resolve(Home(home), api, p2p, as_json)
     for variable in resolved.unknown_variables:
         typer.echo(f"warning: {variable.message}", err=True)
+    unknown = [{"name": v.name, "did_you_mean": v.did_you_mean}
+               for v in resolved.unknown_variables]
     if resolved.issues:
+        if as_json:
+            errors = [{"key": issue.key, "message": issue.message} for issue in resolved.issues]
+            emit({"home": str(home), "config": str(resolved.path), "ok": False,
+                  "errors": errors, "unknown_variables": unknown}, as_json)
+            raise typer.Exit(1)
         for issue in resolved.issues:
             typer.echo(f"error: {issue.message}", err=True)
         typer.echo("error: fix these settings (iomtnode config validate lists them too)",
@@ -74,12 +88,10 @@ def show(home: HomeOpt, api: ListenApiOpt = None, p2p: ListenP2pOpt = None,
         raise typer.Exit(1)
     settings = {name: {"value": list(s.value) if isinstance(s.value, tuple) else s.value,
                        "source": s.source} for name, s in resolved.settings.items()}
-    result = {"home": str(home), "config": str(resolved.path),
+    result = {"home": str(home), "config": str(resolved.path), "ok": True, "errors": [],
               "version": {"value": resolved.version,
                           "source": "file" if resolved.version_stated else "default"},
-              "settings": settings,
-              "unknown_variables": [{"name": v.name, "did_you_mean": v.did_you_mean}
-                                    for v in resolved.unknown_variables]}
+              "settings": settings, "unknown_variables": unknown}
     width = max(len(name) for name in settings)
     values = {name: _shown(s.value) for name, s in resolved.settings.items()}
     value_width = min(max(len(v) for v in values.values()), 40)
@@ -92,8 +104,9 @@ def show(home: HomeOpt, api: ListenApiOpt = None, p2p: ListenP2pOpt = None,
 
 def validate(home: HomeOpt, api: ListenApiOpt = None, p2p: ListenP2pOpt = None,
              as_json: JsonOpt = False) -> None:
-    """Check the settings and list every problem at once, each naming its key; exit 1 if any."""
-    resolved = _resolve(Home(home), api, p2p)
+    """Check the settings and list every problem at once, each naming its key; exit 1 if any
+    (2, as ``run``, when the directory is no home)."""
+    resolved = _resolve(Home(home), api, p2p, as_json)
     errors = _errors(resolved)
     if as_json:
         typer.echo(json.dumps({"ok": not errors, "errors": errors}, sort_keys=True))

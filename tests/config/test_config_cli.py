@@ -20,6 +20,7 @@ from iomtnode.home import init_home
 
 app = typer.Typer()  # without the main app's callback, which configures this process's logs
 app.add_typer(config_app, name="config")
+app.command("run")(run)  # its refusals are the model of config's
 
 
 @pytest.fixture(autouse=True)
@@ -120,12 +121,29 @@ def test_show_refuses_wrong_settings_naming_them(home: Path) -> None:
     assert "log_level must be one of debug, info, warning, error" in result.output
 
 
-def test_a_directory_that_is_no_home_is_one_error(tmp_path: Path) -> None:
+def test_show_as_json_prints_the_errors_as_one_object(home: Path) -> None:
+    # a script reading stdout gets the errors, not an empty stdout; the exit code still says
+    result = invoke("show", "--home", home, "--json", env={"IOMTNODE_LOG_LEVEL": "chatty"})
+    assert result.exit_code == 1
+    shown = json.loads(result.stdout)
+    assert shown["ok"] is False and "settings" not in shown
+    [error] = shown["errors"]
+    assert error["key"] == "log_level" and "must be one of debug" in error["message"]
+    assert json.loads(invoke("show", "--home", home, "--json").stdout)["ok"] is True
+
+
+def test_a_directory_that_is_no_home_is_one_error_as_run_gives_it(tmp_path: Path) -> None:
+    expected = (f"{tmp_path} is not an iomtnode home (config.toml missing); "
+                f"run: iomtnode init --home {tmp_path}")
+    ran = CliRunner().invoke(app, ["run", "--home", str(tmp_path)])
+    assert (ran.exit_code, ran.stderr) == (2, f"error: {expected}\n")
     for command in ("show", "validate"):
         result = invoke(command, "--home", tmp_path)
-        assert result.exit_code == 1
-        assert f"{tmp_path / 'config.toml'} does not exist" in result.output
-        assert f"iomtnode init --home {tmp_path}" in result.output
+        assert (result.exit_code, result.stdout, result.stderr) == (2, "", f"error: {expected}\n")
+        as_json = invoke(command, "--home", tmp_path, "--json")
+        assert as_json.exit_code == 2
+        assert json.loads(as_json.stdout) == {
+            "ok": False, "errors": [{"key": "home", "message": expected}]}
 
 
 def test_the_flags_are_those_of_run() -> None:
