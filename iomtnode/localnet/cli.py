@@ -24,6 +24,7 @@ from ..home import HomeError
 from ..service import single_exception
 from . import procs, topology
 from .chaosrun import DURATION_S, run_scenario
+from .errors import LocalnetDirError
 from .invariants import InvariantError
 from .layout import DEFAULT_BASE_PORT, LocalnetError, Manifest, prepare
 from .net import Localnet
@@ -65,7 +66,8 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def run_trio(fn: Any, *args: Any) -> Any:
-    """Run ``fn`` under trio; expected failures become ``error: ...`` and exit 1 or 2."""
+    """Run ``fn`` under trio; expected failures become ``error: ...`` and exit 1 (the localnet
+    failed) or 2 (a --dir it cannot use, as ``prepare`` and ``down`` exit)."""
     try:
         return trio.run(fn, *args)
     except (Exception, KeyboardInterrupt) as raised:  # re-raised unless expected
@@ -79,6 +81,8 @@ def run_trio(fn: Any, *args: Any) -> Any:
                  f"admin_refuse_peers need a node with the p2p admin API", 1)
         if isinstance(exc, NodeUnreachable):
             fail(f"a node did not answer: {exc}", 1)
+        if isinstance(exc, LocalnetDirError):
+            fail(str(exc))  # the operator's --dir: 2, as prepare and down say it
         if isinstance(exc, EXPECTED):
             fail(str(exc), 1)
         raise

@@ -1,10 +1,15 @@
-"""The localnet's one error class, shared by every module of the package."""
+"""The localnet's error classes, shared by every module of the package."""
 
 from __future__ import annotations
 
 
 class LocalnetError(RuntimeError):
     """A localnet directory or operation that cannot proceed (says what to do)."""
+
+
+class LocalnetDirError(LocalnetError):
+    """A --dir the command cannot use: no localnet there, an unreadable manifest, or not
+    empty where a new localnet would go. The operator's input: every command exits 2."""
 
 
 class LocalnetTimeout(LocalnetError):

@@ -27,7 +27,7 @@ from ..config import Config, load_config, parse_hostport, render
 from ..core.crypto import SigningKey
 from ..core.genesis import Genesis
 from ..home import Home, init_home
-from .errors import LocalnetError
+from .errors import LocalnetDirError, LocalnetError
 from .netns import NetnsInfo
 
 MANIFEST_NAME = "localnet.json"
@@ -184,12 +184,12 @@ class Manifest:
         try:
             doc = json.loads(path.read_text())
         except FileNotFoundError:
-            raise LocalnetError(f"{directory} is not a localnet ({MANIFEST_NAME} missing); "
+            raise LocalnetDirError(f"{directory} is not a localnet ({MANIFEST_NAME} missing); "
                                 f"run: iomtnode localnet prepare --dir {directory}") from None
         except (OSError, ValueError) as exc:
-            raise LocalnetError(f"cannot read {path}: {exc}") from None
+            raise LocalnetDirError(f"cannot read {path}: {exc}") from None
         if not isinstance(doc, dict) or doc.get("version") != MANIFEST_VERSION:
-            raise LocalnetError(f"{path} is not a version {MANIFEST_VERSION} localnet manifest")
+            raise LocalnetDirError(f"{path} is not a version {MANIFEST_VERSION} localnet manifest")
         try:
             return cls(
                 dir=directory, chain_id=doc["chain_id"], genesis_hash=doc["genesis_hash"],
@@ -203,7 +203,7 @@ class Manifest:
                          if (ref := ProcRef.from_json(raw)) is not None},
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise LocalnetError(f"{path} is malformed: {exc!r}") from None
+            raise LocalnetDirError(f"{path} is malformed: {exc!r}") from None
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -319,10 +319,10 @@ def prepare(directory: Path | str, nodes: int, *, authorities: int | None = None
         raise LocalnetError(f"--authorities must be between 1 and the number of nodes ({nodes})")
     directory = Path(directory).resolve()
     if (directory / MANIFEST_NAME).exists():
-        raise LocalnetError(f"{directory} is already a localnet; reuse it with `localnet up`, "
+        raise LocalnetDirError(f"{directory} is already a localnet; reuse it with `localnet up`, "
                             f"or remove it first")
     if directory.exists() and any(directory.iterdir()):
-        raise LocalnetError(f"{directory} exists and is not empty; pick a new directory")
+        raise LocalnetDirError(f"{directory} exists and is not empty; pick a new directory")
     keys = [SigningKey.generate() for _ in range(nodes)]
     genesis = Genesis(chain_id=chain_id, time_ms=int(time.time() * 1000),
                       authorities=tuple(key.public for key in keys[:k]), admission_threshold=1)
@@ -379,13 +379,13 @@ def open_or_prepare(directory: Path | str, nodes: int | None, **prepare_args: An
     if (directory / MANIFEST_NAME).exists():
         manifest = Manifest.load(directory)
         if nodes is not None and nodes != len(manifest.nodes):
-            raise LocalnetError(f"{directory} holds a {len(manifest.nodes)}-node localnet, not "
+            raise LocalnetDirError(f"{directory} holds a {len(manifest.nodes)}-node localnet, not "
                                 f"{nodes}; drop --nodes to reuse it or pick a new directory")
         for entry in manifest.nodes:
             Home(entry.home).check()
         return manifest
     with contextlib.suppress(FileNotFoundError):
         if any(directory.iterdir()):
-            raise LocalnetError(f"{directory} is not empty and holds no {MANIFEST_NAME}; "
+            raise LocalnetDirError(f"{directory} is not empty and holds no {MANIFEST_NAME}; "
                                 f"pick a new directory")
     return prepare(directory, 4 if nodes is None else nodes, **prepare_args)

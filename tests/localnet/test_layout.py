@@ -246,6 +246,24 @@ def test_every_command_explains_itself(command):
     assert "Usage" in result.output
 
 
+@pytest.mark.parametrize("command", [
+    ["status"], ["down"], ["chaos", "--scenario", "isolate"], ["up"], ["prepare"]])
+def test_a_directory_that_is_no_localnet_exits_2_from_every_command(tmp_path, command):
+    # a --dir the operator got wrong is input that cannot be used (2), whichever command read
+    # it; 1 is for a localnet that failed (a node down, an invariant violated)
+    (tmp_path / "notes.txt").write_text("not a localnet\n")
+    result = CliRunner().invoke(localnet_app, [*command, "--dir", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert f"error: {tmp_path} " in result.stderr
+
+
+def test_a_missing_localnet_directory_exits_2_from_every_command_that_reads_one(tmp_path):
+    for command in (["status"], ["down"], ["chaos", "--scenario", "isolate"]):
+        result = CliRunner().invoke(localnet_app, [*command, "--dir", str(tmp_path / "none")])
+        assert result.exit_code == 2, (command, result.output)
+        assert "is not a localnet (localnet.json missing)" in result.stderr
+
+
 def test_prepare_command_prints_json_without_tokens(tmp_path):
     result = CliRunner().invoke(localnet_app, ["prepare", "--nodes", "2", "--dir",
                                                str(tmp_path / "n"), "--json"])
