@@ -111,6 +111,27 @@ def corrupt(path, offset: int) -> None:
     path.write_bytes(bytes(data))
 
 
+def test_damage_within_the_tail_window_is_cut_as_a_torn_tail(tmp_path):
+    # the known limit docs/privacy.md states: records fsynced (their reads answered) that are
+    # damaged on disk near the end are taken for a torn tail and cut, with the ones after them,
+    # with only a warning; anchors are what shows the loss
+    directory = tmp_path / "audit"
+    with AuditLog(directory) as log:
+        kept = log.append([call(i) for i in range(5)])
+        fifth = first_segment(directory).stat().st_size
+        log.append([call(i) for i in range(5, 10)])  # fsynced: whole and acknowledged
+    path = first_segment(directory)
+    size = path.stat().st_size
+    assert size - fifth <= TORN_TAIL_MAX_BYTES
+    corrupt(path, fifth + 20)  # one flipped bit in record 5's payload
+    with structlog.testing.capture_logs() as logs, AuditLog(directory) as log:
+        assert (log.next_index, log.read(0, 5)) == (5, kept)  # records 5 to 9 are gone
+    [event] = [e for e in logs if e["event"] == "audit_log_tail_truncated"]
+    assert (event["offset"], event["dropped_bytes"]) == (fifth, size - fifth)
+    assert event["reason"] == "frame checksum mismatch"
+    assert TORN_TAIL_MAX_BYTES == 1_114_120  # the figure docs/privacy.md gives
+
+
 def test_corrupt_frame_in_the_middle_is_refused(tmp_path):
     directory = tmp_path / "audit"
     with AuditLog(directory) as log:
