@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from iomtnode.consensus.signing import ConflictingSignatureError, Signer
-from iomtnode.consensus.votes import SigningState, Step
+from iomtnode.consensus.votes import Proposal, SigningState, Step
 from iomtnode.core.crypto import blake2b256
 from iomtnode.core.vote import NIL, VoteType
 
@@ -88,3 +88,72 @@ def test_a_record_without_kept_messages_or_with_a_bad_list_keeps_the_state():
         [key("A").public, state.to_bytes(), [[1, 7, b"x"]]]))  # kind 7: no such kind
     signer = Signer(key("A"), CHAIN_ID, bad)
     assert signer.state == state and not signer.fresh and signer.signed_before == []
+
+
+class Snapshots(MemoryMeta):
+    """Every record written, in order: a crash leaves any one of them (the record file is
+    one synced write; a torn one leaves the one before)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[tuple[bytes, int]] = []  # (record, messages signed before it)
+        self.signed: list[bytes] = []
+
+    def put_meta(self, name: str, value: bytes) -> None:
+        super().put_meta(name, value)
+        self.written.append((value, len(self.signed)))
+
+
+def test_a_restart_from_any_record_written_sends_only_what_was_signed_before_it():
+    """Crash after any record write (before or after the signature it covers): what the
+    record keeps is, byte for byte, messages signed before that write, at the recorded
+    height and below the recorded step, so sending them again signs nothing; and the
+    restarted signer still refuses every other message at or below the record."""
+    from iomtnode.consensus.signing import META_SIGNING_STATE
+
+    meta = Snapshots()
+    signer = Signer(key("A"), CHAIN_ID, meta)
+    # (state recorded, messages signed under it): one record may cover two signatures
+    script = [((5, 0, Step.PROPOSE, X), [("P", 0, X)]),
+              ((5, 0, Step.PREVOTE, X), [(PV, 0, X)]),
+              ((5, 0, Step.PRECOMMIT, NIL), [(PC, 0, NIL)]),
+              ((5, 1, Step.PRECOMMIT, X), [(PV, 1, X), (PC, 1, X)]),
+              ((5, 2, Step.PREVOTE, NIL), [(PV, 2, NIL)]),
+              ((5, 3, Step.PROPOSE, Y), [("P", 3, Y)]),
+              ((5, 3, Step.PREVOTE, Y), [(PV, 3, Y)]),
+              ((6, 0, Step.PREVOTE, NIL), [(PV, 0, NIL)])]
+    for (height, round_, step, block), messages in script:
+        signer.record(SigningState(height, round_, step, block))
+        for kind, r, block_hash in messages:
+            signed = (signer.proposal(height, r, block_hash) if kind == "P"
+                      else signer.vote(kind, height, r, block_hash))
+            meta.signed.append(signed.encode())
+    assert len(meta.written) == len(script)
+    for record, signed_then in meta.written:
+        after = Signer(key("A"), CHAIN_ID, _holding(META_SIGNING_STATE, record))
+        state = after.state
+        at = (state.height, state.round, state.step)
+        for round_, message in after.signed_before:
+            assert message.encode() in meta.signed[:signed_then]
+            step = Step.PROPOSE if isinstance(message, Proposal) else (
+                Step.PREVOTE if message.type is PV else Step.PRECOMMIT)
+            assert message.height == state.height and round_ in (state.round - 1, state.round)
+            assert (message.height, message.round, step) < at
+        for round_ in range(state.round + 1):  # nothing else at or below the record
+            for step in (Step.PROPOSE, Step.PREVOTE, Step.PRECOMMIT):
+                for block_hash in (X, Y, NIL):
+                    if (state.height, round_, step) > at or (
+                            (state.height, round_, step) == at and block_hash == state.block_hash):
+                        continue
+                    with pytest.raises(ConflictingSignatureError):
+                        if step is Step.PROPOSE:
+                            after.proposal(state.height, round_, block_hash)
+                        else:
+                            after.vote(PV if step is Step.PREVOTE else PC, state.height, round_,
+                                       block_hash)
+
+
+def _holding(name: str, value: bytes) -> MemoryMeta:
+    meta = MemoryMeta()
+    meta.put_meta(name, value)
+    return meta
