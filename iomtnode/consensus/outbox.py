@@ -73,7 +73,7 @@ class Outbox:
         events: list[ProposalReceived | VoteReceived] = []
         for round_, message in signed:
             raw = message.encode()
-            round_ = max(round_, now_round) if round_ < now_round - 1 else round_
+            round_ = now_round if round_ < now_round - 1 else round_
             if isinstance(message, Proposal):
                 built = held(message.block_hash)
                 if built is None:
