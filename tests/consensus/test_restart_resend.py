@@ -129,3 +129,41 @@ def test_what_a_restart_gives_its_machine_again_signs_nothing_the_record_does_no
             drive(again, after, peer_event(rng, again, more), more)
         assert (after.state.height, after.state.round, after.state.step) >= (
             state.height, state.round, state.step)
+
+
+class Sent:
+    """The network and inbound sides an Outbox uses: what it broadcast."""
+
+    def __init__(self) -> None:
+        self.messages: list[object] = []
+
+    def broadcast_consensus(self, msg: object, exclude: frozenset[bytes] = frozenset(),
+                            only: frozenset[bytes] | None = None) -> None:
+        self.messages.append(msg)
+
+    def mark_own(self, signed: bytes) -> None:
+        pass
+
+    def holders(self, proposal: Proposal) -> frozenset[bytes]:
+        return frozenset()
+
+
+def test_a_kept_proposal_goes_out_only_with_its_block_and_an_earlier_prevote_with_this_round():
+    """Outbox.send_again: a proposal whose block is not held is neither sent nor given to
+    the machine (a peer could not check it); a prevote older than the previous round (part
+    of a proof of lock) is resent while the restarted round is, not dropped at once."""
+    from iomtnode.consensus.messages import ConsensusVote
+    from iomtnode.consensus.outbox import Outbox
+
+    sent = Sent()
+    outbox = Outbox(sent, sent, 1.0)  # type: ignore[arg-type]
+    old = sign_vote(key("A"), CHAIN_ID, VoteType.PREVOTE, H, 0, BLOCKS[0])
+    proposal = sign_proposal(key("A"), CHAIN_ID, H, 6, BLOCKS[1], NO_ROUND)
+    events = outbox.send_again([(0, old), (6, proposal)], lambda block_hash: None, 7)
+    assert events == [VoteReceived(old)]
+    assert sent.messages == [ConsensusVote(old.encode())]
+    outbox.started(0.0)
+    sent.messages.clear()
+    outbox.resend(1.0, 7, False)
+    outbox.resend(2.0, 8, False)
+    assert sent.messages == [ConsensusVote(old.encode())] * 2
