@@ -275,13 +275,13 @@ class Driver:
         log.debug("height_entered", height=height, deferred=deferred)
         if restored is not None and restored.height == height:  # restarted at this height
             await self._held.restore(restored.round, self._blocks)
-            for event in self._outbox.send_again(signer.signed_before, self._held.get):
+            for event in self._outbox.send_again(signer.signed_before, self._held.get,
+                                                 restored.round):
                 await self._step(event)
-        if restored is not None and restored.height == height and restored.step in (
-                Step.PREVOTE, Step.PRECOMMIT):  # restarted: send the last vote again
-            vote_type = VoteType.PREVOTE if restored.step is Step.PREVOTE else VoteType.PRECOMMIT
-            await self._step(self._sign_vote(vote_type, height, restored.round,
-                                             restored.block_hash))
+            if restored.step in (Step.PREVOTE, Step.PRECOMMIT):  # and the last vote, again
+                kind = VoteType.PREVOTE if restored.step is Step.PREVOTE else VoteType.PRECOMMIT
+                await self._step(self._sign_vote(kind, height, restored.round,
+                                                 restored.block_hash))
         assert self.machine is not None
         next_validators = authorities_at(self._chain.state(), height + 1)
         for peer_id, msg in self._inbound.enter(height, self._validators, self.machine.proposer,

@@ -61,17 +61,19 @@ class Outbox:
             self.send(round_, raw, ConsensusVote(raw))
 
     def send_again(self, signed: Iterable[tuple[int, Vote | Proposal]],
-                   held: Callable[[bytes], BuiltBlock | None]
+                   held: Callable[[bytes], BuiltBlock | None], now_round: int
                    ) -> list[ProposalReceived | VoteReceived]:
         """After a restart at a height: send again this validator's messages ``signed`` there
         before its last one (:attr:`~iomtnode.consensus.signing.Signer.signed_before`), as
         when they were made, and return them to deliver to its machine. Peers that restarted
         too lost them: without its earlier prevote, a round in which some locked and others
-        only prevoted would never reach a quorum of either kind again. A proposal whose
-        block is not ``held`` is skipped."""
+        only prevoted would never reach a quorum of either kind again. A prevote of a round
+        before ``now_round``'s previous one (part of a proof of lock) is resent as one of
+        ``now_round``'s messages. A proposal whose block is not ``held`` is skipped."""
         events: list[ProposalReceived | VoteReceived] = []
         for round_, message in signed:
             raw = message.encode()
+            round_ = now_round if round_ < now_round - 1 else round_
             if isinstance(message, Proposal):
                 built = held(message.block_hash)
                 if built is None:

@@ -60,8 +60,10 @@ SIGNING_LOCK_FILE = "signing.lock"
 SIGNING_STATE_FILE = "signing_state"  # in the home, beside node_key, outside data/
 RESUMED_ROUND = 2**32  # a hand-written record closes every round a height will reach
 KEPT_SIGNED = 6  # own messages kept in the record: a proposal, prevote, precommit x 2 rounds
+KEPT_EARLIER = 8  # and own prevotes for a block of earlier rounds of the height, the newest
 MAX_KEPT_BYTES = 512  # one kept message, encoded (a vote or a proposal is about 150)
-MAX_RECORD_BYTES = 2 * MAX_SIGNING_STATE_BYTES + KEPT_SIGNED * (MAX_KEPT_BYTES + 16)
+MAX_RECORD_BYTES = 2 * MAX_SIGNING_STATE_BYTES + (KEPT_SIGNED + KEPT_EARLIER) * (
+    MAX_KEPT_BYTES + 16)
 VOTE, PROPOSAL = 0, 1  # a kept message's kind
 
 
@@ -130,12 +132,22 @@ def read_kept(raw: bytes, public: bytes) -> list[Kept]:
     if not (isinstance(value, list) and len(value) == 3 and value[0] == public):
         return []
     kept = value[2]
-    if (isinstance(kept, list) and len(kept) <= KEPT_SIGNED and all(
+    if (isinstance(kept, list) and len(kept) <= KEPT_SIGNED + KEPT_EARLIER and all(
             isinstance(k, list) and len(k) == 3 and type(k[0]) is int and k[1] in (VOTE, PROPOSAL)
             and isinstance(k[2], bytes) and len(k[2]) <= MAX_KEPT_BYTES for k in kept)):
         return [(k[0], k[1], k[2]) for k in kept]
     log.error("signed_messages_unreadable", reason="not a list of kept messages")
     return []
+
+
+def _prevote_for_block(kept: Kept) -> bool:
+    if kept[1] != VOTE:
+        return False
+    try:
+        vote = decode_vote(kept[2])
+    except MalformedVoteError:
+        return False
+    return vote.type is VoteType.PREVOTE and vote.block_hash != NIL
 
 
 class MetaStore(Protocol):
@@ -282,15 +294,22 @@ class Signer:
             raise ValueError(f"signing state going back from {self.state} to {state}")
         if state.height != self.state.height:
             self._kept = []
-        self._kept = [k for k in self._kept if k[0] >= state.round - 1][-KEPT_SIGNED:]
+        # the last two rounds' messages, and the prevotes for a block of earlier rounds: a
+        # lock is given up, or a locked block accepted again, only with a proof of lock (2f+1
+        # prevotes of one round), and after a restart of every authority those prevotes
+        # exist nowhere else
+        window = [k for k in self._kept if k[0] >= state.round - 1]
+        earlier = [k for k in self._kept if k[0] < state.round - 1 and _prevote_for_block(k)]
+        self._kept = earlier[-KEPT_EARLIER:] + window[-KEPT_SIGNED:]
         self._store.put_meta(META_SIGNING_STATE, signing_record(self.public, state, self._kept))
         self.state = state
 
     @property
     def signed_before(self) -> list[tuple[int, Vote | Proposal]]:
         """(round, message) of what this key signed at the recorded height before its last
-        message, in the order signed (the last and previous rounds): after a restart the
-        driver sends them again, since peers that restarted too have lost them."""
+        message, in the order signed (the last and previous rounds, and the prevotes for a
+        block of earlier rounds): after a restart the driver sends them again, since peers
+        that restarted too have lost them."""
         found: list[tuple[int, Vote | Proposal]] = []
         for round_, kind, raw in self._kept:
             try:

@@ -11,6 +11,7 @@ from collections import Counter
 
 from iomtnode.consensus.held import META_WAL
 from iomtnode.consensus.messages import ConsensusVote
+from iomtnode.consensus.votes import NO_ROUND, Step
 from iomtnode.core.vote import NIL, VoteType, decode_vote
 
 from ..core.helpers import pub
@@ -20,6 +21,7 @@ from .harness import (
     admit_tx,
     assert_one_chain,
     cluster,
+    signed_by,
     wait_heights,
     wait_until,
 )
@@ -160,3 +162,123 @@ async def test_a_whole_network_restart_after_half_locked_finalizes(tmp_path, aut
         await net.start()
         await wait_heights(nodes, 1)
         assert_one_chain(nodes, net.genesis)
+
+
+class LockedThenRoundsPass(FakeNetwork):
+    """Round 0: the proposal of B (the proposer) never reaches D; round 0's prevotes (A, B
+    and C for the block, D nil) all reach B and C, who see the polka and lock, but A hears
+    only A and B, and D only A, B and D: both time out and precommit nil. No proposal of a
+    later round gets out, so rounds pass, all nil, with B and C locked on round 0's block."""
+
+    def broadcast_consensus(self, msg: ConsensusMessage,
+                            exclude: frozenset[bytes] = frozenset(),
+                            only: frozenset[bytes] | None = None) -> None:
+        signer, (_, round_, step), _ = signed_by(msg)
+        hears = {"A": "AB", "B": "ABCD", "C": "ABCD", "D": "ABD"}
+        if step is Step.PROPOSE:
+            allowed = frozenset({pub("A"), pub("B"), pub("C")}) if round_ == 0 else frozenset()
+        elif step is Step.PREVOTE and round_ == 0:
+            allowed = frozenset(pub(n) for n, heard in hears.items()
+                                if any(signer == pub(s) for s in heard))
+        else:
+            allowed = None
+        if allowed is not None:
+            only = allowed if only is None else allowed & only
+        super().broadcast_consensus(msg, exclude, only)
+
+
+async def test_a_whole_network_restart_rounds_after_half_locked_finalizes(
+        tmp_path, autojump_clock):
+    """B and C locked a block in round 0, A and D never saw its polka, and rounds 1 to 3
+    passed nil before a site power cut. After it, B and C prevote only for their block,
+    and only with a proof of lock from round 0 (or later) can A and D prevote for it: the
+    round-0 prevotes must survive the restart, though they are older than the last two
+    rounds."""
+    async with cluster(tmp_path, signed_before=True) as net:
+        nodes = list(net.nodes.values())
+        for node in nodes:
+            node.network = LockedThenRoundsPass(net.bus, node.id, node.meta)
+            node.mempool.add(admit_tx())
+        await net.start()
+
+        def machines() -> list:
+            return [n.driver.machine for n in nodes
+                    if n.driver is not None and n.driver.machine is not None]
+
+        await wait_until(lambda: len(machines()) == 4 and all(m.round >= 3 for m in machines()),
+                         timeout=600)
+        assert [m.locked_round for m in machines()] == [NO_ROUND, 0, 0, NO_ROUND]
+        for node in nodes:  # a site power cut
+            node.stop()
+            node.network = FakeNetwork(net.bus, node.id, node.meta)
+        assert all(n.chain.height == 0 for n in nodes)
+        await net.start()
+        await wait_heights(nodes, 1, timeout=600)
+        assert_one_chain(nodes, net.genesis)
+
+
+class ProposerCutAfterItsProposal(FakeNetwork):
+    """B, round 0's proposer, is cut off right after its proposal: nothing it signs after
+    it leaves, and what its home held then is kept aside (``at_proposal``), to be what it
+    holds after the power cut. Prevotes reach only C and D, who lock; own precommits never
+    leave."""
+
+    at_proposal: dict[str, bytes] = {}
+
+    def broadcast_consensus(self, msg: ConsensusMessage,
+                            exclude: frozenset[bytes] = frozenset(),
+                            only: frozenset[bytes] | None = None) -> None:
+        signer, (_, _, step), _ = signed_by(msg)
+        if signer == self.me == pub("B") and not exclude:
+            if step is not Step.PROPOSE:
+                return
+            if not self.at_proposal:
+                self.at_proposal.update(self.meta.values)
+        if isinstance(msg, ConsensusVote):
+            vote = decode_vote(msg.vote)
+            if vote.type is VoteType.PRECOMMIT and vote.validator == self.me:
+                return
+            if vote.type is VoteType.PREVOTE:
+                pair = frozenset({pub("C"), pub("D")})
+                only = pair if only is None else pair & only
+        super().broadcast_consensus(msg, exclude, only)
+
+
+async def test_a_proposal_lost_with_its_proposer_costs_a_round_not_the_height(
+        tmp_path, autojump_clock):
+    """A proposal is kept only once the next record is written (its signature comes after
+    the record that covers it, and that record cannot hold it), so a proposer stopped right
+    after signing one does not send it again. The polka its round reached survives (the
+    prevotes are kept or are last votes): the round times out and the next proposer,
+    locked, proposes the block again with that proof of lock."""
+    from iomtnode.consensus.signing import META_SIGNING_STATE, read_signing_record
+
+    ProposerCutAfterItsProposal.at_proposal = {}
+    async with cluster(tmp_path, signed_before=True) as net:
+        nodes = list(net.nodes.values())
+        for node in nodes:
+            node.network = ProposerCutAfterItsProposal(net.bus, node.id, node.meta)
+            node.mempool.add(admit_tx())
+        await net.start()
+
+        def locked() -> list[bytes]:
+            return [n.driver.machine.locked_value for n in nodes
+                    if n.driver is not None and n.driver.machine is not None]
+
+        await wait_until(lambda: sum(v != NIL for v in locked()) == 2)
+        [x] = set(locked()) - {NIL}
+        for node in nodes:  # a site power cut; B's home as right after its proposal
+            node.stop()
+            node.network = FakeNetwork(net.bus, node.id, node.meta)
+        b = net["B"]
+        b.meta.values.clear()
+        b.meta.values.update(ProposerCutAfterItsProposal.at_proposal)
+        state = read_signing_record(b.meta.values[META_SIGNING_STATE], pub("B"))
+        assert state is not None and (state.round, state.step) == (0, Step.PROPOSE)
+        assert all(n.chain.height == 0 for n in nodes)
+        await net.start()
+        await wait_heights(nodes, 1)
+        assert_one_chain(nodes, net.genesis)
+        commit = nodes[0].chain.commit_at(1)
+        assert commit is not None and commit.round >= 1  # round 0 had no proposal left
+        assert nodes[0].chain.block_at(1).hash == x
