@@ -194,9 +194,10 @@ class ApiServer:
                             nursery, stream, message_queue_size=cfg.message_queue_size,
                             max_message_size=cfg.max_message_bytes,
                             receive_buffer_size=RECEIVE_BUFFER_BYTES)
-                        if request is None:
-                            log.info("api_handshake_rejected", remote=remote, status=400,
-                                     reason=MALFORMED_REQUEST)
+                        if isinstance(request, str):  # why there is no request
+                            if request == MALFORMED_REQUEST:
+                                log.info("api_handshake_rejected", remote=remote,
+                                         status=400, reason=request)
                             nursery.cancel_scope.cancel()
                             return
                     if request is not None:

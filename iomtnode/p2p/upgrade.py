@@ -29,6 +29,7 @@ REFUSAL_WRITE_S = 0.5  # seconds at most spent writing a refusal to a socket not
 BAD_UPGRADE = (h11.LocalProtocolError, wsproto.utilities.LocalProtocolError)
 REMOTE_ERRORS = (h11.RemoteProtocolError, wsproto.utilities.RemoteProtocolError)
 MALFORMED_REQUEST = "malformed HTTP upgrade request (answered 400)"
+CLOSED_BEFORE_REQUEST = "closed the connection before its upgrade request"
 
 
 def upgrade_failure(group: BaseExceptionGroup[Exception]) -> str:
@@ -63,18 +64,43 @@ async def refuse_unread(stream: trio.abc.Stream, reason: str) -> None:
 
 
 class _CloseWatch(trio.abc.Stream):
-    """``stream`` as trio-websocket holds it: sending and receiving are ``stream``'s own
-    methods (bound on the instance: no extra call per frame); :attr:`closed` is set when
-    trio-websocket closes it, which it does, before any request reaches us, after answering
-    a malformed HTTP request with 400."""
+    """``stream`` as trio-websocket holds it, until the upgrade request has arrived.
+
+    :attr:`ended` is set, with :attr:`reason`, when trio-websocket closes it, which it does,
+    before any request reaches us, after answering a malformed HTTP request with 400; and
+    when the client ends the stream before a request (trio-websocket would wait for one
+    until the handshake's timeout, the client's place among the handshakes held all along).
+    Sending is ``stream``'s own method, bound on the instance (no extra call per frame);
+    receiving is watched until :meth:`arrived`, then ``stream``'s own as well."""
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self._stream = stream
-        self.closed = trio.Event()
+        self.ended = trio.Event()
+        self.reason = ""
         self.send_all = stream.send_all  # type: ignore[method-assign]
-        self.receive_some = stream.receive_some  # type: ignore[method-assign]
+        self.receive_some = self._receive_before_request  # type: ignore[method-assign]
         self.wait_send_all_might_not_block = (  # type: ignore[method-assign]
             stream.wait_send_all_might_not_block)
+
+    def arrived(self) -> None:
+        """The request is in: receive straight from ``stream`` from now on."""
+        self.receive_some = self._stream.receive_some  # type: ignore[method-assign]
+
+    def _end(self, reason: str) -> None:
+        if not self.ended.is_set():
+            self.reason = reason
+            self.ended.set()
+
+    async def _receive_before_request(self, max_bytes: int | None = None
+                                      ) -> bytes | bytearray:
+        try:
+            data = await self._stream.receive_some(max_bytes)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._end(CLOSED_BEFORE_REQUEST)
+            raise
+        if not data:
+            self._end(CLOSED_BEFORE_REQUEST)
+        return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self._stream.send_all(data)  # not called: the instance holds stream's own
@@ -86,7 +112,7 @@ class _CloseWatch(trio.abc.Stream):
         return await self._stream.receive_some(max_bytes)  # not called, as send_all
 
     async def aclose(self) -> None:
-        self.closed.set()
+        self._end(MALFORMED_REQUEST)
         await self._stream.aclose()
 
 
@@ -97,20 +123,24 @@ async def _cancel_when(event: trio.Event, scope: trio.CancelScope) -> None:
 
 async def upgrade_request(nursery: trio.Nursery, stream: trio.abc.Stream, *,
                           message_queue_size: int, max_message_size: int,
-                          receive_buffer_size: int) -> WebSocketRequest | None:
-    """trio-websocket's ``wrap_server_stream``: the client's upgrade request, or None once
-    trio-websocket has answered a request that is not a websocket upgrade with 400 and
-    closed ``stream`` (``wrap_server_stream`` alone would wait for a request that never
-    comes)."""
+                          receive_buffer_size: int) -> WebSocketRequest | str:
+    """trio-websocket's ``wrap_server_stream``: the client's upgrade request, or why there
+    is none: :data:`MALFORMED_REQUEST` once trio-websocket has answered a request that is
+    not a websocket upgrade with 400 and closed ``stream``, :data:`CLOSED_BEFORE_REQUEST`
+    once the client has ended it (``wrap_server_stream`` alone would wait for a request that
+    never comes)."""
     watched = _CloseWatch(stream)
-    request = None
+    request: WebSocketRequest | None = None
     async with trio.open_nursery() as race:
-        race.start_soon(_cancel_when, watched.closed, race.cancel_scope)
+        race.start_soon(_cancel_when, watched.ended, race.cancel_scope)
         request = await wrap_server_stream(nursery, watched,
                                            message_queue_size=message_queue_size,
                                            max_message_size=max_message_size,
                                            receive_buffer_size=receive_buffer_size)
         race.cancel_scope.cancel()
+    if request is None:
+        return watched.reason
+    watched.arrived()
     return request
 
 
@@ -124,9 +154,11 @@ async def accept_upgrade(nursery: trio.Nursery, stream: trio.abc.Stream, remote:
     request = await upgrade_request(nursery, stream, message_queue_size=RECEIVE_QUEUE_FRAMES,
                                     max_message_size=MAX_MESSAGE_BYTES,
                                     receive_buffer_size=RECEIVE_BUFFER_BYTES)
-    if request is None:
-        log.info("peer_handshake_rejected", remote=remote, status=400,
-                 reason=MALFORMED_REQUEST)
+    if isinstance(request, str):
+        if request == MALFORMED_REQUEST:
+            log.info("peer_handshake_rejected", remote=remote, status=400, reason=request)
+        else:
+            log.debug("peer_handshake_abandoned", remote=remote, reason=request)
         return None
     path = urlsplit(request.path).path
     if path != P2P_PATH:

@@ -381,3 +381,18 @@ async def test_a_request_that_is_no_websocket_upgrade_is_refused_at_once_and_log
             await stream.aclose()
             assert answer.startswith(b"HTTP/1.1 400")
             assert refused == [(400, MALFORMED_REQUEST)]
+
+
+async def test_a_client_that_leaves_before_its_request_frees_its_place_at_once(nursery):
+    """A connection ended before (or midway through) its upgrade request gives its place
+    among the address's connections back then, not at the connect timeout (10 s)."""
+    _, port = await start(nursery, dataclasses.replace(CONFIG, max_connections_per_ip=1))
+    with trio.fail_after(2):  # well below the connect timeout
+        for sent in (b"", b"GET /api/v1 HTTP/1.1\r\n"):
+            stream = await trio.open_tcp_stream("127.0.0.1", port, local_address="127.0.0.4")
+            await stream.send_all(sent)
+            await stream.send_eof()
+            assert await stream.receive_some() == b""  # the node closed its end: no answer
+            await stream.aclose()
+        async with open_client(f"ws://127.0.0.1:{port}/api/v1") as client:  # the place is free
+            assert await client.call("add", a=3) == 3

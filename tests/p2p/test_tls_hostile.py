@@ -17,7 +17,7 @@ from iomtnode.p2p.handshake import make_hello
 from iomtnode.p2p.hostconfig import DialError
 from iomtnode.p2p.messages import encode_message
 from iomtnode.p2p.tls import client_context, make_certificate, server_context
-from iomtnode.p2p.upgrade import MALFORMED_REQUEST
+from iomtnode.p2p.upgrade import CLOSED_BEFORE_REQUEST, MALFORMED_REQUEST
 
 from .fakepeer import secure
 from .test_transport import start_host
@@ -129,6 +129,33 @@ async def test_a_malformed_upgrade_ends_the_handshake_at_once_with_its_reason(
     assert [(e["status"], e["reason"]) for e in logs
             if e["event"] == "peer_handshake_rejected"] == [(400, MALFORMED_REQUEST)]
     assert not [e for e in logs if e["event"] == "peer_handshake_failed"]
+    assert host.slots.pending_total == 0
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET /p2p/v1 HTTP/1.1\r\n"])
+async def test_a_client_that_leaves_before_its_request_frees_its_place_at_once(
+        nursery, autojump_clock, sent):
+    """The TLS handshake done, the client ends the stream before (or midway through) its
+    upgrade request: the handshake ends then, not at its 5 s timeout, its place given back."""
+    host = await start_host(nursery, SigningKey(blake2b256(b"node")))
+    sa, sb = memory_stream_pair()
+
+    async def client() -> None:
+        conn = await secure(sa)
+        await conn.stream.send_all(sent)
+        await conn.stream.aclose()  # TLS close_notify, then the socket closed
+
+    start = trio.current_time()
+    with capture_logs() as logs:
+        async with trio.open_nursery() as inner:
+            inner.start_soon(client)
+            with trio.fail_after(10):
+                await host.accept_stream(sb, REMOTE)
+    assert trio.current_time() - start < 1  # not held until the handshake timeout (5 s)
+    assert [e["reason"] for e in logs
+            if e["event"] == "peer_handshake_abandoned"] == [CLOSED_BEFORE_REQUEST]
+    assert not [e for e in logs if e["event"] in ("peer_handshake_failed",
+                                                  "peer_handshake_rejected")]
     assert host.slots.pending_total == 0
 
 
