@@ -298,6 +298,11 @@ def chaos_cmd(
     if manifest is not None and (seed is not None or duration is not None):
         fail("--seed and --duration apply to the running localnet in --dir; with --manifest "
              "use --seeds N and the manifest's duration_s or [durations]")
+    if manifest is None and not chosen:
+        fail("name a --scenario (or give a --manifest)")
+    for name in chosen:
+        if name not in SCENARIOS:
+            fail(f"unknown scenario {name!r}; one of {', '.join(SCENARIOS)}")
 
     def show(report: dict[str, Any]) -> None:
         if not as_json:
@@ -321,8 +326,6 @@ def chaos_cmd(
                                on_report=show_and_keep)
 
     async def attached() -> list[dict[str, Any]]:
-        if not chosen:
-            raise LocalnetError("name a --scenario (or give a --manifest)")
         reports = []
         async with Localnet.attach(directory) as net:
             for name in chosen:

@@ -190,10 +190,13 @@ def test_chaos_command_reports_a_namespace_scenario_skipped_on_loopback(tmp_path
 
 def test_chaos_command_needs_a_scenario_or_a_manifest(tmp_path):
     result = CliRunner().invoke(localnet_app, ["chaos", "--dir", str(tmp_path)])
-    assert result.exit_code == 1 and "name a --scenario" in result.output
+    assert result.exit_code == 2 and "name a --scenario" in result.output  # usage: 2
     result = CliRunner().invoke(localnet_app, ["chaos", "--scenario", "meteor",
                                                "--manifest", str(REPO / "deploy/chaos/ci.toml")])
-    assert result.exit_code == 1 and "unknown scenario" in result.output
+    assert result.exit_code == 2 and "unknown scenario" in result.output
+    result = CliRunner().invoke(localnet_app, ["chaos", "--dir", str(tmp_path),
+                                               "--scenario", "meteor"])
+    assert result.exit_code == 2 and "unknown scenario 'meteor'" in result.output
 
 
 def test_the_localnet_simulator_records_into_the_localnet_directory(tmp_path):
