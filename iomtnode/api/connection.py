@@ -64,9 +64,10 @@ BYTES_PER_REQUEST = 64 * 1024  # a message pays one more request per this many b
 
 def address_key(ip: str) -> str:
     """What the per-IP limit counts by: an IPv4 address, or an IPv6 address's /64 (one
-    subscriber's network: a party that has one has them all); other names whole."""
+    subscriber's network: a party that has one has them all; IPv4-mapped IPv6 as IPv4),
+    bracketed or not; other names whole (the API's and the metrics endpoint's limits)."""
     try:
-        address = ipaddress.ip_address(ip)
+        address = ipaddress.ip_address(ip.strip("[]"))
     except ValueError:
         return ip
     if isinstance(address, ipaddress.IPv6Address):

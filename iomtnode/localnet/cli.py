@@ -26,7 +26,7 @@ from . import procs, topology
 from .chaosrun import DURATION_S, run_scenario
 from .errors import LocalnetDirError
 from .invariants import InvariantError
-from .layout import DEFAULT_BASE_PORT, LocalnetError, Manifest, prepare
+from .layout import DEFAULT_BASE_PORT, MAX_NODES, LocalnetError, Manifest, prepare
 from .net import Localnet
 from .rpc import NodeUnreachable
 from .scenarios import SCENARIOS, Step
@@ -108,7 +108,7 @@ def _manifest_json(manifest: Manifest) -> dict[str, Any]:
 
 @command("prepare")
 def prepare_cmd(
-    nodes: Annotated[int, typer.Option(min=1, max=64, help="Number of nodes.")] = 4,
+    nodes: Annotated[int, typer.Option(min=1, max=MAX_NODES, help="Number of nodes.")] = 4,
     directory: DirOpt = DEFAULT_DIR,
     authorities: Annotated[int | None, typer.Option(
         min=1, help="The first K nodes are authorities (default: all).")] = None,
@@ -136,8 +136,8 @@ def prepare_cmd(
 @command("up")
 def up_cmd(
     nodes: Annotated[int | None, typer.Option(
-        min=1, max=64, help="Number of nodes for a new DIR (default 4; an existing DIR keeps "
-                            "its own).")] = None,
+        min=1, max=MAX_NODES, help="Number of nodes for a new DIR (default 4; an existing DIR "
+                                   "keeps its own).")] = None,
     directory: DirOpt = DEFAULT_DIR,
     authorities: Annotated[int | None, typer.Option(
         min=1, help="For a new DIR: the first K nodes are authorities (default: all).")

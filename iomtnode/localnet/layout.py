@@ -27,6 +27,7 @@ from ..config import Config, load_config, parse_hostport, render
 from ..core.crypto import SigningKey
 from ..core.genesis import Genesis
 from ..home import Home, init_home
+from ..store.files import write_atomic
 from .errors import LocalnetDirError, LocalnetError
 from .netns import NetnsInfo
 
@@ -162,20 +163,11 @@ class Manifest:
 
     def save(self) -> None:
         """Write localnet.json atomically and durably, mode 0600 (it holds the admin tokens):
-        a temporary file of this process, synced, renamed over it, and the directory synced,
-        so that after a crash or power cut ``localnet down`` still finds every process."""
-        tmp = self.path.with_name(f".{MANIFEST_NAME}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(self.to_json(), indent=2) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        a temporary file of this process (``localnet chaos`` may save from another), synced,
+        renamed over it, and the directory synced, so that after a crash or power cut
+        ``localnet down`` still finds every process."""
+        write_atomic(self.path, (json.dumps(self.to_json(), indent=2) + "\n").encode(), 0o600,
+                     tmp=self.path.with_name(f".{MANIFEST_NAME}.{os.getpid()}.tmp"))
 
     @classmethod
     def load(cls, directory: Path | str) -> Manifest:

@@ -38,14 +38,13 @@ import structlog
 
 from .chaosrun import DURATION_S, run_scenario
 from .invariants import Bounds
-from .layout import LocalnetError
+from .layout import MAX_NODES, LocalnetError
 from .scenarios import SCENARIOS, scenario
 
 log = structlog.get_logger(__name__)
 
 WARMUP_HEIGHT = 3  # the load flows and every node follows before the first fault
 WARMUP_TIMEOUT_S = 90.0
-MAX_NODES = 64  # nodes in one localnet, as `localnet up --nodes` allows
 KNOWN = {"scenarios", "seeds", "duration_s", "warmup_height", "durations", "network", "load",
          "bounds", "env"}
 

@@ -6,14 +6,15 @@ import os
 from pathlib import Path
 
 
-def write_atomic(path: Path, data: bytes, mode: int) -> None:
+def write_atomic(path: Path, data: bytes, mode: int, tmp: Path | None = None) -> None:
     """Make ``path`` hold ``data`` so that a crash at any point leaves either what was there
     (or nothing) or the whole new file: write a temporary file beside it, fsync it, rename it
     over ``path``, fsync the directory (the rename is durable when this returns). On an error
     the temporary file is removed and ``path`` is left as it was. A temporary file left by a
     crash (:func:`temporary_of`) is overwritten by the next write, or removed by
-    :func:`remove_leftover`."""
-    tmp = temporary_of(path)
+    :func:`remove_leftover`. Writers that hold no lock on ``path`` name their own ``tmp``
+    (beside it), so that two of them never write one temporary file."""
+    tmp = temporary_of(path) if tmp is None else tmp
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         try:

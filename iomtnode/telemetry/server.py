@@ -23,7 +23,6 @@ on. A scraper that goes away mid-answer is logged at debug.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 import h11
@@ -32,11 +31,11 @@ import trio
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from ..api.connection import address_key
 from ..p2p.transport import TcpTransport, ip_of
 
 log = structlog.get_logger(__name__)
 
-IPV6_BUCKET_BITS = 64  # IPv6 clients are counted per /64 (one host may hold all of it)
 
 METRICS_PATH = b"/metrics"
 MAX_CONNECTIONS = 8  # scrapers connected at once; more are closed when accepted
@@ -56,20 +55,6 @@ RECEIVE_BYTES = 4096  # read from a socket at once
 # would get a reset and might drop the refusal before its reader saw it.
 LINGER_BYTES = 64 * 1024
 LINGER_S = 1.0
-
-
-def address_bucket(ip: str) -> str:
-    """What the per-IP limit counts: an IPv4 address as it is, an IPv6 one by its /64
-    (IPv4-mapped IPv6 as IPv4); a string that is no address as itself."""
-    try:
-        address = ipaddress.ip_address(ip.strip("[]"))
-    except ValueError:
-        return ip
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{address}/{IPV6_BUCKET_BITS}", strict=False))
-    return str(address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +116,7 @@ class MetricsServer:
 
     async def _accept(self, stream: trio.abc.Stream, remote: str) -> None:
         cfg = self.config
-        ip = address_bucket(ip_of(remote))
+        ip = address_key(ip_of(remote))  # an IPv6 client by its /64, as the API counts
         try:
             if self._open >= cfg.max_connections:
                 log.info("metrics_request_refused", remote=remote,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 
 from iomtnode.consensus.held import META_WAL
+from iomtnode.consensus.machine import Machine
 from iomtnode.consensus.messages import ConsensusVote
 from iomtnode.consensus.votes import NO_ROUND, Step
 from iomtnode.core.vote import NIL, VoteType, decode_vote
@@ -25,6 +26,30 @@ from .harness import (
     wait_heights,
     wait_until,
 )
+
+
+async def start_under(net, network: type[FakeNetwork]) -> list:
+    """Every node of ``net`` on ``network``, with one transaction waiting, started."""
+    nodes = list(net.nodes.values())
+    for node in nodes:
+        node.network = network(net.bus, node.id, node.meta)
+        node.mempool.add(admit_tx())
+    await net.start()
+    return nodes
+
+
+def machines(nodes: list) -> list[Machine]:
+    """The running machines of ``nodes``, in their order."""
+    return [n.driver.machine for n in nodes
+            if n.driver is not None and n.driver.machine is not None]
+
+
+def power_cut(nodes: list) -> None:
+    """Every node stops at once (what its drivers held in memory is gone); on restart its
+    network delivers everything."""
+    for node in nodes:
+        node.stop()
+        node.network = FakeNetwork(node.network.bus, node.id, node.meta)
 
 
 class PrecommitsWithheld(FakeNetwork):
@@ -44,21 +69,14 @@ class PrecommitsWithheld(FakeNetwork):
 async def test_a_whole_network_restart_after_all_locked_finalizes_the_locked_block(
         tmp_path, autojump_clock):
     async with cluster(tmp_path, signed_before=True) as net:
-        nodes = list(net.nodes.values())
-        for node in nodes:
-            node.network = PrecommitsWithheld(net.bus, node.id, node.meta)
-            node.mempool.add(admit_tx())
-        await net.start()
+        nodes = await start_under(net, PrecommitsWithheld)
 
         def locked() -> set[bytes]:
-            return {n.driver.machine.locked_value for n in nodes
-                    if n.driver is not None and n.driver.machine is not None}
+            return {m.locked_value for m in machines(nodes)}
 
         await wait_until(lambda: NIL not in locked())
         [x] = locked()
-        for node in nodes:  # a site power cut: every authority stops before deciding
-            node.stop()
-            node.network = FakeNetwork(net.bus, node.id, node.meta)
+        power_cut(nodes)  # a site power cut: every authority stops before deciding
         assert all(n.chain.height == 0 for n in nodes)
         await net.start()  # new drivers: what they held in memory is gone
         await wait_heights(nodes, 1)
@@ -144,20 +162,9 @@ async def test_a_whole_network_restart_after_half_locked_finalizes(tmp_path, aut
     for good. Each sends again what its record kept (the proposal, its prevote), so the
     polka forms again and the height finalizes."""
     async with cluster(tmp_path, signed_before=True) as net:
-        nodes = list(net.nodes.values())
-        for node in nodes:
-            node.network = PolkaSeenByTwo(net.bus, node.id, node.meta)
-            node.mempool.add(admit_tx())
-        await net.start()
-
-        def locked() -> list[bytes]:
-            return [n.driver.machine.locked_value for n in nodes
-                    if n.driver is not None and n.driver.machine is not None]
-
-        await wait_until(lambda: sum(v != NIL for v in locked()) == 2)
-        for node in nodes:  # a site power cut
-            node.stop()
-            node.network = FakeNetwork(net.bus, node.id, node.meta)
+        nodes = await start_under(net, PolkaSeenByTwo)
+        await wait_until(lambda: sum(m.locked_value != NIL for m in machines(nodes)) == 2)
+        power_cut(nodes)
         assert all(n.chain.height == 0 for n in nodes)
         await net.start()
         await wait_heights(nodes, 1)
@@ -195,22 +202,11 @@ async def test_a_whole_network_restart_rounds_after_half_locked_finalizes(
     round-0 prevotes must survive the restart, though they are older than the last two
     rounds."""
     async with cluster(tmp_path, signed_before=True) as net:
-        nodes = list(net.nodes.values())
-        for node in nodes:
-            node.network = LockedThenRoundsPass(net.bus, node.id, node.meta)
-            node.mempool.add(admit_tx())
-        await net.start()
-
-        def machines() -> list:
-            return [n.driver.machine for n in nodes
-                    if n.driver is not None and n.driver.machine is not None]
-
-        await wait_until(lambda: len(machines()) == 4 and all(m.round >= 3 for m in machines()),
-                         timeout=600)
-        assert [m.locked_round for m in machines()] == [NO_ROUND, 0, 0, NO_ROUND]
-        for node in nodes:  # a site power cut
-            node.stop()
-            node.network = FakeNetwork(net.bus, node.id, node.meta)
+        nodes = await start_under(net, LockedThenRoundsPass)
+        await wait_until(lambda: len(machines(nodes)) == 4
+                         and all(m.round >= 3 for m in machines(nodes)), timeout=600)
+        assert [m.locked_round for m in machines(nodes)] == [NO_ROUND, 0, 0, NO_ROUND]
+        power_cut(nodes)
         assert all(n.chain.height == 0 for n in nodes)
         await net.start()
         await wait_heights(nodes, 1, timeout=600)
@@ -255,21 +251,14 @@ async def test_a_proposal_lost_with_its_proposer_costs_a_round_not_the_height(
 
     ProposerCutAfterItsProposal.at_proposal = {}
     async with cluster(tmp_path, signed_before=True) as net:
-        nodes = list(net.nodes.values())
-        for node in nodes:
-            node.network = ProposerCutAfterItsProposal(net.bus, node.id, node.meta)
-            node.mempool.add(admit_tx())
-        await net.start()
+        nodes = await start_under(net, ProposerCutAfterItsProposal)
 
         def locked() -> list[bytes]:
-            return [n.driver.machine.locked_value for n in nodes
-                    if n.driver is not None and n.driver.machine is not None]
+            return [m.locked_value for m in machines(nodes)]
 
         await wait_until(lambda: sum(v != NIL for v in locked()) == 2)
         [x] = set(locked()) - {NIL}
-        for node in nodes:  # a site power cut; B's home as right after its proposal
-            node.stop()
-            node.network = FakeNetwork(net.bus, node.id, node.meta)
+        power_cut(nodes)  # a site power cut; B's home as right after its proposal
         b = net["B"]
         b.meta.values.clear()
         b.meta.values.update(ProposerCutAfterItsProposal.at_proposal)

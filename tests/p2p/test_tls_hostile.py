@@ -5,6 +5,7 @@ the host's nursery, and every handshake slot and connection count is given back.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
@@ -14,6 +15,7 @@ from trio_websocket import wrap_client_stream
 
 from iomtnode.core.crypto import SigningKey, blake2b256
 from iomtnode.p2p.handshake import make_hello
+from iomtnode.p2p.host import Host
 from iomtnode.p2p.hostconfig import DialError
 from iomtnode.p2p.messages import encode_message
 from iomtnode.p2p.tls import client_context, make_certificate, server_context
@@ -105,26 +107,38 @@ async def test_a_hostile_tls_client_costs_no_slot_and_no_crash(nursery, autojump
         assert host.peers() == []
 
 
-@pytest.mark.parametrize("request_bytes", [b"GET /p2p/v1 HTTP/9.9\r\n\x00\x01\r\n\r\n",
-                                           b"GET /p2p/v1 HTTP/1.1\r\nHost: x\r\n\r\n"])
-async def test_a_malformed_upgrade_ends_the_handshake_at_once_with_its_reason(
-        nursery, autojump_clock, request_bytes):
+async def accept_beside(nursery: trio.Nursery,
+                        client: Callable[[trio.abc.Stream], Awaitable[None]]
+                        ) -> tuple[Host, list[dict], float]:
+    """A host accepting one stream whose other end, once TLS is up, ``client`` drives: the
+    host, what it logged and how long the accept took."""
     host = await start_host(nursery, SigningKey(blake2b256(b"node")))
     sa, sb = memory_stream_pair()
-    answers = []
 
-    async def client() -> None:
-        conn = await secure(sa)
-        await conn.stream.send_all(request_bytes)
-        answers.append(await conn.stream.receive_some())
+    async def tls_client() -> None:
+        await client((await secure(sa)).stream)
 
     start = trio.current_time()
     with capture_logs() as logs:
         async with trio.open_nursery() as inner:
-            inner.start_soon(client)
+            inner.start_soon(tls_client)
             with trio.fail_after(10):
                 await host.accept_stream(sb, REMOTE)
-    assert trio.current_time() - start < 1  # not held until the handshake timeout (5 s)
+    return host, logs, trio.current_time() - start
+
+
+@pytest.mark.parametrize("request_bytes", [b"GET /p2p/v1 HTTP/9.9\r\n\x00\x01\r\n\r\n",
+                                           b"GET /p2p/v1 HTTP/1.1\r\nHost: x\r\n\r\n"])
+async def test_a_malformed_upgrade_ends_the_handshake_at_once_with_its_reason(
+        nursery, autojump_clock, request_bytes):
+    answers = []
+
+    async def client(stream: trio.abc.Stream) -> None:
+        await stream.send_all(request_bytes)
+        answers.append(await stream.receive_some())
+
+    host, logs, took = await accept_beside(nursery, client)
+    assert took < 1  # not held until the handshake timeout (5 s)
     assert answers[0].startswith(b"HTTP/1.1 400")
     assert [(e["status"], e["reason"]) for e in logs
             if e["event"] == "peer_handshake_rejected"] == [(400, MALFORMED_REQUEST)]
@@ -137,21 +151,12 @@ async def test_a_client_that_leaves_before_its_request_frees_its_place_at_once(
         nursery, autojump_clock, sent):
     """The TLS handshake done, the client ends the stream before (or midway through) its
     upgrade request: the handshake ends then, not at its 5 s timeout, its place given back."""
-    host = await start_host(nursery, SigningKey(blake2b256(b"node")))
-    sa, sb = memory_stream_pair()
+    async def client(stream: trio.abc.Stream) -> None:
+        await stream.send_all(sent)
+        await stream.aclose()  # TLS close_notify, then the socket closed
 
-    async def client() -> None:
-        conn = await secure(sa)
-        await conn.stream.send_all(sent)
-        await conn.stream.aclose()  # TLS close_notify, then the socket closed
-
-    start = trio.current_time()
-    with capture_logs() as logs:
-        async with trio.open_nursery() as inner:
-            inner.start_soon(client)
-            with trio.fail_after(10):
-                await host.accept_stream(sb, REMOTE)
-    assert trio.current_time() - start < 1  # not held until the handshake timeout (5 s)
+    host, logs, took = await accept_beside(nursery, client)
+    assert took < 1  # not held until the handshake timeout (5 s)
     assert [e["reason"] for e in logs
             if e["event"] == "peer_handshake_abandoned"] == [CLOSED_BEFORE_REQUEST]
     assert not [e for e in logs if e["event"] in ("peer_handshake_failed",

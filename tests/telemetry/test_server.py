@@ -13,6 +13,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
+from iomtnode.api.connection import address_key
 from iomtnode.telemetry.server import (
     MAX_CONNECTIONS,
     MAX_CONNECTIONS_PER_IP,
@@ -20,7 +21,6 @@ from iomtnode.telemetry.server import (
     READ_DEADLINE_S,
     MetricsServer,
     MetricsServerConfig,
-    address_bucket,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -227,8 +227,8 @@ async def test_an_address_in_use_is_an_error_before_the_node_reports_started(nur
 def test_the_per_ip_limit_counts_an_ipv6_client_by_its_slash_64():
     """A host is commonly given a whole /64: one address each would let it hold every
     connection. IPv4 addresses count one by one (scrapers often share a /24)."""
-    assert address_bucket("2001:db8:1:2::5") == address_bucket("[2001:db8:1:2:ffff::9]")
-    assert address_bucket("2001:db8:1:2::5") != address_bucket("2001:db8:1:3::5")
-    assert address_bucket("10.0.0.1") != address_bucket("10.0.0.2")
-    assert address_bucket("::ffff:10.0.0.1") == address_bucket("10.0.0.1")
-    assert address_bucket("not-an-ip") == "not-an-ip"
+    assert address_key("2001:db8:1:2::5") == address_key("[2001:db8:1:2:ffff::9]")
+    assert address_key("2001:db8:1:2::5") != address_key("2001:db8:1:3::5")
+    assert address_key("10.0.0.1") != address_key("10.0.0.2")
+    assert address_key("::ffff:10.0.0.1") == address_key("10.0.0.1")
+    assert address_key("not-an-ip") == "not-an-ip"
