@@ -30,6 +30,8 @@ sleeps, signs, stores and sends; every decision is the machine's. Its contract:
   next message. No task per message or timer.
 - Peers' messages (:meth:`on_message`, from peer reader tasks; never blocks) are checked
   by :class:`~.inbound.Inbound`; a held block's transactions are served by :meth:`held_txs`.
+  A peer that connects gets this validator's messages of the undecided height at once
+  (:meth:`peer_connected`), not a resend later (a whole network restarting lost rounds).
 - Equivocations go to an :class:`~iomtnode.consensus.evidencelog.EvidenceLog`
   (:attr:`Driver.evidence`; ``on_evidence`` once each).
 """
@@ -147,10 +149,9 @@ class Driver:
 
     def stats(self) -> ConsensusStats:
         """The driver's figures now."""
-        machine = self.machine
-        return ConsensusStats(
-            None if machine is None else (machine.height, machine.round),
-            tuple(self._evidence.entries), self._inbound.dropped, self._inbound.pending_blocks)
+        at = None if self.machine is None else (self.machine.height, self.machine.round)
+        return ConsensusStats(at, tuple(self._evidence.entries), self._inbound.dropped,
+                              self._inbound.pending_blocks)
 
     @property
     def evidence(self) -> list[dict[str, Any]]:
@@ -159,8 +160,7 @@ class Driver:
 
     @property
     def signing_floor(self) -> int | None:
-        """With no signing state at startup: the height signed only above (None while still
-        observing); 0 for a signer that had its state."""
+        """0 for a signer that had its state; else the height it signs above (None: not yet)."""
         return 0 if self._deferral is None else self._deferral.guard.floor
 
     async def _follow_inbox(self, inbox: Progress) -> None:
@@ -171,21 +171,23 @@ class Driver:
                 self._inbound.nudge()
 
     def on_message(self, peer_id: bytes, msg: InboundMessage) -> None:
-        """Queue a peer's consensus message, or transactions it was asked for, for the
-        driver task (dropped if the queue is full, a copy was handled already, or nothing
-        was asked)."""
+        """Queue a peer's consensus message, or transactions it was asked for, for the driver
+        task (dropped: the queue is full, a copy was handled already, nothing was asked)."""
         self._inbound.offer(peer_id, msg)
 
+    def peer_connected(self, peer_id: bytes) -> None:
+        """Send ``peer_id``, just connected, what a resend would send it (module doc)."""
+        if self.machine is not None:
+            self._outbox.send_to(peer_id, self.machine.round, self.machine.decision is not None)
+
     def held_txs(self, block_hash: bytes) -> list[bytes] | None:
-        """The transactions of ``block_hash`` if it is a block held at this height (checked
-        or built here; a committed one is the chain's to serve), as their signed bytes."""
+        """The signed transactions of ``block_hash``, a block held at this height, or None."""
         held = self._held.get(block_hash)
         return None if held is None else [tx.raw for tx in held.block.txs]
 
     def holders(self, block: Block) -> frozenset[bytes]:
-        """The validators known to hold ``block``, at the height being decided: those whose
-        prevote or precommit for it this node counted (a validator votes for a block only
-        with its proposal at hand). Empty for any other height."""
+        """The validators whose prevote or precommit for ``block`` (of the height being decided;
+        else none) this node counted: one votes for a block only with its proposal at hand."""
         machine = self.machine
         if machine is None or machine.height != block.height:
             return frozenset()
@@ -236,8 +238,7 @@ class Driver:
         return self._entered_at + self._config.empty_block_interval_s
 
     async def _tick(self) -> None:
-        """Do everything that is due: commit a decision, follow the head, fix the signing
-        floor, start, timeouts."""
+        """Do what is due: commit a decision, follow the head, fix the floor, start, timers."""
         while True:
             if self._decision is not None:
                 await self._commit(self._decision)
@@ -303,8 +304,7 @@ class Driver:
     # a signer without persisted state ---------------------------------------------------
 
     async def _become_validator(self, events: list[Event]) -> None:
-        """Replace this height's observer machine by a validator one, fed again the peer
-        ``events`` the observer took (own timers start over with it)."""
+        """Replace the observer machine by a validator one fed the peer ``events`` it took."""
         assert self._signer is not None
         self.machine = Machine(self.height, self._validators, self._signer.public,
                                self._config.params, self._signer.state)

@@ -5,7 +5,8 @@ Messages are pushed once, so a peer that missed them (it restarted, or a link dr
 could leave a height stuck. While a started height is undecided, :class:`Outbox` resends
 this validator's messages of the current and previous round every ``resend_interval_s``
 (peers drop copies they have, by their seen-cache; a proposal skips the peers known to
-hold it). A re-proposal goes out with the prevotes of its proof-of-lock round
+hold it), and sends them at once to a peer that connects (:meth:`Outbox.send_to`). A
+re-proposal goes out with the prevotes of its proof-of-lock round
 (:meth:`Outbox.send_proof_of_lock`), resent with it: a peer that missed one (it was cut
 off, or its sender lost its state and stays silent) could never accept the re-proposal,
 and a network whose quorum is locked on that block would stall.
@@ -88,10 +89,18 @@ class Outbox:
     def resend(self, now: float, round_: int, decided: bool) -> None:
         """Resend the messages of ``round_`` and the one before, unless ``decided``."""
         self.resend_at = now + self._interval
-        if decided:
-            return
+        if not decided:
+            self._send_kept(round_, None)
+
+    def send_to(self, peer_id: bytes, round_: int, decided: bool) -> None:
+        """Send what :meth:`resend` would to ``peer_id`` alone: a peer that just connected
+        (it may have restarted and lost them), now rather than at the next resend."""
+        if not decided:
+            self._send_kept(round_, frozenset((peer_id,)))
+
+    def _send_kept(self, round_: int, only: frozenset[bytes] | None) -> None:
         for r, msg in self._messages:
             if r >= round_ - 1:
                 holders = self._inbound.holders(decode_proposal(msg.proposal)) if (
                     isinstance(msg, ConsensusProposal)) else frozenset()
-                self._network.broadcast_consensus(msg, exclude=holders)
+                self._network.broadcast_consensus(msg, exclude=holders, only=only)

@@ -28,6 +28,8 @@ class Delivery(Protocol):
 
     def on_message(self, peer_id: bytes, msg: Any) -> None: ...
 
+    def peer_connected(self, peer_id: bytes) -> None: ...
+
 
 class _Outside:
     """The peers a broadcast skips: those in ``exclude`` and those not in ``only``."""
@@ -87,7 +89,7 @@ class ConsensusReactor:
         self._driver.on_message(peer.node_id, msg)
 
     def connected(self, peer: Peer) -> None:
-        pass
+        self._driver.peer_connected(peer.node_id)
 
     def disconnected(self, peer: Peer) -> None:
         pass

@@ -205,21 +205,16 @@ class Localnet:
         await self._start_node(entry.name)
         return entry.name
 
-    async def kill(self, name: str) -> None:
-        """SIGKILL ``name`` and wait until it is gone (its home stays for :meth:`restart`)."""
-        entry = self.node(name)
-        if entry.proc is not None and procs.signal_ref(entry.proc, signal.SIGKILL):
-            child = self._children.pop(name, None)
-            if child is not None:
-                with trio.move_on_after(procs.KILL_WAIT_S):
-                    await child.wait()  # reaps it, so the check below is immediate
-            if not await procs.wait_gone(entry.proc, procs.KILL_WAIT_S):
-                raise LocalnetTimeout(f"{name} (pid {entry.proc.pid}) outlived SIGKILL for "
-                                      f"{procs.KILL_WAIT_S} s")
-        entry.proc = None
-        self._paused.discard(name)
+    async def kill(self, name: str, *more: str) -> None:
+        """SIGKILL ``name`` and ``more``, all before waiting for any; their homes stay."""
+        entries = [self.node(n) for n in (name, *more)]
+        await procs.kill_all({e.name: (e.proc, self._children.pop(e.name, None))
+                              for e in entries if e.proc is not None})
+        for entry in entries:
+            entry.proc = None
+            self._paused.discard(entry.name)
+            log.info("node_killed", node=entry.name)
         self.manifest.save()
-        log.info("node_killed", node=name)
 
     async def stop(self, name: str) -> None:
         """Stop ``name`` gracefully (SIGTERM; SIGKILL after a bounded wait)."""
@@ -238,13 +233,18 @@ class Localnet:
         self.manifest.save()
         log.info("node_stopped", node=name, result=code)
 
-    async def restart(self, name: str) -> None:
-        """Start ``name`` again on the same home and addresses (stopping it first if it runs)."""
+    async def restart(self, name: str, *more: str) -> None:
+        """Start ``name`` and ``more`` again at once on their homes (stopping any running)."""
+        async with trio.open_nursery() as nursery:
+            for each in (name, *more):
+                nursery.start_soon(self._restart_one, each)
+        if self.manifest.nodes[0].name in (name, *more):
+            await self._restart_simulator()  # it streamed to the old node1 and dies with it
+
+    async def _restart_one(self, name: str) -> None:
         if self.state(name) != "down":
             await self.stop(name)
         await self._start_node(name)
-        if name == self.manifest.nodes[0].name:
-            await self._restart_simulator()  # it streamed to the old node1 and dies with it
         log.info("node_restarted", node=name)
 
     async def pause(self, name: str) -> None:

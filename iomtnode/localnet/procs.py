@@ -19,6 +19,7 @@ from typing import Literal
 
 import trio
 
+from .errors import LocalnetTimeout
 from .layout import NodeEntry, ProcRef
 
 PidState = Literal["running", "stopped", "gone"]
@@ -143,6 +144,19 @@ async def wait_gone(ref: ProcRef, timeout_s: float) -> bool:
             await trio.sleep(POLL_S)
         return True
     return False
+
+
+async def kill_all(victims: Mapping[str, tuple[ProcRef, trio.Process | None]]) -> None:
+    """SIGKILL every process of ``victims`` ({name: (ref, our child or None)}) before
+    waiting for any, then wait until each is gone, reaping our children; LocalnetTimeout
+    naming one that outlived SIGKILL for KILL_WAIT_S."""
+    signalled = {name for name, (ref, _) in victims.items() if signal_ref(ref, signal.SIGKILL)}
+    for name, (ref, child) in victims.items():
+        if child is not None:
+            with trio.move_on_after(KILL_WAIT_S):
+                await child.wait()  # reaps it, so the check below is immediate
+        if name in signalled and not await wait_gone(ref, KILL_WAIT_S):
+            raise LocalnetTimeout(f"{name} (pid {ref.pid}) outlived SIGKILL for {KILL_WAIT_S} s")
 
 
 async def stop_ref(ref: ProcRef, *, grace_s: float = STOP_GRACE_S) -> str:

@@ -113,6 +113,11 @@ def _stop_start(stop: str, start: str, target: str | None = None) -> Callable[[P
     return build
 
 
+def _kill_all(p: Plan) -> None:
+    p.add(p.fault_at, "kill", *p.names)  # every node in one step: no quorum, no survivor
+    p.add(p.undo_at, "restart", *p.names, quorum=p.authorities)
+
+
 def _rolling_restart(p: Plan) -> None:
     order = p.rng.sample(p.names, len(p.names))
     gap = (p.undo_at - p.fault_at) / len(order)
@@ -166,6 +171,8 @@ CATALOG: dict[str, Scenario] = {s.name: s for s in (
     Scenario("kill", "SIGKILL one node, restart it later", _stop_start("kill", "restart")),
     Scenario("kill-proposer", "SIGKILL the node proposing the next height, restart it later",
              _stop_start("kill", "restart", PROPOSER)),
+    Scenario("kill-all", "SIGKILL every node at once (a site losing power, as its processes "
+             "see it), restart them all later", _kill_all),
     Scenario("pause", "SIGSTOP one node (sockets open, silent), SIGCONT it later",
              _stop_start("pause", "resume")),
     Scenario("rolling-restart", "restart every node in turn (SIGTERM, start again)",

@@ -146,13 +146,37 @@ class Bus:
 
     def partition(self, *groups: str) -> None:
         """Link only nodes within the same group (groups of names, e.g. "ABC", "D")."""
+        before = self.links
         self.links = {frozenset((pub(a), pub(b))) for group in groups
                       for a, b in itertools.combinations(group, 2)}
+        self._connect_new(before)
         self.poke()
 
     def heal(self) -> None:
-        self.links = None
+        before, self.links = self.links, None
+        self._connect_new(before)
         self.poke()
+
+    def connected(self, node_id: bytes) -> None:
+        """``node_id`` (just started) and each running node linked to it connect: both
+        drivers are told, as the p2p router tells the consensus reactor."""
+        for other in self.nodes:
+            if other != node_id and self.linked(node_id, other):
+                self._tell(node_id, other)
+
+    def _connect_new(self, before: set[frozenset[bytes]] | None) -> None:
+        """Each running pair linked now and not ``before`` connects (see :meth:`connected`)."""
+        if before is None:
+            return
+        for a, b in itertools.combinations(self.nodes, 2):
+            if self.linked(a, b) and frozenset((a, b)) not in before:
+                self._tell(a, b)
+
+    def _tell(self, a: bytes, b: bytes) -> None:
+        node_a, node_b = self.nodes[a], self.nodes[b]
+        if node_a.driver is not None and node_b.driver is not None:
+            node_a.driver.peer_connected(b)
+            node_b.driver.peer_connected(a)
 
     def poke(self) -> None:
         self.changed.set()
@@ -291,6 +315,7 @@ class TNode:
                 await driver.run(task_status=task_status)
 
         await nursery.start(run)
+        self.bus.connected(self.id)
         self.bus.poke()
 
     def stop(self) -> None:

@@ -41,3 +41,17 @@ def test_a_peer_past_a_height_is_told_to_block_sync():
                           lambda peer, height: seen.append((peer, height)))
     network.peer_committed(PEERS[1], 7)
     assert seen == [(PEERS[1], 7)]
+
+
+def test_the_reactor_tells_the_driver_of_each_peer_that_connects():
+    """So that the driver sends it its messages of the undecided height (Outbox.send_to)."""
+    from types import SimpleNamespace
+
+    from iomtnode.consensus.reactor import ConsensusReactor
+
+    told: list[bytes] = []
+    driver = SimpleNamespace(on_message=lambda *_: None, peer_connected=told.append)
+    reactor = ConsensusReactor(driver)  # type: ignore[arg-type]
+    reactor.connected(SimpleNamespace(node_id=PEERS[2]))  # type: ignore[arg-type]
+    reactor.disconnected(SimpleNamespace(node_id=PEERS[3]))  # type: ignore[arg-type]
+    assert told == [PEERS[2]]

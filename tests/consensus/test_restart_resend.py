@@ -136,10 +136,12 @@ class Sent:
 
     def __init__(self) -> None:
         self.messages: list[object] = []
+        self.only: list[frozenset[bytes] | None] = []  # each message's ``only``
 
     def broadcast_consensus(self, msg: object, exclude: frozenset[bytes] = frozenset(),
                             only: frozenset[bytes] | None = None) -> None:
         self.messages.append(msg)
+        self.only.append(only)
 
     def mark_own(self, signed: bytes) -> None:
         pass
@@ -167,3 +169,23 @@ def test_a_kept_proposal_goes_out_only_with_its_block_and_an_earlier_prevote_wit
     outbox.resend(1.0, 7, False)
     outbox.resend(2.0, 8, False)
     assert sent.messages == [ConsensusVote(old.encode())] * 2
+
+
+def test_a_peer_that_connects_is_sent_the_kept_messages_of_this_round_and_the_last_alone():
+    """Outbox.send_to: what a resend would send (the current round and the one before),
+    to the connecting peer only, and nothing once the height is decided."""
+    from iomtnode.consensus.messages import ConsensusVote
+    from iomtnode.consensus.outbox import Outbox
+
+    sent = Sent()
+    outbox = Outbox(sent, sent, 2.0)  # type: ignore[arg-type]
+    votes = [sign_vote(key("A"), CHAIN_ID, VoteType.PREVOTE, H, r, BLOCKS[0]) for r in (3, 4, 5)]
+    for round_, vote in zip((3, 4, 5), votes, strict=True):
+        outbox.send(round_, vote.encode(), ConsensusVote(vote.encode()))
+    sent.messages.clear()
+    sent.only.clear()
+    outbox.send_to(pub("B"), 5, False)
+    assert sent.messages == [ConsensusVote(v.encode()) for v in votes[1:]]
+    assert sent.only == [frozenset((pub("B"),))] * 2
+    outbox.send_to(pub("C"), 5, True)  # decided: nothing
+    assert len(sent.messages) == 2

@@ -8,6 +8,9 @@ Authorities are A, B, C, D; height 1's round-0 proposer is B.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
+
+import trio
 
 from iomtnode.consensus.held import META_WAL
 from iomtnode.consensus.machine import Machine
@@ -17,6 +20,7 @@ from iomtnode.core.vote import NIL, VoteType, decode_vote
 
 from ..core.helpers import pub
 from .harness import (
+    CONFIG,
     ConsensusMessage,
     FakeNetwork,
     admit_tx,
@@ -81,6 +85,25 @@ async def test_a_whole_network_restart_after_all_locked_finalizes_the_locked_blo
         await net.start()  # new drivers: what they held in memory is gone
         await wait_heights(nodes, 1)
         assert {n.chain.block_at(1).hash for n in nodes} == {x}
+        assert_one_chain(nodes, net.genesis)
+
+
+async def test_a_whole_network_restarted_at_once_decides_as_soon_as_its_nodes_connect(
+        tmp_path, autojump_clock):
+    """Restarted together, every authority sends its kept messages again before any peer
+    is back; each sends them to a peer as it connects (Driver.peer_connected), so the
+    locked block is final at once, not after the resend interval (60 s here)."""
+    async with cluster(tmp_path, signed_before=True) as net:
+        nodes = await start_under(net, PrecommitsWithheld)
+        await wait_until(lambda: NIL not in {m.locked_value for m in machines(nodes)})
+        power_cut(nodes)
+        net.bus.partition(*net.names)  # the processes are up before their connections
+        await net.start(config=replace(CONFIG, resend_interval_s=60.0))
+        await trio.sleep(1.0)
+        assert all(n.chain.height == 0 for n in nodes)  # nothing reached anyone
+        net.bus.heal()  # every pair connects
+        with trio.fail_after(5):  # virtual seconds; the resend would come at 60
+            await wait_heights(nodes, 1)
         assert_one_chain(nodes, net.genesis)
 
 

@@ -98,18 +98,20 @@ class FakeNet:
         self.frozen.pop(name, None)
         self.states[name] = "up"
 
-    async def kill(self, name: str) -> None:
-        self._stop(name, "down")
+    async def kill(self, name: str, *more: str) -> None:
+        for each in (name, *more):
+            self._stop(each, "down")
 
     async def pause(self, name: str) -> None:
         self._stop(name, "paused")
 
-    async def restart(self, name: str) -> None:
-        self.actions.append(("restart", (name,)))
+    async def restart(self, name: str, *more: str) -> None:
+        self.actions.append(("restart", (name, *more)))
         if self.fail_restarts:
             self.fail_restarts -= 1
             raise LocalnetError(f"{name} exited while starting")
-        self._start(name)
+        for each in (name, *more):
+            self._start(each)
 
     async def resume(self, name: str) -> None:
         self._start(name)
@@ -174,6 +176,19 @@ async def test_a_kill_run_reports_every_invariant_held_with_figures(tmp_path, au
     killed = [a for a in net.actions if a[0] == "down"]
     assert len(killed) == 1 and ("restart", killed[0][1]) in net.actions
     assert [s["action"] for s in report["steps"]] == ["kill", "restart"]
+
+
+async def test_kill_all_kills_every_node_in_one_step_and_times_recovery_from_the_restart(
+        tmp_path, autojump_clock, fake_blocks):
+    net = FakeNet(tmp_path)
+    report = await run_scenario(net, "kill-all", seed=1, duration_s=20)
+    assert report["ok"], report["violations"]
+    kill, restart = report["steps"]
+    assert kill["action"] == "kill" and kill["args"] == NAMES and kill["quorum"] == []
+    assert restart["action"] == "restart" and restart["args"] == NAMES
+    assert restart["quorum"] == NAMES
+    assert [a for a in net.actions if a[0] == "down"] == [("down", (n,)) for n in NAMES]
+    assert report["invariants"]["I3"]["figure"]["measured"] == 1  # from the restart only
 
 
 @pytest.mark.parametrize("round_", [0, 1])

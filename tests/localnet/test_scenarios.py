@@ -69,6 +69,13 @@ def test_a_stopped_node_leaves_the_others_as_the_quorum():
     assert kill.quorum == (() if kill.args[0] in NAMES[:3] else tuple(NAMES[:3]))
 
 
+def test_kill_all_stops_every_node_at_once_and_restarts_them_together():
+    kill, restart = plan("kill-all", NAMES, seed=1, duration_s=30)
+    assert (kill.action, kill.args, kill.quorum) == ("kill", ALL, ())
+    assert (restart.action, restart.args, restart.quorum) == ("restart", ALL, ALL)
+    assert restart.at_s > kill.at_s
+
+
 def test_kill_proposer_names_the_proposer_when_it_runs():
     kill, restart = plan("kill-proposer", NAMES, seed=1, duration_s=30)
     assert kill.args == restart.args == (PROPOSER,)
