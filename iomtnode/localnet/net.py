@@ -93,6 +93,7 @@ class Localnet:
             raise LocalnetError(f"{', '.join(live)} of {manifest.dir} still running; "
                                 f"run: iomtnode localnet down --dir {manifest.dir}")
         await trio.to_thread.run_sync(topology.remove_stale, manifest)
+        topology.use_api_tls(manifest, procs.child_env(env), netns_mode=netns)
         await trio.to_thread.run_sync(
             topology.use_netns if netns else topology.use_loopback, manifest)
         manifest.devices, manifest.rate = devices, rate
@@ -172,7 +173,7 @@ class Localnet:
     async def call(self, name: str, method: str, *, timeout_s: float = CALL_TIMEOUT_S,
                    **params: Any) -> Any:
         """One API call on ``name`` (raises ApiError or NodeUnreachable)."""
-        return await call_api(self.node(name).api, method, timeout_s=timeout_s, **params)
+        return await call_api(self.node(name).endpoint, method, timeout_s=timeout_s, **params)
 
     async def admin(self, name: str, method: str, **params: Any) -> Any:
         """An admin API call on ``name``, with its admin token."""
