@@ -93,9 +93,7 @@ class Localnet:
             raise LocalnetError(f"{', '.join(live)} of {manifest.dir} still running; "
                                 f"run: iomtnode localnet down --dir {manifest.dir}")
         await trio.to_thread.run_sync(topology.remove_stale, manifest)
-        topology.use_api_tls(manifest, procs.child_env(env), netns_mode=netns)
-        await trio.to_thread.run_sync(
-            topology.use_netns if netns else topology.use_loopback, manifest)
+        await trio.to_thread.run_sync(topology.place, manifest, procs.child_env(env), netns)
         manifest.devices, manifest.rate = devices, rate
         manifest.supervisor = procs.ref_of(os.getpid()) if supervisor else None
         net = cls(manifest, env=env, owner=True, start_timeout_s=start_timeout_s)

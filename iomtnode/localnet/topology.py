@@ -116,6 +116,14 @@ def record_p2p(manifest: Manifest, name: str, address: str) -> str:
     return hostport
 
 
+def place(manifest: Manifest, env: Mapping[str, str], netns_mode: bool) -> None:
+    """Where the nodes listen at this start and how their APIs are reached: in namespaces
+    (``netns_mode``) or on loopback ports, ``wss://`` for an API with TLS (see
+    :func:`use_api_tls`, checked before any namespace is made)."""
+    use_api_tls(manifest, env, netns_mode=netns_mode)
+    (use_netns if netns_mode else use_loopback)(manifest)
+
+
 def use_api_tls(manifest: Manifest, env: Mapping[str, str], *, netns_mode: bool) -> None:
     """Speak to each node's API as its ``iomtnode run`` will serve it: ``wss://``, trusting
     its own certificate, when its config (config.toml, then ``IOMTNODE_*`` in ``env``) sets
