@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -47,7 +48,8 @@ NOTIFICATION_QUEUE = 4096  # notifications buffered for a slow reader before dro
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # replies can hold whole blocks
 RECEIVE_BUFFER_BYTES = 256 * 1024  # read from the socket at once (trio-websocket: 4 KiB)
 FOLLOW_QUEUE_BLOCKS = 256  # blocks a BlockFollower holds for its reader before it waits
-FOLLOW_RETRY_S = 1.0  # a BlockFollower connects again after this
+FOLLOW_RETRY_S = 1.0  # a BlockFollower connects again after this, doubled per failed attempt
+FOLLOW_RETRY_MAX_S = 30.0  # ... up to this
 FOLLOW_SILENCE_S = 30.0  # ... or asks the node's status after this long without a notification
 HEIGHT_NOT_HELD = -32030  # the API's answer to a since_height the node does not hold (yet)
 
@@ -235,54 +237,95 @@ async def _serve(nursery: trio.Nursery, ws: WebSocketConnection, binding: bytes 
 
 
 RETRIED = (OSError, ConnectionError, ConnectionClosed, HandshakeError, trio.TooSlowError,
-           ApiError)  # a BlockFollower connects again after these (once it has started)
+           ApiError)  # a BlockFollower connects again after these (ApiError: see its run)
+
+
+class FollowGaveUp(ConnectionError):
+    """A :class:`BlockFollower` that held no subscription for its ``retry_for_s``."""
 
 
 class BlockFollower:
-    """Every committed block from ``since_height`` on, once each and in order, on
-    :attr:`blocks` (the ``block`` notifications' params), over as many connections as it takes.
+    """Every committed block from ``since_height`` on (None: from the block after the node's
+    head when it first answers), once each and in order, on :attr:`blocks` (the ``block``
+    notifications' params), over as many connections as it takes.
 
     When the node ends the subscription (a subscriber that fell behind, a node shutting down),
-    the connection breaks, or a block is missing (this client dropped a notification), it
-    connects again after :data:`FOLLOW_RETRY_S` and resubscribes with ``since_height`` the
-    height after the last block it passed on (the node replays from there). A node silent for
-    :data:`FOLLOW_SILENCE_S` is asked its ``status``; no answer: connect again. A reader that
-    does not take its blocks holds this follower back; the connection's notifications then
-    overflow and it resumes from the block after the last one taken: nothing is lost.
+    the connection breaks or cannot be made (the node is down, at the start or later), or a
+    block is missing (this client dropped a notification), it connects again and resubscribes
+    with ``since_height`` the height after the last block it passed on (the node replays from
+    there): after :data:`FOLLOW_RETRY_S`, doubled after each attempt that did not subscribe,
+    up to :data:`FOLLOW_RETRY_MAX_S`. Each failed attempt is logged at warning
+    (``block_subscription_failed``, with the reason and the wait). After ``retry_for_s``
+    without a subscription (since the last one ended, or since the start) it gives up:
+    :class:`FollowGaveUp`. A node silent for :data:`FOLLOW_SILENCE_S` is asked its ``status``;
+    no answer: connect again. A reader that does not take its blocks holds this follower
+    back; the connection's notifications then overflow and it resumes from the block after
+    the last one taken: nothing is lost.
     """
 
-    def __init__(self, url: str, since_height: int, *, ca: Path | str | None = None) -> None:
+    def __init__(self, url: str, since_height: int | None, *, ca: Path | str | None = None,
+                 retry_for_s: float = math.inf) -> None:
         self.url = url
         self.ca = ca
-        self.next_height = since_height  # the next block to pass on
+        self.retry_for_s = retry_for_s
+        self.next_height = since_height  # the next block to pass on (None: not known yet)
         self.resubscribed = 0  # times it subscribed again
         self._send, self.blocks = trio.open_memory_channel[dict[str, Any]](FOLLOW_QUEUE_BLOCKS)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
-        """Subscribe, report started, then pass blocks on until cancelled. The first
-        subscription's failure is raised (a wrong URL, a height the node does not hold);
-        later ones are retried."""
+        """Subscribe, report started, then pass blocks on until cancelled or it gives up
+        (:class:`FollowGaveUp`); :attr:`blocks` is closed when it returns, so a reader takes
+        every block passed on and then sees the end.
+
+        Error handling: a connection that fails or breaks is retried (see the class). What
+        waiting cannot mend is raised at once: a URL or CA file it cannot use
+        (:class:`ClientSetupError`), a certificate that does not verify, and an
+        :class:`ApiError` answer (a height the node does not hold, at the first subscription:
+        later, the node may have restarted behind it, and that is waited for)."""
         started = False
-        while True:
-            try:
-                async with open_client(self.url, ca=self.ca) as client:
-                    await client.call("subscribe_blocks", since_height=self.next_height)
-                    if not started:
-                        task_status.started()
-                        started = True
-                    reason = await self._forward(client)
-            except (*RETRIED, BaseExceptionGroup) as raised:  # open_client's nursery wraps
-                exc = single_exception(raised)
-                if not isinstance(exc, RETRIED):
-                    raise
-                if not started or (isinstance(exc, ApiError) and exc.code != HEIGHT_NOT_HELD):
-                    raise exc from None
-                reason = str(exc)  # e.g. the node restarted behind this height: wait for it
-            self.resubscribed += 1
-            log.info("block_subscription_resuming", since_height=self.next_height,
-                     reason=reason, url=self.url)
-            await trio.sleep(FOLLOW_RETRY_S)
+        lost_at = trio.current_time()  # no subscription since
+        wait_s = FOLLOW_RETRY_S
+        try:  # closed without a checkpoint: its reader wakes after the raise is handled
+            while True:
+                subscribed = False
+                try:
+                    async with open_client(self.url, ca=self.ca) as client:
+                        if self.next_height is None:
+                            self.next_height = (await client.call("status"))["height"] + 1
+                        await client.call("subscribe_blocks", since_height=self.next_height)
+                        subscribed = True
+                        if not started:
+                            task_status.started()
+                            started = True
+                        reason = await self._forward(client)
+                except (*RETRIED, trio.BrokenResourceError, BaseExceptionGroup) as raised:
+                    exc = single_exception(raised)  # open_client's nursery wraps
+                    if not _retried(exc, started):
+                        if not isinstance(exc, Exception):
+                            raise  # a cancellation, as it came
+                        raise exc from None
+                    reason = str(exc) or type(exc).__name__
+                now = trio.current_time()
+                if subscribed:
+                    lost_at, wait_s = now, FOLLOW_RETRY_S
+                    self.resubscribed += 1
+                    log.info("block_subscription_resuming", since_height=self.next_height,
+                             reason=reason, url=self.url)
+                else:
+                    if now - lost_at >= self.retry_for_s:
+                        raise FollowGaveUp(
+                            f"no block subscription at {self.url} for {now - lost_at:.1f} s "
+                            f"(last attempt: {reason})")
+                    wait_s = min(wait_s, lost_at + self.retry_for_s - now)
+                    log.warning("block_subscription_failed", url=self.url, reason=reason,
+                                since_height=self.next_height, retry_in_s=round(wait_s, 3),
+                                gives_up_in_s=round(lost_at + self.retry_for_s - now, 3))
+                await trio.sleep(wait_s)
+                if not subscribed:
+                    wait_s = min(2 * wait_s, FOLLOW_RETRY_MAX_S)
+        finally:
+            self._send.close()
 
     async def _forward(self, client: ApiClient) -> str:
         """Pass on the blocks of one subscription; returns why it ended."""
@@ -309,3 +352,12 @@ class BlockFollower:
             elif (note.get("method") == "subscription_ended"
                   and params.get("subscription") == "blocks"):
                 return str(params.get("reason"))
+
+
+def _retried(exc: BaseException, started: bool) -> bool:
+    """Whether a :class:`BlockFollower` connects again after ``exc``."""
+    if isinstance(exc, ApiError):
+        return started and exc.code == HEIGHT_NOT_HELD  # the node restarted behind it
+    if isinstance(exc, trio.BrokenResourceError):  # a TLS handshake cut, or refused by us
+        return not isinstance(exc.__cause__, ssl.SSLCertVerificationError)
+    return isinstance(exc, RETRIED)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from .rpc import block_hashes, call_api, gather
+from .rpc import Endpoint, block_hashes, call_api, gather
 
 MAX_FORKS_REPORTED = 5  # a fork usually spans many heights; the first few say enough
 HASH_FETCH_S = 0.05  # deadline allowance per block fetched, on top of a fixed 30 s
@@ -61,16 +61,16 @@ def find_violations(statuses: Mapping[str, dict[str, Any]], hashes: Mapping[str,
     return violations
 
 
-async def invariant_report(urls: Mapping[str, str], k: int) -> dict[str, Any]:
-    """Ask the nodes at ``urls`` ({name: API URL}) for their status and block hashes; return
+async def invariant_report(apis: Mapping[str, Endpoint], k: int) -> dict[str, Any]:
+    """Ask the nodes at ``apis`` ({name: its API}) for their status and block hashes; return
     ``{violations, k, common_height, heights}`` (no violations: the invariants hold)."""
-    found = await gather({n: partial(call_api, url, "status", timeout_s=2.0)
-                          for n, url in urls.items()})
+    found = await gather({n: partial(call_api, api, "status", timeout_s=2.0)
+                          for n, api in apis.items()})
     violations = [f"{n} did not answer: {s}" for n, s in found.items() if not isinstance(s, dict)]
     statuses = {n: s for n, s in found.items() if isinstance(s, dict)}
     common = min((s["height"] for s in statuses.values()), default=-1)
     heights = list(range(common + 1))
-    fetched = await gather({n: partial(block_hashes, urls[n], heights,
+    fetched = await gather({n: partial(block_hashes, apis[n], heights,
                                        timeout_s=30.0 + len(heights) * HASH_FETCH_S)
                             for n in statuses})
     violations += [f"{n} did not return its blocks: {h}" for n, h in fetched.items()

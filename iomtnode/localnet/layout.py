@@ -30,6 +30,7 @@ from ..home import Home, init_home
 from ..store.files import write_atomic
 from .errors import LocalnetDirError, LocalnetError
 from .netns import NetnsInfo
+from .rpc import Endpoint
 
 MANIFEST_NAME = "localnet.json"
 MANIFEST_VERSION = 1
@@ -46,10 +47,10 @@ def node_name(index: int) -> str:
     return f"node{index + 1}"
 
 
-def ws_url(hostport: str, path: str) -> str:
+def ws_url(hostport: str, path: str, *, tls: bool = False) -> str:
     """``ws://host:port/path`` for a ``host:port`` address (``wss://`` for the p2p path: peers
-    speak TLS)."""
-    return f"{'wss' if path == P2P_PATH else 'ws'}://{hostport}{path}"
+    speak TLS; and for an API with ``tls``)."""
+    return f"{'wss' if tls or path == P2P_PATH else 'ws'}://{hostport}{path}"
 
 
 def hostport_of(address: str) -> str:
@@ -85,14 +86,24 @@ class NodeEntry:
     node_id: str  # hex public key
     home: Path
     authority: bool
-    api: str  # ws://host:port/api/v1
+    api: str  # ws://host:port/api/v1, or wss:// for an API with TLS (then api_ca is set)
     p2p: str  # wss://host:port/p2p/v1
     admin_token: str
     proc: ProcRef | None = None
+    api_ca: Path | None = None  # the node's api_tls_cert, trusted by the localnet's clients
 
     @property
     def api_listen(self) -> str:
         return hostport_of(self.api)
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """How a client reaches this node's API: its URL and the certificate to trust."""
+        return Endpoint(self.api, self.api_ca)
+
+    def move_api(self, hostport: str) -> None:
+        """Put the API at ``hostport``, keeping its scheme (``wss://`` with TLS)."""
+        self.api = ws_url(hostport, API_PATH, tls=self.api_ca is not None)
 
     @property
     def p2p_listen(self) -> str:
@@ -107,6 +118,7 @@ class NodeEntry:
             "name": self.name, "node_id": self.node_id, "home": str(self.home),
             "authority": self.authority, "api": self.api, "p2p": self.p2p,
             "admin_token": self.admin_token,
+            "api_ca": str(self.api_ca) if self.api_ca else None,
             "pid": self.proc.pid if self.proc else None,
             "pid_start": self.proc.start if self.proc else None,
         }
@@ -119,6 +131,7 @@ class NodeEntry:
             authority=bool(doc["authority"]), api=doc["api"], p2p=doc["p2p"],
             admin_token=doc["admin_token"],
             proc=ProcRef(pid, doc.get("pid_start")) if isinstance(pid, int) else None,
+            api_ca=Path(doc["api_ca"]) if doc.get("api_ca") else None,
         )
 
 

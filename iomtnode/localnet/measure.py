@@ -74,7 +74,7 @@ class ChainScan:
 
 async def read_blocks(net: Net, name: str, heights: Sequence[int]) -> list[dict[str, Any]]:
     """``get_block`` of each of ``heights`` on ``name``, over one connection."""
-    return await rpc.blocks(net.node(name).api, heights,
+    return await rpc.blocks(net.node(name).endpoint, heights,
                             timeout_s=10.0 + len(heights) * BLOCK_READ_S)
 
 

@@ -93,8 +93,7 @@ class Localnet:
             raise LocalnetError(f"{', '.join(live)} of {manifest.dir} still running; "
                                 f"run: iomtnode localnet down --dir {manifest.dir}")
         await trio.to_thread.run_sync(topology.remove_stale, manifest)
-        await trio.to_thread.run_sync(
-            topology.use_netns if netns else topology.use_loopback, manifest)
+        await trio.to_thread.run_sync(topology.place, manifest, procs.child_env(env), netns)
         manifest.devices, manifest.rate = devices, rate
         manifest.supervisor = procs.ref_of(os.getpid()) if supervisor else None
         net = cls(manifest, env=env, owner=True, start_timeout_s=start_timeout_s)
@@ -172,7 +171,7 @@ class Localnet:
     async def call(self, name: str, method: str, *, timeout_s: float = CALL_TIMEOUT_S,
                    **params: Any) -> Any:
         """One API call on ``name`` (raises ApiError or NodeUnreachable)."""
-        return await call_api(self.node(name).api, method, timeout_s=timeout_s, **params)
+        return await call_api(self.node(name).endpoint, method, timeout_s=timeout_s, **params)
 
     async def admin(self, name: str, method: str, **params: Any) -> Any:
         """An admin API call on ``name``, with its admin token."""

@@ -46,7 +46,7 @@ def refresh_from_disk(net: LocalnetView) -> None:
             continue
         if other.proc != entry.proc and procs.pid_state(other.proc) != "gone":
             entry.proc = other.proc
-        entry.p2p, entry.api = other.p2p, other.api
+        entry.p2p, entry.api, entry.api_ca = other.p2p, other.api, other.api_ca
     if disk.simulator != mine.simulator and procs.pid_state(disk.simulator) != "gone":
         mine.simulator = disk.simulator
     if mine.netns and disk.netns and disk.netns.prefix == mine.netns.prefix:
@@ -96,8 +96,8 @@ async def check_invariants(net: LocalnetView, k: int, names: Sequence[str] | Non
                            within_s: float) -> dict[str, Any]:
     deadline = trio.current_time() + within_s
     while True:
-        urls = {n: net.node(n).api for n in running(net, names)}
-        report = await invariant_report(urls, k)
+        apis = {n: net.node(n).endpoint for n in running(net, names)}
+        report = await invariant_report(apis, k)
         if not report["violations"]:
             log.info("invariants_held", heights=report["heights"], k=k)
             return report

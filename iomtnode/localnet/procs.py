@@ -102,8 +102,9 @@ def simulator_command(entry: NodeEntry, devices: int, rate: float, *,
     appending each accepted reading's id to ``record`` (default: RECORD_NAME in the
     localnet directory, which holds ``entry``'s home), so a restarted simulator adds to it."""
     record = entry.home.parent / RECORD_NAME if record is None else record
+    trust = ["--api-ca", str(entry.api_ca)] if entry.api_ca is not None else []
     return [sys.executable, "-m", "iomtnode", "--log-json", "simulate", "--api", entry.api,
-            "--home", str(entry.home), "--devices", str(devices), "--rate", str(rate),
+            *trust, "--home", str(entry.home), "--devices", str(devices), "--rate", str(rate),
             "--duration", str(SIM_DURATION_S), "--record", str(record)]
 
 

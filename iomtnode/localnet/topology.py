@@ -13,13 +13,15 @@ worker thread.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 
 import structlog
 
+from ..config import load_config
+from ..home import Home
 from . import netns, procs
 from .errors import LocalnetError
 from .layout import (
-    API_PATH,
     HOST,
     P2P_PATH,
     Manifest,
@@ -46,7 +48,7 @@ def node_ip(entry: NodeEntry) -> str:
 
 
 def set_address(entry: NodeEntry, ip: str) -> None:
-    entry.api = ws_url(f"{ip}:{netns.API_PORT}", API_PATH)
+    entry.move_api(f"{ip}:{netns.API_PORT}")
     entry.p2p = ws_url(f"{ip}:{netns.P2P_PORT}", P2P_PATH)
 
 
@@ -114,6 +116,35 @@ def record_p2p(manifest: Manifest, name: str, address: str) -> str:
     return hostport
 
 
+def place(manifest: Manifest, env: Mapping[str, str], netns_mode: bool) -> None:
+    """Where the nodes listen at this start and how their APIs are reached: in namespaces
+    (``netns_mode``) or on loopback ports, ``wss://`` for an API with TLS (see
+    :func:`use_api_tls`, checked before any namespace is made)."""
+    use_api_tls(manifest, env, netns_mode=netns_mode)
+    (use_netns if netns_mode else use_loopback)(manifest)
+
+
+def use_api_tls(manifest: Manifest, env: Mapping[str, str], *, netns_mode: bool) -> None:
+    """Speak to each node's API as its ``iomtnode run`` will serve it: ``wss://``, trusting
+    its own certificate, when its config (config.toml, then ``IOMTNODE_*`` in ``env``) sets
+    ``api_tls_cert``; plain ``ws://`` otherwise. Recorded in localnet.json, so the commands
+    that attach later (``status``, ``chaos``) do the same.
+
+    In ``netns_mode`` a node's address is picked afresh at each start (and changed by
+    ``change_ip``), so no certificate made beforehand can name it: refused, naming the node
+    and the setting."""
+    for entry in manifest.nodes:
+        config = load_config(Home(entry.home).config_path, env=env)
+        if config.api_tls_cert and netns_mode:
+            raise LocalnetError(
+                f"{entry.name} sets api_tls_cert: in --netns mode a node's address is chosen at "
+                f"each start and its API certificate cannot name it; start without --netns, "
+                f"or unset api_tls_cert and api_tls_key in {Home(entry.home).config_path}")
+        entry.api_ca = entry.home / config.api_tls_cert if config.api_tls_cert else None
+        entry.move_api(entry.api_listen)
+    manifest.save()
+
+
 def use_loopback(manifest: Manifest) -> None:
     """Put every node back on loopback ports if an earlier netns run moved them."""
     if all(host_of(n.api).startswith("127.") and host_of(n.p2p).startswith("127.")
@@ -121,7 +152,7 @@ def use_loopback(manifest: Manifest) -> None:
         return
     ports = allocate_ports(2 * len(manifest.nodes))
     for i, entry in enumerate(manifest.nodes):
-        entry.api = ws_url(f"{HOST}:{ports[2 * i]}", API_PATH)
+        entry.move_api(f"{HOST}:{ports[2 * i]}")
         entry.p2p = ws_url(f"{HOST}:{ports[2 * i + 1]}", P2P_PATH)
     manifest.save()
     rewrite_configs(manifest)

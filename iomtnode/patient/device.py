@@ -124,7 +124,10 @@ class Pending:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What became of one reading: ``committed`` (at ``height``) or ``refused`` for good."""
+    """What became of one reading, for good: ``committed`` (at ``height``); ``refused`` at
+    admission (``code``, ``reason``: the node never took it); ``dropped``: accepted, then
+    dropped by the node (``code``, ``reason``: the rule it came to break); ``lost``: accepted,
+    then unknown to the node each time it was sent (code 0)."""
 
     seq: int
     tx_id: bytes
@@ -224,9 +227,10 @@ class DeviceSession:
         self._pending[pending.seq] = again
         return again
 
-    def _refused(self, pending: Pending, code: int, reason: str) -> Outcome:
+    def _refused(self, pending: Pending, code: int, reason: str, state: str = "refused"
+                 ) -> Outcome:
         del self._pending[pending.seq]  # refused for good: its plaintext goes
-        return Outcome(pending.seq, pending.tx.id, "refused", code=code, reason=reason)
+        return Outcome(pending.seq, pending.tx.id, state, code=code, reason=reason)
 
     async def submit(self, readings: list[Pending]) -> list[Outcome]:
         """Submit ``readings`` (sealed by :meth:`seal`) until each is accepted or refused for
@@ -285,12 +289,14 @@ class DeviceSession:
                 elif status["code"] == STALE_EPOCH and pending.attempts < MAX_ATTEMPTS:
                     stale.append(pending)
                 else:
-                    outcomes.append(self._refused(pending, status["code"], status["reason"]))
+                    outcomes.append(self._refused(pending, status["code"], status["reason"],
+                                                  "dropped"))
             elif status["state"] == "unknown":  # the node lost it (a restart): send it again
                 if pending.attempts < MAX_ATTEMPTS:
                     stale.append(pending)
                 else:
-                    outcomes.append(self._refused(pending, 0, "the node lost it every time"))
+                    outcomes.append(self._refused(pending, 0, "the node lost it every time",
+                                                  "lost"))
         if stale:
             await self.refresh_epoch()
             outcomes += await self.submit([self._again(p) for p in stale])

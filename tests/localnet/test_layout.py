@@ -132,10 +132,10 @@ def test_localnet_json_schema_and_mode(four):
                         "supervisor", "devices", "rate"}
     for node in doc["nodes"]:
         assert set(node) == {"name", "node_id", "home", "authority", "api", "p2p",
-                             "admin_token", "pid", "pid_start"}
+                             "admin_token", "api_ca", "pid", "pid_start"}
         assert node["api"].startswith("ws://127.0.0.1:") and node["api"].endswith("/api/v1")
         assert node["p2p"].startswith("wss://127.0.0.1:") and node["p2p"].endswith("/p2p/v1")
-        assert node["pid"] is None and len(node["node_id"]) == 64
+        assert node["pid"] is None and node["api_ca"] is None and len(node["node_id"]) == 64
         assert Path(node["home"]).is_absolute()
 
 

@@ -310,3 +310,32 @@ async def test_a_reading_the_node_lost_is_sent_again_unchanged(autojump_clock):
     outcomes = await s.settle(5)
     assert [tx.id for tx in node.submitted] == [original.id] * 2
     assert [(o.state, o.tx_id) for o in outcomes] == [("committed", original.id)]
+
+
+async def test_accepted_then_dropped_for_good_is_told_as_dropped_not_refused(autojump_clock):
+    node = FakeNode(SigningKey.generate(), epoch=1)
+    s = await session(node)
+    node.drop_next_with = 1022  # another reading took its number first: never committed
+    pending = s.seal(plain())
+    assert await s.submit([pending]) == []  # accepted
+    outcomes = await s.settle(5)
+    assert [(o.state, o.code, o.reason) for o in outcomes] == [("dropped", 1022, "dropped")]
+    assert outcomes[0].to_json() == {"seq": pending.seq, "id": pending.tx.id.hex(),
+                                     "state": "dropped", "code": 1022, "reason": "dropped"}
+    assert s.pending == ()
+
+
+class Forgetful(dict):
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+
+async def test_accepted_then_unknown_every_time_is_told_as_lost(autojump_clock):
+    node = FakeNode(SigningKey.generate(), epoch=1)
+    s = await session(node)
+    node.accepted = Forgetful()  # it loses each reading it accepts (restart after restart)
+    pending = s.seal(plain())
+    assert await s.submit([pending]) == []
+    outcomes = await s.settle(30)
+    assert [(o.state, o.code) for o in outcomes] == [("lost", 0)]
+    assert len(node.submitted) == dv.MAX_ATTEMPTS
