@@ -16,6 +16,10 @@ A frame can go wrong in three places, and each costs its sender (points in :mod:
   reconnection; the node id pays across connections instead, and is banned as for any other
   invalid message.
 
+After the handshake the peer's node id pays; before it (a frame in place of ``Hello`` or
+``Auth``, or the wrong one of them: :class:`HandshakeFrameError`) the connection names no node
+yet, and its address pays the same points (:mod:`.refusal`).
+
 How the websocket layer's own closes are told from the peer's: trio-websocket ends the
 connection on an oversized message with close code 1009 and the reason
 :data:`OVERSIZED_CLOSE_REASON`, and on broken framing (a wsproto parse failure) with 1002 or
@@ -34,6 +38,7 @@ from dataclasses import dataclass
 from trio_websocket import CloseReason
 
 from . import score
+from .handshake import HandshakeError
 from .messages import (
     MAX_MESSAGE_BYTES,
     Message,
@@ -62,6 +67,20 @@ class Fault:
         """The reason :meth:`~.host.Host.penalize` gets: the kind, then at most 100
         characters of detail."""
         return f"{self.reason}: {self.detail[:100]}"
+
+
+class HandshakeFrameError(HandshakeError):
+    """A frame in the handshake that is not the message expected there; ``fault`` says what
+    it costs (the connection's address pays: :mod:`.refusal`)."""
+
+    def __init__(self, fault: Fault) -> None:
+        super().__init__(f"bad handshake message: {fault.detail}")
+        self.fault = fault
+
+
+def unexpected(expected: str, got: str) -> Fault:
+    """The fault of a message of kind ``got`` where only ``expected`` may come."""
+    return Fault("invalid_message", score.INVALID_MESSAGE, f"expected {expected}, got {got}")
 
 
 def read_frame(frame: bytes | str) -> Message | Fault:

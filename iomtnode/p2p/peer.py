@@ -32,7 +32,7 @@ from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection
 from ..core.crypto import SigningKey
 from . import faults, score
 from .faults import Fault
-from .handshake import HandshakeError, check_auth, check_hello, make_auth
+from .handshake import check_auth, check_hello, make_auth
 from .messages import Auth, Hello, Message, Ping, Pong, encode_message, message_name
 from .transport import Connection
 
@@ -64,8 +64,9 @@ async def authenticate(ws: WebSocketConnection, key: SigningKey, ours: Hello, re
     connection is refused after the version check). ``admit(node_id)`` runs before our Auth
     is sent and refuses a node by raising HandshakeError, so a node refused there never
     completes the handshake. ``conn.remote`` is sent as the address we observe of the peer.
-    Raises HandshakeError (we refuse; the message is the reason) or ConnectionClosed (the peer
-    closed, e.g. refused us).
+    Raises HandshakeError (we refuse; the message is the reason; a
+    :class:`~.faults.HandshakeFrameError` for a frame that is not the message expected) or
+    ConnectionClosed (the peer closed, e.g. refused us).
     """
     await ws.send_message(encode_message(ours))
     theirs = await _receive(ws, Hello)
@@ -83,9 +84,9 @@ async def authenticate(ws: WebSocketConnection, key: SigningKey, ours: Hello, re
 async def _receive(ws: WebSocketConnection, expected: type[_M]) -> _M:
     msg = faults.read_frame(await ws.get_message())
     if type(msg) is Fault:
-        raise HandshakeError(f"bad handshake message: {msg.detail}")
+        raise faults.HandshakeFrameError(msg)
     if not isinstance(msg, expected):
-        raise HandshakeError(f"expected {expected.__name__}, got {message_name(msg)}")
+        raise faults.HandshakeFrameError(faults.unexpected(expected.__name__, message_name(msg)))
     return msg
 
 
