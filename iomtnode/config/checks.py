@@ -8,12 +8,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError, Issue
+from .errors import Issue
+from .hostport import DIALABLE, HOSTPORT, dial_problem, problem
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-WILDCARD_HOSTS = ("0.0.0.0", "::")  # listen on every interface; nobody can dial them
-DIALABLE = ("HOST:PORT that other nodes can dial (a port from 1 to 65535; HOST a name or IP, "
-            "not 0.0.0.0 or ::)")
 DAY_S = 86_400
 Values = Mapping[str, Any]  # every setting by name, each of its declared type
 
@@ -24,39 +22,14 @@ class Rule:
     allowed: str  # what the key may hold: "between 1 and 1,000", "HOST:PORT or empty"
     ok: Callable[[Values], bool]
     reads: tuple[str, ...] = ()  # the other keys it compares with: not run when one is wrong
+    why: Callable[[Values], str | None] | None = None  # what is wrong, said after the value
 
     def issue(self, values: Values) -> Issue | None:
         if self.ok(values):
             return None
-        return Issue(self.key, f"{self.key} must be {self.allowed}, got {values[self.key]!r}")
-
-
-def parse_hostport(value: str, name: str = "address") -> tuple[str, int]:
-    """``(host, port)`` of ``value``, HOST:PORT (an IPv6 host in brackets; no whitespace
-    anywhere, which no name or IP holds); else :class:`ConfigError` naming ``name``."""
-    host, sep, port = value.rpartition(":")
-    if (not sep or not host or any(c.isspace() for c in host) or not port.isdigit()
-            or not 0 <= int(port) <= 65535):
-        raise ConfigError(f"{name} must be HOST:PORT, got {value!r}")
-    return host.strip("[]"), int(port)
-
-
-def is_hostport(value: str) -> bool:
-    try:
-        parse_hostport(value)
-    except ConfigError:
-        return False
-    return True
-
-
-def is_dialable(value: str) -> bool:
-    """HOST:PORT that another node can dial: a port from 1 to 65535 and a host that is not
-    a wildcard (``0.0.0.0``, ``::``: a listener's "every interface", which names no host)."""
-    try:
-        host, port = parse_hostport(value)
-    except ConfigError:
-        return False
-    return port != 0 and host not in WILDCARD_HOSTS
+        why = self.why(values) if self.why is not None else None
+        return Issue(self.key, f"{self.key} must be {self.allowed}, got {values[self.key]!r}"
+                               + (f": {why}" if why else ""))
 
 
 def _number(x: float) -> str:
@@ -69,10 +42,22 @@ def between(key: str, low: float, high: float, unit: str = "", note: str = "") -
     return Rule(key, allowed, lambda v: low <= v[key] <= high)
 
 
-def _address(key: str, *, optional: bool = False) -> Rule:
-    if optional:
-        return Rule(key, "HOST:PORT, or empty", lambda v: not v[key] or is_hostport(v[key]))
-    return Rule(key, "HOST:PORT", lambda v: is_hostport(v[key]))
+def _address(key: str, *, optional: bool = False, dialable: bool = False) -> Rule:
+    """A HOST:PORT setting (``config/hostport.py``): one a listener binds, or with
+    ``dialable`` one other nodes dial; ``optional``: or empty."""
+    fault = dial_problem if dialable else problem
+    allowed = (DIALABLE if dialable else HOSTPORT) + (", or empty" if optional else "")
+    return Rule(key, allowed, lambda v: (optional and not v[key]) or fault(v[key]) is None,
+                why=lambda v: fault(v[key]))
+
+
+def _addresses(key: str) -> Rule:
+    """A list of addresses other nodes dial; the error names the first one that is wrong."""
+    def why(v: Values) -> str | None:
+        return next((f"{address!r}: {fault}" for address in v[key]
+                     if (fault := dial_problem(address)) is not None), None)
+
+    return Rule(key, f"a list of {DIALABLE}", lambda v: why(v) is None, why=why)
 
 
 def _tls_pair(key: str, other: str) -> Rule:
@@ -91,8 +76,7 @@ RULES: tuple[Rule, ...] = (
     between("api_idle_timeout_s", 1, DAY_S, " seconds"),
     between("api_requests_per_s", 1, 1_000_000),
     _address("p2p_listen"),
-    Rule("advertise_address", f"{DIALABLE}, or empty",
-         lambda v: not v["advertise_address"] or is_dialable(v["advertise_address"])),
+    _address("advertise_address", optional=True, dialable=True),
     _address("metrics_listen", optional=True),
     between("block_interval_s", 0.001, 60, " seconds"),
     Rule("empty_block_interval_s", "between block_interval_s and 3,600 seconds",
@@ -101,8 +85,7 @@ RULES: tuple[Rule, ...] = (
     between("mempool_max_txs", 1, 10_000_000),
     between("max_block_txs", 1, 10_000),
     Rule("log_level", f"one of {', '.join(LOG_LEVELS)}", lambda v: v["log_level"] in LOG_LEVELS),
-    Rule("bootnodes", f"a list of {DIALABLE}",
-         lambda v: all(is_dialable(address) for address in v["bootnodes"])),
+    _addresses("bootnodes"),
     between("max_peers", 1, 1000),
     Rule("outbound_slots", "between 0 and max_peers - 1",
          lambda v: 0 <= v["outbound_slots"] < v["max_peers"], ("max_peers",)),

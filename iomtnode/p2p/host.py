@@ -26,15 +26,12 @@ from collections.abc import Container
 
 import structlog
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    ConnectionRejected,
-    WebSocketConnection,
-    wrap_client_stream,
-)
+from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_client_stream
 
 from ..core.crypto import SigningKey
+from . import refusal
 from .acceptrate import AcceptRate
+from .faults import Fault
 from .handshake import HandshakeError
 from .hostconfig import (
     P2P_PATH,
@@ -46,11 +43,11 @@ from .hostconfig import (
     P2PConfig,
 )
 from .messages import MAX_MESSAGE_BYTES, Message
-from .peer import Counters, Peer, Traffic, authenticate, close_websocket, describe_close, encode
+from .peer import Counters, Peer, Traffic, authenticate, close_websocket, encode
 from .score import Scoreboard
 from .slots import Slots
 from .tls import TlsTransport
-from .transport import ChannelError, Transport, ip_of, split_address
+from .transport import Transport, ip_of, split_address
 from .upgrade import BAD_UPGRADE, accept_upgrade, refuse_unread, upgrade_failure
 
 log = structlog.get_logger(__name__)
@@ -230,7 +227,6 @@ class Host:
         """Upgrade, handshake, register: ``(peer, None)``, or ``(None, why not)`` after closing
         the websocket with the reason."""
         ws: WebSocketConnection | None = None
-        code = 1008
         try:
             with trio.fail_after(self.config.handshake_timeout_s):
                 conn = await self.transport.secure(stream, remote, outbound=outbound)
@@ -256,19 +252,13 @@ class Host:
                             totals=self._totals, logger=self.log)
                 self._register(peer)
                 return peer, None
-        except (trio.TooSlowError, ChannelError) as exc:
-            reason = str(exc) or "handshake timed out"
-            self.log.info("peer_handshake_failed", remote=remote, reason=reason)
-        except HandshakeError as exc:
-            reason = str(exc)
-            self.log.info("peer_refused", remote=remote, reason=reason)
-        except ConnectionClosed as exc:
-            code, reason = 1000, describe_close(exc.reason)
-            if exc.reason is not None and exc.reason.code == 1008:  # the peer refused us
-                reason = f"refused by peer: {exc.reason.reason}"
-                self.log.info("peer_refused", remote=remote, reason=reason, by="peer")
-            else:
-                self.log.info("peer_handshake_failed", remote=remote, reason=reason)
+        except refusal.FAILURES as exc:
+            failed = refusal.failure(exc)
+            code, reason = failed.code, failed.reason
+            self.log.info(failed.event, remote=remote, reason=reason,
+                          **({"by": "peer"} if failed.by_peer else {}))
+            if failed.fault is not None:
+                self._charge_address(remote, failed.fault)
         if ws is not None:
             await close_websocket(ws, stream, code, reason, self.config.close_timeout_s)
         return None, reason
@@ -377,6 +367,14 @@ class Host:
                              seconds=round(self.scoreboard.banned_for(peer.node_id, now), 1))
             self._drop(peer, f"banned: {reason}", code=1008)
         return banned
+
+    def _charge_address(self, remote: str, fault: Fault) -> None:
+        """A connection from ``remote`` did ``fault`` before its handshake named a node: its IP
+        pays (see :mod:`.refusal`), and is banned below the threshold (``address_banned``)."""
+        ip, now = ip_of(remote), trio.current_time()
+        if self.scoreboard.penalize_address(ip, fault.points, fault.reason, now):
+            self.log.warning("address_banned", address=ip, reason=fault.penalty_reason,
+                             seconds=round(self.scoreboard.address_banned_for(ip, now), 1))
 
     @property
     def refused(self) -> frozenset[bytes]:

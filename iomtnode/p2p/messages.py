@@ -50,6 +50,11 @@ class ProtocolError(ValueError):
     """A frame that is not a well-formed message of this protocol version."""
 
 
+class UndecodableFrameError(ProtocolError):
+    """A frame that is not one msgpack value within the codec's limits (the cheaper fault: a
+    :class:`ProtocolError` of any other kind is well-formed msgpack that is not a message)."""
+
+
 def list_of(check: f.Check, limit: int) -> f.Check:
     of_bytes = hasattr(check, "byte_range")  # checked in C loops (fields.bytes_items)
 
@@ -166,11 +171,12 @@ def message_name(msg: Message | type[Any]) -> str:
 
 
 def decode_message(frame: bytes) -> Message:
-    """Decode one frame from a peer. Raises :class:`ProtocolError` naming what is wrong."""
+    """Decode one frame from a peer. Raises :class:`ProtocolError` naming what is wrong
+    (:class:`UndecodableFrameError` when it is not msgpack within the codec's limits)."""
     try:
         value = codec.decode_envelope(frame, max_bytes=MAX_MESSAGE_BYTES)
     except codec.DecodeError as exc:
-        raise ProtocolError(f"undecodable frame: {exc}") from None
+        raise UndecodableFrameError(f"undecodable frame: {exc}") from None
     try:
         return f.tagged_record(value, MESSAGE_TYPES, "message")
     except f.FieldError as exc:

@@ -13,9 +13,10 @@ lives until :meth:`Peer.run` returns. Three tasks serve it:
   arrived for ``missed_pings`` intervals is dropped ("ping timeout"). A handler must therefore
   not hold the reader for that long: long work belongs on a bounded channel of its own.
 
-A frame that is not a valid message costs the peer points (through the host's scoreboard);
-the first of each kind is logged (``peer_misbehaved``), and reading goes on unless the peer is
-banned for it.
+A frame that is not a valid message costs the peer points (through the host's scoreboard;
+what each kind costs: :mod:`.faults`); the first of each kind is logged (``peer_misbehaved``),
+and reading goes on unless the peer is banned for it, or the websocket layer ended the
+connection on it (an oversized frame, broken framing).
 """
 
 from __future__ import annotations
@@ -29,19 +30,10 @@ import trio
 from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection
 
 from ..core.crypto import SigningKey
-from . import score
-from .handshake import HandshakeError, check_auth, check_hello, make_auth
-from .messages import (
-    Auth,
-    Hello,
-    Message,
-    Ping,
-    Pong,
-    ProtocolError,
-    decode_message,
-    encode_message,
-    message_name,
-)
+from . import faults, score
+from .faults import Fault
+from .handshake import check_auth, check_hello, make_auth
+from .messages import Auth, Hello, Message, Ping, Pong, encode_message, message_name
 from .transport import Connection
 
 log = structlog.get_logger(__name__)
@@ -72,8 +64,9 @@ async def authenticate(ws: WebSocketConnection, key: SigningKey, ours: Hello, re
     connection is refused after the version check). ``admit(node_id)`` runs before our Auth
     is sent and refuses a node by raising HandshakeError, so a node refused there never
     completes the handshake. ``conn.remote`` is sent as the address we observe of the peer.
-    Raises HandshakeError (we refuse; the message is the reason) or ConnectionClosed (the peer
-    closed, e.g. refused us).
+    Raises HandshakeError (we refuse; the message is the reason; a
+    :class:`~.faults.HandshakeFrameError` for a frame that is not the message expected) or
+    ConnectionClosed (the peer closed, e.g. refused us).
     """
     await ws.send_message(encode_message(ours))
     theirs = await _receive(ws, Hello)
@@ -89,15 +82,11 @@ async def authenticate(ws: WebSocketConnection, key: SigningKey, ours: Hello, re
 
 
 async def _receive(ws: WebSocketConnection, expected: type[_M]) -> _M:
-    frame = await ws.get_message()
-    if isinstance(frame, str):
-        raise HandshakeError("a text frame in the handshake")
-    try:
-        msg = decode_message(frame)
-    except ProtocolError as exc:
-        raise HandshakeError(f"bad handshake message: {exc}") from None
+    msg = faults.read_frame(await ws.get_message())
+    if type(msg) is Fault:
+        raise faults.HandshakeFrameError(msg)
     if not isinstance(msg, expected):
-        raise HandshakeError(f"expected {expected.__name__}, got {message_name(msg)}")
+        raise faults.HandshakeFrameError(faults.unexpected(expected.__name__, message_name(msg)))
     return msg
 
 
@@ -308,25 +297,16 @@ class Peer:
         while not self.closed:
             try:
                 frame = await self._ws.get_message()
-            except ConnectionClosed as exc:
+            except ConnectionClosed as exc:  # a frame the websocket refused costs its sender
+                if (fault := faults.of_close(exc.reason)) is not None:
+                    self._misbehaved(penalize, fault)
                 self.close(describe_close(exc.reason))
                 return
             now = self.last_received_at = trio.current_time()
-            if isinstance(frame, str):
+            msg = faults.read_frame(frame)
+            if type(msg) is Fault:
                 self._count_in("invalid", len(frame))
-                self._misbehaved(penalize, score.UNDECODABLE_FRAME, "undecodable_frame",
-                                 "a text frame")
-                continue
-            try:
-                msg = decode_message(frame)
-            except ProtocolError as exc:
-                self._count_in("invalid", len(frame))
-                # decode_message says "undecodable frame: ..." when the bytes are not msgpack
-                if str(exc).startswith("undecodable"):
-                    self._misbehaved(penalize, score.UNDECODABLE_FRAME, "undecodable_frame",
-                                     str(exc))
-                else:
-                    self._misbehaved(penalize, score.INVALID_MESSAGE, "invalid_message", str(exc))
+                self._misbehaved(penalize, msg)
                 continue
             self._count_in(message_name(msg), len(frame))
             match msg:
@@ -336,16 +316,16 @@ class Peer:
                     if nonce == self._ping_nonce:
                         self.rtt_s = now - self._ping_sent_at
                 case Hello() | Auth():
-                    self._misbehaved(penalize, score.INVALID_MESSAGE, "invalid_message",
-                                     f"{message_name(msg)} after the handshake")
+                    self._misbehaved(penalize, Fault("invalid_message", score.INVALID_MESSAGE,
+                                                     f"{message_name(msg)} after the handshake"))
                 case _:
                     await on_message(self, msg)
 
-    def _misbehaved(self, penalize: Penalize, points: int, kind: str, detail: str) -> None:
-        if kind not in self._logged:
-            self._logged.add(kind)
-            self.log.warning("peer_misbehaved", reason=kind, detail=detail[:200])
-        penalize(self, points, f"{kind}: {detail[:100]}")
+    def _misbehaved(self, penalize: Penalize, fault: Fault) -> None:
+        if fault.reason not in self._logged:
+            self._logged.add(fault.reason)
+            self.log.warning("peer_misbehaved", reason=fault.reason, detail=fault.detail[:200])
+        penalize(self, fault.points, fault.penalty_reason)
 
     async def _write(self) -> None:
         """The connection's one writer: sends queued frames in order."""

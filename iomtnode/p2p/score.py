@@ -9,7 +9,10 @@ A node id costs nothing to make, so a ban by node id alone is evaded with a new 
 address the offender connected from (its IP) is banned too, for ``address_ban_s``: a new key
 from a banned address is refused before its handshake. Both bans grow for a repeat offender:
 the n-th ban of the same node id or address within :data:`OFFENCE_MEMORY_S` lasts
-``2**(n-1)`` times the first, up to :data:`MAX_BAN_S`. An address ban shuts out every node
+``2**(n-1)`` times the first, up to :data:`MAX_BAN_S`. A connection that sends bad frames
+before its handshake names a node charges the address it came from instead
+(:meth:`Scoreboard.penalize_address`, same points, threshold and decay), which is banned the
+same way. An address ban shuts out every node
 behind that address (a NAT); ``address_ban_s = 0`` turns address bans off, as a localnet whose
 nodes all share 127.0.0.1 does.
 
@@ -117,6 +120,8 @@ class Scoreboard:
         self.threshold = threshold
         self.decay_per_s = decay_per_s
         self._scores: dict[bytes, tuple[float, float]] = {}  # node id -> (score, at)
+        # address -> (score, at): what connections from it did before a handshake named a node
+        self._address_scores: dict[str, tuple[float, float]] = {}
         self._nodes: _Bans[bytes] = _Bans()
         self._addresses: _Bans[str] = _Bans()
         # how often each reason was given (countable_reason, at most MAX_PENALTY_REASONS + 1)
@@ -125,7 +130,13 @@ class Scoreboard:
 
     def score(self, node_id: bytes, now: float) -> float:
         """The node's score at ``now`` (0 for a node never penalised); never above 0."""
-        entry = self._scores.get(node_id)
+        return self._decayed(self._scores.get(node_id), now)
+
+    def address_score(self, address: str, now: float) -> float:
+        """The score of ``address`` (an IP) at ``now`` from :meth:`penalize_address`."""
+        return self._decayed(self._address_scores.get(address), now)
+
+    def _decayed(self, entry: tuple[float, float] | None, now: float) -> float:
         if entry is None:
             return 0.0
         score, at = entry
@@ -145,12 +156,7 @@ class Scoreboard:
         so is ``address`` when given and address bans are on; its score starts again from 0
         afterwards) or it was banned before. The caller disconnects it.
         """
-        if points <= 0:
-            raise ValueError(f"a penalty is a positive number of points, got {points}")
-        penalties, counted = self.penalties, countable_reason(reason)
-        if counted not in penalties and len(penalties) >= MAX_PENALTY_REASONS:
-            counted = OTHER_REASON
-        penalties[counted] += 1
+        self._count(points, reason)
         if self.is_banned(node_id, now):
             return True
         score = self.score(node_id, now) - points
@@ -164,6 +170,34 @@ class Scoreboard:
         self._scores[node_id] = (score, now)
         self._prune(now)
         return False
+
+    def penalize_address(self, address: str, points: float, reason: str, now: float) -> bool:
+        """Subtract ``points`` (> 0) from the score of ``address`` (an IP), for what a connection
+        from it did before its handshake named a node (no node id to charge yet).
+
+        Returns True when the address is banned, now or already: its score fell below the
+        threshold while address bans are on (it is banned for its next ban length and starts
+        again from 0). With address bans off (``address_ban_s = 0``) nothing is banned.
+        """
+        self._count(points, reason)
+        if self.is_address_banned(address, now):
+            return True
+        score = self.address_score(address, now) - points
+        self._address_scores.pop(address, None)  # re-insert: ordered by last change
+        if score < self.threshold and self.address_ban_s > 0:
+            self._addresses.escalate(address, self.address_ban_s, now)
+            return True
+        self._address_scores[address] = (score, now)
+        self._prune(now)
+        return False
+
+    def _count(self, points: float, reason: str) -> None:
+        if points <= 0:
+            raise ValueError(f"a penalty is a positive number of points, got {points}")
+        penalties, counted = self.penalties, countable_reason(reason)
+        if counted not in penalties and len(penalties) >= MAX_PENALTY_REASONS:
+            counted = OTHER_REASON
+        penalties[counted] += 1
 
     def ban(self, node_id: bytes, seconds: float, now: float) -> None:
         """Ban the node until ``now + seconds`` (a longer existing ban is kept)."""
@@ -190,6 +224,10 @@ class Scoreboard:
         """Seconds the node's ban has left (0 if not banned)."""
         return max(0.0, self._nodes.until.get(node_id, now) - now)
 
+    def address_banned_for(self, address: str, now: float) -> float:
+        """Seconds the address's ban has left (0 if not banned)."""
+        return max(0.0, self._addresses.until.get(address, now) - now)
+
     def bans(self, now: float) -> dict[bytes, float]:
         """The nodes banned at ``now``, with the seconds each ban has left."""
         return self._nodes.active(now)
@@ -199,8 +237,9 @@ class Scoreboard:
         return self._addresses.active(now)
 
     def _prune(self, now: float) -> None:
-        if len(self._scores) > MAX_TRACKED:
-            for node in [n for n in self._scores if self.score(n, now) == 0.0]:
-                del self._scores[node]
-            while len(self._scores) > MAX_TRACKED:
-                del self._scores[next(iter(self._scores))]
+        for scores in (self._scores, self._address_scores):
+            if len(scores) > MAX_TRACKED:
+                for key in [k for k, entry in scores.items() if self._decayed(entry, now) == 0]:
+                    del scores[key]
+                while len(scores) > MAX_TRACKED:
+                    del scores[next(iter(scores))]

@@ -58,7 +58,8 @@ def test_unknown_keys_are_named_with_the_closest_setting(tmp_path: Path, text: s
     ("bootnodes = ['a:1', 'b']\n", "bootnodes", "bootnodes must be a list of HOST:PORT"),
     ("bootnodes = ['my host:1']\n", "bootnodes", "bootnodes must be a list of HOST:PORT"),
     ("timeout_cap_s = nan\n", "timeout_cap_s", "timeout_cap_s must be between the longest"),
-    ("metrics_listen = 'localhost'\n", "metrics_listen", "HOST:PORT, or empty"),
+    ("metrics_listen = 'localhost'\n", "metrics_listen",
+     "PORT 0 to 65535), or empty, got 'localhost': no :PORT"),
     ("max_peers = 10\noutbound_slots = 10\n", "outbound_slots", "between 0 and max_peers - 1"),
 ])
 def test_wrong_types_and_ranges_name_the_key_and_the_file(
@@ -99,9 +100,10 @@ def test_an_address_other_nodes_cannot_dial_is_refused(key: str, address: str) -
     ({"IOMTNODE_BOOTNODES": "a:1,b"}, "IOMTNODE_BOOTNODES"),
     # a host with a space in it is no host: it would be advertised, and dialed, as given
     ({"IOMTNODE_ADVERTISE_ADDRESS": " pod-0.example:7546"},
-     "advertise_address must be HOST:PORT that other nodes can dial (a port from 1 to 65535; "
-     "HOST a name or IP, not 0.0.0.0 or ::), or empty, got ' pod-0.example:7546' (from the "
-     "environment variable IOMTNODE_ADVERTISE_ADDRESS)"),
+     "advertise_address must be HOST:PORT that other nodes can dial (HOST an IPv4 address, a "
+     "DNS name, or an IPv6 address in brackets as in [::1]:7546, not 0.0.0.0 or [::]; PORT 1 "
+     "to 65535), or empty, got ' pod-0.example:7546': only printable ASCII, without spaces (a "
+     "name in its xn-- form) (from the environment variable IOMTNODE_ADVERTISE_ADDRESS)"),
     ({"IOMTNODE_P2P_LISTEN": "\t0.0.0.0:7546"}, "p2p_listen must be HOST:PORT"),
 ])
 def test_environment_errors_name_the_variable(tmp_path: Path, env: dict[str, str],
@@ -113,7 +115,9 @@ def test_environment_errors_name_the_variable(tmp_path: Path, env: dict[str, str
 def test_flag_errors_say_they_came_from_the_command_line() -> None:
     (issue,) = resolve(None, {"api_listen": "nowhere"}, env={}).issues
     assert issue == Issue("api_listen",
-                          "api_listen must be HOST:PORT, got 'nowhere' (from the command line)")
+                          "api_listen must be HOST:PORT (HOST an IPv4 address, a DNS name, or "
+                          "an IPv6 address in brackets as in [::1]:7546; PORT 0 to 65535), got "
+                          "'nowhere': no :PORT (from the command line)")
 
 
 def test_a_file_that_does_not_parse_is_one_error_naming_the_file(tmp_path: Path) -> None:

@@ -158,3 +158,28 @@ def test_a_penalty_reason_is_counted_without_its_numbers_and_ids(reason, counted
     board = Scoreboard()
     board.penalize(A, 1, reason, now=0.0)
     assert dict(board.penalties) == {counted: 1}
+
+
+def test_an_address_is_charged_apart_from_node_ids_and_banned_below_the_threshold():
+    # before a handshake names a node, what a connection does costs its address
+    board = Scoreboard(address_ban_s=60.0, decay_per_s=1.0)
+    for _ in range(5):  # -100 is not below -100
+        assert not board.penalize_address("10.0.0.9", score.INVALID_MESSAGE, "bad", now=0.0)
+    assert board.address_score("10.0.0.9", 10.0) == -90.0  # decays as a node's score
+    assert board.score(A, 0.0) == 0.0 and board.address_score("10.0.0.8", 0.0) == 0.0
+    assert board.penalize_address("10.0.0.9", score.INVALID_MESSAGE, "bad", now=0.0)
+    assert board.is_address_banned("10.0.0.9", 59.9) and board.address_banned_for("10.0.0.9",
+                                                                                   0.0) == 60.0
+    assert not board.is_address_banned("10.0.0.9", 60.0)
+    assert board.address_score("10.0.0.9", 60.0) == 0.0  # starts again from 0
+    assert board.bans(0.0) == {} and board.bans_issued == 0  # no node id was banned
+    assert board.penalties["bad"] == 6
+
+
+def test_with_address_bans_off_an_address_is_never_banned():
+    board = Scoreboard(address_ban_s=0.0, decay_per_s=0.0)
+    for _ in range(20):
+        assert not board.penalize_address("10.0.0.9", score.INVALID_MESSAGE, "bad", now=0.0)
+    assert board.address_bans(0.0) == {}
+    with pytest.raises(ValueError, match="positive"):
+        board.penalize_address("10.0.0.9", 0, "bad", now=0.0)
