@@ -43,7 +43,7 @@ def between(key: str, low: float, high: float, unit: str = "", note: str = "") -
 
 
 def _address(key: str, *, optional: bool = False, dialable: bool = False) -> Rule:
-    """A HOST:PORT setting (``config/hostport.py``): one a listener binds, or with
+    """A HOST:PORT setting (``iomtnode/hostport.py``): one a listener binds, or with
     ``dialable`` one other nodes dial; ``optional``: or empty."""
     fault = dial_problem if dialable else problem
     allowed = (DIALABLE if dialable else HOSTPORT) + (", or empty" if optional else "")

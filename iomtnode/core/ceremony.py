@@ -16,12 +16,11 @@ the rule.
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .. import hostport
 from . import codec
 from .crypto import KEY_BYTES, SIG_BYTES, BadSignatureError, Domain, SigningKey, blake2b256, verify
 from .genesis import MAX_AUTHORITIES, Genesis, GenesisError
@@ -30,8 +29,6 @@ from .window import DEFAULT_REPLAY_WINDOW
 CARD_VERSION = 1
 MAX_CARD_NAME_CHARS = 64  # a name for people: "St. Mary's, ward 3"
 MAX_ADDRESS_CHARS = 300  # a peer record's address limit (p2p/records.py MAX_ADDRESS_BYTES)
-WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # a listener's "every interface": nobody can dial it
-HOST_NAME = re.compile(r"[A-Za-z0-9_.-]{1,253}")  # a DNS name or an IPv4 address, ASCII
 
 
 class CeremonyError(ValueError):
@@ -40,31 +37,16 @@ class CeremonyError(ValueError):
 
 
 def check_address(address: str, what: str = "address") -> tuple[str, int]:
-    """``address`` as ``(host, port)`` if peers can dial it: ``HOST:PORT`` (``[v6]:PORT``
-    for an IPv6 literal), HOST not empty, not a wildcard, without spaces, PORT 1 to 65535.
-    Raises :class:`CeremonyError` naming ``what``."""
-    host, sep, port = address.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if (not sep or not port.isdigit() or not 1 <= int(port) <= 65535
-            or len(address) > MAX_ADDRESS_CHARS or any(c.isspace() for c in address)):
-        raise CeremonyError(f"{what} must be HOST:PORT with a port from 1 to 65535, "
-                            f"got {address!r}")
-    if host in WILDCARD_HOSTS:
-        raise CeremonyError(f"{what} {address!r} names no host peers can dial (a wildcard): "
-                            "give this node's DNS name or routable IP")
-    if not (_is_ipv6(host) if address.startswith("[") else HOST_NAME.fullmatch(host)):
-        raise CeremonyError(f"{what} {address!r}: the host must be a DNS name (ASCII letters, "
-                            "digits, '-', '_' and '.'; an international name in its xn-- "
-                            "form), an IPv4 address or an IPv6 address in brackets")
-    return host, int(port)
-
-
-def _is_ipv6(host: str) -> bool:
-    try:
-        ipaddress.IPv6Address(host)
-    except ValueError:
-        return False
-    return True
+    """``address`` as ``(host, port)`` if peers can dial it: ``HOST:PORT`` as every setting
+    reads it (:mod:`iomtnode.hostport`: ``[v6]:PORT`` for an IPv6 literal), not a wildcard,
+    PORT 1 to 65535, at most MAX_ADDRESS_CHARS. Raises :class:`CeremonyError` naming ``what``."""
+    if len(address) > MAX_ADDRESS_CHARS:
+        raise CeremonyError(f"{what} is longer than {MAX_ADDRESS_CHARS} characters")
+    fault = hostport.dial_problem(address)
+    if fault is not None:
+        raise CeremonyError(f"{what} must be {hostport.DIALABLE}, got {address!r}: {fault}")
+    _, host, port = hostport.split(address)
+    return host, port
 
 
 @dataclass(frozen=True, slots=True)
