@@ -18,6 +18,7 @@ import structlog
 
 from ..core import codec
 from ..core.crypto import SigningKey
+from ..hostport import dial_problem
 from ..store import BlockStore
 from .addrman import AddrMan
 from .records import PeerRecord, RecordError, decode_record, sign_record
@@ -55,7 +56,7 @@ class AddressBook:
                 record = decode_record(record_raw, chain_id)
             except RecordError:
                 continue
-            if self.tables.add(record, str(source), now) and tried:
+            if undialable(record) is None and self.tables.add(record, str(source), now) and tried:
                 self.tables.mark_tried(record.node_id, now)
 
     @property
@@ -65,7 +66,13 @@ class AddressBook:
 
     def update(self, record: PeerRecord, now_ms: int, source: str) -> bool:
         """Keep ``record``, told by a peer of netgroup ``source`` (see :meth:`AddrMan.add`);
-        True if it changed the book."""
+        True if it changed the book. A record with an address no node can dial (not HOST:PORT
+        as the settings read it, a wildcard, port 0) is not kept, so neither spread nor dialed
+        (``peer_record_ignored``; its signer made it, so its relayer is not charged)."""
+        fault = undialable(record)
+        if fault is not None:
+            log.debug("peer_record_ignored", node=record.node_id.hex()[:16], reason=fault)
+            return False
         changed = self.tables.add(record, source, now_ms)
         self._dirty |= changed
         return changed
@@ -108,6 +115,16 @@ class AddressBook:
 def wall_clock_ms() -> int:
     """The system's wall clock in ms (a node passes its own clock; this is the default)."""
     return int(time.time() * 1000)
+
+
+def undialable(record: PeerRecord) -> str | None:
+    """Why an address of ``record`` cannot be dialed (:func:`iomtnode.hostport.dial_problem`),
+    or None."""
+    for address in record.addresses:
+        fault = dial_problem(address)
+        if fault is not None:
+            return f"address {address!r}: {fault}"
+    return None
 
 
 class OwnRecord:

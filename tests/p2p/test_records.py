@@ -89,6 +89,23 @@ def test_a_book_written_as_a_plain_list_still_loads(tmp_path):
         assert book.records == {A.public: record} and not book.is_tried(A.public)
 
 
+@pytest.mark.parametrize("address", ["0.0.0.0:7001", "[::]:7001", "node1:0", "[::1:7001",
+                                     "a..b:7001", "999.1.1.1:7001", "::1:7001", "x y:7001"])
+def test_a_record_naming_an_address_no_node_can_dial_is_neither_kept_nor_loaded(tmp_path,
+                                                                                address):
+    """Signed by its node, so valid as a record, but not spread or dialed: the book keeps
+    only addresses the settings would take as a dialable HOST:PORT (iomtnode/hostport.py)."""
+    bad = sign_record(A, (address,), 5, 1, CHAIN)
+    good = sign_record(B, ("node2.example:7001",), 1, 1, CHAIN)
+    with BlockStore.open(tmp_path / "db") as store:
+        book = AddressBook(store, CHAIN, lambda: 10)
+        assert not book.update(bad, 10, "10.0.0.0/24")
+        assert book.update(good, 10, "10.0.0.0/24")
+        assert book.records == {B.public: good}
+        store.put_meta("address_book", codec.encode([bad.raw, good.raw]))  # an older book
+        assert AddressBook(store, CHAIN, lambda: 10).records == {B.public: good}
+
+
 def test_own_record_seq_is_bumped_on_every_publish_and_survives_restarts(tmp_path):
     with BlockStore.open(tmp_path / "db") as store:
         own = OwnRecord(A, CHAIN, store, now_ms=lambda: 7)
