@@ -69,6 +69,22 @@ def netgroup(ip: str) -> str:
     return str(ipaddress.ip_network(f"{address}/{bits}", strict=False))
 
 
+def address_key(ip: str) -> str:
+    """What counts as one address: an IPv4 address, or an IPv6 address's /64 (one
+    subscriber's network: a party that has one has them all; IPv4-mapped IPv6 as IPv4),
+    bracketed or not; other names whole. Bans by address (:mod:`.score`), the API's and the
+    metrics endpoint's per-address limits count by it."""
+    try:
+        address = ipaddress.ip_address(ip.strip("[]"))
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, IPV6_NETGROUP_BITS), strict=False))
+    return ip
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """How many connections, and from where (see the module doc for when each applies)."""

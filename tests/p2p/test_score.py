@@ -158,3 +158,17 @@ def test_a_penalty_reason_is_counted_without_its_numbers_and_ids(reason, counted
     board = Scoreboard()
     board.penalize(A, 1, reason, now=0.0)
     assert dict(board.penalties) == {counted: 1}
+
+
+def test_an_ipv6_address_ban_covers_its_64():
+    # whoever has one address of an IPv6 /64 has them all: a ban of one address alone was
+    # evaded by the next address of the same /64, with a new key
+    board = Scoreboard(address_ban_s=30.0, decay_per_s=0.0)
+    assert board.penalize(A, 200, "x", now=0.0, address="2001:db8::2")
+    for neighbour in ("2001:db8::3", "2001:db8::1234:0:0:9", "[2001:db8::2]"):
+        assert board.is_address_banned(neighbour, 0.0)
+    assert not board.is_address_banned("2001:db8:0:1::2", 0.0)  # the next /64 is not
+    assert board.address_bans(10.0) == {"2001:db8::/64": 20.0}
+    assert board.penalize(B, 200, "x", now=40.0, address="::ffff:10.1.2.3")  # IPv4-mapped
+    assert board.is_address_banned("10.1.2.3", 40.0)
+    assert not board.is_address_banned("10.1.2.4", 40.0)  # an IPv4 ban is one address
