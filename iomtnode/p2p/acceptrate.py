@@ -6,7 +6,7 @@ signature, the connection's setup), and the client nothing to speak of: it can s
 recorded ClientHello every time and close without reading the answer. The handshake limits
 of :mod:`.slots` bound how many run at once from one address, not how often one starts, so
 one address that reconnects in a loop kept a node's main thread busy. Here each IP and each
-netgroup (an IPv4 /24, an IPv6 /64: :func:`.slots.netgroup`) has a token bucket of
+netgroup (an IPv4 /24, an IPv6 /48: :func:`.slots.netgroup`) has a token bucket of
 connections; a socket that finds either empty gets HTTP 503 unread (the host's
 ``refuse_unread``: one write, no TLS). Honest peers connect a few times per restart or
 network change. A burst is twice the connections an address may hold (the inbound limits
@@ -39,7 +39,7 @@ ACCEPTS_PER_IP = Rate(per_s=4.0, burst=BURST_PER_CONNECTION * Limits().max_inbou
 # ^ inbound connections/s from one IP (burst 16 connections with the default limits)
 ACCEPTS_PER_NETGROUP = Rate(per_s=16.0,
                             burst=BURST_PER_CONNECTION * Limits().max_inbound_per_netgroup)
-# ^ ... from one /24 (IPv6 /64) (burst 32)
+# ^ ... from one /24 (IPv6 /48) (burst 32)
 MAX_TRACKED = 4096  # IPs and netgroups whose recent connections are remembered
 REFUSAL_LOG_INTERVAL_S = 10.0  # one logged refusal of an IP per this; the others are counted
 
