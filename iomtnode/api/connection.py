@@ -29,7 +29,6 @@ What a connection may hold and do, each bounded (values in :class:`ConnectionLim
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from ..p2p.ratelimit import TokenBucket
+from ..p2p.slots import address_key
 from ..p2p.transport import ip_of
 from .auth import ConnectionAuth
 from .jsonrpc import TOO_MANY_SUBSCRIPTIONS, RpcError
@@ -60,21 +60,6 @@ AUDITED_READ_BURST = 100  # each leaves a durable audit record (about 160 bytes,
 BYTES_PER_REQUEST = 64 * 1024  # a message pays one more request per this many bytes (parsing
 # 1 MiB of JSON takes the node 20 to 45 ms; admitting a 1.8 MB binary frame of 10,000 readings
 # from an unknown device, refused without a signature check so free to make, about 150 ms)
-
-
-def address_key(ip: str) -> str:
-    """What the per-IP limit counts by: an IPv4 address, or an IPv6 address's /64 (one
-    subscriber's network: a party that has one has them all; IPv4-mapped IPv6 as IPv4),
-    bracketed or not; other names whole (the API's and the metrics endpoint's limits)."""
-    try:
-        address = ipaddress.ip_address(ip.strip("[]"))
-    except ValueError:
-        return ip
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return ip
 
 
 LastWords = Callable[[str], dict[str, Any]]  # reason -> a subscription_ended's params

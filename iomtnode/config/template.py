@@ -74,7 +74,7 @@ bootnodes = [{bootnodes}]
 max_peers = {max_peers}
 outbound_slots = {outbound_slots}
 
-# Inbound connections at most from one IP address and from one /24 (IPv6 /64), and inbound
+# Inbound connections at most from one IP address and from one /24 (IPv6 /48), and inbound
 # handshakes in progress at once from each. A localnet, whose nodes all share 127.0.0.1,
 # raises them to fit its nodes.
 max_inbound_per_ip = {max_inbound_per_ip}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 import structlog
@@ -109,9 +110,21 @@ class Node:
                 log.info("node_started", api=f"{self._api_scheme}://{host}:{api_port}/api/v1",
                          p2p=f"wss://{p2p_address}/p2p/v1",
                          authority=self.key.public in authorities)
+                if self._setup.api_tls is None and not _loopback(host):
+                    log.warning("api_not_encrypted", api_listen=self.config.api_listen,
+                                reason="clients' data and the admin token cross the network "
+                                       "in clear", fix="set api_tls_cert and api_tls_key")
                 task_status.started(NodeInfo(api_port, self.node_id.hex(), chain.chain_id,
                                              services))
                 try:
                     await trio.sleep_forever()
                 finally:
                     log.info("node_stopping", height=chain.height)
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` (an IP, bracketed or not, or a name) reaches this machine only."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"

@@ -6,7 +6,7 @@ signature, the connection's setup), and the client nothing to speak of: it can s
 recorded ClientHello every time and close without reading the answer. The handshake limits
 of :mod:`.slots` bound how many run at once from one address, not how often one starts, so
 one address that reconnects in a loop kept a node's main thread busy. Here each IP and each
-netgroup (an IPv4 /24, an IPv6 /64: :func:`.slots.netgroup`) has a token bucket of
+netgroup (an IPv4 /24, an IPv6 /48: :func:`.slots.netgroup`) has a token bucket of
 connections; a socket that finds either empty gets HTTP 503 unread (the host's
 ``refuse_unread``: one write, no TLS). Honest peers connect a few times per restart or
 network change. A burst is twice the connections an address may hold (the inbound limits
@@ -14,13 +14,22 @@ per IP and per netgroup), and at least the default's, so it grows with them: a l
 whose nodes all share 127.0.0.1, raises those limits to its size, and every node of it may
 restart at once.
 
-Pure: the host passes ``now`` (seconds, monotonic). Memory: at most :data:`MAX_TRACKED`
-buckets; the least recently used is forgotten first (it then starts full again).
+A socket refused here, or for any other reason before anything is read from it (a banned
+address, too many handshakes in progress), costs the node a write and, without a bound, a
+line of log: one address connecting and closing in a loop made a node write 340 kB of log a
+second. :meth:`AcceptRate.log_refused` logs the first refusal of an IP, then at most one
+every :data:`REFUSAL_LOG_INTERVAL_S`, which says how many were not logged since.
+
+Pure but for that log line: the host passes ``now`` (seconds, monotonic). Memory: at most
+:data:`MAX_TRACKED` buckets, and as many IPs whose refusals were logged; the least recently
+used is forgotten first (a bucket then starts full again, an IP's next refusal is logged).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+
+from structlog.typing import FilteringBoundLogger
 
 from .ratelimit import Rate, TokenBucket
 from .slots import Limits, netgroup
@@ -30,8 +39,9 @@ ACCEPTS_PER_IP = Rate(per_s=4.0, burst=BURST_PER_CONNECTION * Limits().max_inbou
 # ^ inbound connections/s from one IP (burst 16 connections with the default limits)
 ACCEPTS_PER_NETGROUP = Rate(per_s=16.0,
                             burst=BURST_PER_CONNECTION * Limits().max_inbound_per_netgroup)
-# ^ ... from one /24 (IPv6 /64) (burst 32)
+# ^ ... from one /24 (IPv6 /48) (burst 32)
 MAX_TRACKED = 4096  # IPs and netgroups whose recent connections are remembered
+REFUSAL_LOG_INTERVAL_S = 10.0  # one logged refusal of an IP per this; the others are counted
 
 
 class AcceptRate:
@@ -42,6 +52,8 @@ class AcceptRate:
         self.per_ip = per_ip
         self.per_netgroup = per_netgroup
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._logged: OrderedDict[str, tuple[float, int]] = OrderedDict()  # IP -> (last
+        # refusal logged at, refusals not logged since)
         self.refused = 0  # connections refused for their rate, since the start
 
     @classmethod
@@ -67,6 +79,27 @@ class AcceptRate:
         for bucket, _, _ in charged:
             bucket.try_take(now)
         return None
+
+    def unlogged(self, ip: str, now: float) -> int | None:
+        """A socket from ``ip`` was refused: None if its refusal is not to be logged now (it is
+        counted), else the refusals of ``ip`` not logged since the last one logged (0 for
+        its first in :data:`REFUSAL_LOG_INTERVAL_S`)."""
+        at, skipped = self._logged.pop(ip, (None, 0))
+        if at is not None and now - at < REFUSAL_LOG_INTERVAL_S:
+            self._logged[ip] = (at, skipped + 1)
+            return None
+        self._logged[ip] = (now, 0)
+        while len(self._logged) > MAX_TRACKED:
+            self._logged.popitem(last=False)
+        return skipped
+
+    def log_refused(self, log: FilteringBoundLogger, remote: str, ip: str, reason: str,
+                    now: float) -> None:
+        """Log ``peer_handshake_rejected`` (status 503) for the socket from ``remote`` (of
+        ``ip``) refused unread for ``reason``, if :meth:`unlogged` says so."""
+        if (unlogged := self.unlogged(ip, now)) is not None:
+            log.info("peer_handshake_rejected", remote=remote, status=503, reason=reason,
+                     unlogged=unlogged)
 
     def _bucket(self, key: str, rate: Rate, now: float) -> TokenBucket:
         """``key``'s bucket, made full if new, and now the most recently used."""

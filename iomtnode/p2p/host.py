@@ -157,7 +157,7 @@ class Host:
         if evicted is not None:
             self.log.info("peer_handshake_evicted", remote=remote, evicted=evicted)
         if refusal is not None:
-            self.log.info("peer_handshake_rejected", remote=remote, status=503, reason=refusal)
+            self.accepts.log_refused(self.log, remote, ip, refusal, now)  # not every one
             await refuse_unread(stream, refusal)
             return
         try:

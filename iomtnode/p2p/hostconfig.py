@@ -66,9 +66,9 @@ class P2PConfig:
     max_peers: int = 50  # registered connections at most, inbound and outbound
     outbound_slots: int = OUTBOUND_SLOTS  # of max_peers, kept for outbound (see .slots)
     max_inbound_per_ip: int = MAX_INBOUND_PER_IP  # inbound connections from one IP; more: 503
-    max_inbound_per_netgroup: int = MAX_INBOUND_PER_NETGROUP  # ... from one /24 or /64
+    max_inbound_per_netgroup: int = MAX_INBOUND_PER_NETGROUP  # ... from one /24 or /48
     max_pending_per_ip: int = MAX_PENDING_PER_IP  # inbound handshakes at once from one IP
-    max_pending_per_netgroup: int = MAX_PENDING_PER_NETGROUP  # ... from one /24 or /64
+    max_pending_per_netgroup: int = MAX_PENDING_PER_NETGROUP  # ... from one /24 or /48
     handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S  # TCP connect, HTTP upgrade, Hello + Auth
     ping_interval_s: float = PING_INTERVAL_S
     missed_pings: int = MISSED_PINGS  # silent for this many ping intervals -> dropped

@@ -6,8 +6,9 @@ garbage is not. When a score falls below :data:`BAN_THRESHOLD` the node id is ba
 :meth:`Scoreboard.penalize` returns True: the caller disconnects it.
 
 A node id costs nothing to make, so a ban by node id alone is evaded with a new key. The
-address the offender connected from (its IP) is banned too, for ``address_ban_s``: a new key
-from a banned address is refused before its handshake. Both bans grow for a repeat offender:
+address the offender connected from (its IP; for IPv6 its /64, which whoever has one address
+of has them all) is banned too, for ``address_ban_s``: a new key from a banned address is
+refused before its handshake. Both bans grow for a repeat offender:
 the n-th ban of the same node id or address within :data:`OFFENCE_MEMORY_S` lasts
 ``2**(n-1)`` times the first, up to :data:`MAX_BAN_S`. A connection that sends bad frames
 before its handshake names a node charges the address it came from instead
@@ -25,6 +26,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 from typing import Generic, TypeVar
+
+from .slots import address_key
 
 # Penalties, in points, by what the peer did (the caller adds a reason text for its log).
 UNDECODABLE_FRAME = 10  # a frame that is not msgpack, or a text frame
@@ -133,8 +136,9 @@ class Scoreboard:
         return self._decayed(self._scores.get(node_id), now)
 
     def address_score(self, address: str, now: float) -> float:
-        """The score of ``address`` (an IP) at ``now`` from :meth:`penalize_address`."""
-        return self._decayed(self._address_scores.get(address), now)
+        """The score of ``address`` (an IP; an IPv6 one's /64) at ``now`` from
+        :meth:`penalize_address`."""
+        return self._decayed(self._address_scores.get(address_key(address)), now)
 
     def _decayed(self, entry: tuple[float, float] | None, now: float) -> float:
         if entry is None:
@@ -165,7 +169,7 @@ class Scoreboard:
             self._nodes.escalate(node_id, self.ban_s, now)
             self.bans_issued += 1
             if address is not None and self.address_ban_s > 0:
-                self._addresses.escalate(address, self.address_ban_s, now)
+                self._addresses.escalate(address_key(address), self.address_ban_s, now)
             return True
         self._scores[node_id] = (score, now)
         self._prune(now)
@@ -183,11 +187,12 @@ class Scoreboard:
         if self.is_address_banned(address, now):
             return True
         score = self.address_score(address, now) - points
-        self._address_scores.pop(address, None)  # re-insert: ordered by last change
+        key = address_key(address)  # an IPv6 address is charged and banned as its /64
+        self._address_scores.pop(key, None)  # re-insert: ordered by last change
         if score < self.threshold and self.address_ban_s > 0:
-            self._addresses.escalate(address, self.address_ban_s, now)
+            self._addresses.escalate(key, self.address_ban_s, now)
             return True
-        self._address_scores[address] = (score, now)
+        self._address_scores[key] = (score, now)
         self._prune(now)
         return False
 
@@ -217,23 +222,25 @@ class Scoreboard:
         return self._nodes.is_banned(node_id, now)
 
     def is_address_banned(self, address: str, now: float) -> bool:
-        """Whether connections from (and dials to) ``address`` (an IP) are refused now."""
-        return self._addresses.is_banned(address, now)
+        """Whether connections from (and dials to) ``address`` (an IP) are refused now: its
+        ban covers an IPv6 address's whole /64 (:func:`~.slots.address_key`)."""
+        return self._addresses.is_banned(address_key(address), now)
 
     def banned_for(self, node_id: bytes, now: float) -> float:
         """Seconds the node's ban has left (0 if not banned)."""
         return max(0.0, self._nodes.until.get(node_id, now) - now)
 
     def address_banned_for(self, address: str, now: float) -> float:
-        """Seconds the address's ban has left (0 if not banned)."""
-        return max(0.0, self._addresses.until.get(address, now) - now)
+        """Seconds the address's ban (an IPv6 one's /64) has left (0 if not banned)."""
+        return max(0.0, self._addresses.until.get(address_key(address), now) - now)
 
     def bans(self, now: float) -> dict[bytes, float]:
         """The nodes banned at ``now``, with the seconds each ban has left."""
         return self._nodes.active(now)
 
     def address_bans(self, now: float) -> dict[str, float]:
-        """The addresses banned at ``now``, with the seconds each ban has left."""
+        """The addresses banned at ``now`` (an IPv6 one as its /64), with the seconds each ban
+        has left."""
         return self._addresses.active(now)
 
     def _prune(self, now: float) -> None:

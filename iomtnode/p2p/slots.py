@@ -17,8 +17,10 @@ Pure: no I/O, no clock (the host passes ``now`` and the peers' figures). The hos
    Bitcoin Core's ``SelectNodeToEvict`` does, and the newcomer takes its slot; only when
    every inbound peer is protected is the newcomer refused.
 
-A netgroup is an IPv4 /24 or an IPv6 /64, and all host names are one (:func:`netgroup`):
-addresses an attacker can get many of cheaply sit in few netgroups.
+A netgroup is an IPv4 /24 or an IPv6 /48, and all host names are one (:func:`netgroup`):
+addresses an attacker can get many of cheaply sit in few netgroups. An IPv6 site is given a
+/48 (65,536 /64s; tunnel brokers hand them out free): with a netgroup per /64, 64 silent
+sockets from one /48 held every handshake place and an honest peer from anywhere got 503.
 """
 
 from __future__ import annotations
@@ -33,12 +35,13 @@ from ..core.crypto import blake2b256
 
 OUTBOUND_SLOTS = 10  # connections kept for peers this node dials; inbound never takes them
 MAX_INBOUND_PER_IP = 8  # inbound connections (handshaking or registered) from one IP
-MAX_INBOUND_PER_NETGROUP = 16  # ... and from one /24 (IPv6 /64)
+MAX_INBOUND_PER_NETGROUP = 16  # ... and from one /24 (IPv6 /48)
 MAX_PENDING = 64  # inbound connections in their handshake at once, in all
 MAX_PENDING_PER_IP = 4  # ... from one IP
-MAX_PENDING_PER_NETGROUP = 8  # ... from one /24 (IPv6 /64)
+MAX_PENDING_PER_NETGROUP = 8  # ... from one /24 (IPv6 /48)
 IPV4_NETGROUP_BITS = 24
-IPV6_NETGROUP_BITS = 64
+IPV6_NETGROUP_BITS = 48  # a site's allocation (RFC 6177), as an IPv4 /24 is one site's
+IPV6_ADDRESS_BITS = 64  # one subscriber's network: whoever has one address of it has them all
 NAMES_NETGROUP = "host names"  # the one netgroup of every address that is not an IP
 
 # Eviction: inbound peers protected from eviction, by what they are good for (Bitcoin Core's
@@ -55,7 +58,7 @@ USEFUL_MESSAGES = {  # message type name -> kind, when its reactor took it witho
 
 
 def netgroup(ip: str) -> str:
-    """The /24 of an IPv4 address, the /64 of an IPv6 one (IPv4-mapped IPv6 as IPv4);
+    """The /24 of an IPv4 address, the /48 of an IPv6 one (IPv4-mapped IPv6 as IPv4);
     every host name is in one group, :data:`NAMES_NETGROUP` (names cost nothing to make,
     and any number of them can point at one address: a group each would let one party
     fill any table bucketed by netgroup)."""
@@ -67,6 +70,22 @@ def netgroup(ip: str) -> str:
         address = address.ipv4_mapped
     bits = IPV4_NETGROUP_BITS if address.version == 4 else IPV6_NETGROUP_BITS
     return str(ipaddress.ip_network(f"{address}/{bits}", strict=False))
+
+
+def address_key(ip: str) -> str:
+    """What counts as one address: an IPv4 address, or an IPv6 address's /64 (one
+    subscriber's network: a party that has one has them all; IPv4-mapped IPv6 as IPv4),
+    bracketed or not; other names whole. Bans by address (:mod:`.score`), the API's and the
+    metrics endpoint's per-address limits count by it."""
+    try:
+        address = ipaddress.ip_address(ip.strip("[]"))
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, IPV6_ADDRESS_BITS), strict=False))
+    return ip
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ Every :data:`FETCH_INTERVAL_S`, and soon after each commit, :class:`BlobReactor`
 :data:`MAX_BLOBS_REPLY_BYTES` in one answer. A blob is kept only if a committed reading that
 lacks it names its commitment, which is the hash of its bytes, so a wrong blob cannot be
 stored; one this node did not ask that peer for costs the peer score. Requests are limited
-per peer (:data:`GET_BLOBS_RATE`) by the router.
+per peer (:data:`GET_BLOBS_RATE`) by the router, and a request naming a commitment twice is
+refused unanswered, at the cost of an invalid message.
 """
 
 from __future__ import annotations
@@ -109,6 +110,11 @@ class BlobReactor:
         self._wake.set()
 
     def _serve(self, peer: Peer, commitments: list[bytes]) -> None:
+        if len(set(commitments)) < len(commitments):  # each would be read and sent again
+            self._peers.penalize(peer, score.INVALID_MESSAGE,
+                                 f"blobs_request_refused: {len(commitments)} commitments, "
+                                 f"not all different")
+            return
         blobs, size = [], 0
         for address in commitments:
             blob = self._chain.blob(address)

@@ -6,10 +6,17 @@ from __future__ import annotations
 
 import pytest
 import trio
+from structlog.testing import capture_logs
 from trio.testing import memory_stream_pair
 
 from iomtnode.core.crypto import SigningKey, blake2b256
-from iomtnode.p2p.acceptrate import ACCEPTS_PER_IP, ACCEPTS_PER_NETGROUP, AcceptRate
+from iomtnode.p2p.acceptrate import (
+    ACCEPTS_PER_IP,
+    ACCEPTS_PER_NETGROUP,
+    MAX_TRACKED,
+    REFUSAL_LOG_INTERVAL_S,
+    AcceptRate,
+)
 from iomtnode.p2p.ratelimit import Rate
 from iomtnode.p2p.slots import Limits
 
@@ -58,3 +65,39 @@ def test_the_bursts_grow_with_the_connections_an_address_may_hold():
     assert localnet.refusal("127.0.0.1", 0.0) is not None
     tight = AcceptRate.for_limits(Limits(max_inbound_per_ip=1, max_inbound_per_netgroup=1))
     assert (tight.per_ip, tight.per_netgroup) == (ACCEPTS_PER_IP, ACCEPTS_PER_NETGROUP)
+
+
+async def test_refusals_of_an_address_reconnecting_in_a_loop_are_logged_once_an_interval(
+        nursery, autojump_clock):
+    # each refused socket wrote a log line: one address connecting and closing in a loop made
+    # a node write 340 kB of log a second (1,672 refusals a second), with nothing to read
+    host = await start_host(nursery, SigningKey(blake2b256(b"node")))
+
+    async def refused(remote: str, count: int) -> None:
+        for _ in range(count):
+            sa, sb = memory_stream_pair()
+            await host.accept_stream(sb, remote)
+            assert (await sa.receive_some()).startswith(b"HTTP/1.1 503")
+
+    now = trio.current_time()
+    for i, ip in enumerate(("10.0.0.9", "10.0.0.10")):  # banned: refused unread, every time
+        host.scoreboard.penalize(bytes([i]) * 32, 1000, "test", now, address=ip)
+    with capture_logs() as logs:
+        await refused("10.0.0.9:5000", 500)
+        await refused("10.0.0.10:5000", 3)  # another address of the /24: its own first line
+        await trio.sleep(REFUSAL_LOG_INTERVAL_S)
+        await refused("10.0.0.9:5000", 2)
+    lines = [(e["remote"], e["unlogged"]) for e in logs
+             if e["event"] == "peer_handshake_rejected"]
+    assert lines == [("10.0.0.9:5000", 0), ("10.0.0.10:5000", 0), ("10.0.0.9:5000", 499)]
+
+
+def test_the_refusal_log_remembers_a_bounded_number_of_addresses():
+    rate = AcceptRate()
+    ips = [f"10.{i // 256}.{i % 256}.1" for i in range(MAX_TRACKED)]
+    assert [rate.unlogged(ip, 0.0) for ip in ips] == [0] * MAX_TRACKED
+    assert rate.unlogged(ips[0], 1.0) is None  # remembered: not logged again yet
+    assert rate.unlogged("11.0.0.1", 1.0) == 0  # one more: the least recently refused ...
+    assert rate.unlogged(ips[1], 1.0) == 0  # ... is forgotten, its next refusal logged
+    assert rate.unlogged(ips[0], 1.0) is None  # the others are kept
+    assert rate.unlogged(ips[0], REFUSAL_LOG_INTERVAL_S) == 2  # the two not logged

@@ -183,3 +183,29 @@ def test_with_address_bans_off_an_address_is_never_banned():
     assert board.address_bans(0.0) == {}
     with pytest.raises(ValueError, match="positive"):
         board.penalize_address("10.0.0.9", 0, "bad", now=0.0)
+
+
+def test_an_ipv6_address_ban_covers_its_64():
+    # whoever has one address of an IPv6 /64 has them all: a ban of one address alone was
+    # evaded by the next address of the same /64, with a new key
+    board = Scoreboard(address_ban_s=30.0, decay_per_s=0.0)
+    assert board.penalize(A, 200, "x", now=0.0, address="2001:db8::2")
+    for neighbour in ("2001:db8::3", "2001:db8::1234:0:0:9", "[2001:db8::2]"):
+        assert board.is_address_banned(neighbour, 0.0)
+    assert not board.is_address_banned("2001:db8:0:1::2", 0.0)  # the next /64 is not
+    assert board.address_bans(10.0) == {"2001:db8::/64": 20.0}
+    assert board.penalize(B, 200, "x", now=40.0, address="::ffff:10.1.2.3")  # IPv4-mapped
+    assert board.is_address_banned("10.1.2.3", 40.0)
+    assert not board.is_address_banned("10.1.2.4", 40.0)  # an IPv4 ban is one address
+
+
+def test_an_ipv6_address_charged_before_its_handshake_is_charged_and_banned_as_its_64():
+    board = Scoreboard(address_ban_s=60.0, decay_per_s=0.0)
+    for i in range(5):  # five addresses of one /64 share one score
+        assert not board.penalize_address(f"2001:db8::{i + 1}", score.INVALID_MESSAGE, "bad",
+                                          now=0.0)
+    assert board.address_score("2001:db8::99", 0.0) == -100.0
+    assert board.penalize_address("[2001:db8::7]", score.INVALID_MESSAGE, "bad", now=0.0)
+    assert board.is_address_banned("2001:db8::1234", 1.0)
+    assert board.address_banned_for("2001:db8::5", 0.0) == 60.0
+    assert not board.is_address_banned("2001:db8:0:1::1", 1.0)

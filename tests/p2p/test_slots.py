@@ -16,13 +16,13 @@ KEY = b"k" * 16
 @pytest.mark.parametrize(("ip", "group"), [
     ("10.1.2.3", "10.1.2.0/24"),
     ("10.1.2.250", "10.1.2.0/24"),
-    ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
-    ("[2001:db8:1:2::9]", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2:aaaa::1", "2001:db8:1::/48"),
+    ("[2001:db8:1:ffff::9]", "2001:db8:1::/48"),  # a site's 65,536 /64s: one netgroup
     ("::ffff:10.1.2.3", "10.1.2.0/24"),
     ("gateway.example", "host names"),  # names are free to make: all of them one group
     ("gw2.example", "host names"),
 ])
-def test_netgroups_are_slash_24_and_slash_64(ip, group):
+def test_netgroups_are_slash_24_and_slash_48(ip, group):
     assert netgroup(ip) == group
 
 
@@ -148,6 +148,23 @@ def test_a_full_handshake_queue_makes_room_from_the_most_crowded_netgroup():
         True, True, True, False]
     assert table.pending_in("66.6.6.0/24") == table.pending_in("66.6.7.0/24") == 1
     assert not honest.cancelled  # ... and nobody takes the place of a lone newcomer
+
+
+def test_an_ipv6_site_is_one_netgroup_and_cannot_hold_every_handshake_place():
+    # a site is given a /48 (a tunnel broker hands one out free): with a netgroup per /64,
+    # 64 silent sockets from 64 of its /64s held every place and an honest peer from
+    # anywhere was refused (reproduced against a real node)
+    table = Slots(Limits(), KEY)
+    flood = [opened(table, f"2001:db8:1:{i:x}::1")[0] for i in range(slots.MAX_PENDING)]
+    assert flood.count(None) == slots.MAX_PENDING_PER_NETGROUP
+    assert "from 2001:db8:1::/48" in str(flood[-1])
+    assert opened(table, "2001:db8:2::1")[0] is None  # another site gets in
+
+
+def test_an_ipv6_address_is_its_64():
+    assert slots.address_key("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
+    assert slots.address_key("[::ffff:10.1.2.3]") == "10.1.2.3"
+    assert slots.address_key("10.1.2.3") == "10.1.2.3"
 
 
 def test_connections_are_limited_per_ip_and_netgroup():

@@ -520,6 +520,25 @@ async def test_garbage_frames_lower_the_score_until_banned(nursery, autojump_clo
         assert b.scoreboard.is_address_banned("10.0.0.9", trio.current_time())
 
 
+async def test_a_ban_from_an_ipv6_address_refuses_its_whole_64(nursery, autojump_clock):
+    # over IPv6 the next address of the same /64 is free to its owner: it was admitted with a
+    # new key right after the ban (reproduced against a real node on fd00::/64)
+    with trio.fail_after(60):
+        b = await start_host(nursery, key(2))
+        ws, cb = await raw_client(nursery, b, remote="[2001:db8::9]:5000")
+        await raw_handshake(ws, cb, key(3))
+        await eventually(lambda: b.get(key(3).public) is not None)
+        for _ in range(11):
+            await ws.send_message(b"\xc1")  # never valid msgpack
+        assert (await closed_with(ws)).reason.startswith("banned: undecodable_frame")
+        sa, sb = memory_stream_pair()  # a new key from the same /64: refused before a word
+        nursery.start_soon(b.accept_stream, sb, "[2001:db8::1234:0:0:a]:5001")
+        assert (await read_all(sa)).startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+        ws, cb = await raw_client(nursery, b, remote="[2001:db8:0:1::9]:5002")  # another /64
+        await raw_handshake(ws, cb, key(4))
+        await eventually(lambda: b.get(key(4).public) is not None)
+
+
 async def test_with_address_bans_off_the_ban_log_says_the_address_was_not_banned(
         nursery, autojump_clock):
     # a localnet (address_ban_s = 0) bans the key only: the log must not read as if its

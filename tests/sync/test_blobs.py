@@ -184,6 +184,27 @@ def test_an_answer_is_bounded_in_bytes_and_holds_only_committed_blobs(chains):
     assert answer.blobs == blobs[:len(answer.blobs)] and len(answer.blobs) == 7
 
 
+def test_a_request_naming_a_commitment_twice_is_refused_unanswered(chains):
+    # each entry was served: one blob held, asked 64 times, came back 8 times in a 1 MiB
+    # answer to a 2 kB request (as GetBlockTxs([0] * 10000) did before its indexes were
+    # checked)
+    a, _ = chains
+    blob = blob_for("d1", 1, 2)
+    a.put_blob(blob, T0)
+    seal(a, [blob_reading("d1", 1, T0 + 1, blob, 2)])
+    peer = FakePeer(b"b" * 32)
+    peers = FakePeers([peer])
+    serving = BlobReactor(peers, a)
+    trio.run(serving.receive, peer, GetBlobs([commitment(blob)] * MAX_BLOBS_PER_REQUEST))
+    assert peer.sent == []
+    [(who, points, reason)] = peers.penalties
+    assert (who, points) == (peer.node_id, score.INVALID_MESSAGE)
+    assert reason == (f"blobs_request_refused: {MAX_BLOBS_PER_REQUEST} commitments, "
+                      f"not all different")
+    trio.run(serving.receive, peer, GetBlobs([commitment(blob)]))  # once: served
+    assert peer.sent == [Blobs([blob])]
+
+
 def test_the_messages_decode_and_requests_are_rate_limited():
     request = GetBlobs([bytes(32)])
     assert decode_message(encode_message(request)) == request

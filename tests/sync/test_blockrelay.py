@@ -15,13 +15,14 @@ from iomtnode.admission.mempool import Mempool
 from iomtnode.admission.messages import BlockTxs, GetBlockTxs
 from iomtnode.chain.feed import BlockFeed
 from iomtnode.chain.writer import ChainWriter
+from iomtnode.core.block import sign_commit
 from iomtnode.core.crypto import blake2b256
 from iomtnode.p2p import score
 from iomtnode.sync.blockrelay import INBOX_HOLD_TXS, BlockRelay, compact
 from iomtnode.sync.messages import CompactBlock
 
 from ..admission.chainkit import GENESIS, T0, new_chain, source_chain
-from ..core.helpers import pub
+from ..core.helpers import CHAIN_ID, key, pub
 
 
 @dataclass
@@ -270,3 +271,37 @@ async def follower_blocks(tmp_path):
     writer = ChainWriter(chain, BlockFeed(chain.height), mempool.verifier)
     assert await writer.apply(*made[0], pub("A"), mempool.verified)
     return chain, made
+
+
+async def test_a_forged_certificate_costs_its_sender_before_any_transaction_is_verified(
+        tmp_path):
+    # any peer may relay a compact block for the next height: one whose certificate no
+    # authority signed, with transactions only its sender holds, had the node verify every
+    # transaction's signature before it looked at the certificate
+    _, made = source_chain(tmp_path / "source", 1, 60)
+    chain = new_chain(tmp_path / "follower")
+    mempool = Mempool(chain, now_ms=lambda: T0 + 60_000)
+    writer = ChainWriter(chain, BlockFeed(chain.height), mempool.verifier)
+    assert await writer.apply(*made[0], pub("A"), mempool.verified)
+    block, commit = made[-1]
+    evil = Peer(pub("E"))
+    host = Host([evil])
+    relay = BlockRelay(host, chain, writer, mempool, lambda peer, height: None, host.ask)
+    before = mempool.verifier.verified_count
+    forged = sign_commit([key("E")], CHAIN_ID, block.height, 0, block.hash)
+    with trio.fail_after(10):
+        await relay.on_compact(evil, compact(block, forged))
+        indexes = list(range(len(block.txs)))
+        assert evil.sent == [GetBlockTxs(block.hash, indexes)]
+        await relay.on_block_txs(evil, BlockTxs(block.hash, indexes,
+                                                [tx.raw for tx in block.txs]))
+    assert mempool.verifier.verified_count == before  # not one of the 60
+    [(who, points, reason)] = host.penalties
+    assert (who, points) == (pub("E"), score.INVALID_BLOCK)
+    assert reason == f"invalid block: block 2: {pub('E').hex()[:16]} is not an authority"
+    assert chain.height == 1
+    with trio.fail_after(10):  # the block with its own certificate: verified and committed
+        await relay.on_compact(evil, compact(block, commit))
+        await relay.on_block_txs(evil, BlockTxs(block.hash, indexes,
+                                                [tx.raw for tx in block.txs]))
+    assert chain.height == 2 and mempool.verifier.verified_count == before + 60
