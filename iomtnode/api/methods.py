@@ -37,7 +37,7 @@ from .interfaces import (
     Submitter,
     TxStatusQueries,
 )
-from .jsonrpc import INVALID_PARAMS, INVALID_REQUEST, JsonParts, RpcError, compact_json
+from .jsonrpc import INVALID_PARAMS, INVALID_REQUEST, JsonParts, Refused, RpcError, compact_json
 from .params import hex_param
 from .status import status_to_json
 
@@ -286,11 +286,15 @@ class ClientApi:
         """Chain id, height, head hash, finalized height, authorities, mempool size, peers."""
         return status_to_json(self._status.status())
 
-    async def handle_binary(self, frame: bytes) -> bytes:
-        """Answer a msgpack binary frame of transactions (see the module docstring)."""
+    async def handle_binary(self, frame: bytes, refused: Refused | None = None) -> bytes:
+        """Answer a msgpack binary frame of transactions (see the module docstring);
+        ``refused`` (the server's refusal log for the client's address) is told of a frame
+        refused whole."""
         try:
             request_id, items = decode_tx_frame(frame, max_txs=MAX_BATCH_TXS)
         except FrameError as exc:
+            if refused is not None:
+                refused(None, exc)
             return codec.encode([exc.request_id, [[exc.code, exc.message]]])
         results: list[list[Any]] = []
         raws: list[bytes] = []
