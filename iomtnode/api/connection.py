@@ -119,6 +119,7 @@ class Connection:
         self._bucket = TokenBucket(limits.requests_per_s, limits.request_burst, now)
         self._audited = TokenBucket(AUDITED_READS_PER_S, AUDITED_READ_BURST, now)
         self._throttled = False  # logged once per connection
+        self._audited_throttled = False  # ... and this too
         self._subscriptions = 0
         self._last_words: dict[int, LastWords] = {}  # by subscription, while it runs
         self._subscription_ids = itertools.count()
@@ -219,8 +220,10 @@ class Connection:
         participants too: each read, served or refused, costs the node a durable record)."""
         wait_s = self._audited.take(trio.current_time(), 1)
         if wait_s > 0:
-            log.info("api_audited_reads_throttled", rate_per_s=AUDITED_READS_PER_S,
-                     burst=AUDITED_READ_BURST)
+            if not self._audited_throttled:
+                self._audited_throttled = True
+                log.info("api_audited_reads_throttled", rate_per_s=AUDITED_READS_PER_S,
+                         burst=AUDITED_READ_BURST)
             await trio.sleep(wait_s)
 
     async def run(self, ws: WebSocketConnection, read: Callable[[], Awaitable[None]]) -> None:
