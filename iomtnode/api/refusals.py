@@ -10,7 +10,8 @@ client's address key (what per-address limits count by: an IPv4 address or an IP
 client made up), ``code``, ``reason`` and ``address``; an admin method refused for its token is
 ``api_admin_refused`` (``reason``: the token was missing, not a string, or wrong). Never logged:
 params, payloads, tokens, or the keys a chain rule's message names (for a chain rule's code the
-reason is the rule's name, e.g. ``StaleSequenceError``; the client gets the whole message).
+reason is the rule's name as ``iomtnode_transactions_rejected_total`` counts it, e.g.
+``stale_sequence``; the client gets the whole message).
 
 Levels (see :func:`level_of`): ``warning`` for a caller refused access (admin token, a proven
 key the method needs, a patient's consent, a failed authentication); ``debug`` for answers a
@@ -39,6 +40,7 @@ from dataclasses import dataclass, field
 import structlog
 import trio
 
+from ..admission.service import reason_name
 from ..core.errors import RuleError
 from .access import NO_CONSENT
 from .auth import BAD_AUTH_SIGNATURE, FORBIDDEN, TOO_MANY_FAILURES
@@ -60,12 +62,13 @@ DEBUG_CODES = frozenset({NOT_FOUND, TX_DROPPED})  # routine answers to correct c
 
 
 def _rule_names() -> dict[int, str]:
-    """Each chain rule's code and its name (a subclass sharing its parent's code: the parent)."""
+    """Each chain rule's code and its name as admission counts it (``stale_sequence``; a
+    subclass sharing its parent's code: the parent's)."""
     names: dict[int, str] = {}
     todo: list[type[RuleError]] = [RuleError]
     while todo:
         rule = todo.pop(0)
-        names.setdefault(rule.code, rule.__name__)
+        names.setdefault(rule.code, reason_name(rule))
         todo += rule.__subclasses__()
     return names
 
