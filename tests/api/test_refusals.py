@@ -4,12 +4,15 @@ client's address key, and the lines are bounded per address (api/refusals.py).""
 from __future__ import annotations
 
 import json
+import math
 from functools import partial
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from structlog.testing import capture_logs
+from trio_websocket import open_websocket_url
 
 from iomtnode.api.access import NO_CONSENT, Access, Role, consent
 from iomtnode.api.auth import BAD_AUTH_SIGNATURE, FORBIDDEN, NO_CHALLENGE, AuthApi, ConnectionAuth
@@ -42,6 +45,7 @@ from iomtnode.api.refusals import (
     REFUSAL_WINDOW_S,
     RefusalLog,
 )
+from iomtnode.api.server import ApiServer, ApiServerConfig
 from iomtnode.core.crypto import SigningKey
 from iomtnode.core.errors import StaleSequenceError
 
@@ -336,3 +340,31 @@ async def test_a_binary_frame_refused_whole_is_logged_with_its_code():
     assert [line[:4] + line[5:] for line in lines(logs)] == [
         ("api_request_refused", "info", None, NESTED_TOO_DEEP, ADDRESS)]
     assert isinstance(FrameError(NESTED_TOO_DEEP, "x"), RpcError)
+
+
+async def test_a_flood_on_a_connection_is_answered_counted_and_logged_boundedly(nursery):
+    flood = 200
+    server = ApiServer(ApiServerConfig(host="127.0.0.1", port=0, close_timeout_s=1.0),
+                       {"add": add})
+    with trio.fail_after(10), capture_logs() as logs:
+        port = await nursery.start(server.run)
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/api/v1") as ws:
+            for _ in range(flood):
+                await ws.send_message("{not json")
+            for _ in range(flood):
+                assert json.loads(await ws.get_message())["error"]["code"] == PARSE_ERROR
+            await ws.send_message(b"\x92\x01\x90")  # this server takes no binary frames
+            assert json.loads(await ws.get_message())["error"]["code"] == INVALID_REQUEST
+            await ws.send_message(req("add", [1, 2]))  # an answer is no refusal
+            assert json.loads(await ws.get_message())["result"] == 3
+
+            window_ends = (math.floor(trio.current_time() / REFUSAL_WINDOW_S) + 1
+                           ) * REFUSAL_WINDOW_S  # the windows are aligned to trio's clock
+            await trio.sleep_until(window_ends)
+            await trio.testing.wait_all_tasks_blocked()  # the refusal log's task has run
+    lines = [e for e in logs if e["event"] == "api_request_refused"]
+    summaries = [e for e in logs if e["event"] == "api_refusals_suppressed"]
+    assert len(lines) + sum(e["suppressed"] for e in summaries) == flood + 1
+    assert summaries and len(lines) <= REFUSAL_LINES_PER_WINDOW * (len(summaries) + 1)
+    assert {e["address"] for e in lines + summaries} == {"127.0.0.1"}
+    assert server.stats().requests_refused == {PARSE_ERROR: flood, INVALID_REQUEST: 1}
