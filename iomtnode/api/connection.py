@@ -43,7 +43,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 from ..p2p.ratelimit import TokenBucket
 from ..p2p.transport import ip_of
 from .auth import ConnectionAuth
-from .jsonrpc import TOO_MANY_SUBSCRIPTIONS, RpcError
+from .jsonrpc import TOO_MANY_SUBSCRIPTIONS, Refused, RpcError
 from .jsonrpc import encode_notification as _encode_notification
 from .wsframes import send_text
 
@@ -101,11 +101,15 @@ class Connection:
     """
 
     def __init__(self, conn_id: int, remote: str, limits: ConnectionLimits,
-                 scope: trio.CancelScope, *, binding: bytes = b"") -> None:
-        """``binding``: the connection's TLS channel binding (empty without TLS)."""
+                 scope: trio.CancelScope, *, binding: bytes = b"",
+                 refused: Refused | None = None) -> None:
+        """``binding``: the connection's TLS channel binding (empty without TLS);
+        ``refused``: what the refusals of its requests are told to (the server's refusal log
+        for its address; None: they are not logged)."""
         self.id = conn_id
         self.remote = remote
         self.address = address_key(ip_of(remote))  # what per-address limits count by
+        self.refused = refused
         self.auth = ConnectionAuth(binding)  # the keys this connection has proven (api/auth.py)
         self.close_code = 1000
         self.close_reason: str | None = None

@@ -48,7 +48,7 @@ import types
 import typing
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -95,8 +95,19 @@ Methods = Mapping[str, Callable[..., Awaitable[Any]]]
 # who may call: (method, bound params, conn) -> None, or raises RpcError (see api/access.py)
 Guard = Callable[[str, Mapping[str, Any], Any], None]
 Admit = Callable[[], Awaitable[None]]  # waits until one more request may run (a rate limit)
-Refused = Callable[[str | None, RpcError], None]  # told of each refusal: (method, error); the
-# method is None when none could be read
+
+
+class Refused(Protocol):
+    """Told of the refusals of one client's requests (the server's refusal log for the
+    client's address, :class:`~iomtnode.api.refusals.ClientRefusals`)."""
+
+    def __call__(self, method: str | None, error: RpcError) -> None:
+        """A request calling ``method`` (None: none could be read) was refused with ``error``."""
+
+    def transactions(self, method: str | None, refused: int, of: int, first: RpcError) -> None:
+        """``refused`` of the ``of`` transactions of a batch that was answered were refused,
+        the first with ``first``."""
+
 
 _REQUEST_KEYS = frozenset({"jsonrpc", "method", "params", "id"})
 _NO_ID = object()  # a request without "id" is a notification

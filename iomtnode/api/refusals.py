@@ -11,7 +11,10 @@ client made up), ``code``, ``reason`` and ``address``; an admin method refused f
 ``api_admin_refused`` (``reason``: the token was missing, not a string, or wrong). Never logged:
 params, payloads, tokens, or the keys a chain rule's message names (for a chain rule's code the
 reason is the rule's name as ``iomtnode_transactions_rejected_total`` counts it, e.g.
-``stale_sequence``; the client gets the whole message).
+``stale_sequence``; the client gets the whole message). A batch that was answered but some of
+whose transactions were refused (``submit_readings``, a binary frame) is no refused request: it
+is logged once as ``api_transactions_refused`` (``refused`` of ``of``, the first refusal's code
+and reason), within the same bound, and not counted here.
 
 Levels (see :func:`level_of`): ``warning`` for a caller refused access (admin token, a proven
 key the method needs, a patient's consent, a failed authentication); ``debug`` for answers a
@@ -95,6 +98,23 @@ def reason_of(error: RpcError) -> str:
     return error.message[:MAX_REASON_CHARS]
 
 
+@dataclass(frozen=True, slots=True)
+class ClientRefusals:
+    """The refusals of one client (by its address key), as the dispatcher and the methods
+    tell them (:class:`~iomtnode.api.jsonrpc.Refused`)."""
+
+    log: RefusalLog
+    address: str
+
+    def __call__(self, method: str | None, error: RpcError) -> None:
+        """A request calling ``method`` (None: none could be read) was refused with ``error``."""
+        self.log.refused(self.address, method, error)
+
+    def transactions(self, method: str | None, refused: int, of: int, first: RpcError) -> None:
+        """``refused`` of a batch's ``of`` transactions were refused, the first with ``first``."""
+        self.log.transactions_refused(self.address, method, refused, of, first)
+
+
 @dataclass(slots=True)
 class _Window:
     """One address's lines in the current window, and what it suppressed."""
@@ -123,12 +143,45 @@ class RefusalLog:
         """Refusals since the start, by code."""
         return dict(self._counts)
 
+    def client(self, address: str) -> ClientRefusals:
+        """What the refusals of the client at ``address`` (its address key) are told to."""
+        return ClientRefusals(self, address)
+
     def refused(self, address: str, method: str | None, error: RpcError) -> None:
         """A request from the client at ``address`` (its address key) calling ``method`` was
         refused with ``error``: count it, and log it unless the address has had its lines in
         this window."""
         code = error.code
         self._counts[code] += 1
+        level = level_of(code)
+        address = self._line(address, code, level)
+        if address is None:
+            return
+        reason = reason_of(error)
+        if method is not None:
+            method = method[:MAX_METHOD_CHARS]
+        if code == UNAUTHORIZED:
+            log.log(level, "api_admin_refused", method=method, code=code, reason=reason,
+                    address=address)
+        else:
+            log.log(level, "api_request_refused", method=method, code=code, reason=reason,
+                    address=address)
+
+    def transactions_refused(self, address: str, method: str | None, refused: int, of: int,
+                             first: RpcError) -> None:
+        """``refused`` of the ``of`` transactions of a batch (answered one by one) from the
+        client at ``address`` were refused, the first with ``first``: log it (one line per
+        batch, ``api_transactions_refused`` at info) unless the address has had its lines in
+        this window. Not counted as a refused request: the batch was answered."""
+        address = self._line(address, first.code, logging.INFO)
+        if address is not None:
+            log.info("api_transactions_refused", method=method, refused=refused, of=of,
+                     code=first.code, reason=reason_of(first), address=address)
+
+    def _line(self, address: str, code: int, level: int) -> str | None:
+        """The address to log a line of ``code`` under (``address``, or
+        :data:`OTHER_ADDRESSES` when too many are followed); None if its window has had its
+        lines (the line is counted as suppressed)."""
         now = trio.current_time()
         if now >= self._window_ends:
             self.end_window()
@@ -141,21 +194,12 @@ class RefusalLog:
             if window is None:
                 window = self._windows[address] = _Window()
                 self._opened.unpark_all()
-        level = level_of(code)
         if window.lines >= self._lines:
             window.suppressed[code] += 1
             window.level = max(window.level, level)
-            return
+            return None
         window.lines += 1
-        reason = reason_of(error)
-        if method is not None:
-            method = method[:MAX_METHOD_CHARS]
-        if code == UNAUTHORIZED:
-            log.log(level, "api_admin_refused", method=method, code=code, reason=reason,
-                    address=address)
-        else:
-            log.log(level, "api_request_refused", method=method, code=code, reason=reason,
-                    address=address)
+        return address
 
     def end_window(self) -> None:
         """End the current window: log what each address had suppressed in it."""

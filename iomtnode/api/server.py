@@ -79,7 +79,8 @@ __all__ = ["ApiServer", "ApiServerConfig", "ApiStats", "BinaryHandler", "Connect
 log = structlog.get_logger(__name__)
 
 API_PATH = "/api/v1"
-BinaryHandler = Callable[[bytes, Refused], Awaitable[bytes | None]]  # (frame, told of a refusal)
+BinaryHandler = Callable[[bytes, Refused | None], Awaitable[bytes | None]]  # (frame, told of
+# its refusals)
 # On shutdown trio-websocket's reader task is cancelled with ours, so the client's closing reply
 # can never be read: wait only long enough to write the 1001 frame, then close the socket.
 SHUTDOWN_CLOSE_S = 0.1
@@ -279,7 +280,8 @@ class ApiServer:
         with structlog.contextvars.bound_contextvars(conn=conn_id, remote=remote):
             scope = trio.CancelScope()
             conn = Connection(conn_id, remote, self.config.connection_limits(), scope,
-                              binding=b"" if self._tls is None else self._tls.binding)
+                              binding=b"" if self._tls is None else self._tls.binding,
+                              refused=self._refusals.client(ip))
             self._open.setdefault(ip, {})[conn_id] = conn
             try:
                 await self._serve_bound(ws, conn, scope)
@@ -316,7 +318,7 @@ class ApiServer:
 
     async def _read(self, ws: WebSocketConnection, conn: Connection) -> None:
         """Answer each message in order; end the connection when the client closes."""
-        refused = partial(self._refusals.refused, conn.address)
+        refused = conn.refused
         try:
             while True:
                 message = await ws.get_message()
@@ -326,7 +328,8 @@ class ApiServer:
                     reply = await self._dispatcher.handle_text(
                         message, conn=conn, admit=conn.admit_request, refused=refused)
                 elif self._binary_handler is None:
-                    refused(None, _NO_BINARY)
+                    if refused is not None:
+                        refused(None, _NO_BINARY)
                     reply = _BINARY_REFUSED
                 else:
                     reply = await self._binary_handler(message, refused)

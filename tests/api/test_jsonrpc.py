@@ -322,7 +322,7 @@ async def test_admin_method_without_the_right_token_is_unauthorized(rpc, params,
     with capture_logs() as logs:
         reply = json.loads(await rpc.handle_text(
             json.dumps(req("ban_peer", params)),
-            refused=functools.partial(refusals.refused, "192.0.2.7")))
+            refused=refusals.client("192.0.2.7")))
     assert error_of(reply, UNAUTHORIZED) == "unauthorized"
     assert reply["error"]["data"] == reason
     assert [(e["event"], e["log_level"], e["method"], e["reason"], e["address"]) for e in logs

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from functools import partial
 from typing import Any
 
 import pytest
@@ -46,8 +45,11 @@ from iomtnode.api.refusals import (
     RefusalLog,
 )
 from iomtnode.api.server import ApiServer, ApiServerConfig
+from iomtnode.core import codec
 from iomtnode.core.crypto import SigningKey
-from iomtnode.core.errors import StaleSequenceError
+from iomtnode.core.errors import StaleSequenceError, UnknownDeviceError
+
+from .test_client_api import make_api, reading
 
 ADDRESS = "192.0.2.7"  # the client's address key, as api/connection.py makes it
 TOKEN = "s3cret-admin-token"
@@ -192,7 +194,7 @@ async def test_each_refusal_is_logged_once_with_its_method_code_reason_and_addre
                       trio.CancelScope())
     with capture_logs() as logs:
         reply = json.loads(await dispatcher().handle_text(
-            message, conn=conn, refused=partial(refusals.refused, conn.address)))
+            message, conn=conn, refused=refusals.client(conn.address)))
     assert reply["error"]["code"] == code
     event = "api_admin_refused" if code == UNAUTHORIZED else "api_request_refused"
     [line] = lines(logs)
@@ -205,7 +207,7 @@ async def test_each_refusal_is_logged_once_with_its_method_code_reason_and_addre
 async def test_a_bad_signature_is_a_warning_and_a_notification_is_logged_though_not_answered():
     refusals = RefusalLog()
     rpc, conn = dispatcher(), Conn()
-    refused = partial(refusals.refused, ADDRESS)
+    refused = refusals.client(ADDRESS)
     await rpc.handle_text(req("auth_challenge"), conn=conn, refused=refused)
     key = SigningKey.generate()
     with capture_logs() as logs:
@@ -221,7 +223,7 @@ async def test_a_bad_signature_is_a_warning_and_a_notification_is_logged_though_
 
 async def test_answers_and_bugs_are_no_refusals():
     refusals = RefusalLog()
-    refused = partial(refusals.refused, ADDRESS)
+    refused = refusals.client(ADDRESS)
     with capture_logs() as logs:
         assert json.loads(await dispatcher().handle_text(req("add", [2, 3]),
                                                          refused=refused))["result"] == 5
@@ -235,7 +237,7 @@ async def test_each_request_of_a_batch_refused_is_logged():
     refusals = RefusalLog()
     batch = json.dumps([json.loads(req("add", [1])), json.loads(req("nope")), 7])
     with capture_logs() as logs:
-        await dispatcher().handle_text(batch, refused=partial(refusals.refused, ADDRESS))
+        await dispatcher().handle_text(batch, refused=refusals.client(ADDRESS))
     assert [line[2:4] for line in lines(logs)] == [("nope", METHOD_NOT_FOUND),
                                                    (None, INVALID_REQUEST)]
 
@@ -252,8 +254,8 @@ async def test_a_flood_from_one_address_is_a_few_lines_then_a_count_at_the_windo
         with capture_logs() as logs:
             began = trio.current_time()
             for _ in range(1000):
-                await rpc.handle_text("{not json", refused=partial(refusals.refused, ADDRESS))
-            await rpc.handle_text(req("nope"), refused=partial(refusals.refused, "198.51.100.1"))
+                await rpc.handle_text("{not json", refused=refusals.client(ADDRESS))
+            await rpc.handle_text(req("nope"), refused=refusals.client("198.51.100.1"))
             assert trio.current_time() == began  # all in one window
             await trio.sleep(1.5 * REFUSAL_WINDOW_S)  # past its end: run() tells the rest
         nursery.cancel_scope.cancel()
@@ -332,14 +334,35 @@ async def test_what_a_client_chose_is_cut_short_and_a_dropped_transaction_is_not
 
 
 async def test_a_binary_frame_refused_whole_is_logged_with_its_code():
-    from .test_client_api import make_api
-
     refusals = RefusalLog()
     with capture_logs() as logs:
-        await make_api().handle_binary(b"\x92\x01\x91\x91", partial(refusals.refused, ADDRESS))
+        await make_api().handle_binary(b"\x92\x01\x91\x91", refusals.client(ADDRESS))
     assert [line[:4] + line[5:] for line in lines(logs)] == [
         ("api_request_refused", "info", None, NESTED_TOO_DEEP, ADDRESS)]
     assert isinstance(FrameError(NESTED_TOO_DEEP, "x"), RpcError)
+    assert refusals.counts() == {NESTED_TOO_DEEP: 1}
+
+
+async def test_a_batch_with_refused_transactions_is_one_line_and_a_whole_batch_none():
+    refusals, api = RefusalLog(), make_api()
+    ok, refused = reading(2), reading(3)  # the fake admission refuses odd sequence numbers
+    conn = Connection(1, f"{ADDRESS}:4000", ConnectionLimits(), trio.CancelScope(),
+                      refused=refusals.client(ADDRESS))
+    rpc = Dispatcher(api.methods())
+    with capture_logs() as logs:
+        await api.handle_binary(codec.encode([7, [ok.raw, refused.raw, 5]]), conn.refused)
+        await rpc.handle_text(req("submit_readings", {"txs": [refused.raw.hex(), "zz"]}),
+                              conn=conn, refused=conn.refused)
+        await api.handle_binary(codec.encode([8, [ok.raw]]), conn.refused)  # all accepted
+        await rpc.handle_text(req("submit_readings", {"txs": [ok.raw.hex()]}), conn=conn,
+                              refused=conn.refused)
+    assert [(e["event"], e["log_level"], e["method"], e["refused"], e["of"], e["code"],
+             e["reason"], e["address"]) for e in logs] == [
+        ("api_transactions_refused", "info", None, 2, 3, UnknownDeviceError.code,
+         "unknown_device", ADDRESS),
+        ("api_transactions_refused", "info", "submit_readings", 2, 2, UnknownDeviceError.code,
+         "unknown_device", ADDRESS)]
+    assert refusals.counts() == {}  # the batches were answered: no request was refused
 
 
 async def test_a_flood_on_a_connection_is_answered_counted_and_logged_boundedly(nursery):
