@@ -241,14 +241,14 @@ class Dispatcher:
         in order. ``refused`` is told of each refusal (see the module docstring).
         """
         request, error = parse_message(message, self._max_request_bytes)
-        if error is None and isinstance(request, list):
+        if error is None:
+            if not isinstance(request, list):
+                return await self._handle_one(request, conn, refused)
             error = _batch_error(len(request), self._max_batch_len)
         if error is not None:
             if refused is not None:
                 refused(None, error)
             return encode_error(error)
-        if not isinstance(request, list):
-            return await self._handle_one(request, conn, refused)
         replies: list[str] = []
         budget = MAX_RESPONSE_BYTES
         for i, item in enumerate(request):
