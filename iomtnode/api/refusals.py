@@ -54,7 +54,7 @@ log = structlog.get_logger(__name__)
 
 REFUSAL_WINDOW_S = 1.0  # the window the lines of one address are counted in
 REFUSAL_LINES_PER_WINDOW = 5  # refusals logged per address in a window; the rest are counted
-MAX_REFUSAL_ADDRESSES = 1024  # addresses followed in a window (a line's worth each, ~200 B)
+MAX_REFUSAL_ADDRESSES = 1024  # addresses followed in a window (a few hundred bytes each)
 OTHER_ADDRESSES = "*"  # the window shared by refusals from addresses past that
 MAX_METHOD_CHARS = 64  # of a method name in a line (a client may send any string)
 MAX_REASON_CHARS = 200  # of a reason in a line (an unknown parameter's name is the client's)
