@@ -164,9 +164,7 @@ class AuthApi:
         sig = hex_param("signature", signature, SIG_BYTES)
         try:
             conn.auth.prove(public, sig, self._chain_id, known=self._known)
-        except RpcError as exc:
-            log.info("api_auth_refused", code=exc.code, key=public.hex()[:16],
-                     failures=conn.auth.failures)
+        except RpcError:  # logged by the server's refusal log (api_request_refused, a warning)
             if conn.auth.failures > MAX_AUTH_FAILURES:
                 conn.close(1008, "too many failed authentications")
             raise

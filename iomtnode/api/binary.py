@@ -19,21 +19,19 @@ from typing import Any
 import msgpack
 
 from ..core.codec import MAX_BIN_BYTES, MAX_STR_BYTES
-from .jsonrpc import INVALID_REQUEST, NESTED_TOO_DEEP, TOO_MANY_ELEMENTS
+from .jsonrpc import INVALID_REQUEST, NESTED_TOO_DEEP, TOO_MANY_ELEMENTS, RpcError
 
 FRAME_DEPTH = 2  # arrays nested in a frame: [request_id, [tx, ...]]
 _ARRAY_HEADERS = frozenset(range(0x90, 0xA0)) | {0xDC, 0xDD}  # fixarray, array 16, array 32
 _SHAPE = "frame must be [request_id, [tx, ...]]"
 
 
-class FrameError(Exception):
+class FrameError(RpcError):
     """A frame refused whole: ``code`` (a JSON-RPC code), ``message``, and the frame's
     ``request_id`` when it could be read (else 0)."""
 
     def __init__(self, code: int, message: str, request_id: int = 0) -> None:
-        super().__init__(code, message, request_id)
-        self.code = code
-        self.message = message
+        super().__init__(code, message)
         self.request_id = request_id
 
 

@@ -43,7 +43,7 @@ from ..p2p.ratelimit import TokenBucket
 from ..p2p.slots import address_key
 from ..p2p.transport import ip_of
 from .auth import ConnectionAuth
-from .jsonrpc import TOO_MANY_SUBSCRIPTIONS, RpcError
+from .jsonrpc import TOO_MANY_SUBSCRIPTIONS, Refused, RpcError
 from .jsonrpc import encode_notification as _encode_notification
 from .wsframes import send_text
 
@@ -86,11 +86,15 @@ class Connection:
     """
 
     def __init__(self, conn_id: int, remote: str, limits: ConnectionLimits,
-                 scope: trio.CancelScope, *, binding: bytes = b"") -> None:
-        """``binding``: the connection's TLS channel binding (empty without TLS)."""
+                 scope: trio.CancelScope, *, binding: bytes = b"",
+                 refused: Refused | None = None) -> None:
+        """``binding``: the connection's TLS channel binding (empty without TLS);
+        ``refused``: what the refusals of its requests are told to (the server's refusal log
+        for its address; None: they are not logged)."""
         self.id = conn_id
         self.remote = remote
         self.address = address_key(ip_of(remote))  # what per-address limits count by
+        self.refused = refused
         self.auth = ConnectionAuth(binding)  # the keys this connection has proven (api/auth.py)
         self.close_code = 1000
         self.close_reason: str | None = None
@@ -104,6 +108,7 @@ class Connection:
         self._bucket = TokenBucket(limits.requests_per_s, limits.request_burst, now)
         self._audited = TokenBucket(AUDITED_READS_PER_S, AUDITED_READ_BURST, now)
         self._throttled = False  # logged once per connection
+        self._audited_throttled = False  # ... and this too
         self._subscriptions = 0
         self._last_words: dict[int, LastWords] = {}  # by subscription, while it runs
         self._subscription_ids = itertools.count()
@@ -204,8 +209,10 @@ class Connection:
         participants too: each read, served or refused, costs the node a durable record)."""
         wait_s = self._audited.take(trio.current_time(), 1)
         if wait_s > 0:
-            log.info("api_audited_reads_throttled", rate_per_s=AUDITED_READS_PER_S,
-                     burst=AUDITED_READ_BURST)
+            if not self._audited_throttled:
+                self._audited_throttled = True
+                log.info("api_audited_reads_throttled", rate_per_s=AUDITED_READS_PER_S,
+                         burst=AUDITED_READ_BURST)
             await trio.sleep(wait_s)
 
     async def run(self, ws: WebSocketConnection, read: Callable[[], Awaitable[None]]) -> None:

@@ -33,6 +33,7 @@ from ..p2p.records import PeerRecord
 from ..p2p.stats import P2PStats
 from ..sync.blocksync import SyncStats
 from .access import Role
+from .jsonrpc import Refused
 
 
 class Submitter(Protocol):
@@ -173,3 +174,10 @@ class StatusSource(Protocol):
     def status(self) -> NodeStatus:
         """The figures now (synchronous: no other task runs while they are read)."""
         ...
+
+
+class Refusing(Protocol):
+    """A connection as ``submit_readings`` sees it: what its refusals are told to."""
+
+    @property
+    def refused(self) -> Refused | None: ...

@@ -22,13 +22,18 @@ Contract of a method (an entry of a ``Methods`` table):
 A ``guard`` (see :mod:`iomtnode.api.access`) is asked before every call, with the bound params
 and ``conn``, whether the caller may make it; it raises ``RpcError`` if not.
 
+Every error answer (a request refused: malformed, over a limit, an unknown method, bad params,
+the guard's or the method's ``RpcError``), answered or not, is told to ``refused`` (the
+server's :class:`~iomtnode.api.refusals.RefusalLog` for the client's address), which counts
+and logs it. A bug (``INTERNAL_ERROR``) is no refusal: it is logged as ``rpc_method_failed``.
+
 Admin methods live in a separate table; a call needs ``params.token`` equal to the admin token
 (compared in constant time) and the token is removed before the params are bound. Without an
 admin token every admin call is ``UNAUTHORIZED``.
 
 Work per message is bounded before parsing: at most ``max_request_bytes`` and
 ``MAX_JSON_CONTAINERS`` brackets (``TOO_MANY_ELEMENTS``), then at most ``MAX_JSON_DEPTH``
-levels of nesting (``NESTED_TOO_DEEP``); each error names its limit.
+levels of nesting (``NESTED_TOO_DEEP``); each error names its limit (:mod:`.jsonwire`).
 
 Error handling: malformed input never raises; it becomes an error response. Requests whose
 structure is invalid are answered even without an id (with ``"id": null``); notifications (valid
@@ -39,36 +44,50 @@ from __future__ import annotations
 
 import hmac
 import inspect
-import json
 import types
 import typing
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from itertools import compress
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
+from .jsonwire import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    MAX_JSON_CONTAINERS,
+    MAX_JSON_DEPTH,
+    MAX_REQUEST_BYTES,
+    METHOD_NOT_FOUND,
+    NESTED_TOO_DEEP,
+    PARSE_ERROR,
+    REQUEST_TOO_LARGE,
+    RESPONSE_TOO_LARGE,
+    TOO_MANY_ELEMENTS,
+    TOO_MANY_SUBSCRIPTIONS,
+    UNAUTHORIZED,
+    JsonId,
+    RpcError,
+    compact_json,
+    encode_error,
+    encode_notification,
+    parse_message,
+)
+
+__all__ = [  # with the wire's names (api/jsonwire.py), which other modules import from here
+    "CONN_PARAM", "INTERNAL_ERROR", "INVALID_PARAMS", "INVALID_REQUEST", "MAX_BATCH_LEN",
+    "MAX_JSON_CONTAINERS", "MAX_JSON_DEPTH", "MAX_REQUEST_BYTES", "MAX_RESPONSE_BYTES",
+    "METHOD_NOT_FOUND", "NESTED_TOO_DEEP", "PARSE_ERROR", "REQUEST_TOO_LARGE",
+    "RESPONSE_TOO_LARGE", "TOKEN_PARAM", "TOO_MANY_ELEMENTS", "TOO_MANY_SUBSCRIPTIONS",
+    "UNAUTHORIZED", "Admit", "Dispatcher", "Guard", "JsonId", "JsonParts", "Methods",
+    "Refused", "RpcError", "compact_json", "encode_error", "encode_notification",
+]
+
 log = structlog.get_logger(__name__)
 
-PARSE_ERROR = -32700
-INVALID_REQUEST = -32600
-METHOD_NOT_FOUND = -32601
-INVALID_PARAMS = -32602
-INTERNAL_ERROR = -32603
-REQUEST_TOO_LARGE = -32001  # server-defined: the text is over max_request_bytes
-UNAUTHORIZED = -32004  # server-defined: admin method without the right params.token
-RESPONSE_TOO_LARGE = -32005  # server-defined: a batch whose answers would exceed the budget
-TOO_MANY_SUBSCRIPTIONS = -32010  # server-defined: the connection holds its limit of them
-TOO_MANY_ELEMENTS = -32011  # server-defined: a message holds more values than its limit
-NESTED_TOO_DEEP = -32012  # server-defined: arrays/objects nested deeper than the limit
-
-MAX_REQUEST_BYTES = 1024 * 1024  # one JSON-RPC text message, in UTF-8 bytes
 MAX_BATCH_LEN = 1000  # requests in one batch array
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # a batch answer; requests past it get an error each
-MAX_JSON_CONTAINERS = 10_000  # '[' and '{' in one text message (counted in strings too), so
-# parsing builds at most this many arrays and objects (a full batch needs about 3 per request)
-MAX_JSON_DEPTH = 16  # arrays and objects nested in one message (a batch needs 4)
 CONN_PARAM = "conn"  # a method parameter filled by the server, never from JSON
 TOKEN_PARAM = "token"  # admin methods: params.token
 
@@ -76,10 +95,21 @@ Methods = Mapping[str, Callable[..., Awaitable[Any]]]
 # who may call: (method, bound params, conn) -> None, or raises RpcError (see api/access.py)
 Guard = Callable[[str, Mapping[str, Any], Any], None]
 Admit = Callable[[], Awaitable[None]]  # waits until one more request may run (a rate limit)
-JsonId = str | int | None
+
+
+class Refused(Protocol):
+    """Told of the refusals of one client's requests (the server's refusal log for the
+    client's address, :class:`~iomtnode.api.refusals.ClientRefusals`)."""
+
+    def __call__(self, method: str | None, error: RpcError) -> None:
+        """A request calling ``method`` (None: none could be read) was refused with ``error``."""
+
+    def transactions(self, method: str | None, refused: int, of: int, first: RpcError) -> None:
+        """``refused`` of the ``of`` transactions of a batch that was answered were refused,
+        the first with ``first``."""
+
 
 _REQUEST_KEYS = frozenset({"jsonrpc", "method", "params", "id"})
-_CONTAINERS = frozenset((list, dict))
 _NO_ID = object()  # a request without "id" is a notification
 _BAD_ID = "id must be a string, an integer or null"
 _CHECKED_TYPES: dict[type, tuple[type, ...]] = {
@@ -88,48 +118,12 @@ _CHECKED_TYPES: dict[type, tuple[type, ...]] = {
 }
 
 
-class RpcError(Exception):
-    """A JSON-RPC error response: ``code``, ``message`` and optional JSON-serializable ``data``."""
-
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(code, message, data)
-        self.code = code
-        self.message = message
-        self.data = data
-
-    def to_json(self) -> dict[str, Any]:
-        """The ``error`` member of a response."""
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.data is not None:
-            error["data"] = self.data
-        return error
-
-
 @dataclass(frozen=True, slots=True)
 class JsonParts:
     """A method's result already in JSON, as pieces that the response joins once: a large
     result (a block of 10,000 transactions) is never held as objects and text at once."""
 
     parts: list[str]
-
-
-def compact_json(value: Any) -> str:
-    # ASCII only: a lone surrogate (valid in a JSON string escape) cannot be encoded as UTF-8
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
-
-
-def encode_error(error: RpcError, id: JsonId = None) -> str:
-    """A compact error response."""
-    return compact_json({"jsonrpc": "2.0", "error": error.to_json(), "id": id})
-
-
-def encode_notification(method: str, params: Any) -> str:
-    """A compact notification (a request without id), as the server pushes to subscribers."""
-    return compact_json({"jsonrpc": "2.0", "method": method, "params": params})
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def _json_type(value: Any) -> str:
@@ -236,26 +230,25 @@ class Dispatcher:
         self._max_request_bytes = max_request_bytes
         self._max_batch_len = max_batch_len
 
-    async def handle_text(self, message: str, *, conn: Any = None,
-                          admit: Admit | None = None) -> str | None:
+    async def handle_text(self, message: str, *, conn: Any = None, admit: Admit | None = None,
+                          refused: Refused | None = None) -> str | None:
         """The compact JSON response to ``message``, or ``None`` when nothing is to be sent back.
 
         ``conn`` is passed to methods that declare a ``conn`` parameter. ``admit`` (the server's
         rate limit) is awaited before each request of a batch but the first, for which the
         caller has paid before handing over the message. Never raises for bad input; only
         cancellation (and ``BaseException``) propagates. Batch requests run one after the other,
-        in order.
+        in order. ``refused`` is told of each refusal (see the module docstring).
         """
-        request, error = _parse(message, self._max_request_bytes)
+        request, error = parse_message(message, self._max_request_bytes)
+        if error is None:
+            if not isinstance(request, list):
+                return await self._handle_one(request, conn, refused)
+            error = _batch_error(len(request), self._max_batch_len)
         if error is not None:
+            if refused is not None:
+                refused(None, error)
             return encode_error(error)
-        if not isinstance(request, list):
-            return await self._handle_one(request, conn)
-        if not request:
-            return encode_error(RpcError(INVALID_REQUEST, "invalid request: empty batch"))
-        if len(request) > self._max_batch_len:
-            return encode_error(RpcError(INVALID_REQUEST, f"invalid request: batch of "
-                f"{len(request)} requests, over the limit of {self._max_batch_len}"))
         replies: list[str] = []
         budget = MAX_RESPONSE_BYTES
         for i, item in enumerate(request):
@@ -263,27 +256,34 @@ class Dispatcher:
                 await admit()
             if budget <= 0:  # the rest would make the answer too big: each gets an error
                 id_ = item.get("id") if isinstance(item, dict) else None
-                replies.append(encode_error(RpcError(RESPONSE_TOO_LARGE, "batch response over "
-                    f"{MAX_RESPONSE_BYTES} bytes; send the rest in another batch"),
-                    id_ if isinstance(id_, str | int) and not isinstance(id_, bool) else None))
+                error = RpcError(RESPONSE_TOO_LARGE, f"batch response over {MAX_RESPONSE_BYTES}"
+                                 " bytes; send the rest in another batch")
+                if refused is not None:
+                    refused(_method_of(item), error)
+                replies.append(encode_error(error, id_ if isinstance(id_, str | int)
+                                            and not isinstance(id_, bool) else None))
                 continue
-            reply = await self._handle_one(item, conn)
+            reply = await self._handle_one(item, conn, refused)
             if reply:
                 replies.append(reply)
                 budget -= len(reply)
         return f"[{','.join(replies)}]" if replies else None
 
-    async def _handle_one(self, request: Any, conn: Any) -> str | None:
+    async def _handle_one(self, request: Any, conn: Any, refused: Refused | None) -> str | None:
         reason = _invalid_reason(request)
         id_ = request.get("id", _NO_ID) if isinstance(request, dict) else None
         if reason is not None:  # answered even without an id: it may not be a notification
             valid_id = reason != _BAD_ID and id_ is not _NO_ID
-            return encode_error(RpcError(INVALID_REQUEST, f"invalid request: {reason}"),
-                                id_ if valid_id else None)
+            invalid = RpcError(INVALID_REQUEST, f"invalid request: {reason}")
+            if refused is not None:
+                refused(_method_of(request), invalid)
+            return encode_error(invalid, id_ if valid_id else None)
         try:
             result = await self._call(request, conn)
             response = {"jsonrpc": "2.0", "result": result, "id": id_}
         except RpcError as error:
+            if refused is not None and error.code != INTERNAL_ERROR:  # a bug is logged apart
+                refused(request["method"], error)
             response = {"jsonrpc": "2.0", "error": error.to_json(), "id": id_}
         if id_ is _NO_ID:
             return None
@@ -303,12 +303,8 @@ class Dispatcher:
         if method is None:
             raise RpcError(METHOD_NOT_FOUND, f"method not found: {name!r}")
         params = request.get("params")
-        if method.admin:
-            try:
-                params = self._check_token(params)
-            except RpcError as exc:  # an operator should see who tries the admin API
-                log.warning("api_admin_refused", method=name, reason=exc.data)
-                raise
+        if method.admin:  # refused: UNAUTHORIZED, logged as api_admin_refused (a warning)
+            params = self._check_token(params)
         kwargs = method.bind(params)
         if self._guard is not None:
             self._guard(name, kwargs, conn)
@@ -335,45 +331,20 @@ class Dispatcher:
         return {k: v for k, v in params.items() if k != TOKEN_PARAM}
 
 
-def _parse(message: str, max_bytes: int) -> tuple[Any, RpcError | None]:
-    """The JSON value of ``message``, or the error that refuses it; the limits are checked
-    before the parser runs (size, brackets) and after it (depth), cheapest first."""
-    size = len(message.encode("utf-8", "surrogatepass"))
-    if size > max_bytes:
-        return None, RpcError(REQUEST_TOO_LARGE,
-            f"request is {size} bytes, over the limit of {max_bytes} bytes",
-            {"size": size, "limit": max_bytes})
-    containers = message.count("[") + message.count("{")  # C speed; an upper bound
-    if containers > MAX_JSON_CONTAINERS:
-        return None, RpcError(TOO_MANY_ELEMENTS,
-            f"request holds {containers} '[' and '{{', over the limit of {MAX_JSON_CONTAINERS} "
-            "arrays and objects", {"count": containers, "limit": MAX_JSON_CONTAINERS})
-    too_deep = RpcError(NESTED_TOO_DEEP, f"request nests arrays and objects deeper than the "
-                        f"limit of {MAX_JSON_DEPTH}", {"limit": MAX_JSON_DEPTH})
-    try:
-        request = json.loads(message, parse_constant=_reject_constant)
-    except RecursionError:  # deeper than the interpreter's recursion limit
-        return None, too_deep
-    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, ints over the digit limit
-        return None, RpcError(PARSE_ERROR, f"parse error: {exc}")
-    if containers > MAX_JSON_DEPTH and _depth_over(request, MAX_JSON_DEPTH):
-        return None, too_deep
-    return request, None
+def _batch_error(size: int, limit: int) -> RpcError | None:
+    """Why a batch of ``size`` requests is refused whole, or None."""
+    if not size:
+        return RpcError(INVALID_REQUEST, "invalid request: empty batch")
+    if size > limit:
+        return RpcError(INVALID_REQUEST, f"invalid request: batch of {size} requests, over the "
+                        f"limit of {limit}")
+    return None
 
 
-def _depth_over(value: Any, limit: int) -> bool:
-    """Whether ``value`` nests lists and dicts deeper than ``limit``. Python code runs once
-    per container (at most ``MAX_JSON_CONTAINERS``); scalars are skipped in C loops."""
-    stack = [(value, 1)] if type(value) in _CONTAINERS else []
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if type(item) is dict else item
-        kids = list(compress(children, map(_CONTAINERS.__contains__, map(type, children))))
-        if kids:
-            if depth >= limit:
-                return True
-            stack.extend((kid, depth + 1) for kid in kids)
-    return False
+def _method_of(request: Any) -> str | None:
+    """The method a request names, if it names one."""
+    method = request.get("method") if isinstance(request, dict) else None
+    return method if isinstance(method, str) else None
 
 
 def _invalid_reason(request: Any) -> str | None:

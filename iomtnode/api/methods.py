@@ -33,11 +33,12 @@ from .interfaces import (
     ChainQueries,
     MethodGroup,
     PeerAdmin,
+    Refusing,
     StatusSource,
     Submitter,
     TxStatusQueries,
 )
-from .jsonrpc import INVALID_PARAMS, INVALID_REQUEST, JsonParts, RpcError, compact_json
+from .jsonrpc import INVALID_PARAMS, INVALID_REQUEST, JsonParts, Refused, RpcError, compact_json
 from .params import hex_param
 from .status import status_to_json
 
@@ -169,8 +170,10 @@ class ClientApi:
         signed = await self._submit(tx, "tx", reading_only=False)
         return {"id": signed.id.hex(), "type": signed.kind_name}
 
-    async def submit_readings(self, txs: list[str]) -> dict[str, Any]:
-        """Submit a batch of readings; each is admitted or refused on its own."""
+    async def submit_readings(self, txs: list[str], conn: Refusing | None = None
+                              ) -> dict[str, Any]:
+        """Submit a batch of readings; each is admitted or refused on its own (a batch with
+        refusals is logged once, by ``conn.refused``: see :mod:`.refusals`)."""
         if not isinstance(txs, list) or not txs:
             raise RpcError(INVALID_PARAMS, "txs must be a non-empty array of hex strings")
         if len(txs) > MAX_BATCH_TXS:
@@ -191,6 +194,10 @@ class ClientApi:
             results[i] = ({"id": admitted.id.hex()} if isinstance(admitted, SignedTx)
                           else {"error": {"code": admitted.code, "message": str(admitted)}})
         accepted = sum(1 for r in results if "id" in r)
+        if accepted < len(txs) and conn is not None and conn.refused is not None:
+            first = next(r["error"] for r in results if "error" in r)
+            conn.refused.transactions("submit_readings", len(txs) - accepted, len(txs),
+                                      RpcError(first["code"], first["message"]))
         return {"accepted": accepted, "rejected": len(txs) - accepted, "results": results}
 
     async def get_block(self, height: int | None = None, hash: str | None = None
@@ -286,24 +293,36 @@ class ClientApi:
         """Chain id, height, head hash, finalized height, authorities, mempool size, peers."""
         return status_to_json(self._status.status())
 
-    async def handle_binary(self, frame: bytes) -> bytes:
-        """Answer a msgpack binary frame of transactions (see the module docstring)."""
+    async def handle_binary(self, frame: bytes, refused: Refused | None = None) -> bytes:
+        """Answer a msgpack binary frame of transactions (see the module docstring);
+        ``refused`` (the server's refusal log for the client's address) is told of a frame
+        refused whole, and of a frame some of whose transactions were refused."""
         try:
             request_id, items = decode_tx_frame(frame, max_txs=MAX_BATCH_TXS)
         except FrameError as exc:
+            if refused is not None:
+                refused(None, exc)
             return codec.encode([exc.request_id, [[exc.code, exc.message]]])
         results: list[list[Any]] = []
         raws: list[bytes] = []
         where: list[int] = []
+        refusals = 0  # counted on the refusal paths only
         for raw in items:
             if type(raw) is not bytes:
                 results.append([INVALID_REQUEST, "each transaction must be a byte string"])
+                refusals += 1
             else:
                 where.append(len(results))
                 results.append([])
                 raws.append(raw)
         for i, admitted in zip(where, await self._submitter.submit_many(raws, reading_only=True),
                                strict=True):
-            results[i] = ([0, admitted.id] if isinstance(admitted, SignedTx)
-                          else [admitted.code, str(admitted)])
+            if isinstance(admitted, SignedTx):
+                results[i] = [0, admitted.id]
+            else:
+                results[i] = [admitted.code, str(admitted)]
+                refusals += 1
+        if refusals and refused is not None:
+            code, message = next(r for r in results if r[0])
+            refused.transactions(None, refusals, len(results), RpcError(code, message))
         return codec.encode([request_id, results])

@@ -32,7 +32,9 @@ subscriptions and request rate are bounded as :mod:`iomtnode.api.connection` say
 that does not read is disconnected with 1008 instead of making the node wait or hold its
 replies.
 
-Error handling: bad input is answered with a JSON-RPC error and the connection goes on. A bug
+Error handling: bad input is answered with a JSON-RPC error and the connection goes on; each
+refused request (text or binary) is counted and logged once, with the client's address key,
+in a bounded number of lines per address (:mod:`.refusals`). A bug
 (an exception from the binary handler or from a task a method started) is logged with its
 traceback (``api_connection_failed``) and closes that connection with 1011; other connections
 and the node carry on.
@@ -42,8 +44,8 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from functools import partial
 from urllib.parse import urlsplit
 
@@ -68,7 +70,8 @@ from .connection import (
     ConnectionLimits,
     address_key,
 )
-from .jsonrpc import INVALID_REQUEST, Dispatcher, Guard, Methods, RpcError, encode_error
+from .jsonrpc import INVALID_REQUEST, Dispatcher, Guard, Methods, Refused, RpcError, encode_error
+from .refusals import RefusalLog
 from .tls import ApiTls, tls_handshake
 
 __all__ = ["ApiServer", "ApiServerConfig", "ApiStats", "BinaryHandler", "Connection"]
@@ -76,7 +79,8 @@ __all__ = ["ApiServer", "ApiServerConfig", "ApiStats", "BinaryHandler", "Connect
 log = structlog.get_logger(__name__)
 
 API_PATH = "/api/v1"
-BinaryHandler = Callable[[bytes], Awaitable[bytes | None]]
+BinaryHandler = Callable[[bytes, Refused | None], Awaitable[bytes | None]]  # (frame, told of
+# its refusals)
 # On shutdown trio-websocket's reader task is cancelled with ours, so the client's closing reply
 # can never be read: wait only long enough to write the 1001 frame, then close the socket.
 SHUTDOWN_CLOSE_S = 0.1
@@ -88,7 +92,8 @@ EVICTED_CODE = 1013  # "try again later": closed to make room when the server is
 REFUSE_WRITE_S = 1.0  # writing the 503 to a connection over the per-IP limit, at most
 _REFUSED_PER_IP = (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
                    b"Content-Length: 39\r\n\r\ntoo many connections from this address\n")
-_BINARY_REFUSED = encode_error(RpcError(INVALID_REQUEST, "binary frames are not accepted here"))
+_NO_BINARY = RpcError(INVALID_REQUEST, "binary frames are not accepted here")
+_BINARY_REFUSED = encode_error(_NO_BINARY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +128,8 @@ class ApiStats:
     connections: int  # open now (handshake accepted or under way)
     connections_accepted: int  # since the start
     connections_refused: int  # since the start: max_connections or the per-IP limit reached
+    requests_refused: Mapping[int, int] = field(default_factory=dict)  # since the start, by
+    # JSON-RPC error code (api/refusals.py)
 
 
 class ApiServer:
@@ -154,10 +161,12 @@ class ApiServer:
         self._accepted = 0
         self._refused = 0
         self._ids = itertools.count(1)
+        self._refusals = RefusalLog()
 
     def stats(self) -> ApiStats:
         """The server's figures now."""
-        return ApiStats(self._connections, self._accepted, self._refused)
+        return ApiStats(self._connections, self._accepted, self._refused,
+                        self._refusals.counts())
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen, call ``task_status.started(port)`` with the port bound, serve until cancelled.
@@ -166,6 +175,7 @@ class ApiServer:
         """
         cfg = self.config
         async with trio.open_nursery() as nursery:
+            await nursery.start(self._refusals.run)
             port = await nursery.start(self._transport.listen, cfg.host, cfg.port, self._accept,
                                        nursery)
             log.info("api_listening", host=cfg.host, port=port, path=API_PATH)
@@ -270,7 +280,8 @@ class ApiServer:
         with structlog.contextvars.bound_contextvars(conn=conn_id, remote=remote):
             scope = trio.CancelScope()
             conn = Connection(conn_id, remote, self.config.connection_limits(), scope,
-                              binding=b"" if self._tls is None else self._tls.binding)
+                              binding=b"" if self._tls is None else self._tls.binding,
+                              refused=self._refusals.client(ip))
             self._open.setdefault(ip, {})[conn_id] = conn
             try:
                 await self._serve_bound(ws, conn, scope)
@@ -307,18 +318,21 @@ class ApiServer:
 
     async def _read(self, ws: WebSocketConnection, conn: Connection) -> None:
         """Answer each message in order; end the connection when the client closes."""
+        refused = conn.refused
         try:
             while True:
                 message = await ws.get_message()
                 await conn.received(message)  # the rate limit; a batch pays for the rest inside
                 reply: str | bytes | None
                 if isinstance(message, str):
-                    reply = await self._dispatcher.handle_text(message, conn=conn,
-                                                               admit=conn.admit_request)
+                    reply = await self._dispatcher.handle_text(
+                        message, conn=conn, admit=conn.admit_request, refused=refused)
                 elif self._binary_handler is None:
+                    if refused is not None:
+                        refused(None, _NO_BINARY)
                     reply = _BINARY_REFUSED
                 else:
-                    reply = await self._binary_handler(message)
+                    reply = await self._binary_handler(message, refused)
                 await conn.answer(reply)
         except ConnectionClosed as exc:
             log.debug("api_client_closed", close=str(exc.reason))

@@ -107,13 +107,15 @@ API_ACCEPTED = _spec("iomtnode_api_connections_accepted_total", "counter",
                      "Client API connections accepted.")
 API_REFUSED = _spec("iomtnode_api_connections_refused_total", "counter",
                     "Client API connections refused (over a connection limit).")
+API_REQUESTS_REFUSED = _spec("iomtnode_api_requests_refused_total", "counter",
+                             "Client API requests refused, by JSON-RPC error code.", "code")
 
 METRICS: tuple[Spec, ...] = (
     BUILD_INFO, IS_AUTHORITY, HEIGHT, ROUND, LAST_BLOCK_AGE, AUTHORITIES, COMMITTED,
     CONSENSUS_DROPPED, CONSENSUS_PENDING, MEMPOOL, MEMPOOL_CAPACITY, QUEUED, RECEIVED,
     REJECTED, DROPPED, SIGNATURES, SUBMIT_TO_FINAL, GOSSIP_DELAY, PEERS, MESSAGES, BYTES,
     PENALTIES, BANS, BANNED_PEERS, BANNED_ADDRESSES, REFUSED_PEERS, SYNC_TARGET, SYNCED,
-    API_CONNECTIONS, API_ACCEPTED, API_REFUSED,
+    API_CONNECTIONS, API_ACCEPTED, API_REFUSED, API_REQUESTS_REFUSED,
 )
 
 Sample = tuple[tuple[str, ...], float]  # label values, value
@@ -185,6 +187,8 @@ class NodeCollector:
         yield family(API_CONNECTIONS, one(api.connections))
         yield family(API_ACCEPTED, one(api.connections_accepted))
         yield family(API_REFUSED, one(api.connections_refused))
+        yield family(API_REQUESTS_REFUSED, [((str(code),), count) for code, count
+                                            in sorted(api.requests_refused.items())])
 
     def _chain(self, status: NodeStatus) -> Iterator[Metric]:
         chain, consensus, sync = status.chain, status.consensus, status.sync

@@ -140,9 +140,11 @@ async def test_audited_reads_wait_at_their_rate_even_for_a_participant(autojump_
     conn = Connection(1, "127.0.0.1:1", ConnectionLimits(), trio.CancelScope())
     prove_a_key(conn, known=True)  # exempt from the request rate, not from this one
     began = trio.current_time()
-    for _ in range(AUDITED_READ_BURST + int(AUDITED_READS_PER_S)):
-        await conn.admit_audited_read()
+    with capture_logs() as logs:
+        for _ in range(AUDITED_READ_BURST + int(AUDITED_READS_PER_S)):
+            await conn.admit_audited_read()
     assert trio.current_time() - began == pytest.approx(1.0)  # the burst, then 1 s at the rate
+    assert [e["event"] for e in logs] == ["api_audited_reads_throttled"]  # once per connection
 
 
 @pytest.mark.parametrize("message", ["x" * 4 * 64 * 1024, b"\x92\x01" * 2 * 64 * 1024])

@@ -26,6 +26,7 @@ from iomtnode.api.jsonrpc import (
     RpcError,
     encode_notification,
 )
+from iomtnode.api.refusals import RefusalLog
 
 ADMIN_TOKEN = "s3cret-admin-token"
 
@@ -317,12 +318,16 @@ async def test_an_unserializable_result_or_error_data_is_an_internal_error(rpc):
     ({"peer": "p", "token": "\ud800"}, "params.token is wrong"),  # a lone surrogate
 ])
 async def test_admin_method_without_the_right_token_is_unauthorized(rpc, params, reason):
+    refusals = RefusalLog()
     with capture_logs() as logs:
-        reply = await answer(rpc, req("ban_peer", params))
+        reply = json.loads(await rpc.handle_text(
+            json.dumps(req("ban_peer", params)),
+            refused=refusals.client("192.0.2.7")))
     assert error_of(reply, UNAUTHORIZED) == "unauthorized"
     assert reply["error"]["data"] == reason
-    assert [(e["event"], e["log_level"], e["method"], e["reason"]) for e in logs] == [
-        ("api_admin_refused", "warning", "ban_peer", reason)]  # the operator sees each try
+    assert [(e["event"], e["log_level"], e["method"], e["reason"], e["address"]) for e in logs
+            ] == [("api_admin_refused", "warning", "ban_peer", reason, "192.0.2.7")]
+    assert "s3cret" not in repr(logs)  # the operator sees each try, never a token
 
 
 async def test_admin_method_with_the_right_token_runs_without_it(rpc):

@@ -16,7 +16,7 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from iomtnode.api.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, RpcError
+from iomtnode.api.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, Refused, RpcError
 from iomtnode.api.server import ApiServer, ApiServerConfig, ApiStats, Connection
 
 TIMEOUT_S = 10
@@ -59,7 +59,7 @@ METHODS = {"add": add, "buggy": buggy, "refuse": refuse, "subscribe": subscribe,
            "subscribe_buggy": subscribe_buggy}
 
 
-async def echo_binary(frame: bytes) -> bytes | None:
+async def echo_binary(frame: bytes, refused: Refused) -> bytes | None:
     if frame == b"silent":
         return None
     if frame == b"crash":

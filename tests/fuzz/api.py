@@ -13,7 +13,7 @@ import json
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from iomtnode.api.auth import ConnectionAuth
 from iomtnode.api.jsonrpc import INTERNAL_ERROR, Dispatcher
 from iomtnode.api.methods import ClientApi
+from iomtnode.api.refusals import RefusalLog
 from iomtnode.api.subscriptions import SubscriptionsApi
 from iomtnode.api.txwatch import TxWatch
 from iomtnode.config import Config
@@ -45,10 +46,11 @@ class _Conn:
     tasks run in the call's own nursery, which is cancelled once the reply is made (a
     subscription ends with it); keys are proven as on a real connection."""
 
-    def __init__(self, nursery: trio.Nursery) -> None:
+    def __init__(self, nursery: trio.Nursery, refusals: RefusalLog) -> None:
         self._nursery = nursery
         self.auth = ConnectionAuth()
         self.address = "127.0.0.1"  # what per-address limits count by
+        self.refused = refusals.client(self.address)  # refusals are logged, as by the server
 
     @property
     def proven_keys(self) -> frozenset[bytes]:
@@ -82,11 +84,13 @@ class ApiEntry:
     """The node's two client entry points, callable from a worker thread."""
 
     dispatcher: Dispatcher
-    binary: Callable[[bytes], Any]
+    binary: Callable[..., Any]  # (frame, refused)
+    refusals: RefusalLog = field(default_factory=RefusalLog)
 
     async def _text(self, message: str) -> str | None:
         async with trio.open_nursery() as nursery:
-            reply = await self.dispatcher.handle_text(message, conn=_Conn(nursery))
+            conn = _Conn(nursery, self.refusals)
+            reply = await self.dispatcher.handle_text(message, conn=conn, refused=conn.refused)
             nursery.cancel_scope.cancel()
         return reply
 
@@ -100,7 +104,7 @@ class ApiEntry:
                 raise AssertionError(f"internal error answering {message[:200]!r}")
 
     def frame(self, frame: bytes) -> None:
-        reply = trio.from_thread.run(self.binary, frame)
+        reply = trio.from_thread.run(self.binary, frame, self.refusals.client("127.0.0.1"))
         msgpack.unpackb(reply, raw=False)  # a well-formed msgpack reply, always
 
 
