@@ -57,6 +57,7 @@ from trio_websocket import (
     WebSocketRequest,
 )
 
+from ..log import OncePer
 from ..p2p.transport import TcpTransport, Transport, ip_of
 from ..p2p.upgrade import MALFORMED_REQUEST, upgrade_request
 from .connection import (
@@ -90,6 +91,8 @@ MAX_CONNECTIONS = 256  # open connections at most
 MAX_CONNECTIONS_PER_IP = 32  # ... from one IP address (handshakes under way count)
 EVICTED_CODE = 1013  # "try again later": closed to make room when the server is full
 REFUSE_WRITE_S = 1.0  # writing the 503 to a connection over the per-IP limit, at most
+REFUSAL_LOG_INTERVAL_S = 10.0  # one api_handshake_rejected line per address and status per this
+MAX_LOGGED_ADDRESSES = 4096  # addresses whose last 503 line is remembered
 _REFUSED_PER_IP = (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
                    b"Content-Length: 39\r\n\r\ntoo many connections from this address\n")
 _NO_BINARY = RpcError(INVALID_REQUEST, "binary frames are not accepted here")
@@ -162,6 +165,7 @@ class ApiServer:
         self._refused = 0
         self._ids = itertools.count(1)
         self._refusals = RefusalLog()
+        self._refusal_lines = OncePer(REFUSAL_LOG_INTERVAL_S, MAX_LOGGED_ADDRESSES)  # 400, 503
 
     def stats(self) -> ApiStats:
         """The server's figures now."""
@@ -205,9 +209,11 @@ class ApiServer:
                             max_message_size=cfg.max_message_bytes,
                             receive_buffer_size=RECEIVE_BUFFER_BYTES)
                         if isinstance(request, str):  # why there is no request
-                            if request == MALFORMED_REQUEST:
+                            if request == MALFORMED_REQUEST and (
+                                    unlogged := self._refusal_lines.unlogged(
+                                        "400 " + ip, trio.current_time())) is not None:
                                 log.info("api_handshake_rejected", remote=remote,
-                                         status=400, reason=request)
+                                         status=400, reason=request, unlogged=unlogged)
                             nursery.cancel_scope.cancel()
                             return
                     if request is not None:
@@ -223,8 +229,10 @@ class ApiServer:
     async def _refuse_per_ip(self, stream: trio.abc.Stream, remote: str) -> None:
         """Answer 503 without reading the request (it costs the node one write), then close."""
         limit = self.config.max_connections_per_ip
-        log.warning("api_handshake_rejected", remote=remote, status=503,
-                    reason="max_connections_per_ip reached", max=limit)
+        if (unlogged := self._refusal_lines.unlogged(address_key(ip_of(remote)),
+                                                     trio.current_time())) is not None:
+            log.warning("api_handshake_rejected", remote=remote, status=503,
+                        reason="max_connections_per_ip reached", max=limit, unlogged=unlogged)
         self._refused += 1
         with trio.move_on_after(REFUSE_WRITE_S):
             try:
@@ -240,8 +248,10 @@ class ApiServer:
                 await request.reject(404, body=f"no websocket endpoint at {path}\n".encode())
                 return
             if self._connections >= self.config.max_connections and not self._evict_for(ip):
-                log.warning("api_handshake_rejected", remote=remote, status=503,
-                            reason="max_connections reached", max=self.config.max_connections)
+                if (unlogged := self._refusal_lines.unlogged(ip, trio.current_time())) is not None:
+                    log.warning("api_handshake_rejected", remote=remote, status=503,
+                                reason="max_connections reached",
+                                max=self.config.max_connections, unlogged=unlogged)
                 self._refused += 1
                 await request.reject(503, body=b"too many connections\n")
                 return

@@ -31,6 +31,7 @@ from collections import OrderedDict
 
 from structlog.typing import FilteringBoundLogger
 
+from ..log import OncePer
 from .ratelimit import Rate, TokenBucket
 from .slots import Limits, netgroup
 
@@ -52,8 +53,7 @@ class AcceptRate:
         self.per_ip = per_ip
         self.per_netgroup = per_netgroup
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
-        self._logged: OrderedDict[str, tuple[float, int]] = OrderedDict()  # IP -> (last
-        # refusal logged at, refusals not logged since)
+        self._logged = OncePer(REFUSAL_LOG_INTERVAL_S, MAX_TRACKED)  # by IP
         self.refused = 0  # connections refused for their rate, since the start
 
     @classmethod
@@ -84,14 +84,7 @@ class AcceptRate:
         """A socket from ``ip`` was refused: None if its refusal is not to be logged now (it is
         counted), else the refusals of ``ip`` not logged since the last one logged (0 for
         its first in :data:`REFUSAL_LOG_INTERVAL_S`)."""
-        at, skipped = self._logged.pop(ip, (None, 0))
-        if at is not None and now - at < REFUSAL_LOG_INTERVAL_S:
-            self._logged[ip] = (at, skipped + 1)
-            return None
-        self._logged[ip] = (now, 0)
-        while len(self._logged) > MAX_TRACKED:
-            self._logged.popitem(last=False)
-        return skipped
+        return self._logged.unlogged(ip, now)
 
     def log_refused(self, log: FilteringBoundLogger, remote: str, ip: str, reason: str,
                     now: float) -> None:

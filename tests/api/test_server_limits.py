@@ -367,20 +367,38 @@ async def test_tls_handshakes_under_way_count_per_ip_and_end_at_the_connect_time
 
 async def test_a_request_that_is_no_websocket_upgrade_is_refused_at_once_and_logged(nursery):
     _, port = await start(nursery, dataclasses.replace(CONFIG, max_connections_per_ip=1))
-    with trio.fail_after(TIMEOUT_S):
-        for _ in range(2):  # its place is given back at once: the second gets its 400 too
+    with trio.fail_after(TIMEOUT_S), capture_logs() as logs:
+        for _ in range(3):  # its place is given back at once: the others get their 400 too
             stream = await trio.open_tcp_stream("127.0.0.1", port, local_address="127.0.0.3")
-            with capture_logs() as logs:
-                await stream.send_all(b"GET /api/v1 HTTP/1.1\r\nHost: x\r\n\r\n")
-                answer = await stream.receive_some()
-                while await stream.receive_some():  # the node closes the connection
-                    pass
-                while not (refused := [(e["status"], e["reason"]) for e in logs  # noqa: ASYNC110
-                                       if e["event"] == "api_handshake_rejected"]):
-                    await trio.sleep(0.01)
+            await stream.send_all(b"GET /api/v1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = await stream.receive_some()
+            while await stream.receive_some():  # the node closes the connection
+                pass
             await stream.aclose()
             assert answer.startswith(b"HTTP/1.1 400")
-            assert refused == [(400, MALFORMED_REQUEST)]
+        while not (refused := [(e["status"], e["reason"]) for e in logs  # noqa: ASYNC110
+                               if e["event"] == "api_handshake_rejected"]):
+            await trio.sleep(0.01)
+    assert refused == [(400, MALFORMED_REQUEST)]  # one line per address per 10 s
+
+
+async def test_refused_connections_from_one_address_are_logged_once_per_interval(nursery):
+    """A client over its address's connection cap, reconnecting in a loop, gets its 503 each
+    time but costs the node's log one line per REFUSAL_LOG_INTERVAL_S, then the count."""
+    from iomtnode.api.server import REFUSAL_LOG_INTERVAL_S
+
+    server, port = await start(nursery, dataclasses.replace(CONFIG, max_connections_per_ip=1))
+    with trio.fail_after(TIMEOUT_S), capture_logs() as logs:
+        async with connect_from("127.0.0.5", port):
+            for _ in range(20):
+                with pytest.raises(ConnectionRejected) as rejected:
+                    async with connect_from("127.0.0.5", port):
+                        pass
+                assert rejected.value.status_code == 503
+    assert server.stats().connections_refused == 20
+    lines = [e for e in logs if e["event"] == "api_handshake_rejected"]
+    assert [(e["status"], e["unlogged"]) for e in lines] == [(503, 0)]
+    assert REFUSAL_LOG_INTERVAL_S >= 1.0
 
 
 async def test_a_client_that_leaves_before_its_request_frees_its_place_at_once(nursery):
