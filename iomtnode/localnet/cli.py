@@ -9,7 +9,7 @@ import inspect
 import json
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -47,6 +47,7 @@ DirOpt = Annotated[Path, typer.Option("--dir", help="The localnet directory (hol
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 DEFAULT_DIR = Path("localnet")
 REPORTS_FILE = "reports.jsonl"  # chaos --manifest: one report per line, as each run ends
+TERMINATED_EXIT = 143  # 128 + SIGTERM, as a shell reports a process a SIGTERM ended
 EXPECTED = (LocalnetError, HomeError, GenesisError, ConfigError, OSError)
 
 
@@ -65,6 +66,32 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+class Terminated(Exception):
+    """SIGTERM ended the command, after it stopped what it had started."""
+
+
+async def stop_on_sigterm(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """Run ``fn(*args)``; SIGTERM cancels it, so the localnets it started are stopped and their
+    namespaces removed on the way out, as on Ctrl-C (without this, SIGTERM ended the process
+    at once and left the simulator and the namespaces behind); then raises Terminated."""
+    done: list[Any] = []
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                async for _ in signals:
+                    log.info("signal_received", signal="SIGTERM")
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(watch)
+            done.append(await fn(*args))
+            nursery.cancel_scope.cancel()
+    if not done:
+        raise Terminated
+    return done[0]
+
+
 def run_trio(fn: Any, *args: Any) -> Any:
     """Run ``fn`` under trio; expected failures become ``error: ...`` and exit 1 (the localnet
     failed) or 2 (a --dir it cannot use, as ``prepare`` and ``down`` exit)."""
@@ -74,6 +101,8 @@ def run_trio(fn: Any, *args: Any) -> Any:
         exc = single_exception(raised)
         if isinstance(exc, KeyboardInterrupt):
             fail("interrupted", 130)
+        if isinstance(exc, Terminated):
+            fail("terminated by SIGTERM; what it started is stopped", TERMINATED_EXIT)
         if isinstance(exc, InvariantError):
             raise exc from None  # the caller reports it
         if isinstance(exc, ApiError):
@@ -335,7 +364,8 @@ def chaos_cmd(
                 show(reports[-1])
         return reports
 
-    reports = run_trio(attached) if manifest is None else run_trio(suite, manifest)
+    reports = (run_trio(stop_on_sigterm, attached) if manifest is None
+               else run_trio(stop_on_sigterm, suite, manifest))
     ok = all(r["ok"] for r in reports)
     if as_json:
         typer.echo(json.dumps({"ok": ok, "runs": reports}, sort_keys=True))

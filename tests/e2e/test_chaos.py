@@ -68,3 +68,35 @@ def test_chaos_command_runs_a_manifest_and_prints_json(tmp_path: Path):
     assert doc["ok"] == (proc.returncode == 0) == kill["ok"]
     kept = (tmp_path / "runs" / "reports.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in kept] == doc["runs"]  # each run as it ended
+
+
+@pytest.mark.timeout(120)
+def test_a_chaos_suite_ended_by_sigterm_stops_everything_it_started(tmp_path: Path):
+    """SIGTERM (a CI job cancelled, `kill PID`) cancels the suite like Ctrl-C: its localnet's
+    nodes and simulator are stopped and it exits 143 (the default action ended the process
+    at once and left the simulator streaming and, with --netns, the namespaces behind)."""
+    import signal
+    import time
+
+    manifest = tmp_path / "short.toml"
+    manifest.write_text(SHORT.replace('["kill", "loss"]', '["kill"]').replace(
+        "duration_s = 12", "duration_s = 60"))
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "iomtnode", "localnet", "chaos", "--manifest", str(manifest),
+         "--dir", str(runs), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    listing = runs / "kill-s1" / "localnet.json"
+    deadline = time.monotonic() + 90
+    while not (listing.exists() and json.loads(listing.read_text()).get("simulator")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]
+        time.sleep(0.2)
+    started = json.loads(listing.read_text())
+    pids = [n["pid"] for n in started["nodes"]] + [started["simulator"]["pid"]]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-3000:]
+    assert "terminated by SIGTERM" in err
+    for pid in pids:  # every node and the simulator are gone (not zombies of ours: reaped)
+        assert not Path(f"/proc/{pid}").exists() or "State:\tZ" in Path(
+            f"/proc/{pid}/status").read_text(), pid
