@@ -1,4 +1,5 @@
-"""Running a service as a process: until SIGINT or SIGTERM, then a clean shutdown."""
+"""Running a service as a process: until SIGINT or SIGTERM, then a clean shutdown; and a
+command that SIGTERM cancels the way Ctrl-C does."""
 
 from __future__ import annotations
 
@@ -36,3 +37,32 @@ async def run_until_signal(service: Callable[..., Awaitable[Any]]) -> None:
             nursery.start_soon(watch)
             await service()
             nursery.cancel_scope.cancel()  # the service ended by itself
+
+
+TERMINATED_EXIT = 143  # 128 + SIGTERM, as a shell reports a process a SIGTERM ended
+
+
+class Terminated(Exception):
+    """SIGTERM ended the command, after it stopped what it had started."""
+
+
+async def stop_on_sigterm(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """Run ``fn(*args)``; SIGTERM cancels it, so the processes, namespaces and files it
+    started are cleaned up on the way out as on Ctrl-C (without this, SIGTERM ends a Python
+    process at once, its ``finally`` blocks unrun); then raises :class:`Terminated`."""
+    done: list[Any] = []
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                async for _ in signals:
+                    log.info("signal_received", signal="SIGTERM")
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(watch)
+            done.append(await fn(*args))
+            nursery.cancel_scope.cancel()
+    if not done:
+        raise Terminated
+    return done[0]

@@ -21,7 +21,7 @@ from ..core.crypto import SigningKey
 from ..core.genesis import Genesis, GenesisError
 from ..home import Home, HomeError
 from ..p2p.transport import ListenError
-from ..service import single_exception
+from ..service import TERMINATED_EXIT, Terminated, single_exception
 from ..store import StoreError
 
 DEFAULT_API = "ws://127.0.0.1:7545/api/v1"
@@ -63,6 +63,8 @@ def run_async(fn: Any, *args: Any) -> Any:
         return trio.run(fn, *args)
     except Exception as raised:  # re-raised below unless it is an expected one
         exc = single_exception(raised)
+        if isinstance(exc, Terminated):
+            fail("terminated by SIGTERM; what it started is stopped", TERMINATED_EXIT)
         if isinstance(exc, ApiError):
             fail(f"the node refused: {exc.message} (code {exc.code})", 1)
         if isinstance(exc, StoreError | WrongChainError | ConfigError):

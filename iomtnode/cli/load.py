@@ -10,6 +10,7 @@ import typer
 
 from ..core.crypto import SigningKey
 from ..core.genesis import Genesis
+from ..service import stop_on_sigterm
 from .common import (
     DEFAULT_API,
     ApiOpt,
@@ -165,7 +166,8 @@ def bench(
                 sweep_rates=sweep_rates if full else (), saturate=saturate or rate is None,
                 saturation_rate=saturation_rate, netns=netns, rtt_ms=rtt_ms)
     with rich_reporter() as reporter:
-        result = run_async(lambda: run_bench(plan, out_dir=out, reporter=reporter))
+        result = run_async(stop_on_sigterm, lambda: run_bench(plan, out_dir=out,
+                                                               reporter=reporter))
     if out is not None:
         (out / "bench.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     if as_json:

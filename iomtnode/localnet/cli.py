@@ -9,7 +9,7 @@ import inspect
 import json
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -21,7 +21,7 @@ from ..client import ApiError
 from ..config import ConfigError
 from ..core.genesis import GenesisError
 from ..home import HomeError
-from ..service import single_exception
+from ..service import TERMINATED_EXIT, Terminated, single_exception, stop_on_sigterm
 from . import procs, topology
 from .chaosrun import DURATION_S, run_scenario
 from .errors import LocalnetDirError
@@ -47,7 +47,6 @@ DirOpt = Annotated[Path, typer.Option("--dir", help="The localnet directory (hol
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 DEFAULT_DIR = Path("localnet")
 REPORTS_FILE = "reports.jsonl"  # chaos --manifest: one report per line, as each run ends
-TERMINATED_EXIT = 143  # 128 + SIGTERM, as a shell reports a process a SIGTERM ended
 EXPECTED = (LocalnetError, HomeError, GenesisError, ConfigError, OSError)
 
 
@@ -64,32 +63,6 @@ def command(name: str) -> Callable[[F], F]:
 def fail(message: str, code: int = 2) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
-
-
-class Terminated(Exception):
-    """SIGTERM ended the command, after it stopped what it had started."""
-
-
-async def stop_on_sigterm(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-    """Run ``fn(*args)``; SIGTERM cancels it, so the localnets it started are stopped and their
-    namespaces removed on the way out, as on Ctrl-C (without this, SIGTERM ended the process
-    at once and left the simulator and the namespaces behind); then raises Terminated."""
-    done: list[Any] = []
-    with trio.open_signal_receiver(signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-
-            async def watch() -> None:
-                async for _ in signals:
-                    log.info("signal_received", signal="SIGTERM")
-                    nursery.cancel_scope.cancel()
-                    return
-
-            nursery.start_soon(watch)
-            done.append(await fn(*args))
-            nursery.cancel_scope.cancel()
-    if not done:
-        raise Terminated
-    return done[0]
 
 
 def run_trio(fn: Any, *args: Any) -> Any:

@@ -122,3 +122,26 @@ def test_rate_alone_runs_only_the_fixed_phase(tmp_path: Path):
     assert [p["offered_rate"] for p in result["latency_by_rate"]] == [50.0]
     assert set(result["readings_found"].values()) == {result["readings_finalized"]}
     assert result["readings_finalized"] > 0 and result["bootstrap_readings_per_s"] > 0
+
+
+@pytest.mark.timeout(120)
+def test_a_bench_ended_by_sigterm_stops_its_nodes_and_exits_143(tmp_path: Path):
+    """SIGTERM cancels the bench as Ctrl-C does: its nodes are stopped (they were left
+    running: the default SIGTERM ends a Python process without its clean-up)."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "iomtnode", "--log-level", "warning", "bench", "--rate", "100",
+         "--duration", "60", "--json", "--out", str(tmp_path)], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    listing = tmp_path / "localnet" / "localnet.json"
+    deadline = time.monotonic() + 90
+    while not (listing.exists() and all(n.get("pid") for n in json.loads(
+            listing.read_text())["nodes"])):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-3000:]
+    assert all(pid_state(n.proc) == "gone" for n in Manifest.load(tmp_path / "localnet").nodes)
