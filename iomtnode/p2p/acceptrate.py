@@ -33,7 +33,7 @@ from structlog.typing import FilteringBoundLogger
 
 from ..log import OncePer
 from .ratelimit import Rate, TokenBucket
-from .slots import Limits, netgroup
+from .slots import Limits, address_key, netgroup
 
 BURST_PER_CONNECTION = 2  # a burst: this many times the inbound connections allowed
 ACCEPTS_PER_IP = Rate(per_s=4.0, burst=BURST_PER_CONNECTION * Limits().max_inbound_per_ip)
@@ -69,7 +69,8 @@ class AcceptRate:
         """Take a connection from ``ip`` out of its IP's and netgroup's buckets, or say why
         it is refused (neither bucket is charged then)."""
         group = netgroup(ip)
-        charged = ((self._bucket(ip, self.per_ip, now), self.per_ip, ip),
+        key = address_key(ip)  # an IPv6 address's /64 is one address
+        charged = ((self._bucket(key, self.per_ip, now), self.per_ip, key),
                    (self._bucket("g:" + group, self.per_netgroup, now), self.per_netgroup, group))
         for bucket, rate, name in charged:
             if bucket.refill(now) < 1:

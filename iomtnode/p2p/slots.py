@@ -199,8 +199,9 @@ class Slots:
         refused (``(reason, None)``). ``(None, evicted_ip)`` when it took the place of the
         oldest handshake of the most crowded netgroup, which is cancelled."""
         lim, group = self.limits, netgroup(ip)
-        if self._pending[ip] >= lim.max_pending_per_ip:
-            return f"more than {lim.max_pending_per_ip} handshakes in progress from {ip}", None
+        if self._pending[address_key(ip)] >= lim.max_pending_per_ip:
+            return (f"more than {lim.max_pending_per_ip} handshakes in progress from "
+                    f"{address_key(ip)}"), None
         if self._pending["g:" + group] >= lim.max_pending_per_netgroup:
             return (f"more than {lim.max_pending_per_netgroup} handshakes in progress "
                     f"from {group}"), None
@@ -225,8 +226,8 @@ class Slots:
     def connection_refusal(self, ip: str) -> str | None:
         """Why an upgrade from ``ip`` (counted open) is refused (HTTP 503), or None."""
         lim, group = self.limits, netgroup(ip)
-        if self._inbound[ip] > lim.max_inbound_per_ip:
-            return f"more than {lim.max_inbound_per_ip} connections from {ip}"
+        if self._inbound[address_key(ip)] > lim.max_inbound_per_ip:
+            return f"more than {lim.max_inbound_per_ip} connections from {address_key(ip)}"
         if self._inbound["g:" + group] > lim.max_inbound_per_netgroup:
             return f"more than {lim.max_inbound_per_netgroup} connections from {group}"
         return None
@@ -266,8 +267,8 @@ class Slots:
         _decrement(self._inbound, _keys(ip))
 
     def pending(self, ip: str) -> int:
-        """Inbound handshakes in progress from ``ip``."""
-        return self._pending[ip]
+        """Inbound handshakes in progress from ``ip`` (an IPv6 one: from its /64)."""
+        return self._pending[address_key(ip)]
 
     def pending_in(self, group: str) -> int:
         """Inbound handshakes in progress from the netgroup ``group`` (see :func:`netgroup`)."""
@@ -280,7 +281,9 @@ def _ip(remote: str) -> str:
 
 
 def _keys(ip: str) -> tuple[str, str]:
-    return ip, "g:" + netgroup(ip)
+    """The counters a socket from ``ip`` counts in: its address (an IPv6 /64: one party has
+    them all, :func:`address_key`) and its netgroup."""
+    return address_key(ip), "g:" + netgroup(ip)
 
 
 def _decrement(counter: Counter[str], keys: Iterable[str]) -> None:

@@ -161,6 +161,34 @@ def test_an_ipv6_site_is_one_netgroup_and_cannot_hold_every_handshake_place():
     assert opened(table, "2001:db8:2::1")[0] is None  # another site gets in
 
 
+def test_an_ipv6_hosts_addresses_of_one_64_share_its_per_address_limits():
+    """One party holds every address of a /64: counted apart, it took its /48's whole share
+    of handshakes and connections (the per-address limit bounded nothing)."""
+    table = Slots(Limits(max_pending_per_ip=2, max_pending_per_netgroup=8), KEY)
+    assert [opened(table, f"2001:db8:1:2::{i + 1}")[0] is None for i in range(3)] == [
+        True, True, False]
+    assert "from 2001:db8:1:2::/64" in str(opened(table, "2001:db8:1:2::9")[0])
+    assert table.pending("2001:db8:1:2::77") == 2
+    assert opened(table, "2001:db8:1:3::1")[0] is None  # the next /64 has its own share
+    table = Slots(Limits(max_pending_per_ip=4, max_inbound_per_ip=2,
+                         max_inbound_per_netgroup=8), KEY)
+    for i in range(3):
+        opened(table, f"2001:db8:1:2::{i + 1}")
+    assert "more than 2 connections from 2001:db8:1:2::/64" in str(
+        table.connection_refusal("2001:db8:1:2::5"))
+    assert table.connection_refusal("2001:db8:1:3::5") is None
+
+
+def test_the_accept_rate_of_an_ipv6_host_is_counted_by_its_64():
+    from iomtnode.p2p.acceptrate import AcceptRate
+    from iomtnode.p2p.ratelimit import Rate
+
+    rate = AcceptRate(per_ip=Rate(per_s=0.001, burst=2), per_netgroup=Rate(per_s=1, burst=100))
+    assert [rate.refusal(f"2001:db8::{i + 1}", 0.0) for i in range(2)] == [None, None]
+    assert "from 2001:db8::/64" in str(rate.refusal("2001:db8::99", 0.0))
+    assert rate.refusal("2001:db8:0:1::1", 0.0) is None
+
+
 def test_an_ipv6_address_is_its_64():
     assert slots.address_key("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
     assert slots.address_key("[::ffff:10.1.2.3]") == "10.1.2.3"
