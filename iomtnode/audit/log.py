@@ -310,8 +310,9 @@ class AuditLog:
             raise AuditRangeError(f"records {first}..{first + count - 1} asked, the log holds "
                                   f"records 0..{end - 1}")
 
-    def _payloads(self, first: int, count: int) -> Iterator[tuple[int, bytes]]:
-        """(index, payload) of records ``first`` to ``first + count - 1``, checksums checked."""
+    def _payloads(self, first: int, count: int) -> Iterator[tuple[int, bytes, str]]:
+        """(index, payload, where: file and offset) of records ``first`` to
+        ``first + count - 1``, checksums checked."""
         with self._lock:
             if self._closed:
                 raise AuditLogError("the audit log is closed")
@@ -335,18 +336,18 @@ class AuditLog:
                         raise AuditLogCorruptError(f"{path}: bad frame at offset {offset}: "
                                                    f"{reason}")
                     if index >= first:
-                        yield index, data[FRAME.size:]
+                        yield index, data[FRAME.size:], f"{path}: the record at offset {offset}"
                     offset += len(data)
                     index += 1
 
     def _records(self, first: int, count: int) -> Iterator[tuple[AuditRecord, bytes]]:
-        for index, payload in self._payloads(first, count):
+        for index, payload, where in self._payloads(first, count):
             try:
                 rec = decode_record(payload)
             except AuditRecordError as exc:
-                raise AuditLogCorruptError(f"record {index}: {exc}") from None
+                raise AuditLogCorruptError(f"{where}: {exc}") from None
             if rec.index != index:
-                raise AuditLogCorruptError(f"record {index} holds index {rec.index}")
+                raise AuditLogCorruptError(f"{where} holds index {rec.index}, not {index}")
             yield rec, payload
 
     def read(self, first: int, count: int) -> list[AuditRecord]:

@@ -194,6 +194,21 @@ def test_corruption_after_opening_is_found_by_a_read(tmp_path):
             log.read(0, 1)
 
 
+def test_a_record_cut_out_after_opening_is_found_by_a_read_naming_file_and_offset(tmp_path):
+    # docs/privacy.md: a record found damaged while the node runs is logged with the file
+    # and the offset (audit_log_damaged carries this error's text)
+    directory = tmp_path / "audit"
+    with AuditLog(directory) as log:
+        log.append([call(i) for i in range(3)])
+        path = first_segment(directory)
+        frames = frames_of(path)
+        path.write_bytes(b"".join([frames[0], frames[2]]))
+        with pytest.raises(AuditLogCorruptError,
+                           match=rf"{segment_name(0)}: the record at offset {len(frames[0])} "
+                                 "holds index 2, not 1"):
+            log.read(0, 3)
+
+
 def test_segments_roll_and_a_missing_one_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(audit_log, "MAX_SEGMENT_BYTES", 2_000)
     directory = tmp_path / "audit"
