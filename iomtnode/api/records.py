@@ -269,8 +269,9 @@ class RecordsApi:
         key = hex_param("stream", stream, KEY_BYTES)
         view = self._chain.stream_view(key)
         if view is not None and view.erased:
-            raise RpcError(ERASED, "this stream was erased: it takes no more readings; "
-                           "re-admit the device to a new stream")
+            raise RpcError(ERASED, "this stream was erased: it takes no more readings; a "
+                           "device key stays in its stream, so admit a new device key to a "
+                           "stream of another scope")
         if view is None or view.announcement is None:
             raise RpcError(NOT_FOUND, "this stream has no current epoch on the ledger")
         tx = view.announcement

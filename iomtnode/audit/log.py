@@ -18,8 +18,10 @@ Opening reads every segment once and checks every frame's checksum. A crash can 
 was written since the last fsync, so a bad frame within :data:`TORN_TAIL_MAX_BYTES` of the end
 of the last segment is a torn tail: the file is cut there and ``audit_log_tail_truncated`` is
 logged. A bad frame anywhere else (earlier in the last segment, or in a segment already
-sealed) is corruption, and :class:`AuditLogCorruptError` names the file and the offset; the
-log does not open, as a log with a hole would no longer match its anchors.
+sealed), or whole frames that do not hold consecutive indices (checked at every kept offset
+and at each segment's last record, so a record cut out or added shifts one), is corruption,
+and :class:`AuditLogCorruptError` names the file and the offset; the log does not open, as
+a log with a hole would no longer match its anchors.
 """
 
 from __future__ import annotations
@@ -121,7 +123,7 @@ def _scan(path: Path, first: int, *, last: bool) -> _Segment:
     """Walk a segment's frames; cut a torn tail of the last segment, refuse any other bad frame."""
     data = path.read_bytes()
     offsets = array("Q")
-    pos = count = 0
+    pos = count = last_pos = 0
     while pos < len(data):
         reason, length = _frame_error(data, pos)
         if reason is not None:
@@ -135,9 +137,28 @@ def _scan(path: Path, first: int, *, last: bool) -> _Segment:
             break
         if count % INDEX_EVERY == 0:
             offsets.append(pos)
+        last_pos = pos
         pos += FRAME.size + length
         count += 1
+    for k, at in enumerate(offsets):  # a whole frame cut out or added shifts the indices
+        _check_index(path, data, at, first + k * INDEX_EVERY)
+    if count:
+        _check_index(path, data, last_pos, first + count - 1)
     return _Segment(path, first, count, pos, offsets)
+
+
+def _check_index(path: Path, data: bytes, pos: int, expected: int) -> None:
+    """Raise :class:`AuditLogCorruptError` unless the (whole, checked) frame at ``pos`` holds
+    the record of index ``expected``."""
+    length = FRAME.unpack_from(data, pos)[0]
+    try:
+        index = decode_record(data[pos + FRAME.size:pos + FRAME.size + length]).index
+    except AuditRecordError as exc:
+        raise AuditLogCorruptError(f"{path}: the record at offset {pos}: {exc}") from None
+    if index != expected:
+        raise AuditLogCorruptError(
+            f"{path}: the record at offset {pos} holds index {index}, not {expected}: a "
+            "record was removed or added")
 
 
 class AuditLog:
@@ -289,8 +310,9 @@ class AuditLog:
             raise AuditRangeError(f"records {first}..{first + count - 1} asked, the log holds "
                                   f"records 0..{end - 1}")
 
-    def _payloads(self, first: int, count: int) -> Iterator[tuple[int, bytes]]:
-        """(index, payload) of records ``first`` to ``first + count - 1``, checksums checked."""
+    def _payloads(self, first: int, count: int) -> Iterator[tuple[int, bytes, str]]:
+        """(index, payload, where: file and offset) of records ``first`` to
+        ``first + count - 1``, checksums checked."""
         with self._lock:
             if self._closed:
                 raise AuditLogError("the audit log is closed")
@@ -314,18 +336,18 @@ class AuditLog:
                         raise AuditLogCorruptError(f"{path}: bad frame at offset {offset}: "
                                                    f"{reason}")
                     if index >= first:
-                        yield index, data[FRAME.size:]
+                        yield index, data[FRAME.size:], f"{path}: the record at offset {offset}"
                     offset += len(data)
                     index += 1
 
     def _records(self, first: int, count: int) -> Iterator[tuple[AuditRecord, bytes]]:
-        for index, payload in self._payloads(first, count):
+        for index, payload, where in self._payloads(first, count):
             try:
                 rec = decode_record(payload)
             except AuditRecordError as exc:
-                raise AuditLogCorruptError(f"record {index}: {exc}") from None
+                raise AuditLogCorruptError(f"{where}: {exc}") from None
             if rec.index != index:
-                raise AuditLogCorruptError(f"record {index} holds index {rec.index}")
+                raise AuditLogCorruptError(f"{where} holds index {rec.index}, not {index}")
             yield rec, payload
 
     def read(self, first: int, count: int) -> list[AuditRecord]:

@@ -25,7 +25,7 @@ from ..core.genesis import Genesis, GenesisError
 from ..core.receipt import ReceiptError, verify_receipt
 from ..core.tx import AuditAnchor
 from .common import DEFAULT_API, CaOpt, JsonOpt, api_url, emit, fail
-from .streams import patient_root, run, stream_key
+from .streams import NOT_FOUND, patient_root, run, stream_key
 
 AUDIT_PAGE_RECORDS = 4_096  # leaves asked per get_audit_log call (the API's limit)
 ANCHORS_PAGE = 16  # anchors per get_audit_anchors call (the API's limit)
@@ -143,6 +143,19 @@ async def tail_of(client: ApiClient, node: bytes, end: int
     return records, problems
 
 
+async def known_stream(client: ApiClient, scope: str, stream: bytes, chain_id: str) -> None:
+    """Stop (exit 2) when the ledger knows no such stream: a mistyped scope, whose key the
+    node would refuse its log to, is not the node's failure."""
+    try:
+        await client.call("get_stream", stream=stream.hex())
+    except ApiError as exc:
+        if exc.code != NOT_FOUND:
+            raise
+        fail(f"the ledger knows no {scope} stream of this patient key on {chain_id} "
+             f"({stream.hex()[:16]}): no device was admitted to it, so no node has its "
+             "records to read; check --scope")
+
+
 async def check_node(url: str, ca: Path | None, root: bytes, scopes: list[str],
                      genesis: Genesis, others: list[str]) -> tuple[VerifyReport, list[str]]:
     """The check of the log of the node at ``url`` (its anchors also asked of the nodes at
@@ -154,7 +167,8 @@ async def check_node(url: str, ca: Path | None, root: bytes, scopes: list[str],
                  f"{genesis.chain_id!r}")
         node = bytes.fromhex(status["node_id"])
         streams = [stream_key(root, genesis.chain_id, scope) for scope in scopes]
-        for s in streams:
+        for scope, s in zip(scopes, streams, strict=True):
+            await known_stream(client, scope, s.public, genesis.chain_id)
             await client.authenticate(s, genesis.chain_id)
         anchors, bad = await ledger_anchors(client, others, ca, node, genesis)
         end = max((first + count for first, count, _ in anchors), default=0)

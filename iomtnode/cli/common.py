@@ -14,6 +14,7 @@ import trio
 import typer
 from trio_websocket import HandshakeError as WsHandshakeError
 
+from ..audit.log import AuditLogError
 from ..chain.chain import WrongChainError
 from ..client import ApiError, ClientSetupError, open_client
 from ..config import ConfigError
@@ -78,6 +79,8 @@ def run_async(fn: Any, *args: Any) -> Any:
             fail(str(exc))
         if isinstance(exc, ListenError):
             fail(exc.strerror, 1)
+        if isinstance(exc, AuditLogError):  # damaged, or held by another process
+            fail(f"the audit log cannot be opened: {exc}", 1)
         if isinstance(exc, OSError | ConnectionError):
             fail(f"cannot reach the node: {exc}", 1)
         if isinstance(exc, trio.TooSlowError):

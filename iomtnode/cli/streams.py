@@ -74,8 +74,12 @@ def reader_keys(path: Path) -> Reader:
         try:
             return Reader(None, load_grantee(path))
         except KeyFileError as as_grantee:
-            reason = as_grantee if "expected" not in str(as_grantee) else as_patient
-            fail(f"neither a patient's nor a grantee's key file: {reason}")
+            wrong_type = ["expected" in str(e) for e in (as_patient, as_grantee)]
+            if wrong_type == [False, True]:  # a patient's key file, with a fault of its own
+                fail(str(as_patient))
+            if wrong_type == [True, False]:  # a grantee's
+                fail(str(as_grantee))
+            fail(f"neither a patient's nor a grantee's key file: {as_patient}")
 
 
 def stream_key(root: bytes, chain_id: str, scope: str) -> SigningKey:

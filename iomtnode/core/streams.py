@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from . import errors as e
 from .ledger import BlockContext, GrantRecord, State, Stream
-from .txkinds import MAX_GRANTEES, EpochAnnounce, Erase, Grant, RevokeGrant
+from .txkinds import FORWARD, MAX_GRANTEES, EpochAnnounce, Erase, Grant, RevokeGrant
 
 
 def known_stream(state: State, stream: bytes) -> Stream:
@@ -95,8 +95,13 @@ def grant(state: State, g: Grant, ctx: BlockContext, tx_id: bytes) -> None:
     for grantee in expired:
         if grantee != g.grantee:
             state.delete_grant(g.stream, grantee)
+    first = g.epoch
+    if g.grantee in live and g.mode == FORWARD:  # a renewal keeps what the live grant opened
+        renewed = state.grant(g.stream, g.grantee)
+        if renewed is not None and renewed.mode == FORWARD:
+            first = min(first, renewed.first_epoch)
     state.put_grant(g.stream, g.grantee,
-                    GrantRecord(g.box, g.mode, g.expires_ms, g.epoch, ctx.height, tx_id))
+                    GrantRecord(g.box, g.mode, g.expires_ms, first, ctx.height, tx_id))
     grantees = tuple(sorted({*live, g.grantee}))
     state.put_stream(g.stream, replace(record, grantees=grantees))
 

@@ -313,6 +313,10 @@ async def test_an_erased_streams_epoch_is_refused_as_erased_not_as_missing():
     refused = (await call(d, None, "get_stream_epoch", stream=S.hex()))["error"]
     assert refused["code"] == ErasedStreamError.code
     assert "erased" in refused["message"]
+    # what the device's owner can do: the device key is the erased stream's for good
+    # (admitting it again is refused, 1007), and the scope's stream is erased for good
+    assert "new device key" in refused["message"]
+    assert "another scope" in refused["message"]
 
 
 def test_every_call_fits_an_audit_record():

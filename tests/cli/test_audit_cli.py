@@ -187,3 +187,20 @@ async def test_audit_lists_the_callers_reads_not_anchored_yet(tmp_path, nursery)
     [mine] = json.loads(await ok(*check, "--json"))["nodes"]
     assert mine["ok"] and mine["anchored"] == 0 and mine["unanchored"] == [0]
     assert "your record 0 is not anchored on the ledger yet" in await ok(*check)
+
+
+async def test_a_scope_the_ledger_does_not_know_is_said_not_blamed_on_the_node(
+        anchoring_node, tmp_path):
+    # a mistyped --scope proves a stream key no device was admitted to: the node then refuses
+    # get_audit_log (-32023), which the check reported as 'the audit log FAILED' (exit 1),
+    # accusing an honest node; the command says what is wrong instead
+    node = anchoring_node
+    await patient_with_device(node, tmp_path)
+    check = ["audit", "--patient", tmp_path / "patient.key", "--verify",
+             "--genesis", node.home.path / "genesis.json", "--api", node.url]
+    for scopes in (["--scope", "vitlas"], ["--scope", "vitals", "--scope", "vitlas"]):
+        result = await cli(*check, *scopes)
+        assert result.exit_code == 2, result.output
+        assert "the ledger knows no vitlas stream of this patient key" in result.output
+        assert "FAILED" not in result.output
+    assert "complete and unchanged" in await ok(*check, "--scope", "vitals")

@@ -124,3 +124,23 @@ def test_durations_and_dates():
     for text in ("0d", "30", "-1d", "1w", "3651d"):
         with pytest.raises(typer.Exit):
             duration_ms(text)
+
+
+@pytest.mark.parametrize("grantee", [False, True])
+def test_records_fetch_names_what_is_wrong_with_a_readers_key_file(tmp_path, grantee):
+    # a patient's or a grantee's key file that others may read is refused for that, not as
+    # 'neither a patient's nor a grantee's key file'; a file of neither kind is said to be so
+    path = tmp_path / "reader.key"
+    invoke("patient", "keygen", *(["--grantee"] if grantee else []), "--out", str(path))
+    path.chmod(0o644)
+    result = invoke("records", "fetch", "--as", str(path), "--stream", "00" * 32,
+                    "--api", CLOSED_API)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {path}: open to other users (mode 0644)")
+    assert "neither" not in result.stderr
+    other = tmp_path / "other.key"
+    other.write_text('{"type": "iomt-device"}')
+    other.chmod(0o600)
+    result = invoke("records", "fetch", "--as", str(other), "--stream", "00" * 32,
+                    "--api", CLOSED_API)
+    assert result.exit_code == 2 and "neither a patient's nor a grantee's key file" in result.stderr

@@ -59,3 +59,23 @@ def test_a_client_command_without_a_node_says_it_cannot_reach_it():
     assert status.returncode == 1
     assert status.stderr.startswith("error: cannot reach the node: ")
     assert "bind" not in status.stderr  # a client binds nothing
+
+
+def test_run_with_a_damaged_audit_log_says_so_without_a_traceback(tmp_path):
+    from iomtnode.audit.log import AuditLog, segment_name
+    from iomtnode.audit.record import AuditCall
+
+    home = tmp_path / "home"
+    assert iomtnode("init", "--home", home).returncode == 0
+    with AuditLog(home / "audit") as log:
+        log.append([AuditCall(1_000 + i, b"N" * 32, (), b"S" * 32, b"", "get_blob", 0, ())
+                    for i in range(3)])
+    path = home / "audit" / segment_name(0)
+    data = path.read_bytes()
+    first = 8 + int.from_bytes(data[:4], "big")
+    path.write_bytes(data[first:])  # record 0 cut out: the log holds 1 and 2
+    run = iomtnode("run", "--home", home, "--api", "127.0.0.1:0", "--p2p", "127.0.0.1:0")
+    assert run.returncode == 1, run.stderr
+    assert run.stderr.startswith("error: the audit log cannot be opened: "), run.stderr
+    assert "a record was removed or added" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -405,3 +405,40 @@ def test_every_rule_is_exercised() -> None:
                  e.UnpaddedPayloadError, e.CommitmentMismatchError, e.BlobNotUploadedError}
     assert rules - elsewhere <= expected, rules - elsewhere - expected
     assert OK in expected
+
+
+def first_epoch_after(steps: list) -> int:
+    state = run(Case("renewal", [(admit("A", "hr1"), OK), (epoch("P"), OK), *steps]))
+    record = state.grant(pub("P"), pub("G"))
+    assert record is not None
+    return record.first_epoch
+
+
+def test_renewing_a_live_forward_grant_keeps_its_first_epoch() -> None:
+    # a patient extends a clinician's grant by granting again: the clinician kept being served
+    # what the live grant opened (epochs 1 and 2 here), not only readings from the renewal on
+    assert first_epoch_after([
+        (grant("P", "G"), OK),
+        (epoch("P", 2, grantees=("G",)), OK),
+        (grant("P", "G", epoch=2, nonce=1), OK),
+    ]) == 1
+
+
+def test_a_grant_after_expiry_or_revocation_starts_at_its_own_epoch() -> None:
+    # what lapsed or was withdrawn is not opened again by a new grant
+    assert first_epoch_after([
+        (grant("P", "G", expires=now(1) + 1), OK),
+        NEXT,  # block 2: G's grant expired
+        (epoch("P", 2), OK),
+        (grant("P", "G", epoch=2, nonce=1), OK),
+    ]) == 2
+    assert first_epoch_after([
+        (grant("P", "G"), OK),
+        (ungrant("P", "G"), OK),
+        (grant("P", "G", epoch=2, nonce=1), OK),
+    ]) == 2
+    assert first_epoch_after([  # a forward grant replacing a history one is the new epoch's
+        (grant("P", "G", mode=1), OK),
+        (epoch("P", 2, grantees=("G",)), OK),
+        (grant("P", "G", epoch=2, nonce=1), OK),
+    ]) == 2

@@ -501,3 +501,11 @@ def test_the_reading_fast_path_accepts_exactly_what_the_general_decoder_does(
 def test_the_reading_fast_path_takes_a_well_formed_reading() -> None:
     reading = next(b for _, b in BODIES if type(b) is Reading)
     assert tx_module._reading(tx_module.encode_body(reading)) == reading
+
+
+@pytest.mark.parametrize("size_class", [3, 255, 2**64 - 1])
+def test_a_reading_of_no_size_class_is_malformed(size_class: int) -> None:
+    # docs/privacy.md: a size class outside 0..2 is a malformed body (1021 at admission), the
+    # sidecar's size and presence are what 1026 (UnpaddedPayloadError) is for
+    body = BODIES[_index(Reading)][1]
+    refused(wire(body_list(body, size_class=size_class)), "size class 0, 1 or 2")
