@@ -17,7 +17,7 @@ import typer
 from ..config import Resolved, resolve
 from ..config.settings import FLAGS
 from ..home import Home
-from .common import HomeOpt, JsonOpt, emit, fail
+from .common import HomeOpt, JsonOpt, emit, fail, global_option
 
 config_app = typer.Typer(no_args_is_help=True,
                          help="Show and check a node's settings (docs/configuration.md).")
@@ -30,7 +30,8 @@ ListenP2pOpt = Annotated[str | None, typer.Option(
     FLAGS["p2p_listen"], help="P2P listen HOST:PORT, as `run` takes it.")]
 
 
-def _resolve(home: Home, api: str | None, p2p: str | None, as_json: bool) -> Resolved:
+def _resolve(ctx: typer.Context, home: Home, api: str | None, p2p: str | None,
+             as_json: bool) -> Resolved:
     """The settings ``run`` would resolve. A directory without config.toml is no home: one
     error, with ``run``'s words and exit code (2), and no settings to list."""
     if not home.config_path.exists():
@@ -41,7 +42,8 @@ def _resolve(home: Home, api: str | None, p2p: str | None, as_json: bool) -> Res
                                   sort_keys=True))
             raise typer.Exit(NOT_A_HOME)
         fail(message, NOT_A_HOME)
-    return resolve(home.config_path, {"api_listen": api, "p2p_listen": p2p})
+    return resolve(home.config_path, {"api_listen": api, "p2p_listen": p2p,
+                                      "log_level": global_option(ctx, "log_level")})
 
 
 def _format(resolved: Resolved) -> str:
@@ -61,7 +63,7 @@ def _errors(resolved: Resolved) -> list[dict[str, str]]:
             + [{"key": v.name, "message": v.message} for v in resolved.unknown_variables])
 
 
-def show(home: HomeOpt, api: ListenApiOpt = None, p2p: ListenP2pOpt = None,
+def show(ctx: typer.Context, home: HomeOpt, api: ListenApiOpt = None, p2p: ListenP2pOpt = None,
          as_json: JsonOpt = False) -> None:
     """Print every setting's effective value and its source: file, env, flag or default.
 
@@ -70,7 +72,7 @@ def show(home: HomeOpt, api: ListenApiOpt = None, p2p: ListenP2pOpt = None,
     no home. An IOMTNODE_* variable that sets nothing is warned of on stderr (and listed with
     --json).
     """
-    resolved = _resolve(Home(home), api, p2p, as_json)
+    resolved = _resolve(ctx, Home(home), api, p2p, as_json)
     for variable in resolved.unknown_variables:
         typer.echo(f"warning: {variable.message}", err=True)
     unknown = [{"name": v.name, "did_you_mean": v.did_you_mean}
@@ -102,11 +104,11 @@ def show(home: HomeOpt, api: ListenApiOpt = None, p2p: ListenP2pOpt = None,
     emit(result, as_json, "\n".join(lines))
 
 
-def validate(home: HomeOpt, api: ListenApiOpt = None, p2p: ListenP2pOpt = None,
+def validate(ctx: typer.Context, home: HomeOpt, api: ListenApiOpt = None, p2p: ListenP2pOpt = None,
              as_json: JsonOpt = False) -> None:
     """Check the settings and list every problem at once, each naming its key; exit 1 if any
     (2, as ``run``, when the directory is no home)."""
-    resolved = _resolve(Home(home), api, p2p, as_json)
+    resolved = _resolve(ctx, Home(home), api, p2p, as_json)
     errors = _errors(resolved)
     if as_json:
         typer.echo(json.dumps({"ok": not errors, "errors": errors}, sort_keys=True))

@@ -147,7 +147,8 @@ def test_a_directory_that_is_no_home_is_one_error_as_run_gives_it(tmp_path: Path
 
 
 def test_the_flags_are_those_of_run() -> None:
-    """config show takes the flags run takes, so it can show what run would use."""
+    """config show takes the flags run takes, so it can show what run would use (the global
+    ones, --log-level, the main command takes for both)."""
 
     def options(command: typer.main.click.Command) -> set[str]:
         return {opt for param in command.params for opt in param.opts}
@@ -155,8 +156,10 @@ def test_the_flags_are_those_of_run() -> None:
     one = typer.Typer()
     one.command()(run)
     show = typer.main.get_command(app).commands["config"].commands["show"]  # type: ignore[attr-defined]
-    assert set(FLAGS.values()) <= options(typer.main.get_command(one))
-    assert set(FLAGS.values()) <= options(show)
+    main = options(typer.main.get_command(main_app))
+    assert set(FLAGS.values()) <= options(typer.main.get_command(one)) | main
+    assert set(FLAGS.values()) <= options(show) | main
+    assert set(FLAGS.values()) - main == {"--api", "--p2p"}
 
 
 def test_the_main_app_has_the_config_commands() -> None:
@@ -192,3 +195,14 @@ def test_show_warns_of_a_variable_that_sets_nothing(home: Path) -> None:
     assert shown["settings"]["max_peers"] == {"value": 50, "source": "file"}
     assert "warning: IOMTNODE_MAX_PEER is not a variable iomtnode reads" in result.stderr
     assert "did you mean IOMTNODE_MAX_PEERS?" in invoke("show", "--home", home, env=env).stderr
+
+
+def test_show_takes_the_global_log_level_flag_as_run_does(tmp_path):
+    """``iomtnode --log-level debug config show`` shows log_level from the flag, as run then
+    logs at it (through the main app, whose callback takes the flag)."""
+    home = init_home(tmp_path / "home").path
+    result = CliRunner().invoke(main_app, ["--log-level", "error", "config", "show",
+                                           "--home", str(home), "--json"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)["settings"]["log_level"]
+    assert shown == {"value": "error", "source": "flag"}
