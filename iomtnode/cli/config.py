@@ -4,17 +4,20 @@ came from, and every problem with them at once.
 Both read what ``iomtnode run`` would: the home's config.toml, the ``IOMTNODE_*`` environment
 variables of this shell and the same ``--api``/``--p2p`` flags, so ``config show --api X``
 shows what ``run --api X`` would run with. No setting is a secret: the admin token and the
-keys are files of the home, never read here.
+keys are files of the home, never read here (but the API's TLS certificate and key, which are
+loaded as ``run`` loads them to check them, and never shown).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
 
-from ..config import Resolved, resolve
+from ..api.tls import ApiTlsError, load_api_tls
+from ..config import Issue, Resolved, resolve
 from ..config.settings import FLAGS
 from ..home import Home
 from .common import HomeOpt, JsonOpt, emit, fail, global_option
@@ -42,8 +45,23 @@ def _resolve(ctx: typer.Context, home: Home, api: str | None, p2p: str | None,
                                   sort_keys=True))
             raise typer.Exit(NOT_A_HOME)
         fail(message, NOT_A_HOME)
-    return resolve(home.config_path, {"api_listen": api, "p2p_listen": p2p,
-                                      "log_level": global_option(ctx, "log_level")})
+    resolved = resolve(home.config_path, {"api_listen": api, "p2p_listen": p2p,
+                                          "log_level": global_option(ctx, "log_level")})
+    return _with_files(home, resolved)
+
+
+def _with_files(home: Home, resolved: Resolved) -> Resolved:
+    """``resolved`` with the problem of the files its settings name, loaded as ``run`` loads
+    them: the API's TLS certificate and key (missing, not PEM, not matching)."""
+    config = resolved.config
+    if config is None or not config.api_tls_cert:
+        return resolved
+    try:
+        load_api_tls(home.path / config.api_tls_cert, home.path / config.api_tls_key)
+    except ApiTlsError as exc:
+        key = "api_tls_key" if str(exc).startswith("api_tls_key") else "api_tls_cert"
+        return replace(resolved, issues=(Issue(key, str(exc)),), config=None)
+    return resolved
 
 
 def _format(resolved: Resolved) -> str:

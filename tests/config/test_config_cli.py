@@ -206,3 +206,28 @@ def test_show_takes_the_global_log_level_flag_as_run_does(tmp_path):
     assert result.exit_code == 0, result.output
     shown = json.loads(result.output)["settings"]["log_level"]
     assert shown == {"value": "error", "source": "flag"}
+
+
+def test_validate_loads_the_api_tls_files_as_run_does(home: Path) -> None:
+    """A certificate or key run cannot load is an error of validate and show, named by its
+    setting (validate said ok, then run refused to start)."""
+    from ..api.certs import make_cert
+
+    one, other = make_cert(home / "tls", "one"), make_cert(home / "tls", "other")
+    cases = {
+        ("tls/missing.crt", "tls/one.key"): ("api_tls_cert", "is not a readable file"),
+        ("tls/one.crt", "tls/missing.key"): ("api_tls_key", "is not a readable file"),
+        ("tls/one.key", "tls/one.key"): ("api_tls_cert", "holds no PEM certificate"),
+        ("tls/one.crt", "tls/other.key"): ("api_tls_cert", "cannot load"),
+    }
+    for (cert, key), (name, words) in cases.items():
+        env = {"IOMTNODE_API_TLS_CERT": cert, "IOMTNODE_API_TLS_KEY": key}
+        result = invoke("validate", "--home", home, "--json", env=env)
+        assert result.exit_code == 1, (cert, key, result.output)
+        [error] = json.loads(result.stdout)["errors"]
+        assert error["key"] == name and words in error["message"], (cert, key, error)
+        assert invoke("show", "--home", home, env=env).exit_code == 1
+    env = {"IOMTNODE_API_TLS_CERT": str(one.cert), "IOMTNODE_API_TLS_KEY": str(other.key)}
+    assert invoke("validate", "--home", home, env=env).exit_code == 1
+    env["IOMTNODE_API_TLS_KEY"] = str(one.key)  # the pair, absolute paths
+    assert invoke("validate", "--home", home, env=env).exit_code == 0
