@@ -23,9 +23,12 @@ class Rule:
     ok: Callable[[Values], bool]
     reads: tuple[str, ...] = ()  # the other keys it compares with: not run when one is wrong
     why: Callable[[Values], str | None] | None = None  # what is wrong, said after the value
+    # what holds whatever the keys it reads are (their widest range): checked instead when
+    # one of them is wrong, so a value wrong for any of them is reported at once
+    bound: Callable[[Values], bool] | None = None
 
-    def issue(self, values: Values) -> Issue | None:
-        if self.ok(values):
+    def issue(self, values: Values, *, reads_wrong: bool = False) -> Issue | None:
+        if (self.bound if reads_wrong and self.bound is not None else self.ok)(values):
             return None
         why = self.why(values) if self.why is not None else None
         return Issue(self.key, f"{self.key} must be {self.allowed}, got {values[self.key]!r}"
@@ -72,7 +75,8 @@ RULES: tuple[Rule, ...] = (
     between("api_max_connections", 1, 100_000),
     Rule("api_max_connections_per_ip", "between 1 and api_max_connections",
          lambda v: 1 <= v["api_max_connections_per_ip"] <= v["api_max_connections"],
-         ("api_max_connections",)),
+         ("api_max_connections",),
+         bound=lambda v: 1 <= v["api_max_connections_per_ip"] <= 100_000),
     between("api_idle_timeout_s", 1, DAY_S, " seconds"),
     between("api_requests_per_s", 1, 1_000_000),
     _address("p2p_listen"),
@@ -81,14 +85,15 @@ RULES: tuple[Rule, ...] = (
     between("block_interval_s", 0.001, 60, " seconds"),
     Rule("empty_block_interval_s", "between block_interval_s and 3,600 seconds",
          lambda v: v["block_interval_s"] <= v["empty_block_interval_s"] <= 3600,
-         ("block_interval_s",)),
+         ("block_interval_s",), bound=lambda v: 0.001 <= v["empty_block_interval_s"] <= 3600),
     between("mempool_max_txs", 1, 10_000_000),
     between("max_block_txs", 1, 10_000),
     Rule("log_level", f"one of {', '.join(LOG_LEVELS)}", lambda v: v["log_level"] in LOG_LEVELS),
     _addresses("bootnodes"),
     between("max_peers", 1, 1000),
     Rule("outbound_slots", "between 0 and max_peers - 1",
-         lambda v: 0 <= v["outbound_slots"] < v["max_peers"], ("max_peers",)),
+         lambda v: 0 <= v["outbound_slots"] < v["max_peers"], ("max_peers",),
+         bound=lambda v: 0 <= v["outbound_slots"] < 1000),
     between("max_inbound_per_ip", 1, 1000),
     between("max_inbound_per_netgroup", 1, 1000),
     between("max_pending_per_ip", 1, 1000),
@@ -99,7 +104,8 @@ RULES: tuple[Rule, ...] = (
     between("timeout_delta_s", 0, 60, " seconds"),
     Rule("timeout_cap_s", "between the longest of timeout_propose_s, timeout_prevote_s and "
                           "timeout_precommit_s, and 600 seconds",
-         lambda v: max(v[key] for key in _TIMEOUTS) <= v["timeout_cap_s"] <= 600, _TIMEOUTS),
+         lambda v: max(v[key] for key in _TIMEOUTS) <= v["timeout_cap_s"] <= 600, _TIMEOUTS,
+         bound=lambda v: 0.01 <= v["timeout_cap_s"] <= 600),
     between("resend_interval_s", 0.05, 60, " seconds"),
     between("fresh_grace_s", 0, 600, " seconds", " (0: automatic)"),
     _tls_pair("api_tls_cert", "api_tls_key"),
@@ -110,15 +116,17 @@ RULES: tuple[Rule, ...] = (
 
 def check(values: Values, skip: Iterable[str] = ()) -> list[Issue]:
     """Every rule ``values`` break, in the order of :data:`RULES`; rules of the keys in
-    ``skip`` (already known to be wrong) are not run, nor a rule comparing its key with a
-    wrong one (``block_interval_s = nan`` is one error, not also one of
-    ``empty_block_interval_s``, which is compared with it)."""
+    ``skip`` (already known to be wrong) are not run, and a rule comparing its key with a
+    wrong one checks only its ``bound`` (``block_interval_s = nan`` is one error, not also
+    one of ``empty_block_interval_s = 5``, which is compared with it; but
+    ``outbound_slots = -1`` is wrong whatever ``max_peers`` is, and is reported beside it)."""
     wrong = set(skip)
     issues = []
     for rule in RULES:
-        if rule.key in wrong or wrong.intersection(rule.reads):
+        reads_wrong = bool(wrong.intersection(rule.reads))
+        if rule.key in wrong or (reads_wrong and rule.bound is None):
             continue
-        if (issue := rule.issue(values)) is not None:
+        if (issue := rule.issue(values, reads_wrong=reads_wrong)) is not None:
             issues.append(issue)
             wrong.add(rule.key)
     return issues
