@@ -4,12 +4,13 @@ them all and returns every broken one, so a file with three mistakes gets three 
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import Issue
-from .hostport import DIALABLE, HOSTPORT, dial_problem, problem
+from .hostport import DIALABLE, HOSTPORT, dial_problem, problem, split
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DAY_S = 86_400
@@ -63,6 +64,31 @@ def _addresses(key: str) -> Rule:
     return Rule(key, f"a list of {DIALABLE}", lambda v: why(v) is None, why=why)
 
 
+def _one_socket(a: str, b: str) -> bool:
+    """Whether listeners on ``a`` and ``b`` (HOST:PORT) would bind one socket address: the
+    same port, not 0, and the same host, or a wildcard and an address of its family."""
+    (fault_a, host_a, port_a), (fault_b, host_b, port_b) = split(a), split(b)
+    if fault_a or fault_b or port_a != port_b or port_a == 0:
+        return False
+    if host_a == host_b:
+        return True
+    try:
+        ip_a, ip_b = ipaddress.ip_address(host_a), ipaddress.ip_address(host_b)
+    except ValueError:  # a name: only the same name is known to be the same host
+        return False
+    return ip_a.version == ip_b.version and (ip_a.is_unspecified or ip_b.is_unspecified)
+
+
+def _apart(key: str, *others: str) -> Rule:
+    """``key``, a listener, binds no address another listener of the node binds."""
+    def why(v: Values) -> str | None:
+        return next((f"{other} listens there ({v[other]!r})" for other in others
+                     if v[key] and _one_socket(v[key], v[other])), None)
+
+    return Rule(key, f"an address and port of its own (not those of {' or '.join(others)})",
+                lambda v: why(v) is None, others, why=why, bound=lambda v: True)
+
+
 def _tls_pair(key: str, other: str) -> Rule:
     return Rule(key, f"set when {other} is (api_tls_cert and api_tls_key are given "
                      "together or not at all)", lambda v: bool(v[key]) or not v[other])
@@ -82,6 +108,8 @@ RULES: tuple[Rule, ...] = (
     _address("p2p_listen"),
     _address("advertise_address", optional=True, dialable=True),
     _address("metrics_listen", optional=True),
+    _apart("p2p_listen", "api_listen"),
+    _apart("metrics_listen", "api_listen", "p2p_listen"),
     between("block_interval_s", 0.001, 60, " seconds"),
     Rule("empty_block_interval_s", "between block_interval_s and 3,600 seconds",
          lambda v: v["block_interval_s"] <= v["empty_block_interval_s"] <= 3600,
