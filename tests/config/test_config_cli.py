@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import structlog
 import typer
 from click.testing import Result
 from typer.testing import CliRunner
@@ -201,8 +202,11 @@ def test_show_takes_the_global_log_level_flag_as_run_does(tmp_path):
     """``iomtnode --log-level debug config show`` shows log_level from the flag, as run then
     logs at it (through the main app, whose callback takes the flag)."""
     home = init_home(tmp_path / "home").path
-    result = CliRunner().invoke(main_app, ["--log-level", "error", "config", "show",
-                                           "--home", str(home), "--json"])
+    try:
+        result = CliRunner().invoke(main_app, ["--log-level", "error", "config", "show",
+                                               "--home", str(home), "--json"])
+    finally:
+        structlog.reset_defaults()  # the main app configured this process's logs
     assert result.exit_code == 0, result.output
     shown = json.loads(result.output)["settings"]["log_level"]
     assert shown == {"value": "error", "source": "flag"}
