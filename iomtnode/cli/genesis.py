@@ -232,7 +232,8 @@ def _install(h: Home, genesis: Genesis) -> bool:
 
 def _configure(h: Home, cards: list[Card], node_id: bytes) -> dict[str, Any]:
     """Point ``h``'s config at the cards: bootnodes, advertise_address and, when it listens
-    on loopback only, ``p2p_listen`` on every interface at its card's port."""
+    on loopback only, ``p2p_listen`` on every interface at its card's port (every IPv6
+    interface for a card at an IPv6 address)."""
     plan = placement(node_id, cards)
     try:
         config = load_config(h.config_path, env={})  # the file's values, not this shell's
@@ -241,8 +242,9 @@ def _configure(h: Home, cards: list[Card], node_id: bytes) -> dict[str, Any]:
             changes["advertise_address"] = plan.advertise_address
             host, _ = parse_hostport(config.p2p_listen, "p2p_listen")
             if _is_loopback(host):
-                _, port = parse_hostport(plan.advertise_address)
-                changes["p2p_listen"] = f"0.0.0.0:{port}"
+                card_host, port = parse_hostport(plan.advertise_address)
+                every = "[::]" if _is_ipv6(card_host) else "0.0.0.0"  # the card's family
+                changes["p2p_listen"] = f"{every}:{port}"
         config = dataclasses.replace(config, **changes)
         text = h.config_path.read_text() if h.config_path.exists() else ""
         edited = h.config_path.with_name(h.config_path.name + ".new")
@@ -296,6 +298,13 @@ def _parses(text: str) -> bool:
     except tomllib.TOMLDecodeError:
         return False
     return True
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).version == 6
+    except ValueError:  # a name
+        return False
 
 
 def _is_loopback(host: str) -> bool:
