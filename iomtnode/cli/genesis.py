@@ -192,6 +192,11 @@ def verify(
         result["installed"] = _install(h, genesis)
         if read:
             result["config"] = _configure(h, [c for _, c in read], node_id)
+        elif len(genesis.authorities) > 1 and _no_peers(h):
+            typer.echo(f"warning: no --card given, and {h.config_path} names no bootnodes: "
+                       "this node will find no peer. Run this again with every authority's "
+                       "--card (it sets bootnodes and advertise_address), or set bootnodes",
+                       err=True)
     text = f"genesis {genesis.chain_id} hash {digest}\nthis node {node_id.hex()} is one of " \
            f"its {len(genesis.authorities)} authorities"
     if install:
@@ -199,6 +204,14 @@ def verify(
     if result["config"]:
         text += "\n" + "\n".join(f"{k} = {v}" for k, v in result["config"].items())
     emit(result, as_json, text)
+
+
+def _no_peers(h: Home) -> bool:
+    """Whether ``h``'s config.toml names no bootnodes (one that cannot be read: not here)."""
+    try:
+        return not load_config(h.config_path, env={}).bootnodes
+    except ConfigError:
+        return False
 
 
 def _install(h: Home, genesis: Genesis) -> bool:

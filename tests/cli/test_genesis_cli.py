@@ -111,6 +111,24 @@ def test_an_authority_at_an_ipv6_address_listens_on_every_ipv6_interface(tmp_pat
         assert config.p2p_listen == "[::]:7546"
 
 
+def test_installing_without_cards_warns_when_the_node_would_find_no_peer(tmp_path, ceremony):
+    """Without --card the config is left as it was: with no bootnodes, the node of a network
+    of several authorities would never connect, and nothing said so."""
+    ok("genesis", "new", "--chain-id", CHAIN, *cards(ceremony), "--out",
+       tmp_path / "genesis.json")
+    home = ceremony[0][0]
+    result = cli("genesis", "verify", tmp_path / "genesis.json", "--home", home, "--install")
+    assert result.exit_code == 0, result.output
+    assert "warning: no --card given" in result.stderr and "no bootnodes" in result.stderr
+    assert (home / "genesis.json").exists()
+    other = ceremony[1][0]  # bootnodes set by hand: nothing to warn of
+    config = other / "config.toml"
+    config.write_text(config.read_text().replace("bootnodes = []",
+                                                 'bootnodes = ["node0.ward.example:7546"]'))
+    result = cli("genesis", "verify", tmp_path / "genesis.json", "--home", other, "--install")
+    assert result.exit_code == 0 and result.stderr == "", result.output
+
+
 def test_a_home_without_genesis_refuses_to_run_and_names_the_command(ceremony):
     home, _ = ceremony[0]
     assert "iomtnode genesis verify GENESIS_FILE --home" in refused(2, "run", "--home", home)
