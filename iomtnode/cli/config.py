@@ -86,7 +86,7 @@ def show(ctx: typer.Context, home: HomeOpt, api: ListenApiOpt = None, p2p: Liste
     """Print every setting's effective value and its source: file, env, flag or default.
 
     Exits 1, listing every problem, when the settings would not start a node (with --json,
-    still one object: ``ok`` false and the ``errors``); 2, as ``run``, when the directory is
+    still one object: ok false and the errors); 2, as run does, when the directory is
     no home. An IOMTNODE_* variable that sets nothing is warned of on stderr (and listed with
     --json).
     """
@@ -125,7 +125,7 @@ def show(ctx: typer.Context, home: HomeOpt, api: ListenApiOpt = None, p2p: Liste
 def validate(ctx: typer.Context, home: HomeOpt, api: ListenApiOpt = None, p2p: ListenP2pOpt = None,
              as_json: JsonOpt = False) -> None:
     """Check the settings and list every problem at once, each naming its key; exit 1 if any
-    (2, as ``run``, when the directory is no home)."""
+    (2, as run does, when the directory is no home)."""
     resolved = _resolve(ctx, Home(home), api, p2p, as_json)
     errors = _errors(resolved)
     if as_json:
