@@ -318,9 +318,11 @@ class BlockFollower:
                             f"no block subscription at {self.url} for {now - lost_at:.1f} s "
                             f"(last attempt: {reason})")
                     wait_s = min(wait_s, lost_at + self.retry_for_s - now)
+                    gives_up_in_s = lost_at + self.retry_for_s - now  # inf: never (null)
                     log.warning("block_subscription_failed", url=self.url, reason=reason,
                                 since_height=self.next_height, retry_in_s=round(wait_s, 3),
-                                gives_up_in_s=round(lost_at + self.retry_for_s - now, 3))
+                                gives_up_in_s=round(gives_up_in_s, 3)
+                                if math.isfinite(gives_up_in_s) else None)
                 await trio.sleep(wait_s)
                 if not subscribed:
                     wait_s = min(2 * wait_s, FOLLOW_RETRY_MAX_S)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+import structlog
 
 from iomtnode.config import Config
 from iomtnode.core.crypto import SigningKey
@@ -13,6 +14,15 @@ from iomtnode.node import Node, Services
 
 FAST = Config(api_listen="127.0.0.1:0", p2p_listen="127.0.0.1:0", block_interval_s=0.02,
               empty_block_interval_s=0.5)
+
+
+@pytest.fixture(autouse=True)
+def logs_as_found():
+    """A test that runs a command in this process (``run`` sets the logs to its log_level
+    setting, the main command to its --log-level) leaves structlog unconfigured again: its
+    logs went to the command's captured stderr, closed once it ends."""
+    yield
+    structlog.reset_defaults()
 
 
 @dataclass

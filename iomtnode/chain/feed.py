@@ -71,12 +71,19 @@ class BlockFeed:
             try:
                 for done in committed:
                     channel.send_nowait(done.block)
-            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-                self._subscribers.discard(channel)
-                channel.close()
-                log.warning("block_subscriber_dropped", reason="too slow or gone")
+            except trio.WouldBlock:  # a fault of the reader's: its subscription says so too
+                self._drop(channel)
+                log.warning("block_subscriber_dropped", height=self.height,
+                            reason=f"fell behind: {SUBSCRIBER_QUEUE_BLOCKS} blocks not read")
+            except (trio.BrokenResourceError, trio.ClosedResourceError):  # the reader left
+                self._drop(channel)  # (a client closed its subscription): no fault
+                log.debug("block_subscriber_left")
         self._changed.set()
         self._changed = trio.Event()
+
+    def _drop(self, channel: trio.MemorySendChannel[Block]) -> None:
+        self._subscribers.discard(channel)
+        channel.close()
 
     def subscribe(self) -> trio.MemoryReceiveChannel[Block]:
         """A channel of every block committed from now on; closed if the reader falls behind."""

@@ -37,14 +37,16 @@ app = typer.Typer(
 
 @app.callback()
 def main_options(
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: Annotated[str | None, typer.Option(
+        help="debug, info, warning or error (default: info; for run, the log_level setting).",
+        show_default=False)] = None,
     log_json: Annotated[bool | None, typer.Option(
         "--log-json/--log-console", help="Log format (default: console on a TTY, else JSON).",
         show_default=False)] = None,
 ) -> None:
     """iomtnode: run, inspect and load-test IoMT blockchain nodes."""
     try:
-        log.configure(log_level, json=log_json)
+        log.configure(log_level or "info", json=log_json)
     except ValueError as exc:
         fail(str(exc))
 

@@ -36,6 +36,12 @@ CaOpt = Annotated[Path | None, typer.Option(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
+def global_option(ctx: typer.Context, name: str) -> Any:
+    """An option of the main command, given before the command (``iomtnode --log-level
+    debug run``): None when not given, or when the command runs in an app without them."""
+    return ctx.find_root().params.get(name)
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)

@@ -4,20 +4,23 @@ came from, and every problem with them at once.
 Both read what ``iomtnode run`` would: the home's config.toml, the ``IOMTNODE_*`` environment
 variables of this shell and the same ``--api``/``--p2p`` flags, so ``config show --api X``
 shows what ``run --api X`` would run with. No setting is a secret: the admin token and the
-keys are files of the home, never read here.
+keys are files of the home, never read here (but the API's TLS certificate and key, which are
+loaded as ``run`` loads them to check them, and never shown).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
 
-from ..config import Resolved, resolve
+from ..api.tls import ApiTlsError, load_api_tls
+from ..config import Issue, Resolved, resolve
 from ..config.settings import FLAGS
 from ..home import Home
-from .common import HomeOpt, JsonOpt, emit, fail
+from .common import HomeOpt, JsonOpt, emit, fail, global_option
 
 config_app = typer.Typer(no_args_is_help=True,
                          help="Show and check a node's settings (docs/configuration.md).")
@@ -30,7 +33,8 @@ ListenP2pOpt = Annotated[str | None, typer.Option(
     FLAGS["p2p_listen"], help="P2P listen HOST:PORT, as `run` takes it.")]
 
 
-def _resolve(home: Home, api: str | None, p2p: str | None, as_json: bool) -> Resolved:
+def _resolve(ctx: typer.Context, home: Home, api: str | None, p2p: str | None,
+             as_json: bool) -> Resolved:
     """The settings ``run`` would resolve. A directory without config.toml is no home: one
     error, with ``run``'s words and exit code (2), and no settings to list."""
     if not home.config_path.exists():
@@ -41,7 +45,23 @@ def _resolve(home: Home, api: str | None, p2p: str | None, as_json: bool) -> Res
                                   sort_keys=True))
             raise typer.Exit(NOT_A_HOME)
         fail(message, NOT_A_HOME)
-    return resolve(home.config_path, {"api_listen": api, "p2p_listen": p2p})
+    resolved = resolve(home.config_path, {"api_listen": api, "p2p_listen": p2p,
+                                          "log_level": global_option(ctx, "log_level")})
+    return _with_files(home, resolved)
+
+
+def _with_files(home: Home, resolved: Resolved) -> Resolved:
+    """``resolved`` with the problem of the files its settings name, loaded as ``run`` loads
+    them: the API's TLS certificate and key (missing, not PEM, not matching)."""
+    config = resolved.config
+    if config is None or not config.api_tls_cert:
+        return resolved
+    try:
+        load_api_tls(home.path / config.api_tls_cert, home.path / config.api_tls_key)
+    except ApiTlsError as exc:
+        key = "api_tls_key" if str(exc).startswith("api_tls_key") else "api_tls_cert"
+        return replace(resolved, issues=(Issue(key, str(exc)),), config=None)
+    return resolved
 
 
 def _format(resolved: Resolved) -> str:
@@ -61,16 +81,16 @@ def _errors(resolved: Resolved) -> list[dict[str, str]]:
             + [{"key": v.name, "message": v.message} for v in resolved.unknown_variables])
 
 
-def show(home: HomeOpt, api: ListenApiOpt = None, p2p: ListenP2pOpt = None,
+def show(ctx: typer.Context, home: HomeOpt, api: ListenApiOpt = None, p2p: ListenP2pOpt = None,
          as_json: JsonOpt = False) -> None:
     """Print every setting's effective value and its source: file, env, flag or default.
 
     Exits 1, listing every problem, when the settings would not start a node (with --json,
-    still one object: ``ok`` false and the ``errors``); 2, as ``run``, when the directory is
+    still one object: ok false and the errors); 2, as run does, when the directory is
     no home. An IOMTNODE_* variable that sets nothing is warned of on stderr (and listed with
     --json).
     """
-    resolved = _resolve(Home(home), api, p2p, as_json)
+    resolved = _resolve(ctx, Home(home), api, p2p, as_json)
     for variable in resolved.unknown_variables:
         typer.echo(f"warning: {variable.message}", err=True)
     unknown = [{"name": v.name, "did_you_mean": v.did_you_mean}
@@ -102,11 +122,11 @@ def show(home: HomeOpt, api: ListenApiOpt = None, p2p: ListenP2pOpt = None,
     emit(result, as_json, "\n".join(lines))
 
 
-def validate(home: HomeOpt, api: ListenApiOpt = None, p2p: ListenP2pOpt = None,
+def validate(ctx: typer.Context, home: HomeOpt, api: ListenApiOpt = None, p2p: ListenP2pOpt = None,
              as_json: JsonOpt = False) -> None:
     """Check the settings and list every problem at once, each naming its key; exit 1 if any
-    (2, as ``run``, when the directory is no home)."""
-    resolved = _resolve(Home(home), api, p2p, as_json)
+    (2, as run does, when the directory is no home)."""
+    resolved = _resolve(ctx, Home(home), api, p2p, as_json)
     errors = _errors(resolved)
     if as_json:
         typer.echo(json.dumps({"ok": not errors, "errors": errors}, sort_keys=True))

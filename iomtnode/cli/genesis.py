@@ -192,6 +192,11 @@ def verify(
         result["installed"] = _install(h, genesis)
         if read:
             result["config"] = _configure(h, [c for _, c in read], node_id)
+        elif len(genesis.authorities) > 1 and _no_peers(h):
+            typer.echo(f"warning: no --card given, and {h.config_path} names no bootnodes: "
+                       "this node will find no peer. Run this again with every authority's "
+                       "--card (it sets bootnodes and advertise_address), or set bootnodes",
+                       err=True)
     text = f"genesis {genesis.chain_id} hash {digest}\nthis node {node_id.hex()} is one of " \
            f"its {len(genesis.authorities)} authorities"
     if install:
@@ -199,6 +204,14 @@ def verify(
     if result["config"]:
         text += "\n" + "\n".join(f"{k} = {v}" for k, v in result["config"].items())
     emit(result, as_json, text)
+
+
+def _no_peers(h: Home) -> bool:
+    """Whether ``h``'s config.toml names no bootnodes (one that cannot be read: not here)."""
+    try:
+        return not load_config(h.config_path, env={}).bootnodes
+    except ConfigError:
+        return False
 
 
 def _install(h: Home, genesis: Genesis) -> bool:
@@ -232,7 +245,8 @@ def _install(h: Home, genesis: Genesis) -> bool:
 
 def _configure(h: Home, cards: list[Card], node_id: bytes) -> dict[str, Any]:
     """Point ``h``'s config at the cards: bootnodes, advertise_address and, when it listens
-    on loopback only, ``p2p_listen`` on every interface at its card's port."""
+    on loopback only, ``p2p_listen`` on every interface at its card's port (every IPv6
+    interface for a card at an IPv6 address)."""
     plan = placement(node_id, cards)
     try:
         config = load_config(h.config_path, env={})  # the file's values, not this shell's
@@ -241,8 +255,9 @@ def _configure(h: Home, cards: list[Card], node_id: bytes) -> dict[str, Any]:
             changes["advertise_address"] = plan.advertise_address
             host, _ = parse_hostport(config.p2p_listen, "p2p_listen")
             if _is_loopback(host):
-                _, port = parse_hostport(plan.advertise_address)
-                changes["p2p_listen"] = f"0.0.0.0:{port}"
+                card_host, port = parse_hostport(plan.advertise_address)
+                every = "[::]" if _is_ipv6(card_host) else "0.0.0.0"  # the card's family
+                changes["p2p_listen"] = f"{every}:{port}"
         config = dataclasses.replace(config, **changes)
         text = h.config_path.read_text() if h.config_path.exists() else ""
         edited = h.config_path.with_name(h.config_path.name + ".new")
@@ -296,6 +311,13 @@ def _parses(text: str) -> bool:
     except tomllib.TOMLDecodeError:
         return False
     return True
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).version == 6
+    except ValueError:  # a name
+        return False
 
 
 def _is_loopback(host: str) -> bool:

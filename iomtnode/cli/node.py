@@ -15,7 +15,8 @@ from ..config import ConfigError, unknown_variables
 from ..core.crypto import SigningKey
 from ..core.genesis import Genesis, GenesisError
 from ..home import Home, HomeError, init_home, key_from_file
-from .common import HomeOpt, JsonOpt, emit, fail, run_async
+from ..log import configure as configure_logging
+from .common import HomeOpt, JsonOpt, emit, fail, global_option, run_async
 
 log = structlog.get_logger(__name__)
 
@@ -81,6 +82,7 @@ def import_key(path: Path) -> SigningKey:
 
 
 def run(
+    ctx: typer.Context,
     home: HomeOpt,
     api: Annotated[str | None, typer.Option(help="API listen HOST:PORT (overrides config).")
                    ] = None,
@@ -90,7 +92,8 @@ def run(
     """Run a node until SIGINT or SIGTERM, then shut down cleanly.
 
     An IOMTNODE_* environment variable that sets nothing (a misspelt setting's) is logged as
-    a warning, config_env_unknown, and the node starts anyway.
+    a warning, config_env_unknown, and the node starts anyway. The node logs at its
+    log_level setting (the global --log-level, given, wins over it).
     """
     from ..node import Node
     from ..service import run_until_signal
@@ -101,7 +104,9 @@ def run(
                     did_you_mean=variable.did_you_mean)
     try:
         h = Home(home)
-        config = h.load_config({"api_listen": api, "p2p_listen": p2p})
+        config = h.load_config({"api_listen": api, "p2p_listen": p2p,
+                                "log_level": global_option(ctx, "log_level")})
+        configure_logging(config.log_level, json=global_option(ctx, "log_json"))
         node = Node(h, config)
     except (HomeError, ConfigError, GenesisError) as exc:
         fail(str(exc))

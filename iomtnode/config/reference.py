@@ -40,7 +40,10 @@ def _toml(value: Any) -> str:
 
 def markdown() -> str:
     """The reference, between its :data:`BEGIN` and :data:`END` markers."""
-    allowed = {rule.key: rule.allowed for rule in RULES}
+    allowed: dict[str, str] = {}
+    for rule in RULES:  # a key with two rules (a listener: its form, then its own port)
+        allowed[rule.key] = f"{allowed[rule.key]}; {rule.allowed}" if rule.key in allowed \
+            else rule.allowed
     out = [BEGIN, ""]
     for text, names in groups():
         out += [f"### {', '.join(f'`{name}`' for name in names)}", "", text, "",

@@ -18,7 +18,8 @@ from .errors import ConfigError
 
 ENV_PREFIX = "IOMTNODE_"
 # the flags of ``iomtnode run`` (and ``config show``) that override a setting
-FLAGS = {"api_listen": "--api", "p2p_listen": "--p2p"}
+# the flags that set a setting: run's own, and the global --log-level (iomtnode --log-level X run)
+FLAGS = {"api_listen": "--api", "p2p_listen": "--p2p", "log_level": "--log-level"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,12 @@ def bring_format_up_to_date(db: plyvel.DB, path: pathlib.Path, current: int = ST
     """Migrate the store ``db`` (at ``path``) to format ``current``, one step at a time,
     each step's changes with the format it reaches in one synced write; raise
     :class:`StoreFormatError` if it is newer."""
+    raw = db.get(FORMAT_KEY)
+    if raw is not None and (len(raw) != FORMAT_BYTES or stored_format(db) < UNVERSIONED):
+        raise StoreFormatError(
+            f"the store at {path} records store format {raw.hex()} (hex), which no release "
+            f"writes: the store is damaged. Move {path} aside and let this node resync from "
+            f"its peers, or restore it from a backup")
     found = stored_format(db)
     version = UNVERSIONED if found is None else found
     if version > current:

@@ -110,7 +110,8 @@ class MetricsServer:
         async with trio.open_nursery() as nursery:
             port = await nursery.start(self._transport.listen, cfg.host, cfg.port, self._accept,
                                        nursery)
-            log.info("metrics_listening", address=f"{cfg.host}:{port}",
+            host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host  # IPv6, as configured
+            log.info("metrics_listening", address=f"{host}:{port}",
                      path=METRICS_PATH.decode())
             task_status.started(port)
 

@@ -4,6 +4,7 @@ connection the node closes, a subscription the feed drops, and notifications the
 from __future__ import annotations
 
 import itertools
+import json
 from contextlib import asynccontextmanager
 
 import pytest
@@ -76,6 +77,19 @@ async def test_a_node_down_at_the_start_is_retried_with_backoff_until_retry_for(
     assert all(e["log_level"] == "warning" and "refused" in e["reason"] for e in failed)
     with pytest.raises(trio.EndOfChannel):  # its reader sees the end
         await follower.blocks.receive()
+
+
+async def test_a_follower_that_never_gives_up_logs_json_that_says_so(monkeypatch,
+                                                                     autojump_clock):
+    """Without retry_for_s, gives_up_in_s is null: it was Infinity, which is no JSON (a log
+    line jq and log collectors refused)."""
+    refusing_node(monkeypatch, [])
+    follower = BlockFollower("ws://127.0.0.1:9/api/v1", 0)
+    with capture_logs() as logs, trio.move_on_after(10):
+        await follower.run()
+    failed = [e for e in logs if e["event"] == "block_subscription_failed"]
+    assert failed and all(e["gives_up_in_s"] is None for e in failed)
+    json.dumps(failed, allow_nan=False)
 
 
 async def test_the_backoff_is_capped(monkeypatch, autojump_clock):

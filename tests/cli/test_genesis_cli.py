@@ -91,6 +91,44 @@ def test_the_ceremony_gives_every_home_one_genesis_and_points_each_at_the_others
         True, True, True, False]
 
 
+def test_an_authority_at_an_ipv6_address_listens_on_every_ipv6_interface(tmp_path):
+    """A card at [2001:db8::N]:7546 on a home listening on loopback: p2p_listen becomes
+    [::]:7546 (it became 0.0.0.0:7546, IPv4 only, where no peer dialing the card's address
+    could reach it)."""
+    made = []
+    for i in range(2):
+        home, card = tmp_path / f"h{i}", tmp_path / f"node{i}.card"
+        ok("init", "--home", home, "--no-genesis")
+        ok("genesis", "card", "--home", home, "--chain-id", CHAIN,
+           "--address", f"[2001:db8::{i + 1}]:7546", "--out", card)
+        made.append((home, card))
+    ok("genesis", "new", "--chain-id", CHAIN, *cards(made), "--out", tmp_path / "genesis.json")
+    for i, (home, _) in enumerate(made):
+        ok("genesis", "verify", tmp_path / "genesis.json", "--home", home, *cards(made),
+           "--install")
+        config = load_config(home / "config.toml", env={})
+        assert config.advertise_address == f"[2001:db8::{i + 1}]:7546"
+        assert config.p2p_listen == "[::]:7546"
+
+
+def test_installing_without_cards_warns_when_the_node_would_find_no_peer(tmp_path, ceremony):
+    """Without --card the config is left as it was: with no bootnodes, the node of a network
+    of several authorities would never connect, and nothing said so."""
+    ok("genesis", "new", "--chain-id", CHAIN, *cards(ceremony), "--out",
+       tmp_path / "genesis.json")
+    home = ceremony[0][0]
+    result = cli("genesis", "verify", tmp_path / "genesis.json", "--home", home, "--install")
+    assert result.exit_code == 0, result.output
+    assert "warning: no --card given" in result.stderr and "no bootnodes" in result.stderr
+    assert (home / "genesis.json").exists()
+    other = ceremony[1][0]  # bootnodes set by hand: nothing to warn of
+    config = other / "config.toml"
+    config.write_text(config.read_text().replace("bootnodes = []",
+                                                 'bootnodes = ["node0.ward.example:7546"]'))
+    result = cli("genesis", "verify", tmp_path / "genesis.json", "--home", other, "--install")
+    assert result.exit_code == 0 and result.stderr == "", result.output
+
+
 def test_a_home_without_genesis_refuses_to_run_and_names_the_command(ceremony):
     home, _ = ceremony[0]
     assert "iomtnode genesis verify GENESIS_FILE --home" in refused(2, "run", "--home", home)

@@ -3,6 +3,7 @@ traceback: a listener whose port is taken names its address."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -17,10 +18,12 @@ from iomtnode.p2p.transport import ListenError, TcpTransport
 RUN_TIMEOUT_S = 60  # a node that cannot bind stops within a second or two
 
 
-def iomtnode(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IOMTNODE_")}
+def iomtnode(*args: str | Path, env: dict[str, str] | None = None
+             ) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("IOMTNODE_")}
     return subprocess.run([sys.executable, "-m", "iomtnode", *map(str, args)],
-                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env)
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+                          env=environ | (env or {}))
 
 
 @pytest.fixture
@@ -79,3 +82,30 @@ def test_run_with_a_damaged_audit_log_says_so_without_a_traceback(tmp_path):
     assert run.stderr.startswith("error: the audit log cannot be opened: "), run.stderr
     assert "a record was removed or added" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def _levels(stderr: str) -> set[str]:
+    return {json.loads(line)["level"] for line in stderr.splitlines() if line.startswith("{")}
+
+
+@pytest.mark.parametrize(("flags", "env", "expected"), [
+    ((), {}, {"warning", "error"}),  # config.toml's log_level
+    ((), {"IOMTNODE_LOG_LEVEL": "info"}, {"info"}),  # the environment over the file
+    (("--log-level", "info"), {"IOMTNODE_LOG_LEVEL": "error"}, {"info"}),  # the flag over both
+])
+def test_run_logs_at_the_log_level_setting(tmp_path, taken_port, flags, env, expected):
+    """log_level is a setting like any other: config.toml, then IOMTNODE_LOG_LEVEL, then the
+    global --log-level flag (it was read only from the flag: the file's and the variable's
+    were shown by config show and ignored by run)."""
+    home = tmp_path / "home"
+    assert iomtnode("init", "--home", home).returncode == 0
+    config = home / "config.toml"
+    config.write_text(config.read_text().replace('log_level = "info"', 'log_level = "warning"'))
+    run = iomtnode(*flags, "--log-json", "run", "--home", home, "--p2p",
+                   f"127.0.0.1:{taken_port}", "--api", "127.0.0.1:0", env=env)
+    assert run.returncode == 1, run.stderr
+    levels = _levels(run.stderr)
+    if expected == {"info"}:
+        assert "info" in levels, run.stderr
+    else:
+        assert levels <= expected, run.stderr

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import structlog
 import typer
 from click.testing import Result
 from typer.testing import CliRunner
@@ -147,7 +148,8 @@ def test_a_directory_that_is_no_home_is_one_error_as_run_gives_it(tmp_path: Path
 
 
 def test_the_flags_are_those_of_run() -> None:
-    """config show takes the flags run takes, so it can show what run would use."""
+    """config show takes the flags run takes, so it can show what run would use (the global
+    ones, --log-level, the main command takes for both)."""
 
     def options(command: typer.main.click.Command) -> set[str]:
         return {opt for param in command.params for opt in param.opts}
@@ -155,8 +157,10 @@ def test_the_flags_are_those_of_run() -> None:
     one = typer.Typer()
     one.command()(run)
     show = typer.main.get_command(app).commands["config"].commands["show"]  # type: ignore[attr-defined]
-    assert set(FLAGS.values()) <= options(typer.main.get_command(one))
-    assert set(FLAGS.values()) <= options(show)
+    main = options(typer.main.get_command(main_app))
+    assert set(FLAGS.values()) <= options(typer.main.get_command(one)) | main
+    assert set(FLAGS.values()) <= options(show) | main
+    assert set(FLAGS.values()) - main == {"--api", "--p2p"}
 
 
 def test_the_main_app_has_the_config_commands() -> None:
@@ -192,3 +196,42 @@ def test_show_warns_of_a_variable_that_sets_nothing(home: Path) -> None:
     assert shown["settings"]["max_peers"] == {"value": 50, "source": "file"}
     assert "warning: IOMTNODE_MAX_PEER is not a variable iomtnode reads" in result.stderr
     assert "did you mean IOMTNODE_MAX_PEERS?" in invoke("show", "--home", home, env=env).stderr
+
+
+def test_show_takes_the_global_log_level_flag_as_run_does(tmp_path):
+    """``iomtnode --log-level debug config show`` shows log_level from the flag, as run then
+    logs at it (through the main app, whose callback takes the flag)."""
+    home = init_home(tmp_path / "home").path
+    try:
+        result = CliRunner().invoke(main_app, ["--log-level", "error", "config", "show",
+                                               "--home", str(home), "--json"])
+    finally:
+        structlog.reset_defaults()  # the main app configured this process's logs
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)["settings"]["log_level"]
+    assert shown == {"value": "error", "source": "flag"}
+
+
+def test_validate_loads_the_api_tls_files_as_run_does(home: Path) -> None:
+    """A certificate or key run cannot load is an error of validate and show, named by its
+    setting (validate said ok, then run refused to start)."""
+    from ..api.certs import make_cert
+
+    one, other = make_cert(home / "tls", "one"), make_cert(home / "tls", "other")
+    cases = {
+        ("tls/missing.crt", "tls/one.key"): ("api_tls_cert", "is not a readable file"),
+        ("tls/one.crt", "tls/missing.key"): ("api_tls_key", "is not a readable file"),
+        ("tls/one.key", "tls/one.key"): ("api_tls_cert", "holds no PEM certificate"),
+        ("tls/one.crt", "tls/other.key"): ("api_tls_cert", "cannot load"),
+    }
+    for (cert, key), (name, words) in cases.items():
+        env = {"IOMTNODE_API_TLS_CERT": cert, "IOMTNODE_API_TLS_KEY": key}
+        result = invoke("validate", "--home", home, "--json", env=env)
+        assert result.exit_code == 1, (cert, key, result.output)
+        [error] = json.loads(result.stdout)["errors"]
+        assert error["key"] == name and words in error["message"], (cert, key, error)
+        assert invoke("show", "--home", home, env=env).exit_code == 1
+    env = {"IOMTNODE_API_TLS_CERT": str(one.cert), "IOMTNODE_API_TLS_KEY": str(other.key)}
+    assert invoke("validate", "--home", home, env=env).exit_code == 1
+    env["IOMTNODE_API_TLS_KEY"] = str(one.key)  # the pair, absolute paths
+    assert invoke("validate", "--home", home, env=env).exit_code == 0

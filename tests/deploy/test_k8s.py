@@ -69,7 +69,7 @@ def test_each_pod_advertises_its_stable_name_from_the_headless_service():
     assert headless["spec"]["clusterIP"] == "None"
     assert headless["spec"]["publishNotReadyAddresses"] is True  # peers find unready pods
     assert headless["spec"]["selector"] == sts["spec"]["template"]["metadata"]["labels"]
-    assert [p["port"] for p in headless["spec"]["ports"]] == [7546]
+    assert [p["port"] for p in headless["spec"]["ports"]] == [7546, 9464]  # p2p, metrics
     assert sts["spec"]["podManagementPolicy"] == "Parallel"  # one alone is never ready
     variables = env()
     assert variables["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
@@ -138,7 +138,21 @@ def test_probes_resources_and_a_locked_down_container():
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"api": 7545, "p2p": 7546, "metrics": 9464}
     api = find("Service", "iomtnode-api")
-    assert {p["targetPort"] for p in api["spec"]["ports"]} == {"api", "metrics"}
+    assert {p["targetPort"] for p in api["spec"]["ports"]} == {"api"}
+
+
+def test_prometheus_finds_every_pod_by_the_headless_service():
+    """Metrics are per node: a scrape through a load-balanced Service reaches one pod at
+    random (every pod's counters under one target, going up and down) and never a pod that is
+    not ready, the one to watch. The headless Service names every pod, ready or not, with
+    its metrics port, for Prometheus' endpoints discovery or static targets."""
+    headless = find("Service", "iomtnode")
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["publishNotReadyAddresses"] is True
+    assert {p["name"]: p["targetPort"] for p in headless["spec"]["ports"]} == {
+        "p2p": "p2p", "metrics": "metrics"}
+    api = find("Service", "iomtnode-api")
+    assert "metrics" not in {p["targetPort"] for p in api["spec"]["ports"]}
 
 
 def test_disruptions_keep_a_quorum_of_authorities_up():

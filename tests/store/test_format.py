@@ -71,6 +71,24 @@ def test_a_newer_store_is_refused_untouched_with_what_to_do(tmp_path: Path) -> N
     db.close()
 
 
+@pytest.mark.parametrize("record", [b"\x00\x00", b"\x01", b"\x00\x00\x01"])
+def test_a_damaged_format_record_is_refused_untouched_naming_it(tmp_path: Path,
+                                                                record: bytes) -> None:
+    """Format 0, or a record not of 2 bytes, was written by no release: the store is
+    damaged (format 0 raised a KeyError from the steps, a traceback at start)."""
+    path = tmp_path / "data"
+    with BlockStore.open(path) as store:
+        Chain(store, GENESIS)
+    db = raw(path)
+    db.put(FORMAT_KEY, record)
+    db.close()
+    with pytest.raises(StoreFormatError, match="no release writes: the store is damaged"):
+        BlockStore.open(path)
+    db = raw(path)
+    assert db.get(FORMAT_KEY) == record
+    db.close()
+
+
 def test_the_steps_run_in_order_each_format_recorded(tmp_path: Path) -> None:
     db = plyvel.DB(str(tmp_path / "data"), create_if_missing=True)
     seen: list[tuple[int, int | None]] = []

@@ -87,6 +87,15 @@ async def test_get_metrics_answers_the_text_format_and_logs_where_it_listens(nur
     assert family.samples[0].value == 1
 
 
+async def test_an_ipv6_listener_logs_its_address_in_brackets(nursery):
+    """``[::1]:PORT``, as metrics_listen takes it (``::1:PORT`` names no host and port)."""
+    server = MetricsServer(MetricsServerConfig("::1", 0), CollectorRegistry())
+    with capture_logs() as logs:
+        port = await nursery.start(server.run)
+    [address] = [e["address"] for e in logs if e["event"] == "metrics_listening"]
+    assert address == f"[::1]:{port}"
+
+
 @pytest.mark.parametrize("request_", [
     b"GET / HTTP/1.1\r\nHost: node\r\n\r\n",
     b"GET /metricsx HTTP/1.1\r\nHost: node\r\n\r\n",
