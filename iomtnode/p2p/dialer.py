@@ -61,6 +61,7 @@ class Dialer:
         self._next_try: dict[str, float] = {}
         self._in_flight: dict[str, bytes | None] = {}  # address -> node id dialed (None: any)
         self._answered_by: dict[str, bytes] = {}  # bootnode address -> node id that answered
+        self._own: set[str] = set()  # addresses that answered as this node: never dialed again
         self._new_dials = TokenBucket(1 / NEW_DIAL_INTERVAL_S, NEW_DIAL_BURST, 0.0)
         self._wake = trio.Event()
 
@@ -72,8 +73,11 @@ class Dialer:
         self._wake.set()
 
     def reset_all(self) -> None:
+        """This node's address changed: dial everything again (its old address, once its
+        own, may be another node's now)."""
         self._backoff.clear()
         self._next_try.clear()
+        self._own.clear()
         self._wake.set()
 
     def _ready(self, address: str, now: float) -> bool:
@@ -84,7 +88,7 @@ class Dialer:
         peers = self._host.peers()
         connected = {p.node_id for p in peers} | {self._own_id}
         book = self._book.tables
-        busy = {p.remote for p in peers if p.outbound}
+        busy = {p.remote for p in peers if p.outbound} | self._own
         busy |= {a for n in connected if (e := book.get(n)) for a in e.record.addresses}
         boot: list[tuple[str, bytes | None]] = [
             (a, None) for a in self._bootnodes
@@ -115,6 +119,11 @@ class Dialer:
         try:
             peer = await self._host.dial(address, node_id)
         except (DialError, OSError) as exc:  # a failed dial is routine
+            if isinstance(exc, DialError) and exc.to_itself:  # e.g. in its own bootnodes
+                self._own.add(address)
+                log.info("dial_own_address", address=address,
+                         reason="this node answered: not dialed again")
+                return
             backoff = self._backoff.setdefault(address, Backoff(rng=self._rng))
             delay = backoff.next_delay()
             self._next_try[address] = trio.current_time() + delay

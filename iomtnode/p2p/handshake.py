@@ -33,6 +33,7 @@ from ..core.crypto import BadSignatureError, Domain, SigningKey, blake2b256, ver
 from .messages import NONCE_BYTES, PROTOCOL_VERSION, Auth, Hello
 
 HANDSHAKE_TIMEOUT_S = 5.0  # a peer must complete the handshake (TLS included) within this
+TO_ITSELF = "connected to itself"  # a dial answered by this very node (its own address)
 
 
 class HandshakeError(ValueError):
@@ -64,7 +65,7 @@ def check_hello(theirs: Hello, ours: Hello, binding: bytes | None) -> None:
             f"{ours.genesis_hash.hex()[:16]}"
         )
     if theirs.node_id == ours.node_id:
-        raise HandshakeError("connected to itself")
+        raise HandshakeError(TO_ITSELF)
     if theirs.nonce == ours.nonce:
         raise HandshakeError("nonce echoed back")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from .handshake import HANDSHAKE_TIMEOUT_S
+from .handshake import HANDSHAKE_TIMEOUT_S, TO_ITSELF
 from .messages import Hello, Message
 from .peer import CLOSE_TIMEOUT_S, MISSED_PINGS, PING_INTERVAL_S, SEND_QUEUE_MESSAGES, Peer
 from .score import BAN_S
@@ -35,6 +35,11 @@ class DialError(Exception):
     def wrong_node(self) -> bool:
         """Whether another node than the one dialed for answered (see ``Host.dial``)."""
         return str(self).startswith(WRONG_NODE)
+
+    @property
+    def to_itself(self) -> bool:
+        """Whether the address dialed is this node's own (it answered as this node)."""
+        return TO_ITSELF in str(self)
 
 
 class HostHandler(Protocol):

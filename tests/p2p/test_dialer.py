@@ -1,0 +1,59 @@
+"""The dialer's own address: a bootnode (or record) that answers as this very node is dialed
+once, not again and again with backoff (an operator's list of every node's address, its
+own included, made a node dial itself every few seconds for ever)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import trio
+from structlog.testing import capture_logs
+
+from iomtnode.p2p.dialer import Dialer
+from iomtnode.p2p.discovery import AddressBook
+from iomtnode.p2p.handshake import TO_ITSELF
+from iomtnode.p2p.hostconfig import DialError
+from iomtnode.store import BlockStore
+
+pytestmark = pytest.mark.timeout(30)
+OWN = "127.0.0.1:7546"
+OTHER = "127.0.0.2:7546"
+
+
+class Host:
+    """Answers every dial of OWN as this node and refuses every other (nobody listens)."""
+
+    def __init__(self) -> None:
+        self.dials: list[str] = []
+
+    def peers(self) -> list:
+        return []
+
+    def is_refused(self, node_id: bytes) -> bool:
+        return False
+
+    async def dial(self, address: str, node_id: bytes | None = None):
+        await trio.lowlevel.checkpoint()
+        self.dials.append(address)
+        if address == OWN:
+            raise DialError(f"handshake failed: {TO_ITSELF}")
+        raise DialError(f"cannot connect to {address}: refused")
+
+
+async def test_an_address_that_answers_as_this_node_is_not_dialed_again(tmp_path,
+                                                                         autojump_clock):
+    host = Host()
+    with BlockStore.open(tmp_path / "db") as store, capture_logs() as logs:
+        book = AddressBook(store, "iomt-test", lambda: 0)
+        dialer = Dialer(host, book, (OWN, OTHER), b"\x01" * 32, random.Random(1), 8)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(dialer.run)
+            await trio.sleep(600)  # virtual: ten minutes of dialing
+            assert host.dials.count(OWN) == 1
+            assert host.dials.count(OTHER) > 5  # an unreachable one is retried with backoff
+            dialer.reset_all()  # this node moved: its old address may be another node's
+            await trio.sleep(1)
+            assert host.dials.count(OWN) == 2
+            nursery.cancel_scope.cancel()
+    assert [e["address"] for e in logs if e["event"] == "dial_own_address"] == [OWN, OWN]
