@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -144,10 +145,20 @@ def _version(raw: Any, path: Path) -> tuple[int, Issue | None]:
     return raw, None
 
 
+# an environment variable's number, ASCII only (its rules then say what is out of range)
+_NUMBER_TEXT = {
+    int: re.compile(r"[+-]?[0-9]+"),
+    float: re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(inf|nan)",
+                      re.IGNORECASE),
+}
+
+
 def _typed(raw: Any, kind: type, *, from_text: bool) -> Any:
     """``raw`` as a value of ``kind``; TypeError if it is not one (an environment variable's
     text is parsed; a file's TOML value must be of the type already)."""
     if from_text:
+        if kind in (int, float) and not _NUMBER_TEXT[kind].fullmatch(raw.strip()):
+            raise TypeError(raw)  # int() and float() also take '2_0', '٣' and ' 1e3 ' as numbers
         try:
             if kind is int:
                 return int(raw)

@@ -28,6 +28,26 @@ def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
     assert config.ban_s == Config().ban_s
 
 
+@pytest.mark.parametrize(("name", "text"), [
+    ("IOMTNODE_MAX_PEERS", "2_0"), ("IOMTNODE_MAX_PEERS", "\u0663"), ("IOMTNODE_MAX_PEERS", "1.0"),
+    ("IOMTNODE_MAX_PEERS", "0x10"), ("IOMTNODE_TIMEOUT_PREVOTE_S", "0_5"),
+    ("IOMTNODE_TIMEOUT_PREVOTE_S", "\u0660.5"), ("IOMTNODE_TIMEOUT_PREVOTE_S", "half"),
+])
+def test_a_number_in_the_environment_is_ascii_digits(name: str, text: str) -> None:
+    """int() and float() take '2_0' and Arabic-Indic digits: an operator's typo (or a copy
+    from a document) must not become another number than the one meant."""
+    with pytest.raises(ConfigError, match=name.removeprefix("IOMTNODE_").lower()):
+        load_config(None, env={name: text})
+
+
+def test_numbers_in_the_environment_in_their_usual_forms_are_read() -> None:
+    env = {"IOMTNODE_MAX_PEERS": " +12 ", "IOMTNODE_TIMEOUT_PREVOTE_S": "5e-1",
+           "IOMTNODE_TIMEOUT_PRECOMMIT_S": ".7"}
+    config = load_config(None, env=env)
+    assert (config.max_peers, config.timeout_prevote_s, config.timeout_precommit_s) == (
+        12, 0.5, 0.7)
+
+
 @pytest.mark.parametrize(("values", "match"), [
     ({"timeout_propose_s": 0}, "timeout_propose_s"),
     ({"timeout_precommit_s": 61.0}, "timeout_precommit_s"),
