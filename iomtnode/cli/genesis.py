@@ -225,8 +225,9 @@ def _install(h: Home, genesis: Genesis) -> bool:
         if there.hash == genesis.hash:
             return False
         fail(f"{h.path} already has the genesis of chain {there.chain_id} "
-             f"({there.hash.hex()[:16]}...): a home belongs to one chain; make a new home",
-             CHECK_FAILED)
+             f"({there.hash.hex()[:16]}...): a home belongs to one chain; make a new home "
+             f"for this key: iomtnode init --home NEW --no-genesis --key-file "
+             f"{h.key_path} (the card names the key, not the home)", CHECK_FAILED)
     try:
         with BlockStore.open(h.data_path) as store:  # locked: refused while a node runs
             stored = store.get_meta(META_GENESIS)

@@ -222,6 +222,11 @@ def test_installing_over_another_genesis_is_refused(tmp_path, ceremony):
     ok("genesis", "verify", tmp_path / "a.json", "--home", home, "--install")
     err = refused(1, "genesis", "verify", tmp_path / "b.json", "--home", home, "--install")
     assert "already has the genesis of chain ward-net" in err
+    # and says how to keep the key the cards name: a new home for it, waiting for a genesis
+    assert f"--no-genesis --key-file {home / 'node_key'}" in " ".join(err.split())
+    new = tmp_path / "new-home"
+    ok("init", "--home", new, "--no-genesis", "--key-file", home / "node_key")
+    ok("genesis", "verify", tmp_path / "b.json", "--home", new, "--install")
 
 
 def test_the_same_cards_and_time_rebuild_the_same_genesis(tmp_path, ceremony):
