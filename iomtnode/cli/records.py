@@ -133,6 +133,9 @@ def fetch(
 
     Exit 0 when every reading opened, 1 when some are unreadable (each listed with the
     reason)."""
+    if until_ms < since_ms:
+        fail(f"--until-ms ({until_ms}) is before --since-ms ({since_ms}): no reading can be in "
+             "that range")
     who = reader_keys(as_key)
     wanted = None if stream is None else hex32("stream", stream)
 

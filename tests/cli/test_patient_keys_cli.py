@@ -144,3 +144,13 @@ def test_records_fetch_names_what_is_wrong_with_a_readers_key_file(tmp_path, gra
     result = invoke("records", "fetch", "--as", str(other), "--stream", "00" * 32,
                     "--api", CLOSED_API)
     assert result.exit_code == 2 and "neither a patient's nor a grantee's key file" in result.stderr
+
+
+def test_records_fetch_refuses_a_range_that_ends_before_it_starts(tmp_path):
+    """It printed nothing and exited 0, as if the stream held no reading in the range."""
+    path = tmp_path / "patient.key"
+    assert invoke("patient", "keygen", "--out", str(path)).exit_code == 0
+    result = invoke("records", "fetch", "--as", str(path), "--scope", "vitals",
+                    "--since-ms", "5", "--until-ms", "3", "--api", "127.0.0.1:1")
+    assert result.exit_code == 2, result.output
+    assert "--until-ms (3) is before --since-ms (5)" in result.stderr
