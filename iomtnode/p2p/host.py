@@ -292,6 +292,8 @@ class Host:
 
     def _register(self, peer: Peer) -> None:
         old = self._admit(peer.node_id, peer.outbound)
+        if old is None and (closing := self._peers.get(peer.node_id)) is not None:
+            self._unregister(closing, closing.close_reason or "closed")  # its task not done yet
         if old is not None:
             self._drop(old, "replaced by a new connection")
         elif not peer.outbound and (victim := self.slots.victim(self.peers())) is not None:

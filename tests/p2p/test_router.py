@@ -179,3 +179,53 @@ async def test_a_peer_without_tls_is_refused_after_its_hello(routers, nursery, a
     assert closed.value.reason.code == 1008
     assert closed.value.reason.reason == reason
     assert [e["reason"] for e in logs if e["event"] == "peer_refused"] == [reason]
+
+
+async def test_a_closed_connection_replaced_before_its_task_ended_is_told_to_reactors(
+        routers, nursery, autojump_clock):
+    """The peer closed a connection (a duplicate it dropped) and its next one registered
+    before the old one's task had unregistered it: the reactors were never told the old one
+    was gone, so block sync waited 10 s for an answer to a request sent on it (a 3-1 split's
+    heal, in a chaos run). Each connection a reactor was told of is now told gone."""
+    a, b = routers
+    reactor = Reactor()
+    b.register((GetBlocks,), reactor)
+    for router in (a, b):
+        router.host.config = replace(router.host.config, port=None)
+        await nursery.start(router.host.run)
+    sa, sb = memory_stream_pair()
+    stalling = Stalling(sb)
+    nursery.start_soon(b.host.accept_stream, stalling, "10.0.0.1:40000")
+    await a.host.connect_stream(sa, "10.0.0.2:7546")
+    await eventually(lambda: reactor.connected_ids == [key(1).public])
+    first = b.host.get(key(1).public)
+    assert first is not None
+    stalling.stalled = True  # its close frame cannot go out: its task stays in its close
+    first.close("the peer dropped this duplicate")
+    sa, sb = memory_stream_pair()
+    nursery.start_soon(b.host.accept_stream, sb, "10.0.0.1:40001")
+    await a.host.connect_stream(sa, "10.0.0.2:7546")
+    await eventually(lambda: len(reactor.connected_ids) == 2)
+    assert reactor.disconnected_ids == [key(1).public]  # the first, once
+    assert b.host.get(key(1).public) is not first
+
+
+class Stalling(trio.abc.Stream):
+    """A stream whose sends hang once ``stalled`` (a peer that stopped reading)."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner, self.stalled = inner, False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self.stalled:
+            await trio.sleep_forever()
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
