@@ -93,6 +93,7 @@ class Dialer:
         boot: list[tuple[str, bytes | None]] = [
             (a, None) for a in self._bootnodes
             if a not in busy and self._answered_by.get(a) not in connected and self._ready(a, now)]
+        busy |= {a for a, _ in boot}  # a record naming a bootnode's address: one dial of it
         dialing = {n for n in self._in_flight.values() if n is not None}
         free = self._outbound_slots - sum(p.outbound for p in peers) - len(dialing)
         skip = connected | dialing | {e.record.node_id for e in book.entries()

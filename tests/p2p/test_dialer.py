@@ -57,3 +57,24 @@ async def test_an_address_that_answers_as_this_node_is_not_dialed_again(tmp_path
             assert host.dials.count(OWN) == 2
             nursery.cancel_scope.cancel()
     assert [e["address"] for e in logs if e["event"] == "dial_own_address"] == [OWN, OWN]
+
+
+async def test_a_bootnode_and_a_record_of_one_address_make_one_dial(tmp_path, autojump_clock):
+    """The address book's record of a bootnode names the bootnode's address: both were
+    dialed at once, and the two connections replaced each other at both ends (a heal in a
+    chaos run: duplicate connections, then a sync request lost on the one dropped)."""
+    from iomtnode.core.crypto import SigningKey
+    from iomtnode.p2p.records import sign_record
+
+    host = Host()
+    other = SigningKey(bytes([7]) * 32)
+    with BlockStore.open(tmp_path / "db") as store:
+        book = AddressBook(store, "iomt-test", lambda: 0)
+        book.update(sign_record(other, (OTHER,), 1, 1, "iomt-test"), 0, "127.0.0.0/24")
+        book.answered(other.public, OTHER)  # tried: dialed whenever not connected
+        dialer = Dialer(host, book, (OTHER,), b"\x01" * 32, random.Random(1), 8)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(dialer.run)
+            await trio.sleep(0.1)
+            assert host.dials == [OTHER]
+            nursery.cancel_scope.cancel()
