@@ -102,11 +102,7 @@ def _split(value: str) -> tuple[str | None, str, int]:
 def _ipv6_problem(host: str) -> str | None:
     if not host:
         return "empty brackets name no host"
-    try:
-        ipaddress.IPv6Address(host)
-    except ValueError:
-        return f"{host!r} in brackets is not an IPv6 address"
-    return None
+    return None if _is_ipv6(host) else f"{host!r} in brackets is not an IPv6 address"
 
 
 def _host_problem(host: str) -> str | None:

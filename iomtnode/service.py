@@ -25,7 +25,35 @@ async def run_until_signal(service: Callable[..., Awaitable[Any]]) -> None:
 
     The service's own ``finally`` blocks run on the way out, so a node closes its store.
     """
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    await _until_signal((signal.SIGINT, signal.SIGTERM), service)
+
+
+TERMINATED_EXIT = 143  # 128 + SIGTERM, as a shell reports a process a SIGTERM ended
+
+
+class Terminated(Exception):
+    """SIGTERM ended the command, after it stopped what it had started."""
+
+    def __init__(self) -> None:
+        super().__init__("terminated by SIGTERM; what it started is stopped")
+
+
+async def stop_on_sigterm(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """Run ``fn(*args)``; SIGTERM cancels it, so the processes, namespaces and files it
+    started are cleaned up on the way out as on Ctrl-C (without this, SIGTERM ends a Python
+    process at once, its ``finally`` blocks unrun); then raises :class:`Terminated`."""
+    done = await _until_signal((signal.SIGTERM,), fn, *args)
+    if not done:
+        raise Terminated
+    return done[0]
+
+
+async def _until_signal(signums: tuple[int, ...], fn: Callable[..., Awaitable[Any]],
+                        *args: Any) -> list[Any]:
+    """``[fn(*args)]`` once it returns, or ``[]`` if one of ``signums`` came first and
+    cancelled it (logged ``signal_received``)."""
+    done: list[Any] = []
+    with trio.open_signal_receiver(*signums) as signals:
         async with trio.open_nursery() as nursery:
 
             async def watch() -> None:
@@ -35,34 +63,6 @@ async def run_until_signal(service: Callable[..., Awaitable[Any]]) -> None:
                     return
 
             nursery.start_soon(watch)
-            await service()
-            nursery.cancel_scope.cancel()  # the service ended by itself
-
-
-TERMINATED_EXIT = 143  # 128 + SIGTERM, as a shell reports a process a SIGTERM ended
-
-
-class Terminated(Exception):
-    """SIGTERM ended the command, after it stopped what it had started."""
-
-
-async def stop_on_sigterm(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-    """Run ``fn(*args)``; SIGTERM cancels it, so the processes, namespaces and files it
-    started are cleaned up on the way out as on Ctrl-C (without this, SIGTERM ends a Python
-    process at once, its ``finally`` blocks unrun); then raises :class:`Terminated`."""
-    done: list[Any] = []
-    with trio.open_signal_receiver(signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-
-            async def watch() -> None:
-                async for _ in signals:
-                    log.info("signal_received", signal="SIGTERM")
-                    nursery.cancel_scope.cancel()
-                    return
-
-            nursery.start_soon(watch)
             done.append(await fn(*args))
-            nursery.cancel_scope.cancel()
-    if not done:
-        raise Terminated
-    return done[0]
+            nursery.cancel_scope.cancel()  # it ended by itself
+    return done

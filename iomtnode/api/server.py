@@ -47,6 +47,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
@@ -192,7 +193,7 @@ class ApiServer:
         ip = address_key(ip_of(remote))
         try:
             if self._per_ip[ip] >= cfg.max_connections_per_ip:
-                await self._refuse_per_ip(stream, remote)
+                await self._refuse_per_ip(stream, remote, ip)
                 return
             self._per_ip[ip] += 1
             try:
@@ -209,11 +210,8 @@ class ApiServer:
                             max_message_size=cfg.max_message_bytes,
                             receive_buffer_size=RECEIVE_BUFFER_BYTES)
                         if isinstance(request, str):  # why there is no request
-                            if request == MALFORMED_REQUEST and (
-                                    unlogged := self._refusal_lines.unlogged(
-                                        "400 " + ip, trio.current_time())) is not None:
-                                log.info("api_handshake_rejected", remote=remote,
-                                         status=400, reason=request, unlogged=unlogged)
+                            if request == MALFORMED_REQUEST:
+                                self._log_rejected(log.info, remote, ip, 400, reason=request)
                             nursery.cancel_scope.cancel()
                             return
                     if request is not None:
@@ -226,13 +224,19 @@ class ApiServer:
         finally:
             await trio.aclose_forcefully(stream)
 
-    async def _refuse_per_ip(self, stream: trio.abc.Stream, remote: str) -> None:
+    def _log_rejected(self, emit: Callable[..., Any], remote: str, ip: str, status: int,
+                      **fields: Any) -> None:
+        """``api_handshake_rejected`` through ``emit`` (a level of ``log``), at most once per
+        address and status every REFUSAL_LOG_INTERVAL_S, with how many were not logged since."""
+        unlogged = self._refusal_lines.unlogged(f"{status} {ip}", trio.current_time())
+        if unlogged is not None:
+            emit("api_handshake_rejected", remote=remote, status=status, unlogged=unlogged,
+                 **fields)
+
+    async def _refuse_per_ip(self, stream: trio.abc.Stream, remote: str, ip: str) -> None:
         """Answer 503 without reading the request (it costs the node one write), then close."""
-        limit = self.config.max_connections_per_ip
-        if (unlogged := self._refusal_lines.unlogged(address_key(ip_of(remote)),
-                                                     trio.current_time())) is not None:
-            log.warning("api_handshake_rejected", remote=remote, status=503,
-                        reason="max_connections_per_ip reached", max=limit, unlogged=unlogged)
+        self._log_rejected(log.warning, remote, ip, 503, reason="max_connections_per_ip reached",
+                           max=self.config.max_connections_per_ip)
         self._refused += 1
         with trio.move_on_after(REFUSE_WRITE_S):
             try:
@@ -248,10 +252,8 @@ class ApiServer:
                 await request.reject(404, body=f"no websocket endpoint at {path}\n".encode())
                 return
             if self._connections >= self.config.max_connections and not self._evict_for(ip):
-                if (unlogged := self._refusal_lines.unlogged(ip, trio.current_time())) is not None:
-                    log.warning("api_handshake_rejected", remote=remote, status=503,
-                                reason="max_connections reached",
-                                max=self.config.max_connections, unlogged=unlogged)
+                self._log_rejected(log.warning, remote, ip, 503, reason="max_connections reached",
+                                   max=self.config.max_connections)
                 self._refused += 1
                 await request.reject(503, body=b"too many connections\n")
                 return

@@ -71,7 +71,7 @@ def run_async(fn: Any, *args: Any) -> Any:
     except Exception as raised:  # re-raised below unless it is an expected one
         exc = single_exception(raised)
         if isinstance(exc, Terminated):
-            fail("terminated by SIGTERM; what it started is stopped", TERMINATED_EXIT)
+            fail(str(exc), TERMINATED_EXIT)
         if isinstance(exc, ApiError):
             fail(f"the node refused: {exc.message} (code {exc.code})", 1)
         if isinstance(exc, StoreError | WrongChainError | ConfigError):

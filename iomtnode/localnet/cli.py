@@ -75,7 +75,7 @@ def run_trio(fn: Any, *args: Any) -> Any:
         if isinstance(exc, KeyboardInterrupt):
             fail("interrupted", 130)
         if isinstance(exc, Terminated):
-            fail("terminated by SIGTERM; what it started is stopped", TERMINATED_EXIT)
+            fail(str(exc), TERMINATED_EXIT)
         if isinstance(exc, InvariantError):
             raise exc from None  # the caller reports it
         if isinstance(exc, ApiError):
