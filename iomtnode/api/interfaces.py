@@ -31,7 +31,7 @@ from ..core.tx import SignedTx
 from ..metrics import NodeStats
 from ..p2p.records import PeerRecord
 from ..p2p.stats import P2PStats
-from ..sync.blocksync import SyncStats
+from ..sync.progress import SyncStats
 from .access import Role
 from .jsonrpc import Refused
 

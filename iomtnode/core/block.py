@@ -101,6 +101,10 @@ class Commit:
     signatures: tuple[tuple[bytes, bytes], ...]
     raw: bytes = field(init=False, repr=False, compare=False)
     wire: InitVar[bytes] = b""  # the bytes it was decoded from; made from the fields if empty
+    # (authorities, chain id) this very object last verified under: a syncing node checks a
+    # block's certificate as it decodes the block, and the chain's check then costs nothing
+    _verified_for: tuple[tuple[bytes, ...], str] | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self, wire: bytes) -> None:
         object.__setattr__(self, "raw", wire or codec.encode(
@@ -115,7 +119,10 @@ class Commit:
         return blake2b256(self.raw)
 
     def verify(self, authorities: tuple[bytes, ...], chain_id: str) -> None:
-        """Raise :class:`InvalidCommitError` unless a quorum of ``authorities`` signed it."""
+        """Raise :class:`InvalidCommitError` unless a quorum of ``authorities`` signed it
+        (a pass is remembered: the same object under the same set is not checked again)."""
+        if self._verified_for == (tuple(authorities), chain_id):
+            return
         members = set(authorities)
         digest = precommit_digest(self.height, self.round, self.block_hash)
         seen: set[bytes] = set()
@@ -136,6 +143,7 @@ class Commit:
             raise InvalidCommitError(
                 f"{len(seen)} of {len(authorities)} authorities signed; {need} needed"
             )
+        object.__setattr__(self, "_verified_for", (tuple(authorities), chain_id))
 
 
 def sign_commit(

@@ -33,6 +33,7 @@ import trio
 from ..chain.chain import Chain, InvalidBlockError
 from ..chain.feed import BlockFeed
 from ..chain.writer import ChainWriter
+from ..core.governance import authorities_at
 from ..p2p import score
 from ..p2p.discovery import wall_clock_ms
 from ..p2p.lru import BoundedSet
@@ -40,9 +41,10 @@ from ..p2p.messages import MAX_MESSAGE_BYTES
 from ..p2p.peer import Peer
 from ..p2p.ratelimit import Rate, RequestLimits
 from ..p2p.router import PeerSet
-from .decoding import DECODED_TXS_AHEAD, Decoded, TxBudget, decode_range
+from .decoding import DECODED_TXS_AHEAD, CertificateCut, Decoded, TxBudget, decode_range
 from .messages import GET_BLOCKS_RATE, MAX_BLOCKS_PER_MESSAGE, Blocks, GetBlocks
 from .planner import PARALLEL_PEERS, Assignment, SyncPlanner
+from .progress import SyncStats
 from .signatures import RangeSignatures, SyncVerifier
 
 log = structlog.get_logger(__name__)
@@ -89,15 +91,6 @@ class _Range:
     signatures: RangeSignatures = field(default_factory=RangeSignatures)
 
 
-@dataclass(frozen=True, slots=True)
-class SyncStats:
-    """Block sync's figures at one moment (``status``, metrics)."""
-    target: int  # the height sync heads for (the node's own when level)
-    catch_ups: tuple[dict[str, int | float], ...]  # the last ones (copies), oldest first
-    synced_blocks: int  # blocks committed by catch-up since the start (not by live relay)
-    signatures_verified: int  # transaction signatures its catch-ups verified
-
-
 class BlockSync:
     """Serves ranges to peers and catches up from them (module doc). ``now_ms`` is the
     node's wall clock (claims are judged plausible against the chain's age). ``verified``:
@@ -113,6 +106,7 @@ class BlockSync:
         self._feed = feed
         self._verified = verified
         self.signatures = SyncVerifier(chain.chain_id, inline=writer.inline)
+        self._certify = (chain.chain_id, lambda height: authorities_at(chain.state(), height))
         self._on_progress = on_progress
         self._now_ms = now_ms
         self.planner = SyncPlanner(chain.genesis.time_ms)
@@ -272,7 +266,8 @@ class BlockSync:
                     fetched = _Range(assigned.first, answer.peer_id, len(msg.blocks))
                     verify = partial(self.signatures.verify, into=fetched.signatures)
                     fetched.decoded = await decode_range(msg, verify, verifying,
-                                                         fetched.verified, budget)
+                                                         fetched.verified, self._certify,
+                                                         budget)
                     answer.msg = msg = None  # the range's bytes (up to 4 MB) are not needed
                     try:
                         await ready.send(fetched)
@@ -340,7 +335,7 @@ class BlockSync:
             async with trio.open_nursery() as verifying:
                 decoded = await decode_range(
                     msg, partial(self.signatures.verify, into=signatures), verifying,
-                    trio.Event())
+                    trio.Event(), self._certify)
             if not await self._apply(peer_id, len(msg.blocks), decoded, signatures):
                 return False
         return True
@@ -389,6 +384,10 @@ class BlockSync:
         if committed:
             self.planner.served(peer_id, committed)
             self.synced_blocks += committed
+        if isinstance(fault, CertificateCut) and not fault.forged(self._chain.height,
+                                                                  self._certify[1]):
+            log.info("sync_range_cut", peer=peer_id.hex()[:16], reason=str(fault))
+            return False  # authorities changed inside the ranges: asked again from there
         if fault is not None:
             self.planner.unserved(peer_id, self._chain.height + 1, self._now_ms())
             peer = self._host.get(peer_id)

@@ -1,9 +1,10 @@
-"""Showing catch-up progress: a log line a second, and a progress bar on a terminal."""
+"""Catch-up progress: its figures, a log line a second, and a progress bar on a terminal."""
 
 from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 
 import structlog
 
@@ -11,6 +12,15 @@ log = structlog.get_logger(__name__)
 
 LOG_EVERY_S = 1.0
 BAR_WHEN_BEHIND_BLOCKS = 100  # a bar is shown only when this far behind
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStats:
+    """Block sync's figures at one moment (``status``, metrics)."""
+    target: int  # the height sync heads for (the node's own when level)
+    catch_ups: tuple[dict[str, int | float], ...]  # the last ones (copies), oldest first
+    synced_blocks: int  # blocks committed by catch-up since the start (not by live relay)
+    signatures_verified: int  # transaction signatures its catch-ups verified
 
 
 class SyncProgress:

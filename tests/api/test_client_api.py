@@ -28,7 +28,7 @@ from iomtnode.p2p.peer import Traffic
 from iomtnode.p2p.records import PeerRecord
 from iomtnode.p2p.stats import P2PStats, PeerStats
 from iomtnode.p2p.transport import ListenError
-from iomtnode.sync.blocksync import SyncStats
+from iomtnode.sync.progress import SyncStats
 
 from ..core.sealkit import PROFILE, sealed_reading
 

@@ -14,6 +14,7 @@ from iomtnode.sync.messages import Blocks
 from iomtnode.sync.signatures import RangeSignatures, SyncVerifier
 
 from ..admission.chainkit import CHAIN_ID, forged, reading, seal_unchecked, source_chain
+from ..core.helpers import pub
 from .test_unserved_claims import HEAD, A, B, FakePeer, L, follower, sync_to_head
 
 
@@ -89,7 +90,8 @@ async def test_pieces_span_blocks_so_small_blocks_make_few_worker_calls(
     msg = Blocks(1, [[b.encode(), c.encode()] for b, c in blocks])
     verified = trio.Event()
     async with trio.open_nursery() as nursery:
-        decoded, fault = await decoding.decode_range(msg, preverify, nursery, verified)
+        decoded, fault = await decoding.decode_range(msg, preverify, nursery, verified,
+                                                     (CHAIN_ID, lambda height: (pub("A"),)))
     assert fault is None and len(decoded) == HEAD and verified.is_set()
     assert sum(sizes) == 4 + 3 * (HEAD - 1)
     if piece > sum(sizes):
