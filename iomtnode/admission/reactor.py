@@ -16,6 +16,7 @@ from .reconcile import Reconciler
 
 KINDS = (Txs, TxAnnounce, TxRequest)
 RATES = {TxRequest: TX_REQUEST_RATE}  # per peer (the request kinds among KINDS)
+USEFUL = {Txs: "txs"}  # a push protects its sender from eviction (p2p/slots.py)
 
 
 class TxReactor:
