@@ -118,3 +118,19 @@ def test_no_module_of_p2p_names_a_message_kind_of_another_layer():
                     named |= {(path.name, name) for name in theirs
                               if re.search(rf"\b{name}\b", token.string)}
     assert named == set()
+
+
+def test_every_constant_of_the_p2p_messages_is_used_by_p2p():
+    """A protocol limit p2p declares is one p2p uses; one that only the layers above use
+    belongs to them, or to core when several share it (p2p knows what their messages hold
+    as little as what they mean)."""
+    from iomtnode.p2p import messages
+
+    p2p = Path(messages.__file__).parent
+    constants = {name for name in vars(messages) if re.fullmatch(r"[A-Z][A-Z0-9_]+", name)}
+    uses = {name: 0 for name in constants}
+    for path in sorted(p2p.glob("*.py")):
+        for name in constants:
+            uses[name] += len(re.findall(rf"\b{name}\b", path.read_text()))
+    # the declaration itself, or its import, is one use
+    assert {name for name, count in uses.items() if count < 2} == set()
