@@ -21,8 +21,7 @@ from ..p2p.router import Router
 from .messages import ConsensusProposal, ConsensusVote
 
 KINDS = (ConsensusProposal, ConsensusVote)
-USEFUL = {ConsensusProposal: "votes", ConsensusVote: "votes"}  # protect their sender from
-# eviction (p2p/slots.py)
+USEFUL = {ConsensusProposal: "votes", ConsensusVote: "votes"}  # protect their sender (slots)
 
 
 class Delivery(Protocol):
