@@ -3,12 +3,15 @@
 The layer contracts in pyproject.toml (also run by `lint-imports` in CI) say which folder may
 import which; these tests add that no group of modules imports itself round, at any size: a
 cycle between files inside one folder breaks no layer rule but still ties the files together.
-Imports made only for annotations (under ``TYPE_CHECKING``) count too. And no module of the
-package is 400 lines or longer.
+Imports made only for annotations (under ``TYPE_CHECKING``) count too. Every module and folder
+of the package is named in the layer contract (one it does not name is bound by no layer) and
+drawn in docs/architecture.md. And no module of the package is 400 lines or longer.
 """
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 
 import grimp
@@ -103,6 +106,33 @@ def test_every_module_is_shorter_than_the_limit() -> None:
     long = {str(path.relative_to(ROOT)): lines for path in sorted(ROOT.rglob("*.py"))
             if (lines := len(path.read_text().splitlines())) >= MAX_LINES}
     assert long == {}
+
+
+def top_level_modules() -> set[str]:
+    """Every module and folder directly in the package: ``iomtnode.chain``, ``iomtnode.log``."""
+    return {f"{PACKAGE}.{path.stem if path.is_file() else path.name}"
+            for path in ROOT.iterdir()
+            if (path.suffix == ".py" and path.stem != "__init__")
+            or (path / "__init__.py").is_file()}
+
+
+def test_every_module_of_the_package_has_its_layer() -> None:
+    """A module the layer contract does not name is bound by no layer: it could import
+    anything and be imported by anything, and the contract would never fail for it."""
+    config = tomllib.loads((ROOT.parent / "pyproject.toml").read_text())
+    layers = next(contract["layers"] for contract in config["tool"]["importlinter"]["contracts"]
+                  if contract["type"] == "layers")
+    named = set(re.findall(rf"{PACKAGE}\.\w+", " ".join(layers)))
+    assert top_level_modules() - named == set()
+
+
+def test_the_architecture_page_draws_every_module() -> None:
+    """docs/architecture.md's diagram names each module and folder of the package."""
+    page = (ROOT.parent / "docs" / "architecture.md").read_text()
+    diagram = page.split("```", 2)[1]
+    drawn = {name.removesuffix("/").removesuffix(".py")
+             for name in re.findall(r"[a-z0-9_]+(?:/|\.py)", diagram)}
+    assert {module.removeprefix(PACKAGE + ".") for module in top_level_modules()} - drawn == set()
 
 
 def test_no_cycle_between_files() -> None:

@@ -5,7 +5,7 @@ A compact block is a header, the ids of its transactions and the parent's certif
 Gossip put the transactions in every mempool already, so the receiver fills them in by id
 (the mempool holds the exact signed transaction, its signature verified once). It asks for
 the ones it lacks with :class:`~.messages.GetBlockTxs` (block hash and indexes, at most
-:data:`~iomtnode.p2p.messages.MAX_IDS_PER_MESSAGE` a message) from a peer that sent it the
+:data:`~iomtnode.core.block.MAX_IDS_PER_MESSAGE` a message) from a peer that sent it the
 compact block; a node that holds the block answers with :class:`~.messages.BlockTxs`
 (:class:`.blocktxs.BlockTxsReactor`). The block is then assembled with
 :func:`~iomtnode.core.block.assemble_block`, which checks the transaction count and root
@@ -50,11 +50,10 @@ from typing import Generic, Protocol, TypeVar
 import structlog
 import trio
 
-from ..core.block import Block, Commit, MalformedBlockError, assemble_block
+from ..core.block import MAX_IDS_PER_MESSAGE, Block, Commit, MalformedBlockError, assemble_block
 from ..core.crypto import BadSignatureError
 from ..core.tx import MalformedTxError, SignedTx, decode_tx
 from ..p2p import score
-from ..p2p.messages import MAX_IDS_PER_MESSAGE
 from .inbox import Progress
 from .messages import BlockTxs, GetBlockTxs
 

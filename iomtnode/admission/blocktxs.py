@@ -41,8 +41,8 @@ from itertools import islice
 from typing import Any, Protocol
 
 from ..chain.chain import Chain
+from ..core.block import MAX_IDS_PER_MESSAGE
 from ..p2p import score
-from ..p2p.messages import MAX_IDS_PER_MESSAGE
 from ..p2p.peer import Peer
 from .messages import GET_BLOCK_TXS_RATE, BlockTxs, GetBlockTxs
 

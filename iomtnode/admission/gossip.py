@@ -47,11 +47,11 @@ import structlog
 import trio
 
 from ..core import errors as e
+from ..core.block import MAX_IDS_PER_MESSAGE
 from ..core.tx import MalformedTxError, SignedTx
 from ..p2p import score
 from ..p2p.discovery import wall_clock_ms
 from ..p2p.lru import BoundedSet, IdSet
-from ..p2p.messages import MAX_IDS_PER_MESSAGE
 from ..p2p.peer import Peer
 from ..p2p.router import PeerSet
 from .inbox import Admitted, FromPeer, Inbox

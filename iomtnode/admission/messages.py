@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..core import fields as f
-from ..p2p.messages import MAX_IDS_PER_MESSAGE, list_of, message
+from ..core.block import MAX_IDS_PER_MESSAGE
+from ..p2p.messages import list_of, message
 from ..p2p.ratelimit import Rate
 
 MAX_TXS_PER_MESSAGE = 4096  # transactions in one Txs message

@@ -16,6 +16,8 @@ from .reconcile import Reconciler
 
 KINDS = (Txs, TxAnnounce, TxRequest)
 RATES = {TxRequest: TX_REQUEST_RATE}  # per peer (the request kinds among KINDS)
+# the kinds whose delivery protects a peer from eviction (p2p/slots.py), and what each delivers
+USEFUL = {Txs: "txs"}
 
 
 class TxReactor:

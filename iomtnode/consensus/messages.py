@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..core import fields as f
+from ..core.block import MAX_IDS_PER_MESSAGE
 from ..core.vote import MAX_VOTE_BYTES
-from ..p2p.messages import MAX_IDS_PER_MESSAGE, list_of, message, raw_value
+from ..p2p.messages import list_of, message, raw_value
 from .votes import MAX_PROPOSAL_BYTES
 
 

@@ -21,6 +21,8 @@ from ..p2p.router import Router
 from .messages import ConsensusProposal, ConsensusVote
 
 KINDS = (ConsensusProposal, ConsensusVote)
+# the kinds whose delivery protects a peer from eviction (p2p/slots.py), and what each delivers
+USEFUL = {ConsensusProposal: "votes", ConsensusVote: "votes"}
 
 
 class Delivery(Protocol):

@@ -27,6 +27,9 @@ from .vote import precommit_digest
 
 HEADER_VERSION = 2  # 2: next_authorities_hash
 MAX_BLOCK_TXS = 10_000  # transactions in one block
+# transaction ids or indexes in one peer message (a compact block's, an announcement, a
+# request): a whole block's
+MAX_IDS_PER_MESSAGE = MAX_BLOCK_TXS
 MAX_BLOCK_BYTES = 3 * 1024 * 1024  # one encoded block; leaves room in a 4 MiB frame
 ZERO_HASH = bytes(HASH_BYTES)
 NO_PROPOSER = bytes(32)  # the genesis block has none

@@ -21,6 +21,7 @@ from ..admission.inbox import Inbox
 from ..admission.mempool import Mempool
 from ..admission.reactor import KINDS as TX_KINDS
 from ..admission.reactor import RATES as TX_RATES
+from ..admission.reactor import USEFUL as TX_USEFUL
 from ..admission.reactor import TxReactor
 from ..admission.reconcile import Reconciler
 from ..admission.service import Admission
@@ -41,6 +42,7 @@ from ..consensus.driver import Driver, DriverConfig
 from ..consensus.held import WAL_FILE
 from ..consensus.machine import Params
 from ..consensus.reactor import KINDS as CONSENSUS_KINDS
+from ..consensus.reactor import USEFUL as CONSENSUS_USEFUL
 from ..consensus.reactor import ConsensusReactor, PeerNetwork
 from ..consensus.signing import SIGNING_STATE_FILE, Signer, SigningStateFile
 from ..core.crypto import SigningKey
@@ -58,6 +60,7 @@ from ..sync.blocksync import BlockSync
 from ..sync.progress import SyncProgress
 from ..sync.reactor import KINDS as SYNC_KINDS
 from ..sync.reactor import RATES as SYNC_RATES
+from ..sync.reactor import USEFUL as SYNC_USEFUL
 from ..sync.reactor import SyncReactor
 from ..telemetry import MetricsServer, NodeCollector, metrics_server
 from .audit import AuditService
@@ -159,13 +162,13 @@ def build(setup: Setup, store: BlockStore, audit_log: AuditLog) -> Services:
 
     sync_reactor = SyncReactor(sync, relay, head)
     consensus_reactor = ConsensusReactor(consensus)
-    router.register(TX_KINDS, TxReactor(gossip, reconcile), rates=TX_RATES)
+    router.register(TX_KINDS, TxReactor(gossip, reconcile), rates=TX_RATES, useful=TX_USEFUL)
     router.register(BLOCK_TXS_KINDS, BlockTxsReactor(
         (consensus.held_txs, chain_txs(chain)), asks,
         {"consensus": consensus_reactor, "sync": sync_reactor}, router.penalize),
         rates=BLOCK_TXS_RATES)
-    router.register(SYNC_KINDS, sync_reactor, rates=SYNC_RATES)
-    router.register(CONSENSUS_KINDS, consensus_reactor)
+    router.register(SYNC_KINDS, sync_reactor, rates=SYNC_RATES, useful=SYNC_USEFUL)
+    router.register(CONSENSUS_KINDS, consensus_reactor, useful=CONSENSUS_USEFUL)
 
     audit = AuditService(audit_log, key, chain, submit_own=admission.submit_nowait,
                          tx_status=mempool.tx_status, now_ms=clock.now_ms, inline=virtual,

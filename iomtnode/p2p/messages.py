@@ -18,7 +18,6 @@ from typing import Any, ClassVar, TypeVar
 
 from ..core import codec
 from ..core import fields as f
-from ..core.block import MAX_BLOCK_TXS
 from .ratelimit import Rate
 from .records import MAX_ADDRESS_BYTES
 
@@ -26,7 +25,6 @@ from .records import MAX_ADDRESS_BYTES
 # 3: one BlockTxs pair
 PROTOCOL_VERSION = 5
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # one frame; larger frames are refused unread
-MAX_IDS_PER_MESSAGE = MAX_BLOCK_TXS  # ids in an announcement, request or compact block
 MAX_RECORDS_PER_MESSAGE = 64  # peer records in one exchange
 NONCE_BYTES = 32
 CHANNEL_BINDING_BYTES = 32  # SHA-256 of the TLS server's certificate (RFC 5929)

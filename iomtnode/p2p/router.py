@@ -10,6 +10,10 @@ node look something up and answer) is registered with its :class:`~.ratelimit.Ra
 each such request takes a token from its sender's bucket for the kind before it is
 dispatched (:class:`~.ratelimit.RequestLimits`); one over its sender's rate is dropped and
 costs the sender :data:`~.score.RATE_LIMITED` (logged once per peer as ``rate_limited``).
+A kind whose delivery protects its sender from eviction (a block, transactions, a vote: see
+:data:`~.slots.USEFUL_KINDS`) is declared so by its reactor at registration (``useful``), so
+the router knows no message of another layer by name; such a message marks its sender when
+its reactor took it without a penalty.
 A message of a kind nobody registered costs its sender :data:`~.score.INVALID_MESSAGE`, as
 does a handshake message after the handshake (the peer's reader refuses those before they
 get here). A message from a peer already closed (its reader held the frame when the peer
@@ -45,7 +49,7 @@ from .peer import Peer
 from .pex import RATES as PEX_RATES
 from .pex import PeerExchange
 from .ratelimit import Rate, RequestLimits
-from .slots import USEFUL_MESSAGES
+from .slots import USEFUL_KINDS
 from .stats import P2PStats, PeerStats
 from .transport import Transport, format_address
 
@@ -120,6 +124,7 @@ class Router:
         self.dialer = Dialer(self.host, self.book, config.bootnodes, key.public, self._rng,
                              config.outbound_slots)
         self._routes: dict[type[Any], Reactor] = {}
+        self._useful: dict[type[Any], str] = {}  # kind -> what it delivers (slots.USEFUL_KINDS)
         self._reactors: list[Reactor] = []
         self.limits = RequestLimits(trio.current_time)
         self.pex = PeerExchange(self, self.book, self.own, self.dialer, key.public, chain_id,
@@ -130,17 +135,26 @@ class Router:
     # reactors ------------------------------------------------------------------------------
 
     def register(self, kinds: Iterable[type[Any]], reactor: Reactor, *,
-                 rates: Mapping[type[Any], Rate] | None = None) -> None:
+                 rates: Mapping[type[Any], Rate] | None = None,
+                 useful: Mapping[type[Any], str] | None = None) -> None:
         """Deliver the messages of ``kinds`` to ``reactor``; tell it of peers connecting and
         going. ``rates`` gives the request kinds among them the rate each peer may send
-        them at (module doc). Raises :class:`KindTakenError` if a kind has a reactor
-        already, and ValueError for a type that is not a declared message kind or a rate
-        for a kind not in ``kinds``."""
+        them at; ``useful`` the kinds among them whose delivery protects the sender from
+        eviction, each with what it delivers (one of :data:`~.slots.USEFUL_KINDS`; module
+        doc). Raises :class:`KindTakenError` if a kind has a reactor already, and ValueError
+        for a type that is not a declared message kind, a rate or a useful kind not in
+        ``kinds``, or a useful kind delivering none of :data:`~.slots.USEFUL_KINDS`."""
         kinds = list(kinds)
-        rates = rates or {}
+        rates, useful = rates or {}, useful or {}
         for kind in rates:
             if kind not in kinds:
                 raise ValueError(f"a rate for {kind.__name__}, which is not registered here")
+        for kind, delivers in useful.items():
+            if kind not in kinds:
+                raise ValueError(f"{kind.__name__} is useful but not registered here")
+            if delivers not in USEFUL_KINDS:
+                raise ValueError(f"{kind.__name__} delivers {delivers!r}, which is none of "
+                                 f"{', '.join(USEFUL_KINDS)}")
         for kind in kinds:
             if MESSAGE_TYPES.get(kind.KIND) is not kind:
                 raise ValueError(f"{kind.__name__} is not a declared message kind")
@@ -152,6 +166,7 @@ class Router:
             self._routes[kind] = reactor
         for kind, rate in rates.items():
             self.limits.add(kind, rate)
+        self._useful.update(useful)
         if reactor not in self._reactors:
             self._reactors.append(reactor)
 
@@ -213,7 +228,7 @@ class Router:
             self.host.penalize(peer, score.RATE_LIMITED,
                                f"rate_limited: {kind.__name__} dropped, over {over.per_s:g}/s "
                                f"(burst {over.burst:g})")
-        elif (useful := USEFUL_MESSAGES.get(kind.__name__)) is None:
+        elif (useful := self._useful.get(kind)) is None:
             await reactor.receive(peer, msg)
         else:  # a kind that protects its sender from eviction, unless it cost a penalty
             scores = self.host.scoreboard

@@ -50,11 +50,9 @@ PROTECT_BY_NETGROUP = 4  # distinct netgroups, picked by a keyed hash the attack
 PROTECT_BY_RTT = 8  # the lowest round-trip times
 PROTECT_BY_USEFUL = 4  # per kind of useful message (blocks, transactions, votes): most recent
 PROTECT_LONGEST_FRACTION = 0.5  # of those left, this fraction connected longest
-USEFUL_KINDS = ("blocks", "txs", "votes")  # what a peer delivered that counts as useful
-USEFUL_MESSAGES = {  # message type name -> kind, when its reactor took it without a penalty
-    "CompactBlock": "blocks", "Blocks": "blocks", "Txs": "txs",
-    "ConsensusProposal": "votes", "ConsensusVote": "votes",
-}
+# What a peer delivered that counts as useful; which message kinds deliver what is declared by
+# the reactors that own them, when they register (``Router.register(..., useful=...)``)
+USEFUL_KINDS = ("blocks", "txs", "votes")
 
 
 def netgroup(ip: str) -> str:

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..core import fields as f
-from ..p2p.messages import MAX_IDS_PER_MESSAGE, list_of, message, raw_value
+from ..core.block import MAX_IDS_PER_MESSAGE
+from ..p2p.messages import list_of, message, raw_value
 from ..p2p.ratelimit import Rate
 
 MAX_BLOCKS_PER_MESSAGE = 64  # blocks in one sync response

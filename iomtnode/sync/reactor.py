@@ -20,6 +20,8 @@ from .messages import GET_BLOCKS_RATE, STATUS_RATE, Blocks, CompactBlock, GetBlo
 
 KINDS = (Status, GetBlocks, Blocks, CompactBlock)
 RATES = {GetBlocks: GET_BLOCKS_RATE, Status: STATUS_RATE}  # per peer (the requests among KINDS)
+# the kinds whose delivery protects a peer from eviction (p2p/slots.py), and what each delivers
+USEFUL = {CompactBlock: "blocks", Blocks: "blocks"}
 
 
 class SyncReactor:

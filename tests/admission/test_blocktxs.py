@@ -22,9 +22,9 @@ from iomtnode.admission.blocktxs import (
 )
 from iomtnode.admission.messages import BlockTxs, GetBlockTxs
 from iomtnode.admission.verify import Verifier
+from iomtnode.core.block import MAX_IDS_PER_MESSAGE
 from iomtnode.core.crypto import blake2b256
 from iomtnode.p2p import score
-from iomtnode.p2p.messages import MAX_IDS_PER_MESSAGE
 from iomtnode.sync.blockrelay import compact
 
 from ..core.helpers import pub

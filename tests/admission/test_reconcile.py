@@ -25,10 +25,11 @@ from iomtnode.admission.reconcile import (
     ServeGuard,
     select_batch,
 )
+from iomtnode.core.block import MAX_IDS_PER_MESSAGE
 from iomtnode.core.crypto import blake2b256
 from iomtnode.core.tx import MAX_TX_BYTES
 from iomtnode.p2p import score
-from iomtnode.p2p.messages import MAX_IDS_PER_MESSAGE, MAX_MESSAGE_BYTES, encode_message
+from iomtnode.p2p.messages import MAX_MESSAGE_BYTES, encode_message
 from tests.admission.fakes import FakeHost, FakeMempool, Gossiping, gossiping, reading
 
 A, B, C, D = b"\xaa" * 32, b"\xbb" * 32, b"\xcc" * 32, b"\xdd" * 32

@@ -22,13 +22,12 @@ from iomtnode.consensus.messages import ConsensusProposal, ConsensusVote
 from iomtnode.consensus.proposals import compact_proposal
 from iomtnode.consensus.relay import RELAY_DELAY_S
 from iomtnode.consensus.votes import sign_proposal
-from iomtnode.core.block import Block, Commit
+from iomtnode.core.block import MAX_IDS_PER_MESSAGE, Block, Commit
 from iomtnode.core.crypto import blake2b256
 from iomtnode.core.tx import SignedTx
 from iomtnode.core.vote import NIL, VoteType, decode_vote, sign_vote
 from iomtnode.p2p import score
 from iomtnode.p2p.messages import (
-    MAX_IDS_PER_MESSAGE,
     MAX_MESSAGE_BYTES,
     decode_message,
     encode_message,

@@ -42,6 +42,11 @@ async def test_followers_relay_readings_and_follow_the_chain(tmp_path, nursery, 
     counters = net.node(2).p2p.host.counters()
     # 50 readings left in one batch per peer, not one message per reading
     assert counters["Txs"].messages_out - relayed == 2
+    # what each reactor declared useful protects its senders from eviction: the follower's
+    # pushes at the authority, the authority's blocks and votes at the follower
+    authority, follower = net.node(0).p2p, net.node(2).p2p
+    assert "txs" in authority.get(net.keys[2].public).useful_at
+    assert {"blocks", "votes"} <= set(follower.get(net.keys[0].public).useful_at)
 
 
 async def test_a_node_started_later_syncs_the_whole_chain(tmp_path, nursery, autojump_clock):
