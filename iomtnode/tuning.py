@@ -15,7 +15,7 @@ log = structlog.get_logger(__name__)
 # The node process's garbage collector: a young generation of 10,000 net new containers
 # instead of 700. Nearly everything a node allocates (decoded transactions, messages) dies
 # young by reference counting; with the default thresholds the collector took 4-7% of a
-# benchmark node's CPU, with full collections of 100-250 ms (issue 5 notes).
+# benchmark node's CPU, with full collections of 100-250 ms.
 GC_THRESHOLDS = (10_000, 10, 10)
 # How long the trio thread may run Python before a verifying thread that wants the GIL back
 # forces a switch: 20 ms instead of CPython's 5 ms. The verifying threads hold the GIL only

@@ -3,7 +3,7 @@
 wsproto frames a message by copying it four times (its UTF-8 bytes, a bytearray of them,
 the header joined to them and the connection's output joined to that): for ``get_block``'s
 reply of a block of 10,000 readings (7.3 MB of JSON) that was 29 MB more of the node's peak
-memory (issue 21). A longer message goes out as one message in fragments (RFC 6455 5.4:
+memory. A longer message goes out as one message in fragments (RFC 6455 5.4:
 frames of one message, reassembled by the receiver), each copied on its own.
 """
 

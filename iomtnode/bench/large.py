@@ -1,5 +1,5 @@
-"""Memory and bootstrap with a large stored chain (issue 5: RSS <= 200 MB per node with
-1,000,000 readings stored; bootstrap >= 10,000 readings/s).
+"""Memory and bootstrap with a large stored chain (target: peak RSS <= 120 MB for a node
+with 1,000,000 readings stored; docs/performance.md).
 
 ``python -m iomtnode.bench.large --readings 1000000 --dir DIR [--json]``:
 

@@ -91,7 +91,7 @@ BLOOM_FILTER_BITS = 10  # bits per key in each table's Bloom filter (~1% false p
 # ids: 34 µs per miss without, 8 with
 COMPRESSION = None  # LevelDB's block compression: off. What is stored is signatures, hashes,
 # keys and payloads sealed to patients, which do not compress; Snappy still tried every
-# block, written and compacted: 6% of a loaded node's CPU (perf, issue 5) for nothing.
+# block, written and compacted: 6% of a loaded node's CPU (measured with perf) for nothing.
 # (Blocks an older store compressed are still read: each block says how it is stored.)
 LOCK_FILE_NAME = "LOCK"  # LevelDB's own lock file inside the store directory
 STATE_CACHE_KEYS = 16_384  # state values (or their absence) kept in memory (~4 MB): every

@@ -5,7 +5,7 @@ reads them through the mapping. Every page a read touches then stays in the proc
 resident set (``RssFile``) until the table leaves LevelDB's table cache, which holds up to
 ``max_open_files`` tables: on a node holding 1,000,000 readings (a block of 10,000 readings
 is a 2.8 MB value, about one table file each), serving 20 blocks and 1,000 receipts, plus the
-compactions after a start, left 110 MB of table pages in the node's RSS (issue 21). Read with
+compactions after a start, left 110 MB of table pages in the node's RSS. Read with
 ``pread``, a table's data goes through LevelDB's block cache, whose size the store sets
 (:data:`BLOCK_CACHE_BYTES`), and a large value it reads without
 caching (``fill_cache=False``) is freed once Python has its copy.

@@ -1,4 +1,4 @@
-"""get_block's reply built a piece at a time (issue 21: a block of 10,000 readings was
+"""get_block's reply built a piece at a time (a block of 10,000 readings was
 decoded whole, viewed and encoded at once, 45 MB of a holding node's peak RSS)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A long reply goes out as one websocket message in bounded frames (issue 21: wsproto
+"""A long reply goes out as one websocket message in bounded frames (wsproto
 copied a 7.3 MB block reply four times as it framed it)."""
 
 from __future__ import annotations

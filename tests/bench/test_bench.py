@@ -18,7 +18,7 @@ from iomtnode.localnet.procs import pid_state
 
 pytestmark = [pytest.mark.e2e]
 
-# the keys issue 5 says scripts rely on, plus the ones this run adds
+# the keys docs/performance.md says scripts may rely on, plus the ones this run adds
 KEYS: dict[str, type | tuple[type, ...]] = {
     "nodes": int, "ceiling_readings_per_s": int, "throughput_readings_per_s": int,
     "efficiency": float, "latency_ms": dict, "offered_rate": float,

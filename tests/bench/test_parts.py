@@ -202,27 +202,55 @@ def sample_result() -> dict:
 # ---- the table and the plot ------------------------------------------------------------
 
 
+def table_lines(result: dict) -> list[str]:
+    console = Console(record=True, width=180)
+    console.print(result_table(result))
+    return console.export_text().splitlines()
+
+
+def row(lines: list[str], label: str) -> str:
+    return next(line for line in lines if label in line)
+
+
 def test_table_shows_figures_targets_and_an_inconsistency():
-    console = Console(record=True, width=160)
-    console.print(result_table(sample_result()))
-    text = console.export_text()
-    assert "efficiency = throughput / ceiling" in text and ">= 0.45" in text
+    lines = table_lines(sample_result())
+    text = "\n".join(lines)
+    assert "efficiency = throughput / ceiling" in text and ">= 0.75" in text
     assert "p50 / p99 ms, 6,000/s offered (saturation)" in text
     assert "150 / 300" in text  # the fixed rate's p50 / p99
-    bootstrap = next(line for line in text.splitlines() if "bootstrap" in line)
-    assert "12,000" in bootstrap and "yes" in bootstrap
-    consistency = next(line for line in text.splitlines() if "finalized; found" in line)
+    assert "12,000" in row(lines, "bootstrap, readings/s")
+    ratio = row(lines, "bootstrap / (verify/s x cores)")  # 12,000 / (2 x 12,000)
+    assert "0.5" in ratio and ">= 0.8" in ratio and "NO" in ratio
+    consistency = row(lines, "finalized; found")
     assert "13,000; 13,000, 12,999" in consistency and "NO" in consistency
-    p50 = next(line for line in text.splitlines() if "latency p50" in line)
-    assert "150" in p50 and "yes" in p50
+    p50 = row(lines, "latency p50 ms at the fixed rate")
+    assert "150" in p50 and "<= 100" in p50 and "NO" in p50
+    p99 = row(lines, "latency p99 ms at the fixed rate")
+    assert "300" in p99 and "NO" in p99
 
 
-def test_latency_targets_are_judged_only_at_1000_per_s():
-    result = {**sample_result(), "offered_rate": 100.0}
-    console = Console(record=True, width=160)
-    console.print(result_table(result))
-    p50 = next(line for line in console.export_text().splitlines() if "latency p50" in line)
+def test_the_gossip_and_cpu_targets_are_judged_at_1000_per_s():
+    result = {**sample_result(), "cpu_s_per_reading": 0.0004,
+              "follower_delivery_delay_ms": {"node2": {"p50": 3.0, "p99": 12.0},
+                                             "node3": {"p50": 6.0, "p99": None}}}
+    lines = table_lines(result)
+    assert "6" in row(lines, "delivery p50") and "NO" in row(lines, "delivery p50")  # worst
+    assert "12" in row(lines, "delivery p99") and "yes" in row(lines, "delivery p99")
+    assert "yes" in row(lines, "CPU s per reading")
+
+
+def test_latency_targets_are_judged_only_at_their_rates():
+    low = {**sample_result(), "offered_rate": 100.0, "latency_by_rate": [
+        {"offered_rate": 100.0, "kind": "fixed", "p50": 48.0, "p99": 90.0, "max": 99.0,
+         "achieved_rate": 100.0}]}
+    lines = table_lines(low)
+    p50 = row(lines, "latency p50 ms at the fixed rate")
     assert "yes" not in p50 and "NO" not in p50
+    assert "yes" not in row(lines, "CPU s per reading")
+    assert "48" in row(lines, "at 100/s (--rate 100)") and "yes" in row(lines, "at 100/s (")
+    at_1000 = table_lines(sample_result())
+    cells = [c.strip() for c in row(at_1000, "at 100/s (").split("│")]
+    assert cells[2:5] == ["-", "<= 50", ""]  # no phase at 100/s: no figure, no verdict
 
 
 def test_plot_series_and_usage(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""What a chain keeps in memory between requests (issue 21: a node holding 1,000,000
+"""What a chain keeps in memory between requests (a node holding 1,000,000
 readings kept its head block of 10,000 transactions decoded, 12 MB)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What a running node imports (issue 21: imports are 35 MB of a holding node's Python
+"""What a running node imports (imports are 35 MB of a holding node's Python
 objects). The FHIR models (fhir.resources, pydantic) are for ``iomtnode patient fhir``, never
 for a node; each check runs in a fresh interpreter."""
 

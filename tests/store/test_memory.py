@@ -1,4 +1,4 @@
-"""LevelDB's memory in the node: tables read with pread, not mapped (issue 21).
+"""LevelDB's memory in the node: tables read with pread, not mapped.
 
 Each check runs in a fresh interpreter: LevelDB reads its limit of mapped tables once per
 process, when the first database is opened."""
