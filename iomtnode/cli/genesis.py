@@ -254,11 +254,17 @@ def _configure(h: Home, cards: list[Card], node_id: bytes) -> dict[str, Any]:
         changes: dict[str, Any] = {"bootnodes": plan.bootnodes}
         if plan.advertise_address:
             changes["advertise_address"] = plan.advertise_address
-            host, _ = parse_hostport(config.p2p_listen, "p2p_listen")
+            host, listen_port = parse_hostport(config.p2p_listen, "p2p_listen")
+            card_host, port = parse_hostport(plan.advertise_address)
             if _is_loopback(host):
-                card_host, port = parse_hostport(plan.advertise_address)
                 every = "[::]" if _is_ipv6(card_host) else "0.0.0.0"  # the card's family
                 changes["p2p_listen"] = f"{every}:{port}"
+            elif listen_port != port:  # the operator's own listen address: kept, but said
+                typer.echo(f"warning: this node's card advertises port {port}, and peers will "
+                           f"dial it there, but {h.config_path} has p2p_listen = "
+                           f"{config.p2p_listen!r} (port {listen_port}): right only behind a "
+                           f"port forward from {port}; otherwise set p2p_listen to port "
+                           f"{port}", err=True)
         config = dataclasses.replace(config, **changes)
         text = h.config_path.read_text() if h.config_path.exists() else ""
         edited = h.config_path.with_name(h.config_path.name + ".new")

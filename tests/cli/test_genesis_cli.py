@@ -129,6 +129,28 @@ def test_installing_without_cards_warns_when_the_node_would_find_no_peer(tmp_pat
     assert result.exit_code == 0 and result.stderr == "", result.output
 
 
+def test_a_listen_port_other_than_the_cards_is_kept_with_a_warning(tmp_path, ceremony):
+    """An operator's own p2p_listen on another port than the card's: peers dial the card's
+    port, so unless a port forward joins them the node is unreachable; it was kept silently."""
+    ok("genesis", "new", "--chain-id", CHAIN, *cards(ceremony), "--out",
+       tmp_path / "genesis.json")
+    (home, _), (same, _) = ceremony[0], ceremony[1]
+    for where, listen in ((home, "0.0.0.0:7001"), (same, "0.0.0.0:7546")):
+        config = where / "config.toml"
+        text = config.read_text()
+        start = text.index("p2p_listen")
+        end = text.index("\n", start)
+        config.write_text(text[:start] + f'p2p_listen = "{listen}"' + text[end:])
+    result = cli("genesis", "verify", tmp_path / "genesis.json", "--home", home,
+                 *cards(ceremony), "--install")
+    assert result.exit_code == 0, result.output
+    assert "advertises port 7546" in result.stderr and "(port 7001)" in result.stderr
+    assert load_config(home / "config.toml", env={}).p2p_listen == "0.0.0.0:7001"  # kept
+    result = cli("genesis", "verify", tmp_path / "genesis.json", "--home", same,
+                 *cards(ceremony), "--install")
+    assert result.exit_code == 0 and result.stderr == "", result.output
+
+
 def test_a_home_without_genesis_refuses_to_run_and_names_the_command(ceremony):
     home, _ = ceremony[0]
     assert "iomtnode genesis verify GENESIS_FILE --home" in refused(2, "run", "--home", home)
