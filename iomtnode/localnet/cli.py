@@ -314,8 +314,14 @@ def chaos_cmd(
         if not as_json:
             typer.echo("plan:\n" + "\n".join("  " + s.describe() for s in steps))
 
-    async def suite(path: Path) -> list[dict[str, Any]]:
-        found = ChaosManifest.load(path).select(chosen, seeds, netns)
+    found: ChaosManifest | None = None
+    if manifest is not None:
+        try:  # a manifest that cannot run is a usage error (2), not a violation (1)
+            found = ChaosManifest.load(manifest).select(chosen, seeds, netns)
+        except LocalnetError as exc:
+            fail(str(exc))
+
+    async def suite(found: ChaosManifest) -> list[dict[str, Any]]:
         directory.mkdir(parents=True, exist_ok=True)
         written = directory / REPORTS_FILE
 
@@ -337,8 +343,8 @@ def chaos_cmd(
                 show(reports[-1])
         return reports
 
-    reports = (run_trio(stop_on_sigterm, attached) if manifest is None
-               else run_trio(stop_on_sigterm, suite, manifest))
+    reports = (run_trio(stop_on_sigterm, attached) if found is None
+               else run_trio(stop_on_sigterm, suite, found))
     ok = all(r["ok"] for r in reports)
     if as_json:
         typer.echo(json.dumps({"ok": ok, "runs": reports}, sort_keys=True))

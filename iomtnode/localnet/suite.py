@@ -47,6 +47,8 @@ WARMUP_HEIGHT = 3  # the load flows and every node follows before the first faul
 WARMUP_TIMEOUT_S = 90.0
 KNOWN = {"scenarios", "seeds", "duration_s", "warmup_height", "durations", "network", "load",
          "bounds", "env"}
+KNOWN_NETWORK = {"nodes", "netns"}
+KNOWN_LOAD = {"devices", "rate"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +98,10 @@ class ChaosManifest:
                      for k, v in _table(doc, "durations", where).items()}
         for name in durations:
             scenario(name)
-        network, load = _table(doc, "network", where), _table(doc, "load", where)
-        bounds = _table(doc, "bounds", where)
+        network = _table(doc, "network", where, known=KNOWN_NETWORK)
+        load = _table(doc, "load", where, known=KNOWN_LOAD)
         bound_fields = {f.name: f for f in fields(Bounds)}
-        if set(bounds) - set(bound_fields):
-            raise LocalnetError(f"[bounds] knows only {sorted(bound_fields)}")
+        bounds = _table(doc, "bounds", where, known=set(bound_fields))
         netns = network.get("netns", False)
         if not isinstance(netns, bool):
             raise LocalnetError(f"{where}: [network] netns must be true or false, not {netns!r}")
@@ -126,29 +127,48 @@ class ChaosManifest:
             env={str(k): str(v) for k, v in env.items()})
         if not found.seeds:
             raise LocalnetError(f"{where}: needs at least one seed")
+        found.check_nodes(where)
         return found
+
+    def check_nodes(self, where: str = "manifest") -> None:
+        """Refuse scenarios that cannot run on :attr:`nodes` nodes, before any localnet is
+        made (a run found it out only after starting one, and exited as for a violation)."""
+        for name in self.scenarios:
+            needed = scenario(name).min_nodes
+            if self.nodes < needed:
+                raise LocalnetError(f"{where}: {name} needs at least {needed} nodes, and "
+                                    f"[network] nodes is {self.nodes}")
 
     def select(self, scenarios: Sequence[str] = (), seeds: int | None = None,
                netns: bool = False) -> ChaosManifest:
         """This manifest with the command line's choices applied."""
         for name in scenarios:
             scenario(name)
-        return ChaosManifest(
+        chosen = ChaosManifest(
             scenarios=tuple(scenarios) or self.scenarios,
             seeds=tuple(range(1, seeds + 1)) if seeds else self.seeds,
             duration_s=self.duration_s, durations=self.durations, nodes=self.nodes,
             netns=self.netns or netns, devices=self.devices, rate=self.rate,
             warmup_height=self.warmup_height, bounds=self.bounds, env=self.env)
+        chosen.check_nodes()
+        return chosen
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _table(doc: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+def _table(doc: dict[str, Any], key: str, where: str, *, known: set[str] | None = None
+           ) -> dict[str, Any]:
+    """The table ``doc[key]`` (empty if absent); with ``known``, a key it does not know is
+    refused (a misspelt ``rates = 500`` would run the default load and say nothing)."""
     value = doc.get(key, {})
     if not isinstance(value, dict):
         raise LocalnetError(f"{where}: {key} must be a table ([{key}]), not {value!r}")
+    unknown = set(value) - known if known is not None else set()
+    if unknown:
+        raise LocalnetError(f"{where}: [{key}] has unknown keys {sorted(unknown)}; known: "
+                            f"{sorted(known or ())}")
     return value
 
 
