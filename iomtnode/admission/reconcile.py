@@ -79,18 +79,19 @@ SERVED_IDS_BYTES_PER_PEER = 4 * 1024 * 1024  # memory for ids served to a peer (
 
 def select_batch(ids: Sequence[bytes], start: int, known: Container[bytes],
                  is_pending: Callable[[bytes], bool], *, max_ids: int = RECONCILE_BATCH_IDS,
-                 max_scan: int = RECONCILE_SCAN_IDS) -> tuple[list[bytes], int]:
+                 max_scan: int = RECONCILE_SCAN_IDS, again: Container[bytes] = frozenset()
+                 ) -> tuple[list[bytes], int]:
     """The next ids of ``ids[start:]`` to offer a peer: still pending here and not in
-    ``known`` (what the peer is known to have), at most ``max_ids`` of them, looking at most
-    at ``max_scan`` ids. Returns them with the position to continue from (``len(ids)`` when
-    the walk is over)."""
+    ``known`` (what the peer is known to have) unless in ``again`` (offered again: module
+    doc), at most ``max_ids`` of them, looking at most at ``max_scan`` ids. Returns them
+    with the position to continue from (``len(ids)`` when the walk is over)."""
     batch: list[bytes] = []
     end = min(len(ids), start + max_scan)
     pos = start
     while pos < end and len(batch) < max_ids:
         tx_id = ids[pos]
         pos += 1
-        if tx_id not in known and is_pending(tx_id):
+        if (tx_id not in known or tx_id in again) and is_pending(tx_id):
             batch.append(tx_id)
     return batch, pos
 
@@ -235,6 +236,7 @@ class _Walk:
     ids: list[bytes]  # a snapshot of the pending ids, oldest first (shared by a pass's walks)
     pos: int = 0
     offered: int = 0  # ids offered to its peer so far
+    again: frozenset[bytes] = frozenset()  # offered even if known to it (module doc)
 
 
 class Reconciler:
@@ -335,16 +337,16 @@ class Reconciler:
         ages: dict[bytes, int] = {}
         ids, self._last = await self._snapshot(self._last, ages)
         self._first_pass = ages
-        again = [i for i in ids if _reoffer_due(self._passes - ages[i])]
+        again = frozenset(i for i in ids if _reoffer_due(self._passes - ages[i]))
         for peer in self._host.peers():
-            if again:  # module doc, "Offer again"
-                known = self._gossip.known_by(peer.node_id)
+            walk = self._walks.setdefault(peer.node_id, _Walk(ids))
+            if again:  # module doc, "Offer again"; still known to it meanwhile, so a
+                # request it sends for one that commits now costs it nothing
+                walk.again |= again
                 guard = self._guards.get(peer.node_id)
-                for tx_id in again:
-                    known.discard(tx_id)
-                    if guard is not None:
+                if guard is not None:
+                    for tx_id in again:
                         guard.forget(tx_id)
-            self._walks.setdefault(peer.node_id, _Walk(ids))
 
     def step_peer(self, peer_id: bytes) -> None:
         """One step of the peer's walk, if it has one and its send queue has room: at most
@@ -359,7 +361,8 @@ class Reconciler:
         if peer.queued_bytes >= RECONCILE_QUEUE_BYTES:
             return  # paced: its answers to the last batch are still going out
         known = self._gossip.known_by(peer_id)
-        batch, walk.pos = select_batch(walk.ids, walk.pos, known, self._is_pending)
+        batch, walk.pos = select_batch(walk.ids, walk.pos, known, self._is_pending,
+                                       again=walk.again)
         if batch:
             for tx_id in batch:
                 known.add(tx_id)

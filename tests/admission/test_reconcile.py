@@ -290,6 +290,9 @@ async def test_an_id_still_pending_is_offered_again_to_peers_that_were_sent_it(
     assert b.offered() == ids * 3
     # and a may ask for them again: served once more after each offer
     assert guard.admit(ids, gossip.known_by(a.node_id), pool.txs.__contains__, 1.0)[0] == ids
+    # still known to a all along: a request for one that commits meanwhile costs it nothing
+    del pool.txs[ids[0]]
+    assert guard.admit(ids[:1], gossip.known_by(a.node_id), pool.txs.__contains__, 2.0)[1] == 0
 
 
 async def test_a_pass_leaves_a_walk_in_progress_alone(autojump_clock):
