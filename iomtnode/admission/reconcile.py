@@ -20,8 +20,8 @@ of it, and a backlog taken during a partition would reach only one side's propos
   authorities only through its peers, so such a refusal by its one uplink left them pending
   for ever. An id still pending :data:`REOFFER_AFTER_PASSES` passes after a pass first saw it
   pending, and again after twice as many and so on (``2, 4, 8...`` passes: a few times in
-  all, however long it waits), is no longer taken as known to any peer, and each may fetch
-  it once more.
+  all, however long it waits), is offered to every peer, known to it or not, and each may
+  fetch it once more.
 - **Pace.** The walk looks at :data:`RECONCILE_SCAN_IDS` ids per step and yields to trio
   between steps; the next batch to a peer waits while :data:`RECONCILE_QUEUE_BYTES` are
   queued to it (its answers to the batch before are in that queue), so a 50,000-transaction
