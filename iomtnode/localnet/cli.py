@@ -28,6 +28,7 @@ from .errors import LocalnetDirError
 from .invariants import InvariantError
 from .layout import DEFAULT_BASE_PORT, MAX_NODES, LocalnetError, Manifest, prepare
 from .net import Localnet
+from .netns import require_tools
 from .rpc import NodeUnreachable
 from .scenarios import SCENARIOS, Step
 from .suite import ChaosManifest, run_suite
@@ -251,6 +252,8 @@ def describe_run(report: dict[str, Any]) -> str:
     head = f"{report['scenario']} seed {report['seed']}:"
     if "skipped" in report:
         return f"{head} skipped: {report['skipped']}"
+    if "error" in report:
+        return f"{head} FAILED: {report['error']} (see {report.get('dir', 'its directory')})"
     lines = [f"{head} {'ok' if report['ok'] else 'VIOLATED'}"]
     for name, f in report["invariants"].items():
         bound = "" if f["bound"] is None else f"  (bound {f['bound']})"
@@ -322,6 +325,8 @@ def chaos_cmd(
             fail(str(exc))
 
     async def suite(found: ChaosManifest) -> list[dict[str, Any]]:
+        if found.netns:  # once, not as a failure of every run
+            require_tools()
         directory.mkdir(parents=True, exist_ok=True)
         written = directory / REPORTS_FILE
 

@@ -21,6 +21,10 @@
 Each (scenario, seed) gets its own localnet in ``DIR/<scenario>-s<seed>`` (made anew; kept
 afterwards, with every node's log and the simulator's record), started with the load,
 run to ``warmup_height``, then the scenario and its checks (:func:`chaosrun.run_scenario`).
+A run that cannot be carried out (a node that never reached the warm-up height, a step a
+node refused, a node that stopped answering) is reported as failed with the error, and the
+suite goes on with the next run: one bad run no longer ends an hour's suite with nothing
+for the runs after it.
 """
 
 from __future__ import annotations
@@ -36,9 +40,11 @@ from typing import Any
 
 import structlog
 
+from ..client import ApiError
 from .chaosrun import DURATION_S, run_scenario
 from .invariants import Bounds
 from .layout import MAX_NODES, LocalnetError
+from .rpc import NodeUnreachable
 from .scenarios import SCENARIOS, scenario
 
 log = structlog.get_logger(__name__)
@@ -217,11 +223,18 @@ async def run_suite(manifest: ChaosManifest, root: Path, *, start: StartNet,
                 shutil.rmtree(path)
             extra = {"netns": True} if manifest.netns else {}
             log.info("chaos_run_started", scenario=name, seed=seed, dir=str(path))
-            async with start(manifest.nodes, path=path, devices=manifest.devices,
-                             rate=manifest.rate, base_port=0, env=manifest.env,
-                             **extra) as net:
-                await net.wait_for_height(manifest.warmup_height, timeout_s=WARMUP_TIMEOUT_S)
-                report = await run_scenario(net, name, seed=seed, duration_s=duration,
-                                            bounds=manifest.bounds)
+            try:
+                async with start(manifest.nodes, path=path, devices=manifest.devices,
+                                 rate=manifest.rate, base_port=0, env=manifest.env,
+                                 **extra) as net:
+                    await net.wait_for_height(manifest.warmup_height,
+                                              timeout_s=WARMUP_TIMEOUT_S)
+                    report = await run_scenario(net, name, seed=seed, duration_s=duration,
+                                                bounds=manifest.bounds)
+            except (LocalnetError, NodeUnreachable, ApiError) as exc:  # module doc
+                log.warning("chaos_run_failed", scenario=name, seed=seed, error=str(exc))
+                report = {"scenario": name, "seed": seed, "duration_s": duration,
+                          "netns": manifest.netns, "ok": False, "error": str(exc),
+                          "violations": [f"the run failed: {exc}"]}
             done({**report, "dir": str(path)})
     return reports
