@@ -41,6 +41,7 @@ from typing import Any
 import structlog
 
 from ..client import ApiError
+from ..service import single_exception
 from .chaosrun import DURATION_S, run_scenario
 from .invariants import Bounds
 from .layout import MAX_NODES, LocalnetError
@@ -231,7 +232,10 @@ async def run_suite(manifest: ChaosManifest, root: Path, *, start: StartNet,
                                               timeout_s=WARMUP_TIMEOUT_S)
                     report = await run_scenario(net, name, seed=seed, duration_s=duration,
                                                 bounds=manifest.bounds)
-            except (LocalnetError, NodeUnreachable, ApiError) as exc:  # module doc
+            except Exception as raised:  # module doc; anything else is re-raised
+                exc = single_exception(raised)  # a node that failed to start: in a group
+                if not isinstance(exc, LocalnetError | NodeUnreachable | ApiError):
+                    raise
                 log.warning("chaos_run_failed", scenario=name, seed=seed, error=str(exc))
                 report = {"scenario": name, "seed": seed, "duration_s": duration,
                           "netns": manifest.netns, "ok": False, "error": str(exc),

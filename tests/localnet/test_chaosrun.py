@@ -323,11 +323,14 @@ async def test_a_run_that_fails_is_reported_and_the_suite_goes_on(tmp_path, auto
     @asynccontextmanager
     async def start(nodes: int, *, path: Path, **options: Any) -> AsyncIterator[FakeNet]:
         fresh(path)
+        if path.name == "kill-s3":  # a node that did not start, from the start's nursery
+            raise ExceptionGroup("nursery", [LocalnetError("node3 exited at once")])
         yield (NeverWarm if path.name == "kill-s1" else FakeNet)(path)
 
-    manifest = ChaosManifest.parse({"scenarios": ["kill"], "seeds": 2, "duration_s": 10})
+    manifest = ChaosManifest.parse({"scenarios": ["kill"], "seeds": 3, "duration_s": 10})
     reports = await run_suite(manifest, tmp_path, start=start)
-    assert [(r["seed"], r["ok"]) for r in reports] == [(1, False), (2, True)]
+    assert [(r["seed"], r["ok"]) for r in reports] == [(1, False), (2, True), (3, False)]
+    assert reports[2]["error"] == "node3 exited at once"
     assert reports[0]["violations"] == [
         "the run failed: height 3 not reached within 90.0 s: node2=1"]
     assert "node2=1" in describe_run(reports[0]) and "FAILED" in describe_run(reports[0])
