@@ -57,6 +57,10 @@ class Mempool:
         self.verifier = verifier or Verifier(chain.chain_id)
         self._txs: dict[bytes, SignedTx] = {}
         self._txlog = chain.store.txlog
+        self._sidecars = chain.store.sidecars
+        # pending class 1 or 2 readings -> their blob's commitment: the upload is kept while
+        # the reading waits (:meth:`~iomtnode.store.sidecars.Sidecars.claim`)
+        self._claims: dict[bytes, bytes] = {}
         self._drop_listeners: list[Callable[[Sequence[Drop]], None]] = []
         self._state, self._ctx = self._fresh_state()
         # accepted transactions dropped since the start, by their error's class (metrics)
@@ -176,6 +180,10 @@ class Mempool:
             self._ctx = BlockContext(self._ctx.height, now, self._ctx.genesis)
         apply(self._state, tx, self._ctx)  # raises the rule's error; state untouched then
         self._txs[tx.id] = tx
+        body = tx.body
+        if type(body) is Reading and body.size_class:
+            self._claims[tx.id] = body.commitment
+            self._sidecars.claim((body.commitment,))
         return tx
 
     def get(self, tx_id: bytes) -> SignedTx | None:
@@ -224,12 +232,21 @@ class Mempool:
         if not self._state.scheduled_changes() and self._is_prefix(committed):
             for tx in committed:
                 del self._txs[tx.id]
+            self._release(committed)
             self._ctx = BlockContext(self._chain.height + 1, self._now_ms(),
                                      self._chain.genesis)
             return
         for tx in committed:
             self._txs.pop(tx.id, None)
+        self._release(committed)
         self._recheck()
+
+    def _release(self, txs: Sequence[SignedTx]) -> None:
+        """The blob claims of ``txs`` (no longer pending) go back."""
+        if self._claims:
+            gone = [c for tx in txs if (c := self._claims.pop(tx.id, None)) is not None]
+            if gone:
+                self._sidecars.release(gone)
 
     def _recheck(self) -> None:
         """Apply every pending transaction again, in order, on the committed state; drop
@@ -245,6 +262,7 @@ class Mempool:
             else:
                 survivors[tx_id] = tx
         self._txs = survivors
+        self._release([tx for tx, _ in dropped])
         self._record_drops([(tx.id, exc) for tx, exc in dropped])
 
     def drop(self, refused: Sequence[tuple[SignedTx, e.RuleError]]) -> None:
@@ -252,6 +270,7 @@ class Mempool:
         then re-check the rest: the pending state held the refused ones' effects."""
         gone = [(tx, exc) for tx, exc in refused if self._txs.pop(tx.id, None) is not None]
         if gone:
+            self._release([tx for tx, _ in gone])
             self._record_drops([(tx.id, exc) for tx, exc in gone])
             self._recheck()
 

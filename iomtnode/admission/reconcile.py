@@ -14,6 +14,14 @@ of it, and a backlog taken during a partition would reach only one side's propos
   :class:`~.gossip.TxGossip`, forgotten when the peer disconnects), so an id goes to a
   connected peer once and never again. The peer fetches what it lacks with ``TxRequest``, as
   for any announcement.
+- **Offer again.** Being sent a transaction is not holding it: a peer refuses one for a
+  reason time undoes (its mempool full, a device or epoch it has not committed yet, a clock
+  a little behind) and is not asked again. A follower's client transactions reach the
+  authorities only through its peers, so such a refusal by its one uplink left them pending
+  for ever. An id still pending :data:`REOFFER_AFTER_PASSES` passes after a pass first saw it
+  pending, and again after twice as many and so on (``2, 4, 8...`` passes: a few times in
+  all, however long it waits), is offered to every peer, known to it or not, and each may
+  fetch it once more.
 - **Pace.** The walk looks at :data:`RECONCILE_SCAN_IDS` ids per step and yields to trio
   between steps; the next batch to a peer waits while :data:`RECONCILE_QUEUE_BYTES` are
   queued to it (its answers to the batch before are in that queue), so a 50,000-transaction
@@ -61,6 +69,7 @@ RECONCILE_QUEUE_BYTES = 1024 * 1024  # the next batch to a peer waits while this
 RECONCILE_STEP_S = 0.02  # a pass that has more to do (or waits on a queue) resumes after this
 RETRY_CHECK_S = 0.5  # overdue requests are looked for this often
 PASS_MAX_IDS = 50_000  # pending ids one pass looks at, oldest first (the mempool's default)
+REOFFER_AFTER_PASSES = 2  # an id pending this many passes (then 4, 8...) is offered again
 MAX_ASKS = 3  # times an id is asked for (from its announcers in turn) before it is given up
 MAX_ANNOUNCERS = 4  # peers remembered per asked id, to ask the next one when one fails
 SERVE_IDS_PER_S = 20_000  # ids one peer may have this node look up per second (2x design load)
@@ -70,20 +79,28 @@ SERVED_IDS_BYTES_PER_PEER = 4 * 1024 * 1024  # memory for ids served to a peer (
 
 def select_batch(ids: Sequence[bytes], start: int, known: Container[bytes],
                  is_pending: Callable[[bytes], bool], *, max_ids: int = RECONCILE_BATCH_IDS,
-                 max_scan: int = RECONCILE_SCAN_IDS) -> tuple[list[bytes], int]:
+                 max_scan: int = RECONCILE_SCAN_IDS, again: Container[bytes] = frozenset()
+                 ) -> tuple[list[bytes], int]:
     """The next ids of ``ids[start:]`` to offer a peer: still pending here and not in
-    ``known`` (what the peer is known to have), at most ``max_ids`` of them, looking at most
-    at ``max_scan`` ids. Returns them with the position to continue from (``len(ids)`` when
-    the walk is over)."""
+    ``known`` (what the peer is known to have) unless in ``again`` (offered again: module
+    doc), at most ``max_ids`` of them, looking at most at ``max_scan`` ids. Returns them
+    with the position to continue from (``len(ids)`` when the walk is over)."""
     batch: list[bytes] = []
     end = min(len(ids), start + max_scan)
     pos = start
     while pos < end and len(batch) < max_ids:
         tx_id = ids[pos]
         pos += 1
-        if tx_id not in known and is_pending(tx_id):
+        if (tx_id not in known or tx_id in again) and is_pending(tx_id):
             batch.append(tx_id)
     return batch, pos
+
+
+def _reoffer_due(passes: int) -> bool:
+    """Whether an id pending for ``passes`` passes is offered again now: at
+    :data:`REOFFER_AFTER_PASSES` passes, then at each doubling."""
+    return passes >= REOFFER_AFTER_PASSES and passes % REOFFER_AFTER_PASSES == 0 and (
+        passes // REOFFER_AFTER_PASSES) & (passes // REOFFER_AFTER_PASSES - 1) == 0
 
 
 # asking: what this node requested, from whom, and what to ask again ------------------------
@@ -197,6 +214,10 @@ class ServeGuard:
                 serve.append(tx_id)
         return serve, unoffered, over
 
+    def forget(self, tx_id: bytes) -> None:
+        """``tx_id`` is offered to the peer again: it may ask for it once more."""
+        self._served.discard(tx_id)
+
 
 # the trio part -------------------------------------------------------------------------
 
@@ -215,6 +236,7 @@ class _Walk:
     ids: list[bytes]  # a snapshot of the pending ids, oldest first (shared by a pass's walks)
     pos: int = 0
     offered: int = 0  # ids offered to its peer so far
+    again: frozenset[bytes] = frozenset()  # offered even if known to it (module doc)
 
 
 class Reconciler:
@@ -236,6 +258,8 @@ class Reconciler:
         self._joined: list[bytes] = []  # peers connected since the last step
         self._wake = trio.Event()
         self._last: set[bytes] = set()  # the pending ids at the last pass
+        self._passes = 0  # passes started
+        self._first_pass: dict[bytes, int] = {}  # pending id -> the pass that first saw it
         self.over_budget = 0  # ids asked of this node over a peer's budget (not served)
 
     def connected(self, peer_id: bytes) -> None:
@@ -276,17 +300,23 @@ class Reconciler:
         if serve:
             self._gossip.on_request(peer, TxRequest(serve))
 
-    async def _snapshot(self, since: Container[bytes] | None = None
+    async def _snapshot(self, since: Container[bytes] | None = None,
+                        ages: dict[bytes, int] | None = None
                         ) -> tuple[list[bytes], set[bytes]]:
         """The pending ids, oldest first (only those in ``since`` when given), and all of
-        them as a set; :data:`RECONCILE_SCAN_IDS` at a time, trio running between."""
+        them as a set; :data:`RECONCILE_SCAN_IDS` at a time, trio running between. With
+        ``ages``, each id gets the pass that first saw it pending there (from
+        :attr:`_first_pass`, else this one)."""
         txs = self._pending(PASS_MAX_IDS)  # one list of references: ~2 ms at 50,000
         ids: list[bytes] = []
         every: set[bytes] = set()
+        first, now = self._first_pass, self._passes
         for start in range(0, len(txs), RECONCILE_SCAN_IDS):
             chunk = [tx.id for tx in txs[start:start + RECONCILE_SCAN_IDS]]
             every.update(chunk)
             ids += chunk if since is None else [i for i in chunk if i in since]
+            if ages is not None:
+                ages.update((i, first.get(i, now)) for i in chunk)
             await trio.lowlevel.checkpoint()
         return ids, every
 
@@ -303,9 +333,20 @@ class Reconciler:
         already: a transaction committed within an interval (the steady state) is never
         offered by a pass, so passes cost nothing while the network keeps up. A peer whose
         walk is still in progress (a newer snapshot, paced by its queue) keeps it."""
-        ids, self._last = await self._snapshot(self._last)
+        self._passes += 1
+        ages: dict[bytes, int] = {}
+        ids, self._last = await self._snapshot(self._last, ages)
+        self._first_pass = ages
+        again = frozenset(i for i in ids if _reoffer_due(self._passes - ages[i]))
         for peer in self._host.peers():
-            self._walks.setdefault(peer.node_id, _Walk(ids))
+            walk = self._walks.setdefault(peer.node_id, _Walk(ids))
+            if again:  # module doc, "Offer again"; still known to it meanwhile, so a
+                # request it sends for one that commits now costs it nothing
+                walk.again |= again
+                guard = self._guards.get(peer.node_id)
+                if guard is not None:
+                    for tx_id in again:
+                        guard.forget(tx_id)
 
     def step_peer(self, peer_id: bytes) -> None:
         """One step of the peer's walk, if it has one and its send queue has room: at most
@@ -320,7 +361,8 @@ class Reconciler:
         if peer.queued_bytes >= RECONCILE_QUEUE_BYTES:
             return  # paced: its answers to the last batch are still going out
         known = self._gossip.known_by(peer_id)
-        batch, walk.pos = select_batch(walk.ids, walk.pos, known, self._is_pending)
+        batch, walk.pos = select_batch(walk.ids, walk.pos, known, self._is_pending,
+                                       again=walk.again)
         if batch:
             for tx_id in batch:
                 known.add(tx_id)

@@ -121,9 +121,11 @@ class ClientApi:
 
     def __init__(self, *, submitter: Submitter, chain: ChainQueries, txs: TxStatusQueries,
                  peers: PeerAdmin, status: StatusSource,
-                 groups: Sequence[MethodGroup] = ()) -> None:
+                 groups: Sequence[MethodGroup] = (),
+                 now_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
         """``groups``: more methods with their roles (subscriptions, a patient's records, the
-        audit log)."""
+        audit log); ``now_ms``: the node's wall clock (when a blob was uploaded)."""
+        self._now_ms = now_ms
         self._submitter = submitter
         self._chain = chain
         self._txs = txs
@@ -260,7 +262,7 @@ class ClientApi:
         no committed reading names is dropped after BLOB_PENDING_S."""
         data = hex_param("blob", blob)
         try:
-            address = self._chain.put_blob(data, int(time.time() * 1000))
+            address = self._chain.put_blob(data, self._now_ms())
         except BlobError as exc:
             raise RpcError(INVALID_PARAMS, str(exc)) from None
         return {"commitment": address.hex()}

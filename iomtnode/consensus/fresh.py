@@ -59,6 +59,22 @@ is nobody to hear from (its followers' heads are no proof: it might have signed 
 they have not received), so a lone authority without signing state never signs again
 (``signing_refused`` in the log): restore ``signing_state`` from a backup.
 
+Two or three authorities
+------------------------
+
+With two or three authorities the quorum is every authority, so nobody else can decide
+heights ``K + 1`` and ``K + 2``: a floor of ``K + 2`` stalled such a network for good (one
+authority's lost ``signing_state``; or a one-authority chain that voted in a second whose
+home was made from an existing key, ``init --key-file``, as pods are). There the floor is
+``K``: heights at or below it are final and none of the others works on them. Signing at
+``K + 1`` and ``K + 2`` cannot finalize a block conflicting with one the lost state helped
+decide, whatever it signs: a quorum of all authorities means two quorums share every
+authority, so a second block at a height needs every other authority (each holding its
+lock; none lost its state) to precommit two blocks at one height, which the lock rule of
+Algorithm 1 forbids. What it risks is votes that differ from the lost state's at those
+heights, which peers holding both report as equivocation evidence; the alternative was a
+network that never makes another block.
+
 ``iomtnode init`` writes the initial signing state (nothing signed) of the key it makes,
 so a home without one has lost it, or was made from an imported key (``init
 --key-file``), and the floor is ``K + 2`` even when ``K`` is 0. The record names its key
@@ -177,7 +193,10 @@ class FreshStartGuard:
         # module doc, "A new network of imported keys"
         new_network = (heads is not None and self.finalized == 0
                        and len(self.signers & set(authorities)) < quorum(len(authorities)))
-        if not self.resolve(now, 0 if fallback else need, new_network=new_network):
+        # module doc, "Two or three authorities": the quorum is every authority
+        everyone = quorum(len(authorities)) == len(authorities)
+        if not self.resolve(now, 0 if fallback else need, new_network=new_network,
+                            everyone=everyone):
             return False
         assert self.floor is not None
         if self.own in authorities and not self.permits(height):
@@ -195,12 +214,14 @@ class FreshStartGuard:
             self._resumed = True
             log.info("signing_resumed", height=height, floor=self.floor, reason=reason)
 
-    def resolve(self, now: float, need_heard: int, *, new_network: bool = False) -> bool:
+    def resolve(self, now: float, need_heard: int, *, new_network: bool = False,
+                everyone: bool = False) -> bool:
         """Fix the floor if the grace period is over and ``need_heard`` other authorities were
         heard from; True once the floor is fixed. ``new_network``: the exception of the
-        module doc holds, and the floor is 0."""
+        module doc holds, and the floor is 0; ``everyone``: the quorum is every authority
+        (two or three of them, module doc), and the floor is ``K``, not ``K + 2``."""
         if self.floor is None and now >= self.grace_until and len(self.heard) >= need_heard:
-            self.floor = 0 if new_network else self.finalized + 2
+            self.floor = 0 if new_network else self.finalized + (0 if everyone else 2)
         return self.floor is not None
 
     def permits(self, height: int) -> bool:

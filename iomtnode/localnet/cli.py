@@ -28,6 +28,7 @@ from .errors import LocalnetDirError
 from .invariants import InvariantError
 from .layout import DEFAULT_BASE_PORT, MAX_NODES, LocalnetError, Manifest, prepare
 from .net import Localnet
+from .netns import require_tools
 from .rpc import NodeUnreachable
 from .scenarios import SCENARIOS, Step
 from .suite import ChaosManifest, run_suite
@@ -251,6 +252,8 @@ def describe_run(report: dict[str, Any]) -> str:
     head = f"{report['scenario']} seed {report['seed']}:"
     if "skipped" in report:
         return f"{head} skipped: {report['skipped']}"
+    if "error" in report:
+        return f"{head} FAILED: {report['error']} (see {report.get('dir', 'its directory')})"
     lines = [f"{head} {'ok' if report['ok'] else 'VIOLATED'}"]
     for name, f in report["invariants"].items():
         bound = "" if f["bound"] is None else f"  (bound {f['bound']})"
@@ -314,8 +317,16 @@ def chaos_cmd(
         if not as_json:
             typer.echo("plan:\n" + "\n".join("  " + s.describe() for s in steps))
 
-    async def suite(path: Path) -> list[dict[str, Any]]:
-        found = ChaosManifest.load(path).select(chosen, seeds, netns)
+    found: ChaosManifest | None = None
+    if manifest is not None:
+        try:  # a manifest that cannot run is a usage error (2), not a violation (1)
+            found = ChaosManifest.load(manifest).select(chosen, seeds, netns)
+        except LocalnetError as exc:
+            fail(str(exc))
+
+    async def suite(found: ChaosManifest) -> list[dict[str, Any]]:
+        if found.netns:  # once, not as a failure of every run
+            require_tools()
         directory.mkdir(parents=True, exist_ok=True)
         written = directory / REPORTS_FILE
 
@@ -337,8 +348,8 @@ def chaos_cmd(
                 show(reports[-1])
         return reports
 
-    reports = (run_trio(stop_on_sigterm, attached) if manifest is None
-               else run_trio(stop_on_sigterm, suite, manifest))
+    reports = (run_trio(stop_on_sigterm, attached) if found is None
+               else run_trio(stop_on_sigterm, suite, found))
     ok = all(r["ok"] for r in reports)
     if as_json:
         typer.echo(json.dumps({"ok": ok, "runs": reports}, sort_keys=True))

@@ -21,6 +21,10 @@
 Each (scenario, seed) gets its own localnet in ``DIR/<scenario>-s<seed>`` (made anew; kept
 afterwards, with every node's log and the simulator's record), started with the load,
 run to ``warmup_height``, then the scenario and its checks (:func:`chaosrun.run_scenario`).
+A run that cannot be carried out (a node that never reached the warm-up height, a step a
+node refused, a node that stopped answering) is reported as failed with the error, and the
+suite goes on with the next run: one bad run no longer ends an hour's suite with nothing
+for the runs after it.
 """
 
 from __future__ import annotations
@@ -36,9 +40,12 @@ from typing import Any
 
 import structlog
 
+from ..client import ApiError
+from ..service import single_exception
 from .chaosrun import DURATION_S, run_scenario
 from .invariants import Bounds
 from .layout import MAX_NODES, LocalnetError
+from .rpc import NodeUnreachable
 from .scenarios import SCENARIOS, scenario
 
 log = structlog.get_logger(__name__)
@@ -47,6 +54,8 @@ WARMUP_HEIGHT = 3  # the load flows and every node follows before the first faul
 WARMUP_TIMEOUT_S = 90.0
 KNOWN = {"scenarios", "seeds", "duration_s", "warmup_height", "durations", "network", "load",
          "bounds", "env"}
+KNOWN_NETWORK = {"nodes", "netns"}
+KNOWN_LOAD = {"devices", "rate"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +105,10 @@ class ChaosManifest:
                      for k, v in _table(doc, "durations", where).items()}
         for name in durations:
             scenario(name)
-        network, load = _table(doc, "network", where), _table(doc, "load", where)
-        bounds = _table(doc, "bounds", where)
+        network = _table(doc, "network", where, known=KNOWN_NETWORK)
+        load = _table(doc, "load", where, known=KNOWN_LOAD)
         bound_fields = {f.name: f for f in fields(Bounds)}
-        if set(bounds) - set(bound_fields):
-            raise LocalnetError(f"[bounds] knows only {sorted(bound_fields)}")
+        bounds = _table(doc, "bounds", where, known=set(bound_fields))
         netns = network.get("netns", False)
         if not isinstance(netns, bool):
             raise LocalnetError(f"{where}: [network] netns must be true or false, not {netns!r}")
@@ -126,29 +134,48 @@ class ChaosManifest:
             env={str(k): str(v) for k, v in env.items()})
         if not found.seeds:
             raise LocalnetError(f"{where}: needs at least one seed")
+        found.check_nodes(where)
         return found
+
+    def check_nodes(self, where: str = "manifest") -> None:
+        """Refuse scenarios that cannot run on :attr:`nodes` nodes, before any localnet is
+        made (a run found it out only after starting one, and exited as for a violation)."""
+        for name in self.scenarios:
+            needed = scenario(name).min_nodes
+            if self.nodes < needed:
+                raise LocalnetError(f"{where}: {name} needs at least {needed} nodes, and "
+                                    f"[network] nodes is {self.nodes}")
 
     def select(self, scenarios: Sequence[str] = (), seeds: int | None = None,
                netns: bool = False) -> ChaosManifest:
         """This manifest with the command line's choices applied."""
         for name in scenarios:
             scenario(name)
-        return ChaosManifest(
+        chosen = ChaosManifest(
             scenarios=tuple(scenarios) or self.scenarios,
             seeds=tuple(range(1, seeds + 1)) if seeds else self.seeds,
             duration_s=self.duration_s, durations=self.durations, nodes=self.nodes,
             netns=self.netns or netns, devices=self.devices, rate=self.rate,
             warmup_height=self.warmup_height, bounds=self.bounds, env=self.env)
+        chosen.check_nodes()
+        return chosen
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _table(doc: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+def _table(doc: dict[str, Any], key: str, where: str, *, known: set[str] | None = None
+           ) -> dict[str, Any]:
+    """The table ``doc[key]`` (empty if absent); with ``known``, a key it does not know is
+    refused (a misspelt ``rates = 500`` would run the default load and say nothing)."""
     value = doc.get(key, {})
     if not isinstance(value, dict):
         raise LocalnetError(f"{where}: {key} must be a table ([{key}]), not {value!r}")
+    unknown = set(value) - known if known is not None else set()
+    if unknown:
+        raise LocalnetError(f"{where}: [{key}] has unknown keys {sorted(unknown)}; known: "
+                            f"{sorted(known or ())}")
     return value
 
 
@@ -197,11 +224,21 @@ async def run_suite(manifest: ChaosManifest, root: Path, *, start: StartNet,
                 shutil.rmtree(path)
             extra = {"netns": True} if manifest.netns else {}
             log.info("chaos_run_started", scenario=name, seed=seed, dir=str(path))
-            async with start(manifest.nodes, path=path, devices=manifest.devices,
-                             rate=manifest.rate, base_port=0, env=manifest.env,
-                             **extra) as net:
-                await net.wait_for_height(manifest.warmup_height, timeout_s=WARMUP_TIMEOUT_S)
-                report = await run_scenario(net, name, seed=seed, duration_s=duration,
-                                            bounds=manifest.bounds)
+            try:
+                async with start(manifest.nodes, path=path, devices=manifest.devices,
+                                 rate=manifest.rate, base_port=0, env=manifest.env,
+                                 **extra) as net:
+                    await net.wait_for_height(manifest.warmup_height,
+                                              timeout_s=WARMUP_TIMEOUT_S)
+                    report = await run_scenario(net, name, seed=seed, duration_s=duration,
+                                                bounds=manifest.bounds)
+            except Exception as raised:  # module doc; anything else is re-raised
+                exc = single_exception(raised)  # a node that failed to start: in a group
+                if not isinstance(exc, LocalnetError | NodeUnreachable | ApiError):
+                    raise
+                log.warning("chaos_run_failed", scenario=name, seed=seed, error=str(exc))
+                report = {"scenario": name, "seed": seed, "duration_s": duration,
+                          "netns": manifest.netns, "ok": False, "error": str(exc),
+                          "violations": [f"the run failed: {exc}"]}
             done({**report, "dir": str(path)})
     return reports

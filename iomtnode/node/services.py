@@ -183,7 +183,8 @@ def build(setup: Setup, store: BlockStore, audit_log: AuditLog) -> Services:
         status=status,
         groups=(SubscriptionsApi(feed, chain, mempool, watch),
                 RecordsApi(chain, audit, clock.now_ms),
-                AuditApi(audit, chain)))
+                AuditApi(audit, chain)),
+        now_ms=clock.now_ms)
     host, port = parse_hostport(config.api_listen, "api_listen")
     api = ApiServer(
         ApiServerConfig(host=host, port=port, max_connections=config.api_max_connections,

@@ -14,6 +14,10 @@ sections 1 to 3).
 - A refusal for an epoch not announced yet (1025) waits and asks again; one for a full
   mempool (1020) waits and sends the reading again; one for a commitment another reading
   named first (1035) seals the plaintext again with a fresh salt, same sequence number.
+- An answer that the node holds the reading already (1008: pending, or in a block; the id
+  covers the whole signed body, so it is this reading) is an acceptance: a reading sent again
+  after the node said it lost it may have come back meanwhile, in a peer's block or by
+  reconciliation. :meth:`DeviceSession.settle` then follows it as any accepted one.
 - The next sequence number comes from the ledger (``get_device``'s ``last_seq``), asked once
   the connection has proven the device's key.
 
@@ -33,6 +37,7 @@ import trio
 from iomtnode.core.crypto import BadSignatureError, SigningKey
 from iomtnode.core.errors import (
     CommitmentInUseError,
+    DuplicateTxError,
     MempoolFullError,
     StaleEpochError,
     UnknownEpochError,
@@ -55,6 +60,7 @@ STALE_EPOCH = StaleEpochError.code  # 1024: re-seal to the current epoch, same s
 UNKNOWN_EPOCH = UnknownEpochError.code  # 1025: wait for the epoch, ask again
 MEMPOOL_FULL = MempoolFullError.code  # 1020: the node has no room yet: wait, send it again
 BLOB_TAKEN = CommitmentInUseError.code  # 1035: another reading named this blob: new salt, same seq
+HELD = DuplicateTxError.code  # 1008: the node holds this very reading (pending, or in a block)
 EPOCH_WAIT_S = 0.5  # between two questions for an epoch the node does not know yet, or
 # two submissions to a node whose mempool was full
 RETRIED = (STALE_EPOCH, UNKNOWN_EPOCH, MEMPOOL_FULL, BLOB_TAKEN)  # refusals that are not for good
@@ -246,7 +252,7 @@ class DeviceSession:
             retry: list[Pending] = []
             wait = False
             for pending, (code, detail) in zip(todo, answers, strict=True):
-                if code == 0:
+                if code in (0, HELD):  # module doc: held already is accepted
                     continue
                 if code not in RETRIED or pending.attempts >= MAX_ATTEMPTS:
                     refused.append(self._refused(pending, code, str(detail)))

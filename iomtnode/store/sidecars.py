@@ -29,7 +29,10 @@ An erasure's commit writes only its ``E`` and ``Z`` entries; a worker thread (th
 job, :mod:`iomtnode.chain.erasure`) does the rest in bounded chunks, each one batch.
 
 Pending blobs (``Q``) are bounded by :data:`BLOB_PENDING_BYTES` and expire after
-:data:`BLOB_PENDING_S` unless a committed reading names them first.
+:data:`BLOB_PENDING_S` unless a committed reading names them first, or a reading naming
+them is pending in this node's mempool (:meth:`Sidecars.claim`): an accepted reading keeps
+its blob for as long as it waits (a partition, a network down for longer), else it would
+commit with a payload no node holds.
 """
 
 from __future__ import annotations
@@ -88,6 +91,7 @@ class Sidecars:
         for at_ms, commitment, size in sorted(uploads):  # oldest first, as they came
             self._pending[commitment] = (at_ms, size)
         self._pending_bytes = sum(size for _, size in self._pending.values())
+        self._claimed: dict[bytes, int] = {}  # commitment -> pending readings naming it
         self._todos: collections.deque[bytes] = collections.deque()  # to compact, in order
         self._compacting = threading.Condition()  # the to-dos and whether a worker runs
         self._worker = False
@@ -135,7 +139,7 @@ class Sidecars:
             if commitment in self._pending:
                 return False
             for key, (at_ms, _) in self._pending.items():
-                if at_ms + BLOB_PENDING_S * 1000 <= now_ms:
+                if at_ms + BLOB_PENDING_S * 1000 <= now_ms and key not in self._claimed:
                     expired.append(key)
             for key in expired:
                 self._pending_bytes -= self._pending.pop(key)[1]
@@ -160,7 +164,8 @@ class Sidecars:
             for key, (at_ms, _) in self._pending.items():
                 if at_ms + BLOB_PENDING_S * 1000 > now_ms:
                     break
-                expired.append(key)
+                if key not in self._claimed:
+                    expired.append(key)
             if not expired:
                 return 0
             with self._db.write_batch() as batch:
@@ -168,6 +173,25 @@ class Sidecars:
                     self._pending_bytes -= self._pending.pop(key)[1]
                     batch.delete(PENDING_BLOB_PREFIX + key)
         return len(expired)
+
+    def claim(self, commitments: Iterable[bytes]) -> None:
+        """Readings naming these blobs are pending here (accepted): their uploads do not
+        expire until each claim is given back (:meth:`release`)."""
+        with self._lock:
+            claimed = self._claimed
+            for commitment in commitments:
+                claimed[commitment] = claimed.get(commitment, 0) + 1
+
+    def release(self, commitments: Iterable[bytes]) -> None:
+        """Give back claims (:meth:`claim`): the readings committed or were dropped."""
+        with self._lock:
+            claimed = self._claimed
+            for commitment in commitments:
+                left = claimed.get(commitment, 0) - 1
+                if left > 0:
+                    claimed[commitment] = left
+                else:
+                    claimed.pop(commitment, None)
 
     def put_fetched(self, commitment: bytes, blob: bytes) -> bool:
         """Keep a blob fetched from a peer (its hash checked by the caller) if a committed

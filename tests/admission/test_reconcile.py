@@ -193,7 +193,7 @@ async def test_a_peer_that_connects_is_offered_every_pending_id_it_lacks_once(
     assert a.offered() == ids[1:]  # oldest first, all but the one it has
     assert all(len(m.ids) <= RECONCILE_BATCH_IDS for m in a.of(TxAnnounce))
     assert b.sent == []  # b did not (re)connect, and nothing was pending an interval yet
-    await trio.sleep(3 * RECONCILE_INTERVAL_S)  # passes: a knows them all now
+    await trio.sleep(2 * RECONCILE_INTERVAL_S)  # passes: a knows them all now
     assert a.offered() == ids[1:]
     assert b.offered() == ids  # b was not known to have them: offered by the passes, once
 
@@ -258,6 +258,42 @@ async def test_a_periodic_pass_offers_what_stayed_pending_and_not_what_commits_a
         del pool.txs[tx_id_]  # committed
     await trio.sleep(RECONCILE_INTERVAL_S)
     assert a.offered() == stuck
+
+
+@pytest.mark.parametrize(("passes", "due"), [
+    (0, False), (1, False), (2, True), (3, False), (4, True), (6, False), (8, True),
+    (12, False), (16, True), (1024, True), (1026, False)])
+def test_an_id_is_offered_again_after_2_4_8_passes(passes, due):
+    assert reconcile._reoffer_due(passes) is due
+
+
+async def test_an_id_still_pending_is_offered_again_to_peers_that_were_sent_it(
+        autojump_clock):
+    """A peer that was pushed a transaction may have refused it for a reason time undoes
+    (its mempool full): offered again after 2 passes, 4, 8, each time fetchable once more;
+    not at every pass."""
+    rec, gossip, _, (a, b), pool = setup()
+    ids = fill(pool, 3)
+    for peer in (a, b):
+        for tx_id_ in ids:
+            gossip.known_by(peer.node_id).add(tx_id_)  # pushed to both
+    guard = ServeGuard(0.0)
+    rec._guards[a.node_id] = guard
+    assert guard.admit(ids, gossip.known_by(a.node_id), pool.txs.__contains__, 0.0)[0] == ids
+    offers = []
+    for _ in range(9):
+        await rec.start_pass()
+        for peer in (a, b):
+            rec.step_peer(peer.node_id)
+        offers.append(len(a.offered()))
+    # passes 1..9: first seen at pass 1; offered again at passes 3, 5 and 9
+    assert offers == [0, 0, 3, 3, 6, 6, 6, 6, 9]
+    assert b.offered() == ids * 3
+    # and a may ask for them again: served once more after each offer
+    assert guard.admit(ids, gossip.known_by(a.node_id), pool.txs.__contains__, 1.0)[0] == ids
+    # still known to a all along: a request for one that commits meanwhile costs it nothing
+    del pool.txs[ids[0]]
+    assert guard.admit(ids[:1], gossip.known_by(a.node_id), pool.txs.__contains__, 2.0)[1] == 0
 
 
 async def test_a_pass_leaves_a_walk_in_progress_alone(autojump_clock):

@@ -174,7 +174,7 @@ def make_api(**overrides: Any) -> ClientApi:
 
 def test_the_api_is_given_only_its_narrow_interfaces():
     assert list(inspect.signature(ClientApi).parameters) == [
-        "submitter", "chain", "txs", "peers", "status", "groups"]
+        "submitter", "chain", "txs", "peers", "status", "groups", "now_ms"]  # and a clock
 
 
 async def test_submitting_returns_ids_and_the_rule_that_refused():

@@ -92,6 +92,19 @@ def test_with_nothing_finalized_the_floor_is_still_two_up():
     assert not guard.permits(1) and not guard.permits(2) and guard.permits(3)
 
 
+@pytest.mark.parametrize("authorities", [(A, B), (A, B, C)])
+def test_with_two_or_three_authorities_the_floor_is_the_highest_finalized_height(
+        authorities):
+    """Every authority is in every quorum: nobody else could decide heights 8 and 9, and
+    a floor of 9 stalled the network for good; any two quorums share every other authority
+    with its lock, so signing there cannot finalize a second block."""
+    guard = FreshStartGuard(A, started_at=0.0, grace_s=1.0)
+    heads = {other: 7 for other in authorities[1:]}
+    assert guard.update(1.0, 3, heads, authorities, height=4)
+    assert guard.floor == 7
+    assert not guard.permits(7) and guard.permits(8)
+
+
 def test_a_lone_authority_without_its_signing_state_never_signs():
     """With one authority nobody can tell what its key signed (a follower's head may be
     behind what it signed): it refuses, for good, whatever it hears."""

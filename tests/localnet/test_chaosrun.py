@@ -15,6 +15,7 @@ import trio
 from iomtnode.client import ApiError
 from iomtnode.localnet import measure
 from iomtnode.localnet.chaosrun import run_scenario
+from iomtnode.localnet.cli import describe_run
 from iomtnode.localnet.invariants import Bounds
 from iomtnode.localnet.layout import LocalnetError
 from iomtnode.localnet.rpc import NodeUnreachable
@@ -308,3 +309,28 @@ async def test_a_suite_runs_each_scenario_and_seed_on_a_fresh_net(tmp_path, auto
     started.clear()
     netns = await run_suite(manifest.select(["delay"], 1, netns=True), tmp_path, start=start)
     assert started[0]["netns"] is True and "skipped" not in netns[0]
+
+
+async def test_a_run_that_fails_is_reported_and_the_suite_goes_on(tmp_path, autojump_clock,
+                                                                  fake_blocks):
+    """One run's error (here the warm-up height never reached) ended the whole suite (an
+    hour's catalog) with an error and no report for the runs after it."""
+
+    class NeverWarm(FakeNet):
+        async def wait_for_height(self, height: int, *, timeout_s: float) -> None:
+            raise LocalnetError(f"height {height} not reached within {timeout_s} s: node2=1")
+
+    @asynccontextmanager
+    async def start(nodes: int, *, path: Path, **options: Any) -> AsyncIterator[FakeNet]:
+        fresh(path)
+        if path.name == "kill-s3":  # a node that did not start, from the start's nursery
+            raise ExceptionGroup("nursery", [LocalnetError("node3 exited at once")])
+        yield (NeverWarm if path.name == "kill-s1" else FakeNet)(path)
+
+    manifest = ChaosManifest.parse({"scenarios": ["kill"], "seeds": 3, "duration_s": 10})
+    reports = await run_suite(manifest, tmp_path, start=start)
+    assert [(r["seed"], r["ok"]) for r in reports] == [(1, False), (2, True), (3, False)]
+    assert reports[2]["error"] == "node3 exited at once"
+    assert reports[0]["violations"] == [
+        "the run failed: height 3 not reached within 90.0 s: node2=1"]
+    assert "node2=1" in describe_run(reports[0]) and "FAILED" in describe_run(reports[0])

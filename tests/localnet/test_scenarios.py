@@ -151,6 +151,13 @@ def test_manifest_defaults_selection_and_refusals():
     ({"bounds": {"resume_s": -1}}, r"\[bounds\] resume_s must be above 0"),
     ({"bounds": {"max_fds": 1.5}}, r"\[bounds\] max_fds must be a whole number"),
     ({"env": {"IOMTNODE_X": {"a": 1}}}, r"\[env\] IOMTNODE_X must be a string or a number"),
+    # misspelt keys of a table ran the defaults and said nothing
+    ({"load": {"rates": 500}}, r"\[load\] has unknown keys \['rates'\]"),
+    ({"network": {"node": 7}}, r"\[network\] has unknown keys \['node'\]"),
+    ({"bounds": {"resume": 3}}, r"manifest: \[bounds\] has unknown keys \['resume'\]"),
+    # found only after a localnet was started, and reported as a violation (exit 1)
+    ({"scenarios": ["split-2-2"], "network": {"nodes": 3}},
+     r"split-2-2 needs at least 4 nodes, and \[network\] nodes is 3"),
 ])
 def test_a_manifest_value_of_the_wrong_type_or_range_is_refused_naming_its_key(bad, match):
     with pytest.raises(LocalnetError, match=match):
@@ -162,8 +169,27 @@ def test_a_manifest_of_the_wrong_shape_is_a_precise_error_from_the_command(tmp_p
     manifest.write_text("load = 5\n")
     result = CliRunner().invoke(localnet_app, ["chaos", "--manifest", str(manifest),
                                                "--dir", str(tmp_path / "runs")])
-    assert result.exit_code != 0 and "load must be a table" in result.output
+    assert result.exit_code == 2 and "load must be a table" in result.output
     assert isinstance(result.exception, SystemExit)  # an exit with a message, no traceback
+
+
+def test_a_manifest_that_cannot_run_is_a_usage_error_before_any_localnet(tmp_path):
+    # it exited 1, as for a violated invariant, after starting a localnet of 1 node
+    manifest = tmp_path / "one.toml"
+    manifest.write_text('scenarios = ["all"]\n[network]\nnodes = 3\n')
+    result = CliRunner().invoke(localnet_app, ["chaos", "--manifest", str(manifest),
+                                               "--dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    assert "needs at least 4 nodes" in result.output
+    assert not (tmp_path / "runs").exists()
+    manifest.write_text('scenarios = ["kill"]\n[network]\nnodes = 1\n')
+    result = CliRunner().invoke(localnet_app, ["chaos", "--manifest", str(manifest),
+                                               "--dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "kill needs at least 2 nodes" in result.output
+    assert not (tmp_path / "runs").exists()
+    result = CliRunner().invoke(localnet_app, ["chaos", "--manifest", str(tmp_path / "none"),
+                                               "--dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "cannot read the chaos manifest" in result.output
 
 
 # ---- the command -------------------------------------------------------------------------

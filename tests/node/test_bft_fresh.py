@@ -103,3 +103,25 @@ async def test_a_new_network_is_not_held_back_by_its_fresh_authorities(
     floors = [n.consensus.signing_floor for n in net.live() if n.consensus is not None]
     assert floors == [0, 0, 0, 0], floors
     assert_never_signed_twice(signed)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+async def test_two_or_three_authorities_go_on_when_one_lost_its_signing_state(
+        tmp_path, nursery, autojump_clock, n):
+    """Every authority is in every quorum, so the others could not decide the heights up to
+    a floor of K + 2 without it: the network stalled at its head for good. The floor is K
+    there (fresh.py, "Two or three authorities")."""
+    net = await start_net(authorities(tmp_path, n), nursery)
+    await net.wait_height(3)
+    await net.stop(1)
+    (net.homes[1].path / SIGNING_STATE_FILE).unlink()
+    head = max(net.node(i).chain.height for i in range(n) if i != 1)
+    node = await net.start(nursery, 1, (net.p2p(0),))
+    driver = node.consensus
+    assert driver is not None
+    await net.wait(lambda: driver.signing_floor is not None, "the signing floor fixed")
+    assert driver.signing_floor == head
+    await net.wait_height(head + 4)
+    assert certified_by(net, 1, head)
+    assert net.same_chain()  # its votes may differ from its lost state's at head + 1 and
+    # head + 2 (peers may report that), but no second block can be final there

@@ -56,10 +56,18 @@ async def test_one_authority_makes_blocks_promptly(tmp_path, nursery, autojump_c
     assert node.consensus.signing_floor == 0
 
 
+@pytest.mark.parametrize("b_home", ["new", "imported_key"])
 async def test_a_one_authority_chain_votes_in_a_second_and_certifies_two_of_two(
-        tmp_path, nursery, autojump_clock):
+        tmp_path, nursery, autojump_clock, b_home):
+    """``imported_key``: B's home was made from an existing key (``init --key-file`` with
+    the genesis, as a pod's is), so it has no signing state and defers: with a floor of
+    K + 2 the chain stalled for good at the height B joined (2 of 2 needed, B not
+    signing); the floor is K with two or three authorities (fresh.py)."""
     net = one_authority(tmp_path, 3)  # a, b and c (a follower)
     a, b = net.keys[:2]
+    if b_home == "imported_key":
+        net.homes[1] = init_home(tmp_path / "node1-imported", genesis=net.genesis, key=b,
+                                 config=net.config, signed_before=True)
     node_a = await net.start(nursery, 0)
     for i in (1, 2):
         await net.start(nursery, i, (net.p2p(0),))

@@ -3,6 +3,7 @@ virtual clock: a backlog taken while a peer was cut off reaches it when the link
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from iomtnode.core.crypto import SigningKey
 from iomtnode.core.tx import SignedTx
 
 from ..core import sealkit as kit
-from .harness import Net, holds_for, start_net
+from .harness import BASE, Net, holds_for, start_net
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -114,3 +115,26 @@ async def test_a_transaction_that_missed_a_connected_peer_reaches_it_by_the_peri
     await net.wait(lambda: tx.id in b.mempool, "node 1 has it",
                    timeout=2 * RECONCILE_INTERVAL_S + 5)  # at the second pass after it
     assert a.p2p.host.peers() and b.p2p.host.peers()  # the same connection all along
+
+
+async def test_a_follower_transaction_its_uplink_refused_for_a_full_mempool_is_offered_again(
+        tmp_path, nursery, autojump_clock):
+    """A follower's client readings reach the authorities only through its peers. Those its
+    one uplink refused for a reason time undoes (a full mempool here; a device or epoch the
+    uplink has not committed yet, a clock a little behind) were marked known to it when
+    pushed, so no pass offered them again while the link stayed up: pending for ever."""
+    # node 0 the one authority, node 1 a follower; few empty blocks (a faster test)
+    net = Net(tmp_path, 2, config=replace(BASE, empty_block_interval_s=5.0))
+    await net.start(nursery, 0, node=net.make(0, config=replace(net.config, mempool_max_txs=5)))
+    await net.start(nursery, 1, (net.p2p(0),))
+    await net.wait_mesh()
+    device = SigningKey.generate()
+    async with net.client(0) as client:
+        await net.enroll(client, net.keys[0], device)
+    now = net.now_ms()
+    readings = [kit.sealed_reading(device, seq, now, "iomt-net") for seq in range(1, 13)]
+    async with net.client(1) as client:
+        result = await client.call("submit_readings", txs=[tx.raw.hex() for tx in readings])
+    assert result["accepted"] == 12  # the follower's pool has room; its uplink's holds 5
+    await net.wait(lambda: all(net.node(1).chain.store.tx_location(tx.id) for tx in readings),
+                   "every accepted reading committed", timeout=4 * RECONCILE_INTERVAL_S + 5)

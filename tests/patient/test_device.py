@@ -53,6 +53,7 @@ class FakeNode:
         self.drop_next_with = 0
         self.refuse_code = 0
         self.after_submit: Any = None
+        self.after_status: Any = None
         self.blobs: dict[bytes, bytes] = {}
 
     def rotate(self, epoch: int) -> None:
@@ -87,6 +88,9 @@ class FakeNode:
                     out.append({"state": "committed", "height": 7})
                 else:
                     out.append({"state": "unknown"})
+            hook, self.after_status = self.after_status, None
+            if hook is not None:
+                hook()
             return out
         raise AssertionError(method)
 
@@ -309,6 +313,36 @@ async def test_a_reading_the_node_lost_is_sent_again_unchanged(autojump_clock):
     node.after_submit = relayed_copy_commits
     outcomes = await s.settle(5)
     assert [tx.id for tx in node.submitted] == [original.id] * 2
+    assert [(o.state, o.tx_id) for o in outcomes] == [("committed", original.id)]
+
+
+@pytest.mark.parametrize("where", ["committed", "pending"])
+async def test_a_reading_sent_again_that_the_node_holds_already_is_not_told_refused(
+        autojump_clock, where):
+    """The node said unknown (it lost the reading in a restart), then, before the device
+    sent it again, a peer's copy committed (or reconciliation brought it back to its
+    mempool): the node answers 1008, it holds this very reading. The device told that as
+    refused for good (exit 3, "the node did not take reading N") and forgot its plaintext,
+    while the reading was on the ledger."""
+    node = FakeNode(SigningKey.generate(), epoch=1)
+    s = await session(node)
+    pending = s.seal(plain())
+    assert await s.submit([pending]) == []
+    original = node.submitted[0]
+    del node.accepted[original.id]
+
+    def a_copy_came_back() -> None:
+        node.refuse_code = 1008  # "already in block 7" or "already pending"
+        if where == "committed":
+            node.accepted[original.id] = original
+        else:
+            def committed_later() -> None:
+                node.accepted[original.id] = original
+            node.after_status = committed_later  # pending at the next question, then in
+
+    node.after_status = a_copy_came_back
+    outcomes = await s.settle(5)
+    assert {tx.id for tx in node.submitted} == {original.id}  # the same reading each time
     assert [(o.state, o.tx_id) for o in outcomes] == [("committed", original.id)]
 
 

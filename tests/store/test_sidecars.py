@@ -166,6 +166,24 @@ def test_uploads_are_checked_for_size_and_bounded(chain, monkeypatch):
     assert chain.holds_blob(commitment(blob_for("d1", 3)))
 
 
+def test_a_claimed_upload_does_not_expire_until_every_claim_is_given_back(chain):
+    """A reading naming it is pending in the mempool (accepted): it waits as long as the
+    reading does, by an upload's sweep or a commit's."""
+    sidecars = chain.store.sidecars
+    kept, other = blob_for("d1", 1), blob_for("d1", 2)
+    chain.put_blob(kept, T0)
+    chain.put_blob(other, T0)
+    sidecars.claim([commitment(kept), commitment(kept)])  # two pending readings name it
+    chain.put_blob(blob_for("d1", 3), T0 + 600_000)  # the sweep of an upload
+    assert chain.holds_blob(commitment(kept)) and not chain.holds_blob(commitment(other))
+    sidecars.release([commitment(kept)])
+    assert sidecars.expire_pending(T0 + 600_000) == 0  # one claim left
+    assert chain.holds_blob(commitment(kept))
+    sidecars.release([commitment(kept)])
+    assert sidecars.expire_pending(T0 + 600_000) == 1
+    assert not chain.holds_blob(commitment(kept))
+
+
 def test_pending_blobs_are_remembered_across_a_restart(tmp_path):
     chain = stream_chain(tmp_path / "data")
     blob = blob_for("d1", 1)

@@ -110,7 +110,7 @@ async def test_a_blob_reading_relayed_by_a_peer_is_admitted_without_its_blob(cha
 
 def test_put_blob_answers_the_commitment_or_a_precise_error(chains):
     chain = chains[0]
-    api = SimpleNamespace(_chain=chain)  # the one collaborator the method uses
+    api = SimpleNamespace(_chain=chain, _now_ms=lambda: T0)  # what the method uses
     blob = blob_for("d1", 1)
     answer = trio.run(partial(ClientApi.put_blob, api, blob=blob.hex()))
     assert answer == {"commitment": commitment(blob).hex()} and chain.holds_blob(commitment(blob))
