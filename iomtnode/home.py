@@ -111,9 +111,10 @@ class Home:
         return self.token_path.read_text().strip()
 
 
-def _check_private(path: Path, fix: int = SECRET_MODE) -> None:
+def _check_private(path: Path, fix: int = SECRET_MODE,
+                   refusal: str = "the node refuses to start") -> None:
     """Raise :class:`HomeError` if ``path`` has any group or other permission bit; the
-    message names the mode found and the ``chmod`` to ``fix`` it."""
+    message names the mode found, who refuses (``refusal``) and the ``chmod`` to ``fix`` it."""
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
@@ -121,7 +122,7 @@ def _check_private(path: Path, fix: int = SECRET_MODE) -> None:
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise HomeError(
             f"{path} is open to other users (mode {stat.S_IMODE(mode):04o}, "
-            f"{stat.filemode(mode)}); the node refuses to start: run: chmod {fix:o} {path}"
+            f"{stat.filemode(mode)}); {refusal}: run: chmod {fix:o} {path}"
         )
 
 
@@ -161,8 +162,12 @@ def write_key(path: Path, key: SigningKey) -> None:
 
 
 def read_key(path: Path) -> SigningKey:
-    """Read a private key file written by :func:`write_key` (must be mode 0600)."""
-    return _read_key(path)
+    """Read a private key file written by :func:`write_key` (must be mode 0600): a command's
+    ``--key``, so the errors speak of the key file, not of a node."""
+    if path.is_dir():
+        raise HomeError(f"{path} is a directory, not a key file")
+    _check_private(path, refusal="a key file must be its owner's only")
+    return key_from_file(path)
 
 
 def init_home(
