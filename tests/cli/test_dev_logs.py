@@ -1,0 +1,27 @@
+"""``iomtnode dev`` shows one live progress line: on a terminal the node's log line per block
+(20 a second) drowned it, so dev logs warnings and errors only unless ``--log-level`` says
+otherwise."""
+
+from __future__ import annotations
+
+import structlog
+from typer.testing import CliRunner
+
+import iomtnode.devmode
+from iomtnode.cli import app
+
+
+async def fake_run_dev(*_: object) -> None:
+    log = structlog.get_logger("test")
+    log.info("block_finalized", height=1)
+    log.warning("something_refused")
+
+
+def test_dev_logs_warnings_only_unless_told(monkeypatch):
+    monkeypatch.setattr(iomtnode.devmode, "run_dev", fake_run_dev)
+    quiet = CliRunner().invoke(app, ["--log-json", "dev", "--duration", "1"])
+    assert quiet.exit_code == 0, quiet.output
+    assert "something_refused" in quiet.stderr and "block_finalized" not in quiet.stderr
+    told = CliRunner().invoke(app, ["--log-json", "--log-level", "info", "dev"])
+    assert told.exit_code == 0, told.output
+    assert "block_finalized" in told.stderr
