@@ -80,6 +80,8 @@ class Home:
         """Raise :class:`HomeError` unless this is a complete home that no other user can
         open: the directory open to its owner only, the key and the admin token readable
         by their owner only (the node calls this before it reads anything)."""
+        if self.path.exists() and not self.path.is_dir():
+            raise HomeError(f"{self.path} is a file, not an iomtnode home (a directory)")
         if self.key_path.exists() and not self.genesis_path.exists():
             raise HomeError(f"{self.path} has no genesis.json yet; install the network's "
                             f"with: iomtnode genesis verify GENESIS_FILE --home {self.path} "
@@ -189,10 +191,15 @@ def init_home(
     record was lost: no signing state is written, and the node defers signing until it
     knows a height the key cannot have signed at; see docs/consensus.md)."""
     home = Home(path)
+    if path.exists() and not path.is_dir():
+        raise HomeError(f"{path} is a file, not a directory; pick a directory for the home")
     if home.is_initialized():
         raise HomeError(f"{path} is already an iomtnode home; pick another directory")
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(HOME_MODE)  # mkdir's mode is cut by the umask, and the directory may exist
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(HOME_MODE)  # mkdir's mode is cut by the umask, and the directory may exist
+    except OSError as exc:
+        raise HomeError(f"cannot make the home {path}: {exc.strerror or exc}") from None
     key = key or SigningKey.generate()
     if genesis is None and not no_genesis:
         genesis = Genesis(chain_id=chain_id, time_ms=int(time.time() * 1000),

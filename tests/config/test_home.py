@@ -109,3 +109,16 @@ def test_a_command_key_file_is_refused_for_what_it_is(tmp_path: Path):
     key.chmod(0o644)
     with pytest.raises(HomeError, match="a key file must be its owner's only: run: chmod 600"):
         read_key(key)
+
+
+def test_a_home_that_is_a_file_or_cannot_be_made_is_said_so(tmp_path: Path):
+    """``init --home patient.key`` said "[Errno 17] File exists", and ``run --home`` a file
+    told to ``iomtnode init`` it; a home that cannot be made names it."""
+    afile = tmp_path / "patient.key"
+    afile.write_text("{}")
+    with pytest.raises(HomeError, match=r"patient.key is a file, not a directory"):
+        init_home(afile)
+    with pytest.raises(HomeError, match=r"patient.key is a file, not an iomtnode home"):
+        Home(afile).check()
+    with pytest.raises(HomeError, match=r"cannot make the home .*: Not a directory"):
+        init_home(afile / "node")
