@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import structlog
-import trio
 import typer
 
 from .. import __version__
@@ -135,4 +134,4 @@ def dev(
 
     configure_logging(global_option(ctx, "log_level") or DEV_LOG_LEVEL,
                       json=global_option(ctx, "log_json"))
-    trio.run(run_dev, devices, rate, duration, api)
+    run_async(run_dev, devices, rate, duration, api)  # a port in use: one line, exit 1
