@@ -80,6 +80,8 @@ class Home:
         """Raise :class:`HomeError` unless this is a complete home that no other user can
         open: the directory open to its owner only, the key and the admin token readable
         by their owner only (the node calls this before it reads anything)."""
+        if self.path.exists() and not self.path.is_dir():
+            raise HomeError(f"{self.path} is a file, not an iomtnode home (a directory)")
         if self.key_path.exists() and not self.genesis_path.exists():
             raise HomeError(f"{self.path} has no genesis.json yet; install the network's "
                             f"with: iomtnode genesis verify GENESIS_FILE --home {self.path} "
@@ -111,9 +113,10 @@ class Home:
         return self.token_path.read_text().strip()
 
 
-def _check_private(path: Path, fix: int = SECRET_MODE) -> None:
+def _check_private(path: Path, fix: int = SECRET_MODE,
+                   refusal: str = "the node refuses to start") -> None:
     """Raise :class:`HomeError` if ``path`` has any group or other permission bit; the
-    message names the mode found and the ``chmod`` to ``fix`` it."""
+    message names the mode found, who refuses (``refusal``) and the ``chmod`` to ``fix`` it."""
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
@@ -121,7 +124,7 @@ def _check_private(path: Path, fix: int = SECRET_MODE) -> None:
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise HomeError(
             f"{path} is open to other users (mode {stat.S_IMODE(mode):04o}, "
-            f"{stat.filemode(mode)}); the node refuses to start: run: chmod {fix:o} {path}"
+            f"{stat.filemode(mode)}); {refusal}: run: chmod {fix:o} {path}"
         )
 
 
@@ -161,8 +164,12 @@ def write_key(path: Path, key: SigningKey) -> None:
 
 
 def read_key(path: Path) -> SigningKey:
-    """Read a private key file written by :func:`write_key` (must be mode 0600)."""
-    return _read_key(path)
+    """Read a private key file written by :func:`write_key` (must be mode 0600): a command's
+    ``--key``, so the errors speak of the key file, not of a node."""
+    if path.is_dir():
+        raise HomeError(f"{path} is a directory, not a key file")
+    _check_private(path, refusal="a key file must be its owner's only")
+    return key_from_file(path)
 
 
 def init_home(
@@ -184,10 +191,15 @@ def init_home(
     record was lost: no signing state is written, and the node defers signing until it
     knows a height the key cannot have signed at; see docs/consensus.md)."""
     home = Home(path)
+    if path.exists() and not path.is_dir():
+        raise HomeError(f"{path} is a file, not a directory; pick a directory for the home")
     if home.is_initialized():
         raise HomeError(f"{path} is already an iomtnode home; pick another directory")
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(HOME_MODE)  # mkdir's mode is cut by the umask, and the directory may exist
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(HOME_MODE)  # mkdir's mode is cut by the umask, and the directory may exist
+    except OSError as exc:
+        raise HomeError(f"cannot make the home {path}: {exc.strerror or exc}") from None
     key = key or SigningKey.generate()
     if genesis is None and not no_genesis:
         genesis = Genesis(chain_id=chain_id, time_ms=int(time.time() * 1000),

@@ -8,6 +8,7 @@ shows the client another certificate does not verify here.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,11 @@ from ..config import ConfigError
 from ..core.challenge import ChallengeError, tls_server_end_point
 
 log = structlog.get_logger(__name__)
+
+PLAIN_HTTP_BODY = b"this API speaks TLS: use a wss:// URL\n"
+PLAIN_HTTP_ANSWER = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
+                     b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                     % (len(PLAIN_HTTP_BODY), PLAIN_HTTP_BODY))  # to a plain ws:// client
 
 
 class ApiTlsError(ConfigError):
@@ -72,11 +78,17 @@ def load_api_tls(cert: Path, key: Path) -> ApiTls:
 async def tls_handshake(stream: trio.abc.Stream, tls: ApiTls, remote: str
                         ) -> trio.SSLStream[trio.abc.Stream] | None:
     """``stream`` under TLS once the handshake is done; None (logged) if the client failed it
-    (not TLS, a version before 1.3, or it left). The caller bounds the time it may take."""
+    (not TLS, a version before 1.3, or it left). A plain HTTP request (a ``ws://`` URL) is
+    answered 400 with the reason, in clear, so the client says so at once instead of waiting
+    out its timeout for an answer. The caller bounds the time it may take."""
     secure = trio.SSLStream(stream, tls.context, server_side=True)
     try:
         await secure.do_handshake()
     except trio.BrokenResourceError as exc:
         log.info("api_tls_handshake_failed", remote=remote, reason=str(exc.__cause__ or exc))
+        cause = exc.__cause__
+        if isinstance(cause, ssl.SSLError) and cause.reason == "HTTP_REQUEST":
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.send_all(PLAIN_HTTP_ANSWER)
         return None
     return secure

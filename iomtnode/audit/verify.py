@@ -60,12 +60,13 @@ class VerifyReport:
         """The report in plain words, one finding a line."""
         node = self.node.hex()[:16]
         if self.ok:
-            out = [f"node {node}: the audit log is complete and unchanged: {self.anchored} "
-                   f"records in {self.ranges} anchored ranges, {len(self.yours)} of them yours, "
-                   f"each as the node recorded it"]
+            out = [f"node {node}: the audit log is complete and unchanged: "
+                   f"{_counted(self.anchored, 'record')} in "
+                   f"{_counted(self.ranges, 'anchored range')}, {len(self.yours)} of them "
+                   "yours, each as the node recorded it"]
         else:
             total = len(self.failures) + self.more_failures
-            out = [f"node {node}: the audit log FAILED the check ({total} problems):"]
+            out = [f"node {node}: the audit log FAILED the check ({_counted(total, 'problem')}):"]
             out += [f"  {failure}" for failure in self.failures]
             if self.more_failures:
                 out.append(f"  ... and {self.more_failures} more")
@@ -75,6 +76,11 @@ class VerifyReport:
             out.append(f"node {node}: your {which} not anchored on the ledger yet; "
                        f"check again in a minute")
         return out
+
+
+def _counted(n: int, noun: str) -> str:
+    """"1 record", "2 records"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 class _Failures:

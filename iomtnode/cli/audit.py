@@ -165,6 +165,10 @@ async def check_node(url: str, ca: Path | None, root: bytes, scopes: list[str],
         if status["chain_id"] != genesis.chain_id:
             fail(f"{url} is a node of {status['chain_id']!r}, not of the genesis's "
                  f"{genesis.chain_id!r}")
+        if status["genesis_hash"] != genesis.hash.hex():  # another network, the same name
+            fail(f"{url} is a node of another network named {genesis.chain_id!r}: its genesis "
+                 f"hash is {status['genesis_hash'][:16]}..., the --genesis file's "
+                 f"{genesis.hash.hex()[:16]}...; give that network's genesis.json")
         node = bytes.fromhex(status["node_id"])
         streams = [stream_key(root, genesis.chain_id, scope) for scope in scopes]
         for scope, s in zip(scopes, streams, strict=True):

@@ -58,7 +58,9 @@ def authority_list(
 def authority_vote(
     subject: Annotated[str, typer.Argument(help="The authority's public key (hex).")],
     home: Annotated[Path, typer.Option("--home", help="An authority's home (its key votes).")],
-    add: Annotated[bool, typer.Option("--add/--remove", help="Vote to add or to remove.")],
+    add: Annotated[bool | None, typer.Option(
+        "--add/--remove", help="Vote to add or to remove (one of them is needed).",
+        show_default=False)] = None,
     force: Annotated[bool, typer.Option(
         help="Vote to add a key that is not a connected peer of the node.")] = False,
     api: ApiOpt = DEFAULT_API,
@@ -73,6 +75,8 @@ def authority_vote(
 
     A new authority counts as online: this command checks it is a connected peer first.
     """
+    if add is None:  # typer said "Missing option '--add'", as if --remove were no choice
+        fail("give --add or --remove")
     key, genesis = authority_key(home)
     subject_key = hex32("subject", subject)
     url = api_url(api)

@@ -12,6 +12,7 @@ from typing import Annotated, Any, NoReturn
 
 import trio
 import typer
+from trio_websocket import ConnectionRejected
 from trio_websocket import HandshakeError as WsHandshakeError
 
 from ..audit.log import AuditLogError
@@ -76,6 +77,10 @@ def run_async(fn: Any, *args: Any) -> Any:
             fail(f"the node refused: {exc.message} (code {exc.code})", 1)
         if isinstance(exc, StoreError | WrongChainError | ConfigError):
             fail(str(exc))
+        if isinstance(exc, ConnectionRejected):  # an HTTP answer: its status and text
+            text = (exc.body or b"").decode("utf-8", "replace").strip()
+            fail(f"the node refused the connection: HTTP {exc.status_code}"
+                 + (f": {text}" if text else ""), 1)
         if isinstance(exc, WsHandshakeError):
             fail(f"the node refused the connection: {exc}", 1)
         if isinstance(exc, trio.BrokenResourceError) and isinstance(exc.__cause__, ssl.SSLError):

@@ -38,7 +38,9 @@ def _resolve(ctx: typer.Context, home: Home, api: str | None, p2p: str | None,
     """The settings ``run`` would resolve. A directory without config.toml is no home: one
     error, with ``run``'s words and exit code (2), and no settings to list."""
     if not home.config_path.exists():
-        message = (f"{home.path} is not an iomtnode home ({home.config_path.name} missing); "
+        message = (f"{home.path} is a file, not an iomtnode home (a directory)"
+                   if home.path.exists() and not home.path.is_dir() else
+                   f"{home.path} is not an iomtnode home ({home.config_path.name} missing); "
                    f"run: iomtnode init --home {home.path}")
         if as_json:
             typer.echo(json.dumps({"ok": False, "errors": [{"key": "home", "message": message}]},

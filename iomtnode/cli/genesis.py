@@ -247,7 +247,8 @@ def _install(h: Home, genesis: Genesis) -> bool:
 def _configure(h: Home, cards: list[Card], node_id: bytes) -> dict[str, Any]:
     """Point ``h``'s config at the cards: bootnodes, advertise_address and, when it listens
     on loopback only, ``p2p_listen`` on every interface at its card's port (every IPv6
-    interface for a card at an IPv6 address)."""
+    interface for a card at an IPv6 address; the card's own address for a card at a
+    loopback address, which no other host dials)."""
     plan = placement(node_id, cards)
     try:
         config = load_config(h.config_path, env={})  # the file's values, not this shell's
@@ -258,6 +259,8 @@ def _configure(h: Home, cards: list[Card], node_id: bytes) -> dict[str, Any]:
             card_host, port = parse_hostport(plan.advertise_address)
             if _is_loopback(host):
                 every = "[::]" if _is_ipv6(card_host) else "0.0.0.0"  # the card's family
+                if _is_loopback(card_host):  # a test network on one host: no other to reach
+                    every = f"[{card_host}]" if _is_ipv6(card_host) else card_host
                 changes["p2p_listen"] = f"{every}:{port}"
             elif listen_port != port:  # the operator's own listen address: kept, but said
                 typer.echo(f"warning: this node's card advertises port {port}, and peers will "

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import structlog
-import trio
 import typer
 
 from .. import __version__
@@ -114,7 +113,11 @@ def run(
     run_async(run_until_signal, node.run)
 
 
+DEV_LOG_LEVEL = "warning"  # dev's default: the progress line, not a log line per block
+
+
 def dev(
+    ctx: typer.Context,
     devices: Annotated[int, typer.Option(min=1, max=10_000, help="Simulated devices.")] = 8,
     rate: Annotated[float, typer.Option(min=0.1, help="Readings per second in total.")] = 50,
     duration: Annotated[float, typer.Option(
@@ -124,8 +127,11 @@ def dev(
     """A throwaway one-authority chain with simulated devices streaming readings.
 
     Makes a temporary home, runs a node and K devices that sign and submit vitals, and
-    shows one live progress line until Ctrl-C.
+    shows one live progress line until Ctrl-C. It logs warnings and errors only, unless
+    --log-level (given before dev) says otherwise.
     """
     from ..devmode import run_dev
 
-    trio.run(run_dev, devices, rate, duration, api)
+    configure_logging(global_option(ctx, "log_level") or DEV_LOG_LEVEL,
+                      json=global_option(ctx, "log_json"))
+    run_async(run_dev, devices, rate, duration, api)  # a port in use: one line, exit 1

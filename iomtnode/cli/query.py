@@ -53,8 +53,15 @@ def status(
         if not as_json:
             typer.echo(f"ready at height {result['height']}")
         return
-    text = "\n".join(f"{k:18} {v}" for k, v in result.items())
-    emit(result, as_json, text)
+    emit(result, as_json, status_text(result))
+
+
+def status_text(result: dict[str, Any]) -> str:
+    """``status`` as aligned lines, a value that is not a string as JSON (a Python repr,
+    ``['ab..']`` or ``None``, is no format a reader or a script expects)."""
+    width = max(map(len, result), default=0)
+    return "\n".join(f"{k:{width}}  {v if isinstance(v, str) else json.dumps(v)}"
+                     for k, v in result.items())
 
 
 def block(

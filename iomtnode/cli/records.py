@@ -171,7 +171,11 @@ def fetch(
     if bundle is not None and fhir is not None:
         _write(fhir, json.dumps(bundle, indent=1, sort_keys=True) + "\n")
     unreadable = sum(1 for r in results if isinstance(r, rd.Unreadable))
-    typer.echo(f"{len(results) - unreadable} readings decrypted, {unreadable} unreadable",
-               err=True)
+    typer.echo(summary_line(len(results) - unreadable, unreadable), err=True)
     if unreadable:
         raise typer.Exit(1)
+
+
+def summary_line(decrypted: int, unreadable: int) -> str:
+    """What a fetch ends with on stderr: "1 reading decrypted, 0 unreadable"."""
+    return f"{decrypted} reading{'' if decrypted == 1 else 's'} decrypted, {unreadable} unreadable"

@@ -100,8 +100,10 @@ async def stream_view(client: ApiClient, stream: bytes) -> dict[str, Any]:
         view = await client.call("get_stream", stream=stream.hex())
     except ApiError as exc:
         if exc.code == NOT_FOUND:
-            fail(f"the ledger does not know stream {stream.hex()[:16]} yet: an authority "
-                 "admits a device to it first (`iomtnode device admit --stream`)", 1)
+            fail(f"the ledger does not know stream {stream.hex()[:16]} yet: a device is "
+                 "admitted to it first (`iomtnode device admit --stream`, by as many "
+                 "authorities as the genesis's admission_threshold, the first one's profile "
+                 "salt passed by the others with --profile-salt)", 1)
         raise
     if view["erased"]:
         fail(f"stream {stream.hex()[:16]} was erased: nothing more is granted or recorded in "

@@ -69,6 +69,29 @@ def load_config(
     return resolved.config
 
 
+_KEY_LINE = re.compile(r"\s*([A-Za-z0-9_]+)\s*=")
+
+
+def _twice(path: Path) -> str:
+    """For a file that does not parse: the first setting it gives twice, with both lines (a
+    setting added at the end of the file that ``init`` wrote, where every setting has its
+    line already), or nothing."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    seen: dict[str, int] = {}
+    for number, line in enumerate(lines, 1):
+        match = _KEY_LINE.match(line)
+        if match is None:
+            continue
+        if match[1] in seen:
+            return (f"; {match[1]} is set twice (lines {seen[match[1]]} and {number}): "
+                    "the file has one line per setting, edit that one")
+        seen[match[1]] = number
+    return ""
+
+
 def resolve(
     path: Path | None,
     overrides: Mapping[str, Any] | None = None,
@@ -85,7 +108,7 @@ def resolve(
         try:
             file = tomllib.loads(path.read_text())
         except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
-            issue = Issue(path.name, f"cannot read {path}: {exc}")
+            issue = Issue(path.name, f"cannot read {path}: {exc}{_twice(path)}")
             return Resolved(path, version, stated, _with_defaults(given), (issue,), None,
                             unknown)
         stated = VERSION_KEY in file

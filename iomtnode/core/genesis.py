@@ -135,7 +135,10 @@ class Genesis:
             raise GenesisError(f"no genesis file at {path}") from None
         except (OSError, ValueError, RecursionError) as exc:  # deep nesting recurses
             raise GenesisError(f"cannot read genesis {path}: {exc}") from None
-        return cls.from_json(doc)
+        try:
+            return cls.from_json(doc)
+        except GenesisError as exc:  # name the file: it may be another JSON file given
+            raise GenesisError(f"{path} is not a valid genesis: {exc}") from None
 
 
 def _window_field(value: Any) -> int:

@@ -120,7 +120,8 @@ def verify_receipt(doc: Any, genesis: Genesis) -> tuple[SignedTx, Header]:
     if header.authorities_hash != authorities_hash(authorities):
         raise ReceiptError(
             "block is certified by an authority set the receipt does not lead to from the "
-            "genesis authorities (a handoff is missing)"
+            "genesis authorities: the receipt is of another network (another genesis with "
+            f"chain id {genesis.chain_id}), or a handoff is missing"
         )
     block_hash = _certified(header_bytes, header, commit, authorities, genesis.chain_id,
                             "commit certificate")

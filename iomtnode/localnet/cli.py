@@ -40,7 +40,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 localnet_app = typer.Typer(
     help="Run N real `iomtnode run` processes on loopback, with chaos controls.\n\n"
          "Quick start: `iomtnode localnet up --nodes 4` (Ctrl-C stops it), or "
-         "`iomtnode localnet prepare --nodes 4 --dir localnet && honcho start`.",
+         "`iomtnode localnet prepare --nodes 4 --dir localnet && cd localnet && honcho start`.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 DirOpt = Annotated[Path, typer.Option("--dir", help="The localnet directory (holds "

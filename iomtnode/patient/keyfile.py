@@ -20,6 +20,8 @@ from .keys import ROOT_BYTES, X25519_BYTES, GranteeKeys
 
 PATIENT_TYPE = "iomt-patient"
 GRANTEE_TYPE = "iomt-grantee"
+KEYGEN = {PATIENT_TYPE: "iomtnode patient keygen",
+          GRANTEE_TYPE: "iomtnode patient keygen --grantee"}  # what makes each kind
 KEY_FILE_MODE = 0o600  # read and write by the owner only
 MAX_KEY_FILE_BYTES = 4096  # a key file is under 200 bytes; anything larger is not one
 
@@ -61,6 +63,9 @@ def _read(path: Path | str, kind: str, fields: tuple[str, ...]) -> dict[str, byt
     try:
         document = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
+        if _is_hex_seed(data):  # the key files of devices and nodes
+            raise KeyFileError(f"{path}: a device's or node's key (a hex seed); the key "
+                               f"file needed here is one {KEYGEN[kind]} makes") from None
         raise KeyFileError(f"{path}: not JSON: {exc}") from None
     if type(document) is not dict:
         raise KeyFileError(f"{path}: not a JSON object")
@@ -85,6 +90,13 @@ def _read(path: Path | str, kind: str, fields: tuple[str, ...]) -> dict[str, byt
         raise KeyFileError(f"{path}: open to other users (mode {stat.S_IMODE(st_mode):04o}); a "
                            f"key file is the owner's alone: run: chmod 600 {path}")
     return values
+
+
+def _is_hex_seed(data: bytes) -> bool:
+    try:
+        return len(bytes.fromhex(data.decode("ascii").strip())) == ROOT_BYTES
+    except (UnicodeDecodeError, ValueError):
+        return False
 
 
 def write_patient(path: Path | str, root: bytes) -> None:

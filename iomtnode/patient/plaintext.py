@@ -45,8 +45,9 @@ class Plaintext:
         if self.kind not in VALUE_COUNTS:
             raise PlaintextError(f"vital kind {self.kind} is not one of {sorted(VALUE_COUNTS)}")
         if len(self.values) != VALUE_COUNTS[self.kind]:
-            raise PlaintextError(f"{KIND_NAMES[self.kind]} takes {VALUE_COUNTS[self.kind]} "
-                                 f"values, not {len(self.values)}")
+            wanted = VALUE_COUNTS[self.kind]
+            raise PlaintextError(f"{KIND_NAMES[self.kind]} takes {wanted} "
+                                 f"value{'' if wanted == 1 else 's'}, not {len(self.values)}")
         if not all(type(v) is int and 0 <= v <= MAX_VALUE for v in self.values):
             raise PlaintextError(f"values must be integers in 0..{MAX_VALUE}")
         if not 0 <= self.measured_ms < 2**64:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from trio_websocket import ConnectionRejected
 
 from iomtnode.api.auth import FORBIDDEN
 from iomtnode.api.tls import ApiTlsError, load_api_tls
@@ -20,6 +21,7 @@ from iomtnode.config import Config, ConfigError
 from iomtnode.core.crypto import SigningKey
 from iomtnode.home import Home, init_home
 from iomtnode.node import Node
+from iomtnode.service import single_exception
 
 from ..conftest import FAST
 from ..core import sealkit as kit
@@ -104,6 +106,26 @@ async def test_plain_websocket_and_old_tls_are_refused_and_the_node_goes_on(tls_
             await stream.do_handshake()
     async with open_client(tls_node.url, ca=tls_node.cert.cert) as client:
         assert (await client.call("status"))["chain_id"] == "iomt-test"
+
+
+async def test_a_ws_url_to_a_tls_api_is_told_to_use_wss_at_once(tls_node):
+    # the client waited out its 10 s connect timeout ("the node did not answer in time"):
+    # the node closed the connection, which the websocket handshake does not notice
+    with trio.fail_after(3):
+        try:
+            async with open_client(tls_node.plain_url):
+                raise AssertionError("a plain websocket was served")
+        except BaseException as raised:  # the client's nursery wraps it in a group
+            rejected = single_exception(raised)
+    assert isinstance(rejected, ConnectionRejected) and rejected.status_code == 400
+    assert rejected.body == b"this API speaks TLS: use a wss:// URL\n"
+    with trio.fail_after(30):
+        done = await trio.run_process(
+            [sys.executable, "-m", "iomtnode", "status", "--api", tls_node.plain_url],
+            capture_stdout=True, capture_stderr=True, check=False)
+    assert (done.returncode, done.stderr) == (
+        1, b"error: the node refused the connection: HTTP 400: this API speaks TLS: use a "
+           b"wss:// URL\n")
 
 
 async def test_the_cli_speaks_wss_and_proves_the_authority_key(tls_node):

@@ -50,6 +50,16 @@ def test_an_honest_log_passes():
     assert "not anchored" in report.lines()[1]
 
 
+def test_the_report_counts_in_plain_words():
+    # it said "1 records in 1 anchored ranges" and "(1 problems)"
+    log = Log(total=1, ranges=(1,))
+    assert log.verify().lines()[0].endswith(
+        "complete and unchanged: 1 record in 1 anchored range, 1 of them yours, each as the "
+        "node recorded it")
+    failed = log.verify(records={})  # the patient's record withheld
+    assert "FAILED the check (1 problem):" in failed.lines()[0]
+
+
 def test_a_removed_record_shifts_the_rest_and_fails_its_range():
     log = Log()
     del log.records[12]  # the node drops record 12 and renumbers what follows

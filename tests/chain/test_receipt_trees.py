@@ -14,9 +14,11 @@ from iomtnode.chain.receipts import _handoffs_before
 from iomtnode.chain.trees import DamagedBlockError, ReceiptTrees
 from iomtnode.core import merkle
 from iomtnode.core.block import decode_header
-from iomtnode.core.receipt import make_receipt, verify_receipt
+from iomtnode.core.genesis import Genesis
+from iomtnode.core.receipt import ReceiptError, make_receipt, verify_receipt
 from iomtnode.core.tx import SignedTx, decode_tx, leaf_of, stripped
 
+from ..core.helpers import pub
 from .streamkit import GENESIS, T0, erase, reading, seal, stream_chain
 
 
@@ -192,3 +194,13 @@ def test_a_receipt_is_refused_when_its_transaction_is_not_the_kept_tree_s(chain,
     with pytest.raises(DamagedBlockError):
         chain.receipt(txs[0].id)  # would carry transaction 1 with the proof of leaf 0
     assert verify_receipt(chain.receipt(txs[2].id), GENESIS)[0] == stripped(txs[2])
+
+
+def test_a_receipt_checked_against_another_network_s_genesis_says_so(chain, readings):
+    """Two networks may share a chain id (every `iomtnode init` makes "iomt-local"): a
+    receipt checked against the other's genesis.json names that, not only a missing handoff."""
+    tx, = readings(1)
+    seal(chain, [tx])
+    other = Genesis(GENESIS.chain_id, GENESIS.time_ms, (pub("Z"),), 1)
+    with pytest.raises(ReceiptError, match=r"receipt is of another network .*, or a handoff"):
+        verify_receipt(chain.receipt(tx.id), other)

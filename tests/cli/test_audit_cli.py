@@ -204,3 +204,16 @@ async def test_a_scope_the_ledger_does_not_know_is_said_not_blamed_on_the_node(
         assert "the ledger knows no vitlas stream of this patient key" in result.output
         assert "FAILED" not in result.output
     assert "complete and unchanged" in await ok(*check, "--scope", "vitals")
+
+
+async def test_the_genesis_of_another_network_of_the_same_name_is_said(anchoring_node, tmp_path):
+    # every `iomtnode init` makes a chain "iomt-local": a genesis.json of another such network
+    # made the check print "complete and unchanged" and then fail every anchor's receipt
+    node = anchoring_node
+    await patient_with_device(node, tmp_path)
+    other = init_home(tmp_path / "other", chain_id="iomt-test")
+    result = await cli("audit", "--patient", tmp_path / "patient.key", "--scope", "vitals",
+                       "--verify", "--genesis", other.path / "genesis.json", "--api", node.url)
+    assert result.exit_code == 2, result.output
+    assert "is a node of another network named 'iomt-test'" in result.output
+    assert "complete and unchanged" not in result.output

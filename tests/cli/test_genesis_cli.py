@@ -111,6 +111,24 @@ def test_an_authority_at_an_ipv6_address_listens_on_every_ipv6_interface(tmp_pat
         assert config.p2p_listen == "[::]:7546"
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "[::1]"])
+def test_an_authority_at_a_loopback_address_stays_on_loopback(tmp_path, host):
+    """A ceremony rehearsed on one host (cards at 127.0.0.1): p2p_listen became 0.0.0.0:PORT,
+    opening the node to every interface though no other host dials a loopback card."""
+    made = []
+    for i in range(2):
+        home, card = tmp_path / f"h{i}", tmp_path / f"node{i}.card"
+        ok("init", "--home", home, "--no-genesis")
+        ok("genesis", "card", "--home", home, "--chain-id", CHAIN,
+           "--address", f"{host}:76{i}6", "--out", card)
+        made.append((home, card))
+    ok("genesis", "new", "--chain-id", CHAIN, *cards(made), "--out", tmp_path / "genesis.json")
+    for i, (home, _) in enumerate(made):
+        ok("genesis", "verify", tmp_path / "genesis.json", "--home", home, *cards(made),
+           "--install")
+        assert load_config(home / "config.toml", env={}).p2p_listen == f"{host}:76{i}6"
+
+
 def test_installing_without_cards_warns_when_the_node_would_find_no_peer(tmp_path, ceremony):
     """Without --card the config is left as it was: with no bootnodes, the node of a network
     of several authorities would never connect, and nothing said so."""

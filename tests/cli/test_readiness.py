@@ -3,9 +3,11 @@ against real node processes is in tests/e2e/test_readiness.py."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from iomtnode.cli.query import readiness
+from iomtnode.cli.query import readiness, status_text
 
 A, B, C, D = "aa" * 32, "bb" * 32, "cc" * 32, "dd" * 32
 PEER = {"node_id": B, "address": "127.0.0.1:7546", "outbound": True}
@@ -39,3 +41,20 @@ def status(height: int, target: int, authorities: list[str], peers: list[dict],
 ])
 def test_readiness(case: dict, reason: str | None):
     assert readiness(case) == reason
+
+
+def test_status_text_aligns_every_key_and_prints_values_as_json():
+    # lists and objects printed as Python reprs (['aa..'], {'committed_txs': 0}, None) and
+    # keys longer than the column (authorities_with_evidence) pushed their values aside
+    text = status_text({"chain_id": "iomt-local", "height": 3, "authorities": [A],
+                        "authorities_with_evidence": [], "last_commit": None,
+                        "peers": [PEER]})
+    width = len("authorities_with_evidence")
+    assert text.splitlines() == [
+        f"{'chain_id':{width}}  iomt-local",
+        f"{'height':{width}}  3",
+        f"{'authorities':{width}}  [\"{A}\"]",
+        "authorities_with_evidence  []",
+        f"{'last_commit':{width}}  null",
+        f"{'peers':{width}}  " + json.dumps([PEER]),
+    ]

@@ -133,15 +133,24 @@ def test_show_as_json_prints_the_errors_as_one_object(home: Path) -> None:
     assert json.loads(invoke("show", "--home", home, "--json").stdout)["ok"] is True
 
 
-def test_a_directory_that_is_no_home_is_one_error_as_run_gives_it(tmp_path: Path) -> None:
-    expected = (f"{tmp_path} is not an iomtnode home (config.toml missing); "
-                f"run: iomtnode init --home {tmp_path}")
-    ran = CliRunner().invoke(app, ["run", "--home", str(tmp_path)])
+@pytest.mark.parametrize("what", ["directory", "file"])
+def test_a_directory_that_is_no_home_is_one_error_as_run_gives_it(tmp_path: Path, what: str
+                                                                  ) -> None:
+    # a file (a key file given as --home by mistake) is said to be one, not to be init'ed
+    path = tmp_path / "patient.key"
+    if what == "file":
+        path.write_text("{}")
+        expected = f"{path} is a file, not an iomtnode home (a directory)"
+    else:
+        path.mkdir()
+        expected = (f"{path} is not an iomtnode home (config.toml missing); "
+                    f"run: iomtnode init --home {path}")
+    ran = CliRunner().invoke(app, ["run", "--home", str(path)])
     assert (ran.exit_code, ran.stderr) == (2, f"error: {expected}\n")
     for command in ("show", "validate"):
-        result = invoke(command, "--home", tmp_path)
+        result = invoke(command, "--home", path)
         assert (result.exit_code, result.stdout, result.stderr) == (2, "", f"error: {expected}\n")
-        as_json = invoke(command, "--home", tmp_path, "--json")
+        as_json = invoke(command, "--home", path, "--json")
         assert as_json.exit_code == 2
         assert json.loads(as_json.stdout) == {
             "ok": False, "errors": [{"key": "home", "message": expected}]}

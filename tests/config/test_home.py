@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from iomtnode.config import Config
-from iomtnode.home import HOME_MODE, SECRET_MODE, Home, HomeError, init_home
+from iomtnode.core.crypto import SigningKey
+from iomtnode.home import HOME_MODE, SECRET_MODE, Home, HomeError, init_home, read_key, write_key
 from iomtnode.node import Node
 from iomtnode.store.files import write_atomic
 
@@ -93,3 +94,31 @@ def test_write_atomic_replaces_a_file_whole_or_not_at_all(tmp_path: Path,
     write_atomic(path, b"new " * 10_000, 0o644)
     assert path.read_bytes() == b"new " * 10_000
     assert [p.name for p in tmp_path.iterdir()] == ["genesis.json"]
+
+
+def test_a_command_key_file_is_refused_for_what_it_is(tmp_path: Path):
+    """``device send --key`` and ``device show --key`` read a key file, not a home: a
+    directory is named as one (not "chmod 600" it), and a shared key file's error speaks of
+    the key, not of a node that refuses to start."""
+    folder = tmp_path / "keys"
+    folder.mkdir(mode=0o755)
+    with pytest.raises(HomeError, match="is a directory, not a key file"):
+        read_key(folder)
+    key = tmp_path / "device.key"
+    write_key(key, SigningKey.generate())
+    key.chmod(0o644)
+    with pytest.raises(HomeError, match="a key file must be its owner's only: run: chmod 600"):
+        read_key(key)
+
+
+def test_a_home_that_is_a_file_or_cannot_be_made_is_said_so(tmp_path: Path):
+    """``init --home patient.key`` said "[Errno 17] File exists", and ``run --home`` a file
+    told to ``iomtnode init`` it; a home that cannot be made names it."""
+    afile = tmp_path / "patient.key"
+    afile.write_text("{}")
+    with pytest.raises(HomeError, match=r"patient.key is a file, not a directory"):
+        init_home(afile)
+    with pytest.raises(HomeError, match=r"patient.key is a file, not an iomtnode home"):
+        Home(afile).check()
+    with pytest.raises(HomeError, match=r"cannot make the home .*: Not a directory"):
+        init_home(afile / "node")

@@ -127,6 +127,19 @@ def test_a_file_that_does_not_parse_is_one_error_naming_the_file(tmp_path: Path)
     assert issue.message.startswith(f"cannot read {path}")
 
 
+def test_a_setting_given_twice_is_named_with_both_lines(tmp_path: Path) -> None:
+    # init writes every setting (api_tls_cert = ""): one appended at the end, as a doc's
+    # snippet reads, was only "Cannot overwrite a value (at line 104, column 29)"
+    text = render(Config()) + 'api_tls_cert = "tls/api.crt"\n'
+    first = next(n for n, line in enumerate(text.splitlines(), 1)
+                 if line.startswith("api_tls_cert ="))
+    path = write(tmp_path, text)
+    (issue,) = resolve(path, env={}).issues
+    assert issue.message.endswith(
+        f"; api_tls_cert is set twice (lines {first} and {len(text.splitlines())}): the file "
+        "has one line per setting, edit that one")
+
+
 def test_each_setting_says_where_its_value_came_from(tmp_path: Path) -> None:
     path = write(tmp_path, "max_peers = 19\nban_s = 60\napi_listen = '0.0.0.0:7545'\n")
     env = {"IOMTNODE_BAN_S": "30", "IOMTNODE_BOOTNODES": "a:1, b:2"}

@@ -162,6 +162,15 @@ def test_not_an_object(tmp_path: Path, content: str) -> None:
         Genesis.load(path)
 
 
+def test_another_json_file_is_named_as_no_genesis(tmp_path: Path) -> None:
+    # `init --genesis patient.key` said only "genesis version must be 1"
+    path = tmp_path / "patient.key"
+    path.write_text(json.dumps({"type": "iomt-patient", "root": "ab" * 32}))
+    with pytest.raises(GenesisError) as info:
+        Genesis.load(path)
+    assert str(info.value) == f"{path} is not a valid genesis: genesis version must be 1"
+
+
 @pytest.mark.parametrize("field", ["chain_id", "time_ms", "authorities", "admission_threshold"])
 def test_missing_field(tmp_path: Path, field: str) -> None:
     d = doc()

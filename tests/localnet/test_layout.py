@@ -186,6 +186,12 @@ def test_urls_and_addresses():
 
 # ---- Procfile ----------------------------------------------------------------------------
 
+def test_the_help_s_quick_start_runs_honcho_where_prepare_wrote_the_procfile():
+    # "prepare --dir localnet && honcho start" works only in the repository's root (its own
+    # Procfile); anywhere else honcho finds no Procfile: the help says to cd first
+    assert "--dir localnet && cd localnet && honcho start" in localnet_app.info.help
+
+
 def test_repo_procfile_matches_what_prepare_makes(tmp_path):
     text = (REPO / "Procfile").read_text()
     assert "iomtnode localnet prepare --nodes 4 --dir localnet && honcho start" in text

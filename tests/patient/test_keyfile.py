@@ -71,6 +71,9 @@ MALFORMED = [
     (json.dumps({"type": "iomt-patient", "root": "zz" * 32}).encode(), "root is not 32"),
     (json.dumps({"type": "iomt-patient", "root": 5}).encode(), "root is not 32"),
     (b" " * 5000, "larger than"),
+    # a device key given for the patient's: it said "not JSON: Expecting value: line 1 ..."
+    (GOOD_HEX.encode() + b"\n", "a device's or node's key (a hex seed); the key file needed "
+                                 "here is one iomtnode patient keygen makes"),
 ]
 
 

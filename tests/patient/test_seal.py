@@ -23,6 +23,7 @@ from iomtnode.patient.plaintext import (
     SPO2,
     THERMOMETER,
     Plaintext,
+    PlaintextError,
 )
 from iomtnode.patient.seal import (
     OpenError,
@@ -169,3 +170,10 @@ def test_the_extremes_of_every_vital_seal_alike():
                  for d in (20, 200)]
     extremes += [Plaintext(BODY_TEMPERATURE, MAX_MS, (4_500,), b"", THERMOMETER)]
     assert {len(seal(p, PUBLIC, AD)) for p in extremes} == {sidecar_bytes(0)}
+
+
+def test_a_wrong_number_of_values_is_said_in_plain_words():
+    with pytest.raises(PlaintextError, match=r"^heart_rate takes 1 value, not 2$"):
+        Plaintext(HEART_RATE, 1, (72, 3))
+    with pytest.raises(PlaintextError, match=r"^blood_pressure takes 2 values, not 1$"):
+        Plaintext(BLOOD_PRESSURE, 1, (120,))
