@@ -30,10 +30,27 @@ DEFAULT_API = "ws://127.0.0.1:7545/api/v1"
 HomeOpt = Annotated[Path, typer.Option("--home", help="The node's home directory.")]
 ApiOpt = Annotated[str, typer.Option(
     "--api", help="The node's API: HOST:PORT, ws://HOST:PORT or wss://HOST:PORT (TLS).")]
+
+
+def _exported_ca_for_tls_only(ctx: typer.Context, param: typer.CallbackParam,
+                              value: Path | None) -> Path | None:
+    """A CA file taken from ``IOMTNODE_API_CA`` applies to wss:// APIs only: exported for
+    the TLS nodes, it must not break the commands aimed at a plain ws:// one (given on the
+    command line with a ws:// API it is still refused, as a mistake)."""
+    source = ctx.get_parameter_source(param.name) if param.name else None
+    if value is None or getattr(source, "name", None) != "ENVIRONMENT":
+        return value
+    api = ctx.params.get("api")  # parsed first: declared before, or given on the line
+    if isinstance(api, str) and not api_url(api).startswith("wss://"):
+        return None
+    return value
+
+
 CaOpt = Annotated[Path | None, typer.Option(
-    "--api-ca", envvar="IOMTNODE_API_CA",
+    "--api-ca", envvar="IOMTNODE_API_CA", callback=_exported_ca_for_tls_only,
     help="For a wss:// API: a PEM file of the node's certificate (or of the CA that signed "
-         "it) to trust besides the system's roots.")]
+         "it) to trust besides the system's roots (from IOMTNODE_API_CA: for wss:// APIs "
+         "only).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
