@@ -24,7 +24,7 @@ from ..client import ApiClient, ApiError, open_client
 from ..core.genesis import Genesis, GenesisError
 from ..core.receipt import ReceiptError, verify_receipt
 from ..core.tx import AuditAnchor
-from .common import DEFAULT_API, CaOpt, JsonOpt, api_url, emit, fail
+from .common import DEFAULT_API, CaOpt, JsonOpt, api_url, ca_for, emit, fail
 from .streams import NOT_FOUND, patient_root, run, stream_key
 
 AUDIT_PAGE_RECORDS = 4_096  # leaves asked per get_audit_log call (the API's limit)
@@ -225,10 +225,10 @@ def audit(
     except GenesisError as exc:
         fail(str(exc))
     urls = [api_url(url) for url in api or [DEFAULT_API]]
-    results = [run(check_node, url, api_ca, root, list(scope), g,
+    results = [run(check_node, url, ca_for(url, urls, api_ca), root, list(scope), g,
                    [other for other in urls if other != url]) for url in urls]
     checked = {r.node for r, _ in results}
-    unchecked = run(unchecked_nodes, urls[0], api_ca, checked)
+    unchecked = run(unchecked_nodes, urls[0], ca_for(urls[0], urls, api_ca), checked)
     ok = all(r.ok and not notes for r, notes in results)
     doc = {"ok": ok, "nodes": [
         {"node": r.node.hex(), "ok": r.ok and not notes, "anchored": r.anchored,

@@ -41,9 +41,20 @@ def _exported_ca_for_tls_only(ctx: typer.Context, param: typer.CallbackParam,
     if value is None or getattr(source, "name", None) != "ENVIRONMENT":
         return value
     api = ctx.params.get("api")  # parsed first: declared before, or given on the line
-    if isinstance(api, str) and not api_url(api).startswith("wss://"):
+    # audit's --api is a sequence (repeated), or None for the default
+    urls = [api] if isinstance(api, str) else list(api or ()) or [DEFAULT_API]
+    if not any(api_url(url).startswith("wss://") for url in urls):
         return None
     return value
+
+
+def ca_for(url: str, urls: list[str], ca: Path | None) -> Path | None:
+    """The CA file for ``url`` among several APIs: a CA is for wss:// URLs, so with some
+    of ``urls`` wss:// it goes to those only (with none it is kept, and refused as a
+    mistake for a ws:// one)."""
+    if any(u.startswith("wss://") for u in urls) and not url.startswith("wss://"):
+        return None
+    return ca
 
 
 CaOpt = Annotated[Path | None, typer.Option(

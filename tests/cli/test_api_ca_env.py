@@ -66,3 +66,33 @@ def test_every_command_with_api_ca_declares_api_first():
     assert len(found) > 10
     for path, names in found:
         assert "api" in names and names.index("api") < names.index("api_ca"), path
+
+
+@pytest.fixture
+def audit_args(tmp_path: Path) -> list[str]:
+    """A patient's key and a genesis: ``audit --verify`` gets as far as dialing."""
+    from iomtnode.home import init_home
+
+    key = tmp_path / "patient.key"
+    made = CliRunner().invoke(app, ["patient", "keygen", "--out", str(key)])
+    assert made.exit_code == 0, made.output
+    home = init_home(tmp_path / "node", chain_id="iomt-test")
+    return ["audit", "--verify", "--patient", str(key), "--scope", "vitals",
+            "--genesis", str(home.genesis_path)]
+
+
+@pytest.mark.parametrize("api", [[], ["--api", "127.0.0.1:{port}"]])
+def test_an_exported_ca_does_not_stop_audit_aimed_at_a_ws_node(ca, audit_args, api):
+    """``audit`` takes --api several times (a list): the exported CA was applied to its
+    plain ws:// APIs, the default one too."""
+    args = [a.format(port=free_port()) for a in api]
+    result = CliRunner().invoke(app, [*audit_args, *args], env={"IOMTNODE_API_CA": str(ca)})
+    assert "CA file" not in result.stderr, result.stderr
+
+
+def test_an_exported_ca_serves_audit_s_wss_nodes_beside_a_ws_one(ca, audit_args):
+    result = CliRunner().invoke(app, [*audit_args, "--api", f"127.0.0.1:{free_port()}",
+                                      "--api", f"wss://127.0.0.1:{free_port()}"],
+                                env={"IOMTNODE_API_CA": str(ca)})
+    assert result.exit_code != 0
+    assert "CA file is for" not in result.stderr, result.stderr
