@@ -88,13 +88,14 @@ class TxBudget:
 async def decode_range(msg: Blocks, preverify: Preverify, verifying: trio.Nursery,
                        verified: trio.Event, certify: tuple[str, KnownAuthorities],
                        budget: TxBudget | None = None) -> Decoded:
-    """The blocks of a range up to the first that does not decode or whose certificate
-    does not verify (and why), ``certify`` giving the chain id and the authorities known
-    for a height. Each piece of at least :data:`VERIFY_PIECE` transactions (across blocks;
-    the range's last piece may hold fewer) is handed to ``preverify`` (in ``verifying``) as
-    soon as it is decoded; ``verified`` is set once every piece is verified. Each block's
-    transactions are taken from ``budget`` before they are decoded; the caller gives back
-    those of the blocks returned once it is done with them."""
+    """The blocks of a range up to the first that does not decode, is not at its place
+    (``msg.start`` and on, one by one) or whose certificate does not verify (and why),
+    ``certify`` giving the chain id and the authorities known for a height. Each piece of
+    at least :data:`VERIFY_PIECE` transactions (across blocks; the range's last piece may
+    hold fewer) is handed to ``preverify`` (in ``verifying``) as soon as it is decoded;
+    ``verified`` is set once every piece is verified. Each block's transactions are taken
+    from ``budget`` before they are decoded; the caller gives back those of the blocks
+    returned once it is done with them."""
     pieces, to_verify = trio.open_memory_channel[list[SignedTx]](math.inf)
     verifying.start_soon(_verify_pieces, preverify, to_verify, verified)
     blocks: list[tuple[Block, Commit]] = []
@@ -103,11 +104,14 @@ async def decode_range(msg: Blocks, preverify: Preverify, verifying: trio.Nurser
     chain_id, known = certify
     pending: list[SignedTx] = []  # decoded, not handed on yet
     async with pieces:
-        for block_raw, commit_raw in msg.blocks:
+        for place, (block_raw, commit_raw) in enumerate(msg.blocks, msg.start):
             height, held = -1, 0
             try:
                 header_bytes, raws, last_bytes = split_block(block_raw)
                 height = decode_header(header_bytes).height
+                if height != place:  # else a made-up certificate there would be no
+                    # forgery (CertificateCut.forged: not the next height), at no cost
+                    raise MalformedBlockError(f"block {height} served as block {place}")
                 commit = decode_commit(commit_raw)
                 fault = _certificate_fault(header_bytes, height, commit, chain_id, known)
                 if fault is not None:

@@ -122,3 +122,22 @@ def test_a_pass_is_remembered_for_its_authorities_and_chain_only(monkeypatch):
         commit.verify((pub("A"), pub("B")), CHAIN_ID)
     with pytest.raises(InvalidCommitError, match="bad precommit signature"):
         commit.verify((pub("A"),), "another-chain")
+
+
+async def test_a_block_out_of_its_place_in_a_range_costs_its_server(tmp_path, autojump_clock):
+    """A served block whose height is not its place in the range (from the request's start,
+    one by one) is refused as such: with a made-up certificate it was a cut that was no
+    forgery (not the next height), so a server could skip blocks with made-up ones for
+    ever, at no cost."""
+    _, honest = source_chain(tmp_path / "honest", HEAD - 1, 3)
+    items = items_of(honest)
+    base, _ = source_chain(tmp_path / "lie", 1, 3)  # blocks 1 and 2, as the honest ones
+    block, _ = seal_unchecked(base, tuple(reading("d1", seq) for seq in range(100, 150)))
+    made_up = sign_commit([key("Z")], CHAIN_ID, block.height, 0, block.hash)
+    liar = FakePeer(L, {1: items[1], 3: [block.encode(), made_up.encode()]})  # 2 left out
+    peers = [liar, FakePeer(A, items), FakePeer(B, items)]
+    sync, host = follower(tmp_path / "follower", peers)
+    await sync_to_head(sync, peers)
+    [(who, points, why)] = host.penalties
+    assert (who, points) == (L, score.INVALID_BLOCK) and "block 3" in why, why
+    assert sync._chain.block_at(3).hash == honest[2][0].hash
