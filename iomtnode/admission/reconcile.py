@@ -340,6 +340,8 @@ class Reconciler:
         again = frozenset(i for i in ids if _reoffer_due(self._passes - ages[i]))
         for peer in self._host.peers():
             walk = self._walks.setdefault(peer.node_id, _Walk(ids))
+            if walk.again:  # a walk in progress (a peer slow to read): pending ids only
+                walk.again = frozenset(i for i in walk.again if i in self._last)
             if again:  # module doc, "Offer again"; still known to it meanwhile, so a
                 # request it sends for one that commits now costs it nothing
                 walk.again |= again

@@ -414,3 +414,21 @@ def test_id_messages_beyond_the_limit_do_not_decode(kind):
 
     with pytest.raises(ProtocolError):
         decode_message(encode_message(kind([tx_id(n) for n in range(MAX_IDS_PER_MESSAGE + 1)])))
+
+
+async def test_a_stuck_walk_keeps_only_pending_ids_to_offer_again(autojump_clock):
+    """A walk paced by a peer that reads slowly (its queue stays full) lives through many
+    passes; what it is to offer again is what is still pending, not every id that ever
+    was due (it grew with the node's traffic for as long as the peer kept it stuck)."""
+    rec, _, _, (a, _b), pool = setup()
+    a.queued_bytes = RECONCILE_QUEUE_BYTES
+    batches: list[list[bytes]] = []
+    for n in range(30):
+        batches.append(fill(pool, 10, start=1 + 10 * n))
+        await rec.start_pass()
+        rec.step_peer(a.node_id)
+        if len(batches) > 3:  # each batch stays pending 3 passes, then commits
+            for tx_id_ in batches[-4]:
+                del pool.txs[tx_id_]
+    assert a.node_id in rec._walks
+    assert 0 < len(rec._walks[a.node_id].again) <= len(pool.txs)
