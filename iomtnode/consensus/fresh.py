@@ -73,7 +73,9 @@ authority, so a second block at a height needs every other authority (each holdi
 lock; none lost its state) to precommit two blocks at one height, which the lock rule of
 Algorithm 1 forbids. What it risks is votes that differ from the lost state's at those
 heights, which peers holding both report as equivocation evidence; the alternative was a
-network that never makes another block.
+network that never makes another block. Which rule holds is the set of the height signed at
+(:meth:`FreshStartGuard.permits`), not of the height the floor was fixed at: a removal
+taking effect meanwhile (four authorities to three) would leave ``K + 2``, and a stall.
 
 ``iomtnode init`` writes the initial signing state (nothing signed) of the key it makes,
 so a home without one has lost it, or was made from an imported key (``init
@@ -139,6 +141,7 @@ class FreshStartGuard:
         self.finalized = 0  # K: the highest finalized height heard of
         self.heard: set[bytes] = set()  # other authorities heard from (head or message)
         self.signers: set[bytes] = set()  # other authorities heard signing (a message)
+        self._new_network = False  # the floor was fixed by the new network's exception
         self._resumed = False
         self._refused = False
 
@@ -199,7 +202,7 @@ class FreshStartGuard:
                             everyone=everyone):
             return False
         assert self.floor is not None
-        if self.own in authorities and not self.permits(height):
+        if self.own in authorities and not self.permits(height, authorities):
             log.warning("signing_deferred", phase="floor", floor=self.floor,
                         until_height=self.floor + 1, finalized_heard=self.finalized,
                         authorities_heard=len(self.heard),
@@ -222,11 +225,25 @@ class FreshStartGuard:
         (two or three of them, module doc), and the floor is ``K``, not ``K + 2``."""
         if self.floor is None and now >= self.grace_until and len(self.heard) >= need_heard:
             self.floor = 0 if new_network else self.finalized + (0 if everyone else 2)
+            self._new_network = new_network
         return self.floor is not None
 
-    def permits(self, height: int) -> bool:
-        """Whether signing at ``height`` cannot conflict with what the key signed before."""
-        return self.floor is not None and height > self.floor
+    def permits(self, height: int, authorities: tuple[bytes, ...] | None = None) -> bool:
+        """Whether signing at ``height`` cannot conflict with what the key signed before;
+        given the ``authorities`` of ``height``, by the floor for them (module doc, "Two or
+        three authorities": the set may have changed since :attr:`floor` was fixed)."""
+        if self.floor is None:
+            return False
+        floor = self.floor
+        if authorities is not None and not self._new_network:
+            floor = self.finalized + (0 if _everyone(authorities) else 2)
+        return height > floor
+
+
+def _everyone(authorities: tuple[bytes, ...]) -> bool:
+    """Whether the quorum of ``authorities`` is all of them, two or three (module doc; a
+    lone authority has nobody else's lock to rely on)."""
+    return len(authorities) > 1 and quorum(len(authorities)) == len(authorities)
 
 
 class Deferral:
@@ -255,7 +272,7 @@ class Deferral:
         guard = self.guard
         if guard.own not in validators:
             return False
-        if guard.permits(height):
+        if guard.permits(height, validators):
             guard.resumed(height)
             return False
         if not guard.resolved:
@@ -284,7 +301,7 @@ class Deferral:
         guard = self.guard
         if not guard.update(now, own_head, heads, validators, height=height):
             return None
-        if self.replay is None or not guard.permits(height):
+        if self.replay is None or not guard.permits(height, validators):
             return None
         events, self.replay = self.replay, None
         guard.resumed(height)

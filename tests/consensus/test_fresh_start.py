@@ -203,3 +203,19 @@ async def test_a_new_network_starts_at_once_and_a_late_key_without_its_state_def
         assert_no_double_signing(net.bus, "ABCD")
         heights_signed = {at[0] for at in net.bus.own_signatures(D)}
         assert heights_signed and min(heights_signed) > floor
+
+
+def test_the_floor_follows_the_authorities_of_the_height_signed_at():
+    """The floor was fixed once, by the set of the height the node was at: four
+    authorities, K + 2, kept when a removal made heights K + 1 and K + 2 need every one of
+    the three left (the network stalled there for good); and the other way round, K
+    under three kept when an addition made four."""
+    guard = FreshStartGuard(A, started_at=0.0, grace_s=1.0)
+    assert guard.update(1.0, 3, {B: 7, C: 7, D: 7}, (A, B, C, D), height=4)
+    assert guard.floor == 9
+    assert guard.permits(8, (A, B, C)) and not guard.permits(7, (A, B, C))
+    assert not guard.permits(9, (A, B, C, D)) and guard.permits(10, (A, B, C, D))
+    grown = FreshStartGuard(A, started_at=0.0, grace_s=1.0)
+    assert grown.update(1.0, 3, {B: 7, C: 7}, (A, B, C), height=4)
+    assert grown.floor == 7 and grown.permits(8, (A, B, C))
+    assert not grown.permits(8, (A, B, C, D)) and grown.permits(10, (A, B, C, D))
