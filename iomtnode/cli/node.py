@@ -20,9 +20,9 @@ from .common import HomeOpt, JsonOpt, emit, fail, global_option, run_async
 log = structlog.get_logger(__name__)
 
 
-def version() -> None:
-    """Print the version."""
-    typer.echo(__version__)
+def version(as_json: JsonOpt = False) -> None:
+    """Print the version (with --json: {"version": ...})."""
+    emit({"version": __version__}, as_json, __version__)
 
 
 def init(

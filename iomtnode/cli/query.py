@@ -68,24 +68,28 @@ def block(
     height: Annotated[int | None, typer.Argument(help="Height (default: the head).")] = None,
     api: ApiOpt = DEFAULT_API,
     api_ca: CaOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Print a block (header, transactions, commit certificate) as JSON."""
+    """Print a block (header, transactions, commit certificate) as JSON (indented; one
+    line with --json)."""
     async def go() -> dict[str, Any]:
         async with open_client(api_url(api), ca=api_ca) as client:
             h = height if height is not None else (await client.call("status"))["height"]
             return await client.call("get_block", height=h)
 
-    typer.echo(json.dumps(run_async(go), indent=2, sort_keys=True))
+    emit(run_async(go), as_json)
 
 
 def receipt(
     reading_id: Annotated[str, typer.Argument(help="The reading's (or any tx's) id, hex.")],
     api: ApiOpt = DEFAULT_API,
     api_ca: CaOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Print a committed reading's receipt as JSON (save it; check it with `verify`)."""
+    """Print a committed reading's receipt as JSON (indented; one line with --json): save
+    it, and check it with `verify`."""
     result = run_async(lambda: call(api_url(api), "get_receipt", ca=api_ca, id=reading_id))
-    typer.echo(json.dumps(result, indent=2, sort_keys=True))
+    emit(result, as_json)
 
 
 def verify(
