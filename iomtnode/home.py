@@ -172,6 +172,17 @@ def read_key(path: Path) -> SigningKey:
     return key_from_file(path)
 
 
+HOME_MAY_HOLD = frozenset({"lost+found"})  # a volume's root may be a home: ext4's own entry
+
+
+def _foreign_entries(path: Path) -> list[str]:
+    """What ``path`` (a directory) holds that a new home would take over, sorted."""
+    try:
+        return sorted(e.name for e in path.iterdir() if e.name not in HOME_MAY_HOLD)
+    except OSError as exc:
+        raise HomeError(f"cannot read the directory {path}: {exc.strerror or exc}") from None
+
+
 def init_home(
     path: Path,
     *,
@@ -195,6 +206,12 @@ def init_home(
         raise HomeError(f"{path} is a file, not a directory; pick a directory for the home")
     if home.is_initialized():
         raise HomeError(f"{path} is already an iomtnode home; pick another directory")
+    if path.is_dir() and (others := _foreign_entries(path)):
+        raise HomeError(
+            f"{path} is not empty (it holds {others[0]!r}"
+            f"{f' and {len(others) - 1} more' if len(others) > 1 else ''}): init makes the "
+            f"home open to its owner only (mode 0700) and writes its files there, so it must "
+            f"be a new or empty directory; pick one, e.g. {path / 'iomtnode'}")
     try:
         path.mkdir(parents=True, exist_ok=True)
         path.chmod(HOME_MODE)  # mkdir's mode is cut by the umask, and the directory may exist

@@ -122,3 +122,24 @@ def test_a_home_that_is_a_file_or_cannot_be_made_is_said_so(tmp_path: Path):
         Home(afile).check()
     with pytest.raises(HomeError, match=r"cannot make the home .*: Not a directory"):
         init_home(afile / "node")
+
+
+def test_init_takes_over_only_a_new_or_empty_directory(tmp_path: Path):
+    """``init --home ~`` made the user's home directory 0700 and wrote a node's files among
+    theirs. A directory holding anything (but a volume's lost+found) is refused, untouched."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o755)
+    theirs.chmod(0o755)
+    (theirs / "notes.txt").write_text("mine")
+    (theirs / "photos").mkdir()
+    with pytest.raises(HomeError, match=r"theirs is not empty \(it holds 'notes.txt' and 1 "
+                                        r"more\).*e\.g\. .*theirs/iomtnode"):
+        init_home(theirs)
+    assert mode(theirs) == 0o755 and sorted(p.name for p in theirs.iterdir()) == [
+        "notes.txt", "photos"]
+    volume = tmp_path / "volume"
+    (volume / "lost+found").mkdir(parents=True)
+    init_home(volume)  # a volume's root, and an empty directory, are fine
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert init_home(empty).is_initialized()
