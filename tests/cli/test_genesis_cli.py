@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,23 @@ def cards(made: list[tuple[Path, Path]]) -> list[str | Path]:
     return [a for _, card in made for a in ("--card", card)]
 
 
+def installed_pair(tmp_path: Path, address: Callable[[int], str]) -> list[Path]:
+    """Two new homes whose cards give ``address(i)``, a genesis of both, installed in each
+    with both cards: the homes."""
+    made = []
+    for i in range(2):
+        home, card = tmp_path / f"h{i}", tmp_path / f"node{i}.card"
+        ok("init", "--home", home, "--no-genesis")
+        ok("genesis", "card", "--home", home, "--chain-id", CHAIN,
+           "--address", address(i), "--out", card)
+        made.append((home, card))
+    ok("genesis", "new", "--chain-id", CHAIN, *cards(made), "--out", tmp_path / "genesis.json")
+    for home, _ in made:
+        ok("genesis", "verify", tmp_path / "genesis.json", "--home", home, *cards(made),
+           "--install")
+    return [home for home, _ in made]
+
+
 def test_the_ceremony_gives_every_home_one_genesis_and_points_each_at_the_others(
         tmp_path, ceremony):
     new = ok("genesis", "new", "--chain-id", CHAIN, *cards(ceremony), "--out",
@@ -95,17 +113,7 @@ def test_an_authority_at_an_ipv6_address_listens_on_every_ipv6_interface(tmp_pat
     """A card at [2001:db8::N]:7546 on a home listening on loopback: p2p_listen becomes
     [::]:7546 (it became 0.0.0.0:7546, IPv4 only, where no peer dialing the card's address
     could reach it)."""
-    made = []
-    for i in range(2):
-        home, card = tmp_path / f"h{i}", tmp_path / f"node{i}.card"
-        ok("init", "--home", home, "--no-genesis")
-        ok("genesis", "card", "--home", home, "--chain-id", CHAIN,
-           "--address", f"[2001:db8::{i + 1}]:7546", "--out", card)
-        made.append((home, card))
-    ok("genesis", "new", "--chain-id", CHAIN, *cards(made), "--out", tmp_path / "genesis.json")
-    for i, (home, _) in enumerate(made):
-        ok("genesis", "verify", tmp_path / "genesis.json", "--home", home, *cards(made),
-           "--install")
+    for i, home in enumerate(installed_pair(tmp_path, lambda i: f"[2001:db8::{i + 1}]:7546")):
         config = load_config(home / "config.toml", env={})
         assert config.advertise_address == f"[2001:db8::{i + 1}]:7546"
         assert config.p2p_listen == "[::]:7546"
@@ -115,17 +123,7 @@ def test_an_authority_at_an_ipv6_address_listens_on_every_ipv6_interface(tmp_pat
 def test_an_authority_at_a_loopback_address_stays_on_loopback(tmp_path, host):
     """A ceremony rehearsed on one host (cards at 127.0.0.1): p2p_listen became 0.0.0.0:PORT,
     opening the node to every interface though no other host dials a loopback card."""
-    made = []
-    for i in range(2):
-        home, card = tmp_path / f"h{i}", tmp_path / f"node{i}.card"
-        ok("init", "--home", home, "--no-genesis")
-        ok("genesis", "card", "--home", home, "--chain-id", CHAIN,
-           "--address", f"{host}:76{i}6", "--out", card)
-        made.append((home, card))
-    ok("genesis", "new", "--chain-id", CHAIN, *cards(made), "--out", tmp_path / "genesis.json")
-    for i, (home, _) in enumerate(made):
-        ok("genesis", "verify", tmp_path / "genesis.json", "--home", home, *cards(made),
-           "--install")
+    for i, home in enumerate(installed_pair(tmp_path, lambda i: f"{host}:76{i}6")):
         assert load_config(home / "config.toml", env={}).p2p_listen == f"{host}:76{i}6"
 
 
