@@ -13,7 +13,8 @@ gave of the caller's streams (index -> record); the caller's stream ids. The che
 
 Records after the last anchor are listed as not yet anchored: the node anchors at least every
 :data:`~iomtnode.audit.record.AUDIT_ANCHOR_S` seconds, so they are at most that recent, and
-nothing can be proved about them yet. Pure: no I/O.
+nothing can be proved about them yet; on a node that is not an authority's, which cannot
+anchor, they are listed as never to be anchored. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class VerifyReport:
     unanchored: tuple[int, ...]  # indices of the caller's records after the last anchor
     failures: tuple[Failure, ...]  # at most MAX_REPORTED_FAILURES
     more_failures: int  # failures found beyond those
+    anchoring: bool = True  # the node is an authority's, so it anchors its log
 
     @property
     def ok(self) -> bool:
@@ -73,8 +75,14 @@ class VerifyReport:
         if self.unanchored:
             first, last, n = self.unanchored[0], self.unanchored[-1], len(self.unanchored)
             which = f"record {first} is" if n == 1 else f"{n} records ({first} to {last}) are"
-            out.append(f"node {node}: your {which} not anchored on the ledger yet; "
-                       f"check again in a minute")
+            if self.anchoring:
+                out.append(f"node {node}: your {which} not anchored on the ledger yet; "
+                           f"check again in a minute")
+            else:
+                out.append(f"node {node}: your {which} not anchored on the ledger and never "
+                           "will be: this node is not an authority, so it cannot anchor its "
+                           "log and its reads cannot be checked; read your records from "
+                           "authorities' nodes")
         return out
 
 
@@ -114,9 +122,10 @@ def _check_anchors(anchors: Sequence[tuple[int, int, bytes]], failures: _Failure
 
 def verify_log(anchors: Sequence[tuple[int, int, bytes]], leaves: Mapping[int, bytes],
                records: Mapping[int, AuditRecord], streams: Iterable[bytes], *,
-               node: bytes) -> VerifyReport:
+               node: bytes, anchoring: bool = True) -> VerifyReport:
     """Check ``node``'s log (see the module docstring); never raises for bad input, which is
-    reported as a failure."""
+    reported as a failure. ``anchoring``: the node is an authority's (one that is not never
+    anchors, so its records after the anchors are not "not anchored yet")."""
     streams = list(dict.fromkeys(streams))
     failures = _Failures()
     anchored = _check_anchors(anchors, failures)
@@ -157,7 +166,7 @@ def verify_log(anchors: Sequence[tuple[int, int, bytes]], leaves: Mapping[int, b
     unanchored = sorted(i for i, rec in records.items()
                         if i >= anchored and rec.stream in streams)
     return VerifyReport(node, anchored, sum(1 for a in anchors if a[1] > 0), tuple(yours),
-                        tuple(unanchored), tuple(failures.listed), failures.more)
+                        tuple(unanchored), tuple(failures.listed), failures.more, anchoring)
 
 
 def _record_mismatch(rec: AuditRecord, index: int, node: bytes, entry: bytes) -> str | None:

@@ -170,6 +170,7 @@ async def check_node(url: str, ca: Path | None, root: bytes, scopes: list[str],
                  f"hash is {status['genesis_hash'][:16]}..., the --genesis file's "
                  f"{genesis.hash.hex()[:16]}...; give that network's genesis.json")
         node = bytes.fromhex(status["node_id"])
+        anchoring = status["node_id"] in status["authorities"]
         streams = [stream_key(root, genesis.chain_id, scope) for scope in scopes]
         for scope, s in zip(scopes, streams, strict=True):
             await known_stream(client, scope, s.public, genesis.chain_id)
@@ -181,7 +182,8 @@ async def check_node(url: str, ca: Path | None, root: bytes, scopes: list[str],
             tail, more = await tail_of(client, node, end)
             records.update({i: r for i, r in tail.items() if i >= end})
             problems += more
-    report = verify_log(anchors, leaves, records, [s.public for s in streams], node=node)
+    report = verify_log(anchors, leaves, records, [s.public for s in streams], node=node,
+                        anchoring=anchoring)
     return report, bad + problems
 
 
@@ -231,7 +233,8 @@ def audit(
     unchecked = run(unchecked_nodes, urls[0], ca_for(urls[0], urls, api_ca), checked)
     ok = all(r.ok and not notes for r, notes in results)
     doc = {"ok": ok, "nodes": [
-        {"node": r.node.hex(), "ok": r.ok and not notes, "anchored": r.anchored,
+        {"node": r.node.hex(), "ok": r.ok and not notes, "authority": r.anchoring,
+         "anchored": r.anchored,
          "ranges": r.ranges, "yours": list(r.yours), "unanchored": list(r.unanchored),
          "failures": [str(f) for f in r.failures], "more_failures": r.more_failures,
          "not_believed": notes} for r, notes in results],

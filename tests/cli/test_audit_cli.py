@@ -217,3 +217,32 @@ async def test_the_genesis_of_another_network_of_the_same_name_is_said(anchoring
     assert result.exit_code == 2, result.output
     assert "is a node of another network named 'iomt-test'" in result.output
     assert "complete and unchanged" not in result.output
+
+
+async def test_a_node_that_is_no_authority_is_said_never_to_anchor(anchoring_node, tmp_path,
+                                                                    nursery):
+    # a node that only follows keeps its log but cannot anchor it: the check told the patient
+    # "not anchored on the ledger yet; check again in a minute", which stays true forever
+    node = anchoring_node
+    await patient_with_device(node, tmp_path)
+    async with open_client(node.url) as client:
+        head = await client.call("status")
+    follower_home = init_home(tmp_path / "follower", genesis=node.node.genesis,
+                              config=replace(FAST, bootnodes=(head["p2p_address"],)))
+    follower = Node(follower_home, follower_home.load_config())
+    info = await nursery.start(follower.run)
+    url = f"ws://127.0.0.1:{info.api_port}/api/v1"
+    with trio.fail_after(20):  # the follower has the stream (its device and epoch)
+        while True:
+            if info.services.chain.height >= head["height"]:
+                break
+            await trio.sleep(0.05)
+    await ok("records", "fetch", "--as", tmp_path / "patient.key", "--scope", "vitals",
+             "--api", url)
+    check = ["audit", "--patient", tmp_path / "patient.key", "--scope", "vitals", "--verify",
+             "--genesis", node.home.path / "genesis.json", "--api", url]
+    [mine] = json.loads(await ok(*check, "--json"))["nodes"]
+    assert mine["ok"] and not mine["authority"] and mine["unanchored"] == [0]
+    text = await ok(*check)
+    assert "check again in a minute" not in text
+    assert "never will be: this node is not an authority" in text
