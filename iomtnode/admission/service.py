@@ -72,6 +72,21 @@ def reason_name(kind: type[Exception]) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
+def _rule_reasons() -> tuple[str, ...]:
+    """Every chain rule's :func:`reason_name`, sorted: what a refusal or a drop is counted as
+    (the base ``RuleError`` is never raised itself)."""
+    names: set[str] = set()
+    todo = list(e.RuleError.__subclasses__())
+    while todo:
+        rule = todo.pop()
+        names.add(reason_name(rule))
+        todo += rule.__subclasses__()
+    return tuple(sorted(names))
+
+
+REASONS = _rule_reasons()
+
+
 def _by_name(counts: Mapping[type[Exception], int]) -> dict[str, int]:
     named: dict[str, int] = {}
     for kind, count in counts.items():

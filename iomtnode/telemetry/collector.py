@@ -27,6 +27,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
+from ..admission.service import REASONS
 from ..api.interfaces import NodeStatus, StatusSource
 from ..api.server import ApiStats
 from ..api.status import deciding_round
@@ -153,8 +154,11 @@ def one(value: float) -> list[Sample]:
     return [((), value)]
 
 
-def by_label(counts: Mapping[str, int]) -> list[Sample]:
-    return [((label,), count) for label, count in sorted(counts.items())]
+def by_label(counts: Mapping[str, int], known: Iterable[str] = ()) -> list[Sample]:
+    """A sample per label value, ``known`` ones at 0 until counted: a series that appears only
+    with its first event hides that event from ``rate()`` and ``increase()``."""
+    every = dict.fromkeys(known, 0) | dict(counts)
+    return [((label,), count) for label, count in sorted(every.items())]
 
 
 class NodeCollector:
@@ -213,8 +217,8 @@ class NodeCollector:
         yield family(MEMPOOL_CAPACITY, one(admission.mempool_max_txs))
         yield family(QUEUED, one(admission.inbox_queued))
         yield family(RECEIVED, by_label(admission.received_txs))
-        yield family(REJECTED, by_label(admission.rejected_txs))
-        yield family(DROPPED, by_label(admission.dropped_by_reason))
+        yield family(REJECTED, by_label(admission.rejected_txs, REASONS))
+        yield family(DROPPED, by_label(admission.dropped_by_reason, REASONS))
         yield family(SIGNATURES, one(admission.signatures_verified
                                      + status.sync.signatures_verified))
 

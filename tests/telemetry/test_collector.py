@@ -115,6 +115,21 @@ async def test_each_metric_is_the_figure_its_service_keeps(tmp_path, nursery, au
     await net.wait_height(nodes[0].chain.height)
 
 
+async def test_refusals_and_drops_are_exposed_at_zero_before_the_first(tmp_path, nursery,
+                                                                      autojump_clock):
+    # a series that appears only with its first event hides that event from rate() and
+    # increase(): the documented alert on increase(iomtnode_mempool_dropped_total[15m]) never
+    # fired for a node's first drops, nor "Readings refused" for its first refusals
+    net = Net(tmp_path, 1, config=CONFIG, params=FAST)
+    node = await net.start(nursery, 0)
+    samples = scrape(node)
+    for reason in ("bad_signature", "revoked_device", "unknown_device", "mempool_full",
+                   "replayed_sequence", "stale_epoch"):
+        assert value(samples, "iomtnode_transactions_rejected_total", reason=reason) == 0
+        assert value(samples, "iomtnode_mempool_dropped_total", reason=reason) == 0
+    await net.wait_height(1)
+
+
 async def test_a_node_that_catches_up_counts_its_synced_blocks(tmp_path, nursery,
                                                                autojump_clock):
     net = Net(tmp_path, 2, config=CONFIG, params=FAST)
