@@ -135,3 +135,14 @@ def test_a_node_joining_with_a_given_genesis_is_told_whom_to_dial():
     systemd = text[text.index("## systemd"):text.index("## Docker")]
     assert "--genesis /etc/iomtnode/genesis.json" in systemd  # the join path is there
     assert "Environment=IOMTNODE_BOOTNODES=" in systemd
+
+
+def test_every_documented_install_of_a_genesis_checks_its_hash():
+    """An authority installs the genesis only once its hash is the one its maker told it out
+    of band (docs/network.md): deploy/README.md's systemd steps left `--expect-hash` out, so an
+    operator following them installed a genesis nobody compared."""
+    installs = [(page, args) for page, args in COMMANDS
+                if args[:2] == ["genesis", "verify"] and "--install" in args]
+    assert {page for page, _ in installs} >= {"README.md", "network.md"}  # deploy's README
+    for page, args in installs:
+        assert "--expect-hash" in args, f"{page}: iomtnode {shlex.join(args)}"
