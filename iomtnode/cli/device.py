@@ -7,15 +7,18 @@ from __future__ import annotations
 import secrets
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from ..client import ApiError
 from ..core.crypto import SigningKey
+from ..core.errors import ConflictingAdmissionError
 from ..core.payload import SALT_BYTES, profile_hash
 from ..core.tx import AdmitDevice, RevokeDevice, sign_tx
 from ..home import HomeError, read_key, write_key
 from ..patient.keyfile import KeyFileError, load_patient
+from ..service import single_exception
 from .common import (
     DEFAULT_API,
     ApiOpt,
@@ -94,8 +97,21 @@ def device_admit(
                                  profile), key, genesis.chain_id)
     except ValueError as exc:
         fail(str(exc))
-    result = run_async(lambda: call(api_url(api), "submit_tx", ca=api_ca, tx=tx.raw.hex()))
-    result = {**result, "profile_hash": profile.hex(), "profile_salt": salt.hex()}
+
+    async def submit() -> dict[str, Any]:
+        try:
+            return await call(api_url(api), "submit_tx", ca=api_ca, tx=tx.raw.hex())
+        except Exception as raised:  # 1012: most often a second approval with a salt of its own
+            exc = single_exception(raised)
+            if (not isinstance(exc, ApiError) or exc.code != ConflictingAdmissionError.code
+                    or profile_salt is not None):
+                raise
+            raise ApiError(exc.code, f"{exc.message}: another authority approved it first; "
+                           "give the profile salt its `device admit` printed with "
+                           "--profile-salt, and the same --stream, --class and "
+                           "--manufacturer", exc.data) from None
+
+    result = {**run_async(submit), "profile_hash": profile.hex(), "profile_salt": salt.hex()}
     emit(result, as_json, f"submitted admission {result['id']} (profile salt {salt.hex()})")
 
 
