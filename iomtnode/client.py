@@ -165,7 +165,14 @@ async def open_client(url: str, *, ca: Path | str | None = None) -> AsyncIterato
     """Connect to a node's API at ``url`` (ws://host:port/api/v1, or wss:// for TLS, whose
     certificate is checked against ``ca`` if given, see :func:`client_context`); closes on
     exit."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is no number
+    except ValueError as exc:
+        raise ClientSetupError(f"cannot use the URL {url}: {exc}") from None
+    if parts.scheme not in ("ws", "wss"):
+        raise ClientSetupError(f"cannot use the URL {url}: the API speaks websocket, so give "
+                               "HOST:PORT, ws://HOST:PORT or, with TLS, wss://HOST:PORT")
     if parts.scheme != "wss":
         if ca is not None:
             raise ClientSetupError(f"a CA file is for wss:// URLs, not {url}")
