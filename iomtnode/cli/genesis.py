@@ -202,7 +202,7 @@ def verify(
     if install:
         text += f"\ninstalled as {h.genesis_path}"
     if result["config"]:
-        text += "\n" + "\n".join(f"{k} = {v}" for k, v in result["config"].items())
+        text += "\n" + "\n".join(f"{k} = {_toml(v)}" for k, v in result["config"].items())
     emit(result, as_json, text)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,6 +65,22 @@ def ceremony(tmp_path: Path) -> list[tuple[Path, Path]]:
 
 def cards(made: list[tuple[Path, Path]]) -> list[str | Path]:
     return [a for _, card in made for a in ("--card", card)]
+
+
+def test_verify_install_prints_the_settings_it_wrote_as_config_toml_lines(tmp_path, ceremony):
+    """The text output shows each setting as the line config.toml now holds, not as a
+    Python list."""
+    ok("genesis", "new", "--chain-id", CHAIN, *cards(ceremony), "--out",
+       tmp_path / "genesis.json")
+    result = cli("genesis", "verify", tmp_path / "genesis.json", "--home", ceremony[0][0],
+                 *cards(ceremony), "--install")
+    assert result.exit_code == 0, result.output
+    shown = dict(line.split(" = ", 1) for line in result.stdout.splitlines() if " = " in line)
+    config = tomllib.loads("\n".join(f"{k} = {v}" for k, v in shown.items()))
+    written = tomllib.loads((ceremony[0][0] / "config.toml").read_text())
+    assert {key: written[key] for key in config} == config
+    assert config["bootnodes"] == [f"node{j}.ward.example:7546" for j in (1, 2, 3)]
+    assert config["advertise_address"] == "node0.ward.example:7546"
 
 
 def installed_pair(tmp_path: Path, address: Callable[[int], str]) -> list[Path]:
