@@ -72,12 +72,21 @@ def init(
 
 
 def import_key(path: Path) -> SigningKey:
-    """The key in ``path``, as a home's ``node_key`` holds it (its mode is not checked: a
-    mounted Secret is often 0644)."""
+    """The key in ``path``, as a home's ``node_key`` holds it. A file every user can read is
+    imported with a warning, not refused: a mounted Secret is often 0644."""
     try:
-        return key_from_file(path)
+        key = key_from_file(path)
+        mode = path.stat().st_mode & 0o777
     except HomeError as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror or exc}")
+    if mode & 0o007:  # group access may be deliberate (a Secret read through fsGroup)
+        typer.echo(f"warning: {path} is open to every user (mode {mode:04o}); the key "
+                   "is copied into the home's node_key with mode 0600: remove the original "
+                   "or restrict it (chmod 600; a Kubernetes Secret's defaultMode: 0400)",
+                   err=True)
+    return key
 
 
 def run(

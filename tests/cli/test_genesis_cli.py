@@ -323,6 +323,21 @@ def test_init_imports_a_key_file_with_a_genesis(tmp_path):
     assert not made["signing_state"] and not (tmp_path / "h" / SIGNING_STATE_FILE).exists()
 
 
+def test_a_key_file_every_user_can_read_is_imported_with_a_warning(tmp_path):
+    """A mounted Secret is often 0644: the key is still imported (into a 0600 node_key),
+    and the operator is told that the original is readable by others."""
+    key_file = tmp_path / "k"
+    key_file.write_text(SigningKey(b"\x09" * 32).seed.hex())
+    key_file.chmod(0o644)
+    loose = cli("init", "--home", tmp_path / "h", "--key-file", key_file)
+    assert loose.exit_code == 0, loose.output
+    assert f"{key_file} is open to every user (mode 0644)" in " ".join(loose.stderr.split())
+    assert (tmp_path / "h" / "node_key").stat().st_mode & 0o777 == 0o600
+    key_file.chmod(0o440)  # the StatefulSet's Secret, read through the pod's group
+    tight = cli("init", "--home", tmp_path / "h2", "--key-file", key_file)
+    assert tight.exit_code == 0 and "every user" not in tight.stderr
+
+
 def test_a_new_one_authority_chain_from_a_key_file_keeps_its_signing_state(tmp_path):
     """The chain is made now: its lone authority cannot have signed on it, and without a
     signing state it would never sign."""
