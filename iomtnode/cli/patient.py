@@ -22,7 +22,7 @@ from ..core.fields import U64_MAX
 from ..core.tx import EpochAnnounce, Erase, Grant, RevokeGrant, SignedTx, sign_tx
 from ..patient import keys as pk
 from ..patient import wraps as pw
-from ..patient.keyfile import KeyFileError, write_grantee, write_patient
+from ..patient.keyfile import KeyFileError, load_grantee, write_grantee, write_patient
 from .common import DEFAULT_API, ApiOpt, CaOpt, JsonOpt, api_url, emit, fail, hex32, hex_bytes
 from .streams import (
     ChainOpt,
@@ -96,6 +96,20 @@ def keygen(
         fail(str(exc))
     emit({"key_file": str(out)}, as_json,
          f"{out}: the patient's root key; back it up offline, nothing can recover it")
+
+
+@patient_app.command("card")
+def card(
+    key: Annotated[Path, typer.Option(help="A grantee's key file (from keygen --grantee).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the key card of a grantee's key file again (a grant, or its renewal, needs it)."""
+    try:
+        keys = load_grantee(key)
+    except KeyFileError as exc:
+        fail(str(exc))
+    text = keys.card().hex()
+    emit({"key_file": str(key), "grantee": keys.grantee.hex(), "card": text}, as_json, text)
 
 
 @patient_app.command("stream")

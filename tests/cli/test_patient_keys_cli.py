@@ -56,6 +56,20 @@ def test_grantee_keygen_prints_a_card_that_checks(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+def test_card_prints_the_same_card_again_from_the_key_file(tmp_path):
+    path = tmp_path / "clinician.key"
+    made = json.loads(invoke("patient", "keygen", "--grantee", "--out", str(path),
+                             "--json").stdout)
+    again = invoke("patient", "card", "--key", str(path), "--json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout) == made
+    assert invoke("patient", "card", "--key", str(path)).stdout.strip() == made["card"]
+    root = tmp_path / "patient.key"
+    invoke("patient", "keygen", "--out", str(root))
+    refused = invoke("patient", "card", "--key", str(root))  # a patient's key has no card
+    assert refused.exit_code == 2 and str(root) in refused.stderr
+
+
 def test_stream_prints_the_key_and_a_certificate_the_desk_checks(tmp_path):
     path = tmp_path / "patient.key"
     invoke("patient", "keygen", "--out", str(path))
