@@ -238,7 +238,10 @@ async def _serve(nursery: trio.Nursery, ws: WebSocketConnection, binding: bytes 
     try:
         yield client
     finally:
-        with trio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
+        # cancelled from outside, the reader is cancelled too: no close reply can be read,
+        # so the stream is closed at once instead of waiting CLOSE_TIMEOUT_S for one
+        cancelled = trio.current_effective_deadline() == -math.inf
+        with trio.move_on_after(0 if cancelled else CLOSE_TIMEOUT_S, shield=True):
             await ws.aclose()
         nursery.cancel_scope.cancel()
 

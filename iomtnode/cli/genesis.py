@@ -9,7 +9,7 @@ points its config at the other cards' addresses. The rules are in
 
 Results go to stdout (JSON with ``--json``), errors to stderr: exit 1 when a check fails
 (a bad card, a genesis this home is not part of, a hash that differs), 2 for input that
-cannot be read.
+cannot be read (a file that is not a card or not a genesis at all).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from ..config import ConfigError, load_config, parse_hostport
 from ..core.ceremony import (
     Card,
     CeremonyError,
+    NotACardError,
     build_genesis,
     card_from_json,
     check_genesis_cards,
@@ -69,6 +70,8 @@ def read_card(path: Path) -> Card:
         fail(f"{path} is not a card: not JSON")
     try:
         return card_from_json(doc, str(path))
+    except NotACardError as exc:  # another file given for a card: input, not a check
+        fail(str(exc))
     except CeremonyError as exc:
         fail(str(exc), CHECK_FAILED)
 

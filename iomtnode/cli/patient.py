@@ -45,6 +45,9 @@ patient_app = typer.Typer(
 
 DURATION_UNITS_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 MAX_GRANT_MS = 10 * 365 * 86_400_000  # a grant lasts at most ten years; renew it after
+# exit code: the stream's state on the ledger does not allow it (as the ledger would refuse
+# the transaction, and as an unknown or erased stream exits); 2 is a wrong option
+LEDGER_REFUSED = 1
 
 
 def duration_ms(text: str) -> int:
@@ -164,7 +167,8 @@ def _next_epoch(root: bytes, stream_pub: bytes, view: dict[str, Any],
     ``drop`` gets the new epoch's secret in its mode, sealed to its box key."""
     epoch = view["epoch"] + 1
     if epoch > pk.EPOCHS_PER_STREAM:
-        fail(f"the stream has used all its {pk.EPOCHS_PER_STREAM} epochs: move to a new stream")
+        fail(f"the stream has used all its {pk.EPOCHS_PER_STREAM} epochs: move to a new "
+             "stream", LEDGER_REFUSED)
     grants = [(bytes.fromhex(g["grantee"]), bytes.fromhex(g["box"]), g["mode"])
               for g in live_grants(view, now_ms()) if bytes.fromhex(g["grantee"]) != drop]
     pairs = pw.epoch_wraps(root, stream_pub, epoch, grants)
@@ -235,7 +239,8 @@ def grant(
     def make(root: bytes, s: SigningKey, view: dict[str, Any], chain: str) -> SignedTx:
         e = view["epoch"]
         if e == 0:
-            fail("the stream has no epoch yet: announce one first (`iomtnode patient epoch`)")
+            fail("the stream has no epoch yet: announce one first (`iomtnode patient epoch`)",
+                 LEDGER_REFUSED)
         wrap = pw.grant_wrap(root, s.public, e, mode, box)
         body = Grant(s.public, grantee, box, now_ms() + lasts_ms, e, mode, pw.wrap_hash(wrap),
                      time.time_ns())
@@ -263,7 +268,10 @@ def revoke(
 
     def make(root: bytes, s: SigningKey, view: dict[str, Any], chain: str) -> SignedTx:
         if revoked.hex() not in {g["grantee"] for g in view["grants"]}:
-            fail(f"the stream has no grant to {grantee[:16]}")
+            fail(f"grantee {revoked.hex()} holds no grant on the {scope} stream "
+                 f"{s.public.hex()[:16]}: revoked already, or never granted (a grant's "
+                 "--grantee is printed by `iomtnode patient grant`); nothing was submitted",
+                 LEDGER_REFUSED)
         e, public, grantees, pairs = _next_epoch(root, s.public, view, revoked)
         body = RevokeGrant(s.public, revoked, time.time_ns(), e, public, grantees,
                            pw.wraps_hash(pairs))

@@ -16,6 +16,7 @@ the rule.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,11 @@ MAX_ADDRESS_CHARS = 300  # a peer record's address limit (p2p/records.py MAX_ADD
 class CeremonyError(ValueError):
     """A card, a set of cards or genesis parameters that the ceremony refuses (says which
     card and which rule)."""
+
+
+class NotACardError(CeremonyError):
+    """JSON that is not a card at all (another file given by mistake: a genesis, a config):
+    not an object, or without a card's fields (says which)."""
 
 
 def check_address(address: str, what: str = "address") -> tuple[str, int]:
@@ -93,17 +99,39 @@ def _check_chain_id(chain_id: str) -> None:
         raise CeremonyError(str(exc)) from None
 
 
+_CARD_FIELDS = ("version", "chain_id", "node_id", "address", "name", "signature")
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return {str: "a string", dict: "an object"}.get(type(value), "a number")
+
+
 def card_from_json(doc: Any, source: str) -> Card:
     """A card read from untrusted JSON (``source`` names it in errors), its signature
-    verified. Raises :class:`CeremonyError`."""
+    verified. Raises :class:`NotACardError` for JSON without a card's shape, else
+    :class:`CeremonyError` for a card that does not hold."""
     if not isinstance(doc, dict):
-        raise CeremonyError(f"{source}: a card must be a JSON object")
-    if doc.get("version") != CARD_VERSION:
-        raise CeremonyError(f"{source}: card version must be {CARD_VERSION}, "
-                            f"got {doc.get('version')!r:.20}")
-    for field in ("chain_id", "node_id", "address", "name", "signature"):
-        if not isinstance(doc.get(field), str):
-            raise CeremonyError(f"{source}: card field {field} must be a string")
+        raise NotACardError(f"{source} is not a card: a card is a JSON object, this is "
+                            f"{_json_kind(doc)}")
+    missing = [f for f in _CARD_FIELDS if f not in doc]
+    if missing:
+        raise NotACardError(f"{source} is not a card: it lacks {', '.join(missing)} (cards "
+                            "are made by iomtnode genesis card)")
+    version = doc["version"]
+    if type(version) is not int:
+        raise NotACardError(f"{source} is not a card: its version is {_json_kind(version)}, "
+                            "not a number")
+    if version != CARD_VERSION:
+        raise NotACardError(f"{source} is a card of version {version}; this iomtnode reads "
+                            f"version {CARD_VERSION}")
+    for field in _CARD_FIELDS[1:]:
+        if not isinstance(doc[field], str):
+            raise NotACardError(f"{source} is not a card: its {field} is "
+                                f"{_json_kind(doc[field])}, not a string")
     try:
         node_id, signature = bytes.fromhex(doc["node_id"]), bytes.fromhex(doc["signature"])
     except ValueError:

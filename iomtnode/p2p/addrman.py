@@ -13,6 +13,12 @@ older than :data:`NEW_STALE_MS`; a full tried bucket sends its least recently go
 back to the new table. Records of the new table that fail :data:`MAX_FAILED_DIALS` dials in a
 row are forgotten. Eviction never looks at a record's own time stamp (its author picks it);
 records stamped more than :data:`MAX_RECORD_FUTURE_MS` ahead are refused outright.
+
+A record of the new table whose node was a peer of ours (it held a live connection, so it
+proved its key; typically it dialed us, as nodes dial their bootnode) is marked ``peer`` until
+a dial of it fails: :meth:`AddrMan.pick_new` draws those first, so a restarted node dials its
+peers of before first among never-answered records, at the same pace. Such a record stays in
+the new table: a connection proves a key, not the address its record names.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class Entry:
     failed: int = 0  # dials failed since the last success
     good_ms: int = 0  # when it last answered
     bucket: int = 0  # in its table
+    peer: bool = False  # its node was a peer of ours, and no dial of it failed since
 
 
 def record_group(record: PeerRecord) -> str:
@@ -154,16 +161,29 @@ class AddrMan:
         if entry is None:
             return
         entry.failed += 1
+        entry.peer = False
         if not entry.tried and entry.failed >= MAX_FAILED_DIALS:
             self.remove(node_id)
 
+    def mark_peer(self, node_id: bytes) -> bool:
+        """The node holds a live connection with us (either way): its record, if held, is
+        drawn first among new ones until a dial of it fails. True if that changed."""
+        entry = self._entries.get(node_id)
+        if entry is None or entry.peer:
+            return False
+        entry.peer = True
+        return True
+
     def pick_new(self, rng: random.Random, skip: set[bytes]) -> PeerRecord | None:
         """A record of the new table not in ``skip``: a random bucket, then a random record
-        in it (so each source netgroup's share of the dials is its share of buckets)."""
+        in it (so each source netgroup's share of the dials is its share of buckets); the
+        records of peers of before (``peer``) first, by the same draw."""
         buckets = [ids for (tried, _), ids in self._buckets.items() if not tried]
         rng.shuffle(buckets)
-        for ids in buckets:
-            choices = [n for n in ids if n not in skip]
-            if choices:
-                return self._entries[rng.choice(choices)].record
+        for peers_only in (True, False):
+            for ids in buckets:
+                choices = [n for n in ids
+                           if n not in skip and (self._entries[n].peer or not peers_only)]
+                if choices:
+                    return self._entries[rng.choice(choices)].record
         return None

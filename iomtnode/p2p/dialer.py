@@ -5,7 +5,8 @@ their host names are resolved again on every dial. Records from the book fill th
 slots (``outbound_slots``): those whose node answered us before (the tried table) whenever
 one is free, those never answered (the new table) at most :data:`NEW_DIAL_BURST` at once and
 one every :data:`NEW_DIAL_INTERVAL_S` after that, so a book full of junk costs a trickle of
-dials, not a burst.
+dials, not a burst; the records of peers of before first (see :mod:`.addrman`), so a restarted
+node dials the nodes that had dialed it before the junk.
 Every address failing is retried with capped exponential backoff and jitter.
 
 A record's dial is a dial of its node id (:meth:`~.host.Host.dial` with ``node_id``): if
@@ -98,6 +99,9 @@ class Dialer:
         free = self._outbound_slots - sum(p.outbound for p in peers) - len(dialing)
         skip = connected | dialing | {e.record.node_id for e in book.entries()
                                       if self._host.is_refused(e.record.node_id)}
+        # new records not to draw now: the draw (peers of before first) skips them
+        skip |= {e.record.node_id for e in book.entries() if not e.tried and (
+            e.record.addresses[0] in busy or not self._ready(e.record.addresses[0], now))}
         picked: list[tuple[str, bytes | None]] = []
         for entry in book.entries():
             if len(picked) >= free:
@@ -107,9 +111,8 @@ class Dialer:
                     and self._ready(address, now)):
                 picked.append((address, entry.record.node_id))
         while len(picked) < free and self._new_dials.refill(now) >= 1:
-            record = book.pick_new(self._rng, skip)
-            if record is None or record.addresses[0] in busy or not self._ready(
-                    record.addresses[0], now):
+            record = book.pick_new(self._rng, skip)  # busy and waiting ones are in skip
+            if record is None:
                 break
             self._new_dials.try_take(now)
             skip.add(record.node_id)

@@ -27,6 +27,7 @@ log = structlog.get_logger(__name__)
 
 META_BOOK = "address_book"  # the persisted records, one msgpack list
 META_BOOK_KEY = "address_book_key"  # the secret that keys the book's buckets
+META_BOOK_PEERS = "address_book_peers"  # node ids of the new records marked peer, one list
 META_OWN_SEQ = "own_record_seq"
 BOOK_FLUSH_S = 5.0  # how often a changed address book is written to the store
 PEX_INTERVAL_S = 30.0  # records are re-exchanged this often
@@ -58,6 +59,10 @@ class AddressBook:
                 continue
             if undialable(record) is None and self.tables.add(record, str(source), now) and tried:
                 self.tables.mark_tried(record.node_id, now)
+        raw = store.get_meta(META_BOOK_PEERS)  # apart: a book of an older release reads as it was
+        for node_id in codec.decode(raw) if raw else []:
+            if isinstance(node_id, bytes):
+                self.tables.mark_peer(node_id)
 
     @property
     def records(self) -> dict[bytes, PeerRecord]:
@@ -88,6 +93,10 @@ class AddressBook:
             self.tables.mark_tried(node_id, self._now_ms())
             self._dirty = True
 
+    def was_peer(self, node_id: bytes) -> None:
+        """``node_id`` holds a live connection with us: see :meth:`AddrMan.mark_peer`."""
+        self._dirty |= self.tables.mark_peer(node_id)
+
     def dial_failed(self, node_id: bytes) -> None:
         self.tables.mark_failed(node_id)
         self._dirty = True
@@ -101,6 +110,10 @@ class AddressBook:
         if self._dirty:
             items = [[e.record.raw, e.source, e.tried] for e in self.tables.entries()]
             self._store.put_meta(META_BOOK, codec.encode(items))
+            peers = codec.encode([e.record.node_id for e in self.tables.entries()
+                                  if e.peer and not e.tried])
+            if peers != self._store.get_meta(META_BOOK_PEERS):
+                self._store.put_meta(META_BOOK_PEERS, peers)
             self._dirty = False
 
     def sample(self, n: int, rng: random.Random) -> list[PeerRecord]:

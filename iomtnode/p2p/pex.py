@@ -61,6 +61,7 @@ class PeerExchange:
     def connected(self, peer: Peer) -> None:
         if peer.record:
             self._take_records(peer, [peer.record])
+        self._book.was_peer(peer.node_id)  # a restart dials it first among new records
         peer.send(PeerRecords(self._records_to_share()))
 
     def disconnected(self, peer: Peer) -> None:

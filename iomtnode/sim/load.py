@@ -265,6 +265,7 @@ async def run_load(
     record: Path | None = None,
     ca: Path | None = None,
     approvers: Sequence[SigningKey] = (),
+    stop: trio.Event | None = None,
 ) -> LoadStats:
     """Admit ``devices`` (approved by ``authority`` and ``approvers``: see
     :func:`admit_devices`) and stream ``rate`` readings/s for ``duration_s`` (inf = forever).
@@ -273,8 +274,11 @@ async def run_load(
     stamped with the time it is scheduled to be sent, so the generator's own CPU does not
     limit or disturb what is measured (a benchmark's load). Needs a finite duration.
     ``ca``: the PEM file to trust for a ``wss://`` URL (see :func:`~iomtnode.client.open_client`).
+    ``stop``, once set, ends the streaming as the end of ``duration_s`` does (then the
+    readings sent are followed until committed, as after any run).
     """
     sims = make_devices(devices, seed)
+    stop = trio.Event() if stop is None else stop
     stats = LoadStats()
     sent_at: dict[str, float] = {}
     async with open_client(url, ca=ca) as client, _open_record(record) as recorded:
@@ -297,7 +301,7 @@ async def run_load(
             stats.started = time.monotonic()
             next_device = 0
             tick = 0
-            while trio.current_time() - start < duration_s:
+            while trio.current_time() - start < duration_s and not stop.is_set():
                 tick += 1
                 await trio.sleep_until(start + tick * TICK_S)
                 due = int(rate * (trio.current_time() - start)) - stats.submitted

@@ -209,6 +209,22 @@ def test_a_tampered_card_is_refused_naming_its_file(tmp_path, ceremony):
     assert f"{card}: the card's signature does not verify" in err
 
 
+@pytest.mark.parametrize("content, says", [
+    ("{}", "is not a card: it lacks version, chain_id, node_id, address, name, signature"),
+    ("[1, 2]", "is not a card: a card is a JSON object, this is an array"),
+    ('{"version": {"source": "file"}}', "is not a card: it lacks chain_id"),
+])
+def test_a_file_that_is_not_a_card_is_bad_input_naming_the_file(tmp_path, ceremony, content,
+                                                                 says):
+    ok("genesis", "new", "--chain-id", CHAIN, *cards(ceremony), "--out", tmp_path / "g.json")
+    other = tmp_path / "config.json"
+    other.write_text(content)
+    for command in (("new", "--chain-id", CHAIN, "--out", tmp_path / "g2.json"),
+                    ("verify", tmp_path / "g.json", "--home", ceremony[0][0])):
+        err = refused(2, "genesis", *command, *cards(ceremony), "--card", other)
+        assert err.startswith(f"error: {other} {says}") and "Traceback" not in err
+
+
 def test_two_cards_of_one_key_are_refused(tmp_path, ceremony):
     again = tmp_path / "again.card"
     ok("genesis", "card", "--home", ceremony[0][0], "--chain-id", CHAIN,

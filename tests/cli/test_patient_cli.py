@@ -92,6 +92,14 @@ async def test_grant_fetch_fhir_refusal_revocation(running_node, tmp_path):
     revoked = json.loads(await ok("patient", "revoke", *patient(tmp_path, node), "--grantee",
                                   keys.grantee.hex(), "--json"))
     assert revoked["state"] == "committed"
+    # again: the ledger holds no grant to it now, as for a grantee never granted (it exited
+    # 2, the code of a wrong option, and named 16 digits of the grantee)
+    again = await cli("patient", "revoke", *patient(tmp_path, node), "--grantee",
+                      keys.grantee.hex())
+    assert again.exit_code == 1, again.output
+    assert again.stderr.startswith(f"error: grantee {keys.grantee.hex()} holds no grant on the "
+                                   f"vitals stream {stream[:16]}: revoked already, or never "
+                                   "granted")
     after = await send(node, stream, device, "heart_rate", 131)
     assert after["epoch"] == 2  # the device learnt the new epoch from the node, checked
 
@@ -136,6 +144,20 @@ async def test_a_device_reseals_when_a_revocation_commits_before_its_reading(run
     [reading] = lines(await ok("records", "fetch", "--as", tmp_path / "patient.key", "--scope",
                                "vitals", "--api", node.url))
     assert (reading["seq"], reading["epoch"], reading["values"]) == (sealed.seq, 2, [64])
+
+
+async def test_a_grant_on_a_stream_without_an_epoch_is_refused_as_the_ledger_would(
+        running_node, tmp_path):
+    node = running_node
+    await ok("patient", "keygen", "--out", tmp_path / "patient.key")
+    doc = json.loads(await ok("patient", "stream", "--key", tmp_path / "patient.key",
+                              "--scope", "vitals", "--api", node.url, "--json"))
+    await admitted_device(node, bytes.fromhex(doc["stream"]), tmp_path / "device.key")
+    card = await ok("patient", "keygen", "--grantee", "--out", tmp_path / "clinician.key")
+    refused = await cli("patient", "grant", *patient(tmp_path, node), "--card", card.strip(),
+                        "--expires", "1d")
+    assert refused.exit_code == 1, refused.output  # not 2: no option was wrong
+    assert "the stream has no epoch yet: announce one first" in refused.stderr
 
 
 async def test_erasing_the_scope_leaves_records_without_content(running_node, tmp_path):

@@ -14,9 +14,16 @@ import typer
 from typer.testing import CliRunner
 
 from iomtnode.cli import app
-from iomtnode.cli.patient import duration_ms, iso_ms
+from iomtnode.cli.patient import _next_epoch, duration_ms, iso_ms
 from iomtnode.patient.keyfile import load_grantee, load_patient
-from iomtnode.patient.keys import check_card, check_certificate, derive_identity, derive_stream
+from iomtnode.patient.keys import (
+    EPOCHS_PER_STREAM,
+    check_card,
+    check_certificate,
+    derive_identity,
+    derive_stream,
+    new_root,
+)
 
 CHAIN = "iomt-test"
 CLOSED_API = "127.0.0.1:1"  # nothing listens: a command that refuses first never gets there
@@ -138,6 +145,13 @@ def test_durations_and_dates():
     for text in ("0d", "30", "-1d", "1w", "3651d"):
         with pytest.raises(typer.Exit):
             duration_ms(text)
+
+
+def test_a_stream_past_its_last_epoch_is_refused_as_the_ledger_would(capsys):
+    with pytest.raises(typer.Exit) as raised:
+        _next_epoch(new_root(), bytes(32), {"epoch": EPOCHS_PER_STREAM, "grants": []})
+    assert raised.value.exit_code == 1  # the ledger's state, not a wrong option (2)
+    assert "all its 65536 epochs" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("grantee", [False, True])

@@ -7,6 +7,7 @@ import pytest
 
 from iomtnode.core.ceremony import (
     CeremonyError,
+    NotACardError,
     build_genesis,
     card_from_json,
     check_address,
@@ -45,13 +46,28 @@ def test_a_card_changed_after_signing_is_refused_naming_its_file(field, value):
 
 
 @pytest.mark.parametrize("doc, match", [
-    ([], "JSON object"),
-    ({"version": 2}, "version"),
-    ({"version": 1, "chain_id": CHAIN}, "node_id must be a string"),
+    ([], r"^x\.card is not a card: a card is a JSON object, this is an array$"),
+    ({}, r"^x\.card is not a card: it lacks version, chain_id, node_id, address, name, "
+         r"signature \(cards are made by iomtnode genesis card\)$"),
+    ({"version": 1, "chain_id": CHAIN, "time_ms": 0, "authorities": [],  # a genesis
+      "admission_threshold": 1}, r"it lacks node_id, address, name, signature "),
+    ({**make_card(KEYS[0], CHAIN, "a.example:7546").to_json(), "version": 2},
+     r"^x\.card is a card of version 2; this iomtnode reads version 1$"),
+    ({**make_card(KEYS[0], CHAIN, "a.example:7546").to_json(), "version": True},
+     r"its version is true, not a number"),
+    ({**make_card(KEYS[0], CHAIN, "a.example:7546").to_json(), "node_id": None},
+     r"^x\.card is not a card: its node_id is null, not a string$"),
 ])
-def test_a_malformed_card_is_refused(doc, match):
-    with pytest.raises(CeremonyError, match=match):
+def test_json_that_is_not_a_card_is_refused_as_such(doc, match):
+    with pytest.raises(NotACardError, match=match):
         card_from_json(doc, "x.card")
+
+
+def test_a_card_with_a_field_that_does_not_hold_is_a_bad_card_not_another_file():
+    doc = {**make_card(KEYS[0], CHAIN, "a.example:7546").to_json(), "node_id": "zz"}
+    with pytest.raises(CeremonyError, match="must be hex") as raised:
+        card_from_json(doc, "x.card")
+    assert not isinstance(raised.value, NotACardError)
 
 
 def test_a_card_made_for_another_chain_is_refused_by_the_genesis_of_this_one():

@@ -4,8 +4,11 @@ device's admission."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -143,3 +146,27 @@ def test_a_device_is_admitted_to_a_stream_with_a_salted_profile(tmp_path: Path):
     found = json.loads(shown.stdout)
     assert (found["stream"], found["profile_hash"]) == (stream, admitted["profile_hash"])
     assert not {"patient", "device_class", "manufacturer"} & set(found)  # nothing in clear
+
+
+def test_ctrl_c_stops_dev_with_a_summary_and_exit_0():
+    # Ctrl-C cancelled everything at once: no summary at all, only the progress lines
+    proc = subprocess.Popen([sys.executable, "-m", "iomtnode", "dev", "--devices", "2",
+                             "--rate", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        line = ""
+        while not line.startswith("height "):  # until a progress line: the devices stream
+            line = proc.stderr.readline()
+            assert line, "dev ended before streaming"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    started, stopped, committed, home = out.splitlines()
+    assert started.startswith("dev chain iomt-dev at ws://127.0.0.1:")
+    assert stopped.startswith("stopped by SIGINT after ")
+    assert stopped.split(", height ")[1].isdigit()
+    assert committed.startswith("committed ") and "latency ms p50" in committed
+    assert home.startswith("home /") and home.endswith("/node, removed on exit")
+    assert not Path(home.split()[1].rstrip(",")).exists()

@@ -125,3 +125,24 @@ def test_host_names_hold_no_more_of_the_tried_table_than_one_netgroup():
             book.mark_tried(r.node_id, NOW)
     tried = [e for e in book.entries() if e.tried]
     assert len(tried) <= addrman.TRIED_BUCKETS_PER_GROUP * addrman.BUCKET_SIZE
+
+
+def test_the_records_of_peers_of_before_are_drawn_first_until_a_dial_of_them_fails():
+    # a restarted bootnode held its peers (they had dialed it) as never answered, drawn at
+    # random among junk at one dial a second: its peers came back after 0 to 30 s
+    book = honest_book()
+    junk = [record(f"junk{i}", f"66.{i}.0.1:1") for i in range(64)]
+    for i, r in enumerate(junk):
+        book.add(r, f"77.{i % 16}.0.0/24", NOW)  # 16 sources: many buckets
+    peers = HONEST[5], HONEST[30]
+    for r in peers:
+        assert book.mark_peer(r.node_id) and not book.mark_peer(r.node_id)
+    rng, drawn = random.Random(1), set()
+    for _ in range(3):
+        drawn.add(book.pick_new(rng, drawn).node_id)
+        if len(drawn) == 2:
+            assert drawn == {p.node_id for p in peers}  # the peers, then the rest
+    assert len(drawn) == 3
+    book.mark_failed(peers[0].node_id)  # gone from its address: an ordinary record again
+    assert not book.get(peers[0].node_id).peer and book.get(peers[1].node_id).peer
+    assert not book.mark_peer(record("unknown", "10.0.0.9:1").node_id)  # no record: nothing

@@ -78,3 +78,37 @@ async def test_a_bootnode_and_a_record_of_one_address_make_one_dial(tmp_path, au
             await trio.sleep(0.1)
             assert host.dials == [OTHER]
             nursery.cancel_scope.cancel()
+
+
+async def test_a_restarted_node_dials_its_peers_of_before_first_at_the_same_pace(
+        tmp_path, autojump_clock):
+    """Its peers had dialed it (it was their bootnode): their records were never-answered
+    ones, drawn at random among 64 junk records at one dial a second, and came back after up
+    to 30 s. Now they are the first dials of the restart; the pace stays as it was."""
+    from iomtnode.core.crypto import SigningKey
+    from iomtnode.p2p.dialer import NEW_DIAL_BURST, NEW_DIAL_INTERVAL_S
+    from iomtnode.p2p.records import sign_record
+
+    host = Host()
+    peers = [sign_record(SigningKey(bytes([i]) * 32), (f"127.0.{i}.1:7546",), 1, 1,
+                         "iomt-test") for i in (2, 3)]
+    junk = [sign_record(SigningKey(bytes([9, i]) * 16), (f"10.77.{i}.1:7546",), 1, 1,
+                        "iomt-test") for i in range(64)]
+    with BlockStore.open(tmp_path / "db") as store:
+        before = AddressBook(store, "iomt-test", lambda: 0)
+        for i, r in enumerate(junk):
+            before.update(r, 0, f"66.{i % 16}.0.0/24")  # from 16 netgroups: many buckets
+        for r in peers:
+            before.update(r, 0, r.addresses[0].rsplit(".", 1)[0] + ".0/24")
+            before.was_peer(r.node_id)  # it connected to us
+        before.flush()
+        book = AddressBook(store, "iomt-test", lambda: 0)  # the restart
+        dialer = Dialer(host, book, (), b"\x01" * 32, random.Random(1), 8)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(dialer.run)
+            await trio.sleep(0.1)
+            first = host.dials[:NEW_DIAL_BURST]  # one tick's dials (started in any order)
+            assert len(first) == NEW_DIAL_BURST and {r.addresses[0] for r in peers} <= set(first)
+            await trio.sleep(10 - 0.1)
+            assert len(host.dials) <= NEW_DIAL_BURST + 10 / NEW_DIAL_INTERVAL_S + 1
+            nursery.cancel_scope.cancel()
