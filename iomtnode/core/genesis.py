@@ -102,17 +102,21 @@ class Genesis:
     def from_json(cls, doc: Any) -> Genesis:
         if not isinstance(doc, dict):
             raise GenesisError("genesis must be a JSON object")
-        if doc.get("version") != GENESIS_VERSION:
+        version = doc.get("version")
+        if type(version) is not int or version != GENESIS_VERSION:
             raise GenesisError(f"genesis version must be {GENESIS_VERSION}")
         try:
+            authorities = doc["authorities"]
+            if not isinstance(authorities, list) or not all(
+                    isinstance(a, str) for a in authorities):
+                raise GenesisError("authorities must be a list of hex keys")
             return cls(
-                chain_id=str(doc["chain_id"]),
-                time_ms=int(doc["time_ms"]),
-                authorities=tuple(bytes.fromhex(a) for a in doc["authorities"]),
-                admission_threshold=int(doc["admission_threshold"]),
-                max_future_drift_ms=int(
-                    doc.get("max_future_drift_ms", DEFAULT_MAX_FUTURE_DRIFT_MS)
-                ),
+                chain_id=_typed(doc, "chain_id", str),
+                time_ms=_typed(doc, "time_ms", int),
+                authorities=tuple(bytes.fromhex(a) for a in authorities),
+                admission_threshold=_typed(doc, "admission_threshold", int),
+                max_future_drift_ms=_typed(doc, "max_future_drift_ms", int,
+                                           DEFAULT_MAX_FUTURE_DRIFT_MS),
                 replay_window=_window_field(doc.get("replay_window", DEFAULT_REPLAY_WINDOW)),
             )
         except KeyError as exc:
@@ -139,6 +143,20 @@ class Genesis:
             return cls.from_json(doc)
         except GenesisError as exc:  # name the file: it may be another JSON file given
             raise GenesisError(f"{path} is not a valid genesis: {exc}") from None
+
+
+_MISSING = object()
+
+
+def _typed(doc: dict[str, Any], name: str, kind: type, default: Any = _MISSING) -> Any:
+    """``doc[name]``, which must be of JSON type ``kind`` exactly: what the file says is
+    what is hashed, so a number written as a string or a float, or a boolean for a number,
+    is refused rather than converted."""
+    value = doc[name] if default is _MISSING else doc.get(name, default)
+    if type(value) is not kind:
+        raise GenesisError(f"{name} must be {'a string' if kind is str else 'an integer'}, "
+                           f"not {value!r}")
+    return value
 
 
 def _window_field(value: Any) -> int:
