@@ -8,7 +8,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,16 @@ def iomtnode(*args: str, check: bool = True, timeout: float = COMMAND_TIMEOUT_S
         raise AssertionError(f"iomtnode {' '.join(args)} exited {proc.returncode}:\n"
                              f"{proc.stderr[-3000:]}")
     return proc
+
+
+def iomtnode_all(*commands: Sequence[str], check: bool = True,
+                 timeout: float = COMMAND_TIMEOUT_S) -> list[subprocess.CompletedProcess[str]]:
+    """Run independent CLI commands at once, each as :func:`iomtnode` runs one (most of a
+    command's time is its interpreter starting); their results in the order given."""
+    with ThreadPoolExecutor(max_workers=len(commands) or 1) as pool:
+        running = [pool.submit(iomtnode, *args, check=check, timeout=timeout)
+                   for args in commands]
+        return [future.result() for future in running]
 
 
 def log_events(path: Path) -> list[dict]:

@@ -42,7 +42,7 @@ async def test_ci_chaos_subset_holds_every_invariant(tmp_path: Path, netns: bool
 SHORT = """
 scenarios = ["kill", "loss"]
 seeds = 1
-duration_s = 12
+duration_s = 6
 warmup_height = 2
 [load]
 devices = 4
@@ -80,7 +80,7 @@ def test_a_chaos_suite_ended_by_sigterm_stops_everything_it_started(tmp_path: Pa
 
     manifest = tmp_path / "short.toml"
     manifest.write_text(SHORT.replace('["kill", "loss"]', '["kill"]').replace(
-        "duration_s = 12", "duration_s = 60"))
+        "duration_s = 6", "duration_s = 60"))
     runs = tmp_path / "runs"
     proc = subprocess.Popen(
         [sys.executable, "-m", "iomtnode", "localnet", "chaos", "--manifest", str(manifest),

@@ -37,7 +37,7 @@ from tests.e2e.privacykit import (
     register,
     submit_and_wait,
 )
-from tests.e2e.procs import iomtnode, log_events
+from tests.e2e.procs import iomtnode, iomtnode_all, log_events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 NEEDS_NETNS = pytest.mark.skipif(
@@ -61,6 +61,11 @@ def name(i: int) -> str:
 
 def ok_json(*args: str) -> dict:
     return json.loads(iomtnode(*args, "--json").stdout)
+
+
+def all_ok_json(*commands: tuple[str, ...]) -> list[dict]:
+    """:func:`ok_json` of independent commands (one per site), run at once."""
+    return [json.loads(p.stdout) for p in iomtnode_all(*((*c, "--json") for c in commands))]
 
 
 @contextmanager
@@ -134,24 +139,25 @@ def ceremony(tmp_path: Path) -> tuple[list[Path], str]:
     key_file = tmp_path / "secret" / "node_key"
     key_file.parent.mkdir()
     key_file.write_text(os.urandom(32).hex() + "\n")
-    homes, cards = [], []
-    for i in range(NODES):
-        home, card = tmp_path / f"site{i}" / "home", tmp_path / f"site{i}" / "card.json"
-        imported = ("--key-file", str(key_file)) if i == NODES - 1 else ()
-        made = ok_json("init", "--home", str(home), "--no-genesis", *imported)
-        assert made["genesis_hash"] is None and made["signing_state"] is (not imported)
-        ok_json("genesis", "card", "--home", str(home), "--chain-id", CHAIN,
-                "--address", f"{name(i)}:{P2P_PORT}", "--name", f"site {i}", "--out", str(card))
-        homes.append(home)
-        cards.append(card)
+    homes = [tmp_path / f"site{i}" / "home" for i in range(NODES)]
+    cards = [tmp_path / f"site{i}" / "card.json" for i in range(NODES)]
+    imported = [("--key-file", str(key_file)) if i == NODES - 1 else () for i in range(NODES)]
+    # each site's steps run at every site at once, as the sites would
+    inits = all_ok_json(*(("init", "--home", str(home), "--no-genesis", *key)
+                          for home, key in zip(homes, imported, strict=True)))
+    for made, key in zip(inits, imported, strict=True):
+        assert made["genesis_hash"] is None and made["signing_state"] is (not key)
+    all_ok_json(*(("genesis", "card", "--home", str(home), "--chain-id", CHAIN, "--address",
+                   f"{name(i)}:{P2P_PORT}", "--name", f"site {i}", "--out", str(card))
+                  for i, (home, card) in enumerate(zip(homes, cards, strict=True))))
     with_cards = [a for c in cards for a in ("--card", str(c))]
     genesis = tmp_path / "genesis.json"
     made = ok_json("genesis", "new", "--chain-id", CHAIN, *with_cards,
                    "--admission-threshold", "1", "--out", str(genesis))
     assert sorted(made["bootnodes"]) == [f"{name(i)}:{P2P_PORT}" for i in range(NODES)]
-    for home in homes:
-        checked = ok_json("genesis", "verify", str(genesis), "--home", str(home),
-                          "--expect-hash", made["genesis_hash"], *with_cards, "--install")
+    for checked in all_ok_json(*(("genesis", "verify", str(genesis), "--home", str(home),
+                                  "--expect-hash", made["genesis_hash"], *with_cards,
+                                  "--install") for home in homes)):
         assert checked["installed"] and checked["genesis_hash"] == made["genesis_hash"]
     return homes, made["genesis_hash"]
 
@@ -228,24 +234,25 @@ def test_a_new_network_of_imported_keys_finalizes(tmp_path: Path):
     signing state and every authority defers; the network still finalizes blocks."""
     ports = free_ports(NODES)
     addresses = [f"127.0.0.1:{p}" for p in ports]
-    cards, keys = [], []
-    for i in range(NODES):
-        key = tmp_path / "secrets" / f"node{i}"
-        key.parent.mkdir(exist_ok=True)
+    keys = [tmp_path / "secrets" / f"node{i}" for i in range(NODES)]
+    keys[0].parent.mkdir()
+    for key in keys:
         key.write_text(os.urandom(32).hex())
-        keys.append(key)
-        ok_json("init", "--home", str(tmp_path / f"keyholder{i}"), "--no-genesis",
-                "--key-file", str(key))
-        cards += ["--card", str(tmp_path / f"node{i}.card")]
-        ok_json("genesis", "card", "--home", str(tmp_path / f"keyholder{i}"), "--chain-id",
-                CHAIN, "--address", addresses[i], "--out", cards[-1])
+    holders = [tmp_path / f"keyholder{i}" for i in range(NODES)]
+    card_files = [tmp_path / f"node{i}.card" for i in range(NODES)]
+    # each step at every site at once, as the sites would
+    all_ok_json(*(("init", "--home", str(holder), "--no-genesis", "--key-file", str(key))
+                  for holder, key in zip(holders, keys, strict=True)))
+    all_ok_json(*(("genesis", "card", "--home", str(holder), "--chain-id", CHAIN, "--address",
+                   address, "--out", str(card))
+                  for holder, address, card in zip(holders, addresses, card_files, strict=True)))
+    cards = [a for c in card_files for a in ("--card", str(c))]
     genesis = tmp_path / "genesis.json"
     ok_json("genesis", "new", "--chain-id", CHAIN, *cards, "--out", str(genesis))
-    homes = []
-    for i, key in enumerate(keys):  # the container's entrypoint
-        homes.append(tmp_path / f"pod{i}")
-        made = ok_json("init", "--home", str(homes[-1]), "--key-file", str(key), "--genesis",
-                       str(genesis))
+    homes = [tmp_path / f"pod{i}" for i in range(NODES)]
+    for made in all_ok_json(*(("init", "--home", str(home), "--key-file", str(key),  # the
+                               "--genesis", str(genesis))  # container's entrypoint
+                              for home, key in zip(homes, keys, strict=True))):
         assert not made["signing_state"]
     envs = [{"IOMTNODE_BOOTNODES": ",".join(a for a in addresses if a != mine)}
             for mine in addresses]

@@ -17,7 +17,7 @@ import pytest
 from iomtnode.audit.log import FRAME
 from iomtnode.patient import fhir
 from iomtnode.patient.keyfile import load_grantee
-from tests.e2e.procs import NodeProcess, iomtnode
+from tests.e2e.procs import NodeProcess, iomtnode, iomtnode_all
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -67,31 +67,33 @@ def cut_last_records(home: Path, count: int) -> None:
 
 def test_grant_fetch_revoke_audit(tmp_path: Path):
     home = tmp_path / "node"
-    iomtnode("init", "--home", str(home))
     patient, clinician, stranger = (str(tmp_path / n) for n in ("p.key", "c.key", "s.key"))
+    _, _, made_device, made_card, _ = iomtnode_all(  # every key offline, at once
+        ("init", "--home", str(home)), ("patient", "keygen", "--out", patient),
+        ("device", "keygen", "--out", str(tmp_path / "d.key")),
+        ("patient", "keygen", "--grantee", "--out", clinician),
+        ("patient", "keygen", "--grantee", "--out", stranger))
+    device, card = made_device.stdout.strip(), made_card.stdout.strip()
     with NodeProcess.start(home, tmp_path / "node.log") as node:
         api = ["--api", node.api]
         mine = ["--key", patient, "--scope", "vitals", *api]
-        iomtnode("patient", "keygen", "--out", patient)
         stream = json.loads(iomtnode("patient", "stream", *mine, "--json").stdout)["stream"]
-        device = iomtnode("device", "keygen", "--out", str(tmp_path / "d.key")).stdout.strip()
         iomtnode("device", "admit", device, "--stream", stream, "--home", str(home), *api)
         until_ok("patient", "epoch", *mine)  # once the admission is committed
         send = ["device", "send", "--key", str(tmp_path / "d.key"), "--stream", stream, *api]
         iomtnode(*send, "--kind", "heart_rate", "--value", "72")
         iomtnode(*send, "--kind", "blood_pressure", "--value", "121", "--value", "79")
 
-        card = iomtnode("patient", "keygen", "--grantee", "--out", clinician).stdout.strip()
-        iomtnode("patient", "keygen", "--grantee", "--out", stranger)
         iomtnode("patient", "grant", *mine, "--card", card, "--expires", "1d")
         fetch = ["records", "fetch", "--as", clinician, "--stream", stream, *api]
-        readings = json_lines(iomtnode(*fetch).stdout)
+        fetched, as_fhir, refused = iomtnode_all(  # three reads, each audited, at once
+            fetch, (*fetch, "--fhir", str(tmp_path / "clinician.json")),
+            ("records", "fetch", "--as", stranger, "--stream", stream, *api), check=False)
+        assert fetched.returncode == 0 and as_fhir.returncode == 0, (
+            fetched.stderr[-3000:] + as_fhir.stderr[-3000:])
+        readings = json_lines(fetched.stdout)
         assert [r["values"] for r in readings] == [[72], [121, 79]]
-        iomtnode(*fetch, "--fhir", str(tmp_path / "clinician.json"))
         fhir.validate(json.loads((tmp_path / "clinician.json").read_text()))
-
-        refused = iomtnode("records", "fetch", "--as", stranger, "--stream", stream, *api,
-                           check=False)
         assert refused.returncode == 1 and "code -32025" in refused.stderr
 
         iomtnode("patient", "revoke", *mine, "--grantee",
