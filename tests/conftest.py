@@ -16,6 +16,23 @@ FAST = Config(api_listen="127.0.0.1:0", p2p_listen="127.0.0.1:0", block_interval
               empty_block_interval_s=0.5)
 
 
+# Tests that make network namespaces, bridges and nftables tables run one at a time, on one
+# xdist worker (``--dist loadgroup``): their names are per localnet, but the host's routes
+# and the root namespace's veth ends are shared.
+NETNS_TESTS = frozenset({
+    "tests/bench/test_widearea.py", "tests/e2e/test_chaos.py",
+    "tests/e2e/test_genesis_ceremony.py", "tests/e2e/test_netns.py",
+    "tests/localnet/test_api_tls.py", "tests/localnet/test_chaosrun.py",
+    "tests/localnet/test_netns.py", "tests/localnet/test_scenarios.py",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.split("::", 1)[0] in NETNS_TESTS:
+            item.add_marker(pytest.mark.xdist_group("netns"))
+
+
 @pytest.fixture(autouse=True)
 def logs_as_found():
     """A test that runs a command in this process (``run`` sets the logs to its log_level
