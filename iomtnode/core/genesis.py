@@ -117,7 +117,7 @@ class Genesis:
                 admission_threshold=_typed(doc, "admission_threshold", int),
                 max_future_drift_ms=_typed(doc, "max_future_drift_ms", int,
                                            DEFAULT_MAX_FUTURE_DRIFT_MS),
-                replay_window=_window_field(doc.get("replay_window", DEFAULT_REPLAY_WINDOW)),
+                replay_window=_typed(doc, "replay_window", int, DEFAULT_REPLAY_WINDOW),
             )
         except KeyError as exc:
             raise GenesisError(f"genesis lacks the field {exc.args[0]}") from None
@@ -158,9 +158,3 @@ def _typed(doc: dict[str, Any], name: str, kind: type, default: Any = _MISSING) 
                            f"not {value!r}")
     return value
 
-
-def _window_field(value: Any) -> int:
-    """``replay_window`` from JSON: an integer (not a float or a string of one)."""
-    if type(value) is not int:
-        raise GenesisError(f"replay_window must be an integer, not {value!r}")
-    return value
