@@ -21,9 +21,9 @@ from dataclasses import InitVar, dataclass, field
 
 from . import codec, merkle
 from . import fields as f
-from .crypto import HASH_BYTES, BadSignatureError, Domain, SigningKey, blake2b256, verify
+from .crypto import HASH_BYTES, BadSignatureError, Domain, SigningKey, blake2b256
 from .tx import MalformedTxError, SignedTx, decode_tx
-from .vote import precommit_digest
+from .vote import precommit_digest, verify_precommit
 
 HEADER_VERSION = 2  # 2: next_authorities_hash
 MAX_BLOCK_TXS = 10_000  # transactions in one block
@@ -135,7 +135,7 @@ class Commit:
             if authority not in members:
                 raise InvalidCommitError(f"{authority.hex()[:16]} is not an authority")
             try:
-                verify(authority, Domain.PRECOMMIT, chain_id, digest, signature)
+                verify_precommit(authority, chain_id, digest, signature)
             except BadSignatureError:
                 raise InvalidCommitError(
                     f"bad precommit signature from {authority.hex()[:16]}"

@@ -17,6 +17,7 @@ exactly a commit certificate signature.
 from __future__ import annotations
 
 import enum
+from collections import OrderedDict
 from dataclasses import InitVar, dataclass, field
 
 from . import codec
@@ -25,11 +26,37 @@ from .crypto import HASH_BYTES, Domain, SigningKey, blake2b256, verify
 
 NIL = bytes(HASH_BYTES)  # the block hash of a nil vote ("no block this round")
 MAX_VOTE_BYTES = 160  # an encoded vote is ~150 bytes
+PRECOMMITS_REMEMBERED = 1024  # precommit signatures that passed, kept (about 200 bytes
+# each): 64 heights of 16 authorities
 
 
 def precommit_digest(height: int, round_: int, block_hash: bytes) -> bytes:
     """What an authority signs (in :attr:`Domain.PRECOMMIT`) to finalize a block."""
     return blake2b256(codec.encode([height, round_, block_hash]))
+
+
+_passed_precommits: OrderedDict[tuple[bytes, str], None] = OrderedDict()
+
+
+def verify_precommit(authority: bytes, chain_id: str, digest: bytes, signature: bytes) -> None:
+    """:func:`~.crypto.verify` in :attr:`Domain.PRECOMMIT`, but a signature that passed
+    here before (or was signed here) is not checked again.
+
+    A block's certificate repeats the precommits its authorities sent as votes one height
+    before, so every follower checked each of them already when the next proposal, which
+    carries the certificate, comes. The key holds every input of the check, byte for
+    byte, so a remembered pass stands only for that exact check."""
+    key = (authority + digest + signature, chain_id)
+    if key in _passed_precommits:
+        return
+    verify(authority, Domain.PRECOMMIT, chain_id, digest, signature)
+    _remember_precommit(key)
+
+
+def _remember_precommit(key: tuple[bytes, str]) -> None:
+    _passed_precommits[key] = None
+    if len(_passed_precommits) > PRECOMMITS_REMEMBERED:
+        _passed_precommits.popitem(last=False)
 
 
 class MalformedVoteError(ValueError):
@@ -95,13 +122,19 @@ class Vote:
 
     def verify(self, chain_id: str) -> None:
         """Raise :class:`~iomtnode.core.crypto.BadSignatureError` unless ``validator`` signed it."""
-        verify(self.validator, self.type.domain, chain_id, self.digest(), self.signature)
+        if self.type is VoteType.PRECOMMIT:
+            verify_precommit(self.validator, chain_id, self.digest(), self.signature)
+        else:
+            verify(self.validator, Domain.PREVOTE, chain_id, self.digest(), self.signature)
 
 
 def sign_vote(key: SigningKey, chain_id: str, vote_type: VoteType, height: int, round_: int,
               block_hash: bytes) -> Vote:
     """A vote signed by ``key``. The caller must have persisted its signing state first."""
-    signature = key.sign(vote_type.domain, chain_id, vote_digest(height, round_, block_hash))
+    digest = vote_digest(height, round_, block_hash)
+    signature = key.sign(vote_type.domain, chain_id, digest)
+    if vote_type is VoteType.PRECOMMIT:  # this node's own: it goes into the next certificate
+        _remember_precommit((key.public + digest + signature, chain_id))
     return Vote(vote_type, height, round_, block_hash, key.public, signature)
 
 

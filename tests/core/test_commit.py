@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from iomtnode.core import codec, merkle
 from iomtnode.core.block import (
+    Commit,
     InvalidCommitError,
     MalformedBlockError,
     decode_commit,
@@ -17,7 +18,7 @@ from iomtnode.core.block import (
     quorum,
     sign_commit,
 )
-from iomtnode.core.crypto import Domain, blake2b256
+from iomtnode.core.crypto import BadSignatureError, Domain, blake2b256
 from iomtnode.core.receipt import Handoff, make_receipt
 
 from .blocks import AUTHS, BLOCK_HASH, NAMES, PARENT, TXS, block, commit
@@ -202,3 +203,96 @@ def test_decode_commit_arbitrary_bytes(data: bytes) -> None:
         assert type(exc) is MalformedBlockError
     else:  # pragma: no cover
         raise AssertionError("random bytes decoded as a commit")
+
+
+# precommits checked once -------------------------------------------------------------------
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Count the signature checks behind precommits (``vote.verify``: what
+    :func:`~iomtnode.core.vote.verify_precommit` calls unless it remembers a pass),
+    remembering none yet."""
+    from iomtnode.core import vote as vote_module
+
+    checked: list[bytes] = []
+    real = vote_module.verify
+
+    def count(public: bytes, domain: Domain, chain_id: str, digest: bytes, sig: bytes) -> None:
+        checked.append(sig)
+        real(public, domain, chain_id, digest, sig)
+
+    monkeypatch.setattr(vote_module, "verify", count)
+    monkeypatch.setattr(vote_module, "_passed_precommits", vote_module.OrderedDict())
+    return checked
+
+
+def _precommits(block_hash: bytes, names: list[str]) -> tuple[tuple[bytes, bytes], ...]:
+    digest = precommit_digest(9, 0, block_hash)
+    return tuple(sorted((key(n).public, key(n).sign(Domain.PRECOMMIT, CHAIN_ID, digest))
+                        for n in names))
+
+
+def test_a_certificate_of_precommits_checked_as_votes_costs_no_check(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next proposal carries the certificate of precommits a follower checked as
+    votes one height before: those signatures are not checked again."""
+    from iomtnode.core.vote import Vote, VoteType
+
+    checked = _counting(monkeypatch)
+    block_hash = blake2b256(b"checked as votes")
+    sigs = _precommits(block_hash, NAMES[:3])
+    for authority, sig in sigs:
+        Vote(VoteType.PRECOMMIT, 9, 0, block_hash, authority, sig).verify(CHAIN_ID)
+    assert len(checked) == 3
+    assert Commit(9, 0, block_hash, sigs).verify(AUTHS, CHAIN_ID) is None
+    assert len(checked) == 3
+    fresh = _precommits(block_hash, NAMES[1:4])  # D's precommit was never seen as a vote
+    assert Commit(9, 0, block_hash, fresh).verify(AUTHS, CHAIN_ID) is None
+    assert checked[3:] == [sig for authority, sig in fresh if authority == pub(NAMES[3])]
+
+
+def test_an_own_precommit_is_not_checked_in_the_certificate(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from iomtnode.core.vote import VoteType, sign_vote
+
+    checked = _counting(monkeypatch)
+    block_hash = blake2b256(b"own precommit")
+    own = sign_vote(key(NAMES[0]), CHAIN_ID, VoteType.PRECOMMIT, 9, 0, block_hash)
+    others = _precommits(block_hash, NAMES[1:3])
+    signatures = tuple(sorted(((own.validator, own.signature), *others)))
+    assert Commit(9, 0, block_hash, signatures).verify(AUTHS, CHAIN_ID) is None
+    assert sorted(checked) == sorted(sig for _, sig in others)
+
+
+def test_a_remembered_precommit_passes_only_its_exact_check() -> None:
+    """A pass is remembered under every input of the check: the same signature for
+    another block, height or chain, or under another authority's key, is checked anew
+    (and fails)."""
+    from iomtnode.core.vote import verify_precommit
+
+    block_hash = blake2b256(b"remembered")
+    digest = precommit_digest(9, 0, block_hash)
+    signature = key(NAMES[0]).sign(Domain.PRECOMMIT, CHAIN_ID, digest)
+    verify_precommit(pub(NAMES[0]), CHAIN_ID, digest, signature)  # passes, remembered
+    verify_precommit(pub(NAMES[0]), CHAIN_ID, digest, signature)  # from memory
+    for args in [(pub(NAMES[0]), CHAIN_ID, precommit_digest(9, 0, PARENT), signature),
+                 (pub(NAMES[0]), CHAIN_ID, precommit_digest(10, 0, block_hash), signature),
+                 (pub(NAMES[0]), "iomt-other", digest, signature),
+                 (pub(NAMES[1]), CHAIN_ID, digest, signature)]:
+        with pytest.raises(BadSignatureError):
+            verify_precommit(*args)
+
+
+def test_remembered_precommits_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from iomtnode.core import vote as vote_module
+
+    monkeypatch.setattr(vote_module, "PRECOMMITS_REMEMBERED", 2)
+    checked = _counting(monkeypatch)
+    digests = [precommit_digest(9, 0, blake2b256(bytes([i]))) for i in range(3)]
+    sigs = [key(NAMES[0]).sign(Domain.PRECOMMIT, CHAIN_ID, d) for d in digests]
+    for d, s in zip(digests, sigs, strict=True):
+        vote_module.verify_precommit(pub(NAMES[0]), CHAIN_ID, d, s)
+    assert len(vote_module._passed_precommits) == 2
+    vote_module.verify_precommit(pub(NAMES[0]), CHAIN_ID, digests[0], sigs[0])  # forgotten
+    vote_module.verify_precommit(pub(NAMES[0]), CHAIN_ID, digests[2], sigs[2])  # kept
+    assert checked == [*sigs, sigs[0]]

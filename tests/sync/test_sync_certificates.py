@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import iomtnode.core.block as block_module
+import iomtnode.core.vote as vote_module
 from iomtnode.chain.chain import Chain
 from iomtnode.core.block import Block, Commit, InvalidCommitError, sign_commit
 from iomtnode.core.tx import AuthorityVote, sign_tx
@@ -113,8 +113,9 @@ def test_a_cut_is_a_forgery_only_at_the_next_height_under_the_same_authorities()
 def test_a_pass_is_remembered_for_its_authorities_and_chain_only(monkeypatch):
     commit = sign_commit([key("A")], CHAIN_ID, 3, 0, bytes(32))
     calls = []
-    real = block_module.verify
-    monkeypatch.setattr(block_module, "verify", lambda *a: calls.append(a) or real(*a))
+    real = vote_module.verify
+    monkeypatch.setattr(vote_module, "verify", lambda *a: calls.append(a) or real(*a))
+    monkeypatch.setattr(vote_module, "_passed_precommits", vote_module.OrderedDict())
     commit.verify((pub("A"),), CHAIN_ID)
     commit.verify((pub("A"),), CHAIN_ID)
     assert len(calls) == 1
