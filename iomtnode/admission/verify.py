@@ -11,9 +11,9 @@ A batch of :data:`PROCESS_MIN_BATCH` or more (a syncing node's round of blocks) 
 worker processes instead (``trio-parallel``): a thread that finishes a signature must take
 the GIL back, and while the trio thread runs Python it waits up to the switch interval
 (``tuning.GIL_SWITCH_INTERVAL_S``, 20 ms in a node) for it, so threads keep cores busy only
-while the trio thread idles. Processes
-need no GIL; they get the transactions' signed parts (signer, domain, id, signature), or
-the whole transaction for evidence (whose votes are verified too).
+while the trio thread idles. Processes need no GIL; they get the transactions' signed
+parts (signer, domain, id, signature), or the whole transaction for evidence (whose votes
+are verified too).
 """
 
 from __future__ import annotations
