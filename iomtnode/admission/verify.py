@@ -104,7 +104,9 @@ class Verifier:
             self._passed.popitem(last=False)
 
     def _check(self, txs: Sequence[SignedTx]) -> list[BadSignatureError | None]:
-        """Verify each of ``txs`` (any thread); no shared state is touched."""
+        """Verify each of ``txs`` (any thread); no state of the verifier is touched (an
+        evidence transaction's precommits go through :func:`~..core.vote.verify_precommit`,
+        whose memory any thread may use)."""
         out: list[BadSignatureError | None] = []
         for tx in txs:
             try:

@@ -26,8 +26,8 @@ from .crypto import HASH_BYTES, Domain, SigningKey, blake2b256, verify
 
 NIL = bytes(HASH_BYTES)  # the block hash of a nil vote ("no block this round")
 MAX_VOTE_BYTES = 160  # an encoded vote is ~150 bytes
-PRECOMMITS_REMEMBERED = 1024  # precommit signatures that passed, kept (about 200 bytes
-# each): 64 heights of 16 authorities
+PRECOMMITS_REMEMBERED = 1024  # precommit signatures that passed, kept (about 300 bytes
+# each, 300 KB in all): 64 heights of 16 authorities
 
 
 def precommit_digest(height: int, round_: int, block_hash: bytes) -> bytes:
@@ -35,7 +35,8 @@ def precommit_digest(height: int, round_: int, block_hash: bytes) -> bytes:
     return blake2b256(codec.encode([height, round_, block_hash]))
 
 
-_passed_precommits: OrderedDict[tuple[bytes, str], None] = OrderedDict()
+PrecommitCheck = tuple[bytes, bytes, bytes, str]  # authority, digest, signature, chain id
+_passed_precommits: OrderedDict[PrecommitCheck, None] = OrderedDict()
 
 
 def verify_precommit(authority: bytes, chain_id: str, digest: bytes, signature: bytes) -> None:
@@ -44,16 +45,18 @@ def verify_precommit(authority: bytes, chain_id: str, digest: bytes, signature: 
 
     A block's certificate repeats the precommits its authorities sent as votes one height
     before, so every follower checked each of them already when the next proposal, which
-    carries the certificate, comes. The key holds every input of the check, byte for
-    byte, so a remembered pass stands only for that exact check."""
-    key = (authority + digest + signature, chain_id)
+    carries the certificate, comes. The key holds every input of the check, each apart
+    (not concatenated: fields of other lengths cannot pass for them), so a remembered
+    pass stands only for that exact check. Any thread may call it: each step on the
+    memory is one operation on a C ``OrderedDict`` under the GIL."""
+    key = (authority, digest, signature, chain_id)
     if key in _passed_precommits:
         return
     verify(authority, Domain.PRECOMMIT, chain_id, digest, signature)
     _remember_precommit(key)
 
 
-def _remember_precommit(key: tuple[bytes, str]) -> None:
+def _remember_precommit(key: PrecommitCheck) -> None:
     _passed_precommits[key] = None
     if len(_passed_precommits) > PRECOMMITS_REMEMBERED:
         _passed_precommits.popitem(last=False)
@@ -134,7 +137,7 @@ def sign_vote(key: SigningKey, chain_id: str, vote_type: VoteType, height: int, 
     digest = vote_digest(height, round_, block_hash)
     signature = key.sign(vote_type.domain, chain_id, digest)
     if vote_type is VoteType.PRECOMMIT:  # this node's own: it goes into the next certificate
-        _remember_precommit((key.public + digest + signature, chain_id))
+        _remember_precommit((key.public, digest, signature, chain_id))
     return Vote(vote_type, height, round_, block_hash, key.public, signature)
 
 

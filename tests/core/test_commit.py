@@ -266,8 +266,9 @@ def test_an_own_precommit_is_not_checked_in_the_certificate(
 
 def test_a_remembered_precommit_passes_only_its_exact_check() -> None:
     """A pass is remembered under every input of the check: the same signature for
-    another block, height or chain, or under another authority's key, is checked anew
-    (and fails)."""
+    another block, height or chain, or under another authority's key, another signature
+    for the same, and the same bytes split into other fields, are checked anew (and
+    fail)."""
     from iomtnode.core.vote import verify_precommit
 
     block_hash = blake2b256(b"remembered")
@@ -278,7 +279,11 @@ def test_a_remembered_precommit_passes_only_its_exact_check() -> None:
     for args in [(pub(NAMES[0]), CHAIN_ID, precommit_digest(9, 0, PARENT), signature),
                  (pub(NAMES[0]), CHAIN_ID, precommit_digest(10, 0, block_hash), signature),
                  (pub(NAMES[0]), "iomt-other", digest, signature),
-                 (pub(NAMES[1]), CHAIN_ID, digest, signature)]:
+                 (pub(NAMES[1]), CHAIN_ID, digest, signature),
+                 (pub(NAMES[0]), CHAIN_ID, digest, signature[:-1] + bytes((signature[-1] ^ 1,))),
+                 # the same bytes split otherwise: refused for their lengths, never remembered
+                 (pub(NAMES[0]) + digest[:1], CHAIN_ID, digest[1:] + signature[:1],
+                  signature[1:])]:
         with pytest.raises(BadSignatureError):
             verify_precommit(*args)
 
