@@ -97,21 +97,20 @@ class Dialer:
         busy |= {a for a, _ in boot}  # a record naming a bootnode's address: one dial of it
         dialing = {n for n in self._in_flight.values() if n is not None}
         free = self._outbound_slots - sum(p.outbound for p in peers) - len(dialing)
-        skip = connected | dialing | {e.record.node_id for e in book.entries()
-                                      if self._host.is_refused(e.record.node_id)}
-        # new records not to draw now: the draw (peers of before first) skips them
-        skip |= {e.record.node_id for e in book.entries() if not e.tried and (
-            e.record.addresses[0] in busy or not self._ready(e.record.addresses[0], now))}
+        # records not to dial now (refused, or their address busy or backing off): the
+        # tried ones are passed over below, the new ones by the draw (peers of before first)
+        skip = connected | dialing | {
+            e.record.node_id for e in book.entries()
+            if self._host.is_refused(e.record.node_id) or e.record.addresses[0] in busy
+            or not self._ready(e.record.addresses[0], now)}
         picked: list[tuple[str, bytes | None]] = []
         for entry in book.entries():
             if len(picked) >= free:
                 break
-            address = entry.record.addresses[0]
-            if (entry.tried and entry.record.node_id not in skip and address not in busy
-                    and self._ready(address, now)):
-                picked.append((address, entry.record.node_id))
+            if entry.tried and entry.record.node_id not in skip:
+                picked.append((entry.record.addresses[0], entry.record.node_id))
         while len(picked) < free and self._new_dials.refill(now) >= 1:
-            record = book.pick_new(self._rng, skip)  # busy and waiting ones are in skip
+            record = book.pick_new(self._rng, skip)
             if record is None:
                 break
             self._new_dials.try_take(now)
