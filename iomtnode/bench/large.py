@@ -40,7 +40,7 @@ from ..config import Config
 from ..core.block import sign_commit
 from ..core.tx import Reading, SignedTx, sign_tx
 from ..home import Home, init_home
-from ..localnet.layout import allocate_ports
+from ..localnet.ports import allocate_ports
 from ..localnet.rpc import NodeUnreachable, call_api
 from ..sim.vitals import make_devices
 from ..store import BlockStore

@@ -117,7 +117,7 @@ def prepare_cmd(
         min=1, help="The first K nodes are authorities (default: all).")] = None,
     base_port: Annotated[int, typer.Option(
         min=0, max=65535, help="First port to try; two free ports per node (api, p2p). "
-                               "0: ports the OS picks.")
+                               "0: free ports picked at random below the OS's ephemeral range.")
     ] = DEFAULT_BASE_PORT,
     as_json: JsonOpt = False,
 ) -> None:
@@ -150,7 +150,8 @@ def up_cmd(
     ] = 0,
     rate: Annotated[float, typer.Option(min=0.1, help="Readings per second in total.")] = 50.0,
     base_port: Annotated[int, typer.Option(
-        min=0, max=65535, help="For a new DIR: first port to try (0: ports the OS picks).")
+        min=0, max=65535, help="For a new DIR: first port to try (0: free ports picked at "
+                               "random below the OS's ephemeral range).")
     ] = DEFAULT_BASE_PORT,
     detach: Annotated[bool, typer.Option(
         "--detach", help="Start the nodes in the background and return once they answer; "

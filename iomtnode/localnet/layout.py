@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +29,12 @@ from ..home import Home, init_home
 from ..store.files import write_atomic
 from .errors import LocalnetDirError, LocalnetError
 from .netns import NetnsInfo
+from .ports import HOST, allocate_ports
 from .rpc import Endpoint
 
 MANIFEST_NAME = "localnet.json"
 MANIFEST_VERSION = 1
 CHAIN_ID = "iomt-localnet"
-HOST = "127.0.0.1"
 DEFAULT_BASE_PORT = 27000  # below Linux's ephemeral range (32768+), so dials rarely take them
 MAX_NODES = 64
 API_PATH = "/api/v1"
@@ -211,48 +210,6 @@ class Manifest:
             raise LocalnetDirError(f"{path} is malformed: {exc!r}") from None
 
 
-def port_is_free(host: str, port: int) -> bool:
-    """Whether a listener could bind ``host:port`` now (with SO_REUSEADDR, as trio binds)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def allocate_ports(count: int, *, host: str = HOST, base: int | None = None) -> list[int]:
-    """``count`` distinct ports free on ``host`` right now.
-
-    With ``base``, the first free ports from ``base`` upward (stable across runs, good for a
-    Procfile); without, ports the OS picks. All are held bound until all are chosen.
-    """
-    held: list[socket.socket] = []
-    try:
-        port = base
-        while len(held) < count:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                if port is not None and port > 65535:
-                    raise LocalnetError(f"not enough free ports on {host} from {base} upward")
-                s.bind((host, 0 if port is None else port))
-            except OSError:
-                s.close()
-                port = port + 1 if port is not None else None
-                continue
-            except LocalnetError:
-                s.close()
-                raise
-            held.append(s)
-            port = port + 1 if port is not None else None
-        return [s.getsockname()[1] for s in held]
-    finally:
-        for s in held:
-            s.close()
-
-
 def unused_loopback_host(manifest: Manifest) -> str:
     """A 127.0.0.N (all of 127/8 is loopback on Linux) that no node listens on yet."""
     used = {hostport_of(a).rsplit(":", 1)[0] for n in manifest.nodes for a in (n.api, n.p2p)}
@@ -331,7 +288,7 @@ def prepare(directory: Path | str, nodes: int, *, authorities: int | None = None
     keys = [SigningKey.generate() for _ in range(nodes)]
     genesis = Genesis(chain_id=chain_id, time_ms=int(time.time() * 1000),
                       authorities=tuple(key.public for key in keys[:k]), admission_threshold=1)
-    ports = allocate_ports(2 * nodes, base=base_port or None)  # 0 or None: the OS picks
+    ports = allocate_ports(2 * nodes, base=base_port or None)  # 0 or None: picked at random
     entries = [
         NodeEntry(name=node_name(i), node_id=keys[i].public.hex(),
                   home=directory / node_name(i), authority=i < k,

@@ -26,12 +26,12 @@ from .layout import (
     P2P_PATH,
     Manifest,
     NodeEntry,
-    allocate_ports,
     hostport_of,
     rewrite_configs,
     unused_loopback_host,
     ws_url,
 )
+from .ports import allocate_ports
 
 log = structlog.get_logger(__name__)
 

@@ -23,15 +23,14 @@ from iomtnode.localnet.layout import (
     LocalnetError,
     Manifest,
     ProcRef,
-    allocate_ports,
     hostport_of,
     open_or_prepare,
-    port_is_free,
     prepare,
     procfile,
     rewrite_configs,
     ws_url,
 )
+from iomtnode.localnet.ports import allocate_ports, ephemeral_low, port_is_free
 from iomtnode.localnet.procs import pid_state, ref_of
 from iomtnode.localnet.table import RateMeter
 
@@ -99,6 +98,15 @@ def test_ports_from_a_base_skip_a_port_in_use():
         ports = allocate_ports(3, base=taken)
         assert taken not in ports
         assert ports == sorted(ports) and ports[0] > taken
+    assert all(port_is_free("127.0.0.1", p) for p in ports)
+
+
+def test_ports_without_a_base_are_below_the_ephemeral_range():
+    """Ports the OS hands out for bind(0) or an outgoing connection come from its ephemeral
+    range: a port picked there and released could be taken before its node binds it."""
+    ports = allocate_ports(20)
+    assert len(set(ports)) == 20
+    assert all(10_000 <= p < ephemeral_low() for p in ports), ports
     assert all(port_is_free("127.0.0.1", p) for p in ports)
 
 
